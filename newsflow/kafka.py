@@ -1,0 +1,180 @@
+"""Kafka wiring shared by every process: topics, the publisher, consumer settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
+
+from newsflow.schemas import DeadLetter, RawArticle
+from newsflow.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics newsflow owns, with explicit partitions.
+
+    The clean-articles topic has one partition on purpose: incident clustering needs a
+    global view of the stream, so every article passes one ordered clustering task.
+    """
+    return [
+        TopicSpec(settings.topic_raw, settings.raw_partitions, {}),
+        TopicSpec(settings.topic_clean, 1, {}),
+        TopicSpec(
+            settings.topic_incidents,
+            settings.incident_partitions,
+            {"cleanup.policy": "compact"},
+        ),
+        TopicSpec(settings.topic_dlq, 1, {}),
+    ]
+
+
+def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClient:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=settings.kafka_bootstrap,
+                client_id=f"{settings.app_id}-admin",
+                request_timeout_ms=15000,
+            )
+        except (KafkaConnectionError, KafkaTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) -> None:
+    """Create missing topics; existing ones are left as they are."""
+    specs = list(specs if specs is not None else topic_specs(settings))
+    admin = admin_client(settings)
+    try:
+        existing = set(admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        for spec in missing:
+            try:
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            name=spec.name,
+                            num_partitions=spec.partitions,
+                            replication_factor=settings.replication_factor,
+                            topic_configs=spec.config,
+                        )
+                    ]
+                )
+                logger.info("created topic %s (%d partitions)", spec.name, spec.partitions)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+class Publisher:
+    """The one place that writes to Kafka with kafka-python.
+
+    acks=all, idempotent where the broker allows it, gzip, and an errback on every send:
+    kafka-python reports delivery failures only through the send future.
+    """
+
+    def __init__(self, settings: Settings, *, client_id: str = "newsflow-producer") -> None:
+        self.settings = settings
+        self._failures: list[str] = []
+        self._lock = threading.Lock()
+        self.sent = 0
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id=client_id,
+            acks="all",
+            # Tansu has no idempotent-producer support; real Kafka does.
+            enable_idempotence=not settings.kafka_embedded,
+            compression_type="gzip",
+            linger_ms=5,
+            retries=5,
+            max_in_flight_requests_per_connection=5 if not settings.kafka_embedded else 1,
+            request_timeout_ms=30000,
+        )
+
+    def send(self, topic: str, key: str | None, value: bytes) -> None:
+        future = self._producer.send(
+            topic, key=key.encode("utf-8") if key else None, value=value
+        )
+        future.add_errback(self._on_error, topic, key)
+        self.sent += 1
+
+    def publish_article(self, article: RawArticle) -> None:
+        self.send(self.settings.topic_raw, article.id, article.to_bytes())
+
+    def publish_dead_letter(self, letter: DeadLetter) -> None:
+        self.send(self.settings.topic_dlq, letter.key, letter.to_bytes())
+
+    def _on_error(self, topic: str, key: str | None, exc: BaseException) -> None:
+        logger.error("delivery to %s failed for key %s: %s", topic, key, exc)
+        with self._lock:
+            self._failures.append(f"{topic}/{key}: {exc}")
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for every send; raise if any failed, so the caller does not mark it done."""
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise PublishError(f"flush failed: {exc}") from exc
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if failures:
+            raise PublishError(f"{len(failures)} message(s) not delivered: {failures[:3]}")
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._producer.close(timeout=10)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) -> dict[str, Any]:
+    """kafka-python consumer settings with the session timeouts the broker needs."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": int(settings.session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(settings.heartbeat_interval_s * 1000),
+        "max_poll_interval_ms": 300000,
+    }
+    config.update(overrides)
+    return config
+
+
+def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> KafkaConsumer:
+    return KafkaConsumer(*topics, **consumer_config(settings, group_id, **overrides))

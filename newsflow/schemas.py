@@ -1,0 +1,134 @@
+"""Wire schemas: versioned JSON messages on newsflow's topics.
+
+These models are the contract between producers, processors and sinks, and what an
+operator sees with kcat. Every message carries ``schema_version``; a reader rejects a
+version it does not know (the message then goes to the dead-letter topic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # News timestamps without a zone are taken as UTC; everything on the wire is aware.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def article_key(canonical_url: str | None, text: str = "") -> str:
+    """Message key and article id: a hash of the canonical URL, or of the text without one."""
+    basis = f"url:{canonical_url}" if canonical_url else f"text:{' '.join(text.split())}"
+    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:32]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=False).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str):  # type: ignore[no-untyped-def]
+        return cls.model_validate_json(raw)
+
+
+class RawArticle(_Message):
+    """An article as a producer saw it: topic ``newsflow.articles.raw``."""
+
+    id: str
+    url: str | None = None
+    canonical_url: str | None = None
+    title: str = ""
+    text: str = ""
+    published: datetime | None = None
+    source: str | None = None  # outlet or agency, e.g. "Reuters", or the site's host
+    feed_url: str | None = None
+    fetched_at: datetime = Field(default_factory=utcnow)
+    language: str | None = None
+    author: str | None = None
+    site_name: str | None = None
+    summary_only: bool = False  # the page could not be fetched/extracted: text is the feed summary
+    producer: str = "feed"  # "feed", "replay", ...
+    fetch: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+    _aware_published = field_validator("published", "fetched_at")(_aware)
+
+
+class Explanation(BaseModel):
+    """Why an article landed where it did."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    decision: Literal["new", "joined", "duplicate", "merged"]
+    score: float = 0.0
+    threshold: float = 0.0
+    shared_terms: list[str] = Field(default_factory=list)
+    shared_entities: list[str] = Field(default_factory=list)
+    time_gap_hours: float | None = None
+    duplicate_kind: str | None = None  # "url", "content", "near"
+    candidates: int = 0
+    detail: dict[str, float] = Field(default_factory=dict)
+
+
+class IncidentArticle(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    title: str = ""
+    url: str | None = None
+    source: str | None = None
+    published: datetime | None = None
+    seen_at: datetime | None = None
+    duplicate_of: str | None = None
+    explanation: Explanation | None = None
+
+    _aware = field_validator("published", "seen_at")(_aware)
+
+
+class Incident(_Message):
+    """One version of an incident: topic ``newsflow.incidents``, key = incident id.
+
+    A new version is emitted on every change. When an incident is merged into another,
+    its last version has ``merged_into`` set and no articles.
+    """
+
+    incident_id: str
+    version: int = Field(ge=1)
+    title: str = ""
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    articles: list[IncidentArticle] = Field(default_factory=list)
+    merged_into: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    _aware = field_validator("first_seen", "last_seen", "updated_at")(_aware)
+
+
+class DeadLetter(_Message):
+    """A message a stage could not process: topic ``newsflow.dlq``. Nothing is lost:
+    the original key and value are kept as text (UTF-8, or base64 when not UTF-8)."""
+
+    stage: str
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    error: str
+    error_kind: str
+    key: str | None = None
+    value: str | None = None
+    value_encoding: Literal["utf-8", "base64"] = "utf-8"
+    failed_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,74 @@
+"""The one settings object. Built once in the CLI's ``main()`` and passed down.
+
+Every field can be set from the environment with the ``NEWSFLOW_`` prefix, for
+example ``NEWSFLOW_KAFKA_BOOTSTRAP=host:9092``. Nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SinkKind = Literal["sqlite", "postgres", "jsonl"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
+
+    # Kafka. Unset bootstrap means: start the embedded broker on loopback.
+    kafka_bootstrap: str | None = None
+    # Set by the supervisor for its children when the broker is the embedded Tansu one:
+    # it changes client timeouts (Tansu holds a group join for half the session timeout).
+    kafka_embedded: bool = False
+    app_id: str = "newsflow"
+
+    topic_raw: str = "newsflow.articles.raw"
+    topic_clean: str = "newsflow.articles.clean"
+    topic_incidents: str = "newsflow.incidents"
+    topic_dlq: str = "newsflow.dlq"
+    raw_partitions: int = Field(default=3, ge=1)
+    incident_partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    # Storage.
+    data_dir: Path = Path("var")
+    sink: SinkKind = "sqlite"
+    sqlite_path: Path | None = None  # default: <data_dir>/newsflow.db
+    postgres_dsn: SecretStr | None = None
+    jsonl_path: Path | None = None  # default: <data_dir>/incidents.jsonl
+
+    # Producers.
+    feeds_file: Path = Path("feeds.toml")
+    fetch_allow_private: bool = False
+    user_agent: str = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
+    seeds_dir: Path = Path("seeds")
+    replay_seeds: bool = True
+
+    # Clustering.
+    window_days: float = Field(default=7.0, gt=0)
+
+    # Service.
+    web_host: str = "127.0.0.1"
+    web_port: int = 8088
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @property
+    def sqlite_file(self) -> Path:
+        return self.sqlite_path or self.data_dir / "newsflow.db"
+
+    @property
+    def jsonl_file(self) -> Path:
+        return self.jsonl_path or self.data_dir / "incidents.jsonl"
+
+    @property
+    def session_timeout_s(self) -> float:
+        # Tansu answers a JoinGroup only after half the session timeout: keep it short there.
+        return 3.0 if self.kafka_embedded else 30.0
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return 1.0 if self.kafka_embedded else 3.0
