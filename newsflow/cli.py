@@ -1,0 +1,57 @@
+"""The ``newsflow`` command: parse arguments, build settings once, call the area's run.
+
+Each area (producers, processors, sinks) registers its own subcommands through a
+``register(subparsers)`` function in its ``commands`` module; each subcommand sets
+``func(args, settings) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from newsflow.logs import configure_logging
+from newsflow.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from newsflow import commands as core_commands
+    from processors import commands as processor_commands
+    from producers import commands as producer_commands
+    from sinks import commands as sink_commands
+
+    parser = argparse.ArgumentParser(
+        prog="newsflow",
+        description="Streaming news ingest: feeds to Kafka, deduplicated and clustered into incidents.",
+    )
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default: settings)")
+    parser.add_argument("--log-json", action="store_true", help="JSON log lines")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (core_commands, producer_commands, processor_commands, sink_commands):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.log_level:
+        settings.log_level = args.log_level
+    if args.log_json:
+        settings.log_json = True
+    configure_logging(settings)
+    try:
+        return int(args.func(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error for the user, the trace in the log
+        logging.getLogger("newsflow").debug("command failed", exc_info=True)
+        print(f"newsflow {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
