@@ -1,9 +1,61 @@
-"""`newsflow` subcommands of the processors area."""
+"""`newsflow` subcommands of the processors area: the stream worker and offline clustering."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from newsflow.settings import Settings
+
+
+def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.app import run_worker
+
+    if not settings.kafka_bootstrap:
+        raise ValueError("the processors need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP")
+    loader = None
+    if settings.kafka_embedded:
+        # The embedded broker forgets everything on restart: rebuild the window from storage.
+        from processors.rebuild import storage_window_loader
+
+        loader = storage_window_loader(settings)
+    return run_worker(settings, window_loader=loader)
+
+
+def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.clustering import ClusterConfig
+    from processors.offline import cluster_rows
+
+    def rows():  # type: ignore[no-untyped-def]
+        with open(args.input, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except ValueError as exc:
+                        raise ValueError(f"{args.input}:{number}: not JSON: {exc}") from exc
+
+    config = ClusterConfig(window_days=settings.window_days)
+    out = open(args.output, "w", encoding="utf-8") if args.output != "-" else sys.stdout  # noqa: SIM115
+    count = 0
+    try:
+        for result in cluster_rows(rows(), config):
+            out.write(json.dumps(result) + "\n")
+            count += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"clustered {count} article(s) into {args.output}", file=sys.stderr)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this area's subcommands; each sets ``func(args, settings) -> int``."""
+    proc = sub.add_parser("process", help="run the stream processors (faust worker)")
+    proc.set_defaults(func=cmd_process)
+
+    clu = sub.add_parser("cluster", help="dedup and cluster a JSONL stream offline")
+    clu.add_argument("input", type=Path, metavar="IN.jsonl")
+    clu.add_argument("-o", "--output", default="-", metavar="OUT.jsonl")
+    clu.set_defaults(func=cmd_cluster)

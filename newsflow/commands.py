@@ -1,0 +1,100 @@
+"""Core subcommands: run (the whole service), replay, tail, topics."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+from threading import Event
+
+from newsflow.settings import Settings
+
+
+def stop_on_signals() -> Event:
+    """An event set by SIGTERM or SIGINT, for loops that stop cleanly."""
+    stop = Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.service import run_service
+
+    if args.no_seeds:
+        settings.replay_seeds = False
+    return run_service(settings, stop_on_signals())
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.kafka import Publisher
+    from producers.replay import parse_time, read_articles, replay
+
+    paths = [Path(p) for p in args.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file: {', '.join(missing)}")
+    if not settings.kafka_bootstrap:
+        raise ValueError("replay needs a broker: set NEWSFLOW_KAFKA_BOOTSTRAP (or use `newsflow run`)")
+    published = parse_time(args.published) if args.published else None
+    articles = list(read_articles(paths, published))
+    with Publisher(settings, client_id="newsflow-replay") as publisher:
+        stats = replay(
+            articles, publisher.publish_article, rate=args.rate,
+            progress=not args.quiet, total=len(articles),
+        )
+    print(f"published {stats.published} article(s) to {settings.topic_raw} in {stats.seconds:.1f}s")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.tail import tail
+
+    aliases = {
+        "raw": settings.topic_raw,
+        "clean": settings.topic_clean,
+        "incidents": settings.topic_incidents,
+        "dlq": settings.topic_dlq,
+    }
+    topic = aliases.get(args.topic, args.topic)
+    return tail(
+        settings, topic, from_beginning=args.from_beginning, raw_json=args.json,
+        stop=stop_on_signals(), limit=args.limit,
+    )
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.kafka import ensure_topics, topic_specs
+
+    ensure_topics(settings)
+    for spec in topic_specs(settings):
+        extra = " ".join(f"{k}={v}" for k, v in spec.config.items())
+        print(f"{spec.name}\t{spec.partitions} partition(s)\t{extra}".rstrip())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = sub.add_parser("run", help="run the whole service (embedded broker unless configured)")
+    run.add_argument("--no-seeds", action="store_true", help="do not replay seeds/ at start")
+    run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("replay", help="publish articles from .txt/.json/.jsonl files")
+    rep.add_argument("paths", nargs="+", metavar="PATH")
+    rep.add_argument("--rate", type=float, help="articles per second (default: as fast as possible)")
+    rep.add_argument("--published", help="publication time for every article (ISO 8601)")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep.set_defaults(func=cmd_replay)
+
+    tl = sub.add_parser("tail", help="follow a topic (raw, clean, incidents, dlq, or a name)")
+    tl.add_argument("topic")
+    tl.add_argument("--from-beginning", action="store_true")
+    tl.add_argument("--json", action="store_true", help="print the raw message values")
+    tl.add_argument("--limit", type=int, help="stop after this many messages")
+    tl.set_defaults(func=cmd_tail)
+
+    tp = sub.add_parser("topics", help="create newsflow's topics (if missing) and list them")
+    tp.set_defaults(func=cmd_topics)

@@ -1,0 +1,143 @@
+"""``newsflow run``: the whole service as one supervised process tree.
+
+The supervisor starts the embedded broker (unless a cluster is configured), creates the
+topics, starts one child process per role (sink, processors, web, producers), replays
+``seeds/`` once, and restarts a child that dies. On SIGTERM/SIGINT it stops them in
+order (producers first, so everything they sent is flushed through; the broker last).
+Children run in their own session so a terminal's Ctrl-C reaches only the supervisor,
+and each gets SIGTERM if the supervisor itself dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from threading import Event
+
+from newsflow.broker import EmbeddedBroker, _die_with_parent
+from newsflow.kafka import Publisher, ensure_topics
+from newsflow.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Start order; they stop in reverse, so producers stop first and the sink last.
+ROLES = ("sink", "web", "process", "produce")
+
+
+@dataclass
+class Child:
+    role: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "newsflow.cli", self.role]
+        self.process = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        self.started_at = time.monotonic()
+        logger.info("started %s (pid %s)", self.role, self.process.pid)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop in %.0fs; killing it", self.role, timeout_s)
+            proc.kill()
+            proc.wait(5)
+        logger.info("stopped %s (exit %s)", self.role, proc.returncode)
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["NEWSFLOW_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap or ""
+    env["NEWSFLOW_KAFKA_EMBEDDED"] = "true" if settings.kafka_embedded else "false"
+    env["NEWSFLOW_LOG_LEVEL"] = settings.log_level
+    env["NEWSFLOW_LOG_JSON"] = "true" if settings.log_json else "false"
+    return env
+
+
+def replay_seeds(settings: Settings) -> int:
+    from producers.replay import read_articles, replay
+
+    if not settings.seeds_dir.is_dir():
+        logger.warning("no seeds folder at %s; nothing replayed", settings.seeds_dir)
+        return 0
+    with Publisher(settings, client_id="newsflow-seed-replay") as publisher:
+        stats = replay(read_articles([settings.seeds_dir]), publisher.publish_article)
+    logger.info("replayed %d seed article(s) from %s", stats.published, settings.seeds_dir)
+    return stats.published
+
+
+def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker: EmbeddedBroker | None = None
+    if not settings.kafka_bootstrap:
+        broker = EmbeddedBroker().start()
+        settings = settings.model_copy(
+            update={"kafka_bootstrap": broker.bootstrap, "kafka_embedded": True}
+        )
+    children: list[Child] = []
+    try:
+        ensure_topics(settings)
+        env = child_env(settings)
+        children = [Child(role, env) for role in roles]
+        for child in children:
+            child.start()
+        if settings.replay_seeds:
+            replay_seeds(settings)
+        logger.info(
+            "newsflow running: broker %s%s, storage %s, web http://%s:%s/",
+            settings.kafka_bootstrap,
+            " (embedded)" if broker else "",
+            settings.sqlite_file if settings.sink == "sqlite" else settings.sink,
+            settings.web_host,
+            settings.web_port,
+        )
+        while not stop.wait(0.5):
+            for child in children:
+                supervise(child)
+    finally:
+        for child in reversed(children):
+            child.stop(timeout_s=20.0)
+        if broker is not None:
+            broker.stop()
+    logger.info("newsflow stopped")
+    return 0
+
+
+def supervise(child: Child) -> None:
+    """Restart a child that died, with capped backoff so a crash loop stays quiet."""
+    if child.alive():
+        if time.monotonic() - child.started_at > 60:
+            child.restarts = 0
+        return
+    now = time.monotonic()
+    if child.next_start == 0.0:
+        code = child.process.returncode if child.process else None
+        delay = min(60.0, 2.0 ** child.restarts)
+        logger.error("%s exited with %s; restarting in %.0fs", child.role, code, delay)
+        child.next_start = now + delay
+        return
+    if now >= child.next_start:
+        child.restarts += 1
+        child.next_start = 0.0
+        child.start()

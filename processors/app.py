@@ -1,0 +1,201 @@
+"""The faust-streaming app: an explicit factory, agents registered by hand.
+
+Two agents:
+- ``clean`` reads raw articles (any number of partitions), validates and cleans them,
+  and forwards them to the one-partition clean topic; what it cannot read goes to the
+  dead-letter topic with the reason and the original bytes.
+- ``cluster`` reads the clean topic (one partition: clustering needs the whole stream in
+  order), deduplicates and assigns incidents, keeps its state in two changelog-backed
+  tables, and emits a new incident version on every change.
+
+Errors are caught per message inside each agent's loop, so one bad record never kills
+an agent (faust agents that raise die silently).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
+import faust
+from faust.types import EventT, StreamT
+
+from newsflow.schemas import DeadLetter, Incident, RawArticle
+from newsflow.settings import Settings
+from processors.clustering import ClusterConfig
+from processors.stage import ArticleRecord, IncidentStage
+from processors.text import clean_text
+
+logger = logging.getLogger(__name__)
+
+ARTICLES_TABLE = "cluster-articles"
+INCIDENTS_TABLE = "cluster-incidents"
+
+# Supplies stored state when the tables start empty (the embedded broker keeps nothing
+# across restarts); returns (records, incidents). None: rely on the changelog tables.
+WindowLoader = Callable[[], tuple[Iterable[ArticleRecord], Iterable[Incident]]]
+
+
+class PoisonMessage(ValueError):
+    """Input that can never be processed: it goes to the dead-letter topic."""
+
+
+def clean_article(article: RawArticle) -> RawArticle:
+    title = " ".join(article.title.split())
+    text = clean_text(article.text, title)
+    if not title and not text:
+        raise PoisonMessage("article has neither title nor text")
+    return article.model_copy(update={"title": title, "text": text})
+
+
+def decode_article(value: bytes | None) -> RawArticle:
+    if not value:
+        raise PoisonMessage("empty message")
+    try:
+        return RawArticle.from_bytes(value)
+    except ValueError as exc:
+        # pydantic's message names the field and the problem.
+        first = str(exc).splitlines()
+        raise PoisonMessage(f"not a raw article (schema v1): {' '.join(first[:3])}") from exc
+
+
+def dead_letter(stage: str, event: EventT, exc: BaseException) -> DeadLetter:
+    message = event.message
+    raw = message.value if isinstance(message.value, bytes) else b""
+    try:
+        value, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    key = message.key
+    return DeadLetter(
+        stage=stage,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        error=str(exc),
+        error_kind=type(exc).__name__,
+        key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+        value=value,
+        value_encoding=encoding,  # type: ignore[arg-type]
+    )
+
+
+def broker_urls(settings: Settings) -> list[str]:
+    if not settings.kafka_bootstrap:
+        raise ValueError("no Kafka bootstrap servers set (NEWSFLOW_KAFKA_BOOTSTRAP)")
+    return [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
+
+
+def create_app(settings: Settings, *, window_loader: WindowLoader | None = None) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings),
+        store="memory://",
+        autodiscover=False,
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        producer_compression_type="gzip",
+        topic_replication_factor=settings.replication_factor,
+        topic_partitions=1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+    )
+    raw_topic = app.topic(settings.topic_raw, key_type=bytes, value_type=bytes,
+                          key_serializer="raw", value_serializer="raw")
+    clean_topic = app.topic(settings.topic_clean, key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw", partitions=1)
+    incidents_topic = app.topic(settings.topic_incidents, key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw")
+    dlq_topic = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes,
+                          key_serializer="raw", value_serializer="raw")
+    articles_table = app.Table(ARTICLES_TABLE, partitions=1,
+                               key_serializer="json", value_serializer="json")
+    incidents_table = app.Table(INCIDENTS_TABLE, partitions=1,
+                                key_serializer="json", value_serializer="json")
+    config = ClusterConfig(window_days=settings.window_days)
+    stage_holder: dict[str, IncidentStage] = {}
+
+    async def send_dead_letter(stage: str, event: EventT, exc: BaseException) -> None:
+        letter = dead_letter(stage, event, exc)
+        logger.warning(
+            "%s: %s/%s@%s to dead-letter topic: %s",
+            stage, letter.topic, letter.partition, letter.offset, letter.error,
+        )
+        await dlq_topic.send(key=(letter.key or "").encode(), value=letter.to_bytes())
+
+    def load_stage() -> IncidentStage:
+        stage = IncidentStage(config)
+        records = [ArticleRecord.from_json(v) for v in articles_table.values()]
+        incidents = [Incident.model_validate(v) for v in incidents_table.values()]
+        source = "changelog tables"
+        if not records and window_loader is not None:
+            loaded_records, loaded_incidents = window_loader()
+            records, incidents = list(loaded_records), list(loaded_incidents)
+            source = "storage"
+        count = stage.restore(records, incidents)
+        logger.info("cluster state rebuilt from %s: %d articles, %d incidents",
+                    source, count, len(stage.incidents))
+        return stage
+
+    async def clean(stream: StreamT) -> AsyncIterator[None]:
+        async for event in stream.events():
+            try:
+                article = clean_article(decode_article(event.value))
+            except Exception as exc:  # noqa: BLE001 - every failure is dead-lettered
+                await send_dead_letter("clean", event, exc)
+                yield None
+                continue
+            await clean_topic.send(key=article.id.encode(), value=article.to_bytes())
+            yield None
+
+    async def cluster(stream: StreamT) -> AsyncIterator[None]:
+        async for event in stream.events():
+            if "stage" not in stage_holder:
+                stage_holder["stage"] = load_stage()
+            stage = stage_holder["stage"]
+            try:
+                article = decode_article(event.value)
+                result = stage.process(article, datetime.now(UTC))
+            except Exception as exc:  # noqa: BLE001
+                await send_dead_letter("cluster", event, exc)
+                yield None
+                continue
+            if result.record is not None:
+                articles_table[article.id] = result.record.to_json()
+            for incident in result.incidents:
+                if incident.merged_into is None:
+                    incidents_table[incident.incident_id] = incident.model_dump(mode="json")
+                else:
+                    incidents_table.pop(incident.incident_id, None)
+                await incidents_topic.send(
+                    key=incident.incident_id.encode(), value=incident.to_bytes()
+                )
+            for article_id in result.evicted_articles:
+                articles_table.pop(article_id, None)
+            for incident_id in result.evicted_incidents:
+                incidents_table.pop(incident_id, None)
+            decision = result.decision
+            logger.debug("article %s -> %s (%s)", article.id, decision.incident_id,
+                         decision.explanation.decision)
+            yield None
+
+    app.agent(raw_topic, name="clean")(clean)
+    app.agent(clean_topic, name="cluster")(cluster)
+    return app
+
+
+def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:
+    """Run the processors until SIGTERM/SIGINT (faust's worker handles both)."""
+    app = create_app(settings, window_loader=window_loader)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    worker.execute_from_commandline()  # exits the process when the worker stops
+    return 0

@@ -1,0 +1,46 @@
+"""Rebuilding the clustering window from storage.
+
+The embedded broker keeps nothing across restarts, so its changelog tables come back
+empty; storage is then the service's memory. With a real Kafka cluster the changelog
+tables hold the state and this is not used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from newsflow.schemas import Incident
+from newsflow.settings import Settings
+from processors.app import WindowLoader
+from processors.stage import ArticleRecord
+
+logger = logging.getLogger(__name__)
+
+
+def storage_window_loader(settings: Settings) -> WindowLoader:
+    def load() -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
+        from sinks.store import open_store
+
+        since = datetime.now(UTC) - timedelta(days=settings.window_days)
+        try:
+            store = open_store(settings)
+        except Exception as exc:  # noqa: BLE001 - no storage yet means an empty window
+            logger.warning("could not open storage to rebuild the window: %s", exc)
+            return [], []
+        try:
+            records = [
+                ArticleRecord(article, incident_id, duplicate_of, article.fetched_at)
+                for article, incident_id, duplicate_of in store.recent_articles(since)
+                if incident_id is not None
+            ]
+            incident_ids = {r.incident_id for r in records}
+            incidents = [
+                inc for inc in (store.latest_incident(i) for i in sorted(incident_ids)) if inc
+            ]
+        finally:
+            store.close()
+        return records, incidents
+
+    return load

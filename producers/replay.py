@@ -1,0 +1,156 @@
+"""Seed replay: articles from files, published as raw articles.
+
+Reads ``.txt`` files (first line is the title when it looks like one), ``.json`` /
+``.jsonl`` files in the project's article schema, and the labelled-stream format of
+``../shared/data/incidents/*.jsonl`` (its ``incident`` label is never read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from newsflow.schemas import RawArticle, article_key
+from processors.text import derive_title
+
+logger = logging.getLogger(__name__)
+
+# Fields of the labelled-stream format that we take; "incident" is deliberately absent.
+_STREAM_FIELDS = ("id", "published", "title", "text", "url", "source")
+
+
+class ReplayError(ValueError):
+    pass
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO date or datetime (naive means UTC); None or empty gives None."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = str(value).strip().replace("Z", "+00:00")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            try:
+                parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
+            except ValueError as exc:
+                raise ReplayError(f"not an ISO date or datetime: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def article_from_text(path: Path, text: str, published: datetime | None) -> RawArticle:
+    title, body = derive_title(text)
+    # Replays must be byte-identical run to run (sinks then change nothing), so the
+    # "fetch" time of a file is its mtime, never the clock.
+    mtime = _mtime(path)
+    when = published or mtime
+    return RawArticle(
+        id=article_key(None, body or title),
+        title=title,
+        text=body,
+        published=when,
+        source=None,
+        producer="replay",
+        fetched_at=mtime,
+        fetch={"file": path.name},
+    )
+
+
+def article_from_row(
+    row: dict[str, Any], published: datetime | None, fetched_at: datetime
+) -> RawArticle:
+    """A JSON object in our schema, or in the labelled-stream format."""
+    if "schema_version" in row:
+        article = RawArticle.model_validate(row)
+        return article.model_copy(update={"producer": "replay"}) if published is None else \
+            article.model_copy(update={"producer": "replay", "published": published})
+    fields = {k: row.get(k) for k in _STREAM_FIELDS}
+    url = fields["url"] or None
+    text = fields["text"] or ""
+    title = fields["title"] or ""
+    if not title and not text:
+        raise ReplayError("row has neither title nor text")
+    return RawArticle(
+        id=str(fields["id"]) if fields["id"] else article_key(url, text or title),
+        url=url,
+        canonical_url=url,
+        title=title,
+        text=text,
+        published=published or parse_time(fields["published"]),
+        source=fields["source"] or None,
+        producer="replay",
+        fetched_at=fetched_at,
+    )
+
+
+def _mtime(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+def read_articles(paths: Iterable[Path], published: datetime | None = None) -> Iterator[RawArticle]:
+    """Every article in ``paths`` (files, or folders of files), in order."""
+    for path in paths:
+        if path.is_dir():
+            yield from read_articles(sorted(p for p in path.iterdir() if p.is_file()), published)
+            continue
+        suffix = path.suffix.lower()
+        if suffix == ".txt":
+            yield article_from_text(path, path.read_text(encoding="utf-8"), published)
+        elif suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            for row in data if isinstance(data, list) else [data]:
+                yield article_from_row(row, published, _mtime(path))
+        elif suffix == ".jsonl":
+            with path.open(encoding="utf-8") as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        yield article_from_row(json.loads(line), published, _mtime(path))
+                    except (ValueError, ReplayError) as exc:
+                        raise ReplayError(f"{path}:{number}: {exc}") from exc
+        else:
+            logger.warning("skipping %s: not .txt, .json or .jsonl", path)
+
+
+@dataclass
+class ReplayStats:
+    published: int = 0
+    seconds: float = 0.0
+
+
+def replay(
+    articles: Iterable[RawArticle],
+    publish: Any,
+    *,
+    rate: float | None = None,
+    progress: bool = False,
+    total: int | None = None,
+) -> ReplayStats:
+    """Publish each article with ``publish(article)``, paced at ``rate`` per second."""
+    stats = ReplayStats()
+    started = time.monotonic()
+    items: Iterable[RawArticle] = articles
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(articles, total=total, unit="article", desc="replay")
+    for article in items:
+        if rate:
+            due = started + stats.published / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        publish(article)
+        stats.published += 1
+    stats.seconds = time.monotonic() - started
+    return stats
