@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_json:
         settings.log_json = True
     configure_logging(settings)
+    if args.command != "run":
+        from newsflow.service import discover_running_service
+
+        settings = discover_running_service(settings)
     try:
         return int(args.func(args, settings) or 0)
     except KeyboardInterrupt:

@@ -10,17 +10,19 @@ and each gets SIGTERM if the supervisor itself dies.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from threading import Event
 
 from newsflow.broker import EmbeddedBroker, _die_with_parent
 from newsflow.kafka import Publisher, ensure_topics
-from newsflow.settings import Settings
+from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +69,42 @@ class Child:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env["NEWSFLOW_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap or ""
-    env["NEWSFLOW_KAFKA_EMBEDDED"] = "true" if settings.kafka_embedded else "false"
-    env["NEWSFLOW_LOG_LEVEL"] = settings.log_level
-    env["NEWSFLOW_LOG_JSON"] = "true" if settings.log_json else "false"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
     return env
+
+
+def runfile(settings: Settings) -> Path:
+    return settings.data_dir / "service.json"
+
+
+def write_runfile(settings: Settings) -> None:
+    """Tell other commands on this machine (tail, replay, ...) where the broker is."""
+    info = {
+        "pid": os.getpid(),
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "kafka_embedded": settings.kafka_embedded,
+        "web": f"http://{settings.web_host}:{settings.web_port}/",
+    }
+    runfile(settings).write_text(json.dumps(info), encoding="utf-8")
+
+
+def discover_running_service(settings: Settings) -> Settings:
+    """With no bootstrap configured, use the broker of a `newsflow run` still running here."""
+    if settings.kafka_bootstrap:
+        return settings
+    try:
+        info = json.loads(runfile(settings).read_text(encoding="utf-8"))
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return settings
+    logger.debug("using the broker of the running service (pid %s)", info["pid"])
+    return settings.model_copy(
+        update={
+            "kafka_bootstrap": info["kafka_bootstrap"],
+            "kafka_embedded": bool(info["kafka_embedded"]),
+        }
+    )
 
 
 def replay_seeds(settings: Settings) -> int:
@@ -102,6 +134,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
         children = [Child(role, env) for role in roles]
         for child in children:
             child.start()
+        write_runfile(settings)
         if settings.replay_seeds:
             replay_seeds(settings)
         logger.info(
@@ -120,6 +153,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
             child.stop(timeout_s=20.0)
         if broker is not None:
             broker.stop()
+        runfile(settings).unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return 0
 

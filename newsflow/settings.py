@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     user_agent: str = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
     seeds_dir: Path = Path("seeds")
     replay_seeds: bool = True
+    # Feed producer (producers/feeds.py). Intervals in seconds.
+    producer_state_path: Path | None = None  # default: <data_dir>/producer.db
+    poll_min_interval_s: float = Field(default=300.0, gt=0)
+    poll_max_interval_s: float = Field(default=86400.0, gt=0)
+    poll_workers: int = Field(default=8, ge=1)
+    fetch_timeout_s: float = Field(default=20.0, gt=0)
+    fetch_max_bytes: int = Field(default=10_000_000, ge=1024)
+    host_concurrency: int = Field(default=2, ge=1)
+    host_delay_s: float = Field(default=1.0, ge=0)
+    fetch_pages: bool = True
 
     # Clustering.
     window_days: float = Field(default=7.0, gt=0)
@@ -65,6 +75,10 @@ class Settings(BaseSettings):
         return self.jsonl_path or self.data_dir / "incidents.jsonl"
 
     @property
+    def producer_state_file(self) -> Path:
+        return self.producer_state_path or self.data_dir / "producer.db"
+
+    @property
     def session_timeout_s(self) -> float:
         # Tansu answers a JoinGroup only after half the session timeout: keep it short there.
         return 3.0 if self.kafka_embedded else 30.0
@@ -72,3 +86,21 @@ class Settings(BaseSettings):
     @property
     def heartbeat_interval_s(self) -> float:
         return 1.0 if self.kafka_embedded else 3.0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as NEWSFLOW_* variables, so a child process builds the same object."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list | dict):
+            import json
+
+            value = json.dumps(value)
+        env[f"NEWSFLOW_{name.upper()}"] = str(value)
+    return env

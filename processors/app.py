@@ -112,10 +112,10 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                                 key_serializer="raw", value_serializer="raw")
     dlq_topic = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
-    articles_table = app.Table(ARTICLES_TABLE, partitions=1,
-                               key_serializer="json", value_serializer="json")
-    incidents_table = app.Table(INCIDENTS_TABLE, partitions=1,
-                                key_serializer="json", value_serializer="json")
+    # JSON keys and values: the changelog stays readable with kcat.
+    table_schema = faust.Schema(key_serializer="json", value_serializer="json")
+    articles_table = app.Table(ARTICLES_TABLE, partitions=1, schema=table_schema)
+    incidents_table = app.Table(INCIDENTS_TABLE, partitions=1, schema=table_schema)
     config = ClusterConfig(window_days=settings.window_days)
     stage_holder: dict[str, IncidentStage] = {}
 
@@ -196,6 +196,7 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None)
         loglevel=settings.log_level,
         redirect_stdouts=False,
         override_logging=False,
+        quiet=True,  # no banner or spinner: the service's log is the output
     )
     worker.execute_from_commandline()  # exits the process when the worker stops
     return 0

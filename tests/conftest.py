@@ -82,3 +82,99 @@ def make_settings(kafka_bootstrap: tuple[str, bool], tmp_path: Path, request: py
         return Settings(**values)  # type: ignore[arg-type]
 
     return build
+
+
+class RoleProcess:
+    """One `newsflow ROLE` child process, as the supervisor would start it."""
+
+    def __init__(self, settings: Settings, role: str, log_path: Path) -> None:
+        import subprocess
+        import sys
+
+        from newsflow.settings import settings_env
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+        env.update(settings_env(settings))
+        self.role = role
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "newsflow.cli", role],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_role(tmp_path: Path):
+    """Start `newsflow ROLE` processes; all are stopped at the end of the test."""
+    started: list[RoleProcess] = []
+
+    def start(settings: Settings, role: str) -> RoleProcess:
+        proc = RoleProcess(settings, role, tmp_path / f"{role}-{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
+
+
+def read_topic(
+    settings: Settings, topic: str, *, until, timeout_s: float = 60.0, watch=()
+) -> list:
+    """Records of ``topic`` from the beginning until ``until(records)`` holds, time runs
+    out, or a watched RoleProcess exits (its log then explains the failure)."""
+    import time
+
+    from kafka import TopicPartition
+
+    from newsflow.kafka import make_consumer
+
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                time.sleep(0.2)
+        assert partitions, f"topic {topic} never appeared"
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        records: list = []
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=300).values():
+                records.extend(batch)
+            if until(records):
+                return records
+            if any(proc.process.poll() is not None for proc in watch):
+                return records
+        return records
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def topic_reader():
+    return read_topic
+
+
+@pytest.fixture
+def shared_data():
+    """``shared_path`` as a fixture: a path under ../shared/data, or a skip saying why."""
+    return shared_path

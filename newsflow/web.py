@@ -1,0 +1,433 @@
+"""A small web page over the incident store, with health, readiness and metrics.
+
+    /                   incidents of the last hours, newest first (updates live)
+    /incident/<id>      an incident: timeline of articles, sources, why each joined
+    /search?q=...       full-text search
+    /api/incidents      JSON (hours, source, limit); /api/incidents/<id>; /api/search?q=
+    /healthz /readyz    liveness; readiness (the store answers)
+    /metrics            Prometheus: every service's metrics file plus storage figures
+
+stdlib ``http.server`` with a thread per request: the page is small and the store is
+read with a connection per call. Everything from articles is escaped; the script is
+served from /static (the Content-Security-Policy forbids inline scripts).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
+from newsflow.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOURS = 24.0
+REFRESH_MS = 5000
+
+CSS = """
+body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f6f4;color:#1d1d1f}
+header{background:#1f3a5f;color:#fff;padding:12px 24px}
+header a{color:#fff;text-decoration:none;font-weight:600;font-size:20px}
+header form{display:inline;margin-left:24px}
+main{max-width:960px;margin:0 auto;padding:16px 24px}
+.incident{background:#fff;border-radius:6px;padding:12px 16px;margin:10px 0;
+  box-shadow:0 1px 2px rgba(0,0,0,.08)}
+.incident h2{font-size:17px;margin:0 0 4px}
+.incident h2 a{color:#1f3a5f;text-decoration:none}
+.meta{color:#555;font-size:13px}
+.badge{display:inline-block;background:#e8eef6;color:#1f3a5f;border-radius:3px;
+  padding:0 6px;margin-right:4px;font-size:12px}
+.badge.agency{background:#fde8c8;color:#7a4300}
+ol.timeline{list-style:none;padding:0}
+ol.timeline li{background:#fff;border-left:4px solid #1f3a5f;margin:8px 0;padding:8px 12px}
+ol.timeline li.duplicate{border-left-color:#999}
+.why{color:#444;font-size:13px}
+.empty{color:#777}
+"""
+
+SCRIPT = """
+"use strict";
+(function () {
+  var list = document.getElementById("incidents");
+  if (!list) { return; }
+  var hours = list.getAttribute("data-hours");
+  var source = list.getAttribute("data-source") || "";
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) { e.className = cls; }
+    if (text !== undefined) { e.textContent = text; }
+    return e;
+  }
+  function render(items) {
+    var box = document.createDocumentFragment();
+    if (!items.length) { box.appendChild(el("p", "empty", "No incidents in this window yet.")); }
+    items.forEach(function (s) {
+      var d = el("div", "incident");
+      var h = el("h2");
+      var a = el("a", null, s.title || s.id);
+      a.href = "/incident/" + encodeURIComponent(s.id);
+      h.appendChild(a);
+      d.appendChild(h);
+      var seen = s.last_seen ? s.last_seen.slice(0, 16).replace("T", " ") + " UTC" : "-";
+      var m = el("div", "meta", "last seen " + seen + " \\u00b7 " +
+        s.article_count + " articles \\u00b7 " + s.agencies.length + " agencies, " +
+        s.outlets.length + " outlets \\u00b7 v" + s.version);
+      d.appendChild(m);
+      var b = el("div");
+      s.agencies.forEach(function (x) { b.appendChild(el("span", "badge agency", x)); });
+      s.outlets.forEach(function (x) { b.appendChild(el("span", "badge", x)); });
+      d.appendChild(b);
+      box.appendChild(d);
+    });
+    list.replaceChildren(box);
+    list.setAttribute("data-updated", new Date().toISOString());
+  }
+  function refresh() {
+    var url = "/api/incidents?hours=" + encodeURIComponent(hours) +
+      "&source=" + encodeURIComponent(source);
+    fetch(url).then(function (r) { return r.json(); }).then(render)
+      .catch(function () {}).then(function () { setTimeout(refresh, __REFRESH_MS__); });
+  }
+  setTimeout(refresh, __REFRESH_MS__);
+})();
+""".replace("__REFRESH_MS__", str(REFRESH_MS))
+
+CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'"
+
+
+def esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def safe_href(url: str | None) -> str | None:
+    """Only http(s) links from articles; anything else (javascript:...) is not a link."""
+    if url and urlsplit(url).scheme in ("http", "https"):
+        return url
+    return None
+
+
+def page(title: str, body: str) -> str:
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<title>{esc(title)} - newsflow</title>"
+        '<link rel=stylesheet href="/static/style.css"></head><body>'
+        '<header><a href="/">newsflow</a>'
+        '<form action="/search"><input name=q placeholder="search articles" size=30>'
+        "</form></header>"
+        f"<main>{body}</main>"
+        '<script src="/static/app.js"></script></body></html>'
+    )
+
+
+def badges(agencies: Any, outlets: Any) -> str:
+    return "".join(f'<span class="badge agency">{esc(a)}</span>' for a in agencies) + "".join(
+        f'<span class="badge">{esc(o)}</span>' for o in outlets
+    )
+
+
+def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
+    items = []
+    for s in incidents:
+        items.append(
+            '<div class="incident">'
+            f'<h2><a href="/incident/{quote(s.id, safe="")}">{esc(s.title or s.id)}</a></h2>'
+            f'<div class="meta">last seen {esc(when(s.last_seen))}'
+            f" &middot; {s.article_count} articles &middot; {len(s.agencies)} agencies,"
+            f" {len(s.outlets)} outlets &middot; v{s.version}</div>"
+            f"<div>{badges(s.agencies, s.outlets)}</div></div>"
+        )
+    listing = "".join(items) or '<p class="empty">No incidents in this window yet.</p>'
+    hours_text = f"{hours:g}"
+    heading = f"Incidents of the last {hours_text} hours" + (f" from {source}" if source else "")
+    body = (
+        f"<h1>{esc(heading)}</h1>"
+        f'<div id="incidents" data-hours="{esc(hours_text)}" data-source="{esc(source or "")}">'
+        f"{listing}</div>"
+    )
+    return page("Incidents", body)
+
+
+def render_incident(detail: Any) -> str:
+    from sinks.models import explain
+
+    s = detail.summary
+    parts = [f"<h1>{esc(s.title or s.id)}</h1>"]
+    if s.merged_into:
+        target = quote(s.merged_into, safe="")
+        parts.append(
+            f'<p>Merged into <a href="/incident/{target}">{esc(s.merged_into)}</a>.</p>'
+        )
+    parts.append(
+        f'<p class="meta" id="summary">First seen {esc(when(s.first_seen))}, last seen'
+        f" {esc(when(s.last_seen))} &middot; {s.article_count} articles"
+        f" ({s.duplicate_count} duplicates) &middot; reported by"
+        f' <b id="agency-count">{len(s.agencies)}</b> independent agencies and'
+        f' <b id="outlet-count">{len(s.outlets)}</b> outlets</p>'
+        f"<div>{badges(s.agencies, s.outlets)}</div>"
+    )
+    articles = sorted(
+        detail.articles,
+        key=lambda a: (a.published or a.seen_at or datetime.max.replace(tzinfo=UTC), a.id),
+    )
+    parts.append('<h2>Timeline</h2><ol class="timeline">')
+    for a in articles:
+        href = safe_href(a.url)
+        title = esc(a.title or a.id)
+        link = f'<a href="{esc(href)}" rel="noopener noreferrer">{title}</a>' if href else title
+        dup = (
+            f' &middot; duplicate of <code>{esc(a.duplicate_of)}</code>' if a.duplicate_of else ""
+        )
+        parts.append(
+            f'<li class="{"duplicate" if a.duplicate_of else "article"}">'
+            f'<div class="meta">{esc(when(a.published or a.seen_at))} &middot;'
+            f" {esc(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
+            f"<div>{link}</div>"
+            f'<div class="why">Why: {esc(explain(a.explanation))}</div></li>'
+        )
+    parts.append("</ol>")
+    if detail.versions:
+        parts.append("<h2>History</h2><ul>")
+        for v in detail.versions:
+            merged = f" &middot; merged into {esc(v.merged_into)}" if v.merged_into else ""
+            parts.append(
+                f"<li>version {v.version} &middot; {esc(when(v.updated_at))} &middot;"
+                f" {v.article_count} articles{merged}</li>"
+            )
+        parts.append("</ul>")
+    return page(s.title or s.id, "".join(parts))
+
+
+def render_search(query: str, hits: list[Any]) -> str:
+    items = []
+    for h in hits:
+        incident = (
+            f' &middot; incident <a href="/incident/{quote(h.incident_id, safe="")}">'
+            f"{esc(h.incident_title or h.incident_id)}</a>"
+            if h.incident_id
+            else ""
+        )
+        items.append(
+            f'<div class="incident"><h2>{esc(h.title)}</h2>'
+            f'<div class="meta">{esc(when(h.published))} &middot; {esc(h.source or "?")}'
+            f"{incident}</div><div>{esc(h.snippet)}</div></div>"
+        )
+    body = f"<h1>Search: {esc(query)}</h1>" + (
+        "".join(items) or '<p class="empty">No matches.</p>'
+    )
+    return page(f"Search {query}", body)
+
+
+class _StoreHolder:
+    """Opens the store on first use and again after a failure (the database may be
+    down when the web service starts)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._store is None:
+                from sinks.store import open_store
+
+                self._store = open_store(self.settings)
+            return self._store
+
+    def reset(self) -> None:
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception:
+                logger.debug("closing the store failed", exc_info=True)
+
+
+class WebMetrics:
+    def __init__(self) -> None:
+        self.registry = Registry()
+        self.requests = self.registry.counter(
+            "newsflow_web_requests_total", "Web requests by route and status", ["route", "status"]
+        )
+        self.store = self.registry.gauge(
+            "newsflow_store_rows", "Rows in storage, by kind", ["kind"]
+        )
+        self.store_up = self.registry.gauge("newsflow_store_up", "1 when the store answers")
+
+
+class NewsflowServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stores = _StoreHolder(settings)
+        self.metrics = WebMetrics()
+        super().__init__((settings.web_host, settings.web_port), Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}/"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: NewsflowServer
+    server_version = "newsflow"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        logger.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        path = parts.path
+        route = path
+        try:
+            if path == "/healthz":
+                self._send(200, "ok\n", "text/plain; charset=utf-8")
+            elif path == "/readyz":
+                self._ready()
+            elif path == "/metrics":
+                self._metrics()
+            elif path == "/static/app.js":
+                self._send(200, SCRIPT, "application/javascript; charset=utf-8", cache=True)
+            elif path == "/static/style.css":
+                self._send(200, CSS, "text/css; charset=utf-8", cache=True)
+            elif path == "/":
+                hours, source = self._window(query)
+                found = self._store().list_incidents(
+                    since=timedelta(hours=hours), source=source, limit=200
+                )
+                self._send(200, render_index(found, hours, source))
+            elif path == "/api/incidents":
+                hours, source = self._window(query)
+                found = self._store().list_incidents(
+                    since=timedelta(hours=hours), source=source, limit=int(query.get("limit", 200))
+                )
+                self._json([s.to_dict() for s in found])
+            elif path.startswith("/incident/") or path.startswith("/api/incidents/"):
+                route = path.rsplit("/", 1)[0] + "/:id"
+                self._incident(path.rsplit("/", 1)[1], api=path.startswith("/api/"))
+            elif path in ("/search", "/api/search"):
+                q = query.get("q", "")
+                hits = self._store().search(q, limit=50) if q.strip() else []
+                if path == "/api/search":
+                    self._json([h.to_dict() for h in hits])
+                else:
+                    self._send(200, render_search(q, hits))
+            else:
+                route = "other"
+                self._send(404, page("Not found", "<h1>Not found</h1>"))
+        except ValueError as exc:
+            self._send(400, page("Bad request", f"<h1>Bad request</h1><p>{esc(exc)}</p>"))
+        except Exception as exc:
+            logger.warning("GET %s failed: %s", path, exc)
+            self.server.stores.reset()
+            self._send(503, page("Unavailable", "<h1>Storage unavailable</h1>"))
+        finally:
+            self.server.metrics.requests.inc(route=route, status=str(self._status))
+
+    _status = 0
+
+    def _store(self) -> Any:
+        return self.server.stores.get()
+
+    def _window(self, query: dict[str, str]) -> tuple[float, str | None]:
+        hours = float(query.get("hours", DEFAULT_HOURS))
+        if not 0 < hours <= 24 * 365:
+            raise ValueError("hours must be between 0 and 8760")
+        return hours, (query.get("source") or None)
+
+    def _incident(self, raw_id: str, *, api: bool) -> None:
+        from urllib.parse import unquote
+
+        detail = self._store().get_incident(unquote(raw_id))
+        if detail is None:
+            if api:
+                self._json({"error": "not found"}, status=404)
+            else:
+                self._send(404, page("Not found", "<h1>No such incident</h1>"))
+            return
+        if api:
+            self._json(detail.to_dict())
+        else:
+            self._send(200, render_incident(detail))
+
+    def _ready(self) -> None:
+        try:
+            self._store().ping()
+        except Exception as exc:
+            self.server.stores.reset()
+            self._send(503, f"not ready: {exc}\n", "text/plain; charset=utf-8")
+            return
+        self._send(200, "ready\n", "text/plain; charset=utf-8")
+
+    def _metrics(self) -> None:
+        metrics = self.server.metrics
+        try:
+            counts = self._store().counts()
+            metrics.store_up.set(1)
+            for kind in (
+                "articles", "incidents", "live_incidents", "merged_incidents",
+                "incident_versions", "duplicates",
+            ):
+                metrics.store.set(getattr(counts, kind), kind=kind)
+        except Exception as exc:
+            logger.info("metrics: store unavailable: %s", exc)
+            self.server.stores.reset()
+            metrics.store_up.set(0)
+        text = read_textfiles(metrics_dir(self.server.settings.data_dir))
+        self._send(200, text + metrics.registry.render(), CONTENT_TYPE)
+
+    def _json(self, data: Any, status: int = 200) -> None:
+        self._send(status, json.dumps(data, ensure_ascii=False), "application/json")
+
+    def _send(
+        self, status: int, body: str, content_type: str = "text/html; charset=utf-8",
+        cache: bool = False,
+    ) -> None:
+        self._status = status
+        payload = body.encode("utf-8")
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "max-age=300" if cache else "no-store")
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def make_server(settings: Settings) -> NewsflowServer:
+    """Bind the server (port 0 picks a free one; see ``.url``) without serving yet."""
+    return NewsflowServer(settings)
+
+
+def serve(settings: Settings, stop: threading.Event) -> None:
+    """Serve until ``stop`` is set."""
+    server = make_server(settings)
+    thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
+    thread.start()
+    logger.info("web page at %s", server.url)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.stores.reset()
+        thread.join(timeout=5)

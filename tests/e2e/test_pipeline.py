@@ -1,0 +1,154 @@
+"""The whole service, as `make run` starts it: embedded broker, processors, sink,
+web, producers; seeds and distractors replayed through the CLI; SQLite read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from newsflow.broker import free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SEEDS = ROOT / "seeds"
+TABLES = ("incidents", "incident_versions", "incident_articles", "articles")
+
+
+def distractors(shared_path, tmp_path: Path, each: int = 20) -> Path:
+    """A few dozen unrelated real articles: shootings (gva) and ECB+ events."""
+    rows = []
+    for name in ("gva-dev.jsonl", "ecbplus-dev.jsonl"):
+        with shared_path("incidents", name).open(encoding="utf-8") as handle:
+            rows += [json.loads(line) for _, line in zip(range(each), handle, strict=False)]
+    out = tmp_path / "distractors.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+def newsflow(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "newsflow.cli", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def rows(db: Path) -> dict[str, list[tuple]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in TABLES}
+
+
+def incidents_holding(db: Path, article_ids: set[str]) -> list[str]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            found = conn.execute(
+                "SELECT incident_id, article_id FROM incident_articles ia JOIN incidents i "
+                "ON i.id = ia.incident_id AND i.merged_into IS NULL"
+            ).fetchall()
+    except sqlite3.OperationalError:  # schema not created yet
+        return []
+    members: dict[str, set[str]] = {}
+    for incident_id, article_id in found:
+        members.setdefault(incident_id, set()).add(article_id)
+    return [i for i, m in members.items() if m & article_ids]
+
+
+def wait_for(predicate, timeout_s: float, service: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        assert service.poll() is None, log.read_text()[-4000:]
+        time.sleep(0.5)
+    raise AssertionError(f"timed out; service log:\n{log.read_text()[-4000:]}")
+
+
+def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(shared_data, tmp_path):
+    data_dir = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(
+        NEWSFLOW_DATA_DIR=str(data_dir),
+        NEWSFLOW_WEB_PORT=str(free_port()),
+        NEWSFLOW_FEEDS_FILE=str(tmp_path / "no-feeds.toml"),
+        NEWSFLOW_REPLAY_SEEDS="false",
+    )
+    (tmp_path / "no-feeds.toml").write_text("", encoding="utf-8")
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "newsflow.cli", "run"],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: (data_dir / "service.json").exists(), 60, service, log)
+        noise = distractors(shared_data, tmp_path)
+        inputs = [str(SEEDS / name) for name in sorted(os.listdir(SEEDS))] + [str(noise)]
+        published = "2015-10-08T12:00:00+00:00"
+        newsflow(env, "replay", "--quiet", "--published", published, *inputs)
+
+        from producers.replay import parse_time, read_articles
+
+        seeds = [a.id for a in read_articles([SEEDS])]
+        noise_ids = {a.id for a in read_articles([noise])}
+        db = data_dir / "newsflow.db"
+
+        def seeds_together():
+            found = incidents_holding(db, set(seeds))
+            return found if len(found) == 1 and _members(db, found[0]) >= set(seeds) else None
+
+        [incident_id] = wait_for(seeds_together, 120, service, log)
+        members = _members(db, incident_id)
+        assert members == set(seeds), f"distractors joined: {members - set(seeds)}"
+        # Every distractor reached storage too, none in the seed incident.
+        wait_for(lambda: _article_count(db) >= len(noise_ids) + 2, 60, service, log)
+        assert not noise_ids & members
+
+        before = rows(db)
+        newsflow(env, "replay", "--quiet", "--published", published, *inputs)
+        # A sentinel after the replay: the clean topic is ordered, so once the sentinel is
+        # stored, everything replayed before it has been processed.
+        sentinel = tmp_path / "sentinel.txt"
+        sentinel.write_text("Sentinel headline for the test\nA sentinel body, nothing more.", "utf-8")
+        newsflow(env, "replay", "--quiet", "--published", published, str(sentinel))
+        [sentinel_article] = read_articles([sentinel], parse_time(published))
+        wait_for(lambda: incidents_holding(db, {sentinel_article.id}), 60, service, log)
+        after = rows(db)
+        for table in TABLES:
+            kept = [r for r in after[table] if sentinel_article.id not in json.dumps(r, default=str)
+                    and not any(str(c).startswith("inc-" + sentinel_article.id[:20]) for c in r)]
+            assert kept == before[table], f"{table} changed on replay"
+
+        # The CLI reads the same storage.
+        listing = newsflow(env, "incidents", "--json")
+        assert incident_id in listing
+    finally:
+        service.send_signal(signal.SIGTERM)
+        code = service.wait(60)
+    text = log.read_text()
+    assert code == 0, text[-4000:]
+    assert "newsflow stopped" in text
+    assert "embedded broker stopped" in text
+
+
+def _members(db: Path, incident_id: str) -> set[str]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return {r[0] for r in conn.execute(
+            "SELECT article_id FROM incident_articles WHERE incident_id = ?", (incident_id,))}
+
+
+def _article_count(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return int(conn.execute("SELECT count(*) FROM articles").fetchone()[0])

@@ -1,0 +1,112 @@
+"""The faust processors on a real broker: seeds to one incident, poison to the DLQ,
+state kept across a worker restart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from newsflow.kafka import Publisher, ensure_topics
+from newsflow.schemas import DeadLetter, Incident, RawArticle, article_key
+from producers.replay import read_articles
+
+pytestmark = pytest.mark.integration
+
+SEEDS = Path(__file__).resolve().parents[3] / "seeds"
+
+
+def latest_incidents(records) -> dict[str, Incident]:
+    latest: dict[str, Incident] = {}
+    for record in records:
+        incident = Incident.from_bytes(record.value)
+        if incident.incident_id not in latest or incident.version > latest[incident.incident_id].version:
+            latest[incident.incident_id] = incident
+    return {k: v for k, v in latest.items() if v.merged_into is None}
+
+
+def holding(article_ids):
+    wanted = set(article_ids)
+
+    def check(records) -> bool:
+        return any(
+            wanted <= {a.id for a in inc.articles} for inc in latest_incidents(records).values()
+        )
+
+    return check
+
+
+def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_role, topic_reader):
+    settings = make_settings()
+    ensure_topics(settings)
+    worker = start_role(settings, "process")
+    seeds = list(read_articles([SEEDS]))
+    with Publisher(settings) as publisher:
+        publisher.send(settings.topic_raw, "poison-1", b"\xff\xfe not json")
+        publisher.send(settings.topic_raw, "poison-2", b'{"schema_version": 1, "id": "x"}')
+        for article in seeds:
+            publisher.publish_article(article)
+
+    records = topic_reader(settings, settings.topic_incidents,
+                           until=holding(a.id for a in seeds), timeout_s=90, watch=[worker])
+    incidents = latest_incidents(records)
+    with_seeds = [i for i in incidents.values() if {a.id for a in i.articles} >= {s.id for s in seeds}]
+    assert len(with_seeds) == 1, worker.log()[-3000:]
+    [incident] = with_seeds
+    assert len(incident.articles) == 2
+    joined = [a for a in incident.articles if a.explanation and a.explanation.decision == "joined"]
+    assert joined and joined[0].explanation.score > 0
+
+    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2, timeout_s=30)
+    dead = [DeadLetter.from_bytes(r.value) for r in letters]
+    assert {d.key for d in dead} == {"poison-1", "poison-2"}
+    binary = next(d for d in dead if d.key == "poison-1")
+    assert binary.value_encoding == "base64" and binary.stage == "clean"
+    empty = next(d for d in dead if d.key == "poison-2")
+    assert "neither title nor text" in empty.error
+
+
+def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_reader):
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, afp = read_articles([SEEDS])
+    first = start_role(settings, "process")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+    topic_reader(settings, settings.topic_incidents, until=holding([reuters.id]), timeout_s=90, watch=[first])
+    assert first.stop() == 0, first.log()[-3000:]
+
+    second = start_role(settings, "process")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(afp)
+        # A redelivered article must not become a second copy of itself.
+        publisher.publish_article(reuters)
+    records = topic_reader(settings, settings.topic_incidents,
+                           until=holding([reuters.id, afp.id]), timeout_s=90, watch=[second])
+    incidents = latest_incidents(records)
+    together = [i for i in incidents.values() if {reuters.id, afp.id} <= {a.id for a in i.articles}]
+    assert len(together) == 1, second.log()[-3000:]
+    assert len(together[0].articles) == 2
+    assert "rebuilt from changelog tables: 1 articles" in second.log()
+
+
+def test_stream_goes_on_after_an_article_the_cluster_stage_rejects(make_settings, start_role, topic_reader):
+    settings = make_settings()
+    ensure_topics(settings)
+    worker = start_role(settings, "process")
+    good = RawArticle(
+        id=article_key("https://example.com/quake"),
+        url="https://example.com/quake",
+        title="Strong earthquake shakes northern Chile",
+        text="A magnitude 8.2 earthquake struck off the coast of northern Chile on Tuesday.",
+        published=datetime(2014, 4, 1, 23, tzinfo=UTC),
+    )
+    with Publisher(settings) as publisher:
+        # Valid JSON of a newer schema: the clean stage cannot read it either.
+        publisher.send(settings.topic_raw, "future", b'{"schema_version": 99, "id": "f"}')
+        publisher.publish_article(good)
+    topic_reader(settings, settings.topic_incidents, until=holding([good.id]), timeout_s=90,
+                 watch=[worker])
+    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 1, timeout_s=30)
+    assert "schema" in DeadLetter.from_bytes(letters[0].value).error

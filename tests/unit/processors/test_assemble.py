@@ -1,0 +1,59 @@
+from datetime import UTC, datetime, timedelta
+
+from newsflow.schemas import Explanation, IncidentArticle
+from processors.assemble import apply_decision
+
+T0 = datetime(2015, 10, 8, 9, tzinfo=UTC)
+
+
+def art(article_id: str, hours: int, title: str = "", duplicate_of: str | None = None):
+    return IncidentArticle(
+        id=article_id,
+        title=title or f"title {article_id}",
+        published=T0 + timedelta(hours=hours),
+        duplicate_of=duplicate_of,
+        explanation=Explanation(decision="new"),
+    )
+
+
+def test_first_article_creates_version_one():
+    [incident] = apply_decision({}, art("a", 0), "inc-a", {}, T0)
+    assert incident.incident_id == "inc-a"
+    assert incident.version == 1
+    assert incident.title == "title a"
+    assert incident.first_seen == incident.last_seen == T0
+
+
+def test_joining_bumps_version_and_extends_time_span():
+    [first] = apply_decision({}, art("a", 0), "inc-a", {}, T0)
+    [second] = apply_decision({"inc-a": first}, art("b", 5), "inc-a", {}, T0)
+    assert second.version == 2
+    assert [a.id for a in second.articles] == ["a", "b"]
+    assert second.last_seen == T0 + timedelta(hours=5)
+
+
+def test_title_comes_from_the_earliest_original_not_a_duplicate():
+    [first] = apply_decision({}, art("b", 3, "later"), "inc-b", {}, T0)
+    [second] = apply_decision(
+        {"inc-b": first}, art("c", 1, "copy", duplicate_of="b"), "inc-b", {}, T0
+    )
+    assert second.title == "later"
+
+
+def test_merge_moves_articles_and_retires_the_emptied_incident():
+    [one] = apply_decision({}, art("a", 0), "inc-a", {}, T0)
+    [two] = apply_decision({}, art("b", 1), "inc-b", {}, T0)
+    state = {"inc-a": one, "inc-b": two}
+    changed = apply_decision(state, art("c", 2), "inc-a", {"b": "inc-a"}, T0)
+    by_id = {i.incident_id: i for i in changed}
+    assert by_id["inc-b"].merged_into == "inc-a"
+    assert by_id["inc-b"].articles == []
+    assert by_id["inc-b"].version == 2
+    assert [a.id for a in by_id["inc-a"].articles] == ["a", "b", "c"]
+    assert changed[-1].incident_id == "inc-a"
+
+
+def test_replacing_an_article_does_not_duplicate_it():
+    [one] = apply_decision({}, art("a", 0), "inc-a", {}, T0)
+    [again] = apply_decision({"inc-a": one}, art("a", 0), "inc-a", {}, T0)
+    assert [a.id for a in again.articles] == ["a"]

@@ -1,0 +1,84 @@
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from producers.replay import ReplayError, parse_time, read_articles, replay
+
+SEEDS = Path(__file__).resolve().parents[3] / "seeds"
+
+
+def test_seed_files_become_two_titled_articles():
+    articles = list(read_articles([SEEDS]))
+    assert len(articles) == 2
+    reuters, afp = articles
+    # The AFP file opens with its headline; the Reuters-style one opens with its lead.
+    assert afp.title == "Syria army in 'vast offensive' backed by Russian strikes"
+    assert not afp.text.startswith("Syria army in")
+    assert reuters.title and len(reuters.title) < len(reuters.text)
+    assert reuters.text.startswith("DAMASCUS")
+    assert {a.producer for a in articles} == {"replay"}
+    assert len({a.id for a in articles}) == 2
+
+
+def test_replay_is_byte_identical_run_to_run():
+    first = [a.to_bytes() for a in read_articles([SEEDS])]
+    second = [a.to_bytes() for a in read_articles([SEEDS])]
+    assert first == second
+
+
+def test_txt_time_is_mtime_unless_given(tmp_path: Path):
+    path = tmp_path / "a.txt"
+    path.write_text("A headline here\nBody sentence one. Body sentence two.", encoding="utf-8")
+    os.utime(path, (1444300000, 1444300000))
+    [article] = read_articles([path])
+    assert article.published == datetime.fromtimestamp(1444300000, UTC)
+    given = datetime(2015, 10, 8, tzinfo=UTC)
+    [article] = read_articles([path], published=given)
+    assert article.published == given
+
+
+def test_labelled_stream_rows_keep_ids_and_never_carry_the_label(tmp_path: Path):
+    path = tmp_path / "s.jsonl"
+    rows = [
+        {"id": "g-1", "published": "2013-01-01", "title": "T", "text": "x", "url": "http://a/1",
+         "source": "Daily", "incident": "secret"},
+        {"id": "g-2", "published": None, "title": "Headline only", "text": "", "url": None,
+         "source": None, "incident": "secret"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    first, second = read_articles([path])
+    assert first.id == "g-1" and first.published == datetime(2013, 1, 1, tzinfo=UTC)
+    assert "secret" not in first.to_bytes().decode()
+    assert second.published is None and second.title == "Headline only"
+
+
+def test_our_own_schema_rows_are_read_back(tmp_path: Path):
+    [seed] = list(read_articles([SEEDS]))[:1]
+    path = tmp_path / "a.json"
+    path.write_text(seed.to_bytes().decode(), encoding="utf-8")
+    [back] = read_articles([path])
+    assert back.id == seed.id and back.text == seed.text
+
+
+def test_bad_rows_name_file_and_line(tmp_path: Path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": "1", "title": "ok", "text": "x"}\n{"id": "2"}\n', encoding="utf-8")
+    with pytest.raises(ReplayError, match=r"bad.jsonl:2"):
+        list(read_articles([path]))
+
+
+def test_parse_time_accepts_dates_and_zulu():
+    assert parse_time("2014-03-10T16:52:50.698000Z") == datetime(2014, 3, 10, 16, 52, 50, 698000, tzinfo=UTC)
+    assert parse_time("") is None
+    with pytest.raises(ReplayError):
+        parse_time("yesterday")
+
+
+def test_replay_paces_and_counts():
+    sent = []
+    stats = replay(read_articles([SEEDS]), sent.append, rate=20.0)
+    assert stats.published == 2 == len(sent)
+    assert stats.seconds >= 0.05  # the second article waited its turn at 20/s
