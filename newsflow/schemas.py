@@ -36,7 +36,7 @@ def article_key(canonical_url: str | None, text: str = "") -> str:
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1  # SCHEMA_VERSION
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=False).encode("utf-8")

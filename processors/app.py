@@ -18,6 +18,7 @@ import base64
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
+
 import faust
 from faust.types import EventT, StreamT
 
@@ -113,7 +114,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     dlq_topic = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
     # JSON keys and values: the changelog stays readable with kcat.
-    table_schema = faust.Schema(key_serializer="json", value_serializer="json")
+    table_schema: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
     articles_table = app.Table(ARTICLES_TABLE, partitions=1, schema=table_schema)
     incidents_table = app.Table(INCIDENTS_TABLE, partitions=1, schema=table_schema)
     config = ClusterConfig(window_days=settings.window_days)

@@ -132,5 +132,6 @@ def apply_decision(
             )
         elif iid != incident_id:
             changed.append(_with_articles(before, arts, now))
-    changed.append(_with_articles(incidents.get(incident_id) or _empty(incident_id, now), target_articles, now))
+    receiving = incidents.get(incident_id) or _empty(incident_id, now)
+    changed.append(_with_articles(receiving, target_articles, now))
     return changed
