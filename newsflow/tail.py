@@ -77,7 +77,7 @@ def tail(
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
-                    if skip_older and record.timestamp < started_ms - 1000:
+                    if skip_older and record.timestamp < started_ms:
                         continue
                     if raw_json:
                         out(record.value.decode("utf-8", "replace") if record.value else "")

@@ -1,0 +1,102 @@
+"""Publisher, topics and tail against the real broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kafka import KafkaAdminClient
+
+from newsflow.kafka import Publisher, ensure_topics, topic_specs
+from newsflow.schemas import RawArticle, article_key
+from newsflow.tail import tail
+
+pytestmark = pytest.mark.integration
+
+
+def article(n: int) -> RawArticle:
+    url = f"https://example.com/story/{n}"
+    return RawArticle(id=article_key(url), url=url, canonical_url=url, title=f"Story {n}", text="Body.")
+
+
+def test_topics_are_created_with_explicit_partitions_and_kept(make_settings):
+    settings = make_settings(raw_partitions=4)
+    ensure_topics(settings)
+    ensure_topics(settings)  # a second start leaves them as they are
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(
+            [s.name for s in topic_specs(settings)])}
+    finally:
+        admin.close()
+    assert described == {
+        settings.topic_raw: 4,
+        settings.topic_clean: 1,
+        settings.topic_incidents: settings.incident_partitions,
+        settings.topic_dlq: 1,
+    }
+
+
+def test_publisher_keys_by_article_id_and_delivers_everything(make_settings, topic_reader):
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        for n in range(25):
+            publisher.publish_article(article(n))
+    records = topic_reader(settings, settings.topic_raw, until=lambda r: len(r) >= 25, timeout_s=30)
+    assert len(records) == 25
+    for record in records:
+        value = RawArticle.from_bytes(record.value)
+        assert record.key.decode() == value.id == article_key(value.canonical_url)
+    # The same key always lands on the same partition, so one article's versions stay in order.
+    by_key = {}
+    for record in records:
+        by_key.setdefault(record.key, set()).add(record.partition)
+    assert all(len(parts) == 1 for parts in by_key.values())
+
+
+def test_flush_raises_when_delivery_fails(make_settings):
+    settings = make_settings(kafka_bootstrap="127.0.0.1:1")  # nothing listens there
+    with pytest.raises(Exception):  # noqa: B017 - kafka-python raises its own errors here
+        publisher = Publisher(settings)
+        publisher.publish_article(article(1))
+        publisher.flush(timeout_s=2)
+
+
+def test_tail_prints_one_readable_line_per_message_from_the_beginning(make_settings):
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        for n in range(3):
+            publisher.publish_article(article(n))
+    lines: list[str] = []
+    tail(settings, settings.topic_raw, from_beginning=True, raw_json=False, out=lines.append, limit=3)
+    assert len(lines) == 3
+    assert all("article" in line and "Story" in line for line in lines)
+
+
+def test_tail_from_the_end_shows_only_new_messages(make_settings):
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        for n in range(5):
+            publisher.publish_article(article(n))
+    lines: list[str] = []
+    stop = threading.Event()
+    follower = threading.Thread(
+        target=tail,
+        args=(settings, settings.topic_raw),
+        kwargs={"from_beginning": False, "raw_json": True, "out": lines.append, "stop": stop},
+    )
+    follower.start()
+    time.sleep(3)  # let it position itself at the end
+    with Publisher(settings) as publisher:
+        publisher.publish_article(article(99))
+    deadline = time.monotonic() + 20
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    stop.set()
+    follower.join(10)
+    assert [RawArticle.from_bytes(line).title for line in lines] == ["Story 99"]
