@@ -1,9 +1,241 @@
-"""`newsflow` subcommands of the sinks area."""
+"""`newsflow` subcommands of the sinks area: the sink service, the web page, reading.
+
+    newsflow sink                      consume incidents + clean articles into storage
+    newsflow web                       the incidents page, health and /metrics
+    newsflow incidents [--since 2h] [--source afp] [--json]
+    newsflow incident ID [--json]
+    newsflow search "cruise missiles Iran" [--json]
+    newsflow db upgrade                create or migrate the configured store's schema
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import TextIO
+
+from newsflow.settings import Settings
+from sinks.models import IncidentDetail, IncidentSummary, SearchHit, explain
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """"90s", "15m", "2h", "1d", "1w", "1h30m" -> timedelta."""
+    value = text.strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", value)
+    if not parts or re.sub(r"\s", "", value) != "".join(n + u for n, u in parts):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30m, 2h, 1d)")
+    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT, for services that stop cleanly."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _require_broker(settings: Settings) -> None:
+    if not settings.kafka_bootstrap:
+        raise RuntimeError(
+            "no broker: set NEWSFLOW_KAFKA_BOOTSTRAP (`newsflow run` starts the embedded one)"
+        )
+
+
+def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.runner import run_sink
+
+    _require_broker(settings)
+    with stop_on_signals() as stop:
+        run_sink(settings, stop, batch_size=args.batch_size, flush_interval_s=args.flush_interval)
+    return 0
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.web import serve
+
+    if args.host:
+        settings.web_host = args.host
+    if args.port is not None:
+        settings.web_port = args.port
+    with stop_on_signals() as stop:
+        serve(settings, stop)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.store import upgrade
+
+    version = upgrade(settings)
+    print(f"{settings.sink} schema at version {version}")
+    return 0
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
+    if not incidents:
+        out.write("no incidents\n")
+        return
+    for s in incidents:
+        reporters = f"{len(s.agencies)} agencies, {len(s.outlets)} outlets"
+        out.write(
+            f"{s.id}  {_when(s.last_seen)}  {s.article_count} articles"
+            f" ({s.duplicate_count} duplicates; {reporters})  v{s.version}\n"
+            f"    {s.title}\n"
+        )
+        if s.agencies or s.sources:
+            out.write(f"    agencies: {', '.join(s.agencies) or '-'};"
+                      f" sources: {', '.join(s.sources) or '-'}\n")
+
+
+def format_incident(detail: IncidentDetail, out: TextIO) -> None:
+    s = detail.summary
+    out.write(f"incident {s.id} (version {s.version})\n{s.title}\n")
+    if s.merged_into:
+        out.write(f"merged into {s.merged_into}\n")
+    out.write(
+        f"first seen {_when(s.first_seen)}, last seen {_when(s.last_seen)}\n"
+        f"{s.article_count} articles, {s.duplicate_count} duplicates;"
+        f" {len(s.agencies)} agencies ({', '.join(s.agencies) or '-'}),"
+        f" {len(s.outlets)} outlets ({', '.join(s.outlets) or '-'})\n\n"
+    )
+    for a in detail.articles:
+        when = _when(a.published or a.seen_at)
+        agencies = f" [{', '.join(a.agencies)}]" if a.agencies else ""
+        out.write(f"- {when}  {a.source or '?'}{agencies}: {a.title}\n")
+        if a.url:
+            out.write(f"    {a.url}\n")
+        if a.duplicate_of:
+            out.write(f"    duplicate of {a.duplicate_of}\n")
+        out.write(f"    why: {explain(a.explanation)}\n")
+    if len(detail.versions) > 1:
+        out.write("\nhistory: ")
+        out.write(
+            ", ".join(
+                f"v{v.version} {_when(v.updated_at)} {v.article_count} articles"
+                + (f" merged into {v.merged_into}" if v.merged_into else "")
+                for v in detail.versions
+            )
+        )
+        out.write("\n")
+
+
+def format_hits(hits: list[SearchHit], out: TextIO) -> None:
+    if not hits:
+        out.write("no matches\n")
+        return
+    for h in hits:
+        out.write(f"{_when(h.published)}  {h.source or '?'}: {h.title}\n")
+        if h.incident_id:
+            out.write(f"    incident {h.incident_id}: {h.incident_title}\n")
+        if h.snippet:
+            out.write(f"    {' '.join(h.snippet.split())}\n")
+
+
+def _dump(data: object) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.store import open_store
+
+    store = open_store(settings)
+    try:
+        found = store.list_incidents(since=args.since, source=args.source, limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        _dump([s.to_dict() for s in found])
+    else:
+        format_incidents(found, sys.stdout)
+    return 0
+
+
+def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.store import open_store
+
+    store = open_store(settings)
+    try:
+        detail = store.get_incident(args.id)
+    finally:
+        store.close()
+    if detail is None:
+        print(f"no incident {args.id}", file=sys.stderr)
+        return 1
+    if args.json:
+        _dump(detail.to_dict())
+    else:
+        format_incident(detail, sys.stdout)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.store import open_store
+
+    store = open_store(settings)
+    try:
+        hits = store.search(args.query, limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        _dump([h.to_dict() for h in hits])
+    else:
+        format_hits(hits, sys.stdout)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands; each sets ``func(args, settings) -> int``."""
+    p = sub.add_parser("sink", help="write incidents and articles to storage (a service)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--flush-interval", type=float, default=1.0, help="seconds (default 1)")
+    p.set_defaults(func=cmd_sink)
+
+    p = sub.add_parser("web", help="serve the incidents page, health and metrics")
+    p.add_argument("--host", help="default: settings.web_host")
+    p.add_argument("--port", type=int, help="default: settings.web_port (0: any free port)")
+    p.set_defaults(func=cmd_web)
+
+    p = sub.add_parser("incidents", help="list recent incidents, newest first")
+    p.add_argument("--since", type=parse_duration, help="only active in the last ... (2h, 1d)")
+    p.add_argument("--source", help="only incidents with an article from this source or agency")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_incidents)
+
+    p = sub.add_parser("incident", help="one incident: articles, sources, why each joined")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_incident)
+
+    p = sub.add_parser("search", help="full-text search over stored articles")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("db", help="storage schema")
+    db = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = db.add_parser("upgrade", help="create or migrate the schema of the configured sink")
+    up.set_defaults(func=cmd_db_upgrade)

@@ -1,0 +1,149 @@
+"""Recognise wire agencies behind an article: its source, dateline and byline.
+
+An article republished from a wire service names the agency in its dateline
+("Beirut (AFP) -", "WASHINGTON (Reuters) -") or byline ("By The Associated Press").
+A mention in the body ("a source told AFP") is not authorship and is not counted.
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+# Canonical name -> lower-case aliases (names, abbreviations, web hosts).
+AGENCIES: dict[str, tuple[str, ...]] = {
+    "Reuters": ("reuters", "thomson reuters", "reuters.com"),
+    "AFP": ("afp", "agence france-presse", "agence france presse", "afp.com"),
+    "AP": ("ap", "associated press", "the associated press", "apnews.com"),
+    "dpa": ("dpa", "deutsche presse-agentur", "dpa.com"),
+    "Xinhua": ("xinhua", "xinhua news agency", "xinhuanet.com", "news.cn"),
+    "ANSA": ("ansa", "ansa.it"),
+    "EFE": ("efe", "agencia efe", "efe.com"),
+    "UPI": ("upi", "united press international", "upi.com"),
+    "Bloomberg": ("bloomberg", "bloomberg news", "bloomberg.com"),
+    "Kyodo": ("kyodo", "kyodo news", "english.kyodonews.net"),
+    "Yonhap": ("yonhap", "yonhap news agency", "en.yna.co.kr"),
+    "PA": ("pa", "press association", "pa media"),
+    "PTI": ("pti", "press trust of india"),
+    "ANI": ("ani", "asian news international"),
+    "IANS": ("ians",),
+    "TASS": ("tass", "itar-tass", "tass.com"),
+    "Interfax": ("interfax",),
+    "Anadolu": ("anadolu", "anadolu agency", "aa.com.tr"),
+    "CP": ("the canadian press", "canadian press"),
+    "AAP": ("aap", "australian associated press"),
+    "ANP": ("anp",),
+    "APA": ("apa",),
+    "KNA": ("kna",),
+}
+
+_ALIAS: dict[str, str] = {
+    alias: name for name, aliases in AGENCIES.items() for alias in aliases
+}
+# Short abbreviations are only trusted in a dateline or as a whole field, never as a
+# loose word in a byline ("ap" or "pa" would match too much).
+_WORDY = sorted((a for a in _ALIAS if len(a) > 3 and "." not in a), key=len, reverse=True)
+
+# "Beirut (AFP) -", "WASHINGTON (Reuters) —", "PARIS, Oct 8 (Reuters) -", "(AP) —".
+_DATELINE = re.compile(r"\(([A-Za-z][A-Za-z .&/-]{0,40}?)\)\s*[-\u2013\u2014:]")
+# A byline line: "By John Smith, Reuters", "By The Associated Press", "AFP staff".
+_BYLINE = re.compile(r"^\s*(?:by\s+.+|.+\b(?:staff|reporters?|correspondents?))\s*$", re.I)
+_WORD_RE = {
+    alias: re.compile(rf"(?<![\w-]){re.escape(alias)}(?![\w-])", re.I) for alias in _WORDY
+}
+
+# How far into the text a dateline or byline can be (captions may come first).
+HEAD_CHARS = 1500
+
+
+def _lookup(value: str) -> str | None:
+    key = " ".join(value.lower().replace("\u2019", "'").split()).strip(" .,-")
+    if key.startswith("www."):
+        key = key[4:]
+    return _ALIAS.get(key)
+
+
+def agency_of_source(source: str | None) -> str | None:
+    """The agency a source field names: "Reuters", "AFP", "apnews.com", a URL..."""
+    if not source:
+        return None
+    name = _lookup(source)
+    if name:
+        return name
+    host = urlsplit(source if "//" in source else f"//{source}").hostname or ""
+    parts = host.split(".")
+    # reuters.com, uk.reuters.com, www.afp.com
+    for i in range(len(parts) - 1):
+        name = _lookup(".".join(parts[i:]))
+        if name:
+            return name
+    return None
+
+
+def agencies_in_text(text: str) -> set[str]:
+    """Agencies named in the dateline or a byline near the start of the text."""
+    head = text[:HEAD_CHARS]
+    found: set[str] = set()
+    for match in _DATELINE.finditer(head):
+        for part in re.split(r"[/&]|\band\b", match.group(1)):
+            name = _lookup(part)
+            if name:
+                found.add(name)
+    for line in head.splitlines()[:40]:
+        if len(line) > 120 or not _BYLINE.match(line):
+            continue
+        for alias in _WORDY:
+            if _WORD_RE[alias].search(line):
+                found.add(_ALIAS[alias])
+    return found
+
+
+def recognise_agencies(
+    source: str | None = None,
+    text: str = "",
+    author: str | None = None,
+    site_name: str | None = None,
+) -> tuple[str, ...]:
+    """The wire agencies behind an article, sorted by name."""
+    found: set[str] = set()
+    for field in (source, site_name):
+        name = agency_of_source(field)
+        if name:
+            found.add(name)
+    if author:
+        name = _lookup(author)
+        if name:
+            found.add(name)
+        else:
+            found |= agencies_in_text(f"By {author}")
+    found |= agencies_in_text(text or "")
+    return tuple(sorted(found))
+
+
+def outlet_of(source: str | None, url: str | None = None) -> str | None:
+    """A normalised outlet name for counting distinct outlets."""
+    if source:
+        value = source.strip().lower()
+        if value.startswith("www."):
+            value = value[4:]
+        return value or None
+    if url:
+        host = urlsplit(url).hostname or ""
+        return host.removeprefix("www.") or None
+    return None
+
+
+def count_reporters(
+    articles: Iterable[tuple[str | None, str | None, Iterable[str]]],
+) -> tuple[set[str], set[str]]:
+    """(agencies, outlets) behind a set of articles given as (source, url, agencies)."""
+    agencies: set[str] = set()
+    outlets: set[str] = set()
+    for source, url, names in articles:
+        agencies.update(names)
+        outlet = outlet_of(source, url)
+        if outlet and agency_of_source(outlet) is None:
+            outlets.add(outlet)
+    return agencies, outlets

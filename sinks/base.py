@@ -1,0 +1,122 @@
+"""The sink contract: a batching writer that commits nothing it has not written.
+
+``add(record)`` buffers a record, ``flush()`` writes the buffer with ``write(batch)``
+and empties it only when the write succeeded. A back end raises ``SinkUnavailable``
+when the store cannot be reached (a down database, a locked file): the caller keeps
+the batch, waits and calls ``flush()`` again. Writes are idempotent upserts, so writing
+the same batch twice, or replaying a topic, leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from newsflow.schemas import Incident, RawArticle
+
+# What the sinks store: incident versions from the incidents topic, cleaned articles
+# from the clean-articles topic.
+Record = Incident | RawArticle
+
+
+class SinkUnavailable(RuntimeError):  # noqa: N818 - a condition the caller waits out
+    """The store cannot be written now; retry the same batch later."""
+
+
+class BatchingSink:
+    """Buffering and flushing shared by every back end; subclasses implement ``write``."""
+
+    name = "sink"
+
+    def __init__(self) -> None:
+        self._buffer: list[Record] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def buffered(self) -> list[Record]:
+        return list(self._buffer)
+
+    def add(self, record: Record) -> None:
+        self._buffer.append(record)
+
+    def flush(self) -> int:
+        """Write the buffered records; on failure they stay buffered. Returns how many."""
+        if not self._buffer:
+            return 0
+        batch = self._buffer
+        self.write(batch)
+        self._buffer = []
+        return len(batch)
+
+    def clear(self) -> None:
+        """Drop buffered records (they were not committed, so they will be read again)."""
+        self._buffer = []
+
+    def write(self, batch: Sequence[Record]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; returns the schema version. No-op by default."""
+        return 0
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> BatchingSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def split(batch: Sequence[Record]) -> tuple[list[Incident], list[RawArticle]]:
+    incidents = [r for r in batch if isinstance(r, Incident)]
+    articles = [r for r in batch if isinstance(r, RawArticle)]
+    return incidents, articles
+
+
+def latest_versions(incidents: Sequence[Incident]) -> dict[str, Incident]:
+    """The newest version of each incident in a batch (the batch may hold several)."""
+    latest: dict[str, Incident] = {}
+    for incident in incidents:
+        current = latest.get(incident.incident_id)
+        if current is None or incident.version > current.version:
+            latest[incident.incident_id] = incident
+    return latest
+
+
+def ts(value: datetime | None) -> str | None:
+    """A fixed-width UTC text timestamp: sorts as text in the same order as in time."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(value: str | datetime | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def active_at(incident: Incident) -> datetime:
+    """When an incident last saw activity: its last article or its last update.
+
+    Replayed archives carry old publication dates; the update time keeps a freshly
+    built incident among "the last hours".
+    """
+    times = [t for t in (incident.last_seen, incident.updated_at) if t is not None]
+    return max(times)
+
+
+def article_digest(article: RawArticle) -> str:
+    """Identity of an article's content: an identical replay is a no-op upsert."""
+    return hashlib.sha256(article.to_bytes()).hexdigest()[:32]

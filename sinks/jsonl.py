@@ -1,0 +1,130 @@
+"""JSON Lines: one incident version per line, for people who pipe output (``jq``, ``tail -f``).
+
+Idempotent like the other sinks: a version already in the file is not written again,
+so replaying the topic leaves the same lines. Articles from the clean topic are not
+written (the file is about incidents; each version lists its articles).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from newsflow.schemas import Incident
+from sinks.base import BatchingSink, Record, SinkUnavailable, split
+
+logger = logging.getLogger(__name__)
+
+
+class JsonlSink(BatchingSink):
+    name = "jsonl"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._seen: set[tuple[str, int]] | None = None
+
+    def _load(self) -> set[tuple[str, int]]:
+        if self._seen is not None:
+            return self._seen
+        seen: set[tuple[str, int]] = set()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._drop_partial_line()
+            with self.path.open("rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    try:
+                        data = json.loads(line)
+                        seen.add((str(data["incident_id"]), int(data["version"])))
+                    except (ValueError, KeyError, TypeError):
+                        logger.warning("%s:%d is not an incident version; kept", self.path, number)
+        self._seen = seen
+        return seen
+
+    def _drop_partial_line(self) -> None:
+        # A crash in the middle of a write leaves a line without its newline; that
+        # version was never committed, so it will be read again: cut it off.
+        with self.path.open("rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            handle.seek(0)
+            data = handle.read()
+            cut = data.rfind(b"\n") + 1
+            handle.truncate(cut)
+            logger.warning("%s: dropped an incomplete last line (%d bytes)", self.path, size - cut)
+
+    def migrate(self) -> int:
+        try:
+            self._load()
+        except OSError as exc:
+            raise SinkUnavailable(f"jsonl {self.path}: {exc}") from exc
+        return 1
+
+    def write(self, batch: Sequence[Record]) -> None:
+        incidents, _ = split(batch)
+        if not incidents:
+            return
+        try:
+            seen = self._load()
+            fresh: list[Incident] = []
+            keys: set[tuple[str, int]] = set()
+            for incident in incidents:
+                key = (incident.incident_id, incident.version)
+                if key not in seen and key not in keys:
+                    keys.add(key)
+                    fresh.append(incident)
+            if not fresh:
+                return
+            payload = b"".join(i.to_bytes() + b"\n" for i in fresh)
+            with self.path.open("ab") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise SinkUnavailable(f"jsonl {self.path}: {exc}") from exc
+        seen |= keys
+
+
+class JsonlStore:
+    """The read API over a JSONL file: loaded into a private SQLite database."""
+
+    def __init__(self, path: Path) -> None:
+        from sinks.sqlite import SQLiteSink, SQLiteStore
+
+        self._dir = tempfile.mkdtemp(prefix="newsflow-jsonl-")
+        db = Path(self._dir) / "incidents.db"
+        sink = SQLiteSink(db)
+        try:
+            if Path(path).exists():
+                with Path(path).open("rb") as handle:
+                    for line in handle:
+                        if line.strip():
+                            try:
+                                sink.add(Incident.from_bytes(line))
+                            except ValueError:
+                                continue
+                            if sink.pending >= 1000:
+                                sink.flush()
+            sink.flush()
+        finally:
+            sink.close()
+        self._store = SQLiteStore(db)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._store, name)
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def load_jsonl_store(path: Path) -> JsonlStore:
+    return JsonlStore(path)

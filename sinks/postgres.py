@@ -1,0 +1,588 @@
+"""PostgreSQL: the production store (psycopg 3, a connection pool from settings).
+
+Same tables and the same idempotent upserts as SQLite; full-text search is a stored
+``tsvector`` column with a GIN index. The schema is created and migrated by
+``migrate()`` (run on start, or by ``newsflow db upgrade``) under an advisory lock,
+so two processes starting together do not race.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from newsflow.schemas import Explanation, Incident, RawArticle
+from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
+from sinks.base import (
+    BatchingSink,
+    Record,
+    SinkUnavailable,
+    active_at,
+    article_digest,
+    latest_versions,
+    split,
+)
+from sinks.models import (
+    Counts,
+    IncidentArticleView,
+    IncidentDetail,
+    IncidentSummary,
+    SearchHit,
+    VersionInfo,
+)
+
+logger = logging.getLogger(__name__)
+
+# Any constant will do: it only has to be the same in every process.
+MIGRATION_LOCK = 0x6E657773  # "news"
+CONNECT_TIMEOUT_S = 5
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "initial schema",
+        [
+            """CREATE TABLE incidents (
+                id text PRIMARY KEY,
+                version integer NOT NULL,
+                title text NOT NULL DEFAULT '',
+                first_seen timestamptz,
+                last_seen timestamptz,
+                updated_at timestamptz NOT NULL,
+                active_at timestamptz NOT NULL,
+                merged_into text,
+                article_count integer NOT NULL DEFAULT 0,
+                duplicate_count integer NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX incidents_active ON incidents (active_at DESC)",
+            """CREATE TABLE incident_versions (
+                incident_id text NOT NULL,
+                version integer NOT NULL,
+                updated_at timestamptz NOT NULL,
+                merged_into text,
+                article_count integer NOT NULL,
+                payload jsonb NOT NULL,
+                PRIMARY KEY (incident_id, version)
+            )""",
+            """CREATE TABLE incident_articles (
+                incident_id text NOT NULL,
+                article_id text NOT NULL,
+                position integer NOT NULL,
+                title text NOT NULL DEFAULT '',
+                url text,
+                source text,
+                published timestamptz,
+                seen_at timestamptz,
+                duplicate_of text,
+                decision text,
+                explanation jsonb,
+                PRIMARY KEY (incident_id, article_id)
+            )""",
+            "CREATE INDEX incident_articles_article ON incident_articles (article_id)",
+            """CREATE TABLE articles (
+                seq bigserial UNIQUE,
+                id text PRIMARY KEY,
+                url text,
+                canonical_url text,
+                title text NOT NULL DEFAULT '',
+                text text NOT NULL DEFAULT '',
+                published timestamptz,
+                fetched_at timestamptz,
+                source text,
+                feed_url text,
+                language text,
+                author text,
+                site_name text,
+                summary_only boolean NOT NULL DEFAULT false,
+                producer text,
+                fetch_info jsonb NOT NULL DEFAULT '{}',
+                agencies text[] NOT NULL DEFAULT '{}',
+                digest text NOT NULL,
+                tsv tsvector GENERATED ALWAYS AS (
+                    setweight(to_tsvector('english', coalesce(title, '')), 'A')
+                    || setweight(to_tsvector('english', coalesce(text, '')), 'B')
+                ) STORED
+            )""",
+            "CREATE INDEX articles_published ON articles (published)",
+            "CREATE INDEX articles_fetched ON articles (fetched_at)",
+            "CREATE INDEX articles_tsv ON articles USING gin (tsv)",
+        ],
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _unavailable(exc: Exception) -> SinkUnavailable:
+    return SinkUnavailable(f"postgres: {type(exc).__name__}: {str(exc).strip()[:300]}")
+
+
+def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow") -> ConnectionPool:
+    """A pool that does not wait for the database: connections are made on demand, and
+    a connection that died with a database restart is checked and replaced."""
+    return ConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        name=name,
+        open=True,
+        # Timestamps come back in UTC, as everywhere else in newsflow.
+        kwargs={
+            "autocommit": False,
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "options": "-c TimeZone=UTC",
+        },
+        check=ConnectionPool.check_connection,
+        reconnect_timeout=0,  # keep trying for ever; the caller decides how long to wait
+    )
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY, name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        current = int(row[0]) if row else 0
+        for version, name, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+            )
+            logger.info("postgres schema migrated to version %d (%s)", version, name)
+    return SCHEMA_VERSION
+
+
+def article_params(article: RawArticle) -> tuple[Any, ...]:
+    agencies = recognise_agencies(
+        article.source, article.text, author=article.author, site_name=article.site_name
+    )
+    return (
+        article.id,
+        article.url,
+        article.canonical_url,
+        article.title.replace("\x00", ""),
+        article.text.replace("\x00", ""),  # PostgreSQL text cannot hold NUL
+        article.published,
+        article.fetched_at,
+        article.source,
+        article.feed_url,
+        article.language,
+        article.author,
+        article.site_name,
+        article.summary_only,
+        article.producer,
+        Jsonb(article.fetch),
+        list(agencies),
+        article_digest(article),
+    )
+
+
+_UPSERT_ARTICLE = """
+INSERT INTO articles (id, url, canonical_url, title, text, published, fetched_at, source,
+    feed_url, language, author, site_name, summary_only, producer, fetch_info, agencies, digest)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    url = excluded.url, canonical_url = excluded.canonical_url, title = excluded.title,
+    text = excluded.text, published = excluded.published, fetched_at = excluded.fetched_at,
+    source = excluded.source, feed_url = excluded.feed_url, language = excluded.language,
+    author = excluded.author, site_name = excluded.site_name,
+    summary_only = excluded.summary_only, producer = excluded.producer,
+    fetch_info = excluded.fetch_info, agencies = excluded.agencies, digest = excluded.digest
+WHERE articles.digest <> excluded.digest
+  AND coalesce(excluded.fetched_at, '-infinity') >= coalesce(articles.fetched_at, '-infinity')
+"""
+
+_UPSERT_INCIDENT = """
+INSERT INTO incidents (id, version, title, first_seen, last_seen, updated_at, active_at,
+    merged_into, article_count, duplicate_count)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    version = excluded.version, title = excluded.title, first_seen = excluded.first_seen,
+    last_seen = excluded.last_seen, updated_at = excluded.updated_at,
+    active_at = excluded.active_at, merged_into = excluded.merged_into,
+    article_count = excluded.article_count, duplicate_count = excluded.duplicate_count
+WHERE excluded.version > incidents.version
+"""
+
+_INSERT_VERSION = """
+INSERT INTO incident_versions (incident_id, version, updated_at, merged_into, article_count,
+    payload)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_MEMBER = """
+INSERT INTO incident_articles (incident_id, article_id, position, title, url, source,
+    published, seen_at, duplicate_of, decision, explanation)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+
+def _incident_params(i: Incident) -> tuple[Any, ...]:
+    return (
+        i.incident_id,
+        i.version,
+        i.title,
+        i.first_seen,
+        i.last_seen,
+        i.updated_at,
+        active_at(i),
+        i.merged_into,
+        len(i.articles),
+        sum(1 for a in i.articles if a.duplicate_of),
+    )
+
+
+def _version_params(i: Incident) -> tuple[Any, ...]:
+    return (
+        i.incident_id,
+        i.version,
+        i.updated_at,
+        i.merged_into,
+        len(i.articles),
+        Jsonb(json.loads(i.to_bytes())),
+    )
+
+
+def _member_params(i: Incident) -> list[tuple[Any, ...]]:
+    return [
+        (
+            i.incident_id,
+            a.id,
+            position,
+            a.title,
+            a.url,
+            a.source,
+            a.published,
+            a.seen_at,
+            a.duplicate_of,
+            a.explanation.decision if a.explanation else None,
+            Jsonb(a.explanation.model_dump(mode="json")) if a.explanation else None,
+        )
+        for position, a in enumerate(i.articles)
+    ]
+
+
+class PostgresSink(BatchingSink):
+    name = "postgres"
+
+    def __init__(self, dsn: str, *, pool: ConnectionPool | None = None) -> None:
+        super().__init__()
+        self._pool = pool or make_pool(dsn, max_size=2, name="newsflow-sink")
+        self._migrated = False
+
+    def migrate(self) -> int:
+        try:
+            with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                version = migrate(conn)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise _unavailable(exc) from exc
+        self._migrated = True
+        return version
+
+    def write(self, batch: Sequence[Record]) -> None:
+        if not batch:
+            return
+        if not self._migrated:
+            self.migrate()
+        try:
+            with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                with conn.transaction():
+                    self._write(conn, batch)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise _unavailable(exc) from exc
+
+    def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Record]) -> None:
+        incidents, articles = split(batch)
+        with conn.cursor() as cur:
+            if articles:
+                # Skip identical articles before the INSERT: PostgreSQL computes the
+                # tsvector of a proposed row even when the conflict clause then drops it.
+                cur.execute(
+                    "SELECT id, digest FROM articles WHERE id = ANY(%s)",
+                    ([a.id for a in articles],),
+                )
+                known = dict(cur.fetchall())
+                fresh = [a for a in articles if known.get(a.id) != article_digest(a)]
+                if fresh:
+                    cur.executemany(_UPSERT_ARTICLE, [article_params(a) for a in fresh])
+            if not incidents:
+                return
+            cur.executemany(_INSERT_VERSION, [_version_params(i) for i in incidents])
+            latest = latest_versions(incidents)
+            cur.execute(
+                "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
+                (list(latest),),
+            )
+            stored = {row[0]: int(row[1]) for row in cur.fetchall()}
+            newer = [i for i in latest.values() if i.version > stored.get(i.incident_id, 0)]
+            if not newer:
+                return
+            cur.executemany(_UPSERT_INCIDENT, [_incident_params(i) for i in newer])
+            cur.execute(
+                "DELETE FROM incident_articles WHERE incident_id = ANY(%s)",
+                ([i.incident_id for i in newer],),
+            )
+            members = [row for i in newer for row in _member_params(i)]
+            if members:
+                cur.executemany(_INSERT_MEMBER, members)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+_CURRENT = """
+current AS (
+    SELECT DISTINCT ON (m.article_id) m.article_id, m.incident_id, m.duplicate_of
+    FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
+    WHERE i.merged_into IS NULL
+    ORDER BY m.article_id, i.updated_at DESC, i.version DESC
+)
+"""
+
+
+class PostgresStore:
+    """Read API over PostgreSQL, on its own small pool (safe to share between threads)."""
+
+    def __init__(self, dsn: str, *, migrate_schema: bool = True) -> None:
+        self._pool = make_pool(dsn, max_size=4, name="newsflow-store")
+        if migrate_schema:
+            try:
+                with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                    migrate(conn)
+            except Exception:
+                self._pool.close()
+                raise
+
+    def _conn(self):  # type: ignore[no-untyped-def]
+        return self._pool.connection(timeout=CONNECT_TIMEOUT_S)
+
+    def ping(self) -> None:
+        with self._conn() as conn:
+            conn.execute("SELECT 1 FROM incidents LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def list_incidents(
+        self, since: timedelta | None = None, source: str | None = None, limit: int = 50
+    ) -> list[IncidentSummary]:
+        where = ["i.merged_into IS NULL"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("i.active_at >= %s")
+            params.append(datetime.now(UTC) - since)
+        if source:
+            agency = agency_of_source(source)
+            where.append(
+                """EXISTS (SELECT 1 FROM incident_articles m
+                    LEFT JOIN articles a ON a.id = m.article_id
+                    WHERE m.incident_id = i.id
+                      AND (strpos(lower(coalesce(m.source, '')), %s) > 0
+                           OR %s = ANY(coalesce(a.agencies, '{}'))))"""
+            )
+            params += [source.lower(), agency or ""]
+        params.append(int(limit))
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
+                    ORDER BY i.active_at DESC, i.id LIMIT %s""",  # type: ignore[arg-type]
+                params,
+            )
+            rows = cur.fetchall()
+            return self._summaries(cur, rows)
+
+    def _summaries(self, cur: Any, rows: list[dict[str, Any]]) -> list[IncidentSummary]:
+        members: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+        if members:
+            cur.execute(
+                """SELECT m.incident_id, m.source, m.url, a.agencies
+                   FROM incident_articles m LEFT JOIN articles a ON a.id = m.article_id
+                   WHERE m.incident_id = ANY(%s) ORDER BY m.position""",
+                (list(members),),
+            )
+            for m in cur.fetchall():
+                members[m["incident_id"]].append(m)
+        return [_summary(r, members[r["id"]]) for r in rows]
+
+    def get_incident(self, incident_id: str) -> IncidentDetail | None:
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            summary = self._summaries(cur, [row])[0]
+            cur.execute(
+                """SELECT m.incident_id, m.article_id, m.title, m.source,
+                          m.seen_at, m.duplicate_of, m.explanation, a.agencies,
+                          coalesce(m.url, a.url) AS url,
+                          coalesce(m.published, a.published) AS published
+                   FROM incident_articles m
+                   LEFT JOIN articles a ON a.id = m.article_id
+                   WHERE m.incident_id = %s ORDER BY m.position""",
+                (incident_id,),
+            )
+            articles = [
+                IncidentArticleView(
+                    id=m["article_id"],
+                    title=m["title"],
+                    url=m["url"],
+                    source=m["source"],
+                    published=m["published"],
+                    seen_at=m["seen_at"],
+                    duplicate_of=m["duplicate_of"],
+                    explanation=(
+                        Explanation.model_validate(m["explanation"]) if m["explanation"] else None
+                    ),
+                    agencies=_agencies_of(m["agencies"], m["source"]),
+                )
+                for m in cur.fetchall()
+            ]
+            cur.execute(
+                """SELECT version, updated_at, article_count, merged_into
+                   FROM incident_versions WHERE incident_id = %s ORDER BY version""",
+                (incident_id,),
+            )
+            versions = [
+                VersionInfo(
+                    version=int(v["version"]),
+                    updated_at=v["updated_at"],
+                    article_count=int(v["article_count"]),
+                    merged_into=v["merged_into"],
+                )
+                for v in cur.fetchall()
+            ]
+        return IncidentDetail(summary=summary, articles=articles, versions=versions)
+
+    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        if not query.strip():
+            return []
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"""WITH {_CURRENT}, q AS (SELECT websearch_to_tsquery('english', %s) AS q),
+                    hits AS (
+                        SELECT a.id, a.title, a.source, a.published, a.url, a.text,
+                               ts_rank_cd(a.tsv, q.q) AS rank
+                        FROM articles a, q WHERE a.tsv @@ q.q
+                        ORDER BY rank DESC, a.id LIMIT %s
+                    )
+                    SELECT h.id, h.title, h.source, h.published, h.url, h.rank,
+                           ts_headline('english', h.text, q.q,
+                               'StartSel=[, StopSel=], MaxWords=30, MinWords=12') AS snippet,
+                           c.incident_id, i.title AS incident_title
+                    FROM hits h CROSS JOIN q
+                    LEFT JOIN current c ON c.article_id = h.id
+                    LEFT JOIN incidents i ON i.id = c.incident_id
+                    ORDER BY h.rank DESC, h.id""",  # type: ignore[arg-type]
+                (query, int(limit)),
+            )
+            rows = cur.fetchall()
+        return [
+            SearchHit(
+                article_id=r["id"],
+                title=r["title"],
+                source=r["source"],
+                published=r["published"],
+                url=r["url"],
+                incident_id=r["incident_id"],
+                incident_title=r["incident_title"],
+                snippet=r["snippet"] or "",
+                rank=float(r["rank"]),
+            )
+            for r in rows
+        ]
+
+    def recent_articles(
+        self, since: datetime
+    ) -> Iterator[tuple[RawArticle, str | None, str | None]]:
+        """Articles published or fetched since ``since``, in the order they were stored,
+        with their current incident and duplicate-of (None when not assigned yet)."""
+        with self._conn() as conn:
+            cursor = conn.cursor(name="recent_articles", row_factory=dict_row)
+            with conn.transaction(), cursor as cur:
+                cur.execute(
+                    f"""WITH {_CURRENT}
+                        SELECT a.*, c.incident_id, c.duplicate_of
+                        FROM articles a LEFT JOIN current c ON c.article_id = a.id
+                        WHERE a.published >= %s OR a.fetched_at >= %s
+                        ORDER BY a.seq""",  # type: ignore[arg-type]
+                    (since, since),
+                )
+                for row in cur:
+                    yield _article(row), row["incident_id"], row["duplicate_of"]
+
+    def counts(self) -> Counts:
+        with self._conn() as conn:
+            row = conn.execute(
+                """SELECT (SELECT count(*) FROM articles),
+                          (SELECT count(*) FROM incidents),
+                          (SELECT count(*) FROM incidents WHERE merged_into IS NULL),
+                          (SELECT count(*) FROM incidents WHERE merged_into IS NOT NULL),
+                          (SELECT count(*) FROM incident_versions),
+                          (SELECT coalesce(sum(duplicate_count), 0) FROM incidents
+                           WHERE merged_into IS NULL)"""
+            ).fetchone()
+        assert row is not None
+        return Counts(*(int(v) for v in row))
+
+
+def _agencies_of(names: list[str] | None, source: str | None) -> tuple[str, ...]:
+    if names is not None:
+        return tuple(names)
+    name = agency_of_source(source)
+    return (name,) if name else ()
+
+
+def _summary(row: dict[str, Any], members: Sequence[dict[str, Any]]) -> IncidentSummary:
+    agencies, outlets = count_reporters(
+        (m["source"], m["url"], _agencies_of(m["agencies"], m["source"])) for m in members
+    )
+    return IncidentSummary(
+        id=row["id"],
+        version=int(row["version"]),
+        title=row["title"],
+        first_seen=row["first_seen"],
+        last_seen=row["last_seen"],
+        updated_at=row["updated_at"],
+        merged_into=row["merged_into"],
+        article_count=int(row["article_count"]),
+        duplicate_count=int(row["duplicate_count"]),
+        sources=tuple(sorted({m["source"] for m in members if m["source"]})),
+        agencies=tuple(sorted(agencies)),
+        outlets=tuple(sorted(outlets)),
+    )
+
+
+def _article(row: dict[str, Any]) -> RawArticle:
+    return RawArticle(
+        id=row["id"],
+        url=row["url"],
+        canonical_url=row["canonical_url"],
+        title=row["title"],
+        text=row["text"],
+        published=row["published"],
+        fetched_at=row["fetched_at"] or datetime.now(UTC),
+        source=row["source"],
+        feed_url=row["feed_url"],
+        language=row["language"],
+        author=row["author"],
+        site_name=row["site_name"],
+        summary_only=bool(row["summary_only"]),
+        producer=row["producer"] or "feed",
+        fetch=row["fetch_info"] or {},
+    )

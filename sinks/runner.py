@@ -1,0 +1,461 @@
+"""The sink service: consume incidents and clean articles, write in batches, then commit.
+
+Offsets are committed only after the batch they cover is written (and any dead letters
+are delivered). When the store is unavailable the consumer pauses its partitions and
+keeps polling (so it stays in the group) while the same batch is retried with capped
+exponential backoff; nothing is skipped. Undecodable messages and unknown schema
+versions go to the dead-letter topic and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from newsflow.kafka import Publisher, PublishError, ensure_topics, make_consumer
+from newsflow.metrics import Registry, metrics_dir, write_textfile
+from newsflow.schemas import SCHEMA_VERSION, DeadLetter, Incident, RawArticle
+from newsflow.settings import Settings
+from sinks.base import BatchingSink, Record, SinkUnavailable
+from sinks.store import make_sink
+
+logger = logging.getLogger(__name__)
+
+
+class PoisonMessage(ValueError):
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None:
+    """The record a message carries; None for a tombstone; PoisonMessage if unreadable."""
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PoisonMessage("undecodable", f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PoisonMessage("invalid", f"expected a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise PoisonMessage("schema_version", f"unknown schema_version {version!r}")
+    model: type[Incident] | type[RawArticle] = (
+        Incident if topic == settings.topic_incidents else RawArticle
+    )
+    try:
+        return model.model_validate(data)
+    except ValueError as exc:
+        raise PoisonMessage("invalid", f"not a valid {model.__name__}: {exc}") from exc
+
+
+def _text(raw: bytes | None) -> tuple[str | None, bool]:
+    if raw is None:
+        return None, False
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), True
+
+
+def dead_letter(message: Any, kind: str, error: str) -> DeadLetter:
+    key, _ = _text(message.key)
+    value, is_b64 = _text(message.value)
+    return DeadLetter(
+        stage="sink",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        error=error[:2000],
+        error_kind=kind,
+        key=key,
+        value=value,
+        value_encoding="base64" if is_b64 else "utf-8",
+    )
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff: 0.5 s, 1 s, 2 s ... up to ``cap_s``."""
+
+    initial_s: float = 0.5
+    cap_s: float = 30.0
+    attempts: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap_s, self.initial_s * (2**self.attempts))
+        self.attempts += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+@dataclass
+class SinkMetrics:
+    registry: Registry = field(default_factory=Registry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.records = r.counter(
+            "newsflow_sink_records_total", "Messages read by the sink", ["topic", "kind"]
+        )
+        self.articles_in = r.counter("newsflow_articles_in_total", "Clean articles received")
+        self.incident_versions = r.counter(
+            "newsflow_incident_versions_total",
+            "Incident versions received, by change (created, updated, merged)",
+            ["change"],
+        )
+        self.duplicates = r.counter(
+            "newsflow_duplicates_in_total",
+            "Articles marked duplicate in received incident versions (first sight only)",
+        )
+        self.written = r.counter("newsflow_sink_written_total", "Records written by the sink")
+        self.write_seconds = r.histogram(
+            "newsflow_sink_write_seconds", "Sink batch write latency", ["sink"]
+        )
+        self.errors = r.counter("newsflow_errors_total", "Errors by kind", ["stage", "kind"])
+        self.dead_letters = r.counter(
+            "newsflow_dead_letters_total", "Messages sent to the dead-letter topic", ["kind"]
+        )
+        self.lag = r.gauge(
+            "newsflow_consumer_lag",
+            "Messages between the committed offset and the end of the partition",
+            ["group", "topic", "partition"],
+        )
+        self.paused = r.gauge("newsflow_sink_paused", "1 while the store is unavailable")
+        self.last_flush = r.gauge(
+            "newsflow_sink_last_flush_timestamp_seconds", "Time of the last successful flush"
+        )
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Rebalance notes for the main loop (the callback runs inside the consumer's loop,
+    where committing would block; the main loop acts on the note)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.revoked = False
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked:
+            with self.lock:
+                self.revoked = True
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+
+class SinkRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event,
+        *,
+        sink: BatchingSink | None = None,
+        batch_size: int = 500,
+        flush_interval_s: float = 1.0,
+        backoff: Backoff | None = None,
+        metrics: SinkMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.sink = sink or make_sink(settings)
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.backoff = backoff or Backoff()
+        self.metrics = metrics or SinkMetrics()
+        self.group_id = f"{settings.app_id}-sink"
+        self.listener = _Listener()
+        self.consumer: KafkaConsumer | None = None
+        self.publisher: Publisher | None = None
+        # Next offset to commit per partition (covers buffered and dead-lettered messages).
+        self.offsets: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}
+        self._looked_up: set[TopicPartition] = set()
+        self.messages: list[Any] = []  # the buffered records' messages, for isolation
+        self.letters: list[DeadLetter] = []  # dead letters not yet delivered
+        self.failing = False
+        self.retry_at = 0.0
+        self.last_flush = time.monotonic()
+        self._metrics_written = 0.0
+        self._metrics_path = metrics_dir(settings.data_dir) / "sink.prom"
+
+    # --- the loop ---------------------------------------------------------------
+
+    def run(self) -> None:
+        ensure_topics(self.settings)
+        self.consumer = make_consumer(
+            self.settings,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            max_poll_records=self.batch_size,
+        )
+        self.consumer.subscribe(
+            [self.settings.topic_incidents, self.settings.topic_clean], listener=self.listener
+        )
+        logger.info(
+            "sink %s consuming %s and %s as group %s",
+            self.sink.name,
+            self.settings.topic_incidents,
+            self.settings.topic_clean,
+            self.group_id,
+        )
+        try:
+            while not self.stop.is_set():
+                self.step()
+            self._final_flush()
+        finally:
+            self._close()
+
+    def step(self) -> None:
+        assert self.consumer is not None
+        if self.failing:
+            # Keep the partitions paused (a rebalance may have handed us new ones).
+            self.consumer.pause(*self.consumer.assignment())
+        polled = self.consumer.poll(timeout_ms=200 if self.failing else 500)
+        self._after_rebalance()
+        for messages in polled.values():
+            for message in messages:
+                self._handle(message)
+        now = time.monotonic()
+        if self.failing:
+            if now >= self.retry_at:
+                self.flush_and_commit()
+        elif self._due(now):
+            self.flush_and_commit()
+        self._update_lag()
+        if now - self._metrics_written > 5.0:
+            self._write_metrics()
+
+    def _due(self, now: float) -> bool:
+        dirty = any(self.committed.get(tp) != off for tp, off in self.offsets.items())
+        if not dirty:
+            return False
+        full = self.sink.pending >= self.batch_size
+        return full or now - self.last_flush >= self.flush_interval_s
+
+    def _after_rebalance(self) -> None:
+        with self.listener.lock:
+            revoked, self.listener.revoked = self.listener.revoked, False
+        if revoked and (self.sink.pending or self.offsets):
+            # Uncommitted work is dropped: the new owner (maybe us) reads it again from
+            # the committed offsets, and writes are idempotent.
+            logger.info("partitions revoked: %d uncommitted records will be read again",
+                        self.sink.pending)
+            self.sink.clear()
+            self.messages = []
+            self.letters = []
+            self.offsets = {}
+            self.committed = {}
+            self._looked_up = set()
+
+    def _handle(self, message: Any) -> None:
+        tp = TopicPartition(message.topic, message.partition)
+        self.offsets[tp] = message.offset + 1
+        kind = "incident" if message.topic == self.settings.topic_incidents else "article"
+        self.metrics.records.inc(topic=message.topic, kind=kind)
+        try:
+            record = decode(message.topic, message.value, self.settings)
+        except PoisonMessage as exc:
+            logger.warning(
+                "poison message %s[%d]@%d (%s): %s",
+                message.topic, message.partition, message.offset, exc.kind, exc,
+            )
+            self._dead_letter(message, exc.kind, str(exc))
+            return
+        if record is None:
+            return
+        self._count(record)
+        self.sink.add(record)
+        self.messages.append(message)
+
+    def _count(self, record: Record) -> None:
+        if isinstance(record, RawArticle):
+            self.metrics.articles_in.inc()
+            return
+        if record.merged_into:
+            change = "merged"
+        elif record.version == 1:
+            change = "created"
+        else:
+            change = "updated"
+        self.metrics.incident_versions.inc(change=change)
+        if record.version == 1:
+            self.metrics.duplicates.inc(sum(1 for a in record.articles if a.duplicate_of))
+
+    def _dead_letter(self, message: Any, kind: str, error: str) -> None:
+        # Sent with the next flush, and kept until delivered: their offsets are
+        # committed only after the dead-letter topic has them.
+        self.letters.append(dead_letter(message, kind, error))
+        self.metrics.dead_letters.inc(kind=kind)
+        self.metrics.errors.inc(stage="sink", kind=kind)
+
+    def _send_letters(self) -> None:
+        if not self.letters:
+            return
+        if self.publisher is None:
+            self.publisher = Publisher(self.settings, client_id=f"{self.settings.app_id}-sink-dlq")
+        for letter in self.letters:
+            self.publisher.publish_dead_letter(letter)
+        self.publisher.flush()
+        self.letters = []
+
+    # --- writing ----------------------------------------------------------------
+
+    def flush_and_commit(self) -> bool:
+        """Write the buffer, deliver dead letters, commit. False when it must be retried."""
+        try:
+            self._write_buffer()
+            self._send_letters()
+        except (SinkUnavailable, PublishError) as exc:
+            self._enter_failing(exc)
+            return False
+        if not self._commit():
+            return False
+        if self.failing:
+            logger.info("store available again: resuming the stream")
+            self.failing = False
+            self.backoff.reset()
+            self.metrics.paused.set(0)
+            if self.consumer is not None:
+                self.consumer.resume(*self.consumer.paused())
+        self.last_flush = time.monotonic()
+        self.metrics.last_flush.set(time.time())
+        self._write_metrics()
+        return True
+
+    def _write_buffer(self) -> None:
+        if not self.sink.pending:
+            return
+        started = time.perf_counter()
+        try:
+            written = self.sink.flush()
+        except SinkUnavailable:
+            raise
+        except Exception as exc:  # a record the store refuses: find it, dead-letter it
+            logger.error("sink write failed (%s); writing records one by one", exc)
+            self.metrics.errors.inc(stage="sink", kind="write_error")
+            written = self._isolate()
+        self.metrics.write_seconds.observe(time.perf_counter() - started, sink=self.sink.name)
+        self.metrics.written.inc(written)
+        self.messages = []
+
+    def _isolate(self) -> int:
+        """Write each buffered record alone; the ones that fail go to the dead letters."""
+        records: Sequence[Record] = self.sink.buffered
+        written = 0
+        for record, message in zip(records, self.messages, strict=True):
+            try:
+                self.sink.write([record])
+                written += 1
+            except SinkUnavailable:
+                raise
+            except Exception as exc:
+                self._dead_letter(message, "sink_error", f"{type(exc).__name__}: {exc}")
+        self.sink.clear()
+        return written
+
+    def _commit(self) -> bool:
+        assert self.consumer is not None
+        pending = {tp: off for tp, off in self.offsets.items() if self.committed.get(tp) != off}
+        if not pending:
+            return True
+        try:
+            self.consumer.commit(
+                {tp: OffsetAndMetadata(off, "", -1) for tp, off in pending.items()}
+            )
+        except KafkaError as exc:
+            # A rebalance took the partitions: what we wrote will be read and written
+            # again by their new owner, which the idempotent upserts make harmless.
+            logger.warning("offset commit failed (%s); records will be re-read", exc)
+            self.metrics.errors.inc(stage="sink", kind="commit_failed")
+            self.offsets = {}
+            self.committed = {}
+            self._looked_up = set()
+            return False
+        self.committed.update(pending)
+        return True
+
+    def _enter_failing(self, exc: Exception) -> None:
+        delay = self.backoff.next_delay()
+        kind = "store_unavailable" if isinstance(exc, SinkUnavailable) else "dlq_unavailable"
+        self.metrics.errors.inc(stage="sink", kind=kind)
+        self.metrics.paused.set(1)
+        if not self.failing:
+            logger.warning("%s; pausing the stream, retrying in %.1fs", exc, delay)
+        else:
+            logger.info("still unavailable (%s); retrying in %.1fs", exc, delay)
+        self.failing = True
+        self.retry_at = time.monotonic() + delay
+        if self.consumer is not None:
+            self.consumer.pause(*self.consumer.assignment())
+        self._write_metrics()
+
+    def _final_flush(self) -> None:
+        if self.sink.pending or self.letters or self.offsets:
+            if not self.flush_and_commit():
+                logger.warning(
+                    "stopping with %d unwritten records; they will be read again on restart",
+                    self.sink.pending,
+                )
+
+    # --- bookkeeping --------------------------------------------------------------
+
+    def _update_lag(self) -> None:
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            if tp not in self.committed and tp not in self._looked_up:
+                # After a start or a rebalance: what the group had committed before us.
+                self._looked_up.add(tp)
+                try:
+                    previous = self.consumer.committed(tp, timeout_ms=2000)
+                except KafkaError:
+                    previous = None
+                if previous is not None:
+                    self.committed[tp] = previous
+            end = self.consumer.highwater(tp)
+            done = self.committed.get(tp)
+            if end is None or done is None:
+                continue
+            self.metrics.lag.set(
+                max(0, end - done), group=self.group_id, topic=tp.topic, partition=str(tp.partition)
+            )
+
+    def _write_metrics(self) -> None:
+        self._metrics_written = time.monotonic()
+        try:
+            write_textfile(self.metrics.registry, self._metrics_path)
+        except OSError as exc:
+            logger.debug("cannot write metrics file %s: %s", self._metrics_path, exc)
+
+    def _close(self) -> None:
+        self._write_metrics()
+        if self.consumer is not None:
+            try:
+                self.consumer.close(autocommit=False)
+            except Exception:  # closing must not hide the loop's own error
+                logger.debug("consumer close failed", exc_info=True)
+        if self.publisher is not None:
+            try:
+                self.publisher.close()
+            except PublishError as exc:
+                logger.error("dead letters not delivered on shutdown: %s", exc)
+        self.sink.close()
+
+
+def run_sink(settings: Settings, stop: threading.Event, **options: Any) -> None:
+    """Run the sink service until ``stop`` is set (then a final flush and commit)."""
+    SinkRunner(settings, stop, **options).run()

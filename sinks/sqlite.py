@@ -1,0 +1,667 @@
+"""SQLite: the embedded default. WAL mode, one writer, readers never blocked.
+
+Tables: ``incidents`` (current version of each incident), ``incident_versions`` (every
+version, as received: merges and splits keep their history), ``incident_articles``
+(membership of each incident's current version, with the assignment explanation),
+``articles`` (cleaned text and metadata) and ``articles_fts`` (FTS5 over title and text).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from newsflow.schemas import Explanation, Incident, RawArticle
+from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
+from sinks.base import (
+    BatchingSink,
+    Record,
+    SinkUnavailable,
+    active_at,
+    article_digest,
+    latest_versions,
+    parse_ts,
+    split,
+    ts,
+)
+from sinks.models import (
+    Counts,
+    IncidentArticleView,
+    IncidentDetail,
+    IncidentSummary,
+    SearchHit,
+    VersionInfo,
+)
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 5.0
+
+# Versioned migrations: (version, name, statements). Append, never edit an applied one.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "initial schema",
+        [
+            """CREATE TABLE incidents (
+                id TEXT PRIMARY KEY,
+                version INTEGER NOT NULL,
+                title TEXT NOT NULL DEFAULT '',
+                first_seen TEXT,
+                last_seen TEXT,
+                updated_at TEXT NOT NULL,
+                active_at TEXT NOT NULL,
+                merged_into TEXT,
+                article_count INTEGER NOT NULL DEFAULT 0,
+                duplicate_count INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX incidents_active ON incidents (active_at)",
+            """CREATE TABLE incident_versions (
+                incident_id TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                updated_at TEXT NOT NULL,
+                merged_into TEXT,
+                article_count INTEGER NOT NULL,
+                payload TEXT NOT NULL,
+                PRIMARY KEY (incident_id, version)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE incident_articles (
+                incident_id TEXT NOT NULL,
+                article_id TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                title TEXT NOT NULL DEFAULT '',
+                url TEXT,
+                source TEXT,
+                published TEXT,
+                seen_at TEXT,
+                duplicate_of TEXT,
+                decision TEXT,
+                explanation TEXT,
+                PRIMARY KEY (incident_id, article_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX incident_articles_article ON incident_articles (article_id)",
+            """CREATE TABLE articles (
+                id TEXT PRIMARY KEY,
+                url TEXT,
+                canonical_url TEXT,
+                title TEXT NOT NULL DEFAULT '',
+                text TEXT NOT NULL DEFAULT '',
+                published TEXT,
+                fetched_at TEXT,
+                source TEXT,
+                feed_url TEXT,
+                language TEXT,
+                author TEXT,
+                site_name TEXT,
+                summary_only INTEGER NOT NULL DEFAULT 0,
+                producer TEXT,
+                fetch_info TEXT NOT NULL DEFAULT '{}',
+                agencies TEXT NOT NULL DEFAULT ',',
+                digest TEXT NOT NULL
+            )""",
+            "CREATE INDEX articles_published ON articles (published)",
+            "CREATE INDEX articles_fetched ON articles (fetched_at)",
+            """CREATE VIRTUAL TABLE articles_fts USING fts5 (
+                title, text, content='articles', content_rowid='rowid',
+                tokenize='porter unicode61 remove_diacritics 2'
+            )""",
+            """CREATE TRIGGER articles_fts_insert AFTER INSERT ON articles BEGIN
+                INSERT INTO articles_fts (rowid, title, text)
+                VALUES (new.rowid, new.title, new.text);
+            END""",
+            """CREATE TRIGGER articles_fts_delete AFTER DELETE ON articles BEGIN
+                INSERT INTO articles_fts (articles_fts, rowid, title, text)
+                VALUES ('delete', old.rowid, old.title, old.text);
+            END""",
+            """CREATE TRIGGER articles_fts_update AFTER UPDATE OF title, text ON articles BEGIN
+                INSERT INTO articles_fts (articles_fts, rowid, title, text)
+                VALUES ('delete', old.rowid, old.title, old.text);
+                INSERT INTO articles_fts (rowid, title, text)
+                VALUES (new.rowid, new.title, new.text);
+            END""",
+        ],
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) on a WAL database."""
+    if not readonly:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    if not readonly:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise SinkUnavailable(f"cannot switch {path} to WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if row is None:
+        return 0
+    row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations in one write transaction; safe to run from two processes."""
+    if schema_version(conn) >= SCHEMA_VERSION:
+        return SCHEMA_VERSION
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"""
+        )
+        current = schema_version(conn)
+        for version, name, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, ts(datetime.now(UTC))),
+            )
+            logger.info("sqlite schema migrated to version %d (%s)", version, name)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
+
+
+def _agencies_token(names: Sequence[str]) -> str:
+    # ",AFP,Reuters," so a filter can look for ",AFP," without matching a substring.
+    return "," + ",".join(names) + ","
+
+
+def article_row(article: RawArticle) -> tuple[Any, ...]:
+    agencies = recognise_agencies(
+        article.source, article.text, author=article.author, site_name=article.site_name
+    )
+    return (
+        article.id,
+        article.url,
+        article.canonical_url,
+        article.title,
+        article.text,
+        ts(article.published),
+        ts(article.fetched_at),
+        article.source,
+        article.feed_url,
+        article.language,
+        article.author,
+        article.site_name,
+        int(article.summary_only),
+        article.producer,
+        json.dumps(article.fetch, sort_keys=True),
+        _agencies_token(agencies),
+        article_digest(article),
+    )
+
+
+def membership_rows(incident: Incident) -> list[tuple[Any, ...]]:
+    rows = []
+    for position, item in enumerate(incident.articles):
+        explanation = item.explanation
+        rows.append(
+            (
+                incident.incident_id,
+                item.id,
+                position,
+                item.title,
+                item.url,
+                item.source,
+                ts(item.published),
+                ts(item.seen_at),
+                item.duplicate_of,
+                explanation.decision if explanation else None,
+                explanation.model_dump_json() if explanation else None,
+            )
+        )
+    return rows
+
+
+def incident_row(incident: Incident) -> tuple[Any, ...]:
+    duplicates = sum(1 for a in incident.articles if a.duplicate_of)
+    return (
+        incident.incident_id,
+        incident.version,
+        incident.title,
+        ts(incident.first_seen),
+        ts(incident.last_seen),
+        ts(incident.updated_at),
+        ts(active_at(incident)),
+        incident.merged_into,
+        len(incident.articles),
+        duplicates,
+    )
+
+
+def version_row(incident: Incident) -> tuple[Any, ...]:
+    return (
+        incident.incident_id,
+        incident.version,
+        ts(incident.updated_at),
+        incident.merged_into,
+        len(incident.articles),
+        incident.to_bytes().decode("utf-8"),
+    )
+
+
+_UPSERT_ARTICLE = """
+INSERT INTO articles (id, url, canonical_url, title, text, published, fetched_at, source,
+    feed_url, language, author, site_name, summary_only, producer, fetch_info, agencies, digest)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    url = excluded.url, canonical_url = excluded.canonical_url, title = excluded.title,
+    text = excluded.text, published = excluded.published, fetched_at = excluded.fetched_at,
+    source = excluded.source, feed_url = excluded.feed_url, language = excluded.language,
+    author = excluded.author, site_name = excluded.site_name,
+    summary_only = excluded.summary_only, producer = excluded.producer,
+    fetch_info = excluded.fetch_info, agencies = excluded.agencies, digest = excluded.digest
+WHERE articles.digest <> excluded.digest
+  AND COALESCE(excluded.fetched_at, '') >= COALESCE(articles.fetched_at, '')
+"""
+
+_UPSERT_INCIDENT = """
+INSERT INTO incidents (id, version, title, first_seen, last_seen, updated_at, active_at,
+    merged_into, article_count, duplicate_count)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    version = excluded.version, title = excluded.title, first_seen = excluded.first_seen,
+    last_seen = excluded.last_seen, updated_at = excluded.updated_at,
+    active_at = excluded.active_at, merged_into = excluded.merged_into,
+    article_count = excluded.article_count, duplicate_count = excluded.duplicate_count
+WHERE excluded.version > incidents.version
+"""
+
+_INSERT_VERSION = """
+INSERT OR IGNORE INTO incident_versions
+    (incident_id, version, updated_at, merged_into, article_count, payload)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+
+_INSERT_MEMBER = """
+INSERT INTO incident_articles (incident_id, article_id, position, title, url, source,
+    published, seen_at, duplicate_of, decision, explanation)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SQLiteSink(BatchingSink):
+    """The single writer. Each ``write`` is one transaction."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, *, migrate_on_open: bool = True) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._migrate_on_open = migrate_on_open
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = connect(self.path)
+                if self._migrate_on_open:
+                    migrate(conn)
+            except sqlite3.OperationalError as exc:
+                raise SinkUnavailable(f"sqlite {self.path}: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    def migrate(self) -> int:
+        return migrate(self._connection())
+
+    def write(self, batch: Sequence[Record]) -> None:
+        if not batch:
+            return
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise SinkUnavailable(f"sqlite {self.path}: {exc}") from exc
+        try:
+            self._write(conn, batch)
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._rollback(conn)
+            raise SinkUnavailable(f"sqlite {self.path}: {exc}") from exc
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            # The connection may be unusable; open a fresh one next time.
+            self.close()
+
+    def _write(self, conn: sqlite3.Connection, batch: Sequence[Record]) -> None:
+        incidents, articles = split(batch)
+        if articles:
+            conn.executemany(_UPSERT_ARTICLE, [article_row(a) for a in articles])
+        if not incidents:
+            return
+        conn.executemany(_INSERT_VERSION, [version_row(i) for i in incidents])
+        latest = latest_versions(incidents)
+        stored: dict[str, int] = {}
+        for chunk in _chunks(list(latest)):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                f"SELECT id, version FROM incidents WHERE id IN ({marks})", list(chunk)
+            ):
+                stored[row[0]] = int(row[1])
+        newer = [i for i in latest.values() if i.version > stored.get(i.incident_id, 0)]
+        if not newer:
+            return
+        conn.executemany(_UPSERT_INCIDENT, [incident_row(i) for i in newer])
+        # Membership mirrors each incident's current version. An article moved by a
+        # merge or split leaves its old incident when that incident's next version
+        # arrives, whatever the order across partitions.
+        conn.executemany(
+            "DELETE FROM incident_articles WHERE incident_id = ?",
+            [(i.incident_id,) for i in newer],
+        )
+        conn.executemany(_INSERT_MEMBER, [row for i in newer for row in membership_rows(i)])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+# Each article's current incident: the newest live incident listing it.
+_CURRENT = """
+current AS (
+    SELECT m.article_id, m.incident_id, m.duplicate_of,
+           ROW_NUMBER() OVER (
+               PARTITION BY m.article_id ORDER BY i.updated_at DESC, i.version DESC
+           ) AS rn
+    FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
+    WHERE i.merged_into IS NULL
+)
+"""
+
+
+class SQLiteStore:
+    """Read API over the SQLite database; a connection per call, so threads may share it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        conn = connect(self.path)
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        return connect(self.path, readonly=True)
+
+    def ping(self) -> None:
+        conn = self._conn()
+        try:
+            conn.execute("SELECT 1 FROM incidents LIMIT 1").fetchall()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        pass
+
+    def list_incidents(
+        self, since: timedelta | None = None, source: str | None = None, limit: int = 50
+    ) -> list[IncidentSummary]:
+        where = ["i.merged_into IS NULL"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("i.active_at >= ?")
+            params.append(ts(datetime.now(UTC) - since))
+        if source:
+            agency = agency_of_source(source)
+            where.append(
+                """EXISTS (SELECT 1 FROM incident_articles m
+                    LEFT JOIN articles a ON a.id = m.article_id
+                    WHERE m.incident_id = i.id
+                      AND (instr(lower(COALESCE(m.source, '')), ?) > 0
+                           OR instr(COALESCE(a.agencies, ''), ?) > 0))"""
+            )
+            params += [source.lower(), f",{agency}," if agency else "\x00"]
+        params.append(int(limit))
+        conn = self._conn()
+        try:
+            rows = conn.execute(
+                f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
+                    ORDER BY i.active_at DESC, i.id LIMIT ?""",
+                params,
+            ).fetchall()
+            return self._summaries(conn, rows)
+        finally:
+            conn.close()
+
+    def _summaries(
+        self, conn: sqlite3.Connection, rows: list[sqlite3.Row]
+    ) -> list[IncidentSummary]:
+        members: dict[str, list[sqlite3.Row]] = {r["id"]: [] for r in rows}
+        for chunk in _chunks(list(members)):
+            marks = ",".join("?" * len(chunk))
+            for m in conn.execute(
+                f"""SELECT m.incident_id, m.source, m.url, a.agencies
+                    FROM incident_articles m LEFT JOIN articles a ON a.id = m.article_id
+                    WHERE m.incident_id IN ({marks}) ORDER BY m.position""",
+                list(chunk),
+            ):
+                members[m["incident_id"]].append(m)
+        return [_summary(r, members[r["id"]]) for r in rows]
+
+    def get_incident(self, incident_id: str) -> IncidentDetail | None:
+        conn = self._conn()
+        try:
+            row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            if row is None:
+                return None
+            summary = self._summaries(conn, [row])[0]
+            articles = [
+                IncidentArticleView(
+                    id=m["article_id"],
+                    title=m["title"],
+                    url=m["url"],
+                    source=m["source"],
+                    published=parse_ts(m["published"]),
+                    seen_at=parse_ts(m["seen_at"]),
+                    duplicate_of=m["duplicate_of"],
+                    explanation=(
+                        Explanation.model_validate_json(m["explanation"])
+                        if m["explanation"]
+                        else None
+                    ),
+                    agencies=_agencies_of(m["agencies"], m["source"]),
+                )
+                for m in conn.execute(
+                    """SELECT m.incident_id, m.article_id, m.title, m.source,
+                              m.seen_at, m.duplicate_of, m.explanation, a.agencies,
+                              COALESCE(m.url, a.url) AS url,
+                              COALESCE(m.published, a.published) AS published
+                       FROM incident_articles m
+                       LEFT JOIN articles a ON a.id = m.article_id
+                       WHERE m.incident_id = ? ORDER BY m.position""",
+                    (incident_id,),
+                )
+            ]
+            versions = [
+                VersionInfo(
+                    version=int(v["version"]),
+                    updated_at=parse_ts(v["updated_at"]),
+                    article_count=int(v["article_count"]),
+                    merged_into=v["merged_into"],
+                )
+                for v in conn.execute(
+                    """SELECT version, updated_at, article_count, merged_into
+                       FROM incident_versions WHERE incident_id = ? ORDER BY version""",
+                    (incident_id,),
+                )
+            ]
+            return IncidentDetail(summary=summary, articles=articles, versions=versions)
+        finally:
+            conn.close()
+
+    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        match = fts_query(query)
+        if not match:
+            return []
+        conn = self._conn()
+        try:
+            rows = conn.execute(
+                f"""WITH {_CURRENT}
+                    SELECT a.id, a.title, a.source, a.published, a.url,
+                           snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
+                           bm25(articles_fts, 4.0, 1.0) AS rank,
+                           c.incident_id, i.title AS incident_title
+                    FROM articles_fts
+                    JOIN articles a ON a.rowid = articles_fts.rowid
+                    LEFT JOIN current c ON c.article_id = a.id AND c.rn = 1
+                    LEFT JOIN incidents i ON i.id = c.incident_id
+                    WHERE articles_fts MATCH ?
+                    ORDER BY rank LIMIT ?""",
+                (match, int(limit)),
+            ).fetchall()
+        finally:
+            conn.close()
+        return [
+            SearchHit(
+                article_id=r["id"],
+                title=r["title"],
+                source=r["source"],
+                published=parse_ts(r["published"]),
+                url=r["url"],
+                incident_id=r["incident_id"],
+                incident_title=r["incident_title"],
+                snippet=r["snippet"] or "",
+                rank=float(r["rank"]),
+            )
+            for r in rows
+        ]
+
+    def recent_articles(
+        self, since: datetime
+    ) -> Iterator[tuple[RawArticle, str | None, str | None]]:
+        """Articles published or fetched since ``since``, in the order they were stored,
+        with their current incident and duplicate-of (None when not assigned yet)."""
+        conn = self._conn()
+        try:
+            cursor = conn.execute(
+                f"""WITH {_CURRENT}
+                    SELECT a.*, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of
+                    FROM articles a LEFT JOIN current c ON c.article_id = a.id AND c.rn = 1
+                    WHERE a.published >= ? OR a.fetched_at >= ?
+                    ORDER BY a.rowid""",
+                (ts(since), ts(since)),
+            )
+            for row in cursor:
+                yield _article(row), row["incident_id"], row["duplicate_of"]
+        finally:
+            conn.close()
+
+    def counts(self) -> Counts:
+        conn = self._conn()
+        try:
+            one = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
+            return Counts(
+                articles=one("SELECT COUNT(*) FROM articles"),
+                incidents=one("SELECT COUNT(*) FROM incidents"),
+                live_incidents=one("SELECT COUNT(*) FROM incidents WHERE merged_into IS NULL"),
+                merged_incidents=one(
+                    "SELECT COUNT(*) FROM incidents WHERE merged_into IS NOT NULL"
+                ),
+                incident_versions=one("SELECT COUNT(*) FROM incident_versions"),
+                duplicates=one(
+                    "SELECT COALESCE(SUM(duplicate_count), 0) FROM incidents"
+                    " WHERE merged_into IS NULL"
+                ),
+            )
+        finally:
+            conn.close()
+
+
+def fts_query(query: str) -> str:
+    """User words as an FTS5 query: every word must appear (quoted, so no syntax)."""
+    import re
+
+    words = re.findall(r"\w+", query)
+    return " ".join(f'"{w}"' for w in words)
+
+
+def _agencies_of(token: str | None, source: str | None) -> tuple[str, ...]:
+    if token is not None:
+        return tuple(a for a in token.split(",") if a)
+    # No cleaned article stored (yet): the source field alone.
+    name = agency_of_source(source)
+    return (name,) if name else ()
+
+
+def _summary(row: Any, members: Sequence[Any]) -> IncidentSummary:
+    agencies, outlets = count_reporters(
+        (m["source"], m["url"], _agencies_of(m["agencies"], m["source"])) for m in members
+    )
+    sources = sorted({m["source"] for m in members if m["source"]})
+    return IncidentSummary(
+        id=row["id"],
+        version=int(row["version"]),
+        title=row["title"],
+        first_seen=parse_ts(row["first_seen"]),
+        last_seen=parse_ts(row["last_seen"]),
+        updated_at=parse_ts(row["updated_at"]),
+        merged_into=row["merged_into"],
+        article_count=int(row["article_count"]),
+        duplicate_count=int(row["duplicate_count"]),
+        sources=tuple(sources),
+        agencies=tuple(sorted(agencies)),
+        outlets=tuple(sorted(outlets)),
+    )
+
+
+def _article(row: Any) -> RawArticle:
+    return RawArticle(
+        id=row["id"],
+        url=row["url"],
+        canonical_url=row["canonical_url"],
+        title=row["title"],
+        text=row["text"],
+        published=parse_ts(row["published"]),
+        fetched_at=parse_ts(row["fetched_at"]) or datetime.now(UTC),
+        source=row["source"],
+        feed_url=row["feed_url"],
+        language=row["language"],
+        author=row["author"],
+        site_name=row["site_name"],
+        summary_only=bool(row["summary_only"]),
+        producer=row["producer"] or "feed",
+        fetch=json.loads(row["fetch_info"] or "{}"),
+    )

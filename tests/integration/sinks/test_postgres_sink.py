@@ -1,0 +1,242 @@
+"""The PostgreSQL sink and store against a real PostgreSQL 15 (see conftest.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kafka.structs import TopicPartition
+
+from newsflow.kafka import Publisher, ensure_topics, make_consumer
+from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.settings import Settings
+from sinks.commands import register
+from sinks.runner import Backoff, SinkRunner
+from sinks.store import open_store
+
+pytestmark = pytest.mark.integration
+psycopg = pytest.importorskip("psycopg")
+
+NOW = datetime.now(UTC)
+
+
+def article(n: int, text: str = "", source: str = "example.org") -> RawArticle:
+    return RawArticle(
+        id=f"a{n}",
+        url=f"https://example.org/{n}",
+        title=f"Article {n}",
+        text=text or f"Body {n}: Russian cruise missiles crashed in Iran, officials said.",
+        published=NOW - timedelta(minutes=n),
+        source=source,
+    )
+
+
+def incident(iid: str, version: int, ids: list[int], merged_into: str | None = None) -> Incident:
+    return Incident(
+        incident_id=iid,
+        version=version,
+        title=f"Incident {iid}",
+        first_seen=NOW - timedelta(hours=1),
+        last_seen=NOW,
+        merged_into=merged_into,
+        articles=[
+            IncidentArticle(
+                id=f"a{n}",
+                title=f"Article {n}",
+                source="example.org",
+                duplicate_of="a1" if n == 4 else None,
+                explanation=Explanation(
+                    decision="duplicate" if n == 4 else "joined",
+                    score=0.7,
+                    threshold=0.4,
+                    shared_terms=["missile", "iran"],
+                ),
+            )
+            for n in ids
+        ],
+    )
+
+
+def table_state(dsn: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row with its xmin: an UPDATE, even to the same values, changes xmin."""
+    state = {}
+    with psycopg.connect(dsn) as conn:
+        for table, key in (
+            ("incidents", "id"),
+            ("incident_versions", "incident_id, version"),
+            ("incident_articles", "incident_id, article_id"),
+            ("articles", "id"),
+        ):
+            state[table] = conn.execute(
+                f"SELECT xmin::text, {key} FROM {table} ORDER BY {key}"
+            ).fetchall()
+    return state
+
+
+def test_postgres_sink_upserts_idempotently_and_reads_back(postgres_dsn: str) -> None:
+    from sinks.postgres import PostgresSink
+
+    records: list[Incident | RawArticle] = [
+        article(1, "PARIS (AFP) - Four Russian cruise missiles crashed in Iran."),
+        article(2, "WASHINGTON (Reuters) - Missiles bound for Syria came down in Iran."),
+        article(3, source="apnews.com"),
+        article(4),
+        incident("i1", 1, [1]),
+        incident("i1", 2, [1, 2, 4]),
+        incident("i2", 1, [3]),
+        incident("i1", 3, [1, 2, 3, 4]),
+        incident("i2", 2, [], merged_into="i1"),
+    ]
+    sink = PostgresSink(postgres_dsn)
+    try:
+        for record in records:
+            sink.add(record)
+        assert sink.flush() == len(records)
+        first = table_state(postgres_dsn)
+        # The whole stream again, in one batch and one by one: not a row touched.
+        for record in records:
+            sink.add(record)
+        sink.flush()
+        for record in records:
+            sink.write([record])
+        assert table_state(postgres_dsn) == first
+        # An older version arriving late is ignored; the history keeps every version.
+        sink.write([incident("i1", 2, [1])])
+        assert table_state(postgres_dsn) == first
+    finally:
+        sink.close()
+    assert len(first["incident_versions"]) == 5
+    assert [r[1] for r in first["incident_articles"]] == ["i1"] * 4
+
+    store = open_store(
+        Settings(sink="postgres", postgres_dsn=postgres_dsn)  # type: ignore[arg-type]
+    )
+    try:
+        listed = store.list_incidents(since=timedelta(hours=2))
+        assert [s.id for s in listed] == ["i1"]
+        summary = listed[0]
+        assert summary.article_count == 4 and summary.duplicate_count == 1
+        assert summary.agencies == ("AFP", "AP", "Reuters")
+        assert summary.last_seen is not None and summary.last_seen.utcoffset() == timedelta(0)
+        assert [s.id for s in store.list_incidents(source="afp")] == ["i1"]
+        assert store.list_incidents(source="bbc") == []
+        detail = store.get_incident("i1")
+        assert detail is not None
+        assert [v.version for v in detail.versions] == [1, 2, 3]
+        assert detail.articles[3].duplicate_of == "a1"
+        assert detail.articles[3].explanation is not None
+        assert detail.articles[3].explanation.shared_terms == ["missile", "iran"]
+        merged = store.get_incident("i2")
+        assert merged is not None and merged.summary.merged_into == "i1"
+        hits = store.search("cruise missiles Iran")
+        assert hits and hits[0].article_id == "a1" and hits[0].incident_id == "i1"
+        assert "[" in hits[0].snippet
+        window = list(store.recent_articles(NOW - timedelta(days=1)))
+        assert [(a.id, iid) for a, iid, _ in window] == [
+            ("a1", "i1"), ("a2", "i1"), ("a3", "i1"), ("a4", "i1"),
+        ]
+        assert window[3][2] == "a1"
+        counts = store.counts()
+        assert (counts.articles, counts.incidents, counts.merged_incidents) == (4, 2, 1)
+    finally:
+        store.close()
+
+
+def test_db_upgrade_creates_and_keeps_the_schema(postgres_dsn: str, monkeypatch) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["db", "upgrade"])
+    settings = Settings(sink="postgres", postgres_dsn=postgres_dsn)  # type: ignore[arg-type]
+    assert args.func(args, settings) == 0
+    assert args.func(args, settings) == 0
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        }
+    assert {"incidents", "incident_versions", "incident_articles", "articles"} <= tables
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 90.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def count(dsn: str, sql: str) -> int | None:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+            return int(row[0]) if row else None
+    except psycopg.Error:
+        return None
+
+
+def committed(settings: Settings) -> int:
+    consumer = make_consumer(settings, group_id=f"{settings.app_id}-sink")
+    try:
+        return consumer.committed(TopicPartition(settings.topic_incidents, 0)) or 0
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_database_restart_mid_stream_loses_and_skips_nothing(
+    make_settings, postgres_server, postgres_dsn: str
+) -> None:
+    settings = make_settings(
+        sink="postgres", postgres_dsn=postgres_dsn, incident_partitions=1
+    )
+    ensure_topics(settings)
+    stop = threading.Event()
+    runner = SinkRunner(
+        settings, stop, flush_interval_s=0.2, backoff=Backoff(initial_s=0.2, cap_s=1.0)
+    )
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    publisher = Publisher(settings, client_id="test-publisher")
+    try:
+        for v in range(1, 11):
+            publisher.send(settings.topic_incidents, "i1", incident("i1", v, [1]).to_bytes())
+        publisher.flush()
+        wait_for(
+            lambda: count(postgres_dsn, "SELECT count(*) FROM incident_versions") == 10,
+            what="first half written",
+        )
+        wait_for(lambda: committed(settings) == 10, what="first half committed")
+
+        postgres_server.stop()
+        try:
+            for v in range(11, 21):
+                publisher.send(settings.topic_incidents, "i1", incident("i1", v, [1]).to_bytes())
+            publisher.flush()
+            wait_for(lambda: runner.failing, what="the sink to notice the database is down")
+            time.sleep(2.0)  # several retries with the database down
+            assert committed(settings) == 10, "offsets moved while nothing could be written"
+            assert runner.consumer is not None and runner.consumer.paused()
+        finally:
+            postgres_server.start()
+
+        wait_for(
+            lambda: count(postgres_dsn, "SELECT count(*) FROM incident_versions") == 20,
+            what="catch up after the restart",
+        )
+        wait_for(lambda: committed(settings) == 20, what="second half committed")
+        assert count(postgres_dsn, "SELECT version FROM incidents WHERE id = 'i1'") == 20
+        assert not runner.failing
+        assert runner.metrics.errors.value(stage="sink", kind="store_unavailable") >= 1
+    finally:
+        publisher.close()
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()

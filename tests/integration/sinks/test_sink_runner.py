@@ -1,0 +1,299 @@
+"""The sink service against the real broker and a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka.structs import TopicPartition
+
+from newsflow.kafka import Publisher, ensure_topics, make_consumer
+from newsflow.schemas import DeadLetter, Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.settings import Settings
+from sinks.runner import Backoff, SinkRunner
+from sinks.store import open_store
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC)
+
+
+def article(n: int, text: str = "") -> RawArticle:
+    return RawArticle(
+        id=f"a{n}",
+        url=f"https://example.org/{n}",
+        title=f"Article {n} about cruise missiles",
+        text=text or f"Body {n}: Russian cruise missiles crashed in Iran, officials said.",
+        published=NOW - timedelta(minutes=n),
+        source="example.org",
+    )
+
+
+def incident(iid: str, version: int, ids: list[int], merged_into: str | None = None) -> Incident:
+    return Incident(
+        incident_id=iid,
+        version=version,
+        title=f"Incident {iid}",
+        first_seen=NOW - timedelta(hours=1),
+        last_seen=NOW,
+        merged_into=merged_into,
+        articles=[
+            IncidentArticle(
+                id=f"a{n}",
+                title=f"Article {n} about cruise missiles",
+                source="example.org",
+                explanation=Explanation(decision="joined", score=0.6, threshold=0.4),
+            )
+            for n in ids
+        ],
+    )
+
+
+def publish(settings: Settings, items: list[tuple[str, str | None, bytes]]) -> None:
+    with Publisher(settings, client_id="test-publisher") as pub:
+        for topic, key, value in items:
+            pub.send(topic, key, value)
+
+
+@contextmanager
+def running(runner: SinkRunner) -> Iterator[threading.Thread]:
+    thread = threading.Thread(target=runner.run, name="sink", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        runner.stop.set()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the sink did not stop"
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql).fetchall()]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def committed(settings: Settings, topic: str, partitions: int) -> int:
+    consumer = make_consumer(settings, group_id=f"{settings.app_id}-sink")
+    try:
+        total = 0
+        for p in range(partitions):
+            total += consumer.committed(TopicPartition(topic, p)) or 0
+        return total
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_sink_writes_incidents_and_articles_then_commits(make_settings) -> None:
+    settings = make_settings(incident_partitions=2)
+    ensure_topics(settings)
+    publish(
+        settings,
+        [(settings.topic_clean, a.id, a.to_bytes()) for a in (article(1), article(2), article(3))]
+        + [
+            (settings.topic_incidents, "i1", incident("i1", 1, [1]).to_bytes()),
+            (settings.topic_incidents, "i1", incident("i1", 2, [1, 2]).to_bytes()),
+            (settings.topic_incidents, "i2", incident("i2", 1, [3]).to_bytes()),
+            # i2 merged into i1: i1 gets the article, i2's last version has none.
+            (settings.topic_incidents, "i1", incident("i1", 3, [1, 2, 3]).to_bytes()),
+            (settings.topic_incidents, "i2", incident("i2", 2, [], merged_into="i1").to_bytes()),
+        ],
+    )
+    stop = threading.Event()
+    runner = SinkRunner(settings, stop, flush_interval_s=0.2)
+    db = settings.sqlite_file
+    with running(runner):
+        wait_for(
+            lambda: rows(db, "SELECT COUNT(*) FROM incident_versions") == [(5,)]
+            and rows(db, "SELECT COUNT(*) FROM articles") == [(3,)],
+            what="5 versions and 3 articles",
+        )
+        wait_for(lambda: committed(settings, settings.topic_incidents, 2) == 5, what="commit")
+        lag = f'newsflow_consumer_lag{{group="{runner.group_id}",topic="{settings.topic_clean}"'
+        wait_for(lambda: f'{lag},partition="0"}} 0' in runner.metrics.registry.render(),
+                 what="the lag gauge")
+    assert committed(settings, settings.topic_clean, 1) == 3
+    prom = (settings.data_dir / "metrics" / "sink.prom").read_text()
+    assert "newsflow_articles_in_total 3" in prom
+    assert 'newsflow_incident_versions_total{change="merged"} 1' in prom
+    assert rows(db, "PRAGMA journal_mode") == [("wal",)]
+    assert rows(db, "SELECT id, version, merged_into FROM incidents ORDER BY id") == [
+        ("i1", 3, None),
+        ("i2", 2, "i1"),
+    ]
+    assert rows(
+        db, "SELECT incident_id, article_id FROM incident_articles ORDER BY article_id"
+    ) == [("i1", "a1"), ("i1", "a2"), ("i1", "a3")]
+
+    store = open_store(settings)
+    listed = store.list_incidents(since=timedelta(hours=2))
+    assert [s.id for s in listed] == ["i1"]
+    hits = store.search("cruise missiles Iran")
+    assert {h.article_id for h in hits} == {"a1", "a2", "a3"}
+    assert {h.incident_id for h in hits} == {"i1"}
+    window = list(store.recent_articles(NOW - timedelta(days=1)))
+    assert [(a.id, iid) for a, iid, _ in window] == [("a1", "i1"), ("a2", "i1"), ("a3", "i1")]
+    assert window[0][0].text.startswith("Body 1:")
+
+
+def test_replaying_the_topics_changes_no_row(make_settings) -> None:
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    publish(
+        settings,
+        [(settings.topic_clean, "a1", article(1).to_bytes())]
+        + [(settings.topic_incidents, "i1", incident("i1", v, [1]).to_bytes()) for v in (1, 2)],
+    )
+    db = settings.sqlite_file
+    stop = threading.Event()
+    with running(SinkRunner(settings, stop, flush_interval_s=0.2)):
+        wait_for(lambda: rows(db, "SELECT COUNT(*) FROM incident_versions") == [(2,)])
+    before = {
+        t: rows(db, f"SELECT * FROM {t} ORDER BY 1, 2")
+        for t in ("incidents", "incident_versions", "incident_articles", "articles")
+    }
+    # data_version moves when another connection commits a change to the file.
+    watcher = sqlite3.connect(db, isolation_level=None)
+    version_before = watcher.execute("PRAGMA data_version").fetchone()
+    # A new consumer group reads both topics from the beginning: not one row changes.
+    replay = settings.model_copy(update={"app_id": settings.app_id + "-replay"})
+    stop = threading.Event()
+    with running(SinkRunner(replay, stop, flush_interval_s=0.2)):
+        wait_for(lambda: committed(replay, replay.topic_incidents, 1) == 2, what="replay commit")
+        wait_for(lambda: committed(replay, replay.topic_clean, 1) == 1, what="replay commit")
+    after = {t: rows(db, f"SELECT * FROM {t} ORDER BY 1, 2") for t in before}
+    assert after == before
+    assert watcher.execute("PRAGMA data_version").fetchone() == version_before
+    watcher.close()
+
+
+def test_poison_messages_go_to_the_dead_letter_topic(make_settings) -> None:
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    future = json.dumps({"schema_version": 99, "incident_id": "x", "version": 1}).encode()
+    publish(
+        settings,
+        [
+            (settings.topic_incidents, "bad1", b"\xff\xfe not json"),
+            (settings.topic_incidents, "bad2", future),
+            (settings.topic_incidents, "i1", incident("i1", 1, []).to_bytes()),
+        ],
+    )
+    db = settings.sqlite_file
+    stop = threading.Event()
+    with running(SinkRunner(settings, stop, flush_interval_s=0.2)):
+        wait_for(lambda: rows(db, "SELECT id FROM incidents") == [("i1",)])
+        wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 3, what="commit")
+    consumer = make_consumer(
+        settings, settings.topic_dlq, group_id=None, consumer_timeout_ms=10000
+    )
+    try:
+        letters = [DeadLetter.from_bytes(m.value) for m in consumer]
+    finally:
+        consumer.close()
+    assert sorted(d.error_kind for d in letters) == ["schema_version", "undecodable"]
+    undecodable = next(d for d in letters if d.error_kind == "undecodable")
+    assert undecodable.value_encoding == "base64" and undecodable.offset == 0
+    assert all(d.stage == "sink" and d.topic == settings.topic_incidents for d in letters)
+
+
+def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> None:
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    db = settings.sqlite_file
+    store = open_store(settings)  # creates the schema
+    store.close()
+    # Another writer holds the database: every write fails with "database is locked".
+    blocker = sqlite3.connect(db, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    stop = threading.Event()
+    runner = SinkRunner(
+        settings, stop, flush_interval_s=0.2, backoff=Backoff(initial_s=0.2, cap_s=1.0)
+    )
+    import sinks.sqlite as sqlite_module
+
+    sqlite_module.BUSY_TIMEOUT_S, saved = 0.2, sqlite_module.BUSY_TIMEOUT_S
+    try:
+        with running(runner):
+            publish(
+                settings,
+                [
+                    (settings.topic_incidents, "i1", incident("i1", v, [1]).to_bytes())
+                    for v in (1, 2)
+                ],
+            )
+            wait_for(lambda: runner.failing, what="the sink to notice the lock")
+            time.sleep(2.0)  # several retries while locked
+            assert committed(settings, settings.topic_incidents, 1) == 0
+            assert runner.consumer is not None and runner.consumer.paused()
+            publish(
+                settings,
+                [(settings.topic_incidents, "i1", incident("i1", 3, [1, 2]).to_bytes())],
+            )
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            wait_for(lambda: rows(db, "SELECT version FROM incidents") == [(3,)], what="catch up")
+            wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 3, what="commit")
+            assert not runner.failing
+        assert rows(db, "SELECT COUNT(*) FROM incident_versions") == [(3,)]
+        assert runner.metrics.errors.value(stage="sink", kind="store_unavailable") >= 2
+    finally:
+        sqlite_module.BUSY_TIMEOUT_S = saved
+
+
+def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
+    make_settings,
+) -> None:
+    from sinks.sqlite import SQLiteSink
+
+    class Refusing(SQLiteSink):
+        """A store with a rule the stream breaks: titles may not be empty."""
+
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            if any(isinstance(r, RawArticle) and not r.title for r in batch):
+                raise sqlite3.IntegrityError("articles.title may not be empty")
+            super().write(batch)
+
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    bad = RawArticle(id="bad", title="", text="no title")
+    publish(
+        settings,
+        [(settings.topic_clean, a.id, a.to_bytes()) for a in (article(1), bad, article(2))],
+    )
+    db = settings.sqlite_file
+    stop = threading.Event()
+    runner = SinkRunner(settings, stop, sink=Refusing(db), flush_interval_s=0.5)
+    with running(runner):
+        wait_for(lambda: committed(settings, settings.topic_clean, 1) == 3, what="commit")
+    assert rows(db, "SELECT id FROM articles ORDER BY id") == [("a1",), ("a2",)]
+    consumer = make_consumer(settings, settings.topic_dlq, group_id=None, consumer_timeout_ms=8000)
+    try:
+        letters = [DeadLetter.from_bytes(m.value) for m in consumer]
+    finally:
+        consumer.close()
+    assert [(d.error_kind, d.offset) for d in letters] == [("sink_error", 1)]
+    assert "may not be empty" in letters[0].error
+    assert RawArticle.from_bytes(letters[0].value or "").id == "bad"

@@ -1,0 +1,214 @@
+"""The web service on a real local HTTP server over a real SQLite store, and the page
+in headless Chromium (skips with the reason when chromium is not installed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from newsflow.metrics import Registry, metrics_dir, write_textfile
+from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.settings import Settings
+from newsflow.web import NewsflowServer, make_server
+from sinks.sqlite import SQLiteSink
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC)
+EVIL = "<script>window.__pwned = 1</script> Missiles"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def fill(settings: Settings) -> None:
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write(
+        [
+            RawArticle(id="a1", title=EVIL, source="yahoo.com", url="https://news.example/1",
+                       text="Beirut (AFP) - Four Russian cruise missiles crashed in Iran."),
+            RawArticle(id="a2", title="Russian missiles down in Iran", source="Reuters",
+                       text="Cruise missiles bound for Syria came down in Iran."),
+            Incident(
+                incident_id="inc-1", version=2, title=EVIL,
+                first_seen=NOW - timedelta(hours=1), last_seen=NOW,
+                articles=[
+                    IncidentArticle(id="a1", title=EVIL, source="yahoo.com",
+                                    url="https://news.example/1",
+                                    explanation=Explanation(decision="new")),
+                    IncidentArticle(
+                        id="a2", title="Russian missiles down in Iran", source="Reuters",
+                        explanation=Explanation(decision="joined", score=0.61, threshold=0.35,
+                                                shared_entities=["Iran", "Russia"]),
+                    ),
+                ],
+            ),
+        ]
+    )
+    sink.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NewsflowServer]:
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    fill(settings)
+    sink_metrics = Registry()
+    sink_metrics.gauge("newsflow_consumer_lag", "Lag", ["topic"]).set(4, topic="t")
+    write_textfile(sink_metrics, metrics_dir(settings.data_dir) / "sink.prom")
+    srv = make_server(settings)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+def get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+def test_pages_api_health_and_metrics(server: NewsflowServer) -> None:
+    base = server.url
+    assert get(base + "healthz")[:1] == (200,)
+    assert get(base + "readyz")[0] == 200
+    status, _, page = get(base)
+    assert status == 200
+    assert "&lt;script&gt;window.__pwned" in page and "<script>window" not in page
+    status, ctype, body = get(base + "api/incidents?hours=2")
+    assert status == 200 and ctype == "application/json"
+    data = json.loads(body)
+    assert [d["id"] for d in data] == ["inc-1"] and data[0]["agencies"] == ["AFP", "Reuters"]
+    assert json.loads(get(base + "api/incidents?hours=2&source=bbc")[2]) == []
+    status, _, page = get(base + "incident/inc-1")
+    assert status == 200
+    assert "Why: joined; score 0.61 vs threshold 0.35; shared entities: Iran, Russia" in page
+    assert 'id="agency-count">2<' in page
+    assert get(base + "incident/nope")[0] == 404
+    assert get(base + "api/incidents/nope")[0] == 404
+    assert get(base + "api/incidents?hours=-1")[0] == 400
+    hits = json.loads(get(base + "api/search?q=cruise+missiles+Iran")[2])
+    assert sorted((h["article_id"], h["incident_id"]) for h in hits) == [
+        ("a1", "inc-1"), ("a2", "inc-1")
+    ]
+    status, ctype, text = get(base + "metrics")
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+    assert 'newsflow_consumer_lag{topic="t"} 4' in text  # the sink process's file
+    assert 'newsflow_store_rows{kind="articles"} 2' in text
+    assert 'newsflow_web_requests_total{route="/incident/:id",status="404"} 1' in text
+
+
+def test_readiness_fails_when_the_store_cannot_be_opened(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    settings = Settings(data_dir=tmp_path, sqlite_path=blocker / "db.sqlite", web_port=0)
+    srv = make_server(settings)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert get(srv.url + "healthz")[0] == 200
+        assert get(srv.url + "readyz")[0] == 503
+        assert get(srv.url)[0] == 503
+        assert "newsflow_store_up 0" in get(srv.url + "metrics")[2]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("needs headless Chromium (Debian package `chromium`; `make system-deps`)")
+    return path
+
+
+def run_chromium(tmp_path: Path, *args: str) -> str:
+    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+    result = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
+    """Width, height and unfiltered RGB(A) rows of an 8-bit PNG (what Chromium writes)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, channels = 8, b"", 0, 0, 4
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", chunk[:10])
+            assert depth == 8
+            channels = {2: 3, 6: 4}[color]
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    rows: list[bytes] = []
+    previous = bytes(stride)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = previous[i]
+            corner = previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                pred = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                line[i] = (line[i] + pred) & 0xFF
+        previous = bytes(line)
+        rows.append(previous)
+    return width, height, rows
+
+
+def test_page_in_headless_chromium(server: NewsflowServer, tmp_path: Path) -> None:
+    # The live list refreshes every 5 s: give it virtual time so the script runs.
+    dom = run_chromium(tmp_path, "--virtual-time-budget=12000", "--dump-dom", server.url)
+    assert 'data-updated="' in dom, "the live refresh did not run"
+    assert "__pwned" in dom  # the title is there...
+    assert "&lt;script&gt;window.__pwned" in dom  # ...as text, not as a script element
+    assert "<script>window" not in dom
+
+    page = run_chromium(tmp_path, "--dump-dom", server.url + "incident/inc-1")
+    assert "Why: joined; score 0.61" in page and 'id="agency-count">2<' in page
+
+    shot = tmp_path / "incident.png"
+    run_chromium(tmp_path, "--window-size=1000,700", f"--screenshot={shot}",
+                 server.url + "incident/inc-1")
+    width, height, rows = png_pixels(shot)
+    assert (width, height) == (1000, 700)
+    colours = {bytes(row[i : i + 3]) for row in rows[::7] for i in range(0, len(row), 3 * 11)}
+    assert len(colours) > 10, "the screenshot is blank"
+    header = {bytes(rows[10][i : i + 3]) for i in range(0, 60, 4)}
+    assert b"\x1f\x3a\x5f" in header  # the page's header colour: the CSS was applied

@@ -1,0 +1,64 @@
+"""Wire-agency recognition: datelines, bylines, source fields; mentions do not count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sinks.agencies import agency_of_source, count_reporters, outlet_of, recognise_agencies
+
+SEEDS = Path(__file__).resolve().parents[3] / "seeds"
+
+
+def test_the_afp_seed_is_recognised_by_its_dateline() -> None:
+    path = SEEDS / "002_dd6372bf12c42b91.txt"
+    if not path.exists():
+        pytest.skip(f"seed article {path} is missing")
+    text = path.read_text(encoding="utf-8")
+    # The text also says "A Syrian military source told AFP" and carries an
+    # "(AFP Photo/)" caption: only the dateline is authorship, and it names AFP once.
+    assert recognise_agencies(source="yahoo.com", text=text) == ("AFP",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("WASHINGTON (Reuters) - The Federal Reserve said...", ("Reuters",)),
+        ("PARIS, Oct 8 (Reuters) \u2014 France said...", ("Reuters",)),
+        ("NEW YORK (AP) \u2014 A man was shot...", ("AP",)),
+        ("BERLIN (dpa/AFP) - Die Regierung...", ("AFP", "dpa")),
+        ("By The Associated Press\n\nA storm hit the coast.", ("AP",)),
+        ("By John Smith, Reuters\nLONDON - Shares fell.", ("Reuters",)),
+        ("A Syrian military source told AFP that troops advanced.", ()),
+        ("Officials told Reuters (on condition of anonymity) that", ()),
+        ("Nothing about agencies here (really) - none.", ()),
+    ],
+)
+def test_datelines_and_bylines(text: str, expected: tuple[str, ...]) -> None:
+    assert recognise_agencies(source="example.org", text=text) == expected
+
+
+def test_source_and_author_fields() -> None:
+    assert agency_of_source("Reuters") == "Reuters"
+    assert agency_of_source("https://uk.reuters.com/article/x") == "Reuters"
+    assert agency_of_source("www.apnews.com") == "AP"
+    assert agency_of_source("Agence France-Presse") == "AFP"
+    assert agency_of_source("theguardian.com") is None
+    assert agency_of_source("rap.example") is None
+    assert recognise_agencies(source="bbc.co.uk", author="Associated Press") == ("AP",)
+    assert recognise_agencies(source="bbc.co.uk", author="Jane Doe") == ()
+
+
+def test_counting_agencies_and_outlets() -> None:
+    agencies, outlets = count_reporters(
+        [
+            ("www.Yahoo.com", None, ("AFP",)),
+            ("yahoo.com", None, ("AFP",)),  # the same outlet twice
+            ("Reuters", None, ("Reuters",)),  # an agency is not also an outlet
+            (None, "https://www.bbc.co.uk/news/1", ()),
+        ]
+    )
+    assert agencies == {"AFP", "Reuters"}
+    assert outlets == {"yahoo.com", "bbc.co.uk"}
+    assert outlet_of(None, None) is None

@@ -1,0 +1,113 @@
+"""The CLI of the sinks area, run in-process against a real SQLite file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.settings import Settings
+from sinks.commands import parse_duration, register
+from sinks.sqlite import SQLiteSink
+
+NOW = datetime.now(UTC)
+
+
+def run(settings: Settings, *argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return int(args.func(args, settings))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = Settings(data_dir=tmp_path / "var")
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write(
+        [
+            RawArticle(id="a1", title="Missiles crash in Iran", source="yahoo.com",
+                       text="Beirut (AFP) - Four Russian cruise missiles crashed in Iran."),
+            RawArticle(id="a2", title="Russian missiles <b>down</b>", source="Reuters",
+                       text="Cruise missiles bound for Syria came down in Iran."),
+            Incident(
+                incident_id="inc-1", version=2, title="Russian cruise missiles crash in Iran",
+                first_seen=NOW - timedelta(hours=1), last_seen=NOW,
+                articles=[
+                    IncidentArticle(id="a1", title="Missiles crash in Iran", source="yahoo.com",
+                                    explanation=Explanation(decision="new")),
+                    IncidentArticle(
+                        id="a2", title="Russian missiles <b>down</b>", source="Reuters",
+                        explanation=Explanation(
+                            decision="joined", score=0.62, threshold=0.35,
+                            shared_entities=["Iran", "Russia"], shared_terms=["cruise", "missil"],
+                            time_gap_hours=1.5, candidates=3,
+                        ),
+                    ),
+                ],
+            ),
+        ]
+    )
+    sink.close()
+    return settings
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("2h") == timedelta(hours=2)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("1w") == timedelta(days=7)
+    assert parse_duration(" 45s ") == timedelta(seconds=45)
+    for bad in ("", "2", "h", "2x", "2h junk"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_duration(bad)
+
+
+def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(settings, "incidents", "--since", "2h") == 0
+    out = capsys.readouterr().out
+    assert "inc-1" in out and "Russian cruise missiles crash in Iran" in out
+    assert "2 articles" in out and "agencies: AFP, Reuters" in out
+    assert run(settings, "incidents", "--source", "afp", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["id"] for d in data] == ["inc-1"]
+    assert data[0]["agencies"] == ["AFP", "Reuters"]
+    assert run(settings, "incidents", "--source", "bbc") == 0
+    assert capsys.readouterr().out == "no incidents\n"
+
+
+def test_incident_detail_explains_each_article(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(settings, "incident", "inc-1") == 0
+    out = capsys.readouterr().out
+    assert "why: new" in out
+    assert (
+        "why: joined; score 0.62 vs threshold 0.35; shared entities: Iran, Russia;"
+        " shared terms: cruise, missil; 1.5 h apart; 3 candidates" in out
+    )
+    assert "2 agencies (AFP, Reuters)" in out
+    assert run(settings, "incident", "inc-1", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["articles"][1]["explanation"]["score"] == 0.62
+    assert run(settings, "incident", "missing") == 1
+
+
+def test_search(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(settings, "search", "cruise missiles Iran") == 0
+    out = capsys.readouterr().out
+    assert "incident inc-1" in out and "[cruise] [missiles]" in out
+    assert run(settings, "search", "volcano", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(data_dir=tmp_path / "fresh")
+    assert run(settings, "db", "upgrade") == 0
+    assert capsys.readouterr().out == "sqlite schema at version 1\n"
+    assert settings.sqlite_file.exists()
+    jsonl = Settings(data_dir=tmp_path / "fresh", sink="jsonl")
+    assert run(jsonl, "db", "upgrade") == 0

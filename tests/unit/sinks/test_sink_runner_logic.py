@@ -1,0 +1,61 @@
+"""The runner's pure parts: decoding and poison classification, dead letters, backoff."""
+
+from __future__ import annotations
+
+import base64
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from newsflow.schemas import Incident, RawArticle
+from newsflow.settings import Settings
+from sinks.runner import Backoff, PoisonMessage, dead_letter, decode
+
+SETTINGS = Settings(topic_incidents="inc", topic_clean="clean")
+
+
+def test_decode_by_topic() -> None:
+    inc = Incident(incident_id="i1", version=1)
+    art = RawArticle(id="a1", title="t")
+    assert decode("inc", inc.to_bytes(), SETTINGS) == inc
+    assert decode("clean", art.to_bytes(), SETTINGS) == art
+    assert decode("inc", None, SETTINGS) is None  # a tombstone on the compacted topic
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (b"\xff\xfe", "undecodable"),
+        (b"{not json", "undecodable"),
+        (b"[1, 2]", "invalid"),
+        (
+            json.dumps({"schema_version": 2, "incident_id": "i", "version": 1}).encode(),
+            "schema_version",
+        ),
+        (json.dumps({"incident_id": "i", "version": 1}).encode(), "schema_version"),
+        (json.dumps({"schema_version": 1, "incident_id": "i", "version": 0}).encode(), "invalid"),
+    ],
+)
+def test_poison_kinds(value: bytes, kind: str) -> None:
+    with pytest.raises(PoisonMessage) as info:
+        decode("inc", value, SETTINGS)
+    assert info.value.kind == kind
+
+
+def test_dead_letter_keeps_the_original_bytes() -> None:
+    message = SimpleNamespace(topic="inc", partition=2, offset=41, key=b"k1", value=b"\xff\x00")
+    letter = dead_letter(message, "undecodable", "not JSON")
+    assert (letter.topic, letter.partition, letter.offset, letter.key) == ("inc", 2, 41, "k1")
+    assert letter.value_encoding == "base64"
+    assert base64.b64decode(letter.value or "") == b"\xff\x00"
+    text = dead_letter(SimpleNamespace(topic="inc", partition=0, offset=0, key=None, value=b"{"),
+                       "undecodable", "x")
+    assert (text.value, text.value_encoding, text.stage) == ("{", "utf-8", "sink")
+
+
+def test_backoff_is_exponential_and_capped() -> None:
+    backoff = Backoff(initial_s=0.5, cap_s=4.0)
+    assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5

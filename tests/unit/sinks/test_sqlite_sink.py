@@ -1,0 +1,207 @@
+"""The SQLite sink and store on a real file: idempotency, versions, merges, search."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
+from sinks.base import BatchingSink, Record
+from sinks.sqlite import SQLiteSink, SQLiteStore, fts_query
+
+NOW = datetime.now(UTC)
+
+
+def article(n: int, *, text: str = "", fetched: datetime | None = None, **kw) -> RawArticle:
+    return RawArticle(
+        id=f"a{n}",
+        url=f"https://example.org/{n}",
+        title=kw.pop("title", f"Article {n}"),
+        text=text or f"Body {n}: Russian cruise missiles crashed in Iran.",
+        published=NOW - timedelta(minutes=n),
+        fetched_at=fetched or NOW,
+        source=kw.pop("source", "example.org"),
+        **kw,
+    )
+
+
+def incident(iid: str, version: int, ids: list[int], merged_into: str | None = None,
+             updated: datetime | None = None) -> Incident:
+    return Incident(
+        incident_id=iid,
+        version=version,
+        title=f"Incident {iid}",
+        first_seen=NOW - timedelta(hours=1),
+        last_seen=NOW,
+        updated_at=updated or NOW,
+        merged_into=merged_into,
+        articles=[
+            IncidentArticle(
+                id=f"a{n}", title=f"Article {n}", source="example.org",
+                explanation=Explanation(decision="joined", score=0.5, threshold=0.3),
+            )
+            for n in ids
+        ],
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "newsflow.db"
+
+
+def write(db: Path, *records: Incident | RawArticle) -> None:
+    sink = SQLiteSink(db)
+    try:
+        for r in records:
+            sink.add(r)
+        sink.flush()
+    finally:
+        sink.close()
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def members(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT incident_id, article_id FROM incident_articles ORDER BY 2, 1"
+        ).fetchall()
+
+
+def test_schema_is_created_in_wal_mode_and_migrations_run_once(db: Path) -> None:
+    sink = SQLiteSink(db)
+    assert sink.migrate() == 1
+    assert sink.migrate() == 1
+    sink.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+
+
+def test_replayed_and_late_versions_change_nothing(db: Path) -> None:
+    stream: list[Record] = [
+        article(1), article(2), incident("i1", 1, [1]), incident("i1", 2, [1, 2])
+    ]
+    write(db, *stream)
+    watcher = sqlite3.connect(db)
+    before = data_version(watcher)
+    write(db, *stream)  # the same messages again
+    write(db, incident("i1", 1, [1]))  # an old version, late
+    assert data_version(watcher) == before
+    assert members(db) == [("i1", "a1"), ("i1", "a2")]
+    row = watcher.execute("SELECT version, article_count FROM incidents").fetchone()
+    assert row == (2, 2)
+    watcher.close()
+
+
+def test_article_upserts_keep_the_newest_fetch(db: Path) -> None:
+    old = NOW - timedelta(hours=1)
+    write(db, article(1, text="first text", fetched=old))
+    write(db, article(1, text="second text", fetched=NOW))
+    write(db, article(1, text="stale text", fetched=old - timedelta(hours=1)))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT text FROM articles").fetchall() == [("second text",)]
+
+
+def test_merge_applies_whatever_the_order_across_partitions(db: Path) -> None:
+    # i2 is merged into i1. i1 and i2 live on different partitions, so the sink can see
+    # i1's new version (holding a3) before i2's older version (also holding a3).
+    write(db, incident("i1", 1, [1]), incident("i1", 2, [1, 3]))
+    write(db, incident("i2", 1, [3]))
+    store = SQLiteStore(db)
+    assert {s.id for s in store.list_incidents()} == {"i1", "i2"}
+    write(db, incident("i2", 2, [], merged_into="i1"))
+    assert members(db) == [("i1", "a1"), ("i1", "a3")]
+    listed = store.list_incidents()
+    assert [s.id for s in listed] == ["i1"]
+    merged = store.get_incident("i2")
+    assert merged is not None and merged.summary.merged_into == "i1"
+    assert [v.version for v in merged.versions] == [1, 2]
+
+
+def test_split_moves_an_article_between_incidents(db: Path) -> None:
+    later = NOW + timedelta(seconds=1)
+    write(db, incident("i1", 1, [1, 2]))
+    write(db, incident("i1", 2, [1], updated=later), incident("i3", 1, [2], updated=later))
+    write(db, article(1), article(2))
+    store = SQLiteStore(db)
+    owners = {a.id: iid for a, iid, _ in store.recent_articles(NOW - timedelta(days=1))}
+    assert owners == {"a1": "i1", "a2": "i3"}
+
+
+def test_store_lists_filters_and_searches(db: Path) -> None:
+    old = NOW - timedelta(days=3)
+    write(
+        db,
+        article(1, text="PARIS (AFP) - Four Russian cruise missiles crashed in Iran."),
+        article(2, text="Storm floods the coast, officials said.", title="Storm"),
+        incident("i1", 1, [1]),
+        Incident(incident_id="i2", version=1, title="Storm", first_seen=old, last_seen=old,
+                 updated_at=old, articles=[IncidentArticle(id="a2", title="Storm")]),
+    )
+    store = SQLiteStore(db)
+    assert [s.id for s in store.list_incidents()] == ["i1", "i2"]
+    assert [s.id for s in store.list_incidents(since=timedelta(hours=2))] == ["i1"]
+    assert [s.id for s in store.list_incidents(source="AFP")] == ["i1"]
+    assert [s.id for s in store.list_incidents(source="example.org")] == ["i1"]
+    assert store.list_incidents(source="bbc") == []
+    assert store.list_incidents(limit=1)[0].id == "i1"
+    assert store.list_incidents()[0].agencies == ("AFP",)
+    hits = store.search("cruise missiles Iran")
+    assert [(h.article_id, h.incident_id) for h in hits] == [("a1", "i1")]
+    assert "[cruise]" in hits[0].snippet
+    assert store.search('missile" (') != []  # stemmed, and no FTS syntax error
+    assert store.search("   ") == []
+    assert store.get_incident("nope") is None
+    counts = store.counts()
+    assert (counts.articles, counts.incidents, counts.incident_versions) == (2, 2, 2)
+
+
+def test_recent_articles_rebuild_the_window(db: Path) -> None:
+    old = NOW - timedelta(days=30)
+    stale = RawArticle(id="old", title="old", text="old", published=old, fetched_at=old)
+    write(db, stale, article(1), article(2, fetch={"status": 200}), incident("i1", 1, [2]))
+    store = SQLiteStore(db)
+    rows = list(store.recent_articles(NOW - timedelta(days=7)))
+    assert [(a.id, iid) for a, iid, _ in rows] == [("a1", None), ("a2", "i1")]
+    assert rows[1][0].fetch == {"status": 200}
+    assert rows[1][0].published == article(2).published
+
+
+def test_readers_are_not_blocked_by_an_open_write(db: Path) -> None:
+    write(db, incident("i1", 1, [1]))
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE incidents SET title = 'changing'")
+    try:
+        assert SQLiteStore(db).list_incidents()[0].title == "Incident i1"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_failed_flush_keeps_the_batch() -> None:
+    class Flaky(BatchingSink):
+        calls = 0
+
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("down")
+
+    sink = Flaky()
+    sink.add(article(1))
+    with pytest.raises(RuntimeError):
+        sink.flush()
+    assert sink.pending == 1
+    assert sink.flush() == 1 and sink.pending == 0
+
+
+def test_fts_query_quotes_words() -> None:
+    assert fts_query('cruise "missiles" -Iran*') == '"cruise" "missiles" "Iran"'

@@ -1,0 +1,73 @@
+"""The web page's HTML: article text is escaped, links are only http(s)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from newsflow.schemas import Explanation
+from newsflow.web import render_incident, render_index, render_search, safe_href
+from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, SearchHit
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+EVIL = '<script>alert("x")</script>'
+
+
+def summary(**kw) -> IncidentSummary:
+    values = dict(
+        id="i/1", version=3, title=EVIL, first_seen=NOW, last_seen=NOW, updated_at=NOW,
+        merged_into=None, article_count=2, duplicate_count=1, sources=("yahoo.com",),
+        agencies=("AFP", "Reuters"), outlets=("<b>outlet</b>",),
+    )
+    values.update(kw)
+    return IncidentSummary(**values)  # type: ignore[arg-type]
+
+
+def test_index_escapes_titles_and_links_by_quoted_id() -> None:
+    html = render_index([summary()], 24, "<x>")
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    assert 'href="/incident/i%2F1"' in html
+    assert "&lt;b&gt;outlet&lt;/b&gt;" in html
+    assert 'data-source="&lt;x&gt;"' in html
+    assert html.count("<script") == 1  # only the page's own /static/app.js
+
+
+def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
+    detail = IncidentDetail(
+        summary=summary(merged_into="i2"),
+        articles=[
+            IncidentArticleView(
+                id="a2", title=EVIL, url="javascript:alert(1)", source="Reuters",
+                published=NOW, seen_at=None, duplicate_of="a1",
+                explanation=Explanation(decision="duplicate", duplicate_kind="near", score=0.9,
+                                        threshold=0.8),
+                agencies=("Reuters",),
+            ),
+            IncidentArticleView(
+                id="a1", title="First", url="https://example.org/1", source="yahoo.com",
+                published=datetime(2024, 5, 1, 11, tzinfo=UTC), seen_at=None,
+                duplicate_of=None, explanation=Explanation(decision="new"), agencies=("AFP",),
+            ),
+        ],
+    )
+    html = render_incident(detail)
+    assert "<script>alert" not in html and "javascript:" not in html
+    assert html.index("First") < html.index("Why: duplicate")  # the timeline is by time
+    assert 'href="https://example.org/1"' in html
+    assert 'id="agency-count">2<' in html and 'id="outlet-count">1<' in html
+    assert "Why: duplicate; (near duplicate); score 0.90 vs threshold 0.80" in html
+    assert 'Merged into <a href="/incident/i2">' in html
+
+
+def test_search_page_escapes_snippets() -> None:
+    hit = SearchHit(article_id="a1", title=EVIL, source=None, published=None, url=None,
+                    incident_id=None, incident_title=None, snippet="[x] <img src=x>", rank=1.0)
+    html = render_search("<q>", [hit])
+    assert "<img" not in html and "&lt;q&gt;" in html
+
+
+def test_safe_href() -> None:
+    assert safe_href("https://a.example/x") == "https://a.example/x"
+    assert safe_href("javascript:alert(1)") is None
+    assert safe_href("data:text/html,hi") is None
+    assert safe_href(None) is None
