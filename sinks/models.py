@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from newsflow.schemas import Explanation, RawArticle
+from newsflow.schemas import Explanation, Incident, RawArticle
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,8 @@ class Store(Protocol):
     ) -> list[IncidentSummary]: ...
 
     def get_incident(self, incident_id: str) -> IncidentDetail | None: ...
+
+    def latest_incident(self, incident_id: str) -> Incident | None: ...
 
     def search(self, query: str, limit: int = 20) -> list[SearchHit]: ...
 

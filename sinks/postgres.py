@@ -420,6 +420,17 @@ class PostgresStore:
                 members[m["incident_id"]].append(m)
         return [_summary(r, members[r["id"]]) for r in rows]
 
+    def latest_incident(self, incident_id: str) -> Incident | None:
+        """The newest stored version of an incident, as it came off the topic."""
+        with self._conn() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT payload FROM incident_versions WHERE incident_id = %s "
+                "ORDER BY version DESC LIMIT 1",
+                (incident_id,),
+            )
+            row = cur.fetchone()
+        return Incident.model_validate(row[0]) if row else None
+
     def get_incident(self, incident_id: str) -> IncidentDetail | None:
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))

@@ -481,6 +481,19 @@ class SQLiteStore:
                 members[m["incident_id"]].append(m)
         return [_summary(r, members[r["id"]]) for r in rows]
 
+    def latest_incident(self, incident_id: str) -> Incident | None:
+        """The newest stored version of an incident, as it came off the topic."""
+        conn = self._conn()
+        try:
+            row = conn.execute(
+                "SELECT payload FROM incident_versions WHERE incident_id = ? "
+                "ORDER BY version DESC LIMIT 1",
+                (incident_id,),
+            ).fetchone()
+        finally:
+            conn.close()
+        return Incident.model_validate_json(row[0]) if row else None
+
     def get_incident(self, incident_id: str) -> IncidentDetail | None:
         conn = self._conn()
         try:

@@ -1,0 +1,139 @@
+"""End to end through the embedded broker: replay to rows in SQLite.
+
+Starts `newsflow run` (embedded broker, processors, SQLite sink) in a temporary folder,
+publishes a labelled stream from ../shared/data/incidents, and prints:
+- throughput: articles per second from the first publish to the last row in SQLite,
+- latency from publish to the incident update that carries the article (p50, p99),
+- start-up time of the service to the seed incident in SQLite.
+Prints figures; asserts nothing.
+
+usage: python benchmarks/pipeline.py [--file gva-dev.jsonl] [--limit 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kafka import TopicPartition  # noqa: E402
+
+from newsflow.broker import free_port  # noqa: E402
+from newsflow.kafka import Publisher, make_consumer  # noqa: E402
+from newsflow.schemas import Incident  # noqa: E402
+from newsflow.settings import Settings  # noqa: E402
+from producers.replay import read_articles  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "incidents"
+
+
+def stored_count(db: Path, sql: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--file", default="gva-dev.jsonl")
+    parser.add_argument("--limit", type=int, default=2000)
+    args = parser.parse_args()
+    source = SHARED / args.file
+    if not source.exists():
+        print(f"skipped: {source} not found (needs ../shared/data)")
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="newsflow-bench-"))
+    data_dir = tmp / "var"
+    (tmp / "feeds.toml").write_text("", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(
+        NEWSFLOW_DATA_DIR=str(data_dir),
+        NEWSFLOW_WEB_PORT=str(free_port()),
+        NEWSFLOW_FEEDS_FILE=str(tmp / "feeds.toml"),
+        NEWSFLOW_LOG_LEVEL="WARNING",
+    )
+    db = data_dir / "newsflow.db"
+    log = (tmp / "service.log").open("wb")
+    started = time.monotonic()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "newsflow.cli", "run"], env=env, cwd=ROOT,
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        # The service replays seeds/ at start: the first incident row marks it ready.
+        while stored_count(db, "SELECT count(*) FROM incident_articles") < 2:
+            if service.poll() is not None or time.monotonic() - started > 120:
+                raise SystemExit(f"service did not come up; log in {tmp / 'service.log'}")
+            time.sleep(0.1)
+        startup = time.monotonic() - started
+        info = json.loads((data_dir / "service.json").read_text())
+        settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
+
+        articles = list(read_articles([source]))[: args.limit]
+        baseline = stored_count(db, "SELECT count(DISTINCT article_id) FROM incident_articles")
+        sent_at: dict[str, float] = {}
+        t0 = time.time()
+        with Publisher(settings, client_id="bench") as publisher:
+            for article in articles:
+                sent_at[article.id] = time.time()
+                publisher.publish_article(article)
+        target = baseline + len({a.id for a in articles})
+        while stored_count(db, "SELECT count(DISTINCT article_id) FROM incident_articles") < target:
+            if time.time() - t0 > 1800:
+                raise SystemExit("timed out waiting for SQLite")
+            time.sleep(0.2)
+        elapsed = time.time() - t0
+
+        consumer = make_consumer(settings, group_id=None)
+        parts = consumer.partitions_for_topic(settings.topic_incidents) or set()
+        consumer.assign([TopicPartition(settings.topic_incidents, p) for p in parts])
+        first_seen: dict[str, float] = {}
+        idle = time.monotonic()
+        while time.monotonic() - idle < 3:
+            batches = consumer.poll(timeout_ms=500)
+            if batches:
+                idle = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    incident = Incident.from_bytes(record.value)
+                    for member in incident.articles:
+                        if member.id in sent_at and member.id not in first_seen:
+                            first_seen[member.id] = record.timestamp / 1000
+        consumer.close()
+        latencies = [first_seen[i] - sent_at[i] for i in first_seen]
+        print(f"input: {source.name}, {len(articles)} articles")
+        print(f"start-up to seed incident in SQLite: {startup:.1f} s")
+        print(f"throughput, publish to rows in SQLite: {len(articles) / elapsed:.0f} articles/s "
+              f"({elapsed:.1f} s)")
+        if latencies:
+            print(f"latency publish -> incident update: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                  f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms ({len(latencies)} articles)")
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(60)
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
