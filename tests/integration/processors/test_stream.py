@@ -56,7 +56,8 @@ def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_r
     [incident] = with_seeds
     assert len(incident.articles) == 2
     joined = [a for a in incident.articles if a.explanation and a.explanation.decision == "joined"]
-    assert joined and joined[0].explanation.score > 0
+    assert joined and joined[0].explanation.score >= joined[0].explanation.threshold
+    assert joined[0].explanation.shared_terms
 
     letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2, timeout_s=30)
     dead = [DeadLetter.from_bytes(r.value) for r in letters]
