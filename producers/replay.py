@@ -47,19 +47,39 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+SIDECAR_SUFFIX = ".meta.json"
+# What a sidecar may add to a .txt article: where it came from.
+_SIDECAR_FIELDS = ("source", "url", "author", "language", "site_name")
+
+
+def sidecar(path: Path) -> dict[str, str]:
+    """Metadata for ``a.txt`` from ``a.txt.meta.json``, when present (the text has none)."""
+    meta_path = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not meta_path.exists():
+        return {}
+    data = json.loads(meta_path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ReplayError(f"{meta_path}: expected a JSON object")
+    return {k: str(v) for k, v in data.items() if k in _SIDECAR_FIELDS and v}
+
+
 def article_from_text(path: Path, text: str, published: datetime | None) -> RawArticle:
     title, body = derive_title(text)
+    meta = sidecar(path)
+    url = meta.pop("url", None)
     # Replays must be byte-identical run to run (sinks then change nothing), so the
     # "fetch" time of a file is its mtime, never the clock.
     mtime = _mtime(path)
     when = published or mtime
     return RawArticle(
-        id=article_key(None, body or title),
+        id=article_key(url, body or title),
+        url=url,
+        canonical_url=url,
         title=title,
         text=body,
         published=when,
-        source=None,
         producer="replay",
+        **meta,
         fetched_at=mtime,
         fetch={"file": path.name},
     )
@@ -100,7 +120,10 @@ def read_articles(paths: Iterable[Path], published: datetime | None = None) -> I
     """Every article in ``paths`` (files, or folders of files), in order."""
     for path in paths:
         if path.is_dir():
-            yield from read_articles(sorted(p for p in path.iterdir() if p.is_file()), published)
+            files = sorted(
+                p for p in path.iterdir() if p.is_file() and not p.name.endswith(SIDECAR_SUFFIX)
+            )
+            yield from read_articles(files, published)
             continue
         suffix = path.suffix.lower()
         if suffix == ".txt":

@@ -82,3 +82,16 @@ def test_replay_paces_and_counts():
     stats = replay(read_articles([SEEDS]), sent.append, rate=20.0)
     assert stats.published == 2 == len(sent)
     assert stats.seconds >= 0.05  # the second article waited its turn at 20/s
+
+
+def test_seed_sidecars_name_the_agencies():
+    reuters, afp = read_articles([SEEDS])
+    assert (reuters.source, afp.source) == ("Reuters", "AFP")
+
+
+def test_a_sidecar_url_becomes_the_key(tmp_path: Path):
+    path = tmp_path / "a.txt"
+    path.write_text("Headline\nBody.", encoding="utf-8")
+    (tmp_path / "a.txt.meta.json").write_text('{"url": "https://x.test/a", "source": "X"}', "utf-8")
+    [article] = read_articles([tmp_path])
+    assert article.canonical_url == "https://x.test/a" and article.source == "X"
