@@ -93,6 +93,9 @@ class EmbeddedBroker:
             cmd,
             stdin=subprocess.DEVNULL,
             env=env,
+            # Its own session: a terminal's Ctrl-C must not stop the broker before the
+            # processes that still flush into it; the owner stops it last.
+            start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no threads yet
         )
         try:
