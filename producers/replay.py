@@ -97,8 +97,8 @@ def article_from_row(
     url = fields["url"] or None
     text = fields["text"] or ""
     title = fields["title"] or ""
-    if not title and not text:
-        raise ReplayError("row has neither title nor text")
+    # An empty row is still published: the processors dead-letter it with the reason,
+    # so it is on record rather than silently dropped here.
     return RawArticle(
         id=str(fields["id"]) if fields["id"] else article_key(url, text or title),
         url=url,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -102,7 +103,7 @@ def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(shared_data, 
         from producers.replay import parse_time, read_articles
 
         seeds = [a.id for a in read_articles([SEEDS])]
-        noise_ids = {a.id for a in read_articles([noise])}
+        noise_ids = {a.id for a in read_articles([noise]) if a.title or a.text}
         db = data_dir / "newsflow.db"
 
         def seeds_together():
@@ -141,6 +142,18 @@ def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(shared_data, 
     assert code == 0, text[-4000:]
     assert "newsflow stopped" in text
     assert "embedded broker stopped" in text
+    # No orphans: every child and the broker are gone.
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", text)]
+    assert len(pids) >= 5
+    assert [p for p in pids if _alive(p)] == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _members(db: Path, incident_id: str) -> set[str]:

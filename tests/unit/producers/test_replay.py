@@ -65,7 +65,7 @@ def test_our_own_schema_rows_are_read_back(tmp_path: Path):
 
 def test_bad_rows_name_file_and_line(tmp_path: Path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"id": "1", "title": "ok", "text": "x"}\n{"id": "2"}\n', encoding="utf-8")
+    path.write_text('{"id": "1", "title": "ok", "text": "x"}\n{"id": "2"\n', encoding="utf-8")
     with pytest.raises(ReplayError, match=r"bad.jsonl:2"):
         list(read_articles([path]))
 
