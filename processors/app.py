@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 import faust
 from faust.types import EventT, StreamT
 
+from newsflow.metrics import Registry, metrics_dir, write_textfile
 from newsflow.schemas import DeadLetter, Incident, RawArticle
 from newsflow.settings import Settings
 from processors.clustering import ClusterConfig
-from processors.stage import ArticleRecord, IncidentStage
+from processors.stage import ArticleRecord, IncidentStage, StageResult
 from processors.text import clean_text
 
 logger = logging.getLogger(__name__)
@@ -119,9 +120,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     incidents_table = app.Table(INCIDENTS_TABLE, partitions=1, schema=table_schema)
     config = ClusterConfig(window_days=settings.window_days)
     stage_holder: dict[str, IncidentStage] = {}
+    metrics = ProcessorMetrics()
+    metrics_path = metrics_dir(settings.data_dir) / "processors.prom"
 
     async def send_dead_letter(stage: str, event: EventT, exc: BaseException) -> None:
         letter = dead_letter(stage, event, exc)
+        metrics.dead_letters.inc(stage=stage, kind=letter.error_kind)
         logger.warning(
             "%s: %s/%s@%s to dead-letter topic: %s",
             stage, letter.topic, letter.partition, letter.offset, letter.error,
@@ -180,13 +184,67 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             for incident_id in result.evicted_incidents:
                 incidents_table.pop(incident_id, None)
             decision = result.decision
+            metrics.observe(result)
             logger.debug("article %s -> %s (%s)", article.id, decision.incident_id,
                          decision.explanation.decision)
             yield None
 
+    async def write_metrics() -> None:
+        stage = stage_holder.get("stage")
+        if stage is not None:
+            metrics.window_articles.set(len(stage))
+            metrics.window_incidents.set(len(stage.incidents))
+        write_textfile(metrics.registry, metrics_path)
+
     app.agent(raw_topic, name="clean")(clean)
     app.agent(clean_topic, name="cluster")(cluster)
+    app.timer(5.0, name="write-metrics")(write_metrics)
     return app
+
+
+class ProcessorMetrics:
+    """What the processors count, in the Prometheus textfile the web page serves."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+        self.articles = self.registry.counter(
+            "newsflow_processor_articles_total",
+            "Articles through the cluster stage, by decision (new, joined, duplicate, merged).",
+            ["decision"],
+        )
+        self.redeliveries = self.registry.counter(
+            "newsflow_processor_redeliveries_total", "Articles seen again (replays, retries)."
+        )
+        self.incident_versions = self.registry.counter(
+            "newsflow_processor_incident_versions_total",
+            "Incident versions emitted, by change (created, updated, merged).",
+            ["change"],
+        )
+        self.dead_letters = self.registry.counter(
+            "newsflow_processor_dead_letters_total",
+            "Messages sent to the dead-letter topic, by stage and error kind.",
+            ["stage", "kind"],
+        )
+        self.window_articles = self.registry.gauge(
+            "newsflow_processor_window_articles", "Articles held in the clustering window."
+        )
+        self.window_incidents = self.registry.gauge(
+            "newsflow_processor_window_incidents", "Live incidents held in the clustering window."
+        )
+
+    def observe(self, result: StageResult) -> None:
+        if result.decision.redelivery:
+            self.redeliveries.inc()
+            return
+        self.articles.inc(decision=result.decision.explanation.decision)
+        for incident in result.incidents:
+            if incident.merged_into:
+                change = "merged"
+            elif incident.version == 1:
+                change = "created"
+            else:
+                change = "updated"
+            self.incident_versions.inc(change=change)
 
 
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:

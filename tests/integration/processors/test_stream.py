@@ -3,6 +3,7 @@ state kept across a worker restart."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,6 +62,16 @@ def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_r
 
     letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2, timeout_s=30)
     dead = [DeadLetter.from_bytes(r.value) for r in letters]
+    # The processors' Prometheus textfile counts what happened.
+    prom = settings.data_dir / "metrics" / "processors.prom"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and 'decision="joined"} 1' not in (
+        prom.read_text() if prom.exists() else ""
+    ):
+        time.sleep(0.5)
+    text = prom.read_text()
+    assert 'newsflow_processor_articles_total{decision="joined"} 1' in text
+    assert 'newsflow_processor_dead_letters_total{stage="clean",kind="PoisonMessage"} 2' in text
     assert {d.key for d in dead} == {"poison-1", "poison-2"}
     binary = next(d for d in dead if d.key == "poison-1")
     assert binary.value_encoding == "base64" and binary.stage == "clean"
