@@ -1,0 +1,182 @@
+"""Dedup + incident clustering: quality and speed on the labelled streams.
+
+Per dev file in ../shared/data/incidents: B-cubed and pairwise precision/recall/F1 of the
+online decisions (each article decided on arrival, ``processors.offline.cluster_rows``) and
+of the final state (merges reported in ``Decision.moved`` applied), and articles/s through
+clean_text + dedup + clustering. Then a long synthetic stream (the dev files replayed with
+shifted dates and new ids) for articles/s around 10k vs at the end, and peak RSS.
+Prints figures; asserts nothing. Missing files are skipped.
+
+usage: python benchmarks/clustering.py [--synthetic 200000] [--round-days 10] [--no-synthetic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from processors.clustering import ClusterConfig, IncidentClusterer  # noqa: E402
+from processors.offline import parse_published, read_rows, row_to_article  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "incidents"
+FILES = ("gva-dev.jsonl", "ecbplus-dev.jsonl", "uci-headlines-dev.jsonl")
+
+
+def score(gold: dict[str, str], pred: dict[str, str]) -> dict[str, float]:
+    """B-cubed (averaged over articles) and pairwise P/R/F1, as ../shared/tools/score_incidents.py."""
+    joint = Counter((gold[i], pred[i]) for i in gold)
+    gsize = Counter(gold.values())
+    psize = Counter(pred.values())
+    n = len(gold)
+    bp = sum(c * c / psize[p] for (g, p), c in joint.items()) / n
+    br = sum(c * c / gsize[g] for (g, p), c in joint.items()) / n
+
+    def pairs(k: int) -> int:
+        return k * (k - 1) // 2
+
+    def f1(p: float, r: float) -> float:
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    tp = sum(pairs(c) for c in joint.values())
+    pp = sum(pairs(c) for c in psize.values())
+    gp = sum(pairs(c) for c in gsize.values())
+    pw_p = tp / pp if pp else 1.0
+    pw_r = tp / gp if gp else 1.0
+    return {"b3_p": bp, "b3_r": br, "b3_f1": f1(bp, br), "pw_p": pw_p, "pw_r": pw_r,
+            "pw_f1": f1(pw_p, pw_r), "incidents": float(len(psize))}
+
+
+def run_file(path: Path, config: ClusterConfig) -> None:
+    rows = list(read_rows(path))
+    gold = {str(r["id"]): str(r["incident"]) for r in rows}
+    clusterer = IncidentClusterer(config)
+    online: dict[str, str] = {}
+    final: dict[str, str] = {}
+    start = time.perf_counter()
+    for row in rows:
+        # The gold label is dropped before the article reaches the clusterer.
+        article = row_to_article({k: v for k, v in row.items() if k != "incident"})
+        decision = clusterer.add(article)
+        online[decision.article_id] = final[decision.article_id] = decision.incident_id
+        final.update(decision.moved)
+    elapsed = time.perf_counter() - start
+    for label, pred in (("online", online), ("final", final)):
+        s = score(gold, pred)
+        print(f"  {label:6}  B-cubed P {s['b3_p']:.4f} R {s['b3_r']:.4f} F1 {s['b3_f1']:.4f}   "
+              f"pairwise P {s['pw_p']:.4f} R {s['pw_r']:.4f} F1 {s['pw_f1']:.4f}   "
+              f"incidents {int(s['incidents'])} (gold {len(set(gold.values()))})")
+    print(f"  speed   {len(rows) / elapsed:,.0f} articles/s (clean + dedup + cluster, "
+          f"{len(rows)} articles)")
+
+
+def synthetic_rows(sources: list[list[dict[str, Any]]], total: int,
+                   round_days: float) -> Iterator[dict[str, Any]]:
+    """The dev files replayed round after round as one stream, ``round_days`` per round.
+
+    Within a round each file's timeline is mapped linearly onto the round (order kept;
+    undated files get evenly spread times), files are interleaved by time, and ids and
+    URLs get a round prefix so every replayed article is new.
+    """
+    base = datetime(2020, 1, 1, tzinfo=UTC)
+    span = timedelta(days=round_days) * 0.98
+    timed: list[tuple[float, int, dict[str, Any]]] = []
+    for f, rows in enumerate(sources):
+        stamps = [parse_published(r.get("published")) for r in rows]
+        known = [s for s in stamps if s is not None]
+        lo = min(known) if known else None
+        width = ((max(known) - lo).total_seconds() if known and lo else 0.0) or 1.0
+        for i, (row, when) in enumerate(zip(rows, stamps, strict=True)):
+            if when is None or lo is None:
+                frac = i / max(1, len(rows))
+            else:
+                frac = (when - lo).total_seconds() / width
+            timed.append((frac, f, row))
+    timed.sort(key=lambda t: (t[0], t[1]))
+    emitted = 0
+    round_no = 0
+    while emitted < total:
+        start = base + timedelta(days=round_days) * round_no
+        for frac, _, row in timed:
+            if emitted >= total:
+                return
+            url = row.get("url")
+            yield {
+                "id": f"r{round_no:03d}-{row['id']}",
+                "published": (start + span * frac).isoformat(),
+                "title": row.get("title") or "",
+                "text": row.get("text") or "",
+                "url": f"{url}#r{round_no}" if url else None,
+                "source": row.get("source"),
+            }
+            emitted += 1
+        round_no += 1
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_synthetic(total: int, round_days: float, config: ClusterConfig) -> None:
+    sources = [list(read_rows(DATA / name)) for name in FILES if (DATA / name).exists()]
+    if not sources:
+        print("synthetic stream: skipped (no dev files)")
+        return
+    gc.collect()
+    rss_before = peak_rss_mb()
+    clusterer = IncidentClusterer(config)
+    marks = {10_000, total // 2, total}
+    window = 10_000
+    times: list[float] = []
+    start = time.perf_counter()
+    print(f"synthetic stream: {total:,} articles, {round_days:g} days per replay round, "
+          f"window {config.window_days:g} days, incident memory {config.incident_days:g} days")
+    for n, row in enumerate(synthetic_rows(sources, total, round_days), 1):
+        clusterer.add(row_to_article(row))
+        times.append(time.perf_counter())
+        if n in marks and n >= window:
+            rate = window / (times[-1] - times[-window])
+            print(f"  at {n:>7,}: {rate:,.0f} articles/s over the last {window:,}; "
+                  f"held {len(clusterer):,} articles, {clusterer.incident_count:,} incidents; "
+                  f"peak RSS {peak_rss_mb():,.0f} MB")
+        if len(times) > window:
+            del times[: len(times) - window]
+    elapsed = time.perf_counter() - start
+    print(f"  overall {total / elapsed:,.0f} articles/s; peak RSS {peak_rss_mb():,.0f} MB "
+          f"(process before the stream: {rss_before:,.0f} MB, incl. the dev files in memory)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synthetic", type=int, default=200_000, help="articles (0: skip)")
+    parser.add_argument("--round-days", type=float, default=10.0)
+    parser.add_argument("--window-days", type=float, default=None)
+    args = parser.parse_args(argv)
+    config = ClusterConfig()
+    if args.window_days is not None:
+        config.window_days = args.window_days
+    for name in FILES:
+        path = DATA / name
+        if not path.exists():
+            print(f"{name}: skipped (missing {path})")
+            continue
+        print(name)
+        run_file(path, config)
+    if args.synthetic > 0:
+        run_synthetic(args.synthetic, args.round_days, config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

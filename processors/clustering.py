@@ -1,0 +1,720 @@
+"""Stage 2: online incident clustering (with stage 1, dedup, in front of it).
+
+``IncidentClusterer.add`` decides each article on arrival, using only what came before:
+duplicate of a held article, join an incident, found a new one, or join one and merge
+incidents that turn out to be one. Candidates come from an inverted index (terms,
+entities, numbers, places) over incidents, so the cost per article does not grow with the
+number of incidents kept.
+
+Memory has two tiers, both bounded:
+
+- articles (fingerprints, vectors, decisions) are held for ``window_days`` of stream time;
+- an incident outlives its articles as a compact summary (centroid, entities, time span)
+  for ``incident_days`` after its last article, so follow-up coverage weeks later (an
+  arrest, a trial) still finds it. Its id is then reused: ``Explanation.detail`` carries
+  ``dormant_days`` when a decision revives such an incident.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import heapq
+import numpy as np
+
+from newsflow.schemas import Explanation
+from processors.dedup import DedupConfig, DuplicateIndex, minhash, title_similarity
+from processors.features import Features, canonical_url, extract
+
+log = logging.getLogger(__name__)
+
+_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class Article:
+    id: str
+    title: str
+    text: str  # cleaned text (``processors.text.clean_text``)
+    url: str | None = None
+    source: str | None = None
+    published: datetime | None = None  # timezone-aware, or None when unknown
+
+
+@dataclass
+class Decision:
+    article_id: str
+    incident_id: str
+    duplicate_of: str | None
+    explanation: Explanation
+    moved: dict[str, str] = field(default_factory=dict)
+    redelivery: bool = False
+
+
+@dataclass
+class ClusterConfig:
+    window_days: float = 7.0  # articles are held this long (stream time)
+    incident_days: float = 180.0  # an incident's summary is kept this long after its last article
+    # Score = weighted sum of similarity features minus a time penalty; join the best
+    # incident at or above ``join_threshold``. Features: cosine to the incident centroid,
+    # best cosine to one of its latest held members, cosine of the entity parts, and
+    # "cover" (how much of the article's weight sits on terms most members share).
+    # Headline-only articles have their own weights: few terms, and Title Case hides names.
+    join_threshold: float = -2.0  # logit units: 0 = even odds that this is the incident
+    merge_threshold: float = 2.0  # a second incident this sure is the same one: merge
+    w_cosine: float = 1.727
+    w_member: float = 1.477
+    w_entity: float = 2.469
+    w_cover: float = 1.056
+    w_salient: float = 0.987
+    w_central: float = 3.042
+    w_year_match: float = 0.626
+    w_year_conflict: float = 1.370
+    w_time: float = 0.504  # penalty per log1p(gap in days); gaps inside the span cost nothing
+    w_bias: float = -4.058
+    headline_cosine: float = 2.102
+    headline_member: float = 2.784
+    headline_entity: float = 1.451
+    headline_cover: float = 1.098
+    headline_salient: float = 2.170
+    headline_central: float = 2.478
+    headline_year_match: float = -0.153
+    headline_year_conflict: float = 0.040
+    headline_time: float = 0.961
+    headline_bias: float = -4.036
+    max_idf: float = 99.0  # rarer terms than this are no more telling (bursty stories)
+    salient_terms: int = 5
+    max_members: int = 8  # latest held members compared one by one
+    max_terms: int = 48  # terms kept per article vector
+    summary_terms: int = 96  # terms kept in a dormant incident's summary
+    candidate_terms: int = 16  # an article's strongest terms used to look up candidates
+    max_candidates: int = 10  # candidates scored in full
+    max_posting: int = 400  # terms in more incidents than this are too common to look up
+    max_articles: int = 500_000  # hard caps, for streams without dates
+    max_incidents: int = 200_000
+    max_vocabulary: int = 400_000  # document-frequency table; rare terms pruned beyond it
+    redelivery_memory: int = 100_000  # decisions remembered after eviction
+    furniture_memory: int = 50_000  # paragraphs learned to be page furniture
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+
+
+@dataclass(slots=True)
+class _Held:
+    ts: float | None
+    incident_id: str
+    duplicate_of: str | None
+    vec: dict[str, float] | None  # originals only; duplicates add nothing to the incident
+    decision: Decision
+    title_terms: frozenset[str]
+    paragraphs: tuple[int, ...]  # paragraph hashes this article registered first
+
+
+@dataclass(slots=True)
+class _Incident:
+    id: str
+    seq: int
+    members: dict[str, None] = field(default_factory=dict)  # held articles, arrival order
+    centroid: dict[str, float] = field(default_factory=dict)  # sum of original vectors
+    presence: dict[str, int] = field(default_factory=dict)  # term -> originals holding it
+    entity_vec: dict[str, float] = field(default_factory=dict)
+    originals: int = 0
+    posted: set[str] = field(default_factory=set)
+    first_ts: float | None = None
+    last_ts: float | None = None
+    norm: float = -1.0  # cached norms; -1 = stale
+    entity_norm: float = -1.0
+    central: tuple[tuple[str, float], ...] | None = None  # cached strongest centroid terms
+    years: dict[str, int] = field(default_factory=dict)  # year -> originals mentioning it
+
+    def centroid_norm(self) -> float:
+        if self.norm < 0:
+            self.norm = math.sqrt(sum(w * w for w in self.centroid.values()))
+        return self.norm
+
+    def central_terms(self, k: int) -> tuple[tuple[str, float], ...]:
+        if self.central is None:
+            top = sorted(self.centroid.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            total = sum(w for _, w in top) or 1.0
+            self.central = tuple((t, w / total) for t, w in top)
+        return self.central
+
+    def entities_norm(self) -> float:
+        if self.entity_norm < 0:
+            self.entity_norm = math.sqrt(sum(w * w for w in self.entity_vec.values()))
+        return self.entity_norm
+
+
+@dataclass(frozen=True, slots=True)
+class Similarity:
+    """The evidence for one (article, incident) pair."""
+
+    cosine: float
+    member: float
+    entity: float
+    cover: float
+    salient: float  # share of the article's strongest terms the incident has
+    central: float  # share of the incident's strongest terms the article has
+    year_match: float  # the article's main year is one the incident mentions
+    year_conflict: float  # ... is not, though the incident mentions years
+    gap_hours: float | None  # None when either side has no date
+
+
+class IncidentClusterer:
+    """Online dedup + incident clustering over a sliding time window."""
+
+    def __init__(self, config: ClusterConfig | None = None) -> None:
+        self.config = config or ClusterConfig()
+        self._held: dict[str, _Held] = {}
+        self._incidents: dict[str, _Incident] = {}
+        self._postings: dict[str, set[str]] = {}
+        self._dedup = DuplicateIndex(self.config.dedup)
+        self._df: dict[str, int] = {}
+        self._docs = 0
+        self._seq = 0
+        self._clock: float | None = None  # stream time: the latest publication time seen
+        self._dated: list[tuple[float, int, str]] = []  # held articles, heap by time
+        self._undated: deque[str] = deque()  # held undated articles, arrival order
+        self._dormant: OrderedDict[str, None] = OrderedDict()  # incidents without articles
+        self._recent: OrderedDict[str, Decision] = OrderedDict()  # decisions of evicted articles
+        self._paragraphs: dict[int, str] = {}  # paragraph hash -> first held article with it
+        self._furniture: OrderedDict[int, None] = OrderedDict()  # paragraphs known as furniture
+
+    # -- public API -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @property
+    def incident_count(self) -> int:
+        """Incidents in memory, with or without held articles."""
+        return len(self._incidents)
+
+    def incident_of(self, article_id: str) -> str | None:
+        """The incident of a held article; None once it has left the window."""
+        held = self._held.get(article_id)
+        return held.incident_id if held is not None else None
+
+    def add(self, article: Article) -> Decision:
+        """Decide one article on arrival (idempotent for an id already seen)."""
+        earlier = self._held.get(article.id)
+        if earlier is not None:
+            return replace(earlier.decision, incident_id=earlier.incident_id, redelivery=True,
+                           moved={})
+        if article.id in self._recent:
+            return replace(self._recent[article.id], redelivery=True, moved={})
+
+        ts = _epoch(article.published)
+        self._advance(ts)
+        feats = extract(article.title, article.text)
+        url_key = canonical_url(article.url)
+        signature = self._signature(feats)
+
+        match = self._dedup.find(url_key, feats, signature)
+        if match is not None and match.original_id in self._held:
+            original = self._held[match.original_id]
+            root = original.duplicate_of or match.original_id
+            decision = Decision(
+                article_id=article.id,
+                incident_id=original.incident_id,
+                duplicate_of=root,
+                explanation=Explanation(
+                    decision="duplicate",
+                    score=round(match.similarity, 4),
+                    threshold=self.config.dedup.near_threshold if match.kind == "near" else 1.0,
+                    duplicate_kind=match.kind,
+                    time_gap_hours=_gap_hours(ts, original.ts),
+                    candidates=1,
+                ),
+            )
+            self._insert(article.id, ts, decision.incident_id, root, None, None, feats,
+                         url_key, signature, decision)
+            return decision
+
+        content, paragraphs = self._content(article.id, article.title, article.text, feats)
+        vec, evec = self._vectorize(content)
+        decision = self._decide(article.id, ts, vec, evec, content)
+        self._insert(article.id, ts, decision.incident_id, None, vec, evec, feats, url_key,
+                     signature, decision, paragraphs)
+        return decision
+
+    def restore(self, article: Article, incident_id: str, duplicate_of: str | None) -> None:
+        """Re-insert an article with its known decision (rebuilding state after a restart).
+
+        Restore in arrival order. To rebuild dormant incidents too, restore what was
+        published within ``incident_days``; older-than-window articles then only leave
+        their incident's summary behind, exactly as in the original run.
+        """
+        if article.id in self._held:
+            return
+        ts = _epoch(article.published)
+        self._advance(ts)
+        feats = extract(article.title, article.text)
+        url_key = canonical_url(article.url)
+        signature = self._signature(feats)
+        if duplicate_of is not None and duplicate_of not in self._held:
+            duplicate_of = None  # its original is gone from the window: hold it as an original
+        vec: dict[str, float] | None = None
+        evec: dict[str, float] | None = None
+        paragraphs: tuple[int, ...] = ()
+        if duplicate_of is None:
+            content, paragraphs = self._content(article.id, article.title, article.text, feats)
+            vec, evec = self._vectorize(content)
+        decision = Decision(
+            article_id=article.id,
+            incident_id=incident_id,
+            duplicate_of=duplicate_of,
+            explanation=Explanation(
+                decision="duplicate" if duplicate_of else "joined",
+                duplicate_kind="restored" if duplicate_of else None,
+            ),
+        )
+        self._insert(article.id, ts, incident_id, duplicate_of, vec, evec, feats, url_key,
+                     signature, decision, paragraphs)
+
+    def evict(self, now: datetime) -> int:
+        """Drop articles published more than ``window_days`` before ``now`` (and incident
+        summaries idle for more than ``incident_days``); returns the articles dropped."""
+        ts = _epoch(now)
+        if ts is None:
+            return 0
+        dropped = self._evict_before(ts - self.config.window_days * _DAY)
+        self._evict_incidents(ts - self.config.incident_days * _DAY)
+        return dropped
+
+    # -- evidence -----------------------------------------------------------------------
+
+    def _content(self, article_id: str, title: str, text: str,
+                 feats: Features) -> tuple[Features, tuple[int, ...]]:
+        """Features for clustering, without page furniture learned from the stream.
+
+        A paragraph that an earlier article carried under an unrelated headline (sign-up
+        forms, paywalls, newsletter blurbs, lists of other stories) says nothing about
+        this article's incident. Returns the features and the paragraphs registered.
+        """
+        if not text:
+            return feats, ()
+        cfg = self.config
+        furniture = self._furniture
+        first_seen = self._paragraphs
+        kept: list[str] = []
+        registered: list[int] = []
+        dropped = False
+        for para in text.split("\n\n") if "\n\n" in text else text.split("\n"):
+            if len(para) < 20:
+                kept.append(para)
+                continue
+            h = zlib.crc32(para.lower().encode("utf-8"))
+            if h in furniture:
+                furniture.move_to_end(h)
+                dropped = True
+                continue
+            first = first_seen.get(h)
+            if first is None:
+                first_seen[h] = article_id
+                registered.append(h)
+            elif first != article_id:
+                other = self._held.get(first)
+                if other is not None and title_similarity(
+                    feats.title_terms, other.title_terms
+                ) < cfg.dedup.title_overlap:
+                    furniture[h] = None
+                    if len(furniture) > cfg.furniture_memory:
+                        furniture.popitem(last=False)
+                    dropped = True
+                    continue
+            kept.append(para)
+        if not dropped:
+            return feats, tuple(registered)
+        return extract(title, "\n\n".join(kept)), tuple(registered)
+
+    def _signature(self, feats: Features) -> np.ndarray | None:
+        if feats.n_words < self.config.dedup.min_near_words:
+            return None
+        return minhash(feats.shingles)
+
+    def _idf(self, term: str) -> float:
+        return math.log((self._docs + 1) / (self._df.get(term, 0) + 1)) + 1.0
+
+    def _vectorize(self, feats: Features) -> tuple[dict[str, float], dict[str, float]]:
+        """TF-IDF vector (strongest terms first, L2-normalised) and its entity part."""
+        docs = self._docs + 1
+        df = self._df
+        cap = self.config.max_idf
+        weights = {t: w * min(cap, math.log(docs / (df.get(t, 0) + 1)) + 1.0)
+                   for t, w in feats.tf.items()}
+        top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[: self.config.max_terms]
+        norm = math.sqrt(sum(w * w for _, w in top)) or 1.0
+        vec = {t: w / norm for t, w in top}
+        # The entity part keeps its share of the whole vector: a lone common entity
+        # ("2014", "Police") is weak evidence, several rare names are strong.
+        return vec, {e: vec[e] for e in sorted(feats.entities) if e in vec}
+
+    def _candidates(self, vec: dict[str, float]) -> list[str]:
+        cfg = self.config
+        hits: dict[str, float] = {}
+        for i, (term, weight) in enumerate(vec.items()):
+            if i >= cfg.candidate_terms:
+                break
+            posting = self._postings.get(term)
+            if not posting or len(posting) > cfg.max_posting:
+                continue
+            for inc in posting:
+                hits[inc] = hits.get(inc, 0.0) + weight
+        incidents = self._incidents
+        if len(hits) <= cfg.max_candidates:
+            return sorted(hits, key=lambda i: incidents[i].seq)
+        ranked = sorted(hits.items(), key=lambda kv: (-kv[1], incidents[kv[0]].seq))
+        return [inc for inc, _ in ranked[: cfg.max_candidates]]
+
+    def _similarity(self, vec: dict[str, float], evec: dict[str, float], ts: float | None,
+                    year: str | None, inc: _Incident) -> Similarity:
+        norm = inc.centroid_norm()
+        centroid = inc.centroid
+        presence = inc.presence
+        dot = total = mass = 0.0
+        for t, w in vec.items():
+            c = centroid.get(t)
+            if c is not None:
+                dot += w * c
+                mass += w * presence.get(t, 0)
+            total += w
+        cosine = dot / norm if norm > 0 else 0.0
+        cover = mass / (total * inc.originals) if total and inc.originals else 0.0
+        entity = 0.0
+        if evec and inc.entity_vec:
+            enorm = inc.entities_norm()
+            ecentroid = inc.entity_vec
+            entity = sum(w * ecentroid.get(e, 0.0) for e, w in evec.items()) / enorm
+        member = 0.0
+        held = self._held
+        for n, member_id in enumerate(reversed(inc.members)):
+            if n >= self.config.max_members:
+                break
+            mvec = held[member_id].vec
+            if mvec is not None:
+                member = max(member, sum(w * mvec.get(t, 0.0) for t, w in vec.items()))
+        k = self.config.salient_terms
+        salient = total = 0.0
+        for i, (t, w) in enumerate(vec.items()):
+            if i >= k:
+                break
+            total += w
+            if t in centroid:
+                salient += w
+        salient = salient / total if total else 0.0
+        central = sum(w for t, w in inc.central_terms(k) if t in vec)
+        gap = None
+        if ts is not None and inc.first_ts is not None and inc.last_ts is not None:
+            gap = max(0.0, inc.first_ts - ts, ts - inc.last_ts) / 3600.0
+        year_match = year_conflict = 0.0
+        if year is not None and inc.years:
+            if year in inc.years:
+                year_match = 1.0
+            else:
+                year_conflict = 1.0
+        return Similarity(cosine, member, entity, cover, salient, central, year_match,
+                          year_conflict, gap)
+
+    def _score(self, sim: Similarity, headline: bool) -> float:
+        """Log-odds that the article belongs to the incident (weights fitted on labelled
+        streams, one set for all; headline-only articles have their own)."""
+        cfg = self.config
+        if headline:
+            score = (cfg.headline_cosine * sim.cosine + cfg.headline_member * sim.member
+                     + cfg.headline_entity * sim.entity + cfg.headline_cover * sim.cover
+                     + cfg.headline_salient * sim.salient + cfg.headline_central * sim.central
+                     + cfg.headline_year_match * sim.year_match
+                     - cfg.headline_year_conflict * sim.year_conflict + cfg.headline_bias)
+            time_weight = cfg.headline_time
+        else:
+            score = (cfg.w_cosine * sim.cosine + cfg.w_member * sim.member
+                     + cfg.w_entity * sim.entity + cfg.w_cover * sim.cover
+                     + cfg.w_salient * sim.salient + cfg.w_central * sim.central
+                     + cfg.w_year_match * sim.year_match - cfg.w_year_conflict * sim.year_conflict
+                     + cfg.w_bias)
+            time_weight = cfg.w_time
+        if sim.gap_hours:
+            score -= time_weight * math.log1p(sim.gap_hours / 24.0)
+        return score
+
+    # -- decisions --------------------------------------------------------------------
+
+    def _decide(self, article_id: str, ts: float | None, vec: dict[str, float],
+                evec: dict[str, float], feats: Features) -> Decision:
+        cfg = self.config
+        headline = feats.n_words == 0
+        candidates = self._candidates(vec)
+        scored: list[tuple[float, int, str, Similarity]] = []
+        for inc_id in candidates:
+            inc = self._incidents[inc_id]
+            sim = self._similarity(vec, evec, ts, feats.year, inc)
+            scored.append((self._score(sim, headline), -inc.seq, inc_id, sim))
+        scored.sort(reverse=True)
+        if not scored or scored[0][0] < cfg.join_threshold:
+            best = scored[0] if scored else None
+            return Decision(
+                article_id=article_id,
+                incident_id=self._new_incident_id(article_id),
+                duplicate_of=None,
+                explanation=Explanation(
+                    decision="new",
+                    score=round(best[0], 4) if best else 0.0,
+                    threshold=cfg.join_threshold,
+                    candidates=len(candidates),
+                    detail=_detail(best[3]) if best else {},
+                    time_gap_hours=_round(best[3].gap_hours) if best else None,
+                ),
+            )
+        score, _, best_id, sim = scored[0]
+        detail = _detail(sim)
+        if best_id in self._dormant:
+            last = self._incidents[best_id].last_ts
+            if ts is not None and last is not None:
+                detail["dormant_days"] = round((ts - last) / _DAY, 2)
+        same = [inc_id for s, _, inc_id, _ in scored[1:] if s >= cfg.merge_threshold]
+        moved: dict[str, str] = {}
+        target = best_id
+        if same and score >= cfg.merge_threshold:
+            group = [best_id, *same]
+            target = min(group, key=lambda i: self._incidents[i].seq)
+            for other in group:
+                if other != target:
+                    moved.update(self._merge(other, target))
+            detail["merged_incidents"] = float(len(same))
+        inc = self._incidents[target]
+        shared_terms = sorted((t for t in vec if t in inc.centroid),
+                              key=lambda t: (-vec[t] * inc.centroid[t], t))[:8]
+        shared_entities = sorted(e for e in evec if e in inc.entity_vec)[:12]
+        return Decision(
+            article_id=article_id,
+            incident_id=target,
+            duplicate_of=None,
+            explanation=Explanation(
+                decision="merged" if moved else "joined",
+                score=round(score, 4),
+                threshold=cfg.join_threshold,
+                shared_terms=shared_terms,
+                shared_entities=shared_entities,
+                time_gap_hours=_round(sim.gap_hours),
+                candidates=len(candidates),
+                detail=detail,
+            ),
+            moved=moved,
+        )
+
+    def _new_incident_id(self, article_id: str) -> str:
+        base = "inc-" + article_id[:20]
+        incident_id, n = base, 1
+        while incident_id in self._incidents:
+            n += 1
+            incident_id = f"{base}-{n}"
+        return incident_id
+
+    # -- state ------------------------------------------------------------------------
+
+    def _insert(self, article_id: str, ts: float | None, incident_id: str,
+                duplicate_of: str | None, vec: dict[str, float] | None,
+                evec: dict[str, float] | None, feats: Features, url_key: str | None,
+                signature: np.ndarray | None, decision: Decision,
+                paragraphs: tuple[int, ...] = ()) -> None:
+        self._seq += 1
+        inc = self._incidents.get(incident_id)
+        if inc is None:
+            inc = _Incident(incident_id, self._seq)
+            self._incidents[incident_id] = inc
+        elif incident_id in self._dormant:
+            del self._dormant[incident_id]
+        self._held[article_id] = _Held(ts, incident_id, duplicate_of, vec, decision,
+                                       feats.title_terms, paragraphs)
+        inc.members[article_id] = None
+        if ts is not None:
+            inc.first_ts = ts if inc.first_ts is None else min(inc.first_ts, ts)
+            inc.last_ts = ts if inc.last_ts is None else max(inc.last_ts, ts)
+            heapq.heappush(self._dated, (ts, self._seq, article_id))
+        else:
+            self._undated.append(article_id)
+        if duplicate_of is None:
+            self._dedup.add(article_id, url_key, feats, signature)
+            self._count_terms(feats)
+        else:
+            self._dedup.add_alias(article_id, duplicate_of, url_key)
+        if vec is not None:
+            _add_into(inc.centroid, vec)
+            presence = inc.presence
+            for term in vec:
+                presence[term] = presence.get(term, 0) + 1
+            _add_into(inc.entity_vec, evec or {})
+            inc.originals += 1
+            for y in feats.years:
+                inc.years[y] = inc.years.get(y, 0) + 1
+            inc.norm = inc.entity_norm = -1.0
+            inc.central = None
+            if len(inc.centroid) > 16 * self.config.max_terms:
+                _compact(inc, 8 * self.config.max_terms)
+            for i, term in enumerate(vec):
+                if i >= self.config.candidate_terms:
+                    break
+                if term not in inc.posted:
+                    inc.posted.add(term)
+                    self._postings.setdefault(term, set()).add(incident_id)
+        if len(self._held) > self.config.max_articles:
+            self._evict_oldest(len(self._held) - self.config.max_articles)
+        if len(self._incidents) > self.config.max_incidents:
+            self._evict_incidents(None)
+
+    def _count_terms(self, feats: Features) -> None:
+        self._docs += 1
+        df = self._df
+        for term in feats.tf:
+            df[term] = df.get(term, 0) + 1
+        if len(df) > self.config.max_vocabulary:
+            # Forget terms seen once: they are the long tail that would grow without bound.
+            for term in [t for t, n in df.items() if n <= 1]:
+                del df[term]
+
+    def _merge(self, source_id: str, target_id: str) -> dict[str, str]:
+        source = self._incidents.pop(source_id)
+        self._dormant.pop(source_id, None)
+        target = self._incidents[target_id]
+        moved: dict[str, str] = {}
+        for member in source.members:
+            target.members[member] = None
+            self._held[member].incident_id = target_id
+            moved[member] = target_id
+        _add_into(target.centroid, source.centroid)
+        _add_into(target.entity_vec, source.entity_vec)
+        for term, n in source.presence.items():
+            target.presence[term] = target.presence.get(term, 0) + n
+        target.originals += source.originals
+        for y, n in source.years.items():
+            target.years[y] = target.years.get(y, 0) + n
+        target.norm = target.entity_norm = -1.0
+        target.central = None
+        for term in source.posted:
+            posting = self._postings.get(term)
+            if posting is not None:
+                posting.discard(source_id)
+                posting.add(target_id)
+            else:
+                self._postings[term] = {target_id}
+            target.posted.add(term)
+        for bound in (source.first_ts, source.last_ts):
+            if bound is not None:
+                target.first_ts = bound if target.first_ts is None else min(target.first_ts, bound)
+                target.last_ts = bound if target.last_ts is None else max(target.last_ts, bound)
+        return moved
+
+    def _advance(self, ts: float | None) -> None:
+        if ts is None or (self._clock is not None and ts <= self._clock):
+            return
+        self._clock = ts
+        cutoff = ts - self.config.window_days * _DAY
+        if self._dated and self._dated[0][0] < cutoff:
+            self._evict_before(cutoff)
+            self._evict_incidents(ts - self.config.incident_days * _DAY)
+
+    def _evict_before(self, cutoff: float) -> int:
+        dropped = 0
+        heap = self._dated
+        while heap and heap[0][0] < cutoff:
+            _, _, article_id = heapq.heappop(heap)
+            if self._drop(article_id):
+                dropped += 1
+        return dropped
+
+    def _evict_oldest(self, count: int) -> None:
+        for _ in range(count):
+            if self._undated:
+                self._drop(self._undated.popleft())
+            elif self._dated:
+                self._drop(heapq.heappop(self._dated)[2])
+
+    def _evict_incidents(self, cutoff: float | None) -> None:
+        """Forget dormant incidents idle since before ``cutoff``, and any beyond the cap."""
+        dormant = self._dormant
+        while dormant:
+            inc_id = next(iter(dormant))
+            inc = self._incidents[inc_id]
+            over_cap = len(self._incidents) > self.config.max_incidents
+            expired = cutoff is not None and inc.last_ts is not None and inc.last_ts < cutoff
+            if not (over_cap or expired):
+                break
+            del dormant[inc_id]
+            self._drop_incident(inc)
+
+    def _drop(self, article_id: str) -> bool:
+        held = self._held.pop(article_id, None)
+        if held is None:
+            return False
+        self._dedup.remove(article_id)
+        inc = self._incidents.get(held.incident_id)
+        if inc is not None:
+            inc.members.pop(article_id, None)
+            if not inc.members:
+                # No article left in the window: keep a compact summary for follow-ups.
+                _compact(inc, self.config.summary_terms)
+                self._dormant[inc.id] = None
+        for h in held.paragraphs:
+            if self._paragraphs.get(h) == article_id:
+                del self._paragraphs[h]
+        self._recent[article_id] = replace(held.decision, incident_id=held.incident_id, moved={})
+        if len(self._recent) > self.config.redelivery_memory:
+            self._recent.popitem(last=False)
+        return True
+
+    def _drop_incident(self, inc: _Incident) -> None:
+        for term in inc.posted:
+            posting = self._postings.get(term)
+            if posting is not None:
+                posting.discard(inc.id)
+                if not posting:
+                    del self._postings[term]
+        del self._incidents[inc.id]
+
+
+def _compact(inc: _Incident, keep: int) -> None:
+    """Keep the strongest terms of an incident's centroid (and their presence counts)."""
+    if len(inc.centroid) > keep:
+        top = sorted(inc.centroid.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
+        inc.centroid = dict(top)
+        inc.presence = {t: inc.presence.get(t, 0) for t, _ in top}
+        inc.norm = -1.0
+        inc.central = None
+    if len(inc.entity_vec) > keep // 2:
+        top = sorted(inc.entity_vec.items(), key=lambda kv: (-kv[1], kv[0]))[: keep // 2]
+        inc.entity_vec = dict(top)
+        inc.entity_norm = -1.0
+
+
+def _detail(sim: Similarity) -> dict[str, float]:
+    return {"cosine": round(sim.cosine, 4), "member": round(sim.member, 4),
+            "entity": round(sim.entity, 4), "cover": round(sim.cover, 4),
+            "salient": round(sim.salient, 4), "central": round(sim.central, 4)}
+
+
+def _add_into(total: dict[str, float], vec: dict[str, float]) -> None:
+    for term, weight in vec.items():
+        total[term] = total.get(term, 0.0) + weight
+
+
+def _epoch(when: datetime | None) -> float | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        raise ValueError("published must be timezone-aware")
+    return when.timestamp()
+
+
+def _gap_hours(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return round(abs(a - b) / 3600.0, 2)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

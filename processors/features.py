@@ -1,0 +1,244 @@
+"""Per-article features for dedup and clustering: terms, entities, shingles, keys.
+
+Pure and stateless: weights that depend on the stream (IDF) are applied by the clusterer.
+Hashes are stable across processes (crc32 / blake2b, never Python's salted ``hash``), so a
+replay in another process takes the same decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import numpy as np
+
+from processors.text import strip_dateline
+
+# Function words and reporting verbs: they carry no information about which incident.
+STOPWORDS = frozenset(
+    """a about above after again against all also although am among an and another any are
+    aren't around as at be because been before being below between both but by can cannot
+    could couldn't did didn't do does doesn't doing don't down during each either else ever
+    every few for from further get gets got had hadn't has hasn't have haven't having he
+    he'd he'll he's her here here's hers herself him himself his how how's however i i'd
+    i'll i'm i've if in into is isn't it it's its itself just let's like made make many may
+    me might more most much must mustn't my myself near neither no nor not now of off on
+    once one only or other others otherwise ought our ours ourselves out over own per
+    perhaps rather s same says said say saying shall shan't she she'd she'll she's should
+    shouldn't since so some such t than that that's the their theirs them themselves then
+    there there's these they they'd they'll they're they've this those though through thus
+    to told too toward towards under until up upon us very via was wasn't we we'd we'll
+    we're we've were weren't what what's when when's where where's whether which while who
+    who's whom whose why why's will with within without won't would wouldn't yet you you'd
+    you'll you're you've your yours yourself yourselves according also already although
+    among around back became become becomes being came come comes could even going gone
+    still well went will yes whose upon new news report reported reports reporting mr mrs
+    ms dr jr sr st""".split()
+)
+
+MAX_BODY_WORDS = 700  # long pages are mostly lists and comments past this point
+MAX_BODY_CHARS = 6000
+LEAD_WORDS = 60
+TITLE_BOOST = 2.0
+LEAD_BOOST = 1.0
+ENTITY_BOOST = 0.5
+
+_TOKEN = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
+_DIGIT = re.compile(r"\d")
+_SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^\W_][\w'’.\-]*)")
+_P1 = np.uint64(0x9E3779B97F4A7C15)  # shingle = mix of three word hashes
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
+_TRACKING_PARAMS = re.compile(r"^(?:utm_|fbclid$|gclid$|ocid$|cmpid$|ref$|src$|rss$|track$|"
+                              r"cid$|mc_|__twitter|ncid$|ito$|smid$)", re.IGNORECASE)
+_ARCHIVE_PREFIX = re.compile(r"^(?:https?://)?web\.archive\.org/web/[0-9a-z_*]+/", re.IGNORECASE)
+
+
+@lru_cache(maxsize=262_144)
+def stem(word: str) -> str:
+    """A light, deterministic suffix stripper: plurals, -ing, -ed, possessives."""
+    if word.endswith(("'s", "’s")):
+        word = word[:-2]
+    n = len(word)
+    if n <= 3 or _DIGIT.search(word):
+        return word
+    if word.endswith("ies") and n > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "xes", "ches", "shes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+        n -= 1
+    if word.endswith("ing") and n > 5:
+        word = word[:-3]
+    elif word.endswith("ed") and n > 4 and not word.endswith("eed"):
+        word = word[:-2]
+    elif word.endswith("ly") and n > 5:
+        word = word[:-2]
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "lsz":
+        word = word[:-1]  # "shott" (from "shotting") -> "shot"; keeps "kill", "miss"
+    if word.endswith("e") and len(word) > 4:
+        word = word[:-1]  # "fire"/"fired" -> "fir"
+    return word
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    tf: dict[str, float]  # term -> field-boosted, sublinear term frequency (no IDF yet)
+    entities: frozenset[str]  # names, places, numbers (normalised like terms)
+    title_terms: frozenset[str]
+    shingles: np.ndarray  # uint64 hashes of word 3-grams of the body (for MinHash)
+    text_key: str | None  # hash of the normalised body, None when too short to trust
+    title_key: str  # normalised title
+    n_words: int  # words in the cleaned body
+    year: str | None  # the year the article mentions most (date evidence without a date)
+    years: frozenset[str]
+
+
+def canonical_url(url: str | None) -> str | None:
+    """Scheme-, www-, tracking-parameter- and archive-insensitive form of an article URL."""
+    if not url:
+        return None
+    url = _ARCHIVE_PREFIX.sub("", url.strip())
+    if "://" not in url:
+        url = "http://" + url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    host = (parts.hostname or "").lower()
+    if host.startswith(("www.", "m.", "amp.")):
+        host = host.split(".", 1)[1]
+    path = parts.path.replace("\\", "").rstrip("/") or "/"
+    if path.endswith(("/amp", "/index.html", "/index.htm")):
+        path = path.rsplit("/", 1)[0] or "/"
+    query = [(k, v) for k, v in parse_qsl(parts.query.replace("\\", ""), keep_blank_values=True)
+             if not _TRACKING_PARAMS.match(k)]
+    return host + path + ("?" + urlencode(sorted(query)) if query else "")
+
+
+def _is_titlecase(title_tokens: list[str]) -> bool:
+    words = [t for t in title_tokens if t[0].isalpha() and t.lower() not in STOPWORDS]
+    if len(words) < 3:
+        return False
+    return sum(1 for t in words if t[0].isupper()) >= 0.7 * len(words)
+
+
+@lru_cache(maxsize=262_144)
+def _token_info(tok: str) -> tuple[str, bool, tuple[str, ...]] | None:
+    """(term, has a digit, hyphen parts) of a raw token, or None for a stopword."""
+    low = tok.lower().replace("’", "'")
+    if low in STOPWORDS:
+        return None
+    if _DIGIT.search(low):
+        return low.rstrip("."), True, ()
+    if len(low) < 2:
+        return None
+    term = stem(low.replace(".", ""))
+    if term in STOPWORDS:
+        return None
+    parts: tuple[str, ...] = ()
+    if "-" in term:
+        # "al-Assad" also counts as "assad"; "pro-government" as "government".
+        parts = tuple(stem(p) for p in term.split("-") if len(p) > 2 and p not in STOPWORDS)
+    return term, False, parts
+
+
+def _add(tf: dict[str, float], entities: set[str], tok: str, weight: float, cap: bool) -> None:
+    info = _token_info(tok)
+    if info is None:
+        return
+    term, digit, parts = info
+    tf[term] = tf.get(term, 0.0) + weight
+    if cap or digit:
+        entities.add(term)
+    for part in parts:
+        tf[part] = tf.get(part, 0.0) + 0.5 * weight
+        if cap:
+            entities.add(part)
+
+
+def extract(title: str, text: str) -> Features:
+    """Features of a cleaned article (``text`` is ``clean_text`` output)."""
+    tf: dict[str, float] = {}
+    entities: set[str] = set()
+
+    title_tokens = _TOKEN.findall(title)
+    titlecase = _is_titlecase(title_tokens)
+    for i, tok in enumerate(title_tokens):
+        # In a Title Case headline capitals say nothing; in a sentence-case one they mark names.
+        cap = (not titlecase and i > 0 and tok[0].isupper()) or (tok.isupper() and len(tok) > 1)
+        _add(tf, entities, tok, TITLE_BOOST, cap)
+    title_terms = frozenset(tf)
+
+    head = text[:MAX_BODY_CHARS]
+    body = strip_dateline(head) if head else ""
+    if len(body) != len(head):
+        # The dateline names the place: keep it as an entity.
+        for tok in _TOKEN.findall(head[: len(head) - len(body)].split("(")[0]):
+            if tok[0].isupper():
+                _add(tf, entities, tok, LEAD_BOOST + 1.0, True)
+    toks = _TOKEN.findall(body)[:MAX_BODY_WORDS]
+    if toks:
+        lead = Counter(toks[:LEAD_WORDS])
+        initial = Counter(_SENTENCE_START.findall(body))
+        info_of = _token_info
+        for tok, n in Counter(toks).items():
+            info = info_of(tok)
+            if info is None:
+                continue
+            term, digit, parts = info
+            weight = n + LEAD_BOOST * lead.get(tok, 0) if tok in lead else n
+            tf[term] = tf.get(term, 0.0) + weight
+            # A capitalised word is a name unless it only ever opens a sentence.
+            cap = tok[0].isupper() and (n > initial.get(tok, 0) or (tok.isupper() and len(tok) > 1))
+            if cap or digit:
+                entities.add(term)
+            for part in parts:
+                tf[part] = tf.get(part, 0.0) + 0.5 * weight
+                if cap:
+                    entities.add(part)
+
+    for ent in entities:
+        tf[ent] = tf.get(ent, 0.0) + ENTITY_BOOST
+    tf = {t: 1.0 + math.log(w) if w > 1.0 else w for t, w in tf.items()}
+
+    n_words = len(toks)
+    if toks:
+        low_words = [t.lower() for t in toks]
+        hashes = np.fromiter(map(zlib.crc32, map(str.encode, low_words)), dtype=np.uint64,
+                             count=n_words)
+        if n_words >= 3:
+            with np.errstate(over="ignore"):
+                shingles = hashes[:-2] * _P1 + hashes[1:-1] * _P2 + hashes[2:]
+        else:
+            shingles = hashes
+        norm_body = " ".join(low_words)
+    else:
+        shingles = np.zeros(0, dtype=np.uint64)
+        norm_body = ""
+    text_key = (hashlib.blake2b(norm_body.encode("utf-8"), digest_size=12).hexdigest()
+                if n_words >= 25 else None)
+    title_key = " ".join(t.lower() for t in title_tokens)
+    year_counts: dict[str, int] = {}
+    for term in tf:
+        if len(term) == 4 and _YEAR.match(term):
+            year_counts[term] = year_counts.get(term, 0) + 1
+    year = max(year_counts, key=lambda y: (tf[y], y)) if year_counts else None
+    return Features(
+        tf=tf,
+        entities=frozenset(entities),
+        title_terms=title_terms,
+        shingles=shingles,
+        text_key=text_key,
+        title_key=title_key,
+        n_words=n_words,
+        year=year,
+        years=frozenset(year_counts),
+    )

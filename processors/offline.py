@@ -1,0 +1,85 @@
+"""Offline clustering of labelled article streams (the ../shared/data/incidents format).
+
+The same path as the stream processor: ``clean_text`` then ``IncidentClusterer.add``,
+one article at a time in file order. The gold ``incident`` field is never read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from processors.clustering import Article, ClusterConfig, IncidentClusterer
+from processors.text import clean_text, derive_title
+
+
+def parse_published(value: Any) -> datetime | None:
+    """ISO date or datetime (a trailing Z is fine) -> aware datetime; naive is taken as UTC."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        when = value
+    else:
+        try:
+            when = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def row_to_article(row: dict[str, Any]) -> Article:
+    """An ``Article`` from a row: cleaned text, a derived title when the row has none."""
+    title = (row.get("title") or "").strip()
+    text = row.get("text") or ""
+    if not title and text:
+        title, text = derive_title(text)
+    return Article(
+        id=str(row["id"]),
+        title=title,
+        text=clean_text(text, title),
+        url=row.get("url") or None,
+        source=row.get("source") or None,
+        published=parse_published(row.get("published")),
+    )
+
+
+def cluster_rows(rows: Iterable[dict[str, Any]],
+                 config: ClusterConfig | None = None) -> Iterator[dict[str, Any]]:
+    """Yield ``{"id", "incident_id", "duplicate_of"}`` per row, decided on arrival.
+
+    The incident id is the one decided on arrival; a later merge may move an article
+    (``Decision.moved``), which an online consumer sees as a new incident version.
+    """
+    clusterer = IncidentClusterer(config)
+    for row in rows:
+        decision = clusterer.add(row_to_article(row))
+        yield {"id": decision.article_id, "incident_id": decision.incident_id,
+               "duplicate_of": decision.duplicate_of}
+
+
+def cluster_rows_final(rows: Iterable[dict[str, Any]],
+                       config: ClusterConfig | None = None) -> list[dict[str, Any]]:
+    """Like ``cluster_rows`` but with merges applied: each row's incident at the end."""
+    clusterer = IncidentClusterer(config)
+    out: list[dict[str, Any]] = []
+    index: dict[str, int] = {}
+    for row in rows:
+        decision = clusterer.add(row_to_article(row))
+        if decision.article_id not in index:
+            index[decision.article_id] = len(out)
+            out.append({"id": decision.article_id, "incident_id": decision.incident_id,
+                        "duplicate_of": decision.duplicate_of})
+        for moved_id, incident_id in decision.moved.items():
+            if moved_id in index:
+                out[index[moved_id]]["incident_id"] = incident_id
+    return out
+
+
+def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)

@@ -1,0 +1,210 @@
+"""Text normalisation for scraped news: debris removal and title derivation.
+
+Pure functions, no state. ``clean_text`` is the one entry point the stream processor and
+the offline command share, so both see the same text.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# "Leave a Reply" widgets and similar calls to action, also when the scraper glued them to
+# the end of the last sentence ("...from Hezbollah.Leave a Reply").
+_GLUED_TAIL = re.compile(
+    r"\s*(?:Leave a (?:Reply|Comment)|Post a Comment|Add a Comment|Comments?\s*\(\d+\))\s*$",
+    re.IGNORECASE,
+)
+
+# Whole lines that are page furniture, not reporting. Matched at the start of a stripped
+# line (anchored alternatives fail fast on ordinary sentences).
+_FURNITURE_LINE = re.compile(
+    r"""(?:
+        leave\ a\ (?:reply|comment).* | post\ a\ comment.* | add\ a\ comment.* | comments?
+      | (?:share|tweet|email|print|pin|save|like)(?:\ (?:this|on\ \w+|it|article|story))*[.:!]?
+      | share\ (?:this|on)\b.* | follow\ us\b.* | related
+      | related(?:\ (?:articles?|stories|coverage|content|links))?:.*
+      | (?:advertisement|advertising|sponsored(?:\ content)?|ad)
+      | (?:read|see|click)\ (?:more|here)\b.* | continue\ reading\b.* | more\ (?:from|on|stories)\b.{0,60}
+      | (?:please\ )?(?:turn\ on|enable)\ (?:cookies|javascript)\b.*
+      | your\ browser\ does\ not\ support\b.* | this\ video\ is\ (?:no\ longer\ )?available\b.*
+      | (?:the\ )?video\ (?:player\ )?(?:is\ )?loading.* | pause | play | replay | close
+      | (?:copyright\ )?©.{0,120}
+      | you\ are\ the\ owner\ of\ this\ article\b.*
+      | thank\ you\ for\ (?:registering|reading|subscribing)\b.* | just\ one\ more\ thing.*
+      | (?:already\ a\ (?:subscriber|member)|not\ a\ subscriber|want\ to\ become).{0,160}
+      | (?:posted|updated|created|published|last\ updated)(?:\ on|\ at)?:?\ .{0,60}
+      | (?:photo|image|picture|gallery|slide)s?\ \d+\s*(?:/|of)\s*\d+.{0,60}
+      | \d+\s*(?:/|of)\s*\d+
+      | (?:photo|image|file\ photo|photograph)(?:\ by|:|\ credit:?)\ .{0,80}
+      | (?:getty\ images|associated\ press|ap\ photo|reuters|afp|ap)(?:\ photo)?(?:\s*/.{0,60})?
+      | \(?(?:source|credit):\ .{0,80}
+      | (?:\d{1,2}:\d{2}\s*){1,2}(?:[ap]\.?m\.?)?.{0,12}
+    )$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Furniture phrases anywhere in a short line (sign-up forms, paywalls, cookie banners).
+_FURNITURE_PHRASE = re.compile(
+    r"\b(?:cookies?\ policy|use\ (?:of\ )?cookies|accept\ (?:all\ )?cookies|privacy\ policy"
+    r"|terms\ of\ (?:service|use)|all\ rights\ reserved|subscribe\ (?:to|now|today|for)"
+    r"|subscription|subscribers?|newsletters?|sign\ up\ (?:for|to|now|today)|sign\ in|log\ ?in"
+    r"|register\ (?:now|for\ free|here|today)|email\ notifications?|notification\ has\ been\ saved"
+    r"|problem\ saving\ your\ notification|verification\ (?:email|message)|premium\ clicks?"
+    r"|digital\ access|home\ delivery|deliverable\ area|enable\ javascript)\b",
+    re.VERBOSE,
+)  # matched against the lower-cased line
+_FURNITURE_MAX = 320  # longer lines are paragraphs of reporting
+
+# Photo captions: credit in parentheses at the end, or the usual caption openings.
+_CAPTION_CREDIT = re.compile(
+    r"\((?:[A-Z][\w.&-]*\s*)?(?:Photo|Foto|Image|Picture|Photograph)s?\b[^()]{0,80}\)\s*$"
+    r"|\((?:AFP|AP|Reuters|Getty Images|EPA|ANP|DPA)(?:\s*/[^()]{0,60})?\)\s*$"
+    r"|\b(?:Photo|Image)\s*(?:credit|courtesy)?:\s*[^.]{0,60}$",
+    re.IGNORECASE,
+)
+_CAPTION_OPENING = re.compile(
+    r"^(?:A |An |This |In this |The )?(?:handout |file |undated |screen ?grab |still )?"
+    r"(?:picture|photo|photograph|image|video grab|screenshot)s? (?:released|taken|provided|shows|"
+    r"distributed|obtained|made available|from)\b",
+    re.IGNORECASE,
+)
+
+# Bylines: "By John Smith", "By Jane Doe and Ann Lee, Reuters".
+_BYLINE_BY = re.compile(
+    r"^(?:Written |Reported |Story |Words )?By:?\s+[A-Z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*){0,3}"
+    r"(?:\s*(?:,|and|&|with)\s*[A-Z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*){0,3}){0,3}"
+    r"(?:\s*[,|/-]\s*.{0,40})?$"
+)
+_NAME_WORD = re.compile(r"^(?:[A-Z][\w'’.-]*|al-\w+|[A-Z]\.)$")
+_BYLINE_GLUE = {"with", "and", "&", "in", "from", "for", "reporting", "by", "de", "van", "von",
+                "der", "la", "le", "du", "di", "da", "bin", "al", "el", "staff", "writer"}
+
+# A dateline at the start of a lead: "DAMASCUS —", "HAWTHORNE (CBSLA.com) —",
+# "Beirut (AFP) -", "KIDRON, Ohio -", "Detroit —".
+_DATELINE = re.compile(
+    r"^\s*(?:[A-Z][A-Za-z.'’-]*(?:[ ,]+[A-Z][A-Za-z.'’-]*){0,4})\s*"
+    r"(?:\([^)]{1,40}\)\s*)?(?:—|–|--|-)\s+"
+)
+_DATELINE_CAPS = re.compile(r"^\s*[A-Z][A-Z.'’-]+(?:[ ,]+[A-Z][A-Za-z.'’-]*){0,3}\s*(?:\([^)]{1,40}\)\s*)?[,:]\s+")
+
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
+_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9)\"”’'])[.!?](?=\s+[\"“‘'(]?[A-Z0-9]|\s*$)")
+
+
+def _norm_line(line: str) -> str:
+    return " ".join(_WORDS.findall(line.lower()))
+
+
+def _is_byline(line: str) -> bool:
+    if _BYLINE_BY.match(line) and len(line.split()) <= 14:
+        return True
+    words = line.replace(",", " ").split()
+    if not 3 <= len(words) <= 10 or line.rstrip().endswith((".", "!", "?", ":")):
+        return False
+    glue = [w for w in words if w.lower() in _BYLINE_GLUE]
+    names = [w for w in words if w.lower() not in _BYLINE_GLUE]
+    # "Maya Gebeily with Bryan McManus in Brussels": names joined by a byline connector.
+    has_connector = any(w.lower() in ("with", "and", "&", "reporting") for w in glue)
+    return has_connector and len(names) >= 2 and all(_NAME_WORD.match(w) for w in names)
+
+
+def _is_caption(line: str, lower: str) -> bool:
+    if _CAPTION_OPENING.match(line):
+        return True
+    if not (line.endswith(")") or "photo" in lower or "image" in lower):
+        return False
+    return bool(_CAPTION_CREDIT.search(line))
+
+
+def _is_debris(line: str) -> bool:
+    lower = line.lower()
+    if len(line) > _FURNITURE_MAX:
+        return _is_caption(line, lower)
+    return bool(_FURNITURE_LINE.match(line) or _FURNITURE_PHRASE.search(lower)
+                or _is_byline(line) or _is_caption(line, lower))
+
+
+def clean_text(text: str, title: str = "") -> str:
+    """The article without scraping debris; paragraphs separated by blank lines.
+
+    Removes "Leave a Reply" widgets (also glued to a sentence), gallery counters, bylines,
+    photo captions (and lines repeating them), a first line repeating the title, lines
+    repeated verbatim, and share/subscribe/cookie/paywall furniture. Keeps the reporting.
+    """
+    if not text:
+        return ""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    title_key = _norm_line(title) if title else ""
+    kept: list[str] = []
+    kept_keys: list[str] = []
+    seen: set[str] = set()
+    for raw in text.split("\n"):
+        line = _SPACES.sub(" ", raw).strip()
+        if not line:
+            continue
+        if "omment" in line or "eply" in line:
+            line = _GLUED_TAIL.sub("", line).strip()
+        if not line or _is_debris(line):
+            continue
+        key = _norm_line(line)
+        if not key or key in seen:
+            continue
+        if not kept and title_key and (key == title_key or title_key.startswith(key)):
+            continue  # the headline again at the top of the body
+        # A caption line followed by the same caption with a credit: drop both copies.
+        if kept_keys and (key.startswith(kept_keys[-1]) or kept_keys[-1].startswith(key)):
+            if len(kept_keys[-1]) >= 40:
+                seen.add(key)
+                kept.pop()
+                kept_keys.pop()
+                continue
+        seen.add(key)
+        kept.append(line)
+        kept_keys.append(key)
+    return "\n\n".join(kept)
+
+
+def strip_dateline(text: str) -> str:
+    """The lead without its dateline ("DAMASCUS —", "Beirut (AFP) -")."""
+    stripped = _DATELINE.sub("", text, count=1)
+    if stripped == text:
+        stripped = _DATELINE_CAPS.sub("", text, count=1)
+    return stripped
+
+
+def first_sentence(text: str) -> str:
+    match = _SENTENCE_END.search(text)
+    return text[: match.start()] if match else text
+
+
+def _looks_like_title(line: str) -> bool:
+    words = line.split()
+    if not words or len(words) > 20 or len(line) > 160:
+        return False
+    if line.endswith((".", ";", ",", ":")) and not line.endswith("..."):
+        return False
+    if _DATELINE.match(line) and len(words) > 8:
+        return False
+    return not _is_debris(line)
+
+
+def derive_title(text: str) -> tuple[str, str]:
+    """(title, body) for a replayed plain-text article.
+
+    A short first line without a sentence-final period (and not a dateline sentence) is
+    the title; otherwise the title is the lead's first sentence without its dateline,
+    trimmed to about twelve words, and the body is the whole text.
+    """
+    lines = [ln.strip() for ln in text.replace("\r\n", "\n").split("\n")]
+    content = [ln for ln in lines if ln]
+    if not content:
+        return "", ""
+    first = content[0]
+    if len(content) > 1 and _looks_like_title(first):
+        body = text.replace("\r\n", "\n").split(first, 1)[1].strip("\n")
+        return first, body
+    lead = first_sentence(strip_dateline(first)).strip()
+    words = lead.split()
+    title = " ".join(words[:12]).rstrip(",;:—–- ") if len(words) > 12 else lead
+    return title, text.strip("\n")
