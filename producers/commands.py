@@ -1,9 +1,183 @@
-"""`newsflow` subcommands of the producers area."""
+"""`newsflow` subcommands of the producers area: poll, produce, feeds list|import|add."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from newsflow.settings import Settings
+
+
+def _quiet_http_logs() -> None:
+    # httpx logs every request at INFO; a crawler makes thousands.
+    import logging
+
+    level = max(logging.WARNING, logging.getLogger().level)
+    for name in ("httpx", "httpcore", "charset_normalizer"):
+        logging.getLogger(name).setLevel(level)
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_http_logs()
+    from newsflow.commands import stop_on_signals
+    from producers.feeds import run_producer
+
+    if args.feeds:
+        settings.feeds_file = Path(args.feeds)
+    if args.no_pages:
+        settings.fetch_pages = False
+    run_producer(settings, stop_on_signals())
+    return 0
+
+
+def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_http_logs()
+    from newsflow.commands import stop_on_signals
+    from producers.feeds import poll_once
+    from producers.state import StateStore
+
+    if not args.once:
+        raise ValueError("only `poll --once` is supported; `newsflow produce` polls forever")
+    stop = stop_on_signals()
+    if args.stdout:
+        out = sys.stdout
+
+        def emit(article):  # type: ignore[no-untyped-def]
+            out.write(article.model_dump_json() + "\n")
+
+        results = poll_once(
+            settings, args.urls, emit=emit, flush=out.flush,
+            fetch_pages=not args.no_pages, stop=stop,
+        )
+    else:
+        from newsflow.kafka import Publisher
+
+        if not settings.kafka_bootstrap:
+            raise ValueError("publishing needs a broker: set NEWSFLOW_KAFKA_BOOTSTRAP or use --stdout")
+        state = StateStore(settings.producer_state_file)
+        try:
+            with Publisher(settings, client_id=f"{settings.app_id}-poll") as publisher:
+                results = poll_once(
+                    settings, args.urls, emit=publisher.publish_article, flush=publisher.flush,
+                    fetch_pages=not args.no_pages, state=state, stop=stop,
+                )
+        finally:
+            state.close()
+    failed = 0
+    for result in results:
+        status = result.update.status
+        error = result.update.error
+        failed += bool(error and not result.articles)
+        print(
+            f"{result.feed.url}\t{status if status is not None else '-'}\t"
+            f"{len(result.articles)} new\t{error or 'ok'}",
+            file=sys.stderr,
+        )
+    return 1 if failed == len(results) and results else 0
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.feeds import sync_feeds_file
+    from producers.state import StateStore
+
+    state = StateStore(settings.producer_state_file)
+    try:
+        sync_feeds_file(state, settings.feeds_file)
+        feeds = state.feeds(active_only=not args.all)
+    finally:
+        state.close()
+    columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors", "seen")
+    print("\t".join(columns))
+    for f in feeds:
+        print(
+            "\t".join(
+                [
+                    f.url + ("" if f.active else " (inactive)"),
+                    f.name or f.title or "-",
+                    _when(f.last_fetch),
+                    str(f.last_status) if f.last_status is not None else "-",
+                    f.etag or "-",
+                    _when(f.next_poll) if f.next_poll else "due",
+                    str(f.error_count) + (f" ({f.last_error})" if f.last_error else ""),
+                    str(f.entries_seen),
+                ]
+            )
+        )
+    print(f"{len(feeds)} feed(s); state in {settings.producer_state_file}", file=sys.stderr)
+    return 0
+
+
+def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.config import parse_opml
+    from producers.state import StateStore
+
+    specs = parse_opml(Path(args.file).read_bytes())
+    state = StateStore(settings.producer_state_file)
+    try:
+        for spec in specs:
+            state.upsert_feed(spec.url, origin="opml", name=spec.name, tags=spec.tags)
+    finally:
+        state.close()
+    print(f"imported {len(specs)} feed(s) from {args.file}")
+    return 0
+
+
+def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
+    _quiet_http_logs()
+    from producers.discover import find_feeds
+    from producers.state import StateStore
+
+    urls = [args.url] if args.no_discover else find_feeds(settings, args.url)
+    if not urls:
+        print(f"no feed found at {args.url}", file=sys.stderr)
+        return 1
+    chosen = urls if args.all else urls[:1]
+    state = StateStore(settings.producer_state_file)
+    try:
+        for url in chosen:
+            state.upsert_feed(url, origin="cli", name=args.name, tags=args.tag or [])
+            print(f"added {url}")
+    finally:
+        state.close()
+    for other in urls[len(chosen):]:
+        print(f"also found {other} (add it with --all)", file=sys.stderr)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands; each sets ``func(args, settings) -> int``."""
+    poll = sub.add_parser("poll", help="poll the given feeds once")
+    poll.add_argument("urls", nargs="+", metavar="FEED_URL")
+    poll.add_argument("--once", action="store_true", help="one poll of each feed (required)")
+    poll.add_argument("--stdout", action="store_true", help="print JSON lines, no broker needed")
+    poll.add_argument("--no-pages", action="store_true", help="feed entries only, no page fetch")
+    poll.set_defaults(func=cmd_poll)
+
+    produce = sub.add_parser("produce", help="poll the configured feeds forever, publishing")
+    produce.add_argument("--feeds", help="feeds file (default: settings.feeds_file)")
+    produce.add_argument("--no-pages", action="store_true", help="feed entries only, no page fetch")
+    produce.set_defaults(func=cmd_produce)
+
+    feeds = sub.add_parser("feeds", help="manage the polled feeds")
+    feeds_sub = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
+    ls = feeds_sub.add_parser("list", help="each feed's state")
+    ls.add_argument("--all", action="store_true", help="include inactive feeds")
+    ls.set_defaults(func=cmd_feeds_list)
+    imp = feeds_sub.add_parser("import", help="add the feeds of an OPML file")
+    imp.add_argument("file", metavar="FILE.opml")
+    imp.set_defaults(func=cmd_feeds_import)
+    add = feeds_sub.add_parser("add", help="add a feed, or the feed a homepage advertises")
+    add.add_argument("url")
+    add.add_argument("--name", help="outlet name (the articles' source)")
+    add.add_argument("--tag", action="append", help="a tag (repeatable)")
+    add.add_argument("--all", action="store_true", help="add every feed found, not the first")
+    add.add_argument("--no-discover", action="store_true", help="add the URL as it is")
+    add.set_defaults(func=cmd_feeds_add)

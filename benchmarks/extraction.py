@@ -1,0 +1,134 @@
+"""Article extraction quality and speed against ../shared/data/pages.
+
+Prints title exact-match and body token F1 as ../shared/tools/score_extraction.py scores
+them, for all pages and for two halves split by publisher (a rule tuned on one half
+must hold on the other), plus pages per second.
+
+    .venv/bin/python benchmarks/extraction.py [--baseline] [--out PRED.jsonl] [--worst N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("NEWSFLOW_SHARED_DATA", ROOT.parent / "shared" / "data"))
+TOOLS = DATA.parent / "tools"
+
+
+def list_pages() -> list[tuple[str, Path, str]]:
+    out = subprocess.run(
+        [sys.executable, str(TOOLS / "score_extraction.py"), str(DATA / "pages"), "--list"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    rows = []
+    for line in out.splitlines():
+        url, path, title = line.split("\t", 2)
+        rows.append((url, Path(path), title))
+    return rows
+
+
+def publisher_half(path: Path) -> str:
+    publisher = path.name.rsplit("_", 3)[0]
+    digest = hashlib.sha1(f"{path.parent.name}/{publisher}".encode()).digest()
+    return "A" if digest[0] % 2 == 0 else "B"
+
+
+def score(pred_path: Path, pages_dir: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, str(TOOLS / "score_extraction.py"), str(pages_dir), str(pred_path)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", action="store_true", help="plain trafilatura.bare_extraction")
+    parser.add_argument("--out", help="keep the predictions JSONL here")
+    parser.add_argument("--worst", type=int, default=0, help="list the N worst pages")
+    args = parser.parse_args()
+    if not (DATA / "pages").exists():
+        print(f"needs the shared evaluation data at {DATA / 'pages'}", file=sys.stderr)
+        return 2
+
+    import trafilatura
+
+    from producers.extract import extract_article
+
+    pages = list_pages()
+    htmls = [(url, gzip.decompress(path.read_bytes()), path) for url, path, _ in pages]
+    preds = []
+    started = time.perf_counter()
+    for url, html, path in htmls:
+        if args.baseline:
+            doc = trafilatura.bare_extraction(html, url=url, with_metadata=True)
+            title = (getattr(doc, "title", None) or "") if doc else ""
+            text = (getattr(doc, "text", None) or "") if doc else ""
+        else:
+            got = extract_article(html, url)
+            title, text = (got.title, got.text) if got else ("", "")
+        preds.append({"url": url, "title": title, "text": text, "_path": str(path)})
+    elapsed = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pred_path = Path(args.out) if args.out else Path(tmp) / "pred.jsonl"
+        with pred_path.open("w") as fh:
+            for p in preds:
+                fh.write(json.dumps({k: v for k, v in p.items() if not k.startswith("_")}) + "\n")
+        overall = score(pred_path, DATA / "pages")
+        # Halves: score against the full gold list but only count pages of one half.
+        halves = {}
+        sys.path.insert(0, str(TOOLS))
+        import score_extraction as se  # the scorer's own pairing and metrics
+
+        gold = list(se.pages(str(DATA / "pages")))
+        by_url = {p["url"]: p for p in preds}
+        for half in ("A", "B"):
+            rows = [g for g in gold if publisher_half(Path(g["path"])) == half]
+            titles = sum(
+                se.norm(by_url.get(g["url"], {}).get("title")) == se.norm(g["title"]) for g in rows
+            )
+            f1s = [se.f1(by_url.get(g["url"], {}).get("text"), g["body"]) for g in rows]
+            halves[half] = {
+                "pages": len(rows),
+                "title_exact": round(titles / len(rows), 4),
+                "body_token_f1": round(sum(f1s) / len(rows), 4),
+            }
+        if args.worst:
+            scored = sorted(
+                ((se.f1(by_url.get(g["url"], {}).get("text"), g["body"]), g) for g in gold),
+                key=lambda pair: pair[0],
+            )
+            for f1, g in scored[: args.worst]:
+                print(f"  f1={f1:.3f} {g['path']}", file=sys.stderr)
+            for g in gold:
+                got = se.norm(by_url.get(g["url"], {}).get("title"))
+                if got != se.norm(g["title"]):
+                    print(f"  title {g['path']}\n    want {g['title']!r}\n    got  {got!r}", file=sys.stderr)
+
+    mode = "trafilatura.bare_extraction" if args.baseline else "producers.extract.extract_article"
+    print(f"extractor: {mode}")
+    print(f"pages: {overall['pages']} (found {overall['found']})")
+    print(f"title exact-match: {overall['title_exact']:.4f}")
+    print(f"body token F1:     {overall['body_token_f1']:.4f}")
+    for half, figures in halves.items():
+        print(
+            f"  publisher half {half} ({figures['pages']} pages): "
+            f"title {figures['title_exact']:.4f}, body F1 {figures['body_token_f1']:.4f}"
+        )
+    print(f"speed: {len(preds) / elapsed:.1f} pages/s ({elapsed:.1f}s for {len(preds)} pages)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Feeds polled per minute by one producer process against local servers with 1,000 feeds.
+
+The feeds (20 entries each) are spread over several loopback hosts (127.0.0.2, ...),
+served by a separate process, so the per-host politeness rules apply as they would on
+the web. Prints the rate for a first pass (every entry new: parse, dedup, state writes)
+and for a second pass (conditional GET: 304s), feeds only (no article pages). Articles
+are counted, not published (the broker is not what is measured).
+
+    .venv/bin/python benchmarks/polling.py [--feeds 1000] [--hosts 20] [--host-delay 1.0]
+                                           [--workers 8] [--pages]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("NEWSFLOW_SHARED_DATA", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(ROOT / "tests" / "integration" / "producers"))
+
+
+def serve(hosts: int, entries: int, ready: Any, stop: Any) -> None:
+    from nf_feedserver import FeedServer
+
+    servers = []
+    for i in range(hosts):
+        server = FeedServer(DATA, host=f"127.0.0.{i + 2}")
+        server.state.gen_entries = entries
+        server.__enter__()
+        servers.append(server)
+    ready.put([s.base for s in servers])
+    stop.wait()
+    for server in servers:
+        server.__exit__()
+
+
+def run_pass(loop, state, *, label: str, feeds: int) -> float:  # type: ignore[no-untyped-def]
+    stop = threading.Event()
+    started = time.perf_counter()
+    loop.run(stop, until_idle=True)
+    elapsed = time.perf_counter() - started
+    polled = sum(1 for f in state.feeds() if f.last_fetch)
+    rate = feeds / elapsed * 60
+    print(f"{label}: {feeds} feeds in {elapsed:.1f}s = {rate:,.0f} feeds/min ({polled} polled)")
+    return rate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--feeds", type=int, default=1000)
+    parser.add_argument("--hosts", type=int, default=20)
+    parser.add_argument("--entries", type=int, default=20)
+    parser.add_argument("--host-delay", type=float, default=1.0)
+    parser.add_argument("--host-concurrency", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--pages", action="store_true", help="also fetch and extract each page")
+    args = parser.parse_args()
+
+    from newsflow.settings import Settings
+    from producers.feeds import FeedPoller, ProducerLoop, make_fetcher
+    from producers.state import StateStore
+
+    ready: Any = mp.Queue()
+    stop_server = mp.Event()
+    server = mp.Process(target=serve, args=(args.hosts, args.entries, ready, stop_server))
+    server.start()
+    try:
+        bases = ready.get(timeout=30)
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(
+                data_dir=Path(tmp), fetch_allow_private=True, poll_workers=args.workers,
+                host_delay_s=args.host_delay, host_concurrency=args.host_concurrency,
+                poll_min_interval_s=3600, fetch_pages=args.pages,
+            )
+            state = StateStore(settings.producer_state_file)
+            for i in range(args.feeds):
+                state.upsert_feed(f"{bases[i % len(bases)]}/gen/b{i}.xml", origin="config")
+            fetcher = make_fetcher(settings)
+            poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=args.pages)
+            published = [0]
+
+            def publish(_article: object) -> None:
+                published[0] += 1
+
+            loop = ProducerLoop(
+                settings, state=state, poller=poller, publish=publish, flush=lambda: None
+            )
+            print(
+                f"{args.feeds} feeds x {args.entries} entries on {len(bases)} hosts; "
+                f"{args.workers} workers, per host {args.host_concurrency} at a time and "
+                f"{args.host_delay}s apart; pages {'on' if args.pages else 'off'}"
+            )
+            run_pass(loop, state, label="first pass (all new)", feeds=args.feeds)
+            print(f"  articles: {published[0]}")
+            state._conn.execute("UPDATE feeds SET next_poll = 0")
+            run_pass(loop, state, label="second pass (304)", feeds=args.feeds)
+            print(f"  articles: {published[0]} (no new ones expected)")
+            fetcher.close()
+            state.close()
+    finally:
+        stop_server.set()
+        server.join(timeout=10)
+        if server.is_alive():
+            server.terminate()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Where feeds come from: the feeds file (TOML or YAML), OPML, and homepage autodiscovery.
+
+The feeds file::
+
+    [defaults]            # optional
+    min_interval = "5m"   # seconds, or a number with s/m/h/d
+    max_interval = "24h"
+
+    [[feed]]
+    url = "https://feeds.bbci.co.uk/news/rss.xml"
+    name = "BBC News"     # optional: the outlet, used as the articles' source
+    tags = ["uk"]         # optional
+    min_interval = "10m"  # optional bounds for this feed
+
+YAML has the same shape: ``defaults:`` and a ``feeds:`` (or ``feed:``) list.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+from lxml import etree
+from lxml import html as lxml_html
+
+from producers.urls import is_http_url
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class FeedSpec:
+    url: str
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    min_interval_s: float | None = None
+    max_interval_s: float | None = None
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float | None:
+    """'5m' -> 300.0; numbers are seconds; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ConfigError(f"not a duration: {value!r} (use seconds or 30s/5m/2h/1d)")
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def load_feeds_file(path: Path) -> list[FeedSpec]:
+    """Read the feeds file. A missing file is an empty list (the CLI says so)."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise ConfigError("YAML feeds files need PyYAML: pip install pyyaml") from exc
+        data = yaml.safe_load(raw) or {}
+    else:
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table with a 'feed' list")
+    return feeds_from_mapping(data, where=str(path))
+
+
+def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> list[FeedSpec]:
+    defaults = data.get("defaults") or {}
+    items = data.get("feed", data.get("feeds", [])) or []
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: 'feed' must be a list of tables")
+    specs: list[FeedSpec] = []
+    seen: set[str] = set()
+    for number, item in enumerate(items, 1):
+        if isinstance(item, str):
+            item = {"url": item}
+        if not isinstance(item, dict) or not item.get("url"):
+            raise ConfigError(f"{where}: feed #{number} has no url")
+        url = str(item["url"]).strip()
+        if not is_http_url(url):
+            raise ConfigError(f"{where}: feed #{number}: only http(s) URLs are polled: {url}")
+        if url in seen:
+            continue
+        seen.add(url)
+        tags = item.get("tags") or []
+        if isinstance(tags, str):
+            tags = [t.strip() for t in tags.split(",") if t.strip()]
+        low = parse_duration(item.get("min_interval", defaults.get("min_interval")))
+        high = parse_duration(item.get("max_interval", defaults.get("max_interval")))
+        if low is not None and high is not None and low > high:
+            raise ConfigError(f"{where}: {url}: min_interval is above max_interval")
+        specs.append(
+            FeedSpec(
+                url=url,
+                name=str(item["name"]).strip() if item.get("name") else None,
+                tags=[str(t) for t in tags],
+                min_interval_s=low,
+                max_interval_s=high,
+            )
+        )
+    return specs
+
+
+def parse_opml(data: bytes) -> list[FeedSpec]:
+    """Feeds of an OPML subscription list; folder names become tags."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, recover=True)
+    try:
+        root = etree.fromstring(data, parser=parser)
+    except etree.XMLSyntaxError as exc:
+        raise ConfigError(f"not OPML: {exc}") from exc
+    if root is None:
+        raise ConfigError("not OPML: empty document")
+    specs: list[FeedSpec] = []
+    seen: set[str] = set()
+
+    def walk(element: Any, folders: list[str]) -> None:
+        for outline in element.findall("outline"):
+            url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
+            label = outline.get("title") or outline.get("text")
+            if url:
+                if is_http_url(url) and url not in seen:
+                    seen.add(url)
+                    specs.append(FeedSpec(url=url, name=label or None, tags=list(folders)))
+            else:
+                walk(outline, folders + ([label] if label else []))
+
+    body = root.find("body")
+    walk(body if body is not None else root, [])
+    return specs
+
+
+_FEED_TYPES = (
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/rdf+xml",
+    "application/feed+json",
+    "application/json",
+    "text/xml",
+    "application/xml",
+)
+_GUESS_PATHS = ("/feed", "/rss", "/rss.xml", "/feed.xml", "/atom.xml", "/index.xml", "/feeds/posts/default")
+
+
+def discover_feeds(html: bytes | str, base_url: str) -> list[str]:
+    """Feed URLs a homepage advertises with <link rel="alternate" type="...">, then
+    <a> links that look like feeds; in page order, de-duplicated."""
+    try:
+        doc = lxml_html.fromstring(html)
+    except (etree.ParserError, ValueError):
+        return []
+    base = doc.xpath("string(//base/@href)") or base_url
+    found: list[str] = []
+
+    def add(href: str | None) -> None:
+        if not href:
+            return
+        url = urljoin(base, href.strip())
+        if is_http_url(url) and url not in found:
+            found.append(url)
+
+    for link in doc.xpath("//link[@href]"):
+        rel = (link.get("rel") or "").lower().split()
+        kind = (link.get("type") or "").lower().split(";")[0].strip()
+        if ("alternate" in rel or "feed" in rel) and kind in _FEED_TYPES:
+            add(link.get("href"))
+    if not found:
+        for anchor in doc.xpath("//a[@href]"):
+            href = anchor.get("href") or ""
+            if re.search(r"(rss|atom|feed)(\.xml|/)?$|\.rss$|/feeds?/", href, re.IGNORECASE):
+                add(href)
+    return found
+
+
+def guess_feed_paths(base_url: str) -> list[str]:
+    """Conventional feed locations to try when a homepage advertises none."""
+    return [urljoin(base_url, path) for path in _GUESS_PATHS]

@@ -1,0 +1,396 @@
+"""Feed bytes -> entries. feedparser for RSS 0.9x/1.0/2.0, Atom and RDF; our own small
+readers for JSON Feed and news sitemaps, which feedparser does not read.
+
+The bytes are handed to feedparser with the HTTP headers they came with, so that the
+Content-Type charset, the XML declaration and BOMs are weighed the way the specs say.
+Ill-formed ("bozo") feeds keep whatever entries feedparser recovered; the reason is
+reported, not treated as a failure.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import feedparser
+from lxml import etree
+from lxml import html as lxml_html
+
+logger = logging.getLogger(__name__)
+
+_BLOCK_TAGS = frozenset(
+    "p div br li ul ol h1 h2 h3 h4 h5 h6 blockquote pre tr table section article "
+    "header footer figure figcaption dd dt".split()
+)
+_WS = re.compile(r"[ \t\r\f\v\u00a0]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+@dataclass
+class FeedEntry:
+    key: str  # guid, else link, else a hash of title+summary: the per-feed dedup key
+    link: str | None
+    title: str
+    summary: str  # plain text
+    published: datetime | None
+    author: str | None = None
+    tags: list[str] = field(default_factory=list)
+    language: str | None = None
+
+
+@dataclass
+class ParsedFeed:
+    kind: str  # feedparser's version ("rss20", "atom10", ...), "json", "sitemap" or ""
+    title: str = ""
+    link: str | None = None
+    language: str | None = None
+    ttl_minutes: float | None = None
+    encoding: str | None = None
+    entries: list[FeedEntry] = field(default_factory=list)
+    bozo: str | None = None  # why the feed is ill-formed, when it is
+
+
+def html_to_text(fragment: str) -> str:
+    """Plain text of an HTML fragment, one line per block element."""
+    if not fragment:
+        return ""
+    if "<" not in fragment and "&" not in fragment:
+        return _tidy(fragment)
+    try:
+        root = lxml_html.fragment_fromstring(fragment, create_parent="div")
+    except (etree.ParserError, ValueError):
+        return _tidy(re.sub(r"<[^>]+>", " ", fragment))
+    for bad in root.xpath(".//script|.//style|.//noscript"):
+        bad.drop_tree()
+    parts: list[str] = []
+
+    def walk(el: Any) -> None:
+        tag = el.tag if isinstance(el.tag, str) else ""
+        if tag in _BLOCK_TAGS:
+            parts.append("\n")
+        if el.text and tag:
+            parts.append(el.text)
+        for child in el:
+            walk(child)
+            if child.tail:
+                parts.append(child.tail)
+        if tag in _BLOCK_TAGS:
+            parts.append("\n")
+
+    walk(root)
+    return _tidy("".join(parts))
+
+
+def _tidy(text: str) -> str:
+    lines = [_WS.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n", "\n".join(lines)).strip()
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(value), UTC)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _iso(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        parsed_struct = feedparser._parse_date(value)  # its lenient multi-format date parser
+        return _time(parsed_struct)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# RFC 822 dates with localised month names ("Seg, 24 Set 2018 19:42:40 -0300"), which
+# feedparser leaves unparsed: first letters of month names in pt/es/fr/it/de/nl/en.
+_MONTHS = {
+    "jan": 1, "ene": 1, "gen": 1, "janv": 1, "fev": 2, "fév": 2, "feb": 2, "févr": 2,
+    "mar": 3, "mär": 3, "mrt": 3, "mars": 3, "abr": 4, "apr": 4, "avr": 4, "mai": 5,
+    "may": 5, "mag": 5, "mei": 5, "jun": 6, "juin": 6, "giu": 6, "jul": 7, "juil": 7,
+    "lug": 7, "ago": 8, "aug": 8, "aoû": 8, "août": 8, "set": 9, "sep": 9, "sept": 9,
+    "out": 10, "oct": 10, "okt": 10, "ott": 10, "nov": 11, "dez": 12, "dic": 12,
+    "déc": 12, "dec": 12,
+}
+_LOCAL_DATE = re.compile(
+    r"(\d{1,2})\.?\s+([^\W\d_]{3,5})\.?\w*\s+(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?"
+    r"\s*([+-]\d{4})?"
+)
+
+
+def _local_date(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    match = _LOCAL_DATE.search(value)
+    if not match:
+        return None
+    day, month_name, year, hour, minute, second, offset = match.groups()
+    month = _MONTHS.get(month_name.lower()) or _MONTHS.get(month_name.lower()[:3])
+    if month is None:
+        return None
+    zone = UTC
+    if offset:
+        sign = -1 if offset[0] == "-" else 1
+        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
+    try:
+        local = datetime(int(year), month, int(day), int(hour), int(minute), int(second or 0), tzinfo=zone)
+    except ValueError:
+        return None
+    return local.astimezone(UTC)
+
+
+def _entry_key(guid: str | None, link: str | None, title: str, summary: str) -> str:
+    if guid and guid.strip():
+        return guid.strip()
+    if link and link.strip():
+        return link.strip()
+    return "sha1:" + hashlib.sha1(f"{title}\n{summary}".encode()).hexdigest()
+
+
+def _prepare(body: bytes) -> bytes:
+    # "XML declaration not at start of entity": whitespace before <?xml makes the strict
+    # parser give up; it is harmless to drop (BOM-led bodies are left alone).
+    if body[:1] in (b" ", b"\t", b"\r", b"\n"):
+        stripped = body.lstrip(b" \t\r\n")
+        if stripped.startswith(b"<"):
+            return stripped
+    return body
+
+
+_DECLARED = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+def _sniff_charset(body: bytes, content_type: str) -> tuple[str, bytes] | None:
+    """For a feed whose charset is nowhere usable (no HTTP charset, no BOM, no or a
+    wrong XML declaration, not UTF-8): detect it, and return (encoding, UTF-8 bytes).
+
+    feedparser would fall back to windows-1252, which garbles Big5, KOI8-R, Shift-JIS...
+    Western text stays windows-1252: detectors cannot tell the Latin code pages apart
+    and pick one of them at random when several fit.
+    """
+    if "charset=" in content_type.lower() or body.startswith(_BOMS) or b"\x00" in body[:4]:
+        return None
+    try:
+        body.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        pass
+    declared = _DECLARED.match(body[:300])
+    if declared:
+        try:
+            body.decode(declared.group(1).decode("ascii"))
+            return None  # the declaration is right; feedparser honours it
+        except (LookupError, UnicodeDecodeError):
+            pass
+    if sum(1 for byte in body[:200_000] if byte >= 0x80) < 16:
+        return None  # too little to go on: detectors guess wildly on a few bytes
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(body[:200_000]))
+    if not matches:
+        return None
+    best = matches[0].chaos
+    close = [m.encoding for m in matches if m.chaos <= best + 0.01]
+    if "cp1252" in close or "latin_1" in close:
+        return None  # feedparser's own fallback is windows-1252 already
+    encoding = close[0]
+    text = body.decode(encoding, errors="replace")
+    text = re.sub(r"""^(<\?xml[^>]*?)\sencoding\s*=\s*["'][^"']*["']""", r"\1", text)
+    return encoding, text.encode("utf-8")
+
+
+def parse_feed(
+    body: bytes, *, url: str | None = None, headers: Mapping[str, str] | None = None
+) -> ParsedFeed:
+    """Parse a feed body. Never raises on bad input: at worst no entries and a bozo."""
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    body = _prepare(body)
+    head = body[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith((b"{", b"[")):
+        parsed = _parse_json_feed(body)
+        if parsed is not None:
+            return parsed
+    if b"<urlset" in head or b"<sitemapindex" in head:
+        return _parse_sitemap(body)
+    response_headers = dict(headers)
+    if url:
+        # feedparser resolves relative links against Content-Location.
+        response_headers.setdefault("content-location", url)
+    # With any header but no Content-Type, feedparser assumes a non-XML type and
+    # ISO-8859-1; without a type the XML rules (BOM, declaration, else UTF-8) apply.
+    response_headers.setdefault("content-type", "application/xml")
+    sniffed = _sniff_charset(body, response_headers["content-type"])
+    if sniffed is not None:
+        encoding, body = sniffed
+        response_headers["content-type"] = "application/xml; charset=utf-8"
+    try:
+        result = feedparser.parse(
+            body, response_headers=response_headers, sanitize_html=True, resolve_relative_uris=True
+        )
+    except Exception as exc:  # feedparser should not raise; a crawler must not die if it does
+        logger.warning("feedparser failed on %s: %s", url, exc)
+        return ParsedFeed(kind="", bozo=f"{type(exc).__name__}: {exc}")
+    feed = result.get("feed", {})
+    parsed = ParsedFeed(
+        kind=result.get("version", "") or "",
+        title=html_to_text(feed.get("title", "") or ""),
+        link=feed.get("link"),
+        language=feed.get("language"),
+        ttl_minutes=_float(feed.get("ttl")),
+        encoding=result.get("encoding"),
+    )
+    if result.get("bozo"):
+        problem = result.get("bozo_exception")
+        parsed.bozo = f"{type(problem).__name__}: {problem}" if problem else "ill-formed"
+    if sniffed is not None:
+        parsed.encoding = encoding
+        parsed.bozo = parsed.bozo or f"no usable charset declared; detected {encoding}"
+    for raw in result.get("entries", []):
+        entry = _from_feedparser(raw, parsed.language)
+        if entry is not None:
+            parsed.entries.append(entry)
+    return parsed
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _from_feedparser(raw: Any, language: str | None) -> FeedEntry | None:
+    link = raw.get("feedburner_origlink") or raw.get("link")
+    if not link:
+        for candidate in raw.get("links", []) or []:
+            if candidate.get("rel") in (None, "alternate") and candidate.get("href"):
+                link = candidate["href"]
+                break
+    link = link.strip() if isinstance(link, str) and link.strip() else None
+    title = html_to_text(raw.get("title", "") or "")
+    summary_html = raw.get("summary", "") or ""
+    for content in raw.get("content", []) or []:
+        value = content.get("value") or ""
+        if len(value) > len(summary_html):
+            summary_html = value
+    summary = html_to_text(summary_html)
+    if not (link or title or summary):
+        return None
+    # dict.get: FeedParserDict maps a missing updated_parsed to published, with a warning.
+    published = (
+        _time(dict.get(raw, "published_parsed"))
+        or _time(dict.get(raw, "updated_parsed"))
+        or _local_date(dict.get(raw, "published") or dict.get(raw, "updated"))
+    )
+    tags = [t.get("term") for t in raw.get("tags", []) or [] if t.get("term")]
+    return FeedEntry(
+        key=_entry_key(raw.get("id"), link, title, summary),
+        link=link,
+        title=title,
+        summary=summary,
+        published=published,
+        author=raw.get("author") or None,
+        tags=tags,
+        language=language,
+    )
+
+
+def _parse_json_feed(body: bytes) -> ParsedFeed | None:
+    try:
+        data = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or "jsonfeed.org" not in str(data.get("version", "")):
+        return None
+    parsed = ParsedFeed(
+        kind="json",
+        title=str(data.get("title") or ""),
+        link=data.get("home_page_url"),
+        language=data.get("language"),
+        encoding="utf-8",
+    )
+    for item in data.get("items") or []:
+        if not isinstance(item, dict):
+            continue
+        link = item.get("url") or item.get("external_url")
+        title = html_to_text(str(item.get("title") or ""))
+        summary = str(item.get("content_text") or "") or html_to_text(
+            str(item.get("content_html") or item.get("summary") or "")
+        )
+        if not (link or title or summary):
+            continue
+        authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
+        author = ", ".join(
+            str(a.get("name")) for a in authors if isinstance(a, dict) and a.get("name")
+        )
+        parsed.entries.append(
+            FeedEntry(
+                key=_entry_key(str(item.get("id") or ""), link, title, summary),
+                link=link,
+                title=title,
+                summary=summary.strip(),
+                published=_iso(item.get("date_published")) or _iso(item.get("date_modified")),
+                author=author or None,
+                tags=[str(t) for t in item.get("tags") or []],
+                language=item.get("language") or parsed.language,
+            )
+        )
+    return parsed
+
+
+_SITEMAP_NS = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
+_NEWS_NS = "{http://www.google.com/schemas/sitemap-news/0.9}"
+
+
+def _parse_sitemap(body: bytes) -> ParsedFeed:
+    # No entity resolution, no network, no huge trees: a sitemap cannot blow up memory.
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, huge_tree=False, recover=True
+    )
+    parsed = ParsedFeed(kind="sitemap")
+    try:
+        root = etree.fromstring(body, parser=parser)
+    except etree.XMLSyntaxError as exc:
+        parsed.bozo = f"XMLSyntaxError: {exc}"
+        return parsed
+    if root is None:
+        parsed.bozo = "empty document"
+        return parsed
+    parsed.encoding = root.getroottree().docinfo.encoding
+    if root.tag.endswith("sitemapindex"):
+        parsed.bozo = "sitemap index: lists sitemaps, not articles"
+        return parsed
+    for url_el in root.iter(f"{_SITEMAP_NS}url", "url"):
+        loc = (url_el.findtext(f"{_SITEMAP_NS}loc") or url_el.findtext("loc") or "").strip()
+        if not loc:
+            continue
+        news = url_el.find(f"{_NEWS_NS}news")
+        title = ""
+        published = _iso(url_el.findtext(f"{_SITEMAP_NS}lastmod"))
+        language = None
+        if news is not None:
+            title = (news.findtext(f"{_NEWS_NS}title") or "").strip()
+            published = _iso(news.findtext(f"{_NEWS_NS}publication_date")) or published
+            language = news.findtext(f"{_NEWS_NS}publication/{_NEWS_NS}language")
+            if not parsed.title:
+                parsed.title = (news.findtext(f"{_NEWS_NS}publication/{_NEWS_NS}name") or "")
+        parsed.entries.append(
+            FeedEntry(
+                key=loc, link=loc, title=title, summary="", published=published,
+                language=language,
+            )
+        )
+    return parsed

@@ -1,0 +1,686 @@
+"""The feed producer: poll feeds, fetch and extract their new articles, publish them.
+
+Pieces:
+- ``FeedPoller.poll(feed)``: one conditional GET of a feed, its new entries (not yet
+  seen for this feed), each entry's page fetched (robots.txt, per-host politeness) and
+  extracted, or its summary when the page cannot be used. Returns the articles and the
+  feed's new state; it never touches Kafka or raises on network trouble.
+- ``run_producer(settings, stop)``: the long-running loop behind ``newsflow produce``.
+  Worker threads poll claimed feeds; the loop thread alone publishes, flushes, and only
+  then records the entries as seen and the new ETag, so a crash re-publishes at most
+  the last unflushed batch and a restart re-publishes nothing.
+- ``poll_once(...)``: ``newsflow poll --once``.
+
+Several processes sharing one state file split the feeds by leases (see state.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from newsflow.metrics import Registry, metrics_dir, write_textfile
+from newsflow.schemas import RawArticle, article_key
+from newsflow.settings import Settings
+from producers.config import ConfigError, FeedSpec, load_feeds_file
+from producers.extract import CacheJanitor, Extracted, extract_article
+from producers.feedparse import FeedEntry, ParsedFeed, parse_feed
+from producers.fetch import Fetcher, FetchError, FetchResult
+from producers.politeness import HostBusy, HostLimiter
+from producers.robots import RobotsCache
+from producers.schedule import Bounds, error_interval, next_interval, parse_retry_after
+from producers.state import FeedRow, FeedUpdate, StateStore
+from producers.urls import canonicalize, host_of, is_http_url, outlet_from_host
+
+logger = logging.getLogger(__name__)
+
+FEED_ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/rdf+xml, application/feed+json, "
+    "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
+)
+PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
+LEASE_S = 30 * 60.0
+SEEN_RETENTION_S = 90 * 24 * 3600.0
+# A page whose text is shorter than this share of the feed's own summary is a teaser or
+# a paywall: the summary is worth more.
+SHORT_PAGE_RATIO = 0.8
+
+
+@dataclass
+class PageOutcome:
+    extracted: Extracted | None
+    meta: dict[str, str | int | float | bool | None]
+    reason: str | None  # why the page was not used
+
+
+@dataclass
+class PollResult:
+    feed: FeedRow
+    update: FeedUpdate
+    articles: list[RawArticle] = field(default_factory=list)
+    new_keys: list[str] = field(default_factory=list)  # entries the articles stand for
+    present_keys: list[str] = field(default_factory=list)  # every entry in the feed now
+    parsed: ParsedFeed | None = None
+    complete: bool = True  # False when stopped part-way (the rest waits for next poll)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FeedPoller:
+    """Polls one feed at a time; safe to share between worker threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fetcher: Fetcher,
+        state: StateStore,
+        fetch_pages: bool = True,
+        robots: RobotsCache | None = None,
+        janitor: CacheJanitor | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.fetcher = fetcher
+        self.state = state
+        self.fetch_pages = fetch_pages
+        self.robots = robots or RobotsCache(fetcher, agent=settings.user_agent)
+        self.janitor = janitor or CacheJanitor()
+        self.rng = rng or random.Random()
+        # How long a poll waits for a host paused by Retry-After before giving the feed
+        # back for later (pages wait longer: the entry is already in hand).
+        self.host_wait_s = 30.0
+        self.page_host_wait_s = 60.0
+
+    def bounds(self, feed: FeedRow) -> Bounds:
+        low = feed.min_interval_s or self.settings.poll_min_interval_s
+        high = feed.max_interval_s or self.settings.poll_max_interval_s
+        return Bounds(min(low, high), high)
+
+    # -- the feed ----------------------------------------------------------------
+
+    def poll(self, feed: FeedRow, stop: threading.Event | None = None) -> PollResult:
+        headers = {"Accept": FEED_ACCEPT}
+        if feed.etag:
+            headers["If-None-Match"] = feed.etag
+        if feed.last_modified:
+            headers["If-Modified-Since"] = feed.last_modified
+        try:
+            result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s)
+        except HostBusy as exc:
+            # The host asked us (Retry-After) to wait: not the feed's fault, no error count.
+            return PollResult(
+                feed,
+                FeedUpdate(
+                    status=feed.last_status, error=f"host paused: {exc}", keep_validators=True,
+                    next_poll=time.time() + exc.wait_s + self.rng.uniform(0, 5),
+                    error_count=feed.error_count,
+                ),
+            )
+        except FetchError as exc:
+            return self._failed(feed, None, f"{exc.kind}: {exc}", retry_after=None)
+        if result.status == 304:
+            return self._not_modified(feed, result)
+        if result.status in (429, 503):
+            retry_after = parse_retry_after(result.headers.get("retry-after"), _now())
+            if retry_after:
+                self.fetcher.limiter.pause(host_of(result.final_url), retry_after)
+            return self._failed(feed, result.status, f"HTTP {result.status}", retry_after)
+        if not result.ok:
+            return self._failed(feed, result.status, f"HTTP {result.status}", retry_after=None)
+        return self._fresh(feed, result, stop)
+
+    def _failed(
+        self, feed: FeedRow, status: int | None, error: str, retry_after: float | None
+    ) -> PollResult:
+        errors = feed.error_count + 1
+        delay = error_interval(
+            errors, retry_after_s=retry_after, bounds=self.bounds(feed), rng=self.rng
+        )
+        # Quiet: a line when a feed starts failing and one when it keeps failing; the
+        # retries in between are debug lines (no network at all must not flood the log).
+        if errors == 1:
+            log = logger.info
+        elif errors == 5:
+            log = logger.warning
+        else:
+            log = logger.debug
+        log("feed %s failed (%s); attempt %d, next try in %.0fs", feed.url, error, errors, delay)
+        return PollResult(
+            feed,
+            FeedUpdate(
+                status=status, error=error, next_poll=time.time() + delay,
+                error_count=errors, keep_validators=True,
+            ),
+        )
+
+    def _not_modified(self, feed: FeedRow, result: FetchResult) -> PollResult:
+        bounds = self.bounds(feed)
+        interval = next_interval(
+            published=(), now=_now(), previous_s=feed.interval_s or bounds.min_s,
+            new_entries=1,  # unknown pace: keep the interval rather than halving/growing it
+            ttl_minutes=None, headers=result.headers, bounds=bounds,
+        )
+        interval = max(interval, feed.interval_s or bounds.min_s)
+        return PollResult(
+            feed,
+            FeedUpdate(
+                status=304, error=None, next_poll=time.time() + self._jitter(interval),
+                interval_s=interval, keep_validators=True, new_url=result.permanent_url,
+            ),
+        )
+
+    def _jitter(self, interval: float) -> float:
+        # A little spread so feeds added together do not stay in lock-step.
+        return interval * self.rng.uniform(0.95, 1.05)
+
+    def _fresh(
+        self, feed: FeedRow, result: FetchResult, stop: threading.Event | None
+    ) -> PollResult:
+        parsed = parse_feed(result.body, url=result.final_url, headers=result.headers)
+        if parsed.bozo:
+            logger.info(
+                "feed %s is ill-formed (%s); %d entries recovered",
+                feed.url, parsed.bozo[:200], len(parsed.entries),
+            )
+        if result.permanent_url:
+            logger.info("feed %s moved permanently to %s", feed.url, result.permanent_url)
+        entries: dict[str, FeedEntry] = {}
+        for entry in parsed.entries:
+            entries.setdefault(entry.key, entry)
+        new_keys = self.state.unseen(feed.id, entries)
+        bounds = self.bounds(feed)
+        interval = next_interval(
+            published=[e.published for e in parsed.entries if e.published],
+            now=_now(), previous_s=feed.interval_s, new_entries=len(new_keys),
+            ttl_minutes=parsed.ttl_minutes, headers=result.headers, bounds=bounds,
+        )
+        update = FeedUpdate(
+            status=result.status,
+            error=f"ill-formed: {parsed.bozo[:200]}" if parsed.bozo and not parsed.entries else None,
+            next_poll=time.time() + self._jitter(interval),
+            interval_s=interval,
+            etag=result.headers.get("etag"),
+            last_modified=result.headers.get("last-modified"),
+            new_url=result.permanent_url,
+            title=parsed.title or None,
+        )
+        poll = PollResult(
+            feed, update, present_keys=list(entries), parsed=parsed,
+        )
+        feed_meta: dict[str, str | int | float | bool | None] = {
+            "feed_status": result.status,
+            "feed_kind": parsed.kind,
+            "feed_encoding": parsed.encoding,
+            "feed_bozo": bool(parsed.bozo),
+        }
+        if result.truncated:
+            feed_meta["feed_truncated"] = True
+        # Oldest first, so the topic reads in publication order for this feed.
+        for key in reversed(new_keys):
+            if stop is not None and stop.is_set():
+                poll.complete = False
+                # Not all entries were handled: ask again soon, with the old validators,
+                # so the feed is fetched in full and the rest are found unseen.
+                update.etag, update.last_modified = feed.etag, feed.last_modified
+                update.next_poll = time.time()
+                break
+            entry = entries[key]
+            page = self.page(entry.link) if self.fetch_pages else None
+            poll.articles.append(
+                build_article(
+                    entry,
+                    feed_url=result.final_url,
+                    feed_name=feed.name,
+                    feed_title=parsed.title,
+                    page=page,
+                    extra_meta=feed_meta,
+                )
+            )
+            poll.new_keys.append(key)
+        return poll
+
+    # -- article pages -----------------------------------------------------------
+
+    def page(self, link: str | None) -> PageOutcome:
+        meta: dict[str, str | int | float | bool | None] = {}
+        if not link or not is_http_url(link):
+            return PageOutcome(None, meta, "no_link")
+        try:
+            if not self.robots.allowed(link):
+                return PageOutcome(None, meta, "robots")
+            result = self.fetcher.get(
+                link, headers={"Accept": PAGE_ACCEPT}, max_wait_s=self.page_host_wait_s
+            )
+        except HostBusy:
+            return PageOutcome(None, meta, "host_paused")
+        except FetchError as exc:
+            return PageOutcome(None, meta, f"fetch_{exc.kind}")
+        meta.update(
+            page_status=result.status,
+            page_url=result.final_url,
+            page_bytes=len(result.body),
+            page_ms=round(result.elapsed_s * 1000),
+        )
+        if result.status in (429, 503):
+            retry_after = parse_retry_after(result.headers.get("retry-after"), _now())
+            if retry_after:
+                self.fetcher.limiter.pause(host_of(result.final_url), retry_after)
+        if not result.ok:
+            return PageOutcome(None, meta, f"http_{result.status}")
+        kind = result.content_type.split(";")[0].strip().lower()
+        if kind and "html" not in kind and "xml" not in kind:
+            return PageOutcome(None, meta, "not_html")
+        extracted = extract_article(result.body, result.final_url)
+        self.janitor.tick()
+        if extracted is None:
+            return PageOutcome(None, meta, "empty_text")
+        return PageOutcome(extracted, meta, None)
+
+
+def build_article(
+    entry: FeedEntry,
+    *,
+    feed_url: str,
+    feed_name: str | None,
+    feed_title: str | None,
+    page: PageOutcome | None,
+    extra_meta: dict[str, str | int | float | bool | None] | None = None,
+) -> RawArticle:
+    """One raw article from a feed entry and (maybe) its extracted page."""
+    extracted = page.extracted if page else None
+    reason = page.reason if page else "pages_off"
+    if extracted is not None and entry.summary and (
+        len(extracted.text) < SHORT_PAGE_RATIO * len(entry.summary)
+    ):
+        extracted, reason = None, "short_text"
+    summary_only = extracted is None
+    text = extracted.text if extracted else (entry.summary or "")
+    canonical = canonicalize(entry.link) if entry.link and is_http_url(entry.link) else None
+    host = host_of(entry.link or "") or host_of(feed_url)
+    meta: dict[str, str | int | float | bool | None] = dict(extra_meta or {})
+    if page:
+        meta.update(page.meta)
+    if reason:
+        meta["summary_reason"] = reason
+    meta["entry_key"] = entry.key[:500]
+    meta["source_host"] = host or None
+    if feed_title:
+        meta["feed_title"] = feed_title[:300]
+    title = entry.title or (extracted.title if extracted else "")
+    return RawArticle(
+        id=article_key(canonical, f"{title}\n{text}"),
+        url=entry.link,
+        canonical_url=canonical,
+        title=title,
+        text=text,
+        published=entry.published or (extracted.published if extracted else None),
+        source=feed_name or outlet_from_host(host) or None,
+        feed_url=feed_url,
+        language=(extracted.language if extracted else None) or entry.language,
+        author=(extracted.author if extracted else None) or entry.author,
+        site_name=(extracted.site_name if extracted else None) or feed_title or None,
+        summary_only=summary_only,
+        producer="feed",
+        fetch=meta,
+    )
+
+
+# -- wiring ---------------------------------------------------------------------
+
+
+def make_fetcher(settings: Settings, *, limiter: HostLimiter | None = None) -> Fetcher:
+    return Fetcher(
+        user_agent=settings.user_agent,
+        timeout_s=settings.fetch_timeout_s,
+        max_bytes=settings.fetch_max_bytes,
+        allow_private=settings.fetch_allow_private,
+        limiter=limiter
+        or HostLimiter(concurrency=settings.host_concurrency, delay_s=settings.host_delay_s),
+        max_connections=max(16, settings.poll_workers * 4),
+    )
+
+
+def sync_feeds_file(state: StateStore, path: Path) -> list[FeedSpec]:
+    """Register the feeds file's feeds (settings refreshed, state kept); feeds removed
+    from the file stop being polled."""
+    specs = load_feeds_file(path)
+    for spec in specs:
+        state.upsert_feed(
+            spec.url, origin="config", name=spec.name, tags=spec.tags,
+            min_interval_s=spec.min_interval_s, max_interval_s=spec.max_interval_s,
+        )
+    gone = state.deactivate_missing("config", [s.url for s in specs])
+    if gone:
+        logger.info("%d feed(s) no longer in %s: not polled any more", gone, path)
+    return specs
+
+
+class ProducerMetrics:
+    """Prometheus figures, written to <data_dir>/metrics/produce-<pid>.prom."""
+
+    def __init__(self) -> None:
+        self.registry = r = Registry()
+        self.polls = r.counter(
+            "newsflow_feed_polls_total", "Feed polls by outcome (ok, not_modified, error, paused)",
+            ["outcome"],
+        )
+        self.articles = r.counter(
+            "newsflow_feed_articles_total", "Articles published by the feed producer, by text kind",
+            ["text"],
+        )
+        self.publish_failures = r.counter(
+            "newsflow_feed_publish_failures_total", "Batches the broker did not take (retried)"
+        )
+        self.feeds = r.gauge("newsflow_feeds_active", "Feeds being polled")
+        self.failing = r.gauge("newsflow_feeds_failing", "Feeds whose last poll failed")
+
+    def count(self, result: PollResult) -> None:
+        update = result.update
+        if update.status == 304:
+            outcome = "not_modified"
+        elif update.error and update.error.startswith("host paused"):
+            outcome = "paused"
+        elif update.error and not result.articles and update.error_count:
+            outcome = "error"
+        else:
+            outcome = "ok"
+        self.polls.inc(outcome=outcome)
+        for article in result.articles:
+            self.articles.inc(text="summary" if article.summary_only else "page")
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class ProducerLoop:
+    """Claims due feeds, polls them on worker threads, delivers results in batches."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        state: StateStore,
+        poller: FeedPoller,
+        publish: Callable[[RawArticle], None],
+        flush: Callable[[], None],
+        workers: int | None = None,
+        refresh: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.poller = poller
+        self.publish = publish
+        self.flush = flush
+        self.workers = workers or settings.poll_workers
+        self.refresh = refresh
+        self.owner = _owner()
+        self.polled = 0
+        self.published = 0
+        self.failed = 0
+        self.metrics = ProducerMetrics()
+        self.metrics_path = metrics_dir(settings.data_dir) / f"produce-{os.getpid()}.prom"
+        self._metrics_written = 0.0
+
+    def run(self, stop: threading.Event, *, until_idle: bool = False) -> None:
+        """Poll until ``stop`` is set (or, with ``until_idle``, until nothing is due)."""
+        inflight: dict[Future[PollResult], FeedRow] = {}
+        executor = ThreadPoolExecutor(self.workers, thread_name_prefix="poll")
+        last_summary = last_prune = last_refresh = time.monotonic()
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if self.refresh is not None and now - last_refresh > 30:
+                    last_refresh = now
+                    self.refresh()
+                if now - self._metrics_written > 10:
+                    self._write_metrics()
+                if now - last_summary > 300:
+                    last_summary = now
+                    logger.info(
+                        "producer: %d polls, %d articles published, %d failed polls so far",
+                        self.polled, self.published, self.failed,
+                    )
+                if now - last_prune > 24 * 3600:
+                    last_prune = now
+                    self.state.prune_seen(SEEN_RETENTION_S)
+                free = self.workers * 2 - len(inflight)
+                if free > 0:
+                    for feed in self.state.claim_due(self.owner, limit=free, lease_s=LEASE_S):
+                        inflight[executor.submit(self._poll_safely, feed, stop)] = feed
+                if not inflight:
+                    if until_idle:
+                        return
+                    due = self.state.next_due()
+                    pause = 5.0 if due is None else min(5.0, max(0.05, due - time.time()))
+                    stop.wait(pause)
+                    continue
+                done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
+                self._deliver([(inflight.pop(f), f) for f in done])
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            if inflight:
+                # Workers see `stop` between entries; give them a moment, deliver what
+                # finished, hand the rest back for the next run (or another process).
+                done, _ = wait(list(inflight), timeout=10.0)
+                self._deliver([(inflight.pop(f), f) for f in done if not f.cancelled()])
+                for future, feed in list(inflight.items()):
+                    self.state.release(feed.id, self.owner)
+                    inflight.pop(future)
+            self.metrics_path.unlink(missing_ok=True)
+
+    def _write_metrics(self) -> None:
+        self._metrics_written = time.monotonic()
+        feeds = self.state.feeds(active_only=True)
+        self.metrics.feeds.set(len(feeds))
+        self.metrics.failing.set(sum(1 for f in feeds if f.error_count))
+        try:
+            write_textfile(self.metrics.registry, self.metrics_path)
+        except OSError as exc:
+            logger.debug("metrics not written: %s", exc)
+
+    def _poll_safely(self, feed: FeedRow, stop: threading.Event) -> PollResult:
+        try:
+            return self.poller.poll(feed, stop)
+        except Exception as exc:  # a bug must cost one poll, not the producer
+            logger.exception("polling %s failed unexpectedly", feed.url)
+            return self.poller._failed(feed, None, f"internal: {type(exc).__name__}", None)
+
+    def _deliver(self, finished: list[tuple[FeedRow, Future[PollResult]]]) -> None:
+        results: list[PollResult] = []
+        for feed, future in finished:
+            if future.cancelled():
+                self.state.release(feed.id, self.owner)
+                continue
+            results.append(future.result())
+        if not results:
+            return
+        count = 0
+        try:
+            for result in results:
+                for article in result.articles:
+                    self.publish(article)
+                    count += 1
+            if count:
+                self.flush()
+        except Exception as exc:
+            # Nothing is marked seen: the same entries are found new on the next poll.
+            logger.error("publishing %d article(s) failed: %s; will poll again", count, exc)
+            self.metrics.publish_failures.inc()
+            retry_at = time.time() + 30 + random.uniform(0, 30)
+            for result in results:
+                self.state.release(result.feed.id, self.owner, next_poll=retry_at)
+            return
+        for result in results:
+            self.state.record(
+                result.feed.id, self.owner, result.update,
+                new_keys=result.new_keys, present_keys=result.present_keys,
+            )
+            self.polled += 1
+            self.metrics.count(result)
+            if result.update.error:
+                self.failed += 1
+        self.published += count
+
+
+def _build_poller(
+    settings: Settings, state: StateStore, *, fetch_pages: bool
+) -> tuple[FeedPoller, Fetcher]:
+    fetcher = make_fetcher(settings)
+    poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages)
+    return poller, fetcher
+
+
+def run_producer(settings: Settings, stop: threading.Event) -> None:
+    """``newsflow produce``: poll the feeds of ``settings.feeds_file`` (plus feeds added
+    with ``newsflow feeds import|add``) until ``stop`` is set; publish every new article
+    to the raw topic; flush on the way out. Network trouble never ends it."""
+    from newsflow.kafka import Publisher
+
+    state = StateStore(settings.producer_state_file)
+    try:
+        try:
+            specs = sync_feeds_file(state, settings.feeds_file)
+        except ConfigError as exc:
+            logger.error("feeds file unusable, polling the feeds already known: %s", exc)
+            specs = []
+        if not settings.feeds_file.exists():
+            logger.warning("no feeds file at %s", settings.feeds_file)
+        active = state.feeds(active_only=True)
+        logger.info(
+            "producer starting: %d feed(s) (%d from %s), state in %s",
+            len(active), len(specs), settings.feeds_file, settings.producer_state_file,
+        )
+        publisher = _connect_publisher(settings, stop, Publisher)
+        if publisher is None:
+            return
+        poller, fetcher = _build_poller(settings, state, fetch_pages=settings.fetch_pages)
+        watcher = _FeedsFileWatcher(state, settings.feeds_file)
+        try:
+            loop = ProducerLoop(
+                settings, state=state, poller=poller,
+                publish=publisher.publish_article, flush=publisher.flush,
+                refresh=watcher.check,
+            )
+            loop.run(stop)
+        finally:
+            fetcher.close()
+            try:
+                publisher.close()
+            except Exception as exc:
+                logger.error("final flush failed: %s", exc)
+        logger.info(
+            "producer stopped: %d polls, %d articles published", loop.polled, loop.published
+        )
+    finally:
+        state.close()
+
+
+class _FeedsFileWatcher:
+    """Re-reads the feeds file when it changes, so edits apply without a restart."""
+
+    def __init__(self, state: StateStore, path: Path) -> None:
+        self.state = state
+        self.path = path
+        self.mtime = self._mtime()
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return None
+
+    def check(self) -> None:
+        mtime = self._mtime()
+        if mtime is None or mtime == self.mtime:
+            return
+        self.mtime = mtime
+        try:
+            specs = sync_feeds_file(self.state, self.path)
+            logger.info("%s changed: %d feed(s) configured", self.path, len(specs))
+        except ConfigError as exc:
+            logger.error("%s changed but is unusable, keeping the feeds as they were: %s", self.path, exc)
+
+
+def _connect_publisher(settings: Settings, stop: threading.Event, factory):  # type: ignore[no-untyped-def]
+    """The broker may not be up yet: keep trying (with backoff) until it is, or stop.
+
+    kafka-python blocks for a while inside the constructor when the broker is down, so
+    each attempt runs on a helper thread and a stop request is answered at once.
+    """
+    delay = 1.0
+    while not stop.is_set():
+        outcome: dict[str, object] = {}
+        done = threading.Event()
+
+        def attempt(outcome: dict[str, object] = outcome, done: threading.Event = done) -> None:
+            try:
+                outcome["publisher"] = factory(settings, client_id=f"{settings.app_id}-feeds")
+            except Exception as exc:
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=attempt, name="kafka-connect", daemon=True).start()
+        while not done.wait(0.2):
+            if stop.is_set():
+                return None
+        if "publisher" in outcome:
+            if stop.is_set():
+                outcome["publisher"].close()  # type: ignore[attr-defined]
+                return None
+            return outcome["publisher"]
+        logger.warning("broker not reachable (%s); retrying in %.0fs", outcome.get("error"), delay)
+        stop.wait(delay)
+        delay = min(60.0, delay * 2)
+    return None
+
+
+def poll_once(
+    settings: Settings,
+    urls: Iterable[str],
+    *,
+    emit: Callable[[RawArticle], None],
+    flush: Callable[[], None] = lambda: None,
+    fetch_pages: bool = True,
+    state: StateStore | None = None,
+    stop: threading.Event | None = None,
+) -> list[PollResult]:
+    """Poll ``urls`` once each (in parallel), emit their new articles, then record them
+    as seen in ``state`` (an in-memory one when not given: every entry is new)."""
+    own_state = state is None
+    store = state or StateStore(":memory:")
+    poller, fetcher = _build_poller(settings, store, fetch_pages=fetch_pages)
+    stop = stop or threading.Event()
+    results: list[PollResult] = []
+    try:
+        feeds = [store.upsert_feed(url, origin="adhoc", active=False) for url in urls]
+        with ThreadPoolExecutor(max(1, min(settings.poll_workers, len(feeds)))) as pool:
+            results = list(pool.map(lambda f: poller.poll(f, stop), feeds))
+        for result in results:
+            for article in result.articles:
+                emit(article)
+        flush()
+        for result in results:
+            store.record(
+                result.feed.id, None, result.update,
+                new_keys=result.new_keys, present_keys=result.present_keys,
+            )
+    finally:
+        fetcher.close()
+        if own_state:
+            store.close()
+    return results

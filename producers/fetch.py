@@ -1,0 +1,267 @@
+"""The HTTP client every producer request goes through.
+
+httpx with: a clear User-Agent, timeouts plus an overall deadline (a server that
+trickles bytes cannot hold a worker), gzip/deflate/brotli, a maximum body size (the
+body is cut there, with a log line), gzip bytes served without Content-Encoding
+unpacked, redirects followed by hand so that each hop is checked, and a connection
+guard that refuses loopback/private/link-local/metadata addresses at connect time
+(the address actually connected to is the one checked, so DNS rebinding cannot slip
+past the check).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import httpcore
+import httpx
+from httpcore._backends.sync import SyncStream
+
+from producers.politeness import HostLimiter
+from producers.urls import address_refusal, host_of, is_http_url
+
+logger = logging.getLogger(__name__)
+
+REDIRECTS = (301, 302, 303, 307, 308)
+PERMANENT = (301, 308)
+
+
+class FetchError(Exception):
+    """A request that produced no HTTP response. ``kind``: blocked, bad_url, timeout,
+    network, redirects."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class BlockedAddress(Exception):  # noqa: N818 - raised from inside httpcore, kept distinct
+    pass
+
+
+@dataclass
+class FetchResult:
+    url: str  # what was asked for
+    final_url: str  # after redirects
+    status: int
+    headers: dict[str, str]  # lowercased names
+    body: bytes
+    elapsed_s: float
+    truncated: bool = False
+    # Set when the chain of redirects was all permanent (301/308): the new address.
+    permanent_url: str | None = None
+    redirects: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """Resolves the host itself, vets every address, connects only to a vetted one."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        reasons = []
+        last_error: Exception | None = None
+        for family, socktype, proto, _name, sockaddr in infos:
+            ip = str(sockaddr[0])
+            reason = address_refusal(ip, allow_private=self.allow_private)
+            if reason:
+                reasons.append(reason)
+                continue
+            sock = socket.socket(family, socktype, proto)
+            try:
+                sock.settimeout(timeout)
+                if local_address:
+                    sock.bind((local_address, 0))
+                sock.connect(sockaddr)
+            except TimeoutError as exc:
+                sock.close()
+                raise httpcore.ConnectTimeout(str(exc)) from exc
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            return SyncStream(sock)
+        if last_error is None and reasons:
+            raise BlockedAddress(f"{host} refused: {reasons[0]}")
+        raise httpcore.ConnectError(f"cannot connect to {host}:{port}: {last_error}")
+
+
+class _GuardedTransport(httpx.HTTPTransport):
+    def __init__(self, *, allow_private: bool, max_connections: int) -> None:
+        super().__init__(trust_env=False)
+        # httpx has no public hook for the network backend: swap the pool it built for
+        # one with the same settings and our guarded backend.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=30.0,
+            network_backend=_GuardedBackend(allow_private),
+        )
+
+
+def gunzip_limited(data: bytes, max_bytes: int) -> tuple[bytes, bool]:
+    """Unpack gzip/zlib bytes up to ``max_bytes``; (data, cut?)."""
+    inflater = zlib.decompressobj(wbits=47)  # 32+15: gzip or zlib header, auto-detected
+    try:
+        out = inflater.decompress(data, max_bytes)
+    except zlib.error:
+        return data, False
+    return out, bool(inflater.unconsumed_tail)
+
+
+class Fetcher:
+    """Thread-safe HTTP GET with the safety and politeness rules above."""
+
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        timeout_s: float = 20.0,
+        max_bytes: int = 10_000_000,
+        allow_private: bool = False,
+        limiter: HostLimiter | None = None,
+        max_redirects: int = 5,
+        max_connections: int = 64,
+    ) -> None:
+        self.user_agent = user_agent
+        self.timeout_s = timeout_s
+        # Whole-body deadline: a server trickling bytes would never hit the read timeout.
+        self.deadline_s = timeout_s * 1.5
+        self.max_bytes = max_bytes
+        self.limiter = limiter or HostLimiter(concurrency=2, delay_s=0.0)
+        self.max_redirects = max_redirects
+        self._client = httpx.Client(
+            transport=_GuardedTransport(
+                allow_private=allow_private, max_connections=max_connections
+            ),
+            headers={"User-Agent": user_agent},
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        max_wait_s: float = float("inf"),
+    ) -> FetchResult:
+        """GET ``url``, following up to ``max_redirects`` redirects. Raises FetchError
+        when there is no response at all; any HTTP status is returned."""
+        started = time.monotonic()
+        current = url
+        hops: list[tuple[int, str]] = []
+        all_permanent = True
+        for _ in range(self.max_redirects + 1):
+            if not is_http_url(current):
+                raise FetchError("bad_url", f"not an http(s) URL: {current[:200]}")
+            status, resp_headers, body, truncated = self._one(current, headers, max_wait_s)
+            location = resp_headers.get("location")
+            if status in REDIRECTS and location:
+                target = urljoin(current, location.strip())
+                hops.append((status, target))
+                all_permanent = all_permanent and status in PERMANENT
+                current = target
+                continue
+            return FetchResult(
+                url=url,
+                final_url=current,
+                status=status,
+                headers=resp_headers,
+                body=body,
+                elapsed_s=time.monotonic() - started,
+                truncated=truncated,
+                permanent_url=current if hops and all_permanent else None,
+                redirects=hops,
+            )
+        raise FetchError("redirects", f"more than {self.max_redirects} redirects from {url}")
+
+    def _one(
+        self, url: str, headers: Mapping[str, str] | None, max_wait_s: float
+    ) -> tuple[int, dict[str, str], bytes, bool]:
+        host = host_of(url)
+        with self.limiter.slot(host, max_wait_s=max_wait_s):
+            deadline = time.monotonic() + self.deadline_s
+            try:
+                with self._client.stream("GET", url, headers=dict(headers or {})) as resp:
+                    status = resp.status_code
+                    resp_headers = {k.lower(): v for k, v in resp.headers.items()}
+                    if status in REDIRECTS or status == 304:
+                        return status, resp_headers, b"", False
+                    chunks: list[bytes] = []
+                    size = 0
+                    truncated = False
+                    for chunk in resp.iter_bytes():
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            truncated = True
+                            break
+                        if time.monotonic() > deadline:
+                            raise FetchError(
+                                "timeout", f"body not complete after {self.deadline_s:.0f}s"
+                            )
+            except BlockedAddress as exc:
+                raise FetchError("blocked", str(exc)) from exc
+            except httpx.TimeoutException as exc:
+                raise FetchError("timeout", type(exc).__name__) from exc
+            except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+                raise FetchError("network", f"{type(exc).__name__}: {exc}") from exc
+        body = b"".join(chunks)
+        if truncated:
+            body = body[: self.max_bytes]
+            logger.warning(
+                "response from %s cut at %d bytes (fetch_max_bytes); the rest is ignored",
+                url,
+                self.max_bytes,
+            )
+        if body[:2] == b"\x1f\x8b":
+            # gzip bytes served as plain .xml (no Content-Encoding): unpack them ourselves.
+            body, cut = gunzip_limited(body, self.max_bytes)
+            if cut:
+                truncated = True
+                logger.warning(
+                    "gzip body from %s cut at %d bytes once unpacked", url, self.max_bytes
+                )
+        return status, resp_headers, body, truncated

@@ -1,0 +1,103 @@
+"""Per-host politeness: at most N requests in flight per host, a minimum gap between
+request starts, and a host-wide pause after a 429/503 with Retry-After."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+class HostBusy(Exception):  # noqa: N818 - a condition, reported to the caller
+    """The host is paused (Retry-After) for longer than the caller is willing to wait."""
+
+    def __init__(self, host: str, wait_s: float) -> None:
+        super().__init__(f"{host} is paused for another {wait_s:.0f}s")
+        self.host = host
+        self.wait_s = wait_s
+
+
+@dataclass
+class _HostState:
+    in_flight: int = 0
+    next_start: float = 0.0  # monotonic time before which no new request may start
+    paused_until: float = 0.0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class HostLimiter:
+    """Thread-safe per-host slots. ``with limiter.slot(host): ...`` around each request."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = 2,
+        delay_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_hosts: int = 50_000,
+    ) -> None:
+        self.concurrency = concurrency
+        self.delay_s = delay_s
+        self._clock = clock
+        self._max_hosts = max_hosts
+        self._hosts: dict[str, _HostState] = {}
+        self._cond = threading.Condition()
+
+    def pause(self, host: str, seconds: float) -> None:
+        """No request to ``host`` starts for ``seconds`` (a Retry-After from it)."""
+        with self._cond:
+            state = self._state(host)
+            state.paused_until = max(state.paused_until, self._clock() + seconds)
+
+    def paused_for(self, host: str) -> float:
+        with self._cond:
+            state = self._hosts.get(host)
+            return max(0.0, state.paused_until - self._clock()) if state else 0.0
+
+    @contextmanager
+    def slot(self, host: str, *, max_wait_s: float = float("inf")) -> Iterator[None]:
+        """Wait for a free slot on ``host``; raise HostBusy if that means waiting longer
+        than ``max_wait_s`` because the host is paused."""
+        with self._cond:
+            while True:
+                state = self._state(host)
+                now = self._clock()
+                pause = state.paused_until - now
+                if pause > max_wait_s:
+                    raise HostBusy(host, pause)
+                ready_at = max(state.next_start, state.paused_until)
+                if state.in_flight < self.concurrency and ready_at <= now:
+                    state.in_flight += 1
+                    state.next_start = now + self.delay_s
+                    break
+                # Woken by a release, or time out when the gap has passed.
+                self._cond.wait(timeout=max(0.01, ready_at - now) if ready_at > now else 1.0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                state = self._state(host)
+                state.in_flight -= 1
+                state.last_used = self._clock()
+                self._cond.notify_all()
+
+    def _state(self, host: str) -> _HostState:
+        state = self._hosts.get(host)
+        if state is None:
+            if len(self._hosts) >= self._max_hosts:
+                self._evict()
+            state = self._hosts[host] = _HostState()
+        return state
+
+    def _evict(self) -> None:
+        # Forget idle hosts so a long-running crawler's table stays bounded.
+        now = self._clock()
+        idle = [
+            h
+            for h, s in self._hosts.items()
+            if s.in_flight == 0 and s.paused_until <= now and s.next_start <= now
+        ]
+        for host in idle[: max(1, len(idle) // 2)]:
+            del self._hosts[host]

@@ -1,0 +1,87 @@
+"""robots.txt for article pages, cached per host (bounded, with a TTL).
+
+Rules as RFC 9309 puts them: a robots.txt that is missing (4xx) allows everything;
+one that cannot be fetched (5xx, network error) disallows everything for now (it is
+asked again sooner than a good one).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from urllib.parse import urlsplit
+from urllib.robotparser import RobotFileParser
+
+from producers.fetch import Fetcher, FetchError
+
+logger = logging.getLogger(__name__)
+
+_MAX_ROBOTS_BYTES = 500_000
+
+
+class RobotsCache:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        *,
+        agent: str,
+        ttl_s: float = 24 * 3600,
+        error_ttl_s: float = 600,
+        max_hosts: int = 10_000,
+    ) -> None:
+        self.fetcher = fetcher
+        # The product token is what robots.txt groups name ("newsflow"), not the full UA.
+        self.agent = agent.split("/", 1)[0].strip() or agent
+        self.ttl_s = ttl_s
+        self.error_ttl_s = error_ttl_s
+        self.max_hosts = max_hosts
+        self._cache: OrderedDict[str, tuple[float, RobotFileParser | bool]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._host_locks: dict[str, threading.Lock] = {}
+
+    def allowed(self, url: str) -> bool:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        rules = self._rules(origin)
+        if isinstance(rules, bool):
+            return rules
+        return rules.can_fetch(self.agent, url)
+
+    def _rules(self, origin: str) -> RobotFileParser | bool:
+        with self._lock:
+            hit = self._cache.get(origin)
+            if hit and hit[0] > time.monotonic():
+                self._cache.move_to_end(origin)
+                return hit[1]
+            host_lock = self._host_locks.setdefault(origin, threading.Lock())
+        with host_lock:  # one fetch per host, the others wait for it
+            with self._lock:
+                hit = self._cache.get(origin)
+                if hit and hit[0] > time.monotonic():
+                    return hit[1]
+            rules, ttl = self._fetch(origin)
+            with self._lock:
+                self._cache[origin] = (time.monotonic() + ttl, rules)
+                self._cache.move_to_end(origin)
+                while len(self._cache) > self.max_hosts:
+                    old, _ = self._cache.popitem(last=False)
+                    self._host_locks.pop(old, None)
+            return rules
+
+    def _fetch(self, origin: str) -> tuple[RobotFileParser | bool, float]:
+        try:
+            result = self.fetcher.get(origin + "/robots.txt", max_wait_s=60)
+        except Exception as exc:  # FetchError, HostBusy: unreachable means "not now"
+            kind = exc.kind if isinstance(exc, FetchError) else type(exc).__name__
+            logger.debug("robots.txt of %s unavailable (%s): pages disallowed for now", origin, kind)
+            return False, self.error_ttl_s
+        if 400 <= result.status < 500:
+            return True, self.ttl_s
+        if not result.ok:
+            return False, self.error_ttl_s
+        parser = RobotFileParser()
+        text = result.body[:_MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
+        parser.parse(text.splitlines())
+        return parser, self.ttl_s

@@ -1,0 +1,322 @@
+"""The producer's persistent state in SQLite: feeds, their HTTP validators and schedule,
+and the entries already published, so that a restart re-publishes nothing.
+
+Several producer processes share one state file and split the feeds between them with
+leases: a process claims due feeds in one ``BEGIN IMMEDIATE`` transaction (SQLite's
+write lock makes the claim atomic across processes) and owns them until it records the
+outcome or the lease runs out (a crashed process's feeds come back after the lease).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feeds (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL,                 -- where we fetch it now (a 301 changes it)
+    origin_url TEXT NOT NULL UNIQUE,   -- as configured / added
+    origin TEXT NOT NULL,              -- config, opml, cli, adhoc
+    name TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    min_interval_s REAL,
+    max_interval_s REAL,
+    active INTEGER NOT NULL DEFAULT 1,
+    title TEXT,
+    etag TEXT,
+    last_modified TEXT,
+    last_fetch REAL,
+    last_status INTEGER,
+    last_error TEXT,
+    interval_s REAL,
+    next_poll REAL NOT NULL DEFAULT 0,
+    error_count INTEGER NOT NULL DEFAULT 0,
+    entries_seen INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL
+);
+CREATE INDEX IF NOT EXISTS feeds_due ON feeds (active, next_poll);
+CREATE TABLE IF NOT EXISTS seen (
+    feed_id INTEGER NOT NULL,
+    entry_key TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (feed_id, entry_key)
+) WITHOUT ROWID;
+"""
+
+_FEED_COLUMNS = (
+    "id, url, origin_url, origin, name, tags, min_interval_s, max_interval_s, active, title, "
+    "etag, last_modified, last_fetch, last_status, last_error, interval_s, next_poll, "
+    "error_count, entries_seen, lease_owner, lease_until"
+)
+
+
+@dataclass
+class FeedRow:
+    id: int
+    url: str
+    origin_url: str
+    origin: str
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    min_interval_s: float | None = None
+    max_interval_s: float | None = None
+    active: bool = True
+    title: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    last_fetch: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    interval_s: float | None = None
+    next_poll: float = 0.0
+    error_count: int = 0
+    entries_seen: int = 0
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> FeedRow:  # type: ignore[type-arg]
+        values = list(row)
+        values[5] = json.loads(values[5] or "[]")
+        values[8] = bool(values[8])
+        return cls(*values)
+
+
+@dataclass
+class FeedUpdate:
+    """The outcome of one poll, written back when the poll's articles are delivered."""
+
+    status: int | None
+    error: str | None
+    next_poll: float
+    interval_s: float | None = None
+    error_count: int = 0
+    etag: str | None = None
+    last_modified: str | None = None
+    new_url: str | None = None  # a 301 moved the feed
+    title: str | None = None
+    keep_validators: bool = False  # 304 / error: keep the stored ETag and Last-Modified
+
+
+class StateStore:
+    """Thread-safe (one connection behind a lock) and multi-process safe (WAL, leases)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA busy_timeout = 30000")
+        if self.path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        with self._tx():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # -- feeds -------------------------------------------------------------------
+
+    def upsert_feed(
+        self,
+        url: str,
+        *,
+        origin: str,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        min_interval_s: float | None = None,
+        max_interval_s: float | None = None,
+        active: bool = True,
+    ) -> FeedRow:
+        """Add a feed, or refresh the settings of the one added from ``url`` before
+        (its state, and a URL a 301 moved it to, are kept)."""
+        tags_json = json.dumps(list(tags))
+        with self._tx() as conn:
+            row = conn.execute(
+                f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ? OR url = ?", (url, url)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO feeds (url, origin_url, origin, name, tags, min_interval_s,"
+                    " max_interval_s, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (url, url, origin, name, tags_json, min_interval_s, max_interval_s, int(active)),
+                )
+            elif origin != "adhoc":
+                # A one-off `poll --once` row never overrides a registered feed's settings.
+                conn.execute(
+                    "UPDATE feeds SET origin = ?, name = ?, tags = ?, min_interval_s = ?,"
+                    " max_interval_s = ?, active = ? WHERE id = ?",
+                    (origin, name, tags_json, min_interval_s, max_interval_s, int(active), row[0]),
+                )
+            row = conn.execute(
+                f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ? OR url = ?", (url, url)
+            ).fetchone()
+        return FeedRow.from_row(row)
+
+    def deactivate_missing(self, origin: str, keep_urls: Iterable[str]) -> int:
+        """Feeds of ``origin`` no longer listed (e.g. removed from feeds.toml) stop."""
+        keep = set(keep_urls)
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT id, origin_url FROM feeds WHERE origin = ? AND active = 1", (origin,)
+            ).fetchall()
+            gone = [fid for fid, origin_url in rows if origin_url not in keep]
+            conn.executemany("UPDATE feeds SET active = 0 WHERE id = ?", [(f,) for f in gone])
+        return len(gone)
+
+    def feeds(self, *, active_only: bool = False) -> list[FeedRow]:
+        query = f"SELECT {_FEED_COLUMNS} FROM feeds"
+        if active_only:
+            query += " WHERE active = 1"
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY id").fetchall()
+        return [FeedRow.from_row(r) for r in rows]
+
+    def feed(self, feed_id: int) -> FeedRow | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_FEED_COLUMNS} FROM feeds WHERE id = ?", (feed_id,)
+            ).fetchone()
+        return FeedRow.from_row(row) if row else None
+
+    def claim_due(
+        self, owner: str, *, limit: int, lease_s: float, now: float | None = None
+    ) -> list[FeedRow]:
+        """Atomically take up to ``limit`` due feeds nobody holds a live lease on."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT {_FEED_COLUMNS} FROM feeds WHERE active = 1 AND next_poll <= ?"
+                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_poll LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            feeds = [FeedRow.from_row(r) for r in rows]
+            conn.executemany(
+                "UPDATE feeds SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                [(owner, now + lease_s, f.id) for f in feeds],
+            )
+        for f in feeds:
+            f.lease_owner, f.lease_until = owner, now + lease_s
+        return feeds
+
+    def next_due(self) -> float | None:
+        """Earliest next_poll among active feeds (None when there are none)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MIN(next_poll) FROM feeds WHERE active = 1"
+            ).fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def release(self, feed_id: int, owner: str, *, next_poll: float | None = None) -> None:
+        """Give a claimed feed back without an outcome (shutdown, publish failure)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE feeds SET lease_owner = NULL, lease_until = NULL,"
+                " next_poll = COALESCE(?, next_poll) WHERE id = ? AND lease_owner = ?",
+                (next_poll, feed_id, owner),
+            )
+
+    def record(
+        self,
+        feed_id: int,
+        owner: str | None,
+        update: FeedUpdate,
+        *,
+        new_keys: Iterable[str] = (),
+        present_keys: Iterable[str] = (),
+        now: float | None = None,
+    ) -> None:
+        """Write a poll's outcome and mark its entries as seen, in one transaction."""
+        now = time.time() if now is None else now
+        new_keys = list(dict.fromkeys(new_keys))
+        with self._tx() as conn:
+            sets = [
+                "last_fetch = ?", "last_status = ?", "last_error = ?", "next_poll = ?",
+                "interval_s = COALESCE(?, interval_s)", "error_count = ?",
+                "lease_owner = NULL", "lease_until = NULL",
+                "entries_seen = entries_seen + ?", "title = COALESCE(?, title)",
+            ]
+            args: list[object] = [
+                now, update.status, update.error, update.next_poll, update.interval_s,
+                update.error_count, 0, update.title,
+            ]
+            if not update.keep_validators:
+                sets += ["etag = ?", "last_modified = ?"]
+                args += [update.etag, update.last_modified]
+            if update.new_url:
+                sets.append("url = ?")
+                args.append(update.new_url)
+            inserted = 0
+            for key in new_keys:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO seen (feed_id, entry_key, first_seen, last_seen)"
+                    " VALUES (?, ?, ?, ?)",
+                    (feed_id, key, now, now),
+                )
+                inserted += cur.rowcount
+            present = [k for k in present_keys if k not in set(new_keys)]
+            conn.executemany(
+                "UPDATE seen SET last_seen = ? WHERE feed_id = ? AND entry_key = ?",
+                [(now, feed_id, k) for k in present],
+            )
+            args[6] = inserted
+            where = "WHERE id = ?" + (" AND (lease_owner = ? OR lease_owner IS NULL)" if owner else "")
+            conn.execute(
+                f"UPDATE feeds SET {', '.join(sets)} {where}",
+                (*args, feed_id, owner) if owner else (*args, feed_id),
+            )
+
+    # -- entries -----------------------------------------------------------------
+
+    def unseen(self, feed_id: int, keys: Iterable[str]) -> list[str]:
+        """The keys of ``keys`` not yet published for this feed, in order."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return []
+        with self._lock:
+            known: set[str] = set()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                known.update(
+                    k for (k,) in self._conn.execute(
+                        f"SELECT entry_key FROM seen WHERE feed_id = ? AND entry_key IN ({marks})",
+                        (feed_id, *chunk),
+                    )
+                )
+        return [k for k in keys if k not in known]
+
+    def prune_seen(self, older_than_s: float, *, now: float | None = None) -> int:
+        """Forget entries that left their feed long ago (the table stays bounded)."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM seen WHERE last_seen < ?", (now - older_than_s,))
+        return cur.rowcount
+

@@ -1,0 +1,125 @@
+"""URL helpers: canonical form for dedup keys, hosts, and which addresses we may fetch."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+# Query parameters that only track the click, never select content.
+_TRACKING_EXACT = frozenset(
+    {
+        "fbclid", "gclid", "dclid", "gclsrc", "msclkid", "yclid", "twclid", "igshid",
+        "mc_cid", "mc_eid", "_hsenc", "_hsmi", "mkt_tok", "ocid", "cmpid", "ito",
+        "ns_mchannel", "ns_source", "ns_campaign", "ns_linkname", "ns_fee",
+        "wt.mc_id", "at_medium", "at_campaign", "ref_src", "spm", "guccounter",
+        "_ga", "_gl", "ncid", "sr_share", "ref", "cmp",
+    }
+)
+_TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "__twitter_impression", "oly_", "vero_")
+
+# Addresses that are cloud-instance metadata services: never fetched, whatever the settings.
+_METADATA = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),
+        ipaddress.ip_address("169.254.170.2"),
+        ipaddress.ip_address("100.100.100.200"),
+        ipaddress.ip_address("fd00:ec2::254"),
+    }
+)
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_tracking(name: str) -> bool:
+    low = name.lower()
+    return low in _TRACKING_EXACT or low.startswith(_TRACKING_PREFIXES)
+
+
+def canonicalize(url: str) -> str:
+    """A stable form of ``url`` for dedup keys.
+
+    Lowercases scheme and host, drops default ports, the fragment and tracking query
+    parameters (utm_*, fbclid, gclid, ...), sorts what is left of the query and
+    normalises percent-escapes in the path. Anything that is not http(s) is returned
+    stripped but otherwise unchanged.
+    """
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return url
+    host = parts.hostname.lower().rstrip(".")
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    path = quote(unquote(parts.path or "/"), safe="/:@!$&'()*+,;=-._~%")
+    query_pairs = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)
+    ]
+    query = urlencode(sorted(query_pairs), doseq=True)
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def host_of(url: str) -> str:
+    """Lowercased host of ``url`` ('' when there is none)."""
+    try:
+        return (urlsplit(url).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return ""
+
+
+def outlet_from_host(host: str) -> str:
+    """A readable source name from a host: 'www.bbc.co.uk' -> 'bbc.co.uk'."""
+    for prefix in ("www.", "www1.", "www2.", "m.", "amp.", "feeds.", "rss."):
+        if host.startswith(prefix) and host.count(".") > 1:
+            return host[len(prefix):]
+    return host
+
+
+def is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def address_refusal(ip: str, *, allow_private: bool) -> str | None:
+    """Why connecting to ``ip`` is refused, or None when it is allowed.
+
+    Cloud metadata addresses are always refused. Loopback, private, link-local,
+    shared (CGNAT), reserved and multicast addresses are refused unless
+    ``allow_private`` (tests and private deployments).
+    """
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return f"not an IP address: {ip}"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr in _METADATA:
+        return f"{addr} is a cloud metadata address"
+    if allow_private:
+        return None
+    if addr.is_loopback:
+        return f"{addr} is a loopback address"
+    if addr.is_link_local:
+        return f"{addr} is a link-local address"
+    if addr.is_private or (
+        isinstance(addr, ipaddress.IPv4Address) and addr in ipaddress.ip_network("100.64.0.0/10")
+    ):
+        return f"{addr} is a private address"
+    if addr.is_multicast or addr.is_reserved or addr.is_unspecified:
+        return f"{addr} is not a public unicast address"
+    return None

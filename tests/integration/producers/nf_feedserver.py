@@ -1,0 +1,322 @@
+"""A real local HTTP server for the producer tests and benchmarks.
+
+Serves ../shared/data/feeds (with ETag/Last-Modified and conditional GET),
+../shared/data/feeds-hard (with each file's own ``Header:`` lines), the article pages
+of ../shared/data/pages (gunzipped), and misbehaving routes: 301/302 redirects,
+429/503 with Retry-After, slow and oversize bodies, gzip bytes without
+Content-Encoding, a 403 "paywall", robots.txt rules, generated feeds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+LAST_MODIFIED = formatdate(1_700_000_000, usegmt=True)
+_TYPES = {
+    ".rss": "application/rss+xml",
+    ".atom": "application/atom+xml",
+    ".rdf": "application/rdf+xml",
+    ".xml": "application/xml",
+    ".json": "application/feed+json",
+}
+
+
+def hard_headers(raw: bytes) -> list[tuple[str, str]]:
+    """The ``Header:`` lines of a feeds-hard file's leading comment."""
+    head = raw[:4096]
+    for enc in ("utf-8", "utf-16", "utf-32", "latin-1"):
+        try:
+            text = head.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        if "Description" in text or "Header" in text or "Expect" in text:
+            break
+    else:
+        text = head.decode("latin-1")
+    headers = []
+    for match in re.finditer(r"Header:\s*([^:\r\n]+):\s*([^\r\n]*)", text):
+        headers.append((match.group(1).strip(), match.group(2).strip()))
+    return headers
+
+
+def page_files(pages_root: Path) -> list[Path]:
+    return sorted(pages_root.glob("*/*.html.gz"))
+
+
+@dataclass
+class ServerState:
+    data: Path  # ../shared/data
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # /gen/<n>.xml: how many entries each generated feed lists, and a version that
+    # changes its content (so ETags change).
+    gen_entries: int = 5
+    gen_version: int = 0
+    limited_failures: int = 1  # /limited/...: this many 429s before the real thing
+    retry_after: str = "2"
+    robots: str = "User-agent: *\nDisallow: /private/\n"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FeedServer  # type: ignore[assignment]
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet tests
+        pass
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.send_response(status)
+        for name, value in headers or []:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _conditional(self, body: bytes, headers: list[tuple[str, str]]) -> None:
+        etag = '"' + hashlib.sha1(body).hexdigest()[:16] + '"'
+        headers = headers + [("ETag", etag), ("Last-Modified", LAST_MODIFIED)]
+        if self.headers.get("If-None-Match") == etag or (
+            self.headers.get("If-None-Match") is None
+            and self.headers.get("If-Modified-Since") == LAST_MODIFIED
+        ):
+            self._send(304, b"", [("ETag", etag)])
+            return
+        self._send(200, body, headers)
+
+    def _file(self, root: Path, rel: str) -> bytes | None:
+        path = (root / rel).resolve()
+        if not str(path).startswith(str(root.resolve())) or not path.is_file():
+            return None
+        return path.read_bytes()
+
+    # -- routes ----------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        state = self.server.state
+        parts = urlsplit(self.path)
+        path, query = parts.path, parse_qs(parts.query)
+        with state.lock:
+            state.requests.append((path, {k.lower(): v for k, v in self.headers.items()}))
+            state.counts[path] += 1
+            count = state.counts[path]
+        data = state.data
+        if path == "/robots.txt":
+            return self._send(200, state.robots.encode(), [("Content-Type", "text/plain")])
+        if path.startswith("/feeds/"):
+            rel = path[len("/feeds/"):]
+            body = self._file(data / "feeds", rel)
+            if body is None:
+                return self._send(404)
+            kind = _TYPES.get(Path(rel).suffix, "application/xml")
+            return self._conditional(body, [("Content-Type", kind)])
+        if path.startswith("/hard/"):
+            body = self._file(data / "feeds-hard", path[len("/hard/"):])
+            if body is None:
+                return self._send(404)
+            return self._send(200, body, hard_headers(body))
+        if path.startswith(("/pages/", "/private/pages/")):
+            rel = path.split("/pages/", 1)[1]
+            raw = self._file(data / "pages", rel + ".gz") if rel.endswith(".html") else None
+            if raw is None:
+                return self._send(404)
+            return self._send(200, gzip.decompress(raw), [("Content-Type", "text/html")])
+        if path.startswith("/paywall/"):
+            return self._send(403, b"<html><body>Subscribe</body></html>", [("Content-Type", "text/html")])
+        if path.startswith("/moved301/"):
+            return self._send(301, b"", [("Location", "/feeds/" + path[len("/moved301/"):])])
+        if path.startswith("/moved302/"):
+            return self._send(302, b"", [("Location", "/feeds/" + path[len("/moved302/"):])])
+        if path.startswith("/limited/"):
+            if count <= state.limited_failures:
+                return self._send(429, b"slow down", [("Retry-After", state.retry_after)])
+            body = self._file(data / "feeds", path[len("/limited/"):])
+            return self._send(200, body or b"", [("Content-Type", "application/xml")])
+        if path.startswith("/unavailable/"):
+            return self._send(503, b"", [("Retry-After", state.retry_after)])
+        if path.startswith("/gzipped/"):
+            body = self._file(data / "feeds", path[len("/gzipped/"):])
+            # gzip bytes under an .xml name, no Content-Encoding: a real-world mistake.
+            return self._send(200, gzip.compress(body or b""), [("Content-Type", "application/xml")])
+        if path.startswith("/encoded/"):
+            body = self._file(data / "feeds", path[len("/encoded/"):]) or b""
+            return self._send(
+                200, gzip.compress(body),
+                [("Content-Type", "application/xml"), ("Content-Encoding", "gzip")],
+            )
+        if path.startswith("/slow/"):
+            return self._slow()
+        if path == "/huge.xml":
+            return self._huge(int(query.get("mb", ["30"])[0]))
+        if path.startswith("/gen/"):
+            return self._generated(path, query)
+        if path.startswith("/genpage/"):
+            return self._generated_page(path)
+        if path == "/pagesfeed.xml":
+            return self._pages_feed(query)
+        if path == "/feed.json":
+            return self._json_feed()
+        if path == "/home.html":
+            html = (
+                "<html><head><title>Home</title>"
+                '<link rel="alternate" type="application/rss+xml" title="News" '
+                'href="/feeds/rss-parser/theguardian_us.rss">'
+                '<link rel="alternate" type="application/atom+xml" '
+                'href="/feeds/rss-parser/heise_developer.atom">'
+                "</head><body>hi</body></html>"
+            )
+            return self._send(200, html.encode(), [("Content-Type", "text/html")])
+        return self._send(404)
+
+    def _slow(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(400):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    def _huge(self, megabytes: int) -> None:
+        head = (
+            b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Huge</title>'
+            b"<item><title>First</title><link>http://example.com/huge/1</link>"
+            b"<description>kept</description></item><!-- "
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml")
+        self.send_header("Content-Length", str(len(head) + megabytes * 1_000_000))
+        self.end_headers()
+        try:
+            self.wfile.write(head)
+            block = b"x" * 1_000_000
+            for _ in range(megabytes):
+                self.wfile.write(block)
+        except OSError:
+            pass
+
+    def _generated(self, path: str, query: dict[str, list[str]]) -> None:
+        state = self.server.state
+        name = path[len("/gen/"):].removesuffix(".xml")
+        entries = int(query.get("entries", [str(state.gen_entries)])[0])
+        time.sleep(float(query.get("delay", ["0"])[0]))
+        base = f"http://{self.headers.get('Host')}"
+        items = []
+        for i in range(entries):
+            items.append(
+                f"<item><title>Story {name}-{i}</title>"
+                f"<link>{base}/genpage/{name}/{i}.html?utm_source=rss#top</link>"
+                f"<guid isPermaLink=\"false\">{name}-{i}</guid>"
+                f"<description>Summary of story {name}-{i}.</description>"
+                f"<pubDate>{formatdate(1_700_000_000 + i * 3600, usegmt=True)}</pubDate></item>"
+            )
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            f"<title>Generated {name} v{state.gen_version}</title><link>{base}/</link>"
+            + "".join(items)
+            + "</channel></rss>"
+        ).encode()
+        self._conditional(body, [("Content-Type", "application/rss+xml")])
+
+    def _generated_page(self, path: str) -> None:
+        name = path[len("/genpage/"):].removesuffix(".html")
+        paragraphs = "".join(
+            f"<p>Paragraph {k} of the generated story {name}, with enough words to count as "
+            f"article text for the extractor and a few more words to be safe.</p>"
+            for k in range(6)
+        )
+        html = (
+            f"<html><head><title>Story {name} | Gen</title>"
+            f'<meta property="og:title" content="Story {name}"></head>'
+            f"<body><article><h1>Story {name}</h1>{paragraphs}</article></body></html>"
+        )
+        self._send(200, html.encode(), [("Content-Type", "text/html; charset=utf-8")])
+
+    def _pages_feed(self, query: dict[str, list[str]]) -> None:
+        """RSS whose items link to the real article pages (``?n=``, ``&prefix=/private``)."""
+        base = f"http://{self.headers.get('Host')}"
+        count = int(query.get("n", ["5"])[0])
+        prefix = query.get("prefix", [""])[0]
+        pages_root = self.server.state.data / "pages"
+        items = []
+        for i, path in enumerate(page_files(pages_root)[:count]):
+            rel = path.relative_to(pages_root).as_posix().removesuffix(".gz")
+            items.append(
+                f"<item><title>Page {i}</title><link>{base}{prefix}/pages/{rel}</link>"
+                f"<guid>page-{i}</guid><description>Short summary {i}.</description></item>"
+            )
+        items.append(
+            f"<item><title>Paywalled</title><link>{base}/paywall/story.html</link>"
+            "<guid>paywall</guid><description>The summary of a paywalled story, kept.</description></item>"
+        )
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Pages</title>'
+            + "".join(items) + "</channel></rss>"
+        ).encode()
+        self._send(200, body, [("Content-Type", "application/rss+xml")])
+
+    def _json_feed(self) -> None:
+        base = f"http://{self.headers.get('Host')}"
+        feed = {
+            "version": "https://jsonfeed.org/version/1.1",
+            "title": "JSON news",
+            "home_page_url": base,
+            "items": [
+                {
+                    "id": "j1",
+                    "url": f"{base}/genpage/json/1.html",
+                    "title": "Über JSON",
+                    "content_text": "Grüße aus der JSON-Welt.",
+                    "date_published": "2024-05-01T10:00:00Z",
+                }
+            ],
+        }
+        self._send(200, json.dumps(feed).encode(), [("Content-Type", "application/feed+json")])
+
+
+class FeedServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, data: Path, host: str = "127.0.0.1") -> None:
+        super().__init__((host, 0), Handler)
+        self.state = ServerState(data=data)
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def base(self) -> str:
+        host = str(self.server_address[0])
+        return f"http://{host}:{self.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def __enter__(self) -> FeedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()

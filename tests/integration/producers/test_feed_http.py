@@ -1,0 +1,376 @@
+"""Feed polling over real HTTP against a local server (no broker needed here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsflow.settings import Settings
+from producers.discover import find_feeds
+from producers.feedparse import parse_feed
+from producers.feeds import FeedPoller, PollResult, make_fetcher
+from producers.fetch import FetchError
+from producers.state import FeedRow, StateStore
+from tests.conftest import shared_path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nf_feedserver import FeedServer, hard_headers  # noqa: E402
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer(shared_path("feeds").parent) as srv:
+        yield srv
+
+
+class Rig:
+    """A poller with its state, as the producer builds them."""
+
+    def __init__(self, tmp_path: Path, *, pages: bool = False, **overrides: object) -> None:
+        values: dict[str, object] = {
+            "fetch_allow_private": True, "host_delay_s": 0.0, "data_dir": tmp_path / "var",
+        }
+        values.update(overrides)
+        self.settings = Settings(**values)  # type: ignore[arg-type]
+        self.state = StateStore(self.settings.producer_state_file)
+        self.fetcher = make_fetcher(self.settings)
+        self.poller = FeedPoller(
+            self.settings, fetcher=self.fetcher, state=self.state, fetch_pages=pages
+        )
+
+    def feed(self, url: str) -> FeedRow:
+        return self.state.upsert_feed(url, origin="config")
+
+    def poll(self, url: str) -> PollResult:
+        feed = self.feed(url)
+        result = self.poller.poll(self.state.feed(feed.id) or feed)
+        self.state.record(
+            feed.id, None, result.update, new_keys=result.new_keys, present_keys=result.present_keys
+        )
+        return result
+
+    def close(self) -> None:
+        self.fetcher.close()
+        self.state.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def test_every_shared_feed_over_http(server, rig):
+    root = shared_path("feeds")
+    counts = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".tsv"):
+        rel = path.relative_to(root).as_posix()
+        result = rig.poll(server.url(f"/feeds/{rel}"))
+        local = parse_feed(path.read_bytes())
+        assert result.update.status == 200, rel
+        assert len(result.articles) == len(local.entries) > 0, rel
+        assert all(a.summary_only and a.producer == "feed" for a in result.articles)
+        counts[rel] = len(result.articles)
+    assert sum(counts.values()) == 665
+
+
+def _expected_encoding(raw: bytes) -> str | None:
+    match = re.search(rb"Expect:[^\n]*encoding == '([^']+)'", raw)
+    return match.group(1).decode() if match else None
+
+
+def test_every_hard_feed_over_http_with_its_headers(server, rig):
+    import codecs
+
+    root = shared_path("feeds-hard")
+    files = sorted(p for p in root.rglob("*.xml"))
+    assert len(files) > 80
+    with_entries = 0
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        result = rig.poll(server.url(f"/hard/{rel}"))  # must not raise
+        assert result.update.status == 200, rel
+        raw = path.read_bytes()
+        expected = _expected_encoding(raw)
+        if expected and result.parsed is not None:
+            got = result.parsed.encoding or ""
+            assert codecs.lookup(got).name == codecs.lookup(expected).name, rel
+        for article in result.articles:
+            assert "\ufffd" not in article.text + article.title, rel
+        with_entries += bool(result.articles)
+        # Descriptions the feedparser corpus spells out must come through decoded.
+        for literal in re.findall(rb"entries\[0\]\['description'\] == '([^'<&]+)'", raw):
+            text = literal.decode("unicode_escape")
+            assert result.articles[0].text == text, rel
+    assert with_entries >= 18
+
+
+def test_legacy_charsets_are_decoded_over_http(server, rig):
+    koi8 = rig.poll(server.url("/hard/illformed/chardet/koi8r.xml"))
+    assert "единственное" in koi8.articles[0].text
+    golem = rig.poll(server.url("/feeds/miniflux/golem_de_iso-8859-1.rss"))
+    assert any("ü" in a.text for a in golem.articles)
+    headers = hard_headers((shared_path("feeds-hard") / "encoding/http_text_xml_charset_2.xml").read_bytes())
+    assert headers == [("Content-type", "text/xml; charset=windows-1252")]
+    cp1252 = rig.poll(server.url("/hard/encoding/http_text_xml_charset_2.xml"))
+    assert cp1252.articles[0].text == "This is a \xa3\u201ctest.\u201d"
+
+
+def test_conditional_get_and_no_republish(server, rig):
+    url = server.url("/feeds/rss-parser/heise_developer.atom")
+    first = rig.poll(url)
+    assert len(first.articles) == 15 and first.update.etag
+    second = rig.poll(url)
+    assert second.update.status == 304 and second.articles == []
+    path, headers = server.state.requests[-1]
+    assert headers["if-none-match"] == first.update.etag
+    assert headers["if-modified-since"] == first.update.last_modified
+    assert "newsflow" in headers["user-agent"]
+    # A feed that changes: only the new entries come out.
+    gen = server.url("/gen/c.xml")
+    assert len(rig.poll(gen).articles) == 5
+    server.state.gen_entries = 8
+    again = rig.poll(gen)
+    assert sorted(a.title for a in again.articles) == ["Story c-5", "Story c-6", "Story c-7"]
+    (row,) = [f for f in rig.state.feeds() if f.url == gen]
+    assert row.entries_seen == 8
+
+
+def test_permanent_redirect_moves_the_feed_temporary_does_not(server, rig):
+    moved = rig.poll(server.url("/moved301/miniflux/dustri_large.rss"))
+    assert moved.update.new_url == server.url("/feeds/miniflux/dustri_large.rss")
+    row = rig.state.feed(moved.feed.id)
+    assert row.url == server.url("/feeds/miniflux/dustri_large.rss")
+    assert row.origin_url == server.url("/moved301/miniflux/dustri_large.rss")
+    temporary = rig.poll(server.url("/moved302/miniflux/dustri_large.atom"))
+    assert temporary.update.status == 200 and len(temporary.articles) == 25
+    assert rig.state.feed(temporary.feed.id).url == server.url("/moved302/miniflux/dustri_large.atom")
+
+
+def test_429_with_retry_after_is_respected(server, rig):
+    server.state.retry_after = "120"
+    url = server.url("/limited/miniflux/bbc_urdu_utf8.rss")
+    before = time.time()
+    limited = rig.poll(url)
+    assert limited.update.status == 429 and limited.update.error_count == 1
+    assert limited.update.next_poll >= before + 120
+    # The whole host is paused: another feed there is not fetched now.
+    other = rig.poll(server.url("/feeds/miniflux/dustri_large.rss"))
+    assert other.update.status is None and "paused" in (other.update.error or "")
+    assert other.update.error_count == 0
+    assert server.state.counts["/feeds/miniflux/dustri_large.rss"] == 0
+
+
+def test_503_backoff_grows_and_never_gives_up(server, rig):
+    server.state.retry_after = "1"
+    url = server.url("/unavailable/x.xml")
+    feed = rig.feed(url)
+    delays = []
+    for _ in range(6):
+        row = rig.state.feed(feed.id)
+        result = rig.poller.poll(row)
+        rig.state.record(feed.id, None, result.update)
+        delays.append(result.update.next_poll - time.time())
+        rig.fetcher.limiter.pause("127.0.0.1", 0)  # don't wait out Retry-After in a test
+        rig.fetcher.limiter._hosts.clear()
+    row = rig.state.feed(feed.id)
+    assert row.error_count == 6 and row.active
+    assert delays[-1] > delays[0] * 4
+
+
+def test_network_errors_are_retried_later_not_fatal(tmp_path):
+    rig = Rig(tmp_path)
+    try:
+        result = rig.poll("http://127.0.0.1:9/nothing-listens.xml")
+        assert (result.update.error or "").startswith("network")
+        assert result.update.next_poll > time.time()
+        blocked = Rig(tmp_path / "b", fetch_allow_private=False)
+        try:
+            refused = blocked.poll("http://127.0.0.1:9/feed.xml")
+            assert (refused.update.error or "").startswith("blocked")
+        finally:
+            blocked.close()
+    finally:
+        rig.close()
+
+
+def test_private_addresses_and_other_schemes_are_refused(server, tmp_path):
+    rig = Rig(tmp_path, fetch_allow_private=False)
+    try:
+        with pytest.raises(FetchError) as err:
+            rig.fetcher.get(server.url("/feeds/miniflux/dustri_large.rss"))
+        assert err.value.kind == "blocked"
+        with pytest.raises(FetchError) as err:
+            rig.fetcher.get("file:///etc/passwd")
+        assert err.value.kind == "bad_url"
+        with pytest.raises(FetchError) as err:
+            rig.fetcher.get("http://169.254.169.254/latest/meta-data/")
+        assert err.value.kind == "blocked"
+        assert server.state.requests == []
+    finally:
+        rig.close()
+
+
+def test_slow_response_times_out(server, tmp_path):
+    rig = Rig(tmp_path, fetch_timeout_s=1.0)
+    try:
+        started = time.monotonic()
+        result = rig.poll(server.url("/slow/feed.xml"))
+        assert result.update.error and "timeout" in result.update.error
+        assert time.monotonic() - started < 10
+    finally:
+        rig.close()
+
+
+def test_oversize_response_is_cut_with_a_log_line(server, tmp_path, caplog):
+    rig = Rig(tmp_path, fetch_max_bytes=200_000)
+    try:
+        with caplog.at_level(logging.WARNING, logger="producers.fetch"):
+            result = rig.poll(server.url("/huge.xml?mb=30"))
+        assert any("cut at 200000 bytes" in r.getMessage() for r in caplog.records)
+        assert result.update.status == 200
+        assert [a.title for a in result.articles] == ["First"]
+        assert result.articles[0].fetch.get("feed_truncated") is True
+    finally:
+        rig.close()
+
+
+def test_gzip_bodies(server, rig):
+    plain = rig.poll(server.url("/gzipped/miniflux/bbc_urdu_utf8.rss"))
+    encoded = rig.poll(server.url("/encoded/miniflux/golem_de_iso-8859-1.rss"))
+    assert len(plain.articles) == 26 and len(encoded.articles) == 40
+
+
+def test_json_feed_over_http(server, rig):
+    result = rig.poll(server.url("/feed.json"))
+    assert [a.title for a in result.articles] == ["Über JSON"]
+
+
+def test_pages_are_fetched_extracted_or_the_summary_is_kept(server, tmp_path):
+    server.state.robots = "User-agent: *\nDisallow: /private/\n"
+    rig = Rig(tmp_path, pages=True)
+    try:
+        result = rig.poll(server.url("/pagesfeed.xml?n=4"))
+        by_title = {a.title: a for a in result.articles}
+        for i in range(4):
+            article = by_title[f"Page {i}"]
+            assert not article.summary_only, article.fetch
+            assert len(article.text) > 500 and article.fetch["page_status"] == 200
+        paywalled = by_title["Paywalled"]
+        assert paywalled.summary_only and paywalled.fetch["summary_reason"] == "http_403"
+        assert paywalled.text == "The summary of a paywalled story, kept."
+        # robots.txt disallows /private/: the page is not fetched, the summary is published.
+        private = rig.poll(server.url("/pagesfeed.xml?n=2&prefix=/private"))
+        assert all(a.summary_only for a in private.articles)
+        assert {a.fetch["summary_reason"] for a in private.articles if a.title != "Paywalled"} == {"robots"}
+        assert not any(p.startswith("/private/") for p, _ in server.state.requests)
+    finally:
+        rig.close()
+
+
+def test_autodiscovery(server, tmp_path):
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    assert find_feeds(settings, server.url("/home.html")) == [
+        server.url("/feeds/rss-parser/theguardian_us.rss"),
+        server.url("/feeds/rss-parser/heise_developer.atom"),
+    ]
+    feed_url = server.url("/feeds/miniflux/dustri_large.atom")
+    assert find_feeds(settings, feed_url) == [feed_url]
+
+
+def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "NEWSFLOW_FETCH_ALLOW_PRIVATE": "true",
+        "NEWSFLOW_HOST_DELAY_S": "0",
+        "NEWSFLOW_DATA_DIR": str(tmp_path / "var"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "newsflow.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_poll_once_stdout_needs_no_broker(server, tmp_path):
+    done = _cli(
+        "poll", "--once", "--stdout", server.url("/gen/d.xml"),
+        server.url("/feeds/miniflux/golem_de_iso-8859-1.rss"), tmp_path=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 45
+    for row in rows:
+        assert {"url", "title", "text", "published", "feed_url", "id"} <= set(row)
+    gen = [r for r in rows if r["feed_url"].endswith("/gen/d.xml")]
+    assert all(not r["summary_only"] and "Paragraph" in r["text"] for r in gen)
+    no_pages = _cli("poll", "--once", "--stdout", "--no-pages", server.url("/gen/e.xml"), tmp_path=tmp_path)
+    rows = [json.loads(line) for line in no_pages.stdout.splitlines()]
+    assert len(rows) == 5 and all(r["summary_only"] and r["text"].startswith("Summary") for r in rows)
+    assert not any(p.startswith("/genpage/e") for p, _ in server.state.requests)
+
+
+def test_feeds_commands(server, tmp_path):
+    opml = tmp_path / "subs.opml"
+    opml.write_text(
+        '<opml version="2.0"><body><outline text="News">'
+        f'<outline text="Heise" xmlUrl="{server.url("/feeds/rss-parser/heise_developer.atom")}"/>'
+        "</outline></body></opml>"
+    )
+    assert _cli("feeds", "import", str(opml), tmp_path=tmp_path).returncode == 0
+    added = _cli("feeds", "add", server.url("/home.html"), tmp_path=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert server.url("/feeds/rss-parser/theguardian_us.rss") in added.stdout
+    listing = _cli("feeds", "list", tmp_path=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "heise_developer.atom" in listing.stdout and "theguardian_us.rss" in listing.stdout
+    assert listing.stdout.splitlines()[0].split("\t")[:4] == ["url", "name", "last fetch (UTC)", "status"]
+
+
+def test_loop_marks_nothing_seen_when_the_broker_refuses(server, tmp_path):
+    import threading
+
+    from producers.feeds import ProducerLoop
+
+    rig = Rig(tmp_path)
+    try:
+        feed = rig.feed(server.url("/gen/g.xml"))
+        delivered: list[str] = []
+        broker_up = [False]
+
+        def flush() -> None:
+            if not broker_up[0]:
+                raise RuntimeError("broker down")
+
+        loop = ProducerLoop(
+            rig.settings, state=rig.state, poller=rig.poller,
+            publish=lambda a: delivered.append(a.title), flush=flush, workers=2,
+        )
+        loop.run(threading.Event(), until_idle=True)
+        row = rig.state.feed(feed.id)
+        assert row is not None and row.entries_seen == 0 and row.etag is None
+        assert row.next_poll > time.time()  # retried soon, not dropped
+        # The broker is back: the same five entries go out, and only then count as seen.
+        broker_up[0] = True
+        rig.state._conn.execute("UPDATE feeds SET next_poll = 0")
+        delivered.clear()
+        loop.run(threading.Event(), until_idle=True)
+        assert sorted(delivered) == [f"Story g-{i}" for i in range(5)]
+        row = rig.state.feed(feed.id)
+        assert row is not None and row.entries_seen == 5 and row.etag
+        assert loop.metrics.polls.value(outcome="ok") == 1
+        assert loop.metrics.articles.value(text="page") == 0  # Rig polls without pages
+        assert loop.metrics.articles.value(text="summary") == 5
+    finally:
+        rig.close()

@@ -1,0 +1,232 @@
+"""The long-running producer against a real broker and a real local HTTP server."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsflow.kafka import ensure_topics, make_consumer
+from newsflow.schemas import RawArticle
+from newsflow.settings import Settings
+from producers.feeds import run_producer
+from producers.state import StateStore
+from tests.conftest import shared_path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nf_feedserver import FeedServer  # noqa: E402
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer(shared_path("feeds").parent) as srv:
+        yield srv
+
+
+def read_topic(settings: Settings, *, expect: int, timeout_s: float = 30.0) -> list[RawArticle]:
+    consumer = make_consumer(settings, settings.topic_raw, group_id=None)
+    out: list[RawArticle] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    article = RawArticle.from_bytes(record.value)
+                    assert record.key.decode() == article.id
+                    out.append(article)
+            if len(out) >= expect and expect > 0:
+                # a little more time to catch anything unexpected beyond `expect`
+                extra = consumer.poll(timeout_ms=1500)
+                for records in extra.values():
+                    out.extend(RawArticle.from_bytes(r.value) for r in records)
+                break
+        if expect == 0:
+            for records in consumer.poll(timeout_ms=2000).values():
+                out.extend(RawArticle.from_bytes(r.value) for r in records)
+    finally:
+        consumer.close()
+    return out
+
+
+def write_feeds(path: Path, urls: list[str]) -> None:
+    lines = []
+    for url in urls:
+        lines += ["[[feed]]", f'url = "{url}"', 'min_interval = "1h"', ""]
+    path.write_text("\n".join(lines))
+
+
+def run_until(settings: Settings, done: threading.Event | None = None, *, seconds: float) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=run_producer, args=(settings, stop))
+    thread.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (done and done.is_set()):
+        time.sleep(0.2)
+    stop.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def wait_polled(settings: Settings, n_feeds: int, timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if settings.producer_state_file.exists():
+            state = StateStore(settings.producer_state_file)
+            try:
+                polled = [f for f in state.feeds() if f.last_fetch]
+            finally:
+                state.close()
+            if len(polled) >= n_feeds:
+                return True
+        time.sleep(0.3)
+    return False
+
+
+def test_produce_publishes_and_restart_republishes_nothing(make_settings, server, tmp_path):
+    feeds_file = tmp_path / "feeds.toml"
+    urls = [server.url("/gen/a.xml"), server.url("/feeds/rss-parser/heise_developer.atom")]
+    write_feeds(feeds_file, urls)
+    settings = make_settings(feeds_file=feeds_file, host_delay_s=0.0, poll_workers=2)
+    ensure_topics(settings)
+
+    done = threading.Event()
+
+    def watch() -> None:
+        wait_polled(settings, 2)
+        done.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    run_until(settings, done, seconds=90)
+    watcher.join()
+    first = read_topic(settings, expect=5 + 15)
+    assert len(first) == 20
+    gen = [a for a in first if a.feed_url == server.url("/gen/a.xml")]
+    assert {a.title for a in gen} == {f"Story a-{i}" for i in range(5)}
+    assert all(not a.summary_only and "Paragraph 3" in a.text for a in gen)
+    assert all(a.canonical_url and "utm_" not in a.canonical_url for a in gen)
+    heise = [a for a in first if "heise" in (a.feed_url or "")]
+    # heise.de is not reachable from here: the summary is published, flagged.
+    assert all(a.summary_only and a.fetch.get("summary_reason") for a in heise)
+    assert all(a.producer == "feed" and a.source for a in first)
+
+    # Restart: new content on one feed (its ETag changes), the other answers 304.
+    server.state.gen_entries = 7
+    server.state.gen_version = 1
+    state = StateStore(settings.producer_state_file)
+    for feed in state.feeds():  # make both due now, keeping ETags and seen entries
+        state.release(feed.id, feed.lease_owner or "", next_poll=0)
+        state._conn.execute("UPDATE feeds SET next_poll = 0")
+    state.close()
+    requests_before = len(server.state.requests)
+    done2 = threading.Event()
+    threading.Timer(8.0, done2.set).start()
+    run_until(settings, done2, seconds=30)
+    second = read_topic(settings, expect=22)
+    assert len(second) == 22, "only the two new entries are published after a restart"
+    new_titles = {a.title for a in second} - {a.title for a in first}
+    assert new_titles == {"Story a-5", "Story a-6"}
+    conditional = [
+        h for p, h in server.state.requests[requests_before:] if p.startswith("/feeds/")
+    ]
+    assert conditional and all("if-none-match" in h for h in conditional)
+
+
+def producer_env(settings: Settings, feeds_file: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "NEWSFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "NEWSFLOW_KAFKA_EMBEDDED": str(settings.kafka_embedded).lower(),
+        "NEWSFLOW_TOPIC_RAW": settings.topic_raw,
+        "NEWSFLOW_DATA_DIR": str(settings.data_dir),
+        "NEWSFLOW_FEEDS_FILE": str(feeds_file),
+        "NEWSFLOW_FETCH_ALLOW_PRIVATE": "true",
+        "NEWSFLOW_HOST_DELAY_S": "0",
+        **extra,
+    }
+
+
+def start_producer(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsflow.cli", "produce"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_produce_command_stops_cleanly_on_sigterm(make_settings, server, tmp_path):
+    feeds_file = tmp_path / "feeds.toml"
+    write_feeds(feeds_file, [server.url("/gen/b.xml")])
+    settings = make_settings(feeds_file=feeds_file, host_delay_s=0.0)
+    ensure_topics(settings)
+    proc = start_producer(producer_env(settings, feeds_file))
+    try:
+        assert wait_polled(settings, 1, timeout_s=60)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "producer stopped" in err
+    assert len(read_topic(settings, expect=5)) == 5
+
+
+def test_two_producer_processes_split_the_feeds(make_settings, server, tmp_path):
+    feeds_file = tmp_path / "feeds.toml"
+    urls = [server.url(f"/gen/f{i}.xml?delay=0.3") for i in range(20)]
+    write_feeds(feeds_file, urls)
+    settings = make_settings(feeds_file=feeds_file, host_delay_s=0.0)
+    ensure_topics(settings)
+    # Both processes share one state file (same data dir): leases split the feeds.
+    env = producer_env(settings, feeds_file, NEWSFLOW_POLL_WORKERS="2", NEWSFLOW_HOST_CONCURRENCY="8")
+    procs = [start_producer(env) for _ in range(2)]
+    try:
+        assert wait_polled(settings, 20, timeout_s=120)
+        outputs = []
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            outputs.append(proc.communicate(timeout=60))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    feed_requests = {
+        path: n for path, n in server.state.counts.items() if path.startswith("/gen/f")
+    }
+    assert len(feed_requests) == 20
+    assert set(feed_requests.values()) == {1}, "no feed is polled twice"
+    found = [re.search(r"producer stopped: (\d+) polls", err) for _, err in outputs]
+    polls = [int(m.group(1)) if m else 0 for m in found]
+    assert sum(polls) == 20 and min(polls) > 0, polls
+    articles = read_topic(settings, expect=100)
+    assert len(articles) == 100 and len({a.id for a in articles}) == 100
+
+
+def test_poll_once_publishes_and_a_second_run_adds_nothing(make_settings, server, tmp_path):
+    settings = make_settings(host_delay_s=0.0)
+    ensure_topics(settings)
+    env = producer_env(settings, tmp_path / "none.toml")
+    url = server.url("/feeds/rss-parser/transfermarkt_news.rss")
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "newsflow.cli", "poll", "--once", "--no-pages", url],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+    assert "0 new" in done.stderr  # the second run: conditional GET, nothing new
+    articles = read_topic(settings, expect=10)
+    assert len(articles) == 10
+    assert all(a.feed_url == url and a.summary_only for a in articles)
+    assert {a.source for a in articles} == {"transfermarkt.de"}

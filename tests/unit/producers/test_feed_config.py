@@ -1,0 +1,92 @@
+import pytest
+
+from producers.config import (
+    ConfigError,
+    discover_feeds,
+    load_feeds_file,
+    parse_duration,
+    parse_opml,
+)
+
+
+def test_toml_feeds_file(tmp_path):
+    path = tmp_path / "feeds.toml"
+    path.write_text(
+        """
+[defaults]
+min_interval = "10m"
+max_interval = "12h"
+
+[[feed]]
+url = "https://feeds.example/a.xml"
+name = "A News"
+tags = ["world"]
+
+[[feed]]
+url = "https://feeds.example/b.xml"
+min_interval = 60
+"""
+    )
+    a, b = load_feeds_file(path)
+    assert (a.url, a.name, a.tags, a.min_interval_s, a.max_interval_s) == (
+        "https://feeds.example/a.xml", "A News", ["world"], 600, 43200)
+    assert (b.min_interval_s, b.max_interval_s, b.name) == (60, 43200, None)
+
+
+def test_yaml_feeds_file(tmp_path):
+    pytest.importorskip("yaml")
+    path = tmp_path / "feeds.yaml"
+    path.write_text("feeds:\n  - url: https://feeds.example/a.xml\n    tags: [x]\n  - https://feeds.example/b.xml\n")
+    assert [f.url for f in load_feeds_file(path)] == [
+        "https://feeds.example/a.xml", "https://feeds.example/b.xml"]
+
+
+def test_feeds_file_errors_are_clear(tmp_path):
+    path = tmp_path / "feeds.toml"
+    path.write_text('[[feed]]\nurl = "file:///etc/passwd"\n')
+    with pytest.raises(ConfigError, match="only http"):
+        load_feeds_file(path)
+    path.write_text('[[feed]]\nname = "x"\n')
+    with pytest.raises(ConfigError, match="no url"):
+        load_feeds_file(path)
+    path.write_text('[[feed]]\nurl = "https://a.example/"\nmin_interval = "2h"\nmax_interval = "1h"\n')
+    with pytest.raises(ConfigError, match="above"):
+        load_feeds_file(path)
+    assert load_feeds_file(tmp_path / "missing.toml") == []
+
+
+def test_durations():
+    assert parse_duration("90s") == 90
+    assert parse_duration("5m") == 300
+    assert parse_duration("2h") == 7200
+    assert parse_duration("1d") == 86400
+    assert parse_duration(42) == 42
+    with pytest.raises(ConfigError):
+        parse_duration("soon")
+
+
+def test_opml_import_with_folders():
+    opml = b"""<?xml version="1.0"?><opml version="2.0"><head><title>subs</title></head><body>
+      <outline text="World"><outline type="rss" text="BBC" xmlUrl="https://feeds.bbci.co.uk/news/world/rss.xml"/>
+        <outline text="Guardian" title="The Guardian" xmlUrl="https://www.theguardian.com/world/rss"/></outline>
+      <outline type="rss" text="Top" xmlUrl="https://top.example/rss"/>
+      <outline type="rss" text="Bad" xmlUrl="ftp://nope.example/rss"/>
+    </body></opml>"""
+    specs = parse_opml(opml)
+    assert [(s.url, s.name, s.tags) for s in specs] == [
+        ("https://feeds.bbci.co.uk/news/world/rss.xml", "BBC", ["World"]),
+        ("https://www.theguardian.com/world/rss", "The Guardian", ["World"]),
+        ("https://top.example/rss", "Top", []),
+    ]
+
+
+def test_autodiscovery_from_link_tags_then_anchors():
+    page = b"""<html><head>
+      <link rel="alternate" type="application/rss+xml" href="/rss.xml">
+      <link rel="alternate" type="application/atom+xml" href="https://site.example/atom">
+      <link rel="alternate" type="text/html" hreflang="de" href="/de/">
+      <link rel="stylesheet" href="/s.css"></head><body></body></html>"""
+    assert discover_feeds(page, "https://site.example/news/") == [
+        "https://site.example/rss.xml", "https://site.example/atom"]
+    anchors = b'<html><body><a href="/about">About</a><a href="/feeds/all.rss">RSS</a></body></html>'
+    assert discover_feeds(anchors, "https://site.example/") == ["https://site.example/feeds/all.rss"]

@@ -1,0 +1,175 @@
+"""Feed bytes -> entries, on the shared real-world feeds (no network)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import pytest
+
+from producers.feedparse import html_to_text, parse_feed
+from tests.conftest import shared_path
+
+# Entries with content per file (feedparser's count, minus items with nothing in them).
+EXPECTED = {
+    "feedjira/AmazonWebServicesBlog.xml": 10,
+    "feedjira/FeedBurnerXHTML.xml": 10,
+    "feedjira/HuffPostCanada.xml": 2,
+    "feedjira/SamRuby.xml": 20,
+    "feedjira/TechCrunch.xml": 20,
+    "feedjira/TypePadNews.xml": 10,
+    "feedjira/google_alerts_atom.xml": 20,
+    "feedjira/youtube_atom.xml": 15,
+    "miniflux/bbc_urdu_utf8.rss": 26,
+    "miniflux/dustri_large.atom": 25,
+    "miniflux/dustri_large.rss": 25,
+    "miniflux/github_commits.atom": 20,
+    "miniflux/golem_de_iso-8859-1.rss": 40,
+    "miniflux/heise_online_rss091_rdf.xml": 60,
+    "miniflux/ibash_org_ru_windows-1251.rss": 50,
+    "miniflux/le-cercle-psy_undeclared_iso-8859-1.rss": 9,
+    "news-crawl/feed-with-sitemap-namespace.xml": 2,
+    "news-crawl/sitemap-news.xml": 1,
+    "rss-parser/blogger_feedburner.atom": 25,
+    "rss-parser/craigslist_sfbay.rss": 25,
+    "rss-parser/heise_developer.atom": 15,
+    "rss-parser/jn_pt_jornal-de-noticias.rss": 40,
+    "rss-parser/medium_tag_food.rss": 7,
+    "rss-parser/reddit_frontpage.rss": 24,
+    "rss-parser/science_rss1.rdf": 69,
+    "rss-parser/theguardian_us.rss": 55,
+    "rss-parser/transfermarkt_news.rss": 10,
+    "rss-parser/uol_noticias.rss": 15,
+    "rss-parser/varthabharati_in.rss": 15,
+}
+
+
+def test_every_shared_feed_is_listed_here():
+    root = shared_path("feeds")
+    files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.suffix != ".tsv"}
+    assert files == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_shared_feed_yields_its_entries(name):
+    body = (shared_path("feeds") / name).read_bytes()
+    parsed = parse_feed(body, url=f"https://example.org/{name}")
+    assert len(parsed.entries) == EXPECTED[name]
+    assert all(e.key for e in parsed.entries)
+    assert len({e.key for e in parsed.entries}) == len(parsed.entries)
+    assert all(e.link or e.title or e.summary for e in parsed.entries)
+    # Text is decoded: no replacement characters, no UTF-8-read-as-Latin-1 mojibake.
+    text = " ".join(e.title + " " + e.summary for e in parsed.entries)
+    assert "\ufffd" not in text
+    assert "Ã©" not in text and "â€™" not in text
+
+
+def test_legacy_encodings_are_decoded():
+    golem = parse_feed((shared_path("feeds") / "miniflux/golem_de_iso-8859-1.rss").read_bytes())
+    assert any("ü" in e.summary or "ä" in e.summary for e in golem.entries)
+    ibash = parse_feed((shared_path("feeds") / "miniflux/ibash_org_ru_windows-1251.rss").read_bytes())
+    assert "Цитата" in ibash.entries[0].title
+    psy = parse_feed(
+        (shared_path("feeds") / "miniflux/le-cercle-psy_undeclared_iso-8859-1.rss").read_bytes()
+    )
+    assert psy.entries[0].title.startswith("Perturbateurs endocriniens")
+    assert any("é" in e.summary for e in psy.entries)
+
+
+def test_undeclared_cjk_and_cyrillic_are_detected():
+    root = shared_path("feeds-hard", "illformed", "chardet")
+    koi8 = parse_feed((root / "koi8r.xml").read_bytes(), headers={})
+    assert koi8.entries and "единственное" in koi8.entries[0].summary
+    sjis = parse_feed((root / "shiftjis.xml").read_bytes(), headers={})
+    assert "調べて" in sjis.entries[0].summary
+
+
+def test_gzip_bytes_and_leading_whitespace():
+    body = (shared_path("feeds") / "feedjira/TechCrunch.xml").read_bytes()
+    assert body[:1].isspace()  # the strict parser fails on this; we strip it
+    parsed = parse_feed(body)
+    assert parsed.bozo is None or "declaration" not in parsed.bozo
+    assert len(parsed.entries) == 20
+
+
+def test_relative_links_resolve_against_the_feed_url():
+    body = (shared_path("feeds") / "feedjira/SamRuby.xml").read_bytes()
+    parsed = parse_feed(body, url="http://intertwingly.net/blog/index.atom")
+    assert (parsed.entries[0].link or "").startswith("http://intertwingly.net/blog/")
+
+
+def test_illformed_feed_keeps_entries_and_says_why():
+    body = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+    <item><title>One &amp; only</title><link>http://a.example/1</link>
+    <description>broken <b>markup</description></item>
+    <item><title>Two</title><link>http://a.example/2</link></item>
+    </channel>"""
+    parsed = parse_feed(body, headers={"content-type": "application/rss+xml"})
+    assert parsed.bozo
+    assert [e.link for e in parsed.entries] == ["http://a.example/1", "http://a.example/2"]
+
+
+def test_entity_expansion_cannot_blow_up():
+    lol = "".join(
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)
+    )
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY lol0 "lol">{lol}]>'
+        '<rss version="2.0"><channel><title>x</title><item><title>&lol9;</title>'
+        "<link>http://a.example/1</link></item></channel></rss>"
+    ).encode()
+    started = time.monotonic()
+    parsed = parse_feed(body, headers={"content-type": "application/rss+xml"})
+    assert time.monotonic() - started < 10
+    assert all(len(e.title) < 10_000 for e in parsed.entries)
+
+
+def test_json_feed():
+    feed = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "J",
+        "language": "de",
+        "items": [
+            {"id": "1", "url": "https://j.example/1", "title": "Grüße",
+             "content_html": "<p>Hallo <b>Welt</b></p>", "date_published": "2024-05-01T10:00:00+02:00",
+             "authors": [{"name": "A. Autor"}]},
+            {"id": "2", "content_text": "nur Text"},
+        ],
+    }
+    parsed = parse_feed(json.dumps(feed).encode())
+    assert parsed.kind == "json"
+    first, second = parsed.entries
+    assert (first.title, first.summary, first.author, first.language) == (
+        "Grüße", "Hallo Welt", "A. Autor", "de")
+    assert first.published is not None
+    assert first.published.isoformat() == "2024-05-01T10:00:00+02:00"
+    assert second.link is None and second.summary == "nur Text"
+
+
+def test_news_sitemap():
+    parsed = parse_feed((shared_path("feeds") / "news-crawl/sitemap-news.xml").read_bytes())
+    assert parsed.kind == "sitemap"
+    (entry,) = parsed.entries
+    assert entry.link == "http://www.example.com/business/article55.html"
+    assert entry.title == "Companies A, B in Merger Talks"
+    assert entry.language == "en" and entry.published is not None and entry.published.year == 2008
+
+
+def test_localised_rfc822_dates_are_read():
+    uol = parse_feed((shared_path("feeds") / "rss-parser/uol_noticias.rss").read_bytes())
+    first = uol.entries[0].published
+    assert first is not None and first.isoformat() == "2018-09-24T22:42:40+00:00"
+
+
+def test_html_to_text_keeps_blocks_apart():
+    assert html_to_text("<p>One</p><p>Two <i>and</i> a&nbsp;half</p><script>x()</script>") == (
+        "One\nTwo and a half"
+    )
+    assert html_to_text("plain") == "plain"
+
+
+def test_gzip_body_is_parsed_by_the_fetcher_not_here():
+    # parse_feed gets bytes already unpacked by the fetcher; raw gzip is just not a feed.
+    body = gzip.compress((shared_path("feeds") / "miniflux/bbc_urdu_utf8.rss").read_bytes())
+    assert parse_feed(body).entries == []

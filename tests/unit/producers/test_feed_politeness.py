@@ -1,0 +1,53 @@
+import threading
+import time
+
+import pytest
+
+from producers.politeness import HostBusy, HostLimiter
+
+
+def test_concurrency_per_host_is_capped():
+    limiter = HostLimiter(concurrency=2, delay_s=0.0)
+    active = {"a": 0, "b": 0}
+    peak = {"a": 0, "b": 0}
+    lock = threading.Lock()
+
+    def hit(host):
+        with limiter.slot(host):
+            with lock:
+                active[host] += 1
+                peak[host] = max(peak[host], active[host])
+            time.sleep(0.05)
+            with lock:
+                active[host] -= 1
+
+    threads = [threading.Thread(target=hit, args=(h,)) for h in "ab" * 6]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == {"a": 2, "b": 2}
+
+
+def test_minimum_gap_between_requests_to_one_host():
+    limiter = HostLimiter(concurrency=5, delay_s=0.1)
+    starts = []
+    for _ in range(4):
+        with limiter.slot("a"):
+            starts.append(time.monotonic())
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.09
+    with limiter.slot("other"):  # another host is not held back
+        assert time.monotonic() - starts[-1] < 0.09
+
+
+def test_pause_after_retry_after():
+    limiter = HostLimiter(concurrency=1, delay_s=0.0)
+    limiter.pause("a", 60)
+    with pytest.raises(HostBusy):
+        with limiter.slot("a", max_wait_s=5):
+            pass
+    limiter.pause("b", 0.2)
+    started = time.monotonic()
+    with limiter.slot("b", max_wait_s=5):
+        assert time.monotonic() - started >= 0.15

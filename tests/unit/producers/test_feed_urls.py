@@ -1,0 +1,41 @@
+from producers.urls import address_refusal, canonicalize, host_of, outlet_from_host
+
+
+def test_canonicalize_drops_tracking_fragment_and_lowercases_host():
+    url = "HTTPS://WWW.Example.COM:443/News/Story?id=7&utm_source=rss&fbclid=abc&gclid=x#comments"
+    assert canonicalize(url) == "https://www.example.com/News/Story?id=7"
+
+
+def test_canonicalize_keeps_content_parameters_sorted_and_default_port_dropped():
+    assert canonicalize("http://a.org:80/p?b=2&a=1&utm_medium=x") == "http://a.org/p?a=1&b=2"
+    assert canonicalize("http://a.org:8080/p") == "http://a.org:8080/p"
+    assert canonicalize("https://a.org") == "https://a.org/"
+
+
+def test_canonicalize_same_article_different_tracking_is_equal():
+    a = canonicalize("https://news.site/a/1?utm_campaign=x&mc_cid=1")
+    b = canonicalize("https://NEWS.site/a/1#top")
+    assert a == b
+
+
+def test_canonicalize_leaves_non_http_alone():
+    assert canonicalize(" mailto:x@y.z ") == "mailto:x@y.z"
+
+
+def test_hosts_and_outlets():
+    assert host_of("https://WWW.BBC.co.uk/news") == "www.bbc.co.uk"
+    assert outlet_from_host("www.bbc.co.uk") == "bbc.co.uk"
+    assert outlet_from_host("example.com") == "example.com"
+
+
+def test_address_refusal_blocks_private_ranges_unless_allowed():
+    for ip in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.1.1", "::1",
+               "fc00::1", "100.64.1.1", "0.0.0.0", "::ffff:127.0.0.1"):
+        assert address_refusal(ip, allow_private=False), ip
+        assert address_refusal(ip, allow_private=True) is None, ip
+    assert address_refusal("93.184.216.34", allow_private=False) is None
+
+
+def test_metadata_addresses_are_refused_even_when_private_is_allowed():
+    for ip in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"):
+        assert "metadata" in (address_refusal(ip, allow_private=True) or "")
