@@ -35,5 +35,5 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     # Client libraries are chatty at INFO (every rebalance, every connection).
-    for noisy in ("kafka", "aiokafka", "faust", "mode", "trafilatura", "htmldate"):
+    for noisy in ("kafka", "aiokafka", "faust", "mode", "trafilatura", "htmldate", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -79,7 +79,10 @@ def article_from_text(path: Path, text: str, published: datetime | None) -> RawA
         text=body,
         published=when,
         producer="replay",
-        **meta,
+        source=meta.get("source"),
+        author=meta.get("author"),
+        language=meta.get("language"),
+        site_name=meta.get("site_name"),
         fetched_at=mtime,
         fetch={"file": path.name},
     )
