@@ -47,9 +47,10 @@ def kafka_bootstrap() -> Iterator[tuple[str, bool]]:
         yield os.environ["NEWSFLOW_TEST_BOOTSTRAP"], False
         return
     if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
-        with KafkaContainer("apache/kafka:3.9.1").with_kraft() as kafka:
+        # testcontainers' Kafka module drives Confluent's Apache Kafka images, in KRaft mode.
+        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka:
             yield kafka.get_bootstrap_server(), False
         return
     from newsflow.broker import EmbeddedBroker
