@@ -5,6 +5,10 @@ them, for all pages and for two halves split by publisher (a rule tuned on one h
 must hold on the other), plus pages per second.
 
     .venv/bin/python benchmarks/extraction.py [--baseline] [--out PRED.jsonl] [--worst N]
+                                              [--sources]
+
+--sources also prints, per title source (ld+json headline, og:title, <h1>...), on how
+many pages it equals the expected title, and every candidate of each missed title.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("NEWSFLOW_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -51,11 +57,51 @@ def score(pred_path: Path, pages_dir: Path) -> dict[str, float]:
     return json.loads(out)
 
 
+def title_sources(gold: list[dict], by_url: dict[str, dict], norm: Any) -> None:
+    """Per source, the pages where it (site suffix stripped) equals the expected title."""
+    from trafilatura.utils import load_html
+
+    from producers.extract import page_meta, strip_site_suffix
+    from producers.urls import host_of
+
+    hits: Counter[str] = Counter()
+    present: Counter[str] = Counter()
+    misses = []
+    for g in gold:
+        meta = page_meta(load_html(gzip.decompress(Path(g["path"]).read_bytes())))
+        host = host_of(g["url"])
+        first = meta.headings[0] if meta.headings else None
+        candidates = {
+            "ld+json headline": meta.headline,
+            "meta headline": meta.meta_headline,
+            "og:title": meta.og_title,
+            "twitter:title": meta.twitter_title,
+            "<title>": meta.html_title,
+            "first heading": first.text if first else None,
+            "first heading w/o kicker": first.main if first else None,
+        }
+        for name, value in candidates.items():
+            if value:
+                present[name] += 1
+                hits[name] += norm(strip_site_suffix(value, meta.site_names, host)) == norm(g["title"])
+        if norm(by_url.get(g["url"], {}).get("title")) != norm(g["title"]):
+            misses.append((g, candidates))
+    print("title sources (equal to the expected title / present):", file=sys.stderr)
+    for name in present:
+        print(f"  {name:26} {hits[name]:4} / {present[name]}", file=sys.stderr)
+    for g, candidates in misses:
+        print(f"  missed {g['path']}\n    want {g['title']!r}", file=sys.stderr)
+        for name, value in candidates.items():
+            if value:
+                print(f"    {name:26} {value!r}", file=sys.stderr)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", action="store_true", help="plain trafilatura.bare_extraction")
     parser.add_argument("--out", help="keep the predictions JSONL here")
     parser.add_argument("--worst", type=int, default=0, help="list the N worst pages")
+    parser.add_argument("--sources", action="store_true", help="how each title source fares")
     args = parser.parse_args()
     if not (DATA / "pages").exists():
         print(f"needs the shared evaluation data at {DATA / 'pages'}", file=sys.stderr)
@@ -115,6 +161,9 @@ def main() -> int:
                 got = se.norm(by_url.get(g["url"], {}).get("title"))
                 if got != se.norm(g["title"]):
                     print(f"  title {g['path']}\n    want {g['title']!r}\n    got  {got!r}", file=sys.stderr)
+
+        if args.sources:
+            title_sources(gold, by_url, se.norm)
 
     mode = "trafilatura.bare_extraction" if args.baseline else "producers.extract.extract_article"
     print(f"extractor: {mode}")

@@ -2,14 +2,19 @@
 
 trafilatura finds the article body; around it, general rules (nothing per publisher):
 
-- Title: the page's declared headline (schema.org ``headline`` in ld+json) first; then
-  the <h1> when a meta title is that h1 plus a suffix; then og:title / <title> with
-  the site-name suffix stripped (" - Site", " | Site", "｜Site"... when the last part
-  names the site: og:site_name, the publisher, or the host).
+- Title: the headline the page shows (its <h1>, an itemprop=headline element, or a
+  kicker + headline heading), in the words its metadata declares for it: the ld+json
+  ``headline`` or og:title that equals that visible heading, with or without its kicker.
+  When no declared title matches what the page shows: ld+json ``headline``, then
+  <meta name=headline>, og:title, twitter:title, <title>, each without its site-name
+  suffix (" - Site", " | Site", "｜Site"... when that part names the site: og:site_name,
+  the publisher, or the host).
 - Text: paragraphs, list items and quotes of trafilatura's body, without headings
   (section titles are not article text), without the title repeated as a first line,
   lines repeated three times or more (widget placeholders), and photo credit lines.
-- When trafilatura finds nothing, the ld+json ``articleBody`` stands in.
+- Embedded social-media posts (tweets, Instagram, TikTok...) are dropped before extraction.
+- When trafilatura finds nothing, the ld+json ``articleBody`` stands in, then the article
+  HTML a Next.js page ships in its flight stream (pages rendered in the browser).
 """
 
 from __future__ import annotations
@@ -48,15 +53,28 @@ class Extracted:
 
 
 @dataclass
+class Heading:
+    """A heading the page shows. ``main`` is its headline without the kicker (overline)
+    when the heading is built as kicker + headline parts."""
+
+    text: str
+    main: str | None = None
+
+    def forms(self) -> list[str]:
+        return [self.main, self.text] if self.main else [self.text]
+
+
+@dataclass
 class PageMeta:
     """What the page declares about itself, outside the article body."""
 
     headline: str | None = None  # ld+json
     article_body: str | None = None  # ld+json
+    meta_headline: str | None = None  # <meta name|itemprop="headline">
     og_title: str | None = None
     twitter_title: str | None = None
     html_title: str | None = None
-    h1: str | None = None
+    headings: list[Heading] = field(default_factory=list)  # most likely the headline first
     site_names: list[str] = field(default_factory=list)
     descriptions: list[str] = field(default_factory=list)
 
@@ -102,9 +120,10 @@ def page_meta(tree: Any) -> PageMeta:
         return None
 
     meta.og_title = first('//meta[@property="og:title"]/@content')
-    meta.twitter_title = first('//meta[@name="twitter:title"]/@content')
+    meta.twitter_title = first('//meta[@name="twitter:title" or @property="twitter:title"]/@content')
     meta.html_title = first("//head/title")
-    meta.h1 = first("//article//h1") or first("//main//h1") or first("//h1")
+    meta.meta_headline = first('//meta[@name="headline" or @itemprop="headline"]/@content')
+    meta.headings = visible_headings(tree)
     for xpath in (
         '//meta[@property="og:description"]/@content',
         '//meta[@name="description"]/@content',
@@ -152,6 +171,77 @@ def page_meta(tree: Any) -> PageMeta:
     return meta
 
 
+# Headings in these are navigation, teasers or widgets, not the article's headline; the
+# last <h1> of a breadcrumb trail is the page's SEO title, not what the reader sees.
+_NOT_HEADLINE_TAGS = frozenset({"nav", "a", "aside", "footer", "li", "button", "form"})
+_HIDDEN_CLASS = re.compile(
+    r"(^|[\s_-])(hide|hidden|sr-only|visually-hidden|screen-reader|offscreen)", re.IGNORECASE
+)
+
+
+def _text_of(element: Any) -> str | None:
+    return _clean("".join(element.itertext()))
+
+
+def _is_hidden(element: Any) -> bool:
+    return bool(_HIDDEN_CLASS.search(element.get("class") or ""))
+
+
+def _in_page_furniture(element: Any) -> bool:
+    for ancestor in element.iterancestors():
+        if ancestor.tag in _NOT_HEADLINE_TAGS:
+            return True
+        marks = f"{ancestor.get('class') or ''} {ancestor.get('id') or ''}".lower()
+        if "breadcrumb" in marks:
+            return True
+    return False
+
+
+def heading_of(element: Any) -> Heading | None:
+    """The heading's text, and its last part alone when it is made of several parts
+    ('<span>Kicker</span><span>Headline</span>'), as kicker + headline headings are."""
+    text = _text_of(element)
+    if not text:
+        return None
+    parts = [
+        child for child in element
+        if isinstance(child.tag, str) and not _is_hidden(child) and _text_of(child)
+    ]
+    main = None
+    if len(parts) >= 2 and not (element.text or "").strip():
+        main = _text_of(parts[-1])
+        if main and _key(main) == _key(text):
+            main = None
+    return Heading(text=text, main=main)
+
+
+def visible_headings(tree: Any) -> list[Heading]:
+    """Headings that may be the article's headline, most likely first: the first <h1>
+    in an article/main/header, itemprop=headline elements, other <h1>s, then <h2>s."""
+    h1s = [
+        h for h in tree.xpath("//body//h1") if not _is_hidden(h) and not _in_page_furniture(h)
+    ]
+    in_article = [
+        h for h in h1s
+        if any(a.tag in ("article", "main", "header") for a in h.iterancestors())
+    ]
+    declared = [
+        h for h in tree.xpath('//body//*[@itemprop="headline"][not(self::meta)]')
+        if not _in_page_furniture(h)
+    ]
+    h2s = [h for h in tree.xpath("//body//h2") if not _in_page_furniture(h)]
+    headings = []
+    seen: set[Any] = set()
+    for element in [*in_article[:1], *declared, *h1s, *h2s]:
+        if element in seen:
+            continue
+        seen.add(element)
+        heading = heading_of(element)
+        if heading is not None:
+            headings.append(heading)
+    return headings
+
+
 def _visible_key(tree: Any) -> str:
     body = tree.find(".//body")
     if body is None:
@@ -188,6 +278,9 @@ def _key(text: str) -> str:
 
 # " - ", " | ", " – ", " — ", " :: ", " · ", "｜", "：" (the last two in CJK titles).
 _SEPARATORS = re.compile(r"\s+[|\-–—:·•»]{1,2}\s+|\s*[｜|]\s*|：")
+# Where a kicker may end and the headline begin ("Kicker: Headline", "Kicker - Headline").
+_KICKER_SEPARATORS = re.compile(_SEPARATORS.pattern + r"|:\s+")
+MIN_HEADLINE_CHARS = 10
 
 
 def _names_site(part: str, site_keys: list[str]) -> bool:
@@ -197,59 +290,72 @@ def _names_site(part: str, site_keys: list[str]) -> bool:
     return any(len(s) >= 3 and (key in s or s in key) for s in site_keys)
 
 
-def strip_site_suffix(title: str, site_names: list[str], host: str) -> str:
-    """'Headline - Site Name' -> 'Headline' when a trailing part names the site (with
-    whatever follows it: 'Headline | Site | by Author'); then trailing short parts
-    ('Headline | Section | Site') while what is left stays a headline."""
+def _site_keys(site_names: list[str], host: str) -> list[str]:
     site_keys = [_key(n) for n in site_names if n]
     host_parts = [p for p in host.split(".") if p not in ("www", "m", "amp")]
     if host_parts:
         site_keys.append(_key(".".join(host_parts)))
         if len(host_parts) > 1:
             site_keys.append(_key(host_parts[0]))
-    site_keys = [k for k in site_keys if k]
+    return [k for k in site_keys if k]
+
+
+def strip_site_suffix(title: str, site_names: list[str], host: str) -> str:
+    """'Headline - Site Name' -> 'Headline' when a trailing part names the site (with
+    whatever follows it: 'Headline | Site | by Author')."""
+    site_keys = _site_keys(site_names, host)
     pieces = list(_SEPARATORS.finditer(title))
     for index, sep in enumerate(pieces):
         head = title[: sep.start()].strip()
         end = pieces[index + 1].start() if index + 1 < len(pieces) else len(title)
         part = title[sep.end(): end].strip()
-        if len(head) >= 10 and _names_site(part, site_keys):
-            title = head
-            break
+        if len(head) >= MIN_HEADLINE_CHARS and _names_site(part, site_keys):
+            return head
     return title
+
+
+def _ends_or_starts_with(title: str, part: str) -> bool:
+    """Whether ``title`` is ``part`` plus a kicker or suffix across a separator."""
+    part_key = _key(part)
+    if not part_key or _key(title) == part_key or part_key not in _key(title):
+        return False
+    for sep in _KICKER_SEPARATORS.finditer(title):
+        if part_key in (_key(title[: sep.start()]), _key(title[sep.end():])):
+            return True
+    return False
 
 
 def choose_title(meta: PageMeta, fallback: str | None, url: str | None) -> str:
     host = host_of(url or "")
-    metas = [t for t in (meta.og_title, meta.twitter_title, meta.html_title) if t]
-    if meta.headline:
-        headline = strip_site_suffix(meta.headline, meta.site_names, host)
-        # 'Headline | Section' when the page's other titles say just 'Headline'.
-        head_key = _key(headline)
-        for other in [meta.h1, *metas]:
-            if not other:
-                continue
-            other = strip_site_suffix(other, meta.site_names, host)
-            other_key = _key(other)
-            if (
-                len(other_key) >= 10
-                and head_key != other_key
-                and head_key.startswith(other_key)
-                and _SEPARATORS.match(headline, len(other.rstrip()))
-            ):
-                return other
-        return headline
-    if meta.h1:
-        h1_key = _key(meta.h1)
-        for candidate in metas:
-            key = _key(candidate)
-            if key == h1_key or (len(h1_key) >= 10 and key.startswith(h1_key)):
-                return meta.h1
-    for candidate in metas:
-        stripped = strip_site_suffix(candidate, meta.site_names, host)
-        if stripped:
-            return stripped
-    return meta.h1 or (fallback or "")
+
+    def stripped(title: str | None) -> str | None:
+        if not title:
+            return None
+        return strip_site_suffix(title, meta.site_names, host) or None
+
+    ld, og = stripped(meta.headline), stripped(meta.og_title)
+    twitter, html_title = stripped(meta.twitter_title), stripped(meta.html_title)
+    # The headline the page shows, in the words the page declares for it: ld+json
+    # headline and og:title often differ (one for search, one for social), and the
+    # visible heading tells which one is the article's headline. Declared words win
+    # over the heading's own text, which loses separators between its parts.
+    declared = [t for t in (ld, og) if t and len(_key(t)) >= 3]
+    for heading in meta.headings:
+        for form in heading.forms():
+            for title in declared:
+                if _key(title) == _key(form):
+                    return title
+    # 'Kicker A - Headline' on the page, 'Kicker B: Headline' in the metadata: the
+    # headline is what both agree on.
+    first = meta.headings[0] if meta.headings else None
+    if first is not None and first.main:
+        main = first.main
+        if any(t and _ends_or_starts_with(t, main) for t in (ld, og, twitter, html_title)):
+            return main
+    for candidate in (ld, stripped(meta.meta_headline), og, twitter, html_title):
+        if candidate:
+            return candidate
+    return first.text if first is not None else (fallback or "")
 
 
 _CREDIT = re.compile(
@@ -275,20 +381,41 @@ _AD_LABELS = frozenset(
 )
 
 
+# Posts quoted from social networks by their embed code: the post's text and its
+# "— Name (@handle) date" line are not the article's text.
+_EMBEDDED_POSTS = (
+    "twitter-tweet", "twitter-video", "instagram-media", "tiktok-embed", "bluesky-embed",
+    "reddit-embed-bq", "threads-post",
+)
+
+
+def _remove_keeping_tail(element: Any) -> None:
+    parent = element.getparent()
+    if parent is None:
+        return
+    if element.tail and element.tail.strip():
+        previous = element.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + element.tail
+        else:
+            parent.text = (parent.text or "") + element.tail
+    parent.remove(element)
+
+
+def drop_embedded_posts(tree: Any) -> None:
+    condition = " or ".join(
+        f'contains(concat(" ", normalize-space(@class), " "), " {name} ")'
+        for name in _EMBEDDED_POSTS
+    )
+    for element in tree.xpath(f"//blockquote[{condition}]"):
+        _remove_keeping_tail(element)
+
+
 def _body_text(body: Any) -> str:
     """trafilatura's body as text, without its headings."""
     body = etree.fromstring(etree.tostring(body))  # our own copy to prune
     for head in body.xpath(".//head"):
-        parent = head.getparent()
-        if parent is None:
-            continue
-        if head.tail and head.tail.strip():
-            previous = head.getprevious()
-            if previous is not None:
-                previous.tail = (previous.tail or "") + head.tail
-            else:
-                parent.text = (parent.text or "") + head.tail
-        parent.remove(head)
+        _remove_keeping_tail(head)
     return xmltotxt(body, include_formatting=False) or ""
 
 
@@ -312,6 +439,52 @@ def clean_lines(text: str, title: str) -> str:
     return "\n".join(kept)
 
 
+# Next.js (app router) pages that render the article in the browser ship it in
+# `self.__next_f.push([1, "..."])` scripts: a stream of rows, where a long string prop
+# is a text row "<id>:T<hex byte length>,<text>".
+_FLIGHT_PUSH = re.compile(r'self\.__next_f\.push\(\[1,("(?:[^"\\]|\\.)*")\]\)')
+_FLIGHT_TEXT_ROW = re.compile(r"(?:^|\n)[0-9a-f]+:T([0-9a-f]+),")
+
+
+def flight_html(tree: Any) -> str | None:
+    """The longest HTML text row with paragraphs in a Next.js flight stream, if any."""
+    chunks = []
+    for script in tree.xpath("//script[not(@src)]"):
+        for literal in _FLIGHT_PUSH.findall(script.text or ""):
+            try:
+                chunks.append(json.loads(literal))
+            except ValueError:
+                continue
+    if not chunks:
+        return None
+    payload = "".join(chunks)
+    data = payload.encode()
+    best = ""
+    char_pos = byte_pos = 0  # where the previous row's text ended, in both units
+    for row in _FLIGHT_TEXT_ROW.finditer(payload):
+        if row.start() < char_pos:
+            continue  # inside the previous text row
+        byte_pos += len(payload[char_pos: row.end()].encode())
+        text = data[byte_pos: byte_pos + int(row.group(1), 16)].decode("utf-8", "ignore")
+        byte_pos += len(text.encode())
+        char_pos = row.end() + len(text)
+        if "<p" in text and len(text) > len(best):
+            best = text
+    return best or None
+
+
+def _flight_text(tree: Any) -> str:
+    fragment = flight_html(tree)
+    if not fragment:
+        return ""
+    doc = trafilatura.bare_extraction(
+        f"<html><body><article>{fragment}</article></body></html>",
+        include_comments=False, include_tables=False,
+    )
+    body = getattr(doc, "body", None) if doc is not None else None
+    return _body_text(body) if body is not None else ""
+
+
 def _date(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -330,6 +503,7 @@ def extract_article(html: bytes | str, url: str | None = None) -> Extracted | No
             return None
         meta = page_meta(tree)
         visible_key = _visible_key(tree)
+        drop_embedded_posts(tree)
         doc = trafilatura.bare_extraction(
             tree, url=url, with_metadata=True, include_comments=False, include_tables=False
         )
@@ -346,6 +520,11 @@ def extract_article(html: bytes | str, url: str | None = None) -> Extracted | No
         text = clean_lines(getattr(doc, "text", None) or "", title)
     if not text and meta.article_body:
         text = clean_lines(meta.article_body, title)
+    if not text:
+        try:
+            text = clean_lines(_flight_text(tree), title)
+        except Exception as exc:  # same reason as above
+            logger.warning("flight-stream extraction failed for %s: %s", url, exc)
     if len(text) < MIN_TEXT_CHARS:
         return None  # a menu or a label, not an article
     text = with_lead(text, meta, visible_key)

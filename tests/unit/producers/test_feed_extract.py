@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
+
+from lxml import html as lxml_html
 
 from producers.extract import (
+    Heading,
     PageMeta,
     choose_title,
     clean_lines,
     extract_article,
+    flight_html,
+    heading_of,
     strip_site_suffix,
+    visible_headings,
     with_lead,
 )
 from tests.conftest import SHARED_TOOLS, shared_path
@@ -35,9 +42,10 @@ def test_quality_on_the_shared_pages():
         title, text = (got.title, got.text) if got else ("", "")
         titles += scorer.norm(title) == scorer.norm(page["title"])
         f1 += scorer.f1(text, page["body"])
-    # Plain trafilatura.bare_extraction: 0.646 / 0.936 (see benchmarks/extraction.py).
-    assert titles / len(gold) >= 0.80
-    assert f1 / len(gold) >= 0.95
+    # Plain trafilatura.bare_extraction: 0.646 / 0.936; ld+json headline first: 0.815 /
+    # 0.956; the visible headline as the page declares it: 0.900 / 0.965.
+    assert titles / len(gold) >= 0.90
+    assert f1 / len(gold) >= 0.96
 
 
 def test_site_suffixes_are_stripped():
@@ -56,14 +64,145 @@ def test_site_suffixes_are_stripped():
         "Brand in Betrieb – Starke Rauchentwicklung")
 
 
-def test_title_prefers_declared_headline_then_h1_then_meta():
-    meta = PageMeta(headline="Declared & exact", og_title="Other | Site", h1="Declared exact")
-    assert choose_title(meta, None, "https://site.example/a") == "Declared & exact"
-    meta = PageMeta(og_title="The headline - Site", html_title="The headline - Site", h1="The headline",
+PARAGRAPHS = "".join(
+    f"<p>Paragraph {n} of the article tells what happened in enough words to be text, "
+    f"with names, places and what the people there said about it afterwards.</p>"
+    for n in range(1, 5)
+)
+
+
+def page(head: str, body: str) -> bytes:
+    return f"<html><head>{head}</head><body>{body}</body></html>".encode()
+
+
+def ld(headline: str) -> str:
+    data = {"@context": "https://schema.org", "@type": "NewsArticle", "headline": headline}
+    return f'<script type="application/ld+json">{json.dumps(data)}</script>'
+
+
+def title_of(html: bytes, url: str = "https://news.example/a") -> str:
+    got = extract_article(html, url)
+    assert got is not None
+    return got.title
+
+
+def test_title_is_the_declared_title_the_page_shows():
+    # Search headline in ld+json, social headline in og:title: the <h1> decides.
+    head = ld("Search headline about the budget vote") + (
+        '<meta property="og:title" content="Parliament passes the budget after a long night">'
+    )
+    shown_social = page(head, f"<article><h1>Parliament passes the budget after a long night</h1>"
+                              f"{PARAGRAPHS}</article>")
+    assert title_of(shown_social) == "Parliament passes the budget after a long night"
+    shown_search = page(head, f"<article><h1>Search headline about the budget vote</h1>"
+                              f"{PARAGRAPHS}</article>")
+    assert title_of(shown_search) == "Search headline about the budget vote"
+
+
+def test_declared_words_win_over_the_headings_text():
+    # Same words, different typography: the declaration's form is kept.
+    head = ld("Mayor’s plan: ‘a new bridge’") + '<meta property="og:title" content="Mayor\'s plan">'
+    html = page(head, f"<article><h1>Mayor's plan: 'a new bridge'</h1>{PARAGRAPHS}</article>")
+    assert title_of(html) == "Mayor’s plan: ‘a new bridge’"
+
+
+def test_breadcrumb_h1_is_not_the_headline_and_kicker_headings_are():
+    head = ld("Election: SEO title of the page") + (
+        '<meta property="og:title" content="Turnout reaches a record high">'
+    )
+    body = (
+        '<nav class="breadcrumb"><a href="/">Home</a><h1>Election: SEO title of the page</h1></nav>'
+        '<div class="article-head"><h2><span class="k">Election night</span>'
+        f'<span class="h">Turnout reaches a record high</span></h2></div>{PARAGRAPHS}'
+    )
+    assert title_of(page(head, body)) == "Turnout reaches a record high"
+
+
+def test_kicker_kept_when_the_declared_title_carries_it():
+    head = ld("Flood inquiry: Two resignations and many open questions")
+    body = (
+        '<article><h1><span class="topline">Flood inquiry</span><span class="hide">: </span>'
+        f'<span>Two resignations and many open questions</span></h1>{PARAGRAPHS}</article>'
+    )
+    assert title_of(page(head, body)) == "Flood inquiry: Two resignations and many open questions"
+
+
+def test_headline_without_kicker_when_page_and_metadata_disagree_on_the_kicker():
+    head = '<meta property="og:title" content="Attack on the border: «We must keep calm»">'
+    body = (
+        '<article><h1><span class="overline">Crisis in the region</span>'
+        f'<span>«We must keep calm»</span></h1>{PARAGRAPHS}</article>'
+    )
+    assert title_of(page(head, body)) == "«We must keep calm»"
+
+
+def test_title_fallbacks_when_no_declared_title_is_shown():
+    meta = PageMeta(headline="Declared headline | Site", og_title="Social headline - Site",
+                    headings=[Heading("Something else entirely")], site_names=["Site"])
+    assert choose_title(meta, None, None) == "Declared headline"
+    meta = PageMeta(meta_headline="Meta headline", og_title="Social headline - Site",
                     site_names=["Site"])
-    assert choose_title(meta, None, None) == "The headline"
-    meta = PageMeta(headline="The headline | Sport", h1="The headline")
-    assert choose_title(meta, None, None) == "The headline"
+    assert choose_title(meta, None, None) == "Meta headline"
+    meta = PageMeta(og_title="Social headline - Site", html_title="Page title - Site",
+                    site_names=["Site"])
+    assert choose_title(meta, None, None) == "Social headline"
+    meta = PageMeta(html_title="Page title | news.example")
+    assert choose_title(meta, None, "https://www.news.example/x") == "Page title"
+    assert choose_title(PageMeta(headings=[Heading("Only a heading")]), "fb", None) == "Only a heading"
+    assert choose_title(PageMeta(), "trafilatura's title", None) == "trafilatura's title"
+
+
+def test_heading_parts_and_which_headings_count():
+    element = lxml_html.fromstring("<h1><span>Kicker</span> <span>The headline</span></h1>")
+    assert heading_of(element) == Heading("Kicker The headline", main="The headline")
+    assert heading_of(lxml_html.fromstring("<h1>Plain <em>headline</em></h1>")) == Heading(
+        "Plain headline")
+    tree = lxml_html.fromstring(
+        "<html><body><header><h1>Site logo</h1></header>"
+        "<nav><h2>Menu</h2></nav><h1 class='sr-only'>Hidden</h1>"
+        "<article><h1>The article</h1><h2>A section</h2></article>"
+        "<aside><h2>Most read</h2></aside><a href='/x'><h2>Teaser</h2></a></body></html>"
+    )
+    assert [h.text for h in visible_headings(tree)] == [
+        "Site logo", "The article", "A section"]
+
+
+def test_embedded_social_posts_are_not_article_text():
+    tweet = (
+        '<blockquote class="twitter-tweet"><p lang="en">A quoted post with its own words '
+        'that the article embeds from the network.</p>&mdash; Someone (@someone) '
+        '<a href="https://x.example/s/1">July 18, 2026</a></blockquote>'
+    )
+    html = page(ld("A headline"), f"<article><h1>A headline</h1>{PARAGRAPHS}{tweet}</article>")
+    got = extract_article(html, "https://news.example/a")
+    assert got is not None
+    assert "Paragraph 4 of the article" in got.text
+    assert "quoted post" not in got.text and "@someone" not in got.text
+
+
+def test_next_js_flight_stream_stands_in_when_the_page_has_no_text():
+    article = "".join(
+        f"<p>Absatz {n}: Der Text des Artikels steht nur im Datenstrom der Seite, "
+        f"nicht im HTML, das der Server geschickt hat – mit Umlauten äöü.</p>"
+        for n in range(1, 5)
+    )
+    rows = f'2:I[123,[],"x"]\n1a:T{len(article.encode()):x},{article}3:["$","div",null,{{}}]\n'
+    # The stream arrives in pieces, split inside the text row.
+    cut = len(rows) // 2
+    scripts = "".join(
+        f"<script>self.__next_f.push([1,{json.dumps(part)}])</script>"
+        for part in (rows[:cut], rows[cut:])
+    )
+    html = page('<meta name="headline" content="Schlagzeile aus dem Datenstrom">',
+                f"<div id='root'></div>{scripts}")
+    tree = lxml_html.fromstring(html)
+    assert flight_html(tree) == article
+    got = extract_article(html, "https://news.example/a")
+    assert got is not None
+    assert got.title == "Schlagzeile aus dem Datenstrom"
+    assert got.text.splitlines()[0].startswith("Absatz 1: Der Text des Artikels")
+    assert len(got.text.splitlines()) == 4
+    assert flight_html(lxml_html.fromstring(page("", PARAGRAPHS))) is None
 
 
 def test_lines_cleaned_of_title_repeats_credits_dates_and_placeholders():
