@@ -92,12 +92,13 @@ class DuplicateIndex:
         if feats.text_key and feats.text_key in self._by_text:
             original = self._by_text[feats.text_key]
             # The same body under an unrelated headline is a paywall or error page.
-            if title_similarity(feats.title_terms, self._entries[original].title_terms) >= cfg.title_overlap:
+            other_title = self._entries[original].title_terms
+            if title_similarity(feats.title_terms, other_title) >= cfg.title_overlap:
                 return DuplicateMatch(original, "content", 1.0)
         if feats.n_words == 0 and len(feats.title_key.split()) >= cfg.min_title_words:
-            original = self._by_title.get(feats.title_key)
-            if original is not None:
-                return DuplicateMatch(original, "content", 1.0)
+            by_title = self._by_title.get(feats.title_key)
+            if by_title is not None:
+                return DuplicateMatch(by_title, "content", 1.0)
         if signature is None or feats.n_words < cfg.min_near_words:
             return None
         best: DuplicateMatch | None = None

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import Counter
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -52,6 +52,9 @@ ENTITY_BOOST = 0.5
 _TOKEN = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
 _DIGIT = re.compile(r"\d")
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^\W_][\w'’.\-]*)")
+# Two capitalised words in a row: a person's or place's full name ("Rico Doyle"), far more
+# telling than either word alone. Runs of capitalised words, split into pairs.
+_NAME_RUN = re.compile(r"\b[A-Z][a-z][\w'’\-]*(?:\s+(?:[A-Z]\.\s+)?[A-Z][a-z][\w'’\-]*)+")
 _P1 = np.uint64(0x9E3779B97F4A7C15)  # shingle = mix of three word hashes
 _P2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
@@ -205,6 +208,16 @@ def extract(title: str, text: str) -> Features:
                 if cap:
                     entities.add(part)
 
+    if toks:
+        for run in _NAME_RUN.findall(body):
+            words = [w.lower().replace("’", "'").removesuffix("'s") for w in run.split()
+                     if not w.endswith(".")]
+            for a, b in zip(words, words[1:], strict=False):
+                if a in STOPWORDS or b in STOPWORDS:
+                    continue
+                pair = a + " " + b
+                tf[pair] = tf.get(pair, 0.0) + 1.0
+                entities.add(pair)
     for ent in entities:
         tf[ent] = tf.get(ent, 0.0) + ENTITY_BOOST
     tf = {t: 1.0 + math.log(w) if w > 1.0 else w for t, w in tf.items()}

@@ -85,15 +85,19 @@ _DATELINE = re.compile(
     r"^\s*(?:[A-Z][A-Za-z.'’-]*(?:[ ,]+[A-Z][A-Za-z.'’-]*){0,4})\s*"
     r"(?:\([^)]{1,40}\)\s*)?(?:—|–|--|-)\s+"
 )
-_DATELINE_CAPS = re.compile(r"^\s*[A-Z][A-Z.'’-]+(?:[ ,]+[A-Z][A-Za-z.'’-]*){0,3}\s*(?:\([^)]{1,40}\)\s*)?[,:]\s+")
+_DATELINE_CAPS = re.compile(
+    r"^\s*[A-Z][A-Z.'’-]+(?:[ ,]+[A-Z][A-Za-z.'’-]*){0,3}\s*(?:\([^)]{1,40}\)\s*)?[,:]\s+"
+)
 
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
-_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\"”’'])[.!?](?=\s+[\"“‘'(]?[A-Z0-9]|\s*$)")
 
 
+_PUNCTUATION = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~’‘“”—–…•·"})
+
+
 def _norm_line(line: str) -> str:
-    return " ".join(_WORDS.findall(line.lower()))
+    """Lower-case words only: the key that tells a repeated line."""
+    return " ".join(line.lower().translate(_PUNCTUATION).split())
 
 
 def _is_byline(line: str) -> bool:
@@ -134,13 +138,15 @@ def clean_text(text: str, title: str = "") -> str:
     """
     if not text:
         return ""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     title_key = _norm_line(title) if title else ""
     kept: list[str] = []
     kept_keys: list[str] = []
     seen: set[str] = set()
     for raw in text.split("\n"):
-        line = _SPACES.sub(" ", raw).strip()
+        line = " ".join(raw.split())  # also folds tabs and no-break spaces
         if not line:
             continue
         if "omment" in line or "eply" in line:

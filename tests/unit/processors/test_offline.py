@@ -1,0 +1,73 @@
+import json
+from datetime import UTC, datetime
+
+from processors.features import extract
+from processors.offline import cluster_rows, cluster_rows_final, parse_published, row_to_article
+from tests.conftest import shared_path
+
+
+class NoPeeking(dict):
+    """A row whose gold label must not be read."""
+
+    def __getitem__(self, key):
+        assert key != "incident", "the clusterer read the gold label"
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        assert key != "incident", "the clusterer read the gold label"
+        return super().get(key, default)
+
+
+ROWS = [
+    {"id": "a", "published": "2015-10-08", "title": "Warehouse fire in Springfield injures two",
+     "text": "SPRINGFIELD — A fire tore through the Acme warehouse on Elm Street, injuring two "
+             "workers, fire chief Maria Lopez said.\nLeave a Reply", "url": None, "source": None,
+     "incident": "gold-1"},
+    {"id": "b", "published": "2015-10-08T10:00:00Z", "title": "Riverton council approves budget",
+     "text": "", "url": "http://example.com/b", "source": "Example", "incident": "gold-2"},
+    {"id": "c", "published": None, "title": "", "text": "Acme warehouse fire: two workers hurt "
+     "on Elm Street in Springfield, chief Maria Lopez says.\nShare this article",
+     "url": None, "source": None, "incident": "gold-1"},
+]
+
+
+def test_cluster_rows_yields_one_decision_per_row_in_order_without_reading_gold():
+    out = list(cluster_rows(NoPeeking(r) for r in ROWS))
+    assert [o["id"] for o in out] == ["a", "b", "c"]
+    assert set(out[0]) == {"id", "incident_id", "duplicate_of"}
+    assert out[0]["incident_id"] == "inc-a"
+    assert out[1]["incident_id"] == "inc-b"
+    assert out[2]["incident_id"] == "inc-a"
+    final = cluster_rows_final(NoPeeking(r) for r in ROWS)
+    assert [o["incident_id"] for o in final] == ["inc-a", "inc-b", "inc-a"]
+
+
+def test_row_to_article_cleans_and_derives_a_missing_title():
+    article = row_to_article(ROWS[0])
+    assert "Leave a Reply" not in article.text
+    assert article.published == datetime(2015, 10, 8, tzinfo=UTC)
+    untitled = row_to_article(ROWS[2])
+    assert untitled.title.startswith("Acme warehouse fire")
+    assert "Share this article" not in untitled.text
+    assert untitled.published is None
+
+
+def test_parse_published_forms():
+    assert parse_published("2014-03-10T16:52:50.698000Z") == datetime(
+        2014, 3, 10, 16, 52, 50, 698000, tzinfo=UTC)
+    assert parse_published("2013-01-01") == datetime(2013, 1, 1, tzinfo=UTC)
+    assert parse_published(None) is None
+    assert parse_published("not a date") is None
+
+
+def test_replaying_a_dev_file_gives_the_same_ids():
+    path = shared_path("incidents", "ecbplus-dev.jsonl")
+    with open(path, encoding="utf-8") as fh:
+        rows = [json.loads(line) for _, line in zip(range(120), fh, strict=False)]
+    assert list(cluster_rows(rows)) == list(cluster_rows(rows))
+
+
+def test_features_of_a_headline_only_row():
+    feats = extract(row_to_article(ROWS[1]).title, "")
+    assert feats.n_words == 0
+    assert {"riverton", "council", "budget"} <= set(feats.tf)
