@@ -120,9 +120,12 @@ class Publisher:
         )
 
     def send(self, topic: str, key: str | None, value: bytes) -> None:
-        future = self._producer.send(
-            topic, key=key.encode("utf-8") if key else None, value=value
-        )
+        try:
+            future = self._producer.send(
+                topic, key=key.encode("utf-8") if key else None, value=value
+            )
+        except KafkaError as exc:  # refused before sending, e.g. too large
+            raise PublishError(f"cannot send to {topic} (key {key}): {exc}") from exc
         future.add_errback(self._on_error, topic, key)
         self.sent += 1
 

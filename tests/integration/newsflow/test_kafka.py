@@ -8,7 +8,7 @@ import time
 import pytest
 from kafka import KafkaAdminClient
 
-from newsflow.kafka import Publisher, ensure_topics, topic_specs
+from newsflow.kafka import PublishError, Publisher, ensure_topics, topic_specs
 from newsflow.schemas import RawArticle, article_key
 from newsflow.tail import tail
 
@@ -56,12 +56,17 @@ def test_publisher_keys_by_article_id_and_delivers_everything(make_settings, top
     assert all(len(parts) == 1 for parts in by_key.values())
 
 
-def test_flush_raises_when_delivery_fails(make_settings):
-    settings = make_settings(kafka_bootstrap="127.0.0.1:1")  # nothing listens there
-    with pytest.raises(Exception):  # noqa: B017 - kafka-python raises its own errors here
-        publisher = Publisher(settings)
-        publisher.publish_article(article(1))
-        publisher.flush(timeout_s=2)
+def test_a_message_the_client_refuses_is_a_clear_error_and_the_publisher_goes_on(
+    make_settings, topic_reader
+):
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        with pytest.raises(PublishError, match="too-big"):
+            publisher.send(settings.topic_raw, "too-big", b"x" * 3_000_000)  # over max_request_size
+        publisher.publish_article(article(2))
+    records = topic_reader(settings, settings.topic_raw, until=lambda r: len(r) >= 1, timeout_s=20)
+    assert [RawArticle.from_bytes(r.value).title for r in records] == ["Story 2"]
 
 
 def test_tail_prints_one_readable_line_per_message_from_the_beginning(make_settings):
