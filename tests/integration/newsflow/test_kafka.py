@@ -8,7 +8,7 @@ import time
 import pytest
 from kafka import KafkaAdminClient
 
-from newsflow.kafka import PublishError, Publisher, ensure_topics, topic_specs
+from newsflow.kafka import Publisher, PublishError, ensure_topics, topic_specs
 from newsflow.schemas import RawArticle, article_key
 from newsflow.tail import tail
 
