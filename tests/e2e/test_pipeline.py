@@ -141,7 +141,7 @@ def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(shared_data, 
     text = log.read_text()
     assert code == 0, text[-4000:]
     assert "newsflow stopped" in text
-    assert "embedded broker stopped" in text
+    assert "stopped embedded broker" in text
     # No orphans: every child and the broker are gone.
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", text)]
     assert len(pids) >= 5
