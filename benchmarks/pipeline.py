@@ -57,6 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--file", default="gva-dev.jsonl")
     parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--paced", type=int, default=300,
+                        help="then this many more articles at --rate, for steady-state latency")
+    parser.add_argument("--rate", type=float, default=20.0)
     args = parser.parse_args()
     source = SHARED / args.file
     if not source.exists():
@@ -90,8 +93,11 @@ def main() -> None:
         info = json.loads((data_dir / "service.json").read_text())
         settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
 
-        articles = list(read_articles([source]))[: args.limit]
-        baseline = stored_count(db, "SELECT count(DISTINCT article_id) FROM incident_articles")
+        everything = list(read_articles([source]))
+        articles = everything[: args.limit]
+        paced = everything[args.limit : args.limit + args.paced]
+        count_sql = "SELECT count(DISTINCT article_id) FROM incident_articles"
+        baseline = stored_count(db, count_sql)
         sent_at: dict[str, float] = {}
         t0 = time.time()
         with Publisher(settings, client_id="bench") as publisher:
@@ -99,11 +105,24 @@ def main() -> None:
                 sent_at[article.id] = time.time()
                 publisher.publish_article(article)
         target = baseline + len({a.id for a in articles})
-        while stored_count(db, "SELECT count(DISTINCT article_id) FROM incident_articles") < target:
+        while stored_count(db, count_sql) < target:
             if time.time() - t0 > 1800:
                 raise SystemExit("timed out waiting for SQLite")
             time.sleep(0.2)
         elapsed = time.time() - t0
+
+        # Steady state: a paced stream, one flush per article, so latency is not queueing.
+        paced_sent: dict[str, float] = {}
+        with Publisher(settings, client_id="bench-paced") as publisher:
+            for n, article in enumerate(paced):
+                due = t0 + elapsed + n / args.rate
+                time.sleep(max(0.0, due - time.time()))
+                paced_sent[article.id] = time.time()
+                publisher.publish_article(article)
+                publisher.flush()
+        target += len(paced_sent)
+        while stored_count(db, count_sql) < target and time.time() - t0 < 1800:
+            time.sleep(0.2)
 
         consumer = make_consumer(settings, group_id=None)
         parts = consumer.partitions_for_topic(settings.topic_incidents) or set()
@@ -118,17 +137,20 @@ def main() -> None:
                 for record in records:
                     incident = Incident.from_bytes(record.value)
                     for member in incident.articles:
-                        if member.id in sent_at and member.id not in first_seen:
+                        if member.id not in first_seen:
                             first_seen[member.id] = record.timestamp / 1000
         consumer.close()
-        latencies = [first_seen[i] - sent_at[i] for i in first_seen]
+        latencies = [first_seen[i] - sent_at[i] for i in sent_at if i in first_seen]
+        steady = [first_seen[i] - paced_sent[i] for i in paced_sent if i in first_seen]
         print(f"input: {source.name}, {len(articles)} articles")
         print(f"start-up to seed incident in SQLite: {startup:.1f} s")
         print(f"throughput, publish to rows in SQLite: {len(articles) / elapsed:.0f} articles/s "
               f"({elapsed:.1f} s)")
-        if latencies:
-            print(f"latency publish -> incident update: p50 {statistics.median(latencies) * 1000:.0f} ms, "
-                  f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms ({len(latencies)} articles)")
+        for label, values in (("burst (all at once)", latencies), (f"paced at {args.rate:g}/s", steady)):
+            if values:
+                print(f"latency publish -> incident update, {label}: "
+                      f"p50 {statistics.median(values) * 1000:.0f} ms, "
+                      f"p99 {percentile(values, 0.99) * 1000:.0f} ms ({len(values)} articles)")
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(60)
