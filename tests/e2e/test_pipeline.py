@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -79,10 +80,11 @@ def wait_for(predicate, timeout_s: float, service: subprocess.Popen, log: Path):
 
 def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(shared_data, tmp_path):
     data_dir = tmp_path / "var"
+    web_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
     env.update(
         NEWSFLOW_DATA_DIR=str(data_dir),
-        NEWSFLOW_WEB_PORT=str(free_port()),
+        NEWSFLOW_WEB_PORT=str(web_port),
         NEWSFLOW_FEEDS_FILE=str(tmp_path / "no-feeds.toml"),
         NEWSFLOW_REPLAY_SEEDS="false",
     )
@@ -96,7 +98,7 @@ def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(shared_data, 
     try:
         wait_for(lambda: (data_dir / "service.json").exists(), 60, service, log)
         noise = distractors(shared_data, tmp_path)
-        inputs = [str(SEEDS / name) for name in sorted(os.listdir(SEEDS))] + [str(noise)]
+        inputs = [str(SEEDS), str(noise)]
         published = "2015-10-08T12:00:00+00:00"
         newsflow(env, "replay", "--quiet", "--published", published, *inputs)
 
@@ -132,9 +134,16 @@ def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(shared_data, 
                     and not any(str(c).startswith("inc-" + sentinel_article.id[:20]) for c in r)]
             assert kept == before[table], f"{table} changed on replay"
 
-        # The CLI reads the same storage.
+        # The CLI and the web page read the same storage; both agencies are counted.
         listing = newsflow(env, "incidents", "--json")
         assert incident_id in listing
+        detail = newsflow(env, "incident", incident_id)
+        assert "2 agencies (AFP, Reuters)" in detail
+        assert "why: joined" in detail
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/incident/{incident_id}") as page:
+            html = page.read().decode()
+        assert "Syria army in &#x27;vast offensive&#x27;" in html or "Syria army in &#39;vast" in html
+        assert '<b id="agency-count">2</b> independent agencies' in html, html[:2000]
     finally:
         service.send_signal(signal.SIGTERM)
         code = service.wait(60)
@@ -163,5 +172,8 @@ def _members(db: Path, incident_id: str) -> set[str]:
 
 
 def _article_count(db: Path) -> int:
+    """Articles stored with their incident (both topics written)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return int(conn.execute("SELECT count(*) FROM articles").fetchone()[0])
+        return int(conn.execute(
+            "SELECT count(*) FROM articles WHERE id IN (SELECT article_id FROM incident_articles)"
+        ).fetchone()[0])
