@@ -53,6 +53,7 @@ class RawArticle(_Message):
     url: str | None = None
     canonical_url: str | None = None
     title: str = ""
+    title_derived: bool = False  # no headline was found: the title was cut from the lead
     text: str = ""
     published: datetime | None = None
     source: str | None = None  # outlet or agency, e.g. "Reuters", or the site's host
@@ -89,6 +90,7 @@ class IncidentArticle(BaseModel):
 
     id: str
     title: str = ""
+    title_derived: bool = False
     url: str | None = None
     source: str | None = None
     published: datetime | None = None

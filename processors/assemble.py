@@ -25,10 +25,12 @@ def _with_articles(incident: Incident, articles: list[IncidentArticle], now: dat
     )
     times = [t for t in (article_time(a) for a in ordered) if t is not None]
     originals = [a for a in ordered if a.duplicate_of is None] or ordered
+    # The earliest real headline; a title cut from an article's lead only as a last resort.
+    headlines = [a for a in originals if not a.title_derived] or originals
     return incident.model_copy(
         update={
             "version": incident.version + 1,
-            "title": originals[0].title if originals else incident.title,
+            "title": headlines[0].title if headlines else incident.title,
             "articles": ordered,
             "first_seen": min(times) if times else None,
             "last_seen": max(times) if times else None,
@@ -59,6 +61,7 @@ def incident_article(
     return IncidentArticle(
         id=article.id,
         title=article.title,
+        title_derived=article.title_derived,
         url=article.url,
         source=article.source,
         published=article.published,

@@ -65,6 +65,7 @@ def sidecar(path: Path) -> dict[str, str]:
 
 def article_from_text(path: Path, text: str, published: datetime | None) -> RawArticle:
     title, body = derive_title(text)
+    title_derived = body == text.strip("\n")  # no headline line: the title is cut from the lead
     meta = sidecar(path)
     url = meta.pop("url", None)
     # Replays must be byte-identical run to run (sinks then change nothing), so the
@@ -76,6 +77,7 @@ def article_from_text(path: Path, text: str, published: datetime | None) -> RawA
         url=url,
         canonical_url=url,
         title=title,
+        title_derived=title_derived,
         text=body,
         published=when,
         producer="replay",

@@ -138,6 +138,8 @@ def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(shared_data, 
         listing = newsflow(env, "incidents", "--json")
         assert incident_id in listing
         detail = newsflow(env, "incident", incident_id)
+        # The incident is titled by a real headline, not by a title cut from a lead.
+        assert detail.splitlines()[1] == "Syria army in 'vast offensive' backed by Russian strikes"
         assert "2 agencies (AFP, Reuters)" in detail
         assert "why: joined" in detail
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/incident/{incident_id}") as page:

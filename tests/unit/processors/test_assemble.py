@@ -40,6 +40,15 @@ def test_title_comes_from_the_earliest_original_not_a_duplicate():
     assert second.title == "later"
 
 
+def test_a_real_headline_is_preferred_to_a_title_cut_from_a_lead():
+    derived = art("a", 0, "Syrian troops and allied militia backed by a fresh wave of")
+    derived.title_derived = True
+    [first] = apply_decision({}, derived, "inc-a", {}, T0)
+    assert first.title.startswith("Syrian troops")  # the only one there is
+    [second] = apply_decision({"inc-a": first}, art("b", 1, "Syria army in vast offensive"), "inc-a", {}, T0)
+    assert second.title == "Syria army in vast offensive"
+
+
 def test_merge_moves_articles_and_retires_the_emptied_incident():
     [one] = apply_decision({}, art("a", 0), "inc-a", {}, T0)
     [two] = apply_decision({}, art("b", 1), "inc-b", {}, T0)

@@ -19,6 +19,7 @@ def test_seed_files_become_two_titled_articles():
     assert not afp.text.startswith("Syria army in")
     assert reuters.title and len(reuters.title) < len(reuters.text)
     assert reuters.text.startswith("DAMASCUS")
+    assert reuters.title_derived and not afp.title_derived
     assert {a.producer for a in articles} == {"replay"}
     assert len({a.id for a in articles}) == 2
 
