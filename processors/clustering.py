@@ -24,6 +24,7 @@ import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from operator import itemgetter
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class Decision:
 @dataclass
 class ClusterConfig:
     window_days: float = 7.0  # articles are held this long (stream time)
-    incident_days: float = 180.0  # an incident's summary is kept this long after its last article
+    incident_days: float = 90.0  # an incident's summary is kept this long after its last article
     # Score: log-odds that an article belongs to a candidate incident, a weighted sum of
     #   cosine   tf-idf cosine to the incident centroid (title and lead boosted),
     #   member   best cosine to one of its latest held members,
@@ -97,7 +98,7 @@ class ClusterConfig:
     headline_bias: float = -3.627
     max_idf: float = 99.0  # rarer terms than this are no more telling (bursty stories)
     salient_terms: int = 5
-    max_members: int = 8  # latest held members compared one by one ...
+    max_members: int = 4  # latest held members compared one by one ...
     member_checks: int = 3  # ... for this many best candidates
     max_terms: int = 48  # terms kept per article vector
     summary_terms: int = 96  # terms kept in a dormant incident's summary
@@ -105,8 +106,8 @@ class ClusterConfig:
     max_candidates: int = 10  # candidates scored in full
     max_posting: int = 100  # terms in more incidents than this are too common to look up
     max_articles: int = 500_000  # hard caps, for streams without dates
-    max_incidents: int = 200_000
-    max_vocabulary: int = 400_000  # document-frequency table; rare terms pruned beyond it
+    max_incidents: int = 20_000  # dormant summaries beyond this go, oldest first (~14 KB each)
+    max_vocabulary: int = 200_000  # document-frequency table; rare terms pruned beyond it
     redelivery_memory: int = 100_000  # decisions remembered after eviction
     furniture_memory: int = 50_000  # paragraphs learned to be page furniture
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -213,7 +214,8 @@ class IncidentClusterer:
         self._dated: list[tuple[float, int, str]] = []  # held articles, heap by time
         self._undated: deque[str] = deque()  # held undated articles, arrival order
         self._dormant: OrderedDict[str, None] = OrderedDict()  # incidents without articles
-        self._recent: OrderedDict[str, Decision] = OrderedDict()  # decisions of evicted articles
+        # Evicted articles' decisions, compact: (incident id, duplicate of, decision kind).
+        self._recent: OrderedDict[str, tuple[str, str | None, str]] = OrderedDict()
         self._paragraphs: dict[int, str] = {}  # paragraph hash -> first held article with it
         self._furniture: OrderedDict[int, None] = OrderedDict()  # paragraphs known as furniture
 
@@ -238,8 +240,12 @@ class IncidentClusterer:
         if earlier is not None:
             return replace(earlier.decision, incident_id=earlier.incident_id, redelivery=True,
                            moved={})
-        if article.id in self._recent:
-            return replace(self._recent[article.id], redelivery=True, moved={})
+        recent = self._recent.get(article.id)
+        if recent is not None:
+            incident_id, duplicate_of, kind = recent
+            return Decision(article.id, incident_id, duplicate_of,
+                            Explanation(decision=kind, detail={"evicted": 1.0}),  # type: ignore[arg-type]
+                            redelivery=True)
 
         ts = _epoch(article.published)
         self._advance(ts)
@@ -375,12 +381,13 @@ class IncidentClusterer:
 
     def _vectorize(self, feats: Features) -> tuple[dict[str, float], dict[str, float]]:
         """TF-IDF vector (strongest terms first, L2-normalised) and its entity part."""
-        docs = self._docs + 1
         df = self._df
+        base = math.log(self._docs + 1) + 1.0
         cap = self.config.max_idf
-        weights = {t: w * min(cap, math.log(docs / (df.get(t, 0) + 1)) + 1.0)
-                   for t, w in feats.tf.items()}
-        top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[: self.config.max_terms]
+        log1 = _log1
+        weights = {t: w * min(cap, base - log1(df.get(t, 0))) for t, w in feats.tf.items()}
+        # Ties keep the features' order (token order): deterministic, no string compares.
+        top = sorted(weights.items(), key=itemgetter(1), reverse=True)[: self.config.max_terms]
         norm = math.sqrt(sum(w * w for _, w in top)) or 1.0
         vec = {t: w / norm for t, w in top}
         # The entity part keeps its share of the whole vector: a lone common entity
@@ -410,20 +417,21 @@ class IncidentClusterer:
         norm = inc.centroid_norm()
         centroid = inc.centroid
         presence = inc.presence
-        dot = total = mass = 0.0
-        for t, w in vec.items():
-            c = centroid.get(t)
-            if c is not None:
-                dot += w * c
-                mass += w * presence.get(t, 0)
-            total += w
+        # Only shared terms contribute: intersect the key sets (in C), then sum those.
+        dot = mass = 0.0
+        for t in vec.keys() & centroid.keys():
+            w = vec[t]
+            dot += w * centroid[t]
+            mass += w * presence.get(t, 0)
+        total = sum(vec.values())
         cosine = dot / norm if norm > 0 else 0.0
         cover = mass / (total * inc.originals) if total and inc.originals else 0.0
         entity = 0.0
         if evec and inc.entity_vec:
-            enorm = inc.entities_norm()
             ecentroid = inc.entity_vec
-            entity = sum(w * ecentroid.get(e, 0.0) for e, w in evec.items()) / enorm
+            shared = evec.keys() & ecentroid.keys()
+            if shared:
+                entity = sum(evec[e] * ecentroid[e] for e in shared) / inc.entities_norm()
         # Best match with one of the latest members; the cosine stands in for it when only
         # ranking candidates (it is exact for a single member).
         member = cosine
@@ -434,16 +442,16 @@ class IncidentClusterer:
                     break
                 mvec = held[member_id].vec
                 if mvec is not None:
-                    member = max(member, sum(w * mvec.get(t, 0.0) for t, w in vec.items()))
+                    member = max(member, sum(vec[t] * mvec[t] for t in vec.keys() & mvec.keys()))
         k = self.config.salient_terms
-        salient = total = 0.0
+        salient = top = 0.0
         for i, (t, w) in enumerate(vec.items()):
             if i >= k:
                 break
-            total += w
+            top += w
             if t in centroid:
                 salient += w
-        salient = salient / total if total else 0.0
+        salient = salient / top if top else 0.0
         central = sum(w for t, w in inc.central_terms(k) if t in vec)
         gap = None
         if ts is not None and inc.first_ts is not None and inc.last_ts is not None:
@@ -529,6 +537,8 @@ class IncidentClusterer:
             for other in group:
                 if other != target:
                     moved.update(self._merge(other, target))
+                    log.debug("merged incident %s into %s on article %s", other, target,
+                              article_id)
             detail["merged_incidents"] = float(len(same))
         inc = self._incidents[target]
         shared_terms = sorted((t for t in vec if t in inc.centroid),
@@ -610,9 +620,11 @@ class IncidentClusterer:
         for term in feats.tf:
             df[term] = df.get(term, 0) + 1
         if len(df) > self.config.max_vocabulary:
-            # Forget terms seen once: they are the long tail that would grow without bound.
-            for term in [t for t, n in df.items() if n <= 1]:
-                del df[term]
+            # Forget the rarest terms (the long tail that would grow without bound) down to
+            # three quarters of the cap, so this runs once per many articles, not each one.
+            keep = self.config.max_vocabulary * 3 // 4
+            ranked = sorted(df.items(), key=itemgetter(1), reverse=True)  # stable: ties by age
+            self._df = dict(ranked[:keep])
 
     def _merge(self, source_id: str, target_id: str) -> dict[str, str]:
         source = self._incidents.pop(source_id)
@@ -699,7 +711,8 @@ class IncidentClusterer:
         for h in held.paragraphs:
             if self._paragraphs.get(h) == article_id:
                 del self._paragraphs[h]
-        self._recent[article_id] = replace(held.decision, incident_id=held.incident_id, moved={})
+        self._recent[article_id] = (held.incident_id, held.duplicate_of,
+                                    held.decision.explanation.decision)
         if len(self._recent) > self.config.redelivery_memory:
             self._recent.popitem(last=False)
         return True
@@ -726,6 +739,14 @@ def _compact(inc: _Incident, keep: int) -> None:
         top = sorted(inc.entity_vec.items(), key=lambda kv: (-kv[1], kv[0]))[: keep // 2]
         inc.entity_vec = dict(top)
         inc.entity_norm = -1.0
+
+
+_LOG1 = [math.log(n + 1) for n in range(4096)]
+
+
+def _log1(n: int) -> float:
+    """log(n + 1), from a table for the small counts that dominate."""
+    return _LOG1[n] if n < 4096 else math.log(n + 1)
 
 
 def _detail(sim: Similarity) -> dict[str, float]:

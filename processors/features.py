@@ -63,7 +63,7 @@ _TRACKING_PARAMS = re.compile(r"^(?:utm_|fbclid$|gclid$|ocid$|cmpid$|ref$|src$|r
 _ARCHIVE_PREFIX = re.compile(r"^(?:https?://)?web\.archive\.org/web/[0-9a-z_*]+/", re.IGNORECASE)
 
 
-@lru_cache(maxsize=262_144)
+@lru_cache(maxsize=65_536)
 def stem(word: str) -> str:
     """A light, deterministic suffix stripper: plurals, -ing, -ed, possessives."""
     if word.endswith(("'s", "’s")):
@@ -133,14 +133,17 @@ def _is_titlecase(title_tokens: list[str]) -> bool:
     return sum(1 for t in words if t[0].isupper()) >= 0.7 * len(words)
 
 
-@lru_cache(maxsize=262_144)
-def _token_info(tok: str) -> tuple[str, bool, tuple[str, ...]] | None:
-    """(term, has a digit, hyphen parts) of a raw token, or None for a stopword."""
+@lru_cache(maxsize=65_536)
+def _token_info(tok: str) -> tuple[str, bool, tuple[str, ...], bool, bool] | None:
+    """(term, has a digit, hyphen parts, capitalised, all capitals) of a raw token, or
+    None for a stopword."""
     low = tok.lower().replace("’", "'")
     if low in STOPWORDS:
         return None
+    cap = tok[0].isupper()
+    caps = cap and len(tok) > 1 and tok.isupper()
     if _DIGIT.search(low):
-        return low.rstrip("."), True, ()
+        return low.rstrip("."), True, (), cap, caps
     if len(low) < 2:
         return None
     term = stem(low.replace(".", ""))
@@ -150,14 +153,14 @@ def _token_info(tok: str) -> tuple[str, bool, tuple[str, ...]] | None:
     if "-" in term:
         # "al-Assad" also counts as "assad"; "pro-government" as "government".
         parts = tuple(stem(p) for p in term.split("-") if len(p) > 2 and p not in STOPWORDS)
-    return term, False, parts
+    return term, False, parts, cap, caps
 
 
 def _add(tf: dict[str, float], entities: set[str], tok: str, weight: float, cap: bool) -> None:
     info = _token_info(tok)
     if info is None:
         return
-    term, digit, parts = info
+    term, digit, parts, _, _ = info
     tf[term] = tf.get(term, 0.0) + weight
     if cap or digit:
         entities.add(term)
@@ -192,15 +195,17 @@ def extract(title: str, text: str) -> Features:
         lead = Counter(toks[:LEAD_WORDS])
         initial = Counter(_SENTENCE_START.findall(body))
         info_of = _token_info
+        get = tf.get
         for tok, n in Counter(toks).items():
             info = info_of(tok)
             if info is None:
                 continue
-            term, digit, parts = info
-            weight = n + LEAD_BOOST * lead.get(tok, 0) if tok in lead else n
-            tf[term] = tf.get(term, 0.0) + weight
+            term, digit, parts, cap, caps = info
+            weight = n + LEAD_BOOST * lead[tok] if tok in lead else n
+            tf[term] = get(term, 0.0) + weight
             # A capitalised word is a name unless it only ever opens a sentence.
-            cap = tok[0].isupper() and (n > initial.get(tok, 0) or (tok.isupper() and len(tok) > 1))
+            if cap:
+                cap = caps or n > initial.get(tok, 0)
             if cap or digit:
                 entities.add(term)
             for part in parts:
@@ -224,7 +229,7 @@ def extract(title: str, text: str) -> Features:
 
     n_words = len(toks)
     if toks:
-        low_words = [t.lower() for t in toks]
+        low_words = " ".join(toks).lower().split(" ")
         hashes = np.fromiter(map(zlib.crc32, map(str.encode, low_words)), dtype=np.uint64,
                              count=n_words)
         if n_words >= 3:
@@ -239,11 +244,8 @@ def extract(title: str, text: str) -> Features:
     text_key = (hashlib.blake2b(norm_body.encode("utf-8"), digest_size=12).hexdigest()
                 if n_words >= 25 else None)
     title_key = " ".join(t.lower() for t in title_tokens)
-    year_counts: dict[str, int] = {}
-    for term in tf:
-        if len(term) == 4 and _YEAR.match(term):
-            year_counts[term] = year_counts.get(term, 0) + 1
-    year = max(year_counts, key=lambda y: (tf[y], y)) if year_counts else None
+    years = frozenset(t for t in entities if len(t) == 4 and _YEAR.match(t))
+    year = max(years, key=lambda y: (tf[y], y)) if years else None
     return Features(
         tf=tf,
         entities=frozenset(entities),
@@ -253,5 +255,5 @@ def extract(title: str, text: str) -> Features:
         title_key=title_key,
         n_words=n_words,
         year=year,
-        years=frozenset(year_counts),
+        years=years,
     )

@@ -250,3 +250,39 @@ def test_seeds_fold_in_either_order(order):
     c = IncidentClusterer()
     ids = {c.add(_seed(name)).incident_id for name in order}
     assert len(ids) == 1
+
+
+def test_dormant_incidents_are_capped():
+    def run(cap: int) -> IncidentClusterer:
+        c = IncidentClusterer(ClusterConfig(window_days=1, incident_days=365, max_incidents=cap))
+        for day in range(12):
+            words = " ".join(f"topic{day}term{k}" for k in range(40))
+            c.add(art(f"d{day}", (f"Story{day} about thing{day}", words), hours=48 * day))
+            assert c.incident_count <= cap
+        return c
+
+    assert run(100).incident_count == 12  # all distinct, all remembered
+    capped = run(4)
+    assert capped.incident_count == 4
+    assert len(capped) == 1
+
+
+def test_restoring_older_articles_rebuilds_dormant_incidents():
+    docs = [art("fire-1", FIRE_1), art("budget", BUDGET, 1)]
+    follow_up = art("fire-2", FIRE_2, hours=24 * 20)
+    replayed = IncidentClusterer()
+    decisions = [replayed.add(a) for a in docs]
+    restored = IncidentClusterer()
+    for a, d in zip(docs, decisions, strict=True):
+        restored.restore(a, d.incident_id, d.duplicate_of)
+    assert restored.add(follow_up) == replayed.add(follow_up)
+    assert restored.incident_of("fire-2") == "inc-fire-1"
+
+
+def test_vocabulary_table_is_bounded():
+    c = IncidentClusterer(ClusterConfig(max_vocabulary=200))
+    for day in range(40):
+        words = " ".join(f"w{day}x{k}" for k in range(30))
+        c.add(art(f"v{day}", (f"title{day} common words", f"{words} common words"), hours=day))
+        assert len(c._df) <= 200
+    assert "common" in c._df  # frequent terms survive the pruning

@@ -1,5 +1,6 @@
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from processors.features import extract
 from processors.offline import cluster_rows, cluster_rows_final, parse_published, row_to_article
@@ -18,7 +19,7 @@ class NoPeeking(dict):
         return super().get(key, default)
 
 
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {"id": "a", "published": "2015-10-08", "title": "Warehouse fire in Springfield injures two",
      "text": "SPRINGFIELD — A fire tore through the Acme warehouse on Elm Street, injuring two "
              "workers, fire chief Maria Lopez said.\nLeave a Reply", "url": None, "source": None,
