@@ -57,8 +57,10 @@ class Settings(BaseSettings):
     host_delay_s: float = Field(default=1.0, ge=0)
     fetch_pages: bool = True
 
-    # Clustering.
+    # Clustering: articles are held window_days of stream time; an incident's summary
+    # outlives them for incident_days, so follow-ups weeks later still find it.
     window_days: float = Field(default=7.0, gt=0)
+    incident_days: float = Field(default=90.0, gt=0)
 
     # Service.
     web_host: str = "127.0.0.1"

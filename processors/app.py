@@ -83,6 +83,10 @@ def dead_letter(stage: str, event: EventT, exc: BaseException) -> DeadLetter:
     )
 
 
+def cluster_config(settings: Settings) -> ClusterConfig:
+    return ClusterConfig(window_days=settings.window_days, incident_days=settings.incident_days)
+
+
 def broker_urls(settings: Settings) -> list[str]:
     if not settings.kafka_bootstrap:
         raise ValueError("no Kafka bootstrap servers set (NEWSFLOW_KAFKA_BOOTSTRAP)")
@@ -118,7 +122,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     table_schema: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
     articles_table = app.Table(ARTICLES_TABLE, partitions=1, schema=table_schema)
     incidents_table = app.Table(INCIDENTS_TABLE, partitions=1, schema=table_schema)
-    config = ClusterConfig(window_days=settings.window_days)
+    config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
     metrics = ProcessorMetrics()
     metrics_path = metrics_dir(settings.data_dir) / "processors.prom"

@@ -229,6 +229,10 @@ class IncidentClusterer:
         """Incidents in memory, with or without held articles."""
         return len(self._incidents)
 
+    def knows_incident(self, incident_id: str) -> bool:
+        """Whether the incident is still in memory (a later article may still join it)."""
+        return incident_id in self._incidents
+
     def incident_of(self, article_id: str) -> str | None:
         """The incident of a held article; None once it has left the window."""
         held = self._held.get(article_id)

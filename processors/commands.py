@@ -25,7 +25,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
-    from processors.clustering import ClusterConfig
+    from processors.app import cluster_config
     from processors.offline import cluster_rows
 
     def rows():  # type: ignore[no-untyped-def]
@@ -37,7 +37,7 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
                     except ValueError as exc:
                         raise ValueError(f"{args.input}:{number}: not JSON: {exc}") from exc
 
-    config = ClusterConfig(window_days=settings.window_days)
+    config = cluster_config(settings)
     out = open(args.output, "w", encoding="utf-8") if args.output != "-" else sys.stdout  # noqa: SIM115
     count = 0
     try:

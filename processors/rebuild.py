@@ -23,7 +23,9 @@ def storage_window_loader(settings: Settings) -> WindowLoader:
     def load() -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
         from sinks.store import open_store
 
-        since = datetime.now(UTC) - timedelta(days=settings.window_days)
+        # The clusterer remembers incidents for incident_days: restore that much history
+        # so a follow-up can still revive an incident after a restart.
+        since = datetime.now(UTC) - timedelta(days=max(settings.window_days, settings.incident_days))
         try:
             store = open_store(settings)
         except Exception as exc:  # noqa: BLE001 - no storage yet means an empty window

@@ -69,12 +69,17 @@ class StageResult:
 
 
 class IncidentStage:
+    # How often (in articles) incidents the clusterer has forgotten are swept out.
+    SWEEP_EVERY = 500
+
     def __init__(self, config: ClusterConfig | None = None) -> None:
         self.clusterer = IncidentClusterer(config)
+        # The current version of every incident the clusterer still knows: an incident
+        # outlives its articles as a summary, and a follow-up weeks later may revive it,
+        # so its next version must continue from the last one, articles and all.
         self.incidents: dict[str, Incident] = {}
         self._arrivals: deque[str] = deque()
-        self._live: dict[str, int] = {}  # incident id -> articles still in the window
-        self._incident_of: dict[str, str] = {}
+        self._since_sweep = 0
 
     def __len__(self) -> int:
         return len(self._arrivals)
@@ -89,14 +94,10 @@ class IncidentStage:
             self.clusterer.restore(
                 to_cluster_article(record.article), record.incident_id, record.duplicate_of
             )
-            self._track(record.article.id, record.incident_id)
+            self._arrivals.append(record.article.id)
             count += 1
+        self._evict(sweep=True)
         return count
-
-    def _track(self, article_id: str, incident_id: str) -> None:
-        self._arrivals.append(article_id)
-        self._incident_of[article_id] = incident_id
-        self._live[incident_id] = self._live.get(incident_id, 0) + 1
 
     def process(self, article: RawArticle, now: datetime) -> StageResult:
         decision = self.clusterer.add(to_cluster_article(article))
@@ -107,9 +108,7 @@ class IncidentStage:
         record = ArticleRecord(article, decision.incident_id, decision.duplicate_of, seen_at)
         entry = incident_article(article, decision.duplicate_of, decision.explanation, seen_at)
         changed = apply_decision(self.incidents, entry, decision.incident_id, decision.moved, now)
-        for moved_id, target in decision.moved.items():
-            self._move(moved_id, target)
-        self._track(article.id, decision.incident_id)
+        self._arrivals.append(article.id)
         for incident in changed:
             if incident.merged_into is not None:
                 self.incidents.pop(incident.incident_id, None)
@@ -118,29 +117,17 @@ class IncidentStage:
         evicted_articles, evicted_incidents = self._evict()
         return StageResult(decision, record, changed, evicted_articles, evicted_incidents)
 
-    def _move(self, article_id: str, target: str) -> None:
-        source = self._incident_of.get(article_id)
-        if source is None or source == target:
-            return
-        self._incident_of[article_id] = target
-        self._live[source] -= 1
-        self._live[target] = self._live.get(target, 0) + 1
-        if self._live[source] <= 0:
-            del self._live[source]
-
-    def _evict(self) -> tuple[list[str], list[str]]:
-        """Drop what the clusterer no longer holds, oldest arrival first."""
+    def _evict(self, sweep: bool = False) -> tuple[list[str], list[str]]:
+        """Drop what the clusterer no longer holds: articles that left the window (oldest
+        arrival first) and, now and then, incidents it has forgotten altogether."""
         articles: list[str] = []
-        incidents: list[str] = []
         while self._arrivals and self.clusterer.incident_of(self._arrivals[0]) is None:
-            article_id = self._arrivals.popleft()
-            articles.append(article_id)
-            incident_id = self._incident_of.pop(article_id, None)
-            if incident_id is None or incident_id not in self._live:
-                continue
-            self._live[incident_id] -= 1
-            if self._live[incident_id] <= 0:
-                del self._live[incident_id]
-                self.incidents.pop(incident_id, None)
-                incidents.append(incident_id)
+            articles.append(self._arrivals.popleft())
+        incidents: list[str] = []
+        self._since_sweep += 1
+        if sweep or self._since_sweep >= self.SWEEP_EVERY:
+            self._since_sweep = 0
+            incidents = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
+            for incident_id in incidents:
+                del self.incidents[incident_id]
         return articles, incidents

@@ -1,0 +1,73 @@
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from newsflow.schemas import RawArticle
+from processors.app import clean_article
+from processors.clustering import ClusterConfig
+from processors.stage import IncidentStage
+
+SEEDS = Path(__file__).resolve().parents[3] / "seeds"
+T0 = datetime(2015, 10, 8, 12, tzinfo=UTC)
+
+
+def seeds():
+    from producers.replay import read_articles
+
+    reuters, afp = (clean_article(a) for a in read_articles([SEEDS]))
+    return reuters.model_copy(update={"published": T0}), afp
+
+
+def filler(days: float) -> RawArticle:
+    return RawArticle(
+        id=f"quake-{days}",
+        title="Strong earthquake shakes northern Chile",
+        text="A magnitude 8.2 earthquake struck off the coast of northern Chile, officials said.",
+        published=T0 + timedelta(days=days),
+    )
+
+
+def test_a_follow_up_revives_a_dormant_incident_with_its_history():
+    reuters, afp = seeds()
+    stage = IncidentStage(ClusterConfig(window_days=1, incident_days=90))
+    first = stage.process(reuters, T0)
+    later = stage.process(filler(2), T0)
+    assert later.evicted_articles == [reuters.id]  # left the article window ...
+    assert first.decision.incident_id in stage.incidents  # ... but the incident is kept
+    follow_up = stage.process(afp.model_copy(update={"published": T0 + timedelta(days=2)}), T0)
+    [incident] = follow_up.incidents
+    assert incident.incident_id == first.decision.incident_id
+    assert incident.version == 2  # continues, so sinks do not ignore it as stale
+    assert {a.id for a in incident.articles} == {reuters.id, afp.id}
+
+
+def test_incidents_the_clusterer_forgot_are_swept_out():
+    reuters, _ = seeds()
+    stage = IncidentStage(ClusterConfig(window_days=1, incident_days=3))
+    first = stage.process(reuters, T0)
+    stage.SWEEP_EVERY = 1
+    result = stage.process(filler(10), T0)
+    assert first.decision.incident_id in result.evicted_incidents
+    assert first.decision.incident_id not in stage.incidents
+
+
+def test_a_redelivery_re_emits_the_current_version_and_changes_nothing():
+    reuters, afp = seeds()
+    stage = IncidentStage()
+    stage.process(reuters, T0)
+    joined = stage.process(afp.model_copy(update={"published": T0}), T0)
+    again = stage.process(reuters, T0)
+    assert again.decision.redelivery and again.record is None
+    assert again.incidents == [joined.incidents[-1]]
+
+
+def test_restore_gives_the_same_decisions_as_the_original_stream():
+    reuters, afp = seeds()
+    afp = afp.model_copy(update={"published": T0})
+    original = IncidentStage()
+    first = original.process(reuters, T0)
+    restored = IncidentStage()
+    restored.restore([first.record], first.incidents)
+    expected = original.process(afp, T0)
+    got = restored.process(afp, T0)
+    assert got.decision.incident_id == expected.decision.incident_id
+    assert got.incidents[-1].version == expected.incidents[-1].version == 2
