@@ -38,8 +38,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"no such file: {', '.join(missing)}")
-    if not settings.kafka_bootstrap:
-        raise ValueError("replay needs a broker: set NEWSFLOW_KAFKA_BOOTSTRAP (or use `newsflow run`)")
     published = parse_time(args.published) if args.published else None
     articles = list(read_articles(paths, published))
     with Publisher(settings, client_id="newsflow-replay") as publisher:

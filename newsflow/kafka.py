@@ -49,12 +49,26 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+class NoBroker(RuntimeError):
+    pass
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    """The configured brokers, or a clear error saying how to get one."""
+    if not settings.kafka_bootstrap:
+        raise NoBroker(
+            "no Kafka broker: set NEWSFLOW_KAFKA_BOOTSTRAP=host:port, or start `newsflow run` "
+            "(other commands on this machine then find its embedded broker by themselves)"
+        )
+    return settings.kafka_bootstrap
+
+
 def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClient:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return KafkaAdminClient(
-                bootstrap_servers=settings.kafka_bootstrap,
+                bootstrap_servers=bootstrap_servers(settings),
                 client_id=f"{settings.app_id}-admin",
                 request_timeout_ms=15000,
             )
@@ -107,7 +121,7 @@ class Publisher:
         self._lock = threading.Lock()
         self.sent = 0
         self._producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            bootstrap_servers=bootstrap_servers(settings),
             client_id=client_id,
             acks="all",
             # Tansu has no idempotent-producer support; real Kafka does.
@@ -167,7 +181,7 @@ class Publisher:
 def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) -> dict[str, Any]:
     """kafka-python consumer settings with the session timeouts the broker needs."""
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        "bootstrap_servers": bootstrap_servers(settings),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",

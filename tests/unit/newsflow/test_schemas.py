@@ -60,3 +60,4 @@ def test_incident_round_trips_with_explanations():
 def test_dead_letter_keeps_the_original_value():
     letter = DeadLetter(stage="clean", topic="raw", error="bad", error_kind="ValueError", value="{")
     assert DeadLetter.from_bytes(letter.to_bytes()).value == "{"
+
