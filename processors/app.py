@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 
@@ -254,12 +255,15 @@ class ProcessorMetrics:
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both)."""
     app = create_app(settings, window_loader=window_loader)
-    worker = faust.Worker(
-        app,
-        loglevel=settings.log_level,
-        redirect_stdouts=False,
-        override_logging=False,
-        quiet=True,  # no banner or spinner: the service's log is the output
-    )
-    worker.execute_from_commandline()  # exits the process when the worker stops
+    # faust writes only its banner and a terminal spinner to stdout; the log is the output.
+    with open(os.devnull, "w") as devnull:
+        worker = faust.Worker(
+            app,
+            loglevel=settings.log_level,
+            redirect_stdouts=False,
+            override_logging=False,
+            quiet=True,
+            stdout=devnull,
+        )
+        worker.execute_from_commandline()  # exits the process when the worker stops
     return 0
