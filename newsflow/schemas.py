@@ -7,9 +7,10 @@ version it does not know (the message then goes to the dead-letter topic).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -134,3 +135,27 @@ class DeadLetter(_Message):
     value: str | None = None
     value_encoding: Literal["utf-8", "base64"] = "utf-8"
     failed_at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def of_record(
+        cls, stage: str, record: Any, error: str, error_kind: str
+    ) -> DeadLetter:
+        """For a consumed record (kafka-python's or faust's message: topic, partition,
+        offset, key, value), keeping its bytes: as text when UTF-8, else base64."""
+        key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) else record.key
+        raw = record.value if isinstance(record.value, bytes) else b""
+        try:
+            value, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        return cls(
+            stage=stage,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=error[:2000],
+            error_kind=error_kind,
+            key=key,
+            value=value if record.value is not None else None,
+            value_encoding=encoding,  # type: ignore[arg-type]
+        )

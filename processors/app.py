@@ -14,7 +14,6 @@ an agent (faust agents that raise die silently).
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -64,24 +63,7 @@ def decode_article(value: bytes | None) -> RawArticle:
 
 
 def dead_letter(stage: str, event: EventT, exc: BaseException) -> DeadLetter:
-    message = event.message
-    raw = message.value if isinstance(message.value, bytes) else b""
-    try:
-        value, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    key = message.key
-    return DeadLetter(
-        stage=stage,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        error=str(exc),
-        error_kind=type(exc).__name__,
-        key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-        value=value,
-        value_encoding=encoding,  # type: ignore[arg-type]
-    )
+    return DeadLetter.of_record(stage, event.message, str(exc), type(exc).__name__)
 
 
 def cluster_config(settings: Settings) -> ClusterConfig:

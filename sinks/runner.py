@@ -9,7 +9,6 @@ versions go to the dead-letter topic and the stream goes on.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -61,29 +60,8 @@ def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None
         raise PoisonMessage("invalid", f"not a valid {model.__name__}: {exc}") from exc
 
 
-def _text(raw: bytes | None) -> tuple[str | None, bool]:
-    if raw is None:
-        return None, False
-    try:
-        return raw.decode("utf-8"), False
-    except UnicodeDecodeError:
-        return base64.b64encode(raw).decode("ascii"), True
-
-
 def dead_letter(message: Any, kind: str, error: str) -> DeadLetter:
-    key, _ = _text(message.key)
-    value, is_b64 = _text(message.value)
-    return DeadLetter(
-        stage="sink",
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        error=error[:2000],
-        error_kind=kind,
-        key=key,
-        value=value,
-        value_encoding="base64" if is_b64 else "utf-8",
-    )
+    return DeadLetter.of_record("sink", message, error, kind)
 
 
 @dataclass

@@ -61,3 +61,14 @@ def test_dead_letter_keeps_the_original_value():
     letter = DeadLetter(stage="clean", topic="raw", error="bad", error_kind="ValueError", value="{")
     assert DeadLetter.from_bytes(letter.to_bytes()).value == "{"
 
+
+
+def test_a_dead_letter_keeps_binary_values_as_base64():
+    import base64
+    from types import SimpleNamespace
+
+    record = SimpleNamespace(topic="raw", partition=2, offset=7, key=b"k", value=b"\xff\x00")
+    letter = DeadLetter.of_record("clean", record, "bad bytes", "PoisonMessage")
+    assert (letter.topic, letter.partition, letter.offset, letter.key) == ("raw", 2, 7, "k")
+    assert letter.value_encoding == "base64"
+    assert base64.b64decode(letter.value) == b"\xff\x00"
