@@ -6,17 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-
-from newsflow.broker import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -34,15 +28,6 @@ def distractors(shared_path, tmp_path: Path, each: int = 20) -> Path:
     out = tmp_path / "distractors.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return out
-
-
-def newsflow(env: dict[str, str], *args: str, timeout: float = 120) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "newsflow.cli", *args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def rows(db: Path) -> dict[str, list[tuple]]:
@@ -67,90 +52,62 @@ def incidents_holding(db: Path, article_ids: set[str]) -> list[str]:
     return [i for i, m in members.items() if m & article_ids]
 
 
-def wait_for(predicate, timeout_s: float, service: subprocess.Popen, log: Path):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        assert service.poll() is None, log.read_text()[-4000:]
-        time.sleep(0.5)
-    raise AssertionError(f"timed out; service log:\n{log.read_text()[-4000:]}")
+def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(
+    shared_data, start_service, tmp_path
+):
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    newsflow, wait_for, db = service.newsflow, service.wait_for, service.db
+    noise = distractors(shared_data, tmp_path)
+    inputs = [str(SEEDS), str(noise)]
+    published = "2015-10-08T12:00:00+00:00"
+    newsflow("replay", "--quiet", "--published", published, *inputs)
 
+    from producers.replay import parse_time, read_articles
 
-def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(shared_data, tmp_path):
-    data_dir = tmp_path / "var"
-    web_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-    env.update(
-        NEWSFLOW_DATA_DIR=str(data_dir),
-        NEWSFLOW_WEB_PORT=str(web_port),
-        NEWSFLOW_FEEDS_FILE=str(tmp_path / "no-feeds.toml"),
-        NEWSFLOW_REPLAY_SEEDS="false",
-    )
-    (tmp_path / "no-feeds.toml").write_text("", encoding="utf-8")
-    log = tmp_path / "service.log"
-    with log.open("wb") as out:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "newsflow.cli", "run"],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: (data_dir / "service.json").exists(), 60, service, log)
-        noise = distractors(shared_data, tmp_path)
-        inputs = [str(SEEDS), str(noise)]
-        published = "2015-10-08T12:00:00+00:00"
-        newsflow(env, "replay", "--quiet", "--published", published, *inputs)
+    seeds = [a.id for a in read_articles([SEEDS])]
+    noise_ids = {a.id for a in read_articles([noise]) if a.title or a.text}
 
-        from producers.replay import parse_time, read_articles
+    def seeds_together():
+        found = incidents_holding(db, set(seeds))
+        return found if len(found) == 1 and _members(db, found[0]) >= set(seeds) else None
 
-        seeds = [a.id for a in read_articles([SEEDS])]
-        noise_ids = {a.id for a in read_articles([noise]) if a.title or a.text}
-        db = data_dir / "newsflow.db"
+    [incident_id] = wait_for(seeds_together, 120)
+    members = _members(db, incident_id)
+    assert members == set(seeds), f"distractors joined: {members - set(seeds)}"
+    # Every distractor reached storage too, none in the seed incident.
+    wait_for(lambda: _article_count(db) >= len(noise_ids) + 2, 60)
+    assert not noise_ids & members
 
-        def seeds_together():
-            found = incidents_holding(db, set(seeds))
-            return found if len(found) == 1 and _members(db, found[0]) >= set(seeds) else None
+    before = rows(db)
+    newsflow("replay", "--quiet", "--published", published, *inputs)
+    # A sentinel after the replay: the clean topic is ordered, so once the sentinel is
+    # stored, everything replayed before it has been processed.
+    sentinel = tmp_path / "sentinel.txt"
+    sentinel.write_text("Sentinel headline for the test\nA sentinel body, nothing more.", "utf-8")
+    newsflow("replay", "--quiet", "--published", published, str(sentinel))
+    [sentinel_article] = read_articles([sentinel], parse_time(published))
+    wait_for(lambda: incidents_holding(db, {sentinel_article.id}), 60)
+    after = rows(db)
+    for table in TABLES:
+        kept = [r for r in after[table] if sentinel_article.id not in json.dumps(r, default=str)
+                and not any(str(c).startswith("inc-" + sentinel_article.id[:20]) for c in r)]
+        assert kept == before[table], f"{table} changed on replay"
 
-        [incident_id] = wait_for(seeds_together, 120, service, log)
-        members = _members(db, incident_id)
-        assert members == set(seeds), f"distractors joined: {members - set(seeds)}"
-        # Every distractor reached storage too, none in the seed incident.
-        wait_for(lambda: _article_count(db) >= len(noise_ids) + 2, 60, service, log)
-        assert not noise_ids & members
+    # The CLI and the web page read the same storage; both agencies are counted.
+    listing = newsflow("incidents", "--json")
+    assert incident_id in listing
+    detail = newsflow("incident", incident_id)
+    # The incident is titled by a real headline, not by a title cut from a lead.
+    assert detail.splitlines()[1] == "Syria army in 'vast offensive' backed by Russian strikes"
+    assert "2 agencies (AFP, Reuters)" in detail
+    assert "why: joined" in detail
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.web_port}/incident/{incident_id}") as page:
+        html = page.read().decode()
+    assert "Syria army in &#x27;vast offensive&#x27;" in html or "Syria army in &#39;vast" in html
+    assert '<b id="agency-count">2</b> independent agencies' in html, html[:2000]
 
-        before = rows(db)
-        newsflow(env, "replay", "--quiet", "--published", published, *inputs)
-        # A sentinel after the replay: the clean topic is ordered, so once the sentinel is
-        # stored, everything replayed before it has been processed.
-        sentinel = tmp_path / "sentinel.txt"
-        sentinel.write_text("Sentinel headline for the test\nA sentinel body, nothing more.", "utf-8")
-        newsflow(env, "replay", "--quiet", "--published", published, str(sentinel))
-        [sentinel_article] = read_articles([sentinel], parse_time(published))
-        wait_for(lambda: incidents_holding(db, {sentinel_article.id}), 60, service, log)
-        after = rows(db)
-        for table in TABLES:
-            kept = [r for r in after[table] if sentinel_article.id not in json.dumps(r, default=str)
-                    and not any(str(c).startswith("inc-" + sentinel_article.id[:20]) for c in r)]
-            assert kept == before[table], f"{table} changed on replay"
-
-        # The CLI and the web page read the same storage; both agencies are counted.
-        listing = newsflow(env, "incidents", "--json")
-        assert incident_id in listing
-        detail = newsflow(env, "incident", incident_id)
-        # The incident is titled by a real headline, not by a title cut from a lead.
-        assert detail.splitlines()[1] == "Syria army in 'vast offensive' backed by Russian strikes"
-        assert "2 agencies (AFP, Reuters)" in detail
-        assert "why: joined" in detail
-        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/incident/{incident_id}") as page:
-            html = page.read().decode()
-        assert "Syria army in &#x27;vast offensive&#x27;" in html or "Syria army in &#39;vast" in html
-        assert '<b id="agency-count">2</b> independent agencies' in html, html[:2000]
-    finally:
-        service.send_signal(signal.SIGTERM)
-        code = service.wait(60)
-    text = log.read_text()
-    assert code == 0, text[-4000:]
+    assert service.stop() == 0, service.log()[-4000:]
+    text = service.log()
     assert "newsflow stopped" in text
     assert "stopped embedded broker" in text
     # No orphans: every child and the broker are gone.

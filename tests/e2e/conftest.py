@@ -1,0 +1,89 @@
+"""`newsflow run` as a user starts it, in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from newsflow.broker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Service:
+    """One `newsflow run` process tree with its own data folder, port and log."""
+
+    def __init__(self, tmp_path: Path, **settings: str) -> None:
+        self.data_dir = tmp_path / "var"
+        self.db = self.data_dir / "newsflow.db"
+        self.web_port = free_port()
+        feeds = tmp_path / "no-feeds.toml"
+        feeds.write_text("", encoding="utf-8")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+        self.env.update(
+            NEWSFLOW_DATA_DIR=str(self.data_dir),
+            NEWSFLOW_WEB_PORT=str(self.web_port),
+            NEWSFLOW_FEEDS_FILE=str(feeds),
+            **settings,
+        )
+        self.log_path = tmp_path / "service.log"
+        with self.log_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "newsflow.cli", "run"],
+                env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, predicate, timeout_s: float):  # type: ignore[no-untyped-def]
+        """Poll until ``predicate()`` is truthy (and return it); fail with the log if the
+        service dies or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            assert self.process.poll() is None, self.log()[-4000:]
+            time.sleep(0.3)
+        raise AssertionError(f"timed out; service log:\n{self.log()[-4000:]}")
+
+    def newsflow(self, *args: str, timeout: float = 120) -> str:
+        """Another `newsflow` command on this machine (it finds the running service)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "newsflow.cli", *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_service(tmp_path: Path):
+    started: list[Service] = []
+
+    def start(**settings: str) -> Service:
+        service = Service(tmp_path, **settings)
+        started.append(service)
+        service.wait_for(lambda: (service.data_dir / "service.json").exists(), 60)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
