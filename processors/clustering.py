@@ -86,6 +86,12 @@ class ClusterConfig:
     w_year_conflict: float = 2.464
     w_time: float = 0.676  # penalty per log1p(gap in days); gaps inside the span cost nothing
     w_bias: float = -3.79
+    w_name: float = 0.7  # share a full name seen in no other incident
+    w_age_match: float = 0.3  # share an age ("14-year-old")
+    w_age_conflict: float = 1.2  # both mention ages, none shared
+    w_street_match: float = 0.8  # share a street address
+    w_street_conflict: float = 1.5  # both give one, none shared
+    name_max_df: int = 0  # articles outside the incident naming it: more is a place or a body
     headline_cosine: float = 2.483
     headline_member: float = 1.696
     headline_entity: float = 2.504
@@ -140,6 +146,9 @@ class _Incident:
     entity_norm: float = -1.0
     central: tuple[tuple[str, float], ...] | None = None  # cached strongest centroid terms
     years: dict[str, int] = field(default_factory=dict)  # year -> originals mentioning it
+    names: dict[str, int] = field(default_factory=dict)  # full name -> originals naming it
+    ages: dict[str, int] = field(default_factory=dict)  # age -> originals mentioning it
+    streets: dict[str, int] = field(default_factory=dict)  # street -> originals naming it
 
     def centroid_norm(self) -> float:
         if self.norm < 0:
@@ -196,6 +205,11 @@ class Similarity:
     year_match: float  # the article's main year is one the incident mentions
     year_conflict: float  # ... is not, though the incident mentions years
     gap_hours: float | None  # None when either side has no date
+    name_match: float = 0.0
+    age_match: float = 0.0
+    age_conflict: float = 0.0
+    street_match: float = 0.0
+    street_conflict: float = 0.0
 
 
 class IncidentClusterer:
@@ -417,7 +431,8 @@ class IncidentClusterer:
         return [inc for inc, _ in ranked]
 
     def _similarity(self, vec: dict[str, float], evec: dict[str, float], ts: float | None,
-                    year: str | None, inc: _Incident, members: bool = True) -> Similarity:
+                    feats: Features, inc: _Incident, members: bool = True) -> Similarity:
+        year = feats.year
         norm = inc.centroid_norm()
         centroid = inc.centroid
         presence = inc.presence
@@ -466,8 +481,31 @@ class IncidentClusterer:
                 year_match = 1.0
             else:
                 year_conflict = 1.0
+        name_match = 0.0
+        if feats.names and inc.names:
+            df = self._df
+            max_df = self.config.name_max_df
+            names = inc.names
+            for nm in feats.names:
+                # Rare outside this incident: a person, not a city or an institution.
+                if nm in names and df.get(nm, 0) - names[nm] <= max_df:
+                    name_match = 1.0
+                    break
+        age_match = age_conflict = 0.0
+        if feats.ages and inc.ages:
+            if feats.ages.isdisjoint(inc.ages):
+                age_conflict = 1.0
+            else:
+                age_match = 1.0
+        street_match = street_conflict = 0.0
+        if feats.streets and inc.streets:
+            if feats.streets.isdisjoint(inc.streets):
+                street_conflict = 1.0
+            else:
+                street_match = 1.0
         return Similarity(cosine, member, entity, cover, salient, central, year_match,
-                          year_conflict, gap)
+                          year_conflict, gap, name_match, age_match, age_conflict,
+                          street_match, street_conflict)
 
     def _score(self, sim: Similarity, headline: bool) -> float:
         """Log-odds that the article belongs to the incident (weights fitted on labelled
@@ -485,7 +523,10 @@ class IncidentClusterer:
                      + cfg.w_entity * sim.entity + cfg.w_cover * sim.cover
                      + cfg.w_salient * sim.salient + cfg.w_central * sim.central
                      + cfg.w_year_match * sim.year_match - cfg.w_year_conflict * sim.year_conflict
-                     + cfg.w_bias)
+                     + cfg.w_bias + cfg.w_name * sim.name_match
+                     + cfg.w_age_match * sim.age_match - cfg.w_age_conflict * sim.age_conflict
+                     + cfg.w_street_match * sim.street_match
+                     - cfg.w_street_conflict * sim.street_conflict)
             time_weight = cfg.w_time
         if sim.gap_hours:
             score -= time_weight * math.log1p(sim.gap_hours / 24.0)
@@ -501,14 +542,14 @@ class IncidentClusterer:
         scored: list[tuple[float, int, str, Similarity]] = []
         for inc_id in candidates:
             inc = self._incidents[inc_id]
-            sim = self._similarity(vec, evec, ts, feats.year, inc, members=False)
+            sim = self._similarity(vec, evec, ts, feats, inc, members=False)
             scored.append((self._score(sim, headline), -inc.seq, inc_id, sim))
         scored.sort(reverse=True)
         # Compare member by member only for the few best.
         for n in range(min(cfg.member_checks, len(scored))):
             inc = self._incidents[scored[n][2]]
             if len(inc.members) > 1:
-                sim = self._similarity(vec, evec, ts, feats.year, inc)
+                sim = self._similarity(vec, evec, ts, feats, inc)
                 scored[n] = (self._score(sim, headline), -inc.seq, inc.id, sim)
         scored.sort(reverse=True)
         if not scored or scored[0][0] < cfg.join_threshold:
@@ -605,6 +646,12 @@ class IncidentClusterer:
             inc.add_original(vec, evec or {})
             for y in feats.years:
                 inc.years[y] = inc.years.get(y, 0) + 1
+            for nm in feats.names:
+                inc.names[nm] = inc.names.get(nm, 0) + 1
+            for age in feats.ages:
+                inc.ages[age] = inc.ages.get(age, 0) + 1
+            for street in feats.streets:
+                inc.streets[street] = inc.streets.get(street, 0) + 1
             if len(inc.centroid) > 16 * self.config.max_terms:
                 _compact(inc, 8 * self.config.max_terms)
             for i, term in enumerate(vec):
@@ -646,6 +693,12 @@ class IncidentClusterer:
         target.originals += source.originals
         for y, n in source.years.items():
             target.years[y] = target.years.get(y, 0) + n
+        for nm, n in source.names.items():
+            target.names[nm] = target.names.get(nm, 0) + n
+        for age, n in source.ages.items():
+            target.ages[age] = target.ages.get(age, 0) + n
+        for street, n in source.streets.items():
+            target.streets[street] = target.streets.get(street, 0) + n
         target.norm = target.entity_norm = -1.0
         target.central = None
         for term in source.posted:
@@ -739,6 +792,8 @@ def _compact(inc: _Incident, keep: int) -> None:
         inc.presence = {t: inc.presence.get(t, 0) for t, _ in top}
         inc.norm = -1.0
         inc.central = None
+    if len(inc.names) > keep // 2:  # bounded summaries: the most-repeated names stay
+        inc.names = dict(sorted(inc.names.items(), key=lambda kv: (-kv[1], kv[0]))[: keep // 2])
     if len(inc.entity_vec) > keep // 2:
         top = sorted(inc.entity_vec.items(), key=lambda kv: (-kv[1], kv[0]))[: keep // 2]
         inc.entity_vec = dict(top)

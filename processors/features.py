@@ -57,6 +57,14 @@ _SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^
 _NAME_RUN = re.compile(r"\b[A-Z][a-z][\w'’\-]*(?:\s+(?:[A-Z]\.\s+)?[A-Z][a-z][\w'’\-]*)+")
 _P1 = np.uint64(0x9E3779B97F4A7C15)  # shingle = mix of three word hashes
 _P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_AGE = re.compile(r"^(\d{1,3})-years?-old$")
+# A street address: "700 block of North Main Street", "1234 Elm Ave." -> "main", "elm".
+_STREET = re.compile(r"\b\d{1,6}(?: block of| blk of)? ((?:[A-Z][\w'’]*\.? ){1,4}?)"
+                     r"(?:Street|St|Avenue|Ave|Road|Rd|Drive|Dr|Boulevard|Blvd|Lane|Ln|Place|"
+                     r"Pl|Court|Ct|Way|Parkway|Pkwy|Terrace|Ter|Highway|Hwy|Circle|Cir|Pike|"
+                     r"Trail|Square)\b")
+_DIRECTIONS = frozenset("n n. s s. e e. w w. north south east west northeast northwest "
+                        "southeast southwest ne nw se sw".split())
 _YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
 _TRACKING_PARAMS = re.compile(r"^(?:utm_|fbclid$|gclid$|ocid$|cmpid$|ref$|src$|rss$|track$|"
                               r"cid$|mc_|__twitter|ncid$|ito$|smid$)", re.IGNORECASE)
@@ -102,6 +110,9 @@ class Features:
     n_words: int  # words in the cleaned body
     year: str | None  # the year the article mentions most (date evidence without a date)
     years: frozenset[str]
+    names: frozenset[str] = frozenset()  # full names: two capitalised words ("rico doyle")
+    ages: frozenset[str] = frozenset()  # ages mentioned ("14-year-old" -> "14")
+    streets: frozenset[str] = frozenset()  # street names of addresses ("700 block of Elm St")
 
 
 def canonical_url(url: str | None) -> str | None:
@@ -168,6 +179,18 @@ def _add(tf: dict[str, float], entities: set[str], tok: str, weight: float, cap:
         tf[part] = tf.get(part, 0.0) + 0.5 * weight
         if cap:
             entities.add(part)
+
+
+def streets(text: str) -> frozenset[str]:
+    """Street names of the addresses in a text, without direction or street type
+    ("the 700 block of North Main Street" -> "main")."""
+    found = set()
+    for m in _STREET.finditer(text):
+        words = [w.lower().replace("’", "'") for w in m.group(1).split()]
+        words = [w for w in words if w not in _DIRECTIONS]
+        if words:
+            found.add(" ".join(words))
+    return frozenset(found)
 
 
 def extract(title: str, text: str) -> Features:
@@ -256,4 +279,7 @@ def extract(title: str, text: str) -> Features:
         n_words=n_words,
         year=year,
         years=years,
+        names=frozenset(t for t in entities if " " in t),
+        ages=frozenset(m.group(1) for m in map(_AGE.match, entities) if m),
+        streets=streets(body) if toks else frozenset(),
     )

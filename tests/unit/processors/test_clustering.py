@@ -286,3 +286,48 @@ def test_vocabulary_table_is_bounded():
         c.add(art(f"v{day}", (f"title{day} common words", f"{words} common words"), hours=day))
         assert len(c._df) <= 200
     assert "common" in c._df  # frequent terms survive the pruning
+
+
+def test_features_pick_out_ages_full_names_and_streets():
+    from processors.features import extract, streets
+
+    feats = extract(
+        "Teen shot near school",
+        "Police said Rico Doyle, a 14-year-old student, was shot in the 700 block of "
+        "North Main Street on Friday. A 32-year-old man was arrested at 1234 Elm Ave. later.",
+    )
+    assert feats.ages == {"14", "32"}
+    assert "rico doyle" in feats.names
+    assert feats.streets == {"main", "elm"}
+    assert streets("No address here, only 12 people on Main.") == frozenset()
+    assert streets("the 100 block of West Martin Luther King Boulevard") == {
+        "martin luther king"}
+
+
+def _follow_up_score(street: str, age: str, config: ClusterConfig | None = None) -> float:
+    clusterer = IncidentClusterer(config)
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    clusterer.add(Article(
+        id="first", title="Man shot dead in Springfield",
+        text="A 24-year-old man was shot and killed in the 700 block of Elm Street in "
+             "Springfield late Friday, police said. Officers found him on the sidewalk.",
+        published=when))
+    decision = clusterer.add(Article(
+        id="later", title="Arrest made in Springfield killing",
+        text=f"Springfield police arrested a suspect in the killing of a {age}-year-old man "
+             f"in the 700 block of {street} Street. The suspect faces a murder charge.",
+        published=when + timedelta(days=20)))
+    assert decision.explanation.score is not None
+    return decision.explanation.score
+
+
+def test_shared_street_and_age_raise_the_score_and_conflicts_lower_it():
+    blind = ClusterConfig(w_street_match=0.0, w_street_conflict=0.0, w_age_match=0.0,
+                          w_age_conflict=0.0)
+    same, same_blind = _follow_up_score("Elm", "24"), _follow_up_score("Elm", "24", blind)
+    # Beyond what the words alone say: a shared street or age is evidence, a different one
+    # is evidence against.
+    street_gap = same - _follow_up_score("Oak", "24")
+    age_gap = same - _follow_up_score("Elm", "61")
+    assert street_gap > same_blind - _follow_up_score("Oak", "24", blind) + 1.0
+    assert age_gap > same_blind - _follow_up_score("Elm", "61", blind) + 1.0
