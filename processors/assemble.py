@@ -96,9 +96,10 @@ def apply_decision(
     located: dict[str, str] = {}
     for iid in {incident_id, *moved.values()}:
         current(iid)
-    for iid, inc in incidents.items():
-        if any(a.id in moved for a in inc.articles):
-            current(iid)
+    if moved:  # rare (a merge): only then look for where the moved articles are
+        for iid, inc in incidents.items():
+            if any(a.id in moved for a in inc.articles):
+                current(iid)
     for iid, arts in members.items():
         for a in arts:
             if a.id in moved:
