@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # The main job: embedded broker, processors, SQLite sink, producers, web page, seed replay.
 run: install
-	$(BIN)/newsflow run
+	NEWSFLOW_STOP_WITH_PARENT=true exec $(BIN)/newsflow run
 
 # Debian packages some tests use (headless Chromium, PostgreSQL 15); installed only where
 # we may (root with apt-get), otherwise those tests skip and say why.

@@ -10,6 +10,11 @@ from collections.abc import Mapping, Sequence
 logger = logging.getLogger(__name__)
 
 
+def stop_with_parent() -> None:
+    """Linux: get SIGTERM when the parent process dies, even by SIGKILL."""
+    _die_with_parent()
+
+
 def _die_with_parent() -> None:
     # Linux: the child gets SIGTERM if the process that started it dies, even by SIGKILL,
     # so a crashed service leaves no orphans behind.

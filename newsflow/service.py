@@ -22,7 +22,7 @@ from threading import Event
 
 from newsflow.broker import EmbeddedBroker
 from newsflow.kafka import Publisher, ensure_topics
-from newsflow.processes import spawn, terminate
+from newsflow.processes import spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,9 @@ def replay_seeds(settings: Settings) -> int:
 
 
 def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES) -> int:
+    if os.environ.get("NEWSFLOW_STOP_WITH_PARENT") == "true":
+        # Under `make run`: a SIGTERM to make (which does not pass it on) still stops us.
+        stop_with_parent()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker: EmbeddedBroker | None = None
     if not settings.kafka_bootstrap:
