@@ -90,6 +90,9 @@ class EmbeddedBroker:
         logger.info("embedded broker ready on %s (pid %s)", self.bootstrap, self.process.pid)
         return self
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self, timeout_s: float = 5.0) -> None:
         proc, self.process = self.process, None
         if proc is not None:

@@ -16,12 +16,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
 
+from kafka import TopicPartition
+
 from newsflow.broker import EmbeddedBroker
-from newsflow.kafka import Publisher, ensure_topics
+from newsflow.kafka import Publisher, admin_client, bootstrap_servers, ensure_topics
 from newsflow.processes import spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
@@ -109,6 +112,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
         # Under `make run`: a SIGTERM to make (which does not pass it on) still stops us.
         stop_with_parent()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    exit_code = 0
     broker: EmbeddedBroker | None = None
     if not settings.kafka_bootstrap:
         broker = EmbeddedBroker().start()
@@ -124,7 +128,10 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
             child.start()
         write_runfile(settings)
         if settings.replay_seeds:
-            replay_seeds(settings)
+            try:
+                replay_seeds(settings)
+            except Exception as exc:  # noqa: BLE001 - a bad seed must not stop the service
+                logger.error("seed replay failed: %s", exc)
         logger.info(
             "newsflow running: broker %s%s, storage %s, web http://%s:%s/",
             settings.kafka_bootstrap,
@@ -134,16 +141,76 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
             settings.web_port,
         )
         while not stop.wait(0.5):
+            if broker is not None and not broker.alive():
+                # Everything in flight lived in it; exit so the service manager restarts us
+                # (the processors then rebuild their window from storage).
+                logger.error("the embedded broker died; stopping")
+                exit_code = 1
+                break
             for child in children:
                 supervise(child)
     finally:
+        consumers = [c for c in children if c.role in ("process", "sink")]
         for child in reversed(children):
+            if child.role == "process" and broker is not None and broker.alive():
+                # The embedded broker forgets everything when it stops: let the processors
+                # and the sink finish what the producers already sent.
+                wait_drained(settings, drain_groups(settings), timeout_s=30.0,
+                             alive=lambda: all(c.alive() for c in consumers))
             child.stop(timeout_s=20.0)
         if broker is not None:
             broker.stop()
         runfile(settings).unlink(missing_ok=True)
     logger.info("newsflow stopped")
-    return 0
+    return exit_code
+
+
+def drain_groups(settings: Settings) -> dict[str, list[str]]:
+    """Consumer groups and the topics whose end they must reach before a clean stop."""
+    return {
+        settings.app_id: [settings.topic_raw, settings.topic_clean],
+        f"{settings.app_id}-sink": [settings.topic_clean, settings.topic_incidents],
+    }
+
+
+def wait_drained(
+    settings: Settings,
+    groups: dict[str, list[str]],
+    timeout_s: float,
+    alive: Callable[[], bool] = lambda: True,
+) -> bool:
+    """Wait until every group has committed the end of its topics (bounded; best effort:
+    on the embedded broker end offsets can read low, so this may end a little early)."""
+    from kafka import KafkaConsumer
+
+    deadline = time.monotonic() + timeout_s
+    admin = admin_client(settings, timeout_s=5.0)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers(settings))
+    try:
+        while time.monotonic() < deadline and alive():
+            behind = 0
+            for group, topics in groups.items():
+                committed = admin.list_group_offsets({group: None}).get(group, {})
+                parts = [tp for tp in committed if tp.topic in topics]
+                ends = consumer.end_offsets(parts) if parts else {}
+                behind += sum(max(0, ends[tp] - committed[tp].offset) for tp in parts)
+                for topic in topics:  # a topic with messages but no commit at all yet
+                    for p in consumer.partitions_for_topic(topic) or ():
+                        tp = TopicPartition(topic, p)
+                        if tp not in committed:
+                            behind += consumer.end_offsets([tp])[tp]
+            if behind == 0:
+                logger.info("processors and sink have caught up")
+                return True
+            logger.info("waiting for processors and sink to catch up (%d behind)", behind)
+            time.sleep(1.0)
+        return False
+    except Exception as exc:  # noqa: BLE001 - never block a shutdown on this
+        logger.warning("could not check consumer progress: %s", exc)
+        return False
+    finally:
+        consumer.close()
+        admin.close()
 
 
 def supervise(child: Child) -> None:

@@ -35,3 +35,20 @@ def test_a_killed_sink_is_restarted_and_catches_up(start_service, tmp_path):
     service.newsflow("replay", "--quiet", str(article))
     service.wait_for(lambda: stored_articles(service.db) >= 3, 60)
     assert service.stop() == 0, service.log()[-3000:]
+
+
+def test_stopping_right_after_a_burst_loses_nothing(start_service, tmp_path):
+    """The embedded broker forgets everything when it stops: a stop must first let the
+    processors and the sink finish what was already published."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    places = ["Lisbon", "Oslo", "Quito", "Hanoi", "Accra", "Lima", "Perth", "Riga", "Dakar", "Cusco"]
+    for n in range(60):
+        place = places[n % len(places)]
+        (burst / f"{n:03}.txt").write_text(
+            f"Report {n} from {place}\nStory number {n} about {place} and item {n * 7919}.", "utf-8"
+        )
+    service.newsflow("replay", "--quiet", str(burst))
+    assert service.stop() == 0, service.log()[-3000:]
+    assert stored_articles(service.db) == 60, service.log()[-3000:]
