@@ -24,6 +24,9 @@ from newsflow.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+BIG_MESSAGE_BYTES = str(8 * 1024 * 1024)
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -39,11 +42,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """
     return [
         TopicSpec(settings.topic_raw, settings.raw_partitions, {}),
-        TopicSpec(settings.topic_clean, 1, {}),
+        TopicSpec(settings.topic_clean, 1, {"max.message.bytes": BIG_MESSAGE_BYTES}),
         TopicSpec(
             settings.topic_incidents,
             settings.incident_partitions,
-            {"cleanup.policy": "compact"},
+            # An incident version carries all its articles: a big story is a big message.
+            {"cleanup.policy": "compact", "max.message.bytes": BIG_MESSAGE_BYTES},
         ),
         TopicSpec(settings.topic_dlq, 1, {}),
     ]

@@ -316,7 +316,8 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/api/incidents":
                 hours, source = self._window(query)
                 found = self._store().list_incidents(
-                    since=timedelta(hours=hours), source=source, limit=int(query.get("limit", 200))
+                    since=timedelta(hours=hours), source=source,
+                    limit=max(1, min(int(query.get("limit", 200)), 500)),
                 )
                 self._json([s.to_dict() for s in found])
             elif path.startswith("/incident/") or path.startswith("/api/incidents/"):

@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 from faust.types import EventT, StreamT
@@ -31,6 +32,7 @@ from processors.text import clean_text
 
 logger = logging.getLogger(__name__)
 
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 ARTICLES_TABLE = "cluster-articles"
 INCIDENTS_TABLE = "cluster-incidents"
 
@@ -87,6 +89,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=1.0,
         producer_acks=-1,
+        # An incident version carries all its articles: a big story is a big message.
+        producer_max_request_size=MAX_MESSAGE_BYTES,
         producer_compression_type="gzip",
         topic_replication_factor=settings.replication_factor,
         topic_partitions=1,
@@ -137,11 +141,9 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         async for event in stream.events():
             try:
                 article = clean_article(decode_article(event.value))
+                await clean_topic.send(key=article.id.encode(), value=article.to_bytes())
             except Exception as exc:  # noqa: BLE001 - every failure is dead-lettered
                 await send_dead_letter("clean", event, exc)
-                yield None
-                continue
-            await clean_topic.send(key=article.id.encode(), value=article.to_bytes())
             yield None
 
     async def cluster(stream: StreamT) -> AsyncIterator[None]:
@@ -163,9 +165,16 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                     incidents_table[incident.incident_id] = incident.model_dump(mode="json")
                 else:
                     incidents_table.pop(incident.incident_id, None)
-                await incidents_topic.send(
-                    key=incident.incident_id.encode(), value=incident.to_bytes()
-                )
+                try:
+                    await incidents_topic.send(
+                        key=incident.incident_id.encode(), value=incident.to_bytes()
+                    )
+                except Exception as exc:  # noqa: BLE001 - the state is kept; the next
+                    # version of this incident carries the change again.
+                    metrics.dead_letters.inc(stage="emit", kind=type(exc).__name__)
+                    logger.error("incident %s v%s not emitted (%s/%s@%s): %s",
+                                 incident.incident_id, incident.version, event.message.topic,
+                                 event.message.partition, event.message.offset, exc)
             for article_id in result.evicted_articles:
                 articles_table.pop(article_id, None)
             for incident_id in result.evicted_incidents:
@@ -183,6 +192,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             metrics.window_incidents.set(len(stage.incidents))
         write_textfile(metrics.registry, metrics_path)
 
+    def forget_stage(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # With several workers the clean partition can move away and come back: the
+        # in-memory stage is then stale, so it is rebuilt from the tables on next use.
+        stage_holder.clear()
+
+    app.on_partitions_revoked.connect(forget_stage)
     app.agent(raw_topic, name="clean")(clean)
     app.agent(clean_topic, name="cluster")(cluster)
     app.timer(5.0, name="write-metrics")(write_metrics)

@@ -11,7 +11,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from newsflow.schemas import Incident, RawArticle
@@ -21,14 +21,22 @@ from processors.clustering import Article, ClusterConfig, Decision, IncidentClus
 logger = logging.getLogger(__name__)
 
 
-def to_cluster_article(article: RawArticle) -> Article:
+# A publication time this far past the moment an article is seen is a wrong date (or a
+# wrong clock): one such article would move stream time ahead and empty the window.
+MAX_CLOCK_SKEW = timedelta(hours=1)
+
+
+def to_cluster_article(article: RawArticle, seen_at: datetime | None = None) -> Article:
+    published = article.published
+    if published is not None and seen_at is not None and published > seen_at + MAX_CLOCK_SKEW:
+        published = seen_at
     return Article(
         id=article.id,
         title=article.title,
         text=article.text,
         url=article.canonical_url or article.url,
         source=article.source,
-        published=article.published,
+        published=published,
     )
 
 
@@ -92,7 +100,9 @@ class IncidentStage:
         count = 0
         for record in sorted(records, key=lambda r: r.seen_at):
             self.clusterer.restore(
-                to_cluster_article(record.article), record.incident_id, record.duplicate_of
+                to_cluster_article(record.article, record.seen_at),
+                record.incident_id,
+                record.duplicate_of,
             )
             self._arrivals.append(record.article.id)
             count += 1
@@ -100,7 +110,7 @@ class IncidentStage:
         return count
 
     def process(self, article: RawArticle, now: datetime) -> StageResult:
-        decision = self.clusterer.add(to_cluster_article(article))
+        decision = self.clusterer.add(to_cluster_article(article, now))
         if decision.redelivery:
             current = self.incidents.get(decision.incident_id)
             return StageResult(decision, None, [current] if current else [])
@@ -127,6 +137,15 @@ class IncidentStage:
         self._since_sweep += 1
         if sweep or self._since_sweep >= self.SWEEP_EVERY:
             self._since_sweep = 0
+            # Articles leave by publication time, not arrival: an old undated one at the
+            # front must not hold back the report of those evicted behind it.
+            held: deque[str] = deque()
+            for article_id in self._arrivals:
+                if self.clusterer.incident_of(article_id) is None:
+                    articles.append(article_id)
+                else:
+                    held.append(article_id)
+            self._arrivals = held
             incidents = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
             for incident_id in incidents:
                 del self.incidents[incident_id]

@@ -30,10 +30,11 @@ def test_a_follow_up_revives_a_dormant_incident_with_its_history():
     reuters, afp = seeds()
     stage = IncidentStage(ClusterConfig(window_days=1, incident_days=90))
     first = stage.process(reuters, T0)
-    later = stage.process(filler(2), T0)
+    later = stage.process(filler(2), T0 + timedelta(days=2))
     assert later.evicted_articles == [reuters.id]  # left the article window ...
     assert first.decision.incident_id in stage.incidents  # ... but the incident is kept
-    follow_up = stage.process(afp.model_copy(update={"published": T0 + timedelta(days=2)}), T0)
+    two_days = T0 + timedelta(days=2)
+    follow_up = stage.process(afp.model_copy(update={"published": two_days}), two_days)
     [incident] = follow_up.incidents
     assert incident.incident_id == first.decision.incident_id
     assert incident.version == 2  # continues, so sinks do not ignore it as stale
@@ -45,7 +46,7 @@ def test_incidents_the_clusterer_forgot_are_swept_out():
     stage = IncidentStage(ClusterConfig(window_days=1, incident_days=3))
     first = stage.process(reuters, T0)
     stage.SWEEP_EVERY = 1
-    result = stage.process(filler(10), T0)
+    result = stage.process(filler(10), T0 + timedelta(days=10))
     assert first.decision.incident_id in result.evicted_incidents
     assert first.decision.incident_id not in stage.incidents
 
@@ -71,3 +72,27 @@ def test_restore_gives_the_same_decisions_as_the_original_stream():
     got = restored.process(afp, T0)
     assert got.decision.incident_id == expected.decision.incident_id
     assert got.incidents[-1].version == expected.incidents[-1].version == 2
+
+
+def test_a_future_dated_article_does_not_empty_the_window():
+    reuters, afp = seeds()
+    stage = IncidentStage()
+    first = stage.process(reuters, T0)
+    wrong = filler(0).model_copy(update={"id": "wrong-date", "published": datetime(2099, 1, 1, tzinfo=UTC)})
+    assert stage.process(wrong, T0).evicted_articles == []
+    joined = stage.process(afp.model_copy(update={"published": T0}), T0)
+    assert joined.decision.incident_id == first.decision.incident_id
+
+
+def test_the_sweep_reports_evictions_stuck_behind_a_held_article():
+    reuters, _ = seeds()
+    stage = IncidentStage(ClusterConfig(window_days=1, incident_days=90))
+    stage.SWEEP_EVERY = 10_000
+    undated = filler(0).model_copy(update={"id": "undated", "published": None})
+    stage.process(undated, T0)  # held until a size cap: stays at the front
+    stage.process(reuters, T0)
+    result = stage.process(filler(3), T0 + timedelta(days=3))  # evicts reuters, behind the undated one
+    assert reuters.id not in result.evicted_articles
+    stage.SWEEP_EVERY = 1
+    swept = stage.process(filler(3.1), T0 + timedelta(days=3.1))
+    assert reuters.id in swept.evicted_articles

@@ -39,3 +39,10 @@ def test_address_refusal_blocks_private_ranges_unless_allowed():
 def test_metadata_addresses_are_refused_even_when_private_is_allowed():
     for ip in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"):
         assert "metadata" in (address_refusal(ip, allow_private=True) or "")
+
+
+def test_ipv4_inside_ipv6_is_judged_as_ipv4():
+    # 6to4 and Teredo forms of the metadata address and of loopback
+    assert "metadata" in address_refusal("2002:a9fe:a9fe::1", allow_private=True)
+    assert address_refusal("2002:7f00:1::1", allow_private=False)
+    assert address_refusal("::ffff:127.0.0.1", allow_private=False)
