@@ -22,16 +22,10 @@ from producers.state import FeedRow, StateStore
 from tests.conftest import shared_path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nf_feedserver import FeedServer, hard_headers  # noqa: E402
+from nf_feedserver import hard_headers  # noqa: E402
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer(shared_path("feeds").parent) as srv:
-        yield srv
 
 
 class Rig:

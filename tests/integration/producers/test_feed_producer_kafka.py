@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,11 @@ from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
 from producers.feeds import run_producer
 from producers.state import StateStore
-from tests.conftest import shared_path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nf_feedserver import FeedServer  # noqa: E402
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer(shared_path("feeds").parent) as srv:
-        yield srv
 
 
 def read_topic(settings: Settings, *, expect: int, timeout_s: float = 30.0) -> list[RawArticle]:
