@@ -8,26 +8,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from newsflow.schemas import parse_timestamp
 from processors.clustering import Article, ClusterConfig, IncidentClusterer
 from processors.text import clean_text, derive_title
 
 
 def parse_published(value: Any) -> datetime | None:
-    """ISO date or datetime (a trailing Z is fine) -> aware datetime; naive is taken as UTC."""
-    if not value:
+    """ISO date or datetime -> aware datetime (naive is UTC); unreadable gives None."""
+    try:
+        return parse_timestamp(value)
+    except ValueError:
         return None
-    if isinstance(value, datetime):
-        when = value
-    else:
-        try:
-            when = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def row_to_article(row: dict[str, Any]) -> Article:

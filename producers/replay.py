@@ -12,11 +12,11 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from newsflow.schemas import RawArticle, article_key
+from newsflow.schemas import RawArticle, article_key, parse_timestamp
 from processors.text import derive_title
 
 logger = logging.getLogger(__name__)
@@ -31,20 +31,10 @@ class ReplayError(ValueError):
 
 def parse_time(value: Any) -> datetime | None:
     """ISO date or datetime (naive means UTC); None or empty gives None."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        text = str(value).strip().replace("Z", "+00:00")
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            try:
-                parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
-            except ValueError as exc:
-                raise ReplayError(f"not an ISO date or datetime: {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise ReplayError(f"not an ISO date or datetime: {value!r}") from exc
 
 
 SIDECAR_SUFFIX = ".meta.json"
