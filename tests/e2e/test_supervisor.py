@@ -52,3 +52,19 @@ def test_stopping_right_after_a_burst_loses_nothing(start_service, tmp_path):
     service.newsflow("replay", "--quiet", str(burst))
     assert service.stop() == 0, service.log()[-3000:]
     assert stored_articles(service.db) == 60, service.log()[-3000:]
+
+
+def test_a_dead_embedded_broker_stops_the_service_for_its_manager_to_restart(start_service):
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    broker_pid = int(re.search(r"embedded broker ready on \S+ \(pid (\d+)\)", service.log()).group(1))
+    os.kill(broker_pid, signal.SIGKILL)
+    service.process.wait(90)
+    assert service.process.returncode == 1
+    assert "the embedded broker died; stopping" in service.log()
+    children = [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", service.log())]
+    for pid in children:
+        try:
+            os.kill(pid, 0)
+            raise AssertionError(f"child {pid} outlived the service")
+        except ProcessLookupError:
+            pass
