@@ -8,7 +8,6 @@ so two processes starting together do not race.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,12 +19,11 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from newsflow.schemas import Explanation, Incident, RawArticle
-from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
+from sinks.agencies import agency_of_source, count_reporters
 from sinks.base import (
     BatchingSink,
     Record,
     SinkUnavailable,
-    active_at,
     article_digest,
     latest_versions,
     split,
@@ -37,6 +35,16 @@ from sinks.models import (
     IncidentSummary,
     SearchHit,
     VersionInfo,
+)
+from sinks.rows import (
+    article_values,
+    incident_values,
+    insert_member_sql,
+    insert_version_sql,
+    member_values,
+    upsert_article_sql,
+    upsert_incident_sql,
+    version_values,
 )
 
 logger = logging.getLogger(__name__)
@@ -167,115 +175,26 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
     return SCHEMA_VERSION
 
 
-def article_params(article: RawArticle) -> tuple[Any, ...]:
-    agencies = recognise_agencies(
-        article.source, article.text, author=article.author, site_name=article.site_name
-    )
-    return (
-        article.id,
-        article.url,
-        article.canonical_url,
-        article.title.replace("\x00", ""),
-        article.text.replace("\x00", ""),  # PostgreSQL text cannot hold NUL
-        article.published,
-        article.fetched_at,
-        article.source,
-        article.feed_url,
-        article.language,
-        article.author,
-        article.site_name,
-        article.summary_only,
-        article.producer,
-        Jsonb(article.fetch),
-        list(agencies),
-        article_digest(article),
-    )
+def adapt(value: Any) -> Any:
+    """A row value as psycopg sends it: JSON as jsonb, the agencies as a text array, text
+    without NUL (PostgreSQL text cannot hold it)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return Jsonb(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
-_UPSERT_ARTICLE = """
-INSERT INTO articles (id, url, canonical_url, title, text, published, fetched_at, source,
-    feed_url, language, author, site_name, summary_only, producer, fetch_info, agencies, digest)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET
-    url = excluded.url, canonical_url = excluded.canonical_url, title = excluded.title,
-    text = excluded.text, published = excluded.published, fetched_at = excluded.fetched_at,
-    source = excluded.source, feed_url = excluded.feed_url, language = excluded.language,
-    author = excluded.author, site_name = excluded.site_name,
-    summary_only = excluded.summary_only, producer = excluded.producer,
-    fetch_info = excluded.fetch_info, agencies = excluded.agencies, digest = excluded.digest
-WHERE articles.digest <> excluded.digest
-  AND coalesce(excluded.fetched_at, '-infinity') >= coalesce(articles.fetched_at, '-infinity')
-"""
-
-_UPSERT_INCIDENT = """
-INSERT INTO incidents (id, version, title, first_seen, last_seen, updated_at, active_at,
-    merged_into, article_count, duplicate_count)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET
-    version = excluded.version, title = excluded.title, first_seen = excluded.first_seen,
-    last_seen = excluded.last_seen, updated_at = excluded.updated_at,
-    active_at = excluded.active_at, merged_into = excluded.merged_into,
-    article_count = excluded.article_count, duplicate_count = excluded.duplicate_count
-WHERE excluded.version > incidents.version
-"""
-
-_INSERT_VERSION = """
-INSERT INTO incident_versions (incident_id, version, updated_at, merged_into, article_count,
-    payload)
-VALUES (%s, %s, %s, %s, %s, %s)
-ON CONFLICT DO NOTHING
-"""
-
-_INSERT_MEMBER = """
-INSERT INTO incident_articles (incident_id, article_id, position, title, url, source,
-    published, seen_at, duplicate_of, decision, explanation)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-"""
+def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return [tuple(adapt(v) for v in row) for row in values]
 
 
-def _incident_params(i: Incident) -> tuple[Any, ...]:
-    return (
-        i.incident_id,
-        i.version,
-        i.title,
-        i.first_seen,
-        i.last_seen,
-        i.updated_at,
-        active_at(i),
-        i.merged_into,
-        len(i.articles),
-        sum(1 for a in i.articles if a.duplicate_of),
-    )
-
-
-def _version_params(i: Incident) -> tuple[Any, ...]:
-    return (
-        i.incident_id,
-        i.version,
-        i.updated_at,
-        i.merged_into,
-        len(i.articles),
-        Jsonb(json.loads(i.to_bytes())),
-    )
-
-
-def _member_params(i: Incident) -> list[tuple[Any, ...]]:
-    return [
-        (
-            i.incident_id,
-            a.id,
-            position,
-            a.title,
-            a.url,
-            a.source,
-            a.published,
-            a.seen_at,
-            a.duplicate_of,
-            a.explanation.decision if a.explanation else None,
-            Jsonb(a.explanation.model_dump(mode="json")) if a.explanation else None,
-        )
-        for position, a in enumerate(i.articles)
-    ]
+_UPSERT_ARTICLE = upsert_article_sql("%s", "'-infinity'")
+_UPSERT_INCIDENT = upsert_incident_sql("%s")
+_INSERT_VERSION = insert_version_sql("%s")
+_INSERT_MEMBER = insert_member_sql("%s")
 
 
 class PostgresSink(BatchingSink):
@@ -320,10 +239,10 @@ class PostgresSink(BatchingSink):
                 known = dict(cur.fetchall())
                 fresh = [a for a in articles if known.get(a.id) != article_digest(a)]
                 if fresh:
-                    cur.executemany(_UPSERT_ARTICLE, [article_params(a) for a in fresh])
+                    cur.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in fresh]))
             if not incidents:
                 return
-            cur.executemany(_INSERT_VERSION, [_version_params(i) for i in incidents])
+            cur.executemany(_INSERT_VERSION, _rows([version_values(i) for i in incidents]))
             latest = latest_versions(incidents)
             cur.execute(
                 "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
@@ -333,12 +252,12 @@ class PostgresSink(BatchingSink):
             newer = [i for i in latest.values() if i.version > stored.get(i.incident_id, 0)]
             if not newer:
                 return
-            cur.executemany(_UPSERT_INCIDENT, [_incident_params(i) for i in newer])
+            cur.executemany(_UPSERT_INCIDENT, _rows([incident_values(i) for i in newer]))
             cur.execute(
                 "DELETE FROM incident_articles WHERE incident_id = ANY(%s)",
                 ([i.incident_id for i in newer],),
             )
-            members = [row for i in newer for row in _member_params(i)]
+            members = _rows([row for i in newer for row in member_values(i)])
             if members:
                 cur.executemany(_INSERT_MEMBER, members)
 

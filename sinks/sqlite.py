@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from newsflow.schemas import Explanation, Incident, RawArticle
-from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
+from sinks.agencies import agency_of_source, count_reporters
 from sinks.base import (
     BatchingSink,
     Record,
     SinkUnavailable,
-    active_at,
-    article_digest,
     latest_versions,
     parse_ts,
     split,
@@ -36,6 +34,16 @@ from sinks.models import (
     IncidentSummary,
     SearchHit,
     VersionInfo,
+)
+from sinks.rows import (
+    article_values,
+    incident_values,
+    insert_member_sql,
+    insert_version_sql,
+    member_values,
+    upsert_article_sql,
+    upsert_incident_sql,
+    version_values,
 )
 
 logger = logging.getLogger(__name__)
@@ -194,118 +202,28 @@ def _agencies_token(names: Sequence[str]) -> str:
     return "," + ",".join(names) + ","
 
 
-def article_row(article: RawArticle) -> tuple[Any, ...]:
-    agencies = recognise_agencies(
-        article.source, article.text, author=article.author, site_name=article.site_name
-    )
-    return (
-        article.id,
-        article.url,
-        article.canonical_url,
-        article.title,
-        article.text,
-        ts(article.published),
-        ts(article.fetched_at),
-        article.source,
-        article.feed_url,
-        article.language,
-        article.author,
-        article.site_name,
-        int(article.summary_only),
-        article.producer,
-        json.dumps(article.fetch, sort_keys=True),
-        _agencies_token(agencies),
-        article_digest(article),
-    )
+def adapt(value: Any) -> Any:
+    """A row value as SQLite stores it: text timestamps that sort, 0/1, JSON text, and the
+    agencies as ",AFP,Reuters," (so a filter can look for ",AFP,")."""
+    if isinstance(value, datetime):
+        return ts(value)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, tuple):
+        return _agencies_token(value)
+    return value
 
 
-def membership_rows(incident: Incident) -> list[tuple[Any, ...]]:
-    rows = []
-    for position, item in enumerate(incident.articles):
-        explanation = item.explanation
-        rows.append(
-            (
-                incident.incident_id,
-                item.id,
-                position,
-                item.title,
-                item.url,
-                item.source,
-                ts(item.published),
-                ts(item.seen_at),
-                item.duplicate_of,
-                explanation.decision if explanation else None,
-                explanation.model_dump_json() if explanation else None,
-            )
-        )
-    return rows
+def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return [tuple(adapt(v) for v in row) for row in values]
 
 
-def incident_row(incident: Incident) -> tuple[Any, ...]:
-    duplicates = sum(1 for a in incident.articles if a.duplicate_of)
-    return (
-        incident.incident_id,
-        incident.version,
-        incident.title,
-        ts(incident.first_seen),
-        ts(incident.last_seen),
-        ts(incident.updated_at),
-        ts(active_at(incident)),
-        incident.merged_into,
-        len(incident.articles),
-        duplicates,
-    )
-
-
-def version_row(incident: Incident) -> tuple[Any, ...]:
-    return (
-        incident.incident_id,
-        incident.version,
-        ts(incident.updated_at),
-        incident.merged_into,
-        len(incident.articles),
-        incident.to_bytes().decode("utf-8"),
-    )
-
-
-_UPSERT_ARTICLE = """
-INSERT INTO articles (id, url, canonical_url, title, text, published, fetched_at, source,
-    feed_url, language, author, site_name, summary_only, producer, fetch_info, agencies, digest)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    url = excluded.url, canonical_url = excluded.canonical_url, title = excluded.title,
-    text = excluded.text, published = excluded.published, fetched_at = excluded.fetched_at,
-    source = excluded.source, feed_url = excluded.feed_url, language = excluded.language,
-    author = excluded.author, site_name = excluded.site_name,
-    summary_only = excluded.summary_only, producer = excluded.producer,
-    fetch_info = excluded.fetch_info, agencies = excluded.agencies, digest = excluded.digest
-WHERE articles.digest <> excluded.digest
-  AND COALESCE(excluded.fetched_at, '') >= COALESCE(articles.fetched_at, '')
-"""
-
-_UPSERT_INCIDENT = """
-INSERT INTO incidents (id, version, title, first_seen, last_seen, updated_at, active_at,
-    merged_into, article_count, duplicate_count)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    version = excluded.version, title = excluded.title, first_seen = excluded.first_seen,
-    last_seen = excluded.last_seen, updated_at = excluded.updated_at,
-    active_at = excluded.active_at, merged_into = excluded.merged_into,
-    article_count = excluded.article_count, duplicate_count = excluded.duplicate_count
-WHERE excluded.version > incidents.version
-"""
-
-_INSERT_VERSION = """
-INSERT OR IGNORE INTO incident_versions
-    (incident_id, version, updated_at, merged_into, article_count, payload)
-VALUES (?, ?, ?, ?, ?, ?)
-"""
-
-_INSERT_MEMBER = """
-INSERT INTO incident_articles (incident_id, article_id, position, title, url, source,
-    published, seen_at, duplicate_of, decision, explanation)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+_UPSERT_ARTICLE = upsert_article_sql("?", "''")
+_UPSERT_INCIDENT = upsert_incident_sql("?")
+_INSERT_VERSION = insert_version_sql("?")
+_INSERT_MEMBER = insert_member_sql("?")
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
@@ -366,10 +284,10 @@ class SQLiteSink(BatchingSink):
     def _write(self, conn: sqlite3.Connection, batch: Sequence[Record]) -> None:
         incidents, articles = split(batch)
         if articles:
-            conn.executemany(_UPSERT_ARTICLE, [article_row(a) for a in articles])
+            conn.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in articles]))
         if not incidents:
             return
-        conn.executemany(_INSERT_VERSION, [version_row(i) for i in incidents])
+        conn.executemany(_INSERT_VERSION, _rows([version_values(i) for i in incidents]))
         latest = latest_versions(incidents)
         stored: dict[str, int] = {}
         for chunk in _chunks(list(latest)):
@@ -381,7 +299,7 @@ class SQLiteSink(BatchingSink):
         newer = [i for i in latest.values() if i.version > stored.get(i.incident_id, 0)]
         if not newer:
             return
-        conn.executemany(_UPSERT_INCIDENT, [incident_row(i) for i in newer])
+        conn.executemany(_UPSERT_INCIDENT, _rows([incident_values(i) for i in newer]))
         # Membership mirrors each incident's current version. An article moved by a
         # merge or split leaves its old incident when that incident's next version
         # arrives, whatever the order across partitions.
@@ -389,7 +307,7 @@ class SQLiteSink(BatchingSink):
             "DELETE FROM incident_articles WHERE incident_id = ?",
             [(i.incident_id,) for i in newer],
         )
-        conn.executemany(_INSERT_MEMBER, [row for i in newer for row in membership_rows(i)])
+        conn.executemany(_INSERT_MEMBER, _rows([row for i in newer for row in member_values(i)]))
 
     def close(self) -> None:
         if self._conn is not None:
