@@ -144,8 +144,11 @@ def _is_titlecase(title_tokens: list[str]) -> bool:
     return sum(1 for t in words if t[0].isupper()) >= 0.7 * len(words)
 
 
+TokenInfo = tuple[str, bool, tuple[str, ...], bool, bool]
+
+
 @lru_cache(maxsize=65_536)
-def _token_info(tok: str) -> tuple[str, bool, tuple[str, ...], bool, bool] | None:
+def _token_info(tok: str) -> TokenInfo | None:
     """(term, has a digit, hyphen parts, capitalised, all capitals) of a raw token, or
     None for a stopword."""
     low = tok.lower().replace("’", "'")
@@ -169,8 +172,14 @@ def _token_info(tok: str) -> tuple[str, bool, tuple[str, ...], bool, bool] | Non
 
 def _add(tf: dict[str, float], entities: set[str], tok: str, weight: float, cap: bool) -> None:
     info = _token_info(tok)
-    if info is None:
-        return
+    if info is not None:
+        _count(tf, entities, info, weight, cap)
+
+
+def _count(
+    tf: dict[str, float], entities: set[str], info: TokenInfo, weight: float, cap: bool
+) -> None:
+    """Add a token's term (and its parts, at half weight); names and numbers are entities."""
     term, digit, parts, _, _ = info
     tf[term] = tf.get(term, 0.0) + weight
     if cap or digit:
@@ -218,23 +227,14 @@ def extract(title: str, text: str) -> Features:
         lead = Counter(toks[:LEAD_WORDS])
         initial = Counter(_SENTENCE_START.findall(body))
         info_of = _token_info
-        get = tf.get
         for tok, n in Counter(toks).items():
             info = info_of(tok)
             if info is None:
                 continue
-            term, digit, parts, cap, caps = info
+            cap, caps = info[3], info[4]
             weight = n + LEAD_BOOST * lead[tok] if tok in lead else n
-            tf[term] = get(term, 0.0) + weight
             # A capitalised word is a name unless it only ever opens a sentence.
-            if cap:
-                cap = caps or n > initial.get(tok, 0)
-            if cap or digit:
-                entities.add(term)
-            for part in parts:
-                tf[part] = tf.get(part, 0.0) + 0.5 * weight
-                if cap:
-                    entities.add(part)
+            _count(tf, entities, info, weight, cap and (caps or n > initial.get(tok, 0)))
 
     if toks:
         for run in _NAME_RUN.findall(body):
