@@ -69,12 +69,17 @@ def test_a_message_the_client_refuses_is_a_clear_error_and_the_publisher_goes_on
     assert [RawArticle.from_bytes(r.value).title for r in records] == ["Story 2"]
 
 
-def test_tail_prints_one_readable_line_per_message_from_the_beginning(make_settings):
-    settings = make_settings()
+def topic_with_stories(settings, count: int):
+    """The settings, after publishing ``count`` stories to their raw topic."""
     ensure_topics(settings)
     with Publisher(settings) as publisher:
-        for n in range(3):
+        for n in range(count):
             publisher.publish_article(article(n))
+    return settings
+
+
+def test_tail_prints_one_readable_line_per_message_from_the_beginning(make_settings):
+    settings = topic_with_stories(make_settings(), 3)
     lines: list[str] = []
     tail(settings, settings.topic_raw, from_beginning=True, raw_json=False, out=lines.append, limit=3)
     assert len(lines) == 3
@@ -82,11 +87,7 @@ def test_tail_prints_one_readable_line_per_message_from_the_beginning(make_setti
 
 
 def test_tail_from_the_end_shows_only_new_messages(make_settings):
-    settings = make_settings()
-    ensure_topics(settings)
-    with Publisher(settings) as publisher:
-        for n in range(5):
-            publisher.publish_article(article(n))
+    settings = topic_with_stories(make_settings(), 5)
     lines: list[str] = []
     stop = threading.Event()
     follower = threading.Thread(
