@@ -37,14 +37,15 @@ from sinks.models import (
     VersionInfo,
 )
 from sinks.rows import (
+    StoredMember,
     article_values,
-    incident_values,
-    insert_member_sql,
+    delete_member_sql,
+    incident_from_rows,
     insert_version_sql,
-    member_values,
+    plan_incident_writes,
     upsert_article_sql,
     upsert_incident_sql,
-    version_values,
+    upsert_member_sql,
 )
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX articles_tsv ON articles USING gin (tsv)",
         ],
     ),
+    (
+        2,
+        "history rows hold each version's changes; members keep title_derived",
+        ["ALTER TABLE incident_articles ADD COLUMN title_derived boolean NOT NULL DEFAULT false"],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -194,7 +200,8 @@ def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 _UPSERT_ARTICLE = upsert_article_sql("%s", "'-infinity'")
 _UPSERT_INCIDENT = upsert_incident_sql("%s")
 _INSERT_VERSION = insert_version_sql("%s")
-_INSERT_MEMBER = insert_member_sql("%s")
+_UPSERT_MEMBER = upsert_member_sql("%s")
+_DELETE_MEMBER = delete_member_sql("%s")
 
 
 class PostgresSink(BatchingSink):
@@ -242,24 +249,32 @@ class PostgresSink(BatchingSink):
                     cur.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in fresh]))
             if not incidents:
                 return
-            cur.executemany(_INSERT_VERSION, _rows([version_values(i) for i in incidents]))
             latest = latest_versions(incidents)
             cur.execute(
                 "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
                 (list(latest),),
             )
             stored = {row[0]: int(row[1]) for row in cur.fetchall()}
-            newer = [i for i in latest.values() if i.version > stored.get(i.incident_id, 0)]
+            # Only incidents with a newer version need their stored membership.
+            newer = [i for i, inc in latest.items() if inc.version > stored.get(i, 0)]
             if not newer:
                 return
-            cur.executemany(_UPSERT_INCIDENT, _rows([incident_values(i) for i in newer]))
             cur.execute(
-                "DELETE FROM incident_articles WHERE incident_id = ANY(%s)",
-                ([i.incident_id for i in newer],),
+                """SELECT incident_id, article_id, position, duplicate_of
+                   FROM incident_articles WHERE incident_id = ANY(%s)""",
+                (newer,),
             )
-            members = _rows([row for i in newer for row in member_values(i)])
-            if members:
-                cur.executemany(_INSERT_MEMBER, members)
+            members: dict[str, dict[str, StoredMember]] = {i: {} for i in newer}
+            for incident_id, article_id, position, duplicate_of in cur.fetchall():
+                members[incident_id][article_id] = (int(position), duplicate_of)
+            writes = plan_incident_writes(incidents, stored, members)
+            cur.executemany(_INSERT_VERSION, _rows(writes.versions))
+            cur.executemany(_UPSERT_INCIDENT, _rows(writes.incidents))
+            # Membership mirrors each incident's current version (see sinks/sqlite.py).
+            if writes.departed:
+                cur.executemany(_DELETE_MEMBER, writes.departed)
+            if writes.members:
+                cur.executemany(_UPSERT_MEMBER, _rows(writes.members))
 
     def close(self) -> None:
         self._pool.close()
@@ -340,15 +355,18 @@ class PostgresStore:
         return [_summary(r, members[r["id"]]) for r in rows]
 
     def latest_incident(self, incident_id: str) -> Incident | None:
-        """The newest stored version of an incident, as it came off the topic."""
-        with self._conn() as conn, conn.cursor() as cur:
+        """The current version of an incident, articles and all, as it came off the topic."""
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))
+            header = cur.fetchone()
+            if header is None:
+                return None
             cur.execute(
-                "SELECT payload FROM incident_versions WHERE incident_id = %s "
-                "ORDER BY version DESC LIMIT 1",
+                "SELECT * FROM incident_articles WHERE incident_id = %s ORDER BY position",
                 (incident_id,),
             )
-            row = cur.fetchone()
-        return Incident.model_validate(row[0]) if row else None
+            members = cur.fetchall()
+        return incident_from_rows(header, members, Explanation.model_validate)
 
     def get_incident(self, incident_id: str) -> IncidentDetail | None:
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:

@@ -4,15 +4,22 @@ The statements and the values of each row are the same for SQLite and PostgreSQL
 dialect only says how it writes a parameter (``?`` or ``%s``), how it floors a missing
 timestamp, and how it adapts Python values (``adapt``: timestamps, booleans, JSON, the
 tuple of recognised agencies).
+
+An incident version on the topic carries all its articles. Storing each one whole would
+grow with the square of a story's size (a 2,000-article story: 2,000 versions of up to
+2,000 articles), so storage keeps the current membership in ``incident_articles``,
+changed row by row, and each version's history row holds only what that version changed
+(``version_change``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from newsflow.schemas import Incident, RawArticle
+from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from sinks.agencies import recognise_agencies
 from sinks.base import active_at, article_digest
 
@@ -28,7 +35,7 @@ INCIDENT_COLUMNS = (
 VERSION_COLUMNS = ("incident_id", "version", "updated_at", "merged_into", "article_count", "payload")
 MEMBER_COLUMNS = (
     "incident_id", "article_id", "position", "title", "url", "source", "published", "seen_at",
-    "duplicate_of", "decision", "explanation",
+    "duplicate_of", "decision", "explanation", "title_derived",
 )
 
 
@@ -67,8 +74,15 @@ def insert_version_sql(placeholder: str) -> str:
     return f"{_insert('incident_versions', VERSION_COLUMNS, placeholder)} ON CONFLICT DO NOTHING"
 
 
-def insert_member_sql(placeholder: str) -> str:
-    return _insert("incident_articles", MEMBER_COLUMNS, placeholder)
+def upsert_member_sql(placeholder: str) -> str:
+    return (
+        f"{_insert('incident_articles', MEMBER_COLUMNS, placeholder)} "
+        f"ON CONFLICT (incident_id, article_id) DO UPDATE SET {_update_all(MEMBER_COLUMNS[1:])}"
+    )
+
+
+def delete_member_sql(placeholder: str) -> str:
+    return f"DELETE FROM incident_articles WHERE incident_id = {placeholder} AND article_id = {placeholder}"
 
 
 def article_values(article: RawArticle) -> tuple[Any, ...]:
@@ -91,20 +105,102 @@ def incident_values(incident: Incident) -> tuple[Any, ...]:
     )
 
 
-def version_values(incident: Incident) -> tuple[Any, ...]:
+def version_change(incident: Incident, added: list[str], removed: list[str]) -> dict[str, Any]:
+    """A version's history record: its header and the articles it added and removed."""
+    header = json.loads(incident.model_copy(update={"articles": []}).to_bytes())
+    header.pop("articles", None)
+    return {**header, "article_count": len(incident.articles), "added": added,
+            "removed": removed}
+
+
+def version_values(incident: Incident, added: list[str], removed: list[str]) -> tuple[Any, ...]:
     return (
         incident.incident_id, incident.version, incident.updated_at, incident.merged_into,
-        len(incident.articles), json.loads(incident.to_bytes()),
+        len(incident.articles), version_change(incident, added, removed),
     )
 
 
-def member_values(incident: Incident) -> list[tuple[Any, ...]]:
-    return [
-        (
-            incident.incident_id, item.id, position, item.title, item.url, item.source,
-            item.published, item.seen_at, item.duplicate_of,
-            item.explanation.decision if item.explanation else None,
-            item.explanation.model_dump(mode="json") if item.explanation else None,
-        )
-        for position, item in enumerate(incident.articles)
-    ]
+def member_row(incident_id: str, position: int, item: IncidentArticle) -> tuple[Any, ...]:
+    return (
+        incident_id, item.id, position, item.title, item.url, item.source,
+        item.published, item.seen_at, item.duplicate_of,
+        item.explanation.decision if item.explanation else None,
+        item.explanation.model_dump(mode="json") if item.explanation else None,
+        item.title_derived,
+    )
+
+
+# What storage knows of a member without reading it back whole: (position, duplicate of).
+StoredMember = tuple[int, str | None]
+
+
+@dataclass
+class IncidentWrites:
+    """The rows one batch of incident versions changes."""
+
+    versions: list[tuple[Any, ...]] = field(default_factory=list)  # history rows to insert
+    incidents: list[tuple[Any, ...]] = field(default_factory=list)  # current versions to upsert
+    members: list[tuple[Any, ...]] = field(default_factory=list)  # new or moved members
+    departed: list[tuple[str, str]] = field(default_factory=list)  # (incident, article) to delete
+
+
+def plan_incident_writes(
+    batch: Sequence[Incident],
+    stored_versions: Mapping[str, int],
+    stored_members: Mapping[str, Mapping[str, StoredMember]],
+) -> IncidentWrites:
+    """Rows to write for a batch of incident versions, given what storage holds.
+
+    A version at or below the stored one is a replay and writes nothing. Each newer
+    version's history row lists the articles it added and removed, relative to the one
+    before it (in the batch, else in storage); only members that are new, or whose place
+    in the time order changed, are written, and members that left are deleted.
+    """
+    writes = IncidentWrites()
+    by_incident: dict[str, dict[int, Incident]] = {}
+    for incident in batch:
+        if incident.version > stored_versions.get(incident.incident_id, 0):
+            by_incident.setdefault(incident.incident_id, {})[incident.version] = incident
+    for incident_id, versions in by_incident.items():
+        stored = stored_members.get(incident_id, {})
+        previous: set[str] = set(stored)
+        latest = versions[max(versions)]
+        for version in sorted(versions):
+            incident = versions[version]
+            ids = [a.id for a in incident.articles]
+            current = set(ids)
+            added = [i for i in ids if i not in previous]
+            removed = sorted(previous - current)
+            writes.versions.append(version_values(incident, added, removed))
+            previous = current
+        writes.incidents.append(incident_values(latest))
+        for position, item in enumerate(latest.articles):
+            if stored.get(item.id) != (position, item.duplicate_of):
+                writes.members.append(member_row(incident_id, position, item))
+        kept = {a.id for a in latest.articles}
+        writes.departed.extend((incident_id, a) for a in stored if a not in kept)
+    return writes
+
+
+def incident_from_rows(header: Mapping[str, Any], members: Sequence[Mapping[str, Any]],
+                       explanation: Callable[[Any], Explanation]) -> Incident:
+    """The current version of an incident rebuilt from its stored rows (``explanation``
+    reads a stored explanation value, which differs by dialect)."""
+    return Incident(
+        incident_id=header["id"],
+        version=int(header["version"]),
+        title=header["title"],
+        first_seen=header["first_seen"],
+        last_seen=header["last_seen"],
+        merged_into=header["merged_into"],
+        updated_at=header["updated_at"],
+        articles=[
+            IncidentArticle(
+                id=m["article_id"], title=m["title"], title_derived=bool(m["title_derived"]),
+                url=m["url"], source=m["source"], published=m["published"],
+                seen_at=m["seen_at"], duplicate_of=m["duplicate_of"],
+                explanation=explanation(m["explanation"]) if m["explanation"] else None,
+            )
+            for m in members
+        ],
+    )

@@ -1,8 +1,9 @@
 """SQLite: the embedded default. WAL mode, one writer, readers never blocked.
 
 Tables: ``incidents`` (current version of each incident), ``incident_versions`` (every
-version, as received: merges and splits keep their history), ``incident_articles``
-(membership of each incident's current version, with the assignment explanation),
+version's header and the articles it added and removed: merges and splits keep their
+history), ``incident_articles`` (membership of each incident's current version, with the
+assignment explanation),
 ``articles`` (cleaned text and metadata) and ``articles_fts`` (FTS5 over title and text).
 """
 
@@ -36,14 +37,15 @@ from sinks.models import (
     VersionInfo,
 )
 from sinks.rows import (
+    StoredMember,
     article_values,
-    incident_values,
-    insert_member_sql,
+    delete_member_sql,
+    incident_from_rows,
     insert_version_sql,
-    member_values,
+    plan_incident_writes,
     upsert_article_sql,
     upsert_incident_sql,
-    version_values,
+    upsert_member_sql,
 )
 
 logger = logging.getLogger(__name__)
@@ -134,6 +136,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             END""",
         ],
     ),
+    (
+        2,
+        "history rows hold each version's changes; members keep title_derived",
+        ["ALTER TABLE incident_articles ADD COLUMN title_derived INTEGER NOT NULL DEFAULT 0"],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -223,7 +230,8 @@ def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 _UPSERT_ARTICLE = upsert_article_sql("?", "''")
 _UPSERT_INCIDENT = upsert_incident_sql("?")
 _INSERT_VERSION = insert_version_sql("?")
-_INSERT_MEMBER = insert_member_sql("?")
+_UPSERT_MEMBER = upsert_member_sql("?")
+_DELETE_MEMBER = delete_member_sql("?")
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
@@ -287,7 +295,6 @@ class SQLiteSink(BatchingSink):
             conn.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in articles]))
         if not incidents:
             return
-        conn.executemany(_INSERT_VERSION, _rows([version_values(i) for i in incidents]))
         latest = latest_versions(incidents)
         stored: dict[str, int] = {}
         for chunk in _chunks(list(latest)):
@@ -296,18 +303,25 @@ class SQLiteSink(BatchingSink):
                 f"SELECT id, version FROM incidents WHERE id IN ({marks})", list(chunk)
             ):
                 stored[row[0]] = int(row[1])
-        newer = [i for i in latest.values() if i.version > stored.get(i.incident_id, 0)]
-        if not newer:
-            return
-        conn.executemany(_UPSERT_INCIDENT, _rows([incident_values(i) for i in newer]))
+        # Only incidents with a newer version need their stored membership.
+        newer = [i for i, inc in latest.items() if inc.version > stored.get(i, 0)]
+        members: dict[str, dict[str, StoredMember]] = {i: {} for i in newer}
+        for chunk in _chunks(newer):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                f"""SELECT incident_id, article_id, position, duplicate_of
+                    FROM incident_articles WHERE incident_id IN ({marks})""",
+                list(chunk),
+            ):
+                members[row[0]][row[1]] = (int(row[2]), row[3])
+        writes = plan_incident_writes(incidents, stored, members)
+        conn.executemany(_INSERT_VERSION, _rows(writes.versions))
+        conn.executemany(_UPSERT_INCIDENT, _rows(writes.incidents))
         # Membership mirrors each incident's current version. An article moved by a
         # merge or split leaves its old incident when that incident's next version
         # arrives, whatever the order across partitions.
-        conn.executemany(
-            "DELETE FROM incident_articles WHERE incident_id = ?",
-            [(i.incident_id,) for i in newer],
-        )
-        conn.executemany(_INSERT_MEMBER, _rows([row for i in newer for row in member_values(i)]))
+        conn.executemany(_DELETE_MEMBER, writes.departed)
+        conn.executemany(_UPSERT_MEMBER, _rows(writes.members))
 
     def close(self) -> None:
         if self._conn is not None:
@@ -400,17 +414,19 @@ class SQLiteStore:
         return [_summary(r, members[r["id"]]) for r in rows]
 
     def latest_incident(self, incident_id: str) -> Incident | None:
-        """The newest stored version of an incident, as it came off the topic."""
+        """The current version of an incident, articles and all, as it came off the topic."""
         conn = self._conn()
         try:
-            row = conn.execute(
-                "SELECT payload FROM incident_versions WHERE incident_id = ? "
-                "ORDER BY version DESC LIMIT 1",
+            header = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            if header is None:
+                return None
+            members = conn.execute(
+                "SELECT * FROM incident_articles WHERE incident_id = ? ORDER BY position",
                 (incident_id,),
-            ).fetchone()
+            ).fetchall()
         finally:
             conn.close()
-        return Incident.model_validate_json(row[0]) if row else None
+        return incident_from_rows(header, members, Explanation.model_validate_json)
 
     def get_incident(self, incident_id: str) -> IncidentDetail | None:
         conn = self._conn()

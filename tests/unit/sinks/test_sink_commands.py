@@ -12,7 +12,7 @@ import pytest
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
 from sinks.commands import parse_duration, register
-from sinks.sqlite import SQLiteSink
+from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
 
 NOW = datetime.now(UTC)
 
@@ -107,7 +107,7 @@ def test_search(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
 def test_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings(data_dir=tmp_path / "fresh")
     assert run(settings, "db", "upgrade") == 0
-    assert capsys.readouterr().out == "sqlite schema at version 1\n"
+    assert capsys.readouterr().out == f"sqlite schema at version {SCHEMA_VERSION}\n"
     assert settings.sqlite_file.exists()
     jsonl = Settings(data_dir=tmp_path / "fresh", sink="jsonl")
     assert run(jsonl, "db", "upgrade") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from sinks.base import BatchingSink, Record
-from sinks.sqlite import SQLiteSink, SQLiteStore, fts_query
+from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, SQLiteStore, connect, fts_query
 
 NOW = datetime.now(UTC)
 
@@ -76,12 +77,13 @@ def members(db: Path) -> list[tuple[str, str]]:
 
 def test_schema_is_created_in_wal_mode_and_migrations_run_once(db: Path) -> None:
     sink = SQLiteSink(db)
-    assert sink.migrate() == 1
-    assert sink.migrate() == 1
+    assert sink.migrate() == SCHEMA_VERSION
+    assert sink.migrate() == SCHEMA_VERSION
     sink.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        applied = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        assert applied == [(version,) for version, _, _ in MIGRATIONS]
 
 
 def test_replayed_and_late_versions_change_nothing(db: Path) -> None:
@@ -205,3 +207,76 @@ def test_failed_flush_keeps_the_batch() -> None:
 
 def test_fts_query_quotes_words() -> None:
     assert fts_query('cruise "missiles" -Iran*') == '"cruise" "missiles" "Iran"'
+
+
+def test_history_grows_with_the_changes_not_with_the_square_of_a_story(db: Path) -> None:
+    # One story growing to 300 articles: 300 versions, each carrying all its articles.
+    sink = SQLiteSink(db)
+    try:
+        for n in range(1, 301):
+            sink.add(incident("big", n, list(range(1, n + 1))))
+            if n % 50 == 0:
+                sink.flush()
+        sink.flush()
+    finally:
+        sink.close()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT version, article_count, payload FROM incident_versions ORDER BY version"
+        ).fetchall()
+        stored_bytes = sum(len(payload) for _, _, payload in rows)
+    assert [(v, count) for v, count, _ in rows] == [(n, n) for n in range(1, 301)]
+    changes = [json.loads(payload) for _, _, payload in rows]
+    assert all(c["added"] == [f"a{n}"] and c["removed"] == [] for n, c in
+               zip(range(1, 301), changes, strict=True))
+    # Whole versions would be ~45,000 article entries; the changes are 300.
+    assert stored_bytes < 300 * 1_000
+    assert members(db) == sorted((("big", f"a{n}") for n in range(1, 301)), key=lambda m: m[1])
+
+
+def test_the_current_version_is_rebuilt_from_storage_as_it_came(db: Path) -> None:
+    latest = incident("i1", 3, [1, 2, 3])
+    latest.articles[1].title_derived = True
+    write(db, incident("i1", 1, [1]), incident("i1", 2, [1, 3]), latest)
+    got = SQLiteStore(db).latest_incident("i1")
+    assert got is not None
+    assert got.model_dump() == latest.model_dump()
+    assert SQLiteStore(db).latest_incident("nope") is None
+
+
+def test_history_rows_name_what_a_merge_moved(db: Path) -> None:
+    write(db, incident("i1", 1, [1, 2]), incident("i2", 1, [3]))
+    write(db, incident("i1", 2, [], merged_into="i2"), incident("i2", 2, [1, 2, 3]))
+    with sqlite3.connect(db) as conn:
+        rows = {
+            (iid, v): json.loads(payload)
+            for iid, v, payload in conn.execute(
+                "SELECT incident_id, version, payload FROM incident_versions"
+            )
+        }
+    assert (rows["i1", 2]["removed"], rows["i1", 2]["merged_into"]) == (["a1", "a2"], "i2")
+    assert rows["i2", 2]["added"] == ["a1", "a2"] and rows["i2", 2]["removed"] == []
+    assert members(db) == [("i2", "a1"), ("i2", "a2"), ("i2", "a3")]
+
+
+def test_a_version_1_database_is_upgraded_in_place(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    conn = connect(db)
+    version, name, statements = MIGRATIONS[0]
+    for statement in statements:
+        conn.execute(statement)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT "
+                 "NULL, applied_at TEXT NOT NULL)")
+    conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (version, name))
+    conn.execute("INSERT INTO incidents (id, version, updated_at, active_at) "
+                 "VALUES ('i1', 1, '2026-01-01', '2026-01-01')")
+    conn.execute("INSERT INTO incident_articles (incident_id, article_id, position) "
+                 "VALUES ('i1', 'a1', 0)")
+    conn.close()
+    write(db, incident("i1", 2, [1, 2]))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone() == (
+            SCHEMA_VERSION,)
+        assert conn.execute(
+            "SELECT article_id, title_derived FROM incident_articles ORDER BY 1").fetchall() == [
+            ("a1", 0), ("a2", 0)]
