@@ -7,8 +7,10 @@ clean_text + dedup + clustering. Then a long synthetic stream (the dev files rep
 shifted dates and new ids) for articles/s around 10k vs at the end, and peak RSS.
 Prints figures; asserts nothing. Missing files are skipped.
 
+Last, the end-to-end figures through the embedded broker (benchmarks/pipeline.py).
+
 usage: python benchmarks/clustering.py [--synthetic 200000] [--round-days 10] [--fresh]
-       [--skip-files] [--window-days 7]
+       [--skip-files] [--window-days 7] [--skip-pipeline]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import gc
 import re
 import resource
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -180,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="give every replay round its own vocabulary (all-new stories)")
     parser.add_argument("--skip-files", action="store_true", help="only the synthetic stream")
+    parser.add_argument("--skip-pipeline", action="store_true",
+                        help="skip the end-to-end run through the embedded broker")
     args = parser.parse_args(argv)
     config = ClusterConfig()
     if args.window_days is not None:
@@ -193,7 +198,17 @@ def main(argv: list[str] | None = None) -> int:
         run_file(path, config)
     if args.synthetic > 0:
         run_synthetic(args.synthetic, args.round_days, config, args.fresh)
+    if not args.skip_pipeline:
+        run_pipeline()
     return 0
+
+
+def run_pipeline() -> None:
+    """The same clustering inside the service: benchmarks/pipeline.py, in its own process
+    (it starts `newsflow run` with the embedded broker and SQLite)."""
+    print("end to end (benchmarks/pipeline.py: replay -> embedded broker -> processors -> SQLite)",
+          flush=True)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline.py")], check=False)
 
 
 if __name__ == "__main__":
