@@ -116,6 +116,9 @@ class ClusterConfig:
     max_vocabulary: int = 200_000  # document-frequency table; rare terms pruned beyond it
     redelivery_memory: int = 100_000  # decisions remembered after eviction
     furniture_memory: int = 50_000  # paragraphs learned to be page furniture
+    # Paragraphs of articles gone from the window, with their headline: an outlet's
+    # boilerplate (a byline blurb, a sign-up form) may come back only weeks later.
+    paragraph_memory: int = 100_000
     dedup: DedupConfig = field(default_factory=DedupConfig)
 
 
@@ -232,6 +235,8 @@ class IncidentClusterer:
         self._recent: OrderedDict[str, tuple[str, str | None, str]] = OrderedDict()
         self._paragraphs: dict[int, str] = {}  # paragraph hash -> first held article with it
         self._furniture: OrderedDict[int, None] = OrderedDict()  # paragraphs known as furniture
+        # Paragraph hash -> headline terms of the evicted article that carried it first.
+        self._past_paragraphs: OrderedDict[int, frozenset[str]] = OrderedDict()
 
     # -- public API -------------------------------------------------------------------
 
@@ -371,14 +376,16 @@ class IncidentClusterer:
                 dropped = True
                 continue
             first = first_seen.get(h)
+            other_title: frozenset[str] | None = None
             if first is None:
                 first_seen[h] = article_id
                 registered.append(h)
+                other_title = self._past_paragraphs.get(h)
             elif first != article_id:
                 other = self._held.get(first)
-                if other is not None and title_similarity(
-                    feats.title_terms, other.title_terms
-                ) < cfg.dedup.title_overlap:
+                other_title = other.title_terms if other is not None else None
+            if other_title is not None:
+                if title_similarity(feats.title_terms, other_title) < cfg.dedup.title_overlap:
                     furniture[h] = None
                     if len(furniture) > cfg.furniture_memory:
                         furniture.popitem(last=False)
@@ -660,6 +667,13 @@ class IncidentClusterer:
                 if term not in inc.posted:
                     inc.posted.add(term)
                     self._postings.setdefault(term, set()).add(incident_id)
+            # Also its headline words and full names: a follow-up weeks later ("Coroner
+            # names Frankfort teen") looks up by those, which a long first report may not
+            # count among its strongest terms.
+            for term in vec:
+                if (term in feats.title_terms or term in feats.names) and term not in inc.posted:
+                    inc.posted.add(term)
+                    self._postings.setdefault(term, set()).add(incident_id)
         if len(self._held) > self.config.max_articles:
             self._evict_oldest(len(self._held) - self.config.max_articles)
         if len(self._incidents) > self.config.max_incidents:
@@ -765,9 +779,14 @@ class IncidentClusterer:
                 # No article left in the window: keep a compact summary for follow-ups.
                 _compact(inc, self.config.summary_terms)
                 self._dormant[inc.id] = None
+        past = self._past_paragraphs
         for h in held.paragraphs:
             if self._paragraphs.get(h) == article_id:
                 del self._paragraphs[h]
+                past[h] = held.title_terms
+                past.move_to_end(h)
+        while len(past) > self.config.paragraph_memory:
+            past.popitem(last=False)
         self._recent[article_id] = (held.incident_id, held.duplicate_of,
                                     held.decision.explanation.decision)
         if len(self._recent) > self.config.redelivery_memory:

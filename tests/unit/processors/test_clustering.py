@@ -331,3 +331,69 @@ def test_shared_street_and_age_raise_the_score_and_conflicts_lower_it():
     age_gap = same - _follow_up_score("Elm", "61")
     assert street_gap > same_blind - _follow_up_score("Oak", "24", blind) + 1.0
     assert age_gap > same_blind - _follow_up_score("Elm", "61", blind) + 1.0
+
+
+FIRST_REPORT = (
+    "Frankfort teen killed in accidental shooting",
+    "A boy died Sunday after a hunting rifle fired inside a barn, deputies said. The boy "
+    "and two cousins were cleaning the rifle in the barn after a deer hunt. The cousins "
+    "called deputies, and paramedics took the boy to a hospital, where he died. Deputies "
+    "said the rifle belonged to an uncle, and the deer hunt had ended an hour before. "
+    "Relatives said the cousins hunted deer every season from the uncle's farmhouse, and "
+    "paramedics said the hospital was twenty minutes from the farmhouse. Deputies expect "
+    "no charges for the cousins or the uncle; relatives asked for privacy. Hunting rifles "
+    "should be unloaded before cleaning, deputies said. The boy was Dakota Reyes.",
+)
+FOLLOW_UP = (
+    "Coroner rules Frankfort teen's shooting death accidental",
+    "The coroner ruled Monday that the shooting death of Dakota Reyes, a Frankfort teen "
+    "killed last month, was accidental. Dakota Reyes was 16.",
+)
+LOOK_ALIKE = (
+    "Teen killed in accidental shooting in Carlisle",
+    "A 16-year-old boy was killed Sunday when a handgun went off in an apartment in "
+    "Carlisle, police said. Officers said Marcus Tate had been showing the gun to friends. "
+    "Police were trying to learn who owned the handgun.",
+)
+
+
+def test_a_dormant_incident_is_found_again_by_its_headline_words_and_names():
+    c = IncidentClusterer(ClusterConfig(window_days=7, incident_days=90))
+    c.add(art("first", FIRST_REPORT))
+    assert c.add(art("look-alike", LOOK_ALIKE, hours=2)).explanation.decision == "new"
+    later = c.add(art("later", FOLLOW_UP, hours=24 * 21))
+    assert c.incident_of("first") is None  # gone from the window: a dormant summary
+    # The first report's strongest terms are about the hunt (rifle, barn, deer); a brief
+    # follow-up three weeks later shares its headline's town and the boy's name, and
+    # through those the dormant report is still looked up and weighed.
+    assert later.explanation.candidates == 1
+    assert later.explanation.time_gap_hours == 24 * 21
+
+
+BIO = ("Joel Currier covers courts and crime for the Riverton Post and has reported from "
+       "Jefferson County since 2009, after stints covering city hall, schools and the "
+       "statehouse in Belleville and Springfield.")
+
+
+def _blurb_stream(config: ClusterConfig) -> tuple[str, str]:
+    c = IncidentClusterer(config)
+    shooting = ("Man shot outside Dayton bar",
+                "A man was shot in the leg outside a bar on Third Street late Friday, police "
+                "said. He was taken to a hospital in stable condition.\n\n" + BIO)
+    fire = ("Toddler hurt in Akron apartment fire",
+            "A toddler was treated for smoke inhalation after a kitchen fire in an Akron "
+            "apartment on Tuesday, firefighters said.\n\n" + BIO)
+    first = c.add(art("shooting", shooting))
+    later = c.add(art("fire", fire, hours=24 * 10))
+    assert c.incident_of("shooting") is None  # gone from the window before the fire
+    return first.incident_id, later.incident_id
+
+
+def test_boilerplate_is_recognised_after_its_first_article_left_the_window():
+    # The reporter's blurb came first under an unrelated headline, ten days before: page
+    # furniture, not evidence that the fire belongs to the shooting's incident.
+    first, later = _blurb_stream(ClusterConfig(window_days=7))
+    assert later != first
+    # Forgetting paragraphs with their articles, the blurb would tie the two together.
+    first, later = _blurb_stream(ClusterConfig(window_days=7, paragraph_memory=0))
+    assert later == first
