@@ -58,9 +58,10 @@ class Settings(BaseSettings):
     fetch_pages: bool = True
 
     # Clustering: articles are held window_days of stream time; an incident's summary
-    # outlives them for incident_days, so follow-ups weeks later still find it.
+    # outlives them for incident_days, so follow-ups (charges, a trial, a sentence: often
+    # a year or more later) still find it. Summaries are also capped in number.
     window_days: float = Field(default=7.0, gt=0)
-    incident_days: float = Field(default=90.0, gt=0)
+    incident_days: float = Field(default=730.0, gt=0)
 
     # Service.
     web_host: str = "127.0.0.1"
