@@ -89,6 +89,12 @@ _DATELINE_CAPS = re.compile(
     r"^\s*[A-Z][A-Z.'’-]+(?:[ ,]+[A-Z][A-Za-z.'’-]*){0,3}\s*(?:\([^)]{1,40}\)\s*)?[,:]\s+"
 )
 
+# A video playlist scraped as text: "1:11 Coach on how the team made the tournament Pause",
+# "0:48 Council calls out county on roads", ... A run of such lines is a carousel of other
+# stories, not the article (live-blog times read "10:32 GMT" or "10:32 a.m.", in longer lines).
+_PLAYLIST_ITEM = re.compile(r"^\d{1,2}:[0-5]\d (?!GMT|UTC|[ap]\.?m\b)\S.{2,150}$", re.IGNORECASE)
+_PLAYLIST_RUN = 3
+
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\"”’'])[.!?](?=\s+[\"“‘'(]?[A-Z0-9]|\s*$)")
 
 
@@ -168,7 +174,23 @@ def clean_text(text: str, title: str = "") -> str:
         seen.add(key)
         kept.append(line)
         kept_keys.append(key)
-    return "\n\n".join(kept)
+    return "\n\n".join(_without_playlists(kept))
+
+
+def _without_playlists(lines: list[str]) -> list[str]:
+    """The lines without runs of ``_PLAYLIST_RUN`` or more video-playlist items."""
+    kept: list[str] = []
+    run: list[str] = []
+    for line in [*lines, ""]:
+        if line and _PLAYLIST_ITEM.match(line):
+            run.append(line)
+            continue
+        if len(run) < _PLAYLIST_RUN:
+            kept.extend(run)
+        run = []
+        if line:
+            kept.append(line)
+    return kept
 
 
 def strip_dateline(text: str) -> str:

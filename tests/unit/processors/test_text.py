@@ -84,3 +84,21 @@ def test_short_lead_sentence_becomes_the_whole_title():
 def test_empty_text():
     assert derive_title("") == ("", "")
     assert clean_text("") == ""
+
+
+def test_a_scraped_video_playlist_is_not_the_article() -> None:
+    text = (
+        "1:11 Coach explains how the team reached the tournament Pause\n\n"
+        "0:48 Council member calls out the county on road problems\n\n"
+        "1:13 VIDEO: Giant anteater born at the zoo\n\n"
+        "Four teenagers were shot as they left a party early Sunday.\n\n"
+        "10:32 GMT The minister said talks would resume on Monday.\n\n"
+        "10:40 GMT Delegations arrived at the venue.\n\n"
+        "10:52 GMT The talks began."
+    )
+    assert clean_text(text) == (
+        "Four teenagers were shot as they left a party early Sunday.\n\n"
+        "10:32 GMT The minister said talks would resume on Monday.\n\n"
+        "10:40 GMT Delegations arrived at the venue.\n\n"
+        "10:52 GMT The talks began."
+    )
