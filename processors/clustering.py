@@ -22,9 +22,11 @@ import logging
 import math
 import zlib
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import itemgetter
+from typing import TypeVar
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from processors.features import Features, canonical_url, extract
 log = logging.getLogger(__name__)
 
 _DAY = 86_400.0
+_W = TypeVar("_W", int, float)
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,7 @@ class _Incident:
 
     def central_terms(self, k: int) -> tuple[tuple[str, float], ...]:
         if self.central is None:
-            top = sorted(self.centroid.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            top = _heaviest(self.centroid, k)
             total = sum(w for _, w in top) or 1.0
             self.central = tuple((t, w / total) for t, w in top)
         return self.central
@@ -198,9 +201,9 @@ class _Incident:
         return self.entity_norm
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is built ~8x slower, ~12 per article
 class Similarity:
-    """The evidence for one (article, incident) pair."""
+    """The evidence for one (article, incident) pair (treated as immutable)."""
 
     cosine: float
     member: float
@@ -412,15 +415,19 @@ class IncidentClusterer:
         df = self._df
         base = math.log(self._docs + 1) + 1.0
         cap = self.config.max_idf
-        log1 = _log1
-        weights = {t: w * min(cap, base - log1(df.get(t, 0))) for t, w in feats.tf.items()}
+        table = _LOG1
+        log = math.log
+        # base - log(df + 1), capped at ``cap``: the table inlined (this runs per term).
+        weights = {t: w * (idf if (idf := base - (table[n] if (n := df.get(t, 0)) < 4096
+                                                   else log(n + 1))) < cap else cap)
+                   for t, w in feats.tf.items()}
         # Ties keep the features' order (token order): deterministic, no string compares.
         top = sorted(weights.items(), key=itemgetter(1), reverse=True)[: self.config.max_terms]
         norm = math.sqrt(sum(w * w for _, w in top)) or 1.0
         vec = {t: w / norm for t, w in top}
         # The entity part keeps its share of the whole vector: a lone common entity
         # ("2014", "Police") is weak evidence, several rare names are strong.
-        return vec, {e: vec[e] for e in sorted(feats.entities) if e in vec}
+        return vec, {e: vec[e] for e in sorted(e for e in feats.entities if e in vec)}
 
     def _candidates(self, vec: dict[str, float]) -> list[str]:
         cfg = self.config
@@ -436,8 +443,10 @@ class IncidentClusterer:
         incidents = self._incidents
         if len(hits) <= cfg.max_candidates:
             return sorted(hits, key=lambda i: incidents[i].seq)
-        ranked = heapq.nsmallest(cfg.max_candidates, hits.items(),
-                                 key=lambda kv: (-kv[1], incidents[kv[0]].seq))
+        # Only incidents scoring at least the n-th best can rank among the n best.
+        kth = sorted(hits.values(), reverse=True)[cfg.max_candidates - 1]
+        ranked = sorted([kv for kv in hits.items() if kv[1] >= kth],
+                        key=lambda kv: (-kv[1], incidents[kv[0]].seq))[: cfg.max_candidates]
         return [inc for inc, _ in ranked]
 
     def _similarity(self, vec: dict[str, float], evec: dict[str, float], ts: float | None,
@@ -463,15 +472,7 @@ class IncidentClusterer:
                 entity = sum(evec[e] * ecentroid[e] for e in shared) / inc.entities_norm()
         # Best match with one of the latest members; the cosine stands in for it when only
         # ranking candidates (it is exact for a single member).
-        member = cosine
-        if members:
-            held = self._held
-            for n, member_id in enumerate(reversed(inc.members)):
-                if n >= self.config.max_members:
-                    break
-                mvec = held[member_id].vec
-                if mvec is not None:
-                    member = max(member, sum(vec[t] * mvec[t] for t in vec.keys() & mvec.keys()))
+        member = self._member(vec, inc, cosine) if members else cosine
         k = self.config.salient_terms
         salient = top = 0.0
         for i, (t, w) in enumerate(vec.items()):
@@ -517,6 +518,18 @@ class IncidentClusterer:
                           year_conflict, gap, name_match, age_match, age_conflict,
                           street_match, street_conflict)
 
+    def _member(self, vec: dict[str, float], inc: _Incident, cosine: float) -> float:
+        """Best cosine to one of the incident's latest held members (at least ``cosine``)."""
+        member = cosine
+        held = self._held
+        for n, member_id in enumerate(reversed(inc.members)):
+            if n >= self.config.max_members:
+                break
+            mvec = held[member_id].vec
+            if mvec is not None:
+                member = max(member, sum([vec[t] * mvec[t] for t in vec.keys() & mvec.keys()]))
+        return member
+
     def _score(self, sim: Similarity, headline: bool) -> float:
         """Log-odds that the article belongs to the incident (weights fitted on labelled
         streams, one set for all; headline-only articles have their own)."""
@@ -559,8 +572,13 @@ class IncidentClusterer:
         for n in range(min(cfg.member_checks, len(scored))):
             inc = self._incidents[scored[n][2]]
             if len(inc.members) > 1:
-                sim = self._similarity(vec, evec, ts, feats, inc)
-                scored[n] = (self._score(sim, headline), -inc.seq, inc.id, sim)
+                # The first pass's evidence with the members compared: nothing else differs
+                # (no incident changes while an article is decided).
+                sim = scored[n][3]
+                member = self._member(vec, inc, sim.cosine)
+                if member != sim.member:  # else the same evidence, the same score
+                    sim = replace(sim, member=member)
+                    scored[n] = (self._score(sim, headline), -inc.seq, inc.id, sim)
         scored.sort(reverse=True)
         if not scored or scored[0][0] < cfg.join_threshold:
             best = scored[0] if scored else None
@@ -809,17 +827,31 @@ class IncidentClusterer:
 def _compact(inc: _Incident, keep: int) -> None:
     """Keep the strongest terms of an incident's centroid (and their presence counts)."""
     if len(inc.centroid) > keep:
-        top = sorted(inc.centroid.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
+        top = _heaviest(inc.centroid, keep)
         inc.centroid = dict(top)
         inc.presence = {t: inc.presence.get(t, 0) for t, _ in top}
         inc.norm = -1.0
         inc.central = None
     if len(inc.names) > keep // 2:  # bounded summaries: the most-repeated names stay
-        inc.names = dict(sorted(inc.names.items(), key=lambda kv: (-kv[1], kv[0]))[: keep // 2])
+        inc.names = dict(_heaviest(inc.names, keep // 2))
     if len(inc.entity_vec) > keep // 2:
-        top = sorted(inc.entity_vec.items(), key=lambda kv: (-kv[1], kv[0]))[: keep // 2]
+        top = _heaviest(inc.entity_vec, keep // 2)
         inc.entity_vec = dict(top)
         inc.entity_norm = -1.0
+
+
+def _heaviest(weights: dict[str, _W], k: int) -> list[tuple[str, _W]]:
+    """The ``k`` items of largest weight, ties by term: ``sorted(weights.items(), key=
+    lambda kv: (-kv[1], kv[0]))[:k]``, with the keyed sort only over the few contenders."""
+    items: Iterable[tuple[str, _W]] = weights.items()
+    if 0 < k < len(weights):
+        kth = sorted(weights.values(), reverse=True)[k - 1]  # plain numbers: a sort in C
+        items = [kv for kv in items if kv[1] >= kth]
+    return sorted(items, key=_weight_then_term)[:k]
+
+
+def _weight_then_term(kv: tuple[str, float]) -> tuple[float, str]:
+    return -kv[1], kv[0]
 
 
 _LOG1 = [math.log(n + 1) for n in range(4096)]

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.features import Features
+from processors.features import MAX_SHINGLES, Features
 
 NUM_PERM = 64
 BANDS = 16  # 16 bands x 4 rows: candidate pairs from a Jaccard of about 0.5 up
 ROWS = NUM_PERM // BANDS
-MAX_SHINGLES = 400  # the first few hundred words fingerprint an article well enough
 
 _rng = np.random.default_rng(20240601)  # fixed seed: signatures are stable across processes
 _A = (_rng.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) | np.uint64(1)).reshape(-1, 1)
@@ -29,9 +28,11 @@ def minhash(shingles: np.ndarray) -> np.ndarray:
     if shingles.size == 0:
         return _EMPTY
     x = shingles[:MAX_SHINGLES].astype(np.uint64, copy=False).reshape(1, -1)
-    with np.errstate(over="ignore"):
-        hashed = (_A * x + _B) >> np.uint64(32)
-    return hashed.min(axis=1).astype(np.uint32)
+    # Array arithmetic wraps modulo 2**64 silently. The shift is monotonic, so it is
+    # applied to the row minima only; the sum is made in place (no second temporary).
+    hashed = _A * x
+    hashed += _B
+    return (hashed.min(axis=1) >> np.uint64(32)).astype(np.uint32)
 
 
 def signature_similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -45,21 +45,30 @@ STOPWORDS = frozenset(
 MAX_BODY_WORDS = 700  # long pages are mostly lists and comments past this point
 MAX_BODY_CHARS = 6000
 LEAD_WORDS = 60
+MAX_SHINGLES = 400  # the first few hundred words fingerprint an article well enough
 TITLE_BOOST = 2.0
 LEAD_BOOST = 1.0
 ENTITY_BOOST = 0.5
 
-_TOKEN = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
+# Possessive (never backtracks): what follows a run of letters and digits is not one, so
+# giving characters back could not make a different match; it only costs time.
+_TOKEN = re.compile(r"[^\W_]++(?:['’.\-][^\W_]++)*+")
 _DIGIT = re.compile(r"\d")
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^\W_][\w'’.\-]*)")
+# The same, split in two so that the scan can skip ahead to candidate characters: the text's
+# first word, then the words after sentence ends and line breaks (see ``_sentence_starts``).
+_TEXT_START = re.compile(r"[\"“‘'(]?([^\W_][\w'’.\-]*)")
+_AFTER_BREAK = re.compile(r"[.!?\n](?:(?<=\n)\s*|(?<=[.!?])[\"”’')]?\s+)[\"“‘'(]?([^\W_][\w'’.\-]*)")
 # Two capitalised words in a row: a person's or place's full name ("Rico Doyle"), far more
 # telling than either word alone. Runs of capitalised words, split into pairs.
-_NAME_RUN = re.compile(r"\b[A-Z][a-z][\w'’\-]*(?:\s+(?:[A-Z]\.\s+)?[A-Z][a-z][\w'’\-]*)+")
+# (``[A-Z](?<!\w[A-Z])`` is ``\b[A-Z]`` written so that the regex engine can skip ahead to
+# candidate first letters.)
+_NAME_RUN = re.compile(r"[A-Z](?<!\w[A-Z])[a-z][\w'’\-]*(?:\s+(?:[A-Z]\.\s+)?[A-Z][a-z][\w'’\-]*)+")
 _P1 = np.uint64(0x9E3779B97F4A7C15)  # shingle = mix of three word hashes
 _P2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _AGE = re.compile(r"^(\d{1,3})-years?-old$")
 # A street address: "700 block of North Main Street", "1234 Elm Ave." -> "main", "elm".
-_STREET = re.compile(r"\b\d{1,6}(?: block of| blk of)? ((?:[A-Z][\w'’]*\.? ){1,4}?)"
+_STREET = re.compile(r"\d(?<!\w\d)\d{0,5}(?: block of| blk of)? ((?:[A-Z][\w'’]*\.? ){1,4}?)"
                      r"(?:Street|St|Avenue|Ave|Road|Rd|Drive|Dr|Boulevard|Blvd|Lane|Ln|Place|"
                      r"Pl|Court|Ct|Way|Parkway|Pkwy|Terrace|Ter|Highway|Hwy|Circle|Cir|Pike|"
                      r"Trail|Square)\b")
@@ -104,7 +113,7 @@ class Features:
     tf: dict[str, float]  # term -> field-boosted, sublinear term frequency (no IDF yet)
     entities: frozenset[str]  # names, places, numbers (normalised like terms)
     title_terms: frozenset[str]
-    shingles: np.ndarray  # uint64 hashes of word 3-grams of the body (for MinHash)
+    shingles: np.ndarray  # uint64 hashes of the body's first MAX_SHINGLES word 3-grams (MinHash)
     text_key: str | None  # hash of the normalised body, None when too short to trust
     title_key: str  # normalised title
     n_words: int  # words in the cleaned body
@@ -135,6 +144,14 @@ def canonical_url(url: str | None) -> str | None:
     query = [(k, v) for k, v in parse_qsl(parts.query.replace("\\", ""), keep_blank_values=True)
              if not _TRACKING_PARAMS.match(k)]
     return host + path + ("?" + urlencode(sorted(query)) if query else "")
+
+
+def _sentence_starts(text: str) -> list[str]:
+    """``_SENTENCE_START.findall(text)``, faster."""
+    first = _TEXT_START.match(text)
+    if first is None:
+        return _AFTER_BREAK.findall(text)
+    return [first.group(1), *_AFTER_BREAK.findall(text, first.end())]
 
 
 def _is_titlecase(title_tokens: list[str]) -> bool:
@@ -225,42 +242,57 @@ def extract(title: str, text: str) -> Features:
     toks = _TOKEN.findall(body)[:MAX_BODY_WORDS]
     if toks:
         lead = Counter(toks[:LEAD_WORDS])
-        initial = Counter(_SENTENCE_START.findall(body))
+        initial = Counter(_sentence_starts(body))
         info_of = _token_info
+        tf_get = tf.get
+        add_entity = entities.add
         for tok, n in Counter(toks).items():
             info = info_of(tok)
             if info is None:
                 continue
-            cap, caps = info[3], info[4]
+            term, digit, parts, cap, caps = info
             weight = n + LEAD_BOOST * lead[tok] if tok in lead else n
             # A capitalised word is a name unless it only ever opens a sentence.
-            _count(tf, entities, info, weight, cap and (caps or n > initial.get(tok, 0)))
+            name = cap and (caps or n > initial.get(tok, 0))
+            # ``_count``, inlined: this loop runs once per distinct word of every article.
+            tf[term] = tf_get(term, 0.0) + weight
+            if name or digit:
+                add_entity(term)
+            for part in parts:
+                tf[part] = tf_get(part, 0.0) + 0.5 * weight
+                if name:
+                    add_entity(part)
 
     if toks:
-        for run in _NAME_RUN.findall(body):
+        # Each distinct run once (in order of first appearance), counted as often as it occurs.
+        for run, times in Counter(_NAME_RUN.findall(body)).items():
             words = [w.lower().replace("’", "'").removesuffix("'s") for w in run.split()
                      if not w.endswith(".")]
             for a, b in zip(words, words[1:], strict=False):
                 if a in STOPWORDS or b in STOPWORDS:
                     continue
                 pair = a + " " + b
-                tf[pair] = tf.get(pair, 0.0) + 1.0
+                tf[pair] = tf.get(pair, 0.0) + 1.0 * times
                 entities.add(pair)
     for ent in entities:
         tf[ent] = tf.get(ent, 0.0) + ENTITY_BOOST
-    tf = {t: 1.0 + math.log(w) if w > 1.0 else w for t, w in tf.items()}
+    log = math.log
+    tf = {t: 1.0 + log(w) if w > 1.0 else w for t, w in tf.items()}
 
     n_words = len(toks)
     if toks:
-        low_words = " ".join(toks).lower().split(" ")
+        norm_body = " ".join(toks).lower()
+        # Only the words of the first MAX_SHINGLES shingles: MinHash uses no more.
+        low_words = norm_body.split(" ", MAX_SHINGLES + 2)[: MAX_SHINGLES + 2]
         hashes = np.fromiter(map(zlib.crc32, map(str.encode, low_words)), dtype=np.uint64,
-                             count=n_words)
+                             count=len(low_words))
         if n_words >= 3:
-            with np.errstate(over="ignore"):
-                shingles = hashes[:-2] * _P1 + hashes[1:-1] * _P2 + hashes[2:]
+            # Array arithmetic wraps modulo 2**64 silently (no errstate needed); in place.
+            shingles = hashes[:-2] * _P1
+            shingles += hashes[1:-1] * _P2
+            shingles += hashes[2:]
         else:
             shingles = hashes
-        norm_body = " ".join(low_words)
     else:
         shingles = np.zeros(0, dtype=np.uint64)
         norm_body = ""

@@ -98,12 +98,15 @@ _PLAYLIST_RUN = 3
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\"”’'])[.!?](?=\s+[\"“‘'(]?[A-Z0-9]|\s*$)")
 
 
-_PUNCTUATION = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~’‘“”—–…•·"})
+_PUNCTUATION_CHARS = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~’‘“”—–…•·"
+# Runs of characters that are neither whitespace (as ``str.split`` sees it) nor punctuation:
+# the words left after blanking punctuation and splitting, found in one pass.
+_LINE_WORD = re.compile("[^\\s" + re.escape(_PUNCTUATION_CHARS) + "]+")
 
 
 def _norm_line(line: str) -> str:
     """Lower-case words only: the key that tells a repeated line."""
-    return " ".join(line.lower().translate(_PUNCTUATION).split())
+    return " ".join(_LINE_WORD.findall(line.lower()))
 
 
 def _is_byline(line: str) -> bool:

@@ -1,0 +1,72 @@
+"""The faster forms used on the hot path give exactly what the plain definitions give."""
+
+import random
+import re
+
+import numpy as np
+
+from processors import clustering, dedup, features, text
+
+TEXTS = [
+    "",
+    ".",
+    "\n",
+    "U.S. Army officials said. The 82nd Airborne left.",
+    "  Hello. World",
+    ". Hello there",
+    '"Quote," he said. "Next one." (AP) Then more.\n\nA new paragraph\nand a line',
+    "Hi!\n\nNew para? ”Zed said, ‘Yes’. 3 people died",
+    "a.\u00a0B and\u2003C; x_y __init__ co-op al-Assad O’Brien’s 14-year-old",
+    "Police said 2 men shot Rico Doyle, 23, in the 700 block of North Main Street. "
+    "Officer Jane Q. Public and Mr. John Smith-Jones were at 1234 Elm Ave. on Monday.",
+    "McDonald's on 5th Ave and MacArthur Blvd; A1 Road and 12 St. Paul Street",
+    "İstanbul — ISTANBUL (Reuters) - Ünal Çelik, 14, was hurt. Ça va? Ελλάδα! 日本語.",
+]
+
+
+def test_sentence_starts_match_the_one_regex():
+    for t in TEXTS:
+        assert features._sentence_starts(t) == features._SENTENCE_START.findall(t), t
+
+
+def test_rewritten_regexes_match_their_word_boundary_forms():
+    tokens = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
+    names = re.compile(r"\b[A-Z][a-z][\w'’\-]*(?:\s+(?:[A-Z]\.\s+)?[A-Z][a-z][\w'’\-]*)+")
+    street = re.compile(features._STREET.pattern.replace(r"\d(?<!\w\d)\d{0,5}", r"\b\d{1,6}", 1))
+    assert street.pattern != features._STREET.pattern
+    for t in TEXTS:
+        assert features._TOKEN.findall(t) == tokens.findall(t), t
+        assert features._NAME_RUN.findall(t) == names.findall(t), t
+        assert features._STREET.findall(t) == street.findall(t), t
+
+
+def test_norm_line_matches_blanking_punctuation_and_splitting():
+    blank = str.maketrans({c: " " for c in text._PUNCTUATION_CHARS})
+    lines = [*TEXTS, "Share this: Facebook | Twitter", "x\x1cy\x1fz", "a\u200bb", "ǅ ß ﬁ İ"]
+    for line in lines:
+        assert text._norm_line(line) == " ".join(line.lower().translate(blank).split()), line
+
+
+def test_heaviest_is_the_head_of_the_full_sort():
+    rng = random.Random(7)
+    for _ in range(200):
+        n = rng.randint(0, 40)
+        weights = {f"t{i}": float(rng.choice([1, 2, 2, 3, 0.5, rng.random()])) for i in range(n)}
+        counts = {f"n{i}": rng.randint(1, 4) for i in range(n)}
+        for k in (0, 1, 3, 5, n, n + 3):
+            assert clustering._heaviest(weights, k) == sorted(
+                weights.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            assert clustering._heaviest(counts, k) == sorted(
+                counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def test_minhash_is_the_minimum_of_the_shifted_hashes():
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 3, 50, dedup.MAX_SHINGLES, 700):
+        shingles = rng.integers(0, 2**64, size=size, dtype=np.uint64)
+        x = shingles[: dedup.MAX_SHINGLES].reshape(1, -1)
+        with np.errstate(over="ignore"):
+            expected = ((dedup._A * x + dedup._B) >> np.uint64(32)).min(axis=1).astype(np.uint32)
+        got = dedup.minhash(shingles)
+        assert got.dtype == np.uint32
+        assert got.tolist() == expected.tolist()
