@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from processors.clustering import ClusterConfig, IncidentClusterer  # noqa: E402
+from processors.gc_tuning import tune_gc  # noqa: E402
 from processors.offline import parse_published, read_rows, row_to_article  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "incidents"
@@ -200,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-files", action="store_true", help="only the synthetic stream")
     parser.add_argument("--skip-pipeline", action="store_true",
                         help="skip the end-to-end run through the embedded broker")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="keep CPython's collector thresholds (the worker tunes them)")
     args = parser.parse_args(argv)
+    if not args.default_gc:
+        tune_gc()
+    origin = "CPython defaults" if args.default_gc else "as the worker: processors/gc_tuning.py"
+    print(f"gc thresholds {gc.get_threshold()} ({origin})")
     config = ClusterConfig()
     if args.window_days is not None:
         config.window_days = args.window_days

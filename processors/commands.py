@@ -12,6 +12,7 @@ from newsflow.settings import Settings
 
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     from processors.app import run_worker
+    from processors.gc_tuning import tune_gc
 
     if not settings.kafka_bootstrap:
         raise ValueError("the processors need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP")
@@ -21,11 +22,13 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
         from processors.rebuild import storage_window_loader
 
         loader = storage_window_loader(settings)
+    tune_gc()
     return run_worker(settings, window_loader=loader)
 
 
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from processors.app import cluster_config
+    from processors.gc_tuning import tune_gc
     from processors.offline import cluster_rows
 
     def rows():  # type: ignore[no-untyped-def]
@@ -38,6 +41,7 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
                         raise ValueError(f"{args.input}:{number}: not JSON: {exc}") from exc
 
     config = cluster_config(settings)
+    tune_gc()
     out = open(args.output, "w", encoding="utf-8") if args.output != "-" else sys.stdout  # noqa: SIM115
     count = 0
     try:
