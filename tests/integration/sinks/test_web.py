@@ -212,3 +212,20 @@ def test_page_in_headless_chromium(server: NewsflowServer, tmp_path: Path) -> No
     assert len(colours) > 10, "the screenshot is blank"
     header = {bytes(rows[10][i : i + 3]) for i in range(0, 60, 4)}
     assert b"\x1f\x3a\x5f" in header  # the page's header colour: the CSS was applied
+
+
+def test_api_incident_list_is_bounded(server: NewsflowServer, tmp_path: Path) -> None:
+    sink = SQLiteSink(Settings(data_dir=tmp_path / "var").sqlite_file)
+    sink.write([
+        Incident(incident_id=f"inc-bulk-{n}", version=1, title=f"Bulk {n}",
+                 first_seen=NOW - timedelta(minutes=n), last_seen=NOW - timedelta(minutes=n),
+                 articles=[IncidentArticle(id=f"bulk-{n}", title=f"Bulk {n}")])
+        for n in range(600)
+    ])
+    sink.close()
+    base = server.url + "api/incidents?hours=2"
+    assert len(json.loads(get(base)[2])) == 200  # the default
+    assert len(json.loads(get(base + "&limit=7")[2])) == 7
+    assert len(json.loads(get(base + "&limit=100000")[2])) == 500  # the cap
+    assert len(json.loads(get(base + "&limit=0")[2])) == 1
+    assert get(base + "&limit=lots")[0] == 400
