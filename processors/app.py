@@ -195,6 +195,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     def forget_stage(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # With several workers the clean partition can move away and come back: the
         # in-memory stage is then stale, so it is rebuilt from the tables on next use.
+        if stage_holder:
+            logger.info("partitions revoked: cluster state dropped, rebuilt on next use")
         stage_holder.clear()
 
     app.on_partitions_revoked.connect(forget_stage)

@@ -103,6 +103,36 @@ def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_
     assert "rebuilt from changelog tables: 1 articles" in second.log()
 
 
+def test_a_rebalance_between_two_workers_keeps_clustering_state(
+    make_settings, start_role, topic_reader
+):
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, afp = read_articles([SEEDS])
+    first = start_role(settings, "process")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+    topic_reader(settings, settings.topic_incidents, until=holding([reuters.id]), timeout_s=90,
+                 watch=[first])
+    # A second worker joins the group: the first one's partitions are revoked and the
+    # partitions are dealt out again, the clean one to either worker.
+    second = start_role(settings, "process")
+    deadline = time.monotonic() + 90
+    while "partitions revoked: cluster state dropped" not in first.log():
+        assert time.monotonic() < deadline, first.log()[-3000:]
+        time.sleep(0.5)
+    with Publisher(settings) as publisher:
+        publisher.publish_article(afp)
+    records = topic_reader(settings, settings.topic_incidents,
+                           until=holding([reuters.id, afp.id]), timeout_s=90,
+                           watch=[first, second])
+    together = [i for i in latest_incidents(records).values()
+                if {reuters.id, afp.id} <= {a.id for a in i.articles}]
+    assert len(together) == 1 and len(together[0].articles) == 2
+    # Whichever worker now holds the clean partition rebuilt the window from the tables.
+    assert "rebuilt from changelog tables: 1 articles" in first.log() + second.log()
+
+
 def test_stream_goes_on_after_an_article_the_cluster_stage_rejects(make_settings, start_role, topic_reader):
     settings = make_settings()
     ensure_topics(settings)
