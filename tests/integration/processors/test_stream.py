@@ -79,14 +79,21 @@ def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_r
     assert "neither title nor text" in empty.error
 
 
-def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_reader):
+def reuters_in_one_worker(make_settings, start_role, topic_reader):
+    """A worker that has made the Reuters seed an incident: (settings, worker, reuters, afp)."""
     settings = make_settings()
     ensure_topics(settings)
     reuters, afp = read_articles([SEEDS])
-    first = start_role(settings, "process")
+    worker = start_role(settings, "process")
     with Publisher(settings) as publisher:
         publisher.publish_article(reuters)
-    topic_reader(settings, settings.topic_incidents, until=holding([reuters.id]), timeout_s=90, watch=[first])
+    topic_reader(settings, settings.topic_incidents, until=holding([reuters.id]), timeout_s=90,
+                 watch=[worker])
+    return settings, worker, reuters, afp
+
+
+def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_reader):
+    settings, first, reuters, afp = reuters_in_one_worker(make_settings, start_role, topic_reader)
     assert first.stop() == 0, first.log()[-3000:]
 
     second = start_role(settings, "process")
@@ -106,14 +113,7 @@ def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_
 def test_a_rebalance_between_two_workers_keeps_clustering_state(
     make_settings, start_role, topic_reader
 ):
-    settings = make_settings()
-    ensure_topics(settings)
-    reuters, afp = read_articles([SEEDS])
-    first = start_role(settings, "process")
-    with Publisher(settings) as publisher:
-        publisher.publish_article(reuters)
-    topic_reader(settings, settings.topic_incidents, until=holding([reuters.id]), timeout_s=90,
-                 watch=[first])
+    settings, first, reuters, afp = reuters_in_one_worker(make_settings, start_role, topic_reader)
     # A second worker joins the group: the first one's partitions are revoked and the
     # partitions are dealt out again, the clean one to either worker.
     second = start_role(settings, "process")
