@@ -11,7 +11,7 @@ Prints figures; asserts nothing. Missing files are skipped.
 Last, the end-to-end figures through the embedded broker (benchmarks/pipeline.py).
 
 usage: python benchmarks/clustering.py [--synthetic 200000] [--round-days 10] [--fresh]
-       [--skip-files] [--window-days 7] [--skip-pipeline]
+       [--skip-files] [--window-days 7] [--incident-days 730] [--skip-pipeline]
 """
 
 from __future__ import annotations
@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=int, default=200_000, help="articles (0: skip)")
     parser.add_argument("--round-days", type=float, default=10.0)
     parser.add_argument("--window-days", type=float, default=None)
+    parser.add_argument("--incident-days", type=float, default=None)
     parser.add_argument("--fresh", action="store_true",
                         help="give every replay round its own vocabulary (all-new stories)")
     parser.add_argument("--skip-files", action="store_true", help="only the synthetic stream")
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     config = ClusterConfig()
     if args.window_days is not None:
         config.window_days = args.window_days
+    if args.incident_days is not None:
+        config.incident_days = args.incident_days
     for name in () if args.skip_files else FILES:
         path = DATA / name
         if not path.exists():
