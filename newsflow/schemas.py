@@ -136,6 +136,13 @@ class Incident(_Message):
 
     _aware = field_validator("first_seen", "last_seen", "updated_at")(_aware)
 
+    @property
+    def change(self) -> Literal["created", "updated", "merged"]:
+        """What this version did to the incident (how metrics count versions)."""
+        if self.merged_into:
+            return "merged"
+        return "created" if self.version == 1 else "updated"
+
 
 class DeadLetter(_Message):
     """A message a stage could not process: topic ``newsflow.dlq``. Nothing is lost:

@@ -242,13 +242,7 @@ class ProcessorMetrics:
             return
         self.articles.inc(decision=result.decision.explanation.decision)
         for incident in result.incidents:
-            if incident.merged_into:
-                change = "merged"
-            elif incident.version == 1:
-                change = "created"
-            else:
-                change = "updated"
-            self.incident_versions.inc(change=change)
+            self.incident_versions.inc(change=incident.change)
 
 
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:

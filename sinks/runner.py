@@ -264,13 +264,7 @@ class SinkRunner:
         if isinstance(record, RawArticle):
             self.metrics.articles_in.inc()
             return
-        if record.merged_into:
-            change = "merged"
-        elif record.version == 1:
-            change = "created"
-        else:
-            change = "updated"
-        self.metrics.incident_versions.inc(change=change)
+        self.metrics.incident_versions.inc(change=record.change)
         if record.version == 1:
             self.metrics.duplicates.inc(sum(1 for a in record.articles if a.duplicate_of))
 

@@ -72,3 +72,9 @@ def test_a_dead_letter_keeps_binary_values_as_base64():
     assert (letter.topic, letter.partition, letter.offset, letter.key) == ("raw", 2, 7, "k")
     assert letter.value_encoding == "base64"
     assert base64.b64decode(letter.value) == b"\xff\x00"
+
+
+def test_an_incident_version_says_what_it_changed():
+    assert Incident(incident_id="i", version=1).change == "created"
+    assert Incident(incident_id="i", version=2).change == "updated"
+    assert Incident(incident_id="i", version=3, merged_into="j").change == "merged"
