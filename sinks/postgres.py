@@ -18,8 +18,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from newsflow.schemas import Explanation, Incident, RawArticle
-from sinks.agencies import agency_of_source, count_reporters
+from newsflow.schemas import Incident, RawArticle
+from sinks.agencies import agency_of_source
 from sinks.base import (
     BatchingSink,
     Record,
@@ -30,22 +30,25 @@ from sinks.base import (
 )
 from sinks.models import (
     Counts,
-    IncidentArticleView,
     IncidentDetail,
     IncidentSummary,
     SearchHit,
-    VersionInfo,
 )
 from sinks.rows import (
     StoredMember,
+    article_from_row,
     article_values,
     delete_member_sql,
     incident_from_rows,
     insert_version_sql,
+    member_view,
     plan_incident_writes,
+    search_hit,
+    summary_from_rows,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
+    version_info,
 )
 
 logger = logging.getLogger(__name__)
@@ -352,7 +355,7 @@ class PostgresStore:
             )
             for m in cur.fetchall():
                 members[m["incident_id"]].append(m)
-        return [_summary(r, members[r["id"]]) for r in rows]
+        return [summary_from_rows(r, members[r["id"]]) for r in rows]
 
     def latest_incident(self, incident_id: str) -> Incident | None:
         """The current version of an incident, articles and all, as it came off the topic."""
@@ -366,7 +369,7 @@ class PostgresStore:
                 (incident_id,),
             )
             members = cur.fetchall()
-        return incident_from_rows(header, members, Explanation.model_validate)
+        return incident_from_rows(header, members)
 
     def get_incident(self, incident_id: str) -> IncidentDetail | None:
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -386,19 +389,7 @@ class PostgresStore:
                 (incident_id,),
             )
             articles = [
-                IncidentArticleView(
-                    id=m["article_id"],
-                    title=m["title"],
-                    url=m["url"],
-                    source=m["source"],
-                    published=m["published"],
-                    seen_at=m["seen_at"],
-                    duplicate_of=m["duplicate_of"],
-                    explanation=(
-                        Explanation.model_validate(m["explanation"]) if m["explanation"] else None
-                    ),
-                    agencies=_agencies_of(m["agencies"], m["source"]),
-                )
+                member_view(m)
                 for m in cur.fetchall()
             ]
             cur.execute(
@@ -407,12 +398,7 @@ class PostgresStore:
                 (incident_id,),
             )
             versions = [
-                VersionInfo(
-                    version=int(v["version"]),
-                    updated_at=v["updated_at"],
-                    article_count=int(v["article_count"]),
-                    merged_into=v["merged_into"],
-                )
+                version_info(v)
                 for v in cur.fetchall()
             ]
         return IncidentDetail(summary=summary, articles=articles, versions=versions)
@@ -441,17 +427,7 @@ class PostgresStore:
             )
             rows = cur.fetchall()
         return [
-            SearchHit(
-                article_id=r["id"],
-                title=r["title"],
-                source=r["source"],
-                published=r["published"],
-                url=r["url"],
-                incident_id=r["incident_id"],
-                incident_title=r["incident_title"],
-                snippet=r["snippet"] or "",
-                rank=float(r["rank"]),
-            )
+            search_hit(r)
             for r in rows
         ]
 
@@ -472,7 +448,7 @@ class PostgresStore:
                     (since, since),
                 )
                 for row in cur:
-                    yield _article(row), row["incident_id"], row["duplicate_of"]
+                    yield article_from_row(row), row["incident_id"], row["duplicate_of"]
 
     def counts(self) -> Counts:
         with self._conn() as conn:
@@ -487,50 +463,3 @@ class PostgresStore:
             ).fetchone()
         assert row is not None
         return Counts(*(int(v) for v in row))
-
-
-def _agencies_of(names: list[str] | None, source: str | None) -> tuple[str, ...]:
-    if names is not None:
-        return tuple(names)
-    name = agency_of_source(source)
-    return (name,) if name else ()
-
-
-def _summary(row: dict[str, Any], members: Sequence[dict[str, Any]]) -> IncidentSummary:
-    agencies, outlets = count_reporters(
-        (m["source"], m["url"], _agencies_of(m["agencies"], m["source"])) for m in members
-    )
-    return IncidentSummary(
-        id=row["id"],
-        version=int(row["version"]),
-        title=row["title"],
-        first_seen=row["first_seen"],
-        last_seen=row["last_seen"],
-        updated_at=row["updated_at"],
-        merged_into=row["merged_into"],
-        article_count=int(row["article_count"]),
-        duplicate_count=int(row["duplicate_count"]),
-        sources=tuple(sorted({m["source"] for m in members if m["source"]})),
-        agencies=tuple(sorted(agencies)),
-        outlets=tuple(sorted(outlets)),
-    )
-
-
-def _article(row: dict[str, Any]) -> RawArticle:
-    return RawArticle(
-        id=row["id"],
-        url=row["url"],
-        canonical_url=row["canonical_url"],
-        title=row["title"],
-        text=row["text"],
-        published=row["published"],
-        fetched_at=row["fetched_at"] or datetime.now(UTC),
-        source=row["source"],
-        feed_url=row["feed_url"],
-        language=row["language"],
-        author=row["author"],
-        site_name=row["site_name"],
-        summary_only=bool(row["summary_only"]),
-        producer=row["producer"] or "feed",
-        fetch=row["fetch_info"] or {},
-    )

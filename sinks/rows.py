@@ -1,4 +1,4 @@
-"""What the SQL sinks write, once for every dialect.
+"""What the SQL sinks write and read back, once for every dialect.
 
 The statements and the values of each row are the same for SQLite and PostgreSQL; a
 dialect only says how it writes a parameter (``?`` or ``%s``), how it floors a missing
@@ -15,13 +15,15 @@ changed row by row, and each version's history row holds only what that version 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
-from sinks.agencies import recognise_agencies
-from sinks.base import active_at, article_digest
+from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
+from sinks.base import active_at, article_digest, parse_ts
+from sinks.models import IncidentArticleView, IncidentSummary, SearchHit, VersionInfo
 
 ARTICLE_COLUMNS = (
     "id", "url", "canonical_url", "title", "text", "published", "fetched_at", "source",
@@ -182,15 +184,119 @@ def plan_incident_writes(
     return writes
 
 
-def incident_from_rows(header: Mapping[str, Any], members: Sequence[Mapping[str, Any]],
-                       explanation: Callable[[Any], Explanation]) -> Incident:
-    """The current version of an incident rebuilt from its stored rows (``explanation``
-    reads a stored explanation value, which differs by dialect)."""
+# -- reading back ---------------------------------------------------------------------
+# A dialect hands back its own value types (SQLite: text timestamps, JSON text and the
+# ",AFP,Reuters," agencies token; PostgreSQL: datetimes, decoded JSON, a text array);
+# the builders below accept either. A row is anything indexed by column name
+# (``sqlite3.Row``, a psycopg dict row).
+Row = Any
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def agencies_of(stored: str | Sequence[str] | None, source: str | None) -> tuple[str, ...]:
+    """The agencies recognised in a stored article, or from the source alone when the
+    cleaned article is not stored (yet)."""
+    if isinstance(stored, str):
+        return tuple(a for a in stored.split(",") if a)
+    if stored is not None:
+        return tuple(stored)
+    name = agency_of_source(source)
+    return (name,) if name else ()
+
+
+def summary_from_rows(row: Row, members: Sequence[Row]) -> IncidentSummary:
+    """An incident row and its members' (source, url, agencies) rows as a summary."""
+    agencies, outlets = count_reporters(
+        (m["source"], m["url"], agencies_of(m["agencies"], m["source"])) for m in members
+    )
+    return IncidentSummary(
+        id=row["id"],
+        version=int(row["version"]),
+        title=row["title"],
+        first_seen=parse_ts(row["first_seen"]),
+        last_seen=parse_ts(row["last_seen"]),
+        updated_at=parse_ts(row["updated_at"]),
+        merged_into=row["merged_into"],
+        article_count=int(row["article_count"]),
+        duplicate_count=int(row["duplicate_count"]),
+        sources=tuple(sorted({m["source"] for m in members if m["source"]})),
+        agencies=tuple(sorted(agencies)),
+        outlets=tuple(sorted(outlets)),
+    )
+
+
+def _explanation(value: Any) -> Explanation | None:
+    return Explanation.model_validate(_json(value)) if value else None
+
+
+def member_view(m: Row) -> IncidentArticleView:
+    """A member row joined with its stored article (url, published, agencies)."""
+    return IncidentArticleView(
+        id=m["article_id"],
+        title=m["title"],
+        url=m["url"],
+        source=m["source"],
+        published=parse_ts(m["published"]),
+        seen_at=parse_ts(m["seen_at"]),
+        duplicate_of=m["duplicate_of"],
+        explanation=_explanation(m["explanation"]),
+        agencies=agencies_of(m["agencies"], m["source"]),
+    )
+
+
+def version_info(v: Row) -> VersionInfo:
+    return VersionInfo(
+        version=int(v["version"]),
+        updated_at=parse_ts(v["updated_at"]),
+        article_count=int(v["article_count"]),
+        merged_into=v["merged_into"],
+    )
+
+
+def search_hit(r: Row) -> SearchHit:
+    return SearchHit(
+        article_id=r["id"],
+        title=r["title"],
+        source=r["source"],
+        published=parse_ts(r["published"]),
+        url=r["url"],
+        incident_id=r["incident_id"],
+        incident_title=r["incident_title"],
+        snippet=r["snippet"] or "",
+        rank=float(r["rank"]),
+    )
+
+
+def article_from_row(row: Row) -> RawArticle:
+    return RawArticle(
+        id=row["id"],
+        url=row["url"],
+        canonical_url=row["canonical_url"],
+        title=row["title"],
+        text=row["text"],
+        published=parse_ts(row["published"]),
+        fetched_at=parse_ts(row["fetched_at"]) or datetime.now(UTC),
+        source=row["source"],
+        feed_url=row["feed_url"],
+        language=row["language"],
+        author=row["author"],
+        site_name=row["site_name"],
+        summary_only=bool(row["summary_only"]),
+        producer=row["producer"] or "feed",
+        fetch=_json(row["fetch_info"]) or {},
+    )
+
+
+def incident_from_rows(header: Row, members: Sequence[Row]) -> Incident:
+    """The current version of an incident rebuilt from its row and its member rows."""
     return Incident(
         incident_id=header["id"],
         version=int(header["version"]),
         title=header["title"],
-        first_seen=header["first_seen"],
+        first_seen=header["first_seen"],  # text or datetime: the model reads either
         last_seen=header["last_seen"],
         merged_into=header["merged_into"],
         updated_at=header["updated_at"],
@@ -199,7 +305,7 @@ def incident_from_rows(header: Mapping[str, Any], members: Sequence[Mapping[str,
                 id=m["article_id"], title=m["title"], title_derived=bool(m["title_derived"]),
                 url=m["url"], source=m["source"], published=m["published"],
                 seen_at=m["seen_at"], duplicate_of=m["duplicate_of"],
-                explanation=explanation(m["explanation"]) if m["explanation"] else None,
+                explanation=_explanation(m["explanation"]),
             )
             for m in members
         ],

@@ -17,35 +17,37 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from newsflow.schemas import Explanation, Incident, RawArticle
-from sinks.agencies import agency_of_source, count_reporters
+from newsflow.schemas import Incident, RawArticle
+from sinks.agencies import agency_of_source
 from sinks.base import (
     BatchingSink,
     Record,
     SinkUnavailable,
     latest_versions,
-    parse_ts,
     split,
     ts,
 )
 from sinks.models import (
     Counts,
-    IncidentArticleView,
     IncidentDetail,
     IncidentSummary,
     SearchHit,
-    VersionInfo,
 )
 from sinks.rows import (
     StoredMember,
+    article_from_row,
     article_values,
     delete_member_sql,
     incident_from_rows,
     insert_version_sql,
+    member_view,
     plan_incident_writes,
+    search_hit,
+    summary_from_rows,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
+    version_info,
 )
 
 logger = logging.getLogger(__name__)
@@ -411,7 +413,7 @@ class SQLiteStore:
                 list(chunk),
             ):
                 members[m["incident_id"]].append(m)
-        return [_summary(r, members[r["id"]]) for r in rows]
+        return [summary_from_rows(r, members[r["id"]]) for r in rows]
 
     def latest_incident(self, incident_id: str) -> Incident | None:
         """The current version of an incident, articles and all, as it came off the topic."""
@@ -426,7 +428,7 @@ class SQLiteStore:
             ).fetchall()
         finally:
             conn.close()
-        return incident_from_rows(header, members, Explanation.model_validate_json)
+        return incident_from_rows(header, members)
 
     def get_incident(self, incident_id: str) -> IncidentDetail | None:
         conn = self._conn()
@@ -436,21 +438,7 @@ class SQLiteStore:
                 return None
             summary = self._summaries(conn, [row])[0]
             articles = [
-                IncidentArticleView(
-                    id=m["article_id"],
-                    title=m["title"],
-                    url=m["url"],
-                    source=m["source"],
-                    published=parse_ts(m["published"]),
-                    seen_at=parse_ts(m["seen_at"]),
-                    duplicate_of=m["duplicate_of"],
-                    explanation=(
-                        Explanation.model_validate_json(m["explanation"])
-                        if m["explanation"]
-                        else None
-                    ),
-                    agencies=_agencies_of(m["agencies"], m["source"]),
-                )
+                member_view(m)
                 for m in conn.execute(
                     """SELECT m.incident_id, m.article_id, m.title, m.source,
                               m.seen_at, m.duplicate_of, m.explanation, a.agencies,
@@ -463,12 +451,7 @@ class SQLiteStore:
                 )
             ]
             versions = [
-                VersionInfo(
-                    version=int(v["version"]),
-                    updated_at=parse_ts(v["updated_at"]),
-                    article_count=int(v["article_count"]),
-                    merged_into=v["merged_into"],
-                )
+                version_info(v)
                 for v in conn.execute(
                     """SELECT version, updated_at, article_count, merged_into
                        FROM incident_versions WHERE incident_id = ? ORDER BY version""",
@@ -502,17 +485,7 @@ class SQLiteStore:
         finally:
             conn.close()
         return [
-            SearchHit(
-                article_id=r["id"],
-                title=r["title"],
-                source=r["source"],
-                published=parse_ts(r["published"]),
-                url=r["url"],
-                incident_id=r["incident_id"],
-                incident_title=r["incident_title"],
-                snippet=r["snippet"] or "",
-                rank=float(r["rank"]),
-            )
+            search_hit(r)
             for r in rows
         ]
 
@@ -532,7 +505,7 @@ class SQLiteStore:
                 (ts(since), ts(since)),
             )
             for row in cursor:
-                yield _article(row), row["incident_id"], row["duplicate_of"]
+                yield article_from_row(row), row["incident_id"], row["duplicate_of"]
         finally:
             conn.close()
 
@@ -563,52 +536,3 @@ def fts_query(query: str) -> str:
 
     words = re.findall(r"\w+", query)
     return " ".join(f'"{w}"' for w in words)
-
-
-def _agencies_of(token: str | None, source: str | None) -> tuple[str, ...]:
-    if token is not None:
-        return tuple(a for a in token.split(",") if a)
-    # No cleaned article stored (yet): the source field alone.
-    name = agency_of_source(source)
-    return (name,) if name else ()
-
-
-def _summary(row: Any, members: Sequence[Any]) -> IncidentSummary:
-    agencies, outlets = count_reporters(
-        (m["source"], m["url"], _agencies_of(m["agencies"], m["source"])) for m in members
-    )
-    sources = sorted({m["source"] for m in members if m["source"]})
-    return IncidentSummary(
-        id=row["id"],
-        version=int(row["version"]),
-        title=row["title"],
-        first_seen=parse_ts(row["first_seen"]),
-        last_seen=parse_ts(row["last_seen"]),
-        updated_at=parse_ts(row["updated_at"]),
-        merged_into=row["merged_into"],
-        article_count=int(row["article_count"]),
-        duplicate_count=int(row["duplicate_count"]),
-        sources=tuple(sources),
-        agencies=tuple(sorted(agencies)),
-        outlets=tuple(sorted(outlets)),
-    )
-
-
-def _article(row: Any) -> RawArticle:
-    return RawArticle(
-        id=row["id"],
-        url=row["url"],
-        canonical_url=row["canonical_url"],
-        title=row["title"],
-        text=row["text"],
-        published=parse_ts(row["published"]),
-        fetched_at=parse_ts(row["fetched_at"]) or datetime.now(UTC),
-        source=row["source"],
-        feed_url=row["feed_url"],
-        language=row["language"],
-        author=row["author"],
-        site_name=row["site_name"],
-        summary_only=bool(row["summary_only"]),
-        producer=row["producer"] or "feed",
-        fetch=json.loads(row["fetch_info"] or "{}"),
-    )
