@@ -5,60 +5,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from kafka.structs import TopicPartition
 
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
-from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
 from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import open_store
+from tests.records import NOW, article, incident
 
 pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg")
 
-NOW = datetime.now(UTC)
-
-
-def article(n: int, text: str = "", source: str = "example.org") -> RawArticle:
-    return RawArticle(
-        id=f"a{n}",
-        url=f"https://example.org/{n}",
-        title=f"Article {n}",
-        text=text or f"Body {n}: Russian cruise missiles crashed in Iran, officials said.",
-        published=NOW - timedelta(minutes=n),
-        source=source,
-    )
-
-
-def incident(iid: str, version: int, ids: list[int], merged_into: str | None = None) -> Incident:
-    return Incident(
-        incident_id=iid,
-        version=version,
-        title=f"Incident {iid}",
-        first_seen=NOW - timedelta(hours=1),
-        last_seen=NOW,
-        merged_into=merged_into,
-        articles=[
-            IncidentArticle(
-                id=f"a{n}",
-                title=f"Article {n}",
-                source="example.org",
-                duplicate_of="a1" if n == 4 else None,
-                explanation=Explanation(
-                    decision="duplicate" if n == 4 else "joined",
-                    score=0.7,
-                    threshold=0.4,
-                    shared_terms=["missile", "iran"],
-                ),
-            )
-            for n in ids
-        ],
-    )
 
 
 def table_state(dsn: str) -> dict[str, list[tuple[object, ...]]]:
@@ -86,9 +49,9 @@ def test_postgres_sink_upserts_idempotently_and_reads_back(postgres_dsn: str) ->
         article(3, source="apnews.com"),
         article(4),
         incident("i1", 1, [1]),
-        incident("i1", 2, [1, 2, 4]),
+        incident("i1", 2, [1, 2, 4], duplicates={4: 1}),
         incident("i2", 1, [3]),
-        incident("i1", 3, [1, 2, 3, 4]),
+        incident("i1", 3, [1, 2, 3, 4], duplicates={4: 1}),
         incident("i2", 2, [], merged_into="i1"),
     ]
     sink = PostgresSink(postgres_dsn)

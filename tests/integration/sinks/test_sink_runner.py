@@ -8,52 +8,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from kafka.structs import TopicPartition
 
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
-from newsflow.schemas import DeadLetter, Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.schemas import DeadLetter, RawArticle
 from newsflow.settings import Settings
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import open_store
+from tests.records import NOW, article, incident
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime.now(UTC)
-
-
-def article(n: int, text: str = "") -> RawArticle:
-    return RawArticle(
-        id=f"a{n}",
-        url=f"https://example.org/{n}",
-        title=f"Article {n} about cruise missiles",
-        text=text or f"Body {n}: Russian cruise missiles crashed in Iran, officials said.",
-        published=NOW - timedelta(minutes=n),
-        source="example.org",
-    )
-
-
-def incident(iid: str, version: int, ids: list[int], merged_into: str | None = None) -> Incident:
-    return Incident(
-        incident_id=iid,
-        version=version,
-        title=f"Incident {iid}",
-        first_seen=NOW - timedelta(hours=1),
-        last_seen=NOW,
-        merged_into=merged_into,
-        articles=[
-            IncidentArticle(
-                id=f"a{n}",
-                title=f"Article {n} about cruise missiles",
-                source="example.org",
-                explanation=Explanation(decision="joined", score=0.6, threshold=0.4),
-            )
-            for n in ids
-        ],
-    )
 
 
 def publish(settings: Settings, items: list[tuple[str, str | None, bytes]]) -> None:

@@ -4,49 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from sinks.base import BatchingSink, Record
 from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, SQLiteStore, connect, fts_query
-
-NOW = datetime.now(UTC)
-
-
-def article(n: int, *, text: str = "", fetched: datetime | None = None, **kw) -> RawArticle:
-    return RawArticle(
-        id=f"a{n}",
-        url=f"https://example.org/{n}",
-        title=kw.pop("title", f"Article {n}"),
-        text=text or f"Body {n}: Russian cruise missiles crashed in Iran.",
-        published=NOW - timedelta(minutes=n),
-        fetched_at=fetched or NOW,
-        source=kw.pop("source", "example.org"),
-        **kw,
-    )
-
-
-def incident(iid: str, version: int, ids: list[int], merged_into: str | None = None,
-             updated: datetime | None = None) -> Incident:
-    return Incident(
-        incident_id=iid,
-        version=version,
-        title=f"Incident {iid}",
-        first_seen=NOW - timedelta(hours=1),
-        last_seen=NOW,
-        updated_at=updated or NOW,
-        merged_into=merged_into,
-        articles=[
-            IncidentArticle(
-                id=f"a{n}", title=f"Article {n}", source="example.org",
-                explanation=Explanation(decision="joined", score=0.5, threshold=0.3),
-            )
-            for n in ids
-        ],
-    )
+from tests.records import NOW, article, incident
 
 
 @pytest.fixture
