@@ -84,6 +84,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         broker=broker_urls(settings),
         store="memory://",
         autodiscover=False,
+        # faust's default is "<app id>-data" in the working directory: keep it under ours.
+        datadir=settings.data_dir / "faust",
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
@@ -248,6 +250,7 @@ class ProcessorMetrics:
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both)."""
     app = create_app(settings, window_loader=window_loader)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     # faust writes only its banner and a terminal spinner to stdout; the log is the output.
     with open(os.devnull, "w") as devnull:
         worker = faust.Worker(
