@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # a year or more later) still find it. Summaries are also capped in number.
     window_days: float = Field(default=7.0, gt=0)
     incident_days: float = Field(default=730.0, gt=0)
+    # The cluster agent takes up to this many articles at a time, waiting at most this
+    # long for them, and sends each incident they changed once (a burst of reports on one
+    # story is one version, not one per article).
+    cluster_batch: int = Field(default=500, ge=1)
+    cluster_batch_wait_s: float = Field(default=0.2, gt=0)
 
     # Service.
     web_host: str = "127.0.0.1"

@@ -6,7 +6,7 @@ Two agents:
   dead-letter topic with the reason and the original bytes.
 - ``cluster`` reads the clean topic (one partition: clustering needs the whole stream in
   order), deduplicates and assigns incidents, keeps its state in two changelog-backed
-  tables, and emits a new incident version on every change.
+  tables, and emits a new version of every incident a batch of articles changed.
 
 Errors are caught per message inside each agent's loop, so one bad record never kills
 an agent (faust agents that raise die silently).
@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import EventT, StreamT
@@ -27,7 +27,7 @@ from newsflow.metrics import Registry, metrics_dir, write_textfile
 from newsflow.schemas import DeadLetter, Incident, RawArticle
 from newsflow.settings import Settings
 from processors.clustering import ClusterConfig
-from processors.stage import ArticleRecord, IncidentStage, StageResult
+from processors.stage import ArticleRecord, IncidentStage, StageResult, latest_versions
 from processors.text import clean_text
 
 logger = logging.getLogger(__name__)
@@ -109,8 +109,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                           key_serializer="raw", value_serializer="raw")
     # JSON keys and values: the changelog stays readable with kcat.
     table_schema: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
-    articles_table = app.Table(ARTICLES_TABLE, partitions=1, schema=table_schema)
-    incidents_table = app.Table(INCIDENTS_TABLE, partitions=1, schema=table_schema)
+    # Written after a batch's events are taken, when faust has no current event to take
+    # the changelog partition from: the (one-partition) partitioner picks it instead.
+    articles_table = app.Table(ARTICLES_TABLE, partitions=1, schema=table_schema,
+                               use_partitioner=True)
+    incidents_table = app.Table(INCIDENTS_TABLE, partitions=1, schema=table_schema,
+                                use_partitioner=True)
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
     metrics = ProcessorMetrics()
@@ -149,21 +153,36 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             yield None
 
     async def cluster(stream: StreamT) -> AsyncIterator[None]:
-        async for event in stream.events():
+        # In batches: each incident the batch changed is sent (and its table row written)
+        # once. take_events acks the batch only after this loop body has run for it.
+        batches = cast(faust.Stream, stream).take_events(  # missing from faust's StreamT
+            settings.cluster_batch, within=settings.cluster_batch_wait_s)
+        async for events in batches:
             if "stage" not in stage_holder:
                 stage_holder["stage"] = load_stage()
             stage = stage_holder["stage"]
-            try:
-                article = decode_article(event.value)
-                result = stage.process(article, datetime.now(UTC))
-            except Exception as exc:  # noqa: BLE001
-                await send_dead_letter("cluster", event, exc)
-                yield None
-                continue
-            if result.record is not None:
-                articles_table[article.id] = result.record.to_json()
-            for incident in result.incidents:
-                if incident.merged_into is None:
+            results: list[StageResult] = []
+            evicted: set[str] = set()
+            for event in events:
+                try:
+                    article = decode_article(event.value)
+                    result = stage.process(article, datetime.now(UTC))
+                except Exception as exc:  # noqa: BLE001
+                    await send_dead_letter("cluster", event, exc)
+                    continue
+                results.append(result)
+                if result.record is not None:
+                    articles_table[article.id] = result.record.to_json()
+                for article_id in result.evicted_articles:
+                    articles_table.pop(article_id, None)
+                evicted.update(result.evicted_incidents)
+                for incident_id in result.evicted_incidents:
+                    incidents_table.pop(incident_id, None)
+                metrics.observe(result)
+                logger.debug("article %s -> %s (%s)", article.id, result.decision.incident_id,
+                             result.decision.explanation.decision)
+            for incident in latest_versions(results):
+                if incident.merged_into is None and incident.incident_id not in evicted:
                     incidents_table[incident.incident_id] = incident.model_dump(mode="json")
                 else:
                     incidents_table.pop(incident.incident_id, None)
@@ -174,17 +193,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 except Exception as exc:  # noqa: BLE001 - the state is kept; the next
                     # version of this incident carries the change again.
                     metrics.dead_letters.inc(stage="emit", kind=type(exc).__name__)
-                    logger.error("incident %s v%s not emitted (%s/%s@%s): %s",
-                                 incident.incident_id, incident.version, event.message.topic,
-                                 event.message.partition, event.message.offset, exc)
-            for article_id in result.evicted_articles:
-                articles_table.pop(article_id, None)
-            for incident_id in result.evicted_incidents:
-                incidents_table.pop(incident_id, None)
-            decision = result.decision
-            metrics.observe(result)
-            logger.debug("article %s -> %s (%s)", article.id, decision.incident_id,
-                         decision.explanation.decision)
+                    logger.error("incident %s v%s not emitted: %s",
+                                 incident.incident_id, incident.version, exc)
             yield None
 
     async def write_metrics() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,6 +74,27 @@ class StageResult:
     incidents: list[Incident]  # versions to emit (a redelivery re-emits the current one)
     evicted_articles: list[str] = field(default_factory=list)
     evicted_incidents: list[str] = field(default_factory=list)
+
+
+def latest_versions(results: Sequence[StageResult]) -> list[Incident]:
+    """What a batch of results emits: the newest version of each incident they changed,
+    in the order of their last change.
+
+    A story that gains many articles in one batch is sent once, not once per article
+    (each version carries all its articles). Versions stay the stage's own numbers, so
+    sinks may see gaps; they only need them to grow. An incident created and merged away
+    inside the batch was never sent and is left out.
+    """
+    latest: dict[str, Incident] = {}
+    created: set[str] = set()
+    for result in results:
+        for incident in result.incidents:
+            if incident.version == 1 and not result.decision.redelivery:
+                created.add(incident.incident_id)
+            latest.pop(incident.incident_id, None)  # re-inserted: ordered by last change
+            latest[incident.incident_id] = incident
+    return [incident for incident in latest.values()
+            if incident.merged_into is None or incident.incident_id not in created]
 
 
 class IncidentStage:

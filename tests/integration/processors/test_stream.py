@@ -152,3 +152,26 @@ def test_stream_goes_on_after_an_article_the_cluster_stage_rejects(make_settings
                  watch=[worker])
     letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 1, timeout_s=30)
     assert "schema" in DeadLetter.from_bytes(letters[0].value).error
+
+
+def test_a_burst_on_one_story_is_sent_as_few_versions_not_one_per_article(
+    make_settings, start_role, topic_reader
+):
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, _ = read_articles([SEEDS])
+    # Syndicated copies of one report, waiting on the topic before the worker starts.
+    copies = [reuters.model_copy(update={"id": f"copy-{n}", "url": f"https://example.com/syndicated/{n}",
+                                         "canonical_url": f"example.com/syndicated/{n}"})
+              for n in range(20)]
+    with Publisher(settings) as publisher:
+        for article in copies:
+            publisher.publish_article(article)
+    worker = start_role(settings, "process")
+    records = topic_reader(settings, settings.topic_incidents,
+                           until=holding(a.id for a in copies), timeout_s=90, watch=[worker])
+    [incident] = latest_incidents(records).values()
+    assert len(incident.articles) == 20
+    # Each version carries every article: one per article would send 20 copies of a
+    # growing list. The batch sends the story once (twice if the fetch split it).
+    assert len(records) <= 3, [Incident.from_bytes(r.value).version for r in records]

@@ -1,10 +1,10 @@
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from newsflow.schemas import RawArticle
+from newsflow.schemas import Explanation, Incident, RawArticle
 from processors.app import clean_article
-from processors.clustering import ClusterConfig
-from processors.stage import IncidentStage
+from processors.clustering import ClusterConfig, Decision
+from processors.stage import IncidentStage, StageResult, latest_versions
 
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
 T0 = datetime(2015, 10, 8, 12, tzinfo=UTC)
@@ -96,3 +96,33 @@ def test_the_sweep_reports_evictions_stuck_behind_a_held_article():
     stage.SWEEP_EVERY = 1
     swept = stage.process(filler(3.1), T0 + timedelta(days=3.1))
     assert reuters.id in swept.evicted_articles
+
+
+def test_a_batch_sends_each_incident_it_changed_once_in_order_of_last_change():
+    reuters, afp = seeds()
+    stage = IncidentStage()
+    batch = [stage.process(reuters, T0), stage.process(filler(0), T0),
+             stage.process(afp.model_copy(update={"published": T0}), T0)]
+    quake, syria = latest_versions(batch)
+    assert [a.id for a in quake.articles] == [filler(0).id]
+    assert syria.version == 2 and {a.id for a in syria.articles} == {reuters.id, afp.id}
+    assert syria == stage.incidents[syria.incident_id]  # the stage's own version, not a copy
+    # A later batch that only redelivers sends the current version again, unchanged.
+    assert latest_versions([stage.process(reuters, T0)]) == [syria]
+
+
+def _result(*incidents: Incident) -> StageResult:
+    decision = Decision("x", incidents[-1].incident_id, None, Explanation(decision="joined"))
+    return StageResult(decision, None, list(incidents))
+
+
+def _version(incident_id: str, version: int, merged_into: str | None = None) -> Incident:
+    return Incident(incident_id=incident_id, version=version, title=incident_id, articles=[],
+                    merged_into=merged_into, updated_at=T0)
+
+
+def test_an_incident_created_and_merged_away_inside_a_batch_is_never_sent():
+    batch = [_result(_version("new", 1)), _result(_version("old", 3)),
+             _result(_version("new", 2, merged_into="keep"), _version("old", 4, merged_into="keep"),
+                     _version("keep", 7))]
+    assert [(i.incident_id, i.version) for i in latest_versions(batch)] == [("old", 4), ("keep", 7)]
