@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from newsflow.schemas import Incident
 from newsflow.settings import Settings
-from processors.app import WindowLoader
+from processors.app import WindowLoader, cluster_config
 from processors.stage import ArticleRecord
 
 logger = logging.getLogger(__name__)
@@ -23,9 +23,11 @@ def storage_window_loader(settings: Settings) -> WindowLoader:
     def load() -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
         from sinks.store import open_store
 
-        # The clusterer remembers incidents for incident_days: restore that much history
-        # so a follow-up can still revive an incident after a restart.
+        # The clusterer remembers incidents for incident_days, and at most max_incidents of
+        # them: restore that much history (and no more: a long-lived install has far more
+        # stored) so a follow-up can still revive an incident after a restart.
         since = datetime.now(UTC) - timedelta(days=max(settings.window_days, settings.incident_days))
+        keep = cluster_config(settings).max_incidents
         try:
             store = open_store(settings)
         except Exception as exc:  # noqa: BLE001 - no storage yet means an empty window
@@ -34,7 +36,7 @@ def storage_window_loader(settings: Settings) -> WindowLoader:
         try:
             records = [
                 ArticleRecord(article, incident_id, duplicate_of, article.fetched_at)
-                for article, incident_id, duplicate_of in store.recent_articles(since)
+                for article, incident_id, duplicate_of in store.recent_articles(since, keep)
                 if incident_id is not None
             ]
             incident_ids = {r.incident_id for r in records}

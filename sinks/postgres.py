@@ -432,10 +432,17 @@ class PostgresStore:
         ]
 
     def recent_articles(
-        self, since: datetime
+        self, since: datetime, incidents: int | None = None
     ) -> Iterator[tuple[RawArticle, str | None, str | None]]:
         """Articles published or fetched since ``since``, in the order they were stored,
-        with their current incident and duplicate-of (None when not assigned yet)."""
+        with their current incident and duplicate-of (None when not assigned yet).
+        ``incidents``: only the articles of that many most recently updated incidents."""
+        active = ""
+        params: tuple[object, ...] = (since, since)
+        if incidents is not None:
+            active = """AND c.incident_id IN (SELECT id FROM incidents WHERE merged_into IS NULL
+                                              ORDER BY updated_at DESC LIMIT %s)"""
+            params = (*params, incidents)
         with self._conn() as conn:
             cursor = conn.cursor(name="recent_articles", row_factory=dict_row)
             with conn.transaction(), cursor as cur:
@@ -443,9 +450,9 @@ class PostgresStore:
                     f"""WITH {_CURRENT}
                         SELECT a.*, c.incident_id, c.duplicate_of
                         FROM articles a LEFT JOIN current c ON c.article_id = a.id
-                        WHERE a.published >= %s OR a.fetched_at >= %s
+                        WHERE (a.published >= %s OR a.fetched_at >= %s) {active}
                         ORDER BY a.seq""",  # type: ignore[arg-type]
-                    (since, since),
+                    params,
                 )
                 for row in cur:
                     yield article_from_row(row), row["incident_id"], row["duplicate_of"]

@@ -490,19 +490,26 @@ class SQLiteStore:
         ]
 
     def recent_articles(
-        self, since: datetime
+        self, since: datetime, incidents: int | None = None
     ) -> Iterator[tuple[RawArticle, str | None, str | None]]:
         """Articles published or fetched since ``since``, in the order they were stored,
-        with their current incident and duplicate-of (None when not assigned yet)."""
+        with their current incident and duplicate-of (None when not assigned yet).
+        ``incidents``: only the articles of that many most recently updated incidents."""
+        active = ""
+        params: tuple[object, ...] = (ts(since), ts(since))
+        if incidents is not None:
+            active = """AND c.incident_id IN (SELECT id FROM incidents WHERE merged_into IS NULL
+                                              ORDER BY updated_at DESC LIMIT ?)"""
+            params = (*params, incidents)
         conn = self._conn()
         try:
             cursor = conn.execute(
                 f"""WITH {_CURRENT}
                     SELECT a.*, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of
                     FROM articles a LEFT JOIN current c ON c.article_id = a.id AND c.rn = 1
-                    WHERE a.published >= ? OR a.fetched_at >= ?
+                    WHERE (a.published >= ? OR a.fetched_at >= ?) {active}
                     ORDER BY a.rowid""",
-                (ts(since), ts(since)),
+                params,
             )
             for row in cursor:
                 yield article_from_row(row), row["incident_id"], row["duplicate_of"]

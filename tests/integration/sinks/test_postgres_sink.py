@@ -109,6 +109,29 @@ def test_postgres_sink_upserts_idempotently_and_reads_back(postgres_dsn: str) ->
         store.close()
 
 
+def test_postgres_recent_articles_keep_only_the_most_recently_updated_incidents(
+    postgres_dsn: str,
+) -> None:
+    from sinks.postgres import PostgresSink, PostgresStore
+
+    sink = PostgresSink(postgres_dsn)
+    try:
+        sink.write([article(1), article(2), article(3),
+                    incident("old", 1, [1], updated=NOW - timedelta(days=3)),
+                    incident("newer", 1, [2], updated=NOW - timedelta(days=2)),
+                    incident("newest", 1, [3], updated=NOW - timedelta(days=1))])
+    finally:
+        sink.close()
+    store = PostgresStore(postgres_dsn)
+    try:
+        since = NOW - timedelta(days=7)
+        kept = [(a.id, iid) for a, iid, _ in store.recent_articles(since, incidents=2)]
+        assert kept == [("a2", "newer"), ("a3", "newest")]
+        assert len(list(store.recent_articles(since))) == 3
+    finally:
+        store.close()
+
+
 def test_db_upgrade_creates_and_keeps_the_schema(postgres_dsn: str, monkeypatch) -> None:
     import argparse
 

@@ -142,6 +142,20 @@ def test_recent_articles_rebuild_the_window(db: Path) -> None:
     assert rows[1][0].published == article(2).published
 
 
+def test_recent_articles_can_keep_only_the_most_recently_updated_incidents(db: Path) -> None:
+    # A long-lived install stores far more than the clusterer keeps (max_incidents):
+    # the rebuild reads only what it keeps.
+    write(db, article(1), article(2), article(3),
+          incident("old", 1, [1], updated=NOW - timedelta(days=3)),
+          incident("newer", 1, [2], updated=NOW - timedelta(days=2)),
+          incident("newest", 1, [3], updated=NOW - timedelta(days=1)))
+    store = SQLiteStore(db)
+    since = NOW - timedelta(days=7)
+    kept = [(a.id, iid) for a, iid, _ in store.recent_articles(since, incidents=2)]
+    assert kept == [("a2", "newer"), ("a3", "newest")]
+    assert len(list(store.recent_articles(since))) == 3
+
+
 def test_readers_are_not_blocked_by_an_open_write(db: Path) -> None:
     write(db, incident("i1", 1, [1]))
     writer = sqlite3.connect(db, isolation_level=None)
