@@ -185,7 +185,7 @@ def wait_drained(
 
     deadline = time.monotonic() + timeout_s
     admin = admin_client(settings, timeout_s=5.0)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers(settings))
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False)
     try:
         while time.monotonic() < deadline and alive():
             behind = 0
