@@ -10,8 +10,11 @@ Prints figures; asserts nothing. Missing files are skipped.
 
 Last, the end-to-end figures through the embedded broker (benchmarks/pipeline.py).
 
+With ``--compiled`` the clustering runs from the mypyc build in build/mypyc (``make
+compiled``); it refuses a build older than the sources. The first line says which ran.
+
 usage: python benchmarks/clustering.py [--synthetic 200000] [--round-days 10] [--fresh]
-       [--skip-files] [--window-days 7] [--incident-days 730] [--skip-pipeline]
+       [--skip-files] [--window-days 7] [--incident-days 730] [--skip-pipeline] [--compiled]
 """
 
 from __future__ import annotations
@@ -30,9 +33,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+COMPILED = ROOT / "build" / "mypyc"
+# Imports come from the sources, or with --compiled (read before argparse: it decides the
+# imports) from the compiled snapshot, which holds all the packages.
+if "--compiled" in sys.argv[1:] and not (COMPILED / ".built").exists():
+    sys.exit(f"--compiled: no compiled build in {COMPILED}; run `make compiled`")
+sys.path.insert(0, str(COMPILED if "--compiled" in sys.argv[1:] else ROOT))
 
 from processors.clustering import ClusterConfig, IncidentClusterer  # noqa: E402
+from processors.compiled import build_kind, stale_sources  # noqa: E402
 from processors.gc_tuning import tune_gc  # noqa: E402
 from processors.offline import parse_published, read_rows, row_to_article  # noqa: E402
 
@@ -204,7 +213,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the end-to-end run through the embedded broker")
     parser.add_argument("--default-gc", action="store_true",
                         help="keep CPython's collector thresholds (the worker tunes them)")
+    parser.add_argument("--compiled", action="store_true",
+                        help=f"run the mypyc build in {COMPILED} (make compiled)")
     args = parser.parse_args(argv)
+    kind = build_kind()
+    if args.compiled:
+        stale = stale_sources(COMPILED, ROOT)
+        if stale:
+            print(f"{COMPILED} is older than the sources ({', '.join(stale[:5])}): run "
+                  "`make compiled`", file=sys.stderr)
+            return 2
+        if kind != "compiled (mypyc)":
+            print(f"{COMPILED} holds a {kind} build", file=sys.stderr)
+            return 2
+    where = Path(sys.modules[IncidentClusterer.__module__].__file__ or "?").parent
+    print(f"clustering modules: {kind} ({where})")
     if not args.default_gc:
         tune_gc()
     origin = "CPython defaults" if args.default_gc else "as the worker: processors/gc_tuning.py"
@@ -224,16 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic > 0:
         run_synthetic(args.synthetic, args.round_days, config, args.fresh)
     if not args.skip_pipeline:
-        run_pipeline()
+        run_pipeline(args.compiled)
     return 0
 
 
-def run_pipeline() -> None:
+def run_pipeline(compiled: bool) -> None:
     """The same clustering inside the service: benchmarks/pipeline.py, in its own process
     (it starts `newsflow run` with the embedded broker and SQLite)."""
     print("end to end (benchmarks/pipeline.py: replay -> embedded broker -> processors -> SQLite)",
           flush=True)
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline.py")], check=False)
+    command = [sys.executable, str(ROOT / "benchmarks" / "pipeline.py")]
+    subprocess.run([*command, "--compiled"] if compiled else command, check=False)
 
 
 if __name__ == "__main__":

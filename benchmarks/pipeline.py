@@ -36,6 +36,7 @@ from newsflow.settings import Settings  # noqa: E402
 from producers.replay import read_articles  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "incidents"
+COMPILED = ROOT / "build" / "mypyc"  # make compiled
 
 
 def stored_count(db: Path, sql: str) -> int:
@@ -60,7 +61,11 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=300,
                         help="then this many more articles at --rate, for steady-state latency")
     parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--compiled", action="store_true",
+                        help=f"run the service from the mypyc build in {COMPILED} (as make run)")
     args = parser.parse_args()
+    if args.compiled and not (COMPILED / ".built").exists():
+        raise SystemExit(f"--compiled: no compiled build in {COMPILED}; run `make compiled`")
     source = SHARED / args.file
     if not source.exists():
         print(f"skipped: {source} not found (needs ../shared/data)")
@@ -76,11 +81,13 @@ def main() -> None:
         NEWSFLOW_FEEDS_FILE=str(tmp / "feeds.toml"),
         NEWSFLOW_LOG_LEVEL="WARNING",
     )
+    if args.compiled:
+        env["PYTHONPATH"] = str(COMPILED)
     db = data_dir / "newsflow.db"
     log = (tmp / "service.log").open("wb")
     started = time.monotonic()
     service = subprocess.Popen(
-        [sys.executable, "-m", "newsflow.cli", "run"], env=env, cwd=ROOT,
+        [sys.executable, "-P", "-m", "newsflow.cli", "run"], env=env, cwd=ROOT,
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:

@@ -44,7 +44,10 @@ class Child:
     started_at: float = field(default=0.0)
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "newsflow.cli", self.role]
+        # -P: no working directory in front of the import path, so a child runs the code
+        # the supervisor runs (the installed package, or PYTHONPATH's compiled build),
+        # not whatever source folder it was started in.
+        cmd = [sys.executable, "-P", "-m", "newsflow.cli", self.role]
         self.process = spawn(cmd, self.env)
         self.started_at = time.monotonic()
         logger.info("started %s (pid %s)", self.role, self.process.pid)

@@ -27,6 +27,7 @@ from newsflow.metrics import Registry, metrics_dir, write_textfile
 from newsflow.schemas import DeadLetter, Incident, RawArticle
 from newsflow.settings import Settings
 from processors.clustering import ClusterConfig
+from processors.compiled import build_kind
 from processors.stage import ArticleRecord, IncidentStage, StageResult, latest_versions
 from processors.text import clean_text
 
@@ -260,6 +261,7 @@ class ProcessorMetrics:
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both)."""
     app = create_app(settings, window_loader=window_loader)
+    logger.info("clustering modules: %s", build_kind())
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     # faust writes only its banner and a terminal spinner to stdout; the log is the output.
     with open(os.devnull, "w") as devnull:

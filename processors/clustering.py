@@ -25,8 +25,9 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import islice
 from operator import itemgetter
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from processors.features import Features, canonical_url, extract
 
 log = logging.getLogger(__name__)
 
-_DAY = 86_400.0
+_DAY: Final = 86_400.0
 _W = TypeVar("_W", int, float)
 
 
@@ -441,13 +442,14 @@ class IncidentClusterer:
             for inc in posting:
                 hits[inc] = hits.get(inc, 0.0) + weight
         incidents = self._incidents
+        # Sorted as tuples (no key function to call): sequence numbers are unique, so the
+        # ids are never compared.
         if len(hits) <= cfg.max_candidates:
-            return sorted(hits, key=lambda i: incidents[i].seq)
+            return [inc for _, inc in sorted([(incidents[inc].seq, inc) for inc in hits])]
         # Only incidents scoring at least the n-th best can rank among the n best.
         kth = sorted(hits.values(), reverse=True)[cfg.max_candidates - 1]
-        ranked = sorted([kv for kv in hits.items() if kv[1] >= kth],
-                        key=lambda kv: (-kv[1], incidents[kv[0]].seq))[: cfg.max_candidates]
-        return [inc for inc, _ in ranked]
+        ranked = sorted([(-w, incidents[inc].seq, inc) for inc, w in hits.items() if w >= kth])
+        return [inc for _, _, inc in ranked[: cfg.max_candidates]]
 
     def _similarity(self, vec: dict[str, float], evec: dict[str, float], ts: float | None,
                     feats: Features, inc: _Incident, members: bool = True) -> Similarity:
@@ -455,34 +457,40 @@ class IncidentClusterer:
         norm = inc.centroid_norm()
         centroid = inc.centroid
         presence = inc.presence
-        # Only shared terms contribute: intersect the key sets (in C), then sum those.
+        # Only shared terms contribute. (Summed in the article's term order: a key-set
+        # intersection would sum in hash order, which changes with PYTHONHASHSEED.)
         dot = mass = 0.0
-        for t in vec.keys() & centroid.keys():
-            w = vec[t]
-            dot += w * centroid[t]
-            mass += w * presence.get(t, 0)
+        for t, w in vec.items():
+            c = centroid.get(t)
+            if c is not None:
+                dot += w * c
+                mass += w * presence.get(t, 0)
         total = sum(vec.values())
         cosine = dot / norm if norm > 0 else 0.0
         cover = mass / (total * inc.originals) if total and inc.originals else 0.0
         entity = 0.0
         if evec and inc.entity_vec:
             ecentroid = inc.entity_vec
-            shared = evec.keys() & ecentroid.keys()
+            edot = 0.0
+            shared = False
+            for e, w in evec.items():
+                c = ecentroid.get(e)
+                if c is not None:
+                    edot += w * c
+                    shared = True
             if shared:
-                entity = sum(evec[e] * ecentroid[e] for e in shared) / inc.entities_norm()
+                entity = edot / inc.entities_norm()
         # Best match with one of the latest members; the cosine stands in for it when only
         # ranking candidates (it is exact for a single member).
         member = self._member(vec, inc, cosine) if members else cosine
         k = self.config.salient_terms
         salient = top = 0.0
-        for i, (t, w) in enumerate(vec.items()):
-            if i >= k:
-                break
+        for t, w in islice(vec.items(), k):
             top += w
             if t in centroid:
                 salient += w
         salient = salient / top if top else 0.0
-        central = sum(w for t, w in inc.central_terms(k) if t in vec)
+        central = sum([w for t, w in inc.central_terms(k) if t in vec])
         gap = None
         if ts is not None and inc.first_ts is not None and inc.last_ts is not None:
             gap = max(0.0, inc.first_ts - ts, ts - inc.last_ts) / 3600.0
@@ -527,7 +535,12 @@ class IncidentClusterer:
                 break
             mvec = held[member_id].vec
             if mvec is not None:
-                member = max(member, sum([vec[t] * mvec[t] for t in vec.keys() & mvec.keys()]))
+                dot = 0.0
+                for t, w in vec.items():
+                    m = mvec.get(t)
+                    if m is not None:
+                        dot += w * m
+                member = max(member, dot)
         return member
 
     def _score(self, sim: Similarity, headline: bool) -> float:
@@ -577,7 +590,7 @@ class IncidentClusterer:
                 sim = scored[n][3]
                 member = self._member(vec, inc, sim.cosine)
                 if member != sim.member:  # else the same evidence, the same score
-                    sim = replace(sim, member=member)
+                    sim.member = member  # in place: this pair's evidence is held nowhere else
                     scored[n] = (self._score(sim, headline), -inc.seq, inc.id, sim)
         scored.sort(reverse=True)
         if not scored or scored[0][0] < cfg.join_threshold:

@@ -8,14 +8,15 @@ Everything is removable so the clusterer can evict by time window.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
 from processors.features import MAX_SHINGLES, Features
 
-NUM_PERM = 64
-BANDS = 16  # 16 bands x 4 rows: candidate pairs from a Jaccard of about 0.5 up
-ROWS = NUM_PERM // BANDS
+NUM_PERM: Final = 64
+BANDS: Final = 16  # 16 bands x 4 rows: candidate pairs from a Jaccard of about 0.5 up
+ROWS: Final = NUM_PERM // BANDS
 
 _rng = np.random.default_rng(20240601)  # fixed seed: signatures are stable across processes
 _A = (_rng.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) | np.uint64(1)).reshape(-1, 1)

@@ -14,14 +14,16 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
 from processors.text import strip_dateline
 
+# (``Final``: a mypyc build reads these as constants, not from the module's dict.)
 # Function words and reporting verbs: they carry no information about which incident.
-STOPWORDS = frozenset(
+STOPWORDS: Final = frozenset(
     """a about above after again against all also although am among an and another any are
     aren't around as at be because been before being below between both but by can cannot
     could couldn't did didn't do does doesn't doing don't down during each either else ever
@@ -42,13 +44,13 @@ STOPWORDS = frozenset(
     ms dr jr sr st""".split()
 )
 
-MAX_BODY_WORDS = 700  # long pages are mostly lists and comments past this point
-MAX_BODY_CHARS = 6000
-LEAD_WORDS = 60
-MAX_SHINGLES = 400  # the first few hundred words fingerprint an article well enough
-TITLE_BOOST = 2.0
-LEAD_BOOST = 1.0
-ENTITY_BOOST = 0.5
+MAX_BODY_WORDS: Final = 700  # long pages are mostly lists and comments past this point
+MAX_BODY_CHARS: Final = 6000
+LEAD_WORDS: Final = 60
+MAX_SHINGLES: Final = 400  # the first few hundred words fingerprint an article well enough
+TITLE_BOOST: Final = 2.0
+LEAD_BOOST: Final = 1.0
+ENTITY_BOOST: Final = 0.5
 
 # Possessive (never backtracks): what follows a run of letters and digits is not one, so
 # giving characters back could not make a different match; it only costs time.
@@ -164,10 +166,26 @@ def _is_titlecase(title_tokens: list[str]) -> bool:
 TokenInfo = tuple[str, bool, tuple[str, ...], bool, bool]
 
 
-@lru_cache(maxsize=65_536)
+# ``_token_info``'s results: a plain dict is cheaper to consult than an ``lru_cache`` (no
+# argument tuple, no recency list), and is emptied whenever it fills up.
+_TOKEN_INFOS: dict[str, TokenInfo | None] = {}
+_TOKEN_INFOS_MAX: Final = 65_536
+
+
 def _token_info(tok: str) -> TokenInfo | None:
     """(term, has a digit, hyphen parts, capitalised, all capitals) of a raw token, or
     None for a stopword."""
+    infos = _TOKEN_INFOS
+    if tok in infos:
+        return infos[tok]
+    if len(infos) >= _TOKEN_INFOS_MAX:
+        infos.clear()
+    info = infos[tok] = _classify(tok)
+    return info
+
+
+def _classify(tok: str) -> TokenInfo | None:
+    """``_token_info``, uncached."""
     low = tok.lower().replace("’", "'")
     if low in STOPWORDS:
         return None
@@ -243,11 +261,11 @@ def extract(title: str, text: str) -> Features:
     if toks:
         lead = Counter(toks[:LEAD_WORDS])
         initial = Counter(_sentence_starts(body))
-        info_of = _token_info
+        infos = _TOKEN_INFOS
         tf_get = tf.get
         add_entity = entities.add
         for tok, n in Counter(toks).items():
-            info = info_of(tok)
+            info = infos[tok] if tok in infos else _token_info(tok)
             if info is None:
                 continue
             term, digit, parts, cap, caps = info

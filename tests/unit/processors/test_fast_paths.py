@@ -70,3 +70,51 @@ def test_minhash_is_the_minimum_of_the_shifted_hashes():
         got = dedup.minhash(shingles)
         assert got.dtype == np.uint32
         assert got.tolist() == expected.tolist()
+
+
+def test_token_info_cache_gives_the_uncached_answer_and_stays_bounded(monkeypatch):
+    monkeypatch.setattr(features, "_TOKEN_INFOS", {})
+    monkeypatch.setattr(features, "_TOKEN_INFOS_MAX", 5)
+    tokens = [t for s in TEXTS for t in features._TOKEN.findall(s)]
+    for tok in tokens + tokens:
+        assert features._token_info(tok) == features._classify(tok), tok
+        assert len(features._TOKEN_INFOS) <= 5
+
+
+def _plain_similarity(vec, evec, inc):
+    """cosine, cover, entity and member as first written: over key-set intersections."""
+    shared = vec.keys() & inc.centroid.keys()
+    dot = sum(vec[t] * inc.centroid[t] for t in shared)
+    mass = sum(vec[t] * inc.presence.get(t, 0) for t in shared)
+    norm = sum(w * w for w in inc.centroid.values()) ** 0.5
+    eshared = evec.keys() & inc.entity_vec.keys()
+    enorm = sum(w * w for w in inc.entity_vec.values()) ** 0.5
+    entity = sum(evec[e] * inc.entity_vec[e] for e in eshared) / enorm if eshared else 0.0
+    return dot / norm, mass / (sum(vec.values()) * inc.originals), entity
+
+
+def test_similarity_sums_match_the_key_set_definitions():
+    rng = random.Random(11)
+    words = [f"w{i}" for i in range(60)]
+    feats = features.extract("A headline", "")
+    for _ in range(100):
+        clusterer = clustering.IncidentClusterer()
+        inc = clustering._Incident("inc-1", 1)
+        for _ in range(rng.randint(1, 4)):
+            v = {w: rng.random() for w in rng.sample(words, 20)}
+            inc.add_original(v, {w: x for w, x in v.items() if w < "w2"})
+        vec = {w: rng.random() for w in rng.sample(words, 15)}
+        evec = {w: x for w, x in vec.items() if w < "w3"}
+        sim = clustering.IncidentClusterer._similarity(clusterer, vec, evec, None, feats, inc, False)
+        cosine, cover, entity = _plain_similarity(vec, evec, inc)
+        assert abs(sim.cosine - cosine) < 1e-12
+        assert abs(sim.cover - cover) < 1e-12
+        assert abs(sim.entity - entity) < 1e-12
+        assert sim.member == sim.cosine
+        # The member cosine: the best dot product with one of the latest held members.
+        members = [{w: rng.random() for w in rng.sample(words, 15)} for _ in range(3)]
+        for n, mvec in enumerate(members):
+            clusterer._held[f"a{n}"] = clustering._Held(None, "inc-1", None, mvec, None, frozenset(), ())  # type: ignore[arg-type]
+            inc.members[f"a{n}"] = None
+        plain = max([0.0] + [sum(vec[t] * m[t] for t in vec.keys() & m.keys()) for m in members])
+        assert abs(clusterer._member(vec, inc, 0.0) - plain) < 1e-12

@@ -1,0 +1,42 @@
+"""Which build of the clustering hot path runs: mypyc-compiled or pure Python.
+
+setup.py compiles ``MODULES`` when built with ``NEWSFLOW_MYPYC=1`` (wheels, the image,
+``make compiled``'s snapshot in build/mypyc). Both builds take the same decisions
+(tests/unit/processors/test_compiled.py); the compiled one is faster.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+MODULES = ("processors.features", "processors.dedup", "processors.clustering")
+PACKAGES = ("newsflow", "producers", "processors", "sinks")
+
+
+def compiled_modules() -> list[str]:
+    """The ``MODULES`` loaded from extension modules rather than from ``.py`` files."""
+    return [name for name in MODULES
+            if not str(importlib.import_module(name).__file__).endswith(".py")]
+
+
+def build_kind() -> str:
+    """"compiled (mypyc)", "pure Python", or "partly compiled (...)" for a broken build."""
+    compiled = compiled_modules()
+    if not compiled:
+        return "pure Python"
+    if len(compiled) == len(MODULES):
+        return "compiled (mypyc)"
+    return f"partly compiled ({', '.join(compiled)})"
+
+
+def stale_sources(snapshot: Path, root: Path) -> list[str]:
+    """Sources (relative paths) that differ between a build snapshot (``pip install
+    --target``) and the source tree ``root``, added or removed ones included."""
+    def sources(base: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(base)): p.read_bytes()
+                for package in PACKAGES for p in (base / package).rglob("*.py")}
+
+    built, current = sources(snapshot), sources(root)
+    return sorted(name for name in built.keys() | current.keys()
+                  if built.get(name) != current.get(name))
