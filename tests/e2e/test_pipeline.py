@@ -110,6 +110,7 @@ def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(
     text = service.log()
     assert "newsflow stopped" in text
     assert "stopped embedded broker" in text
+    assert "group_id is None" not in text  # the drain check's consumer warned on every stop
     # No orphans: every child and the broker are gone.
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", text)]
     assert len(pids) >= 5
