@@ -33,6 +33,7 @@ from newsflow.broker import free_port  # noqa: E402
 from newsflow.kafka import Publisher, make_consumer  # noqa: E402
 from newsflow.schemas import Incident  # noqa: E402
 from newsflow.settings import Settings  # noqa: E402
+from processors.compiled import snapshot_problem  # noqa: E402
 from producers.replay import read_articles  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "incidents"
@@ -64,8 +65,9 @@ def main() -> None:
     parser.add_argument("--compiled", action="store_true",
                         help=f"run the service from the mypyc build in {COMPILED} (as make run)")
     args = parser.parse_args()
-    if args.compiled and not (COMPILED / ".built").exists():
-        raise SystemExit(f"--compiled: no compiled build in {COMPILED}; run `make compiled`")
+    problem = snapshot_problem(COMPILED, ROOT) if args.compiled else None
+    if problem:
+        raise SystemExit(f"--compiled: {problem}")
     source = SHARED / args.file
     if not source.exists():
         print(f"skipped: {source} not found (needs ../shared/data)")

@@ -40,3 +40,14 @@ def stale_sources(snapshot: Path, root: Path) -> list[str]:
     built, current = sources(snapshot), sources(root)
     return sorted(name for name in built.keys() | current.keys()
                   if built.get(name) != current.get(name))
+
+
+def snapshot_problem(snapshot: Path, root: Path) -> str | None:
+    """Why the build in ``snapshot`` cannot stand for the sources in ``root`` (missing, or
+    older than them), or None when it can."""
+    if not (snapshot / ".built").exists():
+        return f"no compiled build in {snapshot}: run `make compiled`"
+    stale = stale_sources(snapshot, root)
+    if stale:
+        return f"{snapshot} is older than the sources ({', '.join(stale[:5])}): run `make compiled`"
+    return None

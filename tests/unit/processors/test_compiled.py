@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from processors.compiled import PACKAGES, stale_sources
+from processors.compiled import PACKAGES, snapshot_problem
 from tests.conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -54,11 +54,9 @@ def test_no_extension_module_beside_a_source():
 
 
 def test_compiled_build_decides_like_the_pure_modules(tmp_path):
-    if not (SNAPSHOT / ".built").exists():
-        pytest.skip(f"no compiled build in {SNAPSHOT} (`make compiled`; `make test` builds it)")
-    stale = stale_sources(SNAPSHOT, ROOT)
-    if stale:
-        pytest.skip(f"{SNAPSHOT} is older than {', '.join(stale[:3])}: `make compiled`")
+    problem = snapshot_problem(SNAPSHOT, ROOT)
+    if problem:
+        pytest.skip(f"{problem} (`make test` builds it)")
     data = "incidents"
     streams = [(str(shared_path(data, "gva-dev.jsonl")), 1500),
                (str(shared_path(data, "ecbplus-dev.jsonl")), -1),
