@@ -237,6 +237,10 @@ class ProcessorMetrics:
             "Incident versions emitted, by change (created, updated, merged).",
             ["change"],
         )
+        self.splits = self.registry.counter(
+            "newsflow_processor_incident_splits_total",
+            "Incidents split in two because their latest articles drifted apart.",
+        )
         self.dead_letters = self.registry.counter(
             "newsflow_processor_dead_letters_total",
             "Messages sent to the dead-letter topic, by stage and error kind.",
@@ -254,6 +258,8 @@ class ProcessorMetrics:
             self.redeliveries.inc()
             return
         self.articles.inc(decision=result.decision.explanation.decision)
+        if "split_off" in result.decision.explanation.detail:
+            self.splits.inc()
         for incident in result.incidents:
             self.incident_versions.inc(change=incident.change)
 

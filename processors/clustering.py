@@ -126,7 +126,27 @@ class ClusterConfig:
     # Paragraphs of articles gone from the window, with their headline: an outlet's
     # boilerplate (a byline blurb, a sign-up form) may come back only weeks later.
     paragraph_memory: int = 100_000
+    # Splitting an incident that drifted apart (a chain of joins, each plausible, can
+    # link two stories): every ``split_every`` originals it gains, its latest held
+    # originals are cut in two (2-means over their vectors); when the halves' centroids
+    # are further apart than ``split_max_cosine`` and each half has ``split_min_side``
+    # originals, the half less like the incident's whole centroid becomes a new incident.
+    split_every: int = 4
+    split_min_side: int = 3
+    split_max_cosine: float = 0.45
+    headline_split_max_cosine: float = 0.05  # few terms each: far lower cosines in a story
+    split_members: int = 32  # latest held originals considered (bounds the cost)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """An original's contribution to its incident's counts, kept so a split can move it."""
+
+    years: frozenset[str]
+    names: frozenset[str]
+    ages: frozenset[str]
+    streets: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -138,6 +158,9 @@ class _Held:
     decision: Decision
     title_terms: frozenset[str]
     paragraphs: tuple[int, ...]  # paragraph hashes this article registered first
+    evec: dict[str, float] | None = None  # originals only: the entity part of ``vec``
+    facts: _Facts | None = None  # originals only: what it added to its incident's counts
+    headline: bool = False  # no body, only a headline
 
 
 @dataclass(slots=True)
@@ -188,6 +211,45 @@ class _Incident:
         self.originals += 1
         if self.originals <= 8 or self.originals % 8 == 0:
             self.central = None  # refreshed often while small, now and then once settled
+
+    def remove_original(self, vec: dict[str, float], evec: dict[str, float],
+                        facts: _Facts) -> None:
+        """Take an original's vectors and counts out again (it moves to a split-off
+        incident). Terms a compaction already dropped are simply not there to subtract."""
+        centroid = self.centroid
+        presence = self.presence
+        for term, weight in vec.items():
+            if term in centroid:
+                count = presence.get(term, 0) - 1
+                if count <= 0:
+                    del centroid[term]
+                    presence.pop(term, None)
+                else:
+                    centroid[term] -= weight
+                    presence[term] = count
+        ecentroid = self.entity_vec
+        for ent, weight in evec.items():
+            if ent in ecentroid:
+                left = ecentroid[ent] - weight
+                if left > 1e-9:
+                    ecentroid[ent] = left
+                else:
+                    del ecentroid[ent]
+        self.count_facts(facts, -1)
+        self.originals -= 1
+        self.norm = self.entity_norm = -1.0
+        self.central = None
+
+    def count_facts(self, facts: _Facts, step: int) -> None:
+        """Add (step 1) or take away (step -1) an original's years, names, ages, streets."""
+        for counts, items in ((self.years, facts.years), (self.names, facts.names),
+                              (self.ages, facts.ages), (self.streets, facts.streets)):
+            for item in items:
+                n = counts.get(item, 0) + step
+                if n > 0:
+                    counts[item] = n
+                else:
+                    counts.pop(item, None)
 
     def central_terms(self, k: int) -> tuple[tuple[str, float], ...]:
         if self.central is None:
@@ -309,6 +371,13 @@ class IncidentClusterer:
         decision = self._decide(article.id, ts, vec, evec, content)
         self._insert(article.id, ts, decision.incident_id, None, vec, evec, feats, url_key,
                      signature, decision, paragraphs)
+        if decision.explanation.decision != "new":
+            split = self._maybe_split(self._incidents[decision.incident_id])
+            if split:
+                # The decision is held (redeliveries return it): updated in place.
+                decision.explanation.detail["split_off"] = float(len(split))
+                decision.incident_id = split.pop(article.id, decision.incident_id)
+                decision.moved.update(split)
         return decision
 
     def restore(self, article: Article, incident_id: str, duplicate_of: str | None) -> None:
@@ -669,8 +738,12 @@ class IncidentClusterer:
             self._incidents[incident_id] = inc
         elif incident_id in self._dormant:
             del self._dormant[incident_id]
-        self._held[article_id] = _Held(ts, incident_id, duplicate_of, vec, decision,
-                                       feats.title_terms, paragraphs)
+        held = _Held(ts, incident_id, duplicate_of, vec, decision, feats.title_terms, paragraphs)
+        if vec is not None:
+            held.evec = evec or {}
+            held.facts = _Facts(feats.years, feats.names, feats.ages, feats.streets)
+            held.headline = feats.n_words == 0
+        self._held[article_id] = held
         inc.members[article_id] = None
         if ts is not None:
             inc.first_ts = ts if inc.first_ts is None else min(inc.first_ts, ts)
@@ -684,34 +757,38 @@ class IncidentClusterer:
         else:
             self._dedup.add_alias(article_id, duplicate_of, url_key)
         if vec is not None:
-            inc.add_original(vec, evec or {})
-            for y in feats.years:
-                inc.years[y] = inc.years.get(y, 0) + 1
-            for nm in feats.names:
-                inc.names[nm] = inc.names.get(nm, 0) + 1
-            for age in feats.ages:
-                inc.ages[age] = inc.ages.get(age, 0) + 1
-            for street in feats.streets:
-                inc.streets[street] = inc.streets.get(street, 0) + 1
-            if len(inc.centroid) > 16 * self.config.max_terms:
-                _compact(inc, 8 * self.config.max_terms)
-            for i, term in enumerate(vec):
-                if i >= self.config.candidate_terms:
-                    break
-                if term not in inc.posted:
-                    inc.posted.add(term)
-                    self._postings.setdefault(term, set()).add(incident_id)
-            # Also its headline words and full names: a follow-up weeks later ("Coroner
-            # names Frankfort teen") looks up by those, which a long first report may not
-            # count among its strongest terms.
-            for term in vec:
-                if (term in feats.title_terms or term in feats.names) and term not in inc.posted:
-                    inc.posted.add(term)
-                    self._postings.setdefault(term, set()).add(incident_id)
+            self._add_original(inc, held)
         if len(self._held) > self.config.max_articles:
             self._evict_oldest(len(self._held) - self.config.max_articles)
         if len(self._incidents) > self.config.max_incidents:
             self._evict_incidents(None)
+
+    def _add_original(self, inc: _Incident, held: _Held) -> None:
+        """Fold a held original into ``inc`` and post it under its lookup terms."""
+        vec, evec, facts = held.vec, held.evec, held.facts
+        assert vec is not None and evec is not None and facts is not None  # originals only
+        inc.add_original(vec, evec)
+        inc.count_facts(facts, 1)
+        cfg = self.config
+        if len(inc.centroid) > 16 * cfg.max_terms:
+            _compact(inc, 8 * cfg.max_terms)
+        postings = self._postings
+        posted = inc.posted
+        for i, term in enumerate(vec):
+            if i >= cfg.candidate_terms:
+                break
+            if term not in posted:
+                posted.add(term)
+                postings.setdefault(term, set()).add(inc.id)
+        # Also its headline words and full names: a follow-up weeks later ("Coroner
+        # names Frankfort teen") looks up by those, which a long first report may not
+        # count among its strongest terms.
+        title_terms = held.title_terms
+        names = facts.names
+        for term in vec:
+            if (term in title_terms or term in names) and term not in posted:
+                posted.add(term)
+                postings.setdefault(term, set()).add(inc.id)
 
     def _count_terms(self, feats: Features) -> None:
         self._docs += 1
@@ -761,6 +838,60 @@ class IncidentClusterer:
             if bound is not None:
                 target.first_ts = bound if target.first_ts is None else min(target.first_ts, bound)
                 target.last_ts = bound if target.last_ts is None else max(target.last_ts, bound)
+        return moved
+
+    def _maybe_split(self, inc: _Incident) -> dict[str, str]:
+        """Split ``inc`` when its latest held originals fall into two groups far apart;
+        returns the articles moved to the new incident (empty when it holds together)."""
+        cfg = self.config
+        if cfg.split_every <= 0 or inc.originals % cfg.split_every:
+            return {}
+        held = self._held
+        originals = [m for m in inc.members if held[m].vec is not None][-cfg.split_members:]
+        if len(originals) < 2 * cfg.split_min_side:
+            return {}
+        vecs = [v for m in originals if (v := held[m].vec) is not None]
+        second = _two_means(vecs)
+        if 0 in second:  # the earliest in the first half, so the first half stays
+            second = set(range(len(vecs))) - second
+        if min(len(second), len(vecs) - len(second)) < cfg.split_min_side:
+            return {}
+        first_sum: dict[str, float] = {}
+        second_sum: dict[str, float] = {}
+        for i, vec in enumerate(vecs):
+            _add_into(second_sum if i in second else first_sum, vec)
+        headlines = sum(1 for m in originals if held[m].headline)
+        max_cosine = (cfg.headline_split_max_cosine if 2 * headlines > len(originals)
+                      else cfg.split_max_cosine)
+        if _cosine(first_sum, second_sum) > max_cosine:
+            return {}
+        # The half without the earliest of them leaves: the incident's id stays with the
+        # story it was founded on.
+        leaving = {m for i, m in enumerate(originals) if i in second}
+        return self._split_off(inc, leaving)
+
+    def _split_off(self, inc: _Incident, leaving: set[str]) -> dict[str, str]:
+        """Move the originals in ``leaving`` (and their duplicates) to a new incident."""
+        held = self._held
+        first = next(m for m in inc.members if m in leaving)
+        self._seq += 1
+        new = _Incident(self._new_incident_id(first), self._seq)
+        self._incidents[new.id] = new
+        moved: dict[str, str] = {}
+        for member in [m for m in inc.members if m in leaving or held[m].duplicate_of in leaving]:
+            article = held[member]
+            del inc.members[member]
+            new.members[member] = None
+            article.incident_id = new.id
+            moved[member] = new.id
+            if article.vec is not None and article.evec is not None and article.facts is not None:
+                inc.remove_original(article.vec, article.evec, article.facts)
+                self._add_original(new, article)
+            if article.ts is not None:
+                new.first_ts = article.ts if new.first_ts is None else min(new.first_ts, article.ts)
+                new.last_ts = article.ts if new.last_ts is None else max(new.last_ts, article.ts)
+        # ``inc`` keeps its time span and postings: they also stand for its evicted history.
+        log.debug("split %d articles of incident %s off into %s", len(moved), inc.id, new.id)
         return moved
 
     def _advance(self, ts: float | None) -> None:
@@ -873,6 +1004,47 @@ _LOG1 = [math.log(n + 1) for n in range(4096)]
 def _log1(n: int) -> float:
     """log(n + 1), from a table for the small counts that dominate."""
     return _LOG1[n] if n < 4096 else math.log(n + 1)
+
+
+def _dot(a: dict[str, float], b: dict[str, float]) -> float:
+    if len(b) < len(a):
+        a, b = b, a
+    dot = 0.0
+    for term, weight in a.items():
+        other = b.get(term)
+        if other is not None:
+            dot += weight * other
+    return dot
+
+
+def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    norms = math.sqrt(_dot(a, a) * _dot(b, b))
+    return _dot(a, b) / norms if norms > 0 else 0.0
+
+
+def _two_means(vecs: list[dict[str, float]], rounds: int = 6) -> set[int]:
+    """The indices of the second of two groups of unit vectors (spherical 2-means, seeded
+    by the first vector and the one least like it; deterministic)."""
+    first = vecs[0]
+    far = min(range(len(vecs)), key=lambda i: _dot(vecs[i], first))
+    centres = (dict(first), dict(vecs[far]))
+    second: set[int] = set()
+    for _ in range(rounds):
+        assigned = {i for i, vec in enumerate(vecs)
+                     if _dot(vec, centres[1]) > _dot(vec, centres[0])}
+        if assigned == second or not assigned or len(assigned) == len(vecs):
+            return assigned if 0 < len(assigned) < len(vecs) else set()
+        second = assigned
+        sums: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        for i, vec in enumerate(vecs):
+            _add_into(sums[i in second], vec)
+        centres = (_unit(sums[0]), _unit(sums[1]))
+    return second
+
+
+def _unit(vec: dict[str, float]) -> dict[str, float]:
+    norm = math.sqrt(_dot(vec, vec)) or 1.0
+    return {t: w / norm for t, w in vec.items()}
 
 
 def _detail(sim: Similarity) -> dict[str, float]:

@@ -114,15 +114,22 @@ class IncidentStage:
         return len(self._arrivals)
 
     def restore(self, records: Iterable[ArticleRecord], incidents: Iterable[Incident]) -> int:
-        """Rebuild from stored state (tables or storage): records in arrival order."""
+        """Rebuild from stored state (tables or storage): records in arrival order.
+
+        An article's record keeps the incident it was first decided into; a merge or split
+        since then moved it, and the incidents' current versions say where to.
+        """
+        current: dict[str, str] = {}
         for incident in incidents:
             if incident.merged_into is None and incident.articles:
                 self.incidents[incident.incident_id] = incident
+                for member in incident.articles:
+                    current[member.id] = incident.incident_id
         count = 0
         for record in sorted(records, key=lambda r: r.seen_at):
             self.clusterer.restore(
                 to_cluster_article(record.article, record.seen_at),
-                record.incident_id,
+                current.get(record.article.id, record.incident_id),
                 record.duplicate_of,
             )
             self._arrivals.append(record.article.id)

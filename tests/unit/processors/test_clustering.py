@@ -397,3 +397,59 @@ def test_boilerplate_is_recognised_after_its_first_article_left_the_window():
     # Forgetting paragraphs with their articles, the blurb would tie the two together.
     first, later = _blurb_stream(ClusterConfig(window_days=7, paragraph_memory=0))
     assert later == first
+
+
+FIRE_3 = (
+    "Springfield warehouse fire: cause still unknown, chief Lopez says",
+    "Fire chief Maria Lopez said on Wednesday that investigators are still working out what "
+    "started Tuesday's fire at the Acme Logistics warehouse on Elm Street in Springfield. "
+    "The two workers burned in the blaze remain at Mercy Hospital. Firefighters spent three "
+    "hours on the fire, and the warehouse is a total loss, Lopez said.",
+)
+QUAKE_2 = (
+    "Chile quake near Iquique causes no damage, USGS says",
+    "The magnitude 6.1 earthquake that struck off northern Chile near Iquique on Wednesday "
+    "caused no damage or casualties, the US Geological Survey said. No tsunami warning was "
+    "issued for the coast. The quake was centred 40 km deep under the sea.",
+)
+QUAKE_3 = (
+    "No tsunami after magnitude 6.1 earthquake off Iquique, Chile",
+    "Authorities in Chile did not issue a tsunami warning after a magnitude 6.1 earthquake "
+    "off the coast near Iquique on Wednesday. The US Geological Survey put the quake 40 km "
+    "deep. There were no reports of damage or casualties in the northern region.",
+)
+
+
+def test_an_incident_that_drifted_apart_is_split_with_its_duplicates():
+    # A join bar so low that everything joins, and a round-up of both stories that makes
+    # the quake reports find the fire incident: the two stories end up in one incident.
+    c = IncidentClusterer(ClusterConfig(join_threshold=-100.0, split_every=1))
+    c.add(art("budget", BUDGET, -1))  # some history, so shared terms count for something
+    fires = stream(c, art("fire-1", FIRE_1), art("fire-2", FIRE_2, 1), art("fire-3", FIRE_3, 2),
+                   art("round-up", ("News round-up", FIRE_1[1] + " " + QUAKE[1]), 2.5))
+    assert fires == ["inc-fire-1"] * 4
+    assert c.add(art("quake-1", QUAKE, 3)).incident_id == "inc-fire-1"
+    copy = c.add(art("quake-1-copy", QUAKE, 3.5, url="https://syndicated.example/q"))
+    assert copy.duplicate_of == "quake-1"
+    split = c.add(art("quake-2", QUAKE_2, 4))
+    # The round-up went with the quake; the incident's id stays with its first story.
+    assert split.incident_id == "inc-round-up"
+    assert split.moved == {"round-up": "inc-round-up", "quake-1": "inc-round-up",
+                           "quake-1-copy": "inc-round-up"}
+    assert split.explanation.detail["split_off"] == 4.0  # the three moved, and this one
+    assert c.incident_of("fire-3") == "inc-fire-1"
+    assert c.incident_of("quake-1-copy") == "inc-round-up"
+    # Each half carries on as its own incident.
+    assert c.add(art("quake-3", QUAKE_3, 5)).incident_id == "inc-round-up"
+    fire_update = ("Acme warehouse fire update", FIRE_3[1] + " " + FIRE_1[1])
+    assert c.add(art("fire-4", fire_update, 6)).incident_id == "inc-fire-1"
+
+
+def test_an_incident_of_one_story_is_not_split():
+    c = IncidentClusterer(ClusterConfig(split_every=1))
+    c.add(art("budget", BUDGET, -1))
+    ids = stream(c, art("fire-1", FIRE_1), art("fire-2", FIRE_2, 1), art("fire-3", FIRE_3, 2),
+                 art("fire-4", (FIRE_1[0], FIRE_2[1] + " " + FIRE_3[1]), 3),
+                 art("fire-5", (FIRE_3[0], FIRE_1[1] + " " + FIRE_2[1]), 4),
+                 art("fire-6", (FIRE_2[0], FIRE_3[1] + " " + FIRE_1[1]), 5))
+    assert ids == ["inc-fire-1"] * 6

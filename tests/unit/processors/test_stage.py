@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from newsflow.schemas import Explanation, Incident, RawArticle
-from processors.app import clean_article
+from processors.app import ProcessorMetrics, clean_article
 from processors.clustering import ClusterConfig, Decision
 from processors.stage import IncidentStage, StageResult, latest_versions
 
@@ -126,3 +126,75 @@ def test_an_incident_created_and_merged_away_inside_a_batch_is_never_sent():
              _result(_version("new", 2, merged_into="keep"), _version("old", 4, merged_into="keep"),
                      _version("keep", 7))]
     assert [(i.incident_id, i.version) for i in latest_versions(batch)] == [("old", 4), ("keep", 7)]
+
+
+def _raw(article_id: str, title: str, text: str, hours: float) -> RawArticle:
+    return RawArticle(id=article_id, title=title, text=text,
+                      published=T0 + timedelta(hours=hours))
+
+
+def _two_stories_in_one_incident() -> list[RawArticle]:
+    """A fire story, a round-up of it and an earthquake, then the earthquake's reports:
+    with a join bar low enough, all in one incident until it is split."""
+    fire = ("A fire tore through the Acme Logistics warehouse on Elm Street in Springfield, "
+            "injuring two workers, fire chief Maria Lopez said; 40 firefighters fought it.")
+    quake = ("A magnitude 6.1 earthquake struck off northern Chile near Iquique, the US "
+             "Geological Survey said; no tsunami warning, no damage, centred 40 km deep.")
+    return [
+        _raw("budget", "Riverton council approves school budget",
+             "The Riverton city council voted 5-2 to approve a $12 million school budget, "
+             "ending weeks of debate over teacher salaries and bus routes.", -1),
+        _raw("fire-1", "Warehouse fire in Springfield injures two", fire, 0),
+        _raw("fire-2", "Blaze guts Acme warehouse on Elm Street",
+             "Two employees were burned when flames engulfed the Acme Logistics warehouse in "
+             "Springfield. Fire chief Maria Lopez said 40 firefighters battled the blaze.", 1),
+        _raw("fire-3", "Springfield warehouse fire cause unknown",
+             "Chief Maria Lopez said investigators are still working out what started the "
+             "fire at the Acme Logistics warehouse on Elm Street; two workers were burned.", 2),
+        _raw("round-up", "Acme Logistics warehouse fire on Elm Street, Springfield",
+             fire + " Also today: a magnitude 6.1 earthquake struck off Iquique, Chile.", 3),
+        _raw("quake-1", "Magnitude 6.1 earthquake shakes northern Chile", quake, 4),
+        _raw("quake-2", "Chile quake near Iquique causes no damage",
+             "The magnitude 6.1 earthquake off northern Chile near Iquique caused no damage "
+             "or casualties, the US Geological Survey said; no tsunami warning was issued.", 5),
+        _raw("quake-3", "No tsunami after quake off Iquique",
+             "Authorities in Chile issued no tsunami warning after the magnitude 6.1 "
+             "earthquake near Iquique; the US Geological Survey put it 40 km deep.", 6),
+    ]
+
+
+def test_a_split_sends_the_new_incident_and_the_shrunk_one_and_survives_a_restore():
+    config = ClusterConfig(join_threshold=-100.0, split_every=1)
+    stage = IncidentStage(config)
+    results = [stage.process(article, T0) for article in _two_stories_in_one_incident()]
+    assert {r.decision.incident_id for r in results[1:-1]} == {"inc-fire-1"}
+    split = results[-1]
+    assert split.decision.incident_id == "inc-quake-1"
+    assert split.decision.moved == {"quake-1": "inc-quake-1", "quake-2": "inc-quake-1"}
+    by_id = {incident.incident_id: incident for incident in split.incidents}
+    assert {a.id for a in by_id["inc-quake-1"].articles} == {"quake-1", "quake-2", "quake-3"}
+    assert by_id["inc-quake-1"].version == 1
+    assert {a.id for a in by_id["inc-fire-1"].articles} == {"fire-1", "fire-2", "fire-3",
+                                                            "round-up"}
+    assert by_id["inc-fire-1"].merged_into is None
+    metrics = ProcessorMetrics()
+    for result in results:
+        metrics.observe(result)
+    assert "newsflow_processor_incident_splits_total 1" in metrics.registry.render()
+
+    # The records still name the incident each article was first decided into; a stage
+    # rebuilt from them and the incidents puts the moved articles where they are now.
+    records = [r.record for r in results if r.record is not None]
+    assert {r.incident_id for r in records if r.article.id == "quake-1"} == {"inc-fire-1"}
+    rebuilt = IncidentStage(config)
+    rebuilt.restore(records, stage.incidents.values())
+    assert rebuilt.clusterer.incident_of("quake-1") == "inc-quake-1"
+    assert rebuilt.clusterer.incident_of("round-up") == "inc-fire-1"
+    follow_up = rebuilt.process(
+        _raw("quake-4", "Chile quake off Iquique: no damage",
+             "The US Geological Survey said the magnitude 6.1 earthquake near Iquique in "
+             "northern Chile caused no damage; no tsunami warning was issued.", 7), T0)
+    assert follow_up.decision.incident_id == "inc-quake-1"
+    [incident] = follow_up.incidents
+    assert incident.version == 2
+    assert {a.id for a in incident.articles} == {"quake-1", "quake-2", "quake-3", "quake-4"}
