@@ -28,7 +28,13 @@ from newsflow.schemas import DeadLetter, Incident, RawArticle
 from newsflow.settings import Settings
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
-from processors.stage import ArticleRecord, IncidentStage, StageResult, latest_versions
+from processors.stage import (
+    ArticleRecord,
+    IncidentStage,
+    StageResult,
+    latest_versions,
+    saved_state,
+)
 from processors.text import clean_text
 
 logger = logging.getLogger(__name__)
@@ -37,8 +43,9 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 ARTICLES_TABLE = "cluster-articles"
 INCIDENTS_TABLE = "cluster-incidents"
 
-# Supplies stored state when the tables start empty (the embedded broker keeps nothing
-# across restarts); returns (records, incidents). None: rely on the changelog tables.
+# Supplies the state kept in storage, (records, incidents), read when the cluster stage
+# (re)starts: the history the tables do not hold, or everything when they come back empty
+# (the embedded broker keeps nothing across restarts). None: the changelog tables alone.
 WindowLoader = Callable[[], tuple[Iterable[ArticleRecord], Iterable[Incident]]]
 
 
@@ -132,16 +139,19 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
 
     def load_stage() -> IncidentStage:
         stage = IncidentStage(config)
-        records = [ArticleRecord.from_json(v) for v in articles_table.values()]
-        incidents = [Incident.model_validate(v) for v in incidents_table.values()]
-        source = "changelog tables"
-        if not records and window_loader is not None:
-            loaded_records, loaded_incidents = window_loader()
-            records, incidents = list(loaded_records), list(loaded_incidents)
-            source = "storage"
+        tables = ([ArticleRecord.from_json(v) for v in articles_table.values()],
+                  [Incident.model_validate(v) for v in incidents_table.values()])
+        stored_records, stored_incidents = window_loader() if window_loader else ([], [])
+        stored = (list(stored_records), list(stored_incidents))
+        records, incidents = saved_state(stored, tables)
         count = stage.restore(records, incidents)
-        logger.info("cluster state rebuilt from %s: %d articles, %d incidents",
-                    source, count, len(stage.incidents))
+        # Incidents the stage did not keep (retired, or past incident_days) leave the
+        # table too; nothing else would ever remove them.
+        for incident_id in [i for i in incidents_table.keys() if i not in stage.incidents]:
+            incidents_table.pop(incident_id, None)
+        logger.info("cluster state rebuilt from the changelog tables (%d articles) and "
+                    "storage (%d articles): %d articles, %d incidents", len(tables[0]),
+                    len(stored[0]), count, len(stage.incidents))
         return stage
 
     async def clean(stream: StreamT) -> AsyncIterator[None]:
@@ -174,6 +184,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 results.append(result)
                 if result.record is not None:
                     articles_table[article.id] = result.record.to_json()
+                for moved_id, incident_id in result.decision.moved.items():
+                    # A merge or split moved it: its record follows, for a restart.
+                    saved = articles_table.get(moved_id)
+                    if saved is not None:
+                        articles_table[moved_id] = {**saved, "incident_id": incident_id}
                 for article_id in result.evicted_articles:
                     articles_table.pop(article_id, None)
                 evicted.update(result.evicted_incidents)

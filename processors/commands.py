@@ -16,12 +16,11 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.kafka_bootstrap:
         raise ValueError("the processors need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP")
-    loader = None
-    if settings.kafka_embedded:
-        # The embedded broker forgets everything on restart: rebuild the window from storage.
-        from processors.rebuild import storage_window_loader
+    # Storage holds what the changelog tables do not: incidents that outlived their
+    # articles (and everything, with the embedded broker, which forgets on restart).
+    from processors.rebuild import storage_window_loader
 
-        loader = storage_window_loader(settings)
+    loader = storage_window_loader(settings)
     tune_gc()
     return run_worker(settings, window_loader=loader)
 

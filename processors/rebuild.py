@@ -1,8 +1,9 @@
-"""Rebuilding the clustering window from storage.
+"""Rebuilding the clustering state from storage.
 
-The embedded broker keeps nothing across restarts, so its changelog tables come back
-empty; storage is then the service's memory. With a real Kafka cluster the changelog
-tables hold the state and this is not used.
+The changelog tables hold the article window; storage also holds the incidents that
+outlived their articles, which a follow-up months later must still find, so a restarted
+cluster stage reads both (``processors.stage.saved_state``). The embedded broker keeps
+nothing across restarts: there storage is the only memory.
 """
 
 from __future__ import annotations

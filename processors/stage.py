@@ -97,6 +97,28 @@ def latest_versions(results: Sequence[StageResult]) -> list[Incident]:
             if incident.merged_into is None or incident.incident_id not in created]
 
 
+def saved_state(
+    stored: tuple[Iterable[ArticleRecord], Iterable[Incident]],
+    tables: tuple[Iterable[ArticleRecord], Iterable[Incident]],
+) -> tuple[list[ArticleRecord], list[Incident]]:
+    """What a stage restarts from: storage and the changelog tables, combined.
+
+    The tables hold the article window, with what the sinks have not written yet;
+    storage also holds the incidents that outlived their articles (a follow-up months
+    later needs their summaries), which the tables do not. Where both have an article, the
+    table's record wins; where both have an incident, the newer version does.
+    """
+    records: dict[str, ArticleRecord] = {}
+    incidents: dict[str, Incident] = {}
+    for source_records, source_incidents in (stored, tables):
+        records.update((record.article.id, record) for record in source_records)
+        for incident in source_incidents:
+            known = incidents.get(incident.incident_id)
+            if known is None or incident.version >= known.version:
+                incidents[incident.incident_id] = incident
+    return list(records.values()), list(incidents.values())
+
+
 class IncidentStage:
     # How often (in articles) incidents the clusterer has forgotten are swept out.
     SWEEP_EVERY = 500

@@ -107,7 +107,7 @@ def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_
     together = [i for i in incidents.values() if {reuters.id, afp.id} <= {a.id for a in i.articles}]
     assert len(together) == 1, second.log()[-3000:]
     assert len(together[0].articles) == 2
-    assert "rebuilt from changelog tables: 1 articles" in second.log()
+    assert "rebuilt from the changelog tables (1 articles)" in second.log()
 
 
 def test_a_rebalance_between_two_workers_keeps_clustering_state(
@@ -130,7 +130,7 @@ def test_a_rebalance_between_two_workers_keeps_clustering_state(
                 if {reuters.id, afp.id} <= {a.id for a in i.articles}]
     assert len(together) == 1 and len(together[0].articles) == 2
     # Whichever worker now holds the clean partition rebuilt the window from the tables.
-    assert "rebuilt from changelog tables: 1 articles" in first.log() + second.log()
+    assert "rebuilt from the changelog tables (1 articles)" in first.log() + second.log()
 
 
 def test_stream_goes_on_after_an_article_the_cluster_stage_rejects(make_settings, start_role, topic_reader):

@@ -4,7 +4,13 @@ from pathlib import Path
 from newsflow.schemas import Explanation, Incident, RawArticle
 from processors.app import ProcessorMetrics, clean_article
 from processors.clustering import ClusterConfig, Decision
-from processors.stage import IncidentStage, StageResult, latest_versions
+from processors.stage import (
+    ArticleRecord,
+    IncidentStage,
+    StageResult,
+    latest_versions,
+    saved_state,
+)
 
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
 T0 = datetime(2015, 10, 8, 12, tzinfo=UTC)
@@ -198,3 +204,42 @@ def test_a_split_sends_the_new_incident_and_the_shrunk_one_and_survives_a_restor
     [incident] = follow_up.incidents
     assert incident.version == 2
     assert {a.id for a in incident.articles} == {"quake-1", "quake-2", "quake-3", "quake-4"}
+
+
+def test_a_restart_from_the_tables_and_storage_keeps_incidents_older_than_the_window():
+    reuters, afp = seeds()
+    config = ClusterConfig(window_days=1, incident_days=90)
+    stage = IncidentStage(config)
+    first = stage.process(reuters, T0)
+    two_days = T0 + timedelta(days=2)
+    later = stage.process(filler(2), two_days)
+    # What a restart finds: the tables hold the window (the filler only), storage holds
+    # every article the sinks wrote, the Reuters report included.
+    tables = ([later.record], list(stage.incidents.values()))
+    stored = ([first.record, later.record], list(stage.incidents.values()))
+    follow_up = afp.model_copy(update={"published": two_days})
+
+    tables_only = IncidentStage(config)
+    tables_only.restore(*tables)
+    assert tables_only.process(follow_up, two_days).decision.incident_id \
+        != first.decision.incident_id  # the dormant incident was forgotten
+
+    restarted = IncidentStage(config)
+    restarted.restore(*saved_state(stored, tables))
+    result = restarted.process(follow_up, two_days)
+    assert result.decision.incident_id == first.decision.incident_id
+    [incident] = result.incidents
+    assert incident.version == 2
+    assert {a.id for a in incident.articles} == {reuters.id, afp.id}
+
+
+def test_saved_state_prefers_the_tables_record_and_the_newer_incident_version():
+    reuters, _ = seeds()
+    stored_record = ArticleRecord(reuters, "inc-old", None, T0)
+    table_record = ArticleRecord(reuters, "inc-new", None, T0)
+    records, incidents = saved_state(
+        ([stored_record], [_version("a", 3), _version("b", 2)]),
+        ([table_record], [_version("a", 2), _version("b", 5)]),
+    )
+    assert records == [table_record]
+    assert sorted((i.incident_id, i.version) for i in incidents) == [("a", 3), ("b", 5)]
