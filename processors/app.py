@@ -14,6 +14,7 @@ an agent (faust agents that raise die silently).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -125,6 +126,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                                 use_partitioner=True)
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
+    revoked = [0]  # revocations so far: a stage rebuilt across one is stale
     metrics = ProcessorMetrics()
     metrics_path = metrics_dir(settings.data_dir) / "processors.prom"
 
@@ -137,21 +139,27 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         )
         await dlq_topic.send(key=(letter.key or "").encode(), value=letter.to_bytes())
 
-    def load_stage() -> IncidentStage:
+    def rebuild_stage(tables: tuple[list[ArticleRecord], list[Incident]]) -> IncidentStage:
+        # Runs in a worker thread: reading storage and replaying a long history takes
+        # seconds, and the event loop must keep the consumer's heartbeats going meanwhile.
         stage = IncidentStage(config)
-        tables = ([ArticleRecord.from_json(v) for v in articles_table.values()],
-                  [Incident.model_validate(v) for v in incidents_table.values()])
         stored_records, stored_incidents = window_loader() if window_loader else ([], [])
         stored = (list(stored_records), list(stored_incidents))
         records, incidents = saved_state(stored, tables)
         count = stage.restore(records, incidents)
+        logger.info("cluster state rebuilt from the changelog tables (%d articles) and "
+                    "storage (%d articles): %d articles, %d incidents", len(tables[0]),
+                    len(stored[0]), count, len(stage.incidents))
+        return stage
+
+    async def load_stage() -> IncidentStage:
+        tables = ([ArticleRecord.from_json(v) for v in articles_table.values()],
+                  [Incident.model_validate(v) for v in incidents_table.values()])
+        stage = await asyncio.get_running_loop().run_in_executor(None, rebuild_stage, tables)
         # Incidents the stage did not keep (retired, or past incident_days) leave the
         # table too; nothing else would ever remove them.
         for incident_id in [i for i in incidents_table.keys() if i not in stage.incidents]:
             incidents_table.pop(incident_id, None)
-        logger.info("cluster state rebuilt from the changelog tables (%d articles) and "
-                    "storage (%d articles): %d articles, %d incidents", len(tables[0]),
-                    len(stored[0]), count, len(stage.incidents))
         return stage
 
     async def clean(stream: StreamT) -> AsyncIterator[None]:
@@ -169,8 +177,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         batches = cast(faust.Stream, stream).take_events(  # missing from faust's StreamT
             settings.cluster_batch, within=settings.cluster_batch_wait_s)
         async for events in batches:
-            if "stage" not in stage_holder:
-                stage_holder["stage"] = load_stage()
+            while "stage" not in stage_holder:
+                revocations = revoked[0]
+                stage = await load_stage()
+                if revoked[0] == revocations:  # else rebuilt from tables since reassigned
+                    stage_holder["stage"] = stage
             stage = stage_holder["stage"]
             results: list[StageResult] = []
             evicted: set[str] = set()
@@ -226,6 +237,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         if stage_holder:
             logger.info("partitions revoked: cluster state dropped, rebuilt on next use")
         stage_holder.clear()
+        revoked[0] += 1
 
     app.on_partitions_revoked.connect(forget_stage)
     app.agent(raw_topic, name="clean")(clean)
