@@ -28,7 +28,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from processors.app import cluster_config
     from processors.gc_tuning import tune_gc
-    from processors.offline import cluster_rows
+    from processors.offline import cluster_rows_final
 
     def rows():  # type: ignore[no-untyped-def]
         with open(args.input, encoding="utf-8") as handle:
@@ -44,7 +44,9 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     out = open(args.output, "w", encoding="utf-8") if args.output != "-" else sys.stdout  # noqa: SIM115
     count = 0
     try:
-        for result in cluster_rows(rows(), config):
+        # Each article's incident after every later merge and split, as the stream's sinks
+        # end up with it (not the incident it was first decided into).
+        for result in cluster_rows_final(rows(), config):
             out.write(json.dumps(result) + "\n")
             count += 1
     finally:

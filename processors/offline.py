@@ -45,8 +45,8 @@ def cluster_rows(rows: Iterable[dict[str, Any]],
                  config: ClusterConfig | None = None) -> Iterator[dict[str, Any]]:
     """Yield ``{"id", "incident_id", "duplicate_of"}`` per row, decided on arrival.
 
-    The incident id is the one decided on arrival; a later merge may move an article
-    (``Decision.moved``), which an online consumer sees as a new incident version.
+    The incident id is the one decided on arrival; a later merge or split may move an
+    article (``Decision.moved``), which an online consumer sees as a new incident version.
     """
     clusterer = IncidentClusterer(config)
     for row in rows:
@@ -57,7 +57,8 @@ def cluster_rows(rows: Iterable[dict[str, Any]],
 
 def cluster_rows_final(rows: Iterable[dict[str, Any]],
                        config: ClusterConfig | None = None) -> list[dict[str, Any]]:
-    """Like ``cluster_rows`` but with merges applied: each row's incident at the end."""
+    """Like ``cluster_rows`` but with merges and splits applied: each article's incident at
+    the end, as the stream's sinks end up with it (one row per article, first-seen order)."""
     clusterer = IncidentClusterer(config)
     out: list[dict[str, Any]] = []
     index: dict[str, int] = {}

@@ -24,6 +24,15 @@ def storage_window_loader(settings: Settings) -> WindowLoader:
     def load() -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
         from sinks.store import open_store
 
+        if settings.sink == "jsonl":
+            # The JSONL file holds incident versions, not the articles' text the clusterer
+            # needs: say so rather than rebuild an empty window without a word.
+            logger.warning(
+                "the jsonl sink keeps no article text: the clustering window starts empty,"
+                " so new reports will not join incidents from before this restart"
+            )
+            return [], []
+
         # The clusterer remembers incidents for incident_days, and at most max_incidents of
         # them: restore that much history (and no more: a long-lived install has far more
         # stored) so a follow-up can still revive an incident after a restart.

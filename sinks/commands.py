@@ -93,9 +93,6 @@ def _when(value: datetime | None) -> str:
 
 
 def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
-    if not incidents:
-        out.write("no incidents\n")
-        return
     for s in incidents:
         reporters = f"{len(s.agencies)} agencies, {len(s.outlets)} outlets"
         out.write(
@@ -141,9 +138,6 @@ def format_incident(detail: IncidentDetail, out: TextIO) -> None:
 
 
 def format_hits(hits: list[SearchHit], out: TextIO) -> None:
-    if not hits:
-        out.write("no matches\n")
-        return
     for h in hits:
         out.write(f"{_when(h.published)}  {h.source or '?'}: {h.title}\n")
         if h.incident_id:
@@ -158,30 +152,32 @@ def _dump(data: object) -> None:
 
 
 def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.store import open_store
+    from sinks.store import open_existing_store, store_name
 
-    store = open_store(settings)
+    store = open_existing_store(settings)
     try:
         found = store.list_incidents(since=args.since, source=args.source, limit=args.limit)
     finally:
         store.close()
     if args.json:
         _dump([s.to_dict() for s in found])
-    else:
+    elif found:
         format_incidents(found, sys.stdout)
+    else:
+        print(f"no incidents in {store_name(settings)}")
     return 0
 
 
 def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.store import open_store
+    from sinks.store import open_existing_store, store_name
 
-    store = open_store(settings)
+    store = open_existing_store(settings)
     try:
         detail = store.get_incident(args.id)
     finally:
         store.close()
     if detail is None:
-        print(f"no incident {args.id}", file=sys.stderr)
+        print(f"no incident {args.id} in {store_name(settings)}", file=sys.stderr)
         return 1
     if args.json:
         _dump(detail.to_dict())
@@ -191,17 +187,19 @@ def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.store import open_store
+    from sinks.store import open_existing_store, store_name
 
-    store = open_store(settings)
+    store = open_existing_store(settings)
     try:
         hits = store.search(args.query, limit=args.limit)
     finally:
         store.close()
     if args.json:
         _dump([h.to_dict() for h in hits])
-    else:
+    elif hits:
         format_hits(hits, sys.stdout)
+    else:
+        print(f"no matches in {store_name(settings)}")
     return 0
 
 

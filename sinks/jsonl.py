@@ -2,7 +2,8 @@
 
 Idempotent like the other sinks: a version already in the file is not written again,
 so replaying the topic leaves the same lines. Articles from the clean topic are not
-written (the file is about incidents; each version lists its articles).
+written (the file is about incidents; each version lists its articles), so this store
+cannot search articles' text, nor give the processors back their window after a restart.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from newsflow.schemas import Incident
 from sinks.base import BatchingSink, Record, SinkUnavailable, split
+from sinks.models import SearchHit
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +96,18 @@ class JsonlSink(BatchingSink):
         seen |= keys
 
 
+class SearchUnsupported(ValueError):
+    """Search asked of a store without article text. A ValueError, so the web page
+    answers it as a request it cannot serve (400, with this message)."""
+
+
 class JsonlStore:
     """The read API over a JSONL file: loaded into a private SQLite database."""
 
     def __init__(self, path: Path) -> None:
         from sinks.sqlite import SQLiteSink, SQLiteStore
 
+        self.path = Path(path)
         self._dir = tempfile.mkdtemp(prefix="newsflow-jsonl-")
         db = Path(self._dir) / "incidents.db"
         sink = SQLiteSink(db)
@@ -118,6 +126,13 @@ class JsonlStore:
         finally:
             sink.close()
         self._store = SQLiteStore(db)
+
+    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        # An empty answer would read as "no matches"; the text was never stored.
+        raise SearchUnsupported(
+            "search needs the articles' text, which the jsonl sink does not keep"
+            f" ({self.path.absolute()}): use NEWSFLOW_SINK=sqlite or postgres"
+        )
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self._store, name)

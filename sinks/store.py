@@ -43,7 +43,11 @@ def make_sink(settings: Settings) -> BatchingSink:
 
 
 def open_store(settings: Settings) -> Store:
-    """The read API over the configured storage (creates or upgrades the schema)."""
+    """The read API over the configured storage (creates or upgrades the schema).
+
+    For the services, which may start before anything is stored; the read commands use
+    ``open_existing_store``.
+    """
     if settings.sink == "sqlite":
         from sinks.sqlite import SQLiteStore
 
@@ -55,6 +59,40 @@ def open_store(settings: Settings) -> Store:
 
         return load_jsonl_store(settings.jsonl_file)
     raise ValueError(f"unknown sink {settings.sink!r}")
+
+
+class StoreMissing(RuntimeError):
+    pass
+
+
+def store_name(settings: Settings) -> str:
+    """The configured storage, for messages (never the DSN: it may hold a password)."""
+    if settings.sink == "sqlite":
+        return f"SQLite database {settings.sqlite_file.absolute()}"
+    if settings.sink == "postgres":
+        return "the PostgreSQL database of NEWSFLOW_POSTGRES_DSN"
+    return f"JSON Lines file {settings.jsonl_file.absolute()}"
+
+
+def open_existing_store(settings: Settings) -> Store:
+    """``open_store`` for the read commands: a missing SQLite or JSON Lines file is an error.
+
+    Run from the wrong folder, the default relative path names a file that is not there;
+    creating it would answer every question with "nothing" from a new, empty database.
+    """
+    if settings.sink == "sqlite":
+        path, variable = settings.sqlite_file, "NEWSFLOW_SQLITE_PATH"
+    elif settings.sink == "jsonl":
+        path, variable = settings.jsonl_file, "NEWSFLOW_JSONL_PATH"
+    else:
+        return open_store(settings)
+    if not path.exists():
+        raise StoreMissing(
+            f"{store_name(settings)} does not exist: run from the folder `newsflow run` ran in,"
+            f" or set {variable} to the file (or NEWSFLOW_DATA_DIR to the folder holding"
+            f" {path.name})"
+        )
+    return open_store(settings)
 
 
 def upgrade(settings: Settings) -> int:

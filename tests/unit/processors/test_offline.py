@@ -2,8 +2,16 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from newsflow.schemas import RawArticle
 from processors.features import extract
-from processors.offline import cluster_rows, cluster_rows_final, parse_published, row_to_article
+from processors.offline import (
+    cluster_rows,
+    cluster_rows_final,
+    parse_published,
+    read_rows,
+    row_to_article,
+)
+from processors.stage import IncidentStage
 from tests.conftest import shared_path
 
 
@@ -66,6 +74,25 @@ def test_replaying_a_dev_file_gives_the_same_ids():
     with open(path, encoding="utf-8") as fh:
         rows = [json.loads(line) for _, line in zip(range(120), fh, strict=False)]
     assert list(cluster_rows(rows)) == list(cluster_rows(rows))
+
+
+def test_the_final_assignment_is_what_the_stream_stores():
+    # ecbplus-dev has merges and splits (18 articles move): after them, each article's
+    # incident offline is the live incident version that lists it on the incidents topic.
+    path = shared_path("incidents", "ecbplus-dev.jsonl")
+    stage = IncidentStage()
+    latest: dict[str, Any] = {}
+    for row in read_rows(path):
+        a = row_to_article(row)
+        raw = RawArticle(id=a.id, title=a.title, text=a.text, url=a.url, source=a.source,
+                         published=a.published)
+        for incident in stage.process(raw, datetime(2100, 1, 1, tzinfo=UTC)).incidents:
+            latest[incident.incident_id] = incident
+    stored = {m.id: i.incident_id for i in latest.values() if i.merged_into is None
+              for m in i.articles}
+    final = cluster_rows_final(read_rows(path))
+    assert {r["id"]: r["incident_id"] for r in final} == stored
+    assert final != list(cluster_rows(read_rows(path)))
 
 
 def test_features_of_a_headline_only_row():

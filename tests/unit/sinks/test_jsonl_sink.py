@@ -6,9 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from sinks.base import Record
-from sinks.jsonl import JsonlSink, load_jsonl_store
+from sinks.jsonl import JsonlSink, SearchUnsupported, load_jsonl_store
 
 NOW = datetime.now(UTC)
 
@@ -60,5 +62,17 @@ def test_the_file_can_be_read_through_the_store_api(tmp_path: Path) -> None:
         detail = store.get_incident("i1")
         assert detail is not None and detail.summary.article_count == 3
         assert [v.version for v in detail.versions] == [1, 2]
+    finally:
+        store.close()
+
+
+def test_search_says_the_file_has_no_article_text(tmp_path: Path) -> None:
+    path = tmp_path / "incidents.jsonl"
+    JsonlSink(path).write([incident("i1", 1), RawArticle(id="a0", title="Quake in Chile")])
+    store = load_jsonl_store(path)
+    try:
+        # An empty answer would read as "no matches" for text that was never stored.
+        with pytest.raises(SearchUnsupported, match="jsonl sink does not keep"):
+            store.search("Chile")
     finally:
         store.close()

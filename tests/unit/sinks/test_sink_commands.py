@@ -13,6 +13,7 @@ from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
 from sinks.commands import parse_duration, register
 from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
+from sinks.store import StoreMissing
 
 NOW = datetime.now(UTC)
 
@@ -76,7 +77,9 @@ def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str
     assert [d["id"] for d in data] == ["inc-1"]
     assert data[0]["agencies"] == ["AFP", "Reuters"]
     assert run(settings, "incidents", "--source", "bbc") == 0
-    assert capsys.readouterr().out == "no incidents\n"
+    assert capsys.readouterr().out == (
+        f"no incidents in SQLite database {settings.sqlite_file.absolute()}\n"
+    )
 
 
 def test_incident_detail_explains_each_article(
@@ -94,6 +97,9 @@ def test_incident_detail_explains_each_article(
     data = json.loads(capsys.readouterr().out)
     assert data["articles"][1]["explanation"]["score"] == 0.62
     assert run(settings, "incident", "missing") == 1
+    assert capsys.readouterr().err == (
+        f"no incident missing in SQLite database {settings.sqlite_file.absolute()}\n"
+    )
 
 
 def test_search(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,6 +108,28 @@ def test_search(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert "incident inc-1" in out and "[cruise] [missiles]" in out
     assert run(settings, "search", "volcano", "--json") == 0
     assert json.loads(capsys.readouterr().out) == []
+    assert run(settings, "search", "volcano") == 0
+    assert "no matches in SQLite database" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [("incidents",), ("incident", "inc-1"), ("search", "Iran")])
+def test_read_commands_refuse_a_missing_database_and_do_not_create_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the wrong folder: no var/ here
+    settings = Settings(data_dir=Path("var"))
+    with pytest.raises(StoreMissing) as failed:
+        run(settings, *argv)
+    message = str(failed.value)
+    assert f"SQLite database {tmp_path / 'var' / 'newsflow.db'} does not exist" in message
+    assert "NEWSFLOW_SQLITE_PATH" in message and "NEWSFLOW_DATA_DIR" in message
+    assert not (tmp_path / "var").exists()
+
+
+def test_read_commands_refuse_a_missing_jsonl_file(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "var", sink="jsonl")
+    with pytest.raises(StoreMissing, match="NEWSFLOW_JSONL_PATH"):
+        run(settings, "incidents")
 
 
 def test_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,54 @@
+"""`newsflow cluster`, run in-process on a small JSONL file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from newsflow.settings import Settings
+from processors.clustering import ClusterConfig
+from processors.commands import register
+from tests.unit.processors.test_clustering import BUDGET, FIRE_1, FIRE_2, FIRE_3, QUAKE, QUAKE_2, T0
+
+
+def run(settings: Settings, *argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return int(args.func(args, settings))
+
+
+def test_cluster_writes_the_incident_each_article_ends_up_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The split of test_clustering: a join bar so low that the fire and quake reports
+    # share one incident until quake-2 splits the quake half off into inc-round-up.
+    monkeypatch.setattr(
+        "processors.app.cluster_config",
+        lambda settings: ClusterConfig(join_threshold=-100.0, split_every=1),
+    )
+    stream = [
+        ("budget", BUDGET, -1, None), ("fire-1", FIRE_1, 0, None), ("fire-2", FIRE_2, 1, None),
+        ("fire-3", FIRE_3, 2, None), ("round-up", ("News round-up", FIRE_1[1] + " " + QUAKE[1]), 2.5, None),
+        ("quake-1", QUAKE, 3, None), ("quake-1-copy", QUAKE, 3.5, "https://syndicated.example/q"),
+        ("quake-2", QUAKE_2, 4, None),
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(
+        json.dumps({"id": i, "title": title, "text": text, "url": url,
+                    "published": (T0 + timedelta(hours=hours)).isoformat()}) + "\n"
+        for i, (title, text), hours, url in stream
+    ))
+    output = tmp_path / "out.jsonl"
+    assert run(Settings(), "cluster", str(source), "-o", str(output)) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert {r["id"]: r["incident_id"] for r in rows} == {
+        "budget": "inc-budget", "fire-1": "inc-fire-1", "fire-2": "inc-fire-1",
+        "fire-3": "inc-fire-1", "round-up": "inc-round-up", "quake-1": "inc-round-up",
+        "quake-1-copy": "inc-round-up", "quake-2": "inc-round-up",
+    }
+    assert rows[6]["duplicate_of"] == "quake-1"
