@@ -15,6 +15,8 @@ from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
     TopicAlreadyExistsError,
 )
 
@@ -24,7 +26,11 @@ from newsflow.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-BIG_MESSAGE_BYTES = str(8 * 1024 * 1024)
+# The largest message newsflow writes, set on every topic and on the publisher alike:
+# the topic default (1 MB) and kafka-python's max_request_size (1 MB) are smaller than
+# an incident version or an article with a long text can be.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+BIG_MESSAGE_BYTES = str(MAX_MESSAGE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     global view of the stream, so every article passes one ordered clustering task.
     """
     return [
-        TopicSpec(settings.topic_raw, settings.raw_partitions, {}),
+        TopicSpec(settings.topic_raw, settings.raw_partitions, {"max.message.bytes": BIG_MESSAGE_BYTES}),
         TopicSpec(settings.topic_clean, 1, {"max.message.bytes": BIG_MESSAGE_BYTES}),
         TopicSpec(
             settings.topic_incidents,
@@ -49,7 +55,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             # An incident version carries all its articles: a big story is a big message.
             {"cleanup.policy": "compact", "max.message.bytes": BIG_MESSAGE_BYTES},
         ),
-        TopicSpec(settings.topic_dlq, 1, {}),
+        # A dead letter carries the message it stands for.
+        TopicSpec(settings.topic_dlq, 1, {"max.message.bytes": BIG_MESSAGE_BYTES}),
     ]
 
 
@@ -112,6 +119,21 @@ class PublishError(RuntimeError):
     pass
 
 
+# How kafka-python reports a message too large: raised by send() when over the
+# producer's max_request_size, or given to the send future when the broker refuses it
+# (kafka-python first splits a refused batch down to the one record at fault).
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+class MessageTooLargeError(PublishError):
+    """Messages refused for their size, and only for it: sending them again can never
+    work (unlike a broker that is down), so a caller may skip them. ``keys`` names them."""
+
+    def __init__(self, message: str, keys: list[str | None]) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
 class Publisher:
     """The one place that writes to Kafka with kafka-python.
 
@@ -121,7 +143,7 @@ class Publisher:
 
     def __init__(self, settings: Settings, *, client_id: str = "newsflow-producer") -> None:
         self.settings = settings
-        self._failures: list[str] = []
+        self._failures: list[tuple[str, str | None, BaseException]] = []
         self._lock = threading.Lock()
         self.sent = 0
         self._producer = KafkaProducer(
@@ -135,6 +157,7 @@ class Publisher:
             retries=5,
             max_in_flight_requests_per_connection=5 if not settings.kafka_embedded else 1,
             request_timeout_ms=30000,
+            max_request_size=MAX_MESSAGE_BYTES,
         )
 
     def send(self, topic: str, key: str | None, value: bytes) -> None:
@@ -142,7 +165,11 @@ class Publisher:
             future = self._producer.send(
                 topic, key=key.encode("utf-8") if key else None, value=value
             )
-        except KafkaError as exc:  # refused before sending, e.g. too large
+        except _TOO_LARGE as exc:  # over max_request_size: refused before sending
+            raise MessageTooLargeError(
+                f"too large for {topic} (key {key}): {exc}", [key]
+            ) from exc
+        except KafkaError as exc:
             raise PublishError(f"cannot send to {topic} (key {key}): {exc}") from exc
         future.add_errback(self._on_error, topic, key)
         self.sent += 1
@@ -156,18 +183,27 @@ class Publisher:
     def _on_error(self, topic: str, key: str | None, exc: BaseException) -> None:
         logger.error("delivery to %s failed for key %s: %s", topic, key, exc)
         with self._lock:
-            self._failures.append(f"{topic}/{key}: {exc}")
+            self._failures.append((topic, key, exc))
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait for every send; raise if any failed, so the caller does not mark it done."""
+        """Wait for every send; raise if any failed, so the caller does not mark it done:
+        ``MessageTooLargeError`` when every failure was a size refusal (all the other
+        messages were delivered), else ``PublishError``."""
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             raise PublishError(f"flush failed: {exc}") from exc
         with self._lock:
             failures, self._failures = self._failures, []
-        if failures:
-            raise PublishError(f"{len(failures)} message(s) not delivered: {failures[:3]}")
+        if not failures:
+            return
+        described = [f"{topic}/{key}: {exc}" for topic, key, exc in failures]
+        if all(isinstance(exc, _TOO_LARGE) for _, _, exc in failures):
+            raise MessageTooLargeError(
+                f"{len(failures)} message(s) refused as too large: {described[:3]}",
+                [key for _, key, _ in failures],
+            )
+        raise PublishError(f"{len(failures)} message(s) not delivered: {described[:3]}")
 
     def close(self) -> None:
         try:

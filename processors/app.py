@@ -24,6 +24,7 @@ from typing import Any, cast
 import faust
 from faust.types import EventT, StreamT
 
+from newsflow.kafka import MAX_MESSAGE_BYTES  # every topic's limit, and so the producer's
 from newsflow.metrics import Registry, metrics_dir, write_textfile
 from newsflow.schemas import DeadLetter, Incident, RawArticle
 from newsflow.settings import Settings
@@ -40,7 +41,6 @@ from processors.text import clean_text
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 ARTICLES_TABLE = "cluster-articles"
 INCIDENTS_TABLE = "cluster-incidents"
 

@@ -8,7 +8,8 @@ Pieces:
 - ``run_producer(settings, stop)``: the long-running loop behind ``newsflow produce``.
   Worker threads poll claimed feeds; the loop thread alone publishes, flushes, and only
   then records the entries as seen and the new ETag, so a crash re-publishes at most
-  the last unflushed batch and a restart re-publishes nothing.
+  the last unflushed batch and a restart re-publishes nothing. An article the broker
+  refuses as too large is logged and recorded as seen with the rest: no retry helps it.
 - ``poll_once(...)``: ``newsflow poll --once``.
 
 Several processes sharing one state file split the feeds by leases (see state.py).
@@ -23,12 +24,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from newsflow.kafka import MessageTooLargeError
 from newsflow.metrics import Registry, metrics_dir, write_textfile
 from newsflow.schemas import RawArticle, article_key
 from newsflow.settings import Settings
@@ -54,6 +56,10 @@ SEEN_RETENTION_S = 90 * 24 * 3600.0
 # A page whose text is shorter than this share of the feed's own summary is a teaser or
 # a paywall: the summary is worth more.
 SHORT_PAGE_RATIO = 0.8
+# An article's text is cut to this many characters (a long read is under 100,000): a
+# scraped page can hold megabytes of text (pages are fetched up to 10 MB), and a raw
+# article must stay far below the topics' message limit (8 MiB) even as escaped JSON.
+MAX_TEXT_CHARS = 200_000
 
 
 @dataclass
@@ -315,6 +321,10 @@ def build_article(
         meta.update(page.meta)
     if reason:
         meta["summary_reason"] = reason
+    if len(text) > MAX_TEXT_CHARS:
+        meta["text_truncated"] = True
+        meta["text_chars"] = len(text)
+        text = truncate_text(text, MAX_TEXT_CHARS)
     meta["entry_key"] = entry.key[:500]
     meta["source_host"] = host or None
     if feed_title:
@@ -336,6 +346,19 @@ def build_article(
         producer="feed",
         fetch=meta,
     )
+
+
+def truncate_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters: at the last line break or space of
+    the final tenth when there is one (no word cut in half), else at ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    for separator in ("\n", " "):
+        cut = head.rfind(separator)
+        if cut >= limit * 0.9:
+            return head[:cut].rstrip()
+    return head
 
 
 # -- wiring ---------------------------------------------------------------------
@@ -384,10 +407,14 @@ class ProducerMetrics:
         self.publish_failures = r.counter(
             "newsflow_feed_publish_failures_total", "Batches the broker did not take (retried)"
         )
+        self.too_large = r.counter(
+            "newsflow_feed_articles_too_large_total",
+            "Articles the broker refused as too large (skipped and marked seen, not retried)",
+        )
         self.feeds = r.gauge("newsflow_feeds_active", "Feeds being polled")
         self.failing = r.gauge("newsflow_feeds_failing", "Feeds whose last poll failed")
 
-    def count(self, result: PollResult) -> None:
+    def count(self, result: PollResult, refused: Container[str] = ()) -> None:
         update = result.update
         if update.status == 304:
             outcome = "not_modified"
@@ -399,7 +426,8 @@ class ProducerMetrics:
             outcome = "ok"
         self.polls.inc(outcome=outcome)
         for article in result.articles:
-            self.articles.inc(text="summary" if article.summary_only else "page")
+            if article.id not in refused:
+                self.articles.inc(text="summary" if article.summary_only else "page")
 
 
 def _owner() -> str:
@@ -508,32 +536,66 @@ class ProducerLoop:
             results.append(future.result())
         if not results:
             return
-        count = 0
+        articles = [(result, article) for result in results for article in result.articles]
         try:
-            for result in results:
-                for article in result.articles:
-                    self.publish(article)
-                    count += 1
-            if count:
-                self.flush()
+            refused = publish_all([a for _, a in articles], self.publish, self.flush)
         except Exception as exc:
             # Nothing is marked seen: the same entries are found new on the next poll.
-            logger.error("publishing %d article(s) failed: %s; will poll again", count, exc)
+            logger.error(
+                "publishing %d article(s) failed: %s; will poll again", len(articles), exc
+            )
             self.metrics.publish_failures.inc()
             retry_at = time.time() + 30 + random.uniform(0, 30)
             for result in results:
                 self.state.release(result.feed.id, self.owner, next_poll=retry_at)
             return
+        for result, article in articles:
+            if article.id in refused:
+                log_refused(article, result.feed.url, refused[article.id])
+                self.metrics.too_large.inc()
+        # Refused articles are recorded as seen with the rest: retried, they would only
+        # be refused again, poll after poll.
         for result in results:
             self.state.record(
                 result.feed.id, self.owner, result.update,
                 new_keys=result.new_keys, present_keys=result.present_keys,
             )
             self.polled += 1
-            self.metrics.count(result)
+            self.metrics.count(result, refused)
             if result.update.error:
                 self.failed += 1
-        self.published += count
+        self.published += sum(1 for _, a in articles if a.id not in refused)
+
+
+def publish_all(
+    articles: list[RawArticle], publish: Callable[[RawArticle], None], flush: Callable[[], None]
+) -> dict[str, str]:
+    """Publish ``articles`` and flush. Returns those refused as too large (id: reason):
+    no retry can deliver them, so they are left out rather than holding the others back.
+    Any other failure raises, and the caller sends them all again later."""
+    refused: dict[str, str] = {}
+    for article in articles:
+        try:
+            publish(article)
+        except MessageTooLargeError as exc:
+            refused[article.id] = str(exc)
+    if len(refused) < len(articles):
+        try:
+            flush()
+        except MessageTooLargeError as exc:
+            # Size refusals and nothing else: every other article was delivered.
+            for key in exc.keys:
+                if key is not None:
+                    refused[key] = str(exc)
+    return refused
+
+
+def log_refused(article: RawArticle, feed_url: str, reason: str) -> None:
+    logger.error(
+        "article %s (%s) from feed %s is too large for the broker (%d bytes of JSON): "
+        "skipped and marked seen, not retried; %s",
+        article.id, article.url, feed_url, len(article.to_bytes()), reason,
+    )
 
 
 def _build_poller(
@@ -670,10 +732,11 @@ def poll_once(
         feeds = [store.upsert_feed(url, origin="adhoc", active=False) for url in urls]
         with ThreadPoolExecutor(max(1, min(settings.poll_workers, len(feeds)))) as pool:
             results = list(pool.map(lambda f: poller.poll(f, stop), feeds))
-        for result in results:
-            for article in result.articles:
-                emit(article)
-        flush()
+        articles = [(result, article) for result in results for article in result.articles]
+        refused = publish_all([a for _, a in articles], emit, flush)
+        for result, article in articles:
+            if article.id in refused:
+                log_refused(article, result.feed.url, refused[article.id])
         for result in results:
             store.record(
                 result.feed.id, None, result.update,

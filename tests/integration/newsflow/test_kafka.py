@@ -8,7 +8,13 @@ import time
 import pytest
 from kafka import KafkaAdminClient
 
-from newsflow.kafka import Publisher, PublishError, ensure_topics, topic_specs
+from newsflow.kafka import (
+    MAX_MESSAGE_BYTES,
+    MessageTooLargeError,
+    Publisher,
+    ensure_topics,
+    topic_specs,
+)
 from newsflow.schemas import RawArticle, article_key
 from newsflow.tail import tail
 
@@ -62,11 +68,22 @@ def test_a_message_the_client_refuses_is_a_clear_error_and_the_publisher_goes_on
     settings = make_settings()
     ensure_topics(settings)
     with Publisher(settings) as publisher:
-        with pytest.raises(PublishError, match="too-big"):
-            publisher.send(settings.topic_raw, "too-big", b"x" * 3_000_000)  # over max_request_size
+        with pytest.raises(MessageTooLargeError, match="too-big"):
+            publisher.send(settings.topic_raw, "too-big", b"x" * (MAX_MESSAGE_BYTES + 1))
         publisher.publish_article(article(2))
     records = topic_reader(settings, settings.topic_raw, until=lambda r: len(r) >= 1, timeout_s=20)
     assert [RawArticle.from_bytes(r.value).title for r in records] == ["Story 2"]
+
+
+def test_a_message_over_a_megabyte_is_delivered(make_settings, topic_reader):
+    # kafka-python's default max_request_size (1 MB) would refuse it.
+    settings = make_settings()
+    ensure_topics(settings)
+    big = article(3).model_copy(update={"text": "word " * 400_000})
+    with Publisher(settings) as publisher:
+        publisher.publish_article(big)
+    records = topic_reader(settings, settings.topic_raw, until=lambda r: len(r) >= 1, timeout_s=20)
+    assert [RawArticle.from_bytes(r.value).text for r in records] == [big.text]
 
 
 def topic_with_stories(settings, count: int):

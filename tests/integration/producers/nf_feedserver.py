@@ -170,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/gen/"):
             return self._generated(path, query)
         if path.startswith("/genpage/"):
-            return self._generated_page(path)
+            return self._generated_page(path, query)
         if path == "/pagesfeed.xml":
             return self._pages_feed(query)
         if path == "/feed.json":
@@ -223,12 +223,18 @@ class Handler(BaseHTTPRequestHandler):
         name = path[len("/gen/"):].removesuffix(".xml")
         entries = int(query.get("entries", [str(state.gen_entries)])[0])
         time.sleep(float(query.get("delay", ["0"])[0]))
+        # ?big_page=I: entry I's page holds over a megabyte of text; ?huge_title=I: entry
+        # I's title alone is over 8 MiB.
+        big_page = int(query.get("big_page", ["-1"])[0])
+        huge_title = int(query.get("huge_title", ["-1"])[0])
         base = f"http://{self.headers.get('Host')}"
         items = []
         for i in range(entries):
+            title = f"Story {name}-{i}" + (" word" * 1_700_000 if i == huge_title else "")
+            page_query = "paragraphs=9000&" if i == big_page else ""
             items.append(
-                f"<item><title>Story {name}-{i}</title>"
-                f"<link>{base}/genpage/{name}/{i}.html?utm_source=rss#top</link>"
+                f"<item><title>{title}</title>"
+                f"<link>{base}/genpage/{name}/{i}.html?{page_query}utm_source=rss#top</link>"
                 f"<guid isPermaLink=\"false\">{name}-{i}</guid>"
                 f"<description>Summary of story {name}-{i}.</description>"
                 f"<pubDate>{formatdate(1_700_000_000 + i * 3600, usegmt=True)}</pubDate></item>"
@@ -241,12 +247,12 @@ class Handler(BaseHTTPRequestHandler):
         ).encode()
         self._conditional(body, [("Content-Type", "application/rss+xml")])
 
-    def _generated_page(self, path: str) -> None:
+    def _generated_page(self, path: str, query: dict[str, list[str]]) -> None:
         name = path[len("/genpage/"):].removesuffix(".html")
         paragraphs = "".join(
             f"<p>Paragraph {k} of the generated story {name}, with enough words to count as "
             f"article text for the extractor and a few more words to be safe.</p>"
-            for k in range(6)
+            for k in range(int(query.get("paragraphs", ["6"])[0]))
         )
         html = (
             f"<html><head><title>Story {name} | Gen</title>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from newsflow.kafka import ensure_topics, make_consumer
+from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
-from producers.feeds import run_producer
+from producers.feeds import MAX_TEXT_CHARS, FeedPoller, ProducerLoop, make_fetcher, run_producer
 from producers.state import StateStore
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -221,3 +222,56 @@ def test_poll_once_publishes_and_a_second_run_adds_nothing(make_settings, server
     assert len(articles) == 10
     assert all(a.feed_url == url and a.summary_only for a in articles)
     assert {a.source for a in articles} == {"transfermarkt.de"}
+
+
+def test_an_oversized_article_is_skipped_once_and_blocks_nothing(make_settings, server, caplog):
+    """One poll brings a page with over a megabyte of text and an entry over the message
+    limit (its title alone is 8.5 MB): the long text goes out truncated, the oversized
+    entry is logged, counted and marked seen, the others are published once, and the
+    next poll publishes only what is new."""
+    settings = make_settings(host_delay_s=0.0)
+    ensure_topics(settings)
+    state = StateStore(settings.producer_state_file)
+    fetcher = make_fetcher(settings)
+    publisher = Publisher(settings)
+    try:
+        poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=True)
+        feed = state.upsert_feed(server.url("/gen/big.xml?big_page=1&huge_title=3"), origin="config")
+        loop = ProducerLoop(
+            settings, state=state, poller=poller,
+            publish=publisher.publish_article, flush=publisher.flush, workers=1,
+        )
+        with caplog.at_level(logging.ERROR, logger="producers.feeds"):
+            loop.run(threading.Event(), until_idle=True)
+        row = state.feed(feed.id)
+        assert row is not None and row.entries_seen == 5 and row.etag, "all five are seen"
+        refused = [r.getMessage() for r in caplog.records if "too large" in r.getMessage()]
+        assert len(refused) == 1 and "/genpage/big/3.html" in refused[0], refused
+        assert loop.metrics.too_large.value() == 1 and loop.published == 4
+        assert loop.metrics.publish_failures.value() == 0
+
+        first = read_topic(settings, expect=4)
+        assert sorted(a.title for a in first) == [f"Story big-{i}" for i in (0, 1, 2, 4)]
+        (long_read,) = [a for a in first if a.title == "Story big-1"]
+        assert not long_read.summary_only and long_read.text.startswith("Paragraph 0")
+        assert len(long_read.text) <= MAX_TEXT_CHARS and "Paragraph 8999" not in long_read.text
+        assert long_read.fetch["text_truncated"] is True
+        assert long_read.fetch["text_chars"] > 1_000_000  # kept whole, it would have been refused
+
+        # The feed gains two entries: the next poll publishes those and nothing else, and
+        # does not try the oversized entry again.
+        server.state.gen_entries = 7
+        state._conn.execute("UPDATE feeds SET next_poll = 0")
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="producers.feeds"):
+            loop.run(threading.Event(), until_idle=True)
+        assert not [r for r in caplog.records if "too large" in r.getMessage()]
+        row = state.feed(feed.id)
+        assert row is not None and row.entries_seen == 7
+        second = read_topic(settings, expect=6)
+        assert sorted(a.title for a in second) == [f"Story big-{i}" for i in (0, 1, 2, 4, 5, 6)]
+        assert loop.metrics.too_large.value() == 1 and loop.published == 6
+    finally:
+        publisher.close()
+        fetcher.close()
+        state.close()

@@ -1,0 +1,84 @@
+"""The publisher's reading of kafka-python's failures, on a stand-in producer."""
+
+from __future__ import annotations
+
+import pytest
+from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+import newsflow.kafka as nk
+from newsflow.kafka import MAX_MESSAGE_BYTES, MessageTooLargeError, Publisher, PublishError, topic_specs
+from newsflow.settings import Settings
+
+
+class FakeFuture:
+    def __init__(self) -> None:
+        self.errbacks: list = []
+
+    def add_errback(self, fn, *args) -> None:
+        self.errbacks.append((fn, args))
+
+
+class FakeProducer:
+    """Refuses what is over max_request_size on send, as kafka-python does; on flush,
+    fails the sends listed in ``fail`` (key: exception) the way its sender thread does."""
+
+    def __init__(self, **config) -> None:
+        self.config = config
+        self.futures: dict[bytes | None, FakeFuture] = {}
+        self.fail: dict[bytes, BaseException] = {}
+
+    def send(self, topic, key=None, value=None):
+        if len(value) > self.config["max_request_size"]:
+            raise MessageSizeTooLargeError(f"The message is {len(value)} bytes when serialized")
+        self.futures[key] = future = FakeFuture()
+        return future
+
+    def flush(self, timeout=None) -> None:
+        for key, exc in self.fail.items():
+            for fn, args in self.futures[key].errbacks:
+                fn(*args, exc)
+        self.futures.clear()
+        self.fail = {}
+
+    def close(self, timeout=None) -> None:
+        pass
+
+
+@pytest.fixture
+def publisher(monkeypatch):
+    monkeypatch.setattr(nk, "KafkaProducer", FakeProducer)
+    return Publisher(Settings(kafka_bootstrap="127.0.0.1:9"))
+
+
+def test_limits_are_explicit_on_the_producer_and_every_topic(publisher):
+    assert publisher._producer.config["max_request_size"] == MAX_MESSAGE_BYTES
+    for spec in topic_specs(Settings()):
+        assert spec.config["max.message.bytes"] == str(MAX_MESSAGE_BYTES), spec.name
+
+
+def test_a_message_over_the_limit_is_refused_on_send_as_too_large(publisher):
+    with pytest.raises(MessageTooLargeError, match="too large for raw .*key big") as info:
+        publisher.send("raw", "big", b"x" * (MAX_MESSAGE_BYTES + 1))
+    assert info.value.keys == ["big"]
+    publisher.send("raw", "small", b"x")
+    publisher.flush()  # the rest goes on
+
+
+def test_a_broker_refusal_for_size_alone_is_too_large_with_its_keys(publisher):
+    for key in ("a", "b", "c"):
+        publisher.send("raw", key, b"{}")
+    publisher._producer.fail = {b"b": MessageSizeTooLargeError()}
+    with pytest.raises(MessageTooLargeError) as info:
+        publisher.flush()
+    assert info.value.keys == ["b"]
+    publisher.send("raw", "d", b"{}")
+    publisher.flush()  # reported once, not again
+
+
+def test_any_other_failure_is_a_plain_publish_error(publisher):
+    for key in ("a", "b"):
+        publisher.send("raw", key, b"{}")
+    publisher._producer.fail = {b"a": MessageSizeTooLargeError(), b"b": KafkaConnectionError()}
+    with pytest.raises(PublishError) as info:
+        publisher.flush()
+    assert not isinstance(info.value, MessageTooLargeError)  # to be retried, all of it
