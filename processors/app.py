@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -54,9 +55,14 @@ class PoisonMessage(ValueError):
     """Input that can never be processed: it goes to the dead-letter topic."""
 
 
+# Control characters other than tab and line breaks: no article means them (they come
+# from broken encodings and scrapers), and PostgreSQL refuses NUL outright.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def clean_article(article: RawArticle) -> RawArticle:
-    title = " ".join(article.title.split())
-    text = clean_text(article.text, title)
+    title = " ".join(_CONTROL.sub("", article.title).split())
+    text = clean_text(_CONTROL.sub("", article.text), title)
     if not title and not text:
         raise PoisonMessage("article has neither title nor text")
     return article.model_copy(update={"title": title, "text": text})

@@ -186,13 +186,22 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
 
 def adapt(value: Any) -> Any:
     """A row value as psycopg sends it: JSON as jsonb, the agencies as a text array, text
-    without NUL (PostgreSQL text cannot hold it)."""
+    without NUL (neither PostgreSQL text nor jsonb can hold it, and a record that fails on
+    it would fail on every retry)."""
+    if isinstance(value, dict):
+        return Jsonb(_without_nul(value))
+    if isinstance(value, tuple):
+        return _without_nul(list(value))
+    return _without_nul(value)
+
+
+def _without_nul(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "")
     if isinstance(value, dict):
-        return Jsonb(value)
-    if isinstance(value, tuple):
-        return list(value)
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
     return value
 
 

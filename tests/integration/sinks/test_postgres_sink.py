@@ -109,6 +109,31 @@ def test_postgres_sink_upserts_idempotently_and_reads_back(postgres_dsn: str) ->
         store.close()
 
 
+def test_postgres_sink_writes_records_with_nul_characters(postgres_dsn: str) -> None:
+    # PostgreSQL text and jsonb refuse NUL: a record carrying one (a title from a broken
+    # feed) would be refused on every retry and end in the dead-letter topic.
+    from sinks.postgres import PostgresSink
+
+    nul_article = article(1, "Body\x00 text", title="Flood\x00 in Springfield",
+                          fetch={"feed_title": "Local\x00 news"})
+    nul_incident = incident("i1", 1, [1]).model_copy(update={"title": "Flood\x00 in Springfield"})
+    sink = PostgresSink(postgres_dsn)
+    try:
+        sink.write([nul_article, nul_incident])
+    finally:
+        sink.close()
+    store = open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn))
+    try:
+        stored = store.latest_incident("i1")
+    finally:
+        store.close()
+    assert stored is not None and stored.title == "Flood in Springfield"
+    with psycopg.connect(postgres_dsn) as conn:
+        [(payload,)] = conn.execute(
+            "SELECT payload FROM incident_versions WHERE incident_id = 'i1'").fetchall()
+    assert payload["title"] == "Flood in Springfield"
+
+
 def test_postgres_recent_articles_keep_only_the_most_recently_updated_incidents(
     postgres_dsn: str,
 ) -> None:

@@ -1,7 +1,8 @@
 from pathlib import Path
 
+from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
-from processors.app import create_app
+from processors.app import clean_article, create_app
 
 
 def test_faust_keeps_its_files_under_the_data_dir(tmp_path: Path, monkeypatch) -> None:
@@ -12,3 +13,12 @@ def test_faust_keeps_its_files_under_the_data_dir(tmp_path: Path, monkeypatch) -
     app = create_app(settings)
     assert Path(app.conf.datadir) == tmp_path / "var" / "faust"
     assert Path(app.conf.tabledir).is_relative_to(tmp_path / "var" / "faust")
+
+
+def test_clean_article_drops_control_characters_but_keeps_line_breaks() -> None:
+    raw = RawArticle(id="a", title="Quake\x00 hits\x07 Chile",
+                     text="A magnitude 6.1 earthquake\x00 struck off Chile.\n\nNo damage\x1b was reported.")
+    article = clean_article(raw)
+    assert article.title == "Quake hits Chile"
+    assert "\x00" not in article.text and "\x1b" not in article.text
+    assert "earthquake struck" in article.text and "\n" in article.text
