@@ -25,7 +25,6 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from itertools import islice
 from operator import itemgetter
 from typing import Final, TypeVar
 
@@ -473,7 +472,8 @@ class IncidentClusterer:
             kept.append(para)
         if not dropped:
             return feats, tuple(registered)
-        return extract(title, "\n\n".join(kept)), tuple(registered)
+        # Scoring features only: dedup keeps the fingerprint of the whole text.
+        return extract(title, "\n\n".join(kept), fingerprint=False), tuple(registered)
 
     def _signature(self, feats: Features) -> np.ndarray | None:
         if feats.n_words < self.config.dedup.min_near_words:
@@ -530,14 +530,22 @@ class IncidentClusterer:
         centroid = inc.centroid
         presence = inc.presence
         # Only shared terms contribute. (Summed in the article's term order: a key-set
-        # intersection would sum in hash order, which changes with PYTHONHASHSEED.)
-        dot = mass = 0.0
+        # intersection would sum in hash order, which changes with PYTHONHASHSEED.) One pass
+        # also sums the whole vector and its ``k`` strongest terms (all shared or not).
+        k = self.config.salient_terms
+        dot = mass = total = salient = top = 0.0
+        i = 0
         for t, w in vec.items():
+            total += w
             c = centroid.get(t)
             if c is not None:
                 dot += w * c
                 mass += w * presence.get(t, 0)
-        total = sum(vec.values())
+            if i < k:
+                top += w
+                if c is not None:
+                    salient += w
+                i += 1
         cosine = dot / norm if norm > 0 else 0.0
         cover = mass / (total * inc.originals) if total and inc.originals else 0.0
         entity = 0.0
@@ -555,12 +563,6 @@ class IncidentClusterer:
         # Best match with one of the latest members; the cosine stands in for it when only
         # ranking candidates (it is exact for a single member).
         member = self._member(vec, inc, cosine) if members else cosine
-        k = self.config.salient_terms
-        salient = top = 0.0
-        for t, w in islice(vec.items(), k):
-            top += w
-            if t in centroid:
-                salient += w
         salient = salient / top if top else 0.0
         central = sum([w for t, w in inc.central_terms(k) if t in vec])
         gap = None

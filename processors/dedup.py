@@ -176,7 +176,10 @@ class DuplicateIndex:
                 del self._buckets[key]
 
 
+_BAND_PREFIXES: Final = tuple(bytes([i]) for i in range(BANDS))
+
+
 def _band_keys(signature: np.ndarray) -> tuple[bytes, ...]:
     raw = signature.tobytes()
     width = ROWS * 4
-    return tuple(bytes([i]) + raw[i * width : (i + 1) * width] for i in range(BANDS))
+    return tuple(_BAND_PREFIXES[i] + raw[i * width : (i + 1) * width] for i in range(BANDS))
