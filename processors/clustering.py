@@ -374,7 +374,7 @@ class IncidentClusterer:
         self._insert(article.id, ts, decision.incident_id, None, vec, evec, feats, url_key,
                      signature, decision, paragraphs)
         if decision.explanation.decision != "new":
-            split = self._maybe_split(self._incidents[decision.incident_id])
+            split = self._maybe_split(self._incidents[decision.incident_id], article.id)
             if split:
                 # The decision is held (redeliveries return it): updated in place.
                 decision.explanation.detail["split_off"] = float(len(split))
@@ -721,8 +721,8 @@ class IncidentClusterer:
             moved=moved,
         )
 
-    def _new_incident_id(self, article_id: str) -> str:
-        base = "inc-" + article_id[:20]
+    def _new_incident_id(self, article_id: str, suffix: str = "") -> str:
+        base = "inc-" + article_id[:20] + suffix
         incident_id, n = base, 1
         while incident_id in self._incidents:
             n += 1
@@ -845,9 +845,10 @@ class IncidentClusterer:
                 target.last_ts = bound if target.last_ts is None else max(target.last_ts, bound)
         return moved
 
-    def _maybe_split(self, inc: _Incident) -> dict[str, str]:
-        """Split ``inc`` when its latest held originals fall into two groups far apart;
-        returns the articles moved to the new incident (empty when it holds together)."""
+    def _maybe_split(self, inc: _Incident, article_id: str) -> dict[str, str]:
+        """Split ``inc`` (which ``article_id`` just joined) when its latest held originals
+        fall into two groups far apart; returns the articles moved to the new incident
+        (empty when it holds together)."""
         cfg = self.config
         if cfg.split_every <= 0 or inc.originals % cfg.split_every:
             return {}
@@ -873,14 +874,16 @@ class IncidentClusterer:
         # The half without the earliest of them leaves: the incident's id stays with the
         # story it was founded on.
         leaving = {m for i, m in enumerate(originals) if i in second}
-        return self._split_off(inc, leaving)
+        # Named after the article that split it: an article splits at most once, so the id
+        # is new, whereas one named after a moved article could be the id of an incident
+        # that article founded and that was merged away (sinks would ignore its versions).
+        return self._split_off(inc, leaving, self._new_incident_id(article_id, "-split"))
 
-    def _split_off(self, inc: _Incident, leaving: set[str]) -> dict[str, str]:
+    def _split_off(self, inc: _Incident, leaving: set[str], new_id: str) -> dict[str, str]:
         """Move the originals in ``leaving`` (and their duplicates) to a new incident."""
         held = self._held
-        first = next(m for m in inc.members if m in leaving)
         self._seq += 1
-        new = _Incident(self._new_incident_id(first), self._seq)
+        new = _Incident(new_id, self._seq)
         self._incidents[new.id] = new
         moved: dict[str, str] = {}
         for member in [m for m in inc.members if m in leaving or held[m].duplicate_of in leaving]:

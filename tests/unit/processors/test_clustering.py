@@ -433,14 +433,14 @@ def test_an_incident_that_drifted_apart_is_split_with_its_duplicates():
     assert copy.duplicate_of == "quake-1"
     split = c.add(art("quake-2", QUAKE_2, 4))
     # The round-up went with the quake; the incident's id stays with its first story.
-    assert split.incident_id == "inc-round-up"
-    assert split.moved == {"round-up": "inc-round-up", "quake-1": "inc-round-up",
-                           "quake-1-copy": "inc-round-up"}
+    assert split.incident_id == "inc-quake-2-split"
+    assert split.moved == {"round-up": "inc-quake-2-split", "quake-1": "inc-quake-2-split",
+                           "quake-1-copy": "inc-quake-2-split"}
     assert split.explanation.detail["split_off"] == 4.0  # the three moved, and this one
     assert c.incident_of("fire-3") == "inc-fire-1"
-    assert c.incident_of("quake-1-copy") == "inc-round-up"
+    assert c.incident_of("quake-1-copy") == "inc-quake-2-split"
     # Each half carries on as its own incident.
-    assert c.add(art("quake-3", QUAKE_3, 5)).incident_id == "inc-round-up"
+    assert c.add(art("quake-3", QUAKE_3, 5)).incident_id == "inc-quake-2-split"
     fire_update = ("Acme warehouse fire update", FIRE_3[1] + " " + FIRE_1[1])
     assert c.add(art("fire-4", fire_update, 6)).incident_id == "inc-fire-1"
 

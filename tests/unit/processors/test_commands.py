@@ -26,7 +26,7 @@ def test_cluster_writes_the_incident_each_article_ends_up_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The split of test_clustering: a join bar so low that the fire and quake reports
-    # share one incident until quake-2 splits the quake half off into inc-round-up.
+    # share one incident until quake-2 splits the quake half off into inc-quake-2-split.
     monkeypatch.setattr(
         "processors.app.cluster_config",
         lambda settings: ClusterConfig(join_threshold=-100.0, split_every=1),
@@ -48,7 +48,7 @@ def test_cluster_writes_the_incident_each_article_ends_up_in(
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert {r["id"]: r["incident_id"] for r in rows} == {
         "budget": "inc-budget", "fire-1": "inc-fire-1", "fire-2": "inc-fire-1",
-        "fire-3": "inc-fire-1", "round-up": "inc-round-up", "quake-1": "inc-round-up",
-        "quake-1-copy": "inc-round-up", "quake-2": "inc-round-up",
+        "fire-3": "inc-fire-1", "round-up": "inc-quake-2-split", "quake-1": "inc-quake-2-split",
+        "quake-1-copy": "inc-quake-2-split", "quake-2": "inc-quake-2-split",
     }
     assert rows[6]["duplicate_of"] == "quake-1"

@@ -175,11 +175,11 @@ def test_a_split_sends_the_new_incident_and_the_shrunk_one_and_survives_a_restor
     results = [stage.process(article, T0) for article in _two_stories_in_one_incident()]
     assert {r.decision.incident_id for r in results[1:-1]} == {"inc-fire-1"}
     split = results[-1]
-    assert split.decision.incident_id == "inc-quake-1"
-    assert split.decision.moved == {"quake-1": "inc-quake-1", "quake-2": "inc-quake-1"}
+    assert split.decision.incident_id == "inc-quake-3-split"
+    assert split.decision.moved == {"quake-1": "inc-quake-3-split", "quake-2": "inc-quake-3-split"}
     by_id = {incident.incident_id: incident for incident in split.incidents}
-    assert {a.id for a in by_id["inc-quake-1"].articles} == {"quake-1", "quake-2", "quake-3"}
-    assert by_id["inc-quake-1"].version == 1
+    assert {a.id for a in by_id["inc-quake-3-split"].articles} == {"quake-1", "quake-2", "quake-3"}
+    assert by_id["inc-quake-3-split"].version == 1
     assert {a.id for a in by_id["inc-fire-1"].articles} == {"fire-1", "fire-2", "fire-3",
                                                             "round-up"}
     assert by_id["inc-fire-1"].merged_into is None
@@ -194,13 +194,13 @@ def test_a_split_sends_the_new_incident_and_the_shrunk_one_and_survives_a_restor
     assert {r.incident_id for r in records if r.article.id == "quake-1"} == {"inc-fire-1"}
     rebuilt = IncidentStage(config)
     rebuilt.restore(records, stage.incidents.values())
-    assert rebuilt.clusterer.incident_of("quake-1") == "inc-quake-1"
+    assert rebuilt.clusterer.incident_of("quake-1") == "inc-quake-3-split"
     assert rebuilt.clusterer.incident_of("round-up") == "inc-fire-1"
     follow_up = rebuilt.process(
         _raw("quake-4", "Chile quake off Iquique: no damage",
              "The US Geological Survey said the magnitude 6.1 earthquake near Iquique in "
              "northern Chile caused no damage; no tsunami warning was issued.", 7), T0)
-    assert follow_up.decision.incident_id == "inc-quake-1"
+    assert follow_up.decision.incident_id == "inc-quake-3-split"
     [incident] = follow_up.incidents
     assert incident.version == 2
     assert {a.id for a in incident.articles} == {"quake-1", "quake-2", "quake-3", "quake-4"}
