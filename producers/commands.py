@@ -85,12 +85,12 @@ def _when(epoch: float | None) -> str:
 
 
 def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.feeds import sync_feeds_file
     from producers.state import StateStore
 
+    # The state only: the producer applies the feeds file (a listing run from another
+    # directory, without the file, must not change which feeds are polled).
     state = StateStore(settings.producer_state_file)
     try:
-        sync_feeds_file(state, settings.feeds_file)
         feeds = state.feeds(active_only=not args.all)
     finally:
         state.close()
@@ -111,7 +111,11 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                 ]
             )
         )
-    print(f"{len(feeds)} feed(s); state in {settings.producer_state_file}", file=sys.stderr)
+    print(
+        f"{len(feeds)} feed(s); state in {settings.producer_state_file} "
+        f"(the producer applies {settings.feeds_file} when it starts and when the file changes)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -60,9 +60,8 @@ def parse_duration(value: Any) -> float | None:
 
 
 def load_feeds_file(path: Path) -> list[FeedSpec]:
-    """Read the feeds file. A missing file is an empty list (the CLI says so)."""
-    if not path.exists():
-        return []
+    """Read the feeds file. A missing file raises FileNotFoundError: it is not a file
+    listing no feeds (which switches the configured feeds off)."""
     raw = path.read_bytes()
     if path.suffix.lower() in (".yaml", ".yml"):
         try:

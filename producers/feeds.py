@@ -378,8 +378,17 @@ def make_fetcher(settings: Settings, *, limiter: HostLimiter | None = None) -> F
 
 def sync_feeds_file(state: StateStore, path: Path) -> list[FeedSpec]:
     """Register the feeds file's feeds (settings refreshed, state kept); feeds removed
-    from the file stop being polled."""
-    specs = load_feeds_file(path)
+    from the file stop being polled. A missing file changes nothing."""
+    try:
+        specs = load_feeds_file(path)
+    except FileNotFoundError:
+        # No file is not an empty list: a wrong working directory or an unmounted volume
+        # must not switch every configured feed off.
+        logger.warning(
+            "no feeds file at %s: the feeds already configured are kept as they were "
+            "(none switched off)", path,
+        )
+        return []
     for spec in specs:
         state.upsert_feed(
             spec.url, origin="config", name=spec.name, tags=spec.tags,
@@ -456,6 +465,7 @@ class ProducerLoop:
         self.workers = workers or settings.poll_workers
         self.refresh = refresh
         self.owner = _owner()
+        self.lease_s = LEASE_S
         self.polled = 0
         self.published = 0
         self.failed = 0
@@ -467,7 +477,7 @@ class ProducerLoop:
         """Poll until ``stop`` is set (or, with ``until_idle``, until nothing is due)."""
         inflight: dict[Future[PollResult], FeedRow] = {}
         executor = ThreadPoolExecutor(self.workers, thread_name_prefix="poll")
-        last_summary = last_prune = last_refresh = time.monotonic()
+        last_summary = last_prune = last_refresh = last_renewal = time.monotonic()
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -485,9 +495,20 @@ class ProducerLoop:
                 if now - last_prune > 24 * 3600:
                     last_prune = now
                     self.state.prune_seen(SEEN_RETENTION_S)
+                if inflight and now - last_renewal > self.lease_s / 3:
+                    # A slow poll (many pages, hosts asking us to wait) can outlast a
+                    # lease; renewed, the feed is not claimed by another process meanwhile.
+                    last_renewal = now
+                    self.state.renew_leases(
+                        self.owner, [f.id for f in inflight.values()], lease_s=self.lease_s
+                    )
                 free = self.workers * 2 - len(inflight)
                 if free > 0:
-                    for feed in self.state.claim_due(self.owner, limit=free, lease_s=LEASE_S):
+                    claimed = self.state.claim_due(
+                        self.owner, limit=free, lease_s=self.lease_s,
+                        exclude=[f.id for f in inflight.values()],
+                    )
+                    for feed in claimed:
                         inflight[executor.submit(self._poll_safely, feed, stop)] = feed
                 if not inflight:
                     if until_idle:
@@ -527,6 +548,23 @@ class ProducerLoop:
             logger.exception("polling %s failed unexpectedly", feed.url)
             return self.poller._failed(feed, None, f"internal: {type(exc).__name__}", None)
 
+    def _still_leased(self, results: list[PollResult]) -> list[PollResult]:
+        """The results whose feed this process still holds, their leases renewed to
+        cover the publishing. A feed whose lease ran out and was claimed by another
+        process has been polled there too: publishing here as well would send its new
+        entries twice, so this poll's results are dropped."""
+        held = self.state.renew_leases(
+            self.owner, [result.feed.id for result in results], lease_s=self.lease_s
+        )
+        for result in results:
+            if result.feed.id not in held:
+                logger.warning(
+                    "feed %s: the poll outlasted its lease and another process took the "
+                    "feed over; its %d article(s) are left to that process",
+                    result.feed.url, len(result.articles),
+                )
+        return [result for result in results if result.feed.id in held]
+
     def _deliver(self, finished: list[tuple[FeedRow, Future[PollResult]]]) -> None:
         results: list[PollResult] = []
         for feed, future in finished:
@@ -534,6 +572,7 @@ class ProducerLoop:
                 self.state.release(feed.id, self.owner)
                 continue
             results.append(future.result())
+        results = self._still_leased(results)
         if not results:
             return
         articles = [(result, article) for result in results for article in result.articles]
@@ -619,8 +658,6 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
         except ConfigError as exc:
             logger.error("feeds file unusable, polling the feeds already known: %s", exc)
             specs = []
-        if not settings.feeds_file.exists():
-            logger.warning("no feeds file at %s", settings.feeds_file)
         active = state.feeds(active_only=True)
         logger.info(
             "producer starting: %d feed(s) (%d from %s), state in %s",

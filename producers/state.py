@@ -4,7 +4,8 @@ and the entries already published, so that a restart re-publishes nothing.
 Several producer processes share one state file and split the feeds between them with
 leases: a process claims due feeds in one ``BEGIN IMMEDIATE`` transaction (SQLite's
 write lock makes the claim atomic across processes) and owns them until it records the
-outcome or the lease runs out (a crashed process's feeds come back after the lease).
+outcome or the lease runs out (it renews the lease while a poll runs; a crashed process's
+feeds come back after the lease).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,15 +208,26 @@ class StateStore:
         return FeedRow.from_row(row) if row else None
 
     def claim_due(
-        self, owner: str, *, limit: int, lease_s: float, now: float | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_s: float,
+        exclude: Collection[int] = (),
+        now: float | None = None,
     ) -> list[FeedRow]:
-        """Atomically take up to ``limit`` due feeds nobody holds a live lease on."""
+        """Atomically take up to ``limit`` due feeds nobody holds a live lease on, leaving
+        out ``exclude`` (the caller's polls in flight: their lease may have run out while
+        they still run, and a second poll of the same feed would publish its entries twice)."""
         now = time.time() if now is None else now
+        excluded = list(exclude)
+        not_excluded = f" AND id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
         with self._tx() as conn:
             rows = conn.execute(
                 f"SELECT {_FEED_COLUMNS} FROM feeds WHERE active = 1 AND next_poll <= ?"
-                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_poll LIMIT ?",
-                (now, now, limit),
+                f" AND (lease_until IS NULL OR lease_until < ?){not_excluded}"
+                " ORDER BY next_poll LIMIT ?",
+                (now, now, *excluded, limit),
             ).fetchall()
             feeds = [FeedRow.from_row(r) for r in rows]
             conn.executemany(
@@ -233,6 +245,29 @@ class StateStore:
                 "SELECT MIN(next_poll) FROM feeds WHERE active = 1"
             ).fetchone()
         return row[0] if row and row[0] is not None else None
+
+    def renew_leases(
+        self, owner: str, feed_ids: Iterable[int], *, lease_s: float, now: float | None = None
+    ) -> set[int]:
+        """Extend ``owner``'s leases on ``feed_ids`` to ``now + lease_s``; returns the ids
+        still held. A lease that ran out stays ``owner``'s until another process claims
+        the feed, so a feed missing from the answer has been (or is being) polled by
+        another process."""
+        now = time.time() if now is None else now
+        ids = list(feed_ids)
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        with self._tx() as conn:
+            held = {
+                fid for (fid,) in conn.execute(
+                    f"SELECT id FROM feeds WHERE lease_owner = ? AND id IN ({marks})", (owner, *ids)
+                )
+            }
+            conn.executemany(
+                "UPDATE feeds SET lease_until = ? WHERE id = ?", [(now + lease_s, f) for f in held]
+            )
+        return held
 
     def release(self, feed_id: int, owner: str, *, next_poll: float | None = None) -> None:
         """Give a claimed feed back without an outcome (shutdown, publish failure)."""
@@ -314,9 +349,26 @@ class StateStore:
         return [k for k in keys if k not in known]
 
     def prune_seen(self, older_than_s: float, *, now: float | None = None) -> int:
-        """Forget entries that left their feed long ago (the table stays bounded)."""
+        """Forget entries that left their feed long ago (the table stays bounded): those
+        last seen more than ``older_than_s`` ago and missing from the feed's latest
+        listing.
+
+        Only a 200 with entries refreshes ``last_seen`` (a 304 or an error lists nothing),
+        so a feed's newest ``last_seen`` is the time of its latest listing: an entry seen
+        then is still in the feed, however long the feed has answered only 304s or
+        errors since, and forgetting it would publish it again."""
         now = time.time() if now is None else now
+        cutoff = now - older_than_s
+        forgotten = 0
         with self._tx() as conn:
-            cur = conn.execute("DELETE FROM seen WHERE last_seen < ?", (now - older_than_s,))
-        return cur.rowcount
+            latest = conn.execute(
+                "SELECT feed_id, MAX(last_seen) FROM seen GROUP BY feed_id"
+            ).fetchall()
+            for feed_id, latest_listing in latest:
+                cur = conn.execute(
+                    "DELETE FROM seen WHERE feed_id = ? AND last_seen < ?",
+                    (feed_id, min(cutoff, latest_listing)),
+                )
+                forgotten += cur.rowcount
+        return forgotten
 

@@ -52,7 +52,14 @@ def test_feeds_file_errors_are_clear(tmp_path):
     path.write_text('[[feed]]\nurl = "https://a.example/"\nmin_interval = "2h"\nmax_interval = "1h"\n')
     with pytest.raises(ConfigError, match="above"):
         load_feeds_file(path)
-    assert load_feeds_file(tmp_path / "missing.toml") == []
+
+
+def test_a_missing_feeds_file_is_not_an_empty_one(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_feeds_file(tmp_path / "missing.toml")
+    empty = tmp_path / "feeds.toml"
+    empty.write_text("")
+    assert load_feeds_file(empty) == []
 
 
 def test_durations():

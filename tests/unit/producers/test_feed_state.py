@@ -81,3 +81,62 @@ def test_prune_forgets_entries_gone_from_their_feed(tmp_path):
     state.record(feed.id, None, ok, present_keys=["kept"], now=100 * 86400)
     assert state.prune_seen(90 * 86400, now=100 * 86400) == 1
     assert state.unseen(feed.id, ["old", "kept"]) == ["old"]
+
+
+def test_prune_keeps_the_entries_of_a_feed_answering_only_304s_since(tmp_path):
+    day = 86400.0
+    state = make(tmp_path)
+    quiet = state.upsert_feed("https://a.example/quiet", origin="config")
+    busy = state.upsert_feed("https://b.example/busy", origin="config")
+    ok = FeedUpdate(status=200, error=None, next_poll=0)
+    not_modified = FeedUpdate(status=304, error=None, next_poll=0, keep_validators=True)
+    failed = FeedUpdate(status=503, error="HTTP 503", next_poll=0, keep_validators=True)
+    for feed in (quiet, busy):
+        state.record(feed.id, None, ok, new_keys=["a", "b"], present_keys=["a", "b"], now=0)
+    # `quiet` does not change for 100 days (304s and errors, which list no entries);
+    # `busy` drops "a" on day 5 and lists "b" until day 100.
+    for n in range(1, 101):
+        state.record(quiet.id, None, not_modified if n % 7 else failed, now=n * day)
+        listed = ["a", "b"] if n < 5 else ["b"]
+        state.record(busy.id, None, ok, present_keys=listed, now=n * day)
+    assert state.prune_seen(90 * day, now=100 * day) == 1  # only busy's "a"
+    # Still listed by the quiet feed's latest 200, so not new when it changes at last.
+    assert state.unseen(quiet.id, ["d", "a", "b"]) == ["d"]
+    assert state.unseen(busy.id, ["a", "b"]) == ["a"]
+
+
+def test_prune_forgets_what_left_the_latest_listing_only_after_the_cutoff(tmp_path):
+    day = 86400.0
+    state = make(tmp_path)
+    feed = state.upsert_feed("https://a.example/feed", origin="config")
+    ok = FeedUpdate(status=200, error=None, next_poll=0)
+    state.record(feed.id, None, ok, new_keys=["old", "recent"], now=0)
+    state.record(feed.id, None, ok, present_keys=["recent"], now=50 * day)
+    state.record(feed.id, None, ok, new_keys=["new"], present_keys=["new"], now=95 * day)
+    # "old" left 95 days ago; "recent" left the feed only 45 days ago.
+    assert state.prune_seen(90 * day, now=95 * day) == 1
+    assert state.unseen(feed.id, ["old", "recent", "new"]) == ["old"]
+
+
+def test_claims_leave_out_the_feeds_the_caller_has_in_flight(tmp_path):
+    state = make(tmp_path)
+    a = state.upsert_feed("https://a.example/feed", origin="config")
+    b = state.upsert_feed("https://b.example/feed", origin="config")
+    state.claim_due("me", limit=2, lease_s=60, now=1000)
+    # Both leases ran out, but the caller still polls `a`.
+    taken = state.claim_due("me", limit=2, lease_s=60, exclude=[a.id], now=2000)
+    assert [f.id for f in taken] == [b.id]
+
+
+def test_renewing_leases_keeps_them_and_says_which_were_lost(tmp_path):
+    one, two = make(tmp_path), make(tmp_path)  # two processes' connections
+    a = one.upsert_feed("https://a.example/feed", origin="config")
+    b = one.upsert_feed("https://b.example/feed", origin="config")
+    one.claim_due("p1", limit=2, lease_s=60, now=1000)
+    assert one.renew_leases("p1", [a.id], lease_s=60, now=1050) == {a.id}
+    # At 1070 b's lease has run out (a's was renewed to 1110): p2 takes b only.
+    assert [f.id for f in two.claim_due("p2", limit=2, lease_s=60, now=1070)] == [b.id]
+    assert one.renew_leases("p1", [a.id, b.id], lease_s=60, now=1080) == {a.id}
+    row_a, row_b = one.feed(a.id), one.feed(b.id)
+    assert row_a is not None and (row_a.lease_owner, row_a.lease_until) == ("p1", 1140)
+    assert row_b is not None and (row_b.lease_owner, row_b.lease_until) == ("p2", 1130)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -20,6 +21,7 @@ from producers.feeds import (
     ProducerLoop,
     build_article,
     publish_all,
+    sync_feeds_file,
     truncate_text,
 )
 from producers.state import FeedRow, FeedUpdate, StateStore
@@ -228,3 +230,130 @@ def test_the_loop_still_retries_everything_when_the_broker_is_down(tmp_path, sta
     assert row.next_poll > time.time()  # handed back, polled again in 30-60 s
     assert loop.metrics.publish_failures.value() == 1
     assert loop.metrics.too_large.value() == 0 and loop.published == 0
+
+
+# -- leases -----------------------------------------------------------------------
+
+
+class HeldPoller:
+    """A poll that lasts until the test ends it (a feed with many slow pages); ``during``
+    runs inside it (what other processes do meanwhile)."""
+
+    def __init__(self, during: Callable[[], None] = lambda: None) -> None:
+        self.during = during
+        self.started = threading.Event()
+        self.finish = threading.Event()
+        self.polls = 0
+
+    def poll(self, feed: FeedRow, stop: threading.Event | None = None) -> PollResult:
+        self.polls += 1
+        self.started.set()
+        self.during()
+        self.finish.wait(10)
+        return PollResult(
+            feed,
+            FeedUpdate(status=200, error=None, next_poll=time.time() + 3600),
+            articles=[story(0)], new_keys=["guid-0"], present_keys=["guid-0"],
+        )
+
+
+def held_loop(tmp_path, state, poller: HeldPoller, published: list[str], lease_s: float) -> ProducerLoop:
+    loop = ProducerLoop(
+        Settings(data_dir=tmp_path / "var"), state=state, poller=poller,  # type: ignore[arg-type]
+        publish=lambda a: published.append(a.id), flush=lambda: None, workers=1,
+    )
+    loop.lease_s = lease_s
+    return loop
+
+
+def test_a_poll_whose_lease_ran_out_is_not_claimed_again_by_its_own_process(tmp_path, state):
+    feed = state.upsert_feed("https://news.example/feed", origin="config")
+    elsewhere = StateStore(tmp_path / "state.db")
+    published: list[str] = []
+    poller = HeldPoller()
+    # A lease long enough that the loop does not renew it during the test.
+    loop = held_loop(tmp_path, state, poller, published, lease_s=3600)
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    runner.start()
+    try:
+        assert poller.started.wait(5)
+        # The lease runs out while the poll goes on (the feed is still due).
+        elsewhere._conn.execute("UPDATE feeds SET lease_until = 0 WHERE id = ?", (feed.id,))
+        time.sleep(1.2)  # a few turns of the loop, each claiming what is due
+    finally:
+        poller.finish.set()
+        stop.set()
+        runner.join(20)
+        elsewhere.close()
+    assert poller.polls == 1
+    assert published == ["id-0"]
+
+
+def test_the_lease_is_renewed_while_a_poll_runs(tmp_path, state):
+    feed = state.upsert_feed("https://news.example/feed", origin="config")
+    other_process = StateStore(tmp_path / "state.db")
+    published: list[str] = []
+    poller = HeldPoller()
+    loop = held_loop(tmp_path, state, poller, published, lease_s=1.5)
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    runner.start()
+    taken: list[FeedRow] = []
+    try:
+        assert poller.started.wait(5)
+        deadline = time.monotonic() + 3.5  # more than twice the lease
+        while time.monotonic() < deadline and not taken:
+            taken = other_process.claim_due("other", limit=1, lease_s=60)
+            time.sleep(0.1)
+    finally:
+        poller.finish.set()
+        stop.set()
+        runner.join(20)
+        other_process.close()
+    assert taken == []
+    assert published == ["id-0"]
+    row = state.feed(feed.id)
+    assert row is not None and row.entries_seen == 1 and row.lease_owner is None
+
+
+def test_a_poll_whose_lease_another_process_took_publishes_nothing(tmp_path, state, caplog):
+    feed = state.upsert_feed("https://news.example/feed", origin="config")
+    other_process = StateStore(tmp_path / "state.db")
+
+    def lease_runs_out_and_is_taken() -> None:
+        # As if the poll had lasted an hour: the lease ran out and another process took it.
+        other_process.claim_due("other", limit=1, lease_s=60, now=time.time() + 3600)
+
+    published: list[str] = []
+    poller = HeldPoller(during=lease_runs_out_and_is_taken)
+    poller.finish.set()
+    loop = held_loop(tmp_path, state, poller, published, lease_s=60)
+    with caplog.at_level(logging.WARNING, logger="producers.feeds"):
+        loop.run(threading.Event(), until_idle=True)
+    other_process.close()
+    assert published == []
+    assert state.unseen(feed.id, ["guid-0"]) == ["guid-0"]  # the other process's to publish
+    row = state.feed(feed.id)
+    assert row is not None and row.lease_owner == "other" and row.entries_seen == 0
+    assert any("another process took the feed over" in r.getMessage() for r in caplog.records)
+
+
+# -- the feeds file ------------------------------------------------------------------
+
+
+def test_a_missing_feeds_file_switches_no_feed_off(tmp_path, state, caplog):
+    feeds_file = tmp_path / "feeds.toml"
+    feeds_file.write_text(
+        '[[feed]]\nurl = "https://a.example/feed"\n\n[[feed]]\nurl = "https://b.example/feed"\n'
+    )
+    sync_feeds_file(state, feeds_file)
+    with caplog.at_level(logging.WARNING, logger="producers.feeds"):
+        assert sync_feeds_file(state, tmp_path / "elsewhere" / "feeds.toml") == []
+    assert len(state.feeds(active_only=True)) == 2
+    assert any("no feeds file at" in r.getMessage() and "none switched off" in r.getMessage()
+               for r in caplog.records)
+    # A file that is there and lists fewer feeds does switch the others off.
+    feeds_file.write_text('[[feed]]\nurl = "https://a.example/feed"\n')
+    sync_feeds_file(state, feeds_file)
+    assert [f.url for f in state.feeds(active_only=True)] == ["https://a.example/feed"]
