@@ -2,8 +2,9 @@
 
 Each service process keeps its own ``Registry`` and writes it atomically to
 ``<data_dir>/metrics/<process>.prom`` (the node-exporter "textfile" pattern); the web
-service serves all of them, plus figures read from storage, at ``/metrics``. So one
-scrape sees every process without each one opening a port.
+service serves all of them, merged and labelled by process, plus figures read from
+storage, at ``/metrics``. So one scrape sees every process without each one opening a
+port. ``newsflow run`` removes the file of a process that died.
 """
 
 from __future__ import annotations
@@ -195,14 +196,57 @@ def write_textfile(registry: Registry, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def clear_textfiles(directory: Path) -> None:
+    """Remove every process's metrics file: at a service start none of them is current
+    (a process killed before it could remove its own leaves one behind)."""
+    if not directory.is_dir():
+        return
+    for path in directory.glob("*.prom"):
+        path.unlink(missing_ok=True)
+
+
+def _with_label(sample: str, name: str, value: str) -> str:
+    """``metric{a="1"} 2`` -> ``metric{name="value",a="1"} 2``."""
+    label = f'{name}="{_escape(value)}"'
+    # A metric name holds neither '{' nor ' ': whichever comes first ends it.
+    brace, space = sample.find("{"), sample.find(" ")
+    if brace != -1 and (space == -1 or brace < space):
+        return f"{sample[:brace + 1]}{label},{sample[brace + 1:]}"
+    metric, _, rest = sample.partition(" ")
+    return f"{metric}{{{label}}} {rest}"
+
+
 def read_textfiles(directory: Path) -> str:
-    """Every process's metrics file, concatenated (missing directory: nothing)."""
+    """Every process's metrics file, merged (missing directory: nothing).
+
+    Each metric family is written once, with one HELP and TYPE, holding the samples of
+    every file; each sample gets a ``process`` label (the file's name without ``.prom``)
+    so the same series from two processes stays two series. Concatenated files would
+    repeat a family, which Prometheus rejects.
+    """
     if not directory.is_dir():
         return ""
-    parts = []
+    headers: dict[str, dict[str, str]] = {}  # family -> {"HELP": line, "TYPE": line}
+    samples: dict[str, list[str]] = {}  # family -> sample lines, in file order
     for path in sorted(directory.glob("*.prom")):
         try:
-            parts.append(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except OSError:
             continue
-    return "".join(p if p.endswith("\n") else p + "\n" for p in parts)
+        family = ""
+        for line in text.splitlines():
+            if line.startswith(("# HELP ", "# TYPE ")):
+                # Samples belong to the family named last (a histogram's _bucket, _sum
+                # and _count lines carry suffixes its TYPE line does not).
+                _, kind, family = line.split(" ", 3)[:3]
+                headers.setdefault(family, {}).setdefault(kind, line)
+                samples.setdefault(family, [])
+            elif line and not line.startswith("#"):
+                name = family or line.split("{", 1)[0].split(" ", 1)[0]
+                samples.setdefault(name, []).append(_with_label(line, "process", path.stem))
+    lines: list[str] = []
+    for family, family_samples in samples.items():
+        header = headers.get(family, {})
+        lines += [header[kind] for kind in ("HELP", "TYPE") if kind in header]
+        lines += family_samples
+    return "\n".join(lines) + "\n" if lines else ""

@@ -2,8 +2,11 @@
 
 The supervisor starts the embedded broker (unless a cluster is configured), creates the
 topics, starts one child process per role (sink, processors, web, producers), replays
-``seeds/`` once, and restarts a child that dies. On SIGTERM/SIGINT it stops them in
-order (producers first, so everything they sent is flushed through; the broker last).
+``seeds/`` once, and restarts a child that dies; a child that dies within seconds of
+starting, time after time, stops the service instead (it will not get better by itself),
+and a web port that cannot be bound stops it before anything starts. On SIGTERM/SIGINT
+it stops them in order (producers first, so everything they sent is flushed through; the
+broker last).
 Children run in their own session so a terminal's Ctrl-C reaches only the supervisor,
 and each gets SIGTERM if the supervisor itself dies.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +29,7 @@ from kafka import TopicPartition
 
 from newsflow.broker import EmbeddedBroker
 from newsflow.kafka import Publisher, admin_client, bootstrap_servers, ensure_topics
+from newsflow.metrics import clear_textfiles, metrics_dir
 from newsflow.processes import spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
@@ -33,13 +38,28 @@ logger = logging.getLogger(__name__)
 # Start order; they stop in reverse, so producers stop first and the sink last.
 ROLES = ("sink", "web", "process", "produce")
 
+# A child that exits sooner than QUICK_EXIT_S after its start, MAX_QUICK_EXITS times in
+# a row, is failing at start-up (a port taken, a bad setting): restarting cannot help.
+QUICK_EXIT_S = 10.0
+MAX_QUICK_EXITS = 5
+
+# The metrics textfile each role writes under <data_dir>/metrics (processors/app.py,
+# sinks/runner.py, producers/feeds.py); the web child serves its figures itself.
+METRICS_FILES = {"sink": "sink.prom", "process": "processors.prom", "produce": "produce-{pid}.prom"}
+
+
+class ServiceError(RuntimeError):
+    """The service cannot start or keep running; the message says why."""
+
 
 @dataclass
 class Child:
     role: str
     env: dict[str, str]
+    metrics_dir: Path | None = None  # where its metrics textfile goes (METRICS_FILES)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    quick_exits: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
 
@@ -57,6 +77,13 @@ class Child:
 
     def stop(self, timeout_s: float) -> None:
         terminate(self.process, self.role, timeout_s)
+
+    def remove_metrics_file(self) -> None:
+        """A dead child's figures must not be served as if it still ran."""
+        name = METRICS_FILES.get(self.role)
+        if name is None or self.metrics_dir is None or self.process is None:
+            return
+        (self.metrics_dir / name.format(pid=self.process.pid)).unlink(missing_ok=True)
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -98,6 +125,25 @@ def discover_running_service(settings: Settings) -> Settings:
     )
 
 
+def check_web_port(settings: Settings) -> None:
+    """Fail before anything starts when the web page's port cannot be bound: the web child
+    would only die on it, and whatever holds the port would answer /healthz for us."""
+    if settings.web_port == 0:  # the web child picks a free port itself
+        return
+    # Bound as the web server binds it: IPv4, with SO_REUSEADDR (a port whose last
+    # connections are in TIME_WAIT is free to it).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((settings.web_host, settings.web_port))
+        except OSError as exc:
+            raise ServiceError(
+                f"cannot serve the web page on {settings.web_host}:{settings.web_port}:"
+                f" {exc.strerror or exc}; stop what uses it, or set NEWSFLOW_WEB_PORT"
+                " (0: any free port) or NEWSFLOW_WEB_HOST"
+            ) from exc
+
+
 def replay_seeds(settings: Settings) -> int:
     from producers.replay import read_articles, replay
 
@@ -114,7 +160,9 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
     if os.environ.get("NEWSFLOW_STOP_WITH_PARENT") == "true":
         # Under `make run`: a SIGTERM to make (which does not pass it on) still stops us.
         stop_with_parent()
+    check_web_port(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    clear_textfiles(metrics_dir(settings.data_dir))
     exit_code = 0
     broker: EmbeddedBroker | None = None
     if not settings.kafka_bootstrap:
@@ -126,7 +174,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
     try:
         ensure_topics(settings)
         env = child_env(settings)
-        children = [Child(role, env) for role in roles]
+        children = [Child(role, env, metrics_dir(settings.data_dir)) for role in roles]
         for child in children:
             child.start()
         write_runfile(settings)
@@ -150,8 +198,13 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
                 logger.error("the embedded broker died; stopping")
                 exit_code = 1
                 break
-            for child in children:
-                supervise(child)
+            try:
+                for child in children:
+                    supervise(child)
+            except ServiceError as exc:
+                logger.error("%s; stopping", exc)
+                exit_code = 1
+                break
     finally:
         consumers = [c for c in children if c.role in ("process", "sink")]
         for child in reversed(children):
@@ -217,7 +270,8 @@ def wait_drained(
 
 
 def supervise(child: Child) -> None:
-    """Restart a child that died, with capped backoff so a crash loop stays quiet."""
+    """Restart a child that died, with capped backoff so a crash loop stays quiet; raise
+    ServiceError when it keeps dying right after its start."""
     if child.alive():
         if time.monotonic() - child.started_at > 60:
             child.restarts = 0
@@ -225,6 +279,16 @@ def supervise(child: Child) -> None:
     now = time.monotonic()
     if child.next_start == 0.0:
         code = child.process.returncode if child.process else None
+        child.remove_metrics_file()
+        if now - child.started_at < QUICK_EXIT_S:
+            child.quick_exits += 1
+        else:  # it ran a while: a crash worth a restart, not a failing start-up
+            child.quick_exits = 0
+        if child.quick_exits >= MAX_QUICK_EXITS:
+            raise ServiceError(
+                f"{child.role} exited within {QUICK_EXIT_S:.0f}s of starting"
+                f" {child.quick_exits} times in a row (last exit code {code})"
+            )
         delay = min(60.0, 2.0 ** child.restarts)
         logger.error("%s exited with %s; restarting in %.0fs", child.role, code, delay)
         child.next_start = now + delay

@@ -17,12 +17,13 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
@@ -99,6 +100,10 @@ SCRIPT = """
   setTimeout(refresh, __REFRESH_MS__);
 })();
 """.replace("__REFRESH_MS__", str(REFRESH_MS))
+
+# C0 and C1 control characters, NUL among them: no incident id, source or search needs
+# one, and PostgreSQL refuses a NUL in text with an error that would look like an outage.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'"
 
@@ -297,6 +302,9 @@ class Handler(BaseHTTPRequestHandler):
         path = parts.path
         route = path
         try:
+            if any(CONTROL_CHARS.search(text) for text in (unquote(path), *query, *query.values())):
+                route = "other"  # not the raw path: a label per bad address is unbounded
+                raise ValueError("control characters are not allowed in the address")
             if path == "/healthz":
                 self._send(200, "ok\n", "text/plain; charset=utf-8")
             elif path == "/readyz":
@@ -332,13 +340,13 @@ class Handler(BaseHTTPRequestHandler):
                     self._send(200, render_search(q, hits))
             else:
                 route = "other"
-                self._send(404, page("Not found", "<h1>Not found</h1>"))
+                self._error(404, "not found", api=path.startswith("/api/"))
         except ValueError as exc:
-            self._send(400, page("Bad request", f"<h1>Bad request</h1><p>{esc(exc)}</p>"))
+            self._error(400, f"bad request: {exc}", api=path.startswith("/api/"))
         except Exception as exc:
             logger.warning("GET %s failed: %s", path, exc)
             self.server.stores.reset()
-            self._send(503, page("Unavailable", "<h1>Storage unavailable</h1>"))
+            self._error(503, "storage unavailable", api=path.startswith("/api/"))
         finally:
             self.server.metrics.requests.inc(route=route, status=str(self._status))
 
@@ -354,8 +362,6 @@ class Handler(BaseHTTPRequestHandler):
         return hours, (query.get("source") or None)
 
     def _incident(self, raw_id: str, *, api: bool) -> None:
-        from urllib.parse import unquote
-
         detail = self._store().get_incident(unquote(raw_id))
         if detail is None:
             if api:
@@ -393,6 +399,14 @@ class Handler(BaseHTTPRequestHandler):
             metrics.store_up.set(0)
         text = read_textfiles(metrics_dir(self.server.settings.data_dir))
         self._send(200, text + metrics.registry.render(), CONTENT_TYPE)
+
+    def _error(self, status: int, message: str, *, api: bool) -> None:
+        """JSON for /api/ callers, a page for people."""
+        if api:
+            self._json({"error": message}, status=status)
+        else:
+            title = message[:1].upper() + message[1:]
+            self._send(status, page(title, f"<h1>{esc(title)}</h1>"))
 
     def _json(self, data: Any, status: int = 200) -> None:
         self._send(status, json.dumps(data, ensure_ascii=False), "application/json")

@@ -22,7 +22,7 @@ class Service:
     def __init__(self, tmp_path: Path, **settings: str) -> None:
         self.data_dir = tmp_path / "var"
         self.db = self.data_dir / "newsflow.db"
-        self.web_port = free_port()
+        self.web_port = int(settings.get("NEWSFLOW_WEB_PORT") or free_port())
         feeds = tmp_path / "no-feeds.toml"
         feeds.write_text("", encoding="utf-8")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
@@ -30,8 +30,8 @@ class Service:
             NEWSFLOW_DATA_DIR=str(self.data_dir),
             NEWSFLOW_WEB_PORT=str(self.web_port),
             NEWSFLOW_FEEDS_FILE=str(feeds),
-            **settings,
         )
+        self.env.update(settings)
         self.log_path = tmp_path / "service.log"
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(

@@ -1,14 +1,20 @@
-"""The supervisor restarts a child that dies, and the stream loses nothing meanwhile."""
+"""The supervisor restarts a child that dies, and the stream loses nothing meanwhile; it
+stops on a child that cannot start, and serves no dead child's metrics."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import sqlite3
+import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.conftest import Service
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +74,58 @@ def test_a_dead_embedded_broker_stops_the_service_for_its_manager_to_restart(sta
             raise AssertionError(f"child {pid} outlived the service")
         except ProcessLookupError:
             pass
+
+
+def test_a_taken_web_port_stops_the_service_before_it_starts(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as other_program:
+        port = other_program.getsockname()[1]
+        service = Service(tmp_path, NEWSFLOW_WEB_PORT=str(port))
+        try:
+            service.process.wait(60)
+        except subprocess.TimeoutExpired:
+            service.stop()
+            raise AssertionError(f"still running:\n{service.log()[-3000:]}") from None
+    assert service.process.returncode == 1, service.log()[-3000:]
+    assert f"cannot serve the web page on 127.0.0.1:{port}" in service.log()
+    assert "newsflow running" not in service.log()
+    assert not (service.data_dir / "service.json").exists()
+
+
+def test_a_child_failing_at_every_start_stops_the_service(start_service, tmp_path):
+    not_a_folder = tmp_path / "not-a-folder"
+    not_a_folder.write_text("")
+    service = start_service(
+        NEWSFLOW_REPLAY_SEEDS="false",
+        NEWSFLOW_PRODUCER_STATE_PATH=str(not_a_folder / "producer.db"),
+    )
+    service.process.wait(120)
+    assert service.process.returncode == 1, service.log()[-3000:]
+    assert "produce exited within 10s of starting 5 times in a row" in service.log()
+    for pid in [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", service.log())]:
+        try:
+            os.kill(pid, 0)
+            raise AssertionError(f"child {pid} outlived the service")
+        except ProcessLookupError:
+            pass
+
+
+def test_a_killed_producers_metrics_are_not_served(start_service):
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    metrics = service.data_dir / "metrics"
+
+    def producer_pids() -> list[int]:
+        return [int(p) for p in re.findall(r"started produce \(pid (\d+)\)", service.log())]
+
+    killed = producer_pids()[0]
+    service.wait_for(lambda: (metrics / f"produce-{killed}.prom").exists(), 60)
+    os.kill(killed, signal.SIGKILL)
+    service.wait_for(lambda: len(producer_pids()) == 2, 30)
+    restarted = producer_pids()[1]
+    service.wait_for(lambda: (metrics / f"produce-{restarted}.prom").exists(), 60)
+    url = f"http://127.0.0.1:{service.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    assert text.count("# TYPE newsflow_feeds_active gauge") == 1, text
+    assert f'newsflow_feeds_active{{process="produce-{restarted}"}}' in text
+    assert f"produce-{killed}" not in text
+    assert service.stop() == 0, service.log()[-3000:]

@@ -111,7 +111,7 @@ def test_pages_api_health_and_metrics(server: NewsflowServer) -> None:
     ]
     status, ctype, text = get(base + "metrics")
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
-    assert 'newsflow_consumer_lag{topic="t"} 4' in text  # the sink process's file
+    assert 'newsflow_consumer_lag{process="sink",topic="t"} 4' in text  # the sink process's file
     assert 'newsflow_store_rows{kind="articles"} 2' in text
     assert 'newsflow_web_requests_total{route="/incident/:id",status="404"} 1' in text
 
@@ -127,10 +127,73 @@ def test_readiness_fails_when_the_store_cannot_be_opened(tmp_path: Path) -> None
         assert get(srv.url + "healthz")[0] == 200
         assert get(srv.url + "readyz")[0] == 503
         assert get(srv.url)[0] == 503
+        assert get(srv.url + "api/incidents") == (
+            503, "application/json", '{"error": "storage unavailable"}'
+        )
         assert "newsflow_store_up 0" in get(srv.url + "metrics")[2]
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+CONTROL_CHARACTER_ADDRESSES = [
+    "api/incidents/x%00", "api/incidents?source=a%00", "api/search?q=a%00",
+    "api/incidents?hours=2&a%00=1", "api/incidents?source=a%1b", "api/incidents?source=a%c2%85",
+    "incident/x%00", "search?q=a%0a", "?source=a%00",
+]
+
+
+def test_control_characters_are_refused_before_storage_is_touched(
+    server: NewsflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_storage() -> None:
+        raise AssertionError("storage was touched")
+
+    monkeypatch.setattr(server.stores, "get", no_storage)
+    for address in CONTROL_CHARACTER_ADDRESSES:
+        status, ctype, body = get(server.url + address)
+        assert status == 400, address
+        if address.startswith("api/"):
+            assert ctype == "application/json", address
+            assert "control characters" in json.loads(body)["error"]
+    refused = len(CONTROL_CHARACTER_ADDRESSES)
+    # Counted under one route, not one per address sent.
+    assert f'newsflow_web_requests_total{{route="other",status="400"}} {refused}' in get(
+        server.url + "metrics"
+    )[2]
+
+
+def test_api_errors_are_json(server: NewsflowServer) -> None:
+    for address, status in (
+        ("api/incidents?limit=lots", 400), ("api/incidents?hours=-1", 400),
+        ("api/incidents/nope", 404), ("api/nothing-here", 404),
+    ):
+        got, ctype, body = get(server.url + address)
+        assert (got, ctype) == (status, "application/json"), address
+        assert json.loads(body)["error"]
+    assert get(server.url + "nothing-here")[1] == "text/html; charset=utf-8"
+
+
+def test_on_postgres_a_nul_is_refused_and_the_pool_stays_open(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    # PostgreSQL refuses a NUL in text; that error used to close the shared pool.
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=postgres_dsn, web_port=0)
+    srv = make_server(settings)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert get(srv.url + "api/incidents/x")[0] == 404
+        store = srv.stores.get()
+        for address in ("api/incidents/x%00", "api/incidents?source=a%00", "api/search?q=a%00"):
+            assert get(srv.url + address)[0] == 400, address
+        assert srv.stores.get() is store  # the same open pool
+        assert get(srv.url + "api/search?q=missiles")[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        srv.stores.reset()
+        thread.join(timeout=5)
 
 
 def chromium() -> str:

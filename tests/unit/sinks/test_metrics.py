@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from newsflow.metrics import Registry, read_textfiles, write_textfile
+from newsflow.metrics import Registry, clear_textfiles, read_textfiles, write_textfile
 
 
 def test_render_counters_gauges_histograms() -> None:
@@ -45,6 +45,55 @@ def test_textfiles_round_trip(tmp_path: Path) -> None:
     r = Registry()
     r.counter("a_total", "A").inc(3)
     write_textfile(r, tmp_path / "metrics" / "sink.prom")
-    assert read_textfiles(tmp_path / "metrics") == r.render()
+    assert read_textfiles(tmp_path / "metrics") == r.render().replace(
+        "a_total 3", 'a_total{process="sink"} 3'
+    )
     assert list((tmp_path / "metrics").iterdir()) == [tmp_path / "metrics" / "sink.prom"]
     assert read_textfiles(tmp_path / "missing") == ""
+
+
+def producer_registry(feeds: int) -> Registry:
+    r = Registry()
+    r.gauge("newsflow_feeds_active", "Feeds being polled").set(feeds)
+    r.counter("newsflow_feed_polls_total", "Polls", ["outcome"]).inc(outcome="ok")
+    r.histogram("nf_fetch_seconds", "Fetch time", buckets=(1.0,)).observe(0.5)
+    return r
+
+
+def test_textfiles_of_several_processes_merge_into_one_family_each(tmp_path: Path) -> None:
+    # Two producer processes (or one and the file of one that was killed) write the same
+    # families; Prometheus refuses a family that appears twice.
+    write_textfile(producer_registry(3), tmp_path / "produce-11.prom")
+    write_textfile(producer_registry(5), tmp_path / "produce-12.prom")
+    text = read_textfiles(tmp_path)
+    lines = text.splitlines()
+    assert lines[:4] == [
+        "# HELP newsflow_feeds_active Feeds being polled",
+        "# TYPE newsflow_feeds_active gauge",
+        'newsflow_feeds_active{process="produce-11"} 3',
+        'newsflow_feeds_active{process="produce-12"} 5',
+    ]
+    assert 'newsflow_feed_polls_total{process="produce-12",outcome="ok"} 1' in lines
+    # A histogram's lines stay together under its one TYPE line.
+    start = lines.index("# TYPE nf_fetch_seconds histogram")
+    assert lines[start + 1:] == [
+        'nf_fetch_seconds_bucket{process="produce-11",le="1"} 1',
+        'nf_fetch_seconds_bucket{process="produce-11",le="+Inf"} 1',
+        'nf_fetch_seconds_sum{process="produce-11"} 0.5',
+        'nf_fetch_seconds_count{process="produce-11"} 1',
+        'nf_fetch_seconds_bucket{process="produce-12",le="1"} 1',
+        'nf_fetch_seconds_bucket{process="produce-12",le="+Inf"} 1',
+        'nf_fetch_seconds_sum{process="produce-12"} 0.5',
+        'nf_fetch_seconds_count{process="produce-12"} 1',
+    ]
+    for kind in ("HELP", "TYPE"):
+        names = [line.split()[2] for line in lines if line.startswith(f"# {kind} ")]
+        assert len(names) == len(set(names)) == 3
+
+
+def test_clear_textfiles(tmp_path: Path) -> None:
+    write_textfile(producer_registry(1), tmp_path / "metrics" / "produce-11.prom")
+    (tmp_path / "metrics" / "notes.txt").write_text("not a metrics file")
+    clear_textfiles(tmp_path / "metrics")
+    assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["notes.txt"]
+    clear_textfiles(tmp_path / "missing")  # nothing to clear: no error

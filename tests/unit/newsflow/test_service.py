@@ -1,0 +1,131 @@
+"""The supervisor's decisions: a web port it cannot bind, children that die, their metrics."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from threading import Event
+
+import pytest
+
+from newsflow import service
+from newsflow.broker import free_port
+from newsflow.service import MAX_QUICK_EXITS, QUICK_EXIT_S, Child, ServiceError, supervise
+from newsflow.settings import Settings
+
+
+class StandInProcess:
+    """What the supervisor asks of a child's process; the test decides when it dies."""
+
+    next_pid = 1000
+
+    def __init__(self) -> None:
+        StandInProcess.next_pid += 1
+        self.pid = StandInProcess.next_pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+class StandInChild(Child):
+    def start(self) -> None:
+        self.process = StandInProcess()  # type: ignore[assignment]
+        self.started_at = time.monotonic()
+
+
+def die(child: Child, code: int = 1) -> None:
+    child.process.returncode = code  # type: ignore[union-attr]
+
+
+def restart(child: Child) -> None:
+    """Let the supervisor see the death, then skip its backoff wait and restart."""
+    supervise(child)
+    assert not child.alive() and child.next_start > 0
+    child.next_start = time.monotonic()
+    supervise(child)
+    assert child.alive()
+
+
+def test_a_taken_web_port_stops_the_service_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_broker(*args: object) -> None:
+        raise AssertionError("the broker was started")
+
+    monkeypatch.setattr(service.EmbeddedBroker, "start", no_broker)
+    settings = Settings(data_dir=tmp_path / "var", web_host="127.0.0.1", web_port=free_port())
+    with socket.create_server((settings.web_host, settings.web_port)):  # another program
+        with pytest.raises(ServiceError, match=f"cannot serve the web page on 127.0.0.1:{settings.web_port}"):
+            service.run_service(settings, Event())
+    assert not (settings.data_dir / "service.json").exists()
+    service.check_web_port(settings)  # free again: no complaint
+
+
+def test_a_child_dying_right_after_each_start_stops_the_service() -> None:
+    child = StandInChild("web", {})
+    child.start()
+    for _ in range(MAX_QUICK_EXITS - 1):
+        die(child)
+        restart(child)
+    die(child)
+    with pytest.raises(ServiceError, match=f"web exited within 10s of starting {MAX_QUICK_EXITS} times"):
+        supervise(child)
+
+
+def test_a_child_that_ran_a_while_before_dying_is_always_restarted() -> None:
+    child = StandInChild("sink", {})
+    child.start()
+    for _ in range(MAX_QUICK_EXITS * 3):
+        child.started_at -= QUICK_EXIT_S + 1  # it ran fine for a while
+        die(child, -9)
+        restart(child)
+    # A run of a while in between starts the count of quick exits again.
+    for _ in range(MAX_QUICK_EXITS - 1):
+        die(child)
+        restart(child)
+    child.started_at -= QUICK_EXIT_S + 1
+    die(child)
+    restart(child)
+    for _ in range(MAX_QUICK_EXITS - 1):
+        die(child)
+        restart(child)
+
+
+def test_a_dead_childs_metrics_file_is_removed(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    producer = StandInChild("produce", {}, metrics)
+    sink = StandInChild("sink", {}, metrics)
+    producer.start()
+    sink.start()
+    mine = metrics / f"produce-{producer.process.pid}.prom"  # type: ignore[union-attr]
+    other = metrics / "produce-1.prom"  # another producer process's, still running
+    for path in (mine, other, metrics / "sink.prom"):
+        path.write_text("# TYPE newsflow_feeds_active gauge\nnewsflow_feeds_active 1\n")
+    die(producer, -9)
+    supervise(producer)
+    assert not mine.exists() and other.exists() and (metrics / "sink.prom").exists()
+    die(sink, -9)
+    supervise(sink)
+    assert not (metrics / "sink.prom").exists()
+
+
+def test_the_service_clears_stale_metrics_files_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Started(Exception):
+        pass
+
+    def broker_start(*args: object) -> None:
+        raise Started  # far enough: the files are cleared before the broker starts
+
+    monkeypatch.setattr(service.EmbeddedBroker, "start", broker_start)
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    stale = settings.data_dir / "metrics" / "produce-4242.prom"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("# TYPE newsflow_feeds_active gauge\nnewsflow_feeds_active 1\n")
+    with pytest.raises(Started):
+        service.run_service(settings, Event())
+    assert not stale.exists()
