@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -43,6 +43,19 @@ class FeedEntry:
     author: str | None = None
     tags: list[str] = field(default_factory=list)
     language: str | None = None
+
+    def to_json(self) -> str:
+        """For the producer state: an entry waiting for its page is kept there."""
+        values = asdict(self)
+        values["published"] = self.published.isoformat() if self.published else None
+        return json.dumps(values, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeedEntry:
+        values = json.loads(text)
+        if values["published"]:
+            values["published"] = datetime.fromisoformat(values["published"])
+        return cls(**values)
 
 
 @dataclass
@@ -91,6 +104,21 @@ def html_to_text(fragment: str) -> str:
 def _tidy(text: str) -> str:
     lines = [_WS.sub(" ", line).strip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n", "\n".join(lines)).strip()
+
+
+def _text_of(value: str, content_type: str | None) -> str:
+    """Plain text of a feedparser text construct, by the type feedparser gives it (Atom's
+    declared one; for RSS its guess, HTML when the value holds known tags or entities).
+    Plain text is already text: a "<" in it ("x<y", "<- court") is a character, which an
+    HTML parser would take for the start of a tag, dropping the rest."""
+    if content_type == "text/plain":
+        return _tidy(value)
+    return html_to_text(value)
+
+
+def _detail_type(raw: Any, name: str) -> str | None:
+    detail = raw.get(f"{name}_detail") or {}
+    return detail.get("type")
 
 
 def _time(value: Any) -> datetime | None:
@@ -245,7 +273,7 @@ def parse_feed(
     feed = result.get("feed", {})
     parsed = ParsedFeed(
         kind=result.get("version", "") or "",
-        title=html_to_text(feed.get("title", "") or ""),
+        title=_text_of(feed.get("title", "") or "", _detail_type(feed, "title")),
         link=feed.get("link"),
         language=feed.get("language"),
         ttl_minutes=_float(feed.get("ttl")),
@@ -280,13 +308,16 @@ def _from_feedparser(raw: Any, language: str | None) -> FeedEntry | None:
                 link = candidate["href"]
                 break
     link = link.strip() if isinstance(link, str) and link.strip() else None
-    title = html_to_text(raw.get("title", "") or "")
-    summary_html = raw.get("summary", "") or ""
+    title = _text_of(raw.get("title", "") or "", _detail_type(raw, "title"))
+    # The longest of the summary and the content values, with its own type. A content
+    # as long wins: feedparser copies a lone content to the summary without its type.
+    summary_value = raw.get("summary", "") or ""
+    summary_type = _detail_type(raw, "summary")
     for content in raw.get("content", []) or []:
         value = content.get("value") or ""
-        if len(value) > len(summary_html):
-            summary_html = value
-    summary = html_to_text(summary_html)
+        if len(value) >= len(summary_value):
+            summary_value, summary_type = value, content.get("type")
+    summary = _text_of(summary_value, summary_type)
     if not (link or title or summary):
         return None
     # dict.get: FeedParserDict maps a missing updated_parsed to published, with a warning.

@@ -3,8 +3,10 @@
 Pieces:
 - ``FeedPoller.poll(feed)``: one conditional GET of a feed, its new entries (not yet
   seen for this feed), each entry's page fetched (robots.txt, per-host politeness) and
-  extracted, or its summary when the page cannot be used. Returns the articles and the
-  feed's new state; it never touches Kafka or raises on network trouble.
+  extracted, or its summary when the page cannot be used. A page that failed for a
+  reason that may pass (429, 5xx, timeout) leaves its entry unseen, to be tried again
+  on later polls, up to PAGE_ATTEMPTS in all (counted in the state). Returns the
+  articles and the feed's new state; it never touches Kafka or raises on network trouble.
 - ``run_producer(settings, stop)``: the long-running loop behind ``newsflow produce``.
   Worker threads poll claimed feeds; the loop thread alone publishes, flushes, and only
   then records the entries as seen and the new ETag, so a crash re-publishes at most
@@ -41,7 +43,7 @@ from producers.fetch import Fetcher, FetchError, FetchResult
 from producers.politeness import HostBusy, HostLimiter
 from producers.robots import RobotsCache
 from producers.schedule import Bounds, error_interval, next_interval, parse_retry_after
-from producers.state import FeedRow, FeedUpdate, StateStore
+from producers.state import FeedRow, FeedUpdate, PageRetry, StateStore
 from producers.urls import canonicalize, host_of, is_http_url, outlet_from_host
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ SHORT_PAGE_RATIO = 0.8
 # scraped page can hold megabytes of text (pages are fetched up to 10 MB), and a raw
 # article must stay far below the topics' message limit (8 MiB) even as escaped JSON.
 MAX_TEXT_CHARS = 200_000
+# How many polls try an entry's page when it fails for a reason that may pass (429,
+# 5xx, timeout, network, host paused) before the entry's summary is published instead.
+# Tries are spaced like feed errors (within 1, 2, 4, 8 minutes, or Retry-After).
+PAGE_ATTEMPTS = 5
 
 
 @dataclass
@@ -67,6 +73,8 @@ class PageOutcome:
     extracted: Extracted | None
     meta: dict[str, str | int | float | bool | None]
     reason: str | None  # why the page was not used
+    retryable: bool = False  # the reason may pass: worth another try later
+    retry_after_s: float | None = None  # the host asked us to wait this long
 
 
 @dataclass
@@ -97,11 +105,13 @@ class FeedPoller:
         robots: RobotsCache | None = None,
         janitor: CacheJanitor | None = None,
         rng: random.Random | None = None,
+        page_attempts: int = PAGE_ATTEMPTS,
     ) -> None:
         self.settings = settings
         self.fetcher = fetcher
         self.state = state
         self.fetch_pages = fetch_pages
+        self.page_attempts = page_attempts
         self.robots = robots or RobotsCache(fetcher, agent=settings.user_agent)
         self.janitor = janitor or CacheJanitor()
         self.rng = rng or random.Random()
@@ -119,9 +129,12 @@ class FeedPoller:
 
     def poll(self, feed: FeedRow, stop: threading.Event | None = None) -> PollResult:
         headers = {"Accept": FEED_ACCEPT}
-        if feed.etag:
+        retries = self._waiting_pages(feed)
+        # With pages waiting for another try, the feed is fetched in full: a 304 would
+        # leave them waiting until the feed changes.
+        if feed.etag and not retries:
             headers["If-None-Match"] = feed.etag
-        if feed.last_modified:
+        if feed.last_modified and not retries:
             headers["If-Modified-Since"] = feed.last_modified
         try:
             result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s)
@@ -146,7 +159,7 @@ class FeedPoller:
             return self._failed(feed, result.status, f"HTTP {result.status}", retry_after)
         if not result.ok:
             return self._failed(feed, result.status, f"HTTP {result.status}", retry_after=None)
-        return self._fresh(feed, result, stop)
+        return self._fresh(feed, result, stop, retries)
 
     def _failed(
         self, feed: FeedRow, status: int | None, error: str, retry_after: float | None
@@ -193,7 +206,11 @@ class FeedPoller:
         return interval * self.rng.uniform(0.95, 1.05)
 
     def _fresh(
-        self, feed: FeedRow, result: FetchResult, stop: threading.Event | None
+        self,
+        feed: FeedRow,
+        result: FetchResult,
+        stop: threading.Event | None,
+        retries: dict[str, PageRetry],
     ) -> PollResult:
         parsed = parse_feed(result.body, url=result.final_url, headers=result.headers)
         if parsed.bozo:
@@ -207,10 +224,14 @@ class FeedPoller:
         for entry in parsed.entries:
             entries.setdefault(entry.key, entry)
         new_keys = self.state.unseen(feed.id, entries)
+        # Entries waiting for their page that left the feed meanwhile are still to be
+        # published, from the copy kept.
+        gone = [k for k in retries if k not in entries]
         bounds = self.bounds(feed)
         interval = next_interval(
             published=[e.published for e in parsed.entries if e.published],
-            now=_now(), previous_s=feed.interval_s, new_entries=len(new_keys),
+            now=_now(), previous_s=feed.interval_s,
+            new_entries=sum(1 for k in new_keys if k not in retries),
             ttl_minutes=parsed.ttl_minutes, headers=result.headers, bounds=bounds,
         )
         update = FeedUpdate(
@@ -235,7 +256,7 @@ class FeedPoller:
         if result.truncated:
             feed_meta["feed_truncated"] = True
         # Oldest first, so the topic reads in publication order for this feed.
-        for key in reversed(new_keys):
+        for key in [*gone, *reversed(new_keys)]:
             if stop is not None and stop.is_set():
                 poll.complete = False
                 # Not all entries were handled: ask again soon, with the old validators,
@@ -243,8 +264,16 @@ class FeedPoller:
                 update.etag, update.last_modified = feed.etag, feed.last_modified
                 update.next_poll = time.time()
                 break
-            entry = entries[key]
+            entry = entries[key] if key in entries else FeedEntry.from_json(retries[key].entry)
             page = self.page(entry.link) if self.fetch_pages else None
+            if page is not None and page.retryable:
+                delay = self._page_retry_delay(feed, entry, page, bounds)
+                if delay is not None:
+                    # Left unseen: a later poll, soon enough, tries the page again.
+                    update.next_poll = min(update.next_poll, time.time() + delay)
+                    continue
+            elif page is not None and key in retries:
+                page.meta["page_attempts"] = retries[key].attempts + 1
             poll.articles.append(
                 build_article(
                     entry,
@@ -258,6 +287,39 @@ class FeedPoller:
             poll.new_keys.append(key)
         return poll
 
+    def _waiting_pages(self, feed: FeedRow) -> dict[str, PageRetry]:
+        """The entries of ``feed`` waiting for another try of their page. The records of
+        those published since (the page came, or the summary went out) are dropped."""
+        retries = self.state.page_retries(feed.id)
+        waiting = set(self.state.unseen(feed.id, retries))
+        if len(waiting) < len(retries):
+            self.state.forget_page_retries(feed.id, [k for k in retries if k not in waiting])
+        return {key: retry for key, retry in retries.items() if key in waiting}
+
+    def _page_retry_delay(
+        self, feed: FeedRow, entry: FeedEntry, page: PageOutcome, bounds: Bounds
+    ) -> float | None:
+        """Count a failure that may pass of ``entry``'s page. Returns the seconds until
+        its next try, or None when the tries are used up and the summary is to go out."""
+        attempts = self.state.count_page_failure(
+            feed.id, entry.key, entry=entry.to_json(), reason=page.reason or ""
+        )
+        page.meta["page_attempts"] = attempts
+        if attempts >= self.page_attempts:
+            logger.info(
+                "page %s failed %d time(s), lastly %s: publishing the entry's summary",
+                entry.link, attempts, page.reason,
+            )
+            return None
+        delay = error_interval(
+            attempts, retry_after_s=page.retry_after_s, bounds=bounds, rng=self.rng
+        )
+        logger.debug(
+            "page %s failed (%s); try %d of %d in %.0fs",
+            entry.link, page.reason, attempts + 1, self.page_attempts, delay,
+        )
+        return delay
+
     # -- article pages -----------------------------------------------------------
 
     def page(self, link: str | None) -> PageOutcome:
@@ -270,22 +332,30 @@ class FeedPoller:
             result = self.fetcher.get(
                 link, headers={"Accept": PAGE_ACCEPT}, max_wait_s=self.page_host_wait_s
             )
-        except HostBusy:
-            return PageOutcome(None, meta, "host_paused")
+        except HostBusy as exc:
+            return PageOutcome(None, meta, "host_paused", retryable=True, retry_after_s=exc.wait_s)
         except FetchError as exc:
-            return PageOutcome(None, meta, f"fetch_{exc.kind}")
+            # A timeout or a lost connection may pass; a blocked address or a bad URL not.
+            retryable = exc.kind in ("timeout", "network")
+            return PageOutcome(None, meta, f"fetch_{exc.kind}", retryable=retryable)
         meta.update(
             page_status=result.status,
             page_url=result.final_url,
             page_bytes=len(result.body),
             page_ms=round(result.elapsed_s * 1000),
         )
+        retry_after = None
         if result.status in (429, 503):
             retry_after = parse_retry_after(result.headers.get("retry-after"), _now())
             if retry_after:
                 self.fetcher.limiter.pause(host_of(result.final_url), retry_after)
         if not result.ok:
-            return PageOutcome(None, meta, f"http_{result.status}")
+            # Too many requests and server errors pass; any other 4xx will not.
+            retryable = result.status == 429 or 500 <= result.status < 600
+            return PageOutcome(
+                None, meta, f"http_{result.status}", retryable=retryable,
+                retry_after_s=retry_after,
+            )
         kind = result.content_type.split(";")[0].strip().lower()
         if kind and "html" not in kind and "xml" not in kind:
             return PageOutcome(None, meta, "not_html")
@@ -763,6 +833,9 @@ def poll_once(
     own_state = state is None
     store = state or StateStore(":memory:")
     poller, fetcher = _build_poller(settings, store, fetch_pages=fetch_pages)
+    if own_state:
+        # No later poll will see this state: a failed page gets no second try.
+        poller.page_attempts = 1
     stop = stop or threading.Event()
     results: list[PollResult] = []
     try:

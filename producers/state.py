@@ -53,6 +53,22 @@ CREATE TABLE IF NOT EXISTS seen (
 ) WITHOUT ROWID;
 """
 
+# Entries whose article page failed for a reason that may pass (429, 5xx, timeout, host
+# paused): left unseen, their page is tried again on later polls up to a bound (feeds.py).
+# The entry itself is kept, so that its summary is still published should it leave the
+# feed before then. A table of its own: existing state files gain it on open.
+PAGE_RETRY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS page_retries (
+    feed_id INTEGER NOT NULL,
+    entry_key TEXT NOT NULL,
+    attempts INTEGER NOT NULL,         -- failed page fetches so far
+    last_reason TEXT NOT NULL,
+    last_attempt REAL NOT NULL,
+    entry TEXT NOT NULL,               -- the feed entry as JSON
+    PRIMARY KEY (feed_id, entry_key)
+) WITHOUT ROWID;
+"""
+
 _FEED_COLUMNS = (
     "id, url, origin_url, origin, name, tags, min_interval_s, max_interval_s, active, title, "
     "etag, last_modified, last_fetch, last_status, last_error, interval_s, next_poll, "
@@ -93,6 +109,14 @@ class FeedRow:
 
 
 @dataclass
+class PageRetry:
+    """An entry waiting for its page: how often the page failed, the entry as JSON."""
+
+    attempts: int
+    entry: str
+
+
+@dataclass
 class FeedUpdate:
     """The outcome of one poll, written back when the poll's articles are delivered."""
 
@@ -124,7 +148,7 @@ class StateStore:
             self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         with self._tx():
-            for statement in SCHEMA.split(";"):
+            for statement in (SCHEMA + PAGE_RETRY_SCHEMA).split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
 
@@ -372,3 +396,42 @@ class StateStore:
                 forgotten += cur.rowcount
         return forgotten
 
+    # -- pages to try again --------------------------------------------------------
+
+    def page_retries(self, feed_id: int) -> dict[str, PageRetry]:
+        """The entries of this feed whose page failed and is to be tried again, by key."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT entry_key, attempts, entry FROM page_retries WHERE feed_id = ?",
+                (feed_id,),
+            ).fetchall()
+        return {key: PageRetry(attempts, entry) for key, attempts, entry in rows}
+
+    def count_page_failure(
+        self, feed_id: int, entry_key: str, *, entry: str, reason: str, now: float | None = None
+    ) -> int:
+        """Note one more failed fetch of an entry's page; returns the failures so far."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO page_retries"
+                " (feed_id, entry_key, attempts, last_reason, last_attempt, entry)"
+                " VALUES (?, ?, 1, ?, ?, ?)"
+                " ON CONFLICT (feed_id, entry_key) DO UPDATE SET attempts = attempts + 1,"
+                " last_reason = excluded.last_reason, last_attempt = excluded.last_attempt,"
+                " entry = excluded.entry",
+                (feed_id, entry_key, reason, now, entry),
+            )
+            (attempts,) = conn.execute(
+                "SELECT attempts FROM page_retries WHERE feed_id = ? AND entry_key = ?",
+                (feed_id, entry_key),
+            ).fetchone()
+        return int(attempts)
+
+    def forget_page_retries(self, feed_id: int, entry_keys: Iterable[str]) -> None:
+        """Drop the retry records of entries that are published now."""
+        with self._tx() as conn:
+            conn.executemany(
+                "DELETE FROM page_retries WHERE feed_id = ? AND entry_key = ?",
+                [(feed_id, key) for key in entry_keys],
+            )

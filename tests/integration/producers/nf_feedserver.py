@@ -3,7 +3,7 @@
 Serves ../shared/data/feeds (with ETag/Last-Modified and conditional GET),
 ../shared/data/feeds-hard (with each file's own ``Header:`` lines), the article pages
 of ../shared/data/pages (gunzipped), and misbehaving routes: 301/302 redirects,
-429/503 with Retry-After, slow and oversize bodies, gzip bytes without
+429/503 with Retry-After (for feeds and for article pages), slow and oversize bodies, gzip bytes without
 Content-Encoding, a 403 "paywall", robots.txt rules, generated feeds.
 """
 
@@ -66,6 +66,9 @@ class ServerState:
     gen_version: int = 0
     limited_failures: int = 1  # /limited/...: this many 429s before the real thing
     retry_after: str = "2"
+    # /flaky/<path>: this many answers of flaky_status (with Retry-After), then <path>.
+    flaky_failures: int = 1
+    flaky_status: int = 429
     robots: str = "User-agent: *\nDisallow: /private/\n"
 
 
@@ -151,6 +154,11 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(429, b"slow down", [("Retry-After", state.retry_after)])
             body = self._file(data / "feeds", path[len("/limited/"):])
             return self._send(200, body or b"", [("Content-Type", "application/xml")])
+        if path.startswith("/flaky/"):
+            if count <= state.flaky_failures:
+                return self._send(state.flaky_status, b"busy", [("Retry-After", state.retry_after)])
+            self.path = self.path[len("/flaky"):]
+            return self.do_GET()
         if path.startswith("/unavailable/"):
             return self._send(503, b"", [("Retry-After", state.retry_after)])
         if path.startswith("/gzipped/"):
@@ -224,17 +232,19 @@ class Handler(BaseHTTPRequestHandler):
         entries = int(query.get("entries", [str(state.gen_entries)])[0])
         time.sleep(float(query.get("delay", ["0"])[0]))
         # ?big_page=I: entry I's page holds over a megabyte of text; ?huge_title=I: entry
-        # I's title alone is over 8 MiB.
+        # I's title alone is over 8 MiB; ?flaky_page=I: entry I's page is under /flaky/.
         big_page = int(query.get("big_page", ["-1"])[0])
         huge_title = int(query.get("huge_title", ["-1"])[0])
+        flaky_page = int(query.get("flaky_page", ["-1"])[0])
         base = f"http://{self.headers.get('Host')}"
         items = []
         for i in range(entries):
             title = f"Story {name}-{i}" + (" word" * 1_700_000 if i == huge_title else "")
             page_query = "paragraphs=9000&" if i == big_page else ""
+            flaky = "/flaky" if i == flaky_page else ""
             items.append(
                 f"<item><title>{title}</title>"
-                f"<link>{base}/genpage/{name}/{i}.html?{page_query}utm_source=rss#top</link>"
+                f"<link>{base}{flaky}/genpage/{name}/{i}.html?{page_query}utm_source=rss#top</link>"
                 f"<guid isPermaLink=\"false\">{name}-{i}</guid>"
                 f"<description>Summary of story {name}-{i}.</description>"
                 f"<pubDate>{formatdate(1_700_000_000 + i * 3600, usegmt=True)}</pubDate></item>"

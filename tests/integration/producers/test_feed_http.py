@@ -16,7 +16,7 @@ import pytest
 from newsflow.settings import Settings
 from producers.discover import find_feeds
 from producers.feedparse import parse_feed
-from producers.feeds import FeedPoller, PollResult, make_fetcher
+from producers.feeds import PAGE_ATTEMPTS, FeedPoller, PollResult, make_fetcher, poll_once
 from producers.fetch import FetchError
 from producers.state import FeedRow, StateStore
 from tests.conftest import shared_path
@@ -272,6 +272,77 @@ def test_pages_are_fetched_extracted_or_the_summary_is_kept(server, tmp_path):
         assert not any(p.startswith("/private/") for p, _ in server.state.requests)
     finally:
         rig.close()
+
+
+def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, tmp_path):
+    server.state.retry_after = "0"  # nothing to wait out in a test
+    server.state.flaky_failures = 2
+    rig = Rig(tmp_path, pages=True)
+    try:
+        url = server.url("/gen/flaky.xml?entries=2&flaky_page=1")
+        first = rig.poll(url)
+        assert [a.title for a in first.articles] == ["Story flaky-0"]
+        assert first.update.next_poll <= time.time() + 60  # not the feed's usual interval
+        assert rig.poll(url).articles == []  # the second 429: still waiting
+        third = rig.poll(url)
+        (article,) = third.articles
+        assert article.title == "Story flaky-1" and not article.summary_only, article.fetch
+        assert article.fetch["page_attempts"] == 3
+        # Published: its record goes, and the feed is asked conditionally again.
+        assert rig.poll(url).update.status == 304
+        assert rig.state.page_retries(third.feed.id) == {}
+        # The feed never changed, yet it was fetched in full while the page waited.
+        feed_requests = [h for p, h in server.state.requests if p == "/gen/flaky.xml"]
+        assert ["if-none-match" in h for h in feed_requests] == [False, False, False, True]
+    finally:
+        rig.close()
+
+
+def test_a_page_failing_on_every_try_gives_the_summary_after_the_last(server, tmp_path):
+    server.state.retry_after = "0"
+    server.state.flaky_failures = 1000
+    server.state.flaky_status = 503
+    url = server.url("/gen/down.xml?entries=1&flaky_page=0")
+    for _ in range(PAGE_ATTEMPTS - 1):
+        rig = Rig(tmp_path, pages=True)  # a restart between polls forgets no try
+        try:
+            assert rig.poll(url).articles == []
+        finally:
+            rig.close()
+    rig = Rig(tmp_path, pages=True)
+    try:
+        (article,) = rig.poll(url).articles
+        assert article.summary_only and article.text == "Summary of story down-0."
+        assert article.fetch["summary_reason"] == "http_503"
+        assert article.fetch["page_attempts"] == PAGE_ATTEMPTS
+        assert server.state.counts["/flaky/genpage/down/0.html"] == PAGE_ATTEMPTS
+        assert rig.poll(url).articles == []  # seen now
+    finally:
+        rig.close()
+
+
+def test_an_entry_waiting_for_its_page_is_published_after_leaving_the_feed(server, tmp_path):
+    server.state.retry_after = "0"
+    server.state.gen_entries = 2
+    rig = Rig(tmp_path, pages=True)
+    try:
+        url = server.url("/gen/brief.xml?flaky_page=1")
+        assert [a.title for a in rig.poll(url).articles] == ["Story brief-0"]
+        server.state.gen_entries = 1  # story 1 drops out of the feed meanwhile
+        (article,) = rig.poll(url).articles
+        assert article.title == "Story brief-1" and not article.summary_only
+        assert article.text.startswith("Paragraph 0 of the generated story brief/1")
+    finally:
+        rig.close()
+
+
+def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
+    server.state.retry_after = "0"
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    out: list = []
+    poll_once(settings, [server.url("/gen/once.xml?entries=1&flaky_page=0")], emit=out.append)
+    (article,) = out  # no later poll would see a throw-away state
+    assert article.summary_only and article.fetch["summary_reason"] == "http_429"
 
 
 def test_autodiscovery(server, tmp_path):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from producers.feedparse import html_to_text, parse_feed
+from producers.feedparse import FeedEntry, html_to_text, parse_feed
 from tests.conftest import shared_path
 
 # Entries with content per file (feedparser's count, minus items with nothing in them).
@@ -167,6 +167,47 @@ def test_html_to_text_keeps_blocks_apart():
         "One\nTwo and a half"
     )
     assert html_to_text("plain") == "plain"
+
+
+def test_plain_text_titles_and_summaries_keep_their_angle_brackets():
+    # Atom says type="text"; an RSS title is plain unless it holds known tags or
+    # entities (feedparser's guess). Either way a "<" is a character, not a tag.
+    body = b"""<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">
+    <title type="text">Markets &lt;live&gt;</title>
+    <entry><id>1</id><link href="http://e.example/1"/>
+      <title type="text">Apple&lt;Google: search deal worth $20bn &lt;- court</title>
+      <summary type="text">Costs &lt;b&gt; fell;   analysts said x&lt;y held.</summary></entry>
+    <entry><id>2</id><link href="http://e.example/2"/><title>Why C++ &lt;format&gt; beats printf</title>
+      <content type="text">Plain  content: a&lt;b, b &gt; c.</content></entry>
+    <entry><id>3</id><link href="http://e.example/3"/><title type="html">&lt;em&gt;Big&lt;/em&gt; news</title>
+      <summary type="html">&lt;p&gt;One&lt;/p&gt;&lt;p&gt;Two&lt;/p&gt;</summary></entry>
+    </feed>"""
+    atom = parse_feed(body)
+    assert atom.title == "Markets <live>"
+    first, second, third = atom.entries
+    assert first.title == "Apple<Google: search deal worth $20bn <- court"
+    assert first.summary == "Costs <b> fell; analysts said x<y held."
+    assert second.title == "Why C++ <format> beats printf"
+    assert second.summary == "Plain content: a<b, b > c."
+    # Declared HTML is still read as HTML.
+    assert (third.title, third.summary) == ("Big news", "One\nTwo")
+
+    rss = parse_feed(
+        b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+        <item><title>A&lt;B test</title><link>http://r.example/1</link>
+        <description>&lt;p&gt;Kept &lt;b&gt;HTML&lt;/b&gt;&lt;/p&gt;</description></item>
+        <item><title>&lt;em&gt;Guessed&lt;/em&gt; HTML &amp;amp; more</title><link>http://r.example/2</link></item>
+        </channel></rss>"""
+    )
+    assert [e.title for e in rss.entries] == ["A<B test", "Guessed HTML & more"]
+    assert rss.entries[0].summary == "Kept HTML"  # an RSS description is HTML
+
+
+def test_an_entry_survives_a_round_trip_through_json():
+    parsed = parse_feed((shared_path("feeds") / "rss-parser/theguardian_us.rss").read_bytes())
+    entry = parsed.entries[0]
+    assert entry.published is not None and entry.tags
+    assert FeedEntry.from_json(entry.to_json()) == entry
 
 
 def test_gzip_body_is_parsed_by_the_fetcher_not_here():

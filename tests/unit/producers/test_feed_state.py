@@ -140,3 +140,19 @@ def test_renewing_leases_keeps_them_and_says_which_were_lost(tmp_path):
     row_a, row_b = one.feed(a.id), one.feed(b.id)
     assert row_a is not None and (row_a.lease_owner, row_a.lease_until) == ("p1", 1140)
     assert row_b is not None and (row_b.lease_owner, row_b.lease_until) == ("p2", 1130)
+def test_page_failures_are_counted_across_a_restart_until_forgotten(tmp_path):
+    state = make(tmp_path)
+    feed = state.upsert_feed("https://a.example/feed", origin="config")
+    assert state.page_retries(feed.id) == {}
+    assert state.count_page_failure(feed.id, "g1", entry='{"v": 1}', reason="http_429") == 1
+    assert state.count_page_failure(feed.id, "g2", entry="{}", reason="fetch_timeout") == 1
+    state.close()
+    again = make(tmp_path)  # the same file, as after a restart
+    assert again.count_page_failure(feed.id, "g1", entry='{"v": 2}', reason="http_503") == 2
+    retries = again.page_retries(feed.id)
+    assert sorted(retries) == ["g1", "g2"]
+    assert (retries["g1"].attempts, retries["g1"].entry) == (2, '{"v": 2}')
+    again.forget_page_retries(feed.id, ["g1"])
+    assert list(again.page_retries(feed.id)) == ["g2"]
+    other = again.upsert_feed("https://b.example/feed", origin="config")
+    assert again.page_retries(other.id) == {}  # per feed, like seen entries

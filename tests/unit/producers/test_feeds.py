@@ -16,6 +16,7 @@ from producers.extract import Extracted
 from producers.feedparse import FeedEntry
 from producers.feeds import (
     MAX_TEXT_CHARS,
+    FeedPoller,
     PageOutcome,
     PollResult,
     ProducerLoop,
@@ -24,7 +25,10 @@ from producers.feeds import (
     sync_feeds_file,
     truncate_text,
 )
+from producers.fetch import FetchError, FetchResult
+from producers.politeness import HostBusy, HostLimiter
 from producers.state import FeedRow, FeedUpdate, StateStore
+from producers.urls import host_of
 
 # -- text caps ------------------------------------------------------------------
 
@@ -357,3 +361,71 @@ def test_a_missing_feeds_file_switches_no_feed_off(tmp_path, state, caplog):
     feeds_file.write_text('[[feed]]\nurl = "https://a.example/feed"\n')
     sync_feeds_file(state, feeds_file)
     assert [f.url for f in state.feeds(active_only=True)] == ["https://a.example/feed"]
+# -- page outcomes ------------------------------------------------------------------
+
+
+class OneAnswerFetcher:
+    """Answers every GET with one status, or raises one exception; minds host pauses
+    as the real one does."""
+
+    def __init__(self, answer: int | Exception, headers: dict[str, str] | None = None) -> None:
+        self.answer = answer
+        self.headers = headers or {}
+        self.limiter = HostLimiter(delay_s=0.0)
+
+    def get(self, url: str, *, max_wait_s: float = 0.0, **_: object) -> FetchResult:
+        with self.limiter.slot(host_of(url), max_wait_s=max_wait_s):
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return FetchResult(url, url, self.answer, self.headers, b"", 0.01)
+
+
+class AllowAll:
+    def allowed(self, url: str) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason", "retryable"),
+    [
+        (429, "http_429", True),
+        (500, "http_500", True),
+        (503, "http_503", True),
+        (HostBusy("news.example", 120.0), "host_paused", True),
+        (FetchError("timeout", "ReadTimeout"), "fetch_timeout", True),
+        (FetchError("network", "ConnectError: refused"), "fetch_network", True),
+        (403, "http_403", False),
+        (404, "http_404", False),
+        (410, "http_410", False),
+        (FetchError("blocked", "10.0.0.1 refused: private"), "fetch_blocked", False),
+        (FetchError("redirects", "more than 5 redirects"), "fetch_redirects", False),
+    ],
+)
+def test_page_failures_that_may_pass_are_told_from_those_that_will_not(
+    tmp_path, answer, reason, retryable
+):
+    state = StateStore(":memory:")
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=OneAnswerFetcher(answer),  # type: ignore[arg-type]
+        state=state, robots=AllowAll(),  # type: ignore[arg-type]
+    )
+    outcome = poller.page("https://news.example/story")
+    assert (outcome.extracted, outcome.reason, outcome.retryable) == (None, reason, retryable)
+    state.close()
+
+
+def test_a_page_answer_asking_to_wait_says_how_long(tmp_path):
+    fetcher = OneAnswerFetcher(429, {"retry-after": "90"})
+    state = StateStore(":memory:")
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=fetcher, state=state,  # type: ignore[arg-type]
+        robots=AllowAll(),  # type: ignore[arg-type]
+    )
+    outcome = poller.page("https://news.example/story")
+    assert outcome.retryable and outcome.retry_after_s == 90.0
+    assert 85 < fetcher.limiter.paused_for("news.example") <= 90  # the whole host waits
+    # Another page there is not asked for (longer than a page waits): it waits its turn.
+    paused = poller.page("https://news.example/other")
+    assert paused.reason == "host_paused" and paused.retryable
+    assert paused.retry_after_s is not None and 85 < paused.retry_after_s <= 90
+    state.close()
