@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from newsflow.sqlite_wal import enable_wal
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feeds (
     id INTEGER PRIMARY KEY,
@@ -145,7 +147,7 @@ class StateStore:
         )
         self._conn.execute("PRAGMA busy_timeout = 30000")
         if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            enable_wal(self._conn)
         self._conn.execute("PRAGMA synchronous = NORMAL")
         with self._tx():
             for statement in (SCHEMA + PAGE_RETRY_SCHEMA).split(";"):

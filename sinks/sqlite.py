@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from newsflow.schemas import Incident, RawArticle
+from newsflow.sqlite_wal import enable_wal
 from sinks.agencies import agency_of_source
 from sinks.base import (
     BatchingSink,
@@ -158,8 +159,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     if not readonly:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
+        mode = enable_wal(conn, BUSY_TIMEOUT_S)
+        if mode.lower() != "wal":
             raise SinkUnavailable(f"cannot switch {path} to WAL mode (got {mode})")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
