@@ -100,6 +100,8 @@ class Explanation(BaseModel):
     duplicate_kind: str | None = None  # "url", "content", "near"
     candidates: int = 0
     detail: dict[str, float] = Field(default_factory=dict)
+    # The incident the article was decided into, when a merge or split later moved it.
+    moved_from: str | None = None
 
 
 class IncidentArticle(BaseModel):

@@ -112,6 +112,9 @@ def apply_decision(
         arts = members[source_id]
         moving = next(a for a in arts if a.id == article_id)
         arts.remove(moving)
+        if moving.explanation is not None:  # its "why" named the incident it left
+            why = moving.explanation.model_copy(update={"moved_from": source_id})
+            moving = moving.model_copy(update={"explanation": why})
         members[target].append(moving)
 
     target_articles = members[incident_id]

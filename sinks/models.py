@@ -177,6 +177,14 @@ def explain(explanation: object) -> str:
         parts.append(f"{e.time_gap_hours:.1f} h apart")
     if e.candidates:
         parts.append(f"{e.candidates} candidates")
+    if "dormant_days" in e.detail:
+        parts.append(f"revived an incident quiet for {e.detail['dormant_days']:.0f} days")
+    if "merged_incidents" in e.detail:
+        parts.append(f"merged {e.detail['merged_incidents']:.0f} more incident(s) into it")
+    if "split_off" in e.detail:
+        parts.append(f"split {e.detail['split_off']:.0f} report(s) off into a new incident")
+    if e.moved_from:
+        parts.append(f"moved here from {e.moved_from} by a later merge or split")
     return "; ".join(parts)
 
 

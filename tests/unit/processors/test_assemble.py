@@ -66,3 +66,12 @@ def test_replacing_an_article_does_not_duplicate_it():
     [one] = apply_decision({}, art("a", 0), "inc-a", {}, T0)
     [again] = apply_decision({"inc-a": one}, art("a", 0), "inc-a", {}, T0)
     assert [a.id for a in again.articles] == ["a"]
+
+
+def test_a_moved_article_says_which_incident_it_came_from():
+    [one] = apply_decision({}, art("a", 0), "inc-a", {}, T0)
+    [two] = apply_decision({}, art("b", 1), "inc-b", {}, T0)
+    changed = apply_decision({"inc-a": one, "inc-b": two}, art("c", 2), "inc-a", {"b": "inc-a"}, T0)
+    moved = {a.id: a for a in changed[-1].articles}
+    assert moved["b"].explanation is not None and moved["b"].explanation.moved_from == "inc-b"
+    assert moved["a"].explanation is not None and moved["a"].explanation.moved_from is None

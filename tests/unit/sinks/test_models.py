@@ -1,0 +1,15 @@
+from newsflow.schemas import Explanation
+from sinks.models import explain
+
+
+def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
+    why = explain(Explanation(decision="joined", score=1.5, threshold=-2.0,
+                              detail={"split_off": 3.0, "dormant_days": 41.6}))
+    assert "split 3 report(s) off into a new incident" in why
+    assert "revived an incident quiet for 42 days" in why
+    merged = explain(Explanation(decision="merged", score=2.5, threshold=-2.0,
+                                 detail={"merged_incidents": 1.0}))
+    assert "merged 1 more incident(s) into it" in merged
+    moved = explain(Explanation(decision="joined", moved_from="inc-b"))
+    assert moved.endswith("moved here from inc-b by a later merge or split")
+    assert explain(None) == "no explanation recorded"
