@@ -327,8 +327,11 @@ class FeedPoller:
         if not link or not is_http_url(link):
             return PageOutcome(None, meta, "no_link")
         try:
-            if not self.robots.allowed(link):
+            verdict = self.robots.verdict(link)
+            if verdict == "disallowed":
                 return PageOutcome(None, meta, "robots")
+            if verdict == "unreachable":  # disallowed for now (RFC 9309), not for good
+                return PageOutcome(None, meta, "robots_unreachable", retryable=True)
             result = self.fetcher.get(
                 link, headers={"Accept": PAGE_ACCEPT}, max_wait_s=self.page_host_wait_s
             )

@@ -2,7 +2,8 @@
 
 Rules as RFC 9309 puts them: a robots.txt that is missing (4xx) allows everything;
 one that cannot be fetched (5xx, network error) disallows everything for now (it is
-asked again sooner than a good one).
+asked again sooner than a good one), which ``verdict`` tells apart from a rule that
+disallows the page, so the page can be tried again later rather than given up.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from typing import Literal
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
@@ -19,6 +21,11 @@ from producers.fetch import Fetcher, FetchError
 logger = logging.getLogger(__name__)
 
 _MAX_ROBOTS_BYTES = 500_000
+
+Verdict = Literal["allowed", "disallowed", "unreachable"]
+# What the cache holds per host: the rules, True (no robots.txt: all allowed) or None
+# (robots.txt could not be fetched: nothing allowed for now).
+_Rules = RobotFileParser | Literal[True] | None
 
 
 class RobotsCache:
@@ -37,19 +44,21 @@ class RobotsCache:
         self.ttl_s = ttl_s
         self.error_ttl_s = error_ttl_s
         self.max_hosts = max_hosts
-        self._cache: OrderedDict[str, tuple[float, RobotFileParser | bool]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[float, _Rules]] = OrderedDict()
         self._lock = threading.Lock()
         self._host_locks: dict[str, threading.Lock] = {}
 
-    def allowed(self, url: str) -> bool:
+    def verdict(self, url: str) -> Verdict:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}".lower()
         rules = self._rules(origin)
-        if isinstance(rules, bool):
-            return rules
-        return rules.can_fetch(self.agent, url)
+        if rules is None:
+            return "unreachable"
+        if rules is True or rules.can_fetch(self.agent, url):
+            return "allowed"
+        return "disallowed"
 
-    def _rules(self, origin: str) -> RobotFileParser | bool:
+    def _rules(self, origin: str) -> _Rules:
         with self._lock:
             hit = self._cache.get(origin)
             if hit and hit[0] > time.monotonic():
@@ -70,17 +79,17 @@ class RobotsCache:
                     self._host_locks.pop(old, None)
             return rules
 
-    def _fetch(self, origin: str) -> tuple[RobotFileParser | bool, float]:
+    def _fetch(self, origin: str) -> tuple[_Rules, float]:
         try:
             result = self.fetcher.get(origin + "/robots.txt", max_wait_s=60)
         except Exception as exc:  # FetchError, HostBusy: unreachable means "not now"
             kind = exc.kind if isinstance(exc, FetchError) else type(exc).__name__
             logger.debug("robots.txt of %s unavailable (%s): pages disallowed for now", origin, kind)
-            return False, self.error_ttl_s
+            return None, self.error_ttl_s
         if 400 <= result.status < 500:
             return True, self.ttl_s
         if not result.ok:
-            return False, self.error_ttl_s
+            return None, self.error_ttl_s
         parser = RobotFileParser()
         text = result.body[:_MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
         parser.parse(text.splitlines())

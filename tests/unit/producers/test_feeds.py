@@ -381,8 +381,24 @@ class OneAnswerFetcher:
 
 
 class AllowAll:
-    def allowed(self, url: str) -> bool:
-        return True
+    def verdict(self, url: str) -> str:
+        return "allowed"
+
+
+class RobotsUnreachable:
+    def verdict(self, url: str) -> str:
+        return "unreachable"
+
+
+def test_a_page_whose_robots_txt_cannot_be_fetched_is_tried_again_later(tmp_path):
+    state = StateStore(":memory:")
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=OneAnswerFetcher(200),  # type: ignore[arg-type]
+        state=state, robots=RobotsUnreachable(),  # type: ignore[arg-type]
+    )
+    outcome = poller.page("https://news.example/story")
+    assert (outcome.reason, outcome.retryable) == ("robots_unreachable", True)
+    state.close()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,35 @@
+import pytest
+
+from producers.fetch import FetchError, FetchResult
+from producers.robots import RobotsCache
+
+
+class RobotsAnswer:
+    def __init__(self, answer: int | Exception, body: bytes = b"") -> None:
+        self.answer = answer
+        self.body = body
+
+    def get(self, url: str, **_: object) -> FetchResult:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return FetchResult(url, url, self.answer, {}, self.body, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("answer", "verdict"),
+    [
+        (404, "allowed"),  # no robots.txt: everything allowed
+        (503, "unreachable"),  # cannot be read now: nothing allowed for now
+        (FetchError("timeout", "ReadTimeout"), "unreachable"),
+    ],
+)
+def test_a_missing_robots_txt_allows_and_an_unreadable_one_is_not_a_rule(answer, verdict):
+    robots = RobotsCache(RobotsAnswer(answer), agent="newsflow/1.0")  # type: ignore[arg-type]
+    assert robots.verdict("https://news.example/story") == verdict
+
+
+def test_rules_allow_and_disallow_by_path():
+    rules = b"User-agent: *\nDisallow: /private/\n"
+    robots = RobotsCache(RobotsAnswer(200, rules), agent="newsflow/1.0")  # type: ignore[arg-type]
+    assert robots.verdict("https://news.example/story") == "allowed"
+    assert robots.verdict("https://news.example/private/story") == "disallowed"
