@@ -714,7 +714,8 @@ def _build_poller(
     settings: Settings, state: StateStore, *, fetch_pages: bool
 ) -> tuple[FeedPoller, Fetcher]:
     fetcher = make_fetcher(settings)
-    poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages)
+    poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages,
+                        page_attempts=settings.page_attempts)
     return poller, fetcher
 
 
