@@ -14,7 +14,6 @@ an agent (faust agents that raise die silently).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -132,7 +131,6 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                                 use_partitioner=True)
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
-    revoked = [0]  # revocations so far: a stage rebuilt across one is stale
     metrics = ProcessorMetrics()
     metrics_path = metrics_dir(settings.data_dir) / "processors.prom"
 
@@ -145,28 +143,34 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         )
         await dlq_topic.send(key=(letter.key or "").encode(), value=letter.to_bytes())
 
-    def rebuild_stage(tables: tuple[list[ArticleRecord], list[Incident]]) -> IncidentStage:
-        # Runs in a worker thread: reading storage and replaying a long history takes
-        # seconds, and the event loop must keep the consumer's heartbeats going meanwhile.
+    def load_stage() -> IncidentStage:
+        # Blocks the event loop while it runs (seconds for a long history); a thread was
+        # tried, but tables touched across a rebalance it overtook went wrong.
         stage = IncidentStage(config)
-        stored_records, stored_incidents = window_loader() if window_loader else ([], [])
-        stored = (list(stored_records), list(stored_incidents))
+        tables = ([ArticleRecord.from_json(v) for v in articles_table.values()],
+                  [Incident.model_validate(v) for v in incidents_table.values()])
+        stored = load_stored()
         records, incidents = saved_state(stored, tables)
         count = stage.restore(records, incidents)
+        # Incidents the stage did not keep (retired, or past incident_days) leave the
+        # table too; nothing else would ever remove them.
+        for incident_id in [i for i in incidents_table.keys() if i not in stage.incidents]:
+            incidents_table.pop(incident_id, None)
         logger.info("cluster state rebuilt from the changelog tables (%d articles) and "
                     "storage (%d articles): %d articles, %d incidents", len(tables[0]),
                     len(stored[0]), count, len(stage.incidents))
         return stage
 
-    async def load_stage() -> IncidentStage:
-        tables = ([ArticleRecord.from_json(v) for v in articles_table.values()],
-                  [Incident.model_validate(v) for v in incidents_table.values()])
-        stage = await asyncio.get_running_loop().run_in_executor(None, rebuild_stage, tables)
-        # Incidents the stage did not keep (retired, or past incident_days) leave the
-        # table too; nothing else would ever remove them.
-        for incident_id in [i for i in incidents_table.keys() if i not in stage.incidents]:
-            incidents_table.pop(incident_id, None)
-        return stage
+    def load_stored() -> tuple[list[ArticleRecord], list[Incident]]:
+        if window_loader is None:
+            return [], []
+        try:
+            records, incidents = window_loader()
+            return list(records), list(incidents)
+        except Exception:  # noqa: BLE001 - storage down: the tables alone, not a dead agent
+            logger.exception("could not read storage to rebuild the cluster state: "
+                             "incidents older than the window are forgotten")
+            return [], []
 
     async def clean(stream: StreamT) -> AsyncIterator[None]:
         async for event in stream.events():
@@ -183,11 +187,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         batches = cast(faust.Stream, stream).take_events(  # missing from faust's StreamT
             settings.cluster_batch, within=settings.cluster_batch_wait_s)
         async for events in batches:
-            while "stage" not in stage_holder:
-                revocations = revoked[0]
-                stage = await load_stage()
-                if revoked[0] == revocations:  # else rebuilt from tables since reassigned
-                    stage_holder["stage"] = stage
+            if "stage" not in stage_holder:
+                stage_holder["stage"] = load_stage()
             stage = stage_holder["stage"]
             results: list[StageResult] = []
             evicted: set[str] = set()
@@ -243,7 +244,6 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         if stage_holder:
             logger.info("partitions revoked: cluster state dropped, rebuilt on next use")
         stage_holder.clear()
-        revoked[0] += 1
 
     app.on_partitions_revoked.connect(forget_stage)
     app.agent(raw_topic, name="clean")(clean)
