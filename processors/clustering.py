@@ -217,18 +217,20 @@ class _Incident:
     def remove_original(self, vec: dict[str, float], evec: dict[str, float],
                         facts: _Facts) -> None:
         """Take an original's vectors and counts out again (it moves to a split-off
-        incident). Terms a compaction already dropped are simply not there to subtract."""
+        incident). Terms a compaction already dropped are simply not there to subtract;
+        one it dropped and a later member brought back holds less than this original's
+        weight, so what is left decides, not the presence count."""
         centroid = self.centroid
         presence = self.presence
         for term, weight in vec.items():
             if term in centroid:
-                count = presence.get(term, 0) - 1
-                if count <= 0:
+                left = centroid[term] - weight
+                if left > 1e-9:
+                    centroid[term] = left
+                    presence[term] = max(presence.get(term, 1) - 1, 1)
+                else:
                     del centroid[term]
                     presence.pop(term, None)
-                else:
-                    centroid[term] -= weight
-                    presence[term] = count
         ecentroid = self.entity_vec
         for ent, weight in evec.items():
             if ent in ecentroid:
@@ -898,7 +900,11 @@ class IncidentClusterer:
             if article.ts is not None:
                 new.first_ts = article.ts if new.first_ts is None else min(new.first_ts, article.ts)
                 new.last_ts = article.ts if new.last_ts is None else max(new.last_ts, article.ts)
-        # ``inc`` keeps its time span and postings: they also stand for its evicted history.
+        # ``inc`` keeps its postings and its first time (they also stand for its evicted
+        # history, which is older than what it holds); its last time is its newest member's.
+        kept_times = [t for m in inc.members if (t := held[m].ts) is not None]
+        if kept_times:
+            inc.last_ts = max(kept_times)
         log.debug("split %d articles of incident %s off into %s", len(moved), inc.id, new.id)
         return moved
 

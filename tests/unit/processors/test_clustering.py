@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from processors.clustering import Article, ClusterConfig, IncidentClusterer
+from processors.clustering import (
+    Article,
+    ClusterConfig,
+    IncidentClusterer,
+    _compact,
+    _Facts,
+    _Incident,
+)
 from processors.text import clean_text, derive_title
 
 T0 = datetime(2015, 10, 8, 9, tzinfo=UTC)
@@ -442,7 +449,21 @@ def test_an_incident_that_drifted_apart_is_split_with_its_duplicates():
     # Each half carries on as its own incident.
     assert c.add(art("quake-3", QUAKE_3, 5)).incident_id == "inc-quake-2-split"
     fire_update = ("Acme warehouse fire update", FIRE_3[1] + " " + FIRE_1[1])
-    assert c.add(art("fire-4", fire_update, 6)).incident_id == "inc-fire-1"
+    fire_4 = c.add(art("fire-4", fire_update, 6))
+    assert fire_4.incident_id == "inc-fire-1"
+    assert fire_4.explanation.time_gap_hours == 4.0  # from fire-3, its latest report left
+
+
+def test_taking_an_original_out_keeps_a_term_a_remaining_member_brought_back():
+    nothing = _Facts(frozenset(), frozenset(), frozenset(), frozenset())
+    inc = _Incident("inc-a", 1)
+    leaving = {"tsunami": 0.2, **{f"filler{i}": 1.0 for i in range(10)}}
+    inc.add_original(leaving, {})
+    _compact(inc, 10)  # drops "tsunami", the lightest term
+    inc.add_original({"tsunami": 0.9, "quake": 1.0}, {})
+    inc.remove_original(leaving, {}, nothing)
+    assert inc.centroid["tsunami"] > 0 and inc.presence["tsunami"] == 1
+    assert "filler0" not in inc.centroid and inc.originals == 1
 
 
 def test_an_incident_of_one_story_is_not_split():
