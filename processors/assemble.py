@@ -7,6 +7,7 @@ version number that grows on every change so sinks can ignore stale or replayed 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -126,13 +127,16 @@ def apply_decision(
         if iid != incident_id and [a.id for a in arts] == [a.id for a in before.articles]:
             continue
         if not arts:
-            destinations = [moved[a.id] for a in before.articles if a.id in moved]
+            # Where most of its articles went: a merge and a split in one decision can send
+            # a few of a merged incident's articles on to the split-off one.
+            destinations = Counter(moved[a.id] for a in before.articles if a.id in moved)
             changed.append(
                 before.model_copy(
                     update={
                         "version": before.version + 1,
                         "articles": [],
-                        "merged_into": destinations[0] if destinations else incident_id,
+                        "merged_into": (destinations.most_common(1)[0][0] if destinations
+                                        else incident_id),
                         "updated_at": now,
                     }
                 )

@@ -75,3 +75,17 @@ def test_a_moved_article_says_which_incident_it_came_from():
     moved = {a.id: a for a in changed[-1].articles}
     assert moved["b"].explanation is not None and moved["b"].explanation.moved_from == "inc-b"
     assert moved["a"].explanation is not None and moved["a"].explanation.moved_from is None
+
+
+def test_a_merged_incident_points_where_most_of_its_articles_went():
+    # A merge and a split in one decision: one of b's articles went on to the split-off
+    # incident, the others to the merge target.
+    [a] = apply_decision({}, art("a1", 0), "inc-a", {}, T0)
+    b = apply_decision({}, art("b1", 1), "inc-b", {}, T0)[-1]
+    b = apply_decision({"inc-b": b}, art("b2", 2), "inc-b", {}, T0)[-1]
+    b = apply_decision({"inc-b": b}, art("b3", 3), "inc-b", {}, T0)[-1]
+    moved = {"b1": "inc-x-split", "b2": "inc-a", "b3": "inc-a"}
+    changed = apply_decision({"inc-a": a, "inc-b": b}, art("x", 4), "inc-a", moved, T0)
+    by_id = {i.incident_id: i for i in changed}
+    assert by_id["inc-b"].merged_into == "inc-a"
+    assert [a.id for a in by_id["inc-x-split"].articles] == ["b1"]
