@@ -297,8 +297,27 @@ class ProcessorMetrics:
             self.incident_versions.inc(change=incident.change)
 
 
+def read_ahead(loader: WindowLoader) -> WindowLoader:
+    """``loader``, read once now: the first rebuild gets that answer, so it does not read
+    storage in the agent, where the consumer must keep up its heartbeats (the embedded
+    broker's session is 3 s); a later rebuild (after a rebalance) reads storage again."""
+    first: list[tuple[Iterable[ArticleRecord], Iterable[Incident]]] = []
+    try:
+        records, incidents = loader()
+        first.append((list(records), list(incidents)))
+    except Exception:  # noqa: BLE001 - the agent's rebuild tries again and says why
+        logger.warning("could not read storage ahead of the first rebuild", exc_info=True)
+
+    def load() -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
+        return first.pop() if first else loader()
+
+    return load
+
+
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both)."""
+    if window_loader is not None:
+        window_loader = read_ahead(window_loader)
     app = create_app(settings, window_loader=window_loader)
     logger.info("clustering modules: %s", build_kind())
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
-from processors.app import clean_article, create_app
+from processors.app import clean_article, create_app, read_ahead
 
 
 def test_faust_keeps_its_files_under_the_data_dir(tmp_path: Path, monkeypatch) -> None:
@@ -22,3 +22,17 @@ def test_clean_article_drops_control_characters_but_keeps_line_breaks() -> None:
     assert article.title == "Quake hits Chile"
     assert "\x00" not in article.text and "\x1b" not in article.text
     assert "earthquake struck" in article.text and "\n" in article.text
+
+
+def test_storage_is_read_ahead_for_the_first_rebuild_and_again_for_later_ones() -> None:
+    calls: list[int] = []
+
+    def loader():
+        calls.append(1)
+        return [], []
+
+    load = read_ahead(loader)
+    assert len(calls) == 1  # read before the worker starts consuming
+    assert load() == ([], []) and len(calls) == 1
+    load()
+    assert len(calls) == 2
