@@ -220,25 +220,12 @@ class _Incident:
         incident). Terms a compaction already dropped are simply not there to subtract;
         one it dropped and a later member brought back holds less than this original's
         weight, so what is left decides, not the presence count."""
-        centroid = self.centroid
         presence = self.presence
-        for term, weight in vec.items():
-            if term in centroid:
-                left = centroid[term] - weight
-                if left > 1e-9:
-                    centroid[term] = left
-                    presence[term] = max(presence.get(term, 1) - 1, 1)
-                else:
-                    del centroid[term]
-                    presence.pop(term, None)
-        ecentroid = self.entity_vec
-        for ent, weight in evec.items():
-            if ent in ecentroid:
-                left = ecentroid[ent] - weight
-                if left > 1e-9:
-                    ecentroid[ent] = left
-                else:
-                    del ecentroid[ent]
+        for term in _take_out(self.centroid, vec):
+            presence[term] = max(presence.get(term, 1) - 1, 1)
+        for term in set(vec) - self.centroid.keys():
+            presence.pop(term, None)
+        _take_out(self.entity_vec, evec)
         self.count_facts(facts, -1)
         self.originals -= 1
         self.norm = self.entity_norm = -1.0
@@ -1070,6 +1057,21 @@ def _detail(sim: Similarity) -> dict[str, float]:
 def _add_into(total: dict[str, float], vec: dict[str, float]) -> None:
     for term, weight in vec.items():
         total[term] = total.get(term, 0.0) + weight
+
+
+def _take_out(total: dict[str, float], vec: dict[str, float]) -> list[str]:
+    """Subtract ``vec`` from ``total`` where it has the term; a term with no weight left
+    goes. Returns the terms that stay."""
+    kept = []
+    for term, weight in vec.items():
+        if term in total:
+            left = total[term] - weight
+            if left > 1e-9:
+                total[term] = left
+                kept.append(term)
+            else:
+                del total[term]
+    return kept
 
 
 def _epoch(when: datetime | None) -> float | None:

@@ -60,6 +60,15 @@ def test_stopping_right_after_a_burst_loses_nothing(start_service, tmp_path):
     assert stored_articles(service.db) == 60, service.log()[-3000:]
 
 
+def assert_no_child_outlived(service: Service) -> None:
+    for pid in [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", service.log())]:
+        try:
+            os.kill(pid, 0)
+            raise AssertionError(f"child {pid} outlived the service")
+        except ProcessLookupError:
+            pass
+
+
 def test_a_dead_embedded_broker_stops_the_service_for_its_manager_to_restart(start_service):
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
     broker_pid = int(re.search(r"embedded broker ready on \S+ \(pid (\d+)\)", service.log()).group(1))
@@ -67,13 +76,7 @@ def test_a_dead_embedded_broker_stops_the_service_for_its_manager_to_restart(sta
     service.process.wait(90)
     assert service.process.returncode == 1
     assert "the embedded broker died; stopping" in service.log()
-    children = [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", service.log())]
-    for pid in children:
-        try:
-            os.kill(pid, 0)
-            raise AssertionError(f"child {pid} outlived the service")
-        except ProcessLookupError:
-            pass
+    assert_no_child_outlived(service)
 
 
 def test_a_taken_web_port_stops_the_service_before_it_starts(tmp_path):
@@ -101,12 +104,7 @@ def test_a_child_failing_at_every_start_stops_the_service(start_service, tmp_pat
     service.process.wait(120)
     assert service.process.returncode == 1, service.log()[-3000:]
     assert "produce exited within 10s of starting 5 times in a row" in service.log()
-    for pid in [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", service.log())]:
-        try:
-            os.kill(pid, 0)
-            raise AssertionError(f"child {pid} outlived the service")
-        except ProcessLookupError:
-            pass
+    assert_no_child_outlived(service)
 
 
 def test_a_killed_producers_metrics_are_not_served(start_service):

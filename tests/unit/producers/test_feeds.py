@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -270,6 +271,21 @@ def held_loop(tmp_path, state, poller: HeldPoller, published: list[str], lease_s
     return loop
 
 
+@contextmanager
+def loop_running(loop: ProducerLoop, poller: HeldPoller) -> Iterator[None]:
+    """The loop in a thread, with its one poll held until the block ends."""
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    runner.start()
+    try:
+        assert poller.started.wait(5)
+        yield
+    finally:
+        poller.finish.set()
+        stop.set()
+        runner.join(20)
+
+
 def test_a_poll_whose_lease_ran_out_is_not_claimed_again_by_its_own_process(tmp_path, state):
     feed = state.upsert_feed("https://news.example/feed", origin="config")
     elsewhere = StateStore(tmp_path / "state.db")
@@ -277,19 +293,11 @@ def test_a_poll_whose_lease_ran_out_is_not_claimed_again_by_its_own_process(tmp_
     poller = HeldPoller()
     # A lease long enough that the loop does not renew it during the test.
     loop = held_loop(tmp_path, state, poller, published, lease_s=3600)
-    stop = threading.Event()
-    runner = threading.Thread(target=loop.run, args=(stop,))
-    runner.start()
-    try:
-        assert poller.started.wait(5)
+    with loop_running(loop, poller):
         # The lease runs out while the poll goes on (the feed is still due).
         elsewhere._conn.execute("UPDATE feeds SET lease_until = 0 WHERE id = ?", (feed.id,))
         time.sleep(1.2)  # a few turns of the loop, each claiming what is due
-    finally:
-        poller.finish.set()
-        stop.set()
-        runner.join(20)
-        elsewhere.close()
+    elsewhere.close()
     assert poller.polls == 1
     assert published == ["id-0"]
 
@@ -300,21 +308,13 @@ def test_the_lease_is_renewed_while_a_poll_runs(tmp_path, state):
     published: list[str] = []
     poller = HeldPoller()
     loop = held_loop(tmp_path, state, poller, published, lease_s=1.5)
-    stop = threading.Event()
-    runner = threading.Thread(target=loop.run, args=(stop,))
-    runner.start()
     taken: list[FeedRow] = []
-    try:
-        assert poller.started.wait(5)
+    with loop_running(loop, poller):
         deadline = time.monotonic() + 3.5  # more than twice the lease
         while time.monotonic() < deadline and not taken:
             taken = other_process.claim_due("other", limit=1, lease_s=60)
             time.sleep(0.1)
-    finally:
-        poller.finish.set()
-        stop.set()
-        runner.join(20)
-        other_process.close()
+    other_process.close()
     assert taken == []
     assert published == ["id-0"]
     row = state.feed(feed.id)
