@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     host_concurrency: int = Field(default=2, ge=1)
     host_delay_s: float = Field(default=1.0, ge=0)
     fetch_pages: bool = True
-    # Tries of an article page failing for a reason that may pass, before its summary
-    # is published instead (1: the summary at once).
+    # Polls that try an entry's page when it fails for a reason that may pass (429, 5xx,
+    # timeout, network, host paused), spaced like feed errors (within 1, 2, 4, 8 minutes,
+    # or Retry-After), before its summary is published instead (1: the summary at once).
     page_attempts: int = Field(default=5, ge=1)
 
     # Clustering: articles are held window_days of stream time; an incident's summary

@@ -202,11 +202,6 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 results.append(result)
                 if result.record is not None:
                     articles_table[article.id] = result.record.to_json()
-                for moved_id, incident_id in result.decision.moved.items():
-                    # A merge or split moved it: its record follows, for a restart.
-                    saved = articles_table.get(moved_id)
-                    if saved is not None:
-                        articles_table[moved_id] = {**saved, "incident_id": incident_id}
                 for article_id in result.evicted_articles:
                     articles_table.pop(article_id, None)
                 evicted.update(result.evicted_incidents)

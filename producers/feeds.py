@@ -5,7 +5,7 @@ Pieces:
   seen for this feed), each entry's page fetched (robots.txt, per-host politeness) and
   extracted, or its summary when the page cannot be used. A page that failed for a
   reason that may pass (429, 5xx, timeout) leaves its entry unseen, to be tried again
-  on later polls, up to PAGE_ATTEMPTS in all (counted in the state). Returns the
+  on later polls, up to ``Settings.page_attempts`` in all (counted in the state). Returns the
   articles and the feed's new state; it never touches Kafka or raises on network trouble.
 - ``run_producer(settings, stop)``: the long-running loop behind ``newsflow produce``.
   Worker threads poll claimed feeds; the loop thread alone publishes, flushes, and only
@@ -62,10 +62,6 @@ SHORT_PAGE_RATIO = 0.8
 # scraped page can hold megabytes of text (pages are fetched up to 10 MB), and a raw
 # article must stay far below the topics' message limit (8 MiB) even as escaped JSON.
 MAX_TEXT_CHARS = 200_000
-# How many polls try an entry's page when it fails for a reason that may pass (429,
-# 5xx, timeout, network, host paused) before the entry's summary is published instead.
-# Tries are spaced like feed errors (within 1, 2, 4, 8 minutes, or Retry-After).
-PAGE_ATTEMPTS = 5
 
 
 @dataclass
@@ -105,13 +101,13 @@ class FeedPoller:
         robots: RobotsCache | None = None,
         janitor: CacheJanitor | None = None,
         rng: random.Random | None = None,
-        page_attempts: int = PAGE_ATTEMPTS,
+        page_attempts: int | None = None,  # default: settings.page_attempts
     ) -> None:
         self.settings = settings
         self.fetcher = fetcher
         self.state = state
         self.fetch_pages = fetch_pages
-        self.page_attempts = page_attempts
+        self.page_attempts = page_attempts or settings.page_attempts
         self.robots = robots or RobotsCache(fetcher, agent=settings.user_agent)
         self.janitor = janitor or CacheJanitor()
         self.rng = rng or random.Random()
@@ -714,8 +710,7 @@ def _build_poller(
     settings: Settings, state: StateStore, *, fetch_pages: bool
 ) -> tuple[FeedPoller, Fetcher]:
     fetcher = make_fetcher(settings)
-    poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages,
-                        page_attempts=settings.page_attempts)
+    poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages)
     return poller, fetcher
 
 

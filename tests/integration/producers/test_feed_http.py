@@ -16,7 +16,7 @@ import pytest
 from newsflow.settings import Settings
 from producers.discover import find_feeds
 from producers.feedparse import parse_feed
-from producers.feeds import PAGE_ATTEMPTS, FeedPoller, PollResult, make_fetcher, poll_once
+from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
 from producers.fetch import FetchError
 from producers.state import FeedRow, StateStore
 from tests.conftest import shared_path
@@ -303,7 +303,8 @@ def test_a_page_failing_on_every_try_gives_the_summary_after_the_last(server, tm
     server.state.flaky_failures = 1000
     server.state.flaky_status = 503
     url = server.url("/gen/down.xml?entries=1&flaky_page=0")
-    for _ in range(PAGE_ATTEMPTS - 1):
+    attempts = Settings().page_attempts
+    for _ in range(attempts - 1):
         rig = Rig(tmp_path, pages=True)  # a restart between polls forgets no try
         try:
             assert rig.poll(url).articles == []
@@ -314,8 +315,8 @@ def test_a_page_failing_on_every_try_gives_the_summary_after_the_last(server, tm
         (article,) = rig.poll(url).articles
         assert article.summary_only and article.text == "Summary of story down-0."
         assert article.fetch["summary_reason"] == "http_503"
-        assert article.fetch["page_attempts"] == PAGE_ATTEMPTS
-        assert server.state.counts["/flaky/genpage/down/0.html"] == PAGE_ATTEMPTS
+        assert article.fetch["page_attempts"] == attempts
+        assert server.state.counts["/flaky/genpage/down/0.html"] == attempts
         assert rig.poll(url).articles == []  # seen now
     finally:
         rig.close()
