@@ -372,9 +372,48 @@ def test_a_dormant_incident_is_found_again_by_its_headline_words_and_names():
     assert c.incident_of("first") is None  # gone from the window: a dormant summary
     # The first report's strongest terms are about the hunt (rifle, barn, deer); a brief
     # follow-up three weeks later shares its headline's town and the boy's name, and
-    # through those the dormant report is still looked up and weighed.
-    assert later.explanation.candidates == 1
+    # through those the dormant report is still looked up and weighed: it is the best
+    # candidate (the gap is to it). The look-alike is looked up too, by the headline
+    # words they share ("teen", "accidental").
+    assert later.explanation.candidates == 2
     assert later.explanation.time_gap_hours == 24 * 21
+
+
+def _year_score(config: ClusterConfig, dated: bool) -> float:
+    c = IncidentClusterer(config)
+    c.add(Article(
+        id="first", title="Man shot dead on Elm Street in Springfield",
+        text="A 24-year-old man was shot and killed on Elm Street in Springfield early on New "
+             "Year's Day 2015, police said. Officers found him on the sidewalk.",
+        published=T0 if dated else None))
+    decision = c.add(Article(
+        id="later", title="Suspect charged in Elm Street killing in Springfield",
+        text="Springfield police charged a suspect in the killing of a man on Elm Street. The "
+             "suspect was convicted of robbery in 2009 and released in late 2009, records show.",
+        published=T0 + timedelta(days=30) if dated else None))
+    assert decision.explanation.score is not None
+    return decision.explanation.score
+
+
+def test_a_year_mentioned_counts_against_an_incident_only_without_dates():
+    # The follow-up mostly mentions 2009 (the suspect's record), the report 2015. With
+    # dates on both the gap says when; without them the years are all there is.
+    blind = ClusterConfig(w_year_conflict=0.0)
+    assert _year_score(ClusterConfig(), dated=True) == _year_score(blind, dated=True)
+    assert _year_score(ClusterConfig(), dated=False) < _year_score(blind, dated=False) - 2.0
+
+
+def test_a_body_of_a_few_leftover_words_counts_as_no_body():
+    def second_joins_first(config: ClusterConfig) -> bool:
+        c = IncidentClusterer(config)
+        first = c.add(art("a", ("Teen shot outside Dayton bar", "Total Access")))
+        later = c.add(art("b", ("Riverton council approves school budget", "Total Access"), 1))
+        return later.incident_id == first.incident_id
+
+    # Scored by their headlines alone, unrelated stories stay apart; the scraped leftover
+    # they share would have tied them together.
+    assert not second_joins_first(ClusterConfig())
+    assert second_joins_first(ClusterConfig(min_body_words=0))
 
 
 BIO = ("Joel Currier covers courts and crime for the Riverton Post and has reported from "
