@@ -24,7 +24,7 @@ import zlib
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Final, TypeVar
 
@@ -274,7 +274,7 @@ class Similarity:
     central: float  # share of the incident's strongest terms the article has
     year_match: float  # the article's main year is one the incident mentions
     year_conflict: float  # ... is not, though the incident mentions years
-    gap_hours: float | None  # None when either side has no date
+    gap_hours: float | None  # None when either side has no date (see ``_similarity``)
     name_match: float = 0.0
     age_match: float = 0.0
     age_conflict: float = 0.0
@@ -524,7 +524,8 @@ class IncidentClusterer:
         return [inc for _, _, inc in ranked[: cfg.max_candidates]]
 
     def _similarity(self, vec: dict[str, float], evec: dict[str, float], ts: float | None,
-                    feats: Features, inc: _Incident, members: bool = True) -> Similarity:
+                    feats: Features, inc: _Incident, members: bool = True,
+                    referenced: tuple[float, ...] = ()) -> Similarity:
         year = feats.year
         norm = inc.centroid_norm()
         centroid = inc.centroid
@@ -567,7 +568,14 @@ class IncidentClusterer:
         central = sum([w for t, w in inc.central_terms(k) if t in vec])
         gap = None
         if ts is not None and inc.first_ts is not None and inc.last_ts is not None:
-            gap = max(0.0, inc.first_ts - ts, ts - inc.last_ts) / 3600.0
+            gap = max(0.0, inc.first_ts - ts, ts - inc.last_ts)
+            # A follow-up weeks later that names the day of the events ("charged in the June
+            # 21 shooting") is measured from that day (and the next, when the first reports
+            # came out) if nearer: gva-dev online 0.929/0.830 -> 0.934/0.840, both halves
+            # better. (Half the relief: 0.932/0.835.)
+            for day in referenced:
+                gap = min(gap, max(0.0, inc.first_ts - day - 2 * _DAY, day - inc.last_ts))
+            gap /= 3600.0
         year_match = year_conflict = 0.0
         if year is not None and inc.years:
             if year in inc.years:
@@ -648,11 +656,12 @@ class IncidentClusterer:
                 evec: dict[str, float], feats: Features) -> Decision:
         cfg = self.config
         headline = feats.n_words == 0
+        referenced = _referenced_days(feats.dates, ts)
         candidates = self._candidates(vec, feats.title_terms)
         scored: list[tuple[float, int, str, Similarity]] = []
         for inc_id in candidates:
             inc = self._incidents[inc_id]
-            sim = self._similarity(vec, evec, ts, feats, inc, members=False)
+            sim = self._similarity(vec, evec, ts, feats, inc, False, referenced)
             scored.append((self._score(sim, headline), -inc.seq, inc_id, sim))
         scored.sort(reverse=True)
         # Compare member by member only for the few best.
@@ -1091,6 +1100,26 @@ def _epoch(when: datetime | None) -> float | None:
     if when.tzinfo is None:
         raise ValueError("published must be timezone-aware")
     return when.timestamp()
+
+
+def _referenced_days(dates: frozenset[tuple[int, int, int]], ts: float | None
+                     ) -> tuple[float, ...]:
+    """Start times (UTC) of the days an article published at ``ts`` mentions; a date without
+    a year is the latest such day not after the article's next day ("June 21" in a report
+    of August 14 -> June 21 of the same year, in one of January 5 -> of the year before)."""
+    if ts is None or not dates:
+        return ()
+    published = datetime.fromtimestamp(ts, UTC)
+    days = []
+    for month, day, year in sorted(dates):
+        try:
+            when = datetime(year or published.year, month, day, tzinfo=UTC)
+            if not year and when.timestamp() > ts + _DAY:
+                when = when.replace(year=published.year - 1)
+        except ValueError:  # February 30, or February 29 of a year without one
+            continue
+        days.append(when.timestamp())
+    return tuple(days)
 
 
 def _gap_hours(a: float | None, b: float | None) -> float | None:

@@ -86,6 +86,12 @@ _STREET = re.compile(r"\d(?<!\w\d)\d{0,5}(?: block of| blk of)? ((?:[A-Z][\w'’
 _DIRECTIONS = frozenset("n n. s s. e e. w w. north south east west northeast northwest "
                         "southeast southwest ne nw se sw".split())
 _YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
+# A calendar date: "June 21", "Sept. 9th", "Jan. 1, 2013" -> (month, day, year or 0).
+_DATE = re.compile(r"\b(Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|"
+                   r"Aug(?:ust)?|Sept?(?:ember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.? "
+                   r"([0-3]?\d)(?:st|nd|rd|th)?\b(?:,? ((?:19|20)\d\d)\b)?")
+_MONTHS: Final = {m: i + 1 for i, m in enumerate(
+    "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())}
 _TRACKING_PARAMS = re.compile(r"^(?:utm_|fbclid$|gclid$|ocid$|cmpid$|ref$|src$|rss$|track$|"
                               r"cid$|mc_|__twitter|ncid$|ito$|smid$)", re.IGNORECASE)
 _ARCHIVE_PREFIX = re.compile(r"^(?:https?://)?web\.archive\.org/web/[0-9a-z_*]+/", re.IGNORECASE)
@@ -133,6 +139,7 @@ class Features:
     names: frozenset[str] = frozenset()  # full names: two capitalised words ("rico doyle")
     ages: frozenset[str] = frozenset()  # ages mentioned ("14-year-old" -> "14")
     streets: frozenset[str] = frozenset()  # street names of addresses ("700 block of Elm St")
+    dates: frozenset[tuple[int, int, int]] = frozenset()  # (month, day, year or 0) mentioned
 
 
 def canonical_url(url: str | None) -> str | None:
@@ -260,6 +267,17 @@ def streets(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
+def dates(text: str) -> frozenset[tuple[int, int, int]]:
+    """Calendar dates a text mentions, as (month, day, year or 0 when not given):
+    "the June 21 shooting" -> (6, 21, 0)."""
+    found = set()
+    for m in _DATE.finditer(text):
+        day = int(m.group(2))
+        if 1 <= day <= 31:
+            found.add((_MONTHS[m.group(1)[:3]], day, int(m.group(3) or 0)))
+    return frozenset(found)
+
+
 def extract(title: str, text: str, fingerprint: bool = True) -> Features:
     """Features of a cleaned article (``text`` is ``clean_text`` output).
 
@@ -364,4 +382,5 @@ def extract(title: str, text: str, fingerprint: bool = True) -> Features:
         # (Only an entity ending in "-old" can match: skips the regex for the others.)
         ages=frozenset(m.group(1) for t in entities if t.endswith("-old") and (m := _AGE.match(t))),
         streets=streets(body) if toks else frozenset(),
+        dates=dates(title + "\n" + body) if toks else dates(title),
     )

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from newsflow.schemas import Explanation
 from processors.clustering import (
     Article,
     ClusterConfig,
@@ -11,6 +12,7 @@ from processors.clustering import (
     _compact,
     _Facts,
     _Incident,
+    _referenced_days,
 )
 from processors.text import clean_text, derive_title
 
@@ -338,6 +340,45 @@ def test_shared_street_and_age_raise_the_score_and_conflicts_lower_it():
     age_gap = same - _follow_up_score("Elm", "61")
     assert street_gap > same_blind - _follow_up_score("Oak", "24", blind) + 1.0
     assert age_gap > same_blind - _follow_up_score("Elm", "61", blind) + 1.0
+
+
+def test_dates_mentioned_are_read_relative_to_the_article():
+    from processors.features import dates
+    assert dates("charged in the June 21 shooting; a hearing on Sept. 9th, 2012. Mayday 5, "
+                 "Marching 4") == {(6, 21, 0), (9, 9, 2012)}
+    published = datetime(2025, 1, 5, 15, tzinfo=UTC).timestamp()
+    # No year: the latest such day up to the article's next day.
+    assert _referenced_days(frozenset({(12, 30, 0), (1, 6, 0), (1, 7, 0), (2, 30, 0)}),
+                            published) == (datetime(2025, 1, 6, tzinfo=UTC).timestamp(),
+                                           datetime(2024, 1, 7, tzinfo=UTC).timestamp(),
+                                           datetime(2024, 12, 30, tzinfo=UTC).timestamp())
+    assert _referenced_days(frozenset({(6, 1, 2023)}), published) == (
+        datetime(2023, 6, 1, tzinfo=UTC).timestamp(),)
+    assert _referenced_days(frozenset({(6, 1, 0)}), None) == ()
+
+
+def test_a_follow_up_naming_the_day_of_the_events_is_measured_from_that_day():
+    def follow_up(day: str) -> Explanation:
+        c = IncidentClusterer()
+        when = datetime(2024, 5, 3, 12, tzinfo=UTC)
+        c.add(Article(
+            id="first", title="Man shot dead in Springfield",
+            text="A 24-year-old man was shot and killed in the 700 block of Elm Street in "
+                 "Springfield late Friday, police said. Officers found him on the sidewalk.",
+            published=when))
+        return c.add(Article(
+            id="later", title="Arrest made in Springfield killing",
+            text=f"Springfield police arrested a suspect in the{day} killing of a 24-year-old "
+                 "man in the 700 block of Elm Street. The suspect faces a murder charge.",
+            published=when + timedelta(days=60))).explanation
+
+    named, plain = follow_up(" May 3"), follow_up("")
+    # Two months later: without the day the gap is the two months; with it, none (the day
+    # is the incident's), and the time penalty (0.676 * log(61) = 2.8) is gone.
+    assert plain.time_gap_hours == 24 * 60
+    assert named.time_gap_hours == 0.0
+    assert named.score is not None and plain.score is not None
+    assert named.score > plain.score + 2.0
 
 
 FIRST_REPORT = (
