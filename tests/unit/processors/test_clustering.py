@@ -554,3 +554,18 @@ def test_an_incident_of_one_story_is_not_split():
                  art("fire-5", (FIRE_3[0], FIRE_1[1] + " " + FIRE_2[1]), 4),
                  art("fire-6", (FIRE_2[0], FIRE_3[1] + " " + FIRE_1[1]), 5))
     assert ids == ["inc-fire-1"] * 6
+
+
+def test_a_long_dormant_incident_gives_way_to_a_live_one_in_the_candidate_lookup():
+    cl = IncidentClusterer(ClusterConfig(max_candidates=1))
+    now = T0.timestamp()
+    old = _Incident("inc-old", seq=1, first_ts=now - 101 * 86_400, last_ts=now - 100 * 86_400)
+    live = _Incident("inc-live", seq=2, first_ts=now - 86_400, last_ts=now - 86_400)
+    cl._incidents.update({"inc-old": old, "inc-live": live})
+    cl._dormant["inc-old"] = None
+    cl._postings.update({"mayfair": {"inc-old"}, "kessler": {"inc-live"}})
+    vec = {"mayfair": 0.6, "kessler": 0.5}
+    # Idle 100 days: 0.6 / (1 + 0.3 * log1p(100)) = 0.25 < 0.5, so the live incident ranks first.
+    assert cl._candidates(vec, frozenset(), now) == ["inc-live"]
+    # Without the article's time (or the decay) the lookup weights alone decide.
+    assert cl._candidates(vec, frozenset()) == ["inc-old"]
