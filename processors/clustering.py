@@ -493,12 +493,13 @@ class IncidentClusterer:
         cap = self.config.max_idf
         table = _LOG1
         log = math.log
-        # base - log(df + 1), capped at ``cap``: the table inlined (this runs per term).
-        weights = {t: w * (idf if (idf := base - (table[n] if (n := df.get(t, 0)) < 4096
-                                                   else log(n + 1))) < cap else cap)
-                   for t, w in feats.tf.items()}
+        # base - log(df + 1), capped at ``cap``: the table inlined (this runs per term). A
+        # list, not a dict: it is only sorted.
+        weights = [(t, w * (idf if (idf := base - (table[n] if (n := df.get(t, 0)) < 4096
+                                                    else log(n + 1))) < cap else cap))
+                   for t, w in feats.tf.items()]
         # Ties keep the features' order (token order): deterministic, no string compares.
-        top = sorted(weights.items(), key=itemgetter(1), reverse=True)[: self.config.max_terms]
+        top = sorted(weights, key=itemgetter(1), reverse=True)[: self.config.max_terms]
         norm = math.sqrt(sum(w * w for _, w in top)) or 1.0
         vec = {t: w / norm for t, w in top}
         # The entity part keeps its share of the whole vector: a lone common entity

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -61,9 +62,10 @@ ENTITY_BOOST: Final = 0.5
 # Possessive (never backtracks): what follows a run of letters and digits is not one, so
 # giving characters back could not make a different match; it only costs time.
 _TOKEN = re.compile(r"[^\W_]++(?:['’.\-][^\W_]++)*+")
-# ``_TOKEN`` for ASCII text, where ``[^\W_]`` is exactly ``[0-9A-Za-z]``: a plain character
-# set is tested far faster than the Unicode category (about a quarter off the scan).
-_ASCII_TOKEN = re.compile(r"[0-9A-Za-z]++(?:['.\-][0-9A-Za-z]++)*+")
+# Punctuation around words ("(AP)", "said,", "“Yes”"): no letter or digit among them, so
+# a chunk of text that is one run of letters and digits once they are stripped is exactly
+# one ``_TOKEN`` (see ``_tokens``).
+_EDGE_PUNCTUATION: Final = "\"'()[]{}<>.,;:!?*&%$#@/\\|_+=~^`“”‘’«»—–-…•·"
 _DIGIT = re.compile(r"\d")
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^\W_][\w'’.\-]*)")
 # The same, split in two so that the scan can skip ahead to candidate characters: the text's
@@ -73,8 +75,11 @@ _AFTER_BREAK = re.compile(r"[.!?\n](?:(?<=\n)\s*|(?<=[.!?])[\"”’')]?\s+)[\"�
 # Two capitalised words in a row: a person's or place's full name ("Rico Doyle"), far more
 # telling than either word alone. Runs of capitalised words, split into pairs.
 # (``[A-Z](?<!\w[A-Z])`` is ``\b[A-Z]`` written so that the regex engine can skip ahead to
-# candidate first letters.)
-_NAME_RUN = re.compile(r"[A-Z](?<!\w[A-Z])[a-z][\w'’\-]*(?:\s+(?:[A-Z]\.\s+)?[A-Z][a-z][\w'’\-]*)+")
+# candidate first letters. Possessive, as ``_TOKEN``: a word's letters or the spaces after
+# it, given back, could not start the next word; a capitalised word followed by none, the
+# common case, fails without trying each shorter prefix.)
+_NAME_RUN = re.compile(
+    r"[A-Z](?<!\w[A-Z])[a-z][\w'’\-]*+(?:\s++(?:[A-Z]\.\s+)?[A-Z][a-z][\w'’\-]*+)+")
 _P1 = np.uint64(0x9E3779B97F4A7C15)  # shingle = mix of three word hashes
 _P2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _AGE = re.compile(r"^(\d{1,3})-years?-old$")
@@ -197,9 +202,26 @@ def _counts(items: list[str]) -> dict[str, int]:
     return counts
 
 
-def _tokens(text: str) -> list[str]:
-    """``_TOKEN.findall(text)``, faster on ASCII text."""
-    return (_ASCII_TOKEN if text.isascii() else _TOKEN).findall(text)
+def _tokens(text: str, limit: int = sys.maxsize) -> list[str]:
+    r"""``_TOKEN.findall(text)[:limit]``, faster. A token never spans whitespace, and most
+    whitespace-separated chunks are one token, bare or in punctuation: a chunk whose every
+    character is a letter or digit (``str.isalnum``: exactly ``[^\W_]``) is one. Only the
+    rest go through the regex. Stops at ``limit`` tokens: the words after them are unused."""
+    tokens: list[str] = []
+    for chunk in text.split():
+        if len(tokens) >= limit:
+            break
+        if chunk.isalnum():
+            tokens.append(chunk)
+            continue
+        core = chunk.strip(_EDGE_PUNCTUATION)
+        if core.isalnum():
+            tokens.append(core)
+        elif core:
+            tokens.extend(_TOKEN.findall(core))  # "U.S", "al-Assad", "and/or"
+    if len(tokens) > limit:
+        del tokens[limit:]
+    return tokens
 
 
 def _token_info(tok: str) -> TokenInfo | None:
@@ -289,7 +311,7 @@ def extract(title: str, text: str, fingerprint: bool = True) -> Features:
 
     head = text[:MAX_BODY_CHARS]
     body = strip_dateline(head) if head else ""
-    toks = _tokens(body)[:MAX_BODY_WORDS]
+    toks = _tokens(body, MAX_BODY_WORDS)
 
     title_tokens = _TOKEN.findall(title)
     titlecase = _is_titlecase(title_tokens)

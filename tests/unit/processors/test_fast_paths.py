@@ -40,6 +40,21 @@ def test_rewritten_regexes_match_their_word_boundary_forms():
         assert features._STREET.findall(t) == street.findall(t), t
 
 
+def test_tokens_match_the_token_regex():
+    # Chunks that are one word, bare or in punctuation, and the rest (joiners at the ends or
+    # doubled, punctuation inside, non-ASCII letters and digits, Unicode spaces).
+    texts = [*TEXTS, "“(Yes),” U.S.-led -- 'quoted' rock'n'roll a.-b x/y/z ...end. 3.5% #1 _x_",
+             "e-mail: a@b.com, (AP)—Ça «va» ¿sí? ١٢٣ foo\u200bbar O’Neill’s ’90s ‘x’ • y · z",
+             "ﬁne ǅemal ⅷ ² ½ no-break\u00a0space and\u2009thin\u3000wide"]
+    for t in texts:
+        expected = features._TOKEN.findall(t)
+        assert features._tokens(t) == expected, t
+        for limit in (0, 1, 2, 5, len(expected), len(expected) + 1):
+            assert features._tokens(t, limit) == expected[:limit], (t, limit)
+    # Stripped from the ends of a chunk: never part of a token.
+    assert not any(c.isalnum() for c in features._EDGE_PUNCTUATION)
+
+
 def test_norm_line_matches_blanking_punctuation_and_splitting():
     blank = str.maketrans({c: " " for c in text._PUNCTUATION_CHARS})
     lines = [*TEXTS, "Share this: Facebook | Twitter", "x\x1cy\x1fz", "a\u200bb", "ǅ ß ﬁ İ"]
