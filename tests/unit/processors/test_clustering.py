@@ -346,6 +346,8 @@ def test_dates_mentioned_are_read_relative_to_the_article():
     from processors.features import dates
     assert dates("charged in the June 21 shooting; a hearing on Sept. 9th, 2012. Mayday 5, "
                  "Marching 4") == {(6, 21, 0), (9, 9, 2012)}
+    # Capitalised words before a number that are not months, or months inside a word.
+    assert dates("Mayor 5 said; Dog 12, 2013; x_May 7; Janu 4; Sundays 3") == frozenset()
     published = datetime(2025, 1, 5, 15, tzinfo=UTC).timestamp()
     # No year: the latest such day up to the article's next day.
     assert _referenced_days(frozenset({(12, 30, 0), (1, 6, 0), (1, 7, 0), (2, 30, 0)}),
