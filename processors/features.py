@@ -96,7 +96,7 @@ _YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
 # skips ahead to the first letter, several times faster than trying the month names at every
 # word); ``_MONTH`` then says whether that word is a month.
 _DATE = re.compile(r"[ADFJMNOS](?<!\w[ADFJMNOS])[a-z]{2,8}\.? ([0-3]?\d)(?:st|nd|rd|th)?\b"
-                   r"(?:,? ((?:19|20)\d\d)\b)?")
+                   r"(?:,? ([12]\d\d\d)\b)?")
 _MONTH = re.compile(r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|"
                     r"Aug(?:ust)?|Sept?(?:ember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
 _MONTHS: Final = {m: i + 1 for i, m in enumerate(

@@ -175,6 +175,8 @@ def explain(explanation: object) -> str:
         parts.append("shared terms: " + ", ".join(e.shared_terms[:8]))
     if e.time_gap_hours is not None:
         parts.append(f"{e.time_gap_hours:.1f} h apart")
+    if "named_day_gap_hours" in e.detail:
+        parts.append(f"{e.detail['named_day_gap_hours']:.1f} h from a day it names")
     if e.candidates:
         parts.append(f"{e.candidates} candidates")
     if "dormant_days" in e.detail:

@@ -348,14 +348,24 @@ def test_dates_mentioned_are_read_relative_to_the_article():
                  "Marching 4") == {(6, 21, 0), (9, 9, 2012)}
     # Capitalised words before a number that are not months, or months inside a word.
     assert dates("Mayor 5 said; Dog 12, 2013; x_May 7; Janu 4; Sundays 3") == frozenset()
-    published = datetime(2025, 1, 5, 15, tzinfo=UTC).timestamp()
-    # No year: the latest such day up to the article's next day.
-    assert _referenced_days(frozenset({(12, 30, 0), (1, 6, 0), (1, 7, 0), (2, 30, 0)}),
-                            published) == (datetime(2025, 1, 6, tzinfo=UTC).timestamp(),
-                                           datetime(2024, 1, 7, tzinfo=UTC).timestamp(),
-                                           datetime(2024, 12, 30, tzinfo=UTC).timestamp())
-    assert _referenced_days(frozenset({(6, 1, 2023)}), published) == (
-        datetime(2023, 6, 1, tzinfo=UTC).timestamp(),)
+    assert dates("on June 21, 1812") == {(6, 21, 1812)}  # an old year is a year, not none
+    day = datetime(2025, 1, 5, 15, tzinfo=UTC).timestamp()
+
+    def named(*mentioned: tuple[int, int, int], at: float = day) -> list[datetime]:
+        return [datetime.fromtimestamp(t, UTC)
+                for t in _referenced_days(frozenset(mentioned), at)]
+
+    # No year: the latest such day up to the article's next day, across a new year too.
+    assert named((1, 6, 0), (12, 30, 0), (2, 30, 0)) == [datetime(2025, 1, 6, tzinfo=UTC),
+                                                         datetime(2024, 12, 30, tzinfo=UTC)]
+    new_years_eve = datetime(2024, 12, 31, 15, tzinfo=UTC).timestamp()
+    assert named((1, 1, 0), at=new_years_eve) == [datetime(2025, 1, 1, tzinfo=UTC)]
+    assert named((2, 29, 0)) == [datetime(2024, 2, 29, tzinfo=UTC)]
+    # A day to come is no day of the events: a hearing on "Jan. 26", a given year ahead.
+    assert named((1, 26, 0), (1, 7, 0), (3, 1, 2025)) == []
+    # Further ahead it is last year's ("the March 12 shooting" in January).
+    assert named((3, 12, 0)) == [datetime(2024, 3, 12, tzinfo=UTC)]
+    assert named((6, 1, 2023)) == [datetime(2023, 6, 1, tzinfo=UTC)]
     assert _referenced_days(frozenset({(6, 1, 0)}), None) == ()
 
 
@@ -377,8 +387,9 @@ def test_a_follow_up_naming_the_day_of_the_events_is_measured_from_that_day():
     named, plain = follow_up(" May 3"), follow_up("")
     # Two months later: without the day the gap is the two months; with it, none (the day
     # is the incident's), and the time penalty (0.676 * log(61) = 2.8) is gone.
-    assert plain.time_gap_hours == 24 * 60
-    assert named.time_gap_hours == 0.0
+    assert plain.time_gap_hours == named.time_gap_hours == 24 * 60  # what the user is shown
+    assert "named_day_gap_hours" not in plain.detail
+    assert named.detail["named_day_gap_hours"] == 0.0  # what is scored
     assert named.score is not None and plain.score is not None
     assert named.score > plain.score + 2.0
 
@@ -571,3 +582,23 @@ def test_a_long_dormant_incident_gives_way_to_a_live_one_in_the_candidate_lookup
     assert cl._candidates(vec, frozenset(), now) == ["inc-live"]
     # Without the article's time (or the decay) the lookup weights alone decide.
     assert cl._candidates(vec, frozenset()) == ["inc-old"]
+
+
+FED_HEADLINES = (
+    "Fed raises interest rates by a quarter point", "Federal Reserve lifts rates a quarter point",
+    "Fed hikes interest rates, signals more to come", "Stocks fall after Fed raises interest rates",
+    "Federal Reserve raises benchmark rate", "Fed rate hike: what it means for your mortgage",
+    "Yellen: Fed raises rates as economy strengthens", "Fed lifts interest rates for second time",
+    "Markets react to Federal Reserve rate hike", "Fed raises rates, sees three more hikes",
+    "Mortgage rates climb after Fed hike", "Dollar jumps as Fed raises interest rates")
+
+
+@pytest.mark.parametrize("body", ["", "Click here to read the full story."])
+def test_headlines_with_a_leftover_line_for_a_body_split_as_headlines(body):
+    # Scored by their headlines alone, they must also be split by the headline bar: with
+    # the full-text bar their few shared words look like two stories drifting apart.
+    c = IncidentClusterer()
+    for i, headline in enumerate(FED_HEADLINES):
+        c.add(Article(id=f"fed-{i}", title=headline, text=body,
+                      published=T0 + timedelta(hours=i)))
+    assert {c.incident_of(f"fed-{i}") for i in range(len(FED_HEADLINES))} == {"inc-fed-0"}
