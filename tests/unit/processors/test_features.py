@@ -1,0 +1,24 @@
+"""Article features: how a headline is weighed against the body."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from processors.features import extract
+
+BODY = ("Lava flowed toward the village overnight as residents fled the area and officials "
+        "watched closely.")
+
+
+def test_the_headline_outweighs_the_lead_when_there_is_a_body():
+    # Term weights are 1 + log(boosted count): a headline word counts 3, a lead word 2
+    # (once as lead, once as body).
+    with_body = extract("Volcano erupts", BODY)
+    assert with_body.tf["volcano"] == pytest.approx(1 + math.log(3))
+    assert with_body.tf["lava"] == pytest.approx(1 + math.log(2))
+
+
+def test_a_headline_alone_keeps_the_weight_its_scores_were_fitted_at():
+    assert extract("Volcano erupts", "").tf["volcano"] == pytest.approx(1 + math.log(2))
