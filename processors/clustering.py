@@ -37,10 +37,6 @@ from processors.features import Features, canonical_url, extract
 log = logging.getLogger(__name__)
 
 _DAY: Final = 86_400.0
-# A yearless date this soon after publication is one to come (a hearing), not last year's.
-# Farther ahead it is more often last year's events, named ten months on: at 90 days gva-dev
-# lost 0.9360/0.8409 -> 0.9351/0.8375 (B-cubed/pairwise F1); at 7 to 30 days nothing changed.
-_UPCOMING: Final = 30 * _DAY
 _W = TypeVar("_W", int, float)
 
 
@@ -130,6 +126,11 @@ class ClusterConfig:
     # 0.934/0.840 -> 0.936/0.841, both halves better (0.2 and 0.5 score the same);
     # ecbplus and uci unchanged. (Decaying live incidents too cost uci 0.785 -> 0.783.)
     dormant_rank_decay: float = 0.3
+    # A yearless date named this soon after publication is one to come (a hearing), not last
+    # year's: it says nothing of when the events were. Farther ahead it is more often last
+    # year's events, named ten months on: at 90 days gva-dev lost 0.9360/0.8409 ->
+    # 0.9351/0.8375 (B-cubed/pairwise F1); at 7 to 30 days nothing changed.
+    upcoming_days: float = 30.0
     max_articles: int = 500_000  # hard caps, for streams without dates
     max_incidents: int = 20_000  # dormant summaries beyond this go, oldest first (~14 KB each)
     max_vocabulary: int = 200_000  # document-frequency table; rare terms pruned beyond it
@@ -683,7 +684,7 @@ class IncidentClusterer:
                 evec: dict[str, float], feats: Features) -> Decision:
         cfg = self.config
         headline = feats.n_words == 0
-        referenced = _referenced_days(feats.dates, ts)
+        referenced = _referenced_days(feats.dates, ts, cfg.upcoming_days * _DAY)
         candidates = self._candidates(vec, feats.title_terms, ts)
         scored: list[tuple[float, int, str, Similarity]] = []
         for inc_id in candidates:
@@ -1134,13 +1135,13 @@ def _epoch(when: datetime | None) -> float | None:
     return when.timestamp()
 
 
-def _referenced_days(dates: frozenset[tuple[int, int, int]], ts: float | None
-                     ) -> tuple[float, ...]:
+def _referenced_days(dates: frozenset[tuple[int, int, int]], ts: float | None,
+                     upcoming: float) -> tuple[float, ...]:
     """Start times (UTC) of the past days an article published at ``ts`` names. A date
     without a year is the latest such day up to the article's next day ("June 21" in a
     report of August 14: that June; "Dec. 30" in one of January 5: the year before; "Jan. 1"
-    in one of December 31: the next day). A day still to come (a hearing, a funeral) says
-    nothing about when the events were, and is left out."""
+    in one of December 31: the next day). A day still to come (a hearing, a funeral), up to
+    ``upcoming`` seconds ahead, says nothing about when the events were, and is left out."""
     if ts is None or not dates:
         return ()
     this_year = datetime.fromtimestamp(ts, UTC).year
@@ -1155,7 +1156,7 @@ def _referenced_days(dates: frozenset[tuple[int, int, int]], ts: float | None
             if when <= latest:
                 days.append(when)
                 break
-            if when - ts < _UPCOMING:  # "due in court on Sept. 3": not the events' day
+            if when - ts < upcoming:  # "due in court on Sept. 3": not the events' day
                 break
     return tuple(days)
 

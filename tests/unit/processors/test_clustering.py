@@ -14,6 +14,7 @@ from processors.clustering import (
     _Incident,
     _referenced_days,
 )
+from processors.features import dates
 from processors.text import clean_text, derive_title
 
 T0 = datetime(2015, 10, 8, 9, tzinfo=UTC)
@@ -343,17 +344,17 @@ def test_shared_street_and_age_raise_the_score_and_conflicts_lower_it():
 
 
 def test_dates_mentioned_are_read_relative_to_the_article():
-    from processors.features import dates
     assert dates("charged in the June 21 shooting; a hearing on Sept. 9th, 2012. Mayday 5, "
                  "Marching 4") == {(6, 21, 0), (9, 9, 2012)}
     # Capitalised words before a number that are not months, or months inside a word.
     assert dates("Mayor 5 said; Dog 12, 2013; x_May 7; Janu 4; Sundays 3") == frozenset()
     assert dates("on June 21, 1812") == {(6, 21, 1812)}  # an old year is a year, not none
     day = datetime(2025, 1, 5, 15, tzinfo=UTC).timestamp()
+    upcoming = ClusterConfig().upcoming_days * 86_400
 
     def named(*mentioned: tuple[int, int, int], at: float = day) -> list[datetime]:
         return [datetime.fromtimestamp(t, UTC)
-                for t in _referenced_days(frozenset(mentioned), at)]
+                for t in _referenced_days(frozenset(mentioned), at, upcoming)]
 
     # No year: the latest such day up to the article's next day, across a new year too.
     assert named((1, 6, 0), (12, 30, 0), (2, 30, 0)) == [datetime(2025, 1, 6, tzinfo=UTC),
@@ -366,7 +367,7 @@ def test_dates_mentioned_are_read_relative_to_the_article():
     # Further ahead it is last year's ("the March 12 shooting" in January).
     assert named((3, 12, 0)) == [datetime(2024, 3, 12, tzinfo=UTC)]
     assert named((6, 1, 2023)) == [datetime(2023, 6, 1, tzinfo=UTC)]
-    assert _referenced_days(frozenset({(6, 1, 0)}), None) == ()
+    assert _referenced_days(frozenset({(6, 1, 0)}), None, upcoming) == ()
 
 
 def test_a_follow_up_naming_the_day_of_the_events_is_measured_from_that_day():

@@ -22,3 +22,8 @@ def test_the_headline_outweighs_the_lead_when_there_is_a_body():
 
 def test_a_headline_alone_keeps_the_weight_its_scores_were_fitted_at():
     assert extract("Volcano erupts", "").tf["volcano"] == pytest.approx(1 + math.log(2))
+
+
+def test_dates_are_read_from_the_headline_too():
+    assert extract("Arrest in June 21 shooting", BODY).dates == {(6, 21, 0)}
+    assert extract("Arrest in June 21 shooting", "").dates == {(6, 21, 0)}
