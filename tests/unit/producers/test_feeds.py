@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 
@@ -262,13 +263,33 @@ class HeldPoller:
         )
 
 
-def held_loop(tmp_path, state, poller: HeldPoller, published: list[str], lease_s: float) -> ProducerLoop:
+@dataclass
+class LeaseCase:
+    """One feed, a loop with one worker whose poll of it is held, and a second process's
+    connection to the same state."""
+
+    feed: FeedRow
+    loop: ProducerLoop
+    poller: HeldPoller
+    other_process: StateStore
+    published: list[str]
+
+
+@contextmanager
+def lease_case(tmp_path, state, lease_s: float) -> Iterator[LeaseCase]:
+    feed = state.upsert_feed("https://news.example/feed", origin="config")
+    poller = HeldPoller()
+    published: list[str] = []
     loop = ProducerLoop(
         Settings(data_dir=tmp_path / "var"), state=state, poller=poller,  # type: ignore[arg-type]
         publish=lambda a: published.append(a.id), flush=lambda: None, workers=1,
     )
     loop.lease_s = lease_s
-    return loop
+    other_process = StateStore(tmp_path / "state.db")
+    try:
+        yield LeaseCase(feed, loop, poller, other_process, published)
+    finally:
+        other_process.close()
 
 
 @contextmanager
@@ -287,58 +308,40 @@ def loop_running(loop: ProducerLoop, poller: HeldPoller) -> Iterator[None]:
 
 
 def test_a_poll_whose_lease_ran_out_is_not_claimed_again_by_its_own_process(tmp_path, state):
-    feed = state.upsert_feed("https://news.example/feed", origin="config")
-    elsewhere = StateStore(tmp_path / "state.db")
-    published: list[str] = []
-    poller = HeldPoller()
     # A lease long enough that the loop does not renew it during the test.
-    loop = held_loop(tmp_path, state, poller, published, lease_s=3600)
-    with loop_running(loop, poller):
+    with lease_case(tmp_path, state, lease_s=3600) as case, loop_running(case.loop, case.poller):
         # The lease runs out while the poll goes on (the feed is still due).
-        elsewhere._conn.execute("UPDATE feeds SET lease_until = 0 WHERE id = ?", (feed.id,))
+        case.other_process._conn.execute("UPDATE feeds SET lease_until = 0 WHERE id = ?",
+                                         (case.feed.id,))
         time.sleep(1.2)  # a few turns of the loop, each claiming what is due
-    elsewhere.close()
-    assert poller.polls == 1
-    assert published == ["id-0"]
+    assert case.poller.polls == 1
+    assert case.published == ["id-0"]
 
 
 def test_the_lease_is_renewed_while_a_poll_runs(tmp_path, state):
-    feed = state.upsert_feed("https://news.example/feed", origin="config")
-    other_process = StateStore(tmp_path / "state.db")
-    published: list[str] = []
-    poller = HeldPoller()
-    loop = held_loop(tmp_path, state, poller, published, lease_s=1.5)
     taken: list[FeedRow] = []
-    with loop_running(loop, poller):
+    with lease_case(tmp_path, state, lease_s=1.5) as case, loop_running(case.loop, case.poller):
         deadline = time.monotonic() + 3.5  # more than twice the lease
         while time.monotonic() < deadline and not taken:
-            taken = other_process.claim_due("other", limit=1, lease_s=60)
+            taken = case.other_process.claim_due("other", limit=1, lease_s=60)
             time.sleep(0.1)
-    other_process.close()
     assert taken == []
-    assert published == ["id-0"]
-    row = state.feed(feed.id)
+    assert case.published == ["id-0"]
+    row = state.feed(case.feed.id)
     assert row is not None and row.entries_seen == 1 and row.lease_owner is None
 
 
 def test_a_poll_whose_lease_another_process_took_publishes_nothing(tmp_path, state, caplog):
-    feed = state.upsert_feed("https://news.example/feed", origin="config")
-    other_process = StateStore(tmp_path / "state.db")
-
-    def lease_runs_out_and_is_taken() -> None:
+    with lease_case(tmp_path, state, lease_s=60) as case:
         # As if the poll had lasted an hour: the lease ran out and another process took it.
-        other_process.claim_due("other", limit=1, lease_s=60, now=time.time() + 3600)
-
-    published: list[str] = []
-    poller = HeldPoller(during=lease_runs_out_and_is_taken)
-    poller.finish.set()
-    loop = held_loop(tmp_path, state, poller, published, lease_s=60)
-    with caplog.at_level(logging.WARNING, logger="producers.feeds"):
-        loop.run(threading.Event(), until_idle=True)
-    other_process.close()
-    assert published == []
-    assert state.unseen(feed.id, ["guid-0"]) == ["guid-0"]  # the other process's to publish
-    row = state.feed(feed.id)
+        case.poller.during = lambda: case.other_process.claim_due(
+            "other", limit=1, lease_s=60, now=time.time() + 3600)
+        case.poller.finish.set()
+        with caplog.at_level(logging.WARNING, logger="producers.feeds"):
+            case.loop.run(threading.Event(), until_idle=True)
+    assert case.published == []
+    assert state.unseen(case.feed.id, ["guid-0"]) == ["guid-0"]  # the other process's to publish
+    row = state.feed(case.feed.id)
     assert row is not None and row.lease_owner == "other" and row.entries_seen == 0
     assert any("another process took the feed over" in r.getMessage() for r in caplog.records)
 
