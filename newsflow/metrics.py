@@ -188,6 +188,25 @@ def metrics_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "metrics"
 
 
+# Each role's textfile in ``metrics_dir``: the processes write them, and the supervisor
+# removes a dead child's by the same name (the web child serves its figures itself).
+_TEXTFILES = {"sink": "sink.prom", "process": "processors.prom", "produce": "produce-{pid}.prom"}
+
+
+def textfile_name(role: str, pid: int) -> str | None:
+    """The metrics textfile of a ``newsflow`` role's process, None for a role without one."""
+    name = _TEXTFILES.get(role)
+    return name.format(pid=pid) if name is not None else None
+
+
+def textfile_path(data_dir: Path, role: str) -> Path:
+    """Where this process, of ``role``, writes its figures."""
+    name = textfile_name(role, os.getpid())
+    if name is None:
+        raise ValueError(f"the {role!r} role writes no metrics textfile")
+    return metrics_dir(data_dir) / name
+
+
 def write_textfile(registry: Registry, path: Path) -> None:
     """Write atomically, so a scrape never reads half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from kafka import TopicPartition
 
 from newsflow.broker import EmbeddedBroker
 from newsflow.kafka import Publisher, admin_client, bootstrap_servers, ensure_topics
-from newsflow.metrics import clear_textfiles, metrics_dir
+from newsflow.metrics import clear_textfiles, metrics_dir, textfile_name
 from newsflow.processes import spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
@@ -43,10 +43,6 @@ ROLES = ("sink", "web", "process", "produce")
 QUICK_EXIT_S = 10.0
 MAX_QUICK_EXITS = 5
 
-# The metrics textfile each role writes under <data_dir>/metrics (processors/app.py,
-# sinks/runner.py, producers/feeds.py); the web child serves its figures itself.
-METRICS_FILES = {"sink": "sink.prom", "process": "processors.prom", "produce": "produce-{pid}.prom"}
-
 
 class ServiceError(RuntimeError):
     """The service cannot start or keep running; the message says why."""
@@ -56,7 +52,7 @@ class ServiceError(RuntimeError):
 class Child:
     role: str
     env: dict[str, str]
-    metrics_dir: Path | None = None  # where its metrics textfile goes (METRICS_FILES)
+    metrics_dir: Path | None = None  # where its metrics textfile goes (textfile_name)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     quick_exits: int = 0
@@ -80,10 +76,11 @@ class Child:
 
     def remove_metrics_file(self) -> None:
         """A dead child's figures must not be served as if it still ran."""
-        name = METRICS_FILES.get(self.role)
-        if name is None or self.metrics_dir is None or self.process is None:
+        if self.metrics_dir is None or self.process is None:
             return
-        (self.metrics_dir / name.format(pid=self.process.pid)).unlink(missing_ok=True)
+        name = textfile_name(self.role, self.process.pid)
+        if name is not None:
+            (self.metrics_dir / name).unlink(missing_ok=True)
 
 
 def child_env(settings: Settings) -> dict[str, str]:

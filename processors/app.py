@@ -25,7 +25,7 @@ import faust
 from faust.types import EventT, StreamT
 
 from newsflow.kafka import MAX_MESSAGE_BYTES  # every topic's limit, and so the producer's
-from newsflow.metrics import Registry, metrics_dir, write_textfile
+from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import DeadLetter, Incident, RawArticle
 from newsflow.settings import Settings
 from processors.clustering import ClusterConfig
@@ -132,7 +132,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
     metrics = ProcessorMetrics()
-    metrics_path = metrics_dir(settings.data_dir) / "processors.prom"
+    metrics_path = textfile_path(settings.data_dir, "process")
 
     async def send_dead_letter(stage: str, event: EventT, exc: BaseException) -> None:
         letter = dead_letter(stage, event, exc)

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from newsflow.kafka import MessageTooLargeError
-from newsflow.metrics import Registry, metrics_dir, write_textfile
+from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import RawArticle, article_key
 from newsflow.settings import Settings
 from producers.config import ConfigError, FeedSpec, load_feeds_file
@@ -539,7 +539,7 @@ class ProducerLoop:
         self.published = 0
         self.failed = 0
         self.metrics = ProducerMetrics()
-        self.metrics_path = metrics_dir(settings.data_dir) / f"produce-{os.getpid()}.prom"
+        self.metrics_path = textfile_path(settings.data_dir, "produce")
         self._metrics_written = 0.0
 
     def run(self, stop: threading.Event, *, until_idle: bool = False) -> None:

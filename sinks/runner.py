@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from newsflow.kafka import Publisher, PublishError, ensure_topics, make_consumer
-from newsflow.metrics import Registry, metrics_dir, write_textfile
+from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import SCHEMA_VERSION, DeadLetter, Incident, RawArticle
 from newsflow.settings import Settings
 from sinks.base import BatchingSink, Record, SinkUnavailable
@@ -169,7 +169,7 @@ class SinkRunner:
         self.retry_at = 0.0
         self.last_flush = time.monotonic()
         self._metrics_written = 0.0
-        self._metrics_path = metrics_dir(settings.data_dir) / "sink.prom"
+        self._metrics_path = textfile_path(settings.data_dir, "sink")
 
     # --- the loop ---------------------------------------------------------------
 
