@@ -364,10 +364,7 @@ class Handler(BaseHTTPRequestHandler):
     def _incident(self, raw_id: str, *, api: bool) -> None:
         detail = self._store().get_incident(unquote(raw_id))
         if detail is None:
-            if api:
-                self._json({"error": "not found"}, status=404)
-            else:
-                self._send(404, page("Not found", "<h1>No such incident</h1>"))
+            self._error(404, "no such incident", api=api)
             return
         if api:
             self._json(detail.to_dict())
