@@ -107,7 +107,7 @@ class FeedPoller:
         self.fetcher = fetcher
         self.state = state
         self.fetch_pages = fetch_pages
-        self.page_attempts = page_attempts or settings.page_attempts
+        self.page_attempts = settings.page_attempts if page_attempts is None else page_attempts
         self.robots = robots or RobotsCache(fetcher, agent=settings.user_agent)
         self.janitor = janitor or CacheJanitor()
         self.rng = rng or random.Random()
@@ -707,10 +707,11 @@ def log_refused(article: RawArticle, feed_url: str, reason: str) -> None:
 
 
 def _build_poller(
-    settings: Settings, state: StateStore, *, fetch_pages: bool
+    settings: Settings, state: StateStore, *, fetch_pages: bool, page_attempts: int | None = None
 ) -> tuple[FeedPoller, Fetcher]:
     fetcher = make_fetcher(settings)
-    poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages)
+    poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages,
+                        page_attempts=page_attempts)
     return poller, fetcher
 
 
@@ -831,10 +832,10 @@ def poll_once(
     as seen in ``state`` (an in-memory one when not given: every entry is new)."""
     own_state = state is None
     store = state or StateStore(":memory:")
-    poller, fetcher = _build_poller(settings, store, fetch_pages=fetch_pages)
-    if own_state:
-        # No later poll will see this state: a failed page gets no second try.
-        poller.page_attempts = 1
+    # Without a state of the caller's no later poll sees this one: a failed page gets no
+    # second try.
+    poller, fetcher = _build_poller(settings, store, fetch_pages=fetch_pages,
+                                    page_attempts=1 if own_state else None)
     stop = stop or threading.Event()
     results: list[PollResult] = []
     try:
