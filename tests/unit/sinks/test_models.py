@@ -13,3 +13,9 @@ def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
     moved = explain(Explanation(decision="joined", moved_from="inc-b"))
     assert moved.endswith("moved here from inc-b by a later merge or split")
     assert explain(None) == "no explanation recorded"
+
+
+def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> None:
+    why = Explanation(decision="joined", score=-1.2, threshold=-2.0, time_gap_hours=1440.0,
+                      detail={"named_day_gap_hours": 0.0})
+    assert "1440.0 h apart; 0.0 h from a day it names" in explain(why)

@@ -12,7 +12,6 @@ import pytest
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
 from sinks.commands import parse_duration, register
-from sinks.models import explain
 from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
 from sinks.store import StoreMissing
 
@@ -141,8 +140,3 @@ def test_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     jsonl = Settings(data_dir=tmp_path / "fresh", sink="jsonl")
     assert run(jsonl, "db", "upgrade") == 0
 
-
-def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> None:
-    why = Explanation(decision="joined", score=-1.2, threshold=-2.0, time_gap_hours=1440.0,
-                      detail={"named_day_gap_hours": 0.0})
-    assert "1440.0 h apart; 0.0 h from a day it names" in explain(why)
