@@ -222,7 +222,18 @@ class FeedPoller:
         new_keys = self.state.unseen(feed.id, entries)
         # Entries waiting for their page that left the feed meanwhile are still to be
         # published, from the copy kept.
-        gone = [k for k in retries if k not in entries]
+        saved: dict[str, FeedEntry] = {}
+        for key in retries:
+            if key in entries:
+                continue
+            try:
+                saved[key] = FeedEntry.from_json(retries[key].entry)
+            except (ValueError, KeyError, TypeError) as exc:
+                # A copy this version cannot read (saved by another one): dropped with an
+                # error, or it would fail every poll of the feed for ever.
+                logger.error("feed %s: dropping the saved entry %s, which cannot be read "
+                             "(%s: %s)", feed.url, key, type(exc).__name__, exc)
+                self.state.forget_page_retries(feed.id, [key])
         bounds = self.bounds(feed)
         interval = next_interval(
             published=[e.published for e in parsed.entries if e.published],
@@ -252,7 +263,7 @@ class FeedPoller:
         if result.truncated:
             feed_meta["feed_truncated"] = True
         # Oldest first, so the topic reads in publication order for this feed.
-        for key in [*gone, *reversed(new_keys)]:
+        for key in [*saved, *reversed(new_keys)]:
             if stop is not None and stop.is_set():
                 poll.complete = False
                 # Not all entries were handled: ask again soon, with the old validators,
@@ -260,7 +271,7 @@ class FeedPoller:
                 update.etag, update.last_modified = feed.etag, feed.last_modified
                 update.next_poll = time.time()
                 break
-            entry = entries[key] if key in entries else FeedEntry.from_json(retries[key].entry)
+            entry = entries[key] if key in entries else saved[key]
             page = self.page(entry.link) if self.fetch_pages else None
             if page is not None and page.retryable:
                 delay = self._page_retry_delay(feed, entry, page, bounds)

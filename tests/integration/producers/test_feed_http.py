@@ -337,6 +337,30 @@ def test_an_entry_waiting_for_its_page_is_published_after_leaving_the_feed(serve
         rig.close()
 
 
+def test_a_saved_entry_that_cannot_be_read_is_dropped_and_the_feed_goes_on(
+    server, tmp_path, caplog
+):
+    server.state.retry_after = "0"
+    server.state.gen_entries = 2
+    rig = Rig(tmp_path, pages=True)
+    try:
+        url = server.url("/gen/unread.xml?flaky_page=1")
+        first = rig.poll(url)
+        assert [a.title for a in first.articles] == ["Story unread-0"]
+        # The copy kept of the entry waiting for its page, as another version wrote it.
+        (key,) = rig.state.page_retries(first.feed.id)
+        rig.state._conn.execute("UPDATE page_retries SET entry = ? WHERE entry_key = ?",
+                                ('{"link": 1}', key))
+        server.state.gen_entries = 1  # it drops out of the feed
+        with caplog.at_level(logging.ERROR, logger="producers.feeds"):
+            second = rig.poll(url)
+        assert second.articles == [] and second.update.error is None
+        assert rig.state.page_retries(first.feed.id) == {}
+        assert any("cannot be read" in r.getMessage() for r in caplog.records)
+    finally:
+        rig.close()
+
+
 def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
     server.state.retry_after = "0"
     settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
