@@ -204,9 +204,17 @@ def test_plain_text_titles_and_summaries_keep_their_angle_brackets():
 
 
 def test_an_entry_survives_a_round_trip_through_json():
-    parsed = parse_feed((shared_path("feeds") / "rss-parser/theguardian_us.rss").read_bytes())
-    entry = parsed.entries[0]
-    assert entry.published is not None and entry.tags
+    # What the producer state keeps of an entry waiting for its page: built here, so that
+    # a clone without the shared feeds checks it too.
+    (entry,) = parse_feed(
+        """<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>
+        <item><title>Flood in Zürich</title><link>https://r.example/1</link>
+        <guid>urn:r:1</guid><description>Rivers rose «fast».</description>
+        <pubDate>Tue, 01 Apr 2014 23:46:00 +0000</pubDate><author>a@r.example (Ann)</author>
+        <category>World</category><category>Weather</category></item>
+        </channel></rss>""".encode()
+    ).entries
+    assert entry.published is not None and entry.tags == ["World", "Weather"]
     assert FeedEntry.from_json(entry.to_json()) == entry
 
 
