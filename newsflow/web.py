@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import re
 import threading
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
+from sinks.jsonl import SearchUnsupported
+from sinks.store import storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +238,24 @@ def render_search(query: str, hits: list[Any]) -> str:
     return page(f"Search {query}", body)
 
 
+class BadRequest(ValueError):
+    """The request is at fault (a 400), as opposed to a ValueError from deeper down,
+    such as a stored row that cannot be decoded (a 500)."""
+
+
+def _number(query: dict[str, str], name: str, default: float) -> float:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number, not {raw!r}") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be a finite number")
+    return value
+
+
 class _StoreHolder:
     """Opens the store on first use and again after a failure (the database may be
     down when the web service starts)."""
@@ -304,7 +325,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if any(CONTROL_CHARS.search(text) for text in (unquote(path), *query, *query.values())):
                 route = "other"  # not the raw path: a label per bad address is unbounded
-                raise ValueError("control characters are not allowed in the address")
+                raise BadRequest("control characters are not allowed in the address")
             if path == "/healthz":
                 self._send(200, "ok\n", "text/plain; charset=utf-8")
             elif path == "/readyz":
@@ -325,7 +346,7 @@ class Handler(BaseHTTPRequestHandler):
                 hours, source = self._window(query)
                 found = self._store().list_incidents(
                     since=timedelta(hours=hours), source=source,
-                    limit=max(1, min(int(query.get("limit", 200)), 500)),
+                    limit=max(1, min(int(_number(query, "limit", 200)), 500)),
                 )
                 self._json([s.to_dict() for s in found])
             elif path.startswith("/incident/") or path.startswith("/api/incidents/"):
@@ -341,12 +362,17 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 route = "other"
                 self._error(404, "not found", api=path.startswith("/api/"))
-        except ValueError as exc:
+        except (BadRequest, SearchUnsupported) as exc:
             self._error(400, f"bad request: {exc}", api=path.startswith("/api/"))
-        except Exception as exc:
+        except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)
-            self.server.stores.reset()
+            self.server.stores.reset()  # reopened on the next request (the database may move)
             self._error(503, "storage unavailable", api=path.startswith("/api/"))
+        except Exception:
+            # A fault of ours (or a stored row we cannot read), not of the storage: the
+            # store stays open for the other requests.
+            logger.exception("GET %s failed", path)
+            self._error(500, "internal error", api=path.startswith("/api/"))
         finally:
             self.server.metrics.requests.inc(route=route, status=str(self._status))
 
@@ -356,9 +382,9 @@ class Handler(BaseHTTPRequestHandler):
         return self.server.stores.get()
 
     def _window(self, query: dict[str, str]) -> tuple[float, str | None]:
-        hours = float(query.get("hours", DEFAULT_HOURS))
+        hours = _number(query, "hours", DEFAULT_HOURS)
         if not 0 < hours <= 24 * 365:
-            raise ValueError("hours must be between 0 and 8760")
+            raise BadRequest("hours must be between 0 and 8760")
         return hours, (query.get("source") or None)
 
     def _incident(self, raw_id: str, *, api: bool) -> None:

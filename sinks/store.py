@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from newsflow.settings import Settings
-from sinks.base import BatchingSink
+from sinks.base import BatchingSink, SinkUnavailable
 from sinks.models import Store
 
 
@@ -19,6 +21,20 @@ def _postgres_module():  # type: ignore[no-untyped-def]
             "the PostgreSQL sink needs psycopg: pip install 'newsflow[postgres]'"
         ) from exc
     return postgres
+
+
+def storage_errors() -> tuple[type[Exception], ...]:
+    """What the storage raises when it is down, missing or unreadable, as opposed to a
+    bug or a bad request: "try again later". (PostgreSQL: connection-level errors only;
+    a refused query leaves the pool's connections usable.)"""
+    errors: tuple[type[Exception], ...] = (
+        sqlite3.Error, OSError, SinkUnavailable, StoreMissing, MissingExtra,
+    )
+    try:
+        import psycopg
+    except ImportError:  # the optional extra: then no store raises its errors
+        return errors
+    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
 
 
 def _dsn(settings: Settings) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import struct
 import subprocess
 import threading
@@ -174,6 +175,30 @@ def test_api_errors_are_json(server: NewsflowServer) -> None:
     assert get(server.url + "nothing-here")[1] == "text/html; charset=utf-8"
 
 
+def test_a_stored_row_that_cannot_be_read_is_our_fault_not_the_requests(
+    server: NewsflowServer, tmp_path: Path
+) -> None:
+    # A ValueError from deep inside (a row whose JSON no longer decodes) was answered as
+    # "400 bad request: Expecting value ...", blaming the caller and leaking the detail.
+    with sqlite3.connect(Settings(data_dir=tmp_path / "var").sqlite_file) as conn:
+        conn.execute("UPDATE incident_articles SET explanation = '{broken' WHERE article_id = 'a2'")
+    conn.close()
+    store = server.stores.get()
+    assert get(server.url + "api/incidents/inc-1") == (
+        500, "application/json", '{"error": "internal error"}'
+    )
+    assert get(server.url + "incident/inc-1")[0] == 500
+    assert server.stores.get() is store  # not closed and reopened: the storage is fine
+    assert get(server.url + "api/incidents?hours=2")[0] == 200
+    for address, message in (
+        ("api/incidents?hours=soon", "hours must be a number, not 'soon'"),
+        ("api/incidents?limit=inf", "limit must be a finite number"),
+        ("api/incidents?hours=nan", "hours must be a finite number"),
+    ):
+        status, _, body = get(server.url + address)
+        assert (status, json.loads(body)["error"]) == (400, "bad request: " + message), address
+
+
 def test_on_postgres_a_nul_is_refused_and_the_pool_stays_open(
     postgres_dsn: str, tmp_path: Path
 ) -> None:
@@ -189,6 +214,23 @@ def test_on_postgres_a_nul_is_refused_and_the_pool_stays_open(
             assert get(srv.url + address)[0] == 400, address
         assert srv.stores.get() is store  # the same open pool
         assert get(srv.url + "api/search?q=missiles")[0] == 200
+        # A stored row the page cannot read is a 500 that leaves the pool open too.
+        import psycopg
+
+        from sinks.postgres import PostgresSink
+
+        sink = PostgresSink(postgres_dsn)
+        sink.write([
+            Incident(incident_id="inc-odd", version=1, title="Odd", first_seen=NOW,
+                     last_seen=NOW, articles=[IncidentArticle(id="odd-1", title="Odd")]),
+        ])
+        sink.close()
+        with psycopg.connect(postgres_dsn) as conn:
+            conn.execute("""UPDATE incident_articles SET explanation = '{"score": "high"}'
+                            WHERE incident_id = 'inc-odd'""")
+        assert get(srv.url + "api/incidents/inc-odd")[0] == 500
+        assert srv.stores.get() is store
+        assert get(srv.url + "api/incidents/x")[0] == 404
     finally:
         srv.shutdown()
         srv.server_close()
