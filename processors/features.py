@@ -256,8 +256,10 @@ def _classify(tok: str) -> TokenInfo | None:
         return None
     parts: tuple[str, ...] = ()
     if "-" in term:
-        # "al-Assad" also counts as "assad"; "pro-government" as "government".
-        parts = tuple(stem(p) for p in term.split("-") if len(p) > 2 and p not in STOPWORDS)
+        # "al-Assad" also counts as "assad"; "pro-government" as "government". Each part
+        # stemmed once, as it is on its own ("UNC-Charlotte": "charlott", not "charlot").
+        parts = tuple(stem(p) for p in low.replace(".", "").split("-")
+                      if len(p) > 2 and p not in STOPWORDS)
     return term, False, parts, cap, caps
 
 

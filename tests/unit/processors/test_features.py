@@ -27,3 +27,12 @@ def test_a_headline_alone_keeps_the_weight_its_scores_were_fitted_at():
 def test_dates_are_read_from_the_headline_too():
     assert extract("Arrest in June 21 shooting", BODY).dates == {(6, 21, 0)}
     assert extract("Arrest in June 21 shooting", "").dates == {(6, 21, 0)}
+
+
+def test_a_hyphenated_words_parts_are_the_terms_of_the_same_words_alone():
+    # The parts were cut from the already stemmed word and stemmed again: "UNC-Charlotte"
+    # gave "charlot", which the same city standing alone ("charlott") never matched.
+    joined = extract("Shooting near UNC-Charlotte and Wilkes-Barre", "").tf
+    alone = extract("Shooting near Charlotte and Barre", "").tf
+    assert {"charlott", "barr"} <= joined.keys() & alone.keys()
+    assert not {"charlot", "bar"} & joined.keys()
