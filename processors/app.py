@@ -37,7 +37,7 @@ from processors.stage import (
     latest_versions,
     saved_state,
 )
-from processors.text import clean_text
+from processors.text import clean_text, clean_title
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def clean_article(article: RawArticle) -> RawArticle:
-    title = " ".join(_CONTROL.sub("", article.title).split())
+    title = clean_title(_CONTROL.sub("", article.title), article.source,
+                        article.canonical_url or article.url)
     text = clean_text(_CONTROL.sub("", article.text), title)
     if not title and not text:
         raise PoisonMessage("article has neither title nor text")

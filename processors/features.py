@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
-from processors.text import strip_dateline
+from processors.text import ARCHIVE_PREFIX, strip_dateline
 
 # (``Final``: a mypyc build reads these as constants, not from the module's dict.)
 # Function words and reporting verbs: they carry no information about which incident.
@@ -103,7 +103,6 @@ _MONTHS: Final = {m: i + 1 for i, m in enumerate(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())}
 _TRACKING_PARAMS = re.compile(r"^(?:utm_|fbclid$|gclid$|ocid$|cmpid$|ref$|src$|rss$|track$|"
                               r"cid$|mc_|__twitter|ncid$|ito$|smid$)", re.IGNORECASE)
-_ARCHIVE_PREFIX = re.compile(r"^(?:https?://)?web\.archive\.org/web/[0-9a-z_*]+/", re.IGNORECASE)
 
 
 @lru_cache(maxsize=65_536)
@@ -155,7 +154,7 @@ def canonical_url(url: str | None) -> str | None:
     """Scheme-, www-, tracking-parameter- and archive-insensitive form of an article URL."""
     if not url:
         return None
-    url = _ARCHIVE_PREFIX.sub("", url.strip())
+    url = ARCHIVE_PREFIX.sub("", url.strip())
     if "://" not in url:
         url = "http://" + url
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from newsflow.schemas import parse_timestamp
 from processors.clustering import Article, ClusterConfig, IncidentClusterer
-from processors.text import clean_text, derive_title
+from processors.text import clean_text, clean_title, derive_title
 
 
 def parse_published(value: Any) -> datetime | None:
@@ -27,7 +27,7 @@ def parse_published(value: Any) -> datetime | None:
 
 def row_to_article(row: dict[str, Any]) -> Article:
     """An ``Article`` from a row: cleaned text, a derived title when the row has none."""
-    title = (row.get("title") or "").strip()
+    title = clean_title(row.get("title") or "", row.get("source"), row.get("url"))
     text = row.get("text") or ""
     if not title and text:
         title, text = derive_title(text)

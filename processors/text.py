@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from urllib.parse import urlsplit
 
 # "Leave a Reply" widgets and similar calls to action, also when the scraper glued them to
 # the end of the last sentence ("...from Hezbollah.Leave a Reply").
@@ -239,3 +240,67 @@ def derive_title(text: str) -> tuple[str, str]:
     words = lead.split()
     title = " ".join(words[:12]).rstrip(",;:—–- ") if len(words) > 12 else lead
     return title, text.strip("\n")
+
+
+# -- titles ---------------------------------------------------------------------------
+# " - ", " | ", " – ", " — ", " :: ", " · ", " « ", "｜", "：" (the last two in CJK titles).
+TITLE_SEPARATORS = re.compile(r"\s+[|\-–—:·•»«]{1,2}\s+|\s*[｜|]\s*|：")
+MIN_HEADLINE_CHARS = 10
+# An archived copy's address: the page's own address follows it.
+ARCHIVE_PREFIX = re.compile(r"^(?:https?://)?web\.archive\.org/web/[0-9a-z_*]+/", re.IGNORECASE)
+
+
+def alnum_key(text: str) -> str:
+    """Lower-cased letters and digits only: 'WRCBtv.com' -> 'wrcbtvcom'."""
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def _names_site(part: str, site_keys: list[str]) -> bool:
+    key = alnum_key(part)
+    if len(key) < 2:
+        return False
+    return any(len(s) >= 3 and (key in s or s in key) for s in site_keys)
+
+
+def _site_keys(site_names: list[str], host: str) -> list[str]:
+    site_keys = [alnum_key(n) for n in site_names if n]
+    host_parts = [p for p in host.split(".") if p not in ("www", "m", "amp")]
+    if host_parts:
+        site_keys.append(alnum_key(".".join(host_parts)))
+        if len(host_parts) > 1:
+            site_keys.append(alnum_key(host_parts[0]))
+    return [k for k in site_keys if k]
+
+
+def strip_site_suffix(title: str, site_names: list[str], host: str) -> str:
+    """'Headline - Site Name' -> 'Headline' when a trailing part names the site (with
+    whatever follows it: 'Headline | Site | by Author')."""
+    site_keys = _site_keys(site_names, host)
+    pieces = list(TITLE_SEPARATORS.finditer(title))
+    for index, sep in enumerate(pieces):
+        head = title[: sep.start()].strip()
+        end = pieces[index + 1].start() if index + 1 < len(pieces) else len(title)
+        part = title[sep.end(): end].strip()
+        if len(head) >= MIN_HEADLINE_CHARS and _names_site(part, site_keys):
+            return head
+    return title
+
+
+def page_host(url: str | None) -> str:
+    """The host of an article's address, of the archived page for an archive.org copy
+    ('' when there is none)."""
+    if not url:
+        return ""
+    url = ARCHIVE_PREFIX.sub("", url.strip())
+    try:
+        return (urlsplit(url if "://" in url else "http://" + url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def clean_title(title: str, source: str | None = None, url: str | None = None) -> str:
+    """A headline without runs of whitespace or the site name a scraper left on it
+    ('Teen shot - WRCBtv.com | Chattanooga News, Weather & Sports' -> 'Teen shot'), the
+    site known from the article's source or address."""
+    title = " ".join(title.split())
+    return strip_site_suffix(title, [source] if source else [], page_host(url))

@@ -36,6 +36,7 @@ from trafilatura.meta import reset_caches
 from trafilatura.utils import load_html
 from trafilatura.xml import xmltotxt
 
+from processors.text import TITLE_SEPARATORS, alnum_key, strip_site_suffix
 from producers.urls import host_of
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def heading_of(element: Any) -> Heading | None:
     main = None
     if len(parts) >= 2 and not (element.text or "").strip():
         main = _text_of(parts[-1])
-        if main and _key(main) == _key(text):
+        if main and alnum_key(main) == alnum_key(text):
             main = None
     return Heading(text=text, main=main)
 
@@ -256,15 +257,15 @@ def _visible_key(tree: Any) -> str:
             parts.append(element.text)
         if element.tail:
             parts.append(element.tail)
-    return _key(" ".join(parts))
+    return alnum_key(" ".join(parts))
 
 
 def with_lead(text: str, meta: PageMeta, visible_key: str) -> str:
     """Put the standfirst back in front when extraction dropped it: a description
     (og/meta/ld) of some length that the page shows in its body but the text lacks."""
-    text_key = _key(text)
+    text_key = alnum_key(text)
     for description in meta.descriptions:
-        key = _key(description)
+        key = alnum_key(description)
         if len(description) < 60 or description.endswith(("...", "…")):
             continue
         if key in visible_key and key not in text_key:
@@ -272,55 +273,17 @@ def with_lead(text: str, meta: PageMeta, visible_key: str) -> str:
     return text
 
 
-def _key(text: str) -> str:
-    return "".join(ch for ch in text.lower() if ch.isalnum())
-
-
-# " - ", " | ", " – ", " — ", " :: ", " · ", "｜", "：" (the last two in CJK titles).
-_SEPARATORS = re.compile(r"\s+[|\-–—:·•»]{1,2}\s+|\s*[｜|]\s*|：")
 # Where a kicker may end and the headline begin ("Kicker: Headline", "Kicker - Headline").
-_KICKER_SEPARATORS = re.compile(_SEPARATORS.pattern + r"|:\s+")
-MIN_HEADLINE_CHARS = 10
-
-
-def _names_site(part: str, site_keys: list[str]) -> bool:
-    key = _key(part)
-    if len(key) < 2:
-        return False
-    return any(len(s) >= 3 and (key in s or s in key) for s in site_keys)
-
-
-def _site_keys(site_names: list[str], host: str) -> list[str]:
-    site_keys = [_key(n) for n in site_names if n]
-    host_parts = [p for p in host.split(".") if p not in ("www", "m", "amp")]
-    if host_parts:
-        site_keys.append(_key(".".join(host_parts)))
-        if len(host_parts) > 1:
-            site_keys.append(_key(host_parts[0]))
-    return [k for k in site_keys if k]
-
-
-def strip_site_suffix(title: str, site_names: list[str], host: str) -> str:
-    """'Headline - Site Name' -> 'Headline' when a trailing part names the site (with
-    whatever follows it: 'Headline | Site | by Author')."""
-    site_keys = _site_keys(site_names, host)
-    pieces = list(_SEPARATORS.finditer(title))
-    for index, sep in enumerate(pieces):
-        head = title[: sep.start()].strip()
-        end = pieces[index + 1].start() if index + 1 < len(pieces) else len(title)
-        part = title[sep.end(): end].strip()
-        if len(head) >= MIN_HEADLINE_CHARS and _names_site(part, site_keys):
-            return head
-    return title
+_KICKER_SEPARATORS = re.compile(TITLE_SEPARATORS.pattern + r"|:\s+")
 
 
 def _ends_or_starts_with(title: str, part: str) -> bool:
     """Whether ``title`` is ``part`` plus a kicker or suffix across a separator."""
-    part_key = _key(part)
-    if not part_key or _key(title) == part_key or part_key not in _key(title):
+    part_key = alnum_key(part)
+    if not part_key or alnum_key(title) == part_key or part_key not in alnum_key(title):
         return False
     for sep in _KICKER_SEPARATORS.finditer(title):
-        if part_key in (_key(title[: sep.start()]), _key(title[sep.end():])):
+        if part_key in (alnum_key(title[: sep.start()]), alnum_key(title[sep.end():])):
             return True
     return False
 
@@ -339,11 +302,11 @@ def choose_title(meta: PageMeta, fallback: str | None, url: str | None) -> str:
     # headline and og:title often differ (one for search, one for social), and the
     # visible heading tells which one is the article's headline. Declared words win
     # over the heading's own text, which loses separators between its parts.
-    declared = [t for t in (ld, og) if t and len(_key(t)) >= 3]
+    declared = [t for t in (ld, og) if t and len(alnum_key(t)) >= 3]
     for heading in meta.headings:
         for form in heading.forms():
             for title in declared:
-                if _key(title) == _key(form):
+                if alnum_key(title) == alnum_key(form):
                     return title
     # 'Kicker A - Headline' on the page, 'Kicker B: Headline' in the metadata: the
     # headline is what both agree on.
@@ -422,9 +385,9 @@ def _body_text(body: Any) -> str:
 def clean_lines(text: str, title: str) -> str:
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
-    title_key = _key(title)
+    title_key = alnum_key(title)
     # The headline repeated as the first lines of the body.
-    while lines and title_key and _key(lines[0]) == title_key:
+    while lines and title_key and alnum_key(lines[0]) == title_key:
         lines.pop(0)
     counts = Counter(lines)
     kept = []

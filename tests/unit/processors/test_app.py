@@ -24,6 +24,12 @@ def test_clean_article_drops_control_characters_but_keeps_line_breaks() -> None:
     assert "earthquake struck" in article.text and "\n" in article.text
 
 
+def test_clean_article_cuts_the_site_name_from_the_title() -> None:
+    raw = RawArticle(id="a", title="Man shot on Elm St. - KMOV.com", source="KMOV",
+                     url="https://www.kmov.com/news/man-shot", text="A man was shot.")
+    assert clean_article(raw).title == "Man shot on Elm St."
+
+
 def test_storage_is_read_ahead_for_the_first_rebuild_and_again_for_later_ones() -> None:
     calls: list[int] = []
 

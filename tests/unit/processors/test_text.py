@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from processors.text import clean_text, derive_title
+from processors.text import clean_text, clean_title, derive_title, strip_site_suffix
 
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
 
@@ -102,3 +102,37 @@ def test_a_scraped_video_playlist_is_not_the_article() -> None:
         "10:40 GMT Delegations arrived at the venue.\n\n"
         "10:52 GMT The talks began."
     )
+
+
+def test_site_suffixes_are_stripped():
+    assert strip_site_suffix("Mining blasts shatter homes - Lesotho Times", ["Lesotho Times"], "x.com") == (
+        "Mining blasts shatter homes")
+    assert strip_site_suffix(
+        "Akkutechnik: Hat Quantumscape genug Akkus gebaut? - Golem.de", [], "www.golem.de"
+    ) == "Akkutechnik: Hat Quantumscape genug Akkus gebaut?"
+    assert strip_site_suffix(
+        "Plot twist in case | The Gateway Pundit | by Cristina Laila", ["The Gateway Pundit"], "g.com"
+    ) == "Plot twist in case"
+    assert strip_site_suffix("南海トラフ、一時調査：中日新聞Web", ["中日新聞Web"], "chunichi.co.jp") == (
+        "南海トラフ、一時調査")
+    # A dash inside the headline is not a suffix.
+    assert strip_site_suffix("Brand in Betrieb – Starke Rauchentwicklung", ["Morgenpost"], "m.de") == (
+        "Brand in Betrieb – Starke Rauchentwicklung")
+
+
+def test_clean_title_cuts_the_site_name_known_from_the_source_or_the_address():
+    # Local outlets' page titles as scrapers keep them: the outlet's city and slogan would
+    # count as the story's headline words.
+    assert clean_title("UPDATE: Teen dead in  Dodds Ave. shooting - WRCBtv.com | Chattanooga "
+                       "News, Weather & Sports", "www.wrcbtv.com:80") == (
+        "UPDATE: Teen dead in Dodds Ave. shooting")
+    # The host of an archived copy is the archived page's; "«" separates too.
+    assert clean_title(
+        "Four Hurt In Washington Park Shooting « CBS Chicago", None,
+        "http://web.archive.org/web/20131008000927/http://chicago.cbslocal.com:80/2013/09/28/x",
+    ) == "Four Hurt In Washington Park Shooting"
+    # A part that does not name the site stays, and so does a title with nothing else.
+    assert clean_title("Obama - the interview", "Reuters", "https://reuters.com/a") == (
+        "Obama - the interview")
+    assert clean_title("Reuters - Reuters", "Reuters") == "Reuters - Reuters"
+    assert clean_title("  Quake \n hits Chile ") == "Quake hits Chile"

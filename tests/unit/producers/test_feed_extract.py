@@ -16,7 +16,6 @@ from producers.extract import (
     extract_article,
     flight_html,
     heading_of,
-    strip_site_suffix,
     visible_headings,
     with_lead,
 )
@@ -46,22 +45,6 @@ def test_quality_on_the_shared_pages():
     # 0.956; the visible headline as the page declares it: 0.900 / 0.965.
     assert titles / len(gold) >= 0.90
     assert f1 / len(gold) >= 0.96
-
-
-def test_site_suffixes_are_stripped():
-    assert strip_site_suffix("Mining blasts shatter homes - Lesotho Times", ["Lesotho Times"], "x.com") == (
-        "Mining blasts shatter homes")
-    assert strip_site_suffix(
-        "Akkutechnik: Hat Quantumscape genug Akkus gebaut? - Golem.de", [], "www.golem.de"
-    ) == "Akkutechnik: Hat Quantumscape genug Akkus gebaut?"
-    assert strip_site_suffix(
-        "Plot twist in case | The Gateway Pundit | by Cristina Laila", ["The Gateway Pundit"], "g.com"
-    ) == "Plot twist in case"
-    assert strip_site_suffix("南海トラフ、一時調査：中日新聞Web", ["中日新聞Web"], "chunichi.co.jp") == (
-        "南海トラフ、一時調査")
-    # A dash inside the headline is not a suffix.
-    assert strip_site_suffix("Brand in Betrieb – Starke Rauchentwicklung", ["Morgenpost"], "m.de") == (
-        "Brand in Betrieb – Starke Rauchentwicklung")
 
 
 PARAGRAPHS = "".join(
