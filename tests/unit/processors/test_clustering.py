@@ -603,3 +603,17 @@ def test_headlines_with_a_leftover_line_for_a_body_split_as_headlines(body):
         c.add(Article(id=f"fed-{i}", title=headline, text=body,
                       published=T0 + timedelta(hours=i)))
     assert {c.incident_of(f"fed-{i}") for i in range(len(FED_HEADLINES))} == {"inc-fed-0"}
+
+
+def test_one_word_is_no_evidence_of_a_story():
+    # Pages whose scraped headline was the page's language code, with no body: each had a
+    # cosine of 1 with every other, and ten unrelated ones formed one incident.
+    c = IncidentClusterer()
+    junk = [c.add(art(f"junk-{n}", ("en", ""), n)) for n in range(3)]
+    assert len({d.incident_id for d in junk}) == 3
+    assert junk[1].explanation.decision == "new"
+    assert junk[1].explanation.detail == {"terms": 1.0}
+    # Two words are enough to compare (and the rule does not stop them).
+    pair = stream(c, art("h-1", ("Acme warehouse burns", ""), 5),
+                  art("h-2", ("Acme warehouse fire", ""), 6))
+    assert pair[0] == pair[1]
