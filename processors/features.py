@@ -83,6 +83,10 @@ _NAME_RUN = re.compile(
 _P1 = np.uint64(0x9E3779B97F4A7C15)  # shingle = mix of three word hashes
 _P2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _AGE = re.compile(r"^(\d{1,3})-years?-old$")
+_NUMBER_WORDS: Final = {w: str(n) for n, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split()) if n}
+_SPELLED_AGE = re.compile(r"^(\d{1,3}|[a-z]+)-(year|month|week|day)s?-old$")
 # A street address: "700 block of North Main Street", "1234 Elm Ave." -> "main", "elm".
 _STREET = re.compile(r"\d(?<!\w\d)\d{0,5}(?: block of| blk of)? ((?:[A-Z][\w'’]*\.? ){1,4}?)"
                      r"(?:Street|St|Avenue|Ave|Road|Rd|Drive|Dr|Boulevard|Blvd|Lane|Ln|Place|"
@@ -244,6 +248,10 @@ def _classify(tok: str) -> TokenInfo | None:
     low = tok.lower().replace("’", "'")
     if low in STOPWORDS:
         return None
+    if low.endswith("-old") and (age := _SPELLED_AGE.match(low)):
+        # "Four-year-old", "4-years-old" -> "4-year-old": one term, and an age.
+        number = age.group(1)
+        low = f"{_NUMBER_WORDS.get(number, number)}-{age.group(2)}-old"
     cap = tok[0].isupper()
     caps = cap and len(tok) > 1 and tok.isupper()
     if _DIGIT.search(low):

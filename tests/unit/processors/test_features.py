@@ -36,3 +36,13 @@ def test_a_hyphenated_words_parts_are_the_terms_of_the_same_words_alone():
     alone = extract("Shooting near Charlotte and Barre", "").tf
     assert {"charlott", "barr"} <= joined.keys() & alone.keys()
     assert not {"charlot", "bar"} & joined.keys()
+
+
+def test_an_age_spelled_out_is_the_same_term_and_age_as_in_figures():
+    spelled = extract("Four-year-old boy shot", "A four-year-old boy was shot, police said.")
+    figures = extract("4-year-old boy shot", "A 4-years-old boy was shot, police said.")
+    assert spelled.ages == figures.ages == {"4"}
+    assert "4-year-old" in spelled.tf and "4-year-old" in figures.tf
+    assert "four-year-old" not in spelled.tf and "4-years-old" not in figures.tf
+    # Not a number: left as it is.
+    assert "many-year-old" in extract("A many-year-old feud", "").tf
