@@ -318,7 +318,7 @@ class Handler(BaseHTTPRequestHandler):
         logger.debug("%s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        parts = urlsplit(self.path)
+        parts = urlsplit(self.path)  # (http.server has made a leading "//" one "/")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         path = parts.path
         route = path
@@ -362,6 +362,9 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 route = "other"
                 self._error(404, "not found", api=path.startswith("/api/"))
+        except ConnectionError as exc:  # (an OSError, but the client's, not the storage's)
+            logger.debug("GET %s: the client went away: %s", path, exc)
+            self.close_connection = True
         except (BadRequest, SearchUnsupported) as exc:
             self._error(400, f"bad request: {exc}", api=path.startswith("/api/"))
         except storage_errors() as exc:
@@ -401,7 +404,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self._store().ping()
         except Exception as exc:
-            self.server.stores.reset()
+            if isinstance(exc, storage_errors()):
+                self.server.stores.reset()
+            else:
+                logger.exception("readiness check failed")
             self._send(503, f"not ready: {exc}\n", "text/plain; charset=utf-8")
             return
         self._send(200, "ready\n", "text/plain; charset=utf-8")
@@ -416,9 +422,12 @@ class Handler(BaseHTTPRequestHandler):
                 "incident_versions", "duplicates",
             ):
                 metrics.store.set(getattr(counts, kind), kind=kind)
-        except Exception as exc:
+        except storage_errors() as exc:
             logger.info("metrics: store unavailable: %s", exc)
             self.server.stores.reset()
+            metrics.store_up.set(0)
+        except Exception:
+            logger.exception("metrics: store counts failed")
             metrics.store_up.set(0)
         text = read_textfiles(metrics_dir(self.server.settings.data_dir))
         self._send(200, text + metrics.registry.render(), CONTENT_TYPE)

@@ -60,8 +60,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def clean_article(article: RawArticle) -> RawArticle:
-    title = clean_title(_CONTROL.sub("", article.title), article.source,
-                        article.canonical_url or article.url)
+    title = " ".join(_CONTROL.sub("", article.title).split())
+    if not article.title_derived:  # (a title cut from the lead carries no site name)
+        title = clean_title(title, [article.source, article.site_name],
+                            article.canonical_url or article.url)
     text = clean_text(_CONTROL.sub("", article.text), title)
     if not title and not text:
         raise PoisonMessage("article has neither title nor text")

@@ -27,7 +27,7 @@ def parse_published(value: Any) -> datetime | None:
 
 def row_to_article(row: dict[str, Any]) -> Article:
     """An ``Article`` from a row: cleaned text, a derived title when the row has none."""
-    title = clean_title(row.get("title") or "", row.get("source"), row.get("url"))
+    title = clean_title(row.get("title") or "", [row.get("source")], row.get("url"))
     text = row.get("text") or ""
     if not title and text:
         title, text = derive_title(text)

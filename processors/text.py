@@ -255,33 +255,49 @@ def alnum_key(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
-def _names_site(part: str, site_keys: list[str]) -> bool:
+# A part holding the site's name, its address or its domain's own name names the site
+# (slogans run long: "KSLA News 12 Shreveport, Louisiana News Weather & Sports"). A
+# subdomain is a weaker hint, taken only in a short part: for chicago.cbslocal.com,
+# "CBS Chicago" is the site and "Chicago police seek gunman" is news.
+_SUBDOMAIN_MAX_WORDS = 3
+_SECOND_LEVEL = frozenset("co com org net gov ac edu ne or".split())  # bbc.co.uk: "bbc"
+
+
+def _names_site(part: str, site_keys: list[str], subdomain: str) -> bool:
     key = alnum_key(part)
     if len(key) < 2:
         return False
-    return any(len(s) >= 3 and (key in s or s in key) for s in site_keys)
+    if any(len(s) >= 3 and (key in s or s in key) for s in site_keys):
+        return True
+    return len(subdomain) >= 3 and subdomain in key and len(part.split()) <= _SUBDOMAIN_MAX_WORDS
 
 
-def _site_keys(site_names: list[str], host: str) -> list[str]:
+def _site_keys(site_names: list[str], host: str) -> tuple[list[str], str]:
+    """Keys of the site's names, its host and its domain's name; and of the host's first
+    label when that is a subdomain."""
     site_keys = [alnum_key(n) for n in site_names if n]
-    host_parts = [p for p in host.split(".") if p not in ("www", "m", "amp")]
-    if host_parts:
-        site_keys.append(alnum_key(".".join(host_parts)))
-        if len(host_parts) > 1:
-            site_keys.append(alnum_key(host_parts[0]))
-    return [k for k in site_keys if k]
+    labels = [p for p in host.split(".") if p not in ("www", "m", "amp")]
+    subdomain = ""
+    if labels:
+        site_keys.append(alnum_key(".".join(labels)))
+    if len(labels) > 1:
+        name_at = -3 if len(labels) > 2 and labels[-2] in _SECOND_LEVEL else -2
+        site_keys.append(alnum_key(labels[name_at]))
+        if len(labels) > -name_at:
+            subdomain = alnum_key(labels[0])
+    return [k for k in site_keys if k], subdomain
 
 
 def strip_site_suffix(title: str, site_names: list[str], host: str) -> str:
     """'Headline - Site Name' -> 'Headline' when a trailing part names the site (with
     whatever follows it: 'Headline | Site | by Author')."""
-    site_keys = _site_keys(site_names, host)
+    site_keys, subdomain = _site_keys(site_names, host)
     pieces = list(TITLE_SEPARATORS.finditer(title))
     for index, sep in enumerate(pieces):
         head = title[: sep.start()].strip()
         end = pieces[index + 1].start() if index + 1 < len(pieces) else len(title)
         part = title[sep.end(): end].strip()
-        if len(head) >= MIN_HEADLINE_CHARS and _names_site(part, site_keys):
+        if len(head) >= MIN_HEADLINE_CHARS and _names_site(part, site_keys, subdomain):
             return head
     return title
 
@@ -298,9 +314,9 @@ def page_host(url: str | None) -> str:
         return ""
 
 
-def clean_title(title: str, source: str | None = None, url: str | None = None) -> str:
+def clean_title(title: str, site_names: list[str | None], url: str | None = None) -> str:
     """A headline without runs of whitespace or the site name a scraper left on it
     ('Teen shot - WRCBtv.com | Chattanooga News, Weather & Sports' -> 'Teen shot'), the
-    site known from the article's source or address."""
+    site known from its names (the article's source, its site name) or its address."""
     title = " ".join(title.split())
-    return strip_site_suffix(title, [source] if source else [], page_host(url))
+    return strip_site_suffix(title, [n for n in site_names if n], page_host(url))

@@ -97,8 +97,8 @@ class JsonlSink(BatchingSink):
 
 
 class SearchUnsupported(ValueError):
-    """Search asked of a store without article text. A ValueError, so the web page
-    answers it as a request it cannot serve (400, with this message)."""
+    """Search asked of a store without article text: the web page answers it as a request
+    it cannot serve (400, with this message), the CLI as an error."""
 
 
 class JsonlStore:

@@ -179,8 +179,8 @@ def explain(explanation: object) -> str:
         parts.append(f"{e.detail['named_day_gap_hours']:.1f} h from a day it names")
     if e.candidates:
         parts.append(f"{e.candidates} candidates")
-    if "terms" in e.detail:
-        parts.append(f"too few words to compare ({e.detail['terms']:.0f})")
+    if "scoring_terms" in e.detail:
+        parts.append(f"too few terms to compare ({e.detail['scoring_terms']:.0f})")
     if "dormant_days" in e.detail:
         parts.append(f"revived an incident quiet for {e.detail['dormant_days']:.0f} days")
     if "merged_incidents" in e.detail:

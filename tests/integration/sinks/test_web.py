@@ -3,6 +3,7 @@ in headless Chromium (skips with the reason when chromium is not installed)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import sqlite3
@@ -15,13 +16,14 @@ import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from newsflow.metrics import Registry, metrics_dir, write_textfile
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
-from newsflow.web import NewsflowServer, make_server
+from newsflow.web import Handler, NewsflowServer, make_server
 from sinks.sqlite import SQLiteSink
 
 pytestmark = pytest.mark.integration
@@ -197,6 +199,25 @@ def test_a_stored_row_that_cannot_be_read_is_our_fault_not_the_requests(
     ):
         status, _, body = get(server.url + address)
         assert (status, json.loads(body)["error"]) == (400, "bad request: " + message), address
+
+
+def test_a_client_that_goes_away_does_not_close_the_store(
+    server: NewsflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A disconnect is an OSError, as storage errors are: it reopened the store (closing a
+    # PostgreSQL pool under the other requests) and tried to answer 503 on a dead socket.
+    store = server.stores.get()
+    sends: list[int] = []
+
+    def hung_up(handler: Any, status: int, *args: Any, **kwargs: Any) -> None:
+        sends.append(status)
+        raise BrokenPipeError("the client closed the connection")
+
+    monkeypatch.setattr(Handler, "_send", hung_up)
+    with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+        get(server.url + "api/incidents?hours=2")
+    assert sends == [200]  # no second answer
+    assert server.stores.get() is store
 
 
 def test_on_postgres_a_nul_is_refused_and_the_pool_stays_open(

@@ -28,6 +28,9 @@ def test_clean_article_cuts_the_site_name_from_the_title() -> None:
     raw = RawArticle(id="a", title="Man shot on Elm St. - KMOV.com", source="KMOV",
                      url="https://www.kmov.com/news/man-shot", text="A man was shot.")
     assert clean_article(raw).title == "Man shot on Elm St."
+    # A title cut from the lead has no site name to cut.
+    derived = raw.model_copy(update={"title": "Police: Man shot - KMOV", "title_derived": True})
+    assert clean_article(derived).title == "Police: Man shot - KMOV"
 
 
 def test_storage_is_read_ahead_for_the_first_rebuild_and_again_for_later_ones() -> None:

@@ -61,6 +61,12 @@ def test_row_to_article_cleans_and_derives_a_missing_title():
     assert untitled.published is None
 
 
+def test_row_to_article_cuts_the_site_name_from_the_title_as_the_clean_stage_does():
+    row = {"id": "s1", "title": "Man shot on Elm St. - KMOV.com", "text": "A man was shot.",
+           "source": "KMOV", "url": "http://web.archive.org/web/2015/http://www.kmov.com/a"}
+    assert row_to_article(row).title == "Man shot on Elm St."
+
+
 def test_parse_published_forms():
     assert parse_published("2014-03-10T16:52:50.698000Z") == datetime(
         2014, 3, 10, 16, 52, 50, 698000, tzinfo=UTC)

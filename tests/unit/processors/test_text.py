@@ -123,16 +123,28 @@ def test_site_suffixes_are_stripped():
 def test_clean_title_cuts_the_site_name_known_from_the_source_or_the_address():
     # Local outlets' page titles as scrapers keep them: the outlet's city and slogan would
     # count as the story's headline words.
-    assert clean_title("UPDATE: Teen dead in  Dodds Ave. shooting - WRCBtv.com | Chattanooga "
-                       "News, Weather & Sports", "www.wrcbtv.com:80") == (
-        "UPDATE: Teen dead in Dodds Ave. shooting")
+    suffixed = ("UPDATE: Teen dead in  Dodds Ave. shooting - WRCBtv.com | Chattanooga News, "
+                "Weather & Sports")
+    for names, url in ((["www.wrcbtv.com:80"], None), ([None], "https://www.wrcbtv.com/s/1")):
+        assert clean_title(suffixed, names, url) == "UPDATE: Teen dead in Dodds Ave. shooting"
     # The host of an archived copy is the archived page's; "«" separates too.
     assert clean_title(
-        "Four Hurt In Washington Park Shooting « CBS Chicago", None,
+        "Four Hurt In Washington Park Shooting « CBS Chicago", [None],
         "http://web.archive.org/web/20131008000927/http://chicago.cbslocal.com:80/2013/09/28/x",
     ) == "Four Hurt In Washington Park Shooting"
     # A part that does not name the site stays, and so does a title with nothing else.
-    assert clean_title("Obama - the interview", "Reuters", "https://reuters.com/a") == (
+    assert clean_title("Obama - the interview", ["Reuters"], "https://reuters.com/a") == (
         "Obama - the interview")
-    assert clean_title("Reuters - Reuters", "Reuters") == "Reuters - Reuters"
-    assert clean_title("  Quake \n hits Chile ") == "Quake hits Chile"
+    assert clean_title("Reuters - Reuters", ["Reuters"]) == "Reuters - Reuters"
+    assert clean_title("  Quake \n hits Chile ", []) == "Quake hits Chile"
+
+
+def test_the_first_label_of_a_host_names_the_site_only_in_a_short_part():
+    chicago = "https://chicago.cbslocal.com/2013/09/28/x"
+    assert clean_title("Two shot in Englewood - Chicago police seek gunman", [], chicago) == (
+        "Two shot in Englewood - Chicago police seek gunman")
+    assert clean_title("Police: 2 shot - Chicago's South Side violence continues « CBS Chicago",
+                       [], chicago) == "Police: 2 shot - Chicago's South Side violence continues"
+    assert clean_title("Fire destroys warehouse - News conference at noon", ["Yahoo News"],
+                       "https://news.yahoo.com/fire") == (
+        "Fire destroys warehouse - News conference at noon")

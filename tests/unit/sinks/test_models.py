@@ -22,5 +22,5 @@ def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> N
 
 
 def test_an_explanation_says_when_there_were_too_few_words_to_compare() -> None:
-    why = Explanation(decision="new", detail={"terms": 1.0})
-    assert explain(why) == "new; too few words to compare (1)"
+    why = Explanation(decision="new", detail={"scoring_terms": 1.0})
+    assert explain(why) == "new; too few terms to compare (1)"
