@@ -148,3 +148,16 @@ def test_the_first_label_of_a_host_names_the_site_only_in_a_short_part():
     assert clean_title("Fire destroys warehouse - News conference at noon", ["Yahoo News"],
                        "https://news.yahoo.com/fire") == (
         "Fire destroys warehouse - News conference at noon")
+
+
+def test_account_forms_twitter_widgets_and_author_alerts_removed():
+    # Left in, such a line was all the body of 27 gva pages ("Whenever <reporter> posts
+    # new content ..."), which were then scored by it rather than by their headline.
+    text = ("Police said the man was shot twice.\n\nAlready have an account?\n\nWhenever Kim Bell"
+            " posts new content, you'll get an email delivered to your inbox with a link.\n\n"
+            "We have sent a confirmation email to {* data_emailAddress *}. Please check your "
+            "email.\n\nAdd a location to your Tweets\n\nWhen you tweet with a location, Twitter "
+            "stores that location.\n\nThe victim's voter registration card was in his car.")
+    assert clean_text(text, "Man shot") == (
+        "Police said the man was shot twice.\n\nThe victim's voter registration card was in "
+        "his car.")
