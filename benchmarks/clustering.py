@@ -14,7 +14,7 @@ With ``--compiled`` the clustering runs from the mypyc build in build/mypyc (``m
 compiled``); it refuses a build older than the sources. The first line says which ran.
 
 usage: python benchmarks/clustering.py [--synthetic 200000] [--round-days 10] [--fresh]
-       [--skip-files] [--window-days 7] [--incident-days 730] [--skip-pipeline] [--compiled]
+       [--skip-files] [--window-days 7] [--incident-days 1460] [--skip-pipeline] [--compiled]
 """
 
 from __future__ import annotations

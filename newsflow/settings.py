@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # outlives them for incident_days, so follow-ups (charges, a trial, a sentence: often
     # a year or more later) still find it. Summaries are also capped in number.
     window_days: float = Field(default=7.0, gt=0)
-    incident_days: float = Field(default=730.0, gt=0)
+    incident_days: float = Field(default=1460.0, gt=0)
     # The cluster agent takes up to this many articles at a time, waiting at most this
     # long for them, and sends each incident they changed once (a burst of reports on one
     # story is one version, not one per article).
