@@ -103,6 +103,13 @@ _DATE = re.compile(r"[ADFJMNOS](?<!\w[ADFJMNOS])[a-z]{2,8}\.? ([0-3]?\d)(?:st|nd
                    r"(?:,? ([12]\d\d\d)\b)?")
 _MONTH = re.compile(r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|"
                     r"Aug(?:ust)?|Sept?(?:ember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
+# A month named without a day, after a word that makes it a time ("in June", "last June",
+# "since June 2015"; not "June Smith").
+_MONTH_ALONE = re.compile(
+    r"\b(?:[Ii]n|[Ll]ast|[Ss]ince|[Dd]uring|[Ee]arly|[Ll]ate|[Mm]id-?)\s+(January|February|"
+    r"March|April|May|June|July|August|September|October|November|December)\b"
+    r"(?!\s+\d{1,2}\b|['’]s\b)"  # a date's month; "in April's house": a name
+    r"(?:,?\s+(?:of\s+)?([12]\d\d\d)\b)?")
 _MONTHS: Final = {m: i + 1 for i, m in enumerate(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())}
 _TRACKING_PARAMS = re.compile(r"^(?:utm_|fbclid$|gclid$|ocid$|cmpid$|ref$|src$|rss$|track$|"
@@ -151,7 +158,7 @@ class Features:
     names: frozenset[str] = frozenset()  # full names: two capitalised words ("rico doyle")
     ages: frozenset[str] = frozenset()  # ages mentioned ("14-year-old" -> "14")
     streets: frozenset[str] = frozenset()  # street names of addresses ("700 block of Elm St")
-    dates: frozenset[tuple[int, int, int]] = frozenset()  # (month, day, year or 0) mentioned
+    dates: frozenset[tuple[int, int, int]] = frozenset()  # (month, day or 0, year or 0) named
 
 
 def canonical_url(url: str | None) -> str | None:
@@ -304,8 +311,11 @@ def streets(text: str) -> frozenset[str]:
 
 def dates(text: str) -> frozenset[tuple[int, int, int]]:
     """Calendar dates a text mentions, as (month, day, year or 0 when not given):
-    "the June 21 shooting" -> (6, 21, 0)."""
+    "the June 21 shooting" -> (6, 21, 0); a month named alone has day 0 ("slain in June",
+    "since June of 2015" -> (6, 0, 0), (6, 0, 2015))."""
     found = set()
+    for m in _MONTH_ALONE.finditer(text):
+        found.add((_MONTHS[m.group(1)[:3]], 0, int(m.group(2) or 0)))
     for m in _DATE.finditer(text):
         month = m.group(0).split(" ", 1)[0]
         day = int(m.group(1))

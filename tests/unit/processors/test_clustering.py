@@ -349,12 +349,23 @@ def test_dates_mentioned_are_read_relative_to_the_article():
     # Capitalised words before a number that are not months, or months inside a word.
     assert dates("Mayor 5 said; Dog 12, 2013; x_May 7; Janu 4; Sundays 3") == frozenset()
     assert dates("on June 21, 1812") == {(6, 21, 1812)}  # an old year is a year, not none
+    # A month alone, after a word that makes it a time; not a name, nor a date's month.
+    assert dates("slain in June; arrested last March, in April 2015, since July of 2014, "
+                 "in June 21 shooting") == {(6, 0, 0), (3, 0, 0), (4, 0, 2015), (7, 0, 2014),
+                                            (6, 21, 0)}
+    assert dates("June Smith said; Marching in April's wake; May 40; may in May") == {
+        (5, 0, 0)}
     day = datetime(2025, 1, 5, 15, tzinfo=UTC).timestamp()
     upcoming = ClusterConfig().upcoming_days * 86_400
 
+    def spans(*mentioned: tuple[int, int, int], at: float = day) -> list[tuple[datetime, ...]]:
+        return [tuple(datetime.fromtimestamp(t, UTC) for t in span)
+                for span in _referenced_days(frozenset(mentioned), at, upcoming)]
+
     def named(*mentioned: tuple[int, int, int], at: float = day) -> list[datetime]:
-        return [datetime.fromtimestamp(t, UTC)
-                for t in _referenced_days(frozenset(mentioned), at, upcoming)]
+        found = spans(*mentioned, at=at)
+        assert all(first == last for first, last in found)  # dates: one day each
+        return [first for first, _ in found]
 
     # No year: the latest such day up to the article's next day, across a new year too.
     assert named((1, 6, 0), (12, 30, 0), (2, 30, 0)) == [datetime(2025, 1, 6, tzinfo=UTC),
@@ -368,10 +379,18 @@ def test_dates_mentioned_are_read_relative_to_the_article():
     assert named((3, 12, 0)) == [datetime(2024, 3, 12, tzinfo=UTC)]
     assert named((6, 1, 2023)) == [datetime(2023, 6, 1, tzinfo=UTC)]
     assert _referenced_days(frozenset({(6, 1, 0)}), None, upcoming) == ()
+    # A month alone: all its days, the latest such month up to the article's next day.
+    assert spans((12, 0, 0), (1, 0, 2024)) == [
+        (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 31, tzinfo=UTC)),
+        (datetime(2024, 12, 1, tzinfo=UTC), datetime(2024, 12, 31, tzinfo=UTC)),
+    ]
+    assert spans((1, 0, 0)) == [(datetime(2025, 1, 1, tzinfo=UTC),
+                                 datetime(2025, 1, 31, tzinfo=UTC))]
 
 
-def test_a_follow_up_naming_the_day_of_the_events_is_measured_from_that_day():
-    def follow_up(day: str) -> Explanation:
+@pytest.mark.parametrize("mention", [" on May 3", " in May"])
+def test_a_follow_up_naming_the_day_or_month_of_the_events_is_measured_from_it(mention: str):
+    def follow_up(mention: str) -> Explanation:
         c = IncidentClusterer()
         when = datetime(2024, 5, 3, 12, tzinfo=UTC)
         c.add(Article(
@@ -381,13 +400,13 @@ def test_a_follow_up_naming_the_day_of_the_events_is_measured_from_that_day():
             published=when))
         return c.add(Article(
             id="later", title="Arrest made in Springfield killing",
-            text=f"Springfield police arrested a suspect in the{day} killing of a 24-year-old "
-                 "man in the 700 block of Elm Street. The suspect faces a murder charge.",
+            text=f"Springfield police arrested a suspect in the killing{mention} of a "
+                 "24-year-old man in the 700 block of Elm Street. He faces a murder charge.",
             published=when + timedelta(days=60))).explanation
 
-    named, plain = follow_up(" May 3"), follow_up("")
-    # Two months later: without the day the gap is the two months; with it, none (the day
-    # is the incident's), and the time penalty (0.676 * log(61) = 2.8) is gone.
+    named, plain = follow_up(mention), follow_up("")
+    # Two months later: without the day the gap is the two months; with it (or its month),
+    # none, and the time penalty (0.676 * log(61) = 2.8) is gone.
     assert plain.time_gap_hours == named.time_gap_hours == 24 * 60  # what the user is shown
     assert "named_day_gap_hours" not in plain.detail
     assert named.detail["named_day_gap_hours"] == 0.0  # what is scored
