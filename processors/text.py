@@ -17,6 +17,13 @@ _GLUED_TAIL = re.compile(
     re.IGNORECASE,
 )
 
+# A page's own time stamps, glued to the headline by some site templates: "Man to be tried
+# Posted: Sunday, August 2, 2015 11:49 AM EDT Updated: Sunday, August 2, 2015 11:49 AM EDT".
+_TIMESTAMP = re.compile(
+    r"\s*\b(?:Posted|Updated|Last updated)(?: on)?:?\s+(?:[A-Z][a-z]+day,?\s+)?[A-Z][a-z]{2,8}\.?"
+    r"\s+\d{1,2},\s+\d{4}(?:,?\s+(?:at\s+)?\d{1,2}:\d{2}(?:\s*[AaPp]\.?[Mm]\.?)?)?"
+    r"(?:\s+[A-Z]{2,4}\b)?"
+)
 # Whole lines that are page furniture, not reporting. Matched at the start of a stripped
 # line (anchored alternatives fail fast on ordinary sentences).
 _FURNITURE_LINE = re.compile(
@@ -163,6 +170,8 @@ def clean_text(text: str, title: str = "") -> str:
             continue
         if "omment" in line or "eply" in line:
             line = _GLUED_TAIL.sub("", line).strip()
+        if "osted" in line or "pdated" in line:
+            line = _TIMESTAMP.sub("", line).strip()
         if not line or _is_debris(line):
             continue
         key = _norm_line(line)

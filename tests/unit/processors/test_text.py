@@ -161,3 +161,14 @@ def test_account_forms_twitter_widgets_and_author_alerts_removed():
     assert clean_text(text, "Man shot") == (
         "Police said the man was shot twice.\n\nThe victim's voter registration card was in "
         "his car.")
+
+
+def test_time_stamps_glued_to_the_headline_are_removed_with_it():
+    # 89 gva pages began so; the headline, stamps and all, stayed in the body.
+    title = "Man to be tried for manslaughter in teen's death"
+    text = (f"{title} Posted: Sunday, August 2, 2015 11:49 AM EDT Updated: Sunday, August 2, "
+            "2015 11:49 AM EDT\nTHIBODAUX, La. (AP) - The trial of a man charged with "
+            "manslaughter begins.\nThe charge was updated on May 3, 2015, by prosecutors.")
+    assert clean_text(text, title) == (
+        "THIBODAUX, La. (AP) - The trial of a man charged with manslaughter begins.\n\n"
+        "The charge was updated on May 3, 2015, by prosecutors.")
