@@ -57,8 +57,9 @@ _FURNITURE_PHRASE = re.compile(
     r"|terms\ of\ (?:service|use)|all\ rights\ reserved|subscribe\ (?:to|now|today|for)"
     r"|subscription|subscribers?|newsletters?|sign\ up\ (?:for|to|now|today)|sign\ in|log\ ?in"
     r"|register\ (?:now|for\ free|here|today)|email\ notifications?|notification\ has\ been\ saved"
-    r"|posts?\ new\ content|delivered\ to\ your\ inbox|already\ have\ an\ account|confirmation\ email"
-    r"|complete\ your\ registration|tweet\ with\ a\ location|location\ to\ your\ tweets"
+    r"|posts?\ new\ content|delivered\ to\ your\ inbox|already\ have\ an\ account"
+    r"|sent\ a\ confirmation\ email|complete\ your\ registration|tweet\ with\ a\ location"
+    r"|location\ to\ your\ tweets"
     r"|problem\ saving\ your\ notification|verification\ (?:email|message)|premium\ clicks?"
     r"|digital\ access|home\ delivery|deliverable\ area|enable\ javascript)\b",
     re.VERBOSE,
