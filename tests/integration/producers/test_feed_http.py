@@ -66,6 +66,14 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     r.close()
 
 
+@pytest.fixture
+def paged_rig(tmp_path: Path) -> Iterator[Rig]:
+    """A rig whose poller fetches each entry's page."""
+    r = Rig(tmp_path, pages=True)
+    yield r
+    r.close()
+
+
 def test_every_shared_feed_over_http(server, rig):
     root = shared_path("feeds")
     counts = {}
@@ -252,50 +260,42 @@ def test_json_feed_over_http(server, rig):
     assert [a.title for a in result.articles] == ["Über JSON"]
 
 
-def test_pages_are_fetched_extracted_or_the_summary_is_kept(server, tmp_path):
+def test_pages_are_fetched_extracted_or_the_summary_is_kept(server, paged_rig):
     server.state.robots = "User-agent: *\nDisallow: /private/\n"
-    rig = Rig(tmp_path, pages=True)
-    try:
-        result = rig.poll(server.url("/pagesfeed.xml?n=4"))
-        by_title = {a.title: a for a in result.articles}
-        for i in range(4):
-            article = by_title[f"Page {i}"]
-            assert not article.summary_only, article.fetch
-            assert len(article.text) > 500 and article.fetch["page_status"] == 200
-        paywalled = by_title["Paywalled"]
-        assert paywalled.summary_only and paywalled.fetch["summary_reason"] == "http_403"
-        assert paywalled.text == "The summary of a paywalled story, kept."
-        # robots.txt disallows /private/: the page is not fetched, the summary is published.
-        private = rig.poll(server.url("/pagesfeed.xml?n=2&prefix=/private"))
-        assert all(a.summary_only for a in private.articles)
-        assert {a.fetch["summary_reason"] for a in private.articles if a.title != "Paywalled"} == {"robots"}
-        assert not any(p.startswith("/private/") for p, _ in server.state.requests)
-    finally:
-        rig.close()
+    result = paged_rig.poll(server.url("/pagesfeed.xml?n=4"))
+    by_title = {a.title: a for a in result.articles}
+    for i in range(4):
+        article = by_title[f"Page {i}"]
+        assert not article.summary_only, article.fetch
+        assert len(article.text) > 500 and article.fetch["page_status"] == 200
+    paywalled = by_title["Paywalled"]
+    assert paywalled.summary_only and paywalled.fetch["summary_reason"] == "http_403"
+    assert paywalled.text == "The summary of a paywalled story, kept."
+    # robots.txt disallows /private/: the page is not fetched, the summary is published.
+    private = paged_rig.poll(server.url("/pagesfeed.xml?n=2&prefix=/private"))
+    assert all(a.summary_only for a in private.articles)
+    assert {a.fetch["summary_reason"] for a in private.articles if a.title != "Paywalled"} == {"robots"}
+    assert not any(p.startswith("/private/") for p, _ in server.state.requests)
 
 
-def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, tmp_path):
+def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, paged_rig):
     server.state.retry_after = "0"  # nothing to wait out in a test
     server.state.flaky_failures = 2
-    rig = Rig(tmp_path, pages=True)
-    try:
-        url = server.url("/gen/flaky.xml?entries=2&flaky_page=1")
-        first = rig.poll(url)
-        assert [a.title for a in first.articles] == ["Story flaky-0"]
-        assert first.update.next_poll <= time.time() + 60  # not the feed's usual interval
-        assert rig.poll(url).articles == []  # the second 429: still waiting
-        third = rig.poll(url)
-        (article,) = third.articles
-        assert article.title == "Story flaky-1" and not article.summary_only, article.fetch
-        assert article.fetch["page_attempts"] == 3
-        # Published: its record goes, and the feed is asked conditionally again.
-        assert rig.poll(url).update.status == 304
-        assert rig.state.page_retries(third.feed.id) == {}
-        # The feed never changed, yet it was fetched in full while the page waited.
-        feed_requests = [h for p, h in server.state.requests if p == "/gen/flaky.xml"]
-        assert ["if-none-match" in h for h in feed_requests] == [False, False, False, True]
-    finally:
-        rig.close()
+    url = server.url("/gen/flaky.xml?entries=2&flaky_page=1")
+    first = paged_rig.poll(url)
+    assert [a.title for a in first.articles] == ["Story flaky-0"]
+    assert first.update.next_poll <= time.time() + 60  # not the feed's usual interval
+    assert paged_rig.poll(url).articles == []  # the second 429: still waiting
+    third = paged_rig.poll(url)
+    (article,) = third.articles
+    assert article.title == "Story flaky-1" and not article.summary_only, article.fetch
+    assert article.fetch["page_attempts"] == 3
+    # Published: its record goes, and the feed is asked conditionally again.
+    assert paged_rig.poll(url).update.status == 304
+    assert paged_rig.state.page_retries(third.feed.id) == {}
+    # The feed never changed, yet it was fetched in full while the page waited.
+    feed_requests = [h for p, h in server.state.requests if p == "/gen/flaky.xml"]
+    assert ["if-none-match" in h for h in feed_requests] == [False, False, False, True]
 
 
 def test_a_page_failing_on_every_try_gives_the_summary_after_the_last(server, tmp_path):
@@ -322,43 +322,35 @@ def test_a_page_failing_on_every_try_gives_the_summary_after_the_last(server, tm
         rig.close()
 
 
-def test_an_entry_waiting_for_its_page_is_published_after_leaving_the_feed(server, tmp_path):
+def test_an_entry_waiting_for_its_page_is_published_after_leaving_the_feed(server, paged_rig):
     server.state.retry_after = "0"
     server.state.gen_entries = 2
-    rig = Rig(tmp_path, pages=True)
-    try:
-        url = server.url("/gen/brief.xml?flaky_page=1")
-        assert [a.title for a in rig.poll(url).articles] == ["Story brief-0"]
-        server.state.gen_entries = 1  # story 1 drops out of the feed meanwhile
-        (article,) = rig.poll(url).articles
-        assert article.title == "Story brief-1" and not article.summary_only
-        assert article.text.startswith("Paragraph 0 of the generated story brief/1")
-    finally:
-        rig.close()
+    url = server.url("/gen/brief.xml?flaky_page=1")
+    assert [a.title for a in paged_rig.poll(url).articles] == ["Story brief-0"]
+    server.state.gen_entries = 1  # story 1 drops out of the feed meanwhile
+    (article,) = paged_rig.poll(url).articles
+    assert article.title == "Story brief-1" and not article.summary_only
+    assert article.text.startswith("Paragraph 0 of the generated story brief/1")
 
 
 def test_a_saved_entry_that_cannot_be_read_is_dropped_and_the_feed_goes_on(
-    server, tmp_path, caplog
+    server, paged_rig, caplog
 ):
     server.state.retry_after = "0"
     server.state.gen_entries = 2
-    rig = Rig(tmp_path, pages=True)
-    try:
-        url = server.url("/gen/unread.xml?flaky_page=1")
-        first = rig.poll(url)
-        assert [a.title for a in first.articles] == ["Story unread-0"]
-        # The copy kept of the entry waiting for its page, as another version wrote it.
-        (key,) = rig.state.page_retries(first.feed.id)
-        rig.state._conn.execute("UPDATE page_retries SET entry = ? WHERE entry_key = ?",
-                                ('{"link": 1}', key))
-        server.state.gen_entries = 1  # it drops out of the feed
-        with caplog.at_level(logging.ERROR, logger="producers.feeds"):
-            second = rig.poll(url)
-        assert second.articles == [] and second.update.error is None
-        assert rig.state.page_retries(first.feed.id) == {}
-        assert any("cannot be read" in r.getMessage() for r in caplog.records)
-    finally:
-        rig.close()
+    url = server.url("/gen/unread.xml?flaky_page=1")
+    first = paged_rig.poll(url)
+    assert [a.title for a in first.articles] == ["Story unread-0"]
+    # The copy kept of the entry waiting for its page, as another version wrote it.
+    (key,) = paged_rig.state.page_retries(first.feed.id)
+    paged_rig.state._conn.execute("UPDATE page_retries SET entry = ? WHERE entry_key = ?",
+                                  ('{"link": 1}', key))
+    server.state.gen_entries = 1  # it drops out of the feed
+    with caplog.at_level(logging.ERROR, logger="producers.feeds"):
+        second = paged_rig.poll(url)
+    assert second.articles == [] and second.update.error is None
+    assert paged_rig.state.page_retries(first.feed.id) == {}
+    assert any("cannot be read" in r.getMessage() for r in caplog.records)
 
 
 def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
