@@ -296,7 +296,8 @@ class Similarity:
     year_match: float  # the article's main year is one the incident mentions
     year_conflict: float  # ... is not, though the incident mentions years
     gap_hours: float | None  # None when either side has no date
-    # Nearer, from a day the article names ("the June 21 shooting"): the gap that is scored.
+    # Nearer, from a day or month the article names ("the June 21 shooting", "slain in
+    # June"): the gap that is scored.
     named_day_gap_hours: float | None = None
     name_match: float = 0.0
     age_match: float = 0.0

@@ -107,8 +107,8 @@ _MONTH = re.compile(r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Ju
 # "since June 2015"; not "June Smith"). Found as ``_DATE`` is, from a capital (a scan for
 # the words before it took 48 µs an article, this 5), then the word before is checked.
 _MONTH_ALONE = re.compile(
-    r"[ADFJMNOS](?<!\w[ADFJMNOS])(?:anuary|ebruary|arch|pril|ay|une|uly|ugust|eptember|ctober"
-    r"|ovember|ecember)\b(?!\s+\d{1,2}\b|['’]s\b)"  # a date's month; "in April's house": a name
+    r"([ADFJMNOS](?<!\w[ADFJMNOS])(?:anuary|ebruary|arch|pril|ay|une|uly|ugust|eptember|ctober"
+    r"|ovember|ecember))\b(?!\s+\d{1,2}\b|['’]s\b)"  # a date's month; "in April's house": a name
     r"(?:,?\s+(?:of\s+)?([12]\d\d\d)\b)?")
 _MONTH_NAMES: Final = frozenset(
     "January February March April May June July August September October November December"
@@ -319,10 +319,9 @@ def dates(text: str) -> frozenset[tuple[int, int, int]]:
     "since June of 2015" -> (6, 0, 0), (6, 0, 2015))."""
     found = set()
     for m in _MONTH_ALONE.finditer(text):
-        start = m.start()
-        month = text[start: m.end(0)].split(",", 1)[0].split(None, 1)[0]
+        month, start = m.group(1), m.start()
         if month in _MONTH_NAMES and _BEFORE_MONTH.search(text, max(0, start - 10), start):
-            found.add((_MONTHS[month[:3]], 0, int(m.group(1) or 0)))
+            found.add((_MONTHS[month[:3]], 0, int(m.group(2) or 0)))
     for m in _DATE.finditer(text):
         month = m.group(0).split(" ", 1)[0]
         day = int(m.group(1))

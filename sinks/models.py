@@ -176,7 +176,7 @@ def explain(explanation: object) -> str:
     if e.time_gap_hours is not None:
         parts.append(f"{e.time_gap_hours:.1f} h apart")
     if "named_day_gap_hours" in e.detail:
-        parts.append(f"{e.detail['named_day_gap_hours']:.1f} h from a day it names")
+        parts.append(f"{e.detail['named_day_gap_hours']:.1f} h from the day or month it names")
     if e.candidates:
         parts.append(f"{e.candidates} candidates")
     if "scoring_terms" in e.detail:

@@ -18,7 +18,7 @@ def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
 def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> None:
     why = Explanation(decision="joined", score=-1.2, threshold=-2.0, time_gap_hours=1440.0,
                       detail={"named_day_gap_hours": 0.0})
-    assert "1440.0 h apart; 0.0 h from a day it names" in explain(why)
+    assert "1440.0 h apart; 0.0 h from the day or month it names" in explain(why)
 
 
 def test_an_explanation_says_when_there_were_too_few_words_to_compare() -> None:
