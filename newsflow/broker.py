@@ -48,6 +48,17 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
     raise BrokerError(f"nothing listens on {host}:{port} after {timeout_s:.0f}s")
 
 
+def resident_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024  # given in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 @dataclass
 class EmbeddedBroker:
     """Start with ``with EmbeddedBroker() as broker: broker.bootstrap``."""
@@ -92,6 +103,13 @@ class EmbeddedBroker:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def memory_bytes(self) -> int | None:
+        """The broker's resident memory, or None where the system does not say (no /proc).
+        It only grows: Tansu has no retention, so every message stays until it stops."""
+        if self.process is None:
+            return None
+        return resident_bytes(self.process.pid)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         proc, self.process = self.process, None

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     # Set by the supervisor for its children when the broker is the embedded Tansu one:
     # it changes client timeouts (Tansu holds a group join for half the session timeout).
     kafka_embedded: bool = False
+    # The embedded broker keeps every message in memory (Tansu has no retention). Past
+    # this many MB `newsflow run` recycles it: producers pause, the processors and the sink
+    # catch up, the broker restarts empty and the processors rebuild from storage. 0: never.
+    embedded_broker_max_mb: int = Field(default=1024, ge=0)
     app_id: str = "newsflow"
 
     topic_raw: str = "newsflow.articles.raw"

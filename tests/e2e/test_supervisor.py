@@ -3,18 +3,25 @@ stops on a child that cannot start, and serves no dead child's metrics."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import re
 import signal
 import socket
 import sqlite3
+import string
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Service
+from newsflow.kafka import Publisher
+from newsflow.settings import Settings
+from producers.replay import read_articles
+from tests.e2e.conftest import ROOT, Service
+from tests.e2e.test_pipeline import incidents_holding
 
 pytestmark = pytest.mark.e2e
 
@@ -127,3 +134,40 @@ def test_a_killed_producers_metrics_are_not_served(start_service):
     assert f'newsflow_feeds_active{{process="produce-{restarted}"}}' in text
     assert f"produce-{killed}" not in text
     assert service.stop() == 0, service.log()[-3000:]
+
+
+def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
+    start_service, tmp_path
+):
+    """Tansu keeps every message in memory for good. Past NEWSFLOW_EMBEDDED_BROKER_MAX_MB
+    the supervisor restarts it empty once the processors and the sink have caught up: every
+    article is stored, a report after the recycle still joins the incident from before it
+    (the window is rebuilt from storage), and the dead letters are carried over."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_EMBEDDED_BROKER_MAX_MB="64")
+    first_seed, second_seed = sorted((ROOT / "seeds").glob("*.txt"))
+    service.newsflow("replay", "--quiet", str(first_seed))
+    info = json.loads((service.data_dir / "service.json").read_text(encoding="utf-8"))
+    settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
+    with Publisher(settings, client_id="test-poison") as publisher:
+        publisher.send(settings.topic_raw, "poison-before-recycle", b"\xff not json")
+    # About 75 MB of text no compression shrinks much (random letters), in 600 articles.
+    words = random.Random(7)
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    for n in range(600):
+        text = " ".join("".join(words.choices(string.ascii_lowercase, k=7)) for _ in range(16_000))
+        (burst / f"{n:03}.txt").write_text(f"Filler report {n}\n{text}", "utf-8")
+    service.newsflow("replay", "--quiet", str(burst))
+
+    service.wait_for(lambda: "embedded broker recycled" in service.log(), 240)
+    brokers = re.findall(r"embedded broker ready on \S+ \(pid (\d+)\)", service.log())
+    assert len(set(brokers)) == 2, service.log()[-3000:]
+    service.newsflow("replay", "--quiet", str(second_seed))
+    seeds = [a.id for a in read_articles([first_seed, second_seed])]
+    service.wait_for(lambda: len(incidents_holding(service.db, set(seeds))) == 1
+                     and stored_articles(service.db) == 602, 120)
+    letters = service.newsflow("tail", "dlq", "--from-beginning", "--json", "--limit", "1")
+    assert json.loads(letters)["key"] == "poison-before-recycle"
+    assert service.stop() == 0, service.log()[-3000:]
+    assert "embedded broker recycled" in service.log()
+    assert service.log().count("recycling it") == 1  # back under the limit afterwards

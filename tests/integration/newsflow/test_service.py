@@ -1,11 +1,18 @@
-"""The supervisor's children run the code the supervisor runs."""
+"""The supervisor's children run the code the supervisor runs; its drain check reads
+what a group has left on a real broker."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
-from newsflow.service import Child, child_env
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from newsflow.broker import resident_bytes
+from newsflow.kafka import Publisher, ensure_topics, make_consumer
+from newsflow.service import Child, child_env, wait_drained
 from newsflow.settings import Settings
 
 
@@ -28,3 +35,36 @@ def test_a_child_does_not_import_a_source_folder_in_its_working_directory(
         assert child.alive(), f"the web child exited with {child.process and child.process.returncode}"
     finally:
         child.stop(timeout_s=10.0)
+
+
+def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_settings) -> None:
+    """Ten messages in one batch, a group committed past the first: nine are unread. (The
+    embedded broker reports the end offset as the start of the newest batch + 1, so a check
+    by end offsets took this group for done.)"""
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings, client_id="test-batch") as publisher:
+        for n in range(10):
+            publisher.send(settings.topic_clean, f"k{n}", b"{}")
+    consumer = make_consumer(settings, group_id=settings.app_id)
+    try:
+        part = TopicPartition(settings.topic_clean, 0)
+        consumer.assign([part])
+        consumer.commit({part: OffsetAndMetadata(1, "", -1)})
+    finally:
+        consumer.close()
+    groups = {settings.app_id: [settings.topic_clean]}
+    assert not wait_drained(settings, groups, timeout_s=3.0)
+
+    consumer = make_consumer(settings, group_id=settings.app_id)
+    try:
+        consumer.assign([part])
+        consumer.commit({part: OffsetAndMetadata(10, "", -1)})
+    finally:
+        consumer.close()
+    assert wait_drained(settings, groups, timeout_s=10.0)
+
+
+def test_the_broker_memory_is_read_from_the_system() -> None:
+    assert (resident_bytes(os.getpid()) or 0) > 1024 * 1024
+    assert resident_bytes(2**22 + 1) is None  # no such process
