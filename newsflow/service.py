@@ -221,7 +221,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
             if broker is not None and time.monotonic() >= next_memory_check:
                 next_memory_check = time.monotonic() + MEMORY_CHECK_S
                 if broker_over_limit(broker, settings) and not recycle_broker(
-                    broker, settings, children
+                    broker, settings, children, stop
                 ):
                     next_memory_check = time.monotonic() + RECYCLE_RETRY_S
     finally:
@@ -247,7 +247,9 @@ def broker_over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:
     return held is not None and held > settings.embedded_broker_max_mb * 1024 * 1024
 
 
-def recycle_broker(broker: EmbeddedBroker, settings: Settings, children: list[Child]) -> bool:
+def recycle_broker(
+    broker: EmbeddedBroker, settings: Settings, children: list[Child], stop: Event
+) -> bool:
     """Restart the embedded broker empty without losing an article; False if postponed.
 
     Tansu keeps every message in memory for good, so a long-running service would grow
@@ -272,7 +274,9 @@ def recycle_broker(broker: EmbeddedBroker, settings: Settings, children: list[Ch
     for child in producers:
         child.stop(timeout_s=20.0)
     if not wait_drained(settings, groups, timeout_s=RECYCLE_DRAIN_S,
-                        alive=lambda: all(c.alive() for c in consumers)):
+                        alive=lambda: not stop.is_set() and all(c.alive() for c in consumers)):
+        if stop.is_set():  # the service is stopping: no need to start anything again
+            return False
         logger.warning("processors and sink did not catch up; broker recycle postponed")
         resume()
         return False
