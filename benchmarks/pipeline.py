@@ -4,7 +4,9 @@ Starts `newsflow run` (embedded broker, processors, SQLite sink) in a temporary 
 publishes a labelled stream from ../shared/data/incidents, and prints:
 - throughput: articles per second from the first publish to the last row in SQLite,
 - latency from publish to the incident update that carries the article (p50, p99),
-- start-up time of the service to the seed incident in SQLite.
+- start-up time of the service to the seed incident in SQLite,
+- the embedded broker's memory before and after (it keeps every message: this sizes
+  NEWSFLOW_EMBEDDED_BROKER_MAX_MB, past which `newsflow run` recycles it).
 Prints figures; asserts nothing.
 
 usage: python benchmarks/pipeline.py [--file gva-dev.jsonl] [--limit 2000]
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from kafka import TopicPartition  # noqa: E402
 
-from newsflow.broker import free_port  # noqa: E402
+from newsflow.broker import free_port, resident_bytes  # noqa: E402
 from newsflow.kafka import Publisher, make_consumer  # noqa: E402
 from newsflow.schemas import Incident  # noqa: E402
 from newsflow.settings import Settings  # noqa: E402
@@ -48,6 +50,21 @@ def stored_count(db: Path, sql: str) -> int:
             return int(conn.execute(sql).fetchone()[0])
     except sqlite3.OperationalError:
         return 0
+
+
+def broker_memory(bootstrap: str) -> int | None:
+    """Resident bytes of the embedded broker listening on ``bootstrap`` (found by its
+    command line), or None."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"tcp://{bootstrap}".encode() in cmdline and b"broker" in cmdline:
+            return resident_bytes(int(entry.name))
+    return None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -102,6 +119,7 @@ def main() -> None:
         info = json.loads((data_dir / "service.json").read_text())
         settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
 
+        memory_before = broker_memory(info["kafka_bootstrap"])
         everything = list(read_articles([source]))
         articles = everything[: args.limit]
         paced = everything[args.limit : args.limit + args.paced]
@@ -133,6 +151,7 @@ def main() -> None:
         while stored_count(db, count_sql) < target and time.time() - t0 < 1800:
             time.sleep(0.2)
 
+        memory_after = broker_memory(info["kafka_bootstrap"])
         consumer = make_consumer(settings, group_id=None)
         parts = consumer.partitions_for_topic(settings.topic_incidents) or set()
         consumer.assign([TopicPartition(settings.topic_incidents, p) for p in parts])
@@ -155,6 +174,11 @@ def main() -> None:
         print(f"start-up to seed incident in SQLite: {startup:.1f} s")
         print(f"throughput, publish to rows in SQLite: {len(articles) / elapsed:.0f} articles/s "
               f"({elapsed:.1f} s)")
+        if memory_before and memory_after:
+            sent = len(articles) + len(paced_sent)
+            print(f"embedded broker memory: {memory_before / 2**20:.0f} MB before, "
+                  f"{memory_after / 2**20:.0f} MB after {sent} articles "
+                  f"({(memory_after - memory_before) / sent / 1024:.1f} KB per article)")
         for label, values in (("burst (all at once)", latencies), (f"paced at {args.rate:g}/s", steady)):
             if values:
                 print(f"latency publish -> incident update, {label}: "
