@@ -6,7 +6,8 @@ topics, starts one child process per role (sink, processors, web, producers), re
 starting, time after time, stops the service instead (it will not get better by itself),
 and a web port that cannot be bound stops it before anything starts. On SIGTERM/SIGINT
 it stops them in order (producers first, so everything they sent is flushed through; the
-broker last).
+broker last). The embedded broker is recycled when its memory passes a limit
+(``newsflow.recycle``).
 Children run in their own session so a terminal's Ctrl-C reaches only the supervisor,
 and each gets SIGTERM if the supervisor itself dies.
 """
@@ -20,15 +21,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
+from newsflow import recycle
 from newsflow.broker import EmbeddedBroker
-from newsflow.kafka import Publisher, admin_client, bootstrap_servers, ensure_topics, make_consumer
+from newsflow.drain import drain_groups, wait_drained
+from newsflow.kafka import Publisher, ensure_topics
 from newsflow.metrics import clear_textfiles, metrics_dir, textfile_name
 from newsflow.processes import spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
@@ -42,14 +42,6 @@ ROLES = ("sink", "web", "process", "produce")
 # a row, is failing at start-up (a port taken, a bad setting): restarting cannot help.
 QUICK_EXIT_S = 10.0
 MAX_QUICK_EXITS = 5
-
-
-# How often the embedded broker's memory is compared with ``embedded_broker_max_mb``, how
-# long a recycle waits for the processors and the sink to catch up, and when it tries
-# again if they did not.
-MEMORY_CHECK_S = 10.0
-RECYCLE_DRAIN_S = 120.0
-RECYCLE_RETRY_S = 300.0
 
 
 class ServiceError(RuntimeError):
@@ -185,6 +177,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
     children: list[Child] = []
     try:
         ensure_topics(settings)
+        recycle.restore_dead_letters(settings)  # left by a recycle cut short
         env = child_env(settings)
         children = [Child(role, env, metrics_dir(settings.data_dir)) for role in roles]
         for child in children:
@@ -203,7 +196,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
             settings.web_host,
             settings.web_port,
         )
-        next_memory_check = time.monotonic() + MEMORY_CHECK_S
+        recycler = recycle.Recycler(broker, settings) if broker is not None else None
         while not stop.wait(0.5):
             if broker is not None and not broker.alive():
                 # Everything in flight lived in it; exit so the service manager restarts us
@@ -218,12 +211,13 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
                 logger.error("%s; stopping", exc)
                 exit_code = 1
                 break
-            if broker is not None and time.monotonic() >= next_memory_check:
-                next_memory_check = time.monotonic() + MEMORY_CHECK_S
-                if broker_over_limit(broker, settings) and not recycle_broker(
-                    broker, settings, children, stop
-                ):
-                    next_memory_check = time.monotonic() + RECYCLE_RETRY_S
+            try:
+                if recycler is not None:
+                    recycler.check(children, stop)
+            except Exception as exc:  # noqa: BLE001 - the broker is gone or unusable
+                logger.error("recycling the embedded broker failed: %s; stopping", exc)
+                exit_code = 1
+                break
     finally:
         consumers = [c for c in children if c.role in ("process", "sink")]
         for child in reversed(children):
@@ -238,144 +232,6 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
         runfile(settings).unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return exit_code
-
-
-def broker_over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:
-    if not settings.embedded_broker_max_mb:
-        return False
-    held = broker.memory_bytes()
-    return held is not None and held > settings.embedded_broker_max_mb * 1024 * 1024
-
-
-def recycle_broker(
-    broker: EmbeddedBroker, settings: Settings, children: list[Child], stop: Event
-) -> bool:
-    """Restart the embedded broker empty without losing an article; False if postponed.
-
-    Tansu keeps every message in memory for good, so a long-running service would grow
-    without bound. The producers stop first (what they have not sent, they poll again
-    later: their state is on disk); the processors and the sink finish everything already
-    published, or the recycle waits for another time; then the broker restarts on the same
-    port (the runfile stays true), and the processors rebuild their window from storage,
-    as after any embedded-broker restart. The web page, reading storage, stays up.
-    """
-    held = broker.memory_bytes() or 0
-    producers = [c for c in children if c.role == "produce"]
-    consumers = [c for c in children if c.role in ("process", "sink")]
-    groups = drain_groups(settings)
-
-    def resume() -> None:
-        for child in children:  # in start order
-            if child in consumers or child in producers:
-                child.restart()
-
-    logger.info("the embedded broker holds %d MB (limit %d MB): recycling it",
-                held // 2**20, settings.embedded_broker_max_mb)
-    for child in producers:
-        child.stop(timeout_s=20.0)
-    if not wait_drained(settings, groups, timeout_s=RECYCLE_DRAIN_S,
-                        alive=lambda: not stop.is_set() and all(c.alive() for c in consumers)):
-        if stop.is_set():  # the service is stopping: no need to start anything again
-            return False
-        logger.warning("processors and sink did not catch up; broker recycle postponed")
-        resume()
-        return False
-    for child in reversed(consumers):
-        child.stop(timeout_s=20.0)
-    # A publisher outside the service (`newsflow replay`) may have sent more meanwhile.
-    if not wait_drained(settings, groups, timeout_s=1.0):
-        logger.warning("more arrived while the consumers stopped; broker recycle postponed")
-        resume()
-        return False
-    # Nothing consumes the dead-letter topic but an operator, so nothing else keeps it.
-    letters = read_topic(settings, settings.topic_dlq)
-    broker.stop()
-    broker.start()
-    ensure_topics(settings)
-    if letters:
-        with Publisher(settings, client_id="newsflow-recycle") as publisher:
-            for key, value in letters:
-                publisher.send(settings.topic_dlq, key, value)
-        logger.info("carried %d dead letter(s) over to the new broker", len(letters))
-    resume()
-    logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
-                (broker.memory_bytes() or 0) // 2**20)
-    return True
-
-
-def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, bytes]]:
-    """Every message of ``topic`` (key, value), oldest first within each partition."""
-    consumer = make_consumer(settings, group_id=None)
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not parts:
-            return []
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        messages: list[tuple[str | None, bytes]] = []
-        while batches := consumer.poll(timeout_ms=2000, max_records=1000):
-            for records in batches.values():
-                messages.extend((r.key.decode("utf-8", "replace") if r.key else None, r.value)
-                                for r in records)
-        return messages
-    finally:
-        consumer.close()
-
-
-def drain_groups(settings: Settings) -> dict[str, list[str]]:
-    """Consumer groups and the topics whose end they must reach before a clean stop."""
-    return {
-        settings.app_id: [settings.topic_raw, settings.topic_clean],
-        f"{settings.app_id}-sink": [settings.topic_clean, settings.topic_incidents],
-    }
-
-
-def wait_drained(
-    settings: Settings,
-    groups: dict[str, list[str]],
-    timeout_s: float,
-    alive: Callable[[], bool] = lambda: True,
-) -> bool:
-    """Wait until no group has messages left past its committed offsets (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    admin = admin_client(settings, timeout_s=5.0)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers(settings), enable_auto_commit=False)
-    try:
-        while time.monotonic() < deadline and alive():
-            behind = sum(unread(consumer, admin, group, topics) for group, topics in groups.items())
-            if behind == 0:
-                logger.info("processors and sink have caught up")
-                return True
-            logger.info("waiting for processors and sink to catch up (%d+ unread)", behind)
-            time.sleep(1.0)
-        return False
-    except Exception as exc:  # noqa: BLE001 - never block a shutdown on this
-        logger.warning("could not check consumer progress: %s", exc)
-        return False
-    finally:
-        consumer.close()
-        admin.close()
-
-
-def unread(consumer: KafkaConsumer, admin: KafkaAdminClient, group: str, topics: list[str]) -> int:
-    """Messages in ``topics`` past ``group``'s committed offsets, as far as one fetch sees
-    (0: the group has read everything). Fetched, not worked out from end offsets: the
-    embedded broker reports those as the start of the newest batch + 1, which counted a
-    group done while the rest of that batch was still unread."""
-    committed = admin.list_group_offsets({group: None}).get(group, {})
-    parts = [TopicPartition(topic, p) for topic in topics
-             for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    if not parts:
-        return 0
-    consumer.assign(parts)
-    for tp in parts:
-        done = committed.get(tp)
-        if done is None or done.offset < 0:
-            consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, done.offset)
-    batches = consumer.poll(timeout_ms=2000, max_records=100)
-    return sum(len(records) for records in batches.values())
 
 
 def supervise(child: Child) -> None:

@@ -11,8 +11,10 @@ from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from newsflow.broker import resident_bytes
+from newsflow.drain import read_topic, unread, wait_drained
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
-from newsflow.service import Child, child_env, wait_drained
+from newsflow.recycle import carried_letters, restore_dead_letters, save_dead_letters
+from newsflow.service import Child, child_env
 from newsflow.settings import Settings
 
 
@@ -54,6 +56,7 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
     finally:
         consumer.close()
     groups = {settings.app_id: [settings.topic_clean]}
+    assert unread(settings, settings.app_id, [settings.topic_clean]) == 9
     assert not wait_drained(settings, groups, timeout_s=3.0)
 
     consumer = make_consumer(settings, group_id=settings.app_id)
@@ -62,7 +65,27 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
         consumer.commit({part: OffsetAndMetadata(10, "", -1)})
     finally:
         consumer.close()
+    assert unread(settings, settings.app_id, [settings.topic_clean]) == 0
     assert wait_drained(settings, groups, timeout_s=10.0)
+
+
+def test_dead_letters_saved_from_one_topic_are_written_back_whole(make_settings) -> None:
+    """What a broker recycle does with the dead-letter topic, which nothing else keeps."""
+    before = make_settings()
+    ensure_topics(before)
+    sent = [("k1", b'{"error": "bad"}'), (None, b"\xff\xfe raw"), ("k3", b"")]
+    with Publisher(before, client_id="test-letters") as publisher:
+        for key, value in sent:
+            publisher.send(before.topic_dlq, key, value)
+    save_dead_letters(before)
+    assert carried_letters(before).exists()
+
+    after = before.model_copy(update={"topic_dlq": before.topic_dlq + "-new"})
+    ensure_topics(after)
+    restore_dead_letters(after)
+    assert not carried_letters(after).exists()
+    back = read_topic(after, after.topic_dlq)
+    assert [(k.decode() if k else None, v) for k, v in back] == sent
 
 
 def test_the_broker_memory_is_read_from_the_system() -> None:

@@ -1,0 +1,124 @@
+"""Whether the consumer groups have read everything, and reading a topic out whole.
+
+Both are found by reading: a fetch from each group's committed offsets, and fetches until
+every partition's end. Not from end offsets alone: the embedded broker reports those as the
+start of the newest batch + 1, so a check by end offsets took a group with the rest of
+that batch unread for done. A check that gets no answer counts as not done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from kafka import KafkaConsumer, TopicPartition
+
+from newsflow.kafka import admin_client, make_consumer
+from newsflow.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FETCH_WAIT_S = 5.0  # for the broker to answer a fetch of every partition
+
+
+class DrainError(RuntimeError):
+    """A topic could not be read to its end."""
+
+
+def drain_groups(settings: Settings) -> dict[str, list[str]]:
+    """Consumer groups and the topics whose end they must reach before a clean stop."""
+    return {
+        settings.app_id: [settings.topic_raw, settings.topic_clean],
+        f"{settings.app_id}-sink": [settings.topic_clean, settings.topic_incidents],
+    }
+
+
+def wait_drained(
+    settings: Settings,
+    groups: dict[str, list[str]],
+    timeout_s: float,
+    alive: Callable[[], bool] = lambda: True,
+) -> bool:
+    """Wait until no group has messages left past its committed offsets: checked at least
+    once, then again each second while ``alive()`` and time is left."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            counts = [unread(settings, group, topics) for group, topics in groups.items()]
+        except Exception as exc:  # noqa: BLE001 - never block a shutdown on this
+            logger.warning("could not check consumer progress: %s", exc)
+            return False
+        if all(count == 0 for count in counts):
+            logger.info("processors and sink have caught up")
+            return True
+        if time.monotonic() >= deadline or not alive():
+            return False
+        known = sum(count for count in counts if count)
+        logger.info("waiting for processors and sink to catch up (%d+ unread)", known)
+        time.sleep(1.0)
+
+
+def unread(settings: Settings, group: str, topics: list[str]) -> int | None:
+    """Messages in ``topics`` past ``group``'s committed offsets, as far as a fetch of each
+    partition sees: 0 when the group has read everything, None when the broker did not
+    answer for every partition in time."""
+    admin = admin_client(settings, timeout_s=5.0)
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+        parts = _partitions(consumer, topics)
+        if not parts:
+            return 0
+        consumer.assign(parts)
+        for tp in parts:
+            done = committed.get(tp)
+            if done is None or done.offset < 0:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, done.offset)
+        deadline = time.monotonic() + FETCH_WAIT_S
+        while time.monotonic() < deadline:
+            found = sum(len(r) for r in consumer.poll(timeout_ms=500, max_records=100).values())
+            if found:
+                return found
+            # A high watermark is set only by a fetch answered at the position sought.
+            if all(consumer.highwater(tp) is not None for tp in parts):
+                return 0
+        return None
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[tuple[bytes | None, bytes]]:
+    """Every message of ``topic`` as (key, value), oldest first within each partition;
+    ``DrainError`` if it cannot be read to the end in time."""
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        parts = _partitions(consumer, [topic])
+        if not parts:
+            return []
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        messages: list[tuple[bytes | None, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batches = consumer.poll(timeout_ms=500, max_records=1000)
+            for records in batches.values():
+                messages.extend((record.key, record.value) for record in records)
+            # The end: an answered fetch, nothing more, and the position at least at the
+            # high watermark (which the embedded broker may report low, never high).
+            if not batches and all(
+                (end := consumer.highwater(tp)) is not None and consumer.position(tp) >= end
+                for tp in parts
+            ):
+                return messages
+        raise DrainError(f"could not read {topic} to its end in {timeout_s:.0f}s")
+    finally:
+        consumer.close()
+
+
+def _partitions(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())]

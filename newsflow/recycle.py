@@ -1,0 +1,146 @@
+"""Recycling the embedded broker, whose memory only grows.
+
+Tansu keeps every message in memory for good (no retention), so a long-running service
+would grow without bound: about 10 KB per article. Past ``embedded_broker_max_mb`` the
+supervisor restarts it empty, losing nothing:
+
+1. the producers stop (what they had not sent, they poll again later: their state is on
+   disk);
+2. the processors and the sink finish everything already published, or the recycle is
+   postponed;
+3. they stop, and nothing has arrived meanwhile (a `newsflow replay` from outside), or
+   the recycle is postponed;
+4. the dead-letter topic, which only an operator reads, is saved to a file;
+5. the broker restarts on the same port (the runfile stays true), the topics are created
+   and the dead letters written back (a service that stops before that writes them back
+   when it next starts);
+6. the children start again; the processors rebuild their window from storage, as after
+   any restart of the embedded broker. The web page, reading storage, stays up.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from pathlib import Path
+from threading import Event
+from typing import TYPE_CHECKING
+
+from newsflow.broker import EmbeddedBroker
+from newsflow.drain import drain_groups, read_topic, wait_drained
+from newsflow.kafka import Publisher, ensure_topics
+from newsflow.settings import Settings
+
+if TYPE_CHECKING:
+    from newsflow.service import Child
+
+logger = logging.getLogger(__name__)
+
+CHECK_S = 10.0  # how often the broker's memory is compared with the limit
+DRAIN_S = 120.0  # how long a recycle waits for the processors and the sink
+RETRY_S = 300.0  # when a postponed recycle is tried again
+
+
+class Recycler:
+    """Checks the broker's memory every ``CHECK_S`` and recycles it past the limit."""
+
+    def __init__(self, broker: EmbeddedBroker, settings: Settings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.enabled = settings.embedded_broker_max_mb > 0
+        self.next_check = time.monotonic() + CHECK_S
+
+    def check(self, children: list[Child], stop: Event) -> None:
+        if not self.enabled or time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + CHECK_S
+        if not over_limit(self.broker, self.settings):
+            return
+        if not recycle(self.broker, self.settings, children, stop):
+            self.next_check = time.monotonic() + RETRY_S
+        elif over_limit(self.broker, self.settings):
+            # A limit below what the broker holds empty (or a dead-letter topic bigger than
+            # it) would recycle it every few seconds and never let the producers run.
+            logger.error("the embedded broker is over NEWSFLOW_EMBEDDED_BROKER_MAX_MB right"
+                         " after its restart: not recycling it again (raise the limit)")
+            self.enabled = False
+
+
+def over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:
+    if not settings.embedded_broker_max_mb:
+        return False
+    held = broker.memory_bytes()
+    return held is not None and held > settings.embedded_broker_max_mb * 2**20
+
+
+def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], stop: Event) -> bool:
+    """Restart the broker empty (see the module's steps); False if postponed or stopping.
+    Raises if the new broker cannot be started or written to: the service must stop."""
+    held = broker.memory_bytes() or 0
+    producers = [c for c in children if c.role == "produce"]
+    consumers = [c for c in children if c.role in ("process", "sink")]
+    groups = drain_groups(settings)
+
+    def start_again(stopped: list[Child]) -> None:
+        for child in children:  # in start order
+            if child in stopped:
+                child.restart()
+
+    logger.info("the embedded broker holds %d MB (limit %d MB): recycling it",
+                held // 2**20, settings.embedded_broker_max_mb)
+    for child in producers:
+        child.stop(timeout_s=20.0)
+    if not wait_drained(settings, groups, timeout_s=DRAIN_S,
+                        alive=lambda: not stop.is_set() and all(c.alive() for c in consumers)):
+        if not stop.is_set():  # when stopping, the service stops the rest itself
+            logger.warning("processors and sink did not catch up: broker recycle postponed")
+            start_again(producers)
+        return False
+    for child in reversed(consumers):
+        child.stop(timeout_s=20.0)
+    if stop.is_set():
+        return False
+    save_dead_letters(settings)
+    if not wait_drained(settings, groups, timeout_s=0.0):
+        logger.warning("more was published while the consumers stopped: broker recycle postponed")
+        carried_letters(settings).unlink(missing_ok=True)  # the broker still has them
+        start_again(consumers + producers)
+        return False
+    broker.stop()
+    broker.start()
+    ensure_topics(settings)
+    restore_dead_letters(settings)
+    start_again(consumers + producers)
+    logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
+                (broker.memory_bytes() or 0) // 2**20)
+    return True
+
+
+def carried_letters(settings: Settings) -> Path:
+    return settings.data_dir / "dead-letters.carried.jsonl"
+
+
+def save_dead_letters(settings: Settings) -> None:
+    # A dead letter's key is the original message's, as text (``DeadLetter.key``).
+    lines = [json.dumps({"key": None if key is None else key.decode("utf-8", "replace"),
+                         "value": base64.b64encode(value).decode("ascii")})
+             for key, value in read_topic(settings, settings.topic_dlq)]
+    carried_letters(settings).parent.mkdir(parents=True, exist_ok=True)
+    carried_letters(settings).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def restore_dead_letters(settings: Settings) -> None:
+    """Write back the dead letters a recycle saved, then forget the file."""
+    path = carried_letters(settings)
+    if not path.exists():
+        return
+    letters = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    if letters:
+        with Publisher(settings, client_id="newsflow-recycle") as publisher:
+            for letter in letters:
+                publisher.send(settings.topic_dlq, letter["key"], base64.b64decode(letter["value"]))
+        logger.info("carried %d dead letter(s) over to the new broker", len(letters))
+    path.unlink()
+
