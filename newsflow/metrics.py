@@ -190,7 +190,8 @@ def metrics_dir(data_dir: Path) -> Path:
 
 # Each role's textfile in ``metrics_dir``: the processes write them, and the supervisor
 # removes a dead child's by the same name (the web child serves its figures itself).
-_TEXTFILES = {"sink": "sink.prom", "process": "processors.prom", "produce": "produce-{pid}.prom"}
+_TEXTFILES = {"sink": "sink.prom", "process": "processors.prom", "produce": "produce-{pid}.prom",
+              "broker": "broker.prom"}  # the embedded broker's figures, by the supervisor
 
 
 def textfile_name(role: str, pid: int) -> str | None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import drain_groups, read_topic, wait_drained
 from newsflow.kafka import Publisher, ensure_topics
+from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,28 +45,45 @@ RETRY_S = 300.0  # when a postponed recycle is tried again
 
 
 class Recycler:
-    """Checks the broker's memory every ``CHECK_S`` and recycles it past the limit."""
+    """Checks the broker's memory every ``CHECK_S``, writes it to the metrics textfile
+    (with the limit and the recycles so far), and recycles the broker past the limit."""
 
     def __init__(self, broker: EmbeddedBroker, settings: Settings) -> None:
         self.broker = broker
         self.settings = settings
         self.enabled = settings.embedded_broker_max_mb > 0
         self.next_check = time.monotonic() + CHECK_S
+        self.registry = Registry()
+        self.memory = self.registry.gauge(
+            "newsflow_embedded_broker_memory_bytes", "Resident memory of the embedded broker")
+        self.limit = self.registry.gauge(
+            "newsflow_embedded_broker_memory_limit_bytes",
+            "NEWSFLOW_EMBEDDED_BROKER_MAX_MB, past which it is recycled (0: never)")
+        self.recycles = self.registry.counter(
+            "newsflow_embedded_broker_recycles_total", "Restarts of the embedded broker to free memory")
+        self.limit.set(settings.embedded_broker_max_mb * 2**20 if self.enabled else 0)
 
     def check(self, children: list[Child], stop: Event) -> None:
-        if not self.enabled or time.monotonic() < self.next_check:
+        if time.monotonic() < self.next_check:
             return
         self.next_check = time.monotonic() + CHECK_S
-        if not over_limit(self.broker, self.settings):
-            return
-        if not recycle(self.broker, self.settings, children, stop):
-            self.next_check = time.monotonic() + RETRY_S
-        elif over_limit(self.broker, self.settings):
-            # A limit below what the broker holds empty (or a dead-letter topic bigger than
-            # it) would recycle it every few seconds and never let the producers run.
-            logger.error("the embedded broker is over NEWSFLOW_EMBEDDED_BROKER_MAX_MB right"
-                         " after its restart: not recycling it again (raise the limit)")
-            self.enabled = False
+        try:
+            if not self.enabled or not over_limit(self.broker, self.settings):
+                return
+            if not recycle(self.broker, self.settings, children, stop):
+                self.next_check = time.monotonic() + RETRY_S
+                return
+            self.recycles.inc()
+            if over_limit(self.broker, self.settings):
+                # A limit below what the broker holds empty (or a dead-letter topic bigger
+                # than it) would recycle it every few seconds and never let producers run.
+                logger.error("the embedded broker is over NEWSFLOW_EMBEDDED_BROKER_MAX_MB"
+                             " right after its restart: not recycling it again (raise the"
+                             " limit)")
+                self.enabled = False
+        finally:
+            self.memory.set(self.broker.memory_bytes() or 0)
+            write_textfile(self.registry, textfile_path(self.settings.data_dir, "broker"))
 
 
 def over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:

@@ -169,6 +169,11 @@ def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
                      and stored_articles(service.db) == 602, 120)
     letters = service.newsflow("tail", "dlq", "--from-beginning", "--json", "--limit", "1")
     assert json.loads(letters)["key"] == "poison-before-recycle"
+    url = f"http://127.0.0.1:{service.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        metrics = response.read().decode()
+    assert 'newsflow_embedded_broker_recycles_total{process="broker"} 1' in metrics, metrics
+    assert f'newsflow_embedded_broker_memory_limit_bytes{{process="broker"}} {64 * 2**20}' in metrics
     assert service.stop() == 0, service.log()[-3000:]
     assert "embedded broker recycled" in service.log()
     assert service.log().count("): recycling it") == 1  # back under the limit afterwards
