@@ -208,14 +208,18 @@ class StateStore:
         return FeedRow.from_row(row)
 
     def deactivate_missing(self, origin: str, keep_urls: Iterable[str]) -> int:
-        """Feeds of ``origin`` no longer listed (e.g. removed from feeds.toml) stop."""
+        """Feeds of ``origin`` no longer listed (e.g. removed from feeds.toml) stop, and
+        their entries waiting for a page retry are dropped: nothing would retry them, and a
+        feed the user removed is not to be published from. (Their seen entries stay, so a
+        feed listed again does not publish its old entries twice.)"""
         keep = set(keep_urls)
         with self._tx() as conn:
             rows = conn.execute(
                 "SELECT id, origin_url FROM feeds WHERE origin = ? AND active = 1", (origin,)
             ).fetchall()
-            gone = [fid for fid, origin_url in rows if origin_url not in keep]
-            conn.executemany("UPDATE feeds SET active = 0 WHERE id = ?", [(f,) for f in gone])
+            gone = [(fid,) for fid, origin_url in rows if origin_url not in keep]
+            conn.executemany("UPDATE feeds SET active = 0 WHERE id = ?", gone)
+            conn.executemany("DELETE FROM page_retries WHERE feed_id = ?", gone)
         return len(gone)
 
     def feeds(self, *, active_only: bool = False) -> list[FeedRow]:

@@ -64,13 +64,18 @@ def test_record_writes_schedule_validators_and_301(tmp_path):
 
 def test_feeds_removed_from_config_stop_and_adhoc_rows_do_not_poll(tmp_path):
     state = make(tmp_path)
-    state.upsert_feed("https://a.example/1", origin="config")
-    state.upsert_feed("https://a.example/2", origin="config")
+    kept = state.upsert_feed("https://a.example/1", origin="config")
+    removed = state.upsert_feed("https://a.example/2", origin="config")
     state.upsert_feed("https://a.example/3", origin="opml")
     state.upsert_feed("https://a.example/4", origin="adhoc", active=False)
+    for feed in (kept, removed):
+        state.count_page_failure(feed.id, "entry", entry="{}", reason="timeout", now=0)
     assert state.deactivate_missing("config", ["https://a.example/1"]) == 1
     active = {f.url for f in state.feeds(active_only=True)}
     assert active == {"https://a.example/1", "https://a.example/3"}
+    # A removed feed's pages are not retried (nothing would), a listed one's still are.
+    assert list(state.page_retries(removed.id)) == []
+    assert list(state.page_retries(kept.id)) == ["entry"]
 
 
 def test_prune_forgets_entries_gone_from_their_feed(tmp_path):
