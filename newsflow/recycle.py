@@ -23,13 +23,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from threading import Event
 from typing import TYPE_CHECKING
 
 from newsflow.broker import EmbeddedBroker
-from newsflow.drain import drain_groups, read_topic, wait_drained
+from newsflow.drain import DrainError, drain_groups, read_topic, wait_drained
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.settings import Settings
@@ -120,11 +121,18 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
         child.stop(timeout_s=20.0)
     if stop.is_set():
         return False
-    save_dead_letters(settings)
-    if not wait_drained(settings, groups, timeout_s=0.0):
-        logger.warning("more was published while the consumers stopped: broker recycle postponed")
-        carried_letters(settings).unlink(missing_ok=True)  # the broker still has them
+    try:
+        save_dead_letters(settings)
+    except DrainError as exc:
+        logger.warning("%s: broker recycle postponed", exc)
         start_again(consumers + producers)
+        return False
+    if not wait_drained(settings, groups, timeout_s=0.0) or stop.is_set():
+        carried_letters(settings).unlink(missing_ok=True)  # the broker still has them
+        if not stop.is_set():
+            logger.warning("more was published while the consumers stopped:"
+                           " broker recycle postponed")
+            start_again(consumers + producers)
         return False
     broker.stop()
     broker.start()
@@ -145,8 +153,11 @@ def save_dead_letters(settings: Settings) -> None:
     lines = [json.dumps({"key": None if key is None else key.decode("utf-8", "replace"),
                          "value": base64.b64encode(value).decode("ascii")})
              for key, value in read_topic(settings, settings.topic_dlq)]
-    carried_letters(settings).parent.mkdir(parents=True, exist_ok=True)
-    carried_letters(settings).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    path = carried_letters(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")  # never half a file under the real name
+    partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(partial, path)
 
 
 def restore_dead_letters(settings: Settings) -> None:
