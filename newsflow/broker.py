@@ -67,6 +67,7 @@ class EmbeddedBroker:
     port: int = 0
     start_timeout_s: float = 15.0
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    started_at: float | None = field(default=None, init=False)  # wall clock, when last ready
 
     @property
     def bootstrap(self) -> str:
@@ -98,6 +99,7 @@ class EmbeddedBroker:
             raise
         if self.process.poll() is not None:
             raise BrokerError(f"embedded broker exited with {self.process.returncode}")
+        self.started_at = time.time()
         logger.info("embedded broker ready on %s (pid %s)", self.bootstrap, self.process.pid)
         return self
 

@@ -50,6 +50,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.service import broker_started
     from newsflow.tail import tail
 
     aliases = {
@@ -62,6 +63,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     return tail(
         settings, topic, from_beginning=args.from_beginning, raw_json=args.json,
         stop=stop_on_signals(), limit=args.limit,
+        broker_started=lambda: broker_started(settings),
     )
 
 

@@ -64,16 +64,17 @@ class Recycler:
             "newsflow_embedded_broker_recycles_total", "Restarts of the embedded broker to free memory")
         self.limit.set(settings.embedded_broker_max_mb * 2**20 if self.enabled else 0)
 
-    def check(self, children: list[Child], stop: Event) -> None:
+    def check(self, children: list[Child], stop: Event) -> bool:
+        """True when the broker was recycled."""
         if time.monotonic() < self.next_check:
-            return
+            return False
         self.next_check = time.monotonic() + CHECK_S
         try:
             if not self.enabled or not over_limit(self.broker, self.settings):
-                return
+                return False
             if not recycle(self.broker, self.settings, children, stop):
                 self.next_check = time.monotonic() + RETRY_S
-                return
+                return False
             self.recycles.inc()
             if over_limit(self.broker, self.settings):
                 # A limit below what the broker holds empty (or a dead-letter topic bigger
@@ -82,6 +83,7 @@ class Recycler:
                              " right after its restart: not recycling it again (raise the"
                              " limit)")
                 self.enabled = False
+            return True
         finally:
             self.memory.set(self.broker.memory_bytes() or 0)
             write_textfile(self.registry, textfile_path(self.settings.data_dir, "broker"))

@@ -100,15 +100,29 @@ def runfile(settings: Settings) -> Path:
     return settings.data_dir / "service.json"
 
 
-def write_runfile(settings: Settings) -> None:
-    """Tell other commands on this machine (tail, replay, ...) where the broker is."""
+def write_runfile(settings: Settings, broker_started: float | None = None) -> None:
+    """Tell other commands on this machine (tail, replay, ...) where the broker is, and
+    when the embedded broker last started empty (a recycle restarts it: see ``tail``)."""
     info = {
         "pid": os.getpid(),
         "kafka_bootstrap": settings.kafka_bootstrap,
         "kafka_embedded": settings.kafka_embedded,
+        "broker_started": broker_started,
         "web": f"http://{settings.web_host}:{settings.web_port}/",
     }
-    runfile(settings).write_text(json.dumps(info), encoding="utf-8")
+    path = runfile(settings)
+    partial = path.with_name(path.name + ".tmp")  # a reader never sees half of it
+    partial.write_text(json.dumps(info), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def broker_started(settings: Settings) -> float | None:
+    """When the running service's embedded broker last started empty, per its runfile."""
+    try:
+        value = json.loads(runfile(settings).read_text(encoding="utf-8")).get("broker_started")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def discover_running_service(settings: Settings) -> Settings:
@@ -182,7 +196,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
         children = [Child(role, env, metrics_dir(settings.data_dir)) for role in roles]
         for child in children:
             child.start()
-        write_runfile(settings)
+        write_runfile(settings, broker.started_at if broker else None)
         if settings.replay_seeds:
             try:
                 replay_seeds(settings)
@@ -212,8 +226,8 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
                 exit_code = 1
                 break
             try:
-                if recycler is not None:
-                    recycler.check(children, stop)
+                if recycler is not None and recycler.check(children, stop):
+                    write_runfile(settings, recycler.broker.started_at)
             except Exception as exc:  # noqa: BLE001 - the broker is gone or unusable
                 logger.error("recycling the embedded broker failed: %s; stopping", exc)
                 exit_code = 1

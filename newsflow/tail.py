@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,6 +14,10 @@ from kafka import TopicPartition
 from newsflow.kafka import make_consumer
 from newsflow.schemas import DeadLetter, Incident, RawArticle
 from newsflow.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RESTART_LOOK_S = 2.0  # how often ``tail`` looks whether the embedded broker restarted
 
 
 def describe(value: bytes | None) -> str:
@@ -55,7 +60,12 @@ def tail(
     out: Callable[[str], None] = print,
     stop: Event | None = None,
     limit: int | None = None,
+    broker_started: Callable[[], float | None] = lambda: None,
 ) -> int:
+    """Print ``topic``'s messages as they come. ``broker_started`` says when the embedded
+    broker last started empty: when that changes (`newsflow run` recycled it), the topic
+    is followed again from its new start, as the old offsets now lie past its end (where
+    the embedded broker answers with nothing rather than an out-of-range error)."""
     stop = stop or Event()
     consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
     partitions = consumer.partitions_for_topic(topic)
@@ -73,8 +83,17 @@ def tail(
     # can replay part of the last batch; there, skip what was written before we started.
     skip_older = settings.kafka_embedded and not from_beginning
     shown = 0
+    broker_start = broker_started()
+    next_look = time.monotonic() + RESTART_LOOK_S
     try:
         while not stop.is_set():
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + RESTART_LOOK_S
+                if (now_started := broker_started()) != broker_start:
+                    broker_start = now_started
+                    logger.warning("the embedded broker restarted empty: following %s from"
+                                   " its new start", topic)
+                    consumer.seek_to_beginning(*assigned)
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
                     if skip_older and record.timestamp < started_ms:

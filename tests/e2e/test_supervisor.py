@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import string
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -146,6 +147,11 @@ def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_EMBEDDED_BROKER_MAX_MB="64")
     first_seed, second_seed = sorted((ROOT / "seeds").glob("*.txt"))
     service.newsflow("replay", "--quiet", str(first_seed))
+    # An operator following the incidents from before the recycle still sees what comes after.
+    tail_out = tmp_path / "tail.txt"
+    with tail_out.open("wb") as out:
+        tail = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "tail", "incidents"],
+                                env=service.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     info = json.loads((service.data_dir / "service.json").read_text(encoding="utf-8"))
     settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
     with Publisher(settings, client_id="test-poison") as publisher:
@@ -167,6 +173,13 @@ def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
     seeds = [a.id for a in read_articles([first_seed, second_seed])]
     service.wait_for(lambda: len(incidents_holding(service.db, set(seeds))) == 1
                      and stored_articles(service.db) == 602, 120)
+    [incident_id] = incidents_holding(service.db, set(seeds))
+    try:
+        service.wait_for(lambda: f"{incident_id} v2 2 article(s)" in tail_out.read_text(), 30)
+    finally:
+        tail.terminate()
+        tail.wait(10)
+    assert "restarted empty: following newsflow.incidents from its new start" in tail_out.read_text()
     letters = service.newsflow("tail", "dlq", "--from-beginning", "--json", "--limit", "1")
     assert json.loads(letters)["key"] == "poison-before-recycle"
     url = f"http://127.0.0.1:{service.web_port}/metrics"
