@@ -160,10 +160,11 @@ class Publisher:
             max_request_size=MAX_MESSAGE_BYTES,
         )
 
-    def send(self, topic: str, key: str | None, value: bytes) -> None:
+    def send(self, topic: str, key: str | None, value: bytes,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
         try:
             future = self._producer.send(
-                topic, key=key.encode("utf-8") if key else None, value=value
+                topic, key=key.encode("utf-8") if key else None, value=value, headers=headers
             )
         except _TOO_LARGE as exc:  # over max_request_size: refused before sending
             raise MessageTooLargeError(

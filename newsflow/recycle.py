@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from threading import Event
 from typing import TYPE_CHECKING
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# On a dead letter written back after a recycle: a `newsflow tail` that followed the topic
+# across it has shown the letter already (or it predates a tail from the end).
+CARRIED_HEADER = ("newsflow-carried-over", b"1")
 CHECK_S = 10.0  # how often the broker's memory is compared with the limit
 DRAIN_S = 120.0  # how long a recycle waits for the processors and the sink
 RETRY_S = 300.0  # when a postponed recycle is tried again
@@ -49,9 +53,11 @@ class Recycler:
     """Checks the broker's memory every ``CHECK_S``, writes it to the metrics textfile
     (with the limit and the recycles so far), and recycles the broker past the limit."""
 
-    def __init__(self, broker: EmbeddedBroker, settings: Settings) -> None:
+    def __init__(self, broker: EmbeddedBroker, settings: Settings,
+                 on_restart: Callable[[], None] = lambda: None) -> None:
         self.broker = broker
         self.settings = settings
+        self.on_restart = on_restart  # the broker has just started again, empty
         self.enabled = settings.embedded_broker_max_mb > 0
         self.next_check = time.monotonic() + CHECK_S
         self.registry = Registry()
@@ -72,7 +78,7 @@ class Recycler:
         try:
             if not self.enabled or not over_limit(self.broker, self.settings):
                 return False
-            if not recycle(self.broker, self.settings, children, stop):
+            if not recycle(self.broker, self.settings, children, stop, self.on_restart):
                 self.next_check = time.monotonic() + RETRY_S
                 return False
             self.recycles.inc()
@@ -86,7 +92,10 @@ class Recycler:
             return True
         finally:
             self.memory.set(self.broker.memory_bytes() or 0)
-            write_textfile(self.registry, textfile_path(self.settings.data_dir, "broker"))
+            try:
+                write_textfile(self.registry, textfile_path(self.settings.data_dir, "broker"))
+            except OSError as exc:  # figures are not worth stopping the service for
+                logger.warning("could not write the broker's metrics: %s", exc)
 
 
 def over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:
@@ -96,7 +105,8 @@ def over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:
     return held is not None and held > settings.embedded_broker_max_mb * 2**20
 
 
-def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], stop: Event) -> bool:
+def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], stop: Event,
+            on_restart: Callable[[], None] = lambda: None) -> bool:
     """Restart the broker empty (see the module's steps); False if postponed or stopping.
     Raises if the new broker cannot be started or written to: the service must stop."""
     held = broker.memory_bytes() or 0
@@ -126,19 +136,21 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
     try:
         save_dead_letters(settings)
     except DrainError as exc:
-        logger.warning("%s: broker recycle postponed", exc)
-        start_again(consumers + producers)
-        return False
-    if not wait_drained(settings, groups, timeout_s=0.0) or stop.is_set():
-        carried_letters(settings).unlink(missing_ok=True)  # the broker still has them
         if not stop.is_set():
-            logger.warning("more was published while the consumers stopped:"
-                           " broker recycle postponed")
+            logger.warning("%s: broker recycle postponed", exc)
             start_again(consumers + producers)
+        return False
+    if stop.is_set():
+        return False  # the broker stops with the service: the saved letters come back at start
+    if not wait_drained(settings, groups, timeout_s=0.0):
+        carried_letters(settings).unlink(missing_ok=True)  # the broker still has them
+        logger.warning("more was published while the consumers stopped: broker recycle postponed")
+        start_again(consumers + producers)
         return False
     broker.stop()
     broker.start()
     ensure_topics(settings)
+    on_restart()
     restore_dead_letters(settings)
     start_again(consumers + producers)
     logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
@@ -171,7 +183,8 @@ def restore_dead_letters(settings: Settings) -> None:
     if letters:
         with Publisher(settings, client_id="newsflow-recycle") as publisher:
             for letter in letters:
-                publisher.send(settings.topic_dlq, letter["key"], base64.b64decode(letter["value"]))
+                publisher.send(settings.topic_dlq, letter["key"], base64.b64decode(letter["value"]),
+                               headers=[CARRIED_HEADER])
         logger.info("carried %d dead letter(s) over to the new broker", len(letters))
     path.unlink()
 

@@ -117,10 +117,12 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
 
 
 def broker_started(settings: Settings) -> float | None:
-    """When the running service's embedded broker last started empty, per its runfile."""
+    """When the running service's embedded broker last started empty, per its runfile;
+    None when no service here runs the broker ``settings`` point at."""
     try:
-        value = json.loads(runfile(settings).read_text(encoding="utf-8")).get("broker_started")
-    except (OSError, ValueError, AttributeError):
+        info = json.loads(runfile(settings).read_text(encoding="utf-8"))
+        value = info["broker_started"] if info["kafka_bootstrap"] == settings.kafka_bootstrap else None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return float(value) if isinstance(value, int | float) else None
 
@@ -210,7 +212,17 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
             settings.web_host,
             settings.web_port,
         )
-        recycler = recycle.Recycler(broker, settings) if broker is not None else None
+        recycler = None
+        if broker is not None:
+            restarted_broker = broker
+
+            def tell_others() -> None:  # `newsflow tail` follows the topics from their start
+                try:
+                    write_runfile(settings, restarted_broker.started_at)
+                except OSError as exc:
+                    logger.warning("could not rewrite the runfile: %s", exc)
+
+            recycler = recycle.Recycler(broker, settings, on_restart=tell_others)
         while not stop.wait(0.5):
             if broker is not None and not broker.alive():
                 # Everything in flight lived in it; exit so the service manager restarts us
@@ -226,8 +238,8 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
                 exit_code = 1
                 break
             try:
-                if recycler is not None and recycler.check(children, stop):
-                    write_runfile(settings, recycler.broker.started_at)
+                if recycler is not None:
+                    recycler.check(children, stop)
             except Exception as exc:  # noqa: BLE001 - the broker is gone or unusable
                 logger.error("recycling the embedded broker failed: %s; stopping", exc)
                 exit_code = 1

@@ -12,6 +12,7 @@ from threading import Event
 from kafka import TopicPartition
 
 from newsflow.kafka import make_consumer
+from newsflow.recycle import CARRIED_HEADER
 from newsflow.schemas import DeadLetter, Incident, RawArticle
 from newsflow.settings import Settings
 
@@ -67,6 +68,7 @@ def tail(
     is followed again from its new start, as the old offsets now lie past its end (where
     the embedded broker answers with nothing rather than an out-of-range error)."""
     stop = stop or Event()
+    broker_start = broker_started()
     consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
@@ -83,14 +85,16 @@ def tail(
     # can replay part of the last batch; there, skip what was written before we started.
     skip_older = settings.kafka_embedded and not from_beginning
     shown = 0
-    broker_start = broker_started()
+    followed_restart = False
     next_look = time.monotonic() + RESTART_LOOK_S
     try:
         while not stop.is_set():
             if time.monotonic() >= next_look:
                 next_look = time.monotonic() + RESTART_LOOK_S
-                if (now_started := broker_started()) != broker_start:
+                now_started = broker_started()  # None: no runfile (the service stopped)
+                if now_started is not None and now_started != broker_start:
                     broker_start = now_started
+                    followed_restart = True
                     logger.warning("the embedded broker restarted empty: following %s from"
                                    " its new start", topic)
                     consumer.seek_to_beginning(*assigned)
@@ -98,6 +102,8 @@ def tail(
                 for record in records:
                     if skip_older and record.timestamp < started_ms:
                         continue
+                    if followed_restart and CARRIED_HEADER in record.headers:
+                        continue  # a dead letter from before the restart: shown, or older
                     if raw_json:
                         out(record.value.decode("utf-8", "replace") if record.value else "")
                     else:

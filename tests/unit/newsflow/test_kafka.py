@@ -27,7 +27,7 @@ class FakeProducer:
         self.futures: dict[bytes | None, FakeFuture] = {}
         self.fail: dict[bytes, BaseException] = {}
 
-    def send(self, topic, key=None, value=None):
+    def send(self, topic, key=None, value=None, headers=None):
         if len(value) > self.config["max_request_size"]:
             raise MessageSizeTooLargeError(f"The message is {len(value)} bytes when serialized")
         self.futures[key] = future = FakeFuture()

@@ -129,3 +129,16 @@ def test_the_service_clears_stale_metrics_files_at_start(
     with pytest.raises(Started):
         service.run_service(settings, Event())
     assert not stale.exists()
+
+
+def test_the_runfile_says_when_the_embedded_broker_last_started_to_whom_it_concerns(tmp_path):
+    ours = Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9100", kafka_embedded=True)
+    assert service.broker_started(ours) is None  # no service runs here
+    service.write_runfile(ours, 1700000000.5)
+    assert service.broker_started(ours) == 1700000000.5
+    # A tail pointed at another broker (a real cluster) is not told of this one's restarts.
+    elsewhere = ours.model_copy(update={"kafka_bootstrap": "kafka.example:9092"})
+    assert service.broker_started(elsewhere) is None
+    service.write_runfile(ours.model_copy(update={"kafka_embedded": False}))
+    assert service.broker_started(ours) is None
+    assert not list(tmp_path.glob("*.tmp"))
