@@ -56,6 +56,20 @@ def _empty(incident_id: str, now: datetime) -> Incident:
     )
 
 
+def with_members_restored(
+    known: Incident | None, incident_id: str, entries: list[IncidentArticle], now: datetime
+) -> Incident:
+    """``known`` (or a new record of ``incident_id``) with ``entries``, members its stored
+    version lacked, added back. Each of them changed the incident once when decided, so the
+    version counts them: the next version is numbered past every one sent before."""
+    base = known or _empty(incident_id, now)
+    held = {a.id for a in entries}
+    articles = [a for a in base.articles if a.id not in held] + entries
+    # _with_articles adds the one more.
+    base = base.model_copy(update={"version": base.version + len(entries) - 1})
+    return _with_articles(base, articles, now)
+
+
 def incident_article(
     article: RawArticle, duplicate_of: str | None, explanation: Explanation | None, seen_at: datetime
 ) -> IncidentArticle:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from newsflow.schemas import Incident, RawArticle
-from processors.assemble import apply_decision, incident_article
+from newsflow.schemas import Explanation, Incident, RawArticle
+from processors.assemble import apply_decision, incident_article, with_members_restored
 from processors.clustering import Article, ClusterConfig, Decision, IncidentClusterer
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class ArticleRecord:
     incident_id: str
     duplicate_of: str | None
     seen_at: datetime
+    explanation: Explanation | None = None  # why it was decided so (None: not kept)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,15 +56,18 @@ class ArticleRecord:
             "incident_id": self.incident_id,
             "duplicate_of": self.duplicate_of,
             "seen_at": self.seen_at.isoformat(),
+            "explanation": self.explanation.model_dump(mode="json") if self.explanation else None,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ArticleRecord:
+        explanation = data.get("explanation")
         return cls(
             article=RawArticle.model_validate(data["article"]),
             incident_id=data["incident_id"],
             duplicate_of=data.get("duplicate_of"),
             seen_at=datetime.fromisoformat(data["seen_at"]),
+            explanation=Explanation.model_validate(explanation) if explanation else None,
         )
 
 
@@ -147,17 +151,33 @@ class IncidentStage:
                 self.incidents[incident.incident_id] = incident
                 for member in incident.articles:
                     current[member.id] = incident.incident_id
-        count = 0
-        for record in sorted(records, key=lambda r: r.seen_at):
+        ordered = sorted(records, key=lambda r: r.seen_at)
+        for record in ordered:
             self.clusterer.restore(
                 to_cluster_article(record.article, record.seen_at),
                 current.get(record.article.id, record.incident_id),
                 record.duplicate_of,
             )
             self._arrivals.append(record.article.id)
-            count += 1
+        # The changelog tables can miss their last records (the embedded broker's recovery
+        # does): an article held in an incident whose version lacks it would be left out of
+        # that incident's next version, and that version numbered as one already sent.
+        missing: dict[str, list[ArticleRecord]] = {}
+        for record in ordered:
+            incident_id = self.clusterer.incident_of(record.article.id)
+            if incident_id is not None and current.get(record.article.id) != incident_id:
+                missing.setdefault(incident_id, []).append(record)
+        if missing:
+            logger.warning("%d held article(s) were missing from the stored versions of %d"
+                           " incident(s): added back", sum(map(len, missing.values())),
+                           len(missing))
+        for incident_id, absent in missing.items():
+            entries = [incident_article(r.article, r.duplicate_of, r.explanation, r.seen_at)
+                       for r in absent]
+            self.incidents[incident_id] = with_members_restored(
+                self.incidents.get(incident_id), incident_id, entries, absent[-1].seen_at)
         self._evict(sweep=True)
-        return count
+        return len(ordered)
 
     def process(self, article: RawArticle, now: datetime) -> StageResult:
         decision = self.clusterer.add(to_cluster_article(article, now))
@@ -165,7 +185,8 @@ class IncidentStage:
             current = self.incidents.get(decision.incident_id)
             return StageResult(decision, None, [current] if current else [])
         seen_at = now
-        record = ArticleRecord(article, decision.incident_id, decision.duplicate_of, seen_at)
+        record = ArticleRecord(article, decision.incident_id, decision.duplicate_of, seen_at,
+                               decision.explanation)
         entry = incident_article(article, decision.duplicate_of, decision.explanation, seen_at)
         changed = apply_decision(self.incidents, entry, decision.incident_id, decision.moved, now)
         self._arrivals.append(article.id)

@@ -80,6 +80,24 @@ def test_restore_gives_the_same_decisions_as_the_original_stream():
     assert got.incidents[-1].version == expected.incidents[-1].version == 2
 
 
+def test_a_restore_whose_incident_versions_missed_the_last_records_loses_no_member():
+    """The embedded broker's changelog recovery can miss the last records: here the
+    incidents table lost the Reuters incident while the articles table kept its article.
+    The next version must still hold it, with its explanation, and be numbered past the
+    one already sent (a sink ignores a number it has)."""
+    reuters, afp = seeds()
+    afp = afp.model_copy(update={"published": T0})
+    original = IncidentStage()
+    first = original.process(reuters, T0)
+    restored = IncidentStage()
+    restored.restore([ArticleRecord.from_json(first.record.to_json())], [])
+    [incident] = restored.process(afp, T0).incidents
+    assert incident.incident_id == first.decision.incident_id
+    assert [a.id for a in incident.articles] == [reuters.id, afp.id]
+    assert incident.articles[0].explanation == first.decision.explanation
+    assert incident.version == 2 > first.incidents[-1].version
+
+
 def test_a_future_dated_article_does_not_empty_the_window():
     reuters, afp = seeds()
     stage = IncidentStage()
