@@ -152,7 +152,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         stage = IncidentStage(config)
         tables = ([ArticleRecord.from_json(v) for v in articles_table.values()],
                   [Incident.model_validate(v) for v in incidents_table.values()])
-        stored = load_stored()
+        stored = stored_window(window_loader)
         records, incidents = saved_state(stored, tables)
         count = stage.restore(records, incidents)
         # Incidents the stage did not keep (retired, or past incident_days) leave the
@@ -163,17 +163,6 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                     "storage (%d articles): %d articles, %d incidents", len(tables[0]),
                     len(stored[0]), count, len(stage.incidents))
         return stage
-
-    def load_stored() -> tuple[list[ArticleRecord], list[Incident]]:
-        if window_loader is None:
-            return [], []
-        try:
-            records, incidents = window_loader()
-            return list(records), list(incidents)
-        except Exception:  # noqa: BLE001 - storage down: the tables alone, not a dead agent
-            logger.exception("could not read storage to rebuild the cluster state: "
-                             "incidents older than the window are forgotten")
-            return [], []
 
     async def clean(stream: StreamT) -> AsyncIterator[None]:
         async for event in stream.events():
@@ -293,6 +282,20 @@ class ProcessorMetrics:
             self.splits.inc()
         for incident in result.incidents:
             self.incident_versions.inc(change=incident.change)
+
+
+def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], list[Incident]]:
+    """What storage holds for a rebuild; nothing, said in the log, when it cannot be read
+    (the stage then rebuilds from the tables alone rather than the agent dying)."""
+    if loader is None:
+        return [], []
+    try:
+        records, incidents = loader()
+        return list(records), list(incidents)
+    except Exception:  # noqa: BLE001 - storage down: the tables alone, not a dead agent
+        logger.exception("could not read storage to rebuild the cluster state: "
+                         "incidents older than the window are forgotten")
+        return [], []
 
 
 def read_ahead(loader: WindowLoader) -> WindowLoader:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
-from processors.app import clean_article, create_app, read_ahead
+from processors.app import clean_article, create_app, read_ahead, stored_window
 
 
 def test_faust_keeps_its_files_under_the_data_dir(tmp_path: Path, monkeypatch) -> None:
@@ -45,3 +45,14 @@ def test_storage_is_read_ahead_for_the_first_rebuild_and_again_for_later_ones() 
     assert load() == ([], []) and len(calls) == 1
     load()
     assert len(calls) == 2
+
+
+def test_storage_that_cannot_be_read_leaves_the_rebuild_to_the_tables(caplog) -> None:
+    def down():
+        raise ConnectionError("connection refused")
+
+    assert stored_window(down) == ([], [])
+    assert "could not read storage to rebuild the cluster state" in caplog.text
+    assert stored_window(None) == ([], [])
+    # Read once, as lists: a loader may hand back generators.
+    assert stored_window(lambda: (iter(["record"]), iter(["incident"]))) == (["record"], ["incident"])
