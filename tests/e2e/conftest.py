@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +15,24 @@ import pytest
 from newsflow.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def incidents_holding(db: Path, article_ids: set[str]) -> list[str]:
+    """The live incidents in SQLite that hold any of ``article_ids`` (none yet: [])."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            found = conn.execute(
+                "SELECT incident_id, article_id FROM incident_articles ia JOIN incidents i "
+                "ON i.id = ia.incident_id AND i.merged_into IS NULL"
+            ).fetchall()
+    except sqlite3.OperationalError:  # schema not created yet
+        return []
+    members: dict[str, set[str]] = {}
+    for incident_id, article_id in found:
+        members.setdefault(incident_id, set()).add(article_id)
+    return [i for i, m in members.items() if m & article_ids]
 
 
 class Service:

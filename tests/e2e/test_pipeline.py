@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import ROOT, incidents_holding
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ROOT / "seeds"
 TABLES = ("incidents", "incident_versions", "incident_articles", "articles")
 
@@ -33,23 +34,6 @@ def distractors(shared_path, tmp_path: Path, each: int = 20) -> Path:
 def rows(db: Path) -> dict[str, list[tuple]]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in TABLES}
-
-
-def incidents_holding(db: Path, article_ids: set[str]) -> list[str]:
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            found = conn.execute(
-                "SELECT incident_id, article_id FROM incident_articles ia JOIN incidents i "
-                "ON i.id = ia.incident_id AND i.merged_into IS NULL"
-            ).fetchall()
-    except sqlite3.OperationalError:  # schema not created yet
-        return []
-    members: dict[str, set[str]] = {}
-    for incident_id, article_id in found:
-        members.setdefault(incident_id, set()).add(article_id)
-    return [i for i, m in members.items() if m & article_ids]
 
 
 def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(

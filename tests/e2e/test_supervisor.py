@@ -24,8 +24,7 @@ import pytest
 from newsflow.kafka import Publisher
 from newsflow.settings import Settings
 from producers.replay import read_articles
-from tests.e2e.conftest import ROOT, Service
-from tests.e2e.test_pipeline import incidents_holding
+from tests.e2e.conftest import ROOT, Service, incidents_holding
 
 pytestmark = pytest.mark.e2e
 

@@ -39,6 +39,16 @@ def test_a_child_does_not_import_a_source_folder_in_its_working_directory(
         child.stop(timeout_s=10.0)
 
 
+def commit(settings: Settings, group: str, part: TopicPartition, offset: int) -> None:
+    """What a consumer of ``group`` commits once it has read ``part`` up to ``offset``."""
+    consumer = make_consumer(settings, group_id=group)
+    try:
+        consumer.assign([part])
+        consumer.commit({part: OffsetAndMetadata(offset, "", -1)})
+    finally:
+        consumer.close()
+
+
 def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_settings) -> None:
     """Ten messages in one batch, a group committed past the first: nine are unread. (The
     embedded broker reports the end offset as the start of the newest batch + 1, so a check
@@ -48,23 +58,13 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
     with Publisher(settings, client_id="test-batch") as publisher:
         for n in range(10):
             publisher.send(settings.topic_clean, f"k{n}", b"{}")
-    consumer = make_consumer(settings, group_id=settings.app_id)
-    try:
-        part = TopicPartition(settings.topic_clean, 0)
-        consumer.assign([part])
-        consumer.commit({part: OffsetAndMetadata(1, "", -1)})
-    finally:
-        consumer.close()
+    part = TopicPartition(settings.topic_clean, 0)
+    commit(settings, settings.app_id, part, 1)
     groups = {settings.app_id: [settings.topic_clean]}
     assert unread(settings, settings.app_id, [settings.topic_clean]) == 9
     assert not wait_drained(settings, groups, timeout_s=3.0)
 
-    consumer = make_consumer(settings, group_id=settings.app_id)
-    try:
-        consumer.assign([part])
-        consumer.commit({part: OffsetAndMetadata(10, "", -1)})
-    finally:
-        consumer.close()
+    commit(settings, settings.app_id, part, 10)
     assert unread(settings, settings.app_id, [settings.topic_clean]) == 0
     assert wait_drained(settings, groups, timeout_s=10.0)
 
