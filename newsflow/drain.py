@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -20,6 +21,14 @@ from newsflow.settings import Settings
 logger = logging.getLogger(__name__)
 
 FETCH_WAIT_S = 5.0  # for the broker to answer a fetch of every partition
+
+
+class Message(NamedTuple):
+    """A message as the broker holds it: bytes in, bytes out."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
 
 
 class DrainError(RuntimeError):
@@ -91,8 +100,8 @@ def unread(settings: Settings, group: str, topics: list[str]) -> int | None:
         admin.close()
 
 
-def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[tuple[bytes | None, bytes]]:
-    """Every message of ``topic`` as (key, value), oldest first within each partition;
+def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Message]:
+    """Every message of ``topic``, oldest first within each partition;
     ``DrainError`` if it cannot be read to the end in time."""
     consumer = make_consumer(settings, group_id=None)
     try:
@@ -101,12 +110,13 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[
             return []
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        messages: list[tuple[bytes | None, bytes]] = []
+        messages: list[Message] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             batches = consumer.poll(timeout_ms=500, max_records=1000)
             for records in batches.values():
-                messages.extend((record.key, record.value) for record in records)
+                messages.extend(Message(record.key, record.value, list(record.headers))
+                                for record in records)
             # The end: an answered fetch, nothing more, and the position at least at the
             # high watermark (which the embedded broker may report low, never high).
             if not batches and all(

@@ -160,19 +160,21 @@ class Publisher:
             max_request_size=MAX_MESSAGE_BYTES,
         )
 
-    def send(self, topic: str, key: str | None, value: bytes,
+    def send(self, topic: str, key: str | bytes | None, value: bytes | None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Queue one message. ``key`` as text, or as raw bytes (a message carried over as
+        it was); errors name it as text either way."""
+        raw = key.encode("utf-8") if isinstance(key, str) else key
+        label = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         try:
-            future = self._producer.send(
-                topic, key=key.encode("utf-8") if key else None, value=value, headers=headers
-            )
+            future = self._producer.send(topic, key=raw, value=value, headers=headers)
         except _TOO_LARGE as exc:  # over max_request_size: refused before sending
             raise MessageTooLargeError(
-                f"too large for {topic} (key {key}): {exc}", [key]
+                f"too large for {topic} (key {label}): {exc}", [label]
             ) from exc
         except KafkaError as exc:
-            raise PublishError(f"cannot send to {topic} (key {key}): {exc}") from exc
-        future.add_errback(self._on_error, topic, key)
+            raise PublishError(f"cannot send to {topic} (key {label}): {exc}") from exc
+        future.add_errback(self._on_error, topic, label)
         self.sent += 1
 
     def publish_article(self, article: RawArticle) -> None:

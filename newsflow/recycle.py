@@ -163,15 +163,24 @@ def carried_letters(settings: Settings) -> Path:
 
 
 def save_dead_letters(settings: Settings) -> None:
-    # A dead letter's key is the original message's, as text (``DeadLetter.key``).
-    lines = [json.dumps({"key": None if key is None else key.decode("utf-8", "replace"),
-                         "value": base64.b64encode(value).decode("ascii")})
-             for key, value in read_topic(settings, settings.topic_dlq)]
+    # Byte for byte: a foreign message's key need not be text, and the headers say whether
+    # a letter was carried over before.
+    lines = [json.dumps({"key_b64": _b64(m.key), "value": _b64(m.value),
+                         "headers": [[name, _b64(value)] for name, value in m.headers]})
+             for m in read_topic(settings, settings.topic_dlq)]
     path = carried_letters(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".tmp")  # never half a file under the real name
     partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     os.replace(partial, path)
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
 
 
 def restore_dead_letters(settings: Settings) -> None:
@@ -183,8 +192,13 @@ def restore_dead_letters(settings: Settings) -> None:
     if letters:
         with Publisher(settings, client_id="newsflow-recycle") as publisher:
             for letter in letters:
-                publisher.send(settings.topic_dlq, letter["key"], base64.b64decode(letter["value"]),
-                               headers=[CARRIED_HEADER])
+                # (A file saved before keys were kept as bytes has them as text.)
+                key = (_unb64(letter["key_b64"]) if "key_b64" in letter
+                       else None if letter.get("key") is None else letter["key"].encode("utf-8"))
+                headers = [(name, _unb64(value) or b"") for name, value in letter.get("headers", ())]
+                if CARRIED_HEADER not in headers:
+                    headers.append(CARRIED_HEADER)
+                publisher.send(settings.topic_dlq, key, _unb64(letter["value"]), headers=headers)
         logger.info("carried %d dead letter(s) over to the new broker", len(letters))
     path.unlink()
 

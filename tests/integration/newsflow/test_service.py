@@ -13,7 +13,12 @@ from kafka.structs import OffsetAndMetadata
 from newsflow.broker import resident_bytes
 from newsflow.drain import read_topic, unread, wait_drained
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
-from newsflow.recycle import carried_letters, restore_dead_letters, save_dead_letters
+from newsflow.recycle import (
+    CARRIED_HEADER,
+    carried_letters,
+    restore_dead_letters,
+    save_dead_letters,
+)
 from newsflow.service import Child, child_env
 from newsflow.settings import Settings
 
@@ -70,13 +75,17 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
 
 
 def test_dead_letters_saved_from_one_topic_are_written_back_whole(make_settings) -> None:
-    """What a broker recycle does with the dead-letter topic, which nothing else keeps."""
+    """What a broker recycle does with the dead-letter topic, which nothing else keeps:
+    keys, values and headers come back byte for byte, each marked as carried over once."""
     before = make_settings()
     ensure_topics(before)
-    sent = [("k1", b'{"error": "bad"}'), (None, b"\xff\xfe raw"), ("k3", b"")]
+    trace = ("trace", b"\x00\x01")
+    sent = [(b"k1", b'{"error": "bad"}', []), (None, b"\xff\xfe raw", [trace]),
+            (b"k3", b"", []), (b"\xff\x00 not text", b"{}", []), (b"k5", None, []),
+            (b"k6", b"again", [CARRIED_HEADER])]
     with Publisher(before, client_id="test-letters") as publisher:
-        for key, value in sent:
-            publisher.send(before.topic_dlq, key, value)
+        for key, value, headers in sent:
+            publisher.send(before.topic_dlq, key, value, headers=headers)
     save_dead_letters(before)
     assert carried_letters(before).exists()
 
@@ -85,7 +94,23 @@ def test_dead_letters_saved_from_one_topic_are_written_back_whole(make_settings)
     restore_dead_letters(after)
     assert not carried_letters(after).exists()
     back = read_topic(after, after.topic_dlq)
-    assert [(k.decode() if k else None, v) for k, v in back] == sent
+    assert [(m.key, m.value) for m in back] == [(key, value) for key, value, _ in sent]
+    assert [m.headers for m in back] == [[CARRIED_HEADER], [trace, CARRIED_HEADER],
+                                         *[[CARRIED_HEADER]] * 4]
+
+
+def test_dead_letters_saved_by_the_previous_version_are_written_back(make_settings) -> None:
+    """A file left by a recycle that stopped midway under the version before, with keys
+    saved as text, is still written back at the next start."""
+    settings = make_settings()
+    ensure_topics(settings)
+    carried_letters(settings).parent.mkdir(parents=True, exist_ok=True)
+    carried_letters(settings).write_text(
+        '{"key": "k1", "value": "e30="}\n{"key": null, "value": ""}\n', encoding="utf-8")
+    restore_dead_letters(settings)
+    back = read_topic(settings, settings.topic_dlq)
+    assert [(m.key, m.value, m.headers) for m in back] == [
+        (b"k1", b"{}", [CARRIED_HEADER]), (None, b"", [CARRIED_HEADER])]
 
 
 def test_the_broker_memory_is_read_from_the_system() -> None:
