@@ -137,13 +137,14 @@ class MessageTooLargeError(PublishError):
 class Publisher:
     """The one place that writes to Kafka with kafka-python.
 
-    acks=all, idempotent where the broker allows it, gzip, and an errback on every send:
-    kafka-python reports delivery failures only through the send future.
+    acks=all, idempotent where the broker allows it, gzip. kafka-python reports delivery
+    failures only through the send futures: ``flush`` reads those of its own batch.
     """
 
     def __init__(self, settings: Settings, *, client_id: str = "newsflow-producer") -> None:
         self.settings = settings
-        self._failures: list[tuple[str, str | None, BaseException]] = []
+        # The sends since the last flush: (topic, key, future).
+        self._pending: list[tuple[str, str | None, Any]] = []
         self._lock = threading.Lock()
         self.sent = 0
         self._producer = KafkaProducer(
@@ -175,6 +176,8 @@ class Publisher:
         except KafkaError as exc:
             raise PublishError(f"cannot send to {topic} (key {label}): {exc}") from exc
         future.add_errback(self._on_error, topic, label)
+        with self._lock:
+            self._pending.append((topic, label, future))
         self.sent += 1
 
     def publish_article(self, article: RawArticle) -> None:
@@ -185,19 +188,23 @@ class Publisher:
 
     def _on_error(self, topic: str, key: str | None, exc: BaseException) -> None:
         logger.error("delivery to %s failed for key %s: %s", topic, key, exc)
-        with self._lock:
-            self._failures.append((topic, key, exc))
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait for every send; raise if any failed, so the caller does not mark it done:
-        ``MessageTooLargeError`` when every failure was a size refusal (all the other
-        messages were delivered), else ``PublishError``."""
+        """Wait for the sends since the last flush; raise if any of them failed, so the
+        caller does not mark them done: ``MessageTooLargeError`` when every failure was a
+        size refusal (all the other messages were delivered), else ``PublishError``. A
+        send of an earlier batch that fails only now (its flush timed out and the caller
+        sends it again) is logged, and fails no later batch."""
+        with self._lock:
+            batch, self._pending = self._pending, []
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             raise PublishError(f"flush failed: {exc}") from exc
-        with self._lock:
-            failures, self._failures = self._failures, []
+        # (After a flush every send is done; one that is not counts as not delivered.)
+        failures = [(topic, key, future.exception if future.is_done
+                     else KafkaTimeoutError("not done after the flush"))
+                    for topic, key, future in batch if not future.is_done or future.failed()]
         if not failures:
             return
         described = [f"{topic}/{key}: {exc}" for topic, key, exc in failures]

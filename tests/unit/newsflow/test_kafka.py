@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 import newsflow.kafka as nk
 from newsflow.kafka import MAX_MESSAGE_BYTES, MessageTooLargeError, Publisher, PublishError, topic_specs
@@ -13,19 +13,32 @@ from newsflow.settings import Settings
 class FakeFuture:
     def __init__(self) -> None:
         self.errbacks: list = []
+        self.is_done = False
+        self.exception: BaseException | None = None
 
     def add_errback(self, fn, *args) -> None:
         self.errbacks.append((fn, args))
 
+    def failed(self) -> bool:
+        return self.is_done and self.exception is not None
+
+    def resolve(self, exc: BaseException | None) -> None:
+        self.is_done, self.exception = True, exc
+        if exc is not None:
+            for fn, args in self.errbacks:
+                fn(*args, exc)
+
 
 class FakeProducer:
     """Refuses what is over max_request_size on send, as kafka-python does; on flush,
-    fails the sends listed in ``fail`` (key: exception) the way its sender thread does."""
+    fails the sends listed in ``fail`` (key: exception) the way its sender thread does,
+    or, with ``time_out``, raises as a flush that timed out and leaves the sends open."""
 
     def __init__(self, **config) -> None:
         self.config = config
         self.futures: dict[bytes | None, FakeFuture] = {}
         self.fail: dict[bytes, BaseException] = {}
+        self.time_out = False
 
     def send(self, topic, key=None, value=None, headers=None):
         if len(value) > self.config["max_request_size"]:
@@ -34,9 +47,10 @@ class FakeProducer:
         return future
 
     def flush(self, timeout=None) -> None:
-        for key, exc in self.fail.items():
-            for fn, args in self.futures[key].errbacks:
-                fn(*args, exc)
+        if self.time_out:
+            raise KafkaTimeoutError("Timeout after waiting for 30 secs.")
+        for key, future in self.futures.items():
+            future.resolve(self.fail.get(key))
         self.futures.clear()
         self.fail = {}
 
@@ -82,3 +96,19 @@ def test_any_other_failure_is_a_plain_publish_error(publisher):
     with pytest.raises(PublishError) as info:
         publisher.flush()
     assert not isinstance(info.value, MessageTooLargeError)  # to be retried, all of it
+
+
+def test_a_send_that_fails_after_its_flush_timed_out_fails_no_later_batch(publisher):
+    """A's flush times out (the broker is away) and the caller will send A again; A's
+    send fails for good only later, when its delivery timeout expires. The next batch
+    was delivered: its flush must say so, or the caller sends it twice."""
+    producer = publisher._producer
+    publisher.send("raw", "a", b"{}")
+    producer.time_out = True
+    with pytest.raises(PublishError, match="flush failed"):
+        publisher.flush()
+    late = producer.futures.pop(b"a")
+    producer.time_out = False
+    publisher.send("raw", "c", b"{}")
+    late.resolve(KafkaTimeoutError("Expiring 1 record(s): 120000 ms has passed"))
+    publisher.flush()  # C was delivered
