@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -44,10 +45,28 @@ def parse_timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with lone UTF-16 surrogates (half an emoji, from a JSON escape cut in two)
+    replaced by U+FFFD: they cannot be encoded as UTF-8, so no message or database could
+    hold the text."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _no_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, dict):
+        return {_no_surrogates(k): _no_surrogates(v) for k, v in value.items()}
+    return value
+
+
 def article_key(canonical_url: str | None, text: str = "") -> str:
     """Message key and article id: a hash of the canonical URL, or of the text without one."""
     basis = f"url:{canonical_url}" if canonical_url else f"text:{' '.join(text.split())}"
-    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(without_surrogates(basis).encode("utf-8")).hexdigest()[:32]
 
 
 class _Message(BaseModel):
@@ -84,6 +103,8 @@ class RawArticle(_Message):
     fetch: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
 
     _aware_published = field_validator("published", "fetched_at")(_aware)
+    # Text from feeds, pages and replay files: whatever it holds must serialise.
+    _encodable = field_validator("*", mode="before")(_no_surrogates)
 
 
 class Explanation(BaseModel):

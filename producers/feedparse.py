@@ -23,6 +23,8 @@ import feedparser
 from lxml import etree
 from lxml import html as lxml_html
 
+from newsflow.schemas import without_surrogates
+
 logger = logging.getLogger(__name__)
 
 _BLOCK_TAGS = frozenset(
@@ -43,6 +45,13 @@ class FeedEntry:
     author: str | None = None
     tags: list[str] = field(default_factory=list)
     language: str | None = None
+
+    def __post_init__(self) -> None:
+        # Whatever a feed holds is stored (page retries) and published: it must encode.
+        for name in ("key", "link", "title", "summary", "author", "language"):
+            if (value := getattr(self, name)) is not None:
+                setattr(self, name, without_surrogates(value))
+        self.tags = [without_surrogates(tag) for tag in self.tags]
 
     def to_json(self) -> str:
         """For the producer state: an entry waiting for its page is kept there."""
@@ -339,6 +348,12 @@ def _from_feedparser(raw: Any, language: str | None) -> FeedEntry | None:
     )
 
 
+def _json_text(value: Any) -> str | None:
+    """A JSON Feed field that should be a string: anything else (a number where a URL
+    goes, a list for a language) is treated as missing rather than failing the feed."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
 def _parse_json_feed(body: bytes) -> ParsedFeed | None:
     try:
         data = json.loads(body.decode("utf-8-sig"))
@@ -348,35 +363,41 @@ def _parse_json_feed(body: bytes) -> ParsedFeed | None:
         return None
     parsed = ParsedFeed(
         kind="json",
-        title=str(data.get("title") or ""),
-        link=data.get("home_page_url"),
-        language=data.get("language"),
+        title=_json_text(data.get("title")) or "",
+        link=_json_text(data.get("home_page_url")),
+        language=_json_text(data.get("language")),
         encoding="utf-8",
     )
-    for item in data.get("items") or []:
+    items = data.get("items")
+    for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
             continue
-        link = item.get("url") or item.get("external_url")
-        title = html_to_text(str(item.get("title") or ""))
-        summary = str(item.get("content_text") or "") or html_to_text(
-            str(item.get("content_html") or item.get("summary") or "")
+        link = _json_text(item.get("url")) or _json_text(item.get("external_url"))
+        title = html_to_text(_json_text(item.get("title")) or "")
+        summary = _json_text(item.get("content_text")) or html_to_text(
+            _json_text(item.get("content_html")) or _json_text(item.get("summary")) or ""
         )
         if not (link or title or summary):
             continue
         authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
         author = ", ".join(
-            str(a.get("name")) for a in authors if isinstance(a, dict) and a.get("name")
+            name for a in (authors if isinstance(authors, list) else [])
+            if isinstance(a, dict) and (name := _json_text(a.get("name")))
         )
+        # (An id is a string by the spec; some feeds number their items.)
+        item_id = item.get("id")
+        tags = item.get("tags")
         parsed.entries.append(
             FeedEntry(
-                key=_entry_key(str(item.get("id") or ""), link, title, summary),
+                key=_entry_key(str(item_id) if isinstance(item_id, str | int) else None,
+                               link, title, summary),
                 link=link,
                 title=title,
                 summary=summary.strip(),
                 published=_iso(item.get("date_published")) or _iso(item.get("date_modified")),
                 author=author or None,
-                tags=[str(t) for t in item.get("tags") or []],
-                language=item.get("language") or parsed.language,
+                tags=[t for t in tags if isinstance(t, str)] if isinstance(tags, list) else [],
+                language=_json_text(item.get("language")) or parsed.language,
             )
         )
     return parsed

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Container, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -216,9 +216,7 @@ class FeedPoller:
             )
         if result.permanent_url:
             logger.info("feed %s moved permanently to %s", feed.url, result.permanent_url)
-        entries: dict[str, FeedEntry] = {}
-        for entry in parsed.entries:
-            entries.setdefault(entry.key, entry)
+        entries = keyed_entries(parsed.entries, feed.url)
         new_keys = self.state.unseen(feed.id, entries)
         # Entries waiting for their page that left the feed meanwhile are still to be
         # published, from the copy kept.
@@ -272,17 +270,17 @@ class FeedPoller:
                 update.next_poll = time.time()
                 break
             entry = entries[key] if key in entries else saved[key]
-            page = self.page(entry.link) if self.fetch_pages else None
-            if page is not None and page.retryable:
-                delay = self._page_retry_delay(feed, entry, page, bounds)
-                if delay is not None:
-                    # Left unseen: a later poll, soon enough, tries the page again.
-                    update.next_poll = min(update.next_poll, time.time() + delay)
-                    continue
-            elif page is not None and key in retries:
-                page.meta["page_attempts"] = retries[key].attempts + 1
-            poll.articles.append(
-                build_article(
+            try:
+                page = self.page(entry.link) if self.fetch_pages else None
+                if page is not None and page.retryable:
+                    delay = self._page_retry_delay(feed, entry, page, bounds)
+                    if delay is not None:
+                        # Left unseen: a later poll, soon enough, tries the page again.
+                        update.next_poll = min(update.next_poll, time.time() + delay)
+                        continue
+                elif page is not None and key in retries:
+                    page.meta["page_attempts"] = retries[key].attempts + 1
+                article = build_article(
                     entry,
                     feed_url=result.final_url,
                     feed_name=feed.name,
@@ -290,7 +288,11 @@ class FeedPoller:
                     page=page,
                     extra_meta=feed_meta,
                 )
-            )
+            except Exception:  # one entry's fault must not hold back the feed's others
+                logger.exception("feed %s: entry %s could not be made an article; left "
+                                 "unseen, tried again on the next poll", feed.url, key)
+                continue
+            poll.articles.append(article)
             poll.new_keys.append(key)
         return poll
 
@@ -374,6 +376,25 @@ class FeedPoller:
         if extracted is None:
             return PageOutcome(None, meta, "empty_text")
         return PageOutcome(extracted, meta, None)
+
+
+def keyed_entries(entries: list[FeedEntry], feed_url: str) -> dict[str, FeedEntry]:
+    """A feed's entries by key (the first of each). Entries that share a GUID but link to
+    different pages (a CMS giving every item the same GUID) are told apart by their links:
+    keyed by the GUID alone, all but the first would pass for seen, and be lost."""
+    links: dict[str, set[str | None]] = {}
+    for entry in entries:
+        links.setdefault(entry.key, set()).add(entry.link)
+    shared = {key for key, seen in links.items() if len(seen) > 1}
+    if shared:
+        logger.warning("feed %s: %d GUID(s) shared by entries with different links; those "
+                       "entries are told apart by their links", feed_url, len(shared))
+    keyed: dict[str, FeedEntry] = {}
+    for entry in entries:
+        if entry.key in shared:
+            entry = replace(entry, key=f"{entry.key} {entry.link}")
+        keyed.setdefault(entry.key, entry)
+    return keyed
 
 
 def build_article(

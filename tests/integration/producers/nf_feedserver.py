@@ -70,6 +70,8 @@ class ServerState:
     flaky_failures: int = 1
     flaky_status: int = 429
     robots: str = "User-agent: *\nDisallow: /private/\n"
+    # /custom/<name>: a body a test sets, with its content type.
+    custom: dict[str, tuple[bytes, str]] = field(default_factory=dict)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -183,6 +185,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._pages_feed(query)
         if path == "/feed.json":
             return self._json_feed()
+        if path.startswith("/custom/") and path[len("/custom/"):] in state.custom:
+            body, content_type = state.custom[path[len("/custom/"):]]
+            return self._send(200, body, [("Content-Type", content_type)])
         if path == "/home.html":
             html = (
                 "<html><head><title>Home</title>"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import producers.feeds as feeds_module
+from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
 from producers.discover import find_feeds
 from producers.feedparse import parse_feed
@@ -456,3 +458,86 @@ def test_loop_marks_nothing_seen_when_the_broker_refuses(server, tmp_path):
         assert loop.metrics.articles.value(text="summary") == 5
     finally:
         rig.close()
+
+
+def rss(items: list[tuple[str, str, str]]) -> bytes:
+    """An RSS 2.0 feed of (guid, link, title) items."""
+    body = "".join(
+        f"<item><guid isPermaLink='false'>{guid}</guid><link>{link}</link><title>{title}</title>"
+        f"<description>The story of {title}.</description></item>"
+        for guid, link, title in items
+    )
+    return f"<?xml version='1.0'?><rss version='2.0'><channel><title>T</title>{body}</channel></rss>".encode()
+
+
+def test_entries_with_broken_values_are_published_and_the_rest_too(server, rig):
+    """Half an emoji (a lone surrogate, from a JSON escape cut in two) cannot be encoded,
+    and a number where a URL goes or a list for a language are no strings: none of them
+    may fail the feed, hold back its other entries, or be published again and again."""
+    items = [
+        {"id": "1", "url": "https://news.example/1", "title": "Breaking \ud83d",
+         "content_text": "Half an emoji \udc00 in the summary."},
+        {"id": "2", "url": 12345, "title": "A number for a URL", "content_text": "Text."},
+        {"id": "3", "url": "https://news.example/3", "title": "A list for a language",
+         "language": ["en"], "content_text": "Text.", "tags": ["ok", 5], "authors": "me"},
+        {"id": 4, "url": "https://news.example/4", "title": "Fine", "content_text": "Text."},
+    ]
+    feed = {"version": "https://jsonfeed.org/version/1.1", "title": "Broken",
+            "language": 7, "items": items}
+    server.state.custom["broken.json"] = (json.dumps(feed).encode(), "application/feed+json")
+    url = server.url("/custom/broken.json")
+    result = rig.poll(url)
+    assert result.update.error is None
+    by_title = {a.title: a for a in result.articles}
+    assert sorted(by_title) == ["A list for a language", "A number for a URL",
+                                "Breaking \ufffd", "Fine"]
+    assert by_title["Breaking \ufffd"].text == "Half an emoji \ufffd in the summary."
+    assert by_title["A number for a URL"].url is None
+    assert by_title["A list for a language"].language is None
+    for article in result.articles:
+        assert RawArticle.from_bytes(article.to_bytes()) == article  # publishable
+    assert rig.poll(url).articles == []  # all seen: nothing again
+
+
+def test_entries_sharing_a_guid_are_told_apart_by_their_links(server, rig, caplog):
+    """A CMS that gives every item the same GUID: keyed by the GUID alone, every item but
+    the first would pass for seen and never be published."""
+    url = server.url("/custom/same-guid.xml")
+    items = [("same", f"https://news.example/{n}", f"Story {n}") for n in range(5, 0, -1)]
+    server.state.custom["same-guid.xml"] = (rss(items[2:]), "application/rss+xml")
+    with caplog.at_level(logging.WARNING, logger="producers.feeds"):
+        first = rig.poll(url)
+    assert sorted(a.title for a in first.articles) == ["Story 1", "Story 2", "Story 3"]
+    assert any("GUID(s) shared" in r.getMessage() for r in caplog.records)
+    server.state.custom["same-guid.xml"] = (rss(items), "application/rss+xml")
+    second = rig.poll(url)
+    assert sorted(a.title for a in second.articles) == ["Story 4", "Story 5"]
+    assert rig.poll(url).articles == []
+
+
+def test_an_entry_that_cannot_be_made_an_article_holds_back_no_other(
+    server, rig, monkeypatch, caplog
+):
+    """Whatever goes wrong with one entry (here a stand-in fault) costs that entry alone,
+    and only for now: it stays unseen and is tried again on the next poll."""
+    real = feeds_module.build_article
+
+    def build(entry, **kwargs):
+        if entry.title == "Story 2" and fail:
+            raise RuntimeError("a fault of this entry")
+        return real(entry, **kwargs)
+
+    fail = True
+    monkeypatch.setattr(feeds_module, "build_article", build)
+    items = [(f"g{n}", f"https://news.example/{n}", f"Story {n}") for n in range(3, 0, -1)]
+    server.state.custom["one-bad.xml"] = (rss(items), "application/rss+xml")
+    url = server.url("/custom/one-bad.xml")
+    with caplog.at_level(logging.ERROR, logger="producers.feeds"):
+        first = rig.poll(url)
+    assert sorted(a.title for a in first.articles) == ["Story 1", "Story 3"]
+    assert first.update.error is None
+    assert any("left unseen" in r.getMessage() and "g2" in r.getMessage()
+               for r in caplog.records)
+    fail = False
+    server.state.custom["one-bad.xml"] = (rss(items) + b" ", "application/rss+xml")  # new ETag
+    assert [a.title for a in rig.poll(url).articles] == ["Story 2"]
