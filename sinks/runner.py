@@ -204,7 +204,8 @@ class SinkRunner:
             # Keep the partitions paused (a rebalance may have handed us new ones).
             self.consumer.pause(*self.consumer.assignment())
         polled = self.consumer.poll(timeout_ms=200 if self.failing else 500)
-        self._after_rebalance()
+        if self._after_rebalance():
+            return  # this poll's records are read again, from the committed offsets
         for messages in polled.values():
             for message in messages:
                 self._handle(message)
@@ -225,20 +226,32 @@ class SinkRunner:
         full = self.sink.pending >= self.batch_size
         return full or now - self.last_flush >= self.flush_interval_s
 
-    def _after_rebalance(self) -> None:
+    def _after_rebalance(self) -> bool:
+        """Drop the uncommitted work after partitions were revoked; True when it did."""
         with self.listener.lock:
             revoked, self.listener.revoked = self.listener.revoked, False
-        if revoked and (self.sink.pending or self.offsets):
-            # Uncommitted work is dropped: the new owner (maybe us) reads it again from
-            # the committed offsets, and writes are idempotent.
-            logger.info("partitions revoked: %d uncommitted records will be read again",
-                        self.sink.pending)
-            self.sink.clear()
-            self.messages = []
-            self.letters = []
-            self.offsets = {}
-            self.committed = {}
-            self._looked_up = set()
+        if not (revoked and (self.sink.pending or self.offsets or self.letters)):
+            return False
+        # The new owners (maybe us) read it again from the committed offsets, and writes
+        # are idempotent.
+        logger.info("partitions revoked: %d uncommitted records will be read again",
+                    self.sink.pending)
+        self.sink.clear()
+        self.messages = []
+        self.letters = []
+        self.offsets = {}
+        self.committed = {}
+        self._looked_up = set()
+        # A partition that stays ours keeps kafka-python's read position, past what was
+        # just dropped: back to the committed offset, or the next commit would skip it.
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            offset = self.consumer.committed(tp)
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        return True
 
     def _handle(self, message: Any) -> None:
         tp = TopicPartition(message.topic, message.partition)

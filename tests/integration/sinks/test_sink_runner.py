@@ -158,6 +158,32 @@ def test_replaying_the_topics_changes_no_row(make_settings) -> None:
     watcher.close()
 
 
+def test_a_rebalance_loses_none_of_the_work_it_drops(make_settings) -> None:
+    """A second sink joins while the first holds unwritten records: the first drops them
+    (the new owners read them again), and reads again from the committed offsets the
+    partitions it keeps; kafka-python's position there lay past what it dropped."""
+    settings = make_settings(incident_partitions=3)
+    ensure_topics(settings)
+    db = settings.sqlite_file
+    first = [(settings.topic_incidents, f"i{n}", incident(f"i{n}", 1, []).to_bytes())
+             for n in range(30)]
+    publish(settings, first)
+    # Flushed only every 10 s: the first sink still holds all 30 when the second joins.
+    one = SinkRunner(settings, threading.Event(), flush_interval_s=10.0)
+    with running(one):
+        wait_for(lambda: one.sink.pending == 30, what="30 records held")
+        two = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+        with running(two):
+            wait_for(lambda: bool(two.consumer and two.consumer.assignment()),
+                     what="the second sink's partitions")
+            publish(settings, [(settings.topic_incidents, f"j{n}",
+                                incident(f"j{n}", 1, []).to_bytes()) for n in range(30)])
+            wait_for(lambda: rows(db, "SELECT COUNT(*) FROM incidents") == [(60,)],
+                     timeout_s=90, what="all 60 incidents stored")
+            wait_for(lambda: committed(settings, settings.topic_incidents, 3) == 60,
+                     timeout_s=30, what="all committed")
+
+
 def test_poison_messages_go_to_the_dead_letter_topic(make_settings) -> None:
     settings = make_settings(incident_partitions=1)
     ensure_topics(settings)
