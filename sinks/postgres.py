@@ -164,6 +164,13 @@ def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow") -> Connect
 
 def migrate(conn: psycopg.Connection[Any]) -> int:
     with conn.transaction():
+        # Up to date: nothing to create, so a role that may only read and write rows (no
+        # DDL rights, as a least-privilege deployment gives the sink) can run it.
+        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() != (None,):
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+            if row and int(row[0]) >= SCHEMA_VERSION:
+                return SCHEMA_VERSION
+    with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -218,6 +225,7 @@ _DELETE_MEMBER = delete_member_sql("%s")
 
 class PostgresSink(BatchingSink):
     name = "postgres"
+    record_errors = (*BatchingSink.record_errors, psycopg.DataError, psycopg.IntegrityError)
 
     def __init__(self, dsn: str, *, pool: ConnectionPool | None = None) -> None:
         super().__init__()

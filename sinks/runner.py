@@ -339,9 +339,12 @@ class SinkRunner:
         self.messages = []
 
     def _isolate(self) -> int:
-        """Write each buffered record alone; the ones that fail go to the dead letters."""
+        """Write each buffered record alone; the ones that fail go to the dead letters,
+        unless nothing could be written and no error blames its record: then the store
+        is at fault, and ``SinkUnavailable`` keeps the whole batch for a later try."""
         records: Sequence[Record] = self.sink.buffered
         written = 0
+        failed: list[tuple[Any, Exception]] = []
         for record, message in zip(records, self.messages, strict=True):
             try:
                 self.sink.write([record])
@@ -349,7 +352,15 @@ class SinkRunner:
             except SinkUnavailable:
                 raise
             except Exception as exc:
-                self._dead_letter(message, "sink_error", f"{type(exc).__name__}: {exc}")
+                failed.append((message, exc))
+        if failed and not written and not all(
+            isinstance(exc, self.sink.record_errors) for _, exc in failed
+        ):
+            first = failed[0][1]
+            raise SinkUnavailable(f"the store refuses every write: {type(first).__name__}: "
+                                  f"{str(first).strip()[:300]}") from first
+        for message, error in failed:
+            self._dead_letter(message, "sink_error", f"{type(error).__name__}: {error}")
         self.sink.clear()
         return written
 

@@ -246,6 +246,7 @@ class SQLiteSink(BatchingSink):
     """The single writer. Each ``write`` is one transaction."""
 
     name = "sqlite"
+    record_errors = (*BatchingSink.record_errors, sqlite3.DataError, sqlite3.IntegrityError)
 
     def __init__(self, path: Path, *, migrate_on_open: bool = True) -> None:
         super().__init__()

@@ -253,3 +253,44 @@ def test_database_restart_mid_stream_loses_and_skips_nothing(
         stop.set()
         thread.join(timeout=60)
     assert not thread.is_alive()
+
+
+def test_a_database_refusing_every_write_is_waited_out_not_dead_lettered(
+    make_settings, postgres_dsn: str
+) -> None:
+    """The sink's role loses its write permission (a read-only standby after a failover
+    refuses the same way): every write fails, and no record is to blame. The stream
+    pauses with nothing dead-lettered or committed, and resumes once writes work again."""
+    open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn)).close()  # the schema
+    role = "w_" + postgres_dsn.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")  # type: ignore[arg-type]
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")  # type: ignore[arg-type]
+    writer_dsn = postgres_dsn.replace("postgres@", f"{role}@", 1)
+    settings = make_settings(sink="postgres", postgres_dsn=writer_dsn, incident_partitions=1)
+    ensure_topics(settings)
+    with Publisher(settings, client_id="test-publisher") as publisher:
+        for n in (1, 2):
+            publisher.send(settings.topic_incidents, f"i{n}", incident(f"i{n}", 1, []).to_bytes())
+    stop = threading.Event()
+    runner = SinkRunner(
+        settings, stop, flush_interval_s=0.2, backoff=Backoff(initial_s=0.2, cap_s=1.0)
+    )
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: runner.failing, what="the sink to find the store refusing writes")
+        time.sleep(2.0)  # several tries
+        assert committed(settings) == 0
+        assert runner.metrics.dead_letters.value(kind="sink_error") == 0
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "  # type: ignore[arg-type]
+                         f"TO {role}")
+        wait_for(lambda: count(postgres_dsn, "SELECT count(*) FROM incidents") == 2,
+                 what="both incidents written once writes work")
+        wait_for(lambda: committed(settings) == 2, what="committed")
+        assert runner.metrics.dead_letters.value(kind="sink_error") == 0
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
