@@ -8,6 +8,7 @@ version it does not know (the message then goes to the dead-letter topic).
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import re
 from datetime import UTC, date, datetime
@@ -167,9 +168,17 @@ class Incident(_Message):
         return "created" if self.version == 1 else "updated"
 
 
+# A dead letter must fit in a message (8 MiB on every topic, ``newsflow.kafka``) though it
+# holds the original's bytes, escaped: past this, they are kept gzipped.
+LETTER_MAX_BYTES = 7 * 1024 * 1024
+
+
 class DeadLetter(_Message):
     """A message a stage could not process: topic ``newsflow.dlq``. Nothing is lost:
-    the original key and value are kept as text (UTF-8, or base64 when not UTF-8)."""
+    the original key and value are kept as text (UTF-8, or base64 when not UTF-8, or
+    base64 of the gzipped bytes when the letter would not fit in a message otherwise).
+    Only an original that even gzipped would not fit is cut (``value_truncated``), with
+    its size and SHA-256, to find it on its topic."""
 
     stage: str
     topic: str
@@ -179,7 +188,10 @@ class DeadLetter(_Message):
     error_kind: str
     key: str | None = None
     value: str | None = None
-    value_encoding: Literal["utf-8", "base64"] = "utf-8"
+    value_encoding: Literal["utf-8", "base64", "gzip+base64"] = "utf-8"
+    value_bytes: int | None = None  # the original value's size
+    value_sha256: str | None = None
+    value_truncated: bool = False
     failed_at: datetime = Field(default_factory=utcnow)
 
     @classmethod
@@ -194,7 +206,7 @@ class DeadLetter(_Message):
             value, encoding = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-        return cls(
+        letter = cls(
             stage=stage,
             topic=record.topic,
             partition=record.partition,
@@ -204,4 +216,28 @@ class DeadLetter(_Message):
             key=key,
             value=value if record.value is not None else None,
             value_encoding=encoding,  # type: ignore[arg-type]
+            value_bytes=len(raw) if record.value is not None else None,
         )
+        if len(raw) * 6 + 65536 < LETTER_MAX_BYTES:  # fits whatever its escaping
+            return letter
+        letter.value_sha256 = hashlib.sha256(raw).hexdigest()
+        if len(letter.to_bytes()) <= LETTER_MAX_BYTES:
+            return letter
+        letter.value = base64.b64encode(gzip.compress(raw)).decode("ascii")
+        letter.value_encoding = "gzip+base64"
+        if len(letter.to_bytes()) <= LETTER_MAX_BYTES:
+            return letter
+        # Cut to what fits, in any case: base64 is never escaped.
+        room = LETTER_MAX_BYTES - len(letter.model_copy(update={"value": ""}).to_bytes())
+        letter.value = base64.b64encode(raw[: room // 4 * 3]).decode("ascii")
+        letter.value_encoding, letter.value_truncated = "base64", True
+        return letter
+
+    def original_value(self) -> bytes | None:
+        """The original value's bytes (as far as kept: see ``value_truncated``)."""
+        if self.value is None:
+            return None
+        if self.value_encoding == "utf-8":
+            return self.value.encode("utf-8")
+        raw = base64.b64decode(self.value)
+        return gzip.decompress(raw) if self.value_encoding == "gzip+base64" else raw

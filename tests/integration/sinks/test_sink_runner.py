@@ -214,6 +214,28 @@ def test_poison_messages_go_to_the_dead_letter_topic(make_settings) -> None:
     assert all(d.stage == "sink" and d.topic == settings.topic_incidents for d in letters)
 
 
+def test_a_poison_message_too_large_to_quote_whole_does_not_stop_the_sink(make_settings) -> None:
+    """A 6 MB message of an unknown schema: quoted in a dead letter as text, it would not
+    fit in a message, and the sink would retry it for ever, writing nothing more."""
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    big = json.dumps({"schema_version": 2, "incident_id": "x",
+                      "text": ['"quoted"\n' * 30] * 17_000}).encode()
+    assert len(big) > 6_000_000
+    publish(settings, [(settings.topic_incidents, "x", big),
+                       (settings.topic_incidents, "i1", incident("i1", 1, []).to_bytes())])
+    db = settings.sqlite_file
+    with running(SinkRunner(settings, threading.Event(), flush_interval_s=0.2)):
+        wait_for(lambda: rows(db, "SELECT id FROM incidents") == [("i1",)], what="i1 stored")
+        wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 2, what="commit")
+    consumer = make_consumer(settings, settings.topic_dlq, group_id=None, consumer_timeout_ms=8000)
+    try:
+        (letter,) = [DeadLetter.from_bytes(m.value) for m in consumer]
+    finally:
+        consumer.close()
+    assert letter.error_kind == "schema_version" and letter.original_value() == big
+
+
 def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> None:
     settings = make_settings(incident_partitions=1)
     ensure_topics(settings)

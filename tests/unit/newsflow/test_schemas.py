@@ -1,9 +1,14 @@
+import hashlib
+import json
+import os
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
 from newsflow.schemas import (
+    LETTER_MAX_BYTES,
     DeadLetter,
     Explanation,
     Incident,
@@ -72,6 +77,41 @@ def test_a_dead_letter_keeps_binary_values_as_base64():
     assert (letter.topic, letter.partition, letter.offset, letter.key) == ("raw", 2, 7, "k")
     assert letter.value_encoding == "base64"
     assert base64.b64decode(letter.value) == b"\xff\x00"
+
+
+def letter_of(value: bytes) -> DeadLetter:
+    record = SimpleNamespace(topic="incidents", partition=0, offset=3, key=b"i1", value=value)
+    return DeadLetter.of_record("sink", record, "unknown schema version", "schema_version")
+
+
+def test_a_large_original_is_kept_gzipped_where_escaped_it_would_not_fit():
+    # 6 MB of JSON whose quotes and line breaks all need escaping: about 8 MB as a letter.
+    value = json.dumps({"schema_version": 2, "text": ['"\n' * 40] * 50_000}).encode()
+    assert len(value) > 6_000_000
+    letter = letter_of(value)
+    wire = letter.to_bytes()
+    assert len(wire) <= LETTER_MAX_BYTES
+    back = DeadLetter.from_bytes(wire)
+    assert back.value_encoding == "gzip+base64" and not back.value_truncated
+    assert back.original_value() == value
+    assert back.value_bytes == len(value)
+    assert back.value_sha256 == hashlib.sha256(value).hexdigest()
+
+
+def test_an_original_too_large_even_gzipped_is_cut_to_fit_with_its_digest():
+    value = os.urandom(LETTER_MAX_BYTES)
+    back = DeadLetter.from_bytes(letter_of(value).to_bytes())
+    assert len(back.to_bytes()) <= LETTER_MAX_BYTES
+    assert back.value_truncated and back.value_bytes == len(value)
+    assert back.value_sha256 == hashlib.sha256(value).hexdigest()
+    kept = back.original_value()
+    assert kept and len(kept) > LETTER_MAX_BYTES // 2 and value.startswith(kept)
+
+
+def test_a_small_original_is_kept_as_it_was():
+    back = DeadLetter.from_bytes(letter_of(b'{"schema_version": 2}').to_bytes())
+    assert (back.value, back.value_encoding, back.value_bytes) == ('{"schema_version": 2}', "utf-8", 21)
+    assert back.original_value() == b'{"schema_version": 2}' and back.value_sha256 is None
 
 
 def test_an_incident_version_says_what_it_changed():
