@@ -88,9 +88,15 @@ class JsonlSink(BatchingSink):
                 return
             payload = b"".join(i.to_bytes() + b"\n" for i in fresh)
             with self.path.open("ab") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
+                try:
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                except OSError:
+                    # Half a line (a full disk) would join the retry's first line into one
+                    # unreadable line; the file is read again, cut to its last full line.
+                    self._seen = None
+                    raise
         except OSError as exc:
             raise SinkUnavailable(f"jsonl {self.path}: {exc}") from exc
         seen |= keys

@@ -162,7 +162,9 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         mode = enable_wal(conn, BUSY_TIMEOUT_S)
         if mode.lower() != "wal":
             raise SinkUnavailable(f"cannot switch {path} to WAL mode (got {mode})")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    # FULL: a sink commits its Kafka offsets once the write returns, so the write must
+    # outlast a power loss too (NORMAL in WAL mode may roll the last commits back).
+    conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     if readonly:
         conn.execute("PRAGMA query_only = 1")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import resource
+import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
-from sinks.base import Record
+from sinks.base import Record, SinkUnavailable
 from sinks.jsonl import JsonlSink, SearchUnsupported, load_jsonl_store
 
 NOW = datetime.now(UTC)
@@ -50,6 +52,25 @@ def test_an_incomplete_last_line_is_dropped_and_rewritten(tmp_path: Path) -> Non
     path.write_bytes(whole + incident("i1", 2).to_bytes()[:20])  # crash mid-write
     JsonlSink(path).write([incident("i1", 1), incident("i1", 2)])
     assert lines(path) == [("i1", 1), ("i1", 2)]
+
+
+def test_a_write_cut_short_by_a_full_disk_leaves_no_half_line_behind(tmp_path: Path) -> None:
+    """The file may grow by 300 bytes only (as on a full disk): the write fails midway.
+    Retried once there is room, the version is whole and readable, on its own line."""
+    path = tmp_path / "incidents.jsonl"
+    sink = JsonlSink(path)
+    sink.write([incident("i1", 1)])
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 300, limit[1]))
+        with pytest.raises(SinkUnavailable):
+            sink.write([incident("i2", 1, n=20)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
+    sink.write([incident("i2", 1, n=20)])
+    assert lines(path) == [("i1", 1), ("i2", 1)]
 
 
 def test_the_file_can_be_read_through_the_store_api(tmp_path: Path) -> None:

@@ -52,6 +52,15 @@ def test_schema_is_created_in_wal_mode_and_migrations_run_once(db: Path) -> None
         assert applied == [(version,) for version, _, _ in MIGRATIONS]
 
 
+def test_a_write_is_durable_before_it_returns(db: Path) -> None:
+    """The runner commits the offsets once a write returns: it must survive a power loss
+    (synchronous FULL; NORMAL in WAL mode may lose the last commits)."""
+    sink = SQLiteSink(db)
+    sink.write([incident("i1", 1, [1])])
+    assert sink._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    sink.close()
+
+
 def test_replayed_and_late_versions_change_nothing(db: Path) -> None:
     stream: list[Record] = [
         article(1), article(2), incident("i1", 1, [1]), incident("i1", 2, [1, 2])
