@@ -62,13 +62,21 @@ def parse_duration(value: Any) -> float | None:
 def load_feeds_file(path: Path) -> list[FeedSpec]:
     """Read the feeds file. A missing file raises FileNotFoundError: it is not a file
     listing no feeds (which switches the configured feeds off)."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a directory, no permission: unusable, not missing
+        raise ConfigError(f"{path}: {exc}") from exc
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError as exc:
             raise ConfigError("YAML feeds files need PyYAML: pip install pyyaml") from exc
-        data = yaml.safe_load(raw) or {}
+        try:
+            data = yaml.safe_load(raw) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
     else:
         try:
             data = tomllib.loads(raw.decode("utf-8"))
@@ -81,6 +89,8 @@ def load_feeds_file(path: Path) -> list[FeedSpec]:
 
 def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> list[FeedSpec]:
     defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{where}: 'defaults' must be a table")
     items = data.get("feed", data.get("feeds", [])) or []
     if not isinstance(items, list):
         raise ConfigError(f"{where}: 'feed' must be a list of tables")
@@ -100,6 +110,8 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
         tags = item.get("tags") or []
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.split(",") if t.strip()]
+        elif not isinstance(tags, list):
+            raise ConfigError(f"{where}: {url}: tags must be a list or a comma-separated string")
         low = parse_duration(item.get("min_interval", defaults.get("min_interval")))
         high = parse_duration(item.get("max_interval", defaults.get("max_interval")))
         if low is not None and high is not None and low > high:

@@ -20,9 +20,11 @@ Several processes sharing one state file split the feeds by leases (see state.py
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -567,6 +569,7 @@ class ProducerLoop:
         self.refresh = refresh
         self.owner = _owner()
         self.lease_s = LEASE_S
+        self.state_retry_s = 5.0  # after the state file was locked or unwritable
         self.polled = 0
         self.published = 0
         self.failed = 0
@@ -578,48 +581,56 @@ class ProducerLoop:
         """Poll until ``stop`` is set (or, with ``until_idle``, until nothing is due)."""
         inflight: dict[Future[PollResult], FeedRow] = {}
         executor = ThreadPoolExecutor(self.workers, thread_name_prefix="poll")
-        last_summary = last_prune = last_refresh = last_renewal = time.monotonic()
+        last_summary = last_refresh = last_renewal = time.monotonic()
+        last_prune = -math.inf  # at the start too: a producer restarted daily never reached 24 h
         try:
             while not stop.is_set():
-                now = time.monotonic()
-                if self.refresh is not None and now - last_refresh > 30:
-                    last_refresh = now
-                    self.refresh()
-                if now - self._metrics_written > 10:
-                    self._write_metrics()
-                if now - last_summary > 300:
-                    last_summary = now
-                    logger.info(
-                        "producer: %d polls, %d articles published, %d failed polls so far",
-                        self.polled, self.published, self.failed,
-                    )
-                if now - last_prune > 24 * 3600:
-                    last_prune = now
-                    self.state.prune_seen(SEEN_RETENTION_S)
-                if inflight and now - last_renewal > self.lease_s / 3:
-                    # A slow poll (many pages, hosts asking us to wait) can outlast a
-                    # lease; renewed, the feed is not claimed by another process meanwhile.
-                    last_renewal = now
-                    self.state.renew_leases(
-                        self.owner, [f.id for f in inflight.values()], lease_s=self.lease_s
-                    )
-                free = self.workers * 2 - len(inflight)
-                if free > 0:
-                    claimed = self.state.claim_due(
-                        self.owner, limit=free, lease_s=self.lease_s,
-                        exclude=[f.id for f in inflight.values()],
-                    )
-                    for feed in claimed:
-                        inflight[executor.submit(self._poll_safely, feed, stop)] = feed
-                if not inflight:
-                    if until_idle:
-                        return
-                    due = self.state.next_due()
-                    pause = 5.0 if due is None else min(5.0, max(0.05, due - time.time()))
-                    stop.wait(pause)
-                    continue
-                done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
-                self._deliver([(inflight.pop(f), f) for f in done])
+                try:
+                    now = time.monotonic()
+                    if self.refresh is not None and now - last_refresh > 30:
+                        last_refresh = now
+                        self.refresh()
+                    if now - self._metrics_written > 10:
+                        self._write_metrics()
+                    if now - last_summary > 300:
+                        last_summary = now
+                        logger.info(
+                            "producer: %d polls, %d articles published, %d failed polls so far",
+                            self.polled, self.published, self.failed,
+                        )
+                    if now - last_prune > 24 * 3600:
+                        last_prune = now
+                        self.state.prune_seen(SEEN_RETENTION_S)
+                    if inflight and now - last_renewal > self.lease_s / 3:
+                        # A slow poll (many pages, hosts asking us to wait) can outlast a
+                        # lease; renewed, the feed is not claimed by another process meanwhile.
+                        last_renewal = now
+                        self.state.renew_leases(
+                            self.owner, [f.id for f in inflight.values()], lease_s=self.lease_s
+                        )
+                    free = self.workers * 2 - len(inflight)
+                    if free > 0:
+                        claimed = self.state.claim_due(
+                            self.owner, limit=free, lease_s=self.lease_s,
+                            exclude=[f.id for f in inflight.values()],
+                        )
+                        for feed in claimed:
+                            inflight[executor.submit(self._poll_safely, feed, stop)] = feed
+                    if not inflight:
+                        if until_idle:
+                            return
+                        due = self.state.next_due()
+                        pause = 5.0 if due is None else min(5.0, max(0.05, due - time.time()))
+                        stop.wait(pause)
+                        continue
+                    done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
+                    self._deliver([(inflight.pop(f), f) for f in done])
+                except sqlite3.OperationalError as exc:
+                    # The state file is locked (another process writing a long batch)
+                    # or briefly unwritable: wait, rather than end the producer.
+                    logger.error("producer state unavailable (%s): trying again in %.0f s",
+                                 exc, self.state_retry_s)
+                    stop.wait(self.state_retry_s)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
             if inflight:
@@ -757,8 +768,9 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
     try:
         try:
             specs = sync_feeds_file(state, settings.feeds_file)
-        except ConfigError as exc:
-            logger.error("feeds file unusable, polling the feeds already known: %s", exc)
+        except Exception as exc:  # a typo in the file must not keep the producer down
+            logger.error("feeds file unusable, polling the feeds already known: %s", exc,
+                         exc_info=not isinstance(exc, ConfigError))
             specs = []
         active = state.feeds(active_only=True)
         logger.info(
@@ -812,8 +824,9 @@ class _FeedsFileWatcher:
         try:
             specs = sync_feeds_file(self.state, self.path)
             logger.info("%s changed: %d feed(s) configured", self.path, len(specs))
-        except ConfigError as exc:
-            logger.error("%s changed but is unusable, keeping the feeds as they were: %s", self.path, exc)
+        except Exception as exc:  # an edit must not stop the running producer
+            logger.error("%s changed but is unusable, keeping the feeds as they were: %s",
+                         self.path, exc, exc_info=not isinstance(exc, ConfigError))
 
 
 def _connect_publisher(settings: Settings, stop: threading.Event, factory):  # type: ignore[no-untyped-def]
@@ -864,10 +877,9 @@ def poll_once(
     as seen in ``state`` (an in-memory one when not given: every entry is new)."""
     own_state = state is None
     store = state or StateStore(":memory:")
-    # Without a state of the caller's no later poll sees this one: a failed page gets no
-    # second try.
-    poller, fetcher = _build_poller(settings, store, fetch_pages=fetch_pages,
-                                    page_attempts=1 if own_state else None)
+    # A one-off poll: no later poll is sure to come (its feed is not polled by the
+    # service), so a page that fails gets no second try and the summary goes out now.
+    poller, fetcher = _build_poller(settings, store, fetch_pages=fetch_pages, page_attempts=1)
     stop = stop or threading.Event()
     results: list[PollResult] = []
     try:

@@ -215,9 +215,13 @@ class StateStore:
         keep = set(keep_urls)
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT id, origin_url FROM feeds WHERE origin = ? AND active = 1", (origin,)
+                "SELECT id, origin_url, url FROM feeds WHERE origin = ? AND active = 1",
+                (origin,),
             ).fetchall()
-            gone = [(fid,) for fid, origin_url in rows if origin_url not in keep]
+            # Listed by either address: the one first configured, or the one a 301 moved
+            # it to (which `feeds list` shows, and a user may copy into the file).
+            gone = [(fid,) for fid, origin_url, url in rows
+                    if origin_url not in keep and url not in keep]
             conn.executemany("UPDATE feeds SET active = 0 WHERE id = ?", gone)
             conn.executemany("DELETE FROM page_retries WHERE feed_id = ?", gone)
         return len(gone)
@@ -346,7 +350,8 @@ class StateStore:
                     (feed_id, key, now, now),
                 )
                 inserted += cur.rowcount
-            present = [k for k in present_keys if k not in set(new_keys)]
+            fresh = set(new_keys)  # (once: per key, it made a 40k-entry sitemap take 30 s)
+            present = [k for k in present_keys if k not in fresh]
             conn.executemany(
                 "UPDATE seen SET last_seen = ? WHERE feed_id = ? AND entry_key = ?",
                 [(now, feed_id, k) for k in present],

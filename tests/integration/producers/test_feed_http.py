@@ -362,6 +362,19 @@ def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
     poll_once(settings, [server.url("/gen/once.xml?entries=1&flaky_page=0")], emit=out.append)
     (article,) = out  # no later poll would see a throw-away state
     assert article.summary_only and article.fetch["summary_reason"] == "http_429"
+    # Nor one with the producer's state (`newsflow poll --once` with a broker): the feed
+    # is registered there as one-off, which the service does not poll.
+    state = StateStore(tmp_path / "state.db")
+    try:
+        out.clear()
+        poll_once(settings, [server.url("/gen/kept.xml?entries=1&flaky_page=0")],
+                  emit=out.append, state=state)
+        (article,) = out
+        assert article.summary_only and article.fetch["summary_reason"] == "http_429"
+        (feed,) = state.feeds()
+        assert state.unseen(feed.id, [article.fetch["entry_key"]]) == []
+    finally:
+        state.close()
 
 
 def test_autodiscovery(server, tmp_path):

@@ -54,6 +54,26 @@ def test_feeds_file_errors_are_clear(tmp_path):
         load_feeds_file(path)
 
 
+@pytest.mark.parametrize(("name", "text", "says"), [
+    ("feeds.toml", '[[feed]]\nurl = "https://a.example/"\ntags = 5\n', "tags must be"),
+    ("feeds.toml", 'defaults = "5m"\n[[feed]]\nurl = "https://a.example/"\n', "'defaults'"),
+    ("feeds.yaml", "feeds:\n  - url: https://a.example/\n   tags: [x]\n", "feeds.yaml"),
+    ("feeds.toml", "[[feed]\n", "feeds.toml"),
+])
+def test_a_typo_in_the_feeds_file_is_a_config_error(tmp_path, name, text, says):
+    """Anything wrong with the file is a ConfigError, which the producer reports and
+    survives (others ended it, at start-up or when the file was edited)."""
+    if name.endswith(".yaml"):
+        pytest.importorskip("yaml")
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        load_feeds_file(path)
+    (tmp_path / "dir.toml").mkdir()
+    with pytest.raises(ConfigError, match="dir.toml"):
+        load_feeds_file(tmp_path / "dir.toml")  # there, but no file
+
+
 def test_a_missing_feeds_file_is_not_an_empty_one(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_feeds_file(tmp_path / "missing.toml")

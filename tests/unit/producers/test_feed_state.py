@@ -62,6 +62,19 @@ def test_record_writes_schedule_validators_and_301(tmp_path):
     assert (again.id, again.url, again.etag, again.name) == (feed.id, "https://a.example/new", '"x"', "A")
 
 
+def test_a_moved_feed_listed_by_its_new_address_keeps_polling(tmp_path):
+    """After a 301, `feeds list` shows the new address; a user who copies it into the
+    feeds file means the same feed, not a removal of it."""
+    state = make(tmp_path)
+    feed = state.upsert_feed("http://old.example/rss", origin="config")
+    state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=0,
+                                           new_url="https://new.example/rss"))
+    state.upsert_feed("https://new.example/rss", origin="config")  # the edited file
+    assert state.deactivate_missing("config", ["https://new.example/rss"]) == 0
+    (row,) = state.feeds(active_only=True)
+    assert (row.id, row.url) == (feed.id, "https://new.example/rss")
+
+
 def test_feeds_removed_from_config_stop_and_adhoc_rows_do_not_poll(tmp_path):
     state = make(tmp_path)
     kept = state.upsert_feed("https://a.example/1", origin="config")

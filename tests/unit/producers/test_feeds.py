@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from producers.feeds import (
     PageOutcome,
     PollResult,
     ProducerLoop,
+    _FeedsFileWatcher,
     build_article,
     publish_all,
     sync_feeds_file,
@@ -448,3 +451,61 @@ def test_a_page_answer_asking_to_wait_says_how_long(tmp_path):
     assert paused.reason == "host_paused" and paused.retryable
     assert paused.retry_after_s is not None and 85 < paused.retry_after_s <= 90
     state.close()
+
+
+def test_an_edit_of_the_feeds_file_that_cannot_be_applied_keeps_the_producer(
+    tmp_path, state, monkeypatch, caplog
+):
+    """Whatever goes wrong applying an edit, the running producer keeps its feeds."""
+    import producers.feeds as feeds_module
+
+    path = tmp_path / "feeds.toml"
+    path.write_text('[[feed]]\nurl = "https://a.example/feed"\n')
+    watcher = _FeedsFileWatcher(state, path)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a fault while applying the file")
+
+    monkeypatch.setattr(feeds_module, "sync_feeds_file", broken)
+    path.write_text('[[feed]]\nurl = "https://b.example/feed"\n')
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    with caplog.at_level(logging.ERROR, logger="producers.feeds"):
+        watcher.check()  # does not raise
+    assert any("unusable" in r.getMessage() for r in caplog.records)
+
+
+def test_the_loop_forgets_long_gone_entries_from_its_start(tmp_path, state):
+    """Pruned at the start, not only after 24 h of uptime: a producer restarted daily
+    (deploys, broker recycles) never pruned, and the seen table only grew."""
+    feed = state.upsert_feed("https://news.example/feed", origin="config")
+    long_ago = time.time() - 200 * 86400
+    state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=time.time() + 3600),
+                 new_keys=["gone"], now=long_ago)
+    state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=time.time() + 3600),
+                 new_keys=["listed"])
+    loop = make_loop(tmp_path, state, lambda a: None, lambda: None)
+    loop.run(threading.Event(), until_idle=True)  # nothing due: it only starts
+    assert state.unseen(feed.id, ["gone", "listed"]) == ["gone"]
+
+
+def test_a_locked_state_file_pauses_the_loop_rather_than_ending_it(
+    tmp_path, state, monkeypatch, caplog
+):
+    state.upsert_feed("https://news.example/feed", origin="config")
+    delivered: list[str] = []
+    loop = make_loop(tmp_path, state, lambda a: delivered.append(a.id), lambda: None)
+    loop.state_retry_s = 0.05
+    real = state.claim_due
+    calls = []
+
+    def claim_due(*args, **kwargs):  # the first try finds another process writing
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(state, "claim_due", claim_due)
+    with caplog.at_level(logging.ERROR, logger="producers.feeds"):
+        run_poll(loop, state)
+    assert delivered == ["id-0", "id-1", "id-2"]
+    assert any("state unavailable" in r.getMessage() for r in caplog.records)
