@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from newsflow.logs import configure_logging
 from newsflow.settings import Settings
 
@@ -37,7 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # a bad NEWSFLOW_* value: say which, without a trace
+        problems = "; ".join(
+            f"NEWSFLOW_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        print(f"newsflow {args.command}: error: invalid settings: {problems}", file=sys.stderr)
+        return 2
     if args.log_level:
         settings.log_level = args.log_level
     if args.log_json:

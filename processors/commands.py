@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,28 +31,41 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from processors.gc_tuning import tune_gc
     from processors.offline import cluster_rows_final
 
+    source = open(args.input, encoding="utf-8")  # noqa: SIM115 - closed below
+    # Written beside the output and moved over it at the end: an input that fails midway
+    # (or is the output itself) leaves the output as it was.
+    partial = args.output + ".partial" if args.output != "-" else None
+
     def rows():  # type: ignore[no-untyped-def]
-        with open(args.input, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except ValueError as exc:
-                        raise ValueError(f"{args.input}:{number}: not JSON: {exc}") from exc
+        for number, line in enumerate(source, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise ValueError(f"{args.input}:{number}: not JSON: {exc}") from exc
 
     config = cluster_config(settings)
     tune_gc()
-    out = open(args.output, "w", encoding="utf-8") if args.output != "-" else sys.stdout  # noqa: SIM115
     count = 0
     try:
-        # Each article's incident after every later merge and split, as the stream's sinks
-        # end up with it (not the incident it was first decided into).
-        for result in cluster_rows_final(rows(), config):
-            out.write(json.dumps(result) + "\n")
-            count += 1
+        out = open(partial, "w", encoding="utf-8") if partial else sys.stdout  # noqa: SIM115
+        try:
+            # Each article's incident after every later merge and split, as the stream's
+            # sinks end up with it (not the incident it was first decided into).
+            for result in cluster_rows_final(rows(), config):
+                out.write(json.dumps(result) + "\n")
+                count += 1
+        finally:
+            if partial:
+                out.close()
+    except BaseException:
+        if partial:
+            Path(partial).unlink(missing_ok=True)
+        raise
     finally:
-        if out is not sys.stdout:
-            out.close()
+        source.close()
+    if partial:
+        os.replace(partial, args.output)
     print(f"clustered {count} article(s) into {args.output}", file=sys.stderr)
     return 0
 

@@ -52,3 +52,23 @@ def test_cluster_writes_the_incident_each_article_ends_up_in(
         "quake-1-copy": "inc-quake-2-split", "quake-2": "inc-quake-2-split",
     }
     assert rows[6]["duplicate_of"] == "quake-1"
+
+
+def test_cluster_leaves_the_output_alone_when_the_input_fails(tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    output.write_text('{"kept": true}\n')
+    with pytest.raises(FileNotFoundError):
+        run(Settings(), "cluster", str(tmp_path / "missing.jsonl"), "-o", str(output))
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "title": "A fire", "text": "x"}\nnot JSON\n')
+    with pytest.raises(ValueError, match="in.jsonl:2: not JSON"):
+        run(Settings(), "cluster", str(source), "-o", str(output))
+    assert output.read_text() == '{"kept": true}\n'
+    assert not (tmp_path / "out.jsonl.partial").exists()
+
+
+def test_cluster_can_write_over_its_own_input(tmp_path: Path) -> None:
+    path = tmp_path / "stream.jsonl"
+    path.write_text('{"id": "a", "title": "A fire in the hills", "text": "A fire burns."}\n')
+    assert run(Settings(), "cluster", str(path), "-o", str(path)) == 0
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a"]
