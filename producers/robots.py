@@ -1,6 +1,8 @@
 """robots.txt for article pages, cached per host (bounded, with a TTL).
 
-Rules as RFC 9309 puts them: a robots.txt that is missing (4xx) allows everything;
+Rules as RFC 9309 puts them, read by Protego (the longest matching rule wins, ``*`` and
+``$`` are patterns; the standard library's parser takes the first match and knows
+neither): a robots.txt that is missing (4xx) allows everything;
 one that cannot be fetched (5xx, network error) disallows everything for now (it is
 asked again sooner than a good one), which ``verdict`` tells apart from a rule that
 disallows the page, so the page can be tried again later rather than given up.
@@ -14,7 +16,8 @@ import time
 from collections import OrderedDict
 from typing import Literal
 from urllib.parse import urlsplit
-from urllib.robotparser import RobotFileParser
+
+from protego import Protego
 
 from producers.fetch import Fetcher, FetchError
 
@@ -25,7 +28,7 @@ _MAX_ROBOTS_BYTES = 500_000
 Verdict = Literal["allowed", "disallowed", "unreachable"]
 # What the cache holds per host: the rules, True (no robots.txt: all allowed) or None
 # (robots.txt could not be fetched: nothing allowed for now).
-_Rules = RobotFileParser | Literal[True] | None
+_Rules = Protego | Literal[True] | None
 
 
 class RobotsCache:
@@ -54,7 +57,7 @@ class RobotsCache:
         rules = self._rules(origin)
         if rules is None:
             return "unreachable"
-        if rules is True or rules.can_fetch(self.agent, url):
+        if rules is True or rules.can_fetch(url, self.agent):
             return "allowed"
         return "disallowed"
 
@@ -90,7 +93,5 @@ class RobotsCache:
             return True, self.ttl_s
         if not result.ok:
             return None, self.error_ttl_s
-        parser = RobotFileParser()
         text = result.body[:_MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
-        parser.parse(text.splitlines())
-        return parser, self.ttl_s
+        return Protego.parse(text), self.ttl_s

@@ -33,3 +33,29 @@ def test_rules_allow_and_disallow_by_path():
     robots = RobotsCache(RobotsAnswer(200, rules), agent="newsflow/1.0")  # type: ignore[arg-type]
     assert robots.verdict("https://news.example/story") == "allowed"
     assert robots.verdict("https://news.example/private/story") == "disallowed"
+
+
+@pytest.mark.parametrize(
+    ("rules", "path", "verdict"),
+    [
+        # The longest matching rule wins, whatever the order (RFC 9309 2.2.2).
+        ("Allow: /\nDisallow: /private/", "/private/story", "disallowed"),
+        ("Disallow: /\nAllow: /news/", "/news/story", "allowed"),
+        ("Disallow: /\nAllow: /news/", "/sport/story", "disallowed"),
+        # * and $ are patterns, not characters.
+        ("Disallow: /*?print=", "/story?print=1", "disallowed"),
+        ("Disallow: /*.pdf$", "/report.pdf", "disallowed"),
+        ("Disallow: /*.pdf$", "/report.pdfs/story", "allowed"),
+        ("Disallow: /*/amp/", "/world/amp/story", "disallowed"),
+    ],
+)
+def test_rules_are_read_as_rfc_9309_puts_them(rules, path, verdict):
+    body = f"User-agent: *\n{rules}\n".encode()
+    robots = RobotsCache(RobotsAnswer(200, body), agent="newsflow/1.0")  # type: ignore[arg-type]
+    assert robots.verdict("https://news.example" + path) == verdict
+
+
+def test_a_group_for_newsflow_overrides_the_general_one():
+    body = b"User-agent: *\nDisallow: /\n\nUser-agent: newsflow\nAllow: /\n"
+    robots = RobotsCache(RobotsAnswer(200, body), agent="newsflow/1.0")  # type: ignore[arg-type]
+    assert robots.verdict("https://news.example/story") == "allowed"
