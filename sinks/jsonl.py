@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -108,19 +109,42 @@ class SearchUnsupported(ValueError):
 
 
 class JsonlStore:
-    """The read API over a JSONL file: loaded into a private SQLite database."""
+    """The read API over a JSONL file: loaded into a private SQLite database, and kept up
+    with the lines the sink appends (read at each use, so a page served from it is live)."""
 
     def __init__(self, path: Path) -> None:
-        from sinks.sqlite import SQLiteSink, SQLiteStore
+        from sinks.sqlite import SQLiteStore
 
         self.path = Path(path)
         self._dir = tempfile.mkdtemp(prefix="newsflow-jsonl-")
-        db = Path(self._dir) / "incidents.db"
-        sink = SQLiteSink(db)
-        try:
-            if Path(path).exists():
-                with Path(path).open("rb") as handle:
+        self._db = Path(self._dir) / "incidents.db"
+        self._read_to = 0  # bytes of the file loaded: whole lines only
+        self._lock = threading.Lock()
+        self._catch_up()
+        self._store = SQLiteStore(self._db)
+
+    def _catch_up(self) -> None:
+        """Load the lines appended since the last look (from the start, should the file
+        have been cut or replaced). A last line without its newline is being written."""
+        from sinks.sqlite import SQLiteSink
+
+        with self._lock:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size == self._read_to:
+                return
+            if size < self._read_to:
+                self._read_to = 0
+            sink = SQLiteSink(self._db)
+            try:
+                with self.path.open("rb") as handle:
+                    handle.seek(self._read_to)
                     for line in handle:
+                        if not line.endswith(b"\n"):
+                            break
+                        self._read_to += len(line)
                         if line.strip():
                             try:
                                 sink.add(Incident.from_bytes(line))
@@ -128,10 +152,11 @@ class JsonlStore:
                                 continue
                             if sink.pending >= 1000:
                                 sink.flush()
-            sink.flush()
-        finally:
-            sink.close()
-        self._store = SQLiteStore(db)
+                sink.flush()
+            except FileNotFoundError:
+                pass
+            finally:
+                sink.close()
 
     def search(self, query: str, limit: int = 20) -> list[SearchHit]:
         # An empty answer would read as "no matches"; the text was never stored.
@@ -141,6 +166,9 @@ class JsonlStore:
         )
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        if name.startswith("_"):  # (not set yet, while __init__ runs)
+            raise AttributeError(name)
+        self._catch_up()
         return getattr(self._store, name)
 
     def close(self) -> None:

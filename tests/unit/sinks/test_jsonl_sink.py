@@ -87,6 +87,27 @@ def test_the_file_can_be_read_through_the_store_api(tmp_path: Path) -> None:
         store.close()
 
 
+def test_the_store_keeps_up_with_what_the_sink_appends(tmp_path: Path) -> None:
+    """The web page holds one store for as long as it runs: it must see new versions."""
+    path = tmp_path / "incidents.jsonl"
+    sink = JsonlSink(path)
+    sink.write([incident("i1", 1)])
+    store = load_jsonl_store(path)
+    try:
+        assert {s.id for s in store.list_incidents(since=timedelta(hours=1))} == {"i1"}
+        sink.write([incident("i1", 2, 3), incident("i2", 1)])
+        with path.open("ab") as handle:  # the sink is midway through another line
+            handle.write(incident("i3", 1).to_bytes()[:30])
+        assert {s.id for s in store.list_incidents(since=timedelta(hours=1))} == {"i1", "i2"}
+        detail = store.get_incident("i1")
+        assert detail is not None and [v.version for v in detail.versions] == [1, 2]
+        with path.open("ab") as handle:
+            handle.write(incident("i3", 1).to_bytes()[30:] + b"\n")
+        assert store.get_incident("i3") is not None
+    finally:
+        store.close()
+
+
 def test_search_says_the_file_has_no_article_text(tmp_path: Path) -> None:
     path = tmp_path / "incidents.jsonl"
     JsonlSink(path).write([incident("i1", 1), RawArticle(id="a0", title="Quake in Chile")])
