@@ -44,6 +44,8 @@ from sinks.rows import (
     member_view,
     plan_incident_writes,
     search_hit,
+    source_words_pattern,
+    source_words_sql,
     summary_from_rows,
     upsert_article_sql,
     upsert_incident_sql,
@@ -344,13 +346,13 @@ class PostgresStore:
         if source:
             agency = agency_of_source(source)
             where.append(
-                """EXISTS (SELECT 1 FROM incident_articles m
+                f"""EXISTS (SELECT 1 FROM incident_articles m
                     LEFT JOIN articles a ON a.id = m.article_id
                     WHERE m.incident_id = i.id
-                      AND (strpos(lower(coalesce(m.source, '')), %s) > 0
-                           OR %s = ANY(coalesce(a.agencies, '{}'))))"""
+                      AND ({source_words_sql("m.source")} LIKE %s ESCAPE '!'
+                           OR %s = ANY(coalesce(a.agencies, '{{}}'))))"""
             )
-            params += [source.lower(), agency or ""]
+            params += [source_words_pattern(source), agency or ""]
         params.append(int(limit))
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(

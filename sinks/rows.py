@@ -41,6 +41,29 @@ MEMBER_COLUMNS = (
 )
 
 
+# Separators inside outlet names ("AFP/Getty", "example.org", "Gulf-Times"): words apart.
+_SOURCE_SEPARATORS = "./-,:;()_"
+
+
+def source_words_sql(column: str) -> str:
+    """SQL (both dialects) for ``column`` as ' lower-case words ', to match whole words:
+    ``--source ap`` must find "AP", not "The Japan Times" or "Capital Gazette"."""
+    expr = f"lower(coalesce({column}, ''))"
+    for separator in _SOURCE_SEPARATORS:
+        expr = f"replace({expr}, '{separator}', ' ')"
+    return f"(' ' || {expr} || ' ')"
+
+
+def source_words_pattern(source: str) -> str:
+    """The LIKE pattern (escape character ``!``) of a ``--source`` query's words, in order,
+    as whole words of ``source_words_sql``."""
+    text = source.lower()
+    for separator in _SOURCE_SEPARATORS:
+        text = text.replace(separator, " ")
+    escaped = "".join("!" + c if c in "%_!" else c for c in " ".join(text.split()))
+    return f"% {escaped} %"
+
+
 def _insert(table: str, columns: Sequence[str], placeholder: str) -> str:
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) "

@@ -44,6 +44,8 @@ from sinks.rows import (
     member_view,
     plan_incident_writes,
     search_hit,
+    source_words_pattern,
+    source_words_sql,
     summary_from_rows,
     upsert_article_sql,
     upsert_incident_sql,
@@ -385,13 +387,13 @@ class SQLiteStore:
         if source:
             agency = agency_of_source(source)
             where.append(
-                """EXISTS (SELECT 1 FROM incident_articles m
+                f"""EXISTS (SELECT 1 FROM incident_articles m
                     LEFT JOIN articles a ON a.id = m.article_id
                     WHERE m.incident_id = i.id
-                      AND (instr(lower(COALESCE(m.source, '')), ?) > 0
+                      AND ({source_words_sql("m.source")} LIKE ? ESCAPE '!'
                            OR instr(COALESCE(a.agencies, ''), ?) > 0))"""
             )
-            params += [source.lower(), f",{agency}," if agency else "\x00"]
+            params += [source_words_pattern(source), f",{agency}," if agency else "\x00"]
         params.append(int(limit))
         conn = self._conn()
         try:

@@ -294,3 +294,30 @@ def test_a_database_refusing_every_write_is_waited_out_not_dead_lettered(
         stop.set()
         thread.join(timeout=60)
     assert not thread.is_alive()
+
+
+def test_postgres_source_filter_matches_whole_words_of_the_outlet(postgres_dsn: str) -> None:
+    from sinks.postgres import PostgresSink
+
+    outlets = ["AP", "The Japan Times", "gulf-times.com"]
+    sink = PostgresSink(postgres_dsn)
+    try:
+        for n, outlet in enumerate(outlets, 1):
+            sink.add(article(n, source=outlet))
+            item = incident(f"i{n}", 1, [n])
+            item.articles[0].source = outlet
+            sink.add(item)
+        sink.flush()
+    finally:
+        sink.close()
+    store = open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn))
+    try:
+        def found(source: str) -> list[str]:
+            return sorted(s.id for s in store.list_incidents(source=source))
+
+        assert found("ap") == ["i1"]
+        assert found("Times") == ["i2", "i3"]
+        assert found("gulf-times.com") == ["i3"]
+        assert found("100%") == []
+    finally:
+        store.close()

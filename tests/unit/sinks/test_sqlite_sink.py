@@ -140,6 +140,30 @@ def test_store_lists_filters_and_searches(db: Path) -> None:
     assert (counts.articles, counts.incidents, counts.incident_versions) == (2, 2, 2)
 
 
+def test_a_source_filter_matches_whole_words_of_the_outlet(db: Path) -> None:
+    """`--source ap` is the AP, not every outlet with "ap" inside its name."""
+    outlets = ["AP", "The Japan Times", "Capital Gazette", "AFP/Getty", "gulf-times.com"]
+    records: list[Incident | RawArticle] = []
+    for n, outlet in enumerate(outlets, 1):
+        records.append(article(n, source=outlet))
+        item = incident(f"i{n}", 1, [n])
+        item.articles[0].source = outlet
+        records.append(item)
+    write(db, *records)
+    store = SQLiteStore(db)
+
+    def found(source: str) -> list[str]:
+        return sorted(s.id for s in store.list_incidents(source=source))
+
+    assert found("ap") == ["i1"]
+    assert found("japan times") == ["i2"]
+    assert found("Times") == ["i2", "i5"]
+    assert found("afp") == ["i4"]
+    assert found("gulf-times.com") == ["i5"]
+    assert found("gazette") == ["i3"]
+    assert found("100%") == []  # LIKE's wildcards are plain characters in a query
+
+
 def test_recent_articles_rebuild_the_window(db: Path) -> None:
     old = NOW - timedelta(days=30)
     stale = RawArticle(id="old", title="old", text="old", published=old, fetched_at=old)
