@@ -249,8 +249,13 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
         for child in reversed(children):
             if child.role == "process" and broker is not None and broker.alive():
                 # The embedded broker forgets everything when it stops: let the processors
-                # and the sink finish what the producers already sent.
-                wait_drained(settings, drain_groups(settings), timeout_s=30.0,
+                # and the sink finish what the producers already sent. One that died and
+                # waits out its restart delay starts now, or the drain gave up at once.
+                for consumer in consumers:
+                    if not consumer.alive():
+                        logger.info("starting %s again to finish what was sent", consumer.role)
+                        consumer.start()
+                wait_drained(settings, drain_groups(settings), timeout_s=60.0,
                              alive=lambda: all(c.alive() for c in consumers))
             child.stop(timeout_s=20.0)
         if broker is not None:

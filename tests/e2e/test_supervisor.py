@@ -70,6 +70,26 @@ def test_stopping_right_after_a_burst_loses_nothing(start_service, tmp_path):
     assert stored_articles(service.db) == 60, service.log()[-3000:]
 
 
+def test_stopping_while_the_sink_waits_to_restart_loses_nothing(start_service, tmp_path):
+    """A sink that died and waits out its restart delay when the service is told to stop:
+    it starts at once to drain, or what it had not read dies with the embedded broker."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    for n in range(20):
+        (burst / f"{n:03}.txt").write_text(f"Report {n}\nStory {n} about item {n * 7919}.", "utf-8")
+    started = r"started sink \(pid (\d+)\)"
+    for kills in range(1, 5):  # restart delays of 1, 2, 4 then 8 s
+        os.kill(int(re.findall(started, service.log())[-1]), signal.SIGKILL)
+        if kills < 4:
+            service.wait_for(lambda k=kills: len(re.findall(started, service.log())) > k, 30)
+    service.wait_for(lambda: "sink exited with -9; restarting in 8s" in service.log(), 10)
+    service.newsflow("replay", "--quiet", str(burst))
+    assert service.stop() == 0, service.log()[-3000:]
+    assert stored_articles(service.db) == 20, service.log()[-3000:]
+    assert "starting sink again to finish what was sent" in service.log()
+
+
 def assert_no_child_outlived(service: Service) -> None:
     for pid in [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", service.log())]:
         try:
