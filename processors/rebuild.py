@@ -44,17 +44,20 @@ def storage_window_loader(settings: Settings) -> WindowLoader:
             logger.warning("could not open storage to rebuild the window: %s", exc)
             return [], []
         try:
-            records = [
-                ArticleRecord(article, incident_id, duplicate_of, article.fetched_at)
-                for article, incident_id, duplicate_of in store.recent_articles(since, keep)
-                if incident_id is not None
-            ]
-            incident_ids = {r.incident_id for r in records}
-            incidents = [
-                inc for inc in (store.latest_incident(i) for i in sorted(incident_ids)) if inc
-            ]
+            stored = [(article, incident_id, duplicate_of)
+                      for article, incident_id, duplicate_of in store.recent_articles(since, keep)
+                      if incident_id is not None]
+            incidents = [inc for inc in (store.latest_incident(i)
+                                         for i in sorted({i for _, i, _ in stored})) if inc]
         finally:
             store.close()
+        # Restored in the order the stage saw them (its versions say when), not the order
+        # of fetching: a copy fetched before its original but clustered after it would
+        # otherwise come back as an original, and decisions after the restart differ.
+        seen = {m.id: m.seen_at for inc in incidents for m in inc.articles if m.seen_at}
+        records = [ArticleRecord(article, incident_id, duplicate_of,
+                                 seen.get(article.id) or article.fetched_at)
+                   for article, incident_id, duplicate_of in stored]
         return records, incidents
 
     return load

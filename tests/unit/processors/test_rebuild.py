@@ -22,3 +22,27 @@ def test_the_jsonl_sink_says_it_cannot_rebuild_the_window(
         records, incidents = storage_window_loader(settings)()
     assert (list(records), list(incidents)) == ([], [])
     assert "the jsonl sink keeps no article text" in caplog.text
+
+
+def test_the_window_comes_back_in_the_order_the_stage_saw_it(tmp_path: Path) -> None:
+    """a2, a copy of a1, was fetched first but clustered after a1 (another partition, a
+    replay): restored by fetch time it came back as an original, and the restarted stage
+    decided differently from the one that ran on."""
+    from datetime import timedelta
+
+    from processors.stage import IncidentStage
+    from sinks.sqlite import SQLiteSink
+    from tests.records import NOW, article
+    from tests.records import incident as stored_incident
+
+    settings = Settings(data_dir=tmp_path)
+    version = stored_incident("i1", 1, [1, 2], duplicates={2: 1})
+    version.articles[0].seen_at = NOW
+    version.articles[1].seen_at = NOW + timedelta(seconds=5)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([article(1, fetched=NOW), article(2, fetched=NOW - timedelta(hours=1)), version])
+    sink.close()
+    records, incidents = storage_window_loader(settings)()
+    stage = IncidentStage()
+    stage.restore(records, incidents)
+    assert stage.clusterer._held["a2"].duplicate_of == "a1"
