@@ -184,7 +184,7 @@ class Publisher:
         self.send(self.settings.topic_raw, article.id, article.to_bytes())
 
     def publish_dead_letter(self, letter: DeadLetter) -> None:
-        self.send(self.settings.topic_dlq, letter.key, letter.to_bytes())
+        self.send(self.settings.topic_dlq, letter.original_key(), letter.to_bytes())
 
     def _on_error(self, topic: str, key: str | None, exc: BaseException) -> None:
         logger.error("delivery to %s failed for key %s: %s", topic, key, exc)

@@ -187,6 +187,7 @@ class DeadLetter(_Message):
     error: str
     error_kind: str
     key: str | None = None
+    key_encoding: Literal["utf-8", "base64"] = "utf-8"  # base64: a key that is not UTF-8
     value: str | None = None
     value_encoding: Literal["utf-8", "base64", "gzip+base64"] = "utf-8"
     value_bytes: int | None = None  # the original value's size
@@ -200,7 +201,12 @@ class DeadLetter(_Message):
     ) -> DeadLetter:
         """For a consumed record (kafka-python's or faust's message: topic, partition,
         offset, key, value), keeping its bytes: as text when UTF-8, else base64."""
-        key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) else record.key
+        key, key_encoding = record.key, "utf-8"
+        if isinstance(record.key, bytes):
+            try:
+                key = record.key.decode("utf-8")
+            except UnicodeDecodeError:
+                key, key_encoding = base64.b64encode(record.key).decode("ascii"), "base64"
         raw = record.value if isinstance(record.value, bytes) else b""
         try:
             value, encoding = raw.decode("utf-8"), "utf-8"
@@ -214,6 +220,7 @@ class DeadLetter(_Message):
             error=error[:2000],
             error_kind=error_kind,
             key=key,
+            key_encoding=key_encoding,  # type: ignore[arg-type]
             value=value if record.value is not None else None,
             value_encoding=encoding,  # type: ignore[arg-type]
             value_bytes=len(raw) if record.value is not None else None,
@@ -232,6 +239,12 @@ class DeadLetter(_Message):
         letter.value = base64.b64encode(raw[: room // 4 * 3]).decode("ascii")
         letter.value_encoding, letter.value_truncated = "base64", True
         return letter
+
+    def original_key(self) -> bytes | None:
+        """The original key's bytes: the dead letter's own key on its topic."""
+        if self.key is None:
+            return None
+        return base64.b64decode(self.key) if self.key_encoding == "base64" else self.key.encode("utf-8")
 
     def original_value(self) -> bytes | None:
         """The original value's bytes (as far as kept: see ``value_truncated``)."""

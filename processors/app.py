@@ -144,7 +144,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             "%s: %s/%s@%s to dead-letter topic: %s",
             stage, letter.topic, letter.partition, letter.offset, letter.error,
         )
-        await dlq_topic.send(key=(letter.key or "").encode(), value=letter.to_bytes())
+        await dlq_topic.send(key=letter.original_key(), value=letter.to_bytes())
 
     def load_stage() -> IncidentStage:
         # Blocks the event loop while it runs (seconds for a long history); a thread was

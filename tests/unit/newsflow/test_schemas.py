@@ -108,6 +108,17 @@ def test_an_original_too_large_even_gzipped_is_cut_to_fit_with_its_digest():
     assert kept and len(kept) > LETTER_MAX_BYTES // 2 and value.startswith(kept)
 
 
+def test_a_dead_letter_keeps_the_original_key_byte_for_byte():
+    record = SimpleNamespace(topic="raw", partition=0, offset=1, key=b"\xff\x00id", value=b"{}")
+    back = DeadLetter.from_bytes(DeadLetter.of_record("clean", record, "bad", "X").to_bytes())
+    assert back.key_encoding == "base64" and back.original_key() == b"\xff\x00id"
+    record.key = None
+    assert DeadLetter.of_record("clean", record, "bad", "X").original_key() is None
+    record.key = b"article-1"
+    letter = DeadLetter.of_record("clean", record, "bad", "X")
+    assert (letter.key, letter.original_key()) == ("article-1", b"article-1")
+
+
 def test_a_small_original_is_kept_as_it_was():
     back = DeadLetter.from_bytes(letter_of(b'{"schema_version": 2}').to_bytes())
     assert (back.value, back.value_encoding, back.value_bytes) == ('{"schema_version": 2}', "utf-8", 21)
