@@ -848,6 +848,10 @@ class IncidentClusterer:
             if (term in title_terms or term in names) and term not in posted:
                 posted.add(term)
                 postings.setdefault(term, set()).add(inc.id)
+        # Refreshed now when due, not at its next read: read later it would hold a later
+        # centroid, and a stage restarted from storage (which reads at other moments)
+        # would score differently from the one that ran on.
+        inc.central_terms(cfg.salient_terms)
 
     def _count_terms(self, feats: Features) -> None:
         self._docs += 1
@@ -885,6 +889,7 @@ class IncidentClusterer:
             target.streets[street] = target.streets.get(street, 0) + n
         target.norm = target.entity_norm = -1.0
         target.central = None
+        target.central_terms(self.config.salient_terms)  # now: see ``_add_original``
         for term in source.posted:
             posting = self._postings.get(term)
             if posting is not None:
@@ -948,6 +953,7 @@ class IncidentClusterer:
             moved[member] = new.id
             if article.vec is not None and article.evec is not None and article.facts is not None:
                 inc.remove_original(article.vec, article.evec, article.facts)
+                inc.central_terms(self.config.salient_terms)  # now: see ``_add_original``
                 self._add_original(new, article)
             if article.ts is not None:
                 new.first_ts = article.ts if new.first_ts is None else min(new.first_ts, article.ts)
@@ -1009,6 +1015,7 @@ class IncidentClusterer:
             if not inc.members:
                 # No article left in the window: keep a compact summary for follow-ups.
                 _compact(inc, self.config.summary_terms)
+                inc.central_terms(self.config.salient_terms)  # now: see ``_add_original``
                 self._dormant[inc.id] = None
         past = self._past_paragraphs
         for h in held.paragraphs:
