@@ -953,7 +953,6 @@ class IncidentClusterer:
             moved[member] = new.id
             if article.vec is not None and article.evec is not None and article.facts is not None:
                 inc.remove_original(article.vec, article.evec, article.facts)
-                inc.central_terms(self.config.salient_terms)  # now: see ``_add_original``
                 self._add_original(new, article)
             if article.ts is not None:
                 new.first_ts = article.ts if new.first_ts is None else min(new.first_ts, article.ts)
@@ -963,6 +962,7 @@ class IncidentClusterer:
         kept_times = [t for m in inc.members if (t := held[m].ts) is not None]
         if kept_times:
             inc.last_ts = max(kept_times)
+        inc.central_terms(self.config.salient_terms)  # now, once: see ``_add_original``
         log.debug("split %d articles of incident %s off into %s", len(moved), inc.id, new.id)
         return moved
 

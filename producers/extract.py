@@ -36,7 +36,6 @@ from trafilatura.meta import reset_caches
 from trafilatura.utils import load_html
 from trafilatura.xml import xmltotxt
 
-from newsflow.schemas import without_surrogates
 from processors.text import TITLE_SEPARATORS, alnum_key, strip_site_suffix
 from producers.urls import host_of
 
@@ -52,12 +51,6 @@ class Extracted:
     language: str | None = None
     site_name: str | None = None
     canonical_url: str | None = None
-
-    def __post_init__(self) -> None:
-        # A page's JSON-LD can hold half an emoji ("\\ud83d"): published, it must encode.
-        for name in ("title", "text", "author", "language", "site_name", "canonical_url"):
-            if (value := getattr(self, name)) is not None:
-                setattr(self, name, without_surrogates(value))
 
 
 @dataclass

@@ -351,7 +351,7 @@ def _from_feedparser(raw: Any, language: str | None) -> FeedEntry | None:
 def _json_text(value: Any) -> str | None:
     """A JSON Feed field that should be a string: anything else (a number where a URL
     goes, a list for a language) is treated as missing rather than failing the feed."""
-    return value.strip() or None if isinstance(value, str) else None
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def _parse_json_feed(body: bytes) -> ParsedFeed | None:

@@ -69,6 +69,9 @@ def test_a_typo_in_the_feeds_file_is_a_config_error(tmp_path, name, text, says):
     path.write_text(text)
     with pytest.raises(ConfigError, match=says):
         load_feeds_file(path)
+
+
+def test_a_feeds_file_that_cannot_be_read_is_a_config_error_not_a_missing_file(tmp_path):
     (tmp_path / "dir.toml").mkdir()
     with pytest.raises(ConfigError, match="dir.toml"):
         load_feeds_file(tmp_path / "dir.toml")  # there, but no file

@@ -108,6 +108,17 @@ def test_ordinary_text_is_kept_whole_and_nothing_is_recorded():
 # -- delivery ---------------------------------------------------------------------
 
 
+def test_half_an_emoji_from_a_page_is_replaced_and_the_article_publishable():
+    """A page's JSON-LD headline cut inside an emoji ("\\ud83c"): the raw article, the
+    one place every text passes through, replaces it, so the article encodes."""
+    page = PageOutcome(Extracted(title="Storm hits coast \ud83c", text="Words. " * 60,
+                                 author="A. Writer \udc00"), {"page_status": 200}, None)
+    article = build_article(entry(title=""), feed_url="https://news.example/feed",
+                            feed_name=None, feed_title=None, page=page)
+    assert (article.title, article.author) == ("Storm hits coast \ufffd", "A. Writer \ufffd")
+    assert RawArticle.from_bytes(article.to_bytes()) == article
+
+
 def story(n: int) -> RawArticle:
     return RawArticle(id=f"id-{n}", url=f"https://news.example/{n}", title=f"Story {n}")
 
