@@ -33,7 +33,7 @@ from kafka import TopicPartition  # noqa: E402
 
 from newsflow.broker import free_port, resident_bytes  # noqa: E402
 from newsflow.kafka import Publisher, make_consumer  # noqa: E402
-from newsflow.schemas import Incident  # noqa: E402
+from newsflow.schemas import IncidentMember  # noqa: E402
 from newsflow.settings import Settings  # noqa: E402
 from processors.compiled import snapshot_problem  # noqa: E402
 from producers.replay import read_articles  # noqa: E402
@@ -153,8 +153,9 @@ def main() -> None:
 
         memory_after = broker_memory(info["kafka_bootstrap"])
         consumer = make_consumer(settings, group_id=None)
-        parts = consumer.partitions_for_topic(settings.topic_incidents) or set()
-        consumer.assign([TopicPartition(settings.topic_incidents, p) for p in parts])
+        # An article's place in its incident, as the cluster agent sends it: the update.
+        parts = consumer.partitions_for_topic(settings.topic_members) or set()
+        consumer.assign([TopicPartition(settings.topic_members, p) for p in parts])
         first_seen: dict[str, float] = {}
         idle = time.monotonic()
         while time.monotonic() - idle < 3:
@@ -163,10 +164,9 @@ def main() -> None:
                 idle = time.monotonic()
             for records in batches.values():
                 for record in records:
-                    incident = Incident.from_bytes(record.value)
-                    for member in incident.articles:
-                        if member.id not in first_seen:
-                            first_seen[member.id] = record.timestamp / 1000
+                    member = IncidentMember.from_bytes(record.value)
+                    if member.article.id not in first_seen:
+                        first_seen[member.article.id] = record.timestamp / 1000
         consumer.close()
         latencies = [first_seen[i] - sent_at[i] for i in sent_at if i in first_seen]
         steady = [first_seen[i] - paced_sent[i] for i in paced_sent if i in first_seen]

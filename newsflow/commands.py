@@ -57,6 +57,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
         "raw": settings.topic_raw,
         "clean": settings.topic_clean,
         "incidents": settings.topic_incidents,
+        "members": settings.topic_members,
         "dlq": settings.topic_dlq,
     }
     topic = aliases.get(args.topic, args.topic)

@@ -39,7 +39,8 @@ def drain_groups(settings: Settings) -> dict[str, list[str]]:
     """Consumer groups and the topics whose end they must reach before a clean stop."""
     return {
         settings.app_id: [settings.topic_raw, settings.topic_clean],
-        f"{settings.app_id}-sink": [settings.topic_clean, settings.topic_incidents],
+        f"{settings.app_id}-sink": [settings.topic_clean, settings.topic_members,
+                                    settings.topic_incidents],
     }
 
 

@@ -49,10 +49,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.topic_raw, settings.raw_partitions, {"max.message.bytes": BIG_MESSAGE_BYTES}),
         TopicSpec(settings.topic_clean, 1, {"max.message.bytes": BIG_MESSAGE_BYTES}),
+        # Compacted: the last version of each incident, the last place of each article.
         TopicSpec(
             settings.topic_incidents,
             settings.incident_partitions,
-            # An incident version carries all its articles: a big story is a big message.
+            {"cleanup.policy": "compact", "max.message.bytes": BIG_MESSAGE_BYTES},
+        ),
+        TopicSpec(
+            settings.topic_members,
+            settings.incident_partitions,
             {"cleanup.policy": "compact", "max.message.bytes": BIG_MESSAGE_BYTES},
         ),
         # A dead letter carries the message it stands for.

@@ -64,6 +64,27 @@ def _no_surrogates(value: Any) -> Any:
     return value
 
 
+# An article's text is cut to this many characters (a long read is under 100,000): a
+# scraped page or a replayed file can hold megabytes of text, and an article must stay
+# far below the topics' message limit (8 MiB) even as escaped JSON (faust's tables
+# write non-Latin text as \uXXXX, six bytes a character).
+MAX_TEXT_CHARS = 200_000
+MAX_TITLE_CHARS = 2_000
+
+
+def truncate_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters: at the last line break or space of
+    the final tenth when there is one (no word cut in half), else at ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    for separator in ("\n", " "):
+        cut = head.rfind(separator)
+        if cut >= limit * 0.9:
+            return head[:cut].rstrip()
+    return head
+
+
 def article_key(canonical_url: str | None, text: str = "") -> str:
     """Message key and article id: a hash of the canonical URL, or of the text without one."""
     basis = f"url:{canonical_url}" if canonical_url else f"text:{' '.join(text.split())}"
@@ -73,7 +94,8 @@ def article_key(canonical_url: str | None, text: str = "") -> str:
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: Literal[1] = 1  # SCHEMA_VERSION
+    # Each message type says which versions it is (a subclass may be at another).
+    schema_version: int = SCHEMA_VERSION
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=False).encode("utf-8")
@@ -85,6 +107,8 @@ class _Message(BaseModel):
 
 class RawArticle(_Message):
     """An article as a producer saw it: topic ``newsflow.articles.raw``."""
+
+    schema_version: Literal[1] = 1
 
     id: str
     url: str | None = None
@@ -142,19 +166,14 @@ class IncidentArticle(BaseModel):
     _aware = field_validator("published", "seen_at")(_aware)
 
 
-class Incident(_Message):
-    """One version of an incident: topic ``newsflow.incidents``, key = incident id.
-
-    A new version is emitted on every change. When an incident is merged into another,
-    its last version has ``merged_into`` set and no articles.
-    """
+class _IncidentHead(_Message):
+    """What every version of an incident says of it, with or without its articles."""
 
     incident_id: str
     version: int = Field(ge=1)
     title: str = ""
     first_seen: datetime | None = None
     last_seen: datetime | None = None
-    articles: list[IncidentArticle] = Field(default_factory=list)
     merged_into: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -168,6 +187,71 @@ class Incident(_Message):
         return "created" if self.version == 1 else "updated"
 
 
+class Incident(_IncidentHead):
+    """An incident with all its articles: the cluster stage's and storage's view of one
+    version. The topics carry it in parts (``IncidentVersion``, ``IncidentMember``);
+    an older newsflow sent it whole on the incidents topic (schema version 1), and the
+    sinks still read that. When an incident is merged into another, its last version
+    has ``merged_into`` set and no articles.
+    """
+
+    schema_version: Literal[1] = 1
+    articles: list[IncidentArticle] = Field(default_factory=list)
+
+    def header(self, added: list[str], removed: list[str]) -> IncidentVersion:
+        """This version as the incidents topic carries it: without its articles."""
+        return IncidentVersion(
+            incident_id=self.incident_id,
+            version=self.version,
+            title=self.title,
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            article_count=len(self.articles),
+            duplicate_count=sum(1 for a in self.articles if a.duplicate_of),
+            added=added,
+            removed=removed,
+            merged_into=self.merged_into,
+            updated_at=self.updated_at,
+        )
+
+
+class IncidentVersion(_IncidentHead):
+    """One version of an incident as topic ``newsflow.incidents`` carries it (key =
+    incident id, compacted): everything but the articles, which travel one by one on
+    ``newsflow.incident-members``. A version holding every article would grow with its
+    story and pass the message limit (8 MiB: some 10,000 articles).
+
+    ``added`` and ``removed`` name the articles that joined and left since the version
+    sent before; a merged incident's last version has ``merged_into`` set and no articles.
+    (Schema version 1 on this topic is the older ``Incident``, articles and all.)
+    """
+
+    schema_version: Literal[2] = 2
+    article_count: int = Field(default=0, ge=0)
+    duplicate_count: int = Field(default=0, ge=0)
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+
+
+class IncidentMember(_Message):
+    """An article's place in an incident: topic ``newsflow.incident-members``, key =
+    article id, compacted, so the topic keeps each article's latest place.
+
+    A merge or split sends the moved article again with its new incident; ``assigned_at``
+    (when the stage put it there) grows with every move, so a reader keeps the newest
+    whatever order the partitions deliver in.
+    """
+
+    schema_version: Literal[1] = 1
+
+    incident_id: str
+    incident_version: int = Field(ge=1)  # the version of the incident it joined
+    assigned_at: datetime
+    article: IncidentArticle
+
+    _aware = field_validator("assigned_at")(_aware)
+
+
 # A dead letter must fit in a message (8 MiB on every topic, ``newsflow.kafka``) though it
 # holds the original's bytes, escaped: past this, they are kept gzipped.
 LETTER_MAX_BYTES = 7 * 1024 * 1024
@@ -179,6 +263,8 @@ class DeadLetter(_Message):
     base64 of the gzipped bytes when the letter would not fit in a message otherwise).
     Only an original that even gzipped would not fit is cut (``value_truncated``), with
     its size and SHA-256, to find it on its topic."""
+
+    schema_version: Literal[1] = 1
 
     stage: str
     topic: str

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     topic_raw: str = "newsflow.articles.raw"
     topic_clean: str = "newsflow.articles.clean"
     topic_incidents: str = "newsflow.incidents"
+    topic_members: str = "newsflow.incident-members"
     topic_dlq: str = "newsflow.dlq"
     raw_partitions: int = Field(default=3, ge=1)
     incident_partitions: int = Field(default=3, ge=1)

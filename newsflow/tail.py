@@ -13,7 +13,7 @@ from kafka import TopicPartition
 
 from newsflow.kafka import make_consumer
 from newsflow.recycle import CARRIED_HEADER
-from newsflow.schemas import DeadLetter, Incident, RawArticle
+from newsflow.schemas import DeadLetter, Incident, IncidentMember, IncidentVersion, RawArticle
 from newsflow.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,15 +32,26 @@ def describe(value: bytes | None) -> str:
     if not isinstance(data, dict):
         return f"(JSON {type(data).__name__})"
     try:
+        if "assigned_at" in data:
+            member = IncidentMember.model_validate(data)
+            why = member.article.explanation
+            how = why.decision if why else "member"
+            moved = f" (from {why.moved_from})" if why and why.moved_from else ""
+            return (f"article {member.article.id} in incident {member.incident_id}{moved}: {how}"
+                    f" {member.article.source or '-'} {member.article.title!r}")
         if "incident_id" in data:
-            inc = Incident.model_validate(data)
+            inc: Incident | IncidentVersion
+            if data.get("schema_version") == 1:  # an older newsflow's, articles and all
+                inc = Incident.model_validate(data)
+                count = len(inc.articles)
+                about = f" [{', '.join(sorted({a.source for a in inc.articles if a.source}))}]"
+            else:
+                inc = IncidentVersion.model_validate(data)
+                count = inc.article_count
+                about = f" +{len(inc.added)} -{len(inc.removed)}" if inc.added or inc.removed else ""
             if inc.merged_into:
                 return f"incident {inc.incident_id} v{inc.version} merged into {inc.merged_into}"
-            sources = sorted({a.source for a in inc.articles if a.source})
-            return (
-                f"incident {inc.incident_id} v{inc.version} {len(inc.articles)} article(s)"
-                f" [{', '.join(sources)}] {inc.title!r}"
-            )
+            return f"incident {inc.incident_id} v{inc.version} {count} article(s){about} {inc.title!r}"
         if "error_kind" in data:
             dl = DeadLetter.model_validate(data)
             return f"dead letter from {dl.stage} ({dl.topic}/{dl.partition}@{dl.offset}): {dl.error}"

@@ -5,8 +5,9 @@ Two agents:
   and forwards them to the one-partition clean topic; what it cannot read goes to the
   dead-letter topic with the reason and the original bytes.
 - ``cluster`` reads the clean topic (one partition: clustering needs the whole stream in
-  order), deduplicates and assigns incidents, keeps its state in two changelog-backed
-  tables, and emits a new version of every incident a batch of articles changed.
+  order), deduplicates and assigns incidents, keeps its state in changelog-backed
+  tables, and sends, per batch, each article's place in its incident (the members topic)
+  and a new version of every incident the batch changed (the incidents topic).
 
 Errors are caught per message inside each agent's loop, so one bad record never kills
 an agent (faust agents that raise die silently).
@@ -26,15 +27,25 @@ from faust.types import EventT, StreamT
 
 from newsflow.kafka import MAX_MESSAGE_BYTES  # every topic's limit, and so the producer's
 from newsflow.metrics import Registry, textfile_path, write_textfile
-from newsflow.schemas import DeadLetter, Incident, RawArticle
+from newsflow.schemas import (
+    MAX_TEXT_CHARS,
+    MAX_TITLE_CHARS,
+    DeadLetter,
+    Incident,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+    truncate_text,
+)
 from newsflow.settings import Settings
+from processors.assemble import incidents_from_parts
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
 from processors.stage import (
     ArticleRecord,
     IncidentStage,
     StageResult,
-    latest_versions,
+    batch_output,
     saved_state,
 )
 from processors.text import clean_text, clean_title
@@ -43,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 ARTICLES_TABLE = "cluster-articles"
 INCIDENTS_TABLE = "cluster-incidents"
+MEMBERS_TABLE = "cluster-members"
 
 # Supplies the state kept in storage, (records, incidents), read when the cluster stage
 # (re)starts: the history the tables do not hold, or everything when they come back empty
@@ -67,7 +79,12 @@ def clean_article(article: RawArticle) -> RawArticle:
     text = clean_text(_CONTROL.sub("", article.text), title)
     if not title and not text:
         raise PoisonMessage("article has neither title nor text")
-    return article.model_copy(update={"title": title, "text": text})
+    fetch = article.fetch
+    if len(text) > MAX_TEXT_CHARS:  # from a producer that cut nothing (replay, another's)
+        fetch = {**fetch, "text_truncated": True, "text_chars": len(text)}
+        text = truncate_text(text, MAX_TEXT_CHARS)
+    title = truncate_text(title, MAX_TITLE_CHARS)
+    return article.model_copy(update={"title": title, "text": text, "fetch": fetch})
 
 
 def decode_article(value: bytes | None) -> RawArticle:
@@ -108,7 +125,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=1.0,
         producer_acks=-1,
-        # An incident version carries all its articles: a big story is a big message.
+        # A raw article can be large (a long page; replay files cut nothing).
         producer_max_request_size=MAX_MESSAGE_BYTES,
         producer_compression_type="gzip",
         topic_replication_factor=settings.replication_factor,
@@ -122,6 +139,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                             key_serializer="raw", value_serializer="raw", partitions=1)
     incidents_topic = app.topic(settings.topic_incidents, key_type=bytes, value_type=bytes,
                                 key_serializer="raw", value_serializer="raw")
+    members_topic = app.topic(settings.topic_members, key_type=bytes, value_type=bytes,
+                              key_serializer="raw", value_serializer="raw")
     dlq_topic = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
     # JSON keys and values: the changelog stays readable with kcat.
@@ -130,8 +149,14 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     # the changelog partition from: the (one-partition) partitioner picks it instead.
     articles_table = app.Table(ARTICLES_TABLE, partitions=1, schema=table_schema,
                                use_partitioner=True)
+    # Incidents as their versions' headers, and each article's place: no record grows
+    # with a story (an incident with its articles would pass the message limit).
     incidents_table = app.Table(INCIDENTS_TABLE, partitions=1, schema=table_schema,
                                 use_partitioner=True)
+    members_table = app.Table(MEMBERS_TABLE, partitions=1, schema=table_schema,
+                              use_partitioner=True)
+    # Member records whose sending failed: sent again with the next batch.
+    unsent: dict[str, IncidentMember] = {}
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
     metrics = ProcessorMetrics()
@@ -151,7 +176,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         # tried, but tables touched across a rebalance it overtook went wrong.
         stage = IncidentStage(config)
         tables = ([ArticleRecord.from_json(v) for v in articles_table.values()],
-                  [Incident.model_validate(v) for v in incidents_table.values()])
+                  table_incidents(incidents_table.values(), members_table.values()))
         stored = stored_window(window_loader)
         records, incidents = saved_state(stored, tables)
         count = stage.restore(records, incidents)
@@ -199,23 +224,41 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 evicted.update(result.evicted_incidents)
                 for incident_id in result.evicted_incidents:
                     incidents_table.pop(incident_id, None)
+                for article_id in result.evicted_members:
+                    members_table.pop(article_id, None)
+                    unsent.pop(article_id, None)
                 metrics.observe(result)
                 logger.debug("article %s -> %s (%s)", article.id, result.decision.incident_id,
                              result.decision.explanation.decision)
-            for incident in latest_versions(results):
-                if incident.merged_into is None and incident.incident_id not in evicted:
-                    incidents_table[incident.incident_id] = incident.model_dump(mode="json")
+            output = batch_output(results)
+            for member in output.members:
+                unsent.pop(member.article.id, None)
+                members_table[member.article.id] = member.model_dump(mode="json")
+            # Articles first: a version names articles its readers should already have.
+            for member in [*unsent.values(), *output.members]:
+                try:
+                    await members_topic.send(key=member.article.id.encode(),
+                                             value=member.to_bytes())
+                    unsent.pop(member.article.id, None)
+                except Exception as exc:  # noqa: BLE001 - kept, and sent with the next batch
+                    unsent[member.article.id] = member
+                    metrics.dead_letters.inc(stage="emit", kind=type(exc).__name__)
+                    logger.error("article %s in incident %s not emitted: %s",
+                                 member.article.id, member.incident_id, exc)
+            for version in output.versions:
+                if version.merged_into is None and version.incident_id not in evicted:
+                    incidents_table[version.incident_id] = version.model_dump(mode="json")
                 else:
-                    incidents_table.pop(incident.incident_id, None)
+                    incidents_table.pop(version.incident_id, None)
                 try:
                     await incidents_topic.send(
-                        key=incident.incident_id.encode(), value=incident.to_bytes()
+                        key=version.incident_id.encode(), value=version.to_bytes()
                     )
                 except Exception as exc:  # noqa: BLE001 - the state is kept; the next
-                    # version of this incident carries the change again.
+                    # version of this incident carries its header again.
                     metrics.dead_letters.inc(stage="emit", kind=type(exc).__name__)
                     logger.error("incident %s v%s not emitted: %s",
-                                 incident.incident_id, incident.version, exc)
+                                 version.incident_id, version.version, exc)
             yield None
 
     async def write_metrics() -> None:
@@ -282,6 +325,20 @@ class ProcessorMetrics:
             self.splits.inc()
         for incident in result.incidents:
             self.incident_versions.inc(change=incident.change)
+
+
+def table_incidents(headers: Iterable[dict[str, Any]],
+                    members: Iterable[dict[str, Any]]) -> list[Incident]:
+    """The incidents the cluster tables hold: headers and member records, joined. A
+    header with its articles is a table written by an older newsflow: taken whole."""
+    whole: list[Incident] = []
+    parts: list[IncidentVersion] = []
+    for value in headers:
+        if "articles" in value:
+            whole.append(Incident.model_validate(value))
+        else:
+            parts.append(IncidentVersion.model_validate(value))
+    return whole + incidents_from_parts(parts, (IncidentMember.model_validate(m) for m in members))
 
 
 def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], list[Incident]]:

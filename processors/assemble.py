@@ -7,38 +7,92 @@ version number that grows on every change so sinks can ignore stale or replayed 
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import Counter
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
-from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.schemas import (
+    Explanation,
+    Incident,
+    IncidentArticle,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+)
 
 
 def article_time(article: IncidentArticle) -> datetime | None:
     return article.published or article.seen_at
 
 
-def _with_articles(incident: Incident, articles: list[IncidentArticle], now: datetime) -> Incident:
-    """A new version of ``incident`` holding ``articles`` (sorted by time)."""
-    ordered = sorted(
-        articles,
-        key=lambda a: (article_time(a) is None, article_time(a) or now, a.id),
+_UNDATED = datetime.min.replace(tzinfo=UTC)
+
+
+def time_order(article: IncidentArticle) -> tuple[bool, datetime, str]:
+    """An incident's articles are kept in this order: by time, undated last."""
+    when = article_time(article)
+    return (when is None, when or _UNDATED, article.id)
+
+
+def _with_articles(incident: Incident, ordered: list[IncidentArticle], now: datetime) -> Incident:
+    """A new version of ``incident`` holding ``ordered`` (in ``time_order``).
+
+    Kept in order as they change, not sorted each time, and read from the ends: a story
+    of thousands of articles costs no more per article than a small one."""
+    dated = (t for a in ordered if (t := article_time(a)) is not None)
+    dated_back = (t for a in reversed(ordered) if (t := article_time(a)) is not None)
+    # The earliest real headline of an original; a title cut from an article's lead, or a
+    # duplicate's, only as a last resort.
+    originals_first = (
+        next((a for a in ordered if a.duplicate_of is None and not a.title_derived), None)
+        or next((a for a in ordered if a.duplicate_of is None), None)
+        or next((a for a in ordered if not a.title_derived), None)
+        or (ordered[0] if ordered else None)
     )
-    times = [t for t in (article_time(a) for a in ordered) if t is not None]
-    originals = [a for a in ordered if a.duplicate_of is None] or ordered
-    # The earliest real headline; a title cut from an article's lead only as a last resort.
-    headlines = [a for a in originals if not a.title_derived] or originals
     return incident.model_copy(
         update={
             "version": incident.version + 1,
-            "title": headlines[0].title if headlines else incident.title,
+            "title": originals_first.title if originals_first else incident.title,
             "articles": ordered,
-            "first_seen": min(times) if times else None,
-            "last_seen": max(times) if times else None,
+            "first_seen": next(dated, None),
+            "last_seen": next(dated_back, None),
             "merged_into": None,
             "updated_at": now,
         }
     )
+
+
+def incidents_from_parts(
+    headers: Iterable[IncidentVersion], members: Iterable[IncidentMember]
+) -> list[Incident]:
+    """Whole incidents from their versions' headers and their articles' member records
+    (the cluster stage's tables hold them apart, as the topics do: bounded records).
+
+    Members whose incident's header is missing (a table that lost its last records) make
+    an incident numbered past any version sent with them."""
+    held: dict[str, list[IncidentMember]] = {}
+    for member in members:
+        held.setdefault(member.incident_id, []).append(member)
+    incidents: list[Incident] = []
+    known = {header.incident_id: header for header in headers}
+    for incident_id, header in known.items():
+        if header.merged_into is None:
+            incidents.append(_whole(header, held.pop(incident_id, [])))
+    for incident_id, stray in held.items():
+        top = max(m.incident_version for m in stray) + len(stray)
+        incidents.append(_whole(IncidentVersion(
+            incident_id=incident_id, version=top, updated_at=max(m.assigned_at for m in stray),
+        ), stray))
+    return [incident for incident in incidents if incident.articles]
+
+
+def _whole(header: IncidentVersion, members: list[IncidentMember]) -> Incident:
+    restored = _with_articles(_empty(header.incident_id, header.updated_at),
+                              sorted((m.article for m in members), key=time_order),
+                              header.updated_at)
+    return restored.model_copy(update={"version": header.version, "updated_at": header.updated_at,
+                                       "title": header.title or restored.title})
 
 
 def _empty(incident_id: str, now: datetime) -> Incident:
@@ -67,7 +121,7 @@ def with_members_restored(
     articles = [a for a in base.articles if a.id not in held] + entries
     # _with_articles adds the one more.
     base = base.model_copy(update={"version": base.version + len(entries) - 1})
-    return _with_articles(base, articles, now)
+    return _with_articles(base, sorted(articles, key=time_order), now)
 
 
 def incident_article(
@@ -92,12 +146,16 @@ def apply_decision(
     incident_id: str,
     moved: Mapping[str, str],
     now: datetime,
+    placed: Mapping[str, str] | None = None,
 ) -> list[Incident]:
     """The incident versions that change when ``article`` joins ``incident_id`` and the
     earlier articles in ``moved`` change incident (a merge or split).
 
-    Returns new versions only, the receiving incident last. An incident left with no
-    articles gets a final version with ``merged_into`` naming where they went.
+    ``placed`` says where each article is held (the stage keeps that index; without it
+    the incidents are searched). An article already held elsewhere (a re-fetch of a
+    member) leaves that incident. Returns new versions only, the receiving incident last.
+    An incident left with no articles gets a final version with ``merged_into`` naming
+    where they went.
     """
     members: dict[str, list[IncidentArticle]] = {}
 
@@ -107,18 +165,16 @@ def apply_decision(
             members[iid] = list(existing.articles) if existing else []
         return members[iid]
 
-    # Where each moved article sits now.
-    located: dict[str, str] = {}
     for iid in {incident_id, *moved.values()}:
         current(iid)
-    if moved:  # rare (a merge): only then look for where the moved articles are
-        for iid, inc in incidents.items():
-            if any(a.id in moved for a in inc.articles):
-                current(iid)
-    for iid, arts in members.items():
-        for a in arts:
-            if a.id in moved:
-                located[a.id] = iid
+    wanted = {*moved, article.id}
+    if placed is None:
+        placed = {a.id: iid for iid, inc in incidents.items() for a in inc.articles
+                  if a.id in wanted}
+    # Where each moved (or re-fetched) article sits now.
+    located = {a: placed[a] for a in wanted if a in placed}
+    for iid in located.values():
+        current(iid)
 
     for article_id, target in moved.items():
         source_id = located.get(article_id)
@@ -130,10 +186,13 @@ def apply_decision(
         if moving.explanation is not None:  # its "why" named the incident it left
             why = moving.explanation.model_copy(update={"moved_from": source_id})
             moving = moving.model_copy(update={"explanation": why})
-        members[target].append(moving)
+        insort(members[target], moving, key=time_order)
 
+    held_in = located.get(article.id)
+    if held_in is not None:  # a re-fetch of a member: its earlier entry goes
+        members[held_in][:] = [a for a in members[held_in] if a.id != article.id]
     target_articles = members[incident_id]
-    target_articles[:] = [a for a in target_articles if a.id != article.id] + [article]
+    insort(target_articles, article, key=time_order)
 
     changed: list[Incident] = []
     for iid, arts in members.items():

@@ -14,8 +14,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from newsflow.schemas import Explanation, Incident, RawArticle
-from processors.assemble import apply_decision, incident_article, with_members_restored
+from newsflow.schemas import (
+    Explanation,
+    Incident,
+    IncidentArticle,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+)
+from processors.assemble import (
+    apply_decision,
+    incident_article,
+    time_order,
+    with_members_restored,
+)
 from processors.clustering import Article, ClusterConfig, Decision, IncidentClusterer
 
 logger = logging.getLogger(__name__)
@@ -71,6 +83,15 @@ class ArticleRecord:
         )
 
 
+@dataclass(frozen=True)
+class MemberChange:
+    """An article put in an incident: ``left`` is the incident it was moved out of
+    (None for a new article, or the same incident for a redelivery)."""
+
+    member: IncidentMember
+    left: str | None = None
+
+
 @dataclass
 class StageResult:
     decision: Decision
@@ -78,6 +99,9 @@ class StageResult:
     incidents: list[Incident]  # versions to emit (a redelivery re-emits the current one)
     evicted_articles: list[str] = field(default_factory=list)
     evicted_incidents: list[str] = field(default_factory=list)
+    members: list[MemberChange] = field(default_factory=list)
+    # Articles of the evicted incidents: their member records go too.
+    evicted_members: list[str] = field(default_factory=list)
 
 
 def latest_versions(results: Sequence[StageResult]) -> list[Incident]:
@@ -99,6 +123,38 @@ def latest_versions(results: Sequence[StageResult]) -> list[Incident]:
             latest[incident.incident_id] = incident
     return [incident for incident in latest.values()
             if incident.merged_into is None or incident.incident_id not in created]
+
+
+@dataclass
+class BatchOutput:
+    """What a batch of decisions sends: each article's newest place, then each changed
+    incident's newest version (``latest_versions``) with the articles it gained and lost."""
+
+    members: list[IncidentMember]
+    versions: list[IncidentVersion]
+
+
+def batch_output(results: Sequence[StageResult]) -> BatchOutput:
+    latest: dict[str, IncidentMember] = {}
+    origin: dict[str, str | None] = {}  # where each article was before the batch
+    for result in results:
+        for change in result.members:
+            article_id = change.member.article.id
+            origin.setdefault(article_id, change.left)
+            latest.pop(article_id, None)  # re-inserted: ordered by last change
+            latest[article_id] = change.member
+    added: dict[str, list[str]] = {}
+    removed: dict[str, list[str]] = {}
+    for article_id, member in latest.items():
+        before = origin[article_id]
+        if before != member.incident_id:
+            added.setdefault(member.incident_id, []).append(article_id)
+            if before is not None:
+                removed.setdefault(before, []).append(article_id)
+    versions = [incident.header(added.get(incident.incident_id, []),
+                                removed.get(incident.incident_id, []))
+                for incident in latest_versions(results)]
+    return BatchOutput(list(latest.values()), versions)
 
 
 def saved_state(
@@ -135,6 +191,10 @@ class IncidentStage:
         self.incidents: dict[str, Incident] = {}
         self._arrivals: deque[str] = deque()
         self._since_sweep = 0
+        # Where each article of those incidents is held: found without a search, however
+        # large a story grows.
+        self._placed: dict[str, str] = {}
+        self._placed_at: dict[str, datetime] = {}  # and since when
 
     def __len__(self) -> int:
         return len(self._arrivals)
@@ -148,9 +208,16 @@ class IncidentStage:
         current: dict[str, str] = {}
         for incident in incidents:
             if incident.merged_into is None and incident.articles:
+                # In the order the stage keeps (storage's may differ in ties).
+                incident = incident.model_copy(
+                    update={"articles": sorted(incident.articles, key=time_order)})
                 self.incidents[incident.incident_id] = incident
                 for member in incident.articles:
                     current[member.id] = incident.incident_id
+                    self._placed[member.id] = incident.incident_id
+                    # Put there when decided, unless moved since (when, is not kept: the
+                    # decision's time is older, so a reader keeps its newer record).
+                    self._placed_at[member.id] = member.seen_at or incident.updated_at
         ordered = sorted(records, key=lambda r: r.seen_at)
         for record in ordered:
             self.clusterer.restore(
@@ -174,34 +241,74 @@ class IncidentStage:
         for incident_id, absent in missing.items():
             entries = [incident_article(r.article, r.duplicate_of, r.explanation, r.seen_at)
                        for r in absent]
-            self.incidents[incident_id] = with_members_restored(
+            restored = with_members_restored(
                 self.incidents.get(incident_id), incident_id, entries, absent[-1].seen_at)
+            self.incidents[incident_id] = restored
+            self._placed.update((r.article.id, incident_id) for r in absent)
+            self._placed_at.update((r.article.id, r.seen_at) for r in absent)
         self._evict(sweep=True)
         return len(ordered)
 
     def process(self, article: RawArticle, now: datetime) -> StageResult:
         decision = self.clusterer.add(to_cluster_article(article, now))
         if decision.redelivery:
+            # Sent again, with its place: the first sending may not have gone out.
             current = self.incidents.get(decision.incident_id)
-            return StageResult(decision, None, [current] if current else [])
+            if current is None:
+                return StageResult(decision, None, [])
+            held = [a for a in current.articles if a.id == article.id]
+            # With the time it was put there: a reader that has it changes nothing.
+            since = self._placed_at.get(article.id) or (held[0].seen_at if held else None)
+            members = [MemberChange(IncidentMember(
+                incident_id=current.incident_id, incident_version=current.version,
+                assigned_at=since or now, article=held[0]), current.incident_id)] if held else []
+            return StageResult(decision, None, [current], members=members)
         seen_at = now
         record = ArticleRecord(article, decision.incident_id, decision.duplicate_of, seen_at,
                                decision.explanation)
         entry = incident_article(article, decision.duplicate_of, decision.explanation, seen_at)
-        changed = apply_decision(self.incidents, entry, decision.incident_id, decision.moved, now)
+        changed = apply_decision(self.incidents, entry, decision.incident_id, decision.moved, now,
+                                 self._placed)
+        members = self._member_changes(entry, decision.moved, changed, now)
+        for change in members:
+            self._placed[change.member.article.id] = change.member.incident_id
+            self._placed_at[change.member.article.id] = change.member.assigned_at
         self._arrivals.append(article.id)
         for incident in changed:
             if incident.merged_into is not None:
                 self.incidents.pop(incident.incident_id, None)
             else:
                 self.incidents[incident.incident_id] = incident
-        evicted_articles, evicted_incidents = self._evict()
-        return StageResult(decision, record, changed, evicted_articles, evicted_incidents)
+        evicted_articles, evicted_incidents, evicted_members = self._evict()
+        return StageResult(decision, record, changed, evicted_articles, evicted_incidents,
+                           members, evicted_members)
 
-    def _evict(self, sweep: bool = False) -> tuple[list[str], list[str]]:
+    def _member_changes(self, entry: IncidentArticle, moved: dict[str, str],
+                        changed: list[Incident], now: datetime) -> list[MemberChange]:
+        """The member records of a decision: the new article's, and those of the articles
+        a merge or split moved (read before ``self.incidents`` takes the new versions)."""
+        versions = {incident.incident_id: incident for incident in changed}
+        target = changed[-1]  # apply_decision returns the receiving incident last
+        changes = [MemberChange(IncidentMember(incident_id=target.incident_id,
+                                               incident_version=target.version,
+                                               assigned_at=now, article=entry),
+                                self._placed.get(entry.id))]
+        for article_id, destination in moved.items():
+            version = versions.get(destination)
+            left = self._placed.get(article_id)
+            if version is None or left is None or left == destination:
+                continue  # not moved after all (already there, or not held)
+            held = [a for a in version.articles if a.id == article_id]
+            changes.append(MemberChange(IncidentMember(
+                incident_id=destination, incident_version=version.version,
+                assigned_at=now, article=held[0]), left))
+        return changes
+
+    def _evict(self, sweep: bool = False) -> tuple[list[str], list[str], list[str]]:
         """Drop what the clusterer no longer holds: articles that left the window (oldest
         arrival first) and, now and then, incidents it has forgotten altogether."""
         articles: list[str] = []
+        members: list[str] = []
         while self._arrivals and self.clusterer.incident_of(self._arrivals[0]) is None:
             articles.append(self._arrivals.popleft())
         incidents: list[str] = []
@@ -219,5 +326,9 @@ class IncidentStage:
             self._arrivals = held
             incidents = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
             for incident_id in incidents:
-                del self.incidents[incident_id]
-        return articles, incidents
+                for member in self.incidents.pop(incident_id).articles:
+                    members.append(member.id)
+                    if self._placed.get(member.id) == incident_id:
+                        del self._placed[member.id]
+                        self._placed_at.pop(member.id, None)
+        return articles, incidents, members

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from newsflow.kafka import MessageTooLargeError
 from newsflow.metrics import Registry, textfile_path, write_textfile
-from newsflow.schemas import RawArticle, article_key
+from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, truncate_text
 from newsflow.settings import Settings
 from producers.config import ConfigError, FeedSpec, load_feeds_file
 from producers.extract import CacheJanitor, Extracted, extract_article
@@ -60,10 +60,6 @@ SEEN_RETENTION_S = 90 * 24 * 3600.0
 # A page whose text is shorter than this share of the feed's own summary is a teaser or
 # a paywall: the summary is worth more.
 SHORT_PAGE_RATIO = 0.8
-# An article's text is cut to this many characters (a long read is under 100,000): a
-# scraped page can hold megabytes of text (pages are fetched up to 10 MB), and a raw
-# article must stay far below the topics' message limit (8 MiB) even as escaped JSON.
-MAX_TEXT_CHARS = 200_000
 
 
 @dataclass
@@ -449,19 +445,6 @@ def build_article(
         producer="feed",
         fetch=meta,
     )
-
-
-def truncate_text(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` characters: at the last line break or space of
-    the final tenth when there is one (no word cut in half), else at ``limit``."""
-    if len(text) <= limit:
-        return text
-    head = text[:limit]
-    for separator in ("\n", " "):
-        cut = head.rfind(separator)
-        if cut >= limit * 0.9:
-            return head[:cut].rstrip()
-    return head
 
 
 # -- wiring ---------------------------------------------------------------------

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from newsflow.schemas import Incident, RawArticle
+from newsflow.schemas import Incident, IncidentMember, IncidentVersion, RawArticle
 
-# What the sinks store: incident versions from the incidents topic, cleaned articles
-# from the clean-articles topic.
-Record = Incident | RawArticle
+# What the sinks store: incident versions from the incidents topic (``Incident``, with
+# all its articles, from an older newsflow), articles' places in incidents from the
+# members topic, cleaned articles from the clean-articles topic.
+Record = Incident | IncidentVersion | IncidentMember | RawArticle
 
 
 class SinkUnavailable(RuntimeError):  # noqa: N818 - a condition the caller waits out
@@ -78,15 +81,46 @@ class BatchingSink:
         self.close()
 
 
-def split(batch: Sequence[Record]) -> tuple[list[Incident], list[RawArticle]]:
-    incidents = [r for r in batch if isinstance(r, Incident)]
-    articles = [r for r in batch if isinstance(r, RawArticle)]
-    return incidents, articles
+@dataclass
+class Batch:
+    """A batch of records by kind."""
+
+    incidents: list[Incident] = field(default_factory=list)
+    versions: list[IncidentVersion] = field(default_factory=list)
+    members: list[IncidentMember] = field(default_factory=list)
+    articles: list[RawArticle] = field(default_factory=list)
 
 
-def latest_versions(incidents: Sequence[Incident]) -> dict[str, Incident]:
+def split(batch: Sequence[Record]) -> Batch:
+    kinds = Batch()
+    for record in batch:
+        if isinstance(record, Incident):
+            kinds.incidents.append(record)
+        elif isinstance(record, IncidentVersion):
+            kinds.versions.append(record)
+        elif isinstance(record, IncidentMember):
+            kinds.members.append(record)
+        else:
+            kinds.articles.append(record)
+    return kinds
+
+
+def latest_places(members: Sequence[IncidentMember]) -> dict[str, IncidentMember]:
+    """The newest place of each article in a batch (a move sends it again)."""
+    latest: dict[str, IncidentMember] = {}
+    for member in members:
+        current = latest.get(member.article.id)
+        if current is None or member.assigned_at >= current.assigned_at:
+            latest[member.article.id] = member
+    return latest
+
+
+AnyVersion = TypeVar("AnyVersion", Incident, IncidentVersion)
+
+
+def latest_versions(incidents: Sequence[AnyVersion]) -> dict[str, AnyVersion]:
     """The newest version of each incident in a batch (the batch may hold several)."""
-    latest: dict[str, Incident] = {}
+    latest: dict[str, AnyVersion] = {}
     for incident in incidents:
         current = latest.get(incident.incident_id)
         if current is None or incident.version > current.version:
@@ -112,7 +146,7 @@ def parse_ts(value: str | datetime | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def active_at(incident: Incident) -> datetime:
+def active_at(incident: Incident | IncidentVersion) -> datetime:
     """When an incident last saw activity: its last article or its last update.
 
     Replayed archives carry old publication dates; the update time keeps a freshly

@@ -1,13 +1,16 @@
-"""JSON Lines: one incident version per line, for people who pipe output (``jq``, ``tail -f``).
+"""JSON Lines: one record per line, for people who pipe output (``jq``, ``tail -f``).
 
-Idempotent like the other sinks: a version already in the file is not written again,
-so replaying the topic leaves the same lines. Articles from the clean topic are not
-written (the file is about incidents; each version lists its articles), so this store
-cannot search articles' text, nor give the processors back their window after a restart.
+The lines are the incidents topic's versions and the members topic's records (an
+article put in an incident, with why), as they came. Idempotent like the other sinks:
+a record already in the file is not written again, so replaying the topics leaves the
+same lines. Articles from the clean topic are not written (the file is about incidents),
+so this store cannot search articles' text, nor give the processors back their window
+after a restart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,8 +19,9 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from newsflow.schemas import Incident
+from newsflow.schemas import Incident, IncidentMember, IncidentVersion
 from sinks.base import BatchingSink, Record, SinkUnavailable, split
 from sinks.models import SearchHit
 
@@ -30,22 +34,21 @@ class JsonlSink(BatchingSink):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = Path(path)
-        self._seen: set[tuple[str, int]] | None = None
+        self._seen: set[tuple[str, str]] | None = None
 
-    def _load(self) -> set[tuple[str, int]]:
+    def _load(self) -> set[tuple[str, str]]:
         if self._seen is not None:
             return self._seen
-        seen: set[tuple[str, int]] = set()
+        seen: set[tuple[str, str]] = set()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self._drop_partial_line()
             with self.path.open("rb") as handle:
                 for number, line in enumerate(handle, 1):
                     try:
-                        data = json.loads(line)
-                        seen.add((str(data["incident_id"]), int(data["version"])))
+                        seen.add(line_key(json.loads(line)))
                     except (ValueError, KeyError, TypeError):
-                        logger.warning("%s:%d is not an incident version; kept", self.path, number)
+                        logger.warning("%s:%d is not an incident record; kept", self.path, number)
         self._seen = seen
         return seen
 
@@ -73,18 +76,21 @@ class JsonlSink(BatchingSink):
         return 1
 
     def write(self, batch: Sequence[Record]) -> None:
-        incidents, _ = split(batch)
-        if not incidents:
+        records = split(batch)
+        # In the order they came, articles' records before versions (as they are sent).
+        kept: list[Incident | IncidentVersion | IncidentMember] = [
+            *records.members, *records.incidents, *records.versions]
+        if not kept:
             return
         try:
             seen = self._load()
-            fresh: list[Incident] = []
-            keys: set[tuple[str, int]] = set()
-            for incident in incidents:
-                key = (incident.incident_id, incident.version)
+            fresh: list[Incident | IncidentVersion | IncidentMember] = []
+            keys: set[tuple[str, str]] = set()
+            for record in kept:
+                key = line_key(record.model_dump(mode="json"))
                 if key not in seen and key not in keys:
                     keys.add(key)
-                    fresh.append(incident)
+                    fresh.append(record)
             if not fresh:
                 return
             payload = b"".join(i.to_bytes() + b"\n" for i in fresh)
@@ -101,6 +107,27 @@ class JsonlSink(BatchingSink):
         except OSError as exc:
             raise SinkUnavailable(f"jsonl {self.path}: {exc}") from exc
         seen |= keys
+
+
+def line_key(data: dict[str, Any]) -> tuple[str, str]:
+    """What makes a line the same record: an incident's version; an article's place and
+    entry (sent again when the stage redelivers it, at a later time: the same line)."""
+    if "assigned_at" in data:
+        entry = json.dumps(data["article"], sort_keys=True).encode()
+        return (f"article {data['article']['id']}",
+                f"{data['incident_id']} {hashlib.sha256(entry).hexdigest()[:32]}")
+    return (str(data["incident_id"]), str(int(data["version"])))
+
+
+def read_line(line: bytes) -> Incident | IncidentVersion | IncidentMember:
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if "assigned_at" in data:
+        return IncidentMember.model_validate(data)
+    if data.get("schema_version") == 1:
+        return Incident.model_validate(data)
+    return IncidentVersion.model_validate(data)
 
 
 class SearchUnsupported(ValueError):
@@ -147,7 +174,7 @@ class JsonlStore:
                         self._read_to += len(line)
                         if line.strip():
                             try:
-                                sink.add(Incident.from_bytes(line))
+                                sink.add(read_line(line))
                             except ValueError:
                                 continue
                             if sink.pending >= 1000:

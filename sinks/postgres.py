@@ -25,6 +25,7 @@ from sinks.base import (
     Record,
     SinkUnavailable,
     article_digest,
+    latest_places,
     latest_versions,
     split,
 )
@@ -35,14 +36,19 @@ from sinks.models import (
     SearchHit,
 )
 from sinks.rows import (
+    MEMBER_ORDER,
     StoredMember,
+    StoredPlace,
     article_from_row,
     article_values,
     delete_member_sql,
+    header_history,
+    header_values,
     incident_from_rows,
     insert_version_sql,
     member_view,
     plan_incident_writes,
+    plan_place_writes,
     search_hit,
     source_words_pattern,
     source_words_sql,
@@ -134,6 +140,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         2,
         "history rows hold each version's changes; members keep title_derived",
         ["ALTER TABLE incident_articles ADD COLUMN title_derived boolean NOT NULL DEFAULT false"],
+    ),
+    (
+        3,
+        "members say when they were put in their incident (member records)",
+        ["ALTER TABLE incident_articles ADD COLUMN assigned_at timestamptz"],
     ),
 ]
 
@@ -256,7 +267,8 @@ class PostgresSink(BatchingSink):
             raise _unavailable(exc) from exc
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Record]) -> None:
-        incidents, articles = split(batch)
+        records = split(batch)
+        articles = records.articles
         with conn.cursor() as cur:
             if articles:
                 # Skip identical articles before the INSERT: PostgreSQL computes the
@@ -269,6 +281,35 @@ class PostgresSink(BatchingSink):
                 fresh = [a for a in articles if known.get(a.id) != article_digest(a)]
                 if fresh:
                     cur.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in fresh]))
+            if records.members:
+                places = latest_places(records.members)
+                # Locked: two sinks moving one article must not both keep it.
+                cur.execute(
+                    """SELECT article_id, incident_id, assigned_at FROM incident_articles
+                       WHERE article_id = ANY(%s) ORDER BY incident_id, article_id FOR UPDATE""",
+                    (list(places),),
+                )
+                stored_places: dict[str, list[StoredPlace]] = {}
+                for article_id, incident_id, assigned_at in cur.fetchall():
+                    stored_places.setdefault(article_id, []).append((incident_id, assigned_at))
+                moves = plan_place_writes(places, stored_places)
+                if moves.departed:
+                    cur.executemany(_DELETE_MEMBER, moves.departed)
+                if moves.members:
+                    cur.executemany(_UPSERT_MEMBER, _rows(moves.members))
+            if records.versions:
+                headers = latest_versions(records.versions)
+                cur.execute(
+                    "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
+                    (sorted(headers),),
+                )
+                known = {row[0]: int(row[1]) for row in cur.fetchall()}
+                history = [header_history(v) for v in records.versions
+                           if v.version > known.get(v.incident_id, 0)]
+                if history:
+                    cur.executemany(_INSERT_VERSION, _rows(history))
+                cur.executemany(_UPSERT_INCIDENT, _rows([header_values(v) for v in headers.values()]))
+            incidents = records.incidents
             if not incidents:
                 return
             latest = latest_versions(incidents)
@@ -369,7 +410,7 @@ class PostgresStore:
             cur.execute(
                 """SELECT m.incident_id, m.source, m.url, a.agencies
                    FROM incident_articles m LEFT JOIN articles a ON a.id = m.article_id
-                   WHERE m.incident_id = ANY(%s) ORDER BY m.position""",
+                   WHERE m.incident_id = ANY(%s) ORDER BY """ + MEMBER_ORDER,
                 (list(members),),
             )
             for m in cur.fetchall():
@@ -384,7 +425,7 @@ class PostgresStore:
             if header is None:
                 return None
             cur.execute(
-                "SELECT * FROM incident_articles WHERE incident_id = %s ORDER BY position",
+                "SELECT * FROM incident_articles m WHERE incident_id = %s ORDER BY " + MEMBER_ORDER,
                 (incident_id,),
             )
             members = cur.fetchall()
@@ -404,7 +445,7 @@ class PostgresStore:
                           coalesce(m.published, a.published) AS published
                    FROM incident_articles m
                    LEFT JOIN articles a ON a.id = m.article_id
-                   WHERE m.incident_id = %s ORDER BY m.position""",
+                   WHERE m.incident_id = %s ORDER BY """ + MEMBER_ORDER,
                 (incident_id,),
             )
             articles = [

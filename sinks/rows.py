@@ -5,11 +5,12 @@ dialect only says how it writes a parameter (``?`` or ``%s``), how it floors a m
 timestamp, and how it adapts Python values (``adapt``: timestamps, booleans, JSON, the
 tuple of recognised agencies).
 
-An incident version on the topic carries all its articles. Storing each one whole would
-grow with the square of a story's size (a 2,000-article story: 2,000 versions of up to
-2,000 articles), so storage keeps the current membership in ``incident_articles``,
-changed row by row, and each version's history row holds only what that version changed
-(``version_change``).
+Storage keeps each incident's current membership in ``incident_articles``, changed row
+by row, and each version's history row holds only what that version changed. The topics
+say it so: an incident version names the articles it added and removed, and each
+article's place comes as its own member record (``plan_place_writes``). An ``Incident``
+of an older newsflow carries all its articles; membership then mirrors each version
+(``plan_incident_writes``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.schemas import (
+    Explanation,
+    Incident,
+    IncidentArticle,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+)
 from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
 from sinks.base import active_at, article_digest, parse_ts
 from sinks.models import IncidentArticleView, IncidentSummary, SearchHit, VersionInfo
@@ -37,8 +45,14 @@ INCIDENT_COLUMNS = (
 VERSION_COLUMNS = ("incident_id", "version", "updated_at", "merged_into", "article_count", "payload")
 MEMBER_COLUMNS = (
     "incident_id", "article_id", "position", "title", "url", "source", "published", "seen_at",
-    "duplicate_of", "decision", "explanation", "title_derived",
+    "duplicate_of", "decision", "explanation", "title_derived", "assigned_at",
 )
+
+
+# Members in time order (published, else when seen; undated last), the order of an
+# incident's articles; ``m`` is the incident_articles table.
+MEMBER_ORDER = ("COALESCE(m.published, m.seen_at) IS NULL, COALESCE(m.published, m.seen_at),"
+                " m.article_id")
 
 
 # Separators inside outlet names ("AFP/Getty", "example.org", "Gulf-Times"): words apart.
@@ -145,14 +159,63 @@ def version_values(incident: Incident, added: list[str], removed: list[str]) -> 
     )
 
 
-def member_row(incident_id: str, position: int, item: IncidentArticle) -> tuple[Any, ...]:
+def member_row(incident_id: str, position: int, item: IncidentArticle,
+               assigned_at: datetime | None = None) -> tuple[Any, ...]:
     return (
         incident_id, item.id, position, item.title, item.url, item.source,
         item.published, item.seen_at, item.duplicate_of,
         item.explanation.decision if item.explanation else None,
         item.explanation.model_dump(mode="json") if item.explanation else None,
-        item.title_derived,
+        item.title_derived, assigned_at,
     )
+
+
+def header_values(version: IncidentVersion) -> tuple[Any, ...]:
+    """The ``incidents`` row of a version sent without its articles."""
+    return (
+        version.incident_id, version.version, version.title, version.first_seen,
+        version.last_seen, version.updated_at, active_at(version), version.merged_into,
+        version.article_count, version.duplicate_count,
+    )
+
+
+def header_history(version: IncidentVersion) -> tuple[Any, ...]:
+    return (
+        version.incident_id, version.version, version.updated_at, version.merged_into,
+        version.article_count, json.loads(version.to_bytes()),
+    )
+
+
+# Where storage holds an article: (incident id, when it was put there; None for a row an
+# older newsflow's version wrote).
+StoredPlace = tuple[str, datetime | None]
+
+
+@dataclass
+class PlaceWrites:
+    members: list[tuple[Any, ...]] = field(default_factory=list)  # rows to upsert
+    departed: list[tuple[str, str]] = field(default_factory=list)  # (incident, article) to delete
+
+
+def plan_place_writes(
+    members: Mapping[str, IncidentMember], stored: Mapping[str, Sequence[StoredPlace]]
+) -> PlaceWrites:
+    """Rows for the newest place of each article (``members``, by article id), given where
+    storage holds them. A place older than the stored one is a replay, or a move the
+    partitions delivered out of order, and the place stored already is a replay: nothing
+    is written. Otherwise the article leaves any other incident it is stored in."""
+    writes = PlaceWrites()
+    for article_id, member in members.items():
+        places = stored.get(article_id, ())
+        if any(at is not None and at > member.assigned_at for _, at in places):
+            continue
+        if list(places) == [(member.incident_id, member.assigned_at)]:
+            continue
+        writes.departed.extend((incident_id, article_id) for incident_id, _ in places
+                               if incident_id != member.incident_id)
+        writes.members.append(member_row(member.incident_id, 0, member.article,
+                                         member.assigned_at))
+    return writes
 
 
 # What storage knows of a member without reading it back whole: (position, duplicate of).

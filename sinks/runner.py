@@ -24,7 +24,13 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from newsflow.kafka import Publisher, PublishError, ensure_topics, make_consumer
 from newsflow.metrics import Registry, textfile_path, write_textfile
-from newsflow.schemas import SCHEMA_VERSION, DeadLetter, Incident, RawArticle
+from newsflow.schemas import (
+    DeadLetter,
+    Incident,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+)
 from newsflow.settings import Settings
 from sinks.base import BatchingSink, Record, SinkUnavailable
 from sinks.store import make_sink
@@ -49,11 +55,14 @@ def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None
     if not isinstance(data, dict):
         raise PoisonMessage("invalid", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    by_topic: dict[str, dict[Any, type[Record]]] = {
+        settings.topic_incidents: {1: Incident, 2: IncidentVersion},
+        settings.topic_members: {1: IncidentMember},
+    }
+    models = by_topic.get(topic, {1: RawArticle})
+    model = models.get(version)
+    if model is None:
         raise PoisonMessage("schema_version", f"unknown schema_version {version!r}")
-    model: type[Incident] | type[RawArticle] = (
-        Incident if topic == settings.topic_incidents else RawArticle
-    )
     try:
         return model.model_validate(data)
     except ValueError as exc:
@@ -181,16 +190,11 @@ class SinkRunner:
             enable_auto_commit=False,
             max_poll_records=self.batch_size,
         )
-        self.consumer.subscribe(
-            [self.settings.topic_incidents, self.settings.topic_clean], listener=self.listener
-        )
-        logger.info(
-            "sink %s consuming %s and %s as group %s",
-            self.sink.name,
-            self.settings.topic_incidents,
-            self.settings.topic_clean,
-            self.group_id,
-        )
+        topics = [self.settings.topic_incidents, self.settings.topic_members,
+                  self.settings.topic_clean]
+        self.consumer.subscribe(topics, listener=self.listener)
+        logger.info("sink %s consuming %s as group %s", self.sink.name, ", ".join(topics),
+                    self.group_id)
         try:
             while not self.stop.is_set():
                 self.step()
@@ -256,7 +260,8 @@ class SinkRunner:
     def _handle(self, message: Any) -> None:
         tp = TopicPartition(message.topic, message.partition)
         self.offsets[tp] = message.offset + 1
-        kind = "incident" if message.topic == self.settings.topic_incidents else "article"
+        kind = {self.settings.topic_incidents: "incident",
+                self.settings.topic_members: "member"}.get(message.topic, "article")
         self.metrics.records.inc(topic=message.topic, kind=kind)
         try:
             record = decode(message.topic, message.value, self.settings)
@@ -277,8 +282,13 @@ class SinkRunner:
         if isinstance(record, RawArticle):
             self.metrics.articles_in.inc()
             return
+        if isinstance(record, IncidentMember):
+            if record.article.duplicate_of and not (
+                    record.article.explanation and record.article.explanation.moved_from):
+                self.metrics.duplicates.inc()
+            return
         self.metrics.incident_versions.inc(change=record.change)
-        if record.version == 1:
+        if isinstance(record, Incident) and record.version == 1:
             self.metrics.duplicates.inc(sum(1 for a in record.articles if a.duplicate_of))
 
     def _dead_letter(self, message: Any, kind: str, error: str) -> None:

@@ -17,14 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from newsflow.schemas import Incident, RawArticle
+from newsflow.schemas import Incident, IncidentMember, RawArticle
 from newsflow.sqlite_wal import enable_wal
 from sinks.agencies import agency_of_source
 from sinks.base import (
     BatchingSink,
     Record,
     SinkUnavailable,
+    latest_places,
     latest_versions,
+    parse_ts,
     split,
     ts,
 )
@@ -35,14 +37,19 @@ from sinks.models import (
     SearchHit,
 )
 from sinks.rows import (
+    MEMBER_ORDER,
     StoredMember,
+    StoredPlace,
     article_from_row,
     article_values,
     delete_member_sql,
+    header_history,
+    header_values,
     incident_from_rows,
     insert_version_sql,
     member_view,
     plan_incident_writes,
+    plan_place_writes,
     search_hit,
     source_words_pattern,
     source_words_sql,
@@ -145,6 +152,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         2,
         "history rows hold each version's changes; members keep title_derived",
         ["ALTER TABLE incident_articles ADD COLUMN title_derived INTEGER NOT NULL DEFAULT 0"],
+    ),
+    (
+        3,
+        "members say when they were put in their incident (member records)",
+        ["ALTER TABLE incident_articles ADD COLUMN assigned_at TEXT"],
     ),
 ]
 
@@ -298,19 +310,49 @@ class SQLiteSink(BatchingSink):
             self.close()
 
     def _write(self, conn: sqlite3.Connection, batch: Sequence[Record]) -> None:
-        incidents, articles = split(batch)
-        if articles:
-            conn.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in articles]))
-        if not incidents:
-            return
-        latest = latest_versions(incidents)
+        records = split(batch)
+        if records.articles:
+            conn.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in records.articles]))
+        if records.members:
+            self._write_places(conn, latest_places(records.members))
+        if records.versions:
+            versions = latest_versions(records.versions)
+            stored = self._stored_versions(conn, list(versions))
+            conn.executemany(_INSERT_VERSION, _rows(
+                [header_history(v) for v in records.versions
+                 if v.version > stored.get(v.incident_id, 0)]))
+            conn.executemany(_UPSERT_INCIDENT, _rows(
+                [header_values(v) for v in versions.values()]))
+        if records.incidents:
+            self._write_incidents(conn, records.incidents)
+
+    def _stored_versions(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, int]:
         stored: dict[str, int] = {}
-        for chunk in _chunks(list(latest)):
+        for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             for row in conn.execute(
                 f"SELECT id, version FROM incidents WHERE id IN ({marks})", list(chunk)
             ):
                 stored[row[0]] = int(row[1])
+        return stored
+
+    def _write_places(self, conn: sqlite3.Connection, members: dict[str, IncidentMember]) -> None:
+        stored: dict[str, list[StoredPlace]] = {}
+        for chunk in _chunks(list(members)):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                f"""SELECT article_id, incident_id, assigned_at FROM incident_articles
+                    WHERE article_id IN ({marks})""", list(chunk)
+            ):
+                stored.setdefault(row[0], []).append((row[1], parse_ts(row[2])))
+        writes = plan_place_writes(members, stored)
+        conn.executemany(_DELETE_MEMBER, writes.departed)
+        conn.executemany(_UPSERT_MEMBER, _rows(writes.members))
+
+    def _write_incidents(self, conn: sqlite3.Connection, incidents: list[Incident]) -> None:
+        """Versions of an older newsflow, each with all its articles."""
+        latest = latest_versions(incidents)
+        stored = self._stored_versions(conn, list(latest))
         # Only incidents with a newer version need their stored membership.
         newer = [i for i, inc in latest.items() if inc.version > stored.get(i, 0)]
         members: dict[str, dict[str, StoredMember]] = {i: {} for i in newer}
@@ -415,7 +457,7 @@ class SQLiteStore:
             for m in conn.execute(
                 f"""SELECT m.incident_id, m.source, m.url, a.agencies
                     FROM incident_articles m LEFT JOIN articles a ON a.id = m.article_id
-                    WHERE m.incident_id IN ({marks}) ORDER BY m.position""",
+                    WHERE m.incident_id IN ({marks}) ORDER BY {MEMBER_ORDER}""",
                 list(chunk),
             ):
                 members[m["incident_id"]].append(m)
@@ -429,7 +471,7 @@ class SQLiteStore:
             if header is None:
                 return None
             members = conn.execute(
-                "SELECT * FROM incident_articles WHERE incident_id = ? ORDER BY position",
+                f"SELECT * FROM incident_articles m WHERE incident_id = ? ORDER BY {MEMBER_ORDER}",
                 (incident_id,),
             ).fetchall()
         finally:
@@ -446,13 +488,13 @@ class SQLiteStore:
             articles = [
                 member_view(m)
                 for m in conn.execute(
-                    """SELECT m.incident_id, m.article_id, m.title, m.source,
+                    f"""SELECT m.incident_id, m.article_id, m.title, m.source,
                               m.seen_at, m.duplicate_of, m.explanation, a.agencies,
                               COALESCE(m.url, a.url) AS url,
                               COALESCE(m.published, a.published) AS published
                        FROM incident_articles m
                        LEFT JOIN articles a ON a.id = m.article_id
-                       WHERE m.incident_id = ? ORDER BY m.position""",
+                       WHERE m.incident_id = ? ORDER BY {MEMBER_ORDER}""",
                     (incident_id,),
                 )
             ]

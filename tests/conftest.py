@@ -74,6 +74,7 @@ def make_settings(kafka_bootstrap: tuple[str, bool], tmp_path: Path, request: py
             "topic_raw": f"raw-{tag}",
             "topic_clean": f"clean-{tag}",
             "topic_incidents": f"incidents-{tag}",
+            "topic_members": f"members-{tag}",
             "topic_dlq": f"dlq-{tag}",
             "data_dir": tmp_path / "var",
             "replay_seeds": False,

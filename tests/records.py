@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
+from newsflow.schemas import (
+    Explanation,
+    Incident,
+    IncidentArticle,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+)
 
 NOW = datetime.now(UTC)
 
@@ -56,3 +63,39 @@ def incident(iid: str, version: int, ids: list[int], merged_into: str | None = N
             for n in ids
         ],
     )
+
+
+def header(iid: str, version: int, count: int, *, added: Sequence[int] = (),
+           removed: Sequence[int] = (), merged_into: str | None = None) -> IncidentVersion:
+    """Version ``version`` of incident ``iid`` as the incidents topic carries it."""
+    return IncidentVersion(
+        incident_id=iid, version=version, title=f"Incident {iid}",
+        first_seen=NOW - timedelta(hours=1), last_seen=NOW, updated_at=NOW + timedelta(seconds=version),
+        article_count=count, added=[f"a{n}" for n in added], removed=[f"a{n}" for n in removed],
+        merged_into=merged_into,
+    )
+
+
+def placed(n: int, iid: str, minute: int, *, moved_from: str | None = None) -> IncidentMember:
+    """Article ``a{n}`` put in incident ``iid`` at minute ``minute`` (a move, when it
+    names where it came from)."""
+    return IncidentMember(
+        incident_id=iid, incident_version=1, assigned_at=NOW + timedelta(minutes=minute),
+        article=IncidentArticle(
+            id=f"a{n}", title=f"Article {n} about cruise missiles", source="example.org",
+            published=NOW - timedelta(minutes=n),
+            explanation=Explanation(decision="joined", score=0.7, threshold=0.4,
+                                    moved_from=moved_from),
+        ),
+    )
+
+
+# A merge seen by a sink in every order the partitions may deliver: a1 and a2 join i1,
+# a3 starts i2, then i2 merges into i1 (a3 moved). Each step: the records one topic
+# partition delivers. The end state is the same whatever the interleaving.
+MERGE_STEPS: list[list[Any]] = [
+    [placed(1, "i1", 0), placed(2, "i1", 1), header("i1", 2, 2, added=[1, 2])],
+    [placed(3, "i2", 2), header("i2", 1, 1, added=[3])],
+    [placed(3, "i1", 3, moved_from="i2"), header("i1", 3, 3, added=[3])],
+    [header("i2", 2, 0, removed=[3], merged_into="i1")],
+]

@@ -40,6 +40,7 @@ def test_topics_are_created_with_explicit_partitions_and_kept(make_settings):
         settings.topic_raw: 4,
         settings.topic_clean: 1,
         settings.topic_incidents: settings.incident_partitions,
+        settings.topic_members: settings.incident_partitions,
         settings.topic_dlq: 1,
     }
 

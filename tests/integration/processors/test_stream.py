@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from newsflow.kafka import Publisher, ensure_topics
-from newsflow.schemas import DeadLetter, Incident, RawArticle, article_key
+from newsflow.schemas import (
+    DeadLetter,
+    IncidentArticle,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+    article_key,
+)
 from producers.replay import read_articles
 
 pytestmark = pytest.mark.integration
@@ -18,22 +25,25 @@ pytestmark = pytest.mark.integration
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
 
 
-def latest_incidents(records) -> dict[str, Incident]:
-    latest: dict[str, Incident] = {}
+def placed(records) -> dict[str, list[IncidentArticle]]:
+    """Each incident's articles, read from the members topic (each article's last place)."""
+    latest: dict[str, IncidentMember] = {}
     for record in records:
-        incident = Incident.from_bytes(record.value)
-        if incident.incident_id not in latest or incident.version > latest[incident.incident_id].version:
-            latest[incident.incident_id] = incident
-    return {k: v for k, v in latest.items() if v.merged_into is None}
+        member = IncidentMember.from_bytes(record.value)
+        known = latest.get(member.article.id)
+        if known is None or member.assigned_at >= known.assigned_at:
+            latest[member.article.id] = member
+    incidents: dict[str, list[IncidentArticle]] = {}
+    for member in latest.values():
+        incidents.setdefault(member.incident_id, []).append(member.article)
+    return incidents
 
 
 def holding(article_ids):
     wanted = set(article_ids)
 
     def check(records) -> bool:
-        return any(
-            wanted <= {a.id for a in inc.articles} for inc in latest_incidents(records).values()
-        )
+        return any(wanted <= {a.id for a in articles} for articles in placed(records).values())
 
     return check
 
@@ -49,14 +59,18 @@ def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_r
         for article in seeds:
             publisher.publish_article(article)
 
-    records = topic_reader(settings, settings.topic_incidents,
+    records = topic_reader(settings, settings.topic_members,
                            until=holding(a.id for a in seeds), timeout_s=90, watch=[worker])
-    incidents = latest_incidents(records)
-    with_seeds = [i for i in incidents.values() if {a.id for a in i.articles} >= {s.id for s in seeds}]
+    incidents = placed(records)
+    with_seeds = [i for i, arts in incidents.items() if {a.id for a in arts} >= {s.id for s in seeds}]
     assert len(with_seeds) == 1, worker.log()[-3000:]
-    [incident] = with_seeds
-    assert len(incident.articles) == 2
-    joined = [a for a in incident.articles if a.explanation and a.explanation.decision == "joined"]
+    articles = incidents[with_seeds[0]]
+    assert len(articles) == 2
+    # The incident's version on its own topic: counted, without the articles.
+    versions = topic_reader(settings, settings.topic_incidents, timeout_s=30, until=lambda r: any(
+        IncidentVersion.from_bytes(v.value).article_count == 2 for v in r))
+    assert all(IncidentVersion.from_bytes(v.value).incident_id == with_seeds[0] for v in versions)
+    joined = [a for a in articles if a.explanation and a.explanation.decision == "joined"]
     assert joined and joined[0].explanation.score >= joined[0].explanation.threshold
     assert joined[0].explanation.shared_terms
 
@@ -87,7 +101,7 @@ def reuters_in_one_worker(make_settings, start_role, topic_reader):
     worker = start_role(settings, "process")
     with Publisher(settings) as publisher:
         publisher.publish_article(reuters)
-    topic_reader(settings, settings.topic_incidents, until=holding([reuters.id]), timeout_s=90,
+    topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=90,
                  watch=[worker])
     return settings, worker, reuters, afp
 
@@ -101,12 +115,12 @@ def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_
         publisher.publish_article(afp)
         # A redelivered article must not become a second copy of itself.
         publisher.publish_article(reuters)
-    records = topic_reader(settings, settings.topic_incidents,
+    records = topic_reader(settings, settings.topic_members,
                            until=holding([reuters.id, afp.id]), timeout_s=90, watch=[second])
-    incidents = latest_incidents(records)
-    together = [i for i in incidents.values() if {reuters.id, afp.id} <= {a.id for a in i.articles}]
+    together = [arts for arts in placed(records).values()
+                if {reuters.id, afp.id} <= {a.id for a in arts}]
     assert len(together) == 1, second.log()[-3000:]
-    assert len(together[0].articles) == 2
+    assert len(together[0]) == 2
     assert "rebuilt from the changelog tables (1 articles)" in second.log()
 
 
@@ -123,12 +137,12 @@ def test_a_rebalance_between_two_workers_keeps_clustering_state(
         time.sleep(0.5)
     with Publisher(settings) as publisher:
         publisher.publish_article(afp)
-    records = topic_reader(settings, settings.topic_incidents,
+    records = topic_reader(settings, settings.topic_members,
                            until=holding([reuters.id, afp.id]), timeout_s=90,
                            watch=[first, second])
-    together = [i for i in latest_incidents(records).values()
-                if {reuters.id, afp.id} <= {a.id for a in i.articles}]
-    assert len(together) == 1 and len(together[0].articles) == 2
+    together = [arts for arts in placed(records).values()
+                if {reuters.id, afp.id} <= {a.id for a in arts}]
+    assert len(together) == 1 and len(together[0]) == 2
     # Whichever worker now holds the clean partition rebuilt the window from the tables.
     assert "rebuilt from the changelog tables (1 articles)" in first.log() + second.log()
 
@@ -148,7 +162,7 @@ def test_stream_goes_on_after_an_article_the_cluster_stage_rejects(make_settings
         # Valid JSON of a newer schema: the clean stage cannot read it either.
         publisher.send(settings.topic_raw, "future", b'{"schema_version": 99, "id": "f"}')
         publisher.publish_article(good)
-    topic_reader(settings, settings.topic_incidents, until=holding([good.id]), timeout_s=90,
+    topic_reader(settings, settings.topic_members, until=holding([good.id]), timeout_s=90,
                  watch=[worker])
     letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 1, timeout_s=30)
     assert "schema" in DeadLetter.from_bytes(letters[0].value).error
@@ -168,10 +182,15 @@ def test_a_burst_on_one_story_is_sent_as_few_versions_not_one_per_article(
         for article in copies:
             publisher.publish_article(article)
     worker = start_role(settings, "process")
-    records = topic_reader(settings, settings.topic_incidents,
+    records = topic_reader(settings, settings.topic_members,
                            until=holding(a.id for a in copies), timeout_s=90, watch=[worker])
-    [incident] = latest_incidents(records).values()
-    assert len(incident.articles) == 20
-    # Each version carries every article: one per article would send 20 copies of a
-    # growing list. The batch sends the story once (twice if the fetch split it).
-    assert len(records) <= 3, [Incident.from_bytes(r.value).version for r in records]
+    [articles] = placed(records).values()
+    assert len(articles) == 20
+    assert len(records) == 20  # each article's place, once
+    versions = topic_reader(settings, settings.topic_incidents, timeout_s=30, until=lambda r: any(
+        IncidentVersion.from_bytes(v.value).article_count == 20 for v in r))
+    # The batch sends the story's version once (twice if the fetch split it), naming
+    # the articles it added.
+    assert len(versions) <= 3, [IncidentVersion.from_bytes(v.value).version for v in versions]
+    added = [a for v in versions for a in IncidentVersion.from_bytes(v.value).added]
+    assert sorted(added) == sorted(a.id for a in copies)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
-from newsflow.schemas import RawArticle
+from newsflow.schemas import MAX_TEXT_CHARS, RawArticle
 from newsflow.settings import Settings
-from producers.feeds import MAX_TEXT_CHARS, FeedPoller, ProducerLoop, make_fetcher, run_producer
+from producers.feeds import FeedPoller, ProducerLoop, make_fetcher, run_producer
 from producers.state import StateStore
 
 sys.path.insert(0, str(Path(__file__).parent))

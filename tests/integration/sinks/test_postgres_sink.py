@@ -17,7 +17,7 @@ from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import open_store
-from tests.records import NOW, article, incident
+from tests.records import MERGE_STEPS, NOW, article, incident
 
 pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg")
@@ -319,5 +319,39 @@ def test_postgres_source_filter_matches_whole_words_of_the_outlet(postgres_dsn: 
         assert found("Times") == ["i2", "i3"]
         assert found("gulf-times.com") == ["i3"]
         assert found("100%") == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0), (2, 0, 3, 1), (1, 3, 0, 2)])
+def test_postgres_places_and_versions_agree_whatever_the_order_they_arrive_in(
+    postgres_server, order: tuple[int, ...]
+) -> None:
+    from sinks.postgres import PostgresSink
+
+    dsn = postgres_server.create_database()
+    sink = PostgresSink(dsn)
+    try:
+        for step in order:
+            sink.write(MERGE_STEPS[step])
+        before = table_state(dsn)
+        sink.write([r for step in MERGE_STEPS for r in step])  # a replay: no row touched
+        assert table_state(dsn) == before
+    finally:
+        sink.close()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT incident_id, article_id FROM incident_articles"
+                            " ORDER BY article_id").fetchall() == [("i1", "a1"), ("i1", "a2"),
+                                                                   ("i1", "a3")]
+    store = open_store(Settings(sink="postgres", postgres_dsn=dsn))
+    try:
+        [live] = store.list_incidents(since=timedelta(days=1))
+        assert (live.id, live.version, live.article_count) == ("i1", 3, 3)
+        detail = store.get_incident("i1")
+        assert detail is not None and [a.id for a in detail.articles] == ["a3", "a2", "a1"]
+        whole = store.latest_incident("i1")
+        assert whole is not None and [a.id for a in whole.articles] == ["a3", "a2", "a1"]
+        merged = store.get_incident("i2")
+        assert merged is not None and merged.summary.merged_into == "i1"
     finally:
         store.close()

@@ -219,7 +219,7 @@ def test_a_poison_message_too_large_to_quote_whole_does_not_stop_the_sink(make_s
     fit in a message, and the sink would retry it for ever, writing nothing more."""
     settings = make_settings(incident_partitions=1)
     ensure_topics(settings)
-    big = json.dumps({"schema_version": 2, "incident_id": "x",
+    big = json.dumps({"schema_version": 9, "incident_id": "x",
                       "text": ['"quoted"\n' * 30] * 17_000}).encode()
     assert len(big) > 6_000_000
     publish(settings, [(settings.topic_incidents, "x", big),

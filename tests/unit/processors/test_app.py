@@ -1,8 +1,9 @@
+from datetime import UTC, datetime
 from pathlib import Path
 
-from newsflow.schemas import RawArticle
+from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
 from newsflow.settings import Settings
-from processors.app import clean_article, create_app, read_ahead, stored_window
+from processors.app import clean_article, create_app, read_ahead, stored_window, table_incidents
 
 
 def test_faust_keeps_its_files_under_the_data_dir(tmp_path: Path, monkeypatch) -> None:
@@ -56,3 +57,40 @@ def test_storage_that_cannot_be_read_leaves_the_rebuild_to_the_tables(caplog) ->
     assert stored_window(None) == ([], [])
     # Read once, as lists: a loader may hand back generators.
     assert stored_window(lambda: (iter(["record"]), iter(["incident"]))) == (["record"], ["incident"])
+
+
+def test_the_tables_incidents_are_their_headers_joined_with_their_members() -> None:
+    from tests.records import MERGE_STEPS, incident
+
+    records = [r for step in MERGE_STEPS for r in step]
+    headers = {r.incident_id: r for r in records if isinstance(r, IncidentVersion)}
+    places = {r.article.id: r for r in records if isinstance(r, IncidentMember)}
+    older = incident("i9", 4, [7, 8])  # a table an older newsflow wrote: articles and all
+    got = table_incidents([*(h.model_dump(mode="json") for h in headers.values()),
+                           older.model_dump(mode="json")],
+                          [m.model_dump(mode="json") for m in places.values()])
+    by_id = {i.incident_id: i for i in got}
+    assert set(by_id) == {"i1", "i9"}  # i2 was merged away
+    assert by_id["i1"].version == 3
+    assert [a.id for a in by_id["i1"].articles] == ["a3", "a2", "a1"]
+    assert by_id["i9"] == older
+
+
+def test_a_huge_article_from_a_producer_that_cut_nothing_is_cut_to_fit_the_tables() -> None:
+    # `newsflow replay` (or anyone's producer) can send megabytes of non-Latin text; the
+    # cluster stage's table writes it as \uXXXX (six bytes a character), and past the
+    # message limit the worker crashed on it in a loop.
+    import json
+
+    from newsflow.kafka import MAX_MESSAGE_BYTES
+    from newsflow.schemas import MAX_TEXT_CHARS
+    from processors.stage import ArticleRecord
+
+    text = ("Сирийская армия начала наступление при поддержке российской авиации. " * 40_000)
+    raw = RawArticle(id="big", title="Наступление " * 1_000, text=text)
+    assert len(raw.to_bytes()) > 4_000_000
+    article = clean_article(raw)
+    assert len(article.text) <= MAX_TEXT_CHARS and article.fetch["text_truncated"] is True
+    assert article.fetch["text_chars"] == len(text.strip())
+    record = ArticleRecord(article, "inc-big", None, datetime.now(UTC))
+    assert len(json.dumps(record.to_json()).encode()) < MAX_MESSAGE_BYTES / 4

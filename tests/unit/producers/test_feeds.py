@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import pytest
 
 from newsflow.kafka import MessageTooLargeError, PublishError
-from newsflow.schemas import RawArticle
+from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, truncate_text
 from newsflow.settings import Settings
 from producers.extract import Extracted
 from producers.feedparse import FeedEntry
 from producers.feeds import (
-    MAX_TEXT_CHARS,
     FeedPoller,
     PageOutcome,
     PollResult,
@@ -28,7 +27,6 @@ from producers.feeds import (
     build_article,
     publish_all,
     sync_feeds_file,
-    truncate_text,
 )
 from producers.fetch import FetchError, FetchResult
 from producers.politeness import HostBusy, HostLimiter

@@ -13,6 +13,7 @@ import pytest
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from sinks.base import Record, SinkUnavailable
 from sinks.jsonl import JsonlSink, SearchUnsupported, load_jsonl_store
+from tests.records import MERGE_STEPS, placed
 
 NOW = datetime.now(UTC)
 
@@ -116,5 +117,26 @@ def test_search_says_the_file_has_no_article_text(tmp_path: Path) -> None:
         # An empty answer would read as "no matches" for text that was never stored.
         with pytest.raises(SearchUnsupported, match="jsonl sink does not keep"):
             store.search("Chile")
+    finally:
+        store.close()
+
+
+def test_articles_places_and_versions_are_lines_and_read_back_whole(tmp_path: Path) -> None:
+    path = tmp_path / "incidents.jsonl"
+    stream = [record for step in MERGE_STEPS for record in step]
+    sink = JsonlSink(path)
+    sink.write(stream)
+    # A replay, and the stage sending a place again later (a redelivery): no new line.
+    sink.write([*stream, placed(1, "i1", 9)])
+    sink.close()
+    kinds = [("place" if "assigned_at" in d else "version")
+             for d in map(json.loads, path.read_text().splitlines())]
+    assert kinds.count("place") == 4 and kinds.count("version") == 4
+    store = load_jsonl_store(path)
+    try:
+        [live] = store.list_incidents(since=timedelta(hours=1))
+        assert (live.id, live.article_count) == ("i1", 3)
+        detail = store.get_incident("i1")
+        assert detail is not None and [a.id for a in detail.articles] == ["a3", "a2", "a1"]
     finally:
         store.close()

@@ -8,19 +8,44 @@ from types import SimpleNamespace
 
 import pytest
 
-from newsflow.schemas import Incident, RawArticle
+from newsflow.schemas import (
+    Incident,
+    IncidentArticle,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+)
 from newsflow.settings import Settings
 from sinks.runner import Backoff, PoisonMessage, dead_letter, decode
 
-SETTINGS = Settings(topic_incidents="inc", topic_clean="clean")
+SETTINGS = Settings(topic_incidents="inc", topic_members="mem", topic_clean="clean")
 
 
-def test_decode_by_topic() -> None:
-    inc = Incident(incident_id="i1", version=1)
+def test_decode_by_topic_and_schema_version() -> None:
+    whole = Incident(incident_id="i1", version=1)  # an older newsflow's version
+    header = IncidentVersion(incident_id="i1", version=2, article_count=3, added=["a3"])
+    member = IncidentMember(incident_id="i1", incident_version=2,
+                            assigned_at="2026-12-02T10:00:00Z", article=IncidentArticle(id="a3"))
     art = RawArticle(id="a1", title="t")
-    assert decode("inc", inc.to_bytes(), SETTINGS) == inc
+    assert decode("inc", whole.to_bytes(), SETTINGS) == whole
+    assert decode("inc", header.to_bytes(), SETTINGS) == header
+    assert decode("mem", member.to_bytes(), SETTINGS) == member
     assert decode("clean", art.to_bytes(), SETTINGS) == art
     assert decode("inc", None, SETTINGS) is None  # a tombstone on the compacted topic
+
+
+@pytest.mark.parametrize(
+    ("topic", "value"),
+    [
+        ("mem", {"schema_version": 2, "incident_id": "i", "incident_version": 1,
+                 "assigned_at": "2026-12-02T10:00:00Z", "article": {"id": "a"}}),
+        ("clean", {"schema_version": 2, "id": "a"}),
+    ],
+)
+def test_an_unknown_version_of_each_topic_is_poison(topic: str, value: dict[str, object]) -> None:
+    with pytest.raises(PoisonMessage) as info:
+        decode(topic, json.dumps(value).encode(), SETTINGS)
+    assert info.value.kind == "schema_version"
 
 
 @pytest.mark.parametrize(
@@ -30,7 +55,7 @@ def test_decode_by_topic() -> None:
         (b"{not json", "undecodable"),
         (b"[1, 2]", "invalid"),
         (
-            json.dumps({"schema_version": 2, "incident_id": "i", "version": 1}).encode(),
+            json.dumps({"schema_version": 3, "incident_id": "i", "version": 1}).encode(),
             "schema_version",
         ),
         (json.dumps({"incident_id": "i", "version": 1}).encode(), "schema_version"),

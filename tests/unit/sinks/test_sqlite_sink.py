@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from datetime import timedelta
@@ -12,7 +13,7 @@ import pytest
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from sinks.base import BatchingSink, Record
 from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, SQLiteStore, connect, fts_query
-from tests.records import NOW, article, incident
+from tests.records import MERGE_STEPS, NOW, article, header, incident, placed
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "var" / "newsflow.db"
 
 
-def write(db: Path, *records: Incident | RawArticle) -> None:
+def write(db: Path, *records: Record) -> None:
     sink = SQLiteSink(db)
     try:
         for r in records:
@@ -293,3 +294,54 @@ def test_a_version_1_database_is_upgraded_in_place(db: Path) -> None:
         assert conn.execute(
             "SELECT article_id, title_derived FROM incident_articles ORDER BY 1").fetchall() == [
             ("a1", 0), ("a2", 0)]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(len(MERGE_STEPS)))))
+def test_articles_places_and_versions_agree_whatever_the_order_they_arrive_in(
+    tmp_path: Path, order: tuple[int, ...]
+) -> None:
+    # Member records and versions travel on different topics and partitions: a move
+    # can arrive before the place it moves from, a merged version before the first one.
+    db = tmp_path / "newsflow.db"
+    for step in order:
+        write(db, *MERGE_STEPS[step])
+    write(db, *MERGE_STEPS[order[0]])  # and a replay changes nothing
+    assert members(db) == [("i1", "a1"), ("i1", "a2"), ("i1", "a3")]
+    store = SQLiteStore(db)
+    [live] = store.list_incidents()
+    assert (live.id, live.version, live.article_count) == ("i1", 3, 3)
+    detail = store.get_incident("i1")
+    assert detail is not None
+    assert [a.id for a in detail.articles] == ["a3", "a2", "a1"]  # in time order
+    moved = detail.articles[0].explanation
+    assert moved is not None and moved.moved_from == "i2"
+    merged = store.get_incident("i2")
+    assert merged is not None and merged.summary.merged_into == "i1"
+
+
+def test_history_rows_keep_what_each_version_added_and_removed(db: Path) -> None:
+    write(db, *(record for step in MERGE_STEPS for record in step))
+    with sqlite3.connect(db) as conn:
+        rows = {(iid, v): json.loads(payload) for iid, v, payload in conn.execute(
+            "SELECT incident_id, version, payload FROM incident_versions")}
+    assert set(rows) == {("i1", 2), ("i1", 3), ("i2", 1), ("i2", 2)}
+    assert (rows["i1", 3]["added"], rows["i1", 3]["article_count"]) == (["a3"], 3)
+    assert (rows["i2", 2]["removed"], rows["i2", 2]["merged_into"]) == (["a3"], "i1")
+
+
+def test_a_story_sent_as_places_reads_back_whole(db: Path) -> None:
+    write(db, *(record for step in MERGE_STEPS for record in step))
+    got = SQLiteStore(db).latest_incident("i1")
+    assert got is not None and got.version == 3
+    assert [a.id for a in got.articles] == ["a3", "a2", "a1"]
+    assert got.articles[0].explanation and got.articles[0].explanation.moved_from == "i2"
+
+
+def test_a_place_sent_again_changes_no_row(db: Path) -> None:
+    # The stage sends an article's place again, as it was, when it redelivers it.
+    write(db, placed(1, "i1", 0), header("i1", 1, 1, added=[1]))
+    with sqlite3.connect(db) as conn:
+        before = conn.execute("SELECT * FROM incident_articles").fetchall()
+    write(db, placed(1, "i1", 0))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT * FROM incident_articles").fetchall() == before

@@ -1,0 +1,23 @@
+"""One-line summaries of the records `newsflow tail` shows."""
+
+from __future__ import annotations
+
+from newsflow.tail import describe
+from tests.records import header, incident, placed
+
+
+def test_a_version_says_its_count_and_what_it_changed() -> None:
+    line = describe(header("i1", 3, 12, added=[4, 5], removed=[2]).to_bytes())
+    assert line == "incident i1 v3 12 article(s) +2 -1 'Incident i1'"
+    merged = describe(header("i2", 2, 0, removed=[3], merged_into="i1").to_bytes())
+    assert merged == "incident i2 v2 merged into i1"
+
+
+def test_a_place_says_where_the_article_went_and_why() -> None:
+    assert describe(placed(3, "i1", 3, moved_from="i2").to_bytes()) == (
+        "article a3 in incident i1 (from i2): joined example.org 'Article 3 about cruise missiles'")
+
+
+def test_an_older_newsflow_s_whole_version_is_still_read() -> None:
+    assert describe(incident("i1", 2, [1, 2]).to_bytes()) == (
+        "incident i1 v2 2 article(s) [example.org] 'Incident i1'")
