@@ -1,4 +1,5 @@
-"""Sink throughput: incident versions written per second, SQLite and PostgreSQL.
+"""Sink throughput: incident versions written per second, SQLite and PostgreSQL, with
+each version's article (its place) and the article itself, as the processors send them.
 
     .venv/bin/python benchmarks/sinks.py [--incidents 2000] [--versions 5] [--batch 500]
 
@@ -28,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from newsflow.broker import free_port  # noqa: E402
 from newsflow.schemas import (  # noqa: E402
     Explanation,
-    Incident,
     IncidentArticle,
+    IncidentMember,
+    IncidentVersion,
     RawArticle,
 )
 from sinks.base import BatchingSink, Record  # noqa: E402
@@ -46,7 +48,8 @@ def workload(incidents: int, versions: int, seed: int = 7) -> tuple[list[Record]
     rng = random.Random(seed)
     start = datetime(2024, 1, 1, tzinfo=UTC)
     records: list[Record] = []
-    members: dict[str, list[IncidentArticle]] = {}
+    count: dict[str, int] = {}
+    first_seen: dict[str, datetime] = {}
     version_of: dict[str, int] = {}
     n_versions = 0
     for step in range(incidents * versions):
@@ -61,18 +64,21 @@ def workload(incidents: int, versions: int, seed: int = 7) -> tuple[list[Record]
                        published=when, fetched_at=when, source=f"outlet{rng.randrange(40)}.example",
                        url=f"https://news.example/{aid}")
         )
-        members.setdefault(iid, []).append(
-            IncidentArticle(
+        version_of[iid] = version_of.get(iid, 0) + 1
+        count[iid] = count.get(iid, 0) + 1
+        first_seen.setdefault(iid, when)
+        records.append(IncidentMember(
+            incident_id=iid, incident_version=version_of[iid], assigned_at=when,
+            article=IncidentArticle(
                 id=aid, title="t", source="outlet.example", published=when, seen_at=when,
                 explanation=Explanation(decision="joined", score=0.5, threshold=0.3,
                                         shared_terms=rng.sample(WORDS, 5)),
-            )
-        )
-        version_of[iid] = version_of.get(iid, 0) + 1
+            ),
+        ))
         records.append(
-            Incident(incident_id=iid, version=version_of[iid], title=f"Incident {iid}",
-                     first_seen=members[iid][0].published, last_seen=when, updated_at=when,
-                     articles=list(members[iid]))
+            IncidentVersion(incident_id=iid, version=version_of[iid], title=f"Incident {iid}",
+                            first_seen=first_seen[iid], last_seen=when, updated_at=when,
+                            article_count=count[iid], added=[aid])
         )
         n_versions += 1
     return records, n_versions
@@ -97,7 +103,7 @@ def report(name: str, make: Callable[[], BatchingSink], records: Sequence[Record
         replay = measure(sink, records, batch)
     finally:
         sink.close()
-    n_articles = len(records) - n_versions
+    n_articles = n_versions  # one article, and its place, per version
     print(
         f"{name:10s} {n_versions / first:9.0f} incident versions/s"
         f" (+{n_articles} articles, {len(records) / first:7.0f} records/s, {first:6.2f} s);"
@@ -143,7 +149,7 @@ def main() -> None:
 
     records, n_versions = workload(args.incidents, args.versions)
     print(f"workload: {n_versions} incident versions of {args.incidents} incidents,"
-          f" {len(records) - n_versions} articles (~2 KB text each), batches of {args.batch}")
+          f" {n_versions} articles (~2 KB text each) and their places, batches of {args.batch}")
 
     from sinks.jsonl import JsonlSink
     from sinks.sqlite import SQLiteSink
