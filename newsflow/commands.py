@@ -1,4 +1,4 @@
-"""Core subcommands: run (the whole service), replay, tail, topics."""
+"""Core subcommands: run (the whole service), replay, tail, dlq redrive, topics."""
 
 from __future__ import annotations
 
@@ -68,6 +68,20 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.redrive import redrive
+
+    report = redrive(settings, dry_run=args.dry_run)
+    verb = "would send" if args.dry_run else "sent"
+    for topic, count in sorted(report.sent.items()):
+        print(f"{verb} {count} back to {topic}")
+    if not report.sent:
+        print("no dead letters since the last redrive")
+    for reason in report.kept:
+        print(f"kept {reason}")
+    return 0
+
+
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.kafka import ensure_topics, topic_specs
 
@@ -90,12 +104,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
     rep.set_defaults(func=cmd_replay)
 
-    tl = sub.add_parser("tail", help="follow a topic (raw, clean, incidents, dlq, or a name)")
+    tl = sub.add_parser(
+        "tail", help="follow a topic (raw, clean, incidents, members, dlq, or a name)")
     tl.add_argument("topic")
     tl.add_argument("--from-beginning", action="store_true")
     tl.add_argument("--json", action="store_true", help="print the raw message values")
     tl.add_argument("--limit", type=int, help="stop after this many messages")
     tl.set_defaults(func=cmd_tail)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter topic")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    rd = dlq_sub.add_parser("redrive", help="send the dead letters since the last redrive back "
+                                            "to their topics (once their cause is fixed)")
+    rd.add_argument("--dry-run", action="store_true", help="only say what would be sent")
+    rd.set_defaults(func=cmd_dlq_redrive)
 
     tp = sub.add_parser("topics", help="create newsflow's topics (if missing) and list them")
     tp.set_defaults(func=cmd_topics)

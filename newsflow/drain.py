@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -111,23 +111,30 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[
             return []
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        messages: list[Message] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            batches = consumer.poll(timeout_ms=500, max_records=1000)
-            for records in batches.values():
-                messages.extend(Message(record.key, record.value, list(record.headers))
-                                for record in records)
-            # The end: an answered fetch, nothing more, and the position at least at the
-            # high watermark (which the embedded broker may report low, never high).
-            if not batches and all(
-                (end := consumer.highwater(tp)) is not None and consumer.position(tp) >= end
-                for tp in parts
-            ):
-                return messages
-        raise DrainError(f"could not read {topic} to its end in {timeout_s:.0f}s")
+        return [Message(record.key, record.value, list(record.headers))
+                for record in read_to_end(consumer, parts, timeout_s)]
     finally:
         consumer.close()
+
+
+def read_to_end(consumer: KafkaConsumer, parts: list[TopicPartition], timeout_s: float) -> list[Any]:
+    """The records from the consumer's positions in ``parts`` to their ends (kafka-python's
+    ConsumerRecords); ``DrainError`` if that takes longer than ``timeout_s``."""
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batches = consumer.poll(timeout_ms=500, max_records=1000)
+        for batch in batches.values():
+            records.extend(batch)
+        # The end: an answered fetch, nothing more, and the position at least at the
+        # high watermark (which the embedded broker may report low, never high).
+        if not batches and all(
+            (end := consumer.highwater(tp)) is not None and consumer.position(tp) >= end
+            for tp in parts
+        ):
+            return records
+    topics = ", ".join(sorted({tp.topic for tp in parts}))
+    raise DrainError(f"could not read {topics} to its end in {timeout_s:.0f}s")
 
 
 def _partitions(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:

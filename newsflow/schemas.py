@@ -11,6 +11,7 @@ import base64
 import gzip
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -279,6 +280,8 @@ class DeadLetter(_Message):
     value_bytes: int | None = None  # the original value's size
     value_sha256: str | None = None
     value_truncated: bool = False
+    # The original's headers: (name, value as base64).
+    headers: list[tuple[str, str]] = Field(default_factory=list)
     failed_at: datetime = Field(default_factory=utcnow)
 
     @classmethod
@@ -294,6 +297,10 @@ class DeadLetter(_Message):
             except UnicodeDecodeError:
                 key, key_encoding = base64.b64encode(record.key).decode("ascii"), "base64"
         raw = record.value if isinstance(record.value, bytes) else b""
+        found = getattr(record, "headers", None) or []  # kafka-python: pairs; faust: either
+        pairs = found.items() if isinstance(found, Mapping) else found
+        headers = [(str(name), base64.b64encode(value or b"").decode("ascii"))
+                   for name, value in pairs]
         try:
             value, encoding = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
@@ -310,6 +317,7 @@ class DeadLetter(_Message):
             value=value if record.value is not None else None,
             value_encoding=encoding,  # type: ignore[arg-type]
             value_bytes=len(raw) if record.value is not None else None,
+            headers=headers,
         )
         if len(raw) * 6 + 65536 < LETTER_MAX_BYTES:  # fits whatever its escaping
             return letter
@@ -331,6 +339,9 @@ class DeadLetter(_Message):
         if self.key is None:
             return None
         return base64.b64decode(self.key) if self.key_encoding == "base64" else self.key.encode("utf-8")
+
+    def original_headers(self) -> list[tuple[str, bytes]]:
+        return [(name, base64.b64decode(value)) for name, value in self.headers]
 
     def original_value(self) -> bytes | None:
         """The original value's bytes (as far as kept: see ``value_truncated``)."""

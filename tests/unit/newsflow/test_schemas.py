@@ -129,3 +129,13 @@ def test_an_incident_version_says_what_it_changed():
     assert Incident(incident_id="i", version=1).change == "created"
     assert Incident(incident_id="i", version=2).change == "updated"
     assert Incident(incident_id="i", version=3, merged_into="j").change == "merged"
+
+
+@pytest.mark.parametrize("headers", [[("trace", b"\x00\x01"), ("id", b"")],  # kafka-python
+                                     {"trace": b"\x00\x01", "id": b""}])  # faust, at times
+def test_a_dead_letter_keeps_the_original_headers(headers) -> None:
+    consumed = SimpleNamespace(topic="t", partition=0, offset=1, key=b"k", value=b"v",
+                               headers=headers)
+    letter = DeadLetter.of_record("sink", consumed, "bad", "invalid")
+    back = DeadLetter.from_bytes(letter.to_bytes())
+    assert back.original_headers() == [("trace", b"\x00\x01"), ("id", b"")]
