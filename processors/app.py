@@ -33,21 +33,18 @@ from newsflow.schemas import (
     DeadLetter,
     Incident,
     IncidentMember,
-    IncidentVersion,
     RawArticle,
     truncate_text,
 )
 from newsflow.settings import Settings
-from processors.assemble import incidents_from_parts
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
 from processors.stage import (
     ArticleRecord,
     IncidentStage,
     StageResult,
-    batch_output,
-    saved_state,
 )
+from processors.tables import StageTables
 from processors.text import clean_text, clean_title
 
 logger = logging.getLogger(__name__)
@@ -155,7 +152,9 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                                 use_partitioner=True)
     members_table = app.Table(MEMBERS_TABLE, partitions=1, schema=table_schema,
                               use_partitioner=True)
-    # Member records whose sending failed: sent again with the next batch.
+    stage_tables = StageTables(articles_table, incidents_table, members_table)
+    # Member records whose sending was refused (an error raised at once, not one in
+    # delivery): sent again with the next batch.
     unsent: dict[str, IncidentMember] = {}
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
@@ -174,19 +173,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     def load_stage() -> IncidentStage:
         # Blocks the event loop while it runs (seconds for a long history); a thread was
         # tried, but tables touched across a rebalance it overtook went wrong.
-        stage = IncidentStage(config)
-        tables = ([ArticleRecord.from_json(v) for v in articles_table.values()],
-                  table_incidents(incidents_table.values(), members_table.values()))
         stored = stored_window(window_loader)
-        records, incidents = saved_state(stored, tables)
-        count = stage.restore(records, incidents)
-        # Incidents the stage did not keep (retired, or past incident_days) leave the
-        # table too; nothing else would ever remove them.
-        for incident_id in [i for i in incidents_table.keys() if i not in stage.incidents]:
-            incidents_table.pop(incident_id, None)
+        stage, from_tables = stage_tables.rebuild(config, stored)
         logger.info("cluster state rebuilt from the changelog tables (%d articles) and "
-                    "storage (%d articles): %d articles, %d incidents", len(tables[0]),
-                    len(stored[0]), count, len(stage.incidents))
+                    "storage (%d articles): %d articles, %d incidents", from_tables,
+                    len(stored[0]), len(stage), len(stage.incidents))
         return stage
 
     async def clean(stream: StreamT) -> AsyncIterator[None]:
@@ -208,7 +199,6 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 stage_holder["stage"] = load_stage()
             stage = stage_holder["stage"]
             results: list[StageResult] = []
-            evicted: set[str] = set()
             for event in events:
                 try:
                     article = decode_article(event.value)
@@ -217,23 +207,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                     await send_dead_letter("cluster", event, exc)
                     continue
                 results.append(result)
-                if result.record is not None:
-                    articles_table[article.id] = result.record.to_json()
-                for article_id in result.evicted_articles:
-                    articles_table.pop(article_id, None)
-                evicted.update(result.evicted_incidents)
-                for incident_id in result.evicted_incidents:
-                    incidents_table.pop(incident_id, None)
-                for article_id in result.evicted_members:
-                    members_table.pop(article_id, None)
-                    unsent.pop(article_id, None)
                 metrics.observe(result)
                 logger.debug("article %s -> %s (%s)", article.id, result.decision.incident_id,
                              result.decision.explanation.decision)
-            output = batch_output(results)
+            output = stage_tables.record(stage, results)
             for member in output.members:
                 unsent.pop(member.article.id, None)
-                members_table[member.article.id] = member.model_dump(mode="json")
             # Articles first: a version names articles its readers should already have.
             for member in [*unsent.values(), *output.members]:
                 try:
@@ -246,10 +225,6 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                     logger.error("article %s in incident %s not emitted: %s",
                                  member.article.id, member.incident_id, exc)
             for version in output.versions:
-                if version.merged_into is None and version.incident_id not in evicted:
-                    incidents_table[version.incident_id] = version.model_dump(mode="json")
-                else:
-                    incidents_table.pop(version.incident_id, None)
                 try:
                     await incidents_topic.send(
                         key=version.incident_id.encode(), value=version.to_bytes()
@@ -325,20 +300,6 @@ class ProcessorMetrics:
             self.splits.inc()
         for incident in result.incidents:
             self.incident_versions.inc(change=incident.change)
-
-
-def table_incidents(headers: Iterable[dict[str, Any]],
-                    members: Iterable[dict[str, Any]]) -> list[Incident]:
-    """The incidents the cluster tables hold: headers and member records, joined. A
-    header with its articles is a table written by an older newsflow: taken whole."""
-    whole: list[Incident] = []
-    parts: list[IncidentVersion] = []
-    for value in headers:
-        if "articles" in value:
-            whole.append(Incident.model_validate(value))
-        else:
-            parts.append(IncidentVersion.model_validate(value))
-    return whole + incidents_from_parts(parts, (IncidentMember.model_validate(m) for m in members))
 
 
 def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], list[Incident]]:

@@ -69,8 +69,10 @@ def incidents_from_parts(
     """Whole incidents from their versions' headers and their articles' member records
     (the cluster stage's tables hold them apart, as the topics do: bounded records).
 
-    Members whose incident's header is missing (a table that lost its last records) make
-    an incident numbered past any version sent with them."""
+    The places are written before the header, so the header is the likelier to have lost
+    its last record (the embedded broker's recovery can): an incident whose places name a
+    later version than its header, or that has no header at all, is numbered past any
+    version sent with them."""
     held: dict[str, list[IncidentMember]] = {}
     for member in members:
         held.setdefault(member.incident_id, []).append(member)
@@ -91,8 +93,20 @@ def _whole(header: IncidentVersion, members: list[IncidentMember]) -> Incident:
     restored = _with_articles(_empty(header.incident_id, header.updated_at),
                               sorted((m.article for m in members), key=time_order),
                               header.updated_at)
-    return restored.model_copy(update={"version": header.version, "updated_at": header.updated_at,
-                                       "title": header.title or restored.title})
+    later = [m.incident_version for m in members if m.incident_version > header.version]
+    version = max(later) + len(later) if later else header.version
+    # The header's summary stands: it was made from every article, and the places here
+    # may be only those written since the stage last read storage.
+    return restored.model_copy(update={
+        "version": version, "updated_at": header.updated_at,
+        "title": header.title or restored.title,
+        "first_seen": min(_dated(header.first_seen, restored.first_seen), default=None),
+        "last_seen": max(_dated(header.last_seen, restored.last_seen), default=None),
+    })
+
+
+def _dated(*times: datetime | None) -> list[datetime]:
+    return [t for t in times if t is not None]
 
 
 def _empty(incident_id: str, now: datetime) -> Incident:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -168,15 +168,35 @@ def saved_state(
     later needs their summaries), which the tables do not. Where both have an article, the
     table's record wins; where both have an incident, the newer version does.
     """
-    records: dict[str, ArticleRecord] = {}
-    incidents: dict[str, Incident] = {}
-    for source_records, source_incidents in (stored, tables):
-        records.update((record.article.id, record) for record in source_records)
-        for incident in source_incidents:
-            known = incidents.get(incident.incident_id)
-            if known is None or incident.version >= known.version:
-                incidents[incident.incident_id] = incident
+    stored_records, stored_incidents = stored
+    table_records, table_incidents = tables
+    records = {record.article.id: record for record in stored_records}
+    records.update((record.article.id, record) for record in table_records)
+    from_storage, from_tables = _newest(stored_incidents), _newest(table_incidents)
+    incidents = dict(from_storage)
+    # The tables hold the places written since the stage last read storage: an incident
+    # it took from storage and changed since has the rest of its articles there (those
+    # no table places anywhere).
+    placed = {a.id for incident in from_tables.values() for a in incident.articles}
+    for incident_id, incident in from_tables.items():
+        known = from_storage.get(incident_id)
+        if known is not None and known.version > incident.version:
+            continue
+        rest = [a for a in known.articles if a.id not in placed] if known else []
+        if rest:
+            incident = incident.model_copy(
+                update={"articles": sorted([*incident.articles, *rest], key=time_order)})
+        incidents[incident_id] = incident
     return list(records.values()), list(incidents.values())
+
+
+def _newest(incidents: Iterable[Incident]) -> dict[str, Incident]:
+    newest: dict[str, Incident] = {}
+    for incident in incidents:
+        known = newest.get(incident.incident_id)
+        if known is None or incident.version >= known.version:
+            newest[incident.incident_id] = incident
+    return newest
 
 
 class IncidentStage:
@@ -199,8 +219,10 @@ class IncidentStage:
     def __len__(self) -> int:
         return len(self._arrivals)
 
-    def restore(self, records: Iterable[ArticleRecord], incidents: Iterable[Incident]) -> int:
-        """Rebuild from stored state (tables or storage): records in arrival order.
+    def restore(self, records: Iterable[ArticleRecord], incidents: Iterable[Incident],
+                placed_at: Mapping[str, datetime] | None = None) -> int:
+        """Rebuild from stored state (tables or storage): records in arrival order;
+        ``placed_at``, when each article was put in its incident (the members table).
 
         An article's record keeps the incident it was first decided into; a merge or split
         since then moved it, and the incidents' current versions say where to.
@@ -215,9 +237,10 @@ class IncidentStage:
                 for member in incident.articles:
                     current[member.id] = incident.incident_id
                     self._placed[member.id] = incident.incident_id
-                    # Put there when decided, unless moved since (when, is not kept: the
-                    # decision's time is older, so a reader keeps its newer record).
-                    self._placed_at[member.id] = member.seen_at or incident.updated_at
+                    # Unknown: when decided (older than a move since, so a reader that
+                    # has the move keeps it).
+                    self._placed_at[member.id] = ((placed_at or {}).get(member.id)
+                                                  or member.seen_at or incident.updated_at)
         ordered = sorted(records, key=lambda r: r.seen_at)
         for record in ordered:
             self.clusterer.restore(
@@ -283,6 +306,17 @@ class IncidentStage:
         return StageResult(decision, record, changed, evicted_articles, evicted_incidents,
                            members, evicted_members)
 
+    def place_of(self, article_id: str) -> str | None:
+        """The incident holding ``article_id``, if any."""
+        return self._placed.get(article_id)
+
+    def member(self, article_id: str) -> IncidentMember:
+        """``article_id``'s place, as sent (it must be held)."""
+        incident = self.incidents[self._placed[article_id]]
+        entry = next(a for a in incident.articles if a.id == article_id)
+        return IncidentMember(incident_id=incident.incident_id, incident_version=incident.version,
+                              assigned_at=self._placed_at[article_id], article=entry)
+
     def _member_changes(self, entry: IncidentArticle, moved: dict[str, str],
                         changed: list[Incident], now: datetime) -> list[MemberChange]:
         """The member records of a decision: the new article's, and those of the articles
@@ -293,15 +327,17 @@ class IncidentStage:
                                                incident_version=target.version,
                                                assigned_at=now, article=entry),
                                 self._placed.get(entry.id))]
+        entries: dict[str, dict[str, IncidentArticle]] = {}  # by destination, by article
         for article_id, destination in moved.items():
             version = versions.get(destination)
             left = self._placed.get(article_id)
             if version is None or left is None or left == destination:
                 continue  # not moved after all (already there, or not held)
-            held = [a for a in version.articles if a.id == article_id]
+            if destination not in entries:
+                entries[destination] = {a.id: a for a in version.articles}
             changes.append(MemberChange(IncidentMember(
                 incident_id=destination, incident_version=version.version,
-                assigned_at=now, article=held[0]), left))
+                assigned_at=now, article=entries[destination][article_id]), left))
         return changes
 
     def _evict(self, sweep: bool = False) -> tuple[list[str], list[str], list[str]]:

@@ -10,7 +10,6 @@ after a restart.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -110,12 +109,10 @@ class JsonlSink(BatchingSink):
 
 
 def line_key(data: dict[str, Any]) -> tuple[str, str]:
-    """What makes a line the same record: an incident's version; an article's place and
-    entry (sent again when the stage redelivers it, at a later time: the same line)."""
+    """What makes a line the same record: an incident's version; an article's place, and
+    when it was put there (a redelivery sends it again as it was: the same line)."""
     if "assigned_at" in data:
-        entry = json.dumps(data["article"], sort_keys=True).encode()
-        return (f"article {data['article']['id']}",
-                f"{data['incident_id']} {hashlib.sha256(entry).hexdigest()[:32]}")
+        return (f"article {data['article']['id']}", f"{data['incident_id']} {data['assigned_at']}")
     return (str(data["incident_id"]), str(int(data["version"])))
 
 

@@ -1,9 +1,9 @@
 from datetime import UTC, datetime
 from pathlib import Path
 
-from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
+from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
-from processors.app import clean_article, create_app, read_ahead, stored_window, table_incidents
+from processors.app import clean_article, create_app, read_ahead, stored_window
 
 
 def test_faust_keeps_its_files_under_the_data_dir(tmp_path: Path, monkeypatch) -> None:
@@ -57,23 +57,6 @@ def test_storage_that_cannot_be_read_leaves_the_rebuild_to_the_tables(caplog) ->
     assert stored_window(None) == ([], [])
     # Read once, as lists: a loader may hand back generators.
     assert stored_window(lambda: (iter(["record"]), iter(["incident"]))) == (["record"], ["incident"])
-
-
-def test_the_tables_incidents_are_their_headers_joined_with_their_members() -> None:
-    from tests.records import MERGE_STEPS, incident
-
-    records = [r for step in MERGE_STEPS for r in step]
-    headers = {r.incident_id: r for r in records if isinstance(r, IncidentVersion)}
-    places = {r.article.id: r for r in records if isinstance(r, IncidentMember)}
-    older = incident("i9", 4, [7, 8])  # a table an older newsflow wrote: articles and all
-    got = table_incidents([*(h.model_dump(mode="json") for h in headers.values()),
-                           older.model_dump(mode="json")],
-                          [m.model_dump(mode="json") for m in places.values()])
-    by_id = {i.incident_id: i for i in got}
-    assert set(by_id) == {"i1", "i9"}  # i2 was merged away
-    assert by_id["i1"].version == 3
-    assert [a.id for a in by_id["i1"].articles] == ["a3", "a2", "a1"]
-    assert by_id["i9"] == older
 
 
 def test_a_huge_article_from_a_producer_that_cut_nothing_is_cut_to_fit_the_tables() -> None:

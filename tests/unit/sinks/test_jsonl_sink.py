@@ -13,7 +13,7 @@ import pytest
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from sinks.base import Record, SinkUnavailable
 from sinks.jsonl import JsonlSink, SearchUnsupported, load_jsonl_store
-from tests.records import MERGE_STEPS, placed
+from tests.records import MERGE_STEPS, header, placed
 
 NOW = datetime.now(UTC)
 
@@ -126,8 +126,8 @@ def test_articles_places_and_versions_are_lines_and_read_back_whole(tmp_path: Pa
     stream = [record for step in MERGE_STEPS for record in step]
     sink = JsonlSink(path)
     sink.write(stream)
-    # A replay, and the stage sending a place again later (a redelivery): no new line.
-    sink.write([*stream, placed(1, "i1", 9)])
+    # A replay (and the stage sending a place again as it was): no new line.
+    sink.write([*stream, placed(1, "i1", 0)])
     sink.close()
     kinds = [("place" if "assigned_at" in d else "version")
              for d in map(json.loads, path.read_text().splitlines())]
@@ -138,5 +138,27 @@ def test_articles_places_and_versions_are_lines_and_read_back_whole(tmp_path: Pa
         assert (live.id, live.article_count) == ("i1", 3)
         detail = store.get_incident("i1")
         assert detail is not None and [a.id for a in detail.articles] == ["a3", "a2", "a1"]
+    finally:
+        store.close()
+
+
+def test_an_article_moved_back_and_forth_keeps_its_last_place(tmp_path: Path) -> None:
+    # a1 starts in i1, moves to i2, back to i1, to i2 again: the last move has the same
+    # incident and entry as the first one, and is a line of its own all the same.
+    path = tmp_path / "incidents.jsonl"
+    sink = JsonlSink(path)
+    sink.write([placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
+    sink.write([placed(1, "i2", 1, moved_from="i1"), header("i2", 1, 1, added=[1]),
+                header("i1", 2, 0, removed=[1])])
+    sink.write([placed(1, "i1", 2, moved_from="i2"), header("i1", 3, 1, added=[1]),
+                header("i2", 2, 0, removed=[1])])
+    sink.write([placed(1, "i2", 3, moved_from="i1"), header("i2", 3, 1, added=[1]),
+                header("i1", 4, 0, removed=[1])])
+    sink.close()
+    store = load_jsonl_store(path)
+    try:
+        i1, i2 = store.get_incident("i1"), store.get_incident("i2")
+        assert i1 is not None and i2 is not None
+        assert ([a.id for a in i1.articles], [a.id for a in i2.articles]) == ([], ["a1"])
     finally:
         store.close()

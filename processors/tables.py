@@ -1,0 +1,98 @@
+"""The cluster stage's three changelog-backed tables, and what it keeps in them.
+
+``articles``: each article in the window (``ArticleRecord``), to rebuild the clusterer.
+``incidents``: each live incident's last version, without its articles (its header).
+``members``: each article's place in an incident (``IncidentMember``).
+No record grows with a story. The tables are plain mappings here (faust's tables in the
+worker, dicts in tests), so the bookkeeping is tested without a broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from newsflow.schemas import Incident, IncidentMember, IncidentVersion
+from processors.assemble import incidents_from_parts
+from processors.clustering import ClusterConfig
+from processors.stage import (
+    ArticleRecord,
+    BatchOutput,
+    IncidentStage,
+    StageResult,
+    batch_output,
+    saved_state,
+)
+
+Stored = tuple[Iterable[ArticleRecord], Iterable[Incident]]
+
+
+def table_incidents(headers: Iterable[dict[str, Any]],
+                    members: Iterable[IncidentMember]) -> list[Incident]:
+    """The incidents the tables hold: headers and places, joined. A header with its
+    articles is a table written by an older newsflow: taken whole."""
+    whole: list[Incident] = []
+    parts: list[IncidentVersion] = []
+    for value in headers:
+        if "articles" in value:
+            whole.append(Incident.model_validate(value))
+        else:
+            parts.append(IncidentVersion.model_validate(value))
+    return whole + incidents_from_parts(parts, members)
+
+
+@dataclass
+class StageTables:
+    articles: MutableMapping[str, Any]
+    incidents: MutableMapping[str, Any]
+    members: MutableMapping[str, Any]
+
+    def rebuild(self, config: ClusterConfig, stored: Stored) -> tuple[IncidentStage, int]:
+        """A stage rebuilt from the tables and ``stored`` (storage's window); returns it
+        and how many articles the tables held. What the stage did not keep leaves the
+        tables; an article the tables place elsewhere than the stage gets its place."""
+        places = {article_id: IncidentMember.model_validate(value)
+                  for article_id, value in self.members.items()}
+        records = [ArticleRecord.from_json(v) for v in self.articles.values()]
+        tables = (records, table_incidents(self.incidents.values(), places.values()))
+        stage = IncidentStage(config)
+        stage.restore(*saved_state(stored, tables),
+                      placed_at={a: m.assigned_at for a, m in places.items()})
+        # Incidents the stage did not keep (retired, or past incident_days), and their
+        # articles' places: nothing else would ever remove them.
+        for incident_id in [i for i in self.incidents.keys() if i not in stage.incidents]:
+            self.incidents.pop(incident_id, None)
+        for article_id, place in places.items():
+            held = stage.place_of(article_id)
+            if held is None:
+                self.members.pop(article_id, None)
+            elif held != place.incident_id:  # storage knew better (the table lost records)
+                self.members[article_id] = stage.member(article_id).model_dump(mode="json")
+        return stage, len(records)
+
+    def record(self, stage: IncidentStage, results: list[StageResult]) -> BatchOutput:
+        """Keep a batch's results in the tables; returns what the batch sends."""
+        evicted: set[str] = set()
+        for result in results:
+            if result.record is not None:
+                self.articles[result.record.article.id] = result.record.to_json()
+            for article_id in result.evicted_articles:
+                self.articles.pop(article_id, None)
+            evicted.update(result.evicted_incidents)
+            for incident_id in result.evicted_incidents:
+                self.incidents.pop(incident_id, None)
+            for article_id in result.evicted_members:
+                self.members.pop(article_id, None)
+        output = batch_output(results)
+        for member in output.members:
+            # Sent all the same (readers keep incidents the stage forgets), but not kept
+            # for an incident the batch's sweep let go.
+            if member.incident_id in stage.incidents:
+                self.members[member.article.id] = member.model_dump(mode="json")
+        for version in output.versions:
+            if version.merged_into is None and version.incident_id not in evicted:
+                self.incidents[version.incident_id] = version.model_dump(mode="json")
+            else:
+                self.incidents.pop(version.incident_id, None)
+        return output

@@ -1,0 +1,160 @@
+"""The cluster stage's tables (dicts here, faust's in the worker): what a batch keeps,
+what a rebuild finds, after restarts, rebalances, lost records and an upgrade."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any
+
+from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
+from processors.clustering import ClusterConfig
+from processors.stage import ArticleRecord, IncidentStage, StageResult
+from processors.tables import StageTables, Stored, table_incidents
+from tests.records import MERGE_STEPS, incident
+from tests.unit.processors.test_stage import T0, _two_stories_in_one_incident, filler, seeds
+
+
+class Worker:
+    """The cluster agent's use of its tables, without faust: rebuild, then batches."""
+
+    def __init__(self, config: ClusterConfig, sweep_every: int | None = None) -> None:
+        self.config = config
+        self.sweep_every = sweep_every
+        self.tables = StageTables({}, {}, {})
+        self.sent: list[Any] = []  # what went out on the topics, in order
+        self.stage: IncidentStage | None = None
+
+    def rebuild(self, stored: Stored = ([], [])) -> IncidentStage:
+        self.stage, _ = self.tables.rebuild(self.config, stored)
+        if self.sweep_every:
+            self.stage.SWEEP_EVERY = self.sweep_every
+        return self.stage
+
+    def batch(self, articles: list[tuple[RawArticle, datetime]]) -> list[StageResult]:
+        stage = self.stage or self.rebuild()
+        results = [stage.process(article, now) for article, now in articles]
+        output = self.tables.record(stage, results)
+        self.sent += [*output.members, *output.versions]
+        return results
+
+
+def test_the_tables_incidents_are_their_headers_joined_with_their_members() -> None:
+    records = [r for step in MERGE_STEPS for r in step]
+    headers = {r.incident_id: r for r in records if isinstance(r, IncidentVersion)}
+    places = {r.article.id: r for r in records if isinstance(r, IncidentMember)}
+    older = incident("i9", 4, [7, 8])  # a table an older newsflow wrote: articles and all
+    got = table_incidents([*(h.model_dump(mode="json") for h in headers.values()),
+                           older.model_dump(mode="json")], places.values())
+    by_id = {i.incident_id: i for i in got}
+    assert set(by_id) == {"i1", "i9"}  # i2 was merged away
+    assert by_id["i1"].version == 3
+    assert [a.id for a in by_id["i1"].articles] == ["a3", "a2", "a1"]
+    assert by_id["i9"] == older
+
+
+def test_places_of_an_incident_the_batch_let_go_are_not_kept():
+    reuters, _ = seeds()
+    worker = Worker(ClusterConfig(window_days=1, incident_days=3), sweep_every=1)
+    first, later = worker.batch([(reuters, T0), (filler(10), T0 + timedelta(days=10))])
+    assert first.decision.incident_id in later.evicted_incidents
+    assert first.decision.incident_id not in worker.tables.incidents
+    assert reuters.id not in worker.tables.members
+    assert any(isinstance(r, IncidentMember) and r.article.id == reuters.id for r in worker.sent)
+
+
+def test_a_rebuild_drops_the_places_of_incidents_it_did_not_keep():
+    reuters, _ = seeds()
+    worker = Worker(ClusterConfig(window_days=1, incident_days=3))
+    [first] = worker.batch([(reuters, T0)])
+    worker.batch([(filler(2), T0 + timedelta(days=2))])  # reuters leaves the window
+    incident_id = first.decision.incident_id
+    assert incident_id in worker.tables.incidents and reuters.id in worker.tables.members
+    worker.batch([(filler(5), T0 + timedelta(days=5))])  # the incident is past incident_days
+    stage = worker.rebuild()
+    assert incident_id not in stage.incidents
+    assert incident_id not in worker.tables.incidents and reuters.id not in worker.tables.members
+
+
+def test_a_header_that_lost_its_last_record_does_not_make_a_version_number_sent_before(tmp_path):
+    from sinks.sqlite import SQLiteSink
+
+    reuters, afp = seeds()
+    afp = afp.model_copy(update={"published": T0})
+    third = afp.model_copy(update={"id": "third", "url": "https://example.net/3",
+                                   "canonical_url": None, "source": "third.example"})
+    worker = Worker(ClusterConfig())
+    [first] = worker.batch([(reuters, T0)])
+    incident_id = first.decision.incident_id
+    header_v1 = dict(worker.tables.incidents[incident_id])
+    worker.batch([(afp, T0 + timedelta(minutes=1))])
+    worker.tables.incidents[incident_id] = header_v1  # the table lost its last record
+    worker.rebuild()
+    [result] = worker.batch([(third, T0 + timedelta(minutes=2))])
+    assert result.decision.incident_id == incident_id
+    versions = [r.version for r in worker.sent if isinstance(r, IncidentVersion)]
+    assert versions[-1] > versions[-2] and len(set(versions)) == len(versions)
+    sink = SQLiteSink(tmp_path / "db.sqlite")
+    sink.write(worker.sent)
+    sink.close()
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        assert conn.execute("SELECT article_count FROM incidents").fetchall() == [(3,)]
+
+
+def _after_a_day_away() -> tuple[ClusterConfig, IncidentStage, list[ArticleRecord], str]:
+    """Reuters, then a later story that pushes it out of the window: its incident stays
+    as a summary, with an article the tables no longer hold."""
+    reuters, _ = seeds()
+    config = ClusterConfig(window_days=1, incident_days=90)
+    before = IncidentStage(config)
+    first = before.process(reuters, T0)
+    quake = before.process(filler(2), T0 + timedelta(days=2))
+    return config, before, [first.record, quake.record], first.decision.incident_id
+
+
+def test_an_incident_from_storage_keeps_its_articles_through_the_next_rebuild():
+    # The tables hold only the places written since the stage read storage (the embedded
+    # broker forgets the tables on a restart); storage has the rest.
+    config, before, records, incident_id = _after_a_day_away()
+    reuters, afp = seeds()
+    day2 = T0 + timedelta(days=2)
+    worker = Worker(config)
+    worker.rebuild((list(records), list(before.incidents.values())))
+    [joined] = worker.batch([(afp.model_copy(update={"published": day2}), day2)])
+    assert joined.decision.incident_id == incident_id
+    whole = worker.stage.incidents[incident_id]
+    assert [a.id for a in whole.articles] == [reuters.id, afp.id]
+    # A rebalance: rebuilt from the tables and storage (which has what was sent).
+    stage = worker.rebuild(([*records, joined.record], [*before.incidents.values(), whole]))
+    assert stage.incidents[incident_id] == whole
+
+
+def test_an_older_newsflow_s_whole_table_row_keeps_its_articles_after_the_upgrade():
+    config, before, records, incident_id = _after_a_day_away()
+    reuters, afp = seeds()
+    day2 = T0 + timedelta(days=2)
+    worker = Worker(config)
+    # The older newsflow's tables: whole incidents; reuters already left the window.
+    worker.tables.articles.update({records[1].article.id: records[1].to_json()})
+    worker.tables.incidents.update({i.incident_id: i.model_dump(mode="json")
+                                    for i in before.incidents.values()})
+    stored = (list(records), list(before.incidents.values()))
+    worker.rebuild(stored)
+    [joined] = worker.batch([(afp.model_copy(update={"published": day2}), day2)])
+    stage = worker.rebuild(stored)
+    assert [a.id for a in stage.incidents[incident_id].articles] == [reuters.id, afp.id]
+
+
+def test_a_moved_article_redelivered_after_a_restart_is_sent_as_it_was():
+    worker = Worker(ClusterConfig(join_threshold=-100.0, split_every=1))
+    articles = _two_stories_in_one_incident()
+    for n, article in enumerate(articles):
+        worker.batch([(article, T0 + timedelta(minutes=n))])
+    placed_at = worker.tables.members["quake-1"]["assigned_at"]
+    assert placed_at != worker.tables.articles["quake-1"]["seen_at"]  # it was moved
+    worker.rebuild()  # a restart; the last batch's offset was not committed
+    quake1 = next(a for a in articles if a.id == "quake-1")
+    [again] = worker.batch([(quake1, T0 + timedelta(hours=1))])
+    assert again.decision.redelivery
+    assert worker.tables.members["quake-1"]["assigned_at"] == placed_at
+    assert worker.sent[-2].model_dump(mode="json")["assigned_at"] == placed_at
