@@ -72,13 +72,17 @@ def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.redrive import redrive
 
     report = redrive(settings, dry_run=args.dry_run)
-    verb = "would send" if args.dry_run else "sent"
+    would = "would be " if args.dry_run else ""
     for topic, count in sorted(report.sent.items()):
-        print(f"{verb} {count} back to {topic}")
-    if not report.sent:
-        print("no dead letters since the last redrive")
+        print(f"{count} {would}sent back to {topic}")
+    if report.stored:
+        print(f"{report.stored} of the sink's {would}written to storage")
     for reason in report.kept:
-        print(f"kept {reason}")
+        print(f"not sent: {reason}")
+    if report.again:
+        print(f"{len(report.again)} {would}left on {settings.topic_dlq} for the next redrive")
+    if not (report.sent or report.stored or report.kept):
+        print("no dead letters since the last redrive")
     return 0
 
 

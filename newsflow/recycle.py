@@ -34,6 +34,7 @@ from newsflow.broker import EmbeddedBroker
 from newsflow.drain import DrainError, drain_groups, read_topic, wait_drained
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.metrics import Registry, textfile_path, write_textfile
+from newsflow.redrive import mark_redriven, redriven_to
 from newsflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -170,9 +171,21 @@ def save_dead_letters(settings: Settings) -> None:
              for m in read_topic(settings, settings.topic_dlq)]
     path = carried_letters(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # How far `newsflow dlq redrive` got: the letters come back at the same offsets (one
+    # partition, in order), and without it the next redrive would send them all again.
+    done = redriven_to(settings)
+    marker = redriven_marker(settings)
+    if done is None:
+        marker.unlink(missing_ok=True)
+    else:
+        marker.write_text(json.dumps({"offset": done}), encoding="utf-8")
     partial = path.with_name(path.name + ".tmp")  # never half a file under the real name
     partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     os.replace(partial, path)
+
+
+def redriven_marker(settings: Settings) -> Path:
+    return settings.data_dir / "dead-letters.carried.redriven.json"
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -200,5 +213,9 @@ def restore_dead_letters(settings: Settings) -> None:
                     headers.append(CARRIED_HEADER)
                 publisher.send(settings.topic_dlq, key, _unb64(letter["value"]), headers=headers)
         logger.info("carried %d dead letter(s) over to the new broker", len(letters))
+    marker = redriven_marker(settings)
+    if marker.exists():
+        mark_redriven(settings, int(json.loads(marker.read_text(encoding="utf-8"))["offset"]))
+        marker.unlink()
     path.unlink()
 

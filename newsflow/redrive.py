@@ -1,10 +1,14 @@
-"""Sending dead letters back to the topics they came from, once their cause is fixed.
+"""Sending dead letters back where they came from, once their cause is fixed.
 
-A dead letter keeps its original's key, value and headers, so the original goes back as
-it was (with a ``newsflow-redriven`` header). The redrive's own consumer group remembers
-how far it got: each letter is sent back once, and a letter that fails again comes back
-as a new one, for the next redrive. A letter whose value was cut to fit cannot be sent
-back whole: it is reported and left where it is.
+A dead letter keeps its original's key, value and headers. A letter from the processors
+goes back to its topic as it was (with a ``newsflow-redriven`` header). A letter from the
+sink is written to storage by the sink's own code instead: sent back to a compacted topic
+(incident versions, places) it would become the last word for its key there, over newer
+records. The redrive's consumer group remembers how far it got (a recycle of the embedded
+broker carries that over), so each letter goes back once; one that fails again comes back
+as a new letter. So does one the redrive cannot deliver yet (its topic is gone, the sink
+still cannot read it): it is put back at the end of the dead-letter topic, for the next
+redrive. A letter whose value was cut to fit can never go back whole: it is reported.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ REDRIVEN_HEADER = "newsflow-redriven"
 
 @dataclass
 class RedriveReport:
-    sent: Counter[str] = field(default_factory=Counter)  # by topic
+    sent: Counter[str] = field(default_factory=Counter)  # back to their topics, by topic
+    stored: int = 0  # the sink's letters, written to storage
     kept: list[str] = field(default_factory=list)  # letters not sent back, and why
+    again: list[DeadLetter] = field(default_factory=list)  # put back, for the next redrive
 
 
 def redrive_group(settings: Settings) -> str:
@@ -37,8 +43,8 @@ def redrive_group(settings: Settings) -> str:
 
 
 def redrive(settings: Settings, *, dry_run: bool = False, timeout_s: float = 60.0) -> RedriveReport:
-    """Send every dead letter since the last redrive back to its topic; with ``dry_run``,
-    only say what would be sent (and remember nothing)."""
+    """Send every dead letter since the last redrive back; with ``dry_run``, only say what
+    would be sent (and remember nothing)."""
     report = RedriveReport()
     consumer = make_consumer(settings, group_id=redrive_group(settings), enable_auto_commit=False)
     try:
@@ -46,6 +52,7 @@ def redrive(settings: Settings, *, dry_run: bool = False, timeout_s: float = 60.
                  for p in sorted(consumer.partitions_for_topic(settings.topic_dlq) or ())]
         if not parts:
             return report
+        topics = consumer.topics()
         consumer.assign(parts)
         for tp in parts:
             done = consumer.committed(tp)
@@ -53,29 +60,88 @@ def redrive(settings: Settings, *, dry_run: bool = False, timeout_s: float = 60.
                 consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, done)
-        letters: list[tuple[str, DeadLetter | None]] = []
+        to_send: list[DeadLetter] = []
+        to_store: list[tuple[str, DeadLetter]] = []
         for record in read_to_end(consumer, parts, timeout_s):
             where = f"{record.topic}/{record.partition}@{record.offset}"
             try:
-                letters.append((where, DeadLetter.from_bytes(record.value or b"")))
+                letter = DeadLetter.from_bytes(record.value or b"")
             except ValueError:
-                letters.append((where, None))
-        with Publisher(settings, client_id="newsflow-redrive") as publisher:
-            for where, letter in letters:
-                if letter is None:
-                    report.kept.append(f"{where}: not a dead letter")
-                elif letter.value_truncated:
-                    report.kept.append(f"{where}: its original was cut to fit "
-                                       f"({letter.value_bytes} bytes, sha256 {letter.value_sha256})")
-                else:
-                    report.sent[letter.topic] += 1
-                    if not dry_run:
-                        publisher.send(letter.topic, letter.original_key(), letter.original_value(),
-                                       headers=[*letter.original_headers(), (REDRIVEN_HEADER, b"1")])
-            if not dry_run:
+                report.kept.append(f"{where}: not a dead letter")
+                continue
+            if letter.value_truncated:
+                report.kept.append(f"{where}: its original was cut to fit "
+                                   f"({letter.value_bytes} bytes, sha256 {letter.value_sha256})")
+            elif letter.topic not in topics:
+                # Sending would create it, with a broker's defaults, for no one to read.
+                report.kept.append(f"{where}: its topic {letter.topic} does not exist")
+                report.again.append(letter)
+            elif letter.stage == "sink":
+                to_store.append((where, letter))
+            else:
+                to_send.append(letter)
+        report.stored = _store(settings, to_store, report, dry_run)
+        report.sent.update(letter.topic for letter in to_send)
+        if dry_run:
+            return report
+        if to_send or report.again:
+            with Publisher(settings, client_id="newsflow-redrive") as publisher:
+                for letter in to_send:
+                    publisher.send(letter.topic, letter.original_key(), letter.original_value(),
+                                   headers=[*letter.original_headers(), (REDRIVEN_HEADER, b"1")])
+                for letter in report.again:
+                    publisher.publish_dead_letter(letter)
                 publisher.flush()
-        if not dry_run:  # only once every original is back on its topic
-            consumer.commit({tp: OffsetAndMetadata(consumer.position(tp), "") for tp in parts})
+        # Only once every original is back (a crash before this sends them again: the
+        # stages and the sinks take a message seen before as a no-op).
+        consumer.commit({tp: OffsetAndMetadata(consumer.position(tp), "") for tp in parts})
         return report
+    finally:
+        consumer.close()
+
+
+def _store(settings: Settings, letters: list[tuple[str, DeadLetter]], report: RedriveReport,
+           dry_run: bool) -> int:
+    """Write the sink's letters to storage as the sink would; returns how many."""
+    if not letters:
+        return 0
+    # The sink's own reading and writing (a processors' letter never gets here).
+    from sinks.runner import PoisonMessage, decode
+    from sinks.store import make_sink
+
+    records = []
+    for where, letter in letters:
+        try:
+            record = decode(letter.topic, letter.original_value(), settings)
+        except PoisonMessage as exc:
+            report.kept.append(f"{where}: the sink still cannot read it ({exc.kind}: {exc})")
+            report.again.append(letter)
+            continue
+        if record is not None:
+            records.append(record)
+    if records and not dry_run:
+        sink = make_sink(settings)
+        try:
+            sink.migrate()
+            sink.write(records)
+        finally:
+            sink.close()
+    return len(records)
+
+
+def redriven_to(settings: Settings) -> int | None:
+    """How far the redrive got on the (one-partition) dead-letter topic, if it ran."""
+    consumer = make_consumer(settings, group_id=redrive_group(settings), enable_auto_commit=False)
+    try:
+        return consumer.committed(TopicPartition(settings.topic_dlq, 0))
+    finally:
+        consumer.close()
+
+
+def mark_redriven(settings: Settings, offset: int) -> None:
+    consumer = make_consumer(settings, group_id=redrive_group(settings), enable_auto_commit=False)
+    try:
+        consumer.assign([TopicPartition(settings.topic_dlq, 0)])
+        consumer.commit({TopicPartition(settings.topic_dlq, 0): OffsetAndMetadata(offset, "")})
     finally:
         consumer.close()

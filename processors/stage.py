@@ -172,21 +172,11 @@ def saved_state(
     table_records, table_incidents = tables
     records = {record.article.id: record for record in stored_records}
     records.update((record.article.id, record) for record in table_records)
-    from_storage, from_tables = _newest(stored_incidents), _newest(table_incidents)
-    incidents = dict(from_storage)
-    # The tables hold the places written since the stage last read storage: an incident
-    # it took from storage and changed since has the rest of its articles there (those
-    # no table places anywhere).
-    placed = {a.id for incident in from_tables.values() for a in incident.articles}
-    for incident_id, incident in from_tables.items():
-        known = from_storage.get(incident_id)
-        if known is not None and known.version > incident.version:
-            continue
-        rest = [a for a in known.articles if a.id not in placed] if known else []
-        if rest:
-            incident = incident.model_copy(
-                update={"articles": sorted([*incident.articles, *rest], key=time_order)})
-        incidents[incident_id] = incident
+    incidents = _newest(stored_incidents)
+    for incident_id, incident in _newest(table_incidents).items():
+        known = incidents.get(incident_id)
+        if known is None or incident.version >= known.version:
+            incidents[incident_id] = incident
     return list(records.values()), list(incidents.values())
 
 
@@ -313,9 +303,14 @@ class IncidentStage:
     def member(self, article_id: str) -> IncidentMember:
         """``article_id``'s place, as sent (it must be held)."""
         incident = self.incidents[self._placed[article_id]]
-        entry = next(a for a in incident.articles if a.id == article_id)
-        return IncidentMember(incident_id=incident.incident_id, incident_version=incident.version,
-                              assigned_at=self._placed_at[article_id], article=entry)
+        return next(m for m in self.members_of(incident.incident_id) if m.article.id == article_id)
+
+    def members_of(self, incident_id: str) -> list[IncidentMember]:
+        """The places of an incident's articles, as sent."""
+        incident = self.incidents[incident_id]
+        return [IncidentMember(incident_id=incident_id, incident_version=incident.version,
+                               assigned_at=self._placed_at[a.id], article=a)
+                for a in incident.articles]
 
     def _member_changes(self, entry: IncidentArticle, moved: dict[str, str],
                         changed: list[Incident], now: datetime) -> list[MemberChange]:

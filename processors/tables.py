@@ -10,7 +10,7 @@ worker, dicts in tests), so the bookkeeping is tested without a broker.
 from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion
@@ -47,6 +47,11 @@ class StageTables:
     articles: MutableMapping[str, Any]
     incidents: MutableMapping[str, Any]
     members: MutableMapping[str, Any]
+    # Incidents the stage holds articles of that have no place in the tables (taken from
+    # storage, or from an older newsflow's whole row): their places are written when the
+    # incident next changes, so the tables hold every incident they have a header of
+    # whole. (Not at once: storage can hold far more than will change.)
+    unplaced: set[str] = field(default_factory=set)
 
     def rebuild(self, config: ClusterConfig, stored: Stored) -> tuple[IncidentStage, int]:
         """A stage rebuilt from the tables and ``stored`` (storage's window); returns it
@@ -69,6 +74,8 @@ class StageTables:
                 self.members.pop(article_id, None)
             elif held != place.incident_id:  # storage knew better (the table lost records)
                 self.members[article_id] = stage.member(article_id).model_dump(mode="json")
+        self.unplaced = {incident_id for incident_id, incident in stage.incidents.items()
+                         if any(a.id not in places for a in incident.articles)}
         return stage, len(records)
 
     def record(self, stage: IncidentStage, results: list[StageResult]) -> BatchOutput:
@@ -93,6 +100,12 @@ class StageTables:
         for version in output.versions:
             if version.merged_into is None and version.incident_id not in evicted:
                 self.incidents[version.incident_id] = version.model_dump(mode="json")
+                if version.incident_id in self.unplaced:
+                    self.unplaced.discard(version.incident_id)
+                    for member in stage.members_of(version.incident_id):
+                        if member.article.id not in self.members:
+                            self.members[member.article.id] = member.model_dump(mode="json")
             else:
                 self.incidents.pop(version.incident_id, None)
+                self.unplaced.discard(version.incident_id)
         return output

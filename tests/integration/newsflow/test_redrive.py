@@ -7,17 +7,21 @@ from types import SimpleNamespace
 import pytest
 
 from newsflow.drain import read_topic
-from newsflow.kafka import Publisher, ensure_topics
+from newsflow.kafka import Publisher, ensure_topics, make_consumer
+from newsflow.recycle import restore_dead_letters, save_dead_letters
 from newsflow.redrive import REDRIVEN_HEADER, redrive
 from newsflow.schemas import DeadLetter
+from sinks.store import open_store
+from tests.records import header
 
 pytestmark = pytest.mark.integration
 
 
-def letter_for(topic: str, offset: int, key: bytes, value: bytes) -> DeadLetter:
+def letter_for(topic: str, offset: int, key: bytes, value: bytes,
+               stage: str = "clean") -> DeadLetter:
     consumed = SimpleNamespace(topic=topic, partition=0, offset=offset, key=key, value=value,
                                headers=[("trace", b"\x00\x01")])
-    return DeadLetter.of_record("clean", consumed, "no title or text", "PoisonMessage")
+    return DeadLetter.of_record(stage, consumed, "no title or text", "PoisonMessage")
 
 
 def test_dead_letters_go_back_to_their_topics_once(make_settings) -> None:
@@ -49,3 +53,55 @@ def test_dead_letters_go_back_to_their_topics_once(make_settings) -> None:
         publisher.publish_dead_letter(letter_for(settings.topic_clean, 6, b"k2", b"{}"))
     assert dict(redrive(settings).sent) == {settings.topic_clean: 1}
     assert len(read_topic(settings, settings.topic_raw)) == 1
+
+
+def test_the_sink_s_letters_go_to_storage_not_back_to_a_compacted_topic(make_settings) -> None:
+    # Sent back to newsflow.incidents, an old version would become the last word for its
+    # key there (compaction keeps the last), over the newer ones.
+    settings = make_settings()
+    ensure_topics(settings)
+    version = header("i1", 2, 3, added=[3])
+    with Publisher(settings) as publisher:
+        publisher.publish_dead_letter(letter_for(settings.topic_incidents, 7, b"i1",
+                                                 version.to_bytes(), stage="sink"))
+        publisher.publish_dead_letter(letter_for(settings.topic_incidents, 8, b"i2",
+                                                 b'{"schema_version": 9}', stage="sink"))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw + "-gone", 1, b"k", b"{}"))
+    report = redrive(settings)
+    assert (report.stored, dict(report.sent)) == (1, {})
+    assert any("still cannot read it (schema_version" in reason for reason in report.kept)
+    assert any("does not exist" in reason for reason in report.kept)
+    # Those two wait at the end of the topic for the next redrive (the cause fixed by then).
+    assert len(report.again) == 2 and len(redrive(settings, dry_run=True).kept) == 2
+    store = open_store(settings)
+    try:
+        [stored] = store.list_incidents()
+        assert (stored.id, stored.version, stored.article_count) == ("i1", 2, 3)
+    finally:
+        store.close()
+    assert read_topic(settings, settings.topic_incidents) == []
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        assert settings.topic_raw + "-gone" not in consumer.topics()  # not created by a send
+    finally:
+        consumer.close()
+
+
+def test_a_broker_recycle_does_not_make_the_next_redrive_send_everything_again(
+        make_settings) -> None:
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 5, b"k1", b"{}"))
+    assert dict(redrive(settings).sent) == {settings.topic_raw: 1}
+    # What a recycle does: the letters saved, then written back to an empty broker (here
+    # a new dead-letter topic stands for it: no offsets committed on it).
+    save_dead_letters(settings)
+    fresh = settings.model_copy(update={"topic_dlq": settings.topic_dlq + "-new"})
+    ensure_topics(fresh)
+    restore_dead_letters(fresh)
+    assert len(read_topic(fresh, fresh.topic_dlq)) == 1  # kept, for the record ...
+    assert not redrive(fresh).sent  # ... but not sent back again
+    with Publisher(fresh) as publisher:
+        publisher.publish_dead_letter(letter_for(fresh.topic_raw, 6, b"k2", b"{}"))
+    assert dict(redrive(fresh).sent) == {fresh.topic_raw: 1}

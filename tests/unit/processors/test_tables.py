@@ -9,7 +9,7 @@ from typing import Any
 
 from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
 from processors.clustering import ClusterConfig
-from processors.stage import ArticleRecord, IncidentStage, StageResult
+from processors.stage import ArticleRecord, IncidentStage, StageResult, saved_state
 from processors.tables import StageTables, Stored, table_incidents
 from tests.records import MERGE_STEPS, incident
 from tests.unit.processors.test_stage import T0, _two_stories_in_one_incident, filler, seeds
@@ -158,3 +158,29 @@ def test_a_moved_article_redelivered_after_a_restart_is_sent_as_it_was():
     assert again.decision.redelivery
     assert worker.tables.members["quake-1"]["assigned_at"] == placed_at
     assert worker.sent[-2].model_dump(mode="json")["assigned_at"] == placed_at
+
+
+def test_a_rebuild_does_not_put_back_an_article_that_moved_to_an_incident_since_let_go():
+    # Storage (a sink behind, or an older sink refusing the new versions) still has a3 in
+    # i1; the tables have i1's newer version without it: a3 moved to i2, which a sweep has
+    # let go since (its places left the members table with it).
+    stored = ([], [incident("i1", 2, [1, 2, 3])])
+    tables = ([], [incident("i1", 3, [1, 2])])
+    _, incidents = saved_state(stored, tables)
+    [i1] = incidents
+    assert [a.id for a in i1.articles] == ["a1", "a2"]
+
+
+def test_the_first_change_after_a_rebuild_writes_every_place_of_the_incident():
+    # So the tables hold whole every incident they have a header of, and a rebuild from
+    # them alone (storage unreadable) loses nothing.
+    config, before, records, incident_id = _after_a_day_away()
+    reuters, afp = seeds()
+    day2 = T0 + timedelta(days=2)
+    worker = Worker(config)
+    worker.rebuild((list(records), list(before.incidents.values())))
+    assert reuters.id not in worker.tables.members
+    worker.batch([(afp.model_copy(update={"published": day2}), day2)])
+    assert {reuters.id, afp.id} <= set(worker.tables.members)
+    stage = worker.rebuild()  # the tables alone
+    assert [a.id for a in stage.incidents[incident_id].articles] == [reuters.id, afp.id]
