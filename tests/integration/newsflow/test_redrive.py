@@ -105,3 +105,22 @@ def test_a_broker_recycle_does_not_make_the_next_redrive_send_everything_again(
     with Publisher(fresh) as publisher:
         publisher.publish_dead_letter(letter_for(fresh.topic_raw, 6, b"k2", b"{}"))
     assert dict(redrive(fresh).sent) == {fresh.topic_raw: 1}
+
+
+def test_the_command_says_what_it_sent_and_what_it_left(make_settings, capsys) -> None:
+    from argparse import Namespace
+
+    from newsflow.commands import cmd_dlq_redrive
+
+    settings = make_settings()
+    ensure_topics(settings)
+    assert cmd_dlq_redrive(Namespace(dry_run=False), settings) == 0
+    assert capsys.readouterr().out == "no dead letters since the last redrive\n"
+    with Publisher(settings) as publisher:
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 5, b"k1", b"{}"))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw + "-gone", 1, b"k", b"{}"))
+    assert cmd_dlq_redrive(Namespace(dry_run=True), settings) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"1 would be sent back to {settings.topic_raw}"
+    assert "does not exist" in lines[1]
+    assert lines[2] == f"1 would be left on {settings.topic_dlq} for the next redrive"
