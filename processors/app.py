@@ -15,6 +15,7 @@ an agent (faust agents that raise die silently).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -153,8 +154,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     members_table = app.Table(MEMBERS_TABLE, partitions=1, schema=table_schema,
                               use_partitioner=True)
     stage_tables = StageTables(articles_table, incidents_table, members_table)
-    # Member records whose sending was refused (an error raised at once, not one in
-    # delivery): sent again with the next batch.
+    # Places whose sending failed: sent again with the next batch.
     unsent: dict[str, IncidentMember] = {}
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
@@ -211,19 +211,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 logger.debug("article %s -> %s (%s)", article.id, result.decision.incident_id,
                              result.decision.explanation.decision)
             output = stage_tables.record(stage, results)
-            for member in output.members:
-                unsent.pop(member.article.id, None)
             # Articles first: a version names articles its readers should already have.
-            for member in [*unsent.values(), *output.members]:
-                try:
-                    await members_topic.send(key=member.article.id.encode(),
-                                             value=member.to_bytes())
-                    unsent.pop(member.article.id, None)
-                except Exception as exc:  # noqa: BLE001 - kept, and sent with the next batch
-                    unsent[member.article.id] = member
-                    metrics.dead_letters.inc(stage="emit", kind=type(exc).__name__)
-                    logger.error("article %s in incident %s not emitted: %s",
-                                 member.article.id, member.incident_id, exc)
+            for failed, why in await send_places(members_topic, output.members, unsent):
+                metrics.dead_letters.inc(stage="emit", kind=type(why).__name__)
+                logger.error("article %s in incident %s not emitted (sent again with the next "
+                             "batch): %s", failed.article.id, failed.incident_id, why)
             for version in output.versions:
                 try:
                     await incidents_topic.send(
@@ -300,6 +292,33 @@ class ProcessorMetrics:
             self.splits.inc()
         for incident in result.incidents:
             self.incident_versions.inc(change=incident.change)
+
+
+async def send_places(topic: Any, members: list[IncidentMember],
+                      unsent: dict[str, IncidentMember]) -> list[tuple[IncidentMember, BaseException]]:
+    """Send a batch's places, and those that failed before (``unsent``), waiting for their
+    delivery: a place lost is an article storage shows in the wrong incident until it
+    moves again (a version lost is made good by the next). What fails is left in
+    ``unsent`` for the next batch; returns it with why."""
+    for member in members:
+        unsent.pop(member.article.id, None)
+    pending = [*unsent.values(), *members]
+    unsent.clear()
+    failed: list[tuple[IncidentMember, BaseException]] = []
+    deliveries: list[tuple[IncidentMember, Any]] = []
+    for member in pending:
+        try:  # refused at once (too large, no producer) ...
+            deliveries.append((member, await topic.send(key=member.article.id.encode(),
+                                                        value=member.to_bytes())))
+        except Exception as exc:  # noqa: BLE001 - kept, and sent with the next batch
+            failed.append((member, exc))
+    outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
+    for (member, _), outcome in zip(deliveries, outcomes, strict=True):
+        if isinstance(outcome, BaseException):  # ... or in delivery
+            failed.append((member, outcome))
+    for member, _ in failed:
+        unsent[member.article.id] = member
+    return failed
 
 
 def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], list[Incident]]:

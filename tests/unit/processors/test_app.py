@@ -77,3 +77,42 @@ def test_a_huge_article_from_a_producer_that_cut_nothing_is_cut_to_fit_the_table
     assert article.fetch["text_chars"] == len(text.strip())
     record = ArticleRecord(article, "inc-big", None, datetime.now(UTC))
     assert len(json.dumps(record.to_json()).encode()) < MAX_MESSAGE_BYTES / 4
+
+
+class _Topic:
+    """The transport edge faust gives the agent: ``send`` returns the delivery's future.
+    This one refuses some keys at once and fails others in delivery, as a broker may."""
+
+    def __init__(self, refuse: set[bytes], lose: set[bytes]) -> None:
+        self.refuse, self.lose, self.delivered = refuse, lose, []
+
+    async def send(self, key: bytes, value: bytes):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        if key in self.refuse:
+            raise RuntimeError("refused")
+        delivery = asyncio.get_running_loop().create_future()
+        if key in self.lose:
+            delivery.set_exception(RuntimeError("lost in delivery"))
+        else:
+            self.delivered.append(key)
+            delivery.set_result(None)
+        return delivery
+
+
+def test_places_not_delivered_are_sent_again_with_the_next_batch() -> None:
+    import asyncio
+
+    from processors.app import send_places
+    from tests.records import placed
+
+    first = [placed(1, "i1", 0), placed(2, "i1", 0), placed(3, "i1", 0)]
+    unsent: dict = {}
+    topic = _Topic(refuse={b"a1"}, lose={b"a2"})
+    failed = asyncio.run(send_places(topic, first, unsent))
+    assert sorted(m.article.id for m, _ in failed) == ["a1", "a2"] == sorted(unsent)
+    assert topic.delivered == [b"a3"]
+    # The next batch sends them again (a newer place of a2 replaces the one that failed).
+    topic.refuse, topic.lose = set(), set()
+    assert asyncio.run(send_places(topic, [placed(2, "i2", 1, moved_from="i1")], unsent)) == []
+    assert sorted(topic.delivered) == [b"a1", b"a2", b"a3"] and unsent == {}
