@@ -154,8 +154,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     members_table = app.Table(MEMBERS_TABLE, partitions=1, schema=table_schema,
                               use_partitioner=True)
     stage_tables = StageTables(articles_table, incidents_table, members_table)
-    # Places whose sending failed: sent again with the next batch.
-    unsent: dict[str, IncidentMember] = {}
+
+    def place_not_sent(member: IncidentMember, exc: BaseException) -> None:
+        metrics.dead_letters.inc(stage="emit", kind=type(exc).__name__)
+        logger.error("article %s in incident %s not emitted (sent again): %s",
+                     member.article.id, member.incident_id, exc)
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
     metrics = ProcessorMetrics()
@@ -212,10 +215,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                              result.decision.explanation.decision)
             output = stage_tables.record(stage, results)
             # Articles first: a version names articles its readers should already have.
-            for failed, why in await send_places(members_topic, output.members, unsent):
-                metrics.dead_letters.inc(stage="emit", kind=type(why).__name__)
-                logger.error("article %s in incident %s not emitted (sent again with the next "
-                             "batch): %s", failed.article.id, failed.incident_id, why)
+            await send_places(members_topic, output.members, place_not_sent)
             for version in output.versions:
                 try:
                     await incidents_topic.send(
@@ -295,30 +295,31 @@ class ProcessorMetrics:
 
 
 async def send_places(topic: Any, members: list[IncidentMember],
-                      unsent: dict[str, IncidentMember]) -> list[tuple[IncidentMember, BaseException]]:
-    """Send a batch's places, and those that failed before (``unsent``), waiting for their
-    delivery: a place lost is an article storage shows in the wrong incident until it
-    moves again (a version lost is made good by the next). What fails is left in
-    ``unsent`` for the next batch; returns it with why."""
-    for member in members:
-        unsent.pop(member.article.id, None)
-    pending = [*unsent.values(), *members]
-    unsent.clear()
-    failed: list[tuple[IncidentMember, BaseException]] = []
-    deliveries: list[tuple[IncidentMember, Any]] = []
-    for member in pending:
-        try:  # refused at once (too large, no producer) ...
-            deliveries.append((member, await topic.send(key=member.article.id.encode(),
-                                                        value=member.to_bytes())))
-        except Exception as exc:  # noqa: BLE001 - kept, and sent with the next batch
-            failed.append((member, exc))
-    outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
-    for (member, _), outcome in zip(deliveries, outcomes, strict=True):
-        if isinstance(outcome, BaseException):  # ... or in delivery
-            failed.append((member, outcome))
-    for member, _ in failed:
-        unsent[member.article.id] = member
-    return failed
+                      on_failure: Callable[[IncidentMember, BaseException], None],
+                      first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> None:
+    """Send a batch's places and wait for their delivery; those that fail (refused at once,
+    or in delivery) are sent again, with a growing delay, until delivered. The batch is
+    acked only after: a place lost would leave an article in the wrong incident in storage
+    until it moves again (a version lost is made good by the next one)."""
+    pending, delay = members, first_delay_s
+    while pending:
+        failed: list[tuple[IncidentMember, BaseException]] = []
+        deliveries: list[tuple[IncidentMember, Any]] = []
+        for member in pending:
+            try:
+                deliveries.append((member, await topic.send(key=member.article.id.encode(),
+                                                            value=member.to_bytes())))
+            except Exception as exc:  # noqa: BLE001 - sent again below
+                failed.append((member, exc))
+        outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
+        failed += [(member, outcome) for (member, _), outcome in zip(deliveries, outcomes, strict=True)
+                   if isinstance(outcome, BaseException)]
+        for member, why in failed:
+            on_failure(member, why)
+        if failed:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+        pending = [member for member, _ in failed]
 
 
 def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], list[Incident]]:
