@@ -76,7 +76,7 @@ def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
     for topic, count in sorted(report.sent.items()):
         print(f"{count} {would}sent back to {topic}")
     if report.stored:
-        print(f"{report.stored} of the sink's {would}written to storage")
+        print(f"{report.stored} of the sink's letters {would}written to storage")
     for reason in report.kept:
         print(f"not sent: {reason}")
     if report.again:

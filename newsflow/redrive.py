@@ -106,10 +106,11 @@ def _store(settings: Settings, letters: list[tuple[str, DeadLetter]], report: Re
     if not letters:
         return 0
     # The sink's own reading and writing (a processors' letter never gets here).
+    from sinks.base import SinkUnavailable
     from sinks.runner import PoisonMessage, decode
     from sinks.store import make_sink
 
-    records = []
+    readable = []
     for where, letter in letters:
         try:
             record = decode(letter.topic, letter.original_value(), settings)
@@ -118,15 +119,26 @@ def _store(settings: Settings, letters: list[tuple[str, DeadLetter]], report: Re
             report.again.append(letter)
             continue
         if record is not None:
-            records.append(record)
-    if records and not dry_run:
-        sink = make_sink(settings)
-        try:
-            sink.migrate()
-            sink.write(records)
-        finally:
-            sink.close()
-    return len(records)
+            readable.append((where, letter, record))
+    if dry_run or not readable:
+        return len(readable)
+    stored = 0
+    sink = make_sink(settings)
+    try:
+        sink.migrate()
+        for where, letter, record in readable:  # one by one: one refused is one kept
+            try:
+                sink.write([record])
+                stored += 1
+            except SinkUnavailable:
+                raise  # the store is down: nothing is redriven (nor marked done)
+            except Exception as exc:  # noqa: BLE001 - the store refuses this record
+                report.kept.append(f"{where}: the store refuses it ({type(exc).__name__}: "
+                                   f"{str(exc)[:300]})")
+                report.again.append(letter)
+    finally:
+        sink.close()
+    return stored
 
 
 def redriven_to(settings: Settings) -> int | None:

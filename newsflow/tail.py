@@ -35,10 +35,12 @@ def describe(value: bytes | None) -> str:
         if "assigned_at" in data:
             member = IncidentMember.model_validate(data)
             why = member.article.explanation
-            how = why.decision if why else "member"
-            moved = f" (from {why.moved_from})" if why and why.moved_from else ""
-            return (f"article {member.article.id} in incident {member.incident_id}{moved}: {how}"
-                    f" {member.article.source or '-'} {member.article.title!r}")
+            how: str = why.decision if why else "placed"
+            if why and why.moved_from:
+                how = f"moved from {why.moved_from} (first {why.decision})"
+            return (f"article {member.article.id} in incident {member.incident_id} "
+                    f"v{member.incident_version}: {how}, {member.article.source or '-'} "
+                    f"{member.article.title!r}")
         if "incident_id" in data:
             inc: Incident | IncidentVersion
             if data.get("schema_version") == 1:  # an older newsflow's, articles and all
@@ -48,7 +50,8 @@ def describe(value: bytes | None) -> str:
             else:
                 inc = IncidentVersion.model_validate(data)
                 count = inc.article_count
-                about = f" +{len(inc.added)} -{len(inc.removed)}" if inc.added or inc.removed else ""
+                about = (f" ({len(inc.added)} added, {len(inc.removed)} removed)"
+                         if inc.added or inc.removed else "")
             if inc.merged_into:
                 return f"incident {inc.incident_id} v{inc.version} merged into {inc.merged_into}"
             return f"incident {inc.incident_id} v{inc.version} {count} article(s){about} {inc.title!r}"

@@ -26,7 +26,7 @@ from typing import Any, cast
 import faust
 from faust.types import EventT, StreamT
 
-from newsflow.kafka import MAX_MESSAGE_BYTES  # every topic's limit, and so the producer's
+from newsflow.kafka import MAX_MESSAGE_BYTES, ensure_topics  # every topic's limit, and so the producer's
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import (
     MAX_TEXT_CHARS,
@@ -44,6 +44,7 @@ from processors.stage import (
     ArticleRecord,
     IncidentStage,
     StageResult,
+    batch_output,
 )
 from processors.tables import StageTables
 from processors.text import clean_text, clean_title
@@ -126,6 +127,9 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         # A raw article can be large (a long page; replay files cut nothing).
         producer_max_request_size=MAX_MESSAGE_BYTES,
         producer_compression_type="gzip",
+        # faust waits 20 minutes for a produce request by default: a batch whose places
+        # the broker will not take should know within a minute, and try again.
+        producer_request_timeout=60.0,
         topic_replication_factor=settings.replication_factor,
         topic_partitions=1,
         consumer_auto_offset_reset="earliest",
@@ -154,11 +158,19 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     members_table = app.Table(MEMBERS_TABLE, partitions=1, schema=table_schema,
                               use_partitioner=True)
     stage_tables = StageTables(articles_table, incidents_table, members_table)
+    # Bumped when the partitions are revoked: a batch still sending its places stops
+    # trying then (the partition's new owner goes on from the tables).
+    generation = {"revoked": 0}
 
-    def place_not_sent(member: IncidentMember, exc: BaseException) -> None:
-        metrics.dead_letters.inc(stage="emit", kind=type(exc).__name__)
-        logger.error("article %s in incident %s not emitted (sent again): %s",
-                     member.article.id, member.incident_id, exc)
+    def still_ours(revoked: int) -> Callable[[], bool]:
+        return lambda: generation["revoked"] == revoked and not app.should_stop
+
+    def places_not_sent(failed: list[tuple[IncidentMember, BaseException]], retry_s: float) -> None:
+        for _, exc in failed:
+            metrics.send_failures.inc(topic=settings.topic_members, kind=type(exc).__name__)
+        logger.error("%d article place(s) not delivered (%s), sent again in %.1f s", len(failed),
+                     "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500],
+                     retry_s)
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
     metrics = ProcessorMetrics()
@@ -213,9 +225,17 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 metrics.observe(result)
                 logger.debug("article %s -> %s (%s)", article.id, result.decision.incident_id,
                              result.decision.explanation.decision)
-            output = stage_tables.record(stage, results)
+            output = batch_output(results)
+            # Sent before the tables are written: a worker that dies between the two decides
+            # the batch again from the tables (the same decisions, sent again), where the
+            # other order would take the batch for seen and lose what it moved.
             # Articles first: a version names articles its readers should already have.
-            await send_places(members_topic, output.members, place_not_sent)
+            delivered = await send_places(members_topic, output.members, places_not_sent,
+                                          keep_trying=still_ours(generation["revoked"]))
+            if not delivered:
+                logger.error("stopped sending places of %d article(s) (partitions revoked or "
+                             "stopping): %s", len(output.members),
+                             " ".join(m.article.id for m in output.members)[:2000])
             for version in output.versions:
                 try:
                     await incidents_topic.send(
@@ -223,9 +243,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                     )
                 except Exception as exc:  # noqa: BLE001 - the state is kept; the next
                     # version of this incident carries its header again.
-                    metrics.dead_letters.inc(stage="emit", kind=type(exc).__name__)
+                    metrics.send_failures.inc(topic=settings.topic_incidents,
+                                              kind=type(exc).__name__)
                     logger.error("incident %s v%s not emitted: %s",
                                  version.incident_id, version.version, exc)
+            stage_tables.record(stage, results, output)
             yield None
 
     async def write_metrics() -> None:
@@ -241,6 +263,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         if stage_holder:
             logger.info("partitions revoked: cluster state dropped, rebuilt on next use")
         stage_holder.clear()
+        generation["revoked"] += 1
 
     app.on_partitions_revoked.connect(forget_stage)
     app.agent(raw_topic, name="clean")(clean)
@@ -276,6 +299,12 @@ class ProcessorMetrics:
             "Messages sent to the dead-letter topic, by stage and error kind.",
             ["stage", "kind"],
         )
+        self.send_failures = self.registry.counter(
+            "newsflow_processor_send_failures_total",
+            "Records the processors failed to send (places are sent again until delivered), "
+            "by topic and error kind.",
+            ["topic", "kind"],
+        )
         self.window_articles = self.registry.gauge(
             "newsflow_processor_window_articles", "Articles held in the clustering window."
         )
@@ -295,12 +324,13 @@ class ProcessorMetrics:
 
 
 async def send_places(topic: Any, members: list[IncidentMember],
-                      on_failure: Callable[[IncidentMember, BaseException], None],
-                      first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> None:
+                      on_failure: Callable[[list[tuple[IncidentMember, BaseException]], float], None],
+                      keep_trying: Callable[[], bool] = lambda: True,
+                      first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> bool:
     """Send a batch's places and wait for their delivery; those that fail (refused at once,
-    or in delivery) are sent again, with a growing delay, until delivered. The batch is
-    acked only after: a place lost would leave an article in the wrong incident in storage
-    until it moves again (a version lost is made good by the next one)."""
+    or in delivery) are sent again, with a growing delay, while ``keep_trying()``. Returns
+    whether all were delivered. A place lost would leave an article in the wrong incident
+    in storage until it moves again (a version lost is made good by the next one)."""
     pending, delay = members, first_delay_s
     while pending:
         failed: list[tuple[IncidentMember, BaseException]] = []
@@ -314,12 +344,15 @@ async def send_places(topic: Any, members: list[IncidentMember],
         outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
         failed += [(member, outcome) for (member, _), outcome in zip(deliveries, outcomes, strict=True)
                    if isinstance(outcome, BaseException)]
-        for member, why in failed:
-            on_failure(member, why)
-        if failed:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
+        if not failed:
+            return True
+        on_failure(failed, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)
+        if not keep_trying():
+            return False
         pending = [member for member, _ in failed]
+    return True
 
 
 def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], list[Incident]]:
@@ -357,6 +390,9 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None)
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both)."""
     if window_loader is not None:
         window_loader = read_ahead(window_loader)
+    # Its topics with their settings (compaction, the message limit), as the sink makes
+    # them: a broker that creates topics on first use would give the places' topic none.
+    ensure_topics(settings)
     app = create_app(settings, window_loader=window_loader)
     logger.info("clustering modules: %s", build_kind())
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level

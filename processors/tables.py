@@ -21,7 +21,6 @@ from processors.stage import (
     BatchOutput,
     IncidentStage,
     StageResult,
-    batch_output,
     saved_state,
 )
 
@@ -78,8 +77,9 @@ class StageTables:
                          if any(a.id not in places for a in incident.articles)}
         return stage, len(records)
 
-    def record(self, stage: IncidentStage, results: list[StageResult]) -> BatchOutput:
-        """Keep a batch's results in the tables; returns what the batch sends."""
+    def record(self, stage: IncidentStage, results: list[StageResult],
+               output: BatchOutput) -> None:
+        """Keep a batch's results in the tables, once ``output`` (``batch_output``) is sent."""
         evicted: set[str] = set()
         for result in results:
             if result.record is not None:
@@ -91,7 +91,6 @@ class StageTables:
                 self.incidents.pop(incident_id, None)
             for article_id in result.evicted_members:
                 self.members.pop(article_id, None)
-        output = batch_output(results)
         for member in output.members:
             # Sent all the same (readers keep incidents the stage forgets), but not kept
             # for an incident the batch's sweep let go.
@@ -108,4 +107,3 @@ class StageTables:
             else:
                 self.incidents.pop(version.incident_id, None)
                 self.unplaced.discard(version.incident_id)
-        return output

@@ -124,3 +124,22 @@ def test_the_command_says_what_it_sent_and_what_it_left(make_settings, capsys) -
     assert lines[0] == f"1 would be sent back to {settings.topic_raw}"
     assert "does not exist" in lines[1]
     assert lines[2] == f"1 would be left on {settings.topic_dlq} for the next redrive"
+
+
+def test_a_sink_letter_the_store_still_refuses_waits_and_the_others_go_in(make_settings) -> None:
+    settings = make_settings()
+    ensure_topics(settings)
+    fine = header("i1", 2, 3, added=[3])
+    refused = header("i2", 1, 1).model_copy(update={"version": 2**70})  # past SQLite's integers
+    with Publisher(settings) as publisher:
+        for n, version in enumerate((refused, fine)):
+            publisher.publish_dead_letter(letter_for(settings.topic_incidents, n, b"k",
+                                                     version.to_bytes(), stage="sink"))
+    report = redrive(settings)
+    assert report.stored == 1 and len(report.again) == 1
+    assert any("the store refuses it (OverflowError" in reason for reason in report.kept)
+    store = open_store(settings)
+    try:
+        assert [s.id for s in store.list_incidents()] == ["i1"]
+    finally:
+        store.close()

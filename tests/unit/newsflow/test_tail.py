@@ -8,14 +8,17 @@ from tests.records import header, incident, placed
 
 def test_a_version_says_its_count_and_what_it_changed() -> None:
     line = describe(header("i1", 3, 12, added=[4, 5], removed=[2]).to_bytes())
-    assert line == "incident i1 v3 12 article(s) +2 -1 'Incident i1'"
+    assert line == "incident i1 v3 12 article(s) (2 added, 1 removed) 'Incident i1'"
     merged = describe(header("i2", 2, 0, removed=[3], merged_into="i1").to_bytes())
     assert merged == "incident i2 v2 merged into i1"
 
 
 def test_a_place_says_where_the_article_went_and_why() -> None:
     assert describe(placed(3, "i1", 3, moved_from="i2").to_bytes()) == (
-        "article a3 in incident i1 (from i2): joined example.org 'Article 3 about cruise missiles'")
+        "article a3 in incident i1 v1: moved from i2 (first joined), example.org "
+        "'Article 3 about cruise missiles'")
+    assert describe(placed(4, "i1", 3).to_bytes()) == (
+        "article a4 in incident i1 v1: joined, example.org 'Article 4 about cruise missiles'")
 
 
 def test_an_older_newsflow_s_whole_version_is_still_read() -> None:

@@ -9,7 +9,13 @@ from typing import Any
 
 from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
 from processors.clustering import ClusterConfig
-from processors.stage import ArticleRecord, IncidentStage, StageResult, saved_state
+from processors.stage import (
+    ArticleRecord,
+    IncidentStage,
+    StageResult,
+    batch_output,
+    saved_state,
+)
 from processors.tables import StageTables, Stored, table_incidents
 from tests.records import MERGE_STEPS, incident
 from tests.unit.processors.test_stage import T0, _two_stories_in_one_incident, filler, seeds
@@ -31,11 +37,17 @@ class Worker:
             self.stage.SWEEP_EVERY = self.sweep_every
         return self.stage
 
-    def batch(self, articles: list[tuple[RawArticle, datetime]]) -> list[StageResult]:
+    def batch(self, articles: list[tuple[RawArticle, datetime]],
+              dies_before_the_tables: bool = False) -> list[StageResult]:
+        # As the agent: decide, send, then write the tables.
         stage = self.stage or self.rebuild()
         results = [stage.process(article, now) for article, now in articles]
-        output = self.tables.record(stage, results)
+        output = batch_output(results)
         self.sent += [*output.members, *output.versions]
+        if dies_before_the_tables:
+            self.stage = None
+            return results
+        self.tables.record(stage, results, output)
         return results
 
 
@@ -173,3 +185,21 @@ def test_a_rebuild_does_not_put_back_an_article_that_moved_to_an_incident_since_
     _, incidents = saved_state(stored, tables)
     [i1] = incidents
     assert [a.id for a in i1.articles] == ["a1", "a2"]
+
+
+def test_a_worker_that_dies_after_sending_a_split_sends_it_again_after_the_restart():
+    # The tables are written after the batch is sent: dying between the two, the batch is
+    # decided again (it is not taken for seen), and the places a split moved are sent
+    # again. (Written first, the restarted stage took the article for a redelivery and
+    # re-sent its own place only: the moved articles' places were lost.)
+    worker = Worker(ClusterConfig(join_threshold=-100.0, split_every=1))
+    *before, splitting = _two_stories_in_one_incident()
+    for n, article in enumerate(before):
+        worker.batch([(article, T0 + timedelta(minutes=n))])
+    [split] = worker.batch([(splitting, T0 + timedelta(hours=1))], dies_before_the_tables=True)
+    assert split.decision.moved  # quake-1 and quake-2 moved to the split-off incident
+    sent_before = len(worker.sent)
+    [again] = worker.batch([(splitting, T0 + timedelta(hours=2))])
+    assert not again.decision.redelivery and again.decision.moved == split.decision.moved
+    resent = {m.article.id for m in worker.sent[sent_before:] if isinstance(m, IncidentMember)}
+    assert set(split.decision.moved) <= resent
