@@ -330,7 +330,9 @@ async def send_places(topic: Any, members: list[IncidentMember],
     """Send a batch's places and wait for their delivery; those that fail (refused at once,
     or in delivery) are sent again, with a growing delay, while ``keep_trying()``. Returns
     whether all were delivered. A place lost would leave an article in the wrong incident
-    in storage until it moves again (a version lost is made good by the next one)."""
+    in storage until it moves again (a version lost is made good by the next one).
+    (faust's ``stream_publish_on_commit`` must stay off: with it, a send's future resolves
+    only at the commit, which waits for this batch.)"""
     pending, delay = members, first_delay_s
     while pending:
         failed: list[tuple[IncidentMember, BaseException]] = []
