@@ -33,7 +33,6 @@ from newsflow.schemas import (
     MAX_TITLE_CHARS,
     DeadLetter,
     Incident,
-    IncidentMember,
     RawArticle,
     truncate_text,
 )
@@ -42,6 +41,7 @@ from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
 from processors.stage import (
     ArticleRecord,
+    BatchOutput,
     IncidentStage,
     StageResult,
     batch_output,
@@ -165,12 +165,31 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     def still_ours(revoked: int) -> Callable[[], bool]:
         return lambda: generation["revoked"] == revoked and not app.should_stop
 
-    def places_not_sent(failed: list[tuple[IncidentMember, BaseException]], retry_s: float) -> None:
-        for _, exc in failed:
-            metrics.send_failures.inc(topic=settings.topic_members, kind=type(exc).__name__)
-        logger.error("%d article place(s) not delivered (%s), sent again in %.1f s", len(failed),
-                     "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500],
-                     retry_s)
+    def not_delivered(topic: str) -> Callable[[list[tuple[bytes, BaseException]], float], None]:
+        def report(failed: list[tuple[bytes, BaseException]], retry_s: float) -> None:
+            for _, exc in failed:
+                metrics.send_failures.inc(topic=topic, kind=type(exc).__name__)
+            logger.error("%d message(s) to %s not delivered (%s), sent again in %.1f s",
+                         len(failed), topic,
+                         "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500],
+                         retry_s)
+        return report
+
+    async def send_batch(output: BatchOutput) -> None:
+        """A batch's places, then its versions, each delivered (or sent again) before the
+        next: a place lost would leave an article in the wrong incident in storage until
+        it moves again, a version lost an incident's count and title as they were."""
+        ours = still_ours(generation["revoked"])
+        for topic, name, messages in (
+            (members_topic, settings.topic_members,
+             [(m.article.id.encode(), m.to_bytes()) for m in output.members]),
+            (incidents_topic, settings.topic_incidents,
+             [(v.incident_id.encode(), v.to_bytes()) for v in output.versions]),
+        ):
+            if not await send_delivered(topic, messages, not_delivered(name), keep_trying=ours):
+                logger.error("stopped sending %d message(s) to %s (partitions revoked or "
+                             "stopping): keys %s", len(messages), name,
+                             " ".join(k.decode() for k, _ in messages)[:2000])
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
     metrics = ProcessorMetrics()
@@ -230,23 +249,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             # the batch again from the tables (the same decisions, sent again), where the
             # other order would take the batch for seen and lose what it moved.
             # Articles first: a version names articles its readers should already have.
-            delivered = await send_places(members_topic, output.members, places_not_sent,
-                                          keep_trying=still_ours(generation["revoked"]))
-            if not delivered:
-                logger.error("stopped sending places of %d article(s) (partitions revoked or "
-                             "stopping): %s", len(output.members),
-                             " ".join(m.article.id for m in output.members)[:2000])
-            for version in output.versions:
-                try:
-                    await incidents_topic.send(
-                        key=version.incident_id.encode(), value=version.to_bytes()
-                    )
-                except Exception as exc:  # noqa: BLE001 - the state is kept; the next
-                    # version of this incident carries its header again.
-                    metrics.send_failures.inc(topic=settings.topic_incidents,
-                                              kind=type(exc).__name__)
-                    logger.error("incident %s v%s not emitted: %s",
-                                 version.incident_id, version.version, exc)
+            await send_batch(output)
             stage_tables.record(stage, results, output)
             yield None
 
@@ -323,37 +326,40 @@ class ProcessorMetrics:
             self.incident_versions.inc(change=incident.change)
 
 
-async def send_places(topic: Any, members: list[IncidentMember],
-                      on_failure: Callable[[list[tuple[IncidentMember, BaseException]], float], None],
-                      keep_trying: Callable[[], bool] = lambda: True,
-                      first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> bool:
-    """Send a batch's places and wait for their delivery; those that fail (refused at once,
-    or in delivery) are sent again, with a growing delay, while ``keep_trying()``. Returns
-    whether all were delivered. A place lost would leave an article in the wrong incident
-    in storage until it moves again (a version lost is made good by the next one).
+# A message to send: (key, value); its key names it in logs.
+Outgoing = tuple[bytes, bytes]
+
+
+async def send_delivered(topic: Any, messages: list[Outgoing],
+                         on_failure: Callable[[list[tuple[bytes, BaseException]], float], None],
+                         keep_trying: Callable[[], bool] = lambda: True,
+                         first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> bool:
+    """Send ``messages`` and wait for their delivery; those that fail (refused at once, or
+    in delivery) are sent again, with a growing delay, while ``keep_trying()``. Returns
+    whether all were delivered.
     (faust's ``stream_publish_on_commit`` must stay off: with it, a send's future resolves
     only at the commit, which waits for this batch.)"""
-    pending, delay = members, first_delay_s
+    pending, delay = messages, first_delay_s
     while pending:
-        failed: list[tuple[IncidentMember, BaseException]] = []
-        deliveries: list[tuple[IncidentMember, Any]] = []
-        for member in pending:
+        failed: list[tuple[Outgoing, BaseException]] = []
+        deliveries: list[tuple[Outgoing, Any]] = []
+        for message in pending:
+            key, value = message
             try:
-                deliveries.append((member, await topic.send(key=member.article.id.encode(),
-                                                            value=member.to_bytes())))
+                deliveries.append((message, await topic.send(key=key, value=value)))
             except Exception as exc:  # noqa: BLE001 - sent again below
-                failed.append((member, exc))
+                failed.append((message, exc))
         outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
-        failed += [(member, outcome) for (member, _), outcome in zip(deliveries, outcomes, strict=True)
-                   if isinstance(outcome, BaseException)]
+        failed += [(message, outcome) for (message, _), outcome
+                   in zip(deliveries, outcomes, strict=True) if isinstance(outcome, BaseException)]
         if not failed:
             return True
-        on_failure(failed, delay)
+        on_failure([(key, exc) for (key, _), exc in failed], delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_delay_s)
         if not keep_trying():
             return False
-        pending = [member for member, _ in failed]
+        pending = [message for message, _ in failed]
     return True
 
 
