@@ -349,7 +349,10 @@ async def send_delivered(topic: Any, messages: list[Outgoing],
                 deliveries.append((message, await topic.send(key=key, value=value)))
             except Exception as exc:  # noqa: BLE001 - sent again below
                 failed.append((message, exc))
-        outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
+        # Shielded: a stop cancels this wait, not the producer's own futures (faust's
+        # callbacks on them do not expect a cancellation).
+        outcomes = await asyncio.gather(*(asyncio.shield(d) for _, d in deliveries),
+                                        return_exceptions=True)
         failed += [(message, outcome) for (message, _), outcome
                    in zip(deliveries, outcomes, strict=True) if isinstance(outcome, BaseException)]
         if not failed:
