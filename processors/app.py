@@ -158,6 +158,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     members_table = app.Table(MEMBERS_TABLE, partitions=1, schema=table_schema,
                               use_partitioner=True)
     stage_tables = StageTables(articles_table, incidents_table, members_table)
+    config = cluster_config(settings)
+    stage_holder: dict[str, IncidentStage] = {}
+    metrics = ProcessorMetrics()
+    metrics_path = textfile_path(settings.data_dir, "process")
+
     # Bumped when the partitions are revoked: a batch still sending its places stops
     # trying then (the partition's new owner goes on from the tables).
     generation = {"revoked": 0}
@@ -190,10 +195,6 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 logger.error("stopped sending %d message(s) to %s (partitions revoked or "
                              "stopping): keys %s", len(messages), name,
                              " ".join(k.decode() for k, _ in messages)[:2000])
-    config = cluster_config(settings)
-    stage_holder: dict[str, IncidentStage] = {}
-    metrics = ProcessorMetrics()
-    metrics_path = textfile_path(settings.data_dir, "process")
 
     async def send_dead_letter(stage: str, event: EventT, exc: BaseException) -> None:
         letter = dead_letter(stage, event, exc)
