@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import faust
 from faust.types import EventT, StreamT
@@ -170,31 +170,27 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     def still_ours(revoked: int) -> Callable[[], bool]:
         return lambda: generation["revoked"] == revoked and not app.should_stop
 
-    def not_delivered(topic: str) -> Callable[[list[tuple[bytes, BaseException]], float], None]:
-        def report(failed: list[tuple[bytes, BaseException]], retry_s: float) -> None:
-            for _, exc in failed:
-                metrics.send_failures.inc(topic=topic, kind=type(exc).__name__)
-            logger.error("%d message(s) to %s not delivered (%s), sent again in %.1f s",
-                         len(failed), topic,
-                         "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500],
-                         retry_s)
-        return report
+    def not_delivered(failed: list[tuple[Outgoing, BaseException]], retry_s: float) -> None:
+        for message, exc in failed:
+            metrics.send_failures.inc(topic=message.name, kind=type(exc).__name__)
+        logger.error("%d message(s) not delivered (%s), sent again in %.1f s", len(failed),
+                     "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500],
+                     retry_s)
 
     async def send_batch(output: BatchOutput) -> None:
-        """A batch's places, then its versions, each delivered (or sent again) before the
-        next: a place lost would leave an article in the wrong incident in storage until
-        it moves again, a version lost an incident's count and title as they were."""
-        ours = still_ours(generation["revoked"])
-        for topic, name, messages in (
-            (members_topic, settings.topic_members,
-             [(m.article.id.encode(), m.to_bytes()) for m in output.members]),
-            (incidents_topic, settings.topic_incidents,
-             [(v.incident_id.encode(), v.to_bytes()) for v in output.versions]),
-        ):
-            if not await send_delivered(topic, messages, not_delivered(name), keep_trying=ours):
-                logger.error("stopped sending %d message(s) to %s (partitions revoked or "
-                             "stopping): keys %s", len(messages), name,
-                             " ".join(k.decode() for k, _ in messages)[:2000])
+        """A batch's places and versions, delivered (or sent again): a place lost would
+        leave an article in the wrong incident in storage until it moves again, a version
+        lost an incident's count and title as they were. (Places first; the sinks apply
+        both in any order.)"""
+        messages = [Outgoing(members_topic, settings.topic_members, m.article.id.encode(),
+                             m.to_bytes()) for m in output.members]
+        messages += [Outgoing(incidents_topic, settings.topic_incidents,
+                              v.incident_id.encode(), v.to_bytes()) for v in output.versions]
+        if not await send_delivered(messages, not_delivered,
+                                    keep_trying=still_ours(generation["revoked"])):
+            logger.error("stopped sending %d message(s) (partitions revoked or stopping): "
+                         "keys %s", len(messages),
+                         " ".join(m.key.decode() for m in messages)[:2000])
 
     async def send_dead_letter(stage: str, event: EventT, exc: BaseException) -> None:
         letter = dead_letter(stage, event, exc)
@@ -249,7 +245,6 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             # Sent before the tables are written: a worker that dies between the two decides
             # the batch again from the tables (the same decisions, sent again), where the
             # other order would take the batch for seen and lose what it moved.
-            # Articles first: a version names articles its readers should already have.
             await send_batch(output)
             stage_tables.record(stage, results, output)
             yield None
@@ -327,17 +322,22 @@ class ProcessorMetrics:
             self.incident_versions.inc(change=incident.change)
 
 
-# A message to send: (key, value); its key names it in logs.
-Outgoing = tuple[bytes, bytes]
+class Outgoing(NamedTuple):
+    """A message to send, and the topic's name for logs and metrics."""
+
+    topic: Any  # faust's topic (its send returns the delivery's future)
+    name: str
+    key: bytes
+    value: bytes
 
 
-async def send_delivered(topic: Any, messages: list[Outgoing],
-                         on_failure: Callable[[list[tuple[bytes, BaseException]], float], None],
+async def send_delivered(messages: list[Outgoing],
+                         on_failure: Callable[[list[tuple[Outgoing, BaseException]], float], None],
                          keep_trying: Callable[[], bool] = lambda: True,
                          first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> bool:
-    """Send ``messages`` and wait for their delivery; those that fail (refused at once, or
-    in delivery) are sent again, with a growing delay, while ``keep_trying()``. Returns
-    whether all were delivered.
+    """Send ``messages`` and wait for their delivery (all at once: one round trip); those
+    that fail (refused at once, or in delivery) are sent again, with a growing delay,
+    while ``keep_trying()``. Returns whether all were delivered.
     (faust's ``stream_publish_on_commit`` must stay off: with it, a send's future resolves
     only at the commit, which waits for this batch.)"""
     pending, delay = messages, first_delay_s
@@ -345,9 +345,9 @@ async def send_delivered(topic: Any, messages: list[Outgoing],
         failed: list[tuple[Outgoing, BaseException]] = []
         deliveries: list[tuple[Outgoing, Any]] = []
         for message in pending:
-            key, value = message
             try:
-                deliveries.append((message, await topic.send(key=key, value=value)))
+                deliveries.append(
+                    (message, await message.topic.send(key=message.key, value=message.value)))
             except Exception as exc:  # noqa: BLE001 - sent again below
                 failed.append((message, exc))
         # Shielded: a stop cancels this wait, not the producer's own futures (faust's
@@ -358,7 +358,7 @@ async def send_delivered(topic: Any, messages: list[Outgoing],
                    in zip(deliveries, outcomes, strict=True) if isinstance(outcome, BaseException)]
         if not failed:
             return True
-        on_failure([(key, exc) for (key, _), exc in failed], delay)
+        on_failure(failed, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_delay_s)
         if not keep_trying():

@@ -100,6 +100,12 @@ class _Topic:
         return delivery
 
 
+def _outgoing(topic: _Topic, *keys: bytes) -> list:  # type: ignore[type-arg]
+    from processors.app import Outgoing
+
+    return [Outgoing(topic, "t", key, b"{}") for key in keys]
+
+
 def test_messages_not_delivered_are_sent_again_until_they_are() -> None:
     import asyncio
 
@@ -109,11 +115,11 @@ def test_messages_not_delivered_are_sent_again_until_they_are() -> None:
     failures: list[list[tuple[bytes, str]]] = []
 
     def failed(batch, retry_s) -> None:  # type: ignore[no-untyped-def]
-        failures.append(sorted((key, str(e)) for key, e in batch))
+        failures.append(sorted((m.key, str(e)) for m, e in batch))
         topic.refuse, topic.lose = set(), set()  # the broker is back for the next try
 
-    messages = [(b"a1", b"{}"), (b"a2", b"{}"), (b"a3", b"{}")]
-    assert asyncio.run(send_delivered(topic, messages, failed, first_delay_s=0.01))
+    messages = _outgoing(topic, b"a1", b"a2", b"a3")
+    assert asyncio.run(send_delivered(messages, failed, first_delay_s=0.01))
     assert failures == [[(b"a1", "refused"), (b"a2", "lost in delivery")]]  # one report a try
     assert topic.delivered == [b"a3", b"a1", b"a2"]  # each once, the failed ones again
 
@@ -125,6 +131,6 @@ def test_sending_stops_when_the_partitions_are_no_longer_ours() -> None:
 
     topic = _Topic(refuse=set(), lose={b"a1"})
     tries: list[int] = []
-    done = asyncio.run(send_delivered(topic, [(b"a1", b"{}")], lambda f, s: tries.append(1),
+    done = asyncio.run(send_delivered(_outgoing(topic, b"a1"), lambda f, s: tries.append(1),
                                       keep_trying=lambda: len(tries) < 3, first_delay_s=0.01))
     assert not done and len(tries) == 3 and topic.delivered == []
