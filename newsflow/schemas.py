@@ -201,18 +201,13 @@ class Incident(_IncidentHead):
 
     def header(self, added: list[str], removed: list[str]) -> IncidentVersion:
         """This version as the incidents topic carries it: without its articles."""
+        head = set(_IncidentHead.model_fields) - {"schema_version"}
         return IncidentVersion(
-            incident_id=self.incident_id,
-            version=self.version,
-            title=self.title,
-            first_seen=self.first_seen,
-            last_seen=self.last_seen,
+            **{name: getattr(self, name) for name in head},
             article_count=len(self.articles),
             duplicate_count=sum(1 for a in self.articles if a.duplicate_of),
             added=added,
             removed=removed,
-            merged_into=self.merged_into,
-            updated_at=self.updated_at,
         )
 
 

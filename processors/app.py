@@ -44,7 +44,6 @@ from processors.stage import (
     BatchOutput,
     IncidentStage,
     StageResult,
-    batch_output,
 )
 from processors.tables import StageTables
 from processors.text import clean_text, clean_title
@@ -241,12 +240,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 metrics.observe(result)
                 logger.debug("article %s -> %s (%s)", article.id, result.decision.incident_id,
                              result.decision.explanation.decision)
-            output = batch_output(results)
-            # Sent before the tables are written: a worker that dies between the two decides
-            # the batch again from the tables (the same decisions, sent again), where the
-            # other order would take the batch for seen and lose what it moved.
-            await send_batch(output)
-            stage_tables.record(stage, results, output)
+            await stage_tables.commit(stage, results, send_batch)
             yield None
 
     async def write_metrics() -> None:

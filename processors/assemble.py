@@ -95,8 +95,8 @@ def _whole(header: IncidentVersion, members: list[IncidentMember]) -> Incident:
                               header.updated_at)
     later = [m.incident_version for m in members if m.incident_version > header.version]
     version = max(later) + len(later) if later else header.version
-    # The header's summary stands: it was made from every article, and the places here
-    # may be only those written since the stage last read storage.
+    # The header's summary stands (made from every article, some perhaps held in storage
+    # only), widened by places newer than it (a header that lost its last record).
     return restored.model_copy(update={
         "version": version, "updated_at": header.updated_at,
         "title": header.title or restored.title,

@@ -168,25 +168,15 @@ def saved_state(
     later needs their summaries), which the tables do not. Where both have an article, the
     table's record wins; where both have an incident, the newer version does.
     """
-    stored_records, stored_incidents = stored
-    table_records, table_incidents = tables
-    records = {record.article.id: record for record in stored_records}
-    records.update((record.article.id, record) for record in table_records)
-    incidents = _newest(stored_incidents)
-    for incident_id, incident in _newest(table_incidents).items():
-        known = incidents.get(incident_id)
-        if known is None or incident.version >= known.version:
-            incidents[incident_id] = incident
+    records: dict[str, ArticleRecord] = {}
+    incidents: dict[str, Incident] = {}
+    for source_records, source_incidents in (stored, tables):
+        records.update((record.article.id, record) for record in source_records)
+        for incident in source_incidents:
+            known = incidents.get(incident.incident_id)
+            if known is None or incident.version >= known.version:
+                incidents[incident.incident_id] = incident
     return list(records.values()), list(incidents.values())
-
-
-def _newest(incidents: Iterable[Incident]) -> dict[str, Incident]:
-    newest: dict[str, Incident] = {}
-    for incident in incidents:
-        known = newest.get(incident.incident_id)
-        if known is None or incident.version >= known.version:
-            newest[incident.incident_id] = incident
-    return newest
 
 
 class IncidentStage:
@@ -269,12 +259,9 @@ class IncidentStage:
             current = self.incidents.get(decision.incident_id)
             if current is None:
                 return StageResult(decision, None, [])
-            held = [a for a in current.articles if a.id == article.id]
-            # With the time it was put there: a reader that has it changes nothing.
-            since = self._placed_at.get(article.id) or (held[0].seen_at if held else None)
-            members = [MemberChange(IncidentMember(
-                incident_id=current.incident_id, incident_version=current.version,
-                assigned_at=since or now, article=held[0]), current.incident_id)] if held else []
+            # As it was put there: a reader that has it changes nothing.
+            members = ([MemberChange(self.member(article.id), current.incident_id)]
+                       if self._placed.get(article.id) == current.incident_id else [])
             return StageResult(decision, None, [current], members=members)
         seen_at = now
         record = ArticleRecord(article, decision.incident_id, decision.duplicate_of, seen_at,
@@ -303,14 +290,16 @@ class IncidentStage:
     def member(self, article_id: str) -> IncidentMember:
         """``article_id``'s place, as sent (it must be held)."""
         incident = self.incidents[self._placed[article_id]]
-        return next(m for m in self.members_of(incident.incident_id) if m.article.id == article_id)
+        return self._place(incident, next(a for a in incident.articles if a.id == article_id))
 
     def members_of(self, incident_id: str) -> list[IncidentMember]:
         """The places of an incident's articles, as sent."""
         incident = self.incidents[incident_id]
-        return [IncidentMember(incident_id=incident_id, incident_version=incident.version,
-                               assigned_at=self._placed_at[a.id], article=a)
-                for a in incident.articles]
+        return [self._place(incident, article) for article in incident.articles]
+
+    def _place(self, incident: Incident, article: IncidentArticle) -> IncidentMember:
+        return IncidentMember(incident_id=incident.incident_id, incident_version=incident.version,
+                              assigned_at=self._placed_at[article.id], article=article)
 
     def _member_changes(self, entry: IncidentArticle, moved: dict[str, str],
                         changed: list[Incident], now: datetime) -> list[MemberChange]:

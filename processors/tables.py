@@ -9,7 +9,7 @@ worker, dicts in tests), so the bookkeeping is tested without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from processors.stage import (
     BatchOutput,
     IncidentStage,
     StageResult,
+    batch_output,
     saved_state,
 )
 
@@ -76,6 +77,16 @@ class StageTables:
         self.unplaced = {incident_id for incident_id, incident in stage.incidents.items()
                          if any(a.id not in places for a in incident.articles)}
         return stage, len(records)
+
+    async def commit(self, stage: IncidentStage, results: list[StageResult],
+                     send: Callable[[BatchOutput], Awaitable[None]]) -> BatchOutput:
+        """Send what a batch decided, then keep it in the tables. A worker that dies between
+        the two decides the batch again from the tables (the same decisions, sent again);
+        the other order would take the batch for seen and lose what it moved."""
+        output = batch_output(results)
+        await send(output)
+        self.record(stage, results, output)
+        return output
 
     def record(self, stage: IncidentStage, results: list[StageResult],
                output: BatchOutput) -> None:

@@ -3,6 +3,7 @@ what a rebuild finds, after restarts, rebalances, lost records and an upgrade.""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,9 +12,9 @@ from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
 from processors.clustering import ClusterConfig
 from processors.stage import (
     ArticleRecord,
+    BatchOutput,
     IncidentStage,
     StageResult,
-    batch_output,
     saved_state,
 )
 from processors.tables import StageTables, Stored, table_incidents
@@ -39,15 +40,18 @@ class Worker:
 
     def batch(self, articles: list[tuple[RawArticle, datetime]],
               dies_before_the_tables: bool = False) -> list[StageResult]:
-        # As the agent: decide, send, then write the tables.
         stage = self.stage or self.rebuild()
         results = [stage.process(article, now) for article, now in articles]
-        output = batch_output(results)
-        self.sent += [*output.members, *output.versions]
-        if dies_before_the_tables:
+
+        async def send(output: BatchOutput) -> None:
+            self.sent += [*output.members, *output.versions]
+            if dies_before_the_tables:  # sent, and then the worker is gone
+                raise SystemExit
+
+        try:
+            asyncio.run(self.tables.commit(stage, results, send))
+        except SystemExit:
             self.stage = None
-            return results
-        self.tables.record(stage, results, output)
         return results
 
 
