@@ -42,11 +42,10 @@ from sinks.rows import (
     article_from_row,
     article_values,
     delete_member_sql,
-    header_history,
-    header_values,
     incident_from_rows,
     insert_version_sql,
     member_view,
+    plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
     search_hit,
@@ -298,17 +297,15 @@ class PostgresSink(BatchingSink):
                 if moves.members:
                     cur.executemany(_UPSERT_MEMBER, _rows(moves.members))
             if records.versions:
-                headers = latest_versions(records.versions)
                 cur.execute(
                     "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
-                    (sorted(headers),),
+                    (sorted({v.incident_id for v in records.versions}),),
                 )
                 known = {row[0]: int(row[1]) for row in cur.fetchall()}
-                history = [header_history(v) for v in records.versions
-                           if v.version > known.get(v.incident_id, 0)]
+                history, headers = plan_header_writes(records.versions, known)
                 if history:
                     cur.executemany(_INSERT_VERSION, _rows(history))
-                cur.executemany(_UPSERT_INCIDENT, _rows([header_values(v) for v in headers.values()]))
+                cur.executemany(_UPSERT_INCIDENT, _rows(headers))
             incidents = records.incidents
             if not incidents:
                 return

@@ -30,7 +30,7 @@ from newsflow.schemas import (
     RawArticle,
 )
 from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
-from sinks.base import active_at, article_digest, parse_ts
+from sinks.base import active_at, article_digest, latest_versions, parse_ts
 from sinks.models import IncidentArticleView, IncidentSummary, SearchHit, VersionInfo
 
 ARTICLE_COLUMNS = (
@@ -177,6 +177,16 @@ def header_values(version: IncidentVersion) -> tuple[Any, ...]:
         version.last_seen, version.updated_at, active_at(version), version.merged_into,
         version.article_count, version.duplicate_count,
     )
+
+
+def plan_header_writes(
+    versions: Sequence[IncidentVersion], stored_versions: Mapping[str, int]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The history rows to insert and the ``incidents`` rows to upsert for a batch of
+    versions sent without their articles (the upsert itself keeps only a newer version)."""
+    history = [header_history(v) for v in versions
+               if v.version > stored_versions.get(v.incident_id, 0)]
+    return history, [header_values(v) for v in latest_versions(versions).values()]
 
 
 def header_history(version: IncidentVersion) -> tuple[Any, ...]:

@@ -43,11 +43,10 @@ from sinks.rows import (
     article_from_row,
     article_values,
     delete_member_sql,
-    header_history,
-    header_values,
     incident_from_rows,
     insert_version_sql,
     member_view,
+    plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
     search_hit,
@@ -316,13 +315,10 @@ class SQLiteSink(BatchingSink):
         if records.members:
             self._write_places(conn, latest_places(records.members))
         if records.versions:
-            versions = latest_versions(records.versions)
-            stored = self._stored_versions(conn, list(versions))
-            conn.executemany(_INSERT_VERSION, _rows(
-                [header_history(v) for v in records.versions
-                 if v.version > stored.get(v.incident_id, 0)]))
-            conn.executemany(_UPSERT_INCIDENT, _rows(
-                [header_values(v) for v in versions.values()]))
+            stored = self._stored_versions(conn, sorted({v.incident_id for v in records.versions}))
+            history, headers = plan_header_writes(records.versions, stored)
+            conn.executemany(_INSERT_VERSION, _rows(history))
+            conn.executemany(_UPSERT_INCIDENT, _rows(headers))
         if records.incidents:
             self._write_incidents(conn, records.incidents)
 

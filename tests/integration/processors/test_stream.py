@@ -19,6 +19,7 @@ from newsflow.schemas import (
     article_key,
 )
 from producers.replay import read_articles
+from sinks.base import latest_places
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +28,7 @@ SEEDS = Path(__file__).resolve().parents[3] / "seeds"
 
 def placed(records) -> dict[str, list[IncidentArticle]]:
     """Each incident's articles, read from the members topic (each article's last place)."""
-    latest: dict[str, IncidentMember] = {}
-    for record in records:
-        member = IncidentMember.from_bytes(record.value)
-        known = latest.get(member.article.id)
-        if known is None or member.assigned_at >= known.assigned_at:
-            latest[member.article.id] = member
+    latest = latest_places([IncidentMember.from_bytes(record.value) for record in records])
     incidents: dict[str, list[IncidentArticle]] = {}
     for member in latest.values():
         incidents.setdefault(member.incident_id, []).append(member.article)
