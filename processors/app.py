@@ -64,6 +64,19 @@ class PoisonMessage(ValueError):
     """Input that can never be processed: it goes to the dead-letter topic."""
 
 
+class NotDelivered(RuntimeError):
+    """A batch's places and versions could not be delivered before the worker stopped."""
+
+
+def withhold(events: Iterable[EventT]) -> None:
+    """Keep the events' offsets from being committed. faust acks a batch when its loop body
+    ends, however it ends (``take_events``), and commits each partition up to the first
+    offset not acked. An event whose message is marked acked beforehand is skipped by
+    that ack, so its offset is never offered for commit."""
+    for event in events:
+        event.message.acked = True
+
+
 # Control characters other than tab and line breaks: no article means them (they come
 # from broken encodings and scrapers), and PostgreSQL refuses NUL outright.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -162,12 +175,10 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     metrics = ProcessorMetrics()
     metrics_path = textfile_path(settings.data_dir, "process")
 
-    # Bumped when the partitions are revoked: a batch still sending its places stops
-    # trying then (the partition's new owner goes on from the tables).
-    generation = {"revoked": 0}
-
-    def still_ours(revoked: int) -> Callable[[], bool]:
-        return lambda: generation["revoked"] == revoked and not app.should_stop
+    # (A rebalance waits for the batch being sent, faust's ``wait_empty``: only a stop
+    # ends the trying.)
+    def running() -> bool:
+        return not app.should_stop
 
     def not_delivered(failed: list[tuple[Outgoing, BaseException]], retry_s: float) -> None:
         for message, exc in failed:
@@ -185,11 +196,9 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                              m.to_bytes()) for m in output.members]
         messages += [Outgoing(incidents_topic, settings.topic_incidents,
                               v.incident_id.encode(), v.to_bytes()) for v in output.versions]
-        if not await send_delivered(messages, not_delivered,
-                                    keep_trying=still_ours(generation["revoked"])):
-            logger.error("stopped sending %d message(s) (partitions revoked or stopping): "
-                         "keys %s", len(messages),
-                         " ".join(m.key.decode() for m in messages)[:2000])
+        if not await send_delivered(messages, not_delivered, keep_trying=running):
+            raise NotDelivered(f"stopping with {len(messages)} message(s) not delivered: "
+                               f"the batch is decided again at the next start")
 
     async def send_dead_letter(stage: str, event: EventT, exc: BaseException) -> None:
         letter = dead_letter(stage, event, exc)
@@ -240,7 +249,17 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 metrics.observe(result)
                 logger.debug("article %s -> %s (%s)", article.id, result.decision.incident_id,
                              result.decision.explanation.decision)
-            await stage_tables.commit(stage, results, send_batch)
+            try:
+                await stage_tables.commit(stage, results, send_batch)
+            except BaseException as exc:
+                # Not sent (stopping, or cancelled by the stop): the tables have not taken
+                # the batch, and the consumer must not commit it either, or the next start
+                # would take it for done and the sinks would never see it.
+                withhold(events)
+                stage_holder.clear()  # the stage holds what the tables do not
+                logger.error("batch of %d article(s) not committed: %s", len(events),
+                             exc if isinstance(exc, NotDelivered) else type(exc).__name__)
+                raise
             yield None
 
     async def write_metrics() -> None:
@@ -256,7 +275,6 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         if stage_holder:
             logger.info("partitions revoked: cluster state dropped, rebuilt on next use")
         stage_holder.clear()
-        generation["revoked"] += 1
 
     app.on_partitions_revoked.connect(forget_stage)
     app.agent(raw_topic, name="clean")(clean)

@@ -89,7 +89,8 @@ def make_settings(kafka_bootstrap: tuple[str, bool], tmp_path: Path, request: py
 class RoleProcess:
     """One `newsflow ROLE` child process, as the supervisor would start it."""
 
-    def __init__(self, settings: Settings, role: str, log_path: Path) -> None:
+    def __init__(self, settings: Settings, role: str, log_path: Path,
+                 module: str = "newsflow.cli") -> None:
         import subprocess
         import sys
 
@@ -101,7 +102,7 @@ class RoleProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "newsflow.cli", role],
+            [sys.executable, "-m", module, role],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
 
@@ -127,8 +128,8 @@ def start_role(tmp_path: Path):
     """Start `newsflow ROLE` processes; all are stopped at the end of the test."""
     started: list[RoleProcess] = []
 
-    def start(settings: Settings, role: str) -> RoleProcess:
-        proc = RoleProcess(settings, role, tmp_path / f"{role}-{len(started)}.log")
+    def start(settings: Settings, role: str, module: str = "newsflow.cli") -> RoleProcess:
+        proc = RoleProcess(settings, role, tmp_path / f"{role}-{len(started)}.log", module)
         started.append(proc)
         return proc
 

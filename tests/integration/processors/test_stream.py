@@ -190,3 +190,29 @@ def test_a_burst_on_one_story_is_sent_as_few_versions_not_one_per_article(
     assert len(versions) <= 3, [IncidentVersion.from_bytes(v.value).version for v in versions]
     added = [a for v in versions for a in IncidentVersion.from_bytes(v.value).added]
     assert sorted(added) == sorted(a.id for a in copies)
+
+
+def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_next_start(
+    make_settings, start_role, topic_reader
+):
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, _ = read_articles([SEEDS])
+    stuck = start_role(settings, "process", module="tests.integration.processors.outage_worker")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+    deadline = time.monotonic() + 90
+    while "not delivered" not in stuck.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "not delivered" in stuck.log(), stuck.log()[-3000:]
+    # It stops when told (not killed after the grace period: faust would wait for the
+    # batch's acks until then).
+    assert stuck.stop(timeout_s=20) == 0, stuck.log()[-3000:]
+    assert "batch of 1 article(s) not committed" in stuck.log(), stuck.log()[-3000:]
+
+    # Neither the changelog tables nor the committed offset took the batch for done.
+    worker = start_role(settings, "process")
+    records = topic_reader(settings, settings.topic_members, until=holding([reuters.id]),
+                           timeout_s=90, watch=[worker])
+    assert holding([reuters.id])(records), worker.log()[-3000:]
+    assert "rebuilt from the changelog tables (0 articles)" in worker.log()
