@@ -62,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 # Any constant will do: it only has to be the same in every process.
 MIGRATION_LOCK = 0x6E657773  # "news"
+# The first key of the (int, int) advisory locks on article ids (a key space apart from
+# MIGRATION_LOCK's bigint one).
+PLACE_LOCK = 0x706C6163  # "plac"
 CONNECT_TIMEOUT_S = 5
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -282,10 +285,19 @@ class PostgresSink(BatchingSink):
                     cur.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in fresh]))
             if records.members:
                 places = latest_places(records.members)
-                # Locked: two sinks moving one article must not both keep it.
+                # Two sinks writing one article's places (its partition changing hands
+                # mid-batch) must not both keep theirs: each article is locked by its id,
+                # in one order, whether it has a row yet or not (FOR UPDATE would lock only
+                # the rows there are, and a new article has none).
+                cur.execute(
+                    """SELECT pg_advisory_xact_lock(%s, key) FROM (
+                         SELECT DISTINCT hashtext(id) AS key FROM unnest(%s::text[]) AS id
+                         ORDER BY key) AS keys""",
+                    (PLACE_LOCK, list(places)),
+                )
                 cur.execute(
                     """SELECT article_id, incident_id, assigned_at FROM incident_articles
-                       WHERE article_id = ANY(%s) ORDER BY incident_id, article_id FOR UPDATE""",
+                       WHERE article_id = ANY(%s)""",
                     (list(places),),
                 )
                 stored_places: dict[str, list[StoredPlace]] = {}

@@ -17,7 +17,7 @@ from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import open_store
-from tests.records import MERGE_STEPS, NOW, article, incident
+from tests.records import MERGE_STEPS, NOW, article, incident, placed
 
 pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg")
@@ -355,3 +355,28 @@ def test_postgres_places_and_versions_agree_whatever_the_order_they_arrive_in(
         assert merged is not None and merged.summary.merged_into == "i1"
     finally:
         store.close()
+
+
+def test_two_sinks_placing_one_new_article_at_once_keep_only_the_newest_place(
+    postgres_server,
+) -> None:
+    from sinks.postgres import PostgresSink
+
+    dsn = postgres_server.create_database()
+    first, second = PostgresSink(dsn), PostgresSink(dsn)
+    try:
+        first.migrate()
+        with first._pool.connection() as conn, conn.transaction():
+            # The first sink has written the article's first place, not yet committed,
+            # when the second (its partition's new owner) writes the article's move.
+            first._write(conn, [placed(1, "i1", 0)])
+            moving = threading.Thread(target=second.write, args=([placed(1, "i2", 5)],))
+            moving.start()
+            moving.join(1.0)  # the second waits for the first's commit, or is done
+        moving.join(30)
+    finally:
+        first.close()
+        second.close()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT incident_id, article_id FROM incident_articles"
+                            ).fetchall() == [("i2", "a1")]
