@@ -179,7 +179,9 @@ def test_produce_command_stops_cleanly_on_sigterm(make_settings, server, tmp_pat
 
 def test_two_producer_processes_split_the_feeds(make_settings, server, tmp_path):
     feeds_file = tmp_path / "feeds.toml"
-    urls = [server.url(f"/gen/f{i}.xml?delay=0.3") for i in range(20)]
+    # Slow enough feeds (one process alone would take 10 s) that a second process slow to
+    # start under load still finds feeds left to lease.
+    urls = [server.url(f"/gen/f{i}.xml?delay=1.0") for i in range(20)]
     write_feeds(feeds_file, urls)
     settings = make_settings(feeds_file=feeds_file, host_delay_s=0.0)
     ensure_topics(settings)
