@@ -148,6 +148,15 @@ def stem(word: str) -> str:
     return word
 
 
+# Court stages (stemmed): a headline naming one reports a later stage of a story, which
+# comes weeks or months after the events (see ``ClusterConfig.follow_up_time_relief``).
+FOLLOW_UP_TERMS: Final = frozenset(stem(w) for w in """acquit acquitted acquittal arraign
+    arraigned arraignment bail bond charge charged charges convict convicted conviction court
+    guilty indict indicted indictment judge juror jurors jury manslaughter plea plead pleaded
+    pleads prison prosecution prosecutor sentence sentenced sentencing testified testifies
+    testify testimony trial verdict""".split())
+
+
 @dataclass(frozen=True, slots=True)
 class Features:
     tf: dict[str, float]  # term -> field-boosted, sublinear term frequency (no IDF yet)
@@ -163,6 +172,7 @@ class Features:
     ages: frozenset[str] = frozenset()  # ages mentioned ("14-year-old" -> "14")
     streets: frozenset[str] = frozenset()  # street names of addresses ("700 block of Elm St")
     dates: frozenset[tuple[int, int, int]] = frozenset()  # (month, day or 0, year or 0) named
+    follow_up: bool = False  # the headline names a court stage ("charged", "sentenced")
 
 
 def canonical_url(url: str | None) -> str | None:
@@ -435,4 +445,5 @@ def extract(title: str, text: str, fingerprint: bool = True) -> Features:
         ages=frozenset(m.group(1) for t in entities if t.endswith("-old") and (m := _AGE.match(t))),
         streets=streets(body) if toks else frozenset(),
         dates=dates(title + "\n" + body) if toks else dates(title),
+        follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
     )

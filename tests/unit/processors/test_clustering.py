@@ -1,4 +1,5 @@
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -314,7 +315,9 @@ def test_features_pick_out_ages_full_names_and_streets():
         "martin luther king"}
 
 
-def _follow_up_score(street: str, age: str, config: ClusterConfig | None = None) -> float:
+def _springfield_report(title: str, text: str, days: float,
+                        config: ClusterConfig | None = None) -> Explanation:
+    """The explanation of a report ``days`` after a first one on a Springfield killing."""
     clusterer = IncidentClusterer(config)
     when = datetime(2024, 5, 1, tzinfo=UTC)
     clusterer.add(Article(
@@ -322,13 +325,18 @@ def _follow_up_score(street: str, age: str, config: ClusterConfig | None = None)
         text="A 24-year-old man was shot and killed in the 700 block of Elm Street in "
              "Springfield late Friday, police said. Officers found him on the sidewalk.",
         published=when))
-    decision = clusterer.add(Article(
-        id="later", title="Arrest made in Springfield killing",
-        text=f"Springfield police arrested a suspect in the killing of a {age}-year-old man "
-             f"in the 700 block of {street} Street. The suspect faces a murder charge.",
-        published=when + timedelta(days=20)))
+    decision = clusterer.add(Article(id="later", title=title, text=text,
+                                     published=when + timedelta(days=days)))
     assert decision.explanation.score is not None
-    return decision.explanation.score
+    return decision.explanation
+
+
+def _follow_up_score(street: str, age: str, config: ClusterConfig | None = None) -> float:
+    return _springfield_report(
+        "Arrest made in Springfield killing",
+        f"Springfield police arrested a suspect in the killing of a {age}-year-old man "
+        f"in the 700 block of {street} Street. The suspect faces a murder charge.",
+        20, config).score
 
 
 def test_shared_street_and_age_raise_the_score_and_conflicts_lower_it():
@@ -341,6 +349,28 @@ def test_shared_street_and_age_raise_the_score_and_conflicts_lower_it():
     age_gap = same - _follow_up_score("Elm", "61")
     assert street_gap > same_blind - _follow_up_score("Oak", "24", blind) + 1.0
     assert age_gap > same_blind - _follow_up_score("Elm", "61", blind) + 1.0
+
+
+def _late_report(title: str, config: ClusterConfig | None = None) -> Explanation:
+    """The explanation of a report 200 days after the first one, under ``title``."""
+    return _springfield_report(
+        title, "The killing of a 24-year-old man in the 700 block of Elm Street in "
+        "Springfield shocked the neighbourhood, police said.", 200, config)
+
+
+def test_a_court_stage_months_later_pays_less_for_the_gap():
+    no_relief = ClusterConfig(follow_up_time_relief=0.0)
+    court = "Man sentenced in Springfield killing"
+    # Half the time penalty is waived: 0.5 * 0.676 * log(201) = 1.79.
+    waived = 0.5 * ClusterConfig().w_time * math.log1p(200)
+    relieved = _late_report(court)
+    assert relieved.score - _late_report(court, no_relief).score == (
+        pytest.approx(waived, abs=1e-3))  # (scores are shown to 4 places)
+    assert relieved.detail["court_follow_up"] == 1.0  # the explanation says why
+    # Another report months later (a new shooting in the same town, mostly) pays in full.
+    other = "Neighbours remember Springfield killing"
+    assert _late_report(other).score == pytest.approx(_late_report(other, no_relief).score)
+    assert "court_follow_up" not in _late_report(other).detail
 
 
 def test_dates_mentioned_are_read_relative_to_the_article():

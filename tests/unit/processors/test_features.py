@@ -46,3 +46,12 @@ def test_an_age_spelled_out_is_the_same_term_and_age_as_in_figures():
     assert "four-year-old" not in spelled.tf and "4-years-old" not in figures.tf
     # Not a number: left as it is.
     assert "many-year-old" in extract("A many-year-old feud", "").tf
+
+
+def test_a_headline_naming_a_court_stage_marks_a_follow_up():
+    assert extract("Man sentenced in Springfield shooting", BODY).follow_up
+    assert extract("Teens charged in fatal shooting", "").follow_up  # headline alone too
+    assert extract("Jury finds gunman guilty", BODY).follow_up
+    # Only the headline counts, and only whole words: not "Courtney", not a body's "trial".
+    assert not extract("Courtney Smith shot outside bar", "She was awaiting trial.").follow_up
+    assert not extract("Man shot dead in Springfield", BODY).follow_up
