@@ -252,13 +252,21 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             try:
                 await stage_tables.commit(stage, results, send_batch)
             except BaseException as exc:
-                # Not sent (stopping, or cancelled by the stop): the tables have not taken
-                # the batch, and the consumer must not commit it either, or the next start
-                # would take it for done and the sinks would never see it.
+                # Not sent (stopping, or cancelled by the stop), or not kept: the consumer
+                # must not commit the batch, or the next start would take it for done and
+                # the sinks might never see it. The next start decides it again.
                 withhold(events)
-                stage_holder.clear()  # the stage holds what the tables do not
-                logger.error("batch of %d article(s) not committed: %s", len(events),
-                             exc if isinstance(exc, NotDelivered) else type(exc).__name__)
+                stage_holder.clear()  # the stage holds what the tables may not
+                logger.error("batch of %d article(s) not committed: %r", len(events), exc)
+                if isinstance(exc, NotDelivered):
+                    # Stopping: the agent ends here. (Raised, faust would start the agent
+                    # again, and its stop would wait for that one for ever.)
+                    return
+                if not isinstance(exc, asyncio.CancelledError):
+                    # Anything else takes the worker down, for the supervisor to start
+                    # again: an agent that raises dies alone, and the worker would stay
+                    # up clustering nothing.
+                    await app.crash(exc)
                 raise
             yield None
 
@@ -349,34 +357,49 @@ async def send_delivered(messages: list[Outgoing],
                          first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> bool:
     """Send ``messages`` and wait for their delivery (all at once: one round trip); those
     that fail (refused at once, or in delivery) are sent again, with a growing delay,
-    while ``keep_trying()``. Returns whether all were delivered.
+    while ``keep_trying()``. Returns whether all were delivered; False as soon as
+    ``keep_trying()`` says stop, even mid-wait (a delivery to a broker that is down takes
+    the producer's request timeout, a minute, to fail).
     (faust's ``stream_publish_on_commit`` must stay off: with it, a send's future resolves
     only at the commit, which waits for this batch.)"""
     pending, delay = messages, first_delay_s
     while pending:
         failed: list[tuple[Outgoing, BaseException]] = []
-        deliveries: list[tuple[Outgoing, Any]] = []
+        deliveries: dict[asyncio.Future[Any], Outgoing] = {}
         for message in pending:
             try:
-                deliveries.append(
-                    (message, await message.topic.send(key=message.key, value=message.value)))
+                delivery = await message.topic.send(key=message.key, value=message.value)
             except Exception as exc:  # noqa: BLE001 - sent again below
                 failed.append((message, exc))
-        # Shielded: a stop cancels this wait, not the producer's own futures (faust's
-        # callbacks on them do not expect a cancellation).
-        outcomes = await asyncio.gather(*(asyncio.shield(d) for _, d in deliveries),
-                                        return_exceptions=True)
-        failed += [(message, outcome) for (message, _), outcome
-                   in zip(deliveries, outcomes, strict=True) if isinstance(outcome, BaseException)]
+                continue
+            # Shielded: a stop cancels this wait, not the producer's own futures (faust's
+            # callbacks on them do not expect a cancellation).
+            deliveries[asyncio.shield(delivery)] = message
+        waiting = set(deliveries)
+        while waiting:
+            if not keep_trying():
+                return False
+            _, waiting = await asyncio.wait(waiting, timeout=_STOP_CHECK_S)
+        failed += [(message, error) for delivery, message in deliveries.items()
+                   if (error := delivery.exception()) is not None]
         if not failed:
             return True
         on_failure(failed, delay)
-        await asyncio.sleep(delay)
+        resume = asyncio.get_running_loop().time() + delay
+        while (left := resume - asyncio.get_running_loop().time()) > 0:
+            if not keep_trying():
+                return False
+            await asyncio.sleep(min(left, _STOP_CHECK_S))
         delay = min(delay * 2, max_delay_s)
         if not keep_trying():
             return False
         pending = [message for message, _ in failed]
     return True
+
+
+# How often a batch waiting on deliveries (or to send again) looks whether the worker is
+# stopping: the supervisor's grace period is 20 s.
+_STOP_CHECK_S = 0.25
 
 
 def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], list[Incident]]:

@@ -9,7 +9,7 @@ so two processes starting together do not race.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,9 +62,14 @@ logger = logging.getLogger(__name__)
 
 # Any constant will do: it only has to be the same in every process.
 MIGRATION_LOCK = 0x6E657773  # "news"
-# The first key of the (int, int) advisory locks on article ids (a key space apart from
-# MIGRATION_LOCK's bigint one).
+# The first keys of the (int, int) advisory locks on article and incident ids (a key space
+# apart from MIGRATION_LOCK's bigint one).
 PLACE_LOCK = 0x706C6163  # "plac"
+INCIDENT_LOCK = 0x696E6369  # "inci"
+# Ids are locked by bucket (their hash modulo this): one lock an id would take one slot
+# each of the server's shared lock table (max_locks_per_transaction x max_connections,
+# 6,400 by default), and a batch of ten thousand places ran it out.
+LOCK_BUCKETS = 64
 CONNECT_TIMEOUT_S = 5
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -227,6 +232,17 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+def _lock_ids(cur: psycopg.Cursor[Any], namespace: int, ids: Iterable[str]) -> None:
+    """Lock ``ids`` (by bucket) until the transaction ends, in one order: two writers
+    locking overlapping sets cannot deadlock."""
+    cur.execute(
+        """SELECT pg_advisory_xact_lock(%s, bucket) FROM (
+             SELECT DISTINCT abs(hashtext(id) %% %s) AS bucket FROM unnest(%s::text[]) AS id
+             ORDER BY bucket) AS buckets""",
+        (namespace, LOCK_BUCKETS, list(ids)),
+    )
+
+
 def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [tuple(adapt(v) for v in row) for row in values]
 
@@ -286,15 +302,9 @@ class PostgresSink(BatchingSink):
             if records.members:
                 places = latest_places(records.members)
                 # Two sinks writing one article's places (its partition changing hands
-                # mid-batch) must not both keep theirs: each article is locked by its id,
-                # in one order, whether it has a row yet or not (FOR UPDATE would lock only
-                # the rows there are, and a new article has none).
-                cur.execute(
-                    """SELECT pg_advisory_xact_lock(%s, key) FROM (
-                         SELECT DISTINCT hashtext(id) AS key FROM unnest(%s::text[]) AS id
-                         ORDER BY key) AS keys""",
-                    (PLACE_LOCK, list(places)),
-                )
+                # mid-batch) must not both keep theirs: the article is locked, whether it
+                # has a row yet or not (FOR UPDATE locks only the rows there are).
+                _lock_ids(cur, PLACE_LOCK, places)
                 cur.execute(
                     """SELECT article_id, incident_id, assigned_at FROM incident_articles
                        WHERE article_id = ANY(%s)""",
@@ -322,6 +332,7 @@ class PostgresSink(BatchingSink):
             if not incidents:
                 return
             latest = latest_versions(incidents)
+            _lock_ids(cur, INCIDENT_LOCK, latest)  # (an older newsflow's whole versions)
             cur.execute(
                 "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
                 (list(latest),),

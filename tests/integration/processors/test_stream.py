@@ -192,21 +192,29 @@ def test_a_burst_on_one_story_is_sent_as_few_versions_not_one_per_article(
     assert sorted(added) == sorted(a.id for a in copies)
 
 
+FAULTY_WORKER = "tests.integration.processors.faulty_worker"
+
+
+def wait_until(check, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return check()
+
+
+@pytest.mark.parametrize("batch", [1, 500])  # a full batch, and one waiting for more
 def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_next_start(
-    make_settings, start_role, topic_reader
+    make_settings, start_role, topic_reader, batch
 ):
-    settings = make_settings()
+    settings = make_settings(cluster_batch=batch)
     ensure_topics(settings)
     reuters, _ = read_articles([SEEDS])
-    stuck = start_role(settings, "process", module="tests.integration.processors.outage_worker")
+    stuck = start_role(settings, "outage", module=FAULTY_WORKER)
     with Publisher(settings) as publisher:
         publisher.publish_article(reuters)
-    deadline = time.monotonic() + 90
-    while "not delivered" not in stuck.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert "not delivered" in stuck.log(), stuck.log()[-3000:]
+    assert wait_until(lambda: "not delivered" in stuck.log(), 90), stuck.log()[-3000:]
     # It stops when told (not killed after the grace period: faust would wait for the
-    # batch's acks until then).
+    # batch's acks, or for the agent, until then).
     assert stuck.stop(timeout_s=20) == 0, stuck.log()[-3000:]
     assert "batch of 1 article(s) not committed" in stuck.log(), stuck.log()[-3000:]
 
@@ -215,4 +223,27 @@ def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_nex
     records = topic_reader(settings, settings.topic_members, until=holding([reuters.id]),
                            timeout_s=90, watch=[worker])
     assert holding([reuters.id])(records), worker.log()[-3000:]
+    assert "rebuilt from the changelog tables (0 articles)" in worker.log()
+
+
+def test_a_batch_whose_tables_cannot_be_written_takes_the_worker_down_and_is_done_again(
+    make_settings, start_role, topic_reader
+):
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, afp = read_articles([SEEDS])
+    failing = start_role(settings, "record", module=FAULTY_WORKER)
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+    # Down, for the supervisor to start again (not up and clustering nothing).
+    assert wait_until(lambda: failing.process.poll() is not None, 60), failing.log()[-3000:]
+    assert failing.process.returncode != 0
+    assert "batch of 1 article(s) not committed" in failing.log()
+
+    worker = start_role(settings, "process")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(afp)
+    records = topic_reader(settings, settings.topic_members,
+                           until=holding([reuters.id, afp.id]), timeout_s=90, watch=[worker])
+    assert holding([reuters.id, afp.id])(records), worker.log()[-3000:]
     assert "rebuilt from the changelog tables (0 articles)" in worker.log()

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from kafka.structs import TopicPartition
@@ -357,26 +358,54 @@ def test_postgres_places_and_versions_agree_whatever_the_order_they_arrive_in(
         store.close()
 
 
+def write_at_once(dsn: str, first: list[Any], second: list[Any]) -> list[tuple[object, ...]]:
+    """The rows of ``incident_articles`` after one sink writes ``first`` and, before it
+    commits, another writes ``second`` (a partition changing hands mid-batch)."""
+    from sinks.postgres import PostgresSink
+
+    sinks = PostgresSink(dsn), PostgresSink(dsn)
+    try:
+        sinks[0].migrate()
+        with sinks[0]._pool.connection() as conn, conn.transaction():
+            sinks[0]._write(conn, first)
+            later = threading.Thread(target=sinks[1].write, args=(second,))
+            later.start()
+            later.join(1.0)  # the second waits for the first's commit, or is done
+        later.join(30)
+        assert not later.is_alive()
+    finally:
+        for sink in sinks:
+            sink.close()
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT incident_id, article_id FROM incident_articles"
+                            " ORDER BY article_id, incident_id").fetchall()
+
+
 def test_two_sinks_placing_one_new_article_at_once_keep_only_the_newest_place(
     postgres_server,
 ) -> None:
+    dsn = postgres_server.create_database()
+    assert write_at_once(dsn, [placed(1, "i1", 0)], [placed(1, "i2", 5)]) == [("i2", "a1")]
+
+
+def test_an_older_newsflows_two_sinks_writing_one_new_incident_at_once_agree(
+    postgres_server,
+) -> None:
+    # Whole versions (schema 1): version 2 written while version 1 is not yet committed.
+    dsn = postgres_server.create_database()
+    assert write_at_once(dsn, [incident("i1", 1, [1, 2])], [incident("i1", 2, [1, 3])]) == [
+        ("i1", "a1"), ("i1", "a3")]
+
+
+def test_a_batch_of_twenty_thousand_new_places_is_written_in_one_go(postgres_server) -> None:
     from sinks.postgres import PostgresSink
 
     dsn = postgres_server.create_database()
-    first, second = PostgresSink(dsn), PostgresSink(dsn)
+    sink = PostgresSink(dsn)
     try:
-        first.migrate()
-        with first._pool.connection() as conn, conn.transaction():
-            # The first sink has written the article's first place, not yet committed,
-            # when the second (its partition's new owner) writes the article's move.
-            first._write(conn, [placed(1, "i1", 0)])
-            moving = threading.Thread(target=second.write, args=([placed(1, "i2", 5)],))
-            moving.start()
-            moving.join(1.0)  # the second waits for the first's commit, or is done
-        moving.join(30)
+        # (Locked one by one, the ids ran the server's shared lock table out past 12,000.)
+        sink.write([placed(n, f"i{n % 50}", 0) for n in range(20_000)])
     finally:
-        first.close()
-        second.close()
+        sink.close()
     with psycopg.connect(dsn) as conn:
-        assert conn.execute("SELECT incident_id, article_id FROM incident_articles"
-                            ).fetchall() == [("i2", "a1")]
+        assert conn.execute("SELECT count(*) FROM incident_articles").fetchone() == (20_000,)

@@ -134,3 +134,31 @@ def test_sending_stops_when_the_partitions_are_no_longer_ours() -> None:
     done = asyncio.run(send_delivered(_outgoing(topic, b"a1"), lambda f, s: tries.append(1),
                                       keep_trying=lambda: len(tries) < 3, first_delay_s=0.01))
     assert not done and len(tries) == 3 and topic.delivered == []
+
+
+class _Stuck(_Topic):
+    """A broker that takes the messages and never answers (down mid-request)."""
+
+    async def send(self, key: bytes, value: bytes):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        return asyncio.get_running_loop().create_future()
+
+
+def test_a_stop_ends_the_wait_for_a_delivery_or_a_retry_at_once() -> None:
+    import asyncio
+    import time
+
+    from processors.app import send_delivered
+
+    async def stopped_after(topic: _Topic, delay_s: float) -> bool:
+        stop_at = time.monotonic() + 0.3
+        # (wait_for: a send that ignored the stop would fail the test, not hang it.)
+        return await asyncio.wait_for(send_delivered(
+            _outgoing(topic, b"a1"), lambda f, s: None, first_delay_s=delay_s,
+            keep_trying=lambda: time.monotonic() < stop_at), timeout=5)
+
+    # Waiting for a delivery that would take the producer's request timeout (a minute).
+    assert asyncio.run(stopped_after(_Stuck(set(), set()), 0.5)) is False
+    # Waiting to send again, the delay grown to half a minute.
+    assert asyncio.run(stopped_after(_Topic(refuse={b"a1"}, lose=set()), 30.0)) is False
