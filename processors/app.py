@@ -374,14 +374,16 @@ async def send_delivered(messages: list[Outgoing],
                 continue
             # Shielded: a stop cancels this wait, not the producer's own futures (faust's
             # callbacks on them do not expect a cancellation).
-            deliveries[asyncio.shield(delivery)] = message
+            shielded = asyncio.shield(delivery)
+            shielded.add_done_callback(_outcome)  # (read even when a stop ends the wait)
+            deliveries[shielded] = message
         waiting = set(deliveries)
         while waiting:
             if not keep_trying():
                 return False
             _, waiting = await asyncio.wait(waiting, timeout=_STOP_CHECK_S)
         failed += [(message, error) for delivery, message in deliveries.items()
-                   if (error := delivery.exception()) is not None]
+                   if (error := _outcome(delivery)) is not None]
         if not failed:
             return True
         on_failure(failed, delay)
@@ -395,6 +397,13 @@ async def send_delivered(messages: list[Outgoing],
             return False
         pending = [message for message, _ in failed]
     return True
+
+
+def _outcome(delivery: asyncio.Future[Any]) -> BaseException | None:
+    """A finished delivery's error, if it failed (a cancelled one failed too)."""
+    if delivery.cancelled():
+        return asyncio.CancelledError("delivery cancelled")
+    return delivery.exception()
 
 
 # How often a batch waiting on deliveries (or to send again) looks whether the worker is

@@ -162,3 +162,33 @@ def test_a_stop_ends_the_wait_for_a_delivery_or_a_retry_at_once() -> None:
     assert asyncio.run(stopped_after(_Stuck(set(), set()), 0.5)) is False
     # Waiting to send again, the delay grown to half a minute.
     assert asyncio.run(stopped_after(_Topic(refuse={b"a1"}, lose=set()), 30.0)) is False
+
+
+class _Cancelling(_Topic):
+    """A producer that cancels its first delivery (as one may when it is torn down)."""
+
+    async def send(self, key: bytes, value: bytes):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        if not self.refuse:
+            self.refuse.add(key)
+            delivery = asyncio.get_running_loop().create_future()
+            delivery.cancel()
+            return delivery
+        return await super().send(key, b"")
+
+
+def test_a_cancelled_delivery_is_a_failed_one_and_is_sent_again() -> None:
+    import asyncio
+
+    from processors.app import send_delivered
+
+    topic = _Cancelling(refuse=set(), lose=set())
+    failures: list[str] = []
+
+    def failed(batch, retry_s) -> None:  # type: ignore[no-untyped-def]
+        failures.extend(type(e).__name__ for _, e in batch)
+        topic.refuse = {b"other"}  # the next try goes through
+
+    assert asyncio.run(send_delivered(_outgoing(topic, b"a1"), failed, first_delay_s=0.01))
+    assert failures == ["CancelledError"] and topic.delivered == [b"a1"]
