@@ -655,7 +655,9 @@ class IncidentClusterer:
                 street_match = 1.0
         return Similarity(cosine, member, entity, cover, salient, central, year_match,
                           year_conflict, gap, named_gap, name_match, age_match, age_conflict,
-                          street_match, street_conflict, feats.follow_up)
+                          street_match, street_conflict,
+                          # (Headline-only articles have their own time weight, unrelieved.)
+                          feats.follow_up and feats.n_words > 0)
 
     def _member(self, vec: dict[str, float], inc: _Incident, cosine: float) -> float:
         """Best cosine to one of the incident's latest held members (at least ``cosine``)."""
@@ -1138,7 +1140,7 @@ def _detail(sim: Similarity) -> dict[str, float]:
               "salient": round(sim.salient, 4), "central": round(sim.central, 4)}
     if sim.named_day_gap_hours is not None:
         detail["named_day_gap_hours"] = round(sim.named_day_gap_hours, 2)
-    if sim.follow_up:
+    if sim.follow_up and (sim.gap_hours or sim.named_day_gap_hours):
         detail["court_follow_up"] = 1.0  # the time gap weighed less
     return detail
 

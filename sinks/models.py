@@ -178,7 +178,7 @@ def explain(explanation: object) -> str:
     if "named_day_gap_hours" in e.detail:
         parts.append(f"{e.detail['named_day_gap_hours']:.1f} h from the day or month it names")
     if "court_follow_up" in e.detail:
-        parts.append("a court stage: the gap weighed half")
+        parts.append("a court stage: the gap weighed less")
     if e.candidates:
         parts.append(f"{e.candidates} candidates")
     if "scoring_terms" in e.detail:

@@ -66,10 +66,12 @@ MIGRATION_LOCK = 0x6E657773  # "news"
 # apart from MIGRATION_LOCK's bigint one).
 PLACE_LOCK = 0x706C6163  # "plac"
 INCIDENT_LOCK = 0x696E6369  # "inci"
-# Ids are locked by bucket (their hash modulo this): one lock an id would take one slot
-# each of the server's shared lock table (max_locks_per_transaction x max_connections,
-# 6,400 by default), and a batch of ten thousand places ran it out.
-LOCK_BUCKETS = 64
+# Records written per transaction. Each id locked takes a slot of the server's shared lock
+# table (max_locks_per_transaction x max_connections: 6,400 by default) until the commit:
+# a batch of ten thousand places in one transaction ran it out. (Ids locked by bucket
+# instead made two sinks with different articles wait for each other.) The writes are
+# idempotent and order-free, so a batch may commit in parts.
+RECORDS_PER_TRANSACTION = 1_000
 CONNECT_TIMEOUT_S = 5
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -233,14 +235,15 @@ def _without_nul(value: Any) -> Any:
 
 
 def _lock_ids(cur: psycopg.Cursor[Any], namespace: int, ids: Iterable[str]) -> None:
-    """Lock ``ids`` (by bucket) until the transaction ends, in one order: two writers
-    locking overlapping sets cannot deadlock."""
-    cur.execute(
-        """SELECT pg_advisory_xact_lock(%s, bucket) FROM (
-             SELECT DISTINCT abs(hashtext(id) %% %s) AS bucket FROM unnest(%s::text[]) AS id
-             ORDER BY bucket) AS buckets""",
-        (namespace, LOCK_BUCKETS, list(ids)),
-    )
+    """Lock ``ids`` until the transaction ends, in one order (by hash: a collision only
+    makes two ids wait for each other), so that two writers cannot deadlock."""
+    if ids := list(ids):
+        cur.execute(
+            """SELECT pg_advisory_xact_lock(%s, key) FROM (
+                 SELECT DISTINCT hashtext(id) AS key FROM unnest(%s::text[]) AS id
+                 ORDER BY key) AS keys""",
+            (namespace, ids),
+        )
 
 
 def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -279,8 +282,9 @@ class PostgresSink(BatchingSink):
             self.migrate()
         try:
             with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
-                with conn.transaction():
-                    self._write(conn, batch)
+                for start in range(0, len(batch), RECORDS_PER_TRANSACTION):
+                    with conn.transaction():
+                        self._write(conn, batch[start:start + RECORDS_PER_TRANSACTION])
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise _unavailable(exc) from exc
 
@@ -288,6 +292,13 @@ class PostgresSink(BatchingSink):
         records = split(batch)
         articles = records.articles
         with conn.cursor() as cur:
+            # Two sinks writing one article's places or one incident's versions (a
+            # partition changing hands mid-batch) must not both keep theirs: the ids are
+            # locked first, all of them, in one order, whether they have rows yet or not
+            # (FOR UPDATE locks only the rows there are).
+            _lock_ids(cur, INCIDENT_LOCK, {v.incident_id for v in records.versions}
+                      | {i.incident_id for i in records.incidents})
+            _lock_ids(cur, PLACE_LOCK, {m.article.id for m in records.members})
             if articles:
                 # Skip identical articles before the INSERT: PostgreSQL computes the
                 # tsvector of a proposed row even when the conflict clause then drops it.
@@ -301,10 +312,6 @@ class PostgresSink(BatchingSink):
                     cur.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in fresh]))
             if records.members:
                 places = latest_places(records.members)
-                # Two sinks writing one article's places (its partition changing hands
-                # mid-batch) must not both keep theirs: the article is locked, whether it
-                # has a row yet or not (FOR UPDATE locks only the rows there are).
-                _lock_ids(cur, PLACE_LOCK, places)
                 cur.execute(
                     """SELECT article_id, incident_id, assigned_at FROM incident_articles
                        WHERE article_id = ANY(%s)""",
@@ -332,7 +339,6 @@ class PostgresSink(BatchingSink):
             if not incidents:
                 return
             latest = latest_versions(incidents)
-            _lock_ids(cur, INCIDENT_LOCK, latest)  # (an older newsflow's whole versions)
             cur.execute(
                 "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
                 (list(latest),),

@@ -358,9 +358,12 @@ def test_postgres_places_and_versions_agree_whatever_the_order_they_arrive_in(
         store.close()
 
 
-def write_at_once(dsn: str, first: list[Any], second: list[Any]) -> list[tuple[object, ...]]:
+def write_at_once(dsn: str, first: list[Any], second: list[Any],
+                  wait_s: float = 1.0) -> tuple[list[tuple[object, ...]], bool]:
     """The rows of ``incident_articles`` after one sink writes ``first`` and, before it
-    commits, another writes ``second`` (a partition changing hands mid-batch)."""
+    commits, another writes ``second`` (a partition changing hands mid-batch, or two
+    sinks of one group); and whether the second was done within ``wait_s``, before the
+    first committed."""
     from sinks.postgres import PostgresSink
 
     sinks = PostgresSink(dsn), PostgresSink(dsn)
@@ -370,7 +373,8 @@ def write_at_once(dsn: str, first: list[Any], second: list[Any]) -> list[tuple[o
             sinks[0]._write(conn, first)
             later = threading.Thread(target=sinks[1].write, args=(second,))
             later.start()
-            later.join(1.0)  # the second waits for the first's commit, or is done
+            later.join(wait_s)  # the second waits for the first's commit, or is done
+            done_first = not later.is_alive()
         later.join(30)
         assert not later.is_alive()
     finally:
@@ -378,14 +382,24 @@ def write_at_once(dsn: str, first: list[Any], second: list[Any]) -> list[tuple[o
             sink.close()
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT incident_id, article_id FROM incident_articles"
-                            " ORDER BY article_id, incident_id").fetchall()
+                            " ORDER BY article_id, incident_id").fetchall(), done_first
 
 
 def test_two_sinks_placing_one_new_article_at_once_keep_only_the_newest_place(
     postgres_server,
 ) -> None:
     dsn = postgres_server.create_database()
-    assert write_at_once(dsn, [placed(1, "i1", 0)], [placed(1, "i2", 5)]) == [("i2", "a1")]
+    rows, _ = write_at_once(dsn, [placed(1, "i1", 0)], [placed(1, "i2", 5)])
+    assert rows == [("i2", "a1")]
+
+
+def test_two_sinks_placing_different_articles_do_not_wait_for_each_other(
+    postgres_server,
+) -> None:
+    dsn = postgres_server.create_database()
+    rows, done_first = write_at_once(dsn, [placed(n, "i1", 0) for n in range(500)],
+                                     [placed(n, "i2", 0) for n in range(500, 1000)], wait_s=10)
+    assert done_first and len(rows) == 1000
 
 
 def test_an_older_newsflows_two_sinks_writing_one_new_incident_at_once_agree(
@@ -393,8 +407,8 @@ def test_an_older_newsflows_two_sinks_writing_one_new_incident_at_once_agree(
 ) -> None:
     # Whole versions (schema 1): version 2 written while version 1 is not yet committed.
     dsn = postgres_server.create_database()
-    assert write_at_once(dsn, [incident("i1", 1, [1, 2])], [incident("i1", 2, [1, 3])]) == [
-        ("i1", "a1"), ("i1", "a3")]
+    rows, _ = write_at_once(dsn, [incident("i1", 1, [1, 2])], [incident("i1", 2, [1, 3])])
+    assert rows == [("i1", "a1"), ("i1", "a3")]
 
 
 def test_a_batch_of_twenty_thousand_new_places_is_written_in_one_go(postgres_server) -> None:

@@ -373,6 +373,16 @@ def test_a_court_stage_months_later_pays_less_for_the_gap():
     assert "court_follow_up" not in _late_report(other).detail
 
 
+
+def test_a_court_stage_headline_without_a_body_is_not_said_to_be_relieved():
+    # Headline-only articles have their own time weight, which the relief leaves alone.
+    headline = "Man sentenced in Springfield killing"
+    explanations = [_springfield_report(headline, "", 200, config)
+                    for config in (None, ClusterConfig(follow_up_time_relief=0.0))]
+    assert explanations[0].score == explanations[1].score
+    assert "court_follow_up" not in explanations[0].detail
+
+
 def test_dates_mentioned_are_read_relative_to_the_article():
     assert dates("charged in the June 21 shooting; a hearing on Sept. 9th, 2012. Mayday 5, "
                  "Marching 4") == {(6, 21, 0), (9, 9, 2012)}

@@ -21,7 +21,7 @@ def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> N
     assert "1440.0 h apart; 0.0 h from the day or month it names" in explain(why)
     court = Explanation(decision="joined", score=-1.2, threshold=-2.0, time_gap_hours=4800.0,
                         detail={"court_follow_up": 1.0})
-    assert "4800.0 h apart; a court stage: the gap weighed half" in explain(court)
+    assert "4800.0 h apart; a court stage: the gap weighed less" in explain(court)
 
 
 def test_an_explanation_says_when_there_were_too_few_words_to_compare() -> None:
