@@ -509,6 +509,33 @@ def test_a_dormant_incident_is_found_again_by_its_headline_words_and_names():
     assert later.explanation.time_gap_hours == 24 * 21
 
 
+def test_an_incident_sharing_two_rare_names_is_scored_though_the_lookup_ranks_it_out():
+    def follow_up(config: ClusterConfig) -> Explanation:
+        c = IncidentClusterer(config)
+        c.add(art("first", ("Man shot dead at Riverton gas station",
+                            "A man was shot dead at a gas station in Riverton on Friday. Police "
+                            "named him as Rico Doyle and said Dane Mercer, a clerk, saw the "
+                            "gunman drive off in a truck.")))
+        c.add(art("other", ("Teen charged with murder in Riverton court",
+                            "A teen was charged with murder in Riverton court on Monday. The "
+                            "judge set bail at a hearing in the Riverton court."), hours=24))
+        return c.add(art("later", ("Man charged with murder in Riverton court",
+                                   "Prosecutors charged a man with murder in Riverton court in "
+                                   "the killing of Rico Doyle; Dane Mercer is to testify."),
+                         hours=48)).explanation
+
+    # Looked up by its strongest term and its headline words, one candidate kept: the
+    # court story's words win the place, and the follow-up joins the court story ...
+    lookup = {"max_candidates": 1, "candidate_terms": 1}
+    alone = follow_up(ClusterConfig(name_candidates=0, **lookup))
+    assert alone.candidates == 1
+    assert "rico doyle" not in alone.shared_entities
+    # ... unless the killing whose victim and witness it names is scored as well.
+    named = follow_up(ClusterConfig(**lookup))
+    assert named.candidates == 2
+    assert {"rico doyle", "dane mercer"} <= set(named.shared_entities)
+
+
 def _year_score(config: ClusterConfig, dated: bool) -> float:
     c = IncidentClusterer(config)
     c.add(Article(
