@@ -301,28 +301,35 @@ class _Incident:
         return self.entity_norm
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass is built ~8x slower, ~12 per article
 class Similarity:
-    """The evidence for one (article, incident) pair (treated as immutable)."""
+    """The evidence for one (article, incident) pair (treated as immutable; ``_decide``
+    updates ``member`` in place). A plain class, not a dataclass: compiled, a dataclass's
+    generated ``__init__`` still runs as interpreted code, ~10 times per article."""
 
-    cosine: float
-    member: float
-    entity: float
-    cover: float
-    salient: float  # share of the article's strongest terms the incident has
-    central: float  # share of the incident's strongest terms the article has
-    year_match: float  # the article's main year is one the incident mentions
-    year_conflict: float  # ... is not, though the incident mentions years
-    gap_hours: float | None  # None when either side has no date
-    # Nearer, from a day or month the article names ("the June 21 shooting", "slain in
-    # June"): the gap that is scored.
-    named_day_gap_hours: float | None = None
-    name_match: float = 0.0
-    age_match: float = 0.0
-    age_conflict: float = 0.0
-    street_match: float = 0.0
-    street_conflict: float = 0.0
-    follow_up: bool = False  # the article's headline reports a court stage
+    def __init__(self, cosine: float, member: float, entity: float, cover: float,
+                 salient: float, central: float, year_match: float, year_conflict: float,
+                 gap_hours: float | None, named_day_gap_hours: float | None = None,
+                 name_match: float = 0.0, age_match: float = 0.0, age_conflict: float = 0.0,
+                 street_match: float = 0.0, street_conflict: float = 0.0,
+                 follow_up: bool = False) -> None:
+        self.cosine = cosine
+        self.member = member
+        self.entity = entity
+        self.cover = cover
+        self.salient = salient  # share of the article's strongest terms the incident has
+        self.central = central  # share of the incident's strongest terms the article has
+        self.year_match = year_match  # the article's main year is one the incident mentions
+        self.year_conflict = year_conflict  # ... is not, though the incident mentions years
+        self.gap_hours = gap_hours  # None when either side has no date
+        # Nearer, from a day or month the article names ("the June 21 shooting", "slain in
+        # June"): the gap that is scored.
+        self.named_day_gap_hours = named_day_gap_hours
+        self.name_match = name_match
+        self.age_match = age_match
+        self.age_conflict = age_conflict
+        self.street_match = street_match
+        self.street_conflict = street_conflict
+        self.follow_up = follow_up  # the article's headline reports a court stage
 
 
 class IncidentClusterer:

@@ -394,7 +394,8 @@ def extract(title: str, text: str, fingerprint: bool = True) -> Features:
             if info is None:
                 continue
             term, digit, parts, cap, caps = info
-            weight = n + LEAD_BOOST * lead[tok] if tok in lead else n
+            # (A float from the start: compiled, int-or-float arithmetic would be generic.)
+            weight = float(n) + LEAD_BOOST * lead[tok] if tok in lead else float(n)
             # A capitalised word is a name unless it only ever opens a sentence.
             name = cap and (caps or n > initial.get(tok, 0))
             # ``_count``, inlined: this loop runs once per distinct word of every article.
@@ -445,7 +446,8 @@ def extract(title: str, text: str, fingerprint: bool = True) -> Features:
         shingles = np.zeros(0, dtype=np.uint64)
     title_key = " ".join(t.lower() for t in title_tokens)
     years = frozenset(t for t in entities if len(t) == 4 and _YEAR.match(t))
-    year = max(years, key=lambda y: (tf[y], y)) if years else None
+    # (No key function: compiled, a lambda would turn ``tf`` into a slower closure variable.)
+    year = max([(tf[y], y) for y in years])[1] if years else None
     return Features(
         tf=tf,
         entities=frozenset(entities),
