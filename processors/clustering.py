@@ -389,7 +389,7 @@ class IncidentClusterer:
 
         ts = _epoch(article.published)
         self._advance(ts)
-        feats = extract(article.title, article.text)
+        feats = extract(article.title, article.text, dated=ts is not None)
         url_key = canonical_url(article.url)
         signature = self._signature(feats)
 
@@ -414,7 +414,7 @@ class IncidentClusterer:
                          url_key, signature, decision)
             return decision
 
-        content, paragraphs = self._content(article.id, article.title, article.text, feats)
+        content, paragraphs = self._content(article.id, article.title, article.text, feats, ts)
         vec, evec = self._vectorize(content)
         decision = self._decide(article.id, ts, vec, evec, content)
         self._insert(article.id, ts, decision.incident_id, None, vec, evec, feats, url_key,
@@ -439,7 +439,7 @@ class IncidentClusterer:
             return
         ts = _epoch(article.published)
         self._advance(ts)
-        feats = extract(article.title, article.text)
+        feats = extract(article.title, article.text, dated=ts is not None)
         url_key = canonical_url(article.url)
         signature = self._signature(feats)
         if duplicate_of is not None and duplicate_of not in self._held:
@@ -449,7 +449,7 @@ class IncidentClusterer:
         paragraphs: tuple[int, ...] = ()
         headline = False
         if duplicate_of is None:
-            content, paragraphs = self._content(article.id, article.title, article.text, feats)
+            content, paragraphs = self._content(article.id, article.title, article.text, feats, ts)
             vec, evec = self._vectorize(content)
             headline = content.n_words == 0
         decision = Decision(
@@ -476,8 +476,8 @@ class IncidentClusterer:
 
     # -- evidence -----------------------------------------------------------------------
 
-    def _content(self, article_id: str, title: str, text: str,
-                 feats: Features) -> tuple[Features, tuple[int, ...]]:
+    def _content(self, article_id: str, title: str, text: str, feats: Features,
+                 ts: float | None) -> tuple[Features, tuple[int, ...]]:
         """Features for clustering, without page furniture learned from the stream.
 
         A paragraph that an earlier article carried under an unrelated headline (sign-up
@@ -519,9 +519,11 @@ class IncidentClusterer:
                     continue
             kept.append(para)
         # Scoring features only: dedup keeps the fingerprint of the whole text.
-        content = extract(title, "\n\n".join(kept), fingerprint=False) if dropped else feats
+        dated = ts is not None
+        content = (extract(title, "\n\n".join(kept), fingerprint=False, dated=dated) if dropped
+                   else feats)
         if 0 < content.n_words < cfg.min_body_words:
-            content = extract(title, "", fingerprint=False)
+            content = extract(title, "", fingerprint=False, dated=dated)
         return content, tuple(registered)
 
     def _signature(self, feats: Features) -> np.ndarray | None:

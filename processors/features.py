@@ -356,11 +356,13 @@ def dates(text: str) -> frozenset[tuple[int, int, int]]:
     return frozenset(found)
 
 
-def extract(title: str, text: str, fingerprint: bool = True) -> Features:
+def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True) -> Features:
     """Features of a cleaned article (``text`` is ``clean_text`` output).
 
     Without ``fingerprint`` the dedup fields (``shingles``, ``text_key``) are left empty:
-    for features that only score incidents, not duplicates.
+    for features that only score incidents, not duplicates. Without ``dated`` (the article
+    has no publication time, so the clusterer cannot place them) the dates it names are
+    left out.
     """
     tf: dict[str, float] = {}
     entities: set[str] = set()
@@ -444,6 +446,9 @@ def extract(title: str, text: str, fingerprint: bool = True) -> Features:
             shingles = hashes
     else:
         shingles = np.zeros(0, dtype=np.uint64)
+    named: frozenset[tuple[int, int, int]] = frozenset()
+    if dated:
+        named = dates(title + "\n" + body) if toks else dates(title)
     title_key = " ".join(t.lower() for t in title_tokens)
     years = frozenset(t for t in entities if len(t) == 4 and _YEAR.match(t))
     # (No key function: compiled, a lambda would turn ``tf`` into a slower closure variable.)
@@ -462,6 +467,6 @@ def extract(title: str, text: str, fingerprint: bool = True) -> Features:
         # (Only an entity ending in "-old" can match: skips the regex for the others.)
         ages=frozenset(m.group(1) for t in entities if t.endswith("-old") and (m := _AGE.match(t))),
         streets=streets(body) if toks else frozenset(),
-        dates=dates(title + "\n" + body) if toks else dates(title),
+        dates=named,
         follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
     )

@@ -29,6 +29,15 @@ def test_dates_are_read_from_the_headline_too():
     assert extract("Arrest in June 21 shooting", "").dates == {(6, 21, 0)}
 
 
+def test_an_undated_article_is_extracted_without_its_dates_and_otherwise_the_same():
+    # Without a publication time nothing places the dates, so they are not looked for.
+    dated, undated = extract("Arrest in June 21 shooting", BODY), extract(
+        "Arrest in June 21 shooting", BODY, dated=False)
+    assert undated.dates == frozenset()
+    assert (undated.tf, undated.entities, undated.streets, undated.names) == (
+        dated.tf, dated.entities, dated.streets, dated.names)
+
+
 def test_a_hyphenated_words_parts_are_the_terms_of_the_same_words_alone():
     # The parts were cut from the already stemmed word and stemmed again: "UNC-Charlotte"
     # gave "charlot", which the same city standing alone ("charlott") never matched.
