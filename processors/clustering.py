@@ -25,6 +25,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from math import log1p  # (imported by name: compiled, no module attribute lookup per call)
 from operator import itemgetter
 from typing import Final, TypeVar
 
@@ -570,17 +571,18 @@ class IncidentClusterer:
             for inc in posting:
                 hits[inc] = hits.get(inc, 0.0) + weight
         incidents = self._incidents
+        # Sorted as tuples (no key function to call): sequence numbers are unique, so the
+        # ids are never compared. With no more hits than are taken, the weights do not
+        # matter, nor does decaying them.
+        if len(hits) <= cfg.max_candidates:
+            return [inc for _, inc in sorted([(incidents[inc].seq, inc) for inc in hits])]
         decay = cfg.dormant_rank_decay
         if decay and ts is not None:
             dormant = self._dormant
-            for inc_id in hits:
+            for inc_id, w in hits.items():
                 last = incidents[inc_id].last_ts
-                if inc_id in dormant and last is not None and ts > last:
-                    hits[inc_id] /= 1.0 + decay * math.log1p((ts - last) / _DAY)
-        # Sorted as tuples (no key function to call): sequence numbers are unique, so the
-        # ids are never compared.
-        if len(hits) <= cfg.max_candidates:
-            return [inc for _, inc in sorted([(incidents[inc].seq, inc) for inc in hits])]
+                if last is not None and ts > last and inc_id in dormant:
+                    hits[inc_id] = w / (1.0 + decay * log1p((ts - last) / _DAY))
         # Only incidents scoring at least the n-th best can rank among the n best.
         kth = sorted(hits.values(), reverse=True)[cfg.max_candidates - 1]
         ranked = sorted([(-w, incidents[inc].seq, inc) for inc, w in hits.items() if w >= kth])
