@@ -39,7 +39,7 @@ from newsflow.schemas import (
 from newsflow.settings import Settings
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
-from processors.consumer import SeekSafeTransport
+from processors.consumer import NoLossTransport
 from processors.stage import (
     ArticleRecord,
     BatchOutput,
@@ -148,8 +148,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
     )
-    # faust's own consumer can lose a message to a seek (processors/consumer.py).
-    app.transport = SeekSafeTransport(app.conf.broker_consumer, app)
+    # faust's own consumer can commit past a message not processed (processors/consumer.py).
+    app.transport = NoLossTransport(app.conf.broker_consumer, app)
     raw_topic = app.topic(settings.topic_raw, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
     clean_topic = app.topic(settings.topic_clean, key_type=bytes, value_type=bytes,
