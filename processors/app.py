@@ -118,6 +118,12 @@ def cluster_config(settings: Settings) -> ClusterConfig:
     return ClusterConfig(window_days=settings.window_days, incident_days=settings.incident_days)
 
 
+def faust_streams_compiled() -> bool:
+    import faust.streams
+
+    return faust.streams._CStreamIterator is not None
+
+
 def broker_urls(settings: Settings) -> list[str]:
     if not settings.kafka_bootstrap:
         raise ValueError("no Kafka bootstrap servers set (NEWSFLOW_KAFKA_BOOTSTRAP)")
@@ -454,6 +460,10 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None)
     ensure_topics(settings)
     app = create_app(settings, window_loader=window_loader)
     logger.info("clustering modules: %s", build_kind())
+    if not faust_streams_compiled():
+        logger.warning("faust runs without its compiled stream iterator (NO_CYTHON set, or "
+                       "not built here): its pure-Python one acks a message it skips during "
+                       "a rebalance, and a rebalance can then lose it")
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     # faust writes only its banner and a terminal spinner to stdout; the log is the output.
     with open(os.devnull, "w") as devnull:

@@ -1,31 +1,32 @@
-"""faust's Kafka consumer, with two changes that keep it from committing past a message
-no stream has processed.
+"""faust's Kafka consumer, changed so that it never commits past a message no stream has
+processed, and never drops one it fetched again.
 
-1. A seek during a fetched batch.
+1. A seek during a fetched batch. faust's fetch loop (``Consumer._drain_messages``) hands
+out a fetched batch one message at a time and, after each, records the message's offset
+as read; a message below the read offset is dropped later as already seen. Recovery ends
+with ``perform_seek``, which moves the fetch position and the read offsets back to the
+committed offsets, so that what was fetched but not processed (a stream skips messages
+while a rebalance is under way) is fetched again. When the seek lands while a batch
+fetched before it is still being handed out, the loop goes on recording that batch's
+offsets as read, and the copies fetched again are dropped. (Seen as a raw article lost
+when a worker started while a producer was publishing.) Here, while a seek may have
+landed since the batch was fetched, each message handed out leaves its partition's read
+offset unset, so nothing fetched again is dropped; the cost is that a message processed
+before the seek may be processed again (at least once, as after any restart).
 
-faust's fetch loop (``Consumer._drain_messages``) hands out a fetched batch one message
-at a time and, after each, records the message's offset as read; a message at or below
-the read offset is dropped later as already seen. Recovery ends with ``perform_seek``,
-which moves the fetch position and the read offsets back to the committed offsets, so
-that what was fetched but not processed is fetched again. When the seek lands while a
-batch fetched before it is still being handed out, the loop goes on recording that
-batch's offsets as read: the message re-fetched from the committed offset is then dropped,
-and a later commit passes over it. (Seen as a raw article lost when a worker started
-while a producer was publishing.)
-
-Here a batch fetched before a seek is not handed out further, and the read offset of the
-message in hand when the seek landed is put back to where the seek left it. Its partition
-is fetched again from the committed offset, as the seek meant.
+aiokafka's seek leaves partitions with no committed offset (or offset 0) where they are,
+so what a stream skipped there would never be fetched again: those partitions of the
+topics the streams read are moved back to their start too.
 
 2. The commit. faust commits up to the first gap in the offsets its streams have acked,
 but it checks the gap before the first acked offset with an off-by-one, and not at all
-when nothing was committed yet (or offset 0 was): a message handed out and not acked (a
-stream skipped it during a rebalance; a batch the cluster agent withholds) was committed
-past when the one after it was acked. Here no offset is committed past a message that
-was handed out and not acked.
+before its first commit or after offset 0: a message handed out and not acked (skipped
+during a rebalance; a batch the cluster agent withholds) was committed past as soon as a
+later one was acked. Here no offset is committed while a message handed out below the
+last acked one is not acked.
 """
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -33,22 +34,32 @@ from faust.types import TP, Message
 
 
 class NoLossConsumer(aiokafka_driver.Consumer):
-    _seeks: int = 0
-    _read_offsets_after_seek: Mapping[TP, int | None] = {}
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Bumped when a seek begins and when it ends: odd while one is under way.
+        self._seeks = 0
         # Offsets handed out to the streams and not yet committed past, by partition.
         self._handed_out: dict[TP, set[int]] = {}
 
     async def perform_seek(self) -> None:
-        await super().perform_seek()
-        self._read_offsets_after_seek = dict(self._read_offset)
         self._seeks += 1
+        try:
+            await super().perform_seek()
+            acks_enabled_for = self.app.topics.acks_enabled_for
+            assigned = self.assignment()
+            for tp in assigned:
+                if acks_enabled_for(tp.topic) and not self._read_offset.get(tp):
+                    # (Before the log's start, the reset policy, earliest, applies.)
+                    await self.seek(tp, 0)
+            for tp in list(self._handed_out):
+                if tp not in assigned:  # revoked: faust forgets its acks too
+                    del self._handed_out[tp]
+        finally:
+            self._seeks += 1
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        # Counted at the first message: the batch is all fetched by then, and nothing
-        # else runs until the fetch loop takes the message.
+        # Read at the first message: the batch is all fetched by then, and nothing else
+        # runs until the fetch loop takes the message.
         seeks_at_fetch: int | None = None
         handed_out = self._handed_out
         acks_enabled_for = self.app.topics.acks_enabled_for
@@ -59,14 +70,9 @@ class NoLossConsumer(aiokafka_driver.Consumer):
             if acks_enabled_for(message.topic):
                 handed_out.setdefault(tp, set()).add(message.offset)
             yield tp, message
-            # Back here only after the fetch loop has recorded the message as read.
-            if self._seeks != seeks_at_fetch:
-                after_seek = self._read_offsets_after_seek
-                if tp in after_seek:
-                    self._read_offset[tp] = after_seek[tp]
-                else:  # no longer assigned
-                    self._read_offset.pop(tp, None)
-                return
+            # Back here after the fetch loop has recorded the message as read.
+            if seeks_at_fetch % 2 or self._seeks != seeks_at_fetch:
+                self._read_offset[tp] = None
 
     def _new_offset(self, tp: TP) -> int | None:
         pending = self._handed_out.get(tp)
@@ -75,8 +81,9 @@ class NoLossConsumer(aiokafka_driver.Consumer):
             committed = self._committed_offset[tp]
             if committed is not None:
                 pending.difference_update([o for o in pending if o < committed])
-            first_acked = min(acked)
-            if any(o < first_acked for o in pending):
+            done = self._acked_index[tp]
+            last_acked = max(acked)
+            if any(o < last_acked and o not in done for o in pending):
                 return None  # a stream has not processed that message (yet)
         offset = super()._new_offset(tp)
         if pending and offset is not None:
