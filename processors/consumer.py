@@ -58,20 +58,23 @@ class NoLossConsumer(aiokafka_driver.Consumer):
             self._seeks += 1
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        # Read at the first message: the batch is all fetched by then, and nothing else
-        # runs until the fetch loop takes the message.
-        seeks_at_fetch: int | None = None
+        # Read before the fetch is issued: its result, made in the consumer thread before
+        # a seek there, may reach this loop only after perform_seek has ended.
+        seeks_at_fetch = self._seeks
         handed_out = self._handed_out
         acks_enabled_for = self.app.topics.acks_enabled_for
         async for tp, message in super().getmany(timeout):
-            if seeks_at_fetch is None:
-                seeks_at_fetch = self._seeks
             # (Only the topics whose offsets are committed: a table's changelog is not.)
             if acks_enabled_for(message.topic):
                 handed_out.setdefault(tp, set()).add(message.offset)
+            suspect = seeks_at_fetch % 2 or self._seeks != seeks_at_fetch
+            if suspect:
+                # Before too: from a read offset the seek set, faust's loop would take
+                # the distance to this (older) message for a gap in the log, acked.
+                self._read_offset[tp] = None
             yield tp, message
             # Back here after the fetch loop has recorded the message as read.
-            if seeks_at_fetch % 2 or self._seeks != seeks_at_fetch:
+            if suspect or self._seeks != seeks_at_fetch:
                 self._read_offset[tp] = None
 
     def _new_offset(self, tp: TP) -> int | None:

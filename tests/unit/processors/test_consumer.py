@@ -44,9 +44,10 @@ class Run:
 
 def drain(tmp_path: Path, log: dict[TP, list[int]], committed: dict[TP, int | None],
           on_message: Callable[..., object], *, batch: int = 100, rtt: float = 0.0,
-          acking: bool = True) -> Run:
+          hop: float = 0.0, acking: bool = True) -> Run:
     """Runs faust's fetch loop with ``on_message(consumer, message, run)`` as the streams
-    (a stream acks what it processed), until the log is read."""
+    (a stream acks what it processed), until the log is read. ``hop``: the time a result
+    made in the consumer thread takes to reach the main loop."""
     app = create_app(Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path))
     fetcher = Fetcher()
     # aiokafka's position after assignment: the committed offset, or the log's start.
@@ -62,6 +63,7 @@ def drain(tmp_path: Path, log: dict[TP, list[int]], committed: dict[TP, int | No
             if taken:
                 records[tp] = [record(tp, o) for o in taken]
                 position[tp] = taken[-1] + 1
+        await asyncio.sleep(hop)
         if not records:
             idle[0] += 1
             if idle[0] > 50:
@@ -74,6 +76,7 @@ def drain(tmp_path: Path, log: dict[TP, list[int]], committed: dict[TP, int | No
             await asyncio.sleep(rtt)  # committed(tp): a round trip per partition
             if offset and offset > 0:
                 position[tp] = offset
+        await asyncio.sleep(hop)
         return dict(committed)
 
     async def seek(tp: TP, offset: int) -> None:
@@ -168,6 +171,27 @@ def test_a_seek_still_under_way_when_a_batch_is_fetched_loses_nothing(
                 rtt=0.02)
     assert run.offsets() == set(range(1, 20))
     assert run.commits[-1] == 20
+
+
+def test_a_batch_fetched_before_a_seek_but_taken_after_it_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    # Nothing committed. The thread posts the seek's result, then finishes a fetch from
+    # the old position (3..5) and posts it after: the rest of perform_seek (the seek to
+    # 0) runs first, and the batch must still count as fetched before the seek.
+    run = drain(tmp_path, {RAW: list(range(9))}, {RAW: None},
+                seeking_at(1, concurrent=True, skip=True), batch=3, hop=0.02)
+    assert run.seen.count((0, 0)) == 2 and run.offsets() == set(range(9))
+    assert run.commits[-1] == 9
+
+
+def test_a_committed_offset_gone_from_the_log_does_not_hold_commits_back(
+    tmp_path: Path,
+) -> None:
+    # Retention removed 1..4 while the worker was down (committed 1): the reset policy
+    # moves the position to the log's start.
+    run = drain(tmp_path, {RAW: list(range(5, 9))}, {RAW: 1}, ack, batch=2)
+    assert run.commits[-1] == 9
 
 
 def skipping(offset: int):
