@@ -596,11 +596,13 @@ class IncidentClusterer:
         incidents = self._incidents
         shared: dict[str, int] = {}
         for nm in sorted(names):  # sorted: the order of the extra candidates is stable
-            for inc_id in sorted(self._postings.get(nm, ())):
-                counts = incidents[inc_id].names
-                if (inc_id not in candidates and nm in counts
-                        and df.get(nm, 0) - counts[nm] <= cfg.name_max_df):
-                    shared[inc_id] = shared.get(inc_id, 0) + 1
+            least = df.get(nm, 0) - cfg.name_max_df  # of its articles in one incident
+            # (Only those are sorted: a common name's postings are long.)
+            sharing = [inc_id for inc_id in self._postings.get(nm, ())
+                       if nm in incidents[inc_id].names
+                       and incidents[inc_id].names[nm] >= least and inc_id not in candidates]
+            for inc_id in sorted(sharing):
+                shared[inc_id] = shared.get(inc_id, 0) + 1
         return [inc_id for inc_id, n in shared.items() if n >= cfg.name_candidates]
 
     def _similarity(self, vec: dict[str, float], evec: dict[str, float], ts: float | None,
