@@ -29,6 +29,20 @@ def test_dates_are_read_from_the_headline_too():
     assert extract("Arrest in June 21 shooting", "").dates == {(6, 21, 0)}
 
 
+def test_offices_jurisdictions_and_outlets_are_not_full_names():
+    feats = extract(
+        "Two shot in Tulsa",
+        "Tulsa Police said Rico Doyle was shot near the Tulsa County courthouse. Police Chief "
+        "Sean Ward told Jane Roe of the Houston Chronicle that a suspect fled to Kansas City.",
+    )
+    # Capitalised pairs all: a person's name stays; an office, a jurisdiction or an outlet
+    # is in every story of its area, not one incident's person.
+    assert {"rico doyle", "sean ward", "jane roe"} <= feats.names
+    assert not {"tulsa police", "tulsa county", "police chief", "chief sean", "houston chronicle",
+                "kansas city"} & feats.names
+    assert "tulsa county" in feats.entities  # still a term and an entity, only not a name
+
+
 def test_an_undated_article_is_extracted_without_its_dates_and_otherwise_the_same():
     # Without a publication time nothing places the dates, so they are not looked for.
     dated, undated = extract("Arrest in June 21 shooting", BODY), extract(
