@@ -18,7 +18,17 @@ aiokafka's seek leaves partitions with no committed offset (or offset 0) where t
 so what a stream skipped there would never be fetched again: those partitions of the
 topics the streams read are moved back to their start too.
 
-2. The commit. faust commits up to the first gap in the offsets its streams have acked,
+2. Resuming the flow. Recovery ends with that seek, then resumes faust's flow control,
+which empties the streams' queues, and then the consumer's flow. A message handed out
+after the seek and not yet taken by a stream was thrown away there, and the position was
+past it. (Seen as a worker that started while a producer was publishing and never
+processed one raw article; the commit below kept it from being lost, but the partition
+stalled there until the next start.) Here, when the flow resumes and a message handed out
+was neither taken nor acked, the next fetch is preceded by a seek back to the committed
+offsets, so it is fetched again. A stream that skipped a message (during a rebalance)
+is covered the same way.
+
+3. The commit. faust commits up to the first gap in the offsets its streams have acked,
 but it checks the gap before the first acked offset with an off-by-one, and not at all
 before its first commit or after offset 0: a message handed out and not acked (skipped
 during a rebalance; a batch the cluster agent withholds) was committed past as soon as a
@@ -26,11 +36,14 @@ later one was acked. Here no offset is committed while a message handed out belo
 last acked one is not acked.
 """
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
+
+log = logging.getLogger(__name__)
 
 
 class NoLossConsumer(aiokafka_driver.Consumer):
@@ -40,8 +53,22 @@ class NoLossConsumer(aiokafka_driver.Consumer):
         self._seeks = 0
         # Offsets handed out to the streams and not yet committed past, by partition.
         self._handed_out: dict[TP, set[int]] = {}
+        # Messages handed out that no stream had taken yet, when last looked.
+        self._untaken: list[Message] = []
+        # Set when the flow resumed after throwing one of those away.
+        self._rewind = False
+
+    def resume_flow(self) -> None:
+        # faust resumes its flow control just before, and that empties the queues.
+        if any(not (m.tracked or m.acked) for m in self._untaken):
+            self._rewind = True
+        self._untaken.clear()
+        super().resume_flow()
 
     async def perform_seek(self) -> None:
+        # Everything not yet committed past is fetched again.
+        self._rewind = False
+        self._untaken.clear()
         self._seeks += 1
         try:
             await super().perform_seek()
@@ -58,6 +85,14 @@ class NoLossConsumer(aiokafka_driver.Consumer):
             self._seeks += 1
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        if self._rewind and self.flow_active:  # (else a rebalance is under way: it seeks)
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # tried again before the next fetch
+                self._rewind = True
+                log.warning("seek back to the committed offsets failed: %r", exc)
+        untaken = self._untaken
+        untaken[:] = [m for m in untaken if not (m.tracked or m.acked)]
         # Read before the fetch is issued: its result, made in the consumer thread before
         # a seek there, may reach this loop only after perform_seek has ended.
         seeks_at_fetch = self._seeks
@@ -67,6 +102,7 @@ class NoLossConsumer(aiokafka_driver.Consumer):
             # (Only the topics whose offsets are committed: a table's changelog is not.)
             if acks_enabled_for(message.topic):
                 handed_out.setdefault(tp, set()).add(message.offset)
+                untaken.append(message)
             suspect = seeks_at_fetch % 2 or self._seeks != seeks_at_fetch
             if suspect:
                 # Before too: from a read offset the seek set, faust's loop would take

@@ -185,6 +185,39 @@ def test_a_batch_fetched_before_a_seek_but_taken_after_it_loses_nothing(
     assert run.commits[-1] == 9
 
 
+def test_messages_thrown_away_when_the_flow_resumes_are_fetched_again(
+    tmp_path: Path,
+) -> None:
+    # Recovery seeks, a batch (1, 2) is handed out, and then recovery resumes faust's
+    # flow control, which empties the streams' queues before a stream took them, and the
+    # consumer's flow. Without a seek back they were never fetched again, and the
+    # commit stayed at 1 for good.
+    async def thrown_away(consumer, message, run) -> None:
+        if len(run.seen) <= 2:
+            if len(run.seen) == 2:
+                consumer.resume_flow()
+            return
+        consumer.ack(message)
+
+    run = drain(tmp_path, {RAW: [1, 2, 3]}, {RAW: 1}, thrown_away, batch=2)
+    assert run.seen[:2] == [(0, 1), (0, 2)] and run.seen.count((0, 1)) == 2
+    assert run.commits[-1] == 4
+
+
+def test_messages_taken_by_a_stream_are_not_fetched_again_when_the_flow_resumes(
+    tmp_path: Path,
+) -> None:
+    def taken(consumer, message, run) -> None:
+        message.tracked = True  # a stream took it (and acks it after processing)
+        if len(run.seen) == 2:
+            consumer.resume_flow()
+        consumer.ack(message)
+
+    run = drain(tmp_path, {RAW: [1, 2, 3]}, {RAW: 1}, taken, batch=2)
+    assert run.seen == [(0, 1), (0, 2), (0, 3)]
+    assert run.commits == [4]
+
+
 def test_a_committed_offset_gone_from_the_log_does_not_hold_commits_back(
     tmp_path: Path,
 ) -> None:
