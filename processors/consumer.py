@@ -33,17 +33,22 @@ but it checks the gap before the first acked offset with an off-by-one, and not 
 before its first commit or after offset 0: a message handed out and not acked (skipped
 during a rebalance; a batch the cluster agent withholds) was committed past as soon as a
 later one was acked. Here no offset is committed while a message handed out below the
-last acked one is not acked.
+last acked one is not acked. A partition whose commits wait on one message for a minute
+is reported (nothing should keep a message that long; it is what a stall looks like).
 """
 
 import logging
 from collections.abc import AsyncIterator
+from time import monotonic
 from typing import Any
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
 
 log = logging.getLogger(__name__)
+
+# How long a partition's commits may wait on one unprocessed message before a warning.
+COMMIT_WAIT_WARNING_S = 60.0
 
 
 class NoLossConsumer(aiokafka_driver.Consumer):
@@ -57,6 +62,8 @@ class NoLossConsumer(aiokafka_driver.Consumer):
         self._untaken: list[Message] = []
         # Set when the flow resumed after throwing one of those away.
         self._rewind = False
+        # Partitions whose commits wait on a message: (its offset, since, next warning).
+        self._waiting: dict[TP, tuple[int, float, float]] = {}
 
     def resume_flow(self) -> None:
         # faust resumes its flow control just before, and that empties the queues.
@@ -122,12 +129,26 @@ class NoLossConsumer(aiokafka_driver.Consumer):
                 pending.difference_update([o for o in pending if o < committed])
             done = self._acked_index[tp]
             last_acked = max(acked)
-            if any(o < last_acked and o not in done for o in pending):
+            unprocessed = [o for o in pending if o < last_acked and o not in done]
+            if unprocessed:
+                self._note_wait(tp, min(unprocessed))
                 return None  # a stream has not processed that message (yet)
+        self._waiting.pop(tp, None)
         offset = super()._new_offset(tp)
         if pending and offset is not None:
             pending.difference_update([o for o in pending if o < offset])
         return offset
+
+    def _note_wait(self, tp: TP, offset: int) -> None:
+        now = monotonic()
+        held, since, warn_at = self._waiting.get(tp, (None, now, now + COMMIT_WAIT_WARNING_S))
+        if held != offset:
+            since, warn_at = now, now + COMMIT_WAIT_WARNING_S
+        elif now >= warn_at:
+            warn_at = now + COMMIT_WAIT_WARNING_S
+            log.warning("%s[%d]: commits have waited %.0f s on offset %d, handed to a stream "
+                        "and not processed yet", tp.topic, tp.partition, now - since, offset)
+        self._waiting[tp] = (offset, since, warn_at)
 
 
 class NoLossTransport(aiokafka_driver.Transport):

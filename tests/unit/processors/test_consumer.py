@@ -6,12 +6,14 @@ aiokafka's ``seek_to_committed`` does. No message may be dropped or committed pa
 before a stream processed it."""
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP, Message
 
+import processors.consumer
 from newsflow.settings import Settings
 from processors.app import create_app
 
@@ -246,6 +248,25 @@ def test_no_commit_past_a_message_handed_out_and_not_acked(tmp_path: Path) -> No
     # after it, as acked). (While one is missing, nothing is committed: at least once.)
     run = drain(tmp_path, {RAW: [1, 2, 4, 5]}, {RAW: 1}, skipping(4))
     assert run.commits == []
+
+
+def test_commits_waiting_on_one_message_are_reported(tmp_path: Path, monkeypatch,
+                                                     caplog) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(processors.consumer, "monotonic", lambda: clock[0])
+
+    def commit_later(consumer, message, run) -> None:
+        if message.offset != 1:  # 1 is never processed
+            consumer.ack(message)
+        if message.offset == 3:
+            for clock[0] in (0.0, 30.0, 61.0, 90.0):
+                assert consumer._new_offset(RAW) is None
+
+    with caplog.at_level(logging.WARNING, logger="processors.consumer"):
+        drain(tmp_path, {RAW: [1, 2, 3]}, {RAW: 1}, commit_later)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "processors.consumer"]
+    assert warnings == ["raw[0]: commits have waited 61 s on offset 1, handed to a stream "
+                        "and not processed yet"]
 
 
 def test_every_message_acked_is_committed_past(tmp_path: Path) -> None:
