@@ -37,6 +37,7 @@ last acked one is not acked. A partition whose commits wait on one message for a
 is reported (nothing should keep a message that long; it is what a stall looks like).
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from time import monotonic
@@ -64,6 +65,14 @@ class NoLossConsumer(aiokafka_driver.Consumer):
         self._rewind = False
         # Partitions whose commits wait on a message: (its offset, since, next warning).
         self._waiting: dict[TP, tuple[int, float, float]] = {}
+
+    def stop_flow(self) -> None:
+        # A rebalance (or the stop): what the queues held is thrown away, and recovery
+        # seeks back to the committed offsets before the streams resume (with nothing
+        # assigned, there is nothing to seek). Its own resumes of the flow come first.
+        self._untaken.clear()
+        self._rewind = False
+        super().stop_flow()
 
     def resume_flow(self) -> None:
         # faust resumes its flow control just before, and that empties the queues.
@@ -94,7 +103,8 @@ class NoLossConsumer(aiokafka_driver.Consumer):
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         if self._rewind and self.flow_active:  # (else a rebalance is under way: it seeks)
             try:
-                await self.perform_seek()
+                await asyncio.wait_for(self.perform_seek(),
+                                       self.app.conf.broker_request_timeout)
             except Exception as exc:  # tried again before the next fetch
                 self._rewind = True
                 log.warning("seek back to the committed offsets failed: %r", exc)

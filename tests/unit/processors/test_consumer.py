@@ -293,3 +293,31 @@ def test_faust_runs_its_compiled_stream_iterator() -> None:
     from processors.app import faust_streams_compiled
 
     assert faust_streams_compiled()
+
+
+def test_messages_thrown_away_at_a_revoke_do_not_rewind_a_consumer_left_with_nothing(
+    tmp_path: Path,
+) -> None:
+    # 1 and 2 sit in a stream's queue when a rebalance begins: faust stops the flow and
+    # empties the queues (app/base.py _on_partitions_revoked). Every partition goes to
+    # another worker; recovery, with nothing assigned, skips its seek and resumes the
+    # flow (tables/recovery.py on_recovery_completed). The other worker fetches 1 and 2
+    # again from the committed offset: nothing is left to seek here, and aiokafka's
+    # seek_to_committed with nothing assigned fails (consumer.py: "No partitions are
+    # currently assigned").
+    seeks = [0]
+
+    async def no_partitions():
+        seeks[0] += 1
+        raise AssertionError("No partitions are currently assigned")
+
+    def revoked_after(consumer, message, run) -> None:
+        if len(run.seen) == 2:
+            consumer.stop_flow()  # the revoke; the queues are emptied
+            consumer.assignment = lambda: set()
+            consumer.seek_to_committed = no_partitions
+            consumer.resume_flow()  # recovery with an empty assignment
+
+    run = drain(tmp_path, {RAW: [1, 2]}, {RAW: 1}, revoked_after)
+    assert run.seen == [(0, 1), (0, 2)]
+    assert seeks[0] == 0
