@@ -153,6 +153,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         topic_partitions=1,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
+        # The check compares the changelog offsets this worker read with the topics' end
+        # offsets, which the embedded broker under-reports (the start of the newest batch
+        # + 1): a worker that had read a changelog to its end crashed at the next rebalance
+        # when that batch held several records. (It guards a RocksDB store against topics
+        # emptied under it; the tables here are in memory.)
+        recovery_consistency_check=not settings.kafka_embedded,
     )
     # faust's own consumer can commit past a message not processed (processors/consumer.py).
     app.transport = NoLossTransport(app.conf.broker_consumer, app)
@@ -293,7 +299,19 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             logger.info("partitions revoked: cluster state dropped, rebuilt on next use")
         stage_holder.clear()
 
+    async def log_assignment(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        # Sent once the tables are recovered, before the streams resume: which worker
+        # holds what, for operators (and tests) to see.
+        held: dict[str, list[int]] = {}
+        for tp in app.consumer.assignment():
+            if tp.topic in (settings.topic_raw, settings.topic_clean):
+                held.setdefault(tp.topic, []).append(tp.partition)
+        logger.info("rebalance complete, tables recovered; partitions held: %s",
+                    "; ".join(f"{topic} {' '.join(map(str, sorted(parts)))}"
+                              for topic, parts in sorted(held.items())) or "none")
+
     app.on_partitions_revoked.connect(forget_stage)
+    app.on_rebalance_complete.connect(log_assignment)
     app.agent(raw_topic, name="clean")(clean)
     app.agent(clean_topic, name="cluster")(cluster)
     app.timer(5.0, name="write-metrics")(write_metrics)
