@@ -301,7 +301,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
 
     async def log_assignment(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Sent once the tables are recovered, before the streams resume: which worker
-        # holds what, for operators (and tests) to see.
+        # holds what, for operators (and tests) to see. (Should another rebalance have
+        # begun meanwhile, faust drops this one after the line; the next one follows.)
         held: dict[str, list[int]] = {}
         for tp in app.consumer.assignment():
             if tp.topic in (settings.topic_raw, settings.topic_clean):

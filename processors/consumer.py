@@ -25,8 +25,7 @@ past it. (Seen as a worker that started while a producer was publishing and neve
 processed one raw article; the commit below kept it from being lost, but the partition
 stalled there until the next start.) Here, when the flow resumes and a message handed out
 was neither taken nor acked, the next fetch is preceded by a seek back to the committed
-offsets, so it is fetched again. A stream that skipped a message (during a rebalance)
-is covered the same way.
+offsets, so it is fetched again.
 
 3. The commit. faust commits up to the first gap in the offsets its streams have acked,
 but it checks the gap before the first acked offset with an off-by-one, and not at all
@@ -97,6 +96,9 @@ class NoLossConsumer(aiokafka_driver.Consumer):
             for tp in list(self._handed_out):
                 if tp not in assigned:  # revoked: faust forgets its acks too
                     del self._handed_out[tp]
+            for tp in list(self._waiting):
+                if tp not in assigned:
+                    del self._waiting[tp]
         finally:
             self._seeks += 1
 

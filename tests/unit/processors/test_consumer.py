@@ -321,3 +321,27 @@ def test_messages_thrown_away_at_a_revoke_do_not_rewind_a_consumer_left_with_not
     run = drain(tmp_path, {RAW: [1, 2]}, {RAW: 1}, revoked_after)
     assert run.seen == [(0, 1), (0, 2)]
     assert seeks[0] == 0
+
+
+def test_a_seek_back_that_fails_is_tried_again_before_the_next_fetch(tmp_path: Path) -> None:
+    failures = [1]
+
+    def thrown_away_then_failing(consumer, message, run) -> None:
+        if len(run.seen) <= 2:
+            if len(run.seen) == 2:
+                seek = consumer.seek_to_committed
+
+                async def failing_once():
+                    if failures[0]:
+                        failures[0] -= 1
+                        raise TimeoutError("broker slow")
+                    return await seek()
+
+                consumer.seek_to_committed = failing_once
+                consumer.resume_flow()
+            return
+        consumer.ack(message)
+
+    run = drain(tmp_path, {RAW: [1, 2, 3]}, {RAW: 1}, thrown_away_then_failing, batch=2)
+    assert run.seen.count((0, 1)) == 2 and failures == [0]
+    assert run.commits[-1] == 4
