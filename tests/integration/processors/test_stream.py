@@ -337,10 +337,13 @@ def test_a_worker_that_read_the_tables_stays_up_through_the_next_rebalance(
 
 
 def rebalances_completed(worker, count: int, *, watch, timeout_s: float = 90.0) -> None:
-    """Wait until ``worker`` has logged ``count`` completed rebalances (tables recovered)."""
-    deadline = time.monotonic() + timeout_s
-    while worker.log().count("rebalance complete, tables recovered") < count:
-        stopped = [proc for proc in watch if proc.process.poll() is not None]
-        assert not stopped, stopped[0].log()[-3000:]
-        assert time.monotonic() < deadline, worker.log()[-3000:]
-        time.sleep(0.3)
+    """Wait until ``worker`` has logged ``count`` completed rebalances (tables recovered);
+    fail at once when a watched worker stops."""
+    def stopped() -> list:
+        return [proc for proc in watch if proc.process.poll() is not None]
+
+    done = wait_until(lambda: bool(stopped())
+                      or worker.log().count("rebalance complete, tables recovered") >= count,
+                      timeout_s)
+    assert not stopped(), stopped()[0].log()[-3000:]
+    assert done, worker.log()[-3000:]
