@@ -4,12 +4,18 @@ The changelog tables hold the article window; storage also holds the incidents t
 outlived their articles, which a follow-up months later must still find, so a restarted
 cluster stage reads both (``processors.stage.saved_state``). The embedded broker keeps
 nothing across restarts: there storage is the only memory.
+
+So a worker waits for storage before it decides anything: started while storage was down,
+it used to decide against an empty window (copies of stored articles became new
+incidents) and never read storage again.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from newsflow.schemas import Incident
@@ -19,45 +25,79 @@ from processors.stage import ArticleRecord
 
 logger = logging.getLogger(__name__)
 
+# Waits between tries while storage is down at start (the last one repeats).
+STORAGE_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
-def storage_window_loader(settings: Settings) -> WindowLoader:
+
+def storage_window_loader(
+    settings: Settings, sleep: Callable[[float], None] = time.sleep
+) -> WindowLoader:
+    """Reads the window from storage. The first call (the worker's start, before it
+    consumes anything) waits until storage answers; later ones (rebuilds after a
+    rebalance, inside the agent, which must keep up its heartbeats) try once and raise."""
+    calls = 0
+
     def load() -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
-        from sinks.store import open_store
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return read(settings)
+        from sinks.store import storage_errors, store_name
 
-        if settings.sink == "jsonl":
-            # The JSONL file holds incident versions, not the articles' text the clusterer
-            # needs: say so rather than rebuild an empty window without a word.
-            logger.warning(
-                "the jsonl sink keeps no article text: the clustering window starts empty,"
-                " so new reports will not join incidents from before this restart"
-            )
-            return [], []
-
-        # The clusterer remembers incidents for incident_days, and at most max_incidents of
-        # them: restore that much history (and no more: a long-lived install has far more
-        # stored) so a follow-up can still revive an incident after a restart.
-        since = datetime.now(UTC) - timedelta(days=max(settings.window_days, settings.incident_days))
-        keep = cluster_config(settings).max_incidents
-        try:
-            store = open_store(settings)
-        except Exception as exc:  # noqa: BLE001 - no storage yet means an empty window
-            logger.warning("could not open storage to rebuild the window: %s", exc)
-            return [], []
-        try:
-            stored = [(article, incident_id, duplicate_of)
-                      for article, incident_id, duplicate_of in store.recent_articles(since, keep)
-                      if incident_id is not None]
-            incidents = [inc for inc in (store.latest_incident(i)
-                                         for i in sorted({i for _, i, _ in stored})) if inc]
-        finally:
-            store.close()
-        # Restored in the order the stage saw them (its versions say when), not the order
-        # of fetching: a copy fetched before its original but clustered after it would
-        # otherwise come back as an original, and decisions after the restart differ.
-        seen = {m.id: m.seen_at for inc in incidents for m in inc.articles if m.seen_at}
-        records = [ArticleRecord(article, incident_id, duplicate_of,
-                                 seen.get(article.id) or article.fetched_at)
-                   for article, incident_id, duplicate_of in stored]
-        return records, incidents
+        errors = storage_errors()
+        began = time.monotonic()
+        for attempt in itertools.count(1):
+            try:
+                window = read(settings)
+            except errors as exc:
+                wait = STORAGE_RETRY_S[min(attempt, len(STORAGE_RETRY_S)) - 1]
+                logger.warning(
+                    "could not read %s (%s: %s): clustering waits for it, since the window"
+                    " is rebuilt from it; trying again in %.0f s",
+                    store_name(settings), type(exc).__name__, exc, wait)
+                sleep(wait)
+                continue
+            if attempt > 1:
+                logger.info("storage answered after %.0f s", time.monotonic() - began)
+            return window
+        raise AssertionError("unreachable")  # (for mypy: the loop only returns)
 
     return load
+
+
+def read(settings: Settings) -> tuple[list[ArticleRecord], list[Incident]]:
+    """The stored window: the articles and incidents a restarted stage needs. Raises what
+    the storage raises when it is down."""
+    from sinks.store import open_store
+
+    if settings.sink == "jsonl":
+        # The JSONL file holds incident versions, not the articles' text the clusterer
+        # needs: say so rather than rebuild an empty window without a word.
+        logger.warning(
+            "the jsonl sink keeps no article text: the clustering window starts empty,"
+            " so new reports will not join incidents from before this restart"
+        )
+        return [], []
+
+    # The clusterer remembers incidents for incident_days, and at most max_incidents of
+    # them: restore that much history (and no more: a long-lived install has far more
+    # stored) so a follow-up can still revive an incident after a restart.
+    since = datetime.now(UTC) - timedelta(days=max(settings.window_days, settings.incident_days))
+    keep = cluster_config(settings).max_incidents
+    store = open_store(settings)  # (creates an empty store: no storage yet, no window)
+    try:
+        stored = [(article, incident_id, duplicate_of)
+                  for article, incident_id, duplicate_of in store.recent_articles(since, keep)
+                  if incident_id is not None]
+        incidents = [inc for inc in (store.latest_incident(i)
+                                     for i in sorted({i for _, i, _ in stored})) if inc]
+    finally:
+        store.close()
+    # Restored in the order the stage saw them (its versions say when), not the order
+    # of fetching: a copy fetched before its original but clustered after it would
+    # otherwise come back as an original, and decisions after the restart differ.
+    seen = {m.id: m.seen_at for inc in incidents for m in inc.articles if m.seen_at}
+    records = [ArticleRecord(article, incident_id, duplicate_of,
+                             seen.get(article.id) or article.fetched_at)
+               for article, incident_id, duplicate_of in stored]
+    return records, incidents
