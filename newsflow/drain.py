@@ -29,6 +29,7 @@ class Message(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    timestamp: int = -1  # ms since the epoch, as the broker gave it (-1: unknown)
 
 
 class DrainError(RuntimeError):
@@ -73,20 +74,11 @@ def unread(settings: Settings, group: str, topics: list[str]) -> int | None:
     """Messages in ``topics`` past ``group``'s committed offsets, as far as a fetch of each
     partition sees: 0 when the group has read everything, None when the broker did not
     answer for every partition in time."""
-    admin = admin_client(settings, timeout_s=5.0)
     consumer = make_consumer(settings, group_id=None)
     try:
-        committed = admin.list_group_offsets({group: None}).get(group, {})
-        parts = _partitions(consumer, topics)
+        parts = _seek_committed(settings, consumer, group, topics)
         if not parts:
             return 0
-        consumer.assign(parts)
-        for tp in parts:
-            done = committed.get(tp)
-            if done is None or done.offset < 0:
-                consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, done.offset)
         deadline = time.monotonic() + FETCH_WAIT_S
         while time.monotonic() < deadline:
             found = sum(len(r) for r in consumer.poll(timeout_ms=500, max_records=100).values())
@@ -98,7 +90,20 @@ def unread(settings: Settings, group: str, topics: list[str]) -> int | None:
         return None
     finally:
         consumer.close()
-        admin.close()
+
+
+def read_unread(settings: Settings, group: str, topics: list[str],
+                timeout_s: float = 60.0) -> list[Message]:
+    """The messages of ``topics`` past ``group``'s committed offsets (all of a partition it
+    never committed in); ``DrainError`` if they cannot be read to the end in time."""
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        parts = _seek_committed(settings, consumer, group, topics)
+        if not parts:
+            return []
+        return [_message(record) for record in read_to_end(consumer, parts, timeout_s)]
+    finally:
+        consumer.close()
 
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Message]:
@@ -111,8 +116,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[
             return []
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        return [Message(record.key, record.value, list(record.headers))
-                for record in read_to_end(consumer, parts, timeout_s)]
+        return [_message(record) for record in read_to_end(consumer, parts, timeout_s)]
     finally:
         consumer.close()
 
@@ -135,6 +139,31 @@ def read_to_end(consumer: KafkaConsumer, parts: list[TopicPartition], timeout_s:
             return records
     topics = ", ".join(sorted({tp.topic for tp in parts}))
     raise DrainError(f"could not read {topics} to its end in {timeout_s:.0f}s")
+
+
+def _seek_committed(settings: Settings, consumer: KafkaConsumer, group: str,
+                    topics: list[str]) -> list[TopicPartition]:
+    """Assign ``consumer`` the partitions of ``topics``, each at ``group``'s committed
+    offset (at its start where the group never committed)."""
+    admin = admin_client(settings, timeout_s=5.0)
+    try:
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+    finally:
+        admin.close()
+    parts = _partitions(consumer, topics)
+    if parts:
+        consumer.assign(parts)
+    for tp in parts:
+        done = committed.get(tp)
+        if done is None or done.offset < 0:
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, done.offset)
+    return parts
+
+
+def _message(record: Any) -> Message:
+    return Message(record.key, record.value, list(record.headers), record.timestamp)
 
 
 def _partitions(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:

@@ -31,7 +31,7 @@ from threading import Event
 from typing import TYPE_CHECKING
 
 from newsflow.broker import EmbeddedBroker
-from newsflow.drain import DrainError, drain_groups, read_topic, wait_drained
+from newsflow.drain import DrainError, Message, drain_groups, read_topic, read_unread, wait_drained
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.redrive import mark_redriven, redriven_to
@@ -164,12 +164,8 @@ def carried_letters(settings: Settings) -> Path:
 
 
 def save_dead_letters(settings: Settings) -> None:
-    # Byte for byte: a foreign message's key need not be text, and the headers say whether
-    # a letter was carried over before.
-    lines = [json.dumps({"key_b64": _b64(m.key), "value": _b64(m.value),
-                         "headers": [[name, _b64(value)] for name, value in m.headers]})
-             for m in read_topic(settings, settings.topic_dlq)]
     path = carried_letters(settings)
+    messages = read_topic(settings, settings.topic_dlq)
     path.parent.mkdir(parents=True, exist_ok=True)
     # How far `newsflow dlq redrive` got: the letters come back at the same offsets (one
     # partition, in order), and without it the next redrive would send them all again.
@@ -179,9 +175,34 @@ def save_dead_letters(settings: Settings) -> None:
         marker.unlink(missing_ok=True)
     else:
         marker.write_text(json.dumps({"offset": done}), encoding="utf-8")
+    write_messages(path, messages)
+
+
+def write_messages(path: Path, messages: list[Message]) -> None:
+    """Messages saved to a file byte for byte (a foreign message's key need not be text;
+    a dead letter's headers say whether it was carried over before)."""
+    lines = [json.dumps({"key_b64": _b64(m.key), "value": _b64(m.value),
+                         "headers": [[name, _b64(value)] for name, value in m.headers]})
+             for m in messages]
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".tmp")  # never half a file under the real name
     partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     os.replace(partial, path)
+
+
+def read_messages(path: Path) -> list[Message]:
+    """What ``write_messages`` saved."""
+    messages = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line:
+            continue
+        saved = json.loads(line)
+        # (A file saved before keys were kept as bytes has them as text.)
+        key = (_unb64(saved["key_b64"]) if "key_b64" in saved
+               else None if saved.get("key") is None else saved["key"].encode("utf-8"))
+        headers = [(name, _unb64(value) or b"") for name, value in saved.get("headers", ())]
+        messages.append(Message(key, _unb64(saved["value"]), headers))
+    return messages
 
 
 def redriven_marker(settings: Settings) -> Path:
@@ -201,17 +222,14 @@ def restore_dead_letters(settings: Settings) -> None:
     path = carried_letters(settings)
     if not path.exists():
         return
-    letters = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    letters = read_messages(path)
     if letters:
         with Publisher(settings, client_id="newsflow-recycle") as publisher:
             for letter in letters:
-                # (A file saved before keys were kept as bytes has them as text.)
-                key = (_unb64(letter["key_b64"]) if "key_b64" in letter
-                       else None if letter.get("key") is None else letter["key"].encode("utf-8"))
-                headers = [(name, _unb64(value) or b"") for name, value in letter.get("headers", ())]
+                headers = letter.headers
                 if CARRIED_HEADER not in headers:
                     headers.append(CARRIED_HEADER)
-                publisher.send(settings.topic_dlq, key, _unb64(letter["value"]), headers=headers)
+                publisher.send(settings.topic_dlq, letter.key, letter.value, headers=headers)
         logger.info("carried %d dead letter(s) over to the new broker", len(letters))
     marker = redriven_marker(settings)
     if marker.exists():
@@ -219,3 +237,86 @@ def restore_dead_letters(settings: Settings) -> None:
         marker.unlink()
     path.unlink()
 
+
+
+# Stopping the service. The embedded broker forgets everything when it stops, so what the
+# processors and the sink did not finish in time (storage down, say) is saved, as the raw
+# articles it came from, and published again at the next start: the processors decide
+# those articles again against the window they rebuild from storage, which lacks them, and
+# what they derived from them before, unstored, goes with the broker. The dead letters,
+# which only an operator reads, are saved at every stop.
+
+
+def carried_articles(settings: Settings) -> Path:
+    return settings.data_dir / "articles.carried.jsonl"
+
+
+def save_for_next_start(settings: Settings, drained: bool) -> None:
+    """Before the embedded broker stops with the service: its dead letters and, unless the
+    processors and the sink finished everything (``drained``), the raw articles they did
+    not, saved for ``restore_saved`` at the next start."""
+    try:
+        if not drained:
+            saved = save_unfinished_articles(settings)
+            if saved:
+                logger.warning("%d raw article message(s) not finished by the processors and"
+                               " the sink saved to %s: they are processed again at the next"
+                               " start", saved, carried_articles(settings))
+        save_dead_letters(settings)
+    except Exception as exc:  # noqa: BLE001 - the broker is unusable: nothing more to save
+        logger.error("could not save what the embedded broker holds before it stops (%s):"
+                     " it is lost with it", exc)
+
+
+def unfinished_article_ids(settings: Settings) -> set[str]:
+    """The articles named in a message some consumer group has not read: a stage has not
+    finished them (or not committed that it had)."""
+    ids: set[str] = set()
+    for group, topics in drain_groups(settings).items():
+        for topic in topics:
+            for message in read_unread(settings, group, [topic]):
+                ids.update(articles_named(settings, topic, message))
+    return ids
+
+
+def articles_named(settings: Settings, topic: str, message: Message) -> list[str]:
+    """The article ids a message of one of the stream's topics is about."""
+    if topic != settings.topic_incidents:
+        # Raw and clean articles and their places are keyed by article id.
+        return [] if message.key is None else [message.key.decode("utf-8", "replace")]
+    try:  # a version is keyed by its incident, and names the articles it added
+        version = json.loads(message.value or b"{}")
+    except ValueError:  # (poison: the sink dead-letters it)
+        return []
+    if not isinstance(version, dict):
+        return []
+    named = version.get("added") or [item.get("id") for item in version.get("articles") or ()
+                                     if isinstance(item, dict)]
+    return [name for name in named if isinstance(name, str)]
+
+
+def save_unfinished_articles(settings: Settings) -> int:
+    """Save the raw messages of the unfinished articles (every copy, in publishing order);
+    how many."""
+    ids = unfinished_article_ids(settings)
+    if not ids:
+        return 0
+    raw = [m for m in read_topic(settings, settings.topic_raw)
+           if m.key is not None and m.key.decode("utf-8", "replace") in ids]
+    raw.sort(key=lambda m: m.timestamp)  # (stable: a partition's order stays for ties)
+    write_messages(carried_articles(settings), raw)
+    return len(raw)
+
+
+def restore_saved(settings: Settings) -> None:
+    """At start, before the children: what the last stop (or a recycle cut short) saved."""
+    restore_dead_letters(settings)
+    path = carried_articles(settings)
+    if not path.exists():
+        return
+    articles = read_messages(path)
+    with Publisher(settings, client_id="newsflow-carry") as publisher:
+        for article in articles:
+            publisher.send(settings.topic_raw, article.key, article.value, headers=article.headers)
+    logger.info("published again %d raw article message(s) the last stop saved", len(articles))
+    path.unlink()

@@ -193,7 +193,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
     children: list[Child] = []
     try:
         ensure_topics(settings)
-        recycle.restore_dead_letters(settings)  # left by a recycle cut short
+        recycle.restore_saved(settings)  # left by the last stop, or a recycle cut short
         env = child_env(settings)
         children = [Child(role, env, metrics_dir(settings.data_dir)) for role in roles]
         for child in children:
@@ -246,6 +246,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
                 break
     finally:
         consumers = [c for c in children if c.role in ("process", "sink")]
+        drained = False
         for child in reversed(children):
             if child.role == "process" and broker is not None and broker.alive():
                 # The embedded broker forgets everything when it stops: let the processors
@@ -255,10 +256,13 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
                     if not consumer.alive():
                         logger.info("starting %s again to finish what was sent", consumer.role)
                         consumer.start()
-                wait_drained(settings, drain_groups(settings), timeout_s=60.0,
-                             alive=lambda: all(c.alive() for c in consumers))
+                drained = wait_drained(settings, drain_groups(settings),
+                                       timeout_s=settings.stop_drain_s,
+                                       alive=lambda: all(c.alive() for c in consumers))
             child.stop(timeout_s=20.0)
         if broker is not None:
+            if broker.alive():  # (it forgets everything: the next start writes this back)
+                recycle.save_for_next_start(settings, drained)
             broker.stop()
         runfile(settings).unlink(missing_ok=True)
     logger.info("newsflow stopped")

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     cluster_batch_wait_s: float = Field(default=0.2, gt=0)
 
     # Service.
+    # How long a stop waits for the processors and the sink to finish what was published;
+    # with the embedded broker, what they leave is carried over to the next start.
+    stop_drain_s: float = Field(default=60.0, ge=0)
     web_host: str = "127.0.0.1"
     web_port: int = 8088
     log_level: str = "INFO"

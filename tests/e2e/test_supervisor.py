@@ -232,3 +232,37 @@ def test_a_limit_below_an_empty_brokers_memory_recycles_it_once_then_says_so(sta
     service.wait_for(lambda: "not recycling it again" in service.log(), 90)
     assert service.log().count("): recycling it") == 1
     assert service.stop() == 0, service.log()[-3000:]
+
+
+def test_a_stop_while_storage_refuses_writes_keeps_what_it_had_not_stored(start_service, tmp_path):
+    """The embedded broker forgets everything when it stops. With storage refusing writes
+    the sink cannot finish before the stop: the raw articles it had not stored, and the
+    dead letters, are saved and come back at the next start, where they are stored."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_STOP_DRAIN_S="3")
+    service.newsflow("db", "upgrade")
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    for n in range(12):
+        (burst / f"{n:03}.txt").write_text(f"Report {n}\nStory {n} about item {n * 7919}.", "utf-8")
+    ids = {a.id for a in read_articles([burst])}
+    info = json.loads((service.data_dir / "service.json").read_text(encoding="utf-8"))
+    settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
+    lock = sqlite3.connect(service.db, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # storage refuses every write
+        with Publisher(settings, client_id="test-poison") as publisher:
+            publisher.send(settings.topic_raw, "poison-before-stop", b"\xff not json")
+        service.newsflow("replay", "--quiet", str(burst))
+        service.wait_for(lambda: "pausing the stream, retrying" in service.log(), 60)
+        assert service.stop() == 0, service.log()[-3000:]
+    finally:
+        lock.close()
+    assert stored_articles(service.db) == 0
+    assert "processed again at the next start" in service.log(), service.log()[-3000:]
+
+    again = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    again.wait_for(lambda: stored_articles(again.db) == 12, 90)
+    assert incidents_holding(again.db, ids)
+    letters = again.newsflow("tail", "dlq", "--from-beginning", "--json", "--limit", "1")
+    assert json.loads(letters)["key"] == "poison-before-stop"
+    assert again.stop() == 0, again.log()[-3000:]
