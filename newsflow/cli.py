@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from newsflow.logs import configure_logging
-from newsflow.settings import Settings
+from newsflow.settings import Settings, log_level_name
+
+
+def _log_level(value: str) -> str:
+    try:
+        return log_level_name(value)
+    except ValueError as exc:  # argparse's own message would not list the levels
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="newsflow",
         description="Streaming news ingest: feeds to Kafka, deduplicated and clustered into incidents.",
     )
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default: settings)")
+    parser.add_argument("--log-level", type=_log_level,
+                        help="DEBUG, INFO, WARNING, ERROR, CRITICAL (default: settings)")
     parser.add_argument("--log-json", action="store_true", help="JSON log lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (core_commands, producer_commands, processor_commands, sink_commands):
@@ -58,7 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         settings = discover_running_service(settings)
     try:
-        return int(args.func(args, settings) or 0)
+        code = int(args.func(args, settings) or 0)
+        sys.stdout.flush()  # so that a reader gone away shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # stdout's reader went away (`newsflow incidents | head`): nothing to say to it.
+        # As Python's note on SIGPIPE does: stdout to devnull, so that the flush at exit
+        # does not fail again, and exit 1.
+        logging.getLogger("newsflow").debug("stdout closed", exc_info=True)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a clear one-line error for the user, the trace in the log

@@ -6,13 +6,25 @@ example ``NEWSFLOW_KAFKA_BOOTSTRAP=host:9092``. Nothing here is read at import t
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SinkKind = Literal["sqlite", "postgres", "jsonl"]
+
+
+def log_level_name(value: str) -> str:
+    """``value`` as the name of a level logging knows, in capitals; ValueError otherwise
+    (logging's own, raised when logging is configured, would end in a traceback)."""
+    name = value.strip().upper()
+    if name not in logging.getLevelNamesMapping():
+        raise ValueError(
+            f"unknown log level {value!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
+    return name
 
 
 class Settings(BaseSettings):
@@ -83,7 +95,7 @@ class Settings(BaseSettings):
     stop_drain_s: float = Field(default=60.0, ge=0)
     web_host: str = "127.0.0.1"
     web_port: int = 8088
-    log_level: str = "INFO"
+    log_level: Annotated[str, AfterValidator(log_level_name)] = "INFO"
     log_json: bool = False
 
     @property

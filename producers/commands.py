@@ -85,15 +85,13 @@ def _when(epoch: float | None) -> str:
 
 
 def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.state import StateStore
+    from producers.state import read_feeds
 
-    # The state only: the producer applies the feeds file (a listing run from another
-    # directory, without the file, must not change which feeds are polled).
-    state = StateStore(settings.producer_state_file)
-    try:
-        feeds = state.feeds(active_only=not args.all)
-    finally:
-        state.close()
+    # The state only, read as it is: the producer applies the feeds file (a listing run
+    # from another directory, without the file, must not change which feeds are polled),
+    # and a listing creates nothing (no data folder, no state file).
+    state_file = settings.producer_state_file
+    feeds = read_feeds(state_file, active_only=not args.all)
     columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors", "seen")
     print("\t".join(columns))
     for f in feeds:
@@ -111,8 +109,9 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                 ]
             )
         )
+    where = f"state in {state_file}" if state_file.exists() else f"no state file at {state_file} yet"
     print(
-        f"{len(feeds)} feed(s); state in {settings.producer_state_file} "
+        f"{len(feeds)} feed(s); {where} "
         f"(the producer applies {settings.feeds_file} when it starts and when the file changes)",
         file=sys.stderr,
     )

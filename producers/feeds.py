@@ -553,6 +553,7 @@ class ProducerLoop:
         self.owner = _owner()
         self.lease_s = LEASE_S
         self.state_retry_s = 5.0  # after the state file was locked or unwritable
+        self.stop_grace_s = 10.0  # on a stop, polls that end within it are delivered
         self.polled = 0
         self.published = 0
         self.failed = 0
@@ -619,11 +620,18 @@ class ProducerLoop:
             if inflight:
                 # Workers see `stop` between entries; give them a moment, deliver what
                 # finished, hand the rest back for the next run (or another process).
-                done, _ = wait(list(inflight), timeout=10.0)
+                done, _ = wait(list(inflight), timeout=self.stop_grace_s)
                 self._deliver([(inflight.pop(f), f) for f in done if not f.cancelled()])
                 for future, feed in list(inflight.items()):
                     self.state.release(feed.id, self.owner)
                     inflight.pop(future)
+                    if future.running():
+                        logger.info("stopping: the poll of %s is still fetching; its new "
+                                    "entries are left unseen for the next run", feed.url)
+            # A poll still running (a page fetch lasts up to the fetch timeout) uses the
+            # state and the fetcher until it ends, and the caller closes both once this
+            # returns: wait for it (the process would wait for the thread at exit anyway).
+            executor.shutdown(wait=True)
             self.metrics_path.unlink(missing_ok=True)
 
     def _write_metrics(self) -> None:

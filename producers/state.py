@@ -134,6 +134,24 @@ class FeedUpdate:
     keep_validators: bool = False  # 304 / error: keep the stored ETag and Last-Modified
 
 
+def _feeds_query(active_only: bool) -> str:
+    where = " WHERE active = 1" if active_only else ""
+    return f"SELECT {_FEED_COLUMNS} FROM feeds{where} ORDER BY id"
+
+
+def read_feeds(path: Path, *, active_only: bool = False) -> list[FeedRow]:
+    """The feeds of a state file, opened read-only: a file that does not exist has none,
+    and is not created (``StateStore`` creates and migrates it)."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    try:
+        rows = conn.execute(_feeds_query(active_only)).fetchall()
+    finally:
+        conn.close()
+    return [FeedRow.from_row(r) for r in rows]
+
+
 class StateStore:
     """Thread-safe (one connection behind a lock) and multi-process safe (WAL, leases)."""
 
@@ -227,11 +245,8 @@ class StateStore:
         return len(gone)
 
     def feeds(self, *, active_only: bool = False) -> list[FeedRow]:
-        query = f"SELECT {_FEED_COLUMNS} FROM feeds"
-        if active_only:
-            query += " WHERE active = 1"
         with self._lock:
-            rows = self._conn.execute(query + " ORDER BY id").fetchall()
+            rows = self._conn.execute(_feeds_query(active_only)).fetchall()
         return [FeedRow.from_row(r) for r in rows]
 
     def feed(self, feed_id: int) -> FeedRow | None:

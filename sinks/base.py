@@ -27,6 +27,12 @@ class SinkUnavailable(RuntimeError):  # noqa: N818 - a condition the caller wait
     """The store cannot be written now; retry the same batch later."""
 
 
+class StoreMisconfigured(RuntimeError):  # noqa: N818 - a condition, like SinkUnavailable
+    """The settings name a store that cannot be used (a path that cannot be created or
+    opened, a role or database that does not exist, a malformed DSN): waiting will not
+    mend it."""
+
+
 class BatchingSink:
     """Buffering and flushing shared by every back end; subclasses implement ``write``."""
 
@@ -66,6 +72,11 @@ class BatchingSink:
 
     def write(self, batch: Sequence[Record]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def open(self) -> None:
+        """Connect and bring the schema up to date now rather than at the first write
+        (a no-op once open). Raises ``StoreMisconfigured`` when a setting is at fault,
+        ``SinkUnavailable`` when the store is down or busy. No-op by default."""
 
     def migrate(self) -> int:
         """Create or upgrade the schema; returns the schema version. No-op by default."""

@@ -9,11 +9,13 @@ so two processes starting together do not race.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -24,6 +26,7 @@ from sinks.base import (
     BatchingSink,
     Record,
     SinkUnavailable,
+    StoreMisconfigured,
     article_digest,
     latest_places,
     latest_versions,
@@ -164,6 +167,14 @@ def _unavailable(exc: Exception) -> SinkUnavailable:
     return SinkUnavailable(f"postgres: {type(exc).__name__}: {str(exc).strip()[:300]}")
 
 
+# Timestamps come back in UTC, as everywhere else in newsflow.
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "autocommit": False,
+    "connect_timeout": CONNECT_TIMEOUT_S,
+    "options": "-c TimeZone=UTC",
+}
+
+
 def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow") -> ConnectionPool:
     """A pool that does not wait for the database: connections are made on demand, and
     a connection that died with a database restart is checked and replaced."""
@@ -173,15 +184,66 @@ def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow") -> Connect
         max_size=max_size,
         name=name,
         open=True,
-        # Timestamps come back in UTC, as everywhere else in newsflow.
-        kwargs={
-            "autocommit": False,
-            "connect_timeout": CONNECT_TIMEOUT_S,
-            "options": "-c TimeZone=UTC",
-        },
+        kwargs=CONNECTION_OPTIONS,
         check=ConnectionPool.check_connection,
         reconnect_timeout=0,  # keep trying for ever; the caller decides how long to wait
     )
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where a DSN points, for messages: host, port, database and user, never the password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "PostgreSQL (NEWSFLOW_POSTGRES_DSN is not a valid connection string)"
+    host = params.get("host") or params.get("hostaddr") or "the local socket"
+    return (f"PostgreSQL at {host} port {params.get('port') or 5432}, database "
+            f"{params.get('dbname') or '(the user name)'}, user {params.get('user') or '(default)'}")
+
+
+# Messages of the errors a setting causes, for an error met while connecting: libpq gives
+# no SQLSTATE then (psycopg issue #1188), only the server's (or its own) message.
+_SETTING_MESSAGES = re.compile(
+    r"authentication failed|no pg_hba\.conf entry|(role|database) \".*\" does not exist"
+    r"|is not permitted to log in|permission denied for database|no password supplied"
+)
+
+
+def setting_fault(exc: psycopg.Error) -> bool:
+    """Whether an error connecting is the DSN's fault (waiting will not mend it): a
+    malformed DSN, failed authentication (SQLSTATE class 28), a database that does not
+    exist (3D000). Refused connections, timeouts and a server starting up are not."""
+    if exc.sqlstate is not None:
+        return exc.sqlstate.startswith("28") or exc.sqlstate == "3D000"
+    if isinstance(exc, psycopg.ProgrammingError):  # the DSN cannot be parsed
+        return True
+    # "connection is bad": libpq refused the DSN before reaching any server (a bad port).
+    message = str(exc)
+    return message.startswith("connection is bad:") or bool(_SETTING_MESSAGES.search(message))
+
+
+def _hide_password(text: str, dsn: str) -> str:
+    """``text`` without the DSN's password (libpq may quote a malformed DSN's pieces)."""
+    for pattern in (r"://[^:/@]*:([^@]+)@", r"password\s*=\s*(\S+)"):
+        if (found := re.search(pattern, dsn)) and found.group(1) in text:
+            text = text.replace(found.group(1), "***")
+    return text
+
+
+def open_database(dsn: str) -> int:
+    """Connect once and bring the schema up to date; returns its version. A bad setting
+    raises ``StoreMisconfigured``, a server that cannot be reached now ``SinkUnavailable``,
+    each naming where it tried. (Straight, not through a pool: a pool retries a bad
+    setting for ever in the background, and its timeout hides the cause.)"""
+    try:
+        with psycopg.connect(dsn, **CONNECTION_OPTIONS) as conn:
+            return migrate(conn)
+    except psycopg.Error as exc:
+        reason = _hide_password(" ".join(str(exc).split()), dsn)
+        message = f"{describe_dsn(dsn)}: {type(exc).__name__}: {reason}"
+        if setting_fault(exc):
+            raise StoreMisconfigured(message) from exc
+        raise SinkUnavailable(message) from exc
 
 
 def migrate(conn: psycopg.Connection[Any]) -> int:
@@ -261,27 +323,30 @@ class PostgresSink(BatchingSink):
     name = "postgres"
     record_errors = (*BatchingSink.record_errors, psycopg.DataError, psycopg.IntegrityError)
 
-    def __init__(self, dsn: str, *, pool: ConnectionPool | None = None) -> None:
+    def __init__(self, dsn: str) -> None:
         super().__init__()
-        self._pool = pool or make_pool(dsn, max_size=2, name="newsflow-sink")
-        self._migrated = False
+        self._dsn = dsn
+        self._pool: ConnectionPool | None = None  # made once the database was reached
+
+    def open(self) -> None:
+        self._opened_pool()
+
+    def _opened_pool(self) -> ConnectionPool:
+        if self._pool is None:
+            open_database(self._dsn)
+            self._pool = make_pool(self._dsn, max_size=2, name="newsflow-sink")
+        return self._pool
 
     def migrate(self) -> int:
-        try:
-            with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
-                version = migrate(conn)
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise _unavailable(exc) from exc
-        self._migrated = True
-        return version
+        self.open()
+        return SCHEMA_VERSION
 
     def write(self, batch: Sequence[Record]) -> None:
         if not batch:
             return
-        if not self._migrated:
-            self.migrate()
+        pool = self._opened_pool()
         try:
-            with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+            with pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
                 for start in range(0, len(batch), RECORDS_PER_TRANSACTION):
                     with conn.transaction():
                         self._write(conn, batch[start:start + RECORDS_PER_TRANSACTION])
@@ -366,7 +431,8 @@ class PostgresSink(BatchingSink):
                 cur.executemany(_UPSERT_MEMBER, _rows(writes.members))
 
     def close(self) -> None:
-        self._pool.close()
+        if self._pool is not None:
+            self._pool.close()
 
 
 _CURRENT = """
@@ -383,14 +449,9 @@ class PostgresStore:
     """Read API over PostgreSQL, on its own small pool (safe to share between threads)."""
 
     def __init__(self, dsn: str, *, migrate_schema: bool = True) -> None:
-        self._pool = make_pool(dsn, max_size=4, name="newsflow-store")
         if migrate_schema:
-            try:
-                with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
-                    migrate(conn)
-            except Exception:
-                self._pool.close()
-                raise
+            open_database(dsn)  # a clear error, naming the server, when it cannot be used
+        self._pool = make_pool(dsn, max_size=4, name="newsflow-store")
 
     def _conn(self):  # type: ignore[no-untyped-def]
         return self._pool.connection(timeout=CONNECT_TIMEOUT_S)

@@ -3,8 +3,9 @@
 Offsets are committed only after the batch they cover is written (and any dead letters
 are delivered). When the store is unavailable the consumer pauses its partitions and
 keeps polling (so it stays in the group) while the same batch is retried with capped
-exponential backoff; nothing is skipped. Undecodable messages and unknown schema
-versions go to the dead-letter topic and the stream goes on.
+exponential backoff; nothing is skipped. The store is opened at start: one that is down
+is waited for the same way, one a setting makes unusable ends the sink at once. Undecodable
+messages and unknown schema versions go to the dead-letter topic and the stream goes on.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from newsflow.schemas import (
     RawArticle,
 )
 from newsflow.settings import Settings
-from sinks.base import BatchingSink, Record, SinkUnavailable
-from sinks.store import make_sink
+from sinks.base import BatchingSink, Record, SinkUnavailable, StoreMisconfigured
+from sinks.store import make_sink, store_setting
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class SinkRunner:
         self.messages: list[Any] = []  # the buffered records' messages, for isolation
         self.letters: list[DeadLetter] = []  # dead letters not yet delivered
         self.failing = False
+        self.store_open = False  # once it is, every error is an outage to wait out
         self.retry_at = 0.0
         self.last_flush = time.monotonic()
         self._metrics_written = 0.0
@@ -183,6 +185,7 @@ class SinkRunner:
     # --- the loop ---------------------------------------------------------------
 
     def run(self) -> None:
+        self._open_store()
         ensure_topics(self.settings)
         self.consumer = make_consumer(
             self.settings,
@@ -201,6 +204,30 @@ class SinkRunner:
             self._final_flush()
         finally:
             self._close()
+
+    def _open_store(self) -> None:
+        """Open (and migrate) the store before consuming anything. A store that is down
+        or busy is waited for as in an outage (partitions paused, retried with backoff);
+        one a setting makes unusable ends the sink (``StoreMisconfigured``), for the
+        supervisor to report: retrying would not mend it."""
+        try:
+            self._open_sink()
+        except SinkUnavailable as exc:
+            self._enter_failing(exc)
+            return
+        logger.info("sink %s: storage open", self.sink.name)
+
+    def _open_sink(self) -> None:
+        if self.store_open:
+            return
+        try:
+            self.sink.open()
+        except StoreMisconfigured as exc:
+            raise StoreMisconfigured(
+                f"the {self.sink.name} sink cannot use its storage (check "
+                f"{store_setting(self.settings)}): {exc}"
+            ) from exc
+        self.store_open = True
 
     def step(self) -> None:
         assert self.consumer is not None
@@ -313,6 +340,7 @@ class SinkRunner:
     def flush_and_commit(self) -> bool:
         """Write the buffer, deliver dead letters, commit. False when it must be retried."""
         try:
+            self._open_sink()  # the store was down at start: try it again
             self._write_buffer()
             self._send_letters()
         except (SinkUnavailable, PublishError) as exc:

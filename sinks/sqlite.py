@@ -24,6 +24,7 @@ from sinks.base import (
     BatchingSink,
     Record,
     SinkUnavailable,
+    StoreMisconfigured,
     latest_places,
     latest_versions,
     parse_ts,
@@ -252,6 +253,22 @@ _UPSERT_MEMBER = upsert_member_sql("?")
 _DELETE_MEMBER = delete_member_sql("?")
 
 
+# SQLite's primary result codes for a path that waiting will not mend: it cannot be
+# opened (a folder, no permission), is not a database, or may not be written.
+_PATH_FAULTS = frozenset(
+    {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM}
+)
+
+
+def path_fault(exc: BaseException) -> bool:
+    """Whether an error opening the database is the path's fault (a setting), not a
+    passing state of the store (locked, busy, a full disk)."""
+    if isinstance(exc, OSError):  # creating its folder: a file is there, no permission
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)  # None: an error not from SQLite itself
+    return code is not None and (code & 0xFF) in _PATH_FAULTS
+
+
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -269,13 +286,23 @@ class SQLiteSink(BatchingSink):
         self._conn: sqlite3.Connection | None = None
         self._migrate_on_open = migrate_on_open
 
+    def open(self) -> None:
+        self._connection()
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
+            conn = None
             try:
                 conn = connect(self.path)
                 if self._migrate_on_open:
                     migrate(conn)
-            except sqlite3.OperationalError as exc:
+            except (OSError, sqlite3.Error) as exc:
+                if conn is not None:
+                    conn.close()
+                if path_fault(exc):
+                    raise StoreMisconfigured(
+                        f"SQLite database {self.path.absolute()} cannot be opened: {exc}"
+                    ) from exc
                 raise SinkUnavailable(f"sqlite {self.path}: {exc}") from exc
             self._conn = conn
         return self._conn

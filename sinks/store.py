@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from newsflow.settings import Settings
-from sinks.base import BatchingSink, SinkUnavailable
+from sinks.base import BatchingSink, SinkUnavailable, StoreMisconfigured
 from sinks.models import Store
 
 
@@ -28,7 +28,7 @@ def storage_errors() -> tuple[type[Exception], ...]:
     bug or a bad request: "try again later". (PostgreSQL: connection-level errors only;
     a refused query leaves the pool's connections usable.)"""
     errors: tuple[type[Exception], ...] = (
-        sqlite3.Error, OSError, SinkUnavailable, StoreMissing, MissingExtra,
+        sqlite3.Error, OSError, SinkUnavailable, StoreMisconfigured, StoreMissing, MissingExtra,
     )
     try:
         import psycopg
@@ -44,7 +44,8 @@ def _dsn(settings: Settings) -> str:
 
 
 def make_sink(settings: Settings) -> BatchingSink:
-    """The configured writer (not yet connected: it connects on first write)."""
+    """The configured writer (not yet connected: it connects on ``open()`` or the first
+    write)."""
     if settings.sink == "sqlite":
         from sinks.sqlite import SQLiteSink
 
@@ -88,6 +89,15 @@ def store_name(settings: Settings) -> str:
     if settings.sink == "postgres":
         return "the PostgreSQL database of NEWSFLOW_POSTGRES_DSN"
     return f"JSON Lines file {settings.jsonl_file.absolute()}"
+
+
+def store_setting(settings: Settings) -> str:
+    """The setting that says where the configured storage is, for messages."""
+    if settings.sink == "sqlite":
+        return "NEWSFLOW_SQLITE_PATH" if settings.sqlite_path else "NEWSFLOW_DATA_DIR"
+    if settings.sink == "postgres":
+        return "NEWSFLOW_POSTGRES_DSN"
+    return "NEWSFLOW_JSONL_PATH" if settings.jsonl_path else "NEWSFLOW_DATA_DIR"
 
 
 def open_existing_store(settings: Settings) -> Store:

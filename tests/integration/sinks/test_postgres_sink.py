@@ -205,6 +205,15 @@ def committed(settings: Settings) -> int:
         consumer.close(autocommit=False)
 
 
+def sink_thread(settings: Settings) -> tuple[SinkRunner, threading.Thread]:
+    """A sink that retries quickly, on a thread not started yet (``runner.stop`` ends it)."""
+    runner = SinkRunner(
+        settings, threading.Event(), flush_interval_s=0.2,
+        backoff=Backoff(initial_s=0.2, cap_s=1.0),
+    )
+    return runner, threading.Thread(target=runner.run, daemon=True)
+
+
 def test_database_restart_mid_stream_loses_and_skips_nothing(
     make_settings, postgres_server, postgres_dsn: str
 ) -> None:
@@ -212,11 +221,8 @@ def test_database_restart_mid_stream_loses_and_skips_nothing(
         sink="postgres", postgres_dsn=postgres_dsn, incident_partitions=1
     )
     ensure_topics(settings)
-    stop = threading.Event()
-    runner = SinkRunner(
-        settings, stop, flush_interval_s=0.2, backoff=Backoff(initial_s=0.2, cap_s=1.0)
-    )
-    thread = threading.Thread(target=runner.run, daemon=True)
+    runner, thread = sink_thread(settings)
+    stop = runner.stop
     thread.start()
     publisher = Publisher(settings, client_id="test-publisher")
     try:
@@ -273,11 +279,8 @@ def test_a_database_refusing_every_write_is_waited_out_not_dead_lettered(
     with Publisher(settings, client_id="test-publisher") as publisher:
         for n in (1, 2):
             publisher.send(settings.topic_incidents, f"i{n}", incident(f"i{n}", 1, []).to_bytes())
-    stop = threading.Event()
-    runner = SinkRunner(
-        settings, stop, flush_interval_s=0.2, backoff=Backoff(initial_s=0.2, cap_s=1.0)
-    )
-    thread = threading.Thread(target=runner.run, daemon=True)
+    runner, thread = sink_thread(settings)
+    stop = runner.stop
     thread.start()
     try:
         wait_for(lambda: runner.failing, what="the sink to find the store refusing writes")
@@ -423,3 +426,77 @@ def test_a_batch_of_twenty_thousand_new_places_is_written_in_one_go(postgres_ser
         sink.close()
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM incident_articles").fetchone() == (20_000,)
+
+
+@pytest.mark.parametrize(
+    "make_dsn",
+    [
+        lambda dsn: dsn.replace("postgres@", "nobody@", 1),  # a role that does not exist
+        lambda dsn: dsn.rsplit("/", 1)[0] + "/no_such_database",
+        lambda dsn: "host=127.0.0.1 dbname",  # not a connection string
+    ],
+    ids=["role", "database", "syntax"],
+)
+def test_a_dsn_the_server_refuses_ends_the_sink_at_start(
+    make_settings, postgres_dsn: str, make_dsn: Callable[[str], str]
+) -> None:
+    """Waiting would not mend these: the sink says so at start (naming the setting and
+    the server) instead of retrying them for ever as if the database were down."""
+    from sinks.base import StoreMisconfigured
+
+    settings = make_settings(sink="postgres", postgres_dsn=make_dsn(postgres_dsn))
+    stop = threading.Event()
+    stop.set()  # no stream to wait for: what it does before consuming is under test
+    with pytest.raises(StoreMisconfigured, match="check NEWSFLOW_POSTGRES_DSN") as raised:
+        SinkRunner(settings, stop).run()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "127.0.0.1" in message or "not a valid connection string" in message
+
+
+def test_a_database_down_at_start_is_waited_for_and_said_at_start(
+    make_settings, postgres_server, postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn, incident_partitions=1)
+    ensure_topics(settings)
+    runner, thread = sink_thread(settings)
+    postgres_server.stop()
+    try:
+        with caplog.at_level("WARNING", logger="sinks.runner"):
+            thread.start()
+            # Nothing published: the sink finds the database down at start, not when a
+            # record comes.
+            wait_for(lambda: runner.failing, what="the sink to find the database down")
+        warnings = [r.getMessage() for r in caplog.records if r.name == "sinks.runner"]
+        assert any("pausing the stream" in w and f"127.0.0.1 port {postgres_server.port}" in w
+                   for w in warnings), warnings
+    finally:
+        postgres_server.start()
+    try:
+        with Publisher(settings, client_id="test-publisher") as publisher:
+            publisher.send(settings.topic_incidents, "i1", incident("i1", 1, [1]).to_bytes())
+        wait_for(lambda: count(postgres_dsn, "SELECT count(*) FROM incidents") == 1,
+                 what="the incident written once the database is up")
+        wait_for(lambda: committed(settings) == 1, what="committed")
+        assert not runner.failing
+    finally:
+        runner.stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def test_read_commands_name_the_server_they_cannot_reach(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from newsflow.broker import free_port
+    from newsflow.cli import main
+
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", f"postgresql://reader:s3cret@127.0.0.1:{port}/news")
+    assert main(["incidents"]) == 1
+    err = capsys.readouterr().err
+    assert f"PostgreSQL at 127.0.0.1 port {port}, database news, user reader" in err
+    assert "s3cret" not in err and "couldn't get a connection" not in err
+    assert len(err.strip().splitlines()) == 1, err

@@ -314,3 +314,18 @@ def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
     assert [(d.error_kind, d.offset) for d in letters] == [("sink_error", 1)]
     assert "may not be empty" in letters[0].error
     assert RawArticle.from_bytes(letters[0].value or "").id == "bad"
+
+
+def test_a_database_path_that_cannot_be_opened_ends_the_sink_at_start(
+    make_settings, start_role, tmp_path: Path
+) -> None:
+    """A setting no restart mends (here the database's folder is a file): the sink exits
+    at once, non-zero, with one line naming the setting and the path, for the
+    supervisor to report, rather than wait for ever for a store that will not come."""
+    (tmp_path / "afile").write_text("")
+    settings = make_settings(sqlite_path=tmp_path / "afile" / "x.db")
+    sink = start_role(settings, "sink")
+    assert sink.process.wait(60) == 1
+    log = sink.log()
+    assert "check NEWSFLOW_SQLITE_PATH" in log and str(tmp_path / "afile" / "x.db") in log
+    assert "Traceback" not in log and len(log.strip().splitlines()) == 1, log

@@ -18,3 +18,50 @@ def test_a_bad_setting_is_named_without_a_traceback(tmp_path, monkeypatch, capsy
     assert main(["incidents"]) == 2
     err = capsys.readouterr().err
     assert "invalid settings: NEWSFLOW_SINK:" in err and "Traceback" not in err
+
+
+def test_an_unknown_log_level_is_named_with_the_valid_ones(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from newsflow.cli import main
+    from newsflow.settings import Settings
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_LOG_LEVEL", "LOUD")
+    assert main(["incidents"]) == 2
+    err = capsys.readouterr().err
+    assert "NEWSFLOW_LOG_LEVEL" in err and "DEBUG, INFO, WARNING, ERROR or CRITICAL" in err
+    assert "Traceback" not in err
+    monkeypatch.delenv("NEWSFLOW_LOG_LEVEL")
+    with pytest.raises(SystemExit) as raised:
+        main(["--log-level", "LOUD", "incidents"])
+    assert raised.value.code == 2
+    assert "DEBUG, INFO, WARNING, ERROR or CRITICAL" in capsys.readouterr().err
+    assert Settings(log_level="debug").log_level == "DEBUG"  # any case, as before
+
+
+def test_a_reader_closing_stdout_ends_the_command_quietly(tmp_path):
+    """`newsflow incidents | head`: more lines than the reader takes (and than stdout's
+    buffer holds) end the command with exit code 1 and nothing on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    from sinks.sqlite import SQLiteSink
+    from tests.records import incident
+
+    db = tmp_path / "newsflow.db"
+    sink = SQLiteSink(db)
+    sink.write([incident(f"inc-{n}", 1, [n]) for n in range(50)])
+    sink.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_SQLITE_PATH=str(db))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsflow.cli", "incidents"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 1
+    assert err == ""

@@ -26,3 +26,12 @@ def test_feeds_list_shows_the_state_and_changes_nothing(tmp_path, capsys):
     assert [f.url for f in state.feeds(active_only=True)] == [
         "https://a.example/feed", "https://b.example/feed"]
     state.close()
+
+
+def test_feeds_list_without_a_state_file_creates_none(tmp_path, capsys):
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    assert cmd_feeds_list(argparse.Namespace(all=False), settings) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 1  # the header only
+    assert "0 feed(s); no state file at" in captured.err
+    assert not (tmp_path / "var").exists()

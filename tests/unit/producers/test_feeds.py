@@ -518,3 +518,60 @@ def test_a_locked_state_file_pauses_the_loop_rather_than_ending_it(
         run_poll(loop, state)
     assert delivered == ["id-0", "id-1", "id-2"]
     assert any("state unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stop_waits_for_a_poll_still_fetching_before_the_state_is_closed(tmp_path, caplog):
+    """SIGTERM while a page fetch runs: the feed is handed back after the grace, but the
+    loop returns (and run_producer closes the state) only once the poll has ended, as
+    it writes the state after the fetch (here: a page failure counted). It used to find
+    the state closed: "Cannot operate on a closed database", with a traceback."""
+    from producers.state import read_feeds
+
+    state = StateStore(tmp_path / "state.db")
+    feed = state.upsert_feed("https://news.example/feed", origin="config")
+    started, page_answered, poll_ended = threading.Event(), threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    class SlowPagePoller:
+        def poll(self, feed: FeedRow, stop: threading.Event | None = None) -> PollResult:
+            started.set()
+            page_answered.wait(30)
+            try:
+                state.count_page_failure(feed.id, "guid-0", entry="{}", reason="fetch_timeout")
+            except Exception as exc:  # noqa: BLE001 - what the test looks for
+                errors.append(exc)
+            finally:
+                poll_ended.set()
+            return PollResult(feed, FeedUpdate(status=200, error=None, next_poll=time.time()))
+
+    loop = ProducerLoop(
+        Settings(data_dir=tmp_path / "var"), state=state, poller=SlowPagePoller(),  # type: ignore[arg-type]
+        publish=lambda a: None, flush=lambda: None, workers=1,
+    )
+    loop.stop_grace_s = 0.1
+    stop, closed = threading.Event(), threading.Event()
+
+    def produce() -> None:  # as run_producer: the state is closed once the loop returns
+        loop.run(stop)
+        state.close()
+        closed.set()
+
+    def handed_back() -> bool:
+        (row,) = read_feeds(tmp_path / "state.db")
+        return row.id == feed.id and row.lease_owner is None
+
+    runner = threading.Thread(target=produce)
+    with caplog.at_level(logging.INFO, logger="producers.feeds"):
+        runner.start()
+        assert started.wait(10)
+        stop.set()
+        deadline = time.monotonic() + 30
+        while not handed_back() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert handed_back()  # the grace is over: the feed is free for the next run
+        closed.wait(2)  # (where the loop used to return, and the state was closed)
+        page_answered.set()
+        runner.join(30)
+    assert poll_ended.wait(30) and not runner.is_alive() and closed.is_set()
+    assert errors == []
+    assert any("still fetching" in r.getMessage() for r in caplog.records)

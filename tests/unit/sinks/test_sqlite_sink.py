@@ -345,3 +345,39 @@ def test_a_place_sent_again_changes_no_row(db: Path) -> None:
     write(db, placed(1, "i1", 0))
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT * FROM incident_articles").fetchall() == before
+
+
+def test_a_path_that_cannot_be_opened_is_a_setting_fault(tmp_path: Path) -> None:
+    """The sink opens its database at start: a path no wait will mend (its folder is a
+    file, it is a folder, it is not a database) is told apart from a store that is down."""
+    from sinks.base import StoreMisconfigured
+
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir.db").mkdir()
+    (tmp_path / "text.db").write_text("not a database, but long enough to be read as one\n" * 4)
+    for path in (tmp_path / "afile" / "x.db", tmp_path / "adir.db", tmp_path / "text.db"):
+        sink = SQLiteSink(path)
+        with pytest.raises(StoreMisconfigured, match=str(path)):
+            sink.open()
+        sink.close()
+
+
+def test_a_locked_database_at_open_is_a_store_to_wait_for(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sinks import sqlite as sqlite_module
+    from sinks.base import SinkUnavailable
+
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_S", 0.2)
+    db.parent.mkdir(parents=True)
+    blocker = sqlite3.connect(db, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # a new file, not yet in WAL mode: nobody may read
+    try:
+        sink = SQLiteSink(db)
+        with pytest.raises(SinkUnavailable, match="locked"):
+            sink.open()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    sink.open()  # and it opens once the lock is gone
+    sink.close()

@@ -1,0 +1,59 @@
+"""PostgreSQL errors at start: which a setting causes, and where the DSN points (no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+
+from sinks.postgres import _hide_password, describe_dsn, setting_fault  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("error", "fault"),
+    [
+        # As libpq reports them while connecting: without an SQLSTATE (psycopg #1188).
+        (psycopg.OperationalError('connection failed: connection to server at "db", port '
+                                  '5432 failed: FATAL:  role "nobody" does not exist'), True),
+        (psycopg.OperationalError('connection failed: ... FATAL:  database "news" does not '
+                                  'exist'), True),
+        (psycopg.OperationalError("connection failed: ... FATAL:  password authentication "
+                                  'failed for user "newsflow"'), True),
+        (psycopg.OperationalError("connection failed: ... FATAL:  no pg_hba.conf entry for "
+                                  'host "10.0.0.2", user "newsflow"'), True),
+        (psycopg.OperationalError("connection failed: fe_sendauth: no password supplied"), True),
+        (psycopg.OperationalError('connection is bad: invalid integer value "x" for '
+                                  'connection option "port"'), True),
+        (psycopg.ProgrammingError('missing "=" after "news" in connection info string'), True),
+        # With an SQLSTATE (an error on an open connection).
+        (psycopg.errors.lookup("28P01")("password authentication failed"), True),
+        (psycopg.errors.lookup("3D000")("database does not exist"), True),
+        # The server is not there, or not ready: waited for.
+        (psycopg.OperationalError('connection failed: connection to server at "db", port '
+                                  "5432 failed: Connection refused"), False),
+        (psycopg.OperationalError("connection failed: ... timeout expired"), False),
+        (psycopg.OperationalError("connection failed: ... FATAL:  the database system is "
+                                  "starting up"), False),
+        (psycopg.OperationalError("failed to resolve host 'db': [Errno -3] Temporary "
+                                  "failure in name resolution"), False),
+        (psycopg.errors.lookup("57P03")("the database system is starting up"), False),
+        (psycopg.errors.lookup("53300")("too many connections"), False),
+    ],
+)
+def test_errors_a_setting_causes_are_told_from_a_server_that_is_down(
+    error: Exception, fault: bool
+) -> None:
+    assert setting_fault(error) is fault
+
+
+def test_where_a_dsn_points_is_said_without_its_password() -> None:
+    where = describe_dsn("postgresql://newsflow:s3cret@db.example:5433/news")
+    assert where == "PostgreSQL at db.example port 5433, database news, user newsflow"
+    assert "s3cret" not in describe_dsn("host=db password=s3cret dbname=news")
+    assert "not a valid connection string" in describe_dsn("not a dsn")
+
+
+def test_a_message_quoting_the_password_has_it_hidden() -> None:
+    assert _hide_password('invalid percent-encoded token: "s3%zzcret"',
+                          "postgresql://u:s3%zzcret@db/news") == 'invalid percent-encoded token: "***"'
+    assert _hide_password("bad value s3cret", "host=db password=s3cret") == "bad value ***"
