@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,14 +84,16 @@ class Service:
     env: dict[str, str]  # its environment, which other commands find it with
     db: Path
     settings: Settings  # to reach its embedded broker
-    startup_s: float  # to the seed incident in SQLite
+    startup_s: float  # to the seed incident in SQLite (or the topics made)
 
 
 @contextmanager
-def running_service(compiled: bool = False) -> Iterator[Service]:
+def running_service(compiled: bool = False, variables: Mapping[str, str] | None = None,
+                    seeds: bool = True) -> Iterator[Service]:
     """A fresh `newsflow run` (embedded broker, SQLite, no feeds) in a temporary folder,
-    running this tree's code (or the mypyc build), once it has stored the seed incident;
-    stopped with SIGTERM at the end."""
+    running this tree's code (or the mypyc build), once it has stored the seed incident
+    (without ``seeds``: once its topics are made); stopped with SIGTERM at the end.
+    ``variables``: more settings (NEWSFLOW_...)."""
     tmp = Path(tempfile.mkdtemp(prefix="newsflow-bench-"))
     data_dir = tmp / "var"
     (tmp / "feeds.toml").write_text("", encoding="utf-8")
@@ -104,21 +106,24 @@ def running_service(compiled: bool = False) -> Iterator[Service]:
         # (Not the venv's editable install, which may point at another checkout.)
         PYTHONPATH=str(COMPILED if compiled else ROOT),
     )
+    env.update(variables or {})
     db = data_dir / "newsflow.db"
     log = (tmp / "service.log").open("wb")
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "newsflow.cli", "run"], env=env, cwd=ROOT,
-        stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-P", "-m", "newsflow.cli", "run", *([] if seeds else ["--no-seeds"])],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
+    runfile = data_dir / "service.json"  # written once the topics are made
     try:
         # The service replays seeds/ at start: the first incident row marks it ready.
-        while stored_count(db, "SELECT count(*) FROM incident_articles") < 2:
+        while (stored_count(db, "SELECT count(*) FROM incident_articles") < 2 if seeds
+               else not runfile.exists()):
             if process.poll() is not None or time.monotonic() - started > 120:
                 raise SystemExit(f"service did not come up; log in {tmp / 'service.log'}")
             time.sleep(0.1)
         startup_s = time.monotonic() - started
-        info = json.loads((data_dir / "service.json").read_text())
+        info = json.loads(runfile.read_text())
         settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
         yield Service(process, tmp, env, db, settings, startup_s)
     finally:
