@@ -10,6 +10,7 @@ publishes a labelled stream from ../shared/data/incidents, and prints:
 Prints figures; asserts nothing.
 
 usage: python benchmarks/pipeline.py [--file gva-dev.jsonl] [--limit 2000]
+       [--set NEWSFLOW_NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--compiled", action="store_true",
                         help=f"run the service from the mypyc build in {COMPILED} (as make run)")
+    parser.add_argument("--set", action="append", default=[], metavar="NEWSFLOW_NAME=VALUE",
+                        help="a setting for the service (repeatable)")
     args = parser.parse_args()
     problem = snapshot_problem(COMPILED, ROOT) if args.compiled else None
     if problem:
@@ -150,7 +153,7 @@ def main() -> None:
         print(f"skipped: {source} not found (needs ../shared/data)")
         return
 
-    with running_service(args.compiled) as service:
+    with running_service(args.compiled, dict(item.split("=", 1) for item in args.set)) as service:
         db, settings = service.db, service.settings
         memory_before = broker_memory(service.settings.kafka_bootstrap or "")
         everything = list(read_articles([source]))
