@@ -10,6 +10,7 @@ publishes a labelled stream from ../shared/data/incidents, and prints:
 Prints figures; asserts nothing.
 
 usage: python benchmarks/pipeline.py [--file gva-dev.jsonl] [--limit 2000]
+       [--set NEWSFLOW_NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,24 +76,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--file", default="gva-dev.jsonl")
-    parser.add_argument("--limit", type=int, default=2000)
-    parser.add_argument("--paced", type=int, default=300,
-                        help="then this many more articles at --rate, for steady-state latency")
-    parser.add_argument("--rate", type=float, default=20.0)
-    parser.add_argument("--compiled", action="store_true",
-                        help=f"run the service from the mypyc build in {COMPILED} (as make run)")
-    args = parser.parse_args()
-    problem = snapshot_problem(COMPILED, ROOT) if args.compiled else None
-    if problem:
-        raise SystemExit(f"--compiled: {problem}")
-    source = SHARED / args.file
-    if not source.exists():
-        print(f"skipped: {source} not found (needs ../shared/data)")
-        return
+@dataclass
+class Service:
+    """A `newsflow run` started by ``running_service``."""
 
+    process: subprocess.Popen[bytes]
+    folder: Path  # its working files, and service.log
+    env: dict[str, str]  # its environment, which other commands find it with
+    db: Path
+    settings: Settings  # to reach its embedded broker
+    startup_s: float  # to the seed incident in SQLite (or the topics made)
+
+
+@contextmanager
+def running_service(compiled: bool = False, variables: Mapping[str, str] | None = None,
+                    seeds: bool = True) -> Iterator[Service]:
+    """A fresh `newsflow run` (embedded broker, SQLite, no feeds) in a temporary folder,
+    running this tree's code (or the mypyc build), once it has stored the seed incident
+    (without ``seeds``: once its topics are made); stopped with SIGTERM at the end.
+    ``variables``: more settings (NEWSFLOW_...)."""
     tmp = Path(tempfile.mkdtemp(prefix="newsflow-bench-"))
     data_dir = tmp / "var"
     (tmp / "feeds.toml").write_text("", encoding="utf-8")
@@ -99,27 +104,58 @@ def main() -> None:
         NEWSFLOW_WEB_PORT=str(free_port()),
         NEWSFLOW_FEEDS_FILE=str(tmp / "feeds.toml"),
         NEWSFLOW_LOG_LEVEL="WARNING",
+        # (Not the venv's editable install, which may point at another checkout.)
+        PYTHONPATH=str(COMPILED if compiled else ROOT),
     )
-    if args.compiled:
-        env["PYTHONPATH"] = str(COMPILED)
+    env.update(variables or {})
     db = data_dir / "newsflow.db"
     log = (tmp / "service.log").open("wb")
     started = time.monotonic()
-    service = subprocess.Popen(
-        [sys.executable, "-P", "-m", "newsflow.cli", "run"], env=env, cwd=ROOT,
-        stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(
+        [sys.executable, "-P", "-m", "newsflow.cli", "run", *([] if seeds else ["--no-seeds"])],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
+    runfile = data_dir / "service.json"  # written once the topics are made
     try:
         # The service replays seeds/ at start: the first incident row marks it ready.
-        while stored_count(db, "SELECT count(*) FROM incident_articles") < 2:
-            if service.poll() is not None or time.monotonic() - started > 120:
+        while (stored_count(db, "SELECT count(*) FROM incident_articles") < 2 if seeds
+               else not runfile.exists()):
+            if process.poll() is not None or time.monotonic() - started > 120:
                 raise SystemExit(f"service did not come up; log in {tmp / 'service.log'}")
             time.sleep(0.1)
-        startup = time.monotonic() - started
-        info = json.loads((data_dir / "service.json").read_text())
+        startup_s = time.monotonic() - started
+        info = json.loads(runfile.read_text())
         settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
+        yield Service(process, tmp, env, db, settings, startup_s)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        log.close()
 
-        memory_before = broker_memory(info["kafka_bootstrap"])
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--file", default="gva-dev.jsonl")
+    parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--paced", type=int, default=300,
+                        help="then this many more articles at --rate, for steady-state latency")
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--compiled", action="store_true",
+                        help=f"run the service from the mypyc build in {COMPILED} (as make run)")
+    parser.add_argument("--set", action="append", default=[], metavar="NEWSFLOW_NAME=VALUE",
+                        help="a setting for the service (repeatable)")
+    args = parser.parse_args()
+    problem = snapshot_problem(COMPILED, ROOT) if args.compiled else None
+    if problem:
+        raise SystemExit(f"--compiled: {problem}")
+    source = SHARED / args.file
+    if not source.exists():
+        print(f"skipped: {source} not found (needs ../shared/data)")
+        return
+
+    with running_service(args.compiled, dict(item.split("=", 1) for item in args.set)) as service:
+        db, settings = service.db, service.settings
+        memory_before = broker_memory(service.settings.kafka_bootstrap or "")
         everything = list(read_articles([source]))
         articles = everything[: args.limit]
         paced = everything[args.limit : args.limit + args.paced]
@@ -151,7 +187,7 @@ def main() -> None:
         while stored_count(db, count_sql) < target and time.time() - t0 < 1800:
             time.sleep(0.2)
 
-        memory_after = broker_memory(info["kafka_bootstrap"])
+        memory_after = broker_memory(service.settings.kafka_bootstrap or "")
         consumer = make_consumer(settings, group_id=None)
         # An article's place in its incident, as the cluster agent sends it: the update.
         parts = consumer.partitions_for_topic(settings.topic_members) or set()
@@ -171,7 +207,7 @@ def main() -> None:
         latencies = [first_seen[i] - sent_at[i] for i in sent_at if i in first_seen]
         steady = [first_seen[i] - paced_sent[i] for i in paced_sent if i in first_seen]
         print(f"input: {source.name}, {len(articles)} articles")
-        print(f"start-up to seed incident in SQLite: {startup:.1f} s")
+        print(f"start-up to seed incident in SQLite: {service.startup_s:.1f} s")
         print(f"throughput, publish to rows in SQLite: {len(articles) / elapsed:.0f} articles/s "
               f"({elapsed:.1f} s)")
         if memory_before and memory_after:
@@ -184,10 +220,6 @@ def main() -> None:
                 print(f"latency publish -> incident update, {label}: "
                       f"p50 {statistics.median(values) * 1000:.0f} ms, "
                       f"p99 {percentile(values, 0.99) * 1000:.0f} ms ({len(values)} articles)")
-    finally:
-        service.send_signal(signal.SIGTERM)
-        service.wait(60)
-        log.close()
 
 
 if __name__ == "__main__":

@@ -133,6 +133,32 @@ class RawArticle(_Message):
     _encodable = field_validator("*", mode="before")(_no_surrogates)
 
 
+class RawPosition(BaseModel):
+    """Where an article stands on the raw topic. Its timestamp is the raw record's Kafka
+    timestamp: when the producer published it (on a topic that keeps the producer's
+    time, Kafka's default), or when the broker appended it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    timestamp: datetime
+    partition: int
+    offset: int
+
+    _aware = field_validator("timestamp")(_aware)
+
+
+class CleanArticle(RawArticle):
+    """A raw article with its title and text cleaned: topic ``newsflow.articles.clean``.
+
+    ``raw_position`` says where the clean stage read it: the cluster stage decides the
+    articles it takes at once in the order they were published to the raw topic, which
+    the clean topic does not keep (the clean stage interleaves the raw partitions as it
+    fetches them). None from a clean stage older than the field.
+    """
+
+    raw_position: RawPosition | None = None
+
+
 class Explanation(BaseModel):
     """Why an article landed where it did."""
 

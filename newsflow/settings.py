@@ -84,8 +84,10 @@ class Settings(BaseSettings):
     window_days: float = Field(default=7.0, gt=0)
     incident_days: float = Field(default=1460.0, gt=0)
     # The cluster agent takes up to this many articles at a time, waiting at most this
-    # long for them, and sends each incident they changed once (a burst of reports on one
-    # story is one version, not one per article).
+    # long for them, decides them in the order they were published to the raw topic (the
+    # wait is how late one may arrive and still be put in its place), and sends each
+    # incident they changed once (a burst of reports on one story is one version, not one
+    # per article).
     cluster_batch: int = Field(default=500, ge=1)
     cluster_batch_wait_s: float = Field(default=0.2, gt=0)
 

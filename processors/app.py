@@ -19,9 +19,9 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
 from faust.types import EventT, StreamT
@@ -31,9 +31,11 @@ from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import (
     MAX_TEXT_CHARS,
     MAX_TITLE_CHARS,
+    CleanArticle,
     DeadLetter,
     Incident,
     RawArticle,
+    RawPosition,
     truncate_text,
 )
 from newsflow.settings import Settings
@@ -45,6 +47,7 @@ from processors.stage import (
     BatchOutput,
     IncidentStage,
     StageResult,
+    publish_key,
 )
 from processors.tables import StageTables
 from processors.text import clean_text, clean_title
@@ -59,6 +62,9 @@ MEMBERS_TABLE = "cluster-members"
 # (re)starts: the history the tables do not hold, or everything when they come back empty
 # (the embedded broker keeps nothing across restarts). None: the changelog tables alone.
 WindowLoader = Callable[[], tuple[Iterable[ArticleRecord], Iterable[Incident]]]
+
+
+_Article = TypeVar("_Article", bound=RawArticle)
 
 
 class PoisonMessage(ValueError):
@@ -100,14 +106,61 @@ def clean_article(article: RawArticle) -> RawArticle:
 
 
 def decode_article(value: bytes | None) -> RawArticle:
+    return _decode(value, RawArticle, "raw article")
+
+
+def decode_clean_article(value: bytes | None) -> CleanArticle:
+    return _decode(value, CleanArticle, "clean article")
+
+
+def _decode(value: bytes | None, model: type[_Article], name: str) -> _Article:
     if not value:
         raise PoisonMessage("empty message")
     try:
-        return RawArticle.from_bytes(value)
+        return model.from_bytes(value)  # type: ignore[no-any-return]
     except ValueError as exc:
         # pydantic's message names the field and the problem.
         first = str(exc).splitlines()
-        raise PoisonMessage(f"not a raw article (schema v1): {' '.join(first[:3])}") from exc
+        raise PoisonMessage(f"not a {name} (schema v1): {' '.join(first[:3])}") from exc
+
+
+def kafka_time(message: Any) -> datetime | None:
+    """A consumed record's Kafka timestamp (faust gives seconds; None or negative: none)."""
+    timestamp = message.timestamp
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None and timestamp >= 0 else None
+
+
+def raw_position(message: Any) -> RawPosition | None:
+    """Where a raw record was read (faust's message), for the cluster stage's order."""
+    published = kafka_time(message)
+    if published is None:
+        return None
+    return RawPosition(timestamp=published, partition=message.partition, offset=message.offset)
+
+
+def decide_in_publish_order(
+    stage: IncidentStage, events: Sequence[EventT]
+) -> tuple[list[StageResult], list[tuple[EventT, Exception]]]:
+    """Decide a batch taken from the clean topic in the order its articles were published
+    to the raw topic, which the clean topic does not keep: each is decided against those
+    before it. Returns the results, and each event that could not be read or decided with
+    its error (for the dead-letter topic)."""
+    rejected: list[tuple[EventT, Exception]] = []
+    taken: list[tuple[CleanArticle, EventT]] = []
+    for event in events:
+        try:
+            taken.append((decode_clean_article(event.value), event))
+        except Exception as exc:  # noqa: BLE001 - dead-lettered by the caller
+            rejected.append((event, exc))
+    # (A stable sort: equal keys keep the clean topic's order.)
+    taken.sort(key=lambda pair: publish_key(pair[0], kafka_time(pair[1].message)))
+    results: list[StageResult] = []
+    for article, event in taken:
+        try:
+            results.append(stage.process(article, datetime.now(UTC)))
+        except Exception as exc:  # noqa: BLE001
+            rejected.append((event, exc))
+    return results, rejected
 
 
 def dead_letter(stage: str, event: EventT, exc: BaseException) -> DeadLetter:
@@ -238,7 +291,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         async for event in stream.events():
             try:
                 article = clean_article(decode_article(event.value))
-                await clean_topic.send(key=article.id.encode(), value=article.to_bytes())
+                cleaned = CleanArticle(**dict(article), raw_position=raw_position(event.message))
+                await clean_topic.send(key=article.id.encode(), value=cleaned.to_bytes())
             except Exception as exc:  # noqa: BLE001 - every failure is dead-lettered
                 await send_dead_letter("clean", event, exc)
             yield None
@@ -252,18 +306,13 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             if "stage" not in stage_holder:
                 stage_holder["stage"] = load_stage()
             stage = stage_holder["stage"]
-            results: list[StageResult] = []
-            for event in events:
-                try:
-                    article = decode_article(event.value)
-                    result = stage.process(article, datetime.now(UTC))
-                except Exception as exc:  # noqa: BLE001
-                    await send_dead_letter("cluster", event, exc)
-                    continue
-                results.append(result)
+            results, rejected = decide_in_publish_order(stage, events)
+            for event, error in rejected:
+                await send_dead_letter("cluster", event, error)
+            for result in results:
                 metrics.observe(result)
-                logger.debug("article %s -> %s (%s)", article.id, result.decision.incident_id,
-                             result.decision.explanation.decision)
+                logger.debug("article %s -> %s (%s)", result.decision.article_id,
+                             result.decision.incident_id, result.decision.explanation.decision)
             try:
                 await stage_tables.commit(stage, results, send_batch)
             except BaseException as exc:

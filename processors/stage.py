@@ -11,10 +11,11 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from newsflow.schemas import (
+    CleanArticle,
     Explanation,
     Incident,
     IncidentArticle,
@@ -50,6 +51,20 @@ def to_cluster_article(article: RawArticle, seen_at: datetime | None = None) -> 
         source=article.source,
         published=published,
     )
+
+
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
+
+
+def publish_key(article: CleanArticle, cleaned_at: datetime | None) -> tuple[datetime, int, int]:
+    """Where ``article`` stands in the order of publication to the raw topic: by the raw
+    record's timestamp, then its partition and offset. One from an older clean stage,
+    which does not say, stands where the clean stage published it (``cleaned_at``, the
+    clean record's timestamp: a little after the raw one), or first without that."""
+    position = article.raw_position
+    if position is None:
+        return (cleaned_at or _LONG_AGO, -1, -1)
+    return (position.timestamp, position.partition, position.offset)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.schemas import (
@@ -144,16 +145,10 @@ def test_a_rebalance_between_two_workers_keeps_clustering_state(
     assert "rebuilt from the changelog tables (1 articles)" in first.log() + second.log()
 
 
-def test_articles_published_while_workers_join_and_leave_are_all_placed(
-    make_settings, start_role, topic_reader
-):
-    # Each rebalance makes the streams skip what they were handed and seeks back to the
-    # committed offsets: faust alone could drop a message there, or commit past it
-    # (processors/consumer.py), and the article was never placed.
-    settings = make_settings()
-    ensure_topics(settings)
+def fire_reports(count: int) -> list[RawArticle]:
+    """``count`` reports of as many warehouse fires, an hour apart."""
     towns = ["Akron", "Boise", "Camden", "Dayton", "Eugene", "Fresno", "Gary", "Helena"]
-    articles = [
+    return [
         RawArticle(
             id=article_key(f"https://example.com/report-{n}"),
             url=f"https://example.com/report-{n}",
@@ -162,8 +157,19 @@ def test_articles_published_while_workers_join_and_leave_are_all_placed(
                  f" route {n * 7}; {n % 5} people were treated, and road {n} stays shut.",
             published=datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=n),
         )
-        for n in range(240)
+        for n in range(count)
     ]
+
+
+def test_articles_published_while_workers_join_and_leave_are_all_placed(
+    make_settings, start_role, topic_reader
+):
+    # Each rebalance makes the streams skip what they were handed and seeks back to the
+    # committed offsets: faust alone could drop a message there, or commit past it
+    # (processors/consumer.py), and the article was never placed.
+    settings = make_settings()
+    ensure_topics(settings)
+    articles = fire_reports(240)
 
     def publish() -> None:
         with Publisher(settings) as publisher:
@@ -239,6 +245,42 @@ def test_a_burst_on_one_story_is_sent_as_few_versions_not_one_per_article(
     assert len(versions) <= 3, [IncidentVersion.from_bytes(v.value).version for v in versions]
     added = [a for v in versions for a in IncidentVersion.from_bytes(v.value).added]
     assert sorted(added) == sorted(a.id for a in copies)
+
+
+def test_articles_are_decided_in_the_order_they_were_published_over_the_raw_partitions(
+    make_settings, start_role, topic_reader
+):
+    # The clean stage forwards the raw topic's three partitions in the order it fetches
+    # them; the cluster stage, which decides each article against those before it, puts
+    # what it takes at once back in the order the producer published it.
+    count = 30
+    # One batch: it is full, and decided, as soon as the 30th article is taken.
+    settings = make_settings(cluster_batch=count, cluster_batch_wait_s=60.0)
+    ensure_topics(settings)
+    articles = fire_reports(count)
+    # Published one a millisecond apart, as the producer stamps them, keyed by article id
+    # (as newsflow's publisher does) over the three partitions.
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    first_ms = int(time.time() * 1000) - count
+    sent = [producer.send(settings.topic_raw, key=a.id.encode(), value=a.to_bytes(),
+                          timestamp_ms=first_ms + n) for n, a in enumerate(articles)]
+    producer.flush()
+    producer.close()
+    assert {future.get().partition for future in sent} == {0, 1, 2}
+
+    worker = start_role(settings, "process")
+    wanted = {a.id for a in articles}
+    records = topic_reader(settings, settings.topic_members, timeout_s=120, watch=[worker],
+                           until=lambda r: wanted <= {a.id for arts in placed(r).values()
+                                                      for a in arts})
+    # When each was decided: its first place (a merge sends a moved one again, later).
+    decided: dict[str, datetime] = {}
+    for record in records:
+        member = IncidentMember.from_bytes(record.value)
+        decided[member.article.id] = min(member.assigned_at,
+                                         decided.get(member.article.id, member.assigned_at))
+    assert wanted <= decided.keys(), worker.log()[-3000:]
+    assert sorted(wanted, key=decided.__getitem__) == [a.id for a in articles]
 
 
 FAULTY_WORKER = "tests.integration.processors.faulty_worker"

@@ -139,3 +139,16 @@ def test_a_dead_letter_keeps_the_original_headers(headers) -> None:
     letter = DeadLetter.of_record("sink", consumed, "bad", "invalid")
     back = DeadLetter.from_bytes(letter.to_bytes())
     assert back.original_headers() == [("trace", b"\x00\x01"), ("id", b"")]
+
+
+def test_a_clean_article_carries_its_raw_position_and_reads_without_one():
+    from newsflow.schemas import CleanArticle, RawPosition
+
+    position = RawPosition(timestamp=datetime(2024, 5, 1, 12, 0, 0, 250000), partition=2, offset=17)
+    article = CleanArticle(id="x", title="t", raw_position=position)
+    assert position.timestamp.tzinfo is UTC
+    assert CleanArticle.from_bytes(article.to_bytes()) == article
+    # From an older clean stage: no position. Readers of raw articles ignore it.
+    assert CleanArticle.from_bytes(RawArticle(id="x", title="t").to_bytes()).raw_position is None
+    assert RawArticle.from_bytes(article.to_bytes()) == RawArticle(id="x", title="t",
+                                                                   fetched_at=article.fetched_at)

@@ -192,3 +192,60 @@ def test_a_cancelled_delivery_is_a_failed_one_and_is_sent_again() -> None:
 
     assert asyncio.run(send_delivered(_outgoing(topic, b"a1"), failed, first_delay_s=0.01))
     assert failures == ["CancelledError"] and topic.delivered == [b"a1"]
+
+
+def _clean_record(article: RawArticle, raw: tuple[float, int, int] | None,
+                  cleaned_at: float):  # type: ignore[no-untyped-def]
+    """A clean-topic event as faust hands it to the cluster agent: ``raw`` is where its
+    article was read on the raw topic (timestamp in seconds, partition, offset)."""
+    from types import SimpleNamespace
+
+    from newsflow.schemas import CleanArticle, RawPosition
+
+    position = None if raw is None else RawPosition(
+        timestamp=datetime.fromtimestamp(raw[0], UTC), partition=raw[1], offset=raw[2])
+    value = CleanArticle(**dict(article), raw_position=position).to_bytes()
+    message = SimpleNamespace(topic="clean", partition=0, offset=0, timestamp=cleaned_at,
+                              key=article.id.encode(), value=value, headers=[])
+    return SimpleNamespace(value=value, message=message)
+
+
+def test_a_batch_from_the_clean_topic_is_decided_in_the_order_it_was_published() -> None:
+    # The clean stage forwards the raw topic's partitions as it fetches them, a run of one
+    # partition then a run of another: the cluster stage, which decides each article
+    # against those before it, puts them back in the order the producer published them.
+    from processors.app import decide_in_publish_order
+    from processors.stage import IncidentStage
+
+    published = [RawArticle(id=f"a{n}", title=f"Warehouse fire {n} in Vale closes road {n}",
+                            text=f"Firefighters fought a blaze at warehouse {n} in Vale.",
+                            published=datetime(2024, 1, 1, n, tzinfo=UTC))
+                 for n in range(9)]
+    # Published one every second, over three partitions; a3 and a4 at the same moment.
+    times = [1000.0 + n for n in range(9)]
+    times[4] = times[3]
+    partitions = [1, 0, 2, 0, 1, 2, 1, 0, 2]
+    offsets: dict[int, int] = {}
+    raw = {}
+    for article, at, partition in zip(published, times, partitions, strict=True):
+        raw[article.id] = (at, partition, offsets.setdefault(partition, 0))
+        offsets[partition] += 1
+    by_id = {a.id: a for a in published}
+    # As the clean topic holds them: partition 2's run, then 0's, then 1's; a6 came from
+    # a clean stage older than the raw position (it goes by when it was cleaned, 1006.28);
+    # and one message no stage can read.
+    arrived = ["a2", "a5", "a8", "a1", "a3", "a7", "a0", "a4", "a6"]
+    events = [_clean_record(by_id[i], None if i == "a6" else raw[i], cleaned_at=1006.2 + n / 100)
+              for n, i in enumerate(arrived)]
+    events.insert(4, _clean_record(RawArticle(id="x"), (1003.5, 0, 9), 1003.6))
+    events[4].value = events[4].message.value = b"not json"
+
+    results, rejected = decide_in_publish_order(IncidentStage(), events)
+    # a3 before a4 (the same time: partition 0 before 1), a6 after a5 and before a7.
+    assert [r.decision.article_id for r in results] == [a.id for a in published]
+    assert [event.message.value for event, _ in rejected] == [b"not json"]
+    # The decisions are those of the stream in the order it was published.
+    in_order = IncidentStage()
+    expected = [in_order.process(article, datetime.now(UTC)).decision for article in published]
+    assert [(r.decision.incident_id, r.decision.explanation.decision) for r in results] == [
+        (d.incident_id, d.explanation.decision) for d in expected]
