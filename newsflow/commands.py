@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
+import time
 from pathlib import Path
 from threading import Event
 
@@ -40,13 +42,26 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         raise FileNotFoundError(f"no such file: {', '.join(missing)}")
     published = parse_time(args.published) if args.published else None
     articles = list(read_articles(paths, published))
-    with Publisher(settings, client_id="newsflow-replay") as publisher:
+    started = time.monotonic()
+    with Publisher(settings, client_id="newsflow-replay") as publisher:  # flushed on leaving
         stats = replay(
             articles, publisher.publish_article, rate=args.rate,
-            progress=not args.quiet, total=len(articles),
+            progress=not args.quiet and sys.stderr.isatty(), total=len(articles),
         )
-    print(f"published {stats.published} article(s) to {settings.topic_raw} in {stats.seconds:.1f}s")
+    seconds = time.monotonic() - started  # (with the flush: until the broker has them all)
+    if stats.interrupted:
+        print(f"interrupted: published {stats.published} of {len(articles)} article(s) to"
+              f" {settings.topic_raw} in {seconds:.1f}s", file=sys.stderr)
+        return 130
+    print(f"published {stats.published} article(s) to {settings.topic_raw} in {seconds:.1f}s")
     return 0
+
+
+def positive_rate(text: str) -> float:
+    rate = float(text)
+    if not rate > 0:  # (also NaN)
+        raise argparse.ArgumentTypeError(f"must be a number of articles per second above 0, not {text}")
+    return rate
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -103,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     rep = sub.add_parser("replay", help="publish articles from .txt/.json/.jsonl files")
     rep.add_argument("paths", nargs="+", metavar="PATH")
-    rep.add_argument("--rate", type=float, help="articles per second (default: as fast as possible)")
+    rep.add_argument("--rate", type=positive_rate,
+                     help="articles per second (default: as fast as possible)")
     rep.add_argument("--published", help="publication time for every article (ISO 8601)")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
     rep.set_defaults(func=cmd_replay)

@@ -121,29 +121,41 @@ def read_articles(paths: Iterable[Path], published: datetime | None = None) -> I
             yield from read_articles(files, published)
             continue
         suffix = path.suffix.lower()
-        if suffix == ".txt":
-            yield article_from_text(path, path.read_text(encoding="utf-8"), published)
-        elif suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            for row in data if isinstance(data, list) else [data]:
-                yield article_from_row(row, published, _mtime(path))
-        elif suffix == ".jsonl":
-            with path.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        yield article_from_row(json.loads(line), published, _mtime(path))
-                    except (ValueError, ReplayError) as exc:
-                        raise ReplayError(f"{path}:{number}: {exc}") from exc
-        else:
+        if suffix not in (".txt", ".json", ".jsonl"):
             logger.warning("skipping %s: not .txt, .json or .jsonl", path)
+            continue
+        try:
+            yield from _file_articles(path, suffix, published)
+        except ReplayError:
+            raise
+        except ValueError as exc:  # (UnicodeDecodeError too: the file is not UTF-8)
+            raise ReplayError(f"{path}: {exc}") from exc
+
+
+def _file_articles(path: Path, suffix: str, published: datetime | None) -> Iterator[RawArticle]:
+    if suffix == ".txt":
+        yield article_from_text(path, path.read_text(encoding="utf-8"), published)
+    elif suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for row in data if isinstance(data, list) else [data]:
+            yield article_from_row(row, published, _mtime(path))
+    else:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    # (Stripped: a parse error's "line 1 column N" is then within this line.)
+                    yield article_from_row(json.loads(line.strip()), published, _mtime(path))
+                except (ValueError, ReplayError) as exc:
+                    raise ReplayError(f"{path}:{number}: {exc}") from exc
 
 
 @dataclass
 class ReplayStats:
     published: int = 0
     seconds: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C before the end
 
 
 def replay(
@@ -162,13 +174,16 @@ def replay(
         from tqdm import tqdm
 
         items = tqdm(articles, total=total, unit="article", desc="replay")
-    for article in items:
-        if rate:
-            due = started + stats.published / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        publish(article)
-        stats.published += 1
+    try:
+        for article in items:
+            if rate:
+                due = started + stats.published / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            publish(article)
+            stats.published += 1
+    except KeyboardInterrupt:  # what was published so far still goes out, and is counted
+        stats.interrupted = True
     stats.seconds = time.monotonic() - started
     return stats

@@ -65,3 +65,16 @@ def test_a_reader_closing_stdout_ends_the_command_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 1
     assert err == ""
+
+
+def test_replay_refuses_a_rate_that_is_not_above_zero(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    for rate in ("-1", "0", "nan"):
+        with pytest.raises(SystemExit) as raised:
+            main(["replay", "--rate", rate, str(tmp_path)])
+        assert raised.value.code == 2
+        assert "articles per second above 0" in capsys.readouterr().err

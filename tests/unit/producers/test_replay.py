@@ -67,7 +67,8 @@ def test_our_own_schema_rows_are_read_back(tmp_path: Path):
 def test_bad_rows_name_file_and_line(tmp_path: Path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "1", "title": "ok", "text": "x"}\n{"id": "2"\n', encoding="utf-8")
-    with pytest.raises(ReplayError, match=r"bad.jsonl:2"):
+    # (The parse error's place is within that line, not "line 2" of it.)
+    with pytest.raises(ReplayError, match=r"bad.jsonl:2: .*line 1 column 11"):
         list(read_articles([path]))
 
 
@@ -96,3 +97,26 @@ def test_a_sidecar_url_becomes_the_key(tmp_path: Path):
     (tmp_path / "a.txt.meta.json").write_text('{"url": "https://x.test/a", "source": "X"}', "utf-8")
     [article] = read_articles([tmp_path])
     assert article.canonical_url == "https://x.test/a" and article.source == "X"
+
+
+def test_a_file_that_cannot_be_read_is_named(tmp_path: Path):
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Caf\xe9 fire\nA fire broke out.".encode("latin-1"))
+    with pytest.raises(ReplayError, match=r"latin.txt: 'utf-8' codec can't decode"):
+        list(read_articles([latin]))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"id": "1", "title": ', encoding="utf-8")
+    with pytest.raises(ReplayError, match=r"broken.json: Expecting value"):
+        list(read_articles([broken]))
+
+
+def test_an_interrupted_replay_counts_what_it_published():
+    sent = []
+
+    def publish(article):
+        if len(sent) == 1:
+            raise KeyboardInterrupt
+        sent.append(article)
+
+    stats = replay(read_articles([SEEDS]), publish)
+    assert stats.interrupted and stats.published == 1 == len(sent)
