@@ -57,7 +57,9 @@ def describe(value: bytes | None) -> str:
             return f"incident {inc.incident_id} v{inc.version} {count} article(s){about} {inc.title!r}"
         if "error_kind" in data:
             dl = DeadLetter.model_validate(data)
-            return f"dead letter from {dl.stage} ({dl.topic}/{dl.partition}@{dl.offset}): {dl.error}"
+            # (A validation error spans lines: one line here, the whole of it with --json.)
+            error = " ".join(dl.error.split())
+            return f"dead letter from {dl.stage} ({dl.topic}/{dl.partition}@{dl.offset}): {error}"
         art = RawArticle.model_validate(data)
         when = art.published.isoformat() if art.published else "undated"
         flag = " [summary only]" if art.summary_only else ""

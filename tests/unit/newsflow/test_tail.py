@@ -24,3 +24,24 @@ def test_a_place_says_where_the_article_went_and_why() -> None:
 def test_an_older_newsflow_s_whole_version_is_still_read() -> None:
     assert describe(incident("i1", 2, [1, 2]).to_bytes()) == (
         "incident i1 v2 2 article(s) [example.org] 'Incident i1'")
+
+
+def test_a_dead_letter_with_a_validation_error_is_one_line() -> None:
+    from types import SimpleNamespace
+
+    from pydantic import ValidationError
+
+    from newsflow.schemas import DeadLetter, RawArticle
+
+    try:
+        RawArticle.model_validate({"id": "a1", "schema_version": 99})
+        raise AssertionError("validated")
+    except ValidationError as exc:
+        error = str(exc)
+    assert "\n" in error  # pydantic's message spans lines
+    record = SimpleNamespace(topic="newsflow.articles.raw", partition=0, offset=7, key=b"a1",
+                             value=b'{"id": "a1"}', headers=[])
+    letter = DeadLetter.of_record("sink", record, error, "ValidationError")
+    line = describe(letter.to_bytes())
+    assert "\n" not in line
+    assert line.startswith("dead letter from sink (newsflow.articles.raw/0@7): 1 validation error")
