@@ -256,6 +256,14 @@ def _number(query: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _limit(query: dict[str, str]) -> int:
+    """``limit`` of the incidents API: 200 by default, at most 500."""
+    limit = _number(query, "limit", 200)
+    if limit < 1:
+        raise BadRequest(f"limit must be 1 or more, not {query['limit']!r}")
+    return min(int(limit), 500)
+
+
 class _StoreHolder:
     """Opens the store on first use and again after a failure (the database may be
     down when the web service starts)."""
@@ -346,7 +354,7 @@ class Handler(BaseHTTPRequestHandler):
                 hours, source = self._window(query)
                 found = self._store().list_incidents(
                     since=timedelta(hours=hours), source=source,
-                    limit=max(1, min(int(_number(query, "limit", 200)), 500)),
+                    limit=_limit(query),
                 )
                 self._json([s.to_dict() for s in found])
             elif path.startswith("/incident/") or path.startswith("/api/incidents/"):

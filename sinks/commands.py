@@ -163,9 +163,18 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
         _dump([s.to_dict() for s in found])
     elif found:
         format_incidents(found, sys.stdout)
+        if len(found) == args.limit:  # there may be more: say how to see them
+            print(f"(the {args.limit} newest; --limit N for more)", file=sys.stderr)
     else:
         print(f"no incidents in {store_name(settings)}")
     return 0
+
+
+def at_least_one(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return number
 
 
 def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
@@ -218,7 +227,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("incidents", help="list recent incidents, newest first")
     p.add_argument("--since", type=parse_duration, help="only active in the last ... (2h, 1d)")
     p.add_argument("--source", help="only incidents with an article from this source or agency")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=at_least_one, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_incidents)
 
@@ -229,7 +238,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("search", help="full-text search over stored articles")
     p.add_argument("query")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=at_least_one, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 

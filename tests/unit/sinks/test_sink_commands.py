@@ -82,6 +82,20 @@ def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str
     )
 
 
+def test_a_listing_cut_at_its_limit_says_so(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(settings, "incidents", "--limit", "1") == 0
+    out, err = capsys.readouterr()
+    assert "inc-1" in out and err == "(the 1 newest; --limit N for more)\n"
+    assert run(settings, "incidents") == 0
+    assert capsys.readouterr().err == ""  # one incident, limit 50: nothing left out
+    for command in ("incidents", "search"):
+        with pytest.raises(SystemExit):  # not "no incidents"
+            run(settings, command, *(["missiles"] if command == "search" else []), "--limit", "0")
+        assert "must be 1 or more, not 0" in capsys.readouterr().err
+
+
 def test_incident_detail_explains_each_article(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
