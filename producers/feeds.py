@@ -809,9 +809,13 @@ class _FeedsFileWatcher:
 
     def check(self) -> None:
         mtime = self._mtime()
-        if mtime is None or mtime == self.mtime:
+        if mtime == self.mtime:
             return
         self.mtime = mtime
+        if mtime is None:  # removed or moved away: said once, and nothing switched off
+            logger.warning("the feeds file %s is gone: the feeds already configured are kept"
+                           " as they were (none switched off)", self.path)
+            return
         try:
             specs = sync_feeds_file(self.state, self.path)
             logger.info("%s changed: %d feed(s) configured", self.path, len(specs))

@@ -376,6 +376,27 @@ def test_a_missing_feeds_file_switches_no_feed_off(tmp_path, state, caplog):
     feeds_file.write_text('[[feed]]\nurl = "https://a.example/feed"\n')
     sync_feeds_file(state, feeds_file)
     assert [f.url for f in state.feeds(active_only=True)] == ["https://a.example/feed"]
+
+
+def test_a_feeds_file_removed_while_running_is_reported_once_and_switches_nothing_off(
+    tmp_path, state, caplog
+):
+    path = tmp_path / "feeds.toml"
+    path.write_text('[[feed]]\nurl = "https://a.example/feed"\n')
+    sync_feeds_file(state, path)
+    watcher = _FeedsFileWatcher(state, path)
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="producers.feeds"):
+        watcher.check()
+        watcher.check()
+    gone = [r for r in caplog.records if "is gone" in r.getMessage()]
+    assert len(gone) == 1 and "none switched off" in gone[0].getMessage()
+    assert [f.url for f in state.feeds(active_only=True)] == ["https://a.example/feed"]
+    path.write_text('[[feed]]\nurl = "https://b.example/feed"\n')  # back: applied as usual
+    watcher.check()
+    assert [f.url for f in state.feeds(active_only=True)] == ["https://b.example/feed"]
+
+
 # -- page outcomes ------------------------------------------------------------------
 
 
