@@ -217,9 +217,12 @@ def setting_fault(exc: psycopg.Error) -> bool:
         return exc.sqlstate.startswith("28") or exc.sqlstate == "3D000"
     if isinstance(exc, psycopg.ProgrammingError):  # the DSN cannot be parsed
         return True
-    # "connection is bad": libpq refused the DSN before reaching any server (a bad port).
+    # "connection is bad" and no server tried: libpq refused the DSN itself (a bad port).
+    # (With a server tried, as a local socket that is not there while the server is
+    # down or starting, it is an outage.)
     message = str(exc)
-    return message.startswith("connection is bad:") or bool(_SETTING_MESSAGES.search(message))
+    refused_dsn = message.startswith("connection is bad:") and "connection to server" not in message
+    return refused_dsn or bool(_SETTING_MESSAGES.search(message))
 
 
 def _hide_password(text: str, dsn: str) -> str:

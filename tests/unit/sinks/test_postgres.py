@@ -32,6 +32,10 @@ from sinks.postgres import _hide_password, describe_dsn, setting_fault  # noqa: 
         (psycopg.OperationalError('connection failed: connection to server at "db", port '
                                   "5432 failed: Connection refused"), False),
         (psycopg.OperationalError("connection failed: ... timeout expired"), False),
+        # A local server (Unix socket) that is down or not started yet.
+        (psycopg.OperationalError('connection is bad: connection to server on socket '
+                                  '"/var/run/postgresql/.s.PGSQL.5432" failed: No such file '
+                                  "or directory"), False),
         (psycopg.OperationalError("connection failed: ... FATAL:  the database system is "
                                   "starting up"), False),
         (psycopg.OperationalError("failed to resolve host 'db': [Errno -3] Temporary "
