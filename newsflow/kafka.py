@@ -167,13 +167,16 @@ class Publisher:
         )
 
     def send(self, topic: str, key: str | bytes | None, value: bytes | None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
+             headers: list[tuple[str, bytes]] | None = None,
+             timestamp_ms: int | None = None) -> None:
         """Queue one message. ``key`` as text, or as raw bytes (a message carried over as
-        it was); errors name it as text either way."""
+        it was); errors name it as text either way. ``timestamp_ms``: the record's time
+        (default: now)."""
         raw = key.encode("utf-8") if isinstance(key, str) else key
         label = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         try:
-            future = self._producer.send(topic, key=raw, value=value, headers=headers)
+            future = self._producer.send(topic, key=raw, value=value, headers=headers,
+                                         timestamp_ms=timestamp_ms)
         except _TOO_LARGE as exc:  # over max_request_size: refused before sending
             raise MessageTooLargeError(
                 f"too large for {topic} (key {label}): {exc}", [label]

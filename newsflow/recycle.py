@@ -182,7 +182,8 @@ def write_messages(path: Path, messages: list[Message]) -> None:
     """Messages saved to a file byte for byte (a foreign message's key need not be text;
     a dead letter's headers say whether it was carried over before)."""
     lines = [json.dumps({"key_b64": _b64(m.key), "value": _b64(m.value),
-                         "headers": [[name, _b64(value)] for name, value in m.headers]})
+                         "headers": [[name, _b64(value)] for name, value in m.headers],
+                         "timestamp": m.timestamp})
              for m in messages]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".tmp")  # never half a file under the real name
@@ -201,7 +202,7 @@ def read_messages(path: Path) -> list[Message]:
         key = (_unb64(saved["key_b64"]) if "key_b64" in saved
                else None if saved.get("key") is None else saved["key"].encode("utf-8"))
         headers = [(name, _unb64(value) or b"") for name, value in saved.get("headers", ())]
-        messages.append(Message(key, _unb64(saved["value"]), headers))
+        messages.append(Message(key, _unb64(saved["value"]), headers, saved.get("timestamp", -1)))
     return messages
 
 
@@ -254,18 +255,26 @@ def carried_articles(settings: Settings) -> Path:
 def save_for_next_start(settings: Settings, drained: bool) -> None:
     """Before the embedded broker stops with the service: its dead letters and, unless the
     processors and the sink finished everything (``drained``), the raw articles they did
-    not, saved for ``restore_saved`` at the next start."""
+    not, saved for ``restore_saved`` at the next start. (Each on its own: one that cannot
+    be read does not cost the other.)"""
     try:
-        if not drained:
-            saved = save_unfinished_articles(settings)
-            if saved:
-                logger.warning("%d raw article message(s) not finished by the processors and"
-                               " the sink saved to %s: they are processed again at the next"
-                               " start", saved, carried_articles(settings))
         save_dead_letters(settings)
     except Exception as exc:  # noqa: BLE001 - the broker is unusable: nothing more to save
-        logger.error("could not save what the embedded broker holds before it stops (%s):"
-                     " it is lost with it", exc)
+        logger.error("could not save the dead letters before the embedded broker stops (%s):"
+                     " they are lost with it", exc)
+    path = carried_articles(settings)
+    if drained:  # all finished, those carried over by the last start too
+        path.unlink(missing_ok=True)
+        return
+    try:
+        saved = save_unfinished_articles(settings)
+    except Exception as exc:  # noqa: BLE001
+        logger.error("could not save the articles the processors and the sink had not"
+                     " finished (%s): they are lost with the embedded broker", exc)
+        return
+    if saved:
+        logger.warning("%d raw article message(s) not finished by the processors and the sink"
+                       " saved to %s: they are processed again at the next start", saved, path)
 
 
 def unfinished_article_ids(settings: Settings) -> set[str]:
@@ -299,17 +308,22 @@ def save_unfinished_articles(settings: Settings) -> int:
     """Save the raw messages of the unfinished articles (every copy, in publishing order);
     how many."""
     ids = unfinished_article_ids(settings)
-    if not ids:
-        return 0
     raw = [m for m in read_topic(settings, settings.topic_raw)
-           if m.key is not None and m.key.decode("utf-8", "replace") in ids]
+           if m.key is not None and m.key.decode("utf-8", "replace") in ids] if ids else []
     raw.sort(key=lambda m: m.timestamp)  # (stable: a partition's order stays for ties)
-    write_messages(carried_articles(settings), raw)
+    path = carried_articles(settings)
+    if raw:
+        write_messages(path, raw)
+    else:
+        path.unlink(missing_ok=True)
     return len(raw)
 
 
 def restore_saved(settings: Settings) -> None:
-    """At start, before the children: what the last stop (or a recycle cut short) saved."""
+    """At the embedded broker's start, before the children: what the last stop (or a
+    recycle cut short) saved. The articles' file stays until the next stop has either
+    seen them finished or saved what is not (a broker that dies first takes nothing with
+    it: they are published again, and an article the stage has seen changes nothing)."""
     restore_dead_letters(settings)
     path = carried_articles(settings)
     if not path.exists():
@@ -317,6 +331,13 @@ def restore_saved(settings: Settings) -> None:
     articles = read_messages(path)
     with Publisher(settings, client_id="newsflow-carry") as publisher:
         for article in articles:
-            publisher.send(settings.topic_raw, article.key, article.value, headers=article.headers)
+            # With the time it was first published: the cluster stage decides in that order.
+            publisher.send(settings.topic_raw, article.key, article.value,
+                           headers=article.headers,
+                           timestamp_ms=article.timestamp if article.timestamp >= 0 else None)
     logger.info("published again %d raw article message(s) the last stop saved", len(articles))
-    path.unlink()
+
+
+def saved_files(settings: Settings) -> list[Path]:
+    """What an embedded broker's stop left for its next start."""
+    return [p for p in (carried_letters(settings), carried_articles(settings)) if p.exists()]

@@ -193,7 +193,12 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
     children: list[Child] = []
     try:
         ensure_topics(settings)
-        recycle.restore_saved(settings)  # left by the last stop, or a recycle cut short
+        if broker is not None:
+            recycle.restore_saved(settings)  # left by the last stop, or a recycle cut short
+        elif saved := recycle.saved_files(settings):
+            # Saved from an embedded broker: not for a real cluster's topics.
+            logger.warning("left as they are (an embedded broker's, not for %s): %s",
+                           settings.kafka_bootstrap, ", ".join(str(p) for p in saved))
         env = child_env(settings)
         children = [Child(role, env, metrics_dir(settings.data_dir)) for role in roles]
         for child in children:
