@@ -40,7 +40,7 @@ class FakeProducer:
         self.fail: dict[bytes, BaseException] = {}
         self.time_out = False
 
-    def send(self, topic, key=None, value=None, headers=None):
+    def send(self, topic, key=None, value=None, headers=None, timestamp_ms=None):  # as kafka-python
         if len(value) > self.config["max_request_size"]:
             raise MessageSizeTooLargeError(f"The message is {len(value)} bytes when serialized")
         self.futures[key] = future = FakeFuture()
