@@ -16,6 +16,7 @@ an agent (faust agents that raise die silently).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -119,9 +120,22 @@ def _decode(value: bytes | None, model: type[_Article], name: str) -> _Article:
     try:
         return model.from_bytes(value)  # type: ignore[no-any-return]
     except ValueError as exc:
+        version = _schema_version(value)
+        if version not in (None, 1):  # a newer newsflow's, say: said as the sink says it
+            raise PoisonMessage(f"unknown schema_version {version!r} (this newsflow reads"
+                                f" {name}s of schema 1)") from exc
         # pydantic's message names the field and the problem.
         first = str(exc).splitlines()
         raise PoisonMessage(f"not a {name} (schema v1): {' '.join(first[:3])}") from exc
+
+
+def _schema_version(value: bytes) -> object:
+    """The ``schema_version`` a message says it has (None: none, or not a JSON object)."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return data.get("schema_version") if isinstance(data, dict) else None
 
 
 def kafka_time(message: Any) -> datetime | None:

@@ -249,3 +249,18 @@ def test_a_batch_from_the_clean_topic_is_decided_in_the_order_it_was_published()
     expected = [in_order.process(article, datetime.now(UTC)).decision for article in published]
     assert [(r.decision.incident_id, r.decision.explanation.decision) for r in results] == [
         (d.incident_id, d.explanation.decision) for d in expected]
+
+
+def test_a_message_of_an_unknown_schema_version_is_named_so() -> None:
+    import pytest
+
+    from processors.app import PoisonMessage, decode_article
+
+    with pytest.raises(PoisonMessage, match=r"^unknown schema_version 99 \(this newsflow reads"
+                                            r" raw articles of schema 1\)$"):
+        decode_article(b'{"schema_version": 99, "id": "a1"}')
+    # Schema 1, or none, but broken: pydantic's reason, as before.
+    with pytest.raises(PoisonMessage, match=r"^not a raw article \(schema v1\): .*\bid\b"):
+        decode_article(b'{"schema_version": 1}')
+    with pytest.raises(PoisonMessage, match=r"^not a raw article \(schema v1\)"):
+        decode_article(b"\xff not json")
