@@ -16,6 +16,10 @@ supervisor restarts it empty, losing nothing:
    when it next starts);
 6. the children start again; the processors rebuild their window from storage, as after
    any restart of the embedded broker. The web page, reading storage, stays up.
+
+A stop of the service saves what the broker holds the same way (``save_for_next_start``,
+at the end of this module): the dead letters, and the raw articles the processors and the
+sink had not finished, written back at the next start.
 """
 
 from __future__ import annotations

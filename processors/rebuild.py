@@ -12,7 +12,6 @@ incidents) and never read storage again.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -46,21 +45,22 @@ def storage_window_loader(
 
         errors = storage_errors()
         began = time.monotonic()
-        for attempt in itertools.count(1):
+        failures = 0
+        while True:
             try:
                 window = read(settings)
             except errors as exc:
-                wait = STORAGE_RETRY_S[min(attempt, len(STORAGE_RETRY_S)) - 1]
+                wait = STORAGE_RETRY_S[min(failures, len(STORAGE_RETRY_S) - 1)]
+                failures += 1
                 logger.warning(
                     "could not read %s (%s: %s): clustering waits for it, since the window"
                     " is rebuilt from it; trying again in %.0f s",
                     store_name(settings), type(exc).__name__, exc, wait)
                 sleep(wait)
                 continue
-            if attempt > 1:
+            if failures:
                 logger.info("storage answered after %.0f s", time.monotonic() - began)
             return window
-        raise AssertionError("unreachable")  # (for mypy: the loop only returns)
 
     return load
 
