@@ -52,6 +52,7 @@ from processors.stage import (
 )
 from processors.tables import StageTables
 from processors.text import clean_text, clean_title
+from sinks.base import StoreMisconfigured
 
 logger = logging.getLogger(__name__)
 
@@ -524,6 +525,8 @@ def read_ahead(loader: WindowLoader) -> WindowLoader:
     try:
         records, incidents = loader()
         first.append((list(records), list(incidents)))
+    except StoreMisconfigured:
+        raise  # the worker stops, naming the setting: waiting will not mend it
     except Exception:  # noqa: BLE001 - the agent's rebuild tries again and says why
         logger.warning("could not read storage ahead of the first rebuild", exc_info=True)
 

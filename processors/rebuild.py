@@ -32,8 +32,9 @@ def storage_window_loader(
     settings: Settings, sleep: Callable[[float], None] = time.sleep
 ) -> WindowLoader:
     """Reads the window from storage. The first call (the worker's start, before it
-    consumes anything) waits until storage answers; later ones (rebuilds after a
-    rebalance, inside the agent, which must keep up its heartbeats) try once and raise."""
+    consumes anything) waits until storage answers, unless a setting makes it unusable
+    (``StoreMisconfigured``); later ones (rebuilds after a rebalance, inside the agent,
+    which must keep up its heartbeats) try once and raise."""
     calls = 0
 
     def load() -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
@@ -41,7 +42,8 @@ def storage_window_loader(
         calls += 1
         if calls > 1:
             return read(settings)
-        from sinks.store import storage_errors, store_name
+        from sinks.base import StoreMisconfigured
+        from sinks.store import MissingExtra, storage_errors, store_name, store_setting
 
         errors = storage_errors()
         began = time.monotonic()
@@ -49,6 +51,11 @@ def storage_window_loader(
         while True:
             try:
                 window = read(settings)
+            except (StoreMisconfigured, MissingExtra) as exc:
+                # Waiting will not mend a setting; the sink stops on it too.
+                raise StoreMisconfigured(
+                    f"the processors cannot read their storage (check "
+                    f"{store_setting(settings)}): {exc}") from exc
             except errors as exc:
                 wait = STORAGE_RETRY_S[min(failures, len(STORAGE_RETRY_S) - 1)]
                 failures += 1

@@ -269,6 +269,25 @@ def path_fault(exc: BaseException) -> bool:
     return code is not None and (code & 0xFF) in _PATH_FAULTS
 
 
+def open_database(path: Path, *, migrate_schema: bool = True) -> sqlite3.Connection:
+    """A writable connection, the schema brought up to date. A path that cannot be used
+    raises ``StoreMisconfigured``, a store busy or failing now ``SinkUnavailable``."""
+    conn = None
+    try:
+        conn = connect(path)
+        if migrate_schema:
+            migrate(conn)
+    except (OSError, sqlite3.Error) as exc:
+        if conn is not None:
+            conn.close()
+        if path_fault(exc):
+            raise StoreMisconfigured(
+                f"SQLite database {path.absolute()} cannot be opened: {exc}"
+            ) from exc
+        raise SinkUnavailable(f"sqlite {path}: {exc}") from exc
+    return conn
+
+
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -291,20 +310,7 @@ class SQLiteSink(BatchingSink):
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = None
-            try:
-                conn = connect(self.path)
-                if self._migrate_on_open:
-                    migrate(conn)
-            except (OSError, sqlite3.Error) as exc:
-                if conn is not None:
-                    conn.close()
-                if path_fault(exc):
-                    raise StoreMisconfigured(
-                        f"SQLite database {self.path.absolute()} cannot be opened: {exc}"
-                    ) from exc
-                raise SinkUnavailable(f"sqlite {self.path}: {exc}") from exc
-            self._conn = conn
+            self._conn = open_database(self.path, migrate_schema=self._migrate_on_open)
         return self._conn
 
     def migrate(self) -> int:
@@ -422,11 +428,7 @@ class SQLiteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        conn = connect(self.path)
-        try:
-            migrate(conn)
-        finally:
-            conn.close()
+        open_database(self.path).close()  # as the sink: a bad path says so, naming it
 
     def _conn(self) -> sqlite3.Connection:
         return connect(self.path, readonly=True)

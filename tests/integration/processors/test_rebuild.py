@@ -64,3 +64,50 @@ def test_window_is_rebuilt_from_storage_after_a_broker_restart(make_settings, st
         publisher.publish_article(afp)
     assert wait_incident(db, afp.id, procs) == first_incident
     assert "storage (1 articles): 1 articles, 1 incidents" in procs[0].log()
+
+
+def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(
+    postgres_server, postgres_dsn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Started while storage was down, the worker used to decide against an empty window
+    (copies of stored articles became new incidents) and never read storage again. Its
+    first read now waits until storage answers, with what it holds."""
+    import logging
+
+    from newsflow.settings import Settings
+    from processors.rebuild import storage_window_loader
+    from sinks.postgres import PostgresSink
+    from tests.records import article, incident
+
+    sink = PostgresSink(postgres_dsn)
+    sink.write([article(1), incident("i1", 1, [1])])
+    sink.close()
+    settings = Settings(sink="postgres", postgres_dsn=postgres_dsn)
+    waits: list[float] = []
+
+    def storage_comes_back(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            postgres_server.start()
+
+    postgres_server.stop()
+    try:
+        load = storage_window_loader(settings, sleep=storage_comes_back)
+        with caplog.at_level(logging.WARNING, logger="processors.rebuild"):
+            records, incidents = load()
+    finally:
+        if len(waits) < 2:
+            postgres_server.start()
+    assert waits == [1.0, 2.0]
+    assert [r.article.id for r in records] == ["a1"]
+    assert [i.incident_id for i in incidents] == ["i1"]
+    assert "clustering waits for it" in caplog.text and "POSTGRES_DSN" in caplog.text
+
+    # Later reads (a rebuild inside the agent, which must keep up its heartbeats) try once.
+    postgres_server.stop()
+    try:
+        with pytest.raises(Exception, match="127.0.0.1"):
+            load()
+    finally:
+        postgres_server.start()
+    assert waits == [1.0, 2.0]

@@ -48,40 +48,20 @@ def test_the_window_comes_back_in_the_order_the_stage_saw_it(tmp_path: Path) -> 
     assert stage.clusterer._held["a2"].duplicate_of == "a1"
 
 
-def test_a_worker_started_while_storage_is_down_waits_for_it_before_deciding(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Storage that cannot be opened at start (here: where the database's folder should
-    be is a file) used to give an empty window, so copies of stored articles became new
-    incidents. The first read now waits until storage answers, with what it holds."""
-    from sinks.sqlite import SQLiteSink
-    from tests.records import article
-    from tests.records import incident as stored_incident
+def test_a_worker_whose_storage_setting_is_wrong_stops_at_once_naming_it(tmp_path: Path) -> None:
+    """Where the database's folder should be is a file: no wait mends that, and the sink
+    stops the service on it. The worker run alone used to wait for it for ever."""
+    from processors.app import read_ahead
+    from sinks.base import StoreMisconfigured
 
     settings = Settings(data_dir=tmp_path, sqlite_path=tmp_path / "db" / "newsflow.db")
     (tmp_path / "db").write_text("not a folder")
-    waits: list[float] = []
 
-    def storage_comes_back(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 2:
-            (tmp_path / "db").unlink()
-            sink = SQLiteSink(settings.sqlite_file)
-            sink.write([article(1), stored_incident("i1", 1, [1])])
-            sink.close()
+    def no_wait(seconds: float) -> None:
+        raise AssertionError(f"waited {seconds} s for a wrong setting")
 
-    load = storage_window_loader(settings, sleep=storage_comes_back)
-    with caplog.at_level(logging.WARNING, logger="processors.rebuild"):
-        records, incidents = load()
-    assert waits == [1.0, 2.0]
-    assert [r.article.id for r in records] == ["a1"]
-    assert [i.incident_id for i in incidents] == ["i1"]
-    assert "clustering waits for it" in caplog.text and str(settings.sqlite_file) in caplog.text
-
-    # Later reads (a rebuild inside the agent, which must keep up its heartbeats) try once.
-    (tmp_path / "db" / "newsflow.db").unlink()
-    (tmp_path / "db").rmdir()
-    (tmp_path / "db").write_text("not a folder")
-    with pytest.raises(OSError):
-        load()
-    assert waits == [1.0, 2.0]
+    load = storage_window_loader(settings, sleep=no_wait)
+    with pytest.raises(StoreMisconfigured) as raised:
+        read_ahead(load)  # what the worker does first, before it consumes anything
+    message = str(raised.value)
+    assert "check NEWSFLOW_SQLITE_PATH" in message and str(settings.sqlite_file) in message
