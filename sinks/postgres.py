@@ -274,7 +274,10 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
             conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
             )
-            logger.info("postgres schema migrated to version %d (%s)", version, name)
+            # An existing database's upgrade is news; a new one's steps are not (every
+            # read of a JSON Lines file builds a private database).
+            logger.log(logging.INFO if current else logging.DEBUG,
+                       "postgres schema migrated to version %d (%s)", version, name)
     return SCHEMA_VERSION
 
 

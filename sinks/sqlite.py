@@ -215,7 +215,10 @@ def migrate(conn: sqlite3.Connection) -> int:
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                 (version, name, ts(datetime.now(UTC))),
             )
-            logger.info("sqlite schema migrated to version %d (%s)", version, name)
+            # An existing database's upgrade is news; a new one's steps are not (every
+            # read of a JSON Lines file builds a private database).
+            logger.log(logging.INFO if current else logging.DEBUG,
+                       "sqlite schema migrated to version %d (%s)", version, name)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -273,7 +274,9 @@ def test_history_rows_name_what_a_merge_moved(db: Path) -> None:
     assert members(db) == [("i2", "a1"), ("i2", "a2"), ("i2", "a3")]
 
 
-def test_a_version_1_database_is_upgraded_in_place(db: Path) -> None:
+def test_a_version_1_database_is_upgraded_in_place(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db.parent.mkdir(parents=True)
     conn = connect(db)
     version, name, statements = MIGRATIONS[0]
@@ -287,13 +290,28 @@ def test_a_version_1_database_is_upgraded_in_place(db: Path) -> None:
     conn.execute("INSERT INTO incident_articles (incident_id, article_id, position) "
                  "VALUES ('i1', 'a1', 0)")
     conn.close()
-    write(db, incident("i1", 2, [1, 2]))
+    with caplog.at_level(logging.INFO, logger="sinks.sqlite"):
+        write(db, incident("i1", 2, [1, 2]))
+    # An upgrade is news (a new database's steps are not: see the next test).
+    assert caplog.messages == [f"sqlite schema migrated to version {v} ({n})"
+                               for v, n, _ in MIGRATIONS[1:]]
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone() == (
             SCHEMA_VERSION,)
         assert conn.execute(
             "SELECT article_id, title_derived FROM incident_articles ORDER BY 1").fetchall() == [
             ("a1", 0), ("a2", 0)]
+
+
+def test_a_new_database_is_created_without_a_line_per_migration(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every read command over a JSON Lines file builds a private database: its users saw
+    "sqlite schema migrated to version ..." once per migration each time."""
+    with caplog.at_level(logging.INFO, logger="sinks.sqlite"):
+        write(db, incident("i1", 1, [1]))
+        SQLiteStore(db)
+    assert caplog.messages == []
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(len(MERGE_STEPS)))))
