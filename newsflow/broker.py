@@ -90,8 +90,10 @@ class EmbeddedBroker:
         logger.info("starting embedded broker on %s", self.bootstrap)
         env = dict(os.environ, RUST_LOG=os.environ.get("NEWSFLOW_BROKER_LOG", "warn"))
         # Its own session: a terminal's Ctrl-C must not stop the broker before the
-        # processes that still flush into it; the owner stops it last.
-        self.process = spawn(cmd, env)
+        # processes that still flush into it; the owner stops it last. Nor does a SIGTERM
+        # sent to every process of the service (systemd's default): the owner saves what
+        # the broker holds before it stops it (``newsflow.recycle``).
+        self.process = spawn(cmd, env, deaf_to_stop=True)
         try:
             wait_for_port(self.host, self.port, self.start_timeout_s)
         except BrokerError:
@@ -116,7 +118,8 @@ class EmbeddedBroker:
     def stop(self, timeout_s: float = 5.0) -> None:
         proc, self.process = self.process, None
         if proc is not None:
-            terminate(proc, "embedded broker", timeout_s)
+            # SIGKILL: it ignores SIGTERM (see start), and keeps nothing on disk to flush.
+            terminate(proc, "embedded broker", timeout_s, kill=True)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

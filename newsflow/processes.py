@@ -15,40 +15,57 @@ def stop_with_parent() -> None:
     _die_with_parent()
 
 
-def _die_with_parent() -> None:
-    # Linux: the child gets SIGTERM if the process that started it dies, even by SIGKILL,
-    # so a crashed service leaves no orphans behind.
+def _die_with_parent(signum: int = signal.SIGTERM) -> None:
+    # Linux: the child gets ``signum`` if the process that started it dies, even by
+    # SIGKILL, so a crashed service leaves no orphans behind.
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        libc.prctl(pr_set_pdeathsig, signum)
     except OSError:
         pass
 
 
+def _only_its_owner_stops_it() -> None:
+    # SIGTERM and SIGINT blocked: a blocked signal stays blocked across exec, where an
+    # ignored one does not (the program may install its own handler). So only SIGKILL
+    # stops the child: from its owner, or from the kernel when the owner dies.
+    _die_with_parent(signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+
+
 def spawn(
-    cmd: Sequence[str], env: Mapping[str, str] | None = None, **kwargs: object
+    cmd: Sequence[str], env: Mapping[str, str] | None = None, *, deaf_to_stop: bool = False,
+    **kwargs: object,
 ) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in its own session (a terminal's Ctrl-C reaches only the parent,
-    which stops children in order) and tied to the parent's life."""
+    which stops children in order) and tied to the parent's life. ``deaf_to_stop``: a
+    SIGTERM or SIGINT sent to it (a service manager signalling every process of the
+    service at once) does not stop it; ``terminate(..., kill=True)`` does."""
     return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
         list(cmd),
         env=dict(env) if env is not None else None,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only
+        preexec_fn=(  # noqa: PLW1509 - prctl and the signal mask only
+            _only_its_owner_stops_it if deaf_to_stop else _die_with_parent),
         **kwargs,
     )
 
 
-def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout_s: float) -> int | None:
-    """SIGTERM, wait, then SIGKILL; returns the exit code (None if never started)."""
+def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout_s: float,
+              *, kill: bool = False) -> int | None:
+    """SIGTERM (SIGKILL with ``kill``), wait, then SIGKILL; returns the exit code (None if
+    never started)."""
     if proc is None:
         return None
     if proc.poll() is None:
-        proc.terminate()
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:

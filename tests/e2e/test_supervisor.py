@@ -266,3 +266,39 @@ def test_a_stop_while_storage_refuses_writes_keeps_what_it_had_not_stored(start_
     letters = again.newsflow("tail", "dlq", "--from-beginning", "--json", "--limit", "1")
     assert json.loads(letters)["key"] == "poison-before-stop"
     assert again.stop() == 0, again.log()[-3000:]
+
+
+def test_a_sigterm_to_every_process_at_once_keeps_what_was_not_stored(start_service, tmp_path):
+    """systemd's default stop (KillMode=control-group) sends SIGTERM to every process of
+    the service at once. The embedded broker used to die with the rest before the
+    supervisor could save what storage had not taken: those articles were lost."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_STOP_DRAIN_S="3")
+    service.newsflow("db", "upgrade")
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    for n in range(12):
+        (burst / f"{n:03}.txt").write_text(f"Report {n}\nStory {n} about item {n * 7919}.", "utf-8")
+    ids = {a.id for a in read_articles([burst])}
+    lock = sqlite3.connect(service.db, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # storage refuses every write: nothing is stored
+        service.newsflow("replay", "--quiet", str(burst))
+        service.wait_for(lambda: "pausing the stream, retrying" in service.log(), 60)
+        pids = [service.process.pid, *map(int, re.findall(
+            r"(?:started \w+|embedded broker ready on \S+) \(pid (\d+)\)", service.log()))]
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        service.process.wait(90)
+    finally:
+        lock.close()
+    assert service.process.returncode == 0, service.log()[-3000:]
+    assert stored_articles(service.db) == 0
+    assert "processed again at the next start" in service.log(), service.log()[-3000:]
+    for pid in pids:  # the broker too: its owner stopped it, as it stops on SIGTERM no more
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    again = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    again.wait_for(lambda: stored_articles(again.db) == 12, 90)
+    assert incidents_holding(again.db, ids)
+    assert again.stop() == 0, again.log()[-3000:]
