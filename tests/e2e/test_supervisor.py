@@ -234,17 +234,22 @@ def test_a_limit_below_an_empty_brokers_memory_recycles_it_once_then_says_so(sta
     assert service.stop() == 0, service.log()[-3000:]
 
 
+def twelve_reports(tmp_path: Path) -> tuple[Path, set[str]]:
+    """A folder of 12 unrelated one-line reports, and their article ids."""
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    for n in range(12):
+        (burst / f"{n:03}.txt").write_text(f"Report {n}\nStory {n} about item {n * 7919}.", "utf-8")
+    return burst, {a.id for a in read_articles([burst])}
+
+
 def test_a_stop_while_storage_refuses_writes_keeps_what_it_had_not_stored(start_service, tmp_path):
     """The embedded broker forgets everything when it stops. With storage refusing writes
     the sink cannot finish before the stop: the raw articles it had not stored, and the
     dead letters, are saved and come back at the next start, where they are stored."""
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_STOP_DRAIN_S="3")
     service.newsflow("db", "upgrade")
-    burst = tmp_path / "burst"
-    burst.mkdir()
-    for n in range(12):
-        (burst / f"{n:03}.txt").write_text(f"Report {n}\nStory {n} about item {n * 7919}.", "utf-8")
-    ids = {a.id for a in read_articles([burst])}
+    burst, ids = twelve_reports(tmp_path)
     info = json.loads((service.data_dir / "service.json").read_text(encoding="utf-8"))
     settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
     lock = sqlite3.connect(service.db, isolation_level=None)
@@ -274,11 +279,7 @@ def test_a_sigterm_to_every_process_at_once_keeps_what_was_not_stored(start_serv
     supervisor could save what storage had not taken: those articles were lost."""
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_STOP_DRAIN_S="3")
     service.newsflow("db", "upgrade")
-    burst = tmp_path / "burst"
-    burst.mkdir()
-    for n in range(12):
-        (burst / f"{n:03}.txt").write_text(f"Report {n}\nStory {n} about item {n * 7919}.", "utf-8")
-    ids = {a.id for a in read_articles([burst])}
+    burst, ids = twelve_reports(tmp_path)
     lock = sqlite3.connect(service.db, isolation_level=None)
     try:
         lock.execute("BEGIN EXCLUSIVE")  # storage refuses every write: nothing is stored
