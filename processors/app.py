@@ -112,22 +112,33 @@ def decode_article(value: bytes | None) -> RawArticle:
 
 
 def decode_clean_article(value: bytes | None) -> CleanArticle:
-    return _decode(value, CleanArticle, "clean article")
+    article = _decode(value, CleanArticle, "clean article")
+    if not article.title.strip() and not article.text.strip():  # as the clean stage refuses it
+        raise PoisonMessage("article has neither title nor text")
+    return article
 
 
 def _decode(value: bytes | None, model: type[_Article], name: str) -> _Article:
     if not value:
         raise PoisonMessage("empty message")
     try:
-        return model.from_bytes(value)  # type: ignore[no-any-return]
+        article: _Article = model.from_bytes(value)
     except ValueError as exc:
         version = _schema_version(value)
         if version not in (None, 1):  # a newer newsflow's, say: said as the sink says it
-            raise PoisonMessage(f"unknown schema_version {version!r} (this newsflow reads"
-                                f" {name}s of schema 1)") from exc
+            raise _unknown_version(version, name) from exc
         # pydantic's message names the field and the problem.
         first = str(exc).splitlines()
         raise PoisonMessage(f"not a {name} (schema v1): {' '.join(first[:3])}") from exc
+    if "schema_version" not in article.model_fields_set:
+        # The model's default must not stand in for it: the sink refuses such a message.
+        raise _unknown_version(None, name)
+    return article
+
+
+def _unknown_version(version: object, name: str) -> PoisonMessage:
+    return PoisonMessage(f"unknown schema_version {version!r} (this newsflow reads {name}s"
+                         f" of schema 1)")
 
 
 def _schema_version(value: bytes) -> object:

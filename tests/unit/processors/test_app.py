@@ -264,3 +264,17 @@ def test_a_message_of_an_unknown_schema_version_is_named_so() -> None:
         decode_article(b'{"schema_version": 1}')
     with pytest.raises(PoisonMessage, match=r"^not a raw article \(schema v1\)"):
         decode_article(b"\xff not json")
+    # None at all: refused as the sink refuses it (the model's default used to stand in).
+    with pytest.raises(PoisonMessage, match=r"^unknown schema_version None \(this newsflow"):
+        decode_article(b'{"id": "a1", "title": "Quake"}')
+    assert decode_article(b'{"schema_version": 1, "id": "a1", "title": "Quake"}').id == "a1"
+
+
+def test_a_clean_article_with_neither_title_nor_text_is_refused_as_the_clean_stage_does() -> None:
+    import pytest
+
+    from processors.app import PoisonMessage, decode_clean_article
+
+    # Published on the clean topic by something else: it made an incident with no title.
+    with pytest.raises(PoisonMessage, match="^article has neither title nor text$"):
+        decode_clean_article(b'{"schema_version": 1, "id": "a1", "title": " ", "text": ""}')
