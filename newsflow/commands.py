@@ -92,11 +92,14 @@ def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{count} {would}sent back to {topic}")
     if report.stored:
         print(f"{report.stored} of the sink's letters {would}written to storage")
+    if report.with_resent:
+        print(f"{report.with_resent} of the sink's letters {would}read again by the sink with"
+              f" the processors' letter for the same message")
     for reason in report.kept:
         print(f"not sent: {reason}")
     if report.again:
         print(f"{len(report.again)} {would}left on {settings.topic_dlq} for the next redrive")
-    if not (report.sent or report.stored or report.kept):
+    if not (report.sent or report.stored or report.with_resent or report.kept):
         print("no dead letters since the last redrive")
     return 0
 

@@ -34,6 +34,9 @@ REDRIVEN_HEADER = "newsflow-redriven"
 class RedriveReport:
     sent: Counter[str] = field(default_factory=Counter)  # back to their topics, by topic
     stored: int = 0  # the sink's letters, written to storage
+    # The sink's letters whose original goes back to its topic with a processors' letter
+    # (the sink reads that topic too): not also written to storage.
+    with_resent: int = 0
     kept: list[str] = field(default_factory=list)  # letters not sent back, and why
     again: list[DeadLetter] = field(default_factory=list)  # put back, for the next redrive
 
@@ -80,6 +83,13 @@ def redrive(settings: Settings, *, dry_run: bool = False, timeout_s: float = 60.
                 to_store.append((where, letter))
             else:
                 to_send.append(letter)
+        # A processors' letter sent back reaches every reader of its topic, the sink among
+        # them (the clean topic): the sink's letter for that same original is not stored
+        # as well, or its reading failing again put it back, a letter more each redrive.
+        resent = {_original(letter) for letter in to_send}
+        report.with_resent = sum(_original(letter) in resent for _, letter in to_store)
+        to_store = [(where, letter) for where, letter in to_store
+                    if _original(letter) not in resent]
         report.stored = _store(settings, to_store, report, dry_run)
         report.sent.update(letter.topic for letter in to_send)
         if dry_run:
@@ -98,6 +108,10 @@ def redrive(settings: Settings, *, dry_run: bool = False, timeout_s: float = 60.
         return report
     finally:
         consumer.close()
+
+
+def _original(letter: DeadLetter) -> tuple[str, int | None, int | None]:
+    return letter.topic, letter.partition, letter.offset
 
 
 def _store(settings: Settings, letters: list[tuple[str, DeadLetter]], report: RedriveReport,

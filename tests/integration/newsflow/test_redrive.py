@@ -87,6 +87,26 @@ def test_the_sink_s_letters_go_to_storage_not_back_to_a_compacted_topic(make_set
         consumer.close()
 
 
+def test_a_message_both_the_cluster_stage_and_the_sink_refused_goes_back_once(
+        make_settings) -> None:
+    """The clean topic has two readers: a message neither can read makes two letters. Each
+    redrive sent it back to the topic and also put the sink's letter back (the sink still
+    could not read it): the letters grew by one each time."""
+    settings = make_settings()
+    ensure_topics(settings)
+    poison = b'{"schema_version": 1, "id": "x", "title": "", "text": ""}'
+    with Publisher(settings) as publisher:
+        publisher.publish_dead_letter(letter_for(settings.topic_clean, 4, b"x", poison,
+                                                 stage="cluster"))
+        publisher.publish_dead_letter(letter_for(settings.topic_clean, 4, b"x", poison,
+                                                 stage="sink"))
+    report = redrive(settings)
+    assert dict(report.sent) == {settings.topic_clean: 1}
+    assert (report.with_resent, report.stored, report.kept, report.again) == (1, 0, [], [])
+    assert len(read_topic(settings, settings.topic_clean)) == 1
+    assert len(read_topic(settings, settings.topic_dlq)) == 2  # nothing put back
+
+
 def test_a_broker_recycle_does_not_make_the_next_redrive_send_everything_again(
         make_settings) -> None:
     settings = make_settings()
