@@ -66,7 +66,7 @@ def positive_rate(text: str) -> float:
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.service import broker_started
-    from newsflow.tail import tail
+    from newsflow.tail import stop_when_reader_leaves, tail
 
     aliases = {
         "raw": settings.topic_raw,
@@ -76,10 +76,12 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
         "dlq": settings.topic_dlq,
     }
     topic = aliases.get(args.topic, args.topic)
+    stop = stop_on_signals()
+    stop_when_reader_leaves(sys.stdout.fileno(), stop)
     return tail(
         settings, topic, from_beginning=args.from_beginning, raw_json=args.json,
-        stop=stop_on_signals(), limit=args.limit,
-        broker_started=lambda: broker_started(settings),
+        out=lambda line: print(line, flush=True),  # a line as it comes, piped or not
+        stop=stop, limit=args.limit, broker_started=lambda: broker_started(settings),
     )
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import select
+import stat
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -68,6 +72,36 @@ def describe(value: bytes | None) -> str:
         return "(JSON of an unknown schema) " + json.dumps(data)[:200]
 
 
+def json_line(value: bytes | None) -> str:
+    """A message as one line of JSON, for ``--json``: a JSON value as it is (on one line),
+    anything else as a JSON string, nothing as null, so `| jq` reads every line."""
+    if not value:
+        return "null"
+    text = value.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return json.dumps(text)
+    return text if "\n" not in text else json.dumps(data)
+
+
+def stop_when_reader_leaves(fd: int, stop: Event) -> None:
+    """Set ``stop`` when the reader of the pipe or socket ``fd`` writes to goes away. A
+    tail waiting for the next message would learn it only when writing that one: piped to
+    `head`, it waited for ever once head had its lines."""
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return
+
+    def watch() -> None:
+        waiting = select.poll()
+        waiting.register(fd, 0)  # no events asked: the kernel reports POLLERR/POLLHUP anyway
+        waiting.poll()
+        stop.set()
+
+    threading.Thread(target=watch, name="tail-reader-watch", daemon=True).start()
+
+
 def tail(
     settings: Settings,
     topic: str,
@@ -121,7 +155,7 @@ def tail(
                     if followed_restart and CARRIED_HEADER in record.headers:
                         continue  # a dead letter from before the restart: shown, or older
                     if raw_json:
-                        out(record.value.decode("utf-8", "replace") if record.value else "")
+                        out(json_line(record.value))
                     else:
                         stamp = datetime.fromtimestamp(record.timestamp / 1000, UTC)
                         out(

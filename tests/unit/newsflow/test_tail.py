@@ -45,3 +45,16 @@ def test_a_dead_letter_with_a_validation_error_is_one_line() -> None:
     line = describe(letter.to_bytes())
     assert "\n" not in line
     assert line.startswith("dead letter from sink (newsflow.articles.raw/0@7): 1 validation error")
+
+
+def test_json_output_is_one_json_value_per_line_whatever_the_message() -> None:
+    """`tail --json | jq` used to stop at the first poison message: non-JSON values were
+    printed as they were, empty ones as blank lines."""
+    import json
+
+    from newsflow.tail import json_line
+
+    assert json_line(b'{"schema_version": 1, "id": "a1"}') == '{"schema_version": 1, "id": "a1"}'
+    assert json_line(b'{\n  "id": "a1"\n}') == '{"id": "a1"}'  # one line
+    assert json_line(b"\xff not json") == json.dumps("\ufffd not json")
+    assert json_line(b"") == json_line(None) == "null"
