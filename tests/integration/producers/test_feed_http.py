@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -387,6 +388,10 @@ def test_autodiscovery(server, tmp_path):
     assert find_feeds(settings, feed_url) == [feed_url]
 
 
+# What WordPress serves at the wp-json link its pages advertise as application/json.
+WP_POST_JSON = json.dumps({"id": 21244172, "title": {"rendered": "The King's Speech"}}).encode()
+
+
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": "/usr/bin:/bin",
@@ -469,6 +474,51 @@ def test_loop_marks_nothing_seen_when_the_broker_refuses(server, tmp_path):
         assert loop.metrics.polls.value(outcome="ok") == 1
         assert loop.metrics.articles.value(text="page") == 0  # Rig polls without pages
         assert loop.metrics.articles.value(text="summary") == 5
+    finally:
+        rig.close()
+
+
+def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
+    """A JSON API answer, an HTML page and an ill-formed feed with nothing recovered
+    count as failures: in the state (`feeds list`), the poll outcome and the failing-feeds
+    gauge. An ill-formed feed whose entries are recovered is polled fine."""
+    import threading
+
+    from producers.commands import cmd_feeds_list
+    from producers.feeds import ProducerLoop
+
+    server.state.custom["wp-json"] = (WP_POST_JSON, "application/json")
+    items = [(f"g{n}", f"https://news.example/{n}", f"Story {n}") for n in range(2)]
+    server.state.custom["cut.xml"] = (rss(items)[:-20], "application/rss+xml")
+    rig = Rig(tmp_path)
+    try:
+        urls = {
+            "json": server.url("/custom/wp-json"),
+            "html": server.url("/pages/uk/Metro_2024_07_17.html"),
+            "unclosed": server.url("/hard/illformed/aaa_illformed.xml"),
+            "cut": server.url("/custom/cut.xml"),
+        }
+        feeds = {name: rig.feed(url) for name, url in urls.items()}
+        loop = ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
+                            publish=lambda a: None, flush=lambda: None, workers=2)
+        loop.run(threading.Event(), until_idle=True)
+        rows = {name: rig.state.feed(feed.id) for name, feed in feeds.items()}
+        assert rows["json"].last_error == "not a feed: JSON that is not a JSON Feed (application/json)"
+        assert rows["html"].last_error == "not a feed: an HTML page (text/html)"
+        assert rows["unclosed"].last_error.startswith("ill-formed: SAXParseException")
+        for name in ("json", "html", "unclosed"):
+            assert rows[name].error_count == 1 and rows[name].last_status == 200, name
+        assert rows["cut"].error_count == 0 and rows["cut"].last_error is None
+        assert rows["cut"].entries_seen == 2
+        assert loop.metrics.polls.value(outcome="error") == 3
+        assert loop.metrics.polls.value(outcome="ok") == 1
+        loop._write_metrics()
+        assert loop.metrics.failing.value() == 3
+        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+        listing = {line.split("\t")[0]: line.split("\t")[6]
+                   for line in capsys.readouterr().out.splitlines()[1:]}
+        assert listing[urls["html"]] == "1 (not a feed: an HTML page (text/html))"
+        assert listing[urls["cut"]] == "0"
     finally:
         rig.close()
 
