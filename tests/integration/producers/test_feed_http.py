@@ -392,6 +392,31 @@ def test_autodiscovery(server, tmp_path):
 WP_POST_JSON = json.dumps({"id": 21244172, "title": {"rendered": "The King's Speech"}}).encode()
 
 
+def test_autodiscovery_adds_only_what_is_a_feed_feed_types_first(server, tmp_path):
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    server.state.custom["wp-json"] = (WP_POST_JSON, "application/json")
+    server.state.custom["wordpress.html"] = (
+        b'<html><head><link rel="alternate" type="application/json" href="/custom/wp-json">'
+        b'<link rel="alternate" type="application/rss+xml" '
+        b'href="/feeds/rss-parser/theguardian_us.rss">'
+        b'<link rel="alternate" type="application/json" href="/feed.json">'
+        b"</head><body>A story</body></html>",
+        "text/html",
+    )
+    assert find_feeds(settings, server.url("/custom/wordpress.html")) == [
+        server.url("/feeds/rss-parser/theguardian_us.rss"),
+        server.url("/feed.json"),  # a JSON Feed, if only named application/json
+    ]
+
+
+def test_autodiscovery_takes_a_feed_served_as_html(server, tmp_path):
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    feed = (shared_path("feeds") / "rss-parser/theguardian_us.rss").read_bytes()
+    server.state.custom["feed-as-html"] = (feed, "text/html; charset=utf-8")
+    url = server.url("/custom/feed-as-html")
+    assert find_feeds(settings, url) == [url]
+
+
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": "/usr/bin:/bin",
