@@ -170,7 +170,12 @@ class FeedPoller:
             log = logger.warning
         else:
             log = logger.debug
-        log("feed %s failed (%s); attempt %d, next try in %.0fs", feed.url, error, errors, delay)
+        if feed.active:
+            # The producer's try, also when `poll --once` saves to the producer's state.
+            log("feed %s failed (%s); attempt %d, the producer's next try in %.0fs",
+                feed.url, error, errors, delay)
+        else:  # `poll --once` of a feed the state does not poll (or of no state at all)
+            log("feed %s failed (%s); a one-off poll: not tried again", feed.url, error)
         return PollResult(
             feed,
             FeedUpdate(

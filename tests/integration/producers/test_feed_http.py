@@ -378,6 +378,31 @@ def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
         state.close()
 
 
+def test_a_one_off_poll_that_fails_says_who_tries_again(server, tmp_path, caplog):
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    missing = server.url("/feeds/missing.xml")
+
+    def failures() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+
+    with caplog.at_level(logging.INFO, logger="producers.feeds"):
+        poll_once(settings, [missing], emit=lambda article: None)  # `--stdout`: no state
+        assert failures() == [f"feed {missing} failed (HTTP 404); a one-off poll: not tried again"]
+        # With the producer's state and a feed it polls, the next try is the producer's.
+        state = StateStore(tmp_path / "state.db")
+        try:
+            state.upsert_feed(missing, origin="config")
+            caplog.clear()
+            poll_once(settings, [missing], emit=lambda article: None, state=state)
+            (line,) = failures()
+            assert line.startswith(
+                f"feed {missing} failed (HTTP 404); attempt 1, the producer's next try in ")
+            (row,) = state.feeds()
+            assert row.error_count == 1 and row.active
+        finally:
+            state.close()
+
+
 def test_autodiscovery(server, tmp_path):
     settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
     assert find_feeds(settings, server.url("/home.html")) == [
