@@ -37,7 +37,7 @@ def _is_feed(fetcher: Fetcher, url: str, *, advertised: bool) -> bool:
     if problem is not None:
         # A link the page advertises is worth a word; a guessed path that is not there is not.
         log = logger.info if advertised else logger.debug
-        log("skipped %s%s: %s", url, ", advertised by the page," if advertised else "", problem)
+        log("skipped %s%s: %s", url, " (advertised by the page)" if advertised else "", problem)
     return problem is None
 
 
