@@ -312,7 +312,7 @@ def parse_feed(
 _HTML_START = re.compile(rb"^(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
 
 
-def looks_like_html(body: bytes, content_type: str) -> bool:
+def _looks_like_html(body: bytes, content_type: str) -> bool:
     """An HTML page, by its declared type or, when the type says nothing, its start."""
     kind = content_type.split(";")[0].strip().lower()
     if kind in ("text/html", "application/xhtml+xml"):
@@ -328,7 +328,7 @@ def feed_problem(parsed: ParsedFeed, body: bytes, content_type: str) -> str | No
         return None
     if not parsed.kind:
         served_as = content_type.strip() or "no Content-Type"
-        if looks_like_html(body, content_type):
+        if _looks_like_html(body, content_type):
             return f"not a feed: an HTML page ({served_as})"
         if body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"[")):
             # (feedparser's XML error would only mislead here)
