@@ -118,18 +118,34 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _origin(origin: str, settings: Settings) -> str:
+    """Where a feed in the state came from, for messages."""
+    return {
+        "config": f"listed in {settings.feeds_file}",
+        "opml": "imported from OPML",
+        "cli": "added with `newsflow feeds add`",
+    }.get(origin, origin)
+
+
 def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     from producers.config import parse_opml
     from producers.state import StateStore
 
     specs = parse_opml(Path(args.file).read_bytes())
     state = StateStore(settings.producer_state_file)
+    added = 0
     try:
         for spec in specs:
-            state.upsert_feed(spec.url, origin="opml", name=spec.name, tags=spec.tags)
+            row, done = state.add_feed(spec.url, origin="opml", name=spec.name, tags=spec.tags)
+            if done == "added":
+                added += 1
+            else:
+                print(f"{spec.url} is already polled ({_origin(row.origin, settings)}): "
+                      "left as it is", file=sys.stderr)
     finally:
         state.close()
-    print(f"imported {len(specs)} feed(s) from {args.file}")
+    print(f"imported {added} feed(s) from {args.file}"
+          + (f"; {len(specs) - added} already polled" if added < len(specs) else ""))
     return 0
 
 
@@ -143,16 +159,33 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no feed found at {args.url}", file=sys.stderr)
         return 1
     chosen = urls if args.all else urls[:1]
+    # Only what the user asked for changes a feed already polled: no --name or --tag,
+    # and its name and tags stay as they are.
+    change = args.name is not None or args.tag is not None
+    refused = False
     state = StateStore(settings.producer_state_file)
     try:
         for url in chosen:
-            state.upsert_feed(url, origin="cli", name=args.name, tags=args.tag or [])
-            print(f"added {url}")
+            row, done = state.add_feed(
+                url, origin="cli", name=args.name, tags=args.tag, change=change
+            )
+            where = _origin(row.origin, settings)
+            if done == "added":
+                print(f"added {url}")
+            elif done == "changed":
+                print(f"changed {url} ({where}): name {row.name or '-'}, "
+                      f"tags {', '.join(row.tags) or '-'}")
+            elif done == "configured" and change:
+                refused = True
+                print(f"{url} is {where}: change its name and tags there (the file would set "
+                      "them back); nothing changed", file=sys.stderr)
+            else:
+                print(f"{url} is already polled ({where}); nothing changed")
     finally:
         state.close()
     for other in urls[len(chosen):]:
         print(f"also found {other} (add it with --all)", file=sys.stderr)
-    return 0
+    return 1 if refused else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -179,8 +212,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     imp.set_defaults(func=cmd_feeds_import)
     add = feeds_sub.add_parser("add", help="add a feed, or the feed a homepage advertises")
     add.add_argument("url")
-    add.add_argument("--name", help="outlet name (the articles' source)")
-    add.add_argument("--tag", action="append", help="a tag (repeatable)")
+    add.add_argument("--name", help="outlet name (the articles' source); on a feed already "
+                     "added, its new name")
+    add.add_argument("--tag", action="append", help="a tag (repeatable); on a feed already "
+                     "added, its tags become those given")
     add.add_argument("--all", action="store_true", help="add every feed found, not the first")
     add.add_argument("--no-discover", action="store_true", help="add the URL as it is")
     add.set_defaults(func=cmd_feeds_add)

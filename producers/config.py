@@ -156,21 +156,23 @@ def parse_opml(data: bytes) -> list[FeedSpec]:
     return specs
 
 
+# Link types that name a feed, and generic ones a feed is sometimes advertised with. The
+# generic ones often name something else (WordPress's `application/json` link is its REST
+# API), so they come after the feed types and must parse as a feed to be added.
 _FEED_TYPES = (
     "application/rss+xml",
     "application/atom+xml",
     "application/rdf+xml",
     "application/feed+json",
-    "application/json",
-    "text/xml",
-    "application/xml",
 )
+_GENERIC_TYPES = ("application/json", "text/xml", "application/xml")
 _GUESS_PATHS = ("/feed", "/rss", "/rss.xml", "/feed.xml", "/atom.xml", "/index.xml", "/feeds/posts/default")
 
 
 def discover_feeds(html: bytes | str, base_url: str) -> list[str]:
-    """Feed URLs a homepage advertises with <link rel="alternate" type="...">, then
-    <a> links that look like feeds; in page order, de-duplicated."""
+    """Candidate feed URLs a homepage advertises with <link rel="alternate" type="...">:
+    feed types first, then generic XML/JSON ones; else <a> links that look like feeds. In
+    page order within each, de-duplicated. None is checked: fetch them to know."""
     try:
         doc = lxml_html.fromstring(html)
     except (etree.ParserError, ValueError):
@@ -185,11 +187,12 @@ def discover_feeds(html: bytes | str, base_url: str) -> list[str]:
         if is_http_url(url) and url not in found:
             found.append(url)
 
-    for link in doc.xpath("//link[@href]"):
-        rel = (link.get("rel") or "").lower().split()
-        kind = (link.get("type") or "").lower().split(";")[0].strip()
-        if ("alternate" in rel or "feed" in rel) and kind in _FEED_TYPES:
-            add(link.get("href"))
+    for types in (_FEED_TYPES, _GENERIC_TYPES):
+        for link in doc.xpath("//link[@href]"):
+            rel = (link.get("rel") or "").lower().split()
+            kind = (link.get("type") or "").lower().split(";")[0].strip()
+            if ("alternate" in rel or "feed" in rel) and kind in types:
+                add(link.get("href"))
     if not found:
         for anchor in doc.xpath("//a[@href]"):
             href = anchor.get("href") or ""

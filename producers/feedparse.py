@@ -4,7 +4,8 @@ readers for JSON Feed and news sitemaps, which feedparser does not read.
 The bytes are handed to feedparser with the HTTP headers they came with, so that the
 Content-Type charset, the XML declaration and BOMs are weighed the way the specs say.
 Ill-formed ("bozo") feeds keep whatever entries feedparser recovered; the reason is
-reported, not treated as a failure.
+reported, not treated as a failure. A body that gives no usable feed (not a feed at all,
+or ill-formed with nothing recovered) is one: ``feed_problem`` says why.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import feedparser
+from feedparser.exceptions import ThingsNobodyCaresAboutButMe
 from lxml import etree
 from lxml import html as lxml_html
 
@@ -77,6 +79,9 @@ class ParsedFeed:
     encoding: str | None = None
     entries: list[FeedEntry] = field(default_factory=list)
     bozo: str | None = None  # why the feed is ill-formed, when it is
+    # The bozo is only a warning (a charset or media type overridden): the document
+    # itself was read, so a feed listing no entries is just empty.
+    bozo_soft: bool = False
 
 
 def html_to_text(fragment: str) -> str:
@@ -291,14 +296,47 @@ def parse_feed(
     if result.get("bozo"):
         problem = result.get("bozo_exception")
         parsed.bozo = f"{type(problem).__name__}: {problem}" if problem else "ill-formed"
+        parsed.bozo_soft = isinstance(problem, ThingsNobodyCaresAboutButMe)
     if sniffed is not None:
         parsed.encoding = encoding
-        parsed.bozo = parsed.bozo or f"no usable charset declared; detected {encoding}"
+        if parsed.bozo is None:
+            parsed.bozo = f"no usable charset declared; detected {encoding}"
+            parsed.bozo_soft = True
     for raw in result.get("entries", []):
         entry = _from_feedparser(raw, parsed.language)
         if entry is not None:
             parsed.entries.append(entry)
     return parsed
+
+
+_HTML_START = re.compile(rb"^(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
+
+
+def _looks_like_html(body: bytes, content_type: str) -> bool:
+    """An HTML page, by its declared type or, when the type says nothing, its start."""
+    kind = content_type.split(";")[0].strip().lower()
+    if kind in ("text/html", "application/xhtml+xml"):
+        return True
+    return bool(_HTML_START.match(body[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")))
+
+
+def feed_problem(parsed: ParsedFeed, body: bytes, content_type: str) -> str | None:
+    """Why a fetched body gives no usable feed, or None when it does: it has entries, or
+    it is a readable feed that lists none for now. (An ill-formed feed with entries is
+    usable: they are kept.)"""
+    if parsed.entries:
+        return None
+    if not parsed.kind:
+        served_as = content_type.strip() or "no Content-Type"
+        if _looks_like_html(body, content_type):
+            return f"not a feed: an HTML page ({served_as})"
+        if body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"[")):
+            # (feedparser's XML error would only mislead here)
+            return f"not a feed: JSON that is not a JSON Feed ({served_as})"
+        return f"not a feed ({served_as})" + (f": {parsed.bozo[:200]}" if parsed.bozo else "")
+    if parsed.bozo and not parsed.bozo_soft:
+        return f"ill-formed: {parsed.bozo[:200]}; no entries recovered"
+    return None
 
 
 def _float(value: Any) -> float | None:

@@ -40,7 +40,7 @@ from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, truncate_t
 from newsflow.settings import Settings
 from producers.config import ConfigError, FeedSpec, load_feeds_file
 from producers.extract import CacheJanitor, Extracted, extract_article
-from producers.feedparse import FeedEntry, ParsedFeed, parse_feed
+from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
 from producers.fetch import Fetcher, FetchError, FetchResult
 from producers.politeness import HostBusy, HostLimiter
 from producers.robots import RobotsCache
@@ -170,7 +170,12 @@ class FeedPoller:
             log = logger.warning
         else:
             log = logger.debug
-        log("feed %s failed (%s); attempt %d, next try in %.0fs", feed.url, error, errors, delay)
+        if feed.active:
+            # The producer's try, also when `poll --once` saves to the producer's state.
+            log("feed %s failed (%s); attempt %d, the producer's next try in %.0fs",
+                feed.url, error, errors, delay)
+        else:  # `poll --once` of a feed the state does not poll (or of no state at all)
+            log("feed %s failed (%s); a one-off poll: not tried again", feed.url, error)
         return PollResult(
             feed,
             FeedUpdate(
@@ -207,11 +212,20 @@ class FeedPoller:
         retries: dict[str, PageRetry],
     ) -> PollResult:
         parsed = parse_feed(result.body, url=result.final_url, headers=result.headers)
-        if parsed.bozo:
+        problem = feed_problem(parsed, result.body, result.content_type)
+        if problem is not None:
+            # A 200 that gives no feed fails like an error answer: counted, backed off,
+            # shown by `feeds list` and the failing-feeds metric.
+            failed = self._failed(feed, result.status, problem, retry_after=None)
+            failed.parsed = parsed
+            return failed
+        if parsed.bozo and parsed.entries:
             logger.info(
                 "feed %s is ill-formed (%s); %d entries recovered",
                 feed.url, parsed.bozo[:200], len(parsed.entries),
             )
+        elif parsed.bozo:
+            logger.info("feed %s lists no entries (%s)", feed.url, parsed.bozo[:200])
         if result.permanent_url:
             logger.info("feed %s moved permanently to %s", feed.url, result.permanent_url)
         entries = keyed_entries(parsed.entries, feed.url)
@@ -239,7 +253,7 @@ class FeedPoller:
         )
         update = FeedUpdate(
             status=result.status,
-            error=f"ill-formed: {parsed.bozo[:200]}" if parsed.bozo and not parsed.entries else None,
+            error=None,
             next_poll=time.time() + self._jitter(interval),
             interval_s=interval,
             etag=result.headers.get("etag"),

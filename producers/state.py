@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from newsflow.sqlite_wal import enable_wal
 
@@ -139,6 +140,14 @@ def _feeds_query(active_only: bool) -> str:
     return f"SELECT {_FEED_COLUMNS} FROM feeds{where} ORDER BY id"
 
 
+def _feed_by_url(conn: sqlite3.Connection, url: str) -> Any:
+    """The row (as sqlite3 gives it, None when there is none) of the feed added from
+    ``url``, or moved to it by a 301."""
+    return conn.execute(
+        f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ? OR url = ?", (url, url)
+    ).fetchone()
+
+
 def read_feeds(path: Path, *, active_only: bool = False) -> list[FeedRow]:
     """The feeds of a state file, opened read-only: a file that does not exist has none,
     and is not created (``StateStore`` creates and migrates it)."""
@@ -201,12 +210,12 @@ class StateStore:
         active: bool = True,
     ) -> FeedRow:
         """Add a feed, or refresh the settings of the one added from ``url`` before
-        (its state, and a URL a 301 moved it to, are kept)."""
+        (its state, and a URL a 301 moved it to, are kept). For the feeds file, whose
+        feeds are its own whoever added them first, and for one-off polls, which change
+        nothing of a feed already there; ``feeds import|add`` use ``add_feed``."""
         tags_json = json.dumps(list(tags))
         with self._tx() as conn:
-            row = conn.execute(
-                f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ? OR url = ?", (url, url)
-            ).fetchone()
+            row = _feed_by_url(conn, url)
             if row is None:
                 conn.execute(
                     "INSERT INTO feeds (url, origin_url, origin, name, tags, min_interval_s,"
@@ -220,10 +229,53 @@ class StateStore:
                     " max_interval_s = ?, active = ? WHERE id = ?",
                     (origin, name, tags_json, min_interval_s, max_interval_s, int(active), row[0]),
                 )
-            row = conn.execute(
-                f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ? OR url = ?", (url, url)
-            ).fetchone()
+            row = _feed_by_url(conn, url)
         return FeedRow.from_row(row)
+
+    def add_feed(
+        self,
+        url: str,
+        *,
+        origin: str,
+        name: str | None = None,
+        tags: Iterable[str] | None = None,
+        change: bool = False,
+    ) -> tuple[FeedRow, str]:
+        """Add a feed from ``feeds import`` or ``feeds add``. A feed already polled keeps
+        its origin (so the feeds file still switches its own feeds off) and settings,
+        unless ``change``: then the ``name`` and ``tags`` given (not None) replace its
+        own, but not on a feed of the feeds file, which would set them back. Returns the
+        row and what was done: "added" (a new feed, or one no longer polled), "kept",
+        "changed", or "configured" (in the feeds file: nothing done)."""
+        with self._tx() as conn:
+            found = _feed_by_url(conn, url)
+            row = FeedRow.from_row(found) if found else None
+            if row is None:
+                conn.execute(
+                    "INSERT INTO feeds (url, origin_url, origin, name, tags) VALUES (?, ?, ?, ?, ?)",
+                    (url, url, origin, name, json.dumps(list(tags or []))),
+                )
+                done = "added"
+            elif not row.active:  # a one-off poll's row, or a feed taken out: taken over
+                conn.execute(
+                    "UPDATE feeds SET origin = ?, name = ?, tags = ?, min_interval_s = NULL,"
+                    " max_interval_s = NULL, active = 1 WHERE id = ?",
+                    (origin, name, json.dumps(list(tags or [])), row.id),
+                )
+                done = "added"
+            elif row.origin == "config":
+                done = "configured"
+            elif change:
+                conn.execute(
+                    "UPDATE feeds SET name = ?, tags = ? WHERE id = ?",
+                    (row.name if name is None else name,
+                     json.dumps(row.tags if tags is None else list(tags)), row.id),
+                )
+                done = "changed"
+            else:
+                done = "kept"
+            found = _feed_by_url(conn, url)
+        return FeedRow.from_row(found), done
 
     def deactivate_missing(self, origin: str, keep_urls: Iterable[str]) -> int:
         """Feeds of ``origin`` no longer listed (e.g. removed from feeds.toml) stop, and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -377,6 +378,31 @@ def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
         state.close()
 
 
+def test_a_one_off_poll_that_fails_says_who_tries_again(server, tmp_path, caplog):
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    missing = server.url("/feeds/missing.xml")
+
+    def failures() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+
+    with caplog.at_level(logging.INFO, logger="producers.feeds"):
+        poll_once(settings, [missing], emit=lambda article: None)  # `--stdout`: no state
+        assert failures() == [f"feed {missing} failed (HTTP 404); a one-off poll: not tried again"]
+        # With the producer's state and a feed it polls, the next try is the producer's.
+        state = StateStore(tmp_path / "state.db")
+        try:
+            state.upsert_feed(missing, origin="config")
+            caplog.clear()
+            poll_once(settings, [missing], emit=lambda article: None, state=state)
+            (line,) = failures()
+            assert line.startswith(
+                f"feed {missing} failed (HTTP 404); attempt 1, the producer's next try in ")
+            (row,) = state.feeds()
+            assert row.error_count == 1 and row.active
+        finally:
+            state.close()
+
+
 def test_autodiscovery(server, tmp_path):
     settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
     assert find_feeds(settings, server.url("/home.html")) == [
@@ -385,6 +411,35 @@ def test_autodiscovery(server, tmp_path):
     ]
     feed_url = server.url("/feeds/miniflux/dustri_large.atom")
     assert find_feeds(settings, feed_url) == [feed_url]
+
+
+# What WordPress serves at the wp-json link its pages advertise as application/json.
+WP_POST_JSON = json.dumps({"id": 21244172, "title": {"rendered": "The King's Speech"}}).encode()
+
+
+def test_autodiscovery_adds_only_what_is_a_feed_feed_types_first(server, tmp_path):
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    server.state.custom["wp-json"] = (WP_POST_JSON, "application/json")
+    server.state.custom["wordpress.html"] = (
+        b'<html><head><link rel="alternate" type="application/json" href="/custom/wp-json">'
+        b'<link rel="alternate" type="application/rss+xml" '
+        b'href="/feeds/rss-parser/theguardian_us.rss">'
+        b'<link rel="alternate" type="application/json" href="/feed.json">'
+        b"</head><body>A story</body></html>",
+        "text/html",
+    )
+    assert find_feeds(settings, server.url("/custom/wordpress.html")) == [
+        server.url("/feeds/rss-parser/theguardian_us.rss"),
+        server.url("/feed.json"),  # a JSON Feed, if only named application/json
+    ]
+
+
+def test_autodiscovery_takes_a_feed_served_as_html(server, tmp_path):
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    feed = (shared_path("feeds") / "rss-parser/theguardian_us.rss").read_bytes()
+    server.state.custom["feed-as-html"] = (feed, "text/html; charset=utf-8")
+    url = server.url("/custom/feed-as-html")
+    assert find_feeds(settings, url) == [url]
 
 
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -469,6 +524,51 @@ def test_loop_marks_nothing_seen_when_the_broker_refuses(server, tmp_path):
         assert loop.metrics.polls.value(outcome="ok") == 1
         assert loop.metrics.articles.value(text="page") == 0  # Rig polls without pages
         assert loop.metrics.articles.value(text="summary") == 5
+    finally:
+        rig.close()
+
+
+def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
+    """A JSON API answer, an HTML page and an ill-formed feed with nothing recovered
+    count as failures: in the state (`feeds list`), the poll outcome and the failing-feeds
+    gauge. An ill-formed feed whose entries are recovered is polled fine."""
+    import threading
+
+    from producers.commands import cmd_feeds_list
+    from producers.feeds import ProducerLoop
+
+    server.state.custom["wp-json"] = (WP_POST_JSON, "application/json")
+    items = [(f"g{n}", f"https://news.example/{n}", f"Story {n}") for n in range(2)]
+    server.state.custom["cut.xml"] = (rss(items)[:-20], "application/rss+xml")
+    rig = Rig(tmp_path)
+    try:
+        urls = {
+            "json": server.url("/custom/wp-json"),
+            "html": server.url("/pages/uk/Metro_2024_07_17.html"),
+            "unclosed": server.url("/hard/illformed/aaa_illformed.xml"),
+            "cut": server.url("/custom/cut.xml"),
+        }
+        feeds = {name: rig.feed(url) for name, url in urls.items()}
+        loop = ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
+                            publish=lambda a: None, flush=lambda: None, workers=2)
+        loop.run(threading.Event(), until_idle=True)
+        rows = {name: rig.state.feed(feed.id) for name, feed in feeds.items()}
+        assert rows["json"].last_error == "not a feed: JSON that is not a JSON Feed (application/json)"
+        assert rows["html"].last_error == "not a feed: an HTML page (text/html)"
+        assert rows["unclosed"].last_error.startswith("ill-formed: SAXParseException")
+        for name in ("json", "html", "unclosed"):
+            assert rows[name].error_count == 1 and rows[name].last_status == 200, name
+        assert rows["cut"].error_count == 0 and rows["cut"].last_error is None
+        assert rows["cut"].entries_seen == 2
+        assert loop.metrics.polls.value(outcome="error") == 3
+        assert loop.metrics.polls.value(outcome="ok") == 1
+        loop._write_metrics()
+        assert loop.metrics.failing.value() == 3
+        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+        listing = {line.split("\t")[0]: line.split("\t")[6]
+                   for line in capsys.readouterr().out.splitlines()[1:]}
+        assert listing[urls["html"]] == "1 (not a feed: an HTML page (text/html))"
+        assert listing[urls["cut"]] == "0"
     finally:
         rig.close()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from newsflow.settings import Settings
-from producers.commands import cmd_feeds_list
+from producers.commands import cmd_feeds_add, cmd_feeds_import, cmd_feeds_list
+from producers.feeds import sync_feeds_file
 from producers.state import StateStore
 
 
@@ -35,3 +36,71 @@ def test_feeds_list_without_a_state_file_creates_none(tmp_path, capsys):
     assert captured.out.count("\n") == 1  # the header only
     assert "0 feed(s); no state file at" in captured.err
     assert not (tmp_path / "var").exists()
+
+
+def _add(settings: Settings, url: str, *, name: str | None = None, tags: list[str] | None = None) -> int:
+    args = argparse.Namespace(url=url, no_discover=True, all=False, name=name, tag=tags)
+    return cmd_feeds_add(args, settings)
+
+
+def _opml(path, url: str, title: str) -> str:
+    path.write_text(f'<opml version="2.0"><body><outline text="Folder">'
+                    f'<outline text="{title}" xmlUrl="{url}"/></outline></body></opml>')
+    return str(path)
+
+
+def test_a_feed_of_the_feeds_file_stays_the_files_when_imported_or_added(tmp_path, capsys):
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    url = "https://a.example/feed"
+    settings.feeds_file.write_text(
+        f'[[feed]]\nurl = "{url}"\nname = "Configured"\ntags = ["uk"]\nmin_interval = "10m"\n')
+    state = StateStore(settings.producer_state_file)
+    try:
+        sync_feeds_file(state, settings.feeds_file)
+        opml = _opml(tmp_path / "subs.opml", url, "Imported")
+        assert cmd_feeds_import(argparse.Namespace(file=opml), settings) == 0
+        out, err = capsys.readouterr()
+        assert out == f"imported 0 feed(s) from {opml}; 1 already polled\n"
+        assert err == f"{url} is already polled (listed in {settings.feeds_file}): left as it is\n"
+        assert _add(settings, url) == 0
+        out, _ = capsys.readouterr()
+        assert out == f"{url} is already polled (listed in {settings.feeds_file}); nothing changed\n"
+        # Asked to change what the file sets, it says where to do it, and does nothing.
+        assert _add(settings, url, name="Renamed") == 1
+        assert "change its name and tags there" in capsys.readouterr().err
+        (row,) = state.feeds()
+        assert (row.origin, row.name, row.tags, row.min_interval_s) == (
+            "config", "Configured", ["uk"], 600.0)
+        # So taking it out of the file still stops it.
+        settings.feeds_file.write_text('[[feed]]\nurl = "https://b.example/feed"\n')
+        sync_feeds_file(state, settings.feeds_file)
+        assert [f.url for f in state.feeds(active_only=True)] == ["https://b.example/feed"]
+        # Added once out of the file, it is the command's.
+        assert _add(settings, url, name="Mine") == 0
+        assert capsys.readouterr().out == f"added {url}\n"
+        row = next(f for f in state.feeds() if f.url == url)
+        assert (row.origin, row.name, row.active, row.min_interval_s) == ("cli", "Mine", True, None)
+    finally:
+        state.close()
+
+
+def test_adding_a_feed_again_changes_only_the_options_given(tmp_path, capsys):
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    url = "https://a.example/feed"
+    assert _add(settings, url, name="A", tags=["one"]) == 0
+    assert _add(settings, url) == 0
+    opml = _opml(tmp_path / "subs.opml", url, "Imported")
+    assert cmd_feeds_import(argparse.Namespace(file=opml), settings) == 0
+    capsys.readouterr()
+    state = StateStore(settings.producer_state_file)
+    try:
+        (row,) = state.feeds()
+        assert (row.origin, row.name, row.tags) == ("cli", "A", ["one"])
+        assert _add(settings, url, tags=["two", "three"]) == 0
+        out = capsys.readouterr().out
+        assert out == (f"changed {url} (added with `newsflow feeds add`): name A, "
+                       "tags two, three\n")
+        (row,) = state.feeds()
+        assert (row.origin, row.name, row.tags) == ("cli", "A", ["two", "three"])
+    finally:
+        state.close()

@@ -120,3 +120,21 @@ def test_autodiscovery_from_link_tags_then_anchors():
         "https://site.example/rss.xml", "https://site.example/atom"]
     anchors = b'<html><body><a href="/about">About</a><a href="/feeds/all.rss">RSS</a></body></html>'
     assert discover_feeds(anchors, "https://site.example/") == ["https://site.example/feeds/all.rss"]
+
+
+def test_autodiscovery_puts_feed_types_before_generic_ones():
+    """WordPress advertises its REST API as application/json before its RSS feed; a
+    JSON Feed named application/json is still a candidate, checked by fetching it."""
+    page = b"""<html><head>
+      <link rel="alternate" type="application/json" href="/wp-json/wp/v2/posts/7">
+      <link rel="alternate" type="application/json+oembed" href="/wp-json/oembed/1.0/embed">
+      <link rel="alternate" type="application/rss+xml" href="/news/feed/">
+      <link rel="alternate" type="application/xml" href="/feed.xml">
+      <link rel="alternate" type="application/feed+json" href="/feed.json">
+      </head><body></body></html>"""
+    assert discover_feeds(page, "https://site.example/2024/07/story/") == [
+        "https://site.example/news/feed/",
+        "https://site.example/feed.json",
+        "https://site.example/wp-json/wp/v2/posts/7",
+        "https://site.example/feed.xml",
+    ]

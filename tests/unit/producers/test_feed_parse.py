@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from producers.feedparse import FeedEntry, html_to_text, parse_feed
+from producers.feedparse import FeedEntry, feed_problem, html_to_text, parse_feed
 from tests.conftest import shared_path
 
 # Entries with content per file (feedparser's count, minus items with nothing in them).
@@ -108,6 +108,39 @@ def test_illformed_feed_keeps_entries_and_says_why():
     parsed = parse_feed(body, headers={"content-type": "application/rss+xml"})
     assert parsed.bozo
     assert [e.link for e in parsed.entries] == ["http://a.example/1", "http://a.example/2"]
+
+
+def _problem(body: bytes, content_type: str) -> str | None:
+    return feed_problem(parse_feed(body, headers={"content-type": content_type}), body, content_type)
+
+
+def test_a_body_that_gives_no_feed_says_what_it_is():
+    page = gzip.decompress((shared_path("pages") / "uk/Metro_2024_07_17.html.gz").read_bytes())
+    assert _problem(page, "text/html; charset=utf-8") == (
+        "not a feed: an HTML page (text/html; charset=utf-8)")
+    assert _problem(page, "application/octet-stream") == (
+        "not a feed: an HTML page (application/octet-stream)")  # known by its start
+    # WordPress's REST API answer, which its pages advertise as application/json.
+    wp_post = json.dumps({"id": 21244172, "title": {"rendered": "The King's Speech"}}).encode()
+    assert _problem(wp_post, "application/json") == (
+        "not a feed: JSON that is not a JSON Feed (application/json)")
+    unclosed = b'<?xml version="1.0"?>\n<rss version="2.0">\n</rss'
+    problem = _problem(unclosed, "application/rss+xml")
+    assert problem is not None
+    assert problem.startswith("ill-formed: SAXParseException") and problem.endswith(
+        "; no entries recovered")
+
+
+def test_a_feed_is_usable_with_entries_recovered_or_none_listed():
+    recovered = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+    <item><title>One</title><link>http://a.example/1</link></item><item><title>cut"""
+    assert _problem(recovered, "application/rss+xml") is None
+    empty = b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title></channel></rss>'
+    assert _problem(empty, "application/rss+xml") is None
+    # Served with the wrong type, it is read all the same (feedparser's bozo is a warning).
+    assert _problem(empty, "text/plain") is None
+    feed = (shared_path("feeds") / "rss-parser/theguardian_us.rss").read_bytes()
+    assert _problem(feed, "text/html; charset=utf-8") is None
 
 
 def test_entity_expansion_cannot_blow_up():
