@@ -10,6 +10,7 @@ after a restart.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -21,10 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion
-from sinks.base import BatchingSink, Record, SinkUnavailable, split
+from sinks.base import BatchingSink, Record, SinkUnavailable, StoreMisconfigured, split
 from sinks.models import SearchHit
 
 logger = logging.getLogger(__name__)
+
+# Errors opening the file that waiting will not mend: it is a folder, or under a file, or
+# may not be written, or its file system takes no such file (/proc).
+_PATH_FAULTS = frozenset({errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM,
+                          errno.EROFS, errno.ENOENT})
 
 
 class JsonlSink(BatchingSink):
@@ -67,11 +73,23 @@ class JsonlSink(BatchingSink):
             handle.truncate(cut)
             logger.warning("%s: dropped an incomplete last line (%d bytes)", self.path, size - cut)
 
-    def migrate(self) -> int:
+    def open(self) -> None:
+        """Read the file's records and check it can be appended to. A path that cannot be
+        (a folder, no permission, a file system that refuses files) is a setting's fault:
+        the sink used to say "storage open" and then wait on it for ever."""
         try:
             self._load()
+            with self.path.open("ab"):
+                pass
         except OSError as exc:
+            self._seen = None
+            if exc.errno in _PATH_FAULTS:
+                raise StoreMisconfigured(
+                    f"JSON Lines file {self.path.absolute()} cannot be used: {exc}") from exc
             raise SinkUnavailable(f"jsonl {self.path}: {exc}") from exc
+
+    def migrate(self) -> int:
+        self.open()
         return 1
 
     def write(self, batch: Sequence[Record]) -> None:

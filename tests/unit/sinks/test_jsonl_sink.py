@@ -162,3 +162,24 @@ def test_an_article_moved_back_and_forth_keeps_its_last_place(tmp_path: Path) ->
         assert ([a.id for a in i1.articles], [a.id for a in i2.articles]) == ([], ["a1"])
     finally:
         store.close()
+
+
+def test_a_path_that_cannot_be_used_is_a_setting_fault_at_open(tmp_path: Path) -> None:
+    """The sink said "storage open" for a folder or a /proc path, then waited on it for
+    ever; `db upgrade` even reported success for /proc/x.jsonl."""
+    from sinks.base import StoreMisconfigured
+
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir.jsonl").mkdir()
+    unusable = [tmp_path / "afile" / "x.jsonl", tmp_path / "adir.jsonl"]
+    if Path("/proc/self").exists():
+        unusable.append(Path("/proc/x.jsonl"))
+    for path in unusable:
+        with pytest.raises(StoreMisconfigured, match=str(path)):
+            JsonlSink(path).open()
+        with pytest.raises(StoreMisconfigured, match=str(path)):
+            JsonlSink(path).migrate()  # what `newsflow db upgrade` runs
+    sink = JsonlSink(tmp_path / "var" / "incidents.jsonl")
+    sink.open()
+    sink.write([incident("i1", 1)])
+    assert lines(tmp_path / "var" / "incidents.jsonl") == [("i1", 1)]
