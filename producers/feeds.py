@@ -368,6 +368,8 @@ class FeedPoller:
             page_bytes=len(result.body),
             page_ms=round(result.elapsed_s * 1000),
         )
+        if result.truncated:  # (the text is extracted from the part kept)
+            meta["page_truncated"] = True
         retry_after = None
         if result.status in (429, 503):
             retry_after = parse_retry_after(result.headers.get("retry-after"), _now())

@@ -252,6 +252,26 @@ def test_oversize_response_is_cut_with_a_log_line(server, tmp_path, caplog):
         rig.close()
 
 
+def test_a_page_cut_at_the_size_limit_says_so_in_its_article(server, tmp_path):
+    """Only a log line said a page had been cut (and its text extracted from the part
+    kept): the article now carries it, as it carries a cut text or feed."""
+    paragraph = "<p>" + "The river rose through the night and the town was evacuated. " * 20 + "</p>"
+    page = ("<html><head><title>Flood</title></head><body><article><h1>Flood</h1>"
+            + paragraph * 400 + "</article></body></html>").encode()
+    assert len(page) > 300_000
+    server.state.custom["big.html"] = (page, "text/html; charset=utf-8")
+    server.state.custom["big.xml"] = (
+        rss([("1", server.url("/custom/big.html"), "Flood")]), "application/rss+xml")
+    rig = Rig(tmp_path, pages=True, fetch_max_bytes=200_000)
+    try:
+        [published] = rig.poll(server.url("/custom/big.xml")).articles
+        assert not published.summary_only
+        assert published.fetch.get("page_truncated") is True
+        assert published.fetch.get("page_bytes") == 200_000
+    finally:
+        rig.close()
+
+
 def test_gzip_bodies(server, rig):
     plain = rig.poll(server.url("/gzipped/miniflux/bbc_urdu_utf8.rss"))
     encoded = rig.poll(server.url("/encoded/miniflux/golem_de_iso-8859-1.rss"))
