@@ -258,8 +258,8 @@ def carried_articles(settings: Settings) -> Path:
 
 def save_for_next_start(settings: Settings, drained: bool) -> None:
     """Before the embedded broker stops with the service: its dead letters and, unless the
-    processors and the sink finished everything (``drained``), the raw articles they did
-    not, saved for ``restore_saved`` at the next start. (Each on its own: one that cannot
+    processors and the sink finished everything (``drained``, and still so now), the raw
+    articles they did not, saved for ``restore_saved`` at the next start. (Each on its own: one that cannot
     be read does not cost the other.)"""
     try:
         save_dead_letters(settings)
@@ -267,8 +267,10 @@ def save_for_next_start(settings: Settings, drained: bool) -> None:
         logger.error("could not save the dead letters before the embedded broker stops (%s):"
                      " they are lost with it", exc)
     path = carried_articles(settings)
-    if drained:  # all finished, those carried over by the last start too
-        path.unlink(missing_ok=True)
+    # Looked at again: a publisher outside the service (a replay) may have sent more while
+    # the children stopped, after the drain found everything read.
+    if drained and wait_drained(settings, drain_groups(settings), timeout_s=0.0):
+        path.unlink(missing_ok=True)  # all finished, those carried over last time too
         return
     try:
         saved = save_unfinished_articles(settings)
