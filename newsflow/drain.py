@@ -50,9 +50,11 @@ def wait_drained(
     groups: dict[str, list[str]],
     timeout_s: float,
     alive: Callable[[], bool] = lambda: True,
+    why_behind: Callable[[], str | None] = lambda: None,
 ) -> bool:
     """Wait until no group has messages left past its committed offsets: checked at least
-    once, then again each second while ``alive()`` and time is left."""
+    once, then again each second while ``alive()`` and time is left. ``why_behind`` may
+    say, for the log, what holds them up."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -66,7 +68,9 @@ def wait_drained(
         if time.monotonic() >= deadline or not alive():
             return False
         known = sum(count for count in counts if count)
-        logger.info("waiting for processors and sink to catch up (%d+ unread)", known)
+        reason = why_behind()
+        logger.info("waiting for processors and sink to catch up (%d+ unread%s)", known,
+                    f"; {reason}" if reason else "")
         time.sleep(1.0)
 
 

@@ -29,7 +29,7 @@ from newsflow import recycle
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import drain_groups, wait_drained
 from newsflow.kafka import Publisher, ensure_topics
-from newsflow.metrics import clear_textfiles, metrics_dir, textfile_name
+from newsflow.metrics import clear_textfiles, metrics_dir, read_textfiles, textfile_name
 from newsflow.processes import spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
@@ -263,7 +263,8 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
                         consumer.start()
                 drained = wait_drained(settings, drain_groups(settings),
                                        timeout_s=settings.stop_drain_s,
-                                       alive=lambda: all(c.alive() for c in consumers))
+                                       alive=lambda: all(c.alive() for c in consumers),
+                                       why_behind=lambda: sink_pause_note(settings))
             child.stop(timeout_s=20.0)
         if broker is not None:
             if broker.alive():  # (it forgets everything: the next start writes this back)
@@ -272,6 +273,22 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
         runfile(settings).unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return exit_code
+
+
+def sink_pause_note(settings: Settings) -> str | None:
+    """What the sink's metrics say, when it is paused: its storage is unavailable."""
+    if sink_paused(read_textfiles(metrics_dir(settings.data_dir))):
+        return "the sink is paused: its storage is unavailable (see the sink's log)"
+    return None
+
+
+def sink_paused(metrics: str) -> bool:
+    """Whether merged metrics text says a sink process is paused."""
+    for line in metrics.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.split("{", 1)[0] == "newsflow_sink_paused" and value not in ("0", "0.0"):
+            return True
+    return False
 
 
 def supervise(child: Child) -> None:

@@ -264,6 +264,7 @@ def test_a_stop_while_storage_refuses_writes_keeps_what_it_had_not_stored(start_
         lock.close()
     assert stored_articles(service.db) == 0
     assert "processed again at the next start" in service.log(), service.log()[-3000:]
+    assert "unread; the sink is paused: its storage is unavailable" in service.log()
 
     again = start_service(NEWSFLOW_REPLAY_SEEDS="false")
     again.wait_for(lambda: stored_articles(again.db) == 12, 90)
