@@ -77,7 +77,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     }
     topic = aliases.get(args.topic, args.topic)
     stop = stop_on_signals()
-    stop_when_reader_leaves(sys.stdout.fileno(), stop)
+    stop_when_reader_leaves(sys.stdout, stop)
     return tail(
         settings, topic, from_beginning=args.from_beginning, raw_json=args.json,
         out=lambda line: print(line, flush=True),  # a line as it comes, piped or not

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from threading import Event
+from typing import IO
 
 from kafka import TopicPartition
 
@@ -85,10 +87,14 @@ def json_line(value: bytes | None) -> str:
     return text if "\n" not in text else json.dumps(data)
 
 
-def stop_when_reader_leaves(fd: int, stop: Event) -> None:
-    """Set ``stop`` when the reader of the pipe or socket ``fd`` writes to goes away. A
-    tail waiting for the next message would learn it only when writing that one: piped to
-    `head`, it waited for ever once head had its lines."""
+def stop_when_reader_leaves(stream: IO[str], stop: Event) -> None:
+    """Set ``stop`` when the reader of the pipe or socket ``stream`` writes to goes away.
+    A tail waiting for the next message would learn it only when writing that one: piped
+    to `head`, it waited for ever once head had its lines."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return  # no file descriptor (a stream in memory): nobody to watch
     mode = os.fstat(fd).st_mode
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
         return
