@@ -327,6 +327,7 @@ _DELETE_MEMBER = delete_member_sql("%s")
 
 class PostgresSink(BatchingSink):
     name = "postgres"
+    # A value a column refuses (SQLSTATE class 22) or a rule the record breaks (23).
     record_errors = (*BatchingSink.record_errors, psycopg.DataError, psycopg.IntegrityError)
 
     def __init__(self, dsn: str) -> None:
@@ -356,7 +357,14 @@ class PostgresSink(BatchingSink):
                 for start in range(0, len(batch), RECORDS_PER_TRANSACTION):
                     with conn.transaction():
                         self._write(conn, batch[start:start + RECORDS_PER_TRANSACTION])
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except self.record_errors:
+            raise  # the record's content: the runner finds it and dead-letters it
+        except (psycopg.Error, PoolTimeout) as exc:
+            # Any other error blames the store, whatever record met it: down, read-only
+            # (25006), a lost permission (42501), a full disk (53100), a missing table.
+            # A session keeps the settings it started with (a read-only default set by
+            # ALTER DATABASE or ALTER ROLE): the retry gets new connections.
+            pool.drain()
             raise _unavailable(exc) from exc
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Record]) -> None:
