@@ -377,27 +377,27 @@ class SinkRunner:
         self.messages = []
 
     def _isolate(self) -> int:
-        """Write each buffered record alone; the ones that fail go to the dead letters,
-        unless nothing could be written and no error blames its record: then the store
-        is at fault, and ``SinkUnavailable`` keeps the whole batch for a later try."""
+        """Write each buffered record alone; the ones the store refuses for their content
+        (the sink's ``record_errors``) go to the dead letters. Any other error blames the
+        store, whichever record met it, even when others were written: a record already
+        stored identically writes without changing anything, which a read-only store
+        allows. Then ``SinkUnavailable`` keeps the whole batch for a later try."""
         records: Sequence[Record] = self.sink.buffered
         written = 0
-        failed: list[tuple[Any, Exception]] = []
+        refused: list[tuple[Any, BaseException]] = []
         for record, message in zip(records, self.messages, strict=True):
             try:
                 self.sink.write([record])
                 written += 1
             except SinkUnavailable:
                 raise
+            except self.sink.record_errors as exc:
+                refused.append((message, exc))
             except Exception as exc:
-                failed.append((message, exc))
-        if failed and not written and not all(
-            isinstance(exc, self.sink.record_errors) for _, exc in failed
-        ):
-            first = failed[0][1]
-            raise SinkUnavailable(f"the store refuses every write: {type(first).__name__}: "
-                                  f"{str(first).strip()[:300]}") from first
-        for message, error in failed:
+                raise SinkUnavailable(
+                    f"{self.sink.name}: writes fail, and not for a record's content: "
+                    f"{type(exc).__name__}: {str(exc).strip()[:300]}") from exc
+        for message, error in refused:
             self._dead_letter(message, "sink_error", f"{type(error).__name__}: {error}")
         self.sink.clear()
         return written

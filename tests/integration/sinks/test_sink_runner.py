@@ -316,6 +316,50 @@ def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
     assert RawArticle.from_bytes(letters[0].value or "").id == "bad"
 
 
+def test_a_store_failing_new_records_pauses_even_when_a_stored_one_writes(
+    make_settings,
+) -> None:
+    """A store that fails every write that changes something, not for the records'
+    content (as a damaged file may), takes a record already stored identically, which
+    changes nothing. That record's success does not make the others' failures theirs:
+    the stream pauses with nothing dead-lettered or committed, and goes on once writes
+    work again."""
+    from sinks.sqlite import SQLiteSink
+
+    class Damaged(SQLiteSink):
+        damaged = True
+
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            if self.damaged and any(r.id != "a1" for r in batch):
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            super().write(batch)
+
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    db = settings.sqlite_file
+    sink = Damaged(db)
+    sink.damaged = False
+    sink.write([article(1)])
+    sink.damaged = True
+    publish(settings, [(settings.topic_clean, a.id, a.to_bytes()) for a in (article(1), article(2))])
+    runner = SinkRunner(settings, threading.Event(), sink=sink, flush_interval_s=0.2,
+                        backoff=Backoff(initial_s=0.2, cap_s=1.0))
+
+    def letters() -> float:
+        return runner.metrics.dead_letters.value(kind="sink_error")
+
+    with running(runner):
+        wait_for(lambda: runner.failing or letters() > 0, what="the write to fail")
+        wait_for(lambda: letters() > 0 or runner.metrics.errors.value(
+            stage="sink", kind="store_unavailable") >= 3, what="several tries")
+        assert letters() == 0
+        assert committed(settings, settings.topic_clean, 1) == 0
+        sink.damaged = False
+        wait_for(lambda: committed(settings, settings.topic_clean, 1) == 2, what="commit")
+    assert rows(db, "SELECT id FROM articles ORDER BY id") == [("a1",), ("a2",)]
+    assert letters() == 0
+
+
 def test_a_database_path_that_cannot_be_opened_ends_the_sink_at_start(
     make_settings, start_role, tmp_path: Path
 ) -> None:
