@@ -293,10 +293,6 @@ class SinkRunner:
         try:
             record = decode(message.topic, message.value, self.settings)
         except PoisonMessage as exc:
-            logger.warning(
-                "poison message %s[%d]@%d (%s): %s",
-                message.topic, message.partition, message.offset, exc.kind, exc,
-            )
             self._dead_letter(message, exc.kind, str(exc))
             return
         if record is None:
@@ -319,6 +315,8 @@ class SinkRunner:
             self.metrics.duplicates.inc(sum(1 for a in record.articles if a.duplicate_of))
 
     def _dead_letter(self, message: Any, kind: str, error: str) -> None:
+        logger.warning("dead-lettering %s[%d]@%d (%s): %s",
+                       message.topic, message.partition, message.offset, kind, error)
         # Sent with the next flush, and kept until delivered: their offsets are
         # committed only after the dead-letter topic has them.
         self.letters.append(dead_letter(message, kind, error))

@@ -281,7 +281,7 @@ def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> N
 
 
 def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
-    make_settings,
+    make_settings, caplog: pytest.LogCaptureFixture,
 ) -> None:
     from sinks.sqlite import SQLiteSink
 
@@ -303,8 +303,11 @@ def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
     db = settings.sqlite_file
     stop = threading.Event()
     runner = SinkRunner(settings, stop, sink=Refusing(db), flush_interval_s=0.5)
-    with running(runner):
+    with caplog.at_level("WARNING", logger="sinks.runner"), running(runner):
         wait_for(lambda: committed(settings, settings.topic_clean, 1) == 3, what="commit")
+    # The log says which message went to the dead letters, and why.
+    [said] = [r.getMessage() for r in caplog.records if "dead-letter" in r.getMessage()]
+    assert f"{settings.topic_clean}[0]@1" in said and "may not be empty" in said
     assert rows(db, "SELECT id FROM articles ORDER BY id") == [("a1",), ("a2",)]
     consumer = make_consumer(settings, settings.topic_dlq, group_id=None, consumer_timeout_ms=8000)
     try:
