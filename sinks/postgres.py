@@ -226,11 +226,40 @@ def setting_fault(exc: psycopg.Error) -> bool:
 
 
 def _hide_password(text: str, dsn: str) -> str:
-    """``text`` without the DSN's password (libpq may quote a malformed DSN's pieces)."""
-    for pattern in (r"://[^:/@]*:([^@]+)@", r"password\s*=\s*(\S+)"):
-        if (found := re.search(pattern, dsn)) and found.group(1) in text:
-            text = text.replace(found.group(1), "***")
+    """``text`` without the DSN's password, in any form libpq takes it: a URI's
+    ``user:password@`` or ``?password=``, a ``password=`` pair (quoted or not), as written
+    and as decoded. Of a DSN libpq cannot parse, where the password is cannot be told, and
+    libpq's message quotes the DSN's pieces (``missing "=" after "nf:pw@db/news"``): every
+    quoted piece of the DSN is hidden."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return _hide_quoted_pieces(text, dsn)
+    secrets = {str(params.get("password") or "")}
+    for pattern in (r"://[^:/@]*:([^@]+)@", r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)"):
+        if found := re.search(pattern, dsn):
+            secrets |= {found.group(1), found.group(1).strip("'")}
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
+
+
+def _hide_quoted_pieces(text: str, dsn: str) -> str:
+    """``text`` with each piece of ``dsn`` that it quotes replaced by ``***``: the longest
+    text between two double quotes that the DSN holds (a piece may hold quotes itself)."""
+    quotes = [i for i, c in enumerate(text) if c == '"']
+    kept, start, k = [], 0, 0
+    while k < len(quotes):
+        opening = quotes[k]
+        closing = next((j for j in reversed(quotes[k + 1:])
+                        if text[opening + 1:j] and text[opening + 1:j] in dsn), None)
+        if closing is None:
+            k += 1
+            continue
+        kept.append(text[start:opening + 1] + "***")
+        start = closing
+        k = quotes.index(closing) + 1
+    return "".join(kept) + text[start:]
 
 
 def open_database(dsn: str) -> int:

@@ -515,8 +515,10 @@ def test_a_batch_of_twenty_thousand_new_places_is_written_in_one_go(postgres_ser
         lambda dsn: dsn.replace("postgres@", "nobody@", 1),  # a role that does not exist
         lambda dsn: dsn.rsplit("/", 1)[0] + "/no_such_database",
         lambda dsn: "host=127.0.0.1 dbname",  # not a connection string
+        # No "postgresql://": libpq reads it as key=value pairs and quotes it whole.
+        lambda dsn: "postgres:secretpw@" + dsn.split("@", 1)[1],
     ],
-    ids=["role", "database", "syntax"],
+    ids=["role", "database", "syntax", "no scheme"],
 )
 def test_a_dsn_the_server_refuses_ends_the_sink_at_start(
     make_settings, postgres_dsn: str, make_dsn: Callable[[str], str]
@@ -531,7 +533,7 @@ def test_a_dsn_the_server_refuses_ends_the_sink_at_start(
     with pytest.raises(StoreMisconfigured, match="check NEWSFLOW_POSTGRES_DSN") as raised:
         SinkRunner(settings, stop).run()
     message = str(raised.value)
-    assert "\n" not in message
+    assert "\n" not in message and "secretpw" not in message
     assert "127.0.0.1" in message or "not a valid connection string" in message
 
 
@@ -581,3 +583,21 @@ def test_read_commands_name_the_server_they_cannot_reach(
     assert f"PostgreSQL at 127.0.0.1 port {port}, database news, user reader" in err
     assert "s3cret" not in err and "couldn't get a connection" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_no_command_shows_the_password_of_a_dsn_without_its_scheme(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", "nf:secretpw@127.0.0.1:5432/news")
+    caplog.set_level("DEBUG")
+    for command in (["db", "upgrade"], ["incidents"]):
+        assert main(command) == 1
+        said = capsys.readouterr()
+        assert "not a valid connection string" in said.err
+        assert "secretpw" not in said.err + said.out, command
+    assert "secretpw" not in caplog.text
