@@ -376,3 +376,15 @@ def test_a_database_path_that_cannot_be_opened_ends_the_sink_at_start(
     log = sink.log()
     assert "check NEWSFLOW_SQLITE_PATH" in log and str(tmp_path / "afile" / "x.db") in log
     assert "Traceback" not in log and len(log.strip().splitlines()) == 1, log
+
+
+def test_an_empty_postgres_dsn_is_not_set_and_ends_the_sink_at_start(
+    make_settings, start_role
+) -> None:
+    """``NEWSFLOW_POSTGRES_DSN=`` (an env file's blank value) is the setting missing, said
+    at once: libpq took it for the local socket, and the sink waited for a server there."""
+    settings = make_settings(sink="postgres")
+    sink = start_role(settings, "sink", env={"NEWSFLOW_POSTGRES_DSN": ""})
+    assert sink.process.wait(60) == 1
+    log = sink.log()
+    assert "NEWSFLOW_POSTGRES_DSN is not set" in log and len(log.strip().splitlines()) == 1, log
