@@ -439,10 +439,15 @@ class SinkRunner:
     def _final_flush(self) -> None:
         if self.sink.pending or self.letters or self.offsets:
             if not self.flush_and_commit():
-                logger.warning(
-                    "stopping with %d unwritten records; they will be read again on restart",
-                    self.sink.pending,
-                )
+                # It holds only what it read before it paused: say so, not that these are
+                # all that is left.
+                held = f"{self.sink.pending} record(s) read but not written"
+                if self.letters:
+                    held += f" and {len(self.letters)} dead letter(s) not delivered"
+                then = ("`newsflow run` saves the articles they come from for its next start"
+                        if self.settings.kafka_embedded else "all is read again at the next start")
+                logger.warning("stopping with %s, and the rest of the topics unread; nothing "
+                               "past what was written is committed: %s", held, then)
 
     # --- bookkeeping --------------------------------------------------------------
 

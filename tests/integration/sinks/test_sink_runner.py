@@ -280,6 +280,37 @@ def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> N
         sqlite_module.BUSY_TIMEOUT_S = saved
 
 
+def test_stopping_while_the_store_is_down_says_what_is_left_and_where_it_goes(
+    make_settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    store = open_store(settings)  # creates the schema
+    store.close()
+    blocker = sqlite3.connect(settings.sqlite_file, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # every write fails: the sink pauses
+    import sinks.sqlite as sqlite_module
+
+    sqlite_module.BUSY_TIMEOUT_S, saved = 0.2, sqlite_module.BUSY_TIMEOUT_S
+    runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+    try:
+        with caplog.at_level("WARNING", logger="sinks.runner"), running(runner):
+            publish(settings, [(settings.topic_incidents, f"i{n}",
+                                incident(f"i{n}", 1, []).to_bytes()) for n in range(3)])
+            wait_for(lambda: runner.failing, what="the sink to pause")
+            held = runner.sink.pending  # paused: it reads no more
+            publish(settings, [(settings.topic_incidents, f"j{n}",
+                                incident(f"j{n}", 1, []).to_bytes()) for n in range(50)])
+    finally:
+        sqlite_module.BUSY_TIMEOUT_S = saved
+        blocker.close()
+    [said] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping")]
+    assert (f"stopping with {held} record(s) read but not written, and the rest of the "
+            "topics unread") in said
+    assert ("`newsflow run` saves the articles" if settings.kafka_embedded
+            else "read again at the next start") in said
+
+
 def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
     make_settings, caplog: pytest.LogCaptureFixture,
 ) -> None:
