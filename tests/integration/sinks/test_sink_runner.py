@@ -304,7 +304,8 @@ def test_stopping_while_the_store_is_down_says_what_is_left_and_where_it_goes(
     finally:
         sqlite_module.BUSY_TIMEOUT_S = saved
         blocker.close()
-    [said] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping")]
+    [said] = [r.getMessage() for r in caplog.records
+              if r.name == "sinks.runner" and r.getMessage().startswith("stopping")]
     assert (f"stopping with {held} record(s) read but not written, and the rest of the "
             "topics unread") in said
     assert ("`newsflow run` saves the articles" if settings.kafka_embedded
@@ -337,7 +338,8 @@ def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
     with caplog.at_level("WARNING", logger="sinks.runner"), running(runner):
         wait_for(lambda: committed(settings, settings.topic_clean, 1) == 3, what="commit")
     # The log says which message went to the dead letters, and why.
-    [said] = [r.getMessage() for r in caplog.records if "dead-letter" in r.getMessage()]
+    [said] = [r.getMessage() for r in caplog.records
+              if r.name == "sinks.runner" and r.getMessage().startswith("dead-lettering")]
     assert f"{settings.topic_clean}[0]@1" in said and "may not be empty" in said
     assert rows(db, "SELECT id FROM articles ORDER BY id") == [("a1",), ("a2",)]
     consumer = make_consumer(settings, settings.topic_dlq, group_id=None, consumer_timeout_ms=8000)
