@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SinkKind = Literal["sqlite", "postgres", "jsonl"]
@@ -25,6 +25,10 @@ def log_level_name(value: str) -> str:
             f"unknown log level {value!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
         )
     return name
+
+
+def none_if_blank(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 class Settings(BaseSettings):
@@ -54,7 +58,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     sink: SinkKind = "sqlite"
     sqlite_path: Path | None = None  # default: <data_dir>/newsflow.db
-    postgres_dsn: SecretStr | None = None
+    # Empty is unset (an env file's blank value): libpq would take "" for the local
+    # socket's defaults, and the sink would wait for ever for a server that is not there.
+    postgres_dsn: Annotated[SecretStr | None, BeforeValidator(none_if_blank)] = None
     jsonl_path: Path | None = None  # default: <data_dir>/incidents.jsonl
 
     # Producers.

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
 from sinks.jsonl import SearchUnsupported
-from sinks.store import storage_errors
+from sinks.store import storage_errors, store_name
 
 logger = logging.getLogger(__name__)
 
@@ -412,11 +412,17 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self._store().ping()
         except Exception as exc:
+            # The answer names the store, never the driver's error: anyone may ask, and
+            # the error may quote the settings. The log has it.
+            store = store_name(self.server.settings)
             if isinstance(exc, storage_errors()):
+                logger.info("readiness: store unavailable: %s", exc)
                 self.server.stores.reset()
+                answer = f"not ready: {store} is unavailable"
             else:
                 logger.exception("readiness check failed")
-            self._send(503, f"not ready: {exc}\n", "text/plain; charset=utf-8")
+                answer = f"not ready: checking {store} failed"
+            self._send(503, f"{answer} (see the service log)\n", "text/plain; charset=utf-8")
             return
         self._send(200, "ready\n", "text/plain; charset=utf-8")
 

@@ -37,10 +37,10 @@ class BatchingSink:
     """Buffering and flushing shared by every back end; subclasses implement ``write``."""
 
     name = "sink"
-    # Errors that blame the record written, not the store (a value it refuses, a rule the
-    # record breaks). Any other error blames a record only when the store took another
-    # record of the same batch: a store refusing every write (read-only after a failover,
-    # a lost permission, a corrupt file) is waited out, not fed to the dead letters.
+    # Errors that blame the record written, for its content (a value the store refuses, a
+    # rule the record breaks): only these send a record to the dead letters. Any other
+    # error blames the store (read-only after a failover, a lost permission, a corrupt
+    # file), whatever record met it, and is waited out.
     record_errors: tuple[type[BaseException], ...] = (ValueError, TypeError)
 
     def __init__(self) -> None:

@@ -226,11 +226,40 @@ def setting_fault(exc: psycopg.Error) -> bool:
 
 
 def _hide_password(text: str, dsn: str) -> str:
-    """``text`` without the DSN's password (libpq may quote a malformed DSN's pieces)."""
-    for pattern in (r"://[^:/@]*:([^@]+)@", r"password\s*=\s*(\S+)"):
-        if (found := re.search(pattern, dsn)) and found.group(1) in text:
-            text = text.replace(found.group(1), "***")
+    """``text`` without the DSN's password, in any form libpq takes it: a URI's
+    ``user:password@`` or ``?password=``, a ``password=`` pair (quoted or not), as written
+    and as decoded. Of a DSN libpq cannot parse, where the password is cannot be told, and
+    libpq's message quotes the DSN's pieces (``missing "=" after "nf:pw@db/news"``): every
+    quoted piece of the DSN is hidden."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return _hide_quoted_pieces(text, dsn)
+    secrets = {str(params.get("password") or "")}
+    for pattern in (r"://[^:/@]*:([^@]+)@", r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)"):
+        if found := re.search(pattern, dsn):
+            secrets |= {found.group(1), found.group(1).strip("'")}
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
+
+
+def _hide_quoted_pieces(text: str, dsn: str) -> str:
+    """``text`` with each piece of ``dsn`` that it quotes replaced by ``***``: the longest
+    text between two double quotes that the DSN holds (a piece may hold quotes itself)."""
+    quotes = [i for i, c in enumerate(text) if c == '"']
+    kept, start, k = [], 0, 0
+    while k < len(quotes):
+        opening = quotes[k]
+        closing = next((j for j in reversed(quotes[k + 1:])
+                        if text[opening + 1:j] and text[opening + 1:j] in dsn), None)
+        if closing is None:
+            k += 1
+            continue
+        kept.append(text[start:opening + 1] + "***")
+        start = closing
+        k = quotes.index(closing) + 1
+    return "".join(kept) + text[start:]
 
 
 def open_database(dsn: str) -> int:
@@ -327,6 +356,7 @@ _DELETE_MEMBER = delete_member_sql("%s")
 
 class PostgresSink(BatchingSink):
     name = "postgres"
+    # A value a column refuses (SQLSTATE class 22) or a rule the record breaks (23).
     record_errors = (*BatchingSink.record_errors, psycopg.DataError, psycopg.IntegrityError)
 
     def __init__(self, dsn: str) -> None:
@@ -356,7 +386,14 @@ class PostgresSink(BatchingSink):
                 for start in range(0, len(batch), RECORDS_PER_TRANSACTION):
                     with conn.transaction():
                         self._write(conn, batch[start:start + RECORDS_PER_TRANSACTION])
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except self.record_errors:
+            raise  # the record's content: the runner finds it and dead-letters it
+        except (psycopg.Error, PoolTimeout) as exc:
+            # Any other error blames the store, whatever record met it: down, read-only
+            # (25006), a lost permission (42501), a full disk (53100), a missing table.
+            # A session keeps the settings it started with (a read-only default set by
+            # ALTER DATABASE or ALTER ROLE): the retry gets new connections.
+            pool.drain()
             raise _unavailable(exc) from exc
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Record]) -> None:

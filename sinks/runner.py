@@ -293,10 +293,6 @@ class SinkRunner:
         try:
             record = decode(message.topic, message.value, self.settings)
         except PoisonMessage as exc:
-            logger.warning(
-                "poison message %s[%d]@%d (%s): %s",
-                message.topic, message.partition, message.offset, exc.kind, exc,
-            )
             self._dead_letter(message, exc.kind, str(exc))
             return
         if record is None:
@@ -319,6 +315,8 @@ class SinkRunner:
             self.metrics.duplicates.inc(sum(1 for a in record.articles if a.duplicate_of))
 
     def _dead_letter(self, message: Any, kind: str, error: str) -> None:
+        logger.warning("dead-lettering %s[%d]@%d (%s): %s",
+                       message.topic, message.partition, message.offset, kind, error)
         # Sent with the next flush, and kept until delivered: their offsets are
         # committed only after the dead-letter topic has them.
         self.letters.append(dead_letter(message, kind, error))
@@ -377,27 +375,27 @@ class SinkRunner:
         self.messages = []
 
     def _isolate(self) -> int:
-        """Write each buffered record alone; the ones that fail go to the dead letters,
-        unless nothing could be written and no error blames its record: then the store
-        is at fault, and ``SinkUnavailable`` keeps the whole batch for a later try."""
+        """Write each buffered record alone; the ones the store refuses for their content
+        (the sink's ``record_errors``) go to the dead letters. Any other error blames the
+        store, whichever record met it, even when others were written: a record already
+        stored identically writes without changing anything, which a read-only store
+        allows. Then ``SinkUnavailable`` keeps the whole batch for a later try."""
         records: Sequence[Record] = self.sink.buffered
         written = 0
-        failed: list[tuple[Any, Exception]] = []
+        refused: list[tuple[Any, BaseException]] = []
         for record, message in zip(records, self.messages, strict=True):
             try:
                 self.sink.write([record])
                 written += 1
             except SinkUnavailable:
                 raise
+            except self.sink.record_errors as exc:
+                refused.append((message, exc))
             except Exception as exc:
-                failed.append((message, exc))
-        if failed and not written and not all(
-            isinstance(exc, self.sink.record_errors) for _, exc in failed
-        ):
-            first = failed[0][1]
-            raise SinkUnavailable(f"the store refuses every write: {type(first).__name__}: "
-                                  f"{str(first).strip()[:300]}") from first
-        for message, error in failed:
+                raise SinkUnavailable(
+                    f"{self.sink.name}: writes fail, and not for a record's content: "
+                    f"{type(exc).__name__}: {str(exc).strip()[:300]}") from exc
+        for message, error in refused:
             self._dead_letter(message, "sink_error", f"{type(error).__name__}: {error}")
         self.sink.clear()
         return written
@@ -441,10 +439,15 @@ class SinkRunner:
     def _final_flush(self) -> None:
         if self.sink.pending or self.letters or self.offsets:
             if not self.flush_and_commit():
-                logger.warning(
-                    "stopping with %d unwritten records; they will be read again on restart",
-                    self.sink.pending,
-                )
+                # It holds only what it read before it paused: say so, not that these are
+                # all that is left.
+                held = f"{self.sink.pending} record(s) read but not written"
+                if self.letters:
+                    held += f" and {len(self.letters)} dead letter(s) not delivered"
+                then = ("`newsflow run` saves the articles they come from for its next start"
+                        if self.settings.kafka_embedded else "all is read again at the next start")
+                logger.warning("stopping with %s, and the rest of the topics unread; nothing "
+                               "past what was written is committed: %s", held, then)
 
     # --- bookkeeping --------------------------------------------------------------
 

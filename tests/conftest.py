@@ -90,20 +90,21 @@ class RoleProcess:
     """One `newsflow ROLE` child process, as the supervisor would start it."""
 
     def __init__(self, settings: Settings, role: str, log_path: Path,
-                 module: str = "newsflow.cli") -> None:
+                 module: str = "newsflow.cli", env: dict[str, str] | None = None) -> None:
         import subprocess
         import sys
 
         from newsflow.settings import settings_env
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-        env.update(settings_env(settings))
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+        environment.update(settings_env(settings))
+        environment.update(env or {})  # what the settings object cannot say (an empty value)
         self.role = role
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, role],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=environment, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
 
     def log(self) -> str:
@@ -128,8 +129,9 @@ def start_role(tmp_path: Path):
     """Start `newsflow ROLE` processes; all are stopped at the end of the test."""
     started: list[RoleProcess] = []
 
-    def start(settings: Settings, role: str, module: str = "newsflow.cli") -> RoleProcess:
-        proc = RoleProcess(settings, role, tmp_path / f"{role}-{len(started)}.log", module)
+    def start(settings: Settings, role: str, module: str = "newsflow.cli",
+              env: dict[str, str] | None = None) -> RoleProcess:
+        proc = RoleProcess(settings, role, tmp_path / f"{role}-{len(started)}.log", module, env)
         started.append(proc)
         return proc
 

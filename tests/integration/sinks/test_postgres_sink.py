@@ -14,6 +14,7 @@ from kafka.structs import TopicPartition
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
+from sinks.base import SinkUnavailable
 from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
@@ -300,6 +301,86 @@ def test_a_database_refusing_every_write_is_waited_out_not_dead_lettered(
     assert not thread.is_alive()
 
 
+def refuse_writes(admin_dsn: str, dsn: str, role: str, how: str, refuse: bool) -> None:
+    """Make the database refuse ``role``'s writes, or take them again: read-only (as a
+    standby after a failover, with the sessions it had dropped), or the role's write
+    permission revoked."""
+    database = dsn.rsplit("/", 1)[1]
+    if how == "read-only":
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:  # not the read-only one
+            conn.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only'  # type: ignore[arg-type]
+                         f" = {'on' if refuse else 'off'}")
+            if refuse:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                             " WHERE datname = %s", (database,))
+    else:
+        verb = "REVOKE" if refuse else "GRANT"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"{verb} INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "  # type: ignore[arg-type]
+                         f"{'FROM' if refuse else 'TO'} {role}")
+
+
+@pytest.mark.parametrize("how", ["read-only", "permission"])
+def test_a_store_refusing_writes_pauses_the_sink_even_for_a_batch_with_a_stored_record(
+    make_settings, postgres_server, postgres_dsn: str, how: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replay's batch holds an article already stored identically: its write changes
+    nothing, so a read-only store or a role without write rights takes it. That is no
+    reason to blame the new article: the stream pauses with nothing dead-lettered or
+    committed, and writes both once the store takes writes again."""
+    from sinks.postgres import PostgresSink
+
+    open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn)).close()  # the schema
+    role = "w_" + postgres_dsn.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")  # type: ignore[arg-type]
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "  # type: ignore[arg-type]
+                     f"TO {role}")
+        conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")  # type: ignore[arg-type]
+    writer_dsn = postgres_dsn.replace("postgres@", f"{role}@", 1)
+    stored = article(1)
+    with PostgresSink(writer_dsn) as sink:
+        sink.write([stored])
+    refuse_writes(postgres_server.dsn(), postgres_dsn, role, how, refuse=True)
+    why = "read-only transaction" if how == "read-only" else "permission denied"
+    with PostgresSink(writer_dsn) as sink, pytest.raises(SinkUnavailable, match=why):
+        sink.write([stored, article(2)])  # the store's fault, not the records'
+
+    settings = make_settings(sink="postgres", postgres_dsn=writer_dsn)
+    ensure_topics(settings)
+    with Publisher(settings, client_id="test-publisher") as publisher:
+        for item in (stored, article(2)):  # one batch: the replayed article and a new one
+            publisher.send(settings.topic_clean, item.id, item.to_bytes())
+    runner, thread = sink_thread(settings)
+    stop = runner.stop
+    clean = TopicPartition(settings.topic_clean, 0)
+
+    def letters() -> float:
+        return runner.metrics.dead_letters.value(kind="sink_error")
+
+    with caplog.at_level("WARNING", logger="sinks.runner"):
+        thread.start()
+        try:
+            wait_for(lambda: runner.failing or letters() > 0,
+                     what="the sink to find the store refusing writes")
+            wait_for(lambda: letters() > 0 or runner.metrics.errors.value(
+                stage="sink", kind="store_unavailable") >= 3, what="several tries")
+            assert letters() == 0
+            assert runner.committed.get(clean, 0) == 0
+            refuse_writes(postgres_server.dsn(), postgres_dsn, role, how, refuse=False)
+            wait_for(lambda: count(postgres_dsn, "SELECT count(*) FROM articles") == 2,
+                     what="both articles written once the store takes writes")
+            wait_for(lambda: runner.committed.get(clean) == 2, what="committed")
+            assert letters() == 0
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert any("pausing the stream" in r.getMessage() and why in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
 def test_postgres_source_filter_matches_whole_words_of_the_outlet(postgres_dsn: str) -> None:
     from sinks.postgres import PostgresSink
 
@@ -434,8 +515,10 @@ def test_a_batch_of_twenty_thousand_new_places_is_written_in_one_go(postgres_ser
         lambda dsn: dsn.replace("postgres@", "nobody@", 1),  # a role that does not exist
         lambda dsn: dsn.rsplit("/", 1)[0] + "/no_such_database",
         lambda dsn: "host=127.0.0.1 dbname",  # not a connection string
+        # No "postgresql://": libpq reads it as key=value pairs and quotes it whole.
+        lambda dsn: "postgres:secretpw@" + dsn.split("@", 1)[1],
     ],
-    ids=["role", "database", "syntax"],
+    ids=["role", "database", "syntax", "no scheme"],
 )
 def test_a_dsn_the_server_refuses_ends_the_sink_at_start(
     make_settings, postgres_dsn: str, make_dsn: Callable[[str], str]
@@ -450,7 +533,7 @@ def test_a_dsn_the_server_refuses_ends_the_sink_at_start(
     with pytest.raises(StoreMisconfigured, match="check NEWSFLOW_POSTGRES_DSN") as raised:
         SinkRunner(settings, stop).run()
     message = str(raised.value)
-    assert "\n" not in message
+    assert "\n" not in message and "secretpw" not in message
     assert "127.0.0.1" in message or "not a valid connection string" in message
 
 
@@ -500,3 +583,21 @@ def test_read_commands_name_the_server_they_cannot_reach(
     assert f"PostgreSQL at 127.0.0.1 port {port}, database news, user reader" in err
     assert "s3cret" not in err and "couldn't get a connection" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_no_command_shows_the_password_of_a_dsn_without_its_scheme(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", "nf:secretpw@127.0.0.1:5432/news")
+    caplog.set_level("DEBUG")
+    for command in (["db", "upgrade"], ["incidents"]):
+        assert main(command) == 1
+        said = capsys.readouterr()
+        assert "not a valid connection string" in said.err
+        assert "secretpw" not in said.err + said.out, command
+    assert "secretpw" not in caplog.text

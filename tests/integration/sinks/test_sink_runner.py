@@ -280,8 +280,40 @@ def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> N
         sqlite_module.BUSY_TIMEOUT_S = saved
 
 
+def test_stopping_while_the_store_is_down_says_what_is_left_and_where_it_goes(
+    make_settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    store = open_store(settings)  # creates the schema
+    store.close()
+    blocker = sqlite3.connect(settings.sqlite_file, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # every write fails: the sink pauses
+    import sinks.sqlite as sqlite_module
+
+    sqlite_module.BUSY_TIMEOUT_S, saved = 0.2, sqlite_module.BUSY_TIMEOUT_S
+    runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+    try:
+        with caplog.at_level("WARNING", logger="sinks.runner"), running(runner):
+            publish(settings, [(settings.topic_incidents, f"i{n}",
+                                incident(f"i{n}", 1, []).to_bytes()) for n in range(3)])
+            wait_for(lambda: runner.failing, what="the sink to pause")
+            held = runner.sink.pending  # paused: it reads no more
+            publish(settings, [(settings.topic_incidents, f"j{n}",
+                                incident(f"j{n}", 1, []).to_bytes()) for n in range(50)])
+    finally:
+        sqlite_module.BUSY_TIMEOUT_S = saved
+        blocker.close()
+    [said] = [r.getMessage() for r in caplog.records
+              if r.name == "sinks.runner" and r.getMessage().startswith("stopping")]
+    assert (f"stopping with {held} record(s) read but not written, and the rest of the "
+            "topics unread") in said
+    assert ("`newsflow run` saves the articles" if settings.kafka_embedded
+            else "read again at the next start") in said
+
+
 def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
-    make_settings,
+    make_settings, caplog: pytest.LogCaptureFixture,
 ) -> None:
     from sinks.sqlite import SQLiteSink
 
@@ -303,8 +335,12 @@ def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
     db = settings.sqlite_file
     stop = threading.Event()
     runner = SinkRunner(settings, stop, sink=Refusing(db), flush_interval_s=0.5)
-    with running(runner):
+    with caplog.at_level("WARNING", logger="sinks.runner"), running(runner):
         wait_for(lambda: committed(settings, settings.topic_clean, 1) == 3, what="commit")
+    # The log says which message went to the dead letters, and why.
+    [said] = [r.getMessage() for r in caplog.records
+              if r.name == "sinks.runner" and r.getMessage().startswith("dead-lettering")]
+    assert f"{settings.topic_clean}[0]@1" in said and "may not be empty" in said
     assert rows(db, "SELECT id FROM articles ORDER BY id") == [("a1",), ("a2",)]
     consumer = make_consumer(settings, settings.topic_dlq, group_id=None, consumer_timeout_ms=8000)
     try:
@@ -314,6 +350,50 @@ def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
     assert [(d.error_kind, d.offset) for d in letters] == [("sink_error", 1)]
     assert "may not be empty" in letters[0].error
     assert RawArticle.from_bytes(letters[0].value or "").id == "bad"
+
+
+def test_a_store_failing_new_records_pauses_even_when_a_stored_one_writes(
+    make_settings,
+) -> None:
+    """A store that fails every write that changes something, not for the records'
+    content (as a damaged file may), takes a record already stored identically, which
+    changes nothing. That record's success does not make the others' failures theirs:
+    the stream pauses with nothing dead-lettered or committed, and goes on once writes
+    work again."""
+    from sinks.sqlite import SQLiteSink
+
+    class Damaged(SQLiteSink):
+        damaged = True
+
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            if self.damaged and any(r.id != "a1" for r in batch):
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            super().write(batch)
+
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    db = settings.sqlite_file
+    sink = Damaged(db)
+    sink.damaged = False
+    sink.write([article(1)])
+    sink.damaged = True
+    publish(settings, [(settings.topic_clean, a.id, a.to_bytes()) for a in (article(1), article(2))])
+    runner = SinkRunner(settings, threading.Event(), sink=sink, flush_interval_s=0.2,
+                        backoff=Backoff(initial_s=0.2, cap_s=1.0))
+
+    def letters() -> float:
+        return runner.metrics.dead_letters.value(kind="sink_error")
+
+    with running(runner):
+        wait_for(lambda: runner.failing or letters() > 0, what="the write to fail")
+        wait_for(lambda: letters() > 0 or runner.metrics.errors.value(
+            stage="sink", kind="store_unavailable") >= 3, what="several tries")
+        assert letters() == 0
+        assert committed(settings, settings.topic_clean, 1) == 0
+        sink.damaged = False
+        wait_for(lambda: committed(settings, settings.topic_clean, 1) == 2, what="commit")
+    assert rows(db, "SELECT id FROM articles ORDER BY id") == [("a1",), ("a2",)]
+    assert letters() == 0
 
 
 def test_a_database_path_that_cannot_be_opened_ends_the_sink_at_start(
@@ -329,3 +409,15 @@ def test_a_database_path_that_cannot_be_opened_ends_the_sink_at_start(
     log = sink.log()
     assert "check NEWSFLOW_SQLITE_PATH" in log and str(tmp_path / "afile" / "x.db") in log
     assert "Traceback" not in log and len(log.strip().splitlines()) == 1, log
+
+
+def test_an_empty_postgres_dsn_is_not_set_and_ends_the_sink_at_start(
+    make_settings, start_role
+) -> None:
+    """``NEWSFLOW_POSTGRES_DSN=`` (an env file's blank value) is the setting missing, said
+    at once: libpq took it for the local socket, and the sink waited for a server there."""
+    settings = make_settings(sink="postgres")
+    sink = start_role(settings, "sink", env={"NEWSFLOW_POSTGRES_DSN": ""})
+    assert sink.process.wait(60) == 1
+    log = sink.log()
+    assert "NEWSFLOW_POSTGRES_DSN is not set" in log and len(log.strip().splitlines()) == 1, log

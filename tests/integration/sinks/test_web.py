@@ -139,6 +139,30 @@ def test_readiness_fails_when_the_store_cannot_be_opened(tmp_path: Path) -> None
         srv.server_close()
 
 
+def test_readiness_names_the_store_without_the_drivers_error_or_the_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # libpq quotes a DSN it cannot parse in its error; /readyz answers anyone.
+    settings = Settings(data_dir=tmp_path, sink="postgres", web_port=0,
+                        postgres_dsn="nf:secretpw@127.0.0.1:5432/news")  # type: ignore[arg-type]
+    srv = make_server(settings)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level("INFO"):
+            status, _, body = get(srv.url + "readyz")
+            assert get(srv.url + "api/incidents")[0] == 503
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+    assert status == 503
+    assert body.startswith("not ready: the PostgreSQL database of NEWSFLOW_POSTGRES_DSN is")
+    assert "secretpw" not in body and "connection" not in body
+    assert "not a valid connection string" in caplog.text  # the log says why
+    assert "secretpw" not in caplog.text
+
+
 CONTROL_CHARACTER_ADDRESSES = [
     "api/incidents/x%00", "api/incidents?source=a%00", "api/search?q=a%00",
     "api/incidents?hours=2&a%00=1", "api/incidents?source=a%1b", "api/incidents?source=a%c2%85",

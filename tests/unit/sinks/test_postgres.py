@@ -6,6 +6,8 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
+from psycopg.conninfo import conninfo_to_dict  # noqa: E402
+
 from sinks.postgres import _hide_password, describe_dsn, setting_fault  # noqa: E402
 
 
@@ -61,3 +63,44 @@ def test_a_message_quoting_the_password_has_it_hidden() -> None:
     assert _hide_password('invalid percent-encoded token: "s3%zzcret"',
                           "postgresql://u:s3%zzcret@db/news") == 'invalid percent-encoded token: "***"'
     assert _hide_password("bad value s3cret", "host=db password=s3cret") == "bad value ***"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "pieces"),
+    [
+        # No scheme: libpq reads key=value pairs and quotes what it cannot read.
+        ("nf:secretpw@127.0.0.1:55432/newsflow", ["secretpw"]),
+        ('nf:se"cret pw@db/news', ['se"cret', "cret pw"]),
+        ("host=db password=a b=c", ["b"]),  # an unquoted password with a space
+        ("host=db password='secret", ["secret"]),  # unterminated quote
+        # A URI libpq cannot read quotes the token, or the whole URI.
+        ("postgresql://nf:se%zzcret@db/news", ["se%zzcret"]),
+        ("postgresql://nf:sec%00ret@db/news", ["sec%00ret"]),
+        ("postgres://nf:secretpw@[::1/news", ["secretpw"]),
+        ("postgresql://nf:secretpw@db/news?password", ["secretpw"]),
+    ],
+)
+def test_libpqs_message_about_a_malformed_dsn_has_no_piece_of_the_password(
+    dsn: str, pieces: list[str]
+) -> None:
+    with pytest.raises(psycopg.ProgrammingError) as raised:
+        conninfo_to_dict(dsn)
+    shown = _hide_password(str(raised.value), dsn)
+    assert shown.strip() and all(piece not in shown for piece in pieces), shown
+
+
+@pytest.mark.parametrize(
+    ("dsn", "forms"),
+    [
+        ("postgresql://nf:p%40ss%20word@db/news", ["p%40ss%20word", "p@ss word"]),
+        ("postgresql://db/news?user=nf&password=s3cret&sslmode=disable", ["s3cret"]),
+        ("host=db password='it\\'s secret' dbname=news", ["it\\'s secret", "it's secret"]),
+        ("host=db password = s3cret dbname=news", ["s3cret"]),
+    ],
+)
+def test_a_valid_dsns_password_is_hidden_as_written_and_as_decoded(
+    dsn: str, forms: list[str]
+) -> None:
+    assert conninfo_to_dict(dsn)["password"] in forms
+    shown = _hide_password(" / ".join(f'quoted: "{form}"' for form in forms), dsn)
+    assert all(form not in shown for form in forms), shown
