@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -28,11 +29,13 @@ def _die_with_parent(signum: int = signal.SIGTERM) -> None:
         pass
 
 
-def _only_its_owner_stops_it() -> None:
+def _only_its_owner_stops_it(owner: int) -> None:
     # SIGTERM and SIGINT blocked: a blocked signal stays blocked across exec, where an
     # ignored one does not (the program may install its own handler). So only SIGKILL
     # stops the child: from its owner, or from the kernel when the owner dies.
     _die_with_parent(signal.SIGKILL)
+    if os.getppid() != owner:  # it died before the prctl: nothing would ever stop us
+        os._exit(1)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
@@ -44,13 +47,14 @@ def spawn(
     which stops children in order) and tied to the parent's life. ``deaf_to_stop``: a
     SIGTERM or SIGINT sent to it (a service manager signalling every process of the
     service at once) does not stop it; ``terminate(..., kill=True)`` does."""
+    owner = os.getpid()
     return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
         list(cmd),
         env=dict(env) if env is not None else None,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         preexec_fn=(  # noqa: PLW1509 - prctl and the signal mask only
-            _only_its_owner_stops_it if deaf_to_stop else _die_with_parent),
+            (lambda: _only_its_owner_stops_it(owner)) if deaf_to_stop else _die_with_parent),
         **kwargs,
     )
 

@@ -110,8 +110,11 @@ def redrive(settings: Settings, *, dry_run: bool = False, timeout_s: float = 60.
         consumer.close()
 
 
-def _original(letter: DeadLetter) -> tuple[str, int | None, int | None]:
-    return letter.topic, letter.partition, letter.offset
+def _original(letter: DeadLetter) -> tuple[object, ...]:
+    # The message itself too: the embedded broker's offsets start at 0 again after each
+    # restart, so letters carried over from two of its lives can name the same place.
+    return (letter.topic, letter.partition, letter.offset, letter.original_key(),
+            letter.original_value())
 
 
 def _store(settings: Settings, letters: list[tuple[str, DeadLetter]], report: RedriveReport,

@@ -62,7 +62,11 @@ def find_feeds(settings: Settings, url: str, *, fetcher: Fetcher | None = None) 
             return [page.permanent_url or url]
         if not page.ok:
             raise ValueError(f"{url} answered HTTP {page.status}")
-        candidates = discover_feeds(page.body, page.final_url)[:MAX_CHECKED]
+        advertised = discover_feeds(page.body, page.final_url)
+        candidates = advertised[:MAX_CHECKED]
+        if len(advertised) > MAX_CHECKED:
+            logger.info("skipped %d more feed(s) %s advertises, unchecked: %s",
+                        len(advertised) - MAX_CHECKED, url, " ".join(advertised[MAX_CHECKED:]))
         found = [c for c in candidates if _is_feed(fetcher, c, advertised=True)]
         if found:
             return found

@@ -41,7 +41,8 @@ class BatchingSink:
     # rule the record breaks): only these send a record to the dead letters. Any other
     # error blames the store (read-only after a failover, a lost permission, a corrupt
     # file), whatever record met it, and is waited out.
-    record_errors: tuple[type[BaseException], ...] = (ValueError, TypeError)
+    # (OverflowError: a number past what the store holds, say a version of 2**64.)
+    record_errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError)
 
     def __init__(self) -> None:
         self._buffer: list[Record] = []

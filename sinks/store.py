@@ -39,7 +39,9 @@ def storage_errors() -> tuple[type[Exception], ...]:
 
 def _dsn(settings: Settings) -> str:
     if settings.postgres_dsn is None:
-        raise ValueError("sink is postgres but NEWSFLOW_POSTGRES_DSN is not set (or empty)")
+        # A setting fault: the processors would otherwise go on without their window.
+        raise StoreMisconfigured(
+            "sink is postgres but NEWSFLOW_POSTGRES_DSN is not set (or empty)")
     return settings.postgres_dsn.get_secret_value()
 
 

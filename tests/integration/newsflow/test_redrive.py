@@ -9,7 +9,7 @@ import pytest
 from newsflow.drain import read_topic
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.recycle import restore_dead_letters, save_dead_letters
-from newsflow.redrive import REDRIVEN_HEADER, redrive
+from newsflow.redrive import REDRIVEN_HEADER, RedriveReport, redrive
 from newsflow.schemas import DeadLetter
 from sinks.store import open_store
 from tests.records import header
@@ -95,16 +95,29 @@ def test_a_message_both_the_cluster_stage_and_the_sink_refused_goes_back_once(
     settings = make_settings()
     ensure_topics(settings)
     poison = b'{"schema_version": 1, "id": "x", "title": "", "text": ""}'
-    with Publisher(settings) as publisher:
-        publisher.publish_dead_letter(letter_for(settings.topic_clean, 4, b"x", poison,
-                                                 stage="cluster"))
-        publisher.publish_dead_letter(letter_for(settings.topic_clean, 4, b"x", poison,
-                                                 stage="sink"))
-    report = redrive(settings)
+    report = redrive_two(settings, (4, b"x", poison), (4, b"x", poison))
     assert dict(report.sent) == {settings.topic_clean: 1}
     assert (report.with_resent, report.stored, report.kept, report.again) == (1, 0, [], [])
     assert len(read_topic(settings, settings.topic_clean)) == 1
     assert len(read_topic(settings, settings.topic_dlq)) == 2  # nothing put back
+
+    # The same place, another message: the embedded broker's offsets start at 0 again
+    # after each restart, so letters from two of its lives can name one place.
+    other = b'{"schema_version": 2, "id": "y"}'
+    report = redrive_two(settings, (7, b"x", poison), (7, b"y", other))
+    assert dict(report.sent) == {settings.topic_clean: 1} and report.with_resent == 0
+    assert [letter.key for letter in report.again] == ["y"]  # the sink's, not dropped
+
+
+def redrive_two(settings, cluster: tuple[int, bytes, bytes],
+                sink: tuple[int, bytes, bytes]) -> RedriveReport:
+    """Redrive a cluster stage's and a sink's letter, each (offset, key, value) on the
+    clean topic."""
+    with Publisher(settings) as publisher:
+        for stage, (offset, key, value) in (("cluster", cluster), ("sink", sink)):
+            publisher.publish_dead_letter(letter_for(settings.topic_clean, offset, key, value,
+                                                     stage=stage))
+    return redrive(settings)
 
 
 def test_a_broker_recycle_does_not_make_the_next_redrive_send_everything_again(

@@ -64,6 +64,15 @@ def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
+def dead_letters(settings: Settings) -> list[DeadLetter]:
+    """Every letter on the dead-letter topic (waiting up to 8 s for the next)."""
+    consumer = make_consumer(settings, settings.topic_dlq, group_id=None, consumer_timeout_ms=8000)
+    try:
+        return [DeadLetter.from_bytes(m.value) for m in consumer]
+    finally:
+        consumer.close()
+
+
 def committed(settings: Settings, topic: str, partitions: int) -> int:
     consumer = make_consumer(settings, group_id=f"{settings.app_id}-sink")
     try:
@@ -228,11 +237,7 @@ def test_a_poison_message_too_large_to_quote_whole_does_not_stop_the_sink(make_s
     with running(SinkRunner(settings, threading.Event(), flush_interval_s=0.2)):
         wait_for(lambda: rows(db, "SELECT id FROM incidents") == [("i1",)], what="i1 stored")
         wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 2, what="commit")
-    consumer = make_consumer(settings, settings.topic_dlq, group_id=None, consumer_timeout_ms=8000)
-    try:
-        (letter,) = [DeadLetter.from_bytes(m.value) for m in consumer]
-    finally:
-        consumer.close()
+    (letter,) = dead_letters(settings)
     assert letter.error_kind == "schema_version" and letter.original_value() == big
 
 
@@ -342,14 +347,30 @@ def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_written(
               if r.name == "sinks.runner" and r.getMessage().startswith("dead-lettering")]
     assert f"{settings.topic_clean}[0]@1" in said and "may not be empty" in said
     assert rows(db, "SELECT id FROM articles ORDER BY id") == [("a1",), ("a2",)]
-    consumer = make_consumer(settings, settings.topic_dlq, group_id=None, consumer_timeout_ms=8000)
-    try:
-        letters = [DeadLetter.from_bytes(m.value) for m in consumer]
-    finally:
-        consumer.close()
+    letters = dead_letters(settings)
     assert [(d.error_kind, d.offset) for d in letters] == [("sink_error", 1)]
     assert "may not be empty" in letters[0].error
     assert RawArticle.from_bytes(letters[0].value or "").id == "bad"
+
+
+def test_a_number_past_what_the_store_holds_is_dead_lettered_not_waited_on(make_settings) -> None:
+    """A version of 2**64 is a valid message (versions are only >= 1) that SQLite cannot
+    bind (OverflowError): taken for the store's fault, it paused the sink for ever."""
+    from tests.records import header
+
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    huge = header("i2", 1, 1).model_copy(update={"version": 2**64})
+    publish(settings, [(settings.topic_incidents, v.incident_id, v.to_bytes())
+                       for v in (header("i1", 1, 1), huge)])
+    stop = threading.Event()
+    runner = SinkRunner(settings, stop, flush_interval_s=0.5)
+    with running(runner):
+        wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 2, what="commit")
+    assert rows(settings.sqlite_file, "SELECT id FROM incidents") == [("i1",)]
+    letters = dead_letters(settings)
+    assert [(d.stage, d.offset) for d in letters] == [("sink", 1)]
+    assert "OverflowError" in letters[0].error or "too large" in letters[0].error
 
 
 def test_a_store_failing_new_records_pauses_even_when_a_stored_one_writes(

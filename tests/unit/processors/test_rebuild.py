@@ -65,3 +65,17 @@ def test_a_worker_whose_storage_setting_is_wrong_stops_at_once_naming_it(tmp_pat
         read_ahead(load)  # what the worker does first, before it consumes anything
     message = str(raised.value)
     assert "check NEWSFLOW_SQLITE_PATH" in message and str(settings.sqlite_file) in message
+
+
+def test_a_worker_with_no_postgresql_dsn_stops_at_once_naming_it() -> None:
+    """Unset (or empty, which counts as unset) it raised a plain error that the worker
+    took for storage unreadable once: it went on deciding against an empty window."""
+    from processors.app import read_ahead
+    from sinks.base import StoreMisconfigured
+
+    def no_wait(seconds: float) -> None:
+        raise AssertionError(f"waited {seconds} s for a missing setting")
+
+    settings = Settings(sink="postgres", postgres_dsn="")
+    with pytest.raises(StoreMisconfigured, match="NEWSFLOW_POSTGRES_DSN is not set"):
+        read_ahead(storage_window_loader(settings, sleep=no_wait))
