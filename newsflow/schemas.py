@@ -92,6 +92,9 @@ def article_key(canonical_url: str | None, text: str = "") -> str:
     return hashlib.sha256(without_surrogates(basis).encode("utf-8")).hexdigest()[:32]
 
 
+MAX_ID_CHARS = 512  # an article id, at most (see RawArticle.id)
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -111,7 +114,9 @@ class RawArticle(_Message):
 
     schema_version: Literal[1] = 1
 
-    id: str
+    # Ours are 32 characters; a foreign one past what a database index holds (PostgreSQL:
+    # 2,704 bytes) would stop the sink for ever, so it is refused as a message here.
+    id: str = Field(max_length=MAX_ID_CHARS)
     url: str | None = None
     canonical_url: str | None = None
     title: str = ""
@@ -180,7 +185,7 @@ class Explanation(BaseModel):
 class IncidentArticle(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    id: str
+    id: str = Field(max_length=MAX_ID_CHARS)
     title: str = ""
     title_derived: bool = False
     url: str | None = None

@@ -152,3 +152,18 @@ def test_a_clean_article_carries_its_raw_position_and_reads_without_one():
     assert CleanArticle.from_bytes(RawArticle(id="x", title="t").to_bytes()).raw_position is None
     assert RawArticle.from_bytes(article.to_bytes()) == RawArticle(id="x", title="t",
                                                                    fetched_at=article.fetched_at)
+
+
+def test_an_article_id_past_what_a_database_index_holds_is_refused() -> None:
+    """A foreign producer's id of 3,000 characters made PostgreSQL refuse the row
+    (program limit exceeded): the sink paused for ever. Refused as a message instead, it
+    is dead-lettered by the first stage that reads it."""
+    import pytest
+
+    from newsflow.schemas import MAX_ID_CHARS, RawArticle
+    from processors.app import PoisonMessage, decode_article
+
+    long_id = "x" * 3000
+    with pytest.raises(PoisonMessage, match="id"):
+        decode_article(RawArticle.model_construct(schema_version=1, id=long_id).to_bytes())
+    assert RawArticle(id="x" * MAX_ID_CHARS).id  # ours are far shorter
