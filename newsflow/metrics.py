@@ -270,3 +270,13 @@ def read_textfiles(directory: Path) -> str:
         lines += [header[kind] for kind in ("HELP", "TYPE") if kind in header]
         lines += family_samples
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def sample_values(metrics: str, name: str) -> list[float]:
+    """The values of metric ``name``'s samples (any labels) in exposition ``metrics``."""
+    values = []
+    for line in metrics.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if not line.startswith("#") and sample.split("{", 1)[0] == name:
+            values.append(float(value))
+    return values

@@ -29,7 +29,13 @@ from newsflow import recycle
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import drain_groups, wait_drained
 from newsflow.kafka import Publisher, ensure_topics
-from newsflow.metrics import clear_textfiles, metrics_dir, read_textfiles, textfile_name
+from newsflow.metrics import (
+    clear_textfiles,
+    metrics_dir,
+    read_textfiles,
+    sample_values,
+    textfile_name,
+)
 from newsflow.processes import spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
@@ -277,18 +283,10 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
 
 def sink_pause_note(settings: Settings) -> str | None:
     """What the sink's metrics say, when it is paused: its storage is unavailable."""
-    if sink_paused(read_textfiles(metrics_dir(settings.data_dir))):
+    metrics = read_textfiles(metrics_dir(settings.data_dir))
+    if any(sample_values(metrics, "newsflow_sink_paused")):
         return "the sink is paused: its storage is unavailable (see the sink's log)"
     return None
-
-
-def sink_paused(metrics: str) -> bool:
-    """Whether merged metrics text says a sink process is paused."""
-    for line in metrics.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name.split("{", 1)[0] == "newsflow_sink_paused" and value not in ("0", "0.0"):
-            return True
-    return False
 
 
 def supervise(child: Child) -> None:

@@ -143,12 +143,3 @@ def test_the_runfile_says_when_the_embedded_broker_last_started_to_whom_it_conce
     assert service.broker_started(ours) is None
     assert not list(tmp_path.glob("*.tmp"))
 
-
-def test_a_paused_sink_is_read_from_the_merged_metrics() -> None:
-    from newsflow.service import sink_paused
-
-    assert sink_paused('newsflow_sink_paused{process="sink-41"} 1\n')
-    assert sink_paused('newsflow_sink_paused{process="sink-41"} 1.0\n')
-    assert not sink_paused('newsflow_sink_paused{process="sink-41"} 0\n')
-    assert not sink_paused('newsflow_sink_paused_total 3\nnewsflow_sink_lag 5\n')
-    assert not sink_paused("")

@@ -97,3 +97,18 @@ def test_clear_textfiles(tmp_path: Path) -> None:
     clear_textfiles(tmp_path / "metrics")
     assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["notes.txt"]
     clear_textfiles(tmp_path / "missing")  # nothing to clear: no error
+
+
+def test_a_gauge_is_read_back_from_the_merged_files(tmp_path: Path) -> None:
+    """How `newsflow run` tells, while it stops, that the sink is paused."""
+    from newsflow.metrics import sample_values
+
+    for pid, paused in ((41, 1), (42, 0)):
+        r = Registry()
+        r.gauge("newsflow_sink_paused", "1 while the store is unavailable").set(paused)
+        r.gauge("newsflow_sink_paused_total", "a longer name").set(7)
+        write_textfile(r, tmp_path / f"sink-{pid}.prom")
+    merged = read_textfiles(tmp_path)
+    assert sorted(sample_values(merged, "newsflow_sink_paused")) == [0.0, 1.0]
+    assert sample_values(merged, "newsflow_sink_lag") == []
+    assert sample_values("", "newsflow_sink_paused") == []
