@@ -18,6 +18,10 @@ from pydantic import ValidationError
 from newsflow.logs import configure_logging
 from newsflow.settings import Settings, log_level_name
 
+# The long-running roles (``newsflow run`` and what it supervises); the other commands run
+# once and end.
+SERVICE_COMMANDS = frozenset({"run", "sink", "web", "process", "produce"})
+
 
 def _log_level(value: str) -> str:
     try:
@@ -61,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_level = args.log_level
     if args.log_json:
         settings.log_json = True
-    configure_logging(settings)
+    configure_logging(settings, service=args.command in SERVICE_COMMANDS)
     if args.command != "run":
         from newsflow.service import discover_running_service
 

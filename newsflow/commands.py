@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from newsflow.kafka import Publisher
+    from newsflow.kafka import Publisher, PublishError, bootstrap_servers
     from producers.replay import parse_time, read_articles, replay
 
     paths = [Path(p) for p in args.paths]
@@ -43,11 +43,29 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     published = parse_time(args.published) if args.published else None
     articles = list(read_articles(paths, published))
     started = time.monotonic()
-    with Publisher(settings, client_id="newsflow-replay") as publisher:  # flushed on leaving
+    publisher = Publisher(settings, client_id="newsflow-replay")
+    failure: PublishError | None = None
+    unconfirmed = 0
+    try:
         stats = replay(
             articles, publisher.publish_article, rate=args.rate,
             progress=not args.quiet and sys.stderr.isatty(), total=len(articles),
         )
+    except PublishError as exc:  # a send refused: the articles after it were not sent
+        failure = exc
+    finally:
+        try:
+            publisher.close()  # flushes: until the broker has them all, or says which not
+        except PublishError as exc:
+            failure = exc
+            unconfirmed = publisher.sent if exc.undelivered is None else exc.undelivered
+    if failure is not None:
+        confirmed = publisher.sent - unconfirmed
+        print(f"newsflow replay: error: {confirmed} of {len(articles)} article(s) confirmed"
+              f" published to {settings.topic_raw} (Kafka at {bootstrap_servers(settings)})"
+              f"; {failure}. Replaying the same files again is safe: an article seen"
+              " again changes nothing.", file=sys.stderr)
+        return 1
     seconds = time.monotonic() - started  # (with the flush: until the broker has them all)
     if stats.interrupted:
         print(f"interrupted: published {stats.published} of {len(articles)} article(s) to"

@@ -121,7 +121,12 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) 
 
 
 class PublishError(RuntimeError):
-    pass
+    """Messages not delivered, or not known to be. ``undelivered``: how many of the
+    flushed batch, when a flush says so (None when a send itself failed)."""
+
+    def __init__(self, message: str, undelivered: int | None = None) -> None:
+        super().__init__(message)
+        self.undelivered = undelivered
 
 
 # How kafka-python reports a message too large: raised by send() when over the
@@ -135,7 +140,7 @@ class MessageTooLargeError(PublishError):
     work (unlike a broker that is down), so a caller may skip them. ``keys`` names them."""
 
     def __init__(self, message: str, keys: list[str | None]) -> None:
-        super().__init__(message)
+        super().__init__(message, undelivered=len(keys))
         self.keys = keys
 
 
@@ -207,11 +212,12 @@ class Publisher:
             batch, self._pending = self._pending, []
         try:
             self._producer.flush(timeout=timeout_s)
+        except KafkaTimeoutError:
+            pass  # the sends not done by now count as not delivered, below
         except KafkaError as exc:
-            raise PublishError(f"flush failed: {exc}") from exc
-        # (After a flush every send is done; one that is not counts as not delivered.)
-        failures = [(topic, key, future.exception if future.is_done
-                     else KafkaTimeoutError("not done after the flush"))
+            raise PublishError(f"flush failed: {exc}", undelivered=len(batch)) from exc
+        no_answer = KafkaTimeoutError(f"no answer from the broker within {timeout_s:g} s")
+        failures = [(topic, key, future.exception if future.is_done else no_answer)
                     for topic, key, future in batch if not future.is_done or future.failed()]
         if not failures:
             return
@@ -221,13 +227,24 @@ class Publisher:
                 f"{len(failures)} message(s) refused as too large: {described[:3]}",
                 [key for _, key, _ in failures],
             )
-        raise PublishError(f"{len(failures)} message(s) not delivered: {described[:3]}")
+        raise PublishError(
+            f"{len(failures)} of {len(batch)} message(s) not delivered (first: {described[0]})",
+            undelivered=len(failures),
+        )
 
     def close(self) -> None:
+        delivered = False
         try:
             self.flush()
+            delivered = True
         finally:
-            self._producer.close(timeout=10)
+            # After a failed flush, waiting again only delays its error; and kafka-python's
+            # close raises its own flush timeout while sends are pending, which must not
+            # take the place of the error that says what was lost.
+            try:
+                self._producer.close(timeout=10 if delivered else 0)
+            except KafkaError as exc:
+                logger.debug("producer closed with sends pending: %s", exc)
 
     def __enter__(self) -> Publisher:
         return self

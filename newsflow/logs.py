@@ -23,7 +23,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: Settings, *, service: bool = True) -> None:
+    """Log to stderr at the settings' level. ``service``: a long-running role; otherwise a
+    command run once, which reports a Kafka failure itself in one line: kafka-python's
+    retry lines (several a second while a broker is away, with tracebacks) would bury it,
+    so they show only at DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
@@ -37,3 +41,5 @@ def configure_logging(settings: Settings) -> None:
     # Client libraries are chatty at INFO (every rebalance, every connection).
     for noisy in ("kafka", "aiokafka", "faust", "mode", "trafilatura", "htmldate", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    if not service and root.level > logging.DEBUG:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)

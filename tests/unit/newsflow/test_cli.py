@@ -78,3 +78,12 @@ def test_replay_refuses_a_rate_that_is_not_above_zero(tmp_path, monkeypatch, cap
             main(["replay", "--rate", rate, str(tmp_path)])
         assert raised.value.code == 2
         assert "articles per second above 0" in capsys.readouterr().err
+
+
+def test_the_service_commands_are_the_supervised_roles_and_run():
+    """Only commands that run once hide kafka-python's retry lines; a role added to the
+    service must keep them."""
+    from newsflow.cli import SERVICE_COMMANDS
+    from newsflow.service import ROLES
+
+    assert SERVICE_COMMANDS == {"run", *ROLES}

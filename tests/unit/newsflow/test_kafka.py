@@ -55,7 +55,7 @@ class FakeProducer:
         self.fail = {}
 
     def close(self, timeout=None) -> None:
-        pass
+        self.flush(timeout)  # as kafka-python: a close with sends still open raises its timeout
 
 
 @pytest.fixture
@@ -105,10 +105,29 @@ def test_a_send_that_fails_after_its_flush_timed_out_fails_no_later_batch(publis
     producer = publisher._producer
     publisher.send("raw", "a", b"{}")
     producer.time_out = True
-    with pytest.raises(PublishError, match="flush failed"):
+    with pytest.raises(PublishError, match="1 of 1 message"):
         publisher.flush()
     late = producer.futures.pop(b"a")
     producer.time_out = False
     publisher.send("raw", "c", b"{}")
     late.resolve(KafkaTimeoutError("Expiring 1 record(s): 120000 ms has passed"))
     publisher.flush()  # C was delivered
+
+
+def test_a_flush_that_times_out_counts_what_was_not_delivered(publisher):
+    publisher.send("raw", "a", b"{}")
+    publisher.flush()
+    publisher._producer.time_out = True  # the broker went away: B and C stay open
+    publisher.send("raw", "b", b"{}")
+    publisher.send("raw", "c", b"{}")
+    with pytest.raises(PublishError, match=r"2 of 2 message\(s\) not delivered .*no answer") as info:
+        publisher.flush(timeout_s=5)
+    assert info.value.undelivered == 2
+
+
+def test_closing_after_a_failed_flush_raises_the_flush_error_not_the_close_timeout(publisher):
+    publisher.send("raw", "a", b"{}")
+    publisher._producer.time_out = True
+    with pytest.raises(PublishError) as info:
+        publisher.close()
+    assert info.value.undelivered == 1

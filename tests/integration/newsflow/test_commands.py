@@ -1,0 +1,50 @@
+"""Commands run once (`newsflow replay`), against a broker of their own."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from newsflow.broker import EmbeddedBroker
+from newsflow.kafka import ensure_topics
+from newsflow.settings import Settings, settings_env
+
+pytestmark = pytest.mark.integration
+
+
+def test_replay_whose_broker_dies_says_in_one_line_how_many_went_out(tmp_path):
+    """It printed kafka-python's retry lines (tracebacks among them) for 40 s, then
+    "KafkaTimeoutError: Timeout waiting for future", which said neither what was lost
+    nor whether running it again was safe."""
+    stream = tmp_path / "stream.jsonl"
+    stream.write_text("".join(
+        json.dumps({"id": f"a{n}", "published": "2024-05-01T10:00:00Z",
+                    "title": f"Story number {n}", "text": "A body of text."}) + "\n"
+        for n in range(400)))
+    with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                            data_dir=tmp_path / "var", topic_raw="raw-replay-dies")
+        ensure_topics(settings)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+        env.update(settings_env(settings))
+        replay = subprocess.Popen(
+            [sys.executable, "-m", "newsflow.cli", "replay", "--rate", "100", str(stream)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        time.sleep(1.5)  # some articles out, most to come
+        broker.stop()
+        out, err = replay.communicate(timeout=120)
+    assert replay.returncode == 1, out + err
+    assert err.count("\n") == 1, err  # the error alone
+    found = re.fullmatch(
+        r"newsflow replay: error: (\d+) of 400 article\(s\) confirmed published to raw-replay-dies"
+        r" \(Kafka at [\d.:]+\); (\d+) of \d+ message\(s\) not delivered .*"
+        r" Replaying the same files again is safe: an article seen again changes nothing\.\n",
+        err)
+    assert found, err
+    assert 0 < int(found.group(1)) < 400
