@@ -65,16 +65,17 @@ def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout_s: float,
     never started)."""
     if proc is None:
         return None
-    if proc.poll() is None:
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop in %.0fs; killing it", name, timeout_s)
-            proc.kill()
-            proc.wait(5)
+    if proc.poll() is not None:
+        return proc.returncode  # already stopped: said so then (a recycle's restart asks again)
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s did not stop in %.0fs; killing it", name, timeout_s)
+        proc.kill()
+        proc.wait(5)
     logger.info("stopped %s (exit %s)", name, proc.returncode)
     return proc.returncode
