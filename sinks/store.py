@@ -25,8 +25,8 @@ def _postgres_module():  # type: ignore[no-untyped-def]
 
 def storage_errors() -> tuple[type[Exception], ...]:
     """What the storage raises when it is down, missing or unreadable, as opposed to a
-    bug or a bad request: "try again later". (PostgreSQL: connection-level errors only;
-    a refused query leaves the pool's connections usable.)"""
+    bug or a bad request: "try again later". (PostgreSQL: connection-level errors, and
+    a role refused its reads (42501), which an administrator mends, not a fix of ours.)"""
     errors: tuple[type[Exception], ...] = (
         sqlite3.Error, OSError, SinkUnavailable, StoreMisconfigured, StoreMissing, MissingExtra,
     )
@@ -34,7 +34,8 @@ def storage_errors() -> tuple[type[Exception], ...]:
         import psycopg
     except ImportError:  # the optional extra: then no store raises its errors
         return errors
-    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
+    return (*errors, psycopg.OperationalError, psycopg.InterfaceError,
+            psycopg.errors.InsufficientPrivilege)
 
 
 def _dsn(settings: Settings) -> str:

@@ -379,3 +379,47 @@ def test_api_incident_list_is_bounded(server: NewsflowServer, tmp_path: Path) ->
     assert len(json.loads(get(base + "&limit=100000")[2])) == 500  # the cap
     assert get(base + "&limit=0")[0] == 400  # not quietly one
     assert get(base + "&limit=lots")[0] == 400
+
+
+def test_a_postgres_role_that_loses_its_read_rights_is_storage_unavailable(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """The web's role lost its SELECT rights while it ran (a REVOKE, a role swapped under
+    it): that is the storage refusing, which the pages must say (503), not an internal
+    error of ours (500). Granted again, the pages come back."""
+    import psycopg
+
+    from sinks.store import open_store
+
+    open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn)).close()  # the schema
+    role = "r_" + postgres_dsn.rsplit("/", 1)[1]
+
+    def rights(verb: str) -> None:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"{verb} SELECT ON ALL TABLES IN SCHEMA public "  # type: ignore[arg-type]
+                         f"{'TO' if verb == 'GRANT' else 'FROM'} {role}")
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")  # type: ignore[arg-type]
+    rights("GRANT")
+    reader_dsn = postgres_dsn.replace("postgres@", f"{role}@", 1)
+    settings = Settings(data_dir=tmp_path, sink="postgres", web_port=0,
+                        postgres_dsn=reader_dsn)  # type: ignore[arg-type]
+    srv = make_server(settings)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert get(srv.url + "api/incidents")[0] == 200
+        rights("REVOKE")
+        assert get(srv.url + "api/incidents") == (
+            503, "application/json", '{"error": "storage unavailable"}'
+        )
+        assert get(srv.url)[0] == 503
+        status, _, body = get(srv.url + "readyz")
+        assert status == 503 and body.endswith(" is unavailable (see the service log)\n"), body
+        rights("GRANT")
+        assert get(srv.url + "api/incidents")[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
