@@ -385,7 +385,7 @@ class FeedPoller:
         kind = result.content_type.split(";")[0].strip().lower()
         if kind and "html" not in kind and "xml" not in kind:
             return PageOutcome(None, meta, "not_html")
-        extracted = extract_article(result.body, result.final_url)
+        extracted = extract_article(result.body, result.final_url, result.content_type)
         self.janitor.tick()
         if extracted is None:
             return PageOutcome(None, meta, "empty_text")

@@ -272,6 +272,19 @@ def test_a_page_cut_at_the_size_limit_says_so_in_its_article(server, tmp_path):
         rig.close()
 
 
+def test_a_page_is_read_in_the_charset_its_content_type_names(server, paged_rig):
+    """The page's bytes went to extraction without their Content-Type, and were guessed:
+    this Greek page came out 'œ πώυηθποθώψϋρ παώαιτόηγξε'."""
+    text = "Ο πρωθυπουργός παραιτήθηκε σήμερα. Η βουλή θα συνεδριάσει την Παρασκευή."
+    page = ("<html><head><title>t</title></head><body><article><h1>h</h1>"
+            f"<p>{text}</p></article></body></html>").encode("windows-1253")
+    server.state.custom["greek.html"] = (page, "text/html; charset=windows-1253")
+    server.state.custom["greek.xml"] = (
+        rss([("1", server.url("/custom/greek.html"), "Παραίτηση")]), "application/rss+xml")
+    [published] = paged_rig.poll(server.url("/custom/greek.xml")).articles
+    assert not published.summary_only and published.text == text
+
+
 def test_gzip_bodies(server, rig):
     plain = rig.poll(server.url("/gzipped/miniflux/bbc_urdu_utf8.rss"))
     encoded = rig.poll(server.url("/encoded/miniflux/golem_de_iso-8859-1.rss"))
