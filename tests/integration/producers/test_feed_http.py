@@ -178,6 +178,23 @@ def test_429_with_retry_after_is_respected(server, rig):
     assert server.state.counts["/feeds/miniflux/dustri_large.rss"] == 0
 
 
+def test_a_retry_after_of_a_year_pauses_the_host_no_longer_than_the_longest_interval(
+    server, rig
+):
+    """The host was paused for as long as asked: its other feeds were given their next
+    poll a year ahead (saved in the state, so a restart kept it)."""
+    server.state.retry_after = str(365 * 86400)
+    before = time.time()
+    limited = rig.poll(server.url("/limited/miniflux/bbc_urdu_utf8.rss"))
+    assert limited.update.status == 429
+    other = rig.poll(server.url("/feeds/miniflux/dustri_large.rss"))
+    assert "paused" in (other.update.error or "")
+    longest = rig.settings.poll_max_interval_s
+    assert before + longest <= other.update.next_poll <= time.time() + longest + 5
+    for row in rig.state.feeds():
+        assert row.next_poll <= time.time() + longest + 5, row.url
+
+
 def test_503_backoff_grows_and_never_gives_up(server, rig):
     server.state.retry_after = "1"
     url = server.url("/unavailable/x.xml")
