@@ -174,6 +174,11 @@ def _is_account_furniture(line: str, lower: str) -> bool:
             or (bool(_TO_THE_READER.search(lower)) and not _REPORTED.search(lower)))
 
 
+def nfc(text: str) -> str:
+    """``text`` composed (NFC): 'Zu\u0308rich' as 'Zürich', one character as elsewhere."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 def clean_text(text: str, title: str = "") -> str:
     """The article without scraping debris; paragraphs separated by blank lines.
 
@@ -183,10 +188,8 @@ def clean_text(text: str, title: str = "") -> str:
     """
     if not text:
         return ""
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    title_key = _norm_line(title) if title else ""
+    text = nfc(text).replace("\r\n", "\n").replace("\r", "\n")
+    title_key = _norm_line(nfc(title)) if title else ""
     kept: list[str] = []
     kept_keys: list[str] = []
     seen: set[str] = set()
@@ -352,8 +355,9 @@ def page_host(url: str | None) -> str:
 
 
 def clean_title(title: str, site_names: list[str | None], url: str | None = None) -> str:
-    """A headline without runs of whitespace or the site name a scraper left on it
-    ('Teen shot - WRCBtv.com | Chattanooga News, Weather & Sports' -> 'Teen shot'), the
-    site known from its names (the article's source, its site name) or its address."""
-    title = " ".join(title.split())
+    """A headline, composed (NFC), without runs of whitespace or the site name a scraper
+    left on it ('Teen shot - WRCBtv.com | Chattanooga News, Weather & Sports' -> 'Teen
+    shot'), the site known from its names (the article's source, its site name) or its
+    address."""
+    title = nfc(" ".join(title.split()))
     return strip_site_suffix(title, [n for n in site_names if n], page_host(url))
