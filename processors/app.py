@@ -51,7 +51,7 @@ from processors.stage import (
     publish_key,
 )
 from processors.tables import StageTables
-from processors.text import clean_text, clean_title
+from processors.text import clean_text, clean_title, nfc
 from sinks.base import StoreMisconfigured
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def clean_article(article: RawArticle) -> RawArticle:
-    title = " ".join(_CONTROL.sub("", article.title).split())
+    title = nfc(" ".join(_CONTROL.sub("", article.title).split()))
     if not article.title_derived:  # (a title cut from the lead carries no site name)
         title = clean_title(title, [article.source, article.site_name],
                             article.canonical_url or article.url)

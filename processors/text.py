@@ -41,7 +41,10 @@ _FURNITURE_LINE = re.compile(
       | you\ are\ the\ owner\ of\ this\ article\b.*
       | thank\ you\ for\ (?:registering|reading|subscribing)\b.* | just\ one\ more\ thing.*
       | (?:already\ a\ (?:subscriber|member)|not\ a\ subscriber|want\ to\ become).{0,160}
-      | (?:posted|updated|created|published|last\ updated)(?:\ on|\ at)?:?\ .{0,60}
+      | (?:posted|updated|created|published|last\ updated)
+        (?:(?:(?:\ time|\ on|\ at|\ by)?:|\ on|\ at|\ by)(?:\ .{0,60})? | (?<=posted)\ in\b.{0,60}
+        | \ (?:\d|(?:mon|tue|wed|thu|fri|sat|sun|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)
+              [a-z]*\.?\b|yesterday|today|just\ now|(?:an?|about|\d+)\ \w+\ ago).{0,60})
       | (?:photo|image|picture|gallery|slide)s?\ \d+\s*(?:/|of)\s*\d+.{0,60}
       | \d+\s*(?:/|of)\s*\d+
       | (?:photo|image|file\ photo|photograph)(?:\ by|:|\ credit:?)\ .{0,80}
@@ -53,17 +56,30 @@ _FURNITURE_LINE = re.compile(
 )
 # Furniture phrases anywhere in a short line (sign-up forms, paywalls, cookie banners).
 _FURNITURE_PHRASE = re.compile(
-    r"\b(?:cookies?\ policy|use\ (?:of\ )?cookies|accept\ (?:all\ )?cookies|privacy\ policy"
-    r"|terms\ of\ (?:service|use)|all\ rights\ reserved|subscribe\ (?:to|now|today|for)"
-    r"|subscription|subscribers?|newsletters?|sign\ up\ (?:for|to|now|today)|sign\ in|log\ ?in"
+    r"\b(?:cookies?\ policy|use\ (?:of\ )?cookies|accept\ (?:all\ )?cookies"
+    r"|all\ rights\ reserved|subscribe\ (?:to|now|today|for)"
+    r"|newsletters?|sign\ up\ (?:for|to|now|today)"
     r"|register\ (?:now|for\ free|here|today)|email\ notifications?|notification\ has\ been\ saved"
     r"|posts?\ new\ content|delivered\ to\ your\ inbox|already\ have\ an\ account"
     r"|sent\ a\ confirmation\ email|complete\ your\ registration|tweet\ with\ a\ location"
     r"|location\ to\ your\ tweets"
     r"|problem\ saving\ your\ notification|verification\ (?:email|message)|premium\ clicks?"
-    r"|digital\ access|home\ delivery|deliverable\ area|enable\ javascript)\b",
+    r"|deliverable\ area|enable\ javascript)\b",
     re.VERBOSE,
 )  # matched against the lower-cased line
+# Words that are furniture when the page speaks to its reader ("Sign in to comment",
+# "Subscription required", "you agree to our Terms of Service") and reporting otherwise
+# ("Netflix added 8 million subscribers", "a stop sign in Santa Ana", "violated its terms
+# of service"): such a line goes only when short, when it addresses the reader (and
+# quotes no one), or when it holds two of them.
+_ACCOUNT_PHRASE = re.compile(
+    r"\b(?:privacy\ policy|terms\ of\ (?:service|use)|subscription|subscribers?|sign\ up"
+    r"|sign\ in|log\ ?in|create\ an\ account|home\ delivery|digital\ access)\b",
+    re.VERBOSE,
+)  # matched against the lower-cased line
+_TO_THE_READER = re.compile(r"\b(?:you|your|you[’']\w+|our|please|click)\b")
+_REPORTED = re.compile(r"\b(?:said|says|told|according\ to)\b", re.VERBOSE)
+_ACCOUNT_LINE_MAX_WORDS = 6
 _FURNITURE_MAX = 320  # longer lines are paragraphs of reporting
 
 # Photo captions: credit in parentheses at the end, or the usual caption openings.
@@ -146,7 +162,21 @@ def _is_debris(line: str) -> bool:
     if len(line) > _FURNITURE_MAX:
         return _is_caption(line, lower)
     return bool(_FURNITURE_LINE.match(line) or _FURNITURE_PHRASE.search(lower)
+                or _is_account_furniture(line, lower)
                 or _is_byline(line) or _is_caption(line, lower))
+
+
+def _is_account_furniture(line: str, lower: str) -> bool:
+    hits = {m.group(0) for m in _ACCOUNT_PHRASE.finditer(lower)}
+    if not hits:
+        return False
+    return (len(hits) >= 2 or len(line.split()) <= _ACCOUNT_LINE_MAX_WORDS
+            or (bool(_TO_THE_READER.search(lower)) and not _REPORTED.search(lower)))
+
+
+def nfc(text: str) -> str:
+    """``text`` composed (NFC): 'Zu\u0308rich' as 'Zürich', one character as elsewhere."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def clean_text(text: str, title: str = "") -> str:
@@ -158,10 +188,8 @@ def clean_text(text: str, title: str = "") -> str:
     """
     if not text:
         return ""
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    title_key = _norm_line(title) if title else ""
+    text = nfc(text).replace("\r\n", "\n").replace("\r", "\n")
+    title_key = _norm_line(nfc(title)) if title else ""
     kept: list[str] = []
     kept_keys: list[str] = []
     seen: set[str] = set()
@@ -327,8 +355,9 @@ def page_host(url: str | None) -> str:
 
 
 def clean_title(title: str, site_names: list[str | None], url: str | None = None) -> str:
-    """A headline without runs of whitespace or the site name a scraper left on it
-    ('Teen shot - WRCBtv.com | Chattanooga News, Weather & Sports' -> 'Teen shot'), the
-    site known from its names (the article's source, its site name) or its address."""
-    title = " ".join(title.split())
+    """A headline, composed (NFC), without runs of whitespace or the site name a scraper
+    left on it ('Teen shot - WRCBtv.com | Chattanooga News, Weather & Sports' -> 'Teen
+    shot'), the site known from its names (the article's source, its site name) or its
+    address."""
+    title = nfc(" ".join(title.split()))
     return strip_site_suffix(title, [n for n in site_names if n], page_host(url))

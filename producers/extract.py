@@ -19,6 +19,7 @@ trafilatura finds the article body; around it, general rules (nothing per publis
 
 from __future__ import annotations
 
+import codecs
 import html as html_lib
 import json
 import logging
@@ -458,10 +459,65 @@ def _date(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def extract_article(html: bytes | str, url: str | None = None) -> Extracted | None:
-    """Extract the article of a page; None when there is no usable text."""
+# The charset a page declares: in its Content-Type header, else in a <meta> near its top.
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>")
+# A page is UTF-8 with stray bytes when it holds this many UTF-8 characters beyond ASCII
+# for each byte that is not UTF-8 (a page in a legacy code page holds next to none).
+_MOSTLY_UTF8 = 4
+# Labels that mean windows-1252 to browsers (WHATWG Encoding), whose pages use its
+# curly quotes and dashes under them.
+_WINDOWS_1252_LABELS = frozenset({"latin_1", "ascii", "iso8859_1", "cp1252"})
+
+
+def _codec(label: str) -> str | None:
     try:
-        tree = load_html(html)
+        name = codecs.lookup(label).name.replace("-", "_")
+    except LookupError:
+        return None
+    return "cp1252" if name in _WINDOWS_1252_LABELS else name
+
+
+def decode_page(body: bytes, content_type: str = "") -> bytes | str:
+    """A page's text, when its bytes are not all UTF-8: as UTF-8 still when nearly all
+    its other characters are (a stray byte from an ad or a pasted snippet), else by the
+    charset it declares (HTTP, then <meta>); the bytes as they are (for trafilatura to
+    guess) when it declares none.
+
+    Guessed, a UTF-8 page with one stray byte was read whole as another code page, and a
+    short page in a Central European or Greek code page as a Western one: all its text
+    garbled. Bytes that the charset used cannot read become U+FFFD, and only they. (An
+    XML declaration naming a charset is dropped from the text: it would be obeyed.)"""
+    try:
+        body.decode("utf-8")
+        return body
+    except UnicodeDecodeError:
+        pass
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return body  # trafilatura reads the BOM
+    as_utf8 = body.decode("utf-8", errors="replace")
+    stray = as_utf8.count("\ufffd")
+    beyond_ascii = len(as_utf8) - len(as_utf8.encode("ascii", errors="ignore"))
+    if beyond_ascii - stray >= _MOSTLY_UTF8 * stray:
+        return _XML_DECLARATION.sub("", as_utf8, count=1)
+    labels = [m.group(1) for m in _HEADER_CHARSET.finditer(content_type)]
+    labels += [m.group(1).decode("ascii") for m in _META_CHARSET.finditer(body[:4096])]
+    for label in labels:
+        codec = _codec(label)
+        # (UTF-8 cannot be right any more; UTF-16 and 32 would have started with a BOM.)
+        if codec is not None and not codec.startswith(("utf_8", "utf_16", "utf_32")):
+            return _XML_DECLARATION.sub("", body.decode(codec, errors="replace"), count=1)
+    return body
+
+
+def extract_article(
+    html: bytes | str, url: str | None = None, content_type: str = ""
+) -> Extracted | None:
+    """Extract the article of a page (``content_type``: its HTTP Content-Type, which may
+    name its charset); None when there is no usable text."""
+    try:
+        tree = load_html(decode_page(html, content_type) if isinstance(html, bytes) else html)
         if tree is None:
             return None
         meta = page_meta(tree)

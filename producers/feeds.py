@@ -147,13 +147,21 @@ class FeedPoller:
         if result.status == 304:
             return self._not_modified(feed, result)
         if result.status in (429, 503):
-            retry_after = parse_retry_after(result.headers.get("retry-after"), _now())
-            if retry_after:
-                self.fetcher.limiter.pause(host_of(result.final_url), retry_after)
+            retry_after = self._pause_host(result)
             return self._failed(feed, result.status, f"HTTP {result.status}", retry_after)
         if not result.ok:
             return self._failed(feed, result.status, f"HTTP {result.status}", retry_after=None)
         return self._fresh(feed, result, stop, retries)
+
+    def _pause_host(self, result: FetchResult) -> float | None:
+        """Pause the answer's host for as long as its Retry-After asks, up to the longest
+        poll interval: a pause of a year (a typo, milliseconds, a date far ahead) stopped
+        every feed of the host for that long, their next polls saved so."""
+        retry_after = parse_retry_after(result.headers.get("retry-after"), _now())
+        if retry_after:
+            retry_after = min(retry_after, self.settings.poll_max_interval_s)
+            self.fetcher.limiter.pause(host_of(result.final_url), retry_after)
+        return retry_after
 
     def _failed(
         self, feed: FeedRow, status: int | None, error: str, retry_after: float | None
@@ -370,11 +378,7 @@ class FeedPoller:
         )
         if result.truncated:  # (the text is extracted from the part kept)
             meta["page_truncated"] = True
-        retry_after = None
-        if result.status in (429, 503):
-            retry_after = parse_retry_after(result.headers.get("retry-after"), _now())
-            if retry_after:
-                self.fetcher.limiter.pause(host_of(result.final_url), retry_after)
+        retry_after = self._pause_host(result) if result.status in (429, 503) else None
         if not result.ok:
             # Too many requests and server errors pass; any other 4xx will not.
             retryable = result.status == 429 or 500 <= result.status < 600
@@ -385,7 +389,7 @@ class FeedPoller:
         kind = result.content_type.split(";")[0].strip().lower()
         if kind and "html" not in kind and "xml" not in kind:
             return PageOutcome(None, meta, "not_html")
-        extracted = extract_article(result.body, result.final_url)
+        extracted = extract_article(result.body, result.final_url, result.content_type)
         self.janitor.tick()
         if extracted is None:
             return PageOutcome(None, meta, "empty_text")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Mapping
@@ -68,6 +70,34 @@ class FetchResult:
         return self.headers.get("content-type", "")
 
 
+# The monotonic time by which the thread's current request must be complete.
+_request_deadline = threading.local()
+
+
+class _DeadlineStream(SyncStream):
+    """A socket stream whose reads end at the request's deadline: the read timeout
+    alone lets a server that trickles its status line and headers, a byte at a time,
+    hold a worker (and a slot of its host) for hours."""
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        until = getattr(_request_deadline, "at", None)
+        if until is not None:
+            left = until - time.monotonic()
+            if left <= 0:
+                raise httpcore.ReadTimeout("response not complete by the request's deadline")
+            timeout = left if timeout is None else min(timeout, left)
+        return super().read(max_bytes, timeout)
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = super().start_tls(ssl_context, server_hostname, timeout)
+        return _DeadlineStream(stream._sock) if type(stream) is SyncStream else stream
+
+
 class _GuardedBackend(httpcore.SyncBackend):
     """Resolves the host itself, vets every address, connects only to a vetted one."""
 
@@ -110,7 +140,7 @@ class _GuardedBackend(httpcore.SyncBackend):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for option in socket_options or ():
                 sock.setsockopt(*option)
-            return SyncStream(sock)
+            return _DeadlineStream(sock)
         if last_error is None and reasons:
             raise BlockedAddress(f"{host} refused: {reasons[0]}")
         raise httpcore.ConnectError(f"cannot connect to {host}:{port}: {last_error}")
@@ -222,7 +252,7 @@ class Fetcher:
     ) -> tuple[int, dict[str, str], bytes, bool]:
         host = host_of(url)
         with self.limiter.slot(host, max_wait_s=max_wait_s):
-            deadline = time.monotonic() + self.deadline_s
+            deadline = _request_deadline.at = time.monotonic() + self.deadline_s
             try:
                 with self._client.stream("GET", url, headers=dict(headers or {})) as resp:
                     status = resp.status_code
@@ -248,6 +278,8 @@ class Fetcher:
                 raise FetchError("timeout", type(exc).__name__) from exc
             except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
                 raise FetchError("network", f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                _request_deadline.at = None
         body = b"".join(chunks)
         if truncated:
             body = body[: self.max_bytes]

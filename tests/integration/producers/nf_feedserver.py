@@ -3,8 +3,9 @@
 Serves ../shared/data/feeds (with ETag/Last-Modified and conditional GET),
 ../shared/data/feeds-hard (with each file's own ``Header:`` lines), the article pages
 of ../shared/data/pages (gunzipped), and misbehaving routes: 301/302 redirects,
-429/503 with Retry-After (for feeds and for article pages), slow and oversize bodies, gzip bytes without
-Content-Encoding, a 403 "paywall", robots.txt rules, generated feeds.
+429/503 with Retry-After (for feeds and for article pages), slow headers, slow and
+oversize bodies, gzip bytes without Content-Encoding, a 403 "paywall", robots.txt rules,
+generated feeds.
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ class Handler(BaseHTTPRequestHandler):
             )
         if path.startswith("/slow/"):
             return self._slow()
+        if path.startswith("/slowheaders/"):
+            return self._slow_headers()
         if path == "/huge.xml":
             return self._huge(int(query.get("mb", ["30"])[0]))
         if path.startswith("/gen/"):
@@ -212,6 +215,18 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(0.1)
         except OSError:
             pass
+
+    def _slow_headers(self) -> None:
+        """A status line, then a header line every 0.1 s for 40 s: no read waits long."""
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for i in range(400):
+                self.wfile.write(f"X-Drip-{i}: x\r\n".encode())
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _huge(self, megabytes: int) -> None:
         head = (

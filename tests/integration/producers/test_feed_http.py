@@ -178,6 +178,23 @@ def test_429_with_retry_after_is_respected(server, rig):
     assert server.state.counts["/feeds/miniflux/dustri_large.rss"] == 0
 
 
+def test_a_retry_after_of_a_year_pauses_the_host_no_longer_than_the_longest_interval(
+    server, rig
+):
+    """The host was paused for as long as asked: its other feeds were given their next
+    poll a year ahead (saved in the state, so a restart kept it)."""
+    server.state.retry_after = str(365 * 86400)
+    before = time.time()
+    limited = rig.poll(server.url("/limited/miniflux/bbc_urdu_utf8.rss"))
+    assert limited.update.status == 429
+    other = rig.poll(server.url("/feeds/miniflux/dustri_large.rss"))
+    assert "paused" in (other.update.error or "")
+    longest = rig.settings.poll_max_interval_s
+    assert before + longest <= other.update.next_poll <= time.time() + longest + 5
+    for row in rig.state.feeds():
+        assert row.next_poll <= time.time() + longest + 5, row.url
+
+
 def test_503_backoff_grows_and_never_gives_up(server, rig):
     server.state.retry_after = "1"
     url = server.url("/unavailable/x.xml")
@@ -228,11 +245,14 @@ def test_private_addresses_and_other_schemes_are_refused(server, tmp_path):
         rig.close()
 
 
-def test_slow_response_times_out(server, tmp_path):
+# /slowheaders/: the overall deadline was checked only while the body came, so a server
+# trickling its headers held the poll (and a slot of its host) for as long as it went on.
+@pytest.mark.parametrize("path", ["/slow/feed.xml", "/slowheaders/feed.xml"])
+def test_slow_response_times_out(server, tmp_path, path):
     rig = Rig(tmp_path, fetch_timeout_s=1.0)
     try:
         started = time.monotonic()
-        result = rig.poll(server.url("/slow/feed.xml"))
+        result = rig.poll(server.url(path))
         assert result.update.error and "timeout" in result.update.error
         assert time.monotonic() - started < 10
     finally:
@@ -270,6 +290,19 @@ def test_a_page_cut_at_the_size_limit_says_so_in_its_article(server, tmp_path):
         assert published.fetch.get("page_bytes") == 200_000
     finally:
         rig.close()
+
+
+def test_a_page_is_read_in_the_charset_its_content_type_names(server, paged_rig):
+    """The page's bytes went to extraction without their Content-Type, and were guessed:
+    this Greek page came out 'œ πώυηθποθώψϋρ παώαιτόηγξε'."""
+    text = "Ο πρωθυπουργός παραιτήθηκε σήμερα. Η βουλή θα συνεδριάσει την Παρασκευή."
+    page = ("<html><head><title>t</title></head><body><article><h1>h</h1>"
+            f"<p>{text}</p></article></body></html>").encode("windows-1253")
+    server.state.custom["greek.html"] = (page, "text/html; charset=windows-1253")
+    server.state.custom["greek.xml"] = (
+        rss([("1", server.url("/custom/greek.html"), "Παραίτηση")]), "application/rss+xml")
+    [published] = paged_rig.poll(server.url("/custom/greek.xml")).articles
+    assert not published.summary_only and published.text == text
 
 
 def test_gzip_bodies(server, rig):

@@ -1,3 +1,4 @@
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +33,20 @@ def test_clean_article_cuts_the_site_name_from_the_title() -> None:
     # A title cut from the lead has no site name to cut.
     derived = raw.model_copy(update={"title": "Police: Man shot - KMOV", "title_derived": True})
     assert clean_article(derived).title == "Police: Man shot - KMOV"
+
+
+def test_clean_article_composes_the_title_as_it_composes_the_text() -> None:
+    # A decomposed title ("u" + combining diaeresis, as some CMSs send it) stayed so
+    # while the text was composed: stored and searched unlike the text, and, not equal to
+    # the body's first line any more, the headline stayed repeated there.
+    headline = "Zürich: Brand in Café zerstört Altstadthaus"
+    decomposed = unicodedata.normalize("NFD", headline)
+    lead = "Die Feuerwehr war mit 80 Leuten im Einsatz."
+    for derived in (False, True):
+        raw = RawArticle(id="a", title=decomposed, text=f"{decomposed}\n{lead}",
+                         title_derived=derived)
+        article = clean_article(raw)
+        assert article.title == headline and article.text == lead
 
 
 def test_storage_is_read_ahead_for_the_first_rebuild_and_again_for_later_ones() -> None:

@@ -61,6 +61,32 @@ def test_reporting_is_kept_even_when_it_mentions_registering_or_photos():
     assert clean_text(text) == text.replace("\n", "\n\n")
 
 
+
+def test_reporting_that_mentions_accounts_or_starts_like_a_time_stamp_is_kept():
+    # Dropped before as sign-up furniture or a time stamp; the first is a gva article's
+    # lead ("a stop sign in Santa Ana").
+    reporting = [
+        "Victim Melvin Edwards, 69, was picked at random as he waited at a stop sign in "
+        "Santa Ana, Calif., authorities said.",
+        "Netflix added 8.8 million subscribers in the fourth quarter, beating forecasts.",
+        "Meta changed its privacy policy on Tuesday after regulators in Brussels objected.",
+        "Customers were unable to log in to their bank accounts for several hours.",
+        "YouTube removed the video, saying it violated its terms of service.",
+        '"Our subscribers stayed with us," the chief executive said.',
+        "Published reports said the suspect had fled to Mexico.",
+        "Updated figures show 12 people died in the flood.",
+    ]
+    furniture = [
+        "Subscription required", "Log in to comment", "Get digital access",
+        "By continuing you agree to our Terms of Service and Privacy Policy.",
+        "To see more from the sheriff on Facebook, log in or create an account.",
+        "Posted: Monday, April 15, 2013", "Updated 08/20/13 - 4:56 p.m.",
+        "Posted 3 hours ago", "Published on",
+    ]
+    lines = [line for pair in zip(reporting, furniture, strict=False) for line in pair]
+    lines += furniture[len(reporting):]
+    assert clean_text("\n".join(lines)) == "\n\n".join(reporting)
+
 def test_title_line_is_taken_when_it_looks_like_a_title():
     title, body = derive_title((SEEDS / "002_dd6372bf12c42b91.txt").read_text(encoding="utf-8"))
     assert title == "Syria army in 'vast offensive' backed by Russian strikes"

@@ -207,3 +207,31 @@ def test_standfirst_is_restored_when_the_page_shows_it():
 def test_unusable_pages_give_none():
     assert extract_article(b"<html><body><nav>Home</nav></body></html>", "https://a.example/") is None
     assert extract_article(b"", "https://a.example/") is None
+
+
+
+def _page(paragraph: str, head: str = "", times: int = 1) -> str:
+    return (f"<html><head>{head}<title>t</title></head><body><article><h1>h</h1>"
+            + "".join(f"<p>{paragraph}</p>" for _ in range(times)) + "</article></body></html>")
+
+
+def test_a_page_in_the_charset_its_http_header_names_is_read_in_it():
+    # Guessed, as trafilatura does with bytes, these short pages came out "z³oży³" and
+    # "œ πώυηθποθώψϋρ": read as Western code pages.
+    for charset, text in (
+        ("windows-1250", "Premier złożył dymisję. Sejm zbierze się w piątek, poinformował rzecznik rządu."),
+        ("windows-1253", "Ο πρωθυπουργός παραιτήθηκε σήμερα. Η βουλή θα συνεδριάσει την Παρασκευή."),
+    ):
+        body = _page(text).encode(charset)
+        got = extract_article(body, "https://example.org/a", f"text/html; charset={charset}")
+        assert got is not None and got.text == text, charset
+
+
+def test_a_utf8_page_with_a_stray_byte_stays_utf8():
+    # One byte that is not UTF-8 (a footer's "\xa9") had the whole page guessed as
+    # another code page: "réforme" came out "rÃ©forme".
+    text = "Le gouvernement a annoncé mercredi une réforme des retraites très contestée."
+    body = _page(text, '<meta charset="utf-8">', times=3).encode()
+    body = body.replace(b"</body>", b"\xa9 2024</body>")
+    got = extract_article(body, "https://example.fr/a")
+    assert got is not None and text in got.text
