@@ -108,6 +108,9 @@ SCRIPT = """
 # one, and PostgreSQL refuses a NUL in text with an error that would look like an outage.
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
+# An incident's page or JSON: the id is the one path segment after the prefix.
+INCIDENT_PATH = re.compile(r"/(?:incident|api/incidents)/[^/]+")
+
 CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'"
 
 
@@ -357,9 +360,12 @@ class Handler(BaseHTTPRequestHandler):
                     limit=_limit(query),
                 )
                 self._json([s.to_dict() for s in found])
-            elif path.startswith("/incident/") or path.startswith("/api/incidents/"):
-                route = path.rsplit("/", 1)[0] + "/:id"
-                self._incident(path.rsplit("/", 1)[1], api=path.startswith("/api/"))
+            elif INCIDENT_PATH.fullmatch(path):
+                # One segment after the prefix: "/incident/x/ID" is no incident's address,
+                # and a route label per such path would grow /metrics without bound.
+                prefix, raw_id = path.rsplit("/", 1)
+                route = prefix + "/:id"
+                self._incident(raw_id, api=path.startswith("/api/"))
             elif path in ("/search", "/api/search"):
                 q = query.get("q", "")
                 hits = self._store().search(q, limit=50) if q.strip() else []
