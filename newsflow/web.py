@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOURS = 24.0
 REFRESH_MS = 5000
+PAGE_LIMIT = 200  # incidents on the page (and the API's default)
 
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f6f4;color:#1d1d1f}
@@ -64,6 +65,8 @@ SCRIPT = """
   if (!list) { return; }
   var hours = list.getAttribute("data-hours");
   var source = list.getAttribute("data-source") || "";
+  var limit = Number(list.getAttribute("data-limit"));
+  var more = document.getElementById("more");
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) { e.className = cls; }
@@ -92,11 +95,12 @@ SCRIPT = """
       box.appendChild(d);
     });
     list.replaceChildren(box);
+    if (more) { more.hidden = items.length < limit; }
     list.setAttribute("data-updated", new Date().toISOString());
   }
   function refresh() {
     var url = "/api/incidents?hours=" + encodeURIComponent(hours) +
-      "&source=" + encodeURIComponent(source);
+      "&source=" + encodeURIComponent(source) + "&limit=" + limit;
     fetch(url).then(function (r) { return r.json(); }).then(render)
       .catch(function () {}).then(function () { setTimeout(refresh, __REFRESH_MS__); });
   }
@@ -163,10 +167,15 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
     listing = "".join(items) or '<p class="empty">No incidents in this window yet.</p>'
     hours_text = f"{hours:g}"
     heading = f"Incidents of the last {hours_text} hours" + (f" from {source}" if source else "")
+    # A full page may leave incidents of the window out: say so, as the CLI does.
+    hidden = "" if len(incidents) >= PAGE_LIMIT else " hidden"
     body = (
         f"<h1>{esc(heading)}</h1>"
-        f'<div id="incidents" data-hours="{esc(hours_text)}" data-source="{esc(source or "")}">'
-        f"{listing}</div>"
+        f'<div id="incidents" data-hours="{esc(hours_text)}" data-source="{esc(source or "")}"'
+        f' data-limit="{PAGE_LIMIT}">{listing}</div>'
+        f'<p id="more" class="meta"{hidden}>The {PAGE_LIMIT} most recently active incidents'
+        " only: there may be more in this window. Narrow it (<code>?hours=</code>,"
+        " <code>?source=</code>) or use <code>newsflow incidents --limit N</code>.</p>"
     )
     return page("Incidents", body)
 
@@ -261,7 +270,7 @@ def _number(query: dict[str, str], name: str, default: float) -> float:
 
 def _limit(query: dict[str, str]) -> int:
     """``limit`` of the incidents API: 200 by default, at most 500."""
-    limit = _number(query, "limit", 200)
+    limit = _number(query, "limit", PAGE_LIMIT)
     if limit < 1:
         raise BadRequest(f"limit must be 1 or more, not {query['limit']!r}")
     return min(int(limit), 500)
@@ -350,7 +359,7 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/":
                 hours, source = self._window(query)
                 found = self._store().list_incidents(
-                    since=timedelta(hours=hours), source=source, limit=200
+                    since=timedelta(hours=hours), source=source, limit=PAGE_LIMIT
                 )
                 self._send(200, render_index(found, hours, source))
             elif path == "/api/incidents":

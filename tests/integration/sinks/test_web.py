@@ -379,6 +379,8 @@ def test_api_incident_list_is_bounded(server: NewsflowServer, tmp_path: Path) ->
     assert len(json.loads(get(base + "&limit=100000")[2])) == 500  # the cap
     assert get(base + "&limit=0")[0] == 400  # not quietly one
     assert get(base + "&limit=lots")[0] == 400
+    # The page shows the 200 most recent and says there may be more.
+    assert '<p id="more" class="meta">The 200 most' in get(server.url + "?hours=2")[2]
 
 
 def test_an_incident_address_with_more_path_is_not_found_and_not_a_new_route(
