@@ -166,7 +166,10 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
         if len(found) == args.limit:  # there may be more: say how to see them
             print(f"(the {args.limit} newest; --limit N for more)", file=sys.stderr)
     else:
-        print(f"no incidents in {store_name(settings)}")
+        # With a filter, "no incidents in <store>" read as an empty store: say which.
+        filters = [f"active in the last {args.since}" if args.since is not None else "",
+                   f"from source {args.source}" if args.source else ""]
+        print(" ".join(["no incidents", *filter(None, filters), "in", store_name(settings)]))
     return 0
 
 

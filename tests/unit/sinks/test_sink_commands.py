@@ -76,9 +76,11 @@ def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str
     data = json.loads(capsys.readouterr().out)
     assert [d["id"] for d in data] == ["inc-1"]
     assert data[0]["agencies"] == ["AFP", "Reuters"]
-    assert run(settings, "incidents", "--source", "bbc") == 0
+    assert run(settings, "incidents", "--source", "bbc", "--since", "90m") == 0
+    # The filters are named: "no incidents in <store>" read as an empty store.
     assert capsys.readouterr().out == (
-        f"no incidents in SQLite database {settings.sqlite_file.absolute()}\n"
+        "no incidents active in the last 1:30:00 from source bbc in SQLite database"
+        f" {settings.sqlite_file.absolute()}\n"
     )
 
 
