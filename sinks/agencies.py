@@ -54,6 +54,9 @@ _WORD_RE = {
     alias: re.compile(rf"(?<![\w-]){re.escape(alias)}(?![\w-])", re.I) for alias in _WORDY
 }
 
+# A source that is a host name and a port ("example.com:80"), not a URL.
+_HOST_PORT = re.compile(r"([a-z0-9-]+(?:\.[a-z0-9-]+)+):\d{1,5}")
+
 # How far into the text a dateline or byline can be (captions may come first).
 HEAD_CHARS = 1500
 
@@ -128,7 +131,10 @@ def outlet_of(source: str | None, url: str | None = None) -> str | None:
         value = source.strip().lower()
         if value.startswith("www."):
             value = value[4:]
-        return value or None
+        # A host given with its port ("www.freep.com:80", as archived pages name theirs)
+        # is the outlet without it, as a URL's host is: one outlet, not two.
+        named = _HOST_PORT.fullmatch(value)
+        return (named.group(1) if named else value) or None
     if url:
         host = urlsplit(url).hostname or ""
         return host.removeprefix("www.") or None
