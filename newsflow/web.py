@@ -127,9 +127,13 @@ def when(value: datetime | None) -> str:
 
 
 def safe_href(url: str | None) -> str | None:
-    """Only http(s) links from articles; anything else (javascript:...) is not a link."""
-    if url and urlsplit(url).scheme in ("http", "https"):
-        return url
+    """Only http(s) links from articles; anything else (javascript:...) is not a link,
+    nor is one urlsplit cannot read ("http://[broken/": it raises)."""
+    try:
+        if url and urlsplit(url).scheme in ("http", "https"):
+            return url
+    except ValueError:
+        pass
     return None
 
 

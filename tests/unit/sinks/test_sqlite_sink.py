@@ -174,6 +174,22 @@ def test_the_upgrade_wakes_incidents_kept_active_by_a_future_date(db: Path) -> N
     assert SQLiteStore(db).list_incidents(since=timedelta(hours=2)) == []
 
 
+def test_a_source_or_url_with_brackets_is_stored_and_listed(db: Path) -> None:
+    # "Daily [Star]" read as an address is an IPv6 host that is not one: urlsplit raised,
+    # the sink dead-lettered the article and every listing holding its incident failed
+    # (`newsflow incidents`, the web page: 500).
+    item = incident("i1", 1, [1, 2])
+    item.articles[0].source = "Daily [Star]"
+    item.articles[1].source, item.articles[1].url = None, "http://[broken/2"
+    broken = article(2).model_copy(update={"url": "http://[broken/2", "source": None})
+    write(db, article(1, source="Daily [Star]"), broken, item)
+    store = SQLiteStore(db)
+    [listed] = store.list_incidents()
+    assert listed.outlets == ("daily [star]",)
+    assert store.get_incident("i1") is not None
+    assert [h.article_id for h in store.search("cruise missiles")] == ["a1", "a2"]
+
+
 def test_a_source_filter_matches_whole_words_of_the_outlet(db: Path) -> None:
     """`--source ap` is the AP, not every outlet with "ap" inside its name."""
     outlets = ["AP", "The Japan Times", "Capital Gazette", "AFP/Getty", "gulf-times.com"]

@@ -80,3 +80,4 @@ def test_safe_href() -> None:
     assert safe_href("javascript:alert(1)") is None
     assert safe_href("data:text/html,hi") is None
     assert safe_href(None) is None
+    assert safe_href("http://[broken/1") is None  # urlsplit raised on it: a 500
