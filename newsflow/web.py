@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOURS = 24.0
 REFRESH_MS = 5000
+PAGE_LIMIT = 200  # incidents on the page (and the API's default)
 
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f6f4;color:#1d1d1f}
@@ -64,6 +65,8 @@ SCRIPT = """
   if (!list) { return; }
   var hours = list.getAttribute("data-hours");
   var source = list.getAttribute("data-source") || "";
+  var limit = Number(list.getAttribute("data-limit"));
+  var more = document.getElementById("more");
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) { e.className = cls; }
@@ -92,11 +95,12 @@ SCRIPT = """
       box.appendChild(d);
     });
     list.replaceChildren(box);
+    if (more) { more.hidden = items.length < limit; }
     list.setAttribute("data-updated", new Date().toISOString());
   }
   function refresh() {
     var url = "/api/incidents?hours=" + encodeURIComponent(hours) +
-      "&source=" + encodeURIComponent(source);
+      "&source=" + encodeURIComponent(source) + "&limit=" + limit;
     fetch(url).then(function (r) { return r.json(); }).then(render)
       .catch(function () {}).then(function () { setTimeout(refresh, __REFRESH_MS__); });
   }
@@ -107,6 +111,9 @@ SCRIPT = """
 # C0 and C1 control characters, NUL among them: no incident id, source or search needs
 # one, and PostgreSQL refuses a NUL in text with an error that would look like an outage.
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+# An incident's page or JSON: the id is the one path segment after the prefix.
+INCIDENT_PATH = re.compile(r"/(?:incident|api/incidents)/[^/]+")
 
 CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'"
 
@@ -120,9 +127,13 @@ def when(value: datetime | None) -> str:
 
 
 def safe_href(url: str | None) -> str | None:
-    """Only http(s) links from articles; anything else (javascript:...) is not a link."""
-    if url and urlsplit(url).scheme in ("http", "https"):
-        return url
+    """Only http(s) links from articles; anything else (javascript:...) is not a link,
+    nor is one urlsplit cannot read ("http://[broken/": it raises)."""
+    try:
+        if url and urlsplit(url).scheme in ("http", "https"):
+            return url
+    except ValueError:
+        pass
     return None
 
 
@@ -160,10 +171,15 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
     listing = "".join(items) or '<p class="empty">No incidents in this window yet.</p>'
     hours_text = f"{hours:g}"
     heading = f"Incidents of the last {hours_text} hours" + (f" from {source}" if source else "")
+    # A full page may leave incidents of the window out: say so, as the CLI does.
+    hidden = "" if len(incidents) >= PAGE_LIMIT else " hidden"
     body = (
         f"<h1>{esc(heading)}</h1>"
-        f'<div id="incidents" data-hours="{esc(hours_text)}" data-source="{esc(source or "")}">'
-        f"{listing}</div>"
+        f'<div id="incidents" data-hours="{esc(hours_text)}" data-source="{esc(source or "")}"'
+        f' data-limit="{PAGE_LIMIT}">{listing}</div>'
+        f'<p id="more" class="meta"{hidden}>The {PAGE_LIMIT} most recently active incidents'
+        " only: there may be more in this window. Narrow it (<code>?hours=</code>,"
+        " <code>?source=</code>) or use <code>newsflow incidents --limit N</code>.</p>"
     )
     return page("Incidents", body)
 
@@ -258,7 +274,7 @@ def _number(query: dict[str, str], name: str, default: float) -> float:
 
 def _limit(query: dict[str, str]) -> int:
     """``limit`` of the incidents API: 200 by default, at most 500."""
-    limit = _number(query, "limit", 200)
+    limit = _number(query, "limit", PAGE_LIMIT)
     if limit < 1:
         raise BadRequest(f"limit must be 1 or more, not {query['limit']!r}")
     return min(int(limit), 500)
@@ -347,7 +363,7 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/":
                 hours, source = self._window(query)
                 found = self._store().list_incidents(
-                    since=timedelta(hours=hours), source=source, limit=200
+                    since=timedelta(hours=hours), source=source, limit=PAGE_LIMIT
                 )
                 self._send(200, render_index(found, hours, source))
             elif path == "/api/incidents":
@@ -357,9 +373,12 @@ class Handler(BaseHTTPRequestHandler):
                     limit=_limit(query),
                 )
                 self._json([s.to_dict() for s in found])
-            elif path.startswith("/incident/") or path.startswith("/api/incidents/"):
-                route = path.rsplit("/", 1)[0] + "/:id"
-                self._incident(path.rsplit("/", 1)[1], api=path.startswith("/api/"))
+            elif INCIDENT_PATH.fullmatch(path):
+                # One segment after the prefix: "/incident/x/ID" is no incident's address,
+                # and a route label per such path would grow /metrics without bound.
+                prefix, raw_id = path.rsplit("/", 1)
+                route = prefix + "/:id"
+                self._incident(raw_id, api=path.startswith("/api/"))
             elif path in ("/search", "/api/search"):
                 q = query.get("q", "")
                 hits = self._store().search(q, limit=50) if q.strip() else []

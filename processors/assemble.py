@@ -197,8 +197,12 @@ def apply_decision(
         arts = members[source_id]
         moving = next(a for a in arts if a.id == article_id)
         arts.remove(moving)
-        if moving.explanation is not None:  # its "why" named the incident it left
-            why = moving.explanation.model_copy(update={"moved_from": source_id})
+        if moving.explanation is not None:
+            # Its "why" was decided against the incident it was first put in: name that
+            # one, whatever moved it since, and none once it is back there.
+            first = moving.explanation.moved_from or source_id
+            why = moving.explanation.model_copy(
+                update={"moved_from": None if first == target else first})
             moving = moving.model_copy(update={"explanation": why})
         insort(members[target], moving, key=time_order)
 

@@ -40,9 +40,15 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
         for number, line in enumerate(source, 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    row = json.loads(line)
                 except ValueError as exc:
                     raise ValueError(f"{args.input}:{number}: not JSON: {exc}") from exc
+                # Said here, with the line: deeper down it is a bare KeyError ("'id'").
+                if not isinstance(row, dict):
+                    raise ValueError(f"{args.input}:{number}: not an article (a JSON object)")
+                if not row.get("id"):
+                    raise ValueError(f'{args.input}:{number}: no "id" (each article needs one)')
+                yield row
 
     config = cluster_config(settings)
     tune_gc()

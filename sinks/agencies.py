@@ -54,6 +54,9 @@ _WORD_RE = {
     alias: re.compile(rf"(?<![\w-]){re.escape(alias)}(?![\w-])", re.I) for alias in _WORDY
 }
 
+# A source that is a host name and a port ("example.com:80"), not a URL.
+_HOST_PORT = re.compile(r"([a-z0-9-]+(?:\.[a-z0-9-]+)+):\d{1,5}")
+
 # How far into the text a dateline or byline can be (captions may come first).
 HEAD_CHARS = 1500
 
@@ -65,6 +68,16 @@ def _lookup(value: str) -> str | None:
     return _ALIAS.get(key)
 
 
+def hostname(address: str) -> str:
+    """The host of an address; "" when it has none, or none that can be read: urlsplit
+    takes brackets for an IPv6 address ("Daily [Star]", "http://[broken/") and raises,
+    which failed the sink's write of the article and every listing of its incident."""
+    try:
+        return urlsplit(address).hostname or ""
+    except ValueError:
+        return ""
+
+
 def agency_of_source(source: str | None) -> str | None:
     """The agency a source field names: "Reuters", "AFP", "apnews.com", a URL..."""
     if not source:
@@ -72,7 +85,7 @@ def agency_of_source(source: str | None) -> str | None:
     name = _lookup(source)
     if name:
         return name
-    host = urlsplit(source if "//" in source else f"//{source}").hostname or ""
+    host = hostname(source if "//" in source else f"//{source}")
     parts = host.split(".")
     # reuters.com, uk.reuters.com, www.afp.com
     for i in range(len(parts) - 1):
@@ -128,9 +141,12 @@ def outlet_of(source: str | None, url: str | None = None) -> str | None:
         value = source.strip().lower()
         if value.startswith("www."):
             value = value[4:]
-        return value or None
+        # A host given with its port ("www.freep.com:80", as archived pages name theirs)
+        # is the outlet without it, as a URL's host is: one outlet, not two.
+        named = _HOST_PORT.fullmatch(value)
+        return (named.group(1) if named else value) or None
     if url:
-        host = urlsplit(url).hostname or ""
+        host = hostname(url)
         return host.removeprefix("www.") or None
     return None
 

@@ -159,13 +159,14 @@ def parse_ts(value: str | datetime | None) -> datetime | None:
 
 
 def active_at(incident: Incident | IncidentVersion) -> datetime:
-    """When an incident last saw activity: its last article or its last update.
+    """When an incident last saw activity: its last update, which its last article made.
 
     Replayed archives carry old publication dates; the update time keeps a freshly
-    built incident among "the last hours".
+    built incident among "the last hours". Nor does a last article dated after that
+    update (a feed's wrong date, a wrong clock) count: it kept its incident "active",
+    first in every listing, until that date came.
     """
-    times = [t for t in (incident.last_seen, incident.updated_at) if t is not None]
-    return max(times)
+    return incident.updated_at
 
 
 def article_digest(article: RawArticle) -> str:

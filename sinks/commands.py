@@ -92,45 +92,59 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
+# C0 and C1 control characters (newlines and escapes among them) in what articles gave:
+# printed as they are, an ESC in a source or address drives the reader's terminal, and a
+# newline forges a line of the listing.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(value: object) -> str:
+    """A stored value as terminal text: its control characters as spaces."""
+    return _CONTROL.sub(" ", "" if value is None else str(value))
+
+
+def _names(values: tuple[str, ...]) -> str:
+    return plain(", ".join(values)) or "-"
+
+
 def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
     for s in incidents:
         reporters = f"{len(s.agencies)} agencies, {len(s.outlets)} outlets"
         out.write(
-            f"{s.id}  {_when(s.last_seen)}  {s.article_count} articles"
+            f"{plain(s.id)}  {_when(s.last_seen)}  {s.article_count} articles"
             f" ({s.duplicate_count} duplicates; {reporters})  v{s.version}\n"
-            f"    {s.title}\n"
+            f"    {plain(s.title)}\n"
         )
         if s.agencies or s.sources:
-            out.write(f"    agencies: {', '.join(s.agencies) or '-'};"
-                      f" sources: {', '.join(s.sources) or '-'}\n")
+            out.write(f"    agencies: {_names(s.agencies)}; sources: {_names(s.sources)}\n")
 
 
 def format_incident(detail: IncidentDetail, out: TextIO) -> None:
     s = detail.summary
-    out.write(f"incident {s.id} (version {s.version})\n{s.title}\n")
+    out.write(f"incident {plain(s.id)} (version {s.version})\n{plain(s.title)}\n")
     if s.merged_into:
-        out.write(f"merged into {s.merged_into}\n")
+        out.write(f"merged into {plain(s.merged_into)}\n")
     out.write(
         f"first seen {_when(s.first_seen)}, last seen {_when(s.last_seen)}\n"
         f"{s.article_count} articles, {s.duplicate_count} duplicates;"
-        f" {len(s.agencies)} agencies ({', '.join(s.agencies) or '-'}),"
-        f" {len(s.outlets)} outlets ({', '.join(s.outlets) or '-'})\n\n"
+        f" {len(s.agencies)} agencies ({_names(s.agencies)}),"
+        f" {len(s.outlets)} outlets ({_names(s.outlets)})\n\n"
     )
     for a in detail.articles:
         when = _when(a.published or a.seen_at)
-        agencies = f" [{', '.join(a.agencies)}]" if a.agencies else ""
-        out.write(f"- {when}  {a.source or '?'}{agencies}: {a.title}\n")
+        agencies = f" [{_names(a.agencies)}]" if a.agencies else ""
+        out.write(f"- {when}  {plain(a.source or '?')}{agencies}: {plain(a.title)}\n")
         if a.url:
-            out.write(f"    {a.url}\n")
+            out.write(f"    {plain(a.url)}\n")
         if a.duplicate_of:
-            out.write(f"    duplicate of {a.duplicate_of}\n")
-        out.write(f"    why: {explain(a.explanation)}\n")
+            out.write(f"    duplicate of {plain(a.duplicate_of)}\n")
+        out.write(f"    why: {plain(explain(a.explanation))}\n")
     if len(detail.versions) > 1:
         out.write("\nhistory: ")
         out.write(
             ", ".join(
                 f"v{v.version} {_when(v.updated_at)} {v.article_count} articles"
-                + (f" merged into {v.merged_into}" if v.merged_into else "")
+                + (f" merged into {plain(v.merged_into)}" if v.merged_into else "")
                 for v in detail.versions
             )
         )
@@ -139,11 +153,11 @@ def format_incident(detail: IncidentDetail, out: TextIO) -> None:
 
 def format_hits(hits: list[SearchHit], out: TextIO) -> None:
     for h in hits:
-        out.write(f"{_when(h.published)}  {h.source or '?'}: {h.title}\n")
+        out.write(f"{_when(h.published)}  {plain(h.source or '?')}: {plain(h.title)}\n")
         if h.incident_id:
-            out.write(f"    incident {h.incident_id}: {h.incident_title}\n")
+            out.write(f"    incident {plain(h.incident_id)}: {plain(h.incident_title)}\n")
         if h.snippet:
-            out.write(f"    {' '.join(h.snippet.split())}\n")
+            out.write(f"    {' '.join(plain(h.snippet).split())}\n")
 
 
 def _dump(data: object) -> None:
@@ -166,7 +180,10 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
         if len(found) == args.limit:  # there may be more: say how to see them
             print(f"(the {args.limit} newest; --limit N for more)", file=sys.stderr)
     else:
-        print(f"no incidents in {store_name(settings)}")
+        # With a filter, "no incidents in <store>" read as an empty store: say which.
+        filters = [f"active in the last {args.since}" if args.since is not None else "",
+                   f"from source {args.source}" if args.source else ""]
+        print(" ".join(["no incidents", *filter(None, filters), "in", store_name(settings)]))
     return 0
 
 

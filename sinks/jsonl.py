@@ -155,15 +155,24 @@ class JsonlStore:
     with the lines the sink appends (read at each use, so a page served from it is live)."""
 
     def __init__(self, path: Path) -> None:
-        from sinks.sqlite import SQLiteStore
-
         self.path = Path(path)
         self._dir = tempfile.mkdtemp(prefix="newsflow-jsonl-")
-        self._db = Path(self._dir) / "incidents.db"
-        self._read_to = 0  # bytes of the file loaded: whole lines only
         self._lock = threading.Lock()
+        self._databases = 0
+        self._start_over(None)
         self._catch_up()
+
+    def _start_over(self, file_id: tuple[int, int] | None) -> None:
+        """A new private database for the file from its start: what the old one loaded
+        is not in the file any more (it was cut or replaced), and would outrank the new
+        lines' versions. (The old one stays until ``close``: a request may be reading it.)"""
+        from sinks.sqlite import SQLiteStore
+
+        self._databases += 1
+        self._db = Path(self._dir) / f"incidents-{self._databases}.db"
         self._store = SQLiteStore(self._db)
+        self._read_to = 0  # bytes of the file loaded: whole lines only
+        self._file_id = file_id  # (device, inode) of the file loaded
 
     def _catch_up(self) -> None:
         """Load the lines appended since the last look (from the start, should the file
@@ -172,13 +181,15 @@ class JsonlStore:
 
         with self._lock:
             try:
-                size = self.path.stat().st_size
+                stat = self.path.stat()
+                size, file_id = stat.st_size, (stat.st_dev, stat.st_ino)
             except FileNotFoundError:
-                size = 0
+                size, file_id = 0, None
+            if size < self._read_to or (file_id != self._file_id and self._read_to):
+                self._start_over(file_id)
+            self._file_id = file_id
             if size == self._read_to:
                 return
-            if size < self._read_to:
-                self._read_to = 0
             sink = SQLiteSink(self._db)
             try:
                 with self.path.open("rb") as handle:

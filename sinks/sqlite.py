@@ -158,6 +158,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "members say when they were put in their incident (member records)",
         ["ALTER TABLE incident_articles ADD COLUMN assigned_at TEXT"],
     ),
+    (
+        4,
+        "an incident is active when last updated, not at a later date an article gave",
+        ["UPDATE incidents SET active_at = updated_at WHERE active_at > updated_at"],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

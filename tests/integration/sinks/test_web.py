@@ -379,6 +379,8 @@ def test_api_incident_list_is_bounded(server: NewsflowServer, tmp_path: Path) ->
     assert len(json.loads(get(base + "&limit=100000")[2])) == 500  # the cap
     assert get(base + "&limit=0")[0] == 400  # not quietly one
     assert get(base + "&limit=lots")[0] == 400
+    # The page shows the 200 most recent and says there may be more.
+    assert '<p id="more" class="meta">The 200 most' in get(server.url + "?hours=2")[2]
 
 
 def test_a_postgres_role_that_loses_its_read_rights_is_storage_unavailable(
@@ -423,3 +425,17 @@ def test_a_postgres_role_that_loses_its_read_rights_is_storage_unavailable(
         srv.shutdown()
         srv.server_close()
         thread.join(timeout=5)
+
+
+def test_an_incident_address_with_more_path_is_not_found_and_not_a_new_route(
+    server: NewsflowServer,
+) -> None:
+    # "/incident/anything/inc-1" served inc-1, and every such address added its own
+    # route label ("/incident/anything/:id") to /metrics: a series per address sent.
+    for address in ("incident/x/inc-1", "incident/inc-1/", "api/incidents/y/inc-1",
+                    "api/incidents/inc-1/"):
+        assert get(server.url + address)[0] == 404, address
+    metrics = get(server.url + "metrics")[2]
+    assert 'newsflow_web_requests_total{route="other",status="404"} 4' in metrics
+    assert "/x/" not in metrics and "inc-1/" not in metrics
+    assert get(server.url + "incident/inc-1")[0] == 200

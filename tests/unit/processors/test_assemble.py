@@ -77,6 +77,24 @@ def test_a_moved_article_says_which_incident_it_came_from():
     assert moved["a"].explanation is not None and moved["a"].explanation.moved_from is None
 
 
+def test_an_article_moved_twice_names_the_incident_it_was_first_decided_into():
+    # gva-dev: reports founding inc-a were merged into inc-b, then split off into
+    # inc-a-split; their "why" (decided against inc-a) said "moved here from inc-b".
+    [one] = apply_decision({}, art("a", 0), "inc-a", {}, T0)
+    [two] = apply_decision({}, art("b", 1), "inc-b", {}, T0)
+    merged = {i.incident_id: i for i in apply_decision(
+        {"inc-a": one, "inc-b": two}, art("c", 2), "inc-b", {"a": "inc-b"}, T0)}
+    split = {i.incident_id: i for i in apply_decision(
+        merged, art("d", 3), "inc-b", {"a": "inc-d-split"}, T0)}
+    [a] = split["inc-d-split"].articles
+    assert a.explanation is not None and a.explanation.moved_from == "inc-a"
+    # Moved back where it was decided, it has not moved from anywhere.
+    back = {i.incident_id: i for i in apply_decision(
+        split, art("e", 4), "inc-a", {"a": "inc-a"}, T0)}
+    [a] = [x for x in back["inc-a"].articles if x.id == "a"]
+    assert a.explanation is not None and a.explanation.moved_from is None
+
+
 def test_a_merged_incident_points_where_most_of_its_articles_went():
     # A merge and a split in one decision: one of b's articles went on to the split-off
     # incident, the others to the merge target.

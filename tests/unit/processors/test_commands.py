@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -65,6 +66,21 @@ def test_cluster_leaves_the_output_alone_when_the_input_fails(tmp_path: Path) ->
         run(Settings(), "cluster", str(source), "-o", str(output))
     assert output.read_text() == '{"kept": true}\n'
     assert not (tmp_path / "out.jsonl.partial").exists()
+
+
+@pytest.mark.parametrize("line, reason", [
+    ('[1, 2]', "not an article (a JSON object)"),
+    ('{"title": "A fire", "text": "x"}', 'no "id"'),
+    ('{"id": "", "title": "A fire", "text": "x"}', 'no "id"'),
+])
+def test_cluster_names_the_line_that_is_not_an_article(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    # These failed with "'list' object has no attribute 'get'" and "'id'", naming no line.
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "title": "A fire in the hills", "text": "x"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=re.escape(f"in.jsonl:2: {reason}")):
+        run(Settings(), "cluster", str(source), "-o", str(tmp_path / "out.jsonl"))
 
 
 def test_cluster_can_write_over_its_own_input(tmp_path: Path) -> None:

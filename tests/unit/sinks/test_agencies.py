@@ -62,3 +62,14 @@ def test_counting_agencies_and_outlets() -> None:
     assert agencies == {"AFP", "Reuters"}
     assert outlets == {"yahoo.com", "bbc.co.uk"}
     assert outlet_of(None, None) is None
+
+
+def test_a_source_given_with_its_port_is_the_same_outlet() -> None:
+    # gva-dev's archived pages name their source "www.freep.com:80" beside "www.freep.com":
+    # one outlet was counted as two (80 of its incidents said more outlets than they had).
+    _, outlets = count_reporters(
+        [("www.freep.com:80", None, ()), ("www.freep.com", None, ()),
+         ("example.co.uk:8080", None, ()), (None, "http://www.bbc.co.uk:80/news/1", ())]
+    )
+    assert outlets == {"freep.com", "example.co.uk", "bbc.co.uk"}
+    assert outlet_of("Radio 4: Today") == "radio 4: today"  # a name, not a host: as it is

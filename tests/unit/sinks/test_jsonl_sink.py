@@ -109,6 +109,27 @@ def test_the_store_keeps_up_with_what_the_sink_appends(tmp_path: Path) -> None:
         store.close()
 
 
+def test_the_store_starts_over_when_the_file_is_cut_or_replaced(tmp_path: Path) -> None:
+    """A rotated or rewritten file was read on into what the page had loaded: incidents
+    no longer in the file stayed listed, and a version at or below the one loaded (the
+    new file's i1 v1 after the old one's v2) was ignored."""
+    path = tmp_path / "incidents.jsonl"
+    JsonlSink(path).write([incident("i1", 1), incident("i1", 2, 3), incident("i2", 1)])
+    store = load_jsonl_store(path)
+    try:
+        assert {s.id for s in store.list_incidents()} == {"i1", "i2"}
+        path.write_bytes(incident("i1", 1).to_bytes() + b"\n")  # cut, then written anew
+        assert [(s.id, s.version) for s in store.list_incidents()] == [("i1", 1)]
+        replacement = tmp_path / "new.jsonl"  # a larger file moved over it
+        JsonlSink(replacement).write([incident(f"n{i}", 1, 3) for i in range(3)])
+        replacement.replace(path)
+        assert {s.id for s in store.list_incidents()} == {"n0", "n1", "n2"}
+        path.unlink()
+        assert store.list_incidents() == []
+    finally:
+        store.close()
+
+
 def test_search_says_the_file_has_no_article_text(tmp_path: Path) -> None:
     path = tmp_path / "incidents.jsonl"
     JsonlSink(path).write([incident("i1", 1), RawArticle(id="a0", title="Quake in Chile")])

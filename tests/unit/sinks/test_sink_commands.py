@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -76,9 +77,11 @@ def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str
     data = json.loads(capsys.readouterr().out)
     assert [d["id"] for d in data] == ["inc-1"]
     assert data[0]["agencies"] == ["AFP", "Reuters"]
-    assert run(settings, "incidents", "--source", "bbc") == 0
+    assert run(settings, "incidents", "--source", "bbc", "--since", "90m") == 0
+    # The filters are named: "no incidents in <store>" read as an empty store.
     assert capsys.readouterr().out == (
-        f"no incidents in SQLite database {settings.sqlite_file.absolute()}\n"
+        "no incidents active in the last 1:30:00 from source bbc in SQLite database"
+        f" {settings.sqlite_file.absolute()}\n"
     )
 
 
@@ -154,3 +157,28 @@ def test_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     jsonl = Settings(data_dir=tmp_path / "fresh", sink="jsonl")
     assert run(jsonl, "db", "upgrade") == 0
 
+
+
+def test_listings_print_no_control_characters_from_articles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A replayed or fed source, address or id went to the terminal as it was: an ESC
+    # drove the terminal (title, screen, colours), a newline forged a line of the listing.
+    settings = Settings(data_dir=tmp_path / "var")
+    evil = "Harbor \x1b]0;pwned\x07News\n    why: forged"
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="c1", title="Harbor fire", source=evil, text="A fire in the harbor.",
+                   url="https://example.net/\x1b[2J"),
+        Incident(incident_id="inc-c1\x1b[5m", version=1, title="Harbor fire \x9b31m",
+                 last_seen=NOW, articles=[IncidentArticle(
+                     id="c1", title="Harbor fire", source=evil, url="https://example.net/\x1b[2J",
+                     explanation=Explanation(decision="new"))]),
+    ])
+    sink.close()
+    for argv in (("incidents",), ("incident", "inc-c1\x1b[5m"), ("search", "harbor")):
+        assert run(settings, *argv) == 0
+        out = capsys.readouterr().out
+        assert "Harbor" in out, argv
+        assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", out), (argv, out)
+        assert "\n    why: forged" not in out, argv

@@ -142,6 +142,54 @@ def test_store_lists_filters_and_searches(db: Path) -> None:
     assert (counts.articles, counts.incidents, counts.incident_versions) == (2, 2, 2)
 
 
+def test_an_article_dated_in_the_future_does_not_keep_its_incident_active(db: Path) -> None:
+    # One misdated report (a feed's "2031-01-01") made its incident "active" until then:
+    # first in every listing and in `--since 1s`, for years.
+    old, future = NOW - timedelta(days=3), NOW + timedelta(days=400)
+    write(
+        db,
+        incident("i1", 1, [1]),
+        Incident(incident_id="i2", version=1, title="Volcano", first_seen=future,
+                 last_seen=future, updated_at=old,
+                 articles=[IncidentArticle(id="a2", title="Volcano")]),
+    )
+    store = SQLiteStore(db)
+    assert [s.id for s in store.list_incidents()] == ["i1", "i2"]
+    assert [s.id for s in store.list_incidents(since=timedelta(hours=2))] == ["i1"]
+
+
+def test_the_upgrade_wakes_incidents_kept_active_by_a_future_date(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    conn = connect(db)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT "
+                 "NULL, applied_at TEXT NOT NULL)")
+    for version, name, statements in MIGRATIONS[:3]:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (version, name))
+    conn.execute("INSERT INTO incidents (id, version, updated_at, last_seen, active_at) VALUES"
+                 " ('i1', 1, '2026-01-01T00:00:00.000000Z', '2031-01-01T00:00:00.000000Z',"
+                 " '2031-01-01T00:00:00.000000Z')")
+    conn.close()
+    assert SQLiteStore(db).list_incidents(since=timedelta(hours=2)) == []
+
+
+def test_a_source_or_url_with_brackets_is_stored_and_listed(db: Path) -> None:
+    # "Daily [Star]" read as an address is an IPv6 host that is not one: urlsplit raised,
+    # the sink dead-lettered the article and every listing holding its incident failed
+    # (`newsflow incidents`, the web page: 500).
+    item = incident("i1", 1, [1, 2])
+    item.articles[0].source = "Daily [Star]"
+    item.articles[1].source, item.articles[1].url = None, "http://[broken/2"
+    broken = article(2).model_copy(update={"url": "http://[broken/2", "source": None})
+    write(db, article(1, source="Daily [Star]"), broken, item)
+    store = SQLiteStore(db)
+    [listed] = store.list_incidents()
+    assert listed.outlets == ("daily [star]",)
+    assert store.get_incident("i1") is not None
+    assert [h.article_id for h in store.search("cruise missiles")] == ["a1", "a2"]
+
+
 def test_a_source_filter_matches_whole_words_of_the_outlet(db: Path) -> None:
     """`--source ap` is the AP, not every outlet with "ap" inside its name."""
     outlets = ["AP", "The Japan Times", "Capital Gazette", "AFP/Getty", "gulf-times.com"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from newsflow.schemas import Explanation
-from newsflow.web import render_incident, render_index, render_search, safe_href
+from newsflow.web import PAGE_LIMIT, render_incident, render_index, render_search, safe_href
 from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, SearchHit
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -30,6 +30,15 @@ def test_index_escapes_titles_and_links_by_quoted_id() -> None:
     assert "&lt;b&gt;outlet&lt;/b&gt;" in html
     assert 'data-source="&lt;x&gt;"' in html
     assert html.count("<script") == 1  # only the page's own /static/app.js
+
+
+def test_a_full_index_says_the_window_may_hold_more() -> None:
+    # The page showed the 200 most recent under "Incidents of the last 24 hours", whatever
+    # the window held (2,000 after a replay), and said nothing of the rest.
+    full = render_index([summary(id=f"i{n}") for n in range(PAGE_LIMIT)], 24, None)
+    assert '<p id="more" class="meta">The 200 most recently active incidents only' in full
+    assert '<p id="more" class="meta" hidden>' in render_index([summary()], 24, None)
+    assert f'data-limit="{PAGE_LIMIT}"' in full  # the live refresh asks for as many
 
 
 def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
@@ -71,3 +80,4 @@ def test_safe_href() -> None:
     assert safe_href("javascript:alert(1)") is None
     assert safe_href("data:text/html,hi") is None
     assert safe_href(None) is None
+    assert safe_href("http://[broken/1") is None  # urlsplit raised on it: a 500
