@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     # with the embedded broker, what they leave is carried over to the next start.
     stop_drain_s: float = Field(default=60.0, ge=0)
     web_host: str = "127.0.0.1"
-    web_port: int = 8088
+    web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port
     log_level: Annotated[str, AfterValidator(log_level_name)] = "INFO"
     log_json: bool = False
 

@@ -20,6 +20,16 @@ def test_a_bad_setting_is_named_without_a_traceback(tmp_path, monkeypatch, capsy
     assert "invalid settings: NEWSFLOW_SINK:" in err and "Traceback" not in err
 
 
+def test_a_web_port_out_of_range_is_named_as_the_setting(tmp_path, monkeypatch, capsys):
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_WEB_PORT", "99999")
+    # Before anything starts, not as bind()'s "port must be 0-65535" from `run`.
+    assert main(["run", "--no-seeds"]) == 2
+    assert "invalid settings: NEWSFLOW_WEB_PORT:" in capsys.readouterr().err
+
+
 def test_an_unknown_log_level_is_named_with_the_valid_ones(tmp_path, monkeypatch, capsys):
     import pytest
 
