@@ -116,13 +116,16 @@ def address_refusal(ip: str, *, allow_private: bool) -> str | None:
     if allow_private:
         return None
     if addr.is_loopback:
-        return f"{addr} is a loopback address"
-    if addr.is_link_local:
-        return f"{addr} is a link-local address"
-    if addr.is_private or (
+        kind = "a loopback address"
+    elif addr.is_link_local:
+        kind = "a link-local address"
+    elif addr.is_private or (
         isinstance(addr, ipaddress.IPv4Address) and addr in ipaddress.ip_network("100.64.0.0/10")
     ):
-        return f"{addr} is a private address"
-    if addr.is_multicast or addr.is_reserved or addr.is_unspecified:
-        return f"{addr} is not a public unicast address"
-    return None
+        kind = "a private address"
+    elif addr.is_multicast or addr.is_reserved or addr.is_unspecified:
+        kind = "not a public unicast address"
+    else:
+        return None
+    # The one setting that lifts it, named: else a feed on a local server looks unreachable.
+    return f"{addr} is {kind} (NEWSFLOW_FETCH_ALLOW_PRIVATE=true allows it)"

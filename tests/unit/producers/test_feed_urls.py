@@ -36,6 +36,14 @@ def test_address_refusal_blocks_private_ranges_unless_allowed():
     assert address_refusal("93.184.216.34", allow_private=False) is None
 
 
+def test_a_private_address_refused_names_the_setting_that_allows_it():
+    for ip in ("127.0.0.1", "10.1.2.3", "fe80::1", "224.0.0.1"):
+        assert "NEWSFLOW_FETCH_ALLOW_PRIVATE=true" in (address_refusal(ip, allow_private=False) or "")
+    # Metadata addresses stay refused whatever the setting: it is not offered there.
+    metadata = address_refusal("169.254.169.254", allow_private=False) or ""
+    assert "metadata" in metadata and "NEWSFLOW_FETCH_ALLOW_PRIVATE" not in metadata
+
+
 def test_metadata_addresses_are_refused_even_when_private_is_allowed():
     for ip in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"):
         assert "metadata" in (address_refusal(ip, allow_private=True) or "")
