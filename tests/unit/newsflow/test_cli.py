@@ -7,7 +7,10 @@ def test_commands_without_a_broker_say_how_to_get_one(tmp_path, monkeypatch, cap
     monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))  # no running service there
     assert main(["tail", "raw"]) == 1
-    assert "no Kafka broker: set NEWSFLOW_KAFKA_BOOTSTRAP" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no Kafka broker: set NEWSFLOW_KAFKA_BOOTSTRAP" in err
+    # Where a running `newsflow run` would have been found: another folder's is not.
+    assert str(tmp_path / "service.json") in err and "NEWSFLOW_DATA_DIR" in err
 
 
 def test_a_bad_setting_is_named_without_a_traceback(tmp_path, monkeypatch, capsys):
