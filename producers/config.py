@@ -135,8 +135,11 @@ def parse_opml(data: bytes) -> list[FeedSpec]:
         root = etree.fromstring(data, parser=parser)
     except etree.XMLSyntaxError as exc:
         raise ConfigError(f"not OPML: {exc}") from exc
-    if root is None:
-        raise ConfigError("not OPML: empty document")
+    if root is None:  # what the recovering parser makes of a file that holds no XML
+        raise ConfigError("not OPML: no XML in it")
+    if etree.QName(root).localname.lower() != "opml":
+        # An RSS feed or a TOML file given by mistake: say so, not "imported 0 feed(s)".
+        raise ConfigError(f"not OPML: its root element is <{etree.QName(root).localname}>")
     specs: list[FeedSpec] = []
     seen: set[str] = set()
 

@@ -110,6 +110,13 @@ def test_opml_import_with_folders():
     ]
 
 
+def test_a_file_that_is_not_opml_is_refused_saying_what_it_is():
+    with pytest.raises(ConfigError, match="root element is <rss>"):
+        parse_opml(b'<?xml version="1.0"?><rss version="2.0"><channel></channel></rss>')
+    with pytest.raises(ConfigError, match="no XML"):
+        parse_opml(b'[[feed]]\nurl = "https://example.org/rss"\n')
+
+
 def test_autodiscovery_from_link_tags_then_anchors():
     page = b"""<html><head>
       <link rel="alternate" type="application/rss+xml" href="/rss.xml">
