@@ -24,6 +24,11 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.commands import stop_on_signals
     from producers.feeds import run_producer
 
+    if not settings.kafka_bootstrap:  # else it would retry for ever a broker it never finds
+        raise ValueError(
+            "the producers need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP "
+            "(`newsflow run` starts the embedded one)"
+        )
     if args.feeds:
         settings.feeds_file = Path(args.feeds)
     if args.no_pages:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from newsflow.settings import Settings
-from producers.commands import cmd_feeds_add, cmd_feeds_import, cmd_feeds_list
+from producers.commands import cmd_feeds_add, cmd_feeds_import, cmd_feeds_list, cmd_produce
 from producers.feeds import sync_feeds_file
 from producers.state import StateStore
 
@@ -27,6 +29,14 @@ def test_feeds_list_shows_the_state_and_changes_nothing(tmp_path, capsys):
     assert [f.url for f in state.feeds(active_only=True)] == [
         "https://a.example/feed", "https://b.example/feed"]
     state.close()
+
+
+@pytest.mark.timeout(60)  # it used to retry for ever a broker no setting named
+def test_produce_without_a_broker_says_so_and_stops(tmp_path):
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml",
+                        kafka_bootstrap=None)
+    with pytest.raises(ValueError, match="need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP"):
+        cmd_produce(argparse.Namespace(feeds=None, no_pages=False), settings)
 
 
 def test_feeds_list_without_a_state_file_creates_none(tmp_path, capsys):
