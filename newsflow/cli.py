@@ -87,8 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a clear one-line error for the user, the trace in the log
         logging.getLogger("newsflow").debug("command failed", exc_info=True)
-        print(f"newsflow {args.command}: error: {exc}", file=sys.stderr)
+        print(f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}",
+              file=sys.stderr)
         return 1
+
+
+def _setting_hint(exc: Exception, settings: Settings) -> str:
+    """The setting to look at, when the error is kafka-python's and names none: a broker
+    that never answered is a wrong NEWSFLOW_KAFKA_BOOTSTRAP more often than not."""
+    if "Unable to bootstrap from" not in str(exc):
+        return ""
+    if settings.kafka_embedded:
+        return " (the embedded broker of the `newsflow run` found here did not answer)"
+    return " (check NEWSFLOW_KAFKA_BOOTSTRAP)"
 
 
 if __name__ == "__main__":

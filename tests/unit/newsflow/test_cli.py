@@ -13,6 +13,23 @@ def test_commands_without_a_broker_say_how_to_get_one(tmp_path, monkeypatch, cap
     assert str(tmp_path / "service.json") in err and "NEWSFLOW_DATA_DIR" in err
 
 
+def test_a_broker_that_never_answers_names_the_setting(tmp_path, monkeypatch, capsys):
+    from kafka.errors import KafkaTimeoutError
+
+    import newsflow.kafka
+    from newsflow.cli import main
+
+    def unreachable(settings, timeout_s=30.0):  # kafka-python's own words, after 30 s
+        raise KafkaTimeoutError(f"Unable to bootstrap from {settings.kafka_bootstrap}")
+
+    monkeypatch.setattr(newsflow.kafka, "admin_client", unreachable)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", "kafka1.invalid:9092")
+    assert main(["topics"]) == 1
+    err = capsys.readouterr().err
+    assert "kafka1.invalid:9092" in err and "check NEWSFLOW_KAFKA_BOOTSTRAP" in err
+
+
 def test_a_bad_setting_is_named_without_a_traceback(tmp_path, monkeypatch, capsys):
     from newsflow.cli import main
 
