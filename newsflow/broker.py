@@ -10,13 +10,16 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import IO
 
 from newsflow.processes import spawn, terminate
 
 logger = logging.getLogger(__name__)
+tansu_logger = logging.getLogger(f"{__name__}.tansu")
 
 
 class BrokerError(RuntimeError):
@@ -59,6 +62,18 @@ def resident_bytes(pid: int) -> int | None:
     return None
 
 
+def _relay(stream: IO[bytes]) -> None:
+    """The broker's own lines (its banner, its warnings) through logging, as the service's
+    other lines: with NEWSFLOW_LOG_JSON they were the log's only lines that were not JSON."""
+    with stream:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                level = (logging.ERROR if " ERROR " in line
+                         else logging.WARNING if " WARN " in line else logging.INFO)
+                tansu_logger.log(level, "%s", line)
+
+
 @dataclass
 class EmbeddedBroker:
     """Start with ``with EmbeddedBroker() as broker: broker.bootstrap``."""
@@ -93,7 +108,10 @@ class EmbeddedBroker:
         # processes that still flush into it; the owner stops it last. Nor does a SIGTERM
         # sent to every process of the service (systemd's default): the owner saves what
         # the broker holds before it stops it (``newsflow.recycle``).
-        self.process = spawn(cmd, env, deaf_to_stop=True)
+        self.process = spawn(cmd, env, deaf_to_stop=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=_relay, args=(self.process.stdout,), name="broker-output",
+                         daemon=True).start()
         try:
             wait_for_port(self.host, self.port, self.start_timeout_s)
         except BrokerError:
