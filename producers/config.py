@@ -112,8 +112,11 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
             tags = [t.strip() for t in tags.split(",") if t.strip()]
         elif not isinstance(tags, list):
             raise ConfigError(f"{where}: {url}: tags must be a list or a comma-separated string")
-        low = parse_duration(item.get("min_interval", defaults.get("min_interval")))
-        high = parse_duration(item.get("max_interval", defaults.get("max_interval")))
+        try:
+            low = parse_duration(item.get("min_interval", defaults.get("min_interval")))
+            high = parse_duration(item.get("max_interval", defaults.get("max_interval")))
+        except ConfigError as exc:  # which file and feed, as for the other mistakes
+            raise ConfigError(f"{where}: {url}: {exc}") from exc
         if low is not None and high is not None and low > high:
             raise ConfigError(f"{where}: {url}: min_interval is above max_interval")
         specs.append(

@@ -110,6 +110,13 @@ def test_opml_import_with_folders():
     ]
 
 
+def test_a_bad_interval_names_the_file_and_the_feed(tmp_path):
+    path = tmp_path / "feeds.toml"
+    path.write_text('[[feed]]\nurl = "https://a.example/rss"\nmin_interval = "5 minutes"\n')
+    with pytest.raises(ConfigError, match=r"feeds\.toml: https://a\.example/rss: not a duration"):
+        load_feeds_file(path)
+
+
 def test_a_file_that_is_not_opml_is_refused_saying_what_it_is():
     with pytest.raises(ConfigError, match="root element is <rss>"):
         parse_opml(b'<?xml version="1.0"?><rss version="2.0"><channel></channel></rss>')
