@@ -76,7 +76,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def positive_rate(text: str) -> float:
-    rate = float(text)
+    try:
+        rate = float(text)
+    except ValueError:  # else argparse says "invalid positive_rate value"
+        rate = float("nan")
     if not rate > 0:  # (also NaN)
         raise argparse.ArgumentTypeError(f"must be a number of articles per second above 0, not {text}")
     return rate

@@ -103,7 +103,7 @@ def test_replay_refuses_a_rate_that_is_not_above_zero(tmp_path, monkeypatch, cap
     from newsflow.cli import main
 
     monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
-    for rate in ("-1", "0", "nan"):
+    for rate in ("-1", "0", "nan", "fast"):  # ("fast": not "invalid positive_rate value")
         with pytest.raises(SystemExit) as raised:
             main(["replay", "--rate", rate, str(tmp_path)])
         assert raised.value.code == 2
