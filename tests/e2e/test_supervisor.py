@@ -124,6 +124,26 @@ def test_a_taken_web_port_stops_the_service_before_it_starts(tmp_path):
     assert not (service.data_dir / "service.json").exists()
 
 
+def test_a_second_service_on_the_same_data_folder_stops_leaving_the_first_alone(
+        start_service, tmp_path):
+    first = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    runfile = (first.data_dir / "service.json").read_text(encoding="utf-8")
+    (tmp_path / "second").mkdir()
+    second = Service(tmp_path / "second", NEWSFLOW_REPLAY_SEEDS="false",
+                     NEWSFLOW_DATA_DIR=str(first.data_dir))
+    try:
+        second.process.wait(60)
+    except subprocess.TimeoutExpired:
+        second.stop()  # (its stop removes the first's runfile)
+        raise AssertionError(f"the second service ran:\n{second.log()[-3000:]}") from None
+    assert second.process.returncode == 1, second.log()[-3000:]
+    assert f"another `newsflow run` (pid {first.process.pid}) uses the data folder" in second.log()
+    # The first still tells other commands where its broker is, and still works.
+    assert (first.data_dir / "service.json").read_text(encoding="utf-8") == runfile
+    assert "published 2 article(s)" in first.newsflow("replay", str(ROOT / "seeds"))
+    assert first.stop() == 0, first.log()[-3000:]
+
+
 def test_a_child_failing_at_every_start_stops_the_service(start_service, tmp_path):
     not_a_folder = tmp_path / "not-a-folder"
     not_a_folder.write_text("")
