@@ -38,7 +38,7 @@ from newsflow.metrics import (
     sample_values,
     textfile_name,
 )
-from newsflow.processes import spawn, stop_with_parent, terminate
+from newsflow.processes import SUPERVISOR_ENV, spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class Child:
 def child_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
     env.update(settings_env(settings))
+    env[SUPERVISOR_ENV] = str(os.getpid())  # a child outliving us exits (exit_when_orphaned)
     return env
 
 

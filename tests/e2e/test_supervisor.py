@@ -157,6 +157,43 @@ def test_a_child_failing_at_every_start_stops_the_service(start_service, tmp_pat
     assert_no_child_outlived(service)
 
 
+def test_a_killed_supervisor_leaves_no_child_running(start_service, tmp_path):
+    """Its children get SIGTERM when it dies, but nothing kills one whose stop hangs: the
+    processors' offset commit to the embedded broker, gone with it, retries for ever."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    stream = tmp_path / "stream.jsonl"
+    with stream.open("w", encoding="utf-8") as out:
+        for n in range(400):
+            out.write(json.dumps({"id": f"s{n}", "published": "2024-05-01T12:00:00Z",
+                                  "title": f"Report {n} from item {n * 7919}",
+                                  "text": f"Story number {n} about item {n * 7919}.",
+                                  "url": f"https://example.org/{n}", "source": "test"}) + "\n")
+    # In flight when the supervisor dies, so the processors have offsets to commit.
+    replay = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "replay", "--quiet",
+                               "--rate", "50", str(stream)], env=service.env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        service.wait_for(lambda: stored_articles(service.db) >= 50, 60)
+        service.process.kill()
+        service.process.wait(10)
+        deadline = time.monotonic() + 45  # the supervisor's own grace is 20 s
+        while time.monotonic() < deadline:
+            try:
+                assert_no_child_outlived(service)
+                break
+            except AssertionError:
+                time.sleep(1)
+        assert_no_child_outlived(service)
+    finally:
+        replay.kill()
+        replay.wait(10)
+        for pid in [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", service.log())]:
+            try:
+                os.kill(pid, signal.SIGKILL)  # (without the fix: not left behind by the test)
+            except ProcessLookupError:
+                pass
+
+
 def test_a_killed_producers_metrics_are_not_served(start_service):
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
     metrics = service.data_dir / "metrics"
