@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -379,3 +380,12 @@ def test_api_incident_list_is_bounded(server: NewsflowServer, tmp_path: Path) ->
     assert len(json.loads(get(base + "&limit=100000")[2])) == 500  # the cap
     assert get(base + "&limit=0")[0] == 400  # not quietly one
     assert get(base + "&limit=lots")[0] == 400
+
+
+def test_a_connection_that_sends_no_request_is_dropped(server: NewsflowServer) -> None:
+    """Each connection holds a thread of the server while it waits for a request: one that
+    never sends it (a stalled client, a browser's unused preconnection) must not hold it
+    for ever."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((str(host), port), timeout=60) as idle:
+        assert idle.recv(1024) == b""  # closed by the server (not a timeout here)
