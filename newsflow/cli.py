@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from newsflow.logs import configure_logging
+from newsflow.processes import exit_when_orphaned
 from newsflow.settings import Settings, log_level_name
 
 # The long-running roles (``newsflow run`` and what it supervises); the other commands run
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_json:
         settings.log_json = True
     configure_logging(settings, service=args.command in SERVICE_COMMANDS)
+    exit_when_orphaned()  # (a child of `newsflow run` only)
     if args.command != "run":
         from newsflow.service import discover_running_service
 

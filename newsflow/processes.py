@@ -6,14 +6,42 @@ import logging
 import os
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Mapping, Sequence
 
 logger = logging.getLogger(__name__)
+
+# Set by `newsflow run` in its children's environment: its pid.
+SUPERVISOR_ENV = "NEWSFLOW_SUPERVISOR_PID"
+# How long an orphaned child may take to stop, as long as the supervisor gives one it
+# stops (``Child.stop``) before it kills it.
+ORPHAN_GRACE_S = 20.0
 
 
 def stop_with_parent() -> None:
     """Linux: get SIGTERM when the parent process dies, even by SIGKILL."""
     _die_with_parent()
+
+
+def exit_when_orphaned(grace_s: float = ORPHAN_GRACE_S) -> None:
+    """In a child of `newsflow run`: once the supervisor is gone, exit ``grace_s`` after
+    (its death sent us SIGTERM, see ``_die_with_parent``) if the stop has not ended by
+    then. Nothing else would kill a stop that hangs: the processors' offset commit to the
+    embedded broker, killed with the supervisor, retries for ever."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or not supervisor.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(supervisor):
+            time.sleep(1.0)
+        time.sleep(grace_s)
+        logger.error("the supervisor (pid %s) died and this process has not stopped %.0f s"
+                     " later: exiting", supervisor, grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-when-orphaned", daemon=True).start()
 
 
 def _die_with_parent(signum: int = signal.SIGTERM) -> None:

@@ -148,7 +148,6 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
     if stop.is_set():
         return False  # the broker stops with the service: the saved letters come back at start
     if not wait_drained(settings, groups, timeout_s=0.0):
-        carried_letters(settings).unlink(missing_ok=True)  # the broker still has them
         logger.warning("more was published while the consumers stopped: broker recycle postponed")
         start_again(consumers + producers)
         return False
@@ -223,7 +222,9 @@ def _unb64(text: str | None) -> bytes | None:
 
 
 def restore_dead_letters(settings: Settings) -> None:
-    """Write back the dead letters a recycle saved, then forget the file."""
+    """Write back the dead letters a recycle or a stop saved. The file (and how far redrive
+    got) stays until the next save replaces it: a service killed before then loses the
+    broker, and the letters written back to it, but not the file."""
     path = carried_letters(settings)
     if not path.exists():
         return
@@ -239,8 +240,6 @@ def restore_dead_letters(settings: Settings) -> None:
     marker = redriven_marker(settings)
     if marker.exists():
         mark_redriven(settings, int(json.loads(marker.read_text(encoding="utf-8"))["offset"]))
-        marker.unlink()
-    path.unlink()
 
 
 

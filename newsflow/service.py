@@ -14,6 +14,7 @@ and each gets SIGTERM if the supervisor itself dies.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
+from typing import IO
 
 from newsflow import recycle
 from newsflow.broker import EmbeddedBroker
@@ -36,7 +38,7 @@ from newsflow.metrics import (
     sample_values,
     textfile_name,
 )
-from newsflow.processes import spawn, stop_with_parent, terminate
+from newsflow.processes import SUPERVISOR_ENV, spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class Child:
 def child_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
     env.update(settings_env(settings))
+    env[SUPERVISOR_ENV] = str(os.getpid())  # a child outliving us exits (exit_when_orphaned)
     return env
 
 
@@ -170,6 +173,28 @@ def check_web_port(settings: Settings) -> None:
             ) from exc
 
 
+def hold_data_dir(settings: Settings) -> IO[str]:
+    """Lock the data folder for this service while the returned file stays open: a second
+    `newsflow run` on it would clear this one's metrics, take over its runfile (and remove
+    it when it stops) and save or delete the articles this one carries to its next start."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (settings.data_dir / "service.lock").open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise ServiceError(
+            f"another `newsflow run` (pid {holder}) uses the data folder {settings.data_dir}:"
+            " stop it first, or set NEWSFLOW_DATA_DIR"
+        ) from exc
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
 def replay_seeds(settings: Settings) -> int:
     from producers.replay import read_articles, replay
 
@@ -186,8 +211,12 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
     if os.environ.get("NEWSFLOW_STOP_WITH_PARENT") == "true":
         # Under `make run`: a SIGTERM to make (which does not pass it on) still stops us.
         stop_with_parent()
+    with hold_data_dir(settings):
+        return run_holding_data_dir(settings, stop, roles)
+
+
+def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]) -> int:
     check_web_port(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     clear_textfiles(metrics_dir(settings.data_dir))
     exit_code = 0
     broker: EmbeddedBroker | None = None

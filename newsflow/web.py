@@ -337,6 +337,10 @@ class NewsflowServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: NewsflowServer
     server_version = "newsflow"
+    # Seconds a connection may wait on its client (for the request, or the rest of it):
+    # each holds a thread, and one that never sends (a stalled client, a browser's unused
+    # preconnection) held it for ever.
+    timeout = 20.0
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         logger.debug("%s " + format, self.address_string(), *args)

@@ -365,7 +365,10 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         if stage is not None:
             metrics.window_articles.set(len(stage))
             metrics.window_incidents.set(len(stage.incidents))
-        write_textfile(metrics.registry, metrics_path)
+        try:
+            write_textfile(metrics.registry, metrics_path)
+        except OSError as exc:  # (a full disk) figures are not worth a crashed worker
+            logger.debug("cannot write metrics file %s: %s", metrics_path, exc)
 
     def forget_stage(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # With several workers the clean partition can move away and come back: the

@@ -324,7 +324,8 @@ class IncidentStage:
         target = changed[-1]  # apply_decision returns the receiving incident last
         changes = [MemberChange(IncidentMember(incident_id=target.incident_id,
                                                incident_version=target.version,
-                                               assigned_at=now, article=entry),
+                                               assigned_at=self._assigned_at(entry.id, now),
+                                               article=entry),
                                 self._placed.get(entry.id))]
         entries: dict[str, dict[str, IncidentArticle]] = {}  # by destination, by article
         for article_id, destination in moved.items():
@@ -336,8 +337,16 @@ class IncidentStage:
                 entries[destination] = {a.id: a for a in version.articles}
             changes.append(MemberChange(IncidentMember(
                 incident_id=destination, incident_version=version.version,
-                assigned_at=now, article=entries[destination][article_id]), left))
+                assigned_at=self._assigned_at(article_id, now),
+                article=entries[destination][article_id]), left))
         return changes
+
+    def _assigned_at(self, article_id: str, now: datetime) -> datetime:
+        """``now``, or just after the article's last place if the wall clock has stepped
+        back since: readers keep an article's newest place, and would take the move for
+        a replay of an older one."""
+        before = self._placed_at.get(article_id)
+        return now if before is None or before < now else before + timedelta(microseconds=1)
 
     def _evict(self, sweep: bool = False) -> tuple[list[str], list[str], list[str]]:
         """Drop what the clusterer no longer holds: articles that left the window (oldest

@@ -124,6 +124,26 @@ def test_a_taken_web_port_stops_the_service_before_it_starts(tmp_path):
     assert not (service.data_dir / "service.json").exists()
 
 
+def test_a_second_service_on_the_same_data_folder_stops_leaving_the_first_alone(
+        start_service, tmp_path):
+    first = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    runfile = (first.data_dir / "service.json").read_text(encoding="utf-8")
+    (tmp_path / "second").mkdir()
+    second = Service(tmp_path / "second", NEWSFLOW_REPLAY_SEEDS="false",
+                     NEWSFLOW_DATA_DIR=str(first.data_dir))
+    try:
+        second.process.wait(60)
+    except subprocess.TimeoutExpired:
+        second.stop()  # (its stop removes the first's runfile)
+        raise AssertionError(f"the second service ran:\n{second.log()[-3000:]}") from None
+    assert second.process.returncode == 1, second.log()[-3000:]
+    assert f"another `newsflow run` (pid {first.process.pid}) uses the data folder" in second.log()
+    # The first still tells other commands where its broker is, and still works.
+    assert (first.data_dir / "service.json").read_text(encoding="utf-8") == runfile
+    assert "published 2 article(s)" in first.newsflow("replay", str(ROOT / "seeds"))
+    assert first.stop() == 0, first.log()[-3000:]
+
+
 def test_a_child_failing_at_every_start_stops_the_service(start_service, tmp_path):
     not_a_folder = tmp_path / "not-a-folder"
     not_a_folder.write_text("")
@@ -135,6 +155,43 @@ def test_a_child_failing_at_every_start_stops_the_service(start_service, tmp_pat
     assert service.process.returncode == 1, service.log()[-3000:]
     assert "produce exited within 10s of starting 5 times in a row" in service.log()
     assert_no_child_outlived(service)
+
+
+def test_a_killed_supervisor_leaves_no_child_running(start_service, tmp_path):
+    """Its children get SIGTERM when it dies, but nothing kills one whose stop hangs: the
+    processors' offset commit to the embedded broker, gone with it, retries for ever."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    stream = tmp_path / "stream.jsonl"
+    with stream.open("w", encoding="utf-8") as out:
+        for n in range(400):
+            out.write(json.dumps({"id": f"s{n}", "published": "2024-05-01T12:00:00Z",
+                                  "title": f"Report {n} from item {n * 7919}",
+                                  "text": f"Story number {n} about item {n * 7919}.",
+                                  "url": f"https://example.org/{n}", "source": "test"}) + "\n")
+    # In flight when the supervisor dies, so the processors have offsets to commit.
+    replay = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "replay", "--quiet",
+                               "--rate", "50", str(stream)], env=service.env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        service.wait_for(lambda: stored_articles(service.db) >= 50, 60)
+        service.process.kill()
+        service.process.wait(10)
+        deadline = time.monotonic() + 45  # the supervisor's own grace is 20 s
+        while time.monotonic() < deadline:
+            try:
+                assert_no_child_outlived(service)
+                break
+            except AssertionError:
+                time.sleep(1)
+        assert_no_child_outlived(service)
+    finally:
+        replay.kill()
+        replay.wait(10)
+        for pid in [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", service.log())]:
+            try:
+                os.kill(pid, signal.SIGKILL)  # (without the fix: not left behind by the test)
+            except ProcessLookupError:
+                pass
 
 
 def test_a_killed_producers_metrics_are_not_served(start_service):

@@ -17,6 +17,7 @@ from newsflow.recycle import (
     CARRIED_HEADER,
     carried_letters,
     restore_dead_letters,
+    restore_saved,
     save_dead_letters,
 )
 from newsflow.service import Child, child_env
@@ -92,11 +93,32 @@ def test_dead_letters_saved_from_one_topic_are_written_back_whole(make_settings)
     after = before.model_copy(update={"topic_dlq": before.topic_dlq + "-new"})
     ensure_topics(after)
     restore_dead_letters(after)
-    assert not carried_letters(after).exists()
     back = read_topic(after, after.topic_dlq)
     assert [(m.key, m.value) for m in back] == [(key, value) for key, value, _ in sent]
     assert [m.headers for m in back] == [[CARRIED_HEADER], [trace, CARRIED_HEADER],
                                          *[[CARRIED_HEADER]] * 4]
+
+
+def test_dead_letters_written_back_at_a_start_that_is_killed_come_back_at_the_next(
+        make_settings) -> None:
+    """A stop saves the letters; the next start writes them back to its empty broker and
+    is killed (a crash, a stop past TimeoutStopSec), the broker with it: the start after
+    still has them, as it has the unfinished articles."""
+    stopped = make_settings()
+    ensure_topics(stopped)
+    with Publisher(stopped, client_id="test-letters") as publisher:
+        publisher.send(stopped.topic_dlq, b"k1", b'{"error": "bad"}')
+    save_dead_letters(stopped)
+    # Each start's empty broker: a dead-letter topic of its own.
+    killed = stopped.model_copy(update={"topic_dlq": stopped.topic_dlq + "-killed"})
+    ensure_topics(killed)
+    restore_saved(killed)
+    assert len(read_topic(killed, killed.topic_dlq)) == 1
+    after = stopped.model_copy(update={"topic_dlq": stopped.topic_dlq + "-after"})
+    ensure_topics(after)
+    restore_saved(after)
+    back = read_topic(after, after.topic_dlq)
+    assert [(m.key, m.value) for m in back] == [(b"k1", b'{"error": "bad"}')]
 
 
 def test_dead_letters_saved_by_the_previous_version_are_written_back(make_settings) -> None:

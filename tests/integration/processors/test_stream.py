@@ -219,6 +219,28 @@ def test_stream_goes_on_after_an_article_the_cluster_stage_rejects(make_settings
     assert "schema" in DeadLetter.from_bytes(letters[0].value).error
 
 
+def test_a_metrics_file_that_cannot_be_written_does_not_stop_the_stream(
+        make_settings, start_role, topic_reader):
+    """Figures are not worth clustering nothing for: a full disk (here, a file where the
+    metrics folder should be) crashed the worker at each write, every 5 s."""
+    settings = make_settings()
+    ensure_topics(settings)
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / "metrics").write_text("not a folder")
+    worker = start_role(settings, "process")
+    article = RawArticle(id="quake", title="Strong earthquake shakes northern Chile",
+                         text="A magnitude 8.2 earthquake struck off northern Chile on Tuesday.",
+                         published=datetime(2014, 4, 1, 23, tzinfo=UTC))
+    with Publisher(settings) as publisher:
+        publisher.publish_article(article)
+    topic_reader(settings, settings.topic_members, until=holding([article.id]), timeout_s=90,
+                 watch=[worker])
+    deadline = time.monotonic() + 15  # the figures are written every 5 s
+    while time.monotonic() < deadline and worker.process.poll() is None:
+        time.sleep(0.5)
+    assert worker.process.poll() is None, worker.log()[-3000:]
+
+
 def test_a_burst_on_one_story_is_sent_as_few_versions_not_one_per_article(
     make_settings, start_role, topic_reader
 ):

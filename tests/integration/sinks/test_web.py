@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -439,3 +440,12 @@ def test_an_incident_address_with_more_path_is_not_found_and_not_a_new_route(
     assert 'newsflow_web_requests_total{route="other",status="404"} 4' in metrics
     assert "/x/" not in metrics and "inc-1/" not in metrics
     assert get(server.url + "incident/inc-1")[0] == 200
+
+
+def test_a_connection_that_sends_no_request_is_dropped(server: NewsflowServer) -> None:
+    """Each connection holds a thread of the server while it waits for a request: one that
+    never sends it (a stalled client, a browser's unused preconnection) must not hold it
+    for ever."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((str(host), port), timeout=60) as idle:
+        assert idle.recv(1024) == b""  # closed by the server (not a timeout here)

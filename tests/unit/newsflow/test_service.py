@@ -48,19 +48,41 @@ def restart(child: Child) -> None:
     assert child.alive()
 
 
-def test_a_taken_web_port_stops_the_service_before_anything_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def forbid_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test fails if the service gets as far as starting the embedded broker."""
+
     def no_broker(*args: object) -> None:
         raise AssertionError("the broker was started")
 
     monkeypatch.setattr(service.EmbeddedBroker, "start", no_broker)
+
+
+def test_a_taken_web_port_stops_the_service_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forbid_broker(monkeypatch)
     settings = Settings(data_dir=tmp_path / "var", web_host="127.0.0.1", web_port=free_port())
     with socket.create_server((settings.web_host, settings.web_port)):  # another program
         with pytest.raises(ServiceError, match=f"cannot serve the web page on 127.0.0.1:{settings.web_port}"):
             service.run_service(settings, Event())
     assert not (settings.data_dir / "service.json").exists()
     service.check_web_port(settings)  # free again: no complaint
+
+
+def test_a_second_service_on_the_same_data_folder_stops_before_touching_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forbid_broker(monkeypatch)
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    theirs = settings.data_dir / "metrics" / "sink.prom"  # the running service's figures
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("# TYPE newsflow_sink_paused gauge\nnewsflow_sink_paused 0\n")
+    with service.hold_data_dir(settings):  # the first service
+        with pytest.raises(ServiceError, match=r"another `newsflow run` \(pid \d+\) uses the data folder"):
+            service.run_service(settings, Event())
+        assert theirs.exists()
+    with service.hold_data_dir(settings):  # once it has stopped, the folder is free again
+        pass
 
 
 def test_a_child_dying_right_after_each_start_stops_the_service() -> None:

@@ -321,6 +321,26 @@ def test_a_split_sends_each_moved_article_with_the_incident_it_left():
     assert sorted(by_incident["inc-quake-3-split"].added) == ["quake-1", "quake-2", "quake-3"]
 
 
+def test_a_move_after_the_clock_stepped_back_is_still_the_article_s_newest_place():
+    """Sinks keep an article's newest place by its assigned_at: a split decided after the
+    wall clock stepped back (an NTP step, a VM resumed) must still post-date the places it
+    moves the articles from, or storage takes it for a replay and keeps them there."""
+    from sinks.rows import plan_place_writes
+
+    stage = IncidentStage(ClusterConfig(join_threshold=-100.0, split_every=1))
+    *before, last = _two_stories_in_one_incident()
+    placed = T0 + timedelta(days=2)
+    for article in before:
+        stage.process(article, placed)
+    split = stage.process(last, placed - timedelta(hours=1))
+    moved = {c.member.article.id: c.member for c in split.members if c.left}
+    assert sorted(moved) == ["quake-1", "quake-2"]
+    assert all(member.assigned_at > placed for member in moved.values())
+    stored = {article_id: [("inc-fire-1", placed)] for article_id in moved}
+    written = plan_place_writes(moved, stored)  # what a sink holding the first places does
+    assert sorted(written.departed) == [("inc-fire-1", "quake-1"), ("inc-fire-1", "quake-2")]
+
+
 def test_the_parts_sent_rebuild_the_stage_s_incidents():
     # What the topics (and the stage's tables) hold: each article's last place and each
     # incident's last version. Joined, they are the stage's incidents.
