@@ -296,6 +296,14 @@ def open_database(path: Path, *, migrate_schema: bool = True) -> sqlite3.Connect
     return conn
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -311,6 +319,7 @@ class SQLiteSink(BatchingSink):
         super().__init__()
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._migrate_on_open = migrate_on_open
 
     def open(self) -> None:
@@ -319,6 +328,17 @@ class SQLiteSink(BatchingSink):
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = open_database(self.path, migrate_schema=self._migrate_on_open)
+            self._file = _file_id(self.path)
+        elif _file_id(self.path) != self._file:
+            # Removed (the data folder deleted) or replaced under us: SQLite would go on
+            # writing into the removed file, and everything stored from then on would
+            # vanish with it at the close, unsaid. The sink stops instead, the batch not
+            # committed: restarted, it makes a new database there and stores it again.
+            self.close()
+            raise StoreMisconfigured(
+                f"SQLite database {self.path.absolute()} was removed or replaced while the"
+                " sink had it open: stopping rather than write into the removed file"
+            )
         return self._conn
 
     def migrate(self) -> int:

@@ -447,3 +447,40 @@ def test_a_locked_database_at_open_is_a_store_to_wait_for(
         blocker.close()
     sink.open()  # and it opens once the lock is gone
     sink.close()
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_database_removed_or_replaced_under_the_sink_stops_it_unwritten(
+    db: Path, how: str
+) -> None:
+    """The data folder deleted while the service ran: the sink went on writing into the
+    removed file, and everything stored from then on vanished with it, with no line in
+    the log. It now stops before that write (the batch stays for the restart)."""
+    from sinks.base import StoreMisconfigured
+
+    sink = SQLiteSink(db)
+    sink.add(article(1))
+    sink.flush()
+    if how == "removed":
+        for path in db.parent.iterdir():
+            path.unlink()
+        db.parent.rmdir()
+    else:
+        other = db.with_name("restored.db")
+        write(other, article(9))
+        other.replace(db)
+    sink.add(article(2))
+    with pytest.raises(StoreMisconfigured, match=f"{db} was removed or replaced"):
+        sink.flush()
+    assert sink.pending == 1  # not written anywhere: kept for the restart
+    sink.close()
+    if how == "replaced":
+        return  # (what a file moved in under a live WAL holds is SQLite's business)
+    restarted = SQLiteSink(db)
+    restarted.add(article(2))
+    restarted.flush()
+    restarted.close()
+    with sqlite3.connect(db) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM articles")}
+    conn.close()
+    assert stored == {article(2).id}  # a new database, the batch stored again
