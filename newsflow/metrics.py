@@ -212,8 +212,12 @@ def write_textfile(registry: Registry, path: Path) -> None:
     """Write atomically, so a scrape never reads half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(registry.render(), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(registry.render(), encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written file left for each try
+        raise
 
 
 def clear_textfiles(directory: Path) -> None:

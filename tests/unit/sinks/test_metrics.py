@@ -112,3 +112,12 @@ def test_a_gauge_is_read_back_from_the_merged_files(tmp_path: Path) -> None:
     assert sorted(sample_values(merged, "newsflow_sink_paused")) == [0.0, 1.0]
     assert sample_values(merged, "newsflow_sink_lag") == []
     assert sample_values("", "newsflow_sink_paused") == []
+
+
+def test_a_metrics_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path):
+    """A full disk, or a folder in the file's place: each try left an empty .tmp behind."""
+    target = tmp_path / "sink.prom"
+    (target / "in-the-way").mkdir(parents=True)
+    with pytest.raises(OSError):
+        write_textfile(Registry(), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sink.prom"]
