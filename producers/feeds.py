@@ -617,6 +617,7 @@ class ProducerLoop:
                         claimed = self.state.claim_due(
                             self.owner, limit=free, lease_s=self.lease_s,
                             exclude=[f.id for f in inflight.values()],
+                            max_interval_s=self.settings.poll_max_interval_s,
                         )
                         for feed in claimed:
                             inflight[executor.submit(self._poll_safely, feed, stop)] = feed

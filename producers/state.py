@@ -11,6 +11,7 @@ feeds come back after the lease).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -71,6 +72,12 @@ CREATE TABLE IF NOT EXISTS page_retries (
     PRIMARY KEY (feed_id, entry_key)
 ) WITHOUT ROWID;
 """
+
+# How far past its longest interval a feed may be scheduled (the producer spreads each
+# interval by up to 5 %, and waits a few seconds more after a host's Retry-After), and the
+# slack beyond that or a lease before either counts as the clock having stepped back.
+_SCHEDULE_SPREAD = 1.1
+_CLOCK_SLACK_S = 60.0
 
 _FEED_COLUMNS = (
     "id, url, origin_url, origin, name, tags, min_interval_s, max_interval_s, active, title, "
@@ -315,20 +322,28 @@ class StateStore:
         limit: int,
         lease_s: float,
         exclude: Collection[int] = (),
+        max_interval_s: float = math.inf,
         now: float | None = None,
     ) -> list[FeedRow]:
         """Atomically take up to ``limit`` due feeds nobody holds a live lease on, leaving
         out ``exclude`` (the caller's polls in flight: their lease may have run out while
-        they still run, and a second poll of the same feed would publish its entries twice)."""
+        they still run, and a second poll of the same feed would publish its entries twice).
+
+        Times are the wall clock's: after it steps back (an NTP correction, a VM restored)
+        every feed would wait that much longer. A feed due later than its longest interval
+        (``max_interval_s`` unless it has its own) could be scheduled, and a lease running
+        past a fresh one, can only come from such a step: they count as due and free."""
         now = time.time() if now is None else now
         excluded = list(exclude)
         not_excluded = f" AND id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
         with self._tx() as conn:
             rows = conn.execute(
-                f"SELECT {_FEED_COLUMNS} FROM feeds WHERE active = 1 AND next_poll <= ?"
-                f" AND (lease_until IS NULL OR lease_until < ?){not_excluded}"
+                f"SELECT {_FEED_COLUMNS} FROM feeds WHERE active = 1"
+                " AND (next_poll <= ? OR next_poll > ? + COALESCE(max_interval_s, ?) * ? + ?)"
+                f" AND (lease_until IS NULL OR lease_until < ? OR lease_until > ?){not_excluded}"
                 " ORDER BY next_poll LIMIT ?",
-                (now, now, *excluded, limit),
+                (now, now, max_interval_s, _SCHEDULE_SPREAD, _CLOCK_SLACK_S,
+                 now, now + lease_s + _CLOCK_SLACK_S, *excluded, limit),
             ).fetchall()
             feeds = [FeedRow.from_row(r) for r in rows]
             conn.executemany(

@@ -174,3 +174,23 @@ def test_page_failures_are_counted_across_a_restart_until_forgotten(tmp_path):
     assert list(again.page_retries(feed.id)) == ["g2"]
     other = again.upsert_feed("https://b.example/feed", origin="config")
     assert again.page_retries(other.id) == {}  # per feed, like seen entries
+
+
+def test_after_the_clock_steps_back_far_schedules_and_leases_are_due_and_free(tmp_path):
+    """Schedules and leases are wall-clock times: after a step back of three days every
+    feed waited three days more, and a lease taken before the step held its feed as long."""
+    day = 86400.0
+    state = make(tmp_path)
+    scheduled, near, leased = (state.upsert_feed(f"https://a.example/{name}", origin="config")
+                               for name in ("scheduled", "near", "leased"))
+    # A feed of its own with a week for its longest interval.
+    own_limit = state.upsert_feed("https://a.example/own", origin="config", max_interval_s=7 * day)
+    for feed, due in ((scheduled, 4 * day), (near, 1.5 * day), (own_limit, 4 * day)):
+        state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=due))
+    state.claim_due("before-the-step", limit=10, lease_s=60, now=3 * day,
+                    exclude=[scheduled.id, own_limit.id, near.id])
+    # The clock is now one day: three days back.
+    taken = state.claim_due("p", limit=10, lease_s=60, max_interval_s=day, now=day)
+    # Due in three days with a day's longest interval, or leased until three days on: the
+    # step. Due in half a day, or in three within a week's interval: a schedule as set.
+    assert {f.id for f in taken} == {scheduled.id, leased.id}
