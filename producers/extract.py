@@ -283,10 +283,21 @@ def _ends_or_starts_with(title: str, part: str) -> bool:
     part_key = alnum_key(part)
     if not part_key or alnum_key(title) == part_key or part_key not in alnum_key(title):
         return False
-    for sep in _KICKER_SEPARATORS.finditer(title):
-        if part_key in (alnum_key(title[: sep.start()]), alnum_key(title[sep.end():])):
-            return True
-    return False
+    # The text before (after) a separator is compared only at the first (last) separator
+    # where its key is as long as the part's: a character's share of a key does not
+    # depend on its neighbours, and between such separators only characters without one
+    # come. Sliced and keyed at every separator, a page's og:title of 10,000 "|" took
+    # seconds, of a million hours (quadratic), holding the producer.
+    counts = [0]
+    for ch in title:
+        counts.append(counts[-1] + len(alnum_key(ch)))
+    want, total = len(part_key), counts[-1]
+    seps = list(_KICKER_SEPARATORS.finditer(title))
+    first = next((m for m in seps if counts[m.start()] == want), None)
+    last = next((m for m in reversed(seps) if total - counts[m.end()] == want), None)
+    return (first is not None and alnum_key(title[: first.start()]) == part_key) or (
+        last is not None and alnum_key(title[last.end():]) == part_key
+    )
 
 
 def choose_title(meta: PageMeta, fallback: str | None, url: str | None) -> str:

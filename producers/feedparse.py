@@ -309,7 +309,12 @@ def parse_feed(
     return parsed
 
 
-_HTML_START = re.compile(rb"^(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
+# A comment's body cannot hold "-->": with ".*?" there a run of comments could be split
+# in 2**n ways, and 300 empty ones ("<!---->" * 300 + "x", from any feed or page) held
+# the process (the regex engine keeps the GIL) for ever.
+_HTML_START = re.compile(
+    rb"^(?:<!--(?:[^-]|-(?!->))*-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.IGNORECASE
+)
 
 
 def _looks_like_html(body: bytes, content_type: str) -> bool:

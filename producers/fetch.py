@@ -2,11 +2,11 @@
 
 httpx with: a clear User-Agent, timeouts plus an overall deadline (a server that
 trickles bytes cannot hold a worker), gzip/deflate/brotli, a maximum body size (the
-body is cut there, with a log line), gzip bytes served without Content-Encoding
-unpacked, redirects followed by hand so that each hop is checked, and a connection
-guard that refuses loopback/private/link-local/metadata addresses at connect time
-(the address actually connected to is the one checked, so DNS rebinding cannot slip
-past the check).
+body is cut there, with a log line, and nothing is unpacked past it), gzip bytes
+served without Content-Encoding unpacked, redirects followed by hand so that each hop
+is checked, and a connection guard that refuses loopback/private/link-local/metadata
+addresses at connect time (the address actually connected to is the one checked, so
+DNS rebinding cannot slip past the check).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
+import brotli
 import httpcore
 import httpx
 from httpcore._backends.sync import SyncStream
@@ -170,6 +171,53 @@ def gunzip_limited(data: bytes, max_bytes: int) -> tuple[bytes, bool]:
     return out, bool(inflater.unconsumed_tail)
 
 
+class _BoundedDecoder:
+    """Undoes a Content-Encoding (gzip, deflate, br, several in a row) giving at most
+    ``max_bytes`` + 1 bytes out of each step. httpx's own decoders unpack each network
+    read whole: 300 bytes of brotli (or of gzip inside gzip) became 200 MB in memory
+    before the body-size cap was looked at, and a few kilobytes as many gigabytes."""
+
+    def __init__(self, content_encoding: str, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        # Listed in the order applied, undone last first; unknown ones skipped, as by httpx.
+        self._steps = [
+            n for n in (v.strip().lower() for v in reversed(content_encoding.split(",")))
+            if n in ("gzip", "x-gzip", "deflate", "br")
+        ]
+        self._state: list[Any] = [
+            brotli.Decompressor() if n == "br"
+            else zlib.decompressobj(zlib.MAX_WBITS | 16 if n != "deflate" else zlib.MAX_WBITS)
+            for n in self._steps
+        ]
+        self._out = [0] * len(self._steps)
+        self.cut = False
+
+    def decode(self, data: bytes) -> bytes:
+        for i, state in enumerate(self._state):
+            room = self.max_bytes + 1 - self._out[i]
+            try:
+                if self._steps[i] == "br":
+                    data = state.process(data, output_buffer_limit=room)
+                    left = not state.can_accept_more_data()
+                else:
+                    try:
+                        out = state.decompress(data, room)
+                    except zlib.error:
+                        if self._steps[i] != "deflate" or self._out[i]:
+                            raise
+                        # "deflate" sent raw, without its zlib header (common): as httpx.
+                        self._steps[i] = "raw deflate"
+                        state = self._state[i] = zlib.decompressobj(-zlib.MAX_WBITS)
+                        out = state.decompress(data, room)
+                    data, left = out, bool(state.unconsumed_tail)
+            except (zlib.error, brotli.error) as exc:
+                raise httpx.DecodingError(f"{self._steps[i]}: {exc}") from exc
+            self._out[i] += len(data)
+            if left or self._out[i] > self.max_bytes:
+                self.cut = True
+        return data
+
+
 class Fetcher:
     """Thread-safe HTTP GET with the safety and politeness rules above."""
 
@@ -195,7 +243,8 @@ class Fetcher:
             transport=_GuardedTransport(
                 allow_private=allow_private, max_connections=max_connections
             ),
-            headers={"User-Agent": user_agent},
+            # What _BoundedDecoder undoes (httpx would add zstd when it is installed).
+            headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate, br"},
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
             follow_redirects=False,
             trust_env=False,
@@ -260,12 +309,17 @@ class Fetcher:
                     if status in REDIRECTS or status == 304:
                         return status, resp_headers, b"", False
                     chunks: list[bytes] = []
-                    size = 0
+                    size = raw_size = 0
                     truncated = False
-                    for chunk in resp.iter_bytes():
+                    decoder = _BoundedDecoder(
+                        resp.headers.get("content-encoding", ""), self.max_bytes
+                    )
+                    for raw in resp.iter_raw():
+                        raw_size += len(raw)
+                        chunk = decoder.decode(raw)
                         chunks.append(chunk)
                         size += len(chunk)
-                        if size > self.max_bytes:
+                        if decoder.cut or size > self.max_bytes or raw_size > self.max_bytes:
                             truncated = True
                             break
                         if time.monotonic() > deadline:

@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 from processors.text import clean_text, clean_title, derive_title, strip_site_suffix
@@ -144,6 +145,18 @@ def test_site_suffixes_are_stripped():
     # A dash inside the headline is not a suffix.
     assert strip_site_suffix("Brand in Betrieb – Starke Rauchentwicklung", ["Morgenpost"], "m.de") == (
         "Brand in Betrieb – Starke Rauchentwicklung")
+
+
+def test_a_title_of_a_million_separators_is_cleaned_in_linear_time():
+    # From a hostile feed or a message on the raw topic: it took minutes (quadratic), and
+    # the stage that cleans titles held everything else meanwhile.
+    for title in ("|" * 1_000_000 + "x", "Headline here | " + "Nope | " * 150_000 + "Site"):
+        started = time.monotonic()
+        cleaned = clean_title(title, ["Site"], "https://site.example/a")
+        assert time.monotonic() - started < 10
+    assert cleaned == "Headline here | " + "Nope | " * 149_999 + "Nope"
+    assert clean_title("Headline at last | " * 3 + "Site", ["Site"]) == (
+        "Headline at last | Headline at last | Headline at last")
 
 
 def test_clean_title_cuts_the_site_name_known_from_the_source_or_the_address():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import time
 
 from lxml import html as lxml_html
 
@@ -117,6 +118,20 @@ def test_headline_without_kicker_when_page_and_metadata_disagree_on_the_kicker()
         f'<span>«We must keep calm»</span></h1>{PARAGRAPHS}</article>'
     )
     assert title_of(page(head, body)) == "«We must keep calm»"
+
+
+def test_a_declared_title_of_thousands_of_separators_is_no_time_bomb():
+    # Each separator's text before and after was keyed anew: quadratic, with the GIL held.
+    body = f"<article><h1><span>Kicker</span><span>Calm</span></h1>{PARAGRAPHS}</article>"
+    for og, expected in (
+        ("zz" + "|" * 20_000 + "Calmer", None),  # the declared title, as it is
+        ("Other" + " | " * 20_000 + "Calm", "Calm"),  # both agree on the headline
+    ):
+        head = f'<meta property="og:title" content="{og}">'
+        started = time.monotonic()
+        title = title_of(page(head, body))
+        assert time.monotonic() - started < 5
+        assert title == (expected or og)
 
 
 def test_title_fallbacks_when_no_declared_title_is_shown():

@@ -131,6 +131,17 @@ def test_a_body_that_gives_no_feed_says_what_it_is():
         "; no entries recovered")
 
 
+@pytest.mark.timeout(30)
+def test_a_run_of_comments_is_no_regex_bomb():
+    # Each comment could end at any later "-->": exponential backtracking, for ever.
+    for body in (b"<!---->" * 290 + b"x", b"<!-- a --->" * 180 + b"<xml"):
+        started = time.monotonic()
+        assert _problem(body, "").startswith("not a feed")
+        assert time.monotonic() - started < 5
+    commented = b"<!-- a -- b --><!----> \n<!-- -> --><!DOCTYPE html><html><p>x</p></html>"
+    assert _problem(commented, "") == "not a feed: an HTML page (no Content-Type)"
+
+
 def test_a_feed_is_usable_with_entries_recovered_or_none_listed():
     recovered = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
     <item><title>One</title><link>http://a.example/1</link></item><item><title>cut"""
