@@ -95,6 +95,11 @@ def is_http_url(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
+# IPv6 forms whose last 32 bits are an IPv4 address: NAT64's well-known prefix (RFC 6052),
+# IPv4-translated (RFC 2765) and IPv4-compatible (deprecated; "::" and "::1" excepted).
+_CARRIES_IPV4_LAST = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96"))
+
+
 def address_refusal(ip: str, *, allow_private: bool) -> str | None:
     """Why connecting to ``ip`` is refused, or None when it is allowed.
 
@@ -107,8 +112,12 @@ def address_refusal(ip: str, *, allow_private: bool) -> str | None:
     except ValueError:
         return f"not an IP address: {ip}"
     if isinstance(addr, ipaddress.IPv6Address):
-        # IPv4 addresses carried inside IPv6 ones (mapped, 6to4, Teredo) are judged as IPv4.
+        # IPv4 addresses carried inside IPv6 ones (mapped, 6to4, Teredo, and in the last 32
+        # bits NAT64's prefix, the translated and the old compatible forms) are judged as
+        # IPv4: "64:ff9b::a9fe:a9fe" reaches the metadata address through a NAT64 gateway.
         embedded = addr.ipv4_mapped or addr.sixtofour or (addr.teredo[1] if addr.teredo else None)
+        if embedded is None and any(addr in net for net in _CARRIES_IPV4_LAST) and int(addr) > 1:
+            embedded = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
         if embedded is not None:
             addr = embedded
     if addr in _METADATA:
@@ -121,7 +130,7 @@ def address_refusal(ip: str, *, allow_private: bool) -> str | None:
         kind = "a link-local address"
     elif addr.is_private or (
         isinstance(addr, ipaddress.IPv4Address) and addr in ipaddress.ip_network("100.64.0.0/10")
-    ):
+    ) or (isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local):  # fec0::/10, old
         kind = "a private address"
     elif addr.is_multicast or addr.is_reserved or addr.is_unspecified:
         kind = "not a public unicast address"

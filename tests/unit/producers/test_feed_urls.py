@@ -30,7 +30,7 @@ def test_hosts_and_outlets():
 
 def test_address_refusal_blocks_private_ranges_unless_allowed():
     for ip in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.1.1", "::1",
-               "fc00::1", "100.64.1.1", "0.0.0.0", "::ffff:127.0.0.1"):
+               "fc00::1", "fec0::1", "100.64.1.1", "0.0.0.0", "::ffff:127.0.0.1"):
         assert address_refusal(ip, allow_private=False), ip
         assert address_refusal(ip, allow_private=True) is None, ip
     assert address_refusal("93.184.216.34", allow_private=False) is None
@@ -54,3 +54,13 @@ def test_ipv4_inside_ipv6_is_judged_as_ipv4():
     assert "metadata" in address_refusal("2002:a9fe:a9fe::1", allow_private=True)
     assert address_refusal("2002:7f00:1::1", allow_private=False)
     assert address_refusal("::ffff:127.0.0.1", allow_private=False)
+
+
+def test_ipv4_in_the_last_32_bits_of_nat64_translated_and_compatible_forms_is_ipv4():
+    """With private addresses allowed, the metadata address written in these forms got
+    through (a NAT64 gateway reaches it from 64:ff9b::a9fe:a9fe)."""
+    for ip in ("64:ff9b::a9fe:a9fe", "::a9fe:a9fe", "::ffff:0:a9fe:a9fe"):
+        assert "metadata" in (address_refusal(ip, allow_private=True) or ""), ip
+    assert "10.0.0.1" in (address_refusal("64:ff9b::a00:1", allow_private=False) or "")
+    assert address_refusal("64:ff9b::5db8:d822", allow_private=False) is None  # public
+    assert "loopback" in (address_refusal("::1", allow_private=False) or "")
