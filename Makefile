@@ -23,8 +23,11 @@ install: $(STAMP)
 # the same decisions) and the compiled-vs-pure test skips, saying why.
 $(COMPILED)/.built: $(STAMP) $(SOURCES)
 	rm -rf $(COMPILED) build/lib.* build/bdist.*  # else setuptools may reuse stale copies
+	# The stamp is dated when the build starts: a source edited during it is newer, so the
+	# next `make compiled` builds again (stamped at the end, it never would).
+	mkdir -p build && touch build/.mypyc-started
 	NEWSFLOW_MYPYC=1 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation \
-		--target $(COMPILED) . && touch $@ \
+		--target $(COMPILED) . && mv build/.mypyc-started $@ \
 	|| { rm -rf $(COMPILED); echo "mypyc build failed: running the pure-Python modules"; }
 
 compiled: $(COMPILED)/.built
