@@ -19,10 +19,6 @@ from newsflow.logs import configure_logging
 from newsflow.processes import exit_when_orphaned
 from newsflow.settings import Settings, log_level_name
 
-# The long-running roles (``newsflow run`` and what it supervises); the other commands run
-# once and end.
-SERVICE_COMMANDS = frozenset({"run", "sink", "web", "process", "produce"})
-
 
 def _log_level(value: str) -> str:
     try:
@@ -66,11 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_level = args.log_level
     if args.log_json:
         settings.log_json = True
-    configure_logging(settings, service=args.command in SERVICE_COMMANDS)
+    from newsflow.service import ROLES, discover_running_service
+
+    # The long-running roles (`newsflow run` and what it supervises) against commands that
+    # run once and end.
+    configure_logging(settings, service=args.command in ("run", *ROLES))
     exit_when_orphaned()  # (a child of `newsflow run` only)
     if args.command != "run":
-        from newsflow.service import discover_running_service
-
         settings = discover_running_service(settings)
     try:
         code = int(args.func(args, settings) or 0)

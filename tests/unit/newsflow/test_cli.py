@@ -110,10 +110,23 @@ def test_replay_refuses_a_rate_that_is_not_above_zero(tmp_path, monkeypatch, cap
         assert "articles per second above 0" in capsys.readouterr().err
 
 
-def test_the_service_commands_are_the_supervised_roles_and_run():
-    """Only commands that run once hide kafka-python's retry lines; a role added to the
-    service must keep them."""
-    from newsflow.cli import SERVICE_COMMANDS
-    from newsflow.service import ROLES
 
-    assert SERVICE_COMMANDS == {"run", *ROLES}
+def test_commands_that_run_once_hide_kafka_pythons_lines_unless_debugging(monkeypatch):
+    """A command that runs once reports a Kafka failure in one line of its own; the
+    library's retry lines (dozens, with tracebacks) buried it. The roles keep them."""
+    import logging
+
+    from newsflow.logs import configure_logging
+    from newsflow.settings import Settings
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # these three restored after the test
+    monkeypatch.setattr(root, "level", root.level)
+    kafka = logging.getLogger("kafka")
+    monkeypatch.setattr(kafka, "level", kafka.level)
+    configure_logging(Settings(log_level="INFO"), service=True)
+    assert kafka.level == logging.WARNING
+    configure_logging(Settings(log_level="INFO"), service=False)
+    assert kafka.level == logging.CRITICAL
+    configure_logging(Settings(log_level="DEBUG"), service=False)
+    assert kafka.level == logging.WARNING
