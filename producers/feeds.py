@@ -62,6 +62,15 @@ SEEN_RETENTION_S = 90 * 24 * 3600.0
 SHORT_PAGE_RATIO = 0.8
 
 
+class RobotsRefusal(Exception):
+    """robots.txt keeps an article page's address (or a redirect's) from being asked."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{reason}: {url}")
+        self.url = url
+        self.reason = reason  # "robots" (a rule) or "robots_unreachable" (for now)
+
+
 @dataclass
 class PageOutcome:
     extracted: Extracted | None
@@ -351,19 +360,28 @@ class FeedPoller:
 
     # -- article pages -----------------------------------------------------------
 
+    def _check_robots(self, url: str) -> None:
+        verdict = self.robots.verdict(url)
+        if verdict == "disallowed":
+            raise RobotsRefusal(url, "robots")
+        if verdict == "unreachable":
+            raise RobotsRefusal(url, "robots_unreachable")
+
     def page(self, link: str | None) -> PageOutcome:
         meta: dict[str, str | int | float | bool | None] = {}
         if not link or not is_http_url(link):
             return PageOutcome(None, meta, "no_link")
         try:
-            verdict = self.robots.verdict(link)
-            if verdict == "disallowed":
-                return PageOutcome(None, meta, "robots")
-            if verdict == "unreachable":  # disallowed for now (RFC 9309), not for good
-                return PageOutcome(None, meta, "robots_unreachable", retryable=True)
+            # Each address is checked, a redirect's too: a feed proxy's link leads to
+            # the publisher, whose robots.txt is the one that counts.
             result = self.fetcher.get(
-                link, headers={"Accept": PAGE_ACCEPT}, max_wait_s=self.page_host_wait_s
+                link, headers={"Accept": PAGE_ACCEPT}, max_wait_s=self.page_host_wait_s,
+                before_request=self._check_robots,
             )
+        except RobotsRefusal as exc:
+            meta["page_url"] = exc.url
+            # Unreachable is disallowed for now (RFC 9309), not for good.
+            return PageOutcome(None, meta, exc.reason, retryable=exc.reason != "robots")
         except HostBusy as exc:
             return PageOutcome(None, meta, "host_paused", retryable=True, retry_after_s=exc.wait_s)
         except FetchError as exc:

@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -265,9 +265,14 @@ class Fetcher:
         *,
         headers: Mapping[str, str] | None = None,
         max_wait_s: float = float("inf"),
+        before_request: Callable[[str], None] | None = None,
     ) -> FetchResult:
         """GET ``url``, following up to ``max_redirects`` redirects. Raises FetchError
-        when there is no response at all; any HTTP status is returned."""
+        when there is no response at all; any HTTP status is returned.
+
+        ``before_request`` sees each address before it is asked, the first and every
+        redirect's, and may raise to stop there (robots.txt of the host a redirect
+        leads to)."""
         started = time.monotonic()
         current = url
         hops: list[tuple[int, str]] = []
@@ -275,6 +280,8 @@ class Fetcher:
         for _ in range(self.max_redirects + 1):
             if not is_http_url(current):
                 raise FetchError("bad_url", f"not an http(s) URL: {current[:200]}")
+            if before_request is not None:
+                before_request(current)
             status, resp_headers, body, truncated = self._one(current, headers, max_wait_s)
             location = resp_headers.get("location")
             if status in REDIRECTS and location:

@@ -3,7 +3,8 @@
 Rules as RFC 9309 puts them, read by Protego (the longest matching rule wins, ``*`` and
 ``$`` are patterns; the standard library's parser takes the first match and knows
 neither): a robots.txt that is missing (4xx) allows everything;
-one that cannot be fetched (5xx, network error) disallows everything for now (it is
+one that cannot be fetched (5xx, network error, and 429: a host asking us to slow down
+is not saying "no rules", as Google reads it too) disallows everything for now (it is
 asked again sooner than a good one), which ``verdict`` tells apart from a rule that
 disallows the page, so the page can be tried again later rather than given up.
 """
@@ -89,7 +90,7 @@ class RobotsCache:
             kind = exc.kind if isinstance(exc, FetchError) else type(exc).__name__
             logger.debug("robots.txt of %s unavailable (%s): pages disallowed for now", origin, kind)
             return None, self.error_ttl_s
-        if 400 <= result.status < 500:
+        if 400 <= result.status < 500 and result.status != 429:
             return True, self.ttl_s
         if not result.ok:
             return None, self.error_ttl_s

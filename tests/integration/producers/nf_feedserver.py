@@ -2,7 +2,8 @@
 
 Serves ../shared/data/feeds (with ETag/Last-Modified and conditional GET),
 ../shared/data/feeds-hard (with each file's own ``Header:`` lines), the article pages
-of ../shared/data/pages (gunzipped), and misbehaving routes: 301/302 redirects,
+of ../shared/data/pages (gunzipped), and misbehaving routes: 301/302 redirects (to
+anywhere: /away?to=),
 429/503 with Retry-After (for feeds and for article pages), slow headers, slow and
 oversize bodies, gzip bytes without Content-Encoding, a 403 "paywall", robots.txt rules,
 generated feeds.
@@ -150,6 +151,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(403, b"<html><body>Subscribe</body></html>", [("Content-Type", "text/html")])
         if path.startswith("/moved301/"):
             return self._send(301, b"", [("Location", "/feeds/" + path[len("/moved301/"):])])
+        if path == "/away":  # a feed proxy's link: 302 to ?to= (another host, say)
+            return self._send(302, b"", [("Location", query["to"][0])])
         if path.startswith("/moved302/"):
             return self._send(302, b"", [("Location", "/feeds/" + path[len("/moved302/"):])])
         if path.startswith("/limited/"):

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -25,7 +26,7 @@ from producers.state import FeedRow, StateStore
 from tests.conftest import shared_path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nf_feedserver import hard_headers  # noqa: E402
+from nf_feedserver import FeedServer, hard_headers, page_files  # noqa: E402
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -332,6 +333,30 @@ def test_pages_are_fetched_extracted_or_the_summary_is_kept(server, paged_rig):
     assert all(a.summary_only for a in private.articles)
     assert {a.fetch["summary_reason"] for a in private.articles if a.title != "Paywalled"} == {"robots"}
     assert not any(p.startswith("/private/") for p, _ in server.state.requests)
+
+
+def test_robots_txt_of_the_host_a_page_redirects_to_is_obeyed(server, paged_rig):
+    """A feed proxy's links redirect to the publisher: its robots.txt is the one that
+    counts, not the proxy's (which allows everything here)."""
+    server.state.robots = "User-agent: *\nAllow: /\n"
+    page = page_files(shared_path("pages"))[0].relative_to(shared_path("pages"))
+    rel = page.as_posix().removesuffix(".gz")
+    with FeedServer(shared_path("feeds").parent) as publisher:
+        publisher.state.robots = "User-agent: *\nDisallow: /private/\n"
+        server.state.custom["proxy.xml"] = (rss([
+            ("open", server.url("/away?" + urlencode({"to": publisher.url(f"/pages/{rel}")})),
+             "Open"),
+            ("closed", server.url(
+                "/away?" + urlencode({"to": publisher.url(f"/private/pages/{rel}")})), "Closed"),
+        ]), "application/rss+xml")
+        result = paged_rig.poll(server.url("/custom/proxy.xml"))
+        by_title = {a.title: a for a in result.articles}
+        assert not by_title["Open"].summary_only, by_title["Open"].fetch
+        closed = by_title["Closed"]
+        assert closed.summary_only and closed.fetch["summary_reason"] == "robots"
+        assert closed.fetch["page_url"] == publisher.url(f"/private/pages/{rel}")
+        assert not any(p.startswith("/private/") for p, _ in publisher.state.requests)
+        assert "/robots.txt" in {p for p, _ in publisher.state.requests}
 
 
 def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, paged_rig):

@@ -410,7 +410,12 @@ class OneAnswerFetcher:
         self.headers = headers or {}
         self.limiter = HostLimiter(delay_s=0.0)
 
-    def get(self, url: str, *, max_wait_s: float = 0.0, **_: object) -> FetchResult:
+    def get(
+        self, url: str, *, max_wait_s: float = 0.0,
+        before_request: Callable[[str], None] | None = None, **_: object,
+    ) -> FetchResult:
+        if before_request is not None:
+            before_request(url)
         with self.limiter.slot(host_of(url), max_wait_s=max_wait_s):
             if isinstance(self.answer, Exception):
                 raise self.answer

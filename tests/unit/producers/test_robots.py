@@ -20,6 +20,7 @@ class RobotsAnswer:
     [
         (404, "allowed"),  # no robots.txt: everything allowed
         (503, "unreachable"),  # cannot be read now: nothing allowed for now
+        (429, "unreachable"),  # slow down: not "no robots.txt"
         (FetchError("timeout", "ReadTimeout"), "unreachable"),
     ],
 )
