@@ -73,6 +73,7 @@ SCRIPT = """
     if (text !== undefined) { e.textContent = text; }
     return e;
   }
+  function when(iso) { return iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : "-"; }
   function render(items) {
     var box = document.createDocumentFragment();
     if (!items.length) { box.appendChild(el("p", "empty", "No incidents in this window yet.")); }
@@ -83,8 +84,8 @@ SCRIPT = """
       a.href = "/incident/" + encodeURIComponent(s.id);
       h.appendChild(a);
       d.appendChild(h);
-      var seen = s.last_seen ? s.last_seen.slice(0, 16).replace("T", " ") + " UTC" : "-";
-      var m = el("div", "meta", "last seen " + seen + " \\u00b7 " +
+      var m = el("div", "meta", "updated " + when(s.updated_at) + " (latest report " +
+        when(s.last_seen) + ") \\u00b7 " +
         s.article_count + " articles \\u00b7 " + s.agencies.length + " agencies, " +
         s.outlets.length + " outlets \\u00b7 v" + s.version);
       d.appendChild(m);
@@ -163,7 +164,9 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
         items.append(
             '<div class="incident">'
             f'<h2><a href="/incident/{quote(s.id, safe="")}">{esc(s.title or s.id)}</a></h2>'
-            f'<div class="meta">last seen {esc(when(s.last_seen))}'
+            # Listed by last update, which the latest report's date may not follow.
+            f'<div class="meta">updated {esc(when(s.updated_at))}'
+            f" (latest report {esc(when(s.last_seen))})"
             f" &middot; {s.article_count} articles &middot; {len(s.agencies)} agencies,"
             f" {len(s.outlets)} outlets &middot; v{s.version}</div>"
             f"<div>{badges(s.agencies, s.outlets)}</div></div>"

@@ -110,8 +110,11 @@ def _names(values: tuple[str, ...]) -> str:
 def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
     for s in incidents:
         reporters = f"{len(s.agencies)} agencies, {len(s.outlets)} outlets"
+        # Listed by last update: shown first, as the latest report's own date (an
+        # archive's, say) does not follow that order.
         out.write(
-            f"{plain(s.id)}  {_when(s.last_seen)}  {s.article_count} articles"
+            f"{plain(s.id)}  updated {_when(s.updated_at)} (latest report"
+            f" {_when(s.last_seen)})  {s.article_count} articles"
             f" ({s.duplicate_count} duplicates; {reporters})  v{s.version}\n"
             f"    {plain(s.title)}\n"
         )

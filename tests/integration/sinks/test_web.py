@@ -347,6 +347,8 @@ def test_page_in_headless_chromium(server: NewsflowServer, tmp_path: Path) -> No
     # The live list refreshes every 5 s: give it virtual time so the script runs.
     dom = run_chromium(tmp_path, "--virtual-time-budget=12000", "--dump-dom", server.url)
     assert 'data-updated="' in dom, "the live refresh did not run"
+    # The refreshed rows say when each was updated, as the first render does.
+    assert f"(latest report {NOW:%Y-%m-%d %H:%M} UTC)" in dom and "updated " in dom
     assert "__pwned" in dom  # the title is there...
     assert "&lt;script&gt;window.__pwned" in dom  # ...as text, not as a script element
     assert "<script>window" not in dom

@@ -85,6 +85,24 @@ def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str
     )
 
 
+def test_a_listing_shows_the_update_it_is_ordered_by_beside_the_latest_report(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A replayed archive: reports of 2019, updated now. Listed by update, the rows showed
+    # only their reports' dates, and their order looked random.
+    archive = datetime(2019, 3, 2, 10, 0, tzinfo=UTC)
+    updated = datetime(2026, 12, 3, 20, 1, tzinfo=UTC)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([Incident(incident_id="inc-old", version=1, title="An archived story",
+                         first_seen=archive, last_seen=archive, updated_at=updated,
+                         articles=[IncidentArticle(id="a1", title="Missiles crash in Iran")])])
+    sink.close()
+    assert run(settings, "incidents", "--since", "100000d") == 0
+    out = capsys.readouterr().out
+    assert ("inc-old  updated 2026-12-03 20:01 UTC (latest report 2019-03-02 10:00 UTC)"
+            "  1 articles") in out
+
+
 def test_a_listing_cut_at_its_limit_says_so(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:

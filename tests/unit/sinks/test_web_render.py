@@ -32,6 +32,12 @@ def test_index_escapes_titles_and_links_by_quoted_id() -> None:
     assert html.count("<script") == 1  # only the page's own /static/app.js
 
 
+def test_index_shows_the_update_it_is_ordered_by_beside_the_latest_report() -> None:
+    archive = datetime(2019, 3, 2, 10, 0, tzinfo=UTC)
+    html = render_index([summary(last_seen=archive)], 24, None)
+    assert "updated 2024-05-01 12:00 UTC (latest report 2019-03-02 10:00 UTC)" in html
+
+
 def test_a_full_index_says_the_window_may_hold_more() -> None:
     # The page showed the 200 most recent under "Incidents of the last 24 hours", whatever
     # the window held (2,000 after a replay), and said nothing of the rest.
