@@ -77,6 +77,14 @@ INCIDENT_LOCK = 0x696E6369  # "inci"
 RECORDS_PER_TRANSACTION = 1_000
 CONNECT_TIMEOUT_S = 5
 
+# What search reads of an article: a title's first 2,000 characters and a text's first
+# 100,000 (a fetched page's text is cut at 200,000). A tsvector holds at most 1 MB: the
+# vector of a longer text was refused (54000) on every try, and the sink stalled behind
+# it. 100,000 characters of the worst text measured (hyphenated numbers, three lexemes a
+# word) make about 400 KB.
+SEARCH_VECTOR = """setweight(to_tsvector('english', left(coalesce(title, ''), 2000)), 'A')
+    || setweight(to_tsvector('english', left(coalesce(text, ''), 100000)), 'B')"""
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
         1,
@@ -162,6 +170,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         4,
         "an incident is active when last updated, not at a later date an article gave",
         ["UPDATE incidents SET active_at = updated_at WHERE active_at > updated_at"],
+    ),
+    (
+        5,
+        "search reads a bounded part of long articles (a tsvector holds 1 MB at most)",
+        [
+            "ALTER TABLE articles DROP COLUMN tsv",  # (and its index)
+            f"ALTER TABLE articles ADD COLUMN tsv tsvector GENERATED ALWAYS AS ({SEARCH_VECTOR})"
+            " STORED",
+            "CREATE INDEX articles_tsv ON articles USING gin (tsv)",
+        ],
     ),
 ]
 
@@ -361,8 +379,14 @@ _DELETE_MEMBER = delete_member_sql("%s")
 
 class PostgresSink(BatchingSink):
     name = "postgres"
-    # A value a column refuses (SQLSTATE class 22) or a rule the record breaks (23).
-    record_errors = (*BatchingSink.record_errors, psycopg.DataError, psycopg.IntegrityError)
+    # A value a column refuses (SQLSTATE class 22), a rule the record breaks (23) or a
+    # limit it goes past (54, as a value too big to index): written alone, it fails again
+    # on every try, so it is dead-lettered rather than stalling the sink.
+    record_errors = (
+        *BatchingSink.record_errors, psycopg.DataError, psycopg.IntegrityError,
+        psycopg.errors.ProgramLimitExceeded, psycopg.errors.StatementTooComplex,
+        psycopg.errors.TooManyColumns, psycopg.errors.TooManyArguments,
+    )
 
     def __init__(self, dsn: str) -> None:
         super().__init__()
@@ -611,7 +635,7 @@ class PostgresStore:
                         ORDER BY rank DESC, a.id LIMIT %s
                     )
                     SELECT h.id, h.title, h.source, h.published, h.url, h.rank,
-                           ts_headline('english', h.text, q.q,
+                           ts_headline('english', left(h.text, 100000), q.q,
                                'StartSel=[, StopSel=], MaxWords=30, MinWords=12') AS snippet,
                            c.incident_id, i.title AS incident_title
                     FROM hits h CROSS JOIN q

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import string
 import threading
 import time
 from collections.abc import Callable
@@ -134,6 +136,87 @@ def test_postgres_sink_writes_records_with_nul_characters(postgres_dsn: str) -> 
         [(payload,)] = conn.execute(
             "SELECT payload FROM incident_versions WHERE incident_id = 'i1'").fetchall()
     assert payload["title"] == "Flood in Springfield"
+
+
+def long_text(words: int) -> str:
+    """Distinct made-up words: their search vector is bigger than the 1 MB a tsvector holds."""
+    rng = random.Random(words)
+    return " ".join("".join(rng.choices(string.ascii_lowercase, k=9)) for _ in range(words))
+
+
+def test_an_article_too_long_for_a_search_vector_is_stored_and_found(postgres_dsn: str) -> None:
+    # A replayed article of 3 MB: PostgreSQL refused its search vector (54000), on every
+    # try, and the sink paused for ever behind it.
+    from sinks.postgres import PostgresSink
+
+    text = "Floodwater reached Springfield overnight. " + long_text(300_000)
+    with PostgresSink(postgres_dsn) as sink:
+        sink.write([article(1, text, title="Flood in Springfield"), incident("i1", 1, [1])])
+    store = open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn))
+    try:
+        assert [h.article_id for h in store.search("floodwater")] == ["a1"]
+        assert [h.article_id for h in store.search("Springfield flood")] == ["a1"]
+    finally:
+        store.close()
+    with psycopg.connect(postgres_dsn) as conn:
+        [(stored,)] = conn.execute("SELECT length(text) FROM articles").fetchall()
+    assert stored == len(text)  # stored whole; search reads its first 100,000 characters
+
+
+def test_a_database_of_schema_4_gets_the_bounded_search_vector(postgres_dsn: str) -> None:
+    from sinks.postgres import PostgresSink
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # as an older newsflow left it
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for version, name, statements in MIGRATIONS[:4]:
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, name))
+        conn.execute("INSERT INTO articles (id, title, text, digest)"
+                     " VALUES ('a0', 'Storm warning', 'Gales tonight.', 'x')")
+    with PostgresSink(postgres_dsn) as sink:
+        sink.migrate()
+        sink.write([article(1, long_text(300_000))])
+    store = open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn))
+    try:
+        assert [h.article_id for h in store.search("gales")] == ["a0"]  # the old row: searchable still
+    finally:
+        store.close()
+
+
+def test_a_record_past_a_postgresql_limit_is_dead_lettered_not_waited_on(
+    make_settings, postgres_dsn: str
+) -> None:
+    """A limit only one record goes past (SQLSTATE class 54) fails it on every try: the
+    sink paused for ever, the stream behind it too. (A trigger raises it here: the search
+    vector, its cause in practice, is bounded now.)"""
+    open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn)).close()  # the schema
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("""CREATE FUNCTION refuse_a2() RETURNS trigger AS $$ BEGIN
+                          IF NEW.id = 'a2' THEN
+                            RAISE EXCEPTION 'string is too long for tsvector'
+                              USING ERRCODE = '54000';
+                          END IF; RETURN NEW; END $$ LANGUAGE plpgsql""")
+        conn.execute("CREATE TRIGGER refuse_a2 BEFORE INSERT ON articles"
+                     " FOR EACH ROW EXECUTE FUNCTION refuse_a2()")
+    settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn)
+    ensure_topics(settings)
+    with Publisher(settings, client_id="test-publisher") as publisher:
+        for item in (article(1), article(2), article(3)):
+            publisher.send(settings.topic_clean, item.id, item.to_bytes())
+    runner, thread = sink_thread(settings)
+    thread.start()
+    try:
+        wait_for(lambda: runner.committed.get(TopicPartition(settings.topic_clean, 0)) == 3,
+                 what="all three committed")
+        assert runner.metrics.dead_letters.value(kind="sink_error") == 1
+        assert count(postgres_dsn, "SELECT count(*) FROM articles") == 2
+        assert not runner.failing
+    finally:
+        runner.stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
 
 
 def test_postgres_recent_articles_keep_only_the_most_recently_updated_incidents(
