@@ -38,7 +38,7 @@ from newsflow.metrics import (
     sample_values,
     textfile_name,
 )
-from newsflow.processes import SUPERVISOR_ENV, spawn, stop_with_parent, terminate
+from newsflow.processes import spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
@@ -100,8 +100,8 @@ class Child:
 
 def child_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-    env.update(settings_env(settings))
-    env[SUPERVISOR_ENV] = str(os.getpid())  # a child outliving us exits (exit_when_orphaned)
+    # A child outliving us exits (exit_when_orphaned).
+    env.update(settings_env(settings.model_copy(update={"supervisor_pid": os.getpid()})))
     return env
 
 
@@ -208,7 +208,7 @@ def replay_seeds(settings: Settings) -> int:
 
 
 def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES) -> int:
-    if os.environ.get("NEWSFLOW_STOP_WITH_PARENT") == "true":
+    if settings.stop_with_parent:
         # Under `make run`: a SIGTERM to make (which does not pass it on) still stops us.
         stop_with_parent()
     with hold_data_dir(settings):
@@ -221,7 +221,7 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
     exit_code = 0
     broker: EmbeddedBroker | None = None
     if not settings.kafka_bootstrap:
-        broker = EmbeddedBroker().start()
+        broker = EmbeddedBroker(log_level=settings.broker_log).start()
         settings = settings.model_copy(
             update={"kafka_bootstrap": broker.bootstrap, "kafka_embedded": True}
         )

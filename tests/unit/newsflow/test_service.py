@@ -165,3 +165,16 @@ def test_the_runfile_says_when_the_embedded_broker_last_started_to_whom_it_conce
     assert service.broker_started(ours) is None
     assert not list(tmp_path.glob("*.tmp"))
 
+
+
+def test_a_child_builds_the_supervisors_settings_and_knows_its_supervisor(monkeypatch):
+    settings = Settings(data_dir=Path("/srv/data"), web_port=9123, broker_log="debug")
+    monkeypatch.setenv("NEWSFLOW_WEB_PORT", "1")  # the supervisor's own environment
+    env = service.child_env(settings)
+    for name in [n for n in list(service.os.environ) if n.startswith("NEWSFLOW_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    child = Settings()
+    assert child.supervisor_pid == service.os.getpid()  # exit_when_orphaned watches it
+    assert (child.data_dir, child.web_port, child.broker_log) == (Path("/srv/data"), 9123, "debug")
