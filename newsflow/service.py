@@ -105,10 +105,6 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def runfile(settings: Settings) -> Path:
-    return settings.data_dir / "service.json"
-
-
 def write_runfile(settings: Settings, broker_started: float | None = None) -> None:
     """Tell other commands on this machine (tail, replay, ...) where the broker is, and
     when the embedded broker last started empty (a recycle restarts it: see ``tail``)."""
@@ -119,7 +115,7 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
         "broker_started": broker_started,
         "web": f"http://{settings.web_host}:{settings.web_port}/",
     }
-    path = runfile(settings)
+    path = settings.runfile
     partial = path.with_name(path.name + ".tmp")  # a reader never sees half of it
     partial.write_text(json.dumps(info), encoding="utf-8")
     os.replace(partial, path)
@@ -129,7 +125,7 @@ def broker_started(settings: Settings) -> float | None:
     """When the running service's embedded broker last started empty, per its runfile;
     None when no service here runs the broker ``settings`` point at."""
     try:
-        info = json.loads(runfile(settings).read_text(encoding="utf-8"))
+        info = json.loads(settings.runfile.read_text(encoding="utf-8"))
         value = info["broker_started"] if info["kafka_bootstrap"] == settings.kafka_bootstrap else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -141,7 +137,7 @@ def discover_running_service(settings: Settings) -> Settings:
     if settings.kafka_bootstrap:
         return settings
     try:
-        info = json.loads(runfile(settings).read_text(encoding="utf-8"))
+        info = json.loads(settings.runfile.read_text(encoding="utf-8"))
         os.kill(int(info["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return settings
@@ -305,7 +301,7 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             if broker.alive():  # (it forgets everything: the next start writes this back)
                 recycle.save_for_next_start(settings, drained)
             broker.stop()
-        runfile(settings).unlink(missing_ok=True)
+        settings.runfile.unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return exit_code
 

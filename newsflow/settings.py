@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         return self.producer_state_path or self.data_dir / "producer.db"
 
     @property
+    def runfile(self) -> Path:
+        """Where a running `newsflow run` says where its broker is (see service.py)."""
+        return self.data_dir / "service.json"
+
+    @property
     def session_timeout_s(self) -> float:
         # Tansu answers a JoinGroup only after half the session timeout: keep it short there.
         return 3.0 if self.kafka_embedded else 30.0
