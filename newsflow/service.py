@@ -113,7 +113,7 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
         "kafka_bootstrap": settings.kafka_bootstrap,
         "kafka_embedded": settings.kafka_embedded,
         "broker_started": broker_started,
-        "web": f"http://{settings.web_host}:{settings.web_port}/",
+        "web": web_address(settings),
     }
     path = settings.runfile
     partial = path.with_name(path.name + ".tmp")  # a reader never sees half of it
@@ -148,6 +148,14 @@ def discover_running_service(settings: Settings) -> Settings:
             "kafka_embedded": bool(info["kafka_embedded"]),
         }
     )
+
+
+def web_address(settings: Settings) -> str:
+    """The web page's address, for the log and the runfile. With port 0 the web child
+    binds a free port of its own choosing, which only its log line names."""
+    if settings.web_port == 0:
+        return f"http://{settings.web_host}:<a free port: see the web process's log line>/"
+    return f"http://{settings.web_host}:{settings.web_port}/"
 
 
 def check_web_port(settings: Settings) -> None:
@@ -241,12 +249,11 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             except Exception as exc:  # noqa: BLE001 - a bad seed must not stop the service
                 logger.error("seed replay failed: %s", exc)
         logger.info(
-            "newsflow running: broker %s%s, storage %s, web http://%s:%s/",
+            "newsflow running: broker %s%s, storage %s, web %s",
             settings.kafka_bootstrap,
             " (embedded)" if broker else "",
             settings.sqlite_file if settings.sink == "sqlite" else settings.sink,
-            settings.web_host,
-            settings.web_port,
+            web_address(settings),
         )
         recycler = None
         if broker is not None:
