@@ -81,6 +81,7 @@ class EmbeddedBroker:
     host: str = "127.0.0.1"
     port: int = 0
     start_timeout_s: float = 15.0
+    log_level: str = "warn"  # Tansu's RUST_LOG
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     started_at: float | None = field(default=None, init=False)  # wall clock, when last ready
 
@@ -103,7 +104,7 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         logger.info("starting embedded broker on %s", self.bootstrap)
-        env = dict(os.environ, RUST_LOG=os.environ.get("NEWSFLOW_BROKER_LOG", "warn"))
+        env = dict(os.environ, RUST_LOG=self.log_level)
         # Its own session: a terminal's Ctrl-C must not stop the broker before the
         # processes that still flush into it; the owner stops it last. Nor does a SIGTERM
         # sent to every process of the service (systemd's default): the owner saves what

@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The long-running roles (`newsflow run` and what it supervises) against commands that
     # run once and end.
     configure_logging(settings, service=args.command in ("run", *ROLES))
-    exit_when_orphaned()  # (a child of `newsflow run` only)
+    exit_when_orphaned(settings.supervisor_pid)  # (set in a child of `newsflow run` only)
     if args.command != "run":
         settings = discover_running_service(settings)
     try:

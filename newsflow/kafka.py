@@ -72,13 +72,11 @@ class NoBroker(RuntimeError):
 def bootstrap_servers(settings: Settings) -> str:
     """The configured brokers, or a clear error saying how to get one."""
     if not settings.kafka_bootstrap:
-        from newsflow.service import runfile  # the service imports this module
-
         # Where they looked, named: a `newsflow run` in another folder (its data folder is
         # relative to where it runs) or with another NEWSFLOW_DATA_DIR is not found.
         raise NoBroker(
             "no Kafka broker: set NEWSFLOW_KAFKA_BOOTSTRAP=host:port, or start `newsflow run` "
-            f"(other commands find its embedded broker by {runfile(settings)}: run them in "
+            f"(other commands find its embedded broker by {settings.runfile}: run them in "
             "the folder it runs in, with the same NEWSFLOW_DATA_DIR)"
         )
     return settings.kafka_bootstrap

@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
-# Set by `newsflow run` in its children's environment: its pid.
-SUPERVISOR_ENV = "NEWSFLOW_SUPERVISOR_PID"
 # How long an orphaned child may take to stop, as long as the supervisor gives one it
 # stops (``Child.stop``) before it kills it.
 ORPHAN_GRACE_S = 20.0
@@ -24,17 +22,17 @@ def stop_with_parent() -> None:
     _die_with_parent()
 
 
-def exit_when_orphaned(grace_s: float = ORPHAN_GRACE_S) -> None:
-    """In a child of `newsflow run`: once the supervisor is gone, exit ``grace_s`` after
-    (its death sent us SIGTERM, see ``_die_with_parent``) if the stop has not ended by
-    then. Nothing else would kill a stop that hangs: the processors' offset commit to the
-    embedded broker, killed with the supervisor, retries for ever."""
-    supervisor = os.environ.get(SUPERVISOR_ENV)
-    if not supervisor or not supervisor.isdigit():
+def exit_when_orphaned(supervisor: int | None, grace_s: float = ORPHAN_GRACE_S) -> None:
+    """In a child of `newsflow run` (pid ``supervisor``; None: not one): once the
+    supervisor is gone, exit ``grace_s`` after (its death sent us SIGTERM, see
+    ``_die_with_parent``) if the stop has not ended by then. Nothing else would kill a stop
+    that hangs: the processors' offset commit to the embedded broker, killed with the
+    supervisor, retries for ever."""
+    if supervisor is None:
         return
 
     def watch() -> None:
-        while os.getppid() == int(supervisor):
+        while os.getppid() == supervisor:
             time.sleep(1.0)
         time.sleep(grace_s)
         logger.error("the supervisor (pid %s) died and this process has not stopped %.0f s"

@@ -38,7 +38,7 @@ from newsflow.metrics import (
     sample_values,
     textfile_name,
 )
-from newsflow.processes import SUPERVISOR_ENV, spawn, stop_with_parent, terminate
+from newsflow.processes import spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
@@ -100,13 +100,9 @@ class Child:
 
 def child_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-    env.update(settings_env(settings))
-    env[SUPERVISOR_ENV] = str(os.getpid())  # a child outliving us exits (exit_when_orphaned)
+    # A child outliving us exits (exit_when_orphaned).
+    env.update(settings_env(settings.model_copy(update={"supervisor_pid": os.getpid()})))
     return env
-
-
-def runfile(settings: Settings) -> Path:
-    return settings.data_dir / "service.json"
 
 
 def write_runfile(settings: Settings, broker_started: float | None = None) -> None:
@@ -117,9 +113,9 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
         "kafka_bootstrap": settings.kafka_bootstrap,
         "kafka_embedded": settings.kafka_embedded,
         "broker_started": broker_started,
-        "web": f"http://{settings.web_host}:{settings.web_port}/",
+        "web": web_address(settings),
     }
-    path = runfile(settings)
+    path = settings.runfile
     partial = path.with_name(path.name + ".tmp")  # a reader never sees half of it
     partial.write_text(json.dumps(info), encoding="utf-8")
     os.replace(partial, path)
@@ -129,7 +125,7 @@ def broker_started(settings: Settings) -> float | None:
     """When the running service's embedded broker last started empty, per its runfile;
     None when no service here runs the broker ``settings`` point at."""
     try:
-        info = json.loads(runfile(settings).read_text(encoding="utf-8"))
+        info = json.loads(settings.runfile.read_text(encoding="utf-8"))
         value = info["broker_started"] if info["kafka_bootstrap"] == settings.kafka_bootstrap else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -141,7 +137,7 @@ def discover_running_service(settings: Settings) -> Settings:
     if settings.kafka_bootstrap:
         return settings
     try:
-        info = json.loads(runfile(settings).read_text(encoding="utf-8"))
+        info = json.loads(settings.runfile.read_text(encoding="utf-8"))
         os.kill(int(info["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return settings
@@ -152,6 +148,14 @@ def discover_running_service(settings: Settings) -> Settings:
             "kafka_embedded": bool(info["kafka_embedded"]),
         }
     )
+
+
+def web_address(settings: Settings) -> str:
+    """The web page's address, for the log and the runfile. With port 0 the web child
+    binds a free port of its own choosing, which only its log line names."""
+    if settings.web_port == 0:
+        return f"http://{settings.web_host}:<a free port: see the web process's log line>/"
+    return f"http://{settings.web_host}:{settings.web_port}/"
 
 
 def check_web_port(settings: Settings) -> None:
@@ -208,7 +212,7 @@ def replay_seeds(settings: Settings) -> int:
 
 
 def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES) -> int:
-    if os.environ.get("NEWSFLOW_STOP_WITH_PARENT") == "true":
+    if settings.stop_with_parent:
         # Under `make run`: a SIGTERM to make (which does not pass it on) still stops us.
         stop_with_parent()
     with hold_data_dir(settings):
@@ -221,7 +225,7 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
     exit_code = 0
     broker: EmbeddedBroker | None = None
     if not settings.kafka_bootstrap:
-        broker = EmbeddedBroker().start()
+        broker = EmbeddedBroker(log_level=settings.broker_log).start()
         settings = settings.model_copy(
             update={"kafka_bootstrap": broker.bootstrap, "kafka_embedded": True}
         )
@@ -245,12 +249,11 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             except Exception as exc:  # noqa: BLE001 - a bad seed must not stop the service
                 logger.error("seed replay failed: %s", exc)
         logger.info(
-            "newsflow running: broker %s%s, storage %s, web http://%s:%s/",
+            "newsflow running: broker %s%s, storage %s, web %s",
             settings.kafka_bootstrap,
             " (embedded)" if broker else "",
             settings.sqlite_file if settings.sink == "sqlite" else settings.sink,
-            settings.web_host,
-            settings.web_port,
+            web_address(settings),
         )
         recycler = None
         if broker is not None:
@@ -305,7 +308,7 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             if broker.alive():  # (it forgets everything: the next start writes this back)
                 recycle.save_for_next_start(settings, drained)
             broker.stop()
-        runfile(settings).unlink(missing_ok=True)
+        settings.runfile.unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return exit_code
 

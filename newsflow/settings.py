@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # this many MB `newsflow run` recycles it: producers pause, the processors and the sink
     # catch up, the broker restarts empty and the processors rebuild from storage. 0: never.
     embedded_broker_max_mb: int = Field(default=1024, ge=0)
+    # The embedded broker's own log level (its RUST_LOG: error, warn, info, debug).
+    broker_log: str = "warn"
     app_id: str = "newsflow"
 
     topic_raw: str = "newsflow.articles.raw"
@@ -105,6 +107,10 @@ class Settings(BaseSettings):
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port
     log_level: Annotated[str, AfterValidator(log_level_name)] = "INFO"
     log_json: bool = False
+    # Set by `make run`: stop when make itself is stopped (make does not pass SIGTERM on).
+    stop_with_parent: bool = False
+    # Set by `newsflow run` for its children: its pid (a child outliving it exits).
+    supervisor_pid: int | None = None
 
     @property
     def sqlite_file(self) -> Path:
@@ -117,6 +123,11 @@ class Settings(BaseSettings):
     @property
     def producer_state_file(self) -> Path:
         return self.producer_state_path or self.data_dir / "producer.db"
+
+    @property
+    def runfile(self) -> Path:
+        """Where a running `newsflow run` says where its broker is (see service.py)."""
+        return self.data_dir / "service.json"
 
     @property
     def session_timeout_s(self) -> float:

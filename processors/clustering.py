@@ -533,9 +533,6 @@ class IncidentClusterer:
             return None
         return minhash(feats.shingles)
 
-    def _idf(self, term: str) -> float:
-        return math.log((self._docs + 1) / (self._df.get(term, 0) + 1)) + 1.0
-
     def _vectorize(self, feats: Features) -> tuple[dict[str, float], dict[str, float]]:
         """TF-IDF vector (strongest terms first, L2-normalised) and its entity part."""
         df = self._df
@@ -1125,12 +1122,8 @@ def _weight_then_term(kv: tuple[str, float]) -> tuple[float, str]:
     return -kv[1], kv[0]
 
 
+# log(n + 1) for the small document counts that dominate (read inline by ``_vectorize``).
 _LOG1 = [math.log(n + 1) for n in range(4096)]
-
-
-def _log1(n: int) -> float:
-    """log(n + 1), from a table for the small counts that dominate."""
-    return _LOG1[n] if n < 4096 else math.log(n + 1)
 
 
 def _dot(a: dict[str, float], b: dict[str, float]) -> float:

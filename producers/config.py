@@ -17,6 +17,7 @@ YAML has the same shape: ``defaults:`` and a ``feeds:`` (or ``feed:``) list.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -48,15 +49,21 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(value: Any) -> float | None:
-    """'5m' -> 300.0; numbers are seconds; None stays None."""
+    """'5m' -> 300.0; numbers are seconds; None stays None. Zero, negative and infinite
+    values are refused: a bound of 0 read as unset, a negative one let the interval halve
+    towards it (the feed polled as fast as its host allowed), an infinite one never came."""
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ConfigError(f"not a duration: {value!r} (use seconds or 30s/5m/2h/1d)")
-    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+        seconds = float(value)
+    elif match := _DURATION.match(str(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    else:
+        seconds = math.nan
+    if not (0 < seconds < math.inf):
+        raise ConfigError(
+            f"not a duration: {value!r} (use seconds above 0, or 30s/5m/2h/1d)")
+    return seconds
 
 
 def load_feeds_file(path: Path) -> list[FeedSpec]:

@@ -88,7 +88,6 @@ class PollResult:
     new_keys: list[str] = field(default_factory=list)  # entries the articles stand for
     present_keys: list[str] = field(default_factory=list)  # every entry in the feed now
     parsed: ParsedFeed | None = None
-    complete: bool = True  # False when stopped part-way (the rest waits for next poll)
 
 
 def _now() -> datetime:
@@ -292,7 +291,6 @@ class FeedPoller:
         # Oldest first, so the topic reads in publication order for this feed.
         for key in [*saved, *reversed(new_keys)]:
             if stop is not None and stop.is_set():
-                poll.complete = False
                 # Not all entries were handled: ask again soon, with the old validators,
                 # so the feed is fetched in full and the rest are found unseen.
                 update.etag, update.last_modified = feed.etag, feed.last_modified

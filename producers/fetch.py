@@ -18,7 +18,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
@@ -60,7 +60,6 @@ class FetchResult:
     truncated: bool = False
     # Set when the chain of redirects was all permanent (301/308): the new address.
     permanent_url: str | None = None
-    redirects: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -299,7 +298,6 @@ class Fetcher:
                 elapsed_s=time.monotonic() - started,
                 truncated=truncated,
                 permanent_url=current if hops and all_permanent else None,
-                redirects=hops,
             )
         raise FetchError("redirects", f"more than {self.max_redirects} redirects from {url}")
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class HostBusy(Exception):  # noqa: N818 - a condition, reported to the caller
@@ -24,7 +24,6 @@ class _HostState:
     in_flight: int = 0
     next_start: float = 0.0  # monotonic time before which no new request may start
     paused_until: float = 0.0
-    last_used: float = field(default_factory=time.monotonic)
 
 
 class HostLimiter:
@@ -80,7 +79,6 @@ class HostLimiter:
             with self._cond:
                 state = self._state(host)
                 state.in_flight -= 1
-                state.last_used = self._clock()
                 self._cond.notify_all()
 
     def _state(self, host: str) -> _HostState:

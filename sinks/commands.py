@@ -69,7 +69,7 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
-    from newsflow.web import serve
+    from sinks.web import serve
 
     if args.host:
         settings.web_host = args.host

@@ -24,8 +24,8 @@ import pytest
 from newsflow.metrics import Registry, metrics_dir, write_textfile
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
-from newsflow.web import Handler, NewsflowServer, make_server
 from sinks.sqlite import SQLiteSink
+from sinks.web import Handler, NewsflowServer, make_server
 
 pytestmark = pytest.mark.integration
 

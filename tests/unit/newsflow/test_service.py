@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -165,3 +166,25 @@ def test_the_runfile_says_when_the_embedded_broker_last_started_to_whom_it_conce
     assert service.broker_started(ours) is None
     assert not list(tmp_path.glob("*.tmp"))
 
+
+def test_with_web_port_0_the_runfile_names_no_port_0(tmp_path):
+    # The web child binds a free port of its own: ":0" is an address nothing answers on.
+    settings = Settings(data_dir=tmp_path, web_port=0)
+    service.write_runfile(settings)
+    web = json.loads(settings.runfile.read_text(encoding="utf-8"))["web"]
+    assert ":0/" not in web and "free port" in web
+    assert service.web_address(settings.model_copy(update={"web_port": 8088})) == (
+        "http://127.0.0.1:8088/")
+
+
+def test_a_child_builds_the_supervisors_settings_and_knows_its_supervisor(monkeypatch):
+    settings = Settings(data_dir=Path("/srv/data"), web_port=9123, broker_log="debug")
+    monkeypatch.setenv("NEWSFLOW_WEB_PORT", "1")  # the supervisor's own environment
+    env = service.child_env(settings)
+    for name in [n for n in list(service.os.environ) if n.startswith("NEWSFLOW_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    child = Settings()
+    assert child.supervisor_pid == service.os.getpid()  # exit_when_orphaned watches it
+    assert (child.data_dir, child.web_port, child.broker_log) == (Path("/srv/data"), 9123, "debug")

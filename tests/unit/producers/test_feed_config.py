@@ -152,3 +152,13 @@ def test_autodiscovery_puts_feed_types_before_generic_ones():
         "https://site.example/wp-json/wp/v2/posts/7",
         "https://site.example/feed.xml",
     ]
+
+
+@pytest.mark.parametrize("value", ["-60", "0", "'0s'", "nan", "inf"])
+def test_an_interval_that_is_not_a_positive_finite_duration_is_refused(tmp_path, value):
+    # -60 polled the feed as fast as its host allowed (the interval halved towards it);
+    # 0 silently meant the default; inf never polled the feed again.
+    path = tmp_path / "feeds.toml"
+    path.write_text(f'[[feed]]\nurl = "https://a.example/rss"\nmin_interval = {value}\n')
+    with pytest.raises(ConfigError, match=r"https://a\.example/rss: not a duration"):
+        load_feeds_file(path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from newsflow.schemas import Explanation
-from newsflow.web import PAGE_LIMIT, render_incident, render_index, render_search, safe_href
 from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, SearchHit
+from sinks.web import PAGE_LIMIT, render_incident, render_index, render_search, safe_href
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 EVIL = '<script>alert("x")</script>'
