@@ -189,8 +189,11 @@ def metrics_dir(data_dir: Path) -> Path:
 
 
 # Each role's textfile in ``metrics_dir``: the processes write them, and the supervisor
-# removes a dead child's by the same name (the web child serves its figures itself).
-_TEXTFILES = {"sink": "sink.prom", "process": "processors.prom", "produce": "produce-{pid}.prom",
+# removes a dead child's by the same name (the web child serves its figures itself). One
+# per process, as a role may run several times on one data folder (scaled out): one file
+# per role was rewritten by each in turn, and its counters jumped between them.
+_TEXTFILES = {"sink": "sink-{pid}.prom", "process": "processors-{pid}.prom",
+              "produce": "produce-{pid}.prom",
               "broker": "broker.prom"}  # the embedded broker's figures, by the supervisor
 
 
@@ -229,6 +232,22 @@ def clear_textfiles(directory: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def writer_gone(path: Path) -> bool:
+    """Whether ``path`` is a process's own textfile (``ROLE-PID.prom``) whose process runs
+    no more: a role killed outside `newsflow run` (which removes its children's) leaves
+    it behind, and its figures must not be served on beside its successor's."""
+    _, _, pid = path.stem.rpartition("-")
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # (another user's process: it runs)
+        return False
+    return False
+
+
 def _with_label(sample: str, name: str, value: str) -> str:
     """``metric{a="1"} 2`` -> ``metric{name="value",a="1"} 2``."""
     label = f'{name}="{_escape(value)}"'
@@ -253,6 +272,8 @@ def read_textfiles(directory: Path) -> str:
     headers: dict[str, dict[str, str]] = {}  # family -> {"HELP": line, "TYPE": line}
     samples: dict[str, list[str]] = {}  # family -> sample lines, in file order
     for path in sorted(directory.glob("*.prom")):
+        if writer_gone(path):
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except OSError:

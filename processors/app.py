@@ -370,17 +370,24 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         except OSError as exc:  # (a full disk) figures are not worth a crashed worker
             logger.debug("cannot write metrics file %s: %s", metrics_path, exc)
 
+    worker = {"assigned": False}  # whether a rebalance has completed here before
+
     def forget_stage(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # With several workers the clean partition can move away and come back: the
         # in-memory stage is then stale, so it is rebuilt from the tables on next use.
         if stage_holder:
             logger.info("partitions revoked: cluster state dropped, rebuilt on next use")
         stage_holder.clear()
+        if worker["assigned"] and isinstance(window_loader, ReadAhead):
+            # Past the first assignment another worker may have clustered meanwhile:
+            # storage as it was at this worker's start would forget what it stored since.
+            window_loader.drop()
 
     async def log_assignment(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Sent once the tables are recovered, before the streams resume: which worker
         # holds what, for operators (and tests) to see. (Should another rebalance have
         # begun meanwhile, faust drops this one after the line; the next one follows.)
+        worker["assigned"] = True
         held: dict[str, list[int]] = {}
         for tp in app.consumer.assignment():
             if tp.topic in (settings.topic_raw, settings.topic_clean):
@@ -531,23 +538,40 @@ def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], lis
         return [], []
 
 
-def read_ahead(loader: WindowLoader) -> WindowLoader:
+class ReadAhead:
+    """A window loader whose first answer was read before the worker consumed anything
+    (``read_ahead``); later calls read storage again."""
+
+    def __init__(self, loader: WindowLoader,
+                 first: tuple[Iterable[ArticleRecord], Iterable[Incident]] | None) -> None:
+        self.loader = loader
+        self.first = first
+
+    def drop(self) -> None:
+        """Forget the answer read ahead: storage has moved on since (another worker may
+        have clustered), so the next rebuild reads it again."""
+        self.first = None
+
+    def __call__(self) -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
+        first, self.first = self.first, None
+        return first if first is not None else self.loader()
+
+
+def read_ahead(loader: WindowLoader) -> ReadAhead:
     """``loader``, read once now: the first rebuild gets that answer, so it does not read
     storage in the agent, where the consumer must keep up its heartbeats (the embedded
-    broker's session is 3 s); a later rebuild (after a rebalance) reads storage again."""
-    first: list[tuple[Iterable[ArticleRecord], Iterable[Incident]]] = []
+    broker's session is 3 s); a later rebuild (after a rebalance) reads storage again, and
+    so does the first when it comes after a later rebalance (``create_app`` drops the
+    answer then: another worker may have clustered since)."""
+    first = None
     try:
         records, incidents = loader()
-        first.append((list(records), list(incidents)))
+        first = (list(records), list(incidents))
     except StoreMisconfigured:
         raise  # the worker stops, naming the setting: waiting will not mend it
     except Exception:  # noqa: BLE001 - the agent's rebuild tries again and says why
         logger.warning("could not read storage ahead of the first rebuild", exc_info=True)
-
-    def load() -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
-        return first.pop() if first else loader()
-
-    return load
+    return ReadAhead(loader, first)
 
 
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from newsflow.kafka import Publisher, ensure_topics
+from newsflow.schemas import RawArticle, article_key
 from producers.replay import read_articles
 
 pytestmark = pytest.mark.integration
@@ -111,3 +113,66 @@ def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(
     finally:
         postgres_server.start()
     assert waits == [1.0, 2.0]
+
+
+def clean_holder(procs, topic: str):
+    """The worker whose latest assignment holds the clean partition, once every one of
+    ``procs`` has had one since the last joined; None until then."""
+    latest = {}
+    for proc in procs:
+        lines = [line for line in proc.log().splitlines() if "partitions held:" in line]
+        if not lines:
+            return None
+        latest[proc] = lines[-1]
+    holders = [proc for proc, line in latest.items() if f"{topic} 0" in line]
+    return holders[0] if len(holders) == 1 else None
+
+
+def test_a_worker_given_the_clean_partition_at_a_later_rebalance_reads_storage_again(
+    make_settings, start_role
+):
+    """A worker reads storage before it consumes, for its first rebuild. One that got the
+    clean partition only at a later rebalance (another worker clustered meanwhile)
+    rebuilt from storage as it was at its own start: an incident whose articles had left
+    the window was forgotten, and its follow-up founded a new one."""
+    reuters, afp = read_articles([SEEDS])
+    start = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    reuters = reuters.model_copy(update={"published": start})
+    # Two hours on, with a window of half an hour: Reuters' article leaves the window;
+    # its incident stays as a summary, rebuilt from storage.
+    filler = RawArticle(
+        id=article_key("https://example.com/fire"), url="https://example.com/fire",
+        title="Warehouse fire in Akron closes road 9",
+        text="Firefighters in Akron fought a blaze at a warehouse on route 9; two people"
+             " were treated.",
+        published=start + timedelta(hours=2))
+    afp = afp.model_copy(update={"published": start + timedelta(hours=2, minutes=5)})
+    settings = make_settings(kafka_embedded=True, window_days=0.02)
+    ensure_topics(settings)
+    sink = start_role(settings, "sink")
+    workers = [start_role(settings, "process")]
+    deadline = time.monotonic() + 90
+    while clean_holder(workers, settings.topic_clean) is None:
+        assert time.monotonic() < deadline, workers[0].log()[-3000:]
+        time.sleep(0.5)
+    workers.append(start_role(settings, "process"))  # both have read storage: empty
+    while (holder := clean_holder(workers, settings.topic_clean)) is None or any(
+            "partitions held:" not in w.log() for w in workers):
+        assert time.monotonic() < deadline, "\n".join(w.log()[-2000:] for w in workers)
+        time.sleep(0.5)
+    follower = next(w for w in workers if w is not holder)
+
+    db = settings.sqlite_file
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+        publisher.publish_article(filler)
+    first_incident = wait_incident(db, reuters.id, [sink, *workers])
+    wait_incident(db, filler.id, [sink, *workers])
+    assert holder.stop() == 0, holder.log()[-3000:]  # the clean partition goes to the other
+
+    with Publisher(settings) as publisher:
+        publisher.publish_article(afp)
+    assert wait_incident(db, afp.id, [sink, follower]) == first_incident, follower.log()[-3000:]
+    # Storage as it is now, not as it was when the follower started. (The outcome alone
+    # does not show it here: the changelog table still held Reuters' article.)
+    assert "storage (2 articles)" in follower.log()

@@ -75,7 +75,7 @@ def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_r
     letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2, timeout_s=30)
     dead = [DeadLetter.from_bytes(r.value) for r in letters]
     # The processors' Prometheus textfile counts what happened.
-    prom = settings.data_dir / "metrics" / "processors.prom"
+    prom = settings.data_dir / "metrics" / f"processors-{worker.process.pid}.prom"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and 'decision="joined"} 1' not in (
         prom.read_text() if prom.exists() else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -113,7 +114,7 @@ def test_sink_writes_incidents_and_articles_then_commits(make_settings) -> None:
         wait_for(lambda: f'{lag},partition="0"}} 0' in runner.metrics.registry.render(),
                  what="the lag gauge")
     assert committed(settings, settings.topic_clean, 1) == 3
-    prom = (settings.data_dir / "metrics" / "sink.prom").read_text()
+    prom = (settings.data_dir / "metrics" / f"sink-{os.getpid()}.prom").read_text()
     assert "newsflow_articles_in_total 3" in prom
     assert 'newsflow_incident_versions_total{change="merged"} 1' in prom
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from newsflow.metrics import Registry, clear_textfiles, read_textfiles, write_textfile
+
+ME = os.getpid()
 
 
 def test_render_counters_gauges_histograms() -> None:
@@ -61,30 +64,30 @@ def producer_registry(feeds: int) -> Registry:
 
 
 def test_textfiles_of_several_processes_merge_into_one_family_each(tmp_path: Path) -> None:
-    # Two producer processes (or one and the file of one that was killed) write the same
-    # families; Prometheus refuses a family that appears twice.
-    write_textfile(producer_registry(3), tmp_path / "produce-11.prom")
-    write_textfile(producer_registry(5), tmp_path / "produce-12.prom")
+    # Two producer processes write the same families; Prometheus refuses a family that
+    # appears twice. (Both run: a dead one's file is not served.)
+    write_textfile(producer_registry(3), tmp_path / "produce-1.prom")
+    write_textfile(producer_registry(5), tmp_path / f"produce-{ME}.prom")
     text = read_textfiles(tmp_path)
     lines = text.splitlines()
     assert lines[:4] == [
         "# HELP newsflow_feeds_active Feeds being polled",
         "# TYPE newsflow_feeds_active gauge",
-        'newsflow_feeds_active{process="produce-11"} 3',
-        'newsflow_feeds_active{process="produce-12"} 5',
+        'newsflow_feeds_active{process="produce-1"} 3',
+        f'newsflow_feeds_active{{process="produce-{ME}"}} 5',
     ]
-    assert 'newsflow_feed_polls_total{process="produce-12",outcome="ok"} 1' in lines
+    assert f'newsflow_feed_polls_total{{process="produce-{ME}",outcome="ok"}} 1' in lines
     # A histogram's lines stay together under its one TYPE line.
     start = lines.index("# TYPE nf_fetch_seconds histogram")
     assert lines[start + 1:] == [
-        'nf_fetch_seconds_bucket{process="produce-11",le="1"} 1',
-        'nf_fetch_seconds_bucket{process="produce-11",le="+Inf"} 1',
-        'nf_fetch_seconds_sum{process="produce-11"} 0.5',
-        'nf_fetch_seconds_count{process="produce-11"} 1',
-        'nf_fetch_seconds_bucket{process="produce-12",le="1"} 1',
-        'nf_fetch_seconds_bucket{process="produce-12",le="+Inf"} 1',
-        'nf_fetch_seconds_sum{process="produce-12"} 0.5',
-        'nf_fetch_seconds_count{process="produce-12"} 1',
+        'nf_fetch_seconds_bucket{process="produce-1",le="1"} 1',
+        'nf_fetch_seconds_bucket{process="produce-1",le="+Inf"} 1',
+        'nf_fetch_seconds_sum{process="produce-1"} 0.5',
+        'nf_fetch_seconds_count{process="produce-1"} 1',
+        f'nf_fetch_seconds_bucket{{process="produce-{ME}",le="1"}} 1',
+        f'nf_fetch_seconds_bucket{{process="produce-{ME}",le="+Inf"}} 1',
+        f'nf_fetch_seconds_sum{{process="produce-{ME}"}} 0.5',
+        f'nf_fetch_seconds_count{{process="produce-{ME}"}} 1',
     ]
     for kind in ("HELP", "TYPE"):
         names = [line.split()[2] for line in lines if line.startswith(f"# {kind} ")]
@@ -103,7 +106,7 @@ def test_a_gauge_is_read_back_from_the_merged_files(tmp_path: Path) -> None:
     """How `newsflow run` tells, while it stops, that the sink is paused."""
     from newsflow.metrics import sample_values
 
-    for pid, paused in ((41, 1), (42, 0)):
+    for pid, paused in ((1, 1), (os.getpid(), 0)):  # (running processes)
         r = Registry()
         r.gauge("newsflow_sink_paused", "1 while the store is unavailable").set(paused)
         r.gauge("newsflow_sink_paused_total", "a longer name").set(7)
@@ -121,3 +124,27 @@ def test_a_metrics_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path
     with pytest.raises(OSError):
         write_textfile(Registry(), target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sink.prom"]
+
+
+def test_processes_of_one_role_write_their_own_files_and_a_dead_ones_is_not_served(
+    tmp_path: Path,
+) -> None:
+    """Two sinks (or workers) on one data folder, scaled out, wrote the same file in
+    turn: the page's counters jumped between the two processes' figures every scrape."""
+    import subprocess
+    import sys
+
+    from newsflow.metrics import textfile_name
+
+    for role in ("sink", "process", "produce"):
+        assert textfile_name(role, 101) != textfile_name(role, 102)
+    directory = tmp_path / "metrics"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    for pid, count in ((ME, 3), (int(gone.stdout), 5)):  # this one runs, that one ran
+        r = Registry()
+        r.counter("newsflow_articles_in_total", "In").inc(count)
+        write_textfile(r, directory / str(textfile_name("sink", pid)))
+    served = read_textfiles(directory)
+    assert f'newsflow_articles_in_total{{process="sink-{ME}"}} 3' in served
+    assert "} 5" not in served  # a killed sink's figures, not served on

@@ -125,14 +125,15 @@ def test_a_dead_childs_metrics_file_is_removed(tmp_path: Path) -> None:
     sink.start()
     mine = metrics / f"produce-{producer.process.pid}.prom"  # type: ignore[union-attr]
     other = metrics / "produce-1.prom"  # another producer process's, still running
-    for path in (mine, other, metrics / "sink.prom"):
+    sinks = metrics / f"sink-{sink.process.pid}.prom"  # type: ignore[union-attr]
+    for path in (mine, other, sinks):
         path.write_text("# TYPE newsflow_feeds_active gauge\nnewsflow_feeds_active 1\n")
     die(producer, -9)
     supervise(producer)
-    assert not mine.exists() and other.exists() and (metrics / "sink.prom").exists()
+    assert not mine.exists() and other.exists() and sinks.exists()
     die(sink, -9)
     supervise(sink)
-    assert not (metrics / "sink.prom").exists()
+    assert not sinks.exists()
 
 
 def test_the_service_clears_stale_metrics_files_at_start(
