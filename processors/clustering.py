@@ -33,7 +33,7 @@ import numpy as np
 
 from newsflow.schemas import Explanation
 from processors.dedup import DedupConfig, DuplicateIndex, minhash, title_similarity
-from processors.features import Features, canonical_url, extract
+from processors.features import Features, canonical_url, extract, stem
 
 log = logging.getLogger(__name__)
 
@@ -809,7 +809,8 @@ class IncidentClusterer:
         inc = self._incidents[target]
         shared_terms = sorted((t for t in vec if t in inc.centroid),
                               key=lambda t: (-vec[t] * inc.centroid[t], t))[:8]
-        shared_entities = sorted(e for e in evec if e in inc.entity_vec)[:12]
+        shared_entities = _telling_first(
+            {e: w * inc.entity_vec[e] for e, w in evec.items() if e in inc.entity_vec}, 12)
         return Decision(
             article_id=article_id,
             incident_id=target,
@@ -1183,6 +1184,18 @@ def _detail(sim: Similarity) -> dict[str, float]:
     if sim.follow_up and (sim.gap_hours or sim.named_day_gap_hours):
         detail["court_follow_up"] = 1.0  # the time gap weighed less
     return detail
+
+
+def _telling_first(shared: dict[str, float], k: int) -> list[str]:
+    """The ``k`` shared entities an explanation lists (``shared``: each one's part of the
+    score): full names first, then the words that none of those holds, each by weight.
+    Listed alphabetically, the numbers, weekdays and "county" of a story came first and the
+    names that joined it were cut off."""
+    names = sorted((e for e in shared if " " in e), key=lambda e: (-shared[e], e))
+    in_names = {stem(word) for name in names[:k] for word in name.split()}
+    words = sorted((e for e in shared if " " not in e and e not in in_names),
+                   key=lambda e: (-shared[e], e))
+    return (names + words)[:k]
 
 
 def _add_into(total: dict[str, float], vec: dict[str, float]) -> None:

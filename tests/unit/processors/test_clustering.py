@@ -81,7 +81,7 @@ def test_new_then_join_same_event_but_not_an_unrelated_one():
     assert second.incident_id == "inc-fire-1"
     assert second.duplicate_of is None
     assert second.explanation.score >= second.explanation.threshold
-    assert "lopez" in second.explanation.shared_entities
+    assert "maria lopez" in second.explanation.shared_entities
     assert second.explanation.shared_terms
     assert second.explanation.time_gap_hours == 3.0
     assert c.add(art("quake", QUAKE, 4)).explanation.decision == "new"
@@ -632,6 +632,18 @@ def test_an_incident_that_drifted_apart_is_split_with_its_duplicates():
     fire_4 = c.add(art("fire-4", fire_update, 6))
     assert fire_4.incident_id == "inc-fire-1"
     assert fire_4.explanation.time_gap_hours == 4.0  # from fire-3, its latest report left
+
+
+def test_an_explanation_lists_the_shared_names_first_and_not_their_words_again():
+    c = IncidentClusterer()
+    c.add(art("fire-1", FIRE_1))
+    c.add(art("budget", BUDGET, 1))
+    joined = c.add(art("fire-2", FIRE_2, 3)).explanation
+    # Alphabetically, "40" came first and "springfield" was cut off after twelve.
+    assert joined.shared_entities[:4] == ["acme logistics", "elm street", "maria lopez",
+                                          "mercy hospital"]
+    assert "springfield" in joined.shared_entities
+    assert not {"lopez", "maria", "hospital"} & set(joined.shared_entities)
 
 
 def test_taking_an_original_out_keeps_a_term_a_remaining_member_brought_back():
