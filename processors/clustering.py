@@ -426,7 +426,12 @@ class IncidentClusterer:
             if split:
                 # The decision is held (redeliveries return it): updated in place.
                 decision.explanation.detail["split_off"] = float(len(split))
-                decision.incident_id = split.pop(article.id, decision.incident_id)
+                joined = decision.incident_id
+                decision.incident_id = split.pop(article.id, joined)
+                if decision.incident_id != joined:
+                    # It left with the reports it split off: its score and shared terms
+                    # are the incident's it joined, which the explanation must name.
+                    decision.explanation.moved_from = joined
                 decision.moved.update(split)
         return decision
 

@@ -13,6 +13,11 @@ def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
     moved = explain(Explanation(decision="joined", moved_from="inc-b"))
     assert moved.endswith("moved here from inc-b by a later merge or split")
     assert explain(None) == "no explanation recorded"
+    # The article that split an incident and left with the reports it split off.
+    left = explain(Explanation(decision="joined", score=1.5, threshold=-2.0,
+                               detail={"split_off": 4.0}, moved_from="inc-a"))
+    assert left.endswith("joined inc-a, then split 4 report(s), this one among them, off it"
+                         " into a new incident")
 
 
 def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> None:
