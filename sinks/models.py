@@ -159,6 +159,13 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def _span(hours: float) -> str:
+    """A time gap as an editor reads it: hours up to two days, then days."""
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.0f} days"
+
+
 def explain(explanation: object) -> str:
     """One line saying why an article joined its incident."""
     if not isinstance(explanation, Explanation):
@@ -174,9 +181,9 @@ def explain(explanation: object) -> str:
     if e.shared_terms:
         parts.append("shared terms: " + ", ".join(e.shared_terms[:8]))
     if e.time_gap_hours is not None:
-        parts.append(f"{e.time_gap_hours:.1f} h apart")
+        parts.append(f"{_span(e.time_gap_hours)} apart")
     if "named_day_gap_hours" in e.detail:
-        parts.append(f"{e.detail['named_day_gap_hours']:.1f} h from the day or month it names")
+        parts.append(f"{_span(e.detail['named_day_gap_hours'])} from the day or month it names")
     if "court_follow_up" in e.detail:
         parts.append("a court stage: the gap weighed less")
     if e.candidates:

@@ -23,10 +23,12 @@ def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
 def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> None:
     why = Explanation(decision="joined", score=-1.2, threshold=-2.0, time_gap_hours=1440.0,
                       detail={"named_day_gap_hours": 0.0})
-    assert "1440.0 h apart; 0.0 h from the day or month it names" in explain(why)
+    # Days past two days: "1440.0 h" was left to the editor to divide.
+    assert "60 days apart; 0.0 h from the day or month it names" in explain(why)
     court = Explanation(decision="joined", score=-1.2, threshold=-2.0, time_gap_hours=4800.0,
-                        detail={"court_follow_up": 1.0})
-    assert "4800.0 h apart; a court stage: the gap weighed less" in explain(court)
+                        detail={"court_follow_up": 1.0, "named_day_gap_hours": 47.5})
+    assert ("200 days apart; 47.5 h from the day or month it names; a court stage: the gap"
+            " weighed less") in explain(court)
 
 
 def test_an_explanation_says_when_there_were_too_few_words_to_compare() -> None:
