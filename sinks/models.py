@@ -166,6 +166,10 @@ def _span(hours: float) -> str:
     return f"{hours / 24:.0f} days"
 
 
+# What each kind of duplicate has in common with its original.
+_DUPLICATE_KINDS = {"url": "the same address", "content": "the same text"}
+
+
 def explain(explanation: object) -> str:
     """One line saying why an article joined its incident."""
     if not isinstance(explanation, Explanation):
@@ -173,8 +177,11 @@ def explain(explanation: object) -> str:
     e = explanation
     parts: list[str] = [e.decision]
     if e.decision == "duplicate":
-        parts.append(f"({e.duplicate_kind or 'near'} duplicate)")
-    if e.decision != "new" or e.score:
+        # Its score is the share of text it has in common, not the join score's log-odds.
+        parts.append(_DUPLICATE_KINDS.get(e.duplicate_kind or "")
+                     or f"a near copy: {e.score:.0%} of its text matches"
+                        f" (a copy from {e.threshold:.0%})")
+    elif e.decision != "new" or e.score:
         parts.append(f"score {e.score:.2f} vs threshold {e.threshold:.2f}")
     if e.shared_entities:
         parts.append("shared entities: " + ", ".join(e.shared_entities[:8]))
@@ -186,7 +193,7 @@ def explain(explanation: object) -> str:
         parts.append(f"{_span(e.detail['named_day_gap_hours'])} from the day or month it names")
     if "court_follow_up" in e.detail:
         parts.append("a court stage: the gap weighed less")
-    if e.candidates:
+    if e.candidates and e.decision != "duplicate":  # a duplicate has its original only
         parts.append(f"{e.candidates} candidates")
     if "scoring_terms" in e.detail:
         parts.append(f"too few terms to compare ({e.detail['scoring_terms']:.0f})")
@@ -204,6 +211,15 @@ def explain(explanation: object) -> str:
     if e.moved_from and split_off is None:
         parts.append(f"moved here from {e.moved_from} by a later merge or split")
     return "; ".join(parts)
+
+
+def original_of(article: IncidentArticleView, articles: list[IncidentArticleView]) -> str:
+    """What a duplicate copies, for a reader: the original's source and title when the
+    incident holds it (it does, unless a split took it), else its id."""
+    original = next((a for a in articles if a.id == article.duplicate_of), None)
+    if original is None:
+        return article.duplicate_of or ""
+    return f'{original.source or "?"}: "{original.title}" ({original.id})'
 
 
 def _iso(value: datetime | None) -> str | None:

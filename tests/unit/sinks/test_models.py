@@ -1,5 +1,5 @@
 from newsflow.schemas import Explanation
-from sinks.models import explain
+from sinks.models import IncidentArticleView, explain, original_of
 
 
 def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
@@ -34,3 +34,26 @@ def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> N
 def test_an_explanation_says_when_there_were_too_few_words_to_compare() -> None:
     why = Explanation(decision="new", detail={"scoring_terms": 1.0})
     assert explain(why) == "new; too few terms to compare (1)"
+
+
+def test_a_duplicate_says_what_it_has_in_common_not_a_score_on_the_join_scale() -> None:
+    # Its score is a share of matching text (0 to 1), not the join score's log-odds.
+    near = Explanation(decision="duplicate", duplicate_kind="near", score=0.9531,
+                       threshold=0.7, time_gap_hours=2.0, candidates=1)
+    assert explain(near) == ("duplicate; a near copy: 95% of its text matches (a copy from"
+                             " 70%); 2.0 h apart")
+    url = Explanation(decision="duplicate", duplicate_kind="url", score=1.0, threshold=1.0)
+    assert explain(url) == "duplicate; the same address"
+    assert explain(url.model_copy(update={"duplicate_kind": "content"})) == (
+        "duplicate; the same text")
+
+
+def test_a_duplicate_names_its_original_by_source_and_title() -> None:
+    def view(id: str, duplicate_of: str | None = None) -> IncidentArticleView:
+        return IncidentArticleView(id=id, title=f"Title {id}", url=None, source="wral.com",
+                                   published=None, seen_at=None, duplicate_of=duplicate_of,
+                                   explanation=None)
+
+    original, copy, orphan = view("a1"), view("a2", "a1"), view("a3", "gone")
+    assert original_of(copy, [original, copy]) == 'wral.com: "Title a1" (a1)'
+    assert original_of(orphan, [original, orphan]) == "gone"  # a split took it elsewhere
