@@ -181,19 +181,24 @@ def explain(explanation: object) -> str:
         parts.append(_DUPLICATE_KINDS.get(e.duplicate_kind or "")
                      or f"a near copy: {e.score:.0%} of its text matches"
                         f" (a copy from {e.threshold:.0%})")
-    elif e.decision != "new" or e.score:
+    elif e.decision == "new" and e.candidates:
+        # Its score and time gap are those of the closest incident, which it did not join.
+        gap = "" if e.time_gap_hours is None else f", {_span(e.time_gap_hours)} apart,"
+        parts.append(f"the closest of {e.candidates} candidate incidents{gap} scored"
+                     f" {e.score:.2f} vs threshold {e.threshold:.2f}")
+    elif e.decision != "new":
         parts.append(f"score {e.score:.2f} vs threshold {e.threshold:.2f}")
     if e.shared_entities:
         parts.append("shared entities: " + ", ".join(e.shared_entities[:8]))
     if e.shared_terms:
         parts.append("shared terms: " + ", ".join(e.shared_terms[:8]))
-    if e.time_gap_hours is not None:
+    if e.time_gap_hours is not None and e.decision != "new":
         parts.append(f"{_span(e.time_gap_hours)} apart")
     if "named_day_gap_hours" in e.detail:
         parts.append(f"{_span(e.detail['named_day_gap_hours'])} from the day or month it names")
     if "court_follow_up" in e.detail:
         parts.append("a court stage: the gap weighed less")
-    if e.candidates and e.decision != "duplicate":  # a duplicate has its original only
+    if e.candidates and e.decision in ("joined", "merged"):  # a duplicate has its original
         parts.append(f"{e.candidates} candidates")
     if "scoring_terms" in e.detail:
         parts.append(f"too few terms to compare ({e.detail['scoring_terms']:.0f})")

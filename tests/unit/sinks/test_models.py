@@ -57,3 +57,13 @@ def test_a_duplicate_names_its_original_by_source_and_title() -> None:
     original, copy, orphan = view("a1"), view("a2", "a1"), view("a3", "gone")
     assert original_of(copy, [original, copy]) == 'wral.com: "Title a1" (a1)'
     assert original_of(orphan, [original, orphan]) == "gone"  # a split took it elsewhere
+
+
+def test_a_new_incident_says_its_score_and_gap_are_the_closest_candidate_s() -> None:
+    # It read "new; score -3.95 vs threshold -2.00; 24.0 h apart; 10 candidates": apart
+    # from what, and the score of what?
+    why = Explanation(decision="new", score=-3.95, threshold=-2.0, time_gap_hours=24.0,
+                      candidates=10)
+    assert explain(why) == ("new; the closest of 10 candidate incidents, 24.0 h apart,"
+                            " scored -3.95 vs threshold -2.00")
+    assert explain(Explanation(decision="new")) == "new"  # nothing to compare with
