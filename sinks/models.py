@@ -190,8 +190,11 @@ def explain(explanation: object) -> str:
         parts.append(f"score {e.score:.2f} vs threshold {e.threshold:.2f}")
     if e.shared_entities:
         parts.append("shared entities: " + ", ".join(e.shared_entities[:8]))
-    if e.shared_terms:
-        parts.append("shared terms: " + ", ".join(e.shared_terms[:8]))
+    # The terms include the entities: listed twice, they made the line twice as long.
+    listed = {entity.lower() for entity in e.shared_entities[:8]}
+    terms = [term for term in e.shared_terms if term.lower() not in listed]
+    if terms:
+        parts.append("shared terms: " + ", ".join(terms[:8]))
     if e.time_gap_hours is not None and e.decision != "new":
         parts.append(f"{_span(e.time_gap_hours)} apart")
     if "named_day_gap_hours" in e.detail:

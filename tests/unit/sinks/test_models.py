@@ -67,3 +67,11 @@ def test_a_new_incident_says_its_score_and_gap_are_the_closest_candidate_s() -> 
     assert explain(why) == ("new; the closest of 10 candidate incidents, 24.0 h apart,"
                             " scored -3.95 vs threshold -2.00")
     assert explain(Explanation(decision="new")) == "new"  # nothing to compare with
+
+
+def test_shared_terms_already_listed_as_entities_are_not_listed_again() -> None:
+    why = Explanation(decision="joined", score=2.0, threshold=-2.0,
+                      shared_entities=["Cheron Shelton", "Wilkinsburg"],
+                      shared_terms=["Wilkinsburg", "ambush", "cheron shelton", "unborn"])
+    assert explain(why) == ("joined; score 2.00 vs threshold -2.00; shared entities: Cheron"
+                            " Shelton, Wilkinsburg; shared terms: ambush, unborn")
