@@ -1188,6 +1188,14 @@ def _detail(sim: Similarity) -> dict[str, float]:
         detail["named_day_gap_hours"] = round(sim.named_day_gap_hours, 2)
     if sim.follow_up and (sim.gap_hours or sim.named_day_gap_hours):
         detail["court_follow_up"] = 1.0  # the time gap weighed less
+    # The facts that moved the score up or down, when they did (else the explanation of a
+    # join on "6400 South King Drive" or against a different age would leave them out).
+    for fact, value in (("name_match", sim.name_match), ("age_match", sim.age_match),
+                        ("age_conflict", sim.age_conflict), ("street_match", sim.street_match),
+                        ("street_conflict", sim.street_conflict),
+                        ("year_match", sim.year_match), ("year_conflict", sim.year_conflict)):
+        if value:
+            detail[fact] = value
     return detail
 
 

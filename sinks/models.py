@@ -166,6 +166,18 @@ def _span(hours: float) -> str:
     return f"{hours / 24:.0f} days"
 
 
+# The facts the score weighed besides the shared words (``detail``), as the why line says them.
+_FACTS = {
+    "name_match": "a full name rare elsewhere in both",
+    "street_match": "the same street",
+    "street_conflict": "another street (counted against)",
+    "age_match": "the same age",
+    "age_conflict": "another age (counted against)",
+    "year_match": "names a year its reports name",
+    "year_conflict": "names a year its reports do not (counted against)",
+}
+
+
 # What each kind of duplicate has in common with its original.
 _DUPLICATE_KINDS = {"url": "the same address", "content": "the same text"}
 
@@ -201,6 +213,7 @@ def explain(explanation: object) -> str:
         parts.append(f"{_span(e.detail['named_day_gap_hours'])} from the day or month it names")
     if "court_follow_up" in e.detail:
         parts.append("a court stage: the gap weighed less")
+    parts.extend(said for fact, said in _FACTS.items() if e.detail.get(fact))
     if e.candidates and e.decision in ("joined", "merged"):  # a duplicate has its original
         parts.append(f"{e.candidates} candidates")
     if "scoring_terms" in e.detail:

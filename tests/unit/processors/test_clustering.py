@@ -351,6 +351,19 @@ def test_shared_street_and_age_raise_the_score_and_conflicts_lower_it():
     assert age_gap > same_blind - _follow_up_score("Elm", "61", blind) + 1.0
 
 
+def test_an_explanation_names_the_facts_that_moved_its_score():
+    def facts(street: str, age: str) -> set[str]:
+        return {fact for fact in _springfield_report(
+            "Arrest made in Springfield killing",
+            f"Springfield police arrested a suspect in the killing of a {age}-year-old man "
+            f"in the 700 block of {street} Street.", 20).detail
+            if fact.endswith(("_match", "_conflict"))}
+
+    # ("Elm Street" is also two capitalised words, a full name rare elsewhere.)
+    assert facts("Elm", "24") == {"street_match", "age_match", "name_match"}
+    assert facts("Oak", "61") == {"street_conflict", "age_conflict"}
+
+
 def _late_report(title: str, config: ClusterConfig | None = None) -> Explanation:
     """The explanation of a report 200 days after the first one, under ``title``."""
     return _springfield_report(

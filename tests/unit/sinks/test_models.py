@@ -75,3 +75,14 @@ def test_shared_terms_already_listed_as_entities_are_not_listed_again() -> None:
                       shared_terms=["Wilkinsburg", "ambush", "cheron shelton", "unborn"])
     assert explain(why) == ("joined; score 2.00 vs threshold -2.00; shared entities: Cheron"
                             " Shelton, Wilkinsburg; shared terms: ambush, unborn")
+
+
+def test_the_why_line_names_the_facts_that_moved_the_score() -> None:
+    # A join on a shared street, and a shared age and a rare name: the words alone did not
+    # say why it scored so.
+    why = Explanation(decision="joined", score=1.0, threshold=-2.0, time_gap_hours=1.0,
+                      detail={"street_match": 1.0, "age_conflict": 1.0, "name_match": 1.0,
+                              "cosine": 0.2})
+    assert explain(why) == ("joined; score 1.00 vs threshold -2.00; 1.0 h apart; a full name"
+                            " rare elsewhere in both; the same street; another age (counted"
+                            " against)")
