@@ -426,6 +426,7 @@ class IncidentClusterer:
             if split:
                 # The decision is held (redeliveries return it): updated in place.
                 decision.explanation.detail["split_off"] = float(len(split))
+                decision.explanation.split_into = next(iter(split.values()))
                 joined = decision.incident_id
                 decision.incident_id = split.pop(article.id, joined)
                 if decision.incident_id != joined:

@@ -223,12 +223,13 @@ def explain(explanation: object) -> str:
     if "merged_incidents" in e.detail:
         parts.append(f"merged {e.detail['merged_incidents']:.0f} more incident(s) into it")
     split_off = e.detail.get("split_off")
+    new_incident = e.split_into or "a new incident"  # (not recorded before split_into)
     if split_off is not None and e.moved_from:
         # It went with the reports it split off: the score above is the other incident's.
         parts.append(f"joined {e.moved_from}, then split {split_off:.0f} report(s), this one"
-                     " among them, off it into a new incident")
+                     f" among them, off it into {new_incident}")
     elif split_off is not None:
-        parts.append(f"split {split_off:.0f} report(s) off into a new incident")
+        parts.append(f"split {split_off:.0f} report(s) off into {new_incident}")
     if e.moved_from and split_off is None:
         parts.append(f"moved here from {e.moved_from} by a later merge or split")
     return "; ".join(parts)

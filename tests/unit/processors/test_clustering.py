@@ -639,6 +639,7 @@ def test_an_incident_that_drifted_apart_is_split_with_its_duplicates():
     assert split.explanation.detail["split_off"] == 4.0  # the three moved, and this one
     # Its score and shared terms are those of the incident it joined before it left.
     assert split.explanation.moved_from == "inc-fire-1"
+    assert split.explanation.split_into == "inc-quake-2-split"  # where the reports went
     assert c.incident_of("fire-3") == "inc-fire-1"
     assert c.incident_of("quake-1-copy") == "inc-quake-2-split"
     # Each half carries on as its own incident.

@@ -18,6 +18,10 @@ def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
                                detail={"split_off": 4.0}, moved_from="inc-a"))
     assert left.endswith("joined inc-a, then split 4 report(s), this one among them, off it"
                          " into a new incident")
+    # Which one, when the explanation says (it did not before split_into).
+    named = explain(Explanation(decision="joined", detail={"split_off": 3.0},
+                                split_into="inc-x-split"))
+    assert named.endswith("split 3 report(s) off into inc-x-split")
 
 
 def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> None:
