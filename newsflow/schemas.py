@@ -180,6 +180,8 @@ class Explanation(BaseModel):
     detail: dict[str, float] = Field(default_factory=dict)
     # The incident the article was decided into, when a merge or split later moved it.
     moved_from: str | None = None
+    # The new incident the reports it split off went to (``detail["split_off"]``).
+    split_into: str | None = None
 
 
 class IncidentArticle(BaseModel):

@@ -33,7 +33,7 @@ import numpy as np
 
 from newsflow.schemas import Explanation
 from processors.dedup import DedupConfig, DuplicateIndex, minhash, title_similarity
-from processors.features import Features, canonical_url, extract
+from processors.features import Features, canonical_url, extract, stem
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +426,13 @@ class IncidentClusterer:
             if split:
                 # The decision is held (redeliveries return it): updated in place.
                 decision.explanation.detail["split_off"] = float(len(split))
-                decision.incident_id = split.pop(article.id, decision.incident_id)
+                decision.explanation.split_into = next(iter(split.values()))
+                joined = decision.incident_id
+                decision.incident_id = split.pop(article.id, joined)
+                if decision.incident_id != joined:
+                    # It left with the reports it split off: its score and shared terms
+                    # are the incident's it joined, which the explanation must name.
+                    decision.explanation.moved_from = joined
                 decision.moved.update(split)
         return decision
 
@@ -806,7 +812,8 @@ class IncidentClusterer:
         inc = self._incidents[target]
         shared_terms = sorted((t for t in vec if t in inc.centroid),
                               key=lambda t: (-vec[t] * inc.centroid[t], t))[:8]
-        shared_entities = sorted(e for e in evec if e in inc.entity_vec)[:12]
+        shared_entities = _telling_first(
+            {e: w * inc.entity_vec[e] for e, w in evec.items() if e in inc.entity_vec}, 12)
         return Decision(
             article_id=article_id,
             incident_id=target,
@@ -1175,7 +1182,27 @@ def _detail(sim: Similarity) -> dict[str, float]:
         detail["named_day_gap_hours"] = round(sim.named_day_gap_hours, 2)
     if sim.follow_up and (sim.gap_hours or sim.named_day_gap_hours):
         detail["court_follow_up"] = 1.0  # the time gap weighed less
+    # The facts that moved the score up or down, when they did (else the explanation of a
+    # join on "6400 South King Drive" or against a different age would leave them out).
+    for fact, value in (("name_match", sim.name_match), ("age_match", sim.age_match),
+                        ("age_conflict", sim.age_conflict), ("street_match", sim.street_match),
+                        ("street_conflict", sim.street_conflict),
+                        ("year_match", sim.year_match), ("year_conflict", sim.year_conflict)):
+        if value:
+            detail[fact] = value
     return detail
+
+
+def _telling_first(shared: dict[str, float], k: int) -> list[str]:
+    """The ``k`` shared entities an explanation lists (``shared``: each one's part of the
+    score): full names first, then the words that none of those holds, each by weight.
+    Listed alphabetically, the numbers, weekdays and "county" of a story came first and the
+    names that joined it were cut off."""
+    names = sorted((e for e in shared if " " in e), key=lambda e: (-shared[e], e))
+    in_names = {stem(word) for name in names[:k] for word in name.split()}
+    words = sorted((e for e in shared if " " not in e and e not in in_names),
+                   key=lambda e: (-shared[e], e))
+    return (names + words)[:k]
 
 
 def _add_into(total: dict[str, float], vec: dict[str, float]) -> None:

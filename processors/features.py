@@ -327,6 +327,60 @@ def _count(
             entities.add(part)
 
 
+def _without_possessive(word: str) -> str:
+    return word[:-2] if word.endswith(("'s", "’s")) else word
+
+
+def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
+    """``terms`` of an article as it writes them ("marksvill" -> "Marksville", "specy" ->
+    "species", "cleveland smelley" -> "Cleveland Smelley"): terms are stemmed and
+    lower-cased, words a reader cannot find in the text. The body's spelling first (a
+    Title Case headline capitalises every word), then the title's, and one not in capitals
+    ("MARKSVILLE, La. --" opens a report) if there is one; a term not found stays as it is."""
+    by_term: dict[str, str] = {}
+    by_word: dict[str, str] = {}  # the lower-cased words of full names ("cleveland smelley")
+    terms_missing = {t for t in terms if " " not in t}
+    words_missing = {w for t in terms if " " in t for w in t.split()}
+    for tok in [*_tokens(text[:MAX_BODY_CHARS], MAX_BODY_WORDS), *_TOKEN.findall(title)]:
+        if not terms_missing and not words_missing:
+            break
+        info = _token_info(tok)
+        word = _without_possessive(tok.lower().replace("’", "'")) if words_missing else ""
+        if word not in words_missing and (
+                info is None or (info[0] not in terms_missing and not info[2])):
+            continue  # most words: neither wanted nor hyphenated
+        written = _without_possessive(tok)
+        final = not (len(written) > 1 and written.isupper())  # else a better one may come
+        if word in words_missing:
+            by_word.setdefault(word, tok)  # "Children's Hospital": see below
+            if final:
+                by_word[word] = tok
+                words_missing.discard(word)
+        if info is None:
+            continue
+        pieces = [p for p in written.replace(".", "").split("-")
+                  if len(p) > 2 and p.lower() not in STOPWORDS] if info[2] else []
+        # The term, and the parts of a hyphenated word ("assad" of "al-Assad").
+        for term, shown in [(info[0], written), *zip(info[2], pieces, strict=False)]:
+            if term in terms_missing:
+                by_term.setdefault(term, shown)
+                if final:
+                    by_term[term] = shown
+                    terms_missing.discard(term)
+    shown_terms = []
+    for term in terms:
+        if term in by_term:
+            shown_terms.append(by_term[term])
+        elif " " in term and all(w in by_word for w in term.split()):
+            # A possessive inside a name is part of it ("Children's Hospital", "Mother's
+            # Day"); at its end it is not ("Derrick Stafford's trial").
+            *first, last = (by_word[w] for w in term.split())
+            shown_terms.append(" ".join([*first, _without_possessive(last)]))
+        else:
+            shown_terms.append(term)
+    return shown_terms
+
+
 def streets(text: str) -> frozenset[str]:
     """Street names of the addresses in a text, without direction or street type
     ("the 700 block of North Main Street" -> "main")."""

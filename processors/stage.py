@@ -30,6 +30,7 @@ from processors.assemble import (
     with_members_restored,
 )
 from processors.clustering import Article, ClusterConfig, Decision, IncidentClusterer
+from processors.features import surface_forms
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,18 @@ def to_cluster_article(article: RawArticle, seen_at: datetime | None = None) -> 
         source=article.source,
         published=published,
     )
+
+
+def as_written(explanation: Explanation, article: RawArticle) -> Explanation:
+    """``explanation`` with its shared terms and entities as the article writes them: the
+    clusterer's are stemmed and lower-cased ("marksvill"), which an editor cannot find in
+    either report."""
+    terms, entities = explanation.shared_terms, explanation.shared_entities
+    if not terms and not entities:
+        return explanation
+    written = surface_forms(article.title, article.text, terms + entities)  # one pass
+    return explanation.model_copy(update={"shared_terms": written[:len(terms)],
+                                          "shared_entities": written[len(terms):]})
 
 
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
@@ -279,9 +292,10 @@ class IncidentStage:
                        if self._placed.get(article.id) == current.incident_id else [])
             return StageResult(decision, None, [current], members=members)
         seen_at = now
+        explanation = as_written(decision.explanation, article)
         record = ArticleRecord(article, decision.incident_id, decision.duplicate_of, seen_at,
-                               decision.explanation)
-        entry = incident_article(article, decision.duplicate_of, decision.explanation, seen_at)
+                               explanation)
+        entry = incident_article(article, decision.duplicate_of, explanation, seen_at)
         changed = apply_decision(self.incidents, entry, decision.incident_id, decision.moved, now,
                                  self._placed)
         members = self._member_changes(entry, decision.moved, changed, now)

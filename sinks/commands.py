@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TextIO
 
 from newsflow.settings import Settings
-from sinks.models import IncidentDetail, IncidentSummary, SearchHit, explain
+from sinks.models import IncidentDetail, IncidentSummary, SearchHit, explain, original_of
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -140,7 +140,7 @@ def format_incident(detail: IncidentDetail, out: TextIO) -> None:
         if a.url:
             out.write(f"    {plain(a.url)}\n")
         if a.duplicate_of:
-            out.write(f"    duplicate of {plain(a.duplicate_of)}\n")
+            out.write(f"    duplicate of {plain(original_of(a, detail.articles))}\n")
         out.write(f"    why: {plain(explain(a.explanation))}\n")
     if len(detail.versions) > 1:
         out.write("\nhistory: ")

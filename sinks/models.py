@@ -159,6 +159,29 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def _span(hours: float) -> str:
+    """A time gap as an editor reads it: hours up to two days, then days."""
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.0f} days"
+
+
+# The facts the score weighed besides the shared words (``detail``), as the why line says them.
+_FACTS = {
+    "name_match": "a full name rare elsewhere in both",
+    "street_match": "the same street",
+    "street_conflict": "another street (counted against)",
+    "age_match": "the same age",
+    "age_conflict": "another age (counted against)",
+    "year_match": "names a year its reports name",
+    "year_conflict": "names a year its reports do not (counted against)",
+}
+
+
+# What each kind of duplicate has in common with its original.
+_DUPLICATE_KINDS = {"url": "the same address", "content": "the same text"}
+
+
 def explain(explanation: object) -> str:
     """One line saying why an article joined its incident."""
     if not isinstance(explanation, Explanation):
@@ -166,20 +189,32 @@ def explain(explanation: object) -> str:
     e = explanation
     parts: list[str] = [e.decision]
     if e.decision == "duplicate":
-        parts.append(f"({e.duplicate_kind or 'near'} duplicate)")
-    if e.decision != "new" or e.score:
+        # Its score is the share of text it has in common, not the join score's log-odds.
+        parts.append(_DUPLICATE_KINDS.get(e.duplicate_kind or "")
+                     or f"a near copy: {e.score:.0%} of its text matches"
+                        f" (a copy from {e.threshold:.0%})")
+    elif e.decision == "new" and e.candidates:
+        # Its score and time gap are those of the closest incident, which it did not join.
+        gap = "" if e.time_gap_hours is None else f", {_span(e.time_gap_hours)} apart,"
+        parts.append(f"the closest of {e.candidates} candidate incidents{gap} scored"
+                     f" {e.score:.2f} vs threshold {e.threshold:.2f}")
+    elif e.decision != "new":
         parts.append(f"score {e.score:.2f} vs threshold {e.threshold:.2f}")
     if e.shared_entities:
         parts.append("shared entities: " + ", ".join(e.shared_entities[:8]))
-    if e.shared_terms:
-        parts.append("shared terms: " + ", ".join(e.shared_terms[:8]))
-    if e.time_gap_hours is not None:
-        parts.append(f"{e.time_gap_hours:.1f} h apart")
+    # The terms include the entities: listed twice, they made the line twice as long.
+    listed = {entity.lower() for entity in e.shared_entities[:8]}
+    terms = [term for term in e.shared_terms if term.lower() not in listed]
+    if terms:
+        parts.append("shared terms: " + ", ".join(terms[:8]))
+    if e.time_gap_hours is not None and e.decision != "new":
+        parts.append(f"{_span(e.time_gap_hours)} apart")
     if "named_day_gap_hours" in e.detail:
-        parts.append(f"{e.detail['named_day_gap_hours']:.1f} h from the day or month it names")
+        parts.append(f"{_span(e.detail['named_day_gap_hours'])} from the day or month it names")
     if "court_follow_up" in e.detail:
         parts.append("a court stage: the gap weighed less")
-    if e.candidates:
+    parts.extend(said for fact, said in _FACTS.items() if e.detail.get(fact))
+    if e.candidates and e.decision in ("joined", "merged"):  # a duplicate has its original
         parts.append(f"{e.candidates} candidates")
     if "scoring_terms" in e.detail:
         parts.append(f"too few terms to compare ({e.detail['scoring_terms']:.0f})")
@@ -187,11 +222,26 @@ def explain(explanation: object) -> str:
         parts.append(f"revived an incident quiet for {e.detail['dormant_days']:.0f} days")
     if "merged_incidents" in e.detail:
         parts.append(f"merged {e.detail['merged_incidents']:.0f} more incident(s) into it")
-    if "split_off" in e.detail:
-        parts.append(f"split {e.detail['split_off']:.0f} report(s) off into a new incident")
-    if e.moved_from:
+    split_off = e.detail.get("split_off")
+    new_incident = e.split_into or "a new incident"  # (not recorded before split_into)
+    if split_off is not None and e.moved_from:
+        # It went with the reports it split off: the score above is the other incident's.
+        parts.append(f"joined {e.moved_from}, then split {split_off:.0f} report(s), this one"
+                     f" among them, off it into {new_incident}")
+    elif split_off is not None:
+        parts.append(f"split {split_off:.0f} report(s) off into {new_incident}")
+    if e.moved_from and split_off is None:
         parts.append(f"moved here from {e.moved_from} by a later merge or split")
     return "; ".join(parts)
+
+
+def original_of(article: IncidentArticleView, articles: list[IncidentArticleView]) -> str:
+    """What a duplicate copies, for a reader: the original's source and title when the
+    incident holds it (it does, unless a split took it), else its id."""
+    original = next((a for a in articles if a.id == article.duplicate_of), None)
+    if original is None:
+        return article.duplicate_of or ""
+    return f'{original.source or "?"}: "{original.title}" ({original.id})'
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -188,7 +188,7 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
 
 
 def render_incident(detail: Any) -> str:
-    from sinks.models import explain
+    from sinks.models import explain, original_of
 
     s = detail.summary
     parts = [f"<h1>{esc(s.title or s.id)}</h1>"]
@@ -215,7 +215,7 @@ def render_incident(detail: Any) -> str:
         title = esc(a.title or a.id)
         link = f'<a href="{esc(href)}" rel="noopener noreferrer">{title}</a>' if href else title
         dup = (
-            f' &middot; duplicate of <code>{esc(a.duplicate_of)}</code>' if a.duplicate_of else ""
+            f" &middot; duplicate of {esc(original_of(a, articles))}" if a.duplicate_of else ""
         )
         parts.append(
             f'<li class="{"duplicate" if a.duplicate_of else "article"}">'

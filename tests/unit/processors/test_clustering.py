@@ -81,7 +81,7 @@ def test_new_then_join_same_event_but_not_an_unrelated_one():
     assert second.incident_id == "inc-fire-1"
     assert second.duplicate_of is None
     assert second.explanation.score >= second.explanation.threshold
-    assert "lopez" in second.explanation.shared_entities
+    assert "maria lopez" in second.explanation.shared_entities
     assert second.explanation.shared_terms
     assert second.explanation.time_gap_hours == 3.0
     assert c.add(art("quake", QUAKE, 4)).explanation.decision == "new"
@@ -349,6 +349,19 @@ def test_shared_street_and_age_raise_the_score_and_conflicts_lower_it():
     age_gap = same - _follow_up_score("Elm", "61")
     assert street_gap > same_blind - _follow_up_score("Oak", "24", blind) + 1.0
     assert age_gap > same_blind - _follow_up_score("Elm", "61", blind) + 1.0
+
+
+def test_an_explanation_names_the_facts_that_moved_its_score():
+    def facts(street: str, age: str) -> set[str]:
+        return {fact for fact in _springfield_report(
+            "Arrest made in Springfield killing",
+            f"Springfield police arrested a suspect in the killing of a {age}-year-old man "
+            f"in the 700 block of {street} Street.", 20).detail
+            if fact.endswith(("_match", "_conflict"))}
+
+    # ("Elm Street" is also two capitalised words, a full name rare elsewhere.)
+    assert facts("Elm", "24") == {"street_match", "age_match", "name_match"}
+    assert facts("Oak", "61") == {"street_conflict", "age_conflict"}
 
 
 def _late_report(title: str, config: ClusterConfig | None = None) -> Explanation:
@@ -624,6 +637,9 @@ def test_an_incident_that_drifted_apart_is_split_with_its_duplicates():
     assert split.moved == {"round-up": "inc-quake-2-split", "quake-1": "inc-quake-2-split",
                            "quake-1-copy": "inc-quake-2-split"}
     assert split.explanation.detail["split_off"] == 4.0  # the three moved, and this one
+    # Its score and shared terms are those of the incident it joined before it left.
+    assert split.explanation.moved_from == "inc-fire-1"
+    assert split.explanation.split_into == "inc-quake-2-split"  # where the reports went
     assert c.incident_of("fire-3") == "inc-fire-1"
     assert c.incident_of("quake-1-copy") == "inc-quake-2-split"
     # Each half carries on as its own incident.
@@ -632,6 +648,18 @@ def test_an_incident_that_drifted_apart_is_split_with_its_duplicates():
     fire_4 = c.add(art("fire-4", fire_update, 6))
     assert fire_4.incident_id == "inc-fire-1"
     assert fire_4.explanation.time_gap_hours == 4.0  # from fire-3, its latest report left
+
+
+def test_an_explanation_lists_the_shared_names_first_and_not_their_words_again():
+    c = IncidentClusterer()
+    c.add(art("fire-1", FIRE_1))
+    c.add(art("budget", BUDGET, 1))
+    joined = c.add(art("fire-2", FIRE_2, 3)).explanation
+    # Alphabetically, "40" came first and "springfield" was cut off after twelve.
+    assert joined.shared_entities[:4] == ["acme logistics", "elm street", "maria lopez",
+                                          "mercy hospital"]
+    assert "springfield" in joined.shared_entities
+    assert not {"lopez", "maria", "hospital"} & set(joined.shared_entities)
 
 
 def test_taking_an_original_out_keeps_a_term_a_remaining_member_brought_back():

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from processors.features import extract
+from processors.features import extract, surface_forms
 
 BODY = ("Lava flowed toward the village overnight as residents fled the area and officials "
         "watched closely.")
@@ -78,3 +78,19 @@ def test_a_headline_naming_a_court_stage_marks_a_follow_up():
     # Only the headline counts, and only whole words: not "Courtney", not a body's "trial".
     assert not extract("Courtney Smith shot outside bar", "She was awaiting trial.").follow_up
     assert not extract("Man shot dead in Springfield", BODY).follow_up
+
+
+def test_surface_forms_give_terms_as_the_article_writes_them():
+    title = "Officer in Marksville shooting set for trial"
+    text = ("MARKSVILLE, La. — Derrick Stafford's trial opens. Officers shot Jeremy Mardis in "
+            "Marksville, Louisiana. The species of fisheries. Al-Assad spoke. Four-year-old hurt "
+            "at Children's Hospital.")
+    terms = ["marksvill", "derrick stafford", "stafford", "specy", "fishery", "assad",
+             "4-year-old", "children hospital", "officer", "shoot", "no such"]
+    assert surface_forms(title, text, terms) == [
+        "Marksville",  # not the dateline's capitals
+        "Derrick Stafford", "Stafford", "species", "fisheries", "Assad", "Four-year-old",
+        "Children's Hospital",
+        "Officers", "shooting",  # the last found only in the title
+        "no such",
+    ]

@@ -399,3 +399,17 @@ def test_a_redelivered_article_is_sent_again_in_its_place_as_it_was():
     # gets it now.
     assert resent.member == sent.member and resent.left == sent.member.incident_id
     assert batch_output([again]).versions[0].added == []
+
+
+def test_an_explanation_names_shared_terms_as_the_reports_write_them():
+    reuters, afp = seeds()
+    stage = IncidentStage()
+    stage.process(reuters, T0)
+    joined = stage.process(afp.model_copy(update={"published": T0}), T0)
+    why = joined.record.explanation if joined.record else None
+    assert why is not None and why.decision == "joined"
+    # The clusterer compares stems ("rebel", "strike"): neither report writes those.
+    assert {"rebels", "strikes", "Syria"} <= set(why.shared_terms)
+    assert "Russia" in why.shared_entities
+    [member] = [m.member for m in joined.members]
+    assert member.article.explanation == why  # the place sent to the sinks says the same

@@ -1,5 +1,5 @@
 from newsflow.schemas import Explanation
-from sinks.models import explain
+from sinks.models import IncidentArticleView, explain, original_of
 
 
 def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
@@ -13,17 +13,80 @@ def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
     moved = explain(Explanation(decision="joined", moved_from="inc-b"))
     assert moved.endswith("moved here from inc-b by a later merge or split")
     assert explain(None) == "no explanation recorded"
+    # The article that split an incident and left with the reports it split off.
+    left = explain(Explanation(decision="joined", score=1.5, threshold=-2.0,
+                               detail={"split_off": 4.0}, moved_from="inc-a"))
+    assert left.endswith("joined inc-a, then split 4 report(s), this one among them, off it"
+                         " into a new incident")
+    # Which one, when the explanation says (it did not before split_into).
+    named = explain(Explanation(decision="joined", detail={"split_off": 3.0},
+                                split_into="inc-x-split"))
+    assert named.endswith("split 3 report(s) off into inc-x-split")
 
 
 def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> None:
     why = Explanation(decision="joined", score=-1.2, threshold=-2.0, time_gap_hours=1440.0,
                       detail={"named_day_gap_hours": 0.0})
-    assert "1440.0 h apart; 0.0 h from the day or month it names" in explain(why)
+    # Days past two days: "1440.0 h" was left to the editor to divide.
+    assert "60 days apart; 0.0 h from the day or month it names" in explain(why)
     court = Explanation(decision="joined", score=-1.2, threshold=-2.0, time_gap_hours=4800.0,
-                        detail={"court_follow_up": 1.0})
-    assert "4800.0 h apart; a court stage: the gap weighed less" in explain(court)
+                        detail={"court_follow_up": 1.0, "named_day_gap_hours": 47.5})
+    assert ("200 days apart; 47.5 h from the day or month it names; a court stage: the gap"
+            " weighed less") in explain(court)
 
 
 def test_an_explanation_says_when_there_were_too_few_words_to_compare() -> None:
     why = Explanation(decision="new", detail={"scoring_terms": 1.0})
     assert explain(why) == "new; too few terms to compare (1)"
+
+
+def test_a_duplicate_says_what_it_has_in_common_not_a_score_on_the_join_scale() -> None:
+    # Its score is a share of matching text (0 to 1), not the join score's log-odds.
+    near = Explanation(decision="duplicate", duplicate_kind="near", score=0.9531,
+                       threshold=0.7, time_gap_hours=2.0, candidates=1)
+    assert explain(near) == ("duplicate; a near copy: 95% of its text matches (a copy from"
+                             " 70%); 2.0 h apart")
+    url = Explanation(decision="duplicate", duplicate_kind="url", score=1.0, threshold=1.0)
+    assert explain(url) == "duplicate; the same address"
+    assert explain(url.model_copy(update={"duplicate_kind": "content"})) == (
+        "duplicate; the same text")
+
+
+def test_a_duplicate_names_its_original_by_source_and_title() -> None:
+    def view(id: str, duplicate_of: str | None = None) -> IncidentArticleView:
+        return IncidentArticleView(id=id, title=f"Title {id}", url=None, source="wral.com",
+                                   published=None, seen_at=None, duplicate_of=duplicate_of,
+                                   explanation=None)
+
+    original, copy, orphan = view("a1"), view("a2", "a1"), view("a3", "gone")
+    assert original_of(copy, [original, copy]) == 'wral.com: "Title a1" (a1)'
+    assert original_of(orphan, [original, orphan]) == "gone"  # a split took it elsewhere
+
+
+def test_a_new_incident_says_its_score_and_gap_are_the_closest_candidate_s() -> None:
+    # It read "new; score -3.95 vs threshold -2.00; 24.0 h apart; 10 candidates": apart
+    # from what, and the score of what?
+    why = Explanation(decision="new", score=-3.95, threshold=-2.0, time_gap_hours=24.0,
+                      candidates=10)
+    assert explain(why) == ("new; the closest of 10 candidate incidents, 24.0 h apart,"
+                            " scored -3.95 vs threshold -2.00")
+    assert explain(Explanation(decision="new")) == "new"  # nothing to compare with
+
+
+def test_shared_terms_already_listed_as_entities_are_not_listed_again() -> None:
+    why = Explanation(decision="joined", score=2.0, threshold=-2.0,
+                      shared_entities=["Cheron Shelton", "Wilkinsburg"],
+                      shared_terms=["Wilkinsburg", "ambush", "cheron shelton", "unborn"])
+    assert explain(why) == ("joined; score 2.00 vs threshold -2.00; shared entities: Cheron"
+                            " Shelton, Wilkinsburg; shared terms: ambush, unborn")
+
+
+def test_the_why_line_names_the_facts_that_moved_the_score() -> None:
+    # A join on a shared street, and a shared age and a rare name: the words alone did not
+    # say why it scored so.
+    why = Explanation(decision="joined", score=1.0, threshold=-2.0, time_gap_hours=1.0,
+                      detail={"street_match": 1.0, "age_conflict": 1.0, "name_match": 1.0,
+                              "cosine": 0.2})
+    assert explain(why) == ("joined; score 1.00 vs threshold -2.00; 1.0 h apart; a full name"
+                            " rare elsewhere in both; the same street; another age (counted"
+                            " against)")

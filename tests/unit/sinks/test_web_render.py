@@ -70,7 +70,8 @@ def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
     assert html.index("First") < html.index("Why: duplicate")  # the timeline is by time
     assert 'href="https://example.org/1"' in html
     assert 'id="agency-count">2<' in html and 'id="outlet-count">1<' in html
-    assert "Why: duplicate; (near duplicate); score 0.90 vs threshold 0.80" in html
+    assert "Why: duplicate; a near copy: 90% of its text matches (a copy from 80%)" in html
+    assert "duplicate of yahoo.com: &quot;First&quot; (a1)" in html  # not just "a1"
     assert 'Merged into <a href="/incident/i2">' in html
 
 
