@@ -145,8 +145,9 @@ def long_text(words: int) -> str:
 
 
 def test_an_article_too_long_for_a_search_vector_is_stored_and_found(postgres_dsn: str) -> None:
-    # A replayed article of 3 MB: PostgreSQL refused its search vector (54000), on every
-    # try, and the sink paused for ever behind it.
+    # An article of 3 MB on the clean topic (our clean stage cuts texts at 200,000
+    # characters; the sink stores what the topic holds): PostgreSQL refused its search
+    # vector (54000), on every try, and the sink paused for ever behind it.
     from sinks.postgres import PostgresSink
 
     text = "Floodwater reached Springfield overnight. " + long_text(300_000)
