@@ -347,7 +347,10 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 # the sinks might never see it. The next start decides it again.
                 withhold(events)
                 stage_holder.clear()  # the stage holds what the tables may not
-                logger.error("batch of %d article(s) not committed: %r", len(events), exc)
+                # A stop that cut the batch short is no fault: the next start decides it.
+                stopping = isinstance(exc, NotDelivered | asyncio.CancelledError)
+                logger.log(logging.WARNING if stopping else logging.ERROR,
+                           "batch of %d article(s) not committed: %r", len(events), exc)
                 if isinstance(exc, NotDelivered):
                     # Stopping: the agent ends here. (Raised, faust would start the agent
                     # again, and its stop would wait for that one for ever.)
@@ -470,9 +473,10 @@ async def send_delivered(messages: list[Outgoing],
                          first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> bool:
     """Send ``messages`` and wait for their delivery (all at once: one round trip); those
     that fail (refused at once, or in delivery) are sent again, with a growing delay,
-    while ``keep_trying()``. Returns whether all were delivered; False as soon as
+    while ``keep_trying()``. Returns whether all were delivered; False once
     ``keep_trying()`` says stop, even mid-wait (a delivery to a broker that is down takes
-    the producer's request timeout, a minute, to fail).
+    the producer's request timeout, a minute, to fail), after at most ``_STOP_GRACE_S``
+    more for the deliveries under way.
     (faust's ``stream_publish_on_commit`` must stay off: with it, a send's future resolves
     only at the commit, which waits for this batch.)"""
     pending, delay = messages, first_delay_s
@@ -493,12 +497,19 @@ async def send_delivered(messages: list[Outgoing],
         waiting = set(deliveries)
         while waiting:
             if not keep_trying():
-                return False
+                # Deliveries under way to a broker that answers land within moments:
+                # waiting that long spares the next start the whole batch.
+                _, waiting = await asyncio.wait(waiting, timeout=_STOP_GRACE_S)
+                if waiting:
+                    return False
+                break
             _, waiting = await asyncio.wait(waiting, timeout=_STOP_CHECK_S)
         failed += [(message, error) for delivery, message in deliveries.items()
                    if (error := _outcome(delivery)) is not None]
         if not failed:
             return True
+        if not keep_trying():
+            return False
         on_failure(failed, delay)
         resume = asyncio.get_running_loop().time() + delay
         while (left := resume - asyncio.get_running_loop().time()) > 0:
@@ -522,6 +533,8 @@ def _outcome(delivery: asyncio.Future[Any]) -> BaseException | None:
 # How often a batch waiting on deliveries (or to send again) looks whether the worker is
 # stopping: the supervisor's grace period is 20 s.
 _STOP_CHECK_S = 0.25
+# How long a stop waits for deliveries already under way (within that grace period too).
+_STOP_GRACE_S = 2.0
 
 
 def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], list[Incident]]:
