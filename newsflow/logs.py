@@ -23,6 +23,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _Backpressure(logging.Filter):
+    """faust warns "producer buffer full" whenever more than 100 table writes wait to be
+    sent, which every cluster batch of a few dozen articles does: normal backpressure,
+    not a fault (91 WARNING lines for one replay of 3,000 articles). Shown at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("producer buffer full"):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_BACKPRESSURE = _Backpressure()
+
+
 def configure_logging(settings: Settings, *, service: bool = True) -> None:
     """Log to stderr at the settings' level. ``service``: a long-running role; otherwise a
     command run once, which reports a Kafka failure itself in one line: kafka-python's
@@ -41,5 +56,6 @@ def configure_logging(settings: Settings, *, service: bool = True) -> None:
     # Client libraries are chatty at INFO (every rebalance, every connection).
     for noisy in ("kafka", "aiokafka", "faust", "mode", "trafilatura", "htmldate", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("faust.transport.producer").addFilter(_BACKPRESSURE)  # (once: a set)
     if not service and root.level > logging.DEBUG:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)

@@ -1,0 +1,40 @@
+"""Logging as the CLI configures it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from newsflow.logs import configure_logging
+from newsflow.settings import Settings
+
+
+@pytest.fixture
+def restored_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    for name in ("faust", "kafka"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "level", logger.level)
+
+
+def test_fausts_producer_backpressure_is_no_warning(
+    restored_logging: None, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # faust's own warning for a table-write buffer past 100 messages: every cluster batch.
+    producer = logging.getLogger("faust.transport.producer")
+    configure_logging(Settings(log_level="INFO"))
+    producer.warning("producer buffer full size 282")
+    producer.warning("something else")
+    err = capsys.readouterr().err
+    assert "producer buffer full" not in err
+    assert "WARNING faust.transport.producer: something else" in err
+    # Shown, as a DEBUG line, to whoever turns faust's producer logger down to DEBUG.
+    configure_logging(Settings(log_level="DEBUG"))
+    monkeypatch.setattr(producer, "level", logging.DEBUG)
+    producer.warning("producer buffer full size 282")
+    assert "DEBUG   faust.transport.producer: producer buffer full size 282" in (
+        capsys.readouterr().err)
