@@ -472,7 +472,8 @@ class SQLiteStore:
         pass
 
     def list_incidents(
-        self, since: timedelta | None = None, source: str | None = None, limit: int = 50
+        self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
+        offset: int = 0,
     ) -> list[IncidentSummary]:
         where = ["i.merged_into IS NULL"]
         params: list[Any] = []
@@ -489,12 +490,12 @@ class SQLiteStore:
                            OR instr(COALESCE(a.agencies, ''), ?) > 0))"""
             )
             params += [source_words_pattern(source), f",{agency}," if agency else "\x00"]
-        params.append(int(limit))
+        params += [int(limit), int(offset)]
         conn = self._conn()
         try:
             rows = conn.execute(
                 f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
-                    ORDER BY i.active_at DESC, i.id LIMIT ?""",
+                    ORDER BY i.active_at DESC, i.id LIMIT ? OFFSET ?""",
                 params,
             ).fetchall()
             return self._summaries(conn, rows)
