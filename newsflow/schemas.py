@@ -25,10 +25,12 @@ def utcnow() -> datetime:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    # News timestamps without a zone are taken as UTC; everything on the wire is aware.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    # News timestamps without a zone are taken as UTC, and those with another offset
+    # (a JSON Feed's, a replay file's) are moved to UTC: everything on the wire is UTC, so
+    # a reader may compare the texts, as the JSON Lines file invites.
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def parse_timestamp(value: Any) -> datetime | None:

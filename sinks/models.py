@@ -139,7 +139,8 @@ class Store(Protocol):
     """The read API every back end offers (CLI, web page, processors' window rebuild)."""
 
     def list_incidents(
-        self, since: timedelta | None = None, source: str | None = None, limit: int = 50
+        self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
+        offset: int = 0,
     ) -> list[IncidentSummary]: ...
 
     def get_incident(self, incident_id: str) -> IncidentDetail | None: ...

@@ -536,7 +536,8 @@ class PostgresStore:
         self._pool.close()
 
     def list_incidents(
-        self, since: timedelta | None = None, source: str | None = None, limit: int = 50
+        self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
+        offset: int = 0,
     ) -> list[IncidentSummary]:
         where = ["i.merged_into IS NULL"]
         params: list[Any] = []
@@ -553,11 +554,11 @@ class PostgresStore:
                            OR %s = ANY(coalesce(a.agencies, '{{}}'))))"""
             )
             params += [source_words_pattern(source), agency or ""]
-        params.append(int(limit))
+        params += [int(limit), int(offset)]
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
-                    ORDER BY i.active_at DESC, i.id LIMIT %s""",  # type: ignore[arg-type]
+                    ORDER BY i.active_at DESC, i.id LIMIT %s OFFSET %s""",  # type: ignore[arg-type]
                 params,
             )
             rows = cur.fetchall()

@@ -472,7 +472,8 @@ class SQLiteStore:
         pass
 
     def list_incidents(
-        self, since: timedelta | None = None, source: str | None = None, limit: int = 50
+        self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
+        offset: int = 0,
     ) -> list[IncidentSummary]:
         where = ["i.merged_into IS NULL"]
         params: list[Any] = []
@@ -489,12 +490,12 @@ class SQLiteStore:
                            OR instr(COALESCE(a.agencies, ''), ?) > 0))"""
             )
             params += [source_words_pattern(source), f",{agency}," if agency else "\x00"]
-        params.append(int(limit))
+        params += [int(limit), int(offset)]
         conn = self._conn()
         try:
             rows = conn.execute(
                 f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
-                    ORDER BY i.active_at DESC, i.id LIMIT ?""",
+                    ORDER BY i.active_at DESC, i.id LIMIT ? OFFSET ?""",
                 params,
             ).fetchall()
             return self._summaries(conn, rows)
@@ -564,6 +565,7 @@ class SQLiteStore:
             conn.close()
 
     def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        # The rank is bm25 negated: higher is better, as PostgreSQL's ts_rank_cd.
         match = fts_query(query)
         if not match:
             return []
@@ -573,14 +575,14 @@ class SQLiteStore:
                 f"""WITH {_CURRENT}
                     SELECT a.id, a.title, a.source, a.published, a.url,
                            snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
-                           bm25(articles_fts, 4.0, 1.0) AS rank,
+                           -bm25(articles_fts, 4.0, 1.0) AS rank,
                            c.incident_id, i.title AS incident_title
                     FROM articles_fts
                     JOIN articles a ON a.rowid = articles_fts.rowid
                     LEFT JOIN current c ON c.article_id = a.id AND c.rn = 1
                     LEFT JOIN incidents i ON i.id = c.incident_id
                     WHERE articles_fts MATCH ?
-                    ORDER BY rank LIMIT ?""",
+                    ORDER BY rank DESC LIMIT ?""",
                 (match, int(limit)),
             ).fetchall()
         finally:

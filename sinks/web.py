@@ -3,7 +3,7 @@
     /                   incidents of the last hours, newest first (updates live)
     /incident/<id>      an incident: timeline of articles, sources, why each joined
     /search?q=...       full-text search
-    /api/incidents      JSON (hours, source, limit); /api/incidents/<id>; /api/search?q=
+    /api/incidents      JSON (hours, source, limit, offset); /api/incidents/<id>; /api/search?q=
     /healthz /readyz    liveness; readiness (the store answers)
     /metrics            Prometheus: every service's metrics file plus storage figures
 
@@ -283,6 +283,15 @@ def _limit(query: dict[str, str]) -> int:
     return min(int(limit), 500)
 
 
+def _offset(query: dict[str, str]) -> int:
+    """``offset`` of the incidents API: how many of the listing to skip (pages past the
+    500 a request may return)."""
+    offset = _number(query, "offset", 0)
+    if offset < 0 or offset != int(offset):
+        raise BadRequest(f"offset must be a whole number, 0 or more, not {query['offset']!r}")
+    return int(offset)
+
+
 class _StoreHolder:
     """Opens the store on first use and again after a failure (the database may be
     down when the web service starts)."""
@@ -348,6 +357,22 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         logger.debug("%s " + format, self.address_string(), *args)
 
+    # HEAD: as GET, without the body (monitors and load balancers ask so; http.server
+    # answered 501 with an HTML page).
+    _head = False
+
+    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+        self._head = True
+        self.do_GET()
+
+    def _not_allowed(self) -> None:
+        # Everything here is read-only: 405 naming what is, JSON under /api/ as any error.
+        self._allow = "GET, HEAD"
+        self._error(405, "method not allowed", api=urlsplit(self.path).path.startswith("/api/"))
+        self.server.metrics.requests.inc(route="other", status="405")
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815 - stdlib names
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         parts = urlsplit(self.path)  # (http.server has made a leading "//" one "/")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -377,7 +402,7 @@ class Handler(BaseHTTPRequestHandler):
                 hours, source = self._window(query)
                 found = self._store().list_incidents(
                     since=timedelta(hours=hours), source=source,
-                    limit=_limit(query),
+                    limit=_limit(query), offset=_offset(query),
                 )
                 self._json([s.to_dict() for s in found])
             elif INCIDENT_PATH.fullmatch(path):
@@ -414,6 +439,7 @@ class Handler(BaseHTTPRequestHandler):
             self.server.metrics.requests.inc(route=route, status=str(self._status))
 
     _status = 0
+    _allow = ""
 
     def _store(self) -> Any:
         return self.server.stores.get()
@@ -495,8 +521,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Security-Policy", CSP)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", "max-age=300" if cache else "no-store")
+        if self._allow:
+            self.send_header("Allow", self._allow)
         self.end_headers()
-        self.wfile.write(payload)
+        if not self._head:
+            self.wfile.write(payload)
 
 
 def make_server(settings: Settings) -> NewsflowServer:

@@ -20,7 +20,7 @@ from sinks.base import SinkUnavailable
 from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
-from sinks.store import open_store
+from sinks.store import make_sink, open_store
 from tests.records import MERGE_STEPS, NOW, article, incident, placed
 
 pytestmark = pytest.mark.integration
@@ -490,6 +490,33 @@ def test_postgres_source_filter_matches_whole_words_of_the_outlet(postgres_dsn: 
         assert found("100%") == []
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_search_ranks_mean_the_same_on_either_store(backend: str, postgres_dsn: str,
+                                                     tmp_path: Any) -> None:
+    """A search hit's ``rank`` was SQLite's bm25 (negative, lower is better) but
+    PostgreSQL's ts_rank_cd (positive, higher is better): a client of the API or of
+    ``search --json`` that sorted or cut by rank got the opposite of what it asked on one
+    of them. On both, higher is better now, and hits come best first."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    texts = ["Cruise missiles, cruise missiles and more cruise missiles over Iran.",
+             "Officials said a cruise missile was seen.",
+             "Storm floods the coast; one of the missiles of the navy was moved."]
+    sink = make_sink(settings)
+    try:
+        for n, text in enumerate(texts, 1):
+            sink.add(article(n, text, title=f"Report {n}"))
+        sink.flush()
+    finally:
+        sink.close()
+    store = open_store(settings)
+    try:
+        hits = store.search("cruise missiles")
+    finally:
+        store.close()
+    assert [h.article_id for h in hits] == ["a1", "a2"]
+    assert hits[0].rank > hits[1].rank > 0
 
 
 @pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0), (2, 0, 3, 1), (1, 3, 0, 2)])

@@ -386,6 +386,53 @@ def test_api_incident_list_is_bounded(server: NewsflowServer, tmp_path: Path) ->
     assert '<p id="more" class="meta">The 200 most' in get(server.url + "?hours=2")[2]
 
 
+def test_api_incident_list_pages_past_its_cap(server: NewsflowServer, tmp_path: Path) -> None:
+    """A client could read only the 500 most recently active incidents: ``offset`` was
+    ignored, and nothing led to the rest. It pages now, in the listing's order."""
+    sink = SQLiteSink(Settings(data_dir=tmp_path / "var").sqlite_file)
+    sink.write([
+        Incident(incident_id=f"inc-page-{n:03}", version=1, title=f"Page {n}",
+                 updated_at=NOW - timedelta(minutes=n),
+                 articles=[IncidentArticle(id=f"page-{n}", title=f"Page {n}")])
+        for n in range(600)
+    ])
+    sink.close()
+    base = server.url + "api/incidents?hours=24&limit=500"
+    pages = [json.loads(get(f"{base}&offset={offset}")[2]) for offset in (0, 500, 1000)]
+    assert [len(page) for page in pages] == [500, 101, 0]  # (and inc-1 of the fixture)
+    ids = [s["id"] for page in pages for s in page]
+    assert len(set(ids)) == 601 and ids[:2] == ["inc-1", "inc-page-000"]
+    assert ids[-1] == "inc-page-599"
+    for bad in ("-1", "1.5", "many"):
+        status, ctype, body = get(f"{base}&offset={bad}")
+        assert (status, ctype) == (400, "application/json") and "offset" in body
+
+
+def test_head_answers_as_get_without_a_body_and_writes_are_refused(
+    server: NewsflowServer,
+) -> None:
+    """HEAD (a monitor's, a load balancer's check) got 501 and an HTML page, and so did a
+    POST to /api/, where the README promises JSON errors."""
+    host, port = server.server_address[:2]
+    for path in ("/healthz", "/api/incidents?hours=2", "/"):
+        conn = http.client.HTTPConnection(str(host), port, timeout=10)
+        conn.request("HEAD", path)
+        head = conn.getresponse()
+        assert head.status == 200 and head.read() == b""
+        status, ctype, body = get(server.url + path.lstrip("/"))
+        assert head.headers["Content-Type"] == ctype
+        assert int(head.headers["Content-Length"]) == len(body.encode())
+        conn.close()
+    for method, path in (("POST", "/api/incidents"), ("DELETE", "/api/incidents/inc-1")):
+        conn = http.client.HTTPConnection(str(host), port, timeout=10)
+        conn.request(method, path, body=b"{}")
+        answer = conn.getresponse()
+        assert (answer.status, answer.headers["Content-Type"]) == (405, "application/json")
+        assert answer.headers["Allow"] == "GET, HEAD"
+        assert json.loads(answer.read()) == {"error": "method not allowed"}
+        conn.close()
+
+
 def test_a_postgres_role_that_loses_its_read_rights_is_storage_unavailable(
     tmp_path: Path, postgres_dsn: str
 ) -> None:

@@ -167,3 +167,21 @@ def test_an_article_id_past_what_a_database_index_holds_is_refused() -> None:
     with pytest.raises(PoisonMessage, match="id"):
         decode_article(RawArticle.model_construct(schema_version=1, id=long_id).to_bytes())
     assert RawArticle(id="x" * MAX_ID_CHARS).id  # ours are far shorter
+
+
+def test_timestamps_with_another_offset_travel_in_utc() -> None:
+    """A JSON Feed's or a replay file's "2024-05-01T23:30:00-05:00" went out as it came,
+    on every topic and into the JSON Lines file, where the README promises UTC: read as
+    text, it sorted before "2024-05-02T06:45:00+02:00", a quarter of an hour later."""
+    from newsflow.schemas import IncidentMember, IncidentVersion
+
+    local = datetime.fromisoformat("2024-05-01T23:30:00-05:00")
+    article = RawArticle(id="x", title="t", published=local, fetched_at=local)
+    assert b'"published":"2024-05-02T04:30:00Z"' in article.to_bytes()
+    assert article.published == local and article.published.tzinfo is UTC
+    version = IncidentVersion(incident_id="i", version=1, first_seen=local, last_seen=local,
+                              updated_at=local)
+    assert b'"first_seen":"2024-05-02T04:30:00Z"' in version.to_bytes()
+    member = IncidentMember(incident_id="i", incident_version=1, assigned_at=local,
+                            article=IncidentArticle(id="x", published=local, seen_at=local))
+    assert json.loads(member.to_bytes())["article"]["published"] == "2024-05-02T04:30:00Z"
