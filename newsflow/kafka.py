@@ -69,6 +69,15 @@ class NoBroker(RuntimeError):
     pass
 
 
+def describe_partitions(partitions: Iterable[Any]) -> str:
+    """Topic-partitions as operators read them: "topic-a 0 1 2; topic-b 0", or "none"."""
+    held: dict[str, list[int]] = {}
+    for tp in partitions:
+        held.setdefault(tp.topic, []).append(tp.partition)
+    return "; ".join(f"{topic} {' '.join(map(str, sorted(parts)))}"
+                     for topic, parts in sorted(held.items())) or "none"
+
+
 def bootstrap_servers(settings: Settings) -> str:
     """The configured brokers, or a clear error saying how to get one."""
     if not settings.kafka_bootstrap:

@@ -27,7 +27,11 @@ from typing import Any, NamedTuple, TypeVar, cast
 import faust
 from faust.types import EventT, StreamT
 
-from newsflow.kafka import MAX_MESSAGE_BYTES, ensure_topics  # every topic's limit, and so the producer's
+from newsflow.kafka import (  # every topic's limit, and so the producer's
+    MAX_MESSAGE_BYTES,
+    describe_partitions,
+    ensure_topics,
+)
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import (
     MAX_TEXT_CHARS,
@@ -391,13 +395,10 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         # holds what, for operators (and tests) to see. (Should another rebalance have
         # begun meanwhile, faust drops this one after the line; the next one follows.)
         worker["assigned"] = True
-        held: dict[str, list[int]] = {}
-        for tp in app.consumer.assignment():
-            if tp.topic in (settings.topic_raw, settings.topic_clean):
-                held.setdefault(tp.topic, []).append(tp.partition)
+        held = [tp for tp in app.consumer.assignment()
+                if tp.topic in (settings.topic_raw, settings.topic_clean)]
         logger.info("rebalance complete, tables recovered; partitions held: %s",
-                    "; ".join(f"{topic} {' '.join(map(str, sorted(parts)))}"
-                              for topic, parts in sorted(held.items())) or "none")
+                    describe_partitions(held))
 
     app.on_partitions_revoked.connect(forget_stage)
     app.on_rebalance_complete.connect(log_assignment)

@@ -23,7 +23,13 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from newsflow.kafka import Publisher, PublishError, ensure_topics, make_consumer
+from newsflow.kafka import (
+    Publisher,
+    PublishError,
+    describe_partitions,
+    ensure_topics,
+    make_consumer,
+)
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import (
     DeadLetter,
@@ -143,7 +149,9 @@ class _Listener(ConsumerRebalanceListener):
                 self.revoked = True
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        # Which sink holds what, as the workers say it (with several sinks, or after one
+        # of them died, operators look for it).
+        logger.info("partitions assigned: %s", describe_partitions(assigned))
 
 
 class SinkRunner:

@@ -286,6 +286,22 @@ def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> N
         sqlite_module.BUSY_TIMEOUT_S = saved
 
 
+def test_a_sink_says_which_partitions_it_was_given(
+    make_settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The workers said what they held after each rebalance; the sinks said nothing, and
+    # with several of them an operator could not tell which took over a dead one's share.
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+    with caplog.at_level("INFO", logger="sinks.runner"), running(runner):
+        publish(settings, [(settings.topic_incidents, "i1", incident("i1", 1, []).to_bytes())])
+        wait_for(lambda: runner.committed, what="the incident written")
+    said = [r.getMessage() for r in caplog.records if r.name == "sinks.runner"]
+    assert any(m.startswith("partitions assigned: ") and f"{settings.topic_incidents} 0" in m
+               for m in said), said
+
+
 def test_stopping_while_the_store_is_down_says_what_is_left_and_where_it_goes(
     make_settings, caplog: pytest.LogCaptureFixture
 ) -> None:

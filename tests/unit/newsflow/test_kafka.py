@@ -131,3 +131,13 @@ def test_closing_after_a_failed_flush_raises_the_flush_error_not_the_close_timeo
     with pytest.raises(PublishError) as info:
         publisher.close()
     assert info.value.undelivered == 1
+
+
+def test_partitions_are_described_by_topic_in_order():
+    from kafka.structs import TopicPartition
+
+    from newsflow.kafka import describe_partitions
+
+    held = [TopicPartition("b", 2), TopicPartition("a", 0), TopicPartition("b", 0)]
+    assert describe_partitions(held) == "a 0; b 0 2"
+    assert describe_partitions([]) == "none"
