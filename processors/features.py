@@ -331,6 +331,22 @@ def _without_possessive(word: str) -> str:
     return word[:-2] if word.endswith(("'s", "’s")) else word
 
 
+def _names_as_written(body: str) -> dict[str, str]:
+    """The full names ``extract`` finds in ``body``, keyed as it keys them ("cleveland
+    smelley"), each as first written ("Cleveland Smelley", "Children's Hospital"; not the
+    possessive of the last word). Spelled word by word instead, each word took its first
+    spelling anywhere: "Lake park" from "the park", "Derrick's Stafford" from "Derrick's
+    mother"."""
+    written: dict[str, str] = {}
+    for run in _NAME_RUN.findall(body):
+        words = [w for w in run.split() if not w.endswith(".")]  # (middle initials)
+        keys = [w.lower().replace("’", "'").removesuffix("'s") for w in words]
+        for i in range(len(words) - 1):
+            written.setdefault(f"{keys[i]} {keys[i + 1]}",
+                               f"{words[i]} {_without_possessive(words[i + 1])}")
+    return written
+
+
 def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     """``terms`` of an article as it writes them ("marksvill" -> "Marksville", "specy" ->
     "species", "cleveland smelley" -> "Cleveland Smelley"): terms are stemmed and
@@ -338,26 +354,16 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     Title Case headline capitalises every word), then the title's, and one not in capitals
     ("MARKSVILLE, La. --" opens a report) if there is one; a term not found stays as it is."""
     by_term: dict[str, str] = {}
-    by_word: dict[str, str] = {}  # the lower-cased words of full names ("cleveland smelley")
     terms_missing = {t for t in terms if " " not in t}
-    words_missing = {w for t in terms if " " in t for w in t.split()}
-    for tok in [*_tokens(text[:MAX_BODY_CHARS], MAX_BODY_WORDS), *_TOKEN.findall(title)]:
-        if not terms_missing and not words_missing:
+    body = text[:MAX_BODY_CHARS]
+    for tok in [*_tokens(body, MAX_BODY_WORDS), *_TOKEN.findall(title)]:
+        if not terms_missing:
             break
         info = _token_info(tok)
-        word = _without_possessive(tok.lower().replace("’", "'")) if words_missing else ""
-        if word not in words_missing and (
-                info is None or (info[0] not in terms_missing and not info[2])):
+        if info is None or (info[0] not in terms_missing and not info[2]):
             continue  # most words: neither wanted nor hyphenated
         written = _without_possessive(tok)
         final = not (len(written) > 1 and written.isupper())  # else a better one may come
-        if word in words_missing:
-            by_word.setdefault(word, tok)  # "Children's Hospital": see below
-            if final:
-                by_word[word] = tok
-                words_missing.discard(word)
-        if info is None:
-            continue
         pieces = [p for p in written.replace(".", "").split("-")
                   if len(p) > 2 and p.lower() not in STOPWORDS] if info[2] else []
         # The term, and the parts of a hyphenated word ("assad" of "al-Assad").
@@ -367,18 +373,8 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
                 if final:
                     by_term[term] = shown
                     terms_missing.discard(term)
-    shown_terms = []
-    for term in terms:
-        if term in by_term:
-            shown_terms.append(by_term[term])
-        elif " " in term and all(w in by_word for w in term.split()):
-            # A possessive inside a name is part of it ("Children's Hospital", "Mother's
-            # Day"); at its end it is not ("Derrick Stafford's trial").
-            *first, last = (by_word[w] for w in term.split())
-            shown_terms.append(" ".join([*first, _without_possessive(last)]))
-        else:
-            shown_terms.append(term)
-    return shown_terms
+    names = _names_as_written(body) if any(" " in term for term in terms) else {}
+    return [(names if " " in term else by_term).get(term, term) for term in terms]
 
 
 def streets(text: str) -> frozenset[str]:

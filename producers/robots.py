@@ -6,7 +6,8 @@ neither): a robots.txt that is missing (4xx) allows everything;
 one that cannot be fetched (5xx, network error, and 429: a host asking us to slow down
 is not saying "no rules", as Google reads it too) disallows everything for now (it is
 asked again sooner than a good one), which ``verdict`` tells apart from a rule that
-disallows the page, so the page can be tried again later rather than given up.
+disallows the page, so the page can be tried again later rather than given up. One on
+an address the fetcher refuses counts as missing: the page there is refused as well.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ class RobotsCache:
             result = self.fetcher.get(origin + "/robots.txt", max_wait_s=60)
         except Exception as exc:  # FetchError, HostBusy: unreachable means "not now"
             kind = exc.kind if isinstance(exc, FetchError) else type(exc).__name__
+            if kind == "blocked":
+                # An address the fetcher refuses (cloud metadata, private): so is the page
+                # there, which then says why, at once. As "not now" it was tried again
+                # for nothing, reported as a robots.txt that could not be read.
+                return True, self.error_ttl_s
             logger.debug("robots.txt of %s unavailable (%s): pages disallowed for now", origin, kind)
             return None, self.error_ttl_s
         if 400 <= result.status < 500 and result.status != 429:

@@ -141,7 +141,7 @@ def format_incident(detail: IncidentDetail, out: TextIO) -> None:
             out.write(f"    {plain(a.url)}\n")
         if a.duplicate_of:
             out.write(f"    duplicate of {plain(original_of(a, detail.articles))}\n")
-        out.write(f"    why: {plain(explain(a.explanation))}\n")
+        out.write(f"    why: {plain(explain(a.explanation, s.id))}\n")
     if len(detail.versions) > 1:
         out.write("\nhistory: ")
         out.write(

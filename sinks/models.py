@@ -183,8 +183,10 @@ _FACTS = {
 _DUPLICATE_KINDS = {"url": "the same address", "content": "the same text"}
 
 
-def explain(explanation: object) -> str:
-    """One line saying why an article joined its incident."""
+def explain(explanation: object, held_in: str | None = None) -> str:
+    """One line saying why an article joined its incident (``held_in``: the one that
+    holds it now, which tells whether the article that split an incident left with
+    the reports it split off)."""
     if not isinstance(explanation, Explanation):
         return "no explanation recorded"
     e = explanation
@@ -225,13 +227,17 @@ def explain(explanation: object) -> str:
         parts.append(f"merged {e.detail['merged_incidents']:.0f} more incident(s) into it")
     split_off = e.detail.get("split_off")
     new_incident = e.split_into or "a new incident"  # (not recorded before split_into)
-    if split_off is not None and e.moved_from:
-        # It went with the reports it split off: the score above is the other incident's.
+    # It went with the reports it split off when it is where they went. One that stayed
+    # and was moved by a later merge has a moved_from too, and did not go with them.
+    left_with_them = (split_off is not None and e.moved_from is not None
+                      and held_in is not None and held_in == e.split_into)
+    if left_with_them:
+        # The score above is the other incident's.
         parts.append(f"joined {e.moved_from}, then split {split_off:.0f} report(s), this one"
                      f" among them, off it into {new_incident}")
     elif split_off is not None:
         parts.append(f"split {split_off:.0f} report(s) off into {new_incident}")
-    if e.moved_from and split_off is None:
+    if e.moved_from and not left_with_them:
         parts.append(f"moved here from {e.moved_from} by a later merge or split")
     return "; ".join(parts)
 

@@ -222,7 +222,7 @@ def render_incident(detail: Any) -> str:
             f'<div class="meta">{esc(when(a.published or a.seen_at))} &middot;'
             f" {esc(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
             f"<div>{link}</div>"
-            f'<div class="why">Why: {esc(explain(a.explanation))}</div></li>'
+            f'<div class="why">Why: {esc(explain(a.explanation, s.id))}</div></li>'
         )
     parts.append("</ol>")
     if detail.versions:

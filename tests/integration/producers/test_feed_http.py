@@ -359,6 +359,18 @@ def test_robots_txt_of_the_host_a_page_redirects_to_is_obeyed(server, paged_rig)
         assert "/robots.txt" in {p for p, _ in publisher.state.requests}
 
 
+def test_a_page_that_redirects_to_a_refused_address_is_refused_not_retried(server, paged_rig):
+    """The redirect's robots.txt is asked first, and the guard refuses that request too:
+    read as "robots.txt cannot be read now", the page was tried again four more times
+    and its summary went out as robots_unreachable, which hid the refused address."""
+    metadata = "http://169.254.169.254/latest/meta-data/"  # refused even with private allowed
+    server.state.custom["to-metadata.xml"] = (rss([
+        ("meta", server.url("/away?" + urlencode({"to": metadata})), "Metadata"),
+    ]), "application/rss+xml")
+    [article] = paged_rig.poll(server.url("/custom/to-metadata.xml")).articles
+    assert article.summary_only and article.fetch["summary_reason"] == "fetch_blocked"
+
+
 def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, paged_rig):
     server.state.retry_after = "0"  # nothing to wait out in a test
     server.state.flaky_failures = 2

@@ -22,6 +22,8 @@ class RobotsAnswer:
         (503, "unreachable"),  # cannot be read now: nothing allowed for now
         (429, "unreachable"),  # slow down: not "no robots.txt"
         (FetchError("timeout", "ReadTimeout"), "unreachable"),
+        # A refused address: the page's own fetch is refused too, and says so.
+        (FetchError("blocked", "169.254.169.254 refused: metadata"), "allowed"),
     ],
 )
 def test_a_missing_robots_txt_allows_and_an_unreadable_one_is_not_a_rule(answer, verdict):

@@ -14,14 +14,26 @@ def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
     assert moved.endswith("moved here from inc-b by a later merge or split")
     assert explain(None) == "no explanation recorded"
     # The article that split an incident and left with the reports it split off.
-    left = explain(Explanation(decision="joined", score=1.5, threshold=-2.0,
-                               detail={"split_off": 4.0}, moved_from="inc-a"))
-    assert left.endswith("joined inc-a, then split 4 report(s), this one among them, off it"
-                         " into a new incident")
+    left = Explanation(decision="joined", score=1.5, threshold=-2.0, detail={"split_off": 4.0},
+                       moved_from="inc-a", split_into="inc-a-split")
+    assert explain(left, "inc-a-split").endswith(
+        "joined inc-a, then split 4 report(s), this one among them, off it into inc-a-split")
     # Which one, when the explanation says (it did not before split_into).
     named = explain(Explanation(decision="joined", detail={"split_off": 3.0},
                                 split_into="inc-x-split"))
     assert named.endswith("split 3 report(s) off into inc-x-split")
+
+
+def test_an_article_that_split_an_incident_and_stayed_is_not_said_to_have_left() -> None:
+    # It split reports off inc-a and stayed there; a later merge moved inc-a's articles
+    # into inc-b, which gave it a moved_from as well. Its why line said "this one among
+    # them" of the reports it had split off, and nothing of the merge.
+    stayed = Explanation(decision="joined", score=1.5, threshold=-2.0,
+                         detail={"split_off": 4.0}, split_into="inc-a-split", moved_from="inc-a")
+    why = explain(stayed, "inc-b")
+    assert "this one among them" not in why
+    assert why.endswith("split 4 report(s) off into inc-a-split; moved here from inc-a by a"
+                        " later merge or split")
 
 
 def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> None:

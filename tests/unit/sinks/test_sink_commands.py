@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,8 @@ import pytest
 
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
-from sinks.commands import parse_duration, register
+from sinks.commands import format_incident, parse_duration, register
+from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary
 from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
 from sinks.store import StoreMissing
 
@@ -135,6 +137,23 @@ def test_incident_detail_explains_each_article(
     assert capsys.readouterr().err == (
         f"no incident missing in SQLite database {settings.sqlite_file.absolute()}\n"
     )
+
+
+def test_the_article_that_split_an_incident_is_said_to_have_left_only_when_it_did() -> None:
+    # It stayed in inc-a, which a later merge took into inc-b (see test_models).
+    article = IncidentArticleView(
+        id="a1", title="First", url=None, source="wral.com", published=NOW, seen_at=None,
+        duplicate_of=None, explanation=Explanation(
+            decision="joined", detail={"split_off": 4.0}, split_into="inc-a-split",
+            moved_from="inc-a"))
+    out = io.StringIO()
+    for held_in in ("inc-a-split", "inc-b"):
+        format_incident(IncidentDetail(IncidentSummary(
+            held_in, 2, "t", NOW, NOW, NOW, None, 1, 0), [article]), out)
+    left, stayed = [line for line in out.getvalue().splitlines() if "why:" in line]
+    assert "this one among them, off it into inc-a-split" in left
+    assert stayed.endswith("split 4 report(s) off into inc-a-split; moved here from inc-a by"
+                           " a later merge or split")
 
 
 def test_search(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:

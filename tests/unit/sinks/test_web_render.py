@@ -75,6 +75,24 @@ def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
     assert 'Merged into <a href="/incident/i2">' in html
 
 
+def test_the_article_that_split_an_incident_is_said_to_have_left_only_when_it_did() -> None:
+    split = Explanation(decision="joined", score=1.5, threshold=-2.0,
+                        detail={"split_off": 4.0}, split_into="inc-a-split", moved_from="inc-a")
+
+    def page(incident_id: str) -> str:
+        article = IncidentArticleView(id="a1", title="First", url=None, source="wral.com",
+                                      published=NOW, seen_at=None, duplicate_of=None,
+                                      explanation=split)
+        return render_incident(IncidentDetail(summary=summary(id=incident_id),
+                                              articles=[article]))
+
+    assert "this one among them, off it into inc-a-split" in page("inc-a-split")
+    # It stayed in inc-a, which a later merge took into inc-b.
+    moved = page("inc-b")
+    assert "this one among them" not in moved
+    assert "moved here from inc-a by a later merge or split" in moved
+
+
 def test_search_page_escapes_snippets() -> None:
     hit = SearchHit(article_id="a1", title=EVIL, source=None, published=None, url=None,
                     incident_id=None, incident_title=None, snippet="[x] <img src=x>", rank=1.0)
