@@ -264,8 +264,9 @@ def read_textfiles(directory: Path) -> str:
 
     Each metric family is written once, with one HELP and TYPE, holding the samples of
     every file; each sample gets a ``process`` label (the file's name without ``.prom``)
-    so the same series from two processes stays two series. Concatenated files would
-    repeat a family, which Prometheus rejects.
+    so the same series from two processes stays two series, and a ``role`` label (that
+    name without its pid), which stays the same across restarts, for selecting and
+    summing. Concatenated files would repeat a family, which Prometheus rejects.
     """
     if not directory.is_dir():
         return ""
@@ -278,6 +279,8 @@ def read_textfiles(directory: Path) -> str:
             text = path.read_text(encoding="utf-8")
         except OSError:
             continue
+        role, _, pid = path.stem.rpartition("-")
+        role = role if role and pid.isdigit() else path.stem
         family = ""
         for line in text.splitlines():
             if line.startswith(("# HELP ", "# TYPE ")):
@@ -288,7 +291,8 @@ def read_textfiles(directory: Path) -> str:
                 samples.setdefault(family, [])
             elif line and not line.startswith("#"):
                 name = family or line.split("{", 1)[0].split(" ", 1)[0]
-                samples.setdefault(name, []).append(_with_label(line, "process", path.stem))
+                samples.setdefault(name, []).append(
+                    _with_label(_with_label(line, "role", role), "process", path.stem))
     lines: list[str] = []
     for family, family_samples in samples.items():
         header = headers.get(family, {})

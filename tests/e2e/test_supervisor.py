@@ -211,7 +211,7 @@ def test_a_killed_producers_metrics_are_not_served(start_service):
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     assert text.count("# TYPE newsflow_feeds_active gauge") == 1, text
-    assert f'newsflow_feeds_active{{process="produce-{restarted}"}}' in text
+    assert f'newsflow_feeds_active{{process="produce-{restarted}",role="produce"}}' in text
     assert f"produce-{killed}" not in text
     assert service.stop() == 0, service.log()[-3000:]
 
@@ -278,8 +278,9 @@ def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
     url = f"http://127.0.0.1:{service.web_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         metrics = response.read().decode()
-    assert 'newsflow_embedded_broker_recycles_total{process="broker"} 1' in metrics, metrics
-    assert f'newsflow_embedded_broker_memory_limit_bytes{{process="broker"}} {64 * 2**20}' in metrics
+    assert 'newsflow_embedded_broker_recycles_total{process="broker",role="broker"} 1' in metrics, metrics
+    assert (f'newsflow_embedded_broker_memory_limit_bytes{{process="broker",role="broker"}}'
+            f' {64 * 2**20}') in metrics
     assert service.stop() == 0, service.log()[-3000:]
     assert service.log().count("): recycling it") == 1  # back under the limit afterwards
 

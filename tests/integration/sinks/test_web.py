@@ -115,7 +115,7 @@ def test_pages_api_health_and_metrics(server: NewsflowServer) -> None:
     ]
     status, ctype, text = get(base + "metrics")
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
-    assert 'newsflow_consumer_lag{process="sink",topic="t"} 4' in text  # the sink process's file
+    assert 'newsflow_consumer_lag{process="sink",role="sink",topic="t"} 4' in text  # the sink process's file
     assert 'newsflow_store_rows{kind="articles"} 2' in text
     assert 'newsflow_web_requests_total{route="/incident/:id",status="404"} 1' in text
 

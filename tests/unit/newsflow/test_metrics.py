@@ -49,7 +49,7 @@ def test_textfiles_round_trip(tmp_path: Path) -> None:
     r.counter("a_total", "A").inc(3)
     write_textfile(r, tmp_path / "metrics" / "sink.prom")
     assert read_textfiles(tmp_path / "metrics") == r.render().replace(
-        "a_total 3", 'a_total{process="sink"} 3'
+        "a_total 3", 'a_total{process="sink",role="sink"} 3'
     )
     assert list((tmp_path / "metrics").iterdir()) == [tmp_path / "metrics" / "sink.prom"]
     assert read_textfiles(tmp_path / "missing") == ""
@@ -73,21 +73,21 @@ def test_textfiles_of_several_processes_merge_into_one_family_each(tmp_path: Pat
     assert lines[:4] == [
         "# HELP newsflow_feeds_active Feeds being polled",
         "# TYPE newsflow_feeds_active gauge",
-        'newsflow_feeds_active{process="produce-1"} 3',
-        f'newsflow_feeds_active{{process="produce-{ME}"}} 5',
+        'newsflow_feeds_active{process="produce-1",role="produce"} 3',
+        f'newsflow_feeds_active{{process="produce-{ME}",role="produce"}} 5',
     ]
-    assert f'newsflow_feed_polls_total{{process="produce-{ME}",outcome="ok"}} 1' in lines
+    assert f'newsflow_feed_polls_total{{process="produce-{ME}",role="produce",outcome="ok"}} 1' in lines
     # A histogram's lines stay together under its one TYPE line.
     start = lines.index("# TYPE nf_fetch_seconds histogram")
     assert lines[start + 1:] == [
-        'nf_fetch_seconds_bucket{process="produce-1",le="1"} 1',
-        'nf_fetch_seconds_bucket{process="produce-1",le="+Inf"} 1',
-        'nf_fetch_seconds_sum{process="produce-1"} 0.5',
-        'nf_fetch_seconds_count{process="produce-1"} 1',
-        f'nf_fetch_seconds_bucket{{process="produce-{ME}",le="1"}} 1',
-        f'nf_fetch_seconds_bucket{{process="produce-{ME}",le="+Inf"}} 1',
-        f'nf_fetch_seconds_sum{{process="produce-{ME}"}} 0.5',
-        f'nf_fetch_seconds_count{{process="produce-{ME}"}} 1',
+        'nf_fetch_seconds_bucket{process="produce-1",role="produce",le="1"} 1',
+        'nf_fetch_seconds_bucket{process="produce-1",role="produce",le="+Inf"} 1',
+        'nf_fetch_seconds_sum{process="produce-1",role="produce"} 0.5',
+        'nf_fetch_seconds_count{process="produce-1",role="produce"} 1',
+        f'nf_fetch_seconds_bucket{{process="produce-{ME}",role="produce",le="1"}} 1',
+        f'nf_fetch_seconds_bucket{{process="produce-{ME}",role="produce",le="+Inf"}} 1',
+        f'nf_fetch_seconds_sum{{process="produce-{ME}",role="produce"}} 0.5',
+        f'nf_fetch_seconds_count{{process="produce-{ME}",role="produce"}} 1',
     ]
     for kind in ("HELP", "TYPE"):
         names = [line.split()[2] for line in lines if line.startswith(f"# {kind} ")]
@@ -146,5 +146,5 @@ def test_processes_of_one_role_write_their_own_files_and_a_dead_ones_is_not_serv
         r.counter("newsflow_articles_in_total", "In").inc(count)
         write_textfile(r, directory / str(textfile_name("sink", pid)))
     served = read_textfiles(directory)
-    assert f'newsflow_articles_in_total{{process="sink-{ME}"}} 3' in served
+    assert f'newsflow_articles_in_total{{process="sink-{ME}",role="sink"}} 3' in served
     assert "} 5" not in served  # a killed sink's figures, not served on
