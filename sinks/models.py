@@ -199,8 +199,9 @@ def explain(explanation: object, held_in: str | None = None) -> str:
     elif e.decision == "new" and e.candidates:
         # Its score and time gap are those of the closest incident, which it did not join.
         gap = "" if e.time_gap_hours is None else f", {_span(e.time_gap_hours)} apart,"
-        parts.append(f"the closest of {e.candidates} candidate incidents{gap} scored"
-                     f" {e.score:.2f} vs threshold {e.threshold:.2f}")
+        closest = ("the one candidate incident" if e.candidates == 1
+                   else f"the closest of {e.candidates} candidate incidents")
+        parts.append(f"{closest}{gap} scored {e.score:.2f} vs threshold {e.threshold:.2f}")
     elif e.decision != "new":
         parts.append(f"score {e.score:.2f} vs threshold {e.threshold:.2f}")
     if e.shared_entities:

@@ -83,6 +83,8 @@ def test_a_new_incident_says_its_score_and_gap_are_the_closest_candidate_s() -> 
     assert explain(why) == ("new; the closest of 10 candidate incidents, 24.0 h apart,"
                             " scored -3.95 vs threshold -2.00")
     assert explain(Explanation(decision="new")) == "new"  # nothing to compare with
+    one = Explanation(decision="new", score=-3.0, threshold=-2.0, candidates=1)
+    assert explain(one) == "new; the one candidate incident scored -3.00 vs threshold -2.00"
 
 
 def test_shared_terms_already_listed_as_entities_are_not_listed_again() -> None:
