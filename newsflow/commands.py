@@ -128,12 +128,19 @@ def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from newsflow.kafka import ensure_topics, topic_specs
+    from newsflow.kafka import ensure_topics, partition_counts, topic_specs
 
-    ensure_topics(settings)
-    for spec in topic_specs(settings):
-        extra = " ".join(f"{k}={v}" for k, v in spec.config.items())
-        print(f"{spec.name}\t{spec.partitions} partition(s)\t{extra}".rstrip())
+    specs = topic_specs(settings)
+    created = ensure_topics(settings, specs)
+    # What the broker holds: a topic that existed (an older newsflow's, or created with
+    # other settings) keeps its partitions and configuration, whatever the settings say.
+    counts = partition_counts(settings, [spec.name for spec in specs])
+    for spec in specs:
+        if spec.name in created:
+            extra = " ".join(f"{k}={v}" for k, v in spec.config.items())
+        else:
+            extra = "(existed: left as it was)"
+        print(f"{spec.name}\t{counts.get(spec.name, '?')} partition(s)\t{extra}".rstrip())
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,10 +106,12 @@ def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClien
             time.sleep(0.5)
 
 
-def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) -> None:
-    """Create missing topics; existing ones are left as they are."""
+def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) -> list[str]:
+    """Create missing topics; existing ones are left as they are. Returns the names of
+    those it created."""
     specs = list(specs if specs is not None else topic_specs(settings))
     admin = admin_client(settings)
+    created: list[str] = []
     try:
         existing = set(admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
@@ -126,8 +128,19 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) 
                     ]
                 )
                 logger.info("created topic %s (%d partitions)", spec.name, spec.partitions)
+                created.append(spec.name)
             except TopicAlreadyExistsError:
                 pass
+    finally:
+        admin.close()
+    return created
+
+
+def partition_counts(settings: Settings, names: Sequence[str]) -> dict[str, int]:
+    """How many partitions each of the topics ``names`` has on the broker."""
+    admin = admin_client(settings)
+    try:
+        return {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(list(names))}
     finally:
         admin.close()
 

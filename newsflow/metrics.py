@@ -232,10 +232,19 @@ def clear_textfiles(directory: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+# What a newsflow before per-process files wrote, one file per role: no process writes
+# them now, so after an upgrade they hold the old sink's and workers' last figures.
+_OLDER_TEXTFILES = frozenset({"sink.prom", "processors.prom"})
+
+
 def writer_gone(path: Path) -> bool:
     """Whether ``path`` is a process's own textfile (``ROLE-PID.prom``) whose process runs
     no more: a role killed outside `newsflow run` (which removes its children's) leaves
-    it behind, and its figures must not be served on beside its successor's."""
+    it behind, and its figures must not be served on beside its successor's. So is an
+    older newsflow's file of a role (``sink.prom``), left by the roles run before an
+    upgrade."""
+    if path.name in _OLDER_TEXTFILES:
+        return True
     _, _, pid = path.stem.rpartition("-")
     if not pid.isdigit():
         return False

@@ -293,6 +293,13 @@ def open_database(dsn: str) -> int:
     try:
         with psycopg.connect(dsn, **CONNECTION_OPTIONS) as conn:
             return migrate(conn)
+    except SchemaNotUpgraded as exc:
+        # Waited on as an outage: the owner's `newsflow db upgrade` mends it meanwhile.
+        reason = _hide_password(" ".join(str(exc.refusal).split()), dsn)
+        raise SinkUnavailable(
+            f"{describe_dsn(dsn)}: the schema is at version {exc.found}, this newsflow needs"
+            f" version {SCHEMA_VERSION}, and this user may not change it ({reason}): run"
+            " `newsflow db upgrade` as a role that may (the schema's owner)") from exc
     except psycopg.Error as exc:
         reason = _hide_password(" ".join(str(exc).split()), dsn)
         message = f"{describe_dsn(dsn)}: {type(exc).__name__}: {reason}"
@@ -301,14 +308,34 @@ def open_database(dsn: str) -> int:
         raise SinkUnavailable(message) from exc
 
 
+class SchemaNotUpgraded(Exception):  # noqa: N818 - a condition, like SinkUnavailable
+    """The schema is older than this newsflow's, and the role connected may not change it
+    (row rights only, as a least-privilege deployment gives the sink): after an upgrade,
+    until the owner runs `newsflow db upgrade`."""
+
+    def __init__(self, found: int, refusal: psycopg.Error) -> None:
+        super().__init__(f"schema version {found}: {refusal}")
+        self.found = found
+        self.refusal = refusal
+
+
 def migrate(conn: psycopg.Connection[Any]) -> int:
+    found = 0
     with conn.transaction():
         # Up to date: nothing to create, so a role that may only read and write rows (no
         # DDL rights, as a least-privilege deployment gives the sink) can run it.
         if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() != (None,):
             row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
-            if row and int(row[0]) >= SCHEMA_VERSION:
+            found = int(row[0]) if row else 0
+            if found >= SCHEMA_VERSION:
                 return SCHEMA_VERSION
+    try:
+        return _migrate_from(conn)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise SchemaNotUpgraded(found, exc) from exc
+
+
+def _migrate_from(conn: psycopg.Connection[Any]) -> int:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute(

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from newsflow.broker import EmbeddedBroker
-from newsflow.kafka import ensure_topics
+from newsflow.kafka import ensure_topics, topic_specs
 from newsflow.settings import Settings, settings_env
 
 pytestmark = pytest.mark.integration
@@ -48,3 +48,23 @@ def test_replay_whose_broker_dies_says_in_one_line_how_many_went_out(tmp_path):
         err)
     assert found, err
     assert 0 < int(found.group(1)) < 400
+
+
+def test_topics_lists_what_the_broker_holds_not_the_settings(make_settings, capsys):
+    """An existing topic keeps its partitions and configuration (an older newsflow's,
+    or one created with other settings), but `newsflow topics` printed the settings'
+    count and configuration for it as if it had them: after an upgrade, 6 partitions
+    and max.message.bytes=8388608 for a raw topic of 3 with the broker's default."""
+    import argparse
+
+    from newsflow.commands import cmd_topics
+
+    older = make_settings(raw_partitions=3)
+    ensure_topics(older, [spec for spec in topic_specs(older) if spec.name == older.topic_raw])
+    settings = older.model_copy(update={"raw_partitions": 6})
+    assert cmd_topics(argparse.Namespace(), settings) == 0
+    listed = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())
+    assert listed[settings.topic_raw] == "3 partition(s)\t(existed: left as it was)"
+    assert listed[settings.topic_dlq] == "1 partition(s)\tmax.message.bytes=8388608"
+    assert listed[settings.topic_members] == (
+        "3 partition(s)\tcleanup.policy=compact max.message.bytes=8388608")

@@ -164,16 +164,22 @@ def test_an_article_too_long_for_a_search_vector_is_stored_and_found(postgres_ds
     assert stored == len(text)  # stored whole; search reads its first 100,000 characters
 
 
+def older_schema(dsn: str, version: int) -> None:
+    """The schema as a newsflow whose last migration was ``version`` left it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for number, name, statements in MIGRATIONS[:version]:
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (number, name))
+
+
 def test_a_database_of_schema_4_gets_the_bounded_search_vector(postgres_dsn: str) -> None:
     from sinks.postgres import PostgresSink
 
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # as an older newsflow left it
-        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
-                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        for version, name, statements in MIGRATIONS[:4]:
-            for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
-            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, name))
+    older_schema(postgres_dsn, 4)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO articles (id, title, text, digest)"
                      " VALUES ('a0', 'Storm warning', 'Gales tonight.', 'x')")
     with PostgresSink(postgres_dsn) as sink:
@@ -184,6 +190,35 @@ def test_a_database_of_schema_4_gets_the_bounded_search_vector(postgres_dsn: str
         assert [h.article_id for h in store.search("gales")] == ["a0"]  # the old row: searchable still
     finally:
         store.close()
+
+
+def test_a_role_with_row_rights_on_an_older_schema_is_told_to_run_db_upgrade(
+    postgres_dsn: str,
+) -> None:
+    """Upgrading a deployment whose sink runs with row rights only: the new sink (and the
+    read commands, the page, the workers) cannot migrate the older schema. It said only
+    "permission denied for schema public" on a CREATE TABLE, as if storage were down;
+    it still waits, but says what the schema lacks and who must upgrade it, and carries
+    on once the owner has."""
+    from sinks.postgres import SCHEMA_VERSION, PostgresSink
+
+    older_schema(postgres_dsn, 2)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        role = "r_" + postgres_dsn.rsplit("/", 1)[1]
+        conn.execute(f"CREATE ROLE {role} LOGIN")  # type: ignore[arg-type]
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "  # type: ignore[arg-type]
+                     f"TO {role}")
+    writer_dsn = postgres_dsn.replace("postgres@", f"{role}@", 1)
+    told = (f"the schema is at version 2, this newsflow needs version {SCHEMA_VERSION}, and"
+            " this user may not change it .*permission denied.*: run `newsflow db upgrade`")
+    with PostgresSink(writer_dsn) as sink, pytest.raises(SinkUnavailable, match=told):
+        sink.open()
+    with pytest.raises(SinkUnavailable, match=told):
+        open_store(Settings(sink="postgres", postgres_dsn=writer_dsn))
+    with PostgresSink(postgres_dsn) as owner:  # `newsflow db upgrade` as the owner
+        owner.migrate()
+    with PostgresSink(writer_dsn) as sink:
+        sink.open()  # current now: no DDL asked of the role
 
 
 def test_a_record_past_a_postgresql_limit_is_dead_lettered_not_waited_on(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -70,7 +71,8 @@ def server(tmp_path: Path) -> Iterator[NewsflowServer]:
     fill(settings)
     sink_metrics = Registry()
     sink_metrics.gauge("newsflow_consumer_lag", "Lag", ["topic"]).set(4, topic="t")
-    write_textfile(sink_metrics, metrics_dir(settings.data_dir) / "sink.prom")
+    # (a running process's file: this one's pid)
+    write_textfile(sink_metrics, metrics_dir(settings.data_dir) / f"sink-{os.getpid()}.prom")
     srv = make_server(settings)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -115,7 +117,8 @@ def test_pages_api_health_and_metrics(server: NewsflowServer) -> None:
     ]
     status, ctype, text = get(base + "metrics")
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
-    assert 'newsflow_consumer_lag{process="sink",role="sink",topic="t"} 4' in text  # the sink process's file
+    sink = f"sink-{os.getpid()}"
+    assert f'newsflow_consumer_lag{{process="{sink}",role="sink",topic="t"}} 4' in text
     assert 'newsflow_store_rows{kind="articles"} 2' in text
     assert 'newsflow_web_requests_total{route="/incident/:id",status="404"} 1' in text
 

@@ -47,11 +47,11 @@ def test_render_counters_gauges_histograms() -> None:
 def test_textfiles_round_trip(tmp_path: Path) -> None:
     r = Registry()
     r.counter("a_total", "A").inc(3)
-    write_textfile(r, tmp_path / "metrics" / "sink.prom")
+    write_textfile(r, tmp_path / "metrics" / f"sink-{ME}.prom")
     assert read_textfiles(tmp_path / "metrics") == r.render().replace(
-        "a_total 3", 'a_total{process="sink",role="sink"} 3'
+        "a_total 3", f'a_total{{process="sink-{ME}",role="sink"}} 3'
     )
-    assert list((tmp_path / "metrics").iterdir()) == [tmp_path / "metrics" / "sink.prom"]
+    assert list((tmp_path / "metrics").iterdir()) == [tmp_path / "metrics" / f"sink-{ME}.prom"]
     assert read_textfiles(tmp_path / "missing") == ""
 
 
@@ -148,3 +148,20 @@ def test_processes_of_one_role_write_their_own_files_and_a_dead_ones_is_not_serv
     served = read_textfiles(directory)
     assert f'newsflow_articles_in_total{{process="sink-{ME}",role="sink"}} 3' in served
     assert "} 5" not in served  # a killed sink's figures, not served on
+
+
+def test_an_older_newsflows_files_of_a_role_are_not_served_after_an_upgrade(
+    tmp_path: Path,
+) -> None:
+    """A newsflow before per-process files wrote sink.prom and processors.prom: after an
+    upgrade of roles run apart (no `newsflow run` to clear the folder) the page served
+    the stopped old sink's last figures for ever beside the new one's (its lag, its last
+    flush, a paused gauge the stop note reads)."""
+    for name, count in (("sink.prom", 5), ("processors.prom", 7), (f"sink-{ME}.prom", 3)):
+        r = Registry()
+        r.counter("newsflow_articles_in_total", "In").inc(count)
+        write_textfile(r, tmp_path / name)
+    served = read_textfiles(tmp_path)
+    assert f'newsflow_articles_in_total{{process="sink-{ME}",role="sink"}} 3' in served
+    assert 'process="sink"' not in served
+    assert 'process="processors"' not in served
