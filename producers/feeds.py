@@ -291,14 +291,16 @@ class FeedPoller:
         # Oldest first, so the topic reads in publication order for this feed.
         for key in [*saved, *reversed(new_keys)]:
             if stop is not None and stop.is_set():
-                # Not all entries were handled: ask again soon, with the old validators,
-                # so the feed is fetched in full and the rest are found unseen.
-                update.etag, update.last_modified = feed.etag, feed.last_modified
-                update.next_poll = time.time()
+                _handed_back(update, feed)
                 break
             entry = entries[key] if key in entries else saved[key]
             try:
                 page = self.page(entry.link) if self.fetch_pages else None
+                if page is not None and page.retryable and stop is not None and stop.is_set():
+                    # The page gave up waiting for its host because of the stop: not a
+                    # failure of the page, so no try of it is counted.
+                    _handed_back(update, feed)
+                    break
                 if page is not None and page.retryable:
                     delay = self._page_retry_delay(feed, entry, page, bounds)
                     if delay is not None:
@@ -412,6 +414,13 @@ class FeedPoller:
         return PageOutcome(extracted, meta, None)
 
 
+def _handed_back(update: FeedUpdate, feed: FeedRow) -> None:
+    """A stop cut the poll short: not all entries were handled. Ask again soon, with the
+    old validators, so the feed is fetched in full and the rest are found unseen."""
+    update.etag, update.last_modified = feed.etag, feed.last_modified
+    update.next_poll = time.time()
+
+
 def keyed_entries(entries: list[FeedEntry], feed_url: str) -> dict[str, FeedEntry]:
     """A feed's entries by key (the first of each). Entries that share a GUID but link to
     different pages (a CMS giving every item the same GUID) are told apart by their links:
@@ -486,14 +495,21 @@ def build_article(
 # -- wiring ---------------------------------------------------------------------
 
 
-def make_fetcher(settings: Settings, *, limiter: HostLimiter | None = None) -> Fetcher:
+def make_fetcher(
+    settings: Settings,
+    *,
+    limiter: HostLimiter | None = None,
+    stop: threading.Event | None = None,
+) -> Fetcher:
     return Fetcher(
         user_agent=settings.user_agent,
         timeout_s=settings.fetch_timeout_s,
         max_bytes=settings.fetch_max_bytes,
         allow_private=settings.fetch_allow_private,
         limiter=limiter
-        or HostLimiter(concurrency=settings.host_concurrency, delay_s=settings.host_delay_s),
+        or HostLimiter(
+            concurrency=settings.host_concurrency, delay_s=settings.host_delay_s, stop=stop
+        ),
         max_connections=max(16, settings.poll_workers * 4),
     )
 
@@ -778,9 +794,14 @@ def log_refused(article: RawArticle, feed_url: str, reason: str) -> None:
 
 
 def _build_poller(
-    settings: Settings, state: StateStore, *, fetch_pages: bool, page_attempts: int | None = None
+    settings: Settings,
+    state: StateStore,
+    *,
+    fetch_pages: bool,
+    page_attempts: int | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[FeedPoller, Fetcher]:
-    fetcher = make_fetcher(settings)
+    fetcher = make_fetcher(settings, stop=stop)
     poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages,
                         page_attempts=page_attempts)
     return poller, fetcher
@@ -808,7 +829,9 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
         publisher = _connect_publisher(settings, stop, Publisher)
         if publisher is None:
             return
-        poller, fetcher = _build_poller(settings, state, fetch_pages=settings.fetch_pages)
+        poller, fetcher = _build_poller(
+            settings, state, fetch_pages=settings.fetch_pages, stop=stop
+        )
         watcher = _FeedsFileWatcher(state, settings.feeds_file)
         try:
             loop = ProducerLoop(
