@@ -41,5 +41,9 @@ def configure_logging(settings: Settings, *, service: bool = True) -> None:
     # Client libraries are chatty at INFO (every rebalance, every connection).
     for noisy in ("kafka", "aiokafka", "faust", "mode", "trafilatura", "htmldate", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # trafilatura warns "discarding data: URL" whenever its own pass finds too little,
+    # also for pages whose text extract_article then finds another way; what came of a
+    # page is the producer's to say (an article's `fetch`, `summary_reason`).
+    logging.getLogger("trafilatura").setLevel(max(logging.ERROR, root.level))
     if not service and root.level > logging.DEBUG:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
