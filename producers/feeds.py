@@ -339,11 +339,15 @@ class FeedPoller:
     ) -> float | None:
         """Count a failure that may pass of ``entry``'s page. Returns the seconds until
         its next try, or None when the tries are used up and the summary is to go out."""
+        # A page whose host was paused (another answer's Retry-After) was not asked: it
+        # keeps its tries. Counted, one 429 spent a try of every page of the host waiting
+        # in the poll, and pages went out as summaries after two requests of five.
+        asked = page.reason != "host_paused"
         attempts = self.state.count_page_failure(
-            feed.id, entry.key, entry=entry.to_json(), reason=page.reason or ""
+            feed.id, entry.key, entry=entry.to_json(), reason=page.reason or "", asked=asked
         )
         page.meta["page_attempts"] = attempts
-        if attempts >= self.page_attempts:
+        if asked and attempts >= self.page_attempts:
             logger.info(
                 "page %s failed %d time(s), lastly %s: publishing the entry's summary",
                 entry.link, attempts, page.reason,

@@ -443,6 +443,23 @@ def test_a_stop_ends_a_poll_waiting_for_a_paused_host_at_once(server, tmp_path):
         rig.close()
 
 
+def test_a_page_not_asked_for_because_its_host_is_paused_keeps_its_tries(server, paged_rig):
+    """A 429 with a long Retry-After pauses the host; the poll's other pages there are
+    not asked for. In a live run each of them was counted a try all the same, and a page
+    went out as its summary ("failed 5 time(s)") after two requests."""
+    server.state.retry_after = "120"  # longer than a page waits for its host
+    server.state.flaky_failures = 1000
+    feed = paged_rig.feed(server.url("/gen/paused.xml?entries=3&flaky_page=1"))
+    paged_rig.poller.poll(feed)
+    assert server.state.counts["/flaky/genpage/paused/1.html"] == 1
+    retries = paged_rig.state.page_retries(feed.id)
+    asked = {key: retry.attempts for key, retry in retries.items()}
+    # The 429'd page used a try; the page after it, never asked for, waits with none.
+    assert sorted(asked.values()) == [0, 1], asked
+    assert server.state.counts["/genpage/paused/0.html"] + server.state.counts[
+        "/genpage/paused/2.html"] == 1
+
+
 def test_an_entry_waiting_for_its_page_is_published_after_leaving_the_feed(server, paged_rig):
     server.state.retry_after = "0"
     server.state.gen_entries = 2
