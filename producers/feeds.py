@@ -207,7 +207,10 @@ class FeedPoller:
             new_entries=1,  # unknown pace: keep the interval rather than halving/growing it
             ttl_minutes=None, headers=result.headers, bounds=bounds,
         )
-        interval = max(interval, feed.interval_s or bounds.min_s)
+        # Kept rather than shortened, but within the bounds: an interval saved under a
+        # longer max_interval outlived the feeds file's edit for as long as the feed
+        # answered 304.
+        interval = min(bounds.max_s, max(interval, feed.interval_s or bounds.min_s))
         return PollResult(
             feed,
             FeedUpdate(

@@ -489,6 +489,27 @@ def test_a_page_answer_asking_to_wait_says_how_long(tmp_path):
     state.close()
 
 
+def test_a_feed_answering_304_is_polled_within_a_lowered_max_interval(tmp_path):
+    """A live run's feeds file went from max_interval 10m to 3m: each feed answering
+    304 kept its saved 10-minute interval, and a feed due later than its longest
+    interval counts as due (a clock step), so it was polled again at once: five feeds
+    were asked every 1 to 7 s, about 130 requests a minute, until the producer stopped."""
+    state = StateStore(":memory:")
+    feed = state.upsert_feed("https://news.example/feed", origin="config", max_interval_s=180)
+    state._conn.execute("UPDATE feeds SET interval_s = 600 WHERE id = ?", (feed.id,))
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=OneAnswerFetcher(304),  # type: ignore[arg-type]
+        state=state, robots=AllowAll(),  # type: ignore[arg-type]
+    )
+    before = time.time()
+    update = poller.poll(state.feed(feed.id) or feed).update
+    assert update.status == 304 and update.interval_s == 180
+    assert update.next_poll <= before + 180 * 1.05 + 1
+    state.record(feed.id, None, update, new_keys=[], present_keys=[])
+    assert state.claim_due("me", limit=10, lease_s=60) == []  # not due again at once
+    state.close()
+
+
 def test_an_edit_of_the_feeds_file_that_cannot_be_applied_keeps_the_producer(
     tmp_path, state, monkeypatch, caplog
 ):
