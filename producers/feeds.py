@@ -142,11 +142,14 @@ class FeedPoller:
             result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s)
         except HostBusy as exc:
             # The host asked us (Retry-After) to wait: not the feed's fault, no error count.
+            # Not past the feed's longest interval: later than that counts as due at once
+            # (a clock step), and the feed was claimed again and again while the pause ran.
+            wait_s = min(exc.wait_s + self.rng.uniform(0, 5), self.bounds(feed).max_s)
             return PollResult(
                 feed,
                 FeedUpdate(
                     status=feed.last_status, error=f"host paused: {exc}", keep_validators=True,
-                    next_poll=time.time() + exc.wait_s + self.rng.uniform(0, 5),
+                    next_poll=time.time() + wait_s,
                     error_count=feed.error_count,
                 ),
             )
