@@ -57,5 +57,9 @@ def configure_logging(settings: Settings, *, service: bool = True) -> None:
     for noisy in ("kafka", "aiokafka", "faust", "mode", "trafilatura", "htmldate", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("faust.transport.producer").addFilter(_BACKPRESSURE)  # (once: a set)
+    # trafilatura warns "discarding data: URL" whenever its own pass finds too little,
+    # also for pages whose text extract_article then finds another way; what came of a
+    # page is the producer's to say (an article's `fetch`, `summary_reason`).
+    logging.getLogger("trafilatura").setLevel(max(logging.ERROR, root.level))
     if not service and root.level > logging.DEBUG:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)

@@ -287,6 +287,9 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                 logger.error("recycling the embedded broker failed: %s; stopping", exc)
                 exit_code = 1
                 break
+        else:
+            # Asked to stop: say so, or the log shows the children stopping for no cause.
+            logger.info("stop asked (SIGTERM or SIGINT): stopping the children in order")
     finally:
         consumers = [c for c in children if c.role in ("process", "sink")]
         drained = False

@@ -142,11 +142,14 @@ class FeedPoller:
             result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s)
         except HostBusy as exc:
             # The host asked us (Retry-After) to wait: not the feed's fault, no error count.
+            # Not past the feed's longest interval: later than that counts as due at once
+            # (a clock step), and the feed was claimed again and again while the pause ran.
+            wait_s = min(exc.wait_s + self.rng.uniform(0, 5), self.bounds(feed).max_s)
             return PollResult(
                 feed,
                 FeedUpdate(
                     status=feed.last_status, error=f"host paused: {exc}", keep_validators=True,
-                    next_poll=time.time() + exc.wait_s + self.rng.uniform(0, 5),
+                    next_poll=time.time() + wait_s,
                     error_count=feed.error_count,
                 ),
             )
@@ -207,7 +210,10 @@ class FeedPoller:
             new_entries=1,  # unknown pace: keep the interval rather than halving/growing it
             ttl_minutes=None, headers=result.headers, bounds=bounds,
         )
-        interval = max(interval, feed.interval_s or bounds.min_s)
+        # Kept rather than shortened, but within the bounds: an interval saved under a
+        # longer max_interval outlived the feeds file's edit for as long as the feed
+        # answered 304.
+        interval = min(bounds.max_s, max(interval, feed.interval_s or bounds.min_s))
         return PollResult(
             feed,
             FeedUpdate(
@@ -291,14 +297,16 @@ class FeedPoller:
         # Oldest first, so the topic reads in publication order for this feed.
         for key in [*saved, *reversed(new_keys)]:
             if stop is not None and stop.is_set():
-                # Not all entries were handled: ask again soon, with the old validators,
-                # so the feed is fetched in full and the rest are found unseen.
-                update.etag, update.last_modified = feed.etag, feed.last_modified
-                update.next_poll = time.time()
+                _handed_back(update, feed)
                 break
             entry = entries[key] if key in entries else saved[key]
             try:
                 page = self.page(entry.link) if self.fetch_pages else None
+                if page is not None and page.retryable and stop is not None and stop.is_set():
+                    # The page gave up waiting for its host because of the stop: not a
+                    # failure of the page, so no try of it is counted.
+                    _handed_back(update, feed)
+                    break
                 if page is not None and page.retryable:
                     delay = self._page_retry_delay(feed, entry, page, bounds)
                     if delay is not None:
@@ -337,11 +345,15 @@ class FeedPoller:
     ) -> float | None:
         """Count a failure that may pass of ``entry``'s page. Returns the seconds until
         its next try, or None when the tries are used up and the summary is to go out."""
+        # A page whose host was paused (another answer's Retry-After) was not asked: it
+        # keeps its tries. Counted, one 429 spent a try of every page of the host waiting
+        # in the poll, and pages went out as summaries after two requests of five.
+        asked = page.reason != "host_paused"
         attempts = self.state.count_page_failure(
-            feed.id, entry.key, entry=entry.to_json(), reason=page.reason or ""
+            feed.id, entry.key, entry=entry.to_json(), reason=page.reason or "", asked=asked
         )
         page.meta["page_attempts"] = attempts
-        if attempts >= self.page_attempts:
+        if asked and attempts >= self.page_attempts:
             logger.info(
                 "page %s failed %d time(s), lastly %s: publishing the entry's summary",
                 entry.link, attempts, page.reason,
@@ -410,6 +422,13 @@ class FeedPoller:
         if extracted is None:
             return PageOutcome(None, meta, "empty_text")
         return PageOutcome(extracted, meta, None)
+
+
+def _handed_back(update: FeedUpdate, feed: FeedRow) -> None:
+    """A stop cut the poll short: not all entries were handled. Ask again soon, with the
+    old validators, so the feed is fetched in full and the rest are found unseen."""
+    update.etag, update.last_modified = feed.etag, feed.last_modified
+    update.next_poll = time.time()
 
 
 def keyed_entries(entries: list[FeedEntry], feed_url: str) -> dict[str, FeedEntry]:
@@ -486,14 +505,21 @@ def build_article(
 # -- wiring ---------------------------------------------------------------------
 
 
-def make_fetcher(settings: Settings, *, limiter: HostLimiter | None = None) -> Fetcher:
+def make_fetcher(
+    settings: Settings,
+    *,
+    limiter: HostLimiter | None = None,
+    stop: threading.Event | None = None,
+) -> Fetcher:
     return Fetcher(
         user_agent=settings.user_agent,
         timeout_s=settings.fetch_timeout_s,
         max_bytes=settings.fetch_max_bytes,
         allow_private=settings.fetch_allow_private,
         limiter=limiter
-        or HostLimiter(concurrency=settings.host_concurrency, delay_s=settings.host_delay_s),
+        or HostLimiter(
+            concurrency=settings.host_concurrency, delay_s=settings.host_delay_s, stop=stop
+        ),
         max_connections=max(16, settings.poll_workers * 4),
     )
 
@@ -778,9 +804,14 @@ def log_refused(article: RawArticle, feed_url: str, reason: str) -> None:
 
 
 def _build_poller(
-    settings: Settings, state: StateStore, *, fetch_pages: bool, page_attempts: int | None = None
+    settings: Settings,
+    state: StateStore,
+    *,
+    fetch_pages: bool,
+    page_attempts: int | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[FeedPoller, Fetcher]:
-    fetcher = make_fetcher(settings)
+    fetcher = make_fetcher(settings, stop=stop)
     poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages,
                         page_attempts=page_attempts)
     return poller, fetcher
@@ -808,7 +839,9 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
         publisher = _connect_publisher(settings, stop, Publisher)
         if publisher is None:
             return
-        poller, fetcher = _build_poller(settings, state, fetch_pages=settings.fetch_pages)
+        poller, fetcher = _build_poller(
+            settings, state, fetch_pages=settings.fetch_pages, stop=stop
+        )
         watcher = _FeedsFileWatcher(state, settings.feeds_file)
         try:
             loop = ProducerLoop(

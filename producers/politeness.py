@@ -1,5 +1,6 @@
 """Per-host politeness: at most N requests in flight per host, a minimum gap between
-request starts, and a host-wide pause after a 429/503 with Retry-After."""
+request starts, and a host-wide pause after a 429/503 with Retry-After. A stop ends
+the waits: a request still waiting for its host is not started."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 
 class HostBusy(Exception):  # noqa: N818 - a condition, reported to the caller
-    """The host is paused (Retry-After) for longer than the caller is willing to wait."""
+    """The host is paused (Retry-After) for longer than the caller is willing to wait,
+    or the limiter's stop was set while the caller waited."""
 
     def __init__(self, host: str, wait_s: float) -> None:
         super().__init__(f"{host} is paused for another {wait_s:.0f}s")
@@ -36,8 +38,10 @@ class HostLimiter:
         delay_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         max_hosts: int = 50_000,
+        stop: threading.Event | None = None,
     ) -> None:
         self.concurrency = concurrency
+        self._stop = stop
         self.delay_s = delay_s
         self._clock = clock
         self._max_hosts = max_hosts
@@ -64,15 +68,19 @@ class HostLimiter:
                 state = self._state(host)
                 now = self._clock()
                 pause = state.paused_until - now
-                if pause > max_wait_s:
-                    raise HostBusy(host, pause)
+                stopping = self._stop is not None and self._stop.is_set()
+                if pause > max_wait_s or stopping:
+                    raise HostBusy(host, max(0.0, pause))
                 ready_at = max(state.next_start, state.paused_until)
                 if state.in_flight < self.concurrency and ready_at <= now:
                     state.in_flight += 1
                     state.next_start = now + self.delay_s
                     break
-                # Woken by a release, or time out when the gap has passed.
-                self._cond.wait(timeout=max(0.01, ready_at - now) if ready_at > now else 1.0)
+                # Woken by a release, or time out when the gap has passed. A stop wakes
+                # nobody, so with one to mind the wait is sliced: a wait of a minute for
+                # a paused host held the producer's stop until it was killed.
+                timeout = max(0.01, ready_at - now) if ready_at > now else 1.0
+                self._cond.wait(timeout=timeout if self._stop is None else min(timeout, 0.2))
         try:
             yield
         finally:

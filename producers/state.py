@@ -501,19 +501,29 @@ class StateStore:
         return {key: PageRetry(attempts, entry) for key, attempts, entry in rows}
 
     def count_page_failure(
-        self, feed_id: int, entry_key: str, *, entry: str, reason: str, now: float | None = None
+        self,
+        feed_id: int,
+        entry_key: str,
+        *,
+        entry: str,
+        reason: str,
+        now: float | None = None,
+        asked: bool = True,
     ) -> int:
-        """Note one more failed fetch of an entry's page; returns the failures so far."""
+        """Note one more failed fetch of an entry's page; returns the failures so far.
+        ``asked=False``: the page was not asked for (its host paused): the entry is kept
+        waiting as for a failure, but no try is counted."""
         now = time.time() if now is None else now
+        tries = 1 if asked else 0
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO page_retries"
                 " (feed_id, entry_key, attempts, last_reason, last_attempt, entry)"
-                " VALUES (?, ?, 1, ?, ?, ?)"
-                " ON CONFLICT (feed_id, entry_key) DO UPDATE SET attempts = attempts + 1,"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (feed_id, entry_key) DO UPDATE SET attempts = attempts + ?,"
                 " last_reason = excluded.last_reason, last_attempt = excluded.last_attempt,"
                 " entry = excluded.entry",
-                (feed_id, entry_key, reason, now, entry),
+                (feed_id, entry_key, tries, reason, now, entry, tries),
             )
             (attempts,) = conn.execute(
                 "SELECT attempts FROM page_retries WHERE feed_id = ? AND entry_key = ?",

@@ -3,9 +3,11 @@ what a group has left on a real broker."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
+from threading import Event
 
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -20,7 +22,7 @@ from newsflow.recycle import (
     restore_saved,
     save_dead_letters,
 )
-from newsflow.service import Child, child_env
+from newsflow.service import Child, child_env, run_service
 from newsflow.settings import Settings
 
 
@@ -138,3 +140,14 @@ def test_dead_letters_saved_by_the_previous_version_are_written_back(make_settin
 def test_the_broker_memory_is_read_from_the_system() -> None:
     assert (resident_bytes(os.getpid()) or 0) > 1024 * 1024
     assert resident_bytes(2**22 + 1) is None  # no such process
+
+
+def test_a_stop_asked_for_is_logged_as_the_cause(make_settings, caplog) -> None:
+    """A live run stopped with only the children's own lines ("stopping: the poll of
+    ... is still fetching", "stopped process") and no line saying why it stopped."""
+    settings = make_settings(web_port=0)
+    stop = Event()
+    stop.set()
+    with caplog.at_level(logging.INFO, logger="newsflow.service"):
+        assert run_service(settings, stop, roles=()) == 0
+    assert "stop asked (SIGTERM or SIGINT)" in caplog.text

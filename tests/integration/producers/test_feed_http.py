@@ -8,6 +8,7 @@ import logging
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,14 +36,21 @@ ROOT = Path(__file__).resolve().parents[3]
 class Rig:
     """A poller with its state, as the producer builds them."""
 
-    def __init__(self, tmp_path: Path, *, pages: bool = False, **overrides: object) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        pages: bool = False,
+        stop: threading.Event | None = None,
+        **overrides: object,
+    ) -> None:
         values: dict[str, object] = {
             "fetch_allow_private": True, "host_delay_s": 0.0, "data_dir": tmp_path / "var",
         }
         values.update(overrides)
         self.settings = Settings(**values)  # type: ignore[arg-type]
         self.state = StateStore(self.settings.producer_state_file)
-        self.fetcher = make_fetcher(self.settings)
+        self.fetcher = make_fetcher(self.settings, stop=stop)
         self.poller = FeedPoller(
             self.settings, fetcher=self.fetcher, state=self.state, fetch_pages=pages
         )
@@ -413,6 +421,55 @@ def test_a_page_failing_on_every_try_gives_the_summary_after_the_last(server, tm
         assert rig.poll(url).articles == []  # seen now
     finally:
         rig.close()
+
+
+def test_a_stop_ends_a_poll_waiting_for_a_paused_host_at_once(server, tmp_path):
+    """SIGTERM while a poll waits for a host that asked for a pause (Retry-After): the
+    poll ends at once, the entries not done left unseen, and no try of their pages
+    counted. It used to wait the pause out (up to a minute for a page), past the
+    supervisor's 20 s for a stop, and the producer was killed."""
+    server.state.retry_after = "50"
+    server.state.flaky_failures = 1000
+    stop = threading.Event()
+    rig = Rig(tmp_path, pages=True, stop=stop)
+    try:
+        feed = rig.feed(server.url("/gen/halt.xml?entries=3&flaky_page=1"))
+        results: list[PollResult] = []
+        poll = threading.Thread(target=lambda: results.append(rig.poller.poll(feed, stop)))
+        poll.start()
+        deadline = time.monotonic() + 10
+        while not server.state.counts["/flaky/genpage/halt/1.html"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # the next page waits for the paused host now
+        stop.set()
+        poll.join(5)
+        assert not poll.is_alive(), "the poll still waits for the paused host"
+        (result,) = results
+        assert result.update.next_poll <= time.time()  # asked again at the next start
+        (retry,) = rig.state.page_retries(feed.id).values()  # the 429'd page alone
+        assert retry.attempts == 1
+        assert len(result.articles) < 2  # the page after the pause was not fetched
+    finally:
+        stop.set()
+        rig.close()
+
+
+def test_a_page_not_asked_for_because_its_host_is_paused_keeps_its_tries(server, paged_rig):
+    """A 429 with a long Retry-After pauses the host; the poll's other pages there are
+    not asked for. In a live run each of them was counted a try all the same, and a page
+    went out as its summary ("failed 5 time(s)") after two requests."""
+    server.state.retry_after = "120"  # longer than a page waits for its host
+    server.state.flaky_failures = 1000
+    feed = paged_rig.feed(server.url("/gen/paused.xml?entries=3&flaky_page=1"))
+    paged_rig.poller.poll(feed)
+    assert server.state.counts["/flaky/genpage/paused/1.html"] == 1
+    retries = paged_rig.state.page_retries(feed.id)
+    asked = {key: retry.attempts for key, retry in retries.items()}
+    # The 429'd page used a try; the page after it, never asked for, waits with none.
+    assert sorted(asked.values()) == [0, 1], asked
+    assert server.state.counts["/genpage/paused/0.html"] + server.state.counts[
+        "/genpage/paused/2.html"] == 1
 
 
 def test_an_entry_waiting_for_its_page_is_published_after_leaving_the_feed(server, paged_rig):

@@ -489,6 +489,47 @@ def test_a_page_answer_asking_to_wait_says_how_long(tmp_path):
     state.close()
 
 
+def test_a_feed_answering_304_is_polled_within_a_lowered_max_interval(tmp_path):
+    """A live run's feeds file went from max_interval 10m to 3m: each feed answering
+    304 kept its saved 10-minute interval, and a feed due later than its longest
+    interval counts as due (a clock step), so it was polled again at once: five feeds
+    were asked every 1 to 7 s, about 130 requests a minute, until the producer stopped."""
+    state = StateStore(":memory:")
+    feed = state.upsert_feed("https://news.example/feed", origin="config", max_interval_s=180)
+    state._conn.execute("UPDATE feeds SET interval_s = 600 WHERE id = ?", (feed.id,))
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=OneAnswerFetcher(304),  # type: ignore[arg-type]
+        state=state, robots=AllowAll(),  # type: ignore[arg-type]
+    )
+    before = time.time()
+    update = poller.poll(state.feed(feed.id) or feed).update
+    assert update.status == 304 and update.interval_s == 180
+    assert update.next_poll <= before + 180 * 1.05 + 1
+    state.record(feed.id, None, update, new_keys=[], present_keys=[])
+    assert state.claim_due("me", limit=10, lease_s=60) == []  # not due again at once
+    state.close()
+
+
+def test_a_feed_on_a_host_paused_past_its_max_interval_is_not_polled_again_at_once(tmp_path):
+    """A host paused longer than a feed's max_interval (a Retry-After of an hour, a
+    feed polled every minute) scheduled the feed past its longest interval, which
+    counts as due at once (a clock step): claimed, paused, claimed again, a state
+    write each time, for as long as the pause lasted."""
+    fetcher = OneAnswerFetcher(200)
+    fetcher.limiter.pause("news.example", 3600)
+    state = StateStore(":memory:")
+    feed = state.upsert_feed("https://news.example/feed", origin="config", max_interval_s=60)
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=fetcher,  # type: ignore[arg-type]
+        state=state, robots=AllowAll(),  # type: ignore[arg-type]
+    )
+    update = poller.poll(feed).update
+    assert update.error is not None and update.error.startswith("host paused")
+    state.record(feed.id, None, update, new_keys=[], present_keys=[])
+    assert state.claim_due("me", limit=10, lease_s=60) == []  # not due again at once
+    state.close()
+
+
 def test_an_edit_of_the_feeds_file_that_cannot_be_applied_keeps_the_producer(
     tmp_path, state, monkeypatch, caplog
 ):
