@@ -237,6 +237,13 @@ def clear_textfiles(directory: Path) -> None:
 _OLDER_TEXTFILES = frozenset({"sink.prom", "processors.prom"})
 
 
+def _role_and_pid(path: Path) -> tuple[str, int | None]:
+    """A textfile's role and writer: "sink-4242.prom" -> ("sink", 4242); a file named
+    without a pid ("broker.prom", an older "sink.prom") -> ("broker", None)."""
+    role, _, pid = path.stem.rpartition("-")
+    return (role, int(pid)) if role and pid.isdigit() else (path.stem, None)
+
+
 def writer_gone(path: Path) -> bool:
     """Whether ``path`` is a process's own textfile (``ROLE-PID.prom``) whose process runs
     no more: a role killed outside `newsflow run` (which removes its children's) leaves
@@ -245,11 +252,11 @@ def writer_gone(path: Path) -> bool:
     upgrade."""
     if path.name in _OLDER_TEXTFILES:
         return True
-    _, _, pid = path.stem.rpartition("-")
-    if not pid.isdigit():
+    _, pid = _role_and_pid(path)
+    if pid is None:
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except OSError:  # (another user's process: it runs)
@@ -288,8 +295,7 @@ def read_textfiles(directory: Path) -> str:
             text = path.read_text(encoding="utf-8")
         except OSError:
             continue
-        role, _, pid = path.stem.rpartition("-")
-        role = role if role and pid.isdigit() else path.stem
+        role, _ = _role_and_pid(path)
         family = ""
         for line in text.splitlines():
             if line.startswith(("# HELP ", "# TYPE ")):
