@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from newsflow.schemas import Incident, RawArticle
+from newsflow.schemas import MAX_TITLE_CHARS, Incident, RawArticle
 from sinks.agencies import agency_of_source
 from sinks.base import (
     BatchingSink,
@@ -77,13 +77,17 @@ INCIDENT_LOCK = 0x696E6369  # "inci"
 RECORDS_PER_TRANSACTION = 1_000
 CONNECT_TIMEOUT_S = 5
 
-# What search reads of an article: a title's first 2,000 characters and a text's first
-# 100,000 (the clean stage cuts texts at 200,000). A tsvector holds at most 1 MB, and a
-# row whose vector is bigger is refused (54000) on every try: 3 MB of text did, and
-# 200,000 characters of the worst text measured (hyphenated numbers, three lexemes a
-# word) made 770 KB, 100,000 about 400 KB.
-SEARCH_VECTOR = """setweight(to_tsvector('english', left(coalesce(title, ''), 2000)), 'A')
-    || setweight(to_tsvector('english', left(coalesce(text, ''), 100000)), 'B')"""
+# What search reads of an article: its title as the clean stage cuts it and a text's first
+# 100,000 characters (the clean stage cuts texts at 200,000). A tsvector holds at most
+# 1 MB, and a row whose vector is bigger is refused (54000) on every try: 3 MB of text did,
+# and 200,000 characters of the worst text measured (hyphenated numbers, three lexemes a
+# word) made 770 KB, 100,000 about 400 KB. Snippets come from the same part.
+SEARCH_TEXT_CHARS = 100_000
+SEARCH_VECTOR = (
+    f"setweight(to_tsvector('english', left(coalesce(title, ''), {MAX_TITLE_CHARS})), 'A')"
+    f" || setweight(to_tsvector('english', left(coalesce(text, ''), {SEARCH_TEXT_CHARS})),"
+    " 'B')"
+)
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
@@ -663,14 +667,14 @@ class PostgresStore:
                         ORDER BY rank DESC, a.id LIMIT %s
                     )
                     SELECT h.id, h.title, h.source, h.published, h.url, h.rank,
-                           ts_headline('english', left(h.text, 100000), q.q,
+                           ts_headline('english', left(h.text, %s), q.q,
                                'StartSel=[, StopSel=], MaxWords=30, MinWords=12') AS snippet,
                            c.incident_id, i.title AS incident_title
                     FROM hits h CROSS JOIN q
                     LEFT JOIN current c ON c.article_id = h.id
                     LEFT JOIN incidents i ON i.id = c.incident_id
                     ORDER BY h.rank DESC, h.id""",  # type: ignore[arg-type]
-                (query, int(limit)),
+                (query, int(limit), SEARCH_TEXT_CHARS),
             )
             rows = cur.fetchall()
         return [
