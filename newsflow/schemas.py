@@ -184,6 +184,8 @@ class Explanation(BaseModel):
     moved_from: str | None = None
     # The new incident the reports it split off went to (``detail["split_off"]``).
     split_into: str | None = None
+    # The incidents this article merged into the one it joined (``decision == "merged"``).
+    merged_from: list[str] = Field(default_factory=list)
 
 
 class IncidentArticle(BaseModel):

@@ -799,15 +799,16 @@ class IncidentClusterer:
                 detail["dormant_days"] = round((ts - last) / _DAY, 2)
         same = [inc_id for s, _, inc_id, _ in scored[1:] if s >= cfg.merge_threshold]
         moved: dict[str, str] = {}
+        merged_from: list[str] = []
         target = best_id
         if same and score >= cfg.merge_threshold:
             group = [best_id, *same]
             target = min(group, key=lambda i: self._incidents[i].seq)
-            for other in group:
-                if other != target:
-                    moved.update(self._merge(other, target))
-                    log.debug("merged incident %s into %s on article %s", other, target,
-                              article_id)
+            merged_from = [other for other in group if other != target]
+            for other in merged_from:
+                moved.update(self._merge(other, target))
+                log.debug("merged incident %s into %s on article %s", other, target,
+                          article_id)
             detail["merged_incidents"] = float(len(same))
         inc = self._incidents[target]
         shared_terms = sorted((t for t in vec if t in inc.centroid),
@@ -827,6 +828,7 @@ class IncidentClusterer:
                 time_gap_hours=_round(sim.gap_hours),
                 candidates=len(candidates),
                 detail=detail,
+                merged_from=merged_from,
             ),
             moved=moved,
         )

@@ -225,7 +225,9 @@ def explain(explanation: object, held_in: str | None = None) -> str:
     if "dormant_days" in e.detail:
         parts.append(f"revived an incident quiet for {e.detail['dormant_days']:.0f} days")
     if "merged_incidents" in e.detail:
-        parts.append(f"merged {e.detail['merged_incidents']:.0f} more incident(s) into it")
+        # Which ones, when recorded (not before ``merged_from``): each now says "merged into".
+        which = f" ({', '.join(e.merged_from)})" if e.merged_from else ""
+        parts.append(f"merged {e.detail['merged_incidents']:.0f} more incident(s) into it{which}")
     split_off = e.detail.get("split_off")
     new_incident = e.split_into or "a new incident"  # (not recorded before split_into)
     # It went with the reports it split off when it is where they went. One that stayed

@@ -662,6 +662,18 @@ def test_an_explanation_lists_the_shared_names_first_and_not_their_words_again()
     assert not {"lopez", "maria", "hospital"} & set(joined.shared_entities)
 
 
+def test_a_report_that_bridges_two_incidents_merges_them_and_names_the_one_merged():
+    # A high bar to join keeps the second fire report apart; the report carrying both
+    # texts is then sure enough of each incident to merge them.
+    c = IncidentClusterer(ClusterConfig(join_threshold=4.0, merge_threshold=2.0))
+    assert c.add(art("fire-1", FIRE_1)).incident_id == "inc-fire-1"
+    assert c.add(art("fire-2", FIRE_2, 1)).incident_id == "inc-fire-2"
+    bridge = c.add(art("fire-3", (FIRE_1[0], FIRE_1[1] + " " + FIRE_2[1]), 2))
+    assert (bridge.incident_id, bridge.moved) == ("inc-fire-1", {"fire-2": "inc-fire-1"})
+    assert bridge.explanation.decision == "merged"
+    assert bridge.explanation.merged_from == ["inc-fire-2"]
+
+
 def test_taking_an_original_out_keeps_a_term_a_remaining_member_brought_back():
     nothing = _Facts(frozenset(), frozenset(), frozenset(), frozenset())
     inc = _Incident("inc-a", 1)

@@ -9,7 +9,10 @@ def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
     assert "revived an incident quiet for 42 days" in why
     merged = explain(Explanation(decision="merged", score=2.5, threshold=-2.0,
                                  detail={"merged_incidents": 1.0}))
-    assert "merged 1 more incident(s) into it" in merged
+    assert merged.endswith("merged 1 more incident(s) into it")  # (not recorded before)
+    named = explain(Explanation(decision="merged", detail={"merged_incidents": 2.0},
+                                merged_from=["inc-b", "inc-c"]))
+    assert named.endswith("merged 2 more incident(s) into it (inc-b, inc-c)")
     moved = explain(Explanation(decision="joined", moved_from="inc-b"))
     assert moved.endswith("moved here from inc-b by a later merge or split")
     assert explain(None) == "no explanation recorded"
