@@ -6,7 +6,9 @@ of the final state (merges reported in ``Decision.moved`` applied), and articles
 clean_text + dedup + clustering, and through dedup + clustering alone (in the pipeline the
 text is cleaned by a separate agent). Then a long synthetic stream (the dev files replayed
 with shifted dates and new ids) for the same two rates around 10k vs at the end, and peak RSS.
-Prints figures; asserts nothing. Missing files are skipped.
+Then real pages from some 30 countries (../shared/data/pages, nearly all different stories,
+many not in English) as one day's stream: the incidents they make. Prints figures; asserts
+nothing. Missing files are skipped.
 
 Last, the end-to-end figures through the embedded broker (benchmarks/pipeline.py).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import re
 import resource
 import runpy
@@ -45,11 +48,17 @@ if "--compiled" in sys.argv[1:]:
         sys.exit(f"--compiled: {problem}")
 sys.path.insert(0, str(COMPILED if "--compiled" in sys.argv[1:] else ROOT))
 
-from processors.clustering import ClusterConfig, IncidentClusterer  # noqa: E402
+from processors.clustering import (  # noqa: E402
+    Article,  # noqa: E402
+    ClusterConfig,
+    IncidentClusterer,
+)
 from processors.compiled import build_kind  # noqa: E402
-from processors.features import extract  # noqa: E402
+from processors.features import MAX_BODY_CHARS, MAX_BODY_WORDS, _tokens, extract  # noqa: E402
 from processors.gc_tuning import tune_gc  # noqa: E402
+from processors.language import detect  # noqa: E402
 from processors.offline import parse_published, read_rows, row_to_article  # noqa: E402
+from processors.text import strip_dateline  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "incidents"
 FILES = ("gva-dev.jsonl", "ecbplus-dev.jsonl", "uci-headlines-dev.jsonl")
@@ -257,11 +266,57 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(name)
         run_file(path, config)
+    if not args.skip_files:
+        run_pages(config)
     if args.synthetic > 0:
         run_synthetic(args.synthetic, args.round_days, config, args.fresh)
     if not args.skip_pipeline:
         run_pipeline(args.compiled)
     return 0
+
+
+def page_articles(root: Path) -> Iterator[tuple[str, Article]]:
+    """The expected title and text of each real page (its country folder, the article): one
+    per distinct title (a publisher's parser versions repeat pages), 5 minutes apart."""
+    titles: set[str] = set()
+    start = datetime(2025, 3, 1, 6, tzinfo=UTC)
+    for path in sorted(root.glob("*/*.json")):
+        pages = json.loads(path.read_text(encoding="utf-8"))
+        for version in sorted(pages):
+            page = pages[version]
+            title = page.get("title") or ""
+            if "body" not in page or title in titles:
+                continue
+            titles.add(title)
+            body = page["body"]
+            paragraphs = [*body.get("summary", []),
+                          *(p for section in body.get("sections", []) for p in section.get("paragraphs", []))]
+            yield path.parent.name, Article(
+                id=f"{path.parent.name}/{path.stem}/{version}", title=title,
+                text="\n\n".join(paragraphs), published=start + timedelta(minutes=5 * len(titles)))
+
+
+def run_pages(config: ClusterConfig) -> None:
+    """Real pages from many countries and languages, nearly all different stories, as one day's
+    stream: how many incidents they make (about as many as pages)."""
+    root = ROOT.parent / "shared" / "data" / "pages"
+    if not root.exists():
+        print(f"real pages: skipped (missing {root})")
+        return
+    clusterer = IncidentClusterer(config)
+    countries: set[str] = set()
+    languages: Counter[str] = Counter()
+    holding: Counter[str] = Counter()
+    for country, article in page_articles(root):
+        countries.add(country)
+        body = strip_dateline(article.text[:MAX_BODY_CHARS])
+        words = _tokens(body, MAX_BODY_WORDS)
+        languages[detect(words) or "English or other"] += 1
+        holding[clusterer.add(article).incident_id] += 1
+    pages = sum(holding.values())
+    print(f"real pages ({root}): {pages} from {len(countries)} countries (nearly all different "
+          f"stories): {len(holding)} incidents, {sum(1 for n in holding.values() if n > 1)} "
+          f"holding more than one page; languages told: {dict(languages.most_common())}")
 
 
 def run_pipeline(compiled: bool) -> None:

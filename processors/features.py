@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
+from processors.language import detect, function_words
 from processors.text import ARCHIVE_PREFIX, strip_dateline
 
 # (``Final``: a mypyc build reads these as constants, not from the module's dict.)
@@ -327,6 +328,17 @@ def _count(
             entities.add(part)
 
 
+# Elided articles and prepositions (French, Italian, Catalan): "l'incendie" is the word
+# "incendie", "dell'ospedale" is "ospedale". Only in an article that is not English.
+_ELISIONS: Final = frozenset("""c d j l m n s t qu lorsqu puisqu jusqu quoiqu dell nell dall
+    sull all coll un quell quest nessun tutt""".split())
+
+
+def _elided(tok: str) -> str:
+    head, sep, rest = tok.replace("’", "'").partition("'")
+    return rest if sep and rest and head.lower() in _ELISIONS else tok
+
+
 def _without_possessive(word: str) -> str:
     return word[:-2] if word.endswith(("'s", "’s")) else word
 
@@ -420,11 +432,21 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     head = text[:MAX_BODY_CHARS]
     body = strip_dateline(head) if head else ""
     toks = _tokens(body, MAX_BODY_WORDS)
-
     title_tokens = _TOKEN.findall(title)
+    counts: dict[str, int] = Counter(toks)  # typed as a dict: compiled, faster to walk
+
+    # Another language's function words, left out as English ones are (STOPWORDS).
+    foreign = function_words(detect(toks, counts) if toks else detect(title_tokens, headline=True))
+    if foreign:
+        toks = [_elided(t) for t in toks]
+        title_tokens = [_elided(t) for t in title_tokens]
+        counts = Counter(toks)
+
     titlecase = _is_titlecase(title_tokens)
     boost = TITLE_BOOST if toks else HEADLINE_BOOST
     for i, tok in enumerate(title_tokens):
+        if foreign and tok.lower() in foreign:
+            continue
         # In a Title Case headline capitals say nothing; in a sentence-case one they mark names.
         cap = (not titlecase and i > 0 and tok[0].isupper()) or (tok.isupper() and len(tok) > 1)
         _add(tf, entities, tok, boost, cap)
@@ -440,10 +462,9 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         initial = _counts(_sentence_starts(body))
         infos = _TOKEN_INFOS
         # (No bound-method aliases such as ``tf.get``: compiled, the direct calls are faster.)
-        counts: dict[str, int] = Counter(toks)  # typed as a dict: compiled, faster to walk
         for tok, n in counts.items():
             info = infos[tok] if tok in infos else _token_info(tok)
-            if info is None:
+            if info is None or (foreign and tok.lower() in foreign):
                 continue
             term, digit, parts, cap, caps = info
             # (A float from the start: compiled, int-or-float arithmetic would be generic.)
@@ -467,7 +488,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
             words = [w.removesuffix("'s") for w in run.lower().replace("’", "'").split()
                      if not w.endswith(".")]
             for a, b in zip(words, words[1:], strict=False):
-                if a in STOPWORDS or b in STOPWORDS:
+                if a in STOPWORDS or b in STOPWORDS or a in foreign or b in foreign:
                     continue
                 pair = a + " " + b
                 tf[pair] = tf.get(pair, 0.0) + 1.0 * times

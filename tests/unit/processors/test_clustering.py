@@ -674,6 +674,47 @@ def test_a_report_that_bridges_two_incidents_merges_them_and_names_the_one_merge
     assert bridge.explanation.merged_from == ["inc-fire-2"]
 
 
+LYON_FIRE = (
+    "Incendie dans un entrepôt de Vénissieux : deux blessés",
+    "Un violent incendie s'est déclaré dans la nuit de lundi à mardi dans un entrepôt de la "
+    "zone industrielle de Vénissieux, près de Lyon. Deux employés ont été légèrement blessés "
+    "et transportés à l'hôpital. Une centaine de pompiers sont restés sur place pendant "
+    "plusieurs heures pour maîtriser les flammes, selon la préfecture du Rhône.",
+)
+LYON_FIRE_2 = (
+    "Vénissieux : un entrepôt ravagé par les flammes, deux employés blessés",
+    "Les pompiers du Rhône ont lutté toute la nuit contre l'incendie d'un entrepôt de la zone "
+    "industrielle de Vénissieux. Deux employés, légèrement blessés, ont été transportés à "
+    "l'hôpital. La préfecture indique que les causes de l'incendie ne sont pas encore connues.",
+)
+PENSIONS = (
+    "Le gouvernement présente son projet de loi sur les retraites",
+    "Le gouvernement a présenté mercredi en conseil des ministres son projet de loi sur la "
+    "réforme des retraites. Le texte prévoit un relèvement progressif de l'âge légal de "
+    "départ. Les syndicats ont annoncé une journée de mobilisation pour la semaine prochaine, "
+    "selon un communiqué.",
+)
+FOOTBALL = (
+    "Football : le PSG s'impose face à Marseille",
+    "Le Paris Saint-Germain s'est imposé dimanche soir face à l'Olympique de Marseille dans le "
+    "classique du championnat de France. Les Parisiens ont marqué deux buts en seconde "
+    "période. L'entraîneur a salué une victoire importante pour la suite de la saison, selon "
+    "les journalistes présents sur place.",
+)
+
+
+def test_french_reports_join_on_their_story_not_on_french_function_words():
+    # Before, "de", "les", "une", "ont" were rare words in the stream: the pension reform
+    # and the football match joined the warehouse fire.
+    c = IncidentClusterer()
+    assert stream(c, art("fire", LYON_FIRE), art("pensions", PENSIONS, 1),
+                  art("football", FOOTBALL, 2), art("fire-2", LYON_FIRE_2, 3)) == [
+        "inc-fire", "inc-pensions", "inc-football", "inc-fire"]
+    joined = c.add(art("fire-3", (LYON_FIRE[0], LYON_FIRE[1] + " " + LYON_FIRE_2[1]), 4))
+    assert "incendi" in joined.explanation.shared_terms
+    assert not {"de", "les", "la", "une", "ont", "dans"} & set(joined.explanation.shared_terms)
+
+
 def test_taking_an_original_out_keeps_a_term_a_remaining_member_brought_back():
     nothing = _Facts(frozenset(), frozenset(), frozenset(), frozenset())
     inc = _Incident("inc-a", 1)

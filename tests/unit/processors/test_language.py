@@ -1,0 +1,55 @@
+import pytest
+
+from processors.features import STOPWORDS, _tokens
+from processors.language import _ENGLISH_MARKERS, _LANGUAGES, detect, function_words
+
+FRENCH = ("Un violent incendie s'est déclaré dans la nuit de lundi à mardi dans un entrepôt "
+          "de la zone industrielle de Vénissieux, près de Lyon. Deux employés ont été "
+          "légèrement blessés et transportés à l'hôpital, selon la préfecture.")
+GERMAN = ("Ein Streik der Lokführergewerkschaft hat am Mittwoch den Bahnverkehr in weiten "
+          "Teilen Deutschlands lahmgelegt. Die Deutsche Bahn strich einen Großteil der "
+          "Fernzüge, wie ein Sprecher in Berlin sagte. Die Gewerkschaft fordert auch höhere Löhne.")
+SWEDISH = ("Elever åtalas för misshandel på internatskolan. Enligt åklagaren är det inte "
+           "första gången och skolan har också fått kritik efter tidigare fall.")
+ENGLISH = ("A fire tore through the Acme Logistics warehouse on Elm Street early Tuesday, "
+           "injuring two workers, fire chief Maria Lopez said. The cause of the fire was "
+           "under investigation and the building was a total loss.")
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    (FRENCH, "French"), (GERMAN, "German"), (SWEDISH, "Swedish"), (ENGLISH, None)])
+def test_an_articles_language_is_told_by_its_own_frequent_words(text, language):
+    words = _tokens(text)
+    assert detect(words) == language
+    assert detect(words, {w: words.count(w) for w in words}) == language
+
+
+@pytest.mark.parametrize("headline", [
+    "Ursula von der Leyen re-elected as Commission president",  # name particles
+    "Magnitude 6.1 earthquake shakes northern Chile",  # no function word at all
+    "Le Pen and Macron clash over pensions",  # a French name is not French
+    "Des Moines police say the man fired at officers",
+])
+def test_english_headlines_are_english(headline):
+    assert detect(_tokens(headline), headline=True) is None
+
+
+def test_a_headline_needs_fewer_markers_than_a_body():
+    words = _tokens("Incendie dans un entrepôt : les pompiers sur place")  # dans, les, sur
+    assert detect(words, headline=True) == "French"
+    assert detect(_tokens("Le projet de loi est adopté"), headline=True) is None  # est: one
+
+
+def test_each_marker_tells_one_language_and_is_no_english_word():
+    seen: dict[str, str] = {}
+    for language, (markers, _) in _LANGUAGES.items():
+        for word in markers.split():
+            assert word not in STOPWORDS and word not in _ENGLISH_MARKERS, word
+            assert seen.setdefault(word, language) == language, word
+
+
+def test_a_language_drops_its_stoplists_words_and_english_drops_none():
+    french = function_words("French")
+    assert {"les", "dans", "une", "été"} <= french
+    assert function_words(None) == frozenset()
+    assert {"og", "ikke"} <= function_words("Danish/Norwegian")
