@@ -54,7 +54,7 @@ from processors.clustering import (  # noqa: E402
     IncidentClusterer,
 )
 from processors.compiled import build_kind  # noqa: E402
-from processors.features import MAX_BODY_CHARS, MAX_BODY_WORDS, _tokens, extract  # noqa: E402
+from processors.features import _TOKEN, MAX_BODY_CHARS, MAX_BODY_WORDS, _tokens, extract  # noqa: E402
 from processors.gc_tuning import tune_gc  # noqa: E402
 from processors.language import detect  # noqa: E402
 from processors.offline import parse_published, read_rows, row_to_article  # noqa: E402
@@ -311,7 +311,7 @@ def run_pages(config: ClusterConfig) -> None:
         countries.add(country)
         body = strip_dateline(article.text[:MAX_BODY_CHARS])
         words = _tokens(body, MAX_BODY_WORDS)
-        languages[detect(words) or "English or other"] += 1
+        languages[detect(_TOKEN.findall(article.title), words) or "English or other"] += 1
         holding[clusterer.add(article).incident_id] += 1
     pages = sum(holding.values())
     print(f"real pages ({root}): {pages} from {len(countries)} countries (nearly all different "

@@ -436,7 +436,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     counts: dict[str, int] = Counter(toks)  # typed as a dict: compiled, faster to walk
 
     # Another language's function words, left out as English ones are (STOPWORDS).
-    foreign = function_words(detect(toks, counts) if toks else detect(title_tokens, headline=True))
+    foreign = function_words(detect(title_tokens, toks, counts))
     if foreign:
         toks = [_elided(t) for t in toks]
         title_tokens = [_elided(t) for t in title_tokens]

@@ -53,6 +53,9 @@ _LANGUAGES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "Finnish": ("että oli joka mutta myös kun ovat hän", ("Finnish",)),
     "Greek": ("και το της του των στην για με από", ("Greek",)),
     "Arabic": ("في من على إلى أن عن التي الذي مع هذا كان", ("Arabic",)),
+    "Persian": ("در به از را با است این شد برای", ("Persian",)),
+    "Urdu": ("کے کی اور ہے میں نے کا کو پر", ("Urdu",)),
+    "Hindi": ("के की और है में से ने का को पर", ("Hindi",)),
 }
 # (Not "for", "was", "is", "of", "to": Scandinavian, German, Dutch or Slavic words too.)
 _ENGLISH_MARKERS: Final = frozenset("the and that with said from were which would have has been".split())
@@ -60,7 +63,7 @@ _ENGLISH_MARKERS: Final = frozenset("the and that with said from were which woul
 # a headline has a handful of words, and one marker may be a name or a quoted word.
 MIN_MARKERS: Final = 3
 MIN_HEADLINE_MARKERS: Final = 2
-SAMPLE_WORDS: Final = 120  # an article's first words: plenty to tell its language
+SAMPLE_WORDS: Final = 120  # a body's first words: plenty to tell its language
 ENGLISH_SHARE: Final = 1 / 20
 
 
@@ -70,30 +73,32 @@ def _marker_languages() -> dict[str, str]:
             for word in markers.split()}
 
 
-def detect(words: Sequence[str], counts: Mapping[str, int] | None = None,
-           headline: bool = False) -> str | None:
-    """The language (a key of ``_LANGUAGES``) of an article's ``words`` (as written), or
-    None: English, or not told apart (a language not listed, too few words). ``counts``,
-    the words counted, if at hand: a text whose English markers are one in twenty of its
-    words is English without a look at each word (running English has one in eight)."""
-    if counts is not None and words:
+def detect(title: Sequence[str], body: Sequence[str],
+           counts: Mapping[str, int] | None = None) -> str | None:
+    """The language (a key of ``_LANGUAGES``) of an article, from the words (as written) of
+    its title and body, or None: English, or not told apart (a language not listed, too
+    few words). ``counts``, the body's words counted, if at hand: a body whose English
+    markers are one word in twenty is English without a look at each word (running English
+    has one in eight)."""
+    if counts is not None and body:
         english = sum([counts.get(word, 0) for word in _ENGLISH_MARKERS])
-        if english >= ENGLISH_SHARE * len(words):
+        if english >= ENGLISH_SHARE * len(body):
             return None
     markers = _marker_languages()
     english = 0
     hits: dict[str, int] = {}
-    for word in words[:SAMPLE_WORDS]:
-        language = markers.get(word)
-        if language is not None:
-            hits[language] = hits.get(language, 0) + 1
-        elif word in _ENGLISH_MARKERS:
-            english += 1
+    for words in (title, body[:SAMPLE_WORDS]):
+        for word in words:
+            language = markers.get(word)
+            if language is not None:
+                hits[language] = hits.get(language, 0) + 1
+            elif word in _ENGLISH_MARKERS:
+                english += 1
     if not hits:
         return None
     # (Ties to the first listed: deterministic.)
     best = max(hits, key=lambda language: hits[language])
-    needed = MIN_HEADLINE_MARKERS if headline else MIN_MARKERS
+    needed = MIN_MARKERS if body else MIN_HEADLINE_MARKERS
     return best if hits[best] >= needed and hits[best] > english else None
 
 

@@ -16,12 +16,16 @@ ENGLISH = ("A fire tore through the Acme Logistics warehouse on Elm Street early
            "under investigation and the building was a total loss.")
 
 
+URDU = "پاکستانی وزیر دفاع کہتے ہیں کہ امریکہ کو ایک کامیابی ملی ہے، وہ بھی پاکستان کی مدد سے"
+
+
 @pytest.mark.parametrize(("text", "language"), [
-    (FRENCH, "French"), (GERMAN, "German"), (SWEDISH, "Swedish"), (ENGLISH, None)])
+    (FRENCH, "French"), (GERMAN, "German"), (SWEDISH, "Swedish"), (URDU, "Urdu"),
+    (ENGLISH, None)])
 def test_an_articles_language_is_told_by_its_own_frequent_words(text, language):
     words = _tokens(text)
-    assert detect(words) == language
-    assert detect(words, {w: words.count(w) for w in words}) == language
+    assert detect([], words) == language
+    assert detect([], words, {w: words.count(w) for w in words}) == language
 
 
 @pytest.mark.parametrize("headline", [
@@ -31,13 +35,15 @@ def test_an_articles_language_is_told_by_its_own_frequent_words(text, language):
     "Des Moines police say the man fired at officers",
 ])
 def test_english_headlines_are_english(headline):
-    assert detect(_tokens(headline), headline=True) is None
+    assert detect(_tokens(headline), []) is None
 
 
 def test_a_headline_needs_fewer_markers_than_a_body():
-    words = _tokens("Incendie dans un entrepôt : les pompiers sur place")  # dans, les, sur
-    assert detect(words, headline=True) == "French"
-    assert detect(_tokens("Le projet de loi est adopté"), headline=True) is None  # est: one
+    headline = _tokens("Incendie dans un entrepôt : le projet de loi est adopté")  # dans, est
+    assert detect(headline, []) == "French"
+    # A short body is told with its title's words.
+    assert detect(headline, _tokens("Le texte a été voté mardi.")) == "French"  # été
+    assert detect([], _tokens("Le texte a été voté mardi.")) is None
 
 
 def test_each_marker_tells_one_language_and_is_no_english_word():
