@@ -105,3 +105,15 @@ def test_a_full_name_is_shown_as_the_name_is_written_not_word_by_word():
     names = ["derrick stafford", "lake park", "mark wilson"]
     assert surface_forms("Officer on trial", text, names) == [
         "Derrick Stafford", "Lake Park", "Mark Wilson"]
+
+
+def test_an_article_in_french_leaves_out_french_function_words_and_elisions():
+    text = ("Un violent incendie s'est déclaré dans la nuit dans un entrepôt de Vénissieux. "
+            "Les pompiers ont maîtrisé l'incendie après trois heures, selon la préfecture, "
+            "et les causes de l'incendie ne sont pas encore connues.")
+    feats = extract("Incendie dans un entrepôt de Vénissieux", text)
+    assert not {"les", "dans", "de", "la", "ont", "sont", "pas", "selon"} & feats.tf.keys()
+    assert "l'incendi" not in feats.tf and feats.tf["incendi"] > feats.tf["pompier"]
+    # The same words in an English report are words like any other.
+    english = extract("Selon and Dans in court", "Dans and Selon were charged on Monday.")
+    assert {"dan", "selon"} <= english.tf.keys()
