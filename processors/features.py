@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
-from processors.text import ARCHIVE_PREFIX, strip_dateline
+from newsflow.text import ARCHIVE_PREFIX, strip_dateline
 
 # (``Final``: a mypyc build reads these as constants, not from the module's dict.)
 # Function words and reporting verbs: they carry no information about which incident.
