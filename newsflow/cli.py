@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     from processors import commands as processor_commands
     from producers import commands as producer_commands
     from sinks import commands as sink_commands
+    from sinks.redrive import store_letters
     from sinks.store import read_window
 
     parser = argparse.ArgumentParser(
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DEBUG, INFO, WARNING, ERROR, CRITICAL (default: settings)")
     parser.add_argument("--log-json", action="store_true", help="JSON log lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    core_commands.register(sub)
+    core_commands.register(sub, store_letters=store_letters)  # the sink's dead letters
     producer_commands.register(sub)
     processor_commands.register(sub, read_window=read_window)  # the window to rebuild
     sink_commands.register(sub)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from functools import partial
 from threading import Event
+from typing import TYPE_CHECKING
 
 from newsflow.settings import Settings
+
+if TYPE_CHECKING:  # (newsflow.redrive imports the Kafka client: not for `newsflow --help`)
+    from newsflow.redrive import StoreLetters
 
 
 def stop_on_signals() -> Event:
@@ -51,10 +56,11 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, *,
+                    store_letters: StoreLetters) -> int:
     from newsflow.redrive import redrive
 
-    report = redrive(settings, dry_run=args.dry_run)
+    report = redrive(settings, store_letters, dry_run=args.dry_run)
     would = "would be " if args.dry_run else ""
     for topic, count in sorted(report.sent.items()):
         print(f"{count} {would}sent back to {topic}")
@@ -89,7 +95,10 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters) -> None:  # type: ignore[type-arg]
+    """Add the core's subcommands; ``store_letters`` writes the sink's dead letters to
+    storage at a redrive (the sinks', passed in by the `newsflow` command: the core does
+    not import the roles)."""
     run = sub.add_parser("run", help="run the whole service (embedded broker unless configured)")
     run.add_argument("--no-seeds", action="store_true", help="do not replay seeds/ at start")
     run.set_defaults(func=cmd_run)
@@ -107,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rd = dlq_sub.add_parser("redrive", help="send the dead letters since the last redrive back "
                                             "to their topics (once their cause is fixed)")
     rd.add_argument("--dry-run", action="store_true", help="only say what would be sent")
-    rd.set_defaults(func=cmd_dlq_redrive)
+    rd.set_defaults(func=partial(cmd_dlq_redrive, store_letters=store_letters))
 
     tp = sub.add_parser("topics", help="create newsflow's topics (if missing) and list them")
     tp.set_defaults(func=cmd_topics)
