@@ -48,6 +48,7 @@ if "--compiled" in sys.argv[1:]:
         sys.exit(f"--compiled: {problem}")
 sys.path.insert(0, str(COMPILED if "--compiled" in sys.argv[1:] else ROOT))
 
+from newsflow.text import strip_dateline  # noqa: E402
 from processors.clustering import (  # noqa: E402
     Article,  # noqa: E402
     ClusterConfig,
@@ -58,7 +59,6 @@ from processors.features import _TOKEN, MAX_BODY_CHARS, MAX_BODY_WORDS, _tokens,
 from processors.gc_tuning import tune_gc  # noqa: E402
 from processors.language import detect  # noqa: E402
 from processors.offline import parse_published, read_rows, row_to_article  # noqa: E402
-from processors.text import strip_dateline  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "incidents"
 FILES = ("gva-dev.jsonl", "ecbplus-dev.jsonl", "uci-headlines-dev.jsonl")

@@ -1,8 +1,8 @@
 """The ``newsflow`` command: parse arguments, build settings once, call the area's run.
 
-Each area (producers, processors, sinks) registers its own subcommands through a
-``register(subparsers)`` function in its ``commands`` module; each subcommand sets
-``func(args, settings) -> int``.
+Each area (the core, producers, processors, sinks) registers its own subcommands through
+a ``register(subparsers, ...)`` function in its ``commands`` module, given here what it
+needs of another area; each subcommand sets ``func(args, settings) -> int``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,14 @@ def _log_level(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The composition root, with the supervisor (newsflow.service): the one place that
+    # imports every area and hands one what it needs of another's.
     from newsflow import commands as core_commands
     from processors import commands as processor_commands
     from producers import commands as producer_commands
     from sinks import commands as sink_commands
+    from sinks.redrive import store_letters
+    from sinks.store import read_window
 
     parser = argparse.ArgumentParser(
         prog="newsflow",
@@ -41,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DEBUG, INFO, WARNING, ERROR, CRITICAL (default: settings)")
     parser.add_argument("--log-json", action="store_true", help="JSON log lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (core_commands, producer_commands, processor_commands, sink_commands):
-        module.register(sub)
+    core_commands.register(sub, store_letters=store_letters)  # the sink's dead letters
+    producer_commands.register(sub)
+    processor_commands.register(sub, read_window=read_window)  # the window to rebuild
+    sink_commands.register(sub)
     return parser
 
 

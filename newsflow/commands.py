@@ -1,15 +1,18 @@
-"""Core subcommands: run (the whole service), replay, tail, dlq redrive, topics."""
+"""Core subcommands: run (the whole service), tail, dlq redrive, topics."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
-import time
-from pathlib import Path
+from functools import partial
 from threading import Event
+from typing import TYPE_CHECKING
 
 from newsflow.settings import Settings
+
+if TYPE_CHECKING:  # (newsflow.redrive imports the Kafka client: not for `newsflow --help`)
+    from newsflow.redrive import StoreLetters
 
 
 def stop_on_signals() -> Event:
@@ -30,59 +33,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_seeds:
         settings.replay_seeds = False
     return run_service(settings, stop_on_signals())
-
-
-def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from newsflow.kafka import Publisher, PublishError, bootstrap_servers
-    from producers.replay import parse_time, read_articles, replay
-
-    paths = [Path(p) for p in args.paths]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"no such file: {', '.join(missing)}")
-    published = parse_time(args.published) if args.published else None
-    articles = list(read_articles(paths, published))
-    started = time.monotonic()
-    publisher = Publisher(settings, client_id="newsflow-replay")
-    failure: PublishError | None = None
-    unconfirmed = 0
-    try:
-        stats = replay(
-            articles, publisher.publish_article, rate=args.rate,
-            progress=not args.quiet and sys.stderr.isatty(), total=len(articles),
-        )
-    except PublishError as exc:  # a send refused: the articles after it were not sent
-        failure = exc
-    finally:
-        try:
-            publisher.close()  # flushes: until the broker has them all, or says which not
-        except PublishError as exc:
-            failure = exc
-            unconfirmed = publisher.sent if exc.undelivered is None else exc.undelivered
-    if failure is not None:
-        confirmed = publisher.sent - unconfirmed
-        print(f"newsflow replay: error: {confirmed} of {len(articles)} article(s) confirmed"
-              f" published to {settings.topic_raw} (Kafka at {bootstrap_servers(settings)})"
-              f"; {failure}. Replaying the same files again is safe: an article seen"
-              " again changes nothing.", file=sys.stderr)
-        return 1
-    seconds = time.monotonic() - started  # (with the flush: until the broker has them all)
-    if stats.interrupted:
-        print(f"interrupted: published {stats.published} of {len(articles)} article(s) to"
-              f" {settings.topic_raw} in {seconds:.1f}s", file=sys.stderr)
-        return 130
-    print(f"published {stats.published} article(s) to {settings.topic_raw} in {seconds:.1f}s")
-    return 0
-
-
-def positive_rate(text: str) -> float:
-    try:
-        rate = float(text)
-    except ValueError:  # else argparse says "invalid positive_rate value"
-        rate = float("nan")
-    if not rate > 0:  # (also NaN)
-        raise argparse.ArgumentTypeError(f"must be a number of articles per second above 0, not {text}")
-    return rate
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -106,10 +56,11 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, *,
+                    store_letters: StoreLetters) -> int:
     from newsflow.redrive import redrive
 
-    report = redrive(settings, dry_run=args.dry_run)
+    report = redrive(settings, store_letters, dry_run=args.dry_run)
     would = "would be " if args.dry_run else ""
     for topic, count in sorted(report.sent.items()):
         print(f"{count} {would}sent back to {topic}")
@@ -144,18 +95,13 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters) -> None:  # type: ignore[type-arg]
+    """Add the core's subcommands; ``store_letters`` writes the sink's dead letters to
+    storage at a redrive (the sinks', passed in by the `newsflow` command: the core does
+    not import the roles)."""
     run = sub.add_parser("run", help="run the whole service (embedded broker unless configured)")
     run.add_argument("--no-seeds", action="store_true", help="do not replay seeds/ at start")
     run.set_defaults(func=cmd_run)
-
-    rep = sub.add_parser("replay", help="publish articles from .txt/.json/.jsonl files")
-    rep.add_argument("paths", nargs="+", metavar="PATH")
-    rep.add_argument("--rate", type=positive_rate,
-                     help="articles per second (default: as fast as possible)")
-    rep.add_argument("--published", help="publication time for every article (ISO 8601)")
-    rep.add_argument("--quiet", action="store_true", help="no progress bar")
-    rep.set_defaults(func=cmd_replay)
 
     tl = sub.add_parser(
         "tail", help="follow a topic (raw, clean, incidents, members, dlq, or a name)")
@@ -170,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rd = dlq_sub.add_parser("redrive", help="send the dead letters since the last redrive back "
                                             "to their topics (once their cause is fixed)")
     rd.add_argument("--dry-run", action="store_true", help="only say what would be sent")
-    rd.set_defaults(func=cmd_dlq_redrive)
+    rd.set_defaults(func=partial(cmd_dlq_redrive, store_letters=store_letters))
 
     tp = sub.add_parser("topics", help="create newsflow's topics (if missing) and list them")
     tp.set_defaults(func=cmd_topics)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kafka import TopicPartition
@@ -45,7 +46,15 @@ def redrive_group(settings: Settings) -> str:
     return f"{settings.app_id}-redrive"
 
 
-def redrive(settings: Settings, *, dry_run: bool = False, timeout_s: float = 60.0) -> RedriveReport:
+# The sinks' part (``sinks.redrive.store_letters``), handed in by the `newsflow` command:
+# (settings, the sink's letters with where each was read, the report, dry run) -> how many
+# are (or would be) written to storage; a letter it cannot write goes to the report's
+# ``kept`` and ``again``; it raises ``SinkUnavailable`` when the store is down.
+StoreLetters = Callable[[Settings, list[tuple[str, DeadLetter]], RedriveReport, bool], int]
+
+
+def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = False,
+            timeout_s: float = 60.0) -> RedriveReport:
     """Send every dead letter since the last redrive back; with ``dry_run``, only say what
     would be sent (and remember nothing)."""
     report = RedriveReport()
@@ -90,7 +99,7 @@ def redrive(settings: Settings, *, dry_run: bool = False, timeout_s: float = 60.
         report.with_resent = sum(_original(letter) in resent for _, letter in to_store)
         to_store = [(where, letter) for where, letter in to_store
                     if _original(letter) not in resent]
-        report.stored = _store(settings, to_store, report, dry_run)
+        report.stored = store_letters(settings, to_store, report, dry_run)
         report.sent.update(letter.topic for letter in to_send)
         if dry_run:
             return report
@@ -115,47 +124,6 @@ def _original(letter: DeadLetter) -> tuple[object, ...]:
     # restart, so letters carried over from two of its lives can name the same place.
     return (letter.topic, letter.partition, letter.offset, letter.original_key(),
             letter.original_value())
-
-
-def _store(settings: Settings, letters: list[tuple[str, DeadLetter]], report: RedriveReport,
-           dry_run: bool) -> int:
-    """Write the sink's letters to storage as the sink would; returns how many."""
-    if not letters:
-        return 0
-    # The sink's own reading and writing (a processors' letter never gets here).
-    from sinks.base import SinkUnavailable
-    from sinks.runner import PoisonMessage, decode
-    from sinks.store import make_sink
-
-    readable = []
-    for where, letter in letters:
-        try:
-            record = decode(letter.topic, letter.original_value(), settings)
-        except PoisonMessage as exc:
-            report.kept.append(f"{where}: the sink still cannot read it ({exc.kind}: {exc})")
-            report.again.append(letter)
-            continue
-        if record is not None:
-            readable.append((where, letter, record))
-    if dry_run or not readable:
-        return len(readable)
-    stored = 0
-    sink = make_sink(settings)
-    try:
-        sink.migrate()
-        for where, letter, record in readable:  # one by one: one refused is one kept
-            try:
-                sink.write([record])
-                stored += 1
-            except SinkUnavailable:
-                raise  # the store is down: nothing is redriven (nor marked done)
-            except Exception as exc:  # noqa: BLE001 - the store refuses this record
-                report.kept.append(f"{where}: the store refuses it ({type(exc).__name__}: "
-                                   f"{str(exc)[:300]})")
-                report.again.append(letter)
-    finally:
-        sink.close()
-    return stored
 
 
 def redriven_to(settings: Settings) -> int | None:

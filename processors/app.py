@@ -44,6 +44,8 @@ from newsflow.schemas import (
     truncate_text,
 )
 from newsflow.settings import Settings
+from newsflow.storage import StoreMisconfigured
+from newsflow.text import clean_text, clean_title, nfc
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
 from processors.consumer import NoLossTransport
@@ -55,8 +57,6 @@ from processors.stage import (
     publish_key,
 )
 from processors.tables import StageTables
-from processors.text import clean_text, clean_title, nfc
-from sinks.base import StoreMisconfigured
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ _W = TypeVar("_W", int, float)
 class Article:
     id: str
     title: str
-    text: str  # cleaned text (``processors.text.clean_text``)
+    text: str  # cleaned text (``newsflow.text.clean_text``)
     url: str | None = None
     source: str | None = None
     published: datetime | None = None  # timezone-aware, or None when unknown

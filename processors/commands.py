@@ -6,12 +6,17 @@ import argparse
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsflow.settings import Settings
 
+if TYPE_CHECKING:  # (processors.rebuild imports faust: not for `newsflow --help`)
+    from processors.rebuild import WindowReader
 
-def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+
+def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: WindowReader) -> int:
     from processors.app import run_worker
     from processors.gc_tuning import tune_gc
 
@@ -21,7 +26,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     # articles (and everything, with the embedded broker, which forgets on restart).
     from processors.rebuild import storage_window_loader
 
-    loader = storage_window_loader(settings)
+    loader = storage_window_loader(settings, read_window)
     tune_gc()
     return run_worker(settings, window_loader=loader)
 
@@ -76,9 +81,12 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction, *, read_window: WindowReader) -> None:  # type: ignore[type-arg]
+    """Add this area's subcommands; ``read_window`` reads the window a worker rebuilds
+    from (the sinks', passed in by the `newsflow` command: the processors do not import
+    the sinks)."""
     proc = sub.add_parser("process", help="run the stream processors (faust worker)")
-    proc.set_defaults(func=cmd_process)
+    proc.set_defaults(func=partial(cmd_process, read_window=read_window))
 
     clu = sub.add_parser("cluster", help="dedup and cluster a JSONL stream offline")
     clu.add_argument("input", type=Path, metavar="IN.jsonl")

@@ -20,8 +20,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
+from newsflow.text import ARCHIVE_PREFIX, strip_dateline
 from processors.language import detect, function_words
-from processors.text import ARCHIVE_PREFIX, strip_dateline
 
 # (``Final``: a mypyc build reads these as constants, not from the module's dict.)
 # Function words and reporting verbs: they carry no information about which incident.

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from newsflow.schemas import parse_timestamp
+from newsflow.text import clean_text, clean_title, derive_title
 from processors.clustering import Article, ClusterConfig, IncidentClusterer
-from processors.text import clean_text, clean_title, derive_title
 
 
 def parse_published(value: Any) -> datetime | None:

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-from newsflow.schemas import Incident
+from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
+from newsflow.storage import MissingExtra, StoreMisconfigured, storage_errors, store_name, store_setting
 from processors.app import WindowLoader, cluster_config
 from processors.stage import ArticleRecord
 
@@ -27,9 +28,18 @@ logger = logging.getLogger(__name__)
 # Waits between tries while storage is down at start (the last one repeats).
 STORAGE_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
+# The sinks' read of their storage (``sinks.store.read_window``), handed in by the
+# `newsflow` command: (settings, since, at most so many incidents) -> the articles stored
+# in an incident since then, each with its incident and the original it copies, and those
+# incidents' latest versions. Raises what the storage raises when it is down.
+WindowReader = Callable[
+    [Settings, datetime, int],
+    tuple[list[tuple[RawArticle, str, str | None]], list[Incident]],
+]
+
 
 def storage_window_loader(
-    settings: Settings, sleep: Callable[[float], None] = time.sleep
+    settings: Settings, read_window: WindowReader, sleep: Callable[[float], None] = time.sleep
 ) -> WindowLoader:
     """Reads the window from storage. The first call (the worker's start, before it
     consumes anything) waits until storage answers, unless a setting makes it unusable
@@ -41,16 +51,13 @@ def storage_window_loader(
         nonlocal calls
         calls += 1
         if calls > 1:
-            return read(settings)
-        from sinks.base import StoreMisconfigured
-        from sinks.store import MissingExtra, storage_errors, store_name, store_setting
-
+            return read(settings, read_window)
         errors = storage_errors()
         began = time.monotonic()
         failures = 0
         while True:
             try:
-                window = read(settings)
+                window = read(settings, read_window)
             except (StoreMisconfigured, MissingExtra) as exc:
                 # Waiting will not mend a setting; the sink stops on it too.
                 raise StoreMisconfigured(
@@ -72,11 +79,9 @@ def storage_window_loader(
     return load
 
 
-def read(settings: Settings) -> tuple[list[ArticleRecord], list[Incident]]:
+def read(settings: Settings, read_window: WindowReader) -> tuple[list[ArticleRecord], list[Incident]]:
     """The stored window: the articles and incidents a restarted stage needs. Raises what
     the storage raises when it is down."""
-    from sinks.store import open_store
-
     if settings.sink == "jsonl":
         # The JSONL file holds incident versions, not the articles' text the clusterer
         # needs: say so rather than rebuild an empty window without a word.
@@ -91,15 +96,7 @@ def read(settings: Settings) -> tuple[list[ArticleRecord], list[Incident]]:
     # stored) so a follow-up can still revive an incident after a restart.
     since = datetime.now(UTC) - timedelta(days=max(settings.window_days, settings.incident_days))
     keep = cluster_config(settings).max_incidents
-    store = open_store(settings)  # (creates an empty store: no storage yet, no window)
-    try:
-        stored = [(article, incident_id, duplicate_of)
-                  for article, incident_id, duplicate_of in store.recent_articles(since, keep)
-                  if incident_id is not None]
-        incidents = [inc for inc in (store.latest_incident(i)
-                                     for i in sorted({i for _, i, _ in stored})) if inc]
-    finally:
-        store.close()
+    stored, incidents = read_window(settings, since, keep)
     # Restored in the order the stage saw them (its versions say when), not the order
     # of fetching: a copy fetched before its original but clustered after it would
     # otherwise come back as an original, and decisions after the restart differ.

@@ -1,9 +1,10 @@
-"""`newsflow` subcommands of the producers area: poll, produce, feeds list|import|add."""
+"""`newsflow` subcommands of the producers area: replay, poll, produce, feeds list|import|add."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,6 +82,59 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     return 1 if failed == len(results) and results else 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.kafka import Publisher, PublishError, bootstrap_servers
+    from producers.replay import parse_time, read_articles, replay
+
+    paths = [Path(p) for p in args.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file: {', '.join(missing)}")
+    published = parse_time(args.published) if args.published else None
+    articles = list(read_articles(paths, published))
+    started = time.monotonic()
+    publisher = Publisher(settings, client_id="newsflow-replay")
+    failure: PublishError | None = None
+    unconfirmed = 0
+    try:
+        stats = replay(
+            articles, publisher.publish_article, rate=args.rate,
+            progress=not args.quiet and sys.stderr.isatty(), total=len(articles),
+        )
+    except PublishError as exc:  # a send refused: the articles after it were not sent
+        failure = exc
+    finally:
+        try:
+            publisher.close()  # flushes: until the broker has them all, or says which not
+        except PublishError as exc:
+            failure = exc
+            unconfirmed = publisher.sent if exc.undelivered is None else exc.undelivered
+    if failure is not None:
+        confirmed = publisher.sent - unconfirmed
+        print(f"newsflow replay: error: {confirmed} of {len(articles)} article(s) confirmed"
+              f" published to {settings.topic_raw} (Kafka at {bootstrap_servers(settings)})"
+              f"; {failure}. Replaying the same files again is safe: an article seen"
+              " again changes nothing.", file=sys.stderr)
+        return 1
+    seconds = time.monotonic() - started  # (with the flush: until the broker has them all)
+    if stats.interrupted:
+        print(f"interrupted: published {stats.published} of {len(articles)} article(s) to"
+              f" {settings.topic_raw} in {seconds:.1f}s", file=sys.stderr)
+        return 130
+    print(f"published {stats.published} article(s) to {settings.topic_raw} in {seconds:.1f}s")
+    return 0
+
+
+def positive_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:  # else argparse says "invalid positive_rate value"
+        rate = float("nan")
+    if not rate > 0:  # (also NaN)
+        raise argparse.ArgumentTypeError(f"must be a number of articles per second above 0, not {text}")
+    return rate
 
 
 def _when(epoch: float | None) -> str:
@@ -195,6 +249,15 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands; each sets ``func(args, settings) -> int``."""
+    rep = sub.add_parser("replay", help="publish articles from .txt/.json/.jsonl files")
+    rep.add_argument("paths", nargs="+", metavar="PATH")
+    rep.add_argument("--rate", type=positive_rate,
+                     help="articles per second (default: as fast as possible)")
+    rep.add_argument("--published", help="publication time for every article (ISO 8601)")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep.set_defaults(func=cmd_replay)
+
+
     poll = sub.add_parser("poll", help="poll the given feeds once")
     poll.add_argument("urls", nargs="+", metavar="FEED_URL")
     poll.add_argument("--once", action="store_true", help="one poll of each feed (required)")

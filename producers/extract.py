@@ -37,7 +37,7 @@ from trafilatura.meta import reset_caches
 from trafilatura.utils import load_html
 from trafilatura.xml import xmltotxt
 
-from processors.text import TITLE_SEPARATORS, alnum_key, strip_site_suffix
+from newsflow.text import TITLE_SEPARATORS, alnum_key, strip_site_suffix
 from producers.urls import host_of
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from newsflow.schemas import RawArticle, article_key, parse_timestamp
-from processors.text import derive_title
+from newsflow.text import derive_title
 
 logger = logging.getLogger(__name__)
 

@@ -17,20 +17,14 @@ from typing import TypeVar
 
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion, RawArticle
 
+# In the core, since the processors meet them too; named here as well for the back ends.
+from newsflow.storage import SinkUnavailable as SinkUnavailable
+from newsflow.storage import StoreMisconfigured as StoreMisconfigured
+
 # What the sinks store: incident versions from the incidents topic (``Incident``, with
 # all its articles, from an older newsflow), articles' places in incidents from the
 # members topic, cleaned articles from the clean-articles topic.
 Record = Incident | IncidentVersion | IncidentMember | RawArticle
-
-
-class SinkUnavailable(RuntimeError):  # noqa: N818 - a condition the caller waits out
-    """The store cannot be written now; retry the same batch later."""
-
-
-class StoreMisconfigured(RuntimeError):  # noqa: N818 - a condition, like SinkUnavailable
-    """The settings name a store that cannot be used (a path that cannot be created or
-    opened, a role or database that does not exist, a malformed DSN): waiting will not
-    mend it."""
 
 
 class BatchingSink:

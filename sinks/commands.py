@@ -169,7 +169,8 @@ def _dump(data: object) -> None:
 
 
 def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.store import open_existing_store, store_name
+    from newsflow.storage import store_name
+    from sinks.store import open_existing_store
 
     store = open_existing_store(settings)
     try:
@@ -198,7 +199,8 @@ def at_least_one(text: str) -> int:
 
 
 def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.store import open_existing_store, store_name
+    from newsflow.storage import store_name
+    from sinks.store import open_existing_store
 
     store = open_existing_store(settings)
     try:
@@ -216,7 +218,8 @@ def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.store import open_existing_store, store_name
+    from newsflow.storage import store_name
+    from sinks.store import open_existing_store
 
     store = open_existing_store(settings)
     try:

@@ -39,8 +39,9 @@ from newsflow.schemas import (
     RawArticle,
 )
 from newsflow.settings import Settings
-from sinks.base import BatchingSink, Record, SinkUnavailable, StoreMisconfigured
-from sinks.store import make_sink, store_setting
+from newsflow.storage import SinkUnavailable, StoreMisconfigured, store_setting
+from sinks.base import BatchingSink, Record
+from sinks.store import make_sink
 
 logger = logging.getLogger(__name__)
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
+from datetime import datetime
 
+from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
-from sinks.base import BatchingSink, SinkUnavailable, StoreMisconfigured
+from newsflow.storage import MissingExtra, StoreMisconfigured, StoreMissing, store_name
+from sinks.base import BatchingSink
 from sinks.models import Store
-
-
-class MissingExtra(RuntimeError):
-    pass
 
 
 def _postgres_module():  # type: ignore[no-untyped-def]
@@ -21,21 +19,6 @@ def _postgres_module():  # type: ignore[no-untyped-def]
             "the PostgreSQL sink needs psycopg: pip install 'newsflow[postgres]'"
         ) from exc
     return postgres
-
-
-def storage_errors() -> tuple[type[Exception], ...]:
-    """What the storage raises when it is down, missing or unreadable, as opposed to a
-    bug or a bad request: "try again later". (PostgreSQL: connection-level errors, and
-    a role refused its reads (42501), which an administrator mends, not a fix of ours.)"""
-    errors: tuple[type[Exception], ...] = (
-        sqlite3.Error, OSError, SinkUnavailable, StoreMisconfigured, StoreMissing, MissingExtra,
-    )
-    try:
-        import psycopg
-    except ImportError:  # the optional extra: then no store raises its errors
-        return errors
-    return (*errors, psycopg.OperationalError, psycopg.InterfaceError,
-            psycopg.errors.InsufficientPrivilege)
 
 
 def _dsn(settings: Settings) -> str:
@@ -81,26 +64,23 @@ def open_store(settings: Settings) -> Store:
     raise ValueError(f"unknown sink {settings.sink!r}")
 
 
-class StoreMissing(RuntimeError):
-    pass
-
-
-def store_name(settings: Settings) -> str:
-    """The configured storage, for messages (never the DSN: it may hold a password)."""
-    if settings.sink == "sqlite":
-        return f"SQLite database {settings.sqlite_file.absolute()}"
-    if settings.sink == "postgres":
-        return "the PostgreSQL database of NEWSFLOW_POSTGRES_DSN"
-    return f"JSON Lines file {settings.jsonl_file.absolute()}"
-
-
-def store_setting(settings: Settings) -> str:
-    """The setting that says where the configured storage is, for messages."""
-    if settings.sink == "sqlite":
-        return "NEWSFLOW_SQLITE_PATH" if settings.sqlite_path else "NEWSFLOW_DATA_DIR"
-    if settings.sink == "postgres":
-        return "NEWSFLOW_POSTGRES_DSN"
-    return "NEWSFLOW_JSONL_PATH" if settings.jsonl_path else "NEWSFLOW_DATA_DIR"
+def read_window(
+    settings: Settings, since: datetime, incidents: int
+) -> tuple[list[tuple[RawArticle, str, str | None]], list[Incident]]:
+    """What the processors rebuild their clustering window from: the articles stored in
+    an incident since ``since`` (of the ``incidents`` latest incidents at most), each with
+    its incident and the original it copies, and those incidents' latest versions. Raises
+    what the storage raises when it is down."""
+    store = open_store(settings)  # (creates an empty store: no storage yet, no window)
+    try:
+        stored = [(article, incident_id, duplicate_of)
+                  for article, incident_id, duplicate_of in store.recent_articles(since, incidents)
+                  if incident_id is not None]
+        latest = [inc for inc in (store.latest_incident(i)
+                                  for i in sorted({i for _, i, _ in stored})) if inc]
+    finally:
+        store.close()
+    return stored, latest
 
 
 def open_existing_store(settings: Settings) -> Store:

@@ -28,8 +28,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
+from newsflow.storage import storage_errors, store_name
 from sinks.jsonl import SearchUnsupported
-from sinks.store import storage_errors, store_name
 
 logger = logging.getLogger(__name__)
 

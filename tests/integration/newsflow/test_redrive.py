@@ -1,4 +1,5 @@
-"""`newsflow dlq redrive` on a real broker: the originals go back as they were, once."""
+"""`newsflow dlq redrive` on a real broker: the originals go back as they were, once.
+(The sink's letters, written to storage: tests/integration/sinks/test_redrive.py.)"""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ from types import SimpleNamespace
 import pytest
 
 from newsflow.drain import read_topic
-from newsflow.kafka import Publisher, ensure_topics, make_consumer
+from newsflow.kafka import Publisher, ensure_topics
 from newsflow.recycle import restore_dead_letters, save_dead_letters
 from newsflow.redrive import REDRIVEN_HEADER, RedriveReport, redrive
 from newsflow.schemas import DeadLetter
-from sinks.store import open_store
-from tests.records import header
+from sinks.redrive import store_letters
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +35,11 @@ def test_dead_letters_go_back_to_their_topics_once(make_settings) -> None:
         publisher.publish_dead_letter(cut)
         publisher.send(settings.topic_dlq, "junk", b"not a letter")
 
-    rehearsal = redrive(settings, dry_run=True)
+    rehearsal = redrive(settings, store_letters, dry_run=True)
     assert dict(rehearsal.sent) == {settings.topic_raw: 1} and len(rehearsal.kept) == 2
     assert read_topic(settings, settings.topic_raw) == []  # a dry run sends nothing
 
-    report = redrive(settings)
+    report = redrive(settings, store_letters)
     assert dict(report.sent) == {settings.topic_raw: 1}
     assert any("cut to fit" in reason for reason in report.kept)
     assert any("not a dead letter" in reason for reason in report.kept)
@@ -48,43 +48,11 @@ def test_dead_letters_go_back_to_their_topics_once(make_settings) -> None:
     assert back.headers == [("trace", b"\x00\x01"), (REDRIVEN_HEADER, b"1")]
 
     # Sent once: a second redrive finds only what arrived since.
-    assert not redrive(settings).sent
+    assert not redrive(settings, store_letters).sent
     with Publisher(settings) as publisher:
         publisher.publish_dead_letter(letter_for(settings.topic_clean, 6, b"k2", b"{}"))
-    assert dict(redrive(settings).sent) == {settings.topic_clean: 1}
+    assert dict(redrive(settings, store_letters).sent) == {settings.topic_clean: 1}
     assert len(read_topic(settings, settings.topic_raw)) == 1
-
-
-def test_the_sink_s_letters_go_to_storage_not_back_to_a_compacted_topic(make_settings) -> None:
-    # Sent back to newsflow.incidents, an old version would become the last word for its
-    # key there (compaction keeps the last), over the newer ones.
-    settings = make_settings()
-    ensure_topics(settings)
-    version = header("i1", 2, 3, added=[3])
-    with Publisher(settings) as publisher:
-        publisher.publish_dead_letter(letter_for(settings.topic_incidents, 7, b"i1",
-                                                 version.to_bytes(), stage="sink"))
-        publisher.publish_dead_letter(letter_for(settings.topic_incidents, 8, b"i2",
-                                                 b'{"schema_version": 9}', stage="sink"))
-        publisher.publish_dead_letter(letter_for(settings.topic_raw + "-gone", 1, b"k", b"{}"))
-    report = redrive(settings)
-    assert (report.stored, dict(report.sent)) == (1, {})
-    assert any("still cannot read it (schema_version" in reason for reason in report.kept)
-    assert any("does not exist" in reason for reason in report.kept)
-    # Those two wait at the end of the topic for the next redrive (the cause fixed by then).
-    assert len(report.again) == 2 and len(redrive(settings, dry_run=True).kept) == 2
-    store = open_store(settings)
-    try:
-        [stored] = store.list_incidents()
-        assert (stored.id, stored.version, stored.article_count) == ("i1", 2, 3)
-    finally:
-        store.close()
-    assert read_topic(settings, settings.topic_incidents) == []
-    consumer = make_consumer(settings, group_id=None)
-    try:
-        assert settings.topic_raw + "-gone" not in consumer.topics()  # not created by a send
-    finally:
-        consumer.close()
 
 
 def test_a_message_both_the_cluster_stage_and_the_sink_refused_goes_back_once(
@@ -117,7 +85,7 @@ def redrive_two(settings, cluster: tuple[int, bytes, bytes],
         for stage, (offset, key, value) in (("cluster", cluster), ("sink", sink)):
             publisher.publish_dead_letter(letter_for(settings.topic_clean, offset, key, value,
                                                      stage=stage))
-    return redrive(settings)
+    return redrive(settings, store_letters)
 
 
 def test_a_broker_recycle_does_not_make_the_next_redrive_send_everything_again(
@@ -126,7 +94,7 @@ def test_a_broker_recycle_does_not_make_the_next_redrive_send_everything_again(
     ensure_topics(settings)
     with Publisher(settings) as publisher:
         publisher.publish_dead_letter(letter_for(settings.topic_raw, 5, b"k1", b"{}"))
-    assert dict(redrive(settings).sent) == {settings.topic_raw: 1}
+    assert dict(redrive(settings, store_letters).sent) == {settings.topic_raw: 1}
     # What a recycle does: the letters saved, then written back to an empty broker (here
     # a new dead-letter topic stands for it: no offsets committed on it).
     save_dead_letters(settings)
@@ -134,10 +102,10 @@ def test_a_broker_recycle_does_not_make_the_next_redrive_send_everything_again(
     ensure_topics(fresh)
     restore_dead_letters(fresh)
     assert len(read_topic(fresh, fresh.topic_dlq)) == 1  # kept, for the record ...
-    assert not redrive(fresh).sent  # ... but not sent back again
+    assert not redrive(fresh, store_letters).sent  # ... but not sent back again
     with Publisher(fresh) as publisher:
         publisher.publish_dead_letter(letter_for(fresh.topic_raw, 6, b"k2", b"{}"))
-    assert dict(redrive(fresh).sent) == {fresh.topic_raw: 1}
+    assert dict(redrive(fresh, store_letters).sent) == {fresh.topic_raw: 1}
 
 
 def test_the_command_says_what_it_sent_and_what_it_left(make_settings, capsys) -> None:
@@ -147,32 +115,13 @@ def test_the_command_says_what_it_sent_and_what_it_left(make_settings, capsys) -
 
     settings = make_settings()
     ensure_topics(settings)
-    assert cmd_dlq_redrive(Namespace(dry_run=False), settings) == 0
+    assert cmd_dlq_redrive(Namespace(dry_run=False), settings, store_letters=store_letters) == 0
     assert capsys.readouterr().out == "no dead letters since the last redrive\n"
     with Publisher(settings) as publisher:
         publisher.publish_dead_letter(letter_for(settings.topic_raw, 5, b"k1", b"{}"))
         publisher.publish_dead_letter(letter_for(settings.topic_raw + "-gone", 1, b"k", b"{}"))
-    assert cmd_dlq_redrive(Namespace(dry_run=True), settings) == 0
+    assert cmd_dlq_redrive(Namespace(dry_run=True), settings, store_letters=store_letters) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"1 would be sent back to {settings.topic_raw}"
     assert "does not exist" in lines[1]
     assert lines[2] == f"1 would be left on {settings.topic_dlq} for the next redrive"
-
-
-def test_a_sink_letter_the_store_still_refuses_waits_and_the_others_go_in(make_settings) -> None:
-    settings = make_settings()
-    ensure_topics(settings)
-    fine = header("i1", 2, 3, added=[3])
-    refused = header("i2", 1, 1).model_copy(update={"version": 2**70})  # past SQLite's integers
-    with Publisher(settings) as publisher:
-        for n, version in enumerate((refused, fine)):
-            publisher.publish_dead_letter(letter_for(settings.topic_incidents, n, b"k",
-                                                     version.to_bytes(), stage="sink"))
-    report = redrive(settings)
-    assert report.stored == 1 and len(report.again) == 1
-    assert any("the store refuses it (OverflowError" in reason for reason in report.kept)
-    store = open_store(settings)
-    try:
-        assert [s.id for s in store.list_incidents()] == ["i1"]
-    finally:
-        store.close()

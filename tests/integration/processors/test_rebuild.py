@@ -79,6 +79,7 @@ def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(
     from newsflow.settings import Settings
     from processors.rebuild import storage_window_loader
     from sinks.postgres import PostgresSink
+    from sinks.store import read_window
     from tests.records import article, incident
 
     sink = PostgresSink(postgres_dsn)
@@ -94,7 +95,7 @@ def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(
 
     postgres_server.stop()
     try:
-        load = storage_window_loader(settings, sleep=storage_comes_back)
+        load = storage_window_loader(settings, read_window, sleep=storage_comes_back)
         with caplog.at_level(logging.WARNING, logger="processors.rebuild"):
             records, incidents = load()
     finally:

@@ -130,3 +130,17 @@ def test_commands_that_run_once_hide_kafka_pythons_lines_unless_debugging(monkey
     assert kafka.level == logging.CRITICAL
     configure_logging(Settings(log_level="DEBUG"), service=False)
     assert kafka.level == logging.WARNING
+
+
+def test_the_command_hands_the_processors_and_the_redrive_the_sinks_storage():
+    """The processors and the core do not import the sinks (tests/unit/test_layers.py):
+    the `newsflow` command gives them the sinks' reading of the window and writing of the
+    sink's dead letters."""
+    from newsflow.cli import build_parser
+    from sinks.redrive import store_letters
+    from sinks.store import read_window
+
+    parser = build_parser()
+    assert parser.parse_args(["process"]).func.keywords == {"read_window": read_window}
+    redrive = parser.parse_args(["dlq", "redrive"]).func
+    assert redrive.keywords == {"store_letters": store_letters}

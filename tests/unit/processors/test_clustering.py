@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from newsflow.schemas import Explanation
+from newsflow.text import clean_text, derive_title
 from processors.clustering import (
     Article,
     ClusterConfig,
@@ -16,7 +17,6 @@ from processors.clustering import (
     _referenced_days,
 )
 from processors.features import dates
-from processors.text import clean_text, derive_title
 
 T0 = datetime(2015, 10, 8, 9, tzinfo=UTC)
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"

@@ -16,9 +16,13 @@ from processors.commands import register
 from tests.unit.processors.test_clustering import BUDGET, FIRE_1, FIRE_2, FIRE_3, QUAKE, QUAKE_2, T0
 
 
+def no_storage(*args: object) -> None:
+    raise AssertionError("`newsflow cluster` reads no storage")
+
+
 def run(settings: Settings, *argv: str) -> int:
     parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True), read_window=no_storage)
     args = parser.parse_args(list(argv))
     return int(args.func(args, settings))
 

@@ -5,7 +5,8 @@ import re
 
 import numpy as np
 
-from processors import clustering, dedup, features, text
+from newsflow import text
+from processors import clustering, dedup, features
 
 TEXTS = [
     "",

@@ -10,6 +10,7 @@ import pytest
 from newsflow.settings import Settings
 from processors.rebuild import storage_window_loader
 from sinks.jsonl import JsonlSink
+from sinks.store import read_window
 from tests.unit.sinks.test_jsonl_sink import incident
 
 
@@ -19,7 +20,7 @@ def test_the_jsonl_sink_says_it_cannot_rebuild_the_window(
     settings = Settings(data_dir=tmp_path, sink="jsonl")
     JsonlSink(settings.jsonl_file).write([incident("i1", 1, 2)])
     with caplog.at_level(logging.WARNING, logger="processors.rebuild"):
-        records, incidents = storage_window_loader(settings)()
+        records, incidents = storage_window_loader(settings, read_window)()
     assert (list(records), list(incidents)) == ([], [])
     assert "the jsonl sink keeps no article text" in caplog.text
 
@@ -42,7 +43,7 @@ def test_the_window_comes_back_in_the_order_the_stage_saw_it(tmp_path: Path) -> 
     sink = SQLiteSink(settings.sqlite_file)
     sink.write([article(1, fetched=NOW), article(2, fetched=NOW - timedelta(hours=1)), version])
     sink.close()
-    records, incidents = storage_window_loader(settings)()
+    records, incidents = storage_window_loader(settings, read_window)()
     stage = IncidentStage()
     stage.restore(records, incidents)
     assert stage.clusterer._held["a2"].duplicate_of == "a1"
@@ -51,8 +52,8 @@ def test_the_window_comes_back_in_the_order_the_stage_saw_it(tmp_path: Path) -> 
 def test_a_worker_whose_storage_setting_is_wrong_stops_at_once_naming_it(tmp_path: Path) -> None:
     """Where the database's folder should be is a file: no wait mends that, and the sink
     stops the service on it. The worker run alone used to wait for it for ever."""
+    from newsflow.storage import StoreMisconfigured
     from processors.app import read_ahead
-    from sinks.base import StoreMisconfigured
 
     settings = Settings(data_dir=tmp_path, sqlite_path=tmp_path / "db" / "newsflow.db")
     (tmp_path / "db").write_text("not a folder")
@@ -60,7 +61,7 @@ def test_a_worker_whose_storage_setting_is_wrong_stops_at_once_naming_it(tmp_pat
     def no_wait(seconds: float) -> None:
         raise AssertionError(f"waited {seconds} s for a wrong setting")
 
-    load = storage_window_loader(settings, sleep=no_wait)
+    load = storage_window_loader(settings, read_window, sleep=no_wait)
     with pytest.raises(StoreMisconfigured) as raised:
         read_ahead(load)  # what the worker does first, before it consumes anything
     message = str(raised.value)
@@ -70,12 +71,12 @@ def test_a_worker_whose_storage_setting_is_wrong_stops_at_once_naming_it(tmp_pat
 def test_a_worker_with_no_postgresql_dsn_stops_at_once_naming_it() -> None:
     """Unset (or empty, which counts as unset) it raised a plain error that the worker
     took for storage unreadable once: it went on deciding against an empty window."""
+    from newsflow.storage import StoreMisconfigured
     from processors.app import read_ahead
-    from sinks.base import StoreMisconfigured
 
     def no_wait(seconds: float) -> None:
         raise AssertionError(f"waited {seconds} s for a missing setting")
 
     settings = Settings(sink="postgres", postgres_dsn="")
     with pytest.raises(StoreMisconfigured, match="NEWSFLOW_POSTGRES_DSN is not set"):
-        read_ahead(storage_window_loader(settings, sleep=no_wait))
+        read_ahead(storage_window_loader(settings, read_window, sleep=no_wait))

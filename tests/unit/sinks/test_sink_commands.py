@@ -13,10 +13,10 @@ import pytest
 
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
+from newsflow.storage import StoreMissing
 from sinks.commands import format_incident, parse_duration, register
 from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary
 from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
-from sinks.store import StoreMissing
 
 NOW = datetime.now(UTC)
 

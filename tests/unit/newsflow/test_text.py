@@ -1,7 +1,7 @@
 import time
 from pathlib import Path
 
-from processors.text import clean_text, clean_title, derive_title, strip_site_suffix
+from newsflow.text import clean_text, clean_title, derive_title, strip_site_suffix
 
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
 

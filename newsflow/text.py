@@ -1,7 +1,9 @@
 """Text normalisation for scraped news: debris removal and title derivation.
 
-Pure functions, no state. ``clean_text`` is the one entry point the stream processor and
-the offline command share, so both see the same text.
+Pure functions, no state. In the core because two roles use it: the producers derive and
+trim titles (replayed files, extracted pages), the processors clean. ``clean_text`` is the
+one entry point the stream processor and the offline command share, so both see the same
+text.
 """
 
 from __future__ import annotations
