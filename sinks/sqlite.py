@@ -13,13 +13,13 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from newsflow.schemas import Incident, IncidentMember, RawArticle
+from newsflow.schemas import Incident, IncidentMember
 from newsflow.sqlite_wal import enable_wal
-from sinks.agencies import agency_of_source
 from sinks.base import (
     BatchingSink,
     Record,
@@ -31,33 +31,22 @@ from sinks.base import (
     split,
     ts,
 )
-from sinks.models import (
-    Counts,
-    IncidentDetail,
-    IncidentSummary,
-    SearchHit,
-)
 from sinks.rows import (
-    MEMBER_ORDER,
+    CURRENT,
+    Fetch,
+    ReadDialect,
+    SQLReader,
     StoredMember,
     StoredPlace,
-    article_from_row,
     article_values,
     delete_member_sql,
-    incident_from_rows,
     insert_version_sql,
-    member_view,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
-    search_hit,
-    source_words_pattern,
-    source_words_sql,
-    summary_from_rows,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
-    version_info,
 )
 
 logger = logging.getLogger(__name__)
@@ -438,206 +427,65 @@ class SQLiteSink(BatchingSink):
                 self._conn = None
 
 
-# Each article's current incident: the newest live incident listing it.
-_CURRENT = """
-current AS (
-    SELECT m.article_id, m.incident_id, m.duplicate_of,
-           ROW_NUMBER() OVER (
-               PARTITION BY m.article_id ORDER BY i.updated_at DESC, i.version DESC
-           ) AS rn
-    FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
-    WHERE i.merged_into IS NULL
+def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
+    # The rank is bm25 negated: higher is better, as PostgreSQL's ts_rank_cd.
+    match = fts_query(query)
+    if not match:
+        return None
+    return (
+        f"""WITH {CURRENT}
+            SELECT a.id, a.title, a.source, a.published, a.url,
+                   snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
+                   -bm25(articles_fts, 4.0, 1.0) AS rank,
+                   c.incident_id, i.title AS incident_title
+            FROM articles_fts
+            JOIN articles a ON a.rowid = articles_fts.rowid
+            LEFT JOIN current c ON c.article_id = a.id
+            LEFT JOIN incidents i ON i.id = c.incident_id
+            WHERE articles_fts MATCH ?
+            ORDER BY rank DESC, a.id LIMIT ?""",
+        (match, limit),
+    )
+
+
+READS = ReadDialect(
+    mark="?",
+    adapt=adapt,
+    ids=json.dumps,
+    in_ids="IN (SELECT value FROM json_each(?))",
+    # The agencies are stored as ",AFP,Reuters,".
+    has_agency="instr(COALESCE(a.agencies, ''), ',' || ? || ',') > 0",
+    stored_order="a.rowid",
+    search=_search,
 )
-"""
 
 
-class SQLiteStore:
+class SQLiteStore(SQLReader):
     """Read API over the SQLite database; a connection per call, so threads may share it."""
+
+    dialect = READS
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         open_database(self.path).close()  # as the sink: a bad path says so, naming it
 
-    def _conn(self) -> sqlite3.Connection:
-        return connect(self.path, readonly=True)
-
-    def ping(self) -> None:
-        conn = self._conn()
+    @contextmanager
+    def _session(self) -> Iterator[Fetch]:
+        conn = connect(self.path, readonly=True)
         try:
-            conn.execute("SELECT 1 FROM incidents LIMIT 1").fetchall()
+            yield lambda sql, params: conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[sqlite3.Row]:
+        conn = connect(self.path, readonly=True)
+        try:
+            yield from conn.execute(sql, params)
         finally:
             conn.close()
 
     def close(self) -> None:
         pass
-
-    def list_incidents(
-        self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
-        offset: int = 0,
-    ) -> list[IncidentSummary]:
-        where = ["i.merged_into IS NULL"]
-        params: list[Any] = []
-        if since is not None:
-            where.append("i.active_at >= ?")
-            params.append(ts(datetime.now(UTC) - since))
-        if source:
-            agency = agency_of_source(source)
-            where.append(
-                f"""EXISTS (SELECT 1 FROM incident_articles m
-                    LEFT JOIN articles a ON a.id = m.article_id
-                    WHERE m.incident_id = i.id
-                      AND ({source_words_sql("m.source")} LIKE ? ESCAPE '!'
-                           OR instr(COALESCE(a.agencies, ''), ?) > 0))"""
-            )
-            params += [source_words_pattern(source), f",{agency}," if agency else "\x00"]
-        params += [int(limit), int(offset)]
-        conn = self._conn()
-        try:
-            rows = conn.execute(
-                f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
-                    ORDER BY i.active_at DESC, i.id LIMIT ? OFFSET ?""",
-                params,
-            ).fetchall()
-            return self._summaries(conn, rows)
-        finally:
-            conn.close()
-
-    def _summaries(
-        self, conn: sqlite3.Connection, rows: list[sqlite3.Row]
-    ) -> list[IncidentSummary]:
-        members: dict[str, list[sqlite3.Row]] = {r["id"]: [] for r in rows}
-        for chunk in _chunks(list(members)):
-            marks = ",".join("?" * len(chunk))
-            for m in conn.execute(
-                f"""SELECT m.incident_id, m.source, m.url, a.agencies
-                    FROM incident_articles m LEFT JOIN articles a ON a.id = m.article_id
-                    WHERE m.incident_id IN ({marks}) ORDER BY {MEMBER_ORDER}""",
-                list(chunk),
-            ):
-                members[m["incident_id"]].append(m)
-        return [summary_from_rows(r, members[r["id"]]) for r in rows]
-
-    def latest_incident(self, incident_id: str) -> Incident | None:
-        """The current version of an incident, articles and all, as it came off the topic."""
-        conn = self._conn()
-        try:
-            header = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-            if header is None:
-                return None
-            members = conn.execute(
-                f"SELECT * FROM incident_articles m WHERE incident_id = ? ORDER BY {MEMBER_ORDER}",
-                (incident_id,),
-            ).fetchall()
-        finally:
-            conn.close()
-        return incident_from_rows(header, members)
-
-    def get_incident(self, incident_id: str) -> IncidentDetail | None:
-        conn = self._conn()
-        try:
-            row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-            if row is None:
-                return None
-            summary = self._summaries(conn, [row])[0]
-            articles = [
-                member_view(m)
-                for m in conn.execute(
-                    f"""SELECT m.incident_id, m.article_id, m.title, m.source,
-                              m.seen_at, m.duplicate_of, m.explanation, a.agencies,
-                              COALESCE(m.url, a.url) AS url,
-                              COALESCE(m.published, a.published) AS published
-                       FROM incident_articles m
-                       LEFT JOIN articles a ON a.id = m.article_id
-                       WHERE m.incident_id = ? ORDER BY {MEMBER_ORDER}""",
-                    (incident_id,),
-                )
-            ]
-            versions = [
-                version_info(v)
-                for v in conn.execute(
-                    """SELECT version, updated_at, article_count, merged_into
-                       FROM incident_versions WHERE incident_id = ? ORDER BY version""",
-                    (incident_id,),
-                )
-            ]
-            return IncidentDetail(summary=summary, articles=articles, versions=versions)
-        finally:
-            conn.close()
-
-    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
-        # The rank is bm25 negated: higher is better, as PostgreSQL's ts_rank_cd.
-        match = fts_query(query)
-        if not match:
-            return []
-        conn = self._conn()
-        try:
-            rows = conn.execute(
-                f"""WITH {_CURRENT}
-                    SELECT a.id, a.title, a.source, a.published, a.url,
-                           snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
-                           -bm25(articles_fts, 4.0, 1.0) AS rank,
-                           c.incident_id, i.title AS incident_title
-                    FROM articles_fts
-                    JOIN articles a ON a.rowid = articles_fts.rowid
-                    LEFT JOIN current c ON c.article_id = a.id AND c.rn = 1
-                    LEFT JOIN incidents i ON i.id = c.incident_id
-                    WHERE articles_fts MATCH ?
-                    ORDER BY rank DESC LIMIT ?""",
-                (match, int(limit)),
-            ).fetchall()
-        finally:
-            conn.close()
-        return [
-            search_hit(r)
-            for r in rows
-        ]
-
-    def recent_articles(
-        self, since: datetime, incidents: int | None = None
-    ) -> Iterator[tuple[RawArticle, str | None, str | None]]:
-        """Articles published or fetched since ``since``, in the order they were stored,
-        with their current incident and duplicate-of (None when not assigned yet).
-        ``incidents``: only the articles of that many most recently updated incidents."""
-        active = ""
-        params: tuple[object, ...] = (ts(since), ts(since))
-        if incidents is not None:
-            active = """AND c.incident_id IN (SELECT id FROM incidents WHERE merged_into IS NULL
-                                              ORDER BY updated_at DESC LIMIT ?)"""
-            params = (*params, incidents)
-        conn = self._conn()
-        try:
-            cursor = conn.execute(
-                f"""WITH {_CURRENT}
-                    SELECT a.*, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of
-                    FROM articles a LEFT JOIN current c ON c.article_id = a.id AND c.rn = 1
-                    WHERE (a.published >= ? OR a.fetched_at >= ?) {active}
-                    ORDER BY a.rowid""",
-                params,
-            )
-            for row in cursor:
-                yield article_from_row(row), row["incident_id"], row["duplicate_of"]
-        finally:
-            conn.close()
-
-    def counts(self) -> Counts:
-        conn = self._conn()
-        try:
-            one = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
-            return Counts(
-                articles=one("SELECT COUNT(*) FROM articles"),
-                incidents=one("SELECT COUNT(*) FROM incidents"),
-                live_incidents=one("SELECT COUNT(*) FROM incidents WHERE merged_into IS NULL"),
-                merged_incidents=one(
-                    "SELECT COUNT(*) FROM incidents WHERE merged_into IS NOT NULL"
-                ),
-                incident_versions=one("SELECT COUNT(*) FROM incident_versions"),
-                duplicates=one(
-                    "SELECT COALESCE(SUM(duplicate_count), 0) FROM incidents"
-                    " WHERE merged_into IS NULL"
-                ),
-            )
-        finally:
-            conn.close()
 
 
 def fts_query(query: str) -> str:
