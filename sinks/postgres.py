@@ -277,14 +277,16 @@ def _hide_quoted_pieces(text: str, dsn: str) -> str:
     return "".join(kept) + text[start:]
 
 
-def open_database(dsn: str) -> int:
-    """Connect once and bring the schema up to date; returns its version. A bad setting
-    raises ``StoreMisconfigured``, a server that cannot be reached now ``SinkUnavailable``,
-    each naming where it tried. (Straight, not through a pool: a pool retries a bad
-    setting for ever in the background, and its timeout hides the cause.)"""
+def open_database(dsn: str, *, migrate_schema: bool = True) -> int:
+    """Connect once and bring the schema up to date (or, not ``migrate_schema``, check it
+    is: a read command writes nothing); returns its version. A bad setting or an older
+    schema not to be migrated raises ``StoreMisconfigured``, a server that cannot be
+    reached now ``SinkUnavailable``, each naming where it tried. (Straight, not through a
+    pool: a pool retries a bad setting for ever in the background, and its timeout hides
+    the cause.)"""
     try:
         with psycopg.connect(dsn, **CONNECTION_OPTIONS) as conn:
-            return migrate(conn)
+            found = migrate(conn) if migrate_schema else schema_version(conn)
     except SchemaNotUpgraded as exc:
         # Waited on as an outage: the owner's `newsflow db upgrade` mends it meanwhile.
         reason = _hide_password(" ".join(str(exc.refusal).split()), dsn)
@@ -298,6 +300,11 @@ def open_database(dsn: str) -> int:
         if setting_fault(exc):
             raise StoreMisconfigured(message) from exc
         raise SinkUnavailable(message) from exc
+    if found < SCHEMA_VERSION:
+        raise StoreMisconfigured(
+            f"{describe_dsn(dsn)}: the schema is at version {found}, this newsflow reads"
+            f" version {SCHEMA_VERSION}: run `newsflow db upgrade` (as the schema's owner)")
+    return found
 
 
 class SchemaNotUpgraded(Exception):  # noqa: N818 - a condition, like SinkUnavailable
@@ -311,16 +318,21 @@ class SchemaNotUpgraded(Exception):  # noqa: N818 - a condition, like SinkUnavai
         self.refusal = refusal
 
 
-def migrate(conn: psycopg.Connection[Any]) -> int:
-    found = 0
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    """The version of the schema stored (0: none yet)."""
     with conn.transaction():
-        # Up to date: nothing to create, so a role that may only read and write rows (no
-        # DDL rights, as a least-privilege deployment gives the sink) can run it.
-        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() != (None,):
-            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
-            found = int(row[0]) if row else 0
-            if found >= SCHEMA_VERSION:
-                return SCHEMA_VERSION
+        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,):
+            return 0
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        return int(row[0]) if row else 0
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    # Up to date: nothing to create, so a role that may only read and write rows (no DDL
+    # rights, as a least-privilege deployment gives the sink) can run it.
+    found = schema_version(conn)
+    if found >= SCHEMA_VERSION:
+        return SCHEMA_VERSION
     try:
         return _migrate_from(conn)
     except psycopg.errors.InsufficientPrivilege as exc:
@@ -566,8 +578,10 @@ class PostgresStore(SQLReader):
     dialect = READS
 
     def __init__(self, dsn: str, *, migrate_schema: bool = True) -> None:
-        if migrate_schema:
-            open_database(dsn)  # a clear error, naming the server, when it cannot be used
+        """``migrate_schema``: create or upgrade the schema, as the sink does (the
+        services); else only check it (the read commands)."""
+        # A clear error, naming the server, when it cannot be used.
+        open_database(dsn, migrate_schema=migrate_schema)
         self._pool = make_pool(dsn, max_size=4, name="newsflow-store")
 
     @contextmanager

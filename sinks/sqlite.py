@@ -277,12 +277,34 @@ def open_database(path: Path, *, migrate_schema: bool = True) -> sqlite3.Connect
     except (OSError, sqlite3.Error) as exc:
         if conn is not None:
             conn.close()
-        if path_fault(exc):
-            raise StoreMisconfigured(
-                f"SQLite database {path.absolute()} cannot be opened: {exc}"
-            ) from exc
-        raise SinkUnavailable(f"sqlite {path}: {exc}") from exc
+        raise _open_error(path, exc) from exc
     return conn
+
+
+def _open_error(path: Path, exc: OSError | sqlite3.Error) -> Exception:
+    if path_fault(exc):
+        return StoreMisconfigured(f"SQLite database {path.absolute()} cannot be opened: {exc}")
+    return SinkUnavailable(f"sqlite {path}: {exc}")
+
+
+def check_schema(path: Path) -> None:
+    """For a read that must not write: the database at ``path`` opens and holds this
+    newsflow's schema. An older one is upgraded by `newsflow db upgrade` or the sink, not
+    by a reader (a write, perhaps while an older sink still writes there)."""
+    conn = None
+    try:
+        conn = connect(path, readonly=True)
+        found = schema_version(conn)
+    except (OSError, sqlite3.Error) as exc:
+        raise _open_error(path, exc) from exc
+    finally:
+        if conn is not None:
+            conn.close()
+    if found < SCHEMA_VERSION:
+        raise StoreMisconfigured(
+            f"SQLite database {path.absolute()} has schema version {found}, this newsflow"
+            f" reads version {SCHEMA_VERSION}: run `newsflow db upgrade` (or start the sink,"
+            " which upgrades it)")
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -465,9 +487,14 @@ class SQLiteStore(SQLReader):
 
     dialect = READS
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, migrate_schema: bool = True) -> None:
+        """``migrate_schema``: create or upgrade the schema, as the sink does (the
+        services); else only check it (the read commands: see ``check_schema``)."""
         self.path = Path(path)
-        open_database(self.path).close()  # as the sink: a bad path says so, naming it
+        if migrate_schema:
+            open_database(self.path).close()  # as the sink: a bad path says so, naming it
+        else:
+            check_schema(self.path)
 
     @contextmanager
     def _session(self) -> Iterator[Fetch]:
