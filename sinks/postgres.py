@@ -32,7 +32,6 @@ from sinks.base import (
     split,
 )
 from sinks.rows import (
-    CURRENT,
     Fetch,
     ReadDialect,
     SQLReader,
@@ -538,11 +537,22 @@ class PostgresSink(BatchingSink):
             self._pool.close()
 
 
+# Each article's current incident: the newest live incident listing it.
+_CURRENT = """
+current AS (
+    SELECT DISTINCT ON (m.article_id) m.article_id, m.incident_id, m.duplicate_of
+    FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
+    WHERE i.merged_into IS NULL
+    ORDER BY m.article_id, i.updated_at DESC, i.version DESC, m.incident_id
+)
+"""
+
+
 def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
     if not query.strip():
         return None
     return (
-        f"""WITH {CURRENT}, q AS (SELECT websearch_to_tsquery('english', %s) AS q),
+        f"""WITH {_CURRENT}, q AS (SELECT websearch_to_tsquery('english', %s) AS q),
             hits AS (
                 SELECT a.id, a.title, a.source, a.published, a.url, a.text,
                        ts_rank_cd(a.tsv, q.q) AS rank
@@ -568,6 +578,7 @@ READS = ReadDialect(
     in_ids="= ANY(%s)",
     has_agency="%s = ANY(coalesce(a.agencies, '{}'))",
     stored_order="a.seq",
+    current=_CURRENT,
     search=_search,
 )
 

@@ -425,23 +425,6 @@ def incident_from_rows(header: Row, members: Sequence[Row]) -> Incident:
 
 # -- the read API ---------------------------------------------------------------------
 
-# Each article's current incident: the newest live incident listing it (``current``, a
-# common table expression for a WITH clause).
-CURRENT = """
-current AS (
-    SELECT article_id, incident_id, duplicate_of FROM (
-        SELECT m.article_id, m.incident_id, m.duplicate_of,
-               ROW_NUMBER() OVER (
-                   PARTITION BY m.article_id
-                   ORDER BY i.updated_at DESC, i.version DESC, m.incident_id
-               ) AS rn
-        FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
-        WHERE i.merged_into IS NULL
-    ) AS placed
-    WHERE rn = 1
-)
-"""
-
 # One read's queries on one connection: ``fetch(sql, params)`` returns the rows.
 Fetch = Callable[[str, Sequence[Any]], list[Row]]
 
@@ -456,6 +439,11 @@ class ReadDialect:
     in_ids: str  # after a column: it is one of the ids of one parameter
     has_agency: str  # the article ``a`` lists the agency named by one parameter
     stored_order: str  # articles ``a`` in the order they were stored
+    # ``current AS (...)`` for a WITH clause: each article's current incident, the newest
+    # live incident listing it (article_id, incident_id, duplicate_of). Each dialect's
+    # own way: PostgreSQL estimated ROW_NUMBER's "rn = 1" at 80 rows of 16,000, and
+    # the window of 16,000 articles took 41 s through its cursor, 3 s with DISTINCT ON.
+    current: str
     # Search: the query and its parameters for the user's words (rank: higher is
     # better), None when they hold no word to look for.
     search: Callable[[str, int], tuple[str, Sequence[Any]] | None]
@@ -580,7 +568,7 @@ class SQLReader(Store, ABC):
                                                ORDER BY updated_at DESC LIMIT {mark})"""
             params.append(int(incidents))
         rows = self._stream(
-            f"""WITH {CURRENT}
+            f"""WITH {self.dialect.current}
                 SELECT a.*, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of
                 FROM articles a LEFT JOIN current c ON c.article_id = a.id
                 WHERE (a.published >= {mark} OR a.fetched_at >= {mark}) {active}

@@ -32,7 +32,6 @@ from sinks.base import (
     ts,
 )
 from sinks.rows import (
-    CURRENT,
     Fetch,
     ReadDialect,
     SQLReader,
@@ -449,13 +448,30 @@ class SQLiteSink(BatchingSink):
                 self._conn = None
 
 
+# Each article's current incident: the newest live incident listing it.
+_CURRENT = """
+current AS (
+    SELECT article_id, incident_id, duplicate_of FROM (
+        SELECT m.article_id, m.incident_id, m.duplicate_of,
+               ROW_NUMBER() OVER (
+                   PARTITION BY m.article_id
+                   ORDER BY i.updated_at DESC, i.version DESC, m.incident_id
+               ) AS rn
+        FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
+        WHERE i.merged_into IS NULL
+    )
+    WHERE rn = 1
+)
+"""
+
+
 def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
     # The rank is bm25 negated: higher is better, as PostgreSQL's ts_rank_cd.
     match = fts_query(query)
     if not match:
         return None
     return (
-        f"""WITH {CURRENT}
+        f"""WITH {_CURRENT}
             SELECT a.id, a.title, a.source, a.published, a.url,
                    snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
                    -bm25(articles_fts, 4.0, 1.0) AS rank,
@@ -478,6 +494,7 @@ READS = ReadDialect(
     # The agencies are stored as ",AFP,Reuters,".
     has_agency="instr(COALESCE(a.agencies, ''), ',' || ? || ',') > 0",
     stored_order="a.rowid",
+    current=_CURRENT,
     search=_search,
 )
 
