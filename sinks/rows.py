@@ -14,8 +14,8 @@ of an older newsflow carries all its articles; membership then mirrors each vers
 
 Reading back is the same too: ``SQLReader`` is the read API over these tables, and a
 back end gives it its ``ReadDialect`` (parameters, a list of ids, the agencies column,
-the order articles were stored in, and search, which each does its own way) and its
-connections.
+the order articles were stored in, each article's current incident, and search, which
+each does its own way) and its connections.
 """
 
 from __future__ import annotations
