@@ -125,3 +125,33 @@ def test_both_stores_read_the_same_records_back_alike(
     assert [(a.id, i) for a, i, _ in sqlite["window of one"]] == [("a3", "n1"), ("a4", "n1"),
                                                                    ("a5", "n1")]
     assert sqlite["counts"].merged_incidents == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_search_means_the_same_on_either_store(backend: str, postgres_dsn: str,
+                                                  tmp_path: Path) -> None:
+    """PostgreSQL reads a search as a web search does ("a phrase", or, -word), SQLite
+    read every word as required: "storm -flood" found only the report with a flood on
+    SQLite and only the one without on PostgreSQL; "flood or storm" found nothing."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    sink = make_sink(settings)
+    try:
+        sink.write([article(1, "A storm hit the coast.", title="Storm"),
+                    article(2, "A flood and a storm.", title="Flood and storm"),
+                    article(3, "The flood rose.", title="Flood"),
+                    article(4, "Cruise ships and missiles.", title="Ships")])
+    finally:
+        sink.close()
+    store = open_store(settings)
+    try:
+        def found(query: str) -> list[str]:
+            return sorted(h.article_id for h in store.search(query))
+
+        assert found("storm -flood") == ["a1"]
+        assert found("flood or storm") == found("Flood OR storm") == ["a1", "a2", "a3"]
+        assert found("-flood storm or rose") == ["a1", "a3"]
+        assert found('"cruise missiles"') == []
+        assert found("cruise missiles") == found('"cruise ships"') == ["a4"]
+        assert found('flood "and a storm" -coast') == ["a2"]
+    finally:
+        store.close()

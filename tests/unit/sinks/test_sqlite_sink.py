@@ -268,8 +268,12 @@ def test_failed_flush_keeps_the_batch() -> None:
     assert sink.flush() == 1 and sink.pending == 0
 
 
-def test_fts_query_quotes_words() -> None:
-    assert fts_query('cruise "missiles" -Iran*') == '"cruise" "missiles" "Iran"'
+def test_fts_query_quotes_words_and_reads_phrases_or_and_exclusions() -> None:
+    assert fts_query('cruise "missiles" Iran*') == '"cruise" "missiles" "Iran"'
+    assert fts_query('"cruise missiles" -Iran or Syria') == (
+        '"cruise missiles" NOT "Iran" OR "Syria"')
+    assert fts_query('or storm OR "open quote') == '"storm" OR "open quote"'
+    assert fts_query("-exclusions -alone") == fts_query("!!! or") == ""
 
 
 def test_history_grows_with_the_changes_not_with_the_square_of_a_story(db: Path) -> None:
