@@ -76,7 +76,8 @@ _SOURCE_SEPARATORS = "./-,:;()_"
 
 def source_words_sql(column: str) -> str:
     """SQL (both dialects) for ``column`` as ' lower-case words ', to match whole words:
-    ``--source ap`` must find "AP", not "The Japan Times" or "Capital Gazette"."""
+    ``--source ap`` must find "AP", not "The Japan Times" or "Capital Gazette". The
+    pattern it is matched with is lower-cased by the same lower() (``source_words_pattern``)."""
     expr = f"lower(coalesce({column}, ''))"
     for separator in _SOURCE_SEPARATORS:
         expr = f"replace({expr}, '{separator}', ' ')"
@@ -85,8 +86,10 @@ def source_words_sql(column: str) -> str:
 
 def source_words_pattern(source: str) -> str:
     """The LIKE pattern (escape character ``!``) of a ``--source`` query's words, in order,
-    as whole words of ``source_words_sql``."""
-    text = source.lower()
+    as whole words of ``source_words_sql``, before lower(): the database lower-cases both
+    alike (Python's lower() changes letters beyond ASCII that SQLite's, or a C-locale
+    PostgreSQL's, leaves: "Коммерсантъ" typed as the outlet writes it matched nothing)."""
+    text = source
     for separator in _SOURCE_SEPARATORS:
         text = text.replace(separator, " ")
     escaped = "".join("!" + c if c in "%_!" else c for c in " ".join(text.split()))
@@ -479,7 +482,7 @@ class SQLReader(Store, ABC):
             params.append(dialect.adapt(datetime.now(UTC) - since))
         if source:
             # The words of an outlet's name, or the agency they name among an article's.
-            match = f"{source_words_sql('m.source')} LIKE {mark} ESCAPE '!'"
+            match = f"{source_words_sql('m.source')} LIKE lower({mark}) ESCAPE '!'"
             params.append(source_words_pattern(source))
             if agency := agency_of_source(source):
                 match += f" OR {dialect.has_agency}"

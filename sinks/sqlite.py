@@ -176,7 +176,15 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys = ON")
     if readonly:
         conn.execute("PRAGMA query_only = 1")
+        # SQLite's lower() changes ASCII letters only: the source filter's would leave
+        # "Élysée" as it is, and `--source élysée` would not find it (PostgreSQL's, in a
+        # UTF-8 locale, does).
+        conn.create_function("lower", 1, _lower, deterministic=True)
     return conn
+
+
+def _lower(value: str | None) -> str | None:
+    return None if value is None else str(value).lower()
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

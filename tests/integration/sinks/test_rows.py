@@ -155,3 +155,32 @@ def test_a_search_means_the_same_on_either_store(backend: str, postgres_dsn: str
         assert found('flood "and a storm" -coast') == ["a2"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_source_filter_finds_an_outlet_named_with_capitals_beyond_ascii(
+    backend: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """`--source Коммерсантъ`, typed as the outlet writes it, found nothing: the query
+    was lower-cased by Python (every letter) and the outlet by the database's lower()
+    (SQLite's and a C-locale PostgreSQL's, as this test server's: ASCII only)."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    outlets = ["Коммерсантъ", "Élysée Presse", "Die Zeit"]
+    sink = make_sink(settings)
+    try:
+        for n, outlet in enumerate(outlets, 1):
+            item = incident(f"i{n}", 1, [n])
+            item.articles[0].source = outlet
+            sink.write([article(n, source=outlet), item])
+    finally:
+        sink.close()
+    store = open_store(settings)
+    try:
+        def found(source: str) -> list[str]:
+            return sorted(s.id for s in store.list_incidents(source=source))
+
+        assert found("Коммерсантъ") == ["i1"]
+        assert found("Élysée") == found("Élysée PRESSE") == ["i2"]
+        assert found("zeit") == found("DIE ZEIT") == ["i3"]
+    finally:
+        store.close()

@@ -214,6 +214,16 @@ def test_a_source_filter_matches_whole_words_of_the_outlet(db: Path) -> None:
     assert found("100%") == []  # LIKE's wildcards are plain characters in a query
 
 
+def test_a_source_filter_ignores_the_case_of_letters_beyond_ascii(db: Path) -> None:
+    # (SQLite's own lower() changes ASCII letters only.)
+    item = incident("i1", 1, [1])
+    item.articles[0].source = "Élysée Presse"
+    write(db, article(1, source="Élysée Presse"), item)
+    store = SQLiteStore(db)
+    for query in ("Élysée", "élysée", "ÉLYSÉE PRESSE"):
+        assert [s.id for s in store.list_incidents(source=query)] == ["i1"], query
+
+
 def test_recent_articles_rebuild_the_window(db: Path) -> None:
     old = NOW - timedelta(days=30)
     stale = RawArticle(id="old", title="old", text="old", published=old, fetched_at=old)
