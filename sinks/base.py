@@ -18,8 +18,6 @@ from typing import TypeVar
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion, RawArticle
 
 # In the core, since the processors meet them too; named here as well for the back ends.
-from newsflow.storage import SinkUnavailable as SinkUnavailable
-from newsflow.storage import StoreMisconfigured as StoreMisconfigured
 
 # What the sinks store: incident versions from the incidents topic (``Incident``, with
 # all its articles, from an older newsflow), articles' places in incidents from the

@@ -17,13 +17,15 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from newsflow.schemas import Incident, IncidentMember, IncidentVersion
-from sinks.base import BatchingSink, Record, SinkUnavailable, StoreMisconfigured, split
-from sinks.models import SearchHit
+from newsflow.schemas import Incident, IncidentMember, IncidentVersion, RawArticle
+from newsflow.storage import SinkUnavailable, StoreMisconfigured
+from sinks.base import BatchingSink, Record, split
+from sinks.models import Counts, IncidentDetail, IncidentSummary, SearchHit, Store
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ class SearchUnsupported(ValueError):
     it cannot serve (400, with this message), the CLI as an error."""
 
 
-class JsonlStore:
+class JsonlStore(Store):
     """The read API over a JSONL file: loaded into a private SQLite database, and kept up
     with the lines the sink appends (read at each use, so a page served from it is live)."""
 
@@ -211,6 +213,21 @@ class JsonlStore:
             finally:
                 sink.close()
 
+    def list_incidents(
+        self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
+        offset: int = 0,
+    ) -> list[IncidentSummary]:
+        self._catch_up()
+        return self._store.list_incidents(since, source, limit, offset)
+
+    def get_incident(self, incident_id: str) -> IncidentDetail | None:
+        self._catch_up()
+        return self._store.get_incident(incident_id)
+
+    def latest_incident(self, incident_id: str) -> Incident | None:
+        self._catch_up()
+        return self._store.latest_incident(incident_id)
+
     def search(self, query: str, limit: int = 20) -> list[SearchHit]:
         # An empty answer would read as "no matches"; the text was never stored.
         raise SearchUnsupported(
@@ -218,11 +235,19 @@ class JsonlStore:
             f" ({self.path.absolute()}): use NEWSFLOW_SINK=sqlite or postgres"
         )
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        if name.startswith("_"):  # (not set yet, while __init__ runs)
-            raise AttributeError(name)
+    def recent_articles(
+        self, since: datetime, incidents: int | None = None
+    ) -> Iterator[tuple[RawArticle, str | None, str | None]]:
         self._catch_up()
-        return getattr(self._store, name)
+        return self._store.recent_articles(since, incidents)
+
+    def counts(self) -> Counts:
+        self._catch_up()
+        return self._store.counts()
+
+    def ping(self) -> None:
+        self._catch_up()
+        self._store.ping()
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)

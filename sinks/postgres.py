@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -20,45 +20,31 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from newsflow.schemas import MAX_TITLE_CHARS, Incident, RawArticle
-from sinks.agencies import agency_of_source
+from newsflow.schemas import MAX_TITLE_CHARS
+from newsflow.storage import SinkUnavailable, StoreMisconfigured
 from sinks.base import (
     BatchingSink,
     Record,
-    SinkUnavailable,
-    StoreMisconfigured,
     article_digest,
     latest_places,
     latest_versions,
     split,
 )
-from sinks.models import (
-    Counts,
-    IncidentDetail,
-    IncidentSummary,
-    SearchHit,
-)
 from sinks.rows import (
-    MEMBER_ORDER,
+    Fetch,
+    ReadDialect,
+    SQLReader,
     StoredMember,
     StoredPlace,
-    article_from_row,
     article_values,
     delete_member_sql,
-    incident_from_rows,
     insert_version_sql,
-    member_view,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
-    search_hit,
-    source_words_pattern,
-    source_words_sql,
-    summary_from_rows,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
-    version_info,
 )
 
 logger = logging.getLogger(__name__)
@@ -289,14 +275,16 @@ def _hide_quoted_pieces(text: str, dsn: str) -> str:
     return "".join(kept) + text[start:]
 
 
-def open_database(dsn: str) -> int:
-    """Connect once and bring the schema up to date; returns its version. A bad setting
-    raises ``StoreMisconfigured``, a server that cannot be reached now ``SinkUnavailable``,
-    each naming where it tried. (Straight, not through a pool: a pool retries a bad
-    setting for ever in the background, and its timeout hides the cause.)"""
+def open_database(dsn: str, *, migrate_schema: bool = True) -> int:
+    """Connect once and bring the schema up to date (or, not ``migrate_schema``, check it
+    is: a read command writes nothing); returns its version. A bad setting or an older
+    schema not to be migrated raises ``StoreMisconfigured``, a server that cannot be
+    reached now ``SinkUnavailable``, each naming where it tried. (Straight, not through a
+    pool: a pool retries a bad setting for ever in the background, and its timeout hides
+    the cause.)"""
     try:
         with psycopg.connect(dsn, **CONNECTION_OPTIONS) as conn:
-            return migrate(conn)
+            found = migrate(conn) if migrate_schema else schema_version(conn)
     except SchemaNotUpgraded as exc:
         # Waited on as an outage: the owner's `newsflow db upgrade` mends it meanwhile.
         reason = _hide_password(" ".join(str(exc.refusal).split()), dsn)
@@ -310,6 +298,11 @@ def open_database(dsn: str) -> int:
         if setting_fault(exc):
             raise StoreMisconfigured(message) from exc
         raise SinkUnavailable(message) from exc
+    if found < SCHEMA_VERSION:
+        raise StoreMisconfigured(
+            f"{describe_dsn(dsn)}: the schema is at version {found}, this newsflow reads"
+            f" version {SCHEMA_VERSION}: run `newsflow db upgrade` (as the schema's owner)")
+    return found
 
 
 class SchemaNotUpgraded(Exception):  # noqa: N818 - a condition, like SinkUnavailable
@@ -323,16 +316,21 @@ class SchemaNotUpgraded(Exception):  # noqa: N818 - a condition, like SinkUnavai
         self.refusal = refusal
 
 
-def migrate(conn: psycopg.Connection[Any]) -> int:
-    found = 0
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    """The version of the schema stored (0: none yet)."""
     with conn.transaction():
-        # Up to date: nothing to create, so a role that may only read and write rows (no
-        # DDL rights, as a least-privilege deployment gives the sink) can run it.
-        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() != (None,):
-            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
-            found = int(row[0]) if row else 0
-            if found >= SCHEMA_VERSION:
-                return SCHEMA_VERSION
+        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,):
+            return 0
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        return int(row[0]) if row else 0
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    # Up to date: nothing to create, so a role that may only read and write rows (no DDL
+    # rights, as a least-privilege deployment gives the sink) can run it.
+    found = schema_version(conn)
+    if found >= SCHEMA_VERSION:
+        return SCHEMA_VERSION
     try:
         return _migrate_from(conn)
     except psycopg.errors.InsufficientPrivilege as exc:
@@ -538,186 +536,81 @@ class PostgresSink(BatchingSink):
             self._pool.close()
 
 
+# Each article's current incident: the newest live incident listing it.
 _CURRENT = """
 current AS (
     SELECT DISTINCT ON (m.article_id) m.article_id, m.incident_id, m.duplicate_of
     FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
     WHERE i.merged_into IS NULL
-    ORDER BY m.article_id, i.updated_at DESC, i.version DESC
+    ORDER BY m.article_id, i.updated_at DESC, i.version DESC, m.incident_id
 )
 """
 
 
-class PostgresStore:
+def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
+    if not query.strip():
+        return None
+    return (
+        f"""WITH {_CURRENT}, q AS (SELECT websearch_to_tsquery('english', %s) AS q),
+            hits AS (
+                SELECT a.id, a.title, a.source, a.published, a.url, a.text,
+                       ts_rank_cd(a.tsv, q.q) AS rank
+                FROM articles a, q WHERE a.tsv @@ q.q
+                ORDER BY rank DESC, a.id LIMIT %s
+            )
+            SELECT h.id, h.title, h.source, h.published, h.url, h.rank,
+                   ts_headline('english', left(h.text, %s), q.q,
+                       'StartSel=[, StopSel=], MaxWords=30, MinWords=12') AS snippet,
+                   c.incident_id, i.title AS incident_title
+            FROM hits h CROSS JOIN q
+            LEFT JOIN current c ON c.article_id = h.id
+            LEFT JOIN incidents i ON i.id = c.incident_id
+            ORDER BY h.rank DESC, h.id""",
+        (query, limit, SEARCH_TEXT_CHARS),
+    )
+
+
+READS = ReadDialect(
+    mark="%s",
+    adapt=adapt,
+    ids=list,
+    in_ids="= ANY(%s)",
+    has_agency="%s = ANY(coalesce(a.agencies, '{}'))",
+    stored_order="a.seq",
+    current=_CURRENT,
+    search=_search,
+)
+
+
+class PostgresStore(SQLReader):
     """Read API over PostgreSQL, on its own small pool (safe to share between threads)."""
 
+    dialect = READS
+
     def __init__(self, dsn: str, *, migrate_schema: bool = True) -> None:
-        if migrate_schema:
-            open_database(dsn)  # a clear error, naming the server, when it cannot be used
+        """``migrate_schema``: create or upgrade the schema, as the sink does (the
+        services); else only check it (the read commands)."""
+        # A clear error, naming the server, when it cannot be used.
+        open_database(dsn, migrate_schema=migrate_schema)
         self._pool = make_pool(dsn, max_size=4, name="newsflow-store")
 
-    def _conn(self):  # type: ignore[no-untyped-def]
-        return self._pool.connection(timeout=CONNECT_TIMEOUT_S)
+    @contextmanager
+    def _session(self) -> Iterator[Fetch]:
+        with (self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn,
+              conn.cursor(row_factory=dict_row) as cur):
+            def fetch(sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+                cur.execute(sql, params)  # type: ignore[arg-type]
+                return cur.fetchall()
 
-    def ping(self) -> None:
-        with self._conn() as conn:
-            conn.execute("SELECT 1 FROM incidents LIMIT 1").fetchall()
+            yield fetch
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[dict[str, Any]]:
+        with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+            # A cursor on the server: the rows come in parts, not all at once.
+            cursor = conn.cursor(name="newsflow_stream", row_factory=dict_row)
+            with conn.transaction(), cursor as cur:
+                cur.execute(sql, params)  # type: ignore[arg-type]
+                yield from cur
 
     def close(self) -> None:
         self._pool.close()
-
-    def list_incidents(
-        self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
-        offset: int = 0,
-    ) -> list[IncidentSummary]:
-        where = ["i.merged_into IS NULL"]
-        params: list[Any] = []
-        if since is not None:
-            where.append("i.active_at >= %s")
-            params.append(datetime.now(UTC) - since)
-        if source:
-            agency = agency_of_source(source)
-            where.append(
-                f"""EXISTS (SELECT 1 FROM incident_articles m
-                    LEFT JOIN articles a ON a.id = m.article_id
-                    WHERE m.incident_id = i.id
-                      AND ({source_words_sql("m.source")} LIKE %s ESCAPE '!'
-                           OR %s = ANY(coalesce(a.agencies, '{{}}'))))"""
-            )
-            params += [source_words_pattern(source), agency or ""]
-        params += [int(limit), int(offset)]
-        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
-                    ORDER BY i.active_at DESC, i.id LIMIT %s OFFSET %s""",  # type: ignore[arg-type]
-                params,
-            )
-            rows = cur.fetchall()
-            return self._summaries(cur, rows)
-
-    def _summaries(self, cur: Any, rows: list[dict[str, Any]]) -> list[IncidentSummary]:
-        members: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
-        if members:
-            cur.execute(
-                """SELECT m.incident_id, m.source, m.url, a.agencies
-                   FROM incident_articles m LEFT JOIN articles a ON a.id = m.article_id
-                   WHERE m.incident_id = ANY(%s) ORDER BY """ + MEMBER_ORDER,
-                (list(members),),
-            )
-            for m in cur.fetchall():
-                members[m["incident_id"]].append(m)
-        return [summary_from_rows(r, members[r["id"]]) for r in rows]
-
-    def latest_incident(self, incident_id: str) -> Incident | None:
-        """The current version of an incident, articles and all, as it came off the topic."""
-        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))
-            header = cur.fetchone()
-            if header is None:
-                return None
-            cur.execute(
-                "SELECT * FROM incident_articles m WHERE incident_id = %s ORDER BY " + MEMBER_ORDER,
-                (incident_id,),
-            )
-            members = cur.fetchall()
-        return incident_from_rows(header, members)
-
-    def get_incident(self, incident_id: str) -> IncidentDetail | None:
-        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))
-            row = cur.fetchone()
-            if row is None:
-                return None
-            summary = self._summaries(cur, [row])[0]
-            cur.execute(
-                """SELECT m.incident_id, m.article_id, m.title, m.source,
-                          m.seen_at, m.duplicate_of, m.explanation, a.agencies,
-                          coalesce(m.url, a.url) AS url,
-                          coalesce(m.published, a.published) AS published
-                   FROM incident_articles m
-                   LEFT JOIN articles a ON a.id = m.article_id
-                   WHERE m.incident_id = %s ORDER BY """ + MEMBER_ORDER,
-                (incident_id,),
-            )
-            articles = [
-                member_view(m)
-                for m in cur.fetchall()
-            ]
-            cur.execute(
-                """SELECT version, updated_at, article_count, merged_into
-                   FROM incident_versions WHERE incident_id = %s ORDER BY version""",
-                (incident_id,),
-            )
-            versions = [
-                version_info(v)
-                for v in cur.fetchall()
-            ]
-        return IncidentDetail(summary=summary, articles=articles, versions=versions)
-
-    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
-        if not query.strip():
-            return []
-        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                f"""WITH {_CURRENT}, q AS (SELECT websearch_to_tsquery('english', %s) AS q),
-                    hits AS (
-                        SELECT a.id, a.title, a.source, a.published, a.url, a.text,
-                               ts_rank_cd(a.tsv, q.q) AS rank
-                        FROM articles a, q WHERE a.tsv @@ q.q
-                        ORDER BY rank DESC, a.id LIMIT %s
-                    )
-                    SELECT h.id, h.title, h.source, h.published, h.url, h.rank,
-                           ts_headline('english', left(h.text, %s), q.q,
-                               'StartSel=[, StopSel=], MaxWords=30, MinWords=12') AS snippet,
-                           c.incident_id, i.title AS incident_title
-                    FROM hits h CROSS JOIN q
-                    LEFT JOIN current c ON c.article_id = h.id
-                    LEFT JOIN incidents i ON i.id = c.incident_id
-                    ORDER BY h.rank DESC, h.id""",  # type: ignore[arg-type]
-                (query, int(limit), SEARCH_TEXT_CHARS),
-            )
-            rows = cur.fetchall()
-        return [
-            search_hit(r)
-            for r in rows
-        ]
-
-    def recent_articles(
-        self, since: datetime, incidents: int | None = None
-    ) -> Iterator[tuple[RawArticle, str | None, str | None]]:
-        """Articles published or fetched since ``since``, in the order they were stored,
-        with their current incident and duplicate-of (None when not assigned yet).
-        ``incidents``: only the articles of that many most recently updated incidents."""
-        active = ""
-        params: tuple[object, ...] = (since, since)
-        if incidents is not None:
-            active = """AND c.incident_id IN (SELECT id FROM incidents WHERE merged_into IS NULL
-                                              ORDER BY updated_at DESC LIMIT %s)"""
-            params = (*params, incidents)
-        with self._conn() as conn:
-            cursor = conn.cursor(name="recent_articles", row_factory=dict_row)
-            with conn.transaction(), cursor as cur:
-                cur.execute(
-                    f"""WITH {_CURRENT}
-                        SELECT a.*, c.incident_id, c.duplicate_of
-                        FROM articles a LEFT JOIN current c ON c.article_id = a.id
-                        WHERE (a.published >= %s OR a.fetched_at >= %s) {active}
-                        ORDER BY a.seq""",  # type: ignore[arg-type]
-                    params,
-                )
-                for row in cur:
-                    yield article_from_row(row), row["incident_id"], row["duplicate_of"]
-
-    def counts(self) -> Counts:
-        with self._conn() as conn:
-            row = conn.execute(
-                """SELECT (SELECT count(*) FROM articles),
-                          (SELECT count(*) FROM incidents),
-                          (SELECT count(*) FROM incidents WHERE merged_into IS NULL),
-                          (SELECT count(*) FROM incidents WHERE merged_into IS NOT NULL),
-                          (SELECT count(*) FROM incident_versions),
-                          (SELECT coalesce(sum(duplicate_count), 0) FROM incidents
-                           WHERE merged_into IS NULL)"""
-            ).fetchone()
-        assert row is not None
-        return Counts(*(int(v) for v in row))

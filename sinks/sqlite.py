@@ -11,53 +11,41 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from newsflow.schemas import Incident, IncidentMember, RawArticle
+from newsflow.schemas import Incident, IncidentMember
 from newsflow.sqlite_wal import enable_wal
-from sinks.agencies import agency_of_source
+from newsflow.storage import SinkUnavailable, StoreMisconfigured
 from sinks.base import (
     BatchingSink,
     Record,
-    SinkUnavailable,
-    StoreMisconfigured,
     latest_places,
     latest_versions,
     parse_ts,
     split,
     ts,
 )
-from sinks.models import (
-    Counts,
-    IncidentDetail,
-    IncidentSummary,
-    SearchHit,
-)
 from sinks.rows import (
-    MEMBER_ORDER,
+    Fetch,
+    ReadDialect,
+    SQLReader,
     StoredMember,
     StoredPlace,
-    article_from_row,
     article_values,
     delete_member_sql,
-    incident_from_rows,
     insert_version_sql,
-    member_view,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
-    search_hit,
-    source_words_pattern,
-    source_words_sql,
-    summary_from_rows,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
-    version_info,
 )
 
 logger = logging.getLogger(__name__)
@@ -187,7 +175,15 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys = ON")
     if readonly:
         conn.execute("PRAGMA query_only = 1")
+        # SQLite's lower() changes ASCII letters only: the source filter's would leave
+        # "Élysée" as it is, and `--source élysée` would not find it (PostgreSQL's, in a
+        # UTF-8 locale, does).
+        conn.create_function("lower", 1, _lower, deterministic=True)
     return conn
+
+
+def _lower(value: str | None) -> str | None:
+    return None if value is None else str(value).lower()
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -288,12 +284,34 @@ def open_database(path: Path, *, migrate_schema: bool = True) -> sqlite3.Connect
     except (OSError, sqlite3.Error) as exc:
         if conn is not None:
             conn.close()
-        if path_fault(exc):
-            raise StoreMisconfigured(
-                f"SQLite database {path.absolute()} cannot be opened: {exc}"
-            ) from exc
-        raise SinkUnavailable(f"sqlite {path}: {exc}") from exc
+        raise _open_error(path, exc) from exc
     return conn
+
+
+def _open_error(path: Path, exc: OSError | sqlite3.Error) -> Exception:
+    if path_fault(exc):
+        return StoreMisconfigured(f"SQLite database {path.absolute()} cannot be opened: {exc}")
+    return SinkUnavailable(f"sqlite {path}: {exc}")
+
+
+def check_schema(path: Path) -> None:
+    """For a read that must not write: the database at ``path`` opens and holds this
+    newsflow's schema. An older one is upgraded by `newsflow db upgrade` or the sink, not
+    by a reader (a write, perhaps while an older sink still writes there)."""
+    conn = None
+    try:
+        conn = connect(path, readonly=True)
+        found = schema_version(conn)
+    except (OSError, sqlite3.Error) as exc:
+        raise _open_error(path, exc) from exc
+    finally:
+        if conn is not None:
+            conn.close()
+    if found < SCHEMA_VERSION:
+        raise StoreMisconfigured(
+            f"SQLite database {path.absolute()} has schema version {found}, this newsflow"
+            f" reads version {SCHEMA_VERSION}: run `newsflow db upgrade` (or start the sink,"
+            " which upgrades it)")
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -441,208 +459,107 @@ class SQLiteSink(BatchingSink):
 # Each article's current incident: the newest live incident listing it.
 _CURRENT = """
 current AS (
-    SELECT m.article_id, m.incident_id, m.duplicate_of,
-           ROW_NUMBER() OVER (
-               PARTITION BY m.article_id ORDER BY i.updated_at DESC, i.version DESC
-           ) AS rn
-    FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
-    WHERE i.merged_into IS NULL
+    SELECT article_id, incident_id, duplicate_of FROM (
+        SELECT m.article_id, m.incident_id, m.duplicate_of,
+               ROW_NUMBER() OVER (
+                   PARTITION BY m.article_id
+                   ORDER BY i.updated_at DESC, i.version DESC, m.incident_id
+               ) AS rn
+        FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
+        WHERE i.merged_into IS NULL
+    )
+    WHERE rn = 1
 )
 """
 
 
-class SQLiteStore:
+def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
+    # The rank is bm25 negated: higher is better, as PostgreSQL's ts_rank_cd.
+    match = fts_query(query)
+    if not match:
+        return None
+    return (
+        f"""WITH {_CURRENT}
+            SELECT a.id, a.title, a.source, a.published, a.url,
+                   snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
+                   -bm25(articles_fts, 4.0, 1.0) AS rank,
+                   c.incident_id, i.title AS incident_title
+            FROM articles_fts
+            JOIN articles a ON a.rowid = articles_fts.rowid
+            LEFT JOIN current c ON c.article_id = a.id
+            LEFT JOIN incidents i ON i.id = c.incident_id
+            WHERE articles_fts MATCH ?
+            ORDER BY rank DESC, a.id LIMIT ?""",
+        (match, limit),
+    )
+
+
+READS = ReadDialect(
+    mark="?",
+    adapt=adapt,
+    ids=json.dumps,
+    in_ids="IN (SELECT value FROM json_each(?))",
+    # The agencies are stored as ",AFP,Reuters,".
+    has_agency="instr(COALESCE(a.agencies, ''), ',' || ? || ',') > 0",
+    stored_order="a.rowid",
+    current=_CURRENT,
+    search=_search,
+)
+
+
+class SQLiteStore(SQLReader):
     """Read API over the SQLite database; a connection per call, so threads may share it."""
 
-    def __init__(self, path: Path) -> None:
+    dialect = READS
+
+    def __init__(self, path: Path, *, migrate_schema: bool = True) -> None:
+        """``migrate_schema``: create or upgrade the schema, as the sink does (the
+        services); else only check it (the read commands: see ``check_schema``)."""
         self.path = Path(path)
-        open_database(self.path).close()  # as the sink: a bad path says so, naming it
+        if migrate_schema:
+            open_database(self.path).close()  # as the sink: a bad path says so, naming it
+        else:
+            check_schema(self.path)
 
-    def _conn(self) -> sqlite3.Connection:
-        return connect(self.path, readonly=True)
-
-    def ping(self) -> None:
-        conn = self._conn()
+    @contextmanager
+    def _session(self) -> Iterator[Fetch]:
+        conn = connect(self.path, readonly=True)
         try:
-            conn.execute("SELECT 1 FROM incidents LIMIT 1").fetchall()
+            yield lambda sql, params: conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[sqlite3.Row]:
+        conn = connect(self.path, readonly=True)
+        try:
+            yield from conn.execute(sql, params)
         finally:
             conn.close()
 
     def close(self) -> None:
         pass
 
-    def list_incidents(
-        self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
-        offset: int = 0,
-    ) -> list[IncidentSummary]:
-        where = ["i.merged_into IS NULL"]
-        params: list[Any] = []
-        if since is not None:
-            where.append("i.active_at >= ?")
-            params.append(ts(datetime.now(UTC) - since))
-        if source:
-            agency = agency_of_source(source)
-            where.append(
-                f"""EXISTS (SELECT 1 FROM incident_articles m
-                    LEFT JOIN articles a ON a.id = m.article_id
-                    WHERE m.incident_id = i.id
-                      AND ({source_words_sql("m.source")} LIKE ? ESCAPE '!'
-                           OR instr(COALESCE(a.agencies, ''), ?) > 0))"""
-            )
-            params += [source_words_pattern(source), f",{agency}," if agency else "\x00"]
-        params += [int(limit), int(offset)]
-        conn = self._conn()
-        try:
-            rows = conn.execute(
-                f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
-                    ORDER BY i.active_at DESC, i.id LIMIT ? OFFSET ?""",
-                params,
-            ).fetchall()
-            return self._summaries(conn, rows)
-        finally:
-            conn.close()
 
-    def _summaries(
-        self, conn: sqlite3.Connection, rows: list[sqlite3.Row]
-    ) -> list[IncidentSummary]:
-        members: dict[str, list[sqlite3.Row]] = {r["id"]: [] for r in rows}
-        for chunk in _chunks(list(members)):
-            marks = ",".join("?" * len(chunk))
-            for m in conn.execute(
-                f"""SELECT m.incident_id, m.source, m.url, a.agencies
-                    FROM incident_articles m LEFT JOIN articles a ON a.id = m.article_id
-                    WHERE m.incident_id IN ({marks}) ORDER BY {MEMBER_ORDER}""",
-                list(chunk),
-            ):
-                members[m["incident_id"]].append(m)
-        return [summary_from_rows(r, members[r["id"]]) for r in rows]
-
-    def latest_incident(self, incident_id: str) -> Incident | None:
-        """The current version of an incident, articles and all, as it came off the topic."""
-        conn = self._conn()
-        try:
-            header = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-            if header is None:
-                return None
-            members = conn.execute(
-                f"SELECT * FROM incident_articles m WHERE incident_id = ? ORDER BY {MEMBER_ORDER}",
-                (incident_id,),
-            ).fetchall()
-        finally:
-            conn.close()
-        return incident_from_rows(header, members)
-
-    def get_incident(self, incident_id: str) -> IncidentDetail | None:
-        conn = self._conn()
-        try:
-            row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-            if row is None:
-                return None
-            summary = self._summaries(conn, [row])[0]
-            articles = [
-                member_view(m)
-                for m in conn.execute(
-                    f"""SELECT m.incident_id, m.article_id, m.title, m.source,
-                              m.seen_at, m.duplicate_of, m.explanation, a.agencies,
-                              COALESCE(m.url, a.url) AS url,
-                              COALESCE(m.published, a.published) AS published
-                       FROM incident_articles m
-                       LEFT JOIN articles a ON a.id = m.article_id
-                       WHERE m.incident_id = ? ORDER BY {MEMBER_ORDER}""",
-                    (incident_id,),
-                )
-            ]
-            versions = [
-                version_info(v)
-                for v in conn.execute(
-                    """SELECT version, updated_at, article_count, merged_into
-                       FROM incident_versions WHERE incident_id = ? ORDER BY version""",
-                    (incident_id,),
-                )
-            ]
-            return IncidentDetail(summary=summary, articles=articles, versions=versions)
-        finally:
-            conn.close()
-
-    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
-        # The rank is bm25 negated: higher is better, as PostgreSQL's ts_rank_cd.
-        match = fts_query(query)
-        if not match:
-            return []
-        conn = self._conn()
-        try:
-            rows = conn.execute(
-                f"""WITH {_CURRENT}
-                    SELECT a.id, a.title, a.source, a.published, a.url,
-                           snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
-                           -bm25(articles_fts, 4.0, 1.0) AS rank,
-                           c.incident_id, i.title AS incident_title
-                    FROM articles_fts
-                    JOIN articles a ON a.rowid = articles_fts.rowid
-                    LEFT JOIN current c ON c.article_id = a.id AND c.rn = 1
-                    LEFT JOIN incidents i ON i.id = c.incident_id
-                    WHERE articles_fts MATCH ?
-                    ORDER BY rank DESC LIMIT ?""",
-                (match, int(limit)),
-            ).fetchall()
-        finally:
-            conn.close()
-        return [
-            search_hit(r)
-            for r in rows
-        ]
-
-    def recent_articles(
-        self, since: datetime, incidents: int | None = None
-    ) -> Iterator[tuple[RawArticle, str | None, str | None]]:
-        """Articles published or fetched since ``since``, in the order they were stored,
-        with their current incident and duplicate-of (None when not assigned yet).
-        ``incidents``: only the articles of that many most recently updated incidents."""
-        active = ""
-        params: tuple[object, ...] = (ts(since), ts(since))
-        if incidents is not None:
-            active = """AND c.incident_id IN (SELECT id FROM incidents WHERE merged_into IS NULL
-                                              ORDER BY updated_at DESC LIMIT ?)"""
-            params = (*params, incidents)
-        conn = self._conn()
-        try:
-            cursor = conn.execute(
-                f"""WITH {_CURRENT}
-                    SELECT a.*, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of
-                    FROM articles a LEFT JOIN current c ON c.article_id = a.id AND c.rn = 1
-                    WHERE (a.published >= ? OR a.fetched_at >= ?) {active}
-                    ORDER BY a.rowid""",
-                params,
-            )
-            for row in cursor:
-                yield article_from_row(row), row["incident_id"], row["duplicate_of"]
-        finally:
-            conn.close()
-
-    def counts(self) -> Counts:
-        conn = self._conn()
-        try:
-            one = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
-            return Counts(
-                articles=one("SELECT COUNT(*) FROM articles"),
-                incidents=one("SELECT COUNT(*) FROM incidents"),
-                live_incidents=one("SELECT COUNT(*) FROM incidents WHERE merged_into IS NULL"),
-                merged_incidents=one(
-                    "SELECT COUNT(*) FROM incidents WHERE merged_into IS NOT NULL"
-                ),
-                incident_versions=one("SELECT COUNT(*) FROM incident_versions"),
-                duplicates=one(
-                    "SELECT COALESCE(SUM(duplicate_count), 0) FROM incidents"
-                    " WHERE merged_into IS NULL"
-                ),
-            )
-        finally:
-            conn.close()
+# A search's terms: "a phrase" (its closing quote may be missing) or a word, either with
+# a leading "-" to exclude it.
+_SEARCH_TERM = re.compile(r'(-?)"([^"]*)"?|(-?)(\S+)')
 
 
 def fts_query(query: str) -> str:
-    """User words as an FTS5 query: every word must appear (quoted, so no syntax)."""
-    import re
-
-    words = re.findall(r"\w+", query)
-    return " ".join(f'"{w}"' for w in words)
+    """User words as an FTS5 query, read as PostgreSQL's websearch_to_tsquery reads them
+    (the same search on either store): every word must appear, "a phrase" as it stands,
+    ``or`` between alternatives, ``-word`` must not appear. Each term is quoted, so
+    nothing else is FTS5 syntax. An alternative of exclusions alone is dropped (FTS5
+    cannot ask for what a text lacks alone)."""
+    alternatives: list[tuple[list[str], list[str]]] = [([], [])]
+    for found in _SEARCH_TERM.finditer(query):
+        minus, text = (found[1], found[2]) if found[2] is not None else (found[3], found[4])
+        if found[4] is not None and text.lower() == "or":  # (never a word: as websearch)
+            if alternatives[-1][0]:
+                alternatives.append(([], []))
+            continue
+        words = re.findall(r"\w+", text)
+        if words:
+            alternatives[-1][1 if minus else 0].append('"' + " ".join(words) + '"')
+    return " OR ".join(" ".join(wanted) + "".join(f" NOT {term}" for term in unwanted)
+                       for wanted, unwanted in alternatives if wanted)

@@ -45,8 +45,9 @@ def make_sink(settings: Settings) -> BatchingSink:
     raise ValueError(f"unknown sink {settings.sink!r}")
 
 
-def open_store(settings: Settings) -> Store:
-    """The read API over the configured storage (creates or upgrades the schema).
+def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
+    """The read API over the configured storage (creates or upgrades the schema, unless
+    ``migrate_schema`` is false: then an older schema is an error saying to upgrade it).
 
     For the services, which may start before anything is stored; the read commands use
     ``open_existing_store``.
@@ -54,9 +55,10 @@ def open_store(settings: Settings) -> Store:
     if settings.sink == "sqlite":
         from sinks.sqlite import SQLiteStore
 
-        return SQLiteStore(settings.sqlite_file)
+        return SQLiteStore(settings.sqlite_file, migrate_schema=migrate_schema)
     if settings.sink == "postgres":
-        return _postgres_module().PostgresStore(_dsn(settings))  # type: ignore[no-any-return]
+        return _postgres_module().PostgresStore(  # type: ignore[no-any-return]
+            _dsn(settings), migrate_schema=migrate_schema)
     if settings.sink == "jsonl":
         from sinks.jsonl import load_jsonl_store
 
@@ -84,7 +86,8 @@ def read_window(
 
 
 def open_existing_store(settings: Settings) -> Store:
-    """``open_store`` for the read commands: a missing SQLite or JSON Lines file is an error.
+    """``open_store`` for the read commands, which write nothing: a missing SQLite or JSON
+    Lines file is an error, and so is a schema older than this newsflow's.
 
     Run from the wrong folder, the default relative path names a file that is not there;
     creating it would answer every question with "nothing" from a new, empty database.
@@ -94,14 +97,14 @@ def open_existing_store(settings: Settings) -> Store:
     elif settings.sink == "jsonl":
         path, variable = settings.jsonl_file, "NEWSFLOW_JSONL_PATH"
     else:
-        return open_store(settings)
+        return open_store(settings, migrate_schema=False)
     if not path.exists():
         raise StoreMissing(
             f"{store_name(settings)} does not exist: run from the folder `newsflow run` ran in,"
             f" or set {variable} to the file (or NEWSFLOW_DATA_DIR to the folder holding"
             f" {path.name})"
         )
-    return open_store(settings)
+    return open_store(settings, migrate_schema=False)
 
 
 def upgrade(settings: Settings) -> int:

@@ -30,6 +30,7 @@ from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
 from newsflow.storage import storage_errors, store_name
 from sinks.jsonl import SearchUnsupported
+from sinks.models import Store
 
 logger = logging.getLogger(__name__)
 
@@ -298,10 +299,10 @@ class _StoreHolder:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._store: Any = None
+        self._store: Store | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> Any:
+    def get(self) -> Store:
         with self._lock:
             if self._store is None:
                 from sinks.store import open_store
@@ -441,7 +442,7 @@ class Handler(BaseHTTPRequestHandler):
     _status = 0
     _allow = ""
 
-    def _store(self) -> Any:
+    def _store(self) -> Store:
         return self.server.stores.get()
 
     def _window(self, query: dict[str, str]) -> tuple[float, str | None]:

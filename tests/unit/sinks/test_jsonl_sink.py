@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
-from sinks.base import Record, SinkUnavailable
+from newsflow.storage import SinkUnavailable
+from sinks.base import Record
 from sinks.jsonl import JsonlSink, SearchUnsupported, load_jsonl_store
 from tests.records import MERGE_STEPS, header, placed
 
@@ -188,7 +189,7 @@ def test_an_article_moved_back_and_forth_keeps_its_last_place(tmp_path: Path) ->
 def test_a_path_that_cannot_be_used_is_a_setting_fault_at_open(tmp_path: Path) -> None:
     """The sink said "storage open" for a folder or a /proc path, then waited on it for
     ever; `db upgrade` even reported success for /proc/x.jsonl."""
-    from sinks.base import StoreMisconfigured
+    from newsflow.storage import StoreMisconfigured
 
     (tmp_path / "afile").write_text("")
     (tmp_path / "adir.jsonl").mkdir()

@@ -214,6 +214,16 @@ def test_a_source_filter_matches_whole_words_of_the_outlet(db: Path) -> None:
     assert found("100%") == []  # LIKE's wildcards are plain characters in a query
 
 
+def test_a_source_filter_ignores_the_case_of_letters_beyond_ascii(db: Path) -> None:
+    # (SQLite's own lower() changes ASCII letters only.)
+    item = incident("i1", 1, [1])
+    item.articles[0].source = "Élysée Presse"
+    write(db, article(1, source="Élysée Presse"), item)
+    store = SQLiteStore(db)
+    for query in ("Élysée", "élysée", "ÉLYSÉE PRESSE"):
+        assert [s.id for s in store.list_incidents(source=query)] == ["i1"], query
+
+
 def test_recent_articles_rebuild_the_window(db: Path) -> None:
     old = NOW - timedelta(days=30)
     stale = RawArticle(id="old", title="old", text="old", published=old, fetched_at=old)
@@ -268,8 +278,12 @@ def test_failed_flush_keeps_the_batch() -> None:
     assert sink.flush() == 1 and sink.pending == 0
 
 
-def test_fts_query_quotes_words() -> None:
-    assert fts_query('cruise "missiles" -Iran*') == '"cruise" "missiles" "Iran"'
+def test_fts_query_quotes_words_and_reads_phrases_or_and_exclusions() -> None:
+    assert fts_query('cruise "missiles" Iran*') == '"cruise" "missiles" "Iran"'
+    assert fts_query('"cruise missiles" -Iran or Syria') == (
+        '"cruise missiles" NOT "Iran" OR "Syria"')
+    assert fts_query('or storm OR "open quote') == '"storm" OR "open quote"'
+    assert fts_query("-exclusions -alone") == fts_query("!!! or") == ""
 
 
 def test_history_grows_with_the_changes_not_with_the_square_of_a_story(db: Path) -> None:
@@ -416,7 +430,7 @@ def test_a_place_sent_again_changes_no_row(db: Path) -> None:
 def test_a_path_that_cannot_be_opened_is_a_setting_fault(tmp_path: Path) -> None:
     """The sink opens its database at start: a path no wait will mend (its folder is a
     file, it is a folder, it is not a database) is told apart from a store that is down."""
-    from sinks.base import StoreMisconfigured
+    from newsflow.storage import StoreMisconfigured
 
     (tmp_path / "afile").write_text("")
     (tmp_path / "adir.db").mkdir()
@@ -431,8 +445,8 @@ def test_a_path_that_cannot_be_opened_is_a_setting_fault(tmp_path: Path) -> None
 def test_a_locked_database_at_open_is_a_store_to_wait_for(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from newsflow.storage import SinkUnavailable
     from sinks import sqlite as sqlite_module
-    from sinks.base import SinkUnavailable
 
     monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_S", 0.2)
     db.parent.mkdir(parents=True)
@@ -456,7 +470,7 @@ def test_a_database_removed_or_replaced_under_the_sink_stops_it_unwritten(
     """The data folder deleted while the service ran: the sink went on writing into the
     removed file, and everything stored from then on vanished with it, with no line in
     the log. It now stops before that write (the batch stays for the restart)."""
-    from sinks.base import StoreMisconfigured
+    from newsflow.storage import StoreMisconfigured
 
     sink = SQLiteSink(db)
     sink.add(article(1))
