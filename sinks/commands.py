@@ -146,7 +146,7 @@ def format_incident(detail: IncidentDetail, out: TextIO) -> None:
         out.write("\nhistory: ")
         out.write(
             ", ".join(
-                f"v{v.version} {_when(v.updated_at)} {v.article_count} articles"
+                f"v{v.version} {_when(v.updated_at)} {v.article_count} articles{v.change()}"
                 + (f" merged into {plain(v.merged_into)}" if v.merged_into else "")
                 for v in detail.versions
             )

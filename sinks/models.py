@@ -74,6 +74,10 @@ class VersionInfo:
     updated_at: datetime | None
     article_count: int
     merged_into: str | None
+    # Articles that joined and left since the version before (a split or a merge moves
+    # several at once; a count that only grows does not show them leaving).
+    added: int = 0
+    removed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,7 +85,14 @@ class VersionInfo:
             "updated_at": _iso(self.updated_at),
             "article_count": self.article_count,
             "merged_into": self.merged_into,
+            "added": self.added,
+            "removed": self.removed,
         }
+
+    def change(self) -> str:
+        """"(2 joined, 5 left)", or "" when neither."""
+        parts = [f"{n} {what}" for n, what in ((self.added, "joined"), (self.removed, "left")) if n]
+        return f" ({', '.join(parts)})" if parts else ""
 
 
 @dataclass(frozen=True)

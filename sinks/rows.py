@@ -362,11 +362,14 @@ def member_view(m: Row) -> IncidentArticleView:
 
 
 def version_info(v: Row) -> VersionInfo:
+    change = _json(v["payload"]) or {}
     return VersionInfo(
         version=int(v["version"]),
         updated_at=parse_ts(v["updated_at"]),
         article_count=int(v["article_count"]),
         merged_into=v["merged_into"],
+        added=len(change.get("added") or ()),
+        removed=len(change.get("removed") or ()),
     )
 
 
@@ -543,7 +546,7 @@ class SQLReader(Store, ABC):
                 (incident_id,),
             )
             versions = fetch(
-                f"""SELECT version, updated_at, article_count, merged_into
+                f"""SELECT version, updated_at, article_count, merged_into, payload
                     FROM incident_versions WHERE incident_id = {mark} ORDER BY version""",
                 (incident_id,),
             )

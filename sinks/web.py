@@ -232,7 +232,7 @@ def render_incident(detail: Any) -> str:
             merged = f" &middot; merged into {esc(v.merged_into)}" if v.merged_into else ""
             parts.append(
                 f"<li>version {v.version} &middot; {esc(when(v.updated_at))} &middot;"
-                f" {v.article_count} articles{merged}</li>"
+                f" {v.article_count} articles{esc(v.change())}{merged}</li>"
             )
         parts.append("</ul>")
     return page(s.title or s.id, "".join(parts))

@@ -16,7 +16,7 @@ from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
 from newsflow.storage import StoreMisconfigured, StoreMissing
 from sinks.commands import format_incident, parse_duration, register
-from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary
+from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, VersionInfo
 from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, connect
 
 NOW = datetime.now(UTC)
@@ -155,6 +155,17 @@ def test_the_article_that_split_an_incident_is_said_to_have_left_only_when_it_di
     assert "this one among them, off it into inc-a-split" in left
     assert stayed.endswith("split 4 report(s) off into inc-a-split; moved here from inc-a by"
                            " a later merge or split")
+
+
+def test_the_history_says_how_many_reports_joined_and_left_each_version() -> None:
+    versions = [VersionInfo(1, NOW, 6, None, added=6), VersionInfo(2, NOW, 3, None, added=1,
+                                                                  removed=4)]
+    out = io.StringIO()
+    format_incident(IncidentDetail(IncidentSummary("inc-a", 2, "t", NOW, NOW, NOW, None, 3, 0),
+                                   [], versions), out)
+    history = out.getvalue().split("history: ")[1]
+    assert "v1" in history and "6 articles (6 joined)" in history
+    assert history.rstrip().endswith("3 articles (1 joined, 4 left)")
 
 
 def test_search(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:

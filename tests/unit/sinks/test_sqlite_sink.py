@@ -112,6 +112,11 @@ def test_split_moves_an_article_between_incidents(db: Path) -> None:
     store = SQLiteStore(db)
     owners = {a.id: iid for a, iid, _ in store.recent_articles(NOW - timedelta(days=1))}
     assert owners == {"a1": "i1", "a2": "i3"}
+    # The history shows the report leaving (its count alone only went down by one).
+    split = store.get_incident("i1")
+    assert split is not None
+    assert [(v.added, v.removed, v.change()) for v in split.versions] == [
+        (2, 0, " (2 joined)"), (0, 1, " (1 left)")]
 
 
 def test_store_lists_filters_and_searches(db: Path) -> None:
