@@ -368,7 +368,10 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     by_term: dict[str, str] = {}
     terms_missing = {t for t in terms if " " not in t}
     body = text[:MAX_BODY_CHARS]
-    for tok in [*_tokens(body, MAX_BODY_WORDS), *_TOKEN.findall(title)]:
+    tokens = [*_tokens(body, MAX_BODY_WORDS), *_TOKEN.findall(title)]
+    # An article not in English is compared without elisions ("l'incendie" as "incendie",
+    # see ``extract``): the word after one is a spelling of its term too.
+    for tok in [word for raw in tokens for word in dict.fromkeys((raw, _elided(raw)))]:
         if not terms_missing:
             break
         info = _token_info(tok)

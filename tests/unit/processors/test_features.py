@@ -117,3 +117,14 @@ def test_an_article_in_french_leaves_out_french_function_words_and_elisions():
     # The same words in an English report are words like any other.
     english = extract("Selon and Dans in court", "Dans and Selon were charged on Monday.")
     assert {"dan", "selon"} <= english.tf.keys()
+
+
+def test_a_term_of_a_french_article_is_shown_as_written_after_an_elision():
+    # Every "incendie" of the report follows "l'": compared as "incendi", shown as written.
+    text = ("Les pompiers ont maîtrisé l'incendie dans la nuit. L'origine de l'incendie "
+            "reste inconnue, selon la préfecture.")
+    title = "Vénissieux : l'entrepôt ravagé par l'incendie"
+    terms = sorted(extract(title, text).tf.keys() & {"incendi", "entrepôt"})
+    assert surface_forms(title, text, terms) == ["entrepôt", "incendie"]
+    # A word written with its elision in English keeps it.
+    assert surface_forms("D'Artagnan returns", "", ["d'artagnan"]) == ["D'Artagnan"]
