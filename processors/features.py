@@ -11,6 +11,7 @@ import hashlib
 import math
 import re
 import sys
+import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -60,9 +61,15 @@ HEADLINE_BOOST: Final = 2.0
 LEAD_BOOST: Final = 1.0
 ENTITY_BOOST: Final = 0.5
 
+# A letter or digit, or a combining mark: a vowel sign of Hindi, Bengali or Tamil ("की" is
+# क and ी) is part of its word, and ``[^\W_]`` (``str.isalnum``) has no marks; "की" was
+# "क". (Marks of the scripts U+0300 to U+0DFF, Latin to Sinhala, written with spaces.)
+_MARKS: Final = "".join(chr(c) for c in range(0x300, 0xE00)
+                        if unicodedata.category(chr(c)) in ("Mn", "Mc"))
+_LETTER: Final = rf"(?:[^\W_]|[{_MARKS}])"
 # Possessive (never backtracks): what follows a run of letters and digits is not one, so
 # giving characters back could not make a different match; it only costs time.
-_TOKEN = re.compile(r"[^\W_]++(?:['’.\-][^\W_]++)*+")
+_TOKEN = re.compile(rf"{_LETTER}++(?:['’.\-]{_LETTER}++)*+")
 # Punctuation around words ("(AP)", "said,", "“Yes”"): no letter or digit among them, so
 # a chunk of text that is one run of letters and digits once they are stripped is exactly
 # one ``_TOKEN`` (see ``_tokens``).

@@ -128,3 +128,14 @@ def test_a_term_of_a_french_article_is_shown_as_written_after_an_elision():
     assert surface_forms(title, text, terms) == ["entrepôt", "incendie"]
     # A word written with its elision in English keeps it.
     assert surface_forms("D'Artagnan returns", "", ["d'artagnan"]) == ["D'Artagnan"]
+
+
+def test_a_hindi_article_is_compared_by_whole_words_without_hindi_function_words():
+    # A vowel sign is part of its word: "की" is क and ी, and was read as "क" ("गिरफ्तार" as
+    # "रफ"), so Hindi reports shared pieces of words and their function words.
+    title = "मुंबई में चोरी के आरोप में तीन लोग गिरफ्तार"
+    text = ("मुंबई पुलिस ने रविवार को चोरी के आरोप में तीन लोगों को गिरफ्तार किया है। पुलिस के "
+            "अनुसार आरोपियों के पास से नकदी और गहने बरामद किए गए हैं।")
+    terms = extract(title, text).tf.keys()
+    assert {"गिरफ्तार", "पुलिस", "चोरी", "नकदी"} <= terms
+    assert not {"के", "में", "है", "की", "को", "ने", "से", "और"} & terms

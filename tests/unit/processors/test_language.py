@@ -16,11 +16,13 @@ ENGLISH = ("A fire tore through the Acme Logistics warehouse on Elm Street early
            "under investigation and the building was a total loss.")
 
 
+HINDI = ("जयपुर के पास सोमवार को एक बस पलट गई, जिसमें बारह यात्री घायल हुए हैं। बस चालक से "
+         "पूछताछ की जा रही है।")  # (no "और" or "पर": Hindi's only markers without a vowel sign)
 URDU = "پاکستانی وزیر دفاع کہتے ہیں کہ امریکہ کو ایک کامیابی ملی ہے، وہ بھی پاکستان کی مدد سے"
 
 
 @pytest.mark.parametrize(("text", "language"), [
-    (FRENCH, "French"), (GERMAN, "German"), (SWEDISH, "Swedish"), (URDU, "Urdu"),
+    (FRENCH, "French"), (GERMAN, "German"), (SWEDISH, "Swedish"), (URDU, "Urdu"), (HINDI, "Hindi"),
     (ENGLISH, None)])
 def test_an_articles_language_is_told_by_its_own_frequent_words(text, language):
     words = _tokens(text)
