@@ -111,11 +111,13 @@ def detect(title: Sequence[str], body: Sequence[str],
 @cache
 def function_words(language: str | None) -> frozenset[str]:
     """The words an article in ``language`` leaves out besides English ones (lower case,
-    ’ as '): its stoplists and its markers. Empty for None."""
+    with either apostrophe): its stoplists and its markers. Empty for None."""
     if language is None:
         return frozenset()
     markers, stoplists = _LANGUAGES[language]
     words = set(markers.split())
     for name in stoplists:
         words.update(w.lower().replace("’", "'") for w in justext.get_stoplist(name))
+    # A word is looked up as written: most French news writes "aujourd’hui", not "aujourd'hui".
+    words.update([w.replace("'", "’") for w in words if "'" in w])
     return frozenset(words)

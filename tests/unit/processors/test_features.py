@@ -139,3 +139,10 @@ def test_a_hindi_article_is_compared_by_whole_words_without_hindi_function_words
     terms = extract(title, text).tf.keys()
     assert {"गिरफ्तार", "पुलिस", "चोरी", "नकदी"} <= terms
     assert not {"के", "में", "है", "की", "को", "ने", "से", "और"} & terms
+
+
+def test_a_french_function_word_is_left_out_whichever_apostrophe_it_is_written_with():
+    text = ("Le gouvernement a présenté aujourd’hui une réforme des retraites, selon le "
+            "ministre. Les syndicats ont dénoncé une mesure injuste dans les transports.")
+    for written in (text, text.replace("’", "'")):
+        assert "aujourd'hui" not in extract("Réforme des retraites : le projet", written).tf
