@@ -31,7 +31,8 @@ _LANGUAGES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "French": ("les est dans une avec sont été selon aux sur pas qui du au ont cette"
                " leur après", ("French",)),
     "German": ("der und ist nicht mit dem sich auf für wurde eine auch bei nach zum"
-               " zur wird sind dass einen einem einer werden haben noch gegen", ("German",)),
+               " zur wird sind dass einen einem einer werden haben noch gegen im zu oder nur aus"
+               " durch kann soll gibt unter mehr ihre", ("German",)),
     "Dutch": ("het een niet zijn werd ook naar voor wordt bij heeft deze maar", ("Dutch",)),
     "Spanish": ("el los las según fue pero más sus tras además", ("Spanish",)),
     "Portuguese": ("não uma pelo pela foi são também após ao seu sua é os aos às pelos pelas"

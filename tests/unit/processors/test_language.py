@@ -68,6 +68,9 @@ def test_a_language_drops_its_stoplists_words_and_english_drops_none():
      "Die Gemeinde hat den Bau von drei Windrädern vorerst gestoppt, weil Anwohner gegen die "
      "Pläne klagen. Eine Entscheidung des Gerichts wird im Frühjahr erwartet.",
      "German", {"den", "die", "von"}),
+    ("Fotoprogramm: Neue Version bringt schnellere Filter",
+     "Die Software gibt es nun in Version 5. Verbessert wurde unter anderem die Verwaltung von "
+     "Bildern.", "German", {"die", "es", "in", "von"}),
     ("Incêndio destrói armazém em Setúbal",
      "Um incêndio destruiu esta madrugada um armazém de madeiras em Setúbal. Os bombeiros "
      "disseram que não há feridos e que as causas ainda estão por apurar.",
