@@ -447,6 +447,9 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
 
     # Another language's function words, left out as English ones are (STOPWORDS).
     foreign = function_words(detect(title_tokens, toks, counts))
+    # The fingerprint is of the words as written: whether an article is told French can
+    # turn on its headline, and a copy under another headline is the same text.
+    written = toks
     if foreign:
         toks = [_elided(t) for t in toks]
         title_tokens = [_elided(t) for t in title_tokens]
@@ -510,7 +513,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     n_words = len(toks)
     text_key: str | None = None
     if toks and fingerprint:
-        norm_body = " ".join(toks).lower().encode("utf-8")
+        norm_body = " ".join(written).lower().encode("utf-8")
         if n_words >= 25:
             text_key = hashlib.blake2b(norm_body, digest_size=12).hexdigest()
         # Only the words of the first MAX_SHINGLES shingles: MinHash uses no more. (Split

@@ -146,3 +146,15 @@ def test_a_french_function_word_is_left_out_whichever_apostrophe_it_is_written_w
             "ministre. Les syndicats ont dénoncé une mesure injuste dans les transports.")
     for written in (text, text.replace("’", "'")):
         assert "aujourd'hui" not in extract("Réforme des retraites : le projet", written).tf
+
+
+def test_a_copy_under_another_headline_has_the_same_fingerprint_whatever_language_is_told():
+    body = ("Vers trois heures, l'incendie a ravagé l'entrepôt d'une société de logistique à "
+            "Vénissieux. D'après la préfecture, l'origine reste inconnue et l'enquête a été "
+            "confiée à la gendarmerie de l'Isère.")
+    # "dans" tells the first French (compared without elisions), the second is not told.
+    first = extract("Vénissieux : incendie dans un entrepôt de logistique", body)
+    copy = extract("Vénissieux : incendie d'un entrepôt de logistique", body)
+    assert "incendi" in first.tf and "l'incendi" in copy.tf
+    assert first.text_key == copy.text_key
+    assert (first.shingles == copy.shingles).all()
