@@ -11,6 +11,7 @@ import hashlib
 import math
 import re
 import sys
+import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -60,9 +61,15 @@ HEADLINE_BOOST: Final = 2.0
 LEAD_BOOST: Final = 1.0
 ENTITY_BOOST: Final = 0.5
 
+# A letter or digit, or a combining mark: a vowel sign of Hindi, Bengali or Tamil ("की" is
+# क and ी) is part of its word, and ``[^\W_]`` (``str.isalnum``) has no marks; "की" was
+# "क". (Marks of the scripts U+0300 to U+0DFF, Latin to Sinhala, written with spaces.)
+_MARKS: Final = "".join(chr(c) for c in range(0x300, 0xE00)
+                        if unicodedata.category(chr(c)) in ("Mn", "Mc"))
+_LETTER: Final = rf"(?:[^\W_]|[{_MARKS}])"
 # Possessive (never backtracks): what follows a run of letters and digits is not one, so
 # giving characters back could not make a different match; it only costs time.
-_TOKEN = re.compile(r"[^\W_]++(?:['’.\-][^\W_]++)*+")
+_TOKEN = re.compile(rf"{_LETTER}++(?:['’.\-]{_LETTER}++)*+")
 # Punctuation around words ("(AP)", "said,", "“Yes”"): no letter or digit among them, so
 # a chunk of text that is one run of letters and digits once they are stripped is exactly
 # one ``_TOKEN`` (see ``_tokens``).
@@ -368,7 +375,10 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     by_term: dict[str, str] = {}
     terms_missing = {t for t in terms if " " not in t}
     body = text[:MAX_BODY_CHARS]
-    for tok in [*_tokens(body, MAX_BODY_WORDS), *_TOKEN.findall(title)]:
+    tokens = [*_tokens(body, MAX_BODY_WORDS), *_TOKEN.findall(title)]
+    # An article not in English is compared without elisions ("l'incendie" as "incendie",
+    # see ``extract``): the word after one is a spelling of its term too.
+    for tok in [word for raw in tokens for word in dict.fromkeys((raw, _elided(raw)))]:
         if not terms_missing:
             break
         info = _token_info(tok)
@@ -437,6 +447,9 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
 
     # Another language's function words, left out as English ones are (STOPWORDS).
     foreign = function_words(detect(title_tokens, toks, counts))
+    # The fingerprint is of the words as written: whether an article is told French can
+    # turn on its headline, and a copy under another headline is the same text.
+    written = toks
     if foreign:
         toks = [_elided(t) for t in toks]
         title_tokens = [_elided(t) for t in title_tokens]
@@ -500,7 +513,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     n_words = len(toks)
     text_key: str | None = None
     if toks and fingerprint:
-        norm_body = " ".join(toks).lower().encode("utf-8")
+        norm_body = " ".join(written).lower().encode("utf-8")
         if n_words >= 25:
             text_key = hashlib.blake2b(norm_body, digest_size=12).hexdigest()
         # Only the words of the first MAX_SHINGLES shingles: MinHash uses no more. (Split

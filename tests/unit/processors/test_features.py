@@ -117,3 +117,44 @@ def test_an_article_in_french_leaves_out_french_function_words_and_elisions():
     # The same words in an English report are words like any other.
     english = extract("Selon and Dans in court", "Dans and Selon were charged on Monday.")
     assert {"dan", "selon"} <= english.tf.keys()
+
+
+def test_a_term_of_a_french_article_is_shown_as_written_after_an_elision():
+    # Every "incendie" of the report follows "l'": compared as "incendi", shown as written.
+    text = ("Les pompiers ont maîtrisé l'incendie dans la nuit. L'origine de l'incendie "
+            "reste inconnue, selon la préfecture.")
+    title = "Vénissieux : l'entrepôt ravagé par l'incendie"
+    terms = sorted(extract(title, text).tf.keys() & {"incendi", "entrepôt"})
+    assert surface_forms(title, text, terms) == ["entrepôt", "incendie"]
+    # A word written with its elision in English keeps it.
+    assert surface_forms("D'Artagnan returns", "", ["d'artagnan"]) == ["D'Artagnan"]
+
+
+def test_a_hindi_article_is_compared_by_whole_words_without_hindi_function_words():
+    # A vowel sign is part of its word: "की" is क and ी, and was read as "क" ("गिरफ्तार" as
+    # "रफ"), so Hindi reports shared pieces of words and their function words.
+    title = "मुंबई में चोरी के आरोप में तीन लोग गिरफ्तार"
+    text = ("मुंबई पुलिस ने रविवार को चोरी के आरोप में तीन लोगों को गिरफ्तार किया है। पुलिस के "
+            "अनुसार आरोपियों के पास से नकदी और गहने बरामद किए गए हैं।")
+    terms = extract(title, text).tf.keys()
+    assert {"गिरफ्तार", "पुलिस", "चोरी", "नकदी"} <= terms
+    assert not {"के", "में", "है", "की", "को", "ने", "से", "और"} & terms
+
+
+def test_a_french_function_word_is_left_out_whichever_apostrophe_it_is_written_with():
+    text = ("Le gouvernement a présenté aujourd’hui une réforme des retraites, selon le "
+            "ministre. Les syndicats ont dénoncé une mesure injuste dans les transports.")
+    for written in (text, text.replace("’", "'")):
+        assert "aujourd'hui" not in extract("Réforme des retraites : le projet", written).tf
+
+
+def test_a_copy_under_another_headline_has_the_same_fingerprint_whatever_language_is_told():
+    body = ("Vers trois heures, l'incendie a ravagé l'entrepôt d'une société de logistique à "
+            "Vénissieux. D'après la préfecture, l'origine reste inconnue et l'enquête a été "
+            "confiée à la gendarmerie de l'Isère.")
+    # "dans" tells the first French (compared without elisions), the second is not told.
+    first = extract("Vénissieux : incendie dans un entrepôt de logistique", body)
+    copy = extract("Vénissieux : incendie d'un entrepôt de logistique", body)
+    assert "incendi" in first.tf and "l'incendi" in copy.tf
+    assert first.text_key == copy.text_key
+    assert (first.shingles == copy.shingles).all()

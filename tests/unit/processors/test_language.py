@@ -1,6 +1,6 @@
 import pytest
 
-from processors.features import STOPWORDS, _tokens
+from processors.features import STOPWORDS, _tokens, extract
 from processors.language import _ENGLISH_MARKERS, _LANGUAGES, detect, function_words
 
 FRENCH = ("Un violent incendie s'est déclaré dans la nuit de lundi à mardi dans un entrepôt "
@@ -16,11 +16,13 @@ ENGLISH = ("A fire tore through the Acme Logistics warehouse on Elm Street early
            "under investigation and the building was a total loss.")
 
 
+HINDI = ("जयपुर के पास सोमवार को एक बस पलट गई, जिसमें बारह यात्री घायल हुए हैं। बस चालक से "
+         "पूछताछ की जा रही है।")  # (no "और" or "पर": Hindi's only markers without a vowel sign)
 URDU = "پاکستانی وزیر دفاع کہتے ہیں کہ امریکہ کو ایک کامیابی ملی ہے، وہ بھی پاکستان کی مدد سے"
 
 
 @pytest.mark.parametrize(("text", "language"), [
-    (FRENCH, "French"), (GERMAN, "German"), (SWEDISH, "Swedish"), (URDU, "Urdu"),
+    (FRENCH, "French"), (GERMAN, "German"), (SWEDISH, "Swedish"), (URDU, "Urdu"), (HINDI, "Hindi"),
     (ENGLISH, None)])
 def test_an_articles_language_is_told_by_its_own_frequent_words(text, language):
     words = _tokens(text)
@@ -59,3 +61,28 @@ def test_a_language_drops_its_stoplists_words_and_english_drops_none():
     assert {"les", "dans", "une", "été"} <= french
     assert function_words(None) == frozenset()
     assert {"og", "ikke"} <= function_words("Danish/Norwegian")
+
+
+@pytest.mark.parametrize(("title", "summary", "language", "dropped"), [
+    ("Streit um Windräder: Gemeinde stoppt den Bau",
+     "Die Gemeinde hat den Bau von drei Windrädern vorerst gestoppt, weil Anwohner gegen die "
+     "Pläne klagen. Eine Entscheidung des Gerichts wird im Frühjahr erwartet.",
+     "German", {"den", "die", "von"}),
+    ("Fotoprogramm: Neue Version bringt schnellere Filter",
+     "Die Software gibt es nun in Version 5. Verbessert wurde unter anderem die Verwaltung von "
+     "Bildern.", "German", {"die", "es", "in", "von"}),
+    ("Incêndio destrói armazém em Setúbal",
+     "Um incêndio destruiu esta madrugada um armazém de madeiras em Setúbal. Os bombeiros "
+     "disseram que não há feridos e que as causas ainda estão por apurar.",
+     "Portuguese", {"em", "um", "de", "que", "os"}),
+])
+def test_a_feeds_short_summary_is_told_with_as_few_markers_as_a_headline(
+        title, summary, language, dropped):
+    # Published when the page failed: a few dozen words, one or two markers in them.
+    assert detect(_tokens(title), _tokens(summary)) == language
+    assert not dropped & extract(title, summary).tf.keys()
+
+
+def test_a_german_report_is_not_told_french_on_its_genitive_des():
+    summary = "Nach dem Start: die Eindrücke aus den ersten Stunden des Spiels des Jahres."
+    assert detect(_tokens("Die Entschleunigung des Abenteuers"), _tokens(summary)) != "French"
