@@ -308,7 +308,8 @@ def _with_label(sample: str, name: str, value: str) -> str:
 
 
 def read_textfiles(directory: Path) -> str:
-    """Every process's metrics file, merged (missing directory: nothing).
+    """Every process's metrics file, merged (missing directory: nothing); the files of
+    processes that no longer run are removed.
 
     Each metric family is written once, with one HELP and TYPE, holding the samples of
     every file; each sample gets a ``process`` label (the file's name without ``.prom``)
@@ -326,6 +327,9 @@ def read_textfiles(directory: Path) -> str:
         except OSError:
             continue
         if writer_gone(path, text):
+            # Of no use now; left, one per role process stopped outside `newsflow run`
+            # (roles run apart) would pile up until its next start.
+            path.unlink(missing_ok=True)
             continue
         role, _ = _role_and_pid(path)
         family = ""
