@@ -57,8 +57,13 @@ def leave_stale_build() -> None:
     every package, so it would run the code of its day, not the checkout's. The sources
     decide the same, only slower. Cheap: a few ms to compare the files."""
     snapshot = running_snapshot()
-    # (build/mypyc, in the checkout whose sources it was built from)
-    problem = snapshot_problem(snapshot, snapshot.parents[1]) if snapshot else None
+    if snapshot is None:
+        return
+    root = snapshot.parents[1]  # build/mypyc in its checkout
+    # (A build taken away from its checkout has no sources to compare with, or run.)
+    if not (root / "setup.py").is_file():
+        return
+    problem = snapshot_problem(snapshot, root)
     if problem is None:
         return
     entries = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]

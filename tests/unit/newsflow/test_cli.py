@@ -143,6 +143,7 @@ def _checkout_with_build(tmp_path, build_only: str, everywhere: str):
 
     root = Path(__file__).resolve().parents[3]
     snapshot = tmp_path / "build" / "mypyc"
+    shutil.copy(root / "setup.py", tmp_path / "setup.py")
     for base in (tmp_path, snapshot):
         for package in PACKAGES:
             shutil.copytree(root / package, base / package,
@@ -180,4 +181,17 @@ def test_a_compiled_build_as_new_as_the_sources_runs(tmp_path):
     snapshot = _checkout_with_build(tmp_path, build_only="",
                                     everywhere='\nraise SystemExit("the build ran")\n')
     done = _run_from(snapshot, tmp_path)
+    assert "the build ran" in done.stderr and "make compiled" not in done.stderr
+
+
+def test_a_compiled_build_away_from_its_checkout_runs(tmp_path):
+    """Copied elsewhere without its sources, there is nothing to compare it with: it runs
+    as it did before builds were compared, rather than leave for sources that are not there."""
+    import shutil
+
+    snapshot = _checkout_with_build(tmp_path, build_only="",
+                                    everywhere='\nraise SystemExit("the build ran")\n')
+    moved = tmp_path / "elsewhere" / "build" / "mypyc"
+    shutil.copytree(snapshot, moved)
+    done = _run_from(moved, tmp_path)
     assert "the build ran" in done.stderr and "make compiled" not in done.stderr
