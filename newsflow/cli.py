@@ -12,12 +12,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from newsflow.logs import configure_logging
 from newsflow.processes import exit_when_orphaned
 from newsflow.settings import Settings, log_level_name
+from processors.compiled import running_snapshot, snapshot_problem
+
+# Why this process left a stale compiled build: set for the process it runs again as.
+_STALE_BUILD = "_NEWSFLOW_STALE_BUILD"
 
 
 def _log_level(value: str) -> str:
@@ -52,7 +57,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def leave_stale_build() -> None:
+    """Run again from the sources when this process runs a ``make compiled`` build older
+    than them (a checkout updated without ``make compiled``): that build holds a copy of
+    every package, so it would run the code of its day, not the checkout's. The sources
+    decide the same, only slower. Cheap: a few ms to compare the files."""
+    snapshot = running_snapshot()
+    if snapshot is None:
+        return
+    root = snapshot.parents[1]  # build/mypyc in its checkout
+    # (A build taken away from its checkout has no sources to compare with, or run.)
+    if not (root / "setup.py").is_file():
+        return
+    problem = snapshot_problem(snapshot, root)
+    if problem is None:
+        return
+    entries = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
+    kept = [e for e in entries if Path(e).resolve() != snapshot]
+    if kept == entries:  # imported from it some other way: it cannot be left here
+        os.environ[_STALE_BUILD] = f"{problem}; running it all the same"
+        return
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if kept:
+        env["PYTHONPATH"] = os.pathsep.join(kept)
+    env[_STALE_BUILD] = f"{problem}; running the sources (pure-Python clustering) meanwhile"
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # First: the parser itself may be stale (a command the build does not know).
+    leave_stale_build()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -73,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The long-running roles (`newsflow run` and what it supervises) against commands that
     # run once and end.
     configure_logging(settings, service=args.command in ("run", *ROLES))
+    if stale := os.environ.pop(_STALE_BUILD, None):  # (popped: said once, not by each child)
+        logging.getLogger("newsflow").warning("%s", stale)
     exit_when_orphaned(settings.supervisor_pid)  # (set in a child of `newsflow run` only)
     if args.command != "run":
         settings = discover_running_service(settings)

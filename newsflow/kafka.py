@@ -19,6 +19,7 @@ from kafka.errors import (
     RecordListTooLargeError,
     TopicAlreadyExistsError,
 )
+from kafka.net.compat import KafkaNetClient
 
 from newsflow.schemas import DeadLetter, RawArticle
 from newsflow.settings import Settings
@@ -91,6 +92,22 @@ def bootstrap_servers(settings: Settings) -> str:
     return settings.kafka_bootstrap
 
 
+class _ClosingNetClient(KafkaNetClient):  # type: ignore[misc]
+    """kafka-python's client, closed without a race at a stop.
+
+    kafka-python 3.0.12 closes a consumer's (or admin client's) connections from the
+    calling thread while its IO thread still runs their read tasks: an answer arriving
+    then (a fetch, a metadata refresh) has the IO thread read a socket already taken away,
+    and log the traceback as an ERROR ("'NoneType' object has no attribute 'recv'", or
+    "Invalid file descriptor: -1" when it waits on it again). Its IO thread is stopped
+    first, so the connections close on this thread alone."""
+
+    def close(self, node_id: int | None = None) -> None:
+        if node_id is None:
+            self._net.stop()  # (the loop's own method; joins its thread)
+        super().close(node_id)
+
+
 def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClient:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -99,6 +116,7 @@ def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClien
                 bootstrap_servers=bootstrap_servers(settings),
                 client_id=f"{settings.app_id}-admin",
                 request_timeout_ms=15000,
+                kafka_client=_ClosingNetClient,
             )
         except (KafkaConnectionError, KafkaTimeoutError):
             if time.monotonic() > deadline:
@@ -288,6 +306,7 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
         "session_timeout_ms": int(settings.session_timeout_s * 1000),
         "heartbeat_interval_ms": int(settings.heartbeat_interval_s * 1000),
         "max_poll_interval_ms": 300000,
+        "kafka_client": _ClosingNetClient,
     }
     config.update(overrides)
     return config

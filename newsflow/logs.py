@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+
+from kafka.errors import Cancelled
 
 from newsflow.settings import Settings
 
@@ -23,19 +26,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-class _Backpressure(logging.Filter):
-    """faust warns "producer buffer full" whenever more than 100 table writes wait to be
-    sent, which every cluster batch of a few dozen articles does: normal backpressure,
-    not a fault (91 WARNING lines for one replay of 3,000 articles). Shown at DEBUG."""
+class _NoFault(logging.Filter):
+    """A library's message that ``says_no_fault`` of, shown at DEBUG (to whoever turns
+    its logger down to DEBUG) rather than at its own level."""
+
+    def __init__(self, says_no_fault: Callable[[logging.LogRecord], bool]) -> None:
+        super().__init__()
+        self.says_no_fault = says_no_fault
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("producer buffer full"):
+        if not self.says_no_fault(record):
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
-_BACKPRESSURE = _Backpressure()
+# faust warns "producer buffer full" whenever more than 100 table writes wait to be
+# sent, which every cluster batch of a few dozen articles does: normal backpressure, not
+# a fault (91 WARNING lines for one replay of 3,000 articles).
+_BACKPRESSURE = _NoFault(lambda record: str(record.msg).startswith("producer buffer full"))
+
+
+def _refresh_cancelled(record: logging.LogRecord) -> bool:
+    # kafka-python logs "Metadata refresh: failed Cancelled" as an ERROR when a client is
+    # closed while its metadata request is under way (Cancelled: the close's own doing),
+    # which the supervisor's drain checks did at every stop.
+    args = record.args if isinstance(record.args, tuple) else ()
+    return (record.msg == "Metadata refresh: failed %s"
+            and len(args) == 1 and isinstance(args[0], Cancelled))
+
+
+_CANCELLED_REFRESH = _NoFault(_refresh_cancelled)
 
 
 def configure_logging(settings: Settings, *, service: bool = True) -> None:
@@ -57,6 +78,7 @@ def configure_logging(settings: Settings, *, service: bool = True) -> None:
     for noisy in ("kafka", "aiokafka", "faust", "mode", "trafilatura", "htmldate", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("faust.transport.producer").addFilter(_BACKPRESSURE)  # (once: a set)
+    logging.getLogger("kafka.cluster").addFilter(_CANCELLED_REFRESH)
     # trafilatura warns "discarding data: URL" whenever its own pass finds too little,
     # also for pages whose text extract_article then finds another way; what came of a
     # page is the producer's to say (an article's `fetch`, `summary_reason`).

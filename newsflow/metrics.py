@@ -211,12 +211,34 @@ def textfile_path(data_dir: Path, role: str) -> Path:
     return metrics_dir(data_dir) / name
 
 
+def process_started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, per /proc: a reused pid's
+    new process started later), None when it does not run or /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    # Field 22; the command name before it, in parentheses, may hold spaces and ")".
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+# A textfile's first line names its writer, so that a reader tells it from a process
+# that got the same pid later: "# newsflow writer 4242 started 123456".
+_WRITER = "# newsflow writer "
+
+
+def _writer_line() -> str:
+    pid = os.getpid()
+    return f"{_WRITER}{pid} started {process_started(pid) or '?'}\n"
+
+
 def write_textfile(registry: Registry, path: Path) -> None:
     """Write atomically, so a scrape never reads half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(registry.render(), encoding="utf-8")
+        tmp.write_text(_writer_line() + registry.render(), encoding="utf-8")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk: no half-written file left for each try
@@ -244,17 +266,27 @@ def _role_and_pid(path: Path) -> tuple[str, int | None]:
     return (role, int(pid)) if role and pid.isdigit() else (path.stem, None)
 
 
-def writer_gone(path: Path) -> bool:
-    """Whether ``path`` is a process's own textfile (``ROLE-PID.prom``) whose process runs
-    no more: a role killed outside `newsflow run` (which removes its children's) leaves
-    it behind, and its figures must not be served on beside its successor's. So is an
-    older newsflow's file of a role (``sink.prom``), left by the roles run before an
-    upgrade."""
+def writer_gone(path: Path, text: str) -> bool:
+    """Whether the process that wrote textfile ``path`` (``text``) runs no more: a role
+    stopped or killed outside `newsflow run` (which removes its children's) leaves its
+    file behind, and its figures must not be served on beside its successor's, nor when
+    another process gets its pid. The writer is the one its first line names (its pid
+    and start), else, in a file of an older newsflow, the pid in its name
+    (``ROLE-PID.prom``). So is an older newsflow's file of a role (``sink.prom``), left
+    by the roles run before an upgrade."""
     if path.name in _OLDER_TEXTFILES:
         return True
     _, pid = _role_and_pid(path)
+    started = None
+    first = text.partition("\n")[0]
+    if first.startswith(_WRITER):
+        named, _, when = first.removeprefix(_WRITER).partition(" started ")
+        if named.isdigit():
+            pid, started = int(named), (when if when.isdigit() else None)
     if pid is None:
         return False
+    if started is not None and (now := process_started(pid)) is not None:
+        return now != started
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -276,7 +308,8 @@ def _with_label(sample: str, name: str, value: str) -> str:
 
 
 def read_textfiles(directory: Path) -> str:
-    """Every process's metrics file, merged (missing directory: nothing).
+    """Every process's metrics file, merged (missing directory: nothing); the files of
+    processes that no longer run are removed.
 
     Each metric family is written once, with one HELP and TYPE, holding the samples of
     every file; each sample gets a ``process`` label (the file's name without ``.prom``)
@@ -289,11 +322,14 @@ def read_textfiles(directory: Path) -> str:
     headers: dict[str, dict[str, str]] = {}  # family -> {"HELP": line, "TYPE": line}
     samples: dict[str, list[str]] = {}  # family -> sample lines, in file order
     for path in sorted(directory.glob("*.prom")):
-        if writer_gone(path):
-            continue
         try:
             text = path.read_text(encoding="utf-8")
         except OSError:
+            continue
+        if writer_gone(path, text):
+            # Of no use now; left, one per role process stopped outside `newsflow run`
+            # (roles run apart) would pile up until its next start.
+            path.unlink(missing_ok=True)
             continue
         role, _ = _role_and_pid(path)
         family = ""

@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -324,6 +325,25 @@ def sink_pause_note(settings: Settings) -> str | None:
     return None
 
 
+def how_it_ended(role: str, pid: int | None, code: int | None) -> tuple[int, str]:
+    """The log level and words for a child found dead, which the supervisor had not
+    stopped (it restarts the ones it stops at once)."""
+    if code == 0 or code in (-signal.SIGTERM, -signal.SIGINT):
+        # A role ends with 0 only when asked to stop (a fault exits 1): someone else asked.
+        # Not a fault, so not an ERROR; started again, as the service runs every role.
+        return logging.WARNING, (f"{role} (pid {pid}) was stopped from outside newsflow run"
+                                 f" (a SIGTERM or SIGINT, as `kill {pid}` sends; exit {code})")
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = " (`kill -9`, or the kernel's out-of-memory killer: see `dmesg`)" \
+            if code == -signal.SIGKILL else ""
+        return logging.ERROR, f"{role} (pid {pid}) was killed by {name}{why}"
+    return logging.ERROR, f"{role} (pid {pid}) failed (exit {code})"
+
+
 def supervise(child: Child) -> None:
     """Restart a child that died, with capped backoff so a crash loop stays quiet; raise
     ServiceError when it keeps dying right after its start."""
@@ -345,7 +365,8 @@ def supervise(child: Child) -> None:
                 f" {child.quick_exits} times in a row (last exit code {code})"
             )
         delay = min(60.0, 2.0 ** child.restarts)
-        logger.error("%s exited with %s; restarting in %.0fs", child.role, code, delay)
+        level, what = how_it_ended(child.role, child.process.pid if child.process else None, code)
+        logger.log(level, "%s; restarting in %.0fs", what, delay)
         child.next_start = now + delay
         return
     if now >= child.next_start:

@@ -42,6 +42,13 @@ def stale_sources(snapshot: Path, root: Path) -> list[str]:
                   if built.get(name) != current.get(name))
 
 
+def running_snapshot() -> Path | None:
+    """The ``make compiled`` build (marked by its ``.built``) this process imports the
+    packages from, or None: it runs the sources, or an installed wheel."""
+    snapshot = Path(__file__).resolve().parents[1]
+    return snapshot if (snapshot / ".built").is_file() else None
+
+
 def snapshot_problem(snapshot: Path, root: Path) -> str | None:
     """Why the build in ``snapshot`` cannot stand for the sources in ``root`` (missing, or
     older than them), or None when it can."""

@@ -124,3 +124,41 @@ def test_tail_from_the_end_shows_only_new_messages(make_settings):
     stop.set()
     follower.join(10)
     assert [RawArticle.from_bytes(line).title for line in lines] == ["Story 99"]
+
+
+
+def test_a_consumer_closes_its_connections_only_once_its_io_thread_has_stopped(
+    make_settings, monkeypatch
+):
+    """At a stop (the sink, the supervisor's drain checks), kafka-python closed the
+    connections from the calling thread while its IO thread still ran their reads: an
+    answer arriving then (a fetch) had that thread read a socket already taken away, and
+    log "'NoneType' object has no attribute 'recv'" with a traceback (3 closes in 100
+    under traffic here). No connection may close while that thread runs."""
+    from kafka.net.transport import KafkaTCPTransport
+
+    from newsflow.kafka import make_consumer
+
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        for n in range(50):
+            publisher.publish_article(article(n))
+    consumer = make_consumer(settings, settings.topic_raw, group_id=None)
+    deadline = time.monotonic() + 30
+    while not consumer.poll(timeout_ms=200) and time.monotonic() < deadline:
+        pass  # connected, and fetching
+    io_thread = consumer._client._net._io_thread  # kafka-python's own, as it runs
+    assert io_thread is not None and io_thread.is_alive()
+    closed_while_it_ran = []
+    close = KafkaTCPTransport._close
+
+    def watched_close(self, error=None):  # type: ignore[no-untyped-def]
+        closed_while_it_ran.append(io_thread.is_alive()
+                                   and threading.current_thread() is not io_thread)
+        return close(self, error)
+
+    monkeypatch.setattr(KafkaTCPTransport, "_close", watched_close)
+    consumer.close()
+    assert closed_while_it_ran and not any(closed_while_it_ran)
+    assert not io_thread.is_alive()

@@ -144,3 +144,68 @@ def test_the_command_hands_the_processors_and_the_redrive_the_sinks_storage():
     assert parser.parse_args(["process"]).func.keywords == {"read_window": read_window}
     redrive = parser.parse_args(["dlq", "redrive"]).func
     assert redrive.keywords == {"store_letters": store_letters}
+
+
+def _checkout_with_build(tmp_path, build_only: str, everywhere: str):
+    """A checkout's packages in ``tmp_path`` and a ``make compiled`` build of them in its
+    build/mypyc (the .py files stand for the compiled ones): ``build_only`` is appended to
+    the build's sinks/commands.py alone (sources changed since), ``everywhere`` to both."""
+    import shutil
+    from pathlib import Path
+
+    from processors.compiled import PACKAGES
+
+    root = Path(__file__).resolve().parents[3]
+    snapshot = tmp_path / "build" / "mypyc"
+    shutil.copy(root / "setup.py", tmp_path / "setup.py")
+    for base in (tmp_path, snapshot):
+        for package in PACKAGES:
+            shutil.copytree(root / package, base / package,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        with open(base / "sinks" / "commands.py", "a", encoding="utf-8") as f:
+            f.write(everywhere + (build_only if base == snapshot else ""))
+    (snapshot / ".built").touch()
+    return snapshot
+
+
+def _run_from(snapshot, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # As `newsflow run` starts its children, with the build on PYTHONPATH (the systemd unit).
+    env = {**os.environ, "PYTHONPATH": str(snapshot), "NEWSFLOW_DATA_DIR": str(tmp_path / "var")}
+    return subprocess.run([sys.executable, "-P", "-m", "newsflow.cli", "feeds", "list"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+
+def test_a_compiled_build_older_than_the_sources_is_left_for_them_with_one_warning(tmp_path):
+    snapshot = _checkout_with_build(tmp_path, build_only='\nraise SystemExit("the build ran")\n',
+                                    everywhere="")
+    done = _run_from(snapshot, tmp_path)
+    assert "the build ran" not in done.stderr  # the sources ran, not the code of its day
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, done.stderr
+    assert (f"{snapshot} is older than the sources (sinks/commands.py): run `make compiled`"
+            in warnings[0]), warnings
+
+
+def test_a_compiled_build_as_new_as_the_sources_runs(tmp_path):
+    snapshot = _checkout_with_build(tmp_path, build_only="",
+                                    everywhere='\nraise SystemExit("the build ran")\n')
+    done = _run_from(snapshot, tmp_path)
+    assert "the build ran" in done.stderr and "make compiled" not in done.stderr
+
+
+def test_a_compiled_build_away_from_its_checkout_runs(tmp_path):
+    """Copied elsewhere without its sources, there is nothing to compare it with: it runs
+    as it did before builds were compared, rather than leave for sources that are not there."""
+    import shutil
+
+    snapshot = _checkout_with_build(tmp_path, build_only="",
+                                    everywhere='\nraise SystemExit("the build ran")\n')
+    moved = tmp_path / "elsewhere" / "build" / "mypyc"
+    shutil.copytree(snapshot, moved)
+    done = _run_from(moved, tmp_path)
+    assert "the build ran" in done.stderr and "make compiled" not in done.stderr

@@ -43,6 +43,23 @@ def test_fausts_producer_backpressure_is_no_warning(
         capsys.readouterr().err)
 
 
+def test_a_metadata_refresh_cancelled_by_a_close_is_no_error(
+    restored_logging: None, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every stop of `newsflow run` logged "ERROR kafka.cluster: Metadata refresh: failed
+    Cancelled" once or twice: its drain checks close consumers while a refresh is under
+    way, and kafka-python logs the request the close cancelled as an error."""
+    from kafka.errors import Cancelled, KafkaConnectionError
+
+    cluster = logging.getLogger("kafka.cluster")
+    configure_logging(Settings(log_level="INFO"))
+    cluster.error("Metadata refresh: failed %s", Cancelled())  # (kafka-python's words)
+    cluster.error("Metadata refresh: failed %s", KafkaConnectionError())
+    err = capsys.readouterr().err
+    assert "Cancelled" not in err
+    assert "ERROR   kafka.cluster: Metadata refresh: failed KafkaConnectionError" in err
+
+
 def test_a_page_extracted_without_trafilaturas_own_pass_logs_no_warning(monkeypatch, capsys):
     """A live run's log had "WARNING trafilatura.core: discarding data: URL" for a
     Korean page whose text was then found by extract_article's fallbacks and stored in

@@ -139,12 +139,15 @@ def test_processes_of_one_role_write_their_own_files_and_a_dead_ones_is_not_serv
     for role in ("sink", "process", "produce"):
         assert textfile_name(role, 101) != textfile_name(role, 102)
     directory = tmp_path / "metrics"
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    for pid, count in ((ME, 3), (int(gone.stdout), 5)):  # this one runs, that one ran
-        r = Registry()
-        r.counter("newsflow_articles_in_total", "In").inc(count)
-        write_textfile(r, directory / str(textfile_name("sink", pid)))
+    write = ("import os, sys; from newsflow.metrics import *; r = Registry();"
+             "r.counter('newsflow_articles_in_total', 'In').inc({count});"
+             "write_textfile(r, textfile_path(sys.argv[1], 'sink'))")
+    r = Registry()
+    r.counter("newsflow_articles_in_total", "In").inc(3)
+    write_textfile(r, directory / str(textfile_name("sink", ME)))  # this one runs
+    subprocess.run([sys.executable, "-c", write.format(count=5), str(tmp_path)],
+                   check=True)  # that one ran
+    assert len(list(directory.iterdir())) == 2
     served = read_textfiles(directory)
     assert f'newsflow_articles_in_total{{process="sink-{ME}",role="sink"}} 3' in served
     assert "} 5" not in served  # a killed sink's figures, not served on
@@ -165,3 +168,28 @@ def test_an_older_newsflows_files_of_a_role_are_not_served_after_an_upgrade(
     assert f'newsflow_articles_in_total{{process="sink-{ME}",role="sink"}} 3' in served
     assert 'process="sink"' not in served
     assert 'process="processors"' not in served
+
+
+def test_a_dead_processs_file_is_not_served_when_another_process_gets_its_pid(
+    tmp_path: Path,
+) -> None:
+    """A role stopped outside `newsflow run` leaves its file (sink-PID.prom); once the
+    kernel gives that pid to another process (pid_max is 32768 on many systems), the
+    dead sink's last figures were served again beside its successor's, its paused gauge
+    too."""
+    import re
+
+    from newsflow.metrics import textfile_name
+
+    r = Registry()
+    r.gauge("newsflow_sink_paused", "1 while the store is unavailable").set(1)
+    path = tmp_path / str(textfile_name("sink", ME))
+    write_textfile(r, path)
+    assert 'newsflow_sink_paused{process="sink-' in read_textfiles(tmp_path)
+    # The same file as written by the process that had this pid before this one.
+    text = path.read_text()
+    path.write_text(re.sub(rf"^(# newsflow writer {ME} started )(\d+)",
+                           lambda m: f"{m[1]}{int(m[2]) - 1}", text))
+    assert read_textfiles(tmp_path) == ""
+    assert text.startswith(f"# newsflow writer {ME} started ")
+    assert not path.exists()  # not left to pile up until the next `newsflow run`

@@ -116,6 +116,32 @@ def test_a_child_that_ran_a_while_before_dying_is_always_restarted() -> None:
         restart(child)
 
 
+def test_the_log_tells_a_child_stopped_from_outside_from_one_that_failed_or_was_killed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    child = StandInChild("produce", {})
+    child.start()
+    said = []
+    for code in (0, -15, 1, -9, -11):
+        pid = child.process.pid  # type: ignore[union-attr]
+        caplog.clear()
+        child.started_at -= QUICK_EXIT_S + 1  # it ran a while
+        die(child, code)
+        restart(child)
+        (record,) = [r for r in caplog.records if r.name == "newsflow.service"
+                     and "restarting in" in r.getMessage()]
+        assert f"produce (pid {pid})" in record.getMessage()
+        said.append((record.levelname, record.getMessage().split(f"(pid {pid}) ")[1]
+                     .split("; restarting in")[0]))
+    # `kill PID` of one child: the supervisor did not stop it, and nothing failed.
+    assert said[0] == ("WARNING", "was stopped from outside newsflow run (a SIGTERM or "
+                       f"SIGINT, as `kill {pid - 4}` sends; exit 0)")
+    assert said[1][0] == "WARNING" and "exit -15" in said[1][1]
+    assert said[2] == ("ERROR", "failed (exit 1)")
+    assert said[3][0] == "ERROR" and said[3][1].startswith("was killed by SIGKILL (`kill -9`, or")
+    assert said[4][0] == "ERROR" and said[4][1] == "was killed by SIGSEGV"
+
+
 def test_a_dead_childs_metrics_file_is_removed(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics"
     metrics.mkdir()
