@@ -250,3 +250,40 @@ def test_a_utf8_page_with_a_stray_byte_stays_utf8():
     body = body.replace(b"</body>", b"\xa9 2024</body>")
     got = extract_article(body, "https://example.fr/a")
     assert got is not None and text in got.text
+
+
+def test_pages_are_extracted_one_at_a_time_whatever_the_threads(monkeypatch):
+    """trafilatura on lxml is not thread-safe: the poll workers extracting the shared pages
+    on 8 threads crashed the producer's process now and then (SIGSEGV in lxml's HTML
+    parser under trafilatura's load_html, "free(): invalid pointer", "double free or
+    corruption"). No two extractions may run at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import producers.extract as extract
+
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    real_load_html = extract.load_html
+
+    def watched_load_html(page):  # type: ignore[no-untyped-def]
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02)  # (the GIL is free meanwhile, as in lxml's parser)
+        try:
+            return real_load_html(page)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(extract, "load_html", watched_load_html)
+    page = gzip.decompress(shared_path("pages", "uk", "Metro_2024_07_17.html.gz").read_bytes())
+    with ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(
+            lambda i: extract_article(page, f"https://news.example/{i}", "text/html"), range(16)
+        ))
+    assert all(t is not None and len(t.text) > 500 for t in texts)
+    assert most == 1
