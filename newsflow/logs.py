@@ -83,5 +83,9 @@ def configure_logging(settings: Settings, *, service: bool = True) -> None:
     # also for pages whose text extract_article then finds another way; what came of a
     # page is the producer's to say (an article's `fetch`, `summary_reason`).
     logging.getLogger("trafilatura").setLevel(max(logging.ERROR, root.level))
+    # htmldate.meta logs only about its cache housekeeping, which the producer runs every
+    # 500 pages (CacheJanitor): with charset_normalizer 3.5, whose is_accentuated has no
+    # cache to clear, an ERROR each time, for nothing wrong with any page.
+    logging.getLogger("htmldate.meta").setLevel(max(logging.CRITICAL, root.level))
     if not service and root.level > logging.DEBUG:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)

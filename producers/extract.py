@@ -20,6 +20,7 @@ trafilatura finds the article body; around it, general rules (nothing per publis
 from __future__ import annotations
 
 import codecs
+import ctypes
 import html as html_lib
 import json
 import logging
@@ -522,11 +523,24 @@ def decode_page(body: bytes, content_type: str = "") -> bytes | str:
     return body
 
 
+# trafilatura on lxml is not safe on several threads at once (trafilatura issue #840,
+# open): extracting the shared pages on 8 threads, as the poll workers do, aborted the
+# process ("free(): invalid pointer", "double free or corruption") in 2 of 10 runs of
+# 200 pages. So one page is extracted at a time; fetches still run in parallel, and
+# extraction is mostly Python, which the GIL ran one thread at a time anyway.
+_EXTRACTING = threading.Lock()
+
+
 def extract_article(
     html: bytes | str, url: str | None = None, content_type: str = ""
 ) -> Extracted | None:
     """Extract the article of a page (``content_type``: its HTTP Content-Type, which may
-    name its charset); None when there is no usable text."""
+    name its charset); None when there is no usable text. One page at a time."""
+    with _EXTRACTING:
+        return _extract_article(html, url, content_type)
+
+
+def _extract_article(html: bytes | str, url: str | None, content_type: str) -> Extracted | None:
     try:
         tree = load_html(decode_page(html, content_type) if isinstance(html, bytes) else html)
         if tree is None:
@@ -572,18 +586,36 @@ def extract_article(
 
 class CacheJanitor:
     """trafilatura/htmldate/courlan keep module-level LRU caches that grow in a
-    long-lived process: clear them every ``every`` extractions."""
+    long-lived process: clear them every ``every`` extractions. Every ``trim_every``,
+    give the allocator's free memory back (see ``release_free_memory``)."""
 
-    def __init__(self, every: int = 500) -> None:
+    def __init__(self, every: int = 500, trim_every: int = 50) -> None:
         self.every = every
+        self.trim_every = trim_every
         self._count = 0
         self._lock = threading.Lock()
 
     def tick(self) -> None:
         with self._lock:
             self._count += 1
-            if self._count < self.every:
-                return
-            self._count = 0
-        logger.debug("resetting trafilatura/htmldate caches")
-        reset_caches()
+            reset = self._count % self.every == 0
+            trim = self._count % self.trim_every == 0
+        if reset:
+            logger.debug("resetting trafilatura/htmldate caches")
+            reset_caches()
+        if trim:
+            release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Return the C allocator's free memory to the system (glibc's malloc_trim).
+
+    lxml builds each page's tree with malloc on the poll thread that extracts it, and
+    glibc keeps what is freed in that thread's arena for reuse. A producer on 40 feeds
+    held 276-305 MB from its 15th minute on, while its C heap in use stayed near 25 MB
+    and its Python objects near 90,000: one trim took it from 335 MB to 234 MB. A trim
+    takes 10-25 ms. Without glibc (musl, macOS) nothing is done."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -78,6 +78,7 @@ class PageOutcome:
     reason: str | None  # why the page was not used
     retryable: bool = False  # the reason may pass: worth another try later
     retry_after_s: float | None = None  # the host asked us to wait this long
+    extract_s: float | None = None  # time spent extracting the page's text
 
 
 @dataclass
@@ -88,6 +89,9 @@ class PollResult:
     new_keys: list[str] = field(default_factory=list)  # entries the articles stand for
     present_keys: list[str] = field(default_factory=list)  # every entry in the feed now
     parsed: ParsedFeed | None = None
+    entries_new: int = 0  # entries of the listing not seen before (the metrics' figure)
+    # Each page asked for: "extracted" or why it was not used, and its extraction time.
+    pages: list[tuple[str, float | None]] = field(default_factory=list)
 
 
 def _now() -> datetime:
@@ -266,11 +270,12 @@ class FeedPoller:
                 logger.error("feed %s: dropping the saved entry %s, which cannot be read "
                              "(%s: %s)", feed.url, key, type(exc).__name__, exc)
                 self.state.forget_page_retries(feed.id, [key])
+        entries_new = sum(1 for k in new_keys if k not in retries)
         bounds = self.bounds(feed)
         interval = next_interval(
             published=[e.published for e in parsed.entries if e.published],
             now=_now(), previous_s=feed.interval_s,
-            new_entries=sum(1 for k in new_keys if k not in retries),
+            new_entries=entries_new,
             ttl_minutes=parsed.ttl_minutes, headers=result.headers, bounds=bounds,
         )
         update = FeedUpdate(
@@ -284,7 +289,7 @@ class FeedPoller:
             title=parsed.title or None,
         )
         poll = PollResult(
-            feed, update, present_keys=list(entries), parsed=parsed,
+            feed, update, present_keys=list(entries), parsed=parsed, entries_new=entries_new,
         )
         feed_meta: dict[str, str | int | float | bool | None] = {
             "feed_status": result.status,
@@ -308,6 +313,7 @@ class FeedPoller:
                     _handed_back(update, feed)
                     break
                 if page is not None and page.retryable:
+                    poll.pages.append((page.reason or "", page.extract_s))
                     delay = self._page_retry_delay(feed, entry, page, bounds)
                     if delay is not None:
                         # Left unseen: a later poll, soon enough, tries the page again.
@@ -327,6 +333,10 @@ class FeedPoller:
                 logger.exception("feed %s: entry %s could not be made an article; left "
                                  "unseen, tried again on the next poll", feed.url, key)
                 continue
+            if page is not None and not page.retryable:
+                # build_article may still set the page aside (shorter than the summary).
+                outcome = article.fetch.get("summary_reason") or "extracted"
+                poll.pages.append((str(outcome), page.extract_s))
             poll.articles.append(article)
             poll.new_keys.append(key)
         return poll
@@ -417,11 +427,13 @@ class FeedPoller:
         kind = result.content_type.split(";")[0].strip().lower()
         if kind and "html" not in kind and "xml" not in kind:
             return PageOutcome(None, meta, "not_html")
+        started = time.perf_counter()
         extracted = extract_article(result.body, result.final_url, result.content_type)
+        extract_s = time.perf_counter() - started
         self.janitor.tick()
         if extracted is None:
-            return PageOutcome(None, meta, "empty_text")
-        return PageOutcome(extracted, meta, None)
+            return PageOutcome(None, meta, "empty_text", extract_s=extract_s)
+        return PageOutcome(extracted, meta, None, extract_s=extract_s)
 
 
 def _handed_back(update: FeedUpdate, feed: FeedRow) -> None:
@@ -568,6 +580,24 @@ class ProducerMetrics:
             "newsflow_feed_articles_too_large_total",
             "Articles the broker refused as too large (skipped and marked seen, not retried)",
         )
+        self.entries_listed = r.counter(
+            "newsflow_feed_entries_listed_total",
+            "Entries in the feeds' listings, counted at every poll that got one",
+        )
+        self.entries_new = r.counter(
+            "newsflow_feed_entries_new_total", "Entries found new (not seen before)"
+        )
+        self.pages = r.counter(
+            "newsflow_feed_pages_total",
+            "Article pages asked for, by outcome: extracted, or why the page was not used "
+            "(short_text, empty_text, not_html, robots, robots_unreachable, host_paused, "
+            "http_<status>, fetch_<kind>, no_link)",
+            ["outcome"],
+        )
+        self.extract_seconds = r.histogram(
+            "newsflow_feed_extract_seconds", "Time to extract an article page's text",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )
         self.feeds = r.gauge("newsflow_feeds_active", "Feeds being polled")
         self.failing = r.gauge("newsflow_feeds_failing", "Feeds whose last poll failed")
 
@@ -585,6 +615,15 @@ class ProducerMetrics:
         for article in result.articles:
             if article.id not in refused:
                 self.articles.inc(text="summary" if article.summary_only else "page")
+        self.entries_listed.inc(len(result.present_keys))
+        self.entries_new.inc(result.entries_new)
+
+    def count_pages(self, result: PollResult) -> None:
+        """The pages a poll asked for, once each, whatever then becomes of the poll."""
+        for outcome, extract_s in result.pages:
+            self.pages.inc(outcome=outcome)
+            if extract_s is not None:
+                self.extract_seconds.observe(extract_s)
 
 
 def _owner() -> str:
@@ -738,6 +777,8 @@ class ProducerLoop:
                 self.state.release(feed.id, self.owner)
                 continue
             results.append(future.result())
+        for result in results:
+            self.metrics.count_pages(result)
         results = self._still_leased(results)
         if not results:
             return

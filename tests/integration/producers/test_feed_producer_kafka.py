@@ -177,6 +177,52 @@ def test_produce_command_stops_cleanly_on_sigterm(make_settings, server, tmp_pat
     assert len(read_topic(settings, expect=5)) == 5
 
 
+def test_produce_counts_entries_and_pages_in_its_metrics(make_settings, server, tmp_path):
+    """An operator tells a producer that fetches from one that only polls by its metrics:
+    entries listed and new, and each page asked for by outcome (extracted, refused by
+    robots.txt, an HTTP error), as the web page serves them."""
+    from newsflow.metrics import metrics_dir, read_textfiles, sample_values
+
+    feeds_file = tmp_path / "feeds.toml"
+    write_feeds(feeds_file, [
+        server.url("/gen/m.xml"),  # 5 entries, 5 generated pages
+        server.url("/pagesfeed.xml?n=2"),  # 2 real pages and a 403 "paywall"
+        server.url("/pagesfeed.xml?n=1&prefix=/private"),  # robots.txt refuses /private/
+    ])
+    settings = make_settings(feeds_file=feeds_file, host_delay_s=0.0)
+    ensure_topics(settings)
+    proc = start_producer(producer_env(settings, feeds_file))
+
+    def figure(metrics: str, name: str, labels: str = "") -> float:
+        lines = [line for line in metrics.splitlines()
+                 if line.startswith(name + "{") and labels in line]
+        return sum(sample_values("\n".join(lines), name))
+
+    metrics = ""
+    try:
+        assert wait_polled(settings, 3, timeout_s=60)
+        deadline = time.monotonic() + 30  # the file is written every 10 s
+        while time.monotonic() < deadline:
+            metrics = read_textfiles(metrics_dir(settings.data_dir))
+            if figure(metrics, "newsflow_feed_polls_total") == 3:
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert figure(metrics, "newsflow_feed_polls_total", 'outcome="ok"') == 3, metrics
+    assert figure(metrics, "newsflow_feed_entries_listed_total") == 5 + 3 + 2
+    assert figure(metrics, "newsflow_feed_entries_new_total") == 5 + 3 + 2
+    assert figure(metrics, "newsflow_feed_pages_total", 'outcome="extracted"') == 5 + 2
+    assert figure(metrics, "newsflow_feed_pages_total", 'outcome="http_403"') == 2
+    assert figure(metrics, "newsflow_feed_pages_total", 'outcome="robots"') == 1
+    assert figure(metrics, "newsflow_feed_pages_total") == 10
+    assert figure(metrics, "newsflow_feed_extract_seconds_count") == 7
+    assert 'role="produce"' in metrics
+
+
 def test_two_producer_processes_split_the_feeds(make_settings, server, tmp_path):
     feeds_file = tmp_path / "feeds.toml"
     # Slow enough feeds (one process alone would take 10 s) that a second process slow to

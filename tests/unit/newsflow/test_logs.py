@@ -76,3 +76,22 @@ def test_a_page_extracted_without_trafilaturas_own_pass_logs_no_warning(monkeypa
     )
     assert extracted is not None and len(extracted.text) > 1000
     assert "discarding data" not in capsys.readouterr().err
+
+
+def test_the_producers_cache_reset_logs_no_error(monkeypatch, capsys):
+    """A live producer logged "ERROR htmldate.meta: impossible to clear cache for
+    function: 'function' object has no attribute 'cache_clear'" every 500 pages, when its
+    CacheJanitor reset trafilatura's caches (charset_normalizer's is_accentuated is no
+    longer cached): an error about nothing wrong."""
+    from producers.extract import CacheJanitor
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # these restored after the test
+    monkeypatch.setattr(root, "level", root.level)
+    for name in ("trafilatura", "htmldate", "htmldate.meta"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "level", logger.level)
+    configure_logging(Settings(log_level="INFO"), service=True)
+    janitor = CacheJanitor(every=1)
+    janitor.tick()
+    assert "impossible to clear cache" not in capsys.readouterr().err
