@@ -8,8 +8,6 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from kafka.errors import Cancelled
-
 from newsflow.settings import Settings
 
 
@@ -51,9 +49,14 @@ def _refresh_cancelled(record: logging.LogRecord) -> bool:
     # kafka-python logs "Metadata refresh: failed Cancelled" as an ERROR when a client is
     # closed while its metadata request is under way (Cancelled: the close's own doing),
     # which the supervisor's drain checks did at every stop.
+    if record.msg != "Metadata refresh: failed %s":
+        return False
+    # Imported here: kafka-python logged this, so it is loaded; at the top, every command
+    # (`newsflow --help` too) would load the whole client.
+    from kafka.errors import Cancelled
+
     args = record.args if isinstance(record.args, tuple) else ()
-    return (record.msg == "Metadata refresh: failed %s"
-            and len(args) == 1 and isinstance(args[0], Cancelled))
+    return len(args) == 1 and isinstance(args[0], Cancelled)
 
 
 _CANCELLED_REFRESH = _NoFault(_refresh_cancelled)

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from newsflow.processes import process_runs, process_started
+
 LabelValues = tuple[str, ...]
 
 
@@ -211,18 +213,6 @@ def textfile_path(data_dir: Path, role: str) -> Path:
     return metrics_dir(data_dir) / name
 
 
-def process_started(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, per /proc: a reused pid's
-    new process started later), None when it does not run or /proc cannot tell."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    # Field 22; the command name before it, in parentheses, may hold spaces and ")".
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
-
-
 # A textfile's first line names its writer, so that a reader tells it from a process
 # that got the same pid later: "# newsflow writer 4242 started 123456".
 _WRITER = "# newsflow writer "
@@ -283,17 +273,7 @@ def writer_gone(path: Path, text: str) -> bool:
         named, _, when = first.removeprefix(_WRITER).partition(" started ")
         if named.isdigit():
             pid, started = int(named), (when if when.isdigit() else None)
-    if pid is None:
-        return False
-    if started is not None and (now := process_started(pid)) is not None:
-        return now != started
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # (another user's process: it runs)
-        return False
-    return False
+    return pid is not None and not process_runs(pid, started)
 
 
 def _with_label(sample: str, name: str, value: str) -> str:

@@ -9,12 +9,40 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 # How long an orphaned child may take to stop, as long as the supervisor gives one it
 # stops (``Child.stop``) before it kills it.
 ORPHAN_GRACE_S = 20.0
+
+
+def process_started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, per /proc: a reused pid's
+    new process started later), None when it does not run or /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    # Field 22; the command name before it, in parentheses, may hold spaces and ")".
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_runs(pid: int, started: str | None = None) -> bool:
+    """Whether process ``pid`` runs on this machine, and is the one that started at
+    ``started`` (``process_started``'s ticks) when that is known: a later process given
+    the same pid is not it. Another user's process runs (it may not be signalled)."""
+    if started is not None and (now := process_started(pid)) is not None:
+        return now == started
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (EPERM: another user's process)
+        return True
+    return True
 
 
 def stop_with_parent() -> None:

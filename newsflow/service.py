@@ -39,7 +39,7 @@ from newsflow.metrics import (
     sample_values,
     textfile_name,
 )
-from newsflow.processes import spawn, stop_with_parent, terminate
+from newsflow.processes import process_runs, process_started, spawn, stop_with_parent, terminate
 from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
     when the embedded broker last started empty (a recycle restarts it: see ``tail``)."""
     info = {
         "pid": os.getpid(),
+        "started": process_started(os.getpid()),  # (its pid may be reused once it is gone)
         "kafka_bootstrap": settings.kafka_bootstrap,
         "kafka_embedded": settings.kafka_embedded,
         "broker_started": broker_started,
@@ -139,8 +140,10 @@ def discover_running_service(settings: Settings) -> Settings:
         return settings
     try:
         info = json.loads(settings.runfile.read_text(encoding="utf-8"))
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
+        runs = process_runs(int(info["pid"]), info.get("started"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return settings
+    if not runs:  # (killed, its runfile left behind)
         return settings
     logger.debug("using the broker of the running service (pid %s)", info["pid"])
     return settings.model_copy(

@@ -39,7 +39,7 @@ from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, truncate_text
 from newsflow.settings import Settings
 from producers.config import ConfigError, FeedSpec, load_feeds_file
-from producers.extract import CacheJanitor, Extracted, extract_article
+from producers.extract import CacheJanitor, Extracted, extract_article_timed
 from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
 from producers.fetch import Fetcher, FetchError, FetchResult
 from producers.politeness import HostBusy, HostLimiter
@@ -427,9 +427,8 @@ class FeedPoller:
         kind = result.content_type.split(";")[0].strip().lower()
         if kind and "html" not in kind and "xml" not in kind:
             return PageOutcome(None, meta, "not_html")
-        started = time.perf_counter()
-        extracted = extract_article(result.body, result.final_url, result.content_type)
-        extract_s = time.perf_counter() - started
+        extracted, extract_s = extract_article_timed(result.body, result.final_url,
+                                                     result.content_type)
         self.janitor.tick()
         if extracted is None:
             return PageOutcome(None, meta, "empty_text", extract_s=extract_s)

@@ -17,8 +17,6 @@ from typing import TypeVar
 
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion, RawArticle
 
-# In the core, since the processors meet them too; named here as well for the back ends.
-
 # What the sinks store: incident versions from the incidents topic (``Incident``, with
 # all its articles, from an older newsflow), articles' places in incidents from the
 # members topic, cleaned articles from the clean-articles topic.

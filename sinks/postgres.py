@@ -42,6 +42,7 @@ from sinks.rows import (
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
+    search_alternatives,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
@@ -547,8 +548,16 @@ current AS (
 """
 
 
+def websearch_query(query: str) -> str:
+    """A search (``search_alternatives``) for websearch_to_tsquery: each term quoted as
+    typed, so its own tokens ("example.com", "3.5") stay as the search column has them."""
+    return " or ".join(" ".join(f'"{t}"' for t in wanted) + "".join(f' -"{t}"' for t in unwanted)
+                       for wanted, unwanted in search_alternatives(query))
+
+
 def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
-    if not query.strip():
+    websearch = websearch_query(query)
+    if not websearch:
         return None
     return (
         f"""WITH {_CURRENT}, q AS (SELECT websearch_to_tsquery('english', %s) AS q),
@@ -566,7 +575,7 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
             LEFT JOIN current c ON c.article_id = h.id
             LEFT JOIN incidents i ON i.id = c.incident_id
             ORDER BY h.rank DESC, h.id""",
-        (query, limit, SEARCH_TEXT_CHARS),
+        (websearch, limit, SEARCH_TEXT_CHARS),
     )
 
 

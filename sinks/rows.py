@@ -21,6 +21,7 @@ each does its own way) and its connections.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -94,6 +95,30 @@ def source_words_pattern(source: str) -> str:
         text = text.replace(separator, " ")
     escaped = "".join("!" + c if c in "%_!" else c for c in " ".join(text.split()))
     return f"% {escaped} %"
+
+
+# A search's terms: "a phrase" (its closing quote may be missing) or a word, either with
+# a leading "-" to exclude it.
+_SEARCH_TERM = re.compile(r'(-?)"([^"]*)"?|(-?)(\S+)')
+
+
+def search_alternatives(query: str) -> list[tuple[list[str], list[str]]]:
+    """A search as a web search reads it, the same for every store: alternatives apart by
+    ``or``, each the terms that must appear and those that must not (``-word``,
+    ``-"a phrase"``); a term is its text as typed, without quotes, and one with no word
+    in it is left out. An alternative of exclusions alone is dropped: SQLite's FTS5
+    cannot ask for what a text lacks alone (PostgreSQL listed every article without the
+    word where SQLite found none)."""
+    alternatives: list[tuple[list[str], list[str]]] = [([], [])]
+    for found in _SEARCH_TERM.finditer(query):
+        minus, text = (found[1], found[2]) if found[2] is not None else (found[3], found[4])
+        if found[4] is not None and text.lower() == "or":  # (never a word: as websearch)
+            if alternatives[-1][0]:
+                alternatives.append(([], []))
+            continue
+        if re.search(r"\w", text):
+            alternatives[-1][1 if minus else 0].append(text.replace('"', " "))
+    return [(wanted, unwanted) for wanted, unwanted in alternatives if wanted]
 
 
 def _insert(table: str, columns: Sequence[str], placeholder: str) -> str:

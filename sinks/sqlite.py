@@ -43,6 +43,7 @@ from sinks.rows import (
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
+    search_alternatives,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
@@ -540,26 +541,11 @@ class SQLiteStore(SQLReader):
         pass
 
 
-# A search's terms: "a phrase" (its closing quote may be missing) or a word, either with
-# a leading "-" to exclude it.
-_SEARCH_TERM = re.compile(r'(-?)"([^"]*)"?|(-?)(\S+)')
-
-
 def fts_query(query: str) -> str:
-    """User words as an FTS5 query, read as PostgreSQL's websearch_to_tsquery reads them
-    (the same search on either store): every word must appear, "a phrase" as it stands,
-    ``or`` between alternatives, ``-word`` must not appear. Each term is quoted, so
-    nothing else is FTS5 syntax. An alternative of exclusions alone is dropped (FTS5
-    cannot ask for what a text lacks alone)."""
-    alternatives: list[tuple[list[str], list[str]]] = [([], [])]
-    for found in _SEARCH_TERM.finditer(query):
-        minus, text = (found[1], found[2]) if found[2] is not None else (found[3], found[4])
-        if found[4] is not None and text.lower() == "or":  # (never a word: as websearch)
-            if alternatives[-1][0]:
-                alternatives.append(([], []))
-            continue
-        words = re.findall(r"\w+", text)
-        if words:
-            alternatives[-1][1 if minus else 0].append('"' + " ".join(words) + '"')
-    return " OR ".join(" ".join(wanted) + "".join(f" NOT {term}" for term in unwanted)
-                       for wanted, unwanted in alternatives if wanted)
+    """A search (``search_alternatives``) as an FTS5 query. Each term is quoted, its
+    words only, so nothing else is FTS5 syntax."""
+    def quoted(term: str) -> str:
+        return '"' + " ".join(re.findall(r"\w+", term)) + '"'
+
+    return " OR ".join(" ".join(map(quoted, wanted)) + "".join(f" NOT {quoted(t)}" for t in unwanted)
+                       for wanted, unwanted in search_alternatives(query))

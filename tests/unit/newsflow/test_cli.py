@@ -146,6 +146,21 @@ def test_the_command_hands_the_processors_and_the_redrive_the_sinks_storage():
     assert redrive.keywords == {"store_letters": store_letters}
 
 
+def test_the_help_loads_no_kafka_client():
+    """`newsflow --help` (and building the parser, which every command does) loads no
+    Kafka client, faust or psycopg: the areas import them inside their commands. The
+    log setup's filter of kafka-python's cancelled refresh imported kafka.errors, and
+    with it the whole client, into every command."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from newsflow.cli import build_parser; build_parser(); "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'kafka', 'faust', 'psycopg'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def _checkout_with_build(tmp_path, build_only: str, everywhere: str):
     """A checkout's packages in ``tmp_path`` and a ``make compiled`` build of them in its
     build/mypyc (the .py files stand for the compiled ones): ``build_only`` is appended to

@@ -194,6 +194,46 @@ def test_the_runfile_says_when_the_embedded_broker_last_started_to_whom_it_conce
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_commands_find_the_running_service_by_its_runfile_as_its_writer_alone(
+    tmp_path, monkeypatch
+):
+    """`replay`, `tail`, ... use the broker of the `newsflow run` whose runfile is here
+    while that process runs: also when it runs as another user (the systemd unit's
+    `newsflow`, where the signal check answers EPERM: the runfile was ignored), and not
+    when its pid now belongs to a later process (a service killed with SIGKILL leaves
+    its runfile), as the metrics files' writers are told apart."""
+    import os
+    import subprocess
+    import sys
+
+    ours = Settings(data_dir=tmp_path)
+    service.write_runfile(ours.model_copy(update={"kafka_bootstrap": "127.0.0.1:9100",
+                                                  "kafka_embedded": True}))
+    assert service.discover_running_service(ours).kafka_bootstrap == "127.0.0.1:9100"
+
+    def not_permitted(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    with monkeypatch.context() as patched:  # (as for a process of another user)
+        patched.setattr(os, "kill", not_permitted)
+        assert service.discover_running_service(ours).kafka_bootstrap == "127.0.0.1:9100"
+
+    # Its pid taken by a process started later (this test's process wrote the runfile).
+    info = json.loads(ours.runfile.read_text(encoding="utf-8"))
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.05)  # (its start, in clock ticks, after this process's)
+        ours.runfile.write_text(json.dumps({**info, "pid": later.pid}), encoding="utf-8")
+        assert service.discover_running_service(ours).kafka_bootstrap is None
+        # An older newsflow's runfile, without the start: the pid alone tells.
+        older = {k: v for k, v in info.items() if k != "started"}
+        ours.runfile.write_text(json.dumps({**older, "pid": later.pid}), encoding="utf-8")
+        assert service.discover_running_service(ours).kafka_bootstrap == "127.0.0.1:9100"
+    finally:
+        later.kill()
+        later.wait()
+
+
 def test_with_web_port_0_the_runfile_names_no_port_0(tmp_path):
     # The web child binds a free port of its own: ":0" is an address nothing answers on.
     settings = Settings(data_dir=tmp_path, web_port=0)

@@ -472,6 +472,34 @@ def test_page_failures_that_may_pass_are_told_from_those_that_will_not(
     state.close()
 
 
+def test_a_pages_extract_time_leaves_out_its_wait_for_another_extraction(tmp_path):
+    """Pages are extracted one at a time (producers/extract.py): the time a page waits for
+    another poll thread's extraction is not its own. newsflow_feed_extract_seconds counted
+    it, so a producer on 8 threads showed its pages up to 8 times slower to extract."""
+    import producers.extract as extract
+
+    state = StateStore(":memory:")
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=OneAnswerFetcher(200),  # type: ignore[arg-type]
+        state=state, robots=AllowAll(),  # type: ignore[arg-type]
+    )
+    held = threading.Event()
+
+    def another_extraction() -> None:
+        with extract._EXTRACTING:
+            held.set()
+            time.sleep(0.5)
+
+    other = threading.Thread(target=another_extraction)
+    other.start()
+    assert held.wait(5)
+    outcome = poller.page("https://news.example/story")  # (an empty page: nothing to extract)
+    other.join()
+    assert outcome.reason == "empty_text"
+    assert outcome.extract_s is not None and outcome.extract_s < 0.25
+    state.close()
+
+
 def test_a_page_answer_asking_to_wait_says_how_long(tmp_path):
     fetcher = OneAnswerFetcher(429, {"retry-after": "90"})
     state = StateStore(":memory:")
