@@ -192,14 +192,11 @@ def main() -> int:
 # by the janitor's tick, which gives free memory back every 50), then prints its RSS (MB)
 # and its RSS once glibc has given back all it holds free.
 _THREADED_EXTRACTION = """
-import ctypes, gzip, sys
+import gzip, os, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from producers.extract import CacheJanitor, extract_article
-
-def rss_mb():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+from newsflow.broker import resident_bytes
+from producers.extract import CacheJanitor, extract_article, release_free_memory
 
 paths = sorted(Path(sys.argv[1]).glob("*/*.html.gz"))
 janitor = CacheJanitor()
@@ -211,9 +208,9 @@ def extract(i):
 
 with ThreadPoolExecutor(int(sys.argv[3])) as pool:
     list(pool.map(extract, range(int(sys.argv[2]))))
-held = rss_mb()
-ctypes.CDLL("libc.so.6").malloc_trim(0)
-print(held, rss_mb())
+held = resident_bytes(os.getpid()) / 2**20
+release_free_memory()
+print(held, resident_bytes(os.getpid()) / 2**20)
 """
 
 
