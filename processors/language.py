@@ -3,8 +3,8 @@
 The clusterer compares articles by their words, weighted by how rare each is in the stream.
 English function words are left out (``features.STOPWORDS``); another language's were not,
 and in a mostly English stream "les", "und" or "och" are rare words: unrelated French,
-German, Czech or Swedish reports joined on them (130 real pages from 31 countries, each a
-different story, made 113 incidents; 125 with this). An article in a language below drops
+German, Czech or Swedish reports joined on them (130 real pages from 31 countries, nearly
+all different stories, made 113 incidents; 125 with this). An article in a language below drops
 that language's function words too.
 
 Telling the language: each language's own frequent words, chosen to be neither English
