@@ -7,10 +7,12 @@ version number that grows on every change so sinks can ignore stale or replayed 
 
 from __future__ import annotations
 
+import re
 from bisect import insort
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from newsflow.schemas import (
     Explanation,
@@ -20,6 +22,7 @@ from newsflow.schemas import (
     IncidentVersion,
     RawArticle,
 )
+from processors.features import STOPWORDS, stem
 
 
 def article_time(article: IncidentArticle) -> datetime | None:
@@ -42,10 +45,12 @@ def _with_articles(incident: Incident, ordered: list[IncidentArticle], now: date
     of thousands of articles costs no more per article than a small one."""
     dated = (t for a in ordered if (t := article_time(a)) is not None)
     dated_back = (t for a in reversed(ordered) if (t := article_time(a)) is not None)
-    # The earliest real headline of an original; a title cut from an article's lead, or a
-    # duplicate's, only as a last resort.
+    # The earliest real headline of an original that speaks for the others; a title cut
+    # from an article's lead, or a duplicate's, only as a last resort.
+    headlines = [a for a in ordered[:_TITLE_SCAN] if a.duplicate_of is None and not a.title_derived]
     originals_first = (
-        next((a for a in ordered if a.duplicate_of is None and not a.title_derived), None)
+        (representative(headlines[:TITLE_PEERS]) if headlines else None)
+        or next((a for a in ordered if a.duplicate_of is None and not a.title_derived), None)
         or next((a for a in ordered if a.duplicate_of is None), None)
         or next((a for a in ordered if not a.title_derived), None)
         or (ordered[0] if ordered else None)
@@ -61,6 +66,42 @@ def _with_articles(incident: Incident, ordered: list[IncidentArticle], now: date
             "updated_at": now,
         }
     )
+
+
+# An incident's title is chosen among its earliest originals' headlines: enough to see
+# which one the others agree with, few enough that the title settles and costs little.
+TITLE_PEERS = 12
+_TITLE_SCAN = 64  # articles looked at for them (duplicates and lead-cut titles skipped)
+_WORD = re.compile(r"[^\W_]{2,}")
+
+
+@lru_cache(maxsize=8192)
+def headline_words(title: str) -> frozenset[str]:
+    """The content words of a headline, stemmed (as the clusterer compares them)."""
+    return frozenset(stem(w) for w in _WORD.findall(title.lower()) if w not in STOPWORDS)
+
+
+def representative(headlines: list[IncidentArticle]) -> IncidentArticle:
+    """The first of ``headlines`` (in time order), unless it is the odd one out.
+
+    The first report founds an incident, but it may be a round-up or a report of another
+    story that the ones after it joined ("Accounting News Roundup: Sbarro is Bankrupt"
+    over 450 headlines about a game's reviews). A first headline sharing a content word
+    with fewer than a third of the others gives way to the earliest one that shares one
+    with at least half of them; with fewer than 4 there are too few to tell.
+    """
+    if len(headlines) < 4:
+        return headlines[0]
+    words = [headline_words(a.title) for a in headlines]
+
+    def sharing(i: int) -> int:
+        return sum(1 for j, other in enumerate(words) if j != i and words[i] & other)
+
+    others = len(words) - 1
+    if 3 * sharing(0) >= others:
+        return headlines[0]
+    return next((headlines[i] for i in range(1, len(words)) if 2 * sharing(i) >= others),
+                headlines[0])
 
 
 def incidents_from_parts(

@@ -107,3 +107,43 @@ def test_a_merged_incident_points_where_most_of_its_articles_went():
     by_id = {i.incident_id: i for i in changed}
     assert by_id["inc-b"].merged_into == "inc-a"
     assert [a.id for a in by_id["inc-x-split"].articles] == ["b1"]
+
+
+def _incident_of(*titles: str):
+    state: dict = {}
+    for n, title in enumerate(titles):
+        [incident] = apply_decision(state, art(f"a{n}", n, title), "inc-a", {}, T0)
+        state = {"inc-a": incident}
+    return state["inc-a"]
+
+
+def test_a_first_headline_that_speaks_for_none_of_the_others_gives_way():
+    incident = _incident_of(
+        "Accounting News Roundup: Sbarro is Bankrupt (Again)",
+        "Titanfall Review Roundup",
+        "Titanfall review: my buddy the robot",
+        "Respawn: Titanfall's server stability is our focus",
+        "Titanfall sells out at launch",
+        "Xbox One gets a lift from Titanfall",
+    )
+    assert incident.title == "Titanfall Review Roundup"
+
+
+def test_the_first_headline_stands_while_a_third_of_the_others_share_its_words():
+    incident = _incident_of(
+        "4 teens shot in Oceanside park",
+        "Oceanside park shooting: two dead",
+        "Police name victims",
+        "Vigil held for victims",
+        "Suspect arrested after deaths",
+    )
+    assert incident.title == "4 teens shot in Oceanside park"
+
+
+def test_with_three_headlines_there_are_too_few_to_tell_the_odd_one_out():
+    incident = _incident_of(
+        "Sbarro is bankrupt again",
+        "Titanfall review roundup",
+        "Titanfall sells out",
+    )
+    assert incident.title == "Sbarro is bankrupt again"
