@@ -66,10 +66,11 @@ SHORT_PAGE_RATIO = 0.8
 class RobotsRefusal(Exception):
     """robots.txt keeps an article page's address (or a redirect's) from being asked."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, wait_s: float = 0.0) -> None:
         super().__init__(f"{reason}: {url}")
         self.url = url
         self.reason = reason  # "robots" (a rule) or "robots_unreachable" (for now)
+        self.wait_s = wait_s  # until robots.txt is asked again
 
 
 @dataclass
@@ -403,11 +404,11 @@ class FeedPoller:
     # -- article pages -----------------------------------------------------------
 
     def _check_robots(self, url: str) -> None:
-        verdict = self.robots.verdict(url)
+        verdict, holds_s = self.robots.check(url)
         if verdict == "disallowed":
             raise RobotsRefusal(url, "robots")
         if verdict == "unreachable":
-            raise RobotsRefusal(url, "robots_unreachable")
+            raise RobotsRefusal(url, "robots_unreachable", wait_s=holds_s)
 
     def page(self, link: str | None) -> PageOutcome:
         meta: dict[str, str | int | float | bool | None] = {}
@@ -422,8 +423,10 @@ class FeedPoller:
             )
         except RobotsRefusal as exc:
             meta["page_url"] = exc.url
-            # Unreachable is disallowed for now (RFC 9309), not for good.
-            return PageOutcome(None, meta, exc.reason, retryable=exc.reason != "robots")
+            # Unreachable is disallowed for now (RFC 9309), not for good: tried again once
+            # robots.txt is asked again, as a try before would read the same answer.
+            return PageOutcome(None, meta, exc.reason, retryable=exc.reason != "robots",
+                               retry_after_s=exc.wait_s or None)
         except HostBusy as exc:
             return PageOutcome(None, meta, "host_paused", retryable=True, retry_after_s=exc.wait_s)
         except FetchError as exc:

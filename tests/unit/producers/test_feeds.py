@@ -423,13 +423,13 @@ class OneAnswerFetcher:
 
 
 class AllowAll:
-    def verdict(self, url: str) -> str:
-        return "allowed"
+    def check(self, url: str) -> tuple[str, float]:
+        return "allowed", 86400.0
 
 
 class RobotsUnreachable:
-    def verdict(self, url: str) -> str:
-        return "unreachable"
+    def check(self, url: str) -> tuple[str, float]:
+        return "unreachable", 600.0
 
 
 def test_a_page_whose_robots_txt_cannot_be_fetched_is_tried_again_later(tmp_path):
@@ -677,7 +677,7 @@ def test_a_stop_waits_for_a_poll_still_fetching_before_the_state_is_closed(tmp_p
 
 
 class Clock:
-    """The poller's clock, moved by the test."""
+    """The poller's and robots cache's clock, moved by the test."""
 
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -762,7 +762,7 @@ def paced_poller(tmp_path, site: Publisher, clock: Clock) -> tuple[FeedPoller, S
 
     state = StateStore(tmp_path / "producer.db")
     feed = state.upsert_feed(Publisher.FEED, origin="config", min_interval_s=30, max_interval_s=30)
-    robots = RobotsCache(site, agent="newsflow/1.0")  # type: ignore[arg-type]
+    robots = RobotsCache(site, agent="newsflow/1.0", clock=clock)  # type: ignore[arg-type]
     poller = FeedPoller(Settings(data_dir=tmp_path), fetcher=site,  # type: ignore[arg-type]
                         state=state, robots=robots, clock=clock)
     return poller, state, feed.id
@@ -806,3 +806,22 @@ def test_a_restart_keeps_a_pages_next_try(tmp_path):
     assert site.asked["/bridge"] == 2
     state.close()
 
+
+def test_a_robots_txt_that_cannot_be_read_costs_a_page_one_try_per_answer(tmp_path):
+    """A robots.txt answered with a 503 is kept as "nothing allowed for now" for 10
+    minutes. The page was tried at each poll all the same, reading that one answer: a
+    feed polled every 30 s gave up its page after 2 minutes and one request of robots.txt,
+    and the summary went out. The page is tried again once robots.txt is asked again."""
+    site, clock = Publisher(), Clock()
+    site.robots_status, site.page_up = 503, True
+    poller, state, feed_id = paced_poller(tmp_path, site, clock)
+    start = clock.now
+    assert poll_when_due(poller, state, feed_id, clock, until=start + 590) == []
+    assert site.asked["/robots.txt"] == 1 and "/bridge" not in site.asked
+    (waiting,) = state.page_retries(feed_id).values()
+    assert waiting.attempts == 1 and waiting.next_try >= start + 600
+    site.robots_status = 404  # readable again (no rules)
+    (article,) = poll_when_due(poller, state, feed_id, clock, until=start + 3600)
+    assert not article.summary_only and article.fetch["page_attempts"] == 2
+    assert site.asked["/robots.txt"] == 2
+    state.close()
