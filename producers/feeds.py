@@ -142,7 +142,8 @@ class FeedPoller:
         retries = self._waiting_pages(feed)
         # With a page due for another try, the feed is fetched in full: a 304 would leave
         # it waiting until the feed changes. Pages waiting for later need no full fetch.
-        due = any(retry.next_try <= self.clock() for retry in retries.values())
+        longest_s = self.settings.poll_max_interval_s
+        due = any(retry.due(self.clock(), longest_s) for retry in retries.values())
         if feed.etag and not due:
             headers["If-None-Match"] = feed.etag
         if feed.last_modified and not due:
@@ -314,7 +315,9 @@ class FeedPoller:
                 _handed_back(update, feed, self.clock())
                 break
             waiting = retries.get(key)
-            if waiting is not None and waiting.next_try > self.clock():
+            if waiting is not None and not waiting.due(
+                self.clock(), self.settings.poll_max_interval_s
+            ):
                 # Its page's time has not come: not asked, no try spent, left unseen; the
                 # feed is polled again by then. (Tried at every poll, a feed polled every
                 # 30 s spent a page's tries within 2.5 minutes of a publisher's outage.)

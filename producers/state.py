@@ -129,6 +129,13 @@ class PageRetry:
     entry: str
     next_try: float = 0.0
 
+    def due(self, now: float, longest_s: float) -> bool:
+        """Whether the page may be asked for at ``now``. No backoff puts a next try
+        further ahead than ``longest_s`` (the longest poll interval): one that is can
+        only come from the wall clock stepping back, and counts as due rather than
+        holding the page for as long as the step."""
+        return self.next_try <= now or self.next_try > now + longest_s + _CLOCK_SLACK_S
+
 
 @dataclass
 class FeedUpdate:

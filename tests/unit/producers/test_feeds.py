@@ -825,3 +825,18 @@ def test_a_robots_txt_that_cannot_be_read_costs_a_page_one_try_per_answer(tmp_pa
     assert not article.summary_only and article.fetch["page_attempts"] == 2
     assert site.asked["/robots.txt"] == 2
     state.close()
+
+
+def test_a_page_waiting_across_a_step_back_of_the_clock_is_not_held_for_the_step(tmp_path):
+    """Next tries are wall-clock times. After the clock stepped back three days (an NTP
+    correction, a VM restored), a page due in a minute waited three days and a minute,
+    its entry unpublished meanwhile; the feeds themselves are claimed at once then."""
+    site, clock = Publisher(), Clock()
+    poller, state, feed_id = paced_poller(tmp_path, site, clock)
+    poll_now(poller, state, feed_id)
+    clock.now -= 3 * 86400
+    poll_now(poller, state, feed_id)
+    assert site.asked["/bridge"] == 2
+    (waiting,) = state.page_retries(feed_id).values()
+    assert clock.now < waiting.next_try <= clock.now + 120  # backed off from the new time
+    state.close()
