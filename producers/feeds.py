@@ -398,6 +398,12 @@ class FeedPoller:
                 entry.link, attempts, page.reason,
             )
             return None
+        if self.page_attempts == 1:
+            # No second try (a one-off poll: no later poll comes), so a page not asked
+            # for either: left waiting, its entry was never published.
+            logger.info("page %s not asked for (%s), and no later try: publishing the "
+                        "entry's summary", entry.link, page.reason)
+            return None
         logger.debug(
             "page %s failed (%s); try %d of %d in %.0fs",
             entry.link, page.reason, attempts + 1, self.page_attempts, delay,

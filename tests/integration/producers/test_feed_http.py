@@ -543,6 +543,20 @@ def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
         state.close()
 
 
+def test_a_one_off_poll_gives_the_summary_of_a_page_whose_host_is_paused(server, tmp_path):
+    """`poll --once --stdout`: one page answered 429 with a long Retry-After, so the
+    next page of that host was not asked for. Its entry was left waiting for a later
+    poll, which a one-off poll never makes: it was not output at all ("2 new" of 3)."""
+    server.state.retry_after = "120"  # longer than a page waits for its host
+    server.state.flaky_failures = 1000
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    out: list[RawArticle] = []
+    poll_once(settings, [server.url("/gen/busy.xml?entries=3&flaky_page=1")], emit=out.append)
+    assert len(out) == 3
+    reasons = sorted(str(a.fetch["summary_reason"]) for a in out if a.summary_only)
+    assert reasons == ["host_paused", "http_429"]
+
+
 def test_a_one_off_poll_that_fails_says_who_tries_again(server, tmp_path, caplog):
     settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
     missing = server.url("/feeds/missing.xml")
