@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from protego import Protego
 
 from producers.fetch import Fetcher, FetchError
+from producers.politeness import HostBusy
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,13 @@ class RobotsCache:
     def _fetch(self, origin: str) -> tuple[_Rules, float]:
         try:
             result = self.fetcher.get(origin + "/robots.txt", max_wait_s=60)
-        except Exception as exc:  # FetchError, HostBusy: unreachable means "not now"
+        except HostBusy:
+            # Not asked: the host is paused (Retry-After) or we are stopping. No answer
+            # to keep; the page is not asked either, and waits as for its host's pause.
+            # Kept as "cannot be read" for 10 minutes, it spent a try of every page of
+            # the host meanwhile, for a request never made.
+            raise
+        except Exception as exc:  # FetchError and the like: unreachable means "not now"
             kind = exc.kind if isinstance(exc, FetchError) else type(exc).__name__
             if kind == "blocked":
                 # An address the fetcher refuses (cloud metadata, private): so is the page

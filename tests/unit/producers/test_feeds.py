@@ -840,3 +840,25 @@ def test_a_page_waiting_across_a_step_back_of_the_clock_is_not_held_for_the_step
     (waiting,) = state.page_retries(feed_id).values()
     assert clock.now < waiting.next_try <= clock.now + 120  # backed off from the new time
     state.close()
+
+
+def test_a_page_whose_robots_txt_is_not_asked_as_its_host_is_paused_waits_as_paused(tmp_path):
+    """Another page's Retry-After paused the host when its robots.txt was due: robots.txt
+    was not asked, yet kept as "cannot be read" for 10 minutes, and every page of the
+    host spent a try on it meanwhile (robots_unreachable) with nothing asked."""
+    from producers.robots import RobotsCache
+
+    now = [0.0]
+    fetcher = OneAnswerFetcher(200)
+    fetcher.limiter = HostLimiter(delay_s=0.0, clock=lambda: now[0])
+    fetcher.limiter.pause("news.example", 120)
+    state = StateStore(":memory:")
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=fetcher, state=state,  # type: ignore[arg-type]
+        robots=RobotsCache(fetcher, agent="newsflow/1.0", clock=lambda: now[0]),  # type: ignore[arg-type]
+    )
+    paused = poller.page("https://news.example/story")
+    assert (paused.reason, paused.retryable, paused.retry_after_s) == ("host_paused", True, 120.0)
+    now[0] = 121.0  # the pause is over: robots.txt (an empty 200) and the page are asked
+    assert poller.page("https://news.example/story").reason == "empty_text"
+    state.close()
