@@ -5,8 +5,9 @@ Pieces:
   seen for this feed), each entry's page fetched (robots.txt, per-host politeness) and
   extracted, or its summary when the page cannot be used. A page that failed for a
   reason that may pass (429, 5xx, timeout) leaves its entry unseen, to be tried again
-  on later polls, up to ``Settings.page_attempts`` in all (counted in the state). Returns the
-  articles and the feed's new state; it never touches Kafka or raises on network trouble.
+  at its own next try (backed off, saved in the state) on a later poll, up to
+  ``Settings.page_attempts`` in all (counted in the state). Returns the articles and the
+  feed's new state; it never touches Kafka or raises on network trouble.
 - ``run_producer(settings, stop)``: the long-running loop behind ``newsflow produce``.
   Worker threads poll claimed feeds; the loop thread alone publishes, flushes, and only
   then records the entries as seen and the new ETag, so a crash re-publishes at most
@@ -65,10 +66,11 @@ SHORT_PAGE_RATIO = 0.8
 class RobotsRefusal(Exception):
     """robots.txt keeps an article page's address (or a redirect's) from being asked."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, wait_s: float = 0.0) -> None:
         super().__init__(f"{reason}: {url}")
         self.url = url
         self.reason = reason  # "robots" (a rule) or "robots_unreachable" (for now)
+        self.wait_s = wait_s  # until robots.txt is asked again
 
 
 @dataclass
@@ -112,6 +114,7 @@ class FeedPoller:
         janitor: CacheJanitor | None = None,
         rng: random.Random | None = None,
         page_attempts: int | None = None,  # default: settings.page_attempts
+        clock: Callable[[], float] = time.time,  # the wall clock of schedules and next tries
     ) -> None:
         self.settings = settings
         self.fetcher = fetcher
@@ -121,6 +124,7 @@ class FeedPoller:
         self.robots = robots or RobotsCache(fetcher, agent=settings.user_agent)
         self.janitor = janitor or CacheJanitor()
         self.rng = rng or random.Random()
+        self.clock = clock
         # How long a poll waits for a host paused by Retry-After before giving the feed
         # back for later (pages wait longer: the entry is already in hand).
         self.host_wait_s = 30.0
@@ -136,11 +140,13 @@ class FeedPoller:
     def poll(self, feed: FeedRow, stop: threading.Event | None = None) -> PollResult:
         headers = {"Accept": FEED_ACCEPT}
         retries = self._waiting_pages(feed)
-        # With pages waiting for another try, the feed is fetched in full: a 304 would
-        # leave them waiting until the feed changes.
-        if feed.etag and not retries:
+        # With a page due for another try, the feed is fetched in full: a 304 would leave
+        # it waiting until the feed changes. Pages waiting for later need no full fetch.
+        longest_s = self.settings.poll_max_interval_s
+        due = any(retry.due(self.clock(), longest_s) for retry in retries.values())
+        if feed.etag and not due:
             headers["If-None-Match"] = feed.etag
-        if feed.last_modified and not retries:
+        if feed.last_modified and not due:
             headers["If-Modified-Since"] = feed.last_modified
         try:
             result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s)
@@ -153,14 +159,18 @@ class FeedPoller:
                 feed,
                 FeedUpdate(
                     status=feed.last_status, error=f"host paused: {exc}", keep_validators=True,
-                    next_poll=time.time() + wait_s,
+                    next_poll=self.clock() + wait_s,
                     error_count=feed.error_count,
                 ),
             )
         except FetchError as exc:
             return self._failed(feed, None, f"{exc.kind}: {exc}", retry_after=None)
         if result.status == 304:
-            return self._not_modified(feed, result)
+            not_modified = self._not_modified(feed, result)
+            # Polled again by the time the first waiting page is due, if sooner.
+            for retry in retries.values():
+                not_modified.update.next_poll = min(not_modified.update.next_poll, retry.next_try)
+            return not_modified
         if result.status in (429, 503):
             retry_after = self._pause_host(result)
             return self._failed(feed, result.status, f"HTTP {result.status}", retry_after)
@@ -202,7 +212,7 @@ class FeedPoller:
         return PollResult(
             feed,
             FeedUpdate(
-                status=status, error=error, next_poll=time.time() + delay,
+                status=status, error=error, next_poll=self.clock() + delay,
                 error_count=errors, keep_validators=True,
             ),
         )
@@ -221,7 +231,7 @@ class FeedPoller:
         return PollResult(
             feed,
             FeedUpdate(
-                status=304, error=None, next_poll=time.time() + self._jitter(interval),
+                status=304, error=None, next_poll=self.clock() + self._jitter(interval),
                 interval_s=interval, keep_validators=True, new_url=result.permanent_url,
             ),
         )
@@ -281,7 +291,7 @@ class FeedPoller:
         update = FeedUpdate(
             status=result.status,
             error=None,
-            next_poll=time.time() + self._jitter(interval),
+            next_poll=self.clock() + self._jitter(interval),
             interval_s=interval,
             etag=result.headers.get("etag"),
             last_modified=result.headers.get("last-modified"),
@@ -302,22 +312,32 @@ class FeedPoller:
         # Oldest first, so the topic reads in publication order for this feed.
         for key in [*saved, *reversed(new_keys)]:
             if stop is not None and stop.is_set():
-                _handed_back(update, feed)
+                _handed_back(update, feed, self.clock())
                 break
+            waiting = retries.get(key)
+            if waiting is not None and not waiting.due(
+                self.clock(), self.settings.poll_max_interval_s
+            ):
+                # Its page's time has not come: not asked, no try spent, left unseen; the
+                # feed is polled again by then. (Tried at every poll, a feed polled every
+                # 30 s spent a page's tries within 2.5 minutes of a publisher's outage.)
+                update.next_poll = min(update.next_poll, waiting.next_try)
+                continue
             entry = entries[key] if key in entries else saved[key]
             try:
                 page = self.page(entry.link) if self.fetch_pages else None
                 if page is not None and page.retryable and stop is not None and stop.is_set():
                     # The page gave up waiting for its host because of the stop: not a
                     # failure of the page, so no try of it is counted.
-                    _handed_back(update, feed)
+                    _handed_back(update, feed, self.clock())
                     break
                 if page is not None and page.retryable:
                     poll.pages.append((page.reason or "", page.extract_s))
-                    delay = self._page_retry_delay(feed, entry, page, bounds)
-                    if delay is not None:
-                        # Left unseen: a later poll, soon enough, tries the page again.
-                        update.next_poll = min(update.next_poll, time.time() + delay)
+                    tried = waiting.attempts if waiting is not None else 0
+                    next_try = self._page_retry_time(feed, entry, page, tried)
+                    if next_try is not None:
+                        # Left unseen: the poll at its next try asks for the page again.
+                        update.next_poll = min(update.next_poll, next_try)
                         continue
                 elif page is not None and key in retries:
                     page.meta["page_attempts"] = retries[key].attempts + 1
@@ -350,17 +370,26 @@ class FeedPoller:
             self.state.forget_page_retries(feed.id, [k for k in retries if k not in waiting])
         return {key: retry for key, retry in retries.items() if key in waiting}
 
-    def _page_retry_delay(
-        self, feed: FeedRow, entry: FeedEntry, page: PageOutcome, bounds: Bounds
+    def _page_retry_time(
+        self, feed: FeedRow, entry: FeedEntry, page: PageOutcome, tried: int
     ) -> float | None:
-        """Count a failure that may pass of ``entry``'s page. Returns the seconds until
-        its next try, or None when the tries are used up and the summary is to go out."""
+        """Count a failure that may pass of ``entry``'s page (which failed ``tried`` times
+        before) and save its next try. Returns that time, or None when the tries are used
+        up and the summary is to go out."""
         # A page whose host was paused (another answer's Retry-After) was not asked: it
         # keeps its tries. Counted, one 429 spent a try of every page of the host waiting
         # in the poll, and pages went out as summaries after two requests of five.
         asked = page.reason != "host_paused"
+        # The page's own backoff, not bounded by its feed's interval (a feed polled every
+        # 30 s would have it asked every 30 s); the producer's longest interval bounds it.
+        delay = error_interval(
+            tried + (1 if asked else 0), retry_after_s=page.retry_after_s,
+            bounds=Bounds(0.0, self.settings.poll_max_interval_s), rng=self.rng,
+        )
+        now = self.clock()
         attempts = self.state.count_page_failure(
-            feed.id, entry.key, entry=entry.to_json(), reason=page.reason or "", asked=asked
+            feed.id, entry.key, entry=entry.to_json(), reason=page.reason or "", asked=asked,
+            now=now, next_try=now + delay,
         )
         page.meta["page_attempts"] = attempts
         if asked and attempts >= self.page_attempts:
@@ -369,23 +398,26 @@ class FeedPoller:
                 entry.link, attempts, page.reason,
             )
             return None
-        delay = error_interval(
-            attempts, retry_after_s=page.retry_after_s, bounds=bounds, rng=self.rng
-        )
+        if self.page_attempts == 1:
+            # No second try (a one-off poll: no later poll comes), so a page not asked
+            # for either: left waiting, its entry was never published.
+            logger.info("page %s not asked for (%s), and no later try: publishing the "
+                        "entry's summary", entry.link, page.reason)
+            return None
         logger.debug(
             "page %s failed (%s); try %d of %d in %.0fs",
             entry.link, page.reason, attempts + 1, self.page_attempts, delay,
         )
-        return delay
+        return now + delay
 
     # -- article pages -----------------------------------------------------------
 
     def _check_robots(self, url: str) -> None:
-        verdict = self.robots.verdict(url)
+        verdict, holds_s = self.robots.check(url)
         if verdict == "disallowed":
             raise RobotsRefusal(url, "robots")
         if verdict == "unreachable":
-            raise RobotsRefusal(url, "robots_unreachable")
+            raise RobotsRefusal(url, "robots_unreachable", wait_s=holds_s)
 
     def page(self, link: str | None) -> PageOutcome:
         meta: dict[str, str | int | float | bool | None] = {}
@@ -400,8 +432,10 @@ class FeedPoller:
             )
         except RobotsRefusal as exc:
             meta["page_url"] = exc.url
-            # Unreachable is disallowed for now (RFC 9309), not for good.
-            return PageOutcome(None, meta, exc.reason, retryable=exc.reason != "robots")
+            # Unreachable is disallowed for now (RFC 9309), not for good: tried again once
+            # robots.txt is asked again, as a try before would read the same answer.
+            return PageOutcome(None, meta, exc.reason, retryable=exc.reason != "robots",
+                               retry_after_s=exc.wait_s or None)
         except HostBusy as exc:
             return PageOutcome(None, meta, "host_paused", retryable=True, retry_after_s=exc.wait_s)
         except FetchError as exc:
@@ -435,11 +469,11 @@ class FeedPoller:
         return PageOutcome(extracted, meta, None, extract_s=extract_s)
 
 
-def _handed_back(update: FeedUpdate, feed: FeedRow) -> None:
+def _handed_back(update: FeedUpdate, feed: FeedRow, now: float) -> None:
     """A stop cut the poll short: not all entries were handled. Ask again soon, with the
     old validators, so the feed is fetched in full and the rest are found unseen."""
     update.etag, update.last_modified = feed.etag, feed.last_modified
-    update.next_poll = time.time()
+    update.next_poll = now
 
 
 def keyed_entries(entries: list[FeedEntry], feed_url: str) -> dict[str, FeedEntry]:

@@ -58,9 +58,10 @@ CREATE TABLE IF NOT EXISTS seen (
 """
 
 # Entries whose article page failed for a reason that may pass (429, 5xx, timeout, host
-# paused): left unseen, their page is tried again on later polls up to a bound (feeds.py).
-# The entry itself is kept, so that its summary is still published should it leave the
-# feed before then. A table of its own: existing state files gain it on open.
+# paused): left unseen, their page is tried again at its own next try, on a later poll,
+# up to a bound (feeds.py). The entry itself is kept, so that its summary is still
+# published should it leave the feed before then. A table of its own: existing state
+# files gain it on open, and the next_try column (_migrate_page_retries).
 PAGE_RETRY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS page_retries (
     feed_id INTEGER NOT NULL,
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS page_retries (
     last_reason TEXT NOT NULL,
     last_attempt REAL NOT NULL,
     entry TEXT NOT NULL,               -- the feed entry as JSON
+    next_try REAL NOT NULL DEFAULT 0,  -- not asked for again before (epoch seconds)
     PRIMARY KEY (feed_id, entry_key)
 ) WITHOUT ROWID;
 """
@@ -120,10 +122,19 @@ class FeedRow:
 
 @dataclass
 class PageRetry:
-    """An entry waiting for its page: how often the page failed, the entry as JSON."""
+    """An entry waiting for its page: how often the page failed, the entry as JSON, and
+    the time before which its page is not asked for again."""
 
     attempts: int
     entry: str
+    next_try: float = 0.0
+
+    def due(self, now: float, longest_s: float) -> bool:
+        """Whether the page may be asked for at ``now``. No backoff puts a next try
+        further ahead than ``longest_s`` (the longest poll interval): one that is can
+        only come from the wall clock stepping back, and counts as due rather than
+        holding the page for as long as the step."""
+        return self.next_try <= now or self.next_try > now + longest_s + _CLOCK_SLACK_S
 
 
 @dataclass
@@ -153,6 +164,14 @@ def _feed_by_url(conn: sqlite3.Connection, url: str) -> Any:
     return conn.execute(
         f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ? OR url = ?", (url, url)
     ).fetchone()
+
+
+def _migrate_page_retries(conn: sqlite3.Connection) -> None:
+    """Give a state file written before pages had their own next try the column. Its
+    waiting pages keep their tries and are due at once, as they were then."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(page_retries)")}
+    if "next_try" not in columns:
+        conn.execute("ALTER TABLE page_retries ADD COLUMN next_try REAL NOT NULL DEFAULT 0")
 
 
 def read_feeds(path: Path, *, active_only: bool = False) -> list[FeedRow]:
@@ -187,6 +206,7 @@ class StateStore:
             for statement in (SCHEMA + PAGE_RETRY_SCHEMA).split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
+            _migrate_page_retries(self._conn)
 
     def close(self) -> None:
         with self._lock:
@@ -495,10 +515,12 @@ class StateStore:
         """The entries of this feed whose page failed and is to be tried again, by key."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT entry_key, attempts, entry FROM page_retries WHERE feed_id = ?",
+                "SELECT entry_key, attempts, entry, next_try FROM page_retries"
+                " WHERE feed_id = ?",
                 (feed_id,),
             ).fetchall()
-        return {key: PageRetry(attempts, entry) for key, attempts, entry in rows}
+        return {key: PageRetry(attempts, entry, next_try)
+                for key, attempts, entry, next_try in rows}
 
     def count_page_failure(
         self,
@@ -509,21 +531,23 @@ class StateStore:
         reason: str,
         now: float | None = None,
         asked: bool = True,
+        next_try: float = 0.0,
     ) -> int:
-        """Note one more failed fetch of an entry's page; returns the failures so far.
-        ``asked=False``: the page was not asked for (its host paused): the entry is kept
-        waiting as for a failure, but no try is counted."""
+        """Note one more failed fetch of an entry's page, and when to ask for it again
+        (``next_try``); returns the failures so far. ``asked=False``: the page was not
+        asked for (its host paused): the entry is kept waiting as for a failure, but no
+        try is counted."""
         now = time.time() if now is None else now
         tries = 1 if asked else 0
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO page_retries"
-                " (feed_id, entry_key, attempts, last_reason, last_attempt, entry)"
-                " VALUES (?, ?, ?, ?, ?, ?)"
+                " (feed_id, entry_key, attempts, last_reason, last_attempt, entry, next_try)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (feed_id, entry_key) DO UPDATE SET attempts = attempts + ?,"
                 " last_reason = excluded.last_reason, last_attempt = excluded.last_attempt,"
-                " entry = excluded.entry",
-                (feed_id, entry_key, tries, reason, now, entry, tries),
+                " entry = excluded.entry, next_try = excluded.next_try",
+                (feed_id, entry_key, tries, reason, now, entry, next_try, tries),
             )
             (attempts,) = conn.execute(
                 "SELECT attempts FROM page_retries WHERE feed_id = ? AND entry_key = ?",

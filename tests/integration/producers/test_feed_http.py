@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 class Rig:
-    """A poller with its state, as the producer builds them."""
+    """A poller with its state, as the producer builds them. Its clock is the wall
+    clock moved on by ``skip`` (pages are tried again minutes after they failed)."""
 
     def __init__(
         self,
@@ -42,6 +43,7 @@ class Rig:
         *,
         pages: bool = False,
         stop: threading.Event | None = None,
+        skipped_s: float = 0.0,
         **overrides: object,
     ) -> None:
         values: dict[str, object] = {
@@ -51,9 +53,14 @@ class Rig:
         self.settings = Settings(**values)  # type: ignore[arg-type]
         self.state = StateStore(self.settings.producer_state_file)
         self.fetcher = make_fetcher(self.settings, stop=stop)
+        self.skipped_s = skipped_s
         self.poller = FeedPoller(
-            self.settings, fetcher=self.fetcher, state=self.state, fetch_pages=pages
+            self.settings, fetcher=self.fetcher, state=self.state, fetch_pages=pages,
+            clock=lambda: time.time() + self.skipped_s,
         )
+
+    def skip(self, seconds: float) -> None:
+        self.skipped_s += seconds
 
     def feed(self, url: str) -> FeedRow:
         return self.state.upsert_feed(url, origin="config")
@@ -386,7 +393,15 @@ def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, paged_r
     first = paged_rig.poll(url)
     assert [a.title for a in first.articles] == ["Story flaky-0"]
     assert first.update.next_poll <= time.time() + 60  # not the feed's usual interval
+    (waiting,) = paged_rig.state.page_retries(first.feed.id).values()
+    assert time.time() + 29 < waiting.next_try <= first.update.next_poll
+    # Polled before the page's time: the page is not asked for, nor the feed in full.
+    early = paged_rig.poll(url)
+    assert early.update.status == 304 and early.update.next_poll <= waiting.next_try
+    assert server.state.counts["/flaky/genpage/flaky/1.html"] == 1
+    paged_rig.skip(3600)
     assert paged_rig.poll(url).articles == []  # the second 429: still waiting
+    paged_rig.skip(3600)
     third = paged_rig.poll(url)
     (article,) = third.articles
     assert article.title == "Story flaky-1" and not article.summary_only, article.fetch
@@ -394,9 +409,9 @@ def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, paged_r
     # Published: its record goes, and the feed is asked conditionally again.
     assert paged_rig.poll(url).update.status == 304
     assert paged_rig.state.page_retries(third.feed.id) == {}
-    # The feed never changed, yet it was fetched in full while the page waited.
+    # The feed never changed, yet it was fetched in full when the page was due.
     feed_requests = [h for p, h in server.state.requests if p == "/gen/flaky.xml"]
-    assert ["if-none-match" in h for h in feed_requests] == [False, False, False, True]
+    assert ["if-none-match" in h for h in feed_requests] == [False, True, False, False, True]
 
 
 def test_a_page_failing_on_every_try_gives_the_summary_after_the_last(server, tmp_path):
@@ -405,13 +420,14 @@ def test_a_page_failing_on_every_try_gives_the_summary_after_the_last(server, tm
     server.state.flaky_status = 503
     url = server.url("/gen/down.xml?entries=1&flaky_page=0")
     attempts = Settings().page_attempts
-    for _ in range(attempts - 1):
-        rig = Rig(tmp_path, pages=True)  # a restart between polls forgets no try
+    for n in range(attempts - 1):
+        # A restart between polls forgets no try; an hour on, the page is due again.
+        rig = Rig(tmp_path, pages=True, skipped_s=n * 3600)
         try:
             assert rig.poll(url).articles == []
         finally:
             rig.close()
-    rig = Rig(tmp_path, pages=True)
+    rig = Rig(tmp_path, pages=True, skipped_s=attempts * 3600)
     try:
         (article,) = rig.poll(url).articles
         assert article.summary_only and article.text == "Summary of story down-0."
@@ -478,6 +494,8 @@ def test_an_entry_waiting_for_its_page_is_published_after_leaving_the_feed(serve
     url = server.url("/gen/brief.xml?flaky_page=1")
     assert [a.title for a in paged_rig.poll(url).articles] == ["Story brief-0"]
     server.state.gen_entries = 1  # story 1 drops out of the feed meanwhile
+    assert paged_rig.poll(url).articles == []  # before its page's next try
+    paged_rig.skip(3600)
     (article,) = paged_rig.poll(url).articles
     assert article.title == "Story brief-1" and not article.summary_only
     assert article.text.startswith("Paragraph 0 of the generated story brief/1")
@@ -523,6 +541,20 @@ def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
         assert state.unseen(feed.id, [article.fetch["entry_key"]]) == []
     finally:
         state.close()
+
+
+def test_a_one_off_poll_gives_the_summary_of_a_page_whose_host_is_paused(server, tmp_path):
+    """`poll --once --stdout`: one page answered 429 with a long Retry-After, so the
+    next page of that host was not asked for. Its entry was left waiting for a later
+    poll, which a one-off poll never makes: it was not output at all ("2 new" of 3)."""
+    server.state.retry_after = "120"  # longer than a page waits for its host
+    server.state.flaky_failures = 1000
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    out: list[RawArticle] = []
+    poll_once(settings, [server.url("/gen/busy.xml?entries=3&flaky_page=1")], emit=out.append)
+    assert len(out) == 3
+    reasons = sorted(str(a.fetch["summary_reason"]) for a in out if a.summary_only)
+    assert reasons == ["host_paused", "http_429"]
 
 
 def test_a_one_off_poll_that_fails_says_who_tries_again(server, tmp_path, caplog):

@@ -176,6 +176,36 @@ def test_page_failures_are_counted_across_a_restart_until_forgotten(tmp_path):
     assert again.page_retries(other.id) == {}  # per feed, like seen entries
 
 
+def test_a_state_file_from_before_pages_had_their_own_next_try_is_upgraded_in_place(tmp_path):
+    """The page_retries table as the version before wrote it: the next_try column is
+    added on open, the waiting pages keep their tries and entries and are due at once."""
+    import sqlite3
+
+    from producers.state import SCHEMA, PageRetry
+
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.executescript(SCHEMA + """
+        CREATE TABLE page_retries (
+            feed_id INTEGER NOT NULL, entry_key TEXT NOT NULL, attempts INTEGER NOT NULL,
+            last_reason TEXT NOT NULL, last_attempt REAL NOT NULL, entry TEXT NOT NULL,
+            PRIMARY KEY (feed_id, entry_key)
+        ) WITHOUT ROWID;
+        INSERT INTO feeds (url, origin_url, origin) VALUES ('https://a.example/feed',
+            'https://a.example/feed', 'config');
+        INSERT INTO page_retries VALUES (1, 'g1', 3, 'http_503', 50.0, '{"v": 1}');
+    """)
+    old.commit()
+    old.close()
+    state = make(tmp_path)
+    assert state.page_retries(1) == {"g1": PageRetry(3, '{"v": 1}', 0.0)}
+    assert state.count_page_failure(1, "g1", entry='{"v": 1}', reason="http_503",
+                                    now=100.0, next_try=400.0) == 4
+    state.close()
+    again = make(tmp_path)  # opened once more: nothing to add
+    assert again.page_retries(1) == {"g1": PageRetry(4, '{"v": 1}', 400.0)}
+    again.close()
+
+
 def test_after_the_clock_steps_back_far_schedules_and_leases_are_due_and_free(tmp_path):
     """Schedules and leases are wall-clock times: after a step back of three days every
     feed waited three days more, and a lease taken before the step held its feed as long."""

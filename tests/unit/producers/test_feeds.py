@@ -423,13 +423,13 @@ class OneAnswerFetcher:
 
 
 class AllowAll:
-    def verdict(self, url: str) -> str:
-        return "allowed"
+    def check(self, url: str) -> tuple[str, float]:
+        return "allowed", 86400.0
 
 
 class RobotsUnreachable:
-    def verdict(self, url: str) -> str:
-        return "unreachable"
+    def check(self, url: str) -> tuple[str, float]:
+        return "unreachable", 600.0
 
 
 def test_a_page_whose_robots_txt_cannot_be_fetched_is_tried_again_later(tmp_path):
@@ -671,3 +671,194 @@ def test_a_stop_waits_for_a_poll_still_fetching_before_the_state_is_closed(tmp_p
     assert poll_ended.wait(30) and not runner.is_alive() and closed.is_set()
     assert errors == []
     assert any("still fetching" in r.getMessage() for r in caplog.records)
+
+
+# -- page retries over time (an injected clock) ------------------------------------------
+
+
+class Clock:
+    """The poller's and robots cache's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+STORY_HTML = (
+    "<html><head><title>Bridge closed</title></head><body><article><h1>Bridge closed</h1>"
+    + "".join(
+        f"<p>Part {n}: the old river bridge stays closed after inspectors found cracks in "
+        "two of its piers, and the city says the ferry runs every twenty minutes.</p>"
+        for n in range(6)
+    )
+    + "</article></body></html>"
+).encode()
+
+
+class Publisher:
+    """A publisher's site: a feed of one story, its page (up or down: a 503) and its
+    robots.txt (404 by default: no rules). Counts the requests by path."""
+
+    FEED = "https://news.example/feed.xml"
+
+    def __init__(self) -> None:
+        self.page_up = False
+        self.robots_status = 404
+        self.asked: dict[str, int] = {}
+        self.limiter = HostLimiter(delay_s=0.0)
+
+    def get(
+        self, url: str, *, before_request: Callable[[str], None] | None = None, **_: object
+    ) -> FetchResult:
+        if before_request is not None:
+            before_request(url)
+        path = url.removeprefix("https://news.example")
+        self.asked[path] = self.asked.get(path, 0) + 1
+        if url == self.FEED:
+            body = (
+                b"<?xml version='1.0'?><rss version='2.0'><channel><title>News</title><item>"
+                b"<guid>bridge</guid><link>https://news.example/bridge</link>"
+                b"<title>Bridge closed</title><description>The bridge is closed.</description>"
+                b"</item></channel></rss>"
+            )
+            return FetchResult(url, url, 200, {"content-type": "application/rss+xml"}, body, 0.01)
+        if path == "/robots.txt":
+            return FetchResult(url, url, self.robots_status, {}, b"", 0.01)
+        if self.page_up:
+            return FetchResult(url, url, 200, {"content-type": "text/html"}, STORY_HTML, 0.01)
+        return FetchResult(url, url, 503, {}, b"", 0.01)
+
+
+def poll_now(poller: FeedPoller, state: StateStore, feed_id: int) -> PollResult:
+    """One poll of the feed, its outcome recorded as the producer's loop does."""
+    row = state.feed(feed_id)
+    assert row is not None
+    result = poller.poll(row)
+    state.record(feed_id, None, result.update, new_keys=result.new_keys,
+                 present_keys=result.present_keys, now=poller.clock())
+    return result
+
+
+def poll_when_due(
+    poller: FeedPoller, state: StateStore, feed_id: int, clock: Clock, *, until: float
+) -> list[RawArticle]:
+    """Poll the feed each time it is due, up to ``until``; returns what was published."""
+    published: list[RawArticle] = []
+    for _ in range(1000):
+        row = state.feed(feed_id)
+        assert row is not None
+        if max(clock.now, row.next_poll) > until:
+            return published
+        clock.now = max(clock.now, row.next_poll)
+        published += poll_now(poller, state, feed_id).articles
+    raise AssertionError("the feed was polled a thousand times")
+
+
+def paced_poller(tmp_path, site: Publisher, clock: Clock) -> tuple[FeedPoller, StateStore, int]:
+    """A poller of the site's feed, polled every 30 s, its state in ``tmp_path``."""
+    from producers.robots import RobotsCache
+
+    state = StateStore(tmp_path / "producer.db")
+    feed = state.upsert_feed(Publisher.FEED, origin="config", min_interval_s=30, max_interval_s=30)
+    robots = RobotsCache(site, agent="newsflow/1.0", clock=clock)  # type: ignore[arg-type]
+    poller = FeedPoller(Settings(data_dir=tmp_path), fetcher=site,  # type: ignore[arg-type]
+                        state=state, robots=robots, clock=clock)
+    return poller, state, feed.id
+
+
+def test_a_page_whose_host_is_down_is_tried_on_its_own_backoff_not_at_each_poll(tmp_path):
+    """A feed polled every 30 s asked for a failing page at every poll: its 5 tries went
+    within 2.5 minutes, and a short outage of the publisher sent the summary out instead
+    of the text. The page waits its own backoff now (within 1, 2, 4, 8 minutes)."""
+    site, clock = Publisher(), Clock()
+    poller, state, feed_id = paced_poller(tmp_path, site, clock)
+    start = clock.now
+    assert poll_when_due(poller, state, feed_id, clock, until=start + 180) == []
+    tries_while_down = site.asked["/bridge"]
+    assert 2 <= tries_while_down <= 3
+    assert site.asked["/feed.xml"] >= 6  # the feed itself is still polled every 30 s
+    site.page_up = True  # the publisher is back
+    (article,) = poll_when_due(poller, state, feed_id, clock, until=start + 3600)
+    assert not article.summary_only and article.text.startswith("Part 0: the old river bridge")
+    assert article.fetch["page_attempts"] == tries_while_down + 1
+    state.close()
+
+
+def test_a_restart_keeps_a_pages_next_try(tmp_path):
+    site, clock = Publisher(), Clock()
+    poller, state, feed_id = paced_poller(tmp_path, site, clock)
+    assert poll_now(poller, state, feed_id).articles == []
+    (waiting,) = state.page_retries(feed_id).values()
+    assert (waiting.attempts, site.asked["/bridge"]) == (1, 1)
+    assert clock.now + 30 <= waiting.next_try <= clock.now + 60
+    state.close()
+    clock.now += 10  # restarted; the feed is polled at once (a stop hands it back so)
+    poller, state, feed_id = paced_poller(tmp_path, site, clock)
+    early = poll_now(poller, state, feed_id)
+    # Not asked before its time, no try spent, not published, the feed back by then.
+    assert early.articles == [] and site.asked["/bridge"] == 1
+    assert list(state.page_retries(feed_id).values()) == [waiting]
+    assert early.update.next_poll <= waiting.next_try
+    clock.now = waiting.next_try
+    assert poll_now(poller, state, feed_id).articles == []
+    assert site.asked["/bridge"] == 2
+    state.close()
+
+
+def test_a_robots_txt_that_cannot_be_read_costs_a_page_one_try_per_answer(tmp_path):
+    """A robots.txt answered with a 503 is kept as "nothing allowed for now" for 10
+    minutes. The page was tried at each poll all the same, reading that one answer: a
+    feed polled every 30 s gave up its page after 2 minutes and one request of robots.txt,
+    and the summary went out. The page is tried again once robots.txt is asked again."""
+    site, clock = Publisher(), Clock()
+    site.robots_status, site.page_up = 503, True
+    poller, state, feed_id = paced_poller(tmp_path, site, clock)
+    start = clock.now
+    assert poll_when_due(poller, state, feed_id, clock, until=start + 590) == []
+    assert site.asked["/robots.txt"] == 1 and "/bridge" not in site.asked
+    (waiting,) = state.page_retries(feed_id).values()
+    assert waiting.attempts == 1 and waiting.next_try >= start + 600
+    site.robots_status = 404  # readable again (no rules)
+    (article,) = poll_when_due(poller, state, feed_id, clock, until=start + 3600)
+    assert not article.summary_only and article.fetch["page_attempts"] == 2
+    assert site.asked["/robots.txt"] == 2
+    state.close()
+
+
+def test_a_page_waiting_across_a_step_back_of_the_clock_is_not_held_for_the_step(tmp_path):
+    """Next tries are wall-clock times. After the clock stepped back three days (an NTP
+    correction, a VM restored), a page due in a minute waited three days and a minute,
+    its entry unpublished meanwhile; the feeds themselves are claimed at once then."""
+    site, clock = Publisher(), Clock()
+    poller, state, feed_id = paced_poller(tmp_path, site, clock)
+    poll_now(poller, state, feed_id)
+    clock.now -= 3 * 86400
+    poll_now(poller, state, feed_id)
+    assert site.asked["/bridge"] == 2
+    (waiting,) = state.page_retries(feed_id).values()
+    assert clock.now < waiting.next_try <= clock.now + 120  # backed off from the new time
+    state.close()
+
+
+def test_a_page_whose_robots_txt_is_not_asked_as_its_host_is_paused_waits_as_paused(tmp_path):
+    """Another page's Retry-After paused the host when its robots.txt was due: robots.txt
+    was not asked, yet kept as "cannot be read" for 10 minutes, and every page of the
+    host spent a try on it meanwhile (robots_unreachable) with nothing asked."""
+    from producers.robots import RobotsCache
+
+    now = [0.0]
+    fetcher = OneAnswerFetcher(200)
+    fetcher.limiter = HostLimiter(delay_s=0.0, clock=lambda: now[0])
+    fetcher.limiter.pause("news.example", 120)
+    state = StateStore(":memory:")
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=fetcher, state=state,  # type: ignore[arg-type]
+        robots=RobotsCache(fetcher, agent="newsflow/1.0", clock=lambda: now[0]),  # type: ignore[arg-type]
+    )
+    paused = poller.page("https://news.example/story")
+    assert (paused.reason, paused.retryable, paused.retry_after_s) == ("host_paused", True, 120.0)
+    now[0] = 121.0  # the pause is over: robots.txt (an empty 200) and the page are asked
+    assert poller.page("https://news.example/story").reason == "empty_text"
+    state.close()

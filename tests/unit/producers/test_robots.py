@@ -62,3 +62,16 @@ def test_a_group_for_newsflow_overrides_the_general_one():
     body = b"User-agent: *\nDisallow: /\n\nUser-agent: newsflow\nAllow: /\n"
     robots = RobotsCache(RobotsAnswer(200, body), agent="newsflow/1.0")  # type: ignore[arg-type]
     assert robots.verdict("https://news.example/story") == "allowed"
+
+
+def test_an_unreadable_robots_txt_says_how_long_its_answer_holds_then_is_asked_again():
+    now = [0.0]
+    fetcher = RobotsAnswer(503)
+    robots = RobotsCache(fetcher, agent="newsflow/1.0", error_ttl_s=600,  # type: ignore[arg-type]
+                         clock=lambda: now[0])
+    assert robots.check("https://news.example/story") == ("unreachable", 600.0)
+    now[0] = 590.0
+    assert robots.check("https://news.example/other") == ("unreachable", 10.0)
+    fetcher.answer = 404  # readable again: no robots.txt, all allowed
+    now[0] = 600.0
+    assert robots.check("https://news.example/story") == ("allowed", 24 * 3600.0)
