@@ -24,6 +24,19 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def wait_for(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+    """Poll ``check()`` until it is truthy and return its value; fail saying ``what`` did
+    not happen in ``timeout_s``. For a test to wait on what it needs, not a fixed time,
+    which a loaded machine (CI's 2 cores, others' runs) may not give it."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"not in {timeout_s:.0f} s: {what}"
+        time.sleep(0.05)
+    return value
+
+
 def _docker_answers() -> bool:
     if shutil.which("docker") is None:
         return False

@@ -7,13 +7,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 from newsflow.broker import EmbeddedBroker
 from newsflow.kafka import ensure_topics, topic_specs
 from newsflow.settings import Settings, settings_env
+from tests.conftest import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def test_replay_whose_broker_dies_says_in_one_line_how_many_went_out(tmp_path):
     stream.write_text("".join(
         json.dumps({"id": f"a{n}", "published": "2024-05-01T10:00:00Z",
                     "title": f"Story number {n}", "text": "A body of text."}) + "\n"
-        for n in range(400)))
+        for n in range(800)))
     with EmbeddedBroker() as broker:
         settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
                             data_dir=tmp_path / "var", topic_raw="raw-replay-dies")
@@ -36,18 +36,20 @@ def test_replay_whose_broker_dies_says_in_one_line_how_many_went_out(tmp_path):
         replay = subprocess.Popen(
             [sys.executable, "-m", "newsflow.cli", "replay", "--rate", "100", str(stream)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-        time.sleep(1.5)  # some articles out, most to come
+        # Some articles out, most to come (at 100 a second, 8 s of them): the replay's
+        # start alone may take more than the 1.5 s once waited here, on a loaded machine.
+        read_topic(settings, settings.topic_raw, until=lambda r: len(r) >= 20, timeout_s=60)
         broker.stop()
         out, err = replay.communicate(timeout=120)
     assert replay.returncode == 1, out + err
     assert err.count("\n") == 1, err  # the error alone
     found = re.fullmatch(
-        r"newsflow replay: error: (\d+) of 400 article\(s\) confirmed published to raw-replay-dies"
+        r"newsflow replay: error: (\d+) of 800 article\(s\) confirmed published to raw-replay-dies"
         r" \(Kafka at [\d.:]+\); (\d+) of \d+ message\(s\) not delivered .*"
         r" Replaying the same files again is safe: an article seen again changes nothing\.\n",
         err)
     assert found, err
-    assert 0 < int(found.group(1)) < 400
+    assert 0 < int(found.group(1)) < 800
 
 
 def test_topics_lists_what_the_broker_holds_not_the_settings(make_settings, capsys):

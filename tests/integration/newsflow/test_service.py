@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+import socket
 from pathlib import Path
 from threading import Event
 
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from newsflow.broker import resident_bytes
+from newsflow.broker import free_port, resident_bytes
 from newsflow.drain import read_topic, unread, wait_drained
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.recycle import (
@@ -24,6 +24,15 @@ from newsflow.recycle import (
 )
 from newsflow.service import Child, child_env, run_service
 from newsflow.settings import Settings
+from tests.conftest import wait_for
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def test_a_child_does_not_import_a_source_folder_in_its_working_directory(
@@ -35,13 +44,14 @@ def test_a_child_does_not_import_a_source_folder_in_its_working_directory(
     shadow.mkdir()
     (shadow / "__init__.py").write_text("raise SystemExit('imported the shadow package')\n")
     monkeypatch.chdir(tmp_path)
-    settings = Settings(data_dir=tmp_path / "var", web_host="127.0.0.1", web_port=0)
+    settings = Settings(data_dir=tmp_path / "var", web_host="127.0.0.1", web_port=free_port())
     child = Child("web", child_env(settings))
     child.start()
     try:
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and child.alive():
-            time.sleep(0.2)
+        # Up (its page answers) or gone: 5 s alive proved nothing on a loaded machine,
+        # where a child may take longer than that to import anything at all.
+        wait_for(lambda: not child.alive() or port_open(settings.web_port), 60,
+                 "the web child serving its page, or exiting")
         assert child.alive(), f"the web child exited with {child.process and child.process.returncode}"
     finally:
         child.stop(timeout_s=10.0)

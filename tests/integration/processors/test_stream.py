@@ -23,6 +23,7 @@ from newsflow.schemas import (
 )
 from producers.replay import read_articles
 from sinks.base import latest_places
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +78,12 @@ def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_r
     dead = [DeadLetter.from_bytes(r.value) for r in letters]
     # The processors' Prometheus textfile counts what happened.
     prom = settings.data_dir / "metrics" / f"processors-{worker.process.pid}.prom"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and 'decision="joined"} 1' not in (
-        prom.read_text() if prom.exists() else ""
-    ):
-        time.sleep(0.5)
-    text = prom.read_text()
+
+    def counted() -> str:
+        text = prom.read_text() if prom.exists() else ""
+        return text if 'decision="joined"} 1' in text else ""
+
+    text = wait_for(counted, 60, f"{prom.name} counting the joined seed (written every 5 s)")
     assert 'newsflow_processor_articles_total{decision="joined"} 1' in text
     assert 'newsflow_processor_dead_letters_total{stage="clean",kind="PoisonMessage"} 2' in text
     assert {d.key for d in dead} == {"poison-1", "poison-2"}
@@ -170,25 +171,39 @@ def test_articles_published_while_workers_join_and_leave_are_all_placed(
     # (processors/consumer.py), and the article was never placed.
     settings = make_settings()
     ensure_topics(settings)
-    articles = fire_reports(240)
+    articles = fire_reports(2000)
+    published: list[RawArticle] = []
+    settled = threading.Event()
 
     def publish() -> None:
+        # Paced, for as long as the workers take to join and leave (longer on a loaded
+        # machine), and 240 articles at least.
         with Publisher(settings) as publisher:
             for article in articles:
+                if settled.is_set() and len(published) >= 240:
+                    break
                 publisher.publish_article(article)
+                published.append(article)
                 time.sleep(0.05)
 
     first = start_role(settings, "process")
     publishing = threading.Thread(target=publish)
     publishing.start()  # while the first worker is still starting
-    time.sleep(3)
-    second = start_role(settings, "process")
-    time.sleep(4)
-    assert first.stop() == 0, first.log()[-3000:]
-    time.sleep(3)
-    third = start_role(settings, "process")
-    publishing.join()
-    wanted = {article.id for article in articles}
+    try:
+        # Each step waits for the one before, not a fixed time: on a loaded machine the
+        # first worker was stopped before it was up (by the SIGTERM's default action).
+        rebalances_completed(first, 1, watch=[first])
+        second = start_role(settings, "process")
+        rebalances_completed(second, 1, watch=[first, second])  # partitions dealt out again
+        assert first.stop() == 0, first.log()[-3000:]
+        rebalances_completed(second, 2, watch=[second])  # the first one's taken over
+        third = start_role(settings, "process")
+        rebalances_completed(third, 1, watch=[second, third])
+    finally:
+        settled.set()
+        publishing.join()
+    assert len(published) >= 240
+    wanted = {article.id for article in published}
 
     def all_placed(records) -> bool:
         return wanted <= {a.id for arts in placed(records).values() for a in arts}
@@ -413,5 +428,6 @@ def rebalances_completed(worker, count: int, *, watch, timeout_s: float = 90.0) 
     done = wait_until(lambda: bool(stopped())
                       or worker.log().count("rebalance complete, tables recovered") >= count,
                       timeout_s)
-    assert not stopped(), stopped()[0].log()[-3000:]
-    assert done, worker.log()[-3000:]
+    assert not stopped(), f"a worker stopped:\n{stopped()[0].log()[-3000:]}"
+    assert done, (f"{worker.log_path.name} did not complete {count} rebalance(s) in"
+                  f" {timeout_s:.0f} s:\n{worker.log()[-3000:]}")

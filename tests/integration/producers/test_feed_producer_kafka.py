@@ -70,13 +70,28 @@ def run_until(settings: Settings, done: threading.Event | None = None, *, second
     assert not thread.is_alive()
 
 
-def wait_polled(settings: Settings, n_feeds: int, timeout_s: float = 60) -> bool:
+def run_until_polled(settings: Settings, n_feeds: int, *, since: float = 0.0) -> None:
+    """Run the producer until ``n_feeds`` feeds have a poll recorded after ``since``."""
+    done = threading.Event()
+
+    def watch() -> None:
+        wait_polled(settings, n_feeds, timeout_s=90, since=since)
+        done.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    run_until(settings, done, seconds=120)
+    watcher.join()
+
+
+def wait_polled(settings: Settings, n_feeds: int, timeout_s: float = 60, since: float = 0.0) -> bool:
+    """Whether ``n_feeds`` feeds have a poll recorded (after ``since``, a time.time())."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if settings.producer_state_file.exists():
             state = StateStore(settings.producer_state_file)
             try:
-                polled = [f for f in state.feeds() if f.last_fetch]
+                polled = [f for f in state.feeds() if f.last_fetch and f.last_fetch > since]
             finally:
                 state.close()
             if len(polled) >= n_feeds:
@@ -95,16 +110,7 @@ def test_produce_publishes_and_restart_republishes_nothing(make_settings, server
                              page_attempts=1)
     ensure_topics(settings)
 
-    done = threading.Event()
-
-    def watch() -> None:
-        wait_polled(settings, 2)
-        done.set()
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    run_until(settings, done, seconds=90)
-    watcher.join()
+    run_until_polled(settings, 2)
     first = read_topic(settings, expect=5 + 15)
     assert len(first) == 20
     gen = [a for a in first if a.feed_url == server.url("/gen/a.xml")]
@@ -125,9 +131,8 @@ def test_produce_publishes_and_restart_republishes_nothing(make_settings, server
         state._conn.execute("UPDATE feeds SET next_poll = 0")
     state.close()
     requests_before = len(server.state.requests)
-    done2 = threading.Event()
-    threading.Timer(8.0, done2.set).start()
-    run_until(settings, done2, seconds=30)
+    # Until both feeds are polled again (a fixed 8 s was not always enough when loaded).
+    run_until_polled(settings, 2, since=time.time())
     second = read_topic(settings, expect=22)
     assert len(second) == 22, "only the two new entries are published after a restart"
     new_titles = {a.title for a in second} - {a.title for a in first}

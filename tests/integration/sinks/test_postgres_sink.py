@@ -333,6 +333,11 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 90.0, what: str = "")
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def unavailable(runner: SinkRunner) -> float:
+    """How many writes found the store unavailable (one a try)."""
+    return runner.metrics.errors.value(stage="sink", kind="store_unavailable")
+
+
 def count(dsn: str, sql: str) -> int | None:
     try:
         with psycopg.connect(dsn, connect_timeout=2) as conn:
@@ -386,7 +391,9 @@ def test_database_restart_mid_stream_loses_and_skips_nothing(
                 publisher.send(settings.topic_incidents, "i1", incident("i1", v, [1]).to_bytes())
             publisher.flush()
             wait_for(lambda: runner.failing, what="the sink to notice the database is down")
-            time.sleep(2.0)  # several retries with the database down
+            # (Each try waits 5 s for a connection from the pool: the 2 s slept here before
+            # saw none but the first.)
+            wait_for(lambda: unavailable(runner) >= 2, what="a second try with it down")
             assert committed(settings) == 10, "offsets moved while nothing could be written"
             assert runner.consumer is not None and runner.consumer.paused()
         finally:
@@ -429,7 +436,7 @@ def test_a_database_refusing_every_write_is_waited_out_not_dead_lettered(
     thread.start()
     try:
         wait_for(lambda: runner.failing, what="the sink to find the store refusing writes")
-        time.sleep(2.0)  # several tries
+        wait_for(lambda: unavailable(runner) >= 3, what="two more tries, refused")
         assert committed(settings) == 0
         assert runner.metrics.dead_letters.value(kind="sink_error") == 0
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:

@@ -268,7 +268,8 @@ def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> N
                 ],
             )
             wait_for(lambda: runner.failing, what="the sink to notice the lock")
-            time.sleep(2.0)  # several retries while locked
+            wait_for(lambda: runner.metrics.errors.value(stage="sink", kind="store_unavailable") >= 3,
+                     what="two more tries while locked")
             assert committed(settings, settings.topic_incidents, 1) == 0
             assert runner.consumer is not None and runner.consumer.paused()
             publish(

@@ -32,6 +32,7 @@ from producers.fetch import FetchError, FetchResult
 from producers.politeness import HostBusy, HostLimiter
 from producers.state import FeedRow, FeedUpdate, StateStore
 from producers.urls import host_of
+from tests.conftest import wait_for
 
 # -- text caps ------------------------------------------------------------------
 
@@ -319,13 +320,20 @@ def loop_running(loop: ProducerLoop, poller: HeldPoller) -> Iterator[None]:
         runner.join(20)
 
 
-def test_a_poll_whose_lease_ran_out_is_not_claimed_again_by_its_own_process(tmp_path, state):
+def test_a_poll_whose_lease_ran_out_is_not_claimed_again_by_its_own_process(
+        tmp_path, state, monkeypatch):
     # A lease long enough that the loop does not renew it during the test.
     with lease_case(tmp_path, state, lease_s=3600) as case, loop_running(case.loop, case.poller):
         # The lease runs out while the poll goes on (the feed is still due).
         case.other_process._conn.execute("UPDATE feeds SET lease_until = 0 WHERE id = ?",
                                          (case.feed.id,))
-        time.sleep(1.2)  # a few turns of the loop, each claiming what is due
+        # A few turns of the loop, each claiming what is due (counted, not timed: a
+        # loaded machine may give the loop no turn in a fixed 1.2 s).
+        claims: list[int] = []
+        claim_due = state.claim_due
+        monkeypatch.setattr(state, "claim_due",
+                            lambda *a, **k: claims.append(1) or claim_due(*a, **k))
+        wait_for(lambda: len(claims) >= 3, 30, "three turns of the loop")
     assert case.poller.polls == 1
     assert case.published == ["id-0"]
 
