@@ -102,22 +102,36 @@ def source_words_pattern(source: str) -> str:
 _SEARCH_TERM = re.compile(r'(-?)"([^"]*)"?|(-?)(\S+)')
 
 
+class SearchWithoutWords(ValueError):
+    """A search that says only what to leave out (``-flood``): the page answers it as a
+    bad request (400, with this message), the CLI as an error."""
+
+
 def search_alternatives(query: str) -> list[tuple[list[str], list[str]]]:
     """A search as a web search reads it, the same for every store: alternatives apart by
     ``or``, each the terms that must appear and those that must not (``-word``,
     ``-"a phrase"``); a term is its text as typed, without quotes, and one with no word
-    in it is left out. An alternative of exclusions alone is dropped: SQLite's FTS5
-    cannot ask for what a text lacks alone (PostgreSQL listed every article without the
-    word where SQLite found none)."""
+    in it is left out.
+
+    An alternative of exclusions alone raises ``SearchWithoutWords``: it would list every
+    article without the word, in no order a search can rank, and FTS5 cannot ask it
+    (SQLite found nothing, which read as "no article lacks the word")."""
     alternatives: list[tuple[list[str], list[str]]] = [([], [])]
     for found in _SEARCH_TERM.finditer(query):
         minus, text = (found[1], found[2]) if found[2] is not None else (found[3], found[4])
         if found[4] is not None and text.lower() == "or":  # (never a word: as websearch)
-            if alternatives[-1][0]:
+            if alternatives[-1][0] or alternatives[-1][1]:
                 alternatives.append(([], []))
             continue
         if re.search(r"\w", text):
             alternatives[-1][1 if minus else 0].append(text.replace('"', " "))
+    if excluded := next((unwanted for wanted, unwanted in alternatives
+                         if unwanted and not wanted), None):
+        where = " on each side of `or`" if len(alternatives) > 1 else ""
+        shown = " ".join("-" + (f'"{t}"' if " " in t else t) for t in excluded)
+        raise SearchWithoutWords(
+            f"a search needs a word to look for{where}, not only words to leave out"
+            f" ({shown}): `storm -flood` finds storms without floods")
     return [(wanted, unwanted) for wanted, unwanted in alternatives if wanted]
 
 

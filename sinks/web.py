@@ -31,6 +31,7 @@ from newsflow.settings import Settings
 from newsflow.storage import storage_errors, store_name
 from sinks.jsonl import SearchUnsupported
 from sinks.models import Store
+from sinks.rows import SearchWithoutWords
 
 logger = logging.getLogger(__name__)
 
@@ -425,7 +426,7 @@ class Handler(BaseHTTPRequestHandler):
         except ConnectionError as exc:  # (an OSError, but the client's, not the storage's)
             logger.debug("GET %s: the client went away: %s", path, exc)
             self.close_connection = True
-        except (BadRequest, SearchUnsupported) as exc:
+        except (BadRequest, SearchUnsupported, SearchWithoutWords) as exc:
             self._error(400, f"bad request: {exc}", api=path.startswith("/api/"))
         except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)

@@ -205,6 +205,19 @@ def test_api_errors_are_json(server: NewsflowServer) -> None:
     assert get(server.url + "nothing-here")[1] == "text/html; charset=utf-8"
 
 
+def test_a_search_of_exclusions_alone_is_a_bad_request_saying_why(
+    server: NewsflowServer
+) -> None:
+    # It answered "No matches." (an empty list): as if every article held the word.
+    status, ctype, body = get(server.url + "api/search?q=-missiles")
+    assert (status, ctype) == (400, "application/json")
+    assert json.loads(body)["error"].startswith(
+        "bad request: a search needs a word to look for, not only words to leave out"
+        " (-missiles)")
+    status, _, page = get(server.url + "search?q=-missiles+or+Iran")
+    assert status == 400 and "a search needs a word to look for on each side of" in page
+
+
 def test_a_stored_row_that_cannot_be_read_is_our_fault_not_the_requests(
     server: NewsflowServer, tmp_path: Path
 ) -> None:

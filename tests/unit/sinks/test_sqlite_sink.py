@@ -13,6 +13,7 @@ import pytest
 
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from sinks.base import BatchingSink, Record
+from sinks.rows import SearchWithoutWords
 from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, SQLiteStore, connect, fts_query
 from tests.records import MERGE_STEPS, NOW, article, header, incident, placed
 
@@ -288,7 +289,24 @@ def test_fts_query_quotes_words_and_reads_phrases_or_and_exclusions() -> None:
     assert fts_query('"cruise missiles" -Iran or Syria') == (
         '"cruise missiles" NOT "Iran" OR "Syria"')
     assert fts_query('or storm OR "open quote') == '"storm" OR "open quote"'
-    assert fts_query("-exclusions -alone") == fts_query("!!! or") == ""
+    assert fts_query("!!! or") == ""
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("-flood", "(-flood)"),
+    ('-flood -"cruise ships"', '(-flood -"cruise ships")'),
+    ("storm or -coast", "on each side of `or`, not only words to leave out (-coast)"),
+    ("-coast or storm", "on each side of `or`, not only words to leave out (-coast)"),
+])
+def test_a_search_of_exclusions_alone_is_refused_saying_why(
+    db: Path, query: str, message: str
+) -> None:
+    """`newsflow search -- -flood` answered "no matches": as if every article spoke of
+    floods (PostgreSQL, before, listed every article without the word instead)."""
+    write(db, article(1, "A storm hit the coast."))
+    with pytest.raises(SearchWithoutWords, match="a search needs a word to look for") as refused:
+        SQLiteStore(db).search(query)
+    assert message in str(refused.value)
 
 
 def test_history_grows_with_the_changes_not_with_the_square_of_a_story(db: Path) -> None:
@@ -435,8 +453,7 @@ def test_a_place_sent_again_changes_no_row(db: Path) -> None:
 def test_a_path_that_cannot_be_opened_is_a_setting_fault(tmp_path: Path) -> None:
     """The sink opens its database at start: a path no wait will mend (its folder is a
     file, it is a folder, it is not a database) is told apart from a store that is down."""
-    from newsflow.storage import StoreMisconfigured
-
+    
     (tmp_path / "afile").write_text("")
     (tmp_path / "adir.db").mkdir()
     (tmp_path / "text.db").write_text("not a database, but long enough to be read as one\n" * 4)
@@ -475,8 +492,7 @@ def test_a_database_removed_or_replaced_under_the_sink_stops_it_unwritten(
     """The data folder deleted while the service ran: the sink went on writing into the
     removed file, and everything stored from then on vanished with it, with no line in
     the log. It now stops before that write (the batch stays for the restart)."""
-    from newsflow.storage import StoreMisconfigured
-
+    
     sink = SQLiteSink(db)
     sink.add(article(1))
     sink.flush()
