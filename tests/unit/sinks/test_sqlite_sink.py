@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
+from newsflow.storage import StoreMisconfigured
 from sinks.base import BatchingSink, Record
 from sinks.rows import SearchWithoutWords
 from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, SQLiteStore, connect, fts_query
@@ -399,6 +400,21 @@ def test_a_new_database_is_created_without_a_line_per_migration(
     assert caplog.messages == []
 
 
+def test_a_store_that_only_reads_creates_no_database(db: Path) -> None:
+    """A reader (``migrate_schema=False``, and every read of any store) opening a path
+    that is not there made an empty file, which then read as a store holding nothing."""
+    with pytest.raises(StoreMisconfigured, match="cannot be opened"):
+        SQLiteStore(db, migrate_schema=False)
+    assert not db.exists()
+    write(db, incident("i1", 1, [1]))
+    store = SQLiteStore(db, migrate_schema=False)
+    assert [s.id for s in store.list_incidents()] == ["i1"]
+    db.unlink()  # (the data folder cleared while a page reads it)
+    with pytest.raises(sqlite3.OperationalError):
+        store.list_incidents()
+    assert not db.exists()
+
+
 @pytest.mark.parametrize("order", list(itertools.permutations(range(len(MERGE_STEPS)))))
 def test_articles_places_and_versions_agree_whatever_the_order_they_arrive_in(
     tmp_path: Path, order: tuple[int, ...]
@@ -453,7 +469,8 @@ def test_a_place_sent_again_changes_no_row(db: Path) -> None:
 def test_a_path_that_cannot_be_opened_is_a_setting_fault(tmp_path: Path) -> None:
     """The sink opens its database at start: a path no wait will mend (its folder is a
     file, it is a folder, it is not a database) is told apart from a store that is down."""
-    
+    from newsflow.storage import StoreMisconfigured
+
     (tmp_path / "afile").write_text("")
     (tmp_path / "adir.db").mkdir()
     (tmp_path / "text.db").write_text("not a database, but long enough to be read as one\n" * 4)
@@ -492,7 +509,8 @@ def test_a_database_removed_or_replaced_under_the_sink_stops_it_unwritten(
     """The data folder deleted while the service ran: the sink went on writing into the
     removed file, and everything stored from then on vanished with it, with no line in
     the log. It now stops before that write (the batch stays for the restart)."""
-    
+    from newsflow.storage import StoreMisconfigured
+
     sink = SQLiteSink(db)
     sink.add(article(1))
     sink.flush()
