@@ -75,11 +75,12 @@ MEMBER_ORDER = ("COALESCE(m.published, m.seen_at) IS NULL, COALESCE(m.published,
 _SOURCE_SEPARATORS = "./-,:;()_"
 
 
-def source_words_sql(column: str) -> str:
+def source_words_sql(column: str, lower: str = "lower({})") -> str:
     """SQL (both dialects) for ``column`` as ' lower-case words ', to match whole words:
     ``--source ap`` must find "AP", not "The Japan Times" or "Capital Gazette". The
-    pattern it is matched with is lower-cased by the same lower() (``source_words_pattern``)."""
-    expr = f"lower(coalesce({column}, ''))"
+    pattern it is matched with is lower-cased by the same ``lower`` (the dialect's, a
+    format of one value; see ``source_words_pattern``)."""
+    expr = lower.format(f"coalesce({column}, '')")
     for separator in _SOURCE_SEPARATORS:
         expr = f"replace({expr}, '{separator}', ' ')"
     return f"(' ' || {expr} || ' ')"
@@ -492,6 +493,8 @@ class ReadDialect:
     # Search: the query and its parameters for the user's words (rank: higher is
     # better), None when they hold no word to look for.
     search: Callable[[str, int], tuple[str, Sequence[Any]] | None]
+    # Lower-casing of the source filter, every letter (a format of one value).
+    lower: str = "lower({})"
 
 
 class SQLReader(Store, ABC):
@@ -524,7 +527,8 @@ class SQLReader(Store, ABC):
             params.append(dialect.adapt(datetime.now(UTC) - since))
         if source:
             # The words of an outlet's name, or the agency they name among an article's.
-            match = f"{source_words_sql('m.source')} LIKE lower({mark}) ESCAPE '!'"
+            match = (f"{source_words_sql('m.source', dialect.lower)}"
+                     f" LIKE {dialect.lower.format(mark)} ESCAPE '!'")
             params.append(source_words_pattern(source))
             if agency := agency_of_source(source):
                 match += f" OR {dialect.has_agency}"
