@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from newsflow.schemas import MAX_TITLE_CHARS
-from newsflow.storage import SinkUnavailable, StoreMisconfigured
+from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured
 from sinks.base import (
     BatchingSink,
     Record,
@@ -301,9 +301,10 @@ def open_database(dsn: str, *, migrate_schema: bool = True) -> int:
             raise StoreMisconfigured(message) from exc
         raise SinkUnavailable(message) from exc
     if found < SCHEMA_VERSION:
-        raise StoreMisconfigured(
+        raise SchemaOutdated(
             f"{describe_dsn(dsn)}: the schema is at version {found}, this newsflow reads"
-            f" version {SCHEMA_VERSION}: run `newsflow db upgrade` (as the schema's owner)")
+            f" version {SCHEMA_VERSION}: run `newsflow db upgrade` (as the schema's owner)",
+            found=found, needed=SCHEMA_VERSION)
     return found
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from newsflow.schemas import Incident, IncidentMember
 from newsflow.sqlite_wal import enable_wal
-from newsflow.storage import SinkUnavailable, StoreMisconfigured
+from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured
 from sinks.base import (
     BatchingSink,
     Record,
@@ -313,10 +313,10 @@ def check_schema(path: Path) -> None:
         if conn is not None:
             conn.close()
     if found < SCHEMA_VERSION:
-        raise StoreMisconfigured(
+        raise SchemaOutdated(
             f"SQLite database {path.absolute()} has schema version {found}, this newsflow"
             f" reads version {SCHEMA_VERSION}: run `newsflow db upgrade` (or start the sink,"
-            " which upgrades it)")
+            " which upgrades it)", found=found, needed=SCHEMA_VERSION)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

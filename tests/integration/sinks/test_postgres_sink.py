@@ -21,7 +21,7 @@ from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import make_sink, open_store
-from tests.records import MERGE_STEPS, NOW, article, incident, placed
+from tests.records import MERGE_STEPS, NOW, article, incident, older_schema, placed
 
 pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg")
@@ -162,17 +162,6 @@ def test_an_article_too_long_for_a_search_vector_is_stored_and_found(postgres_ds
     with psycopg.connect(postgres_dsn) as conn:
         [(stored,)] = conn.execute("SELECT length(text) FROM articles").fetchall()
     assert stored == len(text)  # stored whole; search reads its first 100,000 characters
-
-
-def older_schema(dsn: str, version: int) -> None:
-    """The schema as a newsflow whose last migration was ``version`` left it."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
-                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        for number, name, statements in MIGRATIONS[:version]:
-            for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
-            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (number, name))
 
 
 def test_a_database_of_schema_4_gets_the_bounded_search_vector(postgres_dsn: str) -> None:

@@ -6,7 +6,6 @@ import argparse
 import io
 import json
 import re
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from newsflow.settings import Settings
 from newsflow.storage import StoreMisconfigured, StoreMissing
 from sinks.commands import format_incident, parse_duration, register
 from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, VersionInfo
-from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, connect
+from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
+from tests.records import older_database, stored_state
 
 NOW = datetime.now(UTC)
 
@@ -190,28 +190,6 @@ def test_read_commands_refuse_a_missing_database_and_do_not_create_it(
     assert f"SQLite database {tmp_path / 'var' / 'newsflow.db'} does not exist" in message
     assert "NEWSFLOW_SQLITE_PATH" in message and "NEWSFLOW_DATA_DIR" in message
     assert not (tmp_path / "var").exists()
-
-
-def older_database(path: Path, version: int) -> None:
-    """A database as a newsflow whose last migration was ``version`` left it, with one
-    incident that migration 4 would change (active later than its update)."""
-    path.parent.mkdir(parents=True)
-    conn = connect(path)
-    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT"
-                 " NULL, applied_at TEXT NOT NULL)")
-    for number, name, statements in MIGRATIONS[:version]:
-        for statement in statements:
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (number, name))
-    conn.execute("INSERT INTO incidents (id, version, title, updated_at, active_at) VALUES"
-                 " ('inc-1', 1, 'Flood', '2026-01-01T00:00:00+00:00', '2026-01-02T00:00:00+00:00')")
-    conn.close()
-
-
-def stored_state(path: Path) -> list[object]:
-    with sqlite3.connect(path) as conn:
-        return [*conn.execute("SELECT version FROM schema_migrations ORDER BY 1"),
-                *conn.execute("SELECT id, active_at FROM incidents")]
 
 
 @pytest.mark.parametrize("argv", [("incidents",), ("incident", "inc-1"), ("search", "Flood")])
