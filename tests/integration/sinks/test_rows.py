@@ -128,6 +128,16 @@ def test_both_stores_read_the_same_records_back_alike(
     assert sqlite["counts"].merged_incidents == 2
 
 
+def written(settings: Settings, records: list[Any]) -> Store:
+    """The configured store, once its sink has written ``records``."""
+    sink = make_sink(settings)
+    try:
+        sink.write(records)
+    finally:
+        sink.close()
+    return open_store(settings)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_search_means_the_same_on_either_store(backend: str, postgres_dsn: str,
                                                   tmp_path: Path) -> None:
@@ -135,15 +145,10 @@ def test_a_search_means_the_same_on_either_store(backend: str, postgres_dsn: str
     read every word as required: "storm -flood" found only the report with a flood on
     SQLite and only the one without on PostgreSQL; "flood or storm" found nothing."""
     settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
-    sink = make_sink(settings)
-    try:
-        sink.write([article(1, "A storm hit the coast.", title="Storm"),
-                    article(2, "A flood and a storm.", title="Flood and storm"),
-                    article(3, "The flood rose.", title="Flood"),
-                    article(4, "Cruise ships and missiles.", title="Ships")])
-    finally:
-        sink.close()
-    store = open_store(settings)
+    store = written(settings, [article(1, "A storm hit the coast.", title="Storm"),
+                               article(2, "A flood and a storm.", title="Flood and storm"),
+                               article(3, "The flood rose.", title="Flood"),
+                               article(4, "Cruise ships and missiles.", title="Ships")])
     try:
         def found(query: str) -> list[str]:
             return sorted(h.article_id for h in store.search(query))
@@ -159,6 +164,32 @@ def test_a_search_means_the_same_on_either_store(backend: str, postgres_dsn: str
         for query in ("-flood", '-flood -"cruise ships"', "storm or -coast"):
             with pytest.raises(SearchWithoutWords):
                 found(query)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_search_finds_words_next_to_typographic_punctuation(
+    backend: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """A C-locale PostgreSQL (this test server's) took every character beyond ASCII for a
+    letter of a word: “Zawahri”, sheriff’s and said—the were words of their own, which
+    `zawahri`, `sheriff` and `said` did not find (SQLite did)."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    store = written(settings, [
+        article(1, "“Zawahri” said—the sheriff’s deputy… a 3\u00a0year old.",
+                title="«Rampage» in Santa\u00a0Monica"),
+        article(2, "Nothing to see.", title="Quiet")])
+    try:
+        def found(query: str) -> list[str]:
+            return sorted(h.article_id for h in store.search(query))
+
+        for query in ("zawahri", "sheriff", "said", "deputy", "rampage", '"santa monica"',
+                      '"3 year old"', "“Zawahri”", "sheriff’s"):
+            assert found(query) == ["a1"], query
+        assert found("quiet -“Zawahri”") == ["a2"]
+        [hit] = store.search("zawahri")
+        assert "[Zawahri]" in hit.snippet
     finally:
         store.close()
 
