@@ -69,6 +69,11 @@ def test_parse_duration() -> None:
     for bad in ("", "2", "h", "2x", "2h junk"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_duration(bad)
+    # `incidents --since` printed a traceback (an OverflowError out of argparse) for the
+    # first, "error: date value out of range" for the second.
+    for too_long in ("99999999999999w", "99999999w"):
+        with pytest.raises(argparse.ArgumentTypeError, match="too long a duration"):
+            parse_duration(too_long)
 
 
 def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
