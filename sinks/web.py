@@ -293,12 +293,18 @@ def _limit(query: dict[str, str]) -> int:
     return min(int(limit), 500)
 
 
+# Below the largest offset SQLite and PostgreSQL take (a 64-bit integer: past it, the
+# driver failed and the request was answered as our fault, 500), and exact as a float.
+MAX_OFFSET = 10**18
+
+
 def _offset(query: dict[str, str]) -> int:
     """``offset`` of the incidents API: how many of the listing to skip (pages past the
     500 a request may return)."""
     offset = _number(query, "offset", 0)
-    if offset < 0 or offset != int(offset):
-        raise BadRequest(f"offset must be a whole number, 0 or more, not {query['offset']!r}")
+    if offset < 0 or offset != int(offset) or offset > MAX_OFFSET:
+        raise BadRequest(f"offset must be a whole number from 0 to {MAX_OFFSET},"
+                         f" not {query['offset']!r}")
     return int(offset)
 
 

@@ -271,11 +271,15 @@ def test_api_errors_are_json(server: NewsflowServer) -> None:
     for address, status in (
         ("api/incidents?limit=lots", 400), ("api/incidents?hours=-1", 400),
         ("api/incidents/nope", 404), ("api/nothing-here", 404),
+        # (past a 64-bit integer the driver failed: a 500, a traceback in the log)
+        ("api/incidents?offset=1e20", 400), ("api/incidents?offset=9223372036854775808", 400),
     ):
         got, ctype, body = get(server.url + address)
         assert (got, ctype) == (status, "application/json"), address
         assert json.loads(body)["error"]
     assert get(server.url + "nothing-here")[1] == "text/html; charset=utf-8"
+    assert get(server.url + "api/incidents?offset=1000000000000000000") == (
+        200, "application/json", "[]")
 
 
 def test_a_search_of_exclusions_alone_is_a_bad_request_saying_why(
