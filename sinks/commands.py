@@ -196,10 +196,15 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# A --limit the databases take (their integers are 64-bit; past that, the driver's
+# "bigint out of range" was the error).
+MAX_LIMIT = 10**18
+
+
 def at_least_one(text: str) -> int:
     number = int(text)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    if not 1 <= number <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT}, not {text}")
     return number
 
 

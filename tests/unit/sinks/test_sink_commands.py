@@ -122,7 +122,12 @@ def test_a_listing_cut_at_its_limit_says_so(
     for command in ("incidents", "search"):
         with pytest.raises(SystemExit):  # not "no incidents"
             run(settings, command, *(["missiles"] if command == "search" else []), "--limit", "0")
-        assert "must be 1 or more, not 0" in capsys.readouterr().err
+        assert "must be from 1 to 1000000000000000000, not 0" in capsys.readouterr().err
+        # (not the driver's "Python int too large to convert to SQLite INTEGER")
+        with pytest.raises(SystemExit):
+            run(settings, command, *(["missiles"] if command == "search" else []),
+                "--limit", "99999999999999999999")
+        assert "must be from 1 to" in capsys.readouterr().err
 
 
 def test_incident_detail_explains_each_article(
