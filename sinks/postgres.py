@@ -38,6 +38,7 @@ from sinks.rows import (
     StoredMember,
     StoredPlace,
     article_values,
+    current_incident_sql,
     delete_member_sql,
     insert_version_sql,
     plan_header_writes,
@@ -610,21 +611,21 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
     if not websearch:
         return None
     return (
-        f"""WITH {_CURRENT}, q AS (SELECT websearch_to_tsquery('english', %s) AS q),
+        f"""WITH q AS (SELECT websearch_to_tsquery('english', %s) AS q),
             hits AS (
                 SELECT a.id, a.title, a.source, a.published, a.url, a.text,
                        ts_rank_cd(a.tsv, q.q) AS rank
                 FROM articles a, q WHERE a.tsv @@ q.q
                 ORDER BY rank DESC, a.id LIMIT %s
-            )
-            SELECT h.id, h.title, h.source, h.published, h.url, h.rank,
-                   ts_headline('english', {as_ascii_punctuation_sql("left(h.text, %s)")}, q.q,
+            ),
+            placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
+            SELECT p.id, p.title, p.source, p.published, p.url, p.rank,
+                   ts_headline('english', {as_ascii_punctuation_sql("left(p.text, %s)")}, q.q,
                        'StartSel=[, StopSel=], MaxWords=30, MinWords=12') AS snippet,
-                   c.incident_id, i.title AS incident_title
-            FROM hits h CROSS JOIN q
-            LEFT JOIN current c ON c.article_id = h.id
-            LEFT JOIN incidents i ON i.id = c.incident_id
-            ORDER BY h.rank DESC, h.id""",
+                   p.incident_id, i.title AS incident_title
+            FROM placed p CROSS JOIN q
+            LEFT JOIN incidents i ON i.id = p.incident_id
+            ORDER BY p.rank DESC, p.id""",
         (websearch, limit, SEARCH_TEXT_CHARS),
     )
 

@@ -71,6 +71,17 @@ MEMBER_ORDER = ("COALESCE(m.published, m.seen_at) IS NULL, COALESCE(m.published,
                 " m.article_id")
 
 
+def current_incident_sql(article: str) -> str:
+    """SQL (both dialects) for the current incident of the article ``article`` (a column
+    of the outer query): the newest live incident listing it, as each dialect's
+    ``current`` finds it for every article. For the few a search returns: placing every
+    stored article first took 97% of a search's time (SQLite, 10,000 articles)."""
+    return f"""(SELECT m.incident_id FROM incident_articles m
+                JOIN incidents i ON i.id = m.incident_id
+                WHERE m.article_id = {article} AND i.merged_into IS NULL
+                ORDER BY i.updated_at DESC, i.version DESC, m.incident_id LIMIT 1)"""
+
+
 # Separators inside outlet names ("AFP/Getty", "example.org", "Gulf-Times"): words apart.
 _SOURCE_SEPARATORS = "./-,:;()_"
 

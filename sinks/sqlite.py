@@ -38,6 +38,7 @@ from sinks.rows import (
     StoredMember,
     StoredPlace,
     article_values,
+    current_incident_sql,
     delete_member_sql,
     insert_version_sql,
     plan_header_writes,
@@ -483,17 +484,19 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
     if not match:
         return None
     return (
-        f"""WITH {_CURRENT}
-            SELECT a.id, a.title, a.source, a.published, a.url,
-                   snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
-                   -bm25(articles_fts, 4.0, 1.0) AS rank,
-                   c.incident_id, i.title AS incident_title
-            FROM articles_fts
-            JOIN articles a ON a.rowid = articles_fts.rowid
-            LEFT JOIN current c ON c.article_id = a.id
-            LEFT JOIN incidents i ON i.id = c.incident_id
-            WHERE articles_fts MATCH ?
-            ORDER BY rank DESC, a.id LIMIT ?""",
+        f"""WITH hits AS (
+                SELECT a.id, a.title, a.source, a.published, a.url,
+                       snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
+                       -bm25(articles_fts, 4.0, 1.0) AS rank
+                FROM articles_fts
+                JOIN articles a ON a.rowid = articles_fts.rowid
+                WHERE articles_fts MATCH ?
+                ORDER BY rank DESC, a.id LIMIT ?
+            ),
+            placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
+            SELECT p.*, i.title AS incident_title
+            FROM placed p LEFT JOIN incidents i ON i.id = p.incident_id
+            ORDER BY p.rank DESC, p.id""",
         (match, limit),
     )
 

@@ -15,7 +15,15 @@ from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from newsflow.storage import StoreMisconfigured
 from sinks.base import BatchingSink, Record
 from sinks.rows import SearchWithoutWords
-from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, SQLiteStore, connect, fts_query
+from sinks.sqlite import (
+    MIGRATIONS,
+    READS,
+    SCHEMA_VERSION,
+    SQLiteSink,
+    SQLiteStore,
+    connect,
+    fts_query,
+)
 from tests.records import MERGE_STEPS, NOW, article, header, incident, placed
 
 
@@ -413,6 +421,25 @@ def test_a_store_that_only_reads_creates_no_database(db: Path) -> None:
     with pytest.raises(sqlite3.OperationalError):
         store.list_incidents()
     assert not db.exists()
+
+
+def test_a_search_places_only_the_articles_it_found(db: Path) -> None:
+    """A search found its hits' incidents by placing every stored article first (a
+    window over all of incident_articles): 97% of its time, 37 ms of 38 for a search
+    with 7 hits among 10,000 articles, and growing with the store. Now each hit's place
+    is looked up by the article index."""
+    write(db, article(1, "A storm hit the coast."), article(2, "Calm seas."),
+          incident("i1", 1, [1, 2]))
+    found = READS.search("storm", 20)
+    assert found is not None
+    sql, params = found
+    conn = connect(db, readonly=True)
+    try:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    finally:
+        conn.close()
+    assert not [step for step in plan if step.startswith("SCAN m")], plan
+    assert [h.incident_id for h in SQLiteStore(db).search("storm")] == ["i1"]
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(len(MERGE_STEPS)))))
