@@ -23,6 +23,16 @@ class StoreMisconfigured(RuntimeError):  # noqa: N818 - a condition, like SinkUn
     mend it."""
 
 
+class SchemaOutdated(StoreMisconfigured):
+    """The store's schema is older than this newsflow's, and the reader that found it
+    does not change it: `newsflow db upgrade`, or the sink at its start, upgrades it."""
+
+    def __init__(self, message: str, *, found: int, needed: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.needed = needed
+
+
 class MissingExtra(RuntimeError):
     pass
 

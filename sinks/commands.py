@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from newsflow.settings import Settings
@@ -33,7 +33,12 @@ def parse_duration(text: str) -> timedelta:
     parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", value)
     if not parts or re.sub(r"\s", "", value) != "".join(n + u for n, u in parts):
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30m, 2h, 1d)")
-    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+    try:
+        duration = timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+        datetime.now(UTC) - duration  # (the listing starts then: not before the year 1)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"too long a duration: {text!r}") from None
+    return duration
 
 
 @contextmanager
@@ -191,10 +196,15 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# A --limit the databases take (their integers are 64-bit; past that, the driver's
+# "bigint out of range" was the error).
+MAX_LIMIT = 10**18
+
+
 def at_least_one(text: str) -> int:
     number = int(text)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    if not 1 <= number <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT}, not {text}")
     return number
 
 

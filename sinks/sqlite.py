@@ -21,7 +21,7 @@ from typing import Any
 
 from newsflow.schemas import Incident, IncidentMember
 from newsflow.sqlite_wal import enable_wal
-from newsflow.storage import SinkUnavailable, StoreMisconfigured
+from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured
 from sinks.base import (
     BatchingSink,
     Record,
@@ -38,6 +38,7 @@ from sinks.rows import (
     StoredMember,
     StoredPlace,
     article_values,
+    current_incident_sql,
     delete_member_sql,
     insert_version_sql,
     plan_header_writes,
@@ -158,11 +159,16 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit) on a WAL database."""
-    if not readonly:
+    """A connection in autocommit mode (transactions are explicit) on a WAL database.
+    ``readonly``: the file must exist (a reader opening a path that is not there created
+    an empty database, which then answered every read with "nothing")."""
+    if readonly:
+        target, uri = f"{path.absolute().as_uri()}?mode=ro", True
+    else:
         path.parent.mkdir(parents=True, exist_ok=True)
+        target, uri = str(path), False
     conn = sqlite3.connect(
-        str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, uri=uri
     )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -274,14 +280,13 @@ def path_fault(exc: BaseException) -> bool:
     return code is not None and (code & 0xFF) in _PATH_FAULTS
 
 
-def open_database(path: Path, *, migrate_schema: bool = True) -> sqlite3.Connection:
+def open_database(path: Path) -> sqlite3.Connection:
     """A writable connection, the schema brought up to date. A path that cannot be used
     raises ``StoreMisconfigured``, a store busy or failing now ``SinkUnavailable``."""
     conn = None
     try:
         conn = connect(path)
-        if migrate_schema:
-            migrate(conn)
+        migrate(conn)
     except (OSError, sqlite3.Error) as exc:
         if conn is not None:
             conn.close()
@@ -309,10 +314,10 @@ def check_schema(path: Path) -> None:
         if conn is not None:
             conn.close()
     if found < SCHEMA_VERSION:
-        raise StoreMisconfigured(
+        raise SchemaOutdated(
             f"SQLite database {path.absolute()} has schema version {found}, this newsflow"
             f" reads version {SCHEMA_VERSION}: run `newsflow db upgrade` (or start the sink,"
-            " which upgrades it)")
+            " which upgrades it)", found=found, needed=SCHEMA_VERSION)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -334,19 +339,18 @@ class SQLiteSink(BatchingSink):
     name = "sqlite"
     record_errors = (*BatchingSink.record_errors, sqlite3.DataError, sqlite3.IntegrityError)
 
-    def __init__(self, path: Path, *, migrate_on_open: bool = True) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
-        self._migrate_on_open = migrate_on_open
 
     def open(self) -> None:
         self._connection()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = open_database(self.path, migrate_schema=self._migrate_on_open)
+            self._conn = open_database(self.path)
             self._file = _file_id(self.path)
         elif _file_id(self.path) != self._file:
             # Removed (the data folder deleted) or replaced under us: SQLite would go on
@@ -480,17 +484,19 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
     if not match:
         return None
     return (
-        f"""WITH {_CURRENT}
-            SELECT a.id, a.title, a.source, a.published, a.url,
-                   snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
-                   -bm25(articles_fts, 4.0, 1.0) AS rank,
-                   c.incident_id, i.title AS incident_title
-            FROM articles_fts
-            JOIN articles a ON a.rowid = articles_fts.rowid
-            LEFT JOIN current c ON c.article_id = a.id
-            LEFT JOIN incidents i ON i.id = c.incident_id
-            WHERE articles_fts MATCH ?
-            ORDER BY rank DESC, a.id LIMIT ?""",
+        f"""WITH hits AS (
+                SELECT a.id, a.title, a.source, a.published, a.url,
+                       snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
+                       -bm25(articles_fts, 4.0, 1.0) AS rank
+                FROM articles_fts
+                JOIN articles a ON a.rowid = articles_fts.rowid
+                WHERE articles_fts MATCH ?
+                ORDER BY rank DESC, a.id LIMIT ?
+            ),
+            placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
+            SELECT p.*, i.title AS incident_title
+            FROM placed p LEFT JOIN incidents i ON i.id = p.incident_id
+            ORDER BY p.rank DESC, p.id""",
         (match, limit),
     )
 

@@ -28,9 +28,10 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
-from newsflow.storage import storage_errors, store_name
+from newsflow.storage import SchemaOutdated, storage_errors, store_name
 from sinks.jsonl import SearchUnsupported
 from sinks.models import Store
+from sinks.rows import SearchWithoutWords
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +259,14 @@ def render_search(query: str, hits: list[Any]) -> str:
     return page(f"Search {query}", body)
 
 
+def needs_upgrade(exc: SchemaOutdated) -> str:
+    """What a request is told of a schema left at an older version, which only an
+    upgrade mends (of other storage errors, never the driver's words: they may quote the
+    settings; the log has them)."""
+    return (f"needs `newsflow db upgrade`: its schema is version {exc.found}, this"
+            f" newsflow reads version {exc.needed}")
+
+
 class BadRequest(ValueError):
     """The request is at fault (a 400), as opposed to a ValueError from deeper down,
     such as a stored row that cannot be decoded (a 500)."""
@@ -284,18 +293,29 @@ def _limit(query: dict[str, str]) -> int:
     return min(int(limit), 500)
 
 
+# Below the largest offset SQLite and PostgreSQL take (a 64-bit integer: past it, the
+# driver failed and the request was answered as our fault, 500), and exact as a float.
+MAX_OFFSET = 10**18
+
+
 def _offset(query: dict[str, str]) -> int:
     """``offset`` of the incidents API: how many of the listing to skip (pages past the
     500 a request may return)."""
     offset = _number(query, "offset", 0)
-    if offset < 0 or offset != int(offset):
-        raise BadRequest(f"offset must be a whole number, 0 or more, not {query['offset']!r}")
+    if offset < 0 or offset != int(offset) or offset > MAX_OFFSET:
+        raise BadRequest(f"offset must be a whole number from 0 to {MAX_OFFSET},"
+                         f" not {query['offset']!r}")
     return int(offset)
 
 
 class _StoreHolder:
     """Opens the store on first use and again after a failure (the database may be
-    down when the web service starts)."""
+    down when the web service starts, or, under `newsflow run`, not yet created or
+    upgraded by the sink).
+
+    The page is a reader, as `newsflow incidents` is: it neither creates the store nor
+    upgrades its schema (an upgrade is a write, perhaps while an older sink still writes
+    there, and on PostgreSQL it locks the articles table)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -305,9 +325,9 @@ class _StoreHolder:
     def get(self) -> Store:
         with self._lock:
             if self._store is None:
-                from sinks.store import open_store
+                from sinks.store import open_existing_store
 
-                self._store = open_store(self.settings)
+                self._store = open_existing_store(self.settings)
             return self._store
 
     def reset(self) -> None:
@@ -425,12 +445,14 @@ class Handler(BaseHTTPRequestHandler):
         except ConnectionError as exc:  # (an OSError, but the client's, not the storage's)
             logger.debug("GET %s: the client went away: %s", path, exc)
             self.close_connection = True
-        except (BadRequest, SearchUnsupported) as exc:
+        except (BadRequest, SearchUnsupported, SearchWithoutWords) as exc:
             self._error(400, f"bad request: {exc}", api=path.startswith("/api/"))
         except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)
             self.server.stores.reset()  # reopened on the next request (the database may move)
-            self._error(503, "storage unavailable", api=path.startswith("/api/"))
+            message = (f"storage {needs_upgrade(exc)}" if isinstance(exc, SchemaOutdated)
+                       else "storage unavailable")
+            self._error(503, message, api=path.startswith("/api/"))
         except Exception:
             # A fault of ours (or a stored row we cannot read), not of the storage: the
             # store stays open for the other requests.
@@ -468,7 +490,11 @@ class Handler(BaseHTTPRequestHandler):
             # The answer names the store, never the driver's error: anyone may ask, and
             # the error may quote the settings. The log has it.
             store = store_name(self.server.settings)
-            if isinstance(exc, storage_errors()):
+            if isinstance(exc, SchemaOutdated):
+                logger.warning("readiness: %s", exc)
+                self.server.stores.reset()
+                answer = f"not ready: {store} {needs_upgrade(exc)}"
+            elif isinstance(exc, storage_errors()):
                 logger.info("readiness: store unavailable: %s", exc)
                 self.server.stores.reset()
                 answer = f"not ready: {store} is unavailable"

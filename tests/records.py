@@ -1,9 +1,12 @@
-"""Records the sink tests write: articles a1, a2, ... and incident versions over them."""
+"""Records the sink tests write: articles a1, a2, ... and incident versions over them;
+and a store as an older newsflow left it."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from newsflow.schemas import (
@@ -99,3 +102,43 @@ MERGE_STEPS: list[list[Any]] = [
     [placed(3, "i1", 3, moved_from="i2"), header("i1", 3, 3, added=[3])],
     [header("i2", 2, 0, removed=[3], merged_into="i1")],
 ]
+
+
+def older_database(path: Path, version: int) -> None:
+    """A database as a newsflow whose last migration was ``version`` left it, with one
+    incident that migration 4 would change (active later than its update)."""
+    from sinks.sqlite import MIGRATIONS, connect
+
+    path.parent.mkdir(parents=True)
+    conn = connect(path)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT"
+                 " NULL, applied_at TEXT NOT NULL)")
+    for number, name, statements in MIGRATIONS[:version]:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (number, name))
+    conn.execute("INSERT INTO incidents (id, version, title, updated_at, active_at) VALUES"
+                 " ('inc-1', 1, 'Flood', '2026-01-01T00:00:00+00:00', '2026-01-02T00:00:00+00:00')")
+    conn.close()
+
+
+def stored_state(path: Path) -> list[object]:
+    """What an upgrade of ``older_database`` changes."""
+    with sqlite3.connect(path) as conn:
+        return [*conn.execute("SELECT version FROM schema_migrations ORDER BY 1"),
+                *conn.execute("SELECT id, active_at FROM incidents")]
+
+
+def older_schema(dsn: str, version: int) -> None:
+    """The PostgreSQL schema as a newsflow whose last migration was ``version`` left it."""
+    import psycopg
+
+    from sinks.postgres import MIGRATIONS
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for number, name, statements in MIGRATIONS[:version]:
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (number, name))

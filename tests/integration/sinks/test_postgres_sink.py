@@ -21,7 +21,7 @@ from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import make_sink, open_store
-from tests.records import MERGE_STEPS, NOW, article, incident, placed
+from tests.records import MERGE_STEPS, NOW, article, incident, older_schema, placed
 
 pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg")
@@ -164,32 +164,66 @@ def test_an_article_too_long_for_a_search_vector_is_stored_and_found(postgres_ds
     assert stored == len(text)  # stored whole; search reads its first 100,000 characters
 
 
-def older_schema(dsn: str, version: int) -> None:
-    """The schema as a newsflow whose last migration was ``version`` left it."""
+def found(dsn: str, query: str) -> list[str]:
+    store = open_store(Settings(sink="postgres", postgres_dsn=dsn))
+    try:
+        return [h.article_id for h in store.search(query)]
+    finally:
+        store.close()
+
+
+def older_schema_with_an_article(dsn: str, version: int, text: str) -> None:
+    """``older_schema``, and article a0 with ``text`` written by that older newsflow."""
+    older_schema(dsn, version)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
-                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        for number, name, statements in MIGRATIONS[:version]:
-            for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
-            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (number, name))
+        conn.execute("INSERT INTO articles (id, title, text, digest)"
+                     " VALUES ('a0', 'Storm warning', %s, 'x')", (text,))
 
 
 def test_a_database_of_schema_4_gets_the_bounded_search_vector(postgres_dsn: str) -> None:
     from sinks.postgres import PostgresSink
 
-    older_schema(postgres_dsn, 4)
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO articles (id, title, text, digest)"
-                     " VALUES ('a0', 'Storm warning', 'Gales tonight.', 'x')")
+    older_schema_with_an_article(postgres_dsn, 4, "Gales tonight.")
     with PostgresSink(postgres_dsn) as sink:
         sink.migrate()
         sink.write([article(1, long_text(300_000))])
-    store = open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn))
-    try:
-        assert [h.article_id for h in store.search("gales")] == ["a0"]  # the old row: searchable still
-    finally:
-        store.close()
+    assert found(postgres_dsn, "gales") == ["a0"]  # the old row: searchable still
+
+
+def _search_column(dsn: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        [(expression,)] = conn.execute(
+            "SELECT generation_expression FROM information_schema.columns"
+            " WHERE table_name = 'articles' AND column_name = 'tsv'").fetchall()
+    return str(expression)
+
+
+def test_schema_6_rebuilds_the_search_column_of_a_c_locale_database_only(
+    postgres_server: Any, postgres_dsn: str
+) -> None:
+    """In a C-locale database (this server's) words next to typographic punctuation
+    (“Gales”, tonight’s) could not be found; schema 6 rebuilds its search column. A
+    database in another locale split them already and keeps its column (no rebuild)."""
+    from sinks.postgres import PostgresSink
+
+    older_schema_with_an_article(postgres_dsn, 5, "“Gales” tonight’s.")
+    with PostgresSink(postgres_dsn) as sink:
+        sink.migrate()
+    assert "translate(" in _search_column(postgres_dsn)
+    assert found(postgres_dsn, "gales tonight") == ["a0"]
+
+    name = "u_" + postgres_dsn.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0"  # type: ignore[arg-type]
+                     " LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'")
+    utf8 = postgres_server.dsn(name)
+    older_schema(utf8, 5)
+    before = _search_column(utf8)
+    with PostgresSink(utf8) as sink:
+        sink.migrate()
+        sink.write([article(1, "“Gales” tonight’s.")])
+    assert _search_column(utf8) == before and "translate(" not in before
+    assert found(utf8, "gales tonight") == ["a1"]
 
 
 @pytest.mark.parametrize("argv", [("incidents",), ("incident", "i1"), ("search", "gales")])

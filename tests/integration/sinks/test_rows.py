@@ -11,6 +11,7 @@ import pytest
 
 from newsflow.settings import Settings
 from sinks.models import Store
+from sinks.rows import SearchWithoutWords
 from sinks.store import make_sink, open_store
 from tests.records import MERGE_STEPS, NOW, article, header, incident, placed
 
@@ -127,6 +128,16 @@ def test_both_stores_read_the_same_records_back_alike(
     assert sqlite["counts"].merged_incidents == 2
 
 
+def written(settings: Settings, records: list[Any]) -> Store:
+    """The configured store, once its sink has written ``records``."""
+    sink = make_sink(settings)
+    try:
+        sink.write(records)
+    finally:
+        sink.close()
+    return open_store(settings)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_search_means_the_same_on_either_store(backend: str, postgres_dsn: str,
                                                   tmp_path: Path) -> None:
@@ -134,15 +145,10 @@ def test_a_search_means_the_same_on_either_store(backend: str, postgres_dsn: str
     read every word as required: "storm -flood" found only the report with a flood on
     SQLite and only the one without on PostgreSQL; "flood or storm" found nothing."""
     settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
-    sink = make_sink(settings)
-    try:
-        sink.write([article(1, "A storm hit the coast.", title="Storm"),
-                    article(2, "A flood and a storm.", title="Flood and storm"),
-                    article(3, "The flood rose.", title="Flood"),
-                    article(4, "Cruise ships and missiles.", title="Ships")])
-    finally:
-        sink.close()
-    store = open_store(settings)
+    store = written(settings, [article(1, "A storm hit the coast.", title="Storm"),
+                               article(2, "A flood and a storm.", title="Flood and storm"),
+                               article(3, "The flood rose.", title="Flood"),
+                               article(4, "Cruise ships and missiles.", title="Ships")])
     try:
         def found(query: str) -> list[str]:
             return sorted(h.article_id for h in store.search(query))
@@ -153,10 +159,37 @@ def test_a_search_means_the_same_on_either_store(backend: str, postgres_dsn: str
         assert found('"cruise missiles"') == []
         assert found("cruise missiles") == found('"cruise ships"') == ["a4"]
         assert found('flood "and a storm" -coast') == ["a2"]
-        # Exclusions alone ask for nothing (FTS5 cannot ask for what a text lacks alone):
-        # PostgreSQL listed every article without the word, SQLite none.
-        assert found("-flood") == found('-flood -"cruise ships"') == []
-        assert found("storm or -coast") == found("storm") == ["a1", "a2"]
+        # Exclusions alone ask for nothing to look for: refused, saying so, on both (they
+        # found nothing, which read as "every article has the word").
+        for query in ("-flood", '-flood -"cruise ships"', "storm or -coast"):
+            with pytest.raises(SearchWithoutWords):
+                found(query)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_search_finds_words_next_to_typographic_punctuation(
+    backend: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """A C-locale PostgreSQL (this test server's) took every character beyond ASCII for a
+    letter of a word: “Zawahri”, sheriff’s and said—the were words of their own, which
+    `zawahri`, `sheriff` and `said` did not find (SQLite did)."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    store = written(settings, [
+        article(1, "“Zawahri” said—the sheriff’s deputy… a 3\u00a0year old.",
+                title="«Rampage» in Santa\u00a0Monica"),
+        article(2, "Nothing to see.", title="Quiet")])
+    try:
+        def found(query: str) -> list[str]:
+            return sorted(h.article_id for h in store.search(query))
+
+        for query in ("zawahri", "sheriff", "said", "deputy", "rampage", '"santa monica"',
+                      '"3 year old"', "“Zawahri”", "sheriff’s"):
+            assert found(query) == ["a1"], query
+        assert found("quiet -“Zawahri”") == ["a2"]
+        [hit] = store.search("zawahri")
+        assert "[Zawahri]" in hit.snippet
     finally:
         store.close()
 
@@ -167,7 +200,8 @@ def test_a_source_filter_finds_an_outlet_named_with_capitals_beyond_ascii(
 ) -> None:
     """`--source Коммерсантъ`, typed as the outlet writes it, found nothing: the query
     was lower-cased by Python (every letter) and the outlet by the database's lower()
-    (SQLite's and a C-locale PostgreSQL's, as this test server's: ASCII only)."""
+    (SQLite's and a C-locale PostgreSQL's, as this test server's: ASCII only). Typed in
+    another case, it found nothing on that PostgreSQL still."""
     settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
     outlets = ["Коммерсантъ", "Élysée Presse", "Die Zeit"]
     sink = make_sink(settings)
@@ -183,8 +217,33 @@ def test_a_source_filter_finds_an_outlet_named_with_capitals_beyond_ascii(
         def found(source: str) -> list[str]:
             return sorted(s.id for s in store.list_incidents(source=source))
 
-        assert found("Коммерсантъ") == ["i1"]
-        assert found("Élysée") == found("Élysée PRESSE") == ["i2"]
+        assert found("Коммерсантъ") == found("коммерсантъ") == found("КОММЕРСАНТЪ") == ["i1"]
+        assert found("Élysée") == found("ÉLYSÉE presse") == found("élysée") == ["i2"]
         assert found("zeit") == found("DIE ZEIT") == ["i3"]
+    finally:
+        store.close()
+
+
+def test_a_source_filter_on_a_postgres_without_icu_still_reads(postgres_dsn: str) -> None:
+    """The filter lower-cases with ICU's collation where the server has it; one built
+    without ICU (as here once the collation is dropped) falls back to lower()."""
+    import psycopg
+
+    from sinks.postgres import READS
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute('DROP COLLATION pg_catalog."und-x-icu"')
+    settings = Settings(sink="postgres", postgres_dsn=postgres_dsn)
+    item = incident("i1", 1, [1])
+    item.articles[0].source = "Die Zeit"
+    sink = make_sink(settings)
+    try:
+        sink.write([article(1, source="Die Zeit"), item])
+    finally:
+        sink.close()
+    store = open_store(settings)
+    try:
+        assert store.dialect is READS
+        assert [s.id for s in store.list_incidents(source="DIE zeit")] == ["i1"]
     finally:
         store.close()

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
 from sinks.sqlite import SQLiteSink
 from sinks.web import Handler, NewsflowServer, make_server
+from tests.records import older_database, older_schema, stored_state
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +67,8 @@ def fill(settings: Settings) -> None:
     sink.close()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NewsflowServer]:
-    settings = Settings(data_dir=tmp_path / "var", web_port=0)
-    fill(settings)
-    sink_metrics = Registry()
-    sink_metrics.gauge("newsflow_consumer_lag", "Lag", ["topic"]).set(4, topic="t")
-    # (a running process's file: this one's pid)
-    write_textfile(sink_metrics, metrics_dir(settings.data_dir) / f"sink-{os.getpid()}.prom")
+@contextmanager
+def serving(settings: Settings) -> Iterator[NewsflowServer]:
     srv = make_server(settings)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -81,7 +77,20 @@ def server(tmp_path: Path) -> Iterator[NewsflowServer]:
     finally:
         srv.shutdown()
         srv.server_close()
+        srv.stores.reset()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NewsflowServer]:
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    fill(settings)
+    sink_metrics = Registry()
+    sink_metrics.gauge("newsflow_consumer_lag", "Lag", ["topic"]).set(4, topic="t")
+    # (a running process's file: this one's pid)
+    write_textfile(sink_metrics, metrics_dir(settings.data_dir) / f"sink-{os.getpid()}.prom")
+    with serving(settings) as srv:
+        yield srv
 
 
 def get(url: str) -> tuple[int, str, str]:
@@ -174,6 +183,70 @@ CONTROL_CHARACTER_ADDRESSES = [
 ]
 
 
+UPGRADE = "storage needs `newsflow db upgrade`: its schema is version {}, this newsflow reads version {}"
+
+
+def test_the_page_leaves_an_older_database_as_it_is_and_says_to_upgrade_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`newsflow web` upgraded an older SQLite file, a write, where the read commands
+    stop and say to run `newsflow db upgrade`; it says so too now, on the page, the API,
+    /readyz and in the log. Under `newsflow run` the sink upgrades it, and the page
+    reads it from the next request on."""
+    from sinks.sqlite import SCHEMA_VERSION
+
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    older_database(settings.sqlite_file, 3)
+    before = stored_state(settings.sqlite_file)
+    with serving(settings) as srv, caplog.at_level("INFO"):
+        expected = UPGRADE.format(3, SCHEMA_VERSION)
+        assert get(srv.url + "api/incidents?hours=8760") == (
+            503, "application/json", json.dumps({"error": expected}))
+        status, _, page = get(srv.url)
+        assert status == 503 and "needs `newsflow db upgrade`" in page
+        status, _, body = get(srv.url + "readyz")
+        assert (status, body) == (503, (
+            f"not ready: SQLite database {settings.sqlite_file.absolute()} needs `newsflow db"
+            f" upgrade`: its schema is version 3, this newsflow reads version {SCHEMA_VERSION}"
+            " (see the service log)\n"))
+        assert "has schema version 3" in caplog.text and "WARNING" in caplog.text
+        assert stored_state(settings.sqlite_file) == before
+        SQLiteSink(settings.sqlite_file).open()  # the sink's start, under `newsflow run`
+        status, _, body = get(srv.url + "api/incidents?hours=8760")
+        assert status == 200 and [s["id"] for s in json.loads(body)] == ["inc-1"]
+
+
+def test_the_page_leaves_an_older_postgres_schema_as_it_is_and_says_to_upgrade_it(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    import psycopg
+
+    from sinks.postgres import SCHEMA_VERSION
+    from sinks.store import upgrade
+
+    older_schema(postgres_dsn, 4)
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=postgres_dsn,
+                        web_port=0)
+    with serving(settings) as srv:
+        assert get(srv.url + "api/search?q=storm") == (
+            503, "application/json", json.dumps({"error": UPGRADE.format(4, SCHEMA_VERSION)}))
+        with psycopg.connect(postgres_dsn) as conn:
+            assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (4,)
+        upgrade(settings)
+        assert get(srv.url + "api/search?q=storm") == (200, "application/json", "[]")
+
+
+def test_the_page_creates_no_database(tmp_path: Path) -> None:
+    """Run from the wrong folder, `newsflow web` made an empty database there, and
+    showed no incidents rather than the store it was meant to read."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    with serving(settings) as srv:
+        assert get(srv.url + "api/incidents") == (
+            503, "application/json", '{"error": "storage unavailable"}')
+        assert get(srv.url + "readyz")[0] == 503
+    assert not (tmp_path / "var").exists()
+
+
 def test_control_characters_are_refused_before_storage_is_touched(
     server: NewsflowServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,11 +271,28 @@ def test_api_errors_are_json(server: NewsflowServer) -> None:
     for address, status in (
         ("api/incidents?limit=lots", 400), ("api/incidents?hours=-1", 400),
         ("api/incidents/nope", 404), ("api/nothing-here", 404),
+        # (past a 64-bit integer the driver failed: a 500, a traceback in the log)
+        ("api/incidents?offset=1e20", 400), ("api/incidents?offset=9223372036854775808", 400),
     ):
         got, ctype, body = get(server.url + address)
         assert (got, ctype) == (status, "application/json"), address
         assert json.loads(body)["error"]
     assert get(server.url + "nothing-here")[1] == "text/html; charset=utf-8"
+    assert get(server.url + "api/incidents?offset=1000000000000000000") == (
+        200, "application/json", "[]")
+
+
+def test_a_search_of_exclusions_alone_is_a_bad_request_saying_why(
+    server: NewsflowServer
+) -> None:
+    # It answered "No matches." (an empty list): as if every article held the word.
+    status, ctype, body = get(server.url + "api/search?q=-missiles")
+    assert (status, ctype) == (400, "application/json")
+    assert json.loads(body)["error"].startswith(
+        "bad request: a search needs a word to look for, not only words to leave out"
+        " (-missiles)")
+    status, _, page = get(server.url + "search?q=-missiles+or+Iran")
+    assert status == 400 and "a search needs a word to look for on each side of" in page
 
 
 def test_a_stored_row_that_cannot_be_read_is_our_fault_not_the_requests(
@@ -253,6 +343,9 @@ def test_on_postgres_a_nul_is_refused_and_the_pool_stays_open(
 ) -> None:
     # PostgreSQL refuses a NUL in text; that error used to close the shared pool.
     settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=postgres_dsn, web_port=0)
+    from sinks.store import upgrade
+
+    upgrade(settings)  # (the page reads; it creates no schema)
     srv = make_server(settings)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()

@@ -6,7 +6,6 @@ import argparse
 import io
 import json
 import re
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from newsflow.settings import Settings
 from newsflow.storage import StoreMisconfigured, StoreMissing
 from sinks.commands import format_incident, parse_duration, register
 from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, VersionInfo
-from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, connect
+from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
+from tests.records import older_database, stored_state
 
 NOW = datetime.now(UTC)
 
@@ -69,6 +69,11 @@ def test_parse_duration() -> None:
     for bad in ("", "2", "h", "2x", "2h junk"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_duration(bad)
+    # `incidents --since` printed a traceback (an OverflowError out of argparse) for the
+    # first, "error: date value out of range" for the second.
+    for too_long in ("99999999999999w", "99999999w"):
+        with pytest.raises(argparse.ArgumentTypeError, match="too long a duration"):
+            parse_duration(too_long)
 
 
 def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,7 +122,12 @@ def test_a_listing_cut_at_its_limit_says_so(
     for command in ("incidents", "search"):
         with pytest.raises(SystemExit):  # not "no incidents"
             run(settings, command, *(["missiles"] if command == "search" else []), "--limit", "0")
-        assert "must be 1 or more, not 0" in capsys.readouterr().err
+        assert "must be from 1 to 1000000000000000000, not 0" in capsys.readouterr().err
+        # (not the driver's "Python int too large to convert to SQLite INTEGER")
+        with pytest.raises(SystemExit):
+            run(settings, command, *(["missiles"] if command == "search" else []),
+                "--limit", "99999999999999999999")
+        assert "must be from 1 to" in capsys.readouterr().err
 
 
 def test_incident_detail_explains_each_article(
@@ -190,28 +200,6 @@ def test_read_commands_refuse_a_missing_database_and_do_not_create_it(
     assert f"SQLite database {tmp_path / 'var' / 'newsflow.db'} does not exist" in message
     assert "NEWSFLOW_SQLITE_PATH" in message and "NEWSFLOW_DATA_DIR" in message
     assert not (tmp_path / "var").exists()
-
-
-def older_database(path: Path, version: int) -> None:
-    """A database as a newsflow whose last migration was ``version`` left it, with one
-    incident that migration 4 would change (active later than its update)."""
-    path.parent.mkdir(parents=True)
-    conn = connect(path)
-    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT"
-                 " NULL, applied_at TEXT NOT NULL)")
-    for number, name, statements in MIGRATIONS[:version]:
-        for statement in statements:
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (number, name))
-    conn.execute("INSERT INTO incidents (id, version, title, updated_at, active_at) VALUES"
-                 " ('inc-1', 1, 'Flood', '2026-01-01T00:00:00+00:00', '2026-01-02T00:00:00+00:00')")
-    conn.close()
-
-
-def stored_state(path: Path) -> list[object]:
-    with sqlite3.connect(path) as conn:
-        return [*conn.execute("SELECT version FROM schema_migrations ORDER BY 1"),
-                *conn.execute("SELECT id, active_at FROM incidents")]
 
 
 @pytest.mark.parametrize("argv", [("incidents",), ("incident", "inc-1"), ("search", "Flood")])

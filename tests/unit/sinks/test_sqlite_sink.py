@@ -12,8 +12,18 @@ from pathlib import Path
 import pytest
 
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
+from newsflow.storage import StoreMisconfigured
 from sinks.base import BatchingSink, Record
-from sinks.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteSink, SQLiteStore, connect, fts_query
+from sinks.rows import SearchWithoutWords
+from sinks.sqlite import (
+    MIGRATIONS,
+    READS,
+    SCHEMA_VERSION,
+    SQLiteSink,
+    SQLiteStore,
+    connect,
+    fts_query,
+)
 from tests.records import MERGE_STEPS, NOW, article, header, incident, placed
 
 
@@ -288,7 +298,24 @@ def test_fts_query_quotes_words_and_reads_phrases_or_and_exclusions() -> None:
     assert fts_query('"cruise missiles" -Iran or Syria') == (
         '"cruise missiles" NOT "Iran" OR "Syria"')
     assert fts_query('or storm OR "open quote') == '"storm" OR "open quote"'
-    assert fts_query("-exclusions -alone") == fts_query("!!! or") == ""
+    assert fts_query("!!! or") == ""
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("-flood", "(-flood)"),
+    ('-flood -"cruise ships"', '(-flood -"cruise ships")'),
+    ("storm or -coast", "on each side of `or`, not only words to leave out (-coast)"),
+    ("-coast or storm", "on each side of `or`, not only words to leave out (-coast)"),
+])
+def test_a_search_of_exclusions_alone_is_refused_saying_why(
+    db: Path, query: str, message: str
+) -> None:
+    """`newsflow search -- -flood` answered "no matches": as if every article spoke of
+    floods (PostgreSQL, before, listed every article without the word instead)."""
+    write(db, article(1, "A storm hit the coast."))
+    with pytest.raises(SearchWithoutWords, match="a search needs a word to look for") as refused:
+        SQLiteStore(db).search(query)
+    assert message in str(refused.value)
 
 
 def test_history_grows_with_the_changes_not_with_the_square_of_a_story(db: Path) -> None:
@@ -379,6 +406,40 @@ def test_a_new_database_is_created_without_a_line_per_migration(
         write(db, incident("i1", 1, [1]))
         SQLiteStore(db)
     assert caplog.messages == []
+
+
+def test_a_store_that_only_reads_creates_no_database(db: Path) -> None:
+    """A reader (``migrate_schema=False``, and every read of any store) opening a path
+    that is not there made an empty file, which then read as a store holding nothing."""
+    with pytest.raises(StoreMisconfigured, match="cannot be opened"):
+        SQLiteStore(db, migrate_schema=False)
+    assert not db.exists()
+    write(db, incident("i1", 1, [1]))
+    store = SQLiteStore(db, migrate_schema=False)
+    assert [s.id for s in store.list_incidents()] == ["i1"]
+    db.unlink()  # (the data folder cleared while a page reads it)
+    with pytest.raises(sqlite3.OperationalError):
+        store.list_incidents()
+    assert not db.exists()
+
+
+def test_a_search_places_only_the_articles_it_found(db: Path) -> None:
+    """A search found its hits' incidents by placing every stored article first (a
+    window over all of incident_articles): 97% of its time, 37 ms of 38 for a search
+    with 7 hits among 10,000 articles, and growing with the store. Now each hit's place
+    is looked up by the article index."""
+    write(db, article(1, "A storm hit the coast."), article(2, "Calm seas."),
+          incident("i1", 1, [1, 2]))
+    found = READS.search("storm", 20)
+    assert found is not None
+    sql, params = found
+    conn = connect(db, readonly=True)
+    try:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    finally:
+        conn.close()
+    assert not [step for step in plan if step.startswith("SCAN m")], plan
+    assert [h.incident_id for h in SQLiteStore(db).search("storm")] == ["i1"]
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(len(MERGE_STEPS)))))
