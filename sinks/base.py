@@ -136,7 +136,10 @@ def ts(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    value = value.astimezone(UTC)
+    # The year padded by hand: strftime's %Y writes year 999 as "999", which sorted after
+    # "2026" and which fromisoformat refused, failing every listing that held it.
+    return f"{value.year:04d}" + value.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_ts(value: str | datetime | None) -> datetime | None:
@@ -144,6 +147,9 @@ def parse_ts(value: str | datetime | None) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if 0 < (year_digits := value.find("-")) < 4:
+        # Written before ``ts`` padded the year (a feed's date in the year 999).
+        value = "0" * (4 - year_digits) + value
     parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

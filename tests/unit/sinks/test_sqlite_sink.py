@@ -6,7 +6,7 @@ import itertools
 import json
 import logging
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -112,6 +112,27 @@ def test_merge_applies_whatever_the_order_across_partitions(db: Path) -> None:
     merged = store.get_incident("i2")
     assert merged is not None and merged.summary.merged_into == "i1"
     assert [v.version for v in merged.versions] == [1, 2]
+
+
+def test_a_date_before_the_year_1000_is_stored_read_and_ordered(db: Path) -> None:
+    """A feed's date in the year 999 was stored as "999-05-01...": every listing that
+    held it failed (`newsflow incidents` an error, the page a 500), and as text it sorted
+    after this year's dates (`--since 730000d` found nothing; PostgreSQL found all)."""
+    ancient = datetime(999, 5, 1, tzinfo=UTC)
+    write(db, article(1).model_copy(update={"published": ancient}),
+          Incident(incident_id="i1", version=1, title="Abbey flooded", first_seen=ancient,
+                   last_seen=ancient, updated_at=NOW,
+                   articles=[IncidentArticle(id="a1", title="Abbey flooded", published=ancient)]))
+    store = SQLiteStore(db)
+    [listed] = store.list_incidents()
+    assert listed.first_seen == ancient
+    assert [s.id for s in store.list_incidents(since=timedelta(days=730_000))] == ["i1"]
+    got = store.get_incident("i1")
+    assert got is not None and got.summary.first_seen == ancient
+    # A row written before the fix reads as well.
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE incidents SET first_seen = '999-05-01T00:00:00.000000Z'")
+    assert store.list_incidents()[0].first_seen == ancient
 
 
 def test_split_moves_an_article_between_incidents(db: Path) -> None:
