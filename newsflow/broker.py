@@ -138,10 +138,11 @@ class EmbeddedBroker:
                 logger.info("embedded broker ready on %s (pid %s)", self.bootstrap,
                             self.process.pid if self.process else None)
                 return self
-            logger.warning("embedded broker could not listen on %s: the port is taken%s",
-                           self.bootstrap, "; trying another" if chosen else "")
-        raise BrokerError(f"the embedded broker could not listen on {self.bootstrap}: "
-                          "another program holds the port (its own lines above say why)")
+            logger.warning("embedded broker exited before it listened on %s (its own lines "
+                           "above say why: a port another program took?)%s", self.bootstrap,
+                           "; trying another port" if chosen else "")
+        raise BrokerError(f"the embedded broker could not listen on {self.bootstrap}: it "
+                          "exited first (its own lines above say why)")
 
     def _spawn_and_wait(self) -> bool:
         """Start the broker on ``self.port``: True once it listens there, False if it
