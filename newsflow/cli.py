@@ -140,7 +140,9 @@ def _setting_hint(exc: Exception, settings: Settings) -> str:
     if "Unable to bootstrap from" not in str(exc):
         return ""
     if settings.kafka_embedded:
-        return " (the embedded broker of the `newsflow run` found here did not answer)"
+        # Found through a running `newsflow run`, or set by hand beside a broker started
+        # alone (README, "Roles apart"): either way it is that broker that is gone.
+        return f" (no embedded broker answers at {settings.kafka_bootstrap}: is it still running?)"
     return " (check NEWSFLOW_KAFKA_BOOTSTRAP)"
 
 

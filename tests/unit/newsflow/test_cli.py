@@ -30,6 +30,27 @@ def test_a_broker_that_never_answers_names_the_setting(tmp_path, monkeypatch, ca
     assert "kafka1.invalid:9092" in err and "check NEWSFLOW_KAFKA_BOOTSTRAP" in err
 
 
+def test_an_embedded_broker_set_by_hand_that_never_answers_is_named(tmp_path, monkeypatch,
+                                                                     capsys):
+    # As the README's "Roles apart" sets it: no `newsflow run` here to blame.
+    from kafka.errors import KafkaTimeoutError
+
+    import newsflow.kafka
+    from newsflow.cli import main
+
+    def unreachable(settings, timeout_s=30.0):
+        raise KafkaTimeoutError(f"Unable to bootstrap from {settings.kafka_bootstrap}")
+
+    monkeypatch.setattr(newsflow.kafka, "admin_client", unreachable)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    monkeypatch.setenv("NEWSFLOW_KAFKA_EMBEDDED", "true")
+    assert main(["topics"]) == 1
+    err = capsys.readouterr().err
+    assert "no embedded broker answers at 127.0.0.1:9092" in err
+    assert "newsflow run` found here" not in err
+
+
 def test_a_bad_setting_is_named_without_a_traceback(tmp_path, monkeypatch, capsys):
     from newsflow.cli import main
 
