@@ -7,8 +7,12 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsflow.settings import Settings
+
+if TYPE_CHECKING:
+    from producers.state import WaitingPages
 
 
 def _quiet_http_logs() -> None:
@@ -143,15 +147,26 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _waiting(pages: WaitingPages | None) -> str:
+    """"2 (next try 2026-12-04 07:31:10, http_503)": pages that failed for a reason that
+    may pass, whose entries are not published yet."""
+    if pages is None:
+        return "-"
+    return f"{pages.count} (next try {_when(pages.next_try) if pages.next_try else 'due'}, " \
+           f"{pages.last_reason})"
+
+
 def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.state import read_feeds
+    from producers.state import read_feeds, read_waiting_pages
 
     # The state only, read as it is: the producer applies the feeds file (a listing run
     # from another directory, without the file, must not change which feeds are polled),
     # and a listing creates nothing (no data folder, no state file).
     state_file = settings.producer_state_file
     feeds = read_feeds(state_file, active_only=not args.all)
-    columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors", "seen")
+    waiting = read_waiting_pages(state_file)
+    columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors",
+               "seen", "pages waiting")
     print("\t".join(columns))
     for f in feeds:
         print(
@@ -165,6 +180,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     _when(f.next_poll) if f.next_poll else "due",
                     str(f.error_count) + (f" ({f.last_error})" if f.last_error else ""),
                     str(f.entries_seen),
+                    _waiting(waiting.get(f.id)),
                 ]
             )
         )

@@ -187,6 +187,43 @@ def read_feeds(path: Path, *, active_only: bool = False) -> list[FeedRow]:
     return [FeedRow.from_row(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class WaitingPages:
+    """A feed's entries whose page waits for another try: how many, and the soonest
+    of them (its next try, and why its page failed last)."""
+
+    count: int
+    next_try: float
+    last_reason: str
+
+
+def read_waiting_pages(path: Path) -> dict[int, WaitingPages]:
+    """The waiting pages of each feed of a state file, by feed id, opened read-only (as
+    ``read_feeds``). Records of entries published since are left out (the producer drops
+    them at the feed's next poll)."""
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    try:
+        # A state file from before page retries has no table; from before their own next
+        # tries, no next_try (the producer adds both on open; a listing changes nothing).
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(page_retries)")}
+        if not columns:
+            return {}
+        soonest = "MIN(next_try)" if "next_try" in columns else "0"
+        # (With MIN, SQLite reads last_reason from the row that holds it.)
+        rows = conn.execute(
+            f"SELECT feed_id, COUNT(*), {soonest}, last_reason FROM page_retries r"
+            " WHERE NOT EXISTS (SELECT 1 FROM seen s"
+            "                   WHERE s.feed_id = r.feed_id AND s.entry_key = r.entry_key)"
+            " GROUP BY feed_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {feed_id: WaitingPages(count, next_try, reason)
+            for feed_id, count, next_try, reason in rows}
+
+
 class StateStore:
     """Thread-safe (one connection behind a lock) and multi-process safe (WAL, leases)."""
 

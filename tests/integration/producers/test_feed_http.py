@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -387,6 +389,20 @@ def test_a_page_that_redirects_to_a_refused_address_is_refused_not_retried(serve
     assert article.summary_only and article.fetch["summary_reason"] == "fetch_blocked"
 
 
+def listed_pages_waiting(settings: Settings) -> dict[str, str]:
+    """``newsflow feeds list``'s "pages waiting" column, by feed URL."""
+    out = subprocess.run(
+        [sys.executable, "-m", "newsflow.cli", "feeds", "list"], capture_output=True,
+        text=True, check=True, env={**os.environ, "NEWSFLOW_DATA_DIR": str(settings.data_dir)},
+    ).stdout.splitlines()
+    column = out[0].split("\t").index("pages waiting")
+    return {line.split("\t")[0]: line.split("\t")[column] for line in out[1:]}
+
+
+def _listed_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, paged_rig):
     server.state.retry_after = "0"  # nothing to wait out in a test
     server.state.flaky_failures = 2
@@ -396,6 +412,9 @@ def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, paged_r
     assert first.update.next_poll <= time.time() + 60  # not the feed's usual interval
     (waiting,) = paged_rig.state.page_retries(first.feed.id).values()
     assert time.time() + 29 < waiting.next_try <= first.update.next_poll
+    # An operator sees it waiting, when and why (`newsflow feeds list`).
+    assert listed_pages_waiting(paged_rig.settings)[url] == \
+        f"1 (next try {_listed_time(waiting.next_try)}, http_429)"
     # Polled before the page's time: the page is not asked for, nor the feed in full.
     early = paged_rig.poll(url)
     assert early.update.status == 304 and early.update.next_poll <= waiting.next_try
@@ -407,6 +426,7 @@ def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, paged_r
     (article,) = third.articles
     assert article.title == "Story flaky-1" and not article.summary_only, article.fetch
     assert article.fetch["page_attempts"] == 3
+    assert listed_pages_waiting(paged_rig.settings)[url] == "-"  # published
     # Published: its record goes, and the feed is asked conditionally again.
     assert paged_rig.poll(url).update.status == 304
     assert paged_rig.state.page_retries(third.feed.id) == {}

@@ -181,7 +181,7 @@ def test_a_state_file_from_before_pages_had_their_own_next_try_is_upgraded_in_pl
     added on open, the waiting pages keep their tries and entries and are due at once."""
     import sqlite3
 
-    from producers.state import SCHEMA, PageRetry
+    from producers.state import SCHEMA, PageRetry, WaitingPages, read_waiting_pages
 
     old = sqlite3.connect(tmp_path / "state.db")
     old.executescript(SCHEMA + """
@@ -196,6 +196,8 @@ def test_a_state_file_from_before_pages_had_their_own_next_try_is_upgraded_in_pl
     """)
     old.commit()
     old.close()
+    # Listed as it is (`feeds list` reads; it neither adds the column nor fails on it).
+    assert read_waiting_pages(tmp_path / "state.db") == {1: WaitingPages(1, 0.0, "http_503")}
     state = make(tmp_path)
     assert state.page_retries(1) == {"g1": PageRetry(3, '{"v": 1}', 0.0)}
     assert state.count_page_failure(1, "g1", entry='{"v": 1}', reason="http_503",
@@ -224,3 +226,16 @@ def test_after_the_clock_steps_back_far_schedules_and_leases_are_due_and_free(tm
     # Due in three days with a day's longest interval, or leased until three days on: the
     # step. Due in half a day, or in three within a week's interval: a schedule as set.
     assert {f.id for f in taken} == {scheduled.id, leased.id}
+
+
+def test_a_state_file_from_before_page_retries_lists_no_waiting_pages(tmp_path):
+    import sqlite3
+
+    from producers.state import SCHEMA, read_waiting_pages
+
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.executescript(SCHEMA)
+    old.close()
+    assert read_waiting_pages(tmp_path / "state.db") == {}
+    assert read_waiting_pages(tmp_path / "missing.db") == {}
+    assert not (tmp_path / "missing.db").exists()
