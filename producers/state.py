@@ -174,12 +174,17 @@ def _migrate_page_retries(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE page_retries ADD COLUMN next_try REAL NOT NULL DEFAULT 0")
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A state file opened for a listing: SQLite's read-only mode never creates it."""
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
+
+
 def read_feeds(path: Path, *, active_only: bool = False) -> list[FeedRow]:
     """The feeds of a state file, opened read-only: a file that does not exist has none,
     and is not created (``StateStore`` creates and migrates it)."""
     if not path.exists():
         return []
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    conn = _open_read_only(path)
     try:
         rows = conn.execute(_feeds_query(active_only)).fetchall()
     finally:
@@ -203,7 +208,7 @@ def read_waiting_pages(path: Path) -> dict[int, WaitingPages]:
     them at the feed's next poll)."""
     if not path.exists():
         return {}
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    conn = _open_read_only(path)
     try:
         # A state file from before page retries has no table; from before their own next
         # tries, no next_try (the producer adds both on open; a listing changes nothing).
