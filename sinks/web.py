@@ -286,10 +286,11 @@ def _number(query: dict[str, str], name: str, default: float) -> float:
 
 
 def _limit(query: dict[str, str]) -> int:
-    """``limit`` of the incidents API: 200 by default, at most 500."""
+    """``limit`` of the incidents API: 200 by default, at most 500. (A fraction is refused,
+    as an offset's is: ``limit=2.5`` was read as 2.)"""
     limit = _number(query, "limit", PAGE_LIMIT)
-    if limit < 1:
-        raise BadRequest(f"limit must be 1 or more, not {query['limit']!r}")
+    if limit < 1 or limit != int(limit):
+        raise BadRequest(f"limit must be a whole number, 1 or more, not {query['limit']!r}")
     return min(int(limit), 500)
 
 

@@ -313,6 +313,7 @@ def test_a_stored_row_that_cannot_be_read_is_our_fault_not_the_requests(
     for address, message in (
         ("api/incidents?hours=soon", "hours must be a number, not 'soon'"),
         ("api/incidents?limit=inf", "limit must be a finite number"),
+        ("api/incidents?limit=2.5", "limit must be a whole number, 1 or more, not '2.5'"),
         ("api/incidents?hours=nan", "hours must be a finite number"),
     ):
         status, _, body = get(server.url + address)
