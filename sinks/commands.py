@@ -41,6 +41,18 @@ def parse_duration(text: str) -> timedelta:
     return duration
 
 
+def format_duration(duration: timedelta) -> str:
+    """``parse_duration``'s form of a duration ("1h30m", "2d", "45s"), as a listing names
+    its filter: Python's own ("1:30:00", "7 days, 0:00:00") is no form a user typed."""
+    seconds = round(duration.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[threading.Event]:
     """An event set by SIGTERM or SIGINT, for services that stop cleanly."""
@@ -190,7 +202,7 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
             print(f"(the {args.limit} newest; --limit N for more)", file=sys.stderr)
     else:
         # With a filter, "no incidents in <store>" read as an empty store: say which.
-        filters = [f"active in the last {args.since}" if args.since is not None else "",
+        filters = [f"active in the last {format_duration(args.since)}" if args.since is not None else "",
                    f"from source {args.source}" if args.source else ""]
         print(" ".join(["no incidents", *filter(None, filters), "in", store_name(settings)]))
     return 0

@@ -14,7 +14,7 @@ import pytest
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
 from newsflow.storage import StoreMisconfigured, StoreMissing
-from sinks.commands import format_incident, parse_duration, register
+from sinks.commands import format_duration, format_incident, parse_duration, register
 from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, VersionInfo
 from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
 from tests.records import older_database, stored_state
@@ -61,6 +61,13 @@ def settings(tmp_path: Path) -> Settings:
     return settings
 
 
+def test_a_duration_is_shown_in_the_form_it_is_typed() -> None:
+    for typed, shown in (("90m", "1h30m"), ("1w", "7d"), ("45s", "45s"), ("1d2h3m4s", "1d2h3m4s"),
+                         ("0.5s", "0s"), ("36h", "1d12h")):
+        assert format_duration(parse_duration(typed)) == shown
+        assert parse_duration(shown) == timedelta(seconds=round(parse_duration(typed).total_seconds()))
+
+
 def test_parse_duration() -> None:
     assert parse_duration("2h") == timedelta(hours=2)
     assert parse_duration("1h30m") == timedelta(minutes=90)
@@ -88,7 +95,7 @@ def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str
     assert run(settings, "incidents", "--source", "bbc", "--since", "90m") == 0
     # The filters are named: "no incidents in <store>" read as an empty store.
     assert capsys.readouterr().out == (
-        "no incidents active in the last 1:30:00 from source bbc in SQLite database"
+        "no incidents active in the last 1h30m from source bbc in SQLite database"
         f" {settings.sqlite_file.absolute()}\n"
     )
 
