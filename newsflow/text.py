@@ -268,7 +268,8 @@ def derive_title(text: str) -> tuple[str, str]:
 
     A short first line without a sentence-final period (and not a dateline sentence) is
     the title; otherwise the title is the lead's first sentence without its dateline,
-    trimmed to about twelve words, and the body is the whole text.
+    trimmed to about twelve words (then ending in "…": a sentence cut short read as a
+    headline that stops mid-phrase), and the body is the whole text.
     """
     lines = [ln.strip() for ln in text.replace("\r\n", "\n").split("\n")]
     content = [ln for ln in lines if ln]
@@ -280,7 +281,7 @@ def derive_title(text: str) -> tuple[str, str]:
         return first, body
     lead = first_sentence(strip_dateline(first)).strip()
     words = lead.split()
-    title = " ".join(words[:12]).rstrip(",;:—–- ") if len(words) > 12 else lead
+    title = " ".join(words[:12]).rstrip(",;:—–- ") + "…" if len(words) > 12 else lead
     return title, text.strip("\n")
 
 
