@@ -22,7 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from newsflow.settings import Settings
-from sinks.models import IncidentDetail, IncidentSummary, SearchHit, explain, original_of
+from sinks.models import (
+    IncidentDetail,
+    IncidentSummary,
+    SearchHit,
+    counted,
+    explain,
+    original_of,
+)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -126,13 +133,15 @@ def _names(values: tuple[str, ...]) -> str:
 
 def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
     for s in incidents:
-        reporters = f"{len(s.agencies)} agencies, {len(s.outlets)} outlets"
+        reporters = (f"{counted(len(s.agencies), 'agency', 'agencies')},"
+                     f" {counted(len(s.outlets), 'outlet', 'outlets')}")
         # Listed by last update: shown first, as the latest report's own date (an
         # archive's, say) does not follow that order.
         out.write(
             f"{plain(s.id)}  updated {_when(s.updated_at)} (latest report"
-            f" {_when(s.last_seen)})  {s.article_count} articles"
-            f" ({s.duplicate_count} duplicates; {reporters})  v{s.version}\n"
+            f" {_when(s.last_seen)})  {counted(s.article_count, 'article', 'articles')}"
+            f" ({counted(s.duplicate_count, 'duplicate', 'duplicates')}; {reporters})"
+            f"  v{s.version}\n"
             f"    {plain(s.title)}\n"
         )
         if s.agencies or s.sources:
@@ -146,9 +155,10 @@ def format_incident(detail: IncidentDetail, out: TextIO) -> None:
         out.write(f"merged into {plain(s.merged_into)}\n")
     out.write(
         f"first seen {_when(s.first_seen)}, last seen {_when(s.last_seen)}\n"
-        f"{s.article_count} articles, {s.duplicate_count} duplicates;"
-        f" {len(s.agencies)} agencies ({_names(s.agencies)}),"
-        f" {len(s.outlets)} outlets ({_names(s.outlets)})\n\n"
+        f"{counted(s.article_count, 'article', 'articles')},"
+        f" {counted(s.duplicate_count, 'duplicate', 'duplicates')};"
+        f" {counted(len(s.agencies), 'agency', 'agencies')} ({_names(s.agencies)}),"
+        f" {counted(len(s.outlets), 'outlet', 'outlets')} ({_names(s.outlets)})\n\n"
     )
     for a in detail.articles:
         when = _when(a.published or a.seen_at)
@@ -163,7 +173,8 @@ def format_incident(detail: IncidentDetail, out: TextIO) -> None:
         out.write("\nhistory: ")
         out.write(
             ", ".join(
-                f"v{v.version} {_when(v.updated_at)} {v.article_count} articles{v.change()}"
+                f"v{v.version} {_when(v.updated_at)}"
+                f" {counted(v.article_count, 'article', 'articles')}{v.change()}"
                 + (f" merged into {plain(v.merged_into)}" if v.merged_into else "")
                 for v in detail.versions
             )

@@ -171,6 +171,16 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def noun(count: int, one: str, many: str) -> str:
+    """The noun for ``count`` of a thing: listings said "1 articles"."""
+    return one if count == 1 else many
+
+
+def counted(count: int, one: str, many: str) -> str:
+    """"1 article", "2 articles", "0 agencies"."""
+    return f"{count} {noun(count, one, many)}"
+
+
 def _span(hours: float) -> str:
     """A time gap as an editor reads it: hours up to two days, then days."""
     if hours < 48:

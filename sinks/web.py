@@ -30,7 +30,7 @@ from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
 from newsflow.storage import SchemaOutdated, storage_errors, store_name
 from sinks.jsonl import SearchUnsupported
-from sinks.models import Store
+from sinks.models import Store, counted, noun
 from sinks.rows import SearchWithoutWords
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ SCRIPT = """
     return e;
   }
   function when(iso) { return iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : "-"; }
+  function counted(n, one, many) { return n + " " + (n === 1 ? one : many); }
   function render(items) {
     var box = document.createDocumentFragment();
     if (!items.length) { box.appendChild(el("p", "empty", "No incidents in this window yet.")); }
@@ -88,8 +89,9 @@ SCRIPT = """
       d.appendChild(h);
       var m = el("div", "meta", "updated " + when(s.updated_at) + " (latest report " +
         when(s.last_seen) + ") \\u00b7 " +
-        s.article_count + " articles \\u00b7 " + s.agencies.length + " agencies, " +
-        s.outlets.length + " outlets \\u00b7 v" + s.version);
+        counted(s.article_count, "article", "articles") + " \\u00b7 " +
+        counted(s.agencies.length, "agency", "agencies") + ", " +
+        counted(s.outlets.length, "outlet", "outlets") + " \\u00b7 v" + s.version);
       d.appendChild(m);
       var b = el("div");
       s.agencies.forEach(function (x) { b.appendChild(el("span", "badge agency", x)); });
@@ -169,8 +171,9 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
             # Listed by last update, which the latest report's date may not follow.
             f'<div class="meta">updated {esc(when(s.updated_at))}'
             f" (latest report {esc(when(s.last_seen))})"
-            f" &middot; {s.article_count} articles &middot; {len(s.agencies)} agencies,"
-            f" {len(s.outlets)} outlets &middot; v{s.version}</div>"
+            f" &middot; {counted(s.article_count, 'article', 'articles')} &middot;"
+            f" {counted(len(s.agencies), 'agency', 'agencies')},"
+            f" {counted(len(s.outlets), 'outlet', 'outlets')} &middot; v{s.version}</div>"
             f"<div>{badges(s.agencies, s.outlets)}</div></div>"
         )
     listing = "".join(items) or '<p class="empty">No incidents in this window yet.</p>'
@@ -201,10 +204,12 @@ def render_incident(detail: Any) -> str:
         )
     parts.append(
         f'<p class="meta" id="summary">First seen {esc(when(s.first_seen))}, last seen'
-        f" {esc(when(s.last_seen))} &middot; {s.article_count} articles"
-        f" ({s.duplicate_count} duplicates) &middot; reported by"
-        f' <b id="agency-count">{len(s.agencies)}</b> independent agencies and'
-        f' <b id="outlet-count">{len(s.outlets)}</b> outlets</p>'
+        f" {esc(when(s.last_seen))} &middot; {counted(s.article_count, 'article', 'articles')}"
+        f" ({counted(s.duplicate_count, 'duplicate', 'duplicates')}) &middot; reported by"
+        f' <b id="agency-count">{len(s.agencies)}</b> independent'
+        f" {noun(len(s.agencies), 'agency', 'agencies')} and"
+        f' <b id="outlet-count">{len(s.outlets)}</b> {noun(len(s.outlets), "outlet", "outlets")}'
+        "</p>"
         f"<div>{badges(s.agencies, s.outlets)}</div>"
     )
     articles = sorted(

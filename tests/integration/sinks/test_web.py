@@ -446,6 +446,7 @@ def test_page_in_headless_chromium(server: NewsflowServer, tmp_path: Path) -> No
     assert 'data-updated="' in dom, "the live refresh did not run"
     # The refreshed rows say when each was updated, as the first render does.
     assert f"(latest report {NOW:%Y-%m-%d %H:%M} UTC)" in dom and "updated " in dom
+    assert "2 articles \u00b7 2 agencies, 1 outlet \u00b7 v2" in dom  # (not "1 outlets")
     assert "__pwned" in dom  # the title is there...
     assert "&lt;script&gt;window.__pwned" in dom  # ...as text, not as a script element
     assert "<script>window" not in dom

@@ -115,7 +115,7 @@ def test_a_listing_shows_the_update_it_is_ordered_by_beside_the_latest_report(
     assert run(settings, "incidents", "--since", "100000d") == 0
     out = capsys.readouterr().out
     assert ("inc-old  updated 2026-12-03 20:01 UTC (latest report 2019-03-02 10:00 UTC)"
-            "  1 articles") in out
+            "  1 article (0 duplicates; 1 agency, 0 outlets)  v1") in out
 
 
 def test_a_listing_cut_at_its_limit_says_so(

@@ -69,7 +69,8 @@ def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
     assert "<script>alert" not in html and "javascript:" not in html
     assert html.index("First") < html.index("Why: duplicate")  # the timeline is by time
     assert 'href="https://example.org/1"' in html
-    assert 'id="agency-count">2<' in html and 'id="outlet-count">1<' in html
+    assert 'id="agency-count">2</b> independent agencies' in html
+    assert 'id="outlet-count">1</b> outlet</p>' in html  # (not "1 outlets")
     assert "Why: duplicate; a near copy: 90% of its text matches (a copy from 80%)" in html
     assert "duplicate of yahoo.com: &quot;First&quot; (a1)" in html  # not just "a1"
     assert 'Merged into <a href="/incident/i2">' in html
