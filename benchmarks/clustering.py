@@ -10,7 +10,8 @@ Then real pages from some 30 countries (../shared/data/pages, nearly all differe
 many not in English) as one day's stream: the incidents they make. Prints figures; asserts
 nothing. Missing files are skipped.
 
-Last, the end-to-end figures through the embedded broker (benchmarks/pipeline.py).
+Then the end-to-end figures through the embedded broker (benchmarks/pipeline.py), and last
+each figure beside its target (met or short).
 
 With ``--compiled`` the clustering runs from the mypyc build in build/mypyc (``make
 compiled``); it refuses a build older than the sources. The first line says which ran.
@@ -88,7 +89,21 @@ def score(gold: dict[str, str], pred: dict[str, str]) -> dict[str, float]:
             "pw_f1": f1(pw_p, pw_r), "incidents": float(len(psize))}
 
 
-def run_file(path: Path, config: ClusterConfig) -> None:
+# The targets the figures are read against (online B-cubed F1, pairwise F1), dedup +
+# clustering articles/s, and the most the per-article cost may grow from 10k to the end of
+# the synthetic stream. Printed beside the figures at the end; nothing is asserted.
+QUALITY_TARGETS: dict[str, tuple[float, float]] = {
+    "gva-dev.jsonl": (0.95, 0.85),
+    "ecbplus-dev.jsonl": (0.93, 0.90),
+    "uci-headlines-dev.jsonl": (0.85, 0.80),
+}
+SPEED_TARGET = 2_000.0
+COST_GROWTH_TARGET = 1.5
+
+
+def run_file(path: Path, config: ClusterConfig) -> tuple[float, float, float]:
+    """Prints a file's figures; returns its online B-cubed F1, pairwise F1 and dedup +
+    cluster articles/s."""
     rows = list(read_rows(path))
     gold = {str(r["id"]): str(r["incident"]) for r in rows}
     clusterer = IncidentClusterer(config)
@@ -109,6 +124,7 @@ def run_file(path: Path, config: ClusterConfig) -> None:
         articles.append(article)
         online[decision.article_id] = final[decision.article_id] = decision.incident_id
         final.update(decision.moved)
+    online_score = score(gold, online)
     for label, pred in (("online", online), ("final", final)):
         s = score(gold, pred)
         print(f"  {label:6}  B-cubed P {s['b3_p']:.4f} R {s['b3_r']:.4f} F1 {s['b3_f1']:.4f}   "
@@ -127,6 +143,7 @@ def run_file(path: Path, config: ClusterConfig) -> None:
     rest = max(clustering - features, 1e-9)
     print(f"  of which features {features / clustering:.0%} ({len(rows) / features:,.0f} "
           f"articles/s on their own); the rest {len(rows) / rest:,.0f} articles/s")
+    return online_score["b3_f1"], online_score["pw_f1"], len(rows) / clustering
 
 
 _WORD = re.compile(r"\b([A-Za-z]{4,})\b")
@@ -187,11 +204,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_synthetic(total: int, round_days: float, config: ClusterConfig, fresh: bool) -> None:
+def run_synthetic(total: int, round_days: float, config: ClusterConfig,
+                  fresh: bool) -> dict[int, float]:
+    """Prints the stream's figures; returns dedup + cluster articles/s over the last 10,000
+    at each mark (10k, half, the end) reached, and overall (key 0)."""
+    rates: dict[int, float] = {}
     sources = [list(read_rows(DATA / name)) for name in FILES if (DATA / name).exists()]
     if not sources:
         print("synthetic stream: skipped (no dev files)")
-        return
+        return rates
     gc.collect()
     rss_before = peak_rss_mb()
     clusterer = IncidentClusterer(config)
@@ -217,6 +238,7 @@ def run_synthetic(total: int, round_days: float, config: ClusterConfig, fresh: b
         if n in marks and n >= window:
             rate = window / (times[-1][0] - times[-window][0])
             alone = window / (times[-1][1] - times[-window][1])
+            rates[n] = alone
             print(f"  at {n:>7,}: {rate:,.0f} articles/s (dedup + cluster alone {alone:,.0f}) "
                   f"over the last {window:,}; held {len(clusterer):,} articles, "
                   f"{clusterer.incident_count:,} incidents; peak RSS {peak_rss_mb():,.0f} MB")
@@ -225,6 +247,28 @@ def run_synthetic(total: int, round_days: float, config: ClusterConfig, fresh: b
     print(f"  overall {total / busy:,.0f} articles/s (dedup + cluster alone "
           f"{total / clustering:,.0f}); peak RSS {peak_rss_mb():,.0f} MB "
           f"(process before the stream: {rss_before:,.0f} MB, incl. the dev files in memory)")
+    rates[0] = total / clustering
+    return rates
+
+
+def print_targets(files: dict[str, tuple[float, float, float]], stream: dict[int, float]) -> None:
+    """The figures beside their targets, each "met" or "short"."""
+    def mark(ok: bool) -> str:
+        return "met" if ok else "SHORT"
+
+    print("targets (online decisions; dedup + cluster speed)")
+    for name, (b3, pw, rate) in files.items():
+        b3_target, pw_target = QUALITY_TARGETS[name]
+        print(f"  {name:25} B-cubed {b3:.4f} >= {b3_target:.2f} {mark(b3 >= b3_target):5}  "
+              f"pairwise {pw:.4f} >= {pw_target:.2f} {mark(pw >= pw_target):5}  "
+              f"{rate:,.0f} art/s >= {SPEED_TARGET:,.0f} {mark(rate >= SPEED_TARGET)}")
+    marks = sorted(n for n in stream if n)
+    if len(marks) >= 2 and 0 in stream:
+        first, last = stream[marks[0]], stream[marks[-1]]
+        growth = first / last  # per-article cost at the end over that at the first mark
+        print(f"  synthetic stream: {stream[0]:,.0f} art/s >= {SPEED_TARGET:,.0f} "
+              f"{mark(stream[0] >= SPEED_TARGET)}; cost at {marks[-1]:,} {growth:.2f}x that "
+              f"at {marks[0]:,} <= {COST_GROWTH_TARGET}x {mark(growth <= COST_GROWTH_TARGET)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,19 +303,21 @@ def main(argv: list[str] | None = None) -> int:
         config.window_days = args.window_days
     if args.incident_days is not None:
         config.incident_days = args.incident_days
+    figures: dict[str, tuple[float, float, float]] = {}
     for name in () if args.skip_files else FILES:
         path = DATA / name
         if not path.exists():
             print(f"{name}: skipped (missing {path})")
             continue
         print(name)
-        run_file(path, config)
+        figures[name] = run_file(path, config)
     if not args.skip_files:
         run_pages(config)
-    if args.synthetic > 0:
-        run_synthetic(args.synthetic, args.round_days, config, args.fresh)
+    stream = (run_synthetic(args.synthetic, args.round_days, config, args.fresh)
+              if args.synthetic > 0 else {})
     if not args.skip_pipeline:
         run_pipeline(args.compiled)
+    print_targets(figures, stream)
     return 0
 
 
