@@ -285,6 +285,54 @@ def derive_title(text: str) -> tuple[str, str]:
     return title, text.strip("\n")
 
 
+# -- scripts written without spaces ----------------------------------------------------
+# Chinese and Japanese run words together, so a clause is one "word" to a split at spaces.
+# Without a dictionary, full-text engines index such runs as overlapping character bigrams
+# (Lucene's CJKBigramFilter, Elasticsearch's cjk_bigram): "四川发生地震" -> 四川 川发 发生
+# 生地 地震. A bigram across two words ("川发") is seldom in the next report of the event;
+# the words' own ("地震") are in all of them. Han (with 々 〆 〇) and Katakana, full and half
+# width.
+_BIGRAMMED = ("\u3005-\u3007\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+              "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f")
+# Hiragana is, in news Japanese, mostly inflections and particles between the Kanji and
+# Katakana words ("東京で火事が起きた": で, が, きた): left out, it separates them.
+_HIRAGANA = "\u3041-\u309f"
+# Korean writes spaces, but glues particles and endings to the noun ("서울에서", "서울시는"):
+# bigrams of its syllables let both share "서울". Syllables only (jamo are not written alone).
+_HANGUL = "\uac00-\ud7a3"
+_CJK = re.compile(f"[{_BIGRAMMED}{_HIRAGANA}{_HANGUL}]")
+_CJK_RUNS = re.compile(
+    f"([{_BIGRAMMED}]+)|([{_HANGUL}]+)|[{_HIRAGANA}]+|([^{_BIGRAMMED}{_HIRAGANA}{_HANGUL}]+)")
+
+
+def has_cjk(text: str) -> bool:
+    """Whether ``text`` holds Chinese, Japanese or Korean characters (``cjk_terms``
+    splits its words). Cheap for the common case: ASCII text is looked at once."""
+    return not text.isascii() and _CJK.search(text) is not None
+
+
+def cjk_terms(word: str) -> list[str]:
+    """The terms of one word (a run of letters and digits, no spaces) as written: runs of
+    Han or Katakana, and of Hangul, as overlapping character bigrams (a one-character run
+    as itself), Hiragana left out, anything else (Latin, digits) as it stands:
+    "四川5日发生地震" -> 四川 5 日发 发生 生地 地震; "東京で火事" -> 東京 火事;
+    "서울에서" -> 서울 울에 에서; "iPhone" -> iPhone."""
+    terms: list[str] = []
+    for run in _CJK_RUNS.finditer(word):
+        other = run.group(3)
+        if other is not None:
+            terms.append(other)
+            continue
+        chars = run.group(1) or run.group(2)
+        if chars is None:
+            continue  # Hiragana
+        if len(chars) == 1:
+            terms.append(chars)
+        else:
+            terms.extend(chars[i:i + 2] for i in range(len(chars) - 1))
+    return terms
+
+
 # -- titles ---------------------------------------------------------------------------
 # " - ", " | ", " – ", " — ", " :: ", " · ", " « ", "｜", "：" (the last two in CJK titles).
 TITLE_SEPARATORS = re.compile(r"\s+[|\-–—:·•»«]{1,2}\s+|\s*[｜|]\s*|：")

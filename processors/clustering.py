@@ -552,7 +552,10 @@ class IncidentClusterer:
                                                     else log(n + 1))) < cap else cap))
                    for t, w in feats.tf.items()]
         # Ties keep the features' order (token order): deterministic, no string compares.
-        top = sorted(weights, key=itemgetter(1), reverse=True)[: self.config.max_terms]
+        # As many words as any article's: a CJK word is about two bigrams, one of them
+        # spanning two words ("地震" and "震区" of "地震震区").
+        n_terms = 2 * self.config.max_terms if feats.bigrams else self.config.max_terms
+        top = sorted(weights, key=itemgetter(1), reverse=True)[:n_terms]
         norm = math.sqrt(sum(w * w for _, w in top)) or 1.0
         vec = {t: w / norm for t, w in top}
         # The entity part keeps its share of the whole vector: a lone common entity

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
-from newsflow.text import ARCHIVE_PREFIX, strip_dateline
+from newsflow.text import ARCHIVE_PREFIX, cjk_terms, has_cjk, strip_dateline
 from processors.language import detect, function_words
 
 # (``Final``: a mypyc build reads these as constants, not from the module's dict.)
@@ -197,6 +197,8 @@ class Features:
     streets: frozenset[str] = frozenset()  # street names of addresses ("700 block of Elm St")
     dates: frozenset[tuple[int, int, int]] = frozenset()  # (month, day or 0, year or 0) named
     follow_up: bool = False  # the headline names a court stage ("charged", "sentenced")
+    # Chinese, Japanese or Korean: terms are character bigrams, about two per word.
+    bigrams: bool = False
 
 
 def canonical_url(url: str | None) -> str | None:
@@ -254,14 +256,20 @@ def _counts(items: list[str]) -> dict[str, int]:
     return counts
 
 
-def _tokens(text: str, limit: int = sys.maxsize) -> list[str]:
+def _tokens(text: str, limit: int = sys.maxsize, cjk: bool | None = None) -> list[str]:
     r"""``_TOKEN.findall(text)[:limit]``, faster. A token never spans whitespace, and most
     whitespace-separated chunks are one token, bare or in punctuation: a chunk whose every
     character is a letter or digit (``str.isalnum``: exactly ``[^\W_]``) is one. Only the
-    rest go through the regex. Stops at ``limit`` tokens: the words after them are unused."""
+    rest go through the regex. Stops at ``limit`` tokens: the words after them are unused.
+    Chinese, Japanese and Korean words are split into their terms (``cjk_terms``); ``cjk``,
+    ``has_cjk(text)`` if known."""
+    if cjk is None:
+        cjk = has_cjk(text)
+    # (Counted after the split for CJK: a chunk there is a clause, many terms.)
+    chunk_limit = sys.maxsize if cjk else limit
     tokens: list[str] = []
     for chunk in text.split():
-        if len(tokens) >= limit:
+        if len(tokens) >= chunk_limit:
             break
         if chunk.isalnum():
             tokens.append(chunk)
@@ -271,9 +279,22 @@ def _tokens(text: str, limit: int = sys.maxsize) -> list[str]:
             tokens.append(core)
         elif core:
             tokens.extend(_TOKEN.findall(core))  # "U.S", "al-Assad", "and/or"
+    if cjk:
+        tokens = _cjk_split(tokens)
     if len(tokens) > limit:
         del tokens[limit:]
     return tokens
+
+
+def _cjk_split(tokens: list[str]) -> list[str]:
+    return [term for tok in tokens for term in cjk_terms(tok)]
+
+
+def _title_tokens(title: str, cjk: bool) -> list[str]:
+    """``_TOKEN.findall(title)``, Chinese, Japanese and Korean words split as ``_tokens``
+    splits them when ``cjk`` (``has_cjk(title)``)."""
+    tokens = _TOKEN.findall(title)
+    return _cjk_split(tokens) if cjk else tokens
 
 
 def _token_info(tok: str) -> TokenInfo | None:
@@ -375,7 +396,7 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     by_term: dict[str, str] = {}
     terms_missing = {t for t in terms if " " not in t}
     body = text[:MAX_BODY_CHARS]
-    tokens = [*_tokens(body, MAX_BODY_WORDS), *_TOKEN.findall(title)]
+    tokens = [*_tokens(body, MAX_BODY_WORDS), *_title_tokens(title, has_cjk(title))]
     # An article not in English is compared without elisions ("l'incendie" as "incendie",
     # see ``extract``): the word after one is a spelling of its term too.
     for tok in [word for raw in tokens for word in dict.fromkeys((raw, _elided(raw)))]:
@@ -441,8 +462,10 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
 
     head = text[:MAX_BODY_CHARS]
     body = strip_dateline(head) if head else ""
-    toks = _tokens(body, MAX_BODY_WORDS)
-    title_tokens = _TOKEN.findall(title)
+    cjk_title = has_cjk(title)
+    cjk_body = has_cjk(body)
+    toks = _tokens(body, MAX_BODY_WORDS, cjk_body)
+    title_tokens = _title_tokens(title, cjk_title)
     counts: dict[str, int] = Counter(toks)  # typed as a dict: compiled, faster to walk
 
     # Another language's function words, left out as English ones are (STOPWORDS).
@@ -553,4 +576,5 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         streets=streets(body) if toks else frozenset(),
         dates=named,
         follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
+        bigrams=cjk_title or cjk_body,
     )

@@ -1,7 +1,14 @@
 import time
 from pathlib import Path
 
-from newsflow.text import clean_text, clean_title, derive_title, strip_site_suffix
+from newsflow.text import (
+    cjk_terms,
+    clean_text,
+    clean_title,
+    derive_title,
+    has_cjk,
+    strip_site_suffix,
+)
 
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
 
@@ -210,3 +217,29 @@ def test_time_stamps_glued_to_the_headline_are_removed_with_it():
     assert clean_text(text, title) == (
         "THIBODAUX, La. (AP) - The trial of a man charged with manslaughter begins.\n\n"
         "The charge was updated on May 3, 2015, by prosecutors.")
+
+
+def test_chinese_and_japanese_runs_are_split_into_overlapping_character_bigrams():
+    assert cjk_terms("四川发生地震") == ["四川", "川发", "发生", "生地", "地震"]
+    assert cjk_terms("ロシア軍") == ["ロシ", "シア", "ア軍"]  # Katakana and Han: one run
+    assert cjk_terms("人々") == ["人々"]  # the iteration mark belongs to its word
+
+
+def test_hiragana_separates_japanese_words_and_a_lone_character_stays_a_unigram():
+    assert cjk_terms("東京で火事が起きた") == ["東京", "火事", "起"]
+
+
+def test_korean_words_share_their_noun_despite_the_particles_glued_to_them():
+    assert cjk_terms("서울에서") == ["서울", "울에", "에서"]
+    assert cjk_terms("서울시는") == ["서울", "울시", "시는"]
+
+
+def test_numbers_and_latin_words_inside_cjk_text_stay_whole():
+    assert cjk_terms("据CNN报道") == ["据", "CNN", "报道"]
+    assert cjk_terms("四川5日发生6.1级地震") == ["四川", "5", "日发", "发生", "6.1", "级地", "地震"]
+    assert cjk_terms("iPhone") == ["iPhone"]
+
+
+def test_only_text_with_cjk_characters_is_split():
+    assert has_cjk("泸定县发生地震") and has_cjk("Seoul (서울) police")
+    assert not has_cjk("Police said") and not has_cjk("Zürich’s mayor — «non»")

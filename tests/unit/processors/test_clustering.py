@@ -88,6 +88,75 @@ def test_new_then_join_same_event_but_not_an_unrelated_one():
     assert len(c) == 4
 
 
+# Chinese and Japanese are written without spaces: terms are character bigrams.
+ZH_QUAKE_1 = (
+    "四川甘孜州发生6.1级地震 暂无人员死亡报告",
+    "中国地震台网正式测定，3月2日凌晨4时17分，四川甘孜州泸定县发生6.1级地震，震源深度12公里。"
+    "震中附近多个乡镇震感强烈，部分老旧房屋出现墙体开裂。当地应急管理部门已派出救援队伍赶赴震区，"
+    "目前暂未收到人员死亡报告。泸定县政府表示，将连夜排查道路和桥梁受损情况。",
+)
+ZH_QUAKE_2 = (
+    "泸定县凌晨遭遇强烈地震 救援队伍连夜赶赴震区",
+    "据中国地震台网消息，四川省甘孜州泸定县2日凌晨发生6.1级地震。地震造成当地部分房屋受损，"
+    "多条乡村道路因山体滑坡中断。省消防救援总队已调派两百余名消防员前往泸定县开展搜救。"
+    "截至发稿时，尚无人员死亡的消息。",
+)
+ZH_METRO = (
+    "上海地铁新线路年底通车 沿线居民出行将更便捷",
+    "上海市交通委员会周一宣布，地铁十九号线将于今年年底正式开通运营。新线路全长四十四公里，"
+    "共设三十个车站，连接浦东新区和宝山区。市交通部门表示，开通后沿线居民通勤时间预计缩短二十分钟。"
+    "目前全线已进入设备调试阶段。",
+)
+JA_FIRE_1 = (
+    "札幌市の住宅で火事 高齢の男性が死亡",
+    "2日未明、札幌市北区の木造2階建て住宅から火が出て、約3時間後に消し止められました。"
+    "焼け跡から1人の遺体が見つかり、警察はこの家に住む80代の男性とみて身元の確認を進めています。"
+    "消防によりますと、出火当時、男性は1人で家にいたということです。"
+    "警察と消防が出火の原因を詳しく調べています。",
+)
+JA_FIRE_2 = (
+    "札幌市北区で住宅火災 焼け跡から1人の遺体",
+    "札幌市北区で2日未明、木造住宅が全焼する火事がありました。"
+    "警察によりますと、焼け跡から性別の分からない遺体が見つかり、"
+    "この家に1人で暮らす80代の男性と連絡が取れていないということです。"
+    "近所の住民は「煙のにおいがして外に出たら炎が見えた」と話していました。",
+)
+JA_MUSEUM = (
+    "大阪の新しい美術館 来月オープンへ",
+    "大阪市中之島に建設されていた新しい美術館が来月15日に開館することになりました。"
+    "館内には国内外の現代美術の作品およそ300点が展示される予定です。"
+    "市の担当者は「多くの人に足を運んでもらいたい」と話しています。",
+)
+
+
+@pytest.mark.parametrize(("first", "second", "unrelated", "shared"), [
+    (ZH_QUAKE_1, ZH_QUAKE_2, ZH_METRO, "地震"),
+    (JA_FIRE_1, JA_FIRE_2, JA_MUSEUM, "札幌"),
+])
+def test_reports_written_without_spaces_join_their_event_and_not_an_unrelated_one(
+        first, second, unrelated, shared):
+    c = IncidentClusterer()
+    assert stream(c, art("a", first), art("other", unrelated, 1)) == ["inc-a", "inc-other"]
+    joined = c.add(art("b", second, 3))
+    assert joined.incident_id == "inc-a"
+    assert joined.duplicate_of is None
+    assert shared in joined.explanation.shared_terms  # as written: the text has it so
+    assert c.add(art("later", unrelated, 4)).incident_id == "inc-other"
+
+
+def test_a_chinese_syndicated_copy_under_another_headline_is_a_near_duplicate():
+    title, text = ZH_QUAKE_1
+    copy_text = ("来源：新华网\n"
+                 + text.replace("4时17分", "4点17分").replace("将连夜", "将于当晚")
+                 + "\n（完）\n责任编辑：李华")
+    c = IncidentClusterer()
+    c.add(art("orig", ZH_QUAKE_1))
+    c.add(art("other", ZH_METRO, 1))
+    copy = c.add(art("copy", ("泸定6.1级地震：震区房屋受损 暂无死亡报告", copy_text), 2))
+    assert copy.duplicate_of == "orig"
+    assert copy.explanation.duplicate_kind == "near"
+
+
 def test_exact_duplicate_by_url_and_by_text():
     c = IncidentClusterer()
     c.add(art("a", FIRE_1, url="https://www.example.com/news/fire?utm_source=rss"))

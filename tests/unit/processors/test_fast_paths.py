@@ -46,9 +46,11 @@ def test_tokens_match_the_token_regex():
     # doubled, punctuation inside, non-ASCII letters and digits, Unicode spaces).
     texts = [*TEXTS, "“(Yes),” U.S.-led -- 'quoted' rock'n'roll a.-b x/y/z ...end. 3.5% #1 _x_",
              "e-mail: a@b.com, (AP)—Ça «va» ¿sí? ١٢٣ foo\u200bbar O’Neill’s ’90s ‘x’ • y · z",
-             "ﬁne ǅemal ⅷ ² ½ no-break\u00a0space and\u2009thin\u3000wide"]
+             "ﬁne ǅemal ⅷ ² ½ no-break\u00a0space and\u2009thin\u3000wide",
+             "（新华社）四川5日发生6.1级地震，“震感强烈”。 東京で火事 서울에서 iPhone"]
     for t in texts:
-        expected = features._TOKEN.findall(t)
+        # Chinese, Japanese and Korean words split into their terms.
+        expected = [term for tok in features._TOKEN.findall(t) for term in text.cjk_terms(tok)]
         assert features._tokens(t) == expected, t
         for limit in (0, 1, 2, 5, len(expected), len(expected) + 1):
             assert features._tokens(t, limit) == expected[:limit], (t, limit)

@@ -158,3 +158,35 @@ def test_a_copy_under_another_headline_has_the_same_fingerprint_whatever_languag
     assert "incendi" in first.tf and "l'incendi" in copy.tf
     assert first.text_key == copy.text_key
     assert (first.shingles == copy.shingles).all()
+
+
+def test_chinese_headline_and_body_give_character_bigrams_weighed_as_words():
+    feats = extract("泸定县发生地震", "救援队伍连夜赶赴震区，当地房屋受损。")
+    assert {"泸定", "定县", "地震"} <= feats.title_terms
+    # A headline bigram weighs as a headline word (3), a lead one as a lead word (2).
+    assert feats.tf["泸定"] == pytest.approx(1 + math.log(3))
+    assert feats.tf["救援"] == pytest.approx(1 + math.log(2))
+    assert feats.bigrams
+    assert feats.n_words == 14  # 救援 援队 队伍 伍连 连夜 夜赶 赶赴 赴震 震区, 当地 地房 房屋 屋受 受损
+    assert len(feats.shingles) == 12  # the fingerprint's "words" are the bigrams
+
+
+def test_numbers_in_chinese_text_stay_terms_and_entities():
+    feats = extract("四川发生6.1级地震", "四川甘孜州3月2日发生6.1级地震，震源深度12公里。")
+    assert {"6.1", "12", "2", "3"} <= feats.entities
+
+
+def test_japanese_terms_are_found_as_written():
+    title, text = "札幌市で火事", "札幌市北区の住宅で火事があり、消防が消し止めました。"
+    feats = extract(title, text)
+    assert {"札幌", "火事", "消防", "北区"} <= set(feats.tf)
+    assert not any("で" in term or "が" in term for term in feats.tf)  # Hiragana left out
+    assert surface_forms(title, text, ["札幌", "火事"]) == ["札幌", "火事"]
+
+
+def test_text_without_cjk_characters_is_split_as_before():
+    title = "Zürich’s mayor — «non» to the tower"
+    text = "The city’s mayor, Corine Mauch, said “no” to the 80-metre tower on Tuesday."
+    feats = extract(title, text)
+    assert not feats.bigrams
+    assert {"zürich", "mayor", "tower", "corine mauch", "80-metre"} <= set(feats.tf)
