@@ -22,6 +22,7 @@ from newsflow.schemas import (
     IncidentVersion,
     RawArticle,
 )
+from newsflow.text import cjk_terms, has_cjk
 from processors.features import STOPWORDS, stem
 
 
@@ -77,8 +78,12 @@ _WORD = re.compile(r"[^\W_]{2,}")
 
 @lru_cache(maxsize=8192)
 def headline_words(title: str) -> frozenset[str]:
-    """The content words of a headline, stemmed (as the clusterer compares them)."""
-    return frozenset(stem(w) for w in _WORD.findall(title.lower()) if w not in STOPWORDS)
+    """The content words of a headline, stemmed (as the clusterer compares them; Chinese,
+    Japanese and Korean ones as its character bigrams)."""
+    words = _WORD.findall(title.lower())
+    if has_cjk(title):
+        words = [term for word in words for term in cjk_terms(word) if len(term) > 1]
+    return frozenset(stem(w) for w in words if w not in STOPWORDS)
 
 
 def representative(headlines: list[IncidentArticle]) -> IncidentArticle:

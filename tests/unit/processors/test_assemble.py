@@ -129,6 +129,18 @@ def test_a_first_headline_that_speaks_for_none_of_the_others_gives_way():
     assert incident.title == "Titanfall Review Roundup"
 
 
+def test_a_chinese_first_headline_that_speaks_for_none_of_the_others_gives_way():
+    # Headlines written without spaces share words as the clusterer's bigrams ("地震").
+    incident = _incident_of(
+        "今日要闻：上海地铁新线年底通车",
+        "泸定县凌晨发生6.1级地震",
+        "四川泸定地震已致房屋受损",
+        "泸定地震救援队伍连夜赶赴震区",
+        "甘孜州泸定县地震暂无人员死亡",
+    )
+    assert incident.title == "泸定县凌晨发生6.1级地震"
+
+
 def test_the_first_headline_stands_while_a_third_of_the_others_share_its_words():
     incident = _incident_of(
         "4 teens shot in Oceanside park",
