@@ -144,17 +144,24 @@ def test_reports_written_without_spaces_join_their_event_and_not_an_unrelated_on
     assert c.add(art("later", unrelated, 4)).incident_id == "inc-other"
 
 
-def test_a_chinese_syndicated_copy_under_another_headline_is_a_near_duplicate():
-    title, text = ZH_QUAKE_1
-    copy_text = ("来源：新华网\n"
-                 + text.replace("4时17分", "4点17分").replace("将连夜", "将于当晚")
-                 + "\n（完）\n责任编辑：李华")
+@pytest.mark.parametrize(("original", "unrelated", "copy"), [
+    (ZH_QUAKE_1, ZH_METRO, (
+        "泸定6.1级地震：震区房屋受损 暂无死亡报告",
+        "来源：新华网\n"
+        + ZH_QUAKE_1[1].replace("4时17分", "4点17分").replace("将连夜", "将于当晚")
+        + "\n（完）\n责任编辑：李华")),
+    (JA_FIRE_1, JA_MUSEUM, (
+        "札幌市北区の住宅で火事、高齢男性が死亡",
+        "【共同通信】\n" + JA_FIRE_1[1].replace("約3時間後", "およそ3時間後")
+        + "\n無断転載を禁じます。")),
+])
+def test_a_syndicated_copy_written_without_spaces_is_a_near_duplicate(original, unrelated, copy):
     c = IncidentClusterer()
-    c.add(art("orig", ZH_QUAKE_1))
-    c.add(art("other", ZH_METRO, 1))
-    copy = c.add(art("copy", ("泸定6.1级地震：震区房屋受损 暂无死亡报告", copy_text), 2))
-    assert copy.duplicate_of == "orig"
-    assert copy.explanation.duplicate_kind == "near"
+    c.add(art("orig", original))
+    c.add(art("other", unrelated, 1))
+    found = c.add(art("copy", copy, 2))
+    assert found.duplicate_of == "orig"
+    assert found.explanation.duplicate_kind == "near"
 
 
 def test_exact_duplicate_by_url_and_by_text():
