@@ -109,6 +109,7 @@ SEARCH_VECTOR_C = (
     f" || setweight(to_tsvector('english', {as_ascii_punctuation_sql(_SEARCH_TEXT)}), 'B')"
 )
 
+
 def _formed(column: str, limit: int, row: str = "") -> str:
     """SQL for what search reads of ``column`` (title or text) since schema 7: its
     ``search_form`` (a separator between characters of Chinese, Japanese, Korean and
@@ -261,7 +262,8 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
                 END IF;
             END $$""",
         ],
-    ),    (
+    ),
+    (
         7,
         "search finds words of Chinese, Japanese, Korean and Thai (each character a token)",
         [

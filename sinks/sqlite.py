@@ -59,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 5.0
 
-# Versioned migrations: (version, name, statements). Append, never edit an applied one.
 def _fill_search_forms(conn: sqlite3.Connection) -> None:
     """The stored articles' ``search_form``s (schema 5), where they differ from the text;
     a thousand articles at a time, not all their text at once."""
@@ -84,7 +83,8 @@ def _searched(column: str, row: str = "") -> str:
     return f"CASE WHEN {holds} THEN {row}search_{column} ELSE {row}{column} END"
 
 
-# A step is a statement, or a function for what SQL cannot compute.
+# Versioned migrations: (version, name, steps). Append, never edit an applied one. A step
+# is a statement, or a function for what SQL cannot compute.
 Step = str | Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (
