@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -32,6 +32,7 @@ from sinks.base import (
     split,
 )
 from sinks.rows import (
+    SEARCH_SEPARATOR,
     Fetch,
     ReadDialect,
     SQLReader,
@@ -40,11 +41,14 @@ from sinks.rows import (
     article_values,
     current_incident_sql,
     delete_member_sql,
+    form_holds_sql,
     insert_version_sql,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
     search_alternatives,
+    search_form,
+    search_term,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
@@ -105,7 +109,48 @@ SEARCH_VECTOR_C = (
     f" || setweight(to_tsvector('english', {as_ascii_punctuation_sql(_SEARCH_TEXT)}), 'B')"
 )
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+
+def _formed(column: str, limit: int, row: str = "") -> str:
+    """SQL for what search reads of ``column`` (title or text) since schema 7: its
+    ``search_form`` (a separator between characters of Chinese, Japanese, Korean and
+    Thai), stored by the writer where it differs, up to twice the characters (as much of
+    the article as before); else the text itself (most articles: as before)."""
+    holds = form_holds_sql(f"{row}{column}", f"{row}search_{column}",
+                           f"chr({ord(SEARCH_SEPARATOR)})")
+    return (f"coalesce(CASE WHEN {holds} THEN left({row}search_{column}, {2 * limit})"
+            f" ELSE left({row}{column}, {limit}) END, '')")
+
+
+_FORMED_TITLE = _formed("title", MAX_TITLE_CHARS)
+
+
+def formed_text_sql(row: str = "") -> str:
+    """The part of an article's text that search reads (the search column, snippets)."""
+    return _formed("text", SEARCH_TEXT_CHARS, row)
+
+
+def _search_vector(as_read: Callable[[str], str]) -> str:
+    return (f"setweight(to_tsvector('english', {as_read(_FORMED_TITLE)}), 'A')"
+            f" || setweight(to_tsvector('english', {as_read(formed_text_sql())}), 'B')")
+
+
+def _fill_search_forms(conn: psycopg.Connection[Any]) -> None:
+    """The stored articles' ``search_form``s (schema 7). Only a text with a character
+    beyond ASCII can have one; a thousand articles at a time, not all at once."""
+    with conn.cursor(name="newsflow_search_forms") as found, conn.cursor() as update:
+        found.execute("""SELECT id, title, text FROM articles
+                         WHERE octet_length(title) <> length(title)
+                            OR octet_length(text) <> length(text)""")
+        while rows := found.fetchmany(1000):
+            forms = [(search_form(title), search_form(text), id_) for id_, title, text in rows]
+            update.executemany(
+                "UPDATE articles SET search_title = %s, search_text = %s WHERE id = %s",
+                [form for form in forms if form[0] is not None or form[1] is not None])
+
+
+# A step is a statement, or a function for what SQL cannot compute.
+Step = str | Callable[[psycopg.Connection[Any]], None]
+MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (
         1,
         "initial schema",
@@ -216,6 +261,26 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                     CREATE INDEX articles_tsv ON articles USING gin (tsv);
                 END IF;
             END $$""",
+        ],
+    ),
+    (
+        7,
+        "search finds words of Chinese, Japanese, Korean and Thai (each character a token)",
+        [
+            "ALTER TABLE articles DROP COLUMN tsv",  # (not computed for each row filled)
+            "ALTER TABLE articles ADD COLUMN search_title text, ADD COLUMN search_text text",
+            _fill_search_forms,
+            f"""DO $$ BEGIN
+                IF (SELECT datctype FROM pg_database WHERE datname = current_database())
+                   IN ('C', 'POSIX') THEN
+                    ALTER TABLE articles ADD COLUMN tsv tsvector
+                        GENERATED ALWAYS AS ({_search_vector(as_ascii_punctuation_sql)}) STORED;
+                ELSE
+                    ALTER TABLE articles ADD COLUMN tsv tsvector
+                        GENERATED ALWAYS AS ({_search_vector(lambda sql: sql)}) STORED;
+                END IF;
+            END $$""",
+            "CREATE INDEX articles_tsv ON articles USING gin (tsv)",
         ],
     ),
 ]
@@ -398,8 +463,11 @@ def _migrate_from(conn: psycopg.Connection[Any]) -> int:
         for version, name, statements in MIGRATIONS:
             if version <= current:
                 continue
-            for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
+            for step in statements:
+                if isinstance(step, str):
+                    conn.execute(step)  # type: ignore[arg-type]
+                else:
+                    step(conn)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
             )
@@ -600,33 +668,38 @@ def websearch_query(query: str) -> str:
     typed, so its own tokens ("example.com", "3.5") stay as the search column has them,
     its typographic punctuation as ASCII, as the column of a C-locale database has it."""
     def quoted(term: str) -> str:
-        return '"' + term.translate(TYPOGRAPHIC).replace('"', " ") + '"'
+        return '"' + search_term(term).translate(TYPOGRAPHIC).replace('"', " ") + '"'
 
     return " or ".join(" ".join(map(quoted, wanted)) + "".join(f" -{quoted(t)}" for t in unwanted)
                        for wanted, unwanted in search_alternatives(query))
 
 
 def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
+    # A snippet of Chinese, Japanese, Korean or Thai gets three times the words: each
+    # character is one (as SQLite's).
     websearch = websearch_query(query)
     if not websearch:
         return None
     return (
         f"""WITH q AS (SELECT websearch_to_tsquery('english', %s) AS q),
             hits AS (
-                SELECT a.id, a.title, a.source, a.published, a.url, a.text,
+                SELECT a.id, a.title, a.source, a.published, a.url, a.text, a.search_text,
                        ts_rank_cd(a.tsv, q.q) AS rank
                 FROM articles a, q WHERE a.tsv @@ q.q
                 ORDER BY rank DESC, a.id LIMIT %s
             ),
             placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
             SELECT p.id, p.title, p.source, p.published, p.url, p.rank,
-                   ts_headline('english', {as_ascii_punctuation_sql("left(p.text, %s)")}, q.q,
-                       'StartSel=[, StopSel=], MaxWords=30, MinWords=12') AS snippet,
+                   ts_headline('english', {as_ascii_punctuation_sql(formed_text_sql("p."))}, q.q,
+                       CASE WHEN p.search_text IS NULL
+                            THEN 'StartSel=[, StopSel=], MaxWords=30, MinWords=12'
+                            ELSE 'StartSel=[, StopSel=], MaxWords=90, MinWords=36'
+                       END) AS snippet,
                    p.incident_id, i.title AS incident_title
             FROM placed p CROSS JOIN q
             LEFT JOIN incidents i ON i.id = p.incident_id
             ORDER BY p.rank DESC, p.id""",
-        (websearch, limit, SEARCH_TEXT_CHARS),
+        (websearch, limit),
     )
 
 

@@ -52,7 +52,7 @@ from sinks.models import (
 ARTICLE_COLUMNS = (
     "id", "url", "canonical_url", "title", "text", "published", "fetched_at", "source",
     "feed_url", "language", "author", "site_name", "summary_only", "producer", "fetch_info",
-    "agencies", "digest",
+    "agencies", "digest", "search_title", "search_text",
 )
 INCIDENT_COLUMNS = (
     "id", "version", "title", "first_seen", "last_seen", "updated_at", "active_at",
@@ -147,6 +147,85 @@ def search_alternatives(query: str) -> list[tuple[list[str], list[str]]]:
     return [(wanted, unwanted) for wanted, unwanted in alternatives if wanted]
 
 
+# Scripts written without spaces between words (Chinese, Japanese, Thai) or with nouns and
+# particles joined (Korean): the stores' parsers split words at spaces and punctuation,
+# so in these a whole clause was one "word" and 地震 did not find 四川发生地震. Search
+# reads each of their characters as a word of its own, and a query's run of them as a
+# phrase of those characters: it finds the characters where they stand together, as a
+# substring search would, without a dictionary. (Bigrams, as pg_bigm, need an extension
+# or a tokenizer neither store has; FTS5's trigram tokenizer would change English.)
+_SPACELESS = (
+    "\u0e00-\u0e7f"  # Thai
+    "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"  # Hangul (jamo, compatibility, syllables)
+    "\u3005-\u3007"  # 々 〆 〇
+    "\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"  # hiragana, katakana, half-width katakana
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"  # Han ideographs
+)
+# Thai vowel and tone marks written above or below a letter: they belong to it (ข้าว,
+# rice, is not ขาว, white).
+THAI_MARKS = "".join(chr(c) for c in (0xE31, *range(0xE34, 0xE3B), *range(0xE47, 0xE4F)))
+# Between two such characters, or one and a letter or digit beside it ("iPhone手机"),
+# except before a mark.
+_SPACELESS_BOUNDARY = re.compile(
+    f"(?<=[{_SPACELESS}])(?=[^\\s{THAI_MARKS}])"
+    f"|(?<=[^\\s{_SPACELESS}])(?=[{_SPACELESS}])(?![{THAI_MARKS}])"
+)
+# Looking for one of the characters first: a text without them (German, 90 KB) is read in
+# a fifteenth of the time the boundaries take.
+_SPACELESS_CHARACTER = re.compile(f"[{_SPACELESS}]")
+_SPACELESS_RUN = re.compile(f"[{_SPACELESS}]+")
+_HIGHLIGHT = re.compile(r"\[([^\[\]]*)\]")  # as both stores' snippets mark a word found
+# What is put at those boundaries in what search indexes: a control character, which both
+# parsers take for a separator (PostgreSQL's in the C locale too, where every character
+# beyond ASCII is a letter) and no article shows, so snippets drop it and read as written
+# (a space could not be told from the spaces Korean writes).
+SEARCH_SEPARATOR = "\x1f"
+
+
+def search_form(text: str | None) -> str | None:
+    """``text`` as search indexes it: a ``SEARCH_SEPARATOR`` between the characters of
+    the scripts above. None when it has none of them (most articles): search reads the
+    text itself then, as before."""
+    if not text or text.isascii() or not _SPACELESS_CHARACTER.search(text):
+        return None
+    formed = _SPACELESS_BOUNDARY.sub(SEARCH_SEPARATOR, text)
+    return None if formed == text else formed
+
+
+def form_holds_sql(column: str, form: str, separator: str) -> str:
+    """SQL: the stored search form ``form`` is ``column``'s text with separators put in.
+    Not when it is NULL, nor when a writer changed the text and not the form (an older
+    newsflow, a writer of one's own): search reads the text as it stands then, never a
+    form of a text gone. ``separator``: the dialect's SQL for ``SEARCH_SEPARATOR``."""
+    return f"replace({form}, {separator}, '') = {column}"
+
+
+def search_term(term: str) -> str:
+    """A search's term as search reads it: a run of those characters is a phrase of them
+    (the stores quote each term, so it is a phrase already)."""
+    return search_form(term) or term
+
+
+def as_written(snippet: str, query: str) -> str:
+    """A snippet cut from ``search_form``'s text, for a search of ``query``, as the article
+    writes it: the separators dropped, the highlights of one run of characters joined
+    ("[地震]", not "[地]\x1f[震]"), and a run highlighted that holds none of the query's
+    (PostgreSQL marks each character of a phrase wherever it stands: "[서울]에[서]")
+    shown plain."""
+    joined = snippet.replace("]" + SEARCH_SEPARATOR + "[", "").replace(SEARCH_SEPARATOR, "")
+    if joined == snippet:
+        return snippet
+    wanted = _SPACELESS_RUN.findall(query)
+
+    def highlight(found: re.Match[str]) -> str:
+        run = found[1]
+        if _SPACELESS_RUN.fullmatch(run) and not any(w in run for w in wanted):
+            return run
+        return found[0]
+
+    return _HIGHLIGHT.sub(highlight, joined)
+
+
 def _insert(table: str, columns: Sequence[str], placeholder: str) -> str:
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) "
@@ -202,6 +281,7 @@ def article_values(article: RawArticle) -> tuple[Any, ...]:
         article.published, article.fetched_at, article.source, article.feed_url,
         article.language, article.author, article.site_name, article.summary_only,
         article.producer, dict(article.fetch), tuple(agencies), article_digest(article),
+        search_form(article.title), search_form(article.text),
     )
 
 
@@ -424,7 +504,7 @@ def version_info(v: Row) -> VersionInfo:
     )
 
 
-def search_hit(r: Row) -> SearchHit:
+def search_hit(r: Row, query: str) -> SearchHit:
     return SearchHit(
         article_id=r["id"],
         title=r["title"],
@@ -433,7 +513,7 @@ def search_hit(r: Row) -> SearchHit:
         url=r["url"],
         incident_id=r["incident_id"],
         incident_title=r["incident_title"],
-        snippet=r["snippet"] or "",
+        snippet=as_written(r["snippet"] or "", query),
         rank=float(r["rank"]),
     )
 
@@ -612,7 +692,7 @@ class SQLReader(Store, ABC):
         if found is None:
             return []
         with self._session() as fetch:
-            return [search_hit(r) for r in fetch(*found)]
+            return [search_hit(r, query) for r in fetch(*found)]
 
     def recent_articles(
         self, since: datetime, incidents: int | None = None

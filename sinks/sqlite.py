@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,8 @@ from sinks.base import (
     ts,
 )
 from sinks.rows import (
+    SEARCH_SEPARATOR,
+    THAI_MARKS,
     Fetch,
     ReadDialect,
     SQLReader,
@@ -40,11 +42,14 @@ from sinks.rows import (
     article_values,
     current_incident_sql,
     delete_member_sql,
+    form_holds_sql,
     insert_version_sql,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
     search_alternatives,
+    search_form,
+    search_term,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
@@ -54,8 +59,34 @@ logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 5.0
 
-# Versioned migrations: (version, name, statements). Append, never edit an applied one.
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+def _fill_search_forms(conn: sqlite3.Connection) -> None:
+    """The stored articles' ``search_form``s (schema 5), where they differ from the text;
+    a thousand articles at a time, not all their text at once."""
+    last = 0
+    while rows := conn.execute(
+        "SELECT rowid, title, text FROM articles WHERE rowid > ? ORDER BY rowid LIMIT 1000",
+        (last,),
+    ).fetchall():
+        last = rows[-1][0]
+        forms = [(search_form(title), search_form(text), rowid) for rowid, title, text in rows]
+        conn.executemany(
+            "UPDATE articles SET search_title = ?, search_text = ? WHERE rowid = ?",
+            [form for form in forms if form[0] is not None or form[1] is not None],
+        )
+
+
+def _searched(column: str, row: str = "") -> str:
+    """SQL for what search reads of ``column`` (title or text) of ``row``: its search form
+    (schema 5, ``search_form``), or the text as it stands."""
+    holds = form_holds_sql(f"{row}{column}", f"{row}search_{column}",
+                           f"char({ord(SEARCH_SEPARATOR)})")
+    return f"CASE WHEN {holds} THEN {row}search_{column} ELSE {row}{column} END"
+
+
+# Versioned migrations: (version, name, steps). Append, never edit an applied one. A step
+# is a statement, or a function for what SQL cannot compute.
+Step = str | Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (
         1,
         "initial schema",
@@ -153,6 +184,48 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "an incident is active when last updated, not at a later date an article gave",
         ["UPDATE incidents SET active_at = updated_at WHERE active_at > updated_at"],
     ),
+    (
+        5,
+        "search finds words of Chinese, Japanese, Korean and Thai (each character a token)",
+        [
+            "DROP TRIGGER articles_fts_insert",
+            "DROP TRIGGER articles_fts_delete",
+            "DROP TRIGGER articles_fts_update",
+            "DROP TABLE articles_fts",
+            # The text as search reads it (``search_form``), computed by the writer; NULL
+            # when it is the text itself, so most articles store nothing more.
+            "ALTER TABLE articles ADD COLUMN search_title TEXT",
+            "ALTER TABLE articles ADD COLUMN search_text TEXT",
+            _fill_search_forms,
+            # What the index holds and snippets are cut from. (An SQL function of ours in
+            # the triggers instead would fail in any connection that lacks it.)
+            f"""CREATE VIEW articles_search AS
+                SELECT rowid, {_searched('title')} AS title, {_searched('text')} AS text
+                FROM articles""",
+            # unicode61 takes Thai vowel and tone marks for separators (ขาว found ข้าว):
+            # letters here, as PostgreSQL's parser has them.
+            f"""CREATE VIRTUAL TABLE articles_fts USING fts5 (
+                title, text, content='articles_search', content_rowid='rowid',
+                tokenize="porter unicode61 remove_diacritics 2 tokenchars '{THAI_MARKS}'"
+            )""",
+            f"""CREATE TRIGGER articles_fts_insert AFTER INSERT ON articles BEGIN
+                INSERT INTO articles_fts (rowid, title, text) VALUES (
+                    new.rowid, {_searched('title', 'new.')}, {_searched('text', 'new.')});
+            END""",
+            f"""CREATE TRIGGER articles_fts_delete AFTER DELETE ON articles BEGIN
+                INSERT INTO articles_fts (articles_fts, rowid, title, text) VALUES (
+                    'delete', old.rowid, {_searched('title', 'old.')}, {_searched('text', 'old.')});
+            END""",
+            f"""CREATE TRIGGER articles_fts_update
+                AFTER UPDATE OF title, text, search_title, search_text ON articles BEGIN
+                INSERT INTO articles_fts (articles_fts, rowid, title, text) VALUES (
+                    'delete', old.rowid, {_searched('title', 'old.')}, {_searched('text', 'old.')});
+                INSERT INTO articles_fts (rowid, title, text) VALUES (
+                    new.rowid, {_searched('title', 'new.')}, {_searched('text', 'new.')});
+            END""",
+            "INSERT INTO articles_fts (articles_fts) VALUES ('rebuild')",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -217,8 +290,11 @@ def migrate(conn: sqlite3.Connection) -> int:
         for version, name, statements in MIGRATIONS:
             if version <= current:
                 continue
-            for statement in statements:
-                conn.execute(statement)
+            for step in statements:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                 (version, name, ts(datetime.now(UTC))),
@@ -479,14 +555,19 @@ current AS (
 
 
 def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
-    # The rank is bm25 negated: higher is better, as PostgreSQL's ts_rank_cd.
+    # The rank is bm25 negated: higher is better, as PostgreSQL's ts_rank_cd. A snippet is
+    # 16 words, or 48 where each character of Chinese, Japanese, Korean or Thai counts as
+    # one (16 made a few words of them).
     match = fts_query(query)
     if not match:
         return None
     return (
         f"""WITH hits AS (
                 SELECT a.id, a.title, a.source, a.published, a.url,
-                       snippet(articles_fts, 1, '[', ']', ' ... ', 16) AS snippet,
+                       CASE WHEN a.search_text IS NULL
+                            THEN snippet(articles_fts, 1, '[', ']', ' ... ', 16)
+                            ELSE snippet(articles_fts, 1, '[', ']', ' ... ', 48)
+                       END AS snippet,
                        -bm25(articles_fts, 4.0, 1.0) AS rank
                 FROM articles_fts
                 JOIN articles a ON a.rowid = articles_fts.rowid
@@ -547,11 +628,15 @@ class SQLiteStore(SQLReader):
         pass
 
 
+# A word of a search: letters and digits, and Thai marks, letters to the index too.
+_QUERY_WORD = re.compile(f"[\\w{THAI_MARKS}]+")
+
+
 def fts_query(query: str) -> str:
     """A search (``search_alternatives``) as an FTS5 query. Each term is quoted, its
     words only, so nothing else is FTS5 syntax."""
     def quoted(term: str) -> str:
-        return '"' + " ".join(re.findall(r"\w+", term)) + '"'
+        return '"' + " ".join(_QUERY_WORD.findall(search_term(term))) + '"'
 
     return " OR ".join(" ".join(map(quoted, wanted)) + "".join(f" NOT {quoted(t)}" for t in unwanted)
                        for wanted, unwanted in search_alternatives(query))

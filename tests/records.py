@@ -139,6 +139,9 @@ def older_schema(dsn: str, version: int) -> None:
         conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
                      " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
         for number, name, statements in MIGRATIONS[:version]:
-            for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
+            for step in statements:
+                if isinstance(step, str):
+                    conn.execute(step)  # type: ignore[arg-type]
+                else:
+                    step(conn)
             conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (number, name))

@@ -219,11 +219,49 @@ def test_schema_6_rebuilds_the_search_column_of_a_c_locale_database_only(
     utf8 = postgres_server.dsn(name)
     older_schema(utf8, 5)
     before = _search_column(utf8)
-    with PostgresSink(utf8) as sink:
+    with psycopg.connect(utf8, autocommit=True) as conn:
+        version, _, [schema_6] = MIGRATIONS[5]
+        assert version == 6
+        conn.execute(schema_6)  # type: ignore[arg-type]
+    assert _search_column(utf8) == before and "translate(" not in before
+    with PostgresSink(utf8) as sink:  # (schema 7 rebuilds it everywhere, still without)
         sink.migrate()
         sink.write([article(1, "“Gales” tonight’s.")])
-    assert _search_column(utf8) == before and "translate(" not in before
+    assert "translate(" not in _search_column(utf8)
     assert found(utf8, "gales tonight") == ["a1"]
+
+
+def test_schema_7_finds_the_chinese_japanese_korean_and_thai_an_older_newsflow_stored(
+    postgres_server: Any, postgres_dsn: str
+) -> None:
+    """Their clauses were one word each in the search column, which 地震 did not find; the
+    upgrade reads them again, in a C-locale database (this server's) and another."""
+    from sinks.postgres import PostgresSink
+
+    name = "u7_" + postgres_dsn.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0"  # type: ignore[arg-type]
+                     " LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'")
+    for dsn in (postgres_dsn, postgres_server.dsn(name)):
+        older_schema_with_an_article(dsn, 6, "四川省发生地震，서울에서 축제가 열렸다. นาข้าว")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO articles (id, title, text, digest)"
+                         " VALUES ('a1', 'Storm', 'A storm hit the coast.', 'x')")
+            assert conn.execute("SELECT id FROM articles WHERE tsv @@ to_tsquery('地震')"
+                                ).fetchall() == []  # (as it was)
+        with PostgresSink(dsn) as sink:
+            sink.migrate()
+        assert found(dsn, "地震") == found(dsn, "서울") == found(dsn, "ข้าว") == ["a0"], dsn
+        assert found(dsn, "ขาว") == []
+        assert found(dsn, "coast") == ["a1"] and found(dsn, "warning") == ["a0"]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # Nothing more stored for an article in English.
+            assert conn.execute("SELECT id FROM articles WHERE search_text IS NOT NULL"
+                                ).fetchall() == [("a0",)]
+            # A writer that changes the text and not its search form (an older newsflow):
+            # search reads the text, not the form of a text gone.
+            conn.execute("UPDATE articles SET text = 'Snow in Beijing.' WHERE id = 'a0'")
+        assert found(dsn, "地震") == [] and found(dsn, "snow") == ["a0"]
 
 
 @pytest.mark.parametrize("argv", [("incidents",), ("incident", "i1"), ("search", "gales")])

@@ -247,3 +247,58 @@ def test_a_source_filter_on_a_postgres_without_icu_still_reads(postgres_dsn: str
         assert [s.id for s in store.list_incidents(source="DIE zeit")] == ["i1"]
     finally:
         store.close()
+
+
+# Written for these tests: news in Chinese, Japanese, Korean and Thai, and one in English.
+SPACELESS_ARTICLES = [
+    article(1, "昨天下午四川省发生强烈地震，救援队伍已经赶到灾区。", title="四川发生强烈地震"),
+    # 地 and 震, but not together: no earthquake here.
+    article(2, "北京举行马拉松比赛，地方政府说市民很震撼。", title="北京马拉松"),
+    article(3, "けさ静岡県で地震があり、新幹線が一時止まりました。駅のコーヒー店は混雑しました。",
+            title="静岡で地震"),
+    article(4, "서울에서 열린 기자회견에서 시장은 새 버스 노선을 발표했다.",
+            title="시장, 새 버스 노선 발표"),
+    article(5, "부산에서 축제가 열렸다.", title="부산 축제"),
+    article(6, "ฝนตกหนักทำให้น้ำท่วมนาข้าวหลายหมู่บ้านในจังหวัดเชียงใหม่",
+            title="ฝนตกหนักที่เชียงใหม่"),
+    article(7, "A storm hit the coast and an earthquake shook the hills.", title="Storm"),
+]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_search_finds_words_of_scripts_written_without_spaces(
+    backend: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """The stores split words at spaces and punctuation: a clause of Chinese, Japanese or
+    Thai was one word, and a Korean noun one with its particle (서울에서), so 地震 or 서울
+    found nothing. Each character is a word now, and a query's run of them a phrase."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    store = written(settings, SPACELESS_ARTICLES)
+    try:
+        def found(query: str) -> list[str]:
+            return sorted(h.article_id for h in store.search(query))
+
+        assert found("地震") == ["a1", "a3"]  # (a2 has 地 and 震 apart)
+        assert found("强烈地震") == found("救援") == ["a1"]
+        assert found("新幹線") == found("コーヒー") == found("静岡") == ["a3"]
+        assert found("ニュース") == found("震災") == []
+        assert found("서울") == found("버스") == ["a4"]
+        assert found("부산") == ["a5"]
+        assert found("น้ำท่วม") == found("เชียงใหม่") == found("ข้าว") == ["a6"]
+        assert found("ขาว") == []  # (white, not rice: its marks are part of a word)
+        assert found('"发生强烈地震"') == found('"强烈 地震"') == ["a1"]
+        assert found('"四川地震"') == []
+        assert found("地震 -新幹線") == ["a1"]
+        assert found('地震 -"四川省"') == ["a3"]
+        assert found("서울 or 부산") == ["a4", "a5"]
+        assert found("storm") == found("earthquake -地震") == ["a7"]
+
+        [hit] = store.search("서울")
+        assert (hit.title, hit.snippet) == ("시장, 새 버스 노선 발표",
+                                             "[서울]에서 열린 기자회견에서 시장은 새 버스 노선을 발표했다.")
+        [hit] = store.search("强烈地震")
+        assert hit.title == "四川发生强烈地震"
+        assert "[强烈地震]" in hit.snippet and "\x1f" not in hit.snippet
+        assert hit.snippet.replace("[", "").replace("]", "").strip(" .") in SPACELESS_ARTICLES[0].text
+    finally:
+        store.close()

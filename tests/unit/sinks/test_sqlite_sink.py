@@ -194,15 +194,22 @@ def test_an_article_dated_in_the_future_does_not_keep_its_incident_active(db: Pa
     assert [s.id for s in store.list_incidents(since=timedelta(hours=2))] == ["i1"]
 
 
-def test_the_upgrade_wakes_incidents_kept_active_by_a_future_date(db: Path) -> None:
+def older_database(db: Path, version: int) -> sqlite3.Connection:
+    """A connection to the database a newsflow whose last migration was ``version`` left."""
     db.parent.mkdir(parents=True)
     conn = connect(db)
     conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT "
                  "NULL, applied_at TEXT NOT NULL)")
-    for version, name, statements in MIGRATIONS[:3]:
+    for number, name, statements in MIGRATIONS[:version]:
         for statement in statements:
+            assert isinstance(statement, str)  # (the first ones are all SQL)
             conn.execute(statement)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (version, name))
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (number, name))
+    return conn
+
+
+def test_the_upgrade_wakes_incidents_kept_active_by_a_future_date(db: Path) -> None:
+    conn = older_database(db, 3)
     conn.execute("INSERT INTO incidents (id, version, updated_at, last_seen, active_at) VALUES"
                  " ('i1', 1, '2026-01-01T00:00:00.000000Z', '2031-01-01T00:00:00.000000Z',"
                  " '2031-01-01T00:00:00.000000Z')")
@@ -585,3 +592,65 @@ def test_a_database_removed_or_replaced_under_the_sink_stops_it_unwritten(
         stored = {row[0] for row in conn.execute("SELECT id FROM articles")}
     conn.close()
     assert stored == {article(2).id}  # a new database, the batch stored again
+
+
+def fts_intact(db: Path) -> bool:
+    """FTS5's own check that its index holds what its content (the view) says."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO articles_fts (articles_fts, rank) VALUES ('integrity-check', 1)")
+    return True
+
+
+def test_an_upgraded_database_finds_the_chinese_japanese_korean_and_thai_it_held(
+    db: Path,
+) -> None:
+    """Articles a newsflow of schema 4 stored: their clauses were one word each in the
+    index, which 地震 did not find; the upgrade indexes them again."""
+    conn = older_database(db, 4)
+    for n, title, text in [
+        (1, "四川发生地震", "昨天四川省发生地震，救援队伍赶到了。"),
+        (2, "서울 소식", "서울에서 축제가 열렸다."),
+        (3, "Storm", "A storm hit the coast."),
+    ]:
+        conn.execute("INSERT INTO articles (id, title, text, digest) VALUES (?, ?, ?, 'x')",
+                     (f"a{n}", title, text))
+    assert conn.execute("SELECT rowid FROM articles_fts WHERE articles_fts MATCH '地震'"
+                        ).fetchall() == []  # (as it was)
+    conn.close()
+
+    store = SQLiteStore(db)  # upgrades it, as the sink and `newsflow db upgrade` do
+
+    def found(query: str) -> list[str]:
+        return sorted(h.article_id for h in store.search(query))
+
+    assert found("地震") == found("救援") == ["a1"]
+    assert found("서울") == ["a2"]
+    assert found("storm") == ["a3"]
+    with sqlite3.connect(db) as conn:  # nothing more stored for an article in English
+        assert conn.execute("SELECT id FROM articles WHERE search_text IS NOT NULL"
+                            " ORDER BY id").fetchall() == [("a1",), ("a2",)]
+    assert fts_intact(db)
+
+
+def test_search_follows_an_article_rewritten_or_written_by_another_writer(db: Path) -> None:
+    """The index reads the search form the sink stores with the text, which an SQL
+    function of ours would not be in another connection: any writer (an older newsflow,
+    one's own) may insert, change and delete articles (the triggers need nothing of ours),
+    and search follows each change."""
+    write(db, article(1, "四川发生地震。", fetched=NOW - timedelta(hours=1)))
+    store = SQLiteStore(db)
+    assert [h.article_id for h in store.search("地震")] == ["a1"]
+    write(db, article(1, "北京下雪了。"))  # a later fetch, changed
+    assert store.search("地震") == []
+    assert [h.article_id for h in store.search("下雪")] == ["a1"]
+    with sqlite3.connect(db) as conn:  # another writer: no search form, the text as it is
+        conn.execute("INSERT INTO articles (id, title, text, digest)"
+                     " VALUES ('a2', 'Storm', 'A storm and a flood.', 'x')")
+        conn.execute("UPDATE articles SET text = 'Snow in Beijing.' WHERE id = 'a1'")
+    assert [h.article_id for h in store.search("storm")] == ["a2"]
+    # The search form the sink stored is of a text gone: the index reads the text now.
+    assert store.search("下雪") == []
+    assert [h.article_id for h in store.search("snow")] == ["a1"]
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM articles WHERE id = 'a1'")
+    assert store.search("下雪") == [] and fts_intact(db)

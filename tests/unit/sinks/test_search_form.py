@@ -1,0 +1,41 @@
+"""What search indexes of Chinese, Japanese, Korean and Thai, and how a snippet cut from it
+reads (sinks/rows.py); both stores, against real files and servers, in
+tests/integration/sinks/test_rows.py."""
+
+from __future__ import annotations
+
+from sinks.rows import SEARCH_SEPARATOR as SEP
+from sinks.rows import as_written, search_form
+from sinks.sqlite import fts_query
+
+
+def test_text_without_those_scripts_is_indexed_as_it_is() -> None:
+    for text in ("A storm hit the coast.", "Straße über Äpfel — “Zitat”", "Коммерсантъ", "", None):
+        assert search_form(text) is None
+
+
+def test_each_character_of_those_scripts_is_a_word_of_its_own() -> None:
+    assert search_form("四川发生地震。") == SEP.join("四川发生地震。")
+    # Katakana with its long vowel mark; Korean keeps the spaces it writes.
+    assert search_form("コーヒー") == SEP.join("コーヒー")
+    assert search_form("서울에서 열린") == f"서{SEP}울{SEP}에{SEP}서 열{SEP}린"
+    # A word of another script beside them is a word apart.
+    assert search_form("iPhone手机 sales") == f"iPhone{SEP}手{SEP}机 sales"
+    # A Thai vowel or tone mark stays with its letter: กิ, ข้.
+    assert search_form("กินข้าว") == f"กิ{SEP}น{SEP}ข้{SEP}า{SEP}ว"
+    assert search_form("雪") is None  # (one character: as it is)
+
+
+def test_a_term_of_those_scripts_is_a_phrase_of_its_characters() -> None:
+    assert fts_query("地震 -新幹線") == '"地 震" NOT "新 幹 線"'
+    assert fts_query('"강한 지진" storm') == '"강 한 지 진" "storm"'
+    assert fts_query("ข้าว") == '"ข้ า ว"'  # (its marks kept: the index has them)
+
+
+def test_a_snippet_reads_as_the_article_writes_it() -> None:
+    assert as_written(f"四{SEP}川{SEP}[地]{SEP}[震]{SEP}。", "地震") == "四川[地震]。"
+    # PostgreSQL marks each character of the phrase wherever it stands: only the runs
+    # holding what was searched stay marked.
+    assert as_written(f"[서]{SEP}[울]{SEP}에{SEP}[서] 열{SEP}린", "서울") == "[서울]에서 열린"
+    assert as_written(f"[눈]{SEP}이 [눈]", "눈") == "[눈]이 [눈]"
+    assert as_written("A [storm] hit [the] coast.", "storm") == "A [storm] hit [the] coast."
