@@ -305,6 +305,18 @@ _CJK_RUNS = re.compile(
     f"([{_BIGRAMMED}]+)|([{_HANGUL}]+)|[{_HIRAGANA}]+|([^{_BIGRAMMED}{_HIRAGANA}{_HANGUL}]+)")
 
 
+# Chinese and Japanese text sets digits and Latin letters in full width ("６．８级",
+# "ＮＨＫ"), often beside a report of the event that does not: as ASCII, "６．８" is the
+# "6.8" of the other (a number they share), not "６" and "８". The ideographic space too.
+_HALF_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+
+def fold_width(text: str) -> str:
+    """``text`` with full-width ASCII forms (１２３，：Ａ) and the ideographic space as
+    ASCII."""
+    return text.translate(_HALF_WIDTH)
+
+
 def has_cjk(text: str) -> bool:
     """Whether ``text`` holds Chinese, Japanese or Korean characters (``cjk_terms``
     splits its words). Cheap for the common case: ASCII text is looked at once."""

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
-from newsflow.text import ARCHIVE_PREFIX, cjk_terms, has_cjk, strip_dateline
+from newsflow.text import ARCHIVE_PREFIX, cjk_terms, fold_width, has_cjk, strip_dateline
 from processors.language import detect, function_words
 
 # (``Final``: a mypyc build reads these as constants, not from the module's dict.)
@@ -261,10 +261,13 @@ def _tokens(text: str, limit: int = sys.maxsize, cjk: bool | None = None) -> lis
     whitespace-separated chunks are one token, bare or in punctuation: a chunk whose every
     character is a letter or digit (``str.isalnum``: exactly ``[^\W_]``) is one. Only the
     rest go through the regex. Stops at ``limit`` tokens: the words after them are unused.
-    Chinese, Japanese and Korean words are split into their terms (``cjk_terms``); ``cjk``,
-    ``has_cjk(text)`` if known."""
+    Chinese, Japanese and Korean words are split into their terms (``cjk_terms``), their
+    full-width digits and letters read as ASCII (``fold_width``); ``cjk``, ``has_cjk(text)``
+    if known."""
     if cjk is None:
         cjk = has_cjk(text)
+    if cjk:
+        text = fold_width(text)
     # (Counted after the split for CJK: a chunk there is a clause, many terms.)
     chunk_limit = sys.maxsize if cjk else limit
     tokens: list[str] = []
@@ -291,10 +294,11 @@ def _cjk_split(tokens: list[str]) -> list[str]:
 
 
 def _title_tokens(title: str, cjk: bool) -> list[str]:
-    """``_TOKEN.findall(title)``, Chinese, Japanese and Korean words split as ``_tokens``
-    splits them when ``cjk`` (``has_cjk(title)``)."""
-    tokens = _TOKEN.findall(title)
-    return _cjk_split(tokens) if cjk else tokens
+    """``_TOKEN.findall(title)``, Chinese, Japanese and Korean words split (and full-width
+    forms folded) as ``_tokens`` does when ``cjk`` (``has_cjk(title)``)."""
+    if not cjk:
+        return _TOKEN.findall(title)
+    return _cjk_split(_TOKEN.findall(fold_width(title)))
 
 
 def _token_info(tok: str) -> TokenInfo | None:

@@ -190,3 +190,11 @@ def test_text_without_cjk_characters_is_split_as_before():
     feats = extract(title, text)
     assert not feats.bigrams
     assert {"zürich", "mayor", "tower", "corine mauch", "80-metre"} <= set(feats.tf)
+
+
+def test_full_width_digits_in_chinese_or_japanese_text_are_the_numbers_of_other_reports():
+    # One report sets its numbers in full width, another not: they share 6.8 and 7.
+    full = extract("泸定地震：救援队赶赴震区", "泸定县６．８级地震发生后，地震造成７人死亡。")
+    half = extract("泸定县6.8级地震已致7人遇难", "泸定县发生6.8级地震，地震造成7人遇难。")
+    assert {"6.8", "7"} <= full.entities & half.entities
+    assert extract("ＮＨＫ：札幌で火事", "").title_terms == extract("NHK：札幌で火事", "").title_terms
