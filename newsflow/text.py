@@ -247,6 +247,13 @@ def strip_dateline(text: str) -> str:
     return stripped
 
 
+# Chinese and Japanese end a sentence with "。", "！" or "？", no space or capital after
+# it; Korean with ". " before a word in Hangul. And their words are not split at spaces:
+# a headline of about twelve words is some forty of their characters.
+_CJK_SENTENCE_END = re.compile(r"[。！？]|[.!?](?=\s)")
+CJK_TITLE_CHARS = 40
+
+
 def first_sentence(text: str) -> str:
     match = _SENTENCE_END.search(text)
     return text[: match.start()] if match else text
@@ -256,7 +263,7 @@ def _looks_like_title(line: str) -> bool:
     words = line.split()
     if not words or len(words) > 20 or len(line) > 160:
         return False
-    if line.endswith((".", ";", ",", ":")) and not line.endswith("..."):
+    if line.endswith((".", ";", ",", ":", "。", "；", "，", "：")) and not line.endswith("..."):
         return False
     if _DATELINE.match(line) and len(words) > 8:
         return False
@@ -268,8 +275,9 @@ def derive_title(text: str) -> tuple[str, str]:
 
     A short first line without a sentence-final period (and not a dateline sentence) is
     the title; otherwise the title is the lead's first sentence without its dateline,
-    trimmed to about twelve words (then ending in "…": a sentence cut short read as a
-    headline that stops mid-phrase), and the body is the whole text.
+    trimmed to about twelve words, or forty characters of Chinese or Japanese (then ending
+    in "…": a sentence cut short read as a headline that stops mid-phrase), and the body
+    is the whole text.
     """
     lines = [ln.strip() for ln in text.replace("\r\n", "\n").split("\n")]
     content = [ln for ln in lines if ln]
@@ -280,8 +288,15 @@ def derive_title(text: str) -> tuple[str, str]:
         body = text.replace("\r\n", "\n").split(first, 1)[1].strip("\n")
         return first, body
     lead = first_sentence(strip_dateline(first)).strip()
+    if has_cjk(lead):
+        lead = _CJK_SENTENCE_END.split(lead, 1)[0]
     words = lead.split()
-    title = " ".join(words[:12]).rstrip(",;:—–- ") + "…" if len(words) > 12 else lead
+    if len(words) > 12:
+        title = " ".join(words[:12]).rstrip(",;:—–- ") + "…"
+    elif has_cjk(lead) and len(lead) > CJK_TITLE_CHARS:
+        title = lead[:CJK_TITLE_CHARS].rstrip("，、；：,;: ") + "…"
+    else:
+        title = lead
     return title, text.strip("\n")
 
 

@@ -114,6 +114,21 @@ def test_short_lead_sentence_becomes_the_whole_title():
     assert body == "Police said the man was arrested. He was charged on Monday."
 
 
+def test_a_chinese_or_japanese_lead_is_no_title_and_gives_its_first_sentence_cut_short():
+    # A lead ending in "。" was taken for the headline and left out of the body; a lead
+    # without a space was the title whole, however long.
+    lead = "四川甘孜州泸定县5日12时52分发生6.8级地震，震源深度16公里。救援队伍已赶赴震区。"
+    title, body = derive_title(f"{lead}\n\n当地房屋受损严重。")
+    assert title == "四川甘孜州泸定县5日12时52分发生6.8级地震，震源深度16公里"
+    assert body.startswith(lead)
+    title, _ = derive_title("札幌市北区の住宅で火事があり" * 20)
+    assert len(title) == 41 and title.endswith("…")
+    title, _ = derive_title("서울 강남구 아파트에서 불이 나 주민 2명이 숨졌다. 소방당국은 원인을 조사한다.")
+    assert title == "서울 강남구 아파트에서 불이 나 주민 2명이 숨졌다"
+    # A headline line in these scripts is still the title.
+    assert derive_title(f"四川泸定发生6.8级地震\n\n{lead}") == ("四川泸定发生6.8级地震", lead)
+
+
 def test_empty_text():
     assert derive_title("") == ("", "")
     assert clean_text("") == ""
