@@ -164,15 +164,22 @@ _SPACELESS = (
 # Thai vowel and tone marks written above or below a letter: they belong to it (ข้าว,
 # rice, is not ขาว, white).
 THAI_MARKS = "".join(chr(c) for c in (0xE31, *range(0xE34, 0xE3B), *range(0xE47, 0xE4F)))
+# Their punctuation (、。，：「」（）) and full-width symbols: separators to SQLite and to
+# PostgreSQL in most locales, but letters to PostgreSQL in the C locale, where "（Apple）",
+# "，iPhone" or "６．８" were one word each: Apple, iPhone or ６ found them on SQLite only.
+# Set apart as those characters are.
+_CJK_PUNCTUATION = ("\u3000-\u3004\u3008-\u303f"
+                    "\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65")
+_SET_APART = _SPACELESS + _CJK_PUNCTUATION
 # Between two such characters, or one and a letter or digit beside it ("iPhone手机"),
 # except before a mark.
 _SPACELESS_BOUNDARY = re.compile(
-    f"(?<=[{_SPACELESS}])(?=[^\\s{THAI_MARKS}])"
-    f"|(?<=[^\\s{_SPACELESS}])(?=[{_SPACELESS}])(?![{THAI_MARKS}])"
+    f"(?<=[{_SET_APART}])(?=[^\\s{THAI_MARKS}])"
+    f"|(?<=[^\\s{_SET_APART}])(?=[{_SET_APART}])(?![{THAI_MARKS}])"
 )
 # Looking for one of the characters first: a text without them (German, 90 KB) is read in
 # a fifteenth of the time the boundaries take.
-_SPACELESS_CHARACTER = re.compile(f"[{_SPACELESS}]")
+_SPACELESS_CHARACTER = re.compile(f"[{_SET_APART}]")
 _SPACELESS_RUN = re.compile(f"[{_SPACELESS}]+")
 _HIGHLIGHT = re.compile(r"\[([^\[\]]*)\]")  # as both stores' snippets mark a word found
 # What is put at those boundaries in what search indexes: a control character, which both

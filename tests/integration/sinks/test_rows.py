@@ -302,3 +302,27 @@ def test_a_search_finds_words_of_scripts_written_without_spaces(
         assert hit.snippet.replace("[", "").replace("]", "").strip(" .") in SPACELESS_ARTICLES[0].text
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_latin_word_or_number_beside_chinese_or_japanese_punctuation_is_found(
+    backend: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """Their punctuation is a letter to PostgreSQL in the C locale (this server's): "（Apple）"
+    and "，iPhone" were one word each there, which Apple or iPhone did not find (SQLite
+    did)."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    store = written(settings, [
+        article(1, "苹果公司（Apple）周一发布新款手机，iPhone售价799美元。", title="苹果发布新手机"),
+        article(2, "札幌で火事があった。ＮＨＫによると、マグニチュード６．８の地震も。", title="札幌"),
+    ])
+    try:
+        def found(query: str) -> list[str]:
+            return sorted(h.article_id for h in store.search(query))
+
+        assert found("Apple") == found("iPhone") == found("手机") == ["a1"]
+        assert found("ＮＨＫ") == found("６") == found("６．８") == ["a2"]
+        [hit] = store.search("Apple")
+        assert "（[Apple]）" in hit.snippet and "\x1f" not in hit.snippet
+    finally:
+        store.close()

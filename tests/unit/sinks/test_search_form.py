@@ -39,3 +39,9 @@ def test_a_snippet_reads_as_the_article_writes_it() -> None:
     assert as_written(f"[서]{SEP}[울]{SEP}에{SEP}[서] 열{SEP}린", "서울") == "[서울]에서 열린"
     assert as_written(f"[눈]{SEP}이 [눈]", "눈") == "[눈]이 [눈]"
     assert as_written("A [storm] hit [the] coast.", "storm") == "A [storm] hit [the] coast."
+
+
+def test_chinese_and_japanese_punctuation_is_set_apart_from_the_words_beside_it() -> None:
+    # (A letter to PostgreSQL in the C locale: "（Apple）" was one word there.)
+    assert search_form("（Apple）") == f"（{SEP}Apple{SEP}）"
+    assert search_form("６．８") == f"６{SEP}．{SEP}８"
