@@ -207,9 +207,15 @@ def form_holds_sql(column: str, form: str, separator: str) -> str:
     return f"replace({form}, {separator}, '') = {column}"
 
 
+_PUNCTUATION_AROUND = re.compile(f"^[{_CJK_PUNCTUATION}]+|[{_CJK_PUNCTUATION}]+$")
+
+
 def search_term(term: str) -> str:
     """A search's term as search reads it: a run of those characters is a phrase of them
-    (the stores quote each term, so it is a phrase already)."""
+    (the stores quote each term, so it is a phrase already). Their punctuation around it
+    ("「地震」") is no part of it: as a word of the phrase, PostgreSQL in the C locale
+    wanted it in the text too."""
+    term = _PUNCTUATION_AROUND.sub("", term) or term
     return search_form(term) or term
 
 

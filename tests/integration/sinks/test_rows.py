@@ -322,6 +322,8 @@ def test_a_latin_word_or_number_beside_chinese_or_japanese_punctuation_is_found(
 
         assert found("Apple") == found("iPhone") == found("手机") == ["a1"]
         assert found("ＮＨＫ") == found("６") == found("６．８") == ["a2"]
+        # Punctuation around a search's words is none of them.
+        assert found("（Apple）") == found("「手机」") == ["a1"] and found("火事。") == ["a2"]
         [hit] = store.search("Apple")
         assert "（[Apple]）" in hit.snippet and "\x1f" not in hit.snippet
     finally:
