@@ -301,23 +301,30 @@ def derive_title(text: str) -> tuple[str, str]:
 
 
 # -- scripts written without spaces ----------------------------------------------------
+# The scripts whose words a split at spaces does not find, as regex character-class
+# ranges: the clusterer (``cjk_terms``) and search (``sinks.rows.search_form``) both read
+# them from here. Han ideographs (with 々 〆 〇), Katakana (full and half width, not its
+# middle dot), Hiragana, Hangul syllables and the jamo, Thai.
+HAN = "\u3005-\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+KATAKANA = "\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+HIRAGANA = "\u3041-\u309f"
+HANGUL = "\uac00-\ud7a3"
+HANGUL_JAMO = "\u1100-\u11ff\u3130-\u318f"
+THAI = "\u0e00-\u0e7f"
+
 # Chinese and Japanese run words together, so a clause is one "word" to a split at spaces.
 # Without a dictionary, full-text engines index such runs as overlapping character bigrams
 # (Lucene's CJKBigramFilter, Elasticsearch's cjk_bigram): "四川发生地震" -> 四川 川发 发生
 # 生地 地震. A bigram across two words ("川发") is seldom in the next report of the event;
-# the words' own ("地震") are in all of them. Han (with 々 〆 〇) and Katakana, full and half
-# width.
-_BIGRAMMED = ("\u3005-\u3007\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
-              "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f")
+# the words' own ("地震") are in all of them. Han and Katakana.
+_BIGRAMMED = HAN + KATAKANA
 # Hiragana is, in news Japanese, mostly inflections and particles between the Kanji and
 # Katakana words ("東京で火事が起きた": で, が, きた): left out, it separates them.
-_HIRAGANA = "\u3041-\u309f"
 # Korean writes spaces, but glues particles and endings to the noun ("서울에서", "서울시는"):
 # bigrams of its syllables let both share "서울". Syllables only (jamo are not written alone).
-_HANGUL = "\uac00-\ud7a3"
-_CJK = re.compile(f"[{_BIGRAMMED}{_HIRAGANA}{_HANGUL}]")
+_CJK = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}]")
 _CJK_RUNS = re.compile(
-    f"([{_BIGRAMMED}]+)|([{_HANGUL}]+)|[{_HIRAGANA}]+|([^{_BIGRAMMED}{_HIRAGANA}{_HANGUL}]+)")
+    f"([{_BIGRAMMED}]+)|([{HANGUL}]+)|[{HIRAGANA}]+|([^{_BIGRAMMED}{HIRAGANA}{HANGUL}]+)")
 
 
 # Chinese and Japanese text sets digits and Latin letters in full width ("６．８级",

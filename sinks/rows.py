@@ -37,6 +37,7 @@ from newsflow.schemas import (
     IncidentVersion,
     RawArticle,
 )
+from newsflow.text import HAN, HANGUL, HANGUL_JAMO, HIRAGANA, KATAKANA, THAI
 from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
 from sinks.base import active_at, article_digest, latest_versions, parse_ts
 from sinks.models import (
@@ -154,13 +155,7 @@ def search_alternatives(query: str) -> list[tuple[list[str], list[str]]]:
 # phrase of those characters: it finds the characters where they stand together, as a
 # substring search would, without a dictionary. (Bigrams, as pg_bigm, need an extension
 # or a tokenizer neither store has; FTS5's trigram tokenizer would change English.)
-_SPACELESS = (
-    "\u0e00-\u0e7f"  # Thai
-    "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"  # Hangul (jamo, compatibility, syllables)
-    "\u3005-\u3007"  # 々 〆 〇
-    "\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"  # hiragana, katakana, half-width katakana
-    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"  # Han ideographs
-)
+_SPACELESS = THAI + HANGUL_JAMO + HANGUL + HIRAGANA + KATAKANA + HAN
 # Thai vowel and tone marks written above or below a letter: they belong to it (ข้าว,
 # rice, is not ขาว, white).
 THAI_MARKS = "".join(chr(c) for c in (0xE31, *range(0xE34, 0xE3B), *range(0xE47, 0xE4F)))

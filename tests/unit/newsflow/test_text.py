@@ -238,6 +238,9 @@ def test_chinese_and_japanese_runs_are_split_into_overlapping_character_bigrams(
     assert cjk_terms("四川发生地震") == ["四川", "川发", "发生", "生地", "地震"]
     assert cjk_terms("ロシア軍") == ["ロシ", "シア", "ア軍"]  # Katakana and Han: one run
     assert cjk_terms("人々") == ["人々"]  # the iteration mark belongs to its word
+    # A rare ideograph beyond the first plane (𠮷, of the chain 𠮷野家) as any other, as
+    # search has it (the same ranges: the clusterer kept "𠮷野家" whole).
+    assert cjk_terms("𠮷野家") == ["𠮷野", "野家"]
 
 
 def test_hiragana_separates_japanese_words_and_a_lone_character_stays_a_unigram():

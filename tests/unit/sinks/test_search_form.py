@@ -24,6 +24,8 @@ def test_each_character_of_those_scripts_is_a_word_of_its_own() -> None:
     # A Thai vowel or tone mark stays with its letter: กิ, ข้.
     assert search_form("กินข้าว") == f"กิ{SEP}น{SEP}ข้{SEP}า{SEP}ว"
     assert search_form("雪") is None  # (one character: as it is)
+    # Beyond the first plane too, from the scripts the clusterer splits (newsflow.text).
+    assert search_form("𠮷野家") == SEP.join("𠮷野家")
 
 
 def test_a_term_of_those_scripts_is_a_phrase_of_its_characters() -> None:
