@@ -8,8 +8,11 @@ text.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import unicodedata
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 # "Leave a Reply" widgets and similar calls to action, also when the scraper glued them to
@@ -311,6 +314,9 @@ HIRAGANA = "\u3041-\u309f"
 HANGUL = "\uac00-\ud7a3"
 HANGUL_JAMO = "\u1100-\u11ff\u3130-\u318f"
 THAI = "\u0e00-\u0e7f"
+# Thai vowel and tone marks written above or below a letter: part of its word (ข้าว, rice,
+# is not ขาว, white), though not letters to ``str.isalnum`` or the regex ``\w``.
+THAI_MARKS = "".join(chr(c) for c in (0xE31, *range(0xE34, 0xE3B), *range(0xE47, 0xE4F)))
 
 # Chinese and Japanese run words together, so a clause is one "word" to a split at spaces.
 # Without a dictionary, full-text engines index such runs as overlapping character bigrams
@@ -323,8 +329,17 @@ _BIGRAMMED = HAN + KATAKANA
 # Korean writes spaces, but glues particles and endings to the noun ("서울에서", "서울시는"):
 # bigrams of its syllables let both share "서울". Syllables only (jamo are not written alone).
 _CJK = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}]")
+# Thai has no spaces between words either, but its letters are an alphabet's: bigrams of
+# them are parts of syllables, shared by unrelated reports. On hand-written reports of one
+# Chiang Mai flood and of a market fire in the same city, letter bigrams or trigrams
+# joined the fire to the flood (on "เชียงใหม่" cut into pieces and common syllables);
+# the words of a dictionary kept them apart and joined the flood reports on ปิง (the
+# river), ท่วม (flood), ศูนย์พักพิง (shelter). So Thai runs are cut into words by
+# PyThaiNLP's maximal matching over its dictionary ("newmm"), its function words left out.
+_SPACELESS = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}{THAI}]")
 _CJK_RUNS = re.compile(
-    f"([{_BIGRAMMED}]+)|([{HANGUL}]+)|[{HIRAGANA}]+|([^{_BIGRAMMED}{HIRAGANA}{HANGUL}]+)")
+    f"([{_BIGRAMMED}]+)|([{HANGUL}]+)|[{HIRAGANA}]+|([{THAI}]+)"
+    f"|([^{_BIGRAMMED}{HIRAGANA}{HANGUL}{THAI}]+)")
 
 
 # Chinese and Japanese text sets digits and Latin letters in full width ("６．８级",
@@ -341,8 +356,37 @@ def fold_width(text: str) -> str:
 
 def has_cjk(text: str) -> bool:
     """Whether ``text`` holds Chinese, Japanese or Korean characters (``cjk_terms``
-    splits its words). Cheap for the common case: ASCII text is looked at once."""
+    splits them into bigrams). Cheap for the common case: ASCII text is looked at once."""
     return not text.isascii() and _CJK.search(text) is not None
+
+
+def has_spaceless(text: str) -> bool:
+    """Whether ``text`` holds Chinese, Japanese, Korean or Thai characters: words that a
+    split at spaces does not find, and ``cjk_terms`` does."""
+    return not text.isascii() and _SPACELESS.search(text) is not None
+
+
+@functools.cache
+def _thai_segmenter() -> tuple[Callable[[str], list[str]], frozenset[str]]:
+    """PyThaiNLP's word splitter and its Thai function words, loaded on the first Thai
+    text (its dictionary takes about 0.3 s to load)."""
+    # Without this PyThaiNLP creates ~/pythainlp-data when imported; newmm needs nothing
+    # from there (its dictionary is in the package), and a service's home may be read-only.
+    os.environ.setdefault("PYTHAINLP_READ_ONLY", "1")
+    from pythainlp.corpus import thai_stopwords
+    from pythainlp.tokenize import word_tokenize
+
+    def split(run: str) -> list[str]:
+        return word_tokenize(run, engine="newmm", keep_whitespace=False)
+
+    return split, thai_stopwords()
+
+
+def thai_words(run: str) -> list[str]:
+    """The words of a run of Thai (no spaces), in order, its function words left out:
+    "น้ำท่วมหนักในจังหวัดเชียงใหม่" -> น้ำท่วม หนัก จังหวัด เชียงใหม่."""
+    split, function_words = _thai_segmenter()
+    return [word for word in split(run) if word not in function_words]
 
 
 def cjk_terms(word: str) -> list[str]:
@@ -350,12 +394,16 @@ def cjk_terms(word: str) -> list[str]:
     Han or Katakana, and of Hangul, as overlapping character bigrams (a one-character run
     as itself), Hiragana left out, anything else (Latin, digits) as it stands:
     "四川5日发生地震" -> 四川 5 日发 发生 生地 地震; "東京で火事" -> 東京 火事;
-    "서울에서" -> 서울 울에 에서; "iPhone" -> iPhone."""
+    "서울에서" -> 서울 울에 에서; "iPhone" -> iPhone. Thai as its words (``thai_words``)."""
     terms: list[str] = []
     for run in _CJK_RUNS.finditer(word):
-        other = run.group(3)
+        other = run.group(4)
         if other is not None:
             terms.append(other)
+            continue
+        thai = run.group(3)
+        if thai is not None:
+            terms.extend(thai_words(thai))
             continue
         chars = run.group(1) or run.group(2)
         if chars is None:

@@ -22,7 +22,7 @@ from newsflow.schemas import (
     IncidentVersion,
     RawArticle,
 )
-from newsflow.text import cjk_terms, has_cjk
+from newsflow.text import THAI_MARKS, cjk_terms, has_spaceless
 from processors.features import STOPWORDS, stem
 
 
@@ -74,15 +74,19 @@ def _with_articles(incident: Incident, ordered: list[IncidentArticle], now: date
 TITLE_PEERS = 12
 _TITLE_SCAN = 64  # articles looked at for them (duplicates and lead-cut titles skipped)
 _WORD = re.compile(r"[^\W_]{2,}")
+# (Thai's marks are part of its words, as the clusterer reads them.)
+_SPACELESS_WORD = re.compile(f"(?:[^\\W_]|[{THAI_MARKS}])+")
 
 
 @lru_cache(maxsize=8192)
 def headline_words(title: str) -> frozenset[str]:
     """The content words of a headline, stemmed (as the clusterer compares them; Chinese,
-    Japanese and Korean ones as its character bigrams)."""
-    words = _WORD.findall(title.lower())
-    if has_cjk(title):
-        words = [term for word in words for term in cjk_terms(word) if len(term) > 1]
+    Japanese and Korean ones as its character bigrams, Thai ones as its words)."""
+    if has_spaceless(title):
+        words = [term for word in _SPACELESS_WORD.findall(title.lower())
+                 for term in cjk_terms(word) if len(term) > 1]
+    else:
+        words = _WORD.findall(title.lower())
     return frozenset(stem(w) for w in words if w not in STOPWORDS)
 
 

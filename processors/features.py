@@ -21,7 +21,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
-from newsflow.text import ARCHIVE_PREFIX, cjk_terms, fold_width, has_cjk, strip_dateline
+from newsflow.text import (
+    ARCHIVE_PREFIX,
+    THAI_MARKS,
+    cjk_terms,
+    fold_width,
+    has_cjk,
+    has_spaceless,
+    strip_dateline,
+)
 from processors.language import detect, function_words
 
 # (``Final``: a mypyc build reads these as constants, not from the module's dict.)
@@ -63,9 +71,10 @@ ENTITY_BOOST: Final = 0.5
 
 # A letter or digit, or a combining mark: a vowel sign of Hindi, Bengali or Tamil ("की" is
 # क and ी) is part of its word, and ``[^\W_]`` (``str.isalnum``) has no marks; "की" was
-# "क". (Marks of the scripts U+0300 to U+0DFF, Latin to Sinhala, written with spaces.)
+# "क". (Marks of the scripts U+0300 to U+0DFF, Latin to Sinhala, written with spaces, and
+# Thai's, whose runs ``cjk_terms`` cuts into words: without them "ข้าว" was ข and าว.)
 _MARKS: Final = "".join(chr(c) for c in range(0x300, 0xE00)
-                        if unicodedata.category(chr(c)) in ("Mn", "Mc"))
+                        if unicodedata.category(chr(c)) in ("Mn", "Mc")) + THAI_MARKS
 _LETTER: Final = rf"(?:[^\W_]|[{_MARKS}])"
 # Possessive (never backtracks): what follows a run of letters and digits is not one, so
 # giving characters back could not make a different match; it only costs time.
@@ -261,11 +270,11 @@ def _tokens(text: str, limit: int = sys.maxsize, cjk: bool | None = None) -> lis
     whitespace-separated chunks are one token, bare or in punctuation: a chunk whose every
     character is a letter or digit (``str.isalnum``: exactly ``[^\W_]``) is one. Only the
     rest go through the regex. Stops at ``limit`` tokens: the words after them are unused.
-    Chinese, Japanese and Korean words are split into their terms (``cjk_terms``), their
-    full-width digits and letters read as ASCII (``fold_width``); ``cjk``, ``has_cjk(text)``
-    if known."""
+    Chinese, Japanese, Korean and Thai words are split into their terms (``cjk_terms``),
+    their full-width digits and letters read as ASCII (``fold_width``); ``cjk``,
+    ``has_spaceless(text)`` if known."""
     if cjk is None:
-        cjk = has_cjk(text)
+        cjk = has_spaceless(text)
     if cjk:
         text = fold_width(text)
     # (Counted after the split for CJK: a chunk there is a clause, many terms.)
@@ -294,8 +303,8 @@ def _cjk_split(tokens: list[str]) -> list[str]:
 
 
 def _title_tokens(title: str, cjk: bool) -> list[str]:
-    """``_TOKEN.findall(title)``, Chinese, Japanese and Korean words split (and full-width
-    forms folded) as ``_tokens`` does when ``cjk`` (``has_cjk(title)``)."""
+    """``_TOKEN.findall(title)``, Chinese, Japanese, Korean and Thai words split (and
+    full-width forms folded) as ``_tokens`` does when ``cjk`` (``has_spaceless(title)``)."""
     if not cjk:
         return _TOKEN.findall(title)
     return _cjk_split(_TOKEN.findall(fold_width(title)))
@@ -400,7 +409,7 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     by_term: dict[str, str] = {}
     terms_missing = {t for t in terms if " " not in t}
     body = text[:MAX_BODY_CHARS]
-    tokens = [*_tokens(body, MAX_BODY_WORDS), *_title_tokens(title, has_cjk(title))]
+    tokens = [*_tokens(body, MAX_BODY_WORDS), *_title_tokens(title, has_spaceless(title))]
     # An article not in English is compared without elisions ("l'incendie" as "incendie",
     # see ``extract``): the word after one is a spelling of its term too.
     for tok in [word for raw in tokens for word in dict.fromkeys((raw, _elided(raw)))]:
@@ -466,8 +475,8 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
 
     head = text[:MAX_BODY_CHARS]
     body = strip_dateline(head) if head else ""
-    cjk_title = has_cjk(title)
-    cjk_body = has_cjk(body)
+    cjk_title = has_spaceless(title)
+    cjk_body = has_spaceless(body)
     toks = _tokens(body, MAX_BODY_WORDS, cjk_body)
     title_tokens = _title_tokens(title, cjk_title)
     counts: dict[str, int] = Counter(toks)  # typed as a dict: compiled, faster to walk
@@ -580,5 +589,6 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         streets=streets(body) if toks else frozenset(),
         dates=named,
         follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
-        bigrams=cjk_title or cjk_body,
+        # (Thai is split into words, not bigrams.)
+        bigrams=(cjk_title and has_cjk(title)) or (cjk_body and has_cjk(body)),
     )

@@ -37,7 +37,7 @@ from newsflow.schemas import (
     IncidentVersion,
     RawArticle,
 )
-from newsflow.text import HAN, HANGUL, HANGUL_JAMO, HIRAGANA, KATAKANA, THAI
+from newsflow.text import HAN, HANGUL, HANGUL_JAMO, HIRAGANA, KATAKANA, THAI, THAI_MARKS
 from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
 from sinks.base import active_at, article_digest, latest_versions, parse_ts
 from sinks.models import (
@@ -156,9 +156,6 @@ def search_alternatives(query: str) -> list[tuple[list[str], list[str]]]:
 # substring search would, without a dictionary. (Bigrams, as pg_bigm, need an extension
 # or a tokenizer neither store has; FTS5's trigram tokenizer would change English.)
 _SPACELESS = THAI + HANGUL_JAMO + HANGUL + HIRAGANA + KATAKANA + HAN
-# Thai vowel and tone marks written above or below a letter: they belong to it (ข้าว,
-# rice, is not ขาว, white).
-THAI_MARKS = "".join(chr(c) for c in (0xE31, *range(0xE34, 0xE3B), *range(0xE47, 0xE4F)))
 # Their punctuation (、。，：「」（）) and full-width symbols: separators to SQLite and to
 # PostgreSQL in most locales, but letters to PostgreSQL in the C locale, where "（Apple）",
 # "，iPhone" or "６．８" were one word each: Apple, iPhone or ６ found them on SQLite only.

@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -7,6 +10,7 @@ from newsflow.text import (
     clean_title,
     derive_title,
     has_cjk,
+    has_spaceless,
     strip_site_suffix,
 )
 
@@ -261,3 +265,25 @@ def test_numbers_and_latin_words_inside_cjk_text_stay_whole():
 def test_only_text_with_cjk_characters_is_split():
     assert has_cjk("泸定县发生地震") and has_cjk("Seoul (서울) police")
     assert not has_cjk("Police said") and not has_cjk("Zürich’s mayor — «non»")
+
+
+def test_thai_is_split_into_its_words_without_its_function_words():
+    # ใน (in) is a function word; the marks above and below stay with their letters.
+    assert cjk_terms("น้ำท่วมหนักในจังหวัดเชียงใหม่") == ["น้ำท่วม", "หนัก", "จังหวัด", "เชียงใหม่"]
+    assert cjk_terms("ข้าว") == ["ข้าว"]  # rice; not ข and าว
+    assert cjk_terms("น้ำท่วม500ครัวเรือน") == ["น้ำท่วม", "500", "ครัวเรือน"]
+    assert has_spaceless("ข้าว") and has_spaceless("泸定县") and not has_cjk("ข้าว")
+    assert not has_spaceless("Zürich’s mayor — «non»")
+
+
+def test_splitting_thai_writes_nothing_to_the_home_directory(tmp_path):
+    # PyThaiNLP creates ~/pythainlp-data when imported, unless told not to: a service's home
+    # may be read-only, and the splitter needs nothing from there.
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(root)}
+    env.pop("PYTHAINLP_READ_ONLY", None)
+    done = subprocess.run([sys.executable, "-c", "from newsflow.text import cjk_terms; "
+                           "print(cjk_terms('จังหวัดเชียงใหม่'))"],
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "['จังหวัด', 'เชียงใหม่']"
+    assert list(tmp_path.iterdir()) == []

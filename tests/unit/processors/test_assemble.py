@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 from newsflow.schemas import Explanation, IncidentArticle
-from processors.assemble import apply_decision
+from processors.assemble import apply_decision, headline_words
 
 T0 = datetime(2015, 10, 8, 9, tzinfo=UTC)
 
@@ -139,6 +139,19 @@ def test_a_chinese_first_headline_that_speaks_for_none_of_the_others_gives_way()
         "甘孜州泸定县地震暂无人员死亡",
     )
     assert incident.title == "泸定县凌晨发生6.1级地震"
+
+
+def test_a_thai_first_headline_that_speaks_for_none_of_the_others_gives_way():
+    # Thai headlines share their dictionary words ("น้ำท่วม", "เชียงใหม่").
+    incident = _incident_of(
+        "ธปท. คงดอกเบี้ยนโยบาย มองเศรษฐกิจไทยฟื้นตัว",
+        "น้ำท่วมหนักเชียงใหม่ แม่น้ำปิงล้นตลิ่ง",
+        "ผู้ว่าฯ เชียงใหม่เปิดศูนย์พักพิงผู้ประสบภัยน้ำท่วม",
+        "น้ำท่วมเชียงใหม่ ระดับน้ำเริ่มทรงตัว",
+        "ชาวเชียงใหม่เร่งฟื้นฟูบ้านเรือนหลังน้ำท่วม",
+    )
+    assert incident.title == "น้ำท่วมหนักเชียงใหม่ แม่น้ำปิงล้นตลิ่ง"
+    assert headline_words("น้ำท่วมหนักเชียงใหม่") == {"น้ำท่วม", "หนัก", "เชียงใหม่"}
 
 
 def test_the_first_headline_stands_while_a_third_of_the_others_share_its_words():

@@ -184,6 +184,16 @@ def test_japanese_terms_are_found_as_written():
     assert surface_forms(title, text, ["札幌", "火事"]) == ["札幌", "火事"]
 
 
+def test_thai_terms_are_its_words_and_not_bigrams():
+    title, text = "ราคาข้าวพุ่ง", "ราคาข้าวหอมมะลิในตลาดกรุงเทพฯ เพิ่มขึ้นร้อยละ 12 ในสัปดาห์นี้"
+    feats = extract(title, text)
+    # Its vowel and tone marks are part of a word: ข้าว (rice), not ข and าว.
+    assert {"ราคา", "ข้าว", "พุ่ง"} <= feats.title_terms
+    assert {"ข้าว", "หอมมะลิ", "ตลาด", "กรุงเทพฯ", "12"} <= set(feats.tf)
+    assert not feats.bigrams  # words: as many terms kept as for English
+    assert surface_forms(title, text, ["ข้าว"]) == ["ข้าว"]
+
+
 def test_text_without_cjk_characters_is_split_as_before():
     title = "Zürich’s mayor — «non» to the tower"
     text = "The city’s mayor, Corine Mauch, said “no” to the 80-metre tower on Tuesday."
