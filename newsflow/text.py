@@ -251,10 +251,11 @@ def strip_dateline(text: str) -> str:
 
 
 # Chinese and Japanese end a sentence with "。", "！" or "？", no space or capital after
-# it; Korean with ". " before a word in Hangul. And their words are not split at spaces:
-# a headline of about twelve words is some forty of their characters.
+# it; Korean with ". " before a word in Hangul. And their words, and Thai's, are not split
+# at spaces: a headline of about twelve words is some forty of their characters.
 _CJK_SENTENCE_END = re.compile(r"[。！？]|[.!?](?=\s)")
 CJK_TITLE_CHARS = 40
+THAI_TITLE_CHARS = 60  # its vowel and tone marks above and below letters count too
 
 
 def first_sentence(text: str) -> str:
@@ -273,12 +274,16 @@ def _looks_like_title(line: str) -> bool:
     return not _is_debris(line)
 
 
+def _title_chars(lead: str) -> int:
+    return CJK_TITLE_CHARS if has_cjk(lead) else THAI_TITLE_CHARS
+
+
 def derive_title(text: str) -> tuple[str, str]:
     """(title, body) for a replayed plain-text article.
 
     A short first line without a sentence-final period (and not a dateline sentence) is
     the title; otherwise the title is the lead's first sentence without its dateline,
-    trimmed to about twelve words, or forty characters of Chinese or Japanese (then ending
+    trimmed to about twelve words, or forty characters of Chinese, Japanese or Thai (then ending
     in "…": a sentence cut short read as a headline that stops mid-phrase), and the body
     is the whole text.
     """
@@ -296,8 +301,14 @@ def derive_title(text: str) -> tuple[str, str]:
     words = lead.split()
     if len(words) > 12:
         title = " ".join(words[:12]).rstrip(",;:—–- ") + "…"
-    elif has_cjk(lead) and len(lead) > CJK_TITLE_CHARS:
-        title = lead[:CJK_TITLE_CHARS].rstrip("，、；：,;: ") + "…"
+    elif has_spaceless(lead) and len(lead) > (limit := _title_chars(lead)):
+        title = lead[:limit]
+        # Thai sets a space between phrases (and has no sentence end): cut at one, not
+        # inside a word.
+        space = title.rfind(" ")
+        if space > limit // 2:
+            title = title[:space]
+        title = title.rstrip("，、；：,;: ") + "…"
     else:
         title = lead
     return title, text.strip("\n")

@@ -132,6 +132,14 @@ def test_a_chinese_or_japanese_lead_is_no_title_and_gives_its_first_sentence_cut
     # A headline line in these scripts is still the title.
     assert derive_title(f"四川泸定发生6.8级地震\n\n{lead}") == ("四川泸定发生6.8级地震", lead)
 
+    # Thai has no sentence end, and sets spaces between phrases: cut at one.
+    lead = ("ฝนที่ตกหนักต่อเนื่องมาสองวันทำให้แม่น้ำปิงล้นตลิ่ง ชาวบ้านกว่า 500 ครัวเรือนได้รับผลกระทบ "
+            "เจ้าหน้าที่เร่งอพยพผู้สูงอายุและเด็กออกจากพื้นที่")
+    title, body = derive_title(lead)
+    assert title == "ฝนที่ตกหนักต่อเนื่องมาสองวันทำให้แม่น้ำปิงล้นตลิ่ง…" and body == lead
+    title, _ = derive_title("ฝนตกหนักต่อเนื่อง" * 10)
+    assert len(title) == 61 and title.endswith("…")
+
 
 def test_empty_text():
     assert derive_title("") == ("", "")
