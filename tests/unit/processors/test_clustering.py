@@ -269,6 +269,18 @@ def test_eviction_bounds_memory():
     assert c.incident_of("d29-0") is None
 
 
+def test_an_archive_replayed_behind_a_newer_article_is_evicted_by_its_own_time():
+    # ``newsflow run`` replays its seeds dated today; a replay of an older archive follows.
+    c = IncidentClusterer(ClusterConfig(window_days=2, incident_days=4))
+    c.add(art("today", FIRE_1, hours=24 * 3650))
+    for day in range(30):
+        for k, doc in enumerate([BUDGET, QUAKE]):
+            c.add(art(f"d{day}-{k}", doc, hours=24 * day + k))
+        assert len(c) <= 2 * 3 + 1  # two days back plus the day, and today's article
+    # Today's article is still held: the next report of its story joins it.
+    assert c.add(art("today-2", FIRE_2, hours=24 * 3650 + 1)).incident_id == "inc-today"
+
+
 def test_redelivery_is_idempotent():
     c = IncidentClusterer()
     first = c.add(art("fire-1", FIRE_1))
