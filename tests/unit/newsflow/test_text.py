@@ -1,10 +1,12 @@
 import os
+import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from newsflow.text import (
+    ThaiDictionary,
     cjk_terms,
     clean_text,
     clean_title,
@@ -295,3 +297,21 @@ def test_splitting_thai_writes_nothing_to_the_home_directory(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "['จังหวัด', 'เชียงใหม่']"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_compact_thai_dictionary_finds_the_words_pythainlps_trie_finds():
+    os.environ.setdefault("PYTHAINLP_READ_ONLY", "1")
+    from pythainlp.corpus import thai_words
+    from pythainlp.tokenize import word_dict_trie
+    from pythainlp.tokenize.newmm import segment
+
+    ours, trie = ThaiDictionary(thai_words()), word_dict_trie()
+    assert len(ours) == len(trie)
+    rng = random.Random(7)
+    letters = [chr(c) for c in range(0xE01, 0xE4F)]
+    texts = ["น้ำท่วมหนักในจังหวัดเชียงใหม่ แม่น้ำปิงล้นตลิ่ง ชาวบ้านกว่า 500 ครัวเรือนเดือดร้อน",
+             "ก", "กข", "ธปท.คงดอกเบี้ยนโยบาย", *("".join(rng.choices(letters, k=300)) for _ in range(10))]
+    for text in texts:
+        assert [ours.prefixes(text, i) for i in range(len(text))] == \
+            [trie.prefixes(text, i) for i in range(len(text))]
+        assert segment(text, custom_dict=ours) == segment(text, custom_dict=trie)
