@@ -279,6 +279,12 @@ def test_an_archive_replayed_behind_a_newer_article_is_evicted_by_its_own_time()
         assert len(c) <= 2 * 3 + 1  # two days back plus the day, and today's article
     # Today's article is still held: the next report of its story joins it.
     assert c.add(art("today-2", FIRE_2, hours=24 * 3650 + 1)).incident_id == "inc-today"
+    # An article a feed dated ten years ahead does not stop the window of the live stream.
+    c = IncidentClusterer(ClusterConfig(window_days=2, incident_days=4))
+    c.add(art("typo", QUAKE, hours=24 * 3650))
+    for hour in range(0, 24 * 30, 8):
+        c.add(art(f"live-{hour}", BUDGET, hours=hour))
+    assert len(c) <= 3 * 3 + 1
 
 
 def test_redelivery_is_idempotent():
