@@ -303,7 +303,10 @@ class _Incident:
     def central_terms(self, k: int) -> tuple[tuple[str, float], ...]:
         if self.central is None:
             top = _heaviest(self.centroid, k)
-            total = sum(w for _, w in top) or 1.0
+            total = 0.0
+            for _, w in top:
+                total += w
+            total = total or 1.0
             self.central = tuple((t, w / total) for t, w in top)
         return self.central
 
@@ -569,7 +572,10 @@ class IncidentClusterer:
         # spanning two words ("地震" and "震区" of "地震震区").
         n_terms = 2 * self.config.max_terms if feats.bigrams else self.config.max_terms
         top = sorted(weights, key=itemgetter(1), reverse=True)[:n_terms]
-        norm = math.sqrt(sum(w * w for _, w in top)) or 1.0
+        norm2 = 0.0
+        for _, w in top:  # (a loop, not sum(): compiled, no generator to step through)
+            norm2 += w * w
+        norm = math.sqrt(norm2) or 1.0
         vec = {t: w / norm for t, w in top}
         # The entity part keeps its share of the whole vector: a lone common entity
         # ("2014", "Police") is weak evidence, several rare names are strong.
@@ -667,10 +673,15 @@ class IncidentClusterer:
         # ranking candidates (it is exact for a single member).
         member = self._member(vec, inc, cosine) if members else cosine
         salient = salient / top if top else 0.0
-        central = sum([w for t, w in inc.central_terms(k) if t in vec])
+        # (Loops, not sum() or a three-way max(): compiled, those are calls to the builtins,
+        # some ten per candidate. The same additions in the same order.)
+        central = 0.0
+        for t, w in inc.central_terms(k):
+            if t in vec:
+                central += w
         gap = named_gap = None
         if ts is not None and inc.first_ts is not None and inc.last_ts is not None:
-            gap = max(0.0, inc.first_ts - ts, ts - inc.last_ts)
+            gap = max(0.0, max(inc.first_ts - ts, ts - inc.last_ts))
             named = gap
             # A follow-up weeks later that names the day of the events ("charged in the June
             # 21 shooting") is measured from that day (and the next, when the first reports
@@ -678,7 +689,8 @@ class IncidentClusterer:
             # better. (Half the relief: 0.932/0.835.) Or from the month it names ("charged
             # in 4 slayings at Ohio home in June"): 0.9426/0.8612 -> 0.9440/0.8644.
             for start, end in referenced:
-                named = min(named, max(0.0, inc.first_ts - end - 2 * _DAY, start - inc.last_ts))
+                named = min(named, max(0.0, max(inc.first_ts - end - 2 * _DAY,
+                                                start - inc.last_ts)))
             if named < gap:
                 named_gap = named / 3600.0
             gap /= 3600.0
@@ -1151,11 +1163,11 @@ def _heaviest(weights: dict[str, _W], k: int) -> list[tuple[str, _W]]:
     if 0 < k < len(weights):
         kth = sorted(weights.values(), reverse=True)[k - 1]  # plain numbers: a sort in C
         items = [kv for kv in items if kv[1] >= kth]
-    return sorted(items, key=_weight_then_term)[:k]
-
-
-def _weight_then_term(kv: tuple[str, float]) -> tuple[float, str]:
-    return -kv[1], kv[0]
+    # By term (unique: the pairs compare by it alone), then stably by weight, heaviest
+    # first (a reversed sort keeps ties in order): no key function of ours to call per item.
+    ranked = sorted(items)
+    ranked.sort(key=itemgetter(1), reverse=True)
+    return ranked[:k]
 
 
 # log(n + 1) for the small document counts that dominate (read inline by ``_vectorize``).

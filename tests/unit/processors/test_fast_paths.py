@@ -136,3 +136,33 @@ def test_similarity_sums_match_the_key_set_definitions():
             inc.members[f"a{n}"] = None
         plain = max([0.0] + [sum(vec[t] * m[t] for t in vec.keys() & m.keys()) for m in members])
         assert abs(clusterer._member(vec, inc, 0.0) - plain) < 1e-12
+
+
+def test_similarity_central_and_gaps_match_their_definitions():
+    rng = random.Random(5)
+    words = [f"w{i}" for i in range(40)]
+    feats = features.extract("A headline", "")
+    day = 86_400.0
+    for _ in range(200):
+        clusterer = clustering.IncidentClusterer()
+        inc = clustering._Incident("inc-1", 1)
+        for _ in range(rng.randint(1, 3)):
+            inc.add_original({w: rng.choice([0.5, 1.0, rng.random()]) for w in rng.sample(words, 12)}, {})
+        inc.first_ts = rng.choice([0.0, 10 * day])
+        inc.last_ts = inc.first_ts + rng.choice([0.0, day, 30 * day])
+        ts = rng.choice([inc.first_ts, inc.last_ts, 5 * day, rng.uniform(-60, 90) * day])
+        referenced = tuple((s, s + rng.choice([0.0, 29 * day]))
+                           for s in (rng.uniform(-60, 90) * day for _ in range(rng.randint(0, 3))))
+        vec = {w: rng.random() for w in rng.sample(words, 10)}
+        sim = clustering.IncidentClusterer._similarity(clusterer, vec, {}, ts, feats, inc, False,
+                                                        referenced)
+        top = sorted(inc.centroid.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        total = sum(w for _, w in top) or 1.0
+        assert inc.central_terms(5) == tuple((t, w / total) for t, w in top)
+        assert sim.central == sum([w for t, w in inc.central_terms(5) if t in vec])
+        gap = max(0.0, inc.first_ts - ts, ts - inc.last_ts)
+        named = gap
+        for start, end in referenced:
+            named = min(named, max(0.0, inc.first_ts - end - 2 * day, start - inc.last_ts))
+        assert sim.gap_hours == gap / 3600.0
+        assert sim.named_day_gap_hours == (named / 3600.0 if named < gap else None)
