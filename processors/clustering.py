@@ -633,7 +633,12 @@ class IncidentClusterer:
 
     def _similarity(self, vec: dict[str, float], evec: dict[str, float], ts: float | None,
                     feats: Features, inc: _Incident, members: bool = True,
-                    referenced: tuple[tuple[float, float], ...] = ()) -> Similarity:
+                    referenced: tuple[tuple[float, float], ...] = (),
+                    columns: tuple[list[str], list[float]] | None = None,
+                    ecolumns: tuple[list[str], list[float]] | None = None) -> Similarity:
+        """``columns`` and ``ecolumns``: ``_columns(vec)`` and ``_columns(evec)``, made once
+        by a caller scoring several candidates."""
+        terms, weights = _columns(vec) if columns is None else columns
         year = feats.year
         norm = inc.centroid_norm()
         centroid = inc.centroid
@@ -644,7 +649,7 @@ class IncidentClusterer:
         k = self.config.salient_terms
         dot = mass = total = salient = top = 0.0
         i = 0
-        for t, w in vec.items():
+        for t, w in zip(terms, weights):  # noqa: B905 - see _columns
             total += w
             c = centroid.get(t)
             if c is not None:
@@ -660,9 +665,10 @@ class IncidentClusterer:
         entity = 0.0
         if evec and inc.entity_vec:
             ecentroid = inc.entity_vec
+            entities, eweights = _columns(evec) if ecolumns is None else ecolumns
             edot = 0.0
             shared = False
-            for e, w in evec.items():
+            for e, w in zip(entities, eweights):  # noqa: B905 - see _columns
                 c = ecentroid.get(e)
                 if c is not None:
                     edot += w * c
@@ -786,9 +792,12 @@ class IncidentClusterer:
         if cfg.name_candidates and len(vec) >= cfg.min_terms:
             candidates += self._named_candidates(feats.names, candidates)
         scored: list[tuple[float, int, str, Similarity]] = []
+        columns = _columns(vec)
+        ecolumns = _columns(evec)
         for inc_id in candidates:
             inc = self._incidents[inc_id]
-            sim = self._similarity(vec, evec, ts, feats, inc, False, referenced)
+            sim = self._similarity(vec, evec, ts, feats, inc, False, referenced, columns,
+                                   ecolumns)
             scored.append((self._score(sim, headline), -inc.seq, inc_id, sim))
         scored.sort(reverse=True)
         # Compare member by member only for the few best.
@@ -1183,6 +1192,13 @@ def _dot(a: dict[str, float], b: dict[str, float]) -> float:
         if other is not None:
             dot += weight * other
     return dot
+
+
+def _columns(vec: dict[str, float]) -> tuple[list[str], list[float]]:
+    """A vector's terms and weights, in its order, as two lists: compiled, walking them
+    (``zip``) costs a fraction of walking the dict's items, and making them costs no pairs.
+    (A ``zip`` given ``strict`` is no longer a native loop: the lists are of one length.)"""
+    return list(vec), list(vec.values())
 
 
 def _cosine(a: dict[str, float], b: dict[str, float]) -> float:

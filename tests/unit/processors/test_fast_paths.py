@@ -1,5 +1,7 @@
 """The faster forms used on the hot path give exactly what the plain definitions give."""
 
+import dataclasses
+import math
 import random
 import re
 
@@ -125,6 +127,11 @@ def test_similarity_sums_match_the_key_set_definitions():
         evec = {w: x for w, x in vec.items() if w < "w3"}
         sim = clustering.IncidentClusterer._similarity(clusterer, vec, evec, None, feats, inc, False)
         cosine, cover, entity = _plain_similarity(vec, evec, inc)
+        # The same with the article's columns made once by the caller (as ``_decide`` does).
+        given = clustering.IncidentClusterer._similarity(
+            clusterer, vec, evec, None, feats, inc, False, (), clustering._columns(vec),
+            clustering._columns(evec))
+        assert (given.cosine, given.cover, given.entity) == (sim.cosine, sim.cover, sim.entity)
         assert abs(sim.cosine - cosine) < 1e-12
         assert abs(sim.cover - cover) < 1e-12
         assert abs(sim.entity - entity) < 1e-12
@@ -166,3 +173,31 @@ def test_similarity_central_and_gaps_match_their_definitions():
             named = min(named, max(0.0, inc.first_ts - end - 2 * day, start - inc.last_ts))
         assert sim.gap_hours == gap / 3600.0
         assert sim.named_day_gap_hours == (named / 3600.0 if named < gap else None)
+
+
+def test_vectorize_keeps_the_head_of_the_full_stable_sort():
+    rng = random.Random(13)
+    base = features.extract("A headline", "")
+    for _ in range(100):
+        clusterer = clustering.IncidentClusterer()
+        clusterer._docs = rng.randint(0, 50)
+        terms = [f"t{i}" for i in rng.sample(range(300), rng.randint(1, 130))]
+        # Few distinct weights: many ties, also at the cut.
+        tf = {t: float(rng.choice([1, 1, 2, 3])) for t in terms}
+        clusterer._df = {t: rng.choice([0, 0, 1, 5]) for t in terms}
+        entities = frozenset(rng.sample(terms, len(terms) // 3))
+        feats = dataclasses.replace(base, tf=tf, entities=entities)
+        vec, evec = clusterer._vectorize(feats)
+        idf_base = math.log(clusterer._docs + 1) + 1.0
+        cap = clusterer.config.max_idf
+        weights = [(t, w * min(idf_base - math.log(clusterer._df.get(t, 0) + 1), cap))
+                   for t, w in tf.items()]
+        top = sorted(weights, key=lambda tw: -tw[1])[: clusterer.config.max_terms]
+        norm = math.sqrt(sum(w * w for _, w in top))
+        assert list(vec.items()) == [(t, w / norm) for t, w in top]
+        assert list(evec.items()) == [(e, vec[e]) for e in sorted(entities) if e in vec]
+
+
+def test_columns_are_the_terms_and_weights_in_order():
+    assert clustering._columns({"b": 0.5, "a": 0.25, "c": 1.0}) == (["b", "a", "c"], [0.5, 0.25, 1.0])
+    assert clustering._columns({}) == ([], [])
