@@ -365,7 +365,10 @@ class IncidentClusterer:
         self._behind_latest = 0.0
         self._dated: list[tuple[float, int, str]] = []  # held articles, heap by time
         self._undated: deque[str] = deque()  # held undated articles, arrival order
-        self._dormant: OrderedDict[str, None] = OrderedDict()  # incidents without articles
+        # Incidents without articles, with their last time (it cannot change while they
+        # have none): ``_candidates`` reads it for each of some 90 hits per article, and
+        # most of those incident objects are cold in the CPU's caches.
+        self._dormant: OrderedDict[str, float | None] = OrderedDict()
         # Evicted articles' decisions, compact: (incident id, duplicate of, decision kind).
         self._recent: OrderedDict[str, tuple[str, str | None, str]] = OrderedDict()
         self._paragraphs: dict[int, str] = {}  # paragraph hash -> first held article with it
@@ -606,9 +609,10 @@ class IncidentClusterer:
         if decay and ts is not None:
             dormant = self._dormant
             for inc_id, w in hits.items():
-                last = incidents[inc_id].last_ts
-                if last is not None and ts > last and inc_id in dormant:
-                    hits[inc_id] = w / (1.0 + decay * log1p((ts - last) / _DAY))
+                if inc_id in dormant:
+                    last = dormant[inc_id]
+                    if last is not None and ts > last:
+                        hits[inc_id] = w / (1.0 + decay * log1p((ts - last) / _DAY))
         # Only incidents scoring at least the n-th best can rank among the n best.
         kth = sorted(hits.values(), reverse=True)[cfg.max_candidates - 1]
         ranked = sorted([(-w, incidents[inc].seq, inc) for inc, w in hits.items() if w >= kth])
@@ -999,6 +1003,8 @@ class IncidentClusterer:
             if bound is not None:
                 target.first_ts = bound if target.first_ts is None else min(target.first_ts, bound)
                 target.last_ts = bound if target.last_ts is None else max(target.last_ts, bound)
+        if target_id in self._dormant:
+            self._dormant[target_id] = target.last_ts
         return moved
 
     def _maybe_split(self, inc: _Incident, article_id: str) -> dict[str, str]:
@@ -1124,7 +1130,7 @@ class IncidentClusterer:
                 # No article left in the window: keep a compact summary for follow-ups.
                 _compact(inc, self.config.summary_terms)
                 inc.central_terms(self.config.salient_terms)  # now: see ``_add_original``
-                self._dormant[inc.id] = None
+                self._dormant[inc.id] = inc.last_ts
         past = self._past_paragraphs
         for h in held.paragraphs:
             if self._paragraphs.get(h) == article_id:

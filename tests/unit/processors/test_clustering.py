@@ -865,7 +865,7 @@ def test_a_long_dormant_incident_gives_way_to_a_live_one_in_the_candidate_lookup
     old = _Incident("inc-old", seq=1, first_ts=now - 101 * 86_400, last_ts=now - 100 * 86_400)
     live = _Incident("inc-live", seq=2, first_ts=now - 86_400, last_ts=now - 86_400)
     cl._incidents.update({"inc-old": old, "inc-live": live})
-    cl._dormant["inc-old"] = None
+    cl._dormant["inc-old"] = old.last_ts  # dormant since its last report
     cl._postings.update({"mayfair": {"inc-old"}, "kessler": {"inc-live"}})
     vec = {"mayfair": 0.6, "kessler": 0.5}
     # Idle 100 days: 0.6 / (1 + 0.3 * log1p(100)) = 0.25 < 0.5, so the live incident ranks first.
