@@ -323,6 +323,7 @@ _BIGRAMMED = HAN + KATAKANA
 # Korean writes spaces, but glues particles and endings to the noun ("서울에서", "서울시는"):
 # bigrams of its syllables let both share "서울". Syllables only (jamo are not written alone).
 _CJK = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}]")
+_ASCII_BYTES = bytes(range(128))
 _CJK_RUNS = re.compile(
     f"([{_BIGRAMMED}]+)|([{HANGUL}]+)|[{HIRAGANA}]+|([^{_BIGRAMMED}{HIRAGANA}{HANGUL}]+)")
 
@@ -342,7 +343,15 @@ def fold_width(text: str) -> str:
 def has_cjk(text: str) -> bool:
     """Whether ``text`` holds Chinese, Japanese or Korean characters (``cjk_terms``
     splits its words). Cheap for the common case: ASCII text is looked at once."""
-    return not text.isascii() and _CJK.search(text) is not None
+    if text.isascii():
+        return False
+    if len(text) < 200:  # (a headline: the way below costs more than it saves)
+        return _CJK.search(text) is not None
+    # Only the characters beyond ASCII can be: their UTF-8 bytes, the ASCII bytes deleted (one
+    # pass in C), are a few dozen to search in a page of English with curly quotes, instead of
+    # every character. ("surrogatepass": a lone surrogate, as JSON can carry, is kept too.)
+    beyond_ascii = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+    return _CJK.search(beyond_ascii.decode("utf-8", "surrogatepass")) is not None
 
 
 def cjk_terms(word: str) -> list[str]:

@@ -261,3 +261,14 @@ def test_numbers_and_latin_words_inside_cjk_text_stay_whole():
 def test_only_text_with_cjk_characters_is_split():
     assert has_cjk("泸定县发生地震") and has_cjk("Seoul (서울) police")
     assert not has_cjk("Police said") and not has_cjk("Zürich’s mayor — «non»")
+
+
+def test_a_long_text_is_told_cjk_by_its_characters_beyond_ascii():
+    # Over 200 characters, not ASCII: only its characters beyond ASCII are searched.
+    filler = "Police said the man’s car — «non» — was found near Zürich. " * 5
+    cases = [("\u3004", False), ("\u3005", True), ("𠮷", True), ("가", True), ("\ud7a4", False),
+             ("é", False), ("\ud800", False), ("ア", True), ("ｱ", True)]
+    for char, cjk in cases:
+        for text in (char + filler, filler + char, filler[:100] + char + filler):
+            assert has_cjk(text) is cjk, (char, text)
+    assert has_cjk("四川" * 150) and not has_cjk("é" * 300)
