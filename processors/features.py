@@ -247,6 +247,29 @@ _TOKEN_INFOS: dict[str, TokenInfo | None] = {}
 _TOKEN_INFOS_MAX: Final = 65_536
 
 
+# ``_word_hashes``'s results, emptied as ``_TOKEN_INFOS`` is: most words of an article were
+# in an earlier one.
+_WORD_HASHES: dict[str, bytes] = {}
+_WORD_HASHES_MAX: Final = 65_536
+
+
+def _word_hashes(words: list[str]) -> np.ndarray:
+    """CRC-32 of each word lower-cased, as UTF-8, as uint64: the words of ``" ".join(words)
+    .lower().encode()`` split at its spaces (a case mapping never looks across a space), but
+    most words looked up rather than lower-cased, encoded and hashed again. (Kept as the
+    array's bytes: joined, they are the array without a conversion per word.)"""
+    known = _WORD_HASHES
+    hashes: list[bytes] = []
+    for word in words:
+        crc = known.get(word)
+        if crc is None:
+            if len(known) >= _WORD_HASHES_MAX:
+                known.clear()
+            crc = known[word] = zlib.crc32(word.lower().encode("utf-8")).to_bytes(8, "little")
+        hashes.append(crc)
+    return np.frombuffer(b"".join(hashes), dtype="<u8").astype(np.uint64)
+
+
 def _counts(items: list[str]) -> dict[str, int]:
     """``Counter(items)`` as a plain dict (same order: first appearance). For the short lists
     of an article: a ``Counter`` costs a Python-level call or two more than it saves."""
@@ -540,14 +563,11 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     n_words = len(toks)
     text_key: str | None = None
     if toks and fingerprint:
-        norm_body = " ".join(written).lower().encode("utf-8")
         if n_words >= 25:
+            norm_body = " ".join(written).lower().encode("utf-8")
             text_key = hashlib.blake2b(norm_body, digest_size=12).hexdigest()
-        # Only the words of the first MAX_SHINGLES shingles: MinHash uses no more. (Split
-        # after encoding, the same words: UTF-8 has no 0x20 byte inside a character. One
-        # encode for the body instead of one per word.)
-        low_words = norm_body.split(b" ", MAX_SHINGLES + 2)[: MAX_SHINGLES + 2]
-        hashes = np.fromiter(map(zlib.crc32, low_words), dtype=np.uint64, count=len(low_words))
+        # Only the words of the first MAX_SHINGLES shingles: MinHash uses no more.
+        hashes = _word_hashes(written[: MAX_SHINGLES + 2])
         if n_words >= 3:
             # Array arithmetic wraps modulo 2**64 silently (no errstate needed); in place.
             shingles = hashes[:-2] * _P1

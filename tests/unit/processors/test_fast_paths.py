@@ -2,6 +2,7 @@
 
 import random
 import re
+import zlib
 
 import numpy as np
 
@@ -97,6 +98,23 @@ def test_token_info_cache_gives_the_uncached_answer_and_stays_bounded(monkeypatc
     for tok in tokens + tokens:
         assert features._token_info(tok) == features._classify(tok), tok
         assert len(features._TOKEN_INFOS) <= 5
+
+
+def test_word_hashes_are_the_crc32_of_the_lower_cased_words(monkeypatch):
+    monkeypatch.setattr(features, "_WORD_HASHES", {})
+    monkeypatch.setattr(features, "_WORD_HASHES_MAX", 5)
+    assert features._word_hashes(["A", "a"]).tolist() == [0xE8B7BE43, 0xE8B7BE43]  # crc32(b"a")
+    # Lower-cased in the body or one by one, the same words (the final sigma of "ΟΔΟΣ"
+    # included): case mappings never look across a space.
+    words = ["Police", "SAID", "O’Brien’s", "ΟΔΟΣ", "ΣΙΣΥΦΟΣ.", "İstanbul", "ǅemal", "日本", "𠮷",
+             "x", "Police", "14-year-old", "U.S", "Straße", "ﬁne"]
+    expected = [zlib.crc32(w) for w in " ".join(words).lower().encode("utf-8").split(b" ")]
+    for _ in range(2):
+        hashes = features._word_hashes(words)
+        assert hashes.dtype == np.uint64 and hashes.flags.writeable
+        assert hashes.tolist() == expected
+        assert len(features._WORD_HASHES) <= 5
+    assert features._word_hashes([]).tolist() == []
 
 
 def _plain_similarity(vec, evec, inc):
