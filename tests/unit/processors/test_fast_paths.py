@@ -100,6 +100,44 @@ def test_token_info_cache_gives_the_uncached_answer_and_stays_bounded(monkeypatc
         assert len(features._TOKEN_INFOS) <= 5
 
 
+def _scanned_dates(text):
+    """``features.dates`` as first written: each regex scanned over the whole text."""
+    found = set()
+    for m in features._MONTH_ALONE.finditer(text):
+        month, start = m.group(1), m.start()
+        if month in features._MONTH_NAMES and features._BEFORE_MONTH.search(
+                text, max(0, start - 10), start):
+            found.add((features._MONTHS[month[:3]], 0, int(m.group(2) or 0)))
+    for m in features._DATE.finditer(text):
+        month = m.group(0).split(" ", 1)[0]
+        day = int(m.group(1))
+        if 1 <= day <= 31 and features._MONTH.fullmatch(month):
+            found.add((features._MONTHS[month[:3]], day, int(m.group(2) or 0)))
+    return frozenset(found)
+
+
+DATE_TEXTS = [
+    "the June 21 shooting", "Sept. 9th", "Jan. 1, 2013 and Feb 30", "slain in June",
+    "since June of 2015", "June Smith", "in April's house", "in April’s", "Marcus met Mar 3",
+    "xJune 5", "JJune 5", "MayMay 3", "Decatur, Dec 12, 2019", "in\nJune", "mid-June", "Mid June",
+    "last May 2014", "during March, 2013", "Sune 5 and Mune", "Juneteenth", "June 5June 6",
+    "Dec. 32", "Octo 4", "October 4th, 1999,", "Early Jan 2", "in Augusta", "late August",
+    "Nov 1st", "Janu 1", "Apr 31, 20155", "Ünal in June", "in ​June", "— in June 3 —",
+]
+
+
+def test_dates_tried_where_a_month_is_written_are_the_dates_a_scan_finds():
+    assert features.dates("the June 21 shooting, in May and on Sept. 9th, 2015") == {
+        (6, 21, 0), (5, 0, 0), (9, 9, 2015)}
+    for t in [*TEXTS, *DATE_TEXTS]:
+        assert features.dates(t) == _scanned_dates(t), t
+    rng = random.Random(5)
+    words = [w for t in DATE_TEXTS for w in t.split()] + ["in", "on", "the", "4", "2016", ","]
+    for _ in range(2000):
+        t = rng.choice([" ", "", "\n"]).join(rng.choices(words, k=rng.randint(1, 12)))
+        assert features.dates(t) == _scanned_dates(t), t
+
+
 def test_word_hashes_are_the_crc32_of_the_lower_cased_words(monkeypatch):
     monkeypatch.setattr(features, "_WORD_HASHES", {})
     monkeypatch.setattr(features, "_WORD_HASHES_MAX", 5)
