@@ -21,7 +21,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 
-from newsflow.text import ARCHIVE_PREFIX, cjk_terms, fold_width, has_cjk, strip_dateline
+from newsflow.text import (
+    ARCHIVE_PREFIX,
+    beyond_ascii,
+    cjk_terms,
+    fold_width,
+    has_cjk,
+    strip_dateline,
+)
 from processors.language import detect, function_words
 
 # (``Final``: a mypyc build reads these as constants, not from the module's dict.)
@@ -447,11 +454,31 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     return [(names if " " in term else by_term).get(term, term) for term in terms]
 
 
+def _street_matches(text: str) -> list[re.Match[str]]:
+    r"""``_STREET.finditer(text)``'s matches, in no particular order. A match starts at a
+    digit: where the only digits are ASCII ones, ``str.find`` gives their places far faster
+    than the regex engine tests each character for one, and ``_STREET`` is tried there, but
+    not inside a number (a digit after a digit fails its ``(?<!\w\d)``). A match holds no
+    other digit that starts a word, so never covers the start of another."""
+    if not text.isascii() and _DIGIT.search(beyond_ascii(text)):
+        return list(_STREET.finditer(text))  # (digits of other scripts: rare)
+    matches = []
+    for digit in "0123456789":
+        start = text.find(digit)
+        while start >= 0:
+            if start == 0 or text[start - 1] not in "0123456789":
+                m = _STREET.match(text, start)
+                if m is not None:
+                    matches.append(m)
+            start = text.find(digit, start + 1)
+    return matches
+
+
 def streets(text: str) -> frozenset[str]:
     """Street names of the addresses in a text, without direction or street type
     ("the 700 block of North Main Street" -> "main")."""
     found = set()
-    for m in _STREET.finditer(text):
+    for m in _street_matches(text):
         words = [w.lower().replace("’", "'") for w in m.group(1).split()]
         words = [w for w in words if w not in _DIRECTIONS]
         if words:

@@ -2,6 +2,7 @@ import time
 from pathlib import Path
 
 from newsflow.text import (
+    beyond_ascii,
     cjk_terms,
     clean_text,
     clean_title,
@@ -272,3 +273,8 @@ def test_a_long_text_is_told_cjk_by_its_characters_beyond_ascii():
         for text in (char + filler, filler + char, filler[:100] + char + filler):
             assert has_cjk(text) is cjk, (char, text)
     assert has_cjk("四川" * 150) and not has_cjk("é" * 300)
+
+
+def test_beyond_ascii_keeps_the_other_characters_in_order():
+    assert beyond_ascii("Zürich’s “mayor” 日本 𠮷 x\ud800y\x7f") == "ü’“”日本𠮷\ud800"
+    assert beyond_ascii("plain ASCII") == "" and beyond_ascii("") == ""

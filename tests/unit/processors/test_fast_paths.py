@@ -138,6 +138,31 @@ def test_dates_tried_where_a_month_is_written_are_the_dates_a_scan_finds():
         assert features.dates(t) == _scanned_dates(t), t
 
 
+STREET_TEXTS = [
+    "the 700 block of North Main Street", "1234 Elm Ave. on Monday", "A1 Road", "x12 Main St",
+    "12 St. Paul Street", "1234567 Main St", "123456 Main St", "٣ Main Street", "１２ Oak Road",
+    "Ünal at 12 blk of Oak Rd", "5 and 6 Elm St", "(9 Elm Ct)", "_9 Elm Ct", "9_ Elm Ct",
+    "49ers 9 Elm Ct", "2.5 Elm Ct", "10 O’Hara Way", "3 N. Lake Shore Dr.", "3 Elm Streets",
+]
+
+
+def test_streets_tried_at_digits_are_the_streets_a_scan_finds():
+    assert features.streets("the 700 block of North Main Street and 12 O’Hara Way") == {
+        "main", "o'hara"}
+    for t in [*TEXTS, *STREET_TEXTS]:
+        assert features.streets(t) == {" ".join(w for w in m.group(1).lower().replace("’", "'")
+                                                 .split() if w not in features._DIRECTIONS)
+                                       for m in features._STREET.finditer(t)} - {""}, t
+        got = sorted(m.span() for m in features._street_matches(t))
+        assert got == [m.span() for m in features._STREET.finditer(t)], t
+    rng = random.Random(9)
+    words = [w for t in STREET_TEXTS for w in t.split()] + ["in", "1", "22", "333", ",", "Elm"]
+    for _ in range(2000):
+        t = rng.choice([" ", "", "\n"]).join(rng.choices(words, k=rng.randint(1, 12)))
+        got = sorted(m.span() for m in features._street_matches(t))
+        assert got == [m.span() for m in features._STREET.finditer(t)], t
+
+
 def test_word_hashes_are_the_crc32_of_the_lower_cased_words(monkeypatch):
     monkeypatch.setattr(features, "_WORD_HASHES", {})
     monkeypatch.setattr(features, "_WORD_HASHES_MAX", 5)
