@@ -308,15 +308,28 @@ def _tokens(text: str, limit: int = sys.maxsize, cjk: bool | None = None) -> lis
             tokens.append(chunk)
             continue
         core = chunk.strip(_EDGE_PUNCTUATION)
-        if core.isalnum():
+        if core.isalnum() or _is_joined_word(core):
             tokens.append(core)
         elif core:
-            tokens.extend(_TOKEN.findall(core))  # "U.S", "al-Assad", "and/or"
+            tokens.extend(_TOKEN.findall(core))  # "and/or", "a--b", "ﬁne?"
     if cjk:
         tokens = _cjk_split(tokens)
     if len(tokens) > limit:
         del tokens[limit:]
     return tokens
+
+
+def _is_joined_word(chunk: str) -> bool:
+    """Whether ``chunk`` is runs of letters and digits joined by one of ``_TOKEN``'s
+    joiners each ("14-year-old", "O’Brien's", "U.S"): one ``_TOKEN``, whole. (A few string
+    calls instead of a regex call for the many such words.)"""
+    parts = chunk.replace("’", "-").replace("'", "-").replace(".", "-").split("-")
+    if len(parts) < 2:
+        return False
+    for part in parts:
+        if not part.isalnum():
+            return False
+    return True
 
 
 def _cjk_split(tokens: list[str]) -> list[str]:

@@ -59,6 +59,15 @@ def test_tokens_match_the_token_regex():
     assert not any(c.isalnum() for c in features._EDGE_PUNCTUATION)
 
 
+def test_a_joined_word_is_one_whole_token():
+    joined = ["14-year-old", "O’Brien's", "U.S", "a.b’c'd-e", "Ça-va", "١٢-x", "al-Assad"]
+    not_joined = ["", "a", "a--b", "-a", "a-", "and/or", "x_y", "a-\u0301b", "क़ी-x", "a-b!", "日本-x "]
+    for word in joined:
+        assert features._is_joined_word(word) and features._TOKEN.findall(word) == [word], word
+    for word in not_joined:
+        assert not features._is_joined_word(word), word
+
+
 def test_norm_line_matches_blanking_punctuation_and_splitting():
     blank = str.maketrans({c: " " for c in text._PUNCTUATION_CHARS})
     lines = [*TEXTS, "Share this: Facebook | Twitter", "x\x1cy\x1fz", "a\u200bb", "ǅ ß ﬁ İ"]
