@@ -607,7 +607,9 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
                 entities.add(pair)
     for ent in entities:
         tf[ent] = tf.get(ent, 0.0) + ENTITY_BOOST
-    tf = {t: 1.0 + math.log(w) if w > 1.0 else w for t, w in tf.items()}
+    for t, w in tf.items():  # (in place: a value replaced changes neither size nor order)
+        if w > 1.0:
+            tf[t] = 1.0 + math.log(w)
 
     n_words = len(toks)
     text_key: str | None = None
