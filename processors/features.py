@@ -336,14 +336,6 @@ def _cjk_split(tokens: list[str]) -> list[str]:
     return [term for tok in tokens for term in cjk_terms(tok)]
 
 
-def _title_tokens(title: str, cjk: bool) -> list[str]:
-    """``_TOKEN.findall(title)``, Chinese, Japanese and Korean words split (and full-width
-    forms folded) as ``_tokens`` does when ``cjk`` (``has_cjk(title)``)."""
-    if not cjk:
-        return _TOKEN.findall(title)
-    return _cjk_split(_TOKEN.findall(fold_width(title)))
-
-
 def _token_info(tok: str) -> TokenInfo | None:
     """(term, has a digit, hyphen parts, capitalised, all capitals) of a raw token, or
     None for a stopword."""
@@ -443,7 +435,7 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     by_term: dict[str, str] = {}
     terms_missing = {t for t in terms if " " not in t}
     body = text[:MAX_BODY_CHARS]
-    tokens = [*_tokens(body, MAX_BODY_WORDS), *_title_tokens(title, has_cjk(title))]
+    tokens = [*_tokens(body, MAX_BODY_WORDS), *_tokens(title, cjk=has_cjk(title))]
     # An article not in English is compared without elisions ("l'incendie" as "incendie",
     # see ``extract``): the word after one is a spelling of its term too.
     for tok in [word for raw in tokens for word in dict.fromkeys((raw, _elided(raw)))]:
@@ -541,7 +533,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     cjk_title = has_cjk(title)
     cjk_body = has_cjk(body)
     toks = _tokens(body, MAX_BODY_WORDS, cjk_body)
-    title_tokens = _title_tokens(title, cjk_title)
+    title_tokens = _tokens(title, cjk=cjk_title)
     counts: dict[str, int] = Counter(toks)  # typed as a dict: compiled, faster to walk
 
     # Another language's function words, left out as English ones are (STOPWORDS).
@@ -580,7 +572,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
                 continue
             term, digit, parts, cap, caps = info
             # (A float from the start: compiled, int-or-float arithmetic would be generic.)
-            weight = float(n) + LEAD_BOOST * lead[tok] if tok in lead else float(n)
+            weight = float(n) + LEAD_BOOST * lead.get(tok, 0)
             # A capitalised word is a name unless it only ever opens a sentence.
             name = cap and (caps or n > initial.get(tok, 0))
             # ``_count``, inlined: this loop runs once per distinct word of every article.

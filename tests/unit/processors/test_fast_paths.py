@@ -59,6 +59,14 @@ def test_tokens_match_the_token_regex():
     assert not any(c.isalnum() for c in features._EDGE_PUNCTUATION)
 
 
+def test_a_headline_is_tokenised_as_a_body():
+    # Full-width forms folded, Chinese split into bigrams, "6.1" whole.
+    assert features._tokens("ＮＨＫ：四川地震 6.1级", cjk=True) == [
+        "NHK", "四川", "川地", "地震", "6.1", "级"]
+    assert features._tokens("Man, 24, shot in al-Assad’s U.S. home") == [
+        "Man", "24", "shot", "in", "al-Assad’s", "U.S", "home"]
+
+
 def test_a_joined_word_is_one_whole_token():
     joined = ["14-year-old", "O’Brien's", "U.S", "a.b’c'd-e", "Ça-va", "١٢-x", "al-Assad"]
     not_joined = ["", "a", "a--b", "-a", "a-", "and/or", "x_y", "a-\u0301b", "क़ी-x", "a-b!", "日本-x "]
