@@ -145,6 +145,7 @@ _MONTH_NAMES: Final = frozenset(
 _BEFORE_MONTH = re.compile(r"(?:^|\W)(?:[Ii]n|[Ll]ast|[Ss]ince|[Dd]uring|[Ee]arly|[Ll]ate|[Mm]id-?)\s+$")
 _MONTHS: Final = {m: i + 1 for i, m in enumerate(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())}
+_MONTH_PREFIXES: Final = [(prefix, re.compile(prefix)) for prefix in _MONTHS]
 _TRACKING_PARAMS = re.compile(r"^(?:utm_|fbclid$|gclid$|ocid$|cmpid$|ref$|src$|rss$|track$|"
                               r"cid$|mc_|__twitter|ncid$|ito$|smid$)", re.IGNORECASE)
 
@@ -496,13 +497,15 @@ def dates(text: str) -> frozenset[tuple[int, int, int]]:
     "the June 21 shooting" -> (6, 21, 0); a month named alone has day 0 ("slain in June",
     "since June of 2015" -> (6, 0, 0), (6, 0, 2015))."""
     found = set()
-    # Only where a month's first three letters are written: a few places, found by
-    # ``str.find`` far faster than the regex engine scans the text for capitals. Tried there
-    # one by one, the regexes find what a scan finds: a match holds no capital after its
-    # first letter, so it never covers the start of another.
-    for prefix in _MONTHS:
-        start = text.find(prefix)
-        while start >= 0:
+    # Only where a month's first three letters are written: a few places, found by searches
+    # for the three letters (the regex engine's fastest, several times faster than its test
+    # of each character for a capital, or than ``str.find``). Tried there one by one, the
+    # regexes find what a scan finds: a match holds no capital after its first letter, so
+    # it never covers the start of another.
+    for prefix, written in _MONTH_PREFIXES:
+        at = written.search(text)
+        while at is not None:
+            start = at.start()
             alone = _MONTH_ALONE.match(text, start)
             if alone is not None:
                 month = alone.group(1)
@@ -513,7 +516,7 @@ def dates(text: str) -> frozenset[tuple[int, int, int]]:
                 day = int(date.group(1))
                 if 1 <= day <= 31 and _MONTH.fullmatch(date.group(0).split(" ", 1)[0]):
                     found.add((_MONTHS[prefix], day, int(date.group(2) or 0)))
-            start = text.find(prefix, start + 1)
+            at = written.search(text, start + 1)
     return frozenset(found)
 
 
