@@ -7,6 +7,7 @@ from pathlib import Path
 
 from newsflow.text import (
     ThaiDictionary,
+    beyond_ascii,
     cjk_terms,
     clean_text,
     clean_title,
@@ -315,3 +316,19 @@ def test_the_compact_thai_dictionary_finds_the_words_pythainlps_trie_finds():
         assert [ours.prefixes(text, i) for i in range(len(text))] == \
             [trie.prefixes(text, i) for i in range(len(text))]
         assert segment(text, custom_dict=ours) == segment(text, custom_dict=trie)
+
+
+def test_a_long_text_is_told_cjk_by_its_characters_beyond_ascii():
+    # Over 200 characters, not ASCII: only its characters beyond ASCII are searched.
+    filler = "Police said the man’s car — «non» — was found near Zürich. " * 5
+    cases = [("\u3004", False), ("\u3005", True), ("𠮷", True), ("가", True), ("\ud7a4", False),
+             ("é", False), ("\ud800", False), ("ア", True), ("ｱ", True)]
+    for char, cjk in cases:
+        for text in (char + filler, filler + char, filler[:100] + char + filler):
+            assert has_cjk(text) is cjk, (char, text)
+    assert has_cjk("四川" * 150) and not has_cjk("é" * 300)
+
+
+def test_beyond_ascii_keeps_the_other_characters_in_order():
+    assert beyond_ascii("Zürich’s “mayor” 日本 𠮷 x\ud800y\x7f") == "ü’“”日本𠮷\ud800"
+    assert beyond_ascii("plain ASCII") == "" and beyond_ascii("") == ""

@@ -4,6 +4,7 @@ import dataclasses
 import math
 import random
 import re
+import zlib
 
 import numpy as np
 
@@ -60,6 +61,23 @@ def test_tokens_match_the_token_regex():
     assert not any(c.isalnum() for c in features._EDGE_PUNCTUATION)
 
 
+def test_a_headline_is_tokenised_as_a_body():
+    # Full-width forms folded, Chinese split into bigrams, "6.1" whole.
+    assert features._tokens("ＮＨＫ：四川地震 6.1级", cjk=True) == [
+        "NHK", "四川", "川地", "地震", "6.1", "级"]
+    assert features._tokens("Man, 24, shot in al-Assad’s U.S. home") == [
+        "Man", "24", "shot", "in", "al-Assad’s", "U.S", "home"]
+
+
+def test_a_joined_word_is_one_whole_token():
+    joined = ["14-year-old", "O’Brien's", "U.S", "a.b’c'd-e", "Ça-va", "١٢-x", "al-Assad"]
+    not_joined = ["", "a", "a--b", "-a", "a-", "and/or", "x_y", "a-\u0301b", "क़ी-x", "a-b!", "日本-x "]
+    for word in joined:
+        assert features._is_joined_word(word) and features._TOKEN.findall(word) == [word], word
+    for word in not_joined:
+        assert not features._is_joined_word(word), word
+
+
 def test_norm_line_matches_blanking_punctuation_and_splitting():
     blank = str.maketrans({c: " " for c in text._PUNCTUATION_CHARS})
     lines = [*TEXTS, "Share this: Facebook | Twitter", "x\x1cy\x1fz", "a\u200bb", "ǅ ß ﬁ İ"]
@@ -99,6 +117,86 @@ def test_token_info_cache_gives_the_uncached_answer_and_stays_bounded(monkeypatc
     for tok in tokens + tokens:
         assert features._token_info(tok) == features._classify(tok), tok
         assert len(features._TOKEN_INFOS) <= 5
+
+
+def _scanned_dates(text):
+    """``features.dates`` as first written: each regex scanned over the whole text."""
+    found = set()
+    for m in features._MONTH_ALONE.finditer(text):
+        month, start = m.group(1), m.start()
+        if month in features._MONTH_NAMES and features._BEFORE_MONTH.search(
+                text, max(0, start - 10), start):
+            found.add((features._MONTHS[month[:3]], 0, int(m.group(2) or 0)))
+    for m in features._DATE.finditer(text):
+        month = m.group(0).split(" ", 1)[0]
+        day = int(m.group(1))
+        if 1 <= day <= 31 and features._MONTH.fullmatch(month):
+            found.add((features._MONTHS[month[:3]], day, int(m.group(2) or 0)))
+    return frozenset(found)
+
+
+DATE_TEXTS = [
+    "the June 21 shooting", "Sept. 9th", "Jan. 1, 2013 and Feb 30", "slain in June",
+    "since June of 2015", "June Smith", "in April's house", "in April’s", "Marcus met Mar 3",
+    "xJune 5", "JJune 5", "MayMay 3", "Decatur, Dec 12, 2019", "in\nJune", "mid-June", "Mid June",
+    "last May 2014", "during March, 2013", "Sune 5 and Mune", "Juneteenth", "June 5June 6",
+    "Dec. 32", "Octo 4", "October 4th, 1999,", "Early Jan 2", "in Augusta", "late August",
+    "Nov 1st", "Janu 1", "Apr 31, 20155", "Ünal in June", "in ​June", "— in June 3 —",
+]
+
+
+def test_dates_tried_where_a_month_is_written_are_the_dates_a_scan_finds():
+    assert features.dates("the June 21 shooting, in May and on Sept. 9th, 2015") == {
+        (6, 21, 0), (5, 0, 0), (9, 9, 2015)}
+    for t in [*TEXTS, *DATE_TEXTS]:
+        assert features.dates(t) == _scanned_dates(t), t
+    rng = random.Random(5)
+    words = [w for t in DATE_TEXTS for w in t.split()] + ["in", "on", "the", "4", "2016", ","]
+    for _ in range(2000):
+        t = rng.choice([" ", "", "\n"]).join(rng.choices(words, k=rng.randint(1, 12)))
+        assert features.dates(t) == _scanned_dates(t), t
+
+
+STREET_TEXTS = [
+    "the 700 block of North Main Street", "1234 Elm Ave. on Monday", "A1 Road", "x12 Main St",
+    "12 St. Paul Street", "1234567 Main St", "123456 Main St", "٣ Main Street", "１２ Oak Road",
+    "Ünal at 12 blk of Oak Rd", "5 and 6 Elm St", "(9 Elm Ct)", "_9 Elm Ct", "9_ Elm Ct",
+    "49ers 9 Elm Ct", "2.5 Elm Ct", "10 O’Hara Way", "3 N. Lake Shore Dr.", "3 Elm Streets",
+]
+
+
+def test_streets_tried_at_digits_are_the_streets_a_scan_finds():
+    assert features.streets("the 700 block of North Main Street and 12 O’Hara Way") == {
+        "main", "o'hara"}
+    for t in [*TEXTS, *STREET_TEXTS]:
+        assert features.streets(t) == {" ".join(w for w in m.group(1).lower().replace("’", "'")
+                                                 .split() if w not in features._DIRECTIONS)
+                                       for m in features._STREET.finditer(t)} - {""}, t
+        got = sorted(m.span() for m in features._street_matches(t))
+        assert got == [m.span() for m in features._STREET.finditer(t)], t
+    rng = random.Random(9)
+    words = [w for t in STREET_TEXTS for w in t.split()] + ["in", "1", "22", "333", ",", "Elm"]
+    for _ in range(2000):
+        t = rng.choice([" ", "", "\n"]).join(rng.choices(words, k=rng.randint(1, 12)))
+        got = sorted(m.span() for m in features._street_matches(t))
+        assert got == [m.span() for m in features._STREET.finditer(t)], t
+
+
+def test_word_hashes_are_the_crc32_of_the_lower_cased_words(monkeypatch):
+    monkeypatch.setattr(features, "_WORD_HASHES", {})
+    monkeypatch.setattr(features, "_WORD_HASHES_MAX", 5)
+    assert features._word_hashes(["A", "a"]).tolist() == [0xE8B7BE43, 0xE8B7BE43]  # crc32(b"a")
+    # Lower-cased in the body or one by one, the same words (the final sigma of "ΟΔΟΣ"
+    # included): case mappings never look across a space.
+    words = ["Police", "SAID", "O’Brien’s", "ΟΔΟΣ", "ΣΙΣΥΦΟΣ.", "İstanbul", "ǅemal", "日本", "𠮷",
+             "x", "Police", "14-year-old", "U.S", "Straße", "ﬁne"]
+    expected = [zlib.crc32(w) for w in " ".join(words).lower().encode("utf-8").split(b" ")]
+    for _ in range(2):
+        hashes = features._word_hashes(words)
+        assert hashes.dtype == np.uint64 and hashes.flags.writeable
+        assert hashes.tolist() == expected
+        assert len(features._WORD_HASHES) <= 5
+    assert features._word_hashes([]).tolist() == []
 
 
 def _plain_similarity(vec, evec, inc):
