@@ -356,14 +356,16 @@ _CJK_RUNS = re.compile(
 
 # Chinese and Japanese text sets digits and Latin letters in full width ("６．８级",
 # "ＮＨＫ"), often beside a report of the event that does not: as ASCII, "６．８" is the
-# "6.8" of the other (a number they share), not "６" and "８". The ideographic space too.
-_HALF_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+# "6.8" of the other (a number they share), not "６" and "８". The ideographic space too,
+# and Thai digits: "๕๐๐" (an official style) is the 500 of another Thai report.
+_AS_ASCII = ({c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+             | {0x0E50 + n: ord("0") + n for n in range(10)})
 
 
-def fold_width(text: str) -> str:
-    """``text`` with full-width ASCII forms (１２３，：Ａ) and the ideographic space as
-    ASCII."""
-    return text.translate(_HALF_WIDTH)
+def ascii_forms(text: str) -> str:
+    """``text`` with full-width ASCII forms (１２３，：Ａ), the ideographic space and Thai
+    digits (๕๐๐) as ASCII."""
+    return text.translate(_AS_ASCII)
 
 
 def has_cjk(text: str) -> bool:

@@ -24,9 +24,9 @@ import numpy as np
 from newsflow.text import (
     ARCHIVE_PREFIX,
     THAI_MARKS,
+    ascii_forms,
     beyond_ascii,
     cjk_terms,
-    fold_width,
     has_cjk,
     has_spaceless,
     strip_dateline,
@@ -296,12 +296,12 @@ def _tokens(text: str, limit: int = sys.maxsize, cjk: bool | None = None) -> lis
     character is a letter or digit (``str.isalnum``: exactly ``[^\W_]``) is one. Only the
     rest go through the regex. Stops at ``limit`` tokens: the words after them are unused.
     Chinese, Japanese, Korean and Thai words are split into their terms (``cjk_terms``),
-    their full-width digits and letters read as ASCII (``fold_width``); ``cjk``,
-    ``has_spaceless(text)`` if known."""
+    their full-width digits and letters, and Thai digits, read as ASCII (``ascii_forms``);
+    ``cjk``, ``has_spaceless(text)`` if known."""
     if cjk is None:
         cjk = has_spaceless(text)
     if cjk:
-        text = fold_width(text)
+        text = ascii_forms(text)
     # (Counted after the split for CJK: a chunk there is a clause, many terms.)
     chunk_limit = sys.maxsize if cjk else limit
     tokens: list[str] = []

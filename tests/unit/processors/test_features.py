@@ -192,6 +192,9 @@ def test_thai_terms_are_its_words_and_not_bigrams():
     assert {"ข้าว", "หอมมะลิ", "ตลาด", "กรุงเทพฯ", "12"} <= set(feats.tf)
     assert not feats.bigrams  # words: as many terms kept as for English
     assert surface_forms(title, text, ["ข้าว"]) == ["ข้าว"]
+    # Thai digits are the numbers of a report that writes them as 0-9.
+    thai_digits = extract("น้ำท่วมเชียงใหม่ ๕๐๐ ครัวเรือนเดือดร้อน", "บ้านเรือน ๕๐๐ หลังถูกน้ำท่วม")
+    assert "500" in thai_digits.entities & extract("น้ำท่วม 500 ครัวเรือน", "").entities
 
 
 def test_text_without_cjk_characters_is_split_as_before():
