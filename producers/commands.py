@@ -206,7 +206,9 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     from producers.config import parse_opml
     from producers.state import StateStore
 
-    specs = parse_opml(Path(args.file).read_bytes())
+    specs, skipped = parse_opml(Path(args.file).read_bytes())
+    for url in skipped:  # else "imported 2 feed(s)" of 4 would not say what became of 2
+        print(f"{url} left out: only http(s) feed addresses are polled", file=sys.stderr)
     state = StateStore(settings.producer_state_file)
     added = 0
     try:
@@ -220,7 +222,8 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         state.close()
     print(f"imported {added} feed(s) from {args.file}"
-          + (f"; {len(specs) - added} already polled" if added < len(specs) else ""))
+          + (f"; {len(specs) - added} already polled" if added < len(specs) else "")
+          + (f"; {len(skipped)} left out (not http(s))" if skipped else ""))
     return 0
 
 

@@ -94,6 +94,22 @@ def test_a_feed_of_the_feeds_file_stays_the_files_when_imported_or_added(tmp_pat
         state.close()
 
 
+def test_an_import_says_which_feeds_it_left_out_and_why(tmp_path, capsys):
+    """An OPML export may hold relative or feed:// addresses: "imported 1 feed(s)" of
+    three, saying nothing of the other two, reads as if the file held one."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    opml = tmp_path / "subs.opml"
+    opml.write_text('<opml version="2.0"><body>'
+                    '<outline text="A" xmlUrl="https://a.example/feed"/>'
+                    '<outline text="B" xmlUrl="/b/feed.xml"/>'
+                    '<outline text="C" xmlUrl="feed://c.example/rss"/></body></opml>')
+    assert cmd_feeds_import(argparse.Namespace(file=str(opml)), settings) == 0
+    out, err = capsys.readouterr()
+    assert out == f"imported 1 feed(s) from {opml}; 2 left out (not http(s))\n"
+    assert err == ("/b/feed.xml left out: only http(s) feed addresses are polled\n"
+                   "feed://c.example/rss left out: only http(s) feed addresses are polled\n")
+
+
 def test_adding_a_feed_again_changes_only_the_options_given(tmp_path, capsys):
     settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
     url = "https://a.example/feed"
