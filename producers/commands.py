@@ -65,7 +65,11 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
         from newsflow.kafka import Publisher
 
         if not settings.kafka_bootstrap:
-            raise ValueError("publishing needs a broker: set NEWSFLOW_KAFKA_BOOTSTRAP or use --stdout")
+            raise ValueError(
+                "publishing needs a broker: set NEWSFLOW_KAFKA_BOOTSTRAP, start `newsflow run` "
+                f"(found by {settings.runfile}: run this with its NEWSFLOW_DATA_DIR), "
+                "or use --stdout"
+            )
         state = StateStore(settings.producer_state_file)
         try:
             with Publisher(settings, client_id=f"{settings.app_id}-poll") as publisher:

@@ -7,7 +7,13 @@ import argparse
 import pytest
 
 from newsflow.settings import Settings
-from producers.commands import cmd_feeds_add, cmd_feeds_import, cmd_feeds_list, cmd_produce
+from producers.commands import (
+    cmd_feeds_add,
+    cmd_feeds_import,
+    cmd_feeds_list,
+    cmd_poll,
+    cmd_produce,
+)
 from producers.feeds import sync_feeds_file
 from producers.state import StateStore
 
@@ -37,6 +43,17 @@ def test_produce_without_a_broker_says_so_and_stops(tmp_path):
                         kafka_bootstrap=None)
     with pytest.raises(ValueError, match="need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP"):
         cmd_produce(argparse.Namespace(feeds=None, no_pages=False), settings)
+
+
+def test_poll_without_a_broker_names_the_runfile_it_looked_for(tmp_path):
+    """`poll --once` publishes to a running `newsflow run`'s broker, found by its runfile,
+    as replay and tail do: the error said only to set NEWSFLOW_KAFKA_BOOTSTRAP."""
+    settings = Settings(data_dir=tmp_path / "var", kafka_bootstrap=None)
+    args = argparse.Namespace(once=True, stdout=False, no_pages=True,
+                              urls=["https://a.example/feed"])
+    with pytest.raises(ValueError, match="start `newsflow run`") as raised:
+        cmd_poll(args, settings)
+    assert str(settings.runfile) in str(raised.value) and "--stdout" in str(raised.value)
 
 
 def test_feeds_list_without_a_state_file_creates_none(tmp_path, capsys):
