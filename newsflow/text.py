@@ -299,7 +299,9 @@ def derive_title(text: str) -> tuple[str, str]:
     if has_cjk(lead):
         lead = _CJK_SENTENCE_END.split(lead, 1)[0]
     words = lead.split()
-    if len(words) > 12:
+    # Thai sets spaces between phrases, not words: twelve of them ran to 150 characters.
+    thai = has_spaceless(lead) and not has_cjk(lead)
+    if len(words) > 12 and not thai:
         title = " ".join(words[:12]).rstrip(",;:—–- ") + "…"
     elif has_spaceless(lead) and len(lead) > (limit := _title_chars(lead)):
         title = lead[:limit]
