@@ -283,9 +283,9 @@ def derive_title(text: str) -> tuple[str, str]:
 
     A short first line without a sentence-final period (and not a dateline sentence) is
     the title; otherwise the title is the lead's first sentence without its dateline,
-    trimmed to about twelve words, or forty characters of Chinese, Japanese or Thai (then ending
-    in "…": a sentence cut short read as a headline that stops mid-phrase), and the body
-    is the whole text.
+    trimmed to about twelve words, or forty characters of Chinese or Japanese, sixty of
+    Thai (cut between words), then ending in "…" (a sentence cut short read as a headline
+    that stops mid-phrase), and the body is the whole text.
     """
     lines = [ln.strip() for ln in text.replace("\r\n", "\n").split("\n")]
     content = [ln for ln in lines if ln]
@@ -299,7 +299,9 @@ def derive_title(text: str) -> tuple[str, str]:
     if has_cjk(lead):
         lead = _CJK_SENTENCE_END.split(lead, 1)[0]
     words = lead.split()
-    if len(words) > 12:
+    # Thai sets spaces between phrases, not words: twelve of them ran to 150 characters.
+    thai = has_spaceless(lead) and not has_cjk(lead)
+    if len(words) > 12 and not thai:
         title = " ".join(words[:12]).rstrip(",;:—–- ") + "…"
     elif has_spaceless(lead) and len(lead) > (limit := _title_chars(lead)):
         title = lead[:limit]
@@ -308,6 +310,8 @@ def derive_title(text: str) -> tuple[str, str]:
         space = title.rfind(" ")
         if space > limit // 2:
             title = title[:space]
+        elif limit == THAI_TITLE_CHARS:
+            title = _thai_word_prefix(lead, limit)
         title = title.rstrip("，、；：,;: ") + "…"
     else:
         title = lead
@@ -441,6 +445,20 @@ def _thai_segmenter() -> tuple[Callable[[str], list[str]], frozenset[str]]:
         return segment(run, custom_dict=dictionary)  # type: ignore[arg-type]
 
     return split, thai_stopwords()
+
+
+def _thai_word_prefix(text: str, limit: int) -> str:
+    """The start of ``text``, at most ``limit`` characters, that ends between two of its
+    words: cut at a character, "แม่น้ำ" (river) lost its marks as "แม่น" (accurate).
+    Cut at a character still when the words give no end past half the limit."""
+    split, _ = _thai_segmenter()
+    end = 0
+    for word in split(text[: limit + 20]):  # the words up to the limit, and one past it
+        start = text.find(word, end)
+        if start < 0 or start + len(word) > limit:
+            break
+        end = start + len(word)
+    return text[:end] if end > limit // 2 else text[:limit]
 
 
 def thai_words(run: str) -> list[str]:

@@ -65,7 +65,11 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
         from newsflow.kafka import Publisher
 
         if not settings.kafka_bootstrap:
-            raise ValueError("publishing needs a broker: set NEWSFLOW_KAFKA_BOOTSTRAP or use --stdout")
+            raise ValueError(
+                "publishing needs a broker: set NEWSFLOW_KAFKA_BOOTSTRAP, start `newsflow run` "
+                f"(found by {settings.runfile}: run this with its NEWSFLOW_DATA_DIR), "
+                "or use --stdout"
+            )
         state = StateStore(settings.producer_state_file)
         try:
             with Publisher(settings, client_id=f"{settings.app_id}-poll") as publisher:
@@ -206,7 +210,9 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     from producers.config import parse_opml
     from producers.state import StateStore
 
-    specs = parse_opml(Path(args.file).read_bytes())
+    specs, skipped = parse_opml(Path(args.file).read_bytes())
+    for url in skipped:  # else "imported 2 feed(s)" of 4 would not say what became of 2
+        print(f"{url} left out: only http(s) feed addresses are polled", file=sys.stderr)
     state = StateStore(settings.producer_state_file)
     added = 0
     try:
@@ -220,7 +226,8 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         state.close()
     print(f"imported {added} feed(s) from {args.file}"
-          + (f"; {len(specs) - added} already polled" if added < len(specs) else ""))
+          + (f"; {len(specs) - added} already polled" if added < len(specs) else "")
+          + (f"; {len(skipped)} left out (not http(s))" if skipped else ""))
     return 0
 
 

@@ -138,8 +138,9 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
     return specs
 
 
-def parse_opml(data: bytes) -> list[FeedSpec]:
-    """Feeds of an OPML subscription list; folder names become tags."""
+def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
+    """Feeds of an OPML subscription list (folder names become tags), and the feed
+    addresses left out as not http(s) (relative, ``feed://``, ``ftp://``), to report."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, recover=True)
     try:
         root = etree.fromstring(data, parser=parser)
@@ -151,22 +152,24 @@ def parse_opml(data: bytes) -> list[FeedSpec]:
         # An RSS feed or a TOML file given by mistake: say so, not "imported 0 feed(s)".
         raise ConfigError(f"not OPML: its root element is <{etree.QName(root).localname}>")
     specs: list[FeedSpec] = []
+    skipped: list[str] = []
     seen: set[str] = set()
 
     def walk(element: Any, folders: list[str]) -> None:
         for outline in element.findall("outline"):
             url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
             label = outline.get("title") or outline.get("text")
-            if url:
-                if is_http_url(url) and url not in seen:
-                    seen.add(url)
-                    specs.append(FeedSpec(url=url, name=label or None, tags=list(folders)))
-            else:
+            if not url:
                 walk(outline, folders + ([label] if label else []))
+            elif not is_http_url(url):
+                skipped.append(url)
+            elif url not in seen:
+                seen.add(url)
+                specs.append(FeedSpec(url=url, name=label or None, tags=list(folders)))
 
     body = root.find("body")
     walk(body if body is not None else root, [])
-    return specs
+    return specs, skipped
 
 
 # Link types that name a feed, and generic ones a feed is sometimes advertised with. The

@@ -550,6 +550,16 @@ def extract_article_timed(
         return _extract_article(html, url, content_type), time.perf_counter() - started
 
 
+def declared_language(tree: Any) -> str | None:
+    """The language the page declares on its root (``<html lang="de">``), as written.
+    trafilatura's metadata gives none: without it, the articles of a feed that names no
+    language had none."""
+    declared = tree.get("lang") or tree.get("{http://www.w3.org/XML/1998/namespace}lang")
+    if not isinstance(declared, str):
+        return None
+    return declared.strip()[:35] or None  # (a language tag is short; a page may write anything)
+
+
 def _extract_article(html: bytes | str, url: str | None, content_type: str) -> Extracted | None:
     try:
         tree = load_html(decode_page(html, content_type) if isinstance(html, bytes) else html)
@@ -587,7 +597,8 @@ def _extract_article(html: bytes | str, url: str | None, content_type: str) -> E
         text=text,
         author=(getattr(doc, "author", None) or None) if doc is not None else None,
         published=_date(getattr(doc, "date", None)) if doc is not None else None,
-        language=(getattr(doc, "language", None) or None) if doc is not None else None,
+        language=((getattr(doc, "language", None) if doc is not None else None)
+                  or declared_language(tree)),
         site_name=((getattr(doc, "sitename", None) if doc is not None else None)
                    or (meta.site_names[0] if meta.site_names else None)),
         canonical_url=(getattr(doc, "url", None) or None) if doc is not None else None,

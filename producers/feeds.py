@@ -39,6 +39,7 @@ from newsflow.kafka import MessageTooLargeError
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, truncate_text
 from newsflow.settings import Settings
+from newsflow.text import derive_title
 from producers.config import ConfigError, FeedSpec, load_feeds_file
 from producers.extract import CacheJanitor, Extracted, extract_article_timed
 from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
@@ -529,11 +530,17 @@ def build_article(
     if feed_title:
         meta["feed_title"] = feed_title[:300]
     title = entry.title or (extracted.title if extracted else "")
+    # RSS requires only a title or a description: with neither headline, cut one from
+    # the lead, as replay does, rather than list an incident with an empty title.
+    title_derived = not title and bool(text.strip())
+    if title_derived:
+        title = derive_title(text)[0]
     return RawArticle(
         id=article_key(canonical, f"{title}\n{text}"),
         url=entry.link,
         canonical_url=canonical,
         title=title,
+        title_derived=title_derived,
         text=text,
         published=entry.published or (extracted.published if extracted else None),
         source=feed_name or outlet_from_host(host) or None,

@@ -476,7 +476,7 @@ class Handler(BaseHTTPRequestHandler):
     def _window(self, query: dict[str, str]) -> tuple[float, str | None]:
         hours = _number(query, "hours", DEFAULT_HOURS)
         if not 0 < hours <= 24 * 365:
-            raise BadRequest("hours must be between 0 and 8760")
+            raise BadRequest("hours must be over 0 and at most 8760")
         return hours, (query.get("source") or None)
 
     def _incident(self, raw_id: str, *, api: bool) -> None:

@@ -315,6 +315,8 @@ def test_a_stored_row_that_cannot_be_read_is_our_fault_not_the_requests(
         ("api/incidents?limit=inf", "limit must be a finite number"),
         ("api/incidents?limit=2.5", "limit must be a whole number, 1 or more, not '2.5'"),
         ("api/incidents?hours=nan", "hours must be a finite number"),
+        # "between 0 and 8760" read as if 0 were allowed
+        ("api/incidents?hours=0", "hours must be over 0 and at most 8760"),
     ):
         status, _, body = get(server.url + address)
         assert (status, json.loads(body)["error"]) == (400, "bad request: " + message), address

@@ -140,8 +140,18 @@ def test_a_chinese_or_japanese_lead_is_no_title_and_gives_its_first_sentence_cut
             "เจ้าหน้าที่เร่งอพยพผู้สูงอายุและเด็กออกจากพื้นที่")
     title, body = derive_title(lead)
     assert title == "ฝนที่ตกหนักต่อเนื่องมาสองวันทำให้แม่น้ำปิงล้นตลิ่ง…" and body == lead
+    # A lead of more than twelve phrases too: twelve were the title, 150 characters here.
+    lead = ("สำนักงานส่งเสริมอุตสาหกรรมซอฟต์แวร์แห่งชาติ หรือ SIPA ร่วมกับ MamboHub.com "
+            "ขอเรียนเชิญทุกท่านที่สนใจส่ง Template เข้าร่วมการประกวด “Mambo Template Contest” "
+            "ด้วย Mambo 4.5.X สำหรับใช้จริงในเว็บไซต์")
+    title, body = derive_title(lead)
+    assert title == "สำนักงานส่งเสริมอุตสาหกรรมซอฟต์แวร์แห่งชาติ หรือ SIPA…" and body == lead
+    # Without a space, at the end of a word: at the 60th character, "ต่อเนื่อง" lost
+    # its tone mark ("ต"), "แม่น้ำ" (river) its marks ("แม่น", accurate).
     title, _ = derive_title("ฝนตกหนักต่อเนื่อง" * 10)
-    assert len(title) == 61 and title.endswith("…")
+    assert title == "ฝนตกหนักต่อเนื่อง" * 3 + "ฝนตกหนัก…"
+    title, _ = derive_title("เกิดน้ำท่วมหนักในจังหวัดเชียงใหม่หลังฝนตกต่อเนื่องสามวันแม่น้ำปิงล้นตลิ่ง")
+    assert title == "เกิดน้ำท่วมหนักในจังหวัดเชียงใหม่หลังฝนตกต่อเนื่องสามวัน…"
 
 
 def test_empty_text():

@@ -7,7 +7,13 @@ import argparse
 import pytest
 
 from newsflow.settings import Settings
-from producers.commands import cmd_feeds_add, cmd_feeds_import, cmd_feeds_list, cmd_produce
+from producers.commands import (
+    cmd_feeds_add,
+    cmd_feeds_import,
+    cmd_feeds_list,
+    cmd_poll,
+    cmd_produce,
+)
 from producers.feeds import sync_feeds_file
 from producers.state import StateStore
 
@@ -37,6 +43,17 @@ def test_produce_without_a_broker_says_so_and_stops(tmp_path):
                         kafka_bootstrap=None)
     with pytest.raises(ValueError, match="need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP"):
         cmd_produce(argparse.Namespace(feeds=None, no_pages=False), settings)
+
+
+def test_poll_without_a_broker_names_the_runfile_it_looked_for(tmp_path):
+    """`poll --once` publishes to a running `newsflow run`'s broker, found by its runfile,
+    as replay and tail do: the error said only to set NEWSFLOW_KAFKA_BOOTSTRAP."""
+    settings = Settings(data_dir=tmp_path / "var", kafka_bootstrap=None)
+    args = argparse.Namespace(once=True, stdout=False, no_pages=True,
+                              urls=["https://a.example/feed"])
+    with pytest.raises(ValueError, match="start `newsflow run`") as raised:
+        cmd_poll(args, settings)
+    assert str(settings.runfile) in str(raised.value) and "--stdout" in str(raised.value)
 
 
 def test_feeds_list_without_a_state_file_creates_none(tmp_path, capsys):
@@ -92,6 +109,22 @@ def test_a_feed_of_the_feeds_file_stays_the_files_when_imported_or_added(tmp_pat
         assert (row.origin, row.name, row.active, row.min_interval_s) == ("cli", "Mine", True, None)
     finally:
         state.close()
+
+
+def test_an_import_says_which_feeds_it_left_out_and_why(tmp_path, capsys):
+    """An OPML export may hold relative or feed:// addresses: "imported 1 feed(s)" of
+    three, saying nothing of the other two, reads as if the file held one."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    opml = tmp_path / "subs.opml"
+    opml.write_text('<opml version="2.0"><body>'
+                    '<outline text="A" xmlUrl="https://a.example/feed"/>'
+                    '<outline text="B" xmlUrl="/b/feed.xml"/>'
+                    '<outline text="C" xmlUrl="feed://c.example/rss"/></body></opml>')
+    assert cmd_feeds_import(argparse.Namespace(file=str(opml)), settings) == 0
+    out, err = capsys.readouterr()
+    assert out == f"imported 1 feed(s) from {opml}; 2 left out (not http(s))\n"
+    assert err == ("/b/feed.xml left out: only http(s) feed addresses are polled\n"
+                   "feed://c.example/rss left out: only http(s) feed addresses are polled\n")
 
 
 def test_adding_a_feed_again_changes_only_the_options_given(tmp_path, capsys):

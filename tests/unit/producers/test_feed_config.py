@@ -102,7 +102,8 @@ def test_opml_import_with_folders():
       <outline type="rss" text="Top" xmlUrl="https://top.example/rss"/>
       <outline type="rss" text="Bad" xmlUrl="ftp://nope.example/rss"/>
     </body></opml>"""
-    specs = parse_opml(opml)
+    specs, skipped = parse_opml(opml)
+    assert skipped == ["ftp://nope.example/rss"]
     assert [(s.url, s.name, s.tags) for s in specs] == [
         ("https://feeds.bbci.co.uk/news/world/rss.xml", "BBC", ["World"]),
         ("https://www.theguardian.com/world/rss", "The Guardian", ["World"]),

@@ -74,6 +74,17 @@ def title_of(html: bytes, url: str = "https://news.example/a") -> str:
     return got.title
 
 
+def test_the_language_a_page_declares_is_the_articles():
+    """trafilatura gives no language: an article's was the feed's, or none at all."""
+    body = "<p>" + "Ein Lagerhaus in Köln ist in der Nacht ausgebrannt, sagte die Feuerwehr. " * 4
+    page = (f"<html lang='de-DE'><head><title>Brand</title></head><body><article>"
+            f"<h1>Brand</h1>{body}</p></article></body></html>")
+    extracted = extract_article(page.encode(), "https://news.example/brand")
+    assert extracted is not None and extracted.language == "de-DE"
+    undeclared = extract_article(page.replace(" lang='de-DE'", "").encode(), "https://news.example/b")
+    assert undeclared is not None and undeclared.language is None
+
+
 def test_title_is_the_declared_title_the_page_shows():
     # Search headline in ld+json, social headline in og:title: the <h1> decides.
     head = ld("Search headline about the budget vote") + (

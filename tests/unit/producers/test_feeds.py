@@ -104,6 +104,21 @@ def test_ordinary_text_is_kept_whole_and_nothing_is_recorded():
     assert "text_truncated" not in article.fetch and "text_chars" not in article.fetch
 
 
+def test_an_entry_without_a_title_is_titled_from_its_lead():
+    """RSS lets an item have a description and no title: without a page headline either,
+    the title is cut from the lead (and says so), not left empty for every listing."""
+    summary = "Firefighters battled a blaze at the central market overnight. Nobody was hurt."
+    article = build_article(
+        entry(title="", summary=summary), feed_url="https://news.example/feed",
+        feed_name=None, feed_title=None, page=None,
+    )
+    assert article.title == "Firefighters battled a blaze at the central market overnight"
+    assert article.title_derived and article.text == summary
+    titled = build_article(entry(), feed_url="https://news.example/feed", feed_name=None,
+                           feed_title=None, page=None)
+    assert titled.title == "A story" and not titled.title_derived
+
+
 # -- delivery ---------------------------------------------------------------------
 
 
