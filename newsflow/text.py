@@ -13,7 +13,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 # "Leave a Reply" widgets and similar calls to action, also when the scraper glued them to
 # the end of the last sentence ("...from Hezbollah.Leave a Reply").
@@ -570,6 +570,27 @@ def page_host(url: str | None) -> str:
         return (urlsplit(url if "://" in url else "http://" + url).hostname or "").lower()
     except ValueError:
         return ""
+
+
+_PAGE_SUFFIX = re.compile(r"\.(?:s?html?|php|aspx?|jsp|cms)$", re.IGNORECASE)
+# (Split at separators rather than taking runs of letters: Thai marks are not letters.)
+_SLUG_SEPARATORS = re.compile(r"[\s\-_+.,;:!?~'\"()\[\]]+")
+
+
+def title_from_url(url: str) -> str:
+    """A headline from a page's address, for an entry with neither title nor text: the
+    words of its last path segment that has two or more words with letters
+    (".../2024/05/flood-hits-chiang-mai.html" -> "flood hits chiang mai"), else the
+    address itself, without its scheme."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return url.strip()
+    for segment in reversed([s for s in parts.path.split("/") if s]):
+        words = [w for w in _SLUG_SEPARATORS.split(_PAGE_SUFFIX.sub("", unquote(segment))) if w]
+        if sum(1 for word in words if not word.isdigit()) >= 2:
+            return " ".join(words)
+    return url.strip().split("://", 1)[-1]
 
 
 def clean_title(title: str, site_names: list[str | None], url: str | None = None) -> str:

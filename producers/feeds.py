@@ -39,7 +39,7 @@ from newsflow.kafka import MessageTooLargeError
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, truncate_text
 from newsflow.settings import Settings
-from newsflow.text import derive_title
+from newsflow.text import derive_title, title_from_url
 from producers.config import ConfigError, FeedSpec, load_feeds_file
 from producers.extract import CacheJanitor, Extracted, extract_article_timed
 from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
@@ -532,9 +532,10 @@ def build_article(
     title = entry.title or (extracted.title if extracted else "")
     # RSS requires only a title or a description: with neither headline, cut one from
     # the lead, as replay does, rather than list an incident with an empty title.
-    title_derived = not title and bool(text.strip())
+    title_derived = not title and bool(text.strip() or entry.link)
     if title_derived:
-        title = derive_title(text)[0]
+        # (Only a link, its page failed for good: its address is all there is to go by.)
+        title = derive_title(text)[0] if text.strip() else title_from_url(entry.link or "")
     return RawArticle(
         id=article_key(canonical, f"{title}\n{text}"),
         url=entry.link,

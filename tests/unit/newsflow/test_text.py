@@ -15,6 +15,7 @@ from newsflow.text import (
     has_cjk,
     has_spaceless,
     strip_site_suffix,
+    title_from_url,
 )
 
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
@@ -342,3 +343,13 @@ def test_a_long_text_is_told_cjk_by_its_characters_beyond_ascii():
 def test_beyond_ascii_keeps_the_other_characters_in_order():
     assert beyond_ascii("Zürich’s “mayor” 日本 𠮷 x\ud800y\x7f") == "ü’“”日本𠮷\ud800"
     assert beyond_ascii("plain ASCII") == "" and beyond_ascii("") == ""
+
+
+def test_a_title_is_read_from_an_address_when_nothing_else_gives_one():
+    assert title_from_url("https://news.example/2024/05/flood-hits-chiang-mai.html") == \
+        "flood hits chiang mai"
+    assert title_from_url("https://news.example/news/flood_hits_town/12345/") == "flood hits town"
+    thai = "https://th.example/ข่าว/%E0%B8%99%E0%B9%89%E0%B8%B3-%E0%B8%97%E0%B9%88%E0%B8%A7%E0%B8%A1"
+    assert title_from_url(thai) == "น้ำ ท่วม"
+    # No words in its path: the address itself.
+    assert title_from_url("https://news.example/story?id=42") == "news.example/story?id=42"

@@ -117,6 +117,11 @@ def test_an_entry_without_a_title_is_titled_from_its_lead():
     titled = build_article(entry(), feed_url="https://news.example/feed", feed_name=None,
                            feed_title=None, page=None)
     assert titled.title == "A story" and not titled.title_derived
+    # A link alone (its page failed for good): the title is read from the address.
+    bare = build_article(
+        entry(title="", summary="", link="https://news.example/2024/05/flood-hits-chiang-mai.html"),
+        feed_url="https://news.example/feed", feed_name=None, feed_title=None, page=None)
+    assert bare.title == "flood hits chiang mai" and bare.title_derived
 
 
 # -- delivery ---------------------------------------------------------------------
