@@ -320,7 +320,7 @@ def derive_title(text: str) -> tuple[str, str]:
 
 # -- scripts written without spaces ----------------------------------------------------
 # The scripts whose words a split at spaces does not find, as regex character-class
-# ranges: the clusterer (``cjk_terms``) and search (``sinks.rows.search_form``) both read
+# ranges: the clusterer (``spaceless_terms``) and search (``sinks.rows.search_form``) both read
 # them from here. Han ideographs (with 々 〆 〇), Katakana (full and half width, not its
 # middle dot), Hiragana, Hangul syllables and the jamo, Thai.
 HAN = "\u3005-\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
@@ -353,7 +353,7 @@ _CJK = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}]")
 # PyThaiNLP's maximal matching over its dictionary ("newmm"), its function words left out.
 _SPACELESS = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}{THAI}]")
 _ASCII_BYTES = bytes(range(128))
-_CJK_RUNS = re.compile(
+_SPACELESS_RUNS = re.compile(
     f"([{_BIGRAMMED}]+)|([{HANGUL}]+)|[{HIRAGANA}]+|([{THAI}]+)"
     f"|([^{_BIGRAMMED}{HIRAGANA}{HANGUL}{THAI}]+)")
 
@@ -373,7 +373,7 @@ def ascii_forms(text: str) -> str:
 
 
 def has_cjk(text: str) -> bool:
-    """Whether ``text`` holds Chinese, Japanese or Korean characters (``cjk_terms``
+    """Whether ``text`` holds Chinese, Japanese or Korean characters (``spaceless_terms``
     splits them into bigrams). Cheap for the common case: ASCII text is looked at once."""
     return _holds(_CJK, text)
 
@@ -398,7 +398,7 @@ def beyond_ascii(text: str) -> str:
 
 def has_spaceless(text: str) -> bool:
     """Whether ``text`` holds Chinese, Japanese, Korean or Thai characters: words that a
-    split at spaces does not find, and ``cjk_terms`` does."""
+    split at spaces does not find, and ``spaceless_terms`` does."""
     return _holds(_SPACELESS, text)
 
 
@@ -468,14 +468,14 @@ def thai_words(run: str) -> list[str]:
     return [word for word in split(run) if word not in function_words]
 
 
-def cjk_terms(word: str) -> list[str]:
+def spaceless_terms(word: str) -> list[str]:
     """The terms of one word (a run of letters and digits, no spaces) as written: runs of
     Han or Katakana, and of Hangul, as overlapping character bigrams (a one-character run
     as itself), Hiragana left out, anything else (Latin, digits) as it stands:
     "四川5日发生地震" -> 四川 5 日发 发生 生地 地震; "東京で火事" -> 東京 火事;
     "서울에서" -> 서울 울에 에서; "iPhone" -> iPhone. Thai as its words (``thai_words``)."""
     terms: list[str] = []
-    for run in _CJK_RUNS.finditer(word):
+    for run in _SPACELESS_RUNS.finditer(word):
         other = run.group(4)
         if other is not None:
             terms.append(other)

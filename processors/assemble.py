@@ -22,7 +22,7 @@ from newsflow.schemas import (
     IncidentVersion,
     RawArticle,
 )
-from newsflow.text import THAI_MARKS, cjk_terms, has_spaceless
+from newsflow.text import THAI_MARKS, has_spaceless, spaceless_terms
 from processors.features import STOPWORDS, stem
 
 
@@ -84,7 +84,7 @@ def headline_words(title: str) -> frozenset[str]:
     Japanese and Korean ones as its character bigrams, Thai ones as its words)."""
     if has_spaceless(title):
         words = [term for word in _SPACELESS_WORD.findall(title.lower())
-                 for term in cjk_terms(word) if len(term) > 1]
+                 for term in spaceless_terms(word) if len(term) > 1]
     else:
         words = _WORD.findall(title.lower())
     return frozenset(stem(w) for w in words if w not in STOPWORDS)

@@ -159,8 +159,10 @@ class ClusterConfig:
     # behind one article of today held all 3,160 articles and scored 0.9448/0.8547 online
     # instead of 0.9491/0.8794 (with this, as without the seed; so at 1 too, while 20 and
     # 100 gave 0.9490/0.8784). Likewise after one article dated years ahead (a feed's
-    # typo), which stopped all eviction. A straggler or a few in a live stream leave it
-    # where it is; going back never evicts more than the newest article's window did.
+    # typo), which stopped all eviction; its jump still empties the window, as one
+    # article cannot be told from a sparse stream's real gap of weeks (gva-dev has 15).
+    # A straggler or a few in a live stream leave it where it is; going back never evicts
+    # more than the newest article's window did.
     follow_behind: int = 5
     max_articles: int = 500_000  # hard caps, for streams without dates
     max_incidents: int = 20_000  # dormant summaries beyond this go, oldest first (~14 KB each)

@@ -26,9 +26,9 @@ from newsflow.text import (
     THAI_MARKS,
     ascii_forms,
     beyond_ascii,
-    cjk_terms,
     has_cjk,
     has_spaceless,
+    spaceless_terms,
     strip_dateline,
 )
 from processors.language import detect, function_words
@@ -73,7 +73,7 @@ ENTITY_BOOST: Final = 0.5
 # A letter or digit, or a combining mark: a vowel sign of Hindi, Bengali or Tamil ("की" is
 # क and ी) is part of its word, and ``[^\W_]`` (``str.isalnum``) has no marks; "की" was
 # "क". (Marks of the scripts U+0300 to U+0DFF, Latin to Sinhala, written with spaces, and
-# Thai's, whose runs ``cjk_terms`` cuts into words: without them "ข้าว" was ข and าว.)
+# Thai's, whose runs ``spaceless_terms`` cuts into words: without them "ข้าว" was ข and าว.)
 _MARKS: Final = "".join(chr(c) for c in range(0x300, 0xE00)
                         if unicodedata.category(chr(c)) in ("Mn", "Mc")) + THAI_MARKS
 _LETTER: Final = rf"(?:[^\W_]|[{_MARKS}])"
@@ -290,20 +290,20 @@ def _counts(items: list[str]) -> dict[str, int]:
     return counts
 
 
-def _tokens(text: str, limit: int = sys.maxsize, cjk: bool | None = None) -> list[str]:
+def _tokens(text: str, limit: int = sys.maxsize, spaceless: bool | None = None) -> list[str]:
     r"""``_TOKEN.findall(text)[:limit]``, faster. A token never spans whitespace, and most
     whitespace-separated chunks are one token, bare or in punctuation: a chunk whose every
     character is a letter or digit (``str.isalnum``: exactly ``[^\W_]``) is one. Only the
     rest go through the regex. Stops at ``limit`` tokens: the words after them are unused.
-    Chinese, Japanese, Korean and Thai words are split into their terms (``cjk_terms``),
+    Chinese, Japanese, Korean and Thai words are split into their terms (``spaceless_terms``),
     their full-width digits and letters, and Thai digits, read as ASCII (``ascii_forms``);
-    ``cjk``, ``has_spaceless(text)`` if known."""
-    if cjk is None:
-        cjk = has_spaceless(text)
-    if cjk:
+    ``spaceless``: ``has_spaceless(text)``, if known."""
+    if spaceless is None:
+        spaceless = has_spaceless(text)
+    if spaceless:
         text = ascii_forms(text)
     # (Counted after the split for CJK: a chunk there is a clause, many terms.)
-    chunk_limit = sys.maxsize if cjk else limit
+    chunk_limit = sys.maxsize if spaceless else limit
     tokens: list[str] = []
     for chunk in text.split():
         if len(tokens) >= chunk_limit:
@@ -316,8 +316,8 @@ def _tokens(text: str, limit: int = sys.maxsize, cjk: bool | None = None) -> lis
             tokens.append(core)
         elif core:
             tokens.extend(_TOKEN.findall(core))  # "and/or", "a--b", "ﬁne?"
-    if cjk:
-        tokens = _cjk_split(tokens)
+    if spaceless:
+        tokens = _spaceless_split(tokens)
     if len(tokens) > limit:
         del tokens[limit:]
     return tokens
@@ -336,8 +336,8 @@ def _is_joined_word(chunk: str) -> bool:
     return True
 
 
-def _cjk_split(tokens: list[str]) -> list[str]:
-    return [term for tok in tokens for term in cjk_terms(tok)]
+def _spaceless_split(tokens: list[str]) -> list[str]:
+    return [term for tok in tokens for term in spaceless_terms(tok)]
 
 
 def _token_info(tok: str) -> TokenInfo | None:
@@ -439,7 +439,7 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     by_term: dict[str, str] = {}
     terms_missing = {t for t in terms if " " not in t}
     body = text[:MAX_BODY_CHARS]
-    tokens = [*_tokens(body, MAX_BODY_WORDS), *_tokens(title, cjk=has_spaceless(title))]
+    tokens = [*_tokens(body, MAX_BODY_WORDS), *_tokens(title, spaceless=has_spaceless(title))]
     # An article not in English is compared without elisions ("l'incendie" as "incendie",
     # see ``extract``): the word after one is a spelling of its term too.
     for tok in [word for raw in tokens for word in dict.fromkeys((raw, _elided(raw)))]:
@@ -536,10 +536,10 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
 
     head = text[:MAX_BODY_CHARS]
     body = strip_dateline(head) if head else ""
-    cjk_title = has_spaceless(title)
-    cjk_body = has_spaceless(body)
-    toks = _tokens(body, MAX_BODY_WORDS, cjk_body)
-    title_tokens = _tokens(title, cjk=cjk_title)
+    spaceless_title = has_spaceless(title)
+    spaceless_body = has_spaceless(body)
+    toks = _tokens(body, MAX_BODY_WORDS, spaceless_body)
+    title_tokens = _tokens(title, spaceless=spaceless_title)
     counts: dict[str, int] = Counter(toks)  # typed as a dict: compiled, faster to walk
 
     # Another language's function words, left out as English ones are (STOPWORDS).
@@ -650,5 +650,5 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         dates=named,
         follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
         # (Thai is split into words, not bigrams.)
-        bigrams=(cjk_title and has_cjk(title)) or (cjk_body and has_cjk(body)),
+        bigrams=(spaceless_title and has_cjk(title)) or (spaceless_body and has_cjk(body)),
     )

@@ -8,12 +8,12 @@ from pathlib import Path
 from newsflow.text import (
     ThaiDictionary,
     beyond_ascii,
-    cjk_terms,
     clean_text,
     clean_title,
     derive_title,
     has_cjk,
     has_spaceless,
+    spaceless_terms,
     strip_site_suffix,
     title_from_url,
 )
@@ -261,27 +261,27 @@ def test_time_stamps_glued_to_the_headline_are_removed_with_it():
 
 
 def test_chinese_and_japanese_runs_are_split_into_overlapping_character_bigrams():
-    assert cjk_terms("四川发生地震") == ["四川", "川发", "发生", "生地", "地震"]
-    assert cjk_terms("ロシア軍") == ["ロシ", "シア", "ア軍"]  # Katakana and Han: one run
-    assert cjk_terms("人々") == ["人々"]  # the iteration mark belongs to its word
+    assert spaceless_terms("四川发生地震") == ["四川", "川发", "发生", "生地", "地震"]
+    assert spaceless_terms("ロシア軍") == ["ロシ", "シア", "ア軍"]  # Katakana and Han: one run
+    assert spaceless_terms("人々") == ["人々"]  # the iteration mark belongs to its word
     # A rare ideograph beyond the first plane (𠮷, of the chain 𠮷野家) as any other, as
     # search has it (the same ranges: the clusterer kept "𠮷野家" whole).
-    assert cjk_terms("𠮷野家") == ["𠮷野", "野家"]
+    assert spaceless_terms("𠮷野家") == ["𠮷野", "野家"]
 
 
 def test_hiragana_separates_japanese_words_and_a_lone_character_stays_a_unigram():
-    assert cjk_terms("東京で火事が起きた") == ["東京", "火事", "起"]
+    assert spaceless_terms("東京で火事が起きた") == ["東京", "火事", "起"]
 
 
 def test_korean_words_share_their_noun_despite_the_particles_glued_to_them():
-    assert cjk_terms("서울에서") == ["서울", "울에", "에서"]
-    assert cjk_terms("서울시는") == ["서울", "울시", "시는"]
+    assert spaceless_terms("서울에서") == ["서울", "울에", "에서"]
+    assert spaceless_terms("서울시는") == ["서울", "울시", "시는"]
 
 
 def test_numbers_and_latin_words_inside_cjk_text_stay_whole():
-    assert cjk_terms("据CNN报道") == ["据", "CNN", "报道"]
-    assert cjk_terms("四川5日发生6.1级地震") == ["四川", "5", "日发", "发生", "6.1", "级地", "地震"]
-    assert cjk_terms("iPhone") == ["iPhone"]
+    assert spaceless_terms("据CNN报道") == ["据", "CNN", "报道"]
+    assert spaceless_terms("四川5日发生6.1级地震") == ["四川", "5", "日发", "发生", "6.1", "级地", "地震"]
+    assert spaceless_terms("iPhone") == ["iPhone"]
 
 
 def test_only_text_with_cjk_characters_is_split():
@@ -291,9 +291,9 @@ def test_only_text_with_cjk_characters_is_split():
 
 def test_thai_is_split_into_its_words_without_its_function_words():
     # ใน (in) is a function word; the marks above and below stay with their letters.
-    assert cjk_terms("น้ำท่วมหนักในจังหวัดเชียงใหม่") == ["น้ำท่วม", "หนัก", "จังหวัด", "เชียงใหม่"]
-    assert cjk_terms("ข้าว") == ["ข้าว"]  # rice; not ข and าว
-    assert cjk_terms("น้ำท่วม500ครัวเรือน") == ["น้ำท่วม", "500", "ครัวเรือน"]
+    assert spaceless_terms("น้ำท่วมหนักในจังหวัดเชียงใหม่") == ["น้ำท่วม", "หนัก", "จังหวัด", "เชียงใหม่"]
+    assert spaceless_terms("ข้าว") == ["ข้าว"]  # rice; not ข and าว
+    assert spaceless_terms("น้ำท่วม500ครัวเรือน") == ["น้ำท่วม", "500", "ครัวเรือน"]
     assert has_spaceless("ข้าว") and has_spaceless("泸定县") and not has_cjk("ข้าว")
     assert not has_spaceless("Zürich’s mayor — «non»")
 
@@ -304,8 +304,8 @@ def test_splitting_thai_writes_nothing_to_the_home_directory(tmp_path):
     root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(root)}
     env.pop("PYTHAINLP_READ_ONLY", None)
-    done = subprocess.run([sys.executable, "-c", "from newsflow.text import cjk_terms; "
-                           "print(cjk_terms('จังหวัดเชียงใหม่'))"],
+    done = subprocess.run([sys.executable, "-c", "from newsflow.text import spaceless_terms; "
+                           "print(spaceless_terms('จังหวัดเชียงใหม่'))"],
                           env=env, capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "['จังหวัด', 'เชียงใหม่']"
     assert list(tmp_path.iterdir()) == []

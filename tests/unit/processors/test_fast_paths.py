@@ -53,7 +53,7 @@ def test_tokens_match_the_token_regex():
              "（新华社）四川5日发生6.1级地震，“震感强烈”。 東京で火事 서울에서 iPhone"]
     for t in texts:
         # Chinese, Japanese and Korean words split into their terms.
-        expected = [term for tok in features._TOKEN.findall(t) for term in text.cjk_terms(tok)]
+        expected = [term for tok in features._TOKEN.findall(t) for term in text.spaceless_terms(tok)]
         assert features._tokens(t) == expected, t
         for limit in (0, 1, 2, 5, len(expected), len(expected) + 1):
             assert features._tokens(t, limit) == expected[:limit], (t, limit)
@@ -63,7 +63,7 @@ def test_tokens_match_the_token_regex():
 
 def test_a_headline_is_tokenised_as_a_body():
     # Full-width forms folded, Chinese split into bigrams, "6.1" whole.
-    assert features._tokens("ＮＨＫ：四川地震 6.1级", cjk=True) == [
+    assert features._tokens("ＮＨＫ：四川地震 6.1级", spaceless=True) == [
         "NHK", "四川", "川地", "地震", "6.1", "级"]
     assert features._tokens("Man, 24, shot in al-Assad’s U.S. home") == [
         "Man", "24", "shot", "in", "al-Assad’s", "U.S", "home"]
