@@ -160,7 +160,9 @@ class ClusterConfig:
     # instead of 0.9491/0.8794 (with this, as without the seed; so at 1 too, while 20 and
     # 100 gave 0.9490/0.8784). Likewise after one article dated years ahead (a feed's
     # typo), which stopped all eviction; its jump still empties the window, as one
-    # article cannot be told from a sparse stream's real gap of weeks (gva-dev has 15).
+    # article cannot be told from a sparse stream's real gap of weeks (gva-dev has 15),
+    # but it forgets no incident: they are forgotten by the earliest of the clock's last
+    # this many times (an incident idle too long is no candidate meanwhile).
     # A straggler or a few in a live stream leave it where it is; going back never evicts
     # more than the newest article's window did.
     follow_behind: int = 5
@@ -365,6 +367,10 @@ class IncidentClusterer:
         # Articles in a row published before the window, and the latest of them.
         self._behind = 0
         self._behind_latest = 0.0
+        # The last times the clock moved to: incidents are forgotten by the earliest, so
+        # one article dated years ahead (a typo) cannot forget the years of stories
+        # between at once, for good, while a stream that really moved on soon confirms it.
+        self._moves: deque[float] = deque(maxlen=max(1, self.config.follow_behind))
         self._dated: list[tuple[float, int, str]] = []  # held articles, heap by time
         self._undated: deque[str] = deque()  # held undated articles, arrival order
         # Incidents without articles, with their last time (it cannot change while they
@@ -637,6 +643,19 @@ class IncidentClusterer:
                 shared[inc_id] = shared.get(inc_id, 0) + 1
         return [inc_id for inc_id, n in shared.items() if n >= cfg.name_candidates]
 
+    def _unexpired(self, candidates: list[str], cutoff: float) -> list[str]:
+        """``candidates`` without dormant incidents idle since before ``cutoff``: those the
+        clock has not forgotten yet, as it waits for a few articles to confirm a jump."""
+        dormant = self._dormant
+        kept = []
+        for inc_id in candidates:
+            if inc_id in dormant:
+                last = dormant[inc_id]
+                if last is not None and last < cutoff:
+                    continue
+            kept.append(inc_id)
+        return kept
+
     def _similarity(self, vec: dict[str, float], evec: dict[str, float], ts: float | None,
                     feats: Features, inc: _Incident, members: bool = True,
                     referenced: tuple[tuple[float, float], ...] = (),
@@ -797,6 +816,8 @@ class IncidentClusterer:
                       if len(vec) >= cfg.min_terms else [])
         if cfg.name_candidates and len(vec) >= cfg.min_terms:
             candidates += self._named_candidates(feats.names, candidates)
+        if ts is not None and candidates:
+            candidates = self._unexpired(candidates, ts - cfg.incident_days * _DAY)
         scored: list[tuple[float, int, str, Similarity]] = []
         columns = _columns(vec)
         ecolumns = _columns(evec)
@@ -1086,10 +1107,11 @@ class IncidentClusterer:
             ts = self._behind_latest  # the stream has gone back in time: follow it
         self._behind = 0
         self._clock = ts
+        self._moves.append(ts)
         cutoff = ts - self.config.window_days * _DAY
         if self._dated and self._dated[0][0] < cutoff:
             self._evict_before(cutoff)
-            self._evict_incidents(ts - self.config.incident_days * _DAY)
+        self._evict_incidents(min(self._moves) - self.config.incident_days * _DAY)
 
     def _evict_before(self, cutoff: float) -> int:
         dropped = 0

@@ -287,6 +287,26 @@ def test_an_archive_replayed_behind_a_newer_article_is_evicted_by_its_own_time()
     assert len(c) <= 3 * 3 + 1
 
 
+def test_one_article_dated_years_ahead_forgets_no_incident():
+    # An archive replay with one date typed years ahead: the jump empties the window (one
+    # article cannot be told from a real gap), but the stories it held stay as summaries,
+    # so the next report of one still joins it.
+    c = IncidentClusterer()
+    first = c.add(art("fire-1", FIRE_1))
+    c.add(art("budget", BUDGET, hours=1))
+    c.add(art("typo", QUAKE, hours=24 * 365 * 80))
+    assert len(c) == 1  # the window followed the typo
+    later = c.add(art("fire-2", FIRE_2, hours=2))
+    assert later.incident_id == first.incident_id
+    assert c.incident_count == 3
+    # A stream that really moves on forgets them once a few articles confirm its time.
+    c = IncidentClusterer(ClusterConfig(window_days=2, incident_days=4))
+    c.add(art("fire-1", FIRE_1))
+    for k in range(ClusterConfig().follow_behind + 1):
+        c.add(art(f"later-{k}", QUAKE, hours=24 * 365 + k))
+    assert not c.knows_incident("inc-fire-1")
+
+
 def test_redelivery_is_idempotent():
     c = IncidentClusterer()
     first = c.add(art("fire-1", FIRE_1))
