@@ -85,6 +85,7 @@ _TOKEN = re.compile(rf"{_LETTER}++(?:['’.\-]{_LETTER}++)*+")
 # one ``_TOKEN`` (see ``_tokens``).
 _EDGE_PUNCTUATION: Final = "\"'()[]{}<>.,;:!?*&%$#@/\\|_+=~^`“”‘’«»—–-…•·"
 _DIGIT = re.compile(r"\d")
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")  # a number written with separators
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^\W_][\w'’.\-]*)")
 # The same, split in two so that the scan can skip ahead to candidate characters: the text's
 # first word, then the words after sentence ends and line breaks (see ``_sentence_starts``).
@@ -314,6 +315,8 @@ def _tokens(text: str, limit: int = sys.maxsize, spaceless: bool | None = None) 
         core = chunk.strip(_EDGE_PUNCTUATION)
         if core.isalnum() or _is_joined_word(core):
             tokens.append(core)
+        elif "," in core and _THOUSANDS.fullmatch(core):
+            tokens.append(core.replace(",", ""))  # "2,000" is 2000, as "2000" is
         elif core:
             tokens.extend(_TOKEN.findall(core))  # "and/or", "a--b", "ﬁne?"
     if spaceless:

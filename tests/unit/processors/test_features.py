@@ -211,3 +211,13 @@ def test_full_width_digits_in_chinese_or_japanese_text_are_the_numbers_of_other_
     half = extract("泸定县6.8级地震已致7人遇难", "泸定县发生6.8级地震，地震造成7人遇难。")
     assert {"6.8", "7"} <= full.entities & half.entities
     assert extract("ＮＨＫ：札幌で火事", "").title_terms == extract("NHK：札幌で火事", "").title_terms
+
+
+def test_a_number_written_with_thousands_separators_is_that_number():
+    # Not "45" and "000": "000" was then shared with every report of a thousands figure.
+    bail = extract("Bail set in child's shooting", "His bail was set at $45,000. on Wednesday.")
+    other = extract("Bail set at 45000 dollars", "The judge set bail at 45000 on Wednesday.")
+    assert "45000" in bail.entities & other.entities
+    assert "000" not in bail.tf and "45" not in bail.tf
+    # Decimals and lists keep their parts.
+    assert {"3", "5"} <= extract("Scores 3,5", "").entities
