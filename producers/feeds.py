@@ -48,7 +48,7 @@ from producers.politeness import HostBusy, HostLimiter
 from producers.robots import RobotsCache
 from producers.schedule import Bounds, error_interval, next_interval, parse_retry_after
 from producers.state import FeedRow, FeedUpdate, PageRetry, StateStore
-from producers.urls import canonicalize, host_of, is_http_url, outlet_from_host
+from producers.urls import canonicalize, host_key, host_of, is_http_url, outlet_from_host
 
 logger = logging.getLogger(__name__)
 
@@ -180,13 +180,13 @@ class FeedPoller:
         return self._fresh(feed, result, stop, retries)
 
     def _pause_host(self, result: FetchResult) -> float | None:
-        """Pause the answer's host for as long as its Retry-After asks, up to the longest
-        poll interval: a pause of a year (a typo, milliseconds, a date far ahead) stopped
-        every feed of the host for that long, their next polls saved so."""
+        """Pause the answer's host and port for as long as its Retry-After asks, up to
+        the longest poll interval: a pause of a year (a typo, milliseconds, a date far
+        ahead) stopped every feed there for that long, their next polls saved so."""
         retry_after = parse_retry_after(result.headers.get("retry-after"), _now())
         if retry_after:
             retry_after = min(retry_after, self.settings.poll_max_interval_s)
-            self.fetcher.limiter.pause(host_of(result.final_url), retry_after)
+            self.fetcher.limiter.pause(host_key(result.final_url), retry_after)
         return retry_after
 
     def _failed(

@@ -26,7 +26,7 @@ from producers.feedparse import parse_feed
 from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
 from producers.fetch import FetchError
 from producers.state import FeedRow, StateStore
-from producers.urls import host_of
+from producers.urls import host_key
 from tests.conftest import shared_path, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -197,6 +197,25 @@ def test_429_with_retry_after_is_respected(server, rig):
     assert server.state.counts["/feeds/miniflux/dustri_large.rss"] == 0
 
 
+def test_a_retry_after_pauses_the_port_that_asked_not_the_hosts_other_ports(
+    server, paged_rig
+):
+    """A 503 + Retry-After from 127.0.0.1:<one port> paused the feeds and pages of every
+    port of 127.0.0.1: the pause was keyed by host name alone."""
+    server.state.retry_after = "120"
+    with FeedServer(shared_path("feeds").parent) as neighbour:
+        busy = paged_rig.poll(server.url("/unavailable/x.xml"))
+        assert busy.update.status == 503 and busy.update.next_poll >= time.time() + 100
+        other = paged_rig.poll(neighbour.url("/gen/next-door.xml?entries=2"))
+        assert other.update.status == 200 and other.update.error is None
+        assert [a.summary_only for a in other.articles] == [False, False]
+        assert paged_rig.fetcher.limiter.paused_for(host_key(neighbour.url("/"))) == 0
+        # The port that asked stays paused.
+        again = paged_rig.poll(server.url("/feeds/miniflux/dustri_large.rss"))
+        assert "paused" in (again.update.error or "")
+        assert server.state.counts["/feeds/miniflux/dustri_large.rss"] == 0
+
+
 def test_a_retry_after_of_a_year_pauses_the_host_no_longer_than_the_longest_interval(
     server, rig
 ):
@@ -224,7 +243,7 @@ def test_503_backoff_grows_and_never_gives_up(server, rig):
         result = rig.poller.poll(row)
         rig.state.record(feed.id, None, result.update)
         delays.append(result.update.next_poll - time.time())
-        rig.fetcher.limiter.pause("127.0.0.1", 0)  # don't wait out Retry-After in a test
+        rig.fetcher.limiter.pause(host_key(url), 0)  # don't wait out Retry-After in a test
         rig.fetcher.limiter._hosts.clear()
     row = rig.state.feed(feed.id)
     assert row.error_count == 6 and row.active
@@ -476,7 +495,7 @@ def test_a_stop_ends_a_poll_waiting_for_a_paused_host_at_once(server, tmp_path):
         poll.start()
         # The 429 taken in: the host is paused, and the next page waits for it (waited
         # for, not a fixed 0.5 s, which a loaded machine may not give the poll).
-        wait_for(lambda: rig.fetcher.limiter.paused_for(host_of(server.url("/"))) > 0, 60,
+        wait_for(lambda: rig.fetcher.limiter.paused_for(host_key(server.url("/"))) > 0, 60,
                  "the poll pausing the host after its 429")
         stop.set()
         poll.join(5)
