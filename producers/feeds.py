@@ -152,16 +152,18 @@ class FeedPoller:
         try:
             result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s)
         except HostBusy as exc:
-            # The host asked us (Retry-After) to wait: not the feed's fault, no error count.
+            # The host asked us (Retry-After) to wait: not the feed's fault, no error count,
+            # and the feed's own last error (what an operator looks for) stays.
             # Not past the feed's longest interval: later than that counts as due at once
             # (a clock step), and the feed was claimed again and again while the pause ran.
             wait_s = min(exc.wait_s + self.rng.uniform(0, 5), self.bounds(feed).max_s)
+            now = self.clock()
             return PollResult(
                 feed,
                 FeedUpdate(
-                    status=feed.last_status, error=f"host paused: {exc}", keep_validators=True,
-                    next_poll=self.clock() + wait_s,
-                    error_count=feed.error_count,
+                    status=feed.last_status, error=None, keep_validators=True,
+                    next_poll=now + wait_s, error_count=feed.error_count,
+                    paused_host=exc.host, paused_until=now + exc.wait_s,
                 ),
             )
         except FetchError as exc:
@@ -646,7 +648,7 @@ class ProducerMetrics:
         update = result.update
         if update.status == 304:
             outcome = "not_modified"
-        elif update.error and update.error.startswith("host paused"):
+        elif update.paused_host is not None:
             outcome = "paused"
         elif update.error and not result.articles and update.error_count:
             outcome = "error"

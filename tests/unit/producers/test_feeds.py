@@ -23,6 +23,7 @@ from producers.feeds import (
     PageOutcome,
     PollResult,
     ProducerLoop,
+    ProducerMetrics,
     _FeedsFileWatcher,
     build_article,
     publish_all,
@@ -579,8 +580,12 @@ def test_a_feed_on_a_host_paused_past_its_max_interval_is_not_polled_again_at_on
         Settings(data_dir=tmp_path), fetcher=fetcher,  # type: ignore[arg-type]
         state=state, robots=AllowAll(),  # type: ignore[arg-type]
     )
-    update = poller.poll(feed).update
-    assert update.error is not None and update.error.startswith("host paused")
+    polled = poller.poll(feed)
+    update = polled.update
+    assert update.error is None and update.paused_host == "news.example:443"
+    metrics = ProducerMetrics()
+    metrics.count(polled)
+    assert metrics.polls.value(outcome="paused") == 1
     state.record(feed.id, None, update, new_keys=[], present_keys=[])
     assert state.claim_due("me", limit=10, lease_s=60) == []  # not due again at once
     state.close()
