@@ -461,6 +461,42 @@ def _thai_word_prefix(text: str, limit: int) -> str:
     return text[:end] if end > limit // 2 else text[:limit]
 
 
+# How far either side of a cut a snippet's edge looks for the ends of its Thai word: the
+# longest words of PyThaiNLP's dictionary are about 30 letters.
+_WORD_REACH = 40
+
+
+def thai_word_edges(text: str, start: int, end: int) -> tuple[int, int]:
+    """``text[start:end]`` widened to whole Thai words: an edge between two Thai letters
+    moves back (``start``) or on (``end``) to the nearest end of a word, as PyThaiNLP
+    splits the run of Thai around it ("ชั่วครา" of ชั่วคราว is whole again, no mark is
+    left without its letter). An edge beside anything else stays."""
+    return _thai_word_edge(text, start, back=True), _thai_word_edge(text, end, back=False)
+
+
+def _thai_word_edge(text: str, at: int, *, back: bool) -> int:
+    def thai(i: int) -> bool:
+        return "\u0e00" <= text[i] <= "\u0e7f"
+
+    if not 0 < at < len(text) or not (thai(at - 1) and thai(at)):
+        return at
+    low = at
+    while low > max(0, at - _WORD_REACH) and thai(low - 1):
+        low -= 1
+    high = at
+    while high < min(len(text), at + _WORD_REACH) and thai(high):
+        high += 1
+    split, _ = _thai_segmenter()
+    edge = low
+    for word in split(text[low:high]):
+        if edge == at:  # already between two words
+            return at
+        if edge + len(word) > at:
+            return edge if back else edge + len(word)
+        edge += len(word)
+    return at
+
+
 def thai_words(run: str) -> list[str]:
     """The words of a run of Thai (no spaces), in order, its function words left out:
     "น้ำท่วมหนักในจังหวัดเชียงใหม่" -> น้ำท่วม หนัก จังหวัด เชียงใหม่."""

@@ -83,6 +83,9 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
     for result in results:
         status = result.update.status
         error = result.update.error
+        if result.update.paused_host is not None:  # not asked for: no answer to show
+            error = (f"host paused: {result.update.paused_host} until "
+                     f"{_when(result.update.paused_until)} (Retry-After)")
         failed += bool(error and not result.articles)
         print(
             f"{result.feed.url}\t{status if status is not None else '-'}\t"
@@ -160,6 +163,14 @@ def _waiting(pages: WaitingPages | None) -> str:
            f"{pages.last_reason})"
 
 
+def _paused(host: str | None, until: float | None, now: float) -> str:
+    """"127.0.0.1:8001 until 2026-12-04 07:31:10": the host whose Retry-After kept the
+    feed's last poll from asking, while that pause lasts."""
+    if host is None or until is None or until <= now:
+        return "-"
+    return f"{host} until {_when(until)}"
+
+
 def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     from producers.state import read_feeds, read_waiting_pages
 
@@ -170,8 +181,9 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     feeds = read_feeds(state_file, active_only=not args.all)
     waiting = read_waiting_pages(state_file)
     columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors",
-               "seen", "pages waiting")
+               "host paused", "seen", "pages waiting")
     print("\t".join(columns))
+    now = time.time()
     for f in feeds:
         print(
             "\t".join(
@@ -183,6 +195,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     f.etag or "-",
                     _when(f.next_poll) if f.next_poll else "due",
                     str(f.error_count) + (f" ({f.last_error})" if f.last_error else ""),
+                    _paused(f.paused_host, f.paused_until, now),
                     str(f.entries_seen),
                     _waiting(waiting.get(f.id)),
                 ]

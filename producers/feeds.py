@@ -48,7 +48,7 @@ from producers.politeness import HostBusy, HostLimiter
 from producers.robots import RobotsCache
 from producers.schedule import Bounds, error_interval, next_interval, parse_retry_after
 from producers.state import FeedRow, FeedUpdate, PageRetry, StateStore
-from producers.urls import canonicalize, host_of, is_http_url, outlet_from_host
+from producers.urls import canonicalize, host_key, host_of, is_http_url, outlet_from_host
 
 logger = logging.getLogger(__name__)
 
@@ -152,16 +152,18 @@ class FeedPoller:
         try:
             result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s)
         except HostBusy as exc:
-            # The host asked us (Retry-After) to wait: not the feed's fault, no error count.
+            # The host asked us (Retry-After) to wait: not the feed's fault, no error count,
+            # and the feed's own last error (what an operator looks for) stays.
             # Not past the feed's longest interval: later than that counts as due at once
             # (a clock step), and the feed was claimed again and again while the pause ran.
             wait_s = min(exc.wait_s + self.rng.uniform(0, 5), self.bounds(feed).max_s)
+            now = self.clock()
             return PollResult(
                 feed,
                 FeedUpdate(
-                    status=feed.last_status, error=f"host paused: {exc}", keep_validators=True,
-                    next_poll=self.clock() + wait_s,
-                    error_count=feed.error_count,
+                    status=feed.last_status, error=None, keep_validators=True,
+                    next_poll=now + wait_s, error_count=feed.error_count,
+                    paused_host=exc.host, paused_until=now + exc.wait_s,
                 ),
             )
         except FetchError as exc:
@@ -180,13 +182,13 @@ class FeedPoller:
         return self._fresh(feed, result, stop, retries)
 
     def _pause_host(self, result: FetchResult) -> float | None:
-        """Pause the answer's host for as long as its Retry-After asks, up to the longest
-        poll interval: a pause of a year (a typo, milliseconds, a date far ahead) stopped
-        every feed of the host for that long, their next polls saved so."""
+        """Pause the answer's host and port for as long as its Retry-After asks, up to
+        the longest poll interval: a pause of a year (a typo, milliseconds, a date far
+        ahead) stopped every feed there for that long, their next polls saved so."""
         retry_after = parse_retry_after(result.headers.get("retry-after"), _now())
         if retry_after:
             retry_after = min(retry_after, self.settings.poll_max_interval_s)
-            self.fetcher.limiter.pause(host_of(result.final_url), retry_after)
+            self.fetcher.limiter.pause(host_key(result.final_url), retry_after)
         return retry_after
 
     def _failed(
@@ -646,7 +648,7 @@ class ProducerMetrics:
         update = result.update
         if update.status == 304:
             outcome = "not_modified"
-        elif update.error and update.error.startswith("host paused"):
+        elif update.paused_host is not None:
             outcome = "paused"
         elif update.error and not result.articles and update.error_count:
             outcome = "error"

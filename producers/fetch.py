@@ -28,7 +28,7 @@ import httpx
 from httpcore._backends.sync import SyncStream
 
 from producers.politeness import HostLimiter
-from producers.urls import address_refusal, host_of, is_http_url
+from producers.urls import address_refusal, host_key, is_http_url
 
 logger = logging.getLogger(__name__)
 
@@ -304,8 +304,7 @@ class Fetcher:
     def _one(
         self, url: str, headers: Mapping[str, str] | None, max_wait_s: float
     ) -> tuple[int, dict[str, str], bytes, bool]:
-        host = host_of(url)
-        with self.limiter.slot(host, max_wait_s=max_wait_s):
+        with self.limiter.slot(host_key(url), max_wait_s=max_wait_s):
             deadline = _request_deadline.at = time.monotonic() + self.deadline_s
             try:
                 with self._client.stream("GET", url, headers=dict(headers or {})) as resp:

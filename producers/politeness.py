@@ -1,6 +1,7 @@
 """Per-host politeness: at most N requests in flight per host, a minimum gap between
-request starts, and a host-wide pause after a 429/503 with Retry-After. A stop ends
-the waits: a request still waiting for its host is not started."""
+request starts, and a host-wide pause after a 429/503 with Retry-After. A host here is
+a host and port (urls.host_key): a server on another port of the same name is another
+host. A stop ends the waits: a request still waiting for its host is not started."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""robots.txt for article pages, cached per host (bounded, with a TTL).
+"""robots.txt for article pages, cached per origin (bounded, with a TTL).
 
 Rules as RFC 9309 puts them, read by Protego (the longest matching rule wins, ``*`` and
 ``$`` are patterns; the standard library's parser takes the first match and knows
@@ -26,6 +26,7 @@ from protego import Protego
 
 from producers.fetch import Fetcher, FetchError
 from producers.politeness import HostBusy
+from producers.urls import canonicalize, host_key
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,10 @@ class RobotsCache:
     def check(self, url: str) -> tuple[Verdict, float]:
         """The verdict on ``url``, and the seconds until its host's robots.txt is asked
         again (the verdict holds until then)."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        # Per scheme, host and port (RFC 9309), the port as politeness counts it:
+        # http://a.com and http://A.com:80 share one robots.txt, and no user:password@
+        # of a link makes another.
+        origin = f"{urlsplit(url).scheme.lower()}://{host_key(url)}"
         expires, rules = self._rules(origin)
         left_s = max(0.0, expires - self.clock())
         if rules is None:
@@ -101,7 +104,8 @@ class RobotsCache:
 
     def _fetch(self, origin: str) -> tuple[_Rules, float]:
         try:
-            result = self.fetcher.get(origin + "/robots.txt", max_wait_s=60)
+            # (canonical: the default port left out, as a publisher writes it)
+            result = self.fetcher.get(canonicalize(origin + "/robots.txt"), max_wait_s=60)
         except HostBusy:
             # Not asked: the host is paused (Retry-After) or we are stopping. No answer
             # to keep; the page is not asked either, and waits as for its host's pause.

@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS feeds (
     error_count INTEGER NOT NULL DEFAULT 0,
     entries_seen INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    lease_until REAL
+    lease_until REAL,
+    paused_host TEXT,                  -- its last poll found this host:port paused
+    paused_until REAL                  -- by Retry-After, until then (epoch seconds)
 );
 CREATE INDEX IF NOT EXISTS feeds_due ON feeds (active, next_poll);
 CREATE TABLE IF NOT EXISTS seen (
@@ -84,7 +86,7 @@ _CLOCK_SLACK_S = 60.0
 _FEED_COLUMNS = (
     "id, url, origin_url, origin, name, tags, min_interval_s, max_interval_s, active, title, "
     "etag, last_modified, last_fetch, last_status, last_error, interval_s, next_poll, "
-    "error_count, entries_seen, lease_owner, lease_until"
+    "error_count, entries_seen, lease_owner, lease_until, paused_host, paused_until"
 )
 
 
@@ -111,6 +113,10 @@ class FeedRow:
     entries_seen: int = 0
     lease_owner: str | None = None
     lease_until: float | None = None
+    # The host:port its last poll found paused (Retry-After), and until when: kept apart
+    # from the feed's own last error and fetch, which that poll did not change.
+    paused_host: str | None = None
+    paused_until: float | None = None
 
     @classmethod
     def from_row(cls, row: tuple) -> FeedRow:  # type: ignore[type-arg]
@@ -151,11 +157,15 @@ class FeedUpdate:
     new_url: str | None = None  # a 301 moved the feed
     title: str | None = None
     keep_validators: bool = False  # 304 / error: keep the stored ETag and Last-Modified
+    # Not asked for: its host was paused (Retry-After) until then. Only the next poll
+    # and the pause are written; the feed's last fetch, status and error stay.
+    paused_host: str | None = None
+    paused_until: float | None = None
 
 
-def _feeds_query(active_only: bool) -> str:
+def _feeds_query(active_only: bool, columns: str = _FEED_COLUMNS) -> str:
     where = " WHERE active = 1" if active_only else ""
-    return f"SELECT {_FEED_COLUMNS} FROM feeds{where} ORDER BY id"
+    return f"SELECT {columns} FROM feeds{where} ORDER BY id"
 
 
 def _feed_by_url(conn: sqlite3.Connection, url: str) -> Any:
@@ -164,6 +174,14 @@ def _feed_by_url(conn: sqlite3.Connection, url: str) -> Any:
     return conn.execute(
         f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ? OR url = ?", (url, url)
     ).fetchone()
+
+
+def _migrate_feed_pauses(conn: sqlite3.Connection) -> None:
+    """Give a state file written before feeds kept their host's pause apart the columns."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(feeds)")}
+    for name, kind in (("paused_host", "TEXT"), ("paused_until", "REAL")):
+        if name not in columns:
+            conn.execute(f"ALTER TABLE feeds ADD COLUMN {name} {kind}")
 
 
 def _migrate_page_retries(conn: sqlite3.Connection) -> None:
@@ -186,7 +204,12 @@ def read_feeds(path: Path, *, active_only: bool = False) -> list[FeedRow]:
         return []
     conn = _open_read_only(path)
     try:
-        rows = conn.execute(_feeds_query(active_only)).fetchall()
+        # A state file from before feeds kept their pause has none to list (the
+        # producer adds the columns on open; a listing changes nothing).
+        known = {row[1] for row in conn.execute("PRAGMA table_info(feeds)")}
+        columns = _FEED_COLUMNS if "paused_host" in known else _FEED_COLUMNS.replace(
+            "paused_host, paused_until", "NULL, NULL")
+        rows = conn.execute(_feeds_query(active_only, columns)).fetchall()
     finally:
         conn.close()
     return [FeedRow.from_row(r) for r in rows]
@@ -249,6 +272,7 @@ class StateStore:
                 if statement.strip():
                     self._conn.execute(statement)
             _migrate_page_retries(self._conn)
+            _migrate_feed_pauses(self._conn)
 
     def close(self) -> None:
         with self._lock:
@@ -469,12 +493,22 @@ class StateStore:
         """Write a poll's outcome and mark its entries as seen, in one transaction."""
         now = time.time() if now is None else now
         new_keys = list(dict.fromkeys(new_keys))
+        where = "WHERE id = ?" + (" AND (lease_owner = ? OR lease_owner IS NULL)" if owner else "")
+        row = (feed_id, owner) if owner else (feed_id,)
         with self._tx() as conn:
+            if update.paused_host is not None:  # not fetched: nothing of the feed's changed
+                conn.execute(
+                    "UPDATE feeds SET next_poll = ?, paused_host = ?, paused_until = ?,"
+                    f" lease_owner = NULL, lease_until = NULL {where}",
+                    (update.next_poll, update.paused_host, update.paused_until, *row),
+                )
+                return
             sets = [
                 "last_fetch = ?", "last_status = ?", "last_error = ?", "next_poll = ?",
                 "interval_s = COALESCE(?, interval_s)", "error_count = ?",
                 "lease_owner = NULL", "lease_until = NULL",
                 "entries_seen = entries_seen + ?", "title = COALESCE(?, title)",
+                "paused_host = NULL", "paused_until = NULL",
             ]
             args: list[object] = [
                 now, update.status, update.error, update.next_poll, update.interval_s,
@@ -501,11 +535,7 @@ class StateStore:
                 [(now, feed_id, k) for k in present],
             )
             args[6] = inserted
-            where = "WHERE id = ?" + (" AND (lease_owner = ? OR lease_owner IS NULL)" if owner else "")
-            conn.execute(
-                f"UPDATE feeds SET {', '.join(sets)} {where}",
-                (*args, feed_id, owner) if owner else (*args, feed_id),
-            )
+            conn.execute(f"UPDATE feeds SET {', '.join(sets)} {where}", (*args, *row))
 
     # -- entries -----------------------------------------------------------------
 

@@ -79,6 +79,26 @@ def host_of(url: str) -> str:
         return ""
 
 
+def host_key(url: str) -> str:
+    """The host and port ``url`` is asked at, the default port made explicit:
+    'http://A.com/x' and 'http://a.com:80/' are both 'a.com:80', '[::1]:8080' an IPv6 one
+    ('' when there is no host). What politeness counts by: a Retry-After from one port
+    of a host says nothing about its others."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return ""
+    if not host:
+        return ""
+    host = host.lower().rstrip(".")
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if port is None:
+        port = _DEFAULT_PORTS.get(parts.scheme.lower())
+    return host if port is None else f"{host}:{port}"
+
+
 def outlet_from_host(host: str) -> str:
     """A readable source name from a host: 'www.bbc.co.uk' -> 'bbc.co.uk'."""
     for prefix in ("www.", "www1.", "www2.", "m.", "amp.", "feeds.", "rss."):

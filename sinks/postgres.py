@@ -689,7 +689,7 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
                 ORDER BY rank DESC, a.id LIMIT %s
             ),
             placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
-            SELECT p.id, p.title, p.source, p.published, p.url, p.rank,
+            SELECT p.id, p.title, p.source, p.published, p.url, p.text, p.rank,
                    ts_headline('english', {as_ascii_punctuation_sql(formed_text_sql("p."))}, q.q,
                        CASE WHEN p.search_text IS NULL
                             THEN 'StartSel=[, StopSel=], MaxWords=30, MinWords=12'

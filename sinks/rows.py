@@ -37,7 +37,16 @@ from newsflow.schemas import (
     IncidentVersion,
     RawArticle,
 )
-from newsflow.text import HAN, HANGUL, HANGUL_JAMO, HIRAGANA, KATAKANA, THAI, THAI_MARKS
+from newsflow.text import (
+    HAN,
+    HANGUL,
+    HANGUL_JAMO,
+    HIRAGANA,
+    KATAKANA,
+    THAI,
+    THAI_MARKS,
+    thai_word_edges,
+)
 from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
 from sinks.base import active_at, article_digest, latest_versions, parse_ts
 from sinks.models import (
@@ -211,12 +220,13 @@ def search_term(term: str) -> str:
     return search_form(term) or term
 
 
-def as_written(snippet: str, query: str) -> str:
+def as_written(snippet: str, query: str, text: str | None = None) -> str:
     """A snippet cut from ``search_form``'s text, for a search of ``query``, as the article
     writes it: the separators dropped, the highlights of one run of characters joined
     ("[地震]", not "[地]\x1f[震]"), and a run highlighted that holds none of the query's
     (PostgreSQL marks each character of a phrase wherever it stands: "[서울]에[서]")
-    shown plain."""
+    shown plain. Given the article's ``text``, an edge cut inside a Thai word is moved
+    to the word's end (``whole_thai_words``)."""
     joined = snippet.replace("]" + SEARCH_SEPARATOR + "[", "").replace(SEARCH_SEPARATOR, "")
     if joined == snippet:
         return snippet
@@ -228,7 +238,31 @@ def as_written(snippet: str, query: str) -> str:
             return run
         return found[0]
 
-    return _HIGHLIGHT.sub(highlight, joined)
+    written = _HIGHLIGHT.sub(highlight, joined)
+    return whole_thai_words(written, text) if text and _THAI_LETTER.search(written) else written
+
+
+_THAI_LETTER = re.compile(f"[{THAI}]")
+# What SQLite's snippet puts where it cut the text (sqlite._search); PostgreSQL's puts
+# nothing.
+SNIPPET_CUT = " ... "
+
+
+def whole_thai_words(snippet: str, text: str) -> str:
+    """``snippet`` of ``text`` (as written, highlights in brackets) with each edge the
+    store cut between two Thai letters moved out to the end of their word: each letter
+    is a word to both stores' index, and their snippets began with "โมงใน" (of ชั่วโมง)
+    or ended on a lone letter. Left as it is when it cannot be found in ``text`` (a
+    bracket of the text's own, an older form)."""
+    body = snippet.removeprefix(SNIPPET_CUT).removesuffix(SNIPPET_CUT)
+    plain = _HIGHLIGHT.sub(r"\1", body)
+    at = text.find(plain)
+    if not plain or at < 0:
+        return snippet
+    start, end = thai_word_edges(text, at, at + len(plain))
+    head = SNIPPET_CUT if snippet.startswith(SNIPPET_CUT) and start > 0 else ""
+    tail = SNIPPET_CUT if snippet.endswith(SNIPPET_CUT) and end < len(text) else ""
+    return head + text[start:at] + body + text[at + len(plain):end] + tail
 
 
 def _insert(table: str, columns: Sequence[str], placeholder: str) -> str:
@@ -518,7 +552,7 @@ def search_hit(r: Row, query: str) -> SearchHit:
         url=r["url"],
         incident_id=r["incident_id"],
         incident_title=r["incident_title"],
-        snippet=as_written(r["snippet"] or "", query),
+        snippet=as_written(r["snippet"] or "", query, r["text"]),
         rank=float(r["rank"]),
     )
 

@@ -33,6 +33,7 @@ from sinks.base import (
 )
 from sinks.rows import (
     SEARCH_SEPARATOR,
+    SNIPPET_CUT,
     THAI_MARKS,
     Fetch,
     ReadDialect,
@@ -563,10 +564,10 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
         return None
     return (
         f"""WITH hits AS (
-                SELECT a.id, a.title, a.source, a.published, a.url,
+                SELECT a.id, a.title, a.source, a.published, a.url, a.text,
                        CASE WHEN a.search_text IS NULL
-                            THEN snippet(articles_fts, 1, '[', ']', ' ... ', 16)
-                            ELSE snippet(articles_fts, 1, '[', ']', ' ... ', 48)
+                            THEN snippet(articles_fts, 1, '[', ']', '{SNIPPET_CUT}', 16)
+                            ELSE snippet(articles_fts, 1, '[', ']', '{SNIPPET_CUT}', 48)
                        END AS snippet,
                        -bm25(articles_fts, 4.0, 1.0) AS rank
                 FROM articles_fts

@@ -26,7 +26,7 @@ from producers.feedparse import parse_feed
 from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
 from producers.fetch import FetchError
 from producers.state import FeedRow, StateStore
-from producers.urls import host_of
+from producers.urls import host_key
 from tests.conftest import shared_path, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -192,9 +192,28 @@ def test_429_with_retry_after_is_respected(server, rig):
     assert limited.update.next_poll >= before + 120
     # The whole host is paused: another feed there is not fetched now.
     other = rig.poll(server.url("/feeds/miniflux/dustri_large.rss"))
-    assert other.update.status is None and "paused" in (other.update.error or "")
+    assert other.update.status is None and other.update.paused_host == host_key(url)
     assert other.update.error_count == 0
     assert server.state.counts["/feeds/miniflux/dustri_large.rss"] == 0
+
+
+def test_a_retry_after_pauses_the_port_that_asked_not_the_hosts_other_ports(
+    server, paged_rig
+):
+    """A 503 + Retry-After from 127.0.0.1:<one port> paused the feeds and pages of every
+    port of 127.0.0.1: the pause was keyed by host name alone."""
+    server.state.retry_after = "120"
+    with FeedServer(shared_path("feeds").parent) as neighbour:
+        busy = paged_rig.poll(server.url("/unavailable/x.xml"))
+        assert busy.update.status == 503 and busy.update.next_poll >= time.time() + 100
+        other = paged_rig.poll(neighbour.url("/gen/next-door.xml?entries=2"))
+        assert other.update.status == 200 and other.update.error is None
+        assert [a.summary_only for a in other.articles] == [False, False]
+        assert paged_rig.fetcher.limiter.paused_for(host_key(neighbour.url("/"))) == 0
+        # The port that asked stays paused.
+        again = paged_rig.poll(server.url("/feeds/miniflux/dustri_large.rss"))
+        assert again.update.paused_host == host_key(server.url("/"))
+        assert server.state.counts["/feeds/miniflux/dustri_large.rss"] == 0
 
 
 def test_a_retry_after_of_a_year_pauses_the_host_no_longer_than_the_longest_interval(
@@ -207,7 +226,7 @@ def test_a_retry_after_of_a_year_pauses_the_host_no_longer_than_the_longest_inte
     limited = rig.poll(server.url("/limited/miniflux/bbc_urdu_utf8.rss"))
     assert limited.update.status == 429
     other = rig.poll(server.url("/feeds/miniflux/dustri_large.rss"))
-    assert "paused" in (other.update.error or "")
+    assert other.update.paused_host == host_key(server.url("/"))
     longest = rig.settings.poll_max_interval_s
     assert before + longest <= other.update.next_poll <= time.time() + longest + 5
     for row in rig.state.feeds():
@@ -224,7 +243,7 @@ def test_503_backoff_grows_and_never_gives_up(server, rig):
         result = rig.poller.poll(row)
         rig.state.record(feed.id, None, result.update)
         delays.append(result.update.next_poll - time.time())
-        rig.fetcher.limiter.pause("127.0.0.1", 0)  # don't wait out Retry-After in a test
+        rig.fetcher.limiter.pause(host_key(url), 0)  # don't wait out Retry-After in a test
         rig.fetcher.limiter._hosts.clear()
     row = rig.state.feed(feed.id)
     assert row.error_count == 6 and row.active
@@ -389,18 +408,50 @@ def test_a_page_that_redirects_to_a_refused_address_is_refused_not_retried(serve
     assert article.summary_only and article.fetch["summary_reason"] == "fetch_blocked"
 
 
-def listed_pages_waiting(settings: Settings) -> dict[str, str]:
-    """``newsflow feeds list``'s "pages waiting" column, by feed URL."""
+def listed_feeds(settings: Settings) -> dict[str, dict[str, str]]:
+    """``newsflow feeds list``'s rows, by feed URL, each by column."""
     out = subprocess.run(
         [sys.executable, "-m", "newsflow.cli", "feeds", "list"], capture_output=True,
         text=True, check=True, env={**os.environ, "NEWSFLOW_DATA_DIR": str(settings.data_dir)},
     ).stdout.splitlines()
-    column = out[0].split("\t").index("pages waiting")
-    return {line.split("\t")[0]: line.split("\t")[column] for line in out[1:]}
+    columns = out[0].split("\t")
+    rows = [dict(zip(columns, line.split("\t"), strict=True)) for line in out[1:]]
+    return {row["url"]: row for row in rows}
+
+
+def listed_pages_waiting(settings: Settings) -> dict[str, str]:
+    """``newsflow feeds list``'s "pages waiting" column, by feed URL."""
+    return {url: row["pages waiting"] for url, row in listed_feeds(settings).items()}
 
 
 def _listed_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_feeds_list_shows_a_feeds_own_last_error_and_its_hosts_pause_apart(server, rig):
+    """A feed that fails (404) on a host that another feed's 503 + Retry-After pauses:
+    `feeds list` showed "host paused: ..." in place of its 404 until its next poll, and
+    its last fetch as the time of the poll that fetched nothing."""
+    server.state.retry_after = "120"
+    failing = server.url("/feeds/missing.xml")
+    fetched = rig.poll(failing)
+    assert fetched.update.error == "HTTP 404"
+    before = time.time()
+    assert rig.poll(server.url("/unavailable/x.xml")).update.status == 503
+    paused = rig.poll(failing)
+    assert paused.update.paused_host == host_key(failing)
+    assert server.state.counts["/feeds/missing.xml"] == 1  # not asked while paused
+    row = listed_feeds(rig.settings)[failing]
+    assert row["errors"] == "1 (HTTP 404)" and row["status"] == "404"
+    assert row["last fetch (UTC)"] <= _listed_time(before)
+    host_paused, until = row["host paused"].split(" until ")
+    assert host_paused == host_key(failing)
+    assert _listed_time(before + 115) <= until <= _listed_time(time.time() + 120)
+    # Asked again once the pause is over: the pause is gone from the listing.
+    rig.fetcher.limiter._hosts.clear()  # (not waited out in a test)
+    rig.poll(failing)
+    row = listed_feeds(rig.settings)[failing]
+    assert row["errors"] == "2 (HTTP 404)" and row["host paused"] == "-"
 
 
 def test_a_page_that_fails_for_now_is_tried_again_on_later_polls(server, paged_rig):
@@ -476,7 +527,7 @@ def test_a_stop_ends_a_poll_waiting_for_a_paused_host_at_once(server, tmp_path):
         poll.start()
         # The 429 taken in: the host is paused, and the next page waits for it (waited
         # for, not a fixed 0.5 s, which a loaded machine may not give the poll).
-        wait_for(lambda: rig.fetcher.limiter.paused_for(host_of(server.url("/"))) > 0, 60,
+        wait_for(lambda: rig.fetcher.limiter.paused_for(host_key(server.url("/"))) > 0, 60,
                  "the poll pausing the host after its 429")
         stop.set()
         poll.join(5)

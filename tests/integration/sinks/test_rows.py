@@ -3,6 +3,7 @@ over the same records (see conftest.py for the server)."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -326,5 +327,44 @@ def test_a_latin_word_or_number_beside_chinese_or_japanese_punctuation_is_found(
         assert found("（Apple）") == found("「手机」") == ["a1"] and found("火事。") == ["a2"]
         [hit] = store.search("Apple")
         assert "（[Apple]）" in hit.snippet and "\x1f" not in hit.snippet
+    finally:
+        store.close()
+
+
+# Written for this test: a Thai report of a flood, as a Thai paper spaces it (between
+# phrases, not words).
+THAI_FLOOD = (
+    "เมื่อวันที่ 3 ธันวาคม เกิดฝนตกหนักต่อเนื่องหลายชั่วโมงในจังหวัดเชียงใหม่ "
+    "ทำให้น้ำท่วมนาข้าวและบ้านเรือนประชาชนหลายหมู่บ้าน เจ้าหน้าที่ป้องกันและบรรเทาสาธารณภัย"
+    "ได้เร่งอพยพชาวบ้านไปยังศูนย์พักพิงชั่วคราว ผู้ว่าราชการจังหวัดกล่าวว่าระดับน้ำในแม่น้ำปิง"
+    "ยังคงสูงขึ้นอย่างต่อเนื่อง และขอให้ประชาชนติดตามประกาศเตือนภัยอย่างใกล้ชิด")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_thai_snippets_show_whole_words_at_their_edges(
+    backend: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """Each Thai character is a token to the index, and a snippet was cut at any of them:
+    "... โมงในจังหวัด" (of ชั่วโมง, hours), "ชั่วครา ..." (of ชั่วคราว, for now), a lone ร
+    (of ระดับ) at the end. Its edges are ends of words now, as PyThaiNLP splits them."""
+    from newsflow.text import _thai_segmenter
+
+    split, _ = _thai_segmenter()
+    word_ends = {0}
+    for phrase in re.finditer(r"\S+", THAI_FLOOD):
+        at = phrase.start()
+        for word in split(phrase[0]):
+            word_ends |= {at, at + len(word)}
+            at += len(word)
+    store = written(Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path),
+                    [article(1, THAI_FLOOD, title="น้ำท่วมเชียงใหม่")])
+    try:
+        for query in ("น้ำท่วม", "อพยพ", "ชั่วคราว", "แม่น้ำปิง", "ประกาศ"):
+            [hit] = store.search(query)
+            assert f"[{query}]" in hit.snippet, hit.snippet
+            shown = hit.snippet.replace("[", "").replace("]", "").removeprefix(" ... ")
+            shown = shown.removesuffix(" ... ")
+            at = THAI_FLOOD.find(shown)
+            assert at >= 0 and {at, at + len(shown)} <= word_ends, (query, hit.snippet)
     finally:
         store.close()

@@ -15,6 +15,7 @@ from newsflow.text import (
     has_spaceless,
     spaceless_terms,
     strip_site_suffix,
+    thai_word_edges,
     title_from_url,
 )
 
@@ -296,6 +297,19 @@ def test_thai_is_split_into_its_words_without_its_function_words():
     assert spaceless_terms("น้ำท่วม500ครัวเรือน") == ["น้ำท่วม", "500", "ครัวเรือน"]
     assert has_spaceless("ข้าว") and has_spaceless("泸定县") and not has_cjk("ข้าว")
     assert not has_spaceless("Zürich’s mayor — «non»")
+
+
+def test_thai_word_edges_move_a_cut_inside_a_word_out_to_its_ends():
+    text = "ฝนตกหลายชั่วโมงในเชียงใหม่ ศูนย์พักพิงชั่วคราว"
+    # Cut inside ชั่วโมง (hours) and inside ชั่วคราว (for now): out to their ends.
+    start, end = text.index("โมง"), len(text) - 1
+    assert text[start:end] == "โมงในเชียงใหม่ ศูนย์พักพิงชั่วครา"
+    assert thai_word_edges(text, start, end) == (text.index("ชั่วโมง"), len(text))
+    # Ends of words, a space, the text's ends, and letters of other scripts stay.
+    at = text.index("ใน")
+    assert thai_word_edges(text, at, text.index(" ")) == (at, text.index(" "))
+    assert thai_word_edges(text, 0, len(text)) == (0, len(text))
+    assert thai_word_edges("flood: น้ำท่วม", 3, 5) == (3, 5)
 
 
 def test_splitting_thai_writes_nothing_to_the_home_directory(tmp_path):

@@ -239,3 +239,50 @@ def test_a_state_file_from_before_page_retries_lists_no_waiting_pages(tmp_path):
     assert read_waiting_pages(tmp_path / "state.db") == {}
     assert read_waiting_pages(tmp_path / "missing.db") == {}
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_poll_its_host_paused_keeps_the_feeds_last_fetch_status_and_error(tmp_path):
+    """The pause is kept apart, and the next poll that asks clears it."""
+    state = make(tmp_path)
+    feed = state.upsert_feed("https://a.example/feed", origin="config")
+    state.record(feed.id, None, FeedUpdate(status=404, error="HTTP 404", next_poll=10,
+                                           error_count=1), now=5.0)
+    state.record(feed.id, None, FeedUpdate(status=None, error=None, next_poll=200,
+                                           paused_host="a.example:443", paused_until=190),
+                 now=50.0)
+    row = state.feed(feed.id)
+    assert row is not None
+    assert (row.last_fetch, row.last_status, row.last_error, row.error_count) == (
+        5.0, 404, "HTTP 404", 1)
+    assert (row.next_poll, row.paused_host, row.paused_until) == (200, "a.example:443", 190)
+    state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=900), now=300.0)
+    row = state.feed(feed.id)
+    assert row is not None and (row.last_error, row.paused_host, row.paused_until) == (
+        None, None, None)
+    state.close()
+
+
+def test_a_state_file_from_before_feeds_kept_their_pause_is_listed_and_upgraded(tmp_path):
+    import sqlite3
+
+    from producers.state import SCHEMA, read_feeds
+
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.executescript(SCHEMA.replace(
+        ",\n    paused_host TEXT,                  -- its last poll found this host:port paused"
+        "\n    paused_until REAL                  -- by Retry-After, until then (epoch seconds)",
+        "") + """
+        INSERT INTO feeds (url, origin_url, origin, last_error) VALUES (
+            'https://a.example/feed', 'https://a.example/feed', 'config', 'HTTP 500');
+    """)
+    assert "paused_host" not in {row[1] for row in old.execute("PRAGMA table_info(feeds)")}
+    old.close()
+    # Listed as it is (`feeds list` reads; it neither adds the columns nor fails on them).
+    (listed,) = read_feeds(tmp_path / "state.db")
+    assert (listed.last_error, listed.paused_host) == ("HTTP 500", None)
+    state = make(tmp_path)
+    state.record(1, None, FeedUpdate(status=None, error=None, next_poll=200,
+                                     paused_host="a.example:443", paused_until=190))
+    state.close()
+    (row,) = read_feeds(tmp_path / "state.db")
+    assert (row.last_error, row.paused_host) == ("HTTP 500", "a.example:443")

@@ -1,4 +1,4 @@
-from producers.urls import address_refusal, canonicalize, host_of, outlet_from_host
+from producers.urls import address_refusal, canonicalize, host_key, host_of, outlet_from_host
 
 
 def test_canonicalize_drops_tracking_fragment_and_lowercases_host():
@@ -26,6 +26,15 @@ def test_hosts_and_outlets():
     assert host_of("https://WWW.BBC.co.uk/news") == "www.bbc.co.uk"
     assert outlet_from_host("www.bbc.co.uk") == "bbc.co.uk"
     assert outlet_from_host("example.com") == "example.com"
+
+
+def test_a_host_key_is_the_host_and_port_asked_the_default_port_made_explicit():
+    assert host_key("http://A.com/x") == host_key("http://a.com:80/") == "a.com:80"
+    assert host_key("https://publisher.com/") == "publisher.com:443"
+    assert host_key("https://publisher.com:8443/") == "publisher.com:8443"
+    assert host_key("http://127.0.0.1:8001/f.xml") != host_key("http://127.0.0.1:8002/f.xml")
+    assert host_key("http://user:pw@[::1]:8080/") == "[::1]:8080"
+    assert host_key("not a url") == host_key("http://a.com:99999/") == ""
 
 
 def test_address_refusal_blocks_private_ranges_unless_allowed():

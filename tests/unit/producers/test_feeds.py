@@ -23,6 +23,7 @@ from producers.feeds import (
     PageOutcome,
     PollResult,
     ProducerLoop,
+    ProducerMetrics,
     _FeedsFileWatcher,
     build_article,
     publish_all,
@@ -31,7 +32,7 @@ from producers.feeds import (
 from producers.fetch import FetchError, FetchResult
 from producers.politeness import HostBusy, HostLimiter
 from producers.state import FeedRow, FeedUpdate, StateStore
-from producers.urls import host_of
+from producers.urls import host_key
 from tests.conftest import wait_for
 
 # -- text caps ------------------------------------------------------------------
@@ -444,7 +445,7 @@ class OneAnswerFetcher:
     ) -> FetchResult:
         if before_request is not None:
             before_request(url)
-        with self.limiter.slot(host_of(url), max_wait_s=max_wait_s):
+        with self.limiter.slot(host_key(url), max_wait_s=max_wait_s):
             if isinstance(self.answer, Exception):
                 raise self.answer
             return FetchResult(url, url, self.answer, self.headers, b"", 0.01)
@@ -477,7 +478,7 @@ def test_a_page_whose_robots_txt_cannot_be_fetched_is_tried_again_later(tmp_path
         (429, "http_429", True),
         (500, "http_500", True),
         (503, "http_503", True),
-        (HostBusy("news.example", 120.0), "host_paused", True),
+        (HostBusy("news.example:443", 120.0), "host_paused", True),
         (FetchError("timeout", "ReadTimeout"), "fetch_timeout", True),
         (FetchError("network", "ConnectError: refused"), "fetch_network", True),
         (403, "http_403", False),
@@ -537,7 +538,7 @@ def test_a_page_answer_asking_to_wait_says_how_long(tmp_path):
     )
     outcome = poller.page("https://news.example/story")
     assert outcome.retryable and outcome.retry_after_s == 90.0
-    assert 85 < fetcher.limiter.paused_for("news.example") <= 90  # the whole host waits
+    assert 85 < fetcher.limiter.paused_for("news.example:443") <= 90  # the whole host waits
     # Another page there is not asked for (longer than a page waits): it waits its turn.
     paused = poller.page("https://news.example/other")
     assert paused.reason == "host_paused" and paused.retryable
@@ -572,15 +573,19 @@ def test_a_feed_on_a_host_paused_past_its_max_interval_is_not_polled_again_at_on
     counts as due at once (a clock step): claimed, paused, claimed again, a state
     write each time, for as long as the pause lasted."""
     fetcher = OneAnswerFetcher(200)
-    fetcher.limiter.pause("news.example", 3600)
+    fetcher.limiter.pause("news.example:443", 3600)
     state = StateStore(":memory:")
     feed = state.upsert_feed("https://news.example/feed", origin="config", max_interval_s=60)
     poller = FeedPoller(
         Settings(data_dir=tmp_path), fetcher=fetcher,  # type: ignore[arg-type]
         state=state, robots=AllowAll(),  # type: ignore[arg-type]
     )
-    update = poller.poll(feed).update
-    assert update.error is not None and update.error.startswith("host paused")
+    polled = poller.poll(feed)
+    update = polled.update
+    assert update.error is None and update.paused_host == "news.example:443"
+    metrics = ProducerMetrics()
+    metrics.count(polled)
+    assert metrics.polls.value(outcome="paused") == 1
     state.record(feed.id, None, update, new_keys=[], present_keys=[])
     assert state.claim_due("me", limit=10, lease_s=60) == []  # not due again at once
     state.close()
@@ -879,7 +884,7 @@ def test_a_page_whose_robots_txt_is_not_asked_as_its_host_is_paused_waits_as_pau
     now = [0.0]
     fetcher = OneAnswerFetcher(200)
     fetcher.limiter = HostLimiter(delay_s=0.0, clock=lambda: now[0])
-    fetcher.limiter.pause("news.example", 120)
+    fetcher.limiter.pause("news.example:443", 120)
     state = StateStore(":memory:")
     poller = FeedPoller(
         Settings(data_dir=tmp_path), fetcher=fetcher, state=state,  # type: ignore[arg-type]

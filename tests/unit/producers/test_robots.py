@@ -8,8 +8,10 @@ class RobotsAnswer:
     def __init__(self, answer: int | Exception, body: bytes = b"") -> None:
         self.answer = answer
         self.body = body
+        self.asked: list[str] = []
 
     def get(self, url: str, **_: object) -> FetchResult:
+        self.asked.append(url)
         if isinstance(self.answer, Exception):
             raise self.answer
         return FetchResult(url, url, self.answer, {}, self.body, 0.01)
@@ -75,3 +77,14 @@ def test_an_unreadable_robots_txt_says_how_long_its_answer_holds_then_is_asked_a
     fetcher.answer = 404  # readable again: no robots.txt, all allowed
     now[0] = 600.0
     assert robots.check("https://news.example/story") == ("allowed", 24 * 3600.0)
+
+
+def test_robots_txt_is_one_per_scheme_host_and_port_however_the_address_is_spelt():
+    fetcher = RobotsAnswer(200, b"User-agent: *\nDisallow: /private/\n")
+    robots = RobotsCache(fetcher, agent="newsflow/1.0")  # type: ignore[arg-type]
+    for url in ("http://news.example/a", "http://NEWS.example:80/b", "http://u:p@news.example/c",
+                "http://news.example:8080/d", "https://news.example/e"):
+        robots.verdict(url)
+    assert fetcher.asked == ["http://news.example/robots.txt",
+                             "http://news.example:8080/robots.txt",
+                             "https://news.example/robots.txt"]

@@ -5,7 +5,7 @@ tests/integration/sinks/test_rows.py."""
 from __future__ import annotations
 
 from sinks.rows import SEARCH_SEPARATOR as SEP
-from sinks.rows import as_written, search_form
+from sinks.rows import as_written, search_form, whole_thai_words
 from sinks.sqlite import fts_query
 
 
@@ -47,3 +47,12 @@ def test_chinese_and_japanese_punctuation_is_set_apart_from_the_words_beside_it(
     # (A letter to PostgreSQL in the C locale: "（Apple）" was one word there.)
     assert search_form("（Apple）") == f"（{SEP}Apple{SEP}）"
     assert search_form("６．８") == f"６{SEP}．{SEP}８"
+
+
+def test_a_thai_snippet_is_widened_to_whole_words_only_where_it_is_found() -> None:
+    text = "ฝนตกหลายชั่วโมงในเชียงใหม่ ทำให้น้ำท่วมนาข้าว"
+    cut = " ... โมงในเชียงใหม่ ทำให้[น้ำท่วม]นาข้ ... "
+    assert whole_thai_words(cut, text) == " ... ชั่วโมงในเชียงใหม่ ทำให้[น้ำท่วม]นาข้าว"
+    # Not in the text (a bracket of its own, another version of it): as it is.
+    assert whole_thai_words(cut, text.replace("ทำให้", "[ทำให้]")) == cut
+    assert whole_thai_words(" ... ", text) == " ... "
