@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -50,6 +50,12 @@ class PoisonMessage(ValueError):
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
         self.kind = kind
+
+
+# Poison kinds on the clean topic the sink leaves to the cluster stage's letter (see
+# ``SinkRunner._handle``). Not ``schema_version``: a newer clean article is one processors
+# upgraded first may read, and the sink's letter is then what writes it to storage.
+LEFT_TO_CLUSTER: Final = frozenset({"undecodable", "invalid"})
 
 
 def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None:
@@ -302,6 +308,15 @@ class SinkRunner:
         try:
             record = decode(message.topic, message.value, self.settings)
         except PoisonMessage as exc:
+            if message.topic == self.settings.topic_clean and exc.kind in LEFT_TO_CLUSTER:
+                # The cluster stage reads this topic too, and refuses whatever is no
+                # article at all: its letter is the one a redrive sends back. A second
+                # letter, the sink's, doubled each such message at every redrive.
+                logger.warning("skipping %s[%d]@%d (%s), which the cluster stage "
+                               "dead-letters: %s", message.topic, message.partition,
+                               message.offset, exc.kind, exc)
+                self.metrics.errors.inc(stage="sink", kind=exc.kind)
+                return
             self._dead_letter(message, exc.kind, str(exc))
             return
         if record is None:

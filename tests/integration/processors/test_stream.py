@@ -25,6 +25,42 @@ from producers.replay import read_articles
 from sinks.base import latest_places
 from tests.conftest import wait_for
 
+
+def publish_seeds_after(settings, topic: str, poison: dict[str, bytes]) -> list[RawArticle]:
+    """Publish ``poison`` (key: bytes) to ``topic``, then the seeds; returns the seeds."""
+    seeds = list(read_articles([SEEDS]))
+    with Publisher(settings) as publisher:
+        for key, value in poison.items():
+            publisher.send(topic, key, value)
+        for article in seeds:
+            publisher.publish_article(article)
+    return seeds
+
+
+def sink_committed(settings) -> int:
+    """Offsets the sink's group has committed on the clean topic, all partitions."""
+    from kafka import TopicPartition
+
+    from newsflow.kafka import make_consumer
+
+    consumer = make_consumer(settings, group_id=f"{settings.app_id}-sink")
+    try:
+        parts = consumer.partitions_for_topic(settings.topic_clean) or set()
+        return sum(consumer.committed(TopicPartition(settings.topic_clean, p)) or 0
+                   for p in parts)
+    finally:
+        consumer.close(autocommit=False)
+
+
+def sqlite_count(path: Path, query: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute(query).fetchone()[0]
+        except sqlite3.OperationalError:  # the sink has not made its tables yet
+            return 0
+
 pytestmark = pytest.mark.integration
 
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
@@ -52,12 +88,8 @@ def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_r
     settings = make_settings()
     ensure_topics(settings)
     worker = start_role(settings, "process")
-    seeds = list(read_articles([SEEDS]))
-    with Publisher(settings) as publisher:
-        publisher.send(settings.topic_raw, "poison-1", b"\xff\xfe not json")
-        publisher.send(settings.topic_raw, "poison-2", b'{"schema_version": 1, "id": "x"}')
-        for article in seeds:
-            publisher.publish_article(article)
+    seeds = publish_seeds_after(settings, settings.topic_raw, {
+        "poison-1": b"\xff\xfe not json", "poison-2": b'{"schema_version": 1, "id": "x"}'})
 
     records = topic_reader(settings, settings.topic_members,
                            until=holding(a.id for a in seeds), timeout_s=90, watch=[worker])
@@ -91,6 +123,28 @@ def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_r
     assert binary.value_encoding == "base64" and binary.stage == "clean"
     empty = next(d for d in dead if d.key == "poison-2")
     assert "neither title nor text" in empty.error
+
+
+def test_junk_on_the_clean_topic_makes_one_dead_letter(make_settings, start_role, topic_reader):
+    """Both the cluster stage and the sink read the clean topic; only the cluster stage's
+    letter is written for what is no article at all, so a redrive sends it back once."""
+    settings = make_settings()
+    ensure_topics(settings)
+    roles = [start_role(settings, "process"), start_role(settings, "sink")]
+    seeds = publish_seeds_after(settings, settings.topic_clean, {
+        "junk-1": b"\xff\xfe not json", "junk-2": b"[1, 2]"})
+    # Every clean message read and committed by the sink: the seeds are stored, and a
+    # letter of its own would have been delivered before its commit.
+    wait_for(lambda: settings.sqlite_file.exists() and sqlite_count(
+        settings.sqlite_file, "SELECT count(*) FROM articles") == len(seeds), 120,
+        "the seeds in storage")
+    wait_for(lambda: sink_committed(settings) == 2 + len(seeds), 60, "the sink's commits")
+    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2,
+                           timeout_s=60, watch=roles)
+    time.sleep(3)  # a second letter of the cluster stage's would be on its way by now
+    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: False, timeout_s=5)
+    dead = [DeadLetter.from_bytes(r.value) for r in letters]
+    assert sorted((d.key, d.stage) for d in dead) == [("junk-1", "cluster"), ("junk-2", "cluster")]
 
 
 def reuters_in_one_worker(make_settings, start_role, topic_reader):

@@ -224,6 +224,26 @@ def test_poison_messages_go_to_the_dead_letter_topic(make_settings) -> None:
     assert all(d.stage == "sink" and d.topic == settings.topic_incidents for d in letters)
 
 
+def test_junk_on_the_clean_topic_is_left_to_the_cluster_stage_s_letter(make_settings) -> None:
+    """The cluster stage reads the clean topic too and dead-letters what is no article:
+    a letter of the sink's as well made two per message, and two more at each redrive.
+    A clean article of a version the sink does not read still gets the sink's letter (a
+    redrive writes it to storage once the sink is upgraded)."""
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    newer = json.dumps({"schema_version": 2, "id": "n1", "title": "t"}).encode()
+    publish(settings, [(settings.topic_clean, "junk", b"\xff\xfe not json"),
+                       (settings.topic_clean, "list", b"[1, 2]"),
+                       (settings.topic_clean, "newer", newer),
+                       (settings.topic_clean, "a1", article(1).to_bytes())])
+    db = settings.sqlite_file
+    with running(SinkRunner(settings, threading.Event(), flush_interval_s=0.2)):
+        wait_for(lambda: committed(settings, settings.topic_clean, 1) == 4, what="commit")
+    assert rows(db, "SELECT id FROM articles") == [("a1",)]
+    assert [(d.key, d.error_kind) for d in dead_letters(settings)] == [
+        ("newer", "schema_version")]
+
+
 def test_a_poison_message_too_large_to_quote_whole_does_not_stop_the_sink(make_settings) -> None:
     """A 6 MB message of an unknown schema: quoted in a dead letter as text, it would not
     fit in a message, and the sink would retry it for ever, writing nothing more."""

@@ -84,3 +84,31 @@ def test_backoff_is_exponential_and_capped() -> None:
     assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     backoff.reset()
     assert backoff.next_delay() == 0.5
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"\xff\xfe not json",
+        b"{not json",
+        b"[1, 2]",
+        b'"an article"',
+        b'{"schema_version": 1}',
+        b'{"schema_version": 1, "id": "a", "published": "not a time"}',
+        b'{"schema_version": 1, "id": ["a"]}',
+    ],
+)
+def test_what_the_sink_leaves_to_the_cluster_stage_the_cluster_stage_refuses(
+        value: bytes) -> None:
+    # The sink writes no letter of its own for these on the clean topic: the cluster stage,
+    # which reads that topic too, must dead-letter each of them.
+    from processors.app import PoisonMessage as Refused
+    from processors.app import decode_clean_article
+    from sinks.runner import LEFT_TO_CLUSTER
+
+    with pytest.raises(PoisonMessage) as info:
+        decode("clean", value, SETTINGS)
+    assert info.value.kind in LEFT_TO_CLUSTER
+    with pytest.raises(Refused):
+        decode_clean_article(value)
