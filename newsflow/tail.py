@@ -33,7 +33,7 @@ def describe(value: bytes | None) -> str:
         return "(empty)"
     try:
         data = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested too deeply: not one to stop the tail)
         return f"(not JSON, {len(value)} bytes)"
     if not isinstance(data, dict):
         return f"(JSON {type(data).__name__})"
@@ -82,7 +82,7 @@ def json_line(value: bytes | None) -> str:
     text = value.decode("utf-8", "replace")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return json.dumps(text)
     return text if "\n" not in text else json.dumps(data)
 

@@ -60,6 +60,10 @@ def test_an_unknown_version_of_each_topic_is_poison(topic: str, value: dict[str,
         ),
         (json.dumps({"incident_id": "i", "version": 1}).encode(), "schema_version"),
         (json.dumps({"schema_version": 1, "incident_id": "i", "version": 0}).encode(), "invalid"),
+        # Neither raised a ValueError: each stopped the sink (RecursionError, OverflowError).
+        (b'{"schema_version": 2, "added": ' + b"[" * 100_000, "undecodable"),
+        (json.dumps({"schema_version": 2, "incident_id": "i", "version": 1,
+                     "updated_at": "9999-12-31T23:00:00-05:00"}).encode(), "invalid"),
     ],
 )
 def test_poison_kinds(value: bytes, kind: str) -> None:
