@@ -811,6 +811,31 @@ def test_entries_with_broken_values_are_published_and_the_rest_too(server, rig):
     assert rig.poll(url).articles == []  # all seen: nothing again
 
 
+def test_a_date_past_year_9999_in_utc_or_json_nested_too_deeply_fails_no_poll(server, rig):
+    """A feed could fail every poll of itself with a traceback: one entry dated
+    "31 Dez 9999 23:00 -0500" (a localised date feedparser leaves to us) raised
+    OverflowError out of the parser, losing every entry of the feed; in a JSON Feed such a
+    date failed its entry at every poll; a body of JSON nested past the recursion limit
+    was an "internal" RecursionError. The date is unknown instead, and such JSON is not
+    a feed."""
+    items = [("g1", "https://news.example/1", "Good"), ("g2", "https://news.example/2", "Late")]
+    body = rss(items).replace(
+        b"<title>Late</title>", b"<title>Late</title><pubDate>Seg, 31 Dez 9999 23:00:00 -0500</pubDate>")
+    server.state.custom["late.xml"] = (body, "application/rss+xml")
+    result = rig.poll(server.url("/custom/late.xml"))
+    assert result.update.error is None
+    assert sorted((a.title, a.published) for a in result.articles) == [("Good", None), ("Late", None)]
+    feed = {"version": "https://jsonfeed.org/version/1.1", "title": "Late", "items": [
+        {"id": "1", "url": "https://news.example/j1", "title": "Late too", "content_text": "Text.",
+         "date_published": "9999-12-31T23:00:00-05:00"}]}
+    server.state.custom["late.json"] = (json.dumps(feed).encode(), "application/feed+json")
+    result = rig.poll(server.url("/custom/late.json"))
+    assert [(a.title, a.published) for a in result.articles] == [("Late too", None)]
+    server.state.custom["deep.json"] = (b'{"items": ' + b"[" * 100_000, "application/json")
+    failed = rig.poll(server.url("/custom/deep.json"))
+    assert failed.update.error == "not a feed: JSON that is not a JSON Feed (application/json)"
+
+
 def test_entries_sharing_a_guid_are_told_apart_by_their_links(server, rig, caplog):
     """A CMS that gives every item the same GUID: keyed by the GUID alone, every item but
     the first would pass for seen and never be published."""
