@@ -21,6 +21,7 @@ from newsflow.kafka import make_consumer
 from newsflow.recycle import CARRIED_HEADER
 from newsflow.schemas import DeadLetter, Incident, IncidentMember, IncidentVersion, RawArticle
 from newsflow.settings import Settings
+from newsflow.text import plain
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,12 @@ RESTART_LOOK_S = 2.0  # how often ``tail`` looks whether the embedded broker res
 
 
 def describe(value: bytes | None) -> str:
-    """A one-line summary of any newsflow message (or of bytes that are none)."""
+    """A one-line summary of any newsflow message (or of bytes that are none), as terminal
+    text: whoever published it wrote its sources and ids, escapes and newlines too."""
+    return plain(_summary(value))
+
+
+def _summary(value: bytes | None) -> str:
     if not value:
         return "(empty)"
     try:

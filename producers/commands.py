@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsflow.settings import Settings
+from newsflow.text import plain
 
 if TYPE_CHECKING:
     from producers.state import WaitingPages
@@ -174,8 +175,8 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     print("\t".join(columns))
     for f in feeds:
         print(
-            "\t".join(
-                [
+            "\t".join(  # (titles, errors and ETags are as a feed's server sent them)
+                map(plain, [
                     f.url + ("" if f.active else " (inactive)"),
                     f.name or f.title or "-",
                     _when(f.last_fetch),
@@ -185,7 +186,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     str(f.error_count) + (f" ({f.last_error})" if f.last_error else ""),
                     str(f.entries_seen),
                     _waiting(waiting.get(f.id)),
-                ]
+                ])
             )
         )
     where = f"state in {state_file}" if state_file.exists() else f"no state file at {state_file} yet"

@@ -21,6 +21,7 @@ import pytest
 import producers.feeds as feeds_module
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
+from producers.commands import cmd_feeds_list
 from producers.discover import find_feeds
 from producers.feedparse import parse_feed
 from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
@@ -770,6 +771,30 @@ def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
         assert listing[urls["cut"]] == "0"
     finally:
         rig.close()
+
+
+def test_feeds_list_shows_what_a_feed_sends_as_text_not_terminal_controls(server, tmp_path,
+                                                                          capsys):
+    """`feeds list` printed a feed's title, and the Content-Type its server answered in
+    the error, as they came: an ESC in them drove the operator's terminal (here, set its
+    window's title), and a tab or a newline forged columns and lines of the listing."""
+    feed = {"version": "https://jsonfeed.org/version/1.1",
+            "title": "\x1b]0;owned\x07News\tforged\nline", "items": []}
+    server.state.custom["escapes.json"] = (json.dumps(feed).encode(), "application/feed+json")
+    server.state.custom["escapes.html"] = (b"<p>no feed", "text/x-\x1b[2J")
+    rig = Rig(tmp_path)
+    try:
+        for name in ("escapes.json", "escapes.html"):
+            rig.poll(server.url(f"/custom/{name}"))
+        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+    finally:
+        rig.close()
+    out = capsys.readouterr().out
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
+    lines = out.splitlines()
+    assert len(lines) == 3 and all(line.count("\t") == 8 for line in lines)
+    assert " ]0;owned News forged line\t" in lines[1] + lines[2]
+    assert "not a feed (text/x- [2J)" in lines[1] + lines[2]
 
 
 def rss(items: list[tuple[str, str, str]]) -> bytes:
