@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from newsflow.settings import Settings
+
+# Control characters in a message: log lines quote what feeds, pages and messages said
+# (an entry's address, a server's Content-Type), and written as they came, an ESC drove
+# the terminal of whoever watched the log and a newline forged a line of it. Tab is kept.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# JSON escapes the C0 controls itself, but not DEL and the C1 controls, which some
+# terminals obey as well.
+_C1 = re.compile(r"[\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r"}.get(char) or f"\\x{ord(char):02x}"
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +39,14 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return _C1.sub(_json_escaped, json.dumps(entry, ensure_ascii=False))
+
+
+class PlainFormatter(logging.Formatter):
+    """One line per record (a traceback after it), its control characters escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
+        return _CONTROL.sub(_escaped, super().formatMessage(record))
 
 
 class _NoFault(logging.Filter):
@@ -71,9 +96,7 @@ def configure_logging(settings: Settings, *, service: bool = True) -> None:
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        )
+        handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -300,7 +300,7 @@ def articles_named(settings: Settings, topic: str, message: Message) -> list[str
         return [] if message.key is None else [message.key.decode("utf-8", "replace")]
     try:  # a version is keyed by its incident, and names the articles it added
         version = json.loads(message.value or b"{}")
-    except ValueError:  # (poison: the sink dead-letters it)
+    except (ValueError, RecursionError):  # (poison: the sink dead-letters it)
         return []
     if not isinstance(version, dict):
         return []

@@ -30,7 +30,14 @@ def _aware(value: datetime | None) -> datetime | None:
     # a reader may compare the texts, as the JSON Lines file invites.
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # (A ValueError is the model's refusal; an OverflowError stopped every reader.)
+        raise ValueError(f"{value.isoformat()} is past the years a date can hold once in UTC"
+                         ) from None
 
 
 def parse_timestamp(value: Any) -> datetime | None:

@@ -21,6 +21,7 @@ from newsflow.kafka import make_consumer
 from newsflow.recycle import CARRIED_HEADER
 from newsflow.schemas import DeadLetter, Incident, IncidentMember, IncidentVersion, RawArticle
 from newsflow.settings import Settings
+from newsflow.text import plain
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +29,17 @@ RESTART_LOOK_S = 2.0  # how often ``tail`` looks whether the embedded broker res
 
 
 def describe(value: bytes | None) -> str:
-    """A one-line summary of any newsflow message (or of bytes that are none)."""
+    """A one-line summary of any newsflow message (or of bytes that are none), as terminal
+    text: whoever published it wrote its sources and ids, escapes and newlines too."""
+    return plain(_summary(value))
+
+
+def _summary(value: bytes | None) -> str:
     if not value:
         return "(empty)"
     try:
         data = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested too deeply: not one to stop the tail)
         return f"(not JSON, {len(value)} bytes)"
     if not isinstance(data, dict):
         return f"(JSON {type(data).__name__})"
@@ -82,7 +88,7 @@ def json_line(value: bytes | None) -> str:
     text = value.decode("utf-8", "replace")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return json.dumps(text)
     return text if "\n" not in text else json.dumps(data)
 

@@ -636,3 +636,14 @@ def clean_title(title: str, site_names: list[str | None], url: str | None = None
     address."""
     title = nfc(" ".join(title.split()))
     return strip_site_suffix(title, [n for n in site_names if n], page_host(url))
+
+
+# C0 and C1 control characters (newlines and escapes among them) in what feeds, pages and
+# messages gave: printed as they are, an ESC drives the reader's terminal, and a newline
+# or a tab forges a line or a column of a listing.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(value: object) -> str:
+    """A value from outside as terminal text: its control characters as spaces."""
+    return _CONTROL.sub(" ", "" if value is None else str(value))

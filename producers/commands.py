@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsflow.settings import Settings
+from newsflow.text import plain
 
 if TYPE_CHECKING:
     from producers.state import WaitingPages
@@ -186,8 +187,8 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     now = time.time()
     for f in feeds:
         print(
-            "\t".join(
-                [
+            "\t".join(  # (titles, errors and ETags are as a feed's server sent them)
+                map(plain, [
                     f.url + ("" if f.active else " (inactive)"),
                     f.name or f.title or "-",
                     _when(f.last_fetch),
@@ -198,7 +199,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     _paused(f.paused_host, f.paused_until, now),
                     str(f.entries_seen),
                     _waiting(waiting.get(f.id)),
-                ]
+                ])
             )
         )
     where = f"state in {state_file}" if state_file.exists() else f"no state file at {state_file} yet"

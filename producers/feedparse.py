@@ -153,7 +153,17 @@ def _iso(value: Any) -> datetime | None:
     except ValueError:
         parsed_struct = feedparser._parse_date(value)  # its lenient multi-format date parser
         return _time(parsed_struct)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    moment = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return moment if _in_utc(moment) else None  # (kept with its own offset)
+
+
+def _in_utc(moment: datetime) -> datetime | None:
+    """``moment`` in UTC; None (unknown) when UTC has no such time ("9999-12-31T23:00
+    -05:00"): the article could not carry it, and raised, it failed its feed's polls."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 # RFC 822 dates with localised month names ("Seg, 24 Set 2018 19:42:40 -0300"), which
@@ -190,7 +200,7 @@ def _local_date(value: Any) -> datetime | None:
         local = datetime(int(year), month, int(day), int(hour), int(minute), int(second or 0), tzinfo=zone)
     except ValueError:
         return None
-    return local.astimezone(UTC)
+    return _in_utc(local)
 
 
 def _entry_key(guid: str | None, link: str | None, title: str, summary: str) -> str:
@@ -400,7 +410,7 @@ def _json_text(value: Any) -> str | None:
 def _parse_json_feed(body: bytes) -> ParsedFeed | None:
     try:
         data = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # (nested too deeply: no feed)
         return None
     if not isinstance(data, dict) or "jsonfeed.org" not in str(data.get("version", "")):
         return None

@@ -18,12 +18,16 @@ _TRACKING_EXACT = frozenset(
 _TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "__twitter_impression", "oly_", "vero_")
 
 # Addresses that are cloud-instance metadata services: never fetched, whatever the settings.
+# Two of them pass for public: Azure's WireServer (168.63.129.16, the VM agent's goal state
+# and extension settings) and Oracle Cloud Classic's metadata (192.0.0.192).
 _METADATA = frozenset(
     {
         ipaddress.ip_address("169.254.169.254"),
         ipaddress.ip_address("169.254.170.2"),
         ipaddress.ip_address("100.100.100.200"),
         ipaddress.ip_address("fd00:ec2::254"),
+        ipaddress.ip_address("168.63.129.16"),
+        ipaddress.ip_address("192.0.0.192"),
     }
 )
 

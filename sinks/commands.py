@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from newsflow.settings import Settings
+from newsflow.text import plain
 from sinks.models import (
     IncidentDetail,
     IncidentSummary,
@@ -115,16 +116,6 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
-
-# C0 and C1 control characters (newlines and escapes among them) in what articles gave:
-# printed as they are, an ESC in a source or address drives the reader's terminal, and a
-# newline forges a line of the listing.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def plain(value: object) -> str:
-    """A stored value as terminal text: its control characters as spaces."""
-    return _CONTROL.sub(" ", "" if value is None else str(value))
 
 
 def _names(values: tuple[str, ...]) -> str:

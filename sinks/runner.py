@@ -66,6 +66,8 @@ def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None
         data = json.loads(value)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PoisonMessage("undecodable", f"not JSON: {exc}") from exc
+    except RecursionError as exc:  # (not a ValueError: unanswered, it stopped the sink)
+        raise PoisonMessage("undecodable", "JSON nested too deeply to read") from exc
     if not isinstance(data, dict):
         raise PoisonMessage("invalid", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")

@@ -21,6 +21,7 @@ import pytest
 import producers.feeds as feeds_module
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
+from producers.commands import cmd_feeds_list
 from producers.discover import find_feeds
 from producers.feedparse import parse_feed
 from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
@@ -823,6 +824,30 @@ def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
         rig.close()
 
 
+def test_feeds_list_shows_what_a_feed_sends_as_text_not_terminal_controls(server, tmp_path,
+                                                                          capsys):
+    """`feeds list` printed a feed's title, and the Content-Type its server answered in
+    the error, as they came: an ESC in them drove the operator's terminal (here, set its
+    window's title), and a tab or a newline forged columns and lines of the listing."""
+    feed = {"version": "https://jsonfeed.org/version/1.1",
+            "title": "\x1b]0;owned\x07News\tforged\nline", "items": []}
+    server.state.custom["escapes.json"] = (json.dumps(feed).encode(), "application/feed+json")
+    server.state.custom["escapes.html"] = (b"<p>no feed", "text/x-\x1b[2J")
+    rig = Rig(tmp_path)
+    try:
+        for name in ("escapes.json", "escapes.html"):
+            rig.poll(server.url(f"/custom/{name}"))
+        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+    finally:
+        rig.close()
+    out = capsys.readouterr().out
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
+    lines = out.splitlines()
+    assert len(lines) == 3 and all(line.count("\t") == 8 for line in lines)
+    assert " ]0;owned News forged line\t" in lines[1] + lines[2]
+    assert "not a feed (text/x- [2J)" in lines[1] + lines[2]
+
+
 def rss(items: list[tuple[str, str, str]]) -> bytes:
     """An RSS 2.0 feed of (guid, link, title) items."""
     body = "".join(
@@ -860,6 +885,31 @@ def test_entries_with_broken_values_are_published_and_the_rest_too(server, rig):
     for article in result.articles:
         assert RawArticle.from_bytes(article.to_bytes()) == article  # publishable
     assert rig.poll(url).articles == []  # all seen: nothing again
+
+
+def test_a_date_past_year_9999_in_utc_or_json_nested_too_deeply_fails_no_poll(server, rig):
+    """A feed could fail every poll of itself with a traceback: one entry dated
+    "31 Dez 9999 23:00 -0500" (a localised date feedparser leaves to us) raised
+    OverflowError out of the parser, losing every entry of the feed; in a JSON Feed such a
+    date failed its entry at every poll; a body of JSON nested past the recursion limit
+    was an "internal" RecursionError. The date is unknown instead, and such JSON is not
+    a feed."""
+    items = [("g1", "https://news.example/1", "Good"), ("g2", "https://news.example/2", "Late")]
+    body = rss(items).replace(
+        b"<title>Late</title>", b"<title>Late</title><pubDate>Seg, 31 Dez 9999 23:00:00 -0500</pubDate>")
+    server.state.custom["late.xml"] = (body, "application/rss+xml")
+    result = rig.poll(server.url("/custom/late.xml"))
+    assert result.update.error is None
+    assert sorted((a.title, a.published) for a in result.articles) == [("Good", None), ("Late", None)]
+    feed = {"version": "https://jsonfeed.org/version/1.1", "title": "Late", "items": [
+        {"id": "1", "url": "https://news.example/j1", "title": "Late too", "content_text": "Text.",
+         "date_published": "9999-12-31T23:00:00-05:00"}]}
+    server.state.custom["late.json"] = (json.dumps(feed).encode(), "application/feed+json")
+    result = rig.poll(server.url("/custom/late.json"))
+    assert [(a.title, a.published) for a in result.articles] == [("Late too", None)]
+    server.state.custom["deep.json"] = (b'{"items": ' + b"[" * 100_000, "application/json")
+    failed = rig.poll(server.url("/custom/deep.json"))
+    assert failed.update.error == "not a feed: JSON that is not a JSON Feed (application/json)"
 
 
 def test_entries_sharing_a_guid_are_told_apart_by_their_links(server, rig, caplog):

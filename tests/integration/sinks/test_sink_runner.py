@@ -20,7 +20,7 @@ from newsflow.schemas import DeadLetter, RawArticle
 from newsflow.settings import Settings
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import open_store
-from tests.records import NOW, article, incident
+from tests.records import NOW, article, incident, placed
 
 pytestmark = pytest.mark.integration
 
@@ -242,6 +242,36 @@ def test_junk_on_the_clean_topic_is_left_to_the_cluster_stage_s_letter(make_sett
     assert rows(db, "SELECT id FROM articles") == [("a1",)]
     assert [(d.key, d.error_kind) for d in dead_letters(settings)] == [
         ("newer", "schema_version")]
+
+
+def test_a_message_nested_too_deeply_or_dated_past_year_9999_does_not_stop_the_sink(
+    make_settings,
+) -> None:
+    """Anyone who can publish to a topic the sink reads stopped it with one message: JSON
+    nested deeper than Python's recursion limit (RecursionError), or a time with an offset
+    that is past year 9999 once moved to UTC (OverflowError). Neither is a ValueError, so
+    the sink died, read the same message at its restart and died again, and `newsflow run`
+    gave up on it as failing at start-up."""
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    deep = b'{"schema_version": 2, "incident_id": "x", "version": 1, "added": ' + b"[" * 100_000
+    member = json.loads(placed(1, "i1", 1).to_bytes())
+    member["assigned_at"] = "9999-12-31T23:00:00-05:00"
+    publish(settings, [(settings.topic_incidents, "x", deep),
+                       (settings.topic_members, "a1", json.dumps(member).encode()),
+                       (settings.topic_incidents, "i1", incident("i1", 1, []).to_bytes())])
+    db = settings.sqlite_file
+    runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+    with running(runner) as thread:
+        wait_for(lambda: rows(db, "SELECT id FROM incidents") == [("i1",)] or not thread.is_alive(),
+                 what="i1 stored")
+        assert thread.is_alive(), "the sink stopped"
+        wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 2
+                 and committed(settings, settings.topic_members, 1) == 1, what="commit")
+    letters = dead_letters(settings)
+    assert {(d.topic, d.error_kind) for d in letters} == {
+        (settings.topic_members, "invalid"), (settings.topic_incidents, "undecodable")}
+    assert len(letters) == 2
 
 
 def test_a_poison_message_too_large_to_quote_whole_does_not_stop_the_sink(make_settings) -> None:

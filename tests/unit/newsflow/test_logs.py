@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 
 import pytest
 
@@ -95,3 +96,32 @@ def test_the_producers_cache_reset_logs_no_error(monkeypatch, capsys):
     janitor = CacheJanitor(every=1)
     janitor.tick()
     assert "impossible to clear cache" not in capsys.readouterr().err
+
+
+def test_what_a_feed_wrote_is_logged_on_one_line_without_terminal_controls(
+    restored_logging: None, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A log line quotes an entry's address or a server's Content-Type as the feed gave
+    it: written as it came, an ESC drove the terminal of whoever watched `newsflow run`
+    (here: its window title) and a newline forged a line of the log."""
+    import json
+
+    link = "https://news.example/1\x1b]0;owned\x07\n2026-12-04 ERROR forged\x9b2J"
+    log = logging.getLogger("producers.feeds")
+    configure_logging(Settings(log_level="INFO"))
+    log.info("page %s failed", link)
+    try:
+        raise ValueError("kept\nas it is")
+    except ValueError:
+        log.exception("entry %s", "x")
+    err = capsys.readouterr().err
+    first, second = err.splitlines()[:2]
+    assert first.endswith("INFO    producers.feeds: page https://news.example/1\\x1b]0;owned"
+                          "\\x07\\n2026-12-04 ERROR forged\\x9b2J failed")
+    assert second.endswith("ERROR   producers.feeds: entry x")
+    assert "ValueError: kept\nas it is" in err  # (a traceback keeps its lines)
+    configure_logging(Settings(log_level="INFO", log_json=True))
+    log.info("page %s failed", link)
+    line = capsys.readouterr().err
+    assert line.count("\n") == 1 and not re.search(r"[\x00-\x1f\x7f-\x9f]", line[:-1])
+    assert json.loads(line)["message"] == f"page {link} failed"

@@ -185,3 +185,12 @@ def test_timestamps_with_another_offset_travel_in_utc() -> None:
     member = IncidentMember(incident_id="i", incident_version=1, assigned_at=local,
                             article=IncidentArticle(id="x", published=local, seen_at=local))
     assert json.loads(member.to_bytes())["article"]["published"] == "2024-05-02T04:30:00Z"
+
+
+def test_a_time_past_year_9999_once_in_utc_is_refused_as_invalid() -> None:
+    """"9999-12-31T23:00:00-05:00" is a valid time whose UTC form is not: astimezone
+    raised OverflowError, which no reader took for an invalid message."""
+    with pytest.raises(ValidationError, match="past the years a date can hold"):
+        RawArticle.from_bytes(b'{"id": "a", "published": "9999-12-31T23:00:00-05:00"}')
+    with pytest.raises(ValidationError):
+        RawArticle.from_bytes(b'{"id": "a", "fetched_at": "0001-01-01T01:00:00+05:00"}')

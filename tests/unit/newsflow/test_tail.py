@@ -58,3 +58,26 @@ def test_json_output_is_one_json_value_per_line_whatever_the_message() -> None:
     assert json_line(b'{\n  "id": "a1"\n}') == '{"id": "a1"}'  # one line
     assert json_line(b"\xff not json") == json.dumps("\ufffd not json")
     assert json_line(b"") == json_line(None) == "null"
+
+
+def test_a_message_nested_too_deeply_or_dated_past_year_9999_does_not_stop_the_tail() -> None:
+    """Anyone who can publish to a topic could stop `newsflow tail` with one message:
+    RecursionError and OverflowError are not the ValueError it expected."""
+    import json
+
+    from newsflow.tail import json_line
+
+    deep = b'{"incident_id": "x", "added": ' + b"[" * 100_000
+    assert describe(deep) == f"(not JSON, {len(deep)} bytes)"
+    assert json.loads(json_line(deep)) == deep.decode()
+    late = b'{"schema_version": 1, "id": "a1", "published": "9999-12-31T23:00:00-05:00"}'
+    assert describe(late).startswith("(JSON of an unknown schema) ")
+
+
+def test_a_summary_shows_what_the_publisher_wrote_as_text_not_terminal_controls() -> None:
+    """A source or an id is whatever the message's publisher wrote: printed as it came, an
+    ESC drove the terminal of whoever ran `newsflow tail`, a newline forged a line."""
+    from newsflow.schemas import RawArticle
+
+    article = RawArticle(id="a1\nforged", title="t", source="\x1b]0;owned\x07AFP\x9b2J")
+    assert describe(article.to_bytes()) == "article a1 forged  ]0;owned AFP 2J undated 't'"

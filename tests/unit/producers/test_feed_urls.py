@@ -1,3 +1,5 @@
+import pytest
+
 from producers.urls import address_refusal, canonicalize, host_key, host_of, outlet_from_host
 
 
@@ -56,6 +58,22 @@ def test_a_private_address_refused_names_the_setting_that_allows_it():
 def test_metadata_addresses_are_refused_even_when_private_is_allowed():
     for ip in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"):
         assert "metadata" in (address_refusal(ip, allow_private=True) or "")
+
+
+def test_azures_wireserver_and_oracles_classic_metadata_address_are_refused():
+    """Azure's WireServer (168.63.129.16: the VM agent's goal state and extension
+    settings) is a public address, so nothing refused it, and Oracle Cloud Classic's
+    metadata service (192.0.0.192) is not among the ranges Python calls private: a feed's
+    link to either was fetched, and its answer published as an article."""
+    from producers.fetch import Fetcher, FetchError
+
+    for ip in ("168.63.129.16", "192.0.0.192", "::ffff:168.63.129.16"):
+        for allow_private in (False, True):
+            assert "metadata" in (address_refusal(ip, allow_private=allow_private) or ""), ip
+    with Fetcher(user_agent="newsflow-test") as fetcher:
+        with pytest.raises(FetchError) as refused:
+            fetcher.get("http://168.63.129.16/machine?comp=goalstate")
+    assert refused.value.kind == "blocked"
 
 
 def test_ipv4_inside_ipv6_is_judged_as_ipv4():

@@ -60,6 +60,10 @@ def test_an_unknown_version_of_each_topic_is_poison(topic: str, value: dict[str,
         ),
         (json.dumps({"incident_id": "i", "version": 1}).encode(), "schema_version"),
         (json.dumps({"schema_version": 1, "incident_id": "i", "version": 0}).encode(), "invalid"),
+        # Neither raised a ValueError: each stopped the sink (RecursionError, OverflowError).
+        (b'{"schema_version": 2, "added": ' + b"[" * 100_000, "undecodable"),
+        (json.dumps({"schema_version": 2, "incident_id": "i", "version": 1,
+                     "updated_at": "9999-12-31T23:00:00-05:00"}).encode(), "invalid"),
     ],
 )
 def test_poison_kinds(value: bytes, kind: str) -> None:
@@ -97,6 +101,8 @@ def test_backoff_is_exponential_and_capped() -> None:
         b'{"schema_version": 1}',
         b'{"schema_version": 1, "id": "a", "published": "not a time"}',
         b'{"schema_version": 1, "id": ["a"]}',
+        b'{"schema_version": 1, "id": "a", "text": ' + b"[" * 100_000,
+        b'{"schema_version": 1, "id": "a", "published": "9999-12-31T23:00:00-05:00"}',
     ],
 )
 def test_what_the_sink_leaves_to_the_cluster_stage_the_cluster_stage_refuses(
