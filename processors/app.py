@@ -149,7 +149,7 @@ def _schema_version(value: bytes) -> object:
     """The ``schema_version`` a message says it has (None: none, or not a JSON object)."""
     try:
         data = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested past the parser's limit: poison)
         return None
     return data.get("schema_version") if isinstance(data, dict) else None
 

@@ -309,6 +309,9 @@ def test_a_message_of_an_unknown_schema_version_is_named_so() -> None:
         decode_article(b'{"schema_version": 1}')
     with pytest.raises(PoisonMessage, match=r"^not a raw article \(schema v1\)"):
         decode_article(b"\xff not json")
+    # Nested past the JSON parser's limit: poison too (it was a RecursionError).
+    with pytest.raises(PoisonMessage, match=r"^not a raw article \(schema v1\):.*recursion"):
+        decode_article(b'{"schema_version": 1, "id": "a", "text": ' + b"[" * 100_000)
     # None at all: refused as the sink refuses it (the model's default used to stand in).
     with pytest.raises(PoisonMessage, match=r"^unknown schema_version None \(this newsflow"):
         decode_article(b'{"id": "a1", "title": "Quake"}')
