@@ -3,6 +3,7 @@ they keep on volumes is where the programs write it, and the settings they pass 
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
@@ -27,6 +28,18 @@ def named_volume_targets(service: dict[str, Any]) -> set[str]:
     return targets
 
 
+def image_workdir() -> PurePosixPath:
+    """The working directory of the Dockerfile's last stage (the image that runs)."""
+    workdir = PurePosixPath("/")
+    for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        if words and words[0] == "FROM":
+            workdir = PurePosixPath("/")
+        elif words and words[0] == "WORKDIR":
+            workdir = workdir / words[1]
+    return workdir
+
+
 def test_kafka_keeps_its_logs_on_the_volume() -> None:
     """The apache/kafka image writes its logs to KAFKA_LOG_DIRS, /tmp/kraft-combined-logs
     when unset (the default of log.dirs the image sets), not to /var/lib/kafka/data: a
@@ -34,6 +47,16 @@ def test_kafka_keeps_its_logs_on_the_volume() -> None:
     kafka = compose_service("kafka")
     log_dirs = str(kafka["environment"].get("KAFKA_LOG_DIRS", "/tmp/kraft-combined-logs"))
     assert set(log_dirs.split(",")) <= named_volume_targets(kafka)
+
+
+def test_newsflow_keeps_its_data_folder_on_a_volume() -> None:
+    """The producers' state (the entries seen) lives in the data folder: in the
+    container's own layer, a `docker compose up --build` after an update (a new
+    container) fetched and published every entry of every feed again."""
+    newsflow = compose_service("newsflow")
+    data_dir = newsflow.get("environment", {}).get("NEWSFLOW_DATA_DIR",
+                                                   str(Settings().data_dir))
+    assert str(image_workdir() / data_dir) in named_volume_targets(newsflow)
 
 
 def test_compose_sets_only_settings_that_exist() -> None:
