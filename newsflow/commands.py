@@ -15,6 +15,19 @@ if TYPE_CHECKING:  # (newsflow.redrive imports the Kafka client: not for `newsfl
     from newsflow.redrive import StoreLetters
 
 
+# A count the databases take too (a --limit: their integers are 64-bit; past that, the
+# driver's "bigint out of range" was the error).
+MAX_COUNT = 10**18
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a count of messages, records or rows, from 1."""
+    number = int(text)
+    if not 1 <= number <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_COUNT}, not {text}")
+    return number
+
+
 def stop_on_signals() -> Event:
     """An event set by SIGTERM or SIGINT, for loops that stop cleanly."""
     stop = Event()
@@ -108,7 +121,7 @@ def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters) ->
     tl.add_argument("topic")
     tl.add_argument("--from-beginning", action="store_true")
     tl.add_argument("--json", action="store_true", help="print the raw message values")
-    tl.add_argument("--limit", type=int, help="stop after this many messages")
+    tl.add_argument("--limit", type=at_least_one, help="stop after this many messages")
     tl.set_defaults(func=cmd_tail)
 
     dlq = sub.add_parser("dlq", help="the dead-letter topic")

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
+from newsflow.commands import at_least_one
 from newsflow.settings import Settings
 from newsflow.text import plain
 from sinks.models import (
@@ -210,18 +211,6 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# A --limit the databases take (their integers are 64-bit; past that, the driver's
-# "bigint out of range" was the error).
-MAX_LIMIT = 10**18
-
-
-def at_least_one(text: str) -> int:
-    number = int(text)
-    if not 1 <= number <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT}, not {text}")
-    return number
-
-
 def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.storage import store_name
     from sinks.store import open_existing_store
@@ -262,7 +251,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands; each sets ``func(args, settings) -> int``."""
     p = sub.add_parser("sink", help="write incidents and articles to storage (a service)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=at_least_one, default=500,
+                   help="records written at a time (default 500)")
     p.add_argument("--flush-interval", type=float, default=1.0, help="seconds (default 1)")
     p.set_defaults(func=cmd_sink)
 

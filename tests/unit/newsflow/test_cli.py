@@ -132,6 +132,21 @@ def test_replay_refuses_a_rate_that_is_not_above_zero(tmp_path, monkeypatch, cap
 
 
 
+def test_counts_of_messages_and_records_start_at_one(tmp_path, monkeypatch, capsys):
+    # `tail --limit 0` printed one message; `sink --batch-size 0` failed only once its
+    # storage was open and its consumer made ("max_records must be positive").
+    import pytest
+
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    for argv in (["tail", "raw", "--limit", "0"], ["tail", "raw", "--limit", "-1"],
+                 ["sink", "--batch-size", "0"]):
+        with pytest.raises(SystemExit) as raised:
+            main(argv)
+        assert raised.value.code == 2
+        assert "must be from 1 to" in capsys.readouterr().err
+
 def test_commands_that_run_once_hide_kafka_pythons_lines_unless_debugging(monkeypatch):
     """A command that runs once reports a Kafka failure in one line of its own; the
     library's retry lines (dozens, with tracebacks) buried it. The roles keep them."""
