@@ -100,7 +100,15 @@ class _ClosingNetClient(KafkaNetClient):  # type: ignore[misc]
     then (a fetch, a metadata refresh) has the IO thread read a socket already taken away,
     and log the traceback as an ERROR ("'NoneType' object has no attribute 'recv'", or
     "Invalid file descriptor: -1" when it waits on it again). Its IO thread is stopped
-    first, so the connections close on this thread alone."""
+    first, so the connections close on this thread alone.
+
+    It also hands ``allow_auto_create_topics`` on to its metadata, which kafka-python
+    3.0.12 leaves at its default (True) whatever the consumer was given."""
+
+    def __init__(self, **configs: Any) -> None:
+        super().__init__(**configs)
+        self.cluster.config["allow_auto_create_topics"] = configs.get(
+            "allow_auto_create_topics", True)
 
     def close(self, node_id: int | None = None) -> None:
         if node_id is None:
@@ -307,6 +315,10 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
         "heartbeat_interval_ms": int(settings.heartbeat_interval_s * 1000),
         "max_poll_interval_ms": 300000,
         "kafka_client": _ClosingNetClient,
+        # A reader never makes a topic: asked for one a restarted embedded broker did not
+        # have yet, it made it with the broker's defaults (more partitions than newsflow
+        # makes, no 8 MiB limit), and newsflow then kept it as it found it.
+        "allow_auto_create_topics": False,
     }
     config.update(overrides)
     return config

@@ -180,3 +180,28 @@ def test_a_consumer_closes_its_connections_only_once_its_io_thread_has_stopped(
     consumer.close()
     assert closed_while_it_ran and not any(closed_while_it_ran)
     assert not io_thread.is_alive()
+
+
+def test_a_reader_asking_about_a_missing_topic_does_not_make_it(make_settings) -> None:
+    """kafka-python's consumers asked the broker to create a topic they asked about (its
+    own setting against it was not passed on): a `tail` after an embedded broker restart
+    made newsflow's dead-letter topic with the broker's defaults before newsflow made it."""
+    from kafka import TopicPartition
+
+    from newsflow.kafka import admin_client, make_consumer
+
+    settings = make_settings()
+    missing = settings.topic_dlq + "-missing"
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        assert not consumer.partitions_for_topic(missing)
+        # As a tail does whose topic went with the broker: still assigned, fetching.
+        consumer.assign([TopicPartition(missing, 0)])
+        consumer.poll(timeout_ms=2000)
+    finally:
+        consumer.close()
+    admin = admin_client(settings)
+    try:
+        assert missing not in admin.list_topics()
+    finally:
+        admin.close()
