@@ -235,7 +235,10 @@ def restore_dead_letters(settings: Settings) -> None:
                 headers = letter.headers
                 if CARRIED_HEADER not in headers:
                     headers.append(CARRIED_HEADER)
-                publisher.send(settings.topic_dlq, letter.key, letter.value, headers=headers)
+                # With the time it was first written: `tail dlq` from the end then leaves
+                # it out as older than itself across the restart too.
+                publisher.send(settings.topic_dlq, letter.key, letter.value, headers=headers,
+                               timestamp_ms=letter.timestamp if letter.timestamp >= 0 else None)
         logger.info("carried %d dead letter(s) over to the new broker", len(letters))
     marker = redriven_marker(settings)
     if marker.exists():

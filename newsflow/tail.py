@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -114,6 +115,10 @@ def stop_when_reader_leaves(stream: IO[str], stop: Event) -> None:
     threading.Thread(target=watch, name="tail-reader-watch", daemon=True).start()
 
 
+def _digest(value: bytes | None) -> bytes:
+    return hashlib.blake2b(value or b"", digest_size=16).digest()
+
+
 def tail(
     settings: Settings,
     topic: str,
@@ -148,6 +153,9 @@ def tail(
     skip_older = settings.kafka_embedded and not from_beginning
     shown = 0
     followed_restart = False
+    # Digests of the dead letters shown: carried over a restart (byte for byte), those are
+    # not shown again, but one written just before it and not read yet still is.
+    letters_shown: set[bytes] = set()
     next_look = time.monotonic() + RESTART_LOOK_S
     try:
         while not stop.is_set():
@@ -164,8 +172,13 @@ def tail(
                 for record in records:
                     if skip_older and record.timestamp < started_ms:
                         continue
-                    if followed_restart and CARRIED_HEADER in record.headers:
-                        continue  # a dead letter from before the restart: shown, or older
+                    letter = (_digest(record.value) if record.topic == settings.topic_dlq
+                              else None)
+                    if (followed_restart and CARRIED_HEADER in record.headers
+                            and letter in letters_shown):
+                        continue  # a dead letter from before the restart, shown then
+                    if letter is not None:
+                        letters_shown.add(letter)
                     if raw_json:
                         out(json_line(record.value))
                     else:
