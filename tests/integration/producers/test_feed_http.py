@@ -843,7 +843,7 @@ def test_feeds_list_shows_what_a_feed_sends_as_text_not_terminal_controls(server
     out = capsys.readouterr().out
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
     lines = out.splitlines()
-    assert len(lines) == 3 and all(line.count("\t") == 8 for line in lines)
+    assert len(lines) == 3 and all(line.count("\t") == lines[0].count("\t") == 9 for line in lines)
     assert " ]0;owned News forged line\t" in lines[1] + lines[2]
     assert "not a feed (text/x- [2J)" in lines[1] + lines[2]
 
