@@ -172,8 +172,9 @@ def tail(
                 for record in records:
                     if skip_older and record.timestamp < started_ms:
                         continue
-                    letter = (_digest(record.value) if record.topic == settings.topic_dlq
-                              else None)
+                    # (Only the embedded broker restarts empty and carries letters over.)
+                    letter = (_digest(record.value) if settings.kafka_embedded
+                              and record.topic == settings.topic_dlq else None)
                     if (followed_restart and CARRIED_HEADER in record.headers
                             and letter in letters_shown):
                         continue  # a dead letter from before the restart, shown then

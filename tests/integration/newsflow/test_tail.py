@@ -6,11 +6,24 @@ import os
 import select
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from newsflow.kafka import Publisher, ensure_topics
+from newsflow.drain import read_topic
+from newsflow.kafka import Publisher, admin_client, ensure_topics
+from newsflow.recycle import (
+    CARRIED_HEADER,
+    carried_letters,
+    restore_dead_letters,
+    write_messages,
+)
 from newsflow.settings import settings_env
+from newsflow.tail import RESTART_LOOK_S, tail
+from tests.conftest import wait_for
 from tests.records import article
 
 pytestmark = pytest.mark.integration
@@ -46,48 +59,73 @@ def test_tail_piped_to_head_shows_each_line_at_once_and_ends_when_head_does(make
             tail.wait()
 
 
+
+@contextmanager
+def tailing_dlq(settings, *, from_beginning: bool) -> Iterator[tuple[list[str], dict[str, float]]]:
+    """``tail`` of the dead-letter topic in a thread: (its lines, the broker start it is
+    told, to change as a restart does)."""
+    started = {"at": 1.0}
+    lines: list[str] = []
+    stop = threading.Event()
+    follower = threading.Thread(target=tail, args=(settings, settings.topic_dlq), kwargs={
+        "from_beginning": from_beginning, "raw_json": True, "out": lines.append,
+        "stop": stop, "broker_started": lambda: started["at"]}, daemon=True)
+    follower.start()
+    try:
+        yield lines, started
+    finally:
+        stop.set()
+        follower.join(10)
+
+
+def restart_empty(settings, started: dict[str, float]) -> None:
+    """What a restart of the embedded broker does to the tail: the topic goes, the tail is
+    told and notices, the topic comes back empty."""
+    admin = admin_client(settings)
+    try:
+        admin.delete_topics([settings.topic_dlq])
+    finally:
+        admin.close()
+    started["at"] += 1
+    time.sleep(RESTART_LOOK_S + 1)
+    ensure_topics(settings)
+
+
 def test_a_dead_letter_written_just_before_a_restart_is_shown_once_after_it(make_settings):
     """A restarted embedded broker gets its dead letters back, marked carried over: those
     the tail showed before are not shown again, but one written just before the restart,
     which the tail had not read yet, was skipped with them and never shown."""
-    import threading
-    import time
-
-    from newsflow.kafka import admin_client
-    from newsflow.recycle import CARRIED_HEADER
-    from newsflow.tail import RESTART_LOOK_S, tail
-    from tests.conftest import wait_for
-
     settings = make_settings()
     ensure_topics(settings)
     shown_before, written_late = b'{"key": "shown-before"}', b'{"key": "written-late"}'
     with Publisher(settings) as publisher:
         publisher.send(settings.topic_dlq, "shown-before", shown_before)
-    started = {"at": 1.0}
-    lines: list[str] = []
-    stop = threading.Event()
-    follower = threading.Thread(target=tail, args=(settings, settings.topic_dlq), kwargs={
-        "from_beginning": True, "raw_json": True, "out": lines.append, "stop": stop,
-        "broker_started": lambda: started["at"]}, daemon=True)
-    follower.start()
-    try:
+    with tailing_dlq(settings, from_beginning=True) as (lines, started):
         wait_for(lambda: lines, 30, "the first letter")
-        # The restart: the broker starts empty, the tail notices, the letters come back.
-        admin = admin_client(settings)
-        try:
-            admin.delete_topics([settings.topic_dlq])
-        finally:
-            admin.close()
-        started["at"] = 2.0
-        time.sleep(RESTART_LOOK_S + 1)
-        ensure_topics(settings)
+        restart_empty(settings, started)
         with Publisher(settings) as publisher:
             for value in (shown_before, written_late):
                 publisher.send(settings.topic_dlq, None, value, headers=[CARRIED_HEADER])
         wait_for(lambda: any("written-late" in line for line in lines), 30, "the late letter")
         time.sleep(2)  # the first letter, were it shown again, would be by now
-    finally:
-        stop.set()
-        follower.join(10)
     assert [line for line in lines if "shown-before" in line] == lines[:1]
     assert sum("written-late" in line for line in lines) == 1
+
+
+def test_a_tail_from_the_end_leaves_out_letters_carried_over_from_before_it(make_settings):
+    """Carried over a restart, a letter keeps the time it was first written: a tail started
+    after it (from the end) still leaves it out, and shows the next one."""
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        publisher.send(settings.topic_dlq, "older", b'{"key": "older"}')
+    write_messages(carried_letters(settings), read_topic(settings, settings.topic_dlq))
+    time.sleep(0.1)
+    with tailing_dlq(settings, from_beginning=False) as (lines, started):
+        time.sleep(1)
+        restart_empty(settings, started)
+        restore_dead_letters(settings)
+        with Publisher(settings) as publisher:
+            publisher.send(settings.topic_dlq, "newer", b'{"key": "newer"}')
+        wait_for(lambda: any("newer" in line for line in lines), 30, "the newer letter")
+    assert not [line for line in lines if "older" in line]
