@@ -328,7 +328,8 @@ KATAKANA = "\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9f"
 HIRAGANA = "\u3041-\u309f"
 HANGUL = "\uac00-\ud7a3"
 HANGUL_JAMO = "\u1100-\u11ff\u3130-\u318f"
-THAI = "\u0e00-\u0e7f"
+_THAI_FIRST, _THAI_LAST = "\u0e00", "\u0e7f"
+THAI = f"{_THAI_FIRST}-{_THAI_LAST}"
 # Thai vowel and tone marks written above or below a letter: part of its word (ข้าว, rice,
 # is not ขาว, white), though not letters to ``str.isalnum`` or the regex ``\w``.
 THAI_MARKS = "".join(chr(c) for c in (0xE31, *range(0xE34, 0xE3B), *range(0xE47, 0xE4F)))
@@ -476,7 +477,7 @@ def thai_word_edges(text: str, start: int, end: int) -> tuple[int, int]:
 
 def _thai_word_edge(text: str, at: int, *, back: bool) -> int:
     def thai(i: int) -> bool:
-        return "\u0e00" <= text[i] <= "\u0e7f"
+        return _THAI_FIRST <= text[i] <= _THAI_LAST  # (as ``THAI``)
 
     if not 0 < at < len(text) or not (thai(at - 1) and thai(at)):
         return at
