@@ -39,6 +39,7 @@ from newsflow.drain import DrainError, Message, drain_groups, read_topic, read_u
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.redrive import mark_redriven, redriven_to
+from newsflow.schemas import read_json
 from newsflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -302,8 +303,8 @@ def articles_named(settings: Settings, topic: str, message: Message) -> list[str
         # Raw and clean articles and their places are keyed by article id.
         return [] if message.key is None else [message.key.decode("utf-8", "replace")]
     try:  # a version is keyed by its incident, and names the articles it added
-        version = json.loads(message.value or b"{}")
-    except (ValueError, RecursionError):  # (poison: the sink dead-letters it)
+        version = read_json(message.value or b"{}")
+    except ValueError:  # (poison: the sink dead-letters it)
         return []
     if not isinstance(version, dict):
         return []

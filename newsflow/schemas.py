@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -99,6 +100,16 @@ def article_key(canonical_url: str | None, text: str = "") -> str:
     """Message key and article id: a hash of the canonical URL, or of the text without one."""
     basis = f"url:{canonical_url}" if canonical_url else f"text:{' '.join(text.split())}"
     return hashlib.sha256(without_surrogates(basis).encode("utf-8")).hexdigest()[:32]
+
+
+def read_json(raw: bytes | str) -> Any:
+    """``json.loads``, with JSON nested past the parser's limit a ValueError, as any other
+    that is not JSON: its RecursionError is not one, and anyone who can publish a message
+    (or write a feed) could stop a reader with it."""
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply to read") from exc
 
 
 MAX_ID_CHARS = 512  # an article id, at most (see RawArticle.id)

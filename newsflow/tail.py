@@ -20,7 +20,14 @@ from kafka import TopicPartition
 
 from newsflow.kafka import make_consumer
 from newsflow.recycle import CARRIED_HEADER
-from newsflow.schemas import DeadLetter, Incident, IncidentMember, IncidentVersion, RawArticle
+from newsflow.schemas import (
+    DeadLetter,
+    Incident,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+    read_json,
+)
 from newsflow.settings import Settings
 from newsflow.text import plain
 
@@ -39,8 +46,8 @@ def _summary(value: bytes | None) -> str:
     if not value:
         return "(empty)"
     try:
-        data = json.loads(value)
-    except (ValueError, RecursionError):  # (nested too deeply: not one to stop the tail)
+        data = read_json(value)
+    except ValueError:
         return f"(not JSON, {len(value)} bytes)"
     if not isinstance(data, dict):
         return f"(JSON {type(data).__name__})"
@@ -88,8 +95,8 @@ def json_line(value: bytes | None) -> str:
         return "null"
     text = value.decode("utf-8", "replace")
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = read_json(text)
+    except ValueError:
         return json.dumps(text)
     return text if "\n" not in text else json.dumps(data)
 

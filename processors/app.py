@@ -16,7 +16,6 @@ an agent (faust agents that raise die silently).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -41,6 +40,7 @@ from newsflow.schemas import (
     Incident,
     RawArticle,
     RawPosition,
+    read_json,
     truncate_text,
 )
 from newsflow.settings import Settings
@@ -148,8 +148,8 @@ def _unknown_version(version: object, name: str) -> PoisonMessage:
 def _schema_version(value: bytes) -> object:
     """The ``schema_version`` a message says it has (None: none, or not a JSON object)."""
     try:
-        data = json.loads(value)
-    except (ValueError, RecursionError):  # (nested past the parser's limit: poison)
+        data = read_json(value)
+    except ValueError:
         return None
     return data.get("schema_version") if isinstance(data, dict) else None
 

@@ -25,7 +25,7 @@ from feedparser.exceptions import ThingsNobodyCaresAboutButMe
 from lxml import etree
 from lxml import html as lxml_html
 
-from newsflow.schemas import without_surrogates
+from newsflow.schemas import read_json, without_surrogates
 
 logger = logging.getLogger(__name__)
 
@@ -409,8 +409,8 @@ def _json_text(value: Any) -> str | None:
 
 def _parse_json_feed(body: bytes) -> ParsedFeed | None:
     try:
-        data = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError):  # (nested too deeply: no feed)
+        data = read_json(body.decode("utf-8-sig"))
+    except ValueError:  # (UnicodeDecodeError is one)
         return None
     if not isinstance(data, dict) or "jsonfeed.org" not in str(data.get("version", "")):
         return None

@@ -10,7 +10,6 @@ messages and unknown schema versions go to the dead-letter topic and the stream 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -37,6 +36,7 @@ from newsflow.schemas import (
     IncidentMember,
     IncidentVersion,
     RawArticle,
+    read_json,
 )
 from newsflow.settings import Settings
 from newsflow.storage import SinkUnavailable, StoreMisconfigured, store_setting
@@ -63,11 +63,9 @@ def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None
     if value is None:
         return None
     try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = read_json(value)
+    except ValueError as exc:  # (UnicodeDecodeError is one)
         raise PoisonMessage("undecodable", f"not JSON: {exc}") from exc
-    except RecursionError as exc:  # (not a ValueError: unanswered, it stopped the sink)
-        raise PoisonMessage("undecodable", "JSON nested too deeply to read") from exc
     if not isinstance(data, dict):
         raise PoisonMessage("invalid", f"expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")
