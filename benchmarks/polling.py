@@ -13,33 +13,18 @@ are counted, not published (the broker is not what is measured).
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("NEWSFLOW_SHARED_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "producers"))
 
-
-def serve(hosts: int, entries: int, ready: Any, stop: Any) -> None:
-    from nf_feedserver import FeedServer
-
-    servers = []
-    for i in range(hosts):
-        server = FeedServer(DATA, host=f"127.0.0.{i + 2}")
-        server.state.gen_entries = entries
-        server.__enter__()
-        servers.append(server)
-    ready.put([s.base for s in servers])
-    stop.wait()
-    for server in servers:
-        server.__exit__()
+from nf_feedserver import servers_elsewhere  # noqa: E402
 
 
 def run_pass(loop, state, *, label: str, feeds: int) -> float:  # type: ignore[no-untyped-def]
@@ -68,48 +53,38 @@ def main() -> int:
     from producers.feeds import FeedPoller, ProducerLoop, make_fetcher
     from producers.state import StateStore
 
-    ready: Any = mp.Queue()
-    stop_server = mp.Event()
-    server = mp.Process(target=serve, args=(args.hosts, args.entries, ready, stop_server))
-    server.start()
-    try:
-        bases = ready.get(timeout=30)
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                data_dir=Path(tmp), fetch_allow_private=True, poll_workers=args.workers,
-                host_delay_s=args.host_delay, host_concurrency=args.host_concurrency,
-                poll_min_interval_s=3600, fetch_pages=args.pages,
-            )
-            state = StateStore(settings.producer_state_file)
-            for i in range(args.feeds):
-                state.upsert_feed(f"{bases[i % len(bases)]}/gen/b{i}.xml", origin="config")
-            fetcher = make_fetcher(settings)
-            poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=args.pages)
-            published = [0]
+    with (servers_elsewhere(DATA, args.hosts, args.entries) as bases,
+          tempfile.TemporaryDirectory() as tmp):
+        settings = Settings(
+            data_dir=Path(tmp), fetch_allow_private=True, poll_workers=args.workers,
+            host_delay_s=args.host_delay, host_concurrency=args.host_concurrency,
+            poll_min_interval_s=3600, fetch_pages=args.pages,
+        )
+        state = StateStore(settings.producer_state_file)
+        for i in range(args.feeds):
+            state.upsert_feed(f"{bases[i % len(bases)]}/gen/b{i}.xml", origin="config")
+        fetcher = make_fetcher(settings)
+        poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=args.pages)
+        published = [0]
 
-            def publish(_article: object) -> None:
-                published[0] += 1
+        def publish(_article: object) -> None:
+            published[0] += 1
 
-            loop = ProducerLoop(
-                settings, state=state, poller=poller, publish=publish, flush=lambda: None
-            )
-            print(
-                f"{args.feeds} feeds x {args.entries} entries on {len(bases)} hosts; "
-                f"{args.workers} workers, per host {args.host_concurrency} at a time and "
-                f"{args.host_delay}s apart; pages {'on' if args.pages else 'off'}"
-            )
-            run_pass(loop, state, label="first pass (all new)", feeds=args.feeds)
-            print(f"  articles: {published[0]}")
-            state._conn.execute("UPDATE feeds SET next_poll = 0")
-            run_pass(loop, state, label="second pass (304)", feeds=args.feeds)
-            print(f"  articles: {published[0]} (no new ones expected)")
-            fetcher.close()
-            state.close()
-    finally:
-        stop_server.set()
-        server.join(timeout=10)
-        if server.is_alive():
-            server.terminate()
+        loop = ProducerLoop(
+            settings, state=state, poller=poller, publish=publish, flush=lambda: None
+        )
+        print(
+            f"{args.feeds} feeds x {args.entries} entries on {len(bases)} hosts; "
+            f"{args.workers} workers, per host {args.host_concurrency} at a time and "
+            f"{args.host_delay}s apart; pages {'on' if args.pages else 'off'}"
+        )
+        run_pass(loop, state, label="first pass (all new)", feeds=args.feeds)
+        print(f"  articles: {published[0]}")
+        state._conn.execute("UPDATE feeds SET next_poll = 0")
+        run_pass(loop, state, label="second pass (304)", feeds=args.feeds)
+        print(f"  articles: {published[0]} (no new ones expected)")
+        fetcher.close()
+        state.close()
     return 0
 
 

@@ -14,14 +14,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import multiprocessing as mp
 import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 LAST_MODIFIED = formatdate(1_700_000_000, usegmt=True)
@@ -66,6 +70,9 @@ class ServerState:
     # changes its content (so ETags change).
     gen_entries: int = 5
     gen_version: int = 0
+    # The number of a generated feed's first entry: raised, the feed lists newer entries
+    # (as a live feed does) and its oldest drop off.
+    gen_first: int = 0
     limited_failures: int = 1  # /limited/...: this many 429s before the real thing
     retry_after: str = "2"
     # /flaky/<path>: this many answers of flaky_status (with Retry-After), then <path>.
@@ -255,19 +262,26 @@ class Handler(BaseHTTPRequestHandler):
         entries = int(query.get("entries", [str(state.gen_entries)])[0])
         time.sleep(float(query.get("delay", ["0"])[0]))
         # ?big_page=I: entry I's page holds over a megabyte of text; ?huge_title=I: entry
-        # I's title alone is over 8 MiB; ?flaky_page=I: entry I's page is under /flaky/.
+        # I's title alone is over 8 MiB; ?flaky_page=I: entry I's page is under /flaky/;
+        # ?real=1: each entry links to one of the real pages (under its own address).
         big_page = int(query.get("big_page", ["-1"])[0])
         huge_title = int(query.get("huge_title", ["-1"])[0])
         flaky_page = int(query.get("flaky_page", ["-1"])[0])
+        real = page_files(state.data / "pages") if query.get("real") else []
         base = f"http://{self.headers.get('Host')}"
         items = []
-        for i in range(entries):
+        for i in range(state.gen_first, state.gen_first + entries):
             title = f"Story {name}-{i}" + (" word" * 1_700_000 if i == huge_title else "")
             page_query = "paragraphs=9000&" if i == big_page else ""
             flaky = "/flaky" if i == flaky_page else ""
+            if real:
+                rel = real[i % len(real)].relative_to(state.data / "pages").as_posix()
+                link = f"{base}/pages/{rel.removesuffix('.gz')}?copy={name}-{i}"
+            else:
+                link = f"{base}{flaky}/genpage/{name}/{i}.html?{page_query}utm_source=rss#top"
             items.append(
                 f"<item><title>{title}</title>"
-                f"<link>{base}{flaky}/genpage/{name}/{i}.html?{page_query}utm_source=rss#top</link>"
+                f"<link>{link}</link>"
                 f"<guid isPermaLink=\"false\">{name}-{i}</guid>"
                 f"<description>Summary of story {name}-{i}.</description>"
                 f"<pubDate>{formatdate(1_700_000_000 + i * 3600, usegmt=True)}</pubDate></item>"
@@ -359,3 +373,43 @@ class FeedServer(ThreadingHTTPServer):
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
         self.server_close()
+
+
+def _serve(data: Path, hosts: int, entries: int, first: Any, ready: Any, stop: Any) -> None:
+    servers = []
+    for i in range(hosts):
+        server = FeedServer(data, host=f"127.0.0.{i + 2}")
+        server.state.gen_entries = entries
+        server.__enter__()
+        servers.append(server)
+    ready.put([s.base for s in servers])
+    while not stop.wait(0.2):
+        for server in servers:
+            if first is not None:
+                server.state.gen_first = first.value
+            # (Kept for the tests to read: in a long benchmark it would only grow.)
+            with server.state.lock:
+                server.state.requests.clear()
+    for server in servers:
+        server.__exit__()
+
+
+@contextmanager
+def servers_elsewhere(data: Path, hosts: int, entries: int,
+                      first: Any = None) -> Iterator[list[str]]:
+    """Servers on loopback hosts 127.0.0.2, ... (so per-host politeness applies as on the
+    web), in a process of their own (so a benchmark's producer has the CPU it measures to
+    itself); yields their base URLs. ``entries``: how many entries each generated feed
+    lists; ``first``: a shared ``multiprocessing.Value``, the number of their first entry
+    (raised, the feeds list newer entries)."""
+    ready: Any = mp.Queue()
+    stop = mp.Event()
+    process = mp.Process(target=_serve, args=(data, hosts, entries, first, ready, stop))
+    process.start()
+    try:
+        yield ready.get(timeout=30)
+    finally:
+        stop.set()
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()
