@@ -207,6 +207,9 @@ class Publisher:
         # The sends since the last flush: (topic, key, future).
         self._pending: list[tuple[str, str | None, Any]] = []
         self._lock = threading.Lock()
+        # The topics this publisher has made sure exist (see _make_sure_exists).
+        self._topics_checked: set[str] = set()
+        self._topics_lock = threading.Lock()
         self.sent = 0
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers(settings),
@@ -220,7 +223,28 @@ class Publisher:
             max_in_flight_requests_per_connection=5 if not settings.kafka_embedded else 1,
             request_timeout_ms=30000,
             max_request_size=MAX_MESSAGE_BYTES,
+            # Never the broker's: see _make_sure_exists.
+            kafka_client=_ClosingNetClient,
+            allow_auto_create_topics=False,
         )
+
+    def _make_sure_exists(self, topic: str) -> None:
+        """Before the first send to one of newsflow's topics, make it if it is missing, as
+        the processors and the sink make it. A publisher never lets the broker make a
+        topic: a `replay` during an embedded broker's recycle made the raw topic with the
+        broker's defaults (more partitions, no 8 MiB limit) before newsflow made it, and it
+        stayed so. A topic that is not newsflow's is never made: a send to one that does not
+        exist fails once kafka-python has waited for it (60 s)."""
+        with self._topics_lock:
+            if topic in self._topics_checked:
+                return
+            specs = [spec for spec in topic_specs(self.settings) if spec.name == topic]
+            if specs:
+                try:
+                    ensure_topics(self.settings, specs)  # (logs what it made)
+                except KafkaError as exc:
+                    raise PublishError(f"cannot make sure {topic} exists: {exc}") from exc
+            self._topics_checked.add(topic)
 
     def send(self, topic: str, key: str | bytes | None, value: bytes | None,
              headers: list[tuple[str, bytes]] | None = None,
@@ -230,6 +254,8 @@ class Publisher:
         (default: now)."""
         raw = key.encode("utf-8") if isinstance(key, str) else key
         label = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        if topic not in self._topics_checked:
+            self._make_sure_exists(topic)
         try:
             future = self._producer.send(topic, key=raw, value=value, headers=headers,
                                          timestamp_ms=timestamp_ms)

@@ -205,3 +205,38 @@ def test_a_reader_asking_about_a_missing_topic_does_not_make_it(make_settings) -
         assert missing not in admin.list_topics()
     finally:
         admin.close()
+
+
+def test_a_publisher_to_a_missing_topic_makes_it_as_newsflow_does_not_as_the_broker_does(
+    make_settings,
+):
+    """kafka-python's producer had the broker make a topic it published to: a `replay`
+    during an embedded broker's recycle made the raw topic with the broker's defaults
+    (its partitions, no 8 MiB limit) before newsflow made it, and newsflow kept it so."""
+    from newsflow.kafka import partition_counts
+
+    settings = make_settings(raw_partitions=2)  # neither Kafka's default (1) nor Tansu's
+    with Publisher(settings) as publisher:
+        publisher.publish_article(article(1))
+    assert partition_counts(settings, [settings.topic_raw]) == {settings.topic_raw: 2}
+
+
+def test_a_publisher_never_has_the_broker_make_a_topic(make_settings):
+    """What kafka-python asks about a topic it publishes to (at its first send, at a
+    metadata refresh after an embedded broker's restart took the topic) must not make it:
+    the broker makes it with its own defaults, not newsflow's."""
+    from kafka.errors import KafkaTimeoutError
+
+    from newsflow.kafka import admin_client
+
+    settings = make_settings()
+    missing = settings.topic_raw + "-missing"
+    with Publisher(settings) as publisher:
+        with pytest.raises(KafkaTimeoutError):
+            # kafka-python's own wait at a send, cut from its 60 s to 2.
+            publisher._producer._wait_on_metadata(missing, 2000)
+    admin = admin_client(settings)
+    try:
+        assert missing not in admin.list_topics()
+    finally:
+        admin.close()
