@@ -195,6 +195,11 @@ class MessageTooLargeError(PublishError):
         self.keys = keys
 
 
+# How long a publisher's close waits with none of its sends confirmed before it gives up
+# (a broker that is away): a broker that answers confirms some within a second.
+CLOSE_IDLE_S = 5.0
+
+
 class Publisher:
     """The one place that writes to Kafka with kafka-python.
 
@@ -207,6 +212,10 @@ class Publisher:
         # The sends since the last flush: (topic, key, future).
         self._pending: list[tuple[str, str | None, Any]] = []
         self._lock = threading.Lock()
+        # The topics this publisher has made sure exist (see _make_sure_exists).
+        self._topics_checked: set[str] = set()
+        self._topics_lock = threading.Lock()
+        self._abandoned = False  # a close gave up delivering
         self.sent = 0
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers(settings),
@@ -220,7 +229,28 @@ class Publisher:
             max_in_flight_requests_per_connection=5 if not settings.kafka_embedded else 1,
             request_timeout_ms=30000,
             max_request_size=MAX_MESSAGE_BYTES,
+            # Never the broker's: see _make_sure_exists.
+            kafka_client=_ClosingNetClient,
+            allow_auto_create_topics=False,
         )
+
+    def _make_sure_exists(self, topic: str) -> None:
+        """Before the first send to one of newsflow's topics, make it if it is missing, as
+        the processors and the sink make it. A publisher never lets the broker make a
+        topic: a `replay` during an embedded broker's recycle made the raw topic with the
+        broker's defaults (more partitions, no 8 MiB limit) before newsflow made it, and it
+        stayed so. A topic that is not newsflow's is never made: a send to one that does not
+        exist fails once kafka-python has waited for it (60 s)."""
+        with self._topics_lock:
+            if topic in self._topics_checked:
+                return
+            specs = [spec for spec in topic_specs(self.settings) if spec.name == topic]
+            if specs:
+                try:
+                    ensure_topics(self.settings, specs)  # (logs what it made)
+                except KafkaError as exc:
+                    raise PublishError(f"cannot make sure {topic} exists: {exc}") from exc
+            self._topics_checked.add(topic)
 
     def send(self, topic: str, key: str | bytes | None, value: bytes | None,
              headers: list[tuple[str, bytes]] | None = None,
@@ -230,6 +260,8 @@ class Publisher:
         (default: now)."""
         raw = key.encode("utf-8") if isinstance(key, str) else key
         label = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        if topic not in self._topics_checked:
+            self._make_sure_exists(topic)
         try:
             future = self._producer.send(topic, key=raw, value=value, headers=headers,
                                          timestamp_ms=timestamp_ms)
@@ -251,23 +283,25 @@ class Publisher:
         self.send(self.settings.topic_dlq, letter.original_key(), letter.to_bytes())
 
     def _on_error(self, topic: str, key: str | None, exc: BaseException) -> None:
+        if self._abandoned:  # counted by the flush that gave up on them
+            logger.debug("delivery to %s abandoned for key %s: %s", topic, key, exc)
+            return
         logger.error("delivery to %s failed for key %s: %s", topic, key, exc)
 
-    def flush(self, timeout_s: float = 30.0) -> None:
+    def flush(self, timeout_s: float = 30.0, idle_s: float | None = None) -> None:
         """Wait for the sends since the last flush; raise if any of them failed, so the
         caller does not mark them done: ``MessageTooLargeError`` when every failure was a
         size refusal (all the other messages were delivered), else ``PublishError``. A
         send of an earlier batch that fails only now (its flush timed out and the caller
-        sends it again) is logged, and fails no later batch."""
+        sends it again) is logged, and fails no later batch. ``idle_s``: give up sooner,
+        once none of the sends was done for that long (the broker answers nothing)."""
         with self._lock:
             batch, self._pending = self._pending, []
         try:
-            self._producer.flush(timeout=timeout_s)
-        except KafkaTimeoutError:
-            pass  # the sends not done by now count as not delivered, below
+            waited = self._wait_for(batch, timeout_s, idle_s)
         except KafkaError as exc:
             raise PublishError(f"flush failed: {exc}", undelivered=len(batch)) from exc
-        no_answer = KafkaTimeoutError(f"no answer from the broker within {timeout_s:g} s")
+        no_answer = KafkaTimeoutError(f"no answer from the broker {waited}")
         failures = [(topic, key, future.exception if future.is_done else no_answer)
                     for topic, key, future in batch if not future.is_done or future.failed()]
         if not failures:
@@ -283,19 +317,62 @@ class Publisher:
             undelivered=len(failures),
         )
 
-    def close(self) -> None:
+    def _wait_for(self, batch: list[tuple[str, str | None, Any]], timeout_s: float,
+                  idle_s: float | None) -> str:
+        """kafka-python's flush, until its sends are done, ``timeout_s`` is up, or, with
+        ``idle_s``, none of ``batch`` was done for that long. Returns how long it waited
+        for those not done ("" when all are)."""
+        if idle_s is not None and not batch:
+            return ""  # (kafka-python's other sends were a flush's that said they failed)
+        deadline = time.monotonic() + timeout_s
+        done, progressed_at = 0, time.monotonic()
+        while (left := deadline - time.monotonic()) > 0:
+            if idle_s is not None:
+                if (count := sum(future.is_done for _, _, future in batch)) > done:
+                    done, progressed_at = count, time.monotonic()
+                if progressed_at + idle_s <= time.monotonic():
+                    return f"for {idle_s:g} s"
+                left = min(left, 0.5)  # in slices, to see what was done meanwhile
+            try:
+                self._producer.flush(timeout=left)
+                return ""
+            except KafkaTimeoutError:  # (not all done in time: those count as not delivered)
+                if idle_s is None:
+                    break
+        return f"within {timeout_s:g} s"
+
+    def close(self, idle_s: float = CLOSE_IDLE_S) -> None:
+        """Deliver what was sent since the last flush, and stop. It gives up once the
+        broker has confirmed none of it for ``idle_s`` (an outage: kafka-python waited out
+        its 30 s flush, then 10 s more in its close), and raises ``PublishError`` with
+        the count not delivered."""
         delivered = False
         try:
-            self.flush()
+            self.flush(idle_s=idle_s)
             delivered = True
         finally:
-            # After a failed flush, waiting again only delays its error; and kafka-python's
-            # close raises its own flush timeout while sends are pending, which must not
-            # take the place of the error that says what was lost.
             try:
-                self._producer.close(timeout=10 if delivered else 0)
+                # Sends still open (those a flush gave up on, this one or an earlier one,
+                # which said so) are waited for only while this flush was answered.
+                self._producer.close(timeout=idle_s if delivered else 0)
             except KafkaError as exc:
+                # kafka-python's close raises its flush timeout before it stops its
+                # sender thread.
                 logger.debug("producer closed with sends pending: %s", exc)
+                self._stop_sending()
+
+    def _stop_sending(self) -> None:
+        """Stop kafka-python's sender thread, which kept trying (until each send's 120 s
+        delivery timeout) after a close that raised, failing what it still holds (a
+        flush that gave up on it has said so). kafka-python 3.0.12 has no public way."""
+        self._abandoned = True  # (their failures are not logged one by one)
+        sender = self._producer._sender
+        sender.force_close()
+        sender.join(5)
+        try:
+            self._producer.close(timeout=0)  # (nothing left to wait for)
+        except KafkaError as exc:
+            logger.debug("producer closed with sends pending: %s", exc)
 
     def __enter__(self) -> Publisher:
         return self

@@ -18,8 +18,9 @@ supervisor restarts it empty, losing nothing:
    any restart of the embedded broker. The web page, reading storage, stays up.
 
 A stop of the service saves what the broker holds the same way (``save_for_next_start``,
-at the end of this module): the dead letters, and the raw articles the processors and the
-sink had not finished, written back at the next start.
+at the end of this module): the dead letters, the raw articles the processors and the
+sink had not finished, and the merges the sink had not stored, written back at the next
+start.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from threading import Event
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import DrainError, Message, drain_groups, read_topic, read_unread, wait_drained
@@ -259,11 +260,16 @@ def carried_articles(settings: Settings) -> Path:
     return settings.data_dir / "articles.carried.jsonl"
 
 
+def carried_merges(settings: Settings) -> Path:
+    return settings.data_dir / "merges.carried.jsonl"
+
+
 def save_for_next_start(settings: Settings, drained: bool) -> None:
     """Before the embedded broker stops with the service: its dead letters and, unless the
     processors and the sink finished everything (``drained``, and still so now), the raw
-    articles they did not, saved for ``restore_saved`` at the next start. (Each on its own: one that cannot
-    be read does not cost the other.)"""
+    articles they did not and the merges the sink did not store, saved for
+    ``restore_saved`` at the next start. (The letters on their own: one that cannot be read
+    does not cost the other.)"""
     try:
         save_dead_letters(settings)
     except Exception as exc:  # noqa: BLE001 - the broker is unusable: nothing more to save
@@ -274,9 +280,12 @@ def save_for_next_start(settings: Settings, drained: bool) -> None:
     # the children stopped, after the drain found everything read.
     if drained and wait_drained(settings, drain_groups(settings), timeout_s=0.0):
         path.unlink(missing_ok=True)  # all finished, those carried over last time too
+        carried_merges(settings).unlink(missing_ok=True)
         return
     try:
-        saved = save_unfinished_articles(settings)
+        unfinished = unfinished_article_ids(settings)
+        saved = save_unfinished_articles(settings, unfinished)
+        merges = save_unstored_merges(settings, unfinished)
     except Exception as exc:  # noqa: BLE001
         logger.error("could not save the articles the processors and the sink had not"
                      " finished (%s): they are lost with the embedded broker", exc)
@@ -284,6 +293,9 @@ def save_for_next_start(settings: Settings, drained: bool) -> None:
     if saved:
         logger.warning("%d raw article message(s) not finished by the processors and the sink"
                        " saved to %s: they are processed again at the next start", saved, path)
+    if merges:
+        logger.warning("%d merged incident(s) whose last version the sink had not stored"
+                       " saved to %s: stored at the next start", merges, carried_merges(settings))
 
 
 def unfinished_article_ids(settings: Settings) -> set[str]:
@@ -302,30 +314,66 @@ def articles_named(settings: Settings, topic: str, message: Message) -> list[str
     if topic != settings.topic_incidents:
         # Raw and clean articles and their places are keyed by article id.
         return [] if message.key is None else [message.key.decode("utf-8", "replace")]
-    try:  # a version is keyed by its incident, and names the articles it added
-        version = read_json(message.value or b"{}")
-    except ValueError:  # (poison: the sink dead-letters it)
-        return []
-    if not isinstance(version, dict):
+    # A version is keyed by its incident, and names the articles it added.
+    if (version := incident_version(message)) is None:
         return []
     named = version.get("added") or [item.get("id") for item in version.get("articles") or ()
                                      if isinstance(item, dict)]
     return [name for name in named if isinstance(name, str)]
 
 
-def save_unfinished_articles(settings: Settings) -> int:
-    """Save the raw messages of the unfinished articles (every copy, in publishing order);
-    how many."""
-    ids = unfinished_article_ids(settings)
+def incident_version(message: Message) -> dict[str, Any] | None:
+    """An incident version's fields, as JSON (of either schema); None for poison, which
+    the sink dead-letters."""
+    try:
+        version = read_json(message.value or b"{}")
+    except ValueError:
+        return None
+    return version if isinstance(version, dict) else None
+
+
+def save_unfinished_articles(settings: Settings, ids: set[str]) -> int:
+    """Save the raw messages of the unfinished articles ``ids`` (every copy, in publishing
+    order); how many."""
     raw = [m for m in read_topic(settings, settings.topic_raw)
            if m.key is not None and m.key.decode("utf-8", "replace") in ids] if ids else []
     raw.sort(key=lambda m: m.timestamp)  # (stable: a partition's order stays for ties)
-    path = carried_articles(settings)
-    if raw:
-        write_messages(path, raw)
+    return save_or_remove(carried_articles(settings), raw)
+
+
+def save_unstored_merges(settings: Settings, unfinished: set[str]) -> int:
+    """Save the last versions of merged incidents that the sink has not read, once it has
+    read where their articles went; how many. Such a version names no article, so the
+    articles carried over do not bring it back, and the processors, rebuilt from storage,
+    no longer hold its incident: it stayed an incident of its own in storage, without
+    articles. One whose articles are ``unfinished`` is left out: they are decided again,
+    from where storage has them."""
+    merges = [message
+              for group, topics in drain_groups(settings).items()
+              if settings.topic_incidents in topics
+              for message in read_unread(settings, group, [settings.topic_incidents])
+              if retires_incident(message, unfinished)]
+    return save_or_remove(carried_merges(settings), merges)
+
+
+def save_or_remove(path: Path, messages: list[Message]) -> int:
+    """``messages`` saved to ``path``, or ``path`` removed when there are none; how many."""
+    if messages:
+        write_messages(path, messages)
     else:
         path.unlink(missing_ok=True)
-    return len(raw)
+    return len(messages)
+
+
+def retires_incident(message: Message, unfinished: set[str]) -> bool:
+    """Whether ``message`` is an incident's last version after a merge, none of whose
+    articles (those it removed) is ``unfinished``."""
+    version = incident_version(message)
+    if version is None or not version.get("merged_into"):
+        return False
+    removed = version.get("removed") or []
+    return isinstance(removed, list) and not unfinished.intersection(
+        name for name in removed if isinstance(name, str))
 
 
 def restore_saved(settings: Settings) -> None:
@@ -334,19 +382,22 @@ def restore_saved(settings: Settings) -> None:
     seen them finished or saved what is not (a broker that dies first takes nothing with
     it: they are published again, and an article the stage has seen changes nothing)."""
     restore_dead_letters(settings)
-    path = carried_articles(settings)
-    if not path.exists():
-        return
-    articles = read_messages(path)
-    with Publisher(settings, client_id="newsflow-carry") as publisher:
-        for article in articles:
-            # With the time it was first published: the cluster stage decides in that order.
-            publisher.send(settings.topic_raw, article.key, article.value,
-                           headers=article.headers,
-                           timestamp_ms=article.timestamp if article.timestamp >= 0 else None)
-    logger.info("published again %d raw article message(s) the last stop saved", len(articles))
+    for path, topic, what in (
+        (carried_articles(settings), settings.topic_raw, "raw article message(s)"),
+        (carried_merges(settings), settings.topic_incidents, "merged incident version(s)"),
+    ):
+        if not path.exists():
+            continue
+        messages = read_messages(path)
+        with Publisher(settings, client_id="newsflow-carry") as publisher:
+            for message in messages:
+                # With the time it was first published: the cluster stage decides in that order.
+                publisher.send(topic, message.key, message.value, headers=message.headers,
+                               timestamp_ms=message.timestamp if message.timestamp >= 0 else None)
+        logger.info("published again %d %s the last stop saved", len(messages), what)
 
 
 def saved_files(settings: Settings) -> list[Path]:
     """What an embedded broker's stop left for its next start."""
-    return [p for p in (carried_letters(settings), carried_articles(settings)) if p.exists()]
+    return [p for p in (carried_letters(settings), carried_articles(settings),
+                        carried_merges(settings)) if p.exists()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from kafka import KafkaAdminClient
@@ -12,6 +13,7 @@ from newsflow.kafka import (
     MAX_MESSAGE_BYTES,
     MessageTooLargeError,
     Publisher,
+    PublishError,
     ensure_topics,
     topic_specs,
 )
@@ -205,3 +207,84 @@ def test_a_reader_asking_about_a_missing_topic_does_not_make_it(make_settings) -
         assert missing not in admin.list_topics()
     finally:
         admin.close()
+
+
+def test_a_publisher_to_a_missing_topic_makes_it_as_newsflow_does_not_as_the_broker_does(
+    make_settings,
+):
+    """kafka-python's producer had the broker make a topic it published to: a `replay`
+    during an embedded broker's recycle made the raw topic with the broker's defaults
+    (its partitions, no 8 MiB limit) before newsflow made it, and newsflow kept it so."""
+    from newsflow.kafka import partition_counts
+
+    settings = make_settings(raw_partitions=2)  # neither Kafka's default (1) nor Tansu's
+    with Publisher(settings) as publisher:
+        publisher.publish_article(article(1))
+    assert partition_counts(settings, [settings.topic_raw]) == {settings.topic_raw: 2}
+
+
+def test_a_publisher_never_has_the_broker_make_a_topic(make_settings):
+    """What kafka-python asks about a topic it publishes to (at its first send, at a
+    metadata refresh after an embedded broker's restart took the topic) must not make it:
+    the broker makes it with its own defaults, not newsflow's."""
+    from kafka.errors import KafkaTimeoutError
+
+    from newsflow.kafka import admin_client
+
+    settings = make_settings()
+    missing = settings.topic_raw + "-missing"
+    with Publisher(settings) as publisher:
+        with pytest.raises(KafkaTimeoutError):
+            # kafka-python's own wait at a send, cut from its 60 s to 2.
+            publisher._producer._wait_on_metadata(missing, 2000)
+    admin = admin_client(settings)
+    try:
+        assert missing not in admin.list_topics()
+    finally:
+        admin.close()
+
+
+@contextmanager
+def publisher_whose_broker_went_away(data_dir):
+    """(A publisher that delivered a message, kafka-python's sender thread), after their
+    broker stopped: their own broker, not the session's."""
+    from newsflow.broker import EmbeddedBroker
+    from newsflow.settings import Settings
+
+    with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                            data_dir=data_dir, replay_seeds=False)
+        publisher = Publisher(settings)
+        publisher.publish_article(article(1))
+        publisher.flush()
+        broker.stop()
+        yield publisher, publisher._producer._sender
+
+
+def test_a_close_after_a_broker_outage_gives_up_soon_and_says_how_many_were_lost(
+    tmp_path, caplog
+):
+    """After an outage kafka-python waited out the whole 30 s flush at a close, then left
+    its sender thread running (its own close raised its flush timeout before stopping
+    it). A close gives up once the broker has confirmed nothing for a few seconds, and
+    says how many messages it did not deliver, once (not an error line for each)."""
+    with publisher_whose_broker_went_away(tmp_path) as (publisher, sender):
+        for n in range(2, 9):
+            publisher.publish_article(article(n))
+        with pytest.raises(PublishError, match="7 of 7 .* no answer from the broker for 5 s") as info:
+            publisher.close()
+    assert info.value.undelivered == 7
+    assert not sender.is_alive()
+    assert not [r for r in caplog.records if r.name == "newsflow.kafka" and r.levelname == "ERROR"]
+
+
+def test_a_close_after_a_flush_that_failed_in_an_outage_stops_without_waiting_for_it(tmp_path):
+    """A flush that gave up on its sends (a poll's, in an outage) said which; the close
+    that follows (leaving `with Publisher`) waited 30 s more, then 10 s in kafka-python's
+    close, and left kafka-python's sender thread running."""
+    with publisher_whose_broker_went_away(tmp_path) as (publisher, sender):
+        publisher.publish_article(article(2))
+        with pytest.raises(PublishError, match="1 of 1 .* within 1 s"):
+            publisher.flush(timeout_s=1)
+        publisher.close()  # nothing of its own left to deliver: no error
+    assert not sender.is_alive()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
@@ -29,16 +31,34 @@ class FakeFuture:
                 fn(*args, exc)
 
 
+class FakeSender:
+    """kafka-python's sender thread, as a close that gave up stops it: what it still
+    held fails."""
+
+    def __init__(self, producer: FakeProducer) -> None:
+        self.producer = producer
+
+    def force_close(self) -> None:
+        for future in self.producer.futures.values():
+            future.resolve(KafkaTimeoutError("Producer is closed forcefully."))
+        self.producer.futures.clear()
+
+    def join(self, timeout=None) -> None:
+        pass
+
+
 class FakeProducer:
     """Refuses what is over max_request_size on send, as kafka-python does; on flush,
     fails the sends listed in ``fail`` (key: exception) the way its sender thread does,
-    or, with ``time_out``, raises as a flush that timed out and leaves the sends open."""
+    or, with ``time_out``, raises as a flush that timed out (after its timeout) and
+    leaves the sends open."""
 
     def __init__(self, **config) -> None:
         self.config = config
         self.futures: dict[bytes | None, FakeFuture] = {}
         self.fail: dict[bytes, BaseException] = {}
         self.time_out = False
+        self._sender = FakeSender(self)
 
     def send(self, topic, key=None, value=None, headers=None, timestamp_ms=None):  # as kafka-python
         if len(value) > self.config["max_request_size"]:
@@ -48,7 +68,8 @@ class FakeProducer:
 
     def flush(self, timeout=None) -> None:
         if self.time_out:
-            raise KafkaTimeoutError("Timeout after waiting for 30 secs.")
+            time.sleep(timeout)
+            raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
         for key, future in self.futures.items():
             future.resolve(self.fail.get(key))
         self.futures.clear()
@@ -106,7 +127,7 @@ def test_a_send_that_fails_after_its_flush_timed_out_fails_no_later_batch(publis
     publisher.send("raw", "a", b"{}")
     producer.time_out = True
     with pytest.raises(PublishError, match="1 of 1 message"):
-        publisher.flush()
+        publisher.flush(timeout_s=0.1)
     late = producer.futures.pop(b"a")
     producer.time_out = False
     publisher.send("raw", "c", b"{}")
@@ -121,16 +142,37 @@ def test_a_flush_that_times_out_counts_what_was_not_delivered(publisher):
     publisher.send("raw", "b", b"{}")
     publisher.send("raw", "c", b"{}")
     with pytest.raises(PublishError, match=r"2 of 2 message\(s\) not delivered .*no answer") as info:
-        publisher.flush(timeout_s=5)
+        publisher.flush(timeout_s=0.1)
     assert info.value.undelivered == 2
 
 
 def test_closing_after_a_failed_flush_raises_the_flush_error_not_the_close_timeout(publisher):
     publisher.send("raw", "a", b"{}")
     publisher._producer.time_out = True
-    with pytest.raises(PublishError) as info:
-        publisher.close()
+    with pytest.raises(PublishError, match="no answer from the broker for 0.2 s") as info:
+        publisher.close(idle_s=0.2)
     assert info.value.undelivered == 1
+    assert not publisher._producer.futures  # what kafka-python held was failed, not left
+
+
+def test_a_close_waits_on_while_the_broker_confirms_some_sends(publisher, monkeypatch):
+    """Only a broker that confirms nothing for idle_s is given up on: a long replay's
+    last sends, delivered a little at a time, are all waited for."""
+    producer = publisher._producer
+    for key in ("a", "b", "c", "d"):
+        publisher.send("raw", key, b"{}")
+
+    def one_at_a_time(timeout=None) -> None:  # each slice of the wait sees one more done
+        open_keys = [key for key, future in producer.futures.items() if not future.is_done]
+        if open_keys:
+            producer.futures[open_keys[0]].resolve(None)
+        if len(open_keys) > 1:
+            time.sleep(timeout)
+            raise KafkaTimeoutError("Timeout waiting for future")
+
+    monkeypatch.setattr(producer, "flush", one_at_a_time)
+    monkeypatch.setattr(producer, "close", lambda timeout=None: None)
+    publisher.close(idle_s=0.3)  # 4 slices of 0.5 s, more than idle_s: delivered all the same
 
 
 def test_partitions_are_described_by_topic_in_order():
