@@ -183,3 +183,25 @@ def test_partitions_are_described_by_topic_in_order():
     held = [TopicPartition("b", 2), TopicPartition("a", 0), TopicPartition("b", 0)]
     assert describe_partitions(held) == "a 0; b 0 2"
     assert describe_partitions([]) == "none"
+
+
+def test_a_step_of_the_clients_io_thread_slowed_by_other_threads_is_no_warning(caplog):
+    """kafka-python warned ("ran for 0.103s ... likely a tight sync loop") whenever its IO
+    thread waited a tenth of a second for the GIL, which a producer's page extraction
+    holds that long: a step of seconds still warns. (The client's own loop, its own
+    check: a coroutine that keeps the thread that long.)"""
+
+    async def holds_the_thread(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    client = nk._ClosingNetClient(bootstrap_servers=["127.0.0.1:1"])  # (never connects)
+    try:
+        with caplog.at_level("WARNING", logger="kafka.net.selector"):
+            client._net.run(holds_the_thread, 0.3)
+            assert not caplog.records
+            client._net.run(holds_the_thread, nk.SLOW_IO_STEP_S + 0.1)
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert "ran for" in caplog.records[0].getMessage()
+    finally:
+        client.close()
