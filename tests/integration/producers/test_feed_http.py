@@ -21,7 +21,7 @@ import pytest
 import producers.feeds as feeds_module
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
-from producers.commands import cmd_feeds_list
+from producers.commands import cmd_feeds_add, cmd_feeds_list
 from producers.discover import find_feeds
 from producers.feedparse import parse_feed
 from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
@@ -613,6 +613,38 @@ def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
         assert state.unseen(feed.id, [article.fetch["entry_key"]]) == []
     finally:
         state.close()
+
+
+def test_a_one_off_poll_leaves_no_feed_in_the_listing_and_its_entries_seen(
+    server, tmp_path, capsys
+):
+    """`poll --once` with a broker: its URL showed in `feeds list --all` as an inactive
+    feed (with a next poll nobody makes). Its row stays for its seen entries only: a
+    later `feeds add` of the URL publishes none of them again."""
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path / "var")
+    url = server.url("/gen/one-off.xml?entries=2")
+    out: list[RawArticle] = []
+
+    def poll() -> None:
+        state = StateStore(settings.producer_state_file)
+        try:
+            poll_once(settings, [url], emit=out.append, fetch_pages=False, state=state)
+        finally:
+            state.close()
+
+    def listed() -> dict[str, str]:  # `feeds list --all`: the seen count of each feed
+        capsys.readouterr()
+        assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
+        lines = capsys.readouterr().out.splitlines()[1:]
+        return {line.split("\t")[0]: line.split("\t")[8] for line in lines}
+
+    poll()
+    assert len(out) == 2 and listed() == {}
+    add = argparse.Namespace(url=url, no_discover=True, all=False, name=None, tag=None)
+    assert cmd_feeds_add(add, settings) == 0
+    assert listed() == {url: "2"}
+    poll()  # (as the producer's first poll of the feed added: its entries are seen)
+    assert len(out) == 2
 
 
 def test_a_one_off_poll_gives_the_summary_of_a_page_whose_host_is_paused(server, tmp_path):
