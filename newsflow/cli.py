@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -32,6 +33,30 @@ def _log_level(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that says how to give a value that starts with "-": argparse
+    reads `newsflow search -flood` as an unknown option, and says only that the query is
+    missing. (A negative number it reads as a value.)"""
+
+    _given: list[str] = []
+
+    # (Any: as typeshed's overloads of it allow.)
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        given = self._given[:self._given.index("--")] if "--" in self._given else self._given
+        # Read as options: "-x", not "--x" (a long option mistyped), "-" or "-5".
+        dashed = [value for value in given if value[:1] == "-" and value[1:2] not in ("", "-")
+                  and value not in self._option_string_actions
+                  and not self._negative_number_matcher.match(value)]
+        if dashed and message.startswith("the following arguments are required"):
+            message += (f' ({dashed[0]} is no option of {self.prog}: a value that starts with'
+                        f' "-" goes after "--", as in `{self.prog} -- {dashed[0]}`)')
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The composition root, with the supervisor (newsflow.service): the one place that
     # imports every area and hands one what it needs of another's.
@@ -49,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", type=_log_level,
                         help="DEBUG, INFO, WARNING, ERROR, CRITICAL (default: settings)")
     parser.add_argument("--log-json", action="store_true", help="JSON log lines")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_CommandParser)
     core_commands.register(sub, store_letters=store_letters)  # the sink's dead letters
     producer_commands.register(sub)
     processor_commands.register(sub, read_window=read_window)  # the window to rebuild

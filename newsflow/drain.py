@@ -57,10 +57,8 @@ def wait_drained(
     say, for the log, what holds them up."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            counts = [unread(settings, group, topics) for group, topics in groups.items()]
-        except Exception as exc:  # noqa: BLE001 - never block a shutdown on this
-            logger.warning("could not check consumer progress: %s", exc)
+        counts = _unread_counts(settings, groups)
+        if counts is None:
             return False
         if all(count == 0 for count in counts):
             logger.info("processors and sink have caught up")
@@ -72,6 +70,22 @@ def wait_drained(
         logger.info("waiting for processors and sink to catch up (%d+ unread%s)", known,
                     f"; {reason}" if reason else "")
         time.sleep(1.0)
+
+
+def all_read(settings: Settings, groups: dict[str, list[str]]) -> bool:
+    """Whether no group has messages left, checked once and said only when the check
+    fails: a look again after ``wait_drained``, which said they had caught up."""
+    counts = _unread_counts(settings, groups)
+    return counts is not None and all(count == 0 for count in counts)
+
+
+def _unread_counts(settings: Settings, groups: dict[str, list[str]]) -> list[int | None] | None:
+    """``unread`` of each group; None (logged) when the broker could not be asked."""
+    try:
+        return [unread(settings, group, topics) for group, topics in groups.items()]
+    except Exception as exc:  # noqa: BLE001 - never block a shutdown on this
+        logger.warning("could not check consumer progress: %s", exc)
+        return None
 
 
 def unread(settings: Settings, group: str, topics: list[str]) -> int | None:

@@ -23,6 +23,7 @@ from kafka.net.compat import KafkaNetClient
 
 from newsflow.schemas import DeadLetter, RawArticle
 from newsflow.settings import Settings
+from newsflow.text import counted
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) 
                         )
                     ]
                 )
-                logger.info("created topic %s (%d partitions)", spec.name, spec.partitions)
+                logger.info("created topic %s (%s)", spec.name,
+                            counted(spec.partitions, "partition", "partitions"))
                 created.append(spec.name)
             except TopicAlreadyExistsError:
                 pass

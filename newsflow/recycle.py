@@ -36,7 +36,15 @@ from threading import Event
 from typing import TYPE_CHECKING, Any
 
 from newsflow.broker import EmbeddedBroker
-from newsflow.drain import DrainError, Message, drain_groups, read_topic, read_unread, wait_drained
+from newsflow.drain import (
+    DrainError,
+    Message,
+    all_read,
+    drain_groups,
+    read_topic,
+    read_unread,
+    wait_drained,
+)
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.redrive import mark_redriven, redriven_to
@@ -149,7 +157,7 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
         return False
     if stop.is_set():
         return False  # the broker stops with the service: the saved letters come back at start
-    if not wait_drained(settings, groups, timeout_s=0.0):
+    if not all_read(settings, groups):
         logger.warning("more was published while the consumers stopped: broker recycle postponed")
         start_again(consumers + producers)
         return False
@@ -278,7 +286,7 @@ def save_for_next_start(settings: Settings, drained: bool) -> None:
     path = carried_articles(settings)
     # Looked at again: a publisher outside the service (a replay) may have sent more while
     # the children stopped, after the drain found everything read.
-    if drained and wait_drained(settings, drain_groups(settings), timeout_s=0.0):
+    if drained and all_read(settings, drain_groups(settings)):
         path.unlink(missing_ok=True)  # all finished, those carried over last time too
         carried_merges(settings).unlink(missing_ok=True)
         return

@@ -29,7 +29,7 @@ from newsflow.schemas import (
     read_json,
 )
 from newsflow.settings import Settings
-from newsflow.text import plain
+from newsflow.text import counted, plain
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _summary(value: bytes | None) -> str:
     try:
         data = read_json(value)
     except ValueError:
-        return f"(not JSON, {len(value)} bytes)"
+        return f"(not JSON, {counted(len(value), 'byte', 'bytes')})"
     if not isinstance(data, dict):
         return f"(JSON {type(data).__name__})"
     try:

@@ -3,7 +3,8 @@
 Pure functions, no state. In the core because two roles use it: the producers derive and
 trim titles (replayed files, extracted pages), the processors clean. ``clean_text`` is the
 one entry point the stream processor and the offline command share, so both see the same
-text.
+text. And what every part prints with text: values from outside made plain, counts with
+their noun.
 """
 
 from __future__ import annotations
@@ -648,3 +649,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def plain(value: object) -> str:
     """A value from outside as terminal text: its control characters as spaces."""
     return _CONTROL.sub(" ", "" if value is None else str(value))
+
+
+def noun(count: int, one: str, many: str) -> str:
+    """The noun for ``count`` of a thing: listings said "1 articles"."""
+    return one if count == 1 else many
+
+
+def counted(count: int, one: str, many: str) -> str:
+    """"1 article", "2 articles", "0 agencies"."""
+    return f"{count} {noun(count, one, many)}"

@@ -45,7 +45,7 @@ from newsflow.schemas import (
 )
 from newsflow.settings import Settings
 from newsflow.storage import StoreMisconfigured
-from newsflow.text import clean_text, clean_title, nfc
+from newsflow.text import clean_text, clean_title, counted, nfc
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
 from processors.consumer import NoLossTransport
@@ -319,9 +319,10 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         # tried, but tables touched across a rebalance it overtook went wrong.
         stored = stored_window(window_loader)
         stage, from_tables = stage_tables.rebuild(config, stored)
-        logger.info("cluster state rebuilt from the changelog tables (%d articles) and "
-                    "storage (%d articles): %d articles, %d incidents", from_tables,
-                    len(stored[0]), len(stage), len(stage.incidents))
+        logger.info("cluster state rebuilt from the changelog tables (%s) and storage (%s):"
+                    " %s, %s", *(counted(n, "article", "articles") for n in (
+                        from_tables, len(stored[0]), len(stage))),
+                    counted(len(stage.incidents), "incident", "incidents"))
         return stage
 
     async def clean(stream: StreamT) -> AsyncIterator[None]:

@@ -179,7 +179,10 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     # from another directory, without the file, must not change which feeds are polled),
     # and a listing creates nothing (no data folder, no state file).
     state_file = settings.producer_state_file
-    feeds = read_feeds(state_file, active_only=not args.all)
+    # A `poll --once` row is no feed (never polled by the producer, with a next poll it
+    # will not make): it is kept for its seen entries only, so that a second one-off poll
+    # or a later `feeds add` of the URL publishes none of them again.
+    feeds = [f for f in read_feeds(state_file, active_only=not args.all) if f.origin != "adhoc"]
     waiting = read_waiting_pages(state_file)
     columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors",
                "host paused", "seen", "pages waiting")

@@ -39,7 +39,7 @@ from newsflow.kafka import MessageTooLargeError
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, truncate_text
 from newsflow.settings import Settings
-from newsflow.text import derive_title, title_from_url
+from newsflow.text import counted, derive_title, title_from_url
 from producers.config import ConfigError, FeedSpec, load_feeds_file
 from producers.extract import CacheJanitor, Extracted, extract_article_timed
 from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
@@ -260,8 +260,8 @@ class FeedPoller:
             return failed
         if parsed.bozo and parsed.entries:
             logger.info(
-                "feed %s is ill-formed (%s); %d entries recovered",
-                feed.url, parsed.bozo[:200], len(parsed.entries),
+                "feed %s is ill-formed (%s); %s recovered",
+                feed.url, parsed.bozo[:200], counted(len(parsed.entries), "entry", "entries"),
             )
         elif parsed.bozo:
             logger.info("feed %s lists no entries (%s)", feed.url, parsed.bozo[:200])
@@ -723,8 +723,10 @@ class ProducerLoop:
                     if now - last_summary > 300:
                         last_summary = now
                         logger.info(
-                            "producer: %d polls, %d articles published, %d failed polls so far",
-                            self.polled, self.published, self.failed,
+                            "producer: %s, %s published, %s failed so far",
+                            counted(self.polled, "poll", "polls"),
+                            counted(self.published, "article", "articles"),
+                            counted(self.failed, "poll", "polls"),
                         )
                     if now - last_prune > 24 * 3600:
                         last_prune = now
@@ -941,7 +943,8 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
             except Exception as exc:
                 logger.error("final flush failed: %s", exc)
         logger.info(
-            "producer stopped: %d polls, %d articles published", loop.polled, loop.published
+            "producer stopped: %s, %s published", counted(loop.polled, "poll", "polls"),
+            counted(loop.published, "article", "articles"),
         )
     finally:
         state.close()

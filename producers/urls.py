@@ -55,11 +55,7 @@ def canonicalize(url: str) -> str:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         return url
-    host = parts.hostname.lower().rstrip(".")
-    try:
-        host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
+    host = ascii_host(parts.hostname.lower().rstrip("."))
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     try:
@@ -75,6 +71,18 @@ def canonicalize(url: str) -> str:
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
+def ascii_host(host: str) -> str:
+    """A lower-case host name as DNS is asked it: an international one in its IDNA form
+    ("bücher.example" is "xn--bcher-kva.example"), one that has none (a label over 63
+    characters) as it is, for its fetch to fail on."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
 def host_of(url: str) -> str:
     """Lowercased host of ``url`` ('' when there is none)."""
     try:
@@ -85,9 +93,10 @@ def host_of(url: str) -> str:
 
 def host_key(url: str) -> str:
     """The host and port ``url`` is asked at, the default port made explicit:
-    'http://A.com/x' and 'http://a.com:80/' are both 'a.com:80', '[::1]:8080' an IPv6 one
-    ('' when there is no host). What politeness counts by: a Retry-After from one port
-    of a host says nothing about its others."""
+    'http://A.com/x' and 'http://a.com:80/' are both 'a.com:80', '[::1]:8080' an IPv6 one,
+    'http://bücher.example/' 'xn--bcher-kva.example:80' ('' when there is no host). What
+    politeness counts by: a Retry-After from one port of a host says nothing about its
+    others."""
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
@@ -95,7 +104,7 @@ def host_key(url: str) -> str:
         return ""
     if not host:
         return ""
-    host = host.lower().rstrip(".")
+    host = ascii_host(host.lower().rstrip("."))
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     if port is None:

@@ -23,12 +23,11 @@ from typing import TextIO
 
 from newsflow.commands import at_least_one
 from newsflow.settings import Settings
-from newsflow.text import plain
+from newsflow.text import counted, plain
 from sinks.models import (
     IncidentDetail,
     IncidentSummary,
     SearchHit,
-    counted,
     explain,
     original_of,
 )

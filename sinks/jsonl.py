@@ -24,6 +24,7 @@ from typing import Any
 
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion, RawArticle
 from newsflow.storage import SinkUnavailable, StoreMisconfigured
+from newsflow.text import counted
 from sinks.base import BatchingSink, Record, split
 from sinks.models import Counts, IncidentDetail, IncidentSummary, SearchHit, Store
 
@@ -73,7 +74,8 @@ class JsonlSink(BatchingSink):
             data = handle.read()
             cut = data.rfind(b"\n") + 1
             handle.truncate(cut)
-            logger.warning("%s: dropped an incomplete last line (%d bytes)", self.path, size - cut)
+            logger.warning("%s: dropped an incomplete last line (%s)", self.path,
+                           counted(size - cut, "byte", "bytes"))
 
     def open(self) -> None:
         """Read the file's records and check it can be appended to. A path that cannot be

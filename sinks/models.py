@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from newsflow.schemas import Explanation, Incident, RawArticle
+from newsflow.text import counted
 
 
 @dataclass(frozen=True)
@@ -171,16 +172,6 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def noun(count: int, one: str, many: str) -> str:
-    """The noun for ``count`` of a thing: listings said "1 articles"."""
-    return one if count == 1 else many
-
-
-def counted(count: int, one: str, many: str) -> str:
-    """"1 article", "2 articles", "0 agencies"."""
-    return f"{count} {noun(count, one, many)}"
-
-
 def _span(hours: float) -> str:
     """A time gap as an editor reads it: hours up to two days, then days."""
     if hours < 48:
@@ -240,7 +231,7 @@ def explain(explanation: object, held_in: str | None = None) -> str:
         parts.append("a court stage: the gap weighed less")
     parts.extend(said for fact, said in _FACTS.items() if e.detail.get(fact))
     if e.candidates and e.decision in ("joined", "merged"):  # a duplicate has its original
-        parts.append(f"{e.candidates} candidates")
+        parts.append(counted(e.candidates, "candidate", "candidates"))
     if "scoring_terms" in e.detail:
         parts.append(f"too few terms to compare ({e.detail['scoring_terms']:.0f})")
     if "dormant_days" in e.detail:

@@ -93,7 +93,12 @@ def current_incident_sql(article: str) -> str:
 
 
 # Separators inside outlet names ("AFP/Getty", "example.org", "Gulf-Times"): words apart.
-_SOURCE_SEPARATORS = "./-,:;()_"
+_SOURCE_SEPARATORS = "./-,;()_"
+# A colon before a space ("Radio 4: Today") parts words too; one inside a word starts a
+# word of its own, colon and all: the port of "www.freep.com:80" (gva's sources name
+# their host so) is the word ":80", which `--source 80` does not match, as a user means
+# an outlet by its name, not every outlet given with a port.
+_SOURCE_COLONS = ((": ", " "), (":", " :"))
 
 
 def source_words_sql(column: str, lower: str = "lower({})") -> str:
@@ -102,6 +107,8 @@ def source_words_sql(column: str, lower: str = "lower({})") -> str:
     pattern it is matched with is lower-cased by the same ``lower`` (the dialect's, a
     format of one value; see ``source_words_pattern``)."""
     expr = lower.format(f"coalesce({column}, '')")
+    for colon, words in _SOURCE_COLONS:
+        expr = f"replace({expr}, '{colon}', '{words}')"
     for separator in _SOURCE_SEPARATORS:
         expr = f"replace({expr}, '{separator}', ' ')"
     return f"(' ' || {expr} || ' ')"
@@ -113,6 +120,8 @@ def source_words_pattern(source: str) -> str:
     alike (Python's lower() changes letters beyond ASCII that SQLite's, or a C-locale
     PostgreSQL's, leaves: "Коммерсантъ" typed as the outlet writes it matched nothing)."""
     text = source
+    for colon, words in _SOURCE_COLONS:
+        text = text.replace(colon, words)
     for separator in _SOURCE_SEPARATORS:
         text = text.replace(separator, " ")
     escaped = "".join("!" + c if c in "%_!" else c for c in " ".join(text.split()))

@@ -40,6 +40,7 @@ from newsflow.schemas import (
 )
 from newsflow.settings import Settings
 from newsflow.storage import SinkUnavailable, StoreMisconfigured, store_setting
+from newsflow.text import counted
 from sinks.base import BatchingSink, Record
 from sinks.store import make_sink
 
@@ -280,8 +281,8 @@ class SinkRunner:
             return False
         # The new owners (maybe us) read it again from the committed offsets, and writes
         # are idempotent.
-        logger.info("partitions revoked: %d uncommitted records will be read again",
-                    self.sink.pending)
+        logger.info("partitions revoked: %s will be read again",
+                    counted(self.sink.pending, "uncommitted record", "uncommitted records"))
         self.sink.clear()
         self.messages = []
         self.letters = []

@@ -29,8 +29,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
 from newsflow.storage import SchemaOutdated, storage_errors, store_name
+from newsflow.text import counted, noun
 from sinks.jsonl import SearchUnsupported
-from sinks.models import Store, counted, noun
+from sinks.models import Store
 from sinks.rows import SearchWithoutWords
 
 logger = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def render_incident(detail: Any) -> str:
             merged = f" &middot; merged into {esc(v.merged_into)}" if v.merged_into else ""
             parts.append(
                 f"<li>version {v.version} &middot; {esc(when(v.updated_at))} &middot;"
-                f" {v.article_count} articles{esc(v.change())}{merged}</li>"
+                f" {counted(v.article_count, 'article', 'articles')}{esc(v.change())}{merged}</li>"
             )
         parts.append("</ul>")
     return page(s.title or s.id, "".join(parts))

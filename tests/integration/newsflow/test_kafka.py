@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -29,10 +30,14 @@ def article(n: int) -> RawArticle:
     return RawArticle(id=article_key(url), url=url, canonical_url=url, title=f"Story {n}", text="Body.")
 
 
-def test_topics_are_created_with_explicit_partitions_and_kept(make_settings):
+def test_topics_are_created_with_explicit_partitions_and_kept(make_settings, caplog):
     settings = make_settings(raw_partitions=4)
-    ensure_topics(settings)
+    with caplog.at_level(logging.INFO, logger="newsflow.kafka"):
+        ensure_topics(settings)
     ensure_topics(settings)  # a second start leaves them as they are
+    said = caplog.text  # (the dead-letter topic's said "(1 partitions)")
+    assert f"created topic {settings.topic_raw} (4 partitions)" in said
+    assert f"created topic {settings.topic_dlq} (1 partition)" in said
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(

@@ -8,7 +8,7 @@ from threading import Event
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from newsflow.drain import Message, drain_groups, read_to_end, read_topic
+from newsflow.drain import Message, drain_groups, read_to_end, read_topic, wait_drained
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.recycle import (
     carried_articles,
@@ -70,6 +70,21 @@ def test_what_an_outside_publisher_sent_after_the_drain_is_saved_too(make_settin
         publisher.send(settings.topic_raw, b"late", b"{}")
     save_for_next_start(settings, drained=True)
     assert [m.key for m in read_messages(carried_articles(settings))] == [b"late"]
+
+
+def test_a_stop_that_found_everything_read_says_so_once(make_settings, caplog) -> None:
+    """The supervisor's stop, as `newsflow run` makes it: the drain, then the save for
+    the next start, which looks again. Both logged "processors and sink have caught up"."""
+    settings = make_settings()
+    ensure_topics(settings)
+    published(settings, 3)
+    read_by_every_stage(settings)
+    with caplog.at_level(logging.INFO, logger="newsflow"):
+        drained = wait_drained(settings, drain_groups(settings), timeout_s=10.0)
+        save_for_next_start(settings, drained=drained)
+    assert drained and not carried_articles(settings).exists()
+    said = [r.getMessage() for r in caplog.records if "caught up" in r.getMessage()]
+    assert said == ["processors and sink have caught up"]
 
 
 def read_by_every_stage(settings: Settings) -> None:

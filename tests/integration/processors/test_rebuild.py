@@ -65,7 +65,7 @@ def test_window_is_rebuilt_from_storage_after_a_broker_restart(make_settings, st
     with Publisher(after) as publisher:
         publisher.publish_article(afp)
     assert wait_incident(db, afp.id, procs) == first_incident
-    assert "storage (1 articles): 1 articles, 1 incidents" in procs[0].log()
+    assert "storage (1 article): 1 article, 1 incident" in procs[0].log()
 
 
 def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(

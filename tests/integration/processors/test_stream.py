@@ -175,7 +175,7 @@ def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_
                 if {reuters.id, afp.id} <= {a.id for a in arts}]
     assert len(together) == 1, second.log()[-3000:]
     assert len(together[0]) == 2
-    assert "rebuilt from the changelog tables (1 articles)" in second.log()
+    assert "rebuilt from the changelog tables (1 article)" in second.log()
 
 
 def test_a_rebalance_between_two_workers_keeps_clustering_state(
@@ -198,7 +198,7 @@ def test_a_rebalance_between_two_workers_keeps_clustering_state(
                 if {reuters.id, afp.id} <= {a.id for a in arts}]
     assert len(together) == 1 and len(together[0]) == 2
     # Whichever worker now holds the clean partition rebuilt the window from the tables.
-    assert "rebuilt from the changelog tables (1 articles)" in first.log() + second.log()
+    assert "rebuilt from the changelog tables (1 article)" in first.log() + second.log()
 
 
 def fire_reports(count: int) -> list[RawArticle]:

@@ -14,14 +14,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
 import producers.feeds as feeds_module
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
-from producers.commands import cmd_feeds_list
+from producers.commands import cmd_feeds_add, cmd_feeds_list
 from producers.discover import find_feeds
 from producers.feedparse import parse_feed
 from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
@@ -615,6 +615,38 @@ def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
         state.close()
 
 
+def test_a_one_off_poll_leaves_no_feed_in_the_listing_and_its_entries_seen(
+    server, tmp_path, capsys
+):
+    """`poll --once` with a broker: its URL showed in `feeds list --all` as an inactive
+    feed (with a next poll nobody makes). Its row stays for its seen entries only: a
+    later `feeds add` of the URL publishes none of them again."""
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path / "var")
+    url = server.url("/gen/one-off.xml?entries=2")
+    out: list[RawArticle] = []
+
+    def poll() -> None:
+        state = StateStore(settings.producer_state_file)
+        try:
+            poll_once(settings, [url], emit=out.append, fetch_pages=False, state=state)
+        finally:
+            state.close()
+
+    def listed() -> dict[str, str]:  # `feeds list --all`: the seen count of each feed
+        capsys.readouterr()
+        assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
+        lines = capsys.readouterr().out.splitlines()[1:]
+        return {line.split("\t")[0]: line.split("\t")[8] for line in lines}
+
+    poll()
+    assert len(out) == 2 and listed() == {}
+    add = argparse.Namespace(url=url, no_discover=True, all=False, name=None, tag=None)
+    assert cmd_feeds_add(add, settings) == 0
+    assert listed() == {url: "2"}
+    poll()  # (as the producer's first poll of the feed added: its entries are seen)
+    assert len(out) == 2
+
+
 def test_a_one_off_poll_gives_the_summary_of_a_page_whose_host_is_paused(server, tmp_path):
     """`poll --once --stdout`: one page answered 429 with a long Retry-After, so the
     next page of that host was not asked for. Its entry was left waiting for a later
@@ -693,12 +725,13 @@ def test_autodiscovery_takes_a_feed_served_as_html(server, tmp_path):
     assert find_feeds(settings, url) == [url]
 
 
-def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": "/usr/bin:/bin",
         "NEWSFLOW_FETCH_ALLOW_PRIVATE": "true",
         "NEWSFLOW_HOST_DELAY_S": "0",
         "NEWSFLOW_DATA_DIR": str(tmp_path / "var"),
+        **settings,
     }
     return subprocess.run(
         [sys.executable, "-m", "newsflow.cli", *args],
@@ -722,6 +755,32 @@ def test_poll_once_stdout_needs_no_broker(server, tmp_path):
     rows = [json.loads(line) for line in no_pages.stdout.splitlines()]
     assert len(rows) == 5 and all(r["summary_only"] and r["text"].startswith("Summary") for r in rows)
     assert not any(p.startswith("/genpage/e") for p, _ in server.state.requests)
+
+
+def test_poll_once_says_which_feed_its_host_s_retry_after_kept_from_being_asked(server,
+                                                                              tmp_path):
+    """Two feeds of one host (a host is a host and port: one server) polled once: the one
+    asked first answers 429 with a Retry-After, which pauses the host, so the other is not
+    asked; its line says so, with no answer of its own to show."""
+    server.state.retry_after = "120"
+    urls = [server.url("/limited/miniflux/bbc_urdu_utf8.rss"),
+            server.url("/limited/miniflux/dustri_large.rss")]
+    before = time.time()
+    # One feed at a time: in parallel, both may be asked before either answers.
+    done = _cli("poll", "--once", "--stdout", "--no-pages", *urls, tmp_path=tmp_path,
+                NEWSFLOW_POLL_WORKERS="1")
+    assert done.returncode == 1 and done.stdout == "", done.stderr  # nothing from either
+    # url, status, new, error: one line a feed, by status
+    lines = {line[1]: line for line in (row.split("\t") for row in done.stderr.splitlines())
+             if len(line) == 4}
+    assert sorted(lines) == ["-", "429"]
+    assert lines["429"][2:] == ["0 new", "HTTP 429"]
+    assert sum(server.state.counts[urlsplit(url).path] for url in urls) == 1  # one asked
+    paused = lines["-"][3]
+    assert paused.startswith("host paused: ") and paused.endswith(" (Retry-After)"), paused
+    host, until = paused.removeprefix("host paused: ").removesuffix(" (Retry-After)").split(" until ")
+    assert lines["-"][2] == "0 new" and host == host_key(urls[0])
+    assert _listed_time(before + 115) <= until <= _listed_time(time.time() + 120)
 
 
 def test_feeds_commands(server, tmp_path):

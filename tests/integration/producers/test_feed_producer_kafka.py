@@ -255,7 +255,7 @@ def test_two_producer_processes_split_the_feeds(make_settings, server, tmp_path)
     }
     assert len(feed_requests) == 20
     assert set(feed_requests.values()) == {1}, "no feed is polled twice"
-    found = [re.search(r"producer stopped: (\d+) polls", err) for _, err in outputs]
+    found = [re.search(r"producer stopped: (\d+) polls?,", err) for _, err in outputs]
     polls = [int(m.group(1)) if m else 0 for m in found]
     assert sum(polls) == 20 and min(polls) > 0, polls
     articles = read_topic(settings, expect=100)

@@ -607,7 +607,7 @@ def test_a_store_refusing_writes_pauses_the_sink_even_for_a_batch_with_a_stored_
 def test_postgres_source_filter_matches_whole_words_of_the_outlet(postgres_dsn: str) -> None:
     from sinks.postgres import PostgresSink
 
-    outlets = ["AP", "The Japan Times", "gulf-times.com"]
+    outlets = ["AP", "The Japan Times", "gulf-times.com", "www.freep.com:80"]
     sink = PostgresSink(postgres_dsn)
     try:
         for n, outlet in enumerate(outlets, 1):
@@ -627,6 +627,7 @@ def test_postgres_source_filter_matches_whole_words_of_the_outlet(postgres_dsn: 
         assert found("Times") == ["i2", "i3"]
         assert found("gulf-times.com") == ["i3"]
         assert found("100%") == []
+        assert found("80") == [] and found("freep.com") == found("www.freep.com:80") == ["i4"]
     finally:
         store.close()
 

@@ -132,6 +132,32 @@ def test_replay_refuses_a_rate_that_is_not_above_zero(tmp_path, monkeypatch, cap
 
 
 
+def test_a_query_that_starts_with_a_dash_is_told_to_follow_a_double_dash(
+    tmp_path, monkeypatch, capsys
+):
+    """`newsflow search -flood`: argparse took -flood for an option and said only "the
+    following arguments are required: query"."""
+    import pytest
+
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as raised:
+        main(["search", "-flood"])
+    assert raised.value.code == 2
+    assert ('(-flood is no option of newsflow search: a value that starts with "-" goes'
+            ' after "--", as in `newsflow search -- -flood`)') in capsys.readouterr().err
+    assert main(["db", "upgrade"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--", "-flood"]) == 1  # the search's own answer, then
+    assert "not only words to leave out (-flood)" in capsys.readouterr().err
+    # A value argparse reads as one, or an option given wrong, gets no such note.
+    for argv in (["search", "--limit", "-3", "storm"], ["search", "--limit"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "goes after" not in capsys.readouterr().err
+
+
 def test_counts_of_messages_and_records_start_at_one(tmp_path, monkeypatch, capsys):
     # `tail --limit 0` printed one message; `sink --batch-size 0` failed only once its
     # storage was open and its consumer made ("max_records must be positive").

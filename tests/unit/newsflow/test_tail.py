@@ -69,6 +69,7 @@ def test_a_message_nested_too_deeply_or_dated_past_year_9999_does_not_stop_the_t
 
     deep = b'{"incident_id": "x", "added": ' + b"[" * 100_000
     assert describe(deep) == f"(not JSON, {len(deep)} bytes)"
+    assert describe(b"{") == "(not JSON, 1 byte)"  # (said "1 bytes")
     assert json.loads(json_line(deep)) == deep.decode()
     late = b'{"schema_version": 1, "id": "a1", "published": "9999-12-31T23:00:00-05:00"}'
     assert describe(late).startswith("(JSON of an unknown schema) ")

@@ -39,6 +39,19 @@ def test_a_host_key_is_the_host_and_port_asked_the_default_port_made_explicit():
     assert host_key("not a url") == host_key("http://a.com:99999/") == ""
 
 
+def test_an_international_host_name_is_one_host_in_either_form():
+    """"bücher.example" and "xn--bcher-kva.example" are one server: two pauses, two
+    slots and two robots.txt entries were kept for it, one per spelling."""
+    assert host_key("http://bücher.example/a") == host_key("http://xn--bcher-kva.example/b") \
+        == host_key("http://BÜCHER.example:80/") == "xn--bcher-kva.example:80"
+    assert host_key("https://bücher.example/") == "xn--bcher-kva.example:443"
+    # A name IDNA cannot encode (a label over 63 characters) is kept as it is, for its
+    # fetch to fail on: it raised UnicodeError out of the fetcher.
+    too_long = "ü" * 70 + ".example"
+    assert host_key(f"http://{too_long}/") == f"{too_long}:80"
+    assert canonicalize(f"http://{too_long}/") == f"http://{too_long}/"
+
+
 def test_address_refusal_blocks_private_ranges_unless_allowed():
     for ip in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.1.1", "::1",
                "fc00::1", "fec0::1", "100.64.1.1", "0.0.0.0", "::ffff:127.0.0.1"):

@@ -90,6 +90,11 @@ def test_a_new_incident_says_its_score_and_gap_are_the_closest_candidate_s() -> 
     assert explain(one) == "new; the one candidate incident scored -3.00 vs threshold -2.00"
 
 
+def test_a_join_among_one_candidate_says_so_in_the_singular() -> None:
+    why = Explanation(decision="joined", score=2.0, threshold=-2.0, candidates=1)
+    assert explain(why) == "joined; score 2.00 vs threshold -2.00; 1 candidate"  # ("1 candidates")
+
+
 def test_shared_terms_already_listed_as_entities_are_not_listed_again() -> None:
     why = Explanation(decision="joined", score=2.0, threshold=-2.0,
                       shared_entities=["Cheron Shelton", "Wilkinsburg"],

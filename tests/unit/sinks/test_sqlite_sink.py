@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -233,9 +234,9 @@ def test_a_source_or_url_with_brackets_is_stored_and_listed(db: Path) -> None:
     assert [h.article_id for h in store.search("cruise missiles")] == ["a1", "a2"]
 
 
-def test_a_source_filter_matches_whole_words_of_the_outlet(db: Path) -> None:
-    """`--source ap` is the AP, not every outlet with "ap" inside its name."""
-    outlets = ["AP", "The Japan Times", "Capital Gazette", "AFP/Getty", "gulf-times.com"]
+def source_filter(db: Path, outlets: list[str]) -> Callable[[str], list[str]]:
+    """Incident "i<n>" stored with one article from the n-th of ``outlets``; what it
+    gives: the ids of the incidents a ``--source`` query lists, sorted."""
     records: list[Incident | RawArticle] = []
     for n, outlet in enumerate(outlets, 1):
         records.append(article(n, source=outlet))
@@ -244,10 +245,13 @@ def test_a_source_filter_matches_whole_words_of_the_outlet(db: Path) -> None:
         records.append(item)
     write(db, *records)
     store = SQLiteStore(db)
+    return lambda source: sorted(s.id for s in store.list_incidents(source=source))
 
-    def found(source: str) -> list[str]:
-        return sorted(s.id for s in store.list_incidents(source=source))
 
+def test_a_source_filter_matches_whole_words_of_the_outlet(db: Path) -> None:
+    """`--source ap` is the AP, not every outlet with "ap" inside its name."""
+    outlets = ["AP", "The Japan Times", "Capital Gazette", "AFP/Getty", "gulf-times.com"]
+    found = source_filter(db, outlets)
     assert found("ap") == ["i1"]
     assert found("japan times") == ["i2"]
     assert found("Times") == ["i2", "i5"]
@@ -255,6 +259,18 @@ def test_a_source_filter_matches_whole_words_of_the_outlet(db: Path) -> None:
     assert found("gulf-times.com") == ["i5"]
     assert found("gazette") == ["i3"]
     assert found("100%") == []  # LIKE's wildcards are plain characters in a query
+
+
+def test_a_source_filter_matches_an_outlet_given_with_its_port_by_its_name(db: Path) -> None:
+    """gva's sources name their host with its port ("www.freep.com:80"): `--source 80`
+    listed every incident with such an outlet, as the colon parted words."""
+    outlets = ["www.freep.com:80", "Radio 4: Today", "www.freep.com", "example.org:8080"]
+    found = source_filter(db, outlets)
+    assert found("80") == found("8080") == []
+    assert found("freep.com") == found("FREEP") == ["i1", "i3"]
+    assert found("www.freep.com:80") == ["i1"]  # as stored, port and all
+    assert found("example.org") == found("example.org:8080") == ["i4"]
+    assert found("radio 4 today") == found("Radio 4: Today") == found("today") == ["i2"]
 
 
 def test_a_source_filter_ignores_the_case_of_letters_beyond_ascii(db: Path) -> None:

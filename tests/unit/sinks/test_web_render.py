@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from newsflow.schemas import Explanation
-from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, SearchHit
+from sinks.models import (
+    IncidentArticleView,
+    IncidentDetail,
+    IncidentSummary,
+    SearchHit,
+    VersionInfo,
+)
 from sinks.web import PAGE_LIMIT, render_incident, render_index, render_search, safe_href
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -74,6 +80,13 @@ def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
     assert "Why: duplicate; a near copy: 90% of its text matches (a copy from 80%)" in html
     assert "duplicate of yahoo.com: &quot;First&quot; (a1)" in html  # not just "a1"
     assert 'Merged into <a href="/incident/i2">' in html
+
+
+def test_the_history_counts_a_versions_one_article_in_the_singular() -> None:
+    versions = [VersionInfo(1, NOW, 1, None, added=1), VersionInfo(2, NOW, 2, None, added=1)]
+    html = render_incident(IncidentDetail(summary=summary(), articles=[], versions=versions))
+    assert "&middot; 1 article (1 joined)</li>" in html  # (said "1 articles")
+    assert "&middot; 2 articles (1 joined)</li>" in html
 
 
 def test_the_article_that_split_an_incident_is_said_to_have_left_only_when_it_did() -> None:
