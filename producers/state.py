@@ -317,9 +317,12 @@ class StateStore:
                 )
             elif origin != "adhoc":
                 # A one-off `poll --once` row never overrides a registered feed's settings.
+                # One that was not polled (a one-off's, or a feed taken out) is due at once
+                # when it starts: its next poll is a one-off's schedule, or long past.
                 conn.execute(
                     "UPDATE feeds SET origin = ?, name = ?, tags = ?, min_interval_s = ?,"
-                    " max_interval_s = ?, active = ? WHERE id = ?",
+                    " max_interval_s = ?, next_poll = CASE WHEN active THEN next_poll"
+                    " ELSE 0 END, active = ? WHERE id = ?",
                     (origin, name, tags_json, min_interval_s, max_interval_s, int(active), row[0]),
                 )
             row = _feed_by_url(conn, url)
@@ -349,10 +352,11 @@ class StateStore:
                     (url, url, origin, name, json.dumps(list(tags or []))),
                 )
                 done = "added"
-            elif not row.active:  # a one-off poll's row, or a feed taken out: taken over
+            elif not row.active:  # a one-off poll's row, or a feed taken out: taken over,
+                # and due at once as a new feed is (not at the one-off's next poll)
                 conn.execute(
                     "UPDATE feeds SET origin = ?, name = ?, tags = ?, min_interval_s = NULL,"
-                    " max_interval_s = NULL, active = 1 WHERE id = ?",
+                    " max_interval_s = NULL, next_poll = 0, active = 1 WHERE id = ?",
                     (origin, name, json.dumps(list(tags or [])), row.id),
                 )
                 done = "added"

@@ -286,3 +286,25 @@ def test_a_state_file_from_before_feeds_kept_their_pause_is_listed_and_upgraded(
     state.close()
     (row,) = read_feeds(tmp_path / "state.db")
     assert (row.last_error, row.paused_host) == ("HTTP 500", "a.example:443")
+
+
+def test_a_feed_added_over_a_one_off_polls_row_is_due_at_once(tmp_path):
+    """`poll --once` keeps its URL's row (its seen entries), inactive, with the next poll
+    its schedule gave (hours ahead): `feeds add` or the feeds file taking that row over
+    kept it, so a feed just added was first polled a day later."""
+    state = make(tmp_path)
+    now = 1_700_000_000.0
+    for url, take_over in (
+        ("https://a.example/by-add", lambda u: state.add_feed(u, origin="cli")[0]),
+        ("https://a.example/by-file", lambda u: state.upsert_feed(u, origin="config")),
+    ):
+        one_off = state.upsert_feed(url, origin="adhoc", active=False)
+        state.record(one_off.id, None, FeedUpdate(status=200, error=None,
+                                                  next_poll=now + 86_400), now=now)
+        feed = take_over(url)
+        assert feed.active and feed.next_poll <= now
+    # A feed the file lists again keeps its schedule when it never stopped.
+    polled = state.upsert_feed("https://a.example/kept", origin="config")
+    state.record(polled.id, None, FeedUpdate(status=200, error=None, next_poll=now + 600),
+                 now=now)
+    assert state.upsert_feed("https://a.example/kept", origin="config").next_poll == now + 600
