@@ -86,7 +86,7 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
         error = result.update.error
         if result.update.paused_host is not None:  # not asked for: no answer to show
             error = (f"host paused: {result.update.paused_host} until "
-                     f"{_when(result.update.paused_until)} (Retry-After)")
+                     f"{_when(result.update.paused_until)} UTC (Retry-After)")
         failed += bool(error and not result.articles)
         print(
             f"{result.feed.url}\t{status if status is not None else '-'}\t"

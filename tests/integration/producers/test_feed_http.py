@@ -777,8 +777,9 @@ def test_poll_once_says_which_feed_its_host_s_retry_after_kept_from_being_asked(
     assert lines["429"][2:] == ["0 new", "HTTP 429"]
     assert sum(server.state.counts[urlsplit(url).path] for url in urls) == 1  # one asked
     paused = lines["-"][3]
-    assert paused.startswith("host paused: ") and paused.endswith(" (Retry-After)"), paused
-    host, until = paused.removeprefix("host paused: ").removesuffix(" (Retry-After)").split(" until ")
+    # (UTC, as `feeds list` says its times are)
+    assert paused.startswith("host paused: ") and paused.endswith(" UTC (Retry-After)"), paused
+    host, until = paused.removeprefix("host paused: ").removesuffix(" UTC (Retry-After)").split(" until ")
     assert lines["-"][2] == "0 new" and host == host_key(urls[0])
     assert _listed_time(before + 115) <= until <= _listed_time(time.time() + 120)
 
