@@ -37,7 +37,7 @@ from pathlib import Path
 
 from newsflow.kafka import MessageTooLargeError
 from newsflow.metrics import Registry, textfile_path, write_textfile
-from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, truncate_text
+from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, same_site, truncate_text
 from newsflow.settings import Settings
 from newsflow.text import derive_title, title_from_url
 from producers.config import ConfigError, FeedSpec, load_feeds_file
@@ -510,7 +510,9 @@ def build_article(
     """One raw article from a feed entry and (maybe) its extracted page."""
     extracted = page.extracted if page else None
     reason = page.reason if page else "pages_off"
-    if extracted is not None and entry.summary and (
+    # Only the page's own site's feed may say its text is a teaser: another feed's
+    # summary of the page (any feed can list any address) never stands in for it.
+    if extracted is not None and entry.summary and same_site(entry.link or "", feed_url) and (
         len(extracted.text) < SHORT_PAGE_RATIO * len(entry.summary)
     ):
         extracted, reason = None, "short_text"

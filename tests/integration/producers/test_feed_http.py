@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
 from producers.fetch import FetchError
 from producers.state import FeedRow, StateStore
 from producers.urls import host_key
+from sinks.sqlite import SQLiteSink
 from tests.conftest import shared_path, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -954,3 +956,57 @@ def test_an_entry_that_cannot_be_made_an_article_holds_back_no_other(
     fail = False
     server.state.custom["one-bad.xml"] = (rss(items) + b" ", "application/rss+xml")  # new ETag
     assert [a.title for a in rig.poll(url).articles] == ["Story 2"]
+
+
+def _story_feed(title: str, link: str, summary: str) -> bytes:
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>A feed</title>'
+        f"<item><title>{title}</title><link>{link}</link><guid>{link}</guid>"
+        f"<description>{summary}</description></item></channel></rss>"
+    ).encode()
+
+
+def test_a_feed_of_another_site_cannot_overwrite_the_outlets_article(server, paged_rig,
+                                                                     tmp_path):
+    """An article's id is a hash of its address, so a feed anywhere can list an outlet's
+    address with a title and a long summary of its own. Its summary never stands in for
+    the page's text, and its copy never replaces the outlet's stored one; the outlet's
+    copy replaces such a copy stored first (syndication goes on: the same id, one row)."""
+    story = " ".join(
+        f"Paragraph {i}: the river rose two metres overnight and the old bridge was closed "
+        "to traffic while engineers inspected its pillars for damage." for i in range(5))
+    page = ("<html><head><title>River rises</title></head><body><article><h1>River rises"
+            "</h1>" + "".join(f"<p>{part}.</p>" for part in story.split(". ")) +
+            "</article></body></html>")
+    server.state.custom["story"] = (page.encode(), "text/html; charset=utf-8")
+    link = server.url("/custom/story")
+    server.state.custom["outlet.xml"] = (
+        _story_feed("River rises", link, "The river rose."), "application/rss+xml")
+    server.state.custom["hostile.xml"] = (
+        _story_feed("Fake title", link, "A fake summary. " * 400), "application/rss+xml")
+    # The same server under another name: another site as far as the addresses go.
+    hostile_url = server.url("/custom/hostile.xml").replace("127.0.0.1", "localhost")
+
+    hostile = paged_rig.poll(hostile_url).articles
+    outlet = paged_rig.poll(server.url("/custom/outlet.xml")).articles
+    assert len(hostile) == len(outlet) == 1 and hostile[0].id == outlet[0].id
+    # The page's own text, not the other site's longer summary.
+    assert not hostile[0].summary_only and "fake summary" not in hostile[0].text
+    assert "old bridge" in hostile[0].text
+
+    def stored(db: Path, *copies: RawArticle) -> tuple[str, str | None]:
+        sink = SQLiteSink(db)
+        try:
+            for copy in copies:
+                sink.add(copy)
+                sink.flush()  # each copy a batch of its own, as they come apart
+        finally:
+            sink.close()
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT title, feed_url FROM articles").fetchone()
+
+    late_fake = hostile[0].model_copy(update={"fetched_at": datetime.now(UTC)})
+    assert stored(tmp_path / "a.db", outlet[0], late_fake) == ("River rises", outlet[0].feed_url)
+    assert stored(tmp_path / "b.db", hostile[0], outlet[0]) == ("River rises", outlet[0].feed_url)
+    # Another site's copy alone is stored (an aggregator's, syndication), and stays.
+    assert stored(tmp_path / "c.db", hostile[0], hostile[0]) == ("Fake title", hostile_url)
