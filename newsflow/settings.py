@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # timeout, network, host paused), spaced like feed errors (within 1, 2, 4, 8 minutes,
     # or Retry-After), before its summary is published instead (1: the summary at once).
     page_attempts: int = Field(default=5, ge=1)
+    # New entries one poll of a feed takes in (the oldest first); the rest wait, unseen,
+    # for the next polls: a listing of 200,000 entries is not 200,000 fetches at once.
+    poll_max_entries: int = Field(default=300, ge=1)
 
     # Clustering: articles are held window_days of stream time; an incident's summary
     # outlives them for incident_days, so follow-ups (charges, a trial, a sentence: often

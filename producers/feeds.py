@@ -312,8 +312,22 @@ class FeedPoller:
         }
         if result.truncated:
             feed_meta["feed_truncated"] = True
-        # Oldest first, so the topic reads in publication order for this feed.
-        for key in [*saved, *reversed(new_keys)]:
+        # Oldest first, so the topic reads in publication order for this feed. Entries
+        # waiting for their page were taken in by an earlier poll: the cap leaves them be.
+        fresh = [key for key in reversed(new_keys) if key not in retries]
+        taken, deferred = oldest_entries(fresh, entries, self.settings.poll_max_entries)
+        if deferred:
+            logger.info(
+                "feed %s: %d new entries, %d of them left for the next polls (at most %d a "
+                "poll, NEWSFLOW_POLL_MAX_ENTRIES; the oldest first)",
+                feed.url, len(fresh), deferred, self.settings.poll_max_entries,
+            )
+            # Unseen, they are found again by a full fetch (the old validators: no 304)
+            # within the feed's shortest interval.
+            update.etag, update.last_modified = feed.etag, feed.last_modified
+            update.next_poll = min(update.next_poll, self.clock() + self._jitter(bounds.min_s))
+        chosen = set(taken)
+        for key in [*saved, *(k for k in reversed(new_keys) if k in retries or k in chosen)]:
             if stop is not None and stop.is_set():
                 _handed_back(update, feed, self.clock())
                 break
@@ -496,6 +510,23 @@ def keyed_entries(entries: list[FeedEntry], feed_url: str) -> dict[str, FeedEntr
             entry = replace(entry, key=f"{entry.key} {entry.link}")
         keyed.setdefault(entry.key, entry)
     return keyed
+
+
+def oldest_entries(keys: list[str], entries: dict[str, FeedEntry],
+                   limit: int) -> tuple[list[str], int]:
+    """At most ``limit`` of ``keys`` (in their order), the oldest by their entries' dates,
+    and how many are left. Undated entries count as the newest, among themselves in the
+    order of ``keys``. The oldest go first because a feed drops its oldest entries first:
+    the newest, left for later, are still listed at the next poll."""
+    if len(keys) <= limit:
+        return keys, 0
+
+    def age(key: str) -> tuple[bool, float]:
+        published = entries[key].published
+        return (published is None, published.timestamp() if published else 0.0)
+
+    kept = set(sorted(keys, key=age)[:limit])  # (a stable sort: ties keep their order)
+    return [key for key in keys if key in kept], len(keys) - limit
 
 
 def build_article(

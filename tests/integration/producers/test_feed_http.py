@@ -1010,3 +1010,25 @@ def test_a_feed_of_another_site_cannot_overwrite_the_outlets_article(server, pag
     assert stored(tmp_path / "b.db", hostile[0], outlet[0]) == ("River rises", outlet[0].feed_url)
     # Another site's copy alone is stored (an aggregator's, syndication), and stays.
     assert stored(tmp_path / "c.db", hostile[0], hostile[0]) == ("Fake title", hostile_url)
+
+
+def test_a_poll_takes_in_at_most_the_cap_of_new_entries_the_oldest_first(
+        server, tmp_path, caplog):
+    """A listing of 200,000 entries was as many page fetches and articles in one poll.
+    One poll takes in at most NEWSFLOW_POLL_MAX_ENTRIES, the oldest first; the rest stay
+    unseen, fetched in full (no 304) by the next polls, which take them in turn."""
+    rig = Rig(tmp_path, poll_max_entries=10)
+    try:
+        url = server.url("/gen/cap.xml?entries=25")  # (dated an hour apart, oldest first)
+        caplog.set_level(logging.INFO, logger="producers.feeds")
+        polls = [rig.poll(url) for _ in range(4)]
+    finally:
+        rig.close()
+    assert [p.update.status for p in polls] == [200, 200, 200, 304]
+    taken = [sorted(int(a.title.rsplit("-", 1)[1]) for a in p.articles) for p in polls]
+    assert taken == [list(range(10)), list(range(10, 20)), list(range(20, 25)), []]
+    assert polls[0].update.next_poll <= time.time() + 300 * 1.05 + 5
+    deferred = [r.getMessage() for r in caplog.records if "left for the next polls" in r.getMessage()]
+    assert len(deferred) == 2
+    assert "25 new entries, 15 of them left for the next polls (at most 10 a poll" in deferred[0]
+    assert "15 new entries, 5 of them" in deferred[1]
