@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     stop_drain_s: float = Field(default=60.0, ge=0)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port
+    # Names (comma-separated) the page answers to besides localhost, IP addresses and
+    # web_host: one a reverse proxy or a DNS name gives it. Others get 421 (DNS rebinding).
+    web_allowed_hosts: str = ""
     log_level: Annotated[str, AfterValidator(log_level_name)] = "INFO"
     log_json: bool = False
     # Set by `make run`: stop when make itself is stopped (make does not pass SIGTERM on).

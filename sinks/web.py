@@ -15,11 +15,13 @@ served from /static (the Content-Security-Policy forbids inline scripts).
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import logging
 import math
 import re
 import threading
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +31,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
 from newsflow.storage import SchemaOutdated, storage_errors, store_name
+from newsflow.text import plain
 from sinks.jsonl import SearchUnsupported
 from sinks.models import Store, counted, noun
 from sinks.rows import SearchWithoutWords
@@ -358,6 +361,34 @@ class WebMetrics:
         self.store_up = self.registry.gauge("newsflow_store_up", "1 when the store answers")
 
 
+def host_name(host_header: str) -> str:
+    """The name a ``Host`` header gives, without its port, lower-cased:
+    'News.Example:8088' -> 'news.example', '[::1]:8088' -> '::1'."""
+    value = host_header.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def host_allowed(host_header: str | None, names: Collection[str]) -> bool:
+    """Whether a request naming ``host_header`` is for this page: ``localhost``, an IP
+    address, or one of ``names``, at any port. A page that answered any name could be read
+    by any web site through DNS rebinding (its own name, made to resolve to this address):
+    the browser then sends that site's name. No browser sends an address or localhost
+    for another site's name, and every browser sends a Host, so a request without one
+    (an HTTP/1.0 client) is answered."""
+    if host_header is None:
+        return True
+    name = host_name(host_header).rstrip(".")
+    if name == "localhost" or name in names:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class NewsflowServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -365,6 +396,13 @@ class NewsflowServer(ThreadingHTTPServer):
         self.settings = settings
         self.stores = _StoreHolder(settings)
         self.metrics = WebMetrics()
+        # The names the page answers to besides localhost and addresses: the one it
+        # listens on, when that is a name, and the operator's.
+        self.host_names = frozenset(
+            name.strip().lower().rstrip(".")
+            for name in (settings.web_host, *settings.web_allowed_hosts.split(","))
+            if name.strip()
+        )
         super().__init__((settings.web_host, settings.web_port), Handler)
 
     @property
@@ -406,6 +444,13 @@ class Handler(BaseHTTPRequestHandler):
         path = parts.path
         route = path
         try:
+            host = self.headers.get("Host")
+            if not host_allowed(host, self.server.host_names):
+                route = "other"
+                self._error(421, f"this page does not answer to the name {plain(host or '')[:100]!r}: "
+                            "ask for it at localhost or its address, or name it in "
+                            "NEWSFLOW_WEB_ALLOWED_HOSTS", api=path.startswith("/api/"))
+                return
             if any(CONTROL_CHARS.search(text) for text in (unquote(path), *query, *query.values())):
                 route = "other"  # not the raw path: a label per bad address is unbounded
                 raise BadRequest("control characters are not allowed in the address")
