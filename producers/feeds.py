@@ -43,7 +43,7 @@ from newsflow.text import derive_title, title_from_url
 from producers.config import ConfigError, FeedSpec, load_feeds_file
 from producers.extract import CacheJanitor, Extracted, extract_article_timed
 from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
-from producers.fetch import Fetcher, FetchError, FetchResult
+from producers.fetch import Fetcher, FetchError, FetchResult, no_downgrade
 from producers.politeness import HostBusy, HostLimiter
 from producers.robots import RobotsCache
 from producers.schedule import Bounds, error_interval, next_interval, parse_retry_after
@@ -150,7 +150,8 @@ class FeedPoller:
         if feed.last_modified and not due:
             headers["If-Modified-Since"] = feed.last_modified
         try:
-            result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s)
+            result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s,
+                                      before_request=no_downgrade())
         except HostBusy as exc:
             # The host asked us (Retry-After) to wait: not the feed's fault, no error count,
             # and the feed's own last error (what an operator looks for) stays.

@@ -7,13 +7,17 @@ import json
 import logging
 import os
 import re
+import shutil
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -1032,3 +1036,70 @@ def test_a_poll_takes_in_at_most_the_cap_of_new_entries_the_oldest_first(
     assert len(deferred) == 2
     assert "25 new entries, 15 of them left for the next polls (at most 10 a poll" in deferred[0]
     assert "15 new entries, 5 of them" in deferred[1]
+
+
+@contextmanager
+def https_redirect(tmp_path: Path, location: str, status: int = 301) -> Iterator[str]:
+    """An https server on 127.0.0.1 (a certificate of its own) answering every GET with
+    ``status`` to ``location``; yields its address and the certificate's file."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (it makes the test's certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(status)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{srv.server_address[1]}/feed.xml"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("status", [301, 302])
+def test_a_redirect_from_https_to_http_is_refused_and_not_saved(server, tmp_path, capsys,
+                                                                status):
+    """A feed at an https address that redirected (301) to http had the http address
+    saved as its own: every later poll read it unencrypted, where anyone on the way can
+    change it, whatever the site did next. Such a redirect is not followed: the poll
+    fails, saying why in `feeds list`, and the feed keeps its address."""
+    target = server.url("/feeds/miniflux/dustri_large.rss")
+    rig = Rig(tmp_path)
+    with https_redirect(tmp_path, target, status) as feed_url:
+        # The test's certificate trusted, as a real site's is.
+        rig.fetcher._client._transport._pool._ssl_context.load_verify_locations(  # type: ignore[attr-defined]
+            tmp_path / "cert.pem")
+        try:
+            result = rig.poll(feed_url)
+            row = rig.state.feed(result.feed.id)
+        finally:
+            rig.close()
+    assert result.articles == [] and result.update.new_url is None
+    assert row is not None and row.url == feed_url and row.error_count == 1
+    assert row.last_error is not None and row.last_error.startswith("downgrade: ")
+    assert target in row.last_error and "not followed" in row.last_error
+    assert not any(path.startswith("/feeds/miniflux") for path, _ in server.state.requests)
+    cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+    listed = capsys.readouterr().out
+    assert "downgrade: " in listed and feed_url in listed
