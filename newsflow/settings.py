@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     # Names (comma-separated) the page answers to besides localhost, IP addresses and
     # web_host: one a reverse proxy or a DNS name gives it. Others get 421 (DNS rebinding).
     web_allowed_hosts: str = ""
+    # Connections the page serves at once (a thread each); more are answered 503.
+    web_max_connections: int = Field(default=64, ge=1)
     log_level: Annotated[str, AfterValidator(log_level_name)] = "INFO"
     log_json: bool = False
     # Set by `make run`: stop when make itself is stopped (make does not pass SIGTERM on).

@@ -7,19 +7,23 @@
     /healthz /readyz    liveness; readiness (the store answers)
     /metrics            Prometheus: every service's metrics file plus storage figures
 
-stdlib ``http.server`` with a thread per request: the page is small and the store is
-read with a connection per call. Everything from articles is escaped; the script is
-served from /static (the Content-Security-Policy forbids inline scripts).
+stdlib ``http.server`` with a thread per connection, at most
+``Settings.web_max_connections`` at once: the page is small and the store is read with a
+connection per call. It answers only to its own names (``host_allowed``). Everything
+from articles is escaped; the script is served from /static (the Content-Security-Policy
+forbids inline scripts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import ipaddress
 import json
 import logging
 import math
 import re
+import socket
 import threading
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
@@ -403,7 +407,47 @@ class NewsflowServer(ThreadingHTTPServer):
             for name in (settings.web_host, *settings.web_allowed_hosts.split(","))
             if name.strip()
         )
+        # One thread per connection (each may wait Handler.timeout on its client): at
+        # most this many at once, or a client opening connections without end exhausts
+        # the process's threads. The others are answered 503 at once.
+        self._slots = threading.BoundedSemaphore(settings.web_max_connections)
         super().__init__((settings.web_host, settings.web_port), Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # (no thread started to release it)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        """503 without a thread, in the accepting one: it must not wait on the client."""
+        self.metrics.requests.inc(route="other", status="503")
+        body = (f"busy: {self.settings.web_max_connections} connections are being served "
+                "(NEWSFLOW_WEB_MAX_CONNECTIONS); try again\n").encode()
+        try:
+            request.setblocking(False)
+            # The request, if it came already: closed unread, it would reset the
+            # connection before the client read the answer.
+            with contextlib.suppress(OSError):
+                request.recv(65536)
+            request.sendall(b"HTTP/1.1 503 Service Unavailable\r\n"
+                            b"Content-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
+                            b"Connection: close\r\nContent-Length: "
+                            + str(len(body)).encode() + b"\r\n\r\n" + body)
+        except OSError:
+            pass  # (a full send buffer, a client gone: it gets no answer)
+        finally:
+            self.shutdown_request(request)
 
     @property
     def url(self) -> str:

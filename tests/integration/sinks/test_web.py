@@ -28,6 +28,7 @@ from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
 from sinks.sqlite import SQLiteSink
 from sinks.web import Handler, NewsflowServer, make_server
+from tests.conftest import wait_for
 from tests.records import older_database, older_schema, stored_state
 
 pytestmark = pytest.mark.integration
@@ -636,3 +637,27 @@ def test_the_page_answers_only_to_its_own_names(tmp_path: Path) -> None:
             assert status == 200 and "inc-1" in body, host
         metrics = get_as(srv, "/metrics", "localhost")[1]
         assert 'newsflow_web_requests_total{route="other",status="421"} 5' in metrics
+
+
+def test_connections_past_the_limit_are_answered_busy_not_given_a_thread(
+        tmp_path: Path) -> None:
+    """Each connection had a thread of its own, however many a client opened (each one
+    idle for up to the handler's timeout): at most NEWSFLOW_WEB_MAX_CONNECTIONS are
+    served at once, the others answered 503 at once, until one ends."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0, web_max_connections=2)
+    fill(settings)
+    with serving(settings) as srv:
+        idle = [socket.create_connection(("127.0.0.1", srv.server_address[1]))
+                for _ in range(2)]
+        try:
+            # (accepted in the order they came: the two idle ones first)
+            status, _, body = get(srv.url + "healthz")
+            assert status == 503 and "NEWSFLOW_WEB_MAX_CONNECTIONS" in body
+        finally:
+            idle.pop().close()
+        # One idle connection closed, its thread ends and a request is served again.
+        wait_for(lambda: get(srv.url + "healthz")[0] == 200, 10, "a connection served again")
+        for conn in idle:
+            conn.close()
+        metrics = get(srv.url + "metrics")[2]
+        assert 'newsflow_web_requests_total{route="other",status="503"}' in metrics
