@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -100,6 +101,24 @@ def article_key(canonical_url: str | None, text: str = "") -> str:
     """Message key and article id: a hash of the canonical URL, or of the text without one."""
     basis = f"url:{canonical_url}" if canonical_url else f"text:{' '.join(text.split())}"
     return hashlib.sha256(without_surrogates(basis).encode("utf-8")).hexdigest()[:32]
+
+
+def _site_host(url: str) -> str:
+    try:
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return ""
+    return host.removeprefix("www.")
+
+
+def same_site(url: str, other_url: str) -> bool:
+    """Whether two addresses are on one site: the same host (``www.`` aside), or one a
+    subdomain of the other (``feeds.example.com`` and ``example.com/news/1``). Sibling
+    subdomains (``a.blogspot.com``, ``b.blogspot.com``) are not one site."""
+    host, other = _site_host(url), _site_host(other_url)
+    if not host or not other:
+        return False
+    return host == other or host.endswith("." + other) or other.endswith("." + host)
 
 
 def read_json(raw: bytes | str) -> Any:

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # timeout, network, host paused), spaced like feed errors (within 1, 2, 4, 8 minutes,
     # or Retry-After), before its summary is published instead (1: the summary at once).
     page_attempts: int = Field(default=5, ge=1)
+    # New entries one poll of a feed takes in (the oldest first); the rest wait, unseen,
+    # for the next polls: a listing of 200,000 entries is not 200,000 fetches at once.
+    poll_max_entries: int = Field(default=300, ge=1)
 
     # Clustering: articles are held window_days of stream time; an incident's summary
     # outlives them for incident_days, so follow-ups (charges, a trial, a sentence: often
@@ -105,6 +108,11 @@ class Settings(BaseSettings):
     stop_drain_s: float = Field(default=60.0, ge=0)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port
+    # Names (comma-separated) the page answers to besides localhost, IP addresses and
+    # web_host: one a reverse proxy or a DNS name gives it. Others get 421 (DNS rebinding).
+    web_allowed_hosts: str = ""
+    # Connections the page serves at once (a thread each); more are answered 503.
+    web_max_connections: int = Field(default=64, ge=1)
     log_level: Annotated[str, AfterValidator(log_level_name)] = "INFO"
     log_json: bool = False
     # Set by `make run`: stop when make itself is stopped (make does not pass SIGTERM on).

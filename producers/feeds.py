@@ -37,13 +37,13 @@ from pathlib import Path
 
 from newsflow.kafka import MessageTooLargeError
 from newsflow.metrics import Registry, textfile_path, write_textfile
-from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, truncate_text
+from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, same_site, truncate_text
 from newsflow.settings import Settings
 from newsflow.text import counted, derive_title, title_from_url
 from producers.config import ConfigError, FeedSpec, load_feeds_file
 from producers.extract import CacheJanitor, Extracted, extract_article_timed
 from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
-from producers.fetch import Fetcher, FetchError, FetchResult
+from producers.fetch import Fetcher, FetchError, FetchResult, no_downgrade
 from producers.politeness import HostBusy, HostLimiter
 from producers.robots import RobotsCache
 from producers.schedule import Bounds, error_interval, next_interval, parse_retry_after
@@ -150,7 +150,8 @@ class FeedPoller:
         if feed.last_modified and not due:
             headers["If-Modified-Since"] = feed.last_modified
         try:
-            result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s)
+            result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s,
+                                      before_request=no_downgrade())
         except HostBusy as exc:
             # The host asked us (Retry-After) to wait: not the feed's fault, no error count,
             # and the feed's own last error (what an operator looks for) stays.
@@ -312,8 +313,22 @@ class FeedPoller:
         }
         if result.truncated:
             feed_meta["feed_truncated"] = True
-        # Oldest first, so the topic reads in publication order for this feed.
-        for key in [*saved, *reversed(new_keys)]:
+        # Oldest first, so the topic reads in publication order for this feed. Entries
+        # waiting for their page were taken in by an earlier poll: the cap leaves them be.
+        fresh = [key for key in reversed(new_keys) if key not in retries]
+        taken, deferred = oldest_entries(fresh, entries, self.settings.poll_max_entries)
+        if deferred:
+            logger.info(
+                "feed %s: %d new entries, %d of them left for the next polls (at most %d a "
+                "poll, NEWSFLOW_POLL_MAX_ENTRIES; the oldest first)",
+                feed.url, len(fresh), deferred, self.settings.poll_max_entries,
+            )
+            # Unseen, they are found again by a full fetch (the old validators: no 304)
+            # within the feed's shortest interval.
+            update.etag, update.last_modified = feed.etag, feed.last_modified
+            update.next_poll = min(update.next_poll, self.clock() + self._jitter(bounds.min_s))
+        chosen = set(taken)
+        for key in [*saved, *(k for k in reversed(new_keys) if k in retries or k in chosen)]:
             if stop is not None and stop.is_set():
                 _handed_back(update, feed, self.clock())
                 break
@@ -498,6 +513,23 @@ def keyed_entries(entries: list[FeedEntry], feed_url: str) -> dict[str, FeedEntr
     return keyed
 
 
+def oldest_entries(keys: list[str], entries: dict[str, FeedEntry],
+                   limit: int) -> tuple[list[str], int]:
+    """At most ``limit`` of ``keys`` (in their order), the oldest by their entries' dates,
+    and how many are left. Undated entries count as the newest, among themselves in the
+    order of ``keys``. The oldest go first because a feed drops its oldest entries first:
+    the newest, left for later, are still listed at the next poll."""
+    if len(keys) <= limit:
+        return keys, 0
+
+    def age(key: str) -> tuple[bool, float]:
+        published = entries[key].published
+        return (published is None, published.timestamp() if published else 0.0)
+
+    kept = set(sorted(keys, key=age)[:limit])  # (a stable sort: ties keep their order)
+    return [key for key in keys if key in kept], len(keys) - limit
+
+
 def build_article(
     entry: FeedEntry,
     *,
@@ -510,7 +542,9 @@ def build_article(
     """One raw article from a feed entry and (maybe) its extracted page."""
     extracted = page.extracted if page else None
     reason = page.reason if page else "pages_off"
-    if extracted is not None and entry.summary and (
+    # Only the page's own site's feed may say its text is a teaser: another feed's
+    # summary of the page (any feed can list any address) never stands in for it.
+    if extracted is not None and entry.summary and same_site(entry.link or "", feed_url) and (
         len(extracted.text) < SHORT_PAGE_RATIO * len(entry.summary)
     ):
         extracted, reason = None, "short_text"

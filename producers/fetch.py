@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import brotli
 import httpcore
@@ -38,7 +38,7 @@ PERMANENT = (301, 308)
 
 class FetchError(Exception):
     """A request that produced no HTTP response. ``kind``: blocked, bad_url, timeout,
-    network, redirects."""
+    network, redirects, downgrade."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -158,6 +158,24 @@ class _GuardedTransport(httpx.HTTPTransport):
             keepalive_expiry=30.0,
             network_backend=_GuardedBackend(allow_private),
         )
+
+
+def no_downgrade() -> Callable[[str], None]:
+    """A ``before_request`` for ``Fetcher.get`` that refuses a redirect from https to
+    http: what came encrypted is not read unencrypted, where anyone on the way can change
+    it (a feed's 301 saved so made every later poll plain http)."""
+    encrypted = False
+
+    def check(url: str) -> None:
+        nonlocal encrypted
+        if urlsplit(url).scheme.lower() == "https":
+            encrypted = True
+        elif encrypted:
+            raise FetchError(
+                "downgrade", f"redirected from https to {url[:200]}, not followed (to read "
+                "it unencrypted, give that address)")
+
+    return check
 
 
 def gunzip_limited(data: bytes, max_bytes: int) -> tuple[bytes, bool]:

@@ -26,7 +26,6 @@ from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured
 from sinks.base import (
     BatchingSink,
     Record,
-    article_digest,
     latest_places,
     latest_versions,
     split,
@@ -39,6 +38,7 @@ from sinks.rows import (
     StoredMember,
     StoredPlace,
     article_values,
+    articles_to_write,
     current_incident_sql,
     delete_member_sql,
     form_holds_sql,
@@ -515,7 +515,7 @@ def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [tuple(adapt(v) for v in row) for row in values]
 
 
-_UPSERT_ARTICLE = upsert_article_sql("%s", "'-infinity'")
+_UPSERT_ARTICLE = upsert_article_sql("%s")
 _UPSERT_INCIDENT = upsert_incident_sql("%s")
 _INSERT_VERSION = insert_version_sql("%s")
 _UPSERT_MEMBER = upsert_member_sql("%s")
@@ -580,16 +580,19 @@ class PostgresSink(BatchingSink):
             # (FOR UPDATE locks only the rows there are).
             _lock_ids(cur, INCIDENT_LOCK, {v.incident_id for v in records.versions}
                       | {i.incident_id for i in records.incidents})
-            _lock_ids(cur, PLACE_LOCK, {m.article.id for m in records.members})
+            # An article's row and its places share its lock: which copy of an article
+            # is kept is decided on the stored one, which no other sink changes meanwhile.
+            _lock_ids(cur, PLACE_LOCK, {m.article.id for m in records.members}
+                      | {a.id for a in articles})
             if articles:
-                # Skip identical articles before the INSERT: PostgreSQL computes the
+                # Only the copies to write reach the INSERT: PostgreSQL computes the
                 # tsvector of a proposed row even when the conflict clause then drops it.
                 cur.execute(
-                    "SELECT id, digest FROM articles WHERE id = ANY(%s)",
+                    "SELECT id, url, feed_url, fetched_at, digest FROM articles WHERE id = ANY(%s)",
                     ([a.id for a in articles],),
                 )
-                known = dict(cur.fetchall())
-                fresh = [a for a in articles if known.get(a.id) != article_digest(a)]
+                copies = {row[0]: (row[1], row[2], row[3], row[4]) for row in cur.fetchall()}
+                fresh = articles_to_write(articles, copies)
                 if fresh:
                     cur.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in fresh]))
             if records.members:

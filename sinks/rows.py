@@ -36,6 +36,7 @@ from newsflow.schemas import (
     IncidentMember,
     IncidentVersion,
     RawArticle,
+    same_site,
 )
 from newsflow.text import (
     HAN,
@@ -285,15 +286,51 @@ def _update_all(columns: Sequence[str]) -> str:
     return ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
 
 
-def upsert_article_sql(placeholder: str, earliest: str) -> str:
-    """Insert, or update when the content changed and the copy is not an older fetch.
-    ``earliest`` is the dialect's literal that sorts before any timestamp."""
+def upsert_article_sql(placeholder: str) -> str:
+    """Insert, or update when the content changed; which copies are written at all is
+    ``articles_to_write``'s choice."""
     return (
         f"{_insert('articles', ARTICLE_COLUMNS, placeholder)} "
         f"ON CONFLICT (id) DO UPDATE SET {_update_all(ARTICLE_COLUMNS)} "
-        "WHERE articles.digest <> excluded.digest "
-        f"AND COALESCE(excluded.fetched_at, {earliest}) >= COALESCE(articles.fetched_at, {earliest})"
+        "WHERE articles.digest <> excluded.digest"
     )
+
+
+# A stored article's url, feed_url, fetched_at and digest: whether a copy replaces it.
+StoredCopy = tuple[str | None, str | None, datetime | None, str]
+
+
+def own_copy(url: str | None, feed_url: str | None) -> bool:
+    """Whether a copy of an article speaks for its own site: listed by a feed of the site
+    its address is on, or not from a feed at all (a replay, which the operator chose)."""
+    return url is None or feed_url is None or same_site(url, feed_url)
+
+
+def articles_to_write(articles: Sequence[RawArticle],
+                      stored: Mapping[str, StoredCopy]) -> list[RawArticle]:
+    """The copies of ``articles`` (in order) to write over what is ``stored``.
+
+    An article's id is a hash of its address, so any feed can send a copy of another
+    outlet's article: its own title, source and summary under that id. A copy from
+    another site's feed is stored only when there is none yet, and replaced by one from
+    the article's own site (``own_copy``), of which the latest fetch is kept. A replay of
+    an identical copy writes nothing."""
+    earliest = datetime.min.replace(tzinfo=UTC)
+    held = dict(stored)
+    chosen: list[RawArticle] = []
+    for article in articles:
+        digest = article_digest(article)
+        before = held.get(article.id)
+        if before is not None and (
+            before[3] == digest
+            or not own_copy(article.url, article.feed_url)
+            or (own_copy(before[0], before[1])
+                and (article.fetched_at or earliest) < (before[2] or earliest))
+        ):
+            continue
+        held[article.id] = (article.url, article.feed_url, article.fetched_at, digest)
+        chosen.append(article)
+    return chosen
 
 
 def upsert_incident_sql(placeholder: str) -> str:

@@ -38,9 +38,11 @@ from sinks.rows import (
     Fetch,
     ReadDialect,
     SQLReader,
+    StoredCopy,
     StoredMember,
     StoredPlace,
     article_values,
+    articles_to_write,
     current_incident_sql,
     delete_member_sql,
     form_holds_sql,
@@ -334,7 +336,7 @@ def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [tuple(adapt(v) for v in row) for row in values]
 
 
-_UPSERT_ARTICLE = upsert_article_sql("?", "''")
+_UPSERT_ARTICLE = upsert_article_sql("?")
 _UPSERT_INCIDENT = upsert_incident_sql("?")
 _INSERT_VERSION = insert_version_sql("?")
 _UPSERT_MEMBER = upsert_member_sql("?")
@@ -472,7 +474,9 @@ class SQLiteSink(BatchingSink):
     def _write(self, conn: sqlite3.Connection, batch: Sequence[Record]) -> None:
         records = split(batch)
         if records.articles:
-            conn.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in records.articles]))
+            copies = self._stored_copies(conn, sorted({a.id for a in records.articles}))
+            chosen = articles_to_write(records.articles, copies)
+            conn.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in chosen]))
         if records.members:
             self._write_places(conn, latest_places(records.members))
         if records.versions:
@@ -482,6 +486,17 @@ class SQLiteSink(BatchingSink):
             conn.executemany(_UPSERT_INCIDENT, _rows(headers))
         if records.incidents:
             self._write_incidents(conn, records.incidents)
+
+    def _stored_copies(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, StoredCopy]:
+        stored: dict[str, StoredCopy] = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                f"SELECT id, url, feed_url, fetched_at, digest FROM articles WHERE id IN ({marks})",
+                list(chunk),
+            ):
+                stored[row[0]] = (row[1], row[2], parse_ts(row[3]), row[4])
+        return stored
 
     def _stored_versions(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, int]:
         stored: dict[str, int] = {}

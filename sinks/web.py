@@ -7,19 +7,25 @@
     /healthz /readyz    liveness; readiness (the store answers)
     /metrics            Prometheus: every service's metrics file plus storage figures
 
-stdlib ``http.server`` with a thread per request: the page is small and the store is
-read with a connection per call. Everything from articles is escaped; the script is
-served from /static (the Content-Security-Policy forbids inline scripts).
+stdlib ``http.server`` with a thread per connection, at most
+``Settings.web_max_connections`` at once: the page is small and the store is read with a
+connection per call. It answers only to its own names (``host_allowed``). Everything
+from articles is escaped; the script is served from /static (the Content-Security-Policy
+forbids inline scripts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
+import ipaddress
 import json
 import logging
 import math
 import re
+import socket
 import threading
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +35,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.settings import Settings
 from newsflow.storage import SchemaOutdated, storage_errors, store_name
-from newsflow.text import counted, noun
+from newsflow.text import counted, noun, plain
 from sinks.jsonl import SearchUnsupported
 from sinks.models import Store
 from sinks.rows import SearchWithoutWords
@@ -359,6 +365,34 @@ class WebMetrics:
         self.store_up = self.registry.gauge("newsflow_store_up", "1 when the store answers")
 
 
+def host_name(host_header: str) -> str:
+    """The name a ``Host`` header gives, without its port, lower-cased:
+    'News.Example:8088' -> 'news.example', '[::1]:8088' -> '::1'."""
+    value = host_header.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def host_allowed(host_header: str | None, names: Collection[str]) -> bool:
+    """Whether a request naming ``host_header`` is for this page: ``localhost``, an IP
+    address, or one of ``names``, at any port. A page that answered any name could be read
+    by any web site through DNS rebinding (its own name, made to resolve to this address):
+    the browser then sends that site's name. No browser sends an address or localhost
+    for another site's name, and every browser sends a Host, so a request without one
+    (an HTTP/1.0 client) is answered."""
+    if host_header is None:
+        return True
+    name = host_name(host_header).rstrip(".")
+    if name == "localhost" or name in names:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class NewsflowServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -366,7 +400,54 @@ class NewsflowServer(ThreadingHTTPServer):
         self.settings = settings
         self.stores = _StoreHolder(settings)
         self.metrics = WebMetrics()
+        # The names the page answers to besides localhost and addresses: the one it
+        # listens on, when that is a name, and the operator's.
+        self.host_names = frozenset(
+            name.strip().lower().rstrip(".")
+            for name in (settings.web_host, *settings.web_allowed_hosts.split(","))
+            if name.strip()
+        )
+        # One thread per connection (each may wait Handler.timeout on its client): at
+        # most this many at once, or a client opening connections without end exhausts
+        # the process's threads. The others are answered 503 at once.
+        self._slots = threading.BoundedSemaphore(settings.web_max_connections)
         super().__init__((settings.web_host, settings.web_port), Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # (no thread started to release it)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        """503 without a thread, in the accepting one: it must not wait on the client."""
+        self.metrics.requests.inc(route="other", status="503")
+        body = (f"busy: {self.settings.web_max_connections} connections are being served "
+                "(NEWSFLOW_WEB_MAX_CONNECTIONS); try again\n").encode()
+        try:
+            request.setblocking(False)
+            # The request, if it came already: closed unread, it would reset the
+            # connection before the client read the answer.
+            with contextlib.suppress(OSError):
+                request.recv(65536)
+            request.sendall(b"HTTP/1.1 503 Service Unavailable\r\n"
+                            b"Content-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
+                            b"Connection: close\r\nContent-Length: "
+                            + str(len(body)).encode() + b"\r\n\r\n" + body)
+        except OSError:
+            pass  # (a full send buffer, a client gone: it gets no answer)
+        finally:
+            self.shutdown_request(request)
 
     @property
     def url(self) -> str:
@@ -407,6 +488,13 @@ class Handler(BaseHTTPRequestHandler):
         path = parts.path
         route = path
         try:
+            host = self.headers.get("Host")
+            if not host_allowed(host, self.server.host_names):
+                route = "other"
+                self._error(421, f"this page does not answer to the name {plain(host or '')[:100]!r}: "
+                            "ask for it at localhost or its address, or name it in "
+                            "NEWSFLOW_WEB_ALLOWED_HOSTS", api=path.startswith("/api/"))
+                return
             if any(CONTROL_CHARS.search(text) for text in (unquote(path), *query, *query.values())):
                 route = "other"  # not the raw path: a label per bad address is unbounded
                 raise BadRequest("control characters are not allowed in the address")

@@ -7,12 +7,17 @@ import json
 import logging
 import os
 import re
+import shutil
+import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -28,6 +33,7 @@ from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
 from producers.fetch import FetchError
 from producers.state import FeedRow, StateStore
 from producers.urls import host_key
+from sinks.sqlite import SQLiteSink
 from tests.conftest import shared_path, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -1014,3 +1020,146 @@ def test_an_entry_that_cannot_be_made_an_article_holds_back_no_other(
     fail = False
     server.state.custom["one-bad.xml"] = (rss(items) + b" ", "application/rss+xml")  # new ETag
     assert [a.title for a in rig.poll(url).articles] == ["Story 2"]
+
+
+def _story_feed(title: str, link: str, summary: str) -> bytes:
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>A feed</title>'
+        f"<item><title>{title}</title><link>{link}</link><guid>{link}</guid>"
+        f"<description>{summary}</description></item></channel></rss>"
+    ).encode()
+
+
+def test_a_feed_of_another_site_cannot_overwrite_the_outlets_article(server, paged_rig,
+                                                                     tmp_path):
+    """An article's id is a hash of its address, so a feed anywhere can list an outlet's
+    address with a title and a long summary of its own. Its summary never stands in for
+    the page's text, and its copy never replaces the outlet's stored one; the outlet's
+    copy replaces such a copy stored first (syndication goes on: the same id, one row)."""
+    story = " ".join(
+        f"Paragraph {i}: the river rose two metres overnight and the old bridge was closed "
+        "to traffic while engineers inspected its pillars for damage." for i in range(5))
+    page = ("<html><head><title>River rises</title></head><body><article><h1>River rises"
+            "</h1>" + "".join(f"<p>{part}.</p>" for part in story.split(". ")) +
+            "</article></body></html>")
+    server.state.custom["story"] = (page.encode(), "text/html; charset=utf-8")
+    link = server.url("/custom/story")
+    server.state.custom["outlet.xml"] = (
+        _story_feed("River rises", link, "The river rose."), "application/rss+xml")
+    server.state.custom["hostile.xml"] = (
+        _story_feed("Fake title", link, "A fake summary. " * 400), "application/rss+xml")
+    # The same server under another name: another site as far as the addresses go.
+    hostile_url = server.url("/custom/hostile.xml").replace("127.0.0.1", "localhost")
+
+    hostile = paged_rig.poll(hostile_url).articles
+    outlet = paged_rig.poll(server.url("/custom/outlet.xml")).articles
+    assert len(hostile) == len(outlet) == 1 and hostile[0].id == outlet[0].id
+    # The page's own text, not the other site's longer summary.
+    assert not hostile[0].summary_only and "fake summary" not in hostile[0].text
+    assert "old bridge" in hostile[0].text
+
+    def stored(db: Path, *copies: RawArticle) -> tuple[str, str | None]:
+        sink = SQLiteSink(db)
+        try:
+            for copy in copies:
+                sink.add(copy)
+                sink.flush()  # each copy a batch of its own, as they come apart
+        finally:
+            sink.close()
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT title, feed_url FROM articles").fetchone()
+
+    late_fake = hostile[0].model_copy(update={"fetched_at": datetime.now(UTC)})
+    assert stored(tmp_path / "a.db", outlet[0], late_fake) == ("River rises", outlet[0].feed_url)
+    assert stored(tmp_path / "b.db", hostile[0], outlet[0]) == ("River rises", outlet[0].feed_url)
+    # Another site's copy alone is stored (an aggregator's, syndication), and stays.
+    assert stored(tmp_path / "c.db", hostile[0], hostile[0]) == ("Fake title", hostile_url)
+
+
+def test_a_poll_takes_in_at_most_the_cap_of_new_entries_the_oldest_first(
+        server, tmp_path, caplog):
+    """A listing of 200,000 entries was as many page fetches and articles in one poll.
+    One poll takes in at most NEWSFLOW_POLL_MAX_ENTRIES, the oldest first; the rest stay
+    unseen, fetched in full (no 304) by the next polls, which take them in turn."""
+    rig = Rig(tmp_path, poll_max_entries=10)
+    try:
+        url = server.url("/gen/cap.xml?entries=25")  # (dated an hour apart, oldest first)
+        caplog.set_level(logging.INFO, logger="producers.feeds")
+        polls = [rig.poll(url) for _ in range(4)]
+    finally:
+        rig.close()
+    assert [p.update.status for p in polls] == [200, 200, 200, 304]
+    taken = [sorted(int(a.title.rsplit("-", 1)[1]) for a in p.articles) for p in polls]
+    assert taken == [list(range(10)), list(range(10, 20)), list(range(20, 25)), []]
+    assert polls[0].update.next_poll <= time.time() + 300 * 1.05 + 5
+    deferred = [r.getMessage() for r in caplog.records if "left for the next polls" in r.getMessage()]
+    assert len(deferred) == 2
+    assert "25 new entries, 15 of them left for the next polls (at most 10 a poll" in deferred[0]
+    assert "15 new entries, 5 of them" in deferred[1]
+
+
+@contextmanager
+def https_redirect(tmp_path: Path, location: str, status: int = 301) -> Iterator[str]:
+    """An https server on 127.0.0.1 (a certificate of its own) answering every GET with
+    ``status`` to ``location``; yields its address and the certificate's file."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (it makes the test's certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(status)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{srv.server_address[1]}/feed.xml"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("status", [301, 302])
+def test_a_redirect_from_https_to_http_is_refused_and_not_saved(server, tmp_path, capsys,
+                                                                status):
+    """A feed at an https address that redirected (301) to http had the http address
+    saved as its own: every later poll read it unencrypted, where anyone on the way can
+    change it, whatever the site did next. Such a redirect is not followed: the poll
+    fails, saying why in `feeds list`, and the feed keeps its address."""
+    target = server.url("/feeds/miniflux/dustri_large.rss")
+    rig = Rig(tmp_path)
+    with https_redirect(tmp_path, target, status) as feed_url:
+        # The test's certificate trusted, as a real site's is.
+        rig.fetcher._client._transport._pool._ssl_context.load_verify_locations(  # type: ignore[attr-defined]
+            tmp_path / "cert.pem")
+        try:
+            result = rig.poll(feed_url)
+            row = rig.state.feed(result.feed.id)
+        finally:
+            rig.close()
+    assert result.articles == [] and result.update.new_url is None
+    assert row is not None and row.url == feed_url and row.error_count == 1
+    assert row.last_error is not None and row.last_error.startswith("downgrade: ")
+    assert target in row.last_error and "not followed" in row.last_error
+    assert not any(path.startswith("/feeds/miniflux") for path, _ in server.state.requests)
+    cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+    listed = capsys.readouterr().out
+    assert "downgrade: " in listed and feed_url in listed

@@ -113,6 +113,36 @@ def test_postgres_sink_upserts_idempotently_and_reads_back(postgres_dsn: str) ->
         store.close()
 
 
+def test_a_copy_from_another_sites_feed_replaces_no_stored_article(postgres_dsn: str) -> None:
+    """As on SQLite: a feed on another site may list an outlet's address with its own
+    title; its copy is stored while there is none, replaced by the outlet's, and never
+    replaces the outlet's (a later fetch of the outlet's own does)."""
+    from sinks.postgres import PostgresSink
+
+    outlet = article(1, title="Outlet's title", feed_url="https://www.example.org/feed",
+                     fetched=NOW - timedelta(hours=2))
+    foreign = article(1, title="Fake title", feed_url="https://elsewhere.test/feed",
+                      fetched=NOW - timedelta(hours=1))
+    edited = outlet.model_copy(update={"title": "Outlet's edit", "fetched_at": NOW})
+
+    def titles(*batches: list[RawArticle]) -> list[str]:
+        sink = PostgresSink(postgres_dsn)
+        try:
+            sink.migrate()
+            seen = []
+            for batch in batches:
+                sink.write(batch)
+                with sink._pool.connection() as conn:
+                    seen.append(conn.execute("SELECT title FROM articles").fetchone()[0])
+                    conn.commit()
+            return seen
+        finally:
+            sink.close()
+
+    assert titles([foreign], [outlet], [foreign], [edited], [foreign, outlet]) == [
+        "Fake title", "Outlet's title", "Outlet's title", "Outlet's edit", "Outlet's edit"]
+
+
 def test_postgres_sink_writes_records_with_nul_characters(postgres_dsn: str) -> None:
     # PostgreSQL text and jsonb refuse NUL: a record carrying one (a title from a broken
     # feed) would be refused on every retry and end in the dead-letter topic.

@@ -28,6 +28,7 @@ from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
 from sinks.sqlite import SQLiteSink
 from sinks.web import Handler, NewsflowServer, make_server
+from tests.conftest import wait_for
 from tests.records import older_database, older_schema, stored_state
 
 pytestmark = pytest.mark.integration
@@ -598,3 +599,65 @@ def test_a_connection_that_sends_no_request_is_dropped(server: NewsflowServer) -
     host, port = server.server_address[:2]
     with socket.create_connection((str(host), port), timeout=60) as idle:
         assert idle.recv(1024) == b""  # closed by the server (not a timeout here)
+
+
+def get_as(srv: NewsflowServer, path: str, host: str | None) -> tuple[int, str]:
+    """GET ``path`` with ``host`` as the Host header (None: no Host at all)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_the_page_answers_only_to_its_own_names(tmp_path: Path) -> None:
+    """DNS rebinding: a web site whose name is made to resolve to 127.0.0.1 has the
+    visitor's browser ask this page in that site's name, and reads /api and /metrics.
+    Only localhost, addresses and the names NEWSFLOW_WEB_ALLOWED_HOSTS gives are answered."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0,
+                        web_allowed_hosts="news.internal, Other.Example.")
+    fill(settings)
+    with serving(settings) as srv:
+        port = srv.server_address[1]
+        for path in ("/", "/api/incidents", "/metrics", "/healthz"):
+            status, body = get_as(srv, path, f"rebound.attacker.example:{port}")
+            assert status == 421, path
+            assert "rebound.attacker.example" in body and "NEWSFLOW_WEB_ALLOWED_HOSTS" in body
+            assert "inc-1" not in body and "newsflow_" not in body
+        assert json.loads(get_as(srv, "/api/incidents", "evil.example")[1])["error"]
+        for host in (f"localhost:{port}", f"LocalHost.:{port}", f"127.0.0.1:{port}",
+                     f"[::1]:{port}", "localhost", "news.internal", "news.internal:443",
+                     "other.example", None):
+            status, body = get_as(srv, "/api/incidents", host)
+            assert status == 200 and "inc-1" in body, host
+        metrics = get_as(srv, "/metrics", "localhost")[1]
+        assert 'newsflow_web_requests_total{route="other",status="421"} 5' in metrics
+
+
+def test_connections_past_the_limit_are_answered_busy_not_given_a_thread(
+        tmp_path: Path) -> None:
+    """Each connection had a thread of its own, however many a client opened (each one
+    idle for up to the handler's timeout): at most NEWSFLOW_WEB_MAX_CONNECTIONS are
+    served at once, the others answered 503 at once, until one ends."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0, web_max_connections=2)
+    fill(settings)
+    with serving(settings) as srv:
+        idle = [socket.create_connection(("127.0.0.1", srv.server_address[1]))
+                for _ in range(2)]
+        try:
+            # (accepted in the order they came: the two idle ones first)
+            status, _, body = get(srv.url + "healthz")
+            assert status == 503 and "NEWSFLOW_WEB_MAX_CONNECTIONS" in body
+        finally:
+            idle.pop().close()
+        # One idle connection closed, its thread ends and a request is served again.
+        wait_for(lambda: get(srv.url + "healthz")[0] == 200, 10, "a connection served again")
+        for conn in idle:
+            conn.close()
+        metrics = get(srv.url + "metrics")[2]
+        assert 'newsflow_web_requests_total{route="other",status="503"}' in metrics

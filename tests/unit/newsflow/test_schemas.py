@@ -194,3 +194,13 @@ def test_a_time_past_year_9999_once_in_utc_is_refused_as_invalid() -> None:
         RawArticle.from_bytes(b'{"id": "a", "published": "9999-12-31T23:00:00-05:00"}')
     with pytest.raises(ValidationError):
         RawArticle.from_bytes(b'{"id": "a", "fetched_at": "0001-01-01T01:00:00+05:00"}')
+
+
+def test_same_site_is_one_host_or_a_subdomain_not_a_sibling():
+    from newsflow.schemas import same_site
+
+    assert same_site("https://www.example.com/a", "https://example.com/feed")
+    assert same_site("https://example.com/news/1", "https://feeds.example.com/rss")
+    assert not same_site("https://a.blogspot.com/post", "https://b.blogspot.com/feed")
+    assert not same_site("https://example.com.evil.org/x", "https://example.com/feed")
+    assert not same_site("https://example.com/x", "not an address")

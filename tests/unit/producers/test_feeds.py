@@ -26,6 +26,7 @@ from producers.feeds import (
     ProducerMetrics,
     _FeedsFileWatcher,
     build_article,
+    oldest_entries,
     publish_all,
     sync_feeds_file,
 )
@@ -62,6 +63,21 @@ def entry(**overrides: object) -> FeedEntry:
     }
     values.update(overrides)
     return FeedEntry(**values)  # type: ignore[arg-type]
+
+
+def test_the_cap_of_a_poll_takes_the_oldest_entries_undated_ones_last():
+    from datetime import UTC, datetime
+
+    def at(hour: int) -> datetime:
+        return datetime(2026, 5, 1, hour, tzinfo=UTC)
+
+    # A feed listing its newest first, one entry undated: the keys come oldest first.
+    entries = {"new": entry(key="new", published=at(9)), "undated": entry(key="undated"),
+               "mid": entry(key="mid", published=at(5)), "old": entry(key="old", published=at(1))}
+    keys = ["old", "mid", "undated", "new"]
+    assert oldest_entries(keys, entries, 2) == (["old", "mid"], 2)
+    assert oldest_entries(keys, entries, 3) == (["old", "mid", "new"], 1)
+    assert oldest_entries(keys, entries, 4) == (keys, 0)
 
 
 def page_with(text: str) -> PageOutcome:
