@@ -103,12 +103,24 @@ def article_key(canonical_url: str | None, text: str = "") -> str:
     return hashlib.sha256(without_surrogates(basis).encode("utf-8")).hexdigest()[:32]
 
 
+def ascii_host(host: str) -> str:
+    """A lower-case host name as DNS is asked it: an international one in its IDNA form
+    ("bücher.example" is "xn--bcher-kva.example"), one that has none (a label over 63
+    characters) as it is, for its fetch to fail on."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
 def _site_host(url: str) -> str:
     try:
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
     except ValueError:
         return ""
-    return host.removeprefix("www.")
+    return ascii_host(host).removeprefix("www.")
 
 
 def same_site(url: str, other_url: str) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from newsflow.schemas import ascii_host
+
 # Query parameters that only track the click, never select content.
 _TRACKING_EXACT = frozenset(
     {
@@ -69,18 +71,6 @@ def canonicalize(url: str) -> str:
     ]
     query = urlencode(sorted(query_pairs), doseq=True)
     return urlunsplit((scheme, netloc, path, query, ""))
-
-
-def ascii_host(host: str) -> str:
-    """A lower-case host name as DNS is asked it: an international one in its IDNA form
-    ("bücher.example" is "xn--bcher-kva.example"), one that has none (a label over 63
-    characters) as it is, for its fetch to fail on."""
-    if host.isascii():
-        return host
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return host
 
 
 def host_of(url: str) -> str:

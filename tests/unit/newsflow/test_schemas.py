@@ -204,3 +204,14 @@ def test_same_site_is_one_host_or_a_subdomain_not_a_sibling():
     assert not same_site("https://a.blogspot.com/post", "https://b.blogspot.com/feed")
     assert not same_site("https://example.com.evil.org/x", "https://example.com/feed")
     assert not same_site("https://example.com/x", "not an address")
+
+
+def test_same_site_is_one_host_in_either_form_of_an_international_name():
+    """A feed added as https://bücher.example/feed lists its pages in the IDNA form (or
+    the other way round): one site, as host_key has it, or its own copies count as
+    another site's (no teaser rule, and the first foreign copy stays)."""
+    from newsflow.schemas import same_site
+
+    assert same_site("https://xn--bcher-kva.example/a", "https://bücher.example/feed")
+    assert same_site("https://www.BÜCHER.example/a", "https://feeds.xn--bcher-kva.example/rss")
+    assert not same_site("https://xn--bcher-kva.example/a", "https://bucher.example/feed")
