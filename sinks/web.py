@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
+from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
 from newsflow.storage import SchemaOutdated, storage_errors, store_name
 from newsflow.text import counted, noun, plain
@@ -402,8 +403,9 @@ class NewsflowServer(ThreadingHTTPServer):
         self.metrics = WebMetrics()
         # The names the page answers to besides localhost and addresses: the one it
         # listens on, when that is a name, and the operator's.
+        # Each as a browser sends it (IDNA, no port; the 421 names the Host, port and all).
         self.host_names = frozenset(
-            name.strip().lower().rstrip(".")
+            ascii_host(host_name(name).rstrip("."))
             for name in (settings.web_host, *settings.web_allowed_hosts.split(","))
             if name.strip()
         )

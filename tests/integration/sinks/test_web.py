@@ -661,3 +661,16 @@ def test_connections_past_the_limit_are_answered_busy_not_given_a_thread(
             conn.close()
         metrics = get(srv.url + "metrics")[2]
         assert 'newsflow_web_requests_total{route="other",status="503"}' in metrics
+
+
+def test_allowed_names_are_matched_as_a_browser_sends_them(tmp_path: Path) -> None:
+    """A name listed with the port the 421 showed ("news.example:8443"), or in Unicode
+    (a browser sends the IDNA form), was never matched: every request stayed refused."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0,
+                        web_allowed_hosts="news.example:8443,bücher.example")
+    fill(settings)
+    with serving(settings) as srv:
+        for host in ("news.example:8443", "news.example", "xn--bcher-kva.example:8088"):
+            status, body = get_as(srv, "/api/incidents", host)
+            assert status == 200 and "inc-1" in body, host
+        assert get_as(srv, "/api/incidents", "example:8443")[0] == 421
