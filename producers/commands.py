@@ -88,9 +88,13 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
             error = (f"host paused: {result.update.paused_host} until "
                      f"{_when(result.update.paused_until)} UTC (Retry-After)")
         failed += bool(error and not result.articles)
+        # A one-off poll's rest comes with no later poll (with --stdout, never): said here.
+        left = (f", {result.entries_deferred} more not taken (at most "
+                f"NEWSFLOW_POLL_MAX_ENTRIES={settings.poll_max_entries} a poll)"
+                if result.entries_deferred else "")
         print(
             f"{result.feed.url}\t{status if status is not None else '-'}\t"
-            f"{len(result.articles)} new\t{error or 'ok'}",
+            f"{len(result.articles)} new{left}\t{error or 'ok'}",
             file=sys.stderr,
         )
     return 1 if failed == len(results) and results else 0

@@ -93,6 +93,7 @@ class PollResult:
     present_keys: list[str] = field(default_factory=list)  # every entry in the feed now
     parsed: ParsedFeed | None = None
     entries_new: int = 0  # entries of the listing not seen before (the metrics' figure)
+    entries_deferred: int = 0  # new ones left unseen for later (NEWSFLOW_POLL_MAX_ENTRIES)
     # Each page asked for: "extracted" or why it was not used, and its extraction time.
     pages: list[tuple[str, float | None]] = field(default_factory=list)
 
@@ -317,6 +318,7 @@ class FeedPoller:
         # waiting for their page were taken in by an earlier poll: the cap leaves them be.
         fresh = [key for key in reversed(new_keys) if key not in retries]
         taken, deferred = oldest_entries(fresh, entries, self.settings.poll_max_entries)
+        poll.entries_deferred = deferred
         if deferred:
             logger.info(
                 "feed %s: %d new entries, %d of them left for the next polls (at most %d a "

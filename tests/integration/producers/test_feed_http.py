@@ -763,6 +763,19 @@ def test_poll_once_stdout_needs_no_broker(server, tmp_path):
     assert not any(p.startswith("/genpage/e") for p, _ in server.state.requests)
 
 
+def test_poll_once_says_how_many_new_entries_the_cap_left_out(server, tmp_path):
+    """A one-off poll is not polled again (with --stdout it remembers nothing: the same
+    oldest ones come every time), so the entries past NEWSFLOW_POLL_MAX_ENTRIES are said
+    in its line: it said "10 new ok" of a feed with 25 new entries."""
+    done = _cli("poll", "--once", "--stdout", "--no-pages", server.url("/gen/capped.xml?entries=25"),
+                tmp_path=tmp_path, NEWSFLOW_POLL_MAX_ENTRIES="10")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 10
+    line = [row.split("\t") for row in done.stderr.splitlines() if "\t" in row][0]
+    assert line[2:] == ["10 new, 15 more not taken (at most NEWSFLOW_POLL_MAX_ENTRIES=10 a poll)",
+                        "ok"]
+
+
 def test_poll_once_says_which_feed_its_host_s_retry_after_kept_from_being_asked(server,
                                                                               tmp_path):
     """Two feeds of one host (a host is a host and port: one server) polled once: the one
