@@ -313,18 +313,20 @@ def articles_to_write(articles: Sequence[RawArticle],
     An article's id is a hash of its address, so any feed can send a copy of another
     outlet's article: its own title, source and summary under that id. A copy from
     another site's feed is stored only when there is none yet, and replaced by one from
-    the article's own site (``own_copy``), of which the latest fetch is kept. A replay of
-    an identical copy writes nothing."""
+    the article's own site (``own_copy``), of which the latest fetch is kept; so is a
+    feed's own (an outlet whose feed is on another host, feedburner's or a CDN's). A
+    replay of an identical copy writes nothing."""
     earliest = datetime.min.replace(tzinfo=UTC)
     held = dict(stored)
     chosen: list[RawArticle] = []
     for article in articles:
         digest = article_digest(article)
         before = held.get(article.id)
+        same_feed = before is not None and article.feed_url == before[1]
         if before is not None and (
             before[3] == digest
-            or not own_copy(article.url, article.feed_url)
-            or (own_copy(before[0], before[1])
+            or not (own_copy(article.url, article.feed_url) or same_feed)
+            or ((own_copy(before[0], before[1]) or same_feed)
                 and (article.fetched_at or earliest) < (before[2] or earliest))
         ):
             continue

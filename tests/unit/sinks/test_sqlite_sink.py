@@ -670,3 +670,25 @@ def test_search_follows_an_article_rewritten_or_written_by_another_writer(db: Pa
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM articles WHERE id = 'a1'")
     assert store.search("下雪") == [] and fts_intact(db)
+
+
+def test_a_feed_on_another_host_than_its_pages_keeps_its_own_latest_copy(db: Path) -> None:
+    """An outlet whose feed is on another host than its pages (BBC's feeds.bbci.co.uk
+    lists www.bbc.com; a feed on feedburner or a CDN) sent copies "from another site":
+    its later fetch of an article (an edit) never replaced its first. A copy replaces one
+    from its own feed by the latest fetch; another feed's copy still replaces nothing."""
+    feed = "https://feeds.bbci.co.uk/news/rss.xml"
+    first = article(1, title="First", feed_url=feed, fetched=NOW - timedelta(hours=2))
+    edited = article(1, title="Edited", feed_url=feed, fetched=NOW - timedelta(hours=1))
+    other = article(1, title="Other", feed_url="https://elsewhere.test/feed", fetched=NOW)
+
+    def title() -> str:
+        with sqlite3.connect(db) as conn:
+            return str(conn.execute("SELECT title FROM articles").fetchone()[0])
+
+    write(db, first)
+    write(db, edited)
+    assert title() == "Edited"
+    write(db, other)
+    write(db, first)  # (an older fetch of its own: no)
+    assert title() == "Edited"
