@@ -184,11 +184,12 @@ def save_dead_letters(settings: Settings) -> None:
     # partition, in order), and without it the next redrive would send them all again.
     done = redriven_to(settings)
     marker = redriven_marker(settings)
-    if done is None:
+    if done is None or not messages:
         marker.unlink(missing_ok=True)
     else:
         marker.write_text(json.dumps({"offset": done}), encoding="utf-8")
-    write_messages(path, messages)
+    # None: no file (an empty one was named, at a start on a real cluster, as left over).
+    save_or_remove(path, messages)
 
 
 def write_messages(path: Path, messages: list[Message]) -> None:

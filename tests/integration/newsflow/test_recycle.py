@@ -15,7 +15,9 @@ from newsflow.recycle import (
     carried_letters,
     read_messages,
     restore_saved,
+    save_dead_letters,
     save_for_next_start,
+    saved_files,
     write_messages,
 )
 from newsflow.service import run_service
@@ -43,7 +45,7 @@ def test_unfinished_articles_come_back_with_the_time_they_were_first_published(
     ensure_topics(before)
     sent = published(before, 30)
     save_for_next_start(before, drained=False)
-    assert carried_articles(before).exists() and carried_letters(before).exists()
+    assert carried_articles(before).exists() and not carried_letters(before).exists()  # none
 
     after = before.model_copy(update={"topic_raw": before.topic_raw + "-new"})
     ensure_topics(after)
@@ -118,6 +120,27 @@ def test_a_real_cluster_is_not_given_what_an_embedded_broker_left(make_settings,
     assert read_topic(settings, settings.topic_raw) == []
     assert carried_articles(settings).exists()
     assert "an embedded broker's, not for" in caplog.text
+
+
+def test_a_stop_with_no_dead_letters_leaves_no_file_of_them(make_settings, caplog) -> None:
+    """Every stop wrote the dead letters to a file, none too: an empty file, which a later
+    start on a real cluster named in a WARNING as left by an embedded broker."""
+    settings = make_settings(web_port=0)
+    ensure_topics(settings)
+    # One a stop saved before: the letters, since redriven or gone with that broker.
+    write_messages(carried_letters(settings), [Message(b"l1", b"{}", [], BASE_MS)])
+    save_dead_letters(settings)
+    assert saved_files(settings) == []
+    stop = Event()
+    stop.set()
+    with caplog.at_level(logging.WARNING, logger="newsflow.service"):
+        assert run_service(settings, stop, roles=()) == 0
+    assert "an embedded broker's" not in caplog.text
+    # Letters there are saved as before.
+    with Publisher(settings, client_id="test-dlq") as publisher:
+        publisher.send(settings.topic_dlq, b"l2", b"{}")
+    save_dead_letters(settings)
+    assert [m.key for m in read_messages(carried_letters(settings))] == [b"l2"]
 
 
 def stored_incidents(settings: Settings) -> list[tuple[object, ...]]:
