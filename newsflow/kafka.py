@@ -94,10 +94,10 @@ def bootstrap_servers(settings: Settings) -> str:
 
 
 # kafka-python 3.0 warns when one step of its IO thread takes over 0.1 s ("likely a tight
-# sync loop inside a coroutine"). In newsflow's processes such a step waited for the GIL,
-# which page extraction or clustering held: a WARNING every few minutes under load (a
-# producer extracting 9 pages a second), for nothing wrong. A step of seconds still says
-# something is stuck.
+# sync loop inside a coroutine. Other pollers will time out."). In newsflow's processes
+# such a step waited for the GIL, which page extraction or clustering held: a producer
+# extracting 9 pages a second on a loaded machine logged it, for nothing wrong. A step of
+# seconds still says something is stuck.
 SLOW_IO_STEP_S: Final = 2.0
 
 
