@@ -301,10 +301,12 @@ def derive_title(text: str) -> tuple[str, str]:
         lead = _CJK_SENTENCE_END.split(lead, 1)[0]
     words = lead.split()
     # Thai sets spaces between phrases, not words: twelve of them ran to 150 characters.
-    thai = has_spaceless(lead) and not has_cjk(lead)
+    # (Lao, Khmer and Myanmar keep the cut at twelve: PyThaiNLP does not split them.)
+    cjk_or_thai = _holds(_CJK_OR_THAI, lead)
+    thai = cjk_or_thai and not has_cjk(lead)
     if len(words) > 12 and not thai:
         title = " ".join(words[:12]).rstrip(",;:—–- ") + "…"
-    elif has_spaceless(lead) and len(lead) > (limit := _title_chars(lead)):
+    elif cjk_or_thai and len(lead) > (limit := _title_chars(lead)):
         title = lead[:limit]
         # Thai sets a space between phrases (and has no sentence end): cut at one, not
         # inside a word.
@@ -334,6 +336,31 @@ THAI = f"{_THAI_FIRST}-{_THAI_LAST}"
 # Thai vowel and tone marks written above or below a letter: part of its word (ข้าว, rice,
 # is not ขาว, white), though not letters to ``str.isalnum`` or the regex ``\w``.
 THAI_MARKS = "".join(chr(c) for c in (0xE31, *range(0xE34, 0xE3B), *range(0xE47, 0xE4F)))
+# Lao, Khmer and Myanmar: written without spaces between words too (Khmer and Lao set one
+# between phrases), in syllables built around a letter, its vowel signs, tone marks and
+# the consonants stacked below it written as marks (Unicode categories Mn and Mc).
+_LAO_KHMER_MYANMAR_BLOCKS = ((0x0E80, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF))
+LAO_KHMER_MYANMAR = "\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff"
+LAO_KHMER_MYANMAR_MARKS = "".join(
+    chr(c) for low, high in _LAO_KHMER_MYANMAR_BLOCKS for c in range(low, high + 1)
+    if unicodedata.category(chr(c)) in ("Mn", "Mc"))
+_LAO_KHMER_MYANMAR_LETTERS = "".join(
+    chr(c) for low, high in _LAO_KHMER_MYANMAR_BLOCKS for c in range(low, high + 1)
+    if unicodedata.category(chr(c)) in ("Lo", "Lm"))
+# Where an orthographic cluster of theirs goes on (no dictionary: Unicode's rules for how
+# the script is written): before a mark; before a Lao vowel letter written after its
+# consonant (ະ າ ຳ ຽ) or a repetition sign (ໆ ៗ); after Khmer's coeng or Myanmar's virama,
+# which stack the next consonant below; after a Lao vowel written before its consonant
+# (ເ ແ ໂ ໃ ໄ); and before a Myanmar consonant that its asat or virama ends the syllable
+# with (the န of ရန်). ``CLUSTER_GOES_ON`` is a regex for that position, read by search
+# (``sinks.rows.search_form``) too.
+CLUSTER_GOES_ON = (
+    f"(?=[{LAO_KHMER_MYANMAR_MARKS}\u0eb0\u0eb2\u0eb3\u0ebd\u0ec6\u17d7])"
+    "|(?<=[\u17d2\u1039\u0ec0-\u0ec4])"
+    "|(?=[\u1000-\u1021][\u103a\u1039])"
+)
+_CLUSTER_START = re.compile(
+    f"(?<=[{LAO_KHMER_MYANMAR}])(?=[{LAO_KHMER_MYANMAR}])(?!{CLUSTER_GOES_ON})")
 
 # Chinese and Japanese run words together, so a clause is one "word" to a split at spaces.
 # Without a dictionary, full-text engines index such runs as overlapping character bigrams
@@ -353,11 +380,20 @@ _CJK = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}]")
 # the words of a dictionary kept them apart and joined the flood reports on ปิง (the
 # river), ท่วม (flood), ศูนย์พักพิง (shelter). So Thai runs are cut into words by
 # PyThaiNLP's maximal matching over its dictionary ("newmm"), its function words left out.
-_SPACELESS = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}{THAI}]")
+_CJK_OR_THAI = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}{THAI}]")
+# Lao, Khmer and Myanmar runs are cut into their orthographic clusters (``_CLUSTER_START``),
+# and those read as Chinese characters are, in overlapping bigrams: a Khmer or Myanmar
+# cluster is about a syllable, a Lao one a syllable or part of one. PyPI has
+# dictionaries for them (ICU's, through a 16 MB wheel; Khmer and Lao ones each their
+# own package), but search cannot use words (it finds clusters side by side, as for
+# Chinese), and bigrams make two reports of an event share its words' terms.
+_CLUSTERED = re.compile(f"[{LAO_KHMER_MYANMAR}]")
+_SPACELESS = re.compile(f"[{_BIGRAMMED}{HIRAGANA}{HANGUL}{THAI}{LAO_KHMER_MYANMAR}]")
 _ASCII_BYTES = bytes(range(128))
 _SPACELESS_RUNS = re.compile(
     f"([{_BIGRAMMED}]+)|([{HANGUL}]+)|[{HIRAGANA}]+|([{THAI}]+)"
-    f"|([^{_BIGRAMMED}{HIRAGANA}{HANGUL}{THAI}]+)")
+    f"|([{_LAO_KHMER_MYANMAR_LETTERS}{LAO_KHMER_MYANMAR_MARKS}]+)"
+    f"|([^{_BIGRAMMED}{HIRAGANA}{HANGUL}{THAI}{LAO_KHMER_MYANMAR}]+)")
 
 
 # Chinese and Japanese text sets digits and Latin letters in full width ("６．８级",
@@ -365,12 +401,13 @@ _SPACELESS_RUNS = re.compile(
 # "6.8" of the other (a number they share), not "６" and "８". The ideographic space too,
 # and Thai digits: "๕๐๐" (an official style) is the 500 of another Thai report.
 _AS_ASCII = ({c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
-             | {0x0E50 + n: ord("0") + n for n in range(10)})
+             | {zero + n: ord("0") + n for zero in (0x0E50, 0x0ED0, 0x17E0, 0x1040)
+                for n in range(10)})
 
 
 def ascii_forms(text: str) -> str:
-    """``text`` with full-width ASCII forms (１２３，：Ａ), the ideographic space and Thai
-    digits (๕๐๐) as ASCII."""
+    """``text`` with full-width ASCII forms (１２３，：Ａ), the ideographic space and Thai,
+    Lao, Khmer and Myanmar digits (๕๐๐, ៥០០) as ASCII."""
     return text.translate(_AS_ASCII)
 
 
@@ -399,9 +436,21 @@ def beyond_ascii(text: str) -> str:
 
 
 def has_spaceless(text: str) -> bool:
-    """Whether ``text`` holds Chinese, Japanese, Korean or Thai characters: words that a
-    split at spaces does not find, and ``spaceless_terms`` does."""
+    """Whether ``text`` holds Chinese, Japanese, Korean, Thai, Lao, Khmer or Myanmar
+    characters: words that a split at spaces does not find, and ``spaceless_terms`` does."""
     return _holds(_SPACELESS, text)
+
+
+def has_bigrams(text: str) -> bool:
+    """Whether ``spaceless_terms`` reads some of ``text`` as bigrams: Chinese, Japanese,
+    Korean, Lao, Khmer or Myanmar characters (about two terms a word)."""
+    return _holds(_CJK, text) or _holds(_CLUSTERED, text)
+
+
+def clusters(run: str) -> list[str]:
+    """The orthographic clusters of a run of Lao, Khmer or Myanmar (see
+    ``CLUSTER_GOES_ON``): "ខេត្តបាត់ដំបង" -> ខេ ត្ត បា ត់ ដំ ប ង."""
+    return _CLUSTER_START.split(run)
 
 
 class ThaiDictionary:
@@ -511,16 +560,23 @@ def spaceless_terms(word: str) -> list[str]:
     Han or Katakana, and of Hangul, as overlapping character bigrams (a one-character run
     as itself), Hiragana left out, anything else (Latin, digits) as it stands:
     "四川5日发生地震" -> 四川 5 日发 发生 生地 地震; "東京で火事" -> 東京 火事;
-    "서울에서" -> 서울 울에 에서; "iPhone" -> iPhone. Thai as its words (``thai_words``)."""
+    "서울에서" -> 서울 울에 에서; "iPhone" -> iPhone. Thai as its words (``thai_words``).
+    Lao, Khmer and Myanmar as bigrams of their clusters (``clusters``): "ទឹកជំនន់" ->
+    ទឹក កជំ ជំន នន់."""
     terms: list[str] = []
     for run in _SPACELESS_RUNS.finditer(word):
-        other = run.group(4)
+        other = run.group(5)
         if other is not None:
             terms.append(other)
             continue
         thai = run.group(3)
         if thai is not None:
             terms.extend(thai_words(thai))
+            continue
+        clustered = run.group(4)
+        if clustered is not None:
+            units = clusters(clustered)
+            terms.extend([units[i] + units[i + 1] for i in range(len(units) - 1)] or units)
             continue
         chars = run.group(1) or run.group(2)
         if chars is None:

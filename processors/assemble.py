@@ -22,7 +22,7 @@ from newsflow.schemas import (
     IncidentVersion,
     RawArticle,
 )
-from newsflow.text import THAI_MARKS, has_spaceless, spaceless_terms
+from newsflow.text import LAO_KHMER_MYANMAR_MARKS, THAI_MARKS, has_spaceless, spaceless_terms
 from processors.features import STOPWORDS, stem
 
 
@@ -74,14 +74,16 @@ def _with_articles(incident: Incident, ordered: list[IncidentArticle], now: date
 TITLE_PEERS = 12
 _TITLE_SCAN = 64  # articles looked at for them (duplicates and lead-cut titles skipped)
 _WORD = re.compile(r"[^\W_]{2,}")
-# (Thai's marks are part of its words, as the clusterer reads them.)
-_SPACELESS_WORD = re.compile(f"(?:[^\\W_]|[{THAI_MARKS}])+")
+# (Thai's, Lao's, Khmer's and Myanmar's marks are part of their words, as the clusterer
+# reads them.)
+_SPACELESS_WORD = re.compile(f"(?:[^\\W_]|[{THAI_MARKS}{LAO_KHMER_MYANMAR_MARKS}])+")
 
 
 @lru_cache(maxsize=8192)
 def headline_words(title: str) -> frozenset[str]:
     """The content words of a headline, stemmed (as the clusterer compares them; Chinese,
-    Japanese and Korean ones as its character bigrams, Thai ones as its words)."""
+    Japanese and Korean ones as its character bigrams, Thai ones as its words, Lao,
+    Khmer and Myanmar ones as bigrams of their clusters)."""
     if has_spaceless(title):
         words = [term for word in _SPACELESS_WORD.findall(title.lower())
                  for term in spaceless_terms(word) if len(term) > 1]

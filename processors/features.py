@@ -23,10 +23,11 @@ import numpy as np
 
 from newsflow.text import (
     ARCHIVE_PREFIX,
+    LAO_KHMER_MYANMAR_MARKS,
     THAI_MARKS,
     ascii_forms,
     beyond_ascii,
-    has_cjk,
+    has_bigrams,
     has_spaceless,
     spaceless_terms,
     strip_dateline,
@@ -73,9 +74,11 @@ ENTITY_BOOST: Final = 0.5
 # A letter or digit, or a combining mark: a vowel sign of Hindi, Bengali or Tamil ("की" is
 # क and ी) is part of its word, and ``[^\W_]`` (``str.isalnum``) has no marks; "की" was
 # "क". (Marks of the scripts U+0300 to U+0DFF, Latin to Sinhala, written with spaces, and
-# Thai's, whose runs ``spaceless_terms`` cuts into words: without them "ข้าว" was ข and าว.)
+# Thai's, Lao's, Khmer's and Myanmar's, whose runs ``spaceless_terms`` cuts: without them
+# "ข้าว" was ข and าว, "ក្រុង" ក រ ង.)
 _MARKS: Final = "".join(chr(c) for c in range(0x300, 0xE00)
-                        if unicodedata.category(chr(c)) in ("Mn", "Mc")) + THAI_MARKS
+                        if unicodedata.category(chr(c)) in ("Mn", "Mc")
+                        ) + THAI_MARKS + LAO_KHMER_MYANMAR_MARKS
 _LETTER: Final = rf"(?:[^\W_]|[{_MARKS}])"
 # Possessive (never backtracks): what follows a run of letters and digits is not one, so
 # giving characters back could not make a different match; it only costs time.
@@ -296,8 +299,9 @@ def _tokens(text: str, limit: int = sys.maxsize, spaceless: bool | None = None) 
     whitespace-separated chunks are one token, bare or in punctuation: a chunk whose every
     character is a letter or digit (``str.isalnum``: exactly ``[^\W_]``) is one. Only the
     rest go through the regex. Stops at ``limit`` tokens: the words after them are unused.
-    Chinese, Japanese, Korean and Thai words are split into their terms (``spaceless_terms``),
-    their full-width digits and letters, and Thai digits, read as ASCII (``ascii_forms``);
+    Chinese, Japanese, Korean, Thai, Lao, Khmer and Myanmar words are split into their terms
+    (``spaceless_terms``), their full-width digits and letters, and Thai, Lao, Khmer and
+    Myanmar digits, read as ASCII (``ascii_forms``);
     ``spaceless``: ``has_spaceless(text)``, if known."""
     if spaceless is None:
         spaceless = has_spaceless(text)
@@ -653,5 +657,5 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         dates=named,
         follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
         # (Thai is split into words, not bigrams.)
-        bigrams=(spaceless_title and has_cjk(title)) or (spaceless_body and has_cjk(body)),
+        bigrams=(spaceless_title and has_bigrams(title)) or (spaceless_body and has_bigrams(body)),
     )

@@ -10,7 +10,9 @@ from newsflow.text import (
     beyond_ascii,
     clean_text,
     clean_title,
+    clusters,
     derive_title,
+    has_bigrams,
     has_cjk,
     has_spaceless,
     spaceless_terms,
@@ -297,6 +299,37 @@ def test_thai_is_split_into_its_words_without_its_function_words():
     assert spaceless_terms("น้ำท่วม500ครัวเรือน") == ["น้ำท่วม", "500", "ครัวเรือน"]
     assert has_spaceless("ข้าว") and has_spaceless("泸定县") and not has_cjk("ข้าว")
     assert not has_spaceless("Zürich’s mayor — «non»")
+
+
+def test_khmer_lao_and_myanmar_are_cut_into_their_orthographic_clusters():
+    # Khmer: a letter with the consonants its coeng stacks below (ត្ត) and its vowel signs
+    # (ខេ); a final consonant is a cluster of its own (ប ង of "bang").
+    assert clusters("ខេត្តបាត់ដំបង") == ["ខេ", "ត្ត", "បា", "ត់", "ដំ", "ប", "ង"]
+    # Myanmar: a consonant its asat ends the syllable with joins it (ရန်), as one its
+    # virama stacks (ကမ္ဘာ); medials and vowel signs too (မြို့).
+    assert clusters("ရန်ကုန်မြို့") == ["ရန်", "ကုန်", "မြို့"]
+    assert clusters("ကမ္ဘာ") == ["ကမ္ဘာ"]
+    # Lao: a vowel written before its consonant (ເ) and the vowel letters after it (າ ະ)
+    # are its cluster's; its tone marks too (ນ້ຳ).
+    assert clusters("ເກາະ") == ["ເກາະ"]
+    assert clusters("ນ້ຳຖ້ວມ") == ["ນ້ຳ", "ຖ້", "ວ", "ມ"]
+
+
+def test_khmer_lao_and_myanmar_terms_are_bigrams_of_their_clusters():
+    # ទឹកជំនន់ (flood): its word's own bigrams are in every report that writes it.
+    assert spaceless_terms("ទឹកជំនន់") == ["ទឹក", "កជំ", "ជំន", "នន់"]
+    assert spaceless_terms("ငလျင်") == ["ငလျင်"]  # (earthquake: two clusters)
+    assert spaceless_terms("ក") == ["ក"]  # a one-cluster run as itself
+    assert spaceless_terms("CNNក្រុង500") == ["CNN", "ក្រុង", "500"]
+    assert has_spaceless("ក្រុង") and has_spaceless("ນ້ຳ") and has_spaceless("မြို့")
+    assert has_bigrams("ក្រុង") and has_bigrams("四川") and not has_bigrams("ข้าว")
+    assert not has_bigrams("Zürich’s mayor")
+
+
+def test_a_khmer_lead_is_cut_at_its_twelfth_space_not_by_the_thai_dictionary():
+    lead = " ".join(["ទឹកជំនន់នៅខេត្តបាត់ដំបង"] * 14) + " ។"
+    title, _ = derive_title(lead)
+    assert title == " ".join(["ទឹកជំនន់នៅខេត្តបាត់ដំបង"] * 12) + "…"
 
 
 def test_thai_word_edges_move_a_cut_inside_a_word_out_to_its_ends():

@@ -152,6 +152,8 @@ def test_a_thai_first_headline_that_speaks_for_none_of_the_others_gives_way():
     )
     assert incident.title == "น้ำท่วมหนักเชียงใหม่ แม่น้ำปิงล้นตลิ่ง"
     assert headline_words("น้ำท่วมหนักเชียงใหม่") == {"น้ำท่วม", "หนัก", "เชียงใหม่"}
+    # Khmer ones bigrams of their clusters, the marks kept (ផ្ទះ, house: not ផ, ទ).
+    assert headline_words("ទឹកលិចផ្ទះ") == {"ទឹក", "កលិ", "លិច", "ចផ្ទះ"}
 
 
 def test_the_first_headline_stands_while_a_third_of_the_others_share_its_words():

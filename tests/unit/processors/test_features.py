@@ -197,6 +197,19 @@ def test_thai_terms_are_its_words_and_not_bigrams():
     assert "500" in thai_digits.entities & extract("น้ำท่วม 500 ครัวเรือน", "").entities
 
 
+def test_khmer_and_myanmar_terms_are_bigrams_of_their_clusters_marks_and_all():
+    title, text = "ទឹកជំនន់នៅបាត់ដំបង", "ទឹកជំនន់លិចផ្ទះជាង ៥០០ ខ្នងនៅក្នុងក្រុងបាត់ដំបង។"
+    feats = extract(title, text)
+    # Its vowel signs and stacked consonants are part of a cluster: ផ្ទះ, not ផ and ទ.
+    assert {"ទឹក", "ជំន", "បាត់", "បង"} <= feats.title_terms
+    assert {"លិច", "ផ្ទះជា", "ក្រុង"} <= set(feats.tf)
+    assert feats.bigrams  # about two terms a word, as for Chinese
+    assert surface_forms(title, text, ["ទឹក"]) == ["ទឹក"]
+    # Khmer and Myanmar digits are the numbers of a report that writes them as 0-9.
+    assert "500" in feats.entities & extract("ទឹកជំនន់ 500 ខ្នង", "").entities
+    assert "12" in extract("ငလျင်ကြောင့် လူ ၁၂ ဦး သေဆုံး", "").entities
+
+
 def test_text_without_cjk_characters_is_split_as_before():
     title = "Zürich’s mayor — «non» to the tower"
     text = "The city’s mayor, Corine Mauch, said “no” to the 80-metre tower on Tuesday."
