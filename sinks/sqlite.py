@@ -22,6 +22,7 @@ from typing import Any
 from newsflow.schemas import Incident, IncidentMember
 from newsflow.sqlite_wal import enable_wal
 from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured
+from newsflow.text import LAO_KHMER_MYANMAR_MARKS
 from sinks.base import (
     BatchingSink,
     Record,
@@ -63,8 +64,8 @@ logger = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 5.0
 
 def _fill_search_forms(conn: sqlite3.Connection) -> None:
-    """The stored articles' ``search_form``s (schema 5), where they differ from the text;
-    a thousand articles at a time, not all their text at once."""
+    """The stored articles' ``search_form``s (schemas 5 and 6), where they differ from the
+    text; a thousand articles at a time, not all their text at once."""
     last = 0
     while rows := conn.execute(
         "SELECT rowid, title, text FROM articles WHERE rowid > ? ORDER BY rowid LIMIT 1000",
@@ -89,6 +90,35 @@ def _searched(column: str, row: str = "") -> str:
 # Versioned migrations: (version, name, steps). Append, never edit an applied one. A step
 # is a statement, or a function for what SQL cannot compute.
 Step = str | Callable[[sqlite3.Connection], None]
+
+
+def _search_index(tokenchars: str) -> list[Step]:
+    """The statements that make the search index over ``articles_search``, FTS5's
+    unicode61 tokenizer taking the marks ``tokenchars`` for letters (it takes them for
+    separators: ขาว found ข้าว), and the triggers that keep it."""
+    return [
+        f"""CREATE VIRTUAL TABLE articles_fts USING fts5 (
+            title, text, content='articles_search', content_rowid='rowid',
+            tokenize="porter unicode61 remove_diacritics 2 tokenchars '{tokenchars}'"
+        )""",
+        f"""CREATE TRIGGER articles_fts_insert AFTER INSERT ON articles BEGIN
+            INSERT INTO articles_fts (rowid, title, text) VALUES (
+                new.rowid, {_searched('title', 'new.')}, {_searched('text', 'new.')});
+        END""",
+        f"""CREATE TRIGGER articles_fts_delete AFTER DELETE ON articles BEGIN
+            INSERT INTO articles_fts (articles_fts, rowid, title, text) VALUES (
+                'delete', old.rowid, {_searched('title', 'old.')}, {_searched('text', 'old.')});
+        END""",
+        f"""CREATE TRIGGER articles_fts_update
+            AFTER UPDATE OF title, text, search_title, search_text ON articles BEGIN
+            INSERT INTO articles_fts (articles_fts, rowid, title, text) VALUES (
+                'delete', old.rowid, {_searched('title', 'old.')}, {_searched('text', 'old.')});
+            INSERT INTO articles_fts (rowid, title, text) VALUES (
+                new.rowid, {_searched('title', 'new.')}, {_searched('text', 'new.')});
+        END""",
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (
         1,
@@ -205,27 +235,21 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             f"""CREATE VIEW articles_search AS
                 SELECT rowid, {_searched('title')} AS title, {_searched('text')} AS text
                 FROM articles""",
-            # unicode61 takes Thai vowel and tone marks for separators (ขาว found ข้าว):
-            # letters here, as PostgreSQL's parser has them.
-            f"""CREATE VIRTUAL TABLE articles_fts USING fts5 (
-                title, text, content='articles_search', content_rowid='rowid',
-                tokenize="porter unicode61 remove_diacritics 2 tokenchars '{THAI_MARKS}'"
-            )""",
-            f"""CREATE TRIGGER articles_fts_insert AFTER INSERT ON articles BEGIN
-                INSERT INTO articles_fts (rowid, title, text) VALUES (
-                    new.rowid, {_searched('title', 'new.')}, {_searched('text', 'new.')});
-            END""",
-            f"""CREATE TRIGGER articles_fts_delete AFTER DELETE ON articles BEGIN
-                INSERT INTO articles_fts (articles_fts, rowid, title, text) VALUES (
-                    'delete', old.rowid, {_searched('title', 'old.')}, {_searched('text', 'old.')});
-            END""",
-            f"""CREATE TRIGGER articles_fts_update
-                AFTER UPDATE OF title, text, search_title, search_text ON articles BEGIN
-                INSERT INTO articles_fts (articles_fts, rowid, title, text) VALUES (
-                    'delete', old.rowid, {_searched('title', 'old.')}, {_searched('text', 'old.')});
-                INSERT INTO articles_fts (rowid, title, text) VALUES (
-                    new.rowid, {_searched('title', 'new.')}, {_searched('text', 'new.')});
-            END""",
+            *_search_index(THAI_MARKS),
+            "INSERT INTO articles_fts (articles_fts) VALUES ('rebuild')",
+        ],
+    ),
+    (
+        6,
+        "search finds words of Lao, Khmer and Myanmar (each orthographic cluster a token)",
+        [
+            "DROP TRIGGER articles_fts_insert",
+            "DROP TRIGGER articles_fts_delete",
+            "DROP TRIGGER articles_fts_update",
+            "DROP TABLE articles_fts",
+            _fill_search_forms,  # (those of other scripts come out as they were)
+            # Their marks are letters of their clusters, as Thai's are.
+            *_search_index(THAI_MARKS + LAO_KHMER_MYANMAR_MARKS),
             "INSERT INTO articles_fts (articles_fts) VALUES ('rebuild')",
         ],
     ),
@@ -644,8 +668,9 @@ class SQLiteStore(SQLReader):
         pass
 
 
-# A word of a search: letters and digits, and Thai marks, letters to the index too.
-_QUERY_WORD = re.compile(f"[\\w{THAI_MARKS}]+")
+# A word of a search: letters and digits, and Thai, Lao, Khmer and Myanmar marks, letters
+# to the index too.
+_QUERY_WORD = re.compile(f"[\\w{THAI_MARKS}{LAO_KHMER_MYANMAR_MARKS}]+")
 
 
 def fts_query(query: str) -> str:

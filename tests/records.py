@@ -143,5 +143,6 @@ def older_schema(dsn: str, version: int) -> None:
                 if isinstance(step, str):
                     conn.execute(step)  # type: ignore[arg-type]
                 else:
-                    step(conn)
+                    with conn.transaction():  # (as the sink's migrate runs it)
+                        step(conn)
             conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (number, name))

@@ -294,6 +294,36 @@ def test_schema_7_finds_the_chinese_japanese_korean_and_thai_an_older_newsflow_s
         assert found(dsn, "地震") == [] and found(dsn, "snow") == ["a0"]
 
 
+def test_schema_8_finds_the_khmer_lao_and_myanmar_an_older_newsflow_stored(
+    postgres_server: Any, postgres_dsn: str
+) -> None:
+    """Their clauses were one word each in the search column, which ផ្ទះ (house) did not
+    find; the upgrade reads each orthographic cluster as a word, its marks part of it, in
+    a C-locale database (this server's) and another."""
+    from sinks.postgres import PostgresSink
+    from sinks.rows import search_form
+
+    name = "u8_" + postgres_dsn.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0"  # type: ignore[arg-type]
+                     " LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'")
+    for dsn in (postgres_dsn, postgres_server.dsn(name)):
+        older_schema_with_an_article(
+            dsn, 7, "ទឹកជំនន់លិចផ្ទះនៅបាត់ដំបង ນ້ຳຖ້ວມຫຼວງພະບາງ မန္တလေးမြို့တွင်ငလျင်လှုပ်")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # Chinese, with the search form that newsflow stored with it.
+            conn.execute("INSERT INTO articles (id, title, text, digest, search_text)"
+                         " VALUES ('a1', '四川', '四川省发生地震。', 'x', %s)",
+                         (search_form("四川省发生地震。"),))
+            assert conn.execute("SELECT id FROM articles WHERE tsv @@ to_tsquery('ផ្ទះ')"
+                                ).fetchall() == []  # (as it was)
+        with PostgresSink(dsn) as sink:
+            sink.migrate()
+        assert found(dsn, "ផ្ទះ") == found(dsn, "ຫຼວງພະບາງ") == found(dsn, "ငလျင်") == ["a0"], dsn
+        assert found(dsn, "ផទ") == found(dsn, "မ") == [], dsn  # (marks are letters)
+        assert found(dsn, "地震") == ["a1"]  # (as it was)
+
+
 @pytest.mark.parametrize("argv", [("incidents",), ("incident", "i1"), ("search", "gales")])
 def test_read_commands_leave_an_older_schema_as_it_is_and_say_to_upgrade_it(
     postgres_dsn: str, tmp_path, monkeypatch: pytest.MonkeyPatch,

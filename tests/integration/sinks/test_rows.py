@@ -305,6 +305,46 @@ def test_a_search_finds_words_of_scripts_written_without_spaces(
         store.close()
 
 
+# Written for these tests: news in Khmer, Lao and Myanmar.
+CLUSTERED_ARTICLES = [
+    article(1, "ភ្លៀងធ្លាក់ខ្លាំងបានធ្វើឲ្យទឹកជំនន់លិចផ្ទះប្រជាពលរដ្ឋជាង ៥០០ ខ្នងនៅខេត្តបាត់ដំបង។",
+            title="ទឹកជំនន់នៅបាត់ដំបង"),
+    # ផ, ទ and ក, but no ផ្ទះ (house): a fire at a market.
+    article(2, "ភ្លើងឆេះផ្សារណាត់ កាលពីយប់មិញ ក្រុមពន្លត់អគ្គិភ័យបានមកដល់ភ្លាម។", title="ភ្លើងឆេះផ្សារ"),
+    article(3, "ນ້ຳຖ້ວມໜັກຢູ່ແຂວງຫຼວງພະບາງ ປະຊາຊົນຫຼາຍພັນຄົນຕ້ອງອົບພະຍົບ", title="ນ້ຳຖ້ວມຫຼວງພະບາງ"),
+    article(4, "ယနေ့နံနက် မန္တလေးမြို့တွင် ငလျင်လှုပ်ခတ်ခဲ့ပြီး အဆောက်အအုံများ ပြိုကျခဲ့သည်။",
+            title="မန္တလေးတွင် ငလျင်လှုပ်"),
+]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_search_finds_words_of_khmer_lao_and_myanmar(
+    backend: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """A clause of Khmer, Lao or Myanmar was one word to both stores, and SQLite's index
+    took their vowel signs and stacked consonants for separators (မြို့ was မ). Each
+    orthographic cluster is a word now, its marks part of it."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    store = written(settings, CLUSTERED_ARTICLES)
+    try:
+        def found(query: str) -> list[str]:
+            return sorted(h.article_id for h in store.search(query))
+
+        assert found("ទឹកជំនន់") == found("ផ្ទះ") == found("បាត់ដំបង") == ["a1"]
+        assert found("ផ្សារ") == ["a2"]
+        assert found("ផទ") == found("ផ្ទ") == []  # (its marks are letters of ផ្ទះ)
+        assert found("ນ້ຳຖ້ວມ") == found("ຫຼວງພະບາງ") == ["a3"]
+        assert found("ငလျင်") == found("မန္တလေး") == ["a4"]
+        assert found("မြို့") == ["a4"] and found("မ") == []
+        assert found("ទឹកជំនន់ or ငလျင်") == ["a1", "a4"]
+
+        [hit] = store.search("ငလျင်")
+        assert hit.title == "မန္တလေးတွင် ငလျင်လှုပ်"
+        assert "[ငလျင်]" in hit.snippet and "\x1f" not in hit.snippet
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_latin_word_or_number_beside_chinese_or_japanese_punctuation_is_found(
     backend: str, postgres_dsn: str, tmp_path: Path

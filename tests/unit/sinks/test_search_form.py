@@ -28,6 +28,15 @@ def test_each_character_of_those_scripts_is_a_word_of_its_own() -> None:
     assert search_form("𠮷野家") == SEP.join("𠮷野家")
 
 
+def test_each_cluster_of_khmer_lao_and_myanmar_is_a_word_of_its_own() -> None:
+    # A letter with its marks and the consonants stacked below it: ផ្ទះ (house).
+    assert search_form("លិចផ្ទះ") == f"លិ{SEP}ច{SEP}ផ្ទះ"
+    assert search_form("CNNក្រុង") == f"CNN{SEP}ក្រុ{SEP}ង"
+    assert search_form("ເກາະຫຼວງ") == f"ເກາະ{SEP}ຫຼ{SEP}ວ{SEP}ງ"
+    assert search_form("ရန်ကုန်မြို့") == f"ရန်{SEP}ကုန်{SEP}မြို့"
+    assert fts_query("ផ្ទះ မြို့") == '"ផ្ទះ" "မြို့"'  # (its marks kept: the index has them)
+
+
 def test_a_term_of_those_scripts_is_a_phrase_of_its_characters() -> None:
     assert fts_query("地震 -新幹線") == '"地 震" NOT "新 幹 線"'
     assert fts_query('"강한 지진" storm') == '"강 한 지 진" "storm"'

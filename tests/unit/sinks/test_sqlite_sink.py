@@ -15,6 +15,7 @@ import pytest
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from newsflow.storage import StoreMisconfigured
 from sinks.base import BatchingSink, Record
+from sinks.rows import SEARCH_SEPARATOR as SEP
 from sinks.rows import SearchWithoutWords
 from sinks.sqlite import (
     MIGRATIONS,
@@ -203,8 +204,10 @@ def older_database(db: Path, version: int) -> sqlite3.Connection:
                  "NULL, applied_at TEXT NOT NULL)")
     for number, name, statements in MIGRATIONS[:version]:
         for statement in statements:
-            assert isinstance(statement, str)  # (the first ones are all SQL)
-            conn.execute(statement)
+            if isinstance(statement, str):
+                conn.execute(statement)
+            else:
+                statement(conn)
         conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (number, name))
     return conn
 
@@ -617,34 +620,69 @@ def fts_intact(db: Path) -> bool:
     return True
 
 
+def older_database_with(db: Path, version: int, articles: list[tuple[str, str]]
+                        ) -> sqlite3.Connection:
+    """``older_database``, with articles a1, a2, ... of these (title, text) stored by that
+    older newsflow."""
+    conn = older_database(db, version)
+    for n, (title, text) in enumerate(articles, 1):
+        conn.execute("INSERT INTO articles (id, title, text, digest) VALUES (?, ?, ?, 'x')",
+                     (f"a{n}", title, text))
+    return conn
+
+
+def search_after_upgrade(db: Path) -> Callable[[str], list[str]]:
+    """The ids of the articles a search finds (sorted), once the store upgraded ``db`` as
+    the sink and `newsflow db upgrade` do."""
+    store = SQLiteStore(db)
+    return lambda query: sorted(h.article_id for h in store.search(query))
+
+
 def test_an_upgraded_database_finds_the_chinese_japanese_korean_and_thai_it_held(
     db: Path,
 ) -> None:
     """Articles a newsflow of schema 4 stored: their clauses were one word each in the
     index, which 地震 did not find; the upgrade indexes them again."""
-    conn = older_database(db, 4)
-    for n, title, text in [
-        (1, "四川发生地震", "昨天四川省发生地震，救援队伍赶到了。"),
-        (2, "서울 소식", "서울에서 축제가 열렸다."),
-        (3, "Storm", "A storm hit the coast."),
-    ]:
-        conn.execute("INSERT INTO articles (id, title, text, digest) VALUES (?, ?, ?, 'x')",
-                     (f"a{n}", title, text))
+    conn = older_database_with(db, 4, [
+        ("四川发生地震", "昨天四川省发生地震，救援队伍赶到了。"),
+        ("서울 소식", "서울에서 축제가 열렸다."),
+        ("Storm", "A storm hit the coast."),
+    ])
     assert conn.execute("SELECT rowid FROM articles_fts WHERE articles_fts MATCH '地震'"
                         ).fetchall() == []  # (as it was)
     conn.close()
-
-    store = SQLiteStore(db)  # upgrades it, as the sink and `newsflow db upgrade` do
-
-    def found(query: str) -> list[str]:
-        return sorted(h.article_id for h in store.search(query))
-
+    found = search_after_upgrade(db)
     assert found("地震") == found("救援") == ["a1"]
     assert found("서울") == ["a2"]
     assert found("storm") == ["a3"]
     with sqlite3.connect(db) as conn:  # nothing more stored for an article in English
         assert conn.execute("SELECT id FROM articles WHERE search_text IS NOT NULL"
                             " ORDER BY id").fetchall() == [("a1",), ("a2",)]
+    assert fts_intact(db)
+
+
+def test_an_upgraded_database_finds_the_khmer_lao_and_myanmar_it_held(db: Path) -> None:
+    """Articles a newsflow of schema 5 stored: their clauses were one word each in the
+    index, and its tokenizer dropped their vowel signs and stacked consonants (မြို့ was
+    မ); the upgrade indexes each of their clusters, marks and all."""
+    conn = older_database_with(db, 5, [
+        ("ទឹកជំនន់", "ទឹកជំនន់លិចផ្ទះប្រជាពលរដ្ឋនៅខេត្តបាត់ដំបង។"),
+        ("ງານບຸນ", "ນ້ຳຖ້ວມໜັກຢູ່ແຂວງຫຼວງພະບາງ"),
+        ("ငလျင်", "မန္တလေးမြို့တွင် ငလျင်လှုပ်ခဲ့သည်။"),
+    ])
+    # Chinese, with the search form that newsflow stored with it.
+    conn.execute("INSERT INTO articles (id, title, text, digest, search_text)"
+                 " VALUES ('a4', '四川', '昨天四川省发生地震。', 'x', ?)",
+                 (SEP.join("昨天四川省发生地震。"),))
+    assert [tuple(row) for row in conn.execute(
+        "SELECT rowid FROM articles_fts WHERE articles_fts MATCH 'မ'")] == [(3,)]  # (မြို့ was မ)
+    conn.close()
+    found = search_after_upgrade(db)
+    assert found("ផ្ទះ") == found("បាត់ដំបង") == ["a1"]
+    assert found("ຫຼວງພະບາງ") == ["a2"]
+    assert found("မြို့") == found("ငလျင်") == ["a3"]
+    assert found("ផទ") == found("မ") == []  # (marks are letters of their clusters)
+    assert found("地震") == ["a4"]
     assert fts_intact(db)
 
 
