@@ -134,6 +134,9 @@ class StageResult:
     members: list[MemberChange] = field(default_factory=list)
     # Articles of the evicted incidents: their member records go too.
     evicted_members: list[str] = field(default_factory=list)
+    # A redelivery from the article's own site that replaced another site's copy in its
+    # incident: ``incidents`` is the new version that shows it.
+    copy_shown: bool = False
 
 
 def latest_versions(results: Sequence[StageResult]) -> list[Incident]:
@@ -307,7 +310,8 @@ class IncidentStage:
                 if shown is not None:
                     return StageResult(decision, None, [shown],
                                        members=[MemberChange(self.member(article.id),
-                                                             current.incident_id)])
+                                                             current.incident_id)],
+                                       copy_shown=True)
             # As it was put there: a reader that has it changes nothing.
             return StageResult(decision, None, [current],
                                members=[MemberChange(self.member(article.id), current.incident_id)])

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
+from processors.app import ProcessorMetrics
 from processors.clustering import ClusterConfig
 from processors.stage import (
     ArticleRecord,
@@ -256,6 +257,11 @@ def test_an_own_site_copy_replaces_what_the_incident_shows_of_another_site_s_fir
     assert member.article.explanation == first.record.explanation  # the decision stands
     assert _shown(worker.tables.members[own.id]) == (own.title, "Reuters", own.url)
     assert worker.tables.incidents[incident_id]["title"] == own.title
+    metrics = ProcessorMetrics()
+    for result in (first, again):
+        metrics.observe(result)
+    assert ('newsflow_processor_incident_versions_total{change="updated"} 1'
+            in metrics.registry.render())
 
     # Another site's copy replaces nothing now, before a restart or after one (the tables
     # keep the copy the article was decided on); nor does Reuters' copy sent again.
