@@ -325,9 +325,10 @@ class IncidentMember(_Message):
     """An article's place in an incident: topic ``newsflow.incident-members``, key =
     article id, compacted, so the topic keeps each article's latest place.
 
-    A merge or split sends the moved article again with its new incident; ``assigned_at``
-    (when the stage put it there) grows with every move, so a reader keeps the newest
-    whatever order the partitions deliver in.
+    A merge or split sends the moved article again with its new incident, and its own
+    site's copy after another site's sends it again in the same incident, showing that
+    copy; ``assigned_at`` (when the stage put it there) grows with each, so a reader keeps
+    the newest whatever order the partitions deliver in.
     """
 
     schema_version: Literal[1] = 1
