@@ -133,6 +133,12 @@ def same_site(url: str, other_url: str) -> bool:
     return host == other or host.endswith("." + other) or other.endswith("." + host)
 
 
+def own_copy(url: str | None, feed_url: str | None) -> bool:
+    """Whether a copy of an article speaks for its own site: listed by a feed of the site
+    its address is on, or not from a feed at all (a replay, which the operator chose)."""
+    return url is None or feed_url is None or same_site(url, feed_url)
+
+
 def read_json(raw: bytes | str) -> Any:
     """``json.loads``, with JSON nested past the parser's limit a ValueError, as any other
     that is not JSON: its RecursionError is not one, and anyone who can publish a message
@@ -319,9 +325,10 @@ class IncidentMember(_Message):
     """An article's place in an incident: topic ``newsflow.incident-members``, key =
     article id, compacted, so the topic keeps each article's latest place.
 
-    A merge or split sends the moved article again with its new incident; ``assigned_at``
-    (when the stage put it there) grows with every move, so a reader keeps the newest
-    whatever order the partitions deliver in.
+    A merge or split sends the moved article again with its new incident, and its own
+    site's copy after another site's sends it again in the same incident, showing that
+    copy; ``assigned_at`` (when the stage put it there) grows with each, so a reader keeps
+    the newest whatever order the partitions deliver in.
     """
 
     schema_version: Literal[1] = 1

@@ -459,6 +459,8 @@ class ProcessorMetrics:
     def observe(self, result: StageResult) -> None:
         if result.decision.redelivery:
             self.redeliveries.inc()
+            if result.copy_shown:
+                self.incident_versions.inc(change="updated")
             return
         self.articles.inc(decision=result.decision.explanation.decision)
         if "split_off" in result.decision.explanation.detail:

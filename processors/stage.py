@@ -22,11 +22,13 @@ from newsflow.schemas import (
     IncidentMember,
     IncidentVersion,
     RawArticle,
+    own_copy,
 )
 from processors.assemble import (
     apply_decision,
     incident_article,
     time_order,
+    with_copy_shown,
     with_members_restored,
 )
 from processors.clustering import Article, ClusterConfig, Decision, IncidentClusterer
@@ -123,13 +125,18 @@ class MemberChange:
 @dataclass
 class StageResult:
     decision: Decision
-    record: ArticleRecord | None  # None for a redelivery: nothing new to store
+    # None for a redelivery, which decides nothing new (an own site's copy replacing
+    # another's changes what the incident shows, not the record its decision was made on)
+    record: ArticleRecord | None
     incidents: list[Incident]  # versions to emit (a redelivery re-emits the current one)
     evicted_articles: list[str] = field(default_factory=list)
     evicted_incidents: list[str] = field(default_factory=list)
     members: list[MemberChange] = field(default_factory=list)
     # Articles of the evicted incidents: their member records go too.
     evicted_members: list[str] = field(default_factory=list)
+    # A redelivery from the article's own site that replaced another site's copy in its
+    # incident: ``incidents`` is the new version that shows it.
+    copy_shown: bool = False
 
 
 def latest_versions(results: Sequence[StageResult]) -> list[Incident]:
@@ -223,6 +230,10 @@ class IncidentStage:
         # large a story grows.
         self._placed: dict[str, str] = {}
         self._placed_at: dict[str, datetime] = {}  # and since when
+        # Those of them shown as another site's copy (``own_copy``): the first copy of an
+        # article decides it, and any feed can send one under its id; a copy from its own
+        # site replaces what the incident shows of it (``_show_own_copy``).
+        self._foreign: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._arrivals)
@@ -277,6 +288,11 @@ class IncidentStage:
             self.incidents[incident_id] = restored
             self._placed.update((r.article.id, incident_id) for r in absent)
             self._placed_at.update((r.article.id, r.seen_at) for r in absent)
+        # A record keeps the copy its article was decided on. (One whose own site's copy
+        # replaced it since is taken for another site's again: that copy, sent again,
+        # changes nothing, and no other site's replaces it.)
+        self._foreign = {r.article.id for r in ordered if r.article.id in self._placed
+                         and not own_copy(r.article.url, r.article.feed_url)}
         self._evict(sweep=True)
         return len(ordered)
 
@@ -287,10 +303,18 @@ class IncidentStage:
             current = self.incidents.get(decision.incident_id)
             if current is None:
                 return StageResult(decision, None, [])
+            if self._placed.get(article.id) != current.incident_id:
+                return StageResult(decision, None, [current])
+            if article.id in self._foreign and own_copy(article.url, article.feed_url):
+                shown = self._show_own_copy(article, current, now)
+                if shown is not None:
+                    return StageResult(decision, None, [shown],
+                                       members=[MemberChange(self.member(article.id),
+                                                             current.incident_id)],
+                                       copy_shown=True)
             # As it was put there: a reader that has it changes nothing.
-            members = ([MemberChange(self.member(article.id), current.incident_id)]
-                       if self._placed.get(article.id) == current.incident_id else [])
-            return StageResult(decision, None, [current], members=members)
+            return StageResult(decision, None, [current],
+                               members=[MemberChange(self.member(article.id), current.incident_id)])
         seen_at = now
         explanation = as_written(decision.explanation, article)
         record = ArticleRecord(article, decision.incident_id, decision.duplicate_of, seen_at,
@@ -302,6 +326,10 @@ class IncidentStage:
         for change in members:
             self._placed[change.member.article.id] = change.member.incident_id
             self._placed_at[change.member.article.id] = change.member.assigned_at
+        if own_copy(article.url, article.feed_url):
+            self._foreign.discard(article.id)
+        else:
+            self._foreign.add(article.id)
         self._arrivals.append(article.id)
         for incident in changed:
             if incident.merged_into is not None:
@@ -311,6 +339,21 @@ class IncidentStage:
         evicted_articles, evicted_incidents, evicted_members = self._evict()
         return StageResult(decision, record, changed, evicted_articles, evicted_incidents,
                            members, evicted_members)
+
+    def _show_own_copy(self, article: RawArticle, incident: Incident,
+                       now: datetime) -> Incident | None:
+        """A new version of ``incident`` (held, and holding ``article``) showing the
+        article as its own site's copy says it, in place of another site's that came first
+        (None if they agree). The decision stands: the article is not clustered again and
+        stays where it is; its place is sent again (a newer ``assigned_at``, so readers
+        take it), with the incident's version."""
+        self._foreign.discard(article.id)
+        shown = with_copy_shown(incident, article, now)
+        if shown is None:
+            return None
+        self._placed_at[article.id] = self._assigned_at(article.id, now)
+        self.incidents[incident.incident_id] = shown
+        return shown
 
     def place_of(self, article_id: str) -> str | None:
         """The incident holding ``article_id``, if any."""
@@ -389,4 +432,5 @@ class IncidentStage:
                     if self._placed.get(member.id) == incident_id:
                         del self._placed[member.id]
                         self._placed_at.pop(member.id, None)
+                        self._foreign.discard(member.id)
         return articles, incidents, members

@@ -546,7 +546,8 @@ def build_article(
     reason = page.reason if page else "pages_off"
     # Only the page's own site's feed may say its text is a teaser: another feed's
     # summary of the page (any feed can list any address) never stands in for it.
-    if extracted is not None and entry.summary and same_site(entry.link or "", feed_url) and (
+    own_site = same_site(entry.link or "", feed_url)
+    if extracted is not None and entry.summary and own_site and (
         len(extracted.text) < SHORT_PAGE_RATIO * len(entry.summary)
     ):
         extracted, reason = None, "short_text"
@@ -567,7 +568,10 @@ def build_article(
     meta["source_host"] = host or None
     if feed_title:
         meta["feed_title"] = feed_title[:300]
-    title = entry.title or (extracted.title if extracted else "")
+    # Nor does another site's feed name the page, once its own title is read: the page's
+    # own site's feed keeps its entry's (the outlet's word; extraction errs, 1 in 10).
+    page_title = extracted.title if extracted else ""
+    title = page_title if page_title and not own_site else (entry.title or page_title)
     # RSS requires only a title or a description: with neither headline, cut one from
     # the lead, as replay does, rather than list an incident with an empty title.
     title_derived = not title and bool(text.strip() or entry.link)

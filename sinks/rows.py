@@ -36,7 +36,7 @@ from newsflow.schemas import (
     IncidentMember,
     IncidentVersion,
     RawArticle,
-    same_site,
+    own_copy,
 )
 from newsflow.text import (
     CLUSTER_GOES_ON,
@@ -310,12 +310,6 @@ def upsert_article_sql(placeholder: str) -> str:
 
 # A stored article's url, feed_url, fetched_at and digest: whether a copy replaces it.
 StoredCopy = tuple[str | None, str | None, datetime | None, str]
-
-
-def own_copy(url: str | None, feed_url: str | None) -> bool:
-    """Whether a copy of an article speaks for its own site: listed by a feed of the site
-    its address is on, or not from a feed at all (a replay, which the operator chose)."""
-    return url is None or feed_url is None or same_site(url, feed_url)
 
 
 def articles_to_write(articles: Sequence[RawArticle],

@@ -37,17 +37,18 @@ def publish_seeds_after(settings, topic: str, poison: dict[str, bytes]) -> list[
     return seeds
 
 
-def sink_committed(settings) -> int:
-    """Offsets the sink's group has committed on the clean topic, all partitions."""
+def sink_committed(settings, topic: str | None = None) -> int:
+    """Offsets the sink's group has committed on ``topic`` (the clean topic), all
+    partitions."""
     from kafka import TopicPartition
 
     from newsflow.kafka import make_consumer
 
     consumer = make_consumer(settings, group_id=f"{settings.app_id}-sink")
     try:
-        parts = consumer.partitions_for_topic(settings.topic_clean) or set()
-        return sum(consumer.committed(TopicPartition(settings.topic_clean, p)) or 0
-                   for p in parts)
+        topic = topic or settings.topic_clean
+        parts = consumer.partitions_for_topic(topic) or set()
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
     finally:
         consumer.close(autocommit=False)
 
@@ -199,6 +200,65 @@ def test_a_rebalance_between_two_workers_keeps_clustering_state(
     assert len(together) == 1 and len(together[0]) == 2
     # Whichever worker now holds the clean partition rebuilt the window from the tables.
     assert "rebuilt from the changelog tables (1 article)" in first.log() + second.log()
+
+
+def sqlite_rows(path: Path, query: str) -> list[tuple]:
+    import sqlite3
+
+    if not path.exists():  # the sink has not started yet
+        return []
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute(query).fetchall()
+        except sqlite3.OperationalError:  # the sink has not made its tables yet
+            return []
+
+
+def test_an_own_site_copy_after_another_site_s_is_what_the_incident_shows_in_storage(
+    make_settings, start_role, topic_reader
+):
+    """Another site's feed sends its copy of the Reuters report first (its id and address,
+    its own title and source), Reuters' own feed sends it next, another site's copy again
+    last: storage's incident shows Reuters' title and source, and the article stays where
+    the first copy put it."""
+    settings = make_settings()
+    ensure_topics(settings)
+    roles = [start_role(settings, "process"), start_role(settings, "sink")]
+    reuters, _ = read_articles([SEEDS])
+    page = "https://www.reuters.com/world/middle-east/syria-offensive-idUSKCN0S21"
+    own = reuters.model_copy(update={
+        "id": article_key(page), "url": page, "canonical_url": page,
+        "feed_url": "https://feeds.reuters.com/reuters/worldNews",
+        "title": "Syrian troops launch offensive backed by Russian strikes",
+        "title_derived": False})
+    hostile = own.model_copy(update={"feed_url": "https://hoax.example/feed.xml",
+                                     "title": "Hoax: nothing happened in Syria today",
+                                     "source": "Hoax Daily"})
+    members = f"SELECT incident_id, title, source FROM incident_articles WHERE article_id = '{own.id}'"
+    titles = "SELECT title FROM incidents"
+
+    with Publisher(settings) as publisher:
+        publisher.publish_article(hostile)
+    [(incident_id, *_)] = wait_for(lambda: sqlite_rows(settings.sqlite_file, members), 120,
+                                   "the first copy's place in storage")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(own)
+
+    def shown_as(title: str, source: str) -> bool:
+        return (sqlite_rows(settings.sqlite_file, members) == [(incident_id, title, source)]
+                and sqlite_rows(settings.sqlite_file, titles) == [(title,)])
+
+    wait_for(lambda: shown_as(own.title, "Reuters"), 90, "Reuters' copy in the incident")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(hostile)
+    # Its place sent a third time, and stored (the sink commits after it writes).
+    topic_reader(settings, settings.topic_members, until=lambda r: len(r) >= 3,
+                 timeout_s=90, watch=roles)
+    wait_for(lambda: sink_committed(settings, settings.topic_members) == 3, 60,
+             "the sink's commit of the third place")
+    assert shown_as(own.title, "Reuters"), sqlite_rows(settings.sqlite_file, members)
+    assert sqlite_rows(settings.sqlite_file, "SELECT title, source FROM articles") == [
+        (own.title, "Reuters")]
 
 
 def fire_reports(count: int) -> list[RawArticle]:

@@ -1086,7 +1086,45 @@ def test_a_feed_of_another_site_cannot_overwrite_the_outlets_article(server, pag
     assert stored(tmp_path / "a.db", outlet[0], late_fake) == ("River rises", outlet[0].feed_url)
     assert stored(tmp_path / "b.db", hostile[0], outlet[0]) == ("River rises", outlet[0].feed_url)
     # Another site's copy alone is stored (an aggregator's, syndication), and stays.
-    assert stored(tmp_path / "c.db", hostile[0], hostile[0]) == ("Fake title", hostile_url)
+    assert stored(tmp_path / "c.db", hostile[0], hostile[0]) == ("River rises", hostile_url)
+
+
+def test_another_site_s_feed_does_not_name_a_page_whose_own_title_was_read(server, paged_rig):
+    """Another site's feed gets the page's own title for an article whose page was
+    fetched and extracted, not its entry's; the page's own site's feed keeps its entry's
+    title (the outlet's word), and a page not read leaves another feed's title standing."""
+    page = ("<html><head><title>Tram strike ends</title></head><body><article><h1>Tram"
+            " strike ends</h1>" + "".join(
+                f"<p>Paragraph {i}: drivers voted to accept the offer and trams run again"
+                " from Monday on every line of the city network.</p>" for i in range(5)) +
+            "</article></body></html>")
+    server.state.custom["story"] = (page.encode(), "text/html; charset=utf-8")
+    link, gone = server.url("/custom/story"), server.url("/custom/gone")
+    server.state.custom["outlet.xml"] = (
+        _story_feed("Tram strike over after vote", link, "Trams run."), "application/rss+xml")
+    server.state.custom["other.xml"] = (
+        _story_feed("Tram drivers riot", link, "Trams burn."), "application/rss+xml")
+    server.state.custom["unread.xml"] = (
+        _story_feed("A page gone", gone, "Its summary."), "application/rss+xml")
+
+    def polled(name: str, on: str) -> RawArticle:
+        [article] = paged_rig.poll(server.url(f"/custom/{name}").replace("127.0.0.1", on)).articles
+        return article
+
+    assert polled("outlet.xml", "127.0.0.1").title == "Tram strike over after vote"
+    other = polled("other.xml", "localhost")  # the same server: another site by its address
+    assert (other.title, other.summary_only, other.title_derived) == (
+        "Tram strike ends", False, False)
+    unread = polled("unread.xml", "localhost")
+    assert (unread.title, unread.summary_only) == ("A page gone", True)
+    # An aggregator that links its own addresses, which lead to the page (Google News's
+    # news.google.com/rss/articles/...), is on its own site: its title stands, "Headline
+    # - Outlet" and all. (Its article is not the outlet's: another address, another id.)
+    via = server.url("/away?" + urlencode({"to": link})).replace("127.0.0.1", "localhost")
+    server.state.custom["aggregator.xml"] = (
+        _story_feed("Tram strike ends - City Paper", via, "Trams run."), "application/rss+xml")
+    aggregated = polled("aggregator.xml", "localhost")
+    assert (aggregated.title, aggregated.summary_only) == ("Tram strike ends - City Paper", False)
 
 
 def test_a_poll_takes_in_at_most_the_cap_of_new_entries_the_oldest_first(

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
+from processors.app import ProcessorMetrics
 from processors.clustering import ClusterConfig
 from processors.stage import (
     ArticleRecord,
@@ -210,3 +211,81 @@ def test_a_worker_that_dies_after_sending_a_split_sends_it_again_after_the_resta
     assert not again.decision.redelivery and again.decision.moved == split.decision.moved
     resent = {m.article.id for m in worker.sent[sent_before:] if isinstance(m, IncidentMember)}
     assert set(split.decision.moved) <= resent
+
+
+REUTERS_PAGE = "https://www.reuters.com/world/middle-east/syria-offensive-idUSKCN0S21"
+
+
+def _copies() -> tuple[RawArticle, RawArticle]:
+    """The Reuters report as Reuters' own feed sends it, and a copy of it (its id, its
+    address) that another site's feed sends with a title and source of its own."""
+    reuters, _ = seeds()
+    own = reuters.model_copy(update={
+        "url": REUTERS_PAGE, "feed_url": "https://feeds.reuters.com/reuters/worldNews",
+        "title": "Syrian troops launch offensive backed by Russian strikes",
+        "title_derived": False})
+    hostile = own.model_copy(update={
+        "url": REUTERS_PAGE + "?ref=hoax", "feed_url": "https://hoax.example/feed.xml",
+        "title": "Hoax: nothing happened in Syria today", "source": "Hoax Daily"})
+    return own, hostile
+
+
+def _shown(member: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    article = member["article"]
+    return article["title"], article["source"], article["url"]
+
+
+def test_an_own_site_copy_replaces_what_the_incident_shows_of_another_site_s_first_copy():
+    own, hostile = _copies()
+    worker = Worker(ClusterConfig())
+    [first] = worker.batch([(hostile, T0)])
+    incident_id = first.decision.incident_id
+    assert _shown(worker.tables.members[own.id]) == (hostile.title, "Hoax Daily", hostile.url)
+    assert worker.tables.incidents[incident_id]["title"] == hostile.title
+
+    [again] = worker.batch([(own, T0 + timedelta(hours=1))])
+    assert again.decision.redelivery and again.decision.incident_id == incident_id
+    member, version = worker.sent[-2:]
+    assert isinstance(member, IncidentMember) and isinstance(version, IncidentVersion)
+    # Sent: the member as Reuters says it, placed anew (readers keep the newest place),
+    # and the incident's next version, titled by it; nothing moved.
+    assert (member.article.title, member.article.source, member.article.url) == (
+        own.title, "Reuters", own.url)
+    assert member.incident_id == incident_id and member.assigned_at > T0
+    assert (version.version, version.title, version.added, version.removed) == (
+        2, own.title, [], [])
+    assert member.article.explanation == first.record.explanation  # the decision stands
+    assert _shown(worker.tables.members[own.id]) == (own.title, "Reuters", own.url)
+    assert worker.tables.incidents[incident_id]["title"] == own.title
+    metrics = ProcessorMetrics()
+    for result in (first, again):
+        metrics.observe(result)
+    assert ('newsflow_processor_incident_versions_total{change="updated"} 1'
+            in metrics.registry.render())
+
+    # Another site's copy replaces nothing now, before a restart or after one (the tables
+    # keep the copy the article was decided on); nor does Reuters' copy sent again.
+    for restart in (False, True):
+        if restart:
+            worker.rebuild()
+        for n, copy in enumerate([hostile, own]):
+            sent = len(worker.sent)
+            [later] = worker.batch([(copy, T0 + timedelta(hours=2 + n))])
+            assert later.decision.redelivery
+            assert [m.article.title for m in worker.sent[sent:]
+                    if isinstance(m, IncidentMember)] == [own.title]
+            assert [v.version for v in worker.sent[sent:]
+                    if isinstance(v, IncidentVersion)] == [2]
+            assert _shown(worker.tables.members[own.id]) == (own.title, "Reuters", own.url)
+
+
+def test_another_site_s_copy_never_replaces_what_the_incident_shows_of_an_own_site_copy():
+    own, hostile = _copies()
+    replay = own.model_copy(update={"feed_url": None, "producer": "replay"})
+    for first in (own, replay):  # (a replay names no feed: the operator's choice)
+        worker = Worker(ClusterConfig())
+        worker.batch([(first, T0)])
+        [later] = worker.batch([(hostile, T0 + timedelta(hours=1))])
+        assert later.decision.redelivery
+        assert _shown(worker.tables.members[own.id]) == (own.title, "Reuters", own.url)
+        assert worker.sent[-1].version == 1
