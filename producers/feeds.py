@@ -572,6 +572,13 @@ def build_article(
     # own site's feed keeps its entry's (the outlet's word; extraction errs, 1 in 10).
     page_title = extracted.title if extracted else ""
     title = page_title if page_title and not own_site else (entry.title or page_title)
+    # The feed's name is the outlet only for its own site's pages: an aggregator named
+    # "Techmeme" linking The Verge's page is not its source, nor counted as its outlet.
+    feeds_own = own_site or not host_of(entry.link or "")
+    if feeds_own:
+        source = feed_name or outlet_from_host(host)
+    else:
+        source = (extracted.site_name if extracted else None) or outlet_from_host(host)
     # RSS requires only a title or a description: with neither headline, cut one from
     # the lead, as replay does, rather than list an incident with an empty title.
     title_derived = not title and bool(text.strip() or entry.link)
@@ -586,11 +593,12 @@ def build_article(
         title_derived=title_derived,
         text=text,
         published=entry.published or (extracted.published if extracted else None),
-        source=feed_name or outlet_from_host(host) or None,
+        source=source or None,
         feed_url=feed_url,
         language=(extracted.language if extracted else None) or entry.language,
         author=(extracted.author if extracted else None) or entry.author,
-        site_name=(extracted.site_name if extracted else None) or feed_title or None,
+        site_name=(extracted.site_name if extracted else None)
+        or (feed_title if feeds_own else None) or None,
         summary_only=summary_only,
         producer="feed",
         fetch=meta,

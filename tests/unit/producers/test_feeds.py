@@ -141,6 +141,26 @@ def test_an_entry_without_a_title_is_titled_from_its_lead():
     assert bare.title == "flood hits chiang mai" and bare.title_derived
 
 
+def test_a_feed_names_the_source_of_its_own_site_s_pages_only():
+    """An aggregator's feed named "Techmeme" linking two outlets' pages made both
+    "Techmeme": one outlet in the incident where there were two. Another site's page
+    is its own site's, by the name it gives itself, else by its host."""
+    def source(link: str, page: PageOutcome | None) -> tuple[str | None, str | None]:
+        article = build_article(entry(link=link), feed_url="https://techmeme.example/feed.xml",
+                                feed_name="Techmeme", feed_title="Techmeme river", page=page)
+        return article.source, article.site_name
+
+    named = PageOutcome(Extracted(title="A story", text="Words. " * 60, site_name="The Verge"),
+                        {"page_status": 200}, None)
+    assert source("https://www.theverge.example/story", named) == ("The Verge", "The Verge")
+    assert source("https://www.theverge.example/story", page_with("Words. " * 60)) == (
+        "theverge.example", None)
+    assert source("https://www.wired.example/story", None) == ("wired.example", None)
+    # Its own pages (on a subdomain too) and an entry without a link keep the feed's name.
+    assert source("https://news.techmeme.example/story", None) == ("Techmeme", "Techmeme river")
+    assert source("", None) == ("Techmeme", "Techmeme river")
+
+
 # -- delivery ---------------------------------------------------------------------
 
 
