@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming news ingest: feeds to Kafka, deduplicated and clustered into incidents.",
     )
     parser.add_argument("--log-level", type=_log_level,
-                        help="DEBUG, INFO, WARNING, ERROR, CRITICAL (default: settings)")
+                        help="DEBUG, INFO, WARNING, ERROR, CRITICAL (default: NEWSFLOW_LOG_LEVEL, "
+                             "else INFO)")
     parser.add_argument("--log-json", action="store_true", help="JSON log lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_CommandParser)

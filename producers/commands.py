@@ -310,7 +310,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     poll.set_defaults(func=cmd_poll)
 
     produce = sub.add_parser("produce", help="poll the configured feeds forever, publishing")
-    produce.add_argument("--feeds", help="feeds file (default: settings.feeds_file)")
+    produce.add_argument("--feeds", help="feeds file (default: NEWSFLOW_FEEDS_FILE, else "
+                         "feeds.toml)")
     produce.add_argument("--no-pages", action="store_true", help="feed entries only, no page fetch")
     produce.set_defaults(func=cmd_produce)
 

@@ -256,8 +256,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_sink)
 
     p = sub.add_parser("web", help="serve the incidents page, health and metrics")
-    p.add_argument("--host", help="default: settings.web_host")
-    p.add_argument("--port", type=int, help="default: settings.web_port (0: any free port)")
+    p.add_argument("--host", help="default: NEWSFLOW_WEB_HOST, else 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: NEWSFLOW_WEB_PORT, else 8088 "
+                   "(0: any free port)")
     p.set_defaults(func=cmd_web)
 
     p = sub.add_parser("incidents", help="list recent incidents, newest first")

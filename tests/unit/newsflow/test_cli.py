@@ -286,3 +286,32 @@ def test_a_compiled_build_away_from_its_checkout_runs(tmp_path):
     shutil.copytree(snapshot, moved)
     done = _run_from(moved, tmp_path)
     assert "the build ran" in done.stderr and "make compiled" not in done.stderr
+
+
+def _every_help(parser) -> dict[str, str]:
+    """The --help text of the command and of every subcommand, by its name."""
+    import argparse
+
+    helps = {parser.prog: parser.format_help()}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                helps.update(_every_help(sub))
+    return helps
+
+
+def test_the_help_names_the_settings_an_option_stands_for():
+    """An option's default is a NEWSFLOW_ variable, which the help names with its own
+    default: it said `default: settings.web_port`, a name inside the code that a user
+    cannot set."""
+    from newsflow.cli import build_parser
+    from newsflow.settings import Settings
+
+    helps = _every_help(build_parser())
+    assert not [prog for prog, text in helps.items() if "default: settings" in text]
+    defaults = Settings.model_fields
+    assert f"NEWSFLOW_LOG_LEVEL, else {defaults['log_level'].default}" in helps["newsflow"]
+    assert (f"NEWSFLOW_FEEDS_FILE, else {defaults['feeds_file'].default}"
+            in " ".join(helps["newsflow produce"].split()))
+    assert f"NEWSFLOW_WEB_HOST, else {defaults['web_host'].default}" in helps["newsflow web"]
+    assert f"NEWSFLOW_WEB_PORT, else {defaults['web_port'].default}" in helps["newsflow web"]
