@@ -33,6 +33,18 @@ def _log_level(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+class _TopParser(argparse.ArgumentParser):
+    """`newsflow`'s own parser, which says where its options go: after the command,
+    `newsflow incidents --log-level DEBUG`, argparse calls them unrecognized arguments."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments") and (
+                "--log-level" in message or "--log-json" in message):
+            message += (" (--log-level and --log-json go before the command, as in"
+                        " `newsflow --log-level DEBUG incidents`)")
+        super().error(message)
+
+
 class _CommandParser(argparse.ArgumentParser):
     """A subcommand's parser that says how to give a value that starts with "-": argparse
     reads `newsflow search -flood` as an unknown option, and says only that the query is
@@ -67,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sinks.redrive import store_letters
     from sinks.store import read_window
 
-    parser = argparse.ArgumentParser(
+    parser = _TopParser(
         prog="newsflow",
         description="Streaming news ingest: feeds to Kafka, deduplicated and clustered into incidents.",
     )

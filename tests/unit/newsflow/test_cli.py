@@ -315,3 +315,18 @@ def test_the_help_names_the_settings_an_option_stands_for():
             in " ".join(helps["newsflow produce"].split()))
     assert f"NEWSFLOW_WEB_HOST, else {defaults['web_host'].default}" in helps["newsflow web"]
     assert f"NEWSFLOW_WEB_PORT, else {defaults['web_port'].default}" in helps["newsflow web"]
+
+
+def test_the_log_options_given_after_the_command_are_told_to_go_before_it(capsys):
+    """`newsflow incidents --log-level DEBUG` said only "unrecognized arguments", of an
+    option `newsflow --help` lists."""
+    import pytest
+
+    from newsflow.cli import main
+
+    for argv in (["incidents", "--log-level", "DEBUG"], ["tail", "raw", "--log-json"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert ("go before the command, as in `newsflow --log-level DEBUG incidents`"
+                in capsys.readouterr().err)
