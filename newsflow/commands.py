@@ -125,7 +125,7 @@ def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters) ->
     tl.set_defaults(func=cmd_tail)
 
     dlq = sub.add_parser("dlq", help="the dead-letter topic")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     rd = dlq_sub.add_parser("redrive", help="send the dead letters since the last redrive back "
                                             "to their topics (once their cause is fixed)")
     rd.add_argument("--dry-run", action="store_true", help="only say what would be sent")

@@ -330,3 +330,18 @@ def test_the_log_options_given_after_the_command_are_told_to_go_before_it(capsys
         assert exited.value.code == 2
         assert ("go before the command, as in `newsflow --log-level DEBUG incidents`"
                 in capsys.readouterr().err)
+
+
+def test_a_command_without_its_action_names_it_as_its_help_does(capsys):
+    """`newsflow dlq` alone said "the following arguments are required: dlq_command", a
+    name inside the code, where `newsflow feeds` and `newsflow db` say ACTION."""
+    import pytest
+
+    from newsflow.cli import main
+
+    for command in ("dlq", "feeds", "db"):
+        with pytest.raises(SystemExit):
+            main([command])
+        err = capsys.readouterr().err
+        assert f"newsflow {command} [-h] ACTION ..." in err
+        assert err.endswith("the following arguments are required: ACTION\n")
