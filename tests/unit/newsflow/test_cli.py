@@ -345,3 +345,20 @@ def test_a_command_without_its_action_names_it_as_its_help_does(capsys):
         err = capsys.readouterr().err
         assert f"newsflow {command} [-h] ACTION ..." in err
         assert err.endswith("the following arguments are required: ACTION\n")
+
+
+def test_a_blank_storage_path_is_unset(tmp_path, monkeypatch, capsys):
+    """An env file's `NEWSFLOW_SQLITE_PATH=` (a value left out) was the working directory:
+    `newsflow incidents` said "sqlite .: disk I/O error", as the DSN's blank value once
+    made the sink wait for a server that is not there. Blank is unset, as for the DSN."""
+    from newsflow.cli import main
+    from newsflow.settings import Settings
+
+    for variable, blank in (("SQLITE_PATH", ""), ("JSONL_PATH", " "), ("PRODUCER_STATE_PATH", "")):
+        monkeypatch.setenv(f"NEWSFLOW_{variable}", blank)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert (settings.sqlite_file, settings.jsonl_file, settings.producer_state_file) == (
+        tmp_path / "newsflow.db", tmp_path / "incidents.jsonl", tmp_path / "producer.db")
+    assert main(["incidents"]) == 1
+    assert f"SQLite database {tmp_path / 'newsflow.db'} does not exist" in capsys.readouterr().err
