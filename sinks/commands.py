@@ -193,14 +193,16 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
 
     store = open_existing_store(settings)
     try:
-        found = store.list_incidents(since=args.since, source=args.source, limit=args.limit)
+        # One past the limit: whether there are more to say so of.
+        found = store.list_incidents(since=args.since, source=args.source, limit=args.limit + 1)
     finally:
         store.close()
+    more, found = len(found) > args.limit, found[:args.limit]
     if args.json:
         _dump([s.to_dict() for s in found])
     elif found:
         format_incidents(found, sys.stdout)
-        if len(found) == args.limit:  # there may be more: say how to see them
+        if more:
             print(f"(the {args.limit} newest; --limit N for more)", file=sys.stderr)
     else:
         # With a filter, "no incidents in <store>" read as an empty store: say which.
