@@ -167,9 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a clear one-line error for the user, the trace in the log
-        logging.getLogger("newsflow").debug("command failed", exc_info=True)
-        print(f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}",
-              file=sys.stderr)
+        log = logging.getLogger("newsflow")
+        log.debug("command failed", exc_info=True)
+        message = f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}"
+        if settings.log_json:  # a JSON record as every other line, or a log pipeline loses it
+            log.error("%s", message)
+        else:
+            print(message, file=sys.stderr)
         return 1
 
 

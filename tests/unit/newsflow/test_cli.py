@@ -362,3 +362,20 @@ def test_a_blank_storage_path_is_unset(tmp_path, monkeypatch, capsys):
         tmp_path / "newsflow.db", tmp_path / "incidents.jsonl", tmp_path / "producer.db")
     assert main(["incidents"]) == 1
     assert f"SQLite database {tmp_path / 'newsflow.db'} does not exist" in capsys.readouterr().err
+
+
+def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys):
+    """The README's systemd unit sets NEWSFLOW_LOG_JSON=true: a role failing at start (a
+    wrong password, no broker) said why in a line of plain text among the JSON records,
+    the one line a log pipeline parsing them could not read."""
+    import json
+
+    from newsflow.cli import main
+
+    monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_LOG_JSON", "true")
+    assert main(["sink"]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    (failed,) = [r for r in records if r["level"] == "ERROR"]
+    assert failed["message"].startswith("newsflow sink: error: no broker")
