@@ -119,8 +119,11 @@ def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters) ->
     tl = sub.add_parser(
         "tail", help="follow a topic (raw, clean, incidents, members, dlq, or a name)")
     tl.add_argument("topic")
-    tl.add_argument("--from-beginning", action="store_true")
-    tl.add_argument("--json", action="store_true", help="print the raw message values")
+    tl.add_argument("--from-beginning", action="store_true",
+                    help="from the topic's first message (default: new ones only)")
+    tl.add_argument("--json", action="store_true",
+                    help="each message's value as one line of JSON, for jq (one that is not "
+                         "JSON as a JSON string)")
     tl.add_argument("--limit", type=at_least_one, help="stop after this many messages")
     tl.set_defaults(func=cmd_tail)
 

@@ -379,3 +379,14 @@ def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, 
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     (failed,) = [r for r in records if r["level"] == "ERROR"]
     assert failed["message"].startswith("newsflow sink: error: no broker")
+
+
+def test_tails_help_says_what_json_prints():
+    """`tail --help` said --json printed "the raw message values": it prints each value as
+    a line of JSON, one that is not JSON as a JSON string (tests/unit/newsflow/test_tail.py),
+    so that jq reads every line."""
+    from newsflow.cli import build_parser
+
+    text = " ".join(_every_help(build_parser())["newsflow tail"].split())
+    assert "raw message values" not in text
+    assert "each message's value as one line of JSON" in text and "first message" in text
