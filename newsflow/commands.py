@@ -119,13 +119,16 @@ def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters) ->
     tl = sub.add_parser(
         "tail", help="follow a topic (raw, clean, incidents, members, dlq, or a name)")
     tl.add_argument("topic")
-    tl.add_argument("--from-beginning", action="store_true")
-    tl.add_argument("--json", action="store_true", help="print the raw message values")
+    tl.add_argument("--from-beginning", action="store_true",
+                    help="from the topic's first message (default: new ones only)")
+    tl.add_argument("--json", action="store_true",
+                    help="each message's value as one line of JSON, for jq (one that is not "
+                         "JSON as a JSON string)")
     tl.add_argument("--limit", type=at_least_one, help="stop after this many messages")
     tl.set_defaults(func=cmd_tail)
 
     dlq = sub.add_parser("dlq", help="the dead-letter topic")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     rd = dlq_sub.add_parser("redrive", help="send the dead letters since the last redrive back "
                                             "to their topics (once their cause is fixed)")
     rd.add_argument("--dry-run", action="store_true", help="only say what would be sent")

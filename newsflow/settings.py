@@ -59,11 +59,13 @@ class Settings(BaseSettings):
     # Storage.
     data_dir: Path = Path("var")
     sink: SinkKind = "sqlite"
-    sqlite_path: Path | None = None  # default: <data_dir>/newsflow.db
+    # Default: <data_dir>/newsflow.db. Empty is unset, as for the paths below (an env
+    # file's blank value was the working directory: as an SQLite file, a disk I/O error).
+    sqlite_path: Annotated[Path | None, BeforeValidator(none_if_blank)] = None
     # Empty is unset (an env file's blank value): libpq would take "" for the local
     # socket's defaults, and the sink would wait for ever for a server that is not there.
     postgres_dsn: Annotated[SecretStr | None, BeforeValidator(none_if_blank)] = None
-    jsonl_path: Path | None = None  # default: <data_dir>/incidents.jsonl
+    jsonl_path: Annotated[Path | None, BeforeValidator(none_if_blank)] = None  # <data_dir>/incidents.jsonl
 
     # Producers.
     feeds_file: Path = Path("feeds.toml")
@@ -71,8 +73,9 @@ class Settings(BaseSettings):
     user_agent: str = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
     seeds_dir: Path = Path("seeds")
     replay_seeds: bool = True
-    # Feed producer (producers/feeds.py). Intervals in seconds.
-    producer_state_path: Path | None = None  # default: <data_dir>/producer.db
+    # Feed producer (producers/feeds.py). Intervals in seconds. The state file's default:
+    # <data_dir>/producer.db.
+    producer_state_path: Annotated[Path | None, BeforeValidator(none_if_blank)] = None
     poll_min_interval_s: float = Field(default=300.0, gt=0)
     poll_max_interval_s: float = Field(default=86400.0, gt=0)
     poll_workers: int = Field(default=8, ge=1)

@@ -140,7 +140,8 @@ def tail(
     """Print ``topic``'s messages as they come. ``broker_started`` says when the embedded
     broker last started empty: when that changes (`newsflow run` recycled it), the topic
     is followed again from its new start, as the old offsets now lie past its end (where
-    the embedded broker answers with nothing rather than an out-of-range error)."""
+    the embedded broker answers with nothing rather than an out-of-range error); when it
+    says None, that service has stopped, and the tail ends with an error saying so."""
     stop = stop or Event()
     broker_start = broker_started()
     consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
@@ -169,6 +170,12 @@ def tail(
             if time.monotonic() >= next_look:
                 next_look = time.monotonic() + RESTART_LOOK_S
                 now_started = broker_started()  # None: no runfile (the service stopped)
+                if now_started is None and broker_start is not None:
+                    # Its broker went with it, and the next start's listens on another
+                    # port: following on would show nothing, ever, saying nothing.
+                    raise RuntimeError(
+                        "the `newsflow run` whose embedded broker this followed has stopped,"
+                        f" and {topic} with it: run `newsflow tail` again once it runs")
                 if now_started is not None and now_started != broker_start:
                     broker_start = now_started
                     followed_restart = True

@@ -291,6 +291,32 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if refused else 0
 
 
+def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.state import StateStore
+
+    if not settings.producer_state_file.exists():  # (a removal creates no state file)
+        print(f"no feed {args.url} is polled: no state file at {settings.producer_state_file}",
+              file=sys.stderr)
+        return 1
+    state = StateStore(settings.producer_state_file)
+    try:
+        row, done = state.remove_feed(args.url)
+    finally:
+        state.close()
+    if row is None or done == "absent":
+        print(f"no feed {args.url} is polled (`newsflow feeds list` shows those that are)",
+              file=sys.stderr)
+        return 1
+    where = _origin(row.origin, settings)
+    if done == "configured":
+        print(f"{args.url} is {where}: take it out of the file to stop it (the file would "
+              "add it back); nothing changed", file=sys.stderr)
+        return 1
+    print(f"removed {args.url} ({where}): no longer polled; its entries seen are kept, so "
+          "adding it again publishes none of them twice")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands; each sets ``func(args, settings) -> int``."""
     rep = sub.add_parser("replay", help="publish articles from .txt/.json/.jsonl files")
@@ -310,7 +336,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     poll.set_defaults(func=cmd_poll)
 
     produce = sub.add_parser("produce", help="poll the configured feeds forever, publishing")
-    produce.add_argument("--feeds", help="feeds file (default: settings.feeds_file)")
+    produce.add_argument("--feeds", help="feeds file (default: NEWSFLOW_FEEDS_FILE, else "
+                         "feeds.toml)")
     produce.add_argument("--no-pages", action="store_true", help="feed entries only, no page fetch")
     produce.set_defaults(func=cmd_produce)
 
@@ -331,3 +358,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add.add_argument("--all", action="store_true", help="add every feed found, not the first")
     add.add_argument("--no-discover", action="store_true", help="add the URL as it is")
     add.set_defaults(func=cmd_feeds_add)
+    remove = feeds_sub.add_parser("remove", help="stop polling a feed added with `feeds add` "
+                                  "or `feeds import`")
+    remove.add_argument("url")
+    remove.set_defaults(func=cmd_feeds_remove)

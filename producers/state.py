@@ -176,6 +176,14 @@ def _feed_by_url(conn: sqlite3.Connection, url: str) -> Any:
     ).fetchone()
 
 
+def _stop_polling(conn: sqlite3.Connection, feed_ids: list[int]) -> None:
+    """Feeds no longer polled, and their entries waiting for a page retry dropped: nothing
+    would retry them, and a feed the user removed is not to be published from. (Their
+    seen entries stay, so a feed added again does not publish its old entries twice.)"""
+    conn.executemany("UPDATE feeds SET active = 0 WHERE id = ?", [(f,) for f in feed_ids])
+    conn.executemany("DELETE FROM page_retries WHERE feed_id = ?", [(f,) for f in feed_ids])
+
+
 def _migrate_feed_pauses(conn: sqlite3.Connection) -> None:
     """Give a state file written before feeds kept their host's pause apart the columns."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(feeds)")}
@@ -375,10 +383,8 @@ class StateStore:
         return FeedRow.from_row(found), done
 
     def deactivate_missing(self, origin: str, keep_urls: Iterable[str]) -> int:
-        """Feeds of ``origin`` no longer listed (e.g. removed from feeds.toml) stop, and
-        their entries waiting for a page retry are dropped: nothing would retry them, and a
-        feed the user removed is not to be published from. (Their seen entries stay, so a
-        feed listed again does not publish its old entries twice.)"""
+        """Feeds of ``origin`` no longer listed (e.g. removed from feeds.toml) stop
+        (``_stop_polling``)."""
         keep = set(keep_urls)
         with self._tx() as conn:
             rows = conn.execute(
@@ -387,11 +393,25 @@ class StateStore:
             ).fetchall()
             # Listed by either address: the one first configured, or the one a 301 moved
             # it to (which `feeds list` shows, and a user may copy into the file).
-            gone = [(fid,) for fid, origin_url, url in rows
+            gone = [fid for fid, origin_url, url in rows
                     if origin_url not in keep and url not in keep]
-            conn.executemany("UPDATE feeds SET active = 0 WHERE id = ?", gone)
-            conn.executemany("DELETE FROM page_retries WHERE feed_id = ?", gone)
+            _stop_polling(conn, gone)
         return len(gone)
+
+    def remove_feed(self, url: str) -> tuple[FeedRow | None, str]:
+        """Stop polling the feed added from ``url`` (or moved to it by a 301), as
+        ``deactivate_missing`` stops one taken out of the feeds file. Returns the row and
+        what was done: "removed", "configured" (the feeds file's, which would add it
+        back: nothing done) or "absent" (no feed polled from there)."""
+        with self._tx() as conn:
+            found = _feed_by_url(conn, url)
+            row = FeedRow.from_row(found) if found else None
+            if row is None or not row.active:
+                return row, "absent"
+            if row.origin == "config":
+                return row, "configured"
+            _stop_polling(conn, [row.id])
+        return row, "removed"
 
     def feeds(self, *, active_only: bool = False) -> list[FeedRow]:
         with self._lock:

@@ -193,14 +193,16 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
 
     store = open_existing_store(settings)
     try:
-        found = store.list_incidents(since=args.since, source=args.source, limit=args.limit)
+        # One past the limit: whether there are more to say so of.
+        found = store.list_incidents(since=args.since, source=args.source, limit=args.limit + 1)
     finally:
         store.close()
+    more, found = len(found) > args.limit, found[:args.limit]
     if args.json:
         _dump([s.to_dict() for s in found])
     elif found:
         format_incidents(found, sys.stdout)
-        if len(found) == args.limit:  # there may be more: say how to see them
+        if more:
             print(f"(the {args.limit} newest; --limit N for more)", file=sys.stderr)
     else:
         # With a filter, "no incidents in <store>" read as an empty store: say which.
@@ -256,8 +258,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_sink)
 
     p = sub.add_parser("web", help="serve the incidents page, health and metrics")
-    p.add_argument("--host", help="default: settings.web_host")
-    p.add_argument("--port", type=int, help="default: settings.web_port (0: any free port)")
+    p.add_argument("--host", help="default: NEWSFLOW_WEB_HOST, else 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: NEWSFLOW_WEB_PORT, else 8088 "
+                   "(0: any free port)")
     p.set_defaults(func=cmd_web)
 
     p = sub.add_parser("incidents", help="list recent incidents, newest first")

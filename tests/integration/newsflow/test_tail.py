@@ -129,3 +129,33 @@ def test_a_tail_from_the_end_leaves_out_letters_carried_over_from_before_it(make
             publisher.send(settings.topic_dlq, "newer", b'{"key": "newer"}')
         wait_for(lambda: any("newer" in line for line in lines), 30, "the newer letter")
     assert not [line for line in lines if "older" in line]
+
+
+def test_a_tail_of_a_stopped_services_broker_ends_saying_so(make_settings):
+    """Its `newsflow run` stopped (the runfile gone with it), the tail went on asking for
+    a broker that was no more, saying nothing, and showed nothing once the service ran
+    again: the new embedded broker listens on another port."""
+    settings = make_settings()
+    ensure_topics(settings)
+    started: dict[str, float | None] = {"at": 1.0}
+    raised: list[Exception] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        try:
+            tail(settings, settings.topic_raw, from_beginning=True, raw_json=True,
+                 out=lambda line: None, stop=stop, broker_started=lambda: started["at"])
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    try:
+        time.sleep(1)
+        started["at"] = None  # the service stopped: no runfile names its broker
+        follower.join(RESTART_LOOK_S + 30)
+        assert not follower.is_alive(), "the tail still follows a stopped service's broker"
+    finally:
+        stop.set()
+        follower.join(10)
+    assert "`newsflow run` whose embedded broker this followed has stopped" in str(raised[0])

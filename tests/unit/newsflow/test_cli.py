@@ -286,3 +286,107 @@ def test_a_compiled_build_away_from_its_checkout_runs(tmp_path):
     shutil.copytree(snapshot, moved)
     done = _run_from(moved, tmp_path)
     assert "the build ran" in done.stderr and "make compiled" not in done.stderr
+
+
+def _every_help(parser) -> dict[str, str]:
+    """The --help text of the command and of every subcommand, by its name."""
+    import argparse
+
+    helps = {parser.prog: parser.format_help()}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                helps.update(_every_help(sub))
+    return helps
+
+
+def test_the_help_names_the_settings_an_option_stands_for():
+    """An option's default is a NEWSFLOW_ variable, which the help names with its own
+    default: it said `default: settings.web_port`, a name inside the code that a user
+    cannot set."""
+    from newsflow.cli import build_parser
+    from newsflow.settings import Settings
+
+    helps = _every_help(build_parser())
+    assert not [prog for prog, text in helps.items() if "default: settings" in text]
+    defaults = Settings.model_fields
+    assert f"NEWSFLOW_LOG_LEVEL, else {defaults['log_level'].default}" in helps["newsflow"]
+    assert (f"NEWSFLOW_FEEDS_FILE, else {defaults['feeds_file'].default}"
+            in " ".join(helps["newsflow produce"].split()))
+    assert f"NEWSFLOW_WEB_HOST, else {defaults['web_host'].default}" in helps["newsflow web"]
+    assert f"NEWSFLOW_WEB_PORT, else {defaults['web_port'].default}" in helps["newsflow web"]
+
+
+def test_the_log_options_given_after_the_command_are_told_to_go_before_it(capsys):
+    """`newsflow incidents --log-level DEBUG` said only "unrecognized arguments", of an
+    option `newsflow --help` lists."""
+    import pytest
+
+    from newsflow.cli import main
+
+    for argv in (["incidents", "--log-level", "DEBUG"], ["tail", "raw", "--log-json"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert ("go before the command, as in `newsflow --log-level DEBUG incidents`"
+                in capsys.readouterr().err)
+
+
+def test_a_command_without_its_action_names_it_as_its_help_does(capsys):
+    """`newsflow dlq` alone said "the following arguments are required: dlq_command", a
+    name inside the code, where `newsflow feeds` and `newsflow db` say ACTION."""
+    import pytest
+
+    from newsflow.cli import main
+
+    for command in ("dlq", "feeds", "db"):
+        with pytest.raises(SystemExit):
+            main([command])
+        err = capsys.readouterr().err
+        assert f"newsflow {command} [-h] ACTION ..." in err
+        assert err.endswith("the following arguments are required: ACTION\n")
+
+
+def test_a_blank_storage_path_is_unset(tmp_path, monkeypatch, capsys):
+    """An env file's `NEWSFLOW_SQLITE_PATH=` (a value left out) was the working directory:
+    `newsflow incidents` said "sqlite .: disk I/O error", as the DSN's blank value once
+    made the sink wait for a server that is not there. Blank is unset, as for the DSN."""
+    from newsflow.cli import main
+    from newsflow.settings import Settings
+
+    for variable, blank in (("SQLITE_PATH", ""), ("JSONL_PATH", " "), ("PRODUCER_STATE_PATH", "")):
+        monkeypatch.setenv(f"NEWSFLOW_{variable}", blank)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert (settings.sqlite_file, settings.jsonl_file, settings.producer_state_file) == (
+        tmp_path / "newsflow.db", tmp_path / "incidents.jsonl", tmp_path / "producer.db")
+    assert main(["incidents"]) == 1
+    assert f"SQLite database {tmp_path / 'newsflow.db'} does not exist" in capsys.readouterr().err
+
+
+def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys):
+    """The README's systemd unit sets NEWSFLOW_LOG_JSON=true: a role failing at start (a
+    wrong password, no broker) said why in a line of plain text among the JSON records,
+    the one line a log pipeline parsing them could not read."""
+    import json
+
+    from newsflow.cli import main
+
+    monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_LOG_JSON", "true")
+    assert main(["sink"]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    (failed,) = [r for r in records if r["level"] == "ERROR"]
+    assert failed["message"].startswith("newsflow sink: error: no broker")
+
+
+def test_tails_help_says_what_json_prints():
+    """`tail --help` said --json printed "the raw message values": it prints each value as
+    a line of JSON, one that is not JSON as a JSON string (tests/unit/newsflow/test_tail.py),
+    so that jq reads every line."""
+    from newsflow.cli import build_parser
+
+    text = " ".join(_every_help(build_parser())["newsflow tail"].split())
+    assert "raw message values" not in text
+    assert "each message's value as one line of JSON" in text and "first message" in text

@@ -11,11 +11,12 @@ from producers.commands import (
     cmd_feeds_add,
     cmd_feeds_import,
     cmd_feeds_list,
+    cmd_feeds_remove,
     cmd_poll,
     cmd_produce,
 )
 from producers.feeds import sync_feeds_file
-from producers.state import StateStore
+from producers.state import FeedUpdate, StateStore
 
 
 def test_feeds_list_shows_the_state_and_changes_nothing(tmp_path, capsys):
@@ -145,5 +146,54 @@ def test_adding_a_feed_again_changes_only_the_options_given(tmp_path, capsys):
                        "tags two, three\n")
         (row,) = state.feeds()
         assert (row.origin, row.name, row.tags) == ("cli", "A", ["two", "three"])
+    finally:
+        state.close()
+
+
+def _remove(settings: Settings, url: str) -> int:
+    return cmd_feeds_remove(argparse.Namespace(url=url), settings)
+
+
+def test_a_feed_added_by_a_command_is_removed_by_one(tmp_path, capsys):
+    """`feeds add` and `feeds import` had no undo: a feed added was polled for good,
+    short of editing producer.db by hand."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    url = "https://a.example/feed"
+    assert _remove(settings, url) == 1
+    assert f"no feed {url} is polled" in capsys.readouterr().err
+    assert not (tmp_path / "var").exists()  # (a removal creates no state file)
+    assert _add(settings, url, name="A") == 0
+    state = StateStore(settings.producer_state_file)
+    try:
+        (row,) = state.feeds()
+        state.record(row.id, None, FeedUpdate(status=200, error=None, next_poll=0.0),
+                     new_keys=["entry-1"])
+        state.count_page_failure(row.id, "entry-2", entry="{}", reason="http_503")
+        capsys.readouterr()
+        assert _remove(settings, url) == 0
+        assert capsys.readouterr().out.startswith(
+            f"removed {url} (added with `newsflow feeds add`): no longer polled")
+        assert state.feeds(active_only=True) == [] and state.page_retries(row.id) == {}
+        assert state.unseen(row.id, ["entry-1"]) == []  # added again, it publishes it not
+        assert _remove(settings, url) == 1
+        assert f"no feed {url} is polled" in capsys.readouterr().err
+        assert _add(settings, url) == 0
+        assert [(f.id, f.active, f.next_poll) for f in state.feeds()] == [(row.id, True, 0)]
+    finally:
+        state.close()
+
+
+def test_a_feed_of_the_feeds_file_is_removed_from_the_file_not_by_command(tmp_path, capsys):
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    url = "https://a.example/feed"
+    settings.feeds_file.write_text(f'[[feed]]\nurl = "{url}"\n')
+    state = StateStore(settings.producer_state_file)
+    try:
+        sync_feeds_file(state, settings.feeds_file)
+        assert _remove(settings, url) == 1
+        assert capsys.readouterr().err == (
+            f"{url} is listed in {settings.feeds_file}: take it out of the file to stop it "
+            "(the file would add it back); nothing changed\n")
+        assert [f.url for f in state.feeds(active_only=True)] == [url]
     finally:
         state.close()

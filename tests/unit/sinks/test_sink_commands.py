@@ -123,9 +123,19 @@ def test_a_listing_cut_at_its_limit_says_so(
 ) -> None:
     assert run(settings, "incidents", "--limit", "1") == 0
     out, err = capsys.readouterr()
-    assert "inc-1" in out and err == "(the 1 newest; --limit N for more)\n"
+    # One incident, limit 1: it said "(the 1 newest; --limit N for more)" of no more.
+    assert "inc-1" in out and err == ""
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([Incident(incident_id="inc-2", version=1, title="Another story",
+                         articles=[IncidentArticle(id="a3", title="Another story")])])
+    sink.close()
+    assert run(settings, "incidents", "--limit", "1") == 0
+    out, err = capsys.readouterr()
+    assert out.count("inc-") == 1 and err == "(the 1 newest; --limit N for more)\n"
+    assert run(settings, "incidents", "--limit", "2", "--json") == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
     assert run(settings, "incidents") == 0
-    assert capsys.readouterr().err == ""  # one incident, limit 50: nothing left out
+    assert capsys.readouterr().err == ""  # two incidents, limit 50: nothing left out
     for command in ("incidents", "search"):
         with pytest.raises(SystemExit):  # not "no incidents"
             run(settings, command, *(["missiles"] if command == "search" else []), "--limit", "0")
