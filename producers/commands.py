@@ -102,12 +102,17 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.kafka import Publisher, PublishError, bootstrap_servers
-    from producers.replay import parse_time, read_articles, replay
+    from producers.replay import is_replay_file, parse_time, read_articles, replay
 
     paths = [Path(p) for p in args.paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise FileNotFoundError(f"no such file: {', '.join(missing)}")
+    # A file named outright is meant to be read: skipped with a warning (as in a folder,
+    # where other files are expected), the replay published nothing and exited 0.
+    unreadable = [str(p) for p in paths if p.is_file() and not is_replay_file(p)]
+    if unreadable:
+        raise ValueError(f"not .txt, .json or .jsonl: {', '.join(unreadable)}")
     published = parse_time(args.published) if args.published else None
     articles = list(read_articles(paths, published))
     started = time.monotonic()

@@ -111,6 +111,13 @@ def _mtime(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
+REPLAY_SUFFIXES = (".txt", ".json", ".jsonl")
+
+
+def is_replay_file(path: Path) -> bool:
+    return path.suffix.lower() in REPLAY_SUFFIXES
+
+
 def read_articles(paths: Iterable[Path], published: datetime | None = None) -> Iterator[RawArticle]:
     """Every article in ``paths`` (files, or folders of files), in order."""
     for path in paths:
@@ -120,10 +127,10 @@ def read_articles(paths: Iterable[Path], published: datetime | None = None) -> I
             )
             yield from read_articles(files, published)
             continue
-        suffix = path.suffix.lower()
-        if suffix not in (".txt", ".json", ".jsonl"):
+        if not is_replay_file(path):
             logger.warning("skipping %s: not .txt, .json or .jsonl", path)
             continue
+        suffix = path.suffix.lower()
         try:
             yield from _file_articles(path, suffix, published)
         except ReplayError:

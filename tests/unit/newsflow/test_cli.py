@@ -390,3 +390,31 @@ def test_tails_help_says_what_json_prints():
     text = " ".join(_every_help(build_parser())["newsflow tail"].split())
     assert "raw message values" not in text
     assert "each message's value as one line of JSON" in text and "first message" in text
+
+
+def test_the_sink_refuses_a_flush_interval_that_is_not_a_number_of_seconds(
+        tmp_path, monkeypatch, capsys):
+    """`--flush-interval nan` was taken: a flush every NaN seconds never comes, so only
+    full batches were written and a quiet stream's last records waited for good."""
+    import pytest
+
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    for value in ("nan", "inf", "-1", "soon"):
+        with pytest.raises(SystemExit) as raised:
+            main(["sink", "--flush-interval", value])
+        assert raised.value.code == 2
+        assert f"a number of seconds from 0, not {value}" in capsys.readouterr().err
+
+
+def test_replay_refuses_a_file_it_cannot_read_named_outright(tmp_path, monkeypatch, capsys):
+    """`newsflow replay notes.csv` warned, published nothing and exited 0, as a script
+    running it would take for success. A folder's other files are still skipped."""
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    named = tmp_path / "notes.csv"
+    named.write_text("title,text\n")
+    assert main(["replay", str(named)]) == 1
+    assert f"not .txt, .json or .jsonl: {named}" in capsys.readouterr().err
