@@ -28,6 +28,18 @@ def at_least_one(text: str) -> int:
     return number
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a time in seconds, from 0 (a finite number: "nan" and "inf" are
+    floats to Python, and a flush every nan seconds never comes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0, not {text}")
+    return value
+
+
 def stop_on_signals() -> Event:
     """An event set by SIGTERM or SIGINT, for loops that stop cleanly."""
     stop = Event()
