@@ -194,7 +194,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     feeds = [f for f in read_feeds(state_file, active_only=not args.all) if f.origin != "adhoc"]
     waiting = read_waiting_pages(state_file)
     columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors",
-               "host paused", "seen", "pages waiting")
+               "host paused", "seen", "pages waiting", "tags")  # (new columns last: scripts)
     print("\t".join(columns))
     now = time.time()
     for f in feeds:
@@ -211,6 +211,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     _paused(f.paused_host, f.paused_until, now),
                     str(f.entries_seen),
                     _waiting(waiting.get(f.id)),
+                    ",".join(f.tags) or "-",
                 ])
             )
         )

@@ -314,6 +314,8 @@ class FeedPoller:
         }
         if result.truncated:
             feed_meta["feed_truncated"] = True
+        if feed.tags:  # (the feed's own, for readers to pick articles by: "world,uk")
+            feed_meta["feed_tags"] = ",".join(feed.tags)
         # Oldest first, so the topic reads in publication order for this feed. Entries
         # waiting for their page were taken in by an earlier poll: the cap leaves them be.
         fresh = [key for key in reversed(new_keys) if key not in retries]

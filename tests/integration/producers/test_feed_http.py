@@ -179,6 +179,16 @@ def test_conditional_get_and_no_republish(server, rig):
     assert row.entries_seen == 8
 
 
+def test_a_feeds_tags_go_with_its_articles(server, rig):
+    """feeds.toml's `tags` and `feeds add --tag` were stored and used nowhere: each
+    article now carries its feed's, for a reader to pick articles by."""
+    feed = rig.state.upsert_feed(server.url("/gen/tagged.xml"), origin="config",
+                                 tags=["world", "uk"])
+    assert {a.fetch.get("feed_tags") for a in rig.poller.poll(feed).articles} == {"world,uk"}
+    untagged = server.url("/gen/untagged.xml")
+    assert all("feed_tags" not in a.fetch for a in rig.poll(untagged).articles)
+
+
 def test_permanent_redirect_moves_the_feed_temporary_does_not(server, rig):
     moved = rig.poll(server.url("/moved301/miniflux/dustri_large.rss"))
     assert moved.update.new_url == server.url("/feeds/miniflux/dustri_large.rss")
@@ -922,7 +932,7 @@ def test_feeds_list_shows_what_a_feed_sends_as_text_not_terminal_controls(server
     out = capsys.readouterr().out
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
     lines = out.splitlines()
-    assert len(lines) == 3 and all(line.count("\t") == lines[0].count("\t") == 9 for line in lines)
+    assert len(lines) == 3 and all(line.count("\t") == lines[0].count("\t") == 10 for line in lines)
     assert " ]0;owned News forged line\t" in lines[1] + lines[2]
     assert "not a feed (text/x- [2J)" in lines[1] + lines[2]
 

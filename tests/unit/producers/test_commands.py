@@ -23,7 +23,7 @@ def test_feeds_list_shows_the_state_and_changes_nothing(tmp_path, capsys):
     settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
     state = StateStore(settings.producer_state_file)
     state.upsert_feed("https://a.example/feed", origin="config")
-    state.upsert_feed("https://b.example/feed", origin="config")
+    state.upsert_feed("https://b.example/feed", origin="config", tags=["world", "uk"])
     state.close()
     for listed_in_file in (None, "https://c.example/feed"):  # no file, then another feed
         if listed_in_file:
@@ -32,6 +32,9 @@ def test_feeds_list_shows_the_state_and_changes_nothing(tmp_path, capsys):
         out = capsys.readouterr().out
         assert "https://a.example/feed\t" in out and "https://b.example/feed\t" in out
         assert "inactive" not in out and "c.example" not in out
+        header, *rows = out.splitlines()
+        assert [dict(zip(header.split("\t"), row.split("\t"), strict=True))["tags"]
+                for row in rows] == ["-", "world,uk"]
     state = StateStore(settings.producer_state_file)
     assert [f.url for f in state.feeds(active_only=True)] == [
         "https://a.example/feed", "https://b.example/feed"]
