@@ -125,13 +125,15 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
 
 def broker_started(settings: Settings) -> float | None:
     """When the running service's embedded broker last started empty, per its runfile;
-    None when no service here runs the broker ``settings`` point at."""
+    None when no service here runs the broker ``settings`` point at (nor when its
+    runfile outlived it: a `newsflow run` killed with SIGKILL leaves it behind)."""
     try:
         info = json.loads(settings.runfile.read_text(encoding="utf-8"))
         value = info["broker_started"] if info["kafka_bootstrap"] == settings.kafka_bootstrap else None
-    except (OSError, ValueError, KeyError, TypeError):
+        runs = process_runs(int(info["pid"]), info.get("started"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return float(value) if isinstance(value, int | float) else None
+    return float(value) if runs and isinstance(value, int | float) else None
 
 
 def discover_running_service(settings: Settings) -> Settings:

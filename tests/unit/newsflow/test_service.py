@@ -194,6 +194,21 @@ def test_the_runfile_says_when_the_embedded_broker_last_started_to_whom_it_conce
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_runfile_its_service_left_behind_tells_of_no_broker(tmp_path):
+    """A `newsflow run` killed with SIGKILL leaves its runfile: a tail of its broker took
+    it for running, and followed a broker that was gone, silently, for good."""
+    import subprocess
+    import sys
+
+    ours = Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9100", kafka_embedded=True)
+    service.write_runfile(ours, 1700000000.5)
+    info = json.loads(ours.runfile.read_text(encoding="utf-8"))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    ours.runfile.write_text(json.dumps({**info, "pid": gone.pid}), encoding="utf-8")
+    assert service.broker_started(ours) is None
+
+
 def test_commands_find_the_running_service_by_its_runfile_as_its_writer_alone(
     tmp_path, monkeypatch
 ):
