@@ -424,8 +424,11 @@ def open_database(dsn: str, *, migrate_schema: bool = True) -> int:
             raise StoreMisconfigured(message) from exc
         raise SinkUnavailable(message) from exc
     if found < SCHEMA_VERSION:
+        # (Version 0: a database newsflow never wrote to, where "at version 0" puzzles.)
+        held = ("the database has no newsflow tables yet" if found == 0
+                else f"the schema is at version {found}")
         raise SchemaOutdated(
-            f"{describe_dsn(dsn)}: the schema is at version {found}, this newsflow reads"
+            f"{describe_dsn(dsn)}: {held}, this newsflow reads"
             f" version {SCHEMA_VERSION}: run `newsflow db upgrade` (as the schema's owner)",
             found=found, needed=SCHEMA_VERSION)
     return found

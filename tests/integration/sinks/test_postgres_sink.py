@@ -324,6 +324,22 @@ def test_schema_8_finds_the_khmer_lao_and_myanmar_an_older_newsflow_stored(
         assert found(dsn, "地震") == ["a1"]  # (as it was)
 
 
+def test_a_read_command_on_a_database_newsflow_never_wrote_to_says_so(
+    postgres_dsn: str, tmp_path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It said "the schema is at version 0", of a database with no newsflow table."""
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", postgres_dsn)
+    assert main(["incidents"]) == 1
+    told = capsys.readouterr().err
+    assert "the database has no newsflow tables yet" in told and "version 0" not in told
+    assert "run `newsflow db upgrade`" in told
+
+
 @pytest.mark.parametrize("argv", [("incidents",), ("incident", "i1"), ("search", "gales")])
 def test_read_commands_leave_an_older_schema_as_it_is_and_say_to_upgrade_it(
     postgres_dsn: str, tmp_path, monkeypatch: pytest.MonkeyPatch,
