@@ -398,6 +398,9 @@ def open_database(path: Path) -> sqlite3.Connection:
 
 
 def _open_error(path: Path, exc: OSError | sqlite3.Error) -> Exception:
+    if path.is_dir():  # (read-only, SQLite says "disk I/O error": taken for an outage)
+        return StoreMisconfigured(f"SQLite database {path.absolute()} is a folder: the"
+                                  " database is a file (NEWSFLOW_SQLITE_PATH)")
     if path_fault(exc):
         return StoreMisconfigured(f"SQLite database {path.absolute()} cannot be opened: {exc}")
     return SinkUnavailable(f"sqlite {path}: {exc}")

@@ -455,6 +455,17 @@ def test_a_new_database_is_created_without_a_line_per_migration(
     assert caplog.messages == []
 
 
+def test_a_database_path_that_is_a_folder_is_a_setting_to_mend_not_an_outage(
+        tmp_path: Path) -> None:
+    """NEWSFLOW_SQLITE_PATH naming a folder: a reader got "disk I/O error", an outage
+    to wait out, where the sink said the path could not be opened."""
+    folder = tmp_path / "var"
+    folder.mkdir()
+    for migrate_schema in (False, True):
+        with pytest.raises(StoreMisconfigured, match="is a folder: the database is a file"):
+            SQLiteStore(folder, migrate_schema=migrate_schema)
+
+
 def test_a_store_that_only_reads_creates_no_database(db: Path) -> None:
     """A reader (``migrate_schema=False``, and every read of any store) opening a path
     that is not there made an empty file, which then read as a store holding nothing."""
