@@ -171,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("command failed", exc_info=True)
         message = f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}"
         if settings.log_json:  # a JSON record as every other line, or a log pipeline loses it
-            log.error("%s", message)
+            # (handled whatever the log level: at CRITICAL, log.error said nothing at all)
+            log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None))
         else:
             print(message, file=sys.stderr)
         return 1

@@ -381,6 +381,23 @@ def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, 
     assert failed["message"].startswith("newsflow sink: error: no broker")
 
 
+def test_with_json_logs_a_failure_is_said_at_any_log_level(tmp_path, monkeypatch, capsys):
+    """At NEWSFLOW_LOG_LEVEL=CRITICAL the failure, logged at ERROR, said nothing at all:
+    the command or role exited 1 in silence (plain text is printed whatever the level)."""
+    import json
+
+    from newsflow.cli import main
+
+    monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_LOG_JSON", "true")
+    monkeypatch.setenv("NEWSFLOW_LOG_LEVEL", "CRITICAL")
+    assert main(["sink"]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    (failed,) = [r for r in records if r["level"] == "ERROR"]
+    assert failed["message"].startswith("newsflow sink: error: no broker")
+
+
 def test_tails_help_says_what_json_prints():
     """`tail --help` said --json printed "the raw message values": it prints each value as
     a line of JSON, one that is not JSON as a JSON string (tests/unit/newsflow/test_tail.py),
