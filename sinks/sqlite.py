@@ -420,8 +420,10 @@ def check_schema(path: Path) -> None:
         if conn is not None:
             conn.close()
     if found < SCHEMA_VERSION:
+        # (Version 0: a file newsflow never wrote to, where "version 0" puzzles.)
+        held = "has no newsflow tables yet" if found == 0 else f"has schema version {found}"
         raise SchemaOutdated(
-            f"SQLite database {path.absolute()} has schema version {found}, this newsflow"
+            f"SQLite database {path.absolute()} {held}, this newsflow"
             f" reads version {SCHEMA_VERSION}: run `newsflow db upgrade` (or start the sink,"
             " which upgrades it)", found=found, needed=SCHEMA_VERSION)
 

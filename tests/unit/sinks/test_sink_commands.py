@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import re
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -239,6 +240,21 @@ def test_read_commands_leave_an_older_database_as_it_is_and_say_to_upgrade_it(
     assert run(settings, "db", "upgrade") == 0
     assert stored_state(settings.sqlite_file) != before
     assert run(settings, *argv) in (0, 1)  # (search finds nothing: no articles stored)
+
+
+def test_a_read_command_on_a_database_newsflow_never_wrote_to_says_so(tmp_path: Path) -> None:
+    """It said "has schema version 0", of an SQLite file with no newsflow table (another
+    program's, or one left empty), as PostgreSQL's did."""
+    settings = Settings(data_dir=tmp_path / "var")
+    settings.sqlite_file.parent.mkdir()
+    with sqlite3.connect(settings.sqlite_file) as conn:
+        conn.execute("CREATE TABLE notes (line TEXT)")
+    conn.close()
+    with pytest.raises(StoreMisconfigured) as failed:
+        run(settings, "incidents")
+    told = str(failed.value)
+    assert "has no newsflow tables yet" in told and "version 0" not in told
+    assert "run `newsflow db upgrade`" in told
 
 
 def test_read_commands_refuse_a_missing_jsonl_file(tmp_path: Path) -> None:
