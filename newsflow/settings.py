@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SinkKind = Literal["sqlite", "postgres", "jsonl"]
@@ -29,6 +30,18 @@ def log_level_name(value: str) -> str:
 
 def none_if_blank(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
+
+
+def default_if_blank(value: object) -> object:
+    """A blank value (an env file's left out) is the field's default, not the working
+    directory, which Path("") is."""
+    if isinstance(value, str) and not value.strip():
+        raise PydanticUseDefault()
+    return value
+
+
+# A path whose blank value is its default.
+DefaultedPath = Annotated[Path, BeforeValidator(default_if_blank)]
 
 
 class Settings(BaseSettings):
@@ -57,7 +70,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
 
     # Storage.
-    data_dir: Path = Path("var")
+    data_dir: DefaultedPath = Path("var")
     sink: SinkKind = "sqlite"
     # Default: <data_dir>/newsflow.db. Empty is unset, as for the paths below (an env
     # file's blank value was the working directory: as an SQLite file, a disk I/O error).
@@ -68,10 +81,10 @@ class Settings(BaseSettings):
     jsonl_path: Annotated[Path | None, BeforeValidator(none_if_blank)] = None  # <data_dir>/incidents.jsonl
 
     # Producers.
-    feeds_file: Path = Path("feeds.toml")
+    feeds_file: DefaultedPath = Path("feeds.toml")
     fetch_allow_private: bool = False
     user_agent: str = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
-    seeds_dir: Path = Path("seeds")
+    seeds_dir: DefaultedPath = Path("seeds")
     replay_seeds: bool = True
     # Feed producer (producers/feeds.py). Intervals in seconds. The state file's default:
     # <data_dir>/producer.db.

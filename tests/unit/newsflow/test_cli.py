@@ -364,6 +364,20 @@ def test_a_blank_storage_path_is_unset(tmp_path, monkeypatch, capsys):
     assert f"SQLite database {tmp_path / 'newsflow.db'} does not exist" in capsys.readouterr().err
 
 
+def test_a_blank_folder_or_file_setting_is_its_default(monkeypatch):
+    """A blank NEWSFLOW_DATA_DIR, _FEEDS_FILE or _SEEDS_DIR was the working directory:
+    "the producer applies ." and a data folder strewn over the checkout."""
+    from pathlib import Path
+
+    from newsflow.settings import Settings
+
+    for variable in ("DATA_DIR", "FEEDS_FILE", "SEEDS_DIR"):
+        monkeypatch.setenv(f"NEWSFLOW_{variable}", " ")
+    settings = Settings()
+    assert (settings.data_dir, settings.feeds_file, settings.seeds_dir) == (
+        Path("var"), Path("feeds.toml"), Path("seeds"))
+
+
 def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys):
     """The README's systemd unit sets NEWSFLOW_LOG_JSON=true: a role failing at start (a
     wrong password, no broker) said why in a line of plain text among the JSON records,
