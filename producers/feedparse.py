@@ -47,10 +47,13 @@ class FeedEntry:
     author: str | None = None
     tags: list[str] = field(default_factory=list)
     language: str | None = None
+    # RSS's <source>: the channel the item came from, an aggregator's (Google News's)
+    # name of the outlet whose report it lists.
+    source_name: str | None = None
 
     def __post_init__(self) -> None:
         # Whatever a feed holds is stored (page retries) and published: it must encode.
-        for name in ("key", "link", "title", "summary", "author", "language"):
+        for name in ("key", "link", "title", "summary", "author", "language", "source_name"):
             if (value := getattr(self, name)) is not None:
                 setattr(self, name, without_surrogates(value))
         self.tags = [without_surrogates(tag) for tag in self.tags]
@@ -389,6 +392,8 @@ def _from_feedparser(raw: Any, language: str | None) -> FeedEntry | None:
         or _local_date(dict.get(raw, "published") or dict.get(raw, "updated"))
     )
     tags = [t.get("term") for t in raw.get("tags", []) or [] if t.get("term")]
+    source = raw.get("source")
+    source_name = source.get("title") if isinstance(source, dict) else None
     return FeedEntry(
         key=_entry_key(raw.get("id"), link, title, summary),
         link=link,
@@ -398,6 +403,8 @@ def _from_feedparser(raw: Any, language: str | None) -> FeedEntry | None:
         author=raw.get("author") or None,
         tags=tags,
         language=language,
+        source_name=" ".join(source_name.split())[:200] or None
+        if isinstance(source_name, str) else None,
     )
 
 

@@ -576,11 +576,13 @@ def build_article(
     title = page_title if page_title and not own_site else (entry.title or page_title)
     # The feed's name is the outlet only for its own site's pages: an aggregator named
     # "Techmeme" linking The Verge's page is not its source, nor counted as its outlet.
+    # An entry's <source> names it, as Google News's do (its links are its own).
     feeds_own = own_site or not host_of(entry.link or "")
     if feeds_own:
-        source = feed_name or outlet_from_host(host)
+        source = entry.source_name or feed_name or outlet_from_host(host)
     else:
-        source = (extracted.site_name if extracted else None) or outlet_from_host(host)
+        source = ((extracted.site_name if extracted else None) or entry.source_name
+                  or outlet_from_host(host))
     # RSS requires only a title or a description: with neither headline, cut one from
     # the lead, as replay does, rather than list an incident with an empty title.
     title_derived = not title and bool(text.strip() or entry.link)

@@ -161,6 +161,28 @@ def test_a_feed_names_the_source_of_its_own_site_s_pages_only():
     assert source("", None) == ("Techmeme", "Techmeme river")
 
 
+def test_an_entry_s_source_element_names_its_source():
+    """Google News lists every outlet's report under its own addresses, each naming the
+    outlet in RSS's <source>: every article was "Google News", one outlet however many
+    reported the event."""
+    from producers.feedparse import parse_feed
+
+    [listed, plain] = parse_feed(
+        b'<rss version="2.0"><channel><title>Google News</title>'
+        b"<item><title>Quake hits Chile - Reuters</title>"
+        b"<link>https://news.google.com/rss/articles/CBMi1</link>"
+        b'<source url="https://www.reuters.com">  Reuters </source></item>'
+        b"<item><title>Its own</title><link>https://news.google.com/x</link></item>"
+        b"</channel></rss>").entries
+    assert (listed.source_name, plain.source_name) == ("Reuters", None)
+
+    def source(entry: FeedEntry) -> str | None:
+        return build_article(entry, feed_url="https://news.google.com/rss?hl=en",
+                             feed_name="Google News", feed_title=None, page=None).source
+
+    assert (source(listed), source(plain)) == ("Reuters", "Google News")
+
+
 # -- delivery ---------------------------------------------------------------------
 
 
