@@ -297,21 +297,32 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if refused else 0
 
 
+def _in_feeds_file(url: str, settings: Settings) -> bool:
+    from producers.config import ConfigError, load_feeds_file
+
+    try:
+        return any(spec.url == url for spec in load_feeds_file(settings.feeds_file))
+    except (OSError, ConfigError):  # (missing or unreadable: it lists nothing usable)
+        return False
+
+
 def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
     from producers.state import StateStore
 
-    if not settings.producer_state_file.exists():  # (a removal creates no state file)
-        print(f"no feed {args.url} is polled: no state file at {settings.producer_state_file}",
-              file=sys.stderr)
-        return 1
-    state = StateStore(settings.producer_state_file)
-    try:
-        row, done = state.remove_feed(args.url)
-    finally:
-        state.close()
+    row, done = None, "absent"
+    if settings.producer_state_file.exists():  # (a removal creates no state file)
+        state = StateStore(settings.producer_state_file)
+        try:
+            row, done = state.remove_feed(args.url)
+        finally:
+            state.close()
     if row is None or done == "absent":
-        print(f"no feed {args.url} is polled (`newsflow feeds list` shows those that are)",
-              file=sys.stderr)
+        if _in_feeds_file(args.url, settings):  # (the producer has not applied it yet)
+            print(f"{args.url} is listed in {settings.feeds_file}: take it out of the file"
+                  " to stop it; nothing changed", file=sys.stderr)
+        else:
+            print(f"no feed {args.url} is polled (`newsflow feeds list` shows those that"
+                  " are)", file=sys.stderr)
         return 1
     where = _origin(row.origin, settings)
     if done == "configured":

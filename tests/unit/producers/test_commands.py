@@ -200,3 +200,10 @@ def test_a_feed_of_the_feeds_file_is_removed_from_the_file_not_by_command(tmp_pa
         assert [f.url for f in state.feeds(active_only=True)] == [url]
     finally:
         state.close()
+    # Listed in the file, not applied by a producer yet: it said "no feed ... is polled".
+    other = Settings(data_dir=tmp_path / "other", feeds_file=settings.feeds_file)
+    assert _remove(other, url) == 1
+    assert capsys.readouterr().err == (
+        f"{url} is listed in {settings.feeds_file}: take it out of the file to stop it;"
+        " nothing changed\n")
+    assert not (tmp_path / "other").exists()
