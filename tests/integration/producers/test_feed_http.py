@@ -1218,7 +1218,7 @@ def test_a_redirect_from_https_to_http_is_refused_and_not_saved(server, tmp_path
     assert "downgrade: " in listed and feed_url in listed
 
 
-def _atom_entry(title: str, updated: str, summary: str, link: str) -> bytes:
+def atom_entry(title: str, updated: str, summary: str, link: str) -> bytes:
     return (
         "<?xml version='1.0' encoding='utf-8'?><feed xmlns='http://www.w3.org/2005/Atom'>"
         "<title>Akron Daily</title><id>urn:akron</id><updated>2026-12-04T10:00:00Z</updated>"
@@ -1228,10 +1228,21 @@ def _atom_entry(title: str, updated: str, summary: str, link: str) -> bytes:
     ).encode()
 
 
-def _story_page(title: str, paragraphs: list[str]) -> bytes:
+def story_page(title: str, paragraphs: list[str]) -> bytes:
     body = "".join(f"<p>{p}</p>" for p in paragraphs)
     return (f"<html><head><title>{title}</title></head><body><article><h1>{title}</h1>"
             f"{body}</article></body></html>").encode()
+
+
+def serve_story(server: FeedServer, title: str, paragraphs: list[str], *,
+                updated: str = "2026-12-04T08:00:00Z", summary: str = "A fire.") -> str:
+    """Serve an outlet's Atom feed of one story (its guid fixed) and the story's page, as
+    they are now; returns the feed's address."""
+    server.state.custom["akron.atom"] = (
+        atom_entry(title, updated, summary, server.url("/custom/fire.html")),
+        "application/atom+xml")
+    server.state.custom["fire.html"] = (story_page(title, paragraphs), "text/html")
+    return server.url("/custom/akron.atom")
 
 
 FIRE = [
@@ -1252,15 +1263,11 @@ def test_an_entry_edited_at_its_source_is_fetched_again_and_published_again(
     again (same article id, the new title and text); a new summary alone is no edit; a
     later <updated> is; an entry past the window is left as it is."""
     rig = paged_rig
-    page_url = server.url("/custom/fire.html")
-    url = server.url("/custom/akron.atom")
 
     def serve(title: str, updated: str, summary: str, paragraphs: list[str]) -> None:
-        server.state.custom["akron.atom"] = (
-            _atom_entry(title, updated, summary, page_url), "application/atom+xml")
-        server.state.custom["fire.html"] = (_story_page(title, paragraphs), "text/html")
+        serve_story(server, title, paragraphs, updated=updated, summary=summary)
 
-    serve("Fire at Akron warehouse", "2026-12-04T08:00:00Z", "A fire.", FIRE)
+    url = serve_story(server, "Fire at Akron warehouse", FIRE)
     [first] = rig.poll(url).articles
     assert first.title == "Fire at Akron warehouse" and "refetch" not in first.fetch
 
@@ -1301,15 +1308,10 @@ def test_one_off_polls_sharing_the_state_publish_an_edit_again_and_say_so(server
     fetches an edited entry's page again as the service does, and its line says so."""
     settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path / "var",
                         refetch_interval_s=0.01)
-    page_url = server.url("/custom/fire.html")
-    url = server.url("/custom/akron.atom")
     sent: list[RawArticle] = []
 
     def poll(title: str, paragraphs: list[str]) -> PollResult:
-        server.state.custom["akron.atom"] = (
-            _atom_entry(title, "2026-12-04T08:00:00Z", "A fire.", page_url),
-            "application/atom+xml")
-        server.state.custom["fire.html"] = (_story_page(title, paragraphs), "text/html")
+        url = serve_story(server, title, paragraphs)
         state = StateStore(settings.producer_state_file)
         try:
             [result] = poll_once(settings, [url], emit=sent.append, state=state)
@@ -1334,17 +1336,13 @@ def test_the_producer_loop_publishes_an_edit_once_and_counts_it(server, tmp_path
 
     rig = Rig(tmp_path, pages=True, refetch_interval_s=0.01)
     try:
-        page_url = server.url("/custom/fire.html")
-        feed = rig.feed(server.url("/custom/akron.atom"))
+        feed = rig.feed(serve_story(server, "Fire at Akron warehouse", FIRE))
         delivered: list[RawArticle] = []
         loop = ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
                             publish=delivered.append, flush=lambda: None, workers=1)
 
         def run(title: str, paragraphs: list[str]) -> list[str]:
-            server.state.custom["akron.atom"] = (
-                _atom_entry(title, "2026-12-04T08:00:00Z", "A fire.", page_url),
-                "application/atom+xml")
-            server.state.custom["fire.html"] = (_story_page(title, paragraphs), "text/html")
+            serve_story(server, title, paragraphs)
             delivered.clear()
             time.sleep(0.02)
             rig.state._conn.execute("UPDATE feeds SET next_poll = 0")
