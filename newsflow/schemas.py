@@ -255,8 +255,12 @@ class IncidentArticle(BaseModel):
     seen_at: datetime | None = None
     duplicate_of: str | None = None
     explanation: Explanation | None = None
+    # When the copy shown was fetched, once a copy from the article's own site replaced
+    # the one it was decided on (None: that one shows): an older copy sent again after a
+    # newer one (at-least-once delivery, a restart) does not put its title back.
+    fetched_at: datetime | None = None
 
-    _aware = field_validator("published", "seen_at")(_aware)
+    _aware = field_validator("published", "seen_at", "fetched_at")(_aware)
 
 
 class _IncidentHead(_Message):
@@ -326,9 +330,10 @@ class IncidentMember(_Message):
     article id, compacted, so the topic keeps each article's latest place.
 
     A merge or split sends the moved article again with its new incident, and its own
-    site's copy after another site's sends it again in the same incident, showing that
-    copy; ``assigned_at`` (when the stage put it there) grows with each, so a reader keeps
-    the newest whatever order the partitions deliver in.
+    site's copy after another site's (or after an older fetch of its own that said
+    otherwise) sends it again in the same incident, showing that copy; ``assigned_at``
+    (when the stage put it there) grows with each, so a reader keeps the newest whatever
+    order the partitions deliver in.
     """
 
     schema_version: Literal[1] = 1

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     # New entries one poll of a feed takes in (the oldest first); the rest wait, unseen,
     # for the next polls: a listing of 200,000 entries is not 200,000 fetches at once.
     poll_max_entries: int = Field(default=300, ge=1)
+    # An entry published before whose title changes or whose <updated> moves later (an
+    # outlet's edit) has its page fetched again and is published again: while it was first
+    # published less than refetch_window_s ago (0: never), at most once per
+    # refetch_interval_s, and within the poll's poll_max_entries (new entries first).
+    refetch_window_s: float = Field(default=2 * 86400.0, ge=0)
+    refetch_interval_s: float = Field(default=3600.0, gt=0)
 
     # Clustering: articles are held window_days of stream time; an incident's summary
     # outlives them for incident_days, so follow-ups (charges, a trial, a sentence: often

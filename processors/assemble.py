@@ -208,16 +208,16 @@ def incident_article(
 
 def with_copy_shown(incident: Incident, article: RawArticle, now: datetime) -> Incident | None:
     """A new version of ``incident`` showing ``article``'s title, source and address for
-    its member of that id, or None when it shows them already. Nothing else changes: the
-    member keeps its place, time and explanation (the decision stands), and the
-    incident's title is chosen again among the headlines it now shows."""
+    its member of that id, with the copy's fetch time, or None when it shows them already.
+    Nothing else changes: the member keeps its place, time and explanation (the decision
+    stands), and the incident's title is chosen again among the headlines it now shows."""
     shown = {"title": article.title, "title_derived": article.title_derived,
              "url": article.url, "source": article.source}
     articles = list(incident.articles)
     at = next((i for i, a in enumerate(articles) if a.id == article.id), None)
     if at is None or all(getattr(articles[at], name) == value for name, value in shown.items()):
         return None
-    articles[at] = articles[at].model_copy(update=shown)
+    articles[at] = articles[at].model_copy(update={**shown, "fetched_at": article.fetched_at})
     return _with_articles(incident, articles, now)
 
 

@@ -135,7 +135,8 @@ class StageResult:
     # Articles of the evicted incidents: their member records go too.
     evicted_members: list[str] = field(default_factory=list)
     # A redelivery from the article's own site that replaced another site's copy in its
-    # incident: ``incidents`` is the new version that shows it.
+    # incident, or an earlier fetch of its own: ``incidents`` is the new version that
+    # shows it.
     copy_shown: bool = False
 
 
@@ -234,6 +235,9 @@ class IncidentStage:
         # article decides it, and any feed can send one under its id; a copy from its own
         # site replaces what the incident shows of it (``_show_own_copy``).
         self._foreign: set[str] = set()
+        # When the copy each of them shows was fetched: a later copy from its own site
+        # replaces it (an outlet's edit), an older one sent again does not.
+        self._shown_at: dict[str, datetime] = {}
 
     def __len__(self) -> int:
         return len(self._arrivals)
@@ -288,10 +292,15 @@ class IncidentStage:
             self.incidents[incident_id] = restored
             self._placed.update((r.article.id, incident_id) for r in absent)
             self._placed_at.update((r.article.id, r.seen_at) for r in absent)
-        # A record keeps the copy its article was decided on. (One whose own site's copy
-        # replaced it since is taken for another site's again: that copy, sent again,
-        # changes nothing, and no other site's replaces it.)
+        # A record keeps the copy its article was decided on; a member shows the fetch
+        # time of an own site's copy that replaced it since (an incident stored by an
+        # older newsflow, or by storage, does not: it is taken for the record's copy).
+        replaced = {member.id: member.fetched_at for incident in self.incidents.values()
+                    for member in incident.articles if member.fetched_at is not None}
+        self._shown_at = {r.article.id: replaced.get(r.article.id, r.article.fetched_at)
+                          for r in ordered if r.article.id in self._placed}
         self._foreign = {r.article.id for r in ordered if r.article.id in self._placed
+                         and r.article.id not in replaced
                          and not own_copy(r.article.url, r.article.feed_url)}
         self._evict(sweep=True)
         return len(ordered)
@@ -305,7 +314,7 @@ class IncidentStage:
                 return StageResult(decision, None, [])
             if self._placed.get(article.id) != current.incident_id:
                 return StageResult(decision, None, [current])
-            if article.id in self._foreign and own_copy(article.url, article.feed_url):
+            if own_copy(article.url, article.feed_url) and self._replaces_shown(article):
                 shown = self._show_own_copy(article, current, now)
                 if shown is not None:
                     return StageResult(decision, None, [shown],
@@ -330,6 +339,7 @@ class IncidentStage:
             self._foreign.discard(article.id)
         else:
             self._foreign.add(article.id)
+        self._shown_at[article.id] = article.fetched_at
         self._arrivals.append(article.id)
         for incident in changed:
             if incident.merged_into is not None:
@@ -340,14 +350,24 @@ class IncidentStage:
         return StageResult(decision, record, changed, evicted_articles, evicted_incidents,
                            members, evicted_members)
 
+    def _replaces_shown(self, article: RawArticle) -> bool:
+        """Whether an own site's copy of a held article replaces the copy its incident
+        shows: always another site's; an own one only if fetched before this one (an
+        outlet's edit, not an older copy sent again)."""
+        if article.id in self._foreign:
+            return True
+        shown_at = self._shown_at.get(article.id)
+        return shown_at is None or article.fetched_at > shown_at
+
     def _show_own_copy(self, article: RawArticle, incident: Incident,
                        now: datetime) -> Incident | None:
         """A new version of ``incident`` (held, and holding ``article``) showing the
-        article as its own site's copy says it, in place of another site's that came first
-        (None if they agree). The decision stands: the article is not clustered again and
-        stays where it is; its place is sent again (a newer ``assigned_at``, so readers
-        take it), with the incident's version."""
+        article as its own site's copy says it, in place of another site's that came
+        first or an earlier fetch of its own (None if they agree). The decision stands:
+        the article is not clustered again and stays where it is; its place is sent again
+        (a newer ``assigned_at``, so readers take it), with the incident's version."""
         self._foreign.discard(article.id)
+        self._shown_at[article.id] = article.fetched_at
         shown = with_copy_shown(incident, article, now)
         if shown is None:
             return None
@@ -433,4 +453,5 @@ class IncidentStage:
                         del self._placed[member.id]
                         self._placed_at.pop(member.id, None)
                         self._foreign.discard(member.id)
+                        self._shown_at.pop(member.id, None)
         return articles, incidents, members

@@ -13,6 +13,7 @@ from newsflow.settings import Settings
 from newsflow.text import plain
 
 if TYPE_CHECKING:
+    from producers.feeds import PollResult
     from producers.state import WaitingPages
 
 
@@ -88,16 +89,22 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
             error = (f"host paused: {result.update.paused_host} until "
                      f"{_when(result.update.paused_until)} UTC (Retry-After)")
         failed += bool(error and not result.articles)
-        # A one-off poll's rest comes with no later poll (with --stdout, never): said here.
-        left = (f", {result.entries_deferred} more not taken (at most "
-                f"NEWSFLOW_POLL_MAX_ENTRIES={settings.poll_max_entries} a poll)"
-                if result.entries_deferred else "")
         print(
             f"{result.feed.url}\t{status if status is not None else '-'}\t"
-            f"{len(result.articles)} new{left}\t{error or 'ok'}",
+            f"{poll_counts(result, settings.poll_max_entries)}\t{error or 'ok'}",
             file=sys.stderr,
         )
     return 1 if failed == len(results) and results else 0
+
+
+def poll_counts(result: PollResult, max_entries: int) -> str:
+    """What a one-off poll of a feed published, for its line: the new entries, those the
+    cap left (no later poll takes them; with --stdout, none ever), and those published
+    again for an edit."""
+    left = (f", {result.entries_deferred} more not taken (at most "
+            f"NEWSFLOW_POLL_MAX_ENTRIES={max_entries} a poll)" if result.entries_deferred else "")
+    edited = f", {result.refetches} edited (fetched again)" if result.refetches else ""
+    return f"{len(result.articles) - result.refetches} new{left}{edited}"
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:

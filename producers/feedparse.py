@@ -50,6 +50,9 @@ class FeedEntry:
     # RSS's <source>: the channel the item came from, an aggregator's (Google News's)
     # name of the outlet whose report it lists.
     source_name: str | None = None
+    # When the feed says the entry last changed (Atom's <updated>, a JSON Feed's
+    # date_modified, a sitemap's lastmod), if it says: a later one is an edit to re-fetch.
+    updated: datetime | None = None
 
     def __post_init__(self) -> None:
         # Whatever a feed holds is stored (page retries) and published: it must encode.
@@ -62,13 +65,15 @@ class FeedEntry:
         """For the producer state: an entry waiting for its page is kept there."""
         values = asdict(self)
         values["published"] = self.published.isoformat() if self.published else None
+        values["updated"] = self.updated.isoformat() if self.updated else None
         return json.dumps(values, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> FeedEntry:
         values = json.loads(text)
-        if values["published"]:
-            values["published"] = datetime.fromisoformat(values["published"])
+        for name in ("published", "updated"):  # (one saved before entries had updated: None)
+            if values.get(name):
+                values[name] = datetime.fromisoformat(values[name])
         return cls(**values)
 
 
@@ -405,6 +410,7 @@ def _from_feedparser(raw: Any, language: str | None) -> FeedEntry | None:
         language=language,
         source_name=" ".join(source_name.split())[:200] or None
         if isinstance(source_name, str) else None,
+        updated=_time(dict.get(raw, "updated_parsed")),
     )
 
 
@@ -458,6 +464,7 @@ def _parse_json_feed(body: bytes) -> ParsedFeed | None:
                 author=author or None,
                 tags=[t for t in tags if isinstance(t, str)] if isinstance(tags, list) else [],
                 language=_json_text(item.get("language")) or parsed.language,
+                updated=_iso(item.get("date_modified")),
             )
         )
     return parsed
@@ -491,7 +498,8 @@ def _parse_sitemap(body: bytes) -> ParsedFeed:
             continue
         news = url_el.find(f"{_NEWS_NS}news")
         title = ""
-        published = _iso(url_el.findtext(f"{_SITEMAP_NS}lastmod"))
+        lastmod = _iso(url_el.findtext(f"{_SITEMAP_NS}lastmod"))
+        published = lastmod
         language = None
         if news is not None:
             title = (news.findtext(f"{_NEWS_NS}title") or "").strip()
@@ -502,7 +510,7 @@ def _parse_sitemap(body: bytes) -> ParsedFeed:
         parsed.entries.append(
             FeedEntry(
                 key=loc, link=loc, title=title, summary="", published=published,
-                language=language,
+                language=language, updated=lastmod,
             )
         )
     return parsed

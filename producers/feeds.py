@@ -6,7 +6,9 @@ Pieces:
   extracted, or its summary when the page cannot be used. A page that failed for a
   reason that may pass (429, 5xx, timeout) leaves its entry unseen, to be tried again
   at its own next try (backed off, saved in the state) on a later poll, up to
-  ``Settings.page_attempts`` in all (counted in the state). Returns the articles and the
+  ``Settings.page_attempts`` in all (counted in the state). An entry seen before whose
+  title or <updated> time changed (an edit at its source, ``producers/edits.py``) has its
+  page fetched again, within bounds, and is published again. Returns the articles and the
   feed's new state; it never touches Kafka or raises on network trouble.
 - ``run_producer(settings, stop)``: the long-running loop behind ``newsflow produce``.
   Worker threads poll claimed feeds; the loop thread alone publishes, flushes, and only
@@ -41,13 +43,14 @@ from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, same_site,
 from newsflow.settings import Settings
 from newsflow.text import counted, derive_title, title_from_url
 from producers.config import ConfigError, FeedSpec, load_feeds_file
+from producers.edits import edit_of, listed_versions, refetch_allowed
 from producers.extract import CacheJanitor, Extracted, extract_article_timed
 from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
 from producers.fetch import Fetcher, FetchError, FetchResult, no_downgrade
 from producers.politeness import HostBusy, HostLimiter
 from producers.robots import RobotsCache
 from producers.schedule import Bounds, error_interval, next_interval, parse_retry_after
-from producers.state import FeedRow, FeedUpdate, PageRetry, StateStore
+from producers.state import EntryVersion, FeedRow, FeedUpdate, PageRetry, SeenEntry, StateStore
 from producers.urls import canonicalize, host_key, host_of, is_http_url, outlet_from_host
 
 logger = logging.getLogger(__name__)
@@ -94,6 +97,12 @@ class PollResult:
     parsed: ParsedFeed | None = None
     entries_new: int = 0  # entries of the listing not seen before (the metrics' figure)
     entries_deferred: int = 0  # new ones left unseen for later (NEWSFLOW_POLL_MAX_ENTRIES)
+    # What the listing's entries say of themselves (the state keeps it to tell an edit).
+    versions: dict[str, EntryVersion] = field(default_factory=dict)
+    # Entries published before whose page was fetched again for an edit, with what they
+    # say now; None: the page failed (the edit is taken up again an interval later).
+    refetched: dict[str, EntryVersion | None] = field(default_factory=dict)
+    refetches: int = 0  # of the articles, those published again for an edit
     # Each page asked for: "extracted" or why it was not used, and its extraction time.
     pages: list[tuple[str, float | None]] = field(default_factory=list)
 
@@ -270,7 +279,8 @@ class FeedPoller:
         if result.permanent_url:
             logger.info("feed %s moved permanently to %s", feed.url, result.permanent_url)
         entries = keyed_entries(parsed.entries, feed.url)
-        new_keys = self.state.unseen(feed.id, entries)
+        seen = self.state.seen_entries(feed.id, entries)
+        new_keys = [key for key in entries if key not in seen]
         # Entries waiting for their page that left the feed meanwhile are still to be
         # published, from the copy kept.
         saved: dict[str, FeedEntry] = {}
@@ -305,6 +315,7 @@ class FeedPoller:
         )
         poll = PollResult(
             feed, update, present_keys=list(entries), parsed=parsed, entries_new=entries_new,
+            versions=listed_versions(entries),
         )
         feed_meta: dict[str, str | int | float | bool | None] = {
             "feed_status": result.status,
@@ -381,7 +392,71 @@ class FeedPoller:
                 poll.pages.append((str(outcome), page.extract_s))
             poll.articles.append(article)
             poll.new_keys.append(key)
+        # Edits after the new entries, within what is left of the poll's cap.
+        budget = self.settings.poll_max_entries - len(poll.new_keys)
+        for key, edit in self._edits(entries, seen, poll.versions)[:max(0, budget)]:
+            if stop is not None and stop.is_set():
+                break  # (not fetched again: found edited at the next poll)
+            self._refetch(poll, entries[key], edit, stop, feed_url=result.final_url,
+                          feed_name=feed.name, feed_title=parsed.title, feed_meta=feed_meta)
         return poll
+
+    def _edits(self, entries: dict[str, FeedEntry], seen: dict[str, SeenEntry],
+               versions: dict[str, EntryVersion]) -> list[tuple[str, str]]:
+        """The entries published before to fetch again for an edit, with why, the oldest
+        first (as new ones): edited, young enough, and not fetched within the interval."""
+        window_s = self.settings.refetch_window_s
+        if window_s <= 0:
+            return []
+        now = self.clock()
+        edits: list[tuple[str, str]] = []
+        for key in reversed(entries):
+            known = seen.get(key)
+            if known is None:
+                continue
+            edit = edit_of(versions[key], known)
+            if edit is not None and refetch_allowed(
+                known, now, window_s=window_s, interval_s=self.settings.refetch_interval_s
+            ):
+                edits.append((key, edit))
+        return edits
+
+    def _refetch(self, poll: PollResult, entry: FeedEntry, edit: str,
+                 stop: threading.Event | None, *, feed_url: str, feed_name: str | None,
+                 feed_title: str | None,
+                 feed_meta: dict[str, str | int | float | bool | None]) -> None:
+        """Fetch an edited entry's page again and publish the article again (same id: its
+        address). A page that cannot be read now (an error, robots.txt, not HTML) leaves
+        the copy published before standing, rather than the entry's summary over the
+        page's text: its edit is taken up again an interval later."""
+        try:
+            page = self.page(entry.link) if self.fetch_pages else None
+            if page is not None and page.retryable and stop is not None and stop.is_set():
+                return  # it gave up waiting for its host because of the stop: no try
+            if page is not None and page.extracted is None:
+                poll.pages.append((page.reason or "", page.extract_s))
+                logger.debug("feed %s: edited entry %s not fetched again (%s); tried again "
+                             "in %.0fs", poll.feed.url, entry.key, page.reason,
+                             self.settings.refetch_interval_s)
+                poll.refetched[entry.key] = None
+                return
+            article = build_article(entry, feed_url=feed_url, feed_name=feed_name,
+                                    feed_title=feed_title, page=page,
+                                    extra_meta={**feed_meta, "refetch": edit})
+        except Exception:  # one entry's fault must not hold back the feed's others
+            logger.exception("feed %s: edited entry %s could not be made an article; "
+                             "tried again in an interval", poll.feed.url, entry.key)
+            poll.refetched[entry.key] = None
+            return
+        if page is not None:
+            # build_article may still set the page aside (shorter than the summary).
+            outcome = article.fetch.get("summary_reason") or "extracted"
+            poll.pages.append((str(outcome), page.extract_s))
+        logger.debug("feed %s: entry %s edited (%s): published again", poll.feed.url,
+                     entry.key, edit)
+        poll.articles.append(article)
+        poll.refetched[entry.key] = poll.versions[entry.key]
+        poll.refetches += 1
 
     def _waiting_pages(self, feed: FeedRow) -> dict[str, PageRetry]:
         """The entries of ``feed`` waiting for another try of their page. The records of
@@ -682,6 +757,11 @@ class ProducerMetrics:
         self.entries_new = r.counter(
             "newsflow_feed_entries_new_total", "Entries found new (not seen before)"
         )
+        self.refetches = r.counter(
+            "newsflow_feed_refetches_total",
+            "Articles published again: their entry was edited (its title, or its <updated> "
+            "moved later) and their page fetched again",
+        )
         self.pages = r.counter(
             "newsflow_feed_pages_total",
             "Article pages asked for, by outcome: extracted, or why the page was not used "
@@ -710,6 +790,8 @@ class ProducerMetrics:
         for article in result.articles:
             if article.id not in refused:
                 self.articles.inc(text="summary" if article.summary_only else "page")
+                if "refetch" in article.fetch:
+                    self.refetches.inc()
         self.entries_listed.inc(len(result.present_keys))
         self.entries_new.inc(result.entries_new)
 
@@ -752,6 +834,7 @@ class ProducerLoop:
         self.stop_grace_s = 10.0  # on a stop, polls that end within it are delivered
         self.polled = 0
         self.published = 0
+        self.refetched = 0  # of those published, the articles published again for an edit
         self.failed = 0
         self.metrics = ProducerMetrics()
         self.metrics_path = textfile_path(settings.data_dir, "produce")
@@ -775,9 +858,10 @@ class ProducerLoop:
                     if now - last_summary > 300:
                         last_summary = now
                         logger.info(
-                            "producer: %s, %s published, %s failed so far",
+                            "producer: %s, %s published (%d again for an edit), %s failed"
+                            " so far",
                             counted(self.polled, "poll", "polls"),
-                            counted(self.published, "article", "articles"),
+                            counted(self.published, "article", "articles"), self.refetched,
                             counted(self.failed, "poll", "polls"),
                         )
                     if now - last_prune > 24 * 3600:
@@ -902,12 +986,15 @@ class ProducerLoop:
             self.state.record(
                 result.feed.id, self.owner, result.update,
                 new_keys=result.new_keys, present_keys=result.present_keys,
+                versions=result.versions, refetched=result.refetched,
             )
             self.polled += 1
             self.metrics.count(result, refused)
             if result.update.error:
                 self.failed += 1
         self.published += sum(1 for _, a in articles if a.id not in refused)
+        self.refetched += sum(1 for _, a in articles
+                              if a.id not in refused and "refetch" in a.fetch)
 
 
 def publish_all(
@@ -995,8 +1082,9 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
             except Exception as exc:
                 logger.error("final flush failed: %s", exc)
         logger.info(
-            "producer stopped: %s, %s published", counted(loop.polled, "poll", "polls"),
-            counted(loop.published, "article", "articles"),
+            "producer stopped: %s, %s published (%d again for an edit)",
+            counted(loop.polled, "poll", "polls"),
+            counted(loop.published, "article", "articles"), loop.refetched,
         )
     finally:
         state.close()
@@ -1099,6 +1187,7 @@ def poll_once(
             store.record(
                 result.feed.id, None, result.update,
                 new_keys=result.new_keys, present_keys=result.present_keys,
+                versions=result.versions, refetched=result.refetched,
             )
     finally:
         fetcher.close()

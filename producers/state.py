@@ -15,7 +15,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS seen (
     entry_key TEXT NOT NULL,
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
+    title TEXT,                        -- the entry's title when its page was last fetched
+    updated REAL,                      -- and its <updated> time (epoch seconds)
+    refetched REAL,                    -- its page last fetched again for an edit
     PRIMARY KEY (feed_id, entry_key)
 ) WITHOUT ROWID;
 """
@@ -143,6 +146,25 @@ class PageRetry:
         return self.next_try <= now or self.next_try > now + longest_s + _CLOCK_SLACK_S
 
 
+@dataclass(frozen=True)
+class SeenEntry:
+    """An entry already published: when first, what it said then (``title`` None: seen
+    before the state kept it), and when its page was last fetched again for an edit."""
+
+    first_seen: float
+    title: str | None = None
+    updated: float | None = None
+    refetched: float | None = None
+
+
+@dataclass(frozen=True)
+class EntryVersion:
+    """What an entry says of itself, kept to tell an edit: its title and <updated> time."""
+
+    title: str
+    updated: float | None = None
+
+
 @dataclass
 class FeedUpdate:
     """The outcome of one poll, written back when the poll's articles are delivered."""
@@ -198,6 +220,16 @@ def _migrate_page_retries(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(page_retries)")}
     if "next_try" not in columns:
         conn.execute("ALTER TABLE page_retries ADD COLUMN next_try REAL NOT NULL DEFAULT 0")
+
+
+def _migrate_seen_versions(conn: sqlite3.Connection) -> None:
+    """Give a state file written before entries kept their title and <updated> time the
+    columns. Its entries have none: the next listing gives them theirs, and only a change
+    after that is an edit (none is taken for one on the upgrade)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(seen)")}
+    for name, kind in (("title", "TEXT"), ("updated", "REAL"), ("refetched", "REAL")):
+        if name not in columns:
+            conn.execute(f"ALTER TABLE seen ADD COLUMN {name} {kind}")
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
@@ -281,6 +313,7 @@ class StateStore:
                     self._conn.execute(statement)
             _migrate_page_retries(self._conn)
             _migrate_feed_pauses(self._conn)
+            _migrate_seen_versions(self._conn)
 
     def close(self) -> None:
         with self._lock:
@@ -512,9 +545,16 @@ class StateStore:
         *,
         new_keys: Iterable[str] = (),
         present_keys: Iterable[str] = (),
+        versions: Mapping[str, EntryVersion] | None = None,
+        refetched: Mapping[str, EntryVersion | None] | None = None,
         now: float | None = None,
     ) -> None:
-        """Write a poll's outcome and mark its entries as seen, in one transaction."""
+        """Write a poll's outcome and mark its entries as seen, in one transaction.
+
+        ``versions``: what the listing's entries say (kept for the new ones, and for those
+        seen before the state kept it). ``refetched``: entries whose page was fetched again
+        for an edit, with what they say now (None: the page failed, and the edit is taken
+        up again later)."""
         now = time.time() if now is None else now
         new_keys = list(dict.fromkeys(new_keys))
         where = "WHERE id = ?" + (" AND (lease_owner = ? OR lease_owner IS NULL)" if owner else "")
@@ -544,20 +584,33 @@ class StateStore:
             if update.new_url:
                 sets.append("url = ?")
                 args.append(update.new_url)
+            versions = versions or {}
             inserted = 0
             for key in new_keys:
+                version = versions.get(key)
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO seen (feed_id, entry_key, first_seen, last_seen)"
-                    " VALUES (?, ?, ?, ?)",
-                    (feed_id, key, now, now),
+                    "INSERT OR IGNORE INTO seen (feed_id, entry_key, first_seen, last_seen,"
+                    " title, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                    (feed_id, key, now, now, version.title if version else None,
+                     version.updated if version else None),
                 )
                 inserted += cur.rowcount
             fresh = set(new_keys)  # (once: per key, it made a 40k-entry sitemap take 30 s)
             present = [k for k in present_keys if k not in fresh]
             conn.executemany(
-                "UPDATE seen SET last_seen = ? WHERE feed_id = ? AND entry_key = ?",
-                [(now, feed_id, k) for k in present],
+                "UPDATE seen SET last_seen = ?, title = COALESCE(title, ?),"
+                " updated = COALESCE(updated, ?) WHERE feed_id = ? AND entry_key = ?",
+                [(now, v.title if v else None, v.updated if v else None, feed_id, k)
+                 for k in present for v in (versions.get(k),)],
             )
+            for key, version in (refetched or {}).items():
+                if version is None:
+                    conn.execute("UPDATE seen SET refetched = ? WHERE feed_id = ?"
+                                 " AND entry_key = ?", (now, feed_id, key))
+                else:
+                    conn.execute("UPDATE seen SET refetched = ?, title = ?, updated = ?"
+                                 " WHERE feed_id = ? AND entry_key = ?",
+                                 (now, version.title, version.updated, feed_id, key))
             args[6] = inserted
             conn.execute(f"UPDATE feeds SET {', '.join(sets)} {where}", (*args, *row))
 
@@ -566,20 +619,26 @@ class StateStore:
     def unseen(self, feed_id: int, keys: Iterable[str]) -> list[str]:
         """The keys of ``keys`` not yet published for this feed, in order."""
         keys = list(dict.fromkeys(keys))
-        if not keys:
-            return []
+        known = self.seen_entries(feed_id, keys)
+        return [k for k in keys if k not in known]
+
+    def seen_entries(self, feed_id: int, keys: Iterable[str]) -> dict[str, SeenEntry]:
+        """The entries of ``keys`` already published for this feed, by key."""
+        keys = list(dict.fromkeys(keys))
+        known: dict[str, SeenEntry] = {}
         with self._lock:
-            known: set[str] = set()
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 known.update(
-                    k for (k,) in self._conn.execute(
-                        f"SELECT entry_key FROM seen WHERE feed_id = ? AND entry_key IN ({marks})",
+                    (key, SeenEntry(first_seen, title, updated, refetched))
+                    for key, first_seen, title, updated, refetched in self._conn.execute(
+                        "SELECT entry_key, first_seen, title, updated, refetched FROM seen"
+                        f" WHERE feed_id = ? AND entry_key IN ({marks})",
                         (feed_id, *chunk),
                     )
                 )
-        return [k for k in keys if k not in known]
+        return known
 
     def prune_seen(self, older_than_s: float, *, now: float | None = None) -> int:
         """Forget entries that left their feed long ago (the table stays bounded): those

@@ -214,6 +214,51 @@ def sqlite_rows(path: Path, query: str) -> list[tuple]:
             return []
 
 
+def reuters_copy() -> RawArticle:
+    """The Reuters report as Reuters' own feed sends it."""
+    reuters, _ = read_articles([SEEDS])
+    page = "https://www.reuters.com/world/middle-east/syria-offensive-idUSKCN0S21"
+    return reuters.model_copy(update={
+        "id": article_key(page), "url": page, "canonical_url": page,
+        "feed_url": "https://feeds.reuters.com/reuters/worldNews",
+        "title": "Syrian troops launch offensive backed by Russian strikes",
+        "title_derived": False})
+
+
+def send_three_copies(settings, roles, topic_reader, copies: list[RawArticle],
+                      shown: tuple[str, str]) -> None:
+    """Publish three copies of one article, each once the one before is in storage: the
+    first's place, then the second's (its incident shows ``shown``: a title and source,
+    as the incident's title too), then the third's place; storage shows ``shown`` still,
+    and the article stays where the first copy put it."""
+    first, second, third = copies
+    members = ("SELECT incident_id, title, source FROM incident_articles"
+               f" WHERE article_id = '{first.id}'")
+
+    with Publisher(settings) as publisher:
+        publisher.publish_article(first)
+    [(incident_id, *_)] = wait_for(lambda: sqlite_rows(settings.sqlite_file, members), 120,
+                                   "the first copy's place in storage")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(second)
+
+    def shows() -> bool:
+        return (sqlite_rows(settings.sqlite_file, members) == [(incident_id, *shown)]
+                and sqlite_rows(settings.sqlite_file, "SELECT title FROM incidents")
+                == [(shown[0],)])
+
+    wait_for(shows, 90, "the second copy in the incident")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(third)
+    # Its place sent a third time, and stored (the sink commits after it writes).
+    topic_reader(settings, settings.topic_members, until=lambda r: len(r) >= 3,
+                 timeout_s=90, watch=roles)
+    wait_for(lambda: sink_committed(settings, settings.topic_members) == 3, 60,
+             "the sink's commit of the third place")
+    assert shows(), sqlite_rows(settings.sqlite_file, members)
+    assert sqlite_rows(settings.sqlite_file, "SELECT title, source FROM articles") == [shown]
+
+
 def test_an_own_site_copy_after_another_site_s_is_what_the_incident_shows_in_storage(
     make_settings, start_role, topic_reader
 ):
@@ -224,41 +269,29 @@ def test_an_own_site_copy_after_another_site_s_is_what_the_incident_shows_in_sto
     settings = make_settings()
     ensure_topics(settings)
     roles = [start_role(settings, "process"), start_role(settings, "sink")]
-    reuters, _ = read_articles([SEEDS])
-    page = "https://www.reuters.com/world/middle-east/syria-offensive-idUSKCN0S21"
-    own = reuters.model_copy(update={
-        "id": article_key(page), "url": page, "canonical_url": page,
-        "feed_url": "https://feeds.reuters.com/reuters/worldNews",
-        "title": "Syrian troops launch offensive backed by Russian strikes",
-        "title_derived": False})
+    own = reuters_copy()
     hostile = own.model_copy(update={"feed_url": "https://hoax.example/feed.xml",
                                      "title": "Hoax: nothing happened in Syria today",
                                      "source": "Hoax Daily"})
-    members = f"SELECT incident_id, title, source FROM incident_articles WHERE article_id = '{own.id}'"
-    titles = "SELECT title FROM incidents"
+    send_three_copies(settings, roles, topic_reader, [hostile, own, hostile],
+                      (own.title, "Reuters"))
 
-    with Publisher(settings) as publisher:
-        publisher.publish_article(hostile)
-    [(incident_id, *_)] = wait_for(lambda: sqlite_rows(settings.sqlite_file, members), 120,
-                                   "the first copy's place in storage")
-    with Publisher(settings) as publisher:
-        publisher.publish_article(own)
 
-    def shown_as(title: str, source: str) -> bool:
-        return (sqlite_rows(settings.sqlite_file, members) == [(incident_id, title, source)]
-                and sqlite_rows(settings.sqlite_file, titles) == [(title,)])
-
-    wait_for(lambda: shown_as(own.title, "Reuters"), 90, "Reuters' copy in the incident")
-    with Publisher(settings) as publisher:
-        publisher.publish_article(hostile)
-    # Its place sent a third time, and stored (the sink commits after it writes).
-    topic_reader(settings, settings.topic_members, until=lambda r: len(r) >= 3,
-                 timeout_s=90, watch=roles)
-    wait_for(lambda: sink_committed(settings, settings.topic_members) == 3, 60,
-             "the sink's commit of the third place")
-    assert shown_as(own.title, "Reuters"), sqlite_rows(settings.sqlite_file, members)
-    assert sqlite_rows(settings.sqlite_file, "SELECT title, source FROM articles") == [
-        (own.title, "Reuters")]
+def test_an_own_site_s_edit_is_what_the_incident_shows_and_its_first_fetch_sent_again_not(
+    make_settings, start_role, topic_reader
+):
+    """Reuters' feed sends its report, then the same report fetched again an hour later
+    with the headline it was edited to, then the first fetch again (at-least-once
+    delivery): storage's incident and article show the edit, in the same incident."""
+    settings = make_settings()
+    ensure_topics(settings)
+    roles = [start_role(settings, "process"), start_role(settings, "sink")]
+    first = reuters_copy()
+    edited = first.model_copy(update={
+        "title": "Syrian offensive backed by Russian strikes: death toll rises to 30",
+        "fetched_at": first.fetched_at + timedelta(hours=1)})
+    send_three_copies(settings, roles, topic_reader, [first, edited, first],
+                      (edited.title, "Reuters"))
 
 
 def fire_reports(count: int) -> list[RawArticle]:

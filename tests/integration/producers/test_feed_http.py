@@ -26,7 +26,7 @@ import pytest
 import producers.feeds as feeds_module
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
-from producers.commands import cmd_feeds_add, cmd_feeds_list
+from producers.commands import cmd_feeds_add, cmd_feeds_list, poll_counts
 from producers.discover import find_feeds
 from producers.feedparse import parse_feed
 from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
@@ -79,7 +79,9 @@ class Rig:
         feed = self.feed(url)
         result = self.poller.poll(self.state.feed(feed.id) or feed)
         self.state.record(
-            feed.id, None, result.update, new_keys=result.new_keys, present_keys=result.present_keys
+            feed.id, None, result.update, new_keys=result.new_keys,
+            present_keys=result.present_keys, versions=result.versions,
+            refetched=result.refetched, now=self.poller.clock(),
         )
         return result
 
@@ -1224,3 +1226,148 @@ def test_a_redirect_from_https_to_http_is_refused_and_not_saved(server, tmp_path
     cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
     listed = capsys.readouterr().out
     assert "downgrade: " in listed and feed_url in listed
+
+
+def atom_entry(title: str, updated: str, summary: str, link: str) -> bytes:
+    return (
+        "<?xml version='1.0' encoding='utf-8'?><feed xmlns='http://www.w3.org/2005/Atom'>"
+        "<title>Akron Daily</title><id>urn:akron</id><updated>2026-12-04T10:00:00Z</updated>"
+        f"<entry><id>urn:akron:fire</id><title>{title}</title><link href='{link}'/>"
+        f"<published>2026-12-04T08:00:00Z</published><updated>{updated}</updated>"
+        f"<summary>{summary}</summary></entry></feed>"
+    ).encode()
+
+
+def story_page(title: str, paragraphs: list[str]) -> bytes:
+    body = "".join(f"<p>{p}</p>" for p in paragraphs)
+    return (f"<html><head><title>{title}</title></head><body><article><h1>{title}</h1>"
+            f"{body}</article></body></html>").encode()
+
+
+def serve_story(server: FeedServer, title: str, paragraphs: list[str], *,
+                updated: str = "2026-12-04T08:00:00Z", summary: str = "A fire.") -> str:
+    """Serve an outlet's Atom feed of one story (its guid fixed) and the story's page, as
+    they are now; returns the feed's address."""
+    server.state.custom["akron.atom"] = (
+        atom_entry(title, updated, summary, server.url("/custom/fire.html")),
+        "application/atom+xml")
+    server.state.custom["fire.html"] = (story_page(title, paragraphs), "text/html")
+    return server.url("/custom/akron.atom")
+
+
+FIRE = [
+    "A fire broke out at a warehouse on Main Street in Akron on Thursday morning, and "
+    "firefighters from four stations fought the flames for more than six hours.",
+    "The city's fire chief said the blaze started in a storage area at the back of the "
+    "building, where cleaning products and paper goods were kept on high shelves.",
+    "Neighbours were told to keep their windows shut because of the thick black smoke, "
+    "which could be seen from the highway several miles away.",
+]
+
+
+def test_an_entry_edited_at_its_source_is_fetched_again_and_published_again(
+    server, paged_rig,
+):
+    """An outlet updates its story in place: the entry keeps its id, its title changes,
+    its page grows. Once its page's interval has passed it is fetched again and published
+    again (same article id, the new title and text); a new summary alone is no edit; a
+    later <updated> is; an entry past the window is left as it is."""
+    rig = paged_rig
+
+    def serve(title: str, updated: str, summary: str, paragraphs: list[str]) -> None:
+        serve_story(server, title, paragraphs, updated=updated, summary=summary)
+
+    url = serve_story(server, "Fire at Akron warehouse", FIRE)
+    [first] = rig.poll(url).articles
+    assert first.title == "Fire at Akron warehouse" and "refetch" not in first.fetch
+
+    toll = "Three people died in the fire, the county coroner said on Thursday evening."
+    serve("Akron warehouse fire: death toll rises to 3", "2026-12-04T12:00:00Z",
+          "A fire.", [*FIRE, toll])
+    assert rig.poll(url).articles == []  # its page was fetched less than an interval ago
+    rig.skip(rig.settings.refetch_interval_s)
+    result = rig.poll(url)
+    [edited] = result.articles
+    assert result.refetches == 1 and result.new_keys == [] and result.entries_new == 0
+    assert (edited.id, edited.title) == (first.id, "Akron warehouse fire: death toll rises to 3")
+    assert toll in edited.text and toll not in first.text
+    assert edited.fetch["refetch"] == "title" and edited.fetched_at > first.fetched_at
+    assert not edited.summary_only
+
+    rig.skip(rig.settings.refetch_interval_s)
+    assert rig.poll(url).articles == []  # nothing changed since
+    serve("Akron warehouse fire: death toll rises to 3", "2026-12-04T12:00:00Z",
+          "A fire; a rewritten summary.", [*FIRE, toll])
+    rig.skip(rig.settings.refetch_interval_s)
+    assert rig.poll(url).articles == []  # a summary alone is no edit
+
+    serve("Akron warehouse fire: death toll rises to 3", "2026-12-04T15:00:00Z",
+          "A fire.", [*FIRE, toll, "The warehouse's owner said it would be rebuilt."])
+    rig.skip(rig.settings.refetch_interval_s)
+    [updated] = rig.poll(url).articles
+    assert updated.fetch["refetch"] == "updated" and "rebuilt" in updated.text
+
+    serve("Akron warehouse fire: the toll rises to 4", "2026-12-04T18:00:00Z",
+          "A fire.", FIRE)
+    rig.skip(rig.settings.refetch_window_s)
+    assert rig.poll(url).articles == []  # first published longer ago than the window
+
+
+def test_one_off_polls_sharing_the_state_publish_an_edit_again_and_say_so(server, tmp_path):
+    """`poll --once` with the producer's state (not --stdout, which remembers nothing)
+    fetches an edited entry's page again as the service does, and its line says so."""
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path / "var",
+                        refetch_interval_s=0.01)
+    sent: list[RawArticle] = []
+
+    def poll(title: str, paragraphs: list[str]) -> PollResult:
+        url = serve_story(server, title, paragraphs)
+        state = StateStore(settings.producer_state_file)
+        try:
+            [result] = poll_once(settings, [url], emit=sent.append, state=state)
+        finally:
+            state.close()
+        return result
+
+    first = poll("Fire at Akron warehouse", FIRE)
+    assert poll_counts(first, settings.poll_max_entries) == "1 new"
+    time.sleep(0.02)
+    again = poll("Akron warehouse fire: death toll rises to 3", [*FIRE, "Three died."])
+    assert poll_counts(again, settings.poll_max_entries) == "0 new, 1 edited (fetched again)"
+    assert [a.title for a in sent] == ["Fire at Akron warehouse",
+                                       "Akron warehouse fire: death toll rises to 3"]
+    assert sent[0].id == sent[1].id and "Three died." in sent[1].text
+
+
+def test_the_producer_loop_publishes_an_edit_once_and_counts_it(server, tmp_path):
+    """The service's loop: an edited entry goes out again once (what it says now is kept
+    with the entries seen), in the re-fetch metric and count; polled again, nothing."""
+    from producers.feeds import ProducerLoop
+
+    rig = Rig(tmp_path, pages=True, refetch_interval_s=0.01)
+    try:
+        feed = rig.feed(serve_story(server, "Fire at Akron warehouse", FIRE))
+        delivered: list[RawArticle] = []
+        loop = ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
+                            publish=delivered.append, flush=lambda: None, workers=1)
+
+        def run(title: str, paragraphs: list[str]) -> list[str]:
+            serve_story(server, title, paragraphs)
+            delivered.clear()
+            time.sleep(0.02)
+            rig.state._conn.execute("UPDATE feeds SET next_poll = 0")
+            loop.run(threading.Event(), until_idle=True)
+            return [a.title for a in delivered]
+
+        assert run("Fire at Akron warehouse", FIRE) == ["Fire at Akron warehouse"]
+        edited = "Akron warehouse fire: death toll rises to 3"
+        assert run(edited, [*FIRE, "Three died."]) == [edited]
+        assert delivered[0].fetch["refetch"] == "title"
+        assert run(edited, [*FIRE, "Three died."]) == []
+        assert (loop.published, loop.refetched) == (2, 1)
+        assert loop.metrics.refetches.value() == 1
+        assert loop.metrics.articles.value(text="page") == 2
+        row = rig.state.feed(feed.id)
+        assert row is not None and row.entries_seen == 1
+    finally:
+        rig.close()

@@ -331,3 +331,50 @@ def test_an_oversized_article_is_skipped_once_and_blocks_nothing(make_settings, 
         publisher.close()
         fetcher.close()
         state.close()
+
+
+def test_an_edit_at_the_source_reaches_storage_and_the_incident(make_settings, server,
+                                                                  start_role):
+    """The whole way: an outlet's feed (the local server) lists a story, then edits it in
+    place (a new headline, more text, the same guid); `poll --once` with the producer's
+    state publishes it, then its edit, to the embedded broker; the real processors and
+    the SQLite sink store the edit as the article and as its incident's member and title,
+    the article in the incident the first fetch put it in."""
+    from producers.feeds import poll_once
+    from tests.conftest import wait_for
+    from tests.integration.processors.test_stream import sqlite_rows
+    from tests.integration.producers.test_feed_http import FIRE, serve_story
+
+    settings = make_settings(host_delay_s=0.0, refetch_interval_s=0.01)
+    ensure_topics(settings)
+    start_role(settings, "process")
+    start_role(settings, "sink")
+    members = "SELECT incident_id, title FROM incident_articles"
+
+    def poll(title: str, paragraphs: list[str]) -> None:
+        url = serve_story(server, title, paragraphs)
+        state = StateStore(settings.producer_state_file)
+        try:
+            with Publisher(settings) as publisher:
+                [result] = poll_once(settings, [url],
+                                     emit=publisher.publish_article, flush=publisher.flush,
+                                     state=state)
+        finally:
+            state.close()
+        assert len(result.articles) == 1
+
+    poll("Fire at Akron warehouse", FIRE)
+    [(incident_id, _)] = wait_for(lambda: sqlite_rows(settings.sqlite_file, members), 120,
+                                  "the first fetch in storage")
+    time.sleep(0.02)
+    edited = "Akron warehouse fire: death toll rises to 3"
+    poll(edited, [*FIRE, "Three people died in the fire, the county coroner said."])
+
+    def stored() -> tuple[list[tuple], list[tuple], list[tuple]]:
+        return (sqlite_rows(settings.sqlite_file, members),
+                sqlite_rows(settings.sqlite_file, "SELECT title FROM incidents"),
+                sqlite_rows(settings.sqlite_file, "SELECT title, text LIKE '%coroner%'"
+                                                  " FROM articles"))
+
+    wait_for(lambda: stored() == ([(incident_id, edited)], [(edited,)], [(edited, 1)]), 90,
+             "the edit as the article, its incident's member and title")

@@ -8,6 +8,8 @@ import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
 from processors.app import ProcessorMetrics
 from processors.clustering import ClusterConfig
@@ -289,3 +291,49 @@ def test_another_site_s_copy_never_replaces_what_the_incident_shows_of_an_own_si
         assert later.decision.redelivery
         assert _shown(worker.tables.members[own.id]) == (own.title, "Reuters", own.url)
         assert worker.sent[-1].version == 1
+
+
+@pytest.mark.parametrize("decided_on", ["own", "hostile"])
+def test_an_own_site_s_later_copy_replaces_its_earlier_one_and_an_older_one_sent_again_not(
+    decided_on: str,
+):
+    """Reuters edits its report in place (the headline's toll rises): the later fetch
+    shows in the incident, in its next version; the first fetch sent again after it (at
+    least once delivery, a restart) puts nothing back, nor does another site's copy.
+    So too when another site's copy came first and the article was decided on it."""
+    own, hostile = _copies()
+    edited = own.model_copy(update={
+        "title": "Syrian offensive backed by Russian strikes: death toll rises to 30",
+        "fetched_at": own.fetched_at + timedelta(hours=1)})
+    worker = Worker(ClusterConfig())
+    [first] = worker.batch([(own if decided_on == "own" else hostile, T0)])
+    incident_id = first.decision.incident_id
+
+    [again] = worker.batch([(edited, T0 + timedelta(hours=1))])
+    assert again.decision.redelivery and again.decision.incident_id == incident_id
+    assert again.copy_shown
+    member, version = worker.sent[-2:]
+    assert isinstance(member, IncidentMember) and isinstance(version, IncidentVersion)
+    assert (member.article.title, member.incident_id) == (edited.title, incident_id)
+    assert member.article.explanation == first.record.explanation  # the decision stands
+    assert (version.version, version.title, version.added, version.removed) == (
+        2, edited.title, [], [])
+
+    for restart in (False, True):
+        if restart:
+            worker.rebuild()
+        for n, copy in enumerate([own, hostile, edited]):
+            sent = len(worker.sent)
+            [later] = worker.batch([(copy, T0 + timedelta(hours=2 + n))])
+            assert later.decision.redelivery and not later.copy_shown
+            assert [v.version for v in worker.sent[sent:]
+                    if isinstance(v, IncidentVersion)] == [2]
+            assert _shown(worker.tables.members[own.id]) == (edited.title, "Reuters", own.url)
+            assert worker.tables.incidents[incident_id]["title"] == edited.title
+
+    # A later edit still shows, after the restart too.
+    latest = edited.model_copy(update={"title": "Death toll rises to 45 in Syrian offensive",
+                                       "fetched_at": edited.fetched_at + timedelta(hours=1)})
+    [last] = worker.batch([(latest, T0 + timedelta(hours=6))])
+    assert last.copy_shown and worker.sent[-1].version == 3
+    assert _shown(worker.tables.members[own.id]) == (latest.title, "Reuters", own.url)

@@ -266,3 +266,30 @@ def test_gzip_body_is_parsed_by_the_fetcher_not_here():
     # parse_feed gets bytes already unpacked by the fetcher; raw gzip is just not a feed.
     body = gzip.compress((shared_path("feeds") / "miniflux/bbc_urdu_utf8.rss").read_bytes())
     assert parse_feed(body).entries == []
+
+
+def test_an_entry_s_updated_time_is_read_kept_and_a_saved_entry_without_one_still_loads():
+    """Atom's <updated>, a JSON Feed's date_modified: when the entry says it last changed
+    (an edit is fetched again). An entry saved for a page retry before entries had it
+    loads with none."""
+    atom = (b"<?xml version='1.0'?><feed xmlns='http://www.w3.org/2005/Atom'><title>T</title>"
+            b"<entry><id>urn:1</id><title>A</title><link href='https://a.example/1'/>"
+            b"<published>2026-12-04T08:00:00Z</published>"
+            b"<updated>2026-12-04T09:30:00Z</updated></entry></feed>")
+    (entry,) = parse_feed(atom, url="https://a.example/feed").entries
+    assert (entry.published.isoformat(), entry.updated.isoformat()) == (
+        "2026-12-04T08:00:00+00:00", "2026-12-04T09:30:00+00:00")
+    assert FeedEntry.from_json(entry.to_json()) == entry
+    saved = json.loads(entry.to_json())
+    del saved["updated"]
+    assert FeedEntry.from_json(json.dumps(saved)).updated is None
+    feed = {"version": "https://jsonfeed.org/version/1.1", "title": "J", "items": [
+        {"id": "1", "url": "https://a.example/j", "title": "J", "content_text": "Text.",
+         "date_published": "2026-12-04T08:00:00Z", "date_modified": "2026-12-04T10:00:00Z"}]}
+    (item,) = parse_feed(json.dumps(feed).encode(), url="https://a.example/j.json").entries
+    assert item.updated is not None and item.updated.hour == 10
+    rss = (b"<?xml version='1.0'?><rss version='2.0'><channel><title>R</title><item>"
+           b"<guid>g</guid><link>https://a.example/r</link><title>R</title>"
+           b"<pubDate>Fri, 04 Dec 2026 08:00:00 GMT</pubDate></item></channel></rss>")
+    (plain,) = parse_feed(rss, url="https://a.example/rss").entries
+    assert plain.updated is None  # its publication time is not an update

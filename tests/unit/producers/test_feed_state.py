@@ -308,3 +308,45 @@ def test_a_feed_added_over_a_one_off_polls_row_is_due_at_once(tmp_path):
     state.record(polled.id, None, FeedUpdate(status=200, error=None, next_poll=now + 600),
                  now=now)
     assert state.upsert_feed("https://a.example/kept", origin="config").next_poll == now + 600
+
+
+def test_a_state_file_from_before_entries_kept_their_title_is_upgraded_and_takes_no_edit(
+    tmp_path,
+):
+    """An old producer.db's seen entries gain the columns on open; what they say is kept
+    at the next listing, and no entry counts as edited for the upgrade (nothing is fetched
+    again); a change after that is an edit."""
+    import sqlite3
+
+    from producers.edits import edit_of
+    from producers.state import SCHEMA, EntryVersion
+
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.executescript(SCHEMA.replace(
+        "\n    title TEXT,                        -- the entry's title when its page was last"
+        " fetched\n    updated REAL,                      -- and its <updated> time (epoch"
+        " seconds)\n    refetched REAL,                    -- its page last fetched again for"
+        " an edit", "") + """
+        INSERT INTO feeds (url, origin_url, origin) VALUES (
+            'https://a.example/feed', 'https://a.example/feed', 'config');
+        INSERT INTO seen VALUES (1, 'urn:1', 100.0, 100.0);
+    """)
+    assert "title" not in {row[1] for row in old.execute("PRAGMA table_info(seen)")}
+    old.close()
+    state = make(tmp_path)
+    (seen,) = state.seen_entries(1, ["urn:1", "urn:2"]).values()
+    assert (seen.first_seen, seen.title, seen.updated, seen.refetched) == (100.0, None, None, None)
+    listed = EntryVersion("Fire in Akron", 150.0)
+    assert edit_of(listed, seen) is None
+    state.record(1, None, FeedUpdate(status=200, error=None, next_poll=300),
+                 present_keys=["urn:1"], versions={"urn:1": listed}, now=200)
+    seen = state.seen_entries(1, ["urn:1"])["urn:1"]
+    assert (seen.first_seen, seen.title, seen.updated) == (100.0, "Fire in Akron", 150.0)
+    assert edit_of(EntryVersion("Fire in Akron: 3 dead", 150.0), seen) == "title"
+    # Fetched again: what it says now is kept, with the time.
+    state.record(1, None, FeedUpdate(status=200, error=None, next_poll=400),
+                 present_keys=["urn:1"], refetched={"urn:1": EntryVersion("Fire: 3 dead", 160.0)},
+                 now=300)
+    seen = state.seen_entries(1, ["urn:1"])["urn:1"]
+    assert (seen.title, seen.updated, seen.refetched) == ("Fire: 3 dead", 160.0, 300)
+    state.close()
