@@ -885,7 +885,7 @@ class IncidentClusterer:
                 extra["scoring_terms"] = float(len(vec))
             if apart is not None:
                 # It would have joined: the explanation names what the two had in common.
-                shown = self._shared(vec, evec, self._incidents[apart[2]])
+                shown = _shared(vec, evec, self._incidents[apart[2]])
                 extra["other_language_names"] = float(apart_names)
             return Decision(
                 article_id=article_id,
@@ -923,7 +923,7 @@ class IncidentClusterer:
                 log.debug("merged incident %s into %s on article %s", other, target,
                           article_id)
             detail["merged_incidents"] = float(len(same))
-        shared_terms, shared_entities = self._shared(vec, evec, self._incidents[target])
+        shared_terms, shared_entities = _shared(vec, evec, self._incidents[target])
         return Decision(
             article_id=article_id,
             incident_id=target,
@@ -951,16 +951,6 @@ class IncidentClusterer:
             return -1
         entities = inc.entity_vec
         return _distinct_names([e for e in evec if e in entities and not _has_digit(e)])
-
-    @staticmethod
-    def _shared(vec: dict[str, float], evec: dict[str, float],
-                inc: _Incident) -> tuple[list[str], list[str]]:
-        """The terms and entities an explanation lists as shared with ``inc``."""
-        centroid = inc.centroid
-        terms = sorted((t for t in vec if t in centroid), key=lambda t: (-vec[t] * centroid[t], t))
-        entities = _telling_first(
-            {e: w * inc.entity_vec[e] for e, w in evec.items() if e in inc.entity_vec}, 12)
-        return terms[:8], entities
 
     def _new_incident_id(self, article_id: str, suffix: str = "") -> str:
         base = "inc-" + article_id[:20] + suffix
@@ -1346,6 +1336,16 @@ def _detail(sim: Similarity) -> dict[str, float]:
         if value:
             detail[fact] = value
     return detail
+
+
+def _shared(vec: dict[str, float], evec: dict[str, float],
+            inc: _Incident) -> tuple[list[str], list[str]]:
+    """The terms and entities an explanation lists as shared with ``inc``."""
+    centroid = inc.centroid
+    terms = sorted((t for t in vec if t in centroid), key=lambda t: (-vec[t] * centroid[t], t))
+    entities = _telling_first(
+        {e: w * inc.entity_vec[e] for e, w in evec.items() if e in inc.entity_vec}, 12)
+    return terms[:8], entities
 
 
 def _telling_first(shared: dict[str, float], k: int) -> list[str]:

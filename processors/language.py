@@ -92,12 +92,11 @@ def detect(title: Sequence[str], body: Sequence[str],
     than any other's. ``counts``, the body's words counted, if at hand: a body whose English
     markers are one word in twenty is English without a look at each word (running English
     has one in eight)."""
-    short = len(title) + min(len(body), SAMPLE_WORDS) < SHORT_WORDS
-    needed = MIN_HEADLINE_MARKERS if short else MIN_MARKERS
     if counts is not None and body:
         english = sum([counts.get(word, 0) for word in _ENGLISH_MARKERS])
         if english >= ENGLISH_SHARE * len(body):
-            return ENGLISH if english >= needed else None
+            # (Most bodies have as many as any text needs: the sample is not measured.)
+            return ENGLISH if english >= MIN_MARKERS or english >= _needed(title, body) else None
     markers = _marker_languages()
     english = 0
     hits: dict[str, int] = {}
@@ -108,13 +107,21 @@ def detect(title: Sequence[str], body: Sequence[str],
                 hits[language] = hits.get(language, 0) + 1
             elif word in _ENGLISH_MARKERS:
                 english += 1
-    if not hits:
-        return ENGLISH if english >= needed else None
+    if not hits:  # (most headlines have fewer English markers than any text needs)
+        return (ENGLISH if english >= MIN_HEADLINE_MARKERS and english >= _needed(title, body)
+                else None)
+    needed = _needed(title, body)
     # (Ties to the first listed: deterministic.)
     best = max(hits, key=lambda language: hits[language])
     if hits[best] >= needed and hits[best] > english:
         return best
     return ENGLISH if english >= needed and english > hits[best] else None
+
+
+def _needed(title: Sequence[str], body: Sequence[str]) -> int:
+    """Markers needed to tell a language: fewer in a headline or a short text."""
+    short = len(title) + min(len(body), SAMPLE_WORDS) < SHORT_WORDS
+    return MIN_HEADLINE_MARKERS if short else MIN_MARKERS
 
 
 @cache
