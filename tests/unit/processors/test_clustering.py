@@ -933,6 +933,19 @@ def test_taking_an_original_out_keeps_a_term_a_remaining_member_brought_back():
     assert "filler0" not in inc.centroid and inc.originals == 1
 
 
+def test_an_incident_counts_the_languages_its_originals_were_told_in():
+    # (A split takes an original's facts out again: its language goes when none is left.)
+    german = _Facts(frozenset(), frozenset(), frozenset(), frozenset(), "German")
+    untold = _Facts(frozenset(), frozenset(), frozenset(), frozenset(), None)
+    inc = _Incident("inc-a", 1)
+    for facts in (german, german, untold):
+        inc.count_facts(facts, 1)
+    assert inc.languages == {"German": 2}
+    inc.count_facts(german, -1)
+    inc.count_facts(german, -1)
+    assert inc.languages == {}
+
+
 def test_an_incident_of_one_story_is_not_split():
     c = IncidentClusterer(ClusterConfig(split_every=1))
     c.add(art("budget", BUDGET, -1))
