@@ -377,7 +377,7 @@ def run_pages(config: ClusterConfig) -> None:
         countries.add(country)
         body = strip_dateline(article.text[:MAX_BODY_CHARS])
         words = _tokens(body, MAX_BODY_WORDS)
-        languages[detect(_TOKEN.findall(article.title), words) or "English or other"] += 1
+        languages[detect(_TOKEN.findall(article.title), words) or "not told"] += 1
         holding[clusterer.add(article).incident_id] += 1
     pages = sum(holding.values())
     print(f"real pages ({root}): {pages} from {len(countries)} countries (nearly all different "

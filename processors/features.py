@@ -214,6 +214,8 @@ class Features:
     follow_up: bool = False  # the headline names a court stage ("charged", "sentenced")
     # Chinese, Japanese or Korean: terms are character bigrams, about two per word.
     bigrams: bool = False
+    # The language told by its words (``processors.language.detect``: English too), or None.
+    language: str | None = None
 
 
 def canonical_url(url: str | None) -> str | None:
@@ -550,7 +552,8 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     counts: dict[str, int] = Counter(toks)  # typed as a dict: compiled, faster to walk
 
     # Another language's function words, left out as English ones are (STOPWORDS).
-    foreign = function_words(detect(title_tokens, toks, counts))
+    language = detect(title_tokens, toks, counts)
+    foreign = function_words(language)
     # The fingerprint is of the words as written: whether an article is told French can
     # turn on its headline, and a copy under another headline is the same text.
     written = toks
@@ -658,4 +661,5 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
         # (Thai is split into words, not bigrams.)
         bigrams=(spaceless_title and has_bigrams(title)) or (spaceless_body and has_bigrams(body)),
+        language=language,
     )

@@ -14,6 +14,10 @@ The words dropped: the stoplists jusText (trafilatura's fallback extractor) ship
 language's most frequent words. Those cannot tell the language themselves: taken from
 Wikipedia, many hold English words ("st", "louis", "fed"), and one English headline in
 six looked Finnish, Marathi or Sundanese to them.
+
+English is told too, by as many of its own markers (``ENGLISH``): the clusterer asks more
+evidence of a join between reports told in two languages, and a headline without markers
+("Royal Mail lança selos", "Fix linter path in GitHub Actions") is not taken for English.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ _LANGUAGES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "Urdu": ("کے کی اور ہے میں نے کا کو پر", ("Urdu",)),
     "Hindi": ("के की और है में से ने का को पर", ("Hindi",)),
 }
+ENGLISH: Final = "English"  # told by ``_ENGLISH_MARKERS``; no words to drop
 # (Not "for", "was", "is", "of", "to": Scandinavian, German, Dutch or Slavic words too.)
 _ENGLISH_MARKERS: Final = frozenset("the and that with said from were which would have has been".split())
 # Markers needed, and more than English ones: a body's sample has dozens in its language;
@@ -81,15 +86,17 @@ def _marker_languages() -> dict[str, str]:
 
 def detect(title: Sequence[str], body: Sequence[str],
            counts: Mapping[str, int] | None = None) -> str | None:
-    """The language (a key of ``_LANGUAGES``) of an article, from the words (as written) of
-    its title and body, or None: English, or not told apart (a language not listed, too
-    few words). ``counts``, the body's words counted, if at hand: a body whose English
+    """The language (a key of ``_LANGUAGES``, or ``ENGLISH``) of an article, from the words
+    (as written) of its title and body, or None: not told apart (a language not listed, too
+    few markers of any). English needs as many of its markers as another language and more
+    than any other's. ``counts``, the body's words counted, if at hand: a body whose English
     markers are one word in twenty is English without a look at each word (running English
     has one in eight)."""
     if counts is not None and body:
         english = sum([counts.get(word, 0) for word in _ENGLISH_MARKERS])
         if english >= ENGLISH_SHARE * len(body):
-            return None
+            # (Most bodies have as many as any text needs: the sample is not measured.)
+            return ENGLISH if english >= MIN_MARKERS or english >= _needed(title, body) else None
     markers = _marker_languages()
     english = 0
     hits: dict[str, int] = {}
@@ -100,20 +107,28 @@ def detect(title: Sequence[str], body: Sequence[str],
                 hits[language] = hits.get(language, 0) + 1
             elif word in _ENGLISH_MARKERS:
                 english += 1
-    if not hits:
-        return None
+    if not hits:  # (most headlines have fewer English markers than any text needs)
+        return (ENGLISH if english >= MIN_HEADLINE_MARKERS and english >= _needed(title, body)
+                else None)
+    needed = _needed(title, body)
     # (Ties to the first listed: deterministic.)
     best = max(hits, key=lambda language: hits[language])
+    if hits[best] >= needed and hits[best] > english:
+        return best
+    return ENGLISH if english >= needed and english > hits[best] else None
+
+
+def _needed(title: Sequence[str], body: Sequence[str]) -> int:
+    """Markers needed to tell a language: fewer in a headline or a short text."""
     short = len(title) + min(len(body), SAMPLE_WORDS) < SHORT_WORDS
-    needed = MIN_HEADLINE_MARKERS if short else MIN_MARKERS
-    return best if hits[best] >= needed and hits[best] > english else None
+    return MIN_HEADLINE_MARKERS if short else MIN_MARKERS
 
 
 @cache
 def function_words(language: str | None) -> frozenset[str]:
     """The words an article in ``language`` leaves out besides English ones (lower case,
-    with either apostrophe): its stoplists and its markers. Empty for None."""
-    if language is None:
+    with either apostrophe): its stoplists and its markers. Empty for English and None."""
+    if language is None or language == ENGLISH:
         return frozenset()
     markers, stoplists = _LANGUAGES[language]
     words = set(markers.split())

@@ -234,6 +234,11 @@ def explain(explanation: object, held_in: str | None = None) -> str:
         parts.append(counted(e.candidates, "candidate", "candidates"))
     if "scoring_terms" in e.detail:
         parts.append(f"too few terms to compare ({e.detail['scoring_terms']:.0f})")
+    if "other_language_names" in e.detail:
+        shared = counted(round(e.detail["other_language_names"]), "name", "names")
+        which = "the closest" if e.decision == "new" else "a closer one"
+        parts.append(f"{which} is told in another language: {shared} in common, too few "
+                     "to join across languages")
     if "dormant_days" in e.detail:
         parts.append(f"revived an incident quiet for {e.detail['dormant_days']:.0f} days")
     if "merged_incidents" in e.detail:

@@ -922,7 +922,7 @@ def test_french_reports_join_on_their_story_not_on_french_function_words():
 
 
 def test_taking_an_original_out_keeps_a_term_a_remaining_member_brought_back():
-    nothing = _Facts(frozenset(), frozenset(), frozenset(), frozenset())
+    nothing = _Facts(frozenset(), frozenset(), frozenset(), frozenset(), None)
     inc = _Incident("inc-a", 1)
     leaving = {"tsunami": 0.2, **{f"filler{i}": 1.0 for i in range(10)}}
     inc.add_original(leaving, {})
@@ -931,6 +931,19 @@ def test_taking_an_original_out_keeps_a_term_a_remaining_member_brought_back():
     inc.remove_original(leaving, {}, nothing)
     assert inc.centroid["tsunami"] > 0 and inc.presence["tsunami"] == 1
     assert "filler0" not in inc.centroid and inc.originals == 1
+
+
+def test_an_incident_counts_the_languages_its_originals_were_told_in():
+    # (A split takes an original's facts out again: its language goes when none is left.)
+    german = _Facts(frozenset(), frozenset(), frozenset(), frozenset(), "German")
+    untold = _Facts(frozenset(), frozenset(), frozenset(), frozenset(), None)
+    inc = _Incident("inc-a", 1)
+    for facts in (german, german, untold):
+        inc.count_facts(facts, 1)
+    assert inc.languages == {"German": 2}
+    inc.count_facts(german, -1)
+    inc.count_facts(german, -1)
+    assert inc.languages == {}
 
 
 def test_an_incident_of_one_story_is_not_split():
@@ -989,3 +1002,54 @@ def test_one_word_is_no_evidence_of_a_story():
     # Two terms are enough to compare (and the rule does not stop them).
     pair = stream(c, art("h-1", ("Acme blaze", ""), 5), art("h-2", ("Blaze at Acme", ""), 6))
     assert pair[0] == pair[1]
+
+
+# One event reported in German and in English: two names (Gabriel Boric, Valparaíso) and a
+# number (14) in common, besides a few words.
+BORIC_DE = (
+    "Erdbeben in Chile: Präsident Gabriel Boric besucht Valparaíso",
+    "Nach dem schweren Erdbeben an der Küste ist Präsident Gabriel Boric am Mittwoch in die "
+    "Hafenstadt Valparaíso gereist. Nach Angaben der Behörden wurden mindestens 14 Menschen "
+    "getötet. Die Rettungsarbeiten sollen auch in der Nacht weitergehen, und viele Häuser sind "
+    "nicht mehr bewohnbar.",
+)
+BORIC_EN = (
+    "Boric visits Valparaíso as quake death toll rises to 14",
+    "President Gabriel Boric travelled on Wednesday to the port city of Valparaíso after the "
+    "earthquake that struck the coast. At least 14 people were killed, and officials said that "
+    "rescue work would go on through the night. Many homes have been left uninhabitable.",
+)
+# Two stories that have only Elon Musk in common.
+MUSK_DE = (
+    "Tesla: Elon Musk kündigt neues Werk in Mexiko an",
+    "Der Autohersteller will nach Angaben von Elon Musk bei Monterrey eine weitere Fabrik bauen. "
+    "Dort sollen günstigere Modelle für den amerikanischen Markt entstehen, sagte der Chef.",
+)
+MUSK_EN = (
+    "Elon Musk mocked over rocket explosion",
+    "The SpaceX founder was mocked online after the rocket exploded minutes after lift-off, and "
+    "critics said that the company had been warned.",
+)
+
+
+def test_reports_in_two_languages_join_on_two_shared_names():
+    c = IncidentClusterer()
+    assert stream(c, art("boric-de", BORIC_DE), art("boric-en", BORIC_EN, 1)) == [
+        "inc-boric-de", "inc-boric-de"]
+
+
+def test_reports_in_two_languages_do_not_join_on_one_shared_name():
+    # Across languages only names, numbers and a few loan words carry over: one of them is
+    # weak evidence ("Trump diz que tem um botão nuclear" joined a Guardian report on the
+    # Trump-Russia inquiry on "Donald Trump"). Without the rule these two join.
+    apart = IncidentClusterer(ClusterConfig(cross_language_names=0))
+    assert stream(apart, art("musk-de", MUSK_DE), art("musk-en", MUSK_EN, 1)) == [
+        "inc-musk-de", "inc-musk-de"]
+    c = IncidentClusterer()
+    c.add(art("musk-de", MUSK_DE))
+    decision = c.add(art("musk-en", MUSK_EN, 1))
+    assert decision.incident_id == "inc-musk-en"
+    why = decision.explanation
+    # It would have joined: the explanation says on what, and why not.
+    assert why.decision == "new" and why.score >= why.threshold
+    assert why.shared_entities == ["musk"] and why.detail["other_language_names"] == 1.0

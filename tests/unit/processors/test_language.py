@@ -1,7 +1,7 @@
 import pytest
 
 from processors.features import STOPWORDS, _tokens, extract
-from processors.language import _ENGLISH_MARKERS, _LANGUAGES, detect, function_words
+from processors.language import _ENGLISH_MARKERS, _LANGUAGES, ENGLISH, detect, function_words
 
 FRENCH = ("Un violent incendie s'est déclaré dans la nuit de lundi à mardi dans un entrepôt "
           "de la zone industrielle de Vénissieux, près de Lyon. Deux employés ont été "
@@ -11,7 +11,7 @@ GERMAN = ("Ein Streik der Lokführergewerkschaft hat am Mittwoch den Bahnverkehr
           "Fernzüge, wie ein Sprecher in Berlin sagte. Die Gewerkschaft fordert auch höhere Löhne.")
 SWEDISH = ("Elever åtalas för misshandel på internatskolan. Enligt åklagaren är det inte "
            "första gången och skolan har också fått kritik efter tidigare fall.")
-ENGLISH = ("A fire tore through the Acme Logistics warehouse on Elm Street early Tuesday, "
+ENGLISH_TEXT = ("A fire tore through the Acme Logistics warehouse on Elm Street early Tuesday, "
            "injuring two workers, fire chief Maria Lopez said. The cause of the fire was "
            "under investigation and the building was a total loss.")
 
@@ -23,7 +23,7 @@ URDU = "پاکستانی وزیر دفاع کہتے ہیں کہ امریکہ ک�
 
 @pytest.mark.parametrize(("text", "language"), [
     (FRENCH, "French"), (GERMAN, "German"), (SWEDISH, "Swedish"), (URDU, "Urdu"), (HINDI, "Hindi"),
-    (ENGLISH, None)])
+    (ENGLISH_TEXT, ENGLISH)])
 def test_an_articles_language_is_told_by_its_own_frequent_words(text, language):
     words = _tokens(text)
     assert detect([], words) == language
@@ -37,7 +37,22 @@ def test_an_articles_language_is_told_by_its_own_frequent_words(text, language):
     "Des Moines police say the man fired at officers",
 ])
 def test_english_headlines_are_english(headline):
+    # (Not told: too few English markers; no other language's words dropped.)
     assert detect(_tokens(headline), []) is None
+
+
+def test_english_is_told_by_as_many_of_its_markers_as_another_language():
+    # A feed's headline and summary: "and", "from", "the".
+    assert detect(_tokens("Snake school and May in China: Wednesday's top photos"),
+                  _tokens("The Guardian's picture editors bring you a selection of photo "
+                          "highlights from around the world")) == ENGLISH
+    assert extract("Snake school and May in China", "The best photos from the world").language \
+        == ENGLISH
+    # Headlines without them are not told, English or not: the clusterer must not take
+    # the Portuguese one for English.
+    assert detect(_tokens("Fix conditions to publish packages in GitHub workflows"), []) is None
+    assert detect(_tokens('Royal Mail lança selos de "Game of Thrones"'), []) is None
+    assert function_words(ENGLISH) == frozenset()
 
 
 def test_a_headline_needs_fewer_markers_than_a_body():

@@ -55,6 +55,19 @@ def test_an_explanation_says_when_there_were_too_few_words_to_compare() -> None:
     assert explain(why) == "new; too few terms to compare (1)"
 
 
+def test_an_explanation_says_when_an_incident_in_another_language_was_passed_over() -> None:
+    why = Explanation(decision="new", score=-1.93, threshold=-2.0, candidates=1,
+                      shared_entities=["Donald Trump"], detail={"other_language_names": 1.0})
+    assert explain(why) == (
+        "new; the one candidate incident scored -1.93 vs threshold -2.00; shared entities: "
+        "Donald Trump; the closest is told in another language: 1 name in common, too few to "
+        "join across languages")
+    joined = Explanation(decision="joined", score=0.5, threshold=-2.0,
+                         detail={"other_language_names": 0.0})
+    assert explain(joined).endswith("; a closer one is told in another language: 0 names in "
+                                    "common, too few to join across languages")
+
+
 def test_a_duplicate_says_what_it_has_in_common_not_a_score_on_the_join_scale() -> None:
     # Its score is a share of matching text (0 to 1), not the join score's log-odds.
     near = Explanation(decision="duplicate", duplicate_kind="near", score=0.9531,
