@@ -87,11 +87,6 @@ class PageOutcome:
     extract_s: float | None = None  # time spent extracting the page's text
 
 
-# Why a page is never read for an entry (no link; robots.txt refuses it, not for now
-# only): what went out before was its summary, so an edit goes out as its summary too.
-_NO_PAGE = frozenset({"no_link", "robots"})
-
-
 @dataclass
 class PollResult:
     feed: FeedRow
@@ -433,13 +428,15 @@ class FeedPoller:
         """Fetch an edited entry's page again and publish the article again (same id: its
         address). A page that cannot be read now (an error, not HTML) leaves the copy
         published before standing, rather than the entry's summary over the page's text:
-        its edit is taken up again an interval later. One never read (no link, robots.txt)
-        went out as its summary before: its edit does too."""
+        its edit is taken up again an interval later. One robots.txt refuses went out as
+        its summary before: its edit does too."""
         try:
             page = self.page(entry.link) if self.fetch_pages else None
             if page is not None and page.retryable and stop is not None and stop.is_set():
                 return  # it gave up waiting for its host because of the stop: no try
-            if page is not None and page.extracted is None and page.reason not in _NO_PAGE:
+            # robots.txt's refusal is for good (not for now, as "unreachable" is): what went
+            # out before was the summary, and the edit's goes out in its place.
+            if page is not None and page.extracted is None and page.reason != "robots":
                 poll.pages.append((page.reason or "", page.extract_s))
                 logger.debug("feed %s: edited entry %s not fetched again (%s); tried again "
                              "in %.0fs", poll.feed.url, entry.key, page.reason,
