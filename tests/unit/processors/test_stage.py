@@ -442,3 +442,23 @@ def test_a_restore_from_storage_ahead_of_the_stage_shows_the_edit_when_it_comes_
     older = restored.process(reuters, T0 + timedelta(hours=2))
     assert not older.copy_shown
     assert [a.title for a in restored.incidents[incident_id].articles] == [edited.title]
+
+
+def test_a_restore_from_storage_ahead_of_the_stage_shows_the_own_site_s_copy_over_another_s():
+    """So too when another site's copy decided the article: storage took the own site's
+    copy that came next (its row), the stage stopped before it; restored, the incident
+    still shows the other site's title, and the own copy sent again replaces it."""
+    reuters, _ = seeds()
+    reuters = reuters.model_copy(update={"url": "https://www.reuters.com/world/syria",
+                                         "feed_url": "https://www.reuters.com/rss"})
+    hostile = reuters.model_copy(update={"feed_url": "https://hoax.example/feed.xml",
+                                         "title": "Hoax: nothing happened in Syria today",
+                                         "source": "Hoax Daily"})
+    first = IncidentStage().process(hostile, T0)
+    incident_id = first.decision.incident_id
+    stored = ArticleRecord(reuters, incident_id, None, T0, first.record.explanation)
+    restored = IncidentStage()
+    restored.restore([stored], first.incidents)
+    again = restored.process(reuters, T0 + timedelta(hours=1))
+    assert again.decision.redelivery and again.copy_shown
+    assert [a.title for a in again.incidents[-1].articles] == [reuters.title]
