@@ -206,6 +206,12 @@ def incident_article(
     )
 
 
+def shows_copy(member: IncidentArticle, article: RawArticle) -> bool:
+    """Whether ``member`` shows ``article``'s copy: its title, source and address."""
+    return (member.title, member.title_derived, member.url, member.source) == (
+        article.title, article.title_derived, article.url, article.source)
+
+
 def with_copy_shown(incident: Incident, article: RawArticle, now: datetime) -> Incident | None:
     """A new version of ``incident`` showing ``article``'s title, source and address for
     its member of that id, with the copy's fetch time, or None when it shows them already.
@@ -215,7 +221,7 @@ def with_copy_shown(incident: Incident, article: RawArticle, now: datetime) -> I
              "url": article.url, "source": article.source}
     articles = list(incident.articles)
     at = next((i for i, a in enumerate(articles) if a.id == article.id), None)
-    if at is None or all(getattr(articles[at], name) == value for name, value in shown.items()):
+    if at is None or shows_copy(articles[at], article):
         return None
     articles[at] = articles[at].model_copy(update={**shown, "fetched_at": article.fetched_at})
     return _with_articles(incident, articles, now)

@@ -27,6 +27,7 @@ from newsflow.schemas import (
 from processors.assemble import (
     apply_decision,
     incident_article,
+    shows_copy,
     time_order,
     with_copy_shown,
     with_members_restored,
@@ -294,11 +295,18 @@ class IncidentStage:
             self._placed_at.update((r.article.id, r.seen_at) for r in absent)
         # A record keeps the copy its article was decided on; a member shows the fetch
         # time of an own site's copy that replaced it since (an incident stored by an
-        # older newsflow, or by storage, does not: it is taken for the record's copy).
-        replaced = {member.id: member.fetched_at for incident in self.incidents.values()
-                    for member in incident.articles if member.fetched_at is not None}
-        self._shown_at = {r.article.id: replaced.get(r.article.id, r.article.fetched_at)
-                          for r in ordered if r.article.id in self._placed}
+        # older newsflow, or by storage, does not: it is taken for the record's copy if
+        # it shows that copy). Storage's record is its latest fetch, which the stage may
+        # not have shown yet: then no time is known, and the next own copy is shown.
+        members = {member.id: member for incident in self.incidents.values()
+                   for member in incident.articles}
+        replaced = {article_id: member.fetched_at for article_id, member in members.items()
+                    if member.fetched_at is not None}
+        self._shown_at = {
+            r.article.id: replaced.get(r.article.id, r.article.fetched_at) for r in ordered
+            if r.article.id in self._placed
+            and (r.article.id in replaced or (r.article.id in members
+                                              and shows_copy(members[r.article.id], r.article)))}
         self._foreign = {r.article.id for r in ordered if r.article.id in self._placed
                          and r.article.id not in replaced
                          and not own_copy(r.article.url, r.article.feed_url)}

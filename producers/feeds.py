@@ -426,14 +426,17 @@ class FeedPoller:
                  feed_title: str | None,
                  feed_meta: dict[str, str | int | float | bool | None]) -> None:
         """Fetch an edited entry's page again and publish the article again (same id: its
-        address). A page that cannot be read now (an error, robots.txt, not HTML) leaves
-        the copy published before standing, rather than the entry's summary over the
-        page's text: its edit is taken up again an interval later."""
+        address). A page that cannot be read now (an error, not HTML) leaves the copy
+        published before standing, rather than the entry's summary over the page's text:
+        its edit is taken up again an interval later. One robots.txt refuses went out as
+        its summary before: its edit does too."""
         try:
             page = self.page(entry.link) if self.fetch_pages else None
             if page is not None and page.retryable and stop is not None and stop.is_set():
                 return  # it gave up waiting for its host because of the stop: no try
-            if page is not None and page.extracted is None:
+            # robots.txt's refusal is for good (not for now, as "unreachable" is): what went
+            # out before was the summary, and the edit's goes out in its place.
+            if page is not None and page.extracted is None and page.reason != "robots":
                 poll.pages.append((page.reason or "", page.extract_s))
                 logger.debug("feed %s: edited entry %s not fetched again (%s); tried again "
                              "in %.0fs", poll.feed.url, entry.key, page.reason,

@@ -1371,3 +1371,33 @@ def test_the_producer_loop_publishes_an_edit_once_and_counts_it(server, tmp_path
         assert row is not None and row.entries_seen == 1
     finally:
         rig.close()
+
+
+def test_an_edit_of_an_entry_whose_page_robots_txt_refuses_goes_out_as_its_summary(
+    server, paged_rig,
+):
+    """An entry whose page robots.txt refuses went out as its summary, the page never
+    read: its edit goes out as its summary too (what it replaces was the summary), rather
+    than never reaching storage."""
+    rig = paged_rig
+
+    def serve(title: str, summary: str) -> str:
+        server.state.custom["closed.atom"] = (
+            atom_entry(title, "2026-12-04T08:00:00Z", summary,
+                       server.url("/private/fire.html")),  # (robots.txt: Disallow /private/)
+            "application/atom+xml")
+        return server.url("/custom/closed.atom")
+
+    url = serve("Fire at Akron warehouse", "A fire broke out at a warehouse.")
+    [first] = rig.poll(url).articles
+    assert first.summary_only and first.fetch["summary_reason"] == "robots"
+
+    serve("Akron warehouse fire: death toll rises to 3", "Three people died in the fire.")
+    rig.skip(rig.settings.refetch_interval_s)
+    result = rig.poll(url)
+    [edited] = result.articles
+    assert result.refetches == 1 and edited.fetch["refetch"] == "title"
+    assert (edited.id, edited.title) == (first.id, "Akron warehouse fire: death toll rises to 3")
+    assert edited.summary_only and "Three people died" in edited.text
+    rig.skip(rig.settings.refetch_interval_s)
+    assert rig.poll(url).articles == []  # taken: not published again

@@ -417,3 +417,48 @@ def test_an_explanation_names_shared_terms_as_the_reports_write_them():
     assert "Russia" in why.shared_entities
     [member] = [m.member for m in joined.members]
     assert member.article.explanation == why  # the place sent to the sinks says the same
+
+
+def test_a_restore_from_storage_ahead_of_the_stage_shows_the_edit_when_it_comes_again():
+    """Storage keeps an article's latest own-site fetch (the sink reads the articles apart
+    from the stage): stopped between the two, the stage restores from storage the edit as
+    the article's record while its incident still shows the first fetch. The edit, sent
+    again (the stage had not committed it), shows: taken for the copy shown, it did not.
+    The first fetch sent again after it puts nothing back."""
+    reuters, _ = seeds()
+    first = IncidentStage().process(reuters, T0)
+    incident_id = first.decision.incident_id
+    edited = reuters.model_copy(update={
+        "title": "Syrian offensive backed by Russian strikes: death toll rises to 30",
+        "fetched_at": reuters.fetched_at + timedelta(hours=1)})
+    stored = ArticleRecord(edited, incident_id, None, T0, first.record.explanation)
+    restored = IncidentStage()
+    restored.restore([stored], first.incidents)
+    assert [a.title for a in restored.incidents[incident_id].articles] == [reuters.title]
+
+    again = restored.process(edited, T0 + timedelta(hours=1))
+    assert again.decision.redelivery and again.copy_shown
+    assert [a.title for a in again.incidents[-1].articles] == [edited.title]
+    older = restored.process(reuters, T0 + timedelta(hours=2))
+    assert not older.copy_shown
+    assert [a.title for a in restored.incidents[incident_id].articles] == [edited.title]
+
+
+def test_a_restore_from_storage_ahead_of_the_stage_shows_the_own_site_s_copy_over_another_s():
+    """So too when another site's copy decided the article: storage took the own site's
+    copy that came next (its row), the stage stopped before it; restored, the incident
+    still shows the other site's title, and the own copy sent again replaces it."""
+    reuters, _ = seeds()
+    reuters = reuters.model_copy(update={"url": "https://www.reuters.com/world/syria",
+                                         "feed_url": "https://www.reuters.com/rss"})
+    hostile = reuters.model_copy(update={"feed_url": "https://hoax.example/feed.xml",
+                                         "title": "Hoax: nothing happened in Syria today",
+                                         "source": "Hoax Daily"})
+    first = IncidentStage().process(hostile, T0)
+    incident_id = first.decision.incident_id
+    stored = ArticleRecord(reuters, incident_id, None, T0, first.record.explanation)
+    restored = IncidentStage()
+    restored.restore([stored], first.incidents)
+    again = restored.process(reuters, T0 + timedelta(hours=1))
+    assert again.decision.redelivery and again.copy_shown
+    assert [a.title for a in again.incidents[-1].articles] == [reuters.title]
