@@ -28,20 +28,16 @@ def log_level_name(value: str) -> str:
     return name
 
 
-def none_if_blank(value: object) -> object:
-    return None if isinstance(value, str) and not value.strip() else value
-
-
 def default_if_blank(value: object) -> object:
-    """A blank value (an env file's left out) is the field's default, not the working
-    directory, which Path("") is."""
+    """A blank value (an env file's left out) is the field's default: for a path not the
+    working directory, which Path("") is; for the DSN not "", which libpq takes for the
+    local socket's defaults."""
     if isinstance(value, str) and not value.strip():
         raise PydanticUseDefault()
     return value
 
 
-# A path whose blank value is its default.
-DefaultedPath = Annotated[Path, BeforeValidator(default_if_blank)]
+BlankIsDefault = BeforeValidator(default_if_blank)
 
 
 class Settings(BaseSettings):
@@ -70,25 +66,25 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
 
     # Storage.
-    data_dir: DefaultedPath = Path("var")
+    data_dir: Annotated[Path, BlankIsDefault] = Path("var")
     sink: SinkKind = "sqlite"
     # Default: <data_dir>/newsflow.db. Empty is unset, as for the paths below (an env
     # file's blank value was the working directory: as an SQLite file, a disk I/O error).
-    sqlite_path: Annotated[Path | None, BeforeValidator(none_if_blank)] = None
+    sqlite_path: Annotated[Path | None, BlankIsDefault] = None
     # Empty is unset (an env file's blank value): libpq would take "" for the local
     # socket's defaults, and the sink would wait for ever for a server that is not there.
-    postgres_dsn: Annotated[SecretStr | None, BeforeValidator(none_if_blank)] = None
-    jsonl_path: Annotated[Path | None, BeforeValidator(none_if_blank)] = None  # <data_dir>/incidents.jsonl
+    postgres_dsn: Annotated[SecretStr | None, BlankIsDefault] = None
+    jsonl_path: Annotated[Path | None, BlankIsDefault] = None  # <data_dir>/incidents.jsonl
 
     # Producers.
-    feeds_file: DefaultedPath = Path("feeds.toml")
+    feeds_file: Annotated[Path, BlankIsDefault] = Path("feeds.toml")
     fetch_allow_private: bool = False
     user_agent: str = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
-    seeds_dir: DefaultedPath = Path("seeds")
+    seeds_dir: Annotated[Path, BlankIsDefault] = Path("seeds")
     replay_seeds: bool = True
     # Feed producer (producers/feeds.py). Intervals in seconds. The state file's default:
     # <data_dir>/producer.db.
-    producer_state_path: Annotated[Path | None, BeforeValidator(none_if_blank)] = None
+    producer_state_path: Annotated[Path | None, BlankIsDefault] = None
     poll_min_interval_s: float = Field(default=300.0, gt=0)
     poll_max_interval_s: float = Field(default=86400.0, gt=0)
     poll_workers: int = Field(default=8, ge=1)
