@@ -63,9 +63,14 @@ def wait_drained(
         if all(count == 0 for count in counts):
             logger.info("processors and sink have caught up")
             return True
-        if time.monotonic() >= deadline or not alive():
-            return False
         known = sum(count for count in counts if count)
+        if time.monotonic() >= deadline or not alive():
+            # Said here: the WARNING about what is saved for the next start follows, and
+            # without this line it read as if the wait had not happened.
+            logger.warning("stopped waiting for processors and sink (%d+ unread): %s", known,
+                           "a processor or the sink stopped" if not alive()
+                           else f"{timeout_s:g} s passed (NEWSFLOW_STOP_DRAIN_S)")
+            return False
         reason = why_behind()
         logger.info("waiting for processors and sink to catch up (%d+ unread%s)", known,
                     f"; {reason}" if reason else "")

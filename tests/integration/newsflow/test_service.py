@@ -67,10 +67,11 @@ def commit(settings: Settings, group: str, part: TopicPartition, offset: int) ->
         consumer.close()
 
 
-def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_settings) -> None:
+def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_settings,
+                                                                        caplog) -> None:
     """Ten messages in one batch, a group committed past the first: nine are unread. (The
     embedded broker reports the end offset as the start of the newest batch + 1, so a check
-    by end offsets took this group for done.)"""
+    by end offsets took this group for done.) A wait that gives up says why."""
     settings = make_settings()
     ensure_topics(settings)
     with Publisher(settings, client_id="test-batch") as publisher:
@@ -80,7 +81,12 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
     commit(settings, settings.app_id, part, 1)
     groups = {settings.app_id: [settings.topic_clean]}
     assert unread(settings, settings.app_id, [settings.topic_clean]) == 9
-    assert not wait_drained(settings, groups, timeout_s=3.0)
+    with caplog.at_level(logging.WARNING, logger="newsflow.drain"):
+        assert not wait_drained(settings, groups, timeout_s=3.0)
+        assert not wait_drained(settings, groups, timeout_s=60.0, alive=lambda: False)
+    assert [r.getMessage() for r in caplog.records if r.name == "newsflow.drain"] == [
+        "stopped waiting for processors and sink (9+ unread): 3 s passed (NEWSFLOW_STOP_DRAIN_S)",
+        "stopped waiting for processors and sink (9+ unread): a processor or the sink stopped"]
 
     commit(settings, settings.app_id, part, 10)
     assert unread(settings, settings.app_id, [settings.topic_clean]) == 0
