@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -1101,16 +1102,18 @@ def test_a_feed_of_another_site_cannot_overwrite_the_outlets_article(server, pag
     assert stored(tmp_path / "c.db", hostile[0], hostile[0]) == ("River rises", hostile_url)
 
 
+_TRAM_STRIKE_PAGE = (
+    "<html><head><title>Tram strike ends</title></head><body><article><h1>Tram strike ends"
+    "</h1>" + "".join(f"<p>Paragraph {i}: drivers voted to accept the offer and trams run again"
+                      " from Monday on every line of the city network.</p>" for i in range(5))
+    + "</article></body></html>").encode()
+
+
 def test_another_site_s_feed_does_not_name_a_page_whose_own_title_was_read(server, paged_rig):
     """Another site's feed gets the page's own title for an article whose page was
     fetched and extracted, not its entry's; the page's own site's feed keeps its entry's
     title (the outlet's word), and a page not read leaves another feed's title standing."""
-    page = ("<html><head><title>Tram strike ends</title></head><body><article><h1>Tram"
-            " strike ends</h1>" + "".join(
-                f"<p>Paragraph {i}: drivers voted to accept the offer and trams run again"
-                " from Monday on every line of the city network.</p>" for i in range(5)) +
-            "</article></body></html>")
-    server.state.custom["story"] = (page.encode(), "text/html; charset=utf-8")
+    server.state.custom["story"] = (_TRAM_STRIKE_PAGE, "text/html; charset=utf-8")
     link, gone = server.url("/custom/story"), server.url("/custom/gone")
     server.state.custom["outlet.xml"] = (
         _story_feed("Tram strike over after vote", link, "Trams run."), "application/rss+xml")
@@ -1137,6 +1140,39 @@ def test_another_site_s_feed_does_not_name_a_page_whose_own_title_was_read(serve
         _story_feed("Tram strike ends - City Paper", via, "Trams run."), "application/rss+xml")
     aggregated = polled("aggregator.xml", "localhost")
     assert (aggregated.title, aggregated.summary_only) == ("Tram strike ends - City Paper", False)
+
+
+def resolve_to_the_server(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """``names`` resolve to this machine (127.0.0.1), as lines of /etc/hosts would: the
+    local server under the names of the sites a test is about. Other names as before."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return resolve("127.0.0.1" if host in names else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_a_feed_on_another_name_of_its_pages_registrable_domain_is_their_own_site(
+        server, paged_rig, monkeypatch):
+    """CNN's feed is on rss.cnn.com, its pages on edition.cnn.com: one registrable domain,
+    one site, so the feed's entry keeps its title (the outlet's word), not the page's. Two
+    names under a public suffix (a.blogspot.com and b.blogspot.com: two blogs) are two
+    sites still: the other blog's feed does not name the page."""
+    resolve_to_the_server(monkeypatch, "rss.cnn.com", "edition.cnn.com", "a.blogspot.com",
+                          "b.blogspot.com")
+    server.state.custom["story"] = (_TRAM_STRIKE_PAGE, "text/html; charset=utf-8")
+    port = server.server_address[1]
+
+    def polled(feed_host: str, page_host: str) -> RawArticle:
+        link = f"http://{page_host}:{port}/custom/story"
+        server.state.custom[f"{feed_host}.xml"] = (
+            _story_feed("Tram strike over after vote", link, "Trams run."), "application/rss+xml")
+        [article] = paged_rig.poll(f"http://{feed_host}:{port}/custom/{feed_host}.xml").articles
+        return article
+
+    assert polled("rss.cnn.com", "edition.cnn.com").title == "Tram strike over after vote"
+    assert polled("b.blogspot.com", "a.blogspot.com").title == "Tram strike ends"
 
 
 def test_a_poll_takes_in_at_most_the_cap_of_new_entries_the_oldest_first(
