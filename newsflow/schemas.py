@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -146,7 +146,7 @@ def registrable_domain(host: str) -> str | None:
     the list's default rule: its last label is the suffix. None for an IP address and a
     name that is a suffix itself (``co.uk``, ``localhost``). (The list is the one the
     ``tld`` package bundles: read once from its file, never fetched.)"""
-    if not host or _is_ip_address(host):
+    if not host or is_ip_address(host):
         return None
     labels = host.split(".")
     found = tld.get_tld(".".join(map(_unicode_label, labels)), fix_protocol=True,
@@ -157,7 +157,7 @@ def registrable_domain(host: str) -> str | None:
     return ".".join(labels[-suffix_labels - 1:])
 
 
-def _is_ip_address(host: str) -> bool:
+def is_ip_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -182,9 +182,22 @@ def same_site(url: str, other_url: str) -> bool:
     return site_of(host) == site_of(other)
 
 
-def own_copy(url: str | None, feed_url: str | None) -> bool:
-    """Whether a copy of an article speaks for its own site: listed by a feed of the site
-    its address is on, or not from a feed at all (a replay, which the operator chose)."""
+def feed_speaks_for(url: str, feed_url: str, sites: Collection[str] = ()) -> bool:
+    """Whether a feed at ``feed_url`` speaks for the page at ``url``: the page is on the
+    feed's own site, or on one of ``sites``, those the operator said it speaks for (as
+    ``site_of`` gives them: BBC's feeds.bbci.co.uk names bbc.co.uk and bbc.com)."""
+    if same_site(url, feed_url):
+        return True
+    host = _url_host(url)
+    return bool(host) and site_of(host) in sites
+
+
+def own_copy(url: str | None, feed_url: str | None, own_site: bool | None = None) -> bool:
+    """Whether a copy of an article speaks for its own site: as its producer decided
+    (``RawArticle.own_site``) when it says; else listed by a feed of the site its address
+    is on, or not from a feed at all (a replay, which the operator chose)."""
+    if own_site is not None:
+        return own_site
     return url is None or feed_url is None or same_site(url, feed_url)
 
 
@@ -236,6 +249,12 @@ class RawArticle(_Message):
     author: str | None = None
     site_name: str | None = None
     summary_only: bool = False  # the page could not be fetched/extracted: text is the feed summary
+    # Whether the feed that sent this copy speaks for the article's site, as the producer
+    # decided (``feed_speaks_for``: the feed is on that site, or names it in its
+    # ``sites``); None: not said (a replay, an older producer), ``own_copy`` decides from
+    # the addresses. Carried and stored so the stage and the sinks, restarted or not,
+    # decide as the producer did, without the feed's settings.
+    own_site: bool | None = None
     producer: str = "feed"  # "feed", "replay", ...
     fetch: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
 

@@ -234,6 +234,24 @@ def test_same_site_of_names_the_list_does_not_know_and_of_addresses():
             ] == [None] * 5
 
 
+def test_a_copy_s_own_site_is_its_producer_s_word_and_without_it_its_addresses():
+    """``own_site`` says whether the feed that sent a copy speaks for the article's site
+    (BBC's feeds.bbci.co.uk names bbc.co.uk): the stage and the sinks take it as said. A
+    message without it (an older producer, a replay) reads, and is decided from its
+    addresses as before."""
+    from newsflow.schemas import feed_speaks_for, own_copy
+
+    page, feed = "https://www.bbc.co.uk/news/1", "https://feeds.bbci.co.uk/news/rss.xml"
+    older = RawArticle.from_bytes(json.dumps({"id": "a", "url": page, "feed_url": feed}))
+    assert older.own_site is None and not own_copy(older.url, older.feed_url, older.own_site)
+    said = RawArticle.from_bytes(older.model_copy(update={"own_site": True}).to_bytes())
+    assert said.own_site is True and own_copy(said.url, said.feed_url, said.own_site)
+    assert not own_copy(page, "https://www.bbc.co.uk/rss", False)  # (its word stands)
+    assert feed_speaks_for(page, feed, ["bbc.co.uk", "bbc.com"])
+    assert not feed_speaks_for(page, feed) and not feed_speaks_for(page, feed, ["bbc.com"])
+    assert not feed_speaks_for("not an address", feed, ["bbc.co.uk"])
+
+
 def test_the_public_suffix_list_is_read_offline() -> None:
     """The list comes with the ``tld`` package: a process that may not open a connection
     tells sites apart all the same (tld fetches the list only when its file is missing)."""
