@@ -251,9 +251,9 @@ class RawArticle(_Message):
     summary_only: bool = False  # the page could not be fetched/extracted: text is the feed summary
     # Whether the feed that sent this copy speaks for the article's site, as the producer
     # decided (``feed_speaks_for``: the feed is on that site, or names it in its
-    # ``sites``); None: not said (a replay, an older producer), ``own_copy`` decides from
-    # the addresses. Carried and stored so the stage and the sinks, restarted or not,
-    # decide as the producer did, without the feed's settings.
+    # ``sites``); None: not said (an older producer, a replayed file that does not say),
+    # and ``own_copy`` decides from the addresses. Carried and stored so the stage and
+    # the sinks, restarted or not, decide as the producer did, without the feed's settings.
     own_site: bool | None = None
     producer: str = "feed"  # "feed", "replay", ...
     fetch: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
