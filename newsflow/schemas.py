@@ -8,15 +8,18 @@ version it does not know (the message then goes to the dead-letter topic).
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
+import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import tld
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
@@ -115,27 +118,86 @@ def ascii_host(host: str) -> str:
         return host
 
 
-def _site_host(url: str) -> str:
+def _url_host(url: str) -> str:
     try:
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
     except ValueError:
         return ""
-    return ascii_host(host).removeprefix("www.")
+    return ascii_host(host)
+
+
+def _unicode_label(label: str) -> str:
+    # The Public Suffix List writes its international names in Unicode (公司.cn).
+    if not label.startswith("xn--"):
+        return label
+    try:
+        return label.encode("ascii").decode("idna")
+    except UnicodeError:
+        return label
+
+
+@functools.lru_cache(maxsize=65536)
+def registrable_domain(host: str) -> str | None:
+    """The registrable domain of ``host`` (lower-case, in its IDNA form, as ``ascii_host``
+    gives it) by the Public Suffix List, private section included: ``rss.cnn.com`` and
+    ``edition.cnn.com`` are ``cnn.com``, ``feeds.bbci.co.uk`` is ``bbci.co.uk``,
+    ``a.blogspot.com`` is itself (``blogspot.com`` is a suffix, as ``co.uk``). A name
+    whose top-level domain the list does not know (``.example``, ``.internal``) is read by
+    the list's default rule: its last label is the suffix. None for an IP address and a
+    name that is a suffix itself (``co.uk``, ``localhost``). (The list is the one the
+    ``tld`` package bundles: read once from its file, never fetched.)"""
+    if not host or is_ip_address(host):
+        return None
+    labels = host.split(".")
+    found = tld.get_tld(".".join(map(_unicode_label, labels)), fix_protocol=True,
+                        as_object=True, fail_silently=True)
+    suffix_labels = found.tld.count(".") + 1 if isinstance(found, tld.Result) else 1
+    if len(labels) <= suffix_labels:
+        return None
+    return ".".join(labels[-suffix_labels - 1:])
+
+
+def is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def site_of(host: str) -> str:
+    """The site ``host`` (as ``registrable_domain`` takes it) is on: its registrable
+    domain, else the host itself (``www.`` aside): an IP address, ``localhost``."""
+    return registrable_domain(host) or host.removeprefix("www.")
 
 
 def same_site(url: str, other_url: str) -> bool:
-    """Whether two addresses are on one site: the same host (``www.`` aside), or one a
-    subdomain of the other (``feeds.example.com`` and ``example.com/news/1``). Sibling
-    subdomains (``a.blogspot.com``, ``b.blogspot.com``) are not one site."""
-    host, other = _site_host(url), _site_host(other_url)
+    """Whether two addresses are on one site: one registrable domain (``rss.cnn.com`` and
+    ``edition.cnn.com/2026/...``; see ``registrable_domain``), or, for hosts that have
+    none (an IP address, ``localhost``), one host. Sibling names under a public suffix
+    (``a.blogspot.com`` and ``b.blogspot.com``, ``x.co.uk`` and ``y.co.uk``) are not."""
+    host, other = _url_host(url), _url_host(other_url)
     if not host or not other:
         return False
-    return host == other or host.endswith("." + other) or other.endswith("." + host)
+    return site_of(host) == site_of(other)
 
 
-def own_copy(url: str | None, feed_url: str | None) -> bool:
-    """Whether a copy of an article speaks for its own site: listed by a feed of the site
-    its address is on, or not from a feed at all (a replay, which the operator chose)."""
+def feed_speaks_for(url: str, feed_url: str, sites: Collection[str] = ()) -> bool:
+    """Whether a feed at ``feed_url`` speaks for the page at ``url``: the page is on the
+    feed's own site, or on one of ``sites``, those the operator said it speaks for (as
+    ``site_of`` gives them: BBC's feeds.bbci.co.uk names bbc.co.uk and bbc.com)."""
+    if same_site(url, feed_url):
+        return True
+    host = _url_host(url)
+    return bool(host) and site_of(host) in sites
+
+
+def own_copy(url: str | None, feed_url: str | None, own_site: bool | None = None) -> bool:
+    """Whether a copy of an article speaks for its own site: as its producer decided
+    (``RawArticle.own_site``) when it says; else listed by a feed of the site its address
+    is on, or not from a feed at all (a replay, which the operator chose)."""
+    if own_site is not None:
+        return own_site
     return url is None or feed_url is None or same_site(url, feed_url)
 
 
@@ -187,6 +249,12 @@ class RawArticle(_Message):
     author: str | None = None
     site_name: str | None = None
     summary_only: bool = False  # the page could not be fetched/extracted: text is the feed summary
+    # Whether the feed that sent this copy speaks for the article's site, as the producer
+    # decided (``feed_speaks_for``: the feed is on that site, or names it in its
+    # ``sites``); None: not said (an older producer, a replayed file that does not say),
+    # and ``own_copy`` decides from the addresses. Carried and stored so the stage and
+    # the sinks, restarted or not, decide as the producer did, without the feed's settings.
+    own_site: bool | None = None
     producer: str = "feed"  # "feed", "replay", ...
     fetch: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
 

@@ -309,7 +309,7 @@ class IncidentStage:
                                               and shows_copy(members[r.article.id], r.article)))}
         self._foreign = {r.article.id for r in ordered if r.article.id in self._placed
                          and r.article.id not in replaced
-                         and not own_copy(r.article.url, r.article.feed_url)}
+                         and not own_copy(r.article.url, r.article.feed_url, r.article.own_site)}
         self._evict(sweep=True)
         return len(ordered)
 
@@ -322,7 +322,7 @@ class IncidentStage:
                 return StageResult(decision, None, [])
             if self._placed.get(article.id) != current.incident_id:
                 return StageResult(decision, None, [current])
-            if own_copy(article.url, article.feed_url) and self._replaces_shown(article):
+            if own_copy(article.url, article.feed_url, article.own_site) and self._replaces_shown(article):
                 shown = self._show_own_copy(article, current, now)
                 if shown is not None:
                     return StageResult(decision, None, [shown],
@@ -343,7 +343,7 @@ class IncidentStage:
         for change in members:
             self._placed[change.member.article.id] = change.member.incident_id
             self._placed_at[change.member.article.id] = change.member.assigned_at
-        if own_copy(article.url, article.feed_url):
+        if own_copy(article.url, article.feed_url, article.own_site):
             self._foreign.discard(article.id)
         else:
             self._foreign.add(article.id)

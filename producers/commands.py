@@ -201,7 +201,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     feeds = [f for f in read_feeds(state_file, active_only=not args.all) if f.origin != "adhoc"]
     waiting = read_waiting_pages(state_file)
     columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors",
-               "host paused", "seen", "pages waiting", "tags")  # (new columns last: scripts)
+               "host paused", "seen", "pages waiting", "tags", "sites")  # (new columns last: scripts)
     print("\t".join(columns))
     now = time.time()
     for f in feeds:
@@ -219,6 +219,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     str(f.entries_seen),
                     _waiting(waiting.get(f.id)),
                     ",".join(f.tags) or "-",
+                    ",".join(f.sites) or "-",
                 ])
             )
         )
@@ -275,26 +276,26 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no feed found at {args.url}", file=sys.stderr)
         return 1
     chosen = urls if args.all else urls[:1]
-    # Only what the user asked for changes a feed already polled: no --name or --tag,
-    # and its name and tags stay as they are.
-    change = args.name is not None or args.tag is not None
+    # Only what the user asked for changes a feed already polled: no --name, --tag or
+    # --site, and its name, tags and sites stay as they are.
+    change = args.name is not None or args.tag is not None or args.site is not None
     refused = False
     state = StateStore(settings.producer_state_file)
     try:
         for url in chosen:
             row, done = state.add_feed(
-                url, origin="cli", name=args.name, tags=args.tag, change=change
+                url, origin="cli", name=args.name, tags=args.tag, change=change, sites=args.site
             )
             where = _origin(row.origin, settings)
             if done == "added":
                 print(f"added {url}")
             elif done == "changed":
                 print(f"changed {url} ({where}): name {row.name or '-'}, "
-                      f"tags {', '.join(row.tags) or '-'}")
+                      f"tags {', '.join(row.tags) or '-'}, sites {', '.join(row.sites) or '-'}")
             elif done == "configured" and change:
                 refused = True
-                print(f"{url} is {where}: change its name and tags there (the file would set "
-                      "them back); nothing changed", file=sys.stderr)
+                print(f"{url} is {where}: change its name, tags and sites there (the file "
+                      "would set them back); nothing changed", file=sys.stderr)
             else:
                 print(f"{url} is already polled ({where}); nothing changed")
     finally:
@@ -302,6 +303,17 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
     for other in urls[len(chosen):]:
         print(f"also found {other} (add it with --all)", file=sys.stderr)
     return 1 if refused else 0
+
+
+def _site(text: str) -> str:
+    """``--site``'s value as the feeds file's ``sites`` takes it (argparse says what is
+    wrong with it)."""
+    from producers.config import ConfigError, site_named
+
+    try:
+        return site_named(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _in_feeds_file(url: str, settings: Settings) -> bool:
@@ -379,6 +391,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      "added, its new name")
     add.add_argument("--tag", action="append", help="a tag (repeatable); on a feed already "
                      "added, its tags become those given")
+    add.add_argument("--site", action="append", type=_site, help="a site the feed speaks for "
+                     "besides its own, as bbc.co.uk for feeds.bbci.co.uk (repeatable; its "
+                     "pages there are its own site's); on a feed already added, its sites "
+                     "become those given")
     add.add_argument("--all", action="store_true", help="add every feed found, not the first")
     add.add_argument("--no-discover", action="store_true", help="add the URL as it is")
     add.set_defaults(func=cmd_feeds_add)

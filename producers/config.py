@@ -10,6 +10,7 @@ The feeds file::
     url = "https://feeds.bbci.co.uk/news/rss.xml"
     name = "BBC News"     # optional: the outlet, used as the articles' source
     tags = ["uk"]         # optional
+    sites = ["bbc.co.uk", "bbc.com"]  # optional: the sites it speaks for besides its own
     min_interval = "10m"  # optional bounds for this feed
 
 YAML has the same shape: ``defaults:`` and a ``feeds:`` (or ``feed:``) list.
@@ -28,6 +29,7 @@ from urllib.parse import urljoin
 from lxml import etree
 from lxml import html as lxml_html
 
+from newsflow.schemas import ascii_host, is_ip_address, registrable_domain, site_of
 from producers.urls import is_http_url
 
 
@@ -42,6 +44,7 @@ class FeedSpec:
     tags: list[str] = field(default_factory=list)
     min_interval_s: float | None = None
     max_interval_s: float | None = None
+    sites: list[str] = field(default_factory=list)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
@@ -64,6 +67,37 @@ def parse_duration(value: Any) -> float | None:
         raise ConfigError(
             f"not a duration: {value!r} (use seconds above 0, or 30s/5m/2h/1d)")
     return seconds
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+
+
+def site_named(value: Any) -> str:
+    """A site a feed speaks for, as the feeds file or ``feeds add --site`` names it: a host
+    name (``bbc.co.uk``, ``www.bbc.com``, ``bücher.example``), taken as its site, its
+    registrable domain (``bbc.com``; see ``newsflow.schemas.registrable_domain``), or an
+    IP address. Not an address, nor a public suffix (``co.uk``, ``blogspot.com``,
+    ``localhost``), which is no one site: naming it would name every site under it."""
+    name = ascii_host(str(value).strip().lower().rstrip("."))
+    if not _HOST_NAME.fullmatch(name):
+        raise ConfigError(f"not a site: {value!r} (a host name, as bbc.co.uk)")
+    if registrable_domain(name) is None and not is_ip_address(name):
+        raise ConfigError(f"{value!r} is a public suffix, not a site: name the site under it"
+                          " (bbc.co.uk, not co.uk)")
+    return site_of(name)
+
+
+def sites_named(value: Any, *, where: str) -> list[str]:
+    """A feed's ``sites``: a list of names or one comma-separated string, each as
+    ``site_named`` takes it, in order, each once."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    elif not isinstance(value, list):
+        raise ConfigError(f"{where}: sites must be a list or a comma-separated string")
+    try:
+        return list(dict.fromkeys(site_named(name) for name in value))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def load_feeds_file(path: Path) -> list[FeedSpec]:
@@ -133,6 +167,7 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
                 tags=[str(t) for t in tags],
                 min_interval_s=low,
                 max_interval_s=high,
+                sites=sites_named(item.get("sites") or [], where=f"{where}: {url}"),
             )
         )
     return specs

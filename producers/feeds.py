@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Collection, Container, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -39,7 +39,13 @@ from pathlib import Path
 
 from newsflow.kafka import MessageTooLargeError
 from newsflow.metrics import Registry, textfile_path, write_textfile
-from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, same_site, truncate_text
+from newsflow.schemas import (
+    MAX_TEXT_CHARS,
+    RawArticle,
+    article_key,
+    feed_speaks_for,
+    truncate_text,
+)
 from newsflow.settings import Settings
 from newsflow.text import counted, derive_title, title_from_url
 from producers.config import ConfigError, FeedSpec, load_feeds_file
@@ -381,6 +387,7 @@ class FeedPoller:
                     feed_title=parsed.title,
                     page=page,
                     extra_meta=feed_meta,
+                    feed_sites=feed.sites,
                 )
             except Exception:  # one entry's fault must not hold back the feed's others
                 logger.exception("feed %s: entry %s could not be made an article; left "
@@ -398,7 +405,8 @@ class FeedPoller:
             if stop is not None and stop.is_set():
                 break  # (not fetched again: found edited at the next poll)
             self._refetch(poll, entries[key], edit, stop, feed_url=result.final_url,
-                          feed_name=feed.name, feed_title=parsed.title, feed_meta=feed_meta)
+                          feed_name=feed.name, feed_title=parsed.title, feed_meta=feed_meta,
+                          feed_sites=feed.sites)
         return poll
 
     def _edits(self, entries: dict[str, FeedEntry], seen: dict[str, SeenEntry],
@@ -424,7 +432,8 @@ class FeedPoller:
     def _refetch(self, poll: PollResult, entry: FeedEntry, edit: str,
                  stop: threading.Event | None, *, feed_url: str, feed_name: str | None,
                  feed_title: str | None,
-                 feed_meta: dict[str, str | int | float | bool | None]) -> None:
+                 feed_meta: dict[str, str | int | float | bool | None],
+                 feed_sites: list[str]) -> None:
         """Fetch an edited entry's page again and publish the article again (same id: its
         address). A page that cannot be read now (an error, not HTML) leaves the copy
         published before standing, rather than the entry's summary over the page's text:
@@ -445,7 +454,8 @@ class FeedPoller:
                 return
             article = build_article(entry, feed_url=feed_url, feed_name=feed_name,
                                     feed_title=feed_title, page=page,
-                                    extra_meta={**feed_meta, "refetch": edit})
+                                    extra_meta={**feed_meta, "refetch": edit},
+                                    feed_sites=feed_sites)
         except Exception:  # one entry's fault must not hold back the feed's others
             logger.exception("feed %s: edited entry %s could not be made an article; "
                              "tried again in an interval", poll.feed.url, entry.key)
@@ -620,13 +630,15 @@ def build_article(
     feed_title: str | None,
     page: PageOutcome | None,
     extra_meta: dict[str, str | int | float | bool | None] | None = None,
+    feed_sites: Collection[str] = (),
 ) -> RawArticle:
-    """One raw article from a feed entry and (maybe) its extracted page."""
+    """One raw article from a feed entry and (maybe) its extracted page. ``feed_sites``:
+    the sites the feed speaks for besides its own (``FeedRow.sites``)."""
     extracted = page.extracted if page else None
     reason = page.reason if page else "pages_off"
     # Only the page's own site's feed may say its text is a teaser: another feed's
     # summary of the page (any feed can list any address) never stands in for it.
-    own_site = same_site(entry.link or "", feed_url)
+    own_site = feed_speaks_for(entry.link or "", feed_url, feed_sites)
     if extracted is not None and entry.summary and own_site and (
         len(extracted.text) < SHORT_PAGE_RATIO * len(entry.summary)
     ):
@@ -682,6 +694,9 @@ def build_article(
         site_name=(extracted.site_name if extracted else None)
         or (feed_title if feeds_own else None) or None,
         summary_only=summary_only,
+        # Said in the message, so the stage and the sinks decide as here: they know
+        # nothing of the feed's sites. (An entry that links no page is the feed's own.)
+        own_site=feeds_own,
         producer="feed",
         fetch=meta,
     )
@@ -726,6 +741,7 @@ def sync_feeds_file(state: StateStore, path: Path) -> list[FeedSpec]:
         state.upsert_feed(
             spec.url, origin="config", name=spec.name, tags=spec.tags,
             min_interval_s=spec.min_interval_s, max_interval_s=spec.max_interval_s,
+            sites=spec.sites,
         )
     gone = state.deactivate_missing("config", [s.url for s in specs])
     if gone:

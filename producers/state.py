@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS feeds (
     lease_owner TEXT,
     lease_until REAL,
     paused_host TEXT,                  -- its last poll found this host:port paused
-    paused_until REAL                  -- by Retry-After, until then (epoch seconds)
+    paused_until REAL,                 -- by Retry-After, until then (epoch seconds)
+    sites TEXT NOT NULL DEFAULT '[]'   -- the sites it speaks for besides its own (JSON)
 );
 CREATE INDEX IF NOT EXISTS feeds_due ON feeds (active, next_poll);
 CREATE TABLE IF NOT EXISTS seen (
@@ -86,11 +87,13 @@ CREATE TABLE IF NOT EXISTS page_retries (
 _SCHEDULE_SPREAD = 1.1
 _CLOCK_SLACK_S = 60.0
 
-_FEED_COLUMNS = (
-    "id, url, origin_url, origin, name, tags, min_interval_s, max_interval_s, active, title, "
-    "etag, last_modified, last_fetch, last_status, last_error, interval_s, next_poll, "
-    "error_count, entries_seen, lease_owner, lease_until, paused_host, paused_until"
+_FEED_COLUMN_NAMES = (
+    "id", "url", "origin_url", "origin", "name", "tags", "min_interval_s", "max_interval_s",
+    "active", "title", "etag", "last_modified", "last_fetch", "last_status", "last_error",
+    "interval_s", "next_poll", "error_count", "entries_seen", "lease_owner", "lease_until",
+    "paused_host", "paused_until", "sites",
 )
+_FEED_COLUMNS = ", ".join(_FEED_COLUMN_NAMES)
 
 
 @dataclass
@@ -120,12 +123,16 @@ class FeedRow:
     # from the feed's own last error and fetch, which that poll did not change.
     paused_host: str | None = None
     paused_until: float | None = None
+    # The sites it speaks for besides its own (``feed_speaks_for``): its pages there are
+    # its own site's, as BBC's feeds.bbci.co.uk names bbc.co.uk and bbc.com.
+    sites: list[str] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: tuple) -> FeedRow:  # type: ignore[type-arg]
         values = list(row)
         values[5] = json.loads(values[5] or "[]")
         values[8] = bool(values[8])
+        values[23] = json.loads(values[23] or "[]")
         return cls(*values)
 
 
@@ -214,6 +221,14 @@ def _migrate_feed_pauses(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE feeds ADD COLUMN {name} {kind}")
 
 
+def _migrate_feed_sites(conn: sqlite3.Connection) -> None:
+    """Give a state file written before feeds named the sites they speak for the column:
+    its feeds name none."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(feeds)")}
+    if "sites" not in columns:
+        conn.execute("ALTER TABLE feeds ADD COLUMN sites TEXT NOT NULL DEFAULT '[]'")
+
+
 def _migrate_page_retries(conn: sqlite3.Connection) -> None:
     """Give a state file written before pages had their own next try the column. Its
     waiting pages keep their tries and are due at once, as they were then."""
@@ -244,11 +259,10 @@ def read_feeds(path: Path, *, active_only: bool = False) -> list[FeedRow]:
         return []
     conn = _open_read_only(path)
     try:
-        # A state file from before feeds kept their pause has none to list (the
-        # producer adds the columns on open; a listing changes nothing).
+        # A state file from before feeds kept their pause, or their sites, has none to
+        # list (the producer adds the columns on open; a listing changes nothing).
         known = {row[1] for row in conn.execute("PRAGMA table_info(feeds)")}
-        columns = _FEED_COLUMNS if "paused_host" in known else _FEED_COLUMNS.replace(
-            "paused_host, paused_until", "NULL, NULL")
+        columns = ", ".join(name if name in known else "NULL" for name in _FEED_COLUMN_NAMES)
         rows = conn.execute(_feeds_query(active_only, columns)).fetchall()
     finally:
         conn.close()
@@ -313,6 +327,7 @@ class StateStore:
                     self._conn.execute(statement)
             _migrate_page_retries(self._conn)
             _migrate_feed_pauses(self._conn)
+            _migrate_feed_sites(self._conn)
             _migrate_seen_versions(self._conn)
 
     def close(self) -> None:
@@ -342,19 +357,21 @@ class StateStore:
         min_interval_s: float | None = None,
         max_interval_s: float | None = None,
         active: bool = True,
+        sites: Iterable[str] = (),
     ) -> FeedRow:
         """Add a feed, or refresh the settings of the one added from ``url`` before
         (its state, and a URL a 301 moved it to, are kept). For the feeds file, whose
         feeds are its own whoever added them first, and for one-off polls, which change
         nothing of a feed already there; ``feeds import|add`` use ``add_feed``."""
-        tags_json = json.dumps(list(tags))
+        tags_json, sites_json = json.dumps(list(tags)), json.dumps(list(sites))
         with self._tx() as conn:
             row = _feed_by_url(conn, url)
             if row is None:
                 conn.execute(
                     "INSERT INTO feeds (url, origin_url, origin, name, tags, min_interval_s,"
-                    " max_interval_s, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (url, url, origin, name, tags_json, min_interval_s, max_interval_s, int(active)),
+                    " max_interval_s, active, sites) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (url, url, origin, name, tags_json, min_interval_s, max_interval_s,
+                     int(active), sites_json),
                 )
             elif origin != "adhoc":
                 # A one-off `poll --once` row never overrides a registered feed's settings.
@@ -363,8 +380,9 @@ class StateStore:
                 conn.execute(
                     "UPDATE feeds SET origin = ?, name = ?, tags = ?, min_interval_s = ?,"
                     " max_interval_s = ?, next_poll = CASE WHEN active THEN next_poll"
-                    " ELSE 0 END, active = ? WHERE id = ?",
-                    (origin, name, tags_json, min_interval_s, max_interval_s, int(active), row[0]),
+                    " ELSE 0 END, active = ?, sites = ? WHERE id = ?",
+                    (origin, name, tags_json, min_interval_s, max_interval_s, int(active),
+                     sites_json, row[0]),
                 )
             row = _feed_by_url(conn, url)
         return FeedRow.from_row(row)
@@ -377,37 +395,42 @@ class StateStore:
         name: str | None = None,
         tags: Iterable[str] | None = None,
         change: bool = False,
+        sites: Iterable[str] | None = None,
     ) -> tuple[FeedRow, str]:
         """Add a feed from ``feeds import`` or ``feeds add``. A feed already polled keeps
         its origin (so the feeds file still switches its own feeds off) and settings,
-        unless ``change``: then the ``name`` and ``tags`` given (not None) replace its
-        own, but not on a feed of the feeds file, which would set them back. Returns the
-        row and what was done: "added" (a new feed, or one no longer polled), "kept",
-        "changed", or "configured" (in the feeds file: nothing done)."""
+        unless ``change``: then the ``name``, ``tags`` and ``sites`` given (not None)
+        replace its own, but not on a feed of the feeds file, which would set them back.
+        Returns the row and what was done: "added" (a new feed, or one no longer polled),
+        "kept", "changed", or "configured" (in the feeds file: nothing done)."""
         with self._tx() as conn:
             found = _feed_by_url(conn, url)
             row = FeedRow.from_row(found) if found else None
             if row is None:
                 conn.execute(
-                    "INSERT INTO feeds (url, origin_url, origin, name, tags) VALUES (?, ?, ?, ?, ?)",
-                    (url, url, origin, name, json.dumps(list(tags or []))),
+                    "INSERT INTO feeds (url, origin_url, origin, name, tags, sites)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (url, url, origin, name, json.dumps(list(tags or [])),
+                     json.dumps(list(sites or []))),
                 )
                 done = "added"
             elif not row.active:  # a one-off poll's row, or a feed taken out: taken over,
                 # and due at once as a new feed is (not at the one-off's next poll)
                 conn.execute(
                     "UPDATE feeds SET origin = ?, name = ?, tags = ?, min_interval_s = NULL,"
-                    " max_interval_s = NULL, next_poll = 0, active = 1 WHERE id = ?",
-                    (origin, name, json.dumps(list(tags or [])), row.id),
+                    " max_interval_s = NULL, next_poll = 0, active = 1, sites = ? WHERE id = ?",
+                    (origin, name, json.dumps(list(tags or [])), json.dumps(list(sites or [])),
+                     row.id),
                 )
                 done = "added"
             elif row.origin == "config":
                 done = "configured"
             elif change:
                 conn.execute(
-                    "UPDATE feeds SET name = ?, tags = ? WHERE id = ?",
+                    "UPDATE feeds SET name = ?, tags = ?, sites = ? WHERE id = ?",
                     (row.name if name is None else name,
-                     json.dumps(row.tags if tags is None else list(tags)), row.id),
+                     json.dumps(row.tags if tags is None else list(tags)),
+                     json.dumps(row.sites if sites is None else list(sites)), row.id),
                 )
                 done = "changed"
             else:

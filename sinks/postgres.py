@@ -34,9 +34,11 @@ from sinks.base import (
 )
 from sinks.rows import (
     SEARCH_SEPARATOR,
+    STORED_COPY_COLUMNS,
     Fetch,
     ReadDialect,
     SQLReader,
+    StoredCopy,
     StoredMember,
     StoredPlace,
     article_values,
@@ -295,6 +297,12 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # Only their articles' forms change (the tsv column follows); the parser reads
         # their marks as letters, as it does Thai's (in the C and C.UTF-8 locales: tested).
         [functools.partial(_fill_search_forms, where=_LAO_KHMER_MYANMAR)],
+    ),
+    (
+        9,
+        "articles keep whether their feed speaks for their site (a feed's sites)",
+        # NULL for those stored before: decided from their addresses, as then.
+        ["ALTER TABLE articles ADD COLUMN own_site boolean"],
     ),
 ]
 
@@ -604,10 +612,10 @@ class PostgresSink(BatchingSink):
                 # Only the copies to write reach the INSERT: PostgreSQL computes the
                 # tsvector of a proposed row even when the conflict clause then drops it.
                 cur.execute(
-                    "SELECT id, url, feed_url, fetched_at, digest FROM articles WHERE id = ANY(%s)",
+                    f"SELECT id, {STORED_COPY_COLUMNS} FROM articles WHERE id = ANY(%s)",
                     ([a.id for a in articles],),
                 )
-                copies = {row[0]: (row[1], row[2], row[3], row[4]) for row in cur.fetchall()}
+                copies = {row[0]: StoredCopy(*row[1:]) for row in cur.fetchall()}
                 fresh = articles_to_write(articles, copies)
                 if fresh:
                     cur.executemany(_UPSERT_ARTICLE, _rows([article_values(a) for a in fresh]))

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from newsflow.schemas import (
     Explanation,
@@ -65,7 +65,7 @@ from sinks.models import (
 ARTICLE_COLUMNS = (
     "id", "url", "canonical_url", "title", "text", "published", "fetched_at", "source",
     "feed_url", "language", "author", "site_name", "summary_only", "producer", "fetch_info",
-    "agencies", "digest", "search_title", "search_text",
+    "agencies", "digest", "search_title", "search_text", "own_site",
 )
 INCIDENT_COLUMNS = (
     "id", "version", "title", "first_seen", "last_seen", "updated_at", "active_at",
@@ -308,8 +308,23 @@ def upsert_article_sql(placeholder: str) -> str:
     )
 
 
-# A stored article's url, feed_url, fetched_at and digest: whether a copy replaces it.
-StoredCopy = tuple[str | None, str | None, datetime | None, str]
+class StoredCopy(NamedTuple):
+    """What of a stored article says whether a copy replaces it."""
+
+    url: str | None
+    feed_url: str | None
+    own_site: bool | None  # RawArticle.own_site (NULL: stored before it was kept)
+    fetched_at: datetime | None
+    digest: str
+
+    @classmethod
+    def of(cls, article: RawArticle) -> StoredCopy:
+        return cls(article.url, article.feed_url, article.own_site, article.fetched_at,
+                   article_digest(article))
+
+
+# The columns a store reads a ``StoredCopy`` from, in its order (after the id).
+STORED_COPY_COLUMNS = "url, feed_url, own_site, fetched_at, digest"
 
 
 def articles_to_write(articles: Sequence[RawArticle],
@@ -320,23 +335,24 @@ def articles_to_write(articles: Sequence[RawArticle],
     outlet's article: its own title, source and summary under that id. A copy from
     another site's feed is stored only when there is none yet, and replaced by one from
     the article's own site (``own_copy``), of which the latest fetch is kept; so is a
-    feed's own (an outlet whose feed is on another host, feedburner's or a CDN's). A
-    replay of an identical copy writes nothing."""
+    feed's own (an outlet whose feed is on another domain, feedburner's or a CDN's, that
+    does not name the outlet's site in its ``sites``). A replay of an identical copy
+    writes nothing."""
     earliest = datetime.min.replace(tzinfo=UTC)
     held = dict(stored)
     chosen: list[RawArticle] = []
     for article in articles:
-        digest = article_digest(article)
+        copy = StoredCopy.of(article)
         before = held.get(article.id)
-        same_feed = before is not None and article.feed_url == before[1]
+        same_feed = before is not None and article.feed_url == before.feed_url
         if before is not None and (
-            before[3] == digest
-            or not (own_copy(article.url, article.feed_url) or same_feed)
-            or ((own_copy(before[0], before[1]) or same_feed)
-                and (article.fetched_at or earliest) < (before[2] or earliest))
+            before.digest == copy.digest
+            or not (own_copy(article.url, article.feed_url, article.own_site) or same_feed)
+            or ((own_copy(before.url, before.feed_url, before.own_site) or same_feed)
+                and (article.fetched_at or earliest) < (before.fetched_at or earliest))
         ):
             continue
-        held[article.id] = (article.url, article.feed_url, article.fetched_at, digest)
+        held[article.id] = copy
         chosen.append(article)
     return chosen
 
@@ -374,7 +390,7 @@ def article_values(article: RawArticle) -> tuple[Any, ...]:
         article.published, article.fetched_at, article.source, article.feed_url,
         article.language, article.author, article.site_name, article.summary_only,
         article.producer, dict(article.fetch), tuple(agencies), article_digest(article),
-        search_form(article.title), search_form(article.text),
+        search_form(article.title), search_form(article.text), article.own_site,
     )
 
 
@@ -626,6 +642,7 @@ def article_from_row(row: Row) -> RawArticle:
         author=row["author"],
         site_name=row["site_name"],
         summary_only=bool(row["summary_only"]),
+        own_site=None if row["own_site"] is None else bool(row["own_site"]),
         producer=row["producer"] or "feed",
         fetch=_json(row["fetch_info"]) or {},
     )

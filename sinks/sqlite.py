@@ -35,6 +35,7 @@ from sinks.base import (
 from sinks.rows import (
     SEARCH_SEPARATOR,
     SNIPPET_CUT,
+    STORED_COPY_COLUMNS,
     THAI_MARKS,
     Fetch,
     ReadDialect,
@@ -252,6 +253,12 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             *_search_index(THAI_MARKS + LAO_KHMER_MYANMAR_MARKS),
             "INSERT INTO articles_fts (articles_fts) VALUES ('rebuild')",
         ],
+    ),
+    (
+        7,
+        "articles keep whether their feed speaks for their site (a feed's sites)",
+        # NULL for those stored before: decided from their addresses, as then.
+        ["ALTER TABLE articles ADD COLUMN own_site INTEGER"],
     ),
 ]
 
@@ -521,10 +528,11 @@ class SQLiteSink(BatchingSink):
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             for row in conn.execute(
-                f"SELECT id, url, feed_url, fetched_at, digest FROM articles WHERE id IN ({marks})",
+                f"SELECT id, {STORED_COPY_COLUMNS} FROM articles WHERE id IN ({marks})",
                 list(chunk),
             ):
-                stored[row[0]] = (row[1], row[2], parse_ts(row[3]), row[4])
+                own_site = None if row[3] is None else bool(row[3])
+                stored[row[0]] = StoredCopy(row[1], row[2], own_site, parse_ts(row[4]), row[5])
         return stored
 
     def _stored_versions(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, int]:

@@ -22,11 +22,11 @@ NOW = datetime.now(UTC)
 
 
 def article(n: int, text: str = "", *, title: str | None = None, source: str = "example.org",
-            fetched: datetime | None = None, **fields: Any) -> RawArticle:
+            fetched: datetime | None = None, url: str | None = None, **fields: Any) -> RawArticle:
     """Article ``a{n}``; ``fields`` set any other RawArticle field."""
     return RawArticle(
         id=f"a{n}",
-        url=f"https://example.org/{n}",
+        url=url or f"https://example.org/{n}",
         title=title or f"Article {n} about cruise missiles",
         text=text or f"Body {n}: Russian cruise missiles crashed in Iran, officials said.",
         published=NOW - timedelta(minutes=n),
@@ -102,6 +102,24 @@ MERGE_STEPS: list[list[Any]] = [
     [placed(3, "i1", 3, moved_from="i2"), header("i1", 3, 3, added=[3])],
     [header("i2", 2, 0, removed=[3], merged_into="i1")],
 ]
+
+
+def copies_from_a_feed_on_another_domain() -> tuple[list[RawArticle], RawArticle]:
+    """Copies of one BBC report, to be written each on its own, in order, and the one
+    storage keeps. A hostile site's feed sends it first; BBC's world feed next: on
+    feeds.bbci.co.uk, another domain than the page's, but naming bbc.co.uk among its
+    sites (``own_site``); then an older fetch of it from BBC's UK feed (another feed of
+    BBC's: not the same feed), and the hostile copy again, fetched last."""
+    page, hour = "https://www.bbc.co.uk/news/articles/c0tram", timedelta(hours=1)
+    hostile = article(1, title="Hoax: no tram strike at all", url=page, source="Hoax Daily",
+                      feed_url="https://hoax.example/feed.xml", own_site=False)
+    bbc = article(1, title="Tram strike over after vote", url=page, source="BBC News",
+                  feed_url="https://feeds.bbci.co.uk/news/world/rss.xml", own_site=True,
+                  fetched=NOW + hour)
+    older = bbc.model_copy(update={"title": "Tram strike: drivers to vote", "fetched_at": NOW,
+                                   "feed_url": "https://feeds.bbci.co.uk/news/uk/rss.xml"})
+    late_hostile = hostile.model_copy(update={"fetched_at": NOW + 2 * hour})
+    return [hostile, bbc, older, late_hostile], bbc
 
 
 def older_database(path: Path, version: int) -> None:

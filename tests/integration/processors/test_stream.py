@@ -259,22 +259,40 @@ def send_three_copies(settings, roles, topic_reader, copies: list[RawArticle],
     assert sqlite_rows(settings.sqlite_file, "SELECT title, source FROM articles") == [shown]
 
 
-def test_an_own_site_copy_after_another_site_s_is_what_the_incident_shows_in_storage(
-    make_settings, start_role, topic_reader
-):
-    """Another site's feed sends its copy of the Reuters report first (its id and address,
-    its own title and source), Reuters' own feed sends it next, another site's copy again
-    last: storage's incident shows Reuters' title and source, and the article stays where
-    the first copy put it."""
+def own_copy_after_another_site_s(make_settings, start_role, topic_reader,
+                                  own: RawArticle) -> None:
+    """Another site's feed sends its copy of Reuters' report first (its id and address,
+    its own title and source), ``own`` comes next, another site's copy again last:
+    storage's incident shows ``own``'s title and Reuters as its source, and the article
+    stays where the first copy put it. (Another site's copies say ``own_site`` as ``own`` does, or not.)"""
     settings = make_settings()
     ensure_topics(settings)
     roles = [start_role(settings, "process"), start_role(settings, "sink")]
-    own = reuters_copy()
     hostile = own.model_copy(update={"feed_url": "https://hoax.example/feed.xml",
+                                     "own_site": None if own.own_site is None else False,
                                      "title": "Hoax: nothing happened in Syria today",
                                      "source": "Hoax Daily"})
     send_three_copies(settings, roles, topic_reader, [hostile, own, hostile],
                       (own.title, "Reuters"))
+
+
+def test_an_own_site_copy_after_another_site_s_is_what_the_incident_shows_in_storage(
+    make_settings, start_role, topic_reader
+):
+    """Reuters' own feed (on reuters.com) sends its report after another site's copy."""
+    own_copy_after_another_site_s(make_settings, start_role, topic_reader, reuters_copy())
+
+
+def test_a_copy_from_a_feed_on_another_domain_that_speaks_for_the_site_replaces_another_s(
+    make_settings, start_role, topic_reader
+):
+    """Reuters' feed on feedburner (another domain than its pages) names reuters.com among
+    its sites, so its copy says it is the site's own (``own_site``): it replaces another
+    site's that came first as Reuters' own feed's does. (Read from the addresses alone,
+    it was another site's copy too, and the first one stayed.)"""
+    own = reuters_copy().model_copy(update={
+        "feed_url": "https://feeds.feedburner.com/reuters/worldNews", "own_site": True})
+    own_copy_after_another_site_s(make_settings, start_role, topic_reader, own)
 
 
 def test_an_own_site_s_edit_is_what_the_incident_shows_and_its_first_fetch_sent_again_not(

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -29,7 +30,7 @@ from newsflow.settings import Settings
 from producers.commands import cmd_feeds_add, cmd_feeds_list, poll_counts
 from producers.discover import find_feeds
 from producers.feedparse import parse_feed
-from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once
+from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once, sync_feeds_file
 from producers.fetch import FetchError
 from producers.state import FeedRow, StateStore
 from producers.urls import host_key
@@ -76,7 +77,10 @@ class Rig:
         return self.state.upsert_feed(url, origin="config")
 
     def poll(self, url: str) -> PollResult:
-        feed = self.feed(url)
+        return self.poll_feed(self.feed(url))
+
+    def poll_feed(self, feed: FeedRow) -> PollResult:
+        """A poll of ``feed`` as the state has it (its settings as they are)."""
         result = self.poller.poll(self.state.feed(feed.id) or feed)
         self.state.record(
             feed.id, None, result.update, new_keys=result.new_keys,
@@ -658,7 +662,8 @@ def test_a_one_off_poll_leaves_no_feed_in_the_listing_and_its_entries_seen(
 
     poll()
     assert len(out) == 2 and listed() == {}
-    add = argparse.Namespace(url=url, no_discover=True, all=False, name=None, tag=None)
+    add = argparse.Namespace(url=url, no_discover=True, all=False, name=None, tag=None,
+                              site=None)
     assert cmd_feeds_add(add, settings) == 0
     assert listed() == {url: "2"}
     poll()  # (as the producer's first poll of the feed added: its entries are seen)
@@ -934,7 +939,7 @@ def test_feeds_list_shows_what_a_feed_sends_as_text_not_terminal_controls(server
     out = capsys.readouterr().out
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
     lines = out.splitlines()
-    assert len(lines) == 3 and all(line.count("\t") == lines[0].count("\t") == 10 for line in lines)
+    assert len(lines) == 3 and all(line.count("\t") == lines[0].count("\t") == 11 for line in lines)
     assert " ]0;owned News forged line\t" in lines[1] + lines[2]
     assert "not a feed (text/x- [2J)" in lines[1] + lines[2]
 
@@ -1101,16 +1106,18 @@ def test_a_feed_of_another_site_cannot_overwrite_the_outlets_article(server, pag
     assert stored(tmp_path / "c.db", hostile[0], hostile[0]) == ("River rises", hostile_url)
 
 
+_TRAM_STRIKE_PAGE = (
+    "<html><head><title>Tram strike ends</title></head><body><article><h1>Tram strike ends"
+    "</h1>" + "".join(f"<p>Paragraph {i}: drivers voted to accept the offer and trams run again"
+                      " from Monday on every line of the city network.</p>" for i in range(5))
+    + "</article></body></html>").encode()
+
+
 def test_another_site_s_feed_does_not_name_a_page_whose_own_title_was_read(server, paged_rig):
     """Another site's feed gets the page's own title for an article whose page was
     fetched and extracted, not its entry's; the page's own site's feed keeps its entry's
     title (the outlet's word), and a page not read leaves another feed's title standing."""
-    page = ("<html><head><title>Tram strike ends</title></head><body><article><h1>Tram"
-            " strike ends</h1>" + "".join(
-                f"<p>Paragraph {i}: drivers voted to accept the offer and trams run again"
-                " from Monday on every line of the city network.</p>" for i in range(5)) +
-            "</article></body></html>")
-    server.state.custom["story"] = (page.encode(), "text/html; charset=utf-8")
+    server.state.custom["story"] = (_TRAM_STRIKE_PAGE, "text/html; charset=utf-8")
     link, gone = server.url("/custom/story"), server.url("/custom/gone")
     server.state.custom["outlet.xml"] = (
         _story_feed("Tram strike over after vote", link, "Trams run."), "application/rss+xml")
@@ -1137,6 +1144,82 @@ def test_another_site_s_feed_does_not_name_a_page_whose_own_title_was_read(serve
         _story_feed("Tram strike ends - City Paper", via, "Trams run."), "application/rss+xml")
     aggregated = polled("aggregator.xml", "localhost")
     assert (aggregated.title, aggregated.summary_only) == ("Tram strike ends - City Paper", False)
+
+
+def resolve_to_the_server(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """``names`` resolve to this machine (127.0.0.1), as lines of /etc/hosts would: the
+    local server under the names of the sites a test is about. Other names as before."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return resolve("127.0.0.1" if host in names else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_a_feed_on_another_name_of_its_pages_registrable_domain_is_their_own_site(
+        server, paged_rig, monkeypatch):
+    """CNN's feed is on rss.cnn.com, its pages on edition.cnn.com: one registrable domain,
+    one site, so the feed's entry keeps its title (the outlet's word), not the page's. Two
+    names under a public suffix (a.blogspot.com and b.blogspot.com: two blogs) are two
+    sites still: the other blog's feed does not name the page."""
+    resolve_to_the_server(monkeypatch, "rss.cnn.com", "edition.cnn.com", "a.blogspot.com",
+                          "b.blogspot.com")
+    server.state.custom["story"] = (_TRAM_STRIKE_PAGE, "text/html; charset=utf-8")
+    port = server.server_address[1]
+
+    def polled(feed_host: str, page_host: str) -> RawArticle:
+        link = f"http://{page_host}:{port}/custom/story"
+        server.state.custom[f"{feed_host}.xml"] = (
+            _story_feed("Tram strike over after vote", link, "Trams run."), "application/rss+xml")
+        [article] = paged_rig.poll(f"http://{feed_host}:{port}/custom/{feed_host}.xml").articles
+        return article
+
+    assert polled("rss.cnn.com", "edition.cnn.com").title == "Tram strike over after vote"
+    assert polled("b.blogspot.com", "a.blogspot.com").title == "Tram strike ends"
+
+
+def test_a_feed_on_another_domain_speaks_for_the_sites_the_feeds_file_names(
+        server, paged_rig, monkeypatch, tmp_path):
+    """BBC's feed is on feeds.bbci.co.uk, its pages on www.bbc.co.uk: another registrable
+    domain. Named in the feed's ``sites`` in the feeds file, that site is the feed's own:
+    its entries keep their titles (the outlet's word) and its name as their source, and
+    the article says so (``own_site``), its edit too. A feed that does not name the site
+    (another outlet's, elsewhere on co.uk) gets the page's title, as before."""
+    resolve_to_the_server(monkeypatch, "feeds.bbci.co.uk", "www.bbc.co.uk",
+                          "news.elsewhere.co.uk")
+    server.state.custom["story"] = (_TRAM_STRIKE_PAGE, "text/html; charset=utf-8")
+    port = server.server_address[1]
+    link = f"http://www.bbc.co.uk:{port}/custom/story"
+    bbc_url = f"http://feeds.bbci.co.uk:{port}/custom/bbc.xml"
+    other_url = f"http://news.elsewhere.co.uk:{port}/custom/other.xml"
+    for name in ("bbc.xml", "other.xml"):
+        server.state.custom[name] = (
+            _story_feed("Tram strike over after vote", link, "Trams run."), "application/rss+xml")
+    feeds_file = tmp_path / "feeds.toml"
+    feeds_file.write_text(f'[[feed]]\nurl = "{bbc_url}"\nname = "BBC News"\n'
+                          'sites = ["bbc.co.uk", "bbc.com"]\n'
+                          f'[[feed]]\nurl = "{other_url}"\nname = "Elsewhere"\n')
+    sync_feeds_file(paged_rig.state, feeds_file)
+    feeds = {feed.url: feed for feed in paged_rig.state.feeds()}
+    assert feeds[bbc_url].sites == ["bbc.co.uk", "bbc.com"] and feeds[other_url].sites == []
+
+    def polled(url: str) -> list[RawArticle]:
+        return paged_rig.poll_feed(feeds[url]).articles
+
+    [bbc] = polled(bbc_url)
+    assert (bbc.title, bbc.source, bbc.own_site) == ("Tram strike over after vote", "BBC News", True)
+    [other] = polled(other_url)
+    assert (other.title, other.own_site) == ("Tram strike ends", False)
+    assert other.id == bbc.id
+
+    server.state.custom["bbc.xml"] = (
+        _story_feed("Tram strike over: trams run from Monday", link, "Trams run."),
+        "application/rss+xml")
+    paged_rig.skip(paged_rig.settings.refetch_interval_s)
+    [edited] = polled(bbc_url)
+    assert edited.fetch["refetch"] == "title"
+    assert (edited.title, edited.own_site) == ("Tram strike over: trams run from Monday", True)
 
 
 def test_a_poll_takes_in_at_most_the_cap_of_new_entries_the_oldest_first(

@@ -21,7 +21,15 @@ from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import make_sink, open_store
-from tests.records import MERGE_STEPS, NOW, article, incident, older_schema, placed
+from tests.records import (
+    MERGE_STEPS,
+    NOW,
+    article,
+    copies_from_a_feed_on_another_domain,
+    incident,
+    older_schema,
+    placed,
+)
 
 pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg")
@@ -322,6 +330,51 @@ def test_schema_8_finds_the_khmer_lao_and_myanmar_an_older_newsflow_stored(
         assert found(dsn, "ផ្ទះ") == found(dsn, "ຫຼວງພະບາງ") == found(dsn, "ငလျင်") == ["a0"], dsn
         assert found(dsn, "ផទ") == found(dsn, "မ") == [], dsn  # (marks are letters)
         assert found(dsn, "地震") == ["a1"]  # (as it was)
+
+
+def stored_articles(dsn: str) -> dict[str, RawArticle]:
+    """The stored articles by id, as the processors read them back after a restart."""
+    store = open_store(Settings(sink="postgres", postgres_dsn=dsn))
+    try:
+        return {a.id: a for a, _, _ in store.recent_articles(NOW - timedelta(days=1))}
+    finally:
+        store.close()
+
+
+def test_a_copy_from_a_feed_that_speaks_for_the_article_s_site_is_kept_as_its_own(
+        postgres_dsn: str) -> None:
+    """As on SQLite: the producer's word that a copy is its site's own (``own_site``)
+    decides which copy is kept, and is stored with it."""
+    from sinks.postgres import PostgresSink
+
+    copies, kept = copies_from_a_feed_on_another_domain()
+    with PostgresSink(postgres_dsn) as sink:
+        for copy in copies:
+            sink.write([copy])  # each a batch of its own: decided on what is stored
+    stored = stored_articles(postgres_dsn)[kept.id]
+    assert (stored.title, stored.feed_url, stored.own_site) == (kept.title, kept.feed_url, True)
+
+
+def test_schema_9_keeps_whether_each_copy_is_its_site_s_own(postgres_dsn: str) -> None:
+    """An article stored before says nothing (NULL), and is decided from its addresses
+    as before (another site's copy does not replace it); one written since keeps what
+    its producer said."""
+    from sinks.postgres import PostgresSink
+
+    older_schema(postgres_dsn, 8)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO articles (id, url, feed_url, title, text, fetched_at, digest)"
+                     " VALUES ('a1', 'https://www.bbc.co.uk/news/1', 'https://www.bbc.co.uk/rss',"
+                     " 'Tram strike ends', 'Trams run again.', %s, 'x')", (NOW,))
+    with PostgresSink(postgres_dsn) as sink:
+        sink.migrate()
+        sink.write([article(1, title="Hoax", url="https://www.bbc.co.uk/news/1", own_site=False,
+                            feed_url="https://hoax.example/feed.xml",
+                            fetched=NOW + timedelta(hours=1)),
+                    article(2, own_site=True)])
+    stored = stored_articles(postgres_dsn)
+    assert (stored["a1"].title, stored["a1"].own_site, stored["a2"].own_site) == (
+        "Tram strike ends", None, True)
 
 
 def test_a_read_command_on_a_database_newsflow_never_wrote_to_says_so(

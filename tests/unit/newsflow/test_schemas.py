@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -196,14 +197,78 @@ def test_a_time_past_year_9999_once_in_utc_is_refused_as_invalid() -> None:
         RawArticle.from_bytes(b'{"id": "a", "fetched_at": "0001-01-01T01:00:00+05:00"}')
 
 
-def test_same_site_is_one_host_or_a_subdomain_not_a_sibling():
+def test_same_site_is_one_registrable_domain_not_siblings_under_a_public_suffix():
     from newsflow.schemas import same_site
 
     assert same_site("https://www.example.com/a", "https://example.com/feed")
     assert same_site("https://example.com/news/1", "https://feeds.example.com/rss")
+    # Sibling names of one registrable domain: CNN's feed and its pages.
+    assert same_site("https://edition.cnn.com/2026/world/x", "http://rss.cnn.com/rss/edition.rss")
+    assert same_site("https://www.city.kawasaki.jp/a", "https://news.city.kawasaki.jp/rss")
+    # Names under a public suffix, in the list's private section (blogspot.com,
+    # github.io) as in its ICANN one (co.uk), are sites of their own.
     assert not same_site("https://a.blogspot.com/post", "https://b.blogspot.com/feed")
+    assert not same_site("https://a.blogspot.com/post", "https://blogspot.com/feed")
+    assert not same_site("https://a.github.io/x", "https://b.github.io/feed.xml")
+    assert not same_site("https://x.co.uk/a", "https://y.co.uk/feed")
+    assert not same_site("https://www.bbc.co.uk/news/1", "https://feeds.bbci.co.uk/news/rss.xml")
     assert not same_site("https://example.com.evil.org/x", "https://example.com/feed")
     assert not same_site("https://example.com/x", "not an address")
+
+
+def test_same_site_of_names_the_list_does_not_know_and_of_addresses():
+    """A top-level domain the Public Suffix List does not have is a suffix of one label
+    (the list's default rule); an IP address, or a name that is a suffix itself
+    (localhost), is one site with itself only, whatever the port."""
+    from newsflow.schemas import registrable_domain, same_site
+
+    assert same_site("http://feeds.outlet.internal/rss", "http://www.outlet.internal/a")
+    assert not same_site("http://a.internal/rss", "http://b.internal/a")
+    assert same_site("http://127.0.0.1:8001/feed.xml", "http://127.0.0.1:8002/story")
+    assert not same_site("http://127.0.0.1/feed.xml", "http://localhost/story")
+    assert not same_site("http://127.0.0.1/feed.xml", "http://127.0.0.2/story")
+    assert same_site("http://localhost:8000/feed.xml", "http://LOCALHOST./story")
+    assert same_site("http://[::1]:8000/feed.xml", "http://[::1]/story")
+    assert not same_site("http://[::1]/feed.xml", "http://[::2]/story")
+    assert [registrable_domain(h) for h in ("localhost", "127.0.0.1", "::1", "co.uk", "com")
+            ] == [None] * 5
+
+
+def test_a_copy_s_own_site_is_its_producer_s_word_and_without_it_its_addresses():
+    """``own_site`` says whether the feed that sent a copy speaks for the article's site
+    (BBC's feeds.bbci.co.uk names bbc.co.uk): the stage and the sinks take it as said. A
+    message without it (an older producer, a replay) reads, and is decided from its
+    addresses as before."""
+    from newsflow.schemas import feed_speaks_for, own_copy
+
+    page, feed = "https://www.bbc.co.uk/news/1", "https://feeds.bbci.co.uk/news/rss.xml"
+    older = RawArticle.from_bytes(json.dumps({"id": "a", "url": page, "feed_url": feed}))
+    assert older.own_site is None and not own_copy(older.url, older.feed_url, older.own_site)
+    said = RawArticle.from_bytes(older.model_copy(update={"own_site": True}).to_bytes())
+    assert said.own_site is True and own_copy(said.url, said.feed_url, said.own_site)
+    assert not own_copy(page, "https://www.bbc.co.uk/rss", False)  # (its word stands)
+    assert feed_speaks_for(page, feed, ["bbc.co.uk", "bbc.com"])
+    assert not feed_speaks_for(page, feed) and not feed_speaks_for(page, feed, ["bbc.com"])
+    assert not feed_speaks_for("not an address", feed, ["bbc.co.uk"])
+
+
+def test_the_public_suffix_list_is_read_offline() -> None:
+    """The list comes with the ``tld`` package: a process that may not open a connection
+    tells sites apart all the same (tld fetches the list only when its file is missing)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import socket\n"
+        "def refuse(*args, **kwargs): raise OSError('no network here')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "from newsflow.schemas import same_site\n"
+        "assert same_site('https://edition.cnn.com/a', 'http://rss.cnn.com/rss')\n"
+        "assert not same_site('https://a.blogspot.com/a', 'https://b.blogspot.com/rss')\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=root)
 
 
 def test_same_site_is_one_host_in_either_form_of_an_international_name():
@@ -215,3 +280,7 @@ def test_same_site_is_one_host_in_either_form_of_an_international_name():
     assert same_site("https://xn--bcher-kva.example/a", "https://bücher.example/feed")
     assert same_site("https://www.BÜCHER.example/a", "https://feeds.xn--bcher-kva.example/rss")
     assert not same_site("https://xn--bcher-kva.example/a", "https://bucher.example/feed")
+    # The list writes its international suffixes in Unicode: 公司.cn (xn--55qx5d.cn) is
+    # one, so two names under it are two sites, in either form.
+    assert not same_site("https://a.xn--55qx5d.cn/x", "https://b.公司.cn/feed")
+    assert same_site("https://www.a.xn--55qx5d.cn/x", "https://feeds.a.公司.cn/rss")

@@ -462,3 +462,43 @@ def test_a_restore_from_storage_ahead_of_the_stage_shows_the_own_site_s_copy_ove
     again = restored.process(reuters, T0 + timedelta(hours=1))
     assert again.decision.redelivery and again.copy_shown
     assert [a.title for a in again.incidents[-1].articles] == [reuters.title]
+
+
+def test_a_stage_restored_from_storage_keeps_a_feed_s_word_that_it_speaks_for_the_site(
+        tmp_path):
+    """BBC's feed is on feeds.bbci.co.uk, its pages on www.bbc.co.uk: it names bbc.co.uk
+    among its sites, so its copies say they are the site's own (``own_site``). Its fetch
+    decided the article; an older fetch sent again (at-least-once delivery) puts nothing
+    back, after a restart from storage as before it: storage keeps the copy's word. (Read
+    from the addresses alone, the restored stage took the copy shown for another site's,
+    and any copy of the site's own replaced it.)"""
+    from newsflow.settings import Settings
+    from processors.rebuild import read
+    from sinks.sqlite import SQLiteSink
+    from sinks.store import read_window
+
+    reuters, _ = seeds()
+    page, fetched = "https://www.bbc.co.uk/news/world-middle-east-1", datetime.now(UTC)
+    bbc = reuters.model_copy(update={
+        "url": page, "canonical_url": page, "source": "BBC News", "own_site": True,
+        "title_derived": False, "feed_url": "https://feeds.bbci.co.uk/news/world/rss.xml",
+        "fetched_at": fetched})
+    older = bbc.model_copy(update={"title": "Syria: troops on the move",
+                                   "fetched_at": fetched - timedelta(hours=1)})
+    stage = IncidentStage()
+    first = stage.process(bbc, T0)
+    assert not stage.process(older, T0 + timedelta(minutes=1)).copy_shown
+
+    settings = Settings(data_dir=tmp_path / "var", sink="sqlite")
+    sink = SQLiteSink(settings.sqlite_file)
+    output = batch_output([first])
+    for record in [bbc, *output.members, *output.versions]:
+        sink.add(record)
+    sink.flush()
+    sink.close()
+    restored = IncidentStage()
+    restored.restore(*read(settings, read_window))
+    again = restored.process(older, T0 + timedelta(hours=1))
+    assert again.decision.redelivery and not again.copy_shown
+    [incident] = again.incidents
+    assert [a.title for a in incident.articles] == [bbc.title]

@@ -69,8 +69,10 @@ def test_feeds_list_without_a_state_file_creates_none(tmp_path, capsys):
     assert not (tmp_path / "var").exists()
 
 
-def _add(settings: Settings, url: str, *, name: str | None = None, tags: list[str] | None = None) -> int:
-    args = argparse.Namespace(url=url, no_discover=True, all=False, name=name, tag=tags)
+def _add(settings: Settings, url: str, *, name: str | None = None, tags: list[str] | None = None,
+         sites: list[str] | None = None) -> int:
+    args = argparse.Namespace(url=url, no_discover=True, all=False, name=name, tag=tags,
+                              site=sites)
     return cmd_feeds_add(args, settings)
 
 
@@ -98,7 +100,7 @@ def test_a_feed_of_the_feeds_file_stays_the_files_when_imported_or_added(tmp_pat
         assert out == f"{url} is already polled (listed in {settings.feeds_file}); nothing changed\n"
         # Asked to change what the file sets, it says where to do it, and does nothing.
         assert _add(settings, url, name="Renamed") == 1
-        assert "change its name and tags there" in capsys.readouterr().err
+        assert "change its name, tags and sites there" in capsys.readouterr().err
         (row,) = state.feeds()
         assert (row.origin, row.name, row.tags, row.min_interval_s) == (
             "config", "Configured", ["uk"], 600.0)
@@ -146,9 +148,13 @@ def test_adding_a_feed_again_changes_only_the_options_given(tmp_path, capsys):
         assert _add(settings, url, tags=["two", "three"]) == 0
         out = capsys.readouterr().out
         assert out == (f"changed {url} (added with `newsflow feeds add`): name A, "
-                       "tags two, three\n")
+                       "tags two, three, sites -\n")
         (row,) = state.feeds()
         assert (row.origin, row.name, row.tags) == ("cli", "A", ["two", "three"])
+        assert _add(settings, url, sites=["bbc.co.uk"]) == 0
+        assert capsys.readouterr().out.endswith("tags two, three, sites bbc.co.uk\n")
+        (row,) = state.feeds()
+        assert (row.name, row.tags, row.sites) == ("A", ["two", "three"], ["bbc.co.uk"])
     finally:
         state.close()
 
@@ -207,3 +213,26 @@ def test_a_feed_of_the_feeds_file_is_removed_from_the_file_not_by_command(tmp_pa
         f"{url} is listed in {settings.feeds_file}: take it out of the file to stop it;"
         " nothing changed\n")
     assert not (tmp_path / "other").exists()
+
+
+def test_feeds_add_names_the_sites_a_feed_speaks_for_and_feeds_list_shows_them(
+        tmp_path, monkeypatch, capsys):
+    """BBC's feed is on feeds.bbci.co.uk, its pages on www.bbc.co.uk and www.bbc.com:
+    `feeds add --site` names those sites (each as its registrable domain), and the
+    listing shows them in its last column. A public suffix is no site: refused."""
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("NEWSFLOW_FEEDS_FILE", str(tmp_path / "feeds.toml"))
+    url = "https://feeds.bbci.co.uk/news/rss.xml"
+    assert main(["feeds", "add", url, "--no-discover", "--site", "www.bbc.co.uk",
+                 "--site", "BBC.com"]) == 0
+    capsys.readouterr()
+    assert main(["feeds", "list"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split("\t")[-1] == "sites"
+    assert row.split("\t")[0] == url and row.split("\t")[-1] == "bbc.co.uk,bbc.com"
+    with pytest.raises(SystemExit) as refused:
+        main(["feeds", "add", url, "--no-discover", "--site", "co.uk"])
+    assert refused.value.code == 2
+    assert "'co.uk' is a public suffix, not a site" in capsys.readouterr().err

@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import pytest
 
 from producers.config import (
@@ -52,6 +55,35 @@ def test_feeds_file_errors_are_clear(tmp_path):
     path.write_text('[[feed]]\nurl = "https://a.example/"\nmin_interval = "2h"\nmax_interval = "1h"\n')
     with pytest.raises(ConfigError, match="above"):
         load_feeds_file(path)
+
+
+def test_a_feed_names_the_sites_it_speaks_for_each_as_its_registrable_domain(tmp_path):
+    """BBC's feed on feeds.bbci.co.uk speaks for bbc.co.uk and bbc.com: named as hosts
+    (a list, or one comma-separated string as tags may be), kept as their sites, each
+    once. A public suffix would name every site under it, and an address is not a name:
+    both refused, naming the file and the feed."""
+    path = tmp_path / "feeds.toml"
+    path.write_text(
+        '[[feed]]\nurl = "https://feeds.bbci.co.uk/news/rss.xml"\n'
+        'sites = ["www.bbc.co.uk", "bbc.com", "news.BBC.co.uk."]\n'
+        '[[feed]]\nurl = "https://feeds.example/b.xml"\nsites = "bücher.example, 10.0.0.1"\n'
+        '[[feed]]\nurl = "https://feeds.example/c.xml"\n')
+    bbc, other, plain = load_feeds_file(path)
+    assert bbc.sites == ["bbc.co.uk", "bbc.com"]
+    assert other.sites == ["xn--bcher-kva.example", "10.0.0.1"]
+    assert plain.sites == []
+    for sites, says in (('["co.uk"]', "'co.uk' is a public suffix, not a site"),
+                        ('["a.blogspot.com", "blogspot.com"]', "'blogspot.com' is a public"),
+                        ('["https://www.bbc.co.uk/"]', "not a site: 'https://www.bbc.co.uk/'"),
+                        ("5", "sites must be a list")):
+        path.write_text(f'[[feed]]\nurl = "https://a.example/feed"\nsites = {sites}\n')
+        with pytest.raises(ConfigError, match=re.escape(says)) as refused:
+            load_feeds_file(path)
+        assert f"{path}: https://a.example/feed: " in str(refused.value)
+    # The feeds file newsflow comes with: BBC's feed names its pages' sites.
+    shipped = load_feeds_file(Path(__file__).resolve().parents[3] / "feeds.toml")
+    bbc = next(spec for spec in shipped if spec.name == "BBC News")
+    assert bbc.sites == ["bbc.co.uk", "bbc.com"]
 
 
 @pytest.mark.parametrize(("name", "text", "says"), [

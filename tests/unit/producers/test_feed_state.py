@@ -270,7 +270,8 @@ def test_a_state_file_from_before_feeds_kept_their_pause_is_listed_and_upgraded(
     old = sqlite3.connect(tmp_path / "state.db")
     old.executescript(SCHEMA.replace(
         ",\n    paused_host TEXT,                  -- its last poll found this host:port paused"
-        "\n    paused_until REAL                  -- by Retry-After, until then (epoch seconds)",
+        "\n    paused_until REAL,                 -- by Retry-After, until then (epoch seconds)"
+        "\n    sites TEXT NOT NULL DEFAULT '[]'   -- the sites it speaks for besides its own (JSON)",
         "") + """
         INSERT INTO feeds (url, origin_url, origin, last_error) VALUES (
             'https://a.example/feed', 'https://a.example/feed', 'config', 'HTTP 500');
@@ -286,6 +287,31 @@ def test_a_state_file_from_before_feeds_kept_their_pause_is_listed_and_upgraded(
     state.close()
     (row,) = read_feeds(tmp_path / "state.db")
     assert (row.last_error, row.paused_host) == ("HTTP 500", "a.example:443")
+
+
+def test_a_state_file_from_before_feeds_named_their_sites_is_listed_and_upgraded(tmp_path):
+    import sqlite3
+
+    from producers.state import SCHEMA, read_feeds
+
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.executescript(SCHEMA.replace("paused_until REAL,", "paused_until REAL").replace(
+        "\n    sites TEXT NOT NULL DEFAULT '[]'   -- the sites it speaks for besides its own (JSON)",
+        "") + """
+        INSERT INTO feeds (url, origin_url, origin, name) VALUES (
+            'https://feeds.bbci.co.uk/news/rss.xml', 'https://feeds.bbci.co.uk/news/rss.xml',
+            'config', 'BBC News');
+    """)
+    assert "sites" not in {row[1] for row in old.execute("PRAGMA table_info(feeds)")}
+    old.close()
+    (listed,) = read_feeds(tmp_path / "state.db")  # (as it is: a listing adds nothing)
+    assert (listed.name, listed.sites) == ("BBC News", [])
+    state = make(tmp_path)
+    state.upsert_feed("https://feeds.bbci.co.uk/news/rss.xml", origin="config",
+                      name="BBC News", sites=["bbc.co.uk", "bbc.com"])
+    state.close()
+    (row,) = read_feeds(tmp_path / "state.db")
+    assert (row.id, row.name, row.sites) == (listed.id, "BBC News", ["bbc.co.uk", "bbc.com"])
 
 
 def test_a_feed_added_over_a_one_off_polls_row_is_due_at_once(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from newsflow.storage import StoreMisconfigured
-from sinks.base import BatchingSink, Record
+from sinks.base import BatchingSink, Record, ts
 from sinks.rows import SEARCH_SEPARATOR as SEP
 from sinks.rows import SearchWithoutWords
 from sinks.sqlite import (
@@ -26,7 +26,15 @@ from sinks.sqlite import (
     connect,
     fts_query,
 )
-from tests.records import MERGE_STEPS, NOW, article, header, incident, placed
+from tests.records import (
+    MERGE_STEPS,
+    NOW,
+    article,
+    copies_from_a_feed_on_another_domain,
+    header,
+    incident,
+    placed,
+)
 
 
 @pytest.fixture
@@ -194,6 +202,25 @@ def test_an_article_dated_in_the_future_does_not_keep_its_incident_active(db: Pa
     store = SQLiteStore(db)
     assert [s.id for s in store.list_incidents()] == ["i1", "i2"]
     assert [s.id for s in store.list_incidents(since=timedelta(hours=2))] == ["i1"]
+
+
+def stored_articles(db: Path) -> dict[str, RawArticle]:
+    """The stored articles by id, as the processors read them back after a restart."""
+    store = SQLiteStore(db)
+    return {a.id: a for a, _, _ in store.recent_articles(NOW - timedelta(days=1))}
+
+
+def test_a_copy_from_a_feed_that_speaks_for_the_article_s_site_is_kept_as_its_own(
+        db: Path) -> None:
+    """Whether a copy is its site's own is the producer's word (``own_site``: BBC's feed
+    on feeds.bbci.co.uk names bbc.co.uk), and is stored with it: BBC's copy replaces
+    another site's stored first; an older fetch of it from another BBC feed does not
+    replace it, nor does the other site's copy again. Read back, it says so."""
+    copies, kept = copies_from_a_feed_on_another_domain()
+    for copy in copies:
+        write(db, copy)  # each a batch of its own: decided on what is stored
+    stored = stored_articles(db)[kept.id]
+    assert (stored.title, stored.feed_url, stored.own_site) == (kept.title, kept.feed_url, True)
 
 
 def older_database(db: Path, version: int) -> sqlite3.Connection:
@@ -695,6 +722,25 @@ def test_an_upgraded_database_finds_the_khmer_lao_and_myanmar_it_held(db: Path) 
     assert found("ផទ") == found("မ") == []  # (marks are letters of their clusters)
     assert found("地震") == ["a4"]
     assert fts_intact(db)
+
+
+def test_an_upgraded_database_keeps_whether_each_copy_is_its_site_s_own(db: Path) -> None:
+    """Schema 7: an article stored before says nothing (NULL), and is decided from its
+    addresses as before (another site's copy does not replace it); one written since
+    keeps what its producer said."""
+    conn = older_database(db, 6)
+    conn.execute("INSERT INTO articles (id, url, feed_url, title, text, fetched_at, digest)"
+                 " VALUES ('a1', 'https://www.bbc.co.uk/news/1', 'https://www.bbc.co.uk/rss',"
+                 " 'Tram strike ends', 'Trams run again.', ?, 'x')", (ts(NOW),))
+    conn.close()
+    write(db, article(1, title="Hoax", url="https://www.bbc.co.uk/news/1", own_site=False,
+                      feed_url="https://hoax.example/feed.xml", fetched=NOW + timedelta(hours=1)),
+          article(2, own_site=True))
+    stored = stored_articles(db)
+    assert (stored["a1"].title, stored["a1"].own_site, stored["a2"].own_site) == (
+        "Tram strike ends", None, True)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone() == (7,)
 
 
 def test_search_follows_an_article_rewritten_or_written_by_another_writer(db: Path) -> None:
