@@ -212,6 +212,14 @@ def shows_copy(member: IncidentArticle, article: RawArticle) -> bool:
         article.title, article.title_derived, article.url, article.source)
 
 
+def shows_stored_copy(member: IncidentArticle, article: RawArticle) -> bool:
+    """``shows_copy`` for an article read back from storage, which keeps no
+    ``title_derived``: its title, source and address only (a title cut from a page's lead
+    is that page's, as one found on it)."""
+    return (member.title, member.url, member.source) == (article.title, article.url,
+                                                         article.source)
+
+
 def with_copy_shown(incident: Incident, article: RawArticle, now: datetime) -> Incident | None:
     """A new version of ``incident`` showing ``article``'s title, source and address for
     its member of that id, with the copy's fetch time, or None when it shows them already.

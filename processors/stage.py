@@ -27,7 +27,7 @@ from newsflow.schemas import (
 from processors.assemble import (
     apply_decision,
     incident_article,
-    shows_copy,
+    shows_stored_copy,
     time_order,
     with_copy_shown,
     with_members_restored,
@@ -306,7 +306,8 @@ class IncidentStage:
             r.article.id: replaced.get(r.article.id, r.article.fetched_at) for r in ordered
             if r.article.id in self._placed
             and (r.article.id in replaced or (r.article.id in members
-                                              and shows_copy(members[r.article.id], r.article)))}
+                                              and shows_stored_copy(members[r.article.id],
+                                                                    r.article)))}
         self._foreign = {r.article.id for r in ordered if r.article.id in self._placed
                          and r.article.id not in replaced
                          and not own_copy(r.article.url, r.article.feed_url, r.article.own_site)}

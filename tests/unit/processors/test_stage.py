@@ -1,6 +1,8 @@
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from newsflow.schemas import Explanation, Incident, RawArticle
 from processors.app import ProcessorMetrics, clean_article
 from processors.assemble import incidents_from_parts
@@ -464,14 +466,17 @@ def test_a_restore_from_storage_ahead_of_the_stage_shows_the_own_site_s_copy_ove
     assert [a.title for a in again.incidents[-1].articles] == [reuters.title]
 
 
+@pytest.mark.parametrize("title_derived", [False, True])
 def test_a_stage_restored_from_storage_keeps_a_feed_s_word_that_it_speaks_for_the_site(
-        tmp_path):
+        tmp_path, title_derived):
     """BBC's feed is on feeds.bbci.co.uk, its pages on www.bbc.co.uk: it names bbc.co.uk
     among its sites, so its copies say they are the site's own (``own_site``). Its fetch
     decided the article; an older fetch sent again (at-least-once delivery) puts nothing
     back, after a restart from storage as before it: storage keeps the copy's word. (Read
     from the addresses alone, the restored stage took the copy shown for another site's,
-    and any copy of the site's own replaced it.)"""
+    and any copy of the site's own replaced it.) So too for a page with no headline, whose
+    title is cut from its lead: storage keeps no such mark, and the member shown, which
+    has it, was not taken for the stored copy.)"""
     from newsflow.settings import Settings
     from processors.rebuild import read
     from sinks.sqlite import SQLiteSink
@@ -481,7 +486,8 @@ def test_a_stage_restored_from_storage_keeps_a_feed_s_word_that_it_speaks_for_th
     page, fetched = "https://www.bbc.co.uk/news/world-middle-east-1", datetime.now(UTC)
     bbc = reuters.model_copy(update={
         "url": page, "canonical_url": page, "source": "BBC News", "own_site": True,
-        "title_derived": False, "feed_url": "https://feeds.bbci.co.uk/news/world/rss.xml",
+        "title_derived": title_derived,
+        "feed_url": "https://feeds.bbci.co.uk/news/world/rss.xml",
         "fetched_at": fetched})
     older = bbc.model_copy(update={"title": "Syria: troops on the move",
                                    "fetched_at": fetched - timedelta(hours=1)})
