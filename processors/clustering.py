@@ -469,19 +469,23 @@ class IncidentClusterer:
         self._insert(article.id, ts, decision.incident_id, None, vec, evec, feats, url_key,
                      signature, decision, paragraphs, content.n_words == 0)
         if decision.explanation.decision != "new":
-            split = self._maybe_split(self._incidents[decision.incident_id], article.id)
-            if split:
-                # The decision is held (redeliveries return it): updated in place.
-                decision.explanation.detail["split_off"] = float(len(split))
-                decision.explanation.split_into = next(iter(split.values()))
-                joined = decision.incident_id
-                decision.incident_id = split.pop(article.id, joined)
-                if decision.incident_id != joined:
-                    # It left with the reports it split off: its score and shared terms
-                    # are the incident's it joined, which the explanation must name.
-                    decision.explanation.moved_from = joined
-                decision.moved.update(split)
+            self._split_joined(decision)
         return decision
+
+    def _split_joined(self, decision: Decision) -> None:
+        """Split the incident an inserted article joined when due (``_maybe_split``), and
+        say so in its decision: held (redeliveries return it), it is updated in place."""
+        split = self._maybe_split(self._incidents[decision.incident_id], decision.article_id)
+        if split:
+            decision.explanation.detail["split_off"] = float(len(split))
+            decision.explanation.split_into = next(iter(split.values()))
+            joined = decision.incident_id
+            decision.incident_id = split.pop(decision.article_id, joined)
+            if decision.incident_id != joined:
+                # It left with the reports it split off: its score and shared terms are
+                # the incident's it joined, which the explanation must name.
+                decision.explanation.moved_from = joined
+            decision.moved.update(split)
 
     def restore(self, article: Article, incident_id: str, duplicate_of: str | None) -> None:
         """Re-insert an article with its known decision (rebuilding state after a restart).
