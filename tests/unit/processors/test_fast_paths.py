@@ -104,7 +104,8 @@ def test_minhash_is_the_minimum_of_the_shifted_hashes():
         shingles = rng.integers(0, 2**64, size=size, dtype=np.uint64)
         x = shingles[: dedup.MAX_SHINGLES].reshape(1, -1)
         with np.errstate(over="ignore"):
-            expected = ((dedup._A * x + dedup._B) >> np.uint64(32)).min(axis=1).astype(np.uint32)
+            expected = ((dedup._A.reshape(-1, 1) * x + dedup._B.reshape(-1, 1)) >> np.uint64(32)
+                        ).min(axis=1).astype(np.uint32)
         got = dedup.minhash(shingles)
         assert got.dtype == np.uint32
         assert got.tolist() == expected.tolist()
