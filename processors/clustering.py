@@ -469,19 +469,23 @@ class IncidentClusterer:
         self._insert(article.id, ts, decision.incident_id, None, vec, evec, feats, url_key,
                      signature, decision, paragraphs, content.n_words == 0)
         if decision.explanation.decision != "new":
-            split = self._maybe_split(self._incidents[decision.incident_id], article.id)
-            if split:
-                # The decision is held (redeliveries return it): updated in place.
-                decision.explanation.detail["split_off"] = float(len(split))
-                decision.explanation.split_into = next(iter(split.values()))
-                joined = decision.incident_id
-                decision.incident_id = split.pop(article.id, joined)
-                if decision.incident_id != joined:
-                    # It left with the reports it split off: its score and shared terms
-                    # are the incident's it joined, which the explanation must name.
-                    decision.explanation.moved_from = joined
-                decision.moved.update(split)
+            self._split_joined(decision)
         return decision
+
+    def _split_joined(self, decision: Decision) -> None:
+        """Split the incident an inserted article joined when due (``_maybe_split``), and
+        say so in its decision: held (redeliveries return it), it is updated in place."""
+        split = self._maybe_split(self._incidents[decision.incident_id], decision.article_id)
+        if split:
+            decision.explanation.detail["split_off"] = float(len(split))
+            decision.explanation.split_into = next(iter(split.values()))
+            joined = decision.incident_id
+            decision.incident_id = split.pop(decision.article_id, joined)
+            if decision.incident_id != joined:
+                # It left with the reports it split off: its score and shared terms are
+                # the incident's it joined, which the explanation must name.
+                decision.explanation.moved_from = joined
+            decision.moved.update(split)
 
     def restore(self, article: Article, incident_id: str, duplicate_of: str | None) -> None:
         """Re-insert an article with its known decision (rebuilding state after a restart).
@@ -722,7 +726,7 @@ class IncidentClusterer:
                 entity = edot / inc.entities_norm()
         # Best match with one of the latest members; the cosine stands in for it when only
         # ranking candidates (it is exact for a single member).
-        member = self._member(vec, inc, cosine) if members else cosine
+        member = self._member((terms, weights), inc, cosine) if members else cosine
         salient = salient / top if top else 0.0
         # (Loops, not sum() or a three-way max(): compiled, those are calls to the builtins,
         # some ten per candidate. The same additions in the same order.)
@@ -779,8 +783,11 @@ class IncidentClusterer:
                           # (Headline-only articles have their own time weight, unrelieved.)
                           feats.follow_up and feats.n_words > 0)
 
-    def _member(self, vec: dict[str, float], inc: _Incident, cosine: float) -> float:
-        """Best cosine to one of the incident's latest held members (at least ``cosine``)."""
+    def _member(self, columns: tuple[list[str], list[float]], inc: _Incident,
+                cosine: float) -> float:
+        """Best cosine to one of the incident's latest held members (at least ``cosine``);
+        ``columns``: ``_columns`` of the article's vector."""
+        terms, weights = columns
         member = cosine
         held = self._held
         for n, member_id in enumerate(reversed(inc.members)):
@@ -789,11 +796,12 @@ class IncidentClusterer:
             mvec = held[member_id].vec
             if mvec is not None:
                 dot = 0.0
-                for t, w in vec.items():
+                for t, w in zip(terms, weights):  # noqa: B905 - see _columns
                     m = mvec.get(t)
                     if m is not None:
                         dot += w * m
-                member = max(member, dot)
+                if dot > member:  # (max() without the call to the builtin)
+                    member = dot
         return member
 
     def _score(self, sim: Similarity, headline: bool) -> float:
@@ -854,7 +862,7 @@ class IncidentClusterer:
                 # The first pass's evidence with the members compared: nothing else differs
                 # (no incident changes while an article is decided).
                 sim = scored[n][3]
-                member = self._member(vec, inc, sim.cosine)
+                member = self._member(columns, inc, sim.cosine)
                 if member != sim.member:  # else the same evidence, the same score
                     sim.member = member  # in place: this pair's evidence is held nowhere else
                     scored[n] = (self._score(sim, headline), -inc.seq, inc.id, sim)
@@ -1282,6 +1290,21 @@ def _dot(a: dict[str, float], b: dict[str, float]) -> float:
     return dot
 
 
+def _dot_columns(vec: dict[str, float], columns: tuple[list[str], list[float]],
+                 other: dict[str, float]) -> float:
+    """``_dot(vec, other)`` (the same sum, in the same order), ``columns`` being
+    ``_columns(vec)``."""
+    if len(other) < len(vec):
+        return _dot(vec, other)
+    terms, weights = columns
+    dot = 0.0
+    for term, weight in zip(terms, weights):  # noqa: B905 - see _columns
+        o = other.get(term)
+        if o is not None:
+            dot += weight * o
+    return dot
+
+
 def _columns(vec: dict[str, float]) -> tuple[list[str], list[float]]:
     """A vector's terms and weights, in its order, as two lists: compiled, walking them
     (``zip``) costs a fraction of walking the dict's items, and making them costs no pairs.
@@ -1300,16 +1323,20 @@ def _two_means(vecs: list[dict[str, float]], rounds: int = 6) -> set[int]:
     first = vecs[0]
     far = min(range(len(vecs)), key=lambda i: _dot(vecs[i], first))
     centres = (dict(first), dict(vecs[far]))
+    columns = [_columns(vec) for vec in vecs]  # each walked twice a round
     second: set[int] = set()
     for _ in range(rounds):
         assigned = {i for i, vec in enumerate(vecs)
-                     if _dot(vec, centres[1]) > _dot(vec, centres[0])}
+                     if _dot_columns(vec, columns[i], centres[1])
+                     > _dot_columns(vec, columns[i], centres[0])}
         if assigned == second or not assigned or len(assigned) == len(vecs):
             return assigned if 0 < len(assigned) < len(vecs) else set()
         second = assigned
         sums: tuple[dict[str, float], dict[str, float]] = ({}, {})
-        for i, vec in enumerate(vecs):
-            _add_into(sums[i in second], vec)
+        for i, (terms, weights) in enumerate(columns):  # (``_add_into``, over the columns)
+            total = sums[i in second]
+            for term, weight in zip(terms, weights):  # noqa: B905 - see _columns
+                total[term] = total.get(term, 0.0) + weight
         centres = (_unit(sums[0]), _unit(sums[1]))
     return second
 
@@ -1342,10 +1369,11 @@ def _shared(vec: dict[str, float], evec: dict[str, float],
             inc: _Incident) -> tuple[list[str], list[str]]:
     """The terms and entities an explanation lists as shared with ``inc``."""
     centroid = inc.centroid
-    terms = sorted((t for t in vec if t in centroid), key=lambda t: (-vec[t] * centroid[t], t))
+    # (Sorted as the pairs (minus its part, term) themselves: no key function to call.)
+    ranked = sorted([(-w * centroid[t], t) for t, w in vec.items() if t in centroid])
     entities = _telling_first(
         {e: w * inc.entity_vec[e] for e, w in evec.items() if e in inc.entity_vec}, 12)
-    return terms[:8], entities
+    return [t for _, t in ranked[:8]], entities
 
 
 def _telling_first(shared: dict[str, float], k: int) -> list[str]:
@@ -1353,10 +1381,11 @@ def _telling_first(shared: dict[str, float], k: int) -> list[str]:
     score): full names first, then the words that none of those holds, each by weight.
     Listed alphabetically, the numbers, weekdays and "county" of a story came first and the
     names that joined it were cut off."""
-    names = sorted((e for e in shared if " " in e), key=lambda e: (-shared[e], e))
+    # (Sorted as the pairs (minus its part, entity) themselves: no key function to call.)
+    names = [e for _, e in sorted([(-w, e) for e, w in shared.items() if " " in e])]
     in_names = {stem(word) for name in names[:k] for word in name.split()}
-    words = sorted((e for e in shared if " " not in e and e not in in_names),
-                   key=lambda e: (-shared[e], e))
+    words = [e for _, e in sorted([(-w, e) for e, w in shared.items()
+                                   if " " not in e and e not in in_names])]
     return (names + words)[:k]
 
 

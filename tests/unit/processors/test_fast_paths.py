@@ -104,7 +104,8 @@ def test_minhash_is_the_minimum_of_the_shifted_hashes():
         shingles = rng.integers(0, 2**64, size=size, dtype=np.uint64)
         x = shingles[: dedup.MAX_SHINGLES].reshape(1, -1)
         with np.errstate(over="ignore"):
-            expected = ((dedup._A * x + dedup._B) >> np.uint64(32)).min(axis=1).astype(np.uint32)
+            expected = ((dedup._A.reshape(-1, 1) * x + dedup._B.reshape(-1, 1)) >> np.uint64(32)
+                        ).min(axis=1).astype(np.uint32)
         got = dedup.minhash(shingles)
         assert got.dtype == np.uint32
         assert got.tolist() == expected.tolist()
@@ -240,7 +241,17 @@ def test_similarity_sums_match_the_key_set_definitions():
             clusterer._held[f"a{n}"] = clustering._Held(None, "inc-1", None, mvec, None, frozenset(), ())  # type: ignore[arg-type]
             inc.members[f"a{n}"] = None
         plain = max([0.0] + [sum(vec[t] * m[t] for t in vec.keys() & m.keys()) for m in members])
-        assert abs(clusterer._member(vec, inc, 0.0) - plain) < 1e-12
+        member = clusterer._member(clustering._columns(vec), inc, 0.0)
+        assert abs(member - plain) < 1e-12
+        # To the last bit: each dot product summed in the article's term order.
+        in_order = [0.0]
+        for m in members:
+            dot = 0.0
+            for t, w in vec.items():
+                if t in m:
+                    dot += w * m[t]
+            in_order.append(dot)
+        assert member == max(in_order)
 
 
 def test_similarity_central_and_gaps_match_their_definitions():
@@ -294,6 +305,71 @@ def test_vectorize_keeps_the_head_of_the_full_stable_sort():
         norm = math.sqrt(sum(w * w for _, w in top))
         assert list(vec.items()) == [(t, w / norm) for t, w in top]
         assert list(evec.items()) == [(e, vec[e]) for e in sorted(entities) if e in vec]
+
+
+def test_dot_over_columns_is_the_dot_product_to_the_last_bit():
+    rng = random.Random(17)
+    words = [f"w{i}" for i in range(80)]
+    for _ in range(300):
+        # Either side the longer (``_dot`` walks the shorter), or as long, or empty.
+        vec = {w: rng.random() for w in rng.sample(words, rng.randint(0, 40))}
+        other = {w: rng.random() for w in rng.sample(words, rng.randint(0, 40))}
+        columns = clustering._columns(vec)
+        assert clustering._dot_columns(vec, columns, other) == clustering._dot(vec, other)
+        assert clustering._dot_columns(vec, columns, vec) == clustering._dot(vec, vec)
+
+
+def _plain_two_means(vecs: list[dict[str, float]], rounds: int = 6) -> set[int]:
+    """``clustering._two_means`` as first written: dicts walked by ``_dot`` and ``_add_into``."""
+    first = vecs[0]
+    far = min(range(len(vecs)), key=lambda i: clustering._dot(vecs[i], first))
+    centres = (dict(first), dict(vecs[far]))
+    second: set[int] = set()
+    for _ in range(rounds):
+        assigned = {i for i, vec in enumerate(vecs)
+                    if clustering._dot(vec, centres[1]) > clustering._dot(vec, centres[0])}
+        if assigned == second or not assigned or len(assigned) == len(vecs):
+            return assigned if 0 < len(assigned) < len(vecs) else set()
+        second = assigned
+        sums: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        for i, vec in enumerate(vecs):
+            clustering._add_into(sums[i in second], vec)
+        centres = (clustering._unit(sums[0]), clustering._unit(sums[1]))
+    return second
+
+
+def test_two_means_over_columns_is_the_plain_two_means():
+    rng = random.Random(19)
+    for _ in range(200):
+        # Two vocabularies, so that there are two groups to find; vectors of any length,
+        # so that a centre is sometimes shorter than a vector (``_dot`` walks the shorter).
+        words = [[f"a{i}" for i in range(30)], [f"b{i}" for i in range(30)]]
+        vecs = []
+        for _ in range(rng.randint(2, 12)):
+            side = words[rng.random() < 0.5] + words[rng.random() < 0.2]
+            vecs.append(clustering._unit({w: rng.choice([0.5, 1.0, rng.random()])
+                                          for w in rng.sample(side, rng.randint(1, 25))}))
+        assert clustering._two_means(vecs) == _plain_two_means(vecs)
+
+
+def test_shared_terms_and_entities_are_the_heads_of_the_keyed_sorts():
+    rng = random.Random(23)
+    words = [f"w{i}" for i in range(30)] + [f"n{i} m{i}" for i in range(10)]
+    for _ in range(200):
+        inc = clustering._Incident("inc-1", 1)
+        for _ in range(rng.randint(1, 3)):
+            v = {w: rng.choice([0.25, 0.5, 1.0]) for w in rng.sample(words, 20)}  # ties
+            inc.add_original(v, {w: x for w, x in v.items() if rng.random() < 0.5})
+        vec = {w: rng.choice([0.25, 0.5, 1.0]) for w in rng.sample(words, 15)}
+        evec = {w: x for w, x in vec.items() if rng.random() < 0.6}
+        centroid, ecentroid = inc.centroid, inc.entity_vec
+        terms = sorted((t for t in vec if t in centroid), key=lambda t: (-vec[t] * centroid[t], t))
+        part = {e: w * ecentroid[e] for e, w in evec.items() if e in ecentroid}
+        names = sorted((e for e in part if " " in e), key=lambda e: (-part[e], e))
+        in_names = {features.stem(word) for name in names[:12] for word in name.split()}
+        rest = sorted((e for e in part if " " not in e and e not in in_names),
+                      key=lambda e: (-part[e], e))
+        assert clustering._shared(vec, evec, inc) == (terms[:8], (names + rest)[:12])
 
 
 def test_columns_are_the_terms_and_weights_in_order():
