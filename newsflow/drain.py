@@ -52,11 +52,13 @@ def wait_drained(
     alive: Callable[[], bool] = lambda: True,
     why_behind: Callable[[], str | None] = lambda: None,
     timeout_setting: str | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> bool:
     """Wait until no group has messages left past its committed offsets: checked at least
     once, then again each second while ``alive()`` and time is left. ``why_behind`` may
     say, for the log, what holds them up; ``timeout_setting``, the setting that gave
-    ``timeout_s`` (a recycle's wait has none)."""
+    ``timeout_s`` (a recycle's wait has none). ``stopping()``: the service stops, which
+    ends the wait without a fault (it says what it does next)."""
     deadline = time.monotonic() + timeout_s
     while True:
         counts = _unread_counts(settings, groups)
@@ -66,6 +68,9 @@ def wait_drained(
             logger.info("processors and sink have caught up")
             return True
         known = sum(count for count in counts if count)
+        if stopping():
+            logger.info("stopped waiting for processors and sink (%d+ unread): stopping", known)
+            return False
         if time.monotonic() >= deadline or not alive():
             # Said here: the WARNING about what is saved for the next start follows, and
             # without this line it read as if the wait had not happened.

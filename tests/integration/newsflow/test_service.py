@@ -87,6 +87,8 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
         assert not wait_drained(settings, groups, timeout_s=60.0, alive=lambda: False)
         # A broker recycle's wait: its time is its own, not the stop's setting.
         assert not wait_drained(settings, groups, timeout_s=1.0)
+        # A wait the service's stop ends (a recycle's): no processor or sink stopped.
+        assert not wait_drained(settings, groups, timeout_s=60.0, stopping=lambda: True)
     assert [r.getMessage() for r in caplog.records if r.name == "newsflow.drain"] == [
         "stopped waiting for processors and sink (9+ unread): 3 s passed (NEWSFLOW_STOP_DRAIN_S)",
         "stopped waiting for processors and sink (9+ unread): a processor or the sink stopped",
