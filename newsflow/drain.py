@@ -51,10 +51,14 @@ def wait_drained(
     timeout_s: float,
     alive: Callable[[], bool] = lambda: True,
     why_behind: Callable[[], str | None] = lambda: None,
+    timeout_setting: str | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> bool:
     """Wait until no group has messages left past its committed offsets: checked at least
     once, then again each second while ``alive()`` and time is left. ``why_behind`` may
-    say, for the log, what holds them up."""
+    say, for the log, what holds them up; ``timeout_setting``, the setting that gave
+    ``timeout_s`` (a recycle's wait has none). ``stopping()``: the service stops, which
+    ends the wait without a fault (it says what it does next)."""
     deadline = time.monotonic() + timeout_s
     while True:
         counts = _unread_counts(settings, groups)
@@ -64,12 +68,16 @@ def wait_drained(
             logger.info("processors and sink have caught up")
             return True
         known = sum(count for count in counts if count)
+        if stopping():
+            logger.info("stopped waiting for processors and sink (%d+ unread): stopping", known)
+            return False
         if time.monotonic() >= deadline or not alive():
             # Said here: the WARNING about what is saved for the next start follows, and
             # without this line it read as if the wait had not happened.
             logger.warning("stopped waiting for processors and sink (%d+ unread): %s", known,
                            "a processor or the sink stopped" if not alive()
-                           else f"{timeout_s:g} s passed (NEWSFLOW_STOP_DRAIN_S)")
+                           else f"{timeout_s:g} s passed"
+                           + (f" ({timeout_setting})" if timeout_setting else ""))
             return False
         reason = why_behind()
         logger.info("waiting for processors and sink to catch up (%d+ unread%s)", known,

@@ -139,7 +139,7 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
     for child in producers:
         child.stop(timeout_s=20.0)
     if not wait_drained(settings, groups, timeout_s=DRAIN_S,
-                        alive=lambda: not stop.is_set() and all(c.alive() for c in consumers)):
+                        alive=lambda: all(c.alive() for c in consumers), stopping=stop.is_set):
         if not stop.is_set():  # when stopping, the service stops the rest itself
             logger.warning("processors and sink did not catch up: broker recycle postponed")
             start_again(producers)

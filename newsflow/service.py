@@ -311,7 +311,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                 drained = wait_drained(settings, drain_groups(settings),
                                        timeout_s=settings.stop_drain_s,
                                        alive=lambda: all(c.alive() for c in consumers),
-                                       why_behind=lambda: sink_pause_note(settings))
+                                       why_behind=lambda: sink_pause_note(settings),
+                                       timeout_setting="NEWSFLOW_STOP_DRAIN_S")
             child.stop(timeout_s=20.0)
         if broker is not None:
             if broker.alive():  # (it forgets everything: the next start writes this back)

@@ -79,6 +79,10 @@ def site_named(value: Any) -> str:
     IP address. Not an address, nor a public suffix (``co.uk``, ``blogspot.com``,
     ``localhost``), which is no one site: naming it would name every site under it."""
     name = ascii_host(str(value).strip().lower().rstrip("."))
+    # An IPv6 address as a URL writes it, or bare: the host a page's address gives.
+    address = name.removeprefix("[").removesuffix("]")
+    if is_ip_address(address):
+        return address
     if not _HOST_NAME.fullmatch(name):
         raise ConfigError(f"not a site: {value!r} (a host name, as bbc.co.uk)")
     if registrable_domain(name) is None and not is_ip_address(name):

@@ -82,11 +82,17 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
     groups = {settings.app_id: [settings.topic_clean]}
     assert unread(settings, settings.app_id, [settings.topic_clean]) == 9
     with caplog.at_level(logging.WARNING, logger="newsflow.drain"):
-        assert not wait_drained(settings, groups, timeout_s=3.0)
+        assert not wait_drained(settings, groups, timeout_s=3.0,
+                                timeout_setting="NEWSFLOW_STOP_DRAIN_S")
         assert not wait_drained(settings, groups, timeout_s=60.0, alive=lambda: False)
+        # A broker recycle's wait: its time is its own, not the stop's setting.
+        assert not wait_drained(settings, groups, timeout_s=1.0)
+        # A wait the service's stop ends (a recycle's): no processor or sink stopped.
+        assert not wait_drained(settings, groups, timeout_s=60.0, stopping=lambda: True)
     assert [r.getMessage() for r in caplog.records if r.name == "newsflow.drain"] == [
         "stopped waiting for processors and sink (9+ unread): 3 s passed (NEWSFLOW_STOP_DRAIN_S)",
-        "stopped waiting for processors and sink (9+ unread): a processor or the sink stopped"]
+        "stopped waiting for processors and sink (9+ unread): a processor or the sink stopped",
+        "stopped waiting for processors and sink (9+ unread): 1 s passed"]
 
     commit(settings, settings.app_id, part, 10)
     assert unread(settings, settings.app_id, [settings.topic_clean]) == 0

@@ -57,6 +57,19 @@ def test_feeds_file_errors_are_clear(tmp_path):
         load_feeds_file(path)
 
 
+def test_a_feed_names_an_ip_address_it_speaks_for_either_version() -> None:
+    """An IP address is a site with itself only (``newsflow.schemas.site_of``): a feed may
+    name one, an IPv6 one too, bare or in brackets as in an address (refused as no host
+    name before), and speaks for its pages whatever their port."""
+    from newsflow.schemas import feed_speaks_for
+    from producers.config import site_named
+
+    assert [site_named(s) for s in ("10.0.0.1", "::1", "[2001:DB8::1]")] == [
+        "10.0.0.1", "::1", "2001:db8::1"]
+    assert feed_speaks_for("http://[2001:db8::1]:8080/story", "https://feeds.example/rss",
+                           [site_named("[2001:db8::1]")])
+
+
 def test_a_feed_names_the_sites_it_speaks_for_each_as_its_registrable_domain(tmp_path):
     """BBC's feed on feeds.bbci.co.uk speaks for bbc.co.uk and bbc.com: named as hosts
     (a list, or one comma-separated string as tags may be), kept as their sites, each
