@@ -145,7 +145,8 @@ def registrable_domain(host: str) -> str | None:
     whose top-level domain the list does not know (``.example``, ``.internal``) is read by
     the list's default rule: its last label is the suffix. None for an IP address and a
     name that is a suffix itself (``co.uk``, ``localhost``). (The list is the one the
-    ``tld`` package bundles: read once from its file, never fetched.)"""
+    ``tld`` package bundles, read once from its file; only an install missing that file
+    would have ``tld`` try to fetch it.)"""
     if not host or is_ip_address(host):
         return None
     labels = host.split(".")

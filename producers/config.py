@@ -85,7 +85,7 @@ def site_named(value: Any) -> str:
         return address
     if not _HOST_NAME.fullmatch(name):
         raise ConfigError(f"not a site: {value!r} (a host name, as bbc.co.uk)")
-    if registrable_domain(name) is None and not is_ip_address(name):
+    if registrable_domain(name) is None:
         raise ConfigError(f"{value!r} is a public suffix, not a site: name the site under it"
                           " (bbc.co.uk, not co.uk)")
     return site_of(name)
