@@ -5,6 +5,7 @@ publishes a labelled stream from ../shared/data/incidents, and prints:
 - throughput: articles per second from the first publish to the last row in SQLite,
 - latency from publish to the incident update that carries the article (p50, p99),
 - start-up time of the service to the seed incident in SQLite,
+- the time a stop (SIGTERM) takes, the processors and the sink drained,
 - the embedded broker's memory before and after (it keeps every message: this sizes
   NEWSFLOW_EMBEDDED_BROKER_MAX_MB, past which `newsflow run` recycles it).
 Prints figures; asserts nothing.
@@ -86,6 +87,7 @@ class Service:
     db: Path
     settings: Settings  # to reach its embedded broker
     startup_s: float  # to the seed incident in SQLite (or the topics made)
+    stop_s: float | None = None  # from the SIGTERM at the end to its exit
 
 
 @contextmanager
@@ -116,6 +118,7 @@ def running_service(compiled: bool = False, variables: Mapping[str, str] | None 
         env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
     runfile = data_dir / "service.json"  # written once the topics are made
+    service: Service | None = None
     try:
         # The service replays seeds/ at start: the first incident row marks it ready.
         while (stored_count(db, "SELECT count(*) FROM incident_articles") < 2 if seeds
@@ -126,10 +129,14 @@ def running_service(compiled: bool = False, variables: Mapping[str, str] | None 
         startup_s = time.monotonic() - started
         info = json.loads(runfile.read_text())
         settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
-        yield Service(process, tmp, env, db, settings, startup_s)
+        service = Service(process, tmp, env, db, settings, startup_s)
+        yield service
     finally:
+        stopping = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+        if service is not None:
+            service.stop_s = time.monotonic() - stopping
         log.close()
 
 
@@ -220,6 +227,7 @@ def main() -> None:
                 print(f"latency publish -> incident update, {label}: "
                       f"p50 {statistics.median(values) * 1000:.0f} ms, "
                       f"p99 {percentile(values, 0.99) * 1000:.0f} ms ({len(values)} articles)")
+    print(f"stop (SIGTERM to exit, drained): {service.stop_s:.1f} s")
 
 
 if __name__ == "__main__":

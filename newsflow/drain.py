@@ -21,6 +21,9 @@ from newsflow.settings import Settings
 logger = logging.getLogger(__name__)
 
 FETCH_WAIT_S = 5.0  # for the broker to answer a fetch of every partition
+READ_FETCH_WAIT_MS = 50
+# A poll with nothing new returns after this; the end of a partition is then looked at.
+READ_POLL_MS = 100
 
 
 class Message(NamedTuple):
@@ -105,14 +108,14 @@ def unread(settings: Settings, group: str, topics: list[str]) -> int | None:
     """Messages in ``topics`` past ``group``'s committed offsets, as far as a fetch of each
     partition sees: 0 when the group has read everything, None when the broker did not
     answer for every partition in time."""
-    consumer = make_consumer(settings, group_id=None)
+    consumer = _reader(settings)
     try:
         parts = _seek_committed(settings, consumer, group, topics)
         if not parts:
             return 0
         deadline = time.monotonic() + FETCH_WAIT_S
         while time.monotonic() < deadline:
-            found = sum(len(r) for r in consumer.poll(timeout_ms=500, max_records=100).values())
+            found = sum(len(r) for r in consumer.poll(timeout_ms=READ_POLL_MS, max_records=100).values())
             if found:
                 return found
             # A high watermark is set only by a fetch answered at the position sought.
@@ -127,7 +130,7 @@ def read_unread(settings: Settings, group: str, topics: list[str],
                 timeout_s: float = 60.0) -> list[Message]:
     """The messages of ``topics`` past ``group``'s committed offsets (all of a partition it
     never committed in); ``DrainError`` if they cannot be read to the end in time."""
-    consumer = make_consumer(settings, group_id=None)
+    consumer = _reader(settings)
     try:
         parts = _seek_committed(settings, consumer, group, topics)
         if not parts:
@@ -140,7 +143,7 @@ def read_unread(settings: Settings, group: str, topics: list[str],
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Message]:
     """Every message of ``topic``, oldest first within each partition;
     ``DrainError`` if it cannot be read to the end in time."""
-    consumer = make_consumer(settings, group_id=None)
+    consumer = _reader(settings)
     try:
         parts = _partitions(consumer, [topic])
         if not parts:
@@ -158,7 +161,7 @@ def read_to_end(consumer: KafkaConsumer, parts: list[TopicPartition], timeout_s:
     records: list[Any] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        batches = consumer.poll(timeout_ms=500, max_records=1000)
+        batches = consumer.poll(timeout_ms=READ_POLL_MS, max_records=1000)
         for batch in batches.values():
             records.extend(batch)
         # The end: an answered fetch, nothing more, and the position at least at the
@@ -191,6 +194,14 @@ def _seek_committed(settings: Settings, consumer: KafkaConsumer, group: str,
         else:
             consumer.seek(tp, done.offset)
     return parts
+
+
+def _reader(settings: Settings) -> KafkaConsumer:
+    """A consumer that reads to the end of partitions and commits nothing. A fetch that
+    finds nothing new waits at most READ_FETCH_WAIT_MS for more: the default 500 ms, paid
+    at each partition's end, made each look at a group's progress take a second, and a
+    stop of the service (several such looks) some seconds more."""
+    return make_consumer(settings, group_id=None, fetch_max_wait_ms=READ_FETCH_WAIT_MS)
 
 
 def _message(record: Any) -> Message:
