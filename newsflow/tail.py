@@ -122,6 +122,16 @@ def stop_when_reader_leaves(stream: IO[str], stop: Event) -> None:
     threading.Thread(target=watch, name="tail-reader-watch", daemon=True).start()
 
 
+def record_time(timestamp_ms: int) -> str:
+    """A record's time as the tail shows it; its number, when no date can show it (past
+    the year 9999: a publisher's slip, microseconds for milliseconds), which ended the
+    tail there, "year 56886 is out of range", and every tail from the start with it."""
+    try:
+        return f"{datetime.fromtimestamp(timestamp_ms / 1000, UTC):%Y-%m-%d %H:%M:%S}"
+    except (OverflowError, ValueError, OSError):
+        return f"(time {timestamp_ms} ms)"
+
+
 def _digest(value: bytes | None) -> bytes:
     return hashlib.blake2b(value or b"", digest_size=16).digest()
 
@@ -197,9 +207,8 @@ def tail(
                     if raw_json:
                         out(json_line(record.value))
                     else:
-                        stamp = datetime.fromtimestamp(record.timestamp / 1000, UTC)
                         out(
-                            f"{stamp:%Y-%m-%d %H:%M:%S} {record.partition}@{record.offset} "
+                            f"{record_time(record.timestamp)} {record.partition}@{record.offset} "
                             f"{describe(record.value)}"
                         )
                     shown += 1

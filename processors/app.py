@@ -155,9 +155,16 @@ def _schema_version(value: bytes) -> object:
 
 
 def kafka_time(message: Any) -> datetime | None:
-    """A consumed record's Kafka timestamp (faust gives seconds; None or negative: none)."""
+    """A consumed record's Kafka timestamp (faust gives seconds; None or negative: none;
+    nor one past the year 9999, a publisher's slip, microseconds for milliseconds, which
+    dead-lettered a sound article saying only "year 56886 is out of range")."""
     timestamp = message.timestamp
-    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None and timestamp >= 0 else None
+    if timestamp is None or timestamp < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def raw_position(message: Any) -> RawPosition | None:

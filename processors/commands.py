@@ -31,6 +31,10 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
     return run_worker(settings, window_loader=loader)
 
 
+# An article's fields that are text, or absent (null).
+_TEXT_FIELDS = ("title", "text", "url", "source")
+
+
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from processors.app import cluster_config
     from processors.gc_tuning import tune_gc
@@ -53,6 +57,12 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
                     raise ValueError(f"{args.input}:{number}: not an article (a JSON object)")
                 if not row.get("id"):
                     raise ValueError(f'{args.input}:{number}: no "id" (each article needs one)')
+                # (A title as a list ended the run with "'list' object has no attribute
+                # 'split'", naming no line.)
+                odd = next((f for f in _TEXT_FIELDS if not isinstance(row.get(f), str | None)), None)
+                if odd is not None:
+                    raise ValueError(f'{args.input}:{number}: "{odd}" is not text'
+                                     f" ({type(row[odd]).__name__})")
                 yield row
 
     config = cluster_config(settings)

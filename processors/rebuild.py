@@ -79,6 +79,17 @@ def storage_window_loader(
     return load
 
 
+def window_start(now: datetime, days: float) -> datetime:
+    """``days`` before ``now``, or the earliest time there is when that is before it:
+    a setting of "for ever" (``NEWSFLOW_INCIDENT_DAYS=inf``, or some thousands of years),
+    which the clusterer takes, raised OverflowError here, and every start of the
+    processors rebuilt an empty window, forgetting every stored incident."""
+    try:
+        return now - timedelta(days=days)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def read(settings: Settings, read_window: WindowReader) -> tuple[list[ArticleRecord], list[Incident]]:
     """The stored window: the articles and incidents a restarted stage needs. Raises what
     the storage raises when it is down."""
@@ -94,7 +105,7 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[list[ArticleRec
     # The clusterer remembers incidents for incident_days, and at most max_incidents of
     # them: restore that much history (and no more: a long-lived install has far more
     # stored) so a follow-up can still revive an incident after a restart.
-    since = datetime.now(UTC) - timedelta(days=max(settings.window_days, settings.incident_days))
+    since = window_start(datetime.now(UTC), max(settings.window_days, settings.incident_days))
     keep = cluster_config(settings).max_incidents
     stored, incidents = read_window(settings, since, keep)
     # Restored in the order the stage saw them (its versions say when), not the order

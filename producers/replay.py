@@ -84,6 +84,8 @@ def article_from_row(
     row: dict[str, Any], published: datetime | None, fetched_at: datetime
 ) -> RawArticle:
     """A JSON object in our schema, or in the labelled-stream format."""
+    if not isinstance(row, dict):  # (else Python's own words, "'int' is not iterable")
+        raise ReplayError(f"expected a JSON object (an article), got {type(row).__name__}")
     if "schema_version" in row:
         article = RawArticle.model_validate(row)
         return article.model_copy(update={"producer": "replay"}) if published is None else \
@@ -144,8 +146,14 @@ def _file_articles(path: Path, suffix: str, published: datetime | None) -> Itera
         yield article_from_text(path, path.read_text(encoding="utf-8"), published)
     elif suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
-        for row in data if isinstance(data, list) else [data]:
-            yield article_from_row(row, published, _mtime(path))
+        rows = data if isinstance(data, list) else [data]
+        for number, row in enumerate(rows, 1):
+            try:
+                yield article_from_row(row, published, _mtime(path))
+            except (ValueError, ReplayError) as exc:
+                # Named as a .jsonl line is: a date it cannot read said no file at all.
+                where = f"{path} (item {number})" if isinstance(data, list) else str(path)
+                raise ReplayError(f"{where}: {exc}") from exc
     else:
         with path.open(encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):

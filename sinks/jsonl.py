@@ -130,6 +130,15 @@ class JsonlSink(BatchingSink):
         seen |= keys
 
 
+def _named(record: Record) -> str:
+    """A record as a log line names it."""
+    if isinstance(record, IncidentMember):
+        return f"article {record.article.id}'s place"
+    if isinstance(record, RawArticle):
+        return f"article {record.id}"
+    return f"incident {record.incident_id}"
+
+
 def line_key(data: dict[str, Any]) -> tuple[str, str]:
     """What makes a line the same record: an incident's version; an article's place, and
     when it was put there (a redelivery sends it again as it was: the same line)."""
@@ -208,12 +217,26 @@ class JsonlStore(Store):
                             except ValueError:
                                 continue
                             if sink.pending >= 1000:
-                                sink.flush()
-                sink.flush()
+                                self._load(sink)
+                self._load(sink)
             except FileNotFoundError:
                 pass
             finally:
                 sink.close()
+
+    def _load(self, sink: BatchingSink) -> None:
+        """Write what ``sink`` (the private database's) holds. A record it refuses for its
+        content, which the file took (a version past SQLite's integers, 2**64), is left
+        out, said in the log: it failed every read of the file, the web page's too."""
+        try:
+            sink.flush()
+        except sink.record_errors:
+            for record in sink.buffered:
+                try:
+                    sink.write([record])
+                except sink.record_errors as exc:
+                    logger.warning("%s: %s left out: %s", self.path, _named(record), exc)
+            sink.clear()
 
     def list_incidents(
         self, since: timedelta | None = None, source: str | None = None, limit: int = 50,

@@ -339,7 +339,10 @@ def migrate(conn: sqlite3.Connection) -> int:
                        "sqlite schema migrated to version %d (%s)", version, name)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled it back itself (a full disk does): a ROLLBACK then fails,
+        # "no transaction is active", and that said nothing of the cause.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     return SCHEMA_VERSION
 

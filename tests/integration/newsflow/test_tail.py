@@ -159,3 +159,20 @@ def test_a_tail_of_a_stopped_services_broker_ends_saying_so(make_settings):
         stop.set()
         follower.join(10)
     assert "`newsflow run` whose embedded broker this followed has stopped" in str(raised[0])
+
+
+def test_a_message_timed_past_the_year_9999_is_shown_with_its_number(make_settings):
+    """Kafka takes any time a publisher gives (microseconds for milliseconds, say): the
+    tail ended at such a message, "year 56886 is out of range", and every tail from the
+    start ended there again."""
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        publisher.send(settings.topic_raw, "a0", article(0).to_bytes(),
+                       timestamp_ms=1_733_000_000_000_000)
+        publisher.send(settings.topic_raw, "a1", article(1).to_bytes())
+    lines: list[str] = []
+    assert tail(settings, settings.topic_raw, from_beginning=True, raw_json=False,
+                out=lines.append, limit=2) == 0
+    assert sorted(line.split(" article ")[1][:2] for line in lines) == ["a0", "a1"]
+    assert any(line.startswith("(time 1733000000000000 ms) ") for line in lines)

@@ -400,6 +400,24 @@ def test_stream_goes_on_after_an_article_the_cluster_stage_rejects(make_settings
     assert "schema" in DeadLetter.from_bytes(letters[0].value).error
 
 
+def test_an_article_whose_record_is_timed_past_the_year_9999_is_clustered(
+        make_settings, start_role, topic_reader):
+    """A record's time is whatever its publisher gave (microseconds for milliseconds,
+    say): the clean stage dead-lettered such an article, sound as it was, saying only
+    "year 56886 is out of range". It goes on, in the clean stage's order instead."""
+    settings = make_settings()
+    ensure_topics(settings)
+    worker = start_role(settings, "process")
+    seeds = list(read_articles([SEEDS]))
+    with Publisher(settings) as publisher:
+        publisher.send(settings.topic_raw, seeds[0].id, seeds[0].to_bytes(),
+                       timestamp_ms=1_733_000_000_000_000)
+        publisher.publish_article(seeds[1])
+    records = topic_reader(settings, settings.topic_members,
+                           until=holding(a.id for a in seeds), timeout_s=90, watch=[worker])
+    assert holding(a.id for a in seeds)(records), worker.log()[-3000:]
+
+
 def test_a_metrics_file_that_cannot_be_written_does_not_stop_the_stream(
         make_settings, start_role, topic_reader):
     """Figures are not worth clustering nothing for: a full disk (here, a file where the

@@ -133,6 +133,23 @@ def test_pages_api_health_and_metrics(server: NewsflowServer) -> None:
     assert 'newsflow_web_requests_total{route="/incident/:id",status="404"} 1' in text
 
 
+def test_one_incident_as_json_and_the_page_s_own_files(server: NewsflowServer) -> None:
+    """What the README promises of /api/incidents/ID (no test read one that exists), and
+    the script and style sheet every page names (no test fetched them)."""
+    status, ctype, body = get(server.url + "api/incidents/inc-1")
+    assert (status, ctype) == (200, "application/json")
+    detail = json.loads(body)
+    assert (detail["id"], detail["version"], detail["article_count"]) == ("inc-1", 2, 2)
+    assert [a["id"] for a in detail["articles"]] == ["a1", "a2"]
+    joined = detail["articles"][1]
+    assert joined["explanation"]["decision"] == "joined"
+    assert joined["explanation"]["shared_entities"] == ["Iran", "Russia"]
+    assert [v["version"] for v in detail["versions"]] == [2]
+    for path, kind in (("static/app.js", "application/javascript"), ("static/style.css", "text/css")):
+        status, ctype, body = get(server.url + path)
+        assert status == 200 and ctype.startswith(kind) and body.strip(), path
+
+
 def test_readiness_fails_when_the_store_cannot_be_opened(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")

@@ -76,6 +76,8 @@ def test_cluster_leaves_the_output_alone_when_the_input_fails(tmp_path: Path) ->
     ('[1, 2]', "not an article (a JSON object)"),
     ('{"title": "A fire", "text": "x"}', 'no "id"'),
     ('{"id": "", "title": "A fire", "text": "x"}', 'no "id"'),
+    ('{"id": "b", "title": ["A fire"], "text": "x"}', '"title" is not text (list)'),
+    ('{"id": "b", "title": "A fire", "text": 5}', '"text" is not text (int)'),
 ])
 def test_cluster_names_the_line_that_is_not_an_article(
     tmp_path: Path, line: str, reason: str

@@ -72,6 +72,26 @@ def test_bad_rows_name_file_and_line(tmp_path: Path):
         list(read_articles([path]))
 
 
+def refused(folder: Path, name: str, content: str, says: str) -> None:
+    """The file ``name`` holding ``content`` is refused with an error that matches ``says``."""
+    path = folder / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ReplayError, match=says):
+        list(read_articles([path]))
+
+
+def test_rows_that_are_not_articles_name_file_and_place(tmp_path: Path):
+    """A value that is no JSON object ended the replay with Python's words alone ("argument
+    of type 'int' is not iterable"), and a .json file's unreadable date with no file named:
+    in a folder of files, which one was it?"""
+    refused(tmp_path, "rows.jsonl", '{"title": "ok", "text": "x"}\n42\n',
+            r"rows.jsonl:2: expected a JSON object \(an article\), got int")
+    refused(tmp_path, "list.json", '[{"title": "ok", "text": "x"}, "a headline"]',
+            r"list.json \(item 2\): expected a JSON object .*got str")
+    refused(tmp_path, "dated.json", '{"title": "ok", "text": "x", "published": "yesterday"}',
+            r"dated.json: not an ISO date or datetime: 'yesterday'")
+
+
 def test_parse_time_accepts_dates_and_zulu():
     assert parse_time("2014-03-10T16:52:50.698000Z") == datetime(2014, 3, 10, 16, 52, 50, 698000, tzinfo=UTC)
     assert parse_time("") is None
@@ -104,10 +124,7 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path: Path):
     latin.write_bytes("Caf\xe9 fire\nA fire broke out.".encode("latin-1"))
     with pytest.raises(ReplayError, match=r"latin.txt: 'utf-8' codec can't decode"):
         list(read_articles([latin]))
-    broken = tmp_path / "broken.json"
-    broken.write_text('{"id": "1", "title": ', encoding="utf-8")
-    with pytest.raises(ReplayError, match=r"broken.json: Expecting value"):
-        list(read_articles([broken]))
+    refused(tmp_path, "broken.json", '{"id": "1", "title": ', r"broken.json: Expecting value")
 
 
 def test_an_interrupted_replay_counts_what_it_published():

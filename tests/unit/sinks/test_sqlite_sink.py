@@ -25,6 +25,8 @@ from sinks.sqlite import (
     SQLiteStore,
     connect,
     fts_query,
+    migrate,
+    schema_version,
 )
 from tests.records import (
     MERGE_STEPS,
@@ -787,3 +789,21 @@ def test_a_feed_on_another_host_than_its_pages_keeps_its_own_latest_copy(db: Pat
     write(db, other)
     write(db, first)  # (an older fetch of its own: no)
     assert title() == "Edited"
+
+
+def test_an_upgrade_that_fills_the_disk_says_so_and_keeps_the_older_schema(db: Path) -> None:
+    """SQLite rolls a transaction back itself when the disk is full; the ROLLBACK that
+    followed then failed, and `newsflow db upgrade` (and the sink, retrying) said only
+    "cannot rollback - no transaction is active". (The disk's limit here: max_page_count.)"""
+    text = "昨天四川省发生地震，救援队伍赶到了。" * 40
+    conn = older_database_with(db, 4, [(f"地震 {n}", f"{text} {n}") for n in range(300)])
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 20}")
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        migrate(conn)
+    assert schema_version(conn) == 4 and not conn.in_transaction
+    conn.close()
+    roomier = connect(db)  # once there is room, the same upgrade goes through
+    assert migrate(roomier) == SCHEMA_VERSION
+    assert roomier.execute("SELECT count(*) FROM articles").fetchone()[0] == 300
+    roomier.close()
