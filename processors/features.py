@@ -549,7 +549,10 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     spaceless_body = has_spaceless(body)
     toks = _tokens(body, MAX_BODY_WORDS, spaceless_body)
     title_tokens = _tokens(title, spaceless=spaceless_title)
-    counts: dict[str, int] = Counter(toks)  # typed as a dict: compiled, faster to walk
+    # Typed as a dict: compiled, faster to walk. (Here a Counter, whose counting loop is C,
+    # is no slower than ``_counts``: 12.2 against 12.9 µs on gva-dev's bodies, and fewer
+    # instructions.)
+    counts: dict[str, int] = Counter(toks)
 
     # Another language's function words, left out as English ones are (STOPWORDS).
     language = detect(title_tokens, toks, counts)
