@@ -209,8 +209,9 @@ class ExtractPool:
             failure = CRASHED  # (its end of the pipe closed: it died)
         elapsed = time.perf_counter() - started
         if failure == TIMEOUT:
-            logger.warning("extraction of %s (%d bytes) took more than %.0f s: its worker "
-                           "(pid %d) is killed and replaced", url, len(html), elapsed,
+            logger.warning("extraction of %s (%d bytes) stopped after %.1f s, past "
+                           "NEWSFLOW_EXTRACT_TIMEOUT_S (%g s): its worker (pid %d) is killed "
+                           "and replaced", url, len(html), elapsed, self.timeout_s,
                            worker.proc.pid)
         else:
             logger.warning("the extraction worker (pid %d) died on %s (%d bytes) after "
