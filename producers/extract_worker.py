@@ -85,15 +85,17 @@ def extract_in_process(html: bytes | str, url: str | None = None,
 
 
 class _Worker:
-    """One worker process and our end of its pipe."""
+    """One worker process and our end of its pipe; it logs as ``log`` says (its level,
+    and whether as JSON), to the stderr it shares with us."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: tuple[str, bool]) -> None:
         ours, theirs = Pipe()
         fd = theirs.fileno()
         # No preexec_fn: the producer runs threads, and Python code between fork and exec
         # may deadlock on a lock another thread held. The worker ties itself to us.
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", f"from producers.extract_worker import serve; serve({fd})"],
+            [sys.executable, "-c",
+             f"from producers.extract_worker import serve; serve({fd}, {log[0]!r}, {log[1]})"],
             stdin=subprocess.DEVNULL, pass_fds=(fd,), close_fds=True,
         )
         theirs.close()
@@ -137,9 +139,11 @@ class ExtractPool:
     one is replaced, so the next page rarely waits for the import."""
 
     def __init__(self, workers: int = 1, timeout_s: float = 20.0,
-                 pages_per_worker: int = 1000) -> None:
+                 pages_per_worker: int = 1000, *, log_level: str = "WARNING",
+                 log_json: bool = False) -> None:
         self.timeout_s = timeout_s
         self.pages_per_worker = pages_per_worker
+        self.log = (log_level, log_json)
         # Free slots; None: no process there yet.
         self._free: queue.Queue[_Worker | None] = queue.Queue()
         for _ in range(workers):
@@ -152,7 +156,7 @@ class ExtractPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the extraction pool is closed")
-            worker = _Worker()
+            worker = _Worker(self.log)
             self._running.add(worker)
         return worker
 
@@ -252,14 +256,18 @@ def _exit_when_orphaned(parent: int) -> None:
     os._exit(0)
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, log_level: str = "WARNING", log_json: bool = False) -> None:
     """The worker: extract the pages sent on ``fd`` one at a time, until its pipe closes.
     Its parent stops it (SIGKILL); a Ctrl-C in a terminal reaches the producer's whole
     process group, and the producer stops us once its polls are done."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     conn = Connection(fd)
+    from newsflow.logs import configure_log_output
     from producers.extract import CacheJanitor, extract_article_timed
+
+    # As the producer logs (trafilatura's and htmldate's own lines kept down likewise).
+    configure_log_output(log_level, log_json)
 
     janitor = CacheJanitor()
     conn.send("ready")

@@ -1071,7 +1071,8 @@ def _build_poller(
     """The poller, with its fetcher and extraction workers (the caller closes both)."""
     fetcher = make_fetcher(settings, stop=stop)
     pool = ExtractPool(settings.extract_workers, settings.extract_timeout_s,
-                       settings.extract_worker_pages)
+                       settings.extract_worker_pages, log_level=settings.log_level,
+                       log_json=settings.log_json)
     poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages,
                         page_attempts=page_attempts, extract=pool.extract)
     return poller, fetcher, pool

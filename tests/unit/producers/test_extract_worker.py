@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import signal
@@ -36,15 +37,16 @@ def pathological_page(links: int = 100_000) -> bytes:
 
 
 def runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (ended, not yet reaped by its parent) runs no more either.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
+    """Whether any thread of process ``pid`` runs: a zombie (ended, not yet reaped by its
+    parent) runs no more. (Killed, a process's first thread is a zombie before the others
+    have ended, and only then can its parent reap it.)"""
+    states = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+        except OSError:
+            continue
+    return any(state not in ("Z", "X") for state in states)
 
 
 def test_a_page_past_the_time_bound_costs_its_worker_and_the_next_page_extracts(caplog):
@@ -162,3 +164,21 @@ def test_the_workers_extract_the_real_pages_as_this_process_does():
             via_worker = pool.extract(html, url, "text/html")
             assert via_worker.failure is None, path
             assert via_worker.extracted == extract_in_process(html, url, "text/html").extracted, path
+
+
+def test_a_worker_logs_as_the_producer_does(capfd):
+    """The worker's log lines go where the producer's go, in its format (here JSON), at
+    its levels: trafilatura's ERROR for a page that is no HTML, as the producer logged it
+    when it extracted itself (unconfigured, the worker dropped it), and not trafilatura's
+    WARNING "discarding data: URL" for a Korean page whose text the fallbacks then find
+    in full (newsflow/logs.py keeps it down)."""
+    korean = gzip.decompress(shared_path("pages", "kr", "HankookIlbo_2026_01_29.html.gz").read_bytes())
+    with ExtractPool(log_level="INFO", log_json=True) as pool:
+        assert pool.extract(b"\0" * 100, "https://news.example/zeros").extracted is None
+        done = pool.extract(korean, "https://news.example/a", "text/html")
+    assert done.extracted is not None and len(done.extracted.text) > 1000
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+             if line.startswith("{")]
+    assert any(line["logger"].startswith("trafilatura") and line["level"] == "ERROR"
+               and "Document is empty" in line["message"] for line in lines), lines
+    assert not any("discarding data" in line["message"] for line in lines)
