@@ -597,7 +597,12 @@ def _extract_article(html: bytes | str, url: str | None, content_type: str) -> E
 class CacheJanitor:
     """trafilatura/htmldate/courlan keep module-level LRU caches that grow in a
     long-lived process: clear them every ``every`` extractions. Every ``trim_every``,
-    give the allocator's free memory back (see ``release_free_memory``)."""
+    give the allocator's free memory back (see ``release_free_memory``).
+
+    The extraction worker ticks it after each page (producers/extract_worker.py). Its
+    replacement after NEWSFLOW_EXTRACT_WORKER_PAGES pages bounds what it holds anyway,
+    but within that: one process extracting the shared pages one at a time held 113-127
+    MB with the janitor, 145 MB without, in the same time."""
 
     def __init__(self, every: int = 500, trim_every: int = 50) -> None:
         self.every = every
