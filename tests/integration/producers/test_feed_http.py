@@ -36,7 +36,7 @@ from producers.fetch import FetchError
 from producers.state import FeedRow, StateStore
 from producers.urls import host_key
 from sinks.sqlite import SQLiteSink
-from tests.conftest import shared_path, wait_for
+from tests.conftest import pathological_page, shared_path, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nf_feedserver import FeedServer, hard_headers, page_files  # noqa: E402
@@ -1494,8 +1494,7 @@ def test_a_page_whose_extraction_worker_dies_is_tried_again(server, tmp_path):
     (A page past the time bound is not tried again: see test_feed_producer_kafka.)"""
     from producers.extract_worker import ExtractPool
 
-    links = "".join(f'<p><a href="/l{i}">link {i}</a> word</p>' for i in range(100_000))
-    server.state.custom["dies.html"] = (f"<html><body>{links}</body></html>".encode(), "text/html")
+    server.state.custom["dies.html"] = (pathological_page(), "text/html")
     server.state.custom["dies.xml"] = (
         rss([("1", server.url("/custom/dies.html"), "Dies")]), "application/rss+xml")
     rig = Rig(tmp_path, pages=True)

@@ -19,7 +19,7 @@ from newsflow.schemas import MAX_TEXT_CHARS, RawArticle
 from newsflow.settings import Settings
 from producers.feeds import FeedPoller, ProducerLoop, make_fetcher, run_producer
 from producers.state import StateStore
-from tests.conftest import wait_for
+from tests.conftest import extract_workers, pathological_page, process_runs, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -380,38 +380,12 @@ def test_an_edit_at_the_source_reaches_storage_and_the_incident(make_settings, s
              "the edit as the article, its incident's member and title")
 
 
-def _state_and_parent(pid: int) -> tuple[str, int] | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1])
-
-
-def extract_workers(parent: int) -> list[int]:
-    """The extraction workers (producers/extract_worker.py) that ``parent`` started."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        state = _state_and_parent(int(proc.name))
-        if state and state[1] == parent and state[0] != "Z" and b"extract_worker" in cmdline:
-            found.append(int(proc.name))
-    return found
-
-
 def test_a_page_past_the_extraction_time_bound_goes_out_as_its_entry(make_settings, server,
                                                                        tmp_path):
     """A generated page of 100,000 links takes trafilatura 10 s and more: its worker is
     stopped at the time bound, and the entry is published with its summary, the reason
     said; the feed's other page extracts as usual; and no worker outlives the producer."""
-    links = "".join(f'<p><a href="/l{i}">link {i}</a> word</p>' for i in range(100_000))
-    server.state.custom["links.html"] = (
-        f"<html><body>{links}</body></html>".encode(), "text/html; charset=utf-8")
+    server.state.custom["links.html"] = (pathological_page(), "text/html; charset=utf-8")
     items = [("links", server.url("/custom/links.html"), "Links"),
              ("real", server.url("/genpage/x/0.html"), "Real")]
     server.state.custom["links.xml"] = ((
@@ -450,8 +424,8 @@ def test_no_extraction_worker_outlives_the_produce_command(make_settings, server
             [worker] = extract_workers(proc.pid)
             proc.send_signal(stop)
             proc.communicate(timeout=60)
-            wait_for(lambda worker=worker: (_state_and_parent(worker) or ("Z", 0))[0] == "Z",
-                     10, f"the worker ended after {stop.name}")
+            wait_for(lambda worker=worker: not process_runs(worker), 10,
+                     f"the worker ended after {stop.name}")
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from producers.extract_worker import CRASHED, TIMEOUT, ExtractPool, extract_in_process
-from tests.conftest import shared_path, wait_for
+from tests.conftest import pathological_page, process_runs, shared_path, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTICLE = (
@@ -26,27 +26,6 @@ ARTICLE = (
     + "<p>The river rose through the night and the town of Riverton was evacuated.</p>" * 5
     + "</article></body></html>"
 ).encode()
-
-
-def pathological_page(links: int = 100_000) -> bytes:
-    """Generated, as the pages that took trafilatura 2-4 s of CPU per MB were: tens of
-    thousands of links in paragraphs (some 45 bytes each)."""
-    return ("<html><body>" + "".join(
-        f'<p><a href="/l{i}">link {i}</a> word</p>' for i in range(links)
-    ) + "</body></html>").encode()
-
-
-def runs(pid: int) -> bool:
-    """Whether any thread of process ``pid`` runs: a zombie (ended, not yet reaped by its
-    parent) runs no more. (Killed, a process's first thread is a zombie before the others
-    have ended, and only then can its parent reap it.)"""
-    states = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
-        except OSError:
-            continue
-    return any(state not in ("Z", "X") for state in states)
 
 
 def test_a_page_past_the_time_bound_costs_its_worker_and_the_next_page_extracts(caplog):
@@ -60,7 +39,7 @@ def test_a_page_past_the_time_bound_costs_its_worker_and_the_next_page_extracts(
         elapsed = time.monotonic() - started
         assert (slow.extracted, slow.failure) == (None, TIMEOUT)
         assert elapsed < 30  # (bounded: the page alone takes 10 s and more)
-        assert not runs(first)
+        assert not process_runs(first)
         [message] = [r.getMessage() for r in caplog.records]
         assert "https://news.example/links" in message and f"({len(page)} bytes)" in message
         assert "past NEWSFLOW_EXTRACT_TIMEOUT_S (1 s)" in message
@@ -96,7 +75,7 @@ def test_a_worker_killed_between_pages_costs_no_page():
         pool.extract(ARTICLE, "https://news.example/flood")
         [pid] = pool.pids()
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not runs(pid), 10, "the worker ended")
+        wait_for(lambda: not process_runs(pid), 10, "the worker ended")
         again = pool.extract(ARTICLE, "https://news.example/flood")
         assert again.failure is None and again.extracted is not None
 
@@ -108,7 +87,7 @@ def test_a_worker_is_replaced_after_its_pages():
             assert pool.extract(ARTICLE, "https://news.example/flood").extracted is not None
             pids.append(pool.pids())
         assert pids[0] != pids[1] == pids[2]
-        assert not runs(pids[0][0])
+        assert not process_runs(pids[0][0])
 
 
 def test_closed_the_pool_leaves_no_worker():
@@ -122,7 +101,7 @@ def test_closed_the_pool_leaves_no_worker():
     pids = pool.pids()
     assert len(pids) == 2
     pool.close()
-    assert not any(runs(pid) for pid in pids)
+    assert not any(process_runs(pid) for pid in pids)
     with pytest.raises(RuntimeError):
         pool.extract(ARTICLE, "https://a.example/")
 
@@ -134,7 +113,8 @@ def test_a_worker_does_not_outlive_its_producer_killed_mid_page(tmp_path):
         import sys, threading
         sys.path.insert(0, {str(ROOT)!r})
         from producers.extract_worker import ExtractPool
-        from tests.unit.producers.test_extract_worker import ARTICLE, pathological_page
+        from tests.conftest import pathological_page
+        from tests.unit.producers.test_extract_worker import ARTICLE
         pool = ExtractPool(timeout_s=600)
         pool.extract(ARTICLE, "https://news.example/flood")
         print(pool.pids()[0], flush=True)
@@ -145,10 +125,10 @@ def test_a_worker_does_not_outlive_its_producer_killed_mid_page(tmp_path):
         assert producer.stdout is not None
         worker = int(producer.stdout.readline())
         time.sleep(0.5)  # (into the long page)
-        assert runs(worker)
+        assert process_runs(worker)
         producer.kill()
         producer.wait(10)
-        wait_for(lambda: not runs(worker), 10, "the orphaned worker exited")
+        wait_for(lambda: not process_runs(worker), 10, "the orphaned worker exited")
     finally:
         if producer.poll() is None:
             producer.kill()
