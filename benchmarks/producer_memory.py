@@ -7,8 +7,10 @@ entry under its own address, so each is a new page to fetch and extract). Every
 embedded broker takes what the producer publishes. The producer polls each feed every
 ``--interval`` seconds, fetches and extracts the new pages and publishes them.
 
-Prints, every ``--every`` seconds, the producer's resident memory and how many articles
-it has published, so a plateau can be told from a leak. Prints figures; asserts nothing.
+Prints, every ``--every`` seconds, the producer's resident memory, its extraction
+workers' (producers/extract_worker.py; none in a producer that extracts in its own
+process) and how many articles it has published, so a plateau can be told from a leak.
+Prints figures; asserts nothing.
 
     .venv/bin/python benchmarks/producer_memory.py [--minutes 20] [--feeds 60] [--hosts 6]
         [--entries 10] [--new 3] [--step 20] [--interval 20] [--every 60]
@@ -46,6 +48,20 @@ def published(metrics_dir: Path) -> int:
     return int(total)
 
 
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its extraction workers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int(
+                (proc / "stat").read_text().rpartition(")")[2].split()[1]
+            ) == pid:
+                found.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=20.0)
@@ -80,7 +96,7 @@ def main() -> int:
         print(f"{args.feeds} feeds on {len(bases)} hosts, {args.entries} entries each, "
               f"{args.new} newer every {args.step:g} s, polled every {interval}; "
               f"pages: the {len(list((DATA / 'pages').glob('*/*.html.gz')))} real pages")
-        print("minutes  producer RSS (MB)  articles published")
+        print("minutes  producer RSS (MB)  workers RSS (MB)  articles published")
         started = time.monotonic()
         stepped = started
         printed = started - args.every
@@ -94,7 +110,9 @@ def main() -> int:
                     stepped = now
                 if now - printed >= args.every:
                     rss = resident_bytes(producer.pid) or 0
+                    workers = sum(resident_bytes(p) or 0 for p in children(producer.pid))
                     print(f"{(now - started) / 60:7.1f}  {rss / 2**20:17.0f}  "
+                          f"{workers / 2**20:16.0f}  "
                           f"{published(Path(tmp) / 'metrics'):18d}", flush=True)
                     printed = now
                 time.sleep(0.5)

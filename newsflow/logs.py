@@ -8,8 +8,10 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from newsflow.settings import Settings
+if TYPE_CHECKING:  # (the extraction worker configures its logging without pydantic)
+    from newsflow.settings import Settings
 
 # Control characters in a message: log lines quote what feeds, pages and messages said
 # (an entry's address, a server's Content-Type), and written as they came, an ESC drove
@@ -92,14 +94,20 @@ def configure_logging(settings: Settings, *, service: bool = True) -> None:
     command run once, which reports a Kafka failure itself in one line: kafka-python's
     retry lines (several a second while a broker is away, with tracebacks) would bury it,
     so they show only at DEBUG."""
+    configure_log_output(settings.log_level, settings.log_json, service=service)
+
+
+def configure_log_output(level: str, as_json: bool, *, service: bool = True) -> None:
+    """``configure_logging`` from the two settings it reads (NEWSFLOW_LOG_LEVEL and
+    NEWSFLOW_LOG_JSON), for a process that has no Settings: an extraction worker."""
     handler = logging.StreamHandler(sys.stderr)
-    if settings.log_json:
+    if as_json:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    root.setLevel(level.upper())
     # Client libraries are chatty at INFO (every rebalance, every connection).
     for noisy in ("kafka", "aiokafka", "faust", "mode", "trafilatura", "htmldate", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

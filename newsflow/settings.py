@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     # refetch_interval_s, and within the poll's poll_max_entries (new entries first).
     refetch_window_s: float = Field(default=2 * 86400.0, ge=0)
     refetch_interval_s: float = Field(default=3600.0, gt=0)
+    # Pages are extracted in worker processes (producers/extract_worker.py): this many, each
+    # page given at most extract_timeout_s (else its worker is killed and the entry goes out
+    # with its summary), a worker replaced after extract_worker_pages pages (what lxml and
+    # trafilatura keep in memory goes with it). One worker: real pages take 34 ms on
+    # average, and the producer's fetching and publishing need the other core.
+    extract_workers: int = Field(default=1, ge=1)
+    extract_timeout_s: float = Field(default=20.0, gt=0)
+    extract_worker_pages: int = Field(default=1000, ge=1)
 
     # Clustering: articles are held window_days of stream time; an incident's summary
     # outlives them for incident_days, so follow-ups (charges, a trial, a sentence: often

@@ -50,7 +50,13 @@ from newsflow.settings import Settings
 from newsflow.text import counted, derive_title, title_from_url
 from producers.config import ConfigError, FeedSpec, load_feeds_file
 from producers.edits import edit_of, listed_versions, refetch_allowed
-from producers.extract import CacheJanitor, Extracted, extract_article_timed
+from producers.extract_worker import (
+    CRASHED,
+    Extracted,
+    Extraction,
+    ExtractPool,
+    extract_in_process,
+)
 from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
 from producers.fetch import Fetcher, FetchError, FetchResult, no_downgrade
 from producers.politeness import HostBusy, HostLimiter
@@ -128,7 +134,9 @@ class FeedPoller:
         state: StateStore,
         fetch_pages: bool = True,
         robots: RobotsCache | None = None,
-        janitor: CacheJanitor | None = None,
+        # A page's extraction (default: in this process, unbounded; the producer's own
+        # runs in worker processes, see _build_poller).
+        extract: Callable[[bytes | str, str | None, str], Extraction] | None = None,
         rng: random.Random | None = None,
         page_attempts: int | None = None,  # default: settings.page_attempts
         clock: Callable[[], float] = time.time,  # the wall clock of schedules and next tries
@@ -139,7 +147,7 @@ class FeedPoller:
         self.fetch_pages = fetch_pages
         self.page_attempts = settings.page_attempts if page_attempts is None else page_attempts
         self.robots = robots or RobotsCache(fetcher, agent=settings.user_agent)
-        self.janitor = janitor or CacheJanitor()
+        self.extract = extract or extract_in_process
         self.rng = rng or random.Random()
         self.clock = clock
         # How long a poll waits for a host paused by Retry-After before giving the feed
@@ -571,12 +579,17 @@ class FeedPoller:
         kind = result.content_type.split(";")[0].strip().lower()
         if kind and "html" not in kind and "xml" not in kind:
             return PageOutcome(None, meta, "not_html")
-        extracted, extract_s = extract_article_timed(result.body, result.final_url,
-                                                     result.content_type)
-        self.janitor.tick()
-        if extracted is None:
-            return PageOutcome(None, meta, "empty_text", extract_s=extract_s)
-        return PageOutcome(extracted, meta, None, extract_s=extract_s)
+        done = self.extract(result.body, result.final_url, result.content_type)
+        if done.failure is not None:
+            # A timeout is not tried again: the page would take as long again, holding a
+            # worker every poll thread waits for, page_attempts times. A crash is: the
+            # out-of-memory killer picks the largest process, not the page to blame, and
+            # a stop's SIGTERM to every process of the service kills the worker too.
+            return PageOutcome(None, meta, done.failure, retryable=done.failure == CRASHED,
+                               extract_s=done.seconds)
+        if done.extracted is None:
+            return PageOutcome(None, meta, "empty_text", extract_s=done.seconds)
+        return PageOutcome(done.extracted, meta, None, extract_s=done.seconds)
 
 
 def _handed_back(update: FeedUpdate, feed: FeedRow, now: float) -> None:
@@ -784,8 +797,8 @@ class ProducerMetrics:
         self.pages = r.counter(
             "newsflow_feed_pages_total",
             "Article pages asked for, by outcome: extracted, or why the page was not used "
-            "(short_text, empty_text, not_html, robots, robots_unreachable, host_paused, "
-            "http_<status>, fetch_<kind>, no_link)",
+            "(short_text, empty_text, extract_timeout, extract_crashed, not_html, robots, "
+            "robots_unreachable, host_paused, http_<status>, fetch_<kind>, no_link)",
             ["outcome"],
         )
         self.extract_seconds = r.histogram(
@@ -1054,11 +1067,15 @@ def _build_poller(
     fetch_pages: bool,
     page_attempts: int | None = None,
     stop: threading.Event | None = None,
-) -> tuple[FeedPoller, Fetcher]:
+) -> tuple[FeedPoller, Fetcher, ExtractPool]:
+    """The poller, with its fetcher and extraction workers (the caller closes both)."""
     fetcher = make_fetcher(settings, stop=stop)
+    pool = ExtractPool(settings.extract_workers, settings.extract_timeout_s,
+                       settings.extract_worker_pages, log_level=settings.log_level,
+                       log_json=settings.log_json)
     poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages,
-                        page_attempts=page_attempts)
-    return poller, fetcher
+                        page_attempts=page_attempts, extract=pool.extract)
+    return poller, fetcher, pool
 
 
 def run_producer(settings: Settings, stop: threading.Event) -> None:
@@ -1083,7 +1100,7 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
         publisher = _connect_publisher(settings, stop, Publisher)
         if publisher is None:
             return
-        poller, fetcher = _build_poller(
+        poller, fetcher, pool = _build_poller(
             settings, state, fetch_pages=settings.fetch_pages, stop=stop
         )
         watcher = _FeedsFileWatcher(state, settings.feeds_file)
@@ -1095,6 +1112,7 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
             )
             loop.run(stop)
         finally:
+            pool.close()
             fetcher.close()
             try:
                 publisher.close()
@@ -1190,7 +1208,8 @@ def poll_once(
     store = state or StateStore(":memory:")
     # A one-off poll: no later poll is sure to come (its feed is not polled by the
     # service), so a page that fails gets no second try and the summary goes out now.
-    poller, fetcher = _build_poller(settings, store, fetch_pages=fetch_pages, page_attempts=1)
+    poller, fetcher, extracting = _build_poller(settings, store, fetch_pages=fetch_pages,
+                                             page_attempts=1)
     stop = stop or threading.Event()
     results: list[PollResult] = []
     try:
@@ -1209,6 +1228,7 @@ def poll_once(
                 versions=result.versions, refetched=result.refetched,
             )
     finally:
+        extracting.close()
         fetcher.close()
         if own_state:
             store.close()

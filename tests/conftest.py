@@ -24,6 +24,41 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def pathological_page(links: int = 100_000) -> bytes:
+    """A page that takes trafilatura 2-4 s of CPU per MB (100,000 links: 4.4 MB, 10 s and
+    more), generated as such pages are: tens of thousands of links in paragraphs."""
+    return ("<html><body>" + "".join(
+        f'<p><a href="/l{i}">link {i}</a> word</p>' for i in range(links)
+    ) + "</body></html>").encode()
+
+
+def process_runs(pid: int) -> bool:
+    """Whether any thread of process ``pid`` runs: a zombie (ended, not yet reaped by its
+    parent) runs no more. (Killed, a process's first thread is a zombie before the others
+    have ended, and only then can its parent reap it.)"""
+    states = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+        except OSError:
+            continue
+    return any(state not in ("Z", "X") for state in states)
+
+
+def extract_workers(parent: int) -> list[int]:
+    """The running extraction workers (producers/extract_worker.py) ``parent`` started."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"extract_worker" in cmdline and process_runs(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
 def wait_for(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
     """Poll ``check()`` until it is truthy and return its value; fail saying ``what`` did
     not happen in ``timeout_s``. For a test to wait on what it needs, not a fixed time,

@@ -24,6 +24,7 @@ import pytest
 from newsflow.kafka import Publisher
 from newsflow.settings import Settings
 from producers.replay import read_articles
+from tests.conftest import extract_workers, process_runs, shared_path, wait_for
 from tests.e2e.conftest import ROOT, Service, incidents_holding
 
 pytestmark = pytest.mark.e2e
@@ -367,3 +368,38 @@ def test_a_sigterm_to_every_process_at_once_keeps_what_was_not_stored(start_serv
     again.wait_for(lambda: stored_articles(again.db) == 12, 90)
     assert incidents_holding(again.db, ids)
     assert again.stop() == 0, again.log()[-3000:]
+
+
+def test_no_extraction_worker_outlives_the_service(tmp_path):
+    """`newsflow run` stopped (SIGTERM) or killed (SIGKILL: the kernel then sends its
+    producer SIGTERM, see newsflow/processes.py) leaves no extraction worker behind."""
+    sys.path.insert(0, str(ROOT / "tests" / "integration" / "producers"))
+    from nf_feedserver import FeedServer
+
+    with FeedServer(shared_path("feeds").parent) as server:
+        for stop in (signal.SIGTERM, signal.SIGKILL):
+            (tmp_path / stop.name).mkdir()
+            feeds = tmp_path / stop.name / "feeds.toml"
+            feeds.write_text(f'[[feed]]\nurl = "{server.url(f"/gen/{stop.name}.xml")}"\n')
+            service = Service(tmp_path / stop.name, NEWSFLOW_REPLAY_SEEDS="false",
+                              NEWSFLOW_FEEDS_FILE=str(feeds), NEWSFLOW_FETCH_ALLOW_PRIVATE="true",
+                              NEWSFLOW_HOST_DELAY_S="0")
+            try:
+                producer = int(service.wait_for(
+                    lambda service=service: re.search(r"started produce \(pid (\d+)\)",
+                                                      service.log()), 60).group(1))
+                [worker] = service.wait_for(lambda p=producer: extract_workers(p), 90)
+                if stop == signal.SIGTERM:
+                    assert service.stop() == 0
+                else:
+                    service.process.kill()
+                    service.process.wait(10)
+                wait_for(lambda w=worker: not process_runs(w), 45,
+                         f"the extraction worker ended after {stop.name} to newsflow run")
+            finally:
+                service.stop()
+                for pid in [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", service.log())]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)  # (should it fail: not left behind)
+                    except ProcessLookupError:
+                        pass

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import ssl
@@ -35,7 +36,7 @@ from producers.fetch import FetchError
 from producers.state import FeedRow, StateStore
 from producers.urls import host_key
 from sinks.sqlite import SQLiteSink
-from tests.conftest import shared_path, wait_for
+from tests.conftest import pathological_page, shared_path, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nf_feedserver import FeedServer, hard_headers, page_files  # noqa: E402
@@ -1484,3 +1485,37 @@ def test_an_edit_of_an_entry_whose_page_robots_txt_refuses_goes_out_as_its_summa
     assert edited.summary_only and "Three people died" in edited.text
     rig.skip(rig.settings.refetch_interval_s)
     assert rig.poll(url).articles == []  # taken: not published again
+
+
+def test_a_page_whose_extraction_worker_dies_is_tried_again(server, tmp_path):
+    """A worker that dies (the out-of-memory killer picks the largest process, not the
+    page to blame; a stop's SIGTERM reaches every process) costs its page one try, as a
+    failure that may pass: the entry waits for the next, not published as its summary.
+    (A page past the time bound is not tried again: see test_feed_producer_kafka.)"""
+    from producers.extract_worker import ExtractPool
+
+    server.state.custom["dies.html"] = (pathological_page(), "text/html")
+    server.state.custom["dies.xml"] = (
+        rss([("1", server.url("/custom/dies.html"), "Dies")]), "application/rss+xml")
+    rig = Rig(tmp_path, pages=True)
+    pool = ExtractPool(timeout_s=120.0)
+    rig.poller.extract = pool.extract
+    try:
+        pool.extract(b"<html><body><p>warm</p></body></html>")  # (the worker is up)
+        [pid] = pool.pids()
+
+        def kill_mid_page() -> None:
+            time.sleep(1.5)  # (the fetch, then well into the page: 10 s and more)
+            os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_mid_page)
+        killer.start()
+        feed = rig.feed(server.url("/custom/dies.xml"))
+        result = rig.poll_feed(feed)
+        killer.join()
+        assert result.articles == [] and result.new_keys == []
+        assert [reason for reason, _ in result.pages] == ["extract_crashed"]
+        assert rig.state.page_retries(feed.id)["1"].attempts == 1
+    finally:
+        pool.close()
+        rig.close()

@@ -19,6 +19,7 @@ from newsflow.schemas import MAX_TEXT_CHARS, RawArticle
 from newsflow.settings import Settings
 from producers.feeds import FeedPoller, ProducerLoop, make_fetcher, run_producer
 from producers.state import StateStore
+from tests.conftest import extract_workers, pathological_page, process_runs, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -341,7 +342,6 @@ def test_an_edit_at_the_source_reaches_storage_and_the_incident(make_settings, s
     the SQLite sink store the edit as the article and as its incident's member and title,
     the article in the incident the first fetch put it in."""
     from producers.feeds import poll_once
-    from tests.conftest import wait_for
     from tests.integration.processors.test_stream import sqlite_rows
     from tests.integration.producers.test_feed_http import FIRE, serve_story
 
@@ -378,3 +378,54 @@ def test_an_edit_at_the_source_reaches_storage_and_the_incident(make_settings, s
 
     wait_for(lambda: stored() == ([(incident_id, edited)], [(edited,)], [(edited, 1)]), 90,
              "the edit as the article, its incident's member and title")
+
+
+def test_a_page_past_the_extraction_time_bound_goes_out_as_its_entry(make_settings, server,
+                                                                       tmp_path):
+    """A generated page of 100,000 links takes trafilatura 10 s and more: its worker is
+    stopped at the time bound, and the entry is published with its summary, the reason
+    said; the feed's other page extracts as usual; and no worker outlives the producer."""
+    server.state.custom["links.html"] = (pathological_page(), "text/html; charset=utf-8")
+    items = [("links", server.url("/custom/links.html"), "Links"),
+             ("real", server.url("/genpage/x/0.html"), "Real")]
+    server.state.custom["links.xml"] = ((
+        "<?xml version='1.0'?><rss version='2.0'><channel><title>T</title>" + "".join(
+            f"<item><guid isPermaLink='false'>{guid}</guid><link>{link}</link>"
+            f"<title>{title}</title><description>The story of {title}.</description></item>"
+            for guid, link, title in items)
+        + "</channel></rss>").encode(), "application/rss+xml")
+    feeds_file = tmp_path / "feeds.toml"
+    write_feeds(feeds_file, [server.url("/custom/links.xml")])
+    settings = make_settings(feeds_file=feeds_file, host_delay_s=0.0, extract_timeout_s=1.0)
+    ensure_topics(settings)
+    run_until_polled(settings, 1)
+    assert extract_workers(os.getpid()) == []
+    by_title = {a.title: a for a in read_topic(settings, expect=2)}
+    assert set(by_title) == {"Links", "Real"}
+    timed_out = by_title["Links"]
+    assert timed_out.summary_only and timed_out.text == "The story of Links."
+    assert timed_out.fetch["summary_reason"] == "extract_timeout"
+    assert not by_title["Real"].summary_only
+
+
+def test_no_extraction_worker_outlives_the_produce_command(make_settings, server, tmp_path):
+    """Stopped (SIGTERM: from `newsflow run`, or from the kernel when `newsflow run`
+    dies, see NEWSFLOW_STOP_WITH_PARENT) or killed outright, `newsflow produce` leaves no
+    extraction worker behind."""
+    feeds_file = tmp_path / "feeds.toml"
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        write_feeds(feeds_file, [server.url(f"/gen/w{stop.value}.xml")])
+        settings = make_settings(feeds_file=feeds_file, host_delay_s=0.0,
+                                 data_dir=tmp_path / stop.name)
+        ensure_topics(settings)
+        proc = start_producer(producer_env(settings, feeds_file))
+        try:
+            assert wait_polled(settings, 1, timeout_s=60)
+            [worker] = extract_workers(proc.pid)
+            proc.send_signal(stop)
+            proc.communicate(timeout=60)
+            wait_for(lambda worker=worker: not process_runs(worker), 10,
+                     f"the worker ended after {stop.name}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()

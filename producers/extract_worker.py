@@ -1,0 +1,280 @@
+"""Page extraction in worker processes, each page within a time bound.
+
+trafilatura spends 2-4 s of CPU per MB on pathological pages (tens of thousands of links
+or paragraphs): one page at the fetch cap held the producer's extraction for some 40 s,
+and nothing could stop it inside the process. Here a page goes to a worker process
+(``python -c`` importing ``producers.extract`` alone: no Kafka client, no feed code); one
+that outlasts ``timeout_s`` has its worker killed and replaced, and so has a worker that
+dies (a segfault in lxml, the out-of-memory killer): the page gets a reason and the
+producer goes on. A worker is also replaced after ``pages_per_worker`` pages, so what
+lxml and trafilatura keep grows in no process for long.
+
+This module imports nothing heavy: the producer, which only sends pages here, does not
+load trafilatura. ``extract_in_process`` is the same extraction without a worker, for
+tests and offline tools (benchmarks, scoring), where a page cannot hold up others.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing.connection import Connection, Pipe
+
+logger = logging.getLogger(__name__)
+
+# Reasons a page was not extracted, for PageOutcome and the producer's page metrics.
+TIMEOUT = "extract_timeout"
+CRASHED = "extract_crashed"
+# How long a new worker may take to import trafilatura before it counts as crashed
+# (about 1 s on an idle machine; its pages' time bound starts only once it is ready).
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Extracted:
+    title: str
+    text: str
+    author: str | None = None
+    published: datetime | None = None
+    language: str | None = None
+    site_name: str | None = None
+    canonical_url: str | None = None
+
+
+@dataclass
+class Extraction:
+    """What became of one page: its article (None: no usable text), the seconds its
+    extraction took (without the wait for a free worker), and ``failure`` (TIMEOUT or
+    CRASHED) when the worker did not answer."""
+
+    extracted: Extracted | None
+    seconds: float
+    failure: str | None = None
+
+
+def release_free_memory() -> None:
+    """Return the C allocator's free memory to the system (glibc's malloc_trim).
+
+    lxml builds each tree with malloc on the thread that parses it, and glibc keeps what
+    is freed in that thread's arena for reuse. A producer on 40 feeds held 276-305 MB
+    from its 15th minute on, while its C heap in use stayed near 25 MB and its Python
+    objects near 90,000: one trim took it from 335 MB to 234 MB. A trim takes 10-25 ms.
+    Without glibc (musl, macOS) nothing is done."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def extract_in_process(html: bytes | str, url: str | None = None,
+                       content_type: str = "") -> Extraction:
+    """The extraction in this process, unbounded (tests and offline tools)."""
+    from producers.extract import extract_article_timed
+
+    extracted, seconds = extract_article_timed(html, url, content_type)
+    return Extraction(extracted, seconds)
+
+
+class _Worker:
+    """One worker process and our end of its pipe; it logs as ``log`` says (its level,
+    and whether as JSON), to the stderr it shares with us."""
+
+    def __init__(self, log: tuple[str, bool]) -> None:
+        ours, theirs = Pipe()
+        fd = theirs.fileno()
+        # No preexec_fn: the producer runs threads, and Python code between fork and exec
+        # may deadlock on a lock another thread held. The worker ties itself to us.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c",
+             f"from producers.extract_worker import serve; serve({fd}, {log[0]!r}, {log[1]})"],
+            stdin=subprocess.DEVNULL, pass_fds=(fd,), close_fds=True,
+        )
+        theirs.close()
+        self.conn: Connection = ours
+        self.pages = 0
+        self.ready = False
+
+    def wait_ready(self) -> bool:
+        if not self.ready:
+            try:
+                self.ready = self.conn.poll(READY_TIMEOUT_S) and self.conn.recv() == "ready"
+            except (EOFError, OSError):
+                self.ready = False
+        return self.ready
+
+    def ended(self) -> str:
+        """How the process ended (it was killed, or its pipe closed), once it has."""
+        try:
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            return "still running"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit {code}"
+
+    def stop(self) -> None:
+        """Kill it: it holds nothing worth waiting for."""
+        self.conn.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class ExtractPool:
+    """``workers`` worker processes shared by the poll threads: a page waits for a free
+    one, then gets at most ``timeout_s`` of it. Workers start when first needed (the
+    service's start-up does not wait for trafilatura's import) and again at once when
+    one is replaced, so the next page rarely waits for the import."""
+
+    def __init__(self, workers: int = 1, timeout_s: float = 20.0,
+                 pages_per_worker: int = 1000, *, log_level: str = "WARNING",
+                 log_json: bool = False) -> None:
+        self.timeout_s = timeout_s
+        self.pages_per_worker = pages_per_worker
+        self.log = (log_level, log_json)
+        # Free slots; None: no process there yet.
+        self._free: queue.Queue[_Worker | None] = queue.Queue()
+        for _ in range(workers):
+            self._free.put(None)
+        self._lock = threading.Lock()
+        self._running: set[_Worker] = set()
+        self._closed = False
+
+    def _start(self) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the extraction pool is closed")
+            worker = _Worker(self.log)
+            self._running.add(worker)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        with self._lock:
+            self._running.discard(worker)
+        worker.stop()
+
+    def pids(self) -> list[int]:
+        """The workers' process ids (for tests and benchmarks)."""
+        with self._lock:
+            return [worker.proc.pid for worker in self._running]
+
+    def extract(self, html: bytes | str, url: str | None = None,
+                content_type: str = "") -> Extraction:
+        worker = self._free.get()
+        try:
+            if worker is not None and worker.proc.poll() is not None:
+                # Killed between pages (the out-of-memory killer, someone's kill): not
+                # this page's doing, which a new worker takes.
+                logger.warning("the extraction worker (pid %d) ended while idle (%s); "
+                               "starting another", worker.proc.pid, worker.ended())
+                self._retire(worker)
+                worker = None
+            if worker is None:
+                worker = self._start()
+            if not worker.wait_ready():
+                logger.error("an extraction worker (pid %d) did not start (%s)",
+                             worker.proc.pid, worker.ended())
+                self._retire(worker)
+                worker = None
+                return Extraction(None, 0.0, CRASHED)
+            worker, done = self._extract_on(worker, html, url, content_type)
+            return done
+        finally:
+            self._free.put(worker)
+
+    def _extract_on(self, worker: _Worker, html: bytes | str, url: str | None,
+                    content_type: str) -> tuple[_Worker | None, Extraction]:
+        """The page on ``worker``; returns the worker for the next page (None: none yet)
+        with what became of the page."""
+        started = time.perf_counter()
+        try:
+            worker.conn.send((html, url, content_type))
+            if worker.conn.poll(self.timeout_s):
+                extracted, seconds = worker.conn.recv()
+                worker.pages += 1
+                if worker.pages >= self.pages_per_worker:
+                    self._retire(worker)
+                    return self._replacement(), Extraction(extracted, seconds)
+                return worker, Extraction(extracted, seconds)
+            failure = TIMEOUT
+        except (EOFError, OSError):
+            failure = CRASHED  # (its end of the pipe closed: it died)
+        elapsed = time.perf_counter() - started
+        if failure == TIMEOUT:
+            logger.warning("extraction of %s (%d bytes) stopped after %.1f s, past "
+                           "NEWSFLOW_EXTRACT_TIMEOUT_S (%g s): its worker (pid %d) is killed "
+                           "and replaced", url, len(html), elapsed, self.timeout_s,
+                           worker.proc.pid)
+        else:
+            logger.warning("the extraction worker (pid %d) died on %s (%d bytes) after "
+                           "%.1f s (%s); a new one takes the next page",
+                           worker.proc.pid, url, len(html), elapsed, worker.ended())
+        self._retire(worker)
+        return self._replacement(), Extraction(None, elapsed, failure)
+
+    def _replacement(self) -> _Worker | None:
+        try:
+            return self._start()  # (at once: it imports while the producer goes on)
+        except RuntimeError:
+            return None  # closed meanwhile
+
+    def close(self) -> None:
+        """Stop every worker; pages asked for after this raise RuntimeError."""
+        with self._lock:
+            self._closed = True
+            running, self._running = list(self._running), set()
+        for worker in running:
+            worker.stop()
+
+    def __enter__(self) -> ExtractPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the worker process ---------------------------------------------------------------
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    # The producer killed outright (SIGKILL, the OOM killer) cannot stop us: a page
+    # may keep us busy for long, so a thread watches for the parent's end.
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def serve(fd: int, log_level: str = "WARNING", log_json: bool = False) -> None:
+    """The worker: extract the pages sent on ``fd`` one at a time, until its pipe closes.
+    Its parent stops it (SIGKILL); a Ctrl-C in a terminal reaches the producer's whole
+    process group, and the producer stops us once its polls are done."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    conn = Connection(fd)
+    from newsflow.logs import configure_log_output
+    from producers.extract import CacheJanitor, extract_article_timed
+
+    # As the producer logs (trafilatura's and htmldate's own lines kept down likewise).
+    configure_log_output(log_level, log_json)
+
+    janitor = CacheJanitor()
+    conn.send("ready")
+    while True:
+        try:
+            html, url, content_type = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(extract_article_timed(html, url, content_type))
+        janitor.tick()

@@ -1,0 +1,164 @@
+"""Extraction in worker processes (producers/extract_worker.py): real processes, real pages."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from producers.extract_worker import CRASHED, TIMEOUT, ExtractPool, extract_in_process
+from tests.conftest import pathological_page, process_runs, shared_path, wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+ARTICLE = (
+    "<html lang='en'><head><title>Flood - The Daily</title></head><body><article>"
+    "<h1>Flood</h1>"
+    + "<p>The river rose through the night and the town of Riverton was evacuated.</p>" * 5
+    + "</article></body></html>"
+).encode()
+
+
+def test_a_page_past_the_time_bound_costs_its_worker_and_the_next_page_extracts(caplog):
+    page = pathological_page()
+    with ExtractPool(timeout_s=1.0) as pool:
+        assert pool.extract(ARTICLE, "https://news.example/flood").extracted is not None
+        [first] = pool.pids()
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="producers.extract_worker"):
+            slow = pool.extract(page, "https://news.example/links", "text/html")
+        elapsed = time.monotonic() - started
+        assert (slow.extracted, slow.failure) == (None, TIMEOUT)
+        assert elapsed < 30  # (bounded: the page alone takes 10 s and more)
+        assert not process_runs(first)
+        [message] = [r.getMessage() for r in caplog.records]
+        assert "https://news.example/links" in message and f"({len(page)} bytes)" in message
+        assert "past NEWSFLOW_EXTRACT_TIMEOUT_S (1 s)" in message
+        after = pool.extract(ARTICLE, "https://news.example/flood")
+        assert after.failure is None and after.extracted is not None
+        assert after.extracted == extract_in_process(ARTICLE, "https://news.example/flood").extracted
+        [second] = pool.pids()
+        assert second != first
+
+
+def test_a_worker_killed_mid_page_gives_the_page_a_reason_and_the_next_page_extracts(caplog):
+    with ExtractPool(timeout_s=120.0) as pool:
+        pool.extract(ARTICLE, "https://news.example/flood")  # (the worker is up)
+        [pid] = pool.pids()
+        outcome = []
+        busy = threading.Thread(target=lambda: outcome.append(
+            pool.extract(pathological_page(), "https://news.example/links")))
+        with caplog.at_level(logging.WARNING, logger="producers.extract_worker"):
+            busy.start()
+            time.sleep(1.0)  # (well into the page, which takes 10 s and more)
+            os.kill(pid, signal.SIGKILL)
+            busy.join(30)
+        assert [(o.extracted, o.failure) for o in outcome] == [(None, CRASHED)]
+        assert any("killed by SIGKILL" in r.getMessage() and "news.example/links" in r.getMessage()
+                   for r in caplog.records)
+        after = pool.extract(ARTICLE, "https://news.example/flood")
+        assert after.failure is None and after.extracted is not None
+        assert pool.pids() != [pid]
+
+
+def test_a_worker_killed_between_pages_costs_no_page():
+    with ExtractPool() as pool:
+        pool.extract(ARTICLE, "https://news.example/flood")
+        [pid] = pool.pids()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not process_runs(pid), 10, "the worker ended")
+        again = pool.extract(ARTICLE, "https://news.example/flood")
+        assert again.failure is None and again.extracted is not None
+
+
+def test_a_worker_is_replaced_after_its_pages():
+    with ExtractPool(pages_per_worker=2) as pool:
+        pids = []
+        for _ in range(3):
+            assert pool.extract(ARTICLE, "https://news.example/flood").extracted is not None
+            pids.append(pool.pids())
+        assert pids[0] != pids[1] == pids[2]
+        assert not process_runs(pids[0][0])
+
+
+def test_closed_the_pool_leaves_no_worker():
+    pool = ExtractPool(workers=2)
+    threads = [threading.Thread(target=pool.extract, args=(ARTICLE, "https://a.example/"))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    pids = pool.pids()
+    assert len(pids) == 2
+    pool.close()
+    assert not any(process_runs(pid) for pid in pids)
+    with pytest.raises(RuntimeError):
+        pool.extract(ARTICLE, "https://a.example/")
+
+
+def test_a_worker_does_not_outlive_its_producer_killed_mid_page(tmp_path):
+    """Killed outright (SIGKILL, the out-of-memory killer), the producer cannot stop its
+    worker, which a long page keeps busy: the worker sees it is orphaned and exits."""
+    script = textwrap.dedent(f"""
+        import sys, threading
+        sys.path.insert(0, {str(ROOT)!r})
+        from producers.extract_worker import ExtractPool
+        from tests.conftest import pathological_page
+        from tests.unit.producers.test_extract_worker import ARTICLE
+        pool = ExtractPool(timeout_s=600)
+        pool.extract(ARTICLE, "https://news.example/flood")
+        print(pool.pids()[0], flush=True)
+        pool.extract(pathological_page(400_000), "https://news.example/links")
+    """)
+    producer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert producer.stdout is not None
+        worker = int(producer.stdout.readline())
+        time.sleep(0.5)  # (into the long page)
+        assert process_runs(worker)
+        producer.kill()
+        producer.wait(10)
+        wait_for(lambda: not process_runs(worker), 10, "the orphaned worker exited")
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+
+
+def test_the_workers_extract_the_real_pages_as_this_process_does():
+    pages = sorted(shared_path("pages").glob("*/*.html.gz"))
+    assert len(pages) > 100
+    with ExtractPool(timeout_s=120.0) as pool:
+        for path in pages:
+            html = gzip.decompress(path.read_bytes())
+            url = f"https://{path.parent.name}.news.example/{path.name}"
+            via_worker = pool.extract(html, url, "text/html")
+            assert via_worker.failure is None, path
+            assert via_worker.extracted == extract_in_process(html, url, "text/html").extracted, path
+
+
+def test_a_worker_logs_as_the_producer_does(capfd):
+    """The worker's log lines go where the producer's go, in its format (here JSON), at
+    its levels: trafilatura's ERROR for a page that is no HTML, as the producer logged it
+    when it extracted itself (unconfigured, the worker dropped it), and not trafilatura's
+    WARNING "discarding data: URL" for a Korean page whose text the fallbacks then find
+    in full (newsflow/logs.py keeps it down)."""
+    korean = gzip.decompress(shared_path("pages", "kr", "HankookIlbo_2026_01_29.html.gz").read_bytes())
+    with ExtractPool(log_level="INFO", log_json=True) as pool:
+        assert pool.extract(b"\0" * 100, "https://news.example/zeros").extracted is None
+        done = pool.extract(korean, "https://news.example/a", "text/html")
+    assert done.extracted is not None and len(done.extracted.text) > 1000
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+             if line.startswith("{")]
+    assert any(line["logger"].startswith("trafilatura") and line["level"] == "ERROR"
+               and "Document is empty" in line["message"] for line in lines), lines
+    assert not any("discarding data" in line["message"] for line in lines)
