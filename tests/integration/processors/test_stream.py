@@ -551,20 +551,28 @@ def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_nex
     assert "rebuilt from the changelog tables (0 articles)" in worker.log()
 
 
+def goes_down(settings, start_role, fault: str, said: str, junk_on: str | None = None) -> None:
+    """Start the worker with ``fault``, publish junk (key "junk") on ``junk_on`` if given,
+    then the Reuters seed; it must go down, for the supervisor to start again (not stay up
+    doing nothing), logging ``said`` (a pattern) as an ERROR."""
+    reuters, _ = read_articles([SEEDS])
+    failing = start_role(settings, fault, module=FAULTY_WORKER)
+    with Publisher(settings) as publisher:
+        if junk_on is not None:
+            publisher.send(junk_on, "junk", b"[1, 2]")
+        publisher.publish_article(reuters)
+    assert wait_until(lambda: failing.process.poll() is not None, 60), failing.log()[-3000:]
+    assert failing.process.returncode != 0
+    assert re.search(rf"ERROR +processors\.app: {said}", failing.log()), failing.log()[-3000:]
+
+
 def test_a_batch_whose_tables_cannot_be_written_takes_the_worker_down_and_is_done_again(
     make_settings, start_role, topic_reader
 ):
     settings = make_settings()
     ensure_topics(settings)
     reuters, afp = read_articles([SEEDS])
-    failing = start_role(settings, "record", module=FAULTY_WORKER)
-    with Publisher(settings) as publisher:
-        publisher.publish_article(reuters)
-    # Down, for the supervisor to start again (not up and clustering nothing).
-    assert wait_until(lambda: failing.process.poll() is not None, 60), failing.log()[-3000:]
-    assert failing.process.returncode != 0
-    assert re.search(r"ERROR +processors\.app: batch of 1 article\(s\) not committed",
-                     failing.log()), failing.log()[-3000:]
+    goes_down(settings, start_role, "record", r"batch of 1 article\(s\) not committed")
 
     worker = start_role(settings, "process")
     with Publisher(settings) as publisher:
@@ -626,3 +634,69 @@ def rebalances_completed(worker, count: int, *, watch, timeout_s: float = 90.0) 
     assert done, (f"{worker.log_path.name} did not complete {count} rebalance(s) in"
                   f" {timeout_s:.0f} s:\n{worker.log()[-3000:]}")
 
+
+def test_an_article_the_publish_order_cannot_place_is_dead_lettered_and_its_batch_placed(
+    make_settings, start_role, topic_reader
+):
+    """Where each article of a batch stands in the order of publication was found in the
+    sort, outside the agent's per-message guard: an error there for one article ended the
+    cluster agent, silently (the worker stayed up, placing nothing), with the whole batch."""
+    settings = make_settings(cluster_batch=3, cluster_batch_wait_s=60.0)  # one batch
+    ensure_topics(settings)
+    seeds = list(read_articles([SEEDS]))
+    odd = seeds[0].model_copy(update={"id": "unorderable", "url": "https://example.com/odd",
+                                      "canonical_url": "https://example.com/odd"})
+    worker = start_role(settings, "unorderable", module=FAULTY_WORKER)
+    with Publisher(settings) as publisher:
+        publisher.publish_article(seeds[0])
+        publisher.publish_article(odd)
+        publisher.publish_article(seeds[1])
+    topic_reader(settings, settings.topic_members, until=holding(a.id for a in seeds),
+                 timeout_s=90, watch=[worker], what="the seeds batched with it, placed")
+    [letter] = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 1,
+                            timeout_s=30, watch=[worker], what="its letter")
+    dead = DeadLetter.from_bytes(letter.value)
+    assert (dead.key, dead.stage, dead.error_kind) == ("unorderable", "cluster", "RuntimeError")
+    assert "no place in the order of publication" in dead.error
+
+
+@pytest.mark.parametrize("stage", ["clean", "cluster"])
+def test_a_dead_letter_a_stage_cannot_send_takes_the_worker_down_and_is_sent_again(
+    make_settings, start_role, topic_reader, stage
+):
+    """A letter not sent (the dead-letter topic unwritable) ended the stage's agent alone,
+    silently: the worker stayed up, cleaning or placing nothing more. It now goes down
+    with the message not committed, and the next worker sends the letter and goes on."""
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, _ = read_articles([SEEDS])
+    said = (r"clean: \S+ neither cleaned \(PoisonMessage.*\) nor dead-lettered" if stage == "clean"
+            else r"batch of \d article\(s\) not committed")
+    # Junk on the topic the stage reads: the cluster stage reads the clean topic.
+    goes_down(settings, start_role, "clean-letter" if stage == "clean" else "letter",
+              rf"{said}.*RuntimeError\('dead letter not sent",
+              junk_on=settings.topic_raw if stage == "clean" else settings.topic_clean)
+
+    worker = start_role(settings, "process")
+    topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=90,
+                 watch=[worker], what="the Reuters seed placed")
+    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 1,
+                           timeout_s=30, watch=[worker], what="the junk's letter")
+    assert [(d.key, d.stage) for d in map(DeadLetter.from_bytes, (r.value for r in letters))] \
+        == [("junk", stage)]
+
+
+def test_a_cluster_state_that_cannot_be_rebuilt_takes_the_worker_down_and_is_rebuilt_again(
+    make_settings, start_role, topic_reader
+):
+    """The rebuild from the tables ran outside the agent's guard: failing, it ended the
+    cluster agent alone, silently, the worker up and placing nothing."""
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, _ = read_articles([SEEDS])
+    goes_down(settings, start_role, "rebuild", r"batch of 1 article\(s\) not committed: "
+              r"RuntimeError\('cluster state not rebuilt")
+
+    worker = start_role(settings, "process")
+    topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=90,
+                 watch=[worker], what="the Reuters seed placed")
