@@ -10,7 +10,9 @@ Two agents:
   and a new version of every incident the batch changed (the incidents topic).
 
 Errors are caught per message inside each agent's loop, so one bad record never kills
-an agent (faust agents that raise die silently).
+an agent (faust agents that raise die alone, the worker up doing nothing); what fails
+for no one message (a letter not sent, the state not rebuilt) takes the worker down,
+its messages not committed, for the supervisor to start again.
 """
 
 from __future__ import annotations
@@ -183,16 +185,19 @@ def decide_in_publish_order(
     before it. Returns the results, and each event that could not be read or decided with
     its error (for the dead-letter topic)."""
     rejected: list[tuple[EventT, Exception]] = []
-    taken: list[tuple[CleanArticle, EventT]] = []
+    taken: list[tuple[tuple[datetime, int, int], CleanArticle, EventT]] = []
     for event in events:
+        # Its place in the order too, per message: raised in the sort, it took the
+        # whole batch and the agent with it.
         try:
-            taken.append((decode_clean_article(event.value), event))
+            article = decode_clean_article(event.value)
+            taken.append((publish_key(article, kafka_time(event.message)), article, event))
         except Exception as exc:  # noqa: BLE001 - dead-lettered by the caller
             rejected.append((event, exc))
     # (A stable sort: equal keys keep the clean topic's order.)
-    taken.sort(key=lambda pair: publish_key(pair[0], kafka_time(pair[1].message)))
+    taken.sort(key=lambda item: item[0])
     results: list[StageResult] = []
-    for article, event in taken:
+    for _, article, event in taken:
         try:
             results.append(stage.process(article, datetime.now(UTC)))
         except Exception as exc:  # noqa: BLE001
@@ -339,7 +344,18 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                 cleaned = CleanArticle(**dict(article), raw_position=raw_position(event.message))
                 await clean_topic.send(key=article.id.encode(), value=cleaned.to_bytes())
             except Exception as exc:  # noqa: BLE001 - every failure is dead-lettered
-                await send_dead_letter("clean", event, exc)
+                try:
+                    await send_dead_letter("clean", event, exc)
+                except Exception as failure:
+                    # Neither cleaned nor dead-lettered: not committed, and the worker goes
+                    # down for the supervisor to start again (raised alone, it ended this
+                    # agent silently, the worker up and cleaning nothing).
+                    withhold([event])
+                    logger.error("clean: %s/%s@%s neither cleaned (%r) nor dead-lettered: %r",
+                                 event.message.topic, event.message.partition,
+                                 event.message.offset, exc, failure)
+                    await app.crash(failure)
+                    raise
             yield None
 
     async def cluster(stream: StreamT) -> AsyncIterator[None]:
@@ -348,20 +364,25 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         batches = cast(faust.Stream, stream).take_events(  # missing from faust's StreamT
             settings.cluster_batch, within=settings.cluster_batch_wait_s)
         async for events in batches:
-            if "stage" not in stage_holder:
-                stage_holder["stage"] = load_stage()
-            stage = stage_holder["stage"]
-            results, rejected = decide_in_publish_order(stage, events)
-            for event, error in rejected:
-                await send_dead_letter("cluster", event, error)
-            for result in results:
-                metrics.observe(result)
-                logger.debug("article %s -> %s (%s)", result.decision.article_id,
-                             result.decision.incident_id, result.decision.explanation.decision)
+            # The whole batch under one guard: what fails for one message is dead-lettered
+            # in it; anything else (the stage not rebuilt, a letter not sent) must not end
+            # the agent alone, silently, its batch acked.
             try:
+                if "stage" not in stage_holder:
+                    stage_holder["stage"] = load_stage()
+                stage = stage_holder["stage"]
+                results, rejected = decide_in_publish_order(stage, events)
+                for event, error in rejected:
+                    await send_dead_letter("cluster", event, error)
+                for result in results:
+                    metrics.observe(result)
+                    logger.debug("article %s -> %s (%s)", result.decision.article_id,
+                                 result.decision.incident_id,
+                                 result.decision.explanation.decision)
                 await stage_tables.commit(stage, results, send_batch)
             except BaseException as exc:
-                # Not sent (stopping, or cancelled by the stop), or not kept: the consumer
+                # Not sent (stopping, or cancelled by the stop), not kept, or not decided
+                # (the stage not rebuilt, a dead letter not sent): the consumer
                 # must not commit the batch, or the next start would take it for done and
                 # the sinks might never see it. The next start decides it again.
                 withhold(events)

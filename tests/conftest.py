@@ -189,10 +189,32 @@ def start_role(tmp_path: Path):
 
 
 def read_topic(
-    settings: Settings, topic: str, *, until, timeout_s: float = 60.0, watch=()
+    settings: Settings, topic: str, *, until, timeout_s: float = 60.0, watch=(),
+    what: str = "",
 ) -> list:
-    """Records of ``topic`` from the beginning until ``until(records)`` holds, time runs
-    out, or a watched RoleProcess exits (its log then explains the failure)."""
+    """Records of ``topic`` from the beginning, once ``until(records)`` holds. Fails the
+    test when it does not in ``timeout_s``, or a watched RoleProcess exits first, saying
+    what it waited for (``what``), what it read and the watched processes' logs: a test
+    never goes on with records that do not show what it waits for."""
+    records, ended = _poll_topic(settings, topic, until, timeout_s, watch)
+    if until(records):
+        return records
+    why = (f"{ended[0].role} exited ({ended[0].process.returncode})" if ended
+           else f"not in {timeout_s:.0f} s")
+    pytest.fail(f"{why}: {what or 'what the test waits for'} on {topic}; read "
+                f"{len(records)} record(s): {_shown(records)}{_logs(watch)}")
+
+
+def read_for(settings: Settings, topic: str, seconds: float) -> list:
+    """Every record of ``topic`` from the beginning that arrives within ``seconds``: for a
+    test that asserts what is there (nothing more, say), not one that waits for it."""
+    records, _ = _poll_topic(settings, topic, lambda r: False, seconds, ())
+    return records
+
+
+def _poll_topic(settings: Settings, topic: str, until, timeout_s: float, watch):  # type: ignore[no-untyped-def]
+    """(records read, watched processes that exited), when ``until`` holds, one exits, or
+    time runs out."""
     import time
 
     from kafka import TopicPartition
@@ -210,16 +232,23 @@ def read_topic(
         assert partitions, f"topic {topic} never appeared"
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         records: list = []
-        while time.monotonic() < deadline:
+        while True:
             for batch in consumer.poll(timeout_ms=300).values():
                 records.extend(batch)
-            if until(records):
-                return records
-            if any(proc.process.poll() is not None for proc in watch):
-                return records
-        return records
+            ended = [proc for proc in watch if proc.process.poll() is not None]
+            if until(records) or ended or time.monotonic() >= deadline:
+                return records, ended
     finally:
         consumer.close()
+
+
+def _shown(records: list, limit: int = 5) -> str:
+    shown = [f"{r.key!r}: {bytes(r.value or b'')[:200]!r}" for r in records[-limit:]]
+    return ("(last) " if len(records) > limit else "") + "; ".join(shown)
+
+
+def _logs(watch) -> str:  # type: ignore[no-untyped-def]
+    return "".join(f"\n--- {proc.log_path.name} ---\n{proc.log()[-3000:]}" for proc in watch)
 
 
 @pytest.fixture

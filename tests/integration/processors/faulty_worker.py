@@ -5,6 +5,13 @@ worker with one fault injected at its edge; the rest is the real worker.
   leaders of those topics are down while the consumer and the changelog still work. The
   real retry loop (``send_delivered``) runs; only the topics it sends to refuse.
 - ``record``: the first batch's tables cannot be written, after its places were sent.
+- ``unorderable``: the cluster stage cannot tell where the article with the id
+  ``unorderable`` stands in the order of publication (``publish_key`` raises for it). No
+  message can make the real one raise (its fields are validated: an aware time and two
+  integers), so the fault stands in for whatever one day does.
+- ``letter``: the cluster stage's first dead letter cannot be sent.
+- ``clean-letter``: the clean stage's first dead letter cannot be sent.
+- ``rebuild``: the cluster stage's first rebuild from its tables fails.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from newsflow.cli import main
 
 _send_delivered = processors.app.send_delivered
 _record = processors.tables.StageTables.record
+_publish_key = processors.app.publish_key
+_dead_letter = processors.app.dead_letter
+_rebuild = processors.tables.StageTables.rebuild
 
 
 class _Unreachable:
@@ -36,12 +46,41 @@ def _record_fails_once(self, stage, results, output):  # type: ignore[no-untyped
     raise RuntimeError("changelog table write failed (test fault)")
 
 
+def _publish_key_fails_for_one(article, cleaned_at):  # type: ignore[no-untyped-def]
+    if article.id == "unorderable":
+        raise RuntimeError("no place in the order of publication (test fault)")
+    return _publish_key(article, cleaned_at)
+
+
+def _letter_fails_once(failing: str):  # type: ignore[no-untyped-def]
+    def dead_letter(stage, event, exc):  # type: ignore[no-untyped-def]
+        if stage == failing:
+            processors.app.dead_letter = _dead_letter
+            raise RuntimeError("dead letter not sent (test fault)")
+        return _dead_letter(stage, event, exc)
+
+    return dead_letter
+
+
+def _rebuild_fails_once(self, config, stored):  # type: ignore[no-untyped-def]
+    processors.tables.StageTables.rebuild = _rebuild
+    raise RuntimeError("cluster state not rebuilt (test fault)")
+
+
 if __name__ == "__main__":
     fault = sys.argv[1]
     if fault == "outage":
         processors.app.send_delivered = _send_in_outage
     elif fault == "record":
         processors.tables.StageTables.record = _record_fails_once
+    elif fault == "unorderable":
+        processors.app.publish_key = _publish_key_fails_for_one
+    elif fault == "letter":
+        processors.app.dead_letter = _letter_fails_once("cluster")
+    elif fault == "clean-letter":
+        processors.app.dead_letter = _letter_fails_once("clean")
+    elif fault == "rebuild":
+        processors.tables.StageTables.rebuild = _rebuild_fails_once
     else:
         sys.exit(f"unknown fault {fault!r}")
     sys.exit(main(["process"]))

@@ -23,7 +23,7 @@ from newsflow.schemas import (
 )
 from producers.replay import read_articles
 from sinks.base import latest_places
-from tests.conftest import wait_for
+from tests.conftest import read_for, wait_for
 
 
 def publish_seeds_after(settings, topic: str, poison: dict[str, bytes]) -> list[RawArticle]:
@@ -100,14 +100,16 @@ def test_seeds_become_one_incident_and_poison_goes_to_dlq(make_settings, start_r
     articles = incidents[with_seeds[0]]
     assert len(articles) == 2
     # The incident's version on its own topic: counted, without the articles.
-    versions = topic_reader(settings, settings.topic_incidents, timeout_s=30, until=lambda r: any(
+    versions = topic_reader(settings, settings.topic_incidents, timeout_s=30, watch=[worker],
+                            what="a version counting both seeds", until=lambda r: any(
         IncidentVersion.from_bytes(v.value).article_count == 2 for v in r))
     assert all(IncidentVersion.from_bytes(v.value).incident_id == with_seeds[0] for v in versions)
     joined = [a for a in articles if a.explanation and a.explanation.decision == "joined"]
     assert joined and joined[0].explanation.score >= joined[0].explanation.threshold
     assert joined[0].explanation.shared_terms
 
-    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2, timeout_s=30)
+    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2, timeout_s=30,
+                           watch=[worker], what="both poison messages' letters")
     dead = [DeadLetter.from_bytes(r.value) for r in letters]
     # The processors' Prometheus textfile counts what happened.
     prom = settings.data_dir / "metrics" / f"processors-{worker.process.pid}.prom"
@@ -140,10 +142,10 @@ def test_junk_on_the_clean_topic_makes_one_dead_letter(make_settings, start_role
         settings.sqlite_file, "SELECT count(*) FROM articles") == len(seeds), 120,
         "the seeds in storage")
     wait_for(lambda: sink_committed(settings) == 2 + len(seeds), 60, "the sink's commits")
-    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2,
-                           timeout_s=60, watch=roles)
+    topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2, timeout_s=60,
+                 watch=roles, what="the junk's letters")
     time.sleep(3)  # a second letter of the cluster stage's would be on its way by now
-    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: False, timeout_s=5)
+    letters = read_for(settings, settings.topic_dlq, 5)
     dead = [DeadLetter.from_bytes(r.value) for r in letters]
     assert sorted((d.key, d.stage) for d in dead) == [("junk-1", "cluster"), ("junk-2", "cluster")]
 
@@ -380,6 +382,10 @@ def test_articles_published_while_workers_join_and_leave_are_all_placed(
 
 
 def test_stream_goes_on_after_an_article_the_cluster_stage_rejects(make_settings, start_role, topic_reader):
+    """A message on the clean topic that is no article (another's producer, a bad
+    redrive) is the cluster stage's to refuse: the article after it is placed all the
+    same. (It read one refused by the clean stage only, and never looked whether the good
+    article was placed: it passed with the cluster stage dead at the first refusal.)"""
     settings = make_settings()
     ensure_topics(settings)
     worker = start_role(settings, "process")
@@ -391,13 +397,18 @@ def test_stream_goes_on_after_an_article_the_cluster_stage_rejects(make_settings
         published=datetime(2014, 4, 1, 23, tzinfo=UTC),
     )
     with Publisher(settings) as publisher:
+        publisher.send(settings.topic_clean, "junk", b"[1, 2]")
         # Valid JSON of a newer schema: the clean stage cannot read it either.
         publisher.send(settings.topic_raw, "future", b'{"schema_version": 99, "id": "f"}')
         publisher.publish_article(good)
     topic_reader(settings, settings.topic_members, until=holding([good.id]), timeout_s=90,
-                 watch=[worker])
-    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 1, timeout_s=30)
-    assert "schema" in DeadLetter.from_bytes(letters[0].value).error
+                 watch=[worker], what="the good article's place")
+    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 2,
+                           timeout_s=30, watch=[worker], what="both letters")
+    dead = {d.key: d for d in map(DeadLetter.from_bytes, (r.value for r in letters))}
+    assert (dead["junk"].stage, dead["future"].stage) == ("cluster", "clean")
+    assert "not a clean article" in dead["junk"].error
+    assert "schema" in dead["future"].error
 
 
 def test_an_article_whose_record_is_timed_past_the_year_9999_is_clustered(
@@ -540,20 +551,28 @@ def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_nex
     assert "rebuilt from the changelog tables (0 articles)" in worker.log()
 
 
+def goes_down(settings, start_role, fault: str, said: str, junk_on: str | None = None) -> None:
+    """Start the worker with ``fault``, publish junk (key "junk") on ``junk_on`` if given,
+    then the Reuters seed; it must go down, for the supervisor to start again (not stay up
+    doing nothing), logging ``said`` (a pattern) as an ERROR."""
+    reuters, _ = read_articles([SEEDS])
+    failing = start_role(settings, fault, module=FAULTY_WORKER)
+    with Publisher(settings) as publisher:
+        if junk_on is not None:
+            publisher.send(junk_on, "junk", b"[1, 2]")
+        publisher.publish_article(reuters)
+    assert wait_until(lambda: failing.process.poll() is not None, 60), failing.log()[-3000:]
+    assert failing.process.returncode != 0
+    assert re.search(rf"ERROR +processors\.app: {said}", failing.log()), failing.log()[-3000:]
+
+
 def test_a_batch_whose_tables_cannot_be_written_takes_the_worker_down_and_is_done_again(
     make_settings, start_role, topic_reader
 ):
     settings = make_settings()
     ensure_topics(settings)
     reuters, afp = read_articles([SEEDS])
-    failing = start_role(settings, "record", module=FAULTY_WORKER)
-    with Publisher(settings) as publisher:
-        publisher.publish_article(reuters)
-    # Down, for the supervisor to start again (not up and clustering nothing).
-    assert wait_until(lambda: failing.process.poll() is not None, 60), failing.log()[-3000:]
-    assert failing.process.returncode != 0
-    assert re.search(r"ERROR +processors\.app: batch of 1 article\(s\) not committed",
-                     failing.log()), failing.log()[-3000:]
+    goes_down(settings, start_role, "record", r"batch of 1 article\(s\) not committed")
 
     worker = start_role(settings, "process")
     with Publisher(settings) as publisher:
@@ -614,3 +633,70 @@ def rebalances_completed(worker, count: int, *, watch, timeout_s: float = 90.0) 
     assert not stopped(), f"a worker stopped:\n{stopped()[0].log()[-3000:]}"
     assert done, (f"{worker.log_path.name} did not complete {count} rebalance(s) in"
                   f" {timeout_s:.0f} s:\n{worker.log()[-3000:]}")
+
+
+def test_an_article_the_publish_order_cannot_place_is_dead_lettered_and_its_batch_placed(
+    make_settings, start_role, topic_reader
+):
+    """Where each article of a batch stands in the order of publication was found in the
+    sort, outside the agent's per-message guard: an error there for one article ended the
+    cluster agent, silently (the worker stayed up, placing nothing), with the whole batch."""
+    settings = make_settings(cluster_batch=3, cluster_batch_wait_s=60.0)  # one batch
+    ensure_topics(settings)
+    seeds = list(read_articles([SEEDS]))
+    odd = seeds[0].model_copy(update={"id": "unorderable", "url": "https://example.com/odd",
+                                      "canonical_url": "https://example.com/odd"})
+    worker = start_role(settings, "unorderable", module=FAULTY_WORKER)
+    with Publisher(settings) as publisher:
+        publisher.publish_article(seeds[0])
+        publisher.publish_article(odd)
+        publisher.publish_article(seeds[1])
+    topic_reader(settings, settings.topic_members, until=holding(a.id for a in seeds),
+                 timeout_s=90, watch=[worker], what="the seeds batched with it, placed")
+    [letter] = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 1,
+                            timeout_s=30, watch=[worker], what="its letter")
+    dead = DeadLetter.from_bytes(letter.value)
+    assert (dead.key, dead.stage, dead.error_kind) == ("unorderable", "cluster", "RuntimeError")
+    assert "no place in the order of publication" in dead.error
+
+
+@pytest.mark.parametrize("stage", ["clean", "cluster"])
+def test_a_dead_letter_a_stage_cannot_send_takes_the_worker_down_and_is_sent_again(
+    make_settings, start_role, topic_reader, stage
+):
+    """A letter not sent (the dead-letter topic unwritable) ended the stage's agent alone,
+    silently: the worker stayed up, cleaning or placing nothing more. It now goes down
+    with the message not committed, and the next worker sends the letter and goes on."""
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, _ = read_articles([SEEDS])
+    said = (r"clean: \S+ neither cleaned \(PoisonMessage.*\) nor dead-lettered" if stage == "clean"
+            else r"batch of \d article\(s\) not committed")
+    # Junk on the topic the stage reads: the cluster stage reads the clean topic.
+    goes_down(settings, start_role, "clean-letter" if stage == "clean" else "letter",
+              rf"{said}.*RuntimeError\('dead letter not sent",
+              junk_on=settings.topic_raw if stage == "clean" else settings.topic_clean)
+
+    worker = start_role(settings, "process")
+    topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=90,
+                 watch=[worker], what="the Reuters seed placed")
+    letters = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 1,
+                           timeout_s=30, watch=[worker], what="the junk's letter")
+    assert [(d.key, d.stage) for d in map(DeadLetter.from_bytes, (r.value for r in letters))] \
+        == [("junk", stage)]
+
+
+def test_a_cluster_state_that_cannot_be_rebuilt_takes_the_worker_down_and_is_rebuilt_again(
+    make_settings, start_role, topic_reader
+):
+    """The rebuild from the tables ran outside the agent's guard: failing, it ended the
+    cluster agent alone, silently, the worker up and placing nothing."""
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, _ = read_articles([SEEDS])
+    goes_down(settings, start_role, "rebuild", r"batch of 1 article\(s\) not committed: "
+              r"RuntimeError\('cluster state not rebuilt")
+
+    worker = start_role(settings, "process")
+    topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=90,
+                 watch=[worker], what="the Reuters seed placed")

@@ -72,17 +72,20 @@ def run_until(settings: Settings, done: threading.Event | None = None, *, second
 
 
 def run_until_polled(settings: Settings, n_feeds: int, *, since: float = 0.0) -> None:
-    """Run the producer until ``n_feeds`` feeds have a poll recorded after ``since``."""
+    """Run the producer until ``n_feeds`` feeds have a poll recorded after ``since``; fail
+    the test if they have not in 90 s (it went on with what polls there were)."""
     done = threading.Event()
+    polled: list[bool] = []
 
     def watch() -> None:
-        wait_polled(settings, n_feeds, timeout_s=90, since=since)
+        polled.append(wait_polled(settings, n_feeds, timeout_s=90, since=since))
         done.set()
 
     watcher = threading.Thread(target=watch)
     watcher.start()
     run_until(settings, done, seconds=120)
     watcher.join()
+    assert polled == [True], f"{n_feeds} feed(s) not all polled in 90 s"
 
 
 def wait_polled(settings: Settings, n_feeds: int, timeout_s: float = 60, since: float = 0.0) -> bool:
