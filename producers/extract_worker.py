@@ -93,9 +93,13 @@ class _Worker:
         fd = theirs.fileno()
         # No preexec_fn: the producer runs threads, and Python code between fork and exec
         # may deadlock on a lock another thread held. The worker ties itself to us.
+        # It imports from our import path, not from the working directory (`-c` alone
+        # puts that first): a `producers` package there (another project's, an older
+        # checkout's) was imported and run in its place, and every page crashed.
+        code = (f"import sys; sys.path[:] = {sys.path!r}; from producers.extract_worker "
+                f"import serve; serve({fd}, {log[0]!r}, {log[1]})")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c",
-             f"from producers.extract_worker import serve; serve({fd}, {log[0]!r}, {log[1]})"],
+            [sys.executable, "-P", "-c", code],
             stdin=subprocess.DEVNULL, pass_fds=(fd,), close_fds=True,
         )
         theirs.close()

@@ -162,3 +162,20 @@ def test_a_worker_logs_as_the_producer_does(capfd):
     assert any(line["logger"].startswith("trafilatura") and line["level"] == "ERROR"
                and "Document is empty" in line["message"] for line in lines), lines
     assert not any("discarding data" in line["message"] for line in lines)
+
+
+def test_a_worker_imports_what_its_producer_imports_not_the_working_directory(tmp_path, monkeypatch):
+    """`newsflow run` started from a folder holding a `producers` package of its own (another
+    project's, an older checkout's): the worker, `python -c`, put that folder first on its
+    import path, imported that package in place of ours, and every page crashed."""
+    decoy = tmp_path / "producers"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    marker = tmp_path / "imported"
+    (decoy / "extract_worker.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\ndef serve(*args):\n    raise SystemExit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    with ExtractPool() as pool:
+        done = pool.extract(ARTICLE, "https://news.example/flood")
+    assert not marker.exists()
+    assert done.failure is None and done.extracted is not None
