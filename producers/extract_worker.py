@@ -84,6 +84,23 @@ def extract_in_process(html: bytes | str, url: str | None = None,
     return Extraction(extracted, seconds)
 
 
+# The longest wait Connection.poll takes: its milliseconds go to poll(2) as a C int
+# (some 24.8 days); a longer one (NEWSFLOW_EXTRACT_TIMEOUT_S=inf: no bound) raised
+# OverflowError for every page.
+_LONGEST_POLL_S = 86400.0
+
+
+def _answers_within(conn: Connection, timeout_s: float) -> bool:
+    """Whether ``conn`` has something to read within ``timeout_s`` (inf: waits for ever)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if conn.poll(max(0.0, min(left, _LONGEST_POLL_S))):
+            return True
+        if left <= _LONGEST_POLL_S:
+            return False
+
+
 class _Worker:
     """One worker process and our end of its pipe; it logs as ``log`` says (its level,
     and whether as JSON), to the stderr it shares with us."""
@@ -205,7 +222,7 @@ class ExtractPool:
         started = time.perf_counter()
         try:
             worker.conn.send((html, url, content_type))
-            if worker.conn.poll(self.timeout_s):
+            if _answers_within(worker.conn, self.timeout_s):
                 extracted, seconds = worker.conn.recv()
                 worker.pages += 1
                 if worker.pages >= self.pages_per_worker:

@@ -179,3 +179,15 @@ def test_a_worker_imports_what_its_producer_imports_not_the_working_directory(tm
         done = pool.extract(ARTICLE, "https://news.example/flood")
     assert not marker.exists()
     assert done.failure is None and done.extracted is not None
+
+
+@pytest.mark.parametrize("timeout_s", [float("inf"), 1e9])
+def test_a_time_bound_of_for_ever_extracts_the_page(timeout_s):
+    """NEWSFLOW_EXTRACT_TIMEOUT_S=inf (or more than 24.8 days), which the settings take: every
+    page raised OverflowError (a wait that long does not fit poll(2)), and its entry was
+    never published, tried again at every poll."""
+    with ExtractPool(timeout_s=timeout_s) as pool:
+        for _ in range(2):
+            done = pool.extract(ARTICLE, "https://news.example/flood")
+            assert done.failure is None
+            assert done.extracted == extract_in_process(ARTICLE, "https://news.example/flood").extracted
