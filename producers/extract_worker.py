@@ -195,6 +195,8 @@ class ExtractPool:
                 content_type: str = "") -> Extraction:
         worker = self._free.get()
         try:
+            if self._closed:  # (the producer stops: the page is handed back)
+                return Extraction(None, 0.0, CRASHED)
             if worker is not None and worker.proc.poll() is not None:
                 # Killed between pages (the out-of-memory killer, someone's kill): not
                 # this page's doing, which a new worker takes.
@@ -203,10 +205,13 @@ class ExtractPool:
                 self._retire(worker)
                 worker = None
             if worker is None:
-                worker = self._start()
+                worker = self._replacement()
+                if worker is None:  # closed meanwhile
+                    return Extraction(None, 0.0, CRASHED)
             if not worker.wait_ready():
-                logger.error("an extraction worker (pid %d) did not start (%s)",
-                             worker.proc.pid, worker.ended())
+                if not self._closed:
+                    logger.error("an extraction worker (pid %d) did not start (%s)",
+                                 worker.proc.pid, worker.ended())
                 self._retire(worker)
                 worker = None
                 return Extraction(None, 0.0, CRASHED)
@@ -238,6 +243,8 @@ class ExtractPool:
                            "NEWSFLOW_EXTRACT_TIMEOUT_S (%g s): its worker (pid %d) is killed "
                            "and replaced", url, len(html), elapsed, self.timeout_s,
                            worker.proc.pid)
+        elif self._closed:
+            logger.info("extraction of %s stopped after %.1f s: the producer stops", url, elapsed)
         else:
             logger.warning("the extraction worker (pid %d) died on %s (%d bytes) after "
                            "%.1f s (%s); a new one takes the next page",
@@ -252,12 +259,17 @@ class ExtractPool:
             return None  # closed meanwhile
 
     def close(self) -> None:
-        """Stop every worker; pages asked for after this raise RuntimeError."""
+        """Stop every worker: a page under way or waiting for a worker, and any asked
+        for later, gets CRASHED at once (a failure that may pass: a stopping producer
+        hands its entry back, counting no try)."""
         with self._lock:
             self._closed = True
             running, self._running = list(self._running), set()
         for worker in running:
-            worker.stop()
+            # Killed only: a thread with a page on it sees its pipe end and closes its
+            # end itself (closed from here, its poll could read another file's number).
+            worker.proc.kill()
+            worker.proc.wait()
 
     def __enter__(self) -> ExtractPool:
         return self

@@ -102,8 +102,8 @@ def test_closed_the_pool_leaves_no_worker():
     assert len(pids) == 2
     pool.close()
     assert not any(process_runs(pid) for pid in pids)
-    with pytest.raises(RuntimeError):
-        pool.extract(ARTICLE, "https://a.example/")
+    assert pool.extract(ARTICLE, "https://a.example/").failure == CRASHED
+    assert pool.pids() == []
 
 
 def test_a_worker_does_not_outlive_its_producer_killed_mid_page(tmp_path):
