@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     poll_min_interval_s: float = Field(default=300.0, gt=0)
     poll_max_interval_s: float = Field(default=86400.0, gt=0)
     poll_workers: int = Field(default=8, ge=1)
-    fetch_timeout_s: float = Field(default=20.0, gt=0)
+    # At most a day: a socket takes no timeout past some 292 years, so inf (or 1e10) made
+    # every fetch fail (OverflowError), and a fetch held that long holds a poll thread.
+    fetch_timeout_s: float = Field(default=20.0, gt=0, le=86400.0)
     fetch_max_bytes: int = Field(default=10_000_000, ge=1024)
     host_concurrency: int = Field(default=2, ge=1)
     host_delay_s: float = Field(default=1.0, ge=0)

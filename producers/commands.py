@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from datetime import UTC, datetime
@@ -168,7 +169,15 @@ def positive_rate(text: str) -> float:
 def _when(epoch: float | None) -> str:
     if not epoch:
         return "-"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if epoch == math.inf:
+        return "never"
+    try:
+        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        # Past the year 9999: with NEWSFLOW_POLL_MAX_INTERVAL_S=inf (no longest interval),
+        # which the settings take, a feed's <ttl> or a failing feed's backoff sets such a
+        # next poll, and the whole listing failed ("year 190004 is out of range").
+        return f"(time {epoch:.0f})"
 
 
 def _waiting(pages: WaitingPages | None) -> str:

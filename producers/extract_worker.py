@@ -84,6 +84,23 @@ def extract_in_process(html: bytes | str, url: str | None = None,
     return Extraction(extracted, seconds)
 
 
+# The longest wait Connection.poll takes: its milliseconds go to poll(2) as a C int
+# (some 24.8 days); a longer one (NEWSFLOW_EXTRACT_TIMEOUT_S=inf: no bound) raised
+# OverflowError for every page.
+_LONGEST_POLL_S = 86400.0
+
+
+def _answers_within(conn: Connection, timeout_s: float) -> bool:
+    """Whether ``conn`` has something to read within ``timeout_s`` (inf: waits for ever)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if conn.poll(max(0.0, min(left, _LONGEST_POLL_S))):
+            return True
+        if left <= _LONGEST_POLL_S:
+            return False
+
+
 class _Worker:
     """One worker process and our end of its pipe; it logs as ``log`` says (its level,
     and whether as JSON), to the stderr it shares with us."""
@@ -93,9 +110,13 @@ class _Worker:
         fd = theirs.fileno()
         # No preexec_fn: the producer runs threads, and Python code between fork and exec
         # may deadlock on a lock another thread held. The worker ties itself to us.
+        # It imports from our import path, not from the working directory (`-c` alone
+        # puts that first): a `producers` package there (another project's, an older
+        # checkout's) was imported and run in its place, and every page crashed.
+        code = (f"import sys; sys.path[:] = {sys.path!r}; from producers.extract_worker "
+                f"import serve; serve({fd}, {log[0]!r}, {log[1]})")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c",
-             f"from producers.extract_worker import serve; serve({fd}, {log[0]!r}, {log[1]})"],
+            [sys.executable, "-P", "-c", code],
             stdin=subprocess.DEVNULL, pass_fds=(fd,), close_fds=True,
         )
         theirs.close()
@@ -174,6 +195,8 @@ class ExtractPool:
                 content_type: str = "") -> Extraction:
         worker = self._free.get()
         try:
+            if self._closed:  # (the producer stops: the page is handed back)
+                return Extraction(None, 0.0, CRASHED)
             if worker is not None and worker.proc.poll() is not None:
                 # Killed between pages (the out-of-memory killer, someone's kill): not
                 # this page's doing, which a new worker takes.
@@ -182,10 +205,13 @@ class ExtractPool:
                 self._retire(worker)
                 worker = None
             if worker is None:
-                worker = self._start()
+                worker = self._replacement()
+                if worker is None:  # closed meanwhile
+                    return Extraction(None, 0.0, CRASHED)
             if not worker.wait_ready():
-                logger.error("an extraction worker (pid %d) did not start (%s)",
-                             worker.proc.pid, worker.ended())
+                if not self._closed:
+                    logger.error("an extraction worker (pid %d) did not start (%s)",
+                                 worker.proc.pid, worker.ended())
                 self._retire(worker)
                 worker = None
                 return Extraction(None, 0.0, CRASHED)
@@ -201,7 +227,7 @@ class ExtractPool:
         started = time.perf_counter()
         try:
             worker.conn.send((html, url, content_type))
-            if worker.conn.poll(self.timeout_s):
+            if _answers_within(worker.conn, self.timeout_s):
                 extracted, seconds = worker.conn.recv()
                 worker.pages += 1
                 if worker.pages >= self.pages_per_worker:
@@ -217,6 +243,8 @@ class ExtractPool:
                            "NEWSFLOW_EXTRACT_TIMEOUT_S (%g s): its worker (pid %d) is killed "
                            "and replaced", url, len(html), elapsed, self.timeout_s,
                            worker.proc.pid)
+        elif self._closed:
+            logger.info("extraction of %s stopped after %.1f s: the producer stops", url, elapsed)
         else:
             logger.warning("the extraction worker (pid %d) died on %s (%d bytes) after "
                            "%.1f s (%s); a new one takes the next page",
@@ -231,12 +259,17 @@ class ExtractPool:
             return None  # closed meanwhile
 
     def close(self) -> None:
-        """Stop every worker; pages asked for after this raise RuntimeError."""
+        """Stop every worker: a page under way or waiting for a worker, and any asked
+        for later, gets CRASHED at once (a failure that may pass: a stopping producer
+        hands its entry back, counting no try)."""
         with self._lock:
             self._closed = True
             running, self._running = list(self._running), set()
         for worker in running:
-            worker.stop()
+            # Killed only: a thread with a page on it sees its pipe end and closes its
+            # end itself (closed from here, its poll could read another file's number).
+            worker.proc.kill()
+            worker.proc.wait()
 
     def __enter__(self) -> ExtractPool:
         return self

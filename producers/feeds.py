@@ -852,6 +852,7 @@ class ProducerLoop:
         flush: Callable[[], None],
         workers: int | None = None,
         refresh: Callable[[], None] | None = None,
+        cut_short: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -860,6 +861,9 @@ class ProducerLoop:
         self.flush = flush
         self.workers = workers or settings.poll_workers
         self.refresh = refresh
+        # At a stop, once the grace is over: ends what polls still running wait for (the
+        # extraction workers), as their entries are handed back anyway.
+        self.cut_short = cut_short
         self.owner = _owner()
         self.lease_s = LEASE_S
         self.state_retry_s = 5.0  # after the state file was locked or unwritable
@@ -943,6 +947,10 @@ class ProducerLoop:
                     if future.running():
                         logger.info("stopping: the poll of %s is still fetching; its new "
                                     "entries are left unseen for the next run", feed.url)
+                # A page under extraction held the stop up to NEWSFLOW_EXTRACT_TIMEOUT_S
+                # more, past the 20 s `newsflow run` gives a child before it kills it.
+                if self.cut_short is not None:
+                    self.cut_short()
             # A poll still running (a page fetch lasts up to the fetch timeout) uses the
             # state and the fetcher until it ends, and the caller closes both once this
             # returns: wait for it (the process would wait for the thread at exit anyway).
@@ -1108,7 +1116,7 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
             loop = ProducerLoop(
                 settings, state=state, poller=poller,
                 publish=publisher.publish_article, flush=publisher.flush,
-                refresh=watcher.check,
+                refresh=watcher.check, cut_short=pool.close,
             )
             loop.run(stop)
         finally:

@@ -1519,3 +1519,47 @@ def test_a_page_whose_extraction_worker_dies_is_tried_again(server, tmp_path):
     finally:
         pool.close()
         rig.close()
+
+
+def test_a_stop_mid_extraction_ends_the_page_after_the_grace_not_its_time_bound(server, tmp_path):
+    """SIGTERM while a page is extracted: the producer waited for the extraction to end
+    (up to NEWSFLOW_EXTRACT_TIMEOUT_S, 20 s by default) after the grace for running polls,
+    well past the 20 s `newsflow run` gives a child before it kills it. Once the grace
+    is over the workers are stopped: the entry is handed back, no try of its page
+    counted, and no worker is left."""
+    from producers.extract_worker import ExtractPool
+    from producers.feeds import ProducerLoop
+
+    server.state.custom["slow.html"] = (pathological_page(200_000), "text/html")
+    server.state.custom["slow.xml"] = (
+        rss([("1", server.url("/custom/slow.html"), "Slow")]), "application/rss+xml")
+    stop = threading.Event()
+    rig = Rig(tmp_path, pages=True, stop=stop)
+    pool = ExtractPool(timeout_s=120.0)
+    rig.poller.extract = pool.extract
+    published: list[RawArticle] = []
+    loop = ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
+                        publish=published.append, flush=lambda: None, workers=1,
+                        cut_short=pool.close)
+    loop.stop_grace_s = 1.0
+    feed = rig.feed(server.url("/custom/slow.xml"))
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    try:
+        runner.start()
+        wait_for(lambda: pool.pids() != [], 30, "a worker started for the page")
+        time.sleep(3.0)  # (its import, then into the page: 20 s and more)
+        stopped = time.monotonic()
+        stop.set()
+        runner.join(150)
+        elapsed = time.monotonic() - stopped
+        assert not runner.is_alive()
+        assert elapsed < 10, f"the stop took {elapsed:.1f} s"
+        assert published == [] and pool.pids() == []
+        assert rig.state.page_retries(feed.id) == {}
+        [row] = rig.state.feeds()
+        assert row.lease_owner is None and row.entries_seen == 0
+    finally:
+        stop.set()
+        pool.close()
+        runner.join(150)
+        rig.close()

@@ -83,3 +83,13 @@ def test_a_decompression_bomb_is_unpacked_no_further_than_the_size_cap(base, pat
     assert result.truncated
     assert result.body == b"\0" * 1_000_000
     assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MB held for a 1 MB cap"
+
+
+def test_the_longest_fetch_timeout_the_settings_take_fetches(base):
+    """NEWSFLOW_FETCH_TIMEOUT_S may be up to a day (settings.py), and such a fetch works:
+    inf, taken before, failed every fetch (OverflowError from the socket's timeout)."""
+    from newsflow.settings import Settings
+
+    longest = Settings(fetch_timeout_s=86400).fetch_timeout_s
+    with Fetcher(user_agent="newsflow-test", timeout_s=longest, allow_private=True) as fetcher:
+        assert fetcher.get(base + "/gzip").body == BODY

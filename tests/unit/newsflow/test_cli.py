@@ -1,5 +1,7 @@
 """The CLI: thin, with clear errors."""
 
+import pytest
+
 
 def test_commands_without_a_broker_say_how_to_get_one(tmp_path, monkeypatch, capsys):
     from newsflow.cli import main
@@ -449,3 +451,16 @@ def test_replay_refuses_a_file_it_cannot_read_named_outright(tmp_path, monkeypat
     named.write_text("title,text\n")
     assert main(["replay", str(named)]) == 1
     assert f"not .txt, .json or .jsonl: {named}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["inf", "1e10", "86401"])
+def test_a_fetch_timeout_of_for_ever_is_refused_naming_the_setting(tmp_path, monkeypatch, capsys, value):
+    """NEWSFLOW_FETCH_TIMEOUT_S=inf (or 1e10) was taken, and every poll of every feed then
+    failed inside the producer (internal: OverflowError, "timestamp out of range for
+    platform time_t": no socket timeout is that long). More than a day is refused."""
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_FETCH_TIMEOUT_S", value)
+    assert main(["produce"]) == 2
+    assert "invalid settings: NEWSFLOW_FETCH_TIMEOUT_S:" in capsys.readouterr().err

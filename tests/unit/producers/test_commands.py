@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import pytest
 
@@ -236,3 +237,25 @@ def test_feeds_add_names_the_sites_a_feed_speaks_for_and_feeds_list_shows_them(
         main(["feeds", "add", url, "--no-discover", "--site", "co.uk"])
     assert refused.value.code == 2
     assert "'co.uk' is a public suffix, not a site" in capsys.readouterr().err
+
+
+def test_feeds_list_shows_a_next_poll_past_the_year_9999(tmp_path, capsys):
+    """With NEWSFLOW_POLL_MAX_INTERVAL_S=inf (no longest interval), a feed's <ttl> of 10^11
+    minutes, or a failing feed's backoff, sets its next poll past the year 9999 (with a
+    shortest interval of inf too, to inf): `newsflow feeds list` failed for every feed,
+    saying "year 190004 is out of range"."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    state = StateStore(settings.producer_state_file)
+    try:
+        for url, next_poll in [("https://a.example/feed", 5.9e12), ("https://b.example/feed", math.inf),
+                               ("https://c.example/feed", 1.0e9)]:
+            state.upsert_feed(url, origin="config")
+            [feed] = [f for f in state.feeds() if f.url == url]
+            state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=next_poll))
+    finally:
+        state.close()
+    assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    column = header.split("\t").index("next poll (UTC)")
+    assert [row.split("\t")[column] for row in rows] == [
+        "(time 5900000000000)", "never", "2001-09-09 01:46:40"]

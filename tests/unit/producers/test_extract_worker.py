@@ -102,8 +102,8 @@ def test_closed_the_pool_leaves_no_worker():
     assert len(pids) == 2
     pool.close()
     assert not any(process_runs(pid) for pid in pids)
-    with pytest.raises(RuntimeError):
-        pool.extract(ARTICLE, "https://a.example/")
+    assert pool.extract(ARTICLE, "https://a.example/").failure == CRASHED
+    assert pool.pids() == []
 
 
 def test_a_worker_does_not_outlive_its_producer_killed_mid_page(tmp_path):
@@ -162,3 +162,32 @@ def test_a_worker_logs_as_the_producer_does(capfd):
     assert any(line["logger"].startswith("trafilatura") and line["level"] == "ERROR"
                and "Document is empty" in line["message"] for line in lines), lines
     assert not any("discarding data" in line["message"] for line in lines)
+
+
+def test_a_worker_imports_what_its_producer_imports_not_the_working_directory(tmp_path, monkeypatch):
+    """`newsflow run` started from a folder holding a `producers` package of its own (another
+    project's, an older checkout's): the worker, `python -c`, put that folder first on its
+    import path, imported that package in place of ours, and every page crashed."""
+    decoy = tmp_path / "producers"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    marker = tmp_path / "imported"
+    (decoy / "extract_worker.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\ndef serve(*args):\n    raise SystemExit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    with ExtractPool() as pool:
+        done = pool.extract(ARTICLE, "https://news.example/flood")
+    assert not marker.exists()
+    assert done.failure is None and done.extracted is not None
+
+
+@pytest.mark.parametrize("timeout_s", [float("inf"), 1e9])
+def test_a_time_bound_of_for_ever_extracts_the_page(timeout_s):
+    """NEWSFLOW_EXTRACT_TIMEOUT_S=inf (or more than 24.8 days), which the settings take: every
+    page raised OverflowError (a wait that long does not fit poll(2)), and its entry was
+    never published, tried again at every poll."""
+    with ExtractPool(timeout_s=timeout_s) as pool:
+        for _ in range(2):
+            done = pool.extract(ARTICLE, "https://news.example/flood")
+            assert done.failure is None
+            assert done.extracted == extract_in_process(ARTICLE, "https://news.example/flood").extracted
