@@ -215,7 +215,11 @@ class ExtractPool:
                 self._retire(worker)
                 worker = None
                 return Extraction(None, 0.0, CRASHED)
-            worker, done = self._extract_on(worker, html, url, content_type)
+            try:
+                worker, done = self._extract_on(worker, html, url, content_type)
+            except BaseException:
+                worker = None  # (retired by _extract_on: the next page starts another)
+                raise
             return done
         finally:
             self._free.put(worker)
@@ -237,6 +241,11 @@ class ExtractPool:
             failure = TIMEOUT
         except (EOFError, OSError):
             failure = CRASHED  # (its end of the pipe closed: it died)
+        except BaseException:
+            # Anything else may leave this page's answer unread in the pipe, where the
+            # next page would read it as its own: the worker is not used again.
+            self._retire(worker)
+            raise
         elapsed = time.perf_counter() - started
         if failure == TIMEOUT:
             logger.warning("extraction of %s (%d bytes) stopped after %.1f s, past "

@@ -191,3 +191,23 @@ def test_a_time_bound_of_for_ever_extracts_the_page(timeout_s):
             done = pool.extract(ARTICLE, "https://news.example/flood")
             assert done.failure is None
             assert done.extracted == extract_in_process(ARTICLE, "https://news.example/flood").extracted
+
+
+def test_an_unexpected_error_mid_page_retires_its_worker_so_no_page_reads_another_s_answer(
+        monkeypatch):
+    # No page is known to raise anything but EOFError or OSError between sending a page
+    # and reading its answer, so the error is injected: the worker's answer to the first
+    # page stays unread in the pipe, where a reused worker would give it to the next page.
+    other = ARTICLE.replace(b"Flood", b"Storm").replace(b"river rose", b"wind blew")
+    with ExtractPool() as pool:
+        pool.extract(ARTICLE, "https://news.example/flood")  # (the worker is up)
+        [pid] = pool.pids()
+        [worker] = list(pool._running)
+        monkeypatch.setattr(worker.conn, "recv", lambda: (_ for _ in ()).throw(ValueError("odd")))
+        with pytest.raises(ValueError, match="odd"):
+            pool.extract(ARTICLE, "https://news.example/flood")
+        monkeypatch.undo()  # (a reused worker's pipe would now give the unread answer)
+        after = pool.extract(other, "https://news.example/storm")
+        assert after.failure is None
+        assert after.extracted == extract_in_process(other, "https://news.example/storm").extracted
+        assert not process_runs(pid)
