@@ -223,6 +223,10 @@ class ExtractPool:
             return done
         finally:
             self._free.put(worker)
+            if self._closed:
+                # Put back after close() looked at the idle ones (a page that ended as it
+                # closed): its pipe would stay open as long as the pool.
+                self._close_idle()
 
     def _extract_on(self, worker: _Worker, html: bytes | str, url: str | None,
                     content_type: str) -> tuple[_Worker | None, Extraction]:
@@ -279,6 +283,22 @@ class ExtractPool:
             # end itself (closed from here, its poll could read another file's number).
             worker.proc.kill()
             worker.proc.wait()
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        """Once closed: close the pipes of the workers waiting in the queue, which no thread
+        holds (killed, they kept a file descriptor each for as long as the pool was kept)."""
+        with self._lock:
+            idle: list[_Worker | None] = []
+            while True:
+                try:
+                    idle.append(self._free.get_nowait())
+                except queue.Empty:
+                    break
+            for worker in idle:
+                if worker is not None:
+                    worker.conn.close()
+                self._free.put(None)  # (the slot stays: a page asking gets CRASHED)
 
     def __enter__(self) -> ExtractPool:
         return self

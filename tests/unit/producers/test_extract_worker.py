@@ -90,14 +90,19 @@ def test_a_worker_is_replaced_after_its_pages():
         assert not process_runs(pids[0][0])
 
 
-def test_closed_the_pool_leaves_no_worker():
-    pool = ExtractPool(workers=2)
+def _pages_at_once(pool: ExtractPool, pages: int) -> None:
+    """``pages`` pages extracted at once, from as many threads (as poll threads do)."""
     threads = [threading.Thread(target=pool.extract, args=(ARTICLE, "https://a.example/"))
-               for _ in range(2)]
+               for _ in range(pages)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def test_closed_the_pool_leaves_no_worker():
+    pool = ExtractPool(workers=2)
+    _pages_at_once(pool, 2)
     pids = pool.pids()
     assert len(pids) == 2
     pool.close()
@@ -211,3 +216,40 @@ def test_an_unexpected_error_mid_page_retires_its_worker_so_no_page_reads_anothe
         assert after.failure is None
         assert after.extracted == extract_in_process(other, "https://news.example/storm").extracted
         assert not process_runs(pid)
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_closed_the_pool_keeps_no_pipe_of_an_idle_worker():
+    """close() killed the idle workers but left our ends of their pipes open, one file
+    descriptor each, for as long as the pool was kept (a producer's, or a poll_once's)."""
+    before = _open_fds()
+    pool = ExtractPool(workers=2)
+    _pages_at_once(pool, 2)
+    assert len(pool.pids()) == 2 and len(_open_fds() - before) == 2
+    pool.close()
+    assert _open_fds() - before == set()
+    assert pool.extract(ARTICLE, "https://a.example/").failure == CRASHED
+    assert _open_fds() - before == set()
+
+
+def test_a_worker_put_back_as_the_pool_closes_keeps_no_pipe(monkeypatch):
+    """A page that ends as the pool closes puts its worker back after close() looked at
+    the idle ones: its pipe stayed open. (The close is made to land there.)"""
+    before = _open_fds()
+    pool = ExtractPool()
+    put = pool._free.put
+
+    def closed_then_put(worker):  # type: ignore[no-untyped-def]
+        if worker is not None and not pool._closed:
+            pool.close()
+        put(worker)
+
+    monkeypatch.setattr(pool._free, "put", closed_then_put)
+    done = pool.extract(ARTICLE, "https://news.example/flood")
+    assert done.failure is None and done.extracted is not None
+    assert pool.pids() == []
+    assert _open_fds() - before == set()
+    assert pool.extract(ARTICLE, "https://news.example/flood").failure == CRASHED
