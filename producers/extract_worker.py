@@ -3,7 +3,7 @@
 trafilatura spends 2-4 s of CPU per MB on pathological pages (tens of thousands of links
 or paragraphs): one page at the fetch cap held the producer's extraction for some 40 s,
 and nothing could stop it inside the process. Here a page goes to a worker process
-(``python -c`` importing ``producers.extract`` alone: no Kafka client, no feed code); one
+(``python -P -c`` importing ``producers.extract`` alone: no Kafka client, no feed code); one
 that outlasts ``timeout_s`` has its worker killed and replaced, and so has a worker that
 dies (a segfault in lxml, the out-of-memory killer): the page gets a reason and the
 producer goes on. A worker is also replaced after ``pages_per_worker`` pages, so what
