@@ -50,7 +50,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from newsflow.settings import Settings
-    from producers.feeds import FeedPoller, ProducerLoop, make_fetcher
+    from producers.feeds import ProducerLoop, _build_poller
     from producers.state import StateStore
 
     with (servers_elsewhere(DATA, args.hosts, args.entries) as bases,
@@ -63,8 +63,9 @@ def main() -> int:
         state = StateStore(settings.producer_state_file)
         for i in range(args.feeds):
             state.upsert_feed(f"{bases[i % len(bases)]}/gen/b{i}.xml", origin="config")
-        fetcher = make_fetcher(settings)
-        poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=args.pages)
+        # As the producer builds it: with --pages, pages are extracted in its worker
+        # processes (NEWSFLOW_EXTRACT_WORKERS), not in this one.
+        poller, fetcher, pool = _build_poller(settings, state, fetch_pages=args.pages)
         published = [0]
 
         def publish(_article: object) -> None:
@@ -83,6 +84,7 @@ def main() -> int:
         state._conn.execute("UPDATE feeds SET next_poll = 0")
         run_pass(loop, state, label="second pass (304)", feeds=args.feeds)
         print(f"  articles: {published[0]} (no new ones expected)")
+        pool.close()
         fetcher.close()
         state.close()
     return 0
