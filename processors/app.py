@@ -243,7 +243,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         producer_compression_type="gzip",
         # faust waits 20 minutes for a produce request by default: a batch whose places
         # the broker will not take should know within a minute, and try again.
-        producer_request_timeout=60.0,
+        producer_request_timeout=settings.producer_request_timeout_s,
         topic_replication_factor=settings.replication_factor,
         topic_partitions=1,
         consumer_auto_offset_reset="earliest",
