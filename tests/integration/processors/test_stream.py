@@ -551,6 +551,27 @@ def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_nex
     assert "rebuilt from the changelog tables (0 articles)" in worker.log()
 
 
+def test_a_clean_batch_not_delivered_when_the_worker_stops_is_cleaned_again_at_the_next_start(
+    make_settings, start_role, topic_reader
+):
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, _ = read_articles([SEEDS])
+    stuck = start_role(settings, "clean-outage", module=FAULTY_WORKER)
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+    assert wait_until(lambda: "not delivered" in stuck.log(), 90), stuck.log()[-3000:]
+    assert stuck.stop(timeout_s=20) == 0, stuck.log()[-3000:]
+    assert re.search(r"WARNING +processors\.app: clean: batch of 1 raw message\(s\) not "
+                     r"committed", stuck.log()), stuck.log()[-3000:]
+
+    # The raw article was not committed past: the next worker cleans and places it.
+    worker = start_role(settings, "process")
+    records = topic_reader(settings, settings.topic_members, until=holding([reuters.id]),
+                           timeout_s=90, watch=[worker])
+    assert holding([reuters.id])(records), worker.log()[-3000:]
+
+
 def goes_down(settings, start_role, fault: str, said: str, junk_on: str | None = None) -> None:
     """Start the worker with ``fault``, publish junk (key "junk") on ``junk_on`` if given,
     then the Reuters seed; it must go down, for the supervisor to start again (not stay up
