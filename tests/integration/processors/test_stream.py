@@ -525,14 +525,20 @@ def wait_until(check, timeout_s: float) -> bool:
     return check()
 
 
-@pytest.mark.parametrize("batch", [1, 500])  # a full batch, and one waiting for more
+# The cluster stage's places and versions, a full batch and one waiting for more; the
+# clean stage's articles (its raw messages not committed, cleaned again).
+@pytest.mark.parametrize(("fault", "batch", "said"), [
+    ("outage", 1, r"batch of 1 article\(s\) not committed"),
+    ("outage", 500, r"batch of 1 article\(s\) not committed"),
+    ("clean-outage", 500, r"clean: batch of 1 raw message\(s\) not committed"),
+])
 def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_next_start(
-    make_settings, start_role, topic_reader, batch
+    make_settings, start_role, topic_reader, fault, batch, said
 ):
     settings = make_settings(cluster_batch=batch)
     ensure_topics(settings)
     reuters, _ = read_articles([SEEDS])
-    stuck = start_role(settings, "outage", module=FAULTY_WORKER)
+    stuck = start_role(settings, fault, module=FAULTY_WORKER)
     with Publisher(settings) as publisher:
         publisher.publish_article(reuters)
     assert wait_until(lambda: "not delivered" in stuck.log(), 90), stuck.log()[-3000:]
@@ -540,8 +546,7 @@ def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_nex
     # batch's acks, or for the agent, until then).
     assert stuck.stop(timeout_s=20) == 0, stuck.log()[-3000:]
     # A stop's doing, not a fault: a warning.
-    assert re.search(r"WARNING +processors\.app: batch of 1 article\(s\) not committed",
-                     stuck.log()), stuck.log()[-3000:]
+    assert re.search(rf"WARNING +processors\.app: {said}", stuck.log()), stuck.log()[-3000:]
 
     # Neither the changelog tables nor the committed offset took the batch for done.
     worker = start_role(settings, "process")
@@ -549,27 +554,6 @@ def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_nex
                            timeout_s=90, watch=[worker])
     assert holding([reuters.id])(records), worker.log()[-3000:]
     assert "rebuilt from the changelog tables (0 articles)" in worker.log()
-
-
-def test_a_clean_batch_not_delivered_when_the_worker_stops_is_cleaned_again_at_the_next_start(
-    make_settings, start_role, topic_reader
-):
-    settings = make_settings()
-    ensure_topics(settings)
-    reuters, _ = read_articles([SEEDS])
-    stuck = start_role(settings, "clean-outage", module=FAULTY_WORKER)
-    with Publisher(settings) as publisher:
-        publisher.publish_article(reuters)
-    assert wait_until(lambda: "not delivered" in stuck.log(), 90), stuck.log()[-3000:]
-    assert stuck.stop(timeout_s=20) == 0, stuck.log()[-3000:]
-    assert re.search(r"WARNING +processors\.app: clean: batch of 1 raw message\(s\) not "
-                     r"committed", stuck.log()), stuck.log()[-3000:]
-
-    # The raw article was not committed past: the next worker cleans and places it.
-    worker = start_role(settings, "process")
-    records = topic_reader(settings, settings.topic_members, until=holding([reuters.id]),
-                           timeout_s=90, watch=[worker])
-    assert holding([reuters.id])(records), worker.log()[-3000:]
 
 
 def goes_down(settings, start_role, fault: str, said: str, junk_on: str | None = None) -> None:
