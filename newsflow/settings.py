@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     # per article).
     cluster_batch: int = Field(default=500, ge=1)
     cluster_batch_wait_s: float = Field(default=0.2, gt=0)
+    # How long the processors' producer waits for the broker to take a message before the
+    # send fails (and the stage sends it again): a broker down longer than this fails it.
+    producer_request_timeout_s: float = Field(default=60.0, gt=0)
 
     # Service.
     # How long a stop waits for the processors and the sink to finish what was published;

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from faust.types import EventT, StreamT
 
 from newsflow.kafka import (  # every topic's limit, and so the producer's
@@ -243,7 +244,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         producer_compression_type="gzip",
         # faust waits 20 minutes for a produce request by default: a batch whose places
         # the broker will not take should know within a minute, and try again.
-        producer_request_timeout=60.0,
+        producer_request_timeout=settings.producer_request_timeout_s,
         topic_replication_factor=settings.replication_factor,
         topic_partitions=1,
         consumer_auto_offset_reset="earliest",
@@ -317,14 +318,48 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             raise NotDelivered(f"stopping with {len(messages)} message(s) not delivered: "
                                f"the batch is decided again at the next start")
 
-    async def send_dead_letter(stage: str, event: EventT, exc: BaseException) -> None:
+    def letter_for(stage: str, event: EventT, exc: BaseException) -> Outgoing:
         letter = dead_letter(stage, event, exc)
         metrics.dead_letters.inc(stage=stage, kind=letter.error_kind)
         logger.warning(
             "%s: %s/%s@%s to dead-letter topic: %s",
             stage, letter.topic, letter.partition, letter.offset, letter.error,
         )
-        await dlq_topic.send(key=letter.original_key(), value=letter.to_bytes())
+        return Outgoing(dlq_topic, settings.topic_dlq, letter.original_key(),
+                        letter.to_bytes(), event)
+
+    def instead_of_refused(stage: str, message: Outgoing, exc: BaseException) -> Outgoing | None:
+        """What to send for a message the broker refuses for itself (too large for its
+        topic), which sending again would not mend: for an article, a dead letter of its
+        raw message with the broker's reason; for a letter, the letter without the
+        original, which stays on its topic (at the partition and offset the letter
+        names); for such a letter too, nothing (said in the log), so that the stage goes
+        on."""
+        reason = f"the broker refused it on {message.name}: {type(exc).__name__}: {exc}"
+        if message.name != settings.topic_dlq:
+            refusal = PoisonMessage(reason)
+            return letter_for(stage, message.source, refusal)
+        letter = DeadLetter.from_bytes(message.value)
+        if letter.value_truncated and letter.value is None:
+            logger.error("%s: dead letter of %s/%s@%s dropped, %s", stage, letter.topic,
+                         letter.partition, letter.offset, reason)
+            return None
+        logger.warning("%s: dead letter of %s/%s@%s sent without its original, %s", stage,
+                       letter.topic, letter.partition, letter.offset, reason)
+        bare = letter.model_copy(update={"value": None, "value_truncated": True,
+                                         "error": f"{letter.error} (letter {reason})"[:2000]})
+        return message._replace(value=bare.to_bytes())
+
+    async def deliver(stage: str, messages: list[Outgoing]) -> None:
+        """Deliver ``messages`` (a batch's articles or dead letters), sending again what
+        fails, and in place of what the broker refuses for itself ``instead_of_refused``;
+        NotDelivered when the worker stops first."""
+        while messages:
+            refused: list[tuple[Outgoing, BaseException]] = []
+            if not await send_delivered(messages, not_delivered, running, refused=refused):
+                raise NotDelivered(f"{len(messages)} message(s) not delivered before the stop")
+            messages = [instead for message, exc in refused
+                        if (instead := instead_of_refused(stage, message, exc)) is not None]
 
     def load_stage() -> IncidentStage:
         # Blocks the event loop while it runs (seconds for a long history); a thread was
@@ -337,25 +372,46 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                     counted(len(stage.incidents), "incident", "incidents"))
         return stage
 
-    async def clean(stream: StreamT) -> AsyncIterator[None]:
-        async for event in stream.events():
+    def cleaned_or_letter(event: EventT) -> Outgoing:
+        try:
+            article = clean_article(decode_article(event.value))
+            cleaned = CleanArticle(**dict(article), raw_position=raw_position(event.message))
+            return Outgoing(clean_topic, settings.topic_clean, article.id.encode(),
+                            cleaned.to_bytes(), event)
+        except Exception as exc:  # noqa: BLE001 - every failure is dead-lettered
             try:
-                article = clean_article(decode_article(event.value))
-                cleaned = CleanArticle(**dict(article), raw_position=raw_position(event.message))
-                await clean_topic.send(key=article.id.encode(), value=cleaned.to_bytes())
-            except Exception as exc:  # noqa: BLE001 - every failure is dead-lettered
-                try:
-                    await send_dead_letter("clean", event, exc)
-                except Exception as failure:
-                    # Neither cleaned nor dead-lettered: not committed, and the worker goes
-                    # down for the supervisor to start again (raised alone, it ended this
-                    # agent silently, the worker up and cleaning nothing).
-                    withhold([event])
-                    logger.error("clean: %s/%s@%s neither cleaned (%r) nor dead-lettered: %r",
-                                 event.message.topic, event.message.partition,
-                                 event.message.offset, exc, failure)
-                    await app.crash(failure)
-                    raise
+                return letter_for("clean", event, exc)
+            except Exception as failure:
+                logger.error("clean: %s/%s@%s neither cleaned (%r) nor dead-lettered: %r",
+                             event.message.topic, event.message.partition,
+                             event.message.offset, exc, failure)
+                raise
+
+    async def clean(stream: StreamT) -> AsyncIterator[None]:
+        # In batches, delivered (one round trip for the batch) before take_events acks
+        # them: faust's commit waits for what was sent but does not look whether it was
+        # delivered, and committed past articles whose sends had failed (a broker down
+        # for longer than the request timeout), in neither the clean nor the dead-letter
+        # topic. (The order per raw partition is kept; a message sent again after a
+        # failure follows those delivered meanwhile.)
+        batches = cast(faust.Stream, stream).take_events(CLEAN_BATCH, within=CLEAN_BATCH_WAIT_S)
+        async for events in batches:
+            try:
+                await deliver("clean", [cleaned_or_letter(event) for event in events])
+            except BaseException as exc:
+                # As in the cluster agent: not delivered before a stop, the batch is
+                # cleaned again at the next start; anything else (a letter that could
+                # not be made) takes the worker down, the batch not committed.
+                withhold(events)
+                stopping = isinstance(exc, NotDelivered | asyncio.CancelledError)
+                logger.log(logging.WARNING if stopping else logging.ERROR,
+                           "clean: batch of %d raw message(s) not committed: %r",
+                           len(events), exc)
+                if isinstance(exc, NotDelivered):
+                    return
+                if not isinstance(exc, asyncio.CancelledError):
+                    await app.crash(exc)
+                raise
             yield None
 
     async def cluster(stream: StreamT) -> AsyncIterator[None]:
@@ -372,8 +428,10 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                     stage_holder["stage"] = load_stage()
                 stage = stage_holder["stage"]
                 results, rejected = decide_in_publish_order(stage, events)
-                for event, error in rejected:
-                    await send_dead_letter("cluster", event, error)
+                # Delivered before the batch's places: a letter only queued was lost when
+                # its delivery failed, the batch committed all the same.
+                await deliver("cluster", [letter_for("cluster", event, error)
+                                          for event, error in rejected])
                 for result in results:
                     metrics.observe(result)
                     logger.debug("article %s -> %s (%s)", result.decision.article_id,
@@ -502,51 +560,72 @@ class Outgoing(NamedTuple):
 
     topic: Any  # faust's topic (its send returns the delivery's future)
     name: str
-    key: bytes
+    key: bytes | None
     value: bytes
+    source: Any = None  # the event it was made from (for a dead letter in its place)
+
+
+# Errors the broker gives for a message itself (too large for the topic): sent again,
+# it would be refused again, and a stage that waits for its delivery would wait for ever.
+REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+
+def is_refusal(error: BaseException | None) -> bool:
+    """Whether ``error`` is (or was raised from: faust's ProducerSendError) a refusal."""
+    while error is not None:
+        if isinstance(error, REFUSALS):
+            return True
+        error = error.__cause__
+    return False
+
+
+# The clean agent's batches: at most this many raw messages, taken within this long, so
+# a batch's deliveries are one round trip, not one per article; the wait is what a batch
+# adds to an article's latency at low rates.
+CLEAN_BATCH = 500
+CLEAN_BATCH_WAIT_S = 0.05
 
 
 async def send_delivered(messages: list[Outgoing],
                          on_failure: Callable[[list[tuple[Outgoing, BaseException]], float], None],
                          keep_trying: Callable[[], bool] = lambda: True,
-                         first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> bool:
+                         first_delay_s: float = 0.5, max_delay_s: float = 30.0,
+                         refused: list[tuple[Outgoing, BaseException]] | None = None) -> bool:
     """Send ``messages`` and wait for their delivery (all at once: one round trip); those
     that fail (refused at once, or in delivery) are sent again, with a growing delay,
     while ``keep_trying()``. Returns whether all were delivered; False once
     ``keep_trying()`` says stop, even mid-wait (a delivery to a broker that is down takes
     the producer's request timeout, a minute, to fail), after at most ``_STOP_GRACE_S``
     more for the deliveries under way.
+    With ``refused``, a message the broker refuses for itself (``is_refusal``) is not sent
+    again but put there with the error: as the broker refuses the other messages of its
+    produce request with it, each refused one is first sent again alone, to tell which.
     (faust's ``stream_publish_on_commit`` must stay off: with it, a send's future resolves
     only at the commit, which waits for this batch.)"""
     pending, delay = messages, first_delay_s
-    while pending:
+    alone: list[Outgoing] = []
+    while pending or alone:
         failed: list[tuple[Outgoing, BaseException]] = []
-        deliveries: dict[asyncio.Future[Any], Outgoing] = {}
-        for message in pending:
-            try:
-                delivery = await message.topic.send(key=message.key, value=message.value)
-            except Exception as exc:  # noqa: BLE001 - sent again below
-                failed.append((message, exc))
-                continue
-            # Shielded: a stop cancels this wait, not the producer's own futures (faust's
-            # callbacks on them do not expect a cancellation).
-            shielded = asyncio.shield(delivery)
-            shielded.add_done_callback(_outcome)  # (read even when a stop ends the wait)
-            deliveries[shielded] = message
-        waiting = set(deliveries)
-        while waiting:
-            if not keep_trying():
-                # Deliveries under way to a broker that answers land within moments:
-                # waiting that long spares the next start the whole batch.
-                _, waiting = await asyncio.wait(waiting, timeout=_STOP_GRACE_S)
-                if waiting:
-                    return False
-                break
-            _, waiting = await asyncio.wait(waiting, timeout=_STOP_CHECK_S)
-        failed += [(message, error) for delivery, message in deliveries.items()
-                   if (error := _outcome(delivery)) is not None]
+        for message in alone:  # one at a time: nothing shares its produce request
+            outcome = await _deliver([message], keep_trying)
+            if outcome is None:
+                return False
+            for sent, error in outcome:
+                (refused if refused is not None and is_refusal(error)
+                 else failed).append((sent, error))
+        outcome = await _deliver(pending, keep_trying)
+        if outcome is None:
+            return False
+        alone = []
+        for sent, error in outcome:
+            if refused is not None and is_refusal(error):
+                alone.append(sent)
+            else:
+                failed.append((sent, error))
+        pending = [message for message, _ in failed]
         if not failed:
-            return True
+            continue  # (done, unless some are to be sent alone)
         if not keep_trying():
             return False
         on_failure(failed, delay)
@@ -558,8 +637,38 @@ async def send_delivered(messages: list[Outgoing],
         delay = min(delay * 2, max_delay_s)
         if not keep_trying():
             return False
-        pending = [message for message, _ in failed]
     return True
+
+
+async def _deliver(messages: list[Outgoing], keep_trying: Callable[[], bool]
+                   ) -> list[tuple[Outgoing, BaseException]] | None:
+    """Send ``messages`` and wait for their delivery: those that failed, with the error;
+    None when ``keep_trying()`` said stop before all were done (after ``_STOP_GRACE_S``)."""
+    failed: list[tuple[Outgoing, BaseException]] = []
+    deliveries: dict[asyncio.Future[Any], Outgoing] = {}
+    for message in messages:
+        try:
+            delivery = await message.topic.send(key=message.key, value=message.value)
+        except Exception as exc:  # noqa: BLE001 - sent again by the caller
+            failed.append((message, exc))
+            continue
+        # Shielded: a stop cancels this wait, not the producer's own futures (faust's
+        # callbacks on them do not expect a cancellation).
+        shielded = asyncio.shield(delivery)
+        shielded.add_done_callback(_outcome)  # (read even when a stop ends the wait)
+        deliveries[shielded] = message
+    waiting = set(deliveries)
+    while waiting:
+        if not keep_trying():
+            # Deliveries under way to a broker that answers land within moments:
+            # waiting that long spares the next start the whole batch.
+            _, waiting = await asyncio.wait(waiting, timeout=_STOP_GRACE_S)
+            if waiting:
+                return None
+            break
+        _, waiting = await asyncio.wait(waiting, timeout=_STOP_CHECK_S)
+    return failed + [(message, error) for delivery, message in deliveries.items()
+                     if (error := _outcome(delivery)) is not None]
 
 
 def _outcome(delivery: asyncio.Future[Any]) -> BaseException | None:

@@ -4,6 +4,7 @@ worker with one fault injected at its edge; the rest is the real worker.
 - ``outage``: every send of a batch's places and versions fails, as when the partition
   leaders of those topics are down while the consumer and the changelog still work. The
   real retry loop (``send_delivered``) runs; only the topics it sends to refuse.
+- ``clean-outage``: the same for the clean stage's sends to the clean topic.
 - ``record``: the first batch's tables cannot be written, after its places were sent.
 - ``unorderable``: the cluster stage cannot tell where the article with the id
   ``unorderable`` stands in the order of publication (``publish_key`` raises for it). No
@@ -16,6 +17,7 @@ worker with one fault injected at its edge; the rest is the real worker.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from aiokafka.errors import KafkaConnectionError
@@ -36,9 +38,15 @@ class _Unreachable:
         raise KafkaConnectionError("partition leader unreachable (test outage)")
 
 
-async def _send_in_outage(messages, on_failure, keep_trying=lambda: True, **delays):  # type: ignore[no-untyped-def]
-    down = [message._replace(topic=_Unreachable()) for message in messages]
-    return await _send_delivered(down, on_failure, keep_trying, **delays)
+def _outage_of(*topics: str):  # type: ignore[no-untyped-def]
+    names = {os.environ[f"NEWSFLOW_TOPIC_{topic.upper()}"] for topic in topics}
+
+    async def send_in_outage(messages, on_failure, keep_trying=lambda: True, **delays):  # type: ignore[no-untyped-def]
+        down = [message._replace(topic=_Unreachable()) if message.name in names else message
+                for message in messages]
+        return await _send_delivered(down, on_failure, keep_trying, **delays)
+
+    return send_in_outage
 
 
 def _record_fails_once(self, stage, results, output):  # type: ignore[no-untyped-def]
@@ -70,7 +78,9 @@ def _rebuild_fails_once(self, config, stored):  # type: ignore[no-untyped-def]
 if __name__ == "__main__":
     fault = sys.argv[1]
     if fault == "outage":
-        processors.app.send_delivered = _send_in_outage
+        processors.app.send_delivered = _outage_of("members", "incidents")
+    elif fault == "clean-outage":
+        processors.app.send_delivered = _outage_of("clean")
     elif fault == "record":
         processors.tables.StageTables.record = _record_fails_once
     elif fault == "unorderable":

@@ -525,14 +525,20 @@ def wait_until(check, timeout_s: float) -> bool:
     return check()
 
 
-@pytest.mark.parametrize("batch", [1, 500])  # a full batch, and one waiting for more
+# The cluster stage's places and versions, a full batch and one waiting for more; the
+# clean stage's articles (its raw messages not committed, cleaned again).
+@pytest.mark.parametrize(("fault", "batch", "said"), [
+    ("outage", 1, r"batch of 1 article\(s\) not committed"),
+    ("outage", 500, r"batch of 1 article\(s\) not committed"),
+    ("clean-outage", 500, r"clean: batch of 1 raw message\(s\) not committed"),
+])
 def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_next_start(
-    make_settings, start_role, topic_reader, batch
+    make_settings, start_role, topic_reader, fault, batch, said
 ):
     settings = make_settings(cluster_batch=batch)
     ensure_topics(settings)
     reuters, _ = read_articles([SEEDS])
-    stuck = start_role(settings, "outage", module=FAULTY_WORKER)
+    stuck = start_role(settings, fault, module=FAULTY_WORKER)
     with Publisher(settings) as publisher:
         publisher.publish_article(reuters)
     assert wait_until(lambda: "not delivered" in stuck.log(), 90), stuck.log()[-3000:]
@@ -540,8 +546,7 @@ def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_nex
     # batch's acks, or for the agent, until then).
     assert stuck.stop(timeout_s=20) == 0, stuck.log()[-3000:]
     # A stop's doing, not a fault: a warning.
-    assert re.search(r"WARNING +processors\.app: batch of 1 article\(s\) not committed",
-                     stuck.log()), stuck.log()[-3000:]
+    assert re.search(rf"WARNING +processors\.app: {said}", stuck.log()), stuck.log()[-3000:]
 
     # Neither the changelog tables nor the committed offset took the batch for done.
     worker = start_role(settings, "process")
@@ -700,3 +705,76 @@ def test_a_cluster_state_that_cannot_be_rebuilt_takes_the_worker_down_and_is_reb
     worker = start_role(settings, "process")
     topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=90,
                  watch=[worker], what="the Reuters seed placed")
+
+
+def test_articles_cleaned_while_the_broker_is_down_past_the_request_timeout_are_not_lost(
+    make_settings, start_role, topic_reader
+):
+    """The clean stage only queued what it sent; faust's commit waits for those sends but
+    does not look whether they were delivered. With the broker down for longer than the
+    producer's request timeout, the sends in flight failed, the raw articles were
+    committed past all the same, and never reached the clean topic. The broker here is
+    the test's own, stopped (SIGSTOP) while the worker is cleaning a backlog."""
+    import os
+    import signal
+
+    from newsflow.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        assert broker.process is not None
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                                 producer_request_timeout_s=3.0)
+        ensure_topics(settings)
+        articles = fire_reports(3000)
+        with Publisher(settings) as publisher:
+            for article in articles:
+                publisher.publish_article(article)
+        worker = start_role(settings, "process")
+        # Part of the backlog cleaned: the worker is sending the rest as it goes.
+        topic_reader(settings, settings.topic_clean, until=lambda r: len(r) >= 20,
+                     timeout_s=90, watch=[worker], what="the first cleaned articles")
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(3 * settings.producer_request_timeout_s)
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        wanted = {a.id.encode() for a in articles}
+        records = topic_reader(settings, settings.topic_clean, timeout_s=120, watch=[worker],
+                               until=lambda r: wanted <= {x.key for x in r},
+                               what="every article on the clean topic")
+        assert wanted <= {r.key for r in records}
+        # Sends refused at once in the outage (the producer's buffer full) are sent again
+        # too: they were taken for the article's fault and dead-lettered.
+        assert read_for(settings, settings.topic_dlq, 2) == []
+        worker.stop()
+
+
+def test_an_article_too_large_to_send_cleaned_is_dead_lettered_and_the_stage_goes_on(
+    make_settings, start_role, topic_reader
+):
+    """A cleaned article that cannot be delivered for itself (here larger than the
+    producer's request limit: the embedded broker takes any size, whatever the topic's
+    max.message.bytes) would be refused again however often it was sent: it is
+    dead-lettered with the reason, once, and the articles after it are cleaned."""
+    settings = make_settings()
+    ensure_topics(settings)
+    seeds = list(read_articles([SEEDS]))
+    huge = seeds[0].model_copy(update={"id": "huge", "author": "x" * (9 * 1024 * 1024)})
+    worker = start_role(settings, "process")
+    # Another publisher's, with a larger limit than newsflow's (the broker keeps it).
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                             max_request_size=32 * 1024 * 1024)
+    producer.send(settings.topic_raw, key=b"huge", value=huge.to_bytes()).get(30)
+    producer.close()
+    with Publisher(settings) as publisher:
+        for article in seeds:
+            publisher.publish_article(article)
+    topic_reader(settings, settings.topic_members, until=holding(a.id for a in seeds),
+                 timeout_s=90, watch=[worker], what="the seeds after it placed")
+    [letter] = topic_reader(settings, settings.topic_dlq, until=lambda r: len(r) >= 1,
+                            timeout_s=30, watch=[worker], what="its letter")
+    dead = DeadLetter.from_bytes(letter.value)
+    assert (dead.key, dead.stage) == ("huge", "clean")
+    assert "MessageSizeTooLargeError" in dead.error, dead.error
+    time.sleep(2)  # a second letter would be on its way by now
+    assert len(read_for(settings, settings.topic_dlq, 3)) == 1

@@ -139,6 +139,56 @@ def test_messages_not_delivered_are_sent_again_until_they_are() -> None:
     assert topic.delivered == [b"a3", b"a1", b"a2"]  # each once, the failed ones again
 
 
+class _Limited(_Topic):
+    """A broker that refuses a produce request holding a message too large for the
+    topic, with every message in it: here, the messages sent before the sender next
+    waits."""
+
+    def __init__(self, huge: set[bytes]) -> None:
+        super().__init__(set(), set())
+        self.huge, self.request = huge, []  # type: ignore[var-annotated]
+
+    async def send(self, key: bytes, value: bytes):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if not self.request:
+            loop.call_soon(self._answer)
+        delivery = loop.create_future()
+        self.request.append((key, delivery))
+        return delivery
+
+    def _answer(self) -> None:
+        from aiokafka.errors import MessageSizeTooLargeError
+
+        request, self.request = self.request, []
+        too_large = any(key in self.huge for key, _ in request)
+        for key, delivery in request:
+            if too_large:
+                delivery.set_exception(MessageSizeTooLargeError())
+            else:
+                self.delivered.append(key)
+                delivery.set_result(None)
+
+
+def test_a_message_refused_for_itself_is_told_from_those_refused_with_it_and_not_sent_again(
+) -> None:
+    import asyncio
+
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    from processors.app import send_delivered
+
+    topic = _Limited(huge={b"huge"})
+    refused: list = []  # type: ignore[type-arg]
+    failures: list = []  # type: ignore[type-arg]
+    messages = _outgoing(topic, b"a1", b"huge", b"a2")
+    assert asyncio.run(send_delivered(messages, lambda f, s: failures.append(f),
+                                      first_delay_s=0.01, refused=refused))
+    assert [(m.key, type(e)) for m, e in refused] == [(b"huge", MessageSizeTooLargeError)]
+    assert topic.delivered == [b"a1", b"a2"] and failures == []
+
+
 def test_sending_stops_when_the_partitions_are_no_longer_ours() -> None:
     import asyncio
 
