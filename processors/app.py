@@ -570,7 +570,6 @@ class Outgoing(NamedTuple):
 REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
-
 def is_refusal(error: BaseException | None) -> bool:
     """Whether ``error`` is (or was raised from: faust's ProducerSendError) a refusal."""
     while error is not None:
