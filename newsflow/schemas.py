@@ -29,6 +29,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def utc_from_epoch(seconds: float) -> datetime | None:
+    """The UTC time ``seconds`` after the epoch; None where no date can hold it (past the
+    year 9999: a record time in microseconds for milliseconds, a next poll put off for
+    ever), which raised out of the readers that showed or ordered such a time."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
 def _aware(value: datetime | None) -> datetime | None:
     # News timestamps without a zone are taken as UTC, and those with another offset
     # (a JSON Feed's, a replay file's) are moved to UTC: everything on the wire is UTC, so

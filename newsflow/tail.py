@@ -12,7 +12,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from threading import Event
 from typing import IO
 
@@ -27,6 +26,7 @@ from newsflow.schemas import (
     IncidentVersion,
     RawArticle,
     read_json,
+    utc_from_epoch,
 )
 from newsflow.settings import Settings
 from newsflow.text import counted, plain
@@ -126,10 +126,8 @@ def record_time(timestamp_ms: int) -> str:
     """A record's time as the tail shows it; its number, when no date can show it (past
     the year 9999: a publisher's slip, microseconds for milliseconds), which ended the
     tail there, "year 56886 is out of range", and every tail from the start with it."""
-    try:
-        return f"{datetime.fromtimestamp(timestamp_ms / 1000, UTC):%Y-%m-%d %H:%M:%S}"
-    except (OverflowError, ValueError, OSError):
-        return f"(time {timestamp_ms} ms)"
+    when = utc_from_epoch(timestamp_ms / 1000)
+    return f"{when:%Y-%m-%d %H:%M:%S}" if when else f"(time {timestamp_ms} ms)"
 
 
 def _digest(value: bytes | None) -> bytes:

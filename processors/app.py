@@ -45,6 +45,7 @@ from newsflow.schemas import (
     RawPosition,
     read_json,
     truncate_text,
+    utc_from_epoch,
 )
 from newsflow.settings import Settings
 from newsflow.storage import StoreMisconfigured
@@ -162,12 +163,7 @@ def kafka_time(message: Any) -> datetime | None:
     nor one past the year 9999, a publisher's slip, microseconds for milliseconds, which
     dead-lettered a sound article saying only "year 56886 is out of range")."""
     timestamp = message.timestamp
-    if timestamp is None or timestamp < 0:
-        return None
-    try:
-        return datetime.fromtimestamp(timestamp, UTC)
-    except (OverflowError, ValueError, OSError):
-        return None
+    return None if timestamp is None or timestamp < 0 else utc_from_epoch(timestamp)
 
 
 def raw_position(message: Any) -> RawPosition | None:

@@ -6,10 +6,10 @@ import argparse
 import math
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from newsflow.schemas import utc_from_epoch
 from newsflow.settings import Settings
 from newsflow.text import plain
 
@@ -171,13 +171,11 @@ def _when(epoch: float | None) -> str:
         return "-"
     if epoch == math.inf:
         return "never"
-    try:
-        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    except (OverflowError, ValueError, OSError):
-        # Past the year 9999: with NEWSFLOW_POLL_MAX_INTERVAL_S=inf (no longest interval),
-        # which the settings take, a feed's <ttl> or a failing feed's backoff sets such a
-        # next poll, and the whole listing failed ("year 190004 is out of range").
-        return f"(time {epoch:.0f})"
+    # Past the year 9999: with NEWSFLOW_POLL_MAX_INTERVAL_S=inf (no longest interval),
+    # which the settings take, a feed's <ttl> or a failing feed's backoff sets such a next
+    # poll, and the whole listing failed ("year 190004 is out of range").
+    when = utc_from_epoch(epoch)
+    return when.strftime("%Y-%m-%d %H:%M:%S") if when else f"(time {epoch:.0f})"
 
 
 def _waiting(pages: WaitingPages | None) -> str:
