@@ -4,6 +4,7 @@ Starts `newsflow run` (embedded broker, processors, SQLite sink) in a temporary 
 publishes a labelled stream from ../shared/data/incidents, and prints:
 - throughput: articles per second from the first publish to the last row in SQLite,
 - latency from publish to the incident update that carries the article (p50, p99),
+  and, for the paced stream, to the article's row in SQLite,
 - start-up time of the service to the seed incident in SQLite,
 - the time a stop (SIGTERM) takes, the processors and the sink drained,
 - the embedded broker's memory before and after (it keeps every message: this sizes
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -70,6 +72,15 @@ def broker_memory(bootstrap: str) -> int | None:
         if f"tcp://{bootstrap}".encode() in cmdline and b"broker" in cmdline:
             return resident_bytes(int(entry.name))
     return None
+
+
+def watch_rows(db: Path, first_seen: dict[str, float], stop: threading.Event) -> None:
+    """Record when each article first has a row in ``db``'s incidents (every 20 ms)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        while not stop.wait(0.02):
+            now = time.time()
+            for (article_id,) in conn.execute("SELECT DISTINCT article_id FROM incident_articles"):
+                first_seen.setdefault(article_id, now)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -183,6 +194,10 @@ def main() -> None:
 
         # Steady state: a paced stream, one flush per article, so latency is not queueing.
         paced_sent: dict[str, float] = {}
+        row_seen: dict[str, float] = {}
+        watching = threading.Event()
+        watcher = threading.Thread(target=watch_rows, args=(db, row_seen, watching))
+        watcher.start()
         with Publisher(settings, client_id="bench-paced") as publisher:
             for n, article in enumerate(paced):
                 due = t0 + elapsed + n / args.rate
@@ -193,6 +208,10 @@ def main() -> None:
         target += len(paced_sent)
         while stored_count(db, count_sql) < target and time.time() - t0 < 1800:
             time.sleep(0.2)
+        while set(paced_sent) - set(row_seen) and time.time() - t0 < 1800:
+            time.sleep(0.05)  # the watcher's last look may come after the count's
+        watching.set()
+        watcher.join()
 
         memory_after = broker_memory(service.settings.kafka_bootstrap or "")
         consumer = make_consumer(settings, group_id=None)
@@ -213,6 +232,7 @@ def main() -> None:
         consumer.close()
         latencies = [first_seen[i] - sent_at[i] for i in sent_at if i in first_seen]
         steady = [first_seen[i] - paced_sent[i] for i in paced_sent if i in first_seen]
+        to_rows = [row_seen[i] - paced_sent[i] for i in paced_sent if i in row_seen]
         print(f"input: {source.name}, {len(articles)} articles")
         print(f"start-up to seed incident in SQLite: {service.startup_s:.1f} s")
         print(f"throughput, publish to rows in SQLite: {len(articles) / elapsed:.0f} articles/s "
@@ -222,9 +242,12 @@ def main() -> None:
             print(f"embedded broker memory: {memory_before / 2**20:.0f} MB before, "
                   f"{memory_after / 2**20:.0f} MB after {sent} articles "
                   f"({(memory_after - memory_before) / sent / 1024:.1f} KB per article)")
-        for label, values in (("burst (all at once)", latencies), (f"paced at {args.rate:g}/s", steady)):
+        paced_label = f"paced at {args.rate:g}/s"
+        for label, values in (("incident update, burst (all at once)", latencies),
+                              (f"incident update, {paced_label}", steady),
+                              (f"row in SQLite, {paced_label}", to_rows)):
             if values:
-                print(f"latency publish -> incident update, {label}: "
+                print(f"latency publish -> {label}: "
                       f"p50 {statistics.median(values) * 1000:.0f} ms, "
                       f"p99 {percentile(values, 0.99) * 1000:.0f} ms ({len(values)} articles)")
     print(f"stop (SIGTERM to exit, drained): {service.stop_s:.1f} s")

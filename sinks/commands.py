@@ -254,7 +254,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("sink", help="write incidents and articles to storage (a service)")
     p.add_argument("--batch-size", type=at_least_one, default=500,
                    help="records written at a time (default 500)")
-    p.add_argument("--flush-interval", type=seconds, default=1.0, help="seconds (default 1)")
+    p.add_argument("--flush-interval", type=seconds, default=0.2, help="seconds (default 0.2)")
     p.set_defaults(func=cmd_sink)
 
     p = sub.add_parser("web", help="serve the incidents page, health and metrics")

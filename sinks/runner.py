@@ -170,7 +170,7 @@ class SinkRunner:
         *,
         sink: BatchingSink | None = None,
         batch_size: int = 500,
-        flush_interval_s: float = 1.0,
+        flush_interval_s: float = 0.2,
         backoff: Backoff | None = None,
         metrics: SinkMetrics | None = None,
     ) -> None:

@@ -441,6 +441,19 @@ def test_the_sink_refuses_a_flush_interval_that_is_not_a_number_of_seconds(
         assert f"a number of seconds from 0, not {value}" in capsys.readouterr().err
 
 
+def test_the_sink_writes_a_batch_every_fifth_of_a_second_by_default():
+    """At the old 1 s a quiet stream's article waited 0.5 s on average for its row after its
+    incident update (benchmarks/pipeline.py, paced at 20/s: p50 770 -> 334 ms). The default
+    of `newsflow sink` (which `newsflow run` starts) and of the runner are one."""
+    import inspect
+
+    from newsflow.cli import build_parser
+    from sinks.runner import SinkRunner
+
+    runner_default = inspect.signature(SinkRunner).parameters["flush_interval_s"].default
+    assert build_parser().parse_args(["sink"]).flush_interval == runner_default == 0.2
+
+
 def test_replay_refuses_a_file_it_cannot_read_named_outright(tmp_path, monkeypatch, capsys):
     """`newsflow replay notes.csv` warned, published nothing and exited 0, as a script
     running it would take for success. A folder's other files are still skipped."""
