@@ -36,6 +36,7 @@ _TEXT_FIELDS = ("title", "text", "url", "source")
 
 
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.schemas import parse_timestamp
     from processors.app import cluster_config
     from processors.gc_tuning import tune_gc
     from processors.offline import cluster_rows_final
@@ -63,6 +64,12 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
                 if odd is not None:
                     raise ValueError(f'{args.input}:{number}: "{odd}" is not text'
                                      f" ({type(row[odd]).__name__})")
+                # Refused as `newsflow replay` refuses it, not clustered as undated.
+                try:
+                    parse_timestamp(row.get("published"))
+                except ValueError:
+                    raise ValueError(f'{args.input}:{number}: "published" is not an ISO date '
+                                     f"or datetime: {row['published']!r}") from None
                 yield row
 
     config = cluster_config(settings)

@@ -78,11 +78,16 @@ def test_cluster_leaves_the_output_alone_when_the_input_fails(tmp_path: Path) ->
     ('{"id": "", "title": "A fire", "text": "x"}', 'no "id"'),
     ('{"id": "b", "title": ["A fire"], "text": "x"}', '"title" is not text (list)'),
     ('{"id": "b", "title": "A fire", "text": 5}', '"text" is not text (int)'),
+    ('{"id": "b", "title": "A fire", "published": "yesterday"}',
+     '"published" is not an ISO date or datetime: \'yesterday\''),
+    ('{"id": "b", "title": "A fire", "published": 1394470370}',
+     '"published" is not an ISO date or datetime: 1394470370'),
 ])
 def test_cluster_names_the_line_that_is_not_an_article(
     tmp_path: Path, line: str, reason: str
 ) -> None:
-    # These failed with "'list' object has no attribute 'get'" and "'id'", naming no line.
+    # These failed with "'list' object has no attribute 'get'" and "'id'", naming no line;
+    # an unreadable date was clustered as undated, where `newsflow replay` refuses it.
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": "a", "title": "A fire in the hills", "text": "x"}\n' + line + "\n")
     with pytest.raises(ValueError, match=re.escape(f"in.jsonl:2: {reason}")):
