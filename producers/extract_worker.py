@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 # Reasons a page was not extracted, for PageOutcome and the producer's page metrics.
 TIMEOUT = "extract_timeout"
 CRASHED = "extract_crashed"
+FAILED = "extract_failed"  # an error of ours on the page, logged by the worker
 # How long a new worker may take to import trafilatura before it counts as crashed
 # (about 1 s on an idle machine; its pages' time bound starts only once it is ready).
 READY_TIMEOUT_S = 60.0
@@ -54,7 +55,7 @@ class Extracted:
 class Extraction:
     """What became of one page: its article (None: no usable text), the seconds its
     extraction took (without the wait for a free worker), and ``failure`` (TIMEOUT or
-    CRASHED) when the worker did not answer."""
+    CRASHED) when the worker did not answer, FAILED when the extraction raised."""
 
     extracted: Extracted | None
     seconds: float
@@ -236,12 +237,13 @@ class ExtractPool:
         try:
             worker.conn.send((html, url, content_type))
             if _answers_within(worker.conn, self.timeout_s):
-                extracted, seconds = worker.conn.recv()
+                extracted, seconds, failed = worker.conn.recv()
+                done = Extraction(extracted, seconds, FAILED if failed else None)
                 worker.pages += 1
                 if worker.pages >= self.pages_per_worker:
                     self._retire(worker)
-                    return self._replacement(), Extraction(extracted, seconds)
-                return worker, Extraction(extracted, seconds)
+                    return self._replacement(), done
+                return worker, done
             failure = TIMEOUT
         except (EOFError, OSError):
             failure = CRASHED  # (its end of the pipe closed: it died)
@@ -338,5 +340,16 @@ def serve(fd: int, log_level: str = "WARNING", log_json: bool = False) -> None:
             html, url, content_type = conn.recv()
         except (EOFError, OSError):
             return
-        conn.send(extract_article_timed(html, url, content_type))
+        started = time.perf_counter()
+        answer: tuple[Extracted | None, float, bool]
+        try:
+            answer = (*extract_article_timed(html, url, content_type), False)
+        except Exception as exc:
+            # An error of ours (in what follows trafilatura) costs this page only: raised
+            # out of here it ended the worker, the page counted as crashed and was tried
+            # again, each try costing a new worker's start.
+            logger.error("extraction of %s failed: %s: %s", url, type(exc).__name__, exc,
+                         exc_info=True)
+            answer = (None, time.perf_counter() - started, True)
+        conn.send(answer)
         janitor.tick()

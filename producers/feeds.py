@@ -585,6 +585,7 @@ class FeedPoller:
             # worker every poll thread waits for, page_attempts times. A crash is: the
             # out-of-memory killer picks the largest process, not the page to blame, and
             # a stop's SIGTERM to every process of the service kills the worker too.
+            # An error of ours (FAILED) would only fail again.
             return PageOutcome(None, meta, done.failure, retryable=done.failure == CRASHED,
                                extract_s=done.seconds)
         if done.extracted is None:
@@ -797,8 +798,9 @@ class ProducerMetrics:
         self.pages = r.counter(
             "newsflow_feed_pages_total",
             "Article pages asked for, by outcome: extracted, or why the page was not used "
-            "(short_text, empty_text, extract_timeout, extract_crashed, not_html, robots, "
-            "robots_unreachable, host_paused, http_<status>, fetch_<kind>, no_link)",
+            "(short_text, empty_text, extract_timeout, extract_crashed, extract_failed, "
+            "not_html, robots, robots_unreachable, host_paused, http_<status>, fetch_<kind>, "
+            "no_link)",
             ["outcome"],
         )
         self.extract_seconds = r.histogram(

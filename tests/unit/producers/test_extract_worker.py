@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.extract_worker import CRASHED, TIMEOUT, ExtractPool, extract_in_process
+from producers.extract_worker import CRASHED, FAILED, TIMEOUT, ExtractPool, extract_in_process
 from tests.conftest import pathological_page, process_runs, shared_path, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -253,3 +253,40 @@ def test_a_worker_put_back_as_the_pool_closes_keeps_no_pipe(monkeypatch):
     assert pool.pids() == []
     assert _open_fds() - before == set()
     assert pool.extract(ARTICLE, "https://news.example/flood").failure == CRASHED
+
+
+# An error of ours in what follows trafilatura (clean_lines, with_lead, _date), for a page
+# whose headline says "Sabotage". No page is known to raise there (tried: control
+# characters, undeclared namespace prefixes, nesting to the HTML parser's depth limit,
+# odd dates), so it is put into the real worker: a sitecustomize on its PYTHONPATH.
+_FAULT = """
+import producers.extract as extract
+_clean_lines = extract.clean_lines
+def clean_lines(text, title):
+    if "Sabotage" in title:
+        raise ValueError("a fault of ours")
+    return _clean_lines(text, title)
+extract.clean_lines = clean_lines
+"""
+
+
+def test_an_error_of_ours_on_a_page_fails_that_page_and_keeps_the_worker(tmp_path, monkeypatch,
+                                                                           capfd):
+    """It ended the worker: the page counted as crashed (tried again, page_attempts
+    times, each costing a new worker's start) and the next page waited for that start."""
+    (tmp_path / "sitecustomize.py").write_text(_FAULT)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    sabotage = ARTICLE.replace(b"Flood", b"Sabotage")
+    with ExtractPool(timeout_s=120.0) as pool:
+        assert pool.extract(ARTICLE, "https://news.example/flood").failure is None
+        [pid] = pool.pids()
+        failed = pool.extract(sabotage, "https://news.example/sabotage")
+        assert (failed.extracted, failed.failure) == (None, FAILED)
+        assert failed.seconds is not None and failed.seconds > 0
+        after = pool.extract(ARTICLE, "https://news.example/flood")
+        assert after.failure is None and after.extracted is not None
+        assert pool.pids() == [pid]
+    err = capfd.readouterr().err
+    [line] = [line for line in err.splitlines() if "news.example/sabotage" in line]
+    assert "ValueError: a fault of ours" in line
+    assert "Traceback" in err and "died" not in err
