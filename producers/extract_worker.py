@@ -322,9 +322,13 @@ def _exit_when_orphaned(parent: int) -> None:
 
 def serve(fd: int, log_level: str = "WARNING", log_json: bool = False) -> None:
     """The worker: extract the pages sent on ``fd`` one at a time, until its pipe closes.
-    Its parent stops it (SIGKILL); a Ctrl-C in a terminal reaches the producer's whole
-    process group, and the producer stops us once its polls are done."""
+    Its parent stops it (SIGKILL), or its end (see ``_exit_when_orphaned``). A Ctrl-C in a
+    terminal reaches the producer's whole process group, and so does a SIGTERM to the
+    group (``kill -- -PGID``; systemd's default KillMode=control-group sends it to every
+    process of the service): the producer stops us once its polls are done. Ended by such
+    a SIGTERM, a worker lost the page it had, logged as a crash, in the stop's grace."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     conn = Connection(fd)
     from newsflow.logs import configure_log_output

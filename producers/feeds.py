@@ -583,9 +583,8 @@ class FeedPoller:
         if done.failure is not None:
             # A timeout is not tried again: the page would take as long again, holding a
             # worker every poll thread waits for, page_attempts times. A crash is: the
-            # out-of-memory killer picks the largest process, not the page to blame, and
-            # a stop's SIGTERM to every process of the service kills the worker too.
-            # An error of ours (FAILED) would only fail again.
+            # out-of-memory killer picks the largest process, not the page to blame. An
+            # error of ours (FAILED) would only fail again.
             return PageOutcome(None, meta, done.failure, retryable=done.failure == CRASHED,
                                extract_s=done.seconds)
         if done.extracted is None:

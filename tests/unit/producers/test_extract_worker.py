@@ -290,3 +290,41 @@ def test_an_error_of_ours_on_a_page_fails_that_page_and_keeps_the_worker(tmp_pat
     [line] = [line for line in err.splitlines() if "news.example/sabotage" in line]
     assert "ValueError: a fault of ours" in line
     assert "Traceback" in err and "died" not in err
+
+
+def test_a_sigterm_to_the_producer_s_whole_group_leaves_the_worker_to_its_producer():
+    """A SIGTERM to every process at once (`kill -- -PGID`; systemd's default
+    KillMode=control-group, where the README's unit's `mixed` is not set) killed the worker
+    mid-page with its producer's stop: the page was lost to the stop's grace, counted as
+    crashed, and the worker's death logged as one. The producer (here: a SIGTERM handler
+    that sets its stop, as `newsflow produce`'s does) stops it itself."""
+    script = textwrap.dedent(f"""
+        import logging, signal, sys, threading
+        sys.path.insert(0, {str(ROOT)!r})
+        from producers.extract_worker import ExtractPool
+        from tests.conftest import pathological_page
+        from tests.unit.producers.test_extract_worker import ARTICLE
+        logging.basicConfig()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        page = pathological_page(30_000)  # (some 3 s of extraction)
+        with ExtractPool(timeout_s=600) as pool:
+            pool.extract(ARTICLE, "https://news.example/flood")
+            print(pool.pids()[0], flush=True)
+            done = pool.extract(page, "https://news.example/links")
+            print(stop.is_set(), done.failure, flush=True)
+    """)
+    producer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert producer.stdout is not None
+        worker = int(producer.stdout.readline())
+        time.sleep(0.5)  # (into the long page)
+        os.killpg(producer.pid, signal.SIGTERM)
+        out, err = producer.communicate(timeout=120)
+        assert out.split() == ["True", "None"], err
+        assert "died" not in err and "SIGTERM" not in err
+        wait_for(lambda: not process_runs(worker), 10, "the worker ended with the pool")
+    finally:
+        if producer.poll() is None:
+            producer.kill()
