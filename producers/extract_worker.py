@@ -54,12 +54,14 @@ class Extracted:
 @dataclass
 class Extraction:
     """What became of one page: its article (None: no usable text), the seconds its
-    extraction took (without the wait for a free worker), and ``failure`` (TIMEOUT or
-    CRASHED) when the worker did not answer, FAILED when the extraction raised."""
+    extraction took (None: it never ran, no worker came), ``failure`` (TIMEOUT or CRASHED)
+    when the worker did not answer, FAILED when the extraction raised, and the seconds
+    the page waited for a worker (a free one, or a new one's start), whether it got one."""
 
     extracted: Extracted | None
-    seconds: float
+    seconds: float | None
     failure: str | None = None
+    wait_s: float = 0.0
 
 
 def release_free_memory() -> None:
@@ -81,8 +83,10 @@ def extract_in_process(html: bytes | str, url: str | None = None,
     """The extraction in this process, unbounded (tests and offline tools)."""
     from producers.extract import extract_article_timed
 
+    asked = time.perf_counter()
     extracted, seconds = extract_article_timed(html, url, content_type)
-    return Extraction(extracted, seconds)
+    # (the wait for another thread's extraction: one page at a time, see extract.py)
+    return Extraction(extracted, seconds, wait_s=time.perf_counter() - asked - seconds)
 
 
 # The longest wait Connection.poll takes: its milliseconds go to poll(2) as a C int
@@ -194,10 +198,11 @@ class ExtractPool:
 
     def extract(self, html: bytes | str, url: str | None = None,
                 content_type: str = "") -> Extraction:
+        asked = time.perf_counter()
         worker = self._free.get()
         try:
             if self._closed:  # (the producer stops: the page is handed back)
-                return Extraction(None, 0.0, CRASHED)
+                return Extraction(None, None, CRASHED, time.perf_counter() - asked)
             if worker is not None and worker.proc.poll() is not None:
                 # Killed between pages (the out-of-memory killer, someone's kill): not
                 # this page's doing, which a new worker takes.
@@ -208,19 +213,21 @@ class ExtractPool:
             if worker is None:
                 worker = self._replacement()
                 if worker is None:  # closed meanwhile
-                    return Extraction(None, 0.0, CRASHED)
+                    return Extraction(None, None, CRASHED, time.perf_counter() - asked)
             if not worker.wait_ready():
                 if not self._closed:
                     logger.error("an extraction worker (pid %d) did not start (%s)",
                                  worker.proc.pid, worker.ended())
                 self._retire(worker)
                 worker = None
-                return Extraction(None, 0.0, CRASHED)
+                return Extraction(None, None, CRASHED, time.perf_counter() - asked)
+            waited = time.perf_counter() - asked
             try:
                 worker, done = self._extract_on(worker, html, url, content_type)
             except BaseException:
                 worker = None  # (retired by _extract_on: the next page starts another)
                 raise
+            done.wait_s = waited
             return done
         finally:
             self._free.put(worker)

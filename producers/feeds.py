@@ -97,6 +97,7 @@ class PageOutcome:
     retryable: bool = False  # the reason may pass: worth another try later
     retry_after_s: float | None = None  # the host asked us to wait this long
     extract_s: float | None = None  # time spent extracting the page's text
+    extract_wait_s: float | None = None  # time it waited for an extraction worker
 
 
 @dataclass
@@ -115,8 +116,12 @@ class PollResult:
     # say now; None: the page failed (the edit is taken up again an interval later).
     refetched: dict[str, EntryVersion | None] = field(default_factory=dict)
     refetches: int = 0  # of the articles, those published again for an edit
-    # Each page asked for: "extracted" or why it was not used, and its extraction time.
-    pages: list[tuple[str, float | None]] = field(default_factory=list)
+    # Each page asked for: "extracted" or why it was not used, its extraction time and its
+    # wait for an extraction worker (None: not extracted, or it never ran).
+    pages: list[tuple[str, float | None, float | None]] = field(default_factory=list)
+
+    def asked(self, outcome: str, page: PageOutcome) -> None:
+        self.pages.append((outcome, page.extract_s, page.extract_wait_s))
 
 
 def _now() -> datetime:
@@ -379,7 +384,7 @@ class FeedPoller:
                     _handed_back(update, feed, self.clock())
                     break
                 if page is not None and page.retryable:
-                    poll.pages.append((page.reason or "", page.extract_s))
+                    poll.asked(page.reason or "", page)
                     tried = waiting.attempts if waiting is not None else 0
                     next_try = self._page_retry_time(feed, entry, page, tried)
                     if next_try is not None:
@@ -404,7 +409,7 @@ class FeedPoller:
             if page is not None and not page.retryable:
                 # build_article may still set the page aside (shorter than the summary).
                 outcome = article.fetch.get("summary_reason") or "extracted"
-                poll.pages.append((str(outcome), page.extract_s))
+                poll.asked(str(outcome), page)
             poll.articles.append(article)
             poll.new_keys.append(key)
         # Edits after the new entries, within what is left of the poll's cap.
@@ -454,7 +459,7 @@ class FeedPoller:
             # robots.txt's refusal is for good (not for now, as "unreachable" is): what went
             # out before was the summary, and the edit's goes out in its place.
             if page is not None and page.extracted is None and page.reason != "robots":
-                poll.pages.append((page.reason or "", page.extract_s))
+                poll.asked(page.reason or "", page)
                 logger.debug("feed %s: edited entry %s not fetched again (%s); tried again "
                              "in %.0fs", poll.feed.url, entry.key, page.reason,
                              self.settings.refetch_interval_s)
@@ -472,7 +477,7 @@ class FeedPoller:
         if page is not None:
             # build_article may still set the page aside (shorter than the summary).
             outcome = article.fetch.get("summary_reason") or "extracted"
-            poll.pages.append((str(outcome), page.extract_s))
+            poll.asked(str(outcome), page)
         logger.debug("feed %s: entry %s edited (%s): published again", poll.feed.url,
                      entry.key, edit)
         poll.articles.append(article)
@@ -586,10 +591,12 @@ class FeedPoller:
             # out-of-memory killer picks the largest process, not the page to blame. An
             # error of ours (FAILED) would only fail again.
             return PageOutcome(None, meta, done.failure, retryable=done.failure == CRASHED,
-                               extract_s=done.seconds)
+                               extract_s=done.seconds, extract_wait_s=done.wait_s)
         if done.extracted is None:
-            return PageOutcome(None, meta, "empty_text", extract_s=done.seconds)
-        return PageOutcome(done.extracted, meta, None, extract_s=done.seconds)
+            return PageOutcome(None, meta, "empty_text", extract_s=done.seconds,
+                               extract_wait_s=done.wait_s)
+        return PageOutcome(done.extracted, meta, None, extract_s=done.seconds,
+                           extract_wait_s=done.wait_s)
 
 
 def _handed_back(update: FeedUpdate, feed: FeedRow, now: float) -> None:
@@ -806,6 +813,12 @@ class ProducerMetrics:
             "newsflow_feed_extract_seconds", "Time to extract an article page's text",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
         )
+        self.extract_wait_seconds = r.histogram(
+            "newsflow_feed_extract_wait_seconds",
+            "Time an article page waited for an extraction worker (a free one, or a new "
+            "one's start; NEWSFLOW_EXTRACT_WORKERS) before its extraction",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+        )
         self.feeds = r.gauge("newsflow_feeds_active", "Feeds being polled")
         self.failing = r.gauge("newsflow_feeds_failing", "Feeds whose last poll failed")
 
@@ -830,10 +843,12 @@ class ProducerMetrics:
 
     def count_pages(self, result: PollResult) -> None:
         """The pages a poll asked for, once each, whatever then becomes of the poll."""
-        for outcome, extract_s in result.pages:
+        for outcome, extract_s, wait_s in result.pages:
             self.pages.inc(outcome=outcome)
             if extract_s is not None:
                 self.extract_seconds.observe(extract_s)
+            if wait_s is not None:
+                self.extract_wait_seconds.observe(wait_s)
 
 
 def _owner() -> str:

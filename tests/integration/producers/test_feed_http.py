@@ -1514,7 +1514,7 @@ def test_a_page_whose_extraction_worker_dies_is_tried_again(server, tmp_path):
         result = rig.poll_feed(feed)
         killer.join()
         assert result.articles == [] and result.new_keys == []
-        assert [reason for reason, _ in result.pages] == ["extract_crashed"]
+        assert [reason for reason, *_ in result.pages] == ["extract_crashed"]
         assert rig.state.page_retries(feed.id)["1"].attempts == 1
     finally:
         pool.close()

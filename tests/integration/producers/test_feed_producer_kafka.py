@@ -229,6 +229,7 @@ def test_produce_counts_entries_and_pages_in_its_metrics(make_settings, server, 
     assert figure(metrics, "newsflow_feed_pages_total", 'outcome="robots"') == 1
     assert figure(metrics, "newsflow_feed_pages_total") == 10
     assert figure(metrics, "newsflow_feed_extract_seconds_count") == 7
+    assert figure(metrics, "newsflow_feed_extract_wait_seconds_count") == 7
     assert 'role="produce"' in metrics
 
 

@@ -328,3 +328,24 @@ def test_a_sigterm_to_the_producer_s_whole_group_leaves_the_worker_to_its_produc
     finally:
         if producer.poll() is None:
             producer.kill()
+
+
+def test_a_page_s_wait_for_a_busy_worker_is_told_apart_from_its_extraction():
+    """Nothing said how long pages waited for a worker (NEWSFLOW_EXTRACT_WORKERS too few
+    for the poll threads), and a page that never ran (the pool closed, no worker came)
+    counted 0 s of extraction."""
+    with ExtractPool(workers=1, timeout_s=120.0) as pool:
+        pool.extract(ARTICLE, "https://news.example/flood")  # (the worker is up)
+        first: list = []
+        busy = threading.Thread(target=lambda: first.append(
+            pool.extract(pathological_page(20_000), "https://news.example/links")))
+        busy.start()
+        time.sleep(0.3)  # (the long page, 2 s and more, has the worker)
+        second = pool.extract(ARTICLE, "https://news.example/flood")
+        busy.join(60)
+        [long_page] = first
+        assert long_page.wait_s < 0.25
+        assert second.failure is None and second.wait_s > 0.5
+        assert second.seconds is not None and second.seconds < second.wait_s
+    never_ran = pool.extract(ARTICLE, "https://news.example/flood")
+    assert (never_ran.failure, never_ran.seconds) == (CRASHED, None)
