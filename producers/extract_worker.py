@@ -38,6 +38,13 @@ FAILED = "extract_failed"  # an error of ours on the page, logged by the worker
 # How long a new worker may take to import trafilatura before it counts as crashed
 # (about 1 s on an idle machine; its pages' time bound starts only once it is ready).
 READY_TIMEOUT_S = 60.0
+# After a worker that did not start, the next start waits this long, doubled after each
+# one more up to the longest (as `newsflow run` restarts its children); pages asking
+# meanwhile get CRASHED at once. Started again for each page, a worker that could not
+# start (a broken install, a bad setting) was started some 50 times a second, each an
+# ERROR line.
+FIRST_RESTART_S = 1.0
+LONGEST_RESTART_S = 60.0
 
 
 @dataclass
@@ -177,6 +184,8 @@ class ExtractPool:
         self._lock = threading.Lock()
         self._running: set[_Worker] = set()
         self._closed = False
+        self._failed_starts = 0  # in a row
+        self._next_start = 0.0  # (time.monotonic) no worker is started before it
 
     def _start(self) -> _Worker:
         with self._lock:
@@ -203,24 +212,25 @@ class ExtractPool:
         try:
             if self._closed:  # (the producer stops: the page is handed back)
                 return Extraction(None, None, CRASHED, time.perf_counter() - asked)
-            if worker is not None and worker.proc.poll() is not None:
+            if worker is not None and worker.proc.poll() is not None and worker.wait_ready():
                 # Killed between pages (the out-of-memory killer, someone's kill): not
-                # this page's doing, which a new worker takes.
+                # this page's doing, which a new worker takes. (One that never got ready
+                # did not start: see below.)
                 logger.warning("the extraction worker (pid %d) ended while idle (%s); "
                                "starting another", worker.proc.pid, worker.ended())
                 self._retire(worker)
                 worker = None
             if worker is None:
                 worker = self._replacement()
-                if worker is None:  # closed meanwhile
+                if worker is None:  # closed meanwhile, or starts held back
                     return Extraction(None, None, CRASHED, time.perf_counter() - asked)
             if not worker.wait_ready():
-                if not self._closed:
-                    logger.error("an extraction worker (pid %d) did not start (%s)",
-                                 worker.proc.pid, worker.ended())
+                self._failed_start(worker)
                 self._retire(worker)
                 worker = None
                 return Extraction(None, None, CRASHED, time.perf_counter() - asked)
+            if self._failed_starts:
+                self._started_again()
             waited = time.perf_counter() - asked
             try:
                 worker, done = self._extract_on(worker, html, url, content_type)
@@ -275,10 +285,38 @@ class ExtractPool:
         return self._replacement(), Extraction(None, elapsed, failure)
 
     def _replacement(self) -> _Worker | None:
+        """A new worker, started at once (it imports while the producer goes on); None
+        when the pool is closed, or while starts are held back after failed ones."""
+        if time.monotonic() < self._next_start:
+            return None
         try:
-            return self._start()  # (at once: it imports while the producer goes on)
+            return self._start()
         except RuntimeError:
             return None  # closed meanwhile
+
+    def _failed_start(self, worker: _Worker) -> None:
+        """``worker`` ended (or hung) before it was ready: hold the next start back."""
+        with self._lock:
+            self._failed_starts += 1
+            failed = self._failed_starts
+            delay = min(LONGEST_RESTART_S, FIRST_RESTART_S * 2 ** min(failed - 1, 16))
+            self._next_start = time.monotonic() + delay
+        if self._closed:
+            return
+        # One ERROR, not one for every page: its cause is the same each time, in the
+        # worker's own output just before.
+        log = logger.error if failed == 1 else logger.debug
+        log("an extraction worker (pid %d) did not start (%s): pages go without their "
+            "text (extract_crashed) until one does; the next start in %.0f s, then less "
+            "often (up to every %.0f s)", worker.proc.pid, worker.ended(), delay,
+            LONGEST_RESTART_S)
+
+    def _started_again(self) -> None:
+        with self._lock:
+            failed, self._failed_starts = self._failed_starts, 0
+            self._next_start = 0.0
+        if failed:
+            logger.warning("an extraction worker started, after %d that did not", failed)
 
     def close(self) -> None:
         """Stop every worker: a page under way or waiting for a worker, and any asked

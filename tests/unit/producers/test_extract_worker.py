@@ -349,3 +349,34 @@ def test_a_page_s_wait_for_a_busy_worker_is_told_apart_from_its_extraction():
         assert second.seconds is not None and second.seconds < second.wait_s
     never_ran = pool.extract(ARTICLE, "https://news.example/flood")
     assert (never_ran.failure, never_ran.seconds) == (CRASHED, None)
+
+
+def test_a_worker_that_cannot_start_is_started_less_and_less_often_with_one_error(
+        tmp_path, monkeypatch, caplog):
+    """A worker that dies at every start (here: a sitecustomize that exits, as a broken
+    install would fail its imports) was started again for every page that asked, some 50
+    times a second, each start an ERROR line. Its starts now back off (1 s, 2 s, ... up to
+    60 s), pages asking meanwhile get CRASHED at once, one ERROR says so, and a worker
+    that starts again is said to have."""
+    starts = tmp_path / "starts"
+    (tmp_path / "sitecustomize.py").write_text(
+        f"import os\nwith open({str(starts)!r}, 'a') as f:\n    f.write('x')\nos._exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with caplog.at_level(logging.DEBUG, logger="producers.extract_worker"), ExtractPool() as pool:
+        began = time.monotonic()
+        pages = 0
+        while time.monotonic() - began < 2.5:
+            done = pool.extract(ARTICLE, "https://news.example/flood")
+            assert (done.failure, done.seconds) == (CRASHED, None)
+            pages += 1
+        failed = len(starts.read_text())
+        assert pages > 10 and failed in (1, 2)  # (at 0 s and 1 s; the next at 3 s)
+        monkeypatch.delenv("PYTHONPATH")
+        again = wait_for(lambda: (done := pool.extract(ARTICLE, "https://news.example/flood"))
+                         .failure is None and done, 10, "a worker started again")
+        assert again.extracted is not None
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "did not start (exit 3)" in errors[0], errors
+    assert "the next start in 1 s" in errors[0]
+    assert any(r.getMessage() == f"an extraction worker started, after {failed} that did not"
+               for r in caplog.records)
