@@ -869,6 +869,7 @@ class ProducerLoop:
         workers: int | None = None,
         refresh: Callable[[], None] | None = None,
         cut_short: Callable[[], None] | None = None,
+        broker_gone: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -880,6 +881,10 @@ class ProducerLoop:
         # At a stop, once the grace is over: ends what polls still running wait for (the
         # extraction workers), as their entries are handed back anyway.
         self.cut_short = cut_short
+        # At a stop, before the last polls' articles are published: whether the broker is
+        # gone for good (then they are not, and nothing waits on it).
+        self.broker_gone = broker_gone
+        self.gave_up = False  # a stop found the broker gone
         self.owner = _owner()
         self.lease_s = LEASE_S
         self.state_retry_s = 5.0  # after the state file was locked or unwritable
@@ -943,7 +948,7 @@ class ProducerLoop:
                         stop.wait(pause)
                         continue
                     done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
-                    self._deliver([(inflight.pop(f), f) for f in done])
+                    self._deliver_unless_gone([(inflight.pop(f), f) for f in done], stop)
                 except sqlite3.OperationalError as exc:
                     # The state file is locked (another process writing a long batch)
                     # or briefly unwritable: wait, rather than end the producer.
@@ -956,7 +961,8 @@ class ProducerLoop:
                 # Workers see `stop` between entries; give them a moment, deliver what
                 # finished, hand the rest back for the next run (or another process).
                 done, _ = wait(list(inflight), timeout=self.stop_grace_s)
-                self._deliver([(inflight.pop(f), f) for f in done if not f.cancelled()])
+                self._deliver_unless_gone(
+                    [(inflight.pop(f), f) for f in done if not f.cancelled()], stop)
                 for future, feed in list(inflight.items()):
                     self.state.release(feed.id, self.owner)
                     inflight.pop(future)
@@ -1006,6 +1012,23 @@ class ProducerLoop:
                     result.feed.url, len(result.articles),
                 )
         return [result for result in results if result.feed.id in held]
+
+    def _deliver_unless_gone(self, finished: list[tuple[FeedRow, Future[PollResult]]],
+                             stop: threading.Event) -> None:
+        """``_deliver``; but a stop that finds the broker gone for good (``broker_gone``)
+        hands the feeds back instead, their new entries left unseen for the next run."""
+        if not (finished and stop.is_set() and self.broker_gone is not None):
+            self._deliver(finished)
+            return
+        if not self.gave_up and not self.broker_gone():
+            self._deliver(finished)
+            return
+        if not self.gave_up:
+            logger.warning("stopping: the broker is gone with `newsflow run`; the new "
+                           "entries of the last polls are left unseen for the next run")
+        self.gave_up = True
+        for feed, _future in finished:
+            self.state.release(feed.id, self.owner)
 
     def _deliver(self, finished: list[tuple[FeedRow, Future[PollResult]]]) -> None:
         results: list[PollResult] = []
@@ -1128,18 +1151,22 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
             settings, state, fetch_pages=settings.fetch_pages, stop=stop
         )
         watcher = _FeedsFileWatcher(state, settings.feeds_file)
+        loop = ProducerLoop(
+            settings, state=state, poller=poller,
+            publish=publisher.publish_article, flush=publisher.flush,
+            refresh=watcher.check, cut_short=pool.close,
+            broker_gone=lambda: _left_without_broker(settings),
+        )
         try:
-            loop = ProducerLoop(
-                settings, state=state, poller=poller,
-                publish=publisher.publish_article, flush=publisher.flush,
-                refresh=watcher.check, cut_short=pool.close,
-            )
             loop.run(stop)
         finally:
             pool.close()
             fetcher.close()
             try:
-                publisher.close()
+                if loop.gave_up:  # (nothing to wait for: what was sent went with the broker)
+                    publisher.close(idle_s=0.0)
+                else:
+                    publisher.close()
             except Exception as exc:
                 logger.error("final flush failed: %s", exc)
         logger.info(
@@ -1180,6 +1207,23 @@ class _FeedsFileWatcher:
         except Exception as exc:  # an edit must not stop the running producer
             logger.error("%s changed but is unusable, keeping the feeds as they were: %s",
                          self.path, exc, exc_info=not isinstance(exc, ConfigError))
+
+
+def _left_without_broker(settings: Settings, timeout_s: float = 1.0) -> bool:
+    """Whether this child of `newsflow run` outlives it (its supervisor is gone) and no
+    broker address answers: the embedded broker died with it. Its last publishing then
+    waited on that broker until the orphan's exit 20 s later (newsflow/processes.py):
+    making sure the topic exists, up to 30 s, then a flush of up to 30 s."""
+    if settings.supervisor_pid is None or os.getppid() == settings.supervisor_pid:
+        return False
+    for address in (settings.kafka_bootstrap or "").split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return False
+        except (OSError, ValueError):
+            continue
+    return True
 
 
 def _connect_publisher(settings: Settings, stop: threading.Event, factory):  # type: ignore[no-untyped-def]
