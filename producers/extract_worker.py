@@ -306,8 +306,8 @@ class ExtractPool:
         # One ERROR, not one for every page: its cause is the same each time, in the
         # worker's own output just before.
         log = logger.error if failed == 1 else logger.debug
-        log("an extraction worker (pid %d) did not start (%s): pages go without their "
-            "text (extract_crashed) until one does; the next start in %.0f s, then less "
+        log("an extraction worker (pid %d) did not start (%s): pages get extract_crashed "
+            "(tried again later) until one does; the next start in %.0f s, then less "
             "often (up to every %.0f s)", worker.proc.pid, worker.ended(), delay,
             LONGEST_RESTART_S)
 
