@@ -9,7 +9,8 @@ must hold on the other), plus pages per second.
 
 --workers N extracts through N worker processes (producers/extract_worker.py), as the
 producer does, fed by 2N threads, instead of in this process: the same figures, and the
-speed with the cost of sending pages to the workers and their results back.
+speed with the cost of sending pages to the workers and their results back, and how long
+pages waited for a free worker.
 
 --sources also prints, per title source (ld+json headline, og:title, <h1>...), on how
 many pages it equals the expected title, and every candidate of each missed title.
@@ -206,6 +207,11 @@ def main() -> int:
             f"title {figures['title_exact']:.4f}, body F1 {figures['body_token_f1']:.4f}"
         )
     print(f"speed: {len(preds) / elapsed:.1f} pages/s ({elapsed:.1f}s for {len(preds)} pages)")
+    if args.workers:
+        # What newsflow_feed_extract_wait_seconds shows: 2N threads on N workers.
+        waits = sorted(d.wait_s * 1000 for d in done)
+        print(f"wait for a worker: p50 {waits[len(waits) // 2]:.0f} ms, "
+              f"p95 {waits[int(len(waits) * 0.95)]:.0f} ms, max {waits[-1]:.0f} ms")
     if args.threads > 0 and not args.baseline:
         held, used = threaded_memory(DATA / "pages", args.threads, 200)
         print(f"memory: 200 pages on {args.threads} threads, RSS {held:.0f} MB, of which "

@@ -20,6 +20,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import tld
+import tld.exceptions
+import tld.helpers
+import tld.utils
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
@@ -146,6 +149,21 @@ def _unicode_label(label: str) -> str:
         return label
 
 
+class _InstalledSuffixList(tld.utils.MozillaTLDSourceParser):
+    """The Public Suffix List of the file the ``tld`` package installs, never fetched.
+    For a missing file ``tld`` fetched it (with no timeout: a network that drops packets
+    held the caller for ever) and wrote it into its install; offline, every lookup then
+    failed with a TypeError. (An empty ``uid``: not registered among tld's parsers.)"""
+
+    uid = ""
+
+    @classmethod
+    def update_tld_names(cls, fail_silently: bool = False) -> bool:
+        raise tld.exceptions.TldIOError(
+            "the Public Suffix List of the tld package is missing "
+            f"({tld.helpers.project_dir(cls.local_path)}): reinstall tld")
+
+
 @functools.lru_cache(maxsize=65536)
 def registrable_domain(host: str) -> str | None:
     """The registrable domain of ``host`` (lower-case, in its IDNA form, as ``ascii_host``
@@ -155,13 +173,13 @@ def registrable_domain(host: str) -> str | None:
     whose top-level domain the list does not know (``.example``, ``.internal``) is read by
     the list's default rule: its last label is the suffix. None for an IP address and a
     name that is a suffix itself (``co.uk``, ``localhost``). (The list is the one the
-    ``tld`` package bundles, read once from its file; only an install missing that file
-    would have ``tld`` try to fetch it.)"""
+    ``tld`` package bundles, read once from its file, never fetched: TldIOError when that
+    file is missing.)"""
     if not host or is_ip_address(host):
         return None
     labels = host.split(".")
     found = tld.get_tld(".".join(map(_unicode_label, labels)), fix_protocol=True,
-                        as_object=True, fail_silently=True)
+                        as_object=True, fail_silently=True, parser_class=_InstalledSuffixList)
     suffix_labels = found.tld.count(".") + 1 if isinstance(found, tld.Result) else 1
     if len(labels) <= suffix_labels:
         return None

@@ -93,7 +93,9 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(default=20.0, gt=0, le=86400.0)
     fetch_max_bytes: int = Field(default=10_000_000, ge=1024)
     host_concurrency: int = Field(default=2, ge=1)
-    host_delay_s: float = Field(default=1.0, ge=0)
+    # At most a day: inf held every poll thread that asked a host a second time until
+    # the stop (OverflowError where nothing could stop it: a wait that long fits no clock).
+    host_delay_s: float = Field(default=1.0, ge=0, le=86400.0)
     fetch_pages: bool = True
     # Polls that try an entry's page when it fails for a reason that may pass (429, 5xx,
     # timeout, network, host paused), spaced like feed errors (within 1, 2, 4, 8 minutes,

@@ -34,9 +34,17 @@ logger = logging.getLogger(__name__)
 # Reasons a page was not extracted, for PageOutcome and the producer's page metrics.
 TIMEOUT = "extract_timeout"
 CRASHED = "extract_crashed"
+FAILED = "extract_failed"  # an error of ours on the page, logged by the worker
 # How long a new worker may take to import trafilatura before it counts as crashed
 # (about 1 s on an idle machine; its pages' time bound starts only once it is ready).
 READY_TIMEOUT_S = 60.0
+# After a worker that did not start, the next start waits this long, doubled after each
+# one more up to the longest (as `newsflow run` restarts its children); pages asking
+# meanwhile get CRASHED at once. Started again for each page, a worker that could not
+# start (a broken install, a bad setting) was started some 50 times a second, each an
+# ERROR line.
+FIRST_RESTART_S = 1.0
+LONGEST_RESTART_S = 60.0
 
 
 @dataclass
@@ -53,12 +61,14 @@ class Extracted:
 @dataclass
 class Extraction:
     """What became of one page: its article (None: no usable text), the seconds its
-    extraction took (without the wait for a free worker), and ``failure`` (TIMEOUT or
-    CRASHED) when the worker did not answer."""
+    extraction took (None: it never ran, no worker came), ``failure`` (TIMEOUT or CRASHED)
+    when the worker did not answer, FAILED when the extraction raised, and the seconds
+    the page waited for a worker (a free one, or a new one's start), whether it got one."""
 
     extracted: Extracted | None
-    seconds: float
+    seconds: float | None
     failure: str | None = None
+    wait_s: float = 0.0
 
 
 def release_free_memory() -> None:
@@ -80,8 +90,10 @@ def extract_in_process(html: bytes | str, url: str | None = None,
     """The extraction in this process, unbounded (tests and offline tools)."""
     from producers.extract import extract_article_timed
 
+    asked = time.perf_counter()
     extracted, seconds = extract_article_timed(html, url, content_type)
-    return Extraction(extracted, seconds)
+    # (the wait for another thread's extraction: one page at a time, see extract.py)
+    return Extraction(extracted, seconds, wait_s=time.perf_counter() - asked - seconds)
 
 
 # The longest wait Connection.poll takes: its milliseconds go to poll(2) as a C int
@@ -172,6 +184,8 @@ class ExtractPool:
         self._lock = threading.Lock()
         self._running: set[_Worker] = set()
         self._closed = False
+        self._failed_starts = 0  # in a row
+        self._next_start = 0.0  # (time.monotonic) no worker is started before it
 
     def _start(self) -> _Worker:
         with self._lock:
@@ -193,33 +207,37 @@ class ExtractPool:
 
     def extract(self, html: bytes | str, url: str | None = None,
                 content_type: str = "") -> Extraction:
+        asked = time.perf_counter()
         worker = self._free.get()
         try:
             if self._closed:  # (the producer stops: the page is handed back)
-                return Extraction(None, 0.0, CRASHED)
-            if worker is not None and worker.proc.poll() is not None:
+                return Extraction(None, None, CRASHED, time.perf_counter() - asked)
+            if worker is not None and worker.proc.poll() is not None and worker.wait_ready():
                 # Killed between pages (the out-of-memory killer, someone's kill): not
-                # this page's doing, which a new worker takes.
+                # this page's doing, which a new worker takes. (One that never got ready
+                # did not start: see below.)
                 logger.warning("the extraction worker (pid %d) ended while idle (%s); "
                                "starting another", worker.proc.pid, worker.ended())
                 self._retire(worker)
                 worker = None
             if worker is None:
                 worker = self._replacement()
-                if worker is None:  # closed meanwhile
-                    return Extraction(None, 0.0, CRASHED)
+                if worker is None:  # closed meanwhile, or starts held back
+                    return Extraction(None, None, CRASHED, time.perf_counter() - asked)
             if not worker.wait_ready():
-                if not self._closed:
-                    logger.error("an extraction worker (pid %d) did not start (%s)",
-                                 worker.proc.pid, worker.ended())
+                self._failed_start(worker)
                 self._retire(worker)
                 worker = None
-                return Extraction(None, 0.0, CRASHED)
+                return Extraction(None, None, CRASHED, time.perf_counter() - asked)
+            if self._failed_starts:
+                self._started_again()
+            waited = time.perf_counter() - asked
             try:
                 worker, done = self._extract_on(worker, html, url, content_type)
             except BaseException:
                 worker = None  # (retired by _extract_on: the next page starts another)
                 raise
+            done.wait_s = waited
             return done
         finally:
             self._free.put(worker)
@@ -236,12 +254,13 @@ class ExtractPool:
         try:
             worker.conn.send((html, url, content_type))
             if _answers_within(worker.conn, self.timeout_s):
-                extracted, seconds = worker.conn.recv()
+                extracted, seconds, failed = worker.conn.recv()
+                done = Extraction(extracted, seconds, FAILED if failed else None)
                 worker.pages += 1
                 if worker.pages >= self.pages_per_worker:
                     self._retire(worker)
-                    return self._replacement(), Extraction(extracted, seconds)
-                return worker, Extraction(extracted, seconds)
+                    return self._replacement(), done
+                return worker, done
             failure = TIMEOUT
         except (EOFError, OSError):
             failure = CRASHED  # (its end of the pipe closed: it died)
@@ -266,10 +285,38 @@ class ExtractPool:
         return self._replacement(), Extraction(None, elapsed, failure)
 
     def _replacement(self) -> _Worker | None:
+        """A new worker, started at once (it imports while the producer goes on); None
+        when the pool is closed, or while starts are held back after failed ones."""
+        if time.monotonic() < self._next_start:
+            return None
         try:
-            return self._start()  # (at once: it imports while the producer goes on)
+            return self._start()
         except RuntimeError:
             return None  # closed meanwhile
+
+    def _failed_start(self, worker: _Worker) -> None:
+        """``worker`` ended (or hung) before it was ready: hold the next start back."""
+        with self._lock:
+            self._failed_starts += 1
+            failed = self._failed_starts
+            delay = min(LONGEST_RESTART_S, FIRST_RESTART_S * 2 ** min(failed - 1, 16))
+            self._next_start = time.monotonic() + delay
+        if self._closed:
+            return
+        # One ERROR, not one for every page: its cause is the same each time, in the
+        # worker's own output just before.
+        log = logger.error if failed == 1 else logger.debug
+        log("an extraction worker (pid %d) did not start (%s): pages get extract_crashed "
+            "(tried again later) until one does; the next start in %.0f s, then less "
+            "often (up to every %.0f s)", worker.proc.pid, worker.ended(), delay,
+            LONGEST_RESTART_S)
+
+    def _started_again(self) -> None:
+        with self._lock:
+            failed, self._failed_starts = self._failed_starts, 0
+            self._next_start = 0.0
+        if failed:
+            logger.warning("an extraction worker started, after %d that did not", failed)
 
     def close(self) -> None:
         """Stop every worker: a page under way or waiting for a worker, and any asked
@@ -320,9 +367,13 @@ def _exit_when_orphaned(parent: int) -> None:
 
 def serve(fd: int, log_level: str = "WARNING", log_json: bool = False) -> None:
     """The worker: extract the pages sent on ``fd`` one at a time, until its pipe closes.
-    Its parent stops it (SIGKILL); a Ctrl-C in a terminal reaches the producer's whole
-    process group, and the producer stops us once its polls are done."""
+    Its parent stops it (SIGKILL), or its end (see ``_exit_when_orphaned``). A Ctrl-C in a
+    terminal reaches the producer's whole process group, and so does a SIGTERM to the
+    group (``kill -- -PGID``; systemd's default KillMode=control-group sends it to every
+    process of the service): the producer stops us once its polls are done. Ended by such
+    a SIGTERM, a worker lost the page it had, logged as a crash, in the stop's grace."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     conn = Connection(fd)
     from newsflow.logs import configure_log_output
@@ -338,5 +389,16 @@ def serve(fd: int, log_level: str = "WARNING", log_json: bool = False) -> None:
             html, url, content_type = conn.recv()
         except (EOFError, OSError):
             return
-        conn.send(extract_article_timed(html, url, content_type))
+        started = time.perf_counter()
+        answer: tuple[Extracted | None, float, bool]
+        try:
+            answer = (*extract_article_timed(html, url, content_type), False)
+        except Exception as exc:
+            # An error of ours (in what follows trafilatura) costs this page only: raised
+            # out of here it ended the worker, the page counted as crashed and was tried
+            # again, each try costing a new worker's start.
+            logger.error("extraction of %s failed: %s: %s", url, type(exc).__name__, exc,
+                         exc_info=True)
+            answer = (None, time.perf_counter() - started, True)
+        conn.send(answer)
         janitor.tick()

@@ -97,6 +97,7 @@ class PageOutcome:
     retryable: bool = False  # the reason may pass: worth another try later
     retry_after_s: float | None = None  # the host asked us to wait this long
     extract_s: float | None = None  # time spent extracting the page's text
+    extract_wait_s: float | None = None  # time it waited for an extraction worker
 
 
 @dataclass
@@ -115,8 +116,12 @@ class PollResult:
     # say now; None: the page failed (the edit is taken up again an interval later).
     refetched: dict[str, EntryVersion | None] = field(default_factory=dict)
     refetches: int = 0  # of the articles, those published again for an edit
-    # Each page asked for: "extracted" or why it was not used, and its extraction time.
-    pages: list[tuple[str, float | None]] = field(default_factory=list)
+    # Each page asked for: "extracted" or why it was not used, its extraction time and its
+    # wait for an extraction worker (None: not extracted, or it never ran).
+    pages: list[tuple[str, float | None, float | None]] = field(default_factory=list)
+
+    def asked(self, outcome: str, page: PageOutcome) -> None:
+        self.pages.append((outcome, page.extract_s, page.extract_wait_s))
 
 
 def _now() -> datetime:
@@ -379,7 +384,7 @@ class FeedPoller:
                     _handed_back(update, feed, self.clock())
                     break
                 if page is not None and page.retryable:
-                    poll.pages.append((page.reason or "", page.extract_s))
+                    poll.asked(page.reason or "", page)
                     tried = waiting.attempts if waiting is not None else 0
                     next_try = self._page_retry_time(feed, entry, page, tried)
                     if next_try is not None:
@@ -404,7 +409,7 @@ class FeedPoller:
             if page is not None and not page.retryable:
                 # build_article may still set the page aside (shorter than the summary).
                 outcome = article.fetch.get("summary_reason") or "extracted"
-                poll.pages.append((str(outcome), page.extract_s))
+                poll.asked(str(outcome), page)
             poll.articles.append(article)
             poll.new_keys.append(key)
         # Edits after the new entries, within what is left of the poll's cap.
@@ -454,7 +459,7 @@ class FeedPoller:
             # robots.txt's refusal is for good (not for now, as "unreachable" is): what went
             # out before was the summary, and the edit's goes out in its place.
             if page is not None and page.extracted is None and page.reason != "robots":
-                poll.pages.append((page.reason or "", page.extract_s))
+                poll.asked(page.reason or "", page)
                 logger.debug("feed %s: edited entry %s not fetched again (%s); tried again "
                              "in %.0fs", poll.feed.url, entry.key, page.reason,
                              self.settings.refetch_interval_s)
@@ -472,7 +477,7 @@ class FeedPoller:
         if page is not None:
             # build_article may still set the page aside (shorter than the summary).
             outcome = article.fetch.get("summary_reason") or "extracted"
-            poll.pages.append((str(outcome), page.extract_s))
+            poll.asked(str(outcome), page)
         logger.debug("feed %s: entry %s edited (%s): published again", poll.feed.url,
                      entry.key, edit)
         poll.articles.append(article)
@@ -583,13 +588,15 @@ class FeedPoller:
         if done.failure is not None:
             # A timeout is not tried again: the page would take as long again, holding a
             # worker every poll thread waits for, page_attempts times. A crash is: the
-            # out-of-memory killer picks the largest process, not the page to blame, and
-            # a stop's SIGTERM to every process of the service kills the worker too.
+            # out-of-memory killer picks the largest process, not the page to blame. An
+            # error of ours (FAILED) would only fail again.
             return PageOutcome(None, meta, done.failure, retryable=done.failure == CRASHED,
-                               extract_s=done.seconds)
+                               extract_s=done.seconds, extract_wait_s=done.wait_s)
         if done.extracted is None:
-            return PageOutcome(None, meta, "empty_text", extract_s=done.seconds)
-        return PageOutcome(done.extracted, meta, None, extract_s=done.seconds)
+            return PageOutcome(None, meta, "empty_text", extract_s=done.seconds,
+                               extract_wait_s=done.wait_s)
+        return PageOutcome(done.extracted, meta, None, extract_s=done.seconds,
+                           extract_wait_s=done.wait_s)
 
 
 def _handed_back(update: FeedUpdate, feed: FeedRow, now: float) -> None:
@@ -797,13 +804,20 @@ class ProducerMetrics:
         self.pages = r.counter(
             "newsflow_feed_pages_total",
             "Article pages asked for, by outcome: extracted, or why the page was not used "
-            "(short_text, empty_text, extract_timeout, extract_crashed, not_html, robots, "
-            "robots_unreachable, host_paused, http_<status>, fetch_<kind>, no_link)",
+            "(short_text, empty_text, extract_timeout, extract_crashed, extract_failed, "
+            "not_html, robots, robots_unreachable, host_paused, http_<status>, fetch_<kind>, "
+            "no_link)",
             ["outcome"],
         )
         self.extract_seconds = r.histogram(
             "newsflow_feed_extract_seconds", "Time to extract an article page's text",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )
+        self.extract_wait_seconds = r.histogram(
+            "newsflow_feed_extract_wait_seconds",
+            "Time an article page waited for an extraction worker (a free one, or a new "
+            "one's start; NEWSFLOW_EXTRACT_WORKERS) before its extraction",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
         )
         self.feeds = r.gauge("newsflow_feeds_active", "Feeds being polled")
         self.failing = r.gauge("newsflow_feeds_failing", "Feeds whose last poll failed")
@@ -829,10 +843,12 @@ class ProducerMetrics:
 
     def count_pages(self, result: PollResult) -> None:
         """The pages a poll asked for, once each, whatever then becomes of the poll."""
-        for outcome, extract_s in result.pages:
+        for outcome, extract_s, wait_s in result.pages:
             self.pages.inc(outcome=outcome)
             if extract_s is not None:
                 self.extract_seconds.observe(extract_s)
+            if wait_s is not None:
+                self.extract_wait_seconds.observe(wait_s)
 
 
 def _owner() -> str:
@@ -853,6 +869,7 @@ class ProducerLoop:
         workers: int | None = None,
         refresh: Callable[[], None] | None = None,
         cut_short: Callable[[], None] | None = None,
+        broker_gone: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -864,6 +881,10 @@ class ProducerLoop:
         # At a stop, once the grace is over: ends what polls still running wait for (the
         # extraction workers), as their entries are handed back anyway.
         self.cut_short = cut_short
+        # At a stop, before the last polls' articles are published: whether the broker is
+        # gone for good (then they are not, and nothing waits on it).
+        self.broker_gone = broker_gone
+        self.gave_up = False  # a stop found the broker gone
         self.owner = _owner()
         self.lease_s = LEASE_S
         self.state_retry_s = 5.0  # after the state file was locked or unwritable
@@ -927,7 +948,7 @@ class ProducerLoop:
                         stop.wait(pause)
                         continue
                     done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
-                    self._deliver([(inflight.pop(f), f) for f in done])
+                    self._deliver_unless_gone([(inflight.pop(f), f) for f in done], stop)
                 except sqlite3.OperationalError as exc:
                     # The state file is locked (another process writing a long batch)
                     # or briefly unwritable: wait, rather than end the producer.
@@ -940,7 +961,8 @@ class ProducerLoop:
                 # Workers see `stop` between entries; give them a moment, deliver what
                 # finished, hand the rest back for the next run (or another process).
                 done, _ = wait(list(inflight), timeout=self.stop_grace_s)
-                self._deliver([(inflight.pop(f), f) for f in done if not f.cancelled()])
+                self._deliver_unless_gone(
+                    [(inflight.pop(f), f) for f in done if not f.cancelled()], stop)
                 for future, feed in list(inflight.items()):
                     self.state.release(feed.id, self.owner)
                     inflight.pop(future)
@@ -990,6 +1012,23 @@ class ProducerLoop:
                     result.feed.url, len(result.articles),
                 )
         return [result for result in results if result.feed.id in held]
+
+    def _deliver_unless_gone(self, finished: list[tuple[FeedRow, Future[PollResult]]],
+                             stop: threading.Event) -> None:
+        """``_deliver``; but a stop that finds the broker gone for good (``broker_gone``)
+        hands the feeds back instead, their new entries left unseen for the next run."""
+        if not (finished and stop.is_set() and self.broker_gone is not None):
+            self._deliver(finished)
+            return
+        if not self.gave_up and not self.broker_gone():
+            self._deliver(finished)
+            return
+        if not self.gave_up:
+            logger.warning("stopping: the broker is gone with `newsflow run`; the new "
+                           "entries of the last polls are left unseen for the next run")
+        self.gave_up = True
+        for feed, _future in finished:
+            self.state.release(feed.id, self.owner)
 
     def _deliver(self, finished: list[tuple[FeedRow, Future[PollResult]]]) -> None:
         results: list[PollResult] = []
@@ -1112,18 +1151,22 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
             settings, state, fetch_pages=settings.fetch_pages, stop=stop
         )
         watcher = _FeedsFileWatcher(state, settings.feeds_file)
+        loop = ProducerLoop(
+            settings, state=state, poller=poller,
+            publish=publisher.publish_article, flush=publisher.flush,
+            refresh=watcher.check, cut_short=pool.close,
+            broker_gone=lambda: _left_without_broker(settings),
+        )
         try:
-            loop = ProducerLoop(
-                settings, state=state, poller=poller,
-                publish=publisher.publish_article, flush=publisher.flush,
-                refresh=watcher.check, cut_short=pool.close,
-            )
             loop.run(stop)
         finally:
             pool.close()
             fetcher.close()
             try:
-                publisher.close()
+                if loop.gave_up:  # (nothing to wait for: what was sent went with the broker)
+                    publisher.close(idle_s=0.0)
+                else:
+                    publisher.close()
             except Exception as exc:
                 logger.error("final flush failed: %s", exc)
         logger.info(
@@ -1164,6 +1207,23 @@ class _FeedsFileWatcher:
         except Exception as exc:  # an edit must not stop the running producer
             logger.error("%s changed but is unusable, keeping the feeds as they were: %s",
                          self.path, exc, exc_info=not isinstance(exc, ConfigError))
+
+
+def _left_without_broker(settings: Settings, timeout_s: float = 1.0) -> bool:
+    """Whether this child of `newsflow run` outlives it (its supervisor is gone) and no
+    broker address answers: the embedded broker died with it. Its last publishing then
+    waited on that broker until the orphan's exit 20 s later (newsflow/processes.py):
+    making sure the topic exists, up to 30 s, then a flush of up to 30 s."""
+    if settings.supervisor_pid is None or os.getppid() == settings.supervisor_pid:
+        return False
+    for address in (settings.kafka_bootstrap or "").split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return False
+        except (OSError, ValueError):
+            continue
+    return True
 
 
 def _connect_publisher(settings: Settings, stop: threading.Event, factory):  # type: ignore[no-untyped-def]

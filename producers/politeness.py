@@ -99,12 +99,17 @@ class HostLimiter:
         return state
 
     def _evict(self) -> None:
-        # Forget idle hosts so a long-running crawler's table stays bounded.
+        # Forget idle hosts so a long-running crawler's table stays bounded: half of those
+        # whose gap has passed. When none has (a delay of hours: the table grew past its
+        # bound for as long), the one whose gap ends first, though it may then be asked
+        # again sooner. Hosts with a request in flight or a pause are kept.
         now = self._clock()
-        idle = [
-            h
-            for h, s in self._hosts.items()
-            if s.in_flight == 0 and s.paused_until <= now and s.next_start <= now
-        ]
-        for host in idle[: max(1, len(idle) // 2)]:
+        free = [(s.next_start, h) for h, s in self._hosts.items()
+                if s.in_flight == 0 and s.paused_until <= now]
+        idle = [host for next_start, host in free if next_start <= now]
+        if idle:
+            forgotten = idle[: max(1, len(idle) // 2)]
+        else:
+            forgotten = [min(free)[1]] if free else []
+        for host in forgotten:
             del self._hosts[host]

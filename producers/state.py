@@ -336,14 +336,21 @@ class StateStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, rolled back if anything in it fails, its COMMIT too: a
+        COMMIT refused (SQLITE_BUSY: a reader's lock on a file in rollback-journal mode)
+        left it open, and every later write failed ("cannot start a transaction within a
+        transaction") while its lock kept other processes from writing. One SQLite ended
+        itself (a full disk) is not rolled back again: that raised "cannot rollback - no
+        transaction is active" in place of what went wrong."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     # -- feeds -------------------------------------------------------------------
 

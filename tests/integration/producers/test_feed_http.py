@@ -1489,7 +1489,7 @@ def test_an_edit_of_an_entry_whose_page_robots_txt_refuses_goes_out_as_its_summa
 
 def test_a_page_whose_extraction_worker_dies_is_tried_again(server, tmp_path):
     """A worker that dies (the out-of-memory killer picks the largest process, not the
-    page to blame; a stop's SIGTERM reaches every process) costs its page one try, as a
+    page to blame) costs its page one try, as a
     failure that may pass: the entry waits for the next, not published as its summary.
     (A page past the time bound is not tried again: see test_feed_producer_kafka.)"""
     from producers.extract_worker import ExtractPool
@@ -1514,7 +1514,7 @@ def test_a_page_whose_extraction_worker_dies_is_tried_again(server, tmp_path):
         result = rig.poll_feed(feed)
         killer.join()
         assert result.articles == [] and result.new_keys == []
-        assert [reason for reason, _ in result.pages] == ["extract_crashed"]
+        assert [reason for reason, *_ in result.pages] == ["extract_crashed"]
         assert rig.state.page_retries(feed.id)["1"].attempts == 1
     finally:
         pool.close()

@@ -229,6 +229,7 @@ def test_produce_counts_entries_and_pages_in_its_metrics(make_settings, server, 
     assert figure(metrics, "newsflow_feed_pages_total", 'outcome="robots"') == 1
     assert figure(metrics, "newsflow_feed_pages_total") == 10
     assert figure(metrics, "newsflow_feed_extract_seconds_count") == 7
+    assert figure(metrics, "newsflow_feed_extract_wait_seconds_count") == 7
     assert 'role="produce"' in metrics
 
 
@@ -432,3 +433,54 @@ def test_no_extraction_worker_outlives_the_produce_command(make_settings, server
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_producer_left_by_a_killed_newsflow_run_does_not_wait_on_its_dead_broker(
+        server, tmp_path):
+    """`newsflow run` killed (SIGKILL) mid-poll: its embedded broker dies with it and its
+    producer gets SIGTERM. The poll's articles, ready at that stop, were published to the
+    dead broker: the raw topic made sure of (up to 30 s), then a flush (up to 30 s), until
+    the orphan's own exit 20 s later, without its `producer stopped`. Now the producer
+    finds no broker, hands the feed back (its new entries unseen for the next run, so
+    nothing is lost) and stops."""
+    import socket
+
+    from producers.state import StateStore
+
+    feeds = tmp_path / "feeds.toml"
+    write_feeds(feeds, [server.url("/gen/orphan.xml?entries=10")])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path / "var"), NEWSFLOW_WEB_PORT=str(port),
+               NEWSFLOW_FEEDS_FILE=str(feeds), NEWSFLOW_REPLAY_SEEDS="false",
+               NEWSFLOW_FETCH_ALLOW_PRIVATE="true",
+               NEWSFLOW_HOST_DELAY_S="1.5")  # (a poll of its 10 pages: 15 s)
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        service = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "run"], env=env,
+                                   cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        started = wait_for(lambda: re.search(r"started produce \(pid (\d+)\)",
+                                             log.read_text(errors="replace")), 120,
+                           "the producer started")
+        producer = int(started.group(1))
+        wait_for(lambda: sum(path.startswith("/genpage/") for path, _ in server.state.requests)
+                 >= 2, 60, "two of the poll's pages fetched")
+        service.kill()
+        service.wait(10)
+        wait_for(lambda: not process_runs(producer), 40, "the producer ended")
+        text = log.read_text(errors="replace")
+        assert "stopping: the broker is gone with `newsflow run`" in text
+        assert "producer stopped: 0 polls, 0 articles published" in text
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait(10)
+    state = StateStore(tmp_path / "var" / "producer.db")
+    try:
+        [feed] = state.feeds()
+        assert feed.entries_seen == 0 and feed.lease_owner is None
+    finally:
+        state.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.extract_worker import CRASHED, TIMEOUT, ExtractPool, extract_in_process
+from producers.extract_worker import CRASHED, FAILED, TIMEOUT, ExtractPool, extract_in_process
 from tests.conftest import pathological_page, process_runs, shared_path, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -253,3 +253,130 @@ def test_a_worker_put_back_as_the_pool_closes_keeps_no_pipe(monkeypatch):
     assert pool.pids() == []
     assert _open_fds() - before == set()
     assert pool.extract(ARTICLE, "https://news.example/flood").failure == CRASHED
+
+
+# An error of ours in what follows trafilatura (clean_lines, with_lead, _date), for a page
+# whose headline says "Sabotage". No page is known to raise there (tried: control
+# characters, undeclared namespace prefixes, nesting to the HTML parser's depth limit,
+# odd dates), so it is put into the real worker: a sitecustomize on its PYTHONPATH.
+_FAULT = """
+import producers.extract as extract
+_clean_lines = extract.clean_lines
+def clean_lines(text, title):
+    if "Sabotage" in title:
+        raise ValueError("a fault of ours")
+    return _clean_lines(text, title)
+extract.clean_lines = clean_lines
+"""
+
+
+def test_an_error_of_ours_on_a_page_fails_that_page_and_keeps_the_worker(tmp_path, monkeypatch,
+                                                                           capfd):
+    """It ended the worker: the page counted as crashed (tried again, page_attempts
+    times, each costing a new worker's start) and the next page waited for that start."""
+    (tmp_path / "sitecustomize.py").write_text(_FAULT)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    sabotage = ARTICLE.replace(b"Flood", b"Sabotage")
+    with ExtractPool(timeout_s=120.0) as pool:
+        assert pool.extract(ARTICLE, "https://news.example/flood").failure is None
+        [pid] = pool.pids()
+        failed = pool.extract(sabotage, "https://news.example/sabotage")
+        assert (failed.extracted, failed.failure) == (None, FAILED)
+        assert failed.seconds is not None and failed.seconds > 0
+        after = pool.extract(ARTICLE, "https://news.example/flood")
+        assert after.failure is None and after.extracted is not None
+        assert pool.pids() == [pid]
+    err = capfd.readouterr().err
+    [line] = [line for line in err.splitlines() if "news.example/sabotage" in line]
+    assert "ValueError: a fault of ours" in line
+    assert "Traceback" in err and "died" not in err
+
+
+def test_a_sigterm_to_the_producer_s_whole_group_leaves_the_worker_to_its_producer():
+    """A SIGTERM to every process at once (`kill -- -PGID`; systemd's default
+    KillMode=control-group, where the README's unit's `mixed` is not set) killed the worker
+    mid-page with its producer's stop: the page was lost to the stop's grace, counted as
+    crashed, and the worker's death logged as one. The producer (here: a SIGTERM handler
+    that sets its stop, as `newsflow produce`'s does) stops it itself."""
+    script = textwrap.dedent(f"""
+        import logging, signal, sys, threading
+        sys.path.insert(0, {str(ROOT)!r})
+        from producers.extract_worker import ExtractPool
+        from tests.conftest import pathological_page
+        from tests.unit.producers.test_extract_worker import ARTICLE
+        logging.basicConfig()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        page = pathological_page(30_000)  # (some 3 s of extraction)
+        with ExtractPool(timeout_s=600) as pool:
+            pool.extract(ARTICLE, "https://news.example/flood")
+            print(pool.pids()[0], flush=True)
+            done = pool.extract(page, "https://news.example/links")
+            print(stop.is_set(), done.failure, flush=True)
+    """)
+    producer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert producer.stdout is not None
+        worker = int(producer.stdout.readline())
+        time.sleep(0.5)  # (into the long page)
+        os.killpg(producer.pid, signal.SIGTERM)
+        out, err = producer.communicate(timeout=120)
+        assert out.split() == ["True", "None"], err
+        assert "died" not in err and "SIGTERM" not in err
+        wait_for(lambda: not process_runs(worker), 10, "the worker ended with the pool")
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+
+
+def test_a_page_s_wait_for_a_busy_worker_is_told_apart_from_its_extraction():
+    """Nothing said how long pages waited for a worker (NEWSFLOW_EXTRACT_WORKERS too few
+    for the poll threads), and a page that never ran (the pool closed, no worker came)
+    counted 0 s of extraction."""
+    with ExtractPool(workers=1, timeout_s=120.0) as pool:
+        pool.extract(ARTICLE, "https://news.example/flood")  # (the worker is up)
+        first: list = []
+        busy = threading.Thread(target=lambda: first.append(
+            pool.extract(pathological_page(20_000), "https://news.example/links")))
+        busy.start()
+        time.sleep(0.3)  # (the long page, 2 s and more, has the worker)
+        second = pool.extract(ARTICLE, "https://news.example/flood")
+        busy.join(60)
+        [long_page] = first
+        assert long_page.wait_s < 0.25
+        assert second.failure is None and second.wait_s > 0.5
+        assert second.seconds is not None and second.seconds < second.wait_s
+    never_ran = pool.extract(ARTICLE, "https://news.example/flood")
+    assert (never_ran.failure, never_ran.seconds) == (CRASHED, None)
+
+
+def test_a_worker_that_cannot_start_is_started_less_and_less_often_with_one_error(
+        tmp_path, monkeypatch, caplog):
+    """A worker that dies at every start (here: a sitecustomize that exits, as a broken
+    install would fail its imports) was started again for every page that asked, some 50
+    times a second, each start an ERROR line. Its starts now back off (1 s, 2 s, ... up to
+    60 s), pages asking meanwhile get CRASHED at once, one ERROR says so, and a worker
+    that starts again is said to have."""
+    starts = tmp_path / "starts"
+    (tmp_path / "sitecustomize.py").write_text(
+        f"import os\nwith open({str(starts)!r}, 'a') as f:\n    f.write('x')\nos._exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with caplog.at_level(logging.DEBUG, logger="producers.extract_worker"), ExtractPool() as pool:
+        began = time.monotonic()
+        pages = 0
+        while time.monotonic() - began < 2.5:
+            done = pool.extract(ARTICLE, "https://news.example/flood")
+            assert (done.failure, done.seconds) == (CRASHED, None)
+            pages += 1
+        failed = len(starts.read_text())
+        assert pages > 10 and failed in (1, 2)  # (at 0 s and 1 s; the next at 3 s)
+        monkeypatch.delenv("PYTHONPATH")
+        again = wait_for(lambda: (done := pool.extract(ARTICLE, "https://news.example/flood"))
+                         .failure is None and done, 10, "a worker started again")
+        assert again.extracted is not None
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "did not start (exit 3)" in errors[0], errors
+    assert "the next start in 1 s" in errors[0]
+    assert any(r.getMessage() == f"an extraction worker started, after {failed} that did not"
+               for r in caplog.records)

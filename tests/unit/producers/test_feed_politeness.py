@@ -61,3 +61,31 @@ def test_pause_after_retry_after():
     started = time.monotonic()
     with limiter.slot("b", max_wait_s=5):
         assert time.monotonic() - started >= 0.15
+
+
+@pytest.mark.parametrize("delay_s", [3600.0, 86400.0])
+def test_the_host_table_keeps_its_bound_when_no_host_s_gap_has_passed(delay_s):
+    """Only hosts whose gap had passed were forgotten: with a delay of hours (or
+    NEWSFLOW_HOST_DELAY_S=inf, which the settings took) none had, and the table grew by
+    every host asked, past its bound. The hosts with a request in flight stay."""
+    limiter = HostLimiter(delay_s=delay_s, max_hosts=10)
+    with limiter.slot("busy.example:443"):
+        for i in range(30):
+            with limiter.slot(f"h{i}.example:443"):
+                pass
+            assert len(limiter._hosts) <= 10
+        assert "busy.example:443" in limiter._hosts
+    assert "h29.example:443" in limiter._hosts  # (the latest: its gap ends last)
+
+
+def test_a_host_delay_past_a_day_is_refused():
+    """inf held every poll thread that asked a host a second time until the stop, and
+    raised OverflowError where no stop was minded (a wait that long fits no clock)."""
+    from pydantic import ValidationError
+
+    from newsflow.settings import Settings
+
+    for delay in ("inf", "86401"):
+        with pytest.raises(ValidationError, match="host_delay_s"):
+            Settings(host_delay_s=delay)
+    assert Settings(host_delay_s="86400").host_delay_s == 86400.0

@@ -1,3 +1,8 @@
+import sqlite3
+import time
+
+import pytest
+
 from producers.state import FeedUpdate, StateStore
 
 
@@ -376,3 +381,53 @@ def test_a_state_file_from_before_entries_kept_their_title_is_upgraded_and_takes
     seen = state.seen_entries(1, ["urn:1"])["urn:1"]
     assert (seen.title, seen.updated, seen.refetched) == ("Fire: 3 dead", 160.0, 300)
     state.close()
+
+
+def test_a_commit_refused_leaves_no_transaction_open(tmp_path):
+    """A COMMIT that fails left its transaction open: every later write of the producer
+    failed ("cannot start a transaction within a transaction") and its lock kept other
+    processes from writing the state, until a restart. Here the COMMIT is refused for real
+    (SQLITE_BUSY): the file in rollback-journal mode (as SQLite leaves it where WAL cannot
+    be had), where a COMMIT waits for readers, and a reader that holds its read."""
+    path = tmp_path / "producer.db"
+    store = StateStore(path)
+    store._conn.execute("PRAGMA journal_mode = DELETE")
+    store._conn.execute("PRAGMA busy_timeout = 200")  # (30 s in use)
+    feed = store.upsert_feed("https://a.example/feed", origin="config")
+    update = FeedUpdate(status=200, error=None, next_poll=time.time() + 60)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM feeds").fetchall()
+    try:
+        store.record(feed.id, None, update, new_keys=["refused"])
+    except sqlite3.OperationalError as exc:
+        assert "locked" in str(exc)
+    else:
+        raise AssertionError("the COMMIT was not refused")
+    reader.execute("COMMIT")
+    other = sqlite3.connect(path, timeout=0.5, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # (another process may write)
+    other.execute("ROLLBACK")
+    store.record(feed.id, None, update, new_keys=["later"])
+    assert set(store.seen_entries(feed.id, ["refused", "later"])) == {"later"}
+    other.close()
+    reader.close()
+    store.close()
+
+
+def test_a_write_that_fills_the_disk_says_so(tmp_path):
+    """SQLite ends a transaction itself on some errors (a full disk, SQLITE_FULL); rolled
+    back again, it raised "cannot rollback - no transaction is active", which the producer
+    logged in place of the full disk. (Full here by SQLite's own max_page_count.)"""
+    store = StateStore(tmp_path / "producer.db")
+    feed = store.upsert_feed("https://a.example/feed", origin="config")
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    keys = [f"https://a.example/story/{i}/{'x' * 200}" for i in range(50)]
+    update = FeedUpdate(status=200, error=None, next_poll=time.time() + 60)
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        store.record(feed.id, None, update, new_keys=keys)
+    store._conn.execute("PRAGMA max_page_count = 1073741823")
+    store.record(feed.id, None, update, new_keys=keys[:2])
+    assert len(store.seen_entries(feed.id, keys)) == 2
+    store.close()

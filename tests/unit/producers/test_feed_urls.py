@@ -104,3 +104,32 @@ def test_ipv4_in_the_last_32_bits_of_nat64_translated_and_compatible_forms_is_ip
     assert "10.0.0.1" in (address_refusal("64:ff9b::a00:1", allow_private=False) or "")
     assert address_refusal("64:ff9b::5db8:d822", allow_private=False) is None  # public
     assert "loopback" in (address_refusal("::1", allow_private=False) or "")
+
+
+def test_a_missing_public_suffix_list_is_not_fetched_but_said(tmp_path, monkeypatch, caplog):
+    """For a missing list file (an install without tld's data), tld fetched it from
+    publicsuffix.org, with no timeout (a network that drops packets held the poll thread
+    for ever), into its own install; offline, every lookup then failed with a TypeError,
+    and no entry of any feed became an article (its site is checked). The list comes from
+    the installed file only: a missing one is an error that says so, and nothing is asked
+    of the network (which tld logs, succeeding or not)."""
+    import logging
+
+    import tld.utils
+    from tld.exceptions import TldIOError
+
+    from newsflow.schemas import registrable_domain
+
+    missing = tmp_path / "effective_tld_names.dat.txt"
+    monkeypatch.setattr(tld.utils.MozillaTLDSourceParser, "local_path", str(missing))
+    registrable_domain.cache_clear()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="tld"), \
+                pytest.raises(TldIOError, match=f"Public Suffix List .*{missing}"):
+            registrable_domain("rss.cnn.com")
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("tld")] == []
+        assert not missing.exists()
+    finally:
+        registrable_domain.cache_clear()
+    monkeypatch.undo()
+    assert registrable_domain("rss.cnn.com") == "cnn.com"

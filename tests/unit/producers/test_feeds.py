@@ -953,3 +953,29 @@ def test_a_page_whose_robots_txt_is_not_asked_as_its_host_is_paused_waits_as_pau
     now[0] = 121.0  # the pause is over: robots.txt (an empty 200) and the page are asked
     assert poller.page("https://news.example/story").reason == "empty_text"
     state.close()
+
+
+def test_a_page_that_never_reached_an_extraction_worker_counts_its_wait_not_an_extraction(
+        tmp_path):
+    """newsflow_feed_extract_seconds counted 0 s for a page no worker extracted (the
+    producer stopping, a worker that did not start); the wait is published apart."""
+    from producers.extract_worker import ExtractPool
+
+    state = StateStore(":memory:")
+    pool = ExtractPool()
+    pool.close()
+    poller = FeedPoller(
+        Settings(data_dir=tmp_path), fetcher=OneAnswerFetcher(200),  # type: ignore[arg-type]
+        state=state, robots=AllowAll(), extract=pool.extract,  # type: ignore[arg-type]
+    )
+    outcome = poller.page("https://news.example/story")
+    assert (outcome.reason, outcome.extract_s) == ("extract_crashed", None)
+    result = PollResult(state.upsert_feed("https://news.example/feed", origin="config"),
+                        FeedUpdate(status=200, error=None, next_poll=0.0))
+    result.asked(outcome.reason or "", outcome)
+    metrics = ProducerMetrics()
+    metrics.count_pages(result)
+    assert metrics.pages.value(outcome="extract_crashed") == 1
+    assert metrics.extract_seconds.count() == 0
+    assert metrics.extract_wait_seconds.count() == 1
+    state.close()
