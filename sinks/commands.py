@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from newsflow.commands import at_least_one, seconds
+from newsflow.commands import at_least_one, reach_broker, seconds
 from newsflow.settings import Settings
 from newsflow.text import counted, plain
 from sinks.models import (
@@ -88,6 +88,7 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.runner import run_sink
 
     _require_broker(settings)
+    reach_broker(settings)  # a Ctrl-C while it does not answer ends the sink at once
     with stop_on_signals() as stop:
         run_sink(settings, stop, batch_size=args.batch_size, flush_interval_s=args.flush_interval)
     return 0

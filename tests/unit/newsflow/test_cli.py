@@ -464,3 +464,39 @@ def test_a_fetch_timeout_of_for_ever_is_refused_naming_the_setting(tmp_path, mon
     monkeypatch.setenv("NEWSFLOW_FETCH_TIMEOUT_S", value)
     assert main(["produce"]) == 2
     assert "invalid settings: NEWSFLOW_FETCH_TIMEOUT_S:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["tail", "raw"], ["sink"]])
+def test_ctrl_c_ends_a_command_still_waiting_for_its_broker(tmp_path, command):
+    """kafka-python waits up to 30 s for a broker that does not answer: a Ctrl-C then only
+    set the stop event of the command's loop, not started yet, and the command went on
+    waiting, to fail with "Unable to bootstrap" (exit code 1)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as closed:  # a port nothing listens on: refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsflow.cli", *command], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # As from a terminal: a shell's background job would have SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(3)  # in kafka-python's wait by then (Python starts in well under a second)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(10)
+    finally:
+        proc.kill()
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert code == 130, err
+    assert "Traceback" not in err and "Unable to bootstrap" not in err
