@@ -49,6 +49,18 @@ def parse_duration(text: str) -> timedelta:
     return duration
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535, as NEWSFLOW_WEB_PORT takes
+    (out of range, bind() said "port must be 0-65535", naming no option, exit code 1)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, not {text}")
+    return port
+
+
 def format_duration(duration: timedelta) -> str:
     """``parse_duration``'s form of a duration ("1h30m", "2d", "45s"), as a listing names
     its filter: Python's own ("1:30:00", "7 days, 0:00:00") is no form a user typed."""
@@ -260,7 +272,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("web", help="serve the incidents page, health and metrics")
     p.add_argument("--host", help="default: NEWSFLOW_WEB_HOST, else 127.0.0.1")
-    p.add_argument("--port", type=int, help="default: NEWSFLOW_WEB_PORT, else 8088 "
+    p.add_argument("--port", type=port_number, help="default: NEWSFLOW_WEB_PORT, else 8088 "
                    "(0: any free port)")
     p.set_defaults(func=cmd_web)
 

@@ -500,3 +500,16 @@ def test_ctrl_c_ends_a_command_still_waiting_for_its_broker(tmp_path, command):
     err = proc.stderr.read().decode()
     assert code == 130, err
     assert "Traceback" not in err and "Unable to bootstrap" not in err
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+def test_web_refuses_a_port_out_of_range_naming_the_option(tmp_path, monkeypatch, capsys, port):
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    # Before the page starts, as NEWSFLOW_WEB_PORT is: not bind()'s "port must be 0-65535".
+    with pytest.raises(SystemExit) as raised:
+        main(["web", "--port", port])
+    assert raised.value.code == 2
+    assert f"argument --port: must be a port number from 0 to 65535, not {port}" in (
+        capsys.readouterr().err)
