@@ -263,6 +263,16 @@ def test_read_commands_refuse_a_missing_jsonl_file(tmp_path: Path) -> None:
         run(settings, "incidents")
 
 
+def test_read_commands_name_the_setting_of_a_jsonl_path_that_is_a_folder(
+    tmp_path: Path,
+) -> None:
+    # As for an SQLite path: it said only "[Errno 21] Is a directory: '...'".
+    settings = Settings(jsonl_path=tmp_path, sink="jsonl")
+    with pytest.raises(StoreMisconfigured,
+                       match=f"JSON Lines file {tmp_path} is a folder.*NEWSFLOW_JSONL_PATH"):
+        run(settings, "incidents")
+
+
 def test_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings(data_dir=tmp_path / "fresh")
     assert run(settings, "db", "upgrade") == 0
