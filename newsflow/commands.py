@@ -65,6 +65,10 @@ def reach_broker(settings: Settings) -> None:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.service import run_service
 
+    if settings.sink == "postgres" and settings.postgres_dsn is None:
+        # Said before anything starts: the sink and the workers would each fail on it at
+        # their start, five times over (some 25 s), before the supervisor gave up.
+        raise ValueError("NEWSFLOW_SINK is postgres but NEWSFLOW_POSTGRES_DSN is not set (or empty)")
     if args.no_seeds:
         settings.replay_seeds = False
     return run_service(settings, stop_on_signals())

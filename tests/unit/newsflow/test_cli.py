@@ -513,3 +513,21 @@ def test_web_refuses_a_port_out_of_range_naming_the_option(tmp_path, monkeypatch
     assert raised.value.code == 2
     assert f"argument --port: must be a port number from 0 to 65535, not {port}" in (
         capsys.readouterr().err)
+
+
+def test_run_with_postgres_and_no_dsn_says_so_before_starting_anything(
+        tmp_path, monkeypatch, capsys):
+    # As the README says: "empty is unset: with NEWSFLOW_SINK=postgres a command or the sink
+    # fails at once saying so". `run` started the broker and its children, and stopped 25 s
+    # later once the sink had failed at its start five times.
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_WEB_PORT", "0")
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", "")
+    monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
+    assert main(["run", "--no-seeds"]) == 1
+    assert ("newsflow run: error: NEWSFLOW_SINK is postgres but NEWSFLOW_POSTGRES_DSN is not set"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "service.json").exists()  # nothing started
