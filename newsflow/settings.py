@@ -31,7 +31,7 @@ def log_level_name(value: str) -> str:
 def default_if_blank(value: object) -> object:
     """A blank value (an env file's left out) is the field's default: for a path not the
     working directory, which Path("") is; for the DSN not "", which libpq takes for the
-    local socket's defaults."""
+    local socket's defaults; for the web page's host not every interface."""
     if isinstance(value, str) and not value.strip():
         raise PydanticUseDefault()
     return value
@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     # How long a stop waits for the processors and the sink to finish what was published;
     # with the embedded broker, what they leave is carried over to the next start.
     stop_drain_s: float = Field(default=60.0, ge=0)
-    web_host: str = "127.0.0.1"
+    # Blank is the default: to bind(), "" is every interface, the page open to the network.
+    web_host: Annotated[str, BlankIsDefault] = "127.0.0.1"
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port
     # Names (comma-separated) the page answers to besides localhost, IP addresses and
     # web_host: one a reverse proxy or a DNS name gives it. Others get 421 (DNS rebinding).

@@ -531,3 +531,31 @@ def test_run_with_postgres_and_no_dsn_says_so_before_starting_anything(
     assert ("newsflow run: error: NEWSFLOW_SINK is postgres but NEWSFLOW_POSTGRES_DSN is not set"
             in capsys.readouterr().err)
     assert not (tmp_path / "service.json").exists()  # nothing started
+
+
+def test_a_blank_web_host_is_loopback_not_every_interface(tmp_path):
+    """An env file's `NEWSFLOW_WEB_HOST=` (a value left out) made the page listen on every
+    interface (bind() reads "" so), its API and /metrics open to the network, where the
+    default is loopback."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_for
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_WEB_HOST="", NEWSFLOW_WEB_PORT="0")
+    log = tmp_path / "web.log"
+    with log.open("wb") as err:
+        web = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "web"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        # (The address the server bound, as it says: "0.0.0.0" for "".)
+        address = wait_for(lambda: re.search(r"web page at http://(\S*):\d+/", log.read_text()),
+                           30, "the page's address in its log")
+        assert address.group(1) == "127.0.0.1"
+    finally:
+        web.send_signal(signal.SIGTERM)
+        web.wait(30)
