@@ -31,7 +31,8 @@ def log_level_name(value: str) -> str:
 def default_if_blank(value: object) -> object:
     """A blank value (an env file's left out) is the field's default: for a path not the
     working directory, which Path("") is; for the DSN not "", which libpq takes for the
-    local socket's defaults; for the web page's host not every interface."""
+    local socket's defaults; for the web page's host not every interface; for the app id
+    not one the processors refuse."""
     if isinstance(value, str) and not value.strip():
         raise PydanticUseDefault()
     return value
@@ -54,7 +55,9 @@ class Settings(BaseSettings):
     embedded_broker_max_mb: int = Field(default=1024, ge=0)
     # The embedded broker's own log level (its RUST_LOG: error, warn, info, debug).
     broker_log: str = "warn"
-    app_id: str = "newsflow"
+    # Blank is the default: faust refuses an empty id ("App requires an id!"), and the
+    # sink's group would be "-sink".
+    app_id: Annotated[str, BlankIsDefault] = "newsflow"
 
     topic_raw: str = "newsflow.articles.raw"
     topic_clean: str = "newsflow.articles.clean"

@@ -380,6 +380,16 @@ def test_a_blank_folder_or_file_setting_is_its_default(monkeypatch):
         Path("var"), Path("feeds.toml"), Path("seeds"))
 
 
+def test_a_blank_app_id_is_the_default(monkeypatch):
+    """A blank NEWSFLOW_APP_ID was taken: the sink consumed as group "-sink", and the
+    processors failed at every start with faust's "App requires an id!", naming no
+    setting, until `newsflow run` gave up on them."""
+    from newsflow.settings import Settings
+
+    monkeypatch.setenv("NEWSFLOW_APP_ID", "")
+    assert Settings().app_id == "newsflow"
+
+
 def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys):
     """The README's systemd unit sets NEWSFLOW_LOG_JSON=true: a role failing at start (a
     wrong password, no broker) said why in a line of plain text among the JSON records,
