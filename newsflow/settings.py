@@ -32,7 +32,7 @@ def default_if_blank(value: object) -> object:
     """A blank value (an env file's left out) is the field's default: for a path not the
     working directory, which Path("") is; for the DSN not "", which libpq takes for the
     local socket's defaults; for the web page's host not every interface; for the app id
-    not one the processors refuse."""
+    and the topics not names the processors or Kafka's clients refuse."""
     if isinstance(value, str) and not value.strip():
         raise PydanticUseDefault()
     return value
@@ -59,11 +59,13 @@ class Settings(BaseSettings):
     # sink's group would be "-sink".
     app_id: Annotated[str, BlankIsDefault] = "newsflow"
 
-    topic_raw: str = "newsflow.articles.raw"
-    topic_clean: str = "newsflow.articles.clean"
-    topic_incidents: str = "newsflow.incidents"
-    topic_members: str = "newsflow.incident-members"
-    topic_dlq: str = "newsflow.dlq"
+    # Blank is the default: the embedded broker made a topic named "", and the publisher
+    # then refused to send to it.
+    topic_raw: Annotated[str, BlankIsDefault] = "newsflow.articles.raw"
+    topic_clean: Annotated[str, BlankIsDefault] = "newsflow.articles.clean"
+    topic_incidents: Annotated[str, BlankIsDefault] = "newsflow.incidents"
+    topic_members: Annotated[str, BlankIsDefault] = "newsflow.incident-members"
+    topic_dlq: Annotated[str, BlankIsDefault] = "newsflow.dlq"
     raw_partitions: int = Field(default=3, ge=1)
     incident_partitions: int = Field(default=3, ge=1)
     replication_factor: int = Field(default=1, ge=1)

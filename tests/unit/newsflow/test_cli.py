@@ -390,6 +390,21 @@ def test_a_blank_app_id_is_the_default(monkeypatch):
     assert Settings().app_id == "newsflow"
 
 
+def test_a_blank_topic_name_is_its_default(monkeypatch):
+    """A blank NEWSFLOW_TOPIC_RAW (or another topic's) was taken: `newsflow topics` and
+    `replay` had the embedded broker make a topic named "", and replay then failed with
+    kafka-python's "All topics must be non-empty strings"."""
+    from newsflow.settings import Settings
+
+    names = ("RAW", "CLEAN", "INCIDENTS", "MEMBERS", "DLQ")
+    for name in names:
+        monkeypatch.setenv(f"NEWSFLOW_TOPIC_{name}", " ")
+    settings = Settings()
+    assert [getattr(settings, f"topic_{name.lower()}") for name in names] == [
+        "newsflow.articles.raw", "newsflow.articles.clean", "newsflow.incidents",
+        "newsflow.incident-members", "newsflow.dlq"]
+
+
 def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys):
     """The README's systemd unit sets NEWSFLOW_LOG_JSON=true: a role failing at start (a
     wrong password, no broker) said why in a line of plain text among the JSON records,
