@@ -101,6 +101,22 @@ def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str
     )
 
 
+def test_a_source_of_separators_alone_names_no_outlet(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--source -` (or "_", ".") has no word: it listed the incidents of articles with no
+    # source, as if they came from an outlet named so.
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([Incident(incident_id="inc-2", version=1, title="Flood", last_seen=NOW,
+                         articles=[IncidentArticle(id="a3", title="Flood", source=None)])])
+    sink.close()
+    for source in ("-", "_", " . "):
+        assert run(settings, "incidents", "--source", source, "--json") == 0
+        assert json.loads(capsys.readouterr().out) == []
+    assert run(settings, "incidents", "--json") == 0
+    assert {d["id"] for d in json.loads(capsys.readouterr().out)} == {"inc-1", "inc-2"}
+
+
 def test_a_listing_shows_the_update_it_is_ordered_by_beside_the_latest_report(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
