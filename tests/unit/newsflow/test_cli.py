@@ -584,3 +584,23 @@ def test_a_blank_web_host_is_loopback_not_every_interface(tmp_path):
     finally:
         web.send_signal(signal.SIGTERM)
         web.wait(30)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "nosuch.invalid"])
+def test_web_names_the_address_it_cannot_serve_on(tmp_path, monkeypatch, capsys, host):
+    """`newsflow web` on a port in use said only "[Errno 98] Address already in use", on a
+    name that does not resolve "[Errno -2] Name or service not known": neither which
+    address nor which setting (`newsflow run` says both)."""
+    import socket
+
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["web", "--host", host, "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"newsflow web: error: cannot serve the web page on {host}:{port}: " in err
+    assert "NEWSFLOW_WEB_PORT" in err and "NEWSFLOW_WEB_HOST" in err
