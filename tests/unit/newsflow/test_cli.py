@@ -604,3 +604,19 @@ def test_web_names_the_address_it_cannot_serve_on(tmp_path, monkeypatch, capsys,
     err = capsys.readouterr().err
     assert f"newsflow web: error: cannot serve the web page on {host}:{port}: " in err
     assert "NEWSFLOW_WEB_PORT" in err and "NEWSFLOW_WEB_HOST" in err
+
+
+@pytest.mark.parametrize("command", [["run", "--no-seeds"],
+                                     ["feeds", "add", "--no-discover", "https://example.org/rss"]])
+def test_a_data_folder_that_cannot_be_made_is_named_as_the_setting(tmp_path, monkeypatch,
+                                                                   capsys, command):
+    # A file where the folder should be: "[Errno 17] File exists: '...'", no setting named.
+    from newsflow.cli import main
+
+    (tmp_path / "data").write_text("")
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path / "data" / "var"))
+    monkeypatch.setenv("NEWSFLOW_WEB_PORT", "0")
+    monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # (not reached)
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert f"the data folder {tmp_path / 'data' / 'var'} cannot be made: check NEWSFLOW_DATA_DIR" in err
