@@ -8,11 +8,12 @@ def test_commands_without_a_broker_say_how_to_get_one(tmp_path, monkeypatch, cap
 
     monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))  # no running service there
-    assert main(["tail", "raw"]) == 1
-    err = capsys.readouterr().err
-    assert "no Kafka broker: set NEWSFLOW_KAFKA_BOOTSTRAP" in err
-    # Where a running `newsflow run` would have been found: another folder's is not.
-    assert str(tmp_path / "service.json") in err and "NEWSFLOW_DATA_DIR" in err
+    for command in (["tail", "raw"], ["sink"]):  # (the sink said only to set the variable)
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "no Kafka broker: set NEWSFLOW_KAFKA_BOOTSTRAP" in err
+        # Where a running `newsflow run` would have been found: another folder's is not.
+        assert str(tmp_path / "service.json") in err and "NEWSFLOW_DATA_DIR" in err
 
 
 def test_a_broker_that_never_answers_names_the_setting(tmp_path, monkeypatch, capsys):
@@ -419,7 +420,7 @@ def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, 
     assert main(["sink"]) == 1
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     (failed,) = [r for r in records if r["level"] == "ERROR"]
-    assert failed["message"].startswith("newsflow sink: error: no broker")
+    assert failed["message"].startswith("newsflow sink: error: no Kafka broker")
 
 
 def test_with_json_logs_a_failure_is_said_at_any_log_level(tmp_path, monkeypatch, capsys):
@@ -436,7 +437,7 @@ def test_with_json_logs_a_failure_is_said_at_any_log_level(tmp_path, monkeypatch
     assert main(["sink"]) == 1
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     (failed,) = [r for r in records if r["level"] == "ERROR"]
-    assert failed["message"].startswith("newsflow sink: error: no broker")
+    assert failed["message"].startswith("newsflow sink: error: no Kafka broker")
 
 
 def test_tails_help_says_what_json_prints():
