@@ -62,5 +62,8 @@ e2e: install
 bench: install compiled
 	$(BIN)/python benchmarks/clustering.py $(if $(wildcard $(COMPILED)/.built),--compiled)
 
+# What the set-up builds; not the data folder (var/), which holds the stored incidents,
+# the producers' state (the entries already published) and the articles carried over to
+# the next start.
 clean:
-	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

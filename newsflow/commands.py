@@ -52,9 +52,23 @@ def stop_on_signals() -> Event:
     return stop
 
 
+def reach_broker(settings: Settings) -> None:
+    """Connect to the configured broker once, before a command takes SIGINT and SIGTERM
+    over with ``stop_on_signals``: kafka-python waits up to 30 s for a broker that does not
+    answer, and a Ctrl-C meanwhile only set a stop event nothing looked at yet (the command
+    waited on, then failed). Until then the signal ends the command at once."""
+    from newsflow.kafka import admin_client
+
+    admin_client(settings).close()
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.service import run_service
 
+    if settings.sink == "postgres" and settings.postgres_dsn is None:
+        # Said before anything starts: the sink and the workers would each fail on it at
+        # their start, five times over (some 25 s), before the supervisor gave up.
+        raise ValueError("NEWSFLOW_SINK is postgres but NEWSFLOW_POSTGRES_DSN is not set (or empty)")
     if args.no_seeds:
         settings.replay_seeds = False
     return run_service(settings, stop_on_signals())
@@ -72,6 +86,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
         "dlq": settings.topic_dlq,
     }
     topic = aliases.get(args.topic, args.topic)
+    reach_broker(settings)
     stop = stop_on_signals()
     stop_when_reader_leaves(sys.stdout, stop)
     return tail(

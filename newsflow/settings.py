@@ -31,7 +31,8 @@ def log_level_name(value: str) -> str:
 def default_if_blank(value: object) -> object:
     """A blank value (an env file's left out) is the field's default: for a path not the
     working directory, which Path("") is; for the DSN not "", which libpq takes for the
-    local socket's defaults."""
+    local socket's defaults; for the web page's host not every interface; for the app id
+    and the topics not names the processors or Kafka's clients refuse."""
     if isinstance(value, str) and not value.strip():
         raise PydanticUseDefault()
     return value
@@ -54,13 +55,17 @@ class Settings(BaseSettings):
     embedded_broker_max_mb: int = Field(default=1024, ge=0)
     # The embedded broker's own log level (its RUST_LOG: error, warn, info, debug).
     broker_log: str = "warn"
-    app_id: str = "newsflow"
+    # Blank is the default: faust refuses an empty id ("App requires an id!"), and the
+    # sink's group would be "-sink".
+    app_id: Annotated[str, BlankIsDefault] = "newsflow"
 
-    topic_raw: str = "newsflow.articles.raw"
-    topic_clean: str = "newsflow.articles.clean"
-    topic_incidents: str = "newsflow.incidents"
-    topic_members: str = "newsflow.incident-members"
-    topic_dlq: str = "newsflow.dlq"
+    # Blank is the default: the embedded broker made a topic named "", and the publisher
+    # then refused to send to it.
+    topic_raw: Annotated[str, BlankIsDefault] = "newsflow.articles.raw"
+    topic_clean: Annotated[str, BlankIsDefault] = "newsflow.articles.clean"
+    topic_incidents: Annotated[str, BlankIsDefault] = "newsflow.incidents"
+    topic_members: Annotated[str, BlankIsDefault] = "newsflow.incident-members"
+    topic_dlq: Annotated[str, BlankIsDefault] = "newsflow.dlq"
     raw_partitions: int = Field(default=3, ge=1)
     incident_partitions: int = Field(default=3, ge=1)
     replication_factor: int = Field(default=1, ge=1)
@@ -139,7 +144,8 @@ class Settings(BaseSettings):
     # How long a stop waits for the processors and the sink to finish what was published;
     # with the embedded broker, what they leave is carried over to the next start.
     stop_drain_s: float = Field(default=60.0, ge=0)
-    web_host: str = "127.0.0.1"
+    # Blank is the default: to bind(), "" is every interface, the page open to the network.
+    web_host: Annotated[str, BlankIsDefault] = "127.0.0.1"
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port
     # Names (comma-separated) the page answers to besides localhost, IP addresses and
     # web_host: one a reverse proxy or a DNS name gives it. Others get 421 (DNS rebinding).

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from newsflow.commands import at_least_one, seconds
+from newsflow.commands import at_least_one, reach_broker, seconds
 from newsflow.settings import Settings
 from newsflow.text import counted, plain
 from sinks.models import (
@@ -47,6 +47,18 @@ def parse_duration(text: str) -> timedelta:
     except OverflowError:
         raise argparse.ArgumentTypeError(f"too long a duration: {text!r}") from None
     return duration
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535, as NEWSFLOW_WEB_PORT takes
+    (out of range, bind() said "port must be 0-65535", naming no option, exit code 1)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, not {text}")
+    return port
 
 
 def format_duration(duration: timedelta) -> str:
@@ -77,17 +89,12 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def _require_broker(settings: Settings) -> None:
-    if not settings.kafka_bootstrap:
-        raise RuntimeError(
-            "no broker: set NEWSFLOW_KAFKA_BOOTSTRAP (`newsflow run` starts the embedded one)"
-        )
-
-
 def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.runner import run_sink
 
-    _require_broker(settings)
+    # A Ctrl-C while it does not answer ends the sink at once. (Without one configured or
+    # found, the error says how a running `newsflow run`'s is found.)
+    reach_broker(settings)
     with stop_on_signals() as stop:
         run_sink(settings, stop, batch_size=args.batch_size, flush_interval_s=args.flush_interval)
     return 0
@@ -259,7 +266,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("web", help="serve the incidents page, health and metrics")
     p.add_argument("--host", help="default: NEWSFLOW_WEB_HOST, else 127.0.0.1")
-    p.add_argument("--port", type=int, help="default: NEWSFLOW_WEB_PORT, else 8088 "
+    p.add_argument("--port", type=port_number, help="default: NEWSFLOW_WEB_PORT, else 8088 "
                    "(0: any free port)")
     p.set_defaults(func=cmd_web)
 

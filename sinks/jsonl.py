@@ -172,8 +172,14 @@ class JsonlStore(Store):
         self._dir = tempfile.mkdtemp(prefix="newsflow-jsonl-")
         self._lock = threading.Lock()
         self._databases = 0
-        self._start_over(None)
-        self._catch_up()
+        try:
+            self._start_over(None)
+            self._catch_up()
+        except BaseException:
+            # No caller holds a store to close: the folder and its database would stay in
+            # the temp folder, one per try (the page tries again at every request).
+            self.close()
+            raise
 
     def _start_over(self, file_id: tuple[int, int] | None) -> None:
         """A new private database for the file from its start: what the old one loaded

@@ -117,16 +117,19 @@ def source_words_sql(column: str, lower: str = "lower({})") -> str:
     return f"(' ' || {expr} || ' ')"
 
 
-def source_words_pattern(source: str) -> str:
+def source_words_pattern(source: str) -> str | None:
     """The LIKE pattern (escape character ``!``) of a ``--source`` query's words, in order,
     as whole words of ``source_words_sql``, before lower(): the database lower-cases both
     alike (Python's lower() changes letters beyond ASCII that SQLite's, or a C-locale
-    PostgreSQL's, leaves: "Коммерсантъ" typed as the outlet writes it matched nothing)."""
+    PostgreSQL's, leaves: "Коммерсантъ" typed as the outlet writes it matched nothing).
+    None for a query of separators alone ("-", "_"), which names no outlet."""
     text = source
     for colon, words in _SOURCE_COLONS:
         text = text.replace(colon, words)
     for separator in _SOURCE_SEPARATORS:
         text = text.replace(separator, " ")
+    if not text.split():
+        return None
     escaped = "".join("!" + c if c in "%_!" else c for c in " ".join(text.split()))
     return f"% {escaped} %"
 
@@ -728,9 +731,12 @@ class SQLReader(Store, ABC):
             params.append(dialect.adapt(datetime.now(UTC) - since))
         if source:
             # The words of an outlet's name, or the agency they name among an article's.
+            pattern = source_words_pattern(source)
+            if pattern is None:  # (as "%  %" it matched the articles with no source)
+                return []
             match = (f"{source_words_sql('m.source', dialect.lower)}"
                      f" LIKE {dialect.lower.format(mark)} ESCAPE '!'")
-            params.append(source_words_pattern(source))
+            params.append(pattern)
             if agency := agency_of_source(source):
                 match += f" OR {dialect.has_agency}"
                 params.append(agency)

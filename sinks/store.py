@@ -104,6 +104,9 @@ def open_existing_store(settings: Settings) -> Store:
             f" or set {variable} to the file (or NEWSFLOW_DATA_DIR to the folder holding"
             f" {path.name})"
         )
+    if path.is_dir():  # (read as a JSON Lines file: only "[Errno 21] Is a directory")
+        raise StoreMisconfigured(f"{store_name(settings)} is a folder, not a file: set"
+                                 f" {variable} to the file")
     return open_store(settings, migrate_schema=False)
 
 

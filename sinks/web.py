@@ -653,8 +653,16 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(settings: Settings) -> NewsflowServer:
-    """Bind the server (port 0 picks a free one; see ``.url``) without serving yet."""
-    return NewsflowServer(settings)
+    """Bind the server (port 0 picks a free one; see ``.url``) without serving yet. An
+    address that cannot be bound is named, with its settings: `newsflow web` said only
+    "[Errno 98] Address already in use" (or "Name or service not known")."""
+    try:
+        return NewsflowServer(settings)
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot serve the web page on {settings.web_host}:{settings.web_port}:"
+            f" {exc.strerror or exc}; stop what uses it, or set NEWSFLOW_WEB_PORT (--port; 0:"
+            " any free port) or NEWSFLOW_WEB_HOST (--host)") from exc
 
 
 def serve(settings: Settings, stop: threading.Event) -> None:

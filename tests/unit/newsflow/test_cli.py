@@ -8,11 +8,12 @@ def test_commands_without_a_broker_say_how_to_get_one(tmp_path, monkeypatch, cap
 
     monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))  # no running service there
-    assert main(["tail", "raw"]) == 1
-    err = capsys.readouterr().err
-    assert "no Kafka broker: set NEWSFLOW_KAFKA_BOOTSTRAP" in err
-    # Where a running `newsflow run` would have been found: another folder's is not.
-    assert str(tmp_path / "service.json") in err and "NEWSFLOW_DATA_DIR" in err
+    for command in (["tail", "raw"], ["sink"]):  # (the sink said only to set the variable)
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "no Kafka broker: set NEWSFLOW_KAFKA_BOOTSTRAP" in err
+        # Where a running `newsflow run` would have been found: another folder's is not.
+        assert str(tmp_path / "service.json") in err and "NEWSFLOW_DATA_DIR" in err
 
 
 def test_a_broker_that_never_answers_names_the_setting(tmp_path, monkeypatch, capsys):
@@ -380,6 +381,31 @@ def test_a_blank_folder_or_file_setting_is_its_default(monkeypatch):
         Path("var"), Path("feeds.toml"), Path("seeds"))
 
 
+def test_a_blank_app_id_is_the_default(monkeypatch):
+    """A blank NEWSFLOW_APP_ID was taken: the sink consumed as group "-sink", and the
+    processors failed at every start with faust's "App requires an id!", naming no
+    setting, until `newsflow run` gave up on them."""
+    from newsflow.settings import Settings
+
+    monkeypatch.setenv("NEWSFLOW_APP_ID", "")
+    assert Settings().app_id == "newsflow"
+
+
+def test_a_blank_topic_name_is_its_default(monkeypatch):
+    """A blank NEWSFLOW_TOPIC_RAW (or another topic's) was taken: `newsflow topics` and
+    `replay` had the embedded broker make a topic named "", and replay then failed with
+    kafka-python's "All topics must be non-empty strings"."""
+    from newsflow.settings import Settings
+
+    names = ("RAW", "CLEAN", "INCIDENTS", "MEMBERS", "DLQ")
+    for name in names:
+        monkeypatch.setenv(f"NEWSFLOW_TOPIC_{name}", " ")
+    settings = Settings()
+    assert [getattr(settings, f"topic_{name.lower()}") for name in names] == [
+        "newsflow.articles.raw", "newsflow.articles.clean", "newsflow.incidents",
+        "newsflow.incident-members", "newsflow.dlq"]
+
+
 def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys):
     """The README's systemd unit sets NEWSFLOW_LOG_JSON=true: a role failing at start (a
     wrong password, no broker) said why in a line of plain text among the JSON records,
@@ -394,7 +420,7 @@ def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, 
     assert main(["sink"]) == 1
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     (failed,) = [r for r in records if r["level"] == "ERROR"]
-    assert failed["message"].startswith("newsflow sink: error: no broker")
+    assert failed["message"].startswith("newsflow sink: error: no Kafka broker")
 
 
 def test_with_json_logs_a_failure_is_said_at_any_log_level(tmp_path, monkeypatch, capsys):
@@ -411,7 +437,7 @@ def test_with_json_logs_a_failure_is_said_at_any_log_level(tmp_path, monkeypatch
     assert main(["sink"]) == 1
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     (failed,) = [r for r in records if r["level"] == "ERROR"]
-    assert failed["message"].startswith("newsflow sink: error: no broker")
+    assert failed["message"].startswith("newsflow sink: error: no Kafka broker")
 
 
 def test_tails_help_says_what_json_prints():
@@ -477,3 +503,134 @@ def test_a_fetch_timeout_of_for_ever_is_refused_naming_the_setting(tmp_path, mon
     monkeypatch.setenv("NEWSFLOW_FETCH_TIMEOUT_S", value)
     assert main(["produce"]) == 2
     assert "invalid settings: NEWSFLOW_FETCH_TIMEOUT_S:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["tail", "raw"], ["sink"]])
+def test_ctrl_c_ends_a_command_still_waiting_for_its_broker(tmp_path, command):
+    """kafka-python waits up to 30 s for a broker that does not answer: a Ctrl-C then only
+    set the stop event of the command's loop, not started yet, and the command went on
+    waiting, to fail with "Unable to bootstrap" (exit code 1)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as closed:  # a port nothing listens on: refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsflow.cli", *command], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # As from a terminal: a shell's background job would have SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(3)  # in kafka-python's wait by then (Python starts in well under a second)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(10)
+    finally:
+        proc.kill()
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert code == 130, err
+    assert "Traceback" not in err and "Unable to bootstrap" not in err
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+def test_web_refuses_a_port_out_of_range_naming_the_option(tmp_path, monkeypatch, capsys, port):
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    # Before the page starts, as NEWSFLOW_WEB_PORT is: not bind()'s "port must be 0-65535".
+    with pytest.raises(SystemExit) as raised:
+        main(["web", "--port", port])
+    assert raised.value.code == 2
+    assert f"argument --port: must be a port number from 0 to 65535, not {port}" in (
+        capsys.readouterr().err)
+
+
+def test_run_with_postgres_and_no_dsn_says_so_before_starting_anything(
+        tmp_path, monkeypatch, capsys):
+    # As the README says: "empty is unset: with NEWSFLOW_SINK=postgres a command or the sink
+    # fails at once saying so". `run` started the broker and its children, and stopped 25 s
+    # later once the sink had failed at its start five times.
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_WEB_PORT", "0")
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", "")
+    monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
+    assert main(["run", "--no-seeds"]) == 1
+    assert ("newsflow run: error: NEWSFLOW_SINK is postgres but NEWSFLOW_POSTGRES_DSN is not set"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "service.json").exists()  # nothing started
+
+
+def test_a_blank_web_host_is_loopback_not_every_interface(tmp_path):
+    """An env file's `NEWSFLOW_WEB_HOST=` (a value left out) made the page listen on every
+    interface (bind() reads "" so), its API and /metrics open to the network, where the
+    default is loopback."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_for
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_WEB_HOST="", NEWSFLOW_WEB_PORT="0")
+    log = tmp_path / "web.log"
+    with log.open("wb") as err:
+        web = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "web"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        # (The address the server bound, as it says: "0.0.0.0" for "".)
+        address = wait_for(lambda: re.search(r"web page at http://(\S*):\d+/", log.read_text()),
+                           30, "the page's address in its log")
+        assert address.group(1) == "127.0.0.1"
+    finally:
+        web.send_signal(signal.SIGTERM)
+        web.wait(30)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "nosuch.invalid"])
+def test_web_names_the_address_it_cannot_serve_on(tmp_path, monkeypatch, capsys, host):
+    """`newsflow web` on a port in use said only "[Errno 98] Address already in use", on a
+    name that does not resolve "[Errno -2] Name or service not known": neither which
+    address nor which setting (`newsflow run` says both)."""
+    import socket
+
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["web", "--host", host, "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"newsflow web: error: cannot serve the web page on {host}:{port}: " in err
+    assert "NEWSFLOW_WEB_PORT" in err and "NEWSFLOW_WEB_HOST" in err
+
+
+@pytest.mark.parametrize("command", [["run", "--no-seeds"],
+                                     ["feeds", "add", "--no-discover", "https://example.org/rss"]])
+def test_a_data_folder_that_cannot_be_made_is_named_as_the_setting(tmp_path, monkeypatch,
+                                                                   capsys, command):
+    # A file where the folder should be: "[Errno 17] File exists: '...'", no setting named.
+    from newsflow.cli import main
+
+    (tmp_path / "data").write_text("")
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path / "data" / "var"))
+    monkeypatch.setenv("NEWSFLOW_WEB_PORT", "0")
+    monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # (not reached)
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert f"the data folder {tmp_path / 'data' / 'var'} cannot be made: check NEWSFLOW_DATA_DIR" in err

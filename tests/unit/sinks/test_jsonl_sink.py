@@ -220,3 +220,20 @@ def test_a_line_the_store_cannot_hold_is_left_out_not_every_read(
     finally:
         store.close()
     assert "incident huge left out" in caplog.text
+
+
+def test_a_store_that_cannot_be_opened_leaves_no_temp_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store loads the file into an SQLite database in a temp folder of its own: one
+    that failed to open (its path a folder) left the folder and database behind, one per
+    try: the page tries again at every request, a scrape of /readyz every 15 s included."""
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    for _ in range(3):
+        with pytest.raises(OSError):
+            load_jsonl_store(tmp_path)  # a folder, not a file
+    assert list(temp.iterdir()) == []

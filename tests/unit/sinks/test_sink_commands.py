@@ -101,6 +101,22 @@ def test_incidents_listing(settings: Settings, capsys: pytest.CaptureFixture[str
     )
 
 
+def test_a_source_of_separators_alone_names_no_outlet(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--source -` (or "_", ".") has no word: it listed the incidents of articles with no
+    # source, as if they came from an outlet named so.
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([Incident(incident_id="inc-2", version=1, title="Flood", last_seen=NOW,
+                         articles=[IncidentArticle(id="a3", title="Flood", source=None)])])
+    sink.close()
+    for source in ("-", "_", " . "):
+        assert run(settings, "incidents", "--source", source, "--json") == 0
+        assert json.loads(capsys.readouterr().out) == []
+    assert run(settings, "incidents", "--json") == 0
+    assert {d["id"] for d in json.loads(capsys.readouterr().out)} == {"inc-1", "inc-2"}
+
+
 def test_a_listing_shows_the_update_it_is_ordered_by_beside_the_latest_report(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -260,6 +276,16 @@ def test_a_read_command_on_a_database_newsflow_never_wrote_to_says_so(tmp_path: 
 def test_read_commands_refuse_a_missing_jsonl_file(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "var", sink="jsonl")
     with pytest.raises(StoreMissing, match="NEWSFLOW_JSONL_PATH"):
+        run(settings, "incidents")
+
+
+def test_read_commands_name_the_setting_of_a_jsonl_path_that_is_a_folder(
+    tmp_path: Path,
+) -> None:
+    # As for an SQLite path: it said only "[Errno 21] Is a directory: '...'".
+    settings = Settings(jsonl_path=tmp_path, sink="jsonl")
+    with pytest.raises(StoreMisconfigured,
+                       match=f"JSON Lines file {tmp_path} is a folder.*NEWSFLOW_JSONL_PATH"):
         run(settings, "incidents")
 
 
