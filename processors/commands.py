@@ -76,6 +76,9 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     tune_gc()
     count = 0
     try:
+        if partial and os.path.isdir(args.output):
+            # Said before the clustering, not found by the last step's rename after it.
+            raise ValueError(f"{args.output} is a folder: -o names the file to write")
         out = open(partial, "w", encoding="utf-8") if partial else sys.stdout  # noqa: SIM115
         try:
             # Each article's incident after every later merge and split, as the stream's

@@ -94,6 +94,18 @@ def test_cluster_names_the_line_that_is_not_an_article(
         run(Settings(), "cluster", str(source), "-o", str(tmp_path / "out.jsonl"))
 
 
+def test_cluster_refuses_a_folder_for_its_output_before_clustering(tmp_path: Path) -> None:
+    """`-o FOLDER` clustered everything, failed at the last step's rename and left
+    FOLDER.partial behind."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "title": "A fire in the hills", "text": "x"}\n')
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=re.escape(f"{folder} is a folder: -o names the file")):
+        run(Settings(), "cluster", str(source), "-o", str(folder))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]
+
+
 def test_cluster_can_write_over_its_own_input(tmp_path: Path) -> None:
     path = tmp_path / "stream.jsonl"
     path.write_text('{"id": "a", "title": "A fire in the hills", "text": "A fire burns."}\n')
