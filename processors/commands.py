@@ -17,11 +17,11 @@ if TYPE_CHECKING:  # (processors.rebuild imports faust: not for `newsflow --help
 
 
 def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: WindowReader) -> int:
+    from newsflow.kafka import bootstrap_servers
     from processors.app import run_worker
     from processors.gc_tuning import tune_gc
 
-    if not settings.kafka_bootstrap:
-        raise ValueError("the processors need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP")
+    bootstrap_servers(settings)  # without one configured or found: how to get one
     # Storage holds what the changelog tables do not: incidents that outlived their
     # articles (and everything, with the embedded broker, which forgets on restart).
     from processors.rebuild import storage_window_loader

@@ -30,13 +30,10 @@ def _quiet_http_logs() -> None:
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_http_logs()
     from newsflow.commands import stop_on_signals
+    from newsflow.kafka import bootstrap_servers
     from producers.feeds import run_producer
 
-    if not settings.kafka_bootstrap:  # else it would retry for ever a broker it never finds
-        raise ValueError(
-            "the producers need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP "
-            "(`newsflow run` starts the embedded one)"
-        )
+    bootstrap_servers(settings)  # else it would retry for ever a broker it never finds
     if args.feeds:
         settings.feeds_file = Path(args.feeds)
     if args.no_pages:

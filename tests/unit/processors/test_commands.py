@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from newsflow.kafka import NoBroker
 from newsflow.settings import Settings
 from processors.clustering import ClusterConfig
 from processors.commands import register
@@ -104,6 +105,14 @@ def test_cluster_refuses_a_folder_for_its_output_before_clustering(tmp_path: Pat
     with pytest.raises(ValueError, match=re.escape(f"{folder} is a folder: -o names the file")):
         run(Settings(), "cluster", str(source), "-o", str(folder))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]
+
+
+def test_process_without_a_broker_says_where_newsflow_run_s_is_found(tmp_path: Path) -> None:
+    """It said only to set NEWSFLOW_KAFKA_BOOTSTRAP, where the other commands name the
+    runfile a running `newsflow run`'s broker is found by."""
+    settings = Settings(data_dir=tmp_path / "var", kafka_bootstrap=None)
+    with pytest.raises(NoBroker, match=re.escape(f"its embedded broker by {settings.runfile}")):
+        run(settings, "process")
 
 
 def test_cluster_can_write_over_its_own_input(tmp_path: Path) -> None:

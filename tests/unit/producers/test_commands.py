@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 import pytest
 
+from newsflow.kafka import NoBroker
 from newsflow.settings import Settings
 from producers.commands import (
     cmd_feeds_add,
@@ -46,7 +48,10 @@ def test_feeds_list_shows_the_state_and_changes_nothing(tmp_path, capsys):
 def test_produce_without_a_broker_says_so_and_stops(tmp_path):
     settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml",
                         kafka_bootstrap=None)
-    with pytest.raises(ValueError, match="need a broker: set NEWSFLOW_KAFKA_BOOTSTRAP"):
+    # Named as for the other commands: where a running `newsflow run`'s broker is found.
+    with pytest.raises(NoBroker, match=re.escape(f"set NEWSFLOW_KAFKA_BOOTSTRAP=host:port, or "
+                                                 f"start `newsflow run` (other commands find "
+                                                 f"its embedded broker by {settings.runfile}")):
         cmd_produce(argparse.Namespace(feeds=None, no_pages=False), settings)
 
 
