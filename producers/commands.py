@@ -193,6 +193,7 @@ def _paused(host: str | None, until: float | None, now: float) -> str:
 
 
 def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.config import ConfigError, load_feeds_file
     from producers.state import read_feeds, read_waiting_pages
 
     # The state only, read as it is: the producer applies the feeds file (a listing run
@@ -233,6 +234,13 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
         f"(the producer applies {settings.feeds_file} when it starts and when the file changes)",
         file=sys.stderr,
     )
+    try:
+        load_feeds_file(settings.feeds_file)
+    except ConfigError as exc:  # else a typo there goes unseen but in the producer's log
+        print(f"warning: the feeds file is unusable, so the producer keeps the feeds as they "
+              f"were: {exc}", file=sys.stderr)
+    except FileNotFoundError:
+        pass  # said by the producer at its start; a listing may run from another folder
     return 0
 
 

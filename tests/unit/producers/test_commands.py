@@ -75,6 +75,20 @@ def test_feeds_list_without_a_state_file_creates_none(tmp_path, capsys):
     assert not (tmp_path / "var").exists()
 
 
+def test_feeds_list_says_when_the_feeds_file_is_unusable(tmp_path, capsys):
+    """A typo in the feeds file showed only in the producer's log: the listing looked as
+    if the file's feeds were simply not there yet."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    settings.feeds_file.write_text('[[feed]\nurl = "https://a.example/feed"\n')
+    assert cmd_feeds_list(argparse.Namespace(all=False), settings) == 0
+    err = capsys.readouterr().err
+    assert ("warning: the feeds file is unusable, so the producer keeps the feeds as they were: "
+            f"{settings.feeds_file}: Expected ']]'") in err
+    settings.feeds_file.write_text('[[feed]]\nurl = "https://a.example/feed"\n')
+    assert cmd_feeds_list(argparse.Namespace(all=False), settings) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def _add(settings: Settings, url: str, *, name: str | None = None, tags: list[str] | None = None,
          sites: list[str] | None = None) -> int:
     args = argparse.Namespace(url=url, no_discover=True, all=False, name=name, tag=tags,
