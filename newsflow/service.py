@@ -167,8 +167,8 @@ def web_address(settings: Settings) -> str:
 def check_web_port(settings: Settings) -> None:
     """Fail before anything starts when the web page's port cannot be bound: the web child
     would only die on it, and whatever holds the port would answer /healthz for us."""
-    if settings.web_port == 0:  # the web child picks a free port itself
-        return
+    # (Port 0 too: the web child picks a free port itself, but a host that does not
+    # resolve or is not this machine's fails it all the same, five times over.)
     # Bound as the web server binds it: IPv4, with SO_REUSEADDR (a port whose last
     # connections are in TIME_WAIT is free to it).
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -70,6 +70,18 @@ def test_a_taken_web_port_stops_the_service_before_anything_starts(
     service.check_web_port(settings)  # free again: no complaint
 
 
+def test_a_web_host_that_does_not_resolve_stops_the_service_even_on_any_free_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With NEWSFLOW_WEB_PORT=0 the check was skipped: the web child then failed at each of
+    its five starts before the service stopped."""
+    forbid_broker(monkeypatch)
+    settings = Settings(data_dir=tmp_path / "var", web_host="no-such-host.invalid", web_port=0)
+    with pytest.raises(ServiceError, match="cannot serve the web page on no-such-host.invalid:0"):
+        service.run_service(settings, Event())
+    service.check_web_port(Settings(web_host="127.0.0.1", web_port=0))  # any free port: fine
+
+
 def test_a_second_service_on_the_same_data_folder_stops_before_touching_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
