@@ -25,13 +25,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from threading import Event
+from threading import Event, Thread
 from typing import IO
 
 from newsflow import recycle
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import drain_groups, wait_drained
-from newsflow.kafka import Publisher, ensure_topics
+from newsflow.kafka import Publisher, admin_client, ensure_topics
 from newsflow.metrics import (
     clear_textfiles,
     metrics_dir,
@@ -217,6 +217,28 @@ def replay_seeds(settings: Settings) -> int:
     return stats.published
 
 
+def broker_answers(settings: Settings, stop: Event) -> bool:
+    """Whether the configured broker answers (False: a stop came first). kafka-python
+    waits up to 30 s for one that does not, deaf to the stop: a Ctrl-C to `newsflow run`
+    with a wrong NEWSFLOW_KAFKA_BOOTSTRAP was ignored that long. It waits in a thread."""
+    failures: list[BaseException] = []
+
+    def reach() -> None:
+        try:
+            admin_client(settings).close()
+        except BaseException as exc:  # noqa: BLE001 - raised again below, in the caller
+            failures.append(exc)
+
+    thread = Thread(target=reach, name="reach-broker", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        if stop.wait(0.1):
+            return False
+    if failures:
+        raise failures[0]
+    return True
+
+
 def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES) -> int:
     if settings.stop_with_parent:
         # Under `make run`: a SIGTERM to make (which does not pass it on) still stops us.
@@ -235,6 +257,10 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
         settings = settings.model_copy(
             update={"kafka_bootstrap": broker.bootstrap, "kafka_embedded": True}
         )
+    elif not broker_answers(settings, stop):
+        logger.info("stop asked while waiting for the broker at %s: stopping",
+                    settings.kafka_bootstrap)
+        return exit_code
     children: list[Child] = []
     try:
         ensure_topics(settings)

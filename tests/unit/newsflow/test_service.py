@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 from threading import Event
@@ -80,6 +81,29 @@ def test_a_web_host_that_does_not_resolve_stops_the_service_even_on_any_free_por
     with pytest.raises(ServiceError, match="cannot serve the web page on no-such-host.invalid:0"):
         service.run_service(settings, Event())
     service.check_web_port(Settings(web_host="127.0.0.1", web_port=0))  # any free port: fine
+
+
+def test_a_stop_ends_a_service_still_waiting_for_its_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka-python waits up to 30 s for a broker that does not answer: a Ctrl-C to
+    `newsflow run` with a wrong NEWSFLOW_KAFKA_BOOTSTRAP was ignored until it gave up."""
+    forbid_broker(monkeypatch)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = Settings(data_dir=tmp_path / "var", web_port=0,
+                        kafka_bootstrap=f"127.0.0.1:{port}")
+    stop = Event()
+    exit_codes: list[int] = []
+    running = threading.Thread(target=lambda: exit_codes.append(service.run_service(settings, stop)))
+    running.start()
+    time.sleep(2)  # waiting for the broker by then
+    assert running.is_alive()
+    stop.set()
+    running.join(10)
+    assert exit_codes == [0]
+    assert not (settings.data_dir / "service.json").exists()
 
 
 def test_a_second_service_on_the_same_data_folder_stops_before_touching_it(
