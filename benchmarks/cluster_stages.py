@@ -86,10 +86,10 @@ def staged_add(c: IncidentClusterer, article: Article, duplicate: bool,
         t7 = clock()
         referenced = _referenced_days(content.dates, ts, cfg.upcoming_days * _DAY)
         columns, ecolumns = _columns(vec), _columns(evec)
-        for inc in candidates:
-            if c._incidents.get(inc.id) is inc:  # (not one the decision merged away)
-                c._similarity(vec, evec, ts, content, inc, False, referenced, columns,
-                              ecolumns)
+        for inc_id in candidates:
+            if inc_id in c._incidents:  # (not one the decision merged away)
+                c._similarity(vec, evec, ts, content, c._incidents[inc_id], False,
+                              referenced, columns, ecolumns)
         spent["  again: candidate lookup"] += t7 - t6
         spent["  again: scoring (first pass)"] += clock() - t7
     t7 = clock()
