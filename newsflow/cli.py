@@ -182,7 +182,9 @@ def _setting_hint(exc: Exception, settings: Settings) -> str:
     """The setting to look at, when the error names none: a broker that never answered is
     a wrong NEWSFLOW_KAFKA_BOOTSTRAP more often than not; a folder that cannot be made on
     the way to the data folder (a file there, no permission) is NEWSFLOW_DATA_DIR's."""
-    if isinstance(exc, OSError) and exc.filename is not None:
+    # (Not a folder read as a file, `newsflow cluster .`: cannot be made is never that.)
+    if isinstance(exc, OSError) and exc.filename is not None \
+            and not isinstance(exc, IsADirectoryError):
         folder = settings.data_dir.absolute()
         if Path(os.fsdecode(exc.filename)).absolute() in (folder, *folder.parents):
             return f" (the data folder {folder} cannot be made: check NEWSFLOW_DATA_DIR)"

@@ -93,6 +93,15 @@ def bootstrap_servers(settings: Settings) -> str:
     return settings.kafka_bootstrap
 
 
+def broker_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """The (host, port) of each address of ``bootstrap``, read as kafka-python reads them:
+    a scheme before one (``PLAINTEXT://``), no port (9092), IPv6 with or without brackets.
+    ValueError for one it cannot read either."""
+    from kafka.cluster import collect_hosts
+
+    return [(host, port) for host, port, _family in collect_hosts(bootstrap, randomize=False)]
+
+
 # kafka-python 3.0 warns when one step of its IO thread takes over 0.1 s ("likely a tight
 # sync loop inside a coroutine. Other pollers will time out."). In newsflow's processes
 # such a step waited for the GIL, which page extraction or clustering held: a producer

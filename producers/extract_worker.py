@@ -224,12 +224,13 @@ class ExtractPool:
                 worker = self._replacement()
                 if worker is None:  # closed meanwhile, or starts held back
                     return Extraction(None, None, CRASHED, time.perf_counter() - asked)
+            new = not worker.ready  # (a worker ready before says nothing of new starts)
             if not worker.wait_ready():
                 self._failed_start(worker)
                 self._retire(worker)
                 worker = None
                 return Extraction(None, None, CRASHED, time.perf_counter() - asked)
-            if self._failed_starts:
+            if new and self._failed_starts:
                 self._started_again()
             waited = time.perf_counter() - asked
             try:

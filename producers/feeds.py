@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from newsflow.kafka import MessageTooLargeError
+from newsflow.kafka import MessageTooLargeError, broker_addresses
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import (
     MAX_TEXT_CHARS,
@@ -1216,12 +1216,17 @@ def _left_without_broker(settings: Settings, timeout_s: float = 1.0) -> bool:
     making sure the topic exists, up to 30 s, then a flush of up to 30 s."""
     if settings.supervisor_pid is None or os.getppid() == settings.supervisor_pid:
         return False
-    for address in (settings.kafka_bootstrap or "").split(","):
-        host, _, port = address.strip().rpartition(":")
+    try:
+        # (Split here by hand, PLAINTEXT://host:9092, which kafka-python takes, or a host
+        # without its port, was read as no broker answering: the last polls handed back.)
+        addresses = broker_addresses(settings.kafka_bootstrap or "")
+    except ValueError:
+        return True  # (kafka-python could not read it either)
+    for host, port in addresses:
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            with socket.create_connection((host, port), timeout=timeout_s):
                 return False
-        except (OSError, ValueError):
+        except OSError:
             continue
     return True
 

@@ -484,3 +484,24 @@ def test_a_producer_left_by_a_killed_newsflow_run_does_not_wait_on_its_dead_brok
         assert feed.entries_seen == 0 and feed.lease_owner is None
     finally:
         state.close()
+
+
+def test_a_broker_address_written_with_its_scheme_is_not_taken_for_gone(make_settings):
+    """A producer outliving `newsflow run` asks whether its broker still answers before
+    it publishes its last polls. It split NEWSFLOW_KAFKA_BOOTSTRAP by hand: an address
+    kafka-python takes (PLAINTEXT://host:port, or a host without its port) was no address,
+    so a broker that answered was gone, and the polls were handed back with a WARNING
+    saying the broker had died."""
+    from newsflow.kafka import admin_client
+    from producers.feeds import _left_without_broker
+
+    settings = make_settings()
+    bootstrap = settings.kafka_bootstrap or ""
+    written = ",".join(f"PLAINTEXT://{address}" for address in bootstrap.split(","))
+    # (Its parent is not its supervisor: as after `newsflow run` was killed.)
+    orphan = settings.model_copy(update={"kafka_bootstrap": written,
+                                         "supervisor_pid": os.getpid()})
+    admin_client(orphan).close()  # (the clients reach it so written)
+    assert not _left_without_broker(orphan)
+    gone = orphan.model_copy(update={"kafka_bootstrap": "PLAINTEXT://127.0.0.1:9"})
+    assert _left_without_broker(gone)  # (nothing listens at port 9)

@@ -634,3 +634,19 @@ def test_a_data_folder_that_cannot_be_made_is_named_as_the_setting(tmp_path, mon
     assert main(command) == 1
     err = capsys.readouterr().err
     assert f"the data folder {tmp_path / 'data' / 'var'} cannot be made: check NEWSFLOW_DATA_DIR" in err
+
+
+@pytest.mark.parametrize("folder", [".", "/"])
+def test_a_folder_read_as_a_file_is_not_blamed_on_the_data_folder(tmp_path, monkeypatch, capsys,
+                                                                   folder):
+    # `newsflow cluster .` said "Is a directory: '.' (the data folder .../var cannot be
+    # made: check NEWSFLOW_DATA_DIR)": the working folder is on the way to the data folder,
+    # which nothing had tried to make.
+    from newsflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEWSFLOW_DATA_DIR", raising=False)
+    assert main(["cluster", folder]) == 1
+    err = capsys.readouterr().err
+    assert f"newsflow cluster: error: [Errno 21] Is a directory: '{folder}'" in err
+    assert "NEWSFLOW_DATA_DIR" not in err and not (tmp_path / "var").exists()

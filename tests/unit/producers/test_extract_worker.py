@@ -380,3 +380,27 @@ def test_a_worker_that_cannot_start_is_started_less_and_less_often_with_one_erro
     assert "the next start in 1 s" in errors[0]
     assert any(r.getMessage() == f"an extraction worker started, after {failed} that did not"
                for r in caplog.records)
+
+
+def test_a_running_worker_does_not_undo_the_backoff_of_starts_that_fail(tmp_path, monkeypatch,
+                                                                         caplog):
+    """Two workers, one up, and new starts failing (an install broken under a running
+    producer): each page the running worker served reset the backoff as if a worker had
+    started, so the other slot started a worker for every page it got (85 in 2.5 s), each
+    an ERROR, each followed by 'an extraction worker started, after 1 that did not'."""
+    starts = tmp_path / "starts"
+    with caplog.at_level(logging.DEBUG, logger="producers.extract_worker"), \
+            ExtractPool(workers=2) as pool:
+        assert pool.extract(ARTICLE, "https://news.example/flood").failure is None
+        (tmp_path / "sitecustomize.py").write_text(
+            f"import os\nwith open({str(starts)!r}, 'a') as f:\n    f.write('x')\nos._exit(3)\n")
+        monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+        began = time.monotonic()
+        served = 0
+        while time.monotonic() - began < 2.5:
+            served += pool.extract(ARTICLE, "https://news.example/flood").failure is None
+        assert served > 10  # (the running worker took its share)
+        assert len(starts.read_text()) in (1, 2)  # (at 0 s and 1 s; the next at 3 s)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "did not start (exit 3)" in errors[0], errors
+    assert not [r for r in caplog.records if "started, after" in r.getMessage()]
