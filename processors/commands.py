@@ -76,8 +76,10 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     tune_gc()
     count = 0
     try:
+        # Said before the clustering, not found by the last step's rename after it.
+        if partial and not args.output:
+            raise ValueError("-o is empty: it names the file to write (- for stdout)")
         if partial and os.path.isdir(args.output):
-            # Said before the clustering, not found by the last step's rename after it.
             raise ValueError(f"{args.output} is a folder: -o names the file to write")
         out = open(partial, "w", encoding="utf-8") if partial else sys.stdout  # noqa: SIM115
         try:

@@ -95,15 +95,21 @@ def test_cluster_names_the_line_that_is_not_an_article(
         run(Settings(), "cluster", str(source), "-o", str(tmp_path / "out.jsonl"))
 
 
-def test_cluster_refuses_a_folder_for_its_output_before_clustering(tmp_path: Path) -> None:
-    """`-o FOLDER` clustered everything, failed at the last step's rename and left
-    FOLDER.partial behind."""
+def test_cluster_refuses_a_folder_or_nothing_for_its_output_before_clustering(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o FOLDER` (or `-o ""`) clustered everything, failed at the last step's rename and
+    left FOLDER.partial (or .partial) behind."""
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": "a", "title": "A fire in the hills", "text": "x"}\n')
     folder = tmp_path / "out"
     folder.mkdir()
     with pytest.raises(ValueError, match=re.escape(f"{folder} is a folder: -o names the file")):
         run(Settings(), "cluster", str(source), "-o", str(folder))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]
+    # `-o "$OUT"` with OUT unset: it left a hidden .partial in the working folder.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="-o is empty: it names the file to write"):
+        run(Settings(), "cluster", str(source), "-o", "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]
 
 
