@@ -208,7 +208,7 @@ def main() -> None:
         target += len(paced_sent)
         while stored_count(db, count_sql) < target and time.time() - t0 < 1800:
             time.sleep(0.2)
-        while set(paced_sent) - set(row_seen) and time.time() - t0 < 1800:
+        while set(paced_sent) - set(row_seen) and watcher.is_alive() and time.time() - t0 < 1800:
             time.sleep(0.05)  # the watcher's last look may come after the count's
         watching.set()
         watcher.join()
