@@ -72,6 +72,23 @@ def wait_for(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def
     return value
 
 
+def stop_once_running(settings):  # type: ignore[no-untyped-def]
+    """A stop event for ``run_service``, set once the service is up (its runfile written):
+    a stop set before it reached its broker ends it there, before its start-up's work."""
+    import threading
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not settings.runfile.exists():
+            if stop.wait(0.05):
+                return
+        stop.set()
+
+    threading.Thread(target=watch, name="stop-once-running", daemon=True).start()
+    return stop
+
+
 def _docker_answers() -> bool:
     if shutil.which("docker") is None:
         return False

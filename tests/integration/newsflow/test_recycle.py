@@ -22,6 +22,7 @@ from newsflow.recycle import (
 )
 from newsflow.service import run_service
 from newsflow.settings import Settings
+from tests.conftest import stop_once_running
 
 BASE_MS = 1_700_000_000_000
 
@@ -113,8 +114,7 @@ def test_a_real_cluster_is_not_given_what_an_embedded_broker_left(make_settings,
     settings = make_settings(web_port=0)
     ensure_topics(settings)
     write_messages(carried_articles(settings), [Message(b"a1", b"{}", [], BASE_MS)])
-    stop = Event()
-    stop.set()
+    stop = stop_once_running(settings)
     with caplog.at_level(logging.WARNING, logger="newsflow.service"):
         assert run_service(settings, stop, roles=()) == 0
     assert read_topic(settings, settings.topic_raw) == []
@@ -131,8 +131,7 @@ def test_a_stop_with_no_dead_letters_leaves_no_file_of_them(make_settings, caplo
     write_messages(carried_letters(settings), [Message(b"l1", b"{}", [], BASE_MS)])
     save_dead_letters(settings)
     assert saved_files(settings) == []
-    stop = Event()
-    stop.set()
+    stop = stop_once_running(settings)
     with caplog.at_level(logging.WARNING, logger="newsflow.service"):
         assert run_service(settings, stop, roles=()) == 0
     assert "an embedded broker's" not in caplog.text

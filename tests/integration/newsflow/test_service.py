@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 from pathlib import Path
-from threading import Event
 
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -24,7 +23,7 @@ from newsflow.recycle import (
 )
 from newsflow.service import Child, child_env, run_service
 from newsflow.settings import Settings
-from tests.conftest import wait_for
+from tests.conftest import stop_once_running, wait_for
 
 
 def port_open(port: int) -> bool:
@@ -168,8 +167,7 @@ def test_a_stop_asked_for_is_logged_as_the_cause(make_settings, caplog) -> None:
     """A live run stopped with only the children's own lines ("stopping: the poll of
     ... is still fetching", "stopped process") and no line saying why it stopped."""
     settings = make_settings(web_port=0)
-    stop = Event()
-    stop.set()
+    stop = stop_once_running(settings)
     with caplog.at_level(logging.INFO, logger="newsflow.service"):
         assert run_service(settings, stop, roles=()) == 0
     assert "stop asked (SIGTERM or SIGINT)" in caplog.text
