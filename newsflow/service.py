@@ -14,6 +14,7 @@ and each gets SIGTERM if the supervisor itself dies.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -176,9 +177,11 @@ def check_web_port(settings: Settings) -> None:
         try:
             sock.bind((settings.web_host, settings.web_port))
         except OSError as exc:
+            # (Only a port in use has something to stop: not a host that does not resolve.)
+            in_use = "stop what uses it, or " if exc.errno == errno.EADDRINUSE else ""
             raise ServiceError(
                 f"cannot serve the web page on {settings.web_host}:{settings.web_port}:"
-                f" {exc.strerror or exc}; stop what uses it, or set NEWSFLOW_WEB_PORT"
+                f" {exc.strerror or exc}; {in_use}set NEWSFLOW_WEB_PORT"
                 " (0: any free port) or NEWSFLOW_WEB_HOST"
             ) from exc
 

@@ -17,6 +17,7 @@ forbids inline scripts).
 from __future__ import annotations
 
 import contextlib
+import errno
 import html
 import ipaddress
 import json
@@ -659,9 +660,10 @@ def make_server(settings: Settings) -> NewsflowServer:
     try:
         return NewsflowServer(settings)
     except OSError as exc:
+        in_use = "stop what uses it, or " if exc.errno == errno.EADDRINUSE else ""
         raise RuntimeError(
             f"cannot serve the web page on {settings.web_host}:{settings.web_port}:"
-            f" {exc.strerror or exc}; stop what uses it, or set NEWSFLOW_WEB_PORT (--port; 0:"
+            f" {exc.strerror or exc}; {in_use}set NEWSFLOW_WEB_PORT (--port; 0:"
             " any free port) or NEWSFLOW_WEB_HOST (--host)") from exc
 
 

@@ -618,6 +618,8 @@ def test_web_names_the_address_it_cannot_serve_on(tmp_path, monkeypatch, capsys,
     err = capsys.readouterr().err
     assert f"newsflow web: error: cannot serve the web page on {host}:{port}: " in err
     assert "NEWSFLOW_WEB_PORT" in err and "NEWSFLOW_WEB_HOST" in err
+    # Something to stop only when the port is in use (not for a name that does not resolve).
+    assert ("stop what uses it" in err) == (host == "127.0.0.1")
 
 
 @pytest.mark.parametrize("command", [["run", "--no-seeds"],

@@ -78,8 +78,9 @@ def test_a_web_host_that_does_not_resolve_stops_the_service_even_on_any_free_por
     its five starts before the service stopped."""
     forbid_broker(monkeypatch)
     settings = Settings(data_dir=tmp_path / "var", web_host="no-such-host.invalid", web_port=0)
-    with pytest.raises(ServiceError, match="cannot serve the web page on no-such-host.invalid:0"):
+    with pytest.raises(ServiceError, match="cannot serve the web page on no-such-host.invalid:0") as raised:
         service.run_service(settings, Event())
+    assert "stop what uses it" not in str(raised.value)  # nothing uses it
     service.check_web_port(Settings(web_host="127.0.0.1", web_port=0))  # any free port: fine
 
 
