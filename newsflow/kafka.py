@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -91,6 +91,37 @@ def bootstrap_servers(settings: Settings) -> str:
             "the folder it runs in, with the same NEWSFLOW_DATA_DIR)"
         )
     return settings.kafka_bootstrap
+
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """A stop came before the call ``unless_stopped`` waited on had ended."""
+
+
+def unless_stopped(call: Callable[[], T], stop: threading.Event, name: str) -> T:
+    """``call()``'s result (or its exception), waited for in a daemon thread so that a stop
+    is answered at once: kafka-python's constructors wait up to 30 s for a broker that does
+    not answer, deaf to it. Stopped when ``stop`` is set first; the call is left to end on
+    its own."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        if stop.wait(0.1):
+            raise Stopped
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def broker_addresses(bootstrap: str) -> list[tuple[str, int]]:

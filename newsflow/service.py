@@ -26,13 +26,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from threading import Event, Thread
+from threading import Event
 from typing import IO
 
 from newsflow import recycle
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import drain_groups, wait_drained
-from newsflow.kafka import Publisher, admin_client, ensure_topics
+from newsflow.kafka import Publisher, Stopped, admin_client, ensure_topics, unless_stopped
 from newsflow.metrics import (
     clear_textfiles,
     metrics_dir,
@@ -221,24 +221,13 @@ def replay_seeds(settings: Settings) -> int:
 
 
 def broker_answers(settings: Settings, stop: Event) -> bool:
-    """Whether the configured broker answers (False: a stop came first). kafka-python
-    waits up to 30 s for one that does not, deaf to the stop: a Ctrl-C to `newsflow run`
-    with a wrong NEWSFLOW_KAFKA_BOOTSTRAP was ignored that long. It waits in a thread."""
-    failures: list[BaseException] = []
-
-    def reach() -> None:
-        try:
-            admin_client(settings).close()
-        except BaseException as exc:  # noqa: BLE001 - raised again below, in the caller
-            failures.append(exc)
-
-    thread = Thread(target=reach, name="reach-broker", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        if stop.wait(0.1):
-            return False
-    if failures:
-        raise failures[0]
+    """Whether the configured broker answers (False: a stop came first): a Ctrl-C to
+    `newsflow run` with a wrong NEWSFLOW_KAFKA_BOOTSTRAP was ignored while kafka-python
+    waited for it (some 27 s)."""
+    try:
+        unless_stopped(lambda: admin_client(settings).close(), stop, name="reach-broker")
+    except Stopped:
+        return False
     return True
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from newsflow.kafka import MessageTooLargeError, broker_addresses
+from newsflow.kafka import MessageTooLargeError, Stopped, broker_addresses, unless_stopped
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import (
     MAX_TEXT_CHARS,
@@ -1232,36 +1232,25 @@ def _left_without_broker(settings: Settings, timeout_s: float = 1.0) -> bool:
 
 
 def _connect_publisher(settings: Settings, stop: threading.Event, factory):  # type: ignore[no-untyped-def]
-    """The broker may not be up yet: keep trying (with backoff) until it is, or stop.
-
-    kafka-python blocks for a while inside the constructor when the broker is down, so
-    each attempt runs on a helper thread and a stop request is answered at once.
-    """
+    """The broker may not be up yet: keep trying (with backoff) until it is, or stop
+    (answered at once, though kafka-python's constructor waits on a broker that is down)."""
     delay = 1.0
     while not stop.is_set():
-        outcome: dict[str, object] = {}
-        done = threading.Event()
-
-        def attempt(outcome: dict[str, object] = outcome, done: threading.Event = done) -> None:
-            try:
-                outcome["publisher"] = factory(settings, client_id=f"{settings.app_id}-feeds")
-            except Exception as exc:
-                outcome["error"] = exc
-            finally:
-                done.set()
-
-        threading.Thread(target=attempt, name="kafka-connect", daemon=True).start()
-        while not done.wait(0.2):
-            if stop.is_set():
-                return None
-        if "publisher" in outcome:
-            if stop.is_set():
-                outcome["publisher"].close()  # type: ignore[attr-defined]
-                return None
-            return outcome["publisher"]
-        logger.warning("broker not reachable (%s); retrying in %.0fs", outcome.get("error"), delay)
-        stop.wait(delay)
-        delay = min(60.0, delay * 2)
+        try:
+            publisher = unless_stopped(
+                lambda: factory(settings, client_id=f"{settings.app_id}-feeds"), stop,
+                name="kafka-connect")
+        except Stopped:
+            return None
+        except Exception as exc:
+            logger.warning("broker not reachable (%s); retrying in %.0fs", exc, delay)
+            stop.wait(delay)
+            delay = min(60.0, delay * 2)
+            continue
+        if stop.is_set():
+            publisher.close()
+            return None
+        return publisher
     return None
 
 

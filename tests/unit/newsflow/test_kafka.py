@@ -205,3 +205,30 @@ def test_a_step_of_the_clients_io_thread_slowed_by_other_threads_is_no_warning(c
         assert "ran for" in caplog.records[0].getMessage()
     finally:
         client.close()
+
+
+def test_unless_stopped_gives_the_call_s_result_or_its_error():
+    import threading
+
+    stop = threading.Event()
+    assert nk.unless_stopped(lambda: 42, stop, name="t") == 42
+
+    def fails() -> None:
+        raise KafkaTimeoutError("Unable to bootstrap")
+
+    with pytest.raises(KafkaTimeoutError, match="Unable to bootstrap"):
+        nk.unless_stopped(fails, stop, name="t")
+
+
+def test_unless_stopped_answers_a_stop_while_the_call_still_waits():
+    """As kafka-python's constructors wait on a broker that does not answer, deaf to a
+    stop: the caller goes on, the call is left to end on its own."""
+    import threading
+
+    stop, release = threading.Event(), threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    try:
+        with pytest.raises(nk.Stopped):
+            nk.unless_stopped(lambda: release.wait(30), stop, name="t")
+    finally:
+        release.set()

@@ -979,3 +979,45 @@ def test_a_page_that_never_reached_an_extraction_worker_counts_its_wait_not_an_e
     assert metrics.extract_seconds.count() == 0
     assert metrics.extract_wait_seconds.count() == 1
     state.close()
+
+
+class _Connection:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_publisher_s_connection_is_tried_again_until_it_succeeds():
+    from producers.feeds import _connect_publisher
+
+    tries: list[str] = []
+    made = _Connection()
+
+    def factory(settings: Settings, client_id: str) -> _Connection:
+        tries.append(client_id)
+        if len(tries) == 1:
+            raise PublishError("broker not up yet")
+        return made
+
+    assert _connect_publisher(Settings(), threading.Event(), factory) is made
+    assert tries == ["newsflow-feeds", "newsflow-feeds"] and not made.closed
+
+
+def test_a_stop_ends_the_wait_for_a_publisher_s_connection():
+    """kafka-python's constructor waits up to 30 s on a broker that does not answer:
+    the stop is answered meanwhile."""
+    from producers.feeds import _connect_publisher
+
+    stop, release = threading.Event(), threading.Event()
+    made = _Connection()
+
+    def factory(settings: Settings, client_id: str) -> _Connection:
+        release.wait(30)
+        return made
+
+    threading.Timer(0.3, stop.set).start()
+    try:
+        assert _connect_publisher(Settings(), stop, factory) is None
+    finally:
+        release.set()
