@@ -177,13 +177,18 @@ def check_web_port(settings: Settings) -> None:
         try:
             sock.bind((settings.web_host, settings.web_port))
         except OSError as exc:
-            # (Only a port in use has something to stop: not a host that does not resolve.)
-            in_use = "stop what uses it, or " if exc.errno == errno.EADDRINUSE else ""
-            raise ServiceError(
-                f"cannot serve the web page on {settings.web_host}:{settings.web_port}:"
-                f" {exc.strerror or exc}; {in_use}set NEWSFLOW_WEB_PORT"
-                " (0: any free port) or NEWSFLOW_WEB_HOST"
-            ) from exc
+            raise ServiceError(cannot_serve(settings, exc)) from exc
+
+
+def cannot_serve(settings: Settings, exc: OSError, *, options: bool = False) -> str:
+    """Why the web page cannot be served on its address, and what to change (``options``:
+    `newsflow web`'s too). Only a port in use has something to stop, not a host that does
+    not resolve."""
+    in_use = "stop what uses it, or " if exc.errno == errno.EADDRINUSE else ""
+    return (f"cannot serve the web page on {settings.web_host}:{settings.web_port}:"
+            f" {exc.strerror or exc}; {in_use}set NEWSFLOW_WEB_PORT"
+            f" ({'--port; ' if options else ''}0: any free port) or NEWSFLOW_WEB_HOST"
+            f"{' (--host)' if options else ''}")
 
 
 def hold_data_dir(settings: Settings) -> IO[str]:

@@ -17,7 +17,6 @@ forbids inline scripts).
 from __future__ import annotations
 
 import contextlib
-import errno
 import html
 import ipaddress
 import json
@@ -660,11 +659,9 @@ def make_server(settings: Settings) -> NewsflowServer:
     try:
         return NewsflowServer(settings)
     except OSError as exc:
-        in_use = "stop what uses it, or " if exc.errno == errno.EADDRINUSE else ""
-        raise RuntimeError(
-            f"cannot serve the web page on {settings.web_host}:{settings.web_port}:"
-            f" {exc.strerror or exc}; {in_use}set NEWSFLOW_WEB_PORT (--port; 0:"
-            " any free port) or NEWSFLOW_WEB_HOST (--host)") from exc
+        from newsflow.service import cannot_serve  # (the supervisor's: only on this path)
+
+        raise RuntimeError(cannot_serve(settings, exc, options=True)) from exc
 
 
 def serve(settings: Settings, stop: threading.Event) -> None:
