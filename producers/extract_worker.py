@@ -19,13 +19,13 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection, Pipe
 
@@ -165,6 +165,50 @@ class _Worker:
         self.proc.wait()
 
 
+@dataclass
+class _Waiter:
+    given: threading.Event = field(default_factory=threading.Event)
+    slot: _Worker | None = None
+
+
+class _Slots:
+    """The pool's slots (a worker, or None: no process there yet), handed out first come,
+    first served: a slot given back goes to the thread that has waited longest. (Through a
+    queue.Queue, a thread that gave one back and asked again at once took it before the
+    thread woken for it, which then waited again behind the others: four threads asking
+    in a tight loop, one took 2209 of 2212 pages, the others waited 5 s for their first.)"""
+
+    def __init__(self, count: int) -> None:
+        self._lock = threading.Lock()
+        self._free: deque[_Worker | None] = deque([None] * count)
+        self._waiting: deque[_Waiter] = deque()
+
+    def take(self) -> _Worker | None:
+        with self._lock:
+            if self._free and not self._waiting:
+                return self._free.popleft()
+            waiter = _Waiter()
+            self._waiting.append(waiter)
+        waiter.given.wait()
+        return waiter.slot
+
+    def give(self, slot: _Worker | None) -> None:
+        with self._lock:
+            if not self._waiting:
+                self._free.append(slot)
+                return
+            waiter = self._waiting.popleft()
+        waiter.slot = slot
+        waiter.given.set()
+
+    def take_free(self) -> list[_Worker | None]:
+        """The slots nobody holds or waits for, taken."""
+        with self._lock:
+            free = list(self._free)
+            self._free.clear()
+        return free
+
+
 class ExtractPool:
     """``workers`` worker processes shared by the poll threads: a page waits for a free
     one, then gets at most ``timeout_s`` of it. Workers start when first needed (the
@@ -177,10 +221,7 @@ class ExtractPool:
         self.timeout_s = timeout_s
         self.pages_per_worker = pages_per_worker
         self.log = (log_level, log_json)
-        # Free slots; None: no process there yet.
-        self._free: queue.Queue[_Worker | None] = queue.Queue()
-        for _ in range(workers):
-            self._free.put(None)
+        self._slots = _Slots(workers)
         self._lock = threading.Lock()
         self._running: set[_Worker] = set()
         self._closed = False
@@ -208,7 +249,7 @@ class ExtractPool:
     def extract(self, html: bytes | str, url: str | None = None,
                 content_type: str = "") -> Extraction:
         asked = time.perf_counter()
-        worker = self._free.get()
+        worker = self._slots.take()
         try:
             if self._closed:  # (the producer stops: the page is handed back)
                 return Extraction(None, None, CRASHED, time.perf_counter() - asked)
@@ -241,7 +282,7 @@ class ExtractPool:
             done.wait_s = waited
             return done
         finally:
-            self._free.put(worker)
+            self._slots.give(worker)
             if self._closed:
                 # Put back after close() looked at the idle ones (a page that ended as it
                 # closed): its pipe would stay open as long as the pool.
@@ -334,19 +375,14 @@ class ExtractPool:
         self._close_idle()
 
     def _close_idle(self) -> None:
-        """Once closed: close the pipes of the workers waiting in the queue, which no thread
-        holds (killed, they kept a file descriptor each for as long as the pool was kept)."""
+        """Once closed: close the pipes of the idle workers, which no thread holds (killed,
+        they kept a file descriptor each for as long as the pool was kept)."""
         with self._lock:
-            idle: list[_Worker | None] = []
-            while True:
-                try:
-                    idle.append(self._free.get_nowait())
-                except queue.Empty:
-                    break
+            idle = self._slots.take_free()
             for worker in idle:
                 if worker is not None:
                     worker.conn.close()
-                self._free.put(None)  # (the slot stays: a page asking gets CRASHED)
+                self._slots.give(None)  # (the slot stays: a page asking gets CRASHED)
 
     def __enter__(self) -> ExtractPool:
         return self

@@ -240,14 +240,14 @@ def test_a_worker_put_back_as_the_pool_closes_keeps_no_pipe(monkeypatch):
     the idle ones: its pipe stayed open. (The close is made to land there.)"""
     before = _open_fds()
     pool = ExtractPool()
-    put = pool._free.put
+    give = pool._slots.give
 
     def closed_then_put(worker):  # type: ignore[no-untyped-def]
         if worker is not None and not pool._closed:
             pool.close()
-        put(worker)
+        give(worker)
 
-    monkeypatch.setattr(pool._free, "put", closed_then_put)
+    monkeypatch.setattr(pool._slots, "give", closed_then_put)
     done = pool.extract(ARTICLE, "https://news.example/flood")
     assert done.failure is None and done.extracted is not None
     assert pool.pids() == []
@@ -328,6 +328,32 @@ def test_a_sigterm_to_the_producer_s_whole_group_leaves_the_worker_to_its_produc
     finally:
         if producer.poll() is None:
             producer.kill()
+
+
+def test_threads_waiting_for_a_worker_are_served_first_come_first_served():
+    """Through a queue.Queue, a thread that gave its worker back and asked again at once
+    took it before the threads waiting for it: four threads asking in a tight loop (a poll
+    thread between pages does not always fetch first), one did its 15 pages while the
+    others waited for their first."""
+    per_thread = 15
+    served: list[int] = []
+    with ExtractPool(workers=1) as pool:
+        pool.extract(ARTICLE, "https://news.example/flood")  # (the worker is up)
+
+        def ask(thread: int) -> None:
+            for _ in range(per_thread):
+                assert pool.extract(ARTICLE, "https://news.example/flood").failure is None
+                served.append(thread)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    # When the first thread was done, each of the others had been served (nearly) as often.
+    first_done = next(i for i in range(len(served)) if served[:i + 1].count(served[i]) == per_thread)
+    assert len(served) == 4 * per_thread
+    assert min(served[:first_done + 1].count(t) for t in range(4)) >= per_thread - 2, served
 
 
 def test_a_page_s_wait_for_a_busy_worker_is_told_apart_from_its_extraction():
