@@ -164,6 +164,16 @@ class _InstalledSuffixList(tld.utils.MozillaTLDSourceParser):
             f"({tld.helpers.project_dir(cls.local_path)}): reinstall tld")
 
 
+def use_installed_suffix_list() -> None:
+    """Read the installed Public Suffix List into ``tld``'s table of lists, for the lookups
+    of libraries that call ``tld.get_tld`` with its default parser (courlan's, inside
+    trafilatura's extraction): that parser finds its list read and fetches nothing, as
+    ``tld`` keeps one list per file, and ours is its file. With the file missing it fetched
+    the list (no timeout: a network that drops packets held an extraction worker until
+    its time bound killed it, every page of every worker). TldIOError when it is missing."""
+    tld.utils.get_tld_names(parser_class=_InstalledSuffixList)
+
+
 @functools.lru_cache(maxsize=65536)
 def registrable_domain(host: str) -> str | None:
     """The registrable domain of ``host`` (lower-case, in its IDNA form, as ``ascii_host``

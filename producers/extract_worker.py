@@ -88,8 +88,10 @@ def release_free_memory() -> None:
 def extract_in_process(html: bytes | str, url: str | None = None,
                        content_type: str = "") -> Extraction:
     """The extraction in this process, unbounded (tests and offline tools)."""
+    from newsflow.schemas import use_installed_suffix_list
     from producers.extract import extract_article_timed
 
+    use_installed_suffix_list()  # (see serve)
     asked = time.perf_counter()
     extracted, seconds = extract_article_timed(html, url, content_type)
     # (the wait for another thread's extraction: one page at a time, see extract.py)
@@ -414,10 +416,14 @@ def serve(fd: int, log_level: str = "WARNING", log_json: bool = False) -> None:
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     conn = Connection(fd)
     from newsflow.logs import configure_log_output
+    from newsflow.schemas import use_installed_suffix_list
     from producers.extract import CacheJanitor, extract_article_timed
 
     # As the producer logs (trafilatura's and htmldate's own lines kept down likewise).
     configure_log_output(log_level, log_json)
+    # Before "ready": a worker without the list does not start (a broken install, said
+    # in its traceback), rather than fetch it for its pages.
+    use_installed_suffix_list()
 
     janitor = CacheJanitor()
     conn.send("ready")

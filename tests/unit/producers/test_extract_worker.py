@@ -330,6 +330,35 @@ def test_a_sigterm_to_the_producer_s_whole_group_leaves_the_worker_to_its_produc
             producer.kill()
 
 
+def test_a_worker_without_the_public_suffix_list_does_not_fetch_it(tmp_path, monkeypatch, capfd):
+    """courlan, in trafilatura's extraction, looks domains up with tld's default parser,
+    which fetched a missing list file from publicsuffix.org with no timeout: behind a
+    network that drops packets (here a proxy that never answers) every page of every
+    worker waited for it until its time bound killed the worker. The worker reads the
+    installed list before it counts as started: without it, it does not start, saying
+    why, and asks nothing of the network."""
+    import shutil
+    import socket
+
+    import tld
+
+    # A tld without its list file, imported by the worker (which takes our import path).
+    shutil.copytree(Path(tld.__file__).parent, tmp_path / "tld",
+                    ignore=shutil.ignore_patterns("effective_tld_names.dat.txt"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    proxy = socket.create_server(("127.0.0.1", 0))
+    proxy.settimeout(0.1)
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    with proxy, ExtractPool(timeout_s=5.0) as pool:
+        # (A host courlan's own pattern does not read, so it asks tld.)
+        done = pool.extract(ARTICLE, "https://www.bbc.co.uk/news/flood")
+        with pytest.raises(TimeoutError):
+            proxy.accept()
+    assert done.failure == CRASHED and done.seconds is None
+    missing = tmp_path / "tld" / "res" / "effective_tld_names.dat.txt"
+    assert f"Public Suffix List of the tld package is missing ({missing})" in capfd.readouterr().err
+
+
 def test_threads_waiting_for_a_worker_are_served_first_come_first_served():
     """Through a queue.Queue, a thread that gave its worker back and asked again at once
     took it before the threads waiting for it: four threads asking in a tight loop (a poll
