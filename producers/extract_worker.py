@@ -34,15 +34,17 @@ logger = logging.getLogger(__name__)
 # Reasons a page was not extracted, for PageOutcome and the producer's page metrics.
 TIMEOUT = "extract_timeout"
 CRASHED = "extract_crashed"
+# No worker took the page, none could start: not a try of the page (nothing was tried).
+UNAVAILABLE = "extract_unavailable"
 FAILED = "extract_failed"  # an error of ours on the page, logged by the worker
 # How long a new worker may take to import trafilatura before it counts as crashed
 # (about 1 s on an idle machine; its pages' time bound starts only once it is ready).
 READY_TIMEOUT_S = 60.0
 # After a worker that did not start, the next start waits this long, doubled after each
-# one more up to the longest (as `newsflow run` restarts its children); pages asking
-# meanwhile get CRASHED at once. Started again for each page, a worker that could not
-# start (a broken install, a bad setting) was started some 50 times a second, each an
-# ERROR line.
+# one more up to the longest (as `newsflow run` restarts its children); a page asking
+# meanwhile waits for it when it comes within the page's time bound, else gets
+# UNAVAILABLE at once. Started again for each page, a worker that could not start (a
+# broken install, a bad setting) was started some 50 times a second, each an ERROR line.
 FIRST_RESTART_S = 1.0
 LONGEST_RESTART_S = 60.0
 
@@ -62,7 +64,8 @@ class Extracted:
 class Extraction:
     """What became of one page: its article (None: no usable text), the seconds its
     extraction took (None: it never ran, no worker came), ``failure`` (TIMEOUT or CRASHED)
-    when the worker did not answer, FAILED when the extraction raised, and the seconds
+    when the worker did not answer, UNAVAILABLE when no worker could start for it (CRASHED
+    once the pool is closed), FAILED when the extraction raised, and the seconds
     the page waited for a worker (a free one, or a new one's start), whether it got one."""
 
     extracted: Extracted | None
@@ -227,6 +230,7 @@ class ExtractPool:
         self._lock = threading.Lock()
         self._running: set[_Worker] = set()
         self._closed = False
+        self._closing = threading.Event()  # (set with _closed: ends a wait for a start)
         self._failed_starts = 0  # in a row
         self._next_start = 0.0  # (time.monotonic) no worker is started before it
 
@@ -263,16 +267,23 @@ class ExtractPool:
                                "starting another", worker.proc.pid, worker.ended())
                 self._retire(worker)
                 worker = None
-            if worker is None:
-                worker = self._replacement()
-                if worker is None:  # closed meanwhile, or starts held back
-                    return Extraction(None, None, CRASHED, time.perf_counter() - asked)
-            new = not worker.ready  # (a worker ready before says nothing of new starts)
-            if not worker.wait_ready():
+            # A start held back after failed ones is waited for within the page's bound:
+            # a page asking just after a failed start (its own too) went out, in a
+            # one-off poll, as its summary, as if its extraction had failed, though the
+            # next start was a second away and worked.
+            deadline = time.monotonic() + min(self.timeout_s, LONGEST_RESTART_S)
+            while True:
+                if worker is None:
+                    worker = self._replacement(wait_s=deadline - time.monotonic())
+                    if worker is None:  # closed meanwhile, or the next start not so soon
+                        return Extraction(None, None, self._no_worker(),
+                                          time.perf_counter() - asked)
+                new = not worker.ready  # (a worker ready before says nothing of new starts)
+                if worker.wait_ready():
+                    break
                 self._failed_start(worker)
                 self._retire(worker)
                 worker = None
-                return Extraction(None, None, CRASHED, time.perf_counter() - asked)
             if new and self._failed_starts:
                 self._started_again()
             waited = time.perf_counter() - asked
@@ -328,10 +339,15 @@ class ExtractPool:
         self._retire(worker)
         return self._replacement(), Extraction(None, elapsed, failure)
 
-    def _replacement(self) -> _Worker | None:
+    def _no_worker(self) -> str:
+        return CRASHED if self._closed else UNAVAILABLE
+
+    def _replacement(self, wait_s: float = 0.0) -> _Worker | None:
         """A new worker, started at once (it imports while the producer goes on); None
-        when the pool is closed, or while starts are held back after failed ones."""
-        if time.monotonic() < self._next_start:
+        when the pool is closed, or while starts are held back after failed ones, unless
+        the next start comes within ``wait_s``: then it is waited for."""
+        held_s = self._next_start - time.monotonic()
+        if held_s > wait_s or (held_s > 0 and self._closing.wait(held_s)):
             return None
         try:
             return self._start()
@@ -350,10 +366,10 @@ class ExtractPool:
         # One ERROR, not one for every page: its cause is the same each time, in the
         # worker's own output just before.
         log = logger.error if failed == 1 else logger.debug
-        log("an extraction worker (pid %d) did not start (%s): pages get extract_crashed "
-            "(tried again later) until one does; the next start in %.0f s, then less "
-            "often (up to every %.0f s)", worker.proc.pid, worker.ended(), delay,
-            LONGEST_RESTART_S)
+        log("an extraction worker (pid %d) did not start (%s): pages get extract_unavailable "
+            "(tried again later, no try of theirs counted) until one does; the next start "
+            "in %.0f s, then less often (up to every %.0f s)", worker.proc.pid,
+            worker.ended(), delay, LONGEST_RESTART_S)
 
     def _started_again(self) -> None:
         with self._lock:
@@ -368,6 +384,7 @@ class ExtractPool:
         hands its entry back, counting no try)."""
         with self._lock:
             self._closed = True
+            self._closing.set()
             running, self._running = list(self._running), set()
         for worker in running:
             # Killed only: a thread with a page on it sees its pipe end and closes its

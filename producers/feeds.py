@@ -52,6 +52,7 @@ from producers.config import ConfigError, FeedSpec, load_feeds_file
 from producers.edits import edit_of, listed_versions, refetch_allowed
 from producers.extract_worker import (
     CRASHED,
+    UNAVAILABLE,
     Extracted,
     Extraction,
     ExtractPool,
@@ -502,7 +503,8 @@ class FeedPoller:
         # A page whose host was paused (another answer's Retry-After) was not asked: it
         # keeps its tries. Counted, one 429 spent a try of every page of the host waiting
         # in the poll, and pages went out as summaries after two requests of five.
-        asked = page.reason != "host_paused"
+        # So with a page no extraction worker took (none could start): not tried.
+        asked = page.reason not in ("host_paused", UNAVAILABLE)
         # The page's own backoff, not bounded by its feed's interval (a feed polled every
         # 30 s would have it asked every 30 s); the producer's longest interval bounds it.
         delay = error_interval(
@@ -524,8 +526,9 @@ class FeedPoller:
         if self.page_attempts == 1:
             # No second try (a one-off poll: no later poll comes), so a page not asked
             # for either: left waiting, its entry was never published.
-            logger.info("page %s not asked for (%s), and no later try: publishing the "
-                        "entry's summary", entry.link, page.reason)
+            logger.info("page %s not %s (%s), and no later try: publishing the entry's "
+                        "summary", entry.link,
+                        "extracted" if page.reason == UNAVAILABLE else "asked for", page.reason)
             return None
         logger.debug(
             "page %s failed (%s); try %d of %d in %.0fs",
@@ -589,8 +592,10 @@ class FeedPoller:
             # A timeout is not tried again: the page would take as long again, holding a
             # worker every poll thread waits for, page_attempts times. A crash is: the
             # out-of-memory killer picks the largest process, not the page to blame. An
-            # error of ours (FAILED) would only fail again.
-            return PageOutcome(None, meta, done.failure, retryable=done.failure == CRASHED,
+            # error of ours (FAILED) would only fail again. No worker at all (UNAVAILABLE):
+            # the page was not tried, and is tried again as a page whose host is paused.
+            return PageOutcome(None, meta, done.failure,
+                               retryable=done.failure in (CRASHED, UNAVAILABLE),
                                extract_s=done.seconds, extract_wait_s=done.wait_s)
         if done.extracted is None:
             return PageOutcome(None, meta, "empty_text", extract_s=done.seconds,
@@ -804,8 +809,8 @@ class ProducerMetrics:
         self.pages = r.counter(
             "newsflow_feed_pages_total",
             "Article pages asked for, by outcome: extracted, or why the page was not used "
-            "(short_text, empty_text, extract_timeout, extract_crashed, extract_failed, "
-            "not_html, robots, robots_unreachable, host_paused, http_<status>, fetch_<kind>, "
+            "(short_text, empty_text, extract_timeout, extract_crashed, extract_unavailable, "
+            "extract_failed, not_html, robots, robots_unreachable, host_paused, http_<status>, fetch_<kind>, "
             "no_link)",
             ["outcome"],
         )

@@ -638,6 +638,65 @@ def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
         state.close()
 
 
+def _failing_worker_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *,
+                           first_only: bool) -> None:
+    """Extraction workers started from now on exit at once (as with an install broken
+    under the producer), only the first of them with ``first_only``; the producer
+    itself (a process with a script, not ``python -c``) runs as ever."""
+    marker = tmp_path / "a-start-failed"
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        f"if sys.argv[:1] == ['-c'] and not ({first_only} and os.path.exists({str(marker)!r})):\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        "    os._exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+
+
+def test_a_one_off_poll_waits_for_a_worker_start_held_back_after_one_failed(
+        server, tmp_path, monkeypatch):
+    """The first extraction worker of `poll --once` did not start (a passing fault): its
+    page, and every page asking within the second before the next start, went out as
+    its summary (extract_crashed) untried, as if extraction had failed, though the next
+    start worked. A page now waits for a start within its time bound."""
+    _failing_worker_starts(tmp_path, monkeypatch, first_only=True)
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    out: list[RawArticle] = []
+    poll_once(settings, [server.url("/gen/once.xml?entries=3&real=1")], emit=out.append)
+    assert (tmp_path / "a-start-failed").exists()
+    assert len(out) == 3
+    assert [a.fetch.get("summary_reason") for a in out if a.summary_only] == []
+
+
+def test_a_page_no_worker_could_take_waits_without_spending_a_try(
+        server, tmp_path, monkeypatch):
+    """Long-running: no extraction worker starts (a broken install), so no page is tried:
+    each page waiting counted a try as if its worker had crashed on it, and after five
+    its summary went out. It is now left waiting as a page whose host is paused: no try
+    counted, tried again later, extracted once a worker starts."""
+    from producers.extract_worker import UNAVAILABLE, ExtractPool
+
+    server.state.gen_entries = 1
+    rig = Rig(tmp_path, pages=True)
+    try:
+        with ExtractPool(timeout_s=0.5) as pool:
+            rig.poller.extract = pool.extract
+            _failing_worker_starts(tmp_path, monkeypatch, first_only=False)
+            url = server.url("/gen/nowork.xml?real=1")
+            for _ in range(2):
+                first = rig.poll(url)
+                assert first.articles == []
+                (retry,) = rig.state.page_retries(first.feed.id).values()
+                assert retry.attempts == 0
+                assert first.pages[0][0] == UNAVAILABLE
+                rig.skip(3600)
+            monkeypatch.delenv("PYTHONPATH")  # (mended)
+            time.sleep(2.1)  # (the next start: 1 s, then 2 s after the failed ones)
+            (article,) = rig.poll(url).articles
+        assert not article.summary_only and len(article.text) > 500
+    finally:
+        rig.close()
+
+
 def test_a_one_off_poll_leaves_no_feed_in_the_listing_and_its_entries_seen(
     server, tmp_path, capsys
 ):

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from producers.extract_worker import CRASHED, FAILED, TIMEOUT, ExtractPool, extract_in_process
+from producers.extract_worker import (
+    CRASHED,
+    FAILED,
+    TIMEOUT,
+    UNAVAILABLE,
+    ExtractPool,
+    extract_in_process,
+)
 from tests.conftest import pathological_page, process_runs, shared_path, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -349,12 +356,12 @@ def test_a_worker_without_the_public_suffix_list_does_not_fetch_it(tmp_path, mon
     proxy = socket.create_server(("127.0.0.1", 0))
     proxy.settimeout(0.1)
     monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
-    with proxy, ExtractPool(timeout_s=5.0) as pool:
+    with proxy, ExtractPool(timeout_s=0.5) as pool:
         # (A host courlan's own pattern does not read, so it asks tld.)
         done = pool.extract(ARTICLE, "https://www.bbc.co.uk/news/flood")
         with pytest.raises(TimeoutError):
             proxy.accept()
-    assert done.failure == CRASHED and done.seconds is None
+    assert done.failure == UNAVAILABLE and done.seconds is None
     missing = tmp_path / "tld" / "res" / "effective_tld_names.dat.txt"
     assert f"Public Suffix List of the tld package is missing ({missing})" in capfd.readouterr().err
 
@@ -411,18 +418,20 @@ def test_a_worker_that_cannot_start_is_started_less_and_less_often_with_one_erro
     """A worker that dies at every start (here: a sitecustomize that exits, as a broken
     install would fail its imports) was started again for every page that asked, some 50
     times a second, each start an ERROR line. Its starts now back off (1 s, 2 s, ... up to
-    60 s), pages asking meanwhile get CRASHED at once, one ERROR says so, and a worker
+    60 s), pages asking meanwhile get UNAVAILABLE at once (but for the next start within
+    their time bound, here 0.5 s, which they wait for), one ERROR says so, and a worker
     that starts again is said to have."""
     starts = tmp_path / "starts"
     (tmp_path / "sitecustomize.py").write_text(
         f"import os\nwith open({str(starts)!r}, 'a') as f:\n    f.write('x')\nos._exit(3)\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    with caplog.at_level(logging.DEBUG, logger="producers.extract_worker"), ExtractPool() as pool:
+    with caplog.at_level(logging.DEBUG, logger="producers.extract_worker"), \
+            ExtractPool(timeout_s=0.5) as pool:
         began = time.monotonic()
         pages = 0
         while time.monotonic() - began < 2.5:
             done = pool.extract(ARTICLE, "https://news.example/flood")
-            assert (done.failure, done.seconds) == (CRASHED, None)
+            assert (done.failure, done.seconds) == (UNAVAILABLE, None)
             pages += 1
         failed = len(starts.read_text())
         assert pages > 10 and failed in (1, 2)  # (at 0 s and 1 s; the next at 3 s)
@@ -445,7 +454,7 @@ def test_a_running_worker_does_not_undo_the_backoff_of_starts_that_fail(tmp_path
     an ERROR, each followed by 'an extraction worker started, after 1 that did not'."""
     starts = tmp_path / "starts"
     with caplog.at_level(logging.DEBUG, logger="producers.extract_worker"), \
-            ExtractPool(workers=2) as pool:
+            ExtractPool(workers=2, timeout_s=0.5) as pool:
         assert pool.extract(ARTICLE, "https://news.example/flood").failure is None
         (tmp_path / "sitecustomize.py").write_text(
             f"import os\nwith open({str(starts)!r}, 'a') as f:\n    f.write('x')\nos._exit(3)\n")
