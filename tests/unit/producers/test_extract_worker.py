@@ -371,12 +371,14 @@ def test_threads_waiting_for_a_worker_are_served_first_come_first_served():
     took it before the threads waiting for it: four threads asking in a tight loop (a poll
     thread between pages does not always fetch first), one did its 15 pages while the
     others waited for their first."""
-    per_thread = 15
+    per_thread = 20
     served: list[int] = []
+    together = threading.Barrier(4)
     with ExtractPool(workers=1) as pool:
         pool.extract(ARTICLE, "https://news.example/flood")  # (the worker is up)
 
         def ask(thread: int) -> None:
+            together.wait()
             for _ in range(per_thread):
                 assert pool.extract(ARTICLE, "https://news.example/flood").failure is None
                 served.append(thread)
@@ -386,10 +388,11 @@ def test_threads_waiting_for_a_worker_are_served_first_come_first_served():
             thread.start()
         for thread in threads:
             thread.join(120)
-    # When the first thread was done, each of the others had been served (nearly) as often.
+    # When the first thread was done, each of the others had been served nearly as often
+    # (the slack: a thread the machine's load held back from asking at once).
     first_done = next(i for i in range(len(served)) if served[:i + 1].count(served[i]) == per_thread)
     assert len(served) == 4 * per_thread
-    assert min(served[:first_done + 1].count(t) for t in range(4)) >= per_thread - 2, served
+    assert min(served[:first_done + 1].count(t) for t in range(4)) >= per_thread - 5, served
 
 
 def test_a_page_s_wait_for_a_busy_worker_is_told_apart_from_its_extraction():
