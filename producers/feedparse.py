@@ -90,6 +90,7 @@ class ParsedFeed:
     # The bozo is only a warning (a charset or media type overridden): the document
     # itself was read, so a feed listing no entries is just empty.
     bozo_soft: bool = False
+    empty_entries: int = 0  # entries left out: no link, no title, no text
 
 
 def html_to_text(fragment: str) -> str:
@@ -324,6 +325,8 @@ def parse_feed(
         entry = _from_feedparser(raw, parsed.language)
         if entry is not None:
             parsed.entries.append(entry)
+        else:
+            parsed.empty_entries += 1
     return parsed
 
 

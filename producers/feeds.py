@@ -22,6 +22,7 @@ Several processes sharing one state file split the feeds by leases (see state.py
 
 from __future__ import annotations
 
+import codecs
 import logging
 import math
 import os
@@ -289,6 +290,11 @@ class FeedPoller:
             failed = self._failed(feed, result.status, problem, retry_after=None)
             failed.parsed = parsed
             return failed
+        if parsed.empty_entries:
+            # (Nothing to publish, but said: feedparser finds them, and a feed whose only
+            # entry was one polled as an empty feed, 0 new, ok.)
+            logger.info("feed %s: %s without a link, a title or any text left out", feed.url,
+                        counted(parsed.empty_entries, "entry", "entries"))
         if parsed.bozo and parsed.entries:
             logger.info(
                 "feed %s is ill-formed (%s); %s recovered",
@@ -411,6 +417,11 @@ class FeedPoller:
                 # build_article may still set the page aside (shorter than the summary).
                 outcome = article.fetch.get("summary_reason") or "extracted"
                 poll.asked(str(outcome), page)
+                if page.reason not in (None, "no_link"):
+                    # (Said for every page: one a redirect loop, an HTML page of binary
+                    # data or of no text left out went out without a word.)
+                    logger.info("feed %s: page %s not used (%s): publishing the entry's "
+                                "summary", feed.url, entry.link, page.reason)
             poll.articles.append(article)
             poll.new_keys.append(key)
         # Edits after the new entries, within what is left of the poll's cap.
@@ -587,6 +598,10 @@ class FeedPoller:
         kind = result.content_type.split(";")[0].strip().lower()
         if kind and "html" not in kind and "xml" not in kind:
             return PageOutcome(None, meta, "not_html")
+        if binary_data(result.body):
+            # Binary data served as HTML (an image, an archive, a server's fault) went to
+            # extraction, which said only, as an ERROR naming no page, "not valid HTML".
+            return PageOutcome(None, meta, "not_html")
         done = self.extract(result.body, result.final_url, result.content_type)
         if done.failure is not None:
             # A timeout is not tried again: the page would take as long again, holding a
@@ -602,6 +617,21 @@ class FeedPoller:
                                extract_wait_s=done.wait_s)
         return PageOutcome(done.extracted, meta, None, extract_s=done.seconds,
                            extract_wait_s=done.wait_s)
+
+
+# Bytes that no text holds (the WHATWG MIME Sniffing standard's "binary data bytes").
+_BINARY_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)])
+
+
+def binary_data(body: bytes) -> bool:
+    """Whether a body is binary data rather than text: more than one in 64 of its first
+    4 KB are bytes no text holds (a stray control character in a page is not enough),
+    UTF-16 and UTF-32 with their BOM aside."""
+    head = body[:4096]
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)):
+        return False  # (UTF-32 LE's BOM starts as UTF-16 LE's)
+    binary = len(head) - len(head.translate(None, _BINARY_BYTES))
+    return binary * 64 > len(head)
 
 
 def _handed_back(update: FeedUpdate, feed: FeedRow, now: float) -> None:

@@ -158,6 +158,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(403, b"<html><body>Subscribe</body></html>", [("Content-Type", "text/html")])
         if path.startswith("/moved301/"):
             return self._send(301, b"", [("Location", "/feeds/" + path[len("/moved301/"):])])
+        if path == "/loop.html":  # a redirect loop
+            return self._send(302, b"", [("Location", "/loop.html")])
         if path == "/away":  # a feed proxy's link: 302 to ?to= (another host, say)
             return self._send(302, b"", [("Location", query["to"][0])])
         if path.startswith("/moved302/"):

@@ -155,6 +155,15 @@ def test_every_hard_feed_over_http_with_its_headers(server, rig):
     assert with_entries >= 18
 
 
+def test_a_feed_s_entries_with_nothing_in_them_are_said_to_be_left_out(server, rig, caplog):
+    url = server.url("/hard/illformed/geo/gml_point.xml")
+    with caplog.at_level(logging.INFO, logger="producers.feeds"):
+        result = rig.poll(url)
+    assert result.articles == [] and result.update.error is None
+    assert (f"feed {url}: 1 entry without a link, a title or any text left out"
+            in [r.getMessage() for r in caplog.records])
+
+
 def test_legacy_charsets_are_decoded_over_http(server, rig):
     koi8 = rig.poll(server.url("/hard/illformed/chardet/koi8r.xml"))
     assert "единственное" in koi8.articles[0].text
@@ -1012,6 +1021,34 @@ def rss(items: list[tuple[str, str, str]]) -> bytes:
         for guid, link, title in items
     )
     return f"<?xml version='1.0'?><rss version='2.0'><channel><title>T</title>{body}</channel></rss>".encode()
+
+
+def test_broken_article_pages_each_say_why_and_lose_no_entry(server, paged_rig, caplog):
+    """Pages that cannot be used went out as their entries' summaries without a word in
+    the log (a redirect loop: fetch_redirects), and binary data served as text/html was
+    extracted, trafilatura logging an ERROR that named no page ('parsed tree length: 1,
+    wrong data type or not valid HTML'), the summary going out as empty_text. Each now
+    has a line naming its feed, its page and why; the binary one is not extracted."""
+    import gzip
+    import random
+
+    real = gzip.decompress(page_files(shared_path("pages"))[0].read_bytes())
+    server.state.custom["binary.html"] = (random.Random(7).randbytes(300_000), "text/html")
+    server.state.custom["good.html"] = (real, "text/html; charset=utf-8")
+    links = {"binary": server.url("/custom/binary.html"), "loop": server.url("/loop.html"),
+             "good": server.url("/custom/good.html")}
+    server.state.custom["broken.xml"] = (
+        rss([(name, link, name) for name, link in links.items()]), "application/rss+xml")
+    feed_url = server.url("/custom/broken.xml")
+    with caplog.at_level(logging.INFO):
+        result = paged_rig.poll(feed_url)
+    reasons = {a.fetch["entry_key"]: a.fetch.get("summary_reason") for a in result.articles}
+    assert reasons == {"binary": "not_html", "loop": "fetch_redirects", "good": None}
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    for name, reason in (("binary", "not_html"), ("loop", "fetch_redirects")):
+        assert (f"feed {feed_url}: page {links[name]} not used ({reason}): publishing the "
+                "entry's summary") in said
+    assert not [r for r in caplog.records if r.name.startswith("trafilatura")]
 
 
 def test_entries_with_broken_values_are_published_and_the_rest_too(server, rig):

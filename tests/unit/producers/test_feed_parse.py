@@ -293,3 +293,12 @@ def test_an_entry_s_updated_time_is_read_kept_and_a_saved_entry_without_one_stil
            b"<pubDate>Fri, 04 Dec 2026 08:00:00 GMT</pubDate></item></channel></rss>")
     (plain,) = parse_feed(rss, url="https://a.example/rss").entries
     assert plain.updated is None  # its publication time is not an update
+
+
+def test_entries_with_nothing_in_them_are_counted_where_they_are_left_out():
+    """An entry without a link, a title or any text is no article, but feedparser finds it:
+    left out without a word, a feed whose only entry it was read as empty (0 new, ok)."""
+    raw = (shared_path("feeds-hard") / "illformed/geo/gml_point.xml").read_bytes()
+    parsed = parse_feed(raw)
+    assert parsed.entries == [] and parsed.empty_entries == 1
+    assert parse_feed(raw.replace(b"<entry>", b"<entry><title>T</title>")).empty_entries == 0

@@ -1021,3 +1021,23 @@ def test_a_stop_ends_the_wait_for_a_publisher_s_connection():
         assert _connect_publisher(Settings(), stop, factory) is None
     finally:
         release.set()
+
+
+def test_binary_data_is_told_from_a_page_s_text():
+    """Binary data served as text/html went to extraction (see the integration test of
+    broken pages); a page's text, a stray control character in it, or UTF-16 with its
+    BOM is not binary."""
+    import codecs
+    import gzip
+    import random
+
+    from producers.feeds import binary_data
+    from tests.conftest import shared_path
+
+    page = gzip.decompress(sorted(shared_path("pages").glob("*/*.html.gz"))[0].read_bytes())
+    assert binary_data(random.Random(7).randbytes(100_000))
+    assert binary_data(b"\x89PNG\r\n\x1a\n" + random.Random(8).randbytes(5000))
+    assert not binary_data(page)
+    assert not binary_data(page[:2000] + b"\x00\x1b\x08" + page[2000:])
+    assert not binary_data(codecs.BOM_UTF16_LE + page.decode("utf-8").encode("utf-16-le"))
+    assert not binary_data(b"")
