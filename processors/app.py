@@ -18,6 +18,7 @@ its messages not committed, for the supervisor to start again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -105,8 +106,7 @@ def clean_article(article: RawArticle) -> RawArticle:
         title = clean_title(title, [article.source, article.site_name],
                             article.canonical_url or article.url)
     text = clean_text(_CONTROL.sub("", article.text), title)
-    if not title and not text:
-        raise PoisonMessage("article has neither title nor text")
+    refuse_without_words(title, text)
     fetch = article.fetch
     if len(text) > MAX_TEXT_CHARS:  # from a producer that cut nothing (replay, another's)
         fetch = {**fetch, "text_truncated": True, "text_chars": len(text)}
@@ -115,14 +115,44 @@ def clean_article(article: RawArticle) -> RawArticle:
     return article.model_copy(update={"title": title, "text": text, "fetch": fetch})
 
 
+# Tags and character references: what is left of a page's markup (<br/>, &nbsp;) is no
+# word of an article, whatever letters it spells.
+_MARKUP = re.compile(r"<[^<>]*>|&#?\w+;")
+
+
+def refuse_without_words(title: str, text: str) -> None:
+    """PoisonMessage for an article with nothing to read or cluster: neither title nor
+    text, or none of them holds a letter or digit outside markup (zero-width spaces,
+    dashes, a stray <br/>: no incident can be about it)."""
+    if not title.strip() and not text.strip():
+        raise PoisonMessage("article has neither title nor text")
+    if not any(char.isalnum() for char in _MARKUP.sub("", f"{title}\n{text}")):
+        raise PoisonMessage("article has no words: its title and text hold no letter or digit"
+                            " (markup aside)")
+
+
+# The most of one article the cluster stage's table takes, as faust writes it (JSON with
+# \uXXXX escapes, six bytes for a character of most scripts), leaving room in its record
+# for the rest. A clean article from elsewhere, uncut, passed it: the table's write was
+# refused, and the worker crashed on it at every start.
+MAX_TABLE_ARTICLE_BYTES = MAX_MESSAGE_BYTES // 2
+
+
 def decode_article(value: bytes | None) -> RawArticle:
     return _decode(value, RawArticle, "raw article")
 
 
 def decode_clean_article(value: bytes | None) -> CleanArticle:
     article = _decode(value, CleanArticle, "clean article")
-    if not article.title.strip() and not article.text.strip():  # as the clean stage refuses it
-        raise PoisonMessage("article has neither title nor text")
+    refuse_without_words(article.title, article.text)  # as the clean stage refuses it
+    # Measured only when it may be too large: escaping makes at most 6 bytes of one.
+    if value and len(value) * 6 > MAX_TABLE_ARTICLE_BYTES:
+        size = len(json.dumps(article.model_dump(mode="json")))
+        if size > MAX_TABLE_ARTICLE_BYTES:
+            raise PoisonMessage(
+                f"too large for the cluster stage's table: {size:,} bytes as faust writes it"
+                f" (JSON, \\uXXXX escapes), at most {MAX_TABLE_ARTICLE_BYTES:,}; the clean stage"
+                f" cuts a text to {MAX_TEXT_CHARS:,} characters")
     return article
 
 
@@ -135,12 +165,16 @@ def _decode(value: bytes | None, model: type[_Article], name: str) -> _Article:
         version = _schema_version(value)
         if version not in (None, 1):  # a newer newsflow's, say: said as the sink says it
             raise _unknown_version(version, name) from exc
-        # pydantic's message names the field and the problem.
-        first = str(exc).splitlines()
+        # pydantic's message names the field and the problem (not its web page's address).
+        first = [line.strip() for line in str(exc).splitlines()
+                 if not line.strip().startswith("For further information")]
         raise PoisonMessage(f"not a {name} (schema v1): {' '.join(first[:3])}") from exc
     if "schema_version" not in article.model_fields_set:
         # The model's default must not stand in for it: the sink refuses such a message.
         raise _unknown_version(None, name)
+    if not article.id.strip():
+        # Its key and its row's: every such article would be one article, and no one's.
+        raise PoisonMessage(f"not a {name}: its id is empty")
     return article
 
 
