@@ -132,3 +132,42 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_stream_goes_on(
                  what="the sound records placed", until=lambda records: ids <= {
                      a.id for articles in placed(records).values() for a in articles})
     assert worker.process.poll() is None
+
+
+def test_records_on_the_tables_changelogs_that_are_not_the_stage_s_are_dropped_at_the_rebuild(
+        make_settings, start_role, topic_reader):
+    """The cluster stage rebuilds its state from its tables' changelog topics. A record
+    there it could not read (another program's, a hand's) failed every rebuild: the worker
+    crash-looped on a KeyError, and after five quick exits `newsflow run` stopped. Such a
+    record is now removed, said once, and the state rebuilt without it."""
+    from processors.app import ARTICLES_TABLE, INCIDENTS_TABLE, MEMBERS_TABLE
+
+    settings = make_settings()
+    ensure_topics(settings)
+    first, second = read_articles([SEEDS])
+    worker = start_role(settings, "process")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(first)
+    topic_reader(settings, settings.topic_members, until=holding([first.id]), timeout_s=90,
+                 watch=[worker], what="the first seed placed")
+    with Publisher(settings) as publisher:
+        # JSON that is no record, and what is not JSON at all (which stopped faust's
+        # recovery of the tables for good: the worker up, clustering nothing).
+        for table, key, value in ((ARTICLES_TABLE, b'"junk"', b'{"x": 1}'),
+                                  (MEMBERS_TABLE, b'"junk"', b"\xff not json"),
+                                  (INCIDENTS_TABLE, b'"junk"', b'{"incident_id": 7}'),
+                                  (INCIDENTS_TABLE, b"\xfe", b"[1, 2]")):
+            publisher.send(f"{settings.app_id}-{table}-changelog", key, value)
+            # (Each a batch of its own: the embedded broker reports a topic's end as its
+            # last batch's first record + 1, and a table's recovery reads to there.)
+            publisher.flush()
+    assert worker.stop() == 0
+    again = start_role(settings, "process")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(second)
+    topic_reader(settings, settings.topic_members, until=holding([first.id, second.id]),
+                 timeout_s=90, watch=[again], what="the second seed placed with the first")
+    log = again.log()
+    for table, count in (("articles", 1), ("members", 1), ("incidents", 2)):
+        assert f"table {table}: {count} record(s) that are not the stage's removed" in log, log[-3000:]
+    assert again.process.poll() is None
