@@ -11,7 +11,7 @@ from newsflow.kafka import Publisher, ensure_topics
 from newsflow.schemas import DeadLetter
 from producers.replay import read_articles
 from tests.conftest import ROOT, read_for
-from tests.integration.processors.test_stream import holding, placed
+from tests.integration.processors.test_stream import holding, placed, reuters_in_one_worker
 
 pytestmark = pytest.mark.integration
 
@@ -142,14 +142,8 @@ def test_records_on_the_tables_changelogs_that_are_not_the_stage_s_are_dropped_a
     record is now removed, said once, and the state rebuilt without it."""
     from processors.app import ARTICLES_TABLE, INCIDENTS_TABLE, MEMBERS_TABLE
 
-    settings = make_settings()
-    ensure_topics(settings)
-    first, second = read_articles([SEEDS])
-    worker = start_role(settings, "process")
-    with Publisher(settings) as publisher:
-        publisher.publish_article(first)
-    topic_reader(settings, settings.topic_members, until=holding([first.id]), timeout_s=90,
-                 watch=[worker], what="the first seed placed")
+    settings, worker, first, second = reuters_in_one_worker(make_settings, start_role,
+                                                            topic_reader)
     with Publisher(settings) as publisher:
         # JSON that is no record, and what is not JSON at all (which stopped faust's
         # recovery of the tables for good: the worker up, clustering nothing).
