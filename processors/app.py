@@ -352,12 +352,26 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     def running() -> bool:
         return not app.should_stop
 
-    def not_delivered(failed: list[tuple[Outgoing, BaseException]], retry_s: float) -> None:
+    def not_delivered(failed: list[tuple[Outgoing, BaseException]], retry_s: float,
+                      tries: int) -> None:
         for message, exc in failed:
             metrics.send_failures.inc(topic=message.name, kind=type(exc).__name__)
-        logger.error("%d message(s) not delivered (%s), sent again in %.1f s", len(failed),
-                     "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500],
-                     retry_s)
+        topics = ", ".join(sorted({message.name for message, _ in failed}))
+        errors = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500]
+        # Said once, then reminded: an ERROR a try (every 30 s for as long as a topic
+        # would not take them) buried what it said, and never that the stage had stopped.
+        if tries == 1:
+            logger.error(
+                "%d message(s) to %s not delivered (%s): the stage waits on them, holding"
+                " every message after them, and sends them again, at most every %.0f s, until"
+                " they are. Check that the broker is up, holds %s and lets this worker write"
+                " to it", len(failed), topics, errors, MAX_RETRY_DELAY_S, topics)
+        elif tries % REMIND_EVERY_TRIES == 0:
+            logger.warning("%d message(s) to %s still not delivered, %d tries so far (%s)",
+                           len(failed), topics, tries, errors)
+        else:
+            logger.debug("%d message(s) to %s not delivered (%s), sent again in %.1f s",
+                         len(failed), topics, errors, retry_s)
 
     async def send_batch(output: BatchOutput) -> None:
         """A batch's places and versions, delivered (or sent again): a place lost would
@@ -640,23 +654,31 @@ CLEAN_BATCH = 500
 CLEAN_BATCH_WAIT_S = 0.05
 
 
+# The longest wait before a message not delivered is sent again; and how often (in
+# tries: with that wait, every 5 minutes) a stage still waiting on one says so again.
+MAX_RETRY_DELAY_S = 30.0
+REMIND_EVERY_TRIES = 10
+
+
 async def send_delivered(messages: list[Outgoing],
-                         on_failure: Callable[[list[tuple[Outgoing, BaseException]], float], None],
+                         on_failure: Callable[[list[tuple[Outgoing, BaseException]], float, int],
+                                              None],
                          keep_trying: Callable[[], bool] = lambda: True,
-                         first_delay_s: float = 0.5, max_delay_s: float = 30.0,
+                         first_delay_s: float = 0.5, max_delay_s: float = MAX_RETRY_DELAY_S,
                          refused: list[tuple[Outgoing, BaseException]] | None = None) -> bool:
     """Send ``messages`` and wait for their delivery (all at once: one round trip); those
     that fail (refused at once, or in delivery) are sent again, with a growing delay,
     while ``keep_trying()``. Returns whether all were delivered; False once
     ``keep_trying()`` says stop, even mid-wait (a delivery to a broker that is down takes
     the producer's request timeout, a minute, to fail), after at most ``_STOP_GRACE_S``
-    more for the deliveries under way.
+    more for the deliveries under way. ``on_failure(failed, delay, tries)`` hears of each
+    failed try (``tries``: how many so far); a delivery after such tries is logged.
     With ``refused``, a message the broker refuses for itself (``is_refusal``) is not sent
     again but put there with the error: as the broker refuses the other messages of its
     produce request with it, each refused one is first sent again alone, to tell which.
     (faust's ``stream_publish_on_commit`` must stay off: with it, a send's future resolves
     only at the commit, which waits for this batch.)"""
-    pending, delay = messages, first_delay_s
+    pending, delay, tries = messages, first_delay_s, 0
     alone: list[Outgoing] = []
     while pending or alone:
         failed: list[tuple[Outgoing, BaseException]] = []
@@ -681,7 +703,8 @@ async def send_delivered(messages: list[Outgoing],
             continue  # (done, unless some are to be sent alone)
         if not keep_trying():
             return False
-        on_failure(failed, delay)
+        tries += 1
+        on_failure(failed, delay, tries)
         resume = asyncio.get_running_loop().time() + delay
         while (left := resume - asyncio.get_running_loop().time()) > 0:
             if not keep_trying():
@@ -690,6 +713,9 @@ async def send_delivered(messages: list[Outgoing],
         delay = min(delay * 2, max_delay_s)
         if not keep_trying():
             return False
+    if tries:
+        logger.warning("%d message(s) delivered, after %s", len(messages),
+                       counted(tries, "failed try", "failed tries"))
     return True
 
 

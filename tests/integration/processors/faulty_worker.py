@@ -5,6 +5,7 @@ worker with one fault injected at its edge; the rest is the real worker.
   leaders of those topics are down while the consumer and the changelog still work. The
   real retry loop (``send_delivered``) runs; only the topics it sends to refuse.
 - ``clean-outage``: the same for the clean stage's sends to the clean topic.
+- ``dlq-outage``: the same for both stages' sends to the dead-letter topic.
 - ``record``: the first batch's tables cannot be written, after its places were sent.
 - ``unorderable``: the cluster stage cannot tell where the article with the id
   ``unorderable`` stands in the order of publication (``publish_key`` raises for it). No
@@ -81,6 +82,8 @@ if __name__ == "__main__":
         processors.app.send_delivered = _outage_of("members", "incidents")
     elif fault == "clean-outage":
         processors.app.send_delivered = _outage_of("clean")
+    elif fault == "dlq-outage":
+        processors.app.send_delivered = _outage_of("dlq")
     elif fault == "record":
         processors.tables.StageTables.record = _record_fails_once
     elif fault == "unorderable":

@@ -556,6 +556,29 @@ def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_nex
     assert "rebuilt from the changelog tables (0 articles)" in worker.log()
 
 
+def test_a_dead_letter_topic_that_takes_nothing_is_said_once_with_the_stage_it_holds(
+        make_settings, start_role):
+    """Every send to the dead-letter topic fails (its partition leader unreachable): the
+    clean stage waits on the letter, holding the articles after it, and sends it again,
+    at most every 30 s. It said so as an ERROR at every try, for ever, naming neither the
+    topic nor that the stage was held. Now once, saying both and what to check."""
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, _ = read_articles([SEEDS])
+    stuck = start_role(settings, "dlq-outage", module=FAULTY_WORKER)
+    with Publisher(settings) as publisher:
+        publisher.send(settings.topic_raw, "junk", b"[1, 2]")
+    assert wait_until(lambda: "not delivered" in stuck.log(), 90), stuck.log()[-3000:]
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+    time.sleep(16)  # (tries after 0.5, 1, 2, 4 and 8 s)
+    errors = re.findall(r"ERROR +processors\.app: .*not delivered.*", stuck.log())
+    assert len(errors) == 1, stuck.log()[-3000:]
+    assert settings.topic_dlq in errors[0] and "holding every message after them" in errors[0]
+    assert stuck.process.poll() is None
+    assert not holding([reuters.id])(read_for(settings, settings.topic_members, 1))
+
+
 def goes_down(settings, start_role, fault: str, said: str, junk_on: str | None = None) -> None:
     """Start the worker with ``fault``, publish junk (key "junk") on ``junk_on`` if given,
     then the Reuters seed; it must go down, for the supervisor to start again (not stay up
