@@ -356,6 +356,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                       tries: int) -> None:
         for message, exc in failed:
             metrics.send_failures.inc(topic=message.name, kind=type(exc).__name__)
+        for name in {message.name for message, _ in failed}:
+            metrics.undelivered.set(sum(m.name == name for m, _ in failed), topic=name)
         topics = ", ".join(sorted({message.name for message, _ in failed}))
         errors = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500]
         # Said once, then reminded: an ERROR a try (every 30 s for as long as a topic
@@ -385,6 +387,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         if not await send_delivered(messages, not_delivered, keep_trying=running):
             raise NotDelivered(f"stopping with {len(messages)} message(s) not delivered: "
                                f"the batch is decided again at the next start")
+        delivered(messages)
+
+    def delivered(messages: list[Outgoing]) -> None:
+        for name in {message.name for message in messages}:
+            if metrics.undelivered.value(topic=name):
+                metrics.undelivered.set(0, topic=name)
 
     def letter_for(stage: str, event: EventT, exc: BaseException) -> Outgoing:
         letter = dead_letter(stage, event, exc)
@@ -426,6 +434,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             refused: list[tuple[Outgoing, BaseException]] = []
             if not await send_delivered(messages, not_delivered, running, refused=refused):
                 raise NotDelivered(f"{len(messages)} message(s) not delivered before the stop")
+            delivered(messages)
             messages = [instead for message, exc in refused
                         if (instead := instead_of_refused(stage, message, exc)) is not None]
 
@@ -602,6 +611,11 @@ class ProcessorMetrics:
             "Records the processors failed to send (places are sent again until delivered), "
             "by topic and error kind.",
             ["topic", "kind"],
+        )
+        self.undelivered = self.registry.gauge(
+            "newsflow_processor_undelivered_messages",
+            "Messages a stage waits to deliver, by topic: while above 0, that stage holds"
+            " every message after them.", ["topic"],
         )
         self.window_articles = self.registry.gauge(
             "newsflow_processor_window_articles", "Articles held in the clustering window."
