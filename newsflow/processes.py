@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -68,6 +69,48 @@ def exit_when_orphaned(supervisor: int | None, grace_s: float = ORPHAN_GRACE_S) 
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-when-orphaned", daemon=True).start()
+
+
+def any_broker_answers(bootstrap: str, timeout_s: float = 1.0) -> bool:
+    """Whether some address of ``bootstrap`` (read as kafka-python reads it) takes a TCP
+    connection: no more than that, so it answers at once for a broker that is gone."""
+    from newsflow.kafka import broker_addresses
+
+    try:
+        addresses = broker_addresses(bootstrap)
+    except ValueError:
+        return False  # (kafka-python could not reach it either)
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def exit_when_orphaned_without_broker(supervisor: int | None, bootstrap: str | None,
+                                      check_every_s: float = 0.25) -> None:
+    """In a child of `newsflow run` that has only the broker to hand its work to (the
+    processors): once the supervisor is gone and no address of ``bootstrap`` answers (the
+    embedded broker died with it), exit at once. Its stop would spend the orphan's grace
+    (``exit_when_orphaned``) on commits and sends to that broker, which nothing can
+    answer any more. While a broker answers (an external Kafka), the stop goes on and
+    commits what it can; should that broker go too, the exit comes then."""
+    if supervisor is None or not bootstrap:
+        return
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(check_every_s)
+        while any_broker_answers(bootstrap):
+            time.sleep(check_every_s)
+        logger.warning("the supervisor (pid %s) died and no broker answers at %s (the embedded"
+                       " one died with it): exiting, nothing left to commit", supervisor,
+                       bootstrap)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-without-broker", daemon=True).start()
 
 
 def _die_with_parent(signum: int = signal.SIGTERM) -> None:

@@ -18,6 +18,7 @@ its messages not committed, for the supervisor to start again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+from faust.serializers import codecs
 from faust.types import EventT, StreamT
 
 from newsflow.kafka import (  # every topic's limit, and so the producer's
@@ -105,8 +107,7 @@ def clean_article(article: RawArticle) -> RawArticle:
         title = clean_title(title, [article.source, article.site_name],
                             article.canonical_url or article.url)
     text = clean_text(_CONTROL.sub("", article.text), title)
-    if not title and not text:
-        raise PoisonMessage("article has neither title nor text")
+    refuse_without_words(title, text)
     fetch = article.fetch
     if len(text) > MAX_TEXT_CHARS:  # from a producer that cut nothing (replay, another's)
         fetch = {**fetch, "text_truncated": True, "text_chars": len(text)}
@@ -115,14 +116,44 @@ def clean_article(article: RawArticle) -> RawArticle:
     return article.model_copy(update={"title": title, "text": text, "fetch": fetch})
 
 
+# Tags and character references: what is left of a page's markup (<br/>, &nbsp;) is no
+# word of an article, whatever letters it spells.
+_MARKUP = re.compile(r"<[^<>]*>|&#?\w+;")
+
+
+def refuse_without_words(title: str, text: str) -> None:
+    """PoisonMessage for an article with nothing to read or cluster: neither title nor
+    text, or none of them holds a letter or digit outside markup (zero-width spaces,
+    dashes, a stray <br/>: no incident can be about it)."""
+    if not title.strip() and not text.strip():
+        raise PoisonMessage("article has neither title nor text")
+    if not any(char.isalnum() for char in _MARKUP.sub("", f"{title}\n{text}")):
+        raise PoisonMessage("article has no words: its title and text hold no letter or digit"
+                            " (markup aside)")
+
+
+# The most of one article the cluster stage's table takes, as faust writes it (JSON with
+# \uXXXX escapes, six bytes for a character of most scripts), leaving room in its record
+# for the rest. A clean article from elsewhere, uncut, passed it: the table's write was
+# refused, and the worker crashed on it at every start.
+MAX_TABLE_ARTICLE_BYTES = MAX_MESSAGE_BYTES // 2
+
+
 def decode_article(value: bytes | None) -> RawArticle:
     return _decode(value, RawArticle, "raw article")
 
 
 def decode_clean_article(value: bytes | None) -> CleanArticle:
     article = _decode(value, CleanArticle, "clean article")
-    if not article.title.strip() and not article.text.strip():  # as the clean stage refuses it
-        raise PoisonMessage("article has neither title nor text")
+    refuse_without_words(article.title, article.text)  # as the clean stage refuses it
+    # Measured only when it may be too large: escaping makes at most 6 bytes of one.
+    if value and len(value) * 6 > MAX_TABLE_ARTICLE_BYTES:
+        size = len(json.dumps(article.model_dump(mode="json")))
+        if size > MAX_TABLE_ARTICLE_BYTES:
+            raise PoisonMessage(
+                f"too large for the cluster stage's table: {size:,} bytes as faust writes it"
+                f" (JSON, \\uXXXX escapes), at most {MAX_TABLE_ARTICLE_BYTES:,}; the clean stage"
+                f" cuts a text to {MAX_TEXT_CHARS:,} characters")
     return article
 
 
@@ -135,12 +166,16 @@ def _decode(value: bytes | None, model: type[_Article], name: str) -> _Article:
         version = _schema_version(value)
         if version not in (None, 1):  # a newer newsflow's, say: said as the sink says it
             raise _unknown_version(version, name) from exc
-        # pydantic's message names the field and the problem.
-        first = str(exc).splitlines()
+        # pydantic's message names the field and the problem (not its web page's address).
+        first = [line.strip() for line in str(exc).splitlines()
+                 if not line.strip().startswith("For further information")]
         raise PoisonMessage(f"not a {name} (schema v1): {' '.join(first[:3])}") from exc
     if "schema_version" not in article.model_fields_set:
         # The model's default must not stand in for it: the sink refuses such a message.
         raise _unknown_version(None, name)
+    if not article.id.strip():
+        # Its key and its row's: every such article would be one article, and no one's.
+        raise PoisonMessage(f"not a {name}: its id is empty")
     return article
 
 
@@ -202,6 +237,28 @@ def decide_in_publish_order(
     return results, rejected
 
 
+class TableJSON(codecs.json):
+    """faust's JSON codec, for the tables' changelogs; a record there that is not JSON
+    (another program's, a hand's) reads as a string saying so, which the rebuild removes
+    (``processors.tables.readable``). Raised, it stopped the tables' recovery for good:
+    the worker stayed up, clustering nothing, saying only "No event received"."""
+
+    def _loads(self, s: bytes) -> Any:
+        try:
+            return super()._loads(s)
+        except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+            return f"not JSON: {bytes(s)[:100]!r}"
+
+
+class ChangelogTable(faust.Table):  # type: ignore[misc]
+    """faust's table, its keys and values read and written with ``TableJSON``. (faust
+    takes a table's serializers from its key and value types, not from its schema: the
+    schema's are overwritten with those.)"""
+
+    def _serializer_from_type(self, typ: Any) -> Any:
+        return TableJSON()
+
+
 def dead_letter(stage: str, event: EventT, exc: BaseException) -> DeadLetter:
     return DeadLetter.of_record(stage, event.message, str(exc), type(exc).__name__)
 
@@ -258,6 +315,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         # received for active tp"); without standbys, 14 of 14 passed. A worker taking
         # over reads the changelog from its start instead (the tables are in memory).
         table_standby_replicas=0 if settings.kafka_embedded else 1,
+        Table=ChangelogTable,
     )
     # faust's own consumer can commit past a message not processed (processors/consumer.py).
     app.transport = NoLossTransport(app.conf.broker_consumer, app)
@@ -294,12 +352,28 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     def running() -> bool:
         return not app.should_stop
 
-    def not_delivered(failed: list[tuple[Outgoing, BaseException]], retry_s: float) -> None:
+    def not_delivered(failed: list[tuple[Outgoing, BaseException]], retry_s: float,
+                      tries: int) -> None:
         for message, exc in failed:
             metrics.send_failures.inc(topic=message.name, kind=type(exc).__name__)
-        logger.error("%d message(s) not delivered (%s), sent again in %.1f s", len(failed),
-                     "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500],
-                     retry_s)
+        for name in {message.name for message, _ in failed}:
+            metrics.undelivered.set(sum(m.name == name for m, _ in failed), topic=name)
+        topics = ", ".join(sorted({message.name for message, _ in failed}))
+        errors = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500]
+        # Said once, then reminded: an ERROR a try (every 30 s for as long as a topic
+        # would not take them) buried what it said, and never that the stage had stopped.
+        if tries == 1:
+            logger.error(
+                "%d message(s) to %s not delivered (%s): the stage waits on them, holding"
+                " every message after them, and sends them again, at most every %.0f s, until"
+                " they are. Check that the broker is up, holds %s and lets this worker write"
+                " to it", len(failed), topics, errors, MAX_RETRY_DELAY_S, topics)
+        elif tries % REMIND_EVERY_TRIES == 0:
+            logger.warning("%d message(s) to %s still not delivered, %d tries so far (%s)",
+                           len(failed), topics, tries, errors)
+        else:
+            logger.debug("%d message(s) to %s not delivered (%s), sent again in %.1f s",
+                         len(failed), topics, errors, retry_s)
 
     async def send_batch(output: BatchOutput) -> None:
         """A batch's places and versions, delivered (or sent again): a place lost would
@@ -313,6 +387,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         if not await send_delivered(messages, not_delivered, keep_trying=running):
             raise NotDelivered(f"stopping with {len(messages)} message(s) not delivered: "
                                f"the batch is decided again at the next start")
+        delivered(messages)
+
+    def delivered(messages: list[Outgoing]) -> None:
+        for name in {message.name for message in messages}:
+            if metrics.undelivered.value(topic=name):
+                metrics.undelivered.set(0, topic=name)
 
     def letter_for(stage: str, event: EventT, exc: BaseException) -> Outgoing:
         letter = dead_letter(stage, event, exc)
@@ -354,6 +434,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             refused: list[tuple[Outgoing, BaseException]] = []
             if not await send_delivered(messages, not_delivered, running, refused=refused):
                 raise NotDelivered(f"{len(messages)} message(s) not delivered before the stop")
+            delivered(messages)
             messages = [instead for message, exc in refused
                         if (instead := instead_of_refused(stage, message, exc)) is not None]
 
@@ -531,6 +612,11 @@ class ProcessorMetrics:
             "by topic and error kind.",
             ["topic", "kind"],
         )
+        self.undelivered = self.registry.gauge(
+            "newsflow_processor_undelivered_messages",
+            "Messages a stage waits to deliver, by topic: while above 0, that stage holds"
+            " every message after them.", ["topic"],
+        )
         self.window_articles = self.registry.gauge(
             "newsflow_processor_window_articles", "Articles held in the clustering window."
         )
@@ -582,23 +668,31 @@ CLEAN_BATCH = 500
 CLEAN_BATCH_WAIT_S = 0.05
 
 
+# The longest wait before a message not delivered is sent again; and how often (in
+# tries: with that wait, every 5 minutes) a stage still waiting on one says so again.
+MAX_RETRY_DELAY_S = 30.0
+REMIND_EVERY_TRIES = 10
+
+
 async def send_delivered(messages: list[Outgoing],
-                         on_failure: Callable[[list[tuple[Outgoing, BaseException]], float], None],
+                         on_failure: Callable[[list[tuple[Outgoing, BaseException]], float, int],
+                                              None],
                          keep_trying: Callable[[], bool] = lambda: True,
-                         first_delay_s: float = 0.5, max_delay_s: float = 30.0,
+                         first_delay_s: float = 0.5, max_delay_s: float = MAX_RETRY_DELAY_S,
                          refused: list[tuple[Outgoing, BaseException]] | None = None) -> bool:
     """Send ``messages`` and wait for their delivery (all at once: one round trip); those
     that fail (refused at once, or in delivery) are sent again, with a growing delay,
     while ``keep_trying()``. Returns whether all were delivered; False once
     ``keep_trying()`` says stop, even mid-wait (a delivery to a broker that is down takes
     the producer's request timeout, a minute, to fail), after at most ``_STOP_GRACE_S``
-    more for the deliveries under way.
+    more for the deliveries under way. ``on_failure(failed, delay, tries)`` hears of each
+    failed try (``tries``: how many so far); a delivery after such tries is logged.
     With ``refused``, a message the broker refuses for itself (``is_refusal``) is not sent
     again but put there with the error: as the broker refuses the other messages of its
     produce request with it, each refused one is first sent again alone, to tell which.
     (faust's ``stream_publish_on_commit`` must stay off: with it, a send's future resolves
     only at the commit, which waits for this batch.)"""
-    pending, delay = messages, first_delay_s
+    pending, delay, tries = messages, first_delay_s, 0
     alone: list[Outgoing] = []
     while pending or alone:
         failed: list[tuple[Outgoing, BaseException]] = []
@@ -623,7 +717,8 @@ async def send_delivered(messages: list[Outgoing],
             continue  # (done, unless some are to be sent alone)
         if not keep_trying():
             return False
-        on_failure(failed, delay)
+        tries += 1
+        on_failure(failed, delay, tries)
         resume = asyncio.get_running_loop().time() + delay
         while (left := resume - asyncio.get_running_loop().time()) > 0:
             if not keep_trying():
@@ -632,6 +727,9 @@ async def send_delivered(messages: list[Outgoing],
         delay = min(delay * 2, max_delay_s)
         if not keep_trying():
             return False
+    if tries:
+        logger.warning("%d message(s) delivered, after %s", len(messages),
+                       counted(tries, "failed try", "failed tries"))
     return True
 
 

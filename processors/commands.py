@@ -18,10 +18,13 @@ if TYPE_CHECKING:  # (processors.rebuild imports faust: not for `newsflow --help
 
 def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: WindowReader) -> int:
     from newsflow.kafka import bootstrap_servers
+    from newsflow.processes import exit_when_orphaned_without_broker
     from processors.app import run_worker
     from processors.gc_tuning import tune_gc
 
     bootstrap_servers(settings)  # without one configured or found: how to get one
+    # A worker left by a killed `newsflow run` stops at once when its broker went too.
+    exit_when_orphaned_without_broker(settings.supervisor_pid, settings.kafka_bootstrap)
     # Storage holds what the changelog tables do not: incidents that outlived their
     # articles (and everything, with the embedded broker, which forgets on restart).
     from processors.rebuild import storage_window_loader

@@ -9,9 +9,10 @@ worker, dicts in tests), so the bookkeeping is tested without a broker.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion
 from processors.assemble import incidents_from_parts
@@ -25,21 +26,47 @@ from processors.stage import (
     saved_state,
 )
 
+logger = logging.getLogger(__name__)
+
 Stored = tuple[Iterable[ArticleRecord], Iterable[Incident]]
 
+_Read = TypeVar("_Read")
 
-def table_incidents(headers: Iterable[dict[str, Any]],
+
+def table_incidents(headers: Iterable[Incident | IncidentVersion],
                     members: Iterable[IncidentMember]) -> list[Incident]:
     """The incidents the tables hold: headers and places, joined. A header with its
-    articles is a table written by an older newsflow: taken whole."""
-    whole: list[Incident] = []
-    parts: list[IncidentVersion] = []
-    for value in headers:
-        if "articles" in value:
-            whole.append(Incident.model_validate(value))
-        else:
-            parts.append(IncidentVersion.model_validate(value))
+    articles (``read_header``) is a table written by an older newsflow: taken whole."""
+    whole = [header for header in headers if isinstance(header, Incident)]
+    parts = [header for header in headers if isinstance(header, IncidentVersion)]
     return whole + incidents_from_parts(parts, members)
+
+
+def read_header(value: Any) -> Incident | IncidentVersion:
+    """A record of the incidents table."""
+    if "articles" in value:
+        return Incident.model_validate(value)
+    return IncidentVersion.model_validate(value)
+
+
+def readable(table: MutableMapping[str, Any], name: str,
+             read: Callable[[Any], _Read]) -> dict[str, _Read]:
+    """The records of ``table`` that ``read`` can read, by key. One it cannot (written by
+    hand or by another program on its changelog topic) is removed, said once: the
+    rebuild failed on it, and so did every start after, the worker crash-looping with a
+    KeyError; storage holds what it may have stood for."""
+    found: dict[str, _Read] = {}
+    bad: list[str] = []
+    for key, value in list(table.items()):
+        try:
+            found[key] = read(value)
+        except Exception as exc:  # noqa: BLE001 - any record, any error
+            bad.append(f"{key!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+            table.pop(key, None)
+    if bad:
+        logger.error("table %s: %d record(s) that are not the stage's removed, the state rebuilt"
+                     " without them (and from storage): %s", name, len(bad), "; ".join(bad[:5]))
+    return found
 
 
 @dataclass
@@ -57,10 +84,10 @@ class StageTables:
         """A stage rebuilt from the tables and ``stored`` (storage's window); returns it
         and how many articles the tables held. What the stage did not keep leaves the
         tables; an article the tables place elsewhere than the stage gets its place."""
-        places = {article_id: IncidentMember.model_validate(value)
-                  for article_id, value in self.members.items()}
-        records = [ArticleRecord.from_json(v) for v in self.articles.values()]
-        tables = (records, table_incidents(self.incidents.values(), places.values()))
+        places = readable(self.members, "members", IncidentMember.model_validate)
+        records = list(readable(self.articles, "articles", ArticleRecord.from_json).values())
+        headers = readable(self.incidents, "incidents", read_header)
+        tables = (records, table_incidents(list(headers.values()), places.values()))
         stage = IncidentStage(config)
         stage.restore(*saved_state(stored, tables),
                       placed_at={a: m.assigned_at for a, m in places.items()})

@@ -5,6 +5,9 @@ worker with one fault injected at its edge; the rest is the real worker.
   leaders of those topics are down while the consumer and the changelog still work. The
   real retry loop (``send_delivered``) runs; only the topics it sends to refuse.
 - ``clean-outage``: the same for the clean stage's sends to the clean topic.
+- ``dlq-outage``: the same for both stages' sends to the dead-letter topic.
+
+An outage lasts for ever, or ``NEWSFLOW_TEST_OUTAGE_S`` seconds from its first refused send.
 - ``record``: the first batch's tables cannot be written, after its places were sent.
 - ``unorderable``: the cluster stage cannot tell where the article with the id
   ``unorderable`` stands in the order of publication (``publish_key`` raises for it). No
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from aiokafka.errors import KafkaConnectionError
 
@@ -33,17 +37,29 @@ _dead_letter = processors.app.dead_letter
 _rebuild = processors.tables.StageTables.rebuild
 
 
+# How long an outage lasts from its first refused send, in seconds (unset: for ever).
+OUTAGE_S = "NEWSFLOW_TEST_OUTAGE_S"
+_outage_ends: list[float] = []
+
+
 class _Unreachable:
-    async def send(self, key: bytes, value: bytes) -> None:
-        raise KafkaConnectionError("partition leader unreachable (test outage)")
+    def __init__(self, topic) -> None:  # type: ignore[no-untyped-def]
+        self.topic = topic
+
+    async def send(self, key: bytes, value: bytes):  # type: ignore[no-untyped-def]
+        if not _outage_ends:
+            _outage_ends.append(time.monotonic() + float(os.environ.get(OUTAGE_S, "inf")))
+        if time.monotonic() < _outage_ends[0]:
+            raise KafkaConnectionError("partition leader unreachable (test outage)")
+        return await self.topic.send(key=key, value=value)
 
 
 def _outage_of(*topics: str):  # type: ignore[no-untyped-def]
     names = {os.environ[f"NEWSFLOW_TOPIC_{topic.upper()}"] for topic in topics}
 
     async def send_in_outage(messages, on_failure, keep_trying=lambda: True, **delays):  # type: ignore[no-untyped-def]
-        down = [message._replace(topic=_Unreachable()) if message.name in names else message
-                for message in messages]
+        down = [message._replace(topic=_Unreachable(message.topic)) if message.name in names
+                else message for message in messages]
         return await _send_delivered(down, on_failure, keep_trying, **delays)
 
     return send_in_outage
@@ -81,6 +97,8 @@ if __name__ == "__main__":
         processors.app.send_delivered = _outage_of("members", "incidents")
     elif fault == "clean-outage":
         processors.app.send_delivered = _outage_of("clean")
+    elif fault == "dlq-outage":
+        processors.app.send_delivered = _outage_of("dlq")
     elif fault == "record":
         processors.tables.StageTables.record = _record_fails_once
     elif fault == "unorderable":

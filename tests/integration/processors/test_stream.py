@@ -556,6 +556,41 @@ def test_a_batch_not_delivered_when_the_worker_stops_is_decided_again_at_the_nex
     assert "rebuilt from the changelog tables (0 articles)" in worker.log()
 
 
+def test_a_dead_letter_topic_that_takes_nothing_is_said_once_with_the_stage_it_holds(
+        make_settings, start_role, topic_reader):
+    """Every send to the dead-letter topic fails for 20 s (its partition leader
+    unreachable): the clean stage waits on the letter, holding the articles after it, and
+    sends it again with a growing delay. It said so as an ERROR at every try (every 30 s,
+    for as long as it lasted), naming neither the topic nor that the stage was held. Now
+    once, saying both and what to check, in the metrics too; and the end of it."""
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, _ = read_articles([SEEDS])
+    stuck = start_role(settings, "dlq-outage", module=FAULTY_WORKER,
+                       env={"NEWSFLOW_TEST_OUTAGE_S": "20"})
+    prom = settings.data_dir / "metrics" / f"processors-{stuck.process.pid}.prom"
+    waiting = f'newsflow_processor_undelivered_messages{{topic="{settings.topic_dlq}"}}'
+    with Publisher(settings) as publisher:
+        publisher.send(settings.topic_raw, "junk", b"[1, 2]")
+    assert wait_until(lambda: "not delivered" in stuck.log(), 90), stuck.log()[-3000:]
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+    # The metrics file (written every 5 s) shows the stage waiting, for a dashboard or an
+    # alert; the article after the letter waits with it.
+    assert wait_until(lambda: prom.exists() and f"{waiting} 1" in prom.read_text(), 15)
+    assert not holding([reuters.id])(read_for(settings, settings.topic_members, 1))
+    # Tries after 0.5, 1, 2, 4, 8 and 16 s: the last once the outage is over.
+    topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=60,
+                 watch=[stuck], what="the article after the letter, once it is delivered")
+    log = stuck.log()
+    errors = re.findall(r"ERROR +processors\.app: .*not delivered.*", log)
+    assert len(errors) == 1, log[-3000:]
+    assert settings.topic_dlq in errors[0] and "holding every message after them" in errors[0]
+    assert re.search(r"WARNING +processors\.app: 1 message\(s\) delivered, after 6 failed tries",
+                     log), log[-3000:]
+    assert wait_until(lambda: f"{waiting} 0" in prom.read_text(), 15)
+
+
 def goes_down(settings, start_role, fault: str, said: str, junk_on: str | None = None) -> None:
     """Start the worker with ``fault``, publish junk (key "junk") on ``junk_on`` if given,
     then the Reuters seed; it must go down, for the supervisor to start again (not stay up

@@ -121,22 +121,28 @@ def _outgoing(topic: _Topic, *keys: bytes) -> list:  # type: ignore[type-arg]
     return [Outgoing(topic, "t", key, b"{}") for key in keys]
 
 
-def test_messages_not_delivered_are_sent_again_until_they_are() -> None:
+def test_messages_not_delivered_are_sent_again_until_they_are(caplog) -> None:
     import asyncio
+    import logging
 
     from processors.app import send_delivered
 
     topic = _Topic(refuse={b"a1"}, lose={b"a2"})
     failures: list[list[tuple[bytes, str]]] = []
 
-    def failed(batch, retry_s) -> None:  # type: ignore[no-untyped-def]
+    def failed(batch, retry_s, tries) -> None:  # type: ignore[no-untyped-def]
+        assert tries == len(failures) + 1
         failures.append(sorted((m.key, str(e)) for m, e in batch))
         topic.refuse, topic.lose = set(), set()  # the broker is back for the next try
 
     messages = _outgoing(topic, b"a1", b"a2", b"a3")
-    assert asyncio.run(send_delivered(messages, failed, first_delay_s=0.01))
+    with caplog.at_level(logging.WARNING, logger="processors.app"):
+        assert asyncio.run(send_delivered(messages, failed, first_delay_s=0.01))
     assert failures == [[(b"a1", "refused"), (b"a2", "lost in delivery")]]  # one report a try
     assert topic.delivered == [b"a3", b"a1", b"a2"]  # each once, the failed ones again
+    # The end of an outage is said, as its start was.
+    assert [r.getMessage() for r in caplog.records] == [
+        "3 message(s) delivered, after 1 failed try"]
 
 
 class _Limited(_Topic):
@@ -183,7 +189,7 @@ def test_a_message_refused_for_itself_is_told_from_those_refused_with_it_and_not
     refused: list = []  # type: ignore[type-arg]
     failures: list = []  # type: ignore[type-arg]
     messages = _outgoing(topic, b"a1", b"huge", b"a2")
-    assert asyncio.run(send_delivered(messages, lambda f, s: failures.append(f),
+    assert asyncio.run(send_delivered(messages, lambda f, s, n: failures.append(f),
                                       first_delay_s=0.01, refused=refused))
     assert [(m.key, type(e)) for m, e in refused] == [(b"huge", MessageSizeTooLargeError)]
     assert topic.delivered == [b"a1", b"a2"] and failures == []
@@ -196,7 +202,7 @@ def test_sending_stops_when_the_partitions_are_no_longer_ours() -> None:
 
     topic = _Topic(refuse=set(), lose={b"a1"})
     tries: list[int] = []
-    done = asyncio.run(send_delivered(_outgoing(topic, b"a1"), lambda f, s: tries.append(1),
+    done = asyncio.run(send_delivered(_outgoing(topic, b"a1"), lambda f, s, n: tries.append(1),
                                       keep_trying=lambda: len(tries) < 3, first_delay_s=0.01))
     assert not done and len(tries) == 3 and topic.delivered == []
 
@@ -220,7 +226,7 @@ def test_a_stop_ends_the_wait_for_a_delivery_or_a_retry_within_its_grace_period(
         stop_at = time.monotonic() + 0.3
         # (wait_for: a send that ignored the stop would fail the test, not hang it.)
         return await asyncio.wait_for(send_delivered(
-            _outgoing(topic, b"a1"), lambda f, s: None, first_delay_s=delay_s,
+            _outgoing(topic, b"a1"), lambda f, s, n: None, first_delay_s=delay_s,
             keep_trying=lambda: time.monotonic() < stop_at), timeout=5)
 
     # Waiting for a delivery that would take the producer's request timeout (a minute).
@@ -254,7 +260,7 @@ def test_a_stop_lets_deliveries_under_way_to_an_answering_broker_land() -> None:
     from processors.app import send_delivered
 
     topic = _Slow(set(), set())
-    done = asyncio.run(send_delivered(_outgoing(topic, b"a1", b"a2"), lambda f, s: None,
+    done = asyncio.run(send_delivered(_outgoing(topic, b"a1", b"a2"), lambda f, s, n: None,
                                       keep_trying=lambda: False))
     assert done and topic.delivered == [b"a1", b"a2"]
 
@@ -281,7 +287,7 @@ def test_a_cancelled_delivery_is_a_failed_one_and_is_sent_again() -> None:
     topic = _Cancelling(refuse=set(), lose=set())
     failures: list[str] = []
 
-    def failed(batch, retry_s) -> None:  # type: ignore[no-untyped-def]
+    def failed(batch, retry_s, tries) -> None:  # type: ignore[no-untyped-def]
         failures.extend(type(e).__name__ for _, e in batch)
         topic.refuse = {b"other"}  # the next try goes through
 
@@ -376,3 +382,18 @@ def test_a_clean_article_with_neither_title_nor_text_is_refused_as_the_clean_sta
     # Published on the clean topic by something else: it made an incident with no title.
     with pytest.raises(PoisonMessage, match="^article has neither title nor text$"):
         decode_clean_article(b'{"schema_version": 1, "id": "a1", "title": " ", "text": ""}')
+
+
+def test_an_article_of_any_script_has_words_and_one_of_marks_alone_has_none() -> None:
+    """The clean and cluster stages refuse an article with no letter or digit (zero-width
+    spaces, dashes, a page's leftover tags); a word of any script is one."""
+    import pytest
+
+    from processors.app import PoisonMessage, refuse_without_words
+
+    for title, text in [("", "地震"), ("", "แผ่นดินไหว"), ("", "<p>Floods</p>"), ("١٢٣", ""),
+                        ("Quake", "")]:
+        refuse_without_words(title, text)
+    for title, text in [("", "\u200b"), ("...", "- * -"), ("", "<br/>\n&nbsp;"), ("|", "")]:
+        with pytest.raises(PoisonMessage, match="^article has no words"):
+            refuse_without_words(title, text)

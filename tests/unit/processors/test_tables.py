@@ -20,7 +20,7 @@ from processors.stage import (
     StageResult,
     saved_state,
 )
-from processors.tables import StageTables, Stored, table_incidents
+from processors.tables import StageTables, Stored, read_header, table_incidents
 from tests.records import MERGE_STEPS, incident
 from tests.unit.processors.test_stage import T0, _two_stories_in_one_incident, filler, seeds
 
@@ -63,8 +63,9 @@ def test_the_tables_incidents_are_their_headers_joined_with_their_members() -> N
     headers = {r.incident_id: r for r in records if isinstance(r, IncidentVersion)}
     places = {r.article.id: r for r in records if isinstance(r, IncidentMember)}
     older = incident("i9", 4, [7, 8])  # a table an older newsflow wrote: articles and all
-    got = table_incidents([*(h.model_dump(mode="json") for h in headers.values()),
-                           older.model_dump(mode="json")], places.values())
+    got = table_incidents([read_header(value) for value in (
+        *(h.model_dump(mode="json") for h in headers.values()), older.model_dump(mode="json"))],
+        places.values())
     by_id = {i.incident_id: i for i in got}
     assert set(by_id) == {"i1", "i9"}  # i2 was merged away
     assert by_id["i1"].version == 3

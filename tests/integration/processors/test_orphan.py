@@ -1,0 +1,126 @@
+"""A processors worker outliving its `newsflow run` (killed with SIGKILL: the kernel sends
+the worker SIGTERM, see newsflow/processes.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from kafka import TopicPartition
+
+from newsflow.kafka import Publisher, ensure_topics, make_consumer
+from newsflow.processes import process_runs
+from producers.replay import read_articles
+from tests.conftest import ROOT, wait_for
+
+pytestmark = pytest.mark.integration
+
+SEEDS = ROOT / "seeds"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_worker_left_by_a_killed_newsflow_run_does_not_wait_on_its_dead_broker(tmp_path):
+    """The embedded broker dies with `newsflow run`; the worker's stop then spent the
+    orphan's whole grace (20 s) on a commit to it. Now it sees that no broker answers and
+    exits at once, saying so."""
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path / "var"), NEWSFLOW_WEB_PORT=str(free_port()),
+               NEWSFLOW_FEEDS_FILE=str(feeds), NEWSFLOW_REPLAY_SEEDS="false")
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        service = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "run"], env=env,
+                                   cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    worker = None
+    try:
+        wait_for(lambda: "partitions held" in log.read_text(errors="replace"), 120,
+                 "the processors holding their partitions")
+        worker = int(re.search(r"started process \(pid (\d+)\)",
+                               log.read_text(errors="replace")).group(1))  # type: ignore[union-attr]
+        service.kill()
+        service.wait(10)
+        killed = time.monotonic()
+        wait_for(lambda: not process_runs(worker), 30, "the worker ended")
+        took = time.monotonic() - killed
+        text = log.read_text(errors="replace")
+        assert "no broker answers" in text, text[-3000:]
+        assert "has not stopped 20 s later" not in text
+        assert took < 10, f"the worker took {took:.1f} s"
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait(10)
+        if worker is not None and process_runs(worker):
+            os.kill(worker, signal.SIGKILL)  # (should it fail: not left behind)
+
+
+def processors_committed(settings, topic: str) -> int:
+    consumer = make_consumer(settings, group_id=settings.app_id)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
+    finally:
+        consumer.close(autocommit=False)
+
+
+# A stand-in for `newsflow run` that starts one `newsflow process` as it does (spawn: its
+# own session, SIGTERM when its parent dies; its pid as the supervisor's) and waits.
+_SUPERVISOR = """
+import os, sys, time
+from newsflow.processes import spawn
+os.environ["NEWSFLOW_SUPERVISOR_PID"] = str(os.getpid())
+log = open(sys.argv[1], "ab")
+worker = spawn([sys.executable, "-m", "newsflow.cli", "process"], stdout=log, stderr=log)
+print(worker.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_whose_broker_still_answers_stops_as_usual_when_orphaned(
+        make_settings, tmp_path):
+    """Against a broker that outlives the supervisor (an external Kafka) an orphaned
+    worker stops as on any SIGTERM: it does not leave early, and commits what it did."""
+    from newsflow.settings import settings_env
+
+    settings = make_settings()
+    ensure_topics(settings)
+    log = tmp_path / "worker.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+    supervisor = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(log)], env=env,
+                                  cwd=ROOT, stdout=subprocess.PIPE)
+    worker = None
+    try:
+        worker = int(supervisor.stdout.readline())  # type: ignore[union-attr]
+        wait_for(lambda: "partitions held" in log.read_text(errors="replace"), 120,
+                 "the processors holding their partitions")
+        seeds = list(read_articles([SEEDS]))
+        with Publisher(settings) as publisher:
+            for article in seeds:
+                publisher.publish_article(article)
+        wait_for(lambda: processors_committed(settings, settings.topic_raw) == len(seeds), 60,
+                 "the seeds cleaned and committed")
+        supervisor.kill()
+        supervisor.wait(10)
+        wait_for(lambda: not process_runs(worker), 30, "the worker ended")
+        text = log.read_text(errors="replace")
+        assert "no broker answers" not in text, text[-3000:]
+        assert "has not stopped 20 s later" not in text, text[-3000:]
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(10)
+        if worker is not None and process_runs(worker):
+            os.kill(worker, signal.SIGKILL)
