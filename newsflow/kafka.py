@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -131,6 +132,22 @@ def broker_addresses(bootstrap: str) -> list[tuple[str, int]]:
     from kafka.cluster import collect_hosts
 
     return [(host, port) for host, port, _family in collect_hosts(bootstrap, randomize=False)]
+
+
+def any_broker_answers(bootstrap: str, timeout_s: float = 1.0) -> bool:
+    """Whether some address of ``bootstrap`` (read as kafka-python reads it) takes a TCP
+    connection: no more than that, so it answers at once for a broker that is gone."""
+    try:
+        addresses = broker_addresses(bootstrap)
+    except ValueError:
+        return False  # (kafka-python could not reach it either)
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 # kafka-python 3.0 warns when one step of its IO thread takes over 0.1 s ("likely a tight

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -71,24 +70,6 @@ def exit_when_orphaned(supervisor: int | None, grace_s: float = ORPHAN_GRACE_S) 
     threading.Thread(target=watch, name="exit-when-orphaned", daemon=True).start()
 
 
-def any_broker_answers(bootstrap: str, timeout_s: float = 1.0) -> bool:
-    """Whether some address of ``bootstrap`` (read as kafka-python reads it) takes a TCP
-    connection: no more than that, so it answers at once for a broker that is gone."""
-    from newsflow.kafka import broker_addresses
-
-    try:
-        addresses = broker_addresses(bootstrap)
-    except ValueError:
-        return False  # (kafka-python could not reach it either)
-    for host, port in addresses:
-        try:
-            with socket.create_connection((host, port), timeout=timeout_s):
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def exit_when_orphaned_without_broker(supervisor: int | None, bootstrap: str | None,
                                       check_every_s: float = 0.25) -> None:
     """In a child of `newsflow run` that has only the broker to hand its work to (the
@@ -99,6 +80,7 @@ def exit_when_orphaned_without_broker(supervisor: int | None, bootstrap: str | N
     commits what it can; should that broker go too, the exit comes then."""
     if supervisor is None or not bootstrap:
         return
+    from newsflow.kafka import any_broker_answers  # (kafka-python: not for every child)
 
     def watch() -> None:
         while os.getppid() == supervisor:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from newsflow.kafka import MessageTooLargeError, Stopped, broker_addresses, unless_stopped
+from newsflow.kafka import MessageTooLargeError, Stopped, any_broker_answers, unless_stopped
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import (
     MAX_TEXT_CHARS,
@@ -1251,19 +1251,9 @@ def _left_without_broker(settings: Settings, timeout_s: float = 1.0) -> bool:
     making sure the topic exists, up to 30 s, then a flush of up to 30 s."""
     if settings.supervisor_pid is None or os.getppid() == settings.supervisor_pid:
         return False
-    try:
-        # (Split here by hand, PLAINTEXT://host:9092, which kafka-python takes, or a host
-        # without its port, was read as no broker answering: the last polls handed back.)
-        addresses = broker_addresses(settings.kafka_bootstrap or "")
-    except ValueError:
-        return True  # (kafka-python could not read it either)
-    for host, port in addresses:
-        try:
-            with socket.create_connection((host, port), timeout=timeout_s):
-                return False
-        except OSError:
-            continue
-    return True
+    # (Read as kafka-python reads it: split by hand, PLAINTEXT://host:9092 or a host
+    # without its port was taken for no broker answering, the last polls handed back.)
+    return not any_broker_answers(settings.kafka_bootstrap or "", timeout_s)
 
 
 def _connect_publisher(settings: Settings, stop: threading.Event, factory):  # type: ignore[no-untyped-def]

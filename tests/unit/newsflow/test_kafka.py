@@ -232,3 +232,21 @@ def test_unless_stopped_answers_a_stop_while_the_call_still_waits():
             nk.unless_stopped(lambda: release.wait(30), stop, name="t")
     finally:
         release.set()
+
+
+def test_a_broker_answers_when_some_address_takes_a_connection():
+    """Read as kafka-python reads the setting: a scheme, several addresses, one gone."""
+    import socket
+
+    from newsflow.kafka import any_broker_answers
+
+    with socket.socket() as gone:
+        gone.bind(("127.0.0.1", 0))
+        gone_port = gone.getsockname()[1]  # (bound, not listening: refused)
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen()
+            port = listening.getsockname()[1]
+            assert any_broker_answers(f"127.0.0.1:{gone_port},PLAINTEXT://127.0.0.1:{port}")
+        assert not any_broker_answers(f"127.0.0.1:{gone_port}")
+        assert not any_broker_answers("127.0.0.1:notaport")
