@@ -598,6 +598,12 @@ class PostgresSink(BatchingSink):
         records = split(batch)
         articles = records.articles
         with conn.cursor() as cur:
+            # The offsets are committed once this returns, so the commit must be on disk:
+            # with synchronous_commit off (a server's setting for speed) a crash of the
+            # server lost the last writes, their offsets committed. (Only "off" is raised:
+            # "local" is on disk already, the remote levels wait for more.)
+            cur.execute("SELECT set_config('synchronous_commit', 'on', true)"
+                        " WHERE current_setting('synchronous_commit') = 'off'")
             # Two sinks writing one article's places or one incident's versions (a
             # partition changing hands mid-batch) must not both keep theirs: the ids are
             # locked first, all of them, in one order, whether they have rows yet or not
