@@ -561,14 +561,23 @@ class PostgresSink(BatchingSink):
         super().__init__()
         self._dsn = dsn
         self._pool: ConnectionPool | None = None  # made once the database was reached
+        self._opened = False  # whether it ever was
 
     def open(self) -> None:
         self._opened_pool()
 
     def _opened_pool(self) -> ConnectionPool:
         if self._pool is None:
-            open_database(self._dsn)
+            try:
+                open_database(self._dsn)
+            except StoreMisconfigured as exc:
+                if not self._opened:
+                    raise
+                # A setting that worked stopped working (the database dropped, the
+                # password changed): waited for, as the store down, and said so.
+                raise SinkUnavailable(str(exc)) from exc
             self._pool = make_pool(self._dsn, max_size=2, name="newsflow-sink")
+            self._opened = True
         return self._pool
 
     def migrate(self) -> int:
@@ -589,9 +598,12 @@ class PostgresSink(BatchingSink):
         except (psycopg.Error, PoolTimeout) as exc:
             # Any other error blames the store, whatever record met it: down, read-only
             # (25006), a lost permission (42501), a full disk (53100), a missing table.
-            # A session keeps the settings it started with (a read-only default set by
-            # ALTER DATABASE or ALTER ROLE): the retry gets new connections.
-            pool.drain()
+            # The retry opens the database again, as the start does: a session keeps the
+            # settings it started with (a read-only default set by ALTER DATABASE or
+            # ALTER ROLE); a database made again empty gets its tables (it waited on
+            # "relation does not exist" for ever); and a server it cannot reach is named
+            # with libpq's reason (the pool's timeout said only that it had none).
+            self.close()
             raise _unavailable(exc) from exc
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Record]) -> None:
@@ -682,7 +694,8 @@ class PostgresSink(BatchingSink):
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.close()
+            pool, self._pool = self._pool, None
+            pool.close()
 
 
 # Each article's current incident: the newest live incident listing it.

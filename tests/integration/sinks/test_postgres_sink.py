@@ -646,6 +646,48 @@ def test_a_write_outlives_a_server_crash_on_a_server_that_commits_asynchronously
     assert count(postgres_dsn, "SELECT count(*) FROM incident_versions") == 1
 
 
+def test_a_database_dropped_and_made_again_is_waited_for_and_given_its_tables(
+    make_settings, postgres_server, postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The DSN's database dropped under a running sink, then made again, empty (as an
+    operator who starts it over does). The sink waited for ever on 'relation "articles"
+    does not exist', where a sink started then creates the tables; and meanwhile its log
+    said only "PoolTimeout: couldn't get a connection after 5.00 sec", not why. It now
+    says that the database does not exist, and once it does, creates the tables and
+    writes what it holds, committing nothing before."""
+    settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn, incident_partitions=1)
+    ensure_topics(settings)
+    database = postgres_dsn.rsplit("/", 1)[1]
+    runner, thread = sink_thread(settings)
+    publisher = Publisher(settings, client_id="test-publisher")
+    with caplog.at_level("INFO", logger="sinks.runner"):
+        thread.start()
+        try:
+            publisher.send(settings.topic_incidents, "i1", incident("i1", 1, [1]).to_bytes())
+            publisher.flush()
+            wait_for(lambda: committed(settings) == 1, what="the first version committed")
+            with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE "{database}" WITH (FORCE)')  # type: ignore[arg-type]
+            for v in (2, 3):
+                publisher.send(settings.topic_incidents, "i1", incident("i1", v, [1]).to_bytes())
+            publisher.flush()
+            wait_for(lambda: unavailable(runner) >= 2, what="two tries without the database")
+            assert committed(settings) == 1
+            said = " ".join(r.getMessage() for r in caplog.records if r.name == "sinks.runner")
+            assert f'database "{database}" does not exist' in said, said
+            with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{database}"')  # type: ignore[arg-type]
+            wait_for(lambda: committed(settings) == 3, what="the rest committed")
+            assert count(postgres_dsn, "SELECT version FROM incidents WHERE id = 'i1'") == 3
+            assert count(postgres_dsn, "SELECT count(*) FROM incident_versions") == 2
+            assert not runner.failing
+        finally:
+            publisher.close()
+            runner.stop.set()
+            thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
 def test_a_database_refusing_every_write_is_waited_out_not_dead_lettered(
     make_settings, postgres_dsn: str
 ) -> None:
