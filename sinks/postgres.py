@@ -33,8 +33,12 @@ from sinks.base import (
     split,
 )
 from sinks.rows import (
+    ARTICLE_COLUMNS,
+    INCIDENT_COLUMNS,
+    MEMBER_COLUMNS,
     SEARCH_SEPARATOR,
     STORED_COPY_COLUMNS,
+    VERSION_COLUMNS,
     Fetch,
     ReadDialect,
     SQLReader,
@@ -539,6 +543,10 @@ def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [tuple(adapt(v) for v in row) for row in values]
 
 
+# The columns the sink writes, by table (the others are generated, or not newsflow's).
+_WRITTEN = {"articles": ARTICLE_COLUMNS, "incidents": INCIDENT_COLUMNS,
+            "incident_versions": VERSION_COLUMNS, "incident_articles": MEMBER_COLUMNS}
+
 _UPSERT_ARTICLE = upsert_article_sql("%s")
 _UPSERT_INCIDENT = upsert_incident_sql("%s")
 _INSERT_VERSION = insert_version_sql("%s")
@@ -593,6 +601,13 @@ class PostgresSink(BatchingSink):
                 for start in range(0, len(batch), RECORDS_PER_TRANSACTION):
                     with conn.transaction():
                         self._write(conn, batch[start:start + RECORDS_PER_TRANSACTION])
+        except psycopg.errors.NotNullViolation as exc:
+            if exc.diag.column_name in _WRITTEN.get(exc.diag.table_name or "", ()):
+                raise  # (a record's own value: see record_errors)
+            # A column added by hand, NOT NULL without a default: no record can fill it,
+            # and every one was dead-lettered as if it were to blame.
+            self.close()
+            raise _unavailable(exc) from exc
         except self.record_errors:
             raise  # the record's content: the runner finds it and dead-letters it
         except (psycopg.Error, PoolTimeout) as exc:

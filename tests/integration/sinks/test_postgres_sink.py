@@ -688,6 +688,45 @@ def test_a_database_dropped_and_made_again_is_waited_for_and_given_its_tables(
     assert not thread.is_alive()
 
 
+def test_a_column_no_record_can_fill_pauses_the_sink_rather_than_dead_letter_every_record(
+    make_settings, postgres_dsn: str
+) -> None:
+    """A column added by hand, NOT NULL without a default, to a table the sink writes:
+    no record can be written, whatever it holds, and each was dead-lettered as if it were
+    to blame (270 of 300 articles, their offsets committed; once the column went, they
+    were not in the database). The store is at fault: the stream pauses, nothing is
+    dead-lettered or committed, and all is written once the column is gone."""
+    open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn)).close()  # the schema
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE articles ADD COLUMN extra text NOT NULL DEFAULT 'x'")
+        conn.execute("ALTER TABLE articles ALTER COLUMN extra DROP DEFAULT")
+    settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn)
+    ensure_topics(settings)
+    with Publisher(settings, client_id="test-publisher") as publisher:
+        for item in (article(1), article(2)):
+            publisher.send(settings.topic_clean, item.id, item.to_bytes())
+    runner, thread = sink_thread(settings)
+    clean = TopicPartition(settings.topic_clean, 0)
+
+    def letters() -> float:
+        return runner.metrics.dead_letters.value(kind="sink_error")
+
+    thread.start()
+    try:
+        wait_for(lambda: letters() > 0 or unavailable(runner) >= 3, what="several tries")
+        assert letters() == 0
+        assert runner.committed.get(clean, 0) == 0
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE articles DROP COLUMN extra")
+        wait_for(lambda: runner.committed.get(clean) == 2, what="both committed")
+        assert count(postgres_dsn, "SELECT count(*) FROM articles") == 2
+        assert letters() == 0
+    finally:
+        runner.stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
 def test_a_database_refusing_every_write_is_waited_out_not_dead_lettered(
     make_settings, postgres_dsn: str
 ) -> None:
