@@ -77,6 +77,9 @@ INCIDENT_LOCK = 0x696E6369  # "inci"
 # idempotent and order-free, so a batch may commit in parts.
 RECORDS_PER_TRANSACTION = 1_000
 CONNECT_TIMEOUT_S = 5
+# How long a write waits for a lock another session holds before the sink pauses, saying
+# so, and tries again (as SQLite's busy timeout).
+LOCK_TIMEOUT_S = 5
 
 # What search reads of an article: its title as the clean stage cuts it and a text's first
 # 100,000 characters (the clean stage cuts texts at 200,000). A tsvector holds at most
@@ -628,9 +631,15 @@ class PostgresSink(BatchingSink):
             # The offsets are committed once this returns, so the commit must be on disk:
             # with synchronous_commit off (a server's setting for speed) a crash of the
             # server lost the last writes, their offsets committed. (Only "off" is raised:
-            # "local" is on disk already, the remote levels wait for more.)
-            cur.execute("SELECT set_config('synchronous_commit', 'on', true)"
-                        " WHERE current_setting('synchronous_commit') = 'off'")
+            # "local" is on disk already, the remote levels wait for more.) And a lock
+            # another session holds is waited on for a while, not for as long as it is
+            # held, unsaid (unless the server sets a limit of its own).
+            cur.execute(
+                "SELECT CASE WHEN current_setting('synchronous_commit') = 'off'"
+                " THEN set_config('synchronous_commit', 'on', true) END,"
+                " CASE WHEN current_setting('lock_timeout') = '0'"
+                " THEN set_config('lock_timeout', %s, true) END",
+                (f"{LOCK_TIMEOUT_S}s",))
             # Two sinks writing one article's places or one incident's versions (a
             # partition changing hands mid-batch) must not both keep theirs: the ids are
             # locked first, all of them, in one order, whether they have rows yet or not

@@ -727,6 +727,40 @@ def test_a_column_no_record_can_fill_pauses_the_sink_rather_than_dead_letter_eve
     assert not thread.is_alive()
 
 
+def test_a_table_locked_by_another_session_pauses_the_sink_saying_so(
+    make_settings, postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session holding a lock on a table the sink writes (an operator's LOCK TABLE, a
+    long ALTER TABLE): the sink's write waited on it for as long as it was held, saying
+    nothing (no line in its log, newsflow_sink_paused 0, a stop not heard). It now gives
+    up the wait after a few seconds, as on a locked SQLite file: the stream pauses, the
+    log says why, and it goes on once the lock is gone, nothing committed before."""
+    open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn)).close()  # the schema
+    settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn, incident_partitions=1)
+    ensure_topics(settings)
+    locker = psycopg.connect(postgres_dsn)
+    locker.execute("LOCK TABLE incidents IN ACCESS EXCLUSIVE MODE")
+    runner, thread = sink_thread(settings)
+    with caplog.at_level("WARNING", logger="sinks.runner"):
+        thread.start()
+        try:
+            with Publisher(settings, client_id="test-publisher") as publisher:
+                publisher.send(settings.topic_incidents, "i1", incident("i1", 1, [1]).to_bytes())
+            wait_for(lambda: runner.failing, timeout_s=30, what="the sink to pause")
+            assert runner.metrics.paused.value() == 1
+            assert committed(settings) == 0
+            locker.close()
+            wait_for(lambda: committed(settings) == 1, what="committed once the lock is gone")
+            assert count(postgres_dsn, "SELECT count(*) FROM incidents") == 1
+        finally:
+            locker.close()
+            runner.stop.set()
+            thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert any("pausing the stream" in r.getMessage() and "lock timeout" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
 def test_a_database_refusing_every_write_is_waited_out_not_dead_lettered(
     make_settings, postgres_dsn: str
 ) -> None:
