@@ -622,6 +622,13 @@ class PostgresSink(BatchingSink):
             # "relation does not exist" for ever); and a server it cannot reach is named
             # with libpq's reason (the pool's timeout said only that it had none).
             self.close()
+            if isinstance(exc, PoolTimeout):
+                # The pool says only that it got no connection (why is in its own lines):
+                # a connection of the sink's says why, in the line that says it pauses.
+                try:
+                    open_database(self._dsn)
+                except (SinkUnavailable, StoreMisconfigured) as why:
+                    raise SinkUnavailable(str(why)) from exc
             raise _unavailable(exc) from exc
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Record]) -> None:

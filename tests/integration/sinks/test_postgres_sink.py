@@ -653,8 +653,8 @@ def test_a_database_dropped_and_made_again_is_waited_for_and_given_its_tables(
     operator who starts it over does). The sink waited for ever on 'relation "articles"
     does not exist', where a sink started then creates the tables; and meanwhile its log
     said only "PoolTimeout: couldn't get a connection after 5.00 sec", not why. It now
-    says that the database does not exist, and once it does, creates the tables and
-    writes what it holds, committing nothing before."""
+    says that the database does not exist, from its first line on, and once it does,
+    creates the tables and writes what it holds, committing nothing before."""
     settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn, incident_partitions=1)
     ensure_topics(settings)
     database = postgres_dsn.rsplit("/", 1)[1]
@@ -673,7 +673,9 @@ def test_a_database_dropped_and_made_again_is_waited_for_and_given_its_tables(
             publisher.flush()
             wait_for(lambda: unavailable(runner) >= 2, what="two tries without the database")
             assert committed(settings) == 1
-            said = " ".join(r.getMessage() for r in caplog.records if r.name == "sinks.runner")
+            # Said at once, in the line that says the stream pauses (the one WARNING).
+            [said] = [r.getMessage() for r in caplog.records
+                      if r.name == "sinks.runner" and "pausing the stream" in r.getMessage()]
             assert f'database "{database}" does not exist' in said, said
             with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{database}"')  # type: ignore[arg-type]
