@@ -684,14 +684,8 @@ class PostgresSink(BatchingSink):
                 if moves.members:
                     cur.executemany(_UPSERT_MEMBER, _rows(moves.members))
             if records.versions:
-                cur.execute(
-                    "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
-                    (sorted({v.incident_id for v in records.versions}),),
-                )
-                known = {row[0]: int(row[1]) for row in cur.fetchall()}
-                history, headers = plan_header_writes(records.versions, known)
-                if history:
-                    cur.executemany(_INSERT_VERSION, _rows(history))
+                history, headers = plan_header_writes(records.versions)
+                cur.executemany(_INSERT_VERSION, _rows(history))
                 cur.executemany(_UPSERT_INCIDENT, _rows(headers))
             incidents = records.incidents
             if not incidents:

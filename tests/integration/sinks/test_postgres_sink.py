@@ -26,6 +26,7 @@ from tests.records import (
     NOW,
     article,
     copies_from_a_feed_on_another_domain,
+    header,
     incident,
     older_schema,
     placed,
@@ -995,6 +996,21 @@ def write_at_once(dsn: str, first: list[Any], second: list[Any],
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT incident_id, article_id FROM incident_articles"
                             " ORDER BY article_id, incident_id").fetchall(), done_first
+
+
+def test_a_version_that_comes_after_a_newer_one_keeps_its_history_row(postgres_dsn: str) -> None:
+    """As on SQLite (tests/unit/sinks/test_sqlite_sink.py): a version stored after a newer
+    one (a dead letter redriven) was left out of the history for good."""
+    from sinks.postgres import PostgresSink
+
+    with PostgresSink(postgres_dsn) as sink:
+        sink.write([header("i1", 1, 1, added=[1]), header("i1", 3, 3, added=[3])])
+        sink.write([header("i1", 2, 2, added=[2])])
+    assert count(postgres_dsn, "SELECT version FROM incidents") == 3
+    with psycopg.connect(postgres_dsn) as conn:
+        history = conn.execute("SELECT version, payload->'added' FROM incident_versions"
+                               " ORDER BY version").fetchall()
+    assert history == [(1, ["a1"]), (2, ["a2"]), (3, ["a3"])]
 
 
 def test_two_sinks_placing_one_new_article_at_once_keep_only_the_newest_place(
