@@ -115,19 +115,34 @@ class JsonlSink(BatchingSink):
             if not fresh:
                 return
             payload = b"".join(i.to_bytes() + b"\n" for i in fresh)
-            with self.path.open("ab") as handle:
-                try:
-                    handle.write(payload)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                except OSError:
-                    # Half a line (a full disk) would join the retry's first line into one
-                    # unreadable line; the file is read again, cut to its last full line.
-                    self._seen = None
-                    raise
+            self._append(payload)
         except OSError as exc:
             raise SinkUnavailable(f"jsonl {self.path}: {exc}") from exc
         seen |= keys
+
+    def _append(self, payload: bytes) -> None:
+        """Append whole lines, or nothing: a write cut short (a full disk) is cut off at
+        once, for the file is read meanwhile (`tail -f`, `jq`, the page), where half a
+        line stopped jq for as long as the disk stayed full. (Unbuffered: a buffered
+        file's close writes what it still holds, after the cut.)"""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                left = memoryview(payload)
+                while left:
+                    left = left[os.write(fd, left):]
+                os.fsync(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    # Not cut: half a line would join the retry's first line into one
+                    # unreadable line; the file is read again, cut to its last full line.
+                    self._seen = None
+                raise
+        finally:
+            os.close(fd)
 
 
 def _named(record: Record) -> str:

@@ -33,8 +33,12 @@ from sinks.base import (
     split,
 )
 from sinks.rows import (
+    ARTICLE_COLUMNS,
+    INCIDENT_COLUMNS,
+    MEMBER_COLUMNS,
     SEARCH_SEPARATOR,
     STORED_COPY_COLUMNS,
+    VERSION_COLUMNS,
     Fetch,
     ReadDialect,
     SQLReader,
@@ -73,6 +77,9 @@ INCIDENT_LOCK = 0x696E6369  # "inci"
 # idempotent and order-free, so a batch may commit in parts.
 RECORDS_PER_TRANSACTION = 1_000
 CONNECT_TIMEOUT_S = 5
+# How long a write waits for a lock another session holds before the sink pauses, saying
+# so, and tries again (as SQLite's busy timeout).
+LOCK_TIMEOUT_S = 5
 
 # What search reads of an article: its title as the clean stage cuts it and a text's first
 # 100,000 characters (the clean stage cuts texts at 200,000). A tsvector holds at most
@@ -539,6 +546,10 @@ def _rows(values: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [tuple(adapt(v) for v in row) for row in values]
 
 
+# The columns the sink writes, by table (the others are generated, or not newsflow's).
+_WRITTEN = {"articles": ARTICLE_COLUMNS, "incidents": INCIDENT_COLUMNS,
+            "incident_versions": VERSION_COLUMNS, "incident_articles": MEMBER_COLUMNS}
+
 _UPSERT_ARTICLE = upsert_article_sql("%s")
 _UPSERT_INCIDENT = upsert_incident_sql("%s")
 _INSERT_VERSION = insert_version_sql("%s")
@@ -561,14 +572,23 @@ class PostgresSink(BatchingSink):
         super().__init__()
         self._dsn = dsn
         self._pool: ConnectionPool | None = None  # made once the database was reached
+        self._opened = False  # whether it ever was
 
     def open(self) -> None:
         self._opened_pool()
 
     def _opened_pool(self) -> ConnectionPool:
         if self._pool is None:
-            open_database(self._dsn)
+            try:
+                open_database(self._dsn)
+            except StoreMisconfigured as exc:
+                if not self._opened:
+                    raise
+                # A setting that worked stopped working (the database dropped, the
+                # password changed): waited for, as the store down, and said so.
+                raise SinkUnavailable(str(exc)) from exc
             self._pool = make_pool(self._dsn, max_size=2, name="newsflow-sink")
+            self._opened = True
         return self._pool
 
     def migrate(self) -> int:
@@ -584,20 +604,49 @@ class PostgresSink(BatchingSink):
                 for start in range(0, len(batch), RECORDS_PER_TRANSACTION):
                     with conn.transaction():
                         self._write(conn, batch[start:start + RECORDS_PER_TRANSACTION])
+        except psycopg.errors.NotNullViolation as exc:
+            if exc.diag.column_name in _WRITTEN.get(exc.diag.table_name or "", ()):
+                raise  # (a record's own value: see record_errors)
+            # A column added by hand, NOT NULL without a default: no record can fill it,
+            # and every one was dead-lettered as if it were to blame.
+            self.close()
+            raise _unavailable(exc) from exc
         except self.record_errors:
             raise  # the record's content: the runner finds it and dead-letters it
         except (psycopg.Error, PoolTimeout) as exc:
             # Any other error blames the store, whatever record met it: down, read-only
             # (25006), a lost permission (42501), a full disk (53100), a missing table.
-            # A session keeps the settings it started with (a read-only default set by
-            # ALTER DATABASE or ALTER ROLE): the retry gets new connections.
-            pool.drain()
+            # The retry opens the database again, as the start does: a session keeps the
+            # settings it started with (a read-only default set by ALTER DATABASE or
+            # ALTER ROLE); a database made again empty gets its tables (it waited on
+            # "relation does not exist" for ever); and a server it cannot reach is named
+            # with libpq's reason (the pool's timeout said only that it had none).
+            self.close()
+            if isinstance(exc, PoolTimeout):
+                # The pool says only that it got no connection (why is in its own lines):
+                # a connection of the sink's says why, in the line that says it pauses.
+                try:
+                    open_database(self._dsn)
+                except (SinkUnavailable, StoreMisconfigured) as why:
+                    raise SinkUnavailable(str(why)) from exc
             raise _unavailable(exc) from exc
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Record]) -> None:
         records = split(batch)
         articles = records.articles
         with conn.cursor() as cur:
+            # The offsets are committed once this returns, so the commit must be on disk:
+            # with synchronous_commit off (a server's setting for speed) a crash of the
+            # server lost the last writes, their offsets committed. (Only "off" is raised:
+            # "local" is on disk already, the remote levels wait for more.) And a lock
+            # another session holds is waited on for a while, not for as long as it is
+            # held, unsaid (unless the server sets a limit of its own).
+            cur.execute(
+                "SELECT CASE WHEN current_setting('synchronous_commit') = 'off'"
+                " THEN set_config('synchronous_commit', 'on', true) END,"
+                " CASE WHEN current_setting('lock_timeout') = '0'"
+                " THEN set_config('lock_timeout', %s, true) END",
+                (f"{LOCK_TIMEOUT_S}s",))
             # Two sinks writing one article's places or one incident's versions (a
             # partition changing hands mid-batch) must not both keep theirs: the ids are
             # locked first, all of them, in one order, whether they have rows yet or not
@@ -635,14 +684,8 @@ class PostgresSink(BatchingSink):
                 if moves.members:
                     cur.executemany(_UPSERT_MEMBER, _rows(moves.members))
             if records.versions:
-                cur.execute(
-                    "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
-                    (sorted({v.incident_id for v in records.versions}),),
-                )
-                known = {row[0]: int(row[1]) for row in cur.fetchall()}
-                history, headers = plan_header_writes(records.versions, known)
-                if history:
-                    cur.executemany(_INSERT_VERSION, _rows(history))
+                history, headers = plan_header_writes(records.versions)
+                cur.executemany(_INSERT_VERSION, _rows(history))
                 cur.executemany(_UPSERT_INCIDENT, _rows(headers))
             incidents = records.incidents
             if not incidents:
@@ -676,7 +719,8 @@ class PostgresSink(BatchingSink):
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.close()
+            pool, self._pool = self._pool, None
+            pool.close()
 
 
 # Each article's current incident: the newest live incident listing it.

@@ -441,12 +441,13 @@ def header_values(version: IncidentVersion) -> tuple[Any, ...]:
 
 
 def plan_header_writes(
-    versions: Sequence[IncidentVersion], stored_versions: Mapping[str, int]
+    versions: Sequence[IncidentVersion],
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The history rows to insert and the ``incidents`` rows to upsert for a batch of
-    versions sent without their articles (the upsert itself keeps only a newer version)."""
-    history = [header_history(v) for v in versions
-               if v.version > stored_versions.get(v.incident_id, 0)]
+    versions sent without their articles (the upsert itself keeps only a newer version).
+    Every version has its history row, one stored after a newer one too (a dead letter
+    redriven): the insert leaves a row already stored as it is."""
+    history = [header_history(v) for v in versions]
     return history, [header_values(v) for v in latest_versions(versions).values()]
 
 

@@ -389,8 +389,8 @@ class SinkRunner:
         started = time.perf_counter()
         try:
             written = self.sink.flush()
-        except SinkUnavailable:
-            raise
+        except (SinkUnavailable, StoreMisconfigured):
+            raise  # (the store's, not a record's: the second ends the sink, see _open_store)
         except Exception as exc:  # a record the store refuses: find it, dead-letter it
             logger.error("sink write failed (%s); writing records one by one", exc)
             self.metrics.errors.inc(stage="sink", kind="write_error")
@@ -412,7 +412,7 @@ class SinkRunner:
             try:
                 self.sink.write([record])
                 written += 1
-            except SinkUnavailable:
+            except (SinkUnavailable, StoreMisconfigured):
                 raise
             except self.sink.record_errors as exc:
                 refused.append((message, exc))

@@ -519,8 +519,7 @@ class SQLiteSink(BatchingSink):
         if records.members:
             self._write_places(conn, latest_places(records.members))
         if records.versions:
-            stored = self._stored_versions(conn, sorted({v.incident_id for v in records.versions}))
-            history, headers = plan_header_writes(records.versions, stored)
+            history, headers = plan_header_writes(records.versions)
             conn.executemany(_INSERT_VERSION, _rows(history))
             conn.executemany(_UPSERT_INCIDENT, _rows(headers))
         if records.incidents:

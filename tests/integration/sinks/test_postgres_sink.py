@@ -26,6 +26,7 @@ from tests.records import (
     NOW,
     article,
     copies_from_a_feed_on_another_domain,
+    header,
     incident,
     older_schema,
     placed,
@@ -615,6 +616,154 @@ def test_database_restart_mid_stream_loses_and_skips_nothing(
     assert not thread.is_alive()
 
 
+def test_a_write_outlives_a_server_crash_on_a_server_that_commits_asynchronously(
+    postgres_server, postgres_dsn: str
+) -> None:
+    """The sink commits its offsets once a write returns, so the write must outlast a
+    crash of the server (an immediate shutdown is one). With ``synchronous_commit = off``
+    (the test server's, and a setting deployments use for speed) a commit returns before
+    it is on disk: the last writes before the crash were gone and their offsets
+    committed, lost for good (5 of 600 versions when PostgreSQL was stopped mid-stream).
+    The WAL writer is slowed here so that what it has not written yet is surely lost."""
+    from sinks.postgres import PostgresSink
+
+    with PostgresSink(postgres_dsn) as sink:
+        sink.write([article(1)])
+    with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        conn.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        time.sleep(0.5)  # (the WAL writer's sleep under the old delay, 200 ms, ends)
+        with PostgresSink(postgres_dsn) as sink:
+            sink.write([article(2), incident("i1", 1, [2])])
+        postgres_server.stop("immediate")
+        postgres_server.start()
+    finally:
+        with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET wal_writer_delay")
+            conn.execute("SELECT pg_reload_conf()")
+    assert count(postgres_dsn, "SELECT count(*) FROM articles") == 2
+    assert count(postgres_dsn, "SELECT count(*) FROM incident_versions") == 1
+
+
+def test_a_database_dropped_and_made_again_is_waited_for_and_given_its_tables(
+    make_settings, postgres_server, postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The DSN's database dropped under a running sink, then made again, empty (as an
+    operator who starts it over does). The sink waited for ever on 'relation "articles"
+    does not exist', where a sink started then creates the tables; and meanwhile its log
+    said only "PoolTimeout: couldn't get a connection after 5.00 sec", not why. It now
+    says that the database does not exist, from its first line on, and once it does,
+    creates the tables and writes what it holds, committing nothing before."""
+    settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn, incident_partitions=1)
+    ensure_topics(settings)
+    database = postgres_dsn.rsplit("/", 1)[1]
+    runner, thread = sink_thread(settings)
+    publisher = Publisher(settings, client_id="test-publisher")
+    with caplog.at_level("INFO", logger="sinks.runner"):
+        thread.start()
+        try:
+            publisher.send(settings.topic_incidents, "i1", incident("i1", 1, [1]).to_bytes())
+            publisher.flush()
+            wait_for(lambda: committed(settings) == 1, what="the first version committed")
+            with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE "{database}" WITH (FORCE)')  # type: ignore[arg-type]
+            for v in (2, 3):
+                publisher.send(settings.topic_incidents, "i1", incident("i1", v, [1]).to_bytes())
+            publisher.flush()
+            wait_for(lambda: unavailable(runner) >= 2, what="two tries without the database")
+            assert committed(settings) == 1
+            # Said at once, in the line that says the stream pauses (the one WARNING).
+            [said] = [r.getMessage() for r in caplog.records
+                      if r.name == "sinks.runner" and "pausing the stream" in r.getMessage()]
+            assert f'database "{database}" does not exist' in said, said
+            with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{database}"')  # type: ignore[arg-type]
+            wait_for(lambda: committed(settings) == 3, what="the rest committed")
+            assert count(postgres_dsn, "SELECT version FROM incidents WHERE id = 'i1'") == 3
+            assert count(postgres_dsn, "SELECT count(*) FROM incident_versions") == 2
+            assert not runner.failing
+        finally:
+            publisher.close()
+            runner.stop.set()
+            thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def test_a_column_no_record_can_fill_pauses_the_sink_rather_than_dead_letter_every_record(
+    make_settings, postgres_dsn: str
+) -> None:
+    """A column added by hand, NOT NULL without a default, to a table the sink writes:
+    no record can be written, whatever it holds, and each was dead-lettered as if it were
+    to blame (270 of 300 articles, their offsets committed; once the column went, they
+    were not in the database). The store is at fault: the stream pauses, nothing is
+    dead-lettered or committed, and all is written once the column is gone."""
+    open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn)).close()  # the schema
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE articles ADD COLUMN extra text NOT NULL DEFAULT 'x'")
+        conn.execute("ALTER TABLE articles ALTER COLUMN extra DROP DEFAULT")
+    settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn)
+    ensure_topics(settings)
+    with Publisher(settings, client_id="test-publisher") as publisher:
+        for item in (article(1), article(2)):
+            publisher.send(settings.topic_clean, item.id, item.to_bytes())
+    runner, thread = sink_thread(settings)
+    clean = TopicPartition(settings.topic_clean, 0)
+
+    def letters() -> float:
+        return runner.metrics.dead_letters.value(kind="sink_error")
+
+    thread.start()
+    try:
+        wait_for(lambda: letters() > 0 or unavailable(runner) >= 3, what="several tries")
+        assert letters() == 0
+        assert runner.committed.get(clean, 0) == 0
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE articles DROP COLUMN extra")
+        wait_for(lambda: runner.committed.get(clean) == 2, what="both committed")
+        assert count(postgres_dsn, "SELECT count(*) FROM articles") == 2
+        assert letters() == 0
+    finally:
+        runner.stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def test_a_table_locked_by_another_session_pauses_the_sink_saying_so(
+    make_settings, postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session holding a lock on a table the sink writes (an operator's LOCK TABLE, a
+    long ALTER TABLE): the sink's write waited on it for as long as it was held, saying
+    nothing (no line in its log, newsflow_sink_paused 0, a stop not heard). It now gives
+    up the wait after a few seconds, as on a locked SQLite file: the stream pauses, the
+    log says why, and it goes on once the lock is gone, nothing committed before."""
+    open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn)).close()  # the schema
+    settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn, incident_partitions=1)
+    ensure_topics(settings)
+    locker = psycopg.connect(postgres_dsn)
+    locker.execute("LOCK TABLE incidents IN ACCESS EXCLUSIVE MODE")
+    runner, thread = sink_thread(settings)
+    with caplog.at_level("WARNING", logger="sinks.runner"):
+        thread.start()
+        try:
+            with Publisher(settings, client_id="test-publisher") as publisher:
+                publisher.send(settings.topic_incidents, "i1", incident("i1", 1, [1]).to_bytes())
+            wait_for(lambda: runner.failing, timeout_s=30, what="the sink to pause")
+            assert runner.metrics.paused.value() == 1
+            assert committed(settings) == 0
+            locker.close()
+            wait_for(lambda: committed(settings) == 1, what="committed once the lock is gone")
+            assert count(postgres_dsn, "SELECT count(*) FROM incidents") == 1
+        finally:
+            locker.close()
+            runner.stop.set()
+            thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert any("pausing the stream" in r.getMessage() and "lock timeout" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
 def test_a_database_refusing_every_write_is_waited_out_not_dead_lettered(
     make_settings, postgres_dsn: str
 ) -> None:
@@ -847,6 +996,21 @@ def write_at_once(dsn: str, first: list[Any], second: list[Any],
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT incident_id, article_id FROM incident_articles"
                             " ORDER BY article_id, incident_id").fetchall(), done_first
+
+
+def test_a_version_that_comes_after_a_newer_one_keeps_its_history_row(postgres_dsn: str) -> None:
+    """As on SQLite (tests/unit/sinks/test_sqlite_sink.py): a version stored after a newer
+    one (a dead letter redriven) was left out of the history for good."""
+    from sinks.postgres import PostgresSink
+
+    with PostgresSink(postgres_dsn) as sink:
+        sink.write([header("i1", 1, 1, added=[1]), header("i1", 3, 3, added=[3])])
+        sink.write([header("i1", 2, 2, added=[2])])
+    assert count(postgres_dsn, "SELECT version FROM incidents") == 3
+    with psycopg.connect(postgres_dsn) as conn:
+        history = conn.execute("SELECT version, payload->'added' FROM incident_versions"
+                               " ORDER BY version").fetchall()
+    assert history == [(1, ["a1"]), (2, ["a2"]), (3, ["a3"])]
 
 
 def test_two_sinks_placing_one_new_article_at_once_keep_only_the_newest_place(

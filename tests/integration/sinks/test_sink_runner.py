@@ -485,6 +485,49 @@ def test_a_store_failing_new_records_pauses_even_when_a_stored_one_writes(
     assert letters() == 0
 
 
+def test_a_database_removed_under_the_running_sink_ends_it_with_nothing_committed(
+    make_settings,
+) -> None:
+    """The SQLite file removed while the sink runs (the data folder deleted): the sink
+    finds it at its next write and stops, naming it, the batch not committed, for its
+    restart to store it in a new database. Run by the service, it did not stop: the
+    runner took the error for a record's, logged "sink write failed (...: stopping ...);
+    writing records one by one", and went on into a database of its own making, the
+    data folder made again."""
+    from newsflow.storage import StoreMisconfigured
+
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    db = settings.sqlite_file
+    publish(settings, [(settings.topic_clean, "a1", article(1).to_bytes())])
+    failure: list[BaseException] = []
+    runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+
+    def run() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="sink", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: committed(settings, settings.topic_clean, 1) == 1, what="a1 committed")
+        for path in db.parent.iterdir():
+            if path.name.startswith(db.name):
+                path.unlink()
+        publish(settings, [(settings.topic_clean, "a2", article(2).to_bytes())])
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the sink went on"
+    finally:
+        runner.stop.set()
+        thread.join(timeout=60)
+    assert len(failure) == 1 and isinstance(failure[0], StoreMisconfigured), failure
+    assert "was removed or replaced" in str(failure[0])
+    assert committed(settings, settings.topic_clean, 1) == 1
+    assert not db.exists()
+
+
 def test_a_database_path_that_cannot_be_opened_ends_the_sink_at_start(
     make_settings, start_role, tmp_path: Path
 ) -> None:

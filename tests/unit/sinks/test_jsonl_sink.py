@@ -75,6 +75,30 @@ def test_a_write_cut_short_by_a_full_disk_leaves_no_half_line_behind(tmp_path: P
     assert lines(path) == [("i1", 1), ("i2", 1)]
 
 
+def test_a_write_cut_short_by_a_full_disk_leaves_the_file_readable_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Until the retry, the file is read as it is (`tail -f`, `jq`, the web page): the
+    half line a full disk left was there for as long as the disk stayed full (written
+    again at every try), and jq stopped at it ("Unfinished JSON term"). The write that
+    failed is cut off at once: the file holds the whole lines before it."""
+    path = tmp_path / "incidents.jsonl"
+    sink = JsonlSink(path)
+    sink.write([incident("i1", 1)])
+    before = path.read_bytes()
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 300, limit[1]))
+        for _ in range(2):  # (the retry, the disk still full)
+            with pytest.raises(SinkUnavailable):
+                sink.write([incident("i2", 1, n=20)])
+            assert path.read_bytes() == before
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
+
+
 def test_the_file_can_be_read_through_the_store_api(tmp_path: Path) -> None:
     path = tmp_path / "incidents.jsonl"
     JsonlSink(path).write([incident("i1", 1), incident("i1", 2, 3), incident("i2", 1)])

@@ -562,6 +562,21 @@ def test_history_rows_keep_what_each_version_added_and_removed(db: Path) -> None
     assert (rows["i2", 2]["removed"], rows["i2", 2]["merged_into"]) == (["a3"], "i1")
 
 
+def test_a_version_that_comes_after_a_newer_one_keeps_its_history_row(db: Path) -> None:
+    """A version stored after a newer one of its incident (a dead letter redriven once
+    the cause is mended, the later versions stored meanwhile) is the past: the incident
+    stays at the newer one, but the version was left out of the history for good, which
+    the redrive reported as stored."""
+    write(db, header("i1", 1, 1, added=[1]), header("i1", 3, 3, added=[3]))
+    write(db, header("i1", 2, 2, added=[2]))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM incidents").fetchall() == [(3,)]
+        history = conn.execute("SELECT version, payload FROM incident_versions"
+                               " ORDER BY version").fetchall()
+    assert [(v, json.loads(p)["added"]) for v, p in history] == [
+        (1, ["a1"]), (2, ["a2"]), (3, ["a3"])]
+
+
 def test_a_story_sent_as_places_reads_back_whole(db: Path) -> None:
     write(db, *(record for step in MERGE_STEPS for record in step))
     got = SQLiteStore(db).latest_incident("i1")
