@@ -250,6 +250,26 @@ def read_json(raw: bytes | str) -> Any:
         raise ValueError("JSON nested too deeply to read") from exc
 
 
+# Tags and character references: what is left of a page's markup (<br/>, &nbsp;) is no
+# word of an article, whatever letters it spells.
+_MARKUP = re.compile(r"<[^<>]*>|&#?\w+;")
+
+
+def not_an_article(article_id: str, title: str, text: str) -> str | None:
+    """Why an article message holds nothing the stream can use, None when it does: an
+    empty id (every such article would be one, and no one's), neither title nor text, or
+    no letter or digit in them outside markup (zero-width spaces, dashes, a stray <br/>: no
+    incident can be about it). The processors dead-letter such an article; the sink
+    leaves it to them."""
+    if not article_id.strip():
+        return "its id is empty"
+    if not title.strip() and not text.strip():
+        return "article has neither title nor text"
+    if not any(char.isalnum() for char in _MARKUP.sub("", f"{title}\n{text}")):
+        return "article has no words: its title and text hold no letter or digit (markup aside)"
+    return None
+
+
 MAX_ID_CHARS = 512  # an article id, at most (see RawArticle.id)
 
 

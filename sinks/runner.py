@@ -36,6 +36,7 @@ from newsflow.schemas import (
     IncidentMember,
     IncidentVersion,
     RawArticle,
+    not_an_article,
     read_json,
 )
 from newsflow.settings import Settings
@@ -79,9 +80,14 @@ def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None
     if model is None:
         raise PoisonMessage("schema_version", f"unknown schema_version {version!r}")
     try:
-        return model.model_validate(data)
+        record = model.model_validate(data)
     except ValueError as exc:
         raise PoisonMessage("invalid", f"not a valid {model.__name__}: {exc}") from exc
+    if isinstance(record, RawArticle) and (
+            reason := not_an_article(record.id, record.title, record.text)):
+        # What the cluster stage refuses is no row either: an article of no incident.
+        raise PoisonMessage("invalid", f"not a clean article: {reason}")
+    return record
 
 
 def dead_letter(message: Any, kind: str, error: str) -> DeadLetter:

@@ -232,13 +232,18 @@ def test_junk_on_the_clean_topic_is_left_to_the_cluster_stage_s_letter(make_sett
     settings = make_settings(incident_partitions=1)
     ensure_topics(settings)
     newer = json.dumps({"schema_version": 2, "id": "n1", "title": "t"}).encode()
+    # Articles the cluster stage refuses (helper-124): the sink stored them, in no incident.
+    no_id = article(2).model_copy(update={"id": " "})
+    no_words = article(3, title="\u200b \u2014", text="<br/>&nbsp; \u2013")
     publish(settings, [(settings.topic_clean, "junk", b"\xff\xfe not json"),
                        (settings.topic_clean, "list", b"[1, 2]"),
                        (settings.topic_clean, "newer", newer),
+                       (settings.topic_clean, " ", no_id.to_bytes()),
+                       (settings.topic_clean, "a3", no_words.to_bytes()),
                        (settings.topic_clean, "a1", article(1).to_bytes())])
     db = settings.sqlite_file
     with running(SinkRunner(settings, threading.Event(), flush_interval_s=0.2)):
-        wait_for(lambda: committed(settings, settings.topic_clean, 1) == 4, what="commit")
+        wait_for(lambda: committed(settings, settings.topic_clean, 1) == 6, what="commit")
     assert rows(db, "SELECT id FROM articles") == [("a1",)]
     assert [(d.key, d.error_kind) for d in dead_letters(settings)] == [
         ("newer", "schema_version")]
