@@ -1051,6 +1051,27 @@ def test_broken_article_pages_each_say_why_and_lose_no_entry(server, paged_rig, 
     assert not [r for r in caplog.records if r.name.startswith("trafilatura")]
 
 
+def test_pages_in_utf_16_or_32_without_a_bom_are_extracted(server, paged_rig):
+    """A page in UTF-16 or UTF-32 with no BOM (its charset in the Content-Type, or none)
+    holds a NUL byte beside every ASCII character: taken for binary data, it went out as
+    its summary (not_html), though trafilatura extracts it whole."""
+    import gzip
+
+    real = gzip.decompress(page_files(shared_path("pages"))[0].read_bytes()).decode("utf-8")
+    pages = {"16le": ("utf-16-le", "text/html; charset=utf-16le"),
+             "16be": ("utf-16-be", "text/html; charset=utf-16be"),
+             "32le": ("utf-32-le", "text/html"), "32be": ("utf-32-be", "text/html")}
+    for name, (codec, content_type) in pages.items():
+        server.state.custom[f"{name}.html"] = (real.encode(codec), content_type)
+    server.state.custom["wide.xml"] = (
+        rss([(name, server.url(f"/custom/{name}.html"), name) for name in pages]),
+        "application/rss+xml")
+    result = paged_rig.poll(server.url("/custom/wide.xml"))
+    reasons = {a.fetch["entry_key"]: a.fetch.get("summary_reason") for a in result.articles}
+    assert reasons == dict.fromkeys(pages)
+    assert all(len(a.text) > 500 for a in result.articles)
+
+
 def test_entries_with_broken_values_are_published_and_the_rest_too(server, rig):
     """Half an emoji (a lone surrogate, from a JSON escape cut in two) cannot be encoded,
     and a number where a URL goes or a list for a language are no strings: none of them
