@@ -440,6 +440,7 @@ def _parse_json_feed(body: bytes) -> ParsedFeed | None:
     items = data.get("items")
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
+            parsed.empty_entries += 1  # (as an entry with nothing in it: said, not kept)
             continue
         link = _json_text(item.get("url")) or _json_text(item.get("external_url"))
         title = html_to_text(_json_text(item.get("title")) or "")
@@ -447,6 +448,7 @@ def _parse_json_feed(body: bytes) -> ParsedFeed | None:
             _json_text(item.get("content_html")) or _json_text(item.get("summary")) or ""
         )
         if not (link or title or summary):
+            parsed.empty_entries += 1
             continue
         authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
         author = ", ".join(
