@@ -500,6 +500,7 @@ def _parse_sitemap(body: bytes) -> ParsedFeed:
     for url_el in root.iter(f"{_SITEMAP_NS}url", "url"):
         loc = (url_el.findtext(f"{_SITEMAP_NS}loc") or url_el.findtext("loc") or "").strip()
         if not loc:
+            parsed.empty_entries += 1  # (without its page, nothing of it is an article)
             continue
         news = url_el.find(f"{_NEWS_NS}news")
         title = ""

@@ -308,3 +308,8 @@ def test_entries_with_nothing_in_them_are_counted_where_they_are_left_out():
                       {"id": "2", "title": "T"}]}
     parsed = parse_feed(json.dumps(feed).encode())
     assert parsed.kind == "json" and len(parsed.entries) == 1 and parsed.empty_entries == 2
+    # And in a sitemap: a <url> without its <loc>.
+    sitemap = (b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc> </loc>'
+               b"</url><url><loc>https://s.example/a</loc></url></urlset>")
+    parsed = parse_feed(sitemap)
+    assert parsed.kind == "sitemap" and len(parsed.entries) == 1 and parsed.empty_entries == 1
