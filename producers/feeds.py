@@ -1320,7 +1320,15 @@ def poll_once(
     try:
         feeds = [store.upsert_feed(url, origin="adhoc", active=False) for url in urls]
         with ThreadPoolExecutor(max(1, min(settings.poll_workers, len(feeds)))) as pool:
-            results = list(pool.map(lambda f: poller.poll(f, stop), feeds))
+            polls = [pool.submit(poller.poll, feed, stop) for feed in feeds]
+            while wait(polls, timeout=0.2).not_done:
+                if stop.is_set():
+                    # Cut the extractions short, their pages handed back, as the service's
+                    # are (``cut_short``): pages waiting on held-back worker starts, one
+                    # after another, held a Ctrl-C some 12 s.
+                    extracting.close()
+                    break
+            results = [poll.result() for poll in polls]
         articles = [(result, article) for result in results for article in result.articles]
         refused = publish_all([a for _, a in articles], emit, flush)
         for result, article in articles:

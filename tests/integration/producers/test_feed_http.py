@@ -676,6 +676,29 @@ def test_a_one_off_poll_waits_for_a_worker_start_held_back_after_one_failed(
     assert [a.fetch.get("summary_reason") for a in out if a.summary_only] == []
 
 
+def test_a_stopped_one_off_poll_does_not_wait_for_worker_starts(server, tmp_path, monkeypatch):
+    """`poll --once` stopped (Ctrl-C) while its pages waited for an extraction worker start
+    held back after failed ones (up to the extraction's time bound each, one page after
+    another): it ended 11.6 s after the stop, measured with 6 real pages. A stop now
+    cuts the extractions short, as the service's does: the pages are handed back."""
+    _failing_worker_starts(tmp_path, monkeypatch, first_only=False)
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path,
+                        extract_timeout_s=20.0)
+    stop, stopped = threading.Event(), []
+
+    def stop_now() -> None:
+        stopped.append(time.monotonic())
+        stop.set()
+
+    threading.Timer(2.0, stop_now).start()
+    out: list[RawArticle] = []
+    poll_once(settings, [server.url("/gen/stopped.xml?entries=6&real=1")], emit=out.append,
+              stop=stop)
+    took = time.monotonic() - stopped[0]
+    assert out == []  # (handed back: a stopped poll publishes no summary for them)
+    assert took < 3.0, f"ended {took:.1f} s after the stop"
+
+
 def test_a_page_no_worker_could_take_waits_without_spending_a_try(
         server, tmp_path, monkeypatch):
     """Long-running: no extraction worker starts (a broken install), so no page is tried:
