@@ -258,6 +258,17 @@ class ChangelogTable(faust.Table):  # type: ignore[misc]
     def _serializer_from_type(self, typ: Any) -> Any:
         return TableJSON()
 
+    def _to_key(self, k: Any) -> Any:
+        # A changelog key that is JSON but no key (an object, a list holding one) stopped
+        # the recovery for good, as bytes that are not JSON did ("unhashable type"): it
+        # reads as a string saying so, its record removed at the rebuild like theirs.
+        key = super()._to_key(k)
+        try:
+            hash(key)
+        except TypeError:
+            return f"not a key: {json.dumps(k)[:100]}"
+        return key
+
 
 def dead_letter(stage: str, event: EventT, exc: BaseException) -> DeadLetter:
     return DeadLetter.of_record(stage, event.message, str(exc), type(exc).__name__)

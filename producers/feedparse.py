@@ -440,6 +440,7 @@ def _parse_json_feed(body: bytes) -> ParsedFeed | None:
     items = data.get("items")
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
+            parsed.empty_entries += 1  # (as an entry with nothing in it: said, not kept)
             continue
         link = _json_text(item.get("url")) or _json_text(item.get("external_url"))
         title = html_to_text(_json_text(item.get("title")) or "")
@@ -447,6 +448,7 @@ def _parse_json_feed(body: bytes) -> ParsedFeed | None:
             _json_text(item.get("content_html")) or _json_text(item.get("summary")) or ""
         )
         if not (link or title or summary):
+            parsed.empty_entries += 1
             continue
         authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
         author = ", ".join(
@@ -498,6 +500,7 @@ def _parse_sitemap(body: bytes) -> ParsedFeed:
     for url_el in root.iter(f"{_SITEMAP_NS}url", "url"):
         loc = (url_el.findtext(f"{_SITEMAP_NS}loc") or url_el.findtext("loc") or "").strip()
         if not loc:
+            parsed.empty_entries += 1  # (without its page, nothing of it is an article)
             continue
         news = url_el.find(f"{_NEWS_NS}news")
         title = ""

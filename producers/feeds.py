@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import random
+import re
 import socket
 import sqlite3
 import threading
@@ -626,12 +627,29 @@ _BINARY_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C
 def binary_data(body: bytes) -> bool:
     """Whether a body is binary data rather than text: more than one in 64 of its first
     4 KB are bytes no text holds (a stray control character in a page is not enough),
-    UTF-16 and UTF-32 with their BOM aside."""
+    UTF-16 and UTF-32 aside, with their BOM or read as such (``_wide_text``)."""
     head = body[:4096]
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)):
         return False  # (UTF-32 LE's BOM starts as UTF-16 LE's)
     binary = len(head) - len(head.translate(None, _BINARY_BYTES))
-    return binary * 64 > len(head)
+    return binary * 64 > len(head) and not any(
+        _wide_text(head, codec) for codec in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"))
+
+
+# Characters that no text of a wide encoding holds: the binary data bytes' code points,
+# what does not decode (U+FFFD) and the private use areas. Random bytes read as UTF-16
+# are over a tenth of them; UTF-32, nearly all.
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\ufffd\ue000-\uf8ff"
+                       "\U000f0000-\U0010ffff]")
+
+
+def _wide_text(head: bytes, codec: str) -> bool:
+    """Whether ``head`` reads as text in ``codec`` (UTF-16 or UTF-32 in one byte order),
+    as a page without a BOM is: each of its ASCII characters holds NUL bytes, which made
+    it binary data, though trafilatura reads it (its charset declared or not)."""
+    width = 4 if "32" in codec else 2
+    text = head[:len(head) // width * width].decode(codec, errors="replace")
+    return len(_NOT_TEXT.findall(text)) * 64 <= len(text)
 
 
 def _handed_back(update: FeedUpdate, feed: FeedRow, now: float) -> None:
@@ -1302,7 +1320,15 @@ def poll_once(
     try:
         feeds = [store.upsert_feed(url, origin="adhoc", active=False) for url in urls]
         with ThreadPoolExecutor(max(1, min(settings.poll_workers, len(feeds)))) as pool:
-            results = list(pool.map(lambda f: poller.poll(f, stop), feeds))
+            polls = [pool.submit(poller.poll, feed, stop) for feed in feeds]
+            while wait(polls, timeout=0.2).not_done:
+                if stop.is_set():
+                    # Cut the extractions short, their pages handed back, as the service's
+                    # are (``cut_short``): pages waiting on held-back worker starts, one
+                    # after another, held a Ctrl-C some 12 s.
+                    extracting.close()
+                    break
+            results = [poll.result() for poll in polls]
         articles = [(result, article) for result in results for article in result.articles]
         refused = publish_all([a for _, a in articles], emit, flush)
         for result, article in articles:

@@ -134,6 +134,19 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_stream_goes_on(
     assert worker.process.poll() is None
 
 
+def _rebuilt(settings, worker, first, second, start_role, topic_reader) -> str:
+    """The log of ``worker`` started again (its state rebuilt from the changelogs), once it
+    has placed ``second`` with ``first``; it is still up."""
+    assert worker.stop() == 0
+    again = start_role(settings, "process")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(second)
+    topic_reader(settings, settings.topic_members, until=holding([first.id, second.id]),
+                 timeout_s=90, watch=[again], what="the second seed placed with the first")
+    assert again.process.poll() is None
+    return again.log()
+
+
 def test_records_on_the_tables_changelogs_that_are_not_the_stage_s_are_dropped_at_the_rebuild(
         make_settings, start_role, topic_reader):
     """The cluster stage rebuilds its state from its tables' changelog topics. A record
@@ -155,13 +168,25 @@ def test_records_on_the_tables_changelogs_that_are_not_the_stage_s_are_dropped_a
             # (Each a batch of its own: the embedded broker reports a topic's end as its
             # last batch's first record + 1, and a table's recovery reads to there.)
             publisher.flush()
-    assert worker.stop() == 0
-    again = start_role(settings, "process")
-    with Publisher(settings) as publisher:
-        publisher.publish_article(second)
-    topic_reader(settings, settings.topic_members, until=holding([first.id, second.id]),
-                 timeout_s=90, watch=[again], what="the second seed placed with the first")
-    log = again.log()
+    log = _rebuilt(settings, worker, first, second, start_role, topic_reader)
     for table, count in (("articles", 1), ("members", 1), ("incidents", 2)):
         assert f"table {table}: {count} record(s) that are not the stage's removed" in log, log[-3000:]
-    assert again.process.poll() is None
+
+
+def test_changelog_records_whose_key_is_json_but_no_key_are_dropped_at_the_rebuild(
+        make_settings, start_role, topic_reader):
+    """A changelog record whose key is JSON but no table's key (a list, an object: what
+    another program may write) stopped faust's recovery of the tables, as bytes that
+    are not JSON did."""
+    from processors.app import ARTICLES_TABLE, MEMBERS_TABLE
+
+    settings, worker, first, second = reuters_in_one_worker(make_settings, start_role,
+                                                            topic_reader)
+    with Publisher(settings) as publisher:
+        for table, key, value in ((MEMBERS_TABLE, b'[{"a": 1}]', b'{"x": 1}'),
+                                  (ARTICLES_TABLE, b'{"a": 1}', b'{"x": 1}')):
+            publisher.send(f"{settings.app_id}-{table}-changelog", key, value)
+            publisher.flush()  # (each a batch of its own, as above)
+    log = _rebuilt(settings, worker, first, second, start_role, topic_reader)
+    for table in ("articles", "members"):
+        assert f"table {table}: 1 record(s) that are not the stage's removed" in log, log[-3000:]

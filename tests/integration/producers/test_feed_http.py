@@ -676,6 +676,29 @@ def test_a_one_off_poll_waits_for_a_worker_start_held_back_after_one_failed(
     assert [a.fetch.get("summary_reason") for a in out if a.summary_only] == []
 
 
+def test_a_stopped_one_off_poll_does_not_wait_for_worker_starts(server, tmp_path, monkeypatch):
+    """`poll --once` stopped (Ctrl-C) while its pages waited for an extraction worker start
+    held back after failed ones (up to the extraction's time bound each, one page after
+    another): it ended 11.6 s after the stop, measured with 6 real pages. A stop now
+    cuts the extractions short, as the service's does: the pages are handed back."""
+    _failing_worker_starts(tmp_path, monkeypatch, first_only=False)
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path,
+                        extract_timeout_s=20.0)
+    stop, stopped = threading.Event(), []
+
+    def stop_now() -> None:
+        stopped.append(time.monotonic())
+        stop.set()
+
+    threading.Timer(2.0, stop_now).start()
+    out: list[RawArticle] = []
+    poll_once(settings, [server.url("/gen/stopped.xml?entries=6&real=1")], emit=out.append,
+              stop=stop)
+    took = time.monotonic() - stopped[0]
+    assert out == []  # (handed back: a stopped poll publishes no summary for them)
+    assert took < 3.0, f"ended {took:.1f} s after the stop"
+
+
 def test_a_page_no_worker_could_take_waits_without_spending_a_try(
         server, tmp_path, monkeypatch):
     """Long-running: no extraction worker starts (a broken install), so no page is tried:
@@ -1049,6 +1072,27 @@ def test_broken_article_pages_each_say_why_and_lose_no_entry(server, paged_rig, 
         assert (f"feed {feed_url}: page {links[name]} not used ({reason}): publishing the "
                 "entry's summary") in said
     assert not [r for r in caplog.records if r.name.startswith("trafilatura")]
+
+
+def test_pages_in_utf_16_or_32_without_a_bom_are_extracted(server, paged_rig):
+    """A page in UTF-16 or UTF-32 with no BOM (its charset in the Content-Type, or none)
+    holds a NUL byte beside every ASCII character: taken for binary data, it went out as
+    its summary (not_html), though trafilatura extracts it whole."""
+    import gzip
+
+    real = gzip.decompress(page_files(shared_path("pages"))[0].read_bytes()).decode("utf-8")
+    pages = {"16le": ("utf-16-le", "text/html; charset=utf-16le"),
+             "16be": ("utf-16-be", "text/html; charset=utf-16be"),
+             "32le": ("utf-32-le", "text/html"), "32be": ("utf-32-be", "text/html")}
+    for name, (codec, content_type) in pages.items():
+        server.state.custom[f"{name}.html"] = (real.encode(codec), content_type)
+    server.state.custom["wide.xml"] = (
+        rss([(name, server.url(f"/custom/{name}.html"), name) for name in pages]),
+        "application/rss+xml")
+    result = paged_rig.poll(server.url("/custom/wide.xml"))
+    reasons = {a.fetch["entry_key"]: a.fetch.get("summary_reason") for a in result.articles}
+    assert reasons == dict.fromkeys(pages)
+    assert all(len(a.text) > 500 for a in result.articles)
 
 
 def test_entries_with_broken_values_are_published_and_the_rest_too(server, rig):

@@ -302,3 +302,14 @@ def test_entries_with_nothing_in_them_are_counted_where_they_are_left_out():
     parsed = parse_feed(raw)
     assert parsed.entries == [] and parsed.empty_entries == 1
     assert parse_feed(raw.replace(b"<entry>", b"<entry><title>T</title>")).empty_entries == 0
+    # So in a JSON Feed: an item with nothing in it, or no object at all.
+    feed = {"version": "https://jsonfeed.org/version/1.1", "title": "J",
+            "items": [{"id": "1", "title": " ", "content_html": "<p></p>"}, "x",
+                      {"id": "2", "title": "T"}]}
+    parsed = parse_feed(json.dumps(feed).encode())
+    assert parsed.kind == "json" and len(parsed.entries) == 1 and parsed.empty_entries == 2
+    # And in a sitemap: a <url> without its <loc>.
+    sitemap = (b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc> </loc>'
+               b"</url><url><loc>https://s.example/a</loc></url></urlset>")
+    parsed = parse_feed(sitemap)
+    assert parsed.kind == "sitemap" and len(parsed.entries) == 1 and parsed.empty_entries == 1

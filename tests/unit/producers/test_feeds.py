@@ -1025,8 +1025,8 @@ def test_a_stop_ends_the_wait_for_a_publisher_s_connection():
 
 def test_binary_data_is_told_from_a_page_s_text():
     """Binary data served as text/html went to extraction (see the integration test of
-    broken pages); a page's text, a stray control character in it, or UTF-16 with its
-    BOM is not binary."""
+    broken pages); a page's text, a stray control character in it, or UTF-16 or UTF-32
+    with or without a BOM is not binary."""
     import codecs
     import gzip
     import random
@@ -1041,3 +1041,9 @@ def test_binary_data_is_told_from_a_page_s_text():
     assert not binary_data(page[:2000] + b"\x00\x1b\x08" + page[2000:])
     assert not binary_data(codecs.BOM_UTF16_LE + page.decode("utf-8").encode("utf-16-le"))
     assert not binary_data(b"")
+    # UTF-16 and UTF-32 without a BOM: NULs beside every ASCII character, but text.
+    for codec in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+        assert not binary_data(page.decode("utf-8").encode(codec))
+        assert not binary_data("地震速报：".encode(codec) * 500)
+    assert binary_data(bytes(100_000) + page)  # (NULs read in any width are no text)
+    assert all(binary_data(random.Random(seed).randbytes(1000)) for seed in range(200))
