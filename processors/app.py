@@ -45,6 +45,7 @@ from newsflow.schemas import (
     Incident,
     RawArticle,
     RawPosition,
+    not_an_article,
     read_json,
     truncate_text,
     utc_from_epoch,
@@ -107,29 +108,14 @@ def clean_article(article: RawArticle) -> RawArticle:
         title = clean_title(title, [article.source, article.site_name],
                             article.canonical_url or article.url)
     text = clean_text(_CONTROL.sub("", article.text), title)
-    refuse_without_words(title, text)
+    if reason := not_an_article(article.id, title, text):  # (as the sink leaves it out)
+        raise PoisonMessage(reason)
     fetch = article.fetch
     if len(text) > MAX_TEXT_CHARS:  # from a producer that cut nothing (replay, another's)
         fetch = {**fetch, "text_truncated": True, "text_chars": len(text)}
         text = truncate_text(text, MAX_TEXT_CHARS)
     title = truncate_text(title, MAX_TITLE_CHARS)
     return article.model_copy(update={"title": title, "text": text, "fetch": fetch})
-
-
-# Tags and character references: what is left of a page's markup (<br/>, &nbsp;) is no
-# word of an article, whatever letters it spells.
-_MARKUP = re.compile(r"<[^<>]*>|&#?\w+;")
-
-
-def refuse_without_words(title: str, text: str) -> None:
-    """PoisonMessage for an article with nothing to read or cluster: neither title nor
-    text, or none of them holds a letter or digit outside markup (zero-width spaces,
-    dashes, a stray <br/>: no incident can be about it)."""
-    if not title.strip() and not text.strip():
-        raise PoisonMessage("article has neither title nor text")
-    if not any(char.isalnum() for char in _MARKUP.sub("", f"{title}\n{text}")):
-        raise PoisonMessage("article has no words: its title and text hold no letter or digit"
-                            " (markup aside)")
 
 
 # The most of one article the cluster stage's table takes, as faust writes it (JSON with
@@ -145,7 +131,8 @@ def decode_article(value: bytes | None) -> RawArticle:
 
 def decode_clean_article(value: bytes | None) -> CleanArticle:
     article = _decode(value, CleanArticle, "clean article")
-    refuse_without_words(article.title, article.text)  # as the clean stage refuses it
+    if reason := not_an_article(article.id, article.title, article.text):  # as clean_article
+        raise PoisonMessage(reason)
     # Measured only when it may be too large: escaping makes at most 6 bytes of one.
     if value and len(value) * 6 > MAX_TABLE_ARTICLE_BYTES:
         size = len(json.dumps(article.model_dump(mode="json")))
@@ -173,9 +160,6 @@ def _decode(value: bytes | None, model: type[_Article], name: str) -> _Article:
     if "schema_version" not in article.model_fields_set:
         # The model's default must not stand in for it: the sink refuses such a message.
         raise _unknown_version(None, name)
-    if not article.id.strip():
-        # Its key and its row's: every such article would be one article, and no one's.
-        raise PoisonMessage(f"not a {name}: its id is empty")
     return article
 
 

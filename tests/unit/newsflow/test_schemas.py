@@ -284,3 +284,18 @@ def test_same_site_is_one_host_in_either_form_of_an_international_name():
     # one, so two names under it are two sites, in either form.
     assert not same_site("https://a.xn--55qx5d.cn/x", "https://b.公司.cn/feed")
     assert same_site("https://www.a.xn--55qx5d.cn/x", "https://feeds.a.公司.cn/rss")
+
+
+def test_an_article_of_any_script_has_words_and_one_of_marks_alone_has_none() -> None:
+    """The clean and cluster stages refuse, and the sink leaves out, an article with no id
+    or no letter or digit (zero-width spaces, dashes, a page's leftover tags); a word of
+    any script is one."""
+    from newsflow.schemas import not_an_article
+
+    for title, text in [("", "地震"), ("", "แผ่นดินไหว"), ("", "<p>Floods</p>"), ("١٢٣", ""),
+                        ("Quake", "")]:
+        assert not_an_article("a1", title, text) is None
+    for title, text in [("", "\u200b"), ("...", "- * -"), ("", "<br/>\n&nbsp;"), ("|", "")]:
+        assert not_an_article("a1", title, text).startswith("article has no words")
+    assert not_an_article("a1", " ", "") == "article has neither title nor text"
+    assert not_an_article(" ", "Quake", "") == "its id is empty"

@@ -382,18 +382,3 @@ def test_a_clean_article_with_neither_title_nor_text_is_refused_as_the_clean_sta
     # Published on the clean topic by something else: it made an incident with no title.
     with pytest.raises(PoisonMessage, match="^article has neither title nor text$"):
         decode_clean_article(b'{"schema_version": 1, "id": "a1", "title": " ", "text": ""}')
-
-
-def test_an_article_of_any_script_has_words_and_one_of_marks_alone_has_none() -> None:
-    """The clean and cluster stages refuse an article with no letter or digit (zero-width
-    spaces, dashes, a page's leftover tags); a word of any script is one."""
-    import pytest
-
-    from processors.app import PoisonMessage, refuse_without_words
-
-    for title, text in [("", "地震"), ("", "แผ่นดินไหว"), ("", "<p>Floods</p>"), ("١٢٣", ""),
-                        ("Quake", "")]:
-        refuse_without_words(title, text)
-    for title, text in [("", "\u200b"), ("...", "- * -"), ("", "<br/>\n&nbsp;"), ("|", "")]:
-        with pytest.raises(PoisonMessage, match="^article has no words"):
-            refuse_without_words(title, text)
