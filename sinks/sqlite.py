@@ -446,6 +446,10 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
+def _wal_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}-wal")
+
+
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -462,6 +466,7 @@ class SQLiteSink(BatchingSink):
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._wal: tuple[int, int] | None = None  # and of its WAL
 
     def open(self) -> None:
         self._connection()
@@ -470,17 +475,30 @@ class SQLiteSink(BatchingSink):
         if self._conn is None:
             self._conn = open_database(self.path)
             self._file = _file_id(self.path)
+            self._wal = _file_id(_wal_path(self.path))
         elif _file_id(self.path) != self._file:
             # Removed (the data folder deleted) or replaced under us: SQLite would go on
             # writing into the removed file, and everything stored from then on would
             # vanish with it at the close, unsaid. The sink stops instead, the batch not
             # committed: restarted, it makes a new database there and stores it again.
             self.close()
+            self._drop_removed_wal()
             raise StoreMisconfigured(
                 f"SQLite database {self.path.absolute()} was removed or replaced while the"
                 " sink had it open: stopping rather than write into the removed file"
             )
         return self._conn
+
+    def _drop_removed_wal(self) -> None:
+        """Remove the WAL (and its index) of the database removed under the sink, when it
+        is still at the path: SQLite leaves it there at the close of a database moved
+        away, and the next connection reads its pages into the file there now, a
+        restored backup becoming the removed database's last pages."""
+        wal = _wal_path(self.path)
+        if self._wal is None or _file_id(wal) != self._wal:
+            return  # gone with its folder, or the new database's own
+        for left in (wal, self.path.with_name(f"{self.path.name}-shm")):
+            left.unlink(missing_ok=True)
 
     def migrate(self) -> int:
         return migrate(self._connection())
