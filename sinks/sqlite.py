@@ -482,7 +482,6 @@ class SQLiteSink(BatchingSink):
             # vanish with it at the close, unsaid. The sink stops instead, the batch not
             # committed: restarted, it makes a new database there and stores it again.
             self.close()
-            self._drop_removed_wal()
             raise StoreMisconfigured(
                 f"SQLite database {self.path.absolute()} was removed or replaced while the"
                 " sink had it open: stopping rather than write into the removed file"
@@ -492,8 +491,9 @@ class SQLiteSink(BatchingSink):
     def _drop_removed_wal(self) -> None:
         """Remove the WAL (and its index) of the database removed under the sink, when it
         is still at the path: SQLite leaves it there at the close of a database moved
-        away, and the next connection reads its pages into the file there now, a
-        restored backup becoming the removed database's last pages."""
+        away, and the next connection reads its pages into the file there now (a
+        restored backup moved in, a new database), which then holds the removed one's
+        last pages."""
         wal = _wal_path(self.path)
         if self._wal is None or _file_id(wal) != self._wal:
             return  # gone with its folder, or the new database's own
@@ -604,10 +604,13 @@ class SQLiteSink(BatchingSink):
 
     def close(self) -> None:
         if self._conn is not None:
+            moved = _file_id(self.path) != self._file
             try:
                 self._conn.close()
             finally:
                 self._conn = None
+            if moved:
+                self._drop_removed_wal()
 
 
 # Each article's current incident: the newest live incident listing it.

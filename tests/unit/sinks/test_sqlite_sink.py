@@ -669,6 +669,27 @@ def test_a_database_removed_or_replaced_under_the_sink_stops_it_unwritten(
     assert stored == ({article(2).id} if how == "removed" else {article(9).id, article(2).id})
 
 
+def test_a_database_replaced_under_a_sink_that_stops_before_writing_keeps_what_it_holds(
+    db: Path,
+) -> None:
+    """A backup moved in over the database, then the service restarted before the sink's
+    next write (an idle stream): the sink's close left the removed database's WAL at the
+    path (SQLite does for a database moved away), and the next start read its pages into
+    the file moved in, which held the removed database's article 1, not its own 9."""
+    sink = SQLiteSink(db)
+    sink.add(article(1))
+    sink.flush()
+    other = db.with_name("restored.db")
+    write(other, article(9))
+    other.replace(db)
+    sink.close()
+    write(db, article(2))
+    with sqlite3.connect(db) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM articles")}
+    conn.close()
+    assert stored == {article(9).id, article(2).id}
+
+
 def fts_intact(db: Path) -> bool:
     """FTS5's own check that its index holds what its content (the view) says."""
     with sqlite3.connect(db) as conn:
