@@ -326,6 +326,39 @@ CONNECTION_OPTIONS: dict[str, Any] = {
     "connect_timeout": CONNECT_TIMEOUT_S,
     "options": "-c TimeZone=UTC",
 }
+# How long a connection waits on a server that answers nothing at all (a network
+# partition: packets dropped, no reset) before it fails. A write in flight waited for the
+# kernel's retransmissions (about 15 minutes), an idle connection for ever: the sink held,
+# not paused, saying nothing, a stop not heard. (A server that is stopped, its kernel still
+# acknowledging, is not told apart this way: only a lock or statement timeout could.)
+TCP_TIMEOUT_S = 30
+
+
+def tcp_options(dsn: str) -> dict[str, Any]:
+    """libpq's TCP keepalives and ``tcp_user_timeout``, bounding a silent server to about
+    ``TCP_TIMEOUT_S``; each one the DSN leaves unset (psycopg's keyword arguments override
+    the DSN's values, and a user's own choice is kept)."""
+    idle_s = max(1, TCP_TIMEOUT_S // 3)
+    interval_s = max(1, TCP_TIMEOUT_S // 6)
+    # Unanswered data (a write in flight) fails after tcp_user_timeout; an idle connection
+    # after keepalives_idle plus keepalives_count probes: both near TCP_TIMEOUT_S.
+    options: dict[str, Any] = {
+        "keepalives": 1,
+        "keepalives_idle": idle_s,
+        "keepalives_interval": interval_s,
+        "keepalives_count": max(1, (TCP_TIMEOUT_S - idle_s) // interval_s),
+        "tcp_user_timeout": TCP_TIMEOUT_S * 1000,
+    }
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        given = {}  # (connecting says what is wrong with it)
+    return {key: value for key, value in options.items() if key not in given}
+
+
+def connection_options(dsn: str) -> dict[str, Any]:
+    """The keyword arguments of every connection newsflow makes to ``dsn``."""
+    return {**CONNECTION_OPTIONS, **tcp_options(dsn)}
 
 
 def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow") -> ConnectionPool:
@@ -337,7 +370,7 @@ def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow") -> Connect
         max_size=max_size,
         name=name,
         open=True,
-        kwargs=CONNECTION_OPTIONS,
+        kwargs=connection_options(dsn),
         check=ConnectionPool.check_connection,
         reconnect_timeout=0,  # keep trying for ever; the caller decides how long to wait
     )
@@ -423,7 +456,7 @@ def open_database(dsn: str, *, migrate_schema: bool = True) -> int:
     pool: a pool retries a bad setting for ever in the background, and its timeout hides
     the cause.)"""
     try:
-        with psycopg.connect(dsn, **CONNECTION_OPTIONS) as conn:
+        with psycopg.connect(dsn, **connection_options(dsn)) as conn:
             found = migrate(conn) if migrate_schema else schema_version(conn)
     except SchemaNotUpgraded as exc:
         # Waited on as an outage: the owner's `newsflow db upgrade` mends it meanwhile.
