@@ -184,12 +184,19 @@ def test_a_partition_mid_stream_pauses_the_sink_and_it_catches_up_once_healed(
         r.getMessage() for r in caplog.records]
 
 
-def test_a_dsn_s_own_keepalive_settings_are_kept() -> None:
-    """psycopg's keyword arguments override a DSN's values: the DSN's are left alone."""
-    from sinks.postgres import connection_options
+def test_connections_bound_a_silent_server_but_keep_a_dsn_s_own_settings(
+    postgres_dsn: str,
+) -> None:
+    """psycopg's keyword arguments override a DSN's values: the DSN's own are left alone,
+    the others set, as libpq holds them on a connection of the pool."""
+    from sinks.postgres import make_pool
 
-    options = connection_options("host=db keepalives_idle=600 tcp_user_timeout=0")
-    assert "keepalives_idle" not in options and "tcp_user_timeout" not in options
-    assert options["keepalives"] == 1 and options["keepalives_count"] >= 1
-    uri = connection_options("postgresql://db/news?keepalives=0")
-    assert "keepalives" not in uri and uri["tcp_user_timeout"] > 0
+    pool = make_pool(f"{postgres_dsn}?keepalives_idle=600", max_size=1, name="test")
+    try:
+        with pool.connection(timeout=10) as conn:
+            held = {o.keyword.decode(): (o.val or b"").decode() for o in conn.pgconn.info}
+    finally:
+        pool.close()
+    assert held["keepalives_idle"] == "600"
+    assert held["keepalives"] == "1" and held["tcp_user_timeout"] == "30000"
+    assert held["keepalives_interval"] == "5" and held["keepalives_count"] == "4"
