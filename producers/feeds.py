@@ -639,7 +639,7 @@ def binary_data(body: bytes) -> bool:
 # Characters that no text of a wide encoding holds: the binary data bytes' code points,
 # what does not decode (U+FFFD) and the private use areas. Random bytes read as UTF-16
 # are over a tenth of them; UTF-32, nearly all.
-_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\ufffd\ue000-\uf8ff"
+_NOT_TEXT = re.compile(f"[{re.escape(_BINARY_BYTES.decode('latin-1'))}\ufffd\ue000-\uf8ff"
                        "\U000f0000-\U0010ffff]")
 
 
