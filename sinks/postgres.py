@@ -320,10 +320,9 @@ def _unavailable(exc: Exception) -> SinkUnavailable:
     return SinkUnavailable(f"postgres: {type(exc).__name__}: {str(exc).strip()[:300]}")
 
 
-# Timestamps come back in UTC, as everywhere else in newsflow.
+# Set whatever the DSN says: timestamps come back in UTC, as everywhere else in newsflow.
 CONNECTION_OPTIONS: dict[str, Any] = {
     "autocommit": False,
-    "connect_timeout": CONNECT_TIMEOUT_S,
     "options": "-c TimeZone=UTC",
 }
 # How long a connection waits on a server that answers nothing at all (a network
@@ -334,15 +333,17 @@ CONNECTION_OPTIONS: dict[str, Any] = {
 TCP_TIMEOUT_S = 30
 
 
-def tcp_options(dsn: str) -> dict[str, Any]:
-    """libpq's TCP keepalives and ``tcp_user_timeout``, bounding a silent server to about
-    ``TCP_TIMEOUT_S``; each one the DSN leaves unset (psycopg's keyword arguments override
-    the DSN's values, and a user's own choice is kept)."""
+def default_options(dsn: str) -> dict[str, Any]:
+    """``connect_timeout``, and libpq's TCP keepalives and ``tcp_user_timeout`` bounding a
+    silent server to about ``TCP_TIMEOUT_S``: each one the DSN leaves unset (psycopg's
+    keyword arguments override the DSN's values, and a user's own choice is kept; a
+    connect_timeout of the DSN's was overridden)."""
     idle_s = max(1, TCP_TIMEOUT_S // 3)
     interval_s = max(1, TCP_TIMEOUT_S // 6)
     # Unanswered data (a write in flight) fails after tcp_user_timeout; an idle connection
     # after keepalives_idle plus keepalives_count probes: both near TCP_TIMEOUT_S.
     options: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
         "keepalives": 1,
         "keepalives_idle": idle_s,
         "keepalives_interval": interval_s,
@@ -358,7 +359,7 @@ def tcp_options(dsn: str) -> dict[str, Any]:
 
 def connection_options(dsn: str) -> dict[str, Any]:
     """The keyword arguments of every connection newsflow makes to ``dsn``."""
-    return {**CONNECTION_OPTIONS, **tcp_options(dsn)}
+    return {**CONNECTION_OPTIONS, **default_options(dsn)}
 
 
 def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow") -> ConnectionPool:

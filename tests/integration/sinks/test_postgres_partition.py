@@ -189,14 +189,16 @@ def test_connections_bound_a_silent_server_but_keep_a_dsn_s_own_settings(
 ) -> None:
     """psycopg's keyword arguments override a DSN's values: the DSN's own are left alone,
     the others set, as libpq holds them on a connection of the pool."""
-    from sinks.postgres import make_pool
+    from sinks.postgres import CONNECT_TIMEOUT_S, default_options, make_pool
 
-    pool = make_pool(f"{postgres_dsn}?keepalives_idle=600", max_size=1, name="test")
+    pool = make_pool(f"{postgres_dsn}?keepalives_idle=600&connect_timeout=7", max_size=1,
+                     name="test")
     try:
         with pool.connection(timeout=10) as conn:
             held = {o.keyword.decode(): (o.val or b"").decode() for o in conn.pgconn.info}
     finally:
         pool.close()
-    assert held["keepalives_idle"] == "600"
+    assert held["keepalives_idle"] == "600" and held["connect_timeout"] == "7"
+    assert default_options(postgres_dsn)["connect_timeout"] == CONNECT_TIMEOUT_S
     assert held["keepalives"] == "1" and held["tcp_user_timeout"] == "30000"
     assert held["keepalives_interval"] == "5" and held["keepalives_count"] == "4"
