@@ -97,6 +97,12 @@ class Gauge(_Metric):
         with self._lock:
             self._values[key] = float(value)
 
+    def add(self, amount: float, **labels: str) -> None:
+        """Up or down by ``amount``: for a gauge several writers keep (each its share)."""
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
     def value(self, **labels: str) -> float:
         return self._values.get(self._key(labels), 0.0)
 

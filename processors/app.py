@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
@@ -36,7 +37,7 @@ from newsflow.kafka import (  # every topic's limit, and so the producer's
     describe_partitions,
     ensure_topics,
 )
-from newsflow.metrics import Registry, textfile_path, write_textfile
+from newsflow.metrics import Gauge, Registry, textfile_path, write_textfile
 from newsflow.schemas import (
     MAX_TEXT_CHARS,
     MAX_TITLE_CHARS,
@@ -347,12 +348,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     def running() -> bool:
         return not app.should_stop
 
-    def not_delivered(failed: list[tuple[Outgoing, BaseException]], retry_s: float,
-                      tries: int) -> None:
+    def not_delivered(waiting: WaitingMessages, failed: list[tuple[Outgoing, BaseException]],
+                      retry_s: float, tries: int) -> None:
         for message, exc in failed:
             metrics.send_failures.inc(topic=message.name, kind=type(exc).__name__)
-        for name in {message.name for message, _ in failed}:
-            metrics.undelivered.set(sum(m.name == name for m, _ in failed), topic=name)
+        waiting.now([message.name for message, _ in failed])
         topics = ", ".join(sorted({message.name for message, _ in failed}))
         errors = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in failed}))[:500]
         # Said once, then reminded: an ERROR a try (every 30 s for as long as a topic
@@ -379,15 +379,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                              m.to_bytes()) for m in output.members]
         messages += [Outgoing(incidents_topic, settings.topic_incidents,
                               v.incident_id.encode(), v.to_bytes()) for v in output.versions]
-        if not await send_delivered(messages, not_delivered, keep_trying=running):
+        waiting = WaitingMessages(metrics.undelivered)
+        if not await send_delivered(messages, partial(not_delivered, waiting),
+                                    keep_trying=running):
             raise NotDelivered(f"stopping with {len(messages)} message(s) not delivered: "
                                f"the batch is decided again at the next start")
-        delivered(messages)
-
-    def delivered(messages: list[Outgoing]) -> None:
-        for name in {message.name for message in messages}:
-            if metrics.undelivered.value(topic=name):
-                metrics.undelivered.set(0, topic=name)
+        waiting.now(())
 
     def letter_for(stage: str, event: EventT, exc: BaseException) -> Outgoing:
         letter = dead_letter(stage, event, exc)
@@ -427,9 +424,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         NotDelivered when the worker stops first."""
         while messages:
             refused: list[tuple[Outgoing, BaseException]] = []
-            if not await send_delivered(messages, not_delivered, running, refused=refused):
+            waiting = WaitingMessages(metrics.undelivered)
+            if not await send_delivered(messages, partial(not_delivered, waiting), running,
+                                        refused=refused):
                 raise NotDelivered(f"{len(messages)} message(s) not delivered before the stop")
-            delivered(messages)
+            waiting.now(())
             messages = [instead for message, exc in refused
                         if (instead := instead_of_refused(stage, message, exc)) is not None]
 
@@ -572,6 +571,28 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     app.agent(clean_topic, name="cluster")(cluster)
     app.timer(5.0, name="write-metrics")(write_metrics)
     return app
+
+
+class WaitingMessages:
+    """One send's messages not delivered yet, by topic, as its share of the stages' gauge.
+    Each failed try says which still wait (the others of the send were delivered: a
+    topic that recovered while another still fails is 0 again), delivery that none do;
+    another stage's share of the same topic stays as it is."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self.by_topic: dict[str, int] = {}
+
+    def now(self, topics: Iterable[str]) -> None:
+        """``topics``: the topic of each message still waiting."""
+        counts: dict[str, int] = {}
+        for name in topics:
+            counts[name] = counts.get(name, 0) + 1
+        for name in counts.keys() | self.by_topic.keys():
+            change = counts.get(name, 0) - self.by_topic.get(name, 0)
+            if change:
+                self.gauge.add(change, topic=name)
+        self.by_topic = counts
 
 
 class ProcessorMetrics:

@@ -382,3 +382,38 @@ def test_a_clean_article_with_neither_title_nor_text_is_refused_as_the_clean_sta
     # Published on the clean topic by something else: it made an incident with no title.
     with pytest.raises(PoisonMessage, match="^article has neither title nor text$"):
         decode_clean_article(b'{"schema_version": 1, "id": "a1", "title": " ", "text": ""}')
+
+
+def test_a_topic_that_takes_its_messages_again_shows_none_waiting_while_another_still_fails(
+) -> None:
+    """Places and versions fail to two topics; the places' topic recovers first. Its gauge
+    kept the count of its last failed try until the whole send was delivered (a dashboard
+    blamed a topic that was fine). A second send's share of the same topic (another stage)
+    is its own."""
+    import asyncio
+
+    from newsflow.metrics import Registry
+    from processors.app import Outgoing, WaitingMessages, send_delivered
+
+    gauge = Registry().gauge("undelivered", "", ["topic"])
+    members, incidents = _Topic(set(), {b"m1", b"m2"}), _Topic(set(), {b"v1"})
+    messages = [Outgoing(members, "members", b"m1", b"{}"), Outgoing(members, "members", b"m2", b"{}"),
+                Outgoing(incidents, "incidents", b"v1", b"{}")]
+    other_stage = WaitingMessages(gauge)
+    other_stage.now(["incidents"])  # another stage waits on one of its own
+    waiting = WaitingMessages(gauge)
+    seen: list[tuple[float, float]] = []
+
+    def failed(batch, retry_s, tries) -> None:  # type: ignore[no-untyped-def]
+        waiting.now([message.name for message, _ in batch])
+        seen.append((gauge.value(topic="members"), gauge.value(topic="incidents")))
+        members.lose = set()  # the places' topic is back for the next try
+        if tries == 2:
+            incidents.lose = set()
+
+    assert asyncio.run(send_delivered(messages, failed, first_delay_s=0.01))
+    waiting.now(())
+    assert seen == [(2, 2), (0, 2)]  # the second try: the places delivered, a version not
+    assert (gauge.value(topic="members"), gauge.value(topic="incidents")) == (0, 1)
+    other_stage.now(())
+    assert gauge.value(topic="incidents") == 0
