@@ -182,7 +182,7 @@ class SinkRunner:
     ) -> None:
         self.settings = settings
         self.stop = stop
-        self.sink = sink or make_sink(settings)
+        self.sink = sink or make_sink(settings, stop)
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.backoff = backoff or Backoff()

@@ -21,7 +21,12 @@ from newsflow.kafka import Publisher, ensure_topics
 from newsflow.settings import Settings
 from sinks.store import open_store
 from tests.integration.conftest import PG_BIN, PostgresServer
-from tests.integration.sinks.test_postgres_sink import committed, count, sink_thread, wait_for
+from tests.integration.sinks.test_postgres_sink import (
+    committed,
+    paused_through,
+    sink_thread,
+    wait_for,
+)
 from tests.records import incident
 
 pytestmark = pytest.mark.integration
@@ -146,23 +151,8 @@ def test_a_partition_mid_stream_pauses_the_sink_and_it_catches_up_once_healed(
             publisher.flush()
             wait_for(lambda: committed(settings) == 10, what="first half committed")
 
-            partitioned_server.partition()
-            try:
-                for v in range(11, 21):
-                    publisher.send(settings.topic_incidents, "i1",
-                                   incident("i1", v, [1]).to_bytes())
-                publisher.flush()
-                wait_for(lambda: runner.failing, timeout_s=60,
-                         what="the sink to pause behind the partition")
-                assert runner.metrics.paused.value() == 1
-                assert committed(settings) == 10, "offsets moved while nothing was written"
-            finally:
-                partitioned_server.heal()
-
-            wait_for(lambda: committed(settings) == 20, timeout_s=60,
-                     what="second half committed once healed")
-            assert count(dsn, "SELECT count(*) FROM incident_versions") == 20
-            assert count(dsn, "SELECT version FROM incidents WHERE id = 'i1'") == 20
+            paused_through(settings, dsn, runner,
+                           (partitioned_server.partition, partitioned_server.heal), "the partition")
             wait_for(lambda: not runner.failing, what="the sink to resume")
 
             # A stop while partitioned again, a write waiting: heard within the bound.
