@@ -482,6 +482,39 @@ _SETTING_MESSAGES = re.compile(
 )
 
 
+_SERVER_CLOSED = "server closed the connection unexpectedly"
+# How long the check of an unexplained lost connection waits for the server's machine.
+PROBE_TIMEOUT_S = 2
+
+
+def unreachable(dsn: str, exc: Exception) -> str | None:
+    """Why ``exc`` happened, when libpq puts it as the server closing the connection but
+    the server's machine cannot be reached at all (a plain TCP connection to it fails, not
+    refused): the network to it, or the machine, is down, and the server closed nothing.
+    (With the server's machine partitioned off, libpq said "server closed the connection
+    unexpectedly. This probably means the server terminated abnormally" for a connection
+    attempt that met "No route to host".) None otherwise: then libpq's words stand."""
+    if _SERVER_CLOSED not in str(exc):
+        return None
+    try:
+        params = conninfo_to_dict(dsn)
+        host = str(params.get("hostaddr") or params.get("host") or "")
+        port = int(params.get("port") or 5432)
+    except (psycopg.ProgrammingError, ValueError):  # (a list of ports)
+        return None
+    if not host or "," in host or host.startswith("/"):  # (a local socket, several hosts)
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return None  # it answers: the server did close the connection
+    except ConnectionRefusedError:
+        return None  # the machine answers; the server is down
+    except OSError as probe:
+        why = probe.strerror or str(probe) or "no answer"
+        return (f"{host} cannot be reached ({why}): the network to it, or its machine, is down"
+                f" (libpq put it as '{_SERVER_CLOSED}')")
+
+
 def setting_fault(exc: psycopg.Error) -> bool:
     """Whether an error connecting is the DSN's fault (waiting will not mend it): a
     malformed DSN, failed authentication (SQLSTATE class 28), a database that does not
@@ -566,6 +599,8 @@ def open_database(dsn: str, *, migrate_schema: bool = True,
     except psycopg.Error as exc:
         if watchdog is not None and watchdog.cut:
             raise SinkUnavailable(f"{describe_dsn(dsn)}: {watchdog.cut}") from exc
+        if why := unreachable(dsn, exc):
+            raise SinkUnavailable(f"{describe_dsn(dsn)}: {why}") from exc
         reason = _hide_password(" ".join(str(exc).split()), dsn)
         message = f"{describe_dsn(dsn)}: {type(exc).__name__}: {reason}"
         if setting_fault(exc):
@@ -781,6 +816,8 @@ class PostgresSink(BatchingSink):
                     open_database(self._dsn, watchdog=self._watchdog)
                 except (SinkUnavailable, StoreMisconfigured) as why:
                     raise SinkUnavailable(str(why)) from exc
+            if unreached := unreachable(self._dsn, exc):
+                raise SinkUnavailable(f"{describe_dsn(self._dsn)}: {unreached}") from exc
             raise _unavailable(exc) from exc
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Record]) -> None:
