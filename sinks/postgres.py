@@ -451,8 +451,8 @@ class Watchdog:
             if deadline is not None and now >= deadline:
                 why = f"PostgreSQL did not answer within {self.bound_s:g} s"
             elif self.past_grace():
-                why = (f"the sink is stopping, and PostgreSQL had not answered"
-                       f" {STOP_GRACE_S:g} s after the stop")
+                why = (f"PostgreSQL had not answered {STOP_GRACE_S:g} s after the sink's stop:"
+                       " the write is cut short")
             if why is not None:
                 with self._lock:
                     if not done.is_set():
