@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import replace
 from typing import Any
 
@@ -80,6 +84,12 @@ CONNECT_TIMEOUT_S = 5
 # How long a write waits for a lock another session holds before the sink pauses, saying
 # so, and tries again (as SQLite's busy timeout).
 LOCK_TIMEOUT_S = 5
+# How long the sink waits for PostgreSQL to finish one transaction of a write (or to
+# answer a connection's check) before it gives up on it (settings.postgres_write_timeout_s).
+WRITE_TIMEOUT_S = 180.0
+# How long a write in flight may still take once the sink is told to stop; a write begun
+# later than that after the stop is not tried.
+STOP_GRACE_S = 2.0
 
 # What search reads of an article: its title as the clean stage cuts it and a text's first
 # 100,000 characters (the clean stage cuts texts at 200,000). A tsvector holds at most
@@ -362,9 +372,11 @@ def connection_options(dsn: str) -> dict[str, Any]:
     return {**CONNECTION_OPTIONS, **default_options(dsn)}
 
 
-def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow") -> ConnectionPool:
+def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow",
+              check: Callable[[psycopg.Connection[Any]], None] = ConnectionPool.check_connection,
+              ) -> ConnectionPool:
     """A pool that does not wait for the database: connections are made on demand, and
-    a connection that died with a database restart is checked and replaced."""
+    a connection that died with a database restart is checked (``check``) and replaced."""
     return ConnectionPool(
         dsn,
         min_size=1,
@@ -372,9 +384,83 @@ def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow") -> Connect
         name=name,
         open=True,
         kwargs=connection_options(dsn),
-        check=ConnectionPool.check_connection,
+        check=check,
         reconnect_timeout=0,  # keep trying for ever; the caller decides how long to wait
     )
+
+
+def shut_down(conn: psycopg.Connection[Any]) -> None:
+    """Shut ``conn``'s socket down, from any thread: a call waiting on it (in another
+    thread) fails at once. (Not closed: libpq owns the descriptor, and closing it under
+    a waiting call could hand its number to another file.)"""
+    with suppress(OSError, psycopg.Error):  # (a connection closed meanwhile)
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class Watchdog:
+    """Bounds how long the sink waits on PostgreSQL, where nothing else does: a server
+    that is frozen (its processes stopped, a disk that hangs) still has its kernel
+    acknowledge every packet, so the TCP keepalives and tcp_user_timeout never fire, and
+    it enforces no lock or statement timeout of its own (nor hears a cancel request). The
+    sink then waited for ever, saying nothing, a stop not heard. A call ``guard``ed has
+    its connection shut down (``shut_down``) ``bound_s`` after it began, or
+    ``STOP_GRACE_S`` after ``stop`` was set, whichever comes first; ``cut`` says why, as
+    libpq's own message then blames the server ("server closed the connection
+    unexpectedly")."""
+
+    def __init__(self, bound_s: float, stop: threading.Event | None = None) -> None:
+        self.bound_s = bound_s
+        self.stop = stop
+        self.cut: str | None = None  # why a guarded call was cut short, since ``reset``
+        self._lock = threading.Lock()
+        self._stopped_at: float | None = None
+
+    def reset(self) -> None:
+        self.cut = None
+
+    def stopping_since(self) -> float | None:
+        """When the stop was first seen (monotonic), or None."""
+        if self._stopped_at is None and self.stop is not None and self.stop.is_set():
+            self._stopped_at = time.monotonic()
+        return self._stopped_at
+
+    def past_grace(self) -> bool:
+        stopped_at = self.stopping_since()
+        return stopped_at is not None and time.monotonic() >= stopped_at + STOP_GRACE_S
+
+    @contextmanager
+    def guard(self, conn: psycopg.Connection[Any], *, bounded: bool = True) -> Iterator[None]:
+        """Watch ``conn`` while inside; ``bounded`` false: only the stop cuts it (a schema
+        migration, which may rightly take minutes)."""
+        done = threading.Event()
+        deadline = time.monotonic() + self.bound_s if bounded else None
+        watcher = threading.Thread(target=self._watch, args=(conn, deadline, done),
+                                   name="newsflow-postgres-watchdog", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            with self._lock:  # no cut once this holds: the connection goes back to its pool
+                done.set()
+
+    def _watch(self, conn: psycopg.Connection[Any], deadline: float | None,
+               done: threading.Event) -> None:
+        while True:
+            now, why = time.monotonic(), None
+            if deadline is not None and now >= deadline:
+                why = f"PostgreSQL did not answer within {self.bound_s:g} s"
+            elif self.past_grace():
+                why = (f"PostgreSQL had not answered {STOP_GRACE_S:g} s after the sink's stop:"
+                       " the write is cut short")
+            if why is not None:
+                with self._lock:
+                    if not done.is_set():
+                        self.cut = why
+                        shut_down(conn)
+                return
+            if done.wait(0.1 if deadline is None else min(0.1, deadline - now)):
+                return
 
 
 def describe_dsn(dsn: str) -> str:
@@ -394,6 +480,39 @@ _SETTING_MESSAGES = re.compile(
     r"authentication failed|no pg_hba\.conf entry|(role|database) \".*\" does not exist"
     r"|is not permitted to log in|permission denied for database|no password supplied"
 )
+
+
+_SERVER_CLOSED = "server closed the connection unexpectedly"
+# How long the check of an unexplained lost connection waits for the server's machine.
+PROBE_TIMEOUT_S = 2
+
+
+def unreachable(dsn: str, exc: Exception) -> str | None:
+    """Why ``exc`` happened, when libpq puts it as the server closing the connection but
+    the server's machine cannot be reached at all (a plain TCP connection to it fails, not
+    refused): the network to it, or the machine, is down, and the server closed nothing.
+    (With the server's machine partitioned off, libpq said "server closed the connection
+    unexpectedly. This probably means the server terminated abnormally" for a connection
+    attempt that met "No route to host".) None otherwise: then libpq's words stand."""
+    if _SERVER_CLOSED not in str(exc):
+        return None
+    try:
+        params = conninfo_to_dict(dsn)
+        host = str(params.get("hostaddr") or params.get("host") or "")
+        port = int(params.get("port") or 5432)
+    except (psycopg.ProgrammingError, ValueError):  # (a list of ports)
+        return None
+    if not host or "," in host or host.startswith("/"):  # (a local socket, several hosts)
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return None  # it answers: the server did close the connection
+    except ConnectionRefusedError:
+        return None  # the machine answers; the server is down
+    except OSError as probe:
+        why = probe.strerror or str(probe) or "no answer"
+        return (f"{host} cannot be reached ({why}): the network to it, or its machine, is down"
+                f" (libpq put it as '{_SERVER_CLOSED}')")
 
 
 def setting_fault(exc: psycopg.Error) -> bool:
@@ -449,16 +568,27 @@ def _hide_quoted_pieces(text: str, dsn: str) -> str:
     return "".join(kept) + text[start:]
 
 
-def open_database(dsn: str, *, migrate_schema: bool = True) -> int:
+def _guarded(watchdog: Watchdog | None, conn: psycopg.Connection[Any],
+             bounded: bool = True) -> AbstractContextManager[None]:
+    return nullcontext() if watchdog is None else watchdog.guard(conn, bounded=bounded)
+
+
+def open_database(dsn: str, *, migrate_schema: bool = True,
+                  watchdog: Watchdog | None = None) -> int:
     """Connect once and bring the schema up to date (or, not ``migrate_schema``, check it
     is: a read command writes nothing); returns its version. A bad setting or an older
     schema not to be migrated raises ``StoreMisconfigured``, a server that cannot be
     reached now ``SinkUnavailable``, each naming where it tried. (Straight, not through a
     pool: a pool retries a bad setting for ever in the background, and its timeout hides
-    the cause.)"""
+    the cause.) ``watchdog`` bounds the wait for the server's answers, but a migration's
+    by a stop only."""
     try:
         with psycopg.connect(dsn, **connection_options(dsn)) as conn:
-            found = migrate(conn) if migrate_schema else schema_version(conn)
+            with _guarded(watchdog, conn):
+                found = schema_version(conn)
+            if migrate_schema and found < SCHEMA_VERSION:
+                with _guarded(watchdog, conn, bounded=False):
+                    found = migrate(conn)
     except SchemaNotUpgraded as exc:
         # Waited on as an outage: the owner's `newsflow db upgrade` mends it meanwhile.
         reason = _hide_password(" ".join(str(exc.refusal).split()), dsn)
@@ -467,6 +597,10 @@ def open_database(dsn: str, *, migrate_schema: bool = True) -> int:
             f" version {SCHEMA_VERSION}, and this user may not change it ({reason}): run"
             " `newsflow db upgrade` as a role that may (the schema's owner)") from exc
     except psycopg.Error as exc:
+        if watchdog is not None and watchdog.cut:
+            raise SinkUnavailable(f"{describe_dsn(dsn)}: {watchdog.cut}") from exc
+        if why := unreachable(dsn, exc):
+            raise SinkUnavailable(f"{describe_dsn(dsn)}: {why}") from exc
         reason = _hide_password(" ".join(str(exc).split()), dsn)
         message = f"{describe_dsn(dsn)}: {type(exc).__name__}: {reason}"
         if setting_fault(exc):
@@ -602,28 +736,40 @@ class PostgresSink(BatchingSink):
         psycopg.errors.TooManyColumns, psycopg.errors.TooManyArguments,
     )
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, write_timeout_s: float = WRITE_TIMEOUT_S,
+                 stop: threading.Event | None = None) -> None:
+        """``write_timeout_s``: how long one transaction may wait on the server; ``stop``:
+        the event that stops the sink's service, which cuts a write short (see
+        ``Watchdog``)."""
         super().__init__()
         self._dsn = dsn
         self._pool: ConnectionPool | None = None  # made once the database was reached
         self._opened = False  # whether it ever was
+        self._watchdog = Watchdog(write_timeout_s, stop)
 
     def open(self) -> None:
+        self._watchdog.reset()
         self._opened_pool()
 
     def _opened_pool(self) -> ConnectionPool:
         if self._pool is None:
             try:
-                open_database(self._dsn)
+                open_database(self._dsn, watchdog=self._watchdog)
             except StoreMisconfigured as exc:
                 if not self._opened:
                     raise
                 # A setting that worked stopped working (the database dropped, the
                 # password changed): waited for, as the store down, and said so.
                 raise SinkUnavailable(str(exc)) from exc
-            self._pool = make_pool(self._dsn, max_size=2, name="newsflow-sink")
+            self._pool = make_pool(self._dsn, max_size=2, name="newsflow-sink",
+                                   check=self._check)
             self._opened = True
         return self._pool
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        # (The pool's check of an idle connection waits on the server as a write does.)
+        with self._watchdog.guard(conn):
+            ConnectionPool.check_connection(conn)
 
     def migrate(self) -> int:
         self.open()
@@ -632,11 +778,15 @@ class PostgresSink(BatchingSink):
     def write(self, batch: Sequence[Record]) -> None:
         if not batch:
             return
+        if self._watchdog.past_grace():
+            # Stopping, and the server did not answer in time: offsets stay where they are.
+            raise SinkUnavailable("postgres: not tried again, the sink is stopping")
+        self._watchdog.reset()
         pool = self._opened_pool()
         try:
             with pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
                 for start in range(0, len(batch), RECORDS_PER_TRANSACTION):
-                    with conn.transaction():
+                    with self._watchdog.guard(conn), conn.transaction():
                         self._write(conn, batch[start:start + RECORDS_PER_TRANSACTION])
         except psycopg.errors.NotNullViolation as exc:
             if exc.diag.column_name in _WRITTEN.get(exc.diag.table_name or "", ()):
@@ -655,14 +805,19 @@ class PostgresSink(BatchingSink):
             # ALTER ROLE); a database made again empty gets its tables (it waited on
             # "relation does not exist" for ever); and a server it cannot reach is named
             # with libpq's reason (the pool's timeout said only that it had none).
-            self.close()
+            self._drop_pool()
+            if self._watchdog.cut:
+                # Our own bound cut the connection: libpq then blames the server.
+                raise SinkUnavailable(f"postgres: {self._watchdog.cut}") from exc
             if isinstance(exc, PoolTimeout):
                 # The pool says only that it got no connection (why is in its own lines):
                 # a connection of the sink's says why, in the line that says it pauses.
                 try:
-                    open_database(self._dsn)
+                    open_database(self._dsn, watchdog=self._watchdog)
                 except (SinkUnavailable, StoreMisconfigured) as why:
                     raise SinkUnavailable(str(why)) from exc
+            if unreached := unreachable(self._dsn, exc):
+                raise SinkUnavailable(f"{describe_dsn(self._dsn)}: {unreached}") from exc
             raise _unavailable(exc) from exc
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Record]) -> None:
@@ -755,6 +910,15 @@ class PostgresSink(BatchingSink):
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.close()
+
+    def _drop_pool(self) -> None:
+        """``close``, not waiting: the pool replaces a broken connection at once, and
+        its close waits for that attempt, which a server that does not answer holds for
+        the connect timeout (the pause and a stop were 5 s later)."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            threading.Thread(target=pool.close, kwargs={"timeout": CONNECT_TIMEOUT_S + 1},
+                             name="newsflow-sink-pool-close", daemon=True).start()
 
 
 # Each article's current incident: the newest live incident listing it.

@@ -182,7 +182,7 @@ class SinkRunner:
     ) -> None:
         self.settings = settings
         self.stop = stop
-        self.sink = sink or make_sink(settings)
+        self.sink = sink or make_sink(settings, stop)
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.backoff = backoff or Backoff()
@@ -457,7 +457,13 @@ class SinkRunner:
         kind = "store_unavailable" if isinstance(exc, SinkUnavailable) else "dlq_unavailable"
         self.metrics.errors.inc(stage="sink", kind=kind)
         self.metrics.paused.set(1)
-        if not self.failing:
+        if self.stop.is_set():
+            # (A write the stop cut short, or the final one: no retry comes.)
+            if not self.failing:
+                logger.warning("%s; stopping without a retry", exc)
+            else:
+                logger.info("still unavailable (%s)", exc)
+        elif not self.failing:
             logger.warning("%s; pausing the stream, retrying in %.1fs", exc, delay)
         else:
             logger.info("still unavailable (%s); retrying in %.1fs", exc, delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 from newsflow.schemas import Incident, RawArticle
@@ -29,15 +30,17 @@ def _dsn(settings: Settings) -> str:
     return settings.postgres_dsn.get_secret_value()
 
 
-def make_sink(settings: Settings) -> BatchingSink:
+def make_sink(settings: Settings, stop: threading.Event | None = None) -> BatchingSink:
     """The configured writer (not yet connected: it connects on ``open()`` or the first
-    write)."""
+    write). ``stop``: the service's stop, which cuts short a write that waits on the
+    server (PostgreSQL's)."""
     if settings.sink == "sqlite":
         from sinks.sqlite import SQLiteSink
 
         return SQLiteSink(settings.sqlite_file)
     if settings.sink == "postgres":
-        return _postgres_module().PostgresSink(_dsn(settings))  # type: ignore[no-any-return]
+        return _postgres_module().PostgresSink(  # type: ignore[no-any-return]
+            _dsn(settings), write_timeout_s=settings.postgres_write_timeout_s, stop=stop)
     if settings.sink == "jsonl":
         from sinks.jsonl import JsonlSink
 

@@ -557,6 +557,34 @@ def committed(settings: Settings) -> int:
         consumer.close(autocommit=False)
 
 
+def paused_through(settings: Settings, dsn: str, runner: SinkRunner,
+                   outage: tuple[Callable[[], None], Callable[[], None]], what: str,
+                   hold_s: float = 0.0) -> float:
+    """Versions 11 to 20 of incident i1 sent during an ``outage`` (begun and ended by its
+    two functions; 1 to 10 stored before): the sink pauses, committing nothing past 10
+    (also ``hold_s`` later, its retries met by the outage too), and once the outage ends
+    stores and commits all 20. Returns how long the pause took to come."""
+    begin, end = outage
+    begin()
+    try:
+        with Publisher(settings, client_id="test-publisher") as publisher:
+            for v in range(11, 21):
+                publisher.send(settings.topic_incidents, "i1", incident("i1", v, [1]).to_bytes())
+        started = time.monotonic()
+        wait_for(lambda: runner.failing, timeout_s=60, what=f"the sink to pause behind {what}")
+        took = time.monotonic() - started
+        assert runner.metrics.paused.value() == 1
+        time.sleep(hold_s)
+        assert committed(settings) == 10, "offsets moved while nothing was written"
+    finally:
+        end()
+    wait_for(lambda: committed(settings) == 20, timeout_s=60,
+             what=f"the rest committed after {what}")
+    assert count(dsn, "SELECT count(*) FROM incident_versions") == 20
+    assert count(dsn, "SELECT version FROM incidents WHERE id = 'i1'") == 20
+    return took
+
+
 def sink_thread(settings: Settings) -> tuple[SinkRunner, threading.Thread]:
     """A sink that retries quickly, on a thread not started yet (``runner.stop`` ends it)."""
     runner = SinkRunner(
