@@ -13,15 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from newsflow.commands import at_least_one, reach_broker, seconds
+from newsflow.commands import at_least_one, reach_broker, seconds, stop_on_signals
 from newsflow.settings import Settings
 from newsflow.text import counted, plain
 from sinks.models import (
@@ -71,22 +67,6 @@ def format_duration(duration: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGTERM or SIGINT, for services that stop cleanly."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
