@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import io
 import ipaddress
 import json
 import logging
@@ -25,6 +26,7 @@ import math
 import re
 import socket
 import threading
+import time
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -457,13 +459,51 @@ class NewsflowServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}/"
 
 
+class _ReadBefore(io.RawIOBase):
+    """A connection's reads, each given only the time left until ``deadline``
+    (``time.monotonic``): a socket timeout alone bounds the wait for each byte, and a
+    client sending a byte of its request every few seconds (slowloris) held a thread, and
+    one of the ``web_max_connections``, for as long as it liked."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.deadline = math.inf
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
 class Handler(BaseHTTPRequestHandler):
     server: NewsflowServer
     server_version = "newsflow"
-    # Seconds a connection may wait on its client (for the request, or the rest of it):
-    # each holds a thread, and one that never sends (a stalled client, a browser's unused
-    # preconnection) held it for ever.
+    # Seconds a connection may wait on its client for the whole of its next request, and
+    # for each write of the answer: each holds a thread, and one that never sends (a
+    # stalled client, a browser's unused preconnection) or sends slowly held it for ever.
     timeout = 20.0
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # (the socket's own file: left open, the socket is never closed)
+        self._reader = _ReadBefore(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        # (http.server closes the connection on the TimeoutError, answering nothing.)
+        self._reader.deadline = time.monotonic() + self.timeout
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        # The request is read: the answer's writes each have the whole timeout again.
+        self.connection.settimeout(self.timeout)
+        return parsed
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         logger.debug("%s " + format, self.address_string(), *args)

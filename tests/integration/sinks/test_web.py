@@ -6,12 +6,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
 import sqlite3
 import struct
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -693,3 +695,36 @@ def test_allowed_names_are_matched_as_a_browser_sends_them(tmp_path: Path) -> No
             status, body = get_as(srv, "/api/incidents", host)
             assert status == 200 and "inc-1" in body, host
         assert get_as(srv, "/api/incidents", "example:8443")[0] == 421
+
+
+def test_a_client_that_sends_its_request_slowly_is_dropped_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slowloris: the timeout bounded each wait for a byte, so a client sending one byte
+    of its headers every few seconds held a thread, and one of the connections, for ever;
+    a few dozen such clients made the page answer everyone 503. The whole request must
+    come within the timeout (1 s here, 20 s in service)."""
+    monkeypatch.setattr(Handler, "timeout", 1.0)
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    fill(settings)
+    with serving(settings) as srv:
+        slow = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=5)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        started = time.monotonic()
+        with pytest.raises(OSError):  # (a reset or a broken pipe, once it is closed)
+            while time.monotonic() - started < 4:
+                slow.sendall(b"X")
+                time.sleep(0.1)
+                if not select.select([slow], [], [], 0)[0]:
+                    continue
+                if slow.recv(1024) == b"":
+                    raise ConnectionResetError("closed by the server")
+        assert time.monotonic() - started < 3
+        slow.close()
+        # A request that comes in time, and the next on the same connection, are served.
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=5)
+        for _ in range(2):
+            conn.request("GET", "/api/incidents?hours=2")
+            answer = conn.getresponse()
+            assert answer.status == 200 and b"inc-1" in answer.read()
+        conn.close()
