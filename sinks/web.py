@@ -459,6 +459,19 @@ class NewsflowServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}/"
 
 
+# What a request's target may hold as it stands: printable ASCII, escapes among it.
+_TARGET_SAFE = "".join(map(chr, range(0x21, 0x7F)))
+
+
+def request_target(raw: str) -> str:
+    """The target of a request line as http.server gives it (its bytes as Latin-1) with
+    the bytes beyond ASCII percent-escaped, so parse_qs and unquote read them as UTF-8,
+    as they read a browser's escapes. Sent unescaped (curl 'http://.../api/search?q=地震'),
+    each byte was one Latin-1 letter: the search was for mojibake, or refused as holding
+    control characters (a byte from 0x80 to 0x9f is one of those in Latin-1)."""
+    return quote(raw.encode("latin-1", "replace"), safe=_TARGET_SAFE)
+
+
 class _ReadBefore(io.RawIOBase):
     """A connection's reads, each given only the time left until ``deadline``
     (``time.monotonic``): a socket timeout alone bounds the wait for each byte, and a
@@ -511,6 +524,7 @@ class Handler(BaseHTTPRequestHandler):
     # HEAD: as GET, without the body (monitors and load balancers ask so; http.server
     # answered 501 with an HTML page).
     _head = False
+    raw_requestline = b""  # (set by http.server as it reads each request)
 
     def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
         self._head = True
@@ -519,13 +533,27 @@ class Handler(BaseHTTPRequestHandler):
     def _not_allowed(self) -> None:
         # Everything here is read-only: 405 naming what is, JSON under /api/ as any error.
         self._allow = "GET, HEAD"
-        self._error(405, "method not allowed", api=urlsplit(self.path).path.startswith("/api/"))
+        self._error(405, "method not allowed", api=self._asks_api())
         self.server.metrics.requests.inc(route="other", status="405")
+
+    def _asks_api(self) -> bool:
+        """Whether this request's line names an address under /api/ (read from the line
+        itself: ``path`` is the previous request's until a request line parses)."""
+        words = self.raw_requestline.split()
+        return len(words) > 1 and words[1].lstrip(b"/").startswith(b"api/")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a request line it cannot read, one or headers too
+        long, a method it does not know) as every error here: JSON under /api/, else the
+        page (they were its HTML error page, a JSON client's parser failing on it)."""
+        self.close_connection = True
+        self._error(code, message or HTTPStatus(code).phrase, api=self._asks_api())
+        self.server.metrics.requests.inc(route="other", status=str(code))
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815 - stdlib names
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        parts = urlsplit(self.path)  # (http.server has made a leading "//" one "/")
+        parts = urlsplit(request_target(self.path))  # (a leading "//" is one "/" here)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         path = parts.path
         route = path

@@ -728,3 +728,72 @@ def test_a_client_that_sends_its_request_slowly_is_dropped_in_time(
             answer = conn.getresponse()
             assert answer.status == 200 and b"inc-1" in answer.read()
         conn.close()
+
+
+def raw_request(srv: NewsflowServer, request: bytes) -> tuple[int, str, str]:
+    """Send ``request`` as it stands (no client escapes or checks it); status, type, body."""
+    with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    ctype = next((line.split(":", 1)[1].strip() for line in lines
+                  if line.lower().startswith("content-type:")), "")
+    return int(lines[0].split()[1]), ctype, body.decode()
+
+
+def test_an_address_sent_in_utf_8_unescaped_is_read_as_utf_8(
+    tmp_path: Path
+) -> None:
+    """curl sends what it is given: `curl '.../api/search?q=地震'` put the UTF-8 bytes in
+    the request line unescaped, which http.server reads as Latin-1. The search was refused
+    as holding control characters (地 is e5 9c b0: 0x9c is one in Latin-1), an incident
+    id beyond ASCII was not found."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="zh-1", title="四川发生地震", source="xinhua.net", text="四川发生地震，房屋倒塌。"),
+        Incident(incident_id="inc-séisme", version=1, title="Séisme", first_seen=NOW,
+                 last_seen=NOW, articles=[IncidentArticle(id="zh-1", title="四川发生地震")]),
+    ])
+    sink.close()
+    with serving(settings) as srv:
+        status, ctype, body = raw_request(
+            srv, "GET /api/search?q=地震 HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        assert (status, ctype) == (200, "application/json"), body
+        assert [h["article_id"] for h in json.loads(body)] == ["zh-1"]
+        status, _, body = raw_request(
+            srv, "GET /api/incidents/inc-séisme HTTP/1.0\r\n\r\n".encode())
+        assert status == 200 and json.loads(body)["title"] == "Séisme"
+        # Escaped, as a browser sends them, they read the same; bytes that are no UTF-8
+        # are no incident's id, and still no error of ours.
+        assert get(srv.url + "api/incidents/inc-s%C3%A9isme")[0] == 200
+        assert raw_request(srv, b"GET /api/incidents/inc-s\xe9isme HTTP/1.0\r\n\r\n")[0] == 404
+
+
+def test_requests_http_server_refuses_itself_are_answered_as_ours(
+    server: NewsflowServer,
+) -> None:
+    """A request line with a space in its target, one too long, too many headers, a
+    method nobody knows: http.server answered these with its own HTML error page, also
+    under /api/, where every error is JSON."""
+    host = b"Host: localhost\r\n"
+    for request, status in (
+        (b"GET /api/search?q=NEAR(a b) HTTP/1.1\r\n" + host + b"\r\n", 400),
+        (b"GET /api/incidents/" + b"x" * 70_000 + b" HTTP/1.1\r\n" + host + b"\r\n", 414),
+        (b"GET /api/incidents HTTP/1.1\r\n" + host + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+        (b"BREW /api/incidents HTTP/1.1\r\n" + host + b"\r\n", 501),
+    ):
+        got, ctype, body = raw_request(server, request)
+        assert (got, ctype) == (status, "application/json"), request[:60]
+        assert json.loads(body)["error"]
+    got, ctype, body = raw_request(server, b"GET /search?q=a b HTTP/1.1\r\n" + host + b"\r\n")
+    assert (got, ctype) == (400, "text/html; charset=utf-8")
+    assert "Bad request syntax" in body and "/static/style.css" in body  # the page's own
+    # A 10 kB id (a long request, but one that is read) is no incident, not an error.
+    assert get(server.url + "api/incidents/" + "x" * 10_000) == (
+        404, "application/json", '{"error": "no such incident"}')
+    metrics = get(server.url + "metrics")[2]
+    assert 'newsflow_web_requests_total{route="other",status="431"} 1' in metrics
