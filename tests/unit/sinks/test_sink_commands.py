@@ -322,3 +322,29 @@ def test_listings_print_no_control_characters_from_articles(
         assert "Harbor" in out, argv
         assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", out), (argv, out)
         assert "\n    why: forged" not in out, argv
+
+
+def test_listings_print_no_bidi_controls_from_articles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A right-to-left override left open in a source turned the rest of the line around
+    # in a terminal that lays out right-to-left text: the outlets after it read reversed.
+    settings = Settings(data_dir=tmp_path / "var")
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="b1", title="\u202eHarbor fire\u202c \u2067خبر\u200f", source="\u202eafp.com",
+                   text="A fire in the harbor.", url="https://example.net/\u2066x"),
+        Incident(incident_id="inc-b1\u202d", version=1, title="\u202eHarbor fire",
+                 last_seen=NOW, articles=[IncidentArticle(
+                     id="b1", title="\u202eHarbor fire\u202c \u2067خبر\u200f", source="\u202eafp.com",
+                     url="https://example.net/\u2066x", explanation=Explanation(decision="new"))]),
+    ])
+    sink.close()
+    for argv in (("incidents",), ("incident", "inc-b1\u202d"), ("search", "harbor")):
+        assert run(settings, *argv) == 0
+        out = capsys.readouterr().out
+        assert "Harbor fire" in out and "afp.com" in out, argv
+        assert not re.search("[\u202a-\u202e\u2066-\u2069]", out), (argv, out)
+    assert "خبر\u200f" in out  # the marks are no override: kept
+    assert run(settings, "incident", "\u202eelsewhere") == 1
+    assert "\u202e" not in capsys.readouterr().err
