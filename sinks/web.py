@@ -39,6 +39,7 @@ from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
 from newsflow.storage import SchemaOutdated, storage_errors, store_name
 from newsflow.text import counted, noun, plain
+from sinks.commands import SearchTooLong, bounded_search
 from sinks.jsonl import SearchUnsupported
 from sinks.models import Store
 from sinks.rows import SearchWithoutWords
@@ -599,7 +600,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._incident(raw_id, api=path.startswith("/api/"))
             elif path in ("/search", "/api/search"):
                 q = query.get("q", "")
-                hits = self._store().search(q, limit=50) if q.strip() else []
+                hits = self._store().search(bounded_search(q), limit=50) if q.strip() else []
                 if path == "/api/search":
                     self._json([h.to_dict() for h in hits])
                 else:
@@ -610,7 +611,7 @@ class Handler(BaseHTTPRequestHandler):
         except ConnectionError as exc:  # (an OSError, but the client's, not the storage's)
             logger.debug("GET %s: the client went away: %s", path, exc)
             self.close_connection = True
-        except (BadRequest, SearchUnsupported, SearchWithoutWords) as exc:
+        except (BadRequest, SearchUnsupported, SearchWithoutWords, SearchTooLong) as exc:
             self._error(400, f"bad request: {exc}", api=path.startswith("/api/"))
         except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)

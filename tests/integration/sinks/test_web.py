@@ -797,3 +797,19 @@ def test_requests_http_server_refuses_itself_are_answered_as_ours(
         404, "application/json", '{"error": "no such incident"}')
     metrics = get(server.url + "metrics")[2]
     assert 'newsflow_web_requests_total{route="other",status="431"} 1' in metrics
+
+
+def test_a_search_of_too_many_words_is_a_bad_request(server: NewsflowServer) -> None:
+    """A search of thousands of words (an address may be 64 kB) held a thread and the
+    database for minutes: 512 words took over a minute on PostgreSQL, and the client's
+    giving up did not stop it. At most 32 words, as a web search engine takes."""
+    from sinks.commands import MAX_SEARCH_WORDS
+
+    words = "+".join(["missiles"] * MAX_SEARCH_WORDS)
+    status, _, body = get(server.url + "api/search?q=" + words)
+    assert status == 200 and json.loads(body)
+    status, ctype, body = get(server.url + "api/search?q=" + words + "+or+Iran")
+    assert (status, ctype) == (400, "application/json")
+    assert json.loads(body) == {"error": "bad request: too long a search: 34 words, at most 32"}
+    status, _, page = get(server.url + "search?q=" + "+".join(["missiles"] * 500))
+    assert status == 400 and "too long a search: 500 words" in page
