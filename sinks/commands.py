@@ -66,6 +66,19 @@ def bounded_search(query: str) -> str:
     return query
 
 
+# Characters of a --source (or the page's ?source=): an outlet's name or host is far
+# shorter, and SQLite refuses a LIKE pattern over 50,000 bytes, an error the page took
+# for storage being down (503, the store reopened).
+MAX_SOURCE_LENGTH = 256
+
+
+def source_name(text: str) -> str:
+    """An argparse type: a --source, at most ``MAX_SOURCE_LENGTH`` characters."""
+    if len(text) > MAX_SOURCE_LENGTH:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SOURCE_LENGTH} characters, not {len(text)}")
+    return text
+
+
 def port_number(text: str) -> int:
     """An argparse type: a TCP port, 0 (any free one) to 65535, as NEWSFLOW_WEB_PORT takes
     (out of range, bind() said "port must be 0-65535", naming no option, exit code 1)."""
@@ -286,7 +299,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("incidents", help="list recent incidents, newest first")
     p.add_argument("--since", type=parse_duration, help="only active in the last ... (2h, 1d)")
-    p.add_argument("--source", help="only incidents with an article from this source or agency")
+    p.add_argument("--source", type=source_name,
+                   help="only incidents with an article from this source or agency")
     p.add_argument("--limit", type=at_least_one, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_incidents)

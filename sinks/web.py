@@ -39,7 +39,7 @@ from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
 from newsflow.storage import SchemaOutdated, storage_errors, store_name
 from newsflow.text import counted, noun, plain
-from sinks.commands import SearchTooLong, bounded_search
+from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search
 from sinks.jsonl import SearchUnsupported
 from sinks.models import Store
 from sinks.rows import SearchWithoutWords
@@ -637,7 +637,10 @@ class Handler(BaseHTTPRequestHandler):
         hours = _number(query, "hours", DEFAULT_HOURS)
         if not 0 < hours <= 24 * 365:
             raise BadRequest("hours must be over 0 and at most 8760")
-        return hours, (query.get("source") or None)
+        source = query.get("source") or None
+        if source is not None and len(source) > MAX_SOURCE_LENGTH:
+            raise BadRequest(f"source must be at most {MAX_SOURCE_LENGTH} characters")
+        return hours, source
 
     def _incident(self, raw_id: str, *, api: bool) -> None:
         detail = self._store().get_incident(unquote(raw_id))

@@ -813,3 +813,15 @@ def test_a_search_of_too_many_words_is_a_bad_request(server: NewsflowServer) -> 
     assert json.loads(body) == {"error": "bad request: too long a search: 34 words, at most 32"}
     status, _, page = get(server.url + "search?q=" + "+".join(["missiles"] * 500))
     assert status == 400 and "too long a search: 500 words" in page
+
+
+def test_a_source_filter_too_long_for_sqlite_is_a_bad_request(server: NewsflowServer) -> None:
+    # SQLite refuses a LIKE pattern over 50,000 bytes: "pattern too complex" was taken for
+    # storage down, 503, and the store closed and reopened under the other requests.
+    store = server.stores.get()
+    for path in ("api/incidents?source=", "?source="):
+        status, _, body = get(server.url + path + "x" * 60_000)
+        assert status == 400 and "source must be at most 256 characters" in body, path
+    assert server.stores.get() is store
+    assert get(server.url + "api/incidents?hours=2&source=" + "x" * 256) == (
+        200, "application/json", "[]")

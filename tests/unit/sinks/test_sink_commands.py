@@ -360,3 +360,13 @@ def test_a_search_of_too_many_words_is_refused_saying_so(settings: Settings) -> 
     with pytest.raises(SearchTooLong, match=f"too long a search: {MAX_SEARCH_WORDS + 1} words,"
                                             f" at most {MAX_SEARCH_WORDS}"):
         run(settings, "search", words + " -Iran")
+
+
+def test_a_source_filter_is_at_most_256_characters(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (SQLite failed on one of 50,000: "LIKE or GLOB pattern too complex".)
+    assert run(settings, "incidents", "--source", "x" * 256) == 0
+    with pytest.raises(SystemExit):
+        run(settings, "incidents", "--source", "x" * 60_000)
+    assert "--source: at most 256 characters, not 60000" in capsys.readouterr().err
