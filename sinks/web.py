@@ -62,7 +62,7 @@ main{max-width:960px;margin:0 auto;padding:16px 24px}
 .incident h2 a{color:#1f3a5f;text-decoration:none}
 .meta{color:#555;font-size:13px}
 .badge{display:inline-block;background:#e8eef6;color:#1f3a5f;border-radius:3px;
-  padding:0 6px;margin-right:4px;font-size:12px}
+  padding:0 6px;margin-right:4px;font-size:12px;unicode-bidi:isolate}
 .badge.agency{background:#fde8c8;color:#7a4300}
 ol.timeline{list-style:none;padding:0}
 ol.timeline li{background:#fff;border-left:4px solid #1f3a5f;margin:8px 0;padding:8px 12px}
@@ -136,6 +136,13 @@ CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; 
 
 def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def apart(value: object) -> str:
+    """A value from an article, escaped, among other text: as its own run of direction
+    (``<bdi>``), so a right-to-left override left open in it (U+202E) does not turn the
+    rest of the line around, the names and titles that follow it."""
+    return f"<bdi>{esc(value)}</bdi>"
 
 
 def when(value: datetime | None) -> str:
@@ -233,12 +240,12 @@ def render_incident(detail: Any) -> str:
         title = esc(a.title or a.id)
         link = f'<a href="{esc(href)}" rel="noopener noreferrer">{title}</a>' if href else title
         dup = (
-            f" &middot; duplicate of {esc(original_of(a, articles))}" if a.duplicate_of else ""
+            f" &middot; duplicate of {apart(original_of(a, articles))}" if a.duplicate_of else ""
         )
         parts.append(
             f'<li class="{"duplicate" if a.duplicate_of else "article"}">'
             f'<div class="meta">{esc(when(a.published or a.seen_at))} &middot;'
-            f" {esc(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
+            f" {apart(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
             f"<div>{link}</div>"
             f'<div class="why">Why: {esc(explain(a.explanation, s.id))}</div></li>'
         )
@@ -260,13 +267,13 @@ def render_search(query: str, hits: list[Any]) -> str:
     for h in hits:
         incident = (
             f' &middot; incident <a href="/incident/{quote(h.incident_id, safe="")}">'
-            f"{esc(h.incident_title or h.incident_id)}</a>"
+            f"{apart(h.incident_title or h.incident_id)}</a>"
             if h.incident_id
             else ""
         )
         items.append(
             f'<div class="incident"><h2>{esc(h.title)}</h2>'
-            f'<div class="meta">{esc(when(h.published))} &middot; {esc(h.source or "?")}'
+            f'<div class="meta">{esc(when(h.published))} &middot; {apart(h.source or "?")}'
             f"{incident}</div><div>{esc(h.snippet)}</div></div>"
         )
     body = f"<h1>Search: {esc(query)}</h1>" + (
