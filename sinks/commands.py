@@ -14,8 +14,9 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import Any, TextIO
 
 from newsflow.commands import at_least_one, reach_broker, seconds, stop_on_signals
 from newsflow.settings import Settings
@@ -172,11 +173,25 @@ def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
             out.write(f"    agencies: {_names(s.agencies)}; sources: {_names(s.sources)}\n")
 
 
-def format_incident(detail: IncidentDetail, out: TextIO) -> None:
+def detail_json(detail: IncidentDetail, moved: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """An incident as `incident --json` and /api/incidents/ID give it: with where the
+    articles that left it are now (``Store.moved_to``)."""
+    return {**detail.to_dict(),
+            "moved_to": [{"incident_id": iid, "articles": count} for iid, count in moved]}
+
+
+def format_incident(detail: IncidentDetail, out: TextIO,
+                    moved: Sequence[tuple[str, int]] = ()) -> None:
     s = detail.summary
     out.write(f"incident {shown(s.id)} (version {s.version})\n{shown(s.title)}\n")
     if s.merged_into:
         out.write(f"merged into {shown(s.merged_into)}\n")
+    if moved:
+        # A merge or a split moved them, perhaps on again since: the merged_into above
+        # may hold none of them now.
+        places = ", ".join(f"{shown(iid)} ({counted(count, 'article', 'articles')})"
+                           for iid, count in moved)
+        out.write(f"articles that left it are now in {places}\n")
     out.write(
         f"first seen {_when(s.first_seen)}, last seen {_when(s.last_seen)}\n"
         f"{counted(s.article_count, 'article', 'articles')},"
@@ -252,15 +267,16 @@ def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
     store = open_existing_store(settings)
     try:
         detail = store.get_incident(args.id)
+        moved = store.moved_to(args.id) if detail is not None else []
     finally:
         store.close()
     if detail is None:
         print(f"no incident {shown(args.id)} in {store_name(settings)}", file=sys.stderr)
         return 1
     if args.json:
-        _dump(detail.to_dict())
+        _dump(detail_json(detail, moved))
     else:
-        format_incident(detail, sys.stdout)
+        format_incident(detail, sys.stdout, moved)
     return 0
 
 

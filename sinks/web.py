@@ -27,7 +27,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,7 +39,7 @@ from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
 from newsflow.storage import SchemaOutdated, storage_errors, store_name
 from newsflow.text import counted, noun, plain
-from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search
+from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
 from sinks.jsonl import SearchUnsupported
 from sinks.models import Store
 from sinks.rows import SearchWithoutWords
@@ -210,7 +210,7 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
     return page("Incidents", body)
 
 
-def render_incident(detail: Any) -> str:
+def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
     from sinks.models import explain, original_of
 
     s = detail.summary
@@ -220,6 +220,10 @@ def render_incident(detail: Any) -> str:
         parts.append(
             f'<p>Merged into <a href="/incident/{target}">{esc(s.merged_into)}</a>.</p>'
         )
+    if moved:
+        places = ", ".join(f'<a href="/incident/{quote(iid, safe="")}">{esc(iid)}</a>'
+                           f" ({counted(count, 'article', 'articles')})" for iid, count in moved)
+        parts.append(f'<p id="moved">Articles that left it are now in {places}.</p>')
     parts.append(
         f'<p class="meta" id="summary">First seen {esc(when(s.first_seen))}, last seen'
         f" {esc(when(s.last_seen))} &middot; {counted(s.article_count, 'article', 'articles')}"
@@ -650,14 +654,16 @@ class Handler(BaseHTTPRequestHandler):
         return hours, source
 
     def _incident(self, raw_id: str, *, api: bool) -> None:
-        detail = self._store().get_incident(unquote(raw_id))
+        incident_id = unquote(raw_id)
+        detail = self._store().get_incident(incident_id)
         if detail is None:
             self._error(404, "no such incident", api=api)
             return
+        moved = self._store().moved_to(incident_id)
         if api:
-            self._json(detail.to_dict())
+            self._json(detail_json(detail, moved))
         else:
-            self._send(200, render_incident(detail))
+            self._send(200, render_incident(detail, moved))
 
     def _ready(self) -> None:
         try:

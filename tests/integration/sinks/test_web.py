@@ -31,7 +31,7 @@ from newsflow.settings import Settings
 from sinks.sqlite import SQLiteSink
 from sinks.web import Handler, NewsflowServer, make_server
 from tests.conftest import wait_for
-from tests.records import older_database, older_schema, stored_state
+from tests.records import moved_on, older_database, older_schema, stored_state
 
 pytestmark = pytest.mark.integration
 
@@ -825,3 +825,44 @@ def test_a_source_filter_too_long_for_sqlite_is_a_bad_request(server: NewsflowSe
     assert server.stores.get() is store
     assert get(server.url + "api/incidents?hours=2&source=" + "x" * 256) == (
         200, "application/json", "[]")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "jsonl"])
+def test_an_incident_says_where_its_articles_went(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An incident merged away said only "merged into i1", and i1 no longer held its
+    article: a split had taken it on to i3. Nothing led there (nor from i1, whose
+    history said only "1 left"). Now each says where the articles that left it are."""
+    from sinks.jsonl import JsonlSink
+    from sinks.store import upgrade
+
+    if kind == "postgres":
+        from sinks.postgres import PostgresSink
+
+        dsn = request.getfixturevalue("postgres_dsn")
+        settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=dsn,
+                            web_port=0)
+        upgrade(settings)
+        sink: Any = PostgresSink(dsn)
+    elif kind == "jsonl":
+        settings = Settings(data_dir=tmp_path / "var", sink="jsonl", web_port=0)
+        sink = JsonlSink(settings.jsonl_file)
+    else:
+        settings = Settings(data_dir=tmp_path / "var", web_port=0)
+        sink = SQLiteSink(settings.sqlite_file)
+    sink.open()
+    moved_on(sink.write)
+    sink.close()
+    with serving(settings) as srv:
+        merged = json.loads(get(srv.url + "api/incidents/i2")[2])
+        assert merged["merged_into"] == "i1"
+        assert merged["moved_to"] == [{"incident_id": "i3", "articles": 1}]
+        split = json.loads(get(srv.url + "api/incidents/i1")[2])
+        assert split["moved_to"] == [{"incident_id": "i3", "articles": 1}]
+        assert json.loads(get(srv.url + "api/incidents/i3")[2])["moved_to"] == []
+        status, _, page = get(srv.url + "incident/i2")
+        assert status == 200
+        assert ('<p id="moved">Articles that left it are now in <a href="/incident/i3">i3</a>'
+                " (1 article).</p>") in page
+        assert 'id="moved"' not in get(srv.url + "incident/i3")[2]

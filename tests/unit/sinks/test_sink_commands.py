@@ -18,7 +18,7 @@ from newsflow.storage import StoreMisconfigured, StoreMissing
 from sinks.commands import format_duration, format_incident, parse_duration, register
 from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, VersionInfo
 from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
-from tests.records import older_database, stored_state
+from tests.records import moved_on, older_database, stored_state
 
 NOW = datetime.now(UTC)
 
@@ -370,3 +370,21 @@ def test_a_source_filter_is_at_most_256_characters(
     with pytest.raises(SystemExit):
         run(settings, "incidents", "--source", "x" * 60_000)
     assert "--source: at most 256 characters, not 60000" in capsys.readouterr().err
+
+
+def test_an_incident_merged_away_says_where_its_articles_are_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "merged into i1" led to an incident that no longer held its article (a split took
+    # it on to i3), and nothing said so.
+    settings = Settings(data_dir=tmp_path / "var")
+    sink = SQLiteSink(settings.sqlite_file)
+    moved_on(sink.write)
+    sink.close()
+    assert run(settings, "incident", "i2") == 0
+    out = capsys.readouterr().out
+    assert "merged into i1\narticles that left it are now in i3 (1 article)\n" in out
+    assert run(settings, "incident", "i1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["moved_to"] == [{"incident_id": "i3", "articles": 1}]
+    assert run(settings, "incident", "i3") == 0
+    assert "left it" not in capsys.readouterr().out
