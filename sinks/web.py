@@ -484,25 +484,45 @@ def request_target(raw: str) -> str:
     return quote(raw.encode("latin-1", "replace"), safe=_TARGET_SAFE)
 
 
+# Bytes a request (its line and headers) may have: http.server took a line of up to 64 kB
+# and 100 headers of as much each, some 10 MB of memory per connection while they were
+# parsed (64 connections: 640 MB). A browser's requests are a few kB.
+MAX_REQUEST_BYTES = 128 * 1024
+
+
 class _ReadBefore(io.RawIOBase):
-    """A connection's reads, each given only the time left until ``deadline``
-    (``time.monotonic``): a socket timeout alone bounds the wait for each byte, and a
+    """A connection's reads for one request (``start``): each given only the time left
+    until its deadline, and none past ``MAX_REQUEST_BYTES`` (the end of the stream
+    then; ``cut`` says so). A socket timeout alone bounds the wait for each byte, and a
     client sending a byte of its request every few seconds (slowloris) held a thread, and
     one of the ``web_max_connections``, for as long as it liked."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.deadline = math.inf
+        self.left = MAX_REQUEST_BYTES
+
+    def start(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.left = MAX_REQUEST_BYTES
+
+    @property
+    def cut(self) -> bool:
+        return self.left <= 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
+        if self.cut:
+            return 0
+        wait = self.deadline - time.monotonic()
+        if wait <= 0:
             raise TimeoutError("the request did not arrive in time")
-        self.sock.settimeout(left)
-        return self.sock.recv_into(buffer)
+        self.sock.settimeout(wait)
+        read = self.sock.recv_into(memoryview(buffer)[:self.left])
+        self.left -= read
+        return read
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -521,13 +541,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         # (http.server closes the connection on the TimeoutError, answering nothing.)
-        self._reader.deadline = time.monotonic() + self.timeout
+        self._reader.start(self.timeout)
         super().handle_one_request()
 
     def parse_request(self) -> bool:
         parsed = super().parse_request()
         # The request is read: the answer's writes each have the whole timeout again.
         self.connection.settimeout(self.timeout)
+        if parsed and self._reader.cut:  # (its headers end where the reads were cut)
+            self.send_error(431, f"the request's line and headers are over"
+                                 f" {MAX_REQUEST_BYTES // 1024} kB")
+            return False
         return parsed
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name

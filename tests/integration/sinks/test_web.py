@@ -866,3 +866,24 @@ def test_an_incident_says_where_its_articles_went(
         assert ('<p id="moved">Articles that left it are now in <a href="/incident/i3">i3</a>'
                 " (1 article).</p>") in page
         assert 'id="moved"' not in get(srv.url + "incident/i3")[2]
+
+
+def test_a_request_is_at_most_128_kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """http.server took a request line of 64 kB and 100 headers of 64 kB each: some
+    10 MB of memory per connection as they were parsed, 640 MB for 64 connections. The
+    reads of a request stop at 128 kB, which is answered 431 (JSON under /api/)."""
+    limit = 128 * 1024
+    monkeypatch.setattr(Handler, "timeout", 2.0)  # (the old code waited for the rest)
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    fill(settings)
+    with serving(settings) as srv:
+        head = b"GET /api/incidents?hours=2 HTTP/1.1\r\nHost: localhost\r\n"
+        header = b"X-Pad: " + b"p" * 8000 + b"\r\n"
+        request = head + header * ((limit - len(head)) // len(header) + 1)
+        # All of it read by the server (none left unread to reset the connection).
+        status, ctype, body = raw_request(srv, request[:limit])
+        assert (status, ctype) == (431, "application/json")
+        assert json.loads(body) == {"error": "the request's line and headers are over 128 kB"}
+        # A request with a few kB of headers (cookies, say) is served.
+        status, _, body = raw_request(srv, head + header + b"\r\n")
+        assert status == 200 and "inc-1" in body
