@@ -80,6 +80,8 @@ SCRIPT = """
   var source = list.getAttribute("data-source") || "";
   var limit = Number(list.getAttribute("data-limit"));
   var more = document.getElementById("more");
+  var stale = document.getElementById("stale");
+  var updated = new Date();
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) { e.className = cls; }
@@ -117,8 +119,26 @@ SCRIPT = """
   function refresh() {
     var url = "/api/incidents?hours=" + encodeURIComponent(hours) +
       "&source=" + encodeURIComponent(source) + "&limit=" + limit;
-    fetch(url).then(function (r) { return r.json(); }).then(render)
-      .catch(function () {}).then(function () { setTimeout(refresh, __REFRESH_MS__); });
+    // A failed refresh left the list as it was, saying nothing: read as live while the
+    // storage was down. The list stays; a line says since when it is not updated, and why.
+    fetch(url).then(function (r) {
+      return r.text().then(function (text) {
+        var data = null;
+        try { data = JSON.parse(text); } catch (e) { data = null; }
+        if (!r.ok || !Array.isArray(data)) {
+          throw new Error((data && data.error) || ("HTTP " + r.status));
+        }
+        return data;
+      });
+    }).then(function (items) {
+      render(items);
+      updated = new Date();
+      if (stale) { stale.hidden = true; }
+    }).catch(function (e) {
+      if (!stale) { return; }
+      stale.textContent = "Not updated since " + when(updated.toISOString()) + ": " + e.message;
+      stale.hidden = false;
+    }).then(function () { setTimeout(refresh, __REFRESH_MS__); });
   }
   setTimeout(refresh, __REFRESH_MS__);
 })();
@@ -203,6 +223,7 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
         f"<h1>{esc(heading)}</h1>"
         f'<div id="incidents" data-hours="{esc(hours_text)}" data-source="{esc(source or "")}"'
         f' data-limit="{PAGE_LIMIT}">{listing}</div>'
+        '<p id="stale" class="meta" hidden></p>'
         f'<p id="more" class="meta"{hidden}>The {PAGE_LIMIT} most recently active incidents'
         " only: there may be more in this window. Narrow it (<code>?hours=</code>,"
         " <code>?source=</code>) or use <code>newsflow incidents --limit N</code>.</p>"

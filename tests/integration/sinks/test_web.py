@@ -887,3 +887,25 @@ def test_a_request_is_at_most_128_kb(tmp_path: Path, monkeypatch: pytest.MonkeyP
         # A request with a few kB of headers (cookies, say) is served.
         status, _, body = raw_request(srv, head + header + b"\r\n")
         assert status == 200 and "inc-1" in body
+
+
+def test_the_live_list_says_when_it_stopped_being_updated(
+    server: NewsflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh that failed (storage down: 503) left the list as it was and said
+    nothing, so the page read as live. It keeps the list and says since when, and why."""
+    store = server.stores.get()
+    answers = iter([store])  # the page itself is served; every refresh after fails
+
+    def then_down() -> Any:
+        try:
+            return next(answers)
+        except StopIteration:
+            raise sqlite3.OperationalError("unable to open database file") from None
+
+    monkeypatch.setattr(server.stores, "get", then_down)
+    dom = run_chromium(tmp_path, "--virtual-time-budget=12000", "--dump-dom", server.url)
+    assert "&lt;script&gt;window.__pwned" in dom  # the list is still there
+    stale = dom.split('<p id="stale" class="meta"', 1)[1].split("</p>", 1)[0]
+    assert "hidden" not in stale
+    assert f"Not updated since {NOW:%Y-%m-%d} " in stale and ": storage unavailable" in stale
