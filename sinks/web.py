@@ -315,6 +315,21 @@ def needs_upgrade(exc: SchemaOutdated) -> str:
             f" newsflow reads version {exc.needed}")
 
 
+def busy_errors() -> tuple[type[Exception], ...]:
+    """What the storage raises when it answers but all its connections are in use past
+    the wait for one (PostgreSQL's pool: 4, the page's slow requests holding them). A
+    storage error too, that closed and reopened the pool, under the requests using it
+    (they failed in turn, "the pool is closed"): answered 503 and left open."""
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # (the optional extra: no pool then)
+        return ()
+    return (PoolTimeout,)
+
+
+BUSY = "storage busy: all its connections are in use, try again"
+
+
 class BadRequest(ValueError):
     """The request is at fault (a 400), as opposed to a ValueError from deeper down,
     such as a stored row that cannot be decoded (a 500)."""
@@ -669,6 +684,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except (BadRequest, SearchUnsupported, SearchWithoutWords, SearchTooLong) as exc:
             self._error(400, f"bad request: {exc}", api=path.startswith("/api/"))
+        except busy_errors() as exc:
+            logger.warning("GET %s: %s", path, exc)
+            self._error(503, BUSY, api=path.startswith("/api/"))
         except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)
             self.server.stores.reset()  # reopened on the next request (the database may move)
@@ -721,6 +739,9 @@ class Handler(BaseHTTPRequestHandler):
                 logger.warning("readiness: %s", exc)
                 self.server.stores.reset()
                 answer = f"not ready: {store} {needs_upgrade(exc)}"
+            elif isinstance(exc, busy_errors()):
+                logger.info("readiness: %s", exc)
+                answer = f"not ready: {store} is busy, all its connections in use"
             elif isinstance(exc, storage_errors()):
                 logger.info("readiness: store unavailable: %s", exc)
                 self.server.stores.reset()
@@ -742,6 +763,8 @@ class Handler(BaseHTTPRequestHandler):
                 "incident_versions", "duplicates",
             ):
                 metrics.store.set(getattr(counts, kind), kind=kind)
+        except busy_errors() as exc:
+            logger.info("metrics: store busy: %s", exc)  # (up, but its counts are not read)
         except storage_errors() as exc:
             logger.info("metrics: store unavailable: %s", exc)
             self.server.stores.reset()

@@ -909,3 +909,34 @@ def test_the_live_list_says_when_it_stopped_being_updated(
     stale = dom.split('<p id="stale" class="meta"', 1)[1].split("</p>", 1)[0]
     assert "hidden" not in stale
     assert f"Not updated since {NOW:%Y-%m-%d} " in stale and ": storage unavailable" in stale
+
+
+def test_postgres_connections_all_in_use_are_busy_not_storage_down(
+    tmp_path: Path, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's pool has 4 connections: with each held by a slow request, the next
+    waited 5 s for one, then took the wait's failure for storage down: 503 "storage
+    unavailable", and the pool closed and reopened under the 4 requests using it ("the
+    pool is closed"). It is 503 "busy" now, and the pool stays."""
+    import sinks.postgres
+    from sinks.store import upgrade
+
+    monkeypatch.setattr(sinks.postgres, "CONNECT_TIMEOUT_S", 0.5)  # (the wait for one)
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=postgres_dsn,
+                        web_port=0)
+    upgrade(settings)
+    with serving(settings) as srv:
+        assert get(srv.url + "api/incidents")[0] == 200
+        store = srv.stores.get()
+        held = [store._pool.getconn() for _ in range(store._pool.max_size)]  # type: ignore[attr-defined]
+        try:
+            assert get(srv.url + "api/incidents") == (503, "application/json", json.dumps(
+                {"error": "storage busy: all its connections are in use, try again"}))
+            status, _, body = get(srv.url + "readyz")
+            assert status == 503 and "is busy, all its connections in use" in body
+            assert srv.stores.get() is store
+            assert not held[0].closed  # (a reset closed them)
+        finally:
+            for conn in held:
+                store._pool.putconn(conn)  # type: ignore[attr-defined]
+        assert get(srv.url + "api/incidents")[0] == 200
