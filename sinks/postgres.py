@@ -814,7 +814,8 @@ _MOVED_TO = f"""
     SELECT incident_id, COUNT(*) AS articles FROM (
         SELECT {current_incident_sql('added.id')} AS incident_id
         FROM (SELECT DISTINCT jsonb_array_elements_text(v.payload -> 'added') AS id
-              FROM incident_versions v WHERE v.incident_id = %s) added
+              FROM incident_versions v
+              WHERE v.incident_id = %s AND jsonb_typeof(v.payload -> 'added') = 'array') added
     ) placed WHERE incident_id <> %s
     GROUP BY incident_id ORDER BY articles DESC, incident_id"""
 

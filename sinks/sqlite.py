@@ -663,7 +663,7 @@ _MOVED_TO = f"""
     SELECT incident_id, COUNT(*) AS articles FROM (
         SELECT {current_incident_sql('added.value')} AS incident_id
         FROM (SELECT DISTINCT a.value FROM incident_versions v, json_each(v.payload, '$.added') a
-              WHERE v.incident_id = ?) added
+              WHERE v.incident_id = ? AND json_valid(v.payload)) added
     ) WHERE incident_id <> ?
     GROUP BY incident_id ORDER BY articles DESC, incident_id"""
 
