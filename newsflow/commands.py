@@ -40,16 +40,31 @@ def seconds(text: str) -> float:
     return value
 
 
-def stop_on_signals() -> Event:
-    """An event set by SIGTERM or SIGINT, for loops that stop cleanly."""
-    stop = Event()
+class SignalStop(Event):
+    """An event set by SIGTERM or SIGINT, for loops that stop cleanly (``stop_on_signals``).
+    As a context manager it puts the handlers it replaced back at the end: a command run
+    in-process (a test, a caller of ``main``) left Ctrl-C setting an event nobody watched."""
 
-    def handler(signum: int, _frame: object) -> None:
-        stop.set()
+    def __init__(self) -> None:
+        super().__init__()
+        self._previous = {sig: signal.signal(sig, self._handler)
+                          for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
+    def _handler(self, signum: int, _frame: object) -> None:
+        self.set()
+
+    def __enter__(self) -> SignalStop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def stop_on_signals() -> SignalStop:
+    """The event SIGTERM or SIGINT sets from now on; ``with stop_on_signals() as stop:``
+    to have the previous handlers back after."""
+    return SignalStop()
 
 
 def reach_broker(settings: Settings) -> None:
@@ -71,7 +86,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError("NEWSFLOW_SINK is postgres but NEWSFLOW_POSTGRES_DSN is not set (or empty)")
     if args.no_seeds:
         settings.replay_seeds = False
-    return run_service(settings, stop_on_signals())
+    with stop_on_signals() as stop:
+        return run_service(settings, stop)
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,13 +103,13 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     }
     topic = aliases.get(args.topic, args.topic)
     reach_broker(settings)
-    stop = stop_on_signals()
-    stop_when_reader_leaves(sys.stdout, stop)
-    return tail(
-        settings, topic, from_beginning=args.from_beginning, raw_json=args.json,
-        out=lambda line: print(line, flush=True),  # a line as it comes, piped or not
-        stop=stop, limit=args.limit, broker_started=lambda: broker_started(settings),
-    )
+    with stop_on_signals() as stop:
+        stop_when_reader_leaves(sys.stdout, stop)
+        return tail(
+            settings, topic, from_beginning=args.from_beginning, raw_json=args.json,
+            out=lambda line: print(line, flush=True),  # a line as it comes, piped or not
+            stop=stop, limit=args.limit, broker_started=lambda: broker_started(settings),
+        )
 
 
 def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, *,

@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import Any, TextIO
 
-from newsflow.commands import at_least_one, reach_broker, seconds
+from newsflow.commands import at_least_one, reach_broker, seconds, stop_on_signals
 from newsflow.settings import Settings
 from newsflow.text import counted, plain
 from sinks.models import (
@@ -49,6 +46,40 @@ def parse_duration(text: str) -> timedelta:
     return duration
 
 
+# Words a search may have (as a web search engine's): each one more is a term both
+# stores look up and rank, and the time grows faster than their number. Measured on the
+# gva stream's 3,661 articles: 32 words took 0.5 s on SQLite, 256 took 20 s on SQLite and
+# 30 s on PostgreSQL, 512 over a minute, the database busy all along.
+MAX_SEARCH_WORDS = 32
+
+
+class SearchTooLong(ValueError):
+    """A search of more than ``MAX_SEARCH_WORDS`` words: the page answers it 400, the CLI
+    as an error."""
+
+
+def bounded_search(query: str) -> str:
+    """``query``, when it has at most ``MAX_SEARCH_WORDS`` words (a run of Chinese or
+    Japanese without spaces is one), else ``SearchTooLong``."""
+    words = len(re.findall(r"\w+", query))
+    if words > MAX_SEARCH_WORDS:
+        raise SearchTooLong(f"too long a search: {words} words, at most {MAX_SEARCH_WORDS}")
+    return query
+
+
+# Characters of a --source (or the page's ?source=): an outlet's name or host is far
+# shorter, and SQLite refuses a LIKE pattern over 50,000 bytes, an error the page took
+# for storage being down (503, the store reopened).
+MAX_SOURCE_LENGTH = 256
+
+
+def source_name(text: str) -> str:
+    """An argparse type: a --source, at most ``MAX_SOURCE_LENGTH`` characters."""
+    if len(text) > MAX_SOURCE_LENGTH:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SOURCE_LENGTH} characters, not {len(text)}")
+    return text
+
+
 def port_number(text: str) -> int:
     """An argparse type: a TCP port, 0 (any free one) to 65535, as NEWSFLOW_WEB_PORT takes
     (out of range, bind() said "port must be 0-65535", naming no option, exit code 1)."""
@@ -71,22 +102,6 @@ def format_duration(duration: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGTERM or SIGINT, for services that stop cleanly."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
@@ -120,13 +135,25 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a
+# terminal that lays out right-to-left text, one left open in a title or a source turned
+# the rest of its line around, the names listed after it too ("‮afp.com, reuters.com").
+# Right-to-left text reads as written without them; the marks (U+200E, U+200F) are kept.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: object) -> str:
+    """A value from outside as the listings print it: ``plain``, and no bidi controls."""
+    return _BIDI_CONTROLS.sub("", plain(value))
+
+
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
 
 def _names(values: tuple[str, ...]) -> str:
-    return plain(", ".join(values)) or "-"
+    return shown(", ".join(values)) or "-"
 
 
 def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
@@ -136,21 +163,35 @@ def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
         # Listed by last update: shown first, as the latest report's own date (an
         # archive's, say) does not follow that order.
         out.write(
-            f"{plain(s.id)}  updated {_when(s.updated_at)} (latest report"
+            f"{shown(s.id)}  updated {_when(s.updated_at)} (latest report"
             f" {_when(s.last_seen)})  {counted(s.article_count, 'article', 'articles')}"
             f" ({counted(s.duplicate_count, 'duplicate', 'duplicates')}; {reporters})"
             f"  v{s.version}\n"
-            f"    {plain(s.title)}\n"
+            f"    {shown(s.title)}\n"
         )
         if s.agencies or s.sources:
             out.write(f"    agencies: {_names(s.agencies)}; sources: {_names(s.sources)}\n")
 
 
-def format_incident(detail: IncidentDetail, out: TextIO) -> None:
+def detail_json(detail: IncidentDetail, moved: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """An incident as `incident --json` and /api/incidents/ID give it: with where the
+    articles that left it are now (``Store.moved_to``)."""
+    return {**detail.to_dict(),
+            "moved_to": [{"incident_id": iid, "articles": count} for iid, count in moved]}
+
+
+def format_incident(detail: IncidentDetail, out: TextIO,
+                    moved: Sequence[tuple[str, int]] = ()) -> None:
     s = detail.summary
-    out.write(f"incident {plain(s.id)} (version {s.version})\n{plain(s.title)}\n")
+    out.write(f"incident {shown(s.id)} (version {s.version})\n{shown(s.title)}\n")
     if s.merged_into:
-        out.write(f"merged into {plain(s.merged_into)}\n")
+        out.write(f"merged into {shown(s.merged_into)}\n")
+    if moved:
+        # A merge or a split moved them, perhaps on again since: the merged_into above
+        # may hold none of them now.
+        places = ", ".join(f"{shown(iid)} ({counted(count, 'article', 'articles')})"
+                           for iid, count in moved)
+        out.write(f"articles that left it are now in {places}\n")
     out.write(
         f"first seen {_when(s.first_seen)}, last seen {_when(s.last_seen)}\n"
         f"{counted(s.article_count, 'article', 'articles')},"
@@ -161,19 +202,19 @@ def format_incident(detail: IncidentDetail, out: TextIO) -> None:
     for a in detail.articles:
         when = _when(a.published or a.seen_at)
         agencies = f" [{_names(a.agencies)}]" if a.agencies else ""
-        out.write(f"- {when}  {plain(a.source or '?')}{agencies}: {plain(a.title)}\n")
+        out.write(f"- {when}  {shown(a.source or '?')}{agencies}: {shown(a.title)}\n")
         if a.url:
-            out.write(f"    {plain(a.url)}\n")
+            out.write(f"    {shown(a.url)}\n")
         if a.duplicate_of:
-            out.write(f"    duplicate of {plain(original_of(a, detail.articles))}\n")
-        out.write(f"    why: {plain(explain(a.explanation, s.id))}\n")
+            out.write(f"    duplicate of {shown(original_of(a, detail.articles))}\n")
+        out.write(f"    why: {shown(explain(a.explanation, s.id))}\n")
     if len(detail.versions) > 1:
         out.write("\nhistory: ")
         out.write(
             ", ".join(
                 f"v{v.version} {_when(v.updated_at)}"
                 f" {counted(v.article_count, 'article', 'articles')}{v.change()}"
-                + (f" merged into {plain(v.merged_into)}" if v.merged_into else "")
+                + (f" merged into {shown(v.merged_into)}" if v.merged_into else "")
                 for v in detail.versions
             )
         )
@@ -182,11 +223,11 @@ def format_incident(detail: IncidentDetail, out: TextIO) -> None:
 
 def format_hits(hits: list[SearchHit], out: TextIO) -> None:
     for h in hits:
-        out.write(f"{_when(h.published)}  {plain(h.source or '?')}: {plain(h.title)}\n")
+        out.write(f"{_when(h.published)}  {shown(h.source or '?')}: {shown(h.title)}\n")
         if h.incident_id:
-            out.write(f"    incident {plain(h.incident_id)}: {plain(h.incident_title)}\n")
+            out.write(f"    incident {shown(h.incident_id)}: {shown(h.incident_title)}\n")
         if h.snippet:
-            out.write(f"    {' '.join(plain(h.snippet).split())}\n")
+            out.write(f"    {' '.join(shown(h.snippet).split())}\n")
 
 
 def _dump(data: object) -> None:
@@ -226,15 +267,16 @@ def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
     store = open_existing_store(settings)
     try:
         detail = store.get_incident(args.id)
+        moved = store.moved_to(args.id) if detail is not None else []
     finally:
         store.close()
     if detail is None:
-        print(f"no incident {args.id} in {store_name(settings)}", file=sys.stderr)
+        print(f"no incident {shown(args.id)} in {store_name(settings)}", file=sys.stderr)
         return 1
     if args.json:
-        _dump(detail.to_dict())
+        _dump(detail_json(detail, moved))
     else:
-        format_incident(detail, sys.stdout)
+        format_incident(detail, sys.stdout, moved)
     return 0
 
 
@@ -242,9 +284,10 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.storage import store_name
     from sinks.store import open_existing_store
 
+    query = bounded_search(args.query)  # (said before the store is opened)
     store = open_existing_store(settings)
     try:
-        hits = store.search(args.query, limit=args.limit)
+        hits = store.search(query, limit=args.limit)
     finally:
         store.close()
     if args.json:
@@ -272,7 +315,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("incidents", help="list recent incidents, newest first")
     p.add_argument("--since", type=parse_duration, help="only active in the last ... (2h, 1d)")
-    p.add_argument("--source", help="only incidents with an article from this source or agency")
+    p.add_argument("--source", type=source_name,
+                   help="only incidents with an article from this source or agency")
     p.add_argument("--limit", type=at_least_one, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_incidents)

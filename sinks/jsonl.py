@@ -291,6 +291,10 @@ class JsonlStore(Store):
         self._catch_up()
         return self._store.counts()
 
+    def moved_to(self, incident_id: str) -> list[tuple[str, int]]:
+        self._catch_up()
+        return self._store.moved_to(incident_id)
+
     def ping(self) -> None:
         self._catch_up()
         self._store.ping()

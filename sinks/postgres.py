@@ -972,6 +972,18 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
     )
 
 
+# The current incidents of the articles an incident's versions added, other than itself
+# (as sqlite._MOVED_TO).
+_MOVED_TO = f"""
+    SELECT incident_id, COUNT(*) AS articles FROM (
+        SELECT {current_incident_sql('added.id')} AS incident_id
+        FROM (SELECT DISTINCT jsonb_array_elements_text(v.payload -> 'added') AS id
+              FROM incident_versions v
+              WHERE v.incident_id = %s AND jsonb_typeof(v.payload -> 'added') = 'array') added
+    ) placed WHERE incident_id <> %s
+    GROUP BY incident_id ORDER BY articles DESC, incident_id"""
+
+
 READS = ReadDialect(
     mark="%s",
     adapt=adapt,
@@ -1024,6 +1036,11 @@ class PostgresStore(SQLReader):
             with conn.transaction(), cursor as cur:
                 cur.execute(sql, params)  # type: ignore[arg-type]
                 yield from cur
+
+    def moved_to(self, incident_id: str) -> list[tuple[str, int]]:
+        with self._session() as fetch:
+            return [(r["incident_id"], r["articles"])
+                    for r in fetch(_MOVED_TO, (incident_id, incident_id))]
 
     def close(self) -> None:
         self._pool.close()

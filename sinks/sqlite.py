@@ -658,6 +658,16 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
     )
 
 
+# The current incidents of the articles an incident's versions added, other than itself.
+_MOVED_TO = f"""
+    SELECT incident_id, COUNT(*) AS articles FROM (
+        SELECT {current_incident_sql('added.value')} AS incident_id
+        FROM (SELECT DISTINCT a.value FROM incident_versions v, json_each(v.payload, '$.added') a
+              WHERE v.incident_id = ? AND json_valid(v.payload)) added
+    ) WHERE incident_id <> ?
+    GROUP BY incident_id ORDER BY articles DESC, incident_id"""
+
+
 READS = ReadDialect(
     mark="?",
     adapt=adapt,
@@ -699,6 +709,11 @@ class SQLiteStore(SQLReader):
             yield from conn.execute(sql, params)
         finally:
             conn.close()
+
+    def moved_to(self, incident_id: str) -> list[tuple[str, int]]:
+        with self._session() as fetch:
+            return [(r["incident_id"], r["articles"])
+                    for r in fetch(_MOVED_TO, (incident_id, incident_id))]
 
     def close(self) -> None:
         pass

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import io
 import ipaddress
 import json
 import logging
@@ -25,7 +26,8 @@ import math
 import re
 import socket
 import threading
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +39,7 @@ from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
 from newsflow.storage import SchemaOutdated, storage_errors, store_name
 from newsflow.text import counted, noun, plain
+from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
 from sinks.jsonl import SearchUnsupported
 from sinks.models import Store
 from sinks.rows import SearchWithoutWords
@@ -59,7 +62,7 @@ main{max-width:960px;margin:0 auto;padding:16px 24px}
 .incident h2 a{color:#1f3a5f;text-decoration:none}
 .meta{color:#555;font-size:13px}
 .badge{display:inline-block;background:#e8eef6;color:#1f3a5f;border-radius:3px;
-  padding:0 6px;margin-right:4px;font-size:12px}
+  padding:0 6px;margin-right:4px;font-size:12px;unicode-bidi:isolate}
 .badge.agency{background:#fde8c8;color:#7a4300}
 ol.timeline{list-style:none;padding:0}
 ol.timeline li{background:#fff;border-left:4px solid #1f3a5f;margin:8px 0;padding:8px 12px}
@@ -77,6 +80,8 @@ SCRIPT = """
   var source = list.getAttribute("data-source") || "";
   var limit = Number(list.getAttribute("data-limit"));
   var more = document.getElementById("more");
+  var stale = document.getElementById("stale");
+  var updated = new Date();
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) { e.className = cls; }
@@ -114,8 +119,26 @@ SCRIPT = """
   function refresh() {
     var url = "/api/incidents?hours=" + encodeURIComponent(hours) +
       "&source=" + encodeURIComponent(source) + "&limit=" + limit;
-    fetch(url).then(function (r) { return r.json(); }).then(render)
-      .catch(function () {}).then(function () { setTimeout(refresh, __REFRESH_MS__); });
+    // A failed refresh left the list as it was, saying nothing: read as live while the
+    // storage was down. The list stays; a line says since when it is not updated, and why.
+    fetch(url).then(function (r) {
+      return r.text().then(function (text) {
+        var data = null;
+        try { data = JSON.parse(text); } catch (e) { data = null; }
+        if (!r.ok || !Array.isArray(data)) {
+          throw new Error((data && data.error) || ("HTTP " + r.status));
+        }
+        return data;
+      });
+    }).then(function (items) {
+      render(items);
+      updated = new Date();
+      if (stale) { stale.hidden = true; }
+    }).catch(function (e) {
+      if (!stale) { return; }
+      stale.textContent = "Not updated since " + when(updated.toISOString()) + ": " + e.message;
+      stale.hidden = false;
+    }).then(function () { setTimeout(refresh, __REFRESH_MS__); });
   }
   setTimeout(refresh, __REFRESH_MS__);
 })();
@@ -133,6 +156,13 @@ CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; 
 
 def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def apart(value: object) -> str:
+    """A value from an article, escaped, among other text: as its own run of direction
+    (``<bdi>``), so a right-to-left override left open in it (U+202E) does not turn the
+    rest of the line around, the names and titles that follow it."""
+    return f"<bdi>{esc(value)}</bdi>"
 
 
 def when(value: datetime | None) -> str:
@@ -193,6 +223,7 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
         f"<h1>{esc(heading)}</h1>"
         f'<div id="incidents" data-hours="{esc(hours_text)}" data-source="{esc(source or "")}"'
         f' data-limit="{PAGE_LIMIT}">{listing}</div>'
+        '<p id="stale" class="meta" hidden></p>'
         f'<p id="more" class="meta"{hidden}>The {PAGE_LIMIT} most recently active incidents'
         " only: there may be more in this window. Narrow it (<code>?hours=</code>,"
         " <code>?source=</code>) or use <code>newsflow incidents --limit N</code>.</p>"
@@ -200,7 +231,7 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
     return page("Incidents", body)
 
 
-def render_incident(detail: Any) -> str:
+def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
     from sinks.models import explain, original_of
 
     s = detail.summary
@@ -210,6 +241,10 @@ def render_incident(detail: Any) -> str:
         parts.append(
             f'<p>Merged into <a href="/incident/{target}">{esc(s.merged_into)}</a>.</p>'
         )
+    if moved:
+        places = ", ".join(f'<a href="/incident/{quote(iid, safe="")}">{esc(iid)}</a>'
+                           f" ({counted(count, 'article', 'articles')})" for iid, count in moved)
+        parts.append(f'<p id="moved">Articles that left it are now in {places}.</p>')
     parts.append(
         f'<p class="meta" id="summary">First seen {esc(when(s.first_seen))}, last seen'
         f" {esc(when(s.last_seen))} &middot; {counted(s.article_count, 'article', 'articles')}"
@@ -230,12 +265,12 @@ def render_incident(detail: Any) -> str:
         title = esc(a.title or a.id)
         link = f'<a href="{esc(href)}" rel="noopener noreferrer">{title}</a>' if href else title
         dup = (
-            f" &middot; duplicate of {esc(original_of(a, articles))}" if a.duplicate_of else ""
+            f" &middot; duplicate of {apart(original_of(a, articles))}" if a.duplicate_of else ""
         )
         parts.append(
             f'<li class="{"duplicate" if a.duplicate_of else "article"}">'
             f'<div class="meta">{esc(when(a.published or a.seen_at))} &middot;'
-            f" {esc(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
+            f" {apart(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
             f"<div>{link}</div>"
             f'<div class="why">Why: {esc(explain(a.explanation, s.id))}</div></li>'
         )
@@ -257,13 +292,13 @@ def render_search(query: str, hits: list[Any]) -> str:
     for h in hits:
         incident = (
             f' &middot; incident <a href="/incident/{quote(h.incident_id, safe="")}">'
-            f"{esc(h.incident_title or h.incident_id)}</a>"
+            f"{apart(h.incident_title or h.incident_id)}</a>"
             if h.incident_id
             else ""
         )
         items.append(
             f'<div class="incident"><h2>{esc(h.title)}</h2>'
-            f'<div class="meta">{esc(when(h.published))} &middot; {esc(h.source or "?")}'
+            f'<div class="meta">{esc(when(h.published))} &middot; {apart(h.source or "?")}'
             f"{incident}</div><div>{esc(h.snippet)}</div></div>"
         )
     body = f"<h1>Search: {esc(query)}</h1>" + (
@@ -278,6 +313,21 @@ def needs_upgrade(exc: SchemaOutdated) -> str:
     settings; the log has them)."""
     return (f"needs `newsflow db upgrade`: its schema is version {exc.found}, this"
             f" newsflow reads version {exc.needed}")
+
+
+def busy_errors() -> tuple[type[Exception], ...]:
+    """What the storage raises when it answers but all its connections are in use past
+    the wait for one (PostgreSQL's pool: 4, the page's slow requests holding them). A
+    storage error too, that closed and reopened the pool, under the requests using it
+    (they failed in turn, "the pool is closed"): answered 503 and left open."""
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # (the optional extra: no pool then)
+        return ()
+    return (PoolTimeout,)
+
+
+BUSY = "storage busy: all its connections are in use, try again"
 
 
 class BadRequest(ValueError):
@@ -457,13 +507,88 @@ class NewsflowServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}/"
 
 
+# What a request's target may hold as it stands: printable ASCII, escapes among it.
+_TARGET_SAFE = "".join(map(chr, range(0x21, 0x7F)))
+
+
+def request_target(raw: str) -> str:
+    """The target of a request line as http.server gives it (its bytes as Latin-1) with
+    the bytes beyond ASCII percent-escaped, so parse_qs and unquote read them as UTF-8,
+    as they read a browser's escapes. Sent unescaped (curl 'http://.../api/search?q=地震'),
+    each byte was one Latin-1 letter: the search was for mojibake, or refused as holding
+    control characters (a byte from 0x80 to 0x9f is one of those in Latin-1)."""
+    return quote(raw.encode("latin-1", "replace"), safe=_TARGET_SAFE)
+
+
+# Bytes a request (its line and headers) may have: http.server took a line of up to 64 kB
+# and 100 headers of as much each, some 10 MB of memory per connection while they were
+# parsed (64 connections: 640 MB). A browser's requests are a few kB.
+MAX_REQUEST_BYTES = 128 * 1024
+
+
+class _ReadBefore(io.RawIOBase):
+    """A connection's reads for one request (``start``): each given only the time left
+    until its deadline, and none past ``MAX_REQUEST_BYTES`` (the end of the stream
+    then; ``cut`` says so). A socket timeout alone bounds the wait for each byte, and a
+    client sending a byte of its request every few seconds (slowloris) held a thread, and
+    one of the ``web_max_connections``, for as long as it liked."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.deadline = math.inf
+        self.left = MAX_REQUEST_BYTES
+
+    def start(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.left = MAX_REQUEST_BYTES
+
+    @property
+    def cut(self) -> bool:
+        return self.left <= 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.cut:
+            return 0
+        wait = self.deadline - time.monotonic()
+        if wait <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.sock.settimeout(wait)
+        read = self.sock.recv_into(memoryview(buffer)[:self.left])
+        self.left -= read
+        return read
+
+
 class Handler(BaseHTTPRequestHandler):
     server: NewsflowServer
     server_version = "newsflow"
-    # Seconds a connection may wait on its client (for the request, or the rest of it):
-    # each holds a thread, and one that never sends (a stalled client, a browser's unused
-    # preconnection) held it for ever.
+    # Seconds a connection may wait on its client for the whole of its next request, and
+    # for each write of the answer: each holds a thread, and one that never sends (a
+    # stalled client, a browser's unused preconnection) or sends slowly held it for ever.
     timeout = 20.0
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # (the socket's own file: left open, the socket is never closed)
+        self._reader = _ReadBefore(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        # (http.server closes the connection on the TimeoutError, answering nothing.)
+        self._reader.start(self.timeout)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        # The request is read: the answer's writes each have the whole timeout again.
+        self.connection.settimeout(self.timeout)
+        if parsed and self._reader.cut:  # (its headers end where the reads were cut)
+            self.send_error(431, f"the request's line and headers are over"
+                                 f" {MAX_REQUEST_BYTES // 1024} kB")
+            return False
+        return parsed
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         logger.debug("%s " + format, self.address_string(), *args)
@@ -471,6 +596,7 @@ class Handler(BaseHTTPRequestHandler):
     # HEAD: as GET, without the body (monitors and load balancers ask so; http.server
     # answered 501 with an HTML page).
     _head = False
+    raw_requestline = b""  # (set by http.server as it reads each request)
 
     def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
         self._head = True
@@ -479,13 +605,27 @@ class Handler(BaseHTTPRequestHandler):
     def _not_allowed(self) -> None:
         # Everything here is read-only: 405 naming what is, JSON under /api/ as any error.
         self._allow = "GET, HEAD"
-        self._error(405, "method not allowed", api=urlsplit(self.path).path.startswith("/api/"))
+        self._error(405, "method not allowed", api=self._asks_api())
         self.server.metrics.requests.inc(route="other", status="405")
+
+    def _asks_api(self) -> bool:
+        """Whether this request's line names an address under /api/ (read from the line
+        itself: ``path`` is the previous request's until a request line parses)."""
+        words = self.raw_requestline.split()
+        return len(words) > 1 and words[1].lstrip(b"/").startswith(b"api/")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a request line it cannot read, one or headers too
+        long, a method it does not know) as every error here: JSON under /api/, else the
+        page (they were its HTML error page, a JSON client's parser failing on it)."""
+        self.close_connection = True
+        self._error(code, message or HTTPStatus(code).phrase, api=self._asks_api())
+        self.server.metrics.requests.inc(route="other", status=str(code))
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815 - stdlib names
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        parts = urlsplit(self.path)  # (http.server has made a leading "//" one "/")
+        parts = urlsplit(request_target(self.path))  # (a leading "//" is one "/" here)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         path = parts.path
         route = path
@@ -531,7 +671,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._incident(raw_id, api=path.startswith("/api/"))
             elif path in ("/search", "/api/search"):
                 q = query.get("q", "")
-                hits = self._store().search(q, limit=50) if q.strip() else []
+                hits = self._store().search(bounded_search(q), limit=50) if q.strip() else []
                 if path == "/api/search":
                     self._json([h.to_dict() for h in hits])
                 else:
@@ -542,8 +682,11 @@ class Handler(BaseHTTPRequestHandler):
         except ConnectionError as exc:  # (an OSError, but the client's, not the storage's)
             logger.debug("GET %s: the client went away: %s", path, exc)
             self.close_connection = True
-        except (BadRequest, SearchUnsupported, SearchWithoutWords) as exc:
+        except (BadRequest, SearchUnsupported, SearchWithoutWords, SearchTooLong) as exc:
             self._error(400, f"bad request: {exc}", api=path.startswith("/api/"))
+        except busy_errors() as exc:
+            logger.warning("GET %s: %s", path, exc)
+            self._error(503, BUSY, api=path.startswith("/api/"))
         except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)
             self.server.stores.reset()  # reopened on the next request (the database may move)
@@ -568,17 +711,22 @@ class Handler(BaseHTTPRequestHandler):
         hours = _number(query, "hours", DEFAULT_HOURS)
         if not 0 < hours <= 24 * 365:
             raise BadRequest("hours must be over 0 and at most 8760")
-        return hours, (query.get("source") or None)
+        source = query.get("source") or None
+        if source is not None and len(source) > MAX_SOURCE_LENGTH:
+            raise BadRequest(f"source must be at most {MAX_SOURCE_LENGTH} characters")
+        return hours, source
 
     def _incident(self, raw_id: str, *, api: bool) -> None:
-        detail = self._store().get_incident(unquote(raw_id))
+        incident_id = unquote(raw_id)
+        detail = self._store().get_incident(incident_id)
         if detail is None:
             self._error(404, "no such incident", api=api)
             return
+        moved = self._store().moved_to(incident_id)
         if api:
-            self._json(detail.to_dict())
+            self._json(detail_json(detail, moved))
         else:
-            self._send(200, render_incident(detail))
+            self._send(200, render_incident(detail, moved))
 
     def _ready(self) -> None:
         try:
@@ -591,6 +739,9 @@ class Handler(BaseHTTPRequestHandler):
                 logger.warning("readiness: %s", exc)
                 self.server.stores.reset()
                 answer = f"not ready: {store} {needs_upgrade(exc)}"
+            elif isinstance(exc, busy_errors()):
+                logger.info("readiness: %s", exc)
+                answer = f"not ready: {store} is busy, all its connections in use"
             elif isinstance(exc, storage_errors()):
                 logger.info("readiness: store unavailable: %s", exc)
                 self.server.stores.reset()
@@ -612,6 +763,8 @@ class Handler(BaseHTTPRequestHandler):
                 "incident_versions", "duplicates",
             ):
                 metrics.store.set(getattr(counts, kind), kind=kind)
+        except busy_errors() as exc:
+            logger.info("metrics: store busy: %s", exc)  # (up, but its counts are not read)
         except storage_errors() as exc:
             logger.info("metrics: store unavailable: %s", exc)
             self.server.stores.reset()

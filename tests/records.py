@@ -4,7 +4,7 @@ and a store as an older newsflow left it."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -164,3 +164,12 @@ def older_schema(dsn: str, version: int) -> None:
                     with conn.transaction():  # (as the sink's migrate runs it)
                         step(conn)
             conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (number, name))
+
+
+def moved_on(write: Callable[[list[Any]], None]) -> None:
+    """i2 merged into i1, then a split takes i2's article a3 on from i1 into i3: the
+    sink's records, in order, written with ``write``."""
+    write([article(1), article(2), article(3)])
+    write([incident("i1", 1, [1, 2]), incident("i2", 1, [3])])
+    write([incident("i2", 2, [], merged_into="i1"), incident("i1", 2, [1, 2, 3])])
+    write([incident("i1", 3, [1, 2]), incident("i3", 1, [3])])

@@ -6,12 +6,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
 import sqlite3
 import struct
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -29,7 +31,7 @@ from newsflow.settings import Settings
 from sinks.sqlite import SQLiteSink
 from sinks.web import Handler, NewsflowServer, make_server
 from tests.conftest import wait_for
-from tests.records import older_database, older_schema, stored_state
+from tests.records import moved_on, older_database, older_schema, stored_state
 
 pytestmark = pytest.mark.integration
 
@@ -693,3 +695,248 @@ def test_allowed_names_are_matched_as_a_browser_sends_them(tmp_path: Path) -> No
             status, body = get_as(srv, "/api/incidents", host)
             assert status == 200 and "inc-1" in body, host
         assert get_as(srv, "/api/incidents", "example:8443")[0] == 421
+
+
+def test_a_client_that_sends_its_request_slowly_is_dropped_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slowloris: the timeout bounded each wait for a byte, so a client sending one byte
+    of its headers every few seconds held a thread, and one of the connections, for ever;
+    a few dozen such clients made the page answer everyone 503. The whole request must
+    come within the timeout (1 s here, 20 s in service)."""
+    monkeypatch.setattr(Handler, "timeout", 1.0)
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    fill(settings)
+    with serving(settings) as srv:
+        slow = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=5)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        started = time.monotonic()
+        with pytest.raises(OSError):  # (a reset or a broken pipe, once it is closed)
+            while time.monotonic() - started < 4:
+                slow.sendall(b"X")
+                time.sleep(0.1)
+                if not select.select([slow], [], [], 0)[0]:
+                    continue
+                if slow.recv(1024) == b"":
+                    raise ConnectionResetError("closed by the server")
+        assert time.monotonic() - started < 3
+        slow.close()
+        # A request that comes in time, and the next on the same connection, are served.
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=5)
+        for _ in range(2):
+            conn.request("GET", "/api/incidents?hours=2")
+            answer = conn.getresponse()
+            assert answer.status == 200 and b"inc-1" in answer.read()
+        conn.close()
+
+
+def raw_request(srv: NewsflowServer, request: bytes) -> tuple[int, str, str]:
+    """Send ``request`` as it stands (no client escapes or checks it); status, type, body."""
+    with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    ctype = next((line.split(":", 1)[1].strip() for line in lines
+                  if line.lower().startswith("content-type:")), "")
+    return int(lines[0].split()[1]), ctype, body.decode()
+
+
+def test_an_address_sent_in_utf_8_unescaped_is_read_as_utf_8(
+    tmp_path: Path
+) -> None:
+    """curl sends what it is given: `curl '.../api/search?q=地震'` put the UTF-8 bytes in
+    the request line unescaped, which http.server reads as Latin-1. The search was refused
+    as holding control characters (地 is e5 9c b0: 0x9c is one in Latin-1), an incident
+    id beyond ASCII was not found."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="zh-1", title="四川发生地震", source="xinhua.net", text="四川发生地震，房屋倒塌。"),
+        Incident(incident_id="inc-séisme", version=1, title="Séisme", first_seen=NOW,
+                 last_seen=NOW, articles=[IncidentArticle(id="zh-1", title="四川发生地震")]),
+    ])
+    sink.close()
+    with serving(settings) as srv:
+        status, ctype, body = raw_request(
+            srv, "GET /api/search?q=地震 HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        assert (status, ctype) == (200, "application/json"), body
+        assert [h["article_id"] for h in json.loads(body)] == ["zh-1"]
+        status, _, body = raw_request(
+            srv, "GET /api/incidents/inc-séisme HTTP/1.0\r\n\r\n".encode())
+        assert status == 200 and json.loads(body)["title"] == "Séisme"
+        # Escaped, as a browser sends them, they read the same; bytes that are no UTF-8
+        # are no incident's id, and still no error of ours.
+        assert get(srv.url + "api/incidents/inc-s%C3%A9isme")[0] == 200
+        assert raw_request(srv, b"GET /api/incidents/inc-s\xe9isme HTTP/1.0\r\n\r\n")[0] == 404
+
+
+def test_requests_http_server_refuses_itself_are_answered_as_ours(
+    server: NewsflowServer,
+) -> None:
+    """A request line with a space in its target, one too long, too many headers, a
+    method nobody knows: http.server answered these with its own HTML error page, also
+    under /api/, where every error is JSON."""
+    host = b"Host: localhost\r\n"
+    for request, status in (
+        (b"GET /api/search?q=NEAR(a b) HTTP/1.1\r\n" + host + b"\r\n", 400),
+        (b"GET /api/incidents/" + b"x" * 70_000 + b" HTTP/1.1\r\n" + host + b"\r\n", 414),
+        (b"GET /api/incidents HTTP/1.1\r\n" + host + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+        (b"BREW /api/incidents HTTP/1.1\r\n" + host + b"\r\n", 501),
+    ):
+        got, ctype, body = raw_request(server, request)
+        assert (got, ctype) == (status, "application/json"), request[:60]
+        assert json.loads(body)["error"]
+    got, ctype, body = raw_request(server, b"GET /search?q=a b HTTP/1.1\r\n" + host + b"\r\n")
+    assert (got, ctype) == (400, "text/html; charset=utf-8")
+    assert "Bad request syntax" in body and "/static/style.css" in body  # the page's own
+    # A 10 kB id (a long request, but one that is read) is no incident, not an error.
+    assert get(server.url + "api/incidents/" + "x" * 10_000) == (
+        404, "application/json", '{"error": "no such incident"}')
+    metrics = get(server.url + "metrics")[2]
+    assert 'newsflow_web_requests_total{route="other",status="431"} 1' in metrics
+
+
+def test_a_search_of_too_many_words_is_a_bad_request(server: NewsflowServer) -> None:
+    """A search of thousands of words (an address may be 64 kB) held a thread and the
+    database for minutes: 512 words took over a minute on PostgreSQL, and the client's
+    giving up did not stop it. At most 32 words, as a web search engine takes."""
+    from sinks.commands import MAX_SEARCH_WORDS
+
+    words = "+".join(["missiles"] * MAX_SEARCH_WORDS)
+    status, _, body = get(server.url + "api/search?q=" + words)
+    assert status == 200 and json.loads(body)
+    status, ctype, body = get(server.url + "api/search?q=" + words + "+or+Iran")
+    assert (status, ctype) == (400, "application/json")
+    assert json.loads(body) == {"error": "bad request: too long a search: 34 words, at most 32"}
+    status, _, page = get(server.url + "search?q=" + "+".join(["missiles"] * 500))
+    assert status == 400 and "too long a search: 500 words" in page
+
+
+def test_a_source_filter_too_long_for_sqlite_is_a_bad_request(server: NewsflowServer) -> None:
+    # SQLite refuses a LIKE pattern over 50,000 bytes: "pattern too complex" was taken for
+    # storage down, 503, and the store closed and reopened under the other requests.
+    store = server.stores.get()
+    for path in ("api/incidents?source=", "?source="):
+        status, _, body = get(server.url + path + "x" * 60_000)
+        assert status == 400 and "source must be at most 256 characters" in body, path
+    assert server.stores.get() is store
+    assert get(server.url + "api/incidents?hours=2&source=" + "x" * 256) == (
+        200, "application/json", "[]")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "jsonl"])
+def test_an_incident_says_where_its_articles_went(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An incident merged away said only "merged into i1", and i1 no longer held its
+    article: a split had taken it on to i3. Nothing led there (nor from i1, whose
+    history said only "1 left"). Now each says where the articles that left it are."""
+    from sinks.jsonl import JsonlSink
+    from sinks.store import upgrade
+
+    if kind == "postgres":
+        from sinks.postgres import PostgresSink
+
+        dsn = request.getfixturevalue("postgres_dsn")
+        settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=dsn,
+                            web_port=0)
+        upgrade(settings)
+        sink: Any = PostgresSink(dsn)
+    elif kind == "jsonl":
+        settings = Settings(data_dir=tmp_path / "var", sink="jsonl", web_port=0)
+        sink = JsonlSink(settings.jsonl_file)
+    else:
+        settings = Settings(data_dir=tmp_path / "var", web_port=0)
+        sink = SQLiteSink(settings.sqlite_file)
+    sink.open()
+    moved_on(sink.write)
+    sink.close()
+    with serving(settings) as srv:
+        merged = json.loads(get(srv.url + "api/incidents/i2")[2])
+        assert merged["merged_into"] == "i1"
+        assert merged["moved_to"] == [{"incident_id": "i3", "articles": 1}]
+        split = json.loads(get(srv.url + "api/incidents/i1")[2])
+        assert split["moved_to"] == [{"incident_id": "i3", "articles": 1}]
+        assert json.loads(get(srv.url + "api/incidents/i3")[2])["moved_to"] == []
+        status, _, page = get(srv.url + "incident/i2")
+        assert status == 200
+        assert ('<p id="moved">Articles that left it are now in <a href="/incident/i3">i3</a>'
+                " (1 article).</p>") in page
+        assert 'id="moved"' not in get(srv.url + "incident/i3")[2]
+
+
+def test_a_request_is_at_most_128_kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """http.server took a request line of 64 kB and 100 headers of 64 kB each: some
+    10 MB of memory per connection as they were parsed, 640 MB for 64 connections. The
+    reads of a request stop at 128 kB, which is answered 431 (JSON under /api/)."""
+    limit = 128 * 1024
+    monkeypatch.setattr(Handler, "timeout", 2.0)  # (the old code waited for the rest)
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    fill(settings)
+    with serving(settings) as srv:
+        head = b"GET /api/incidents?hours=2 HTTP/1.1\r\nHost: localhost\r\n"
+        header = b"X-Pad: " + b"p" * 8000 + b"\r\n"
+        request = head + header * ((limit - len(head)) // len(header) + 1)
+        # All of it read by the server (none left unread to reset the connection).
+        status, ctype, body = raw_request(srv, request[:limit])
+        assert (status, ctype) == (431, "application/json")
+        assert json.loads(body) == {"error": "the request's line and headers are over 128 kB"}
+        # A request with a few kB of headers (cookies, say) is served.
+        status, _, body = raw_request(srv, head + header + b"\r\n")
+        assert status == 200 and "inc-1" in body
+
+
+def test_the_live_list_says_when_it_stopped_being_updated(
+    server: NewsflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh that failed (storage down: 503) left the list as it was and said
+    nothing, so the page read as live. It keeps the list and says since when, and why."""
+    store = server.stores.get()
+    answers = iter([store])  # the page itself is served; every refresh after fails
+
+    def then_down() -> Any:
+        try:
+            return next(answers)
+        except StopIteration:
+            raise sqlite3.OperationalError("unable to open database file") from None
+
+    monkeypatch.setattr(server.stores, "get", then_down)
+    dom = run_chromium(tmp_path, "--virtual-time-budget=12000", "--dump-dom", server.url)
+    assert "&lt;script&gt;window.__pwned" in dom  # the list is still there
+    stale = dom.split('<p id="stale" class="meta"', 1)[1].split("</p>", 1)[0]
+    assert "hidden" not in stale
+    assert f"Not updated since {NOW:%Y-%m-%d} " in stale and ": storage unavailable" in stale
+
+
+def test_postgres_connections_all_in_use_are_busy_not_storage_down(
+    tmp_path: Path, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's pool has 4 connections: with each held by a slow request, the next
+    waited 5 s for one, then took the wait's failure for storage down: 503 "storage
+    unavailable", and the pool closed and reopened under the 4 requests using it ("the
+    pool is closed"). It is 503 "busy" now, and the pool stays."""
+    import sinks.postgres
+    from sinks.store import upgrade
+
+    monkeypatch.setattr(sinks.postgres, "CONNECT_TIMEOUT_S", 0.5)  # (the wait for one)
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=postgres_dsn,
+                        web_port=0)
+    upgrade(settings)
+    with serving(settings) as srv:
+        assert get(srv.url + "api/incidents")[0] == 200
+        store = srv.stores.get()
+        held = [store._pool.getconn() for _ in range(store._pool.max_size)]  # type: ignore[attr-defined]
+        try:
+            assert get(srv.url + "api/incidents") == (503, "application/json", json.dumps(
+                {"error": "storage busy: all its connections are in use, try again"}))
+            status, _, body = get(srv.url + "readyz")
+            assert status == 503 and "is busy, all its connections in use" in body
+            assert srv.stores.get() is store
+            assert not held[0].closed  # (a reset closed them)
+        finally:
+            for conn in held:
+                store._pool.putconn(conn)  # type: ignore[attr-defined]
+        assert get(srv.url + "api/incidents")[0] == 200

@@ -652,3 +652,35 @@ def test_a_folder_read_as_a_file_is_not_blamed_on_the_data_folder(tmp_path, monk
     err = capsys.readouterr().err
     assert f"newsflow cluster: error: [Errno 21] Is a directory: '{folder}'" in err
     assert "NEWSFLOW_DATA_DIR" not in err and not (tmp_path / "var").exists()
+
+
+def test_stop_on_signals_is_set_by_a_signal_and_gives_the_handlers_back():
+    """One implementation for every command (the sinks' had its own, which restored the
+    handlers; the core's did not: run in-process, `tail` left SIGINT setting an event
+    nobody watched any more). Used without ``with`` (the producers), it is an event too."""
+    import os
+    import signal
+
+    from newsflow.commands import stop_on_signals
+    from sinks import commands as sink_commands
+
+    assert sink_commands.stop_on_signals is stop_on_signals
+
+    def mine(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    interrupt = signal.getsignal(signal.SIGINT)
+    try:
+        with stop_on_signals() as stop:
+            assert not stop.is_set()
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(5)
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is interrupt
+        plain = stop_on_signals()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert plain.wait(5)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, interrupt)

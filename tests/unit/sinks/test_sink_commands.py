@@ -18,7 +18,7 @@ from newsflow.storage import StoreMisconfigured, StoreMissing
 from sinks.commands import format_duration, format_incident, parse_duration, register
 from sinks.models import IncidentArticleView, IncidentDetail, IncidentSummary, VersionInfo
 from sinks.sqlite import SCHEMA_VERSION, SQLiteSink
-from tests.records import older_database, stored_state
+from tests.records import moved_on, older_database, stored_state
 
 NOW = datetime.now(UTC)
 
@@ -322,3 +322,69 @@ def test_listings_print_no_control_characters_from_articles(
         assert "Harbor" in out, argv
         assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", out), (argv, out)
         assert "\n    why: forged" not in out, argv
+
+
+def test_listings_print_no_bidi_controls_from_articles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A right-to-left override left open in a source turned the rest of the line around
+    # in a terminal that lays out right-to-left text: the outlets after it read reversed.
+    settings = Settings(data_dir=tmp_path / "var")
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="b1", title="\u202eHarbor fire\u202c \u2067خبر\u200f", source="\u202eafp.com",
+                   text="A fire in the harbor.", url="https://example.net/\u2066x"),
+        Incident(incident_id="inc-b1\u202d", version=1, title="\u202eHarbor fire",
+                 last_seen=NOW, articles=[IncidentArticle(
+                     id="b1", title="\u202eHarbor fire\u202c \u2067خبر\u200f", source="\u202eafp.com",
+                     url="https://example.net/\u2066x", explanation=Explanation(decision="new"))]),
+    ])
+    sink.close()
+    for argv in (("incidents",), ("incident", "inc-b1\u202d"), ("search", "harbor")):
+        assert run(settings, *argv) == 0
+        out = capsys.readouterr().out
+        assert "Harbor fire" in out and "afp.com" in out, argv
+        assert not re.search("[\u202a-\u202e\u2066-\u2069]", out), (argv, out)
+    assert "خبر\u200f" in out  # the marks are no override: kept
+    assert run(settings, "incident", "\u202eelsewhere") == 1
+    assert "\u202e" not in capsys.readouterr().err
+
+
+def test_a_search_of_too_many_words_is_refused_saying_so(settings: Settings) -> None:
+    # Each word is a term both stores look up and rank: 256 words took 20 s on SQLite and
+    # 30 s on PostgreSQL over 3,661 articles, 512 over a minute.
+    from sinks.commands import MAX_SEARCH_WORDS, SearchTooLong
+
+    words = " ".join(["missiles"] * MAX_SEARCH_WORDS)
+    assert run(settings, "search", words) == 0
+    with pytest.raises(SearchTooLong, match=f"too long a search: {MAX_SEARCH_WORDS + 1} words,"
+                                            f" at most {MAX_SEARCH_WORDS}"):
+        run(settings, "search", words + " -Iran")
+
+
+def test_a_source_filter_is_at_most_256_characters(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (SQLite failed on one of 50,000: "LIKE or GLOB pattern too complex".)
+    assert run(settings, "incidents", "--source", "x" * 256) == 0
+    with pytest.raises(SystemExit):
+        run(settings, "incidents", "--source", "x" * 60_000)
+    assert "--source: at most 256 characters, not 60000" in capsys.readouterr().err
+
+
+def test_an_incident_merged_away_says_where_its_articles_are_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "merged into i1" led to an incident that no longer held its article (a split took
+    # it on to i3), and nothing said so.
+    settings = Settings(data_dir=tmp_path / "var")
+    sink = SQLiteSink(settings.sqlite_file)
+    moved_on(sink.write)
+    sink.close()
+    assert run(settings, "incident", "i2") == 0
+    out = capsys.readouterr().out
+    assert "merged into i1\narticles that left it are now in i3 (1 article)\n" in out
+    assert run(settings, "incident", "i1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["moved_to"] == [{"incident_id": "i3", "articles": 1}]
+    assert run(settings, "incident", "i3") == 0
+    assert "left it" not in capsys.readouterr().out

@@ -78,7 +78,7 @@ def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
     assert 'id="agency-count">2</b> independent agencies' in html
     assert 'id="outlet-count">1</b> outlet</p>' in html  # (not "1 outlets")
     assert "Why: duplicate; a near copy: 90% of its text matches (a copy from 80%)" in html
-    assert "duplicate of yahoo.com: &quot;First&quot; (a1)" in html  # not just "a1"
+    assert "duplicate of <bdi>yahoo.com: &quot;First&quot; (a1)</bdi>" in html  # not just "a1"
     assert 'Merged into <a href="/incident/i2">' in html
 
 
@@ -120,3 +120,29 @@ def test_safe_href() -> None:
     assert safe_href("data:text/html,hi") is None
     assert safe_href(None) is None
     assert safe_href("http://[broken/1") is None  # urlsplit raised on it: a 500
+
+
+def test_text_from_articles_among_other_text_runs_in_its_own_direction() -> None:
+    # A right-to-left override left open in a source (U+202E) turned the rest of its line
+    # around: the "duplicate of" that followed read reversed, and so did the badges after
+    # an agency or outlet holding one.
+    rlo = "\u202eafp.com"
+    detail = IncidentDetail(
+        summary=summary(outlets=(rlo, "bbc.co.uk")),
+        articles=[
+            IncidentArticleView(id="a1", title="Fire", url=None, source=rlo, published=NOW,
+                                seen_at=NOW, duplicate_of=None, explanation=None),
+            IncidentArticleView(id="a2", title="Fire", url=None, source=rlo, published=NOW,
+                                seen_at=NOW, duplicate_of="a1", explanation=None),
+        ],
+    )
+    page = render_incident(detail)
+    assert f"&middot; <bdi>{rlo}</bdi> " in page
+    assert f"duplicate of <bdi>{rlo}: &quot;Fire&quot; (a1)</bdi>" in page
+    hit = SearchHit(article_id="a1", title="Fire", source=rlo, published=NOW, url=None,
+                    incident_id="i1", incident_title="\u202eFire", snippet="", rank=1.0)
+    found = render_search("fire", [hit])
+    assert f"<bdi>{rlo}</bdi>" in found and "<bdi>\u202eFire</bdi></a>" in found
+    from sinks.web import CSS  # the badges, on the page and as the live refresh makes them
+
+    assert "unicode-bidi:isolate}" in CSS.split(".badge{", 1)[1].split("\n.", 1)[0]
