@@ -153,6 +153,11 @@ _BEFORE_MONTH = re.compile(r"(?:^|\W)(?:[Ii]n|[Ll]ast|[Ss]ince|[Dd]uring|[Ee]arl
 _MONTHS: Final = {m: i + 1 for i, m in enumerate(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())}
 _MONTH_PREFIXES: Final = [(prefix, re.compile(prefix)) for prefix in _MONTHS]
+# A scheme that is not the web's ("javascript:", "mailto:", "urn:uuid:", "tag:", "data:"),
+# not a host and port ("example.com:8080/a"): such an address names no page, and as an
+# address key every one of them was the same ("javascript/"), each article with one a
+# duplicate of the first.
+_OTHER_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*:(?!\d)")
 _TRACKING_PARAMS = re.compile(r"^(?:utm_|fbclid$|gclid$|ocid$|cmpid$|ref$|src$|rss$|track$|"
                               r"cid$|mc_|__twitter|ncid$|ito$|smid$)", re.IGNORECASE)
 
@@ -219,17 +224,22 @@ class Features:
 
 
 def canonical_url(url: str | None) -> str | None:
-    """Scheme-, www-, tracking-parameter- and archive-insensitive form of an article URL."""
+    """Scheme-, www-, tracking-parameter- and archive-insensitive form of an article URL;
+    None for none, or for an address that names no web page (no host, another scheme)."""
     if not url:
         return None
     url = ARCHIVE_PREFIX.sub("", url.strip())
     if "://" not in url:
-        url = "http://" + url
+        if _OTHER_SCHEME.match(url):
+            return None
+        url = ("http:" if url.startswith("//") else "http://") + url
     try:
         parts = urlsplit(url)
     except ValueError:
         return url
     host = (parts.hostname or "").lower()
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return None
     if host.startswith(("www.", "m.", "amp.")):
         host = host.split(".", 1)[1]
     path = parts.path.replace("\\", "").rstrip("/") or "/"

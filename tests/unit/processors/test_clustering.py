@@ -269,6 +269,22 @@ def test_exact_duplicate_by_url_and_by_text():
     assert by_text.explanation.decision == "duplicate"
 
 
+
+@pytest.mark.parametrize("url", [
+    "javascript:void(0)", "mailto:desk@example.com", "urn:uuid:6e8bc430-9c3a-11d9",
+    "tag:example.com,2024:entry", "http://", "file:///news/story.html",
+])
+def test_addresses_that_name_no_web_page_make_no_article_a_duplicate(url: str) -> None:
+    """Every such address had the same key ("javascript/", "urn/", "/"): a second article
+    with one, on another story, was a duplicate of the first ("the same address")."""
+    c = IncidentClusterer()
+    first = c.add(art("a", FIRE_1, url=url))
+    other = c.add(art("b", BUDGET, 1, url=url))
+    assert other.duplicate_of is None and other.incident_id != first.incident_id
+    # (The address is still the article's: a copy of the same text is one by its text.)
+    assert c.add(art("c", FIRE_1, 2, url=url)).explanation.duplicate_kind == "content"
+
+
 def test_near_duplicate_with_small_edits_and_different_boilerplate():
     title, text = FIRE_1
     edited = (

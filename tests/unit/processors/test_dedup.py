@@ -21,6 +21,12 @@ def test_canonical_url_ignores_scheme_www_tracking_and_archive_prefix():
     assert (canonical_url("http://web.archive.org/web/20160101000000/http://example.com/a/b?id=3")
             == "example.com/a/b?id=3")
     assert canonical_url(None) is None
+    # No web page: another scheme, or no host.
+    for url in ("javascript:alert(1)", "mailto:a@b.example", "urn:uuid:1", "tag:a.example,2024:1",
+                "data:text/html,x", "ftp://a.example/x", "https:///path", "http://"):
+        assert canonical_url(url) is None, url
+    # A host and port, or an address without its scheme, are the web's.
+    assert canonical_url("example.com:8080/a") == canonical_url("//example.com/a") == "example.com/a"
     assert canonical_url("https://example.com/a") != canonical_url("https://example.com/b")
 
 
