@@ -700,11 +700,17 @@ def clean_title(title: str, site_names: list[str | None], url: str | None = None
 # messages gave: printed as they are, an ESC drives the reader's terminal, and a newline
 # or a tab forges a line or a column of a listing.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a
+# terminal that lays out right-to-left text, one left open in a title or a source turned
+# the rest of its line around, the names listed after it too ("\u202eafp.com, reuters.com").
+# Right-to-left text reads as written without them; the marks (U+200E, U+200F) are kept.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 def plain(value: object) -> str:
-    """A value from outside as terminal text: its control characters as spaces."""
-    return _CONTROL.sub(" ", "" if value is None else str(value))
+    """A value from outside as terminal text: its control characters as spaces, without
+    bidi controls."""
+    return _BIDI_CONTROLS.sub("", _CONTROL.sub(" ", "" if value is None else str(value)))
 
 
 def noun(count: int, one: str, many: str) -> str:

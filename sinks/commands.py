@@ -135,25 +135,12 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a
-# terminal that lays out right-to-left text, one left open in a title or a source turned
-# the rest of its line around, the names listed after it too ("‮afp.com, reuters.com").
-# Right-to-left text reads as written without them; the marks (U+200E, U+200F) are kept.
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
-
-
-def shown(value: object) -> str:
-    """A value from outside as the listings print it: ``plain``, and no bidi controls."""
-    return _BIDI_CONTROLS.sub("", plain(value))
-
-
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
-
 def _names(values: tuple[str, ...]) -> str:
-    return shown(", ".join(values)) or "-"
+    return plain(", ".join(values)) or "-"
 
 
 def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
@@ -163,11 +150,11 @@ def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
         # Listed by last update: shown first, as the latest report's own date (an
         # archive's, say) does not follow that order.
         out.write(
-            f"{shown(s.id)}  updated {_when(s.updated_at)} (latest report"
+            f"{plain(s.id)}  updated {_when(s.updated_at)} (latest report"
             f" {_when(s.last_seen)})  {counted(s.article_count, 'article', 'articles')}"
             f" ({counted(s.duplicate_count, 'duplicate', 'duplicates')}; {reporters})"
             f"  v{s.version}\n"
-            f"    {shown(s.title)}\n"
+            f"    {plain(s.title)}\n"
         )
         if s.agencies or s.sources:
             out.write(f"    agencies: {_names(s.agencies)}; sources: {_names(s.sources)}\n")
@@ -183,13 +170,13 @@ def detail_json(detail: IncidentDetail, moved: Sequence[tuple[str, int]]) -> dic
 def format_incident(detail: IncidentDetail, out: TextIO,
                     moved: Sequence[tuple[str, int]] = ()) -> None:
     s = detail.summary
-    out.write(f"incident {shown(s.id)} (version {s.version})\n{shown(s.title)}\n")
+    out.write(f"incident {plain(s.id)} (version {s.version})\n{plain(s.title)}\n")
     if s.merged_into:
-        out.write(f"merged into {shown(s.merged_into)}\n")
+        out.write(f"merged into {plain(s.merged_into)}\n")
     if moved:
         # A merge or a split moved them, perhaps on again since: the merged_into above
         # may hold none of them now.
-        places = ", ".join(f"{shown(iid)} ({counted(count, 'article', 'articles')})"
+        places = ", ".join(f"{plain(iid)} ({counted(count, 'article', 'articles')})"
                            for iid, count in moved)
         out.write(f"articles that left it are now in {places}\n")
     out.write(
@@ -202,19 +189,19 @@ def format_incident(detail: IncidentDetail, out: TextIO,
     for a in detail.articles:
         when = _when(a.published or a.seen_at)
         agencies = f" [{_names(a.agencies)}]" if a.agencies else ""
-        out.write(f"- {when}  {shown(a.source or '?')}{agencies}: {shown(a.title)}\n")
+        out.write(f"- {when}  {plain(a.source or '?')}{agencies}: {plain(a.title)}\n")
         if a.url:
-            out.write(f"    {shown(a.url)}\n")
+            out.write(f"    {plain(a.url)}\n")
         if a.duplicate_of:
-            out.write(f"    duplicate of {shown(original_of(a, detail.articles))}\n")
-        out.write(f"    why: {shown(explain(a.explanation, s.id))}\n")
+            out.write(f"    duplicate of {plain(original_of(a, detail.articles))}\n")
+        out.write(f"    why: {plain(explain(a.explanation, s.id))}\n")
     if len(detail.versions) > 1:
         out.write("\nhistory: ")
         out.write(
             ", ".join(
                 f"v{v.version} {_when(v.updated_at)}"
                 f" {counted(v.article_count, 'article', 'articles')}{v.change()}"
-                + (f" merged into {shown(v.merged_into)}" if v.merged_into else "")
+                + (f" merged into {plain(v.merged_into)}" if v.merged_into else "")
                 for v in detail.versions
             )
         )
@@ -223,11 +210,11 @@ def format_incident(detail: IncidentDetail, out: TextIO,
 
 def format_hits(hits: list[SearchHit], out: TextIO) -> None:
     for h in hits:
-        out.write(f"{_when(h.published)}  {shown(h.source or '?')}: {shown(h.title)}\n")
+        out.write(f"{_when(h.published)}  {plain(h.source or '?')}: {plain(h.title)}\n")
         if h.incident_id:
-            out.write(f"    incident {shown(h.incident_id)}: {shown(h.incident_title)}\n")
+            out.write(f"    incident {plain(h.incident_id)}: {plain(h.incident_title)}\n")
         if h.snippet:
-            out.write(f"    {' '.join(shown(h.snippet).split())}\n")
+            out.write(f"    {' '.join(plain(h.snippet).split())}\n")
 
 
 def _dump(data: object) -> None:
@@ -271,7 +258,7 @@ def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     if detail is None:
-        print(f"no incident {shown(args.id)} in {store_name(settings)}", file=sys.stderr)
+        print(f"no incident {plain(args.id)} in {store_name(settings)}", file=sys.stderr)
         return 1
     if args.json:
         _dump(detail_json(detail, moved))

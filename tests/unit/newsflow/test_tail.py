@@ -82,3 +82,13 @@ def test_a_summary_shows_what_the_publisher_wrote_as_text_not_terminal_controls(
 
     article = RawArticle(id="a1\nforged", title="t", source="\x1b]0;owned\x07AFP\x9b2J")
     assert describe(article.to_bytes()) == "article a1 forged  ]0;owned AFP 2J undated 't'"
+
+
+def test_a_summary_holds_no_bidi_override_that_turns_the_rest_of_its_line_around() -> None:
+    """A right-to-left override left open in a source (U+202E) turned the rest of the
+    tail's line around in a terminal that lays out right-to-left text, as it did in the
+    listings (the title, quoted, shows it escaped); right-to-left text itself is kept."""
+    from newsflow.schemas import RawArticle
+
+    article = RawArticle(id="a1", title="t", source="\u202eAFP \u05e9\u05dc\u05d5\u05dd\u2066")
+    assert describe(article.to_bytes()) == "article a1 AFP \u05e9\u05dc\u05d5\u05dd undated 't'"
