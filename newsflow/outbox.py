@@ -196,7 +196,18 @@ def settle(settings: Settings, outbox: Outbox) -> int:
 
 def republish(settings: Settings, skip: Collection[str] = ()) -> int:
     """At the embedded broker's start: publish again the articles storage does not hold
-    (but ``skip``, published again already), with their first times; how many."""
+    (but ``skip``, published again already), with their first times; how many. A state
+    file that cannot be read now (locked by a producer elsewhere, a full disk) is said,
+    and keeps them for a later start."""
+    try:
+        return _republish(settings, skip)
+    except sqlite3.Error as exc:
+        logger.error("could not read the outbox in %s (%s): what it keeps is published again"
+                     " at a later start", settings.producer_state_file, exc)
+        return 0
+
+
+def _republish(settings: Settings, skip: Collection[str]) -> int:
     from newsflow.kafka import Publisher
 
     path = settings.producer_state_file

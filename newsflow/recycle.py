@@ -173,6 +173,9 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
     ensure_topics(settings)
     on_restart()
     restore_dead_letters(settings)
+    # (None, unless a replay from outside sent more after the check: that went with the
+    # old broker.)
+    outbox.republish(settings)
     start_again(consumers + producers)
     logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
                 (broker.memory_bytes() or 0) // 2**20)

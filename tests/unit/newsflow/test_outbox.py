@@ -123,3 +123,10 @@ def test_a_finished_stop_forgets_the_rows_written_before_it(tmp_path):
         assert [r.article_id for r in box.rows()] == ["a2"]
     finally:
         box.close()
+
+
+def test_a_state_file_that_cannot_be_read_does_not_stop_the_start(tmp_path, caplog):
+    settings = sqlite_settings(tmp_path)
+    settings.producer_state_file.mkdir(parents=True)  # (a folder where the file should be)
+    assert outbox.republish(settings) == 0
+    assert "could not read the outbox" in caplog.text
