@@ -26,6 +26,7 @@ delivered survive a broker's crash, and the topic keeps it while storage is down
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import time
@@ -43,22 +44,30 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
-    article_id TEXT PRIMARY KEY,
+    article_id TEXT NOT NULL,
+    copy TEXT NOT NULL,                -- which copy of it (a digest of its bytes)
     value BLOB NOT NULL,               -- the raw article as published
     published_ms INTEGER NOT NULL,     -- its record's time (kept when published again)
     fetched_at TEXT,                   -- the copy's fetch time (ISO 8601)
-    added REAL NOT NULL                -- when the row was written (epoch seconds)
+    added REAL NOT NULL,               -- when the row was last written (epoch seconds)
+    PRIMARY KEY (article_id, copy)
 )
 """
 
 SETTLE_S = 30.0  # how often a producer drops the rows storage now holds
 
 
+# A row: an article's id, and which copy of it. Every copy is kept, as the topic held
+# them: two feeds' copies of one address (the stage prefers its own site's), an edit.
+Row = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class Kept:
-    """One article as the outbox keeps it."""
+    """One copy of an article as the outbox keeps it."""
 
     article_id: str
+    copy: str
     value: bytes
     published_ms: int
     fetched_at: str | None
@@ -66,8 +75,12 @@ class Kept:
 
 def kept(articles: Iterable[RawArticle], published_ms: int) -> list[Kept]:
     """The rows for ``articles``, published (or about to be) at ``published_ms``."""
-    return [Kept(a.id, a.to_bytes(), published_ms,
-                 a.fetched_at.isoformat() if a.fetched_at else None) for a in articles]
+    rows = []
+    for article in articles:
+        value = article.to_bytes()
+        rows.append(Kept(article.id, hashlib.sha256(value).hexdigest()[:32], value, published_ms,
+                         article.fetched_at.isoformat() if article.fetched_at else None))
+    return rows
 
 
 def keeps(settings: Settings) -> bool:
@@ -75,17 +88,17 @@ def keeps(settings: Settings) -> bool:
     return settings.kafka_embedded
 
 
-def stored_ids(rows: Mapping[str, str | None], stored: Mapping[str, datetime | None]) -> list[str]:
-    """The ids of ``rows`` (id: the kept copy's fetch time) that storage holds: ``stored``
-    (id: its stored copy's fetch time, None when storage does not say) has them, with a
-    copy fetched no earlier than the kept one."""
+def stored_rows(rows: Mapping[Row, str | None], stored: Mapping[str, datetime | None]) -> list[Row]:
+    """The ``rows`` (row: the kept copy's fetch time) that storage holds: ``stored``
+    (article id: its stored copy's fetch time, None when storage does not say) has their
+    article, with a copy fetched no earlier than the kept one."""
     done = []
-    for article_id, fetched_at in rows.items():
-        if article_id not in stored:
+    for row, fetched_at in rows.items():
+        if row[0] not in stored:
             continue
-        have = stored[article_id]
+        have = stored[row[0]]
         if fetched_at is None or have is None or have >= _utc(datetime.fromisoformat(fetched_at)):
-            done.append(article_id)
+            done.append(row)
     return done
 
 
@@ -106,15 +119,14 @@ def create(conn: sqlite3.Connection) -> None:
 
 
 def add(conn: sqlite3.Connection, rows: Iterable[Kept], now: float | None = None) -> None:
-    """Keep ``rows`` (in the caller's transaction); an article kept already takes the
-    newer copy."""
+    """Keep ``rows`` (in the caller's transaction); a copy kept already (replayed again)
+    keeps its first time, and counts as written now (``forget_finished``)."""
     now = time.time() if now is None else now
     conn.executemany(
-        "INSERT INTO outbox (article_id, value, published_ms, fetched_at, added)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (article_id) DO UPDATE SET value = excluded.value,"
-        " published_ms = excluded.published_ms, fetched_at = excluded.fetched_at,"
+        "INSERT INTO outbox (article_id, copy, value, published_ms, fetched_at, added)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (article_id, copy) DO UPDATE SET"
         " added = excluded.added",
-        [(r.article_id, r.value, r.published_ms, r.fetched_at, now) for r in rows],
+        [(r.article_id, r.copy, r.value, r.published_ms, r.fetched_at, now) for r in rows],
     )
 
 
@@ -141,21 +153,19 @@ class Outbox:
             self.conn.execute("ROLLBACK")
             raise
 
-    def fetch_times(self) -> dict[str, str | None]:
-        """Every row's id and kept copy's fetch time."""
-        return dict(self.conn.execute("SELECT article_id, fetched_at FROM outbox"))
+    def fetch_times(self) -> dict[Row, str | None]:
+        """Every row's kept copy's fetch time."""
+        return {(article_id, copy): fetched_at for article_id, copy, fetched_at
+                in self.conn.execute("SELECT article_id, copy, fetched_at FROM outbox")}
 
     def rows(self) -> list[Kept]:
         """Every row, in the order first published."""
         return [Kept(*row) for row in self.conn.execute(
-            "SELECT article_id, value, published_ms, fetched_at FROM outbox"
+            "SELECT article_id, copy, value, published_ms, fetched_at FROM outbox"
             " ORDER BY published_ms, article_id")]
 
-    def drop(self, ids: list[str]) -> None:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            self.conn.execute(f"DELETE FROM outbox WHERE article_id IN ({','.join('?' * len(chunk))})",
-                              chunk)
+    def drop(self, rows: list[Row]) -> None:
+        self.conn.executemany("DELETE FROM outbox WHERE article_id = ? AND copy = ?", rows)
 
     def drop_added_before(self, when: float) -> int:
         return self.conn.execute("DELETE FROM outbox WHERE added < ?", (when,)).rowcount
@@ -185,11 +195,11 @@ def settle(settings: Settings, outbox: Outbox) -> int:
     if not rows:
         return 0
     try:
-        stored = stored_articles(settings, list(rows))
+        stored = stored_articles(settings, sorted({article_id for article_id, _ in rows}))
     except storage_errors() as exc:
         logger.debug("outbox: storage cannot be read now (%s); %d article(s) kept", exc, len(rows))
         return 0
-    done = stored_ids(rows, stored)
+    done = stored_rows(rows, stored)
     outbox.drop(done)
     return len(done)
 

@@ -18,14 +18,28 @@ from tests.records import NOW, article, header, placed
 LATER = (NOW + timedelta(hours=1)).isoformat()
 
 
-def test_an_article_counts_as_stored_with_a_copy_fetched_no_earlier_than_the_kept_one():
-    kept = {"a1": NOW.isoformat(), "a2": LATER, "a3": NOW.isoformat(), "a4": None,
-            "a5": NOW.isoformat()}
+def test_a_copy_counts_as_stored_when_storage_has_one_fetched_no_earlier():
+    kept = {("a1", "c"): NOW.isoformat(), ("a2", "c"): LATER, ("a3", "c"): NOW.isoformat(),
+            ("a4", "c"): None, ("a5", "c"): NOW.isoformat(), ("a1", "d"): LATER}
     stored = {"a1": NOW, "a2": NOW, "a4": NOW, "a5": None}
-    # a2: an edit published again, not stored yet over its first copy; a3: not stored.
-    assert outbox.stored_ids(kept, stored) == ["a1", "a4", "a5"]
+    # a2, and a1's copy d: an edit published again, not stored yet over the first copy;
+    # a3: not stored.
+    assert outbox.stored_rows(kept, stored) == [("a1", "c"), ("a4", "c"), ("a5", "c")]
     # A fetch time without an offset (an older writer's) is UTC, as storage reads it.
-    assert outbox.stored_ids({"a1": NOW.replace(tzinfo=None).isoformat()}, {"a1": NOW}) == ["a1"]
+    assert outbox.stored_rows({("a1", "c"): NOW.replace(tzinfo=None).isoformat()},
+                              {"a1": NOW}) == [("a1", "c")]
+
+
+def test_every_copy_of_an_article_is_kept_and_the_same_copy_once(tmp_path):
+    box = outbox.Outbox(tmp_path / "producer.db")
+    try:
+        edited = article(1, title="Death toll rises to 30", fetched=NOW + timedelta(hours=1))
+        box.keep(outbox.kept([article(1)], 1))
+        box.keep(outbox.kept([edited, article(1)], 2))  # (the first copy replayed again)
+        assert [(r.article_id, r.published_ms, r.value) for r in box.rows()] == [
+            ("a1", 1, article(1).to_bytes()), ("a1", 2, edited.to_bytes())]
+    finally:
+        box.close()
 
 
 def test_the_bound_is_in_megabytes_and_zero_is_none():
