@@ -132,13 +132,25 @@ def _stored_postgres(settings: Settings, ids: list[str]) -> dict[str, datetime |
                 for article_id, fetched_at in conn.execute(query, (ids,))}
 
 
-def _stored_jsonl(path: Path, ids: set[str]) -> dict[str, datetime | None]:
-    """A JSON Lines store's article places (its lines with ``assigned_at``), read whole:
-    it keeps no articles of its own, so it says no fetch time."""
+# How much of a JSON Lines store's end is read for the places of recent articles: the
+# sink only appends, and the whole file, read every 30 s, would cost a large one seconds.
+JSONL_TAIL_BYTES = 64 * 2**20
+
+
+def _stored_jsonl(path: Path, ids: set[str],
+                  tail_bytes: int = JSONL_TAIL_BYTES) -> dict[str, datetime | None]:
+    """A JSON Lines store's article places (its lines with ``assigned_at``) in its last
+    ``tail_bytes``: an article placed before them is not found (kept a while longer, and
+    published again harmlessly). It keeps no articles of its own, so it says no fetch
+    time."""
     if not path.exists():
         return {}
     found: dict[str, datetime | None] = {}
     with path.open("rb") as lines:
+        start = max(0, path.stat().st_size - tail_bytes)
+        if start:
+            lines.seek(start - 1)
+            lines.readline()  # (the rest of the line the cut fell in)
         for line in lines:
             if b'"assigned_at"' not in line:  # an incident's version
                 continue

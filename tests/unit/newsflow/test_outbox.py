@@ -78,6 +78,23 @@ def test_a_json_lines_store_holds_the_articles_it_has_a_place_for(tmp_path):
     assert stored_articles(settings, ["a1", "a2", "i1"]) == {"a1": None}
 
 
+def test_a_json_lines_store_is_read_from_its_end(tmp_path):
+    from newsflow.storage import _stored_jsonl
+
+    path = tmp_path / "incidents.jsonl"
+    sink = JsonlSink(path)
+    sink.write([placed(1, "i1", 0)])
+    first = path.stat().st_size
+    sink.write([placed(2, "i1", 1), placed(3, "i1", 2)])
+    sink.close()
+    tail = path.stat().st_size - first
+    assert _stored_jsonl(path, {"a1", "a2", "a3"}, tail) == {"a2": None, "a3": None}
+    # A cut inside a line leaves that line out, not read as half of one.
+    assert _stored_jsonl(path, {"a1", "a2", "a3"}, tail - 1) == {"a3": None}
+    assert _stored_jsonl(path, {"a1", "a2", "a3"}, first + tail) == {
+        "a1": None, "a2": None, "a3": None}
+
+
 def test_kept_with_the_entries_marked_seen_and_settled_against_storage(tmp_path):
     settings = sqlite_settings(tmp_path)
     state = StateStore(settings.producer_state_file)
