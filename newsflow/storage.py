@@ -1,9 +1,11 @@
-"""What every role may know of storage without opening it: the errors it raises and the
-names messages give it.
+"""What every role may know of storage without the sinks' code: the errors it raises, the
+names messages give it, and which articles it holds.
 
 The sinks write and read storage (the back ends and the factory choosing one are in
 ``sinks/``); the processors read their window from it at a rebuild and must tell a store
 that is down, which they wait for, from one a setting makes unusable, which stops them.
+The producers' outbox asks which of the articles it keeps storage holds
+(``stored_articles``), reading the sinks' schema directly.
 """
 
 from __future__ import annotations
