@@ -875,6 +875,10 @@ class ProducerMetrics:
         )
         self.feeds = r.gauge("newsflow_feeds_active", "Feeds being polled")
         self.failing = r.gauge("newsflow_feeds_failing", "Feeds whose last poll failed")
+        self.outbox_articles = r.gauge(
+            "newsflow_outbox_articles",
+            "Articles published to the embedded broker that storage does not hold yet")
+        self.outbox_bytes = r.gauge("newsflow_outbox_bytes", "Their bytes in the producers' state file")
 
     def count(self, result: PollResult, refused: Container[str] = ()) -> None:
         update = result.update
@@ -1047,6 +1051,8 @@ class ProducerLoop:
         (new entries stay unseen in their feeds) until storage takes some."""
         outbox.settle(self.settings, kept)
         count, size = kept.size()
+        self.metrics.outbox_articles.set(count)
+        self.metrics.outbox_bytes.set(size)
         full = outbox.over_bound(size, self.settings.outbox_max_mb)
         if full and not self.outbox_full:
             logger.warning(

@@ -1070,6 +1070,8 @@ def test_the_loop_keeps_what_it_publishes_and_past_the_outbox_bound_polls_nothin
         run_poll(loop, state)  # storage holds none of them: nothing new is polled
         assert published == ["id-0", "id-1", "id-2"]
         assert "past NEWSFLOW_OUTBOX_MAX_MB" in caplog.text
+        assert loop.metrics.outbox_articles.value() == 3
+        assert loop.metrics.outbox_bytes.value() == sum(len(story(n).to_bytes()) for n in range(3))
         sink = SQLiteSink(settings.sqlite_file)  # storage takes them
         sink.write([*(story(n) for n in range(3)),
                     *(placed(0, "i1", n).model_copy(update={"article": placed(0, "i1", n).article
