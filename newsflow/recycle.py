@@ -29,12 +29,14 @@ import base64
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from threading import Event
 from typing import TYPE_CHECKING, Any
 
+from newsflow import outbox
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import (
     DrainError,
@@ -157,15 +159,23 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
         return False
     if stop.is_set():
         return False  # the broker stops with the service: the saved letters come back at start
+    checked = time.time()
     if not all_read(settings, groups):
         logger.warning("more was published while the consumers stopped: broker recycle postponed")
         start_again(consumers + producers)
         return False
+    try:  # (what was published before the check is finished: stored, or dead-lettered)
+        outbox.forget_finished(settings, checked)
+    except sqlite3.Error as exc:  # kept: published again at a start, harmlessly
+        logger.warning("could not clear the outbox: %s", exc)
     broker.stop()
     broker.start()
     ensure_topics(settings)
     on_restart()
     restore_dead_letters(settings)
+    # (None, unless a replay from outside sent more after the check: that went with the
+    # old broker.)
+    outbox.republish(settings)
     start_again(consumers + producers)
     logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
                 (broker.memory_bytes() or 0) // 2**20)
@@ -273,10 +283,10 @@ def carried_merges(settings: Settings) -> Path:
     return settings.data_dir / "merges.carried.jsonl"
 
 
-def save_for_next_start(settings: Settings, drained: bool) -> None:
+def save_for_next_start(settings: Settings, drained: bool) -> bool:
     """Before the embedded broker stops with the service: its dead letters and, unless the
-    processors and the sink finished everything (``drained``, and still so now), the raw
-    articles they did not and the merges the sink did not store, saved for
+    processors and the sink finished everything (``drained``, and still so now: then
+    True), the raw articles they did not and the merges the sink did not store, saved for
     ``restore_saved`` at the next start. (The letters on their own: one that cannot be read
     does not cost the other.)"""
     try:
@@ -290,21 +300,23 @@ def save_for_next_start(settings: Settings, drained: bool) -> None:
     if drained and all_read(settings, drain_groups(settings)):
         path.unlink(missing_ok=True)  # all finished, those carried over last time too
         carried_merges(settings).unlink(missing_ok=True)
-        return
+        return True
     try:
         unfinished = unfinished_article_ids(settings)
         saved = save_unfinished_articles(settings, unfinished)
         merges = save_unstored_merges(settings, unfinished)
     except Exception as exc:  # noqa: BLE001
         logger.error("could not save the articles the processors and the sink had not"
-                     " finished (%s): they are lost with the embedded broker", exc)
-        return
+                     " finished (%s): those the publishers kept are published again at"
+                     " the next start, the rest are lost with the embedded broker", exc)
+        return False
     if saved:
         logger.warning("%d raw article message(s) not finished by the processors and the sink"
                        " saved to %s: they are processed again at the next start", saved, path)
     if merges:
         logger.warning("%d merged incident(s) whose last version the sink had not stored"
                        " saved to %s: stored at the next start", merges, carried_merges(settings))
+    return False
 
 
 def unfinished_article_ids(settings: Settings) -> set[str]:
@@ -385,12 +397,14 @@ def retires_incident(message: Message, unfinished: set[str]) -> bool:
         name for name in removed if isinstance(name, str))
 
 
-def restore_saved(settings: Settings) -> None:
+def restore_saved(settings: Settings) -> set[str]:
     """At the embedded broker's start, before the children: what the last stop (or a
-    recycle cut short) saved. The articles' file stays until the next stop has either
-    seen them finished or saved what is not (a broker that dies first takes nothing with
-    it: they are published again, and an article the stage has seen changes nothing)."""
+    recycle cut short) saved; returns the ids of the articles published again. The
+    articles' file stays until the next stop has either seen them finished or saved what
+    is not (a broker that dies first takes nothing with it: they are published again, and
+    an article the stage has seen changes nothing)."""
     restore_dead_letters(settings)
+    published: set[str] = set()
     for path, topic, what in (
         (carried_articles(settings), settings.topic_raw, "raw article message(s)"),
         (carried_merges(settings), settings.topic_incidents, "merged incident version(s)"),
@@ -403,7 +417,10 @@ def restore_saved(settings: Settings) -> None:
                 # With the time it was first published: the cluster stage decides in that order.
                 publisher.send(topic, message.key, message.value, headers=message.headers,
                                timestamp_ms=message.timestamp if message.timestamp >= 0 else None)
+                if topic == settings.topic_raw and message.key is not None:
+                    published.add(message.key.decode("utf-8", "replace"))
         logger.info("published again %d %s the last stop saved", len(messages), what)
+    return published
 
 
 def saved_files(settings: Settings) -> list[Path]:

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from pathlib import Path
 from threading import Event
 from typing import IO
 
-from newsflow import recycle
+from newsflow import outbox, recycle
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import drain_groups, wait_drained
 from newsflow.kafka import Publisher, Stopped, admin_client, ensure_topics, unless_stopped
@@ -41,6 +42,7 @@ from newsflow.metrics import (
     textfile_name,
 )
 from newsflow.processes import process_runs, process_started, spawn, stop_with_parent, terminate
+from newsflow.schemas import RawArticle
 from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
@@ -219,8 +221,10 @@ def replay_seeds(settings: Settings) -> int:
     if not settings.seeds_dir.is_dir():
         logger.warning("no seeds folder at %s; nothing replayed", settings.seeds_dir)
         return 0
+    sent: list[tuple[RawArticle, int]] = []
     with Publisher(settings, client_id="newsflow-seed-replay") as publisher:
-        stats = replay(read_articles([settings.seeds_dir]), publisher.publish_article)
+        stats = replay(read_articles([settings.seeds_dir]), publisher.publish_article, sent=sent)
+    outbox.keep_sent(settings, sent)
     logger.info("replayed %d seed article(s) from %s", stats.published, settings.seeds_dir)
     return stats.published
 
@@ -262,7 +266,9 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
     try:
         ensure_topics(settings)
         if broker is not None:
-            recycle.restore_saved(settings)  # left by the last stop, or a recycle cut short
+            carried = recycle.restore_saved(settings)  # left by the last stop, or a recycle cut short
+            # What the publishers kept and storage lacks: all that a killed broker took.
+            outbox.republish(settings, skip=carried)
         elif saved := recycle.saved_files(settings):
             # Saved from an embedded broker: not for a real cluster's topics.
             logger.warning("left as they are (an embedded broker's, not for %s): %s",
@@ -339,11 +345,21 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             child.stop(timeout_s=20.0)
         if broker is not None:
             if broker.alive():  # (it forgets everything: the next start writes this back)
-                recycle.save_for_next_start(settings, drained)
+                checked = time.time()
+                if recycle.save_for_next_start(settings, drained):
+                    forget_finished(settings, checked)
             broker.stop()
         settings.runfile.unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return exit_code
+
+
+def forget_finished(settings: Settings, before: float) -> None:
+    """The outbox rows written before ``before``: their articles are finished."""
+    try:
+        outbox.forget_finished(settings, before)
+    except sqlite3.Error as exc:  # kept: published again at the next start, harmlessly
+        logger.warning("could not clear the outbox in %s: %s", settings.producer_state_file, exc)
 
 
 def sink_pause_note(settings: Settings) -> str | None:

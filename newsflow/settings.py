@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     # How long a stop waits for the processors and the sink to finish what was published;
     # with the embedded broker, what they leave is carried over to the next start.
     stop_drain_s: float = Field(default=60.0, ge=0)
+    # With the embedded broker, the most the producers keep on disk of what storage has not
+    # taken yet (newsflow/outbox.py); past it they poll nothing new until storage takes some.
+    outbox_max_mb: float = Field(default=1024.0, ge=0)
     # Blank is the default: to bind(), "" is every interface, the page open to the network.
     web_host: Annotated[str, BlankIsDefault] = "127.0.0.1"
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port

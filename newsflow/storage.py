@@ -1,14 +1,19 @@
-"""What every role may know of storage without opening it: the errors it raises and the
-names messages give it.
+"""What every role may know of storage without the sinks' code: the errors it raises, the
+names messages give it, and which articles it holds.
 
 The sinks write and read storage (the back ends and the factory choosing one are in
 ``sinks/``); the processors read their window from it at a rebuild and must tell a store
 that is down, which they wait for, from one a setting makes unusable, which stops them.
+The producers' outbox asks which of the articles it keeps storage holds
+(``stored_articles``), reading the sinks' schema directly.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
 
 from newsflow.settings import Settings
 
@@ -72,3 +77,96 @@ def store_setting(settings: Settings) -> str:
     if settings.sink == "postgres":
         return "NEWSFLOW_POSTGRES_DSN"
     return "NEWSFLOW_JSONL_PATH" if settings.jsonl_path else "NEWSFLOW_DATA_DIR"
+
+
+def stored_articles(settings: Settings, ids: list[str]) -> dict[str, datetime | None]:
+    """Which of ``ids`` storage holds, each with its stored copy's fetch time (None when
+    storage does not say): those with a place in an incident, which the processors
+    rebuild their window from (an article stored without one yet, its place lost with the
+    broker, would never get one). Read directly, as a reader of the schema: the producers
+    ask it without the sinks' code. A store that does not exist yet holds none; one that
+    cannot be read raises one of ``storage_errors()``."""
+    if not ids:
+        return {}
+    if settings.sink == "sqlite":
+        return _stored_sqlite(settings.sqlite_file, ids)
+    if settings.sink == "postgres":
+        return _stored_postgres(settings, ids)
+    return _stored_jsonl(settings.jsonl_file, set(ids))
+
+
+_STORED_QUERY = ("SELECT ia.article_id, a.fetched_at FROM incident_articles ia"
+                 " LEFT JOIN articles a ON a.id = ia.article_id WHERE ia.article_id IN ({})")
+
+
+def _stored_sqlite(path: Path, ids: list[str]) -> dict[str, datetime | None]:
+    if not path.exists():
+        return {}
+    found: dict[str, datetime | None] = {}
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if "incident_articles" not in tables:  # created, not yet given its schema
+            return {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for article_id, fetched_at in conn.execute(
+                    _STORED_QUERY.format(",".join("?" * len(chunk))), chunk):
+                found[article_id] = _utc(fetched_at)
+    finally:
+        conn.close()
+    return found
+
+
+def _stored_postgres(settings: Settings, ids: list[str]) -> dict[str, datetime | None]:
+    if settings.postgres_dsn is None:
+        raise StoreMisconfigured("sink is postgres but NEWSFLOW_POSTGRES_DSN is not set (or empty)")
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise MissingExtra("the PostgreSQL sink needs psycopg: pip install 'newsflow[postgres]'") from exc
+    query = _STORED_QUERY.format("SELECT unnest(%s::text[])")
+    with psycopg.connect(settings.postgres_dsn.get_secret_value(), connect_timeout=5) as conn:
+        table = conn.execute("SELECT to_regclass('incident_articles')").fetchone()
+        if table is None or table[0] is None:  # created, not yet given its schema
+            return {}
+        return {article_id: _utc(fetched_at)
+                for article_id, fetched_at in conn.execute(query, (ids,))}
+
+
+# How much of a JSON Lines store's end is read for the places of recent articles: the
+# sink only appends, and the whole file, read every 30 s, would cost a large one seconds.
+JSONL_TAIL_BYTES = 64 * 2**20
+
+
+def _stored_jsonl(path: Path, ids: set[str],
+                  tail_bytes: int = JSONL_TAIL_BYTES) -> dict[str, datetime | None]:
+    """A JSON Lines store's article places (its lines with ``assigned_at``) in its last
+    ``tail_bytes``: an article placed before them is not found (kept a while longer, and
+    published again harmlessly). It keeps no articles of its own, so it says no fetch
+    time."""
+    if not path.exists():
+        return {}
+    found: dict[str, datetime | None] = {}
+    with path.open("rb") as lines:
+        start = max(0, path.stat().st_size - tail_bytes)
+        if start:
+            lines.seek(start - 1)
+            lines.readline()  # (the rest of the line the cut fell in)
+        for line in lines:
+            if b'"assigned_at"' not in line:  # an incident's version
+                continue
+            try:
+                article_id = json.loads(line)["article"]["id"]
+            except (ValueError, KeyError, TypeError):
+                continue  # (a partial last line: the sink cuts it off)
+            if article_id in ids:
+                found[article_id] = None
+    return found
+
+
+def _utc(value: str | datetime | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from newsflow.schemas import utc_from_epoch
+from newsflow.schemas import RawArticle, utc_from_epoch
 from newsflow.settings import Settings
 from newsflow.text import plain
 
@@ -106,6 +106,7 @@ def poll_counts(result: PollResult, max_entries: int) -> str:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow import outbox
     from newsflow.kafka import Publisher, PublishError, bootstrap_servers
     from producers.replay import is_replay_file, parse_time, read_articles, replay
 
@@ -124,10 +125,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     publisher = Publisher(settings, client_id="newsflow-replay")
     failure: PublishError | None = None
     unconfirmed = 0
+    sent: list[tuple[RawArticle, int]] = []
     try:
         stats = replay(
             articles, publisher.publish_article, rate=args.rate,
-            progress=not args.quiet and sys.stderr.isatty(), total=len(articles),
+            progress=not args.quiet and sys.stderr.isatty(), total=len(articles), sent=sent,
         )
     except PublishError as exc:  # a send refused: the articles after it were not sent
         failure = exc
@@ -137,6 +139,9 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         except PublishError as exc:
             failure = exc
             unconfirmed = publisher.sent if exc.undelivered is None else exc.undelivered
+        # Kept, those unconfirmed too, for `newsflow run` to publish again should its
+        # embedded broker die before storage holds them (newsflow/outbox.py).
+        outbox.keep_sent(settings, sent)
     if failure is not None:
         confirmed = publisher.sent - unconfirmed
         print(f"newsflow replay: error: {confirmed} of {len(articles)} article(s) confirmed"

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from newsflow import outbox
 from newsflow.kafka import MessageTooLargeError, Stopped, any_broker_answers, unless_stopped
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import (
@@ -874,6 +875,10 @@ class ProducerMetrics:
         )
         self.feeds = r.gauge("newsflow_feeds_active", "Feeds being polled")
         self.failing = r.gauge("newsflow_feeds_failing", "Feeds whose last poll failed")
+        self.outbox_articles = r.gauge(
+            "newsflow_outbox_articles",
+            "Articles published to the embedded broker that storage does not hold yet")
+        self.outbox_bytes = r.gauge("newsflow_outbox_bytes", "Their bytes in the producers' state file")
 
     def count(self, result: PollResult, refused: Container[str] = ()) -> None:
         update = result.update
@@ -923,8 +928,13 @@ class ProducerLoop:
         refresh: Callable[[], None] | None = None,
         cut_short: Callable[[], None] | None = None,
         broker_gone: Callable[[], bool] | None = None,
+        kept: outbox.Outbox | None = None,
     ) -> None:
         self.settings = settings
+        # With the embedded broker: what it was given is kept until storage holds it, and
+        # past NEWSFLOW_OUTBOX_MAX_MB of it nothing new is polled (newsflow/outbox.py).
+        self.kept = kept
+        self.outbox_full = False
         self.state = state
         self.poller = poller
         self.publish = publish
@@ -956,6 +966,7 @@ class ProducerLoop:
         executor = ThreadPoolExecutor(self.workers, thread_name_prefix="poll")
         last_summary = last_refresh = last_renewal = time.monotonic()
         last_prune = -math.inf  # at the start too: a producer restarted daily never reached 24 h
+        last_settle = -math.inf
         try:
             while not stop.is_set():
                 try:
@@ -984,7 +995,10 @@ class ProducerLoop:
                         self.state.renew_leases(
                             self.owner, [f.id for f in inflight.values()], lease_s=self.lease_s
                         )
-                    free = self.workers * 2 - len(inflight)
+                    if self.kept is not None and now - last_settle > outbox.SETTLE_S:
+                        last_settle = now
+                        self._settle_outbox(self.kept)
+                    free = 0 if self.outbox_full else self.workers * 2 - len(inflight)
                     if free > 0:
                         claimed = self.state.claim_due(
                             self.owner, limit=free, lease_s=self.lease_s,
@@ -1031,6 +1045,24 @@ class ProducerLoop:
             # returns: wait for it (the process would wait for the thread at exit anyway).
             executor.shutdown(wait=True)
             self.metrics_path.unlink(missing_ok=True)
+
+    def _settle_outbox(self, kept: outbox.Outbox) -> None:
+        """Drop what storage holds now from the outbox; past its bound, poll nothing new
+        (new entries stay unseen in their feeds) until storage takes some."""
+        outbox.settle(self.settings, kept)
+        count, size = kept.size()
+        self.metrics.outbox_articles.set(count)
+        self.metrics.outbox_bytes.set(size)
+        full = outbox.over_bound(size, self.settings.outbox_max_mb)
+        if full and not self.outbox_full:
+            logger.warning(
+                "%d article(s) published (%d MB) are not in storage yet, past"
+                " NEWSFLOW_OUTBOX_MAX_MB (%g): polling nothing new until storage takes them"
+                " (new entries wait in their feeds, unseen)", count, size // 2**20,
+                self.settings.outbox_max_mb)
+        elif self.outbox_full and not full:
+            logger.info("storage took what the producers published: polling again")
+        self.outbox_full = full
 
     def _write_metrics(self) -> None:
         self._metrics_written = time.monotonic()
@@ -1096,6 +1128,7 @@ class ProducerLoop:
         if not results:
             return
         articles = [(result, article) for result in results for article in result.articles]
+        sent_ms = int(time.time() * 1000)
         try:
             refused = publish_all([a for _, a in articles], self.publish, self.flush)
         except Exception as exc:
@@ -1119,6 +1152,8 @@ class ProducerLoop:
                 result.feed.id, self.owner, result.update,
                 new_keys=result.new_keys, present_keys=result.present_keys,
                 versions=result.versions, refetched=result.refetched,
+                kept=outbox.kept([a for a in result.articles if a.id not in refused], sent_ms)
+                if self.kept is not None else (),
             )
             self.polled += 1
             self.metrics.count(result, refused)
@@ -1204,15 +1239,18 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
             settings, state, fetch_pages=settings.fetch_pages, stop=stop
         )
         watcher = _FeedsFileWatcher(state, settings.feeds_file)
+        kept = outbox.Outbox(settings.producer_state_file) if outbox.keeps(settings) else None
         loop = ProducerLoop(
             settings, state=state, poller=poller,
             publish=publisher.publish_article, flush=publisher.flush,
             refresh=watcher.check, cut_short=pool.close,
-            broker_gone=lambda: _left_without_broker(settings),
+            broker_gone=lambda: _left_without_broker(settings), kept=kept,
         )
         try:
             loop.run(stop)
         finally:
+            if kept is not None:
+                kept.close()
             pool.close()
             fetcher.close()
             try:
@@ -1330,15 +1368,19 @@ def poll_once(
                     break
             results = [poll.result() for poll in polls]
         articles = [(result, article) for result in results for article in result.articles]
+        sent_ms = int(time.time() * 1000)
         refused = publish_all([a for _, a in articles], emit, flush)
         for result, article in articles:
             if article.id in refused:
                 log_refused(article, result.feed.url, refused[article.id])
+        keeping = not own_state and outbox.keeps(settings)  # (sent to the embedded broker)
         for result in results:
             store.record(
                 result.feed.id, None, result.update,
                 new_keys=result.new_keys, present_keys=result.present_keys,
                 versions=result.versions, refetched=result.refetched,
+                kept=outbox.kept([a for a in result.articles if a.id not in refused], sent_ms)
+                if keeping else (),
             )
     finally:
         extracting.close()

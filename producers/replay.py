@@ -180,8 +180,10 @@ def replay(
     rate: float | None = None,
     progress: bool = False,
     total: int | None = None,
+    sent: list[tuple[RawArticle, int]] | None = None,
 ) -> ReplayStats:
-    """Publish each article with ``publish(article)``, paced at ``rate`` per second."""
+    """Publish each article with ``publish(article)``, paced at ``rate`` per second;
+    each one handed over is added to ``sent`` with its time (ms), for the outbox."""
     stats = ReplayStats()
     started = time.monotonic()
     items: Iterable[RawArticle] = articles
@@ -198,6 +200,8 @@ def replay(
                     time.sleep(delay)
             publish(article)
             stats.published += 1
+            if sent is not None:
+                sent.append((article, int(time.time() * 1000)))
     except KeyboardInterrupt:  # what was published so far still goes out, and is counted
         stats.interrupted = True
     stats.seconds = time.monotonic() - started

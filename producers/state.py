@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from newsflow import outbox
 from newsflow.sqlite_wal import enable_wal
 
 SCHEMA = """
@@ -329,6 +330,7 @@ class StateStore:
             _migrate_feed_pauses(self._conn)
             _migrate_feed_sites(self._conn)
             _migrate_seen_versions(self._conn)
+            outbox.create(self._conn)
 
     def close(self) -> None:
         with self._lock:
@@ -577,9 +579,11 @@ class StateStore:
         present_keys: Iterable[str] = (),
         versions: Mapping[str, EntryVersion] | None = None,
         refetched: Mapping[str, EntryVersion | None] | None = None,
+        kept: Iterable[outbox.Kept] = (),
         now: float | None = None,
     ) -> None:
-        """Write a poll's outcome and mark its entries as seen, in one transaction.
+        """Write a poll's outcome and mark its entries as seen, in one transaction, with
+        its articles ``kept`` in the outbox until storage holds them (``newsflow.outbox``).
 
         ``versions``: what the listing's entries say (kept for the new ones, and for those
         seen before the state kept it). ``refetched``: entries whose page was fetched again
@@ -590,6 +594,7 @@ class StateStore:
         where = "WHERE id = ?" + (" AND (lease_owner = ? OR lease_owner IS NULL)" if owner else "")
         row = (feed_id, owner) if owner else (feed_id,)
         with self._tx() as conn:
+            outbox.add(conn, kept, now)
             if update.paused_host is not None:  # not fetched: nothing of the feed's changed
                 conn.execute(
                     "UPDATE feeds SET next_poll = ?, paused_host = ?, paused_until = ?,"

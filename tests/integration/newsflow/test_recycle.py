@@ -229,3 +229,32 @@ def test_a_merge_whose_articles_the_sink_has_not_placed_is_left_to_be_decided_ag
         publisher.send(settings.topic_incidents, "i2", retired.to_bytes())
     save_for_next_start(settings, drained=False)
     assert not carried_merges(settings).exists()
+
+
+def test_what_the_outbox_keeps_is_published_again_with_its_first_time_but_once(
+    make_settings,
+) -> None:
+    """At the embedded broker's start: the articles storage lacks, with the time they were
+    first published; not those the last stop carried over, already published again."""
+    from newsflow import outbox
+    from tests.records import article
+
+    settings = make_settings(kafka_embedded=True)
+    ensure_topics(settings)
+    kept = [(article(1), BASE_MS), (article(2), BASE_MS + 10), (article(3), BASE_MS + 20)]
+    outbox.keep_sent(settings, kept)
+    assert outbox.republish(settings, skip={"a2"}) == 2
+    back = read_topic(settings, settings.topic_raw)
+    assert sorted((m.timestamp, m.key, m.value) for m in back) == [
+        (BASE_MS, b"a1", article(1).to_bytes()), (BASE_MS + 20, b"a3", article(3).to_bytes())]
+
+
+def test_only_a_stop_that_found_everything_finished_says_so(make_settings) -> None:
+    """Its word lets the outbox forget what was published before it."""
+    settings = make_settings()
+    ensure_topics(settings)
+    published(settings, 3)
+    assert not save_for_next_start(settings, drained=True)  # (no stage has read them)
+    read_by_every_stage(settings)
+    assert not save_for_next_start(settings, drained=False)
+    assert save_for_next_start(settings, drained=True)

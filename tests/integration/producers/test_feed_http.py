@@ -1703,3 +1703,27 @@ def test_a_stop_mid_extraction_ends_the_page_after_the_grace_not_its_time_bound(
         pool.close()
         runner.join(150)
         rig.close()
+
+
+def test_a_one_off_poll_to_the_embedded_broker_keeps_what_it_publishes(server, tmp_path):
+    """`newsflow poll --once` against `newsflow run`'s broker: its articles are kept in the
+    outbox with the entries it marks seen (a killed run publishes them again); with
+    `--stdout` (no state) or to a real Kafka, nothing is kept."""
+    from newsflow import outbox
+
+    url = server.url("/gen/oneoff.xml?entries=2")
+    for embedded, kept in ((False, 0), (True, 2)):
+        settings = Settings(fetch_allow_private=True, host_delay_s=0.0, fetch_pages=False,
+                            data_dir=tmp_path / str(embedded), kafka_embedded=embedded)
+        state = StateStore(settings.producer_state_file)
+        try:
+            out: list[RawArticle] = []
+            poll_once(settings, [url], emit=out.append, fetch_pages=False, state=state)
+            poll_once(settings, [url], emit=out.append, fetch_pages=False)  # (--stdout)
+        finally:
+            state.close()
+        box = outbox.Outbox(settings.producer_state_file)
+        try:
+            assert sorted(r.article_id for r in box.rows()) == sorted(a.id for a in out[:kept])
+        finally:
+            box.close()

@@ -1047,3 +1047,39 @@ def test_binary_data_is_told_from_a_page_s_text():
         assert not binary_data("地震速报：".encode(codec) * 500)
     assert binary_data(bytes(100_000) + page)  # (NULs read in any width are no text)
     assert all(binary_data(random.Random(seed).randbytes(1000)) for seed in range(200))
+
+
+def test_the_loop_keeps_what_it_publishes_and_past_the_outbox_bound_polls_nothing_new(
+        tmp_path, state, caplog):
+    from newsflow import outbox
+    from sinks.sqlite import SQLiteSink
+    from tests.records import header, placed
+
+    # About 100 bytes: the three articles of one poll pass it.
+    settings = Settings(data_dir=tmp_path / "var", kafka_embedded=True, outbox_max_mb=0.0001)
+    box = outbox.Outbox(tmp_path / "state.db")
+    published: list[str] = []
+    loop = ProducerLoop(settings, state=state, poller=FakePoller(per_poll=3),  # type: ignore[arg-type]
+                        publish=lambda a: published.append(a.id), flush=lambda: None,
+                        workers=1, kept=box)
+    state.upsert_feed("https://news.example/feed", origin="config")
+    try:
+        run_poll(loop, state)
+        assert published == ["id-0", "id-1", "id-2"]
+        assert [r.article_id for r in box.rows()] == published
+        run_poll(loop, state)  # storage holds none of them: nothing new is polled
+        assert published == ["id-0", "id-1", "id-2"]
+        assert "past NEWSFLOW_OUTBOX_MAX_MB" in caplog.text
+        assert loop.metrics.outbox_articles.value() == 3
+        assert loop.metrics.outbox_bytes.value() == sum(len(story(n).to_bytes()) for n in range(3))
+        sink = SQLiteSink(settings.sqlite_file)  # storage takes them
+        sink.write([*(story(n) for n in range(3)),
+                    *(placed(0, "i1", n).model_copy(update={"article": placed(0, "i1", n).article
+                      .model_copy(update={"id": f"id-{n}"})}) for n in range(3)),
+                    header("i1", 1, 3)])
+        sink.close()
+        run_poll(loop, state)
+        assert published[3:] == ["id-3", "id-4", "id-5"]
+        assert [r.article_id for r in box.rows()] == published[3:]
+    finally:
+        box.close()

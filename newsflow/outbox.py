@@ -1,0 +1,253 @@
+"""Articles published to the embedded broker, kept on disk until storage holds them.
+
+The embedded broker keeps nothing on disk: a `newsflow run` killed (SIGKILL, the
+out-of-memory killer, a power cut) loses what it held, and while storage is down that is
+everything published meanwhile. So newsflow's own publishers keep a copy of each raw
+article they publish to it in the ``outbox`` table of the producers' state file
+(``producer.db``): the feed producers in the transaction that marks its entry seen,
+``newsflow replay`` (and the seeds' replay) before it sends. A row goes once
+
+- storage holds the article: it has a place in an incident (what the processors rebuild
+  their window from), and a copy fetched no earlier than the row's (an edit published
+  again is not stored with its first copy); checked by the producer every
+  ``SETTLE_S`` and by `newsflow run` at its start (``newsflow.storage.stored_articles``);
+- or a stop (or a recycle of the broker) found the processors and the sink finished
+  with everything published: a row written before that is stored, or dead-lettered (the
+  dead letters are kept across stops), and waiting would keep a poison article for ever.
+
+At the embedded broker's start `newsflow run` publishes the rows storage does not hold
+again, with the time they were first published (the cluster stage decides in that
+order); an article published twice changes nothing (the cluster stage takes a copy it has
+seen as seen, the sinks' writes are upserts).
+
+On a real Kafka nothing is kept: acks=all there makes what the producer was told is
+delivered survive a broker's crash, and the topic keeps it while storage is down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import time
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from newsflow.schemas import RawArticle
+from newsflow.settings import Settings
+from newsflow.sqlite_wal import enable_wal
+from newsflow.storage import storage_errors, stored_articles
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    article_id TEXT NOT NULL,
+    copy TEXT NOT NULL,                -- which copy of it (a digest of its bytes)
+    value BLOB NOT NULL,               -- the raw article as published
+    published_ms INTEGER NOT NULL,     -- its record's time (kept when published again)
+    fetched_at TEXT,                   -- the copy's fetch time (ISO 8601)
+    added REAL NOT NULL,               -- when the row was last written (epoch seconds)
+    PRIMARY KEY (article_id, copy)
+)
+"""
+
+SETTLE_S = 30.0  # how often a producer drops the rows storage now holds
+
+
+# A row: an article's id, and which copy of it. Every copy is kept, as the topic held
+# them: two feeds' copies of one address (the stage prefers its own site's), an edit.
+Row = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One copy of an article as the outbox keeps it."""
+
+    article_id: str
+    copy: str
+    value: bytes
+    published_ms: int
+    fetched_at: str | None
+
+
+def kept(articles: Iterable[RawArticle], published_ms: int) -> list[Kept]:
+    """The rows for ``articles``, published (or about to be) at ``published_ms``."""
+    rows = []
+    for article in articles:
+        value = article.to_bytes()
+        rows.append(Kept(article.id, hashlib.sha256(value).hexdigest()[:32], value, published_ms,
+                         article.fetched_at.isoformat() if article.fetched_at else None))
+    return rows
+
+
+def keeps(settings: Settings) -> bool:
+    """Whether publishers keep their articles: only for the embedded broker."""
+    return settings.kafka_embedded
+
+
+def stored_rows(rows: Mapping[Row, str | None], stored: Mapping[str, datetime | None]) -> list[Row]:
+    """The ``rows`` (row: the kept copy's fetch time) that storage holds: ``stored``
+    (article id: its stored copy's fetch time, None when storage does not say) has their
+    article, with a copy fetched no earlier than the kept one."""
+    done = []
+    for row, fetched_at in rows.items():
+        if row[0] not in stored:
+            continue
+        have = stored[row[0]]
+        if fetched_at is None or have is None or have >= _utc(datetime.fromisoformat(fetched_at)):
+            done.append(row)
+    return done
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def over_bound(size_bytes: int, max_mb: float) -> bool:
+    """Whether the outbox holds more than ``max_mb`` (0: no bound)."""
+    return max_mb > 0 and size_bytes > max_mb * 2**20
+
+
+# -- the table, in a connection of the caller's (the producer's state) or its own ------
+
+
+def create(conn: sqlite3.Connection) -> None:
+    conn.execute(SCHEMA)
+
+
+def add(conn: sqlite3.Connection, rows: Iterable[Kept], now: float | None = None) -> None:
+    """Keep ``rows`` (in the caller's transaction); a copy kept already (replayed again)
+    keeps its first time, and counts as written now (``forget_finished``)."""
+    now = time.time() if now is None else now
+    conn.executemany(
+        "INSERT INTO outbox (article_id, copy, value, published_ms, fetched_at, added)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (article_id, copy) DO UPDATE SET"
+        " added = excluded.added",
+        [(r.article_id, r.copy, r.value, r.published_ms, r.fetched_at, now) for r in rows],
+    )
+
+
+class Outbox:
+    """The outbox of a state file, in a connection of its own (the supervisor, replay)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        enable_wal(self.conn)
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        create(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def keep(self, rows: list[Kept]) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            add(self.conn, rows)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def fetch_times(self) -> dict[Row, str | None]:
+        """Every row's kept copy's fetch time."""
+        return {(article_id, copy): fetched_at for article_id, copy, fetched_at
+                in self.conn.execute("SELECT article_id, copy, fetched_at FROM outbox")}
+
+    def rows(self) -> list[Kept]:
+        """Every row, in the order first published."""
+        return [Kept(*row) for row in self.conn.execute(
+            "SELECT article_id, copy, value, published_ms, fetched_at FROM outbox"
+            " ORDER BY published_ms, article_id")]
+
+    def drop(self, rows: list[Row]) -> None:
+        self.conn.executemany("DELETE FROM outbox WHERE article_id = ? AND copy = ?", rows)
+
+    def drop_added_before(self, when: float) -> int:
+        return self.conn.execute("DELETE FROM outbox WHERE added < ?", (when,)).rowcount
+
+    def size(self) -> tuple[int, int]:
+        """Rows kept, and their bytes."""
+        count, size = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(value)), 0) FROM outbox").fetchone()
+        return int(count), int(size)
+
+
+def keep_sent(settings: Settings, sent: list[tuple[RawArticle, int]]) -> None:
+    """Keep what a replay sent (each article with its time), with the embedded broker."""
+    if not sent or not keeps(settings):
+        return
+    outbox = Outbox(settings.producer_state_file)
+    try:
+        outbox.keep([row for article, ms in sent for row in kept([article], ms)])
+    finally:
+        outbox.close()
+
+
+def settle(settings: Settings, outbox: Outbox) -> int:
+    """Drop the rows storage holds; how many. Storage that cannot be read now drops none
+    (said at DEBUG: the sink says it is down, and the rows wait)."""
+    rows = outbox.fetch_times()
+    if not rows:
+        return 0
+    try:
+        stored = stored_articles(settings, sorted({article_id for article_id, _ in rows}))
+    except storage_errors() as exc:
+        logger.debug("outbox: storage cannot be read now (%s); %d article(s) kept", exc, len(rows))
+        return 0
+    done = stored_rows(rows, stored)
+    outbox.drop(done)
+    return len(done)
+
+
+def republish(settings: Settings, skip: Collection[str] = ()) -> int:
+    """At the embedded broker's start: publish again the articles storage does not hold
+    (but ``skip``, published again already), with their first times; how many. A state
+    file that cannot be read now (locked by a producer elsewhere, a full disk) is said,
+    and keeps them for a later start."""
+    try:
+        return _republish(settings, skip)
+    except sqlite3.Error as exc:
+        logger.error("could not read the outbox in %s (%s): what it keeps is published again"
+                     " at a later start", settings.producer_state_file, exc)
+        return 0
+
+
+def _republish(settings: Settings, skip: Collection[str]) -> int:
+    from newsflow.kafka import Publisher
+
+    path = settings.producer_state_file
+    if not path.exists():
+        return 0
+    outbox = Outbox(path)
+    try:
+        settle(settings, outbox)
+        skipped = set(skip)
+        rows = [r for r in outbox.rows() if r.article_id not in skipped]
+        if rows:
+            with Publisher(settings, client_id="newsflow-outbox") as publisher:
+                for row in rows:
+                    publisher.send(settings.topic_raw, row.article_id, row.value,
+                                   timestamp_ms=row.published_ms)
+            logger.warning("published again %d article(s) that storage did not hold when the"
+                           " embedded broker last stopped (kept in %s)", len(rows), path)
+        return len(rows)
+    finally:
+        outbox.close()
+
+
+def forget_finished(settings: Settings, before: float) -> None:
+    """The processors and the sink finished everything published before ``before``
+    (epoch seconds): the rows written until then are stored or dead-lettered."""
+    path = settings.producer_state_file
+    if not path.exists():
+        return
+    outbox = Outbox(path)
+    try:
+        outbox.drop_added_before(before)
+    finally:
+        outbox.close()
