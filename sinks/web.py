@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
-from newsflow.storage import SchemaOutdated, storage_errors, store_name
+from newsflow.storage import SchemaOutdated, StoreNotAnswering, storage_errors, store_name
 from newsflow.text import counted, noun, plain
 from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
 from sinks.jsonl import SearchUnsupported
@@ -687,6 +687,11 @@ class Handler(BaseHTTPRequestHandler):
         except busy_errors() as exc:
             logger.warning("GET %s: %s", path, exc)
             self._error(503, BUSY, api=path.startswith("/api/"))
+        except StoreNotAnswering as exc:
+            # Left open: the connections cut are replaced, and a reopening would close the
+            # pool under the other requests using it.
+            logger.warning("GET %s: %s", path, exc)
+            self._error(503, f"storage not answering: {exc.why}", api=path.startswith("/api/"))
         except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)
             self.server.stores.reset()  # reopened on the next request (the database may move)
@@ -742,6 +747,9 @@ class Handler(BaseHTTPRequestHandler):
             elif isinstance(exc, busy_errors()):
                 logger.info("readiness: %s", exc)
                 answer = f"not ready: {store} is busy, all its connections in use"
+            elif isinstance(exc, StoreNotAnswering):
+                logger.info("readiness: %s", exc)
+                answer = f"not ready: {store} is not answering: {exc.why}"
             elif isinstance(exc, storage_errors()):
                 logger.info("readiness: store unavailable: %s", exc)
                 self.server.stores.reset()
@@ -765,6 +773,9 @@ class Handler(BaseHTTPRequestHandler):
                 metrics.store.set(getattr(counts, kind), kind=kind)
         except busy_errors() as exc:
             logger.info("metrics: store busy: %s", exc)  # (up, but its counts are not read)
+        except StoreNotAnswering as exc:
+            logger.info("metrics: %s", exc)
+            metrics.store_up.set(0)
         except storage_errors() as exc:
             logger.info("metrics: store unavailable: %s", exc)
             self.server.stores.reset()
