@@ -41,7 +41,7 @@ from newsflow.storage import SchemaOutdated, StoreNotAnswering, storage_errors, 
 from newsflow.text import counted, noun, plain
 from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
 from sinks.jsonl import SearchUnsupported
-from sinks.models import Store
+from sinks.models import Position, Store
 from sinks.rows import SearchWithoutWords
 
 logger = logging.getLogger(__name__)
@@ -372,6 +372,20 @@ def _offset(query: dict[str, str]) -> int:
     return int(offset)
 
 
+def _after(query: dict[str, str]) -> Position | None:
+    """``after`` of the incidents API: a ``cursor`` of an earlier answer's incident; the
+    listing goes on strictly after it."""
+    cursor = query.get("after")
+    if cursor is None:
+        return None
+    if "offset" in query:
+        raise BadRequest("after and offset do not go together: give one")
+    try:
+        return Position.of_cursor(cursor)
+    except ValueError as exc:
+        raise BadRequest(f"after: {exc}") from None
+
+
 class _StoreHolder:
     """Opens the store on first use and again after a failure (the database may be
     down when the web service starts, or, under `newsflow run`, not yet created or
@@ -660,7 +674,7 @@ class Handler(BaseHTTPRequestHandler):
                 hours, source = self._window(query)
                 found = self._store().list_incidents(
                     since=timedelta(hours=hours), source=source,
-                    limit=_limit(query), offset=_offset(query),
+                    limit=_limit(query), offset=_offset(query), after=_after(query),
                 )
                 self._json([s.to_dict() for s in found])
             elif INCIDENT_PATH.fullmatch(path):
