@@ -3,7 +3,7 @@
     /                   incidents of the last hours, newest first (updates live)
     /incident/<id>      an incident: timeline of articles, sources, why each joined
     /search?q=...       full-text search
-    /api/incidents      JSON (hours, source, limit, offset); /api/incidents/<id>; /api/search?q=
+    /api/incidents      JSON (hours, source, limit, after or offset); /api/incidents/<id>; /api/search?q=
     /healthz /readyz    liveness; readiness (the store answers)
     /metrics            Prometheus: every service's metrics file plus storage figures
 
