@@ -305,3 +305,48 @@ def test_a_read_that_runs_past_the_bound_is_stopped_by_the_server(
         assert [s.id for s in store.list_incidents()] == ["i1"]
     finally:
         store.close()
+
+
+def _waiting_on_a_lock(conn: Any) -> bool:
+    return bool(conn.execute("SELECT count(*) FROM pg_stat_activity"
+                             " WHERE wait_event_type = 'Lock'").fetchone()[0])
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_read_command_held_up_exits_saying_what_postgresql_did(
+    freezable_server: FreezableServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], freeze: bool,
+) -> None:
+    """`newsflow incidents` waiting on a lock (a migration's, here another session's),
+    and the server frozen meanwhile or not: it waited for ever. It now exits 1 saying that
+    the server stopped the read at the bound (5 s here), or, frozen, that it did not
+    answer within the bound and 2 s."""
+    from newsflow.cli import main
+
+    dsn, _ = _frozen_store(freezable_server)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", dsn)
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_READ_TIMEOUT_S", "5")
+    with psycopg.connect(dsn) as locker:
+        locker.execute("LOCK TABLE incidents IN ACCESS EXCLUSIVE MODE")
+        answer: list[int] = []
+        command = threading.Thread(target=lambda: answer.append(main(["incidents"])),
+                                   daemon=True)
+        command.start()
+        try:
+            with psycopg.connect(dsn, autocommit=True) as watcher:
+                wait_for(lambda: _waiting_on_a_lock(watcher), timeout_s=10,
+                         what="the command waiting on the lock")
+            if freeze:
+                freezable_server.freeze()
+            command.join(30)
+        finally:
+            freezable_server.thaw()
+        locker.rollback()
+    assert answer == [1], "the command still waits"
+    told = capsys.readouterr().err.rstrip().splitlines()[-1]  # (after the pool's warning)
+    assert told.startswith("newsflow incidents: error: PostgreSQL at 127.0.0.1"), told
+    assert told.endswith(
+        "PostgreSQL did not answer within 7 s" if freeze
+        else "PostgreSQL stopped a read that ran past 5 s (statement_timeout)"), told
