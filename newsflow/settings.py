@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # costliest legitimate transaction measured, 1,000 stored articles of 200,000
     # characters each given a new text, took 51 s here (new ones 26 s).
     postgres_write_timeout_s: float = Field(default=180.0, gt=0, le=86400.0)
+    # How long a read (a command, the web page, the processors' window rebuild) waits for
+    # PostgreSQL to answer one query, or one part of a long one's rows; also the server's
+    # statement_timeout on the readers' connections. A frozen server answers nothing and
+    # no TCP setting notices; the slowest read measured, a search of 29 common words, took
+    # 0.6 s on 3,661 articles and grows with the store.
+    postgres_read_timeout_s: float = Field(default=30.0, gt=0, le=86400.0)
     jsonl_path: Annotated[Path | None, BlankIsDefault] = None  # <data_dir>/incidents.jsonl
 
     # Producers.

@@ -22,6 +22,15 @@ class SinkUnavailable(RuntimeError):  # noqa: N818 - a condition the caller wait
     """The store cannot be written now; retry the same batch later."""
 
 
+class StoreNotAnswering(SinkUnavailable):
+    """The store did not answer a read within its bound (a frozen server), or stopped a
+    read that ran past it; ``why`` says which, and the bound (naming no setting)."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"{where}: {why}")
+        self.why = why
+
+
 class StoreMisconfigured(RuntimeError):  # noqa: N818 - a condition, like SinkUnavailable
     """The settings name a store that cannot be used (a path that cannot be created or
     opened, a role or database that does not exist, a malformed DSN): waiting will not

@@ -26,7 +26,7 @@ from newsflow.schemas import Incident, IncidentMember, IncidentVersion, RawArtic
 from newsflow.storage import SinkUnavailable, StoreMisconfigured
 from newsflow.text import counted
 from sinks.base import BatchingSink, Record, split
-from sinks.models import Counts, IncidentDetail, IncidentSummary, SearchHit, Store
+from sinks.models import Counts, IncidentDetail, IncidentSummary, Position, SearchHit, Store
 
 logger = logging.getLogger(__name__)
 
@@ -261,10 +261,10 @@ class JsonlStore(Store):
 
     def list_incidents(
         self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
-        offset: int = 0,
+        offset: int = 0, after: Position | None = None,
     ) -> list[IncidentSummary]:
         self._catch_up()
-        return self._store.list_incidents(since, source, limit, offset)
+        return self._store.list_incidents(since, source, limit, offset, after)
 
     def get_incident(self, incident_id: str) -> IncidentDetail | None:
         self._catch_up()

@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from newsflow.schemas import Explanation, Incident, RawArticle
 from newsflow.text import counted
+
+
+class Position(NamedTuple):
+    """Where an incident sits in the listing (newest activity first, then by id): its
+    sort key, which a page's ``after`` continues strictly after."""
+
+    active_at: datetime
+    id: str
+
+    def cursor(self) -> str:
+        """As the API hands it out: opaque to the client (base64url of a JSON pair)."""
+        text = json.dumps([self.active_at.isoformat(), self.id], ensure_ascii=False)
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @classmethod
+    def of_cursor(cls, cursor: str) -> Position:
+        """The position a ``cursor`` names; ValueError when it names none."""
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            active_at, incident_id = json.loads(raw)
+            at = datetime.fromisoformat(active_at)
+        except (binascii.Error, UnicodeDecodeError, TypeError, ValueError) as exc:
+            raise ValueError("not a cursor of this listing") from exc
+        if not isinstance(incident_id, str) or at.tzinfo is None:
+            raise ValueError("not a cursor of this listing")
+        return cls(at, incident_id)
 
 
 @dataclass(frozen=True)
@@ -25,8 +54,11 @@ class IncidentSummary:
     sources: tuple[str, ...] = ()
     agencies: tuple[str, ...] = ()
     outlets: tuple[str, ...] = ()
+    # Its place in the listing (list_incidents sets it): the next page's ``after``.
+    position: Position | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        cursor = {} if self.position is None else {"cursor": self.position.cursor()}
         return {
             "id": self.id,
             "version": self.version,
@@ -40,6 +72,7 @@ class IncidentSummary:
             "sources": list(self.sources),
             "agencies": list(self.agencies),
             "outlets": list(self.outlets),
+            **cursor,
         }
 
 
@@ -152,7 +185,7 @@ class Store(Protocol):
 
     def list_incidents(
         self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
-        offset: int = 0,
+        offset: int = 0, after: Position | None = None,
     ) -> list[IncidentSummary]: ...
 
     def get_incident(self, incident_id: str) -> IncidentDetail | None: ...

@@ -18,16 +18,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from newsflow.schemas import MAX_TITLE_CHARS
-from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured
+from newsflow.storage import (
+    SchemaOutdated,
+    SinkUnavailable,
+    StoreMisconfigured,
+    StoreNotAnswering,
+)
 from newsflow.text import LAO_KHMER_MYANMAR
 from sinks.base import (
     BatchingSink,
@@ -87,6 +93,14 @@ LOCK_TIMEOUT_S = 5
 # How long the sink waits for PostgreSQL to finish one transaction of a write (or to
 # answer a connection's check) before it gives up on it (settings.postgres_write_timeout_s).
 WRITE_TIMEOUT_S = 180.0
+# How long a read waits for PostgreSQL to answer one query (settings.postgres_read_timeout_s):
+# the server's own statement_timeout stops a query that runs longer, and the watchdog
+# (below) cuts the connection READ_MARGIN_S later, when the server did not even say that
+# (frozen). A read that starts the store's connection waits CONNECT_TIMEOUT_S for it.
+READ_TIMEOUT_S = 30.0
+READ_MARGIN_S = 2.0
+# The rows a stream (the processors' window) reads from its cursor per answer waited for.
+STREAM_ROWS = 500
 # How long a write in flight may still take once the sink is told to stop; a write begun
 # later than that after the stop is not tried.
 STOP_GRACE_S = 2.0
@@ -325,6 +339,8 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
+_T = TypeVar("_T")
+
 
 def _unavailable(exc: Exception) -> SinkUnavailable:
     return SinkUnavailable(f"postgres: {type(exc).__name__}: {str(exc).strip()[:300]}")
@@ -374,16 +390,20 @@ def connection_options(dsn: str) -> dict[str, Any]:
 
 def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow",
               check: Callable[[psycopg.Connection[Any]], None] = ConnectionPool.check_connection,
-              ) -> ConnectionPool:
+              settings: str = "") -> ConnectionPool:
     """A pool that does not wait for the database: connections are made on demand, and
-    a connection that died with a database restart is checked (``check``) and replaced."""
+    a connection that died with a database restart is checked (``check``) and replaced.
+    ``settings``: more server settings of its connections (``-c name=value ...``)."""
+    kwargs = connection_options(dsn)
+    if settings:
+        kwargs["options"] = f"{kwargs['options']} {settings}"
     return ConnectionPool(
         dsn,
         min_size=1,
         max_size=max_size,
         name=name,
         open=True,
-        kwargs=connection_options(dsn),
+        kwargs=kwargs,
         check=check,
         reconnect_timeout=0,  # keep trying for ever; the caller decides how long to wait
     )
@@ -598,7 +618,7 @@ def open_database(dsn: str, *, migrate_schema: bool = True,
             " `newsflow db upgrade` as a role that may (the schema's owner)") from exc
     except psycopg.Error as exc:
         if watchdog is not None and watchdog.cut:
-            raise SinkUnavailable(f"{describe_dsn(dsn)}: {watchdog.cut}") from exc
+            raise StoreNotAnswering(describe_dsn(dsn), watchdog.cut) from exc
         if why := unreachable(dsn, exc):
             raise SinkUnavailable(f"{describe_dsn(dsn)}: {why}") from exc
         reason = _hide_password(" ".join(str(exc).split()), dsn)
@@ -1001,16 +1021,31 @@ ICU_READS = replace(READS, lower='lower({} COLLATE "und-x-icu")')
 
 
 class PostgresStore(SQLReader):
-    """Read API over PostgreSQL, on its own small pool (safe to share between threads)."""
+    """Read API over PostgreSQL, on its own small pool (safe to share between threads).
+
+    Each answer the store waits for is bounded (``read_timeout_s``), as the sink's writes
+    are: a query that runs longer on a live server is stopped by the server itself
+    (statement_timeout, the connection kept); a frozen server, which answers nothing,
+    has the connection cut by the sink's ``Watchdog`` ``READ_MARGIN_S`` later. Either
+    raises ``StoreNotAnswering`` saying so."""
 
     dialect = READS
 
-    def __init__(self, dsn: str, *, migrate_schema: bool = True) -> None:
+    def __init__(self, dsn: str, *, migrate_schema: bool = True,
+                 read_timeout_s: float = READ_TIMEOUT_S) -> None:
         """``migrate_schema``: create or upgrade the schema, as the sink does (the
         services); else only check it (the read commands)."""
+        self._where = describe_dsn(dsn)
+        self._read_timeout_s = read_timeout_s
+        # Why the last answer waited for did not come (None once one came): the pool's
+        # wait for a connection then ends in that, not in "busy".
+        self._unanswered: str | None = None
         # A clear error, naming the server, when it cannot be used.
-        open_database(dsn, migrate_schema=migrate_schema)
-        self._pool = make_pool(dsn, max_size=4, name="newsflow-store")
+        open_database(dsn, migrate_schema=migrate_schema,
+                      watchdog=Watchdog(read_timeout_s + READ_MARGIN_S))
+        self._pool = make_pool(
+            dsn, max_size=4, name="newsflow-store", check=self._check,
+            settings=f"-c statement_timeout={max(1, round(read_timeout_s * 1000))}")
         try:
             with self._session() as fetch:
                 if fetch("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'", ()):
@@ -1019,23 +1054,71 @@ class PostgresStore(SQLReader):
             self._pool.close()  # (its threads would retry the server for ever)
             raise
 
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        # (The pool's check of an idle connection: a read's first answer.)
+        watchdog = Watchdog(self._read_timeout_s + READ_MARGIN_S)
+        try:
+            with watchdog.guard(conn):
+                ConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            if watchdog.cut:
+                self._unanswered = watchdog.cut
+            raise
+
+    def _answer(self, conn: psycopg.Connection[Any], call: Callable[[], _T]) -> _T:
+        """``call``'s one exchange with the server on ``conn``, its wait bounded."""
+        watchdog = Watchdog(self._read_timeout_s + READ_MARGIN_S)
+        try:
+            with watchdog.guard(conn):
+                answer = call()
+        except psycopg.errors.QueryCanceled as exc:
+            if "statement timeout" not in str(exc):
+                raise
+            raise StoreNotAnswering(
+                self._where, f"PostgreSQL stopped a read that ran past {self._read_timeout_s:g} s"
+                " (statement_timeout)") from exc
+        except psycopg.Error as exc:
+            if watchdog.cut:
+                self._unanswered = watchdog.cut
+                raise StoreNotAnswering(self._where, watchdog.cut) from exc
+            raise
+        self._unanswered = None
+        return answer
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                try:
+                    yield conn
+                finally:
+                    # The transaction ends here, its wait bounded: the pool's own end of it
+                    # would wait on the server unbounded. (Reads: rolled back.)
+                    if conn.info.transaction_status in (TransactionStatus.INTRANS,
+                                                        TransactionStatus.INERROR):
+                        self._answer(conn, conn.rollback)
+        except PoolTimeout as exc:
+            if self._unanswered is not None:  # (not busy: the server answers nothing)
+                raise StoreNotAnswering(self._where, self._unanswered) from exc
+            raise
+
     @contextmanager
     def _session(self) -> Iterator[Fetch]:
-        with (self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn,
-              conn.cursor(row_factory=dict_row) as cur):
+        with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             def fetch(sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-                cur.execute(sql, params)  # type: ignore[arg-type]
+                self._answer(conn, lambda: cur.execute(sql, params))  # type: ignore[arg-type]
                 return cur.fetchall()
 
             yield fetch
 
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[dict[str, Any]]:
-        with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
-            # A cursor on the server: the rows come in parts, not all at once.
-            cursor = conn.cursor(name="newsflow_stream", row_factory=dict_row)
-            with conn.transaction(), cursor as cur:
-                cur.execute(sql, params)  # type: ignore[arg-type]
-                yield from cur
+        with self._connection() as conn:
+            # A cursor on the server: the rows come in parts, not all at once, each part's
+            # answer bounded. (Closed by the transaction's end.)
+            cur = conn.cursor(name="newsflow_stream", row_factory=dict_row)
+            self._answer(conn, lambda: cur.execute(sql, params))  # type: ignore[arg-type]
+            while rows := self._answer(conn, lambda: cur.fetchmany(STREAM_ROWS)):
+                yield from rows
 
     def moved_to(self, incident_id: str) -> list[tuple[str, int]]:
         with self._session() as fetch:

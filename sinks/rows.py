@@ -25,7 +25,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -57,6 +57,7 @@ from sinks.models import (
     IncidentArticleView,
     IncidentDetail,
     IncidentSummary,
+    Position,
     SearchHit,
     Store,
     VersionInfo,
@@ -590,6 +591,13 @@ def _explanation(value: Any) -> Explanation | None:
     return Explanation.model_validate(_json(value)) if value else None
 
 
+def position(row: Row) -> Position:
+    """An incident row's place in the listing."""
+    at = parse_ts(row["active_at"])
+    assert at is not None  # (NOT NULL)
+    return Position(at, row["id"])
+
+
 def member_view(m: Row) -> IncidentArticleView:
     """A member row joined with its stored article (url, published, agencies)."""
     return IncidentArticleView(
@@ -722,11 +730,18 @@ class SQLReader(Store, ABC):
 
     def list_incidents(
         self, since: timedelta | None = None, source: str | None = None, limit: int = 50,
-        offset: int = 0,
+        offset: int = 0, after: Position | None = None,
     ) -> list[IncidentSummary]:
+        """Live incidents, newest activity first. ``after``: those strictly after that
+        position (keyset paging: rows that moved meanwhile shift no other row, as they
+        shift an ``offset``)."""
         dialect, mark = self.dialect, self.dialect.mark
         where = ["i.merged_into IS NULL"]
         params: list[Any] = []
+        if after is not None:
+            where.append(f"(i.active_at < {mark} OR (i.active_at = {mark} AND i.id > {mark}))")
+            at = dialect.adapt(after.active_at)
+            params += [at, at, after.id]
         if since is not None:
             where.append(f"i.active_at >= {mark}")
             params.append(dialect.adapt(datetime.now(UTC) - since))
@@ -752,7 +767,8 @@ class SQLReader(Store, ABC):
                     ORDER BY i.active_at DESC, i.id LIMIT {mark} OFFSET {mark}""",
                 [*params, int(limit), int(offset)],
             )
-            return self._summaries(fetch, rows)
+            return [replace(summary, position=position(row))
+                    for summary, row in zip(self._summaries(fetch, rows), rows, strict=True)]
 
     def _summaries(self, fetch: Fetch, rows: list[Row]) -> list[IncidentSummary]:
         members: dict[str, list[Row]] = {r["id"]: [] for r in rows}

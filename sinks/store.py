@@ -61,7 +61,8 @@ def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
         return SQLiteStore(settings.sqlite_file, migrate_schema=migrate_schema)
     if settings.sink == "postgres":
         return _postgres_module().PostgresStore(  # type: ignore[no-any-return]
-            _dsn(settings), migrate_schema=migrate_schema)
+            _dsn(settings), migrate_schema=migrate_schema,
+            read_timeout_s=settings.postgres_read_timeout_s)
     if settings.sink == "jsonl":
         from sinks.jsonl import load_jsonl_store
 

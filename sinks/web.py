@@ -3,7 +3,7 @@
     /                   incidents of the last hours, newest first (updates live)
     /incident/<id>      an incident: timeline of articles, sources, why each joined
     /search?q=...       full-text search
-    /api/incidents      JSON (hours, source, limit, offset); /api/incidents/<id>; /api/search?q=
+    /api/incidents      JSON (hours, source, limit, after or offset); /api/incidents/<id>; /api/search?q=
     /healthz /readyz    liveness; readiness (the store answers)
     /metrics            Prometheus: every service's metrics file plus storage figures
 
@@ -37,11 +37,11 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
-from newsflow.storage import SchemaOutdated, storage_errors, store_name
+from newsflow.storage import SchemaOutdated, StoreNotAnswering, storage_errors, store_name
 from newsflow.text import counted, noun, plain
 from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
 from sinks.jsonl import SearchUnsupported
-from sinks.models import Store
+from sinks.models import Position, Store
 from sinks.rows import SearchWithoutWords
 
 logger = logging.getLogger(__name__)
@@ -372,6 +372,20 @@ def _offset(query: dict[str, str]) -> int:
     return int(offset)
 
 
+def _after(query: dict[str, str]) -> Position | None:
+    """``after`` of the incidents API: a ``cursor`` of an earlier answer's incident; the
+    listing goes on strictly after it."""
+    cursor = query.get("after")
+    if cursor is None:
+        return None
+    if "offset" in query:
+        raise BadRequest("after and offset do not go together: give one")
+    try:
+        return Position.of_cursor(cursor)
+    except ValueError as exc:
+        raise BadRequest(f"after: {exc}") from None
+
+
 class _StoreHolder:
     """Opens the store on first use and again after a failure (the database may be
     down when the web service starts, or, under `newsflow run`, not yet created or
@@ -660,7 +674,7 @@ class Handler(BaseHTTPRequestHandler):
                 hours, source = self._window(query)
                 found = self._store().list_incidents(
                     since=timedelta(hours=hours), source=source,
-                    limit=_limit(query), offset=_offset(query),
+                    limit=_limit(query), offset=_offset(query), after=_after(query),
                 )
                 self._json([s.to_dict() for s in found])
             elif INCIDENT_PATH.fullmatch(path):
@@ -687,6 +701,11 @@ class Handler(BaseHTTPRequestHandler):
         except busy_errors() as exc:
             logger.warning("GET %s: %s", path, exc)
             self._error(503, BUSY, api=path.startswith("/api/"))
+        except StoreNotAnswering as exc:
+            # Left open: the connections cut are replaced, and a reopening would close the
+            # pool under the other requests using it.
+            logger.warning("GET %s: %s", path, exc)
+            self._error(503, f"storage not answering: {exc.why}", api=path.startswith("/api/"))
         except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)
             self.server.stores.reset()  # reopened on the next request (the database may move)
@@ -742,6 +761,9 @@ class Handler(BaseHTTPRequestHandler):
             elif isinstance(exc, busy_errors()):
                 logger.info("readiness: %s", exc)
                 answer = f"not ready: {store} is busy, all its connections in use"
+            elif isinstance(exc, StoreNotAnswering):
+                logger.info("readiness: %s", exc)
+                answer = f"not ready: {store} is not answering: {exc.why}"
             elif isinstance(exc, storage_errors()):
                 logger.info("readiness: store unavailable: %s", exc)
                 self.server.stores.reset()
@@ -765,6 +787,9 @@ class Handler(BaseHTTPRequestHandler):
                 metrics.store.set(getattr(counts, kind), kind=kind)
         except busy_errors() as exc:
             logger.info("metrics: store busy: %s", exc)  # (up, but its counts are not read)
+        except StoreNotAnswering as exc:
+            logger.info("metrics: %s", exc)
+            metrics.store_up.set(0)
         except storage_errors() as exc:
             logger.info("metrics: store unavailable: %s", exc)
             self.server.stores.reset()

@@ -6,18 +6,23 @@ other tests' connections)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.settings import Settings
+from newsflow.storage import StoreNotAnswering
 from sinks.store import open_store
 from tests.integration.conftest import PG_BIN, PostgresServer
 from tests.integration.sinks.test_postgres_sink import (
@@ -27,7 +32,7 @@ from tests.integration.sinks.test_postgres_sink import (
     sink_thread,
     wait_for,
 )
-from tests.records import incident
+from tests.records import article, incident
 
 pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg")
@@ -162,3 +167,186 @@ def test_a_stop_while_the_server_is_frozen_ends_the_sink_within_seconds(
     wait_for(lambda: committed(settings) == 10, timeout_s=60, what="the rest stored")
     assert count(dsn, "SELECT count(*) FROM incident_versions") == 10
     assert again.stop() == 0
+
+
+def _frozen_store(freezable_server: FreezableServer) -> tuple[str, Settings]:
+    dsn = freezable_server.create_database()
+    settings = Settings(sink="postgres", postgres_dsn=dsn, postgres_read_timeout_s=1)
+    open_store(settings).close()  # the schema
+    _store_incident(dsn)
+    return dsn, settings
+
+
+def _store_incident(dsn: str) -> None:
+    from sinks.postgres import PostgresSink
+
+    sink = PostgresSink(dsn)
+    sink.open()
+    sink.write([article(1), incident("i1", 1, [1])])
+    sink.close()
+
+
+def _within(seconds: float, call: Callable[[], Any]) -> Any:
+    """``call``'s answer (or what it raised), which must come within ``seconds``."""
+    answer: list[Any] = []
+
+    def run() -> None:
+        try:
+            answer.append(call())
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            answer.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert answer, f"no answer within {seconds} s"
+    return answer[0]
+
+
+def test_reads_on_a_frozen_server_give_up_saying_so_and_work_once_thawed(
+    freezable_server: FreezableServer,
+) -> None:
+    """A store whose server froze after it connected: every read (the commands', the
+    page's) waited for ever. Each now gives up past the read bound (1 s here, the
+    watchdog 2 s later), saying PostgreSQL did not answer within 3 s, and reads again
+    once the server is back."""
+    _, settings = _frozen_store(freezable_server)
+    store = open_store(settings, migrate_schema=False)
+    try:
+        assert [s.id for s in store.list_incidents()] == ["i1"]
+        freezable_server.freeze()
+        try:
+            for read in (store.list_incidents, lambda: store.get_incident("i1"),
+                         lambda: list(store.recent_articles(datetime(2000, 1, 1, tzinfo=UTC)))):
+                started = time.monotonic()
+                failed = _within(30, read)
+                took = time.monotonic() - started
+                print(f"gave up after {took:.1f} s: {failed}")
+                assert isinstance(failed, StoreNotAnswering), failed
+                assert failed.why == "PostgreSQL did not answer within 3 s", failed
+                assert took < 12
+        finally:
+            freezable_server.thaw()
+        assert [s.id for s in _within(30, store.list_incidents)] == ["i1"]
+    finally:
+        store.close()
+
+
+def test_the_window_rebuild_on_a_frozen_server_gives_up_as_for_storage_down(
+    freezable_server: FreezableServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The processors read their window from storage before they start; with the server
+    frozen after the store connected, that read waited for ever and the stages never
+    started. It now fails past the bound and the rebuild goes on from the tables alone,
+    as when storage is down."""
+    from processors.app import stored_window
+
+    _, settings = _frozen_store(freezable_server)
+    store = open_store(settings)
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    assert len(list(store.recent_articles(since))) == 1
+
+    def loader() -> tuple[list[Any], list[Any]]:
+        return [a for a, _, _ in store.recent_articles(since)], []
+
+    freezable_server.freeze()
+    try:
+        with caplog.at_level("ERROR", logger="processors.app"):
+            assert _within(30, lambda: stored_window(loader)) == ([], [])
+    finally:
+        freezable_server.thaw()
+        store.close()
+    assert "PostgreSQL did not answer within 3 s" in caplog.text
+
+
+def test_the_page_on_a_frozen_server_answers_503_saying_so_and_recovers(
+    freezable_server: FreezableServer, tmp_path: Path,
+) -> None:
+    """The page's pooled connections waited for ever on a frozen server (503 "storage
+    busy" for every request meanwhile). A request now gets 503 saying PostgreSQL did not
+    answer within the bound, and the page answers again once the server is back."""
+    from tests.integration.sinks.test_web import get, serving
+
+    dsn, _ = _frozen_store(freezable_server)
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=dsn,
+                        postgres_read_timeout_s=1, web_port=0)
+    with serving(settings) as srv:
+        assert get(srv.url + "api/incidents")[0] == 200
+        freezable_server.freeze()
+        try:
+            for _ in range(2):  # (the second from a connection the first did not use)
+                status, _, body = _within(30, lambda: get(srv.url + "api/incidents"))
+                assert (status, json.loads(body)) == (
+                    503, {"error": "storage not answering: PostgreSQL did not answer within 3 s"})
+            status, _, body = _within(30, lambda: get(srv.url + "readyz"))
+            assert status == 503 and "is not answering" in body, body
+        finally:
+            freezable_server.thaw()
+        wait_for(lambda: get(srv.url + "api/incidents")[0] == 200, timeout_s=30,
+                 what="the page answering again")
+        assert [i["id"] for i in json.loads(get(srv.url + "api/incidents")[2])] == ["i1"]
+
+
+def test_a_read_that_runs_past_the_bound_is_stopped_by_the_server(
+    freezable_server: FreezableServer,
+) -> None:
+    """A slow read on a live server (here, waiting on a lock a migration would hold) held
+    its pooled connection as long as it took; the server now stops it at the bound
+    (statement_timeout) and the store says so, its connection kept."""
+    dsn, settings = _frozen_store(freezable_server)
+    store = open_store(settings, migrate_schema=False)
+    try:
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE incidents IN ACCESS EXCLUSIVE MODE")
+            failed = _within(30, store.list_incidents)
+            locker.rollback()
+        assert isinstance(failed, StoreNotAnswering), failed
+        assert failed.why == "PostgreSQL stopped a read that ran past 1 s (statement_timeout)"
+        assert [s.id for s in store.list_incidents()] == ["i1"]
+    finally:
+        store.close()
+
+
+def _waiting_on_a_lock(conn: Any) -> bool:
+    return bool(conn.execute("SELECT count(*) FROM pg_stat_activity"
+                             " WHERE wait_event_type = 'Lock'").fetchone()[0])
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_read_command_held_up_exits_saying_what_postgresql_did(
+    freezable_server: FreezableServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], freeze: bool,
+) -> None:
+    """`newsflow incidents` waiting on a lock (a migration's, here another session's),
+    and the server frozen meanwhile or not: it waited for ever. It now exits 1 saying that
+    the server stopped the read at the bound (5 s here), or, frozen, that it did not
+    answer within the bound and 2 s."""
+    from newsflow.cli import main
+
+    dsn, _ = _frozen_store(freezable_server)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", dsn)
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_READ_TIMEOUT_S", "5")
+    with psycopg.connect(dsn) as locker:
+        locker.execute("LOCK TABLE incidents IN ACCESS EXCLUSIVE MODE")
+        answer: list[int] = []
+        command = threading.Thread(target=lambda: answer.append(main(["incidents"])),
+                                   daemon=True)
+        command.start()
+        try:
+            with psycopg.connect(dsn, autocommit=True) as watcher:
+                wait_for(lambda: _waiting_on_a_lock(watcher), timeout_s=10,
+                         what="the command waiting on the lock")
+            if freeze:
+                freezable_server.freeze()
+            command.join(30)
+        finally:
+            freezable_server.thaw()
+        locker.rollback()
+    assert answer == [1], "the command still waits"
+    told = capsys.readouterr().err.rstrip().splitlines()[-1]  # (after the pool's warning)
+    assert told.startswith("newsflow incidents: error: PostgreSQL at 127.0.0.1"), told
+    assert told.endswith(
+        "PostgreSQL did not answer within 7 s" if freeze
+        else "PostgreSQL stopped a read that ran past 5 s (statement_timeout)"), told

@@ -408,3 +408,42 @@ def test_thai_snippets_show_whole_words_at_their_edges(
             assert at >= 0 and {at, at + len(shown)} <= word_ends, (query, hit.snippet)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "jsonl"])
+def test_paging_after_a_cursor_skips_no_incident_that_did_not_change(
+    backend: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """Pages by offset, while the sink writes: a merge of two incidents already read
+    moved the rest up a place, and the next page began one too far, never showing one
+    that did not change. A page after the last one read's cursor begins right after it,
+    one updated at the same time as it included."""
+    from sinks.models import Position
+
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    # Newest first; D and E updated at the same instant, in id order (as one merge's
+    # versions, a replay's): a page after D goes on with E, not with the next time.
+    minutes = {"A": 0, "B": 1, "C": 2, "D": 3, "E": 3, "F": 5}
+    store = written(settings, [incident(name, 1, [n + 1], updated=NOW - timedelta(minutes=m))
+                               for n, (name, m) in enumerate(minutes.items())])
+    try:
+        first = store.list_incidents(limit=2)
+        assert [s.id for s in first] == ["A", "B"]
+        store.close()
+        # B merged into A, which moves to the front (it is there already).
+        store = written(settings, [incident("A", 2, [1, 2], updated=NOW + timedelta(minutes=1)),
+                                   incident("B", 2, [], merged_into="A",
+                                            updated=NOW + timedelta(minutes=1))])
+        by_offset = store.list_incidents(limit=2, offset=2)
+        assert [s.id for s in by_offset] == ["D", "E"]  # (C skipped: the fault kept)
+        cursor = first[-1].to_dict()["cursor"]
+        assert isinstance(cursor, str)
+        pages = [store.list_incidents(limit=2, after=Position.of_cursor(cursor))]
+        for _ in range(2):
+            pages.append(store.list_incidents(
+                limit=2, after=Position.of_cursor(pages[-1][-1].to_dict()["cursor"]))
+                if pages[-1] else [])
+        assert [[s.id for s in page] for page in pages] == [["C", "D"], ["E", "F"], []]
+    finally:
+        store.close()
+

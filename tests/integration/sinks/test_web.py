@@ -528,6 +528,34 @@ def test_api_incident_list_pages_past_its_cap(server: NewsflowServer, tmp_path: 
         assert (status, ctype) == (400, "application/json") and "offset" in body
 
 
+def test_api_incident_list_pages_after_a_cursor(server: NewsflowServer, tmp_path: Path) -> None:
+    """Paging by offset skipped an incident that did not change when one already read was
+    merged away meanwhile. Each summary now carries a cursor, and ``after`` continues
+    strictly after it: B merged into A between two pages, C still comes next."""
+    sink = SQLiteSink(Settings(data_dir=tmp_path / "var").sqlite_file)
+
+    def version(name: str, v: int, minutes: int, merged_into: str | None = None) -> Incident:
+        return Incident(incident_id=name, version=v, title=f"Keyed {name}",
+                        updated_at=NOW - timedelta(minutes=minutes), merged_into=merged_into,
+                        articles=[IncidentArticle(id=f"k-{name}", title=f"Keyed {name}")])
+
+    sink.write([version(name, 1, 10 + n) for n, name in enumerate("ABCDEF")])
+    base = server.url + "api/incidents?hours=2&limit=3"
+    first = json.loads(get(base)[2])
+    assert [s["id"] for s in first] == ["inc-1", "A", "B"]
+    sink.write([version("A", 2, 1), version("B", 2, 1, merged_into="A")])
+    sink.close()
+    assert [s["id"] for s in json.loads(get(base + "&offset=3")[2])] == ["D", "E", "F"]
+    status, _, body = get(f"{base}&after={first[-1]['cursor']}")
+    assert status == 200
+    page = json.loads(body)
+    assert [s["id"] for s in page] == ["C", "D", "E"]
+    assert [s["id"] for s in json.loads(get(f"{base}&after={page[-1]['cursor']}")[2])] == ["F"]
+    for bad in ("nope", "W10", first[-1]["cursor"] + "&offset=1"):
+        status, ctype, body = get(f"{base}&after={bad}")
+        assert (status, ctype) == (400, "application/json") and "after" in body, body
+
+
 def test_head_answers_as_get_without_a_body_and_writes_are_refused(
     server: NewsflowServer,
 ) -> None:
