@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from newsflow.schemas import RawArticle, own_copy
+from newsflow.schemas import RawArticle, not_an_article, own_copy
 from newsflow.settings import Settings
 from newsflow.sqlite_wal import enable_wal
 from newsflow.storage import StoredCopy, storage_errors, stored_articles
@@ -76,9 +76,13 @@ class Kept:
 
 
 def kept(articles: Iterable[RawArticle], published_ms: int) -> list[Kept]:
-    """The rows for ``articles``, published (or about to be) at ``published_ms``."""
+    """The rows for ``articles``, published (or about to be) at ``published_ms``; none for
+    one that holds no article (``not_an_article``): the processors dead-letter it, storage
+    never holds it, and its row stayed for as long as the service ran."""
     rows = []
     for article in articles:
+        if not_an_article(article.id, article.title, article.text):
+            continue
         value = article.to_bytes()
         rows.append(Kept(article.id, hashlib.sha256(value).hexdigest()[:32], value, published_ms,
                          article.fetched_at.isoformat() if article.fetched_at else None))

@@ -74,6 +74,13 @@ def test_every_copy_of_an_article_is_kept_and_the_same_copy_once(tmp_path):
         box.close()
 
 
+def test_an_article_without_words_is_not_kept():
+    """The processors dead-letter it (an entry titled "—" whose page is empty): storage
+    never holds it, so its row stayed for as long as the service ran."""
+    empty = article(2, title="—", text="<br/>")
+    assert [row.article_id for row in outbox.kept([article(1), empty], 1)] == ["a1"]
+
+
 def test_the_bound_is_in_megabytes_and_zero_is_none():
     assert not outbox.over_bound(2**20, 1)
     assert outbox.over_bound(2**20 + 1, 1)
