@@ -48,19 +48,29 @@ def timed(label: str, settings: Settings, box: outbox.Outbox) -> None:
     print(f"{label}: {time.perf_counter() - start:.2f} s, {dropped} of them dropped", flush=True)
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--chars", type=int, default=6000)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def filled(settings: Settings, articles: list[RawArticle]) -> outbox.Outbox:
+    """The outbox of ``settings``, keeping ``articles`` (said)."""
+    box = outbox.Outbox(settings.producer_state_file)
+    for start in range(0, len(articles), 1000):
+        box.keep(outbox.kept(articles[start:start + 1000], 1))
+    count, size = box.size()
+    print(f"{count} rows kept, {size // 2**20} MB", flush=True)
+    return box
+
+
+def main() -> None:
+    args = arguments()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), kafka_embedded=True)
         articles = [article(n, args.chars) for n in range(args.rows)]
-        box = outbox.Outbox(settings.producer_state_file)
-        for start in range(0, len(articles), 1000):
-            box.keep(outbox.kept(articles[start:start + 1000], 1))
-        count, size = box.size()
-        print(f"{count} rows kept, {size // 2**20} MB", flush=True)
+        box = filled(settings, articles)
         sink = SQLiteSink(settings.sqlite_file)
         timed("settle, storage holding none of them", settings, box)
         start = time.perf_counter()

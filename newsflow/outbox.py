@@ -31,7 +31,7 @@ import hashlib
 import logging
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,9 +202,20 @@ class Outbox:
 
     def rows(self) -> list[Kept]:
         """Every row, in the order first published."""
-        return [Kept(*row) for row in self.conn.execute(
-            "SELECT article_id, copy, value, published_ms, fetched_at FROM outbox"
-            " ORDER BY published_ms, article_id")]
+        return list(self.each())
+
+    def each(self, batch: int = 200) -> Iterator[Kept]:
+        """Every row, in the order first published, read ``batch`` at a time: a full
+        outbox (a gigabyte) read at once stayed in the memory of `newsflow run` for its
+        life (100,000 rows of 610 MB: 1.2 GB resident after they were published again)."""
+        order = [rowid for (rowid,) in self.conn.execute(
+            "SELECT rowid FROM outbox ORDER BY published_ms, article_id")]
+        for start in range(0, len(order), batch):
+            chunk = order[start:start + batch]
+            found = {rowid: Kept(*row) for rowid, *row in self.conn.execute(
+                "SELECT rowid, article_id, copy, value, published_ms, fetched_at FROM outbox"
+                f" WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)}
+            yield from (found[rowid] for rowid in chunk if rowid in found)
 
     def drop(self, rows: list[Row]) -> None:
         self.conn.executemany("DELETE FROM outbox WHERE article_id = ? AND copy = ?", rows)
@@ -269,15 +280,20 @@ def _republish(settings: Settings, skip: Collection[str]) -> int:
     try:
         settle(settings, outbox)
         skipped = set(skip)
-        rows = [r for r in outbox.rows() if r.article_id not in skipped]
-        if rows:
+        sent = 0
+        if outbox.size()[0]:
             with Publisher(settings, client_id="newsflow-outbox") as publisher:
-                for row in rows:
-                    publisher.send(settings.topic_raw, row.article_id, row.value,
-                                   timestamp_ms=row.published_ms)
+                for row in outbox.each():
+                    if row.article_id not in skipped:
+                        publisher.send(settings.topic_raw, row.article_id, row.value,
+                                       timestamp_ms=row.published_ms)
+                        sent += 1
+                        if sent % 1000 == 0:  # (its futures are kept until a flush)
+                            publisher.flush()
+        if sent:
             logger.warning("published again %d article(s) that storage did not hold when the"
-                           " embedded broker last stopped (kept in %s)", len(rows), path)
-        return len(rows)
+                           " embedded broker last stopped (kept in %s)", sent, path)
+        return sent
     finally:
         outbox.close()
 

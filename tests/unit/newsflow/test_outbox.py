@@ -81,6 +81,21 @@ def test_an_article_without_words_is_not_kept():
     assert [row.article_id for row in outbox.kept([article(1), empty], 1)] == ["a1"]
 
 
+def test_rows_are_read_a_batch_at_a_time_in_the_order_first_published(tmp_path):
+    """Not all at once: published again at a start, a full outbox (a gigabyte) read whole
+    stayed in the memory of `newsflow run` (benchmarks/outbox_republish.py)."""
+    box = outbox.Outbox(tmp_path / "producer.db")
+    try:
+        for n in (3, 1, 5, 2, 4):
+            box.keep(outbox.kept([article(n)], 1000 + n))
+        rows = box.each(batch=2)
+        assert [next(rows).article_id, next(rows).article_id] == ["a1", "a2"]
+        box.drop([("a4", box.rows()[3].copy)])  # (read after the first batch: not seen)
+        assert [row.article_id for row in rows] == ["a3", "a5"]
+    finally:
+        box.close()
+
+
 def test_the_bound_is_in_megabytes_and_zero_is_none():
     assert not outbox.over_bound(2**20, 1)
     assert outbox.over_bound(2**20 + 1, 1)
