@@ -220,8 +220,9 @@ class Outbox:
     def drop(self, rows: list[Row]) -> None:
         self.conn.executemany("DELETE FROM outbox WHERE article_id = ? AND copy = ?", rows)
 
-    def drop_added_before(self, when: float) -> int:
-        return self.conn.execute("DELETE FROM outbox WHERE added < ?", (when,)).rowcount
+    def drop_added_before(self, when: float, since: float = 0.0) -> int:
+        return self.conn.execute("DELETE FROM outbox WHERE added < ? AND added >= ?",
+                                 (when, since)).rowcount
 
     def size(self) -> tuple[int, int]:
         """Rows kept, and their bytes."""
@@ -257,17 +258,32 @@ def settle(settings: Settings, outbox: Outbox) -> int:
     return len(done)
 
 
-def republish(settings: Settings, skip: Collection[str] = ()) -> int:
+@dataclass
+class Reach:
+    """Which rows reached the running embedded broker: those written since ``since``
+    (epoch seconds), all of them when 0. A finished stop or recycle forgets only those."""
+
+    since: float = 0.0
+
+
+def republish(settings: Settings, skip: Collection[str] = (), reach: Reach | None = None) -> int:
     """At the embedded broker's start: publish again the articles storage does not hold
     (but ``skip``, published again already), with their first times; how many. A state
     file that cannot be read now (locked by a producer elsewhere, a full disk) is said,
-    and keeps them for a later start."""
+    and keeps them for a later start: ``reach`` then says they did not reach this broker,
+    or a finished stop, the disk freed meanwhile, forgot them (lost)."""
+    started = time.time()
     try:
-        return _republish(settings, skip)
+        sent = _republish(settings, skip)
     except sqlite3.Error as exc:
         logger.error("could not read the outbox in %s (%s): what it keeps is published again"
                      " at a later start", settings.producer_state_file, exc)
+        if reach is not None:
+            reach.since = started
         return 0
+    if reach is not None:
+        reach.since = 0.0
+    return sent
 
 
 def _republish(settings: Settings, skip: Collection[str]) -> int:
@@ -298,14 +314,15 @@ def _republish(settings: Settings, skip: Collection[str]) -> int:
         outbox.close()
 
 
-def forget_finished(settings: Settings, before: float) -> None:
+def forget_finished(settings: Settings, before: float, reach: Reach | None = None) -> None:
     """The processors and the sink finished everything published before ``before``
-    (epoch seconds): the rows written until then are stored or dead-lettered."""
+    (epoch seconds): the rows written until then that reached the broker (``reach``) are
+    stored or dead-lettered."""
     path = settings.producer_state_file
     if not path.exists():
         return
     outbox = Outbox(path)
     try:
-        outbox.drop_added_before(before)
+        outbox.drop_added_before(before, since=reach.since if reach is not None else 0.0)
     finally:
         outbox.close()

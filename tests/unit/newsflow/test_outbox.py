@@ -244,3 +244,33 @@ def test_a_state_file_that_cannot_be_read_does_not_stop_the_start(tmp_path, capl
     settings.producer_state_file.mkdir(parents=True)  # (a folder where the file should be)
     assert outbox.republish(settings) == 0
     assert "could not read the outbox" in caplog.text
+
+
+def test_rows_not_published_again_at_the_start_are_not_forgotten_by_a_finished_stop(tmp_path):
+    """The state file could not be read at the broker's start (made so with a full disk:
+    'disk I/O error'), so what it kept did not reach this broker; a stop that found the
+    processors and the sink finished, the disk freed meanwhile, forgot it all the same:
+    articles storage never held were lost. It forgets what this broker had only."""
+    settings = sqlite_settings(tmp_path)
+    box = outbox.Outbox(settings.producer_state_file)
+    try:
+        box.keep(outbox.kept([article(1)], 1))  # (before the killed run ended)
+        time.sleep(0.01)
+        unreadable = Settings(data_dir=tmp_path / "var", kafka_embedded=True,
+                              producer_state_path=tmp_path / "folder")
+        (tmp_path / "folder").mkdir()
+        reach = outbox.Reach()
+        assert outbox.republish(unreadable, reach=reach) == 0
+        time.sleep(0.01)
+        box.keep(outbox.kept([article(2)], 2))  # (a producer of this run)
+        outbox.forget_finished(settings, time.time(), reach)
+        assert [r.article_id for r in box.rows()] == ["a1"]
+        # Read at a later start (a recycle's): all of them reach its broker (here, storage
+        # holds a1: none is sent).
+        sink = SQLiteSink(settings.sqlite_file)
+        sink.write([article(1), placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
+        sink.close()
+        assert outbox.republish(settings, reach=reach) == 0
+        assert reach.since == 0.0
+    finally:
+        box.close()
