@@ -107,9 +107,11 @@ def stored_articles(settings: Settings, ids: list[str]) -> dict[str, StoredCopy]
     return _stored_jsonl(settings.jsonl_file, set(ids))
 
 
-# ({} is the own_site column, or NULL in a schema older than it.)
+# ({} is the own_site column, or NULL in a schema older than it.) An article and its
+# place come from two topics, and the sink may store the place first: a place alone is
+# not the article held.
 _STORED_QUERY = ("SELECT ia.article_id, a.fetched_at, a.url, a.feed_url, {} FROM incident_articles ia"
-                 " LEFT JOIN articles a ON a.id = ia.article_id WHERE ia.article_id IN ({})")
+                 " JOIN articles a ON a.id = ia.article_id WHERE ia.article_id IN ({})")
 
 
 def _stored_copy(fetched_at: str | datetime | None, url: str | None, feed_url: str | None,

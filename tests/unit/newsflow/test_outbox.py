@@ -116,8 +116,10 @@ def test_sqlite_storage_holds_the_articles_placed_in_an_incident(tmp_path):
     assert stored_articles(settings, ["a1"]) == {}  # no database yet: none, none created
     assert not settings.sqlite_file.exists()
     sink = SQLiteSink(settings.sqlite_file)
-    # a1 and a2 stored, a1 alone placed: a2's place went with the broker.
-    sink.write([article(1), article(2), placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
+    # a1 and a2 stored, a1 alone placed: a2's place went with the broker. a3's place
+    # stored before a3 (it comes on another topic): a3's text would be lost with it.
+    sink.write([article(1), article(2), placed(1, "i1", 0), placed(3, "i1", 1),
+                header("i1", 1, 1, added=[1, 3])])
     sink.close()
     found = stored_articles(settings, ["a1", "a2", "a3"])
     assert list(found) == ["a1"]
