@@ -71,9 +71,11 @@ class Recycler:
     (with the limit and the recycles so far), and recycles the broker past the limit."""
 
     def __init__(self, broker: EmbeddedBroker, settings: Settings,
-                 on_restart: Callable[[], None] = lambda: None) -> None:
+                 on_restart: Callable[[], None] = lambda: None,
+                 reach: outbox.Reach | None = None) -> None:
         self.broker = broker
         self.settings = settings
+        self.reach = reach  # which outbox rows reached the broker (newsflow/outbox.py)
         self.on_restart = on_restart  # the broker has just started again, empty
         self.enabled = settings.embedded_broker_max_mb > 0
         self.next_check = time.monotonic() + CHECK_S
@@ -95,7 +97,8 @@ class Recycler:
         try:
             if not self.enabled or not over_limit(self.broker, self.settings):
                 return False
-            if not recycle(self.broker, self.settings, children, stop, self.on_restart):
+            if not recycle(self.broker, self.settings, children, stop, self.on_restart,
+                           self.reach):
                 self.next_check = time.monotonic() + RETRY_S
                 return False
             self.recycles.inc()
@@ -123,7 +126,8 @@ def over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:
 
 
 def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], stop: Event,
-            on_restart: Callable[[], None] = lambda: None) -> bool:
+            on_restart: Callable[[], None] = lambda: None,
+            reach: outbox.Reach | None = None) -> bool:
     """Restart the broker empty (see the module's steps); False if postponed or stopping.
     Raises if the new broker cannot be started or written to: the service must stop."""
     held = broker.memory_bytes() or 0
@@ -165,7 +169,7 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
         start_again(consumers + producers)
         return False
     try:  # (what was published before the check is finished: stored, or dead-lettered)
-        outbox.forget_finished(settings, checked)
+        outbox.forget_finished(settings, checked, reach)
     except sqlite3.Error as exc:  # kept: published again at a start, harmlessly
         logger.warning("could not clear the outbox: %s", exc)
     broker.stop()
@@ -175,7 +179,7 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
     restore_dead_letters(settings)
     # (None, unless a replay from outside sent more after the check: that went with the
     # old broker.)
-    outbox.republish(settings)
+    outbox.republish(settings, reach=reach)
     start_again(consumers + producers)
     logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
                 (broker.memory_bytes() or 0) // 2**20)

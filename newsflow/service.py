@@ -263,12 +263,13 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                     settings.kafka_bootstrap)
         return exit_code
     children: list[Child] = []
+    reach = outbox.Reach()
     try:
         ensure_topics(settings)
         if broker is not None:
             carried = recycle.restore_saved(settings)  # left by the last stop, or a recycle cut short
             # What the publishers kept and storage lacks: all that a killed broker took.
-            outbox.republish(settings, skip=carried)
+            outbox.republish(settings, skip=carried, reach=reach)
         elif saved := recycle.saved_files(settings):
             # Saved from an embedded broker: not for a real cluster's topics.
             logger.warning("left as they are (an embedded broker's, not for %s): %s",
@@ -300,7 +301,7 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                 except OSError as exc:
                     logger.warning("could not rewrite the runfile: %s", exc)
 
-            recycler = recycle.Recycler(broker, settings, on_restart=tell_others)
+            recycler = recycle.Recycler(broker, settings, on_restart=tell_others, reach=reach)
         while not stop.wait(0.5):
             if broker is not None and not broker.alive():
                 # Everything in flight lived in it; exit so the service manager restarts us
@@ -347,17 +348,18 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             if broker.alive():  # (it forgets everything: the next start writes this back)
                 checked = time.time()
                 if recycle.save_for_next_start(settings, drained):
-                    forget_finished(settings, checked)
+                    forget_finished(settings, checked, reach)
             broker.stop()
         settings.runfile.unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return exit_code
 
 
-def forget_finished(settings: Settings, before: float) -> None:
-    """The outbox rows written before ``before``: their articles are finished."""
+def forget_finished(settings: Settings, before: float, reach: outbox.Reach) -> None:
+    """The outbox rows written before ``before`` that reached the broker: their articles
+    are finished."""
     try:
-        outbox.forget_finished(settings, before)
+        outbox.forget_finished(settings, before, reach)
     except sqlite3.Error as exc:  # kept: published again at the next start, harmlessly
         logger.warning("could not clear the outbox in %s: %s", settings.producer_state_file, exc)
 

@@ -14,6 +14,7 @@ import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from newsflow.settings import Settings
 
@@ -88,13 +89,24 @@ def store_setting(settings: Settings) -> str:
     return "NEWSFLOW_JSONL_PATH" if settings.jsonl_path else "NEWSFLOW_DATA_DIR"
 
 
-def stored_articles(settings: Settings, ids: list[str]) -> dict[str, datetime | None]:
-    """Which of ``ids`` storage holds, each with its stored copy's fetch time (None when
-    storage does not say): those with a place in an incident, which the processors
-    rebuild their window from (an article stored without one yet, its place lost with the
-    broker, would never get one). Read directly, as a reader of the schema: the producers
-    ask it without the sinks' code. A store that does not exist yet holds none; one that
-    cannot be read raises one of ``storage_errors()``."""
+class StoredCopy(NamedTuple):
+    """The copy storage holds of an article placed in an incident: its fetch time, address,
+    feed and whether it speaks for its own site (``RawArticle.own_site``); None where
+    storage does not say (a JSON Lines store keeps no articles, an older schema no
+    ``own_site``)."""
+
+    fetched_at: datetime | None
+    url: str | None = None
+    feed_url: str | None = None
+    own_site: bool | None = None
+
+
+def stored_articles(settings: Settings, ids: list[str]) -> dict[str, StoredCopy]:
+    """Which of ``ids`` storage holds, each with its stored copy: those with a place in an
+    incident, which the processors rebuild their window from (an article stored without
+    one yet, its place lost with the broker, would never get one). Read directly, as a
+    reader of the schema: the producers ask it without the sinks' code. A store that does
+    not exist yet holds none; one that cannot be read raises one of ``storage_errors()``."""
     if not ids:
         return {}
     if settings.sink == "sqlite":
@@ -104,43 +116,56 @@ def stored_articles(settings: Settings, ids: list[str]) -> dict[str, datetime | 
     return _stored_jsonl(settings.jsonl_file, set(ids))
 
 
-_STORED_QUERY = ("SELECT ia.article_id, a.fetched_at FROM incident_articles ia"
-                 " LEFT JOIN articles a ON a.id = ia.article_id WHERE ia.article_id IN ({})")
+# ({} is the own_site column, or NULL in a schema older than it.) An article and its
+# place come from two topics, and the sink may store the place first: a place alone is
+# not the article held.
+_STORED_QUERY = ("SELECT ia.article_id, a.fetched_at, a.url, a.feed_url, {} FROM incident_articles ia"
+                 " JOIN articles a ON a.id = ia.article_id WHERE ia.article_id IN ({})")
 
 
-def _stored_sqlite(path: Path, ids: list[str]) -> dict[str, datetime | None]:
+def _stored_copy(fetched_at: str | datetime | None, url: str | None, feed_url: str | None,
+                 own_site: bool | int | None) -> StoredCopy:
+    return StoredCopy(_utc(fetched_at), url, feed_url, None if own_site is None else bool(own_site))
+
+
+def _stored_sqlite(path: Path, ids: list[str]) -> dict[str, StoredCopy]:
     if not path.exists():
         return {}
-    found: dict[str, datetime | None] = {}
+    found: dict[str, StoredCopy] = {}
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5.0)
     try:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         if "incident_articles" not in tables:  # created, not yet given its schema
             return {}
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(articles)")}
+        own_site = "a.own_site" if "own_site" in columns else "NULL"
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            for article_id, fetched_at in conn.execute(
-                    _STORED_QUERY.format(",".join("?" * len(chunk))), chunk):
-                found[article_id] = _utc(fetched_at)
+            for article_id, *copy in conn.execute(
+                    _STORED_QUERY.format(own_site, ",".join("?" * len(chunk))), chunk):
+                found[article_id] = _stored_copy(*copy)
     finally:
         conn.close()
     return found
 
 
-def _stored_postgres(settings: Settings, ids: list[str]) -> dict[str, datetime | None]:
+def _stored_postgres(settings: Settings, ids: list[str]) -> dict[str, StoredCopy]:
     if settings.postgres_dsn is None:
         raise StoreMisconfigured("sink is postgres but NEWSFLOW_POSTGRES_DSN is not set (or empty)")
     try:
         import psycopg
     except ImportError as exc:
         raise MissingExtra("the PostgreSQL sink needs psycopg: pip install 'newsflow[postgres]'") from exc
-    query = _STORED_QUERY.format("SELECT unnest(%s::text[])")
     with psycopg.connect(settings.postgres_dsn.get_secret_value(), connect_timeout=5) as conn:
         table = conn.execute("SELECT to_regclass('incident_articles')").fetchone()
         if table is None or table[0] is None:  # created, not yet given its schema
             return {}
-        return {article_id: _utc(fetched_at)
-                for article_id, fetched_at in conn.execute(query, (ids,))}
+        column = conn.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('articles')"
+            " AND attname = 'own_site' AND NOT attisdropped").fetchone()
+        query = _STORED_QUERY.format("a.own_site" if column else "NULL",
+                                     "SELECT unnest(%s::text[])")
+        return {article_id: _stored_copy(*copy) for article_id, *copy in conn.execute(query, (ids,))}
 
 
 # How much of a JSON Lines store's end is read for the places of recent articles: the
@@ -149,14 +174,14 @@ JSONL_TAIL_BYTES = 64 * 2**20
 
 
 def _stored_jsonl(path: Path, ids: set[str],
-                  tail_bytes: int = JSONL_TAIL_BYTES) -> dict[str, datetime | None]:
+                  tail_bytes: int = JSONL_TAIL_BYTES) -> dict[str, StoredCopy]:
     """A JSON Lines store's article places (its lines with ``assigned_at``) in its last
     ``tail_bytes``: an article placed before them is not found (kept a while longer, and
     published again harmlessly). It keeps no articles of its own, so it says no fetch
     time."""
     if not path.exists():
         return {}
-    found: dict[str, datetime | None] = {}
+    found: dict[str, StoredCopy] = {}
     with path.open("rb") as lines:
         start = max(0, path.stat().st_size - tail_bytes)
         if start:
@@ -170,7 +195,7 @@ def _stored_jsonl(path: Path, ids: set[str],
             except (ValueError, KeyError, TypeError):
                 continue  # (a partial last line: the sink cuts it off)
             if article_id in ids:
-                found[article_id] = None
+                found[article_id] = StoredCopy(None)
     return found
 
 

@@ -97,3 +97,43 @@ def test_a_power_cut_while_storage_is_down_loses_nothing_published(tmp_path):
         assert stored(again.db) == (total, total, total)
         with sqlite3.connect(again.data_dir / "producer.db") as conn:
             assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
+def outbox_rows(state: Path) -> int | None:
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as conn:
+            return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    except sqlite3.Error:
+        return None
+
+
+def test_a_running_service_lets_go_of_another_sites_copies_once_stored(tmp_path):
+    """An aggregator lists the pages an outlet's own feed listed: its copies, fetched later,
+    are never stored over the outlet's, yet the outbox lets go of them while the service
+    runs (they stayed until a stop: for months, up to the bound where polling stops)."""
+    sys.path.insert(0, str(ROOT / "tests" / "integration" / "producers"))
+    from nf_feedserver import FeedServer
+
+    with FeedServer(shared_path("feeds").parent) as own, \
+            FeedServer(shared_path("feeds").parent, host="127.0.0.2") as aggregator:
+        links = "".join(
+            f"<item><title>Story own-{i} - Aggregator</title><guid>agg-{i}</guid>"
+            f"<link>{own.url(f'/genpage/own/{i}.html')}</link></item>" for i in range(6))
+        aggregator.state.custom["agg.xml"] = (
+            f'<?xml version="1.0"?><rss version="2.0"><channel><title>Aggregator</title>'
+            f"<link>{aggregator.base}/</link>{links}</channel></rss>".encode(), "application/rss+xml")
+        feeds = tmp_path / "feeds.toml"
+        feeds.write_text(f'[[feed]]\nurl = "{own.url("/gen/own.xml?entries=6")}"\n')
+        service = Service(tmp_path, NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_FEEDS_FILE=str(feeds),
+                          NEWSFLOW_FETCH_ALLOW_PRIVATE="true", NEWSFLOW_HOST_DELAY_S="0")
+        state = service.data_dir / "producer.db"
+        try:
+            service.wait_for(lambda: stored(service.db)[2] == 6, 120)
+            feeds.write_text(feeds.read_text() + f'[[feed]]\nurl = "{aggregator.url("/custom/agg.xml")}"\n')
+            service.wait_for(lambda: published_entries(state) == 12, 60)
+            # Kept with their entries, then let go within two settles (30 s each).
+            service.wait_for(lambda: outbox_rows(state) == 0, 75)
+            assert stored(service.db) == (6, 6, 6)
+            assert service.stop() == 0, service.log()[-3000:]
+        finally:
+            power_cut(service)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from newsflow.settings import Settings
-from newsflow.storage import stored_articles
+from newsflow.storage import StoredCopy, stored_articles
 from sinks.postgres import PostgresSink
 from tests.records import NOW, article, header, placed
 
@@ -13,6 +13,9 @@ def test_postgres_storage_holds_the_articles_placed_in_an_incident(postgres_dsn)
     assert stored_articles(settings, ["a1"]) == {}  # no schema yet: none stored
     sink = PostgresSink(postgres_dsn)
     # a1 and a2 stored, a1 alone placed: a2's place went with the broker.
-    sink.write([article(1), article(2), placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
+    # a3's place stored before a3, which comes on another topic: not held.
+    sink.write([article(1), article(2), placed(1, "i1", 0), placed(3, "i1", 1),
+                header("i1", 1, 1, added=[1, 3])])
     sink.close()
-    assert stored_articles(settings, ["a1", "a2", "a3"]) == {"a1": NOW}
+    assert stored_articles(settings, ["a1", "a2", "a3"]) == {
+        "a1": StoredCopy(NOW, "https://example.org/1", None, None)}

@@ -9,7 +9,7 @@ import pytest
 
 from newsflow import outbox
 from newsflow.settings import Settings
-from newsflow.storage import stored_articles
+from newsflow.storage import StoredCopy, stored_articles
 from producers.state import FeedUpdate, StateStore
 from sinks.jsonl import JsonlSink
 from sinks.sqlite import SQLiteSink
@@ -18,16 +18,48 @@ from tests.records import NOW, article, header, placed
 LATER = (NOW + timedelta(hours=1)).isoformat()
 
 
+def copy(fetched: str | None, url: str = "https://example.org/1", feed: str | None = None,
+         own_site: bool | None = None) -> outbox.Copy:
+    return outbox.Copy(fetched, url, feed, own_site)
+
+
+OWN_FEED = "https://example.org/feed"
+AGGREGATOR = "https://aggregator.example/feed"
+
+
 def test_a_copy_counts_as_stored_when_storage_has_one_fetched_no_earlier():
-    kept = {("a1", "c"): NOW.isoformat(), ("a2", "c"): LATER, ("a3", "c"): NOW.isoformat(),
-            ("a4", "c"): None, ("a5", "c"): NOW.isoformat(), ("a1", "d"): LATER}
-    stored = {"a1": NOW, "a2": NOW, "a4": NOW, "a5": None}
+    kept = {("a1", "c"): copy(NOW.isoformat()), ("a2", "c"): copy(LATER),
+            ("a3", "c"): copy(NOW.isoformat()), ("a4", "c"): copy(None),
+            ("a5", "c"): copy(NOW.isoformat()), ("a1", "d"): copy(LATER)}
+    stored = {"a1": StoredCopy(NOW, "https://example.org/1"), "a2": StoredCopy(NOW),
+              "a4": StoredCopy(NOW), "a5": StoredCopy(None)}
     # a2, and a1's copy d: an edit published again, not stored yet over the first copy;
     # a3: not stored.
     assert outbox.stored_rows(kept, stored) == [("a1", "c"), ("a4", "c"), ("a5", "c")]
     # A fetch time without an offset (an older writer's) is UTC, as storage reads it.
-    assert outbox.stored_rows({("a1", "c"): NOW.replace(tzinfo=None).isoformat()},
-                              {"a1": NOW}) == [("a1", "c")]
+    assert outbox.stored_rows({("a1", "c"): copy(NOW.replace(tzinfo=None).isoformat())},
+                              {"a1": StoredCopy(NOW)}) == [("a1", "c")]
+
+
+def test_another_sites_copy_is_held_once_storage_holds_any_copy():
+    own = StoredCopy(NOW, "https://example.org/1", OWN_FEED, True)
+    # An aggregator's copy fetched after the own site's: the sink never writes it over
+    # that, so waiting for it kept the row for as long as the service ran.
+    assert outbox.holds(own, copy(LATER, feed=AGGREGATOR, own_site=False))
+    assert outbox.holds(own, copy(LATER, feed=AGGREGATOR))  # (own_site unsaid: by the sites)
+    # Nor over another aggregator's, stored first.
+    other = StoredCopy(NOW, "https://example.org/1", "https://other.example/feed", False)
+    assert outbox.holds(other, copy(LATER, feed=AGGREGATOR, own_site=False))
+    # The same feed's later copy replaces its own: held once stored.
+    assert not outbox.holds(other, copy(LATER, feed="https://other.example/feed", own_site=False))
+    # The own site's copy replaces another site's whenever fetched: not held by it, even
+    # fetched before it (pages fetched at once, the aggregator's extracted first).
+    assert not outbox.holds(other, copy(NOW.isoformat(), feed=OWN_FEED, own_site=True))
+    earlier = (NOW - timedelta(seconds=2)).isoformat()
+    assert not outbox.holds(other, copy(earlier, feed=OWN_FEED, own_site=True))
+    # An own copy: held by one of its own fetched no earlier, not by an older one.
+    assert outbox.holds(own, copy(earlier, feed=OWN_FEED, own_site=True))
+    assert not outbox.holds(own, copy(LATER, feed=OWN_FEED, own_site=True))
 
 
 def test_every_copy_of_an_article_is_kept_and_the_same_copy_once(tmp_path):
@@ -38,6 +70,28 @@ def test_every_copy_of_an_article_is_kept_and_the_same_copy_once(tmp_path):
         box.keep(outbox.kept([edited, article(1)], 2))  # (the first copy replayed again)
         assert [(r.article_id, r.published_ms, r.value) for r in box.rows()] == [
             ("a1", 1, article(1).to_bytes()), ("a1", 2, edited.to_bytes())]
+    finally:
+        box.close()
+
+
+def test_an_article_without_words_is_not_kept():
+    """The processors dead-letter it (an entry titled "—" whose page is empty): storage
+    never holds it, so its row stayed for as long as the service ran."""
+    empty = article(2, title="—", text="<br/>")
+    assert [row.article_id for row in outbox.kept([article(1), empty], 1)] == ["a1"]
+
+
+def test_rows_are_read_a_batch_at_a_time_in_the_order_first_published(tmp_path):
+    """Not all at once: published again at a start, a full outbox (a gigabyte) read whole
+    stayed in the memory of `newsflow run` (benchmarks/outbox_republish.py)."""
+    box = outbox.Outbox(tmp_path / "producer.db")
+    try:
+        for n in (3, 1, 5, 2, 4):
+            box.keep(outbox.kept([article(n)], 1000 + n))
+        rows = box.each(batch=2)
+        assert [next(rows).article_id, next(rows).article_id] == ["a1", "a2"]
+        box.drop([("a4", box.rows()[3].copy)])  # (read after the first batch: not seen)
+        assert [row.article_id for row in rows] == ["a3", "a5"]
     finally:
         box.close()
 
@@ -62,12 +116,14 @@ def test_sqlite_storage_holds_the_articles_placed_in_an_incident(tmp_path):
     assert stored_articles(settings, ["a1"]) == {}  # no database yet: none, none created
     assert not settings.sqlite_file.exists()
     sink = SQLiteSink(settings.sqlite_file)
-    # a1 and a2 stored, a1 alone placed: a2's place went with the broker.
-    sink.write([article(1), article(2), placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
+    # a1 and a2 stored, a1 alone placed: a2's place went with the broker. a3's place
+    # stored before a3 (it comes on another topic): a3's text would be lost with it.
+    sink.write([article(1), article(2), placed(1, "i1", 0), placed(3, "i1", 1),
+                header("i1", 1, 1, added=[1, 3])])
     sink.close()
     found = stored_articles(settings, ["a1", "a2", "a3"])
     assert list(found) == ["a1"]
-    assert found["a1"] == NOW
+    assert found["a1"] == StoredCopy(NOW, "https://example.org/1", None, None)
 
 
 def test_a_json_lines_store_holds_the_articles_it_has_a_place_for(tmp_path):
@@ -75,7 +131,7 @@ def test_a_json_lines_store_holds_the_articles_it_has_a_place_for(tmp_path):
     sink = JsonlSink(settings.jsonl_file)
     sink.write([placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
     sink.close()
-    assert stored_articles(settings, ["a1", "a2", "i1"]) == {"a1": None}
+    assert stored_articles(settings, ["a1", "a2", "i1"]) == {"a1": StoredCopy(None)}
 
 
 def test_a_json_lines_store_is_read_from_its_end(tmp_path):
@@ -88,11 +144,12 @@ def test_a_json_lines_store_is_read_from_its_end(tmp_path):
     sink.write([placed(2, "i1", 1), placed(3, "i1", 2)])
     sink.close()
     tail = path.stat().st_size - first
-    assert _stored_jsonl(path, {"a1", "a2", "a3"}, tail) == {"a2": None, "a3": None}
+    unsaid = StoredCopy(None)
+    assert _stored_jsonl(path, {"a1", "a2", "a3"}, tail) == {"a2": unsaid, "a3": unsaid}
     # A cut inside a line leaves that line out, not read as half of one.
-    assert _stored_jsonl(path, {"a1", "a2", "a3"}, tail - 1) == {"a3": None}
+    assert _stored_jsonl(path, {"a1", "a2", "a3"}, tail - 1) == {"a3": unsaid}
     assert _stored_jsonl(path, {"a1", "a2", "a3"}, first + tail) == {
-        "a1": None, "a2": None, "a3": None}
+        "a1": unsaid, "a2": unsaid, "a3": unsaid}
 
 
 def test_kept_with_the_entries_marked_seen_and_settled_against_storage(tmp_path):
@@ -121,6 +178,34 @@ def test_kept_with_the_entries_marked_seen_and_settled_against_storage(tmp_path)
     finally:
         box.close()
         state.close()
+
+
+def test_an_aggregators_copy_goes_once_storage_holds_the_own_sites(tmp_path):
+    """Two feeds list one page: the own site's copy is stored, the aggregator's, fetched
+    later, never is. Its row went only at a stop; a service that ran for months grew its
+    outbox by every such copy, up to the bound where the producers poll nothing new."""
+    settings = sqlite_settings(tmp_path)
+    box = outbox.Outbox(settings.producer_state_file)
+    try:
+        own = article(1, feed_url=OWN_FEED, own_site=True)
+        aggregated = article(1, title="Article 1 - Aggregator", source="Aggregator",
+                             fetched=NOW + timedelta(minutes=5), feed_url=AGGREGATOR,
+                             own_site=False)
+        own_edit = article(1, text="Body 1, updated: more was said.", feed_url=OWN_FEED,
+                           own_site=True, fetched=NOW + timedelta(minutes=9))
+        box.keep(outbox.kept([own], 1) + outbox.kept([aggregated], 2) + outbox.kept([own_edit], 3))
+        sink = SQLiteSink(settings.sqlite_file)
+        # The sink writes the own copy and skips the aggregator's (sinks.rows.articles_to_write).
+        sink.write([own, aggregated, placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
+        assert outbox.settle(settings, box) == 2
+        # The own site's edit, fetched later still, waits until storage holds it.
+        assert [r.value for r in box.rows()] == [own_edit.to_bytes()]
+        sink.write([own_edit])
+        sink.close()
+        assert outbox.settle(settings, box) == 1
+        assert box.rows() == []
+    finally:
+        box.close()
 
 
 def test_a_failed_record_keeps_nothing(tmp_path):
@@ -161,3 +246,33 @@ def test_a_state_file_that_cannot_be_read_does_not_stop_the_start(tmp_path, capl
     settings.producer_state_file.mkdir(parents=True)  # (a folder where the file should be)
     assert outbox.republish(settings) == 0
     assert "could not read the outbox" in caplog.text
+
+
+def test_rows_not_published_again_at_the_start_are_not_forgotten_by_a_finished_stop(tmp_path):
+    """The state file could not be read at the broker's start (made so with a full disk:
+    'disk I/O error'), so what it kept did not reach this broker; a stop that found the
+    processors and the sink finished, the disk freed meanwhile, forgot it all the same:
+    articles storage never held were lost. It forgets what this broker had only."""
+    settings = sqlite_settings(tmp_path)
+    box = outbox.Outbox(settings.producer_state_file)
+    try:
+        box.keep(outbox.kept([article(1)], 1))  # (before the killed run ended)
+        time.sleep(0.01)
+        unreadable = Settings(data_dir=tmp_path / "var", kafka_embedded=True,
+                              producer_state_path=tmp_path / "folder")
+        (tmp_path / "folder").mkdir()
+        reach = outbox.Reach()
+        assert outbox.republish(unreadable, reach=reach) == 0
+        time.sleep(0.01)
+        box.keep(outbox.kept([article(2)], 2))  # (a producer of this run)
+        outbox.forget_finished(settings, time.time(), reach)
+        assert [r.article_id for r in box.rows()] == ["a1"]
+        # Read at a later start (a recycle's): all of them reach its broker (here, storage
+        # holds a1: none is sent).
+        sink = SQLiteSink(settings.sqlite_file)
+        sink.write([article(1), placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
+        sink.close()
+        assert outbox.republish(settings, reach=reach) == 0
+        assert reach.since == 0.0
+    finally:
+        box.close()
