@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from newsflow.schemas import RawArticle, not_an_article, own_copy
+from newsflow.schemas import RawArticle, not_an_article, replaces
 from newsflow.settings import Settings
 from newsflow.sqlite_wal import enable_wal
 from newsflow.storage import StoredCopy, storage_errors, stored_articles
@@ -95,10 +95,10 @@ def keeps(settings: Settings) -> bool:
 
 
 class Copy(NamedTuple):
-    """What of a kept copy says whether storage holds it: its fetch time (ISO 8601), and
-    the address, feed and own-site flag its raw article gives."""
+    """What of a kept copy says whether storage holds it (``holds``): the fetch time,
+    address, feed and own-site flag its raw article gives."""
 
-    fetched_at: str | None
+    fetched_at: datetime | None
     url: str | None
     feed_url: str | None
     own_site: bool | None
@@ -112,24 +112,23 @@ def stored_rows(rows: Mapping[Row, Copy], stored: Mapping[str, StoredCopy]) -> l
 
 
 def holds(stored: StoredCopy, kept: Copy) -> bool:
-    """Whether storage, holding ``stored``, keeps nothing more of the ``kept`` copy, as the
-    sink chooses what to write (``sinks.rows.articles_to_write``): another site's copy
-    never replaces a stored one (a feed's own aside), so it is held as soon as any copy is
-    (else it stayed for as long as the service ran: an aggregator's copy of a page fetched
-    after its own site's); its own site's replaces another site's copy, and an own (or the
-    same feed's) copy fetched before it, so it is held once one fetched no earlier is. A
-    fetch time storage does not say (JSON Lines) is taken as that."""
+    """Whether storage, holding ``stored``, keeps nothing more of the ``kept`` copy: the
+    sink would not write it over (``replaces``, the sink's rule), or it is that copy (the
+    same feed's, fetched at the same instant: the outbox keeps no digest to compare). So
+    another site's copy goes as soon as any copy is held (it stayed for as long as the
+    service ran: an aggregator's copy of a page fetched after its own site's). A fetch
+    time storage does not say (JSON Lines) is taken as that."""
     if stored.fetched_at is None or kept.fetched_at is None:
         return True
-    same_feed = kept.feed_url == stored.feed_url
-    if not (same_feed or own_copy(kept.url, kept.feed_url, kept.own_site)):
-        return True
-    if same_feed or own_copy(stored.url, stored.feed_url, stored.own_site):
-        return stored.fetched_at >= _utc(datetime.fromisoformat(kept.fetched_at))
-    return False
+    same = kept.feed_url == stored.feed_url and kept.fetched_at == stored.fetched_at
+    return same or not replaces(kept, stored)
 
 
-def _utc(value: datetime) -> datetime:
+def fetch_time(text: str | None) -> datetime | None:
+    """A kept copy's fetch time (ISO 8601, UTC when it names no zone)."""
+    if not text:
+        return None
+    value = datetime.fromisoformat(text)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -196,8 +195,9 @@ class Outbox:
                     " json_extract(v, '$.feed_url'), json_extract(v, '$.own_site')"
                     " FROM (SELECT *, CAST(value AS TEXT) AS v FROM outbox)"
                     f" WHERE article_id IN ({','.join('?' * len(chunk))})", chunk):
-                found[article_id, copy] = Copy(fetched_at, url, feed_url,
-                                               None if own_site is None else bool(own_site))
+                found[article_id, copy] = Copy(
+                    fetch_time(fetched_at), url, feed_url,
+                    None if own_site is None else bool(own_site))
         return found
 
     def rows(self) -> list[Kept]:

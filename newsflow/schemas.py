@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import tld
@@ -238,6 +238,39 @@ def own_copy(url: str | None, feed_url: str | None, own_site: bool | None = None
     if own_site is not None:
         return own_site
     return url is None or feed_url is None or same_site(url, feed_url)
+
+
+class ArticleCopy(Protocol):
+    """What of a copy of an article says whether it replaces another (``replaces``): a
+    ``RawArticle``, or what storage holds of one."""
+
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def feed_url(self) -> str | None: ...
+    @property
+    def own_site(self) -> bool | None: ...
+    @property
+    def fetched_at(self) -> datetime | None: ...
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def replaces(copy: ArticleCopy, stored: ArticleCopy) -> bool:
+    """Whether storage writes ``copy`` of an article over the ``stored`` one (another
+    copy). An article's id is a hash of its address, so any feed can send a copy of
+    another outlet's article: its own title, source and summary under that id. A copy
+    from another site's feed never replaces one; a copy from the article's own site
+    (``own_copy``) replaces another site's, and an own copy (or the same feed's) replaces
+    one fetched no later. (An outlet whose feed is on another domain, feedburner's or a
+    CDN's, that does not name the outlet's site in its ``sites``, replaces its own.)"""
+    same_feed = copy.feed_url == stored.feed_url
+    if not (same_feed or own_copy(copy.url, copy.feed_url, copy.own_site)):
+        return False
+    if same_feed or own_copy(stored.url, stored.feed_url, stored.own_site):
+        return (copy.fetched_at or _EARLIEST) >= (stored.fetched_at or _EARLIEST)
+    return True
 
 
 def read_json(raw: bytes | str) -> Any:

@@ -36,7 +36,7 @@ from newsflow.schemas import (
     IncidentMember,
     IncidentVersion,
     RawArticle,
-    own_copy,
+    replaces,
 )
 from newsflow.text import (
     CLUSTER_GOES_ON,
@@ -333,28 +333,15 @@ STORED_COPY_COLUMNS = "url, feed_url, own_site, fetched_at, digest"
 
 def articles_to_write(articles: Sequence[RawArticle],
                       stored: Mapping[str, StoredCopy]) -> list[RawArticle]:
-    """The copies of ``articles`` (in order) to write over what is ``stored``.
-
-    An article's id is a hash of its address, so any feed can send a copy of another
-    outlet's article: its own title, source and summary under that id. A copy from
-    another site's feed is stored only when there is none yet, and replaced by one from
-    the article's own site (``own_copy``), of which the latest fetch is kept; so is a
-    feed's own (an outlet whose feed is on another domain, feedburner's or a CDN's, that
-    does not name the outlet's site in its ``sites``). A replay of an identical copy
-    writes nothing."""
-    earliest = datetime.min.replace(tzinfo=UTC)
+    """The copies of ``articles`` (in order) to write over what is ``stored``: those that
+    ``replaces`` the copy held (stored, or chosen before them in ``articles``), or have
+    none. A replay of an identical copy writes nothing."""
     held = dict(stored)
     chosen: list[RawArticle] = []
     for article in articles:
         copy = StoredCopy.of(article)
         before = held.get(article.id)
-        same_feed = before is not None and article.feed_url == before.feed_url
-        if before is not None and (
-            before.digest == copy.digest
-            or not (own_copy(article.url, article.feed_url, article.own_site) or same_feed)
-            or ((own_copy(before.url, before.feed_url, before.own_site) or same_feed)
-                and (article.fetched_at or earliest) < (before.fetched_at or earliest))
-        ):
+        if before is not None and (before.digest == copy.digest or not replaces(copy, before)):
             continue
         held[article.id] = copy
         chosen.append(article)

@@ -20,7 +20,7 @@ LATER = (NOW + timedelta(hours=1)).isoformat()
 
 def copy(fetched: str | None, url: str = "https://example.org/1", feed: str | None = None,
          own_site: bool | None = None) -> outbox.Copy:
-    return outbox.Copy(fetched, url, feed, own_site)
+    return outbox.Copy(outbox.fetch_time(fetched), url, feed, own_site)
 
 
 OWN_FEED = "https://example.org/feed"

@@ -299,3 +299,26 @@ def test_an_article_of_any_script_has_words_and_one_of_marks_alone_has_none() ->
         assert not_an_article("a1", title, text).startswith("article has no words")
     assert not_an_article("a1", " ", "") == "article has neither title nor text"
     assert not_an_article(" ", "Quake", "") == "its id is empty"
+
+
+def test_which_copy_of_an_article_replaces_the_stored_one() -> None:
+    """One rule for the sink (what it writes) and the producers' outbox (what storage
+    holds): another site's copy never replaces one; the own site's replaces another
+    site's whenever fetched, and its own (or the same feed's) fetched no later."""
+    from datetime import timedelta
+
+    from newsflow.schemas import replaces
+    from tests.records import NOW, article
+
+    own_feed, aggregator = "https://example.org/feed", "https://aggregator.example/feed"
+    own = article(1, feed_url=own_feed)
+    other = article(1, feed_url=aggregator, fetched=NOW + timedelta(hours=1))
+    assert not replaces(other, own)  # fetched later, still another site's
+    assert replaces(own, other)  # fetched earlier, still its own site's
+    assert replaces(article(1, feed_url=own_feed, fetched=NOW + timedelta(hours=1)), own)
+    assert replaces(article(1, feed_url=own_feed), own)  # (the same instant: written)
+    assert not replaces(own, article(1, feed_url=own_feed, fetched=NOW + timedelta(hours=1)))
+    # The same feed's later copy replaces its own, even on another site.
+    assert replaces(article(1, feed_url=aggregator, fetched=NOW + timedelta(hours=2)), other)
+    # A producer's word on the site comes first (own_site), then the sites.
+    assert not replaces(article(1, feed_url=own_feed, own_site=False), other)
