@@ -317,12 +317,16 @@ def _republish(settings: Settings, skip: Collection[str]) -> int:
 def forget_finished(settings: Settings, before: float, reach: Reach | None = None) -> None:
     """The processors and the sink finished everything published before ``before``
     (epoch seconds): the rows written until then that reached the broker (``reach``) are
-    stored or dead-lettered."""
+    stored or dead-lettered. A state file that cannot be written now is said, and keeps
+    them: published again at a start, which changes nothing."""
     path = settings.producer_state_file
     if not path.exists():
         return
-    outbox = Outbox(path)
     try:
-        outbox.drop_added_before(before, since=reach.since if reach is not None else 0.0)
-    finally:
-        outbox.close()
+        outbox = Outbox(path)
+        try:
+            outbox.drop_added_before(before, since=reach.since if reach is not None else 0.0)
+        finally:
+            outbox.close()
+    except sqlite3.Error as exc:
+        logger.warning("could not clear the outbox in %s: %s", path, exc)

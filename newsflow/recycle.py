@@ -29,7 +29,6 @@ import base64
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -168,10 +167,8 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
         logger.warning("more was published while the consumers stopped: broker recycle postponed")
         start_again(consumers + producers)
         return False
-    try:  # (what was published before the check is finished: stored, or dead-lettered)
-        outbox.forget_finished(settings, checked, reach)
-    except sqlite3.Error as exc:  # kept: published again at a start, harmlessly
-        logger.warning("could not clear the outbox: %s", exc)
+    # (What was published before the check is finished: stored, or dead-lettered.)
+    outbox.forget_finished(settings, checked, reach)
     broker.stop()
     broker.start()
     ensure_topics(settings)

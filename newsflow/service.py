@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -348,20 +347,11 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             if broker.alive():  # (it forgets everything: the next start writes this back)
                 checked = time.time()
                 if recycle.save_for_next_start(settings, drained):
-                    forget_finished(settings, checked, reach)
+                    outbox.forget_finished(settings, checked, reach)
             broker.stop()
         settings.runfile.unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return exit_code
-
-
-def forget_finished(settings: Settings, before: float, reach: outbox.Reach) -> None:
-    """The outbox rows written before ``before`` that reached the broker: their articles
-    are finished."""
-    try:
-        outbox.forget_finished(settings, before, reach)
-    except sqlite3.Error as exc:  # kept: published again at the next start, harmlessly
-        logger.warning("could not clear the outbox in %s: %s", settings.producer_state_file, exc)
 
 
 def sink_pause_note(settings: Settings) -> str | None:

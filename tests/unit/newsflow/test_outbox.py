@@ -246,6 +246,9 @@ def test_a_state_file_that_cannot_be_read_does_not_stop_the_start(tmp_path, capl
     settings.producer_state_file.mkdir(parents=True)  # (a folder where the file should be)
     assert outbox.republish(settings) == 0
     assert "could not read the outbox" in caplog.text
+    # Nor the stop's clearing of what is finished: said, and kept for a later start.
+    outbox.forget_finished(settings, time.time())
+    assert "could not clear the outbox" in caplog.text
 
 
 def test_rows_not_published_again_at_the_start_are_not_forgotten_by_a_finished_stop(tmp_path):
