@@ -7,7 +7,7 @@ import binascii
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from newsflow.schemas import Explanation, Incident, RawArticle
@@ -33,9 +33,14 @@ class Position(NamedTuple):
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
             active_at, incident_id = json.loads(raw)
             at = datetime.fromisoformat(active_at)
-        except (binascii.Error, UnicodeDecodeError, TypeError, ValueError) as exc:
+            # What the stores are given must be sendable (a forged one was a 500): a time
+            # in UTC (year 1 at +01:00 has none), an id in UTF-8 (JSON may name a lone
+            # surrogate) without NUL (PostgreSQL's text has none).
+            at = at.astimezone(UTC) if at.tzinfo is not None else at
+            incident_id.encode()
+        except (AttributeError, binascii.Error, OverflowError, TypeError, ValueError) as exc:
             raise ValueError("not a cursor of this listing") from exc
-        if not isinstance(incident_id, str) or at.tzinfo is None:
+        if not isinstance(incident_id, str) or "\0" in incident_id or at.tzinfo is None:
             raise ValueError("not a cursor of this listing")
         return cls(at, incident_id)
 

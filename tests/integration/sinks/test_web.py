@@ -968,3 +968,46 @@ def test_postgres_connections_all_in_use_are_busy_not_storage_down(
             for conn in held:
                 store._pool.putconn(conn)  # type: ignore[attr-defined]
         assert get(srv.url + "api/incidents")[0] == 200
+
+
+def forged_cursors() -> dict[str, str]:
+    """Cursors a client may make up that decode to a pair, but name no place a store can
+    look for: a time with no UTC (year 1 at +01:00), an id with a lone surrogate or a NUL."""
+    import base64
+
+    def cursor(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    return {
+        "year 1 at +01:00": cursor('["0001-01-01T00:00:00+01:00", "x"]'),
+        "year 9999 at -01:00": cursor('["9999-12-31T23:59:59-01:00", "x"]'),
+        "a lone surrogate": cursor('["2026-01-01T00:00:00+00:00", "\\ud800"]'),
+        "a NUL": cursor('["2026-01-01T00:00:00+00:00", "a\\u0000b"]'),
+    }
+
+
+def test_a_forged_cursor_is_a_bad_request_not_our_fault(server: NewsflowServer) -> None:
+    # They were 500 'internal error' with a traceback in the log (OverflowError,
+    # UnicodeEncodeError from SQLite's binding).
+    store = server.stores.get()
+    for name, cursor in forged_cursors().items():
+        status, ctype, body = get(server.url + "api/incidents?after=" + cursor)
+        assert (status, ctype) == (400, "application/json") and "after" in body, (name, body)
+    assert server.stores.get() is store
+
+
+def test_on_postgres_a_forged_cursor_is_a_bad_request(postgres_dsn: str, tmp_path: Path) -> None:
+    # A NUL in a cursor's id was psycopg's DataError there, and a lone surrogate its
+    # UnicodeEncodeError: 500 'internal error'.
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=postgres_dsn,
+                        web_port=0)
+    from sinks.store import upgrade
+
+    upgrade(settings)
+    with serving(settings) as srv:
+        store = srv.stores.get()
+        for name, cursor in forged_cursors().items():
+            status, ctype, body = get(srv.url + "api/incidents?after=" + cursor)
+            assert (status, ctype) == (400, "application/json") and "after" in body, (name, body)
+        assert srv.stores.get() is store
+        assert get(srv.url + "api/incidents")[0] == 200
