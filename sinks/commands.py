@@ -51,16 +51,24 @@ def parse_duration(text: str) -> timedelta:
 # gva stream's 3,661 articles: 32 words took 0.5 s on SQLite, 256 took 20 s on SQLite and
 # 30 s on PostgreSQL, 512 over a minute, the database busy all along.
 MAX_SEARCH_WORDS = 32
+# Characters of a search: a run of Chinese or Japanese is one word above, but the stores
+# look up each of its characters (a phrase of them); a run of 20,000 (60 kB, an address
+# holds it) took 25 s on SQLite over 3,000 articles, 1,000 took 0.6 s.
+MAX_SEARCH_CHARACTERS = 1000
 
 
 class SearchTooLong(ValueError):
-    """A search of more than ``MAX_SEARCH_WORDS`` words: the page answers it 400, the CLI
-    as an error."""
+    """A search of more than ``MAX_SEARCH_WORDS`` words or ``MAX_SEARCH_CHARACTERS``
+    characters: the page answers it 400, the CLI as an error."""
 
 
 def bounded_search(query: str) -> str:
     """``query``, when it has at most ``MAX_SEARCH_WORDS`` words (a run of Chinese or
-    Japanese without spaces is one), else ``SearchTooLong``."""
+    Japanese without spaces is one) and ``MAX_SEARCH_CHARACTERS`` characters, else
+    ``SearchTooLong``."""
+    if len(query) > MAX_SEARCH_CHARACTERS:
+        raise SearchTooLong(f"too long a search: {len(query)} characters,"
+                            f" at most {MAX_SEARCH_CHARACTERS}")
     words = len(re.findall(r"\w+", query))
     if words > MAX_SEARCH_WORDS:
         raise SearchTooLong(f"too long a search: {words} words, at most {MAX_SEARCH_WORDS}")
