@@ -1082,6 +1082,12 @@ class PostgresStore(SQLReader):
                 self._unanswered = watchdog.cut
                 raise StoreNotAnswering(self._where, watchdog.cut) from exc
             raise
+        if watchdog.cut:
+            # Cut as the answer came: the connection is shut down, and ending its
+            # transaction would fail on it as storage down. Closed, the pool drops it.
+            conn.close()
+            self._unanswered = watchdog.cut
+            raise StoreNotAnswering(self._where, watchdog.cut)
         self._unanswered = None
         return answer
 

@@ -1173,3 +1173,28 @@ def test_no_command_shows_the_password_of_a_dsn_without_its_scheme(
         assert "not a valid connection string" in said.err
         assert "secretpw" not in said.err + said.out, command
     assert "secretpw" not in caplog.text
+
+
+def test_an_answer_that_comes_as_the_watchdog_cuts_leaves_no_dead_connection(
+    postgres_dsn: str,
+) -> None:
+    """The read's bound passing just as its answer came (here: the call returns after the
+    bound, as one whose answer arrives in its last moment): the watchdog shut the
+    connection down, the read returned as if all was well, and the end of its transaction
+    then failed on the dead connection with a bare OperationalError, which the page takes
+    for storage down (503 'storage unavailable', the pool closed and reopened under the
+    other requests). It is now the bound's StoreNotAnswering, and the store reads on."""
+    from newsflow.storage import StoreNotAnswering
+    from sinks.postgres import READ_MARGIN_S, PostgresStore
+
+    upgrade_settings = Settings(sink="postgres", postgres_dsn=postgres_dsn)
+    open_store(upgrade_settings).close()  # (creates the schema)
+    store = PostgresStore(postgres_dsn, migrate_schema=False, read_timeout_s=0.5)
+    try:
+        with pytest.raises(StoreNotAnswering, match="did not answer within 2.5 s"):
+            with store._connection() as conn:
+                store._answer(conn, lambda: (conn.execute("SELECT 1"),
+                                             time.sleep(0.5 + READ_MARGIN_S + 0.5)))
+        assert store.list_incidents() == []
+    finally:
+        store.close()
