@@ -376,16 +376,26 @@ def default_options(dsn: str) -> dict[str, Any]:
         "keepalives_count": max(1, (TCP_TIMEOUT_S - idle_s) // interval_s),
         "tcp_user_timeout": TCP_TIMEOUT_S * 1000,
     }
-    try:
-        given = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        given = {}  # (connecting says what is wrong with it)
+    given = _given(dsn)
     return {key: value for key, value in options.items() if key not in given}
 
 
+def _given(dsn: str) -> dict[str, Any]:
+    try:
+        return conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return {}  # (connecting says what is wrong with it)
+
+
 def connection_options(dsn: str) -> dict[str, Any]:
-    """The keyword arguments of every connection newsflow makes to ``dsn``."""
-    return {**CONNECTION_OPTIONS, **default_options(dsn)}
+    """The keyword arguments of every connection newsflow makes to ``dsn``. The server
+    settings of the DSN's own ``options`` (``-c search_path=news``) come first, ours
+    after: psycopg's ``options`` replaced them, the tables made where they were not
+    wanted."""
+    kwargs = {**CONNECTION_OPTIONS, **default_options(dsn)}
+    if given := _given(dsn).get("options"):
+        kwargs["options"] = f"{given} {kwargs['options']}"
+    return kwargs
 
 
 def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow",

@@ -1198,3 +1198,25 @@ def test_an_answer_that_comes_as_the_watchdog_cuts_leaves_no_dead_connection(
         assert store.list_incidents() == []
     finally:
         store.close()
+
+
+def test_the_dsn_s_own_server_settings_are_kept(postgres_dsn: str) -> None:
+    """A DSN's ``options`` (here the schema to work in) were replaced by newsflow's own
+    (the time zone, the readers' statement_timeout): the tables went to public."""
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA news")
+    dsn = postgres_dsn + "?options=-c%20search_path%3Dnews"
+    settings = Settings(sink="postgres", postgres_dsn=dsn)
+    sink = make_sink(settings)
+    sink.write([RawArticle(id="n1", title="In the news schema", source="x")])
+    sink.close()
+    store = open_store(settings, migrate_schema=False)
+    try:
+        assert [h.article_id for h in store.search("schema", limit=5)] == ["n1"]
+    finally:
+        store.close()
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM news.articles").fetchone() == (1,)
+        assert conn.execute("SELECT to_regclass('public.articles')").fetchone() == (None,)
