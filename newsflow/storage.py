@@ -157,6 +157,12 @@ def _stored_postgres(settings: Settings, ids: list[str]) -> dict[str, StoredCopy
     except ImportError as exc:
         raise MissingExtra("the PostgreSQL sink needs psycopg: pip install 'newsflow[postgres]'") from exc
     with psycopg.connect(settings.postgres_dsn.get_secret_value(), connect_timeout=5) as conn:
+        # The readers' bound: a read held up on a lock (LOCK TABLE, a migration) waited
+        # for ever, and with it the producer loop that settles the outbox (its polls, its
+        # stop). For this transaction, all of the read (not left on a pooled server
+        # connection); a frozen server, which enforces nothing, is not bounded by it.
+        conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                     (str(max(1, round(settings.postgres_read_timeout_s * 1000))),))
         table = conn.execute("SELECT to_regclass('incident_articles')").fetchone()
         if table is None or table[0] is None:  # created, not yet given its schema
             return {}
