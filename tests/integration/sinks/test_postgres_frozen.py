@@ -227,7 +227,14 @@ def test_reads_on_a_frozen_server_give_up_saying_so_and_work_once_thawed(
                 assert took < 12
         finally:
             freezable_server.thaw()
-        assert [s.id for s in _within(30, store.list_incidents)] == ["i1"]
+        # Reads again once the server is back. (On a loaded machine the first read after
+        # the thaw can still wait past the pool's 5 s for a connection made anew, and fail
+        # so: seen once with the whole sinks suite and other work running.)
+        deadline = time.monotonic() + 30
+        while (isinstance(answer := _within(30, store.list_incidents), StoreNotAnswering)
+               and time.monotonic() < deadline):
+            time.sleep(0.5)
+        assert [s.id for s in answer] == ["i1"], answer
     finally:
         store.close()
 
