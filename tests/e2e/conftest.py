@@ -9,12 +9,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from newsflow.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_row(path: Path, sql: str) -> tuple[Any, ...] | None:
+    """The row ``sql`` gives on the SQLite file at ``path``, read-only; None while it cannot
+    be read (not made yet, its tables not yet created)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            return tuple(conn.execute(sql).fetchone())
+    except sqlite3.Error:
+        return None
 
 
 def incidents_holding(db: Path, article_ids: set[str]) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import shared_path
-from tests.e2e.conftest import ROOT, Service
+from tests.e2e.conftest import ROOT, Service, read_row
 from tests.e2e.test_supervisor import twelve_reports
 
 pytestmark = pytest.mark.e2e
@@ -24,24 +24,16 @@ ENTRIES = 15  # the generated feed's, each with its own page
 
 def published_entries(state: Path) -> int:
     """Entries the producers marked published in their state file."""
-    try:
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT count(*) FROM seen").fetchone()[0])
-    except sqlite3.Error:
-        return 0
+    row = read_row(state, "SELECT count(*) FROM seen")
+    return int(row[0]) if row else 0
 
 
 def stored(db: Path) -> tuple[int, int, int]:
     """Articles stored, their places in live incidents, and distinct articles placed."""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            articles = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
-            places, placed = conn.execute(
-                "SELECT count(*), count(DISTINCT article_id) FROM incident_articles ia"
-                " JOIN incidents i ON i.id = ia.incident_id AND i.merged_into IS NULL").fetchone()
-    except sqlite3.Error:
-        return 0, 0, 0
-    return int(articles), int(places), int(placed)
+    row = read_row(db, "SELECT (SELECT count(*) FROM articles), count(*),"
+                       " count(DISTINCT article_id) FROM incident_articles ia"
+                       " JOIN incidents i ON i.id = ia.incident_id AND i.merged_into IS NULL")
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
 
 def power_cut(service: Service) -> None:
@@ -100,11 +92,8 @@ def test_a_power_cut_while_storage_is_down_loses_nothing_published(tmp_path):
 
 
 def outbox_rows(state: Path) -> int | None:
-    try:
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
-    except sqlite3.Error:
-        return None
+    row = read_row(state, "SELECT count(*) FROM outbox")
+    return int(row[0]) if row else None
 
 
 def test_a_running_service_lets_go_of_another_sites_copies_once_stored(tmp_path):

@@ -25,17 +25,14 @@ from newsflow.kafka import Publisher
 from newsflow.settings import Settings
 from producers.replay import read_articles
 from tests.conftest import extract_workers, process_runs, shared_path, wait_for
-from tests.e2e.conftest import ROOT, Service, incidents_holding
+from tests.e2e.conftest import ROOT, Service, incidents_holding, read_row
 
 pytestmark = pytest.mark.e2e
 
 
 def stored_articles(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT count(*) FROM incident_articles").fetchone()[0])
-    except sqlite3.Error:
-        return 0
+    row = read_row(db, "SELECT count(*) FROM incident_articles")
+    return int(row[0]) if row else 0
 
 
 def test_a_killed_sink_is_restarted_and_catches_up(start_service, tmp_path):
