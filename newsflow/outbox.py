@@ -34,14 +34,14 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
 from newsflow.schemas import RawArticle, not_an_article, replaces
 from newsflow.settings import Settings
 from newsflow.sqlite_wal import enable_wal
-from newsflow.storage import StoredCopy, storage_errors, stored_articles
+from newsflow.storage import StoredCopy, parse_ts, storage_errors, stored_articles
 
 logger = logging.getLogger(__name__)
 
@@ -125,14 +125,6 @@ def holds(stored: StoredCopy, kept: Copy) -> bool:
     return same or not replaces(kept, stored)
 
 
-def fetch_time(text: str | None) -> datetime | None:
-    """A kept copy's fetch time (ISO 8601, UTC when it names no zone)."""
-    if not text:
-        return None
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def over_bound(size_bytes: int, max_mb: float) -> bool:
     """Whether the outbox holds more than ``max_mb`` (0: no bound)."""
     return max_mb > 0 and size_bytes > max_mb * 2**20
@@ -202,7 +194,7 @@ class Outbox:
                     " FROM (SELECT *, CAST(value AS TEXT) AS v FROM outbox)"
                     f" WHERE article_id IN ({','.join('?' * len(chunk))})", chunk):
                 found[article_id, copy] = Copy(
-                    fetch_time(fetched_at), url, feed_url,
+                    parse_ts(fetched_at), url, feed_url,
                     None if own_site is None else bool(own_site))
         return found
 

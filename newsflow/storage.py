@@ -125,7 +125,7 @@ _STORED_QUERY = ("SELECT ia.article_id, a.fetched_at, a.url, a.feed_url, {} FROM
 
 def _stored_copy(fetched_at: str | datetime | None, url: str | None, feed_url: str | None,
                  own_site: bool | int | None) -> StoredCopy:
-    return StoredCopy(_utc(fetched_at), url, feed_url, None if own_site is None else bool(own_site))
+    return StoredCopy(parse_ts(fetched_at), url, feed_url, None if own_site is None else bool(own_site))
 
 
 def _stored_sqlite(path: Path, ids: list[str]) -> dict[str, StoredCopy]:
@@ -205,8 +205,14 @@ def _stored_jsonl(path: Path, ids: set[str],
     return found
 
 
-def _utc(value: str | datetime | None) -> datetime | None:
+def parse_ts(value: str | datetime | None) -> datetime | None:
+    """A time as storage keeps it (ISO 8601; UTC when it names no zone), or None."""
     if value is None or value == "":
         return None
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if 0 < (year_digits := value.find("-")) < 4:
+        # Written before ``sinks.base.ts`` padded the year (a feed's date in the year 999).
+        value = "0" * (4 - year_digits) + value
+    parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -142,18 +142,6 @@ def ts(value: datetime | None) -> str | None:
     return f"{value.year:04d}" + value.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_ts(value: str | datetime | None) -> datetime | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if 0 < (year_digits := value.find("-")) < 4:
-        # Written before ``ts`` padded the year (a feed's date in the year 999).
-        value = "0" * (4 - year_digits) + value
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def active_at(incident: Incident | IncidentVersion) -> datetime:
     """When an incident last saw activity: its last update, which its last article made.
 

@@ -38,6 +38,7 @@ from newsflow.schemas import (
     RawArticle,
     replaces,
 )
+from newsflow.storage import parse_ts
 from newsflow.text import (
     CLUSTER_GOES_ON,
     HAN,
@@ -51,7 +52,7 @@ from newsflow.text import (
     thai_word_edges,
 )
 from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
-from sinks.base import active_at, article_digest, latest_versions, parse_ts
+from sinks.base import active_at, article_digest, latest_versions
 from sinks.models import (
     Counts,
     IncidentArticleView,

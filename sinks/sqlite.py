@@ -21,14 +21,13 @@ from typing import Any
 
 from newsflow.schemas import Incident, IncidentMember
 from newsflow.sqlite_wal import enable_wal
-from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured
+from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured, parse_ts
 from newsflow.text import LAO_KHMER_MYANMAR_MARKS
 from sinks.base import (
     BatchingSink,
     Record,
     latest_places,
     latest_versions,
-    parse_ts,
     split,
     ts,
 )

@@ -9,7 +9,7 @@ import pytest
 
 from newsflow import outbox
 from newsflow.settings import Settings
-from newsflow.storage import StoredCopy, stored_articles
+from newsflow.storage import StoredCopy, parse_ts, stored_articles
 from producers.state import FeedUpdate, StateStore
 from sinks.jsonl import JsonlSink
 from sinks.sqlite import SQLiteSink
@@ -20,7 +20,7 @@ LATER = (NOW + timedelta(hours=1)).isoformat()
 
 def copy(fetched: str | None, url: str = "https://example.org/1", feed: str | None = None,
          own_site: bool | None = None) -> outbox.Copy:
-    return outbox.Copy(outbox.fetch_time(fetched), url, feed, own_site)
+    return outbox.Copy(parse_ts(fetched), url, feed, own_site)
 
 
 OWN_FEED = "https://example.org/feed"
@@ -126,6 +126,21 @@ def test_sqlite_storage_holds_the_articles_placed_in_an_incident(tmp_path):
     assert found["a1"] == StoredCopy(NOW, "https://example.org/1", None, None)
 
 
+def test_a_fetch_time_stored_before_years_were_padded_is_read_as_the_sinks_read_it(tmp_path):
+    """Storage's reader of which articles it holds parsed stored times on its own, without
+    the sinks' reading of a time written before years were padded ("999-06-01T..."):
+    the ValueError, no storage error, stopped the producers' loop at every settle."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    settings = sqlite_settings(tmp_path)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([article(1), placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
+    sink.close()
+    with sqlite3.connect(settings.sqlite_file) as conn:
+        conn.execute("UPDATE articles SET fetched_at = '999-06-01T00:00:00.000000Z'")
+    found = stored_articles(settings, ["a1"])
+    assert found["a1"].fetched_at == datetime(999, 6, 1, tzinfo=UTC)
 def test_a_json_lines_store_holds_the_articles_it_has_a_place_for(tmp_path):
     settings = Settings(data_dir=tmp_path / "var", sink="jsonl")
     sink = JsonlSink(settings.jsonl_file)
