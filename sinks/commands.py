@@ -2,7 +2,7 @@
 
     newsflow sink                      consume incidents + clean articles into storage
     newsflow web                       the incidents page, health and /metrics
-    newsflow incidents [--since 2h] [--source afp] [--json]
+    newsflow incidents [--since 2h] [--source afp] [--after CURSOR] [--json]
     newsflow incident ID [--json]
     newsflow search "cruise missiles Iran" [--json]
     newsflow db upgrade                create or migrate the configured store's schema
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from newsflow.text import counted, plain
 from sinks.models import (
     IncidentDetail,
     IncidentSummary,
+    Position,
     SearchHit,
     explain,
     original_of,
@@ -80,12 +82,24 @@ def bounded_search(query: str) -> str:
 # for storage being down (503, the store reopened).
 MAX_SOURCE_LENGTH = 256
 
+# Incidents `newsflow incidents` lists unless --limit says otherwise.
+INCIDENTS_LIMIT = 50
+
 
 def source_name(text: str) -> str:
     """An argparse type: a --source, at most ``MAX_SOURCE_LENGTH`` characters."""
     if len(text) > MAX_SOURCE_LENGTH:
         raise argparse.ArgumentTypeError(f"at most {MAX_SOURCE_LENGTH} characters, not {len(text)}")
     return text
+
+
+def cursor_position(text: str) -> Position:
+    """An argparse type: an ``--after``, a ``cursor`` of a listing (as the API's ``after``
+    takes it, refused with the same words)."""
+    try:
+        return Position.of_cursor(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def port_number(text: str) -> int:
@@ -230,6 +244,21 @@ def _dump(data: object) -> None:
     sys.stdout.write("\n")
 
 
+def next_page_command(args: argparse.Namespace, last: IncidentSummary) -> str:
+    """The command that lists the page after ``last``, with the filters and limit of this
+    one (``args``), as a user would type it."""
+    words = ["newsflow", "incidents"]
+    if args.since is not None:
+        words += ["--since", format_duration(args.since)]
+    if args.source:
+        # (one word with its option: a source that starts with "-" reads as an option)
+        words.append(shlex.quote(f"--source={plain(args.source)}"))
+    if args.limit != INCIDENTS_LIMIT:
+        words += ["--limit", str(args.limit)]
+    assert last.position is not None  # (list_incidents sets it)
+    return " ".join([*words, "--after", last.position.cursor()])
+
+
 def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.storage import store_name
     from sinks.store import open_existing_store
@@ -237,7 +266,8 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
     store = open_existing_store(settings)
     try:
         # One past the limit: whether there are more to say so of.
-        found = store.list_incidents(since=args.since, source=args.source, limit=args.limit + 1)
+        found = store.list_incidents(since=args.since, source=args.source, limit=args.limit + 1,
+                                     after=args.after)
     finally:
         store.close()
     more, found = len(found) > args.limit, found[:args.limit]
@@ -246,11 +276,12 @@ def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
     elif found:
         format_incidents(found, sys.stdout)
         if more:
-            print(f"(the {args.limit} newest; --limit N for more)", file=sys.stderr)
+            print(f"more: {next_page_command(args, found[-1])}", file=sys.stderr)
     else:
         # With a filter, "no incidents in <store>" read as an empty store: say which.
         filters = [f"active in the last {format_duration(args.since)}" if args.since is not None else "",
-                   f"from source {args.source}" if args.source else ""]
+                   f"from source {args.source}" if args.source else "",
+                   "after that cursor" if args.after is not None else ""]
         print(" ".join(["no incidents", *filter(None, filters), "in", store_name(settings)]))
     return 0
 
@@ -312,7 +343,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--since", type=parse_duration, help="only active in the last ... (2h, 1d)")
     p.add_argument("--source", type=source_name,
                    help="only incidents with an article from this source or agency")
-    p.add_argument("--limit", type=at_least_one, default=50)
+    p.add_argument("--limit", type=at_least_one, default=INCIDENTS_LIMIT)
+    p.add_argument("--after", type=cursor_position, metavar="CURSOR",
+                   help="only those after this one in the listing: an incident's cursor"
+                        " (--json), or as the listing's last line says")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_incidents)
 

@@ -148,9 +148,12 @@ def test_a_listing_cut_at_its_limit_says_so(
     sink.close()
     assert run(settings, "incidents", "--limit", "1") == 0
     out, err = capsys.readouterr()
-    assert out.count("inc-") == 1 and err == "(the 1 newest; --limit N for more)\n"
+    assert out.count("inc-") == 1 and err.startswith("more: newsflow incidents --limit 1 --after ")
     assert run(settings, "incidents", "--limit", "2", "--json") == 0
-    assert len(json.loads(capsys.readouterr().out)) == 2
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 2
+    # The next page's command, the cursor of the last one shown.
+    assert err == f"more: newsflow incidents --limit 1 --after {listed[0]['cursor']}\n"
     assert run(settings, "incidents") == 0
     assert capsys.readouterr().err == ""  # two incidents, limit 50: nothing left out
     for command in ("incidents", "search"):
