@@ -1,6 +1,6 @@
 """A small web page over the incident store, with health, readiness and metrics.
 
-    /                   incidents of the last hours, newest first (updates live)
+    /                   incidents of the last hours, newest first (updates live); ?after=
     /incident/<id>      an incident: timeline of articles, sources, why each joined
     /search?q=...       full-text search
     /api/incidents      JSON (hours, source, limit, after or offset); /api/incidents/<id>; /api/search?q=
@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.schemas import ascii_host
@@ -75,11 +75,13 @@ SCRIPT = """
 "use strict";
 (function () {
   var list = document.getElementById("incidents");
-  if (!list) { return; }
+  // Only the first page updates live: an older page (?after=) would lose its place.
+  if (!list || !list.hasAttribute("data-live")) { return; }
   var hours = list.getAttribute("data-hours");
   var source = list.getAttribute("data-source") || "";
   var limit = Number(list.getAttribute("data-limit"));
   var more = document.getElementById("more");
+  var older = document.getElementById("older");
   var stale = document.getElementById("stale");
   var updated = new Date();
   function el(tag, cls, text) {
@@ -90,7 +92,7 @@ SCRIPT = """
   }
   function when(iso) { return iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : "-"; }
   function counted(n, one, many) { return n + " " + (n === 1 ? one : many); }
-  function render(items) {
+  function render(items, full) {
     var box = document.createDocumentFragment();
     if (!items.length) { box.appendChild(el("p", "empty", "No incidents in this window yet.")); }
     items.forEach(function (s) {
@@ -113,12 +115,18 @@ SCRIPT = """
       box.appendChild(d);
     });
     list.replaceChildren(box);
-    if (more) { more.hidden = items.length < limit; }
+    if (more) { more.hidden = !full; }
+    if (older && full) {
+      // After the last one shown now: the one the page was served with may have moved up.
+      var next = new URL(older.getAttribute("href"), location.href);
+      next.searchParams.set("after", items[items.length - 1].cursor);
+      older.setAttribute("href", next.pathname + next.search);
+    }
     list.setAttribute("data-updated", new Date().toISOString());
   }
   function refresh() {
     var url = "/api/incidents?hours=" + encodeURIComponent(hours) +
-      "&source=" + encodeURIComponent(source) + "&limit=" + limit;
+      "&source=" + encodeURIComponent(source) + "&limit=" + (limit + 1);
     // A failed refresh left the list as it was, saying nothing: read as live while the
     // storage was down. The list stays; a line says since when it is not updated, and why.
     fetch(url).then(function (r) {
@@ -131,7 +139,8 @@ SCRIPT = """
         return data;
       });
     }).then(function (items) {
-      render(items);
+      // One past the page: whether there are older ones to link to.
+      render(items.slice(0, limit), items.length > limit);
       updated = new Date();
       if (stale) { stale.hidden = true; }
     }).catch(function (e) {
@@ -200,7 +209,17 @@ def badges(agencies: Any, outlets: Any) -> str:
     )
 
 
-def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
+def index_address(hours: float, source: str | None, after: Position | None = None) -> str:
+    """The address of the incidents page with these filters, from ``after`` on."""
+    query = {"hours": f"{hours:g}", "source": source or None,
+             "after": after.cursor() if after is not None else None}
+    return "/?" + urlencode({k: v for k, v in query.items() if v is not None})
+
+
+def render_index(incidents: list[Any], hours: float, source: str | None, *,
+                 more: bool = False, after: Position | None = None) -> str:
+    """The incidents page: ``incidents`` after ``after`` (from the newest without),
+    ``more``: there are older ones, which a link leads to."""
     items = []
     for s in incidents:
         items.append(
@@ -214,19 +233,27 @@ def render_index(incidents: list[Any], hours: float, source: str | None) -> str:
             f" {counted(len(s.outlets), 'outlet', 'outlets')} &middot; v{s.version}</div>"
             f"<div>{badges(s.agencies, s.outlets)}</div></div>"
         )
-    listing = "".join(items) or '<p class="empty">No incidents in this window yet.</p>'
+    newest = after is None
+    empty = "No incidents in this window yet." if newest else "No older incidents in this window."
+    listing = "".join(items) or f'<p class="empty">{empty}</p>'
     hours_text = f"{hours:g}"
-    heading = f"Incidents of the last {hours_text} hours" + (f" from {source}" if source else "")
-    # A full page may leave incidents of the window out: say so, as the CLI does.
-    hidden = "" if len(incidents) >= PAGE_LIMIT else " hidden"
+    heading = (("Incidents" if newest else "Older incidents") + f" of the last {hours_text} hours"
+               + (f" from {source}" if source else ""))
+    top = ""
+    if after is not None:
+        top = (f'<p class="meta">Updated {esc(when(after.active_at))} or before; this page'
+               f' does not update. <a id="newest" href="{esc(index_address(hours, source))}">'
+               "Newest incidents</a></p>")
+    # (the first page's live refresh shows and moves the link as the list changes)
+    last = incidents[-1].position if incidents else None
+    older = esc(index_address(hours, source, last))
     body = (
-        f"<h1>{esc(heading)}</h1>"
-        f'<div id="incidents" data-hours="{esc(hours_text)}" data-source="{esc(source or "")}"'
-        f' data-limit="{PAGE_LIMIT}">{listing}</div>'
+        f"<h1>{esc(heading)}</h1>{top}"
+        f'<div id="incidents"{" data-live" if newest else ""} data-hours="{esc(hours_text)}"'
+        f' data-source="{esc(source or "")}" data-limit="{PAGE_LIMIT}">{listing}</div>'
         '<p id="stale" class="meta" hidden></p>'
-        f'<p id="more" class="meta"{hidden}>The {PAGE_LIMIT} most recently active incidents'
-        " only: there may be more in this window. Narrow it (<code>?hours=</code>,"
-        " <code>?source=</code>) or use <code>newsflow incidents --limit N</code>.</p>"
+        f'<p id="more" class="meta"{"" if more else " hidden"}>'
+        f'<a id="older" href="{older}">Older incidents</a></p>'
     )
     return page("Incidents", body)
 
@@ -372,18 +399,23 @@ def _offset(query: dict[str, str]) -> int:
     return int(offset)
 
 
-def _after(query: dict[str, str]) -> Position | None:
-    """``after`` of the incidents API: a ``cursor`` of an earlier answer's incident; the
-    listing goes on strictly after it."""
+def _cursor(query: dict[str, str]) -> Position | None:
+    """``after``, of the page and the incidents API: a ``cursor`` of an earlier answer's
+    incident; the listing goes on strictly after it."""
     cursor = query.get("after")
     if cursor is None:
         return None
-    if "offset" in query:
-        raise BadRequest("after and offset do not go together: give one")
     try:
         return Position.of_cursor(cursor)
     except ValueError as exc:
         raise BadRequest(f"after: {exc}") from None
+
+
+def _after(query: dict[str, str]) -> Position | None:
+    """``after`` of the incidents API, which does not go with its ``offset``."""
+    if "after" in query and "offset" in query:
+        raise BadRequest("after and offset do not go together: give one")
+    return _cursor(query)
 
 
 class _StoreHolder:
@@ -666,10 +698,14 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, CSS, "text/css; charset=utf-8", cache=True)
             elif path == "/":
                 hours, source = self._window(query)
+                after = _cursor(query)
+                # One past the page: whether there are older ones to link to.
                 found = self._store().list_incidents(
-                    since=timedelta(hours=hours), source=source, limit=PAGE_LIMIT
+                    since=timedelta(hours=hours), source=source, limit=PAGE_LIMIT + 1,
+                    after=after,
                 )
-                self._send(200, render_index(found, hours, source))
+                self._send(200, render_index(found[:PAGE_LIMIT], hours, source,
+                                             more=len(found) > PAGE_LIMIT, after=after))
             elif path == "/api/incidents":
                 hours, source = self._window(query)
                 found = self._store().list_incidents(

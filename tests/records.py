@@ -173,3 +173,24 @@ def moved_on(write: Callable[[list[Any]], None]) -> None:
     write([incident("i1", 1, [1, 2]), incident("i2", 1, [3])])
     write([incident("i2", 2, [], merged_into="i1"), incident("i1", 2, [1, 2, 3])])
     write([incident("i1", 3, [1, 2]), incident("i3", 1, [3])])
+
+
+def walk_incidents(count: int) -> list[Incident]:
+    """``count`` incidents of the last hour (up to 1,000 of them), three at each time (the
+    listing's ties, in id order, are paged through too); the odd ones have an article of
+    the Daily Planet. And one of the Daily Planet's older than the window of 2 hours."""
+    made = [Incident(incident_id=f"walk-{n:03}", version=1, title=f"Walk {n}",
+                     updated_at=NOW - timedelta(seconds=10 * (1 + n // 3)),
+                     articles=[IncidentArticle(id=f"walk-a{n}", title=f"Walk {n}",
+                                               source="Daily Planet" if n % 2 else "Other Times")])
+            for n in range(count)]
+    made.append(Incident(incident_id="walk-old", version=1, title="Walk old",
+                         updated_at=NOW - timedelta(hours=5),
+                         articles=[IncidentArticle(id="walk-old", title="Walk old",
+                                                   source="Daily Planet")]))
+    return made
+
+
+def planet_ids(count: int) -> list[str]:
+    """The ids of ``walk_incidents(count)`` that `--since 2h --source planet` lists."""
+    return [f"walk-{n:03}" for n in range(count) if n % 2]

@@ -9,40 +9,17 @@ import re
 import shlex
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from newsflow.schemas import Incident, IncidentArticle
 from newsflow.settings import Settings
 from sinks.store import make_sink
+from tests.records import planet_ids, walk_incidents
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime.now(UTC)
 COMMAND = [sys.executable, "-m", "newsflow.cli"]
-
-
-def walk_incidents(count: int) -> list[Incident]:
-    """``count`` incidents of the last hour, three at each time (the listing's ties, in
-    id order, are paged through too); the odd ones have an article of the Daily Planet.
-    And one of the Daily Planet's older than the window of 2 hours."""
-    made = [Incident(incident_id=f"walk-{n:03}", version=1, title=f"Walk {n}",
-                     updated_at=NOW - timedelta(minutes=1 + n // 3),
-                     articles=[IncidentArticle(id=f"walk-a{n}", title=f"Walk {n}",
-                                               source="Daily Planet" if n % 2 else "Other Times")])
-            for n in range(count)]
-    made.append(Incident(incident_id="walk-old", version=1, title="Walk old",
-                         updated_at=NOW - timedelta(hours=5),
-                         articles=[IncidentArticle(id="walk-old", title="Walk old",
-                                                   source="Daily Planet")]))
-    return made
-
-
-def planet_ids(count: int) -> list[str]:
-    """The ids of ``walk_incidents(count)`` that `--since 2h --source planet` lists."""
-    return [f"walk-{n:03}" for n in range(count) if n % 2]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -3,9 +3,11 @@ in headless Chromium (skips with the reason when chromium is not installed)."""
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -22,17 +24,26 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
 from newsflow.metrics import Registry, metrics_dir, write_textfile
 from newsflow.schemas import Explanation, Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
+from sinks.models import Position
 from sinks.sqlite import SQLiteSink
+from sinks.store import make_sink
 from sinks.web import Handler, NewsflowServer, make_server
 from tests.conftest import wait_for
-from tests.records import moved_on, older_database, older_schema, stored_state
+from tests.records import (
+    moved_on,
+    older_database,
+    older_schema,
+    planet_ids,
+    stored_state,
+    walk_incidents,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -503,8 +514,8 @@ def test_api_incident_list_is_bounded(server: NewsflowServer, tmp_path: Path) ->
     assert len(json.loads(get(base + "&limit=100000")[2])) == 500  # the cap
     assert get(base + "&limit=0")[0] == 400  # not quietly one
     assert get(base + "&limit=lots")[0] == 400
-    # The page shows the 200 most recent and says there may be more.
-    assert '<p id="more" class="meta">The 200 most' in get(server.url + "?hours=2")[2]
+    # The page shows the 200 most recent and links to the older ones.
+    assert OLDER.search(get(server.url + "?hours=2")[2])
 
 
 def test_api_incident_list_pages_past_its_cap(server: NewsflowServer, tmp_path: Path) -> None:
@@ -1028,3 +1039,116 @@ def test_a_search_of_a_long_run_of_chinese_is_a_bad_request(server: NewsflowServ
     assert status == 400, body
     assert json.loads(body) == {"error": "bad request: too long a search: 1002 characters,"
                                          " at most 1000"}
+
+
+@contextmanager
+def serving_walk(settings: Settings, count: int) -> Iterator[NewsflowServer]:
+    """The page over a store holding ``walk_incidents(count)``."""
+    sink = make_sink(settings)
+    sink.write(walk_incidents(count))
+    sink.close()
+    with serving(settings) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def walk_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NewsflowServer]:
+    """The page over a store of each kind holding ``walk_incidents(900)``."""
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    settings = Settings(data_dir=tmp_path / "var", sink=request.param, postgres_dsn=dsn,
+                        web_port=0)
+    with serving_walk(settings, 900) as srv:
+        yield srv
+
+
+OLDER = re.compile(r'<p id="more" class="meta"><a id="older" href="([^"]*)">Older incidents</a>')
+NEWEST = re.compile(r'<a id="newest" href="([^"]*)">Newest incidents</a>')
+
+
+def test_walking_the_older_links_shows_every_incident_once(walk_server: NewsflowServer) -> None:
+    """The page showed the 200 most recently active incidents and said to narrow the
+    window: the rest could not be seen there. A full page links to the older ones, with
+    its filters; an older page does not update itself (it would lose its place) and links
+    back to the newest."""
+    address = "/?hours=2&source=planet"
+    seen: list[str] = []
+    pages = 0
+    while True:
+        status, _, body = get(walk_server.url + address.removeprefix("/"))
+        assert status == 200, body
+        pages += 1
+        seen += re.findall(r'<h2><a href="/incident/([^"]+)">', body)
+        newest = NEWEST.search(body)
+        assert ("data-live" in body, newest is None) == (pages == 1, pages == 1)
+        assert newest is None or html.unescape(newest[1]) == "/?hours=2&source=planet"
+        older = OLDER.search(body)
+        if older is None:
+            assert '<p id="more" class="meta" hidden>' in body
+            break
+        address = html.unescape(older[1])
+        query = parse_qs(urlsplit(address).query)
+        assert (query["hours"], query["source"], len(query["after"])) == (["2"], ["planet"], 1)
+    assert seen == planet_ids(900) and pages == 3  # 450 of them: 200, 200, 50
+
+
+def test_the_page_refuses_what_is_no_cursor_and_escapes_what_it_shows(
+    server: NewsflowServer,
+) -> None:
+    for bad in ("nope", quote("<script>window.__pwned=1</script>"), *forged_cursors().values()):
+        status, ctype, body = get(server.url + "?after=" + bad)
+        assert (status, ctype) == (400, "text/html; charset=utf-8"), (bad, body)
+        assert "<h1>Bad request: after: not a cursor of this listing</h1>" in body, body
+    # A cursor may name any id, and a source is what was typed: shown and linked escaped.
+    hostile = '"><script>window.__pwned=1</script>'
+    after = Position(NOW + timedelta(hours=1), hostile).cursor()
+    status, _, body = get(server.url + f"?source={quote(hostile)}&after={after}")
+    assert status == 200 and "<script>window" not in body
+    newest = NEWEST.search(body)
+    assert newest is not None
+    assert parse_qs(urlsplit(html.unescape(newest[1])).query)["source"] == [hostile]
+    # Without a source: the fixture's incident (its title escaped), after the future.
+    status, _, body = get(server.url + f"?after={after}")
+    assert status == 200 and "/incident/inc-1" in body and "<script>window" not in body
+
+
+def test_the_page_refuses_a_forged_cursor_on_each_store(walk_server: NewsflowServer) -> None:
+    for name, cursor in forged_cursors().items():
+        status, ctype, body = get(walk_server.url + "?after=" + cursor)
+        assert (status, ctype) == (400, "text/html; charset=utf-8"), (name, body)
+    assert get(walk_server.url)[0] == 200
+
+
+def test_only_the_newest_page_updates_and_its_older_link_follows_the_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live refresh redraws the newest page: its older link goes on after the last one
+    it shows then, not after the last one served (five newer ones moved that one off the
+    page: the link would have skipped the five before it). An older page stays as it is."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    with serving_walk(settings, 450) as srv:
+        store = srv.stores.get()
+        calls = []
+
+        def newer_after_the_page() -> Any:
+            calls.append(1)
+            if len(calls) == 2:  # (the first refresh)
+                sink = SQLiteSink(settings.sqlite_file)
+                sink.write([Incident(incident_id=f"new-{n}", version=1, title=f"New {n}",
+                                     articles=[IncidentArticle(id=f"new-{n}", title=f"New {n}")])
+                            for n in range(5)])
+                sink.close()
+            return store
+
+        monkeypatch.setattr(srv.stores, "get", newer_after_the_page)
+        dom = run_chromium(tmp_path, "--virtual-time-budget=7000", "--dump-dom", srv.url)
+        assert 'data-updated="' in dom and "New 4" in dom, "the live refresh did not run"
+        older = OLDER.search(dom)
+        assert older is not None
+        shown = json.loads(get(srv.url + "api/incidents?limit=200")[2])
+        assert shown[0]["id"].startswith("new-") and shown[-1]["id"] == "walk-194"
+        assert parse_qs(urlsplit(html.unescape(older[1])).query)["after"] == [shown[-1]["cursor"]]
+
+        older_page = run_chromium(tmp_path, "--virtual-time-budget=7000", "--dump-dom",
+                                  srv.url + html.unescape(older[1]).removeprefix("/"))
+        assert "walk-195" in older_page and 'data-updated="' not in older_page
+        assert NEWEST.search(older_page) is not None

@@ -9,6 +9,7 @@ from sinks.models import (
     IncidentArticleView,
     IncidentDetail,
     IncidentSummary,
+    Position,
     SearchHit,
     VersionInfo,
 )
@@ -44,13 +45,27 @@ def test_index_shows_the_update_it_is_ordered_by_beside_the_latest_report() -> N
     assert "updated 2024-05-01 12:00 UTC (latest report 2019-03-02 10:00 UTC)" in html
 
 
-def test_a_full_index_says_the_window_may_hold_more() -> None:
+def test_a_full_index_links_to_the_older_incidents() -> None:
     # The page showed the 200 most recent under "Incidents of the last 24 hours", whatever
-    # the window held (2,000 after a replay), and said nothing of the rest.
-    full = render_index([summary(id=f"i{n}") for n in range(PAGE_LIMIT)], 24, None)
-    assert '<p id="more" class="meta">The 200 most recently active incidents only' in full
+    # the window held (2,000 after a replay), and nothing led to the rest. A link does.
+    shown = [summary(id=f"i{n}", position=Position(NOW, f"i{n}")) for n in range(PAGE_LIMIT)]
+    full = render_index(shown, 24, "<x>", more=True)
+    after = shown[-1].position.cursor()  # type: ignore[union-attr]
+    assert (f'<p id="more" class="meta"><a id="older" href="/?hours=24&amp;source=%3Cx%3E'
+            f'&amp;after={after}">Older incidents</a></p>') in full
     assert '<p id="more" class="meta" hidden>' in render_index([summary()], 24, None)
     assert f'data-limit="{PAGE_LIMIT}"' in full  # the live refresh asks for as many
+    assert "data-live" in full and 'id="newest"' not in full
+
+
+def test_an_older_page_links_to_the_newest_and_does_not_update() -> None:
+    after = Position(NOW, '"><script>alert(1)</script>')  # (a cursor names any id)
+    html = render_index([summary(position=Position(NOW, "i/1"))], 1.5, "a b", after=after)
+    assert "data-live" not in html  # the script leaves it as it is
+    assert "Older incidents of the last 1.5 hours from a b" in html
+    assert 'id="newest" href="/?hours=1.5&amp;source=a+b"' in html
+    assert '<p id="more" class="meta" hidden>' in html
+    assert html.count("<script") == 1
 
 
 def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
