@@ -1,5 +1,5 @@
 """`newsflow incidents --after`: paging the listing, run as the real command against a
-real SQLite file and a real PostgreSQL server."""
+real SQLite file, a real PostgreSQL server and a JSON Lines file."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 COMMAND = [sys.executable, "-m", "newsflow.cli"]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "jsonl"])
 def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """The environment of a command reading a store (of each kind) that holds
     ``walk_incidents(30)``."""
