@@ -4,7 +4,7 @@
     newsflow web                       the incidents page, health and /metrics
     newsflow incidents [--since 2h] [--source afp] [--after CURSOR] [--json]
     newsflow incident ID [--json]
-    newsflow search "cruise missiles Iran" [--json]
+    newsflow search "cruise missiles Iran" [--offset 20] [--json]
     newsflow db upgrade                create or migrate the configured store's schema
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from newsflow.commands import at_least_one, reach_broker, seconds, stop_on_signals
+from newsflow.commands import MAX_COUNT, at_least_one, reach_broker, seconds, stop_on_signals
 from newsflow.settings import Settings
 from newsflow.text import counted, plain
 from sinks.models import (
@@ -82,8 +82,10 @@ def bounded_search(query: str) -> str:
 # for storage being down (503, the store reopened).
 MAX_SOURCE_LENGTH = 256
 
-# Incidents `newsflow incidents` lists unless --limit says otherwise.
+# Incidents `newsflow incidents` lists, and hits `newsflow search`, unless --limit says
+# otherwise.
 INCIDENTS_LIMIT = 50
+SEARCH_LIMIT = 20
 
 
 def source_name(text: str) -> str:
@@ -91,6 +93,14 @@ def source_name(text: str) -> str:
     if len(text) > MAX_SOURCE_LENGTH:
         raise argparse.ArgumentTypeError(f"at most {MAX_SOURCE_LENGTH} characters, not {len(text)}")
     return text
+
+
+def skipped(text: str) -> int:
+    """An argparse type: how many to skip, from 0."""
+    number = int(text)
+    if not 0 <= number <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_COUNT}, not {text}")
+    return number
 
 
 def cursor_position(text: str) -> Position:
@@ -313,16 +323,33 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     query = bounded_search(args.query)  # (said before the store is opened)
     store = open_existing_store(settings)
     try:
-        hits = store.search(query, limit=args.limit)
+        # One past the limit: whether there are more to say so of.
+        hits = store.search(query, limit=args.limit + 1, offset=args.offset)
     finally:
         store.close()
+    more, hits = len(hits) > args.limit, hits[:args.limit]
     if args.json:
         _dump([h.to_dict() for h in hits])
     elif hits:
         format_hits(hits, sys.stdout)
+        if more:
+            print(f"more: {next_hits_command(args)}", file=sys.stderr)
     else:
-        print(f"no matches in {store_name(settings)}")
+        past = f" past the first {args.offset}" if args.offset else ""
+        print(f"no matches{past} in {store_name(settings)}")
     return 0
+
+
+def next_hits_command(args: argparse.Namespace) -> str:
+    """The command that lists the next hits of this search (``args``), as a user would
+    type it."""
+    words = ["newsflow", "search"]
+    if args.limit != SEARCH_LIMIT:
+        words += ["--limit", str(args.limit)]
+    words += ["--offset", str(args.offset + args.limit)]
+    # (a query that starts with "-" reads as an option before "--")
+    return " ".join([*words, *(["--"] if args.query.startswith("-") else []),
+                     shlex.quote(plain(args.query))])
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -357,7 +384,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("search", help="full-text search over stored articles")
     p.add_argument("query")
-    p.add_argument("--limit", type=at_least_one, default=20)
+    p.add_argument("--limit", type=at_least_one, default=SEARCH_LIMIT)
+    p.add_argument("--offset", type=skipped, default=0,
+                   help="the hits after this many of the best (default 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 

@@ -274,7 +274,7 @@ class JsonlStore(Store):
         self._catch_up()
         return self._store.latest_incident(incident_id)
 
-    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+    def search(self, query: str, limit: int = 20, offset: int = 0) -> list[SearchHit]:
         # An empty answer would read as "no matches"; the text was never stored.
         raise SearchUnsupported(
             "search needs the articles' text, which the jsonl sink does not keep"

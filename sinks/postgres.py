@@ -973,7 +973,7 @@ def websearch_query(query: str) -> str:
                        for wanted, unwanted in search_alternatives(query))
 
 
-def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
+def _search(query: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]] | None:
     # A snippet of Chinese, Japanese, Korean or Thai gets three times the words: each
     # character is one (as SQLite's).
     websearch = websearch_query(query)
@@ -985,7 +985,7 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
                 SELECT a.id, a.title, a.source, a.published, a.url, a.text, a.search_text,
                        ts_rank_cd(a.tsv, q.q) AS rank
                 FROM articles a, q WHERE a.tsv @@ q.q
-                ORDER BY rank DESC, a.id LIMIT %s
+                ORDER BY rank DESC, a.id LIMIT %s OFFSET %s
             ),
             placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
             SELECT p.id, p.title, p.source, p.published, p.url, p.text, p.rank,
@@ -998,7 +998,7 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
             FROM placed p CROSS JOIN q
             LEFT JOIN incidents i ON i.id = p.incident_id
             ORDER BY p.rank DESC, p.id""",
-        (websearch, limit),
+        (websearch, limit, offset),
     )
 
 

@@ -692,8 +692,9 @@ class ReadDialect:
     # the window of 16,000 articles took 41 s through its cursor, 3 s with DISTINCT ON.
     current: str
     # Search: the query and its parameters for the user's words (rank: higher is
-    # better), None when they hold no word to look for.
-    search: Callable[[str, int], tuple[str, Sequence[Any]] | None]
+    # better), at most a limit of them past an offset, None when they hold no word to
+    # look for.
+    search: Callable[[str, int, int], tuple[str, Sequence[Any]] | None]
     # Lower-casing of the source filter, every letter (a format of one value).
     lower: str = "lower({})"
 
@@ -808,8 +809,9 @@ class SQLReader(Store, ABC):
         return IncidentDetail(summary=summary, articles=[member_view(m) for m in members],
                               versions=[version_info(v) for v in versions])
 
-    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
-        found = self.dialect.search(query, int(limit))
+    def search(self, query: str, limit: int = 20, offset: int = 0) -> list[SearchHit]:
+        """The best ``limit`` hits past the ``offset`` best."""
+        found = self.dialect.search(query, int(limit), int(offset))
         if found is None:
             return []
         with self._session() as fetch:

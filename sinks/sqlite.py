@@ -629,7 +629,7 @@ current AS (
 """
 
 
-def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
+def _search(query: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]] | None:
     # The rank is bm25 negated: higher is better, as PostgreSQL's ts_rank_cd. A snippet is
     # 16 words, or 48 where each character of Chinese, Japanese, Korean or Thai counts as
     # one (16 made a few words of them).
@@ -647,13 +647,13 @@ def _search(query: str, limit: int) -> tuple[str, tuple[Any, ...]] | None:
                 FROM articles_fts
                 JOIN articles a ON a.rowid = articles_fts.rowid
                 WHERE articles_fts MATCH ?
-                ORDER BY rank DESC, a.id LIMIT ?
+                ORDER BY rank DESC, a.id LIMIT ? OFFSET ?
             ),
             placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
             SELECT p.*, i.title AS incident_title
             FROM placed p LEFT JOIN incidents i ON i.id = p.incident_id
             ORDER BY p.rank DESC, p.id""",
-        (match, limit),
+        (match, limit, offset),
     )
 
 

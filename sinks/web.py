@@ -2,7 +2,7 @@
 
     /                   incidents of the last hours, newest first (updates live); ?after=
     /incident/<id>      an incident: timeline of articles, sources, why each joined
-    /search?q=...       full-text search
+    /search?q=...       full-text search (&offset=)
     /api/incidents      JSON (hours, source, limit, after or offset); /api/incidents/<id>; /api/search?q=
     /healthz /readyz    liveness; readiness (the store answers)
     /metrics            Prometheus: every service's metrics file plus storage figures
@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOURS = 24.0
 REFRESH_MS = 5000
 PAGE_LIMIT = 200  # incidents on the page (and the API's default)
+SEARCH_LIMIT = 50  # hits on the page and from the API
 
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f6f4;color:#1d1d1f}
@@ -314,7 +315,9 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
     return page(s.title or s.id, "".join(parts))
 
 
-def render_search(query: str, hits: list[Any]) -> str:
+def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = False) -> str:
+    """A search's ``hits`` past the ``offset`` best; ``more``: there are more, which a
+    link leads to."""
     items = []
     for h in hits:
         incident = (
@@ -328,10 +331,20 @@ def render_search(query: str, hits: list[Any]) -> str:
             f'<div class="meta">{esc(when(h.published))} &middot; {apart(h.source or "?")}'
             f"{incident}</div><div>{esc(h.snippet)}</div></div>"
         )
-    body = f"<h1>Search: {esc(query)}</h1>" + (
-        "".join(items) or '<p class="empty">No matches.</p>'
-    )
+    best = esc(search_address(query))
+    past = (f'<p class="meta">Past the {offset} best. <a id="best" href="{best}">Best matches</a>'
+            "</p>") if offset else ""
+    found = "".join(items) or f'<p class="empty">No {"more " if offset else ""}matches.</p>'
+    next_hits = esc(search_address(query, offset + len(hits)))
+    body = (f"<h1>Search: {esc(query)}</h1>{past}{found}"
+            f'<p id="more" class="meta"{"" if more else " hidden"}>'
+            f'<a id="more-hits" href="{next_hits}">More matches</a></p>')
     return page(f"Search {query}", body)
+
+
+def search_address(query: str, offset: int = 0) -> str:
+    """The address of the search page for ``query``, past the ``offset`` best."""
+    return "/search?" + urlencode({"q": query, **({"offset": offset} if offset else {})})
 
 
 def needs_upgrade(exc: SchemaOutdated) -> str:
@@ -390,8 +403,8 @@ MAX_OFFSET = 10**18
 
 
 def _offset(query: dict[str, str]) -> int:
-    """``offset`` of the incidents API: how many of the listing to skip (pages past the
-    500 a request may return)."""
+    """``offset`` of the incidents API and of search: how many of the listing, or of the
+    best matches, to skip (pages past the 500 a request may return)."""
     offset = _number(query, "offset", 0)
     if offset < 0 or offset != int(offset) or offset > MAX_OFFSET:
         raise BadRequest(f"offset must be a whole number from 0 to {MAX_OFFSET},"
@@ -720,12 +733,15 @@ class Handler(BaseHTTPRequestHandler):
                 route = prefix + "/:id"
                 self._incident(raw_id, api=path.startswith("/api/"))
             elif path in ("/search", "/api/search"):
-                q = query.get("q", "")
-                hits = self._store().search(bounded_search(q), limit=50) if q.strip() else []
+                q, offset = query.get("q", ""), _offset(query)
+                # One past the page: whether there are more to link to.
+                hits = (self._store().search(bounded_search(q), limit=SEARCH_LIMIT + 1,
+                                             offset=offset) if q.strip() else [])
+                more, hits = len(hits) > SEARCH_LIMIT, hits[:SEARCH_LIMIT]
                 if path == "/api/search":
                     self._json([h.to_dict() for h in hits])
                 else:
-                    self._send(200, render_search(q, hits))
+                    self._send(200, render_search(q, hits, offset=offset, more=more))
             else:
                 route = "other"
                 self._error(404, "not found", api=path.startswith("/api/"))

@@ -194,3 +194,10 @@ def walk_incidents(count: int) -> list[Incident]:
 def planet_ids(count: int) -> list[str]:
     """The ids of ``walk_incidents(count)`` that `--since 2h --source planet` lists."""
     return [f"walk-{n:03}" for n in range(count) if n % 2]
+
+
+def storm_articles(count: int) -> list[RawArticle]:
+    """``count`` articles a search of "storm" finds, titled "Storm report N", ranked in
+    five tiers (the word 1 to 5 times): ties, in id order, are paged through too."""
+    return [article(n, "The storm " * (1 + n % 5) + "hit the coast overnight.",
+                    title=f"Storm report {n}") for n in range(1, count + 1)]

@@ -42,6 +42,7 @@ from tests.records import (
     older_schema,
     planet_ids,
     stored_state,
+    storm_articles,
     walk_incidents,
 )
 
@@ -1044,20 +1045,37 @@ def test_a_search_of_a_long_run_of_chinese_is_a_bad_request(server: NewsflowServ
 @contextmanager
 def serving_walk(settings: Settings, count: int) -> Iterator[NewsflowServer]:
     """The page over a store holding ``walk_incidents(count)``."""
+    with serving_records(settings, walk_incidents(count)) as srv:
+        yield srv
+
+
+@contextmanager
+def serving_records(settings: Settings, records: list[Any]) -> Iterator[NewsflowServer]:
+    """The page over a store holding ``records``."""
     sink = make_sink(settings)
-    sink.write(walk_incidents(count))
+    sink.write(records)
     sink.close()
     with serving(settings) as srv:
         yield srv
 
 
+def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The page's settings for a store of the kind ``request.param``."""
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    return Settings(data_dir=tmp_path / "var", sink=request.param, postgres_dsn=dsn, web_port=0)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def walk_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NewsflowServer]:
     """The page over a store of each kind holding ``walk_incidents(900)``."""
-    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
-    settings = Settings(data_dir=tmp_path / "var", sink=request.param, postgres_dsn=dsn,
-                        web_port=0)
-    with serving_walk(settings, 900) as srv:
+    with serving_walk(each_store(request, tmp_path), 900) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def search_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NewsflowServer]:
+    """The page over a store of each kind holding ``storm_articles(120)``."""
+    with serving_records(each_store(request, tmp_path), list(storm_articles(120))) as srv:
         yield srv
 
 
@@ -1152,3 +1170,39 @@ def test_only_the_newest_page_updates_and_its_older_link_follows_the_list(
                                   srv.url + html.unescape(older[1]).removeprefix("/"))
         assert "walk-195" in older_page and 'data-updated="' not in older_page
         assert NEWEST.search(older_page) is not None
+
+
+MORE_HITS = re.compile(r'<p id="more" class="meta"><a id="more-hits" href="([^"]*)">More matches</a>')
+
+
+def test_walking_the_search_pages_shows_every_match_once(search_server: NewsflowServer) -> None:
+    """Search showed the 50 best matches and nothing led to the others. A full page links
+    to the next matches (``offset``), as the API takes them too."""
+    ranked = [h.title for h in search_server.stores.get().search("storm", limit=1000)]
+    assert len(ranked) == 120
+    address, seen, pages = "/search?q=storm", [], 0
+    while True:
+        status, _, body = get(search_server.url + address.removeprefix("/"))
+        assert status == 200, body
+        pages += 1
+        seen += re.findall(r'<div class="incident"><h2>(Storm report \d+)</h2>', body)
+        assert ('id="best"' in body) == (pages > 1)
+        more = MORE_HITS.search(body)
+        if more is None:
+            assert '<p id="more" class="meta" hidden>' in body
+            break
+        address = html.unescape(more[1])
+        assert parse_qs(urlsplit(address).query) == {"q": ["storm"], "offset": [str(50 * pages)]}
+    assert seen == ranked and pages == 3  # 50, 50, 20
+    api = [h["title"] for h in json.loads(get(search_server.url + "api/search?q=storm&offset=100")[2])]
+    assert api == ranked[100:]
+    for bad in ("-1", "1.5", "many"):
+        status, ctype, body = get(search_server.url + f"api/search?q=storm&offset={bad}")
+        assert (status, ctype) == (400, "application/json") and "offset" in body
+        assert get(search_server.url + f"search?q=storm&offset={bad}")[0] == 400
+    # A hostile query is linked escaped, and read back whole from the link.
+    hostile = 'storm or "<script>window.__pwned=1</script>"'
+    status, _, body = get(search_server.url + "search?q=" + quote(hostile))
+    more = MORE_HITS.search(body)
+    assert status == 200 and "<script>window" not in body and more is not None
+    assert parse_qs(urlsplit(html.unescape(more[1])).query)["q"] == [hostile]

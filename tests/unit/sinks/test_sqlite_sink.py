@@ -517,7 +517,7 @@ def test_a_search_places_only_the_articles_it_found(db: Path) -> None:
     is looked up by the article index."""
     write(db, article(1, "A storm hit the coast."), article(2, "Calm seas."),
           incident("i1", 1, [1, 2]))
-    found = READS.search("storm", 20)
+    found = READS.search("storm", 20, 0)
     assert found is not None
     sql, params = found
     conn = connect(db, readonly=True)
