@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     from producers import commands as producer_commands
     from sinks import commands as sink_commands
     from sinks.redrive import store_letters
-    from sinks.store import read_window
+    from sinks.store import read_window, stored_counts
 
     parser = _TopParser(
         prog="newsflow",
@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", action="store_true", help="JSON log lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_CommandParser)
-    core_commands.register(sub, store_letters=store_letters)  # the sink's dead letters
+    # The sink's dead letters, and what storage holds.
+    core_commands.register(sub, store_letters=store_letters, store_counts=stored_counts)
     producer_commands.register(sub)
     processor_commands.register(sub, read_window=read_window)  # the window to rebuild
     sink_commands.register(sub)

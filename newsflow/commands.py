@@ -1,10 +1,11 @@
-"""Core subcommands: run (the whole service), tail, dlq redrive, topics."""
+"""Core subcommands: run (the whole service), status, tail, dlq redrive, topics."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from functools import partial
 from threading import Event
 from typing import TYPE_CHECKING
@@ -151,13 +152,31 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters) -> None:  # type: ignore[type-arg]
+def cmd_status(args: argparse.Namespace, settings: Settings, *,
+               store_counts: Callable[[Settings], dict[str, int]]) -> int:
+    import time
+
+    from newsflow.service import running_service
+    from newsflow.status import format_status, read_status, status_json
+
+    status = read_status(settings, running_service(settings), store_counts)
+    print(status_json(status) if args.json else format_status(status, time.time()))
+    return status.exit_code
+
+
+def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters,  # type: ignore[type-arg]
+             store_counts: Callable[[Settings], dict[str, int]]) -> None:
     """Add the core's subcommands; ``store_letters`` writes the sink's dead letters to
-    storage at a redrive (the sinks', passed in by the `newsflow` command: the core does
-    not import the roles)."""
+    storage at a redrive, ``store_counts`` counts what storage holds (the sinks', passed in
+    by the `newsflow` command: the core does not import the roles)."""
     run = sub.add_parser("run", help="run the whole service (embedded broker unless configured)")
     run.add_argument("--no-seeds", action="store_true", help="do not replay seeds/ at start")
     run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="whether the service on this data folder runs, and how"
+                                       " (exit code 0 well, 1 problems, 3 not running)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=partial(cmd_status, store_counts=store_counts))
 
     tl = sub.add_parser(
         "tail", help="follow a topic (raw, clean, incidents, members, dlq, or a name)")

@@ -13,6 +13,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from newsflow.processes import process_runs, process_started
@@ -293,20 +294,24 @@ def _with_label(sample: str, name: str, value: str) -> str:
     return f"{metric}{{{label}}} {rest}"
 
 
-def read_textfiles(directory: Path) -> str:
-    """Every process's metrics file, merged (missing directory: nothing); the files of
-    processes that no longer run are removed.
+@dataclass(frozen=True)
+class Textfile:
+    """The metrics file of a process that runs: its name without ``.prom``
+    ("sink-4242"), role ("sink", "processors", "broker"), writer's pid (None for
+    ``broker.prom``, which `newsflow run` writes) and text."""
 
-    Each metric family is written once, with one HELP and TYPE, holding the samples of
-    every file; each sample gets a ``process`` label (the file's name without ``.prom``)
-    so the same series from two processes stays two series, and a ``role`` label (that
-    name without its pid), which stays the same across restarts, for selecting and
-    summing. Concatenated files would repeat a family, which Prometheus rejects.
-    """
+    name: str
+    role: str
+    pid: int | None
+    text: str
+
+
+def running_textfiles(directory: Path) -> list[Textfile]:
+    """The metrics files in ``directory`` (missing: none) of processes that run; the
+    files of processes that no longer run are removed."""
     if not directory.is_dir():
-        return ""
-    headers: dict[str, dict[str, str]] = {}  # family -> {"HELP": line, "TYPE": line}
-    samples: dict[str, list[str]] = {}  # family -> sample lines, in file order
+        return []
+    found = []
     for path in sorted(directory.glob("*.prom")):
         try:
             text = path.read_text(encoding="utf-8")
@@ -317,9 +322,25 @@ def read_textfiles(directory: Path) -> str:
             # (roles run apart) would pile up until its next start.
             path.unlink(missing_ok=True)
             continue
-        role, _ = _role_and_pid(path)
+        found.append(Textfile(path.stem, *_role_and_pid(path), text))
+    return found
+
+
+def read_textfiles(directory: Path) -> str:
+    """Every process's metrics file, merged (missing directory: nothing); the files of
+    processes that no longer run are removed.
+
+    Each metric family is written once, with one HELP and TYPE, holding the samples of
+    every file; each sample gets a ``process`` label (the file's name without ``.prom``)
+    so the same series from two processes stays two series, and a ``role`` label (that
+    name without its pid), which stays the same across restarts, for selecting and
+    summing. Concatenated files would repeat a family, which Prometheus rejects.
+    """
+    headers: dict[str, dict[str, str]] = {}  # family -> {"HELP": line, "TYPE": line}
+    samples: dict[str, list[str]] = {}  # family -> sample lines, in file order
+    for textfile in running_textfiles(directory):
         family = ""
-        for line in text.splitlines():
+        for line in textfile.text.splitlines():
             if line.startswith(("# HELP ", "# TYPE ")):
                 # Samples belong to the family named last (a histogram's _bucket, _sum
                 # and _count lines carry suffixes its TYPE line does not).
@@ -329,7 +350,8 @@ def read_textfiles(directory: Path) -> str:
             elif line and not line.startswith("#"):
                 name = family or line.split("{", 1)[0].split(" ", 1)[0]
                 samples.setdefault(name, []).append(
-                    _with_label(_with_label(line, "role", role), "process", path.stem))
+                    _with_label(_with_label(line, "role", textfile.role), "process",
+                                textfile.name))
     lines: list[str] = []
     for family, family_samples in samples.items():
         header = headers.get(family, {})

@@ -30,6 +30,19 @@ def process_started(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+def process_age_s(pid: int) -> float | None:
+    """How long process ``pid`` has run, in seconds; None when it does not run or /proc
+    cannot tell."""
+    started = process_started(pid)
+    try:
+        since_boot = float(Path("/proc/uptime").read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if started is None or not started.isdigit():
+        return None
+    return max(0.0, since_boot - int(started) / os.sysconf("SC_CLK_TCK"))
+
+
 def process_runs(pid: int, started: str | None = None) -> bool:
     """Whether process ``pid`` runs on this machine, and is the one that started at
     ``started`` (``process_started``'s ticks) when that is known: a later process given

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
-from typing import IO
+from typing import IO, Any
 
 from newsflow import outbox, recycle
 from newsflow.broker import EmbeddedBroker
@@ -125,35 +125,40 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
     os.replace(partial, path)
 
 
-def broker_started(settings: Settings) -> float | None:
-    """When the running service's embedded broker last started empty, per its runfile;
-    None when no service here runs the broker ``settings`` point at (nor when its
-    runfile outlived it: a `newsflow run` killed with SIGKILL leaves it behind)."""
+def running_service(settings: Settings) -> dict[str, Any] | None:
+    """The runfile of the `newsflow run` that runs on this data folder now (as
+    ``write_runfile`` writes it); None when none does, or its runfile is unreadable or was
+    left behind by one killed (SIGKILL)."""
     try:
         info = json.loads(settings.runfile.read_text(encoding="utf-8"))
-        value = info["broker_started"] if info["kafka_bootstrap"] == settings.kafka_bootstrap else None
         runs = process_runs(int(info["pid"]), info.get("started"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return float(value) if runs and isinstance(value, int | float) else None
+    return info if runs else None
+
+
+def broker_started(settings: Settings) -> float | None:
+    """When the running service's embedded broker last started empty, per its runfile;
+    None when no service here runs the broker ``settings`` point at."""
+    info = running_service(settings)
+    if info is None or info.get("kafka_bootstrap") != settings.kafka_bootstrap:
+        return None
+    value = info.get("broker_started")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def discover_running_service(settings: Settings) -> Settings:
     """With no bootstrap configured, use the broker of a `newsflow run` still running here."""
     if settings.kafka_bootstrap:
         return settings
-    try:
-        info = json.loads(settings.runfile.read_text(encoding="utf-8"))
-        runs = process_runs(int(info["pid"]), info.get("started"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return settings
-    if not runs:  # (killed, its runfile left behind)
+    info = running_service(settings)
+    if info is None or not isinstance(info.get("kafka_bootstrap"), str):
         return settings
     logger.debug("using the broker of the running service (pid %s)", info["pid"])
     return settings.model_copy(
         update={
             "kafka_bootstrap": info["kafka_bootstrap"],
-            "kafka_embedded": bool(info["kafka_embedded"]),
+            "kafka_embedded": bool(info.get("kafka_embedded")),
         }
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict
 from datetime import datetime
 
 from newsflow.schemas import Incident, RawArticle
@@ -112,6 +113,15 @@ def open_existing_store(settings: Settings) -> Store:
         raise StoreMisconfigured(f"{store_name(settings)} is a folder, not a file: set"
                                  f" {variable} to the file")
     return open_store(settings, migrate_schema=False)
+
+
+def stored_counts(settings: Settings) -> dict[str, int]:
+    """What the configured storage holds (``Counts``), for `newsflow status`."""
+    store = open_existing_store(settings)
+    try:
+        return asdict(store.counts())
+    finally:
+        store.close()
 
 
 def upgrade(settings: Settings) -> int:

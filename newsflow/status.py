@@ -1,0 +1,246 @@
+"""`newsflow status`: whether the service on this data folder runs, and how it is doing.
+
+Read from what the service leaves for other commands: the runfile of `newsflow run`
+(``var/service.json``), each process's metrics file (``var/metrics/*.prom``: a file
+whose writer no longer runs does not count), the web page's ``/healthz`` and storage.
+Nothing here talks to the broker: a status must answer while the broker does not.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from newsflow.metrics import Textfile, metrics_dir, running_textfiles, sample_values
+from newsflow.processes import process_age_s
+from newsflow.settings import Settings
+from newsflow.text import counted
+
+# Exit codes, as LSB init scripts' status: 0 runs and is well, 1 runs with problems
+# (said), 3 does not run.
+HEALTHY, PROBLEMS, NOT_RUNNING = 0, 1, 3
+
+# The roles `newsflow run` starts that write a metrics file, by the file's role name.
+REPORTING_ROLES = {"processors": "process", "sink": "sink", "produce": "produce"}
+
+# Figures shown for each role: (metric, key in the status); a metric with several
+# samples (labels) is summed.
+ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "processors": (("newsflow_processor_articles_total", "articles_in"),
+                   ("newsflow_processor_window_articles", "window_articles"),
+                   ("newsflow_processor_window_incidents", "window_incidents"),
+                   ("newsflow_processor_dead_letters_total", "dead_letters"),
+                   ("newsflow_consumer_lag", "lag")),
+    "sink": (("newsflow_sink_written_total", "written"),
+             ("newsflow_sink_last_flush_timestamp_seconds", "last_write_at"),
+             ("newsflow_sink_paused", "paused"),
+             ("newsflow_dead_letters_total", "dead_letters"),
+             ("newsflow_consumer_lag", "lag")),
+    "produce": (("newsflow_feeds_active", "feeds"),
+                ("newsflow_feeds_failing", "feeds_failing"),
+                ("newsflow_feed_articles_total", "published"),
+                ("newsflow_outbox_articles", "outbox_articles"),
+                ("newsflow_outbox_bytes", "outbox_bytes")),
+    "broker": (("newsflow_embedded_broker_memory_bytes", "memory_bytes"),
+               ("newsflow_embedded_broker_memory_limit_bytes", "memory_limit_bytes"),
+               ("newsflow_embedded_broker_recycles_total", "recycles")),
+}
+
+
+@dataclass(frozen=True)
+class RoleStatus:
+    role: str  # as its metrics file names it: "processors", "sink", "produce", "broker"
+    pid: int | None  # None for the embedded broker's figures (written by `newsflow run`)
+    up_s: float | None
+    figures: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Status:
+    data_dir: str
+    running: bool  # a `newsflow run` holds this data folder
+    pid: int | None = None
+    up_s: float | None = None
+    kafka_bootstrap: str | None = None
+    kafka_embedded: bool = False
+    web: str | None = None
+    web_answers: bool | None = None  # None: not asked (no `newsflow run`)
+    roles: list[RoleStatus] = field(default_factory=list)
+    storage: str = ""
+    counts: dict[str, int] | None = None
+    storage_error: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.running and not any(r.pid is not None for r in self.roles):
+            return NOT_RUNNING
+        return PROBLEMS if self.problems else HEALTHY
+
+
+def role_status(textfile: Textfile) -> RoleStatus:
+    figures = {}
+    for metric, key in ROLE_FIGURES.get(textfile.role, ()):
+        values = sample_values(textfile.text, metric)
+        if values:
+            figures[key] = sum(values)
+    up_s = process_age_s(textfile.pid) if textfile.pid is not None else None
+    return RoleStatus(textfile.role, textfile.pid, up_s, figures)
+
+
+def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus],
+                storage_error: str | None) -> list[str]:
+    """What is wrong, in words: a role `newsflow run` keeps running that does not run (or
+    has not written its figures yet), a page that does not answer, storage that the sink
+    or this command cannot use."""
+    problems = []
+    if running:
+        present = {r.role for r in roles}
+        problems += [f"{role} is not running (or has not reported yet)"
+                     for file_role, role in REPORTING_ROLES.items() if file_role not in present]
+        if web_answers is False:
+            problems.append("the web page does not answer")
+    if any(r.figures.get("paused") for r in roles if r.role == "sink"):
+        problems.append("the sink is paused: storage unavailable (see its log)")
+    if storage_error is not None:
+        problems.append(f"storage: {storage_error}")
+    return problems
+
+
+def read_status(settings: Settings, runfile: dict[str, Any] | None,
+                store_counts: Callable[[Settings], dict[str, int]]) -> Status:
+    """The status of the service on ``settings``' data folder, given its runfile (None
+    when no `newsflow run` runs there) and how to count what storage holds."""
+    from newsflow.storage import storage_errors, store_name
+
+    roles = [role_status(t) for t in running_textfiles(metrics_dir(settings.data_dir))]
+    web = runfile.get("web") if runfile is not None else None
+    web_answers = answers(web) if isinstance(web, str) and has_port(web) else None
+    counts, storage_error = None, None
+    try:
+        counts = store_counts(settings)
+    except storage_errors() as exc:
+        storage_error = str(exc)
+    running = runfile is not None
+    pid = runfile.get("pid") if runfile is not None else None
+    return Status(
+        data_dir=str(settings.data_dir),
+        running=running,
+        pid=pid if isinstance(pid, int) else None,
+        up_s=process_age_s(pid) if isinstance(pid, int) else None,
+        kafka_bootstrap=runfile.get("kafka_bootstrap") if runfile is not None else None,
+        kafka_embedded=bool(runfile.get("kafka_embedded")) if runfile is not None else False,
+        web=web if isinstance(web, str) else None,
+        web_answers=web_answers,
+        roles=roles,
+        storage=store_name(settings),
+        counts=counts,
+        storage_error=storage_error,
+        problems=problems_of(running, web_answers, roles, storage_error),
+    )
+
+
+def has_port(web: str) -> bool:
+    """Whether the runfile's web address names its port (with NEWSFLOW_WEB_PORT=0 only
+    the web process's log does)."""
+    try:
+        return urlsplit(web).port is not None
+    except ValueError:
+        return False
+
+
+def answers(web: str, timeout_s: float = 2.0) -> bool:
+    """Whether the web page at ``web`` answers its liveness check."""
+    try:
+        with urllib.request.urlopen(web.rstrip("/") + "/healthz", timeout=timeout_s) as reply:
+            return bool(reply.status == 200)
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+
+
+def duration(seconds: float) -> str:
+    """3 s, 5 min, 2 h 13 min, 3 d 4 h."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def _mb(value: float) -> str:
+    return f"{value / 2**20:,.0f} MB" if value >= 2**20 or not value else f"{value / 1024:,.0f} kB"
+
+
+def _role_line(r: RoleStatus, now: float) -> str:
+    f = r.figures
+    parts: list[str] = []
+    if r.role == "processors":
+        parts.append(f"{counted(int(f.get('articles_in', 0)), 'article', 'articles')} in; window "
+                     f"{counted(int(f.get('window_articles', 0)), 'article', 'articles')}, "
+                     f"{counted(int(f.get('window_incidents', 0)), 'incident', 'incidents')}")
+    elif r.role == "sink":
+        last = f.get("last_write_at")
+        parts.append(f"{counted(int(f.get('written', 0)), 'record', 'records')} written"
+                     + (f", the last {duration(max(0.0, now - last))} ago" if last else ""))
+        if f.get("paused"):
+            parts.append("PAUSED (storage unavailable)")
+    elif r.role == "produce":
+        parts.append(f"{counted(int(f.get('feeds', 0)), 'feed', 'feeds')}"
+                     f" ({int(f.get('feeds_failing', 0))} failing), "
+                     f"{counted(int(f.get('published', 0)), 'article', 'articles')} published")
+        if "outbox_articles" in f:
+            parts.append(f"outbox {counted(int(f['outbox_articles']), 'article', 'articles')}"
+                         f" ({_mb(f.get('outbox_bytes', 0))})")
+    if "lag" in f:
+        parts.append(f"lag {int(f['lag'])}")
+    if f.get("dead_letters"):
+        parts.append(f"{counted(int(f['dead_letters']), 'dead letter', 'dead letters')}")
+    up = f", up {duration(r.up_s)}" if r.up_s is not None else ""
+    return f"  {r.role:<11} pid {r.pid}{up}: " + "; ".join(parts)
+
+
+def format_status(status: Status, now: float) -> str:
+    """``status`` for people, one line a part (``now``: epoch seconds)."""
+    lines = []
+    if status.running:
+        up = f", up {duration(status.up_s)}" if status.up_s is not None else ""
+        lines.append(f"newsflow run: running (pid {status.pid}{up}), data folder {status.data_dir}")
+        broker = next((r for r in status.roles if r.role == "broker"), None)
+        where = "embedded, " if status.kafka_embedded else ""
+        line = f"  broker      {where}{status.kafka_bootstrap}"
+        if broker is not None and "memory_bytes" in broker.figures:
+            f = broker.figures
+            line += (f"; {_mb(f['memory_bytes'])} of {_mb(f.get('memory_limit_bytes', 0))},"
+                     f" recycled {counted(int(f.get('recycles', 0)), 'time', 'times')}")
+        lines.append(line)
+        answered = {True: "", False: " (does not answer)", None: ""}[status.web_answers]
+        lines.append(f"  web         {status.web}{answered}")
+    else:
+        lines.append(f"newsflow run: not running on data folder {status.data_dir}")
+    role_lines = [_role_line(r, now) for r in status.roles if r.pid is not None]
+    if role_lines and not status.running:
+        lines.append("  roles running apart on this data folder:")
+    lines += role_lines
+    if status.counts is not None:
+        c = status.counts
+        lines.append(f"  storage     {status.storage}: {counted(c['articles'], 'article', 'articles')},"
+                     f" {counted(c['live_incidents'], 'incident', 'incidents')}"
+                     f" ({c['merged_incidents']} merged away)")
+    else:
+        lines.append(f"  storage     {status.storage}: cannot read it: {status.storage_error}")
+    if status.running or role_lines:
+        lines.append("problems: " + ("none" if not status.problems else ""))
+        lines += [f"  - {p}" for p in status.problems]
+    return "\n".join(lines)
+
+
+def status_json(status: Status) -> str:
+    return json.dumps({**asdict(status), "exit_code": status.exit_code})

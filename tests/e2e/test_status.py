@@ -1,0 +1,79 @@
+"""`newsflow status` of a real `newsflow run`: its roles and storage while it runs, what is
+wrong when something is, and that it does not run once stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.conftest import ROOT, Service, read_row
+
+pytestmark = pytest.mark.e2e
+
+
+def status(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "newsflow.cli", "status", *args],
+                          env=service.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def child_pid(service: Service, role: str) -> int:
+    return int(re.findall(rf"started {role} \(pid (\d+)\)", service.log())[-1])
+
+
+def test_status_of_a_running_service_its_problems_and_its_stop(start_service, tmp_path):
+    service = start_service()  # (the seeds are replayed: two articles, one incident)
+    service.wait_for(lambda: (read_row(service.db, "SELECT count(*) FROM incident_articles")
+                              or (0,))[0] == 2, 90)
+    reporting = ("processors", "produce", "sink")
+    service.wait_for(lambda: all(
+        f"{role}-" in " ".join(p.name for p in (service.data_dir / "metrics").iterdir())
+        for role in reporting), 60)
+
+    well = status(service)
+    assert well.returncode == 0, well.stdout + well.stderr
+    assert "newsflow run: running" in well.stdout
+    for role, name in (("process", "processors"), ("produce", "produce"), ("sink", "sink")):
+        assert re.search(rf"^  {name} +pid {child_pid(service, role)}\b", well.stdout, re.M), \
+            well.stdout
+    assert f"http://127.0.0.1:{service.web_port}/" in well.stdout
+    assert "2 articles, 1 incident" in well.stdout
+    assert well.stdout.rstrip().endswith("problems: none")
+    report = json.loads(status(service, "--json").stdout)
+    assert report["running"] and report["exit_code"] == 0 and report["problems"] == []
+    assert report["counts"]["articles"] == 2
+    assert {r["role"] for r in report["roles"]} == {"broker", *reporting}
+
+    # A web page that does not answer (stopped), storage the sink cannot write.
+    web = child_pid(service, "web")
+    os.kill(web, signal.SIGSTOP)
+    lock = sqlite3.connect(service.db, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        report = tmp_path / "later.txt"
+        report.write_text("Flood closes the river road\n\nThe river road was closed on Monday"
+                          " after a flood reached the bridge at Dorwick.\n", encoding="utf-8")
+        service.newsflow("replay", "--quiet", str(report))
+        service.wait_for(lambda: "pausing the stream, retrying" in service.log(), 60)
+        service.wait_for(lambda: "PAUSED" in status(service).stdout, 30)
+        wrong = status(service)
+    finally:
+        lock.close()
+        os.kill(web, signal.SIGCONT)
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+    problems = wrong.stdout.split("problems:", 1)[1]
+    assert "the web page does not answer" in problems
+    assert "the sink is paused: storage unavailable" in problems
+    assert "2 articles, 1 incident" in wrong.stdout  # (readers still read: WAL)
+
+    assert service.stop() == 0, service.log()[-3000:]
+    stopped = status(service)
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert stopped.stdout.startswith("newsflow run: not running on data folder")
+    assert re.search(r"^  storage .*: 3 articles, 2 incidents", stopped.stdout, re.M), stopped.stdout

@@ -1,0 +1,80 @@
+"""`newsflow status`'s reading of figures and its words, on hand-made metrics files."""
+
+from __future__ import annotations
+
+from newsflow.metrics import Textfile
+from newsflow.status import (
+    HEALTHY,
+    NOT_RUNNING,
+    PROBLEMS,
+    RoleStatus,
+    Status,
+    duration,
+    format_status,
+    problems_of,
+    role_status,
+)
+
+SINK_FILE = """# newsflow writer 999999 started 1
+# TYPE newsflow_consumer_lag gauge
+newsflow_consumer_lag{group="newsflow-sink",topic="a",partition="0"} 3
+newsflow_consumer_lag{group="newsflow-sink",topic="b",partition="1"} 4
+newsflow_sink_written_total 12
+newsflow_sink_last_flush_timestamp_seconds 1000
+newsflow_sink_paused 1
+"""
+
+
+def test_a_roles_figures_are_read_from_its_file_samples_summed() -> None:
+    sink = role_status(Textfile("sink-999999", "sink", 999999, SINK_FILE))
+    assert sink.figures == {"lag": 7, "written": 12, "last_write_at": 1000, "paused": 1}
+    assert sink.up_s is None  # (no such process)
+
+
+def test_durations_read_as_people_say_them() -> None:
+    assert [duration(s) for s in (0, 59, 60, 3599, 3600, 7980, 86400, 90000)] == [
+        "0 s", "59 s", "1 min", "59 min", "1 h 0 min", "2 h 13 min", "1 d 0 h", "1 d 1 h"]
+
+
+def test_problems_name_each_role_not_running_the_page_and_storage() -> None:
+    sink = RoleStatus("sink", 7, 1.0, {"paused": 1.0})
+    assert problems_of(True, False, [sink], "database is locked") == [
+        "process is not running (or has not reported yet)",
+        "produce is not running (or has not reported yet)",
+        "the web page does not answer",
+        "the sink is paused: storage unavailable (see its log)",
+        "storage: database is locked",
+    ]
+    well = [RoleStatus(r, 7, 1.0, {}) for r in ("processors", "sink", "produce")]
+    assert problems_of(True, True, well, None) == []
+
+
+def test_exit_codes_as_init_scripts_status() -> None:
+    assert Status("var", running=True).exit_code == HEALTHY
+    assert Status("var", running=True, problems=["x"]).exit_code == PROBLEMS
+    assert Status("var", running=False).exit_code == NOT_RUNNING
+    # Roles run apart, without `newsflow run`: they run.
+    apart = Status("var", running=False, roles=[RoleStatus("sink", 7, 5.0, {"written": 2})])
+    assert apart.exit_code == HEALTHY
+
+
+def test_roles_run_apart_are_listed_under_a_service_that_does_not_run() -> None:
+    apart = Status("var", running=False, storage="SQLite database var/newsflow.db",
+                   counts={"articles": 1, "live_incidents": 1, "merged_incidents": 0},
+                   roles=[RoleStatus("sink", 7, 65.0, {"written": 2, "last_write_at": 990.0})])
+    assert format_status(apart, now=1000.0).splitlines() == [
+        "newsflow run: not running on data folder var",
+        "  roles running apart on this data folder:",
+        "  sink        pid 7, up 1 min: 2 records written, the last 10 s ago",
+        "  storage     SQLite database var/newsflow.db: 1 article, 1 incident (0 merged away)",
+        "problems: none",
+    ]
+
+
+def test_a_web_address_without_its_port_is_not_asked() -> None:
+    from newsflow.service import web_address
+    from newsflow.settings import Settings
+    from newsflow.status import has_port
+
+    assert has_port(web_address(Settings(web_port=8088)))
+    assert not has_port(web_address(Settings(web_port=0)))  # (a free port of its choosing)
