@@ -15,6 +15,8 @@ article they publish to it in the ``outbox`` table of the producers' state file
 - or a stop (or a recycle of the broker) found the processors and the sink finished
   with everything published: a row written before that is stored, or dead-lettered (the
   dead letters are kept across stops), and waiting would keep a poison article for ever.
+  A service that never stops makes the same check while it runs (``Sweeper``), whenever
+  rows older than ``NEWSFLOW_OUTBOX_CHECK_S`` are left.
 
 At the embedded broker's start `newsflow run` publishes the rows storage does not hold
 again, with the time they were first published (the cluster stage decides in that
@@ -38,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from newsflow.drain import all_read, drain_groups
 from newsflow.schemas import RawArticle, not_an_article, replaces
 from newsflow.settings import Settings
 from newsflow.sqlite_wal import enable_wal
@@ -227,6 +230,11 @@ class Outbox:
         return self.conn.execute("DELETE FROM outbox WHERE added < ? AND added >= ?",
                                  (when, since)).rowcount
 
+    def added_before(self, when: float, since: float = 0.0) -> bool:
+        """Whether a row was written before ``when`` (epoch seconds), and since ``since``."""
+        return self.conn.execute("SELECT 1 FROM outbox WHERE added < ? AND added >= ? LIMIT 1",
+                                 (when, since)).fetchone() is not None
+
     def size(self) -> tuple[int, int]:
         """Rows kept, and their bytes."""
         count, size = self.conn.execute(
@@ -317,19 +325,71 @@ def _republish(settings: Settings, skip: Collection[str]) -> int:
         outbox.close()
 
 
-def forget_finished(settings: Settings, before: float, reach: Reach | None = None) -> None:
+def forget_finished(settings: Settings, before: float, reach: Reach | None = None) -> int:
     """The processors and the sink finished everything published before ``before``
     (epoch seconds): the rows written until then that reached the broker (``reach``) are
-    stored or dead-lettered. A state file that cannot be written now is said, and keeps
-    them: published again at a start, which changes nothing."""
+    stored or dead-lettered; how many were dropped. A state file that cannot be written
+    now is said, and keeps them: published again at a start, which changes nothing."""
     path = settings.producer_state_file
     if not path.exists():
-        return
+        return 0
     try:
         outbox = Outbox(path)
         try:
-            outbox.drop_added_before(before, since=reach.since if reach is not None else 0.0)
+            return outbox.drop_added_before(before,
+                                            since=reach.since if reach is not None else 0.0)
         finally:
             outbox.close()
     except sqlite3.Error as exc:
         logger.warning("could not clear the outbox in %s: %s", path, exc)
+        return 0
+
+
+class Sweeper:
+    """While the embedded broker runs, what a stop does for the outbox: every
+    ``NEWSFLOW_OUTBOX_CHECK_S``, when rows older than that are left (a settle every
+    ``SETTLE_S`` drops what storage holds: these are dead-lettered, or storage is behind),
+    check whether the processors and the sink have finished everything published, and if
+    so forget the rows written before the check that reached the broker (``reach``).
+    Without it a service that never stopped kept every dead-lettered article's row, up to
+    ``NEWSFLOW_OUTBOX_MAX_MB``, past which the producers poll nothing."""
+
+    def __init__(self, settings: Settings, reach: Reach) -> None:
+        self.settings = settings
+        self.reach = reach
+        self.next_check = time.monotonic() + settings.outbox_check_s
+
+    def check(self) -> int:
+        """The rows forgotten (0 when the check was not due)."""
+        if time.monotonic() < self.next_check:
+            return 0
+        self.next_check = time.monotonic() + self.settings.outbox_check_s
+        if not self._old_rows():
+            return 0
+        checked = time.time()
+        # The stop's check: it reads from each group's committed offsets (Tansu's end
+        # offsets are wrong), and says not finished when the broker does not answer.
+        if not all_read(self.settings, drain_groups(self.settings)):
+            logger.debug("outbox: the processors and the sink have not finished what was"
+                         " published; its rows are kept")
+            return 0
+        forgotten = forget_finished(self.settings, checked, self.reach)
+        if forgotten:
+            logger.info("outbox: forgot %d article(s) the processors and the sink had"
+                        " finished (stored, or dead-lettered)", forgotten)
+        return forgotten
+
+    def _old_rows(self) -> bool:
+        path = self.settings.producer_state_file
+        if not path.exists():
+            return False
+        try:
+            outbox = Outbox(path)
+            try:
+                return outbox.added_before(time.time() - self.settings.outbox_check_s,
+                                           since=self.reach.since)
+            finally:
+                outbox.close()
+        except sqlite3.Error as exc:
+            logger.warning("could not read the outbox in %s: %s", path, exc)
+            return False

@@ -306,6 +306,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                     logger.warning("could not rewrite the runfile: %s", exc)
 
             recycler = recycle.Recycler(broker, settings, on_restart=tell_others, reach=reach)
+        # What a stop does for the outbox, while it runs: a stop may be months away.
+        sweeper = outbox.Sweeper(settings, reach) if broker is not None else None
         while not stop.wait(0.5):
             if broker is not None and not broker.alive():
                 # Everything in flight lived in it; exit so the service manager restarts us
@@ -327,6 +329,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                 logger.error("recycling the embedded broker failed: %s; stopping", exc)
                 exit_code = 1
                 break
+            if sweeper is not None:
+                sweeper.check()
         else:
             # Asked to stop: say so, or the log shows the children stopping for no cause.
             logger.info("stop asked (SIGTERM or SIGINT): stopping the children in order")

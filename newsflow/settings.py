@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     # With the embedded broker, the most the producers keep on disk of what storage has not
     # taken yet (newsflow/outbox.py); past it they poll nothing new until storage takes some.
     outbox_max_mb: float = Field(default=1024.0, ge=0)
+    # While it runs, how often the outbox's rows that old, which storage does not hold
+    # (dead-lettered, or storage down), are checked for being finished by the processors
+    # and the sink, as a stop checks them, and forgotten if they are.
+    outbox_check_s: float = Field(default=300.0, gt=0)
     # Blank is the default: to bind(), "" is every interface, the page open to the network.
     web_host: Annotated[str, BlankIsDefault] = "127.0.0.1"
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port

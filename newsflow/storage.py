@@ -14,9 +14,12 @@ import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from newsflow.settings import Settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class SinkUnavailable(RuntimeError):  # noqa: N818 - a condition the caller waits out
@@ -154,24 +157,43 @@ def _stored_postgres(settings: Settings, ids: list[str]) -> dict[str, StoredCopy
         raise StoreMisconfigured("sink is postgres but NEWSFLOW_POSTGRES_DSN is not set (or empty)")
     try:
         import psycopg
+
+        from newsflow.pgwatch import READ_MARGIN_S, Watchdog
     except ImportError as exc:
         raise MissingExtra("the PostgreSQL sink needs psycopg: pip install 'newsflow[postgres]'") from exc
-    with psycopg.connect(settings.postgres_dsn.get_secret_value(), connect_timeout=5) as conn:
-        # The readers' bound: a read held up on a lock (LOCK TABLE, a migration) waited
-        # for ever, and with it the producer loop that settles the outbox (its polls, its
-        # stop). For this transaction, all of the read (not left on a pooled server
-        # connection); a frozen server, which enforces nothing, is not bounded by it.
-        conn.execute("SELECT set_config('statement_timeout', %s, true)",
-                     (str(max(1, round(settings.postgres_read_timeout_s * 1000))),))
-        table = conn.execute("SELECT to_regclass('incident_articles')").fetchone()
-        if table is None or table[0] is None:  # created, not yet given its schema
-            return {}
-        column = conn.execute(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('articles')"
-            " AND attname = 'own_site' AND NOT attisdropped").fetchone()
-        query = _STORED_QUERY.format("a.own_site" if column else "NULL",
-                                     "SELECT unnest(%s::text[])")
-        return {article_id: _stored_copy(*copy) for article_id, *copy in conn.execute(query, (ids,))}
+    # The settle runs in the producer loop's thread: a read waiting for ever held its polls
+    # and its stop. The server stops a read held up on a lock (LOCK TABLE, a migration) at
+    # the readers' bound; a frozen server, which enforces nothing, has the connection cut
+    # by the watchdog READ_MARGIN_S later, as the store's readers do.
+    watchdog = Watchdog(settings.postgres_read_timeout_s + READ_MARGIN_S)
+    conn = psycopg.connect(settings.postgres_dsn.get_secret_value(), connect_timeout=5)
+    try:
+        with watchdog.guard(conn):
+            found = _read_stored_postgres(conn, settings.postgres_read_timeout_s, ids)
+            conn.rollback()  # (a read; ended in the bound, not by the connection's exit)
+        return found
+    except psycopg.Error as exc:
+        if watchdog.cut:
+            raise StoreNotAnswering(store_name(settings), watchdog.cut) from exc
+        raise
+    finally:
+        conn.close()
+
+
+def _read_stored_postgres(conn: psycopg.Connection[Any], read_timeout_s: float,
+                          ids: list[str]) -> dict[str, StoredCopy]:
+    # The bound for this transaction, all of the read (not left on a pooled server
+    # connection).
+    conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                 (str(max(1, round(read_timeout_s * 1000))),))
+    table = conn.execute("SELECT to_regclass('incident_articles')").fetchone()
+    if table is None or table[0] is None:  # created, not yet given its schema
+        return {}
+    column = conn.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('articles')"
+        " AND attname = 'own_site' AND NOT attisdropped").fetchone()
+    query = _STORED_QUERY.format("a.own_site" if column else "NULL", "SELECT unnest(%s::text[])")
+    return {article_id: _stored_copy(*copy) for article_id, *copy in conn.execute(query, (ids,))}
 
 
 # How much of a JSON Lines store's end is read for the places of recent articles: the

@@ -929,11 +929,13 @@ class ProducerLoop:
         cut_short: Callable[[], None] | None = None,
         broker_gone: Callable[[], bool] | None = None,
         kept: outbox.Outbox | None = None,
+        sweeper: outbox.Sweeper | None = None,
     ) -> None:
         self.settings = settings
         # With the embedded broker: what it was given is kept until storage holds it, and
         # past NEWSFLOW_OUTBOX_MAX_MB of it nothing new is polled (newsflow/outbox.py).
         self.kept = kept
+        self.sweeper = sweeper  # run apart from `newsflow run`: what its supervisor does
         self.outbox_full = False
         self.state = state
         self.poller = poller
@@ -1050,6 +1052,8 @@ class ProducerLoop:
         """Drop what storage holds now from the outbox; past its bound, poll nothing new
         (new entries stay unseen in their feeds) until storage takes some."""
         outbox.settle(self.settings, kept)
+        if self.sweeper is not None:
+            self.sweeper.check()
         count, size = kept.size()
         self.metrics.outbox_articles.set(count)
         self.metrics.outbox_bytes.set(size)
@@ -1219,6 +1223,7 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
     to the raw topic; flush on the way out. Network trouble never ends it."""
     from newsflow.kafka import Publisher
 
+    started = time.time()
     state = StateStore(settings.producer_state_file)
     try:
         try:
@@ -1240,11 +1245,16 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
         )
         watcher = _FeedsFileWatcher(state, settings.feeds_file)
         kept = outbox.Outbox(settings.producer_state_file) if outbox.keeps(settings) else None
+        # Run apart from `newsflow run` (whose supervisor does it), the producer forgets
+        # what the processors and the sink finished: the rows written since it started,
+        # which reached the broker it publishes to.
+        sweeper = (outbox.Sweeper(settings, outbox.Reach(since=started))
+                   if kept is not None and settings.supervisor_pid is None else None)
         loop = ProducerLoop(
             settings, state=state, poller=poller,
             publish=publisher.publish_article, flush=publisher.flush,
             refresh=watcher.check, cut_short=pool.close,
-            broker_gone=lambda: _left_without_broker(settings), kept=kept,
+            broker_gone=lambda: _left_without_broker(settings), kept=kept, sweeper=sweeper,
         )
         try:
             loop.run(stop)

@@ -4,11 +4,13 @@ from the producers' outbox at the next start and stored once."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,39 @@ def test_a_running_service_lets_go_of_another_sites_copies_once_stored(tmp_path)
             assert service.stop() == 0, service.log()[-3000:]
         finally:
             power_cut(service)
+
+
+def test_a_running_service_forgets_a_dead_lettered_article_but_not_one_storage_lacks(tmp_path):
+    """An article the clean stage refuses is never stored: its row stayed until a stop (for
+    months, up to the bound where polling stops). The running service forgets it once the
+    processors and the sink have finished it; one the paused sink has not stored it keeps."""
+    service = Service(tmp_path, NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_OUTBOX_CHECK_S="2")
+    state = service.data_dir / "producer.db"
+    try:
+        service.wait_for(lambda: (service.data_dir / "service.json").exists(), 60)
+        service.newsflow("db", "upgrade")
+        poison = tmp_path / "poison.json"  # words, but none left once cleaned
+        poison.write_text(json.dumps({"id": "poison-1", "title": "", "text": "Leave a Reply"}))
+        service.newsflow("replay", "--quiet", str(poison))
+        assert outbox_rows(state) == 1
+        service.wait_for(lambda: "to dead-letter topic" in service.log(), 60)
+        service.wait_for(lambda: outbox_rows(state) == 0, 30)
+        assert "outbox: forgot 1 article(s)" in service.log()
+
+        lock = sqlite3.connect(service.db, isolation_level=None)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")  # storage refuses every write: the sink pauses
+            report = tmp_path / "report.txt"
+            report.write_text("Volcano erupts near Naples\nMount Vesuvius erupted on Monday.")
+            service.newsflow("replay", "--quiet", str(report))
+            service.wait_for(lambda: "pausing the stream, retrying" in service.log(), 60)
+            time.sleep(10)  # five checks, each finding the sink behind
+            assert outbox_rows(state) == 1
+        finally:
+            lock.close()
+        service.wait_for(lambda: stored(service.db)[2] == 1, 60)
+        service.wait_for(lambda: outbox_rows(state) == 0, 45)  # (a check, or a settle)
+        assert service.process.poll() is None
+        assert service.stop() == 0, service.log()[-3000:]
+    finally:
+        power_cut(service)

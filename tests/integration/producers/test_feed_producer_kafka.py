@@ -505,3 +505,44 @@ def test_a_broker_address_written_with_its_scheme_is_not_taken_for_gone(make_set
     assert not _left_without_broker(orphan)
     gone = orphan.model_copy(update={"kafka_bootstrap": "PLAINTEXT://127.0.0.1:9"})
     assert _left_without_broker(gone)  # (nothing listens at port 9)
+
+
+def test_a_producer_run_apart_forgets_what_was_dead_lettered_since_it_started(
+    make_settings, start_role, tmp_path
+):
+    """Roles run apart on the embedded broker: no stop of `newsflow run` ever forgets the
+    rows of dead-lettered articles, which stayed up to the bound where polling stops. The
+    producer forgets those written since its start once the processors and the sink
+    finished them; an older row (another broker's, say) it leaves."""
+    from newsflow import outbox
+    from newsflow.drain import read_topic as read_whole_topic
+    from tests.records import article
+
+    feeds = tmp_path / "no-feeds.toml"
+    feeds.write_text("")
+    settings = make_settings(kafka_embedded=True, outbox_check_s=1.0, feeds_file=feeds)
+    ensure_topics(settings)
+    older = article(1)
+    outbox.keep_sent(settings, [(older, 1_700_000_000_000)])  # (never published here)
+    roles = [start_role(settings, "process"), start_role(settings, "sink"),
+             start_role(settings, "produce")]
+    wait_for(lambda: "producer starting" in roles[2].log(), 30, "the producer's start")
+    poison = RawArticle(id="poison-1", title="", text="Leave a Reply")  # nothing once cleaned
+    with Publisher(settings, client_id="test-poison") as publisher:
+        publisher.publish_article(poison)
+    outbox.keep_sent(settings, [(poison, int(time.time() * 1000))])
+
+    def kept() -> set[str]:
+        box = outbox.Outbox(settings.producer_state_file)
+        try:
+            return box.article_ids()
+        finally:
+            box.close()
+
+    assert kept() == {older.id, poison.id}
+    wait_for(lambda: read_whole_topic(settings, settings.topic_dlq), 60, "its dead letter")
+    # Checked at the producer's settle, every 30 s.
+    wait_for(lambda: kept() == {older.id}, 75, "its row forgotten")
+    assert "outbox: forgot 1 article(s)" in roles[2].log()
+    for role in roles:
+        assert role.process.poll() is None, role.log()[-3000:]
