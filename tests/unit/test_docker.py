@@ -64,3 +64,18 @@ def test_compose_sets_only_settings_that_exist() -> None:
     names = {name for name in compose_service("newsflow")["environment"]
              if name.startswith("NEWSFLOW_")}
     assert names and names <= fields, names - fields
+
+
+def test_newsflows_health_is_its_status_command() -> None:
+    """The container is healthy while `newsflow status` says so (exit code 0), run in the
+    image's working directory, where the data folder is."""
+    import shlex
+
+    from newsflow.cli import build_parser
+
+    test = compose_service("newsflow")["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    words = shlex.split(test[1])
+    assert words[:2] == ["newsflow", "status"]
+    args = build_parser().parse_args(words[1:words.index(">")])
+    assert args.func.func.__name__ == "cmd_status"
