@@ -177,14 +177,38 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
     return specs
 
 
+# An "&" that starts no entity or character reference: invalid in XML, yet common in the
+# feed addresses of exported OPML ("?a=1&b=2").
+_BARE_AMPERSAND = re.compile(rb"&(?!(?:[A-Za-z_][A-Za-z0-9._-]*|#[0-9]+|#x[0-9A-Fa-f]+);)")
+
+
+def _read_opml_xml(data: bytes) -> Any:
+    """The root of an OPML file, read strictly first. The recovering parser drops a bare
+    "&" and the name after it, so "?a=1&b=2" became "?a=1=2", another address, imported
+    without a word: such ampersands are escaped first. (Only when the file is ill-formed:
+    in a well-formed one in UTF-16, the bytes of "&amp;" are no "&amp;" to the pattern.)
+    Whatever else is ill-formed is left to the recovering parser."""
+    strict = etree.XMLParser(resolve_entities=False, no_network=True)
+    try:
+        return etree.fromstring(data, parser=strict)
+    except etree.XMLSyntaxError:
+        pass
+    data = _BARE_AMPERSAND.sub(b"&amp;", data)
+    try:
+        return etree.fromstring(data, parser=strict)
+    except etree.XMLSyntaxError:
+        pass
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, recover=True)
+    try:
+        return etree.fromstring(data, parser=parser)
+    except etree.XMLSyntaxError as exc:
+        raise ConfigError(f"not OPML: {exc}") from exc
+
+
 def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
     """Feeds of an OPML subscription list (folder names become tags), and the feed
     addresses left out as not http(s) (relative, ``feed://``, ``ftp://``), to report."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, recover=True)
-    try:
-        root = etree.fromstring(data, parser=parser)
-    except etree.XMLSyntaxError as exc:
-        raise ConfigError(f"not OPML: {exc}") from exc
+    root = _read_opml_xml(data)
     if root is None:  # what the recovering parser makes of a file that holds no XML
         raise ConfigError("not OPML: no XML in it")
     if etree.QName(root).localname.lower() != "opml":

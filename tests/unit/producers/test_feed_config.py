@@ -163,6 +163,26 @@ def test_a_bad_interval_names_the_file_and_the_feed(tmp_path):
         load_feeds_file(path)
 
 
+def test_opml_with_bare_ampersands_keeps_the_addresses_whole():
+    # As exporters write them: an "&" in an address not escaped (ill-formed XML). The
+    # recovering parser alone imported "?a=1=2", another address.
+    opml = b"""<?xml version="1.0"?><opml version="2.0"><body>
+      <outline text="Q &amp; A" xmlUrl="https://a.example/rss?cat=1&lang=en&amp;x=2&#38;y=3"/>
+      <outline text="Plain" xmlUrl="https://b.example/feed"/>
+    </body></opml>"""
+    specs, skipped = parse_opml(opml)
+    assert skipped == []
+    assert [(s.url, s.name) for s in specs] == [
+        ("https://a.example/rss?cat=1&lang=en&x=2&y=3", "Q & A"),
+        ("https://b.example/feed", "Plain"),
+    ]
+    # A well-formed file in UTF-16 is read as it is.
+    utf16 = ('<?xml version="1.0" encoding="utf-16"?><opml><body>'
+             '<outline text="Q &amp; A" xmlUrl="https://a.example/rss?a=1&amp;b=2"/>'
+             '</body></opml>').encode("utf-16")
+    assert [s.url for s in parse_opml(utf16)[0]] == ["https://a.example/rss?a=1&b=2"]
+
+
 def test_a_file_that_is_not_opml_is_refused_saying_what_it_is():
     with pytest.raises(ConfigError, match="root element is <rss>"):
         parse_opml(b'<?xml version="1.0"?><rss version="2.0"><channel></channel></rss>')
