@@ -287,10 +287,16 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_http_logs()
     from producers.discover import find_feeds
     from producers.state import StateStore
+    from producers.urls import is_http_url
 
-    urls = [args.url] if args.no_discover else find_feeds(settings, args.url)
+    url = args.url.strip()  # (as the feeds file's are: pasted with a space, no address)
+    if not is_http_url(url):
+        # As the feeds file and `feeds import` refuse it: with --no-discover it was added,
+        # "added notaurl", and polled, failing, for ever.
+        raise ValueError(f"not an http(s) address: {url!r}; only http(s) feeds are polled")
+    urls = [url] if args.no_discover else find_feeds(settings, url)
     if not urls:
-        print(f"no feed found at {args.url}", file=sys.stderr)
+        print(f"no feed found at {url}", file=sys.stderr)
         return 1
     chosen = urls if args.all else urls[:1]
     # Only what the user asked for changes a feed already polled: no --name, --tag or

@@ -258,6 +258,22 @@ def test_feeds_add_names_the_sites_a_feed_speaks_for_and_feeds_list_shows_them(
     assert "'co.uk' is a public suffix, not a site" in capsys.readouterr().err
 
 
+def test_feeds_add_refuses_an_address_that_is_not_http(tmp_path, capsys):
+    """As the feeds file and `feeds import` do: with --no-discover such an address was
+    added ("added notaurl", rc 0) and polled, failing, for ever. One pasted with spaces
+    around it is the address without them."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    for url in ("notaurl", "ftp://a.example/feed", "feed://a.example/rss", "/rss.xml"):
+        with pytest.raises(ValueError, match="only http"):
+            _add(settings, url)
+    assert not settings.producer_state_file.exists()
+    assert _add(settings, "  https://a.example/feed\n") == 0
+    assert capsys.readouterr().out == "added https://a.example/feed\n"
+    state = StateStore(settings.producer_state_file)
+    assert [f.url for f in state.feeds(active_only=True)] == ["https://a.example/feed"]
+    state.close()
+
+
 def test_feeds_list_shows_a_next_poll_past_the_year_9999(tmp_path, capsys):
     """With NEWSFLOW_POLL_MAX_INTERVAL_S=inf (no longest interval), a feed's <ttl> of 10^11
     minutes, or a failing feed's backoff, sets its next poll past the year 9999 (with a
