@@ -44,7 +44,8 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from processors.gc_tuning import tune_gc
     from processors.offline import cluster_rows_final
 
-    source = open(args.input, encoding="utf-8")  # noqa: SIM115 - closed below
+    # (utf-8-sig: a byte order mark first, as Windows editors write, is no part of line 1.)
+    source = open(args.input, encoding="utf-8-sig")  # noqa: SIM115 - closed below
     # Written beside the output and moved over it at the end: an input that fails midway
     # (or is the output itself) leaves the output as it was.
     partial = args.output + ".partial" if args.output != "-" else None

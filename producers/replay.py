@@ -37,6 +37,11 @@ def parse_time(value: Any) -> datetime | None:
         raise ReplayError(f"not an ISO date or datetime: {value!r}") from exc
 
 
+# UTF-8, with or without the byte order mark Windows editors put first: kept, it was the
+# start of a .txt article's title (an invisible character there), and a .json or .jsonl
+# file was refused ("Unexpected UTF-8 BOM").
+ENCODING = "utf-8-sig"
+
 SIDECAR_SUFFIX = ".meta.json"
 # What a sidecar may add to a .txt article: where it came from.
 _SIDECAR_FIELDS = ("source", "url", "author", "language", "site_name")
@@ -47,7 +52,7 @@ def sidecar(path: Path) -> dict[str, str]:
     meta_path = path.with_name(path.name + SIDECAR_SUFFIX)
     if not meta_path.exists():
         return {}
-    data = json.loads(meta_path.read_text(encoding="utf-8"))
+    data = json.loads(meta_path.read_text(encoding=ENCODING))
     if not isinstance(data, dict):
         raise ReplayError(f"{meta_path}: expected a JSON object")
     return {k: str(v) for k, v in data.items() if k in _SIDECAR_FIELDS and v}
@@ -143,9 +148,9 @@ def read_articles(paths: Iterable[Path], published: datetime | None = None) -> I
 
 def _file_articles(path: Path, suffix: str, published: datetime | None) -> Iterator[RawArticle]:
     if suffix == ".txt":
-        yield article_from_text(path, path.read_text(encoding="utf-8"), published)
+        yield article_from_text(path, path.read_text(encoding=ENCODING), published)
     elif suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding=ENCODING))
         rows = data if isinstance(data, list) else [data]
         for number, row in enumerate(rows, 1):
             try:
@@ -155,7 +160,7 @@ def _file_articles(path: Path, suffix: str, published: datetime | None) -> Itera
                 where = f"{path} (item {number})" if isinstance(data, list) else str(path)
                 raise ReplayError(f"{where}: {exc}") from exc
     else:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding=ENCODING) as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue

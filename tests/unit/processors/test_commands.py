@@ -121,6 +121,18 @@ def test_process_without_a_broker_says_where_newsflow_run_s_is_found(tmp_path: P
         run(settings, "process")
 
 
+def test_cluster_reads_a_file_saved_with_a_byte_order_mark(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # Its first line was "not JSON: Unexpected UTF-8 BOM".
+    source = tmp_path / "in.jsonl"
+    source.write_text("\ufeff" + json.dumps({"id": "fire-1", "title": FIRE_1[0], "text": FIRE_1[1],
+                                             "published": T0.isoformat()}) + "\n",
+                      encoding="utf-8")
+    assert run(Settings(), "cluster", str(source)) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["id"] == "fire-1"
+
+
 def test_cluster_can_write_over_its_own_input(tmp_path: Path) -> None:
     path = tmp_path / "stream.jsonl"
     path.write_text('{"id": "a", "title": "A fire in the hills", "text": "A fire burns."}\n')

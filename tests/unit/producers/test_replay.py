@@ -127,6 +127,22 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path: Path):
     refused(tmp_path, "broken.json", '{"id": "1", "title": ', r"broken.json: Expecting value")
 
 
+def test_files_saved_with_a_byte_order_mark_are_read_as_without(tmp_path: Path):
+    # As Windows editors save UTF-8: the mark was the first character of a .txt article's
+    # title, and a .json or .jsonl file (or a sidecar) was refused.
+    bom = "\ufeff"
+    (tmp_path / "a.txt").write_text(bom + "Flood hits Chiang Mai\nRain flooded the city.",
+                                    encoding="utf-8")
+    (tmp_path / "a.txt.meta.json").write_text(bom + '{"source": "AFP"}', encoding="utf-8")
+    row = {"id": "g-1", "title": "Quake", "text": "The ground shook.", "published": "2020-01-01"}
+    (tmp_path / "b.json").write_text(bom + json.dumps(row), encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text(bom + json.dumps({**row, "id": "g-2"}) + "\n",
+                                      encoding="utf-8")
+    text, one, two = read_articles([tmp_path])
+    assert (text.title, text.source) == ("Flood hits Chiang Mai", "AFP")
+    assert (one.id, one.title, two.id) == ("g-1", "Quake", "g-2")
+
+
 def test_an_interrupted_replay_counts_what_it_published():
     sent = []
 
