@@ -129,9 +129,13 @@ def read_articles(paths: Iterable[Path], published: datetime | None = None) -> I
     """Every article in ``paths`` (files, or folders of files), in order."""
     for path in paths:
         if path.is_dir():
-            files = sorted(
-                p for p in path.iterdir() if p.is_file() and not p.name.endswith(SIDECAR_SUFFIX)
-            )
+            inside = sorted(path.iterdir())
+            # Not read, and said so: a folder of folders (an archive by day) replayed
+            # "published 0 article(s)" without a word about them.
+            for folder in (p for p in inside if p.is_dir()):
+                logger.warning("skipping %s: a folder inside %s (name it to replay it)",
+                               folder, path)
+            files = [p for p in inside if p.is_file() and not p.name.endswith(SIDECAR_SUFFIX)]
             yield from read_articles(files, published)
             continue
         if not is_replay_file(path):

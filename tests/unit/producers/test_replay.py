@@ -143,6 +143,16 @@ def test_files_saved_with_a_byte_order_mark_are_read_as_without(tmp_path: Path):
     assert (one.id, one.title, two.id) == ("g-1", "Quake", "g-2")
 
 
+def test_a_folder_inside_a_folder_is_skipped_saying_so(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture):
+    (tmp_path / "2024-01").mkdir()
+    (tmp_path / "2024-01" / "a.txt").write_text("Headline\nBody.", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("Other headline\nBody.", encoding="utf-8")
+    [article] = read_articles([tmp_path])
+    assert article.title == "Other headline"
+    assert f"skipping {tmp_path / '2024-01'}: a folder inside {tmp_path}" in caplog.text
+
+
 def test_an_interrupted_replay_counts_what_it_published():
     sent = []
 
