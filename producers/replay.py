@@ -52,7 +52,10 @@ def sidecar(path: Path) -> dict[str, str]:
     meta_path = path.with_name(path.name + SIDECAR_SUFFIX)
     if not meta_path.exists():
         return {}
-    data = json.loads(meta_path.read_text(encoding=ENCODING))
+    try:
+        data = json.loads(meta_path.read_text(encoding=ENCODING))
+    except ValueError as exc:  # (named for the .txt, the error sent the user to the wrong file)
+        raise ReplayError(f"{meta_path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ReplayError(f"{meta_path}: expected a JSON object")
     return {k: str(v) for k, v in data.items() if k in _SIDECAR_FIELDS and v}

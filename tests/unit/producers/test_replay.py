@@ -153,6 +153,13 @@ def test_a_folder_inside_a_folder_is_skipped_saying_so(tmp_path: Path,
     assert f"skipping {tmp_path / '2024-01'}: a folder inside {tmp_path}" in caplog.text
 
 
+def test_a_sidecar_that_cannot_be_read_is_the_one_named(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("Headline\nBody.", encoding="utf-8")
+    (tmp_path / "a.txt.meta.json").write_text('{"source": "AFP",}', encoding="utf-8")
+    with pytest.raises(ReplayError, match=r"a\.txt\.meta\.json: Expecting property name"):
+        list(read_articles([tmp_path]))
+
+
 def test_an_interrupted_replay_counts_what_it_published():
     sent = []
 
