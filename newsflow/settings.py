@@ -7,6 +7,7 @@ example ``NEWSFLOW_KAFKA_BOOTSTRAP=host:9092``. Nothing here is read at import t
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -40,6 +41,39 @@ def default_if_blank(value: object) -> object:
 
 BlankIsDefault = BeforeValidator(default_if_blank)
 
+# Kafka's rule for a topic's name: at most 249 of these characters, not "." or "..".
+_TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]+")
+TOPIC_MAX_CHARS = 249
+# The longest name faust gives a topic of the app id's: its tables' changelogs.
+_APP_TOPIC_SUFFIX = "-cluster-incidents-changelog"
+
+
+def topic_name(value: str) -> str:
+    """``value`` if Kafka takes it for a topic's name; ValueError saying why otherwise. The
+    embedded broker makes a topic of any name ("bad topic!"), `replay` published there,
+    and only the readers (`tail`, the sink) refused it; a real Kafka refuses to make it."""
+    if len(value) > TOPIC_MAX_CHARS:
+        raise ValueError(f"a topic's name is at most {TOPIC_MAX_CHARS} characters, not {len(value)}")
+    if not _TOPIC_CHARS.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is no topic name Kafka takes: use letters, digits, '.', '_'"
+                         " and '-'")
+    return value
+
+
+def app_id_name(value: str) -> str:
+    """``value`` if the topics faust names after it (``<app id>-cluster-...-changelog``)
+    are names Kafka takes; ValueError saying why otherwise."""
+    try:
+        topic_name(value + _APP_TOPIC_SUFFIX)
+    except ValueError:
+        longest = TOPIC_MAX_CHARS - len(_APP_TOPIC_SUFFIX)
+        raise ValueError(f"{value!r} cannot name the processors' changelog topics: use at most"
+                         f" {longest} letters, digits, '.', '_' and '-'") from None
+    return value
+
+
+TopicName = AfterValidator(topic_name)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
@@ -57,15 +91,15 @@ class Settings(BaseSettings):
     broker_log: str = "warn"
     # Blank is the default: faust refuses an empty id ("App requires an id!"), and the
     # sink's group would be "-sink".
-    app_id: Annotated[str, BlankIsDefault] = "newsflow"
+    app_id: Annotated[str, BlankIsDefault, AfterValidator(app_id_name)] = "newsflow"
 
     # Blank is the default: the embedded broker made a topic named "", and the publisher
     # then refused to send to it.
-    topic_raw: Annotated[str, BlankIsDefault] = "newsflow.articles.raw"
-    topic_clean: Annotated[str, BlankIsDefault] = "newsflow.articles.clean"
-    topic_incidents: Annotated[str, BlankIsDefault] = "newsflow.incidents"
-    topic_members: Annotated[str, BlankIsDefault] = "newsflow.incident-members"
-    topic_dlq: Annotated[str, BlankIsDefault] = "newsflow.dlq"
+    topic_raw: Annotated[str, BlankIsDefault, TopicName] = "newsflow.articles.raw"
+    topic_clean: Annotated[str, BlankIsDefault, TopicName] = "newsflow.articles.clean"
+    topic_incidents: Annotated[str, BlankIsDefault, TopicName] = "newsflow.incidents"
+    topic_members: Annotated[str, BlankIsDefault, TopicName] = "newsflow.incident-members"
+    topic_dlq: Annotated[str, BlankIsDefault, TopicName] = "newsflow.dlq"
     raw_partitions: int = Field(default=3, ge=1)
     incident_partitions: int = Field(default=3, ge=1)
     replication_factor: int = Field(default=1, ge=1)

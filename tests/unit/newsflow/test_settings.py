@@ -1,0 +1,34 @@
+"""The settings object: what it takes from the environment, and what it refuses."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from newsflow.settings import Settings
+
+
+@pytest.mark.parametrize("name", ["bad topic!", "news/raw", "é", ".", "..", "t" * 250])
+def test_a_topic_name_kafka_refuses_is_refused(monkeypatch, name):
+    """The embedded broker made a topic of any name: `newsflow topics` and `replay`
+    ("published 2 article(s) to bad topic!") went on, and only the readers refused it
+    (`tail`: 'Topic name "bad topic!" is illegal'); a real Kafka refuses to make it."""
+    monkeypatch.setenv("NEWSFLOW_TOPIC_RAW", name)
+    with pytest.raises(ValidationError, match="topic_raw"):
+        Settings()
+
+
+def test_topic_names_kafka_takes_are_taken(monkeypatch):
+    monkeypatch.setenv("NEWSFLOW_TOPIC_DLQ", "My_app.dead-letters")
+    monkeypatch.setenv("NEWSFLOW_TOPIC_CLEAN", "c" * 249)
+    settings = Settings()
+    assert (settings.topic_dlq, settings.topic_clean) == ("My_app.dead-letters", "c" * 249)
+
+
+@pytest.mark.parametrize("app_id", ["news flow", "a/b", "x" * 222])
+def test_an_app_id_that_cannot_name_the_changelog_topics_is_refused(monkeypatch, app_id):
+    monkeypatch.setenv("NEWSFLOW_APP_ID", app_id)
+    with pytest.raises(ValidationError, match="changelog topics"):
+        Settings()
+    monkeypatch.setenv("NEWSFLOW_APP_ID", "x" * 221)
+    assert Settings().app_id == "x" * 221
