@@ -18,6 +18,7 @@ YAML has the same shape: ``defaults:`` and a ``feeds:`` (or ``feed:``) list.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import tomllib
@@ -31,6 +32,8 @@ from lxml import html as lxml_html
 
 from newsflow.schemas import ascii_host, is_ip_address, registrable_domain, site_of
 from producers.urls import is_http_url
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -132,10 +135,26 @@ def load_feeds_file(path: Path) -> list[FeedSpec]:
     return feeds_from_mapping(data, where=str(path))
 
 
+# What the feeds file reads; any other key is named in a warning, not left unsaid: a
+# `[default]` or a feed's `tag = [...]` (a letter off) set nothing, and nothing said so.
+_FILE_KEYS = ("defaults", "feed", "feeds")
+_DEFAULTS_KEYS = ("min_interval", "max_interval")
+_FEED_KEYS = ("url", "name", "tags", "sites", *_DEFAULTS_KEYS)
+
+
+def _warn_unknown(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = [key for key in table if key not in known]
+    if unknown:
+        logger.warning("%s: ignored %s (not read: the keys read are %s)", where,
+                       ", ".join(repr(key) for key in unknown), ", ".join(known))
+
+
 def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> list[FeedSpec]:
+    _warn_unknown(data, _FILE_KEYS, where)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError(f"{where}: 'defaults' must be a table")
+    _warn_unknown(defaults, _DEFAULTS_KEYS, f"{where}: [defaults]")
     items = data.get("feed", data.get("feeds", [])) or []
     if not isinstance(items, list):
         raise ConfigError(f"{where}: 'feed' must be a list of tables")
@@ -152,6 +171,7 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
         if url in seen:
             continue
         seen.add(url)
+        _warn_unknown(item, _FEED_KEYS, f"{where}: {url}")
         tags = item.get("tags") or []
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.split(",") if t.strip()]

@@ -130,6 +130,28 @@ def test_a_missing_feeds_file_is_not_an_empty_one(tmp_path):
     assert load_feeds_file(empty) == []
 
 
+def test_keys_the_feeds_file_does_not_read_are_named(tmp_path, caplog):
+    # A letter off, each set nothing and nothing said so.
+    path = tmp_path / "feeds.toml"
+    path.write_text('[default]\nmin_interval = "1m"\n[defaults]\nmax_interval = "2h"\n'
+                    'min_intervall = "5m"\n'
+                    '[[feed]]\nurl = "https://a.example/rss"\ntag = ["world"]\nname = "A"\n')
+    [spec] = load_feeds_file(path)
+    assert (spec.name, spec.tags, spec.max_interval_s) == ("A", [], 7200)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"{path}: ignored 'default' (not read: the keys read are defaults, feed, feeds)",
+        f"{path}: [defaults]: ignored 'min_intervall' (not read: the keys read are "
+        "min_interval, max_interval)",
+        f"{path}: https://a.example/rss: ignored 'tag' (not read: the keys read are url, name, "
+        "tags, sites, min_interval, max_interval)",
+    ]
+    caplog.clear()
+    path.write_text('[[feed]]\nurl = "https://a.example/rss"\ntags = ["world"]\n')
+    load_feeds_file(path)
+    assert not caplog.records
+
+
 def test_durations():
     assert parse_duration("90s") == 90
     assert parse_duration("5m") == 300
