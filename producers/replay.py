@@ -98,11 +98,16 @@ def article_from_row(
         article = RawArticle.model_validate(row)
         return article.model_copy(update={"producer": "replay"}) if published is None else \
             article.model_copy(update={"producer": "replay", "published": published})
+    if not any(k in row for k in (*_STREAM_FIELDS, "canonical_url")):
+        # Another shape (an export's {"items": [...]}): it was published as one empty
+        # article, "published 1 article(s)", for the processors to dead-letter.
+        raise ReplayError("no article in it: none of "
+                          f"{', '.join(_STREAM_FIELDS)} (its keys: {', '.join(sorted(row)) or 'none'})")
     fields = {k: row.get(k) for k in _STREAM_FIELDS}
     url = fields["url"] or None
     text = fields["text"] or ""
     title = fields["title"] or ""
-    # An empty row is still published: the processors dead-letter it with the reason,
+    # A row with those fields empty is still published: the processors dead-letter it with the reason,
     # so it is on record rather than silently dropped here.
     return RawArticle(
         id=str(fields["id"]) if fields["id"] else article_key(url, text or title),

@@ -90,6 +90,12 @@ def test_rows_that_are_not_articles_name_file_and_place(tmp_path: Path):
             r"list.json \(item 2\): expected a JSON object .*got str")
     refused(tmp_path, "dated.json", '{"title": "ok", "text": "x", "published": "yesterday"}',
             r"dated.json: not an ISO date or datetime: 'yesterday'")
+    # An object of another shape, an export's wrapper: no article at all, not an empty one.
+    refused(tmp_path, "export.json", '{"items": [{"title": "ok", "text": "x"}]}',
+            r"export.json: no article in it: none of id, published, title, text, url, source"
+            r" \(its keys: items\)")
+    refused(tmp_path, "empty.jsonl", '{"title": "ok", "text": "x"}\n{}\n',
+            r"empty.jsonl:2: no article in it: .* \(its keys: none\)")
 
 
 def test_parse_time_accepts_dates_and_zulu():
