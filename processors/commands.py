@@ -85,6 +85,9 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError("-o is empty: it names the file to write (- for stdout)")
         if partial and os.path.isdir(args.output):
             raise ValueError(f"{args.output} is a folder: -o names the file to write")
+        # (Else the error named the file written on the way, OUT.partial, not -o's.)
+        if partial and not os.path.isdir(os.path.dirname(args.output) or "."):
+            raise ValueError(f"no folder {os.path.dirname(args.output)} to write {args.output} in")
         out = open(partial, "w", encoding="utf-8") if partial else sys.stdout  # noqa: SIM115
         try:
             # Each article's incident after every later merge and split, as the stream's

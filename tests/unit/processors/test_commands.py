@@ -111,6 +111,11 @@ def test_cluster_refuses_a_folder_or_nothing_for_its_output_before_clustering(
     with pytest.raises(ValueError, match="-o is empty: it names the file to write"):
         run(Settings(), "cluster", str(source), "-o", "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]
+    # In a folder that is not there: the error named OUT.partial, a file the user never
+    # named.
+    with pytest.raises(ValueError, match=re.escape(f"no folder {tmp_path / 'gone'} to write "
+                                                   f"{tmp_path / 'gone' / 'out.jsonl'} in")):
+        run(Settings(), "cluster", str(source), "-o", str(tmp_path / "gone" / "out.jsonl"))
 
 
 def test_process_without_a_broker_says_where_newsflow_run_s_is_found(tmp_path: Path) -> None:
