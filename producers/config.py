@@ -239,8 +239,8 @@ def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
     seen: set[str] = set()
 
     def walk(element: Any, folders: list[str]) -> None:
-        for outline in element.findall("outline"):
-            url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
+        for outline in _named_children(element, "outline"):
+            url = _attribute(outline, "xmlurl").strip()
             label = outline.get("title") or outline.get("text")
             if not url:
                 walk(outline, folders + ([label] if label else []))
@@ -250,9 +250,21 @@ def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
                 seen.add(url)
                 specs.append(FeedSpec(url=url, name=label or None, tags=list(folders)))
 
-    body = root.find("body")
+    body = next(iter(_named_children(root, "body")), None)
     walk(body if body is not None else root, [])
     return specs, skipped
+
+
+# By local name and in any case: an OPML file in a namespace (xmlns="http://opml.org/spec2")
+# or with XMLURL= was read as holding no feed at all, "imported 0 feed(s)".
+def _named_children(element: Any, name: str) -> list[Any]:
+    return [child for child in element
+            if isinstance(child.tag, str) and etree.QName(child).localname.lower() == name]
+
+
+def _attribute(element: Any, name: str) -> str:
+    return next((str(value) for key, value in element.attrib.items()
+                 if etree.QName(key).localname.lower() == name), "")
 
 
 # Link types that name a feed, and generic ones a feed is sometimes advertised with. The

@@ -205,6 +205,17 @@ def test_opml_with_bare_ampersands_keeps_the_addresses_whole():
     assert [s.url for s in parse_opml(utf16)[0]] == ["https://a.example/rss?a=1&b=2"]
 
 
+def test_opml_in_a_namespace_or_another_case_is_read():
+    # Both were read as holding no feed: "imported 0 feed(s)".
+    spec2 = b"""<opml version="2.0" xmlns="http://opml.org/spec2"><body>
+      <outline text="World"><outline text="A" xmlUrl="https://a.example/rss"/></outline>
+    </body></opml>"""
+    assert [(s.url, s.name, s.tags) for s in parse_opml(spec2)[0]] == [
+        ("https://a.example/rss", "A", ["World"])]
+    upper = b'<OPML><BODY><OUTLINE text="B" XMLURL="https://b.example/rss"/></BODY></OPML>'
+    assert [(s.url, s.name) for s in parse_opml(upper)[0]] == [("https://b.example/rss", "B")]
+
+
 def test_a_file_that_is_not_opml_is_refused_saying_what_it_is():
     with pytest.raises(ConfigError, match="root element is <rss>"):
         parse_opml(b'<?xml version="1.0"?><rss version="2.0"><channel></channel></rss>')
