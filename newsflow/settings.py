@@ -130,7 +130,9 @@ class Settings(BaseSettings):
     # Producers.
     feeds_file: Annotated[Path, BlankIsDefault] = Path("feeds.toml")
     fetch_allow_private: bool = False
-    user_agent: str = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
+    # Blank is the default: an env file's blank value sent every fetch with an empty
+    # User-Agent, which sites refuse, and robots.txt was read for no name at all.
+    user_agent: Annotated[str, BlankIsDefault] = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
     seeds_dir: Annotated[Path, BlankIsDefault] = Path("seeds")
     replay_seeds: bool = True
     # Feed producer (producers/feeds.py). Intervals in seconds. The state file's default:

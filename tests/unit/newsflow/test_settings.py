@@ -32,3 +32,10 @@ def test_an_app_id_that_cannot_name_the_changelog_topics_is_refused(monkeypatch,
         Settings()
     monkeypatch.setenv("NEWSFLOW_APP_ID", "x" * 221)
     assert Settings().app_id == "x" * 221
+
+
+def test_a_blank_user_agent_is_the_default(monkeypatch):
+    # An env file's blank NEWSFLOW_USER_AGENT= sent an empty User-Agent with every fetch.
+    monkeypatch.setenv("NEWSFLOW_USER_AGENT", " ")
+    assert Settings().user_agent == Settings.model_fields["user_agent"].default
+    assert Settings().user_agent.startswith("newsflow/")
