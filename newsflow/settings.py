@@ -74,6 +74,21 @@ def app_id_name(value: str) -> str:
 
 TopicName = AfterValidator(topic_name)
 
+_RUST_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
+
+
+def broker_log_filter(value: str) -> str:
+    """``value`` if it is a level the embedded broker's RUST_LOG takes (or directives of
+    them, ``warn,tansu_broker=debug``); ValueError otherwise. A bare word that is no level
+    is, to RUST_LOG, a module to log everything of, and nothing else: a typo, "wran", hid
+    every warning and error the broker logged, without a word."""
+    for directive in value.split(","):
+        level = directive.rsplit("=", 1)[-1].strip().lower()
+        if level not in _RUST_LEVELS or (directive.count("=") == 1 and not directive.split("=")[0].strip()):
+            raise ValueError(f"{directive.strip()!r} is no log level of the broker's: use "
+                             f"{', '.join(_RUST_LEVELS[1:5])} (or RUST_LOG's target=level)")
+    return value
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
@@ -88,7 +103,7 @@ class Settings(BaseSettings):
     # catch up, the broker restarts empty and the processors rebuild from storage. 0: never.
     embedded_broker_max_mb: int = Field(default=1024, ge=0)
     # The embedded broker's own log level (its RUST_LOG: error, warn, info, debug).
-    broker_log: str = "warn"
+    broker_log: Annotated[str, BlankIsDefault, AfterValidator(broker_log_filter)] = "warn"
     # Blank is the default: faust refuses an empty id ("App requires an id!"), and the
     # sink's group would be "-sink".
     app_id: Annotated[str, BlankIsDefault, AfterValidator(app_id_name)] = "newsflow"

@@ -39,3 +39,21 @@ def test_a_blank_user_agent_is_the_default(monkeypatch):
     monkeypatch.setenv("NEWSFLOW_USER_AGENT", " ")
     assert Settings().user_agent == Settings.model_fields["user_agent"].default
     assert Settings().user_agent.startswith("newsflow/")
+
+
+@pytest.mark.parametrize("value", ["wran", "loud", "warn,tansu", "=debug", "warn,"])
+def test_a_broker_log_level_rust_log_would_read_as_a_module_is_refused(monkeypatch, value):
+    """To RUST_LOG a word that is no level names a module to log everything of, and only
+    that: NEWSFLOW_BROKER_LOG=wran started a broker that logged none of its warnings and
+    errors, and nothing said so."""
+    monkeypatch.setenv("NEWSFLOW_BROKER_LOG", value)
+    with pytest.raises(ValidationError, match="broker_log"):
+        Settings()
+
+
+@pytest.mark.parametrize("value", ["warn", "ERROR", "debug", "warn,tansu_broker=debug"])
+def test_broker_log_levels_and_directives_are_taken(monkeypatch, value):
+    monkeypatch.setenv("NEWSFLOW_BROKER_LOG", value)
+    assert Settings().broker_log == value
+    monkeypatch.setenv("NEWSFLOW_BROKER_LOG", " ")  # (blank: the default, as elsewhere)
+    assert Settings().broker_log == "warn"
