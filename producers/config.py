@@ -168,7 +168,9 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
         url = str(item["url"]).strip()
         if not is_http_url(url):
             raise ConfigError(f"{where}: feed #{number}: only http(s) URLs are polled: {url}")
-        if url in seen:
+        if url in seen:  # (its name, tags and bounds were dropped without a word)
+            logger.warning("%s: feed #%d: %s is listed before; this one is not read", where,
+                           number, url)
             continue
         seen.add(url)
         _warn_unknown(item, _FEED_KEYS, f"{where}: {url}")

@@ -150,6 +150,12 @@ def test_keys_the_feeds_file_does_not_read_are_named(tmp_path, caplog):
     path.write_text('[[feed]]\nurl = "https://a.example/rss"\ntags = ["world"]\n')
     load_feeds_file(path)
     assert not caplog.records
+    # A feed listed twice: the second's name and tags were dropped without a word.
+    path.write_text('[[feed]]\nurl = "https://a.example/rss"\n'
+                    '[[feed]]\nurl = "https://a.example/rss"\nname = "A"\n')
+    assert [s.name for s in load_feeds_file(path)] == [None]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: feed #2: https://a.example/rss is listed before; this one is not read"]
 
 
 def test_durations():
