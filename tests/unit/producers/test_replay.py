@@ -166,6 +166,26 @@ def test_a_sidecar_that_cannot_be_read_is_the_one_named(tmp_path: Path):
         list(read_articles([tmp_path]))
 
 
+def test_a_text_of_megabytes_is_cut_as_the_feed_producer_cuts_a_page(tmp_path: Path):
+    # Published whole, 9 MB passed the client's 8 MiB limit: the replay ended there, the
+    # files after it unsent, however often it was run again.
+    from newsflow.schemas import MAX_TEXT_CHARS, article_key
+
+    body = "Words of a very long report about nothing in particular. " * 170_000
+    (tmp_path / "big.txt").write_text("Huge report headline\n" + body, encoding="utf-8")
+    row = {"id": "g-1", "title": "Long", "text": body, "published": "2020-01-01"}
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+    (tmp_path / "small.txt").write_text("Small headline\nA fire.", encoding="utf-8")
+    big, row_article, small = read_articles([tmp_path])
+    for article in (big, row_article):
+        assert len(article.text) <= MAX_TEXT_CHARS and body.startswith(article.text)
+        assert article.fetch["text_truncated"] is True
+        assert article.fetch["text_chars"] == len(body)
+        assert len(article.to_bytes()) < 1_000_000
+    assert big.id == article_key(None, body) and row_article.id == "g-1"
+    assert "text_truncated" not in small.fetch and small.text == "A fire."
+
+
 def test_an_interrupted_replay_counts_what_it_published():
     sent = []
 
