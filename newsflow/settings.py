@@ -6,8 +6,10 @@ example ``NEWSFLOW_KAFKA_BOOTSTRAP=host:9092``. Nothing here is read at import t
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -250,6 +252,27 @@ class Settings(BaseSettings):
     @property
     def heartbeat_interval_s(self) -> float:
         return 1.0 if self.kafka_embedded else 3.0
+
+
+# Variables of the prefix that are no setting: the compiled build's and the tests'.
+_NOT_SETTINGS = ("NEWSFLOW_MYPYC", "NEWSFLOW_TEST_", "NEWSFLOW_PG_BIN", "NEWSFLOW_SHARED_DATA")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The NEWSFLOW_* variables of ``environ`` that name no setting, each with the setting
+    it may have meant: the settings ignore them (any case), so a typo,
+    NEWSFLOW_SQLITE_FILE for _PATH, stored everything in var/newsflow.db without a word."""
+    fields = list(Settings.model_fields)
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        field = upper.removeprefix("NEWSFLOW_").lower()
+        if upper.startswith("NEWSFLOW_") and field not in fields \
+                and not upper.startswith(_NOT_SETTINGS):
+            # (Without the prefix, which every name shares: else any name was "close".)
+            meant = difflib.get_close_matches(field, fields, n=1)
+            found.append(f"{name} (meant NEWSFLOW_{meant[0].upper()}?)" if meant else name)
+    return found
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

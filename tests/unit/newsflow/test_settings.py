@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
-from newsflow.settings import Settings
+from newsflow.settings import Settings, unknown_variables
 
 
 @pytest.mark.parametrize("name", ["bad topic!", "news/raw", "é", ".", "..", "t" * 250])
@@ -57,3 +59,25 @@ def test_broker_log_levels_and_directives_are_taken(monkeypatch, value):
     assert Settings().broker_log == value
     monkeypatch.setenv("NEWSFLOW_BROKER_LOG", " ")  # (blank: the default, as elsewhere)
     assert Settings().broker_log == "warn"
+
+
+def test_a_variable_that_names_no_setting_is_named_with_the_one_meant(tmp_path, monkeypatch,
+                                                                      capsys):
+    """The settings ignore NEWSFLOW_* variables they do not know: a typo, _SQLITE_FILE for
+    _SQLITE_PATH, stored everything in the default database without a word."""
+    from newsflow.cli import main
+
+    assert unknown_variables({"NEWSFLOW_SQLITE_FILE": "x", "newsflow_web_port": "1",
+                              "NEWSFLOW_MYPYC": "1", "NEWSFLOW_TEST_OUTAGE_S": "2",
+                              "NEWSFLOW_ZZZ": "3", "PATH": "/bin"}) == [
+        "NEWSFLOW_SQLITE_FILE (meant NEWSFLOW_SQLITE_PATH?)", "NEWSFLOW_ZZZ"]
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("NEWSFLOW_FEEDS_FILE", str(tmp_path / "feeds.toml"))
+    monkeypatch.setenv("NEWSFLOW_SQLITE_FILE", str(tmp_path / "mine.db"))
+    assert main(["feeds", "list"]) == 0
+    assert ("NEWSFLOW_SQLITE_FILE (meant NEWSFLOW_SQLITE_PATH?) is no setting: ignored"
+            in capsys.readouterr().err)
+    # A child of `newsflow run` leaves it unsaid: its supervisor said it.
+    monkeypatch.setenv("NEWSFLOW_SUPERVISOR_PID", str(os.getpid()))
+    assert main(["feeds", "list"]) == 0
+    assert "is no setting" not in capsys.readouterr().err
