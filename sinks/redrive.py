@@ -30,12 +30,6 @@ def store_letters(settings: Settings, letters: list[tuple[str, DeadLetter]],
         try:
             record = decode(letter.topic, letter.original_value(), settings)
         except PoisonMessage as exc:
-            if exc.kind == "undecodable":
-                # Not JSON: no fix makes it readable, and put back it came back at every
-                # redrive, a letter more on the topic each time. Left where it is, as one
-                # whose original was cut is.
-                report.kept.append(f"{where}: the sink can never read it ({exc}): left")
-                continue
             report.kept.append(f"{where}: the sink still cannot read it ({exc.kind}: {exc})")
             report.again.append(letter)
             continue
