@@ -96,7 +96,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
 
     # Kafka. Unset bootstrap means: start the embedded broker on loopback.
-    kafka_bootstrap: str | None = None
+    # Blank is unset, as "" already was: " " (an env file's stray space) was a broker to
+    # wait for, and `newsflow run` waited on it instead of starting its own.
+    kafka_bootstrap: Annotated[str | None, BlankIsDefault] = None
     # Set by the supervisor for its children when the broker is the embedded Tansu one:
     # it changes client timeouts (Tansu holds a group join for half the session timeout).
     kafka_embedded: bool = False

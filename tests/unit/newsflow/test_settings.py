@@ -81,3 +81,9 @@ def test_a_variable_that_names_no_setting_is_named_with_the_one_meant(tmp_path, 
     monkeypatch.setenv("NEWSFLOW_SUPERVISOR_PID", str(os.getpid()))
     assert main(["feeds", "list"]) == 0
     assert "is no setting" not in capsys.readouterr().err
+
+
+def test_a_blank_bootstrap_is_unset(monkeypatch):
+    # " " was a broker to wait for ("Unable to bootstrap from  "), not the embedded one.
+    monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", "  ")
+    assert Settings().kafka_bootstrap is None
