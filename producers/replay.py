@@ -149,6 +149,15 @@ def read_articles(paths: Iterable[Path], published: datetime | None = None) -> I
         if not is_replay_file(path):
             logger.warning("skipping %s: not .txt, .json or .jsonl", path)
             continue
+        if path.name.endswith(".txt" + SIDECAR_SUFFIX):
+            # A .txt's sidecar named outright (`newsflow replay seeds/*`): read with its
+            # article, not as one (it was published as an empty article, "source" its only
+            # field, for the processors to dead-letter).
+            article = path.with_name(path.name.removesuffix(SIDECAR_SUFFIX))
+            if not article.is_file():
+                logger.warning("skipping %s: the sidecar of %s, which is not there", path,
+                               article.name)
+            continue
         suffix = path.suffix.lower()
         try:
             yield from map(_text_cut, _file_articles(path, suffix, published))

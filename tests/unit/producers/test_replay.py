@@ -117,6 +117,17 @@ def test_seed_sidecars_name_the_agencies():
     assert (reuters.source, afp.source) == ("Reuters", "AFP")
 
 
+def test_sidecars_named_outright_are_read_with_their_article_not_as_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    # `newsflow replay seeds/*` published four articles, two of them empty: the sidecars.
+    articles = list(read_articles(sorted(SEEDS.iterdir())))
+    assert [(a.source, bool(a.text)) for a in articles] == [("Reuters", True), ("AFP", True)]
+    alone = tmp_path / "gone.txt.meta.json"
+    alone.write_text('{"source": "AFP"}', encoding="utf-8")
+    assert list(read_articles([alone])) == []
+    assert f"skipping {alone}: the sidecar of gone.txt, which is not there" in caplog.text
+
+
 def test_a_sidecar_url_becomes_the_key(tmp_path: Path):
     path = tmp_path / "a.txt"
     path.write_text("Headline\nBody.", encoding="utf-8")
