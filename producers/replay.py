@@ -32,9 +32,13 @@ class ReplayError(ValueError):
 def parse_time(value: Any) -> datetime | None:
     """ISO date or datetime (naive means UTC); None or empty gives None."""
     try:
-        return parse_timestamp(value)
+        when = parse_timestamp(value)
     except ValueError as exc:
         raise ReplayError(f"not an ISO date or datetime: {value!r}") from exc
+    try:
+        return when.astimezone(UTC) if when else None
+    except OverflowError:  # (year 1 at +01:00: said here, not as a validation error)
+        raise ReplayError(f"{value!r} is past the years a date can hold once in UTC") from None
 
 
 # UTF-8, with or without the byte order mark Windows editors put first: kept, it was the
@@ -95,9 +99,12 @@ def article_from_row(
     if not isinstance(row, dict):  # (else Python's own words, "'int' is not iterable")
         raise ReplayError(f"expected a JSON object (an article), got {type(row).__name__}")
     if "schema_version" in row:
-        article = RawArticle.model_validate(row)
-        return article.model_copy(update={"producer": "replay"}) if published is None else \
-            article.model_copy(update={"producer": "replay", "published": published})
+        # Validated with the time given, not copied over it unchecked: --published with an
+        # offset went onto the topic as given ("+05:00", where every time there is UTC),
+        # and one whose UTC is no date (year 1 at +01:00) went out for the processors to
+        # refuse.
+        given = {} if published is None else {"published": published}
+        return RawArticle.model_validate({**row, **given, "producer": "replay"})
     if not any(k in row for k in (*_STREAM_FIELDS, "canonical_url")):
         # Another shape (an export's {"items": [...]}): it was published as one empty
         # article, "published 1 article(s)", for the processors to dead-letter.

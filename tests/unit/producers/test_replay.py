@@ -64,6 +64,20 @@ def test_our_own_schema_rows_are_read_back(tmp_path: Path):
     assert back.id == seed.id and back.text == seed.text
 
 
+def test_a_time_given_for_rows_of_our_schema_goes_out_in_utc(tmp_path: Path):
+    # Copied over the row unchecked, it went onto the topic as given ("+05:00"), and a time
+    # past the years a date holds in UTC went out for the processors to refuse.
+    path = tmp_path / "ours.jsonl"
+    path.write_text('{"schema_version": 1, "id": "x", "title": "T", "text": "Body."}\n',
+                    encoding="utf-8")
+    [article] = read_articles([path], published=parse_time("2020-01-01T00:00:00+05:00"))
+    assert b'"published":"2019-12-31T19:00:00Z"' in article.to_bytes()
+    assert article.producer == "replay"
+    # Such a time is refused as --published, before any file is read.
+    with pytest.raises(ReplayError, match="'0001-01-01T00:00:00\\+01:00' is past the years"):
+        parse_time("0001-01-01T00:00:00+01:00")
+
+
 def test_bad_rows_name_file_and_line(tmp_path: Path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "1", "title": "ok", "text": "x"}\n{"id": "2"\n', encoding="utf-8")
