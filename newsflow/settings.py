@@ -43,6 +43,16 @@ def default_if_blank(value: object) -> object:
 
 BlankIsDefault = BeforeValidator(default_if_blank)
 
+
+def home_expanded(value: Path | None) -> Path | None:
+    """A path with a leading ``~`` as the home folder it names: an env file or a unit's
+    Environment= is no shell, and NEWSFLOW_DATA_DIR=~/newsflow made a folder named "~"
+    in the working directory (one `rm -rf ~` away from the real one)."""
+    return value.expanduser() if value is not None else None
+
+
+HomeExpanded = AfterValidator(home_expanded)
+
 # Kafka's rule for a topic's name: at most 249 of these characters, not "." or "..".
 _TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 TOPIC_MAX_CHARS = 249
@@ -124,11 +134,11 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
 
     # Storage.
-    data_dir: Annotated[Path, BlankIsDefault] = Path("var")
+    data_dir: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("var")
     sink: SinkKind = "sqlite"
     # Default: <data_dir>/newsflow.db. Empty is unset, as for the paths below (an env
     # file's blank value was the working directory: as an SQLite file, a disk I/O error).
-    sqlite_path: Annotated[Path | None, BlankIsDefault] = None
+    sqlite_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
     # Empty is unset (an env file's blank value): libpq would take "" for the local
     # socket's defaults, and the sink would wait for ever for a server that is not there.
     postgres_dsn: Annotated[SecretStr | None, BlankIsDefault] = None
@@ -144,19 +154,19 @@ class Settings(BaseSettings):
     # no TCP setting notices; the slowest read measured, a search of 29 common words, took
     # 0.6 s on 3,661 articles and grows with the store.
     postgres_read_timeout_s: float = Field(default=30.0, gt=0, le=86400.0)
-    jsonl_path: Annotated[Path | None, BlankIsDefault] = None  # <data_dir>/incidents.jsonl
+    jsonl_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None  # <data_dir>/incidents.jsonl
 
     # Producers.
-    feeds_file: Annotated[Path, BlankIsDefault] = Path("feeds.toml")
+    feeds_file: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("feeds.toml")
     fetch_allow_private: bool = False
     # Blank is the default: an env file's blank value sent every fetch with an empty
     # User-Agent, which sites refuse, and robots.txt was read for no name at all.
     user_agent: Annotated[str, BlankIsDefault] = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
-    seeds_dir: Annotated[Path, BlankIsDefault] = Path("seeds")
+    seeds_dir: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("seeds")
     replay_seeds: bool = True
     # Feed producer (producers/feeds.py). Intervals in seconds. The state file's default:
     # <data_dir>/producer.db.
-    producer_state_path: Annotated[Path | None, BlankIsDefault] = None
+    producer_state_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
     poll_min_interval_s: float = Field(default=300.0, gt=0)
     poll_max_interval_s: float = Field(default=86400.0, gt=0)
     poll_workers: int = Field(default=8, ge=1)

@@ -87,3 +87,17 @@ def test_a_blank_bootstrap_is_unset(monkeypatch):
     # " " was a broker to wait for ("Unable to bootstrap from  "), not the embedded one.
     monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", "  ")
     assert Settings().kafka_bootstrap is None
+
+
+def test_a_path_setting_starting_with_a_tilde_is_in_the_home_folder(monkeypatch, tmp_path):
+    # An env file is no shell: "~/newsflow" was a folder named "~" in the working folder.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    names = ("DATA_DIR", "SQLITE_PATH", "JSONL_PATH", "FEEDS_FILE", "SEEDS_DIR",
+             "PRODUCER_STATE_PATH")
+    for name in names:
+        monkeypatch.setenv(f"NEWSFLOW_{name}", f"~/nf/{name.lower()}")
+    settings = Settings()
+    assert [getattr(settings, name.lower()) for name in names] == [
+        tmp_path / "nf" / name.lower() for name in names]
+    monkeypatch.delenv("NEWSFLOW_PRODUCER_STATE_PATH")
+    assert Settings().producer_state_file == tmp_path / "nf" / "data_dir" / "producer.db"
