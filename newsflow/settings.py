@@ -129,9 +129,12 @@ class Settings(BaseSettings):
     topic_incidents: Annotated[str, BlankIsDefault, TopicName] = "newsflow.incidents"
     topic_members: Annotated[str, BlankIsDefault, TopicName] = "newsflow.incident-members"
     topic_dlq: Annotated[str, BlankIsDefault, TopicName] = "newsflow.dlq"
-    raw_partitions: int = Field(default=3, ge=1)
-    incident_partitions: int = Field(default=3, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    # At most what Kafka's requests can carry (32-bit partition counts, a 16-bit replication
+    # factor): past that a command failed on the encoding, "'i' format requires
+    # -2147483648 <= number <= 2147483647", naming no setting.
+    raw_partitions: int = Field(default=3, ge=1, le=2**31 - 1)
+    incident_partitions: int = Field(default=3, ge=1, le=2**31 - 1)
+    replication_factor: int = Field(default=1, ge=1, le=2**15 - 1)
 
     # Storage.
     data_dir: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("var")

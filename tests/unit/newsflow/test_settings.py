@@ -101,3 +101,16 @@ def test_a_path_setting_starting_with_a_tilde_is_in_the_home_folder(monkeypatch,
         tmp_path / "nf" / name.lower() for name in names]
     monkeypatch.delenv("NEWSFLOW_PRODUCER_STATE_PATH")
     assert Settings().producer_state_file == tmp_path / "nf" / "data_dir" / "producer.db"
+
+
+@pytest.mark.parametrize(("name", "value"), [("RAW_PARTITIONS", 2**31),
+                                             ("INCIDENT_PARTITIONS", 10**11),
+                                             ("REPLICATION_FACTOR", 2**15)])
+def test_counts_kafka_requests_cannot_carry_are_refused(monkeypatch, name, value):
+    # `newsflow topics` failed on the request's encoding: "'i' format requires
+    # -2147483648 <= number <= 2147483647", naming no setting.
+    monkeypatch.setenv(f"NEWSFLOW_{name}", str(value))
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings()
+    monkeypatch.setenv(f"NEWSFLOW_{name}", str(value - 1 if value < 10**10 else 2**31 - 1))
+    Settings()
