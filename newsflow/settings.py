@@ -218,7 +218,9 @@ class Settings(BaseSettings):
     cluster_batch_wait_s: float = Field(default=0.2, gt=0)
     # How long the processors' producer waits for the broker to take a message before the
     # send fails (and the stage sends it again): a broker down longer than this fails it.
-    producer_request_timeout_s: float = Field(default=60.0, gt=0)
+    # At most a day: faust hands it to the producer in whole ms, and inf stopped every
+    # start of the processors (OverflowError); Kafka's produce request carries it in 32 bits.
+    producer_request_timeout_s: float = Field(default=60.0, gt=0, le=86400.0)
 
     # Service.
     # How long a stop waits for the processors and the sink to finish what was published;

@@ -114,3 +114,14 @@ def test_counts_kafka_requests_cannot_carry_are_refused(monkeypatch, name, value
         Settings()
     monkeypatch.setenv(f"NEWSFLOW_{name}", str(value - 1 if value < 10**10 else 2**31 - 1))
     Settings()
+
+
+def test_the_processors_producer_timeout_is_at_most_a_day(monkeypatch):
+    # inf stopped every start of the processors: faust's producer settings raised
+    # OverflowError ("cannot convert float infinity to integer").
+    for value in ("inf", "1e10"):
+        monkeypatch.setenv("NEWSFLOW_PRODUCER_REQUEST_TIMEOUT_S", value)
+        with pytest.raises(ValidationError, match="producer_request_timeout_s"):
+            Settings()
+    monkeypatch.setenv("NEWSFLOW_PRODUCER_REQUEST_TIMEOUT_S", "86400")
+    assert Settings().producer_request_timeout_s == 86400
