@@ -77,8 +77,9 @@ def test_a_variable_that_names_no_setting_is_named_with_the_one_meant(tmp_path, 
     assert main(["feeds", "list"]) == 0
     assert ("NEWSFLOW_SQLITE_FILE (meant NEWSFLOW_SQLITE_PATH?) is no setting: ignored"
             in capsys.readouterr().err)
-    # A child of `newsflow run` leaves it unsaid: its supervisor said it.
-    monkeypatch.setenv("NEWSFLOW_SUPERVISOR_PID", str(os.getpid()))
+    # A child of `newsflow run` leaves it unsaid: its supervisor said it. (Our parent as the
+    # supervisor: a child whose supervisor is not its parent exits as orphaned.)
+    monkeypatch.setenv("NEWSFLOW_SUPERVISOR_PID", str(os.getppid()))
     assert main(["feeds", "list"]) == 0
     assert "is no setting" not in capsys.readouterr().err
 
