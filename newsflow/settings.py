@@ -95,8 +95,8 @@ def broker_log_filter(value: str) -> str:
     is, to RUST_LOG, a module to log everything of, and nothing else: a typo, "wran", hid
     every warning and error the broker logged, without a word."""
     for directive in value.split(","):
-        level = directive.rsplit("=", 1)[-1].strip().lower()
-        if level not in _RUST_LEVELS or (directive.count("=") == 1 and not directive.split("=")[0].strip()):
+        target, equals, level = directive.strip().rpartition("=")
+        if level.strip().lower() not in _RUST_LEVELS or (equals and not target.strip()):
             raise ValueError(f"{directive.strip()!r} is no log level of the broker's: use "
                              f"{', '.join(_RUST_LEVELS[1:5])} (or RUST_LOG's target=level)")
     return value
