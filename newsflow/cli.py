@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from newsflow.logs import configure_logging
 from newsflow.processes import exit_when_orphaned
-from newsflow.settings import Settings, log_level_name
+from newsflow.settings import Settings, log_level_name, unknown_variables
 from processors.compiled import running_snapshot, snapshot_problem
 
 # Why this process left a stale compiled build: set for the process it runs again as.
@@ -149,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings, service=args.command in ("run", *ROLES))
     if stale := os.environ.pop(_STALE_BUILD, None):  # (popped: said once, not by each child)
         logging.getLogger("newsflow").warning("%s", stale)
+    if settings.supervisor_pid is None:  # (said by `newsflow run`, not again by its children)
+        for name in unknown_variables(os.environ):
+            logging.getLogger("newsflow").warning("%s is no setting: ignored", name)
     exit_when_orphaned(settings.supervisor_pid)  # (set in a child of `newsflow run` only)
     if args.command != "run":
         settings = discover_running_service(settings)

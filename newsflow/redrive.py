@@ -23,7 +23,7 @@ from kafka.structs import OffsetAndMetadata
 
 from newsflow.drain import read_to_end
 from newsflow.kafka import Publisher, make_consumer
-from newsflow.schemas import DeadLetter
+from newsflow.schemas import DeadLetter, read_json
 from newsflow.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
             if letter.value_truncated:
                 report.kept.append(f"{where}: its original was cut to fit "
                                    f"({letter.value_bytes} bytes, sha256 {letter.value_sha256})")
+            elif (problem := _never_readable(letter)) is not None:
+                report.kept.append(f"{where}: its original is {problem}, which no fix makes"
+                                   " readable: left")
             elif letter.topic not in topics:
                 # Sending would create it, with a broker's defaults, for no one to read.
                 report.kept.append(f"{where}: its topic {letter.topic} does not exist")
@@ -117,6 +120,21 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
         return report
     finally:
         consumer.close()
+
+
+def _never_readable(letter: DeadLetter) -> str | None:
+    """What makes the letter's original unreadable to any newsflow (every message is
+    JSON), or None. Sent back (or, the sink's, put back), such a letter came back at every
+    redrive, one more letter each time, for ever: 10 poison messages on the raw topic were
+    "10 sent back to newsflow.articles.raw" at each redrive of the running service."""
+    value = letter.original_value()
+    if not value:
+        return "empty"
+    try:
+        read_json(value)
+    except ValueError:  # (UnicodeDecodeError too)
+        return "not JSON"
+    return None
 
 
 def _original(letter: DeadLetter) -> tuple[object, ...]:

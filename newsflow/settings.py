@@ -6,7 +6,10 @@ example ``NEWSFLOW_KAFKA_BOOTSTRAP=host:9092``. Nothing here is read at import t
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -41,11 +44,71 @@ def default_if_blank(value: object) -> object:
 BlankIsDefault = BeforeValidator(default_if_blank)
 
 
+def home_expanded(value: Path | None) -> Path | None:
+    """A path with a leading ``~`` as the home folder it names: an env file or a unit's
+    Environment= is no shell, and NEWSFLOW_DATA_DIR=~/newsflow made a folder named "~"
+    in the working directory (one `rm -rf ~` away from the real one)."""
+    return value.expanduser() if value is not None else None
+
+
+HomeExpanded = AfterValidator(home_expanded)
+
+# Kafka's rule for a topic's name: at most 249 of these characters, not "." or "..".
+_TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]+")
+TOPIC_MAX_CHARS = 249
+# The longest name faust gives a topic of the app id's: its tables' changelogs.
+_APP_TOPIC_SUFFIX = "-cluster-incidents-changelog"
+
+
+def topic_name(value: str) -> str:
+    """``value`` if Kafka takes it for a topic's name; ValueError saying why otherwise. The
+    embedded broker makes a topic of any name ("bad topic!"), `replay` published there,
+    and only the readers (`tail`, the sink) refused it; a real Kafka refuses to make it."""
+    if len(value) > TOPIC_MAX_CHARS:
+        raise ValueError(f"a topic's name is at most {TOPIC_MAX_CHARS} characters, not {len(value)}")
+    if not _TOPIC_CHARS.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is no topic name Kafka takes: use letters, digits, '.', '_'"
+                         " and '-'")
+    return value
+
+
+def app_id_name(value: str) -> str:
+    """``value`` if the topics faust names after it (``<app id>-cluster-...-changelog``)
+    are names Kafka takes; ValueError saying why otherwise."""
+    try:
+        topic_name(value + _APP_TOPIC_SUFFIX)
+    except ValueError:
+        longest = TOPIC_MAX_CHARS - len(_APP_TOPIC_SUFFIX)
+        raise ValueError(f"{value!r} cannot name the processors' changelog topics: use at most"
+                         f" {longest} letters, digits, '.', '_' and '-'") from None
+    return value
+
+
+TopicName = AfterValidator(topic_name)
+
+_RUST_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
+
+
+def broker_log_filter(value: str) -> str:
+    """``value`` if it is a level the embedded broker's RUST_LOG takes (or directives of
+    them, ``warn,tansu_broker=debug``); ValueError otherwise. A bare word that is no level
+    is, to RUST_LOG, a module to log everything of, and nothing else: a typo, "wran", hid
+    every warning and error the broker logged, without a word."""
+    for directive in value.split(","):
+        target, equals, level = directive.strip().rpartition("=")
+        if level.strip().lower() not in _RUST_LEVELS or (equals and not target.strip()):
+            raise ValueError(f"{directive.strip()!r} is no log level of the broker's: use "
+                             f"{', '.join(_RUST_LEVELS[1:5])} (or RUST_LOG's target=level)")
+    return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
 
     # Kafka. Unset bootstrap means: start the embedded broker on loopback.
-    kafka_bootstrap: str | None = None
+    # Blank is unset, as "" already was: " " (an env file's stray space) was a broker to
+    # wait for, and `newsflow run` waited on it instead of starting its own.
+    kafka_bootstrap: Annotated[str | None, BlankIsDefault] = None
     # Set by the supervisor for its children when the broker is the embedded Tansu one:
     # it changes client timeouts (Tansu holds a group join for half the session timeout).
     kafka_embedded: bool = False
@@ -54,28 +117,31 @@ class Settings(BaseSettings):
     # catch up, the broker restarts empty and the processors rebuild from storage. 0: never.
     embedded_broker_max_mb: int = Field(default=1024, ge=0)
     # The embedded broker's own log level (its RUST_LOG: error, warn, info, debug).
-    broker_log: str = "warn"
+    broker_log: Annotated[str, BlankIsDefault, AfterValidator(broker_log_filter)] = "warn"
     # Blank is the default: faust refuses an empty id ("App requires an id!"), and the
     # sink's group would be "-sink".
-    app_id: Annotated[str, BlankIsDefault] = "newsflow"
+    app_id: Annotated[str, BlankIsDefault, AfterValidator(app_id_name)] = "newsflow"
 
     # Blank is the default: the embedded broker made a topic named "", and the publisher
     # then refused to send to it.
-    topic_raw: Annotated[str, BlankIsDefault] = "newsflow.articles.raw"
-    topic_clean: Annotated[str, BlankIsDefault] = "newsflow.articles.clean"
-    topic_incidents: Annotated[str, BlankIsDefault] = "newsflow.incidents"
-    topic_members: Annotated[str, BlankIsDefault] = "newsflow.incident-members"
-    topic_dlq: Annotated[str, BlankIsDefault] = "newsflow.dlq"
-    raw_partitions: int = Field(default=3, ge=1)
-    incident_partitions: int = Field(default=3, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    topic_raw: Annotated[str, BlankIsDefault, TopicName] = "newsflow.articles.raw"
+    topic_clean: Annotated[str, BlankIsDefault, TopicName] = "newsflow.articles.clean"
+    topic_incidents: Annotated[str, BlankIsDefault, TopicName] = "newsflow.incidents"
+    topic_members: Annotated[str, BlankIsDefault, TopicName] = "newsflow.incident-members"
+    topic_dlq: Annotated[str, BlankIsDefault, TopicName] = "newsflow.dlq"
+    # At most what Kafka's requests can carry (32-bit partition counts, a 16-bit replication
+    # factor): past that a command failed on the encoding, "'i' format requires
+    # -2147483648 <= number <= 2147483647", naming no setting.
+    raw_partitions: int = Field(default=3, ge=1, le=2**31 - 1)
+    incident_partitions: int = Field(default=3, ge=1, le=2**31 - 1)
+    replication_factor: int = Field(default=1, ge=1, le=2**15 - 1)
 
     # Storage.
-    data_dir: Annotated[Path, BlankIsDefault] = Path("var")
+    data_dir: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("var")
     sink: SinkKind = "sqlite"
     # Default: <data_dir>/newsflow.db. Empty is unset, as for the paths below (an env
     # file's blank value was the working directory: as an SQLite file, a disk I/O error).
-    sqlite_path: Annotated[Path | None, BlankIsDefault] = None
+    sqlite_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
     # Empty is unset (an env file's blank value): libpq would take "" for the local
     # socket's defaults, and the sink would wait for ever for a server that is not there.
     postgres_dsn: Annotated[SecretStr | None, BlankIsDefault] = None
@@ -91,17 +157,19 @@ class Settings(BaseSettings):
     # no TCP setting notices; the slowest read measured, a search of 29 common words, took
     # 0.6 s on 3,661 articles and grows with the store.
     postgres_read_timeout_s: float = Field(default=30.0, gt=0, le=86400.0)
-    jsonl_path: Annotated[Path | None, BlankIsDefault] = None  # <data_dir>/incidents.jsonl
+    jsonl_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None  # <data_dir>/incidents.jsonl
 
     # Producers.
-    feeds_file: Annotated[Path, BlankIsDefault] = Path("feeds.toml")
+    feeds_file: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("feeds.toml")
     fetch_allow_private: bool = False
-    user_agent: str = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
-    seeds_dir: Annotated[Path, BlankIsDefault] = Path("seeds")
+    # Blank is the default: an env file's blank value sent every fetch with an empty
+    # User-Agent, which sites refuse, and robots.txt was read for no name at all.
+    user_agent: Annotated[str, BlankIsDefault] = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
+    seeds_dir: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("seeds")
     replay_seeds: bool = True
     # Feed producer (producers/feeds.py). Intervals in seconds. The state file's default:
     # <data_dir>/producer.db.
-    producer_state_path: Annotated[Path | None, BlankIsDefault] = None
+    producer_state_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
     poll_min_interval_s: float = Field(default=300.0, gt=0)
     poll_max_interval_s: float = Field(default=86400.0, gt=0)
     poll_workers: int = Field(default=8, ge=1)
@@ -150,7 +218,9 @@ class Settings(BaseSettings):
     cluster_batch_wait_s: float = Field(default=0.2, gt=0)
     # How long the processors' producer waits for the broker to take a message before the
     # send fails (and the stage sends it again): a broker down longer than this fails it.
-    producer_request_timeout_s: float = Field(default=60.0, gt=0)
+    # At most a day: faust hands it to the producer in whole ms, and inf stopped every
+    # start of the processors (OverflowError); Kafka's produce request carries it in 32 bits.
+    producer_request_timeout_s: float = Field(default=60.0, gt=0, le=86400.0)
 
     # Service.
     # How long a stop waits for the processors and the sink to finish what was published;
@@ -203,6 +273,27 @@ class Settings(BaseSettings):
     @property
     def heartbeat_interval_s(self) -> float:
         return 1.0 if self.kafka_embedded else 3.0
+
+
+# Variables of the prefix that are no setting: the compiled build's and the tests'.
+_NOT_SETTINGS = ("NEWSFLOW_MYPYC", "NEWSFLOW_TEST_", "NEWSFLOW_PG_BIN", "NEWSFLOW_SHARED_DATA")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The NEWSFLOW_* variables of ``environ`` that name no setting, each with the setting
+    it may have meant: the settings ignore them (any case), so a typo,
+    NEWSFLOW_SQLITE_FILE for _PATH, stored everything in var/newsflow.db without a word."""
+    fields = list(Settings.model_fields)
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        field = upper.removeprefix("NEWSFLOW_").lower()
+        if upper.startswith("NEWSFLOW_") and field not in fields \
+                and not upper.startswith(_NOT_SETTINGS):
+            # (Without the prefix, which every name shares: else any name was "close".)
+            meant = difflib.get_close_matches(field, fields, n=1)
+            found.append(f"{name} (meant NEWSFLOW_{meant[0].upper()}?)" if meant else name)
+    return found
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -44,7 +44,8 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from processors.gc_tuning import tune_gc
     from processors.offline import cluster_rows_final
 
-    source = open(args.input, encoding="utf-8")  # noqa: SIM115 - closed below
+    # (utf-8-sig: a byte order mark first, as Windows editors write, is no part of line 1.)
+    source = open(args.input, encoding="utf-8-sig")  # noqa: SIM115 - closed below
     # Written beside the output and moved over it at the end: an input that fails midway
     # (or is the output itself) leaves the output as it was.
     partial = args.output + ".partial" if args.output != "-" else None
@@ -84,6 +85,9 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError("-o is empty: it names the file to write (- for stdout)")
         if partial and os.path.isdir(args.output):
             raise ValueError(f"{args.output} is a folder: -o names the file to write")
+        # (Else the error named the file written on the way, OUT.partial, not -o's.)
+        if partial and not os.path.isdir(os.path.dirname(args.output) or "."):
+            raise ValueError(f"no folder {os.path.dirname(args.output)} to write {args.output} in")
         out = open(partial, "w", encoding="utf-8") if partial else sys.stdout  # noqa: SIM115
         try:
             # Each article's incident after every later merge and split, as the stream's

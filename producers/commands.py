@@ -265,16 +265,22 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     specs, skipped = parse_opml(Path(args.file).read_bytes())
     for url in skipped:  # else "imported 2 feed(s)" of 4 would not say what became of 2
         print(f"{url} left out: only http(s) feed addresses are polled", file=sys.stderr)
+    listed = _feeds_file_urls(settings)  # (the file's, applied by the producer or not yet)
     state = StateStore(settings.producer_state_file)
     added = 0
     try:
         for spec in specs:
-            row, done = state.add_feed(spec.url, origin="opml", name=spec.name, tags=spec.tags)
-            if done == "added":
-                added += 1
+            if spec.url in listed:
+                origin = "config"
             else:
-                print(f"{spec.url} is already polled ({_origin(row.origin, settings)}): "
-                      "left as it is", file=sys.stderr)
+                row, done = state.add_feed(spec.url, origin="opml", name=spec.name,
+                                           tags=spec.tags)
+                if done == "added":
+                    added += 1
+                    continue
+                origin = row.origin
+            print(f"{spec.url} is already polled ({_origin(origin, settings)}): left as it is",
+                  file=sys.stderr)
     finally:
         state.close()
     print(f"imported {added} feed(s) from {args.file}"
@@ -287,26 +293,38 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_http_logs()
     from producers.discover import find_feeds
     from producers.state import StateStore
+    from producers.urls import is_http_url
 
-    urls = [args.url] if args.no_discover else find_feeds(settings, args.url)
+    url = args.url.strip()  # (as the feeds file's are: pasted with a space, no address)
+    if not is_http_url(url):
+        # As the feeds file and `feeds import` refuse it: with --no-discover it was added,
+        # "added notaurl", and polled, failing, for ever.
+        raise ValueError(f"not an http(s) address: {url!r}; only http(s) feeds are polled")
+    urls = [url] if args.no_discover else find_feeds(settings, url)
     if not urls:
-        print(f"no feed found at {args.url}", file=sys.stderr)
+        print(f"no feed found at {url}", file=sys.stderr)
         return 1
     chosen = urls if args.all else urls[:1]
     # Only what the user asked for changes a feed already polled: no --name, --tag or
     # --site, and its name, tags and sites stay as they are.
     change = args.name is not None or args.tag is not None or args.site is not None
     refused = False
+    # The file's, though the producer has not applied it yet (it would set the name, tags
+    # and sites given here back to the file's): said so, as for a feed it applied.
+    listed = _feeds_file_urls(settings)
     state = StateStore(settings.producer_state_file)
     try:
         for url in chosen:
-            row, done = state.add_feed(
-                url, origin="cli", name=args.name, tags=args.tag, change=change, sites=args.site
-            )
-            where = _origin(row.origin, settings)
+            if url in listed:
+                row, done = None, "configured"
+            else:
+                row, done = state.add_feed(
+                    url, origin="cli", name=args.name, tags=args.tag, change=change,
+                    sites=args.site)
+            where = _origin("config" if row is None else row.origin, settings)
             if done == "added":
                 print(f"added {url}")
-            elif done == "changed":
+            elif done == "changed" and row is not None:
                 print(f"changed {url} ({where}): name {row.name or '-'}, "
                       f"tags {', '.join(row.tags) or '-'}, sites {', '.join(row.sites) or '-'}")
             elif done == "configured" and change:
@@ -333,13 +351,14 @@ def _site(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _in_feeds_file(url: str, settings: Settings) -> bool:
+def _feeds_file_urls(settings: Settings) -> set[str]:
+    """The feeds the feeds file lists, whether the producer has applied it yet or not."""
     from producers.config import ConfigError, load_feeds_file
 
     try:
-        return any(spec.url == url for spec in load_feeds_file(settings.feeds_file))
+        return {spec.url for spec in load_feeds_file(settings.feeds_file)}
     except (OSError, ConfigError):  # (missing or unreadable: it lists nothing usable)
-        return False
+        return set()
 
 
 def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
@@ -353,7 +372,7 @@ def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             state.close()
     if row is None or done == "absent":
-        if _in_feeds_file(args.url, settings):  # (the producer has not applied it yet)
+        if args.url in _feeds_file_urls(settings):  # (the producer has not applied it yet)
             print(f"{args.url} is listed in {settings.feeds_file}: take it out of the file"
                   " to stop it; nothing changed", file=sys.stderr)
         else:

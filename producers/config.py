@@ -18,6 +18,7 @@ YAML has the same shape: ``defaults:`` and a ``feeds:`` (or ``feed:``) list.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import tomllib
@@ -31,6 +32,8 @@ from lxml import html as lxml_html
 
 from newsflow.schemas import ascii_host, is_ip_address, registrable_domain, site_of
 from producers.urls import is_http_url
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -132,10 +135,26 @@ def load_feeds_file(path: Path) -> list[FeedSpec]:
     return feeds_from_mapping(data, where=str(path))
 
 
+# What the feeds file reads; any other key is named in a warning, not left unsaid: a
+# `[default]` or a feed's `tag = [...]` (a letter off) set nothing, and nothing said so.
+_FILE_KEYS = ("defaults", "feed", "feeds")
+_DEFAULTS_KEYS = ("min_interval", "max_interval")
+_FEED_KEYS = ("url", "name", "tags", "sites", *_DEFAULTS_KEYS)
+
+
+def _warn_unknown(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = [key for key in table if key not in known]
+    if unknown:
+        logger.warning("%s: ignored %s (not read: the keys read are %s)", where,
+                       ", ".join(repr(key) for key in unknown), ", ".join(known))
+
+
 def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> list[FeedSpec]:
+    _warn_unknown(data, _FILE_KEYS, where)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError(f"{where}: 'defaults' must be a table")
+    _warn_unknown(defaults, _DEFAULTS_KEYS, f"{where}: [defaults]")
     items = data.get("feed", data.get("feeds", [])) or []
     if not isinstance(items, list):
         raise ConfigError(f"{where}: 'feed' must be a list of tables")
@@ -149,9 +168,12 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
         url = str(item["url"]).strip()
         if not is_http_url(url):
             raise ConfigError(f"{where}: feed #{number}: only http(s) URLs are polled: {url}")
-        if url in seen:
+        if url in seen:  # (its name, tags and bounds were dropped without a word)
+            logger.warning("%s: feed #%d: %s is listed before; this one is not read", where,
+                           number, url)
             continue
         seen.add(url)
+        _warn_unknown(item, _FEED_KEYS, f"{where}: {url}")
         tags = item.get("tags") or []
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.split(",") if t.strip()]
@@ -177,14 +199,38 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
     return specs
 
 
+# An "&" that starts no entity or character reference: invalid in XML, yet common in the
+# feed addresses of exported OPML ("?a=1&b=2").
+_BARE_AMPERSAND = re.compile(rb"&(?!(?:[A-Za-z_][A-Za-z0-9._-]*|#[0-9]+|#x[0-9A-Fa-f]+);)")
+
+
+def _read_opml_xml(data: bytes) -> Any:
+    """The root of an OPML file, read strictly first. The recovering parser drops a bare
+    "&" and the name after it, so "?a=1&b=2" became "?a=1=2", another address, imported
+    without a word: such ampersands are escaped first. (Only when the file is ill-formed:
+    in a well-formed one in UTF-16, the bytes of "&amp;" are no "&amp;" to the pattern.)
+    Whatever else is ill-formed is left to the recovering parser."""
+    strict = etree.XMLParser(resolve_entities=False, no_network=True)
+    try:
+        return etree.fromstring(data, parser=strict)
+    except etree.XMLSyntaxError:
+        pass
+    data = _BARE_AMPERSAND.sub(b"&amp;", data)
+    try:
+        return etree.fromstring(data, parser=strict)
+    except etree.XMLSyntaxError:
+        pass
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, recover=True)
+    try:
+        return etree.fromstring(data, parser=parser)
+    except etree.XMLSyntaxError as exc:
+        raise ConfigError(f"not OPML: {exc}") from exc
+
+
 def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
     """Feeds of an OPML subscription list (folder names become tags), and the feed
     addresses left out as not http(s) (relative, ``feed://``, ``ftp://``), to report."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, recover=True)
-    try:
-        root = etree.fromstring(data, parser=parser)
-    except etree.XMLSyntaxError as exc:
-        raise ConfigError(f"not OPML: {exc}") from exc
+    root = _read_opml_xml(data)
     if root is None:  # what the recovering parser makes of a file that holds no XML
         raise ConfigError("not OPML: no XML in it")
     if etree.QName(root).localname.lower() != "opml":
@@ -195,8 +241,8 @@ def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
     seen: set[str] = set()
 
     def walk(element: Any, folders: list[str]) -> None:
-        for outline in element.findall("outline"):
-            url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
+        for outline in _named_children(element, "outline"):
+            url = _attribute(outline, "xmlurl").strip()
             label = outline.get("title") or outline.get("text")
             if not url:
                 walk(outline, folders + ([label] if label else []))
@@ -206,9 +252,21 @@ def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
                 seen.add(url)
                 specs.append(FeedSpec(url=url, name=label or None, tags=list(folders)))
 
-    body = root.find("body")
+    body = next(iter(_named_children(root, "body")), None)
     walk(body if body is not None else root, [])
     return specs, skipped
+
+
+# By local name and in any case: an OPML file in a namespace (xmlns="http://opml.org/spec2")
+# or with XMLURL= was read as holding no feed at all, "imported 0 feed(s)".
+def _named_children(element: Any, name: str) -> list[Any]:
+    return [child for child in element
+            if isinstance(child.tag, str) and etree.QName(child).localname.lower() == name]
+
+
+def _attribute(element: Any, name: str) -> str:
+    return next((str(value) for key, value in element.attrib.items()
+                 if etree.QName(key).localname.lower() == name), "")
 
 
 # Link types that name a feed, and generic ones a feed is sometimes advertised with. The

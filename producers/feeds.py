@@ -1366,7 +1366,10 @@ def poll_once(
     stop = stop or threading.Event()
     results: list[PollResult] = []
     try:
-        feeds = [store.upsert_feed(url, origin="adhoc", active=False) for url in urls]
+        # Each address once: one named twice was polled twice at once, its articles
+        # printed (or published) twice.
+        feeds = [store.upsert_feed(url, origin="adhoc", active=False)
+                 for url in dict.fromkeys(urls)]
         with ThreadPoolExecutor(max(1, min(settings.poll_workers, len(feeds)))) as pool:
             polls = [pool.submit(poller.poll, feed, stop) for feed in feeds]
             while wait(polls, timeout=0.2).not_done:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from newsflow.schemas import RawArticle, article_key, parse_timestamp
+from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, parse_timestamp, truncate_text
 from newsflow.text import derive_title
 
 logger = logging.getLogger(__name__)
@@ -32,10 +32,19 @@ class ReplayError(ValueError):
 def parse_time(value: Any) -> datetime | None:
     """ISO date or datetime (naive means UTC); None or empty gives None."""
     try:
-        return parse_timestamp(value)
+        when = parse_timestamp(value)
     except ValueError as exc:
         raise ReplayError(f"not an ISO date or datetime: {value!r}") from exc
+    try:
+        return when.astimezone(UTC) if when else None
+    except OverflowError:  # (year 1 at +01:00: said here, not as a validation error)
+        raise ReplayError(f"{value!r} is past the years a date can hold once in UTC") from None
 
+
+# UTF-8, with or without the byte order mark Windows editors put first: kept, it was the
+# start of a .txt article's title (an invisible character there), and a .json or .jsonl
+# file was refused ("Unexpected UTF-8 BOM").
+ENCODING = "utf-8-sig"
 
 SIDECAR_SUFFIX = ".meta.json"
 # What a sidecar may add to a .txt article: where it came from.
@@ -47,7 +56,10 @@ def sidecar(path: Path) -> dict[str, str]:
     meta_path = path.with_name(path.name + SIDECAR_SUFFIX)
     if not meta_path.exists():
         return {}
-    data = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(meta_path.read_text(encoding=ENCODING))
+    except ValueError as exc:  # (named for the .txt, the error sent the user to the wrong file)
+        raise ReplayError(f"{meta_path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ReplayError(f"{meta_path}: expected a JSON object")
     return {k: str(v) for k, v in data.items() if k in _SIDECAR_FIELDS and v}
@@ -87,14 +99,22 @@ def article_from_row(
     if not isinstance(row, dict):  # (else Python's own words, "'int' is not iterable")
         raise ReplayError(f"expected a JSON object (an article), got {type(row).__name__}")
     if "schema_version" in row:
-        article = RawArticle.model_validate(row)
-        return article.model_copy(update={"producer": "replay"}) if published is None else \
-            article.model_copy(update={"producer": "replay", "published": published})
+        # Validated with the time given, not copied over it unchecked: --published with an
+        # offset went onto the topic as given ("+05:00", where every time there is UTC),
+        # and one whose UTC is no date (year 1 at +01:00) went out for the processors to
+        # refuse.
+        given = {} if published is None else {"published": published}
+        return RawArticle.model_validate({**row, **given, "producer": "replay"})
+    if not any(k in row for k in (*_STREAM_FIELDS, "canonical_url")):
+        # Another shape (an export's {"items": [...]}): it was published as one empty
+        # article, "published 1 article(s)", for the processors to dead-letter.
+        raise ReplayError("no article in it: none of "
+                          f"{', '.join(_STREAM_FIELDS)} (its keys: {', '.join(sorted(row)) or 'none'})")
     fields = {k: row.get(k) for k in _STREAM_FIELDS}
     url = fields["url"] or None
     text = fields["text"] or ""
     title = fields["title"] or ""
-    # An empty row is still published: the processors dead-letter it with the reason,
+    # A row with those fields empty is still published: the processors dead-letter it with the reason,
     # so it is on record rather than silently dropped here.
     return RawArticle(
         id=str(fields["id"]) if fields["id"] else article_key(url, text or title),
@@ -124,28 +144,53 @@ def read_articles(paths: Iterable[Path], published: datetime | None = None) -> I
     """Every article in ``paths`` (files, or folders of files), in order."""
     for path in paths:
         if path.is_dir():
-            files = sorted(
-                p for p in path.iterdir() if p.is_file() and not p.name.endswith(SIDECAR_SUFFIX)
-            )
+            inside = sorted(path.iterdir())
+            # Not read, and said so: a folder of folders (an archive by day) replayed
+            # "published 0 article(s)" without a word about them.
+            for folder in (p for p in inside if p.is_dir()):
+                logger.warning("skipping %s: a folder inside %s (name it to replay it)",
+                               folder, path)
+            files = [p for p in inside if p.is_file() and not p.name.endswith(SIDECAR_SUFFIX)]
             yield from read_articles(files, published)
             continue
         if not is_replay_file(path):
             logger.warning("skipping %s: not .txt, .json or .jsonl", path)
             continue
+        if path.name.endswith(".txt" + SIDECAR_SUFFIX):
+            # A .txt's sidecar named outright (`newsflow replay seeds/*`): read with its
+            # article, not as one (it was published as an empty article, "source" its only
+            # field, for the processors to dead-letter).
+            article = path.with_name(path.name.removesuffix(SIDECAR_SUFFIX))
+            if not article.is_file():
+                logger.warning("skipping %s: the sidecar of %s, which is not there", path,
+                               article.name)
+            continue
         suffix = path.suffix.lower()
         try:
-            yield from _file_articles(path, suffix, published)
+            yield from map(_text_cut, _file_articles(path, suffix, published))
         except ReplayError:
             raise
         except ValueError as exc:  # (UnicodeDecodeError too: the file is not UTF-8)
             raise ReplayError(f"{path}: {exc}") from exc
 
 
+def _text_cut(article: RawArticle) -> RawArticle:
+    """``article`` with its text cut as the feed producer cuts a page's (its id stays the
+    one of the whole text). A file of megabytes was published whole: past 8 MiB the
+    client refused it, ending the replay there, "0 of 2 article(s) confirmed", the files
+    after it unsent however often it was run again; below, the clean stage cut it anyway."""
+    if len(article.text) <= MAX_TEXT_CHARS:
+        return article
+    fetch = {**article.fetch, "text_truncated": True, "text_chars": len(article.text)}
+    return article.model_copy(update={"text": truncate_text(article.text, MAX_TEXT_CHARS),
+                                      "fetch": fetch})
+
+
 def _file_articles(path: Path, suffix: str, published: datetime | None) -> Iterator[RawArticle]:
     if suffix == ".txt":
-        yield article_from_text(path, path.read_text(encoding="utf-8"), published)
+        yield article_from_text(path, path.read_text(encoding=ENCODING), published)
     elif suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding=ENCODING))
         rows = data if isinstance(data, list) else [data]
         for number, row in enumerate(rows, 1):
             try:
@@ -155,7 +200,7 @@ def _file_articles(path: Path, suffix: str, published: datetime | None) -> Itera
                 where = f"{path} (item {number})" if isinstance(data, list) else str(path)
                 raise ReplayError(f"{where}: {exc}") from exc
     else:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding=ENCODING) as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue

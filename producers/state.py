@@ -248,6 +248,24 @@ def _migrate_seen_versions(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE seen ADD COLUMN {name} {kind}")
 
 
+class StateFileError(sqlite3.DatabaseError):
+    """The state file cannot be opened or read: SQLite's own words ("file is not a
+    database", "disk I/O error" for a folder) named no file, and `feeds list` or the
+    producer's start said only that."""
+
+
+@contextmanager
+def _naming(path: Path | str) -> Iterator[None]:
+    try:
+        yield
+    except StateFileError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise StateFileError(
+            f"the producers' state file {Path(path).absolute()} cannot be used: {exc} "
+            "(NEWSFLOW_PRODUCER_STATE_PATH names it, else NEWSFLOW_DATA_DIR)") from exc
+
+
 def _open_read_only(path: Path) -> sqlite3.Connection:
     """A state file opened for a listing: SQLite's read-only mode never creates it."""
     return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
@@ -258,15 +276,16 @@ def read_feeds(path: Path, *, active_only: bool = False) -> list[FeedRow]:
     and is not created (``StateStore`` creates and migrates it)."""
     if not path.exists():
         return []
-    conn = _open_read_only(path)
-    try:
-        # A state file from before feeds kept their pause, or their sites, has none to
-        # list (the producer adds the columns on open; a listing changes nothing).
-        known = {row[1] for row in conn.execute("PRAGMA table_info(feeds)")}
-        columns = ", ".join(name if name in known else "NULL" for name in _FEED_COLUMN_NAMES)
-        rows = conn.execute(_feeds_query(active_only, columns)).fetchall()
-    finally:
-        conn.close()
+    with _naming(path):
+        conn = _open_read_only(path)
+        try:
+            # A state file from before feeds kept their pause, or their sites, has none to
+            # list (the producer adds the columns on open; a listing changes nothing).
+            known = {row[1] for row in conn.execute("PRAGMA table_info(feeds)")}
+            columns = ", ".join(name if name in known else "NULL" for name in _FEED_COLUMN_NAMES)
+            rows = conn.execute(_feeds_query(active_only, columns)).fetchall()
+        finally:
+            conn.close()
     return [FeedRow.from_row(r) for r in rows]
 
 
@@ -286,7 +305,11 @@ def read_waiting_pages(path: Path) -> dict[int, WaitingPages]:
     them at the feed's next poll)."""
     if not path.exists():
         return {}
-    conn = _open_read_only(path)
+    with _naming(path):
+        return _read_waiting_pages(_open_read_only(path))
+
+
+def _read_waiting_pages(conn: sqlite3.Connection) -> dict[int, WaitingPages]:
     try:
         # A state file from before page retries has no table; from before their own next
         # tries, no next_try (the producer adds both on open; a listing changes nothing).
@@ -315,22 +338,23 @@ class StateStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA busy_timeout = 30000")
-        if self.path != ":memory:":
-            enable_wal(self._conn)
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        with self._tx():
-            for statement in (SCHEMA + PAGE_RETRY_SCHEMA).split(";"):
-                if statement.strip():
-                    self._conn.execute(statement)
-            _migrate_page_retries(self._conn)
-            _migrate_feed_pauses(self._conn)
-            _migrate_feed_sites(self._conn)
-            _migrate_seen_versions(self._conn)
-            outbox.create(self._conn)
+        with _naming(self.path):
+            self._conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            if self.path != ":memory:":
+                enable_wal(self._conn)
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            with self._tx():
+                for statement in (SCHEMA + PAGE_RETRY_SCHEMA).split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                _migrate_page_retries(self._conn)
+                _migrate_feed_pauses(self._conn)
+                _migrate_feed_sites(self._conn)
+                _migrate_seen_versions(self._conn)
+                outbox.create(self._conn)
 
     def close(self) -> None:
         with self._lock:

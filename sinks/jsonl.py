@@ -36,6 +36,9 @@ _PATH_FAULTS = frozenset({errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EACCE
                           errno.EROFS, errno.ENOENT})
 
 
+_BLOCK = 1 << 16  # read at a time, looking for the last whole line
+
+
 class JsonlSink(BatchingSink):
     name = "jsonl"
 
@@ -70,9 +73,18 @@ class JsonlSink(BatchingSink):
             handle.seek(size - 1)
             if handle.read(1) == b"\n":
                 return
-            handle.seek(0)
-            data = handle.read()
-            cut = data.rfind(b"\n") + 1
+            # Looked for from the end, a block at a time: the whole file was read into
+            # memory for it, gigabytes for a file of years (it only grows).
+            cut = 0  # (no line break at all: the whole file is that line)
+            end = size
+            while end > 0:
+                start = max(0, end - _BLOCK)
+                handle.seek(start)
+                found = handle.read(end - start).rfind(b"\n")
+                if found >= 0:
+                    cut = start + found + 1
+                    break
+                end = start
             handle.truncate(cut)
             logger.warning("%s: dropped an incomplete last line (%s)", self.path,
                            counted(size - cut, "byte", "bytes"))

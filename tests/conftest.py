@@ -130,7 +130,8 @@ def make_settings(kafka_bootstrap: tuple[str, bool], tmp_path: Path, request: py
 
     def build(**overrides: object) -> Settings:
         bootstrap, embedded = kafka_bootstrap
-        tag = "".join(c if c.isalnum() else "-" for c in request.node.name)[-40:]
+        # (ASCII: a parametrized id may hold any letter, and Kafka takes only these.)
+        tag = "".join(c if c.isascii() and c.isalnum() else "-" for c in request.node.name)[-40:]
         tag = f"{tag}-{os.urandom(3).hex()}"
         values: dict[str, object] = {
             "kafka_bootstrap": bootstrap,

@@ -55,6 +55,26 @@ def test_dead_letters_go_back_to_their_topics_once(make_settings) -> None:
     assert len(read_topic(settings, settings.topic_raw)) == 1
 
 
+def test_a_letter_whose_original_no_newsflow_can_read_is_reported_and_left(
+        make_settings) -> None:
+    """Not JSON, or empty: sent back, the clean stage dead-lettered it again, and every
+    redrive sent it back once more, a letter more each time (10 poison messages were "10
+    sent back" at each redrive of a running service)."""
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        for offset, value in enumerate((b"not json \x1b[31m", b"", b"\xff\xfe{}")):
+            publisher.publish_dead_letter(letter_for(settings.topic_raw, offset, b"k", value))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 9, b"k", b"[1, 2]"))
+    report = redrive(settings, store_letters)
+    assert dict(report.sent) == {settings.topic_raw: 1} and report.again == []  # JSON: back
+    assert [reason.split(": ", 1)[1] for reason in report.kept] == [
+        f"its original is {what}, which no fix makes readable: left"
+        for what in ("not JSON", "empty", "not JSON")]
+    assert [m.value for m in read_topic(settings, settings.topic_raw)] == [b"[1, 2]"]
+    assert len(read_topic(settings, settings.topic_dlq)) == 4  # left as they were
+
+
 def test_a_message_both_the_cluster_stage_and_the_sink_refused_goes_back_once(
         make_settings) -> None:
     """The clean topic has two readers: a message neither can read makes two letters. Each

@@ -647,6 +647,16 @@ def test_one_off_polls_publish_the_summary_at_once(server, tmp_path):
         state.close()
 
 
+def test_a_one_off_poll_of_an_address_named_twice_polls_it_once(server, tmp_path):
+    # `newsflow poll --once --stdout URL URL` printed every article twice.
+    settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
+    out: list = []
+    url = server.url("/gen/twice.xml?entries=3")
+    results = poll_once(settings, [url, url], emit=out.append, fetch_pages=False)
+    assert [r.feed.url for r in results] == [url]
+    assert len(out) == 3 == len({a.id for a in out})
+
+
 def _failing_worker_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *,
                            first_only: bool) -> None:
     """Extraction workers started from now on exit at once (as with an install broken

@@ -65,3 +65,19 @@ def test_a_sink_letter_the_store_still_refuses_waits_and_the_others_go_in(make_s
         assert [s.id for s in store.list_incidents()] == ["i1"]
     finally:
         store.close()
+
+
+def test_a_sink_letter_that_is_not_json_is_reported_and_left(make_settings) -> None:
+    """It can never be read: put back at every redrive, it came back at the next, one
+    letter more on the topic each time (made so with a members record that is not JSON)."""
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        publisher.publish_dead_letter(letter_for(settings.topic_members, 3, b"a1",
+                                                 b"not json at all", stage="sink"))
+    report = redrive(settings, store_letters)
+    assert report.again == [] and report.stored == 0
+    [reason] = report.kept
+    assert "its original is not JSON, which no fix makes readable: left" in reason
+    assert len(read_topic(settings, settings.topic_dlq)) == 1
+    assert redrive(settings, store_letters).kept == []  # (said once: nothing since)

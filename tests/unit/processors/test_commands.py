@@ -111,6 +111,11 @@ def test_cluster_refuses_a_folder_or_nothing_for_its_output_before_clustering(
     with pytest.raises(ValueError, match="-o is empty: it names the file to write"):
         run(Settings(), "cluster", str(source), "-o", "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]
+    # In a folder that is not there: the error named OUT.partial, a file the user never
+    # named.
+    with pytest.raises(ValueError, match=re.escape(f"no folder {tmp_path / 'gone'} to write "
+                                                   f"{tmp_path / 'gone' / 'out.jsonl'} in")):
+        run(Settings(), "cluster", str(source), "-o", str(tmp_path / "gone" / "out.jsonl"))
 
 
 def test_process_without_a_broker_says_where_newsflow_run_s_is_found(tmp_path: Path) -> None:
@@ -119,6 +124,18 @@ def test_process_without_a_broker_says_where_newsflow_run_s_is_found(tmp_path: P
     settings = Settings(data_dir=tmp_path / "var", kafka_bootstrap=None)
     with pytest.raises(NoBroker, match=re.escape(f"its embedded broker by {settings.runfile}")):
         run(settings, "process")
+
+
+def test_cluster_reads_a_file_saved_with_a_byte_order_mark(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # Its first line was "not JSON: Unexpected UTF-8 BOM".
+    source = tmp_path / "in.jsonl"
+    source.write_text("\ufeff" + json.dumps({"id": "fire-1", "title": FIRE_1[0], "text": FIRE_1[1],
+                                             "published": T0.isoformat()}) + "\n",
+                      encoding="utf-8")
+    assert run(Settings(), "cluster", str(source)) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["id"] == "fire-1"
 
 
 def test_cluster_can_write_over_its_own_input(tmp_path: Path) -> None:

@@ -137,6 +137,33 @@ def test_a_feed_of_the_feeds_file_stays_the_files_when_imported_or_added(tmp_pat
         state.close()
 
 
+def test_a_feed_of_the_feeds_file_is_the_files_before_the_producer_applies_it(tmp_path,
+                                                                             capsys):
+    """Before the producer had read the file, `feeds add --name X` of a feed it lists said
+    "added" (rc 0), and the producer then set the name back to the file's without a word;
+    `feeds import` said "imported 1 feed(s)" of it likewise."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    url = "https://a.example/feed"
+    settings.feeds_file.write_text(f'[[feed]]\nurl = "{url}"\nname = "Configured"\n')
+    assert _add(settings, url, name="Renamed") == 1
+    assert "change its name, tags and sites there" in capsys.readouterr().err
+    assert _add(settings, url) == 0
+    assert capsys.readouterr().out == (
+        f"{url} is already polled (listed in {settings.feeds_file}); nothing changed\n")
+    opml = _opml(tmp_path / "subs.opml", url, "Imported")
+    assert cmd_feeds_import(argparse.Namespace(file=opml), settings) == 0
+    out, err = capsys.readouterr()
+    assert out == f"imported 0 feed(s) from {opml}; 1 already polled\n"
+    assert err == f"{url} is already polled (listed in {settings.feeds_file}): left as it is\n"
+    state = StateStore(settings.producer_state_file)
+    try:
+        assert state.feeds() == []  # nothing added for the file to take over
+        sync_feeds_file(state, settings.feeds_file)
+        assert [(f.origin, f.name) for f in state.feeds()] == [("config", "Configured")]
+    finally:
+        state.close()
+
+
 def test_an_import_says_which_feeds_it_left_out_and_why(tmp_path, capsys):
     """An OPML export may hold relative or feed:// addresses: "imported 1 feed(s)" of
     three, saying nothing of the other two, reads as if the file held one."""
@@ -256,6 +283,22 @@ def test_feeds_add_names_the_sites_a_feed_speaks_for_and_feeds_list_shows_them(
         main(["feeds", "add", url, "--no-discover", "--site", "co.uk"])
     assert refused.value.code == 2
     assert "'co.uk' is a public suffix, not a site" in capsys.readouterr().err
+
+
+def test_feeds_add_refuses_an_address_that_is_not_http(tmp_path, capsys):
+    """As the feeds file and `feeds import` do: with --no-discover such an address was
+    added ("added notaurl", rc 0) and polled, failing, for ever. One pasted with spaces
+    around it is the address without them."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    for url in ("notaurl", "ftp://a.example/feed", "feed://a.example/rss", "/rss.xml"):
+        with pytest.raises(ValueError, match="only http"):
+            _add(settings, url)
+    assert not settings.producer_state_file.exists()
+    assert _add(settings, "  https://a.example/feed\n") == 0
+    assert capsys.readouterr().out == "added https://a.example/feed\n"
+    state = StateStore(settings.producer_state_file)
+    assert [f.url for f in state.feeds(active_only=True)] == ["https://a.example/feed"]
+    state.close()
 
 
 def test_feeds_list_shows_a_next_poll_past_the_year_9999(tmp_path, capsys):

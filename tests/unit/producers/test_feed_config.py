@@ -130,6 +130,34 @@ def test_a_missing_feeds_file_is_not_an_empty_one(tmp_path):
     assert load_feeds_file(empty) == []
 
 
+def test_keys_the_feeds_file_does_not_read_are_named(tmp_path, caplog):
+    # A letter off, each set nothing and nothing said so.
+    path = tmp_path / "feeds.toml"
+    path.write_text('[default]\nmin_interval = "1m"\n[defaults]\nmax_interval = "2h"\n'
+                    'min_intervall = "5m"\n'
+                    '[[feed]]\nurl = "https://a.example/rss"\ntag = ["world"]\nname = "A"\n')
+    [spec] = load_feeds_file(path)
+    assert (spec.name, spec.tags, spec.max_interval_s) == ("A", [], 7200)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"{path}: ignored 'default' (not read: the keys read are defaults, feed, feeds)",
+        f"{path}: [defaults]: ignored 'min_intervall' (not read: the keys read are "
+        "min_interval, max_interval)",
+        f"{path}: https://a.example/rss: ignored 'tag' (not read: the keys read are url, name, "
+        "tags, sites, min_interval, max_interval)",
+    ]
+    caplog.clear()
+    path.write_text('[[feed]]\nurl = "https://a.example/rss"\ntags = ["world"]\n')
+    load_feeds_file(path)
+    assert not caplog.records
+    # A feed listed twice: the second's name and tags were dropped without a word.
+    path.write_text('[[feed]]\nurl = "https://a.example/rss"\n'
+                    '[[feed]]\nurl = "https://a.example/rss"\nname = "A"\n')
+    assert [s.name for s in load_feeds_file(path)] == [None]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: feed #2: https://a.example/rss is listed before; this one is not read"]
+
+
 def test_durations():
     assert parse_duration("90s") == 90
     assert parse_duration("5m") == 300
@@ -161,6 +189,37 @@ def test_a_bad_interval_names_the_file_and_the_feed(tmp_path):
     path.write_text('[[feed]]\nurl = "https://a.example/rss"\nmin_interval = "5 minutes"\n')
     with pytest.raises(ConfigError, match=r"feeds\.toml: https://a\.example/rss: not a duration"):
         load_feeds_file(path)
+
+
+def test_opml_with_bare_ampersands_keeps_the_addresses_whole():
+    # As exporters write them: an "&" in an address not escaped (ill-formed XML). The
+    # recovering parser alone imported "?a=1=2", another address.
+    opml = b"""<?xml version="1.0"?><opml version="2.0"><body>
+      <outline text="Q &amp; A" xmlUrl="https://a.example/rss?cat=1&lang=en&amp;x=2&#38;y=3"/>
+      <outline text="Plain" xmlUrl="https://b.example/feed"/>
+    </body></opml>"""
+    specs, skipped = parse_opml(opml)
+    assert skipped == []
+    assert [(s.url, s.name) for s in specs] == [
+        ("https://a.example/rss?cat=1&lang=en&x=2&y=3", "Q & A"),
+        ("https://b.example/feed", "Plain"),
+    ]
+    # A well-formed file in UTF-16 is read as it is.
+    utf16 = ('<?xml version="1.0" encoding="utf-16"?><opml><body>'
+             '<outline text="Q &amp; A" xmlUrl="https://a.example/rss?a=1&amp;b=2"/>'
+             '</body></opml>').encode("utf-16")
+    assert [s.url for s in parse_opml(utf16)[0]] == ["https://a.example/rss?a=1&b=2"]
+
+
+def test_opml_in_a_namespace_or_another_case_is_read():
+    # Both were read as holding no feed: "imported 0 feed(s)".
+    spec2 = b"""<opml version="2.0" xmlns="http://opml.org/spec2"><body>
+      <outline text="World"><outline text="A" xmlUrl="https://a.example/rss"/></outline>
+    </body></opml>"""
+    assert [(s.url, s.name, s.tags) for s in parse_opml(spec2)[0]] == [
+        ("https://a.example/rss", "A", ["World"])]
+    upper = b'<OPML><BODY><OUTLINE text="B" XMLURL="https://b.example/rss"/></BODY></OPML>'
+    assert [(s.url, s.name) for s in parse_opml(upper)[0]] == [("https://b.example/rss", "B")]
 
 
 def test_a_file_that_is_not_opml_is_refused_saying_what_it_is():

@@ -431,3 +431,19 @@ def test_a_write_that_fills_the_disk_says_so(tmp_path):
     store.record(feed.id, None, update, new_keys=keys[:2])
     assert len(store.seen_entries(feed.id, keys)) == 2
     store.close()
+
+
+def test_a_state_file_that_cannot_be_used_is_named(tmp_path):
+    """SQLite's own words named no file: `feeds list`, `feeds add` and the producer's
+    start said only "file is not a database" (or "disk I/O error" for a folder)."""
+    from producers.state import read_feeds, read_waiting_pages
+
+    garbage = tmp_path / "producer.db"
+    garbage.write_text("not a database, a text file copied over it\n" * 100)
+    for open_it in (StateStore, read_feeds, read_waiting_pages):
+        with pytest.raises(sqlite3.DatabaseError, match=(
+                f"the producers' state file {garbage} cannot be used: file is not a database"
+                r" \(NEWSFLOW_PRODUCER_STATE_PATH")):
+            open_it(garbage)
+    with pytest.raises(sqlite3.DatabaseError, match=f"state file {tmp_path} cannot be used"):
+        StateStore(tmp_path)  # a folder

@@ -64,6 +64,20 @@ def test_our_own_schema_rows_are_read_back(tmp_path: Path):
     assert back.id == seed.id and back.text == seed.text
 
 
+def test_a_time_given_for_rows_of_our_schema_goes_out_in_utc(tmp_path: Path):
+    # Copied over the row unchecked, it went onto the topic as given ("+05:00"), and a time
+    # past the years a date holds in UTC went out for the processors to refuse.
+    path = tmp_path / "ours.jsonl"
+    path.write_text('{"schema_version": 1, "id": "x", "title": "T", "text": "Body."}\n',
+                    encoding="utf-8")
+    [article] = read_articles([path], published=parse_time("2020-01-01T00:00:00+05:00"))
+    assert b'"published":"2019-12-31T19:00:00Z"' in article.to_bytes()
+    assert article.producer == "replay"
+    # Such a time is refused as --published, before any file is read.
+    with pytest.raises(ReplayError, match="'0001-01-01T00:00:00\\+01:00' is past the years"):
+        parse_time("0001-01-01T00:00:00+01:00")
+
+
 def test_bad_rows_name_file_and_line(tmp_path: Path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "1", "title": "ok", "text": "x"}\n{"id": "2"\n', encoding="utf-8")
@@ -90,6 +104,12 @@ def test_rows_that_are_not_articles_name_file_and_place(tmp_path: Path):
             r"list.json \(item 2\): expected a JSON object .*got str")
     refused(tmp_path, "dated.json", '{"title": "ok", "text": "x", "published": "yesterday"}',
             r"dated.json: not an ISO date or datetime: 'yesterday'")
+    # An object of another shape, an export's wrapper: no article at all, not an empty one.
+    refused(tmp_path, "export.json", '{"items": [{"title": "ok", "text": "x"}]}',
+            r"export.json: no article in it: none of id, published, title, text, url, source"
+            r" \(its keys: items\)")
+    refused(tmp_path, "empty.jsonl", '{"title": "ok", "text": "x"}\n{}\n',
+            r"empty.jsonl:2: no article in it: .* \(its keys: none\)")
 
 
 def test_parse_time_accepts_dates_and_zulu():
@@ -111,6 +131,17 @@ def test_seed_sidecars_name_the_agencies():
     assert (reuters.source, afp.source) == ("Reuters", "AFP")
 
 
+def test_sidecars_named_outright_are_read_with_their_article_not_as_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    # `newsflow replay seeds/*` published four articles, two of them empty: the sidecars.
+    articles = list(read_articles(sorted(SEEDS.iterdir())))
+    assert [(a.source, bool(a.text)) for a in articles] == [("Reuters", True), ("AFP", True)]
+    alone = tmp_path / "gone.txt.meta.json"
+    alone.write_text('{"source": "AFP"}', encoding="utf-8")
+    assert list(read_articles([alone])) == []
+    assert f"skipping {alone}: the sidecar of gone.txt, which is not there" in caplog.text
+
+
 def test_a_sidecar_url_becomes_the_key(tmp_path: Path):
     path = tmp_path / "a.txt"
     path.write_text("Headline\nBody.", encoding="utf-8")
@@ -125,6 +156,59 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path: Path):
     with pytest.raises(ReplayError, match=r"latin.txt: 'utf-8' codec can't decode"):
         list(read_articles([latin]))
     refused(tmp_path, "broken.json", '{"id": "1", "title": ', r"broken.json: Expecting value")
+
+
+def test_files_saved_with_a_byte_order_mark_are_read_as_without(tmp_path: Path):
+    # As Windows editors save UTF-8: the mark was the first character of a .txt article's
+    # title, and a .json or .jsonl file (or a sidecar) was refused.
+    bom = "\ufeff"
+    (tmp_path / "a.txt").write_text(bom + "Flood hits Chiang Mai\nRain flooded the city.",
+                                    encoding="utf-8")
+    (tmp_path / "a.txt.meta.json").write_text(bom + '{"source": "AFP"}', encoding="utf-8")
+    row = {"id": "g-1", "title": "Quake", "text": "The ground shook.", "published": "2020-01-01"}
+    (tmp_path / "b.json").write_text(bom + json.dumps(row), encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text(bom + json.dumps({**row, "id": "g-2"}) + "\n",
+                                      encoding="utf-8")
+    text, one, two = read_articles([tmp_path])
+    assert (text.title, text.source) == ("Flood hits Chiang Mai", "AFP")
+    assert (one.id, one.title, two.id) == ("g-1", "Quake", "g-2")
+
+
+def test_a_folder_inside_a_folder_is_skipped_saying_so(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture):
+    (tmp_path / "2024-01").mkdir()
+    (tmp_path / "2024-01" / "a.txt").write_text("Headline\nBody.", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("Other headline\nBody.", encoding="utf-8")
+    [article] = read_articles([tmp_path])
+    assert article.title == "Other headline"
+    assert f"skipping {tmp_path / '2024-01'}: a folder inside {tmp_path}" in caplog.text
+
+
+def test_a_sidecar_that_cannot_be_read_is_the_one_named(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("Headline\nBody.", encoding="utf-8")
+    (tmp_path / "a.txt.meta.json").write_text('{"source": "AFP",}', encoding="utf-8")
+    with pytest.raises(ReplayError, match=r"a\.txt\.meta\.json: Expecting property name"):
+        list(read_articles([tmp_path]))
+
+
+def test_a_text_of_megabytes_is_cut_as_the_feed_producer_cuts_a_page(tmp_path: Path):
+    # Published whole, 9 MB passed the client's 8 MiB limit: the replay ended there, the
+    # files after it unsent, however often it was run again.
+    from newsflow.schemas import MAX_TEXT_CHARS, article_key
+
+    body = "Words of a very long report about nothing in particular. " * 170_000
+    (tmp_path / "big.txt").write_text("Huge report headline\n" + body, encoding="utf-8")
+    row = {"id": "g-1", "title": "Long", "text": body, "published": "2020-01-01"}
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+    (tmp_path / "small.txt").write_text("Small headline\nA fire.", encoding="utf-8")
+    big, row_article, small = read_articles([tmp_path])
+    for article in (big, row_article):
+        assert len(article.text) <= MAX_TEXT_CHARS and body.startswith(article.text)
+        assert article.fetch["text_truncated"] is True
+        assert article.fetch["text_chars"] == len(body)
+        assert len(article.to_bytes()) < 1_000_000
+    assert big.id == article_key(None, body) and row_article.id == "g-1"
+    assert "text_truncated" not in small.fetch and small.text == "A fire."
 
 
 def test_an_interrupted_replay_counts_what_it_published():

@@ -56,6 +56,33 @@ def test_an_incomplete_last_line_is_dropped_and_rewritten(tmp_path: Path) -> Non
     assert lines(path) == [("i1", 1), ("i1", 2)]
 
 
+def test_an_incomplete_last_line_is_found_without_reading_the_whole_file(tmp_path: Path) -> None:
+    """The file was read whole into memory to find its last line break: gigabytes, for a
+    file of years. Now from the end, a block at a time; a last line longer than a block,
+    and a file of one incomplete line, are cut as before."""
+    import tracemalloc
+
+    path = tmp_path / "incidents.jsonl"
+    whole = incident("i1", 1).to_bytes() + b"\n"
+    with path.open("wb") as handle:
+        for _ in range(40_000):  # some 12 MB of lines
+            handle.write(whole)
+        handle.write(b'{"incident_id": "i2", "title": "' + b"x" * 200_000)  # crash mid-write
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        JsonlSink(path)._drop_partial_line()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert path.stat().st_size == size - 200_000 - len(b'{"incident_id": "i2", "title": "')
+    assert path.read_bytes().endswith(whole)
+    assert peak < 1_000_000, peak
+    path.write_bytes(b'{"incident_id": "i1", "ver')
+    JsonlSink(path)._drop_partial_line()
+    assert path.read_bytes() == b""
+
+
 def test_a_write_cut_short_by_a_full_disk_leaves_no_half_line_behind(tmp_path: Path) -> None:
     """The file may grow by 300 bytes only (as on a full disk): the write fails midway.
     Retried once there is room, the version is whole and readable, on its own line."""

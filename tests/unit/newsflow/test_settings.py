@@ -1,0 +1,128 @@
+"""The settings object: what it takes from the environment, and what it refuses."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from newsflow.settings import Settings, unknown_variables
+
+
+@pytest.mark.parametrize("name", ["bad topic!", "news/raw", "é", ".", "..", "t" * 250])
+def test_a_topic_name_kafka_refuses_is_refused(monkeypatch, name):
+    """The embedded broker made a topic of any name: `newsflow topics` and `replay`
+    ("published 2 article(s) to bad topic!") went on, and only the readers refused it
+    (`tail`: 'Topic name "bad topic!" is illegal'); a real Kafka refuses to make it."""
+    monkeypatch.setenv("NEWSFLOW_TOPIC_RAW", name)
+    with pytest.raises(ValidationError, match="topic_raw"):
+        Settings()
+
+
+def test_topic_names_kafka_takes_are_taken(monkeypatch):
+    monkeypatch.setenv("NEWSFLOW_TOPIC_DLQ", "My_app.dead-letters")
+    monkeypatch.setenv("NEWSFLOW_TOPIC_CLEAN", "c" * 249)
+    settings = Settings()
+    assert (settings.topic_dlq, settings.topic_clean) == ("My_app.dead-letters", "c" * 249)
+
+
+@pytest.mark.parametrize("app_id", ["news flow", "a/b", "x" * 222])
+def test_an_app_id_that_cannot_name_the_changelog_topics_is_refused(monkeypatch, app_id):
+    monkeypatch.setenv("NEWSFLOW_APP_ID", app_id)
+    with pytest.raises(ValidationError, match="changelog topics"):
+        Settings()
+    monkeypatch.setenv("NEWSFLOW_APP_ID", "x" * 221)
+    assert Settings().app_id == "x" * 221
+
+
+def test_a_blank_user_agent_is_the_default(monkeypatch):
+    # An env file's blank NEWSFLOW_USER_AGENT= sent an empty User-Agent with every fetch.
+    monkeypatch.setenv("NEWSFLOW_USER_AGENT", " ")
+    assert Settings().user_agent == Settings.model_fields["user_agent"].default
+    assert Settings().user_agent.startswith("newsflow/")
+
+
+@pytest.mark.parametrize("value", ["wran", "loud", "warn,tansu", "=debug", "warn,"])
+def test_a_broker_log_level_rust_log_would_read_as_a_module_is_refused(monkeypatch, value):
+    """To RUST_LOG a word that is no level names a module to log everything of, and only
+    that: NEWSFLOW_BROKER_LOG=wran started a broker that logged none of its warnings and
+    errors, and nothing said so."""
+    monkeypatch.setenv("NEWSFLOW_BROKER_LOG", value)
+    with pytest.raises(ValidationError, match="broker_log"):
+        Settings()
+
+
+@pytest.mark.parametrize("value", ["warn", "ERROR", "debug", "warn,tansu_broker=debug"])
+def test_broker_log_levels_and_directives_are_taken(monkeypatch, value):
+    monkeypatch.setenv("NEWSFLOW_BROKER_LOG", value)
+    assert Settings().broker_log == value
+    monkeypatch.setenv("NEWSFLOW_BROKER_LOG", " ")  # (blank: the default, as elsewhere)
+    assert Settings().broker_log == "warn"
+
+
+def test_a_variable_that_names_no_setting_is_named_with_the_one_meant(tmp_path, monkeypatch,
+                                                                      capsys):
+    """The settings ignore NEWSFLOW_* variables they do not know: a typo, _SQLITE_FILE for
+    _SQLITE_PATH, stored everything in the default database without a word."""
+    from newsflow.cli import main
+
+    assert unknown_variables({"NEWSFLOW_SQLITE_FILE": "x", "newsflow_web_port": "1",
+                              "NEWSFLOW_MYPYC": "1", "NEWSFLOW_TEST_OUTAGE_S": "2",
+                              "NEWSFLOW_ZZZ": "3", "PATH": "/bin"}) == [
+        "NEWSFLOW_SQLITE_FILE (meant NEWSFLOW_SQLITE_PATH?)", "NEWSFLOW_ZZZ"]
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("NEWSFLOW_FEEDS_FILE", str(tmp_path / "feeds.toml"))
+    monkeypatch.setenv("NEWSFLOW_SQLITE_FILE", str(tmp_path / "mine.db"))
+    assert main(["feeds", "list"]) == 0
+    assert ("NEWSFLOW_SQLITE_FILE (meant NEWSFLOW_SQLITE_PATH?) is no setting: ignored"
+            in capsys.readouterr().err)
+    # A child of `newsflow run` leaves it unsaid: its supervisor said it. (Our parent as the
+    # supervisor: a child whose supervisor is not its parent exits as orphaned.)
+    monkeypatch.setenv("NEWSFLOW_SUPERVISOR_PID", str(os.getppid()))
+    assert main(["feeds", "list"]) == 0
+    assert "is no setting" not in capsys.readouterr().err
+
+
+def test_a_blank_bootstrap_is_unset(monkeypatch):
+    # " " was a broker to wait for ("Unable to bootstrap from  "), not the embedded one.
+    monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", "  ")
+    assert Settings().kafka_bootstrap is None
+
+
+def test_a_path_setting_starting_with_a_tilde_is_in_the_home_folder(monkeypatch, tmp_path):
+    # An env file is no shell: "~/newsflow" was a folder named "~" in the working folder.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    names = ("DATA_DIR", "SQLITE_PATH", "JSONL_PATH", "FEEDS_FILE", "SEEDS_DIR",
+             "PRODUCER_STATE_PATH")
+    for name in names:
+        monkeypatch.setenv(f"NEWSFLOW_{name}", f"~/nf/{name.lower()}")
+    settings = Settings()
+    assert [getattr(settings, name.lower()) for name in names] == [
+        tmp_path / "nf" / name.lower() for name in names]
+    monkeypatch.delenv("NEWSFLOW_PRODUCER_STATE_PATH")
+    assert Settings().producer_state_file == tmp_path / "nf" / "data_dir" / "producer.db"
+
+
+@pytest.mark.parametrize(("name", "value"), [("RAW_PARTITIONS", 2**31),
+                                             ("INCIDENT_PARTITIONS", 10**11),
+                                             ("REPLICATION_FACTOR", 2**15)])
+def test_counts_kafka_requests_cannot_carry_are_refused(monkeypatch, name, value):
+    # `newsflow topics` failed on the request's encoding: "'i' format requires
+    # -2147483648 <= number <= 2147483647", naming no setting.
+    monkeypatch.setenv(f"NEWSFLOW_{name}", str(value))
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings()
+    monkeypatch.setenv(f"NEWSFLOW_{name}", str(value - 1 if value < 10**10 else 2**31 - 1))
+    Settings()
+
+
+def test_the_processors_producer_timeout_is_at_most_a_day(monkeypatch):
+    # inf stopped every start of the processors: faust's producer settings raised
+    # OverflowError ("cannot convert float infinity to integer").
+    for value in ("inf", "1e10"):
+        monkeypatch.setenv("NEWSFLOW_PRODUCER_REQUEST_TIMEOUT_S", value)
+        with pytest.raises(ValidationError, match="producer_request_timeout_s"):
+            Settings()
+    monkeypatch.setenv("NEWSFLOW_PRODUCER_REQUEST_TIMEOUT_S", "86400")
+    assert Settings().producer_request_timeout_s == 86400
