@@ -155,9 +155,12 @@ def has_port(web: str) -> bool:
 
 
 def answers(web: str, timeout_s: float = 2.0) -> bool:
-    """Whether the web page at ``web`` answers its liveness check."""
+    """Whether the web page at ``web`` answers its liveness check. Asked directly, never
+    through the proxy of ``http_proxy`` and the like: the page is this machine's, and a
+    proxy (most without ``no_proxy`` for it) answered for it, or failed to reach it."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(web.rstrip("/") + "/healthz", timeout=timeout_s) as reply:
+        with direct.open(web.rstrip("/") + "/healthz", timeout=timeout_s) as reply:
             return bool(reply.status == 200)
     except (OSError, ValueError, urllib.error.URLError):
         return False
