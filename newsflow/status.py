@@ -9,6 +9,7 @@ Nothing here talks to the broker: a status must answer while the broker does not
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -86,9 +87,14 @@ class Status:
 def role_status(textfile: Textfile) -> RoleStatus:
     figures = {}
     for metric, key in ROLE_FIGURES.get(textfile.role, ()):
-        values = sample_values(textfile.text, metric)
-        if values:
-            figures[key] = sum(values)
+        try:
+            values = sample_values(textfile.text, metric)
+        except ValueError:  # a sample that is no number: a file not of newsflow's writing
+            continue
+        # (NaN or an infinity, which no figure here means, is left out: the words round
+        # each figure to a whole number, which those have none of)
+        if values and math.isfinite(total := sum(values)):
+            figures[key] = total
     up_s = process_age_s(textfile.pid) if textfile.pid is not None else None
     return RoleStatus(textfile.role, textfile.pid, up_s, figures)
 

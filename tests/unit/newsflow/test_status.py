@@ -78,3 +78,18 @@ def test_a_web_address_without_its_port_is_not_asked() -> None:
 
     assert has_port(web_address(Settings(web_port=8088)))
     assert not has_port(web_address(Settings(web_port=0)))  # (a free port of its choosing)
+
+
+def test_a_metrics_file_of_odd_figures_leaves_them_out_and_the_rest_is_said() -> None:
+    """A file in the metrics folder with a sample that is no number, NaN or an infinity
+    made `newsflow status` fail with a traceback (exit code 1, read as problems)."""
+    odd = ("newsflow_sink_written_total NaN\n"
+           "newsflow_sink_last_flush_timestamp_seconds +Inf\n"
+           "newsflow_consumer_lag{partition=\"0\"} many\n"
+           "newsflow_dead_letters_total 2\n")
+    sink = role_status(Textfile("sink-999999", "sink", 999999, odd))
+    assert sink.figures == {"dead_letters": 2}
+    status = Status("var", running=False, roles=[sink], storage="SQLite database var/newsflow.db",
+                    counts={"articles": 1, "live_incidents": 1, "merged_incidents": 0})
+    assert format_status(status, now=1000.0).splitlines()[2] == \
+        "  sink        pid 999999: 0 records written; 2 dead letters"
