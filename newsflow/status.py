@@ -65,6 +65,7 @@ class RoleStatus:
 class Status:
     data_dir: str
     running: bool  # a `newsflow run` holds this data folder
+    starting: bool = False  # and has not written its runfile yet (its broker, ... unknown)
     pid: int | None = None
     up_s: float | None = None
     kafka_bootstrap: str | None = None
@@ -100,12 +101,14 @@ def role_status(textfile: Textfile) -> RoleStatus:
 
 
 def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus],
-                storage_error: str | None) -> list[str]:
-    """What is wrong, in words: a role `newsflow run` keeps running that does not run (or
-    has not written its figures yet), a page that does not answer, storage that the sink
-    or this command cannot use."""
+                storage_error: str | None, *, starting: bool = False) -> list[str]:
+    """What is wrong, in words: a `newsflow run` still starting, a role it keeps running
+    that does not run (or has not written its figures yet), a page that does not answer,
+    storage that the sink or this command cannot use."""
     problems = []
-    if running:
+    if starting:
+        problems.append("newsflow run is starting: its broker and roles are not up yet")
+    elif running:
         present = {r.role for r in roles}
         problems += [f"{role} is not running (or has not reported yet)"
                      for file_role, role in REPORTING_ROLES.items() if file_role not in present]
@@ -119,9 +122,11 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
 
 
 def read_status(settings: Settings, runfile: dict[str, Any] | None,
-                store_counts: Callable[[Settings], dict[str, int]]) -> Status:
+                store_counts: Callable[[Settings], dict[str, int]],
+                starting: int | None = None) -> Status:
     """The status of the service on ``settings``' data folder, given its runfile (None
-    when no `newsflow run` runs there) and how to count what storage holds."""
+    when no `newsflow run` runs there), the pid of one that holds the folder and has not
+    written it yet (``starting``), and how to count what storage holds."""
     from newsflow.storage import storage_errors, store_name
 
     roles = [role_status(t) for t in running_textfiles(metrics_dir(settings.data_dir))]
@@ -132,11 +137,12 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         counts = store_counts(settings)
     except storage_errors() as exc:
         storage_error = str(exc)
-    running = runfile is not None
-    pid = runfile.get("pid") if runfile is not None else None
+    running = runfile is not None or starting is not None
+    pid = runfile.get("pid") if runfile is not None else starting
     return Status(
         data_dir=str(settings.data_dir),
         running=running,
+        starting=runfile is None and starting is not None,
         pid=pid if isinstance(pid, int) else None,
         up_s=process_age_s(pid) if isinstance(pid, int) else None,
         kafka_bootstrap=runfile.get("kafka_bootstrap") if runfile is not None else None,
@@ -147,7 +153,8 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         storage=store_name(settings),
         counts=counts,
         storage_error=storage_error,
-        problems=problems_of(running, web_answers, roles, storage_error),
+        problems=problems_of(running, web_answers, roles, storage_error,
+                             starting=runfile is None and starting is not None),
     )
 
 
@@ -219,8 +226,10 @@ def _role_line(r: RoleStatus, now: float) -> str:
 def format_status(status: Status, now: float) -> str:
     """``status`` for people, one line a part (``now``: epoch seconds)."""
     lines = []
-    if status.running:
-        up = f", up {duration(status.up_s)}" if status.up_s is not None else ""
+    up = f", up {duration(status.up_s)}" if status.up_s is not None else ""
+    if status.starting:  # (its broker and page not said yet: its runfile says them)
+        lines.append(f"newsflow run: starting (pid {status.pid}{up}), data folder {status.data_dir}")
+    elif status.running:
         lines.append(f"newsflow run: running (pid {status.pid}{up}), data folder {status.data_dir}")
         broker = next((r for r in status.roles if r.role == "broker"), None)
         where = "embedded, " if status.kafka_embedded else ""

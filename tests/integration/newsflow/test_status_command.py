@@ -54,3 +54,30 @@ def test_the_page_is_asked_directly_not_through_the_proxy_of_the_environment(tmp
     assert report["running"] and report["pid"] == os.getpid()
     assert report["web_answers"] is True, done.stdout
     assert "the web page does not answer" not in report["problems"]
+
+
+def test_a_newsflow_run_that_holds_the_folder_before_its_runfile_is_starting(tmp_path):
+    """From its start until its runfile is written (its broker and topics made, the
+    outbox published again: some 20 s with a full outbox), a `newsflow run` was said not
+    to run, exit code 3, while it held the data folder."""
+    from newsflow.service import data_dir_holder, hold_data_dir
+
+    settings = Settings(data_dir=tmp_path / "var")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(settings.data_dir))
+
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "newsflow.cli", "status", *args], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    with hold_data_dir(settings):  # (this process stands for `newsflow run`, starting)
+        assert data_dir_holder(settings) == os.getpid()
+        said = status()
+        report = json.loads(status("--json").stdout)
+    assert said.returncode == 1, said.stdout + said.stderr
+    assert said.stdout.startswith(f"newsflow run: starting (pid {os.getpid()}, up ")
+    assert "  - newsflow run is starting: its broker and roles are not up yet" in said.stdout
+    assert report["running"] and report["starting"] and report["pid"] == os.getpid()
+    # Let go (stopped): not running, though its lock file stays.
+    assert data_dir_holder(settings) is None
+    assert status().returncode == 3
