@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -25,6 +26,11 @@ from newsflow.text import counted
 # Exit codes, as LSB init scripts' status: 0 runs and is well, 1 runs with problems
 # (said), 3 does not run.
 HEALTHY, PROBLEMS, NOT_RUNNING = 0, 1, 3
+
+# A role's process writes its figures every 5 to 10 s; one that has not for this long is
+# stuck (or stopped: SIGSTOP). Not sooner: a sink's write may rightly take up to 180 s
+# (sinks/postgres.py WRITE_TIMEOUT_S), during which it writes no figures.
+STALE_S = 300.0
 
 # The roles `newsflow run` starts that write a metrics file, by the file's role name.
 REPORTING_ROLES = {"processors": "process", "sink": "sink", "produce": "produce"}
@@ -59,6 +65,7 @@ class RoleStatus:
     pid: int | None  # None for the embedded broker's figures (written by `newsflow run`)
     up_s: float | None
     figures: dict[str, float]
+    reported_at: float | None = None  # when its figures were last written (epoch seconds)
 
 
 @dataclass(frozen=True)
@@ -97,14 +104,16 @@ def role_status(textfile: Textfile) -> RoleStatus:
         if values and math.isfinite(total := sum(values)):
             figures[key] = total
     up_s = process_age_s(textfile.pid) if textfile.pid is not None else None
-    return RoleStatus(textfile.role, textfile.pid, up_s, figures)
+    return RoleStatus(textfile.role, textfile.pid, up_s, figures, textfile.written)
 
 
 def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus],
-                storage_error: str | None, *, starting: bool = False) -> list[str]:
+                storage_error: str | None, *, starting: bool = False,
+                now: float | None = None) -> list[str]:
     """What is wrong, in words: a `newsflow run` still starting, a role it keeps running
-    that does not run (or has not written its figures yet), a page that does not answer,
-    storage that the sink or this command cannot use."""
+    that does not run (or has not written its figures yet), a role's process whose
+    figures are older than ``STALE_S`` at ``now`` (epoch seconds), a page that does not
+    answer, storage that the sink or this command cannot use."""
     problems = []
     if starting:
         problems.append("newsflow run is starting: its broker and roles are not up yet")
@@ -114,6 +123,10 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
                      for file_role, role in REPORTING_ROLES.items() if file_role not in present]
         if web_answers is False:
             problems.append("the web page does not answer")
+    problems += [f"{r.role} (pid {r.pid}) has not written its figures for"
+                 f" {duration(now - r.reported_at)}: stuck, or stopped (SIGSTOP)"
+                 for r in roles if now is not None and r.pid is not None
+                 and r.reported_at is not None and now - r.reported_at > STALE_S]
     if any(r.figures.get("paused") for r in roles if r.role == "sink"):
         problems.append("the sink is paused: storage unavailable (see its log)")
     if storage_error is not None:
@@ -154,7 +167,7 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         counts=counts,
         storage_error=storage_error,
         problems=problems_of(running, web_answers, roles, storage_error,
-                             starting=runfile is None and starting is not None),
+                             starting=runfile is None and starting is not None, now=time.time()),
     )
 
 

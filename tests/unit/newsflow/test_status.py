@@ -93,3 +93,28 @@ def test_a_metrics_file_of_odd_figures_leaves_them_out_and_the_rest_is_said() ->
                     counts={"articles": 1, "live_incidents": 1, "merged_incidents": 0})
     assert format_status(status, now=1000.0).splitlines()[2] == \
         "  sink        pid 999999: 0 records written; 2 dead letters"
+
+
+def test_a_role_whose_figures_have_not_been_written_for_long_is_said_stuck(tmp_path) -> None:
+    """A role's process stopped (SIGSTOP) or stuck still runs, and its metrics file stays:
+    status said "problems: none" while, say, the processors took in nothing."""
+    import os
+    import time
+
+    from newsflow.metrics import Registry, running_textfiles, write_textfile
+    from newsflow.status import STALE_S
+
+    metrics = tmp_path / "metrics"
+    registry = Registry()
+    registry.counter("newsflow_sink_written_total", "Records written by the sink").inc(3)
+    stuck, fresh = metrics / f"sink-{os.getpid()}.prom", metrics / f"processors-{os.getpid()}.prom"
+    write_textfile(registry, stuck)  # (this process stands for the role's)
+    write_textfile(Registry(), fresh)
+    now = time.time()
+    os.utime(stuck, (now - STALE_S - 60, now - STALE_S - 60))
+    roles = [role_status(t) for t in running_textfiles(metrics)]
+    assert [(r.role, r.figures) for r in roles] == [("processors", {}), ("sink", {"written": 3})]
+    assert problems_of(True, True, roles, None, now=now) == [
+        "produce is not running (or has not reported yet)",
+        f"sink (pid {os.getpid()}) has not written its figures for 6 min: stuck, or stopped"
+        " (SIGSTOP)"]
