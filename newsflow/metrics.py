@@ -13,6 +13,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -322,8 +323,11 @@ def running_textfiles(directory: Path) -> list[Textfile]:
             continue
         if writer_gone(path, text):
             # Of no use now; left, one per role process stopped outside `newsflow run`
-            # (roles run apart) would pile up until its next start.
-            path.unlink(missing_ok=True)
+            # (roles run apart) would pile up until its next start. Left to the next
+            # reader when it cannot be removed here (`newsflow status` run by a monitor
+            # allowed to read the folder only failed on it, saying nothing else).
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
             continue
         found.append(Textfile(path.stem, *_role_and_pid(path), text, written))
     return found
