@@ -116,7 +116,9 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
     answer, storage that the sink or this command cannot use."""
     problems = []
     if starting:
-        problems.append("newsflow run is starting: its broker and roles are not up yet")
+        # (a run whose roles report and whose runfile is garbled was said to be starting)
+        problems.append("newsflow run has not written its runfile yet (it does once its broker"
+                        " and roles are started), or it cannot be read")
     elif running:
         present = {r.role for r in roles}
         problems += [f"{role} is not running (or has not reported yet)"
@@ -241,7 +243,8 @@ def format_status(status: Status, now: float) -> str:
     lines = []
     up = f", up {duration(status.up_s)}" if status.up_s is not None else ""
     if status.starting:  # (its broker and page not said yet: its runfile says them)
-        lines.append(f"newsflow run: starting (pid {status.pid}{up}), data folder {status.data_dir}")
+        lines.append(f"newsflow run: starting, or its runfile unreadable (pid {status.pid}{up}),"
+                     f" data folder {status.data_dir}")
     elif status.running:
         lines.append(f"newsflow run: running (pid {status.pid}{up}), data folder {status.data_dir}")
         broker = next((r for r in status.roles if r.role == "broker"), None)

@@ -75,9 +75,28 @@ def test_a_newsflow_run_that_holds_the_folder_before_its_runfile_is_starting(tmp
         said = status()
         report = json.loads(status("--json").stdout)
     assert said.returncode == 1, said.stdout + said.stderr
-    assert said.stdout.startswith(f"newsflow run: starting (pid {os.getpid()}, up ")
-    assert "  - newsflow run is starting: its broker and roles are not up yet" in said.stdout
+    assert said.stdout.startswith(
+        f"newsflow run: starting, or its runfile unreadable (pid {os.getpid()}, up ")
+    assert ("  - newsflow run has not written its runfile yet (it does once its broker and"
+            " roles are started), or it cannot be read") in said.stdout
     assert report["running"] and report["starting"] and report["pid"] == os.getpid()
     # Let go (stopped): not running, though its lock file stays.
     assert data_dir_holder(settings) is None
     assert status().returncode == 3
+
+
+def test_a_newsflow_run_whose_runfile_is_garbled_is_not_said_to_be_starting(tmp_path):
+    """A runfile that cannot be read (garbled) on a folder a `newsflow run` holds: it was
+    said to be starting, "its broker and roles are not up yet", beside its roles' lines."""
+    from newsflow.service import hold_data_dir
+
+    settings = Settings(data_dir=tmp_path / "var")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(settings.data_dir))
+    with hold_data_dir(settings):
+        settings.runfile.write_text('{"pid": ', encoding="utf-8")
+        said = subprocess.run([sys.executable, "-m", "newsflow.cli", "status"], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert said.returncode == 1, said.stdout + said.stderr
+    assert "or its runfile unreadable" in said.stdout.splitlines()[0]
+    assert "not up yet" not in said.stdout
