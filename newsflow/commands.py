@@ -156,10 +156,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings, *,
                store_counts: Callable[[Settings], dict[str, int]]) -> int:
     import time
 
-    from newsflow.service import running_service
+    from newsflow.service import data_dir_holder, running_service
     from newsflow.status import format_status, read_status, status_json
 
-    status = read_status(settings, running_service(settings), store_counts)
+    runfile = running_service(settings)
+    # (one that holds the data folder and has not written its runfile yet is starting)
+    starting = data_dir_holder(settings) if runfile is None else None
+    status = read_status(settings, runfile, store_counts, starting)
     print(status_json(status) if args.json else format_status(status, time.time()))
     return status.exit_code
 

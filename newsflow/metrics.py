@@ -13,6 +13,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,12 +299,14 @@ def _with_label(sample: str, name: str, value: str) -> str:
 class Textfile:
     """The metrics file of a process that runs: its name without ``.prom``
     ("sink-4242"), role ("sink", "processors", "broker"), writer's pid (None for
-    ``broker.prom``, which `newsflow run` writes) and text."""
+    ``broker.prom``, which `newsflow run` writes), text, and when it was last written
+    (epoch seconds; None: not known)."""
 
     name: str
     role: str
     pid: int | None
     text: str
+    written: float | None = None
 
 
 def running_textfiles(directory: Path) -> list[Textfile]:
@@ -315,14 +318,18 @@ def running_textfiles(directory: Path) -> list[Textfile]:
     for path in sorted(directory.glob("*.prom")):
         try:
             text = path.read_text(encoding="utf-8")
+            written = path.stat().st_mtime
         except OSError:
             continue
         if writer_gone(path, text):
             # Of no use now; left, one per role process stopped outside `newsflow run`
-            # (roles run apart) would pile up until its next start.
-            path.unlink(missing_ok=True)
+            # (roles run apart) would pile up until its next start. Left to the next
+            # reader when it cannot be removed here (`newsflow status` run by a monitor
+            # allowed to read the folder only failed on it, saying nothing else).
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
             continue
-        found.append(Textfile(path.stem, *_role_and_pid(path), text))
+        found.append(Textfile(path.stem, *_role_and_pid(path), text, written))
     return found
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -352,21 +353,42 @@ class Sweeper:
     check whether the processors and the sink have finished everything published, and if
     so forget the rows written before the check that reached the broker (``reach``).
     Without it a service that never stopped kept every dead-lettered article's row, up to
-    ``NEWSFLOW_OUTBOX_MAX_MB``, past which the producers poll nothing."""
+    ``NEWSFLOW_OUTBOX_MAX_MB``, past which the producers poll nothing.
+
+    The check runs in a thread of its own: it waits on the broker, some 30 s for each
+    look when the broker does not answer (a frozen or overloaded one), and its callers
+    (the supervisor's loop, the producer loop) must meanwhile go on hearing a stop and
+    starting a child that died. A recycle may run meanwhile (the supervisor's loop starts
+    both), after the check's time: it forgets, if it gets that far, every row the check
+    could, so the check's answer, even one read from the new broker, forgets no more."""
 
     def __init__(self, settings: Settings, reach: Reach) -> None:
         self.settings = settings
         self.reach = reach
         self.next_check = time.monotonic() + settings.outbox_check_s
+        self._thread: threading.Thread | None = None
 
-    def check(self) -> int:
-        """The rows forgotten (0 when the check was not due)."""
-        if time.monotonic() < self.next_check:
-            return 0
+    def check(self) -> bool:
+        """Start the check when it is due and the last one has ended; whether it started."""
+        if time.monotonic() < self.next_check or self.busy():
+            return False
         self.next_check = time.monotonic() + self.settings.outbox_check_s
-        if not self._old_rows():
+        # The check's time taken here, in the caller's loop: before any recycle it starts.
+        self._thread = threading.Thread(target=self.sweep, args=(time.time(),),
+                                        name="newsflow-outbox-sweep",
+                                        daemon=True)  # (a stop does not wait on the broker)
+        self._thread.start()
+        return True
+
+    def busy(self) -> bool:
+        """Whether a check runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def sweep(self, checked: float) -> int:
+        """The check itself, now, forgetting the rows written before ``checked`` (epoch
+        seconds) if it finds everything finished: the rows forgotten."""
+        if not self._old_rows(checked):
             return 0
-        checked = time.time()
         # The stop's check: it reads from each group's committed offsets (Tansu's end
         # offsets are wrong), and says not finished when the broker does not answer.
         if not all_read(self.settings, drain_groups(self.settings)):
@@ -379,14 +401,14 @@ class Sweeper:
                         " finished (stored, or dead-lettered)", forgotten)
         return forgotten
 
-    def _old_rows(self) -> bool:
+    def _old_rows(self, checked: float) -> bool:
         path = self.settings.producer_state_file
         if not path.exists():
             return False
         try:
             outbox = Outbox(path)
             try:
-                return outbox.added_before(time.time() - self.settings.outbox_check_s,
+                return outbox.added_before(checked - self.settings.outbox_check_s,
                                            since=self.reach.since)
             finally:
                 outbox.close()

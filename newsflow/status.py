@@ -9,6 +9,8 @@ Nothing here talks to the broker: a status must answer while the broker does not
 from __future__ import annotations
 
 import json
+import math
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -24,6 +26,11 @@ from newsflow.text import counted
 # Exit codes, as LSB init scripts' status: 0 runs and is well, 1 runs with problems
 # (said), 3 does not run.
 HEALTHY, PROBLEMS, NOT_RUNNING = 0, 1, 3
+
+# A role's process writes its figures every 5 to 10 s; one that has not for this long is
+# stuck (or stopped: SIGSTOP). Not sooner: a sink's write may rightly take up to 180 s
+# (sinks/postgres.py WRITE_TIMEOUT_S), during which it writes no figures.
+STALE_S = 300.0
 
 # The roles `newsflow run` starts that write a metrics file, by the file's role name.
 REPORTING_ROLES = {"processors": "process", "sink": "sink", "produce": "produce"}
@@ -58,12 +65,14 @@ class RoleStatus:
     pid: int | None  # None for the embedded broker's figures (written by `newsflow run`)
     up_s: float | None
     figures: dict[str, float]
+    reported_at: float | None = None  # when its figures were last written (epoch seconds)
 
 
 @dataclass(frozen=True)
 class Status:
     data_dir: str
     running: bool  # a `newsflow run` holds this data folder
+    starting: bool = False  # and has not written its runfile yet (its broker, ... unknown)
     pid: int | None = None
     up_s: float | None = None
     kafka_bootstrap: str | None = None
@@ -86,25 +95,40 @@ class Status:
 def role_status(textfile: Textfile) -> RoleStatus:
     figures = {}
     for metric, key in ROLE_FIGURES.get(textfile.role, ()):
-        values = sample_values(textfile.text, metric)
-        if values:
-            figures[key] = sum(values)
+        try:
+            values = sample_values(textfile.text, metric)
+        except ValueError:  # a sample that is no number: a file not of newsflow's writing
+            continue
+        # (NaN or an infinity, which no figure here means, is left out: the words round
+        # each figure to a whole number, which those have none of)
+        if values and math.isfinite(total := sum(values)):
+            figures[key] = total
     up_s = process_age_s(textfile.pid) if textfile.pid is not None else None
-    return RoleStatus(textfile.role, textfile.pid, up_s, figures)
+    return RoleStatus(textfile.role, textfile.pid, up_s, figures, textfile.written)
 
 
 def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus],
-                storage_error: str | None) -> list[str]:
-    """What is wrong, in words: a role `newsflow run` keeps running that does not run (or
-    has not written its figures yet), a page that does not answer, storage that the sink
-    or this command cannot use."""
+                storage_error: str | None, *, starting: bool = False,
+                now: float | None = None) -> list[str]:
+    """What is wrong, in words: a `newsflow run` still starting, a role it keeps running
+    that does not run (or has not written its figures yet), a role's process whose
+    figures are older than ``STALE_S`` at ``now`` (epoch seconds), a page that does not
+    answer, storage that the sink or this command cannot use."""
     problems = []
-    if running:
+    if starting:
+        # (a run whose roles report and whose runfile is garbled was said to be starting)
+        problems.append("newsflow run has not written its runfile yet (it does once its broker"
+                        " and roles are started), or it cannot be read")
+    elif running:
         present = {r.role for r in roles}
         problems += [f"{role} is not running (or has not reported yet)"
                      for file_role, role in REPORTING_ROLES.items() if file_role not in present]
         if web_answers is False:
             problems.append("the web page does not answer")
+    problems += [f"{r.role} (pid {r.pid}) has not written its figures for"
+                 f" {duration(now - r.reported_at)}: stuck, or stopped (SIGSTOP)"
+                 for r in roles if now is not None and r.pid is not None
+                 and r.reported_at is not None and now - r.reported_at > STALE_S]
     if any(r.figures.get("paused") for r in roles if r.role == "sink"):
         problems.append("the sink is paused: storage unavailable (see its log)")
     if storage_error is not None:
@@ -113,9 +137,11 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
 
 
 def read_status(settings: Settings, runfile: dict[str, Any] | None,
-                store_counts: Callable[[Settings], dict[str, int]]) -> Status:
+                store_counts: Callable[[Settings], dict[str, int]],
+                starting: int | None = None) -> Status:
     """The status of the service on ``settings``' data folder, given its runfile (None
-    when no `newsflow run` runs there) and how to count what storage holds."""
+    when no `newsflow run` runs there), the pid of one that holds the folder and has not
+    written it yet (``starting``), and how to count what storage holds."""
     from newsflow.storage import storage_errors, store_name
 
     roles = [role_status(t) for t in running_textfiles(metrics_dir(settings.data_dir))]
@@ -126,11 +152,12 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         counts = store_counts(settings)
     except storage_errors() as exc:
         storage_error = str(exc)
-    running = runfile is not None
-    pid = runfile.get("pid") if runfile is not None else None
+    running = runfile is not None or starting is not None
+    pid = runfile.get("pid") if runfile is not None else starting
     return Status(
         data_dir=str(settings.data_dir),
         running=running,
+        starting=runfile is None and starting is not None,
         pid=pid if isinstance(pid, int) else None,
         up_s=process_age_s(pid) if isinstance(pid, int) else None,
         kafka_bootstrap=runfile.get("kafka_bootstrap") if runfile is not None else None,
@@ -141,7 +168,8 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         storage=store_name(settings),
         counts=counts,
         storage_error=storage_error,
-        problems=problems_of(running, web_answers, roles, storage_error),
+        problems=problems_of(running, web_answers, roles, storage_error,
+                             starting=runfile is None and starting is not None, now=time.time()),
     )
 
 
@@ -155,9 +183,12 @@ def has_port(web: str) -> bool:
 
 
 def answers(web: str, timeout_s: float = 2.0) -> bool:
-    """Whether the web page at ``web`` answers its liveness check."""
+    """Whether the web page at ``web`` answers its liveness check. Asked directly, never
+    through the proxy of ``http_proxy`` and the like: the page is this machine's, and a
+    proxy (most without ``no_proxy`` for it) answered for it, or failed to reach it."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(web.rstrip("/") + "/healthz", timeout=timeout_s) as reply:
+        with direct.open(web.rstrip("/") + "/healthz", timeout=timeout_s) as reply:
             return bool(reply.status == 200)
     except (OSError, ValueError, urllib.error.URLError):
         return False
@@ -210,8 +241,11 @@ def _role_line(r: RoleStatus, now: float) -> str:
 def format_status(status: Status, now: float) -> str:
     """``status`` for people, one line a part (``now``: epoch seconds)."""
     lines = []
-    if status.running:
-        up = f", up {duration(status.up_s)}" if status.up_s is not None else ""
+    up = f", up {duration(status.up_s)}" if status.up_s is not None else ""
+    if status.starting:  # (its broker and page not said yet: its runfile says them)
+        lines.append(f"newsflow run: starting, or its runfile unreadable (pid {status.pid}{up}),"
+                     f" data folder {status.data_dir}")
+    elif status.running:
         lines.append(f"newsflow run: running (pid {status.pid}{up}), data folder {status.data_dir}")
         broker = next((r for r in status.roles if r.role == "broker"), None)
         where = "embedded, " if status.kafka_embedded else ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from newsflow.metrics import Textfile
 from newsflow.status import (
     HEALTHY,
@@ -78,3 +80,75 @@ def test_a_web_address_without_its_port_is_not_asked() -> None:
 
     assert has_port(web_address(Settings(web_port=8088)))
     assert not has_port(web_address(Settings(web_port=0)))  # (a free port of its choosing)
+
+
+def test_a_metrics_file_of_odd_figures_leaves_them_out_and_the_rest_is_said() -> None:
+    """A file in the metrics folder with a sample that is no number, NaN or an infinity
+    made `newsflow status` fail with a traceback (exit code 1, read as problems)."""
+    odd = ("newsflow_sink_written_total NaN\n"
+           "newsflow_sink_last_flush_timestamp_seconds +Inf\n"
+           "newsflow_consumer_lag{partition=\"0\"} many\n"
+           "newsflow_dead_letters_total 2\n")
+    sink = role_status(Textfile("sink-999999", "sink", 999999, odd))
+    assert sink.figures == {"dead_letters": 2}
+    status = Status("var", running=False, roles=[sink], storage="SQLite database var/newsflow.db",
+                    counts={"articles": 1, "live_incidents": 1, "merged_incidents": 0})
+    assert format_status(status, now=1000.0).splitlines()[2] == \
+        "  sink        pid 999999: 0 records written; 2 dead letters"
+
+
+def test_a_role_whose_figures_have_not_been_written_for_long_is_said_stuck(tmp_path) -> None:
+    """A role's process stopped (SIGSTOP) or stuck still runs, and its metrics file stays:
+    status said "problems: none" while, say, the processors took in nothing."""
+    import os
+    import time
+
+    from newsflow.metrics import Registry, running_textfiles, write_textfile
+    from newsflow.status import STALE_S
+
+    metrics = tmp_path / "metrics"
+    registry = Registry()
+    registry.counter("newsflow_sink_written_total", "Records written by the sink").inc(3)
+    stuck, fresh = metrics / f"sink-{os.getpid()}.prom", metrics / f"processors-{os.getpid()}.prom"
+    write_textfile(registry, stuck)  # (this process stands for the role's)
+    write_textfile(Registry(), fresh)
+    now = time.time()
+    os.utime(stuck, (now - STALE_S - 60, now - STALE_S - 60))
+    roles = [role_status(t) for t in running_textfiles(metrics)]
+    assert [(r.role, r.figures) for r in roles] == [("processors", {}), ("sink", {"written": 3})]
+    assert problems_of(True, True, roles, None, now=now) == [
+        "produce is not running (or has not reported yet)",
+        f"sink (pid {os.getpid()}) has not written its figures for 6 min: stuck, or stopped"
+        " (SIGSTOP)"]
+
+
+def test_a_metrics_folder_it_may_only_read_is_read(tmp_path) -> None:
+    """A file of a process gone is removed by whoever reads the folder: `newsflow status`,
+    run by a monitor allowed to read it only, failed on it (exit code 1, nothing said but
+    "Operation not permitted"). The running ones are read; the other is left."""
+    import os
+    import shutil
+    import stat
+    import subprocess
+
+    from newsflow.metrics import Registry, running_textfiles, write_textfile
+
+    metrics = tmp_path / "metrics"
+    write_textfile(Registry(), metrics / f"sink-{os.getpid()}.prom")  # (this process runs)
+    gone = metrics / "sink-999999.prom"
+    gone.write_text("# newsflow writer 999999 started 1\nnewsflow_sink_written_total 1\n")
+    if os.geteuid() == 0:  # (root may remove anything from a folder it may not write to)
+        if shutil.which("chattr") is None or subprocess.run(
+                ["chattr", "+i", str(metrics)], capture_output=True).returncode != 0:
+            pytest.skip("as root, a folder nothing may be removed from needs chattr +i here")
+        undo = ["chattr", "-i", str(metrics)]
+    else:
+        metrics.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        undo = ["chmod", "u+w", str(metrics)]
+    try:
+        assert [t.name for t in running_textfiles(metrics)] == [f"sink-{os.getpid()}"]
+        assert gone.exists()
+    finally:
+        subprocess.run(undo, check=True)
+    assert [t.name for t in running_textfiles(metrics)] == [f"sink-{os.getpid()}"]
+    assert not gone.exists()  # (removed by the next reader that may)

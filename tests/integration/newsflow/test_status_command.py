@@ -1,0 +1,102 @@
+"""`newsflow status` run as a user runs it, on a data folder whose runfile names a live
+process (this one) and a real page."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from newsflow.service import write_runfile
+from newsflow.settings import Settings
+from tests.conftest import ROOT
+
+
+class _Healthy(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def page_port() -> Iterator[int]:
+    """A page that answers /healthz, on a free port of this machine."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_page_is_asked_directly_not_through_the_proxy_of_the_environment(tmp_path, page_port):
+    """With http_proxy set (no no_proxy for it, as on many servers), the page running here
+    was asked through the proxy and said not to answer, exit code 1."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=page_port)
+    settings.data_dir.mkdir()
+    write_runfile(settings)  # (this process stands for `newsflow run`)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("NEWSFLOW_") and k.lower() != "no_proxy"}
+    env.update(NEWSFLOW_DATA_DIR=str(settings.data_dir), http_proxy="http://127.0.0.1:9",
+               HTTP_PROXY="http://127.0.0.1:9")  # (nothing listens at port 9)
+    done = subprocess.run([sys.executable, "-m", "newsflow.cli", "status", "--json"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    report = json.loads(done.stdout)
+    assert report["running"] and report["pid"] == os.getpid()
+    assert report["web_answers"] is True, done.stdout
+    assert "the web page does not answer" not in report["problems"]
+
+
+def test_a_newsflow_run_that_holds_the_folder_before_its_runfile_is_starting(tmp_path):
+    """From its start until its runfile is written (its broker and topics made, the
+    outbox published again: some 20 s with a full outbox), a `newsflow run` was said not
+    to run, exit code 3, while it held the data folder."""
+    from newsflow.service import data_dir_holder, hold_data_dir
+
+    settings = Settings(data_dir=tmp_path / "var")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(settings.data_dir))
+
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "newsflow.cli", "status", *args], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    with hold_data_dir(settings):  # (this process stands for `newsflow run`, starting)
+        assert data_dir_holder(settings) == os.getpid()
+        said = status()
+        report = json.loads(status("--json").stdout)
+    assert said.returncode == 1, said.stdout + said.stderr
+    assert said.stdout.startswith(
+        f"newsflow run: starting, or its runfile unreadable (pid {os.getpid()}, up ")
+    assert ("  - newsflow run has not written its runfile yet (it does once its broker and"
+            " roles are started), or it cannot be read") in said.stdout
+    assert report["running"] and report["starting"] and report["pid"] == os.getpid()
+    # Let go (stopped): not running, though its lock file stays.
+    assert data_dir_holder(settings) is None
+    assert status().returncode == 3
+
+
+def test_a_newsflow_run_whose_runfile_is_garbled_is_not_said_to_be_starting(tmp_path):
+    """A runfile that cannot be read (garbled) on a folder a `newsflow run` holds: it was
+    said to be starting, "its broker and roles are not up yet", beside its roles' lines."""
+    from newsflow.service import hold_data_dir
+
+    settings = Settings(data_dir=tmp_path / "var")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(settings.data_dir))
+    with hold_data_dir(settings):
+        settings.runfile.write_text('{"pid": ', encoding="utf-8")
+        said = subprocess.run([sys.executable, "-m", "newsflow.cli", "status"], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert said.returncode == 1, said.stdout + said.stderr
+    assert "or its runfile unreadable" in said.stdout.splitlines()[0]
+    assert "not up yet" not in said.stdout
