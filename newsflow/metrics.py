@@ -99,6 +99,12 @@ class Gauge(_Metric):
         with self._lock:
             self._values[key] = float(value)
 
+    def remove(self, **labels: str) -> None:
+        """No sample for these labels any more (a partition this process no longer reads)."""
+        key = self._key(labels)
+        with self._lock:
+            self._values.pop(key, None)
+
     def add(self, amount: float, **labels: str) -> None:
         """Up or down by ``amount``: for a gauge several writers keep (each its share)."""
         key = self._key(labels)

@@ -195,6 +195,7 @@ class SinkRunner:
         self.offsets: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
         self._looked_up: set[TopicPartition] = set()
+        self._lag_reported: set[TopicPartition] = set()  # partitions whose lag is shown
         self.messages: list[Any] = []  # the buffered records' messages, for isolation
         self.letters: list[DeadLetter] = []  # dead letters not yet delivered
         self.failing = False
@@ -490,7 +491,13 @@ class SinkRunner:
 
     def _update_lag(self) -> None:
         assert self.consumer is not None
-        for tp in self.consumer.assignment():
+        assigned = self.consumer.assignment()
+        # A partition another sink took in a rebalance is its to report: kept here, its lag
+        # stayed as last seen, and with two sinks /metrics summed it twice.
+        for tp in self._lag_reported - assigned:
+            self.metrics.lag.remove(group=self.group_id, topic=tp.topic, partition=str(tp.partition))
+        self._lag_reported &= assigned
+        for tp in assigned:
             if tp not in self.committed and tp not in self._looked_up:
                 # After a start or a rebalance: what the group had committed before us.
                 self._looked_up.add(tp)
@@ -507,6 +514,7 @@ class SinkRunner:
             self.metrics.lag.set(
                 max(0, end - done), group=self.group_id, topic=tp.topic, partition=str(tp.partition)
             )
+            self._lag_reported.add(tp)
 
     def _write_metrics(self) -> None:
         self._metrics_written = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -558,3 +559,33 @@ def test_an_empty_postgres_dsn_is_not_set_and_ends_the_sink_at_start(
     assert sink.process.wait(60) == 1
     log = sink.log()
     assert "NEWSFLOW_POSTGRES_DSN is not set" in log and len(log.strip().splitlines()) == 1, log
+
+
+def test_a_sink_reports_the_lag_of_the_partitions_it_holds_only(make_settings) -> None:
+    """A second sink takes partitions from the first in a rebalance: the first no longer
+    shows their lag (it kept the last figure it saw, and /metrics summed both sinks')."""
+    settings = make_settings(incident_partitions=2)
+    ensure_topics(settings)
+
+    def lag_partitions(runner: SinkRunner) -> set[tuple[str, str]]:
+        return {(topic, partition) for topic, partition in re.findall(
+            r'newsflow_consumer_lag\{group="[^"]+",topic="([^"]+)",partition="(\d+)"\}',
+            runner.metrics.registry.render())}
+
+    def held(runner: SinkRunner) -> set[tuple[str, str]]:
+        assert runner.consumer is not None
+        return {(tp.topic, str(tp.partition)) for tp in runner.consumer.assignment()}
+
+    # Incidents on both partitions of their topic: a lag is known where an offset was.
+    publish(settings, [(settings.topic_incidents, f"i{n}", incident(f"i{n}", 1, []).to_bytes())
+                       for n in range(8)])
+    both = {(settings.topic_incidents, "0"), (settings.topic_incidents, "1")}
+    first = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+    with running(first):
+        wait_for(lambda: both <= lag_partitions(first), what="the first sink's lag")
+        second = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+        with running(second):
+            wait_for(lambda: second.consumer is not None and held(second) & both
+                     and held(first) and not held(first) & held(second), what="a rebalance")
+            wait_for(lambda: lag_partitions(first) <= held(first), what="the first sink's lag")
+            assert both & lag_partitions(first) == both & held(first)
