@@ -35,6 +35,12 @@ STALE_S = 300.0
 # The roles `newsflow run` starts that write a metrics file, by the file's role name.
 REPORTING_ROLES = {"processors": "process", "sink": "sink", "produce": "produce"}
 
+
+def shown(file_role: str) -> str:
+    """A role as `newsflow run` names its child, and its command ("process"), not its
+    metrics file ("processors")."""
+    return REPORTING_ROLES.get(file_role, file_role)
+
 # Figures shown for each role: (metric, key in the status); a metric with several
 # samples (labels) is summed.
 ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
@@ -125,7 +131,7 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
                      for file_role, role in REPORTING_ROLES.items() if file_role not in present]
         if web_answers is False:
             problems.append("the web page does not answer")
-    problems += [f"{r.role} (pid {r.pid}) has not written its figures for"
+    problems += [f"{shown(r.role)} (pid {r.pid}) has not written its figures for"
                  f" {duration(now - r.reported_at)}: stuck, or stopped (SIGSTOP)"
                  for r in roles if now is not None and r.pid is not None
                  and r.reported_at is not None and now - r.reported_at > STALE_S]
@@ -235,7 +241,7 @@ def _role_line(r: RoleStatus, now: float) -> str:
     if f.get("dead_letters"):
         parts.append(f"{counted(int(f['dead_letters']), 'dead letter', 'dead letters')}")
     up = f", up {duration(r.up_s)}" if r.up_s is not None else ""
-    return f"  {r.role:<11} pid {r.pid}{up}: " + "; ".join(parts)
+    return f"  {shown(r.role):<11} pid {r.pid}{up}: " + "; ".join(parts)
 
 
 def format_status(status: Status, now: float) -> str:

@@ -39,8 +39,8 @@ def test_status_of_a_running_service_its_problems_and_its_stop(start_service, tm
     well = status(service)
     assert well.returncode == 0, well.stdout + well.stderr
     assert "newsflow run: running" in well.stdout
-    for role, name in (("process", "processors"), ("produce", "produce"), ("sink", "sink")):
-        assert re.search(rf"^  {name} +pid {child_pid(service, role)}\b", well.stdout, re.M), \
+    for role in ("process", "produce", "sink"):
+        assert re.search(rf"^  {role} +pid {child_pid(service, role)}\b", well.stdout, re.M), \
             well.stdout
     assert f"http://127.0.0.1:{service.web_port}/" in well.stdout
     assert "2 articles, 1 incident" in well.stdout
