@@ -7,14 +7,18 @@ run, and replays a long synthetic stream into it at a steady pace: the dev files
 (benchmarks/clustering.py's synthetic_rows), the last round's dates ending about now. The
 stream goes out as `newsflow replay --rate` sends it (producers/replay.py's loop, its
 Publisher, its outbox rows), one replay a ``--chunk-s`` seconds long after another, in this
-process, so each article's publish time is known.
+process, so each article's publish time is known. The replays are ``--pause-s`` apart: a
+recycle waits for the processors and the sink to have read everything, which a replay that
+never pauses does not let happen (every recycle is then postponed, and the broker grows).
 
 Every ``--every`` seconds it prints the resident memory of each process (the supervisor,
 the broker, the processors, the sink, the web page, the producer and its extraction workers),
 the rows in SQLite (articles, and articles placed in an incident), the outbox's rows and
 bytes (var/producer.db), the latency from publish to the article's placed row in SQLite for
 the articles stored in that interval (p50/p99), the articles published and not yet placed,
-and the broker recycles so far.
+the broker recycles so far, the articles and incidents the processors hold (their window),
+and the slowest answer of the web page (read every ``--web-every`` seconds: the index, the
+API's incidents, a search) with any that failed.
 
 At the end it waits for the service to place everything (or ``--settle-s``), stops it with
 SIGTERM (a drained stop), and counts the articles replayed against those SQLite holds
@@ -22,8 +26,8 @@ SIGTERM (a drained stop), and counts the articles replayed against those SQLite 
 left. Prints figures; asserts nothing.
 
 usage: .venv/bin/python benchmarks/service_soak.py [--minutes 75] [--rate 25]
-       [--broker-max-mb 150] [--chunk-s 60] [--pause-s 20] [--every 60] [--compiled]
-       [--set NEWSFLOW_NAME=VALUE ...]
+       [--broker-max-mb 150] [--chunk-s 60] [--pause-s 20] [--every 60] [--web-every 10]
+       [--compiled] [--set NEWSFLOW_NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import statistics
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -142,6 +147,41 @@ class Placed:
                     self.seen.setdefault(article_id, now)
 
 
+@dataclass
+class WebReads:
+    """The web page read as a user reads it, now and then: the slowest answer and the
+    failures of each interval."""
+
+    base: str
+    slowest: float = 0.0
+    failed: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    PATHS = ("/", "/api/incidents?limit=50", "/search?q=police+shooting")
+
+    def read(self, stop: threading.Event, every_s: float) -> None:
+        while not stop.wait(every_s):
+            for path in self.PATHS:
+                started = time.monotonic()
+                try:
+                    with urllib.request.urlopen(self.base + path, timeout=30) as answer:
+                        answer.read()
+                    failure = None
+                except OSError as exc:  # (HTTPError too: a 503 is a failure here)
+                    failure = f"{path}: {exc}"
+                with self.lock:
+                    self.slowest = max(self.slowest, time.monotonic() - started)
+                    if failure:
+                        self.failed.append(failure)
+
+    def take(self) -> tuple[float, list[str]]:
+        """The interval's figures, and a new interval."""
+        with self.lock:
+            figures = self.slowest, self.failed
+            self.slowest, self.failed = 0.0, []
+        return figures
+
+
 def publish_stream(settings: Settings, rows: Iterator[dict[str, object]], rate: float,
                    chunk_s: float, pause_s: float, until: float, placed: Placed,
                    stop: threading.Event) -> int:
@@ -187,11 +227,11 @@ def outbox_size(path: Path) -> tuple[int, int]:
 def print_header() -> None:
     print("  min  " + "  ".join(f"{role:>7}" for role in ROLES)
           + "  (RSS, MB)   articles  placed   outbox rows/MB   p50/p99 ms (n)   waiting"
-          "  recycles", flush=True)
+          "  recycles  window  incidents  web ms", flush=True)
 
 
 def print_line(started: float, service: Service, placed: Placed, since: float,
-               outbox_path: Path) -> None:
+               outbox_path: Path, web: WebReads) -> None:
     pids = processes(service)
     db = service.db
     try:
@@ -206,11 +246,18 @@ def print_line(started: float, service: Service, placed: Placed, since: float,
     waiting = len(placed.pending())
     latency = (f"{statistics.median(latencies) * 1000:6.0f}/{percentile(latencies, 0.99) * 1000:<6.0f}"
                f"({len(latencies)})" if latencies else "      -")
-    recycles = metric(service.folder / "var" / "metrics", "newsflow_embedded_broker_recycles_total")
+    metrics = service.folder / "var" / "metrics"
+    recycles = metric(metrics, "newsflow_embedded_broker_recycles_total")
+    window = metric(metrics, "newsflow_processor_window_articles")
+    incidents = metric(metrics, "newsflow_processor_window_incidents")
+    slowest, failed = web.take()
     print(f"{(time.time() - started) / 60:5.1f}  "
           + "  ".join(f"{resident_mb(pids[role]):7.0f}" for role in ROLES)
           + f"  {'':>11}{articles:8d} {placed_rows:7d}   {rows:7d}/{size / 2**20:<6.1f}"
-          f"   {latency:>16}   {waiting:7d}  {recycles:8.0f}", flush=True)
+          f"   {latency:>16}   {waiting:7d}  {recycles:8.0f}  {window:6.0f}  {incidents:9.0f}"
+          f"  {slowest * 1000:6.0f}", flush=True)
+    for failure in failed[:3]:
+        print(f"      web page: {failure} ({len(failed)} failed)", flush=True)
 
 
 def wait_placed(placed: Placed, settle_s: float) -> None:
@@ -255,6 +302,8 @@ def main() -> int:
     parser.add_argument("--chunk-s", type=float, default=60.0, help="seconds of each replay")
     parser.add_argument("--pause-s", type=float, default=20.0,
                         help="between replays: a recycle waits for a moment without one")
+    parser.add_argument("--web-every", type=float, default=10.0,
+                        help="read the web page every N s")
     parser.add_argument("--every", type=float, default=60.0, help="print every N s")
     parser.add_argument("--settle-s", type=float, default=300.0,
                         help="at the end, wait this long without progress before stopping")
@@ -292,19 +341,23 @@ def main() -> int:
         publisher = threading.Thread(target=publish_stream, daemon=True, args=(
             settings, rows, args.rate, args.chunk_s, args.pause_s, started + args.minutes * 60, placed, stop))
         publisher.start()
+        web = WebReads(f"http://127.0.0.1:{service.env['NEWSFLOW_WEB_PORT']}")
+        reader = threading.Thread(target=web.read, args=(stop, args.web_every), daemon=True)
+        reader.start()
         print_header()
         since = started
         try:
             while publisher.is_alive():
                 publisher.join(max(0.0, since + args.every - time.time()))
                 if time.time() >= since + args.every:
-                    print_line(started, service, placed, since, outbox_path)
+                    print_line(started, service, placed, since, outbox_path, web)
                     since += args.every
             wait_placed(placed, args.settle_s)
-            print_line(started, service, placed, since, outbox_path)
+            print_line(started, service, placed, since, outbox_path, web)
         finally:
             stop.set()
         watcher.join()
+        reader.join()
     final_counts(service, placed, outbox_path)
     return 0
 
