@@ -23,9 +23,18 @@ MAX_COUNT = 10**18
 
 def at_least_one(text: str) -> int:
     """An argparse type: a count of messages, records or rows, from 1."""
+    return _count(text, 1)
+
+
+def at_least_zero(text: str) -> int:
+    """An argparse type: a count from 0 (how many to skip)."""
+    return _count(text, 0)
+
+
+def _count(text: str, lowest: int) -> int:
     number = int(text)
-    if not 1 <= number <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_COUNT}, not {text}")
+    if not lowest <= number <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be from {lowest} to {MAX_COUNT}, not {text}")
     return number
 
 

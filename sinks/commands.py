@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from newsflow.commands import MAX_COUNT, at_least_one, reach_broker, seconds, stop_on_signals
+from newsflow.commands import at_least_one, at_least_zero, reach_broker, seconds, stop_on_signals
 from newsflow.settings import Settings
 from newsflow.text import counted, plain
 from sinks.models import (
@@ -93,14 +93,6 @@ def source_name(text: str) -> str:
     if len(text) > MAX_SOURCE_LENGTH:
         raise argparse.ArgumentTypeError(f"at most {MAX_SOURCE_LENGTH} characters, not {len(text)}")
     return text
-
-
-def skipped(text: str) -> int:
-    """An argparse type: how many to skip, from 0."""
-    number = int(text)
-    if not 0 <= number <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_COUNT}, not {text}")
-    return number
 
 
 def cursor_position(text: str) -> Position:
@@ -385,7 +377,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("search", help="full-text search over stored articles")
     p.add_argument("query")
     p.add_argument("--limit", type=at_least_one, default=SEARCH_LIMIT)
-    p.add_argument("--offset", type=skipped, default=0,
+    p.add_argument("--offset", type=at_least_zero, default=0,
                    help="the hits after this many of the best (default 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
