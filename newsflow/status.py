@@ -41,6 +41,7 @@ def shown(file_role: str) -> str:
     metrics file ("processors")."""
     return REPORTING_ROLES.get(file_role, file_role)
 
+
 # Figures shown for each role: (metric, key in the status); a metric with several
 # samples (labels) is summed.
 ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
