@@ -100,6 +100,17 @@ MAX_TEXT_CHARS = 200_000
 MAX_TITLE_CHARS = 2_000
 
 
+def cut_text(text: str, fetch: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """An article's ``text`` cut to ``MAX_TEXT_CHARS``, and its ``fetch`` saying so
+    (``text_truncated``, ``text_chars``: the whole text's length); both as they are when it
+    is short enough. Where a text comes in: the feed producer, a replay, and the clean
+    stage for a producer that cut nothing."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text, dict(fetch)
+    return (truncate_text(text, MAX_TEXT_CHARS),
+            {**fetch, "text_truncated": True, "text_chars": len(text)})
+
+
 def truncate_text(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters: at the last line break or space of
     the final tenth when there is one (no word cut in half), else at ``limit``."""

@@ -46,6 +46,7 @@ from newsflow.schemas import (
     Incident,
     RawArticle,
     RawPosition,
+    cut_text,
     not_an_article,
     read_json,
     truncate_text,
@@ -111,10 +112,7 @@ def clean_article(article: RawArticle) -> RawArticle:
     text = clean_text(_CONTROL.sub("", article.text), title)
     if reason := not_an_article(article.id, title, text):  # (as the sink leaves it out)
         raise PoisonMessage(reason)
-    fetch = article.fetch
-    if len(text) > MAX_TEXT_CHARS:  # from a producer that cut nothing (replay, another's)
-        fetch = {**fetch, "text_truncated": True, "text_chars": len(text)}
-        text = truncate_text(text, MAX_TEXT_CHARS)
+    text, fetch = cut_text(text, article.fetch)  # (a producer of another's may cut nothing)
     title = truncate_text(title, MAX_TITLE_CHARS)
     return article.model_copy(update={"title": title, "text": text, "fetch": fetch})
 

@@ -42,13 +42,7 @@ from pathlib import Path
 from newsflow import outbox
 from newsflow.kafka import MessageTooLargeError, Stopped, any_broker_answers, unless_stopped
 from newsflow.metrics import Registry, textfile_path, write_textfile
-from newsflow.schemas import (
-    MAX_TEXT_CHARS,
-    RawArticle,
-    article_key,
-    feed_speaks_for,
-    truncate_text,
-)
+from newsflow.schemas import RawArticle, article_key, cut_text, feed_speaks_for
 from newsflow.settings import Settings
 from newsflow.text import counted, derive_title, title_from_url
 from producers.config import ConfigError, FeedSpec, load_feeds_file
@@ -726,10 +720,7 @@ def build_article(
         meta.update(page.meta)
     if reason:
         meta["summary_reason"] = reason
-    if len(text) > MAX_TEXT_CHARS:
-        meta["text_truncated"] = True
-        meta["text_chars"] = len(text)
-        text = truncate_text(text, MAX_TEXT_CHARS)
+    text, meta = cut_text(text, meta)
     meta["entry_key"] = entry.key[:500]
     meta["source_host"] = host or None
     if feed_title:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, parse_timestamp, truncate_text
+from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, cut_text, parse_timestamp
 from newsflow.text import derive_title
 
 logger = logging.getLogger(__name__)
@@ -181,9 +181,8 @@ def _text_cut(article: RawArticle) -> RawArticle:
     after it unsent however often it was run again; below, the clean stage cut it anyway."""
     if len(article.text) <= MAX_TEXT_CHARS:
         return article
-    fetch = {**article.fetch, "text_truncated": True, "text_chars": len(article.text)}
-    return article.model_copy(update={"text": truncate_text(article.text, MAX_TEXT_CHARS),
-                                      "fetch": fetch})
+    text, fetch = cut_text(article.text, article.fetch)
+    return article.model_copy(update={"text": text, "fetch": fetch})
 
 
 def _file_articles(path: Path, suffix: str, published: datetime | None) -> Iterator[RawArticle]:
