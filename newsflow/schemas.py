@@ -455,9 +455,25 @@ class _IncidentHead(_Message):
         return "created" if self.version == 1 else "updated"
 
 
+class EarlierArticles(BaseModel):
+    """The articles of an incident that left the cluster stage's window: counted, not
+    listed. Only their number and times are needed once nothing can move them, and a
+    story that runs for months would otherwise keep every report in memory."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    count: int = Field(default=0, ge=0)
+    duplicates: int = Field(default=0, ge=0)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+    _aware = field_validator("first_seen", "last_seen")(_aware)
+
+
 class Incident(_IncidentHead):
-    """An incident with all its articles: the cluster stage's and storage's view of one
-    version. The topics carry it in parts (``IncidentVersion``, ``IncidentMember``);
+    """An incident with its articles: storage's view of one version, and the cluster
+    stage's (which lists only the articles still in its window, and counts the rest in
+    ``earlier``). The topics carry it in parts (``IncidentVersion``, ``IncidentMember``);
     an older newsflow sent it whole on the incidents topic (schema version 1), and the
     sinks still read that. When an incident is merged into another, its last version
     has ``merged_into`` set and no articles.
@@ -465,14 +481,16 @@ class Incident(_IncidentHead):
 
     schema_version: Literal[1] = 1
     articles: list[IncidentArticle] = Field(default_factory=list)
+    earlier: EarlierArticles | None = None
 
     def header(self, added: list[str], removed: list[str]) -> IncidentVersion:
         """This version as the incidents topic carries it: without its articles."""
         head = set(_IncidentHead.model_fields) - {"schema_version"}
+        earlier = self.earlier or EarlierArticles()
         return IncidentVersion(
             **{name: getattr(self, name) for name in head},
-            article_count=len(self.articles),
-            duplicate_count=sum(1 for a in self.articles if a.duplicate_of),
+            article_count=len(self.articles) + earlier.count,
+            duplicate_count=sum(1 for a in self.articles if a.duplicate_of) + earlier.duplicates,
             added=added,
             removed=removed,
         )

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from newsflow.schemas import (
+    EarlierArticles,
     Explanation,
     Incident,
     IncidentArticle,
@@ -40,14 +41,34 @@ def time_order(article: IncidentArticle) -> tuple[bool, datetime, str]:
 
 
 def _with_articles(incident: Incident, ordered: list[IncidentArticle], now: datetime) -> Incident:
-    """A new version of ``incident`` holding ``ordered`` (in ``time_order``).
+    """A new version of ``incident`` holding ``ordered`` (in ``time_order``) and the
+    articles it counts as ``earlier``.
 
     Kept in order as they change, not sorted each time, and read from the ends: a story
     of thousands of articles costs no more per article than a small one."""
+    earlier = incident.earlier or EarlierArticles()
     dated = (t for a in ordered if (t := article_time(a)) is not None)
     dated_back = (t for a in reversed(ordered) if (t := article_time(a)) is not None)
-    # The earliest real headline of an original that speaks for the others; a title cut
-    # from an article's lead, or a duplicate's, only as a last resort.
+    return incident.model_copy(
+        update={
+            "version": incident.version + 1,
+            "title": _title(incident, ordered),
+            "articles": ordered,
+            "first_seen": min(_dated(next(dated, None), earlier.first_seen), default=None),
+            "last_seen": max(_dated(next(dated_back, None), earlier.last_seen), default=None),
+            "merged_into": None,
+            "updated_at": now,
+        }
+    )
+
+
+def _title(incident: Incident, ordered: list[IncidentArticle]) -> str:
+    """The earliest real headline of an original that speaks for the others; a title cut
+    from an article's lead, or a duplicate's, only as a last resort. Once the earliest
+    reports have left the window (``earlier``) the title stands: the headlines it was
+    chosen among are no longer listed."""
+    if incident.earlier is not None and incident.title:
+        return incident.title
     headlines = [a for a in ordered[:_TITLE_SCAN] if a.duplicate_of is None and not a.title_derived]
     originals_first = (
         (representative(headlines[:TITLE_PEERS]) if headlines else None)
@@ -56,17 +77,7 @@ def _with_articles(incident: Incident, ordered: list[IncidentArticle], now: date
         or next((a for a in ordered if not a.title_derived), None)
         or (ordered[0] if ordered else None)
     )
-    return incident.model_copy(
-        update={
-            "version": incident.version + 1,
-            "title": originals_first.title if originals_first else incident.title,
-            "articles": ordered,
-            "first_seen": next(dated, None),
-            "last_seen": next(dated_back, None),
-            "merged_into": None,
-            "updated_at": now,
-        }
-    )
+    return originals_first.title if originals_first else incident.title
 
 
 # An incident's title is chosen among its earliest originals' headlines: enough to see
@@ -138,7 +149,7 @@ def incidents_from_parts(
         incidents.append(_whole(IncidentVersion(
             incident_id=incident_id, version=top, updated_at=max(m.assigned_at for m in stray),
         ), stray))
-    return [incident for incident in incidents if incident.articles]
+    return [incident for incident in incidents if incident.articles or incident.earlier]
 
 
 def _whole(header: IncidentVersion, members: list[IncidentMember]) -> Incident:
@@ -154,7 +165,20 @@ def _whole(header: IncidentVersion, members: list[IncidentMember]) -> Incident:
         "title": header.title or restored.title,
         "first_seen": min(_dated(header.first_seen, restored.first_seen), default=None),
         "last_seen": max(_dated(header.last_seen, restored.last_seen), default=None),
+        "earlier": _earlier(header, [m for m in members if m.incident_version <= header.version]),
     })
+
+
+def _earlier(header: IncidentVersion, counted: list[IncidentMember]) -> EarlierArticles | None:
+    """What ``header`` counted beyond the places ``counted`` (those it was made with):
+    the articles that had left the stage's window, whose places the tables let go. Their
+    times are within the header's."""
+    count = header.article_count - len(counted)
+    if count <= 0:
+        return None
+    duplicates = header.duplicate_count - sum(1 for m in counted if m.article.duplicate_of)
+    return EarlierArticles(count=count, duplicates=max(0, duplicates),
+                           first_seen=header.first_seen, last_seen=header.last_seen)
 
 
 def _dated(*times: datetime | None) -> list[datetime]:
@@ -186,8 +210,43 @@ def with_members_restored(
     held = {a.id for a in entries}
     articles = [a for a in base.articles if a.id not in held] + entries
     # _with_articles adds the one more.
-    base = base.model_copy(update={"version": base.version + len(entries) - 1})
+    base = base.model_copy(update={"version": base.version + len(entries) - 1,
+                                   "earlier": _uncounted(base, entries)})
     return _with_articles(base, sorted(articles, key=time_order), now)
+
+
+def _uncounted(incident: Incident, entries: list[IncidentArticle]) -> EarlierArticles | None:
+    """``incident.earlier`` less the ``entries`` it took for articles that had left the
+    window (``_earlier``): those decided before its version, whose places were lost."""
+    earlier = incident.earlier
+    if earlier is None:
+        return None
+    listed = {a.id for a in incident.articles}
+    counted = [a for a in entries if a.id not in listed
+               and a.seen_at is not None and a.seen_at <= incident.updated_at]
+    count = earlier.count - len(counted)
+    if count <= 0:
+        return None
+    return earlier.model_copy(update={
+        "count": count,
+        "duplicates": max(0, earlier.duplicates - sum(1 for a in counted if a.duplicate_of))})
+
+
+def with_earlier(incident: Incident, leaving: list[IncidentArticle]) -> Incident:
+    """``incident`` (the same version) no longer listing ``leaving``, counted in its
+    ``earlier`` instead."""
+    if not leaving:
+        return incident
+    earlier = incident.earlier or EarlierArticles()
+    ids = {a.id for a in leaving}
+    times = _dated(earlier.first_seen, earlier.last_seen, *map(article_time, leaving))
+    return incident.model_copy(update={
+        "articles": [a for a in incident.articles if a.id not in ids],
+        "earlier": EarlierArticles(
+            count=earlier.count + len(leaving),
+            duplicates=earlier.duplicates + sum(1 for a in leaving if a.duplicate_of),
+            first_seen=min(times, default=None), last_seen=max(times, default=None)),
+    })
 
 
 def incident_article(
@@ -298,7 +357,7 @@ def apply_decision(
         before = incidents.get(iid) or _empty(iid, now)
         if iid != incident_id and [a.id for a in arts] == [a.id for a in before.articles]:
             continue
-        if not arts:
+        if not arts and before.earlier is None:
             # Where most of its articles went: a merge and a split in one decision can send
             # a few of a merged incident's articles on to the split-off one.
             destinations = Counter(moved[a.id] for a in before.articles if a.id in moved)

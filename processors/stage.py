@@ -30,6 +30,7 @@ from processors.assemble import (
     shows_stored_copy,
     time_order,
     with_copy_shown,
+    with_earlier,
     with_members_restored,
 )
 from processors.clustering import Article, ClusterConfig, Decision, IncidentClusterer
@@ -253,7 +254,7 @@ class IncidentStage:
         """
         current: dict[str, str] = {}
         for incident in incidents:
-            if incident.merged_into is None and incident.articles:
+            if incident.merged_into is None and (incident.articles or incident.earlier):
                 # In the order the stage keeps (storage's may differ in ties).
                 incident = incident.model_copy(
                     update={"articles": sorted(incident.articles, key=time_order)})
@@ -311,6 +312,10 @@ class IncidentStage:
         self._foreign = {r.article.id for r in ordered if r.article.id in self._placed
                          and r.article.id not in replaced
                          and not own_copy(r.article.url, r.article.feed_url, r.article.own_site)}
+        # Storage lists every article of an incident; the stage only those in its window.
+        self._retire([member.id for incident in self.incidents.values()
+                      for member in incident.articles
+                      if self.clusterer.incident_of(member.id) is None])
         self._evict(sweep=True)
         return len(ordered)
 
@@ -434,16 +439,36 @@ class IncidentStage:
         before = self._placed_at.get(article_id)
         return now if before is None or before < now else before + timedelta(microseconds=1)
 
+    def _retire(self, article_ids: list[str]) -> list[str]:
+        """Count the articles that left the window in their incidents' ``earlier``, no
+        longer listed: nothing moves them now, and a story that runs for months would
+        otherwise hold every report in memory. Returns those that had a place (whose
+        member records go)."""
+        leaving: dict[str, set[str]] = {}
+        for article_id in article_ids:
+            incident_id = self._placed.pop(article_id, None)
+            self._placed_at.pop(article_id, None)
+            self._foreign.discard(article_id)
+            self._shown_at.pop(article_id, None)
+            if incident_id is not None:
+                leaving.setdefault(incident_id, set()).add(article_id)
+        for incident_id, ids in leaving.items():
+            incident = self.incidents.get(incident_id)
+            if incident is not None:
+                self.incidents[incident_id] = with_earlier(
+                    incident, [a for a in incident.articles if a.id in ids])
+        return [article_id for ids in leaving.values() for article_id in ids]
+
     def _evict(self, sweep: bool = False) -> tuple[list[str], list[str], list[str]]:
         """Drop what the clusterer no longer holds: articles that left the window (oldest
         arrival first) and, now and then, incidents it has forgotten altogether."""
         articles: list[str] = []
-        members: list[str] = []
         while self._arrivals and self.clusterer.incident_of(self._arrivals[0]) is None:
             articles.append(self._arrivals.popleft())
         incidents: list[str] = []
         self._since_sweep += 1
-        if sweep or self._since_sweep >= self.SWEEP_EVERY:
+        swept = sweep or self._since_sweep >= self.SWEEP_EVERY
+        if swept:
             self._since_sweep = 0
             # Articles leave by publication time, not arrival: an old undated one at the
             # front must not hold back the report of those evicted behind it.
@@ -454,6 +479,8 @@ class IncidentStage:
                 else:
                     held.append(article_id)
             self._arrivals = held
+        members = self._retire(articles)
+        if swept:
             incidents = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
             for incident_id in incidents:
                 for member in self.incidents.pop(incident_id).articles:

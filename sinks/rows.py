@@ -398,6 +398,7 @@ def version_change(incident: Incident, added: list[str], removed: list[str]) -> 
     """A version's history record: its header and the articles it added and removed."""
     header = json.loads(incident.model_copy(update={"articles": []}).to_bytes())
     header.pop("articles", None)
+    header.pop("earlier", None)  # (the stage's, never storage's)
     return {**header, "article_count": len(incident.articles), "added": added,
             "removed": removed}
 

@@ -48,7 +48,36 @@ def test_a_follow_up_revives_a_dormant_incident_with_its_history():
     [incident] = follow_up.incidents
     assert incident.incident_id == first.decision.incident_id
     assert incident.version == 2  # continues, so sinks do not ignore it as stale
-    assert {a.id for a in incident.articles} == {reuters.id, afp.id}
+    # The report that left the window is counted, no longer listed (memory), and the
+    # version sent says so: two articles, the story's first time and title kept.
+    assert [a.id for a in incident.articles] == [afp.id]
+    assert incident.earlier is not None and incident.earlier.count == 1
+    header = incident.header([afp.id], [])
+    assert (header.article_count, header.first_seen, header.last_seen) == (2, T0, two_days)
+    assert incident.title == first.incidents[0].title == reuters.title
+
+
+def test_a_story_that_runs_for_days_lists_only_its_reports_in_the_window():
+    # A story reported for weeks held every report in memory (a soak's processors grew
+    # past 1 GB): those that left the window are counted, no longer listed or placed.
+    reuters, _ = seeds()
+    stage = IncidentStage(ClusterConfig(window_days=1, incident_days=90))
+    hours = range(0, 240, 2)
+    copies = 0
+    for hour in hours:
+        when = T0 + timedelta(hours=hour)
+        result = stage.process(reuters.model_copy(update={
+            "id": f"report-{hour}", "url": f"https://example.org/{hour}", "canonical_url": None,
+            "published": when}), when)
+        copies += result.decision.duplicate_of is not None
+    [incident] = result.incidents
+    assert len(incident.articles) < 20  # about a day of reports (of 120), not them all
+    assert stage.place_of("report-0") is None and stage.place_of("report-238") is not None
+    header = incident.header([], [])
+    assert header.article_count == len(hours)
+    assert header.duplicate_count == copies > 100
+    assert (header.first_seen, header.last_seen) == (T0, T0 + timedelta(hours=238))
+    assert incident.title == reuters.title
 
 
 def test_incidents_the_clusterer_forgot_are_swept_out():
@@ -242,7 +271,7 @@ def test_a_restart_from_the_tables_and_storage_keeps_incidents_older_than_the_wi
     # What a restart finds: the tables hold the window (the filler only), storage holds
     # every article the sinks wrote, the Reuters report included.
     tables = ([later.record], list(stage.incidents.values()))
-    stored = ([first.record, later.record], list(stage.incidents.values()))
+    stored = ([first.record, later.record], [first.incidents[0], later.incidents[0]])
     follow_up = afp.model_copy(update={"published": two_days})
 
     tables_only = IncidentStage(config)
@@ -256,7 +285,8 @@ def test_a_restart_from_the_tables_and_storage_keeps_incidents_older_than_the_wi
     assert result.decision.incident_id == first.decision.incident_id
     [incident] = result.incidents
     assert incident.version == 2
-    assert {a.id for a in incident.articles} == {reuters.id, afp.id}
+    assert [a.id for a in incident.articles] == [afp.id]  # reuters left the window: counted
+    assert incident.header([afp.id], []).article_count == 2
 
 
 def test_saved_state_prefers_the_tables_record_and_the_newer_incident_version():

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from newsflow.schemas import IncidentMember, IncidentVersion, RawArticle
+from newsflow.schemas import Incident, IncidentMember, IncidentVersion, RawArticle
 from processors.app import ProcessorMetrics
 from processors.clustering import ClusterConfig
 from processors.stage import (
@@ -92,7 +92,9 @@ def test_a_rebuild_drops_the_places_of_incidents_it_did_not_keep():
     [first] = worker.batch([(reuters, T0)])
     worker.batch([(filler(2), T0 + timedelta(days=2))])  # reuters leaves the window
     incident_id = first.decision.incident_id
-    assert incident_id in worker.tables.incidents and reuters.id in worker.tables.members
+    # Its header stays, counting the article whose place went with the window.
+    assert worker.tables.incidents[incident_id]["article_count"] == 1
+    assert reuters.id not in worker.tables.members
     worker.batch([(filler(5), T0 + timedelta(days=5))])  # the incident is past incident_days
     stage = worker.rebuild()
     assert incident_id not in stage.incidents
@@ -124,52 +126,55 @@ def test_a_header_that_lost_its_last_record_does_not_make_a_version_number_sent_
         assert conn.execute("SELECT article_count FROM incidents").fetchall() == [(3,)]
 
 
-def _after_a_day_away() -> tuple[ClusterConfig, IncidentStage, list[ArticleRecord], str]:
+def _after_a_day_away() -> tuple[ClusterConfig, list[Incident], list[ArticleRecord], str]:
     """Reuters, then a later story that pushes it out of the window: its incident stays
-    as a summary, with an article the tables no longer hold."""
+    as a summary, its article counted; storage holds the versions sent (returned)."""
     reuters, _ = seeds()
     config = ClusterConfig(window_days=1, incident_days=90)
     before = IncidentStage(config)
     first = before.process(reuters, T0)
     quake = before.process(filler(2), T0 + timedelta(days=2))
-    return config, before, [first.record, quake.record], first.decision.incident_id
+    return (config, [*first.incidents, *quake.incidents], [first.record, quake.record],
+            first.decision.incident_id)
 
 
-def test_an_incident_from_storage_keeps_its_articles_through_the_next_rebuild():
-    # Taken from storage (the embedded broker forgets the tables on a restart), it has no
-    # places in the tables: its first change writes them all, so the tables hold it whole.
-    config, before, records, incident_id = _after_a_day_away()
+def test_an_incident_from_storage_keeps_its_count_and_title_through_the_next_rebuild():
+    # Taken from storage (the embedded broker forgets the tables on a restart), listing an
+    # article that has left the window: counted, not listed, and so are the tables.
+    config, stored, records, incident_id = _after_a_day_away()
     reuters, afp = seeds()
     day2 = T0 + timedelta(days=2)
     worker = Worker(config)
-    worker.rebuild((list(records), list(before.incidents.values())))
+    worker.rebuild((list(records), stored))
     assert reuters.id not in worker.tables.members
     [joined] = worker.batch([(afp.model_copy(update={"published": day2}), day2)])
     assert joined.decision.incident_id == incident_id
-    assert {reuters.id, afp.id} <= set(worker.tables.members)
-    whole = worker.stage.incidents[incident_id]
-    assert [a.id for a in whole.articles] == [reuters.id, afp.id]
-    # A rebalance: rebuilt from the tables and storage (which has what was sent) ...
-    stage = worker.rebuild(([*records, joined.record], [*before.incidents.values(), whole]))
-    assert stage.incidents[incident_id] == whole
-    # ... or from the tables alone (storage unreadable).
-    assert worker.rebuild().incidents[incident_id].articles == whole.articles
+    assert afp.id in worker.tables.members and reuters.id not in worker.tables.members
+    kept = worker.stage.incidents[incident_id]
+    assert [a.id for a in kept.articles] == [afp.id]
+    assert worker.tables.incidents[incident_id]["article_count"] == 2
+    # A rebalance: rebuilt from the tables and storage (its older version), or from the
+    # tables alone (storage unreadable): the same articles, count, times and title.
+    for rebuilt in (worker.rebuild((list(records), stored)), worker.rebuild()):
+        incident = rebuilt.incidents[incident_id]
+        assert incident.articles == kept.articles
+        assert incident.header([], []) == kept.header([], [])
+        assert incident.title == reuters.title
 
 
 def test_an_older_newsflow_s_whole_table_row_keeps_its_articles_after_the_upgrade():
-    config, before, records, incident_id = _after_a_day_away()
+    config, stored, records, incident_id = _after_a_day_away()
     reuters, afp = seeds()
     day2 = T0 + timedelta(days=2)
     worker = Worker(config)
     # The older newsflow's tables: whole incidents; reuters already left the window.
     worker.tables.articles.update({records[1].article.id: records[1].to_json()})
-    worker.tables.incidents.update({i.incident_id: i.model_dump(mode="json")
-                                    for i in before.incidents.values()})
-    stored = (list(records), list(before.incidents.values()))
-    worker.rebuild(stored)
-    [joined] = worker.batch([(afp.model_copy(update={"published": day2}), day2)])
-    stage = worker.rebuild(stored)
-    assert [a.id for a in stage.incidents[incident_id].articles] == [reuters.id, afp.id]
+    worker.tables.incidents.update({i.incident_id: i.model_dump(mode="json") for i in stored})
+    worker.rebuild((list(records), stored))
+    worker.batch([(afp.model_copy(update={"published": day2}), day2)])
+    incident = worker.rebuild((list(records), stored)).incidents[incident_id]
+    assert [a.id for a in incident.articles] == [afp.id]
+    assert incident.header([], []).article_count == 2
 
 
 def test_a_moved_article_redelivered_after_a_restart_is_sent_as_it_was():
