@@ -27,11 +27,11 @@ from pathlib import Path
 
 from clustering import DATA, FILES, synthetic_rows  # benchmarks/clustering.py (sets sys.path)
 
+from processors.clustering import ClusterConfig
+from processors.offline import parse_published, read_rows
 from processors.stage import BatchOutput, IncidentStage, StageResult
 from processors.tables import StageTables
 from producers.replay import article_from_row
-from processors.clustering import ClusterConfig
-from processors.offline import parse_published, read_rows
 
 
 def resident_mb() -> float:
@@ -44,8 +44,8 @@ def resident_mb() -> float:
 def held(stage: IncidentStage) -> tuple[int, int]:
     """The articles the stage's incidents list, and those they count in all."""
     listed = sum(len(incident.articles) for incident in stage.incidents.values())
-    counted = sum(len(incident.articles) + (earlier.count if (earlier := getattr(incident, "earlier", None)) else 0)
-                  for incident in stage.incidents.values())
+    counted = listed + sum(incident.earlier.count for incident in stage.incidents.values()
+                           if incident.earlier)
     return listed, counted
 
 
