@@ -293,14 +293,15 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_http_logs()
     from producers.discover import find_feeds
     from producers.state import StateStore
-    from producers.urls import is_http_url
+    from producers.urls import feed_address, is_http_url
 
-    url = args.url.strip()  # (as the feeds file's are: pasted with a space, no address)
+    url = feed_address(args.url)  # (as the feeds file's are: pasted with a space, no address)
     if not is_http_url(url):
         # As the feeds file and `feeds import` refuse it: with --no-discover it was added,
         # "added notaurl", and polled, failing, for ever.
         raise ValueError(f"not an http(s) address: {url!r}; only http(s) feeds are polled")
-    urls = [url] if args.no_discover else find_feeds(settings, url)
+    urls = [url] if args.no_discover else list(
+        dict.fromkeys(feed_address(found) for found in find_feeds(settings, url)))
     if not urls:
         print(f"no feed found at {url}", file=sys.stderr)
         return 1
@@ -363,7 +364,9 @@ def _feeds_file_urls(settings: Settings) -> set[str]:
 
 def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
     from producers.state import StateStore
+    from producers.urls import feed_address
 
+    args.url = feed_address(args.url)  # (one feed however it is spelt: see feed_address)
     row, done = None, "absent"
     if settings.producer_state_file.exists():  # (a removal creates no state file)
         state = StateStore(settings.producer_state_file)

@@ -31,7 +31,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from newsflow.schemas import ascii_host, is_ip_address, registrable_domain, site_of
-from producers.urls import is_http_url
+from producers.urls import feed_address, is_http_url
 
 logger = logging.getLogger(__name__)
 
@@ -165,10 +165,11 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
             item = {"url": item}
         if not isinstance(item, dict) or not item.get("url"):
             raise ConfigError(f"{where}: feed #{number} has no url")
-        url = str(item["url"]).strip()
+        url = feed_address(str(item["url"]))
         if not is_http_url(url):
             raise ConfigError(f"{where}: feed #{number}: only http(s) URLs are polled: {url}")
         if url in seen:  # (its name, tags and bounds were dropped without a word)
+            # (spelt another way too: `HTTP://A.com/f` and `http://a.com/f#top` are one feed)
             logger.warning("%s: feed #%d: %s is listed before; this one is not read", where,
                            number, url)
             continue
@@ -242,7 +243,7 @@ def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
 
     def walk(element: Any, folders: list[str]) -> None:
         for outline in _named_children(element, "outline"):
-            url = _attribute(outline, "xmlurl").strip()
+            url = feed_address(_attribute(outline, "xmlurl"))
             label = outline.get("title") or outline.get("text")
             if not url:
                 walk(outline, folders + ([label] if label else []))

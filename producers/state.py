@@ -23,6 +23,7 @@ from typing import Any
 
 from newsflow import outbox
 from newsflow.sqlite_wal import enable_wal
+from producers.urls import feed_address
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feeds (
@@ -200,9 +201,11 @@ def _feeds_query(active_only: bool, columns: str = _FEED_COLUMNS) -> str:
 
 def _feed_by_url(conn: sqlite3.Connection, url: str) -> Any:
     """The row (as sqlite3 gives it, None when there is none) of the feed added from
-    ``url``, or moved to it by a 301."""
+    ``url``, or moved to it by a 301, either spelt as ``feed_address`` keeps it or not: a
+    state file from before may hold ``HTTP://Example.COM/feed`` (a polled one first)."""
     return conn.execute(
-        f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ? OR url = ?", (url, url)
+        f"SELECT {_FEED_COLUMNS} FROM feeds WHERE feed_address(origin_url) = ?1"
+        " OR feed_address(url) = ?1 ORDER BY active DESC, id", (feed_address(url),)
     ).fetchone()
 
 
@@ -343,6 +346,7 @@ class StateStore:
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
             self._conn.execute("PRAGMA busy_timeout = 30000")
+            self._conn.create_function("feed_address", 1, feed_address, deterministic=True)
             if self.path != ":memory:":
                 enable_wal(self._conn)
             self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -474,16 +478,23 @@ class StateStore:
     def deactivate_missing(self, origin: str, keep_urls: Iterable[str]) -> int:
         """Feeds of ``origin`` no longer listed (e.g. removed from feeds.toml) stop
         (``_stop_polling``)."""
-        keep = set(keep_urls)
+        keep = {feed_address(url) for url in keep_urls}
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT id, origin_url, url FROM feeds WHERE origin = ? AND active = 1",
-                (origin,),
+                "SELECT id, feed_address(origin_url), feed_address(url) FROM feeds"
+                " WHERE origin = ? AND active = 1 ORDER BY id", (origin,),
             ).fetchall()
             # Listed by either address: the one first configured, or the one a 301 moved
-            # it to (which `feeds list` shows, and a user may copy into the file).
-            gone = [fid for fid, origin_url, url in rows
-                    if origin_url not in keep and url not in keep]
+            # it to (which `feeds list` shows, and a user may copy into the file). Of two
+            # rows of one feed (spelt two ways, `HTTP://A.com/f` and `http://a.com/f#x`,
+            # before addresses were kept as ``feed_address`` spells them) the first stays.
+            gone: list[int] = []
+            kept: set[str] = set()
+            for fid, origin_url, url in rows:
+                if (origin_url in keep or url in keep) and not {origin_url, url} & kept:
+                    kept.update((origin_url, url))
+                else:
+                    gone.append(fid)
             _stop_polling(conn, gone)
         return len(gone)
 
