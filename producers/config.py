@@ -246,12 +246,15 @@ def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
             url = feed_address(_attribute(outline, "xmlurl"))
             label = outline.get("title") or outline.get("text")
             if not url:
-                walk(outline, folders + ([label] if label else []))
+                pass
             elif not is_http_url(url):
                 skipped.append(url)
             elif url not in seen:
                 seen.add(url)
                 specs.append(FeedSpec(url=url, name=label or None, tags=list(folders)))
+            # A feed's outline may hold others, as a folder does (some readers export a
+            # site's feed with its sections' under it): they were lost on import.
+            walk(outline, folders + ([label] if label else []))
 
     body = next(iter(_named_children(root, "body")), None)
     walk(body if body is not None else root, [])
