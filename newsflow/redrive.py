@@ -23,15 +23,7 @@ from kafka.structs import OffsetAndMetadata
 
 from newsflow.drain import read_to_end
 from newsflow.kafka import Publisher, make_consumer
-from newsflow.schemas import (
-    CleanArticle,
-    DeadLetter,
-    Incident,
-    IncidentMember,
-    IncidentVersion,
-    RawArticle,
-    read_json,
-)
+from newsflow.schemas import CleanArticle, DeadLetter, Incident, IncidentMember, IncidentVersion, read_json
 from newsflow.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -130,9 +122,10 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
         consumer.close()
 
 
-# Every field of a newsflow message, on any of its topics, in any schema version.
+# Every field of a newsflow message, on any of its topics, in any schema version (a clean
+# article's are a raw one's and more).
 _MESSAGE_FIELDS = frozenset().union(*(model.model_fields for model in (
-    RawArticle, CleanArticle, Incident, IncidentVersion, IncidentMember)))
+    CleanArticle, Incident, IncidentVersion, IncidentMember)))
 
 
 def _never_readable(letter: DeadLetter) -> str | None:
