@@ -107,8 +107,8 @@ def poll_counts(result: PollResult, max_entries: int) -> str:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow import outbox
-    from newsflow.kafka import Publisher, PublishError, bootstrap_servers
-    from producers.replay import is_replay_file, parse_time, read_articles, replay
+    from newsflow.kafka import MessageTooLargeError, Publisher, PublishError, bootstrap_servers
+    from producers.replay import is_replay_file, parse_time, read_articles, replay, too_large
 
     paths = [Path(p) for p in args.paths]
     missing = [str(p) for p in paths if not p.exists()]
@@ -126,6 +126,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     failure: PublishError | None = None
     unconfirmed = 0
     sent: list[tuple[RawArticle, int]] = []
+    refused: set[str | None] = set()  # the broker's refusals for size: the rest delivered
     try:
         stats = replay(
             articles, publisher.publish_article, rate=args.rate,
@@ -136,12 +137,19 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         try:
             publisher.close()  # flushes: until the broker has them all, or says which not
+        except MessageTooLargeError as exc:  # (the topic takes less than newsflow sends)
+            refused = set(exc.keys)
+            for article, _ in sent:
+                if article.id in refused:
+                    print(f"newsflow replay: error: {too_large(article, 'refused by the broker')}"
+                          f" ({exc})", file=sys.stderr)
         except PublishError as exc:
             failure = exc
             unconfirmed = publisher.sent if exc.undelivered is None else exc.undelivered
         # Kept, those unconfirmed too, for `newsflow run` to publish again should its
         # embedded broker die before storage holds them (newsflow/outbox.py).
-        outbox.keep_sent(settings, sent)
+        outbox.keep_sent(settings, [(article, ms) for article, ms in sent
+                                    if article.id not in refused])
     if failure is not None:
         confirmed = publisher.sent - unconfirmed
         print(f"newsflow replay: error: {confirmed} of {len(articles)} article(s) confirmed"
@@ -150,11 +158,17 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
               " again changes nothing.", file=sys.stderr)
         return 1
     seconds = time.monotonic() - started  # (with the flush: until the broker has them all)
+    count = stats.published - len(refused)
     if stats.interrupted:
-        print(f"interrupted: published {stats.published} of {len(articles)} article(s) to"
+        print(f"interrupted: published {count} of {len(articles)} article(s) to"
               f" {settings.topic_raw} in {seconds:.1f}s", file=sys.stderr)
         return 130
-    print(f"published {stats.published} article(s) to {settings.topic_raw} in {seconds:.1f}s")
+    print(f"published {count} article(s) to {settings.topic_raw} in {seconds:.1f}s")
+    not_sent = len(stats.refused) + len(refused)
+    if not_sent:  # (each said above, with why)
+        print(f"newsflow replay: error: {not_sent} article(s) too large for the broker, not "
+              "published", file=sys.stderr)
+        return 1
     return 0
 
 
