@@ -92,7 +92,9 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
             f"{poll_counts(result, settings.poll_max_entries)}\t{error or 'ok'}",
             file=sys.stderr,
         )
-    return 1 if failed == len(results) and results else 0
+    # Any feed failed: 1, its line said why (the others polled and published all the
+    # same). It was 0 unless every feed failed, so a script could not tell.
+    return 1 if failed else 0
 
 
 def poll_counts(result: PollResult, max_entries: int) -> str:
@@ -417,7 +419,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rep.set_defaults(func=cmd_replay)
 
 
-    poll = sub.add_parser("poll", help="poll the given feeds once")
+    poll = sub.add_parser(
+        "poll", help="poll the given feeds once",
+        epilog="Each feed's line (stderr) says what it gave, or why it failed. Exit code: 0 "
+               "when every feed was polled, 1 when one or more failed (the others' articles "
+               "are published all the same).")
     poll.add_argument("urls", nargs="+", metavar="FEED_URL")
     poll.add_argument("--once", action="store_true", help="one poll of each feed (required)")
     poll.add_argument("--stdout", action="store_true", help="print JSON lines, no broker needed")
