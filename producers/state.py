@@ -204,8 +204,8 @@ def _feed_by_url(conn: sqlite3.Connection, url: str) -> Any:
     ``url``, or moved to it by a 301, however ``url`` is spelt: both are kept as
     ``feed_address`` spells them (``_migrate_feed_addresses``)."""
     return conn.execute(
-        f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ?1 OR url = ?1"
-        " ORDER BY active DESC, id", (feed_address(url),)
+        f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ?1 OR url = ?1",
+        (feed_address(url),)
     ).fetchone()
 
 
