@@ -245,8 +245,8 @@ def _migrate_feed_addresses(conn: sqlite3.Connection) -> None:
     """Give the feeds of a state file written before feed addresses were kept as
     ``feed_address`` spells them that spelling. Two rows of one feed spelt two ways
     (``HTTP://A.com/f`` and ``http://a.com/f#top``: each polled, its articles published
-    twice): the first keeps polling, with its entries seen, the others stop and keep
-    their spelling (the address is the first's)."""
+    twice): the one spelt so already, else the first, keeps polling with its entries
+    seen; the others stop and keep their spelling (the address is that one's)."""
     rows = conn.execute("SELECT id, origin_url, url, active FROM feeds ORDER BY id").fetchall()
     taken = {origin_url for _, origin_url, _, _ in rows if feed_address(origin_url) == origin_url}
     for feed_id, origin_url, url, active in rows:
