@@ -170,8 +170,9 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
             raise ConfigError(f"{where}: feed #{number}: only http(s) URLs are polled: {url}")
         if url in seen:  # (its name, tags and bounds were dropped without a word)
             # (spelt another way too: `HTTP://A.com/f` and `http://a.com/f#top` are one feed)
+            given = str(item["url"]).strip()
             logger.warning("%s: feed #%d: %s is listed before; this one is not read", where,
-                           number, url)
+                           number, url if given == url else f"{given} (the feed {url})")
             continue
         seen.add(url)
         _warn_unknown(item, _FEED_KEYS, f"{where}: {url}")

@@ -199,7 +199,7 @@ def test_a_feed_spelt_another_way_is_the_same_feed(tmp_path, capsys, caplog):
         sync_feeds_file(state, settings.feeds_file)
         assert [f.url for f in state.feeds(active_only=True)] == [
             "http://example.com/feed", "https://b.example/rss"]
-        assert "https://b.example/rss is listed before" in caplog.text
+        assert "HTTPS://B.example/rss#x (the feed https://b.example/rss) is listed before" in caplog.text
     finally:
         state.close()
     assert _remove(settings, "http://Example.com/feed#top") == 0
