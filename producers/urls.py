@@ -93,6 +93,10 @@ def feed_address(url: str) -> str:
     if split is None:
         return url
     parts, scheme, netloc = split
+    try:
+        parts.port
+    except ValueError:  # (out of range: kept, to fail as given, not asked at port 80)
+        return url
     user = parts.netloc.rpartition("@")[0]
     return urlunsplit((scheme, f"{user}@{netloc}" if user else netloc, parts.path or "/",
                        parts.query, ""))

@@ -40,6 +40,8 @@ def test_a_feed_address_is_one_however_its_scheme_host_port_or_fragment_are_spel
     assert feed_address("https://u:P@Ex.com:443?B=1&a=2&ref=x#x") == "https://u:P@ex.com/?B=1&a=2&ref=x"
     assert feed_address("http://[::1]:8080/Feed") == "http://[::1]:8080/Feed"
     assert feed_address(" feed://x.example/rss ") == "feed://x.example/rss"
+    # A port past 65535 is no default port: kept, to fail as given (not asked at :80).
+    assert feed_address("http://A.example:99999/f") == "http://A.example:99999/f"
 
 
 def test_hosts_and_outlets():
