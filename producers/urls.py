@@ -94,7 +94,7 @@ def feed_address(url: str) -> str:
         return url
     parts, scheme, netloc = split
     try:
-        parts.port
+        _ = parts.port
     except ValueError:  # (out of range: kept, to fail as given, not asked at port 80)
         return url
     user = parts.netloc.rpartition("@")[0]
