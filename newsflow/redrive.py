@@ -23,7 +23,7 @@ from kafka.structs import OffsetAndMetadata
 
 from newsflow.drain import read_to_end
 from newsflow.kafka import Publisher, make_consumer
-from newsflow.schemas import DeadLetter, read_json
+from newsflow.schemas import CleanArticle, DeadLetter, Incident, IncidentMember, IncidentVersion, read_json
 from newsflow.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -122,18 +122,31 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
         consumer.close()
 
 
+# Every field of a newsflow message, on any of its topics, in any schema version (a clean
+# article's are a raw one's and more).
+_MESSAGE_FIELDS = frozenset().union(*(model.model_fields for model in (
+    CleanArticle, Incident, IncidentVersion, IncidentMember)))
+
+
 def _never_readable(letter: DeadLetter) -> str | None:
-    """What makes the letter's original unreadable to any newsflow (every message is
-    JSON), or None. Sent back (or, the sink's, put back), such a letter came back at every
-    redrive, one more letter each time, for ever: 10 poison messages on the raw topic were
-    "10 sent back to newsflow.articles.raw" at each redrive of the running service."""
+    """What makes the letter's original unreadable to any newsflow, or None: every
+    message is a JSON object with some of ``_MESSAGE_FIELDS``. Sent back (or, the sink's,
+    put back), such a letter came back at every redrive, one more letter each time, for
+    ever: 10 poison messages on the raw topic were "10 sent back to newsflow.articles.raw"
+    at each redrive of the running service. (A message of a schema version this newsflow
+    does not know, or one a fix may let through, has them: it goes back.)"""
     value = letter.original_value()
     if not value:
         return "empty"
     try:
-        read_json(value)
+        data = read_json(value)
     except ValueError:  # (UnicodeDecodeError too)
         return "not JSON"
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+        return f"JSON but not an object ({kind.get(type(data), 'a number')})"
+    if not data.keys() & _MESSAGE_FIELDS:
+        return "a JSON object with no field of a newsflow message"
     return None
 
 

@@ -134,29 +134,41 @@ def running_service(settings: Settings) -> dict[str, Any] | None:
         runs = process_runs(int(info["pid"]), info.get("started"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return info if runs else None
+    # A copy of a running service's folder (cp -a) has its runfile, whose pid runs, but
+    # that pid holds the lock of the folder it was copied from: none holds the copy's.
+    # (Any holder will do, not the runfile's pid alone: /proc/locks names one in another
+    # pid namespace as 0. Where the system does not say, the pid is taken.)
+    held = _lock_holders(settings)
+    return info if runs and (held is None or held[1]) else None
+
+
+def _lock_holders(settings: Settings) -> tuple[str, list[str]] | None:
+    """The pid the data folder's lock file names (``hold_data_dir`` writes its own) and
+    the pids the system's table of locks (``/proc/locks``) says hold that file; None when
+    the system does not say (no lock file, or no table)."""
+    path = settings.data_dir / "service.lock"
+    try:
+        inode = path.stat().st_ino
+        named = path.read_text(encoding="utf-8").strip()
+        locks = Path("/proc/locks").read_text(encoding="ascii")
+    except (OSError, ValueError):
+        return None
+    # "3: FLOCK  ADVISORY  WRITE 26012 fe:00:2514946 0 EOF" (a waiter's has "->")
+    return named, [fields[4] for fields in map(str.split, locks.splitlines())
+                   if len(fields) >= 6 and fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"]
+                   and fields[5].rsplit(":", 1)[-1] == str(inode)]
 
 
 def data_dir_holder(settings: Settings) -> int | None:
     """The pid of the `newsflow run` that holds this data folder (``hold_data_dir``), as
-    the system's table of locks says (``/proc/locks``): from its start, before its
-    runfile is written (its broker, topics and the outbox published again first, some
-    20 s with a full outbox). None when none does, or the system does not say. Read, not
-    tried: a lock taken to try it would make a `newsflow run` starting meanwhile fail."""
-    path = settings.data_dir / "service.lock"
-    try:
-        inode = path.stat().st_ino
-        named = path.read_text(encoding="utf-8").strip()  # the holder writes its pid
-        locks = Path("/proc/locks").read_text(encoding="ascii")
-    except (OSError, ValueError):
+    the system's table of locks says: from its start, before its runfile is written (its
+    broker, topics and the outbox published again first, some 20 s with a full outbox).
+    None when none does, or the system does not say. Read, not tried: a lock taken to try
+    it would make a `newsflow run` starting meanwhile fail."""
+    held = _lock_holders(settings)
+    if held is None or held[0] not in held[1]:
         return None
-    for line in locks.splitlines():
-        # "3: FLOCK  ADVISORY  WRITE 26012 fe:00:2514946 0 EOF" (a waiter's has "->")
-        fields = line.split()
-        if (len(fields) >= 6 and fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"]
-                and fields[4] == named and fields[5].rsplit(":", 1)[-1] == str(inode)):
-            return int(named)
-    return None
+    return int(held[0])
 
 
 def broker_started(settings: Settings) -> float | None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -114,6 +116,27 @@ def role_status(textfile: Textfile) -> RoleStatus:
     return RoleStatus(textfile.role, textfile.pid, up_s, figures, textfile.written)
 
 
+def uses_data_dir(pid: int, data_dir: Path) -> bool:
+    """Whether process ``pid`` writes its figures into ``data_dir``, as its settings make
+    it: NEWSFLOW_DATA_DIR of the environment it was started with, else ``var``, from its
+    working folder. A copy of a running service's folder (cp -a) holds its processes'
+    metrics files, which name live pids: those are the other folder's. True when the
+    system does not say (another user's process) or its folder starts with ``~``."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return True
+    variables = dict(item.partition(b"=")[::2] for item in environ.split(b"\0"))
+    named = os.fsdecode(variables.get(b"NEWSFLOW_DATA_DIR", b"")).strip() or "var"
+    if named.startswith("~"):  # (its own home's, which only its HOME says)
+        return True
+    try:
+        return os.path.samefile(Path(cwd, named), data_dir)
+    except OSError:  # (its folder is not there: it is not this one, which is)
+        return False
+
+
 def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus],
                 storage_error: str | None, *, starting: bool = False,
                 now: float | None = None) -> list[str]:
@@ -151,7 +174,8 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
     written it yet (``starting``), and how to count what storage holds."""
     from newsflow.storage import storage_errors, store_name
 
-    roles = [role_status(t) for t in running_textfiles(metrics_dir(settings.data_dir))]
+    roles = [role_status(t) for t in running_textfiles(metrics_dir(settings.data_dir))
+             if t.pid is None or uses_data_dir(t.pid, settings.data_dir)]
     web = runfile.get("web") if runfile is not None else None
     web_answers = answers(web) if isinstance(web, str) and has_port(web) else None
     counts, storage_error = None, None

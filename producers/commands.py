@@ -92,7 +92,9 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
             f"{poll_counts(result, settings.poll_max_entries)}\t{error or 'ok'}",
             file=sys.stderr,
         )
-    return 1 if failed == len(results) and results else 0
+    # Any feed failed: 1, its line said why (the others polled and published all the
+    # same). It was 0 unless every feed failed, so a script could not tell.
+    return 1 if failed else 0
 
 
 def poll_counts(result: PollResult, max_entries: int) -> str:
@@ -107,8 +109,8 @@ def poll_counts(result: PollResult, max_entries: int) -> str:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow import outbox
-    from newsflow.kafka import Publisher, PublishError, bootstrap_servers
-    from producers.replay import is_replay_file, parse_time, read_articles, replay
+    from newsflow.kafka import MessageTooLargeError, Publisher, PublishError, bootstrap_servers
+    from producers.replay import is_replay_file, parse_time, read_articles, replay, too_large
 
     paths = [Path(p) for p in args.paths]
     missing = [str(p) for p in paths if not p.exists()]
@@ -126,6 +128,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     failure: PublishError | None = None
     unconfirmed = 0
     sent: list[tuple[RawArticle, int]] = []
+    refused: set[str | None] = set()  # the broker's refusals for size: the rest delivered
     try:
         stats = replay(
             articles, publisher.publish_article, rate=args.rate,
@@ -136,12 +139,19 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         try:
             publisher.close()  # flushes: until the broker has them all, or says which not
+        except MessageTooLargeError as exc:  # (the topic takes less than newsflow sends)
+            refused = set(exc.keys)
+            for article, _ in sent:
+                if article.id in refused:
+                    print(f"newsflow replay: error: {too_large(article, 'refused by the broker')}"
+                          f" ({exc})", file=sys.stderr)
         except PublishError as exc:
             failure = exc
             unconfirmed = publisher.sent if exc.undelivered is None else exc.undelivered
         # Kept, those unconfirmed too, for `newsflow run` to publish again should its
         # embedded broker die before storage holds them (newsflow/outbox.py).
-        outbox.keep_sent(settings, sent)
+        outbox.keep_sent(settings, [(article, ms) for article, ms in sent
+                                    if article.id not in refused])
     if failure is not None:
         confirmed = publisher.sent - unconfirmed
         print(f"newsflow replay: error: {confirmed} of {len(articles)} article(s) confirmed"
@@ -150,11 +160,17 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
               " again changes nothing.", file=sys.stderr)
         return 1
     seconds = time.monotonic() - started  # (with the flush: until the broker has them all)
+    count = stats.published - len(refused)
     if stats.interrupted:
-        print(f"interrupted: published {stats.published} of {len(articles)} article(s) to"
+        print(f"interrupted: published {count} of {len(articles)} article(s) to"
               f" {settings.topic_raw} in {seconds:.1f}s", file=sys.stderr)
         return 130
-    print(f"published {stats.published} article(s) to {settings.topic_raw} in {seconds:.1f}s")
+    print(f"published {count} article(s) to {settings.topic_raw} in {seconds:.1f}s")
+    not_sent = len(stats.refused) + len(refused)
+    if not_sent:  # (each said above, with why)
+        print(f"newsflow replay: error: {not_sent} article(s) too large for the broker, not "
+              "published", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -293,14 +309,15 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_http_logs()
     from producers.discover import find_feeds
     from producers.state import StateStore
-    from producers.urls import is_http_url
+    from producers.urls import feed_address, is_http_url
 
-    url = args.url.strip()  # (as the feeds file's are: pasted with a space, no address)
+    url = feed_address(args.url)  # (as the feeds file's are: pasted with a space, no address)
     if not is_http_url(url):
         # As the feeds file and `feeds import` refuse it: with --no-discover it was added,
         # "added notaurl", and polled, failing, for ever.
         raise ValueError(f"not an http(s) address: {url!r}; only http(s) feeds are polled")
-    urls = [url] if args.no_discover else find_feeds(settings, url)
+    urls = [url] if args.no_discover else list(
+        dict.fromkeys(feed_address(found) for found in find_feeds(settings, url)))
     if not urls:
         print(f"no feed found at {url}", file=sys.stderr)
         return 1
@@ -363,7 +380,9 @@ def _feeds_file_urls(settings: Settings) -> set[str]:
 
 def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
     from producers.state import StateStore
+    from producers.urls import feed_address
 
+    args.url = feed_address(args.url)  # (one feed however it is spelt: see feed_address)
     row, done = None, "absent"
     if settings.producer_state_file.exists():  # (a removal creates no state file)
         state = StateStore(settings.producer_state_file)
@@ -400,7 +419,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rep.set_defaults(func=cmd_replay)
 
 
-    poll = sub.add_parser("poll", help="poll the given feeds once")
+    poll = sub.add_parser(
+        "poll", help="poll the given feeds once",
+        epilog="Each feed's line (stderr) says what it gave, or why it failed. Exit code: 0 "
+               "when every feed was polled, 1 when one or more failed (the others' articles "
+               "are published all the same).")
     poll.add_argument("urls", nargs="+", metavar="FEED_URL")
     poll.add_argument("--once", action="store_true", help="one poll of each feed (required)")
     poll.add_argument("--stdout", action="store_true", help="print JSON lines, no broker needed")

@@ -31,7 +31,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from newsflow.schemas import ascii_host, is_ip_address, registrable_domain, site_of
-from producers.urls import is_http_url
+from producers.urls import feed_address, is_http_url
 
 logger = logging.getLogger(__name__)
 
@@ -165,12 +165,14 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
             item = {"url": item}
         if not isinstance(item, dict) or not item.get("url"):
             raise ConfigError(f"{where}: feed #{number} has no url")
-        url = str(item["url"]).strip()
+        url = feed_address(str(item["url"]))
         if not is_http_url(url):
             raise ConfigError(f"{where}: feed #{number}: only http(s) URLs are polled: {url}")
         if url in seen:  # (its name, tags and bounds were dropped without a word)
+            # (spelt another way too: `HTTP://A.com/f` and `http://a.com/f#top` are one feed)
+            given = str(item["url"]).strip()
             logger.warning("%s: feed #%d: %s is listed before; this one is not read", where,
-                           number, url)
+                           number, url if given == url else f"{given} (the feed {url})")
             continue
         seen.add(url)
         _warn_unknown(item, _FEED_KEYS, f"{where}: {url}")
@@ -242,15 +244,18 @@ def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
 
     def walk(element: Any, folders: list[str]) -> None:
         for outline in _named_children(element, "outline"):
-            url = _attribute(outline, "xmlurl").strip()
+            url = feed_address(_attribute(outline, "xmlurl"))
             label = outline.get("title") or outline.get("text")
             if not url:
-                walk(outline, folders + ([label] if label else []))
+                pass
             elif not is_http_url(url):
                 skipped.append(url)
             elif url not in seen:
                 seen.add(url)
                 specs.append(FeedSpec(url=url, name=label or None, tags=list(folders)))
+            # A feed's outline may hold others, as a folder does (some readers export a
+            # site's feed with its sections' under it): they were lost on import.
+            walk(outline, folders + ([label] if label else []))
 
     body = next(iter(_named_children(root, "body")), None)
     walk(body if body is not None else root, [])

@@ -61,7 +61,7 @@ from producers.politeness import HostBusy, HostLimiter
 from producers.robots import RobotsCache
 from producers.schedule import Bounds, error_interval, next_interval, parse_retry_after
 from producers.state import EntryVersion, FeedRow, FeedUpdate, PageRetry, SeenEntry, StateStore
-from producers.urls import canonicalize, host_key, host_of, is_http_url, outlet_from_host
+from producers.urls import canonicalize, feed_address, host_key, host_of, is_http_url, outlet_from_host
 
 logger = logging.getLogger(__name__)
 
@@ -1360,7 +1360,7 @@ def poll_once(
         # Each address once: one named twice was polled twice at once, its articles
         # printed (or published) twice.
         feeds = [store.upsert_feed(url, origin="adhoc", active=False)
-                 for url in dict.fromkeys(urls)]
+                 for url in dict.fromkeys(feed_address(url) for url in urls)]
         with ThreadPoolExecutor(max(1, min(settings.poll_workers, len(feeds)))) as pool:
             polls = [pool.submit(poller.poll, feed, stop) for feed in feeds]
             while wait(polls, timeout=0.2).not_done:

@@ -11,11 +11,12 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from newsflow.kafka import MAX_MESSAGE_BYTES, MessageTooLargeError
 from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, cut_text, parse_timestamp
 from newsflow.text import derive_title
 
@@ -215,6 +216,21 @@ class ReplayStats:
     published: int = 0
     seconds: float = 0.0
     interrupted: bool = False  # stopped by Ctrl-C before the end
+    # Articles the client refused for their size: (id, why), said as each was.
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+def too_large(article: RawArticle, limit: str) -> str:
+    """Why ``article`` was not published, for its user: its size as a message, the
+    ``limit`` it is past, and its largest field (its text is cut already; a title, an
+    author or a summary of megabytes is not)."""
+    fields = {name: len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+              for name, value in article.model_dump(mode="json").items()}
+    largest = max(fields, key=fields.__getitem__)
+    where = f" (file {article.fetch['file']})" if article.fetch and "file" in article.fetch else ""
+    return (f"article {article.id}{where} not published: {len(article.to_bytes()):,} bytes as"
+            f" a message, {limit}, {fields[largest]:,} of them its {largest}: cut it in the file"
+            " to replay it")
 
 
 def replay(
@@ -242,7 +258,15 @@ def replay(
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            publish(article)
+            try:
+                publish(article)
+            except MessageTooLargeError as exc:
+                # No try can deliver it, and it is no reason to leave the rest unsent (the
+                # replay stopped there, "1 of 5 article(s) confirmed"): said, and skipped.
+                stats.refused.append((article.id, str(exc)))
+                logger.error("%s", too_large(article, f"past the {MAX_MESSAGE_BYTES:,} bytes"
+                                                       " newsflow sends"))
+                continue
             stats.published += 1
             if sent is not None:
                 sent.append((article, int(time.time() * 1000)))

@@ -23,6 +23,7 @@ from typing import Any
 
 from newsflow import outbox
 from newsflow.sqlite_wal import enable_wal
+from producers.urls import feed_address
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feeds (
@@ -200,9 +201,11 @@ def _feeds_query(active_only: bool, columns: str = _FEED_COLUMNS) -> str:
 
 def _feed_by_url(conn: sqlite3.Connection, url: str) -> Any:
     """The row (as sqlite3 gives it, None when there is none) of the feed added from
-    ``url``, or moved to it by a 301."""
+    ``url``, or moved to it by a 301, however ``url`` is spelt: both are kept as
+    ``feed_address`` spells them (``_migrate_feed_addresses``)."""
     return conn.execute(
-        f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ? OR url = ?", (url, url)
+        f"SELECT {_FEED_COLUMNS} FROM feeds WHERE origin_url = ?1 OR url = ?1",
+        (feed_address(url),)
     ).fetchone()
 
 
@@ -236,6 +239,27 @@ def _migrate_page_retries(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(page_retries)")}
     if "next_try" not in columns:
         conn.execute("ALTER TABLE page_retries ADD COLUMN next_try REAL NOT NULL DEFAULT 0")
+
+
+def _migrate_feed_addresses(conn: sqlite3.Connection) -> None:
+    """Give the feeds of a state file written before feed addresses were kept as
+    ``feed_address`` spells them that spelling. Two rows of one feed spelt two ways
+    (``HTTP://A.com/f`` and ``http://a.com/f#top``: each polled, its articles published
+    twice): the one spelt so already, else the first, keeps polling with its entries
+    seen; the others stop and keep their spelling (the address is that one's)."""
+    rows = conn.execute("SELECT id, origin_url, url, active FROM feeds ORDER BY id").fetchall()
+    taken = {origin_url for _, origin_url, _, _ in rows if feed_address(origin_url) == origin_url}
+    for feed_id, origin_url, url, active in rows:
+        address = feed_address(origin_url)
+        if address != origin_url and address in taken:
+            if active:
+                _stop_polling(conn, [feed_id])
+            continue  # (found by no address now: its first's are the same)
+        if address != origin_url:
+            conn.execute("UPDATE feeds SET origin_url = ? WHERE id = ?", (address, feed_id))
+            taken.add(address)
+        if feed_address(url) != url:
+            conn.execute("UPDATE feeds SET url = ? WHERE id = ?", (feed_address(url), feed_id))
 
 
 def _migrate_seen_versions(conn: sqlite3.Connection) -> None:
@@ -354,6 +378,7 @@ class StateStore:
                 _migrate_feed_pauses(self._conn)
                 _migrate_feed_sites(self._conn)
                 _migrate_seen_versions(self._conn)
+                _migrate_feed_addresses(self._conn)
                 outbox.create(self._conn)
 
     def close(self) -> None:
@@ -396,6 +421,7 @@ class StateStore:
         (its state, and a URL a 301 moved it to, are kept). For the feeds file, whose
         feeds are its own whoever added them first, and for one-off polls, which change
         nothing of a feed already there; ``feeds import|add`` use ``add_feed``."""
+        url = feed_address(url)  # (as every feed's is kept: see _feed_by_url)
         tags_json, sites_json = json.dumps(list(tags)), json.dumps(list(sites))
         with self._tx() as conn:
             row = _feed_by_url(conn, url)
@@ -436,6 +462,7 @@ class StateStore:
         replace its own, but not on a feed of the feeds file, which would set them back.
         Returns the row and what was done: "added" (a new feed, or one no longer polled),
         "kept", "changed", or "configured" (in the feeds file: nothing done)."""
+        url = feed_address(url)  # (as every feed's is kept: see _feed_by_url)
         with self._tx() as conn:
             found = _feed_by_url(conn, url)
             row = FeedRow.from_row(found) if found else None
@@ -474,7 +501,7 @@ class StateStore:
     def deactivate_missing(self, origin: str, keep_urls: Iterable[str]) -> int:
         """Feeds of ``origin`` no longer listed (e.g. removed from feeds.toml) stop
         (``_stop_polling``)."""
-        keep = set(keep_urls)
+        keep = {feed_address(url) for url in keep_urls}
         with self._tx() as conn:
             rows = conn.execute(
                 "SELECT id, origin_url, url FROM feeds WHERE origin = ? AND active = 1",
@@ -642,7 +669,7 @@ class StateStore:
                 args += [update.etag, update.last_modified]
             if update.new_url:
                 sets.append("url = ?")
-                args.append(update.new_url)
+                args.append(feed_address(update.new_url))
             versions = versions or {}
             inserted = 0
             for key in new_keys:

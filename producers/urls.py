@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from newsflow.schemas import ascii_host
 
@@ -50,13 +50,28 @@ def canonicalize(url: str) -> str:
     stripped but otherwise unchanged.
     """
     url = url.strip()
+    split = _http_split(url)
+    if split is None:
+        return url
+    parts, scheme, netloc = split
+    path = quote(unquote(parts.path or "/"), safe="/:@!$&'()*+,;=-._~%")
+    query_pairs = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)
+    ]
+    query = urlencode(sorted(query_pairs), doseq=True)
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def _http_split(url: str) -> tuple[SplitResult, str, str] | None:
+    """``url``'s parts, its scheme in lower case and its host in lower case (IDNA) with
+    its port unless the scheme's default; None when it is not an http(s) address."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
+        return None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
-        return url
+        return None
     host = ascii_host(parts.hostname.lower().rstrip("."))
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
@@ -64,13 +79,27 @@ def canonicalize(url: str) -> str:
         port = parts.port
     except ValueError:
         port = None
-    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
-    path = quote(unquote(parts.path or "/"), safe="/:@!$&'()*+,;=-._~%")
-    query_pairs = [
-        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)
-    ]
-    query = urlencode(sorted(query_pairs), doseq=True)
-    return urlunsplit((scheme, netloc, path, query, ""))
+    return parts, scheme, host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+
+
+def feed_address(url: str) -> str:
+    """A feed's address as the producer keeps it, so that two spellings of one feed are
+    one feed (else polled twice, and its articles published twice): the scheme and host
+    in lower case, without the default port and the fragment (never sent to the server).
+    The user name, path and query stay as given: a server may tell their case apart.
+    Anything that is not http(s) is returned stripped."""
+    url = url.strip()
+    split = _http_split(url)
+    if split is None:
+        return url
+    parts, scheme, netloc = split
+    try:
+        _ = parts.port
+    except ValueError:  # (out of range: kept, to fail as given, not asked at port 80)
+        return url
+    user = parts.netloc.rpartition("@")[0]
+    return urlunsplit((scheme, f"{user}@{netloc}" if user else netloc, parts.path or "/",
+                       parts.query, ""))
 
 
 def host_of(url: str) -> str:

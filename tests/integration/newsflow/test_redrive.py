@@ -16,6 +16,9 @@ from sinks.redrive import store_letters
 
 pytestmark = pytest.mark.integration
 
+# An original a fix may make readable (it goes back): a newsflow message's JSON object.
+ARTICLE = b'{"schema_version": 1, "id": "x"}'
+
 
 def letter_for(topic: str, offset: int, key: bytes, value: bytes,
                stage: str = "clean") -> DeadLetter:
@@ -50,29 +53,34 @@ def test_dead_letters_go_back_to_their_topics_once(make_settings) -> None:
     # Sent once: a second redrive finds only what arrived since.
     assert not redrive(settings, store_letters).sent
     with Publisher(settings) as publisher:
-        publisher.publish_dead_letter(letter_for(settings.topic_clean, 6, b"k2", b"{}"))
+        publisher.publish_dead_letter(letter_for(settings.topic_clean, 6, b"k2", ARTICLE))
     assert dict(redrive(settings, store_letters).sent) == {settings.topic_clean: 1}
     assert len(read_topic(settings, settings.topic_raw)) == 1
 
 
 def test_a_letter_whose_original_no_newsflow_can_read_is_reported_and_left(
         make_settings) -> None:
-    """Not JSON, or empty: sent back, the clean stage dead-lettered it again, and every
-    redrive sent it back once more, a letter more each time (10 poison messages were "10
-    sent back" at each redrive of a running service)."""
+    """Not JSON, or empty, or JSON that is no newsflow message (not an object, or one
+    with none of its fields: `[1,2]`, `"x"`, `{}`): sent back, the clean stage
+    dead-lettered it again, and every redrive sent it back once more, a letter more each
+    time (10 poison messages were "10 sent back" at each redrive of a running service)."""
     settings = make_settings()
     ensure_topics(settings)
+    never = (b"not json \x1b[31m", b"", b"\xff\xfe{}", b"[1, 2]", b'"x"', b"null", b"{}",
+             b'{"foo": 1}')
     with Publisher(settings) as publisher:
-        for offset, value in enumerate((b"not json \x1b[31m", b"", b"\xff\xfe{}")):
+        for offset, value in enumerate(never):
             publisher.publish_dead_letter(letter_for(settings.topic_raw, offset, b"k", value))
-        publisher.publish_dead_letter(letter_for(settings.topic_raw, 9, b"k", b"[1, 2]"))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 9, b"k", b'{"title": 1}'))
     report = redrive(settings, store_letters)
-    assert dict(report.sent) == {settings.topic_raw: 1} and report.again == []  # JSON: back
+    assert dict(report.sent) == {settings.topic_raw: 1} and report.again == []  # a message's
     assert [reason.split(": ", 1)[1] for reason in report.kept] == [
         f"its original is {what}, which no fix makes readable: left"
-        for what in ("not JSON", "empty", "not JSON")]
-    assert [m.value for m in read_topic(settings, settings.topic_raw)] == [b"[1, 2]"]
-    assert len(read_topic(settings, settings.topic_dlq)) == 4  # left as they were
+        for what in ("not JSON", "empty", "not JSON", "JSON but not an object (an array)",
+                     "JSON but not an object (a string)", "JSON but not an object (null)",
+                     *["a JSON object with no field of a newsflow message"] * 2)]
+    assert [m.value for m in read_topic(settings, settings.topic_raw)] == [b'{"title": 1}']
+    assert len(read_topic(settings, settings.topic_dlq)) == len(never) + 1  # left as they were
 
 
 def test_a_message_both_the_cluster_stage_and_the_sink_refused_goes_back_once(
@@ -113,7 +121,7 @@ def test_a_broker_recycle_does_not_make_the_next_redrive_send_everything_again(
     settings = make_settings()
     ensure_topics(settings)
     with Publisher(settings) as publisher:
-        publisher.publish_dead_letter(letter_for(settings.topic_raw, 5, b"k1", b"{}"))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 5, b"k1", ARTICLE))
     assert dict(redrive(settings, store_letters).sent) == {settings.topic_raw: 1}
     # What a recycle does: the letters saved, then written back to an empty broker (here
     # a new dead-letter topic stands for it: no offsets committed on it).
@@ -124,7 +132,7 @@ def test_a_broker_recycle_does_not_make_the_next_redrive_send_everything_again(
     assert len(read_topic(fresh, fresh.topic_dlq)) == 1  # kept, for the record ...
     assert not redrive(fresh, store_letters).sent  # ... but not sent back again
     with Publisher(fresh) as publisher:
-        publisher.publish_dead_letter(letter_for(fresh.topic_raw, 6, b"k2", b"{}"))
+        publisher.publish_dead_letter(letter_for(fresh.topic_raw, 6, b"k2", ARTICLE))
     assert dict(redrive(fresh, store_letters).sent) == {fresh.topic_raw: 1}
 
 
@@ -138,8 +146,8 @@ def test_the_command_says_what_it_sent_and_what_it_left(make_settings, capsys) -
     assert cmd_dlq_redrive(Namespace(dry_run=False), settings, store_letters=store_letters) == 0
     assert capsys.readouterr().out == "no dead letters since the last redrive\n"
     with Publisher(settings) as publisher:
-        publisher.publish_dead_letter(letter_for(settings.topic_raw, 5, b"k1", b"{}"))
-        publisher.publish_dead_letter(letter_for(settings.topic_raw + "-gone", 1, b"k", b"{}"))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 5, b"k1", ARTICLE))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw + "-gone", 1, b"k", ARTICLE))
     assert cmd_dlq_redrive(Namespace(dry_run=True), settings, store_letters=store_letters) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"1 would be sent back to {settings.topic_raw}"

@@ -100,3 +100,51 @@ def test_a_newsflow_run_whose_runfile_is_garbled_is_not_said_to_be_starting(tmp_
     assert said.returncode == 1, said.stdout + said.stderr
     assert "or its runfile unreadable" in said.stdout.splitlines()[0]
     assert "not up yet" not in said.stdout
+
+
+# A process standing for `newsflow run` and one of its roles, on the data folder its
+# settings name (from its environment and working folder): it holds the folder, writes
+# its runfile and a role's metrics file, then waits for its stdin to close.
+_SERVICE = """
+import sys
+from newsflow.metrics import Registry, textfile_path, write_textfile
+from newsflow.service import hold_data_dir, write_runfile
+from newsflow.settings import Settings
+
+settings = Settings()
+with hold_data_dir(settings):
+    write_runfile(settings)
+    write_textfile(Registry(), textfile_path(settings.data_dir, "sink"))
+    print("up", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_copy_of_a_running_services_folder_is_not_running(tmp_path):
+    """`cp -a` of a running service's data folder: its runfile and metrics files name the
+    live pids of the service it was copied from, and status of the copy said "running",
+    its roles beside it, exit code 0. The service's own folder, named by a relative path
+    as `make run`'s is, is still running."""
+    import shutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    service = subprocess.Popen(
+        [sys.executable, "-c", _SERVICE], env={**env, "NEWSFLOW_DATA_DIR": "var",
+                                               "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert service.stdout is not None and service.stdout.readline() == "up\n"
+        shutil.copytree(tmp_path / "var", tmp_path / "copy", symlinks=True)  # (as cp -a)
+
+        def status(folder: str) -> dict:
+            done = subprocess.run([sys.executable, "-m", "newsflow.cli", "status", "--json"],
+                                  env={**env, "NEWSFLOW_DATA_DIR": str(tmp_path / folder)},
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+            return json.loads(done.stdout)
+
+        copy, own = status("copy"), status("var")
+    finally:
+        service.communicate("")
+    assert (copy["running"], copy["roles"], copy["exit_code"]) == (False, [], 3), copy
+    assert own["running"] and own["pid"] == service.pid, own
+    assert [(r["role"], r["pid"]) for r in own["roles"]] == [("sink", service.pid)]

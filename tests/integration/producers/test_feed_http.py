@@ -882,6 +882,20 @@ def test_poll_once_stdout_needs_no_broker(server, tmp_path):
     assert not any(p.startswith("/genpage/e") for p, _ in server.state.requests)
 
 
+def test_poll_once_exits_1_when_a_feed_failed_after_polling_the_others(server, tmp_path):
+    """A feed that fails among others: it exited 0 (1 only when every feed failed), so a
+    script could not tell that one gave nothing."""
+    failing = server.url("/nowhere/feed.xml")
+    done = _cli("poll", "--once", "--stdout", "--no-pages", server.url("/gen/e.xml"), failing,
+                tmp_path=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert len(done.stdout.splitlines()) == 5  # the other's articles, all the same
+    lines = {row.split("\t")[0]: row.split("\t")[1:] for row in done.stderr.splitlines()
+             if row.count("\t") == 3}
+    assert lines[failing] == ["404", "0 new", "HTTP 404"]
+    assert lines[server.url("/gen/e.xml")] == ["200", "5 new", "ok"]
+
+
 def test_poll_once_says_how_many_new_entries_the_cap_left_out(server, tmp_path):
     """A one-off poll is not polled again (with --stdout it remembers nothing: the same
     oldest ones come every time), so the entries past NEWSFLOW_POLL_MAX_ENTRIES are said

@@ -10,7 +10,7 @@ from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.redrive import redrive
 from sinks.redrive import store_letters
 from sinks.store import open_store
-from tests.integration.newsflow.test_redrive import letter_for
+from tests.integration.newsflow.test_redrive import ARTICLE, letter_for
 from tests.records import header
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ def test_the_sink_s_letters_go_to_storage_not_back_to_a_compacted_topic(make_set
                                                  version.to_bytes(), stage="sink"))
         publisher.publish_dead_letter(letter_for(settings.topic_incidents, 8, b"i2",
                                                  b'{"schema_version": 9}', stage="sink"))
-        publisher.publish_dead_letter(letter_for(settings.topic_raw + "-gone", 1, b"k", b"{}"))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw + "-gone", 1, b"k", ARTICLE))
     report = redrive(settings, store_letters)
     assert (report.stored, dict(report.sent)) == (1, {})
     assert any("still cannot read it (schema_version" in reason for reason in report.kept)

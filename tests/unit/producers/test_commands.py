@@ -180,6 +180,31 @@ def test_an_import_says_which_feeds_it_left_out_and_why(tmp_path, capsys):
                    "feed://c.example/rss left out: only http(s) feed addresses are polled\n")
 
 
+def test_a_feed_spelt_another_way_is_the_same_feed(tmp_path, capsys, caplog):
+    """A fragment, the host's case or the default port made another feed: added, imported
+    or listed twice so, it was polled twice and its articles published twice."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    assert _add(settings, "HTTP://Example.COM/feed") == 0
+    assert capsys.readouterr().out == "added http://example.com/feed\n"
+    for spelt in ("http://example.com/feed#top", "http://example.com:80/feed"):
+        assert _add(settings, spelt) == 0
+        assert "already polled" in capsys.readouterr().out
+    opml = _opml(tmp_path / "subs.opml", "http://EXAMPLE.com/feed#latest", "Imported")
+    assert cmd_feeds_import(argparse.Namespace(file=opml), settings) == 0
+    assert capsys.readouterr().out == f"imported 0 feed(s) from {opml}; 1 already polled\n"
+    settings.feeds_file.write_text('[[feed]]\nurl = "https://b.example/rss"\n'
+                                   '[[feed]]\nurl = "HTTPS://B.example/rss#x"\n')
+    state = StateStore(settings.producer_state_file)
+    try:
+        sync_feeds_file(state, settings.feeds_file)
+        assert [f.url for f in state.feeds(active_only=True)] == [
+            "http://example.com/feed", "https://b.example/rss"]
+        assert "HTTPS://B.example/rss#x (the feed https://b.example/rss) is listed before" in caplog.text
+    finally:
+        state.close()
+    assert _remove(settings, "http://Example.com/feed#top") == 0
+
+
 def test_adding_a_feed_again_changes_only_the_options_given(tmp_path, capsys):
     settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
     url = "https://a.example/feed"

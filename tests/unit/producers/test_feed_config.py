@@ -184,6 +184,24 @@ def test_opml_import_with_folders():
     ]
 
 
+def test_the_outlines_under_a_feeds_outline_are_imported_too():
+    """A feed's outline holding others (a site's feed with its sections' under it): the
+    sections were lost, "imported 1 feed(s)". They take the feed's label as a folder's."""
+    opml = b"""<opml version="2.0"><body><outline text="World">
+      <outline text="News" xmlUrl="https://news.example/rss">
+        <outline text="Sport" xmlUrl="https://news.example/sport.rss">
+          <outline text="Tennis" xmlUrl="https://news.example/tennis.rss"/></outline>
+        <outline text="Old" xmlUrl="feed://news.example/old"/></outline>
+    </outline></body></opml>"""
+    specs, skipped = parse_opml(opml)
+    assert [(s.url, s.name, s.tags) for s in specs] == [
+        ("https://news.example/rss", "News", ["World"]),
+        ("https://news.example/sport.rss", "Sport", ["World", "News"]),
+        ("https://news.example/tennis.rss", "Tennis", ["World", "News", "Sport"]),
+    ]
+    assert skipped == ["feed://news.example/old"]
+
+
 def test_a_bad_interval_names_the_file_and_the_feed(tmp_path):
     path = tmp_path / "feeds.toml"
     path.write_text('[[feed]]\nurl = "https://a.example/rss"\nmin_interval = "5 minutes"\n')

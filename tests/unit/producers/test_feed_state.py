@@ -80,6 +80,37 @@ def test_a_moved_feed_listed_by_its_new_address_keeps_polling(tmp_path):
     assert (row.id, row.url) == (feed.id, "https://new.example/rss")
 
 
+def test_one_feed_spelt_two_ways_in_a_state_file_from_before_is_polled_once(tmp_path):
+    """Before feed addresses were kept as feed_address spells them, a feeds file listing
+    `HTTP://Example.COM/feed` and `http://example.com/feed#top` made two feeds, each polled
+    and its articles published. Opened now, the first is that feed, spelt so, with its
+    entries seen (none published again); the other stops; a third feed keeps polling."""
+    path = tmp_path / "state.db"
+    StateStore(path).close()
+    with sqlite3.connect(path) as conn:  # as an older producer wrote them
+        conn.executemany("INSERT INTO feeds (url, origin_url, origin) VALUES (?, ?, 'config')",
+                         [(url, url) for url in ("HTTP://Example.COM/feed",
+                                                 "http://example.com/feed#top",
+                                                 "https://Other.example/rss")])
+        conn.execute("INSERT INTO seen (feed_id, entry_key, first_seen, last_seen)"
+                     " VALUES (1, 'entry-1', 0, 0)")
+    conn.close()
+    state = StateStore(path)
+    assert [(f.id, f.url, f.origin_url, f.active) for f in state.feeds()] == [
+        (1, "http://example.com/feed", "http://example.com/feed", True),
+        (2, "http://example.com/feed#top", "http://example.com/feed#top", False),
+        (3, "https://other.example/rss", "https://other.example/rss", True)]
+    assert state.unseen(1, ["entry-1"]) == []
+    assert state.upsert_feed("HTTP://example.com:80/feed", origin="config").id == 1
+    assert state.add_feed("http://EXAMPLE.com/feed#x", origin="cli")[1] == "configured"
+    assert state.deactivate_missing("config", ["http://example.com/feed",
+                                               "https://other.example/rss"]) == 0
+    state.record(3, None, FeedUpdate(status=200, error=None, next_poll=0,
+                                     new_url="HTTPS://New.example/rss#x"))  # (a 301)
+    assert state.upsert_feed("https://new.example/rss", origin="config").id == 3
+    assert len(state.feeds()) == 3  # nothing added
+
+
 def test_feeds_removed_from_config_stop_and_adhoc_rows_do_not_poll(tmp_path):
     state = make(tmp_path)
     kept = state.upsert_feed("https://a.example/1", origin="config")

@@ -1,6 +1,13 @@
 import pytest
 
-from producers.urls import address_refusal, canonicalize, host_key, host_of, outlet_from_host
+from producers.urls import (
+    address_refusal,
+    canonicalize,
+    feed_address,
+    host_key,
+    host_of,
+    outlet_from_host,
+)
 
 
 def test_canonicalize_drops_tracking_fragment_and_lowercases_host():
@@ -22,6 +29,19 @@ def test_canonicalize_same_article_different_tracking_is_equal():
 
 def test_canonicalize_leaves_non_http_alone():
     assert canonicalize(" mailto:x@y.z ") == "mailto:x@y.z"
+
+
+def test_a_feed_address_is_one_however_its_scheme_host_port_or_fragment_are_spelt():
+    for spelt in ("HTTP://Example.COM/feed", "http://example.com/feed#top",
+                  "http://example.com:80/feed", " http://example.com./feed "):
+        assert feed_address(spelt) == "http://example.com/feed"
+    # The rest as given: a feed's server may tell a path's or a query's case apart, and
+    # what canonicalize drops (tracking names, the query's order) may select the feed.
+    assert feed_address("https://u:P@Ex.com:443?B=1&a=2&ref=x#x") == "https://u:P@ex.com/?B=1&a=2&ref=x"
+    assert feed_address("http://[::1]:8080/Feed") == "http://[::1]:8080/Feed"
+    assert feed_address(" feed://x.example/rss ") == "feed://x.example/rss"
+    # A port past 65535 is no default port: kept, to fail as given (not asked at :80).
+    assert feed_address("http://A.example:99999/f") == "http://A.example:99999/f"
 
 
 def test_hosts_and_outlets():

@@ -301,6 +301,24 @@ def test_db_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(jsonl, "db", "upgrade") == 0
 
 
+def test_db_upgrade_names_the_setting_of_a_path_it_cannot_use(tmp_path: Path) -> None:
+    """A place that cannot be written (here, under a file; a read-only folder alike): it
+    said "SQLite database ... cannot be opened: [Errno 17] File exists", no setting."""
+    (tmp_path / "file").write_text("")
+    under_a_file = tmp_path / "file" / "var"
+    for settings, named in (
+        (Settings(sqlite_path=under_a_file / "x.db"), "NEWSFLOW_SQLITE_PATH names it"),
+        (Settings(data_dir=under_a_file), "NEWSFLOW_DATA_DIR's, or set NEWSFLOW_SQLITE_PATH"),
+        (Settings(jsonl_path=under_a_file / "x.jsonl", sink="jsonl"),
+         "NEWSFLOW_JSONL_PATH names it"),
+        (Settings(data_dir=under_a_file, sink="jsonl"),
+         "NEWSFLOW_DATA_DIR's, or set NEWSFLOW_JSONL_PATH"),
+    ):
+        with pytest.raises(StoreMisconfigured, match=rf"cannot be \w+: .*\({named}: a file that"
+                                                    r" can be written\)$"):
+            run(settings, "db", "upgrade")
+
+
 
 def test_listings_print_no_control_characters_from_articles(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
