@@ -21,6 +21,7 @@ from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
 from newsflow.storage import MissingExtra, StoreMisconfigured, storage_errors, store_name, store_setting
 from processors.app import WindowLoader, cluster_config
+from processors.clustering import ClusterConfig
 from processors.stage import ArticleRecord
 
 logger = logging.getLogger(__name__)
@@ -29,13 +30,43 @@ logger = logging.getLogger(__name__)
 STORAGE_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 # The sinks' read of their storage (``sinks.store.read_window``), handed in by the
-# `newsflow` command: (settings, since, at most so many incidents) -> the articles stored
-# in an incident since then, each with its incident and the original it copies, and those
-# incidents' latest versions. Raises what the storage raises when it is down.
+# `newsflow` command: (settings, since, at most so many incidents, from when to list an
+# incident's articles given those stored) -> the articles stored in an incident since
+# then, each with its incident and the original it copies; those incidents' latest
+# versions, listing the articles from then and counting the older ones; when the stage
+# saw each of their articles. Raises what the storage raises when it is down.
 WindowReader = Callable[
-    [Settings, datetime, int],
-    tuple[list[tuple[RawArticle, str, str | None]], list[Incident]],
+    [Settings, datetime, int, Callable[[list[RawArticle]], datetime | None]],
+    tuple[list[tuple[RawArticle, str, str | None]], list[Incident], dict[str, datetime]],
 ]
+
+# Listed beyond the window: the stage lists the articles its clusterer holds after the
+# rebuild and counts the others, so a few more listed do no harm (one it holds that is
+# not listed is added back, with a warning).
+_LISTED_MARGIN = timedelta(days=1)
+# A publication time this far past an article's fetch is a wrong date: the stage reads it
+# as the fetch time (``processors.stage.MAX_CLOCK_SKEW``).
+_CLOCK_SKEW = timedelta(hours=1)
+
+
+def listed_since(config: ClusterConfig) -> Callable[[list[RawArticle]], datetime | None]:
+    """From when a rebuild lists an incident's articles, given the articles stored: the
+    start of the clusterer's window, with a margin. Its clock is the newest time it has
+    seen, but it goes back with a stream that does (once ``follow_behind`` articles in a
+    row say so): the seeds, dated at the start, do not hold it ahead of an archive replayed
+    after them; so the ``follow_behind``-th newest time, not the newest."""
+    def since(articles: list[RawArticle]) -> datetime | None:
+        times = sorted(a.published if a.published is not None
+                       and a.published <= a.fetched_at + _CLOCK_SKEW else a.fetched_at
+                       for a in articles)
+        if not times:
+            return None
+        clock = times[-min(len(times), config.follow_behind)]
+        try:
+            return clock - timedelta(days=config.window_days) - _LISTED_MARGIN
+        except OverflowError:  # (a window reaching before year 1: everything is listed)
+            return None
+    return since
 
 
 def storage_window_loader(
@@ -106,12 +137,12 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[list[ArticleRec
     # them: restore that much history (and no more: a long-lived install has far more
     # stored) so a follow-up can still revive an incident after a restart.
     since = window_start(datetime.now(UTC), max(settings.window_days, settings.incident_days))
-    keep = cluster_config(settings).max_incidents
-    stored, incidents = read_window(settings, since, keep)
+    config = cluster_config(settings)
+    stored, incidents, seen = read_window(settings, since, config.max_incidents,
+                                          listed_since(config))
     # Restored in the order the stage saw them (its versions say when), not the order
     # of fetching: a copy fetched before its original but clustered after it would
     # otherwise come back as an original, and decisions after the restart differ.
-    seen = {m.id: m.seen_at for inc in incidents for m in inc.articles if m.seen_at}
     records = [ArticleRecord(article, incident_id, duplicate_of,
                              seen.get(article.id) or article.fetched_at)
                for article, incident_id, duplicate_of in stored]

@@ -99,3 +99,71 @@ def test_incidents_kept_for_ever_come_back_from_storage(tmp_path: Path, days: fl
     records, incidents = storage_window_loader(settings, read_window)()
     assert sorted(r.article.id for r in records) == ["a1", "a2"]
     assert [i.incident_id for i in incidents] == ["i1"]
+
+
+def test_storage_gives_back_a_long_story_s_articles_of_the_window_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    """A story reported for a month came back from storage whole, every report of it with
+    its explanation (most of a rebuild's memory, and the process kept that peak); now the
+    reports before the window are counted, as the stage that ran on counted them."""
+    from datetime import UTC, datetime, timedelta
+
+    from processors.app import cluster_config
+    from processors.rebuild import read
+    from processors.stage import IncidentStage, batch_output
+    from sinks.sqlite import SQLiteSink
+    from tests.unit.processors.test_stage import seeds
+
+    start = datetime.now(UTC) - timedelta(days=40)  # (storage gives back incident_days)
+
+    settings = Settings(data_dir=tmp_path, window_days=1.0)
+    reuters, _ = seeds()
+    stage = IncidentStage(cluster_config(settings))
+    sink = SQLiteSink(settings.sqlite_file)
+    for day in range(30):
+        when = start + timedelta(days=day)
+        report = reuters.model_copy(update={
+            "id": f"day-{day}", "url": f"https://example.org/{day}", "canonical_url": None,
+            "published": when, "fetched_at": when})
+        output = batch_output([stage.process(report, when)])
+        for record in [report, *output.members, *output.versions]:
+            sink.add(record)
+    sink.flush()
+    sink.close()
+    [ran_on] = stage.incidents.values()
+
+    records, incidents = read(settings, read_window)
+    assert len(records) == 30
+    [stored] = incidents
+    assert 1 <= len(stored.articles) <= 7  # the window and a margin: not the month
+    assert stored.header([], []).article_count == 30
+    restarted = IncidentStage(cluster_config(settings))
+    restarted.restore(records, incidents)
+    [restored] = restarted.incidents.values()
+    assert [a.id for a in restored.articles] == [a.id for a in ran_on.articles]
+    assert restored.header([], []) == ran_on.header([], [])
+
+
+def test_the_listing_follows_the_clusterer_s_clock_back_past_a_few_articles_dated_ahead() -> None:
+    """The seeds, dated at the start, then an archive replayed after them: the clusterer's
+    clock follows the archive back (its window holds the archive's last days), and so does
+    the listing; taken from the newest time, it listed none of the window (it held 7,248
+    articles of a soak's 37,802, the listing 2)."""
+    from datetime import UTC, datetime, timedelta
+
+    from newsflow.schemas import RawArticle
+    from processors.clustering import ClusterConfig
+    from processors.rebuild import listed_since
+
+    now = datetime(2026, 12, 5, tzinfo=UTC)
+    archive_end = now - timedelta(days=22)
+    seeds = [RawArticle(id=f"seed-{n}", published=now, fetched_at=now) for n in range(2)]
+    archive = [RawArticle(id=f"a{n}", published=archive_end - timedelta(hours=n), fetched_at=now)
+               for n in range(100)]
+    since = listed_since(ClusterConfig(window_days=7))([*seeds, *archive])
+    assert since is not None and archive_end - timedelta(days=9) < since <= archive_end - timedelta(days=7)
+    # Dated a day past its fetch is a wrong date: read as the fetch time.
+    ahead = RawArticle(id="x", published=now + timedelta(days=400), fetched_at=now)
+    assert listed_since(ClusterConfig(window_days=7, follow_behind=1))([ahead]) == \
+        now - timedelta(days=8)
