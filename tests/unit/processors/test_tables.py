@@ -287,6 +287,49 @@ def test_an_own_site_copy_replaces_what_the_incident_shows_of_another_site_s_fir
             assert _shown(worker.tables.members[own.id]) == (own.title, "Reuters", own.url)
 
 
+def test_a_header_that_lost_its_last_record_does_not_count_a_copy_shown_since_twice():
+    # The copy's place is written before the header: a lost header is older than it. The
+    # rebuild took the article for a listed one and, the header counting it too, for one
+    # that had also left the window: 3 articles, and every version sent after said so.
+    own, hostile = _copies()
+    _, afp = seeds()
+    third = afp.model_copy(update={"id": "third", "url": "https://example.net/3",
+                                   "canonical_url": None, "published": T0})
+    worker = Worker(ClusterConfig())
+    [first] = worker.batch([(hostile, T0)])
+    incident_id = first.decision.incident_id
+    worker.batch([(afp.model_copy(update={"published": T0}), T0 + timedelta(minutes=1))])
+    header_v2 = dict(worker.tables.incidents[incident_id])
+    [shown] = worker.batch([(own, T0 + timedelta(hours=1))])
+    assert shown.copy_shown and worker.tables.incidents[incident_id]["article_count"] == 2
+    worker.tables.incidents[incident_id] = header_v2  # the table lost its last record
+    incident = worker.rebuild().incidents[incident_id]
+    assert incident.earlier is None  # nothing left the window
+    assert incident.header([], []).article_count == 2
+    [joined] = worker.batch([(third, T0 + timedelta(hours=2))])
+    assert joined.decision.incident_id == incident_id
+    assert worker.sent[-1].article_count == 3
+
+
+def test_a_header_that_lost_its_last_record_does_not_count_the_articles_split_off_since():
+    # The split's places are written before the shrunk incident's header: a lost header
+    # still counts the articles split off, and the rebuild took them for articles that had
+    # left the window (the fire story counted 6, its 4 and the 2 of the split-off one).
+    worker = Worker(ClusterConfig(join_threshold=-100.0, split_every=1))
+    *before, splitting = _two_stories_in_one_incident()
+    for n, article in enumerate(before):
+        worker.batch([(article, T0 + timedelta(minutes=n))])
+    incident_id = worker.stage.place_of("fire-1")
+    header = dict(worker.tables.incidents[incident_id])
+    [split] = worker.batch([(splitting, T0 + timedelta(hours=1))])
+    assert set(split.decision.moved) == {"quake-1", "quake-2"}
+    counts = {i: h["article_count"] for i, h in worker.tables.incidents.items()}
+    worker.tables.incidents[incident_id] = header  # the table lost its last record
+    rebuilt = worker.rebuild().incidents
+    assert rebuilt[incident_id].earlier is None
+    assert {i: incident.header([], []).article_count for i, incident in rebuilt.items()} == counts
+
+
 def test_another_site_s_copy_never_replaces_what_the_incident_shows_of_an_own_site_copy():
     own, hostile = _copies()
     replay = own.model_copy(update={"feed_url": None, "producer": "replay"})
