@@ -66,10 +66,14 @@ def _title(incident: Incident, ordered: list[IncidentArticle]) -> str:
     """The earliest real headline of an original that speaks for the others; a title cut
     from an article's lead, or a duplicate's, only as a last resort. Once the earliest
     reports have left the window (``earlier``) the title stands: the headlines it was
-    chosen among are no longer listed."""
-    if incident.earlier is not None and incident.title:
+    chosen among are no longer listed. A last resort stands only until such a headline
+    is listed."""
+    earlier = incident.earlier if incident.title else None
+    if earlier is not None and earlier.headline_title:
         return incident.title
     headlines = [a for a in ordered[:_TITLE_SCAN] if a.duplicate_of is None and not a.title_derived]
+    if earlier is not None and not headlines:
+        return incident.title
     originals_first = (
         (representative(headlines[:TITLE_PEERS]) if headlines else None)
         or next((a for a in ordered if a.duplicate_of is None and not a.title_derived), None)
@@ -212,8 +216,11 @@ def _earlier(header: IncidentVersion, counted: list[IncidentMember]) -> EarlierA
     if count <= 0:
         return None
     duplicates = header.duplicate_count - sum(1 for m in counted if m.article.duplicate_of)
+    # A title none of its places shows came from an article that left: taken to stand.
+    titled = [m.article for m in counted if m.article.title == header.title]
     return EarlierArticles(count=count, duplicates=max(0, duplicates),
-                           first_seen=header.first_seen, last_seen=header.last_seen)
+                           first_seen=header.first_seen, last_seen=header.last_seen,
+                           headline_title=not titled or _headline(header.title, titled))
 
 
 def _dated(*times: datetime | None) -> list[datetime]:
@@ -272,7 +279,7 @@ def with_earlier(incident: Incident, leaving: list[IncidentArticle]) -> Incident
     ``earlier`` instead."""
     if not leaving:
         return incident
-    earlier = incident.earlier or EarlierArticles()
+    earlier = incident.earlier or EarlierArticles(headline_title=False)
     ids = {a.id for a in leaving}
     times = _dated(earlier.first_seen, earlier.last_seen, *map(article_time, leaving))
     return incident.model_copy(update={
@@ -280,8 +287,15 @@ def with_earlier(incident: Incident, leaving: list[IncidentArticle]) -> Incident
         "earlier": EarlierArticles(
             count=earlier.count + len(leaving),
             duplicates=earlier.duplicates + sum(1 for a in leaving if a.duplicate_of),
-            first_seen=min(times, default=None), last_seen=max(times, default=None)),
+            first_seen=min(times, default=None), last_seen=max(times, default=None),
+            headline_title=earlier.headline_title or _headline(incident.title, incident.articles)),
     })
+
+
+def _headline(title: str, articles: Iterable[IncidentArticle]) -> bool:
+    """Whether ``title`` is the headline of an original among ``articles``."""
+    return any(a.title == title and a.duplicate_of is None and not a.title_derived
+               for a in articles)
 
 
 def incident_article(
