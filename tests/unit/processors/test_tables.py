@@ -86,6 +86,21 @@ def test_places_of_an_incident_the_batch_let_go_are_not_kept():
     assert any(isinstance(r, IncidentMember) and r.article.id == reuters.id for r in worker.sent)
 
 
+def test_the_place_of_an_article_that_left_the_window_in_the_batch_that_placed_it_is_not_kept():
+    # Its place was removed with the window's leavers, then written with the batch's
+    # places: kept until a rebuild, one for every late report of a worker that runs on.
+    reuters, _ = seeds()
+    worker = Worker(ClusterConfig(window_days=1, incident_days=90))
+    first, later = worker.batch([(reuters, T0), (filler(2), T0 + timedelta(days=2))])
+    assert later.evicted_members == [reuters.id]
+    assert any(isinstance(r, IncidentMember) and r.article.id == reuters.id for r in worker.sent)
+    assert sorted(worker.tables.members) == [filler(2).id]
+    assert worker.tables.incidents[first.decision.incident_id]["article_count"] == 1
+    stored = ([first.record, later.record], [*first.incidents, *later.incidents])
+    incident = worker.rebuild(stored).incidents[first.decision.incident_id]
+    assert incident.earlier is not None and incident.header([], []).article_count == 1
+
+
 def test_a_rebuild_drops_the_places_of_incidents_it_did_not_keep():
     reuters, _ = seeds()
     worker = Worker(ClusterConfig(window_days=1, incident_days=3))
