@@ -168,7 +168,9 @@ def _whole(header: IncidentVersion, members: list[IncidentMember],
                               sorted((m.article for m in members), key=time_order),
                               header.updated_at)
     later = [m.incident_version for m in members if m.incident_version > header.version]
-    version = max(later) + len(later) if later else header.version
+    # Each article moved out since (``_counted``) left with a version sent after it too.
+    gone = sum(1 for m in counted if m.incident_id != header.incident_id)
+    version = max(later, default=header.version) + len(later) + gone
     # The header's summary stands (made from every article, some perhaps held in storage
     # only), widened by places newer than it (a header that lost its last record).
     return restored.model_copy(update={
@@ -198,6 +200,7 @@ def _counted(header: IncidentVersion, here: list[IncidentMember],
     each, for good (``_earlier``). (A header that did not lose its last records is newer
     than every place of its incident and every move out of it: only the first count.)"""
     then = header.updated_at
+    removed = set(header.removed)  # moved out with it (at its time, or just after: a tie)
 
     def decided_before(member: IncidentMember) -> bool:
         return member.article.seen_at is not None and member.article.seen_at <= then
@@ -205,7 +208,8 @@ def _counted(header: IncidentVersion, here: list[IncidentMember],
     return ([m for m in here if m.incident_version <= header.version
              or (decided_before(m) and _moved_from(m) is None)]
             + [m for m in moved_out if m.incident_id != header.incident_id
-               and decided_before(m) and m.assigned_at > then and m.article.fetched_at is None])
+               and decided_before(m) and m.assigned_at > then and m.article.fetched_at is None
+               and m.article.id not in removed])
 
 
 def _earlier(header: IncidentVersion, counted: list[IncidentMember]) -> EarlierArticles | None:

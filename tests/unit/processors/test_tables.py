@@ -339,10 +339,14 @@ def test_a_header_that_lost_its_last_record_does_not_count_the_articles_split_of
     [split] = worker.batch([(splitting, T0 + timedelta(hours=1))])
     assert set(split.decision.moved) == {"quake-1", "quake-2"}
     counts = {i: h["article_count"] for i, h in worker.tables.incidents.items()}
+    sent = worker.tables.incidents[incident_id]["version"]
     worker.tables.incidents[incident_id] = header  # the table lost its last record
     rebuilt = worker.rebuild().incidents
     assert rebuilt[incident_id].earlier is None
     assert {i: incident.header([], []).article_count for i, incident in rebuilt.items()} == counts
+    # Its next version is numbered past the one sent with the split (a reader would
+    # ignore one numbered as it).
+    assert rebuilt[incident_id].version >= sent > header["version"]
 
 
 def test_another_site_s_copy_never_replaces_what_the_incident_shows_of_an_own_site_copy():
