@@ -349,6 +349,36 @@ def test_a_header_that_lost_its_last_record_does_not_count_the_articles_split_of
     assert rebuilt[incident_id].version >= sent > header["version"]
 
 
+def test_an_own_site_copy_replaces_another_site_s_first_copy_also_once_it_left_the_window():
+    # The stage no longer lists what left its window: its own site's copy, coming after,
+    # was sent again as nothing new, and the hoax copy and its title stood for good.
+    own, hostile = _copies()
+    for restart in (False, True):  # (a restart from storage before Reuters' copy comes)
+        worker = Worker(ClusterConfig(window_days=1, incident_days=90))
+        [first] = worker.batch([(hostile, T0)])
+        incident_id = first.decision.incident_id
+        [later] = worker.batch([(filler(2), T0 + timedelta(days=2))])  # the copy leaves
+        if restart:
+            worker.tables = StageTables({}, {}, {})  # the embedded broker's are gone
+            worker.rebuild(([first.record, later.record], [*first.incidents, *later.incidents]))
+        assert worker.stage.place_of(own.id) is None
+        sent = len(worker.sent)
+        [again] = worker.batch([(own, T0 + timedelta(days=2, hours=1))])
+        assert again.decision.redelivery and again.copy_shown
+        member, version = worker.sent[sent:]
+        assert isinstance(member, IncidentMember) and member.incident_id == incident_id
+        assert (member.article.title, member.article.source) == (own.title, "Reuters")
+        assert member.article.explanation == first.record.explanation  # the decision stands
+        assert member.assigned_at > first.incidents[0].updated_at
+        assert isinstance(version, IncidentVersion)
+        assert (version.version, version.title, version.article_count) == (2, own.title, 1)
+        assert own.id not in worker.tables.members  # its place left the table with it
+        # Shown: the same copy again, or the hoax one, changes nothing.
+        for copy in (own, hostile):
+            [once_more] = worker.batch([(copy, T0 + timedelta(days=2, hours=2))])
+            assert not once_more.copy_shown and worker.sent[-1].version == 2
+
+
 def test_another_site_s_copy_never_replaces_what_the_incident_shows_of_an_own_site_copy():
     own, hostile = _copies()
     replay = own.model_copy(update={"feed_url": None, "producer": "replay"})
