@@ -466,6 +466,10 @@ class EarlierArticles(BaseModel):
     duplicates: int = Field(default=0, ge=0)
     first_seen: datetime | None = None
     last_seen: datetime | None = None
+    # Whether the incident's title is an original's own headline, which stands once the
+    # headlines it was chosen among have left; one cut from a lead or taken from a copy
+    # (a last resort) gives way to the first such headline listed, as it did before.
+    headline_title: bool = True
 
     _aware = field_validator("first_seen", "last_seen")(_aware)
 

@@ -66,10 +66,14 @@ def _title(incident: Incident, ordered: list[IncidentArticle]) -> str:
     """The earliest real headline of an original that speaks for the others; a title cut
     from an article's lead, or a duplicate's, only as a last resort. Once the earliest
     reports have left the window (``earlier``) the title stands: the headlines it was
-    chosen among are no longer listed."""
-    if incident.earlier is not None and incident.title:
+    chosen among are no longer listed. A last resort stands only until such a headline
+    is listed."""
+    earlier = incident.earlier if incident.title else None
+    if earlier is not None and earlier.headline_title:
         return incident.title
     headlines = [a for a in ordered[:_TITLE_SCAN] if a.duplicate_of is None and not a.title_derived]
+    if earlier is not None and not headlines:
+        return incident.title
     originals_first = (
         (representative(headlines[:TITLE_PEERS]) if headlines else None)
         or next((a for a in ordered if a.duplicate_of is None and not a.title_derived), None)
@@ -137,27 +141,36 @@ def incidents_from_parts(
     later version than its header, or that has no header at all, is numbered past any
     version sent with them."""
     held: dict[str, list[IncidentMember]] = {}
+    moved_out: dict[str, list[IncidentMember]] = {}  # by the incident first decided into
     for member in members:
         held.setdefault(member.incident_id, []).append(member)
+        first = _moved_from(member)
+        if first is not None:
+            moved_out.setdefault(first, []).append(member)
     incidents: list[Incident] = []
     known = {header.incident_id: header for header in headers}
     for incident_id, header in known.items():
         if header.merged_into is None:
-            incidents.append(_whole(header, held.pop(incident_id, [])))
+            here = held.pop(incident_id, [])
+            counted = _counted(header, here, moved_out.get(incident_id, []))
+            incidents.append(_whole(header, here, counted))
     for incident_id, stray in held.items():
         top = max(m.incident_version for m in stray) + len(stray)
         incidents.append(_whole(IncidentVersion(
             incident_id=incident_id, version=top, updated_at=max(m.assigned_at for m in stray),
-        ), stray))
+        ), stray, stray))
     return [incident for incident in incidents if incident.articles or incident.earlier]
 
 
-def _whole(header: IncidentVersion, members: list[IncidentMember]) -> Incident:
+def _whole(header: IncidentVersion, members: list[IncidentMember],
+           counted: list[IncidentMember]) -> Incident:
     restored = _with_articles(_empty(header.incident_id, header.updated_at),
                               sorted((m.article for m in members), key=time_order),
                               header.updated_at)
     later = [m.incident_version for m in members if m.incident_version > header.version]
-    version = max(later) + len(later) if later else header.version
+    # Each article moved out since (``_counted``) left with a version sent after it too.
+    gone = sum(1 for m in counted if m.incident_id != header.incident_id)
+    version = max(later, default=header.version) + len(later) + gone
     # The header's summary stands (made from every article, some perhaps held in storage
     # only), widened by places newer than it (a header that lost its last record).
     return restored.model_copy(update={
@@ -165,20 +178,53 @@ def _whole(header: IncidentVersion, members: list[IncidentMember]) -> Incident:
         "title": header.title or restored.title,
         "first_seen": min(_dated(header.first_seen, restored.first_seen), default=None),
         "last_seen": max(_dated(header.last_seen, restored.last_seen), default=None),
-        "earlier": _earlier(header, [m for m in members if m.incident_version <= header.version]),
+        "earlier": _earlier(header, counted),
     })
 
 
+def _moved_from(member: IncidentMember) -> str | None:
+    """The incident ``member`` was first decided into, if a merge or split moved it since."""
+    explanation = member.article.explanation
+    return explanation.moved_from if explanation is not None else None
+
+
+def _counted(header: IncidentVersion, here: list[IncidentMember],
+             moved_out: list[IncidentMember]) -> list[IncidentMember]:
+    """The places that stand for articles ``header`` counted: those of its incident
+    (``here``) placed at its version or before, and, when the header lost its last
+    records (the embedded broker's recovery can), those placed since that it counted all
+    the same: here again (an own site's copy shown: decided before it, never moved) or
+    moved out since (``moved_out``: decided here before it, moved after it; one placed
+    again for a copy shown says no longer when it moved). Counting only the first, such
+    a header took them for articles that had left the window: a count one too high for
+    each, for good (``_earlier``). (A header that did not lose its last records is newer
+    than every place of its incident and every move out of it: only the first count.)"""
+    then = header.updated_at
+    removed = set(header.removed)  # moved out with it (at its time, or just after: a tie)
+
+    def decided_before(member: IncidentMember) -> bool:
+        return member.article.seen_at is not None and member.article.seen_at <= then
+
+    return ([m for m in here if m.incident_version <= header.version
+             or (decided_before(m) and _moved_from(m) is None)]
+            + [m for m in moved_out if m.incident_id != header.incident_id
+               and decided_before(m) and m.assigned_at > then and m.article.fetched_at is None
+               and m.article.id not in removed])
+
+
 def _earlier(header: IncidentVersion, counted: list[IncidentMember]) -> EarlierArticles | None:
-    """What ``header`` counted beyond the places ``counted`` (those it was made with):
-    the articles that had left the stage's window, whose places the tables let go. Their
-    times are within the header's."""
+    """What ``header`` counted beyond the places ``counted`` (those that stand for its
+    articles, ``_counted``): the articles that had left the stage's window, whose places
+    the tables let go. Their times are within the header's."""
     count = header.article_count - len(counted)
     if count <= 0:
         return None
     duplicates = header.duplicate_count - sum(1 for m in counted if m.article.duplicate_of)
+    # A title none of its places shows came from an article that left: taken to stand.
+    titled = [m.article for m in counted if m.article.title == header.title]
     return EarlierArticles(count=count, duplicates=max(0, duplicates),
-                           first_seen=header.first_seen, last_seen=header.last_seen)
+                           first_seen=header.first_seen, last_seen=header.last_seen,
+                           headline_title=not titled or _headline(header.title, titled))
 
 
 def _dated(*times: datetime | None) -> list[datetime]:
@@ -237,7 +283,7 @@ def with_earlier(incident: Incident, leaving: list[IncidentArticle]) -> Incident
     ``earlier`` instead."""
     if not leaving:
         return incident
-    earlier = incident.earlier or EarlierArticles()
+    earlier = incident.earlier or EarlierArticles(headline_title=False)
     ids = {a.id for a in leaving}
     times = _dated(earlier.first_seen, earlier.last_seen, *map(article_time, leaving))
     return incident.model_copy(update={
@@ -245,8 +291,15 @@ def with_earlier(incident: Incident, leaving: list[IncidentArticle]) -> Incident
         "earlier": EarlierArticles(
             count=earlier.count + len(leaving),
             duplicates=earlier.duplicates + sum(1 for a in leaving if a.duplicate_of),
-            first_seen=min(times, default=None), last_seen=max(times, default=None)),
+            first_seen=min(times, default=None), last_seen=max(times, default=None),
+            headline_title=earlier.headline_title or _headline(incident.title, incident.articles)),
     })
+
+
+def _headline(title: str, articles: Iterable[IncidentArticle]) -> bool:
+    """Whether ``title`` is the headline of an original among ``articles``."""
+    return any(a.title == title and a.duplicate_of is None and not a.title_derived
+               for a in articles)
 
 
 def incident_article(

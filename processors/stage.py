@@ -27,6 +27,7 @@ from newsflow.schemas import (
 from processors.assemble import (
     apply_decision,
     incident_article,
+    shows_copy,
     shows_stored_copy,
     time_order,
     with_copy_shown,
@@ -217,6 +218,11 @@ def saved_state(
     return list(records.values()), list(incidents.values())
 
 
+def _after(before: datetime | None, now: datetime) -> datetime:
+    """``now``, or just after ``before`` if the wall clock has stepped back since."""
+    return now if before is None or before < now else before + timedelta(microseconds=1)
+
+
 class IncidentStage:
     # How often (in articles) incidents the clusterer has forgotten are swept out.
     SWEEP_EVERY = 500
@@ -237,6 +243,11 @@ class IncidentStage:
         # article decides it, and any feed can send one under its id; a copy from its own
         # site replaces what the incident shows of it (``_show_own_copy``).
         self._foreign: set[str] = set()
+        # Of those that left the window, the entries (and places' times) of the ones still
+        # shown as another site's copy, by article: their own site's copy may come later
+        # and must still replace it (a hostile first copy and its title would stand for
+        # good). Few: most articles come first from their own site.
+        self._foreign_left: dict[str, tuple[str, IncidentArticle, datetime]] = {}
         # When the copy each of them shows was fetched: a later copy from its own site
         # replaces it (an outlet's edit), an older one sent again does not.
         self._shown_at: dict[str, datetime] = {}
@@ -327,7 +338,7 @@ class IncidentStage:
             if current is None:
                 return StageResult(decision, None, [])
             if self._placed.get(article.id) != current.incident_id:
-                return StageResult(decision, None, [current])
+                return self._show_own_copy_left(decision, article, current, now)
             if own_copy(article.url, article.feed_url, article.own_site) and self._replaces_shown(article):
                 shown = self._show_own_copy(article, current, now)
                 if shown is not None:
@@ -389,6 +400,33 @@ class IncidentStage:
         self.incidents[incident.incident_id] = shown
         return shown
 
+    def _show_own_copy_left(self, decision: Decision, article: RawArticle, current: Incident,
+                            now: datetime) -> StageResult:
+        """A redelivery of an article no longer held in ``current``: sent again as it is,
+        unless it left the window shown as another site's copy and this is its own site's
+        (``_foreign_left``). Then its place is sent again showing this copy, with a new
+        version of its incident, titled by it if the other copy's title was the title."""
+        left = self._foreign_left.get(article.id)
+        if (left is None or left[0] != current.incident_id
+                or not own_copy(article.url, article.feed_url, article.own_site)):
+            return StageResult(decision, None, [current])
+        del self._foreign_left[article.id]
+        _, entry, placed_at = left
+        if shows_copy(entry, article):
+            return StageResult(decision, None, [current])
+        shown = entry.model_copy(update={"title": article.title,
+                                         "title_derived": article.title_derived,
+                                         "url": article.url, "source": article.source,
+                                         "fetched_at": article.fetched_at})
+        title = article.title if current.title == entry.title else current.title
+        incident = current.model_copy(update={"version": current.version + 1, "title": title,
+                                              "updated_at": now})
+        self.incidents[incident.incident_id] = incident
+        member = IncidentMember(incident_id=incident.incident_id, incident_version=incident.version,
+                                assigned_at=_after(placed_at, now), article=shown)
+        return StageResult(decision, None, [incident], members=[MemberChange(member, incident.incident_id)],
+                           copy_shown=True)
+
     def place_of(self, article_id: str) -> str | None:
         """The incident holding ``article_id``, if any."""
         return self._placed.get(article_id)
@@ -436,8 +474,7 @@ class IncidentStage:
         """``now``, or just after the article's last place if the wall clock has stepped
         back since: readers keep an article's newest place, and would take the move for
         a replay of an older one."""
-        before = self._placed_at.get(article_id)
-        return now if before is None or before < now else before + timedelta(microseconds=1)
+        return _after(self._placed_at.get(article_id), now)
 
     def _retire(self, article_ids: list[str]) -> list[str]:
         """Count the articles that left the window in their incidents' ``earlier``, no
@@ -445,9 +482,12 @@ class IncidentStage:
         otherwise hold every report in memory. Returns those that had a place (whose
         member records go)."""
         leaving: dict[str, set[str]] = {}
+        foreign: dict[str, datetime] = {}
         for article_id in article_ids:
             incident_id = self._placed.pop(article_id, None)
-            self._placed_at.pop(article_id, None)
+            placed_at = self._placed_at.pop(article_id, None)
+            if article_id in self._foreign and placed_at is not None:
+                foreign[article_id] = placed_at
             self._foreign.discard(article_id)
             self._shown_at.pop(article_id, None)
             if incident_id is not None:
@@ -455,8 +495,10 @@ class IncidentStage:
         for incident_id, ids in leaving.items():
             incident = self.incidents.get(incident_id)
             if incident is not None:
-                self.incidents[incident_id] = with_earlier(
-                    incident, [a for a in incident.articles if a.id in ids])
+                left = [a for a in incident.articles if a.id in ids]
+                self._foreign_left.update((a.id, (incident_id, a, foreign[a.id]))
+                                          for a in left if a.id in foreign)
+                self.incidents[incident_id] = with_earlier(incident, left)
         return [article_id for ids in leaving.values() for article_id in ids]
 
     def _evict(self, sweep: bool = False) -> tuple[list[str], list[str], list[str]]:
@@ -482,6 +524,9 @@ class IncidentStage:
         members = self._retire(articles)
         if swept:
             incidents = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
+            forgotten = set(incidents)
+            self._foreign_left = {a: left for a, left in self._foreign_left.items()
+                                  if left[0] not in forgotten}
             for incident_id in incidents:
                 for member in self.incidents.pop(incident_id).articles:
                     members.append(member.id)

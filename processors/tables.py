@@ -130,9 +130,11 @@ class StageTables:
             for article_id in result.evicted_members:
                 self.members.pop(article_id, None)
         for member in output.members:
-            # Sent all the same (readers keep incidents the stage forgets), but not kept
-            # for an incident the batch's sweep let go.
-            if member.incident_id in stage.incidents:
+            # Sent all the same (readers keep incidents the stage forgets), but kept only
+            # where the stage still places the article: not for an incident the batch's
+            # sweep let go, nor for an article that left the window in the batch that
+            # placed it (its removal above came first; nothing would remove it after).
+            if stage.place_of(member.article.id) == member.incident_id:
                 self.members[member.article.id] = member.model_dump(mode="json")
         for version in output.versions:
             if version.merged_into is None and version.incident_id not in evicted:

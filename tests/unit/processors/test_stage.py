@@ -54,7 +54,10 @@ def test_a_follow_up_revives_a_dormant_incident_with_its_history():
     assert incident.earlier is not None and incident.earlier.count == 1
     header = incident.header([afp.id], [])
     assert (header.article_count, header.first_seen, header.last_seen) == (2, T0, two_days)
-    assert incident.title == first.incidents[0].title == reuters.title
+    # Reuters' title is cut from its lead (a last resort): AFP's headline takes its place,
+    # as when the incident listed every article.
+    assert first.incidents[0].title == reuters.title and reuters.title_derived
+    assert incident.title == afp.title
 
 
 def test_a_story_that_runs_for_days_lists_only_its_reports_in_the_window():
@@ -78,6 +81,25 @@ def test_a_story_that_runs_for_days_lists_only_its_reports_in_the_window():
     assert header.duplicate_count == copies > 100
     assert (header.first_seen, header.last_seen) == (T0, T0 + timedelta(hours=238))
     assert incident.title == reuters.title
+
+
+def test_a_real_headline_stands_once_its_peers_left_the_window_and_a_lead_cut_one_not():
+    # The title stands once the earliest reports have left (the headlines it was chosen
+    # among are no longer listed); one cut from a lead stood too, for good, though a real
+    # headline came: before the stage counted what left, it gave way to the first one.
+    reuters, afp = seeds()
+    headline = reuters.model_copy(update={"title": "Syrian troops attack rebels in the west",
+                                          "title_derived": False})
+    later = afp.model_copy(update={"published": T0 + timedelta(days=2)})
+    for founder, title in ((reuters, afp.title), (headline, headline.title)):
+        stage = IncidentStage(ClusterConfig(window_days=1, incident_days=90))
+        first = stage.process(founder, T0)
+        assert first.incidents[0].title == founder.title
+        stage.process(filler(2), T0 + timedelta(days=2))  # the founder leaves the window
+        result = stage.process(later, T0 + timedelta(days=2))
+        assert result.decision.incident_id == first.decision.incident_id
+        assert [a.id for a in result.incidents[-1].articles] == [afp.id]
+        assert result.incidents[-1].title == title
 
 
 def test_incidents_the_clusterer_forgot_are_swept_out():

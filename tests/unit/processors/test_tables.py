@@ -86,6 +86,21 @@ def test_places_of_an_incident_the_batch_let_go_are_not_kept():
     assert any(isinstance(r, IncidentMember) and r.article.id == reuters.id for r in worker.sent)
 
 
+def test_the_place_of_an_article_that_left_the_window_in_the_batch_that_placed_it_is_not_kept():
+    # Its place was removed with the window's leavers, then written with the batch's
+    # places: kept until a rebuild, one for every late report of a worker that runs on.
+    reuters, _ = seeds()
+    worker = Worker(ClusterConfig(window_days=1, incident_days=90))
+    first, later = worker.batch([(reuters, T0), (filler(2), T0 + timedelta(days=2))])
+    assert later.evicted_members == [reuters.id]
+    assert any(isinstance(r, IncidentMember) and r.article.id == reuters.id for r in worker.sent)
+    assert sorted(worker.tables.members) == [filler(2).id]
+    assert worker.tables.incidents[first.decision.incident_id]["article_count"] == 1
+    stored = ([first.record, later.record], [*first.incidents, *later.incidents])
+    incident = worker.rebuild(stored).incidents[first.decision.incident_id]
+    assert incident.earlier is not None and incident.header([], []).article_count == 1
+
+
 def test_a_rebuild_drops_the_places_of_incidents_it_did_not_keep():
     reuters, _ = seeds()
     worker = Worker(ClusterConfig(window_days=1, incident_days=3))
@@ -159,7 +174,7 @@ def test_an_incident_from_storage_keeps_its_count_and_title_through_the_next_reb
         incident = rebuilt.incidents[incident_id]
         assert incident.articles == kept.articles
         assert incident.header([], []) == kept.header([], [])
-        assert incident.title == reuters.title
+        assert incident.title == afp.title  # a real headline, for Reuters' lead-cut one
 
 
 def test_an_older_newsflow_s_whole_table_row_keeps_its_articles_after_the_upgrade():
@@ -285,6 +300,83 @@ def test_an_own_site_copy_replaces_what_the_incident_shows_of_another_site_s_fir
             assert [v.version for v in worker.sent[sent:]
                     if isinstance(v, IncidentVersion)] == [2]
             assert _shown(worker.tables.members[own.id]) == (own.title, "Reuters", own.url)
+
+
+def test_a_header_that_lost_its_last_record_does_not_count_a_copy_shown_since_twice():
+    # The copy's place is written before the header: a lost header is older than it. The
+    # rebuild took the article for a listed one and, the header counting it too, for one
+    # that had also left the window: 3 articles, and every version sent after said so.
+    own, hostile = _copies()
+    _, afp = seeds()
+    third = afp.model_copy(update={"id": "third", "url": "https://example.net/3",
+                                   "canonical_url": None, "published": T0})
+    worker = Worker(ClusterConfig())
+    [first] = worker.batch([(hostile, T0)])
+    incident_id = first.decision.incident_id
+    worker.batch([(afp.model_copy(update={"published": T0}), T0 + timedelta(minutes=1))])
+    header_v2 = dict(worker.tables.incidents[incident_id])
+    [shown] = worker.batch([(own, T0 + timedelta(hours=1))])
+    assert shown.copy_shown and worker.tables.incidents[incident_id]["article_count"] == 2
+    worker.tables.incidents[incident_id] = header_v2  # the table lost its last record
+    incident = worker.rebuild().incidents[incident_id]
+    assert incident.earlier is None  # nothing left the window
+    assert incident.header([], []).article_count == 2
+    [joined] = worker.batch([(third, T0 + timedelta(hours=2))])
+    assert joined.decision.incident_id == incident_id
+    assert worker.sent[-1].article_count == 3
+
+
+def test_a_header_that_lost_its_last_record_does_not_count_the_articles_split_off_since():
+    # The split's places are written before the shrunk incident's header: a lost header
+    # still counts the articles split off, and the rebuild took them for articles that had
+    # left the window (the fire story counted 6, its 4 and the 2 of the split-off one).
+    worker = Worker(ClusterConfig(join_threshold=-100.0, split_every=1))
+    *before, splitting = _two_stories_in_one_incident()
+    for n, article in enumerate(before):
+        worker.batch([(article, T0 + timedelta(minutes=n))])
+    incident_id = worker.stage.place_of("fire-1")
+    header = dict(worker.tables.incidents[incident_id])
+    [split] = worker.batch([(splitting, T0 + timedelta(hours=1))])
+    assert set(split.decision.moved) == {"quake-1", "quake-2"}
+    counts = {i: h["article_count"] for i, h in worker.tables.incidents.items()}
+    sent = worker.tables.incidents[incident_id]["version"]
+    worker.tables.incidents[incident_id] = header  # the table lost its last record
+    rebuilt = worker.rebuild().incidents
+    assert rebuilt[incident_id].earlier is None
+    assert {i: incident.header([], []).article_count for i, incident in rebuilt.items()} == counts
+    # Its next version is numbered past the one sent with the split (a reader would
+    # ignore one numbered as it).
+    assert rebuilt[incident_id].version >= sent > header["version"]
+
+
+def test_an_own_site_copy_replaces_another_site_s_first_copy_also_once_it_left_the_window():
+    # The stage no longer lists what left its window: its own site's copy, coming after,
+    # was sent again as nothing new, and the hoax copy and its title stood for good.
+    own, hostile = _copies()
+    for restart in (False, True):  # (a restart from storage before Reuters' copy comes)
+        worker = Worker(ClusterConfig(window_days=1, incident_days=90))
+        [first] = worker.batch([(hostile, T0)])
+        incident_id = first.decision.incident_id
+        [later] = worker.batch([(filler(2), T0 + timedelta(days=2))])  # the copy leaves
+        if restart:
+            worker.tables = StageTables({}, {}, {})  # the embedded broker's are gone
+            worker.rebuild(([first.record, later.record], [*first.incidents, *later.incidents]))
+        assert worker.stage.place_of(own.id) is None
+        sent = len(worker.sent)
+        [again] = worker.batch([(own, T0 + timedelta(days=2, hours=1))])
+        assert again.decision.redelivery and again.copy_shown
+        member, version = worker.sent[sent:]
+        assert isinstance(member, IncidentMember) and member.incident_id == incident_id
+        assert (member.article.title, member.article.source) == (own.title, "Reuters")
+        assert member.article.explanation == first.record.explanation  # the decision stands
+        assert member.assigned_at > first.incidents[0].updated_at
+        assert isinstance(version, IncidentVersion)
+        assert (version.version, version.title, version.article_count) == (2, own.title, 1)
+        assert own.id not in worker.tables.members  # its place left the table with it
+        # Shown: the same copy again, or the hoax one, changes nothing.
+        for copy in (own, hostile):
+            [once_more] = worker.batch([(copy, T0 + timedelta(days=2, hours=2))])
+            assert not once_more.copy_shown and worker.sent[-1].version == 2
 
 
 def test_another_site_s_copy_never_replaces_what_the_incident_shows_of_an_own_site_copy():
