@@ -268,6 +268,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) on a WAL database.
     ``readonly``: the file must exist (a reader opening a path that is not there created
     an empty database, which then answered every read with "nothing")."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # A device (/dev/null): SQLite would write its journal beside it, then say "disk
+        # I/O error", an outage to wait out. (A folder: ``_open_error`` says so.)
+        raise NotADatabase(f"{path} is not a file")
     if readonly:
         target, uri = f"{path.absolute().as_uri()}?mode=ro", True
     else:
@@ -383,6 +387,10 @@ _PATH_FAULTS = frozenset(
 )
 
 
+class NotADatabase(OSError):
+    """The database's path names something that cannot hold one (a device)."""
+
+
 def path_fault(exc: BaseException) -> bool:
     """Whether an error opening the database is the path's fault (a setting), not a
     passing state of the store (locked, busy, a full disk)."""
@@ -409,6 +417,9 @@ def open_database(path: Path) -> sqlite3.Connection:
 def _open_error(path: Path, exc: OSError | sqlite3.Error) -> Exception:
     if path.is_dir():  # (read-only, SQLite says "disk I/O error": taken for an outage)
         return StoreMisconfigured(f"SQLite database {path.absolute()} is a folder: the"
+                                  " database is a file (NEWSFLOW_SQLITE_PATH)")
+    if isinstance(exc, NotADatabase):
+        return StoreMisconfigured(f"SQLite database {path.absolute()} is not a file: the"
                                   " database is a file (NEWSFLOW_SQLITE_PATH)")
     if path_fault(exc):
         return StoreMisconfigured(f"SQLite database {path.absolute()} cannot be opened: {exc}")

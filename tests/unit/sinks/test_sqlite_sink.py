@@ -603,7 +603,9 @@ def test_a_path_that_cannot_be_opened_is_a_setting_fault(tmp_path: Path) -> None
     (tmp_path / "afile").write_text("")
     (tmp_path / "adir.db").mkdir()
     (tmp_path / "text.db").write_text("not a database, but long enough to be read as one\n" * 4)
-    for path in (tmp_path / "afile" / "x.db", tmp_path / "adir.db", tmp_path / "text.db"):
+    # (/dev/null, a device: SQLite says "disk I/O error", and the sink waited for ever.)
+    for path in (tmp_path / "afile" / "x.db", tmp_path / "adir.db", tmp_path / "text.db",
+                 Path("/dev/null")):
         sink = SQLiteSink(path)
         with pytest.raises(StoreMisconfigured, match=str(path)):
             sink.open()
