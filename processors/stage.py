@@ -226,6 +226,10 @@ def _after(before: datetime | None, now: datetime) -> datetime:
 class IncidentStage:
     # How often (in articles) incidents the clusterer has forgotten are swept out.
     SWEEP_EVERY = 500
+    # At most so many articles that left the window shown as another site's copy are kept
+    # (``_foreign_left``), the latest: a feed that lists other sites' pages (an aggregator)
+    # sends every article so, and their own site's copy comes within hours if at all.
+    FOREIGN_LEFT_KEPT = 10_000
 
     def __init__(self, config: ClusterConfig | None = None) -> None:
         self.clusterer = IncidentClusterer(config)
@@ -246,7 +250,7 @@ class IncidentStage:
         # Of those that left the window, the entries (and places' times) of the ones still
         # shown as another site's copy, by article: their own site's copy may come later
         # and must still replace it (a hostile first copy and its title would stand for
-        # good). Few: most articles come first from their own site.
+        # good). Bounded (``FOREIGN_LEFT_KEPT``): an aggregator's feed sends every article so.
         self._foreign_left: dict[str, tuple[str, IncidentArticle, datetime]] = {}
         # When the copy each of them shows was fetched: a later copy from its own site
         # replaces it (an outlet's edit), an older one sent again does not.
@@ -499,6 +503,9 @@ class IncidentStage:
                 self._foreign_left.update((a.id, (incident_id, a, foreign[a.id]))
                                           for a in left if a.id in foreign)
                 self.incidents[incident_id] = with_earlier(incident, left)
+        for article_id in list(self._foreign_left)[:max(0, len(self._foreign_left)
+                                                         - self.FOREIGN_LEFT_KEPT)]:
+            del self._foreign_left[article_id]  # (the oldest first: dicts keep their order)
         return [article_id for ids in leaving.values() for article_id in ids]
 
     def _evict(self, sweep: bool = False) -> tuple[list[str], list[str], list[str]]:
@@ -524,9 +531,9 @@ class IncidentStage:
         members = self._retire(articles)
         if swept:
             incidents = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
-            forgotten = set(incidents)
+            forgotten = set(incidents)  # (and those merged away, no longer held)
             self._foreign_left = {a: left for a, left in self._foreign_left.items()
-                                  if left[0] not in forgotten}
+                                  if left[0] not in forgotten and left[0] in self.incidents}
             for incident_id in incidents:
                 for member in self.incidents.pop(incident_id).articles:
                     members.append(member.id)

@@ -379,6 +379,24 @@ def test_an_own_site_copy_replaces_another_site_s_first_copy_also_once_it_left_t
             assert not once_more.copy_shown and worker.sent[-1].version == 2
 
 
+def test_the_first_copies_kept_past_the_window_are_bounded_the_latest_kept(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # An aggregator's feed sends every article as another site's copy: each one that left
+    # the window was kept, for as long as its incident was remembered (years).
+    own, hostile = _copies()
+    other_own = own.model_copy(update={"id": "other", "url": REUTERS_PAGE + "-2"})
+    other_hostile = hostile.model_copy(update={"id": "other", "url": REUTERS_PAGE + "-2?ref=hoax"})
+    monkeypatch.setattr(IncidentStage, "FOREIGN_LEFT_KEPT", 1)
+    worker = Worker(ClusterConfig(window_days=1, incident_days=90))
+    worker.batch([(hostile, T0), (other_hostile, T0 + timedelta(minutes=1))])
+    worker.batch([(filler(2), T0 + timedelta(days=2))])  # both leave the window
+    later = T0 + timedelta(days=2, hours=1)
+    [first_again] = worker.batch([(own, later)])
+    [other_again] = worker.batch([(other_own, later)])
+    assert (first_again.copy_shown, other_again.copy_shown) == (False, True)
+
+
 def test_another_site_s_copy_never_replaces_what_the_incident_shows_of_an_own_site_copy():
     own, hostile = _copies()
     replay = own.model_copy(update={"feed_url": None, "producer": "replay"})
