@@ -163,11 +163,27 @@ class NoLossConsumer(aiokafka_driver.Consumer):
             if unprocessed:
                 self._note_wait(tp, min(unprocessed))
                 return None  # a stream has not processed that message (yet)
+            self._ack_holes(tp, pending, committed)
         self._waiting.pop(tp, None)
         offset = super()._new_offset(tp)
         if pending and offset is not None:
             pending.difference_update([o for o in pending if o < offset])
         return offset
+
+    def _ack_holes(self, tp: TP, pending: set[int], committed: int | None) -> None:
+        """Count as processed the offsets below the last acked one that the log does not
+        hold (fetches are in order: one never handed out is not there). faust notes such a
+        hole only after a read offset above 0, and its commits stopped at the hole for good:
+        a batch the embedded broker refused after a restart but numbered, a transaction's
+        marker, a compacted record."""
+        acked = self._acked[tp]
+        done = self._acked_index[tp]
+        start = committed if committed is not None else min(pending)
+        holes = [o for o in range(start, max(acked)) if o not in done and o not in pending]
+        if holes:
+            acked.extend(holes)
+            acked.sort()
+            done.update(holes)
 
     def _note_wait(self, tp: TP, offset: int) -> None:
         now = monotonic()

@@ -357,3 +357,16 @@ def test_the_worker_s_consumer_asks_the_broker_to_hold_a_fetch_briefly(tmp_path)
         return thread._create_worker_consumer(app.transport)._fetch_max_wait_ms
 
     assert asyncio.run(made()) == 100  # (processors.consumer.FETCH_MAX_WAIT_MS)
+
+
+def test_every_message_acked_is_committed_past_across_a_hole_after_offset_0(tmp_path: Path) -> None:
+    # Offsets the log does not hold (a batch the embedded broker refused after a restart
+    # but numbered, a transaction's marker, compaction) are skipped by the commit; faust
+    # notes a hole only after a read offset above 0, and the commits stayed at 1 for good
+    # (the processors' offsets on a raw partition after a recycle, helper-142's test).
+    for committed in (None, 0):
+        run = drain(tmp_path, {RAW: [0, 5, 6, 7]}, {RAW: committed}, ack, batch=2)
+        assert run.commits[-1] == 8, committed
+    # And a hole right after a committed offset of 0, at the position.
+    run = drain(tmp_path, {RAW: [3, 4]}, {RAW: 0}, ack)
+    assert run.commits[-1] == 5
