@@ -433,7 +433,15 @@ def republish_late(settings: Settings, reach: Reach) -> int:
         logger.warning("could not read the outbox in %s: %s", path, exc)
         return 0
     if rows:
-        send_again(settings, settings.topic_raw, map(_message, rows), client_id="newsflow-outbox")
+        from newsflow.kafka import PublishError
+
+        try:
+            send_again(settings, settings.topic_raw, map(_message, rows),
+                       client_id="newsflow-outbox")
+        except PublishError as exc:  # tried again at the next check: they are kept
+            logger.warning("could not publish again %d article(s) kept after the recycle: %s",
+                           len(rows), exc)
+            return 0
         logger.warning("published again %d article(s) sent to the embedded broker before its"
                        " recycle and kept since (by a replay that ended after it)", len(rows))
     reach.late_after = max(reach.late_after, now - LATE_MARGIN_S)
