@@ -1,12 +1,14 @@
 """What the running service's check of the outbox costs (outbox.Sweeper, every
 NEWSFLOW_OUTBOX_CHECK_S): the look for rows old enough to check, over N rows kept, when
 none is (every row read); and the check of the consumer groups on an idle embedded broker.
-With ``--stream-rates``, how often the check finds the processors and the sink caught up
-while articles arrive at each rate (articles a second, one at a time, as the real
-processors and SQLite sink take them): a check that does not is tried again next time.
+With ``--stream-rates``, whether the check finds the processors and the sink finished while
+articles arrive at each rate (articles a second, one at a time at random, as the real
+processors and SQLite sink take them), and how long it takes: the check the sweeper makes
+(``drain.wait_passed``: the ends the topics had at its first look, passed) beside the one
+it made before (``drain.all_read``: nothing unread at one look), one after the other.
 
     .venv/bin/python benchmarks/outbox_sweep.py [--rows 20000] [--chars 6000]
-        [--stream-rates 0.2,1,5 --stream-s 60]
+        [--stream-rates 0.2,1,5,20 --stream-s 60]
 
 Prints figures; asserts nothing.
 """
@@ -14,11 +16,14 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.outbox_settle import article, filled  # noqa: E402
 from newsflow.broker import EmbeddedBroker  # noqa: E402
-from newsflow.drain import all_read, drain_groups  # noqa: E402
+from newsflow.drain import all_read, drain_groups, wait_passed  # noqa: E402
 from newsflow.kafka import Publisher, ensure_topics  # noqa: E402
+from newsflow.outbox import SWEEP_WAIT_S  # noqa: E402
 from newsflow.processes import spawn, terminate  # noqa: E402
 from newsflow.settings import Settings, settings_env  # noqa: E402
 
@@ -44,45 +50,52 @@ def arguments() -> argparse.Namespace:
 
 
 def while_streaming(bootstrap: str, rates: list[float], seconds: float, chars: int) -> None:
-    """Checks every 2 s while articles arrive at each of ``rates``, through real
+    """Checks, one after another, while articles arrive at each of ``rates``, through real
     processors and a real SQLite sink."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(kafka_bootstrap=bootstrap, kafka_embedded=True, data_dir=Path(tmp),
                             app_id="sweep-bench")
         ensure_topics(settings)
+        groups = drain_groups(settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
         env.update(settings_env(settings))
         roles = [spawn([sys.executable, "-m", "newsflow.cli", role], env, cwd=ROOT,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for role in ("sink", "process")]
-        n = 0
+        count = iter(range(10**9))
         try:
             with Publisher(settings, client_id="sweep-bench") as publisher:
-                publisher.publish_article(article(n, chars))  # the first, once they are up
+                publisher.publish_article(article(next(count), chars))  # the first, once they are up
                 publisher.flush()
-                while not all_read(settings, drain_groups(settings)):
+                while not all_read(settings, groups):
                     time.sleep(1.0)
                 for rate in rates:
-                    checks = finished = 0
-                    took = 0.0
+                    stop = threading.Event()
+
+                    def publish(rate: float = rate, stop: threading.Event = stop) -> None:
+                        while not stop.wait(random.expovariate(rate)):
+                            publisher.publish_article(article(next(count), chars))
+                            publisher.flush()
+
+                    sender = threading.Thread(target=publish, daemon=True)
+                    sender.start()
+                    looks = looked = passes = 0
+                    waits: list[float] = []
                     end = time.monotonic() + seconds
-                    next_check = time.monotonic() + 2.0
                     while time.monotonic() < end:
-                        n += 1
-                        publisher.publish_article(article(n, chars))
-                        publisher.flush()
-                        pause = time.monotonic() + random.expovariate(rate)
-                        while (now := time.monotonic()) < pause:
-                            if now >= next_check:
-                                next_check = now + 2.0
-                                start = time.perf_counter()
-                                finished += all_read(settings, drain_groups(settings))
-                                took += time.perf_counter() - start
-                                checks += 1
-                            time.sleep(min(0.05, max(0.0, pause - now)))
-                    print(f"{rate:g} article(s) a second: {finished} of {checks} checks found"
-                          f" everything finished ({took / max(1, checks):.2f} s a check)",
-                          flush=True)
+                        looked += all_read(settings, groups)
+                        looks += 1
+                        start = time.perf_counter()
+                        passes += wait_passed(settings, groups, timeout_s=SWEEP_WAIT_S,
+                                              level=logging.DEBUG)
+                        waits.append(time.perf_counter() - start)
+                        time.sleep(1.0)
+                    stop.set()
+                    sender.join()
+                    print(f"{rate:g} article(s) a second: one look found everything read in"
+                          f" {looked} of {looks}; the wait for what was there at its first look"
+                          f" passed in {passes} of {len(waits)}, taking {statistics.median(waits):.1f}"
+                          f" s (median), {max(waits):.1f} s at most", flush=True)
         finally:
             for proc, role in zip(roles, ("sink", "process"), strict=True):
                 terminate(proc, role, 20.0)
@@ -110,8 +123,14 @@ def main() -> None:
         for _ in range(5):
             start = time.perf_counter()
             done = all_read(settings, drain_groups(settings))
-            print(f"check of the consumer groups, idle broker: {time.perf_counter() - start:.3f} s,"
-                  f" finished: {done}", flush=True)
+            print(f"one look at the consumer groups, idle broker: {time.perf_counter() - start:.3f}"
+                  f" s, finished: {done}", flush=True)
+        for _ in range(5):
+            start = time.perf_counter()
+            done = wait_passed(settings, drain_groups(settings), timeout_s=SWEEP_WAIT_S,
+                               level=logging.DEBUG)
+            print(f"the wait for the groups to pass the topics' ends, idle broker:"
+                  f" {time.perf_counter() - start:.3f} s, finished: {done}", flush=True)
         if args.stream_rates:
             while_streaming(broker.bootstrap, [float(r) for r in args.stream_rates.split(",")],
                             args.stream_s, args.chars)

@@ -4,6 +4,10 @@ Both are found by reading: a fetch from each group's committed offsets, and fetc
 every partition's end. Not from end offsets alone: the embedded broker reports those as the
 start of the newest batch + 1, so a check by end offsets took a group with the rest of
 that batch unread for done. A check that gets no answer counts as not done.
+
+A publisher that never pauses (a long `newsflow replay`) always leaves something unread:
+``all_read`` then never passes. ``wait_passed`` waits instead for the groups to pass a
+watermark, the ends their topics had (read, not reported) when it first looked.
 """
 
 from __future__ import annotations
@@ -88,6 +92,89 @@ def wait_drained(
         time.sleep(1.0)
 
 
+def wait_passed(
+    settings: Settings,
+    groups: dict[str, list[str]],
+    timeout_s: float,
+    alive: Callable[[], bool] = lambda: True,
+    stopping: Callable[[], bool] = lambda: False,
+    level: int = logging.INFO,
+) -> bool:
+    """Wait until every group has committed past the ends its topics had when first
+    looked at (found by reading): what arrives meanwhile does not count, so a publisher
+    that never pauses does not hold it up. The topics are taken one after another in the
+    order the groups list them (the order messages flow: raw, clean, then what the
+    clustering derives), each once its readers have passed the one before: the
+    processors send what they derive before they commit what they read it from, so what
+    they derived from the articles published before the first look counts too. False when
+    ``timeout_s`` passes, ``alive()`` is false, ``stopping()`` is true or the broker does
+    not answer. Progress is logged at ``level`` (a check beside the service's loop: DEBUG)."""
+    deadline = time.monotonic() + timeout_s
+    for topic in dict.fromkeys(t for topics in groups.values() for t in topics):
+        readers = [group for group, topics in groups.items() if topic in topics]
+        try:
+            marks = true_ends(settings, [topic], timeout_s=max(1.0, deadline - time.monotonic()))
+        except Exception as exc:  # noqa: BLE001 - never block a shutdown on this
+            logger.warning("could not read where %s ends: %s", topic, exc)
+            return False
+        while True:
+            try:
+                left = sum(behind(committed_offsets(settings, group), marks) for group in readers)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("could not check consumer progress: %s", exc)
+                return False
+            if not left:
+                break
+            if stopping():
+                logger.log(level, "stopped waiting for processors and sink (%d unread in %s"
+                           " before the check): stopping", left, topic)
+                return False
+            if time.monotonic() >= deadline or not alive():
+                logger.log(level, "stopped waiting for processors and sink (%d unread in %s before"
+                           " the check): %s", left, topic,
+                           "a processor or the sink stopped" if not alive()
+                           else f"{timeout_s:g} s passed")
+                return False
+            logger.log(level, "waiting for processors and sink to read what %s held at the"
+                       " check (%d left)", topic, left)
+            time.sleep(0.5)
+    logger.log(level, "processors and sink have finished what was published before the check")
+    return True
+
+
+def behind(committed: dict[TopicPartition, int], marks: dict[TopicPartition, int]) -> int:
+    """Messages below ``marks`` (offsets) past the ``committed`` ones (0 where none)."""
+    return sum(max(0, mark - committed.get(tp, 0)) for tp, mark in marks.items())
+
+
+def true_ends(settings: Settings, topics: list[str], timeout_s: float = 60.0,
+              ) -> dict[TopicPartition, int]:
+    """The offset after each partition's last message as the look starts, found by
+    reading from the end the broker reports (the embedded broker's is low, never high: the
+    start of its newest batch + 1) to the last message (``read_to_ends``); ``DrainError``
+    if that takes longer than ``timeout_s``."""
+    consumer = _reader(settings)
+    try:
+        parts = _partitions(consumer, topics)
+        if not parts:
+            return {}
+        consumer.assign(parts)
+        consumer.seek_to_end(*parts)
+        return read_to_ends(consumer, parts, timeout_s)[1]
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings: Settings, group: str) -> dict[TopicPartition, int]:
+    """``group``'s committed offsets (the next offset it reads), where it committed."""
+    admin = admin_client(settings, timeout_s=5.0)
+    try:
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+    finally:
+        admin.close()
+    return {tp: done.offset for tp, done in committed.items() if done.offset >= 0}
+
+
 def all_read(settings: Settings, groups: dict[str, list[str]]) -> bool:
     """Whether no group has messages left, checked once and said only when the check
     fails: a look again after ``wait_drained``, which said they had caught up."""
@@ -143,34 +230,64 @@ def read_unread(settings: Settings, group: str, topics: list[str],
 def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Message]:
     """Every message of ``topic``, oldest first within each partition;
     ``DrainError`` if it cannot be read to the end in time."""
+    return [message for _, _, message in read_records(settings, topic, timeout_s)[0]]
+
+
+def read_records(settings: Settings, topic: str, timeout_s: float = 60.0,
+                 ) -> tuple[list[tuple[TopicPartition, int, Message]], dict[TopicPartition, int]]:
+    """``read_topic``, each message with its partition and offset, and the offset each
+    partition was read to (``read_to_ends``)."""
     consumer = _reader(settings)
     try:
         parts = _partitions(consumer, [topic])
         if not parts:
-            return []
+            return [], {}
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        return [_message(record) for record in read_to_end(consumer, parts, timeout_s)]
+        records, ends = read_to_ends(consumer, parts, timeout_s)
+        return [(TopicPartition(record.topic, record.partition), record.offset, _message(record))
+                for record in records], ends
     finally:
         consumer.close()
 
 
 def read_to_end(consumer: KafkaConsumer, parts: list[TopicPartition], timeout_s: float) -> list[Any]:
-    """The records from the consumer's positions in ``parts`` to their ends (kafka-python's
-    ConsumerRecords); ``DrainError`` if that takes longer than ``timeout_s``."""
+    """The records from the consumer's positions in ``parts`` to their ends as the read
+    starts (kafka-python's ConsumerRecords; see ``read_to_ends``)."""
+    return read_to_ends(consumer, parts, timeout_s)[0]
+
+
+def read_to_ends(consumer: KafkaConsumer, parts: list[TopicPartition],
+                 timeout_s: float) -> tuple[list[Any], dict[TopicPartition, int]]:
+    """The records from the consumer's positions in ``parts`` to their ends as the read
+    starts, and the offset each partition was read to; ``DrainError`` if that takes longer
+    than ``timeout_s``. A record made after the start (its timestamp later: our
+    publishers stamp the time they send, or an earlier one they carry over) ends its
+    partition, and all that follows it, appended later still, is left: reading on to
+    whatever end there was, a publisher that never paused (a message every 50 ms) kept the
+    read from ever ending."""
+    started_ms = int(time.time() * 1000)
     records: list[Any] = []
+    cut: dict[TopicPartition, int] = {}  # partitions ended by a later record: its offset
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         batches = consumer.poll(timeout_ms=READ_POLL_MS, max_records=1000)
-        for batch in batches.values():
-            records.extend(batch)
-        # The end: an answered fetch, nothing more, and the position at least at the
+        for tp, batch in batches.items():
+            for record in batch:
+                if tp in cut:
+                    break
+                if record.timestamp > started_ms:
+                    cut[tp] = record.offset
+                    consumer.pause(tp)
+                else:
+                    records.append(record)
+        # The end: nothing more from an answered fetch, and the position at least at the
         # high watermark (which the embedded broker may report low, never high).
-        if not batches and all(
-            (end := consumer.highwater(tp)) is not None and consumer.position(tp) >= end
-            for tp in parts
-        ):
-            return records
+        if all(tp in cut or (tp not in batches
+                             and (end := consumer.highwater(tp)) is not None
+                             and consumer.position(tp) >= end)
+               for tp in parts):
+            return records, {tp: cut[tp] if tp in cut else consumer.position(tp) for tp in parts}
     topics = ", ".join(sorted({tp.topic for tp in parts}))
     raise DrainError(f"could not read {topics} to its end in {timeout_s:.0f}s")
 
@@ -179,20 +296,15 @@ def _seek_committed(settings: Settings, consumer: KafkaConsumer, group: str,
                     topics: list[str]) -> list[TopicPartition]:
     """Assign ``consumer`` the partitions of ``topics``, each at ``group``'s committed
     offset (at its start where the group never committed)."""
-    admin = admin_client(settings, timeout_s=5.0)
-    try:
-        committed = admin.list_group_offsets({group: None}).get(group, {})
-    finally:
-        admin.close()
+    committed = committed_offsets(settings, group)
     parts = _partitions(consumer, topics)
     if parts:
         consumer.assign(parts)
     for tp in parts:
-        done = committed.get(tp)
-        if done is None or done.offset < 0:
-            consumer.seek_to_beginning(tp)
+        if tp in committed:
+            consumer.seek(tp, committed[tp])
         else:
-            consumer.seek(tp, done.offset)
+            consumer.seek_to_beginning(tp)
     return parts
 
 

@@ -29,6 +29,7 @@ delivered survive a broker's crash, and the topic keeps it while storage is down
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import sqlite3
@@ -38,10 +39,11 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
-from newsflow.drain import all_read, drain_groups
+from newsflow.drain import Message, drain_groups, wait_passed
 from newsflow.schemas import RawArticle, not_an_article, replaces
 from newsflow.settings import Settings
 from newsflow.sqlite_wal import enable_wal
@@ -62,6 +64,15 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 SETTLE_S = 30.0  # how often a producer drops the rows storage now holds
+SWEEP_WAIT_S = 120.0  # how long the running service's check waits for the stages
+# A row's time is taken in its writer's transaction, which may commit a moment later: the
+# look for rows kept late (``republish_late``) looks again this far back.
+LATE_MARGIN_S = 10.0
+SEND_TRIES = 3  # how often ``send_again`` sends a chunk the broker did not take
+# A replay's send across a recycle that the new broker refused as it started (Tansu's
+# "AlreadyExists" for a partition's first batch, raced by the recycle's own): its row is
+# published again with those sent to the old broker (``Reach``).
+LATE_AFTER_START_S = 30.0
 
 
 # A row: an article's id, and which copy of it. Every copy is kept, as the topic held
@@ -227,9 +238,22 @@ class Outbox:
         with self._transaction():
             self.conn.executemany("DELETE FROM outbox WHERE article_id = ? AND copy = ?", rows)
 
-    def drop_added_before(self, when: float, since: float = 0.0) -> int:
-        return self.conn.execute("DELETE FROM outbox WHERE added < ? AND added >= ?",
-                                 (when, since)).rowcount
+    def drop_added_before(self, when: float, since: float = 0.0, late_after: float = 0.0,
+                          late_before_ms: int = 0) -> int:
+        """Drop the rows written in [``since``, ``when``), but those written since
+        ``late_after`` and first published before ``late_before_ms`` (``Reach``)."""
+        return self.conn.execute(
+            "DELETE FROM outbox WHERE added < ? AND added >= ?"
+            " AND NOT (added >= ? AND published_ms < ?)",
+            (when, since, late_after, late_before_ms)).rowcount
+
+    def late(self, after: float, before: float, published_before_ms: int) -> list[Kept]:
+        """The rows written in [``after``, ``before``) whose article was first published
+        before ``published_before_ms``, in the order first published."""
+        return [Kept(*row) for row in self.conn.execute(
+            "SELECT article_id, copy, value, published_ms, fetched_at FROM outbox"
+            " WHERE added >= ? AND added < ? AND published_ms < ?"
+            " ORDER BY published_ms, article_id", (after, before, published_before_ms))]
 
     def added_before(self, when: float, since: float = 0.0) -> bool:
         """Whether a row was written before ``when`` (epoch seconds), and since ``since``."""
@@ -273,9 +297,19 @@ def settle(settings: Settings, outbox: Outbox) -> int:
 @dataclass
 class Reach:
     """Which rows reached the running embedded broker: those written since ``since``
-    (epoch seconds), all of them when 0. A finished stop or recycle forgets only those."""
+    (epoch seconds), all of them when 0. A finished stop or recycle forgets only those.
+
+    But for the rows a replay keeps after a recycle: it keeps what it sent when it ends,
+    so rows written since ``late_after`` (the recycle's) whose article was first
+    published before ``late_before_ms`` (``LATE_AFTER_START_S`` after the new broker's
+    start, ms) may hold what it sent to the old broker after the recycle saved what that
+    held, or what the new one refused as it started. ``republish_late`` sends them to
+    this one, moving ``late_after`` past them; until then they are not forgotten.
+    """
 
     since: float = 0.0
+    late_after: float = 0.0
+    late_before_ms: int = 0  # 0: no recycle yet, no row kept late
 
 
 def republish(settings: Settings, skip: Collection[str] = (), reach: Reach | None = None) -> int:
@@ -299,8 +333,6 @@ def republish(settings: Settings, skip: Collection[str] = (), reach: Reach | Non
 
 
 def _republish(settings: Settings, skip: Collection[str]) -> int:
-    from newsflow.kafka import Publisher
-
     path = settings.producer_state_file
     if not path.exists():
         return 0
@@ -310,20 +342,52 @@ def _republish(settings: Settings, skip: Collection[str]) -> int:
         skipped = set(skip)
         sent = 0
         if outbox.size()[0]:
-            with Publisher(settings, client_id="newsflow-outbox") as publisher:
-                for row in outbox.each():
-                    if row.article_id not in skipped:
-                        publisher.send(settings.topic_raw, row.article_id, row.value,
-                                       timestamp_ms=row.published_ms)
-                        sent += 1
-                        if sent % 1000 == 0:  # (its futures are kept until a flush)
-                            publisher.flush()
+            sent = send_again(settings, settings.topic_raw,
+                              (_message(row) for row in outbox.each()
+                               if row.article_id not in skipped), client_id="newsflow-outbox")
         if sent:
             logger.warning("published again %d article(s) that storage did not hold when the"
                            " embedded broker last stopped (kept in %s)", sent, path)
         return sent
     finally:
         outbox.close()
+
+
+def _message(row: Kept) -> Message:
+    return Message(row.article_id.encode("utf-8"), row.value, [], row.published_ms)
+
+
+def send_again(settings: Settings, topic: str, messages: Iterable[Message], client_id: str,
+               chunk: int = 1000) -> int:
+    """Publish ``messages`` again (bytes, headers and first times as they were), flushed
+    ``chunk`` at a time; how many. A flush that fails sends its chunk again, whole (a copy
+    twice changes nothing), up to ``SEND_TRIES`` times: the embedded broker refused one
+    of two produce requests that reached a partition it had just made at once
+    ("AlreadyExists" for its first batch), a replay's sent again across a recycle and the
+    recycle's own, and the service stopped."""
+    from newsflow.kafka import MessageTooLargeError, Publisher, PublishError
+
+    sent = 0
+    items = iter(messages)
+    with Publisher(settings, client_id=client_id) as publisher:
+        while part := list(islice(items, chunk)):
+            for tries in range(1, SEND_TRIES + 1):
+                for message in part:
+                    publisher.send(topic, message.key, message.value,
+                                   headers=message.headers or None,
+                                   timestamp_ms=message.timestamp if message.timestamp >= 0 else None)
+                try:
+                    publisher.flush()
+                    break
+                except MessageTooLargeError:
+                    raise
+                except PublishError as exc:
+                    if tries == SEND_TRIES:
+                        raise
+                    logger.warning("%s: sending those %d again", exc, len(part))
+                    time.sleep(1.0)
+            sent += len(part)
+    return sent
 
 
 def forget_finished(settings: Settings, before: float, reach: Reach | None = None) -> int:
@@ -334,11 +398,12 @@ def forget_finished(settings: Settings, before: float, reach: Reach | None = Non
     path = settings.producer_state_file
     if not path.exists():
         return 0
+    reach = reach or Reach()
     try:
         outbox = Outbox(path)
         try:
-            return outbox.drop_added_before(before,
-                                            since=reach.since if reach is not None else 0.0)
+            return outbox.drop_added_before(before, since=reach.since, late_after=reach.late_after,
+                                            late_before_ms=reach.late_before_ms)
         finally:
             outbox.close()
     except sqlite3.Error as exc:
@@ -346,14 +411,54 @@ def forget_finished(settings: Settings, before: float, reach: Reach | None = Non
         return 0
 
 
+def republish_late(settings: Settings, reach: Reach) -> int:
+    """After a recycle: publish the rows kept since it (``reach.late_after``) whose
+    article was first published before ``reach.late_before_ms``, with their first times,
+    but those storage holds: what a replay sent to the old broker after the recycle had
+    saved what it held (or the new one refused), kept when that replay ended; how many.
+    (One the new broker took goes twice: an article published twice changes nothing.)"""
+    path = settings.producer_state_file
+    if not reach.late_before_ms or not path.exists():
+        return 0
+    now = time.time()
+    try:
+        outbox = Outbox(path)
+        try:
+            rows = outbox.late(reach.late_after, now - LATE_MARGIN_S, reach.late_before_ms)
+            if rows and settle(settings, outbox):  # (a long replay's: mostly stored)
+                rows = outbox.late(reach.late_after, now - LATE_MARGIN_S, reach.late_before_ms)
+        finally:
+            outbox.close()
+    except sqlite3.Error as exc:
+        logger.warning("could not read the outbox in %s: %s", path, exc)
+        return 0
+    if rows:
+        from newsflow.kafka import PublishError
+
+        try:
+            send_again(settings, settings.topic_raw, map(_message, rows),
+                       client_id="newsflow-outbox")
+        except PublishError as exc:  # tried again at the next check: they are kept
+            logger.warning("could not publish again %d article(s) kept after the recycle: %s",
+                           len(rows), exc)
+            return 0
+        logger.warning("published again %d article(s) sent to the embedded broker before its"
+                       " recycle and kept since (by a replay that ended after it)", len(rows))
+    reach.late_after = max(reach.late_after, now - LATE_MARGIN_S)
+    return len(rows)
+
+
 class Sweeper:
     """While the embedded broker runs, what a stop does for the outbox: every
     ``NEWSFLOW_OUTBOX_CHECK_S``, when rows older than that are left (a settle every
     ``SETTLE_S`` drops what storage holds: these are dead-lettered, or storage is behind),
-    check whether the processors and the sink have finished everything published, and if
-    so forget the rows written before the check that reached the broker (``reach``).
-    Without it a service that never stopped kept every dead-lettered article's row, up to
-    ``NEWSFLOW_OUTBOX_MAX_MB``, past which the producers poll nothing.
+    wait (up to ``SWEEP_WAIT_S``) for the processors and the sink to finish what was
+    published before the check (``drain.wait_passed``: what arrives meanwhile does not
+    count), then forget the rows written before the check that reached the broker
+    (``reach``, as it was at the check). Without it a service that never stopped kept every
+    dead-lettered article's row, up to ``NEWSFLOW_OUTBOX_MAX_MB``, past which the
+    producers poll nothing. (It looked once whether they had read everything: a stream
+    that never paused for the second they take to commit kept the rows for good.)
 
     The check runs in a thread of its own: it waits on the broker, some 30 s for each
     look when the broker does not answer (a frozen or overloaded one), and its callers
@@ -374,7 +479,8 @@ class Sweeper:
             return False
         self.next_check = time.monotonic() + self.settings.outbox_check_s
         # The check's time taken here, in the caller's loop: before any recycle it starts.
-        self._thread = threading.Thread(target=self.sweep, args=(time.time(),),
+        self._thread = threading.Thread(target=self.sweep,
+                                        args=(time.time(), dataclasses.replace(self.reach)),
                                         name="newsflow-outbox-sweep",
                                         daemon=True)  # (a stop does not wait on the broker)
         self._thread.start()
@@ -384,24 +490,27 @@ class Sweeper:
         """Whether a check runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def sweep(self, checked: float) -> int:
+    def sweep(self, checked: float, reach: Reach | None = None) -> int:
         """The check itself, now, forgetting the rows written before ``checked`` (epoch
-        seconds) if it finds everything finished: the rows forgotten."""
-        if not self._old_rows(checked):
+        seconds) that reached the broker (``reach``, the sweeper's own when None) once
+        everything published before it is finished: the rows forgotten."""
+        reach = reach or self.reach
+        if not self._old_rows(checked, reach):
             return 0
-        # The stop's check: it reads from each group's committed offsets (Tansu's end
-        # offsets are wrong), and says not finished when the broker does not answer.
-        if not all_read(self.settings, drain_groups(self.settings)):
+        # Waited for by reading (Tansu's end offsets are wrong); a broker that does not
+        # answer counts as not finished.
+        if not wait_passed(self.settings, drain_groups(self.settings), timeout_s=SWEEP_WAIT_S,
+                           level=logging.DEBUG):
             logger.debug("outbox: the processors and the sink have not finished what was"
-                         " published; its rows are kept")
+                         " published before the check; its rows are kept")
             return 0
-        forgotten = forget_finished(self.settings, checked, self.reach)
+        forgotten = forget_finished(self.settings, checked, reach)
         if forgotten:
             logger.info("outbox: forgot %d article(s) the processors and the sink had"
                         " finished (stored, or dead-lettered)", forgotten)
         return forgotten
 
-    def _old_rows(self, checked: float) -> bool:
+    def _old_rows(self, checked: float, reach: Reach) -> bool:
         path = self.settings.producer_state_file
         if not path.exists():
             return False
@@ -409,7 +518,7 @@ class Sweeper:
             outbox = Outbox(path)
             try:
                 return outbox.added_before(checked - self.settings.outbox_check_s,
-                                           since=self.reach.since)
+                                           since=reach.since)
             finally:
                 outbox.close()
         except sqlite3.Error as exc:

@@ -6,16 +6,20 @@ supervisor restarts it empty, losing nothing:
 
 1. the producers stop (what they had not sent, they poll again later: their state is on
    disk);
-2. the processors and the sink finish everything already published, or the recycle is
-   postponed;
-3. they stop, and nothing has arrived meanwhile (a `newsflow replay` from outside), or
-   the recycle is postponed;
-4. the dead-letter topic, which only an operator reads, is saved to a file;
-5. the broker restarts on the same port (the runfile stays true), the topics are created
-   and the dead letters written back (a service that stops before that writes them back
-   when it next starts);
-6. the children start again; the processors rebuild their window from storage, as after
+2. the processors and the sink finish everything published before the recycle's first
+   look (``drain.wait_passed``: what arrives meanwhile, from a `newsflow replay` that
+   never pauses, does not hold it up), or the recycle is postponed;
+3. they stop; the dead-letter topic, which only an operator reads, is saved to a file, and
+   so are the raw articles they had not finished (those published since the first look,
+   mostly) and the merges the sink had not stored, as a stop saves them;
+4. the broker restarts on the same port (the runfile stays true), the topics are created,
+   and what was saved is written back (a service that stops before that writes it back
+   when it next starts), then the outbox's articles storage lacks;
+5. the children start again; the processors rebuild their window from storage, as after
    any restart of the embedded broker. The web page, reading storage, stays up.
+6. A replay that sent to the old broker after step 3 read it keeps those articles in the
+   outbox only when it ends: ``outbox.republish_late`` publishes them, at each check
+   after the recycle, once they are kept.
 
 A stop of the service saves what the broker holds the same way (``save_for_next_start``,
 at the end of this module): the dead letters, the raw articles the processors and the
@@ -33,7 +37,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from threading import Event
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from kafka import TopicPartition
 
 from newsflow import outbox
 from newsflow.broker import EmbeddedBroker
@@ -41,10 +47,14 @@ from newsflow.drain import (
     DrainError,
     Message,
     all_read,
+    behind,
+    committed_offsets,
     drain_groups,
+    read_records,
     read_topic,
     read_unread,
-    wait_drained,
+    true_ends,
+    wait_passed,
 )
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.metrics import Registry, textfile_path, write_textfile
@@ -93,6 +103,8 @@ class Recycler:
         if time.monotonic() < self.next_check:
             return False
         self.next_check = time.monotonic() + CHECK_S
+        if self.reach is not None:
+            outbox.republish_late(self.settings, self.reach)
         try:
             if not self.enabled or not over_limit(self.broker, self.settings):
                 return False
@@ -143,8 +155,9 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
                 held // 2**20, settings.embedded_broker_max_mb)
     for child in producers:
         child.stop(timeout_s=20.0)
-    if not wait_drained(settings, groups, timeout_s=DRAIN_S,
-                        alive=lambda: all(c.alive() for c in consumers), stopping=stop.is_set):
+    checked = time.time()  # (the first look at the topics' ends is after it)
+    if not wait_passed(settings, groups, timeout_s=DRAIN_S,
+                       alive=lambda: all(c.alive() for c in consumers), stopping=stop.is_set):
         if not stop.is_set():  # when stopping, the service stops the rest itself
             logger.warning("processors and sink did not catch up: broker recycle postponed")
             start_again(producers)
@@ -155,32 +168,58 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
         return False
     try:
         save_dead_letters(settings)
+        # What was published before the check is finished: stored, or dead-lettered.
+        outbox.forget_finished(settings, checked, reach)
+        # What came since (a replay that never pauses), and what the stages had not
+        # finished of it, read last: what is sent after this read goes with the old broker
+        # (but for the outbox's rows, step 6).
+        saved = save_unfinished(settings)
     except DrainError as exc:
         if not stop.is_set():
             logger.warning("%s: broker recycle postponed", exc)
             start_again(consumers + producers)
         return False
     if stop.is_set():
-        return False  # the broker stops with the service: the saved letters come back at start
-    checked = time.time()
-    if not all_read(settings, groups):
-        logger.warning("more was published while the consumers stopped: broker recycle postponed")
-        start_again(consumers + producers)
-        return False
-    # (What was published before the check is finished: stored, or dead-lettered.)
-    outbox.forget_finished(settings, checked, reach)
+        return False  # the broker stops with the service, which saves again what it holds
+    say_what_came_after(settings, saved.raw_ends)
     broker.stop()
     broker.start()
     ensure_topics(settings)
     on_restart()
-    restore_dead_letters(settings)
-    # (None, unless a replay from outside sent more after the check: that went with the
-    # old broker.)
-    outbox.republish(settings, reach=reach)
+    written = time.time()
+    carried = restore_saved(settings)
+    if saved.articles or saved.merges:
+        logger.info("carried %d raw article(s) the processors and the sink had not finished"
+                    " (published since the recycle's check) and %d merge(s) over to the new"
+                    " broker", saved.articles, saved.merges)
+    outbox.republish(settings, skip=carried, reach=reach)
+    if reach is not None:
+        # A replay keeps the rows of what it sent when it ends: those it sent to the old
+        # broker after the save, kept from now on, did not reach this one.
+        reach.late_after = written - outbox.LATE_MARGIN_S
+        reach.late_before_ms = int(((broker.started_at or written)
+                                    + outbox.LATE_AFTER_START_S) * 1000)
     start_again(consumers + producers)
     logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
                 (broker.memory_bytes() or 0) // 2**20)
     return True
+
+
+def say_what_came_after(settings: Settings, saved_to: dict[TopicPartition, int]) -> None:
+    """Before the broker stops for a recycle: say how many raw messages came after the
+    save read the raw topic (to ``saved_to``), which go with the broker. A replay's are
+    published again from the outbox (``outbox.republish_late``); a publisher of your own,
+    which keeps none, loses them."""
+    try:
+        came = behind(saved_to, true_ends(settings, [settings.topic_raw], timeout_s=5.0))
+    except Exception as exc:  # noqa: BLE001 - a figure for the log only
+        logger.debug("could not read where the raw topic ends now: %s", exc)
+        return
+    if came:
+        logger.warning("%d raw message(s) arrived while the recycle saved what the broker"
+                       " held: those of `newsflow replay` are published again from the"
+                       " outbox once it has kept them; another publisher's are lost with the"
+                       " broker (pause it while the broker is recycled)", came)
 
 
 def carried_letters(settings: Settings) -> Path:
@@ -303,9 +342,7 @@ def save_for_next_start(settings: Settings, drained: bool) -> bool:
         carried_merges(settings).unlink(missing_ok=True)
         return True
     try:
-        unfinished = unfinished_article_ids(settings)
-        saved = save_unfinished_articles(settings, unfinished)
-        merges = save_unstored_merges(settings, unfinished)
+        saved, merges, _ = save_unfinished(settings)
     except Exception as exc:  # noqa: BLE001
         logger.error("could not save the articles the processors and the sink had not"
                      " finished (%s): those the publishers kept are published again at"
@@ -318,6 +355,25 @@ def save_for_next_start(settings: Settings, drained: bool) -> bool:
         logger.warning("%d merged incident(s) whose last version the sink had not stored"
                        " saved to %s: stored at the next start", merges, carried_merges(settings))
     return False
+
+
+class Saved(NamedTuple):
+    """What ``save_unfinished`` saved: how many raw articles and merges, and the offsets
+    the raw topic's partitions were read to."""
+
+    articles: int
+    merges: int
+    raw_ends: dict[TopicPartition, int]
+
+
+def save_unfinished(settings: Settings) -> Saved:
+    """Save the raw articles the processors and the sink have not finished and the merges
+    the sink has not stored, for ``restore_saved`` (files removed when there are none).
+    ``DrainError`` when a topic cannot be read to its end."""
+    unfinished = unfinished_article_ids(settings)
+    merges = save_unstored_merges(settings, unfinished)
+    articles, raw_ends = save_unfinished_articles(settings, unfinished)
+    return Saved(articles, merges, raw_ends)
 
 
 def unfinished_article_ids(settings: Settings) -> set[str]:
@@ -354,13 +410,23 @@ def incident_version(message: Message) -> dict[str, Any] | None:
     return version if isinstance(version, dict) else None
 
 
-def save_unfinished_articles(settings: Settings, ids: set[str]) -> int:
-    """Save the raw messages of the unfinished articles ``ids`` (every copy, in publishing
-    order); how many."""
-    raw = [m for m in read_topic(settings, settings.topic_raw)
-           if m.key is not None and m.key.decode("utf-8", "replace") in ids] if ids else []
+def save_unfinished_articles(settings: Settings, ids: set[str],
+                             ) -> tuple[int, dict[TopicPartition, int]]:
+    """Save the raw messages of the unfinished articles ``ids`` (every copy) and those the
+    processors have not read, in publishing order; how many, and the offsets the raw
+    topic was read to. Read last, and past the processors' offsets: what a publisher
+    outside the service sent after ``ids`` were found is saved too (it went with the
+    broker)."""
+    if not ids:  # (all read: nothing to save, as far as the raw topic's ends now)
+        save_or_remove(carried_articles(settings), [])
+        return 0, true_ends(settings, [settings.topic_raw])
+    committed = committed_offsets(settings, settings.app_id)
+    records, ends = read_records(settings, settings.topic_raw)
+    raw = [m for tp, offset, m in records
+           if offset >= committed.get(tp, 0)
+           or (m.key is not None and m.key.decode("utf-8", "replace") in ids)]
     raw.sort(key=lambda m: m.timestamp)  # (stable: a partition's order stays for ties)
-    return save_or_remove(carried_articles(settings), raw)
+    return save_or_remove(carried_articles(settings), raw), ends
 
 
 def save_unstored_merges(settings: Settings, unfinished: set[str]) -> int:
@@ -413,13 +479,11 @@ def restore_saved(settings: Settings) -> set[str]:
         if not path.exists():
             continue
         messages = read_messages(path)
-        with Publisher(settings, client_id="newsflow-carry") as publisher:
-            for message in messages:
-                # With the time it was first published: the cluster stage decides in that order.
-                publisher.send(topic, message.key, message.value, headers=message.headers,
-                               timestamp_ms=message.timestamp if message.timestamp >= 0 else None)
-                if topic == settings.topic_raw and message.key is not None:
-                    published.add(message.key.decode("utf-8", "replace"))
+        # With the time it was first published: the cluster stage decides in that order.
+        outbox.send_again(settings, topic, messages, client_id="newsflow-carry")
+        if topic == settings.topic_raw:
+            published.update(m.key.decode("utf-8", "replace") for m in messages
+                             if m.key is not None)
         logger.info("published again %d %s the last stop saved", len(messages), what)
     return published
 

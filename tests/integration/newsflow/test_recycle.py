@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from threading import Event
 
 from kafka import TopicPartition
@@ -258,3 +259,55 @@ def test_only_a_stop_that_found_everything_finished_says_so(make_settings) -> No
     read_by_every_stage(settings)
     assert not save_for_next_start(settings, drained=False)
     assert save_for_next_start(settings, drained=True)
+
+
+def test_what_a_replay_sent_to_the_old_broker_and_kept_after_a_recycle_goes_out_again(
+    make_settings,
+) -> None:
+    """A replay keeps its rows when it ends. What it sent to the broker after a recycle had
+    saved what the broker held went with it, and its rows, kept after the recycle's
+    republish, waited for the next start of `newsflow run`: meanwhile a check that found
+    everything finished forgot them, and they were lost. Now they are not forgotten until
+    they are published to the new broker, with their first times."""
+    from newsflow import outbox
+    from tests.records import article
+
+    settings = make_settings(kafka_embedded=True)
+    ensure_topics(settings)
+    restarted = time.time() - 60  # the new broker's start
+    reach = outbox.Reach(late_after=restarted, late_before_ms=int(restarted * 1000))
+    box = outbox.Outbox(settings.producer_state_file)
+    try:  # kept when the replay ended, 20 s after the recycle
+        outbox.add(box.conn, [*outbox.kept([article(1)], int(restarted * 1000) - 500),
+                              *outbox.kept([article(2)], int(restarted * 1000) + 500)],
+                   now=restarted + 20)
+    finally:
+        box.close()
+    # a2 went to the new broker: finished, forgotten; a1 did not reach it.
+    assert outbox.forget_finished(settings, time.time(), reach) == 1
+    assert outbox.republish_late(settings, reach) == 1
+    back = read_topic(settings, settings.topic_raw)
+    assert [(m.key, m.timestamp) for m in back] == [(b"a1", int(restarted * 1000) - 500)]
+    assert outbox.republish_late(settings, reach) == 0  # (once)
+    assert outbox.forget_finished(settings, time.time(), reach) == 1
+
+
+def test_a_stop_while_a_publisher_never_pauses_saves_what_was_there_when_it_looked(
+    make_settings,
+) -> None:
+    """A replay that sends every 50 ms while the service stops: reading on to whatever end
+    there was, the save never got there (60 s, then "could not save the articles ...":
+    all but the outbox's rows lost with the broker)."""
+    from tests.integration.newsflow.test_drain import publishing
+
+    settings = make_settings()
+    ensure_topics(settings)
+    sent = published(settings, 30)
+    with publishing(settings, settings.topic_raw, "b"):
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert not save_for_next_start(settings, drained=False)
+        took = time.monotonic() - started
+    saved = {m.key for m in read_messages(carried_articles(settings))}
+    assert saved >= {key for key, _ in sent} | {b"b100", b"b101"}
+    assert took < 30, f"the save took {took:.0f} s"
