@@ -21,22 +21,25 @@ from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
 from newsflow.storage import MissingExtra, StoreMisconfigured, storage_errors, store_name, store_setting
 from processors.app import WindowLoader, cluster_config
+from processors.assemble import article_time, with_earlier
 from processors.clustering import ClusterConfig
-from processors.stage import ArticleRecord
+from processors.stage import MAX_CLOCK_SKEW, ArticleRecord
 
 logger = logging.getLogger(__name__)
 
 # Waits between tries while storage is down at start (the last one repeats).
 STORAGE_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
+# What a rebuild keeps of each incident storage holds, given the articles stored.
+Keeper = Callable[[list[RawArticle]], Callable[[Incident], Incident]]
+
 # The sinks' read of their storage (``sinks.store.read_window``), handed in by the
-# `newsflow` command: (settings, since, at most so many incidents, from when to list an
-# incident's articles given those stored) -> the articles stored in an incident since
-# then, each with its incident and the original it copies; those incidents' latest
-# versions, listing the articles from then and counting the older ones; when the stage
-# saw each of their articles. Raises what the storage raises when it is down.
+# `newsflow` command: (settings, since, at most so many incidents, ``Keeper``) -> the
+# articles stored in an incident since then, each with its incident and the original it
+# copies; what to keep of those incidents' latest versions; when the stage saw each of
+# their articles. Raises what the storage raises when it is down.
 WindowReader = Callable[
-    [Settings, datetime, int, Callable[[list[RawArticle]], datetime | None]],
+    [Settings, datetime, int, Keeper],
     tuple[list[tuple[RawArticle, str, str | None]], list[Incident], dict[str, datetime]],
 ]
 
@@ -44,29 +47,43 @@ WindowReader = Callable[
 # rebuild and counts the others, so a few more listed do no harm (one it holds that is
 # not listed is added back, with a warning).
 _LISTED_MARGIN = timedelta(days=1)
-# A publication time this far past an article's fetch is a wrong date: the stage reads it
-# as the fetch time (``processors.stage.MAX_CLOCK_SKEW``).
-_CLOCK_SKEW = timedelta(hours=1)
 
 
-def listed_since(config: ClusterConfig) -> Callable[[list[RawArticle]], datetime | None]:
+def listed_since(config: ClusterConfig, articles: list[RawArticle]) -> datetime | None:
     """From when a rebuild lists an incident's articles, given the articles stored: the
     start of the clusterer's window, with a margin. Its clock is the newest time it has
     seen, but it goes back with a stream that does (once ``follow_behind`` articles in a
     row say so): the seeds, dated at the start, do not hold it ahead of an archive replayed
-    after them; so the ``follow_behind``-th newest time, not the newest."""
-    def since(articles: list[RawArticle]) -> datetime | None:
-        times = sorted(a.published if a.published is not None
-                       and a.published <= a.fetched_at + _CLOCK_SKEW else a.fetched_at
-                       for a in articles)
-        if not times:
-            return None
-        clock = times[-min(len(times), config.follow_behind)]
-        try:
-            return clock - timedelta(days=config.window_days) - _LISTED_MARGIN
-        except OverflowError:  # (a window reaching before year 1: everything is listed)
-            return None
-    return since
+    after them; so the ``follow_behind``-th newest time, not the newest. (A publication
+    time past the fetch by more than ``MAX_CLOCK_SKEW`` is read as the fetch, as the stage
+    reads it.)"""
+    times = sorted(a.published if a.published is not None
+                   and a.published <= a.fetched_at + MAX_CLOCK_SKEW else a.fetched_at
+                   for a in articles)
+    if not times:
+        return None
+    clock = times[-min(len(times), config.follow_behind)]
+    try:
+        return clock - timedelta(days=config.window_days) - _LISTED_MARGIN
+    except OverflowError:  # (a window reaching before year 1: everything is listed)
+        return None
+
+
+def window_keeper(config: ClusterConfig) -> Keeper:
+    """What a rebuild keeps of a stored incident (storage lists every article): the
+    articles from ``listed_since``, the older ones counted, as the stage counts those that
+    leave its window (``assemble.with_earlier``). Read one incident at a time, every report
+    of every story read back whole was most of a rebuild's memory."""
+    def keeper(articles: list[RawArticle]) -> Callable[[Incident], Incident]:
+        since = listed_since(config, articles)
+
+        def keep(incident: Incident) -> Incident:
+            if since is None:
+                return incident
+            return with_earlier(incident, [a for a in incident.articles
+                                           if (article_time(a) or since) < since])
+        return keep
+    return keeper
 
 
 def storage_window_loader(
@@ -139,7 +156,7 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[list[ArticleRec
     since = window_start(datetime.now(UTC), max(settings.window_days, settings.incident_days))
     config = cluster_config(settings)
     stored, incidents, seen = read_window(settings, since, config.max_incidents,
-                                          listed_since(config))
+                                          window_keeper(config))
     # Restored in the order the stage saw them (its versions say when), not the order
     # of fetching: a copy fetched before its original but clustered after it would
     # otherwise come back as an original, and decisions after the restart differ.

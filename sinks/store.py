@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 
-from newsflow.schemas import EarlierArticles, Incident, RawArticle
+from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
 from newsflow.storage import MissingExtra, StoreMisconfigured, StoreMissing, store_name
 from sinks.base import BatchingSink
@@ -74,49 +74,29 @@ def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
 
 def read_window(
     settings: Settings, since: datetime, incidents: int,
-    listed_since: Callable[[list[RawArticle]], datetime | None],
+    keeper: Callable[[list[RawArticle]], Callable[[Incident], Incident]],
 ) -> tuple[list[tuple[RawArticle, str, str | None]], list[Incident], dict[str, datetime]]:
     """What the processors rebuild their clustering window from: the articles stored in
     an incident since ``since`` (of the ``incidents`` latest incidents at most), each with
-    its incident and the original it copies; those incidents' latest versions, listing the
-    articles of ``listed_since(the articles)`` or later and counting the older ones in
-    ``earlier`` (read one at a time: every report of every story, read back whole, was
-    most of a rebuild's memory); and when the stage saw each of their articles. Raises what
-    the storage raises when it is down."""
+    its incident and the original it copies; what ``keeper(the articles)`` keeps of those
+    incidents' latest versions, read one at a time; and when the stage saw each of their
+    articles. Raises what the storage raises when it is down."""
     store = open_store(settings)  # (creates an empty store: no storage yet, no window)
     try:
         stored = [(article, incident_id, duplicate_of)
                   for article, incident_id, duplicate_of in store.recent_articles(since, incidents)
                   if incident_id is not None]
-        listed_from = listed_since([article for article, _, _ in stored])
+        keep = keeper([article for article, _, _ in stored])
         latest: list[Incident] = []
         seen: dict[str, datetime] = {}
         for incident_id in sorted({i for _, i, _ in stored}):
             incident = store.latest_incident(incident_id)
             if incident is not None:
                 seen.update((a.id, a.seen_at) for a in incident.articles if a.seen_at)
-                latest.append(_listing_since(incident, listed_from))
+                latest.append(keep(incident))
     finally:
         store.close()
     return stored, latest, seen
-
-
-def _listing_since(incident: Incident, since: datetime | None) -> Incident:
-    """``incident`` listing only its articles of ``since`` or later (or undated), the
-    others counted in ``earlier``."""
-    if since is None:
-        return incident
-    older = [a for a in incident.articles if (a.published or a.seen_at or since) < since]
-    if not older:
-        return incident
-    times = [t for a in older if (t := a.published or a.seen_at) is not None]
-    ids = {a.id for a in older}
-    return incident.model_copy(update={
-        "articles": [a for a in incident.articles if a.id not in ids],
-        "earlier": EarlierArticles(count=len(older),
-                                   duplicates=sum(1 for a in older if a.duplicate_of),
-                                   first_seen=min(times), last_seen=max(times)),
-    })
 
 
 def open_existing_store(settings: Settings) -> Store:

@@ -161,9 +161,9 @@ def test_the_listing_follows_the_clusterer_s_clock_back_past_a_few_articles_date
     seeds = [RawArticle(id=f"seed-{n}", published=now, fetched_at=now) for n in range(2)]
     archive = [RawArticle(id=f"a{n}", published=archive_end - timedelta(hours=n), fetched_at=now)
                for n in range(100)]
-    since = listed_since(ClusterConfig(window_days=7))([*seeds, *archive])
+    since = listed_since(ClusterConfig(window_days=7), [*seeds, *archive])
     assert since is not None and archive_end - timedelta(days=9) < since <= archive_end - timedelta(days=7)
     # Dated a day past its fetch is a wrong date: read as the fetch time.
     ahead = RawArticle(id="x", published=now + timedelta(days=400), fetched_at=now)
-    assert listed_since(ClusterConfig(window_days=7, follow_behind=1))([ahead]) == \
+    assert listed_since(ClusterConfig(window_days=7, follow_behind=1), [ahead]) == \
         now - timedelta(days=8)
