@@ -152,21 +152,16 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from newsflow.storage import StoreMisconfigured
+    from newsflow.storage import StoreMisconfigured, store_setting
     from sinks.store import upgrade
 
     try:
         version = upgrade(settings)
     except StoreMisconfigured as exc:
         # A file that cannot be made or opened (a read-only place, under a file): the
-        # error gave the path and SQLite's words, not the setting to change, as others do.
-        setting, given = {"sqlite": ("NEWSFLOW_SQLITE_PATH", settings.sqlite_path),
-                          "jsonl": ("NEWSFLOW_JSONL_PATH", settings.jsonl_path)
-                          }.get(settings.sink, ("", None))
-        if not setting or setting in str(exc):
-            raise
-        where = f"{setting} names it" if given else f"NEWSFLOW_DATA_DIR's, or set {setting}"
-        raise StoreMisconfigured(f"{exc} ({where}: a file that can be written)") from exc
+        # error gave the path and SQLite's words; the setting to change, as the sink's
+        # start names it.
+        raise StoreMisconfigured(f"{exc} (check {store_setting(settings)})") from exc
     print(f"{settings.sink} schema at version {version}")
     return 0
 
