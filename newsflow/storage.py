@@ -92,6 +92,17 @@ def store_setting(settings: Settings) -> str:
     return "NEWSFLOW_JSONL_PATH" if settings.jsonl_path else "NEWSFLOW_DATA_DIR"
 
 
+class PlacedArticle(NamedTuple):
+    """An article storage holds in an incident, without its text: what a rebuild orders the
+    window by before it reads the text (``Store.articles``) a chunk at a time."""
+
+    article_id: str
+    incident_id: str
+    duplicate_of: str | None
+    published: datetime | None
+    fetched_at: datetime
+
+
 class StoredCopy(NamedTuple):
     """The copy storage holds of an article placed in an incident: its fetch time, address,
     feed and whether it speaks for its own site (``RawArticle.own_site``); None where

@@ -63,6 +63,9 @@ from processors.stage import (
     BatchOutput,
     IncidentStage,
     StageResult,
+    Stored,
+    StoredArticles,
+    WindowTextUnreadable,
     publish_key,
 )
 from processors.tables import StageTables
@@ -76,7 +79,7 @@ MEMBERS_TABLE = "cluster-members"
 # Supplies the state kept in storage, (records, incidents), read when the cluster stage
 # (re)starts: the history the tables do not hold, or everything when they come back empty
 # (the embedded broker keeps nothing across restarts). None: the changelog tables alone.
-WindowLoader = Callable[[], tuple[Iterable[ArticleRecord], Iterable[Incident]]]
+WindowLoader = Callable[[], Stored]
 
 
 _Article = TypeVar("_Article", bound=RawArticle)
@@ -433,11 +436,11 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     def load_stage() -> IncidentStage:
         # Blocks the event loop while it runs (seconds for a long history); a thread was
         # tried, but tables touched across a rebalance it overtook went wrong.
-        stored = stored_window(window_loader)
-        stage, from_tables = stage_tables.rebuild(config, stored)
+        stage, from_tables, from_storage = rebuilt_stage(stage_tables, config,
+                                                         stored_window(window_loader))
         logger.info("cluster state rebuilt from the changelog tables (%s) and storage (%s):"
                     " %s, %s", *(counted(n, "article", "articles") for n in (
-                        from_tables, len(stored[0]), len(stage))),
+                        from_tables, from_storage, len(stage))),
                     counted(len(stage.incidents), "incident", "incidents"))
         return stage
 
@@ -792,17 +795,35 @@ _STOP_CHECK_S = 0.25
 _STOP_GRACE_S = 2.0
 
 
-def stored_window(loader: WindowLoader | None) -> tuple[list[ArticleRecord], list[Incident]]:
+_STORAGE_UNREAD = ("could not read storage to rebuild the cluster state: incidents older than"
+                   " the window are forgotten")
+
+
+def rebuilt_stage(tables: StageTables, config: ClusterConfig,
+                  stored: tuple[StoredArticles | list[ArticleRecord], list[Incident]],
+                  ) -> tuple[IncidentStage, int, int]:
+    """A stage rebuilt from the tables and storage's window (``stored_window``), with
+    how many articles each held. Storage gone down after it listed its window (its text
+    is read as the stage is restored): the tables alone, as when it cannot be read."""
+    try:
+        stage, from_tables = tables.rebuild(config, stored)
+        return stage, from_tables, len(stored[0])
+    except WindowTextUnreadable:
+        logger.exception(_STORAGE_UNREAD)
+    stage, from_tables = tables.rebuild(config, ([], []))
+    return stage, from_tables, 0
+
+
+def stored_window(loader: WindowLoader | None) -> tuple[StoredArticles | list[ArticleRecord],
+                                                        list[Incident]]:
     """What storage holds for a rebuild; nothing, said in the log, when it cannot be read
     (the stage then rebuilds from the tables alone rather than the agent dying)."""
     if loader is None:
         return [], []
     try:
-        records, incidents = loader()
-        return list(records), list(incidents)
+        return held(loader())
     except Exception:  # noqa: BLE001 - storage down: the tables alone, not a dead agent
-        logger.exception("could not read storage to rebuild the cluster state: "
-                         "incidents older than the window are forgotten")
+        logger.exception(_STORAGE_UNREAD)
         return [], []
 
 
@@ -810,8 +831,7 @@ class ReadAhead:
     """A window loader whose first answer was read before the worker consumed anything
     (``read_ahead``); later calls read storage again."""
 
-    def __init__(self, loader: WindowLoader,
-                 first: tuple[Iterable[ArticleRecord], Iterable[Incident]] | None) -> None:
+    def __init__(self, loader: WindowLoader, first: Stored | None) -> None:
         self.loader = loader
         self.first = first
 
@@ -820,9 +840,16 @@ class ReadAhead:
         have clustered), so the next rebuild reads it again."""
         self.first = None
 
-    def __call__(self) -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
+    def __call__(self) -> Stored:
         first, self.first = self.first, None
         return first if first is not None else self.loader()
+
+
+def held(stored: Stored) -> tuple[StoredArticles | list[ArticleRecord], list[Incident]]:
+    """``stored`` read to its end (a loader may give iterators), but for storage's
+    articles, whose text is read as they are restored (``StoredArticles``)."""
+    records, incidents = stored
+    return records if isinstance(records, StoredArticles) else list(records), list(incidents)
 
 
 def read_ahead(loader: WindowLoader) -> ReadAhead:
@@ -833,8 +860,7 @@ def read_ahead(loader: WindowLoader) -> ReadAhead:
     answer then: another worker may have clustered since)."""
     first = None
     try:
-        records, incidents = loader()
-        first = (list(records), list(incidents))
+        first = held(loader())
     except StoreMisconfigured:
         raise  # the worker stops, naming the setting: waiting will not mend it
     except Exception:  # noqa: BLE001 - the agent's rebuild tries again and says why

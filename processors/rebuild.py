@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
-from newsflow.storage import MissingExtra, StoreMisconfigured, storage_errors, store_name, store_setting
+from newsflow.storage import (
+    MissingExtra,
+    PlacedArticle,
+    StoreMisconfigured,
+    storage_errors,
+    store_name,
+    store_setting,
+)
 from processors.app import WindowLoader, cluster_config
 from processors.assemble import article_time, with_earlier
 from processors.clustering import ClusterConfig
-from processors.stage import MAX_CLOCK_SKEW, ArticleRecord
+from processors.stage import MAX_CLOCK_SKEW, Stored, StoredArticles
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +38,18 @@ logger = logging.getLogger(__name__)
 STORAGE_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 # What a rebuild keeps of each incident storage holds, given the articles stored.
-Keeper = Callable[[list[RawArticle]], Callable[[Incident], Incident]]
+Keeper = Callable[[list[PlacedArticle]], Callable[[Incident], Incident]]
 
 # The sinks' read of their storage (``sinks.store.read_window``), handed in by the
 # `newsflow` command: (settings, since, at most so many incidents, ``Keeper``) -> the
 # articles stored in an incident since then, each with its incident and the original it
-# copies; what to keep of those incidents' latest versions; when the stage saw each of
-# their articles. Raises what the storage raises when it is down.
+# copies (no text); what to keep of those incidents' latest versions; when the stage saw
+# each of their articles; how to read their text (ids -> the articles storage holds).
+# Raises what the storage raises when it is down.
 WindowReader = Callable[
     [Settings, datetime, int, Keeper],
-    tuple[list[tuple[RawArticle, str, str | None]], list[Incident], dict[str, datetime]],
+    tuple[list[PlacedArticle], list[Incident], dict[str, datetime],
+          Callable[[list[str]], dict[str, RawArticle]]],
 ]
 
 # Listed beyond the window: the stage lists the articles its clusterer holds after the
@@ -49,7 +58,7 @@ WindowReader = Callable[
 _LISTED_MARGIN = timedelta(days=1)
 
 
-def listed_since(config: ClusterConfig, articles: list[RawArticle]) -> datetime | None:
+def listed_since(config: ClusterConfig, articles: list[PlacedArticle]) -> datetime | None:
     """From when a rebuild lists an incident's articles, given the articles stored: the
     start of the clusterer's window, with a margin. Its clock is the newest time it has
     seen, but it goes back with a stream that does (once ``follow_behind`` articles in a
@@ -74,7 +83,7 @@ def window_keeper(config: ClusterConfig) -> Keeper:
     articles from ``listed_since``, the older ones counted, as the stage counts those that
     leave its window (``assemble.with_earlier``). Read one incident at a time, every report
     of every story read back whole was most of a rebuild's memory."""
-    def keeper(articles: list[RawArticle]) -> Callable[[Incident], Incident]:
+    def keeper(articles: list[PlacedArticle]) -> Callable[[Incident], Incident]:
         since = listed_since(config, articles)
 
         def keep(incident: Incident) -> Incident:
@@ -95,7 +104,7 @@ def storage_window_loader(
     which must keep up its heartbeats) try once and raise."""
     calls = 0
 
-    def load() -> tuple[Iterable[ArticleRecord], Iterable[Incident]]:
+    def load() -> Stored:
         nonlocal calls
         calls += 1
         if calls > 1:
@@ -138,9 +147,10 @@ def window_start(now: datetime, days: float) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-def read(settings: Settings, read_window: WindowReader) -> tuple[list[ArticleRecord], list[Incident]]:
-    """The stored window: the articles and incidents a restarted stage needs. Raises what
-    the storage raises when it is down."""
+def read(settings: Settings, read_window: WindowReader) -> tuple[StoredArticles, list[Incident]]:
+    """The stored window: the articles and incidents a restarted stage needs, the
+    articles' text read as the stage restores them (``StoredArticles``). Raises what the
+    storage raises when it is down."""
     if settings.sink == "jsonl":
         # The JSONL file holds incident versions, not the articles' text the clusterer
         # needs: say so rather than rebuild an empty window without a word.
@@ -148,19 +158,16 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[list[ArticleRec
             "the jsonl sink keeps no article text: the clustering window starts empty,"
             " so new reports will not join incidents from before this restart"
         )
-        return [], []
+        return StoredArticles([], {}, lambda ids: {}), []
 
     # The clusterer remembers incidents for incident_days, and at most max_incidents of
     # them: restore that much history (and no more: a long-lived install has far more
     # stored) so a follow-up can still revive an incident after a restart.
     since = window_start(datetime.now(UTC), max(settings.window_days, settings.incident_days))
     config = cluster_config(settings)
-    stored, incidents, seen = read_window(settings, since, config.max_incidents,
-                                          window_keeper(config))
+    places, incidents, seen, read_articles = read_window(settings, since, config.max_incidents,
+                                                        window_keeper(config))
     # Restored in the order the stage saw them (its versions say when), not the order
     # of fetching: a copy fetched before its original but clustered after it would
     # otherwise come back as an original, and decisions after the restart differ.
-    records = [ArticleRecord(article, incident_id, duplicate_of,
-                             seen.get(article.id) or article.fetched_at)
-               for article, incident_id, duplicate_of in stored]
-    return records, incidents
+    return StoredArticles(places, seen, read_articles), incidents

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +24,7 @@ from newsflow.schemas import (
     RawArticle,
     own_copy,
 )
+from newsflow.storage import PlacedArticle
 from processors.assemble import (
     apply_decision,
     incident_article,
@@ -196,26 +197,101 @@ def batch_output(results: Sequence[StageResult]) -> BatchOutput:
     return BatchOutput(list(latest.values()), versions)
 
 
-def saved_state(
-    stored: tuple[Iterable[ArticleRecord], Iterable[Incident]],
-    tables: tuple[Iterable[ArticleRecord], Iterable[Incident]],
-) -> tuple[list[ArticleRecord], list[Incident]]:
-    """What a stage restarts from: storage and the changelog tables, combined.
+# Articles whose text a rebuild reads from storage at a time: a few MB.
+TEXT_PART = 500
+
+
+class WindowTextUnreadable(RuntimeError):  # noqa: N818 - a condition, as storage's errors
+    """Storage did not give the text of its window's articles while a stage was restored
+    (it went down after its window was listed)."""
+
+
+@dataclass
+class StoredArticles:
+    """Storage's window for a rebuild: where each article is placed (``places``) and when
+    the stage saw it (``seen``; its fetch when not said), without the text, which
+    ``read(ids)`` gives a part at a time as the stage restores them. Iterated: the records,
+    in the order the stage saw them."""
+
+    places: list[PlacedArticle]
+    seen: dict[str, datetime]
+    read: Callable[[list[str]], dict[str, RawArticle]]
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+    def __iter__(self) -> Iterator[ArticleRecord]:
+        return in_seen_order(self, [])
+
+    def seen_at(self, place: PlacedArticle) -> datetime:
+        return self.seen.get(place.article_id) or place.fetched_at
+
+
+Stored = tuple[StoredArticles | Iterable[ArticleRecord], Iterable[Incident]]
+
+
+def saved_state(stored: Stored, tables: tuple[Iterable[ArticleRecord], Iterable[Incident]],
+                ) -> tuple[Iterator[ArticleRecord], list[Incident]]:
+    """What a stage restarts from: storage and the changelog tables, combined; the
+    records in the order the stage saw them (``in_seen_order``).
 
     The tables hold the article window, with what the sinks have not written yet;
     storage also holds the incidents that outlived their articles (a follow-up months
     later needs their summaries), which the tables do not. Where both have an article, the
     table's record wins; where both have an incident, the newer version does.
     """
-    records: dict[str, ArticleRecord] = {}
     incidents: dict[str, Incident] = {}
-    for source_records, source_incidents in (stored, tables):
-        records.update((record.article.id, record) for record in source_records)
+    for source_incidents in (stored[1], tables[1]):
         for incident in source_incidents:
             known = incidents.get(incident.incident_id)
             if known is None or incident.version >= known.version:
                 incidents[incident.incident_id] = incident
-    return list(records.values()), list(incidents.values())
+    return in_seen_order(stored[0], tables[0]), list(incidents.values())
+
+
+def in_seen_order(stored: StoredArticles | Iterable[ArticleRecord],
+                  tables: Iterable[ArticleRecord]) -> Iterator[ArticleRecord]:
+    """Storage's records and the tables' (which win where both have one), in the order
+    the stage saw them (ties in storage's order, then the tables'), storage's text read
+    ``TEXT_PART`` articles at a time. Raises ``WindowTextUnreadable`` when storage does
+    not answer; an article it no longer holds is left out, with a warning."""
+    entries: dict[str, ArticleRecord | PlacedArticle] = {}
+    if not isinstance(stored, StoredArticles):  # (records read whole: tests, older callers)
+        entries.update((record.article.id, record) for record in stored)
+        stored = StoredArticles([], {}, lambda ids: {})
+    entries.update((place.article_id, place) for place in stored.places)
+    entries.update((record.article.id, record) for record in tables)
+    seen_at = stored.seen_at
+    order = sorted(entries.values(), key=lambda entry: entry.seen_at
+                   if isinstance(entry, ArticleRecord) else seen_at(entry))
+    del entries
+    return _with_text(order, stored)
+
+
+def _with_text(order: list[ArticleRecord | PlacedArticle], stored: StoredArticles,
+               ) -> Iterator[ArticleRecord]:
+    ids = [entry.article_id for entry in order if isinstance(entry, PlacedArticle)]
+    part: dict[str, RawArticle] = {}
+    read = lost = 0
+    for entry in order:
+        if isinstance(entry, ArticleRecord):
+            yield entry
+            continue
+        if read % TEXT_PART == 0:
+            try:
+                part = stored.read(ids[read:read + TEXT_PART])
+            except Exception as exc:  # noqa: BLE001 - whatever the store raises
+                raise WindowTextUnreadable(f"storage did not give its window's articles:"
+                                           f" {type(exc).__name__}: {exc}") from exc
+        read += 1
+        article = part.pop(entry.article_id, None)
+        if article is None:  # (removed from storage since its window was listed)
+            lost += 1
+            continue
+        yield ArticleRecord(article, entry.incident_id, entry.duplicate_of, stored.seen_at(entry))
+    if lost:
+        logger.warning("%d article(s) of storage's window were gone from it when read:"
+                       " rebuilt without them", lost)
 
 
 def _after(before: datetime | None, now: datetime) -> datetime:
@@ -281,34 +357,6 @@ class IncidentStage:
                     # has the move keeps it).
                     self._placed_at[member.id] = ((placed_at or {}).get(member.id)
                                                   or member.seen_at or incident.updated_at)
-        ordered = sorted(records, key=lambda r: r.seen_at)
-        for record in ordered:
-            self.clusterer.restore(
-                to_cluster_article(record.article, record.seen_at),
-                current.get(record.article.id, record.incident_id),
-                record.duplicate_of,
-            )
-            self._arrivals.append(record.article.id)
-        # The changelog tables can miss their last records (the embedded broker's recovery
-        # does): an article held in an incident whose version lacks it would be left out of
-        # that incident's next version, and that version numbered as one already sent.
-        missing: dict[str, list[ArticleRecord]] = {}
-        for record in ordered:
-            incident_id = self.clusterer.incident_of(record.article.id)
-            if incident_id is not None and current.get(record.article.id) != incident_id:
-                missing.setdefault(incident_id, []).append(record)
-        if missing:
-            logger.warning("%d held article(s) were missing from the stored versions of %d"
-                           " incident(s): added back", sum(map(len, missing.values())),
-                           len(missing))
-        for incident_id, absent in missing.items():
-            entries = [incident_article(r.article, r.duplicate_of, r.explanation, r.seen_at)
-                       for r in absent]
-            restored = with_members_restored(
-                self.incidents.get(incident_id), incident_id, entries, absent[-1].seen_at)
-            self.incidents[incident_id] = restored
-            self._placed.update((r.article.id, incident_id) for r in absent)
-            self._placed_at.update((r.article.id, r.seen_at) for r in absent)
         # A record keeps the copy its article was decided on; a member shows the fetch
         # time of an own site's copy that replaced it since (an incident stored by an
         # older newsflow, or by storage, does not: it is taken for the record's copy if
@@ -318,21 +366,76 @@ class IncidentStage:
                    for member in incident.articles}
         replaced = {article_id: member.fetched_at for article_id, member in members.items()
                     if member.fetched_at is not None}
-        self._shown_at = {
-            r.article.id: replaced.get(r.article.id, r.article.fetched_at) for r in ordered
-            if r.article.id in self._placed
-            and (r.article.id in replaced or (r.article.id in members
-                                              and shows_stored_copy(members[r.article.id],
-                                                                    r.article)))}
-        self._foreign = {r.article.id for r in ordered if r.article.id in self._placed
-                         and r.article.id not in replaced
-                         and not own_copy(r.article.url, r.article.feed_url, r.article.own_site)}
+
+        def shown(record: ArticleRecord) -> None:
+            article_id = record.article.id
+            if article_id in replaced:
+                self._shown_at[article_id] = replaced[article_id]
+            else:
+                if article_id in members and shows_stored_copy(members[article_id], record.article):
+                    self._shown_at[article_id] = record.article.fetched_at
+                if not own_copy(record.article.url, record.article.feed_url,
+                                record.article.own_site):
+                    self._foreign.add(article_id)
+
+        # One pass, the text of each record dropped once restored: storage's window is
+        # read a part at a time (``StoredArticles``), and held whole it was most of a
+        # rebuild's memory. Kept: the records no stored version lists, while the
+        # clusterer holds them (``unlisted``, checked below).
+        unlisted: dict[str, ArticleRecord] = {}
+        pruned_at = 0
+        restored = 0
+        last: datetime | None = None
+        for record in records:
+            if last is not None and record.seen_at < last:
+                raise ValueError("records to restore come in the order the stage saw them"
+                                 f" ({record.article.id} at {record.seen_at} after {last})")
+            last = record.seen_at
+            article_id = record.article.id
+            self.clusterer.restore(
+                to_cluster_article(record.article, record.seen_at),
+                current.get(article_id, record.incident_id),
+                record.duplicate_of,
+            )
+            self._arrivals.append(article_id)
+            restored += 1
+            if article_id in current:
+                shown(record)
+            else:
+                unlisted[article_id] = record
+                if len(unlisted) > 2 * pruned_at + 1000:  # (amortised: the window is bounded)
+                    unlisted = {i: r for i, r in unlisted.items()
+                                if self.clusterer.incident_of(i) is not None}
+                    pruned_at = len(unlisted)
+        # The changelog tables can miss their last records (the embedded broker's recovery
+        # does): an article held in an incident whose version lacks it would be left out of
+        # that incident's next version, and that version numbered as one already sent.
+        missing: dict[str, list[ArticleRecord]] = {}
+        for article_id, record in unlisted.items():
+            incident_id = self.clusterer.incident_of(article_id)
+            if incident_id is not None:
+                missing.setdefault(incident_id, []).append(record)
+        if missing:
+            logger.warning("%d held article(s) were missing from the stored versions of %d"
+                           " incident(s): added back", sum(map(len, missing.values())),
+                           len(missing))
+        for incident_id, absent in missing.items():
+            entries = [incident_article(r.article, r.duplicate_of, r.explanation, r.seen_at)
+                       for r in absent]
+            restored_incident = with_members_restored(
+                self.incidents.get(incident_id), incident_id, entries, absent[-1].seen_at)
+            self.incidents[incident_id] = restored_incident
+            self._placed.update((r.article.id, incident_id) for r in absent)
+            self._placed_at.update((r.article.id, r.seen_at) for r in absent)
+            members.update((m.id, m) for m in restored_incident.articles)
+            for record in absent:
+                shown(record)
         # Storage lists every article of an incident; the stage only those in its window.
         self._retire([member.id for incident in self.incidents.values()
                       for member in incident.articles
                       if self.clusterer.incident_of(member.id) is None])
         self._evict(sweep=True)
-        return len(ordered)
+        return restored
 
     def process(self, article: RawArticle, now: datetime) -> StageResult:
         decision = self.clusterer.add(to_cluster_article(article, now))

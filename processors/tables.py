@@ -22,13 +22,12 @@ from processors.stage import (
     BatchOutput,
     IncidentStage,
     StageResult,
+    Stored,
     batch_output,
     saved_state,
 )
 
 logger = logging.getLogger(__name__)
-
-Stored = tuple[Iterable[ArticleRecord], Iterable[Incident]]
 
 _Read = TypeVar("_Read")
 

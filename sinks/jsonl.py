@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion, RawArticle
-from newsflow.storage import SinkUnavailable, StoreMisconfigured
+from newsflow.storage import PlacedArticle, SinkUnavailable, StoreMisconfigured
 from newsflow.text import counted
 from sinks.base import BatchingSink, Record, split
 from sinks.models import Counts, IncidentDetail, IncidentSummary, Position, SearchHit, Store
@@ -298,6 +298,14 @@ class JsonlStore(Store):
     ) -> Iterator[tuple[RawArticle, str | None, str | None]]:
         self._catch_up()
         return self._store.recent_articles(since, incidents)
+
+    def recent_places(self, since: datetime, incidents: int | None = None) -> Iterator[PlacedArticle]:
+        self._catch_up()
+        return self._store.recent_places(since, incidents)
+
+    def articles(self, ids: Sequence[str]) -> dict[str, RawArticle]:
+        self._catch_up()
+        return self._store.articles(ids)
 
     def counts(self) -> Counts:
         self._catch_up()

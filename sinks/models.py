@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from newsflow.schemas import Explanation, Incident, RawArticle
+from newsflow.storage import PlacedArticle
 from newsflow.text import counted
 
 
@@ -202,6 +203,10 @@ class Store(Protocol):
     def recent_articles(
         self, since: datetime, incidents: int | None = None
     ) -> Iterator[tuple[RawArticle, str | None, str | None]]: ...
+
+    def recent_places(self, since: datetime, incidents: int | None = None) -> Iterator[PlacedArticle]: ...
+
+    def articles(self, ids: Sequence[str]) -> dict[str, RawArticle]: ...
 
     def counts(self) -> Counts: ...
 

@@ -38,7 +38,7 @@ from newsflow.schemas import (
     RawArticle,
     replaces,
 )
-from newsflow.storage import parse_ts
+from newsflow.storage import PlacedArticle, parse_ts
 from newsflow.text import (
     CLUSTER_GOES_ON,
     HAN,
@@ -824,6 +824,19 @@ class SQLReader(Store, ABC):
         """Articles published or fetched since ``since``, in the order they were stored,
         with their current incident and duplicate-of (None when not assigned yet).
         ``incidents``: only the articles of that many most recently updated incidents."""
+        for row in self._recent("a.*", since, incidents):
+            yield article_from_row(row), row["incident_id"], row["duplicate_of"]
+
+    def recent_places(self, since: datetime, incidents: int | None = None) -> Iterator[PlacedArticle]:
+        """``recent_articles`` placed in an incident, without their text (``articles``
+        reads that)."""
+        for row in self._recent("a.id, a.published, a.fetched_at", since, incidents):
+            if row["incident_id"] is not None:
+                yield PlacedArticle(row["id"], row["incident_id"], row["duplicate_of"],
+                                  parse_ts(row["published"]),
+                                  parse_ts(row["fetched_at"]) or datetime.now(UTC))
+
+    def _recent(self, columns: str, since: datetime, incidents: int | None) -> Iterator[Row]:
         mark = self.dialect.mark
         active = ""
         params: list[Any] = [self.dialect.adapt(since), self.dialect.adapt(since)]
@@ -831,16 +844,21 @@ class SQLReader(Store, ABC):
             active = f"""AND c.incident_id IN (SELECT id FROM incidents WHERE merged_into IS NULL
                                                ORDER BY updated_at DESC LIMIT {mark})"""
             params.append(int(incidents))
-        rows = self._stream(
+        return self._stream(
             f"""WITH {self.dialect.current}
-                SELECT a.*, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of
+                SELECT {columns}, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of
                 FROM articles a LEFT JOIN current c ON c.article_id = a.id
                 WHERE (a.published >= {mark} OR a.fetched_at >= {mark}) {active}
                 ORDER BY {self.dialect.stored_order}""",
             params,
         )
-        for row in rows:
-            yield article_from_row(row), row["incident_id"], row["duplicate_of"]
+
+    def articles(self, ids: Sequence[str]) -> dict[str, RawArticle]:
+        """The stored articles of ``ids`` (those storage holds), by id."""
+        with self._session() as fetch:
+            rows = fetch(f"SELECT a.* FROM articles a WHERE a.id {self.dialect.in_ids}",
+                         (self.dialect.ids(list(ids)),))
+        return {row["id"]: article_from_row(row) for row in rows}
 
     def counts(self) -> Counts:
         with self._session() as fetch:

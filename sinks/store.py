@@ -6,10 +6,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
+from functools import partial
 
 from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
-from newsflow.storage import MissingExtra, StoreMisconfigured, StoreMissing, store_name
+from newsflow.storage import MissingExtra, PlacedArticle, StoreMisconfigured, StoreMissing, store_name
 from sinks.base import BatchingSink
 from sinks.models import Store
 
@@ -74,29 +75,40 @@ def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
 
 def read_window(
     settings: Settings, since: datetime, incidents: int,
-    keeper: Callable[[list[RawArticle]], Callable[[Incident], Incident]],
-) -> tuple[list[tuple[RawArticle, str, str | None]], list[Incident], dict[str, datetime]]:
+    keeper: Callable[[list[PlacedArticle]], Callable[[Incident], Incident]],
+) -> tuple[list[PlacedArticle], list[Incident], dict[str, datetime],
+           Callable[[list[str]], dict[str, RawArticle]]]:
     """What the processors rebuild their clustering window from: the articles stored in
     an incident since ``since`` (of the ``incidents`` latest incidents at most), each with
-    its incident and the original it copies; what ``keeper(the articles)`` keeps of those
-    incidents' latest versions, read one at a time; and when the stage saw each of their
-    articles. Raises what the storage raises when it is down."""
+    its incident and the original it copies, without their text; what ``keeper(those
+    places)`` keeps of those incidents' latest versions, read one at a time; when the
+    stage saw each of their articles; and how to read their text, a part at a time
+    (``read_articles``: held all at once, it was most of a rebuild's memory). Raises what
+    the storage raises when it is down."""
     store = open_store(settings)  # (creates an empty store: no storage yet, no window)
     try:
-        stored = [(article, incident_id, duplicate_of)
-                  for article, incident_id, duplicate_of in store.recent_articles(since, incidents)
-                  if incident_id is not None]
-        keep = keeper([article for article, _, _ in stored])
+        places = list(store.recent_places(since, incidents))
+        keep = keeper(places)
         latest: list[Incident] = []
         seen: dict[str, datetime] = {}
-        for incident_id in sorted({i for _, i, _ in stored}):
+        for incident_id in sorted({place.incident_id for place in places}):
             incident = store.latest_incident(incident_id)
             if incident is not None:
                 seen.update((a.id, a.seen_at) for a in incident.articles if a.seen_at)
                 latest.append(keep(incident))
     finally:
         store.close()
-    return stored, latest, seen
+    return places, latest, seen, partial(read_articles, settings)
+
+
+def read_articles(settings: Settings, ids: list[str]) -> dict[str, RawArticle]:
+    """The articles of ``ids`` that storage holds, by id (a rebuild reads the window's
+    text a part at a time). Raises what the storage raises when it is down."""
+    store = open_store(settings)
+    try:
+        return store.articles(ids)
+    finally:
+        store.close()
 
 
 def open_existing_store(settings: Settings) -> Store:

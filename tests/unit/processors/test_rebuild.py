@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -152,18 +153,124 @@ def test_the_listing_follows_the_clusterer_s_clock_back_past_a_few_articles_date
     articles of a soak's 37,802, the listing 2)."""
     from datetime import UTC, datetime, timedelta
 
-    from newsflow.schemas import RawArticle
+    from newsflow.storage import PlacedArticle
     from processors.clustering import ClusterConfig
     from processors.rebuild import listed_since
 
     now = datetime(2026, 12, 5, tzinfo=UTC)
     archive_end = now - timedelta(days=22)
-    seeds = [RawArticle(id=f"seed-{n}", published=now, fetched_at=now) for n in range(2)]
-    archive = [RawArticle(id=f"a{n}", published=archive_end - timedelta(hours=n), fetched_at=now)
+    seeds = [PlacedArticle(f"seed-{n}", "i1", None, now, now) for n in range(2)]
+    archive = [PlacedArticle(f"a{n}", "i2", None, archive_end - timedelta(hours=n), now)
                for n in range(100)]
     since = listed_since(ClusterConfig(window_days=7), [*seeds, *archive])
     assert since is not None and archive_end - timedelta(days=9) < since <= archive_end - timedelta(days=7)
     # Dated a day past its fetch is a wrong date: read as the fetch time.
-    ahead = RawArticle(id="x", published=now + timedelta(days=400), fetched_at=now)
+    ahead = PlacedArticle("x", "i3", None, now + timedelta(days=400), now)
     assert listed_since(ClusterConfig(window_days=7, follow_behind=1), [ahead]) == \
         now - timedelta(days=8)
+
+
+def _stored_window(settings: Settings, articles: int) -> None:
+    """``articles`` articles stored in one incident, each seen a second after the last."""
+    from datetime import timedelta
+
+    from sinks.sqlite import SQLiteSink
+    from tests.records import NOW, article
+    from tests.records import incident as stored_incident
+
+    version = stored_incident("i1", 1, list(range(1, articles + 1)))
+    for n, member in enumerate(version.articles):
+        member.seen_at = NOW - timedelta(seconds=articles - n)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([*(article(n, f"Report {n}: " + "word " * 400) for n in range(1, articles + 1)),
+                version])
+    sink.close()
+
+
+def test_a_rebuild_holds_a_part_of_storage_s_text_at_a_time(tmp_path: Path) -> None:
+    """Storage's window came back with every article's text at once, held until the stage
+    was restored (most of a rebuild's memory, and the process kept that peak). Now the
+    text is read a part at a time as the stage restores the articles, in the order it
+    saw them, and let go once restored."""
+    import weakref
+
+    from newsflow.schemas import RawArticle
+    from processors.rebuild import read
+    from processors.stage import TEXT_PART, ArticleRecord, IncidentStage, StoredArticles
+
+    settings = Settings(data_dir=tmp_path)
+    _stored_window(settings, 2 * TEXT_PART + 100)
+    records, incidents = read(settings, read_window)
+    assert isinstance(records, StoredArticles)  # (no text read yet)
+    asked: list[int] = []
+    read_part = records.read
+
+    def counted_read(ids: list[str]) -> dict[str, RawArticle]:
+        asked.append(len(ids))
+        return read_part(ids)
+
+    records.read = counted_read
+    seen: list[weakref.ref[RawArticle]] = []
+    most_alive = 0
+
+    def watched() -> Iterator[ArticleRecord]:
+        nonlocal most_alive
+        for record in records:
+            seen.append(weakref.ref(record.article))
+            most_alive = max(most_alive, sum(ref() is not None for ref in seen))
+            yield record
+
+    stage = IncidentStage()
+    assert stage.restore(watched(), incidents) == 2 * TEXT_PART + 100
+    assert asked == [TEXT_PART, TEXT_PART, 100]
+    assert most_alive <= TEXT_PART + 1  # one part, and the record being restored
+    assert [a.id for a in stage.incidents["i1"].articles] == \
+        [f"a{n}" for n in range(1, 2 * TEXT_PART + 101)]
+
+
+def test_an_article_gone_from_storage_before_its_text_is_read_is_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    import sqlite3
+
+    from processors.rebuild import read
+    from processors.stage import IncidentStage
+
+    settings = Settings(data_dir=tmp_path)
+    _stored_window(settings, 3)
+    records, incidents = read(settings, read_window)
+    with sqlite3.connect(settings.sqlite_file) as conn:
+        conn.execute("DELETE FROM articles WHERE id = 'a2'")
+    stage = IncidentStage()
+    with caplog.at_level(logging.WARNING, logger="processors.stage"):
+        assert stage.restore(records, incidents) == 2
+    assert "1 article(s) of storage's window were gone from it when read" in caplog.text
+    assert len(stage) == 2
+
+
+def test_storage_down_once_its_window_is_listed_rebuilds_from_the_tables_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The text is read after the window is listed: a store gone down between the two
+    leaves the stage as when storage cannot be read at all (the tables alone, said in the
+    log), not a dead agent nor a half-restored stage."""
+    from processors.app import rebuilt_stage
+    from processors.clustering import ClusterConfig
+    from processors.rebuild import read
+    from tests.unit.processors.test_stage import T0, seeds
+    from tests.unit.processors.test_tables import Worker
+
+    settings = Settings(data_dir=tmp_path)
+    _stored_window(settings, 3)
+    records, incidents = read(settings, read_window)
+    settings.sqlite_file.unlink()
+    settings.sqlite_file.mkdir()  # (no longer a database)
+    worker = Worker(ClusterConfig())
+    worker.batch([(seeds()[0], T0)])
+    with caplog.at_level(logging.ERROR, logger="processors.app"):
+        stage, from_tables, from_storage = rebuilt_stage(worker.tables, ClusterConfig(),
+                                                         (records, incidents))
+    assert "could not read storage to rebuild the cluster state" in caplog.text
+    assert "storage did not give its window's articles" in caplog.text
+    assert (from_tables, from_storage, len(stage)) == (1, 0, 1)
+    assert "i1" not in stage.incidents
