@@ -78,6 +78,9 @@ def _reads(store: Store) -> dict[str, Any]:
                    for query in ("cruise missiles", "storm coast", "", "!!!", "zebra")},
         "window": list(store.recent_articles(since)),
         "window of one": list(store.recent_articles(since, incidents=1)),
+        "places": list(store.recent_places(since)),
+        "places of one": list(store.recent_places(since, incidents=1)),
+        "articles": store.articles([f"a{n}" for n in range(9)]),
         "counts": store.counts(),
     }
 
@@ -126,6 +129,11 @@ def test_both_stores_read_the_same_records_back_alike(
         ("a5", "n1", None), ("a6", "o1", "a1"), ("a7", "n3", None)]
     assert [(a.id, i) for a, i, _ in sqlite["window of one"]] == [("a3", "n1"), ("a4", "n1"),
                                                                    ("a5", "n1")]
+    # The window's places, without text, are the window's: its articles read by id.
+    assert [(p.article_id, p.incident_id, p.duplicate_of) for p in sqlite["places"]] == [
+        (a.id, i, d) for a, i, d in sqlite["window"]]
+    assert [p.article_id for p in sqlite["places of one"]] == ["a3", "a4", "a5"]
+    assert sqlite["articles"] == {a.id: a for a, _, _ in sqlite["window"]}
     assert sqlite["counts"].merged_incidents == 2
 
 
