@@ -89,6 +89,21 @@ def stop_once_running(settings):  # type: ignore[no-untyped-def]
     return stop
 
 
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """The root logger's handlers and level as before the test: a command run in a test
+    (``main([...])``) sets a handler on the stderr pytest captures then, closed after the
+    test, and every later test logged "--- Logging error ---" to the real stderr (the
+    embedded broker's test, which checks stderr holds none of its lines, failed)."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 def _docker_answers() -> bool:
     if shutil.which("docker") is None:
         return False
