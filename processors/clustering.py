@@ -58,6 +58,9 @@ class Decision:
     duplicate_of: str | None
     explanation: Explanation
     moved: dict[str, str] = field(default_factory=dict)
+    # Incidents this decision merged away, each with the one that took it: also those
+    # without an article in the window (dormant), whose merge moves none.
+    merged: dict[str, str] = field(default_factory=dict)
     redelivery: bool = False
 
 
@@ -431,7 +434,7 @@ class IncidentClusterer:
         earlier = self._held.get(article.id)
         if earlier is not None:
             return replace(earlier.decision, incident_id=earlier.incident_id, redelivery=True,
-                           moved={})
+                           moved={}, merged={})
         recent = self._recent.get(article.id)
         if recent is not None:
             incident_id, duplicate_of, kind = recent
@@ -949,7 +952,7 @@ class IncidentClusterer:
             incident_id=target,
             duplicate_of=None,
             explanation=Explanation(
-                decision="merged" if moved else "joined",
+                decision="merged" if merged_from else "joined",
                 score=round(score, 4),
                 threshold=cfg.join_threshold,
                 shared_terms=shared_terms,
@@ -960,6 +963,7 @@ class IncidentClusterer:
                 merged_from=merged_from,
             ),
             moved=moved,
+            merged=dict.fromkeys(merged_from, target),
         )
 
     def _names_across(self, language: str, evec: dict[str, float], inc: _Incident) -> int:

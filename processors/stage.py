@@ -359,7 +359,7 @@ class IncidentStage:
                                explanation)
         entry = incident_article(article, decision.duplicate_of, explanation, seen_at)
         changed = apply_decision(self.incidents, entry, decision.incident_id, decision.moved, now,
-                                 self._placed)
+                                 self._placed, decision.merged)
         members = self._member_changes(entry, decision.moved, changed, now)
         for change in members:
             self._placed[change.member.article.id] = change.member.incident_id

@@ -560,3 +560,48 @@ def test_a_stage_restored_from_storage_keeps_a_feed_s_word_that_it_speaks_for_th
     assert again.decision.redelivery and not again.copy_shown
     [incident] = again.incidents
     assert [a.title for a in incident.articles] == [bbc.title]
+
+
+def _fire(article_id: str, doc: tuple[str, str], hours: float) -> RawArticle:
+    return RawArticle(id=article_id, title=doc[0], text=doc[1],
+                      url=f"https://example.org/{article_id}", published=T0 + timedelta(hours=hours))
+
+
+# Two reports of one fire kept apart by a high bar to join; a report carrying both texts
+# is then sure enough of each incident to merge them (as in test_clustering).
+MERGING = ClusterConfig(window_days=1, join_threshold=4.0, merge_threshold=2.0)
+
+
+def fires_merged(copies: bool) -> tuple[IncidentStage, list[StageResult]]:
+    """Two incidents of one fire whose first reports left the window, merged by a report
+    carrying both texts: with ``copies``, each holds a copy of its first report still (the
+    merge moves it), without, none (dormant: the merge moves nothing)."""
+    from tests.unit.processors.test_clustering import FIRE_1, FIRE_2
+
+    stage = IncidentStage(MERGING)
+    steps = [_fire("fire-1", FIRE_1, 0), _fire("fire-2", FIRE_2, 1)]
+    if copies:
+        steps += [_fire("fire-1-copy", FIRE_1, 20), _fire("fire-2-copy", FIRE_2, 21)]
+    steps.append(_fire("bridge", (FIRE_1[0], FIRE_1[1] + " " + FIRE_2[1]), 30))
+    return stage, [stage.process(a, a.published or T0) for a in steps]
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_a_merge_takes_the_articles_that_left_the_window_with_the_incident(copies: bool):
+    # An incident whose first reports had left the window, taken by a merge, stayed live
+    # beside the one that took it (an empty version counting them, or no version at all
+    # when it held none): readers saw the story twice, and its first report in neither.
+    stage, results = fires_merged(copies)
+    bridge = results[-1]
+    assert bridge.decision.explanation.merged_from == ["inc-fire-2"]
+    assert bridge.decision.explanation.decision == "merged"
+    versions = {v.incident_id: v for v in batch_output([bridge]).versions}
+    assert versions["inc-fire-2"].merged_into == "inc-fire-1"
+    assert versions["inc-fire-2"].article_count == 0
+    taker = versions["inc-fire-1"]
+    assert taker.merged_into is None
+    assert taker.article_count == len(results)  # every report of the fire, once
+    assert taker.first_seen == T0
+    assert list(stage.incidents) == ["inc-fire-1"]
+    assert stage.incidents["inc-fire-1"].header([], []) == taker.model_copy(
+        update={"added": [], "removed": []})

@@ -453,3 +453,17 @@ def test_an_own_site_s_later_copy_replaces_its_earlier_one_and_an_older_one_sent
     [last] = worker.batch([(latest, T0 + timedelta(hours=6))])
     assert last.copy_shown and worker.sent[-1].version == 3
     assert _shown(worker.tables.members[own.id]) == (latest.title, "Reuters", own.url)
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_a_rebuild_after_a_merge_of_an_incident_with_earlier_articles_keeps_one_incident(
+        copies: bool) -> None:
+    from tests.unit.processors.test_stage import MERGING, fires_merged
+
+    worker = Worker(MERGING)
+    _, results = fires_merged(copies)
+    worker.batch([(r.record.article, r.record.seen_at) for r in results if r.record])
+    assert list(worker.tables.incidents) == ["inc-fire-1"]  # the taken one's header went
+    [incident] = worker.rebuild().incidents.values()
+    assert incident.incident_id == "inc-fire-1"
+    assert incident.header([], []).article_count == len(results)
