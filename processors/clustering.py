@@ -424,6 +424,16 @@ class IncidentClusterer:
         """Whether the incident is still in memory (a later article may still join it)."""
         return incident_id in self._incidents
 
+    def forgets_before(self) -> datetime | None:
+        """Incidents whose latest article was published before this are forgotten (None:
+        no date seen yet, or incidents kept for ever)."""
+        if not self._moves:
+            return None
+        try:
+            return datetime.fromtimestamp(min(self._moves) - self.config.incident_days * _DAY, UTC)
+        except (OverflowError, OSError, ValueError):  # (before year 1: none is)
+            return None
+
     def incident_of(self, article_id: str) -> str | None:
         """The incident of a held article; None once it has left the window."""
         held = self._held.get(article_id)

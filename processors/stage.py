@@ -508,6 +508,25 @@ class IncidentStage:
             del self._foreign_left[article_id]  # (the oldest first: dicts keep their order)
         return [article_id for ids in leaving.values() for article_id in ids]
 
+    def _forgotten(self) -> list[str]:
+        """The incidents to let go: those the clusterer does not know, but not one without
+        articles in the window that stream time has not passed (``forgets_before``), of
+        which it may hold no summary: a rebuild from the tables alone gives it none. Its
+        version is kept so that its founder, sent again and founding it anew under the same
+        id, continues its versions: a version 1 again is one every sink ignores. (Such
+        incidents take the room of those the clusterer knows: ``max_incidents`` in all.)"""
+        unknown = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
+        cutoff = self.clusterer.forgets_before()
+        kept = [i for i in unknown if not self.incidents[i].articles
+                and (cutoff is None or (last := self.incidents[i].last_seen) is None
+                     or last >= cutoff)]
+        over = len(self.incidents) - self.clusterer.config.max_incidents
+        if over > 0:
+            kept.sort(key=lambda i: self.incidents[i].updated_at)
+            kept = kept[over:]  # the oldest updated go first
+        keep = set(kept)
+        return [i for i in unknown if i not in keep]
+
     def _evict(self, sweep: bool = False) -> tuple[list[str], list[str], list[str]]:
         """Drop what the clusterer no longer holds: articles that left the window (oldest
         arrival first) and, now and then, incidents it has forgotten altogether."""
@@ -530,7 +549,7 @@ class IncidentStage:
             self._arrivals = held
         members = self._retire(articles)
         if swept:
-            incidents = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
+            incidents = self._forgotten()
             forgotten = set(incidents)  # (and those merged away, no longer held)
             self._foreign_left = {a: left for a, left in self._foreign_left.items()
                                   if left[0] not in forgotten and left[0] in self.incidents}

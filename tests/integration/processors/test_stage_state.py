@@ -41,3 +41,31 @@ def test_a_reader_sees_one_incident_after_a_merge_of_one_with_earlier_articles(
         assert taken is not None and taken.summary.merged_into == "inc-fire-1"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["jsonl", "sqlite"])
+def test_a_founder_sent_again_after_a_rebuild_from_the_tables_reaches_the_reader(
+        backend: str, tmp_path: Path) -> None:
+    """Rebuilt from its tables alone, the stage forgot an incident without articles in the
+    window and numbered it 1 again when its founder came again: storage, holding version
+    2, kept that and ignored the new version and the report's place in it."""
+    from tests.unit.processors.test_tables import founder_replayed_after_a_rebuild_from_the_tables
+
+    settings = Settings(sink=backend, data_dir=tmp_path)
+    worker, incident_id, results = founder_replayed_after_a_rebuild_from_the_tables()
+    again = results[0]
+    sink = make_sink(settings)
+    for result in results[1:]:
+        assert result.record is not None
+        sink.add(result.record.article)
+    for record in worker.sent:  # in the order sent: the replayed founder's last
+        sink.add(record)
+    sink.flush()
+    sink.close()
+    store = open_store(settings)
+    try:
+        stored = store.get_incident(incident_id)
+        assert stored is not None
+        assert stored.summary.version == again.incidents[-1].version == 3
+    finally:
+        store.close()

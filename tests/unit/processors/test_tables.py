@@ -467,3 +467,54 @@ def test_a_rebuild_after_a_merge_of_an_incident_with_earlier_articles_keeps_one_
     [incident] = worker.rebuild().incidents.values()
     assert incident.incident_id == "inc-fire-1"
     assert incident.header([], []).article_count == len(results)
+
+
+def founder_replayed_after_a_rebuild_from_the_tables() -> tuple[Worker, str, list[StageResult]]:
+    """A story of two reports, both out of the window, the worker rebuilt from its tables
+    alone (no storage: the JSON Lines sink, or storage unreadable), then its first report
+    sent again (a replay of the seeds, a feed listing it again)."""
+    reuters, afp = seeds()
+    worker = Worker(ClusterConfig(window_days=1, incident_days=90))
+    batches = [worker.batch([(reuters, T0)]),
+               worker.batch([(afp.model_copy(update={"published": T0 + timedelta(hours=1)}),
+                              T0 + timedelta(hours=1))]),
+               worker.batch([(filler(2), T0 + timedelta(days=2))])]
+    incident_id = batches[0][0].decision.incident_id
+    assert worker.tables.incidents[incident_id]["version"] == 2  # dormant: its header kept
+    worker.rebuild()
+    return worker, incident_id, [*worker.batch([(reuters, T0 + timedelta(days=2, hours=1))]),
+                                 *[r for batch in batches for r in batch]]
+
+
+def test_a_founder_sent_again_after_a_rebuild_from_the_tables_continues_its_incident_s_versions(
+) -> None:
+    # The rebuild forgot the incident without articles in the window (its header left the
+    # tables too): its founder, decided anew, made its id again at version 1, which every
+    # reader holding version 2 ignored (the report lost to them).
+    worker, incident_id, (again, *_) = founder_replayed_after_a_rebuild_from_the_tables()
+    assert worker.stage is not None and incident_id in worker.stage.incidents
+    [version] = again.incidents
+    assert again.decision.incident_id == incident_id
+    assert version.version == 3
+    assert worker.tables.incidents[incident_id]["version"] == 3
+    worker.rebuild()  # and a second rebuild keeps it as well
+    assert worker.tables.incidents[incident_id]["version"] == 3
+
+
+def test_incidents_the_clusterer_holds_no_summary_of_are_kept_within_its_bounds() -> None:
+    # Kept for their versions, they still go with stream time, and take the room of the
+    # incidents the clusterer knows (max_incidents in all).
+    worker, incident_id, _ = founder_replayed_after_a_rebuild_from_the_tables()
+    assert worker.stage is not None
+    worker.stage.SWEEP_EVERY = 1
+    worker.batch([(filler(200 + k), T0 + timedelta(days=200 + k)) for k in range(6)])
+    assert incident_id not in worker.stage.incidents
+    assert incident_id not in worker.tables.incidents
+    from tests.unit.processors.test_clustering import BUDGET, FIRE_1, QUAKE, ZH_METRO
+
+    small = Worker(ClusterConfig(window_days=1, incident_days=90, max_incidents=2), sweep_every=1)
+    for day, (title, text) in enumerate([FIRE_1, BUDGET, QUAKE, ZH_METRO]):
+        small.batch([(RawArticle(id=f"story-{day}", title=title, text=text,
+                                 published=T0 + timedelta(days=2 * day)), T0 + timedelta(days=2 * day))])
+        small.rebuild()
+        assert small.stage is not None and len(small.stage.incidents) <= 2
