@@ -51,6 +51,12 @@ class Article:
     published: datetime | None = None  # timezone-aware, or None when unknown
 
 
+def founded_id(article_id: str) -> str:
+    """The id of the incident an article founds (unless an incident known holds it: then
+    with a number after it)."""
+    return "inc-" + article_id[:20]
+
+
 @dataclass
 class Decision:
     article_id: str
@@ -423,6 +429,11 @@ class IncidentClusterer:
     def knows_incident(self, incident_id: str) -> bool:
         """Whether the incident is still in memory (a later article may still join it)."""
         return incident_id in self._incidents
+
+    def remembers(self, article_id: str) -> bool:
+        """Whether an article is held or its decision still remembered (``redelivery_memory``):
+        sent again, it is a redelivery."""
+        return article_id in self._held or article_id in self._recent
 
     def forgets_before(self) -> datetime | None:
         """Incidents whose latest article was published before this are forgotten (None:
@@ -987,7 +998,7 @@ class IncidentClusterer:
         return _distinct_names([e for e in evec if e in entities and not _has_digit(e)])
 
     def _new_incident_id(self, article_id: str, suffix: str = "") -> str:
-        base = "inc-" + article_id[:20] + suffix
+        base = founded_id(article_id) + suffix
         incident_id, n = base, 1
         while incident_id in self._incidents:
             n += 1

@@ -469,11 +469,20 @@ def test_a_rebuild_after_a_merge_of_an_incident_with_earlier_articles_keeps_one_
     assert incident.header([], []).article_count == len(results)
 
 
-def founder_replayed_after_a_rebuild_from_the_tables() -> tuple[Worker, str, list[StageResult]]:
+# An id a replayed labelled file gives (kept as the line has it): longer than the 20
+# characters an incident's id takes of it, so the stage cannot tell its founder by it.
+LABELLED_ID = "gva-dev-2015-10-08-reuters-0001"
+
+
+def founder_replayed_after_a_rebuild_from_the_tables(
+        founder_id: str | None = LABELLED_ID) -> tuple[Worker, str, list[StageResult]]:
     """A story of two reports, both out of the window, the worker rebuilt from its tables
     alone (no storage: the JSON Lines sink, or storage unreadable), then its first report
-    sent again (a replay of the seeds, a feed listing it again)."""
+    (of ``founder_id``, else its own) sent again (a replay of the seeds, a feed listing it
+    again)."""
     reuters, afp = seeds()
+    if founder_id is not None:
+        reuters = reuters.model_copy(update={"id": founder_id})
     worker = Worker(ClusterConfig(window_days=1, incident_days=90))
     batches = [worker.batch([(reuters, T0)]),
                worker.batch([(afp.model_copy(update={"published": T0 + timedelta(hours=1)}),
@@ -518,3 +527,18 @@ def test_incidents_the_clusterer_holds_no_summary_of_are_kept_within_its_bounds(
                                  published=T0 + timedelta(days=2 * day)), T0 + timedelta(days=2 * day))])
         small.rebuild()
         assert small.stage is not None and len(small.stage.incidents) <= 2
+
+
+def test_a_founder_sent_again_after_a_rebuild_from_the_tables_is_told_or_taken_for_a_redelivery(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # One whose id the incident's names for certain (a producer's hash) is a redelivery:
+    # its incident as it was, counted once. One whose id it does not (a labelled file's,
+    # longer than the 20 characters taken) is decided anew, counted twice: said so.
+    worker, incident_id, (again, *_) = founder_replayed_after_a_rebuild_from_the_tables(None)
+    assert again.decision.redelivery and again.incidents[0].version == 2
+    assert again.incidents[0].header([], []).article_count == 2
+    with caplog.at_level("WARNING", logger="processors.stage"):
+        worker, incident_id, (again, *_) = founder_replayed_after_a_rebuild_from_the_tables()
+    assert not again.decision.redelivery and again.incidents[0].header([], []).article_count == 3
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"article {LABELLED_ID} was decided before (it founded incident {incident_id})" in warning
