@@ -354,6 +354,7 @@ def apply_decision(
     moved: Mapping[str, str],
     now: datetime,
     placed: Mapping[str, str] | None = None,
+    merged: Mapping[str, str] | None = None,
 ) -> list[Incident]:
     """The incident versions that change when ``article`` joins ``incident_id`` and the
     earlier articles in ``moved`` change incident (a merge or split).
@@ -361,9 +362,13 @@ def apply_decision(
     ``placed`` says where each article is held (the stage keeps that index; without it
     the incidents are searched). An article already held elsewhere (a re-fetch of a
     member) leaves that incident. Returns new versions only, the receiving incident last.
-    An incident left with no articles gets a final version with ``merged_into`` naming
+    ``merged`` names the incidents a merge took, each with the one that took it: each gets
+    a final version with ``merged_into`` and no articles, and the one that took it counts
+    its ``earlier`` articles too (nothing moves those, which left the window). An incident
+    otherwise left with no articles and none earlier gets such a version too, naming
     where they went.
     """
+    merged = merged or {}
     members: dict[str, list[IncidentArticle]] = {}
 
     def current(iid: str) -> list[IncidentArticle]:
@@ -372,8 +377,11 @@ def apply_decision(
             members[iid] = list(existing.articles) if existing else []
         return members[iid]
 
-    for iid in {incident_id, *moved.values()}:
+    for iid in {incident_id, *moved.values(), *merged.values()}:
         current(iid)
+    for iid in merged:
+        if iid in incidents:
+            current(iid)
     wanted = {*moved, article.id}
     if placed is None:
         placed = {a.id: iid for iid, inc in incidents.items() for a in inc.articles
@@ -405,10 +413,36 @@ def apply_decision(
     target_articles = members[incident_id]
     insort(target_articles, article, key=time_order)
 
+    # What each merge target takes of the incidents merged into it beyond the articles
+    # moved: their ``earlier`` ones, and those still listed that the merge did not move
+    # (it moves every article the clusterer holds: these left the window in this step).
+    gained: dict[str, EarlierArticles] = {}
+    for iid, target in merged.items():
+        taken = incidents.get(iid)
+        if taken is None:
+            continue
+        left = members[iid]
+        earlier = with_earlier(taken.model_copy(update={"articles": left}), left).earlier
+        members[iid] = []
+        if earlier is not None:
+            gained[target] = _added_earlier(gained.get(target), earlier)
+
+    def base(iid: str) -> Incident:
+        before = incidents.get(iid) or _empty(iid, now)
+        if iid not in gained:
+            return before
+        return before.model_copy(update={"earlier": _with_earlier_taken(before, gained[iid])})
+
     changed: list[Incident] = []
     for iid, arts in members.items():
-        before = incidents.get(iid) or _empty(iid, now)
-        if iid != incident_id and [a.id for a in arts] == [a.id for a in before.articles]:
+        before = base(iid)
+        if iid in merged and not arts:
+            changed.append(before.model_copy(update={
+                "version": before.version + 1, "articles": [], "earlier": None,
+                "merged_into": merged[iid], "updated_at": now}))
+            continue
+        if (iid != incident_id and iid not in gained
+                and [a.id for a in arts] == [a.id for a in before.articles]):
             continue
         if not arts and before.earlier is None:
             # Where most of its articles went: a merge and a split in one decision can send
@@ -427,6 +461,24 @@ def apply_decision(
             )
         elif iid != incident_id:
             changed.append(_with_articles(before, arts, now))
-    receiving = incidents.get(incident_id) or _empty(incident_id, now)
-    changed.append(_with_articles(receiving, target_articles, now))
+    changed.append(_with_articles(base(incident_id), target_articles, now))
     return changed
+
+
+def _added_earlier(total: EarlierArticles | None, more: EarlierArticles) -> EarlierArticles:
+    """Two incidents' ``earlier`` counts as one (their titles aside)."""
+    if total is None:
+        return more
+    times = _dated(total.first_seen, total.last_seen, more.first_seen, more.last_seen)
+    return EarlierArticles(count=total.count + more.count,
+                           duplicates=total.duplicates + more.duplicates,
+                           first_seen=min(times, default=None), last_seen=max(times, default=None),
+                           headline_title=total.headline_title)
+
+
+def _with_earlier_taken(incident: Incident, taken: EarlierArticles) -> EarlierArticles:
+    """``incident``'s ``earlier`` with ``taken`` (those of incidents merged into it) added.
+    Its title is chosen as before: among the headlines it lists, unless its own earlier
+    reports made it stand (``headline_title``); the taken ones' headlines are not its."""
+    own = incident.earlier or EarlierArticles(headline_title=False)
+    return _added_earlier(own, taken)

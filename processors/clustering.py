@@ -51,6 +51,12 @@ class Article:
     published: datetime | None = None  # timezone-aware, or None when unknown
 
 
+def founded_id(article_id: str) -> str:
+    """The id of the incident an article founds (unless an incident known holds it: then
+    with a number after it)."""
+    return "inc-" + article_id[:20]
+
+
 @dataclass
 class Decision:
     article_id: str
@@ -58,6 +64,9 @@ class Decision:
     duplicate_of: str | None
     explanation: Explanation
     moved: dict[str, str] = field(default_factory=dict)
+    # Incidents this decision merged away, each with the one that took it: also those
+    # without an article in the window (dormant), whose merge moves none.
+    merged: dict[str, str] = field(default_factory=dict)
     redelivery: bool = False
 
 
@@ -421,6 +430,21 @@ class IncidentClusterer:
         """Whether the incident is still in memory (a later article may still join it)."""
         return incident_id in self._incidents
 
+    def remembers(self, article_id: str) -> bool:
+        """Whether an article is held or its decision still remembered (``redelivery_memory``):
+        sent again, it is a redelivery."""
+        return article_id in self._held or article_id in self._recent
+
+    def forgets_before(self) -> datetime | None:
+        """Incidents whose latest article was published before this are forgotten (None:
+        no date seen yet, or incidents kept for ever)."""
+        if not self._moves:
+            return None
+        try:
+            return datetime.fromtimestamp(min(self._moves) - self.config.incident_days * _DAY, UTC)
+        except (OverflowError, OSError, ValueError):  # (before year 1: none is)
+            return None
+
     def incident_of(self, article_id: str) -> str | None:
         """The incident of a held article; None once it has left the window."""
         held = self._held.get(article_id)
@@ -431,7 +455,7 @@ class IncidentClusterer:
         earlier = self._held.get(article.id)
         if earlier is not None:
             return replace(earlier.decision, incident_id=earlier.incident_id, redelivery=True,
-                           moved={})
+                           moved={}, merged={})
         recent = self._recent.get(article.id)
         if recent is not None:
             incident_id, duplicate_of, kind = recent
@@ -949,7 +973,7 @@ class IncidentClusterer:
             incident_id=target,
             duplicate_of=None,
             explanation=Explanation(
-                decision="merged" if moved else "joined",
+                decision="merged" if merged_from else "joined",
                 score=round(score, 4),
                 threshold=cfg.join_threshold,
                 shared_terms=shared_terms,
@@ -960,6 +984,7 @@ class IncidentClusterer:
                 merged_from=merged_from,
             ),
             moved=moved,
+            merged=dict.fromkeys(merged_from, target),
         )
 
     def _names_across(self, language: str, evec: dict[str, float], inc: _Incident) -> int:
@@ -973,7 +998,7 @@ class IncidentClusterer:
         return _distinct_names([e for e in evec if e in entities and not _has_digit(e)])
 
     def _new_incident_id(self, article_id: str, suffix: str = "") -> str:
-        base = "inc-" + article_id[:20] + suffix
+        base = founded_id(article_id) + suffix
         incident_id, n = base, 1
         while incident_id in self._incidents:
             n += 1

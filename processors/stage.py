@@ -7,7 +7,9 @@ of the time window so the agent can drop it from its tables too.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from processors.assemble import (
     with_earlier,
     with_members_restored,
 )
-from processors.clustering import Article, ClusterConfig, Decision, IncidentClusterer
+from processors.clustering import Article, ClusterConfig, Decision, IncidentClusterer, founded_id
 from processors.features import surface_forms
 
 logger = logging.getLogger(__name__)
@@ -294,6 +296,55 @@ def _with_text(order: list[ArticleRecord | PlacedArticle], stored: StoredArticle
                        " rebuilt without them", lost)
 
 
+# The article ids the producers make (``article_key``): an incident named after the first
+# 20 characters names one of them for certain (80 bits).
+_HASH_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def names_founder(article_id: str) -> bool:
+    """Whether the incident ``founded_id(article_id)`` can only have been founded by this
+    article: the id is whole in it, or a producer's hash (an id a replayed labelled file
+    gives may share its first 20 characters with another's)."""
+    return len(article_id) <= 20 or _HASH_ID.fullmatch(article_id) is not None
+
+
+class LeftIds:
+    """The ids of articles that left the window, approximately (a Bloom filter), for longer
+    than the clusterer remembers their decisions exactly (``redelivery_memory``): an
+    article sent again after that is decided anew, and counted again; this tells it to
+    the log. Two generations of ``capacity`` ids each (the older dropped when the newer is
+    full): about 3.6 bytes an id, and some 3 ids in 1,000,000 never seen taken for one
+    (``benchmarks/left_ids.py``)."""
+
+    HASHES = 20
+    BITS_PER_ID = 29
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._bits = capacity * self.BITS_PER_ID
+        self._new = bytearray((self._bits + 7) // 8)
+        self._old = bytearray(len(self._new))
+        self._added = 0
+
+    def _positions(self, article_id: str) -> list[int]:
+        digest = hashlib.blake2b(article_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        first, step = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little") | 1
+        return [(first + i * step) % self._bits for i in range(self.HASHES)]
+
+    def add(self, article_id: str) -> None:
+        if self._added >= self.capacity:
+            self._old, self._new = self._new, bytearray(len(self._new))
+            self._added = 0
+        for p in self._positions(article_id):
+            self._new[p >> 3] |= 1 << (p & 7)
+        self._added += 1
+
+    def __contains__(self, article_id: str) -> bool:
+        positions = self._positions(article_id)
+        return any(all(bits[p >> 3] & (1 << (p & 7)) for p in positions)
+                   for bits in (self._new, self._old))
+
+
 def _after(before: datetime | None, now: datetime) -> datetime:
     """``now``, or just after ``before`` if the wall clock has stepped back since."""
     return now if before is None or before < now else before + timedelta(microseconds=1)
@@ -306,6 +357,9 @@ class IncidentStage:
     # (``_foreign_left``), the latest: a feed that lists other sites' pages (an aggregator)
     # sends every article so, and their own site's copy comes within hours if at all.
     FOREIGN_LEFT_KEPT = 10_000
+    # Ids of articles that left the window told apart approximately (``LeftIds``), in two
+    # generations of this many: some 7 MB.
+    LEFT_IDS_KEPT = 1_000_000
 
     def __init__(self, config: ClusterConfig | None = None) -> None:
         self.clusterer = IncidentClusterer(config)
@@ -331,6 +385,7 @@ class IncidentStage:
         # When the copy each of them shows was fetched: a later copy from its own site
         # replaces it (an outlet's edit), an older one sent again does not.
         self._shown_at: dict[str, datetime] = {}
+        self._left = LeftIds(self.LEFT_IDS_KEPT)
 
     def __len__(self) -> int:
         return len(self._arrivals)
@@ -438,7 +493,9 @@ class IncidentStage:
         return restored
 
     def process(self, article: RawArticle, now: datetime) -> StageResult:
-        decision = self.clusterer.add(to_cluster_article(article, now))
+        decision = self._founder_again(article) or self.clusterer.add(to_cluster_article(article, now))
+        if not decision.redelivery:
+            self._tell_decided_again(article, decision)
         if decision.redelivery:
             # Sent again, with its place: the first sending may not have gone out.
             current = self.incidents.get(decision.incident_id)
@@ -462,7 +519,7 @@ class IncidentStage:
                                explanation)
         entry = incident_article(article, decision.duplicate_of, explanation, seen_at)
         changed = apply_decision(self.incidents, entry, decision.incident_id, decision.moved, now,
-                                 self._placed)
+                                 self._placed, decision.merged)
         members = self._member_changes(entry, decision.moved, changed, now)
         for change in members:
             self._placed[change.member.article.id] = change.member.incident_id
@@ -481,6 +538,37 @@ class IncidentStage:
         evicted_articles, evicted_incidents, evicted_members = self._evict()
         return StageResult(decision, record, changed, evicted_articles, evicted_incidents,
                            members, evicted_members)
+
+    def _founder_again(self, article: RawArticle) -> Decision | None:
+        """A redelivery of the incident an article founded, when the clusterer no longer
+        remembers the article (past ``redelivery_memory``) but the stage holds that
+        incident: decided anew, the article was counted in it twice (or in a second
+        incident of its own, ``inc-<id>-2``). None otherwise."""
+        if self.clusterer.remembers(article.id) or not names_founder(article.id):
+            return None
+        incident = self.incidents.get(founded_id(article.id))
+        if incident is None:
+            return None
+        return Decision(article.id, incident.incident_id, None,
+                        Explanation(decision="new", detail={"evicted": 1.0}), redelivery=True)
+
+    def _tell_decided_again(self, article: RawArticle, decision: Decision) -> None:
+        """Log an article decided anew that was decided before, as far as the stage can tell
+        (an exact memory of every article of every incident remembered would grow with the
+        stories): one that left the window longer ago than the clusterer remembers
+        (``LeftIds``, approximate), or one founding anew an incident the stage holds (its
+        founder sent again, or an article whose id shares the founder's first 20
+        characters). Such an article is counted twice: in the incident it was in, and here."""
+        refounded = (decision.explanation.decision == "new"
+                     and decision.incident_id in self.incidents)
+        if article.id in self._left or refounded:
+            logger.warning(
+                "article %s was decided before (%s) and again now, into incident %s: it is"
+                " counted twice (the clusterer remembers the decisions of the last %d articles"
+                " that left the window)", article.id,
+                f"it founded incident {decision.incident_id}" if refounded
+                else "it left the window", decision.incident_id,
+                self.clusterer.config.redelivery_memory)
 
     def _replaces_shown(self, article: RawArticle) -> bool:
         """Whether an own site's copy of a held article replaces the copy its incident
@@ -591,6 +679,7 @@ class IncidentStage:
         leaving: dict[str, set[str]] = {}
         foreign: dict[str, datetime] = {}
         for article_id in article_ids:
+            self._left.add(article_id)
             incident_id = self._placed.pop(article_id, None)
             placed_at = self._placed_at.pop(article_id, None)
             if article_id in self._foreign and placed_at is not None:
@@ -610,6 +699,25 @@ class IncidentStage:
                                                          - self.FOREIGN_LEFT_KEPT)]:
             del self._foreign_left[article_id]  # (the oldest first: dicts keep their order)
         return [article_id for ids in leaving.values() for article_id in ids]
+
+    def _forgotten(self) -> list[str]:
+        """The incidents to let go: those the clusterer does not know, but not one without
+        articles in the window that stream time has not passed (``forgets_before``), of
+        which it may hold no summary: a rebuild from the tables alone gives it none. Its
+        version is kept so that its founder, sent again and founding it anew under the same
+        id, continues its versions: a version 1 again is one every sink ignores. (Such
+        incidents take the room of those the clusterer knows: ``max_incidents`` in all.)"""
+        unknown = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
+        cutoff = self.clusterer.forgets_before()
+        kept = [i for i in unknown if not self.incidents[i].articles
+                and (cutoff is None or (last := self.incidents[i].last_seen) is None
+                     or last >= cutoff)]
+        over = len(self.incidents) - self.clusterer.config.max_incidents
+        if over > 0:
+            kept.sort(key=lambda i: self.incidents[i].updated_at)
+            kept = kept[over:]  # the oldest updated go first
+        keep = set(kept)
+        return [i for i in unknown if i not in keep]
 
     def _evict(self, sweep: bool = False) -> tuple[list[str], list[str], list[str]]:
         """Drop what the clusterer no longer holds: articles that left the window (oldest
@@ -633,7 +741,7 @@ class IncidentStage:
             self._arrivals = held
         members = self._retire(articles)
         if swept:
-            incidents = [i for i in self.incidents if not self.clusterer.knows_incident(i)]
+            incidents = self._forgotten()
             forgotten = set(incidents)  # (and those merged away, no longer held)
             self._foreign_left = {a: left for a, left in self._foreign_left.items()
                                   if left[0] not in forgotten and left[0] in self.incidents}

@@ -560,3 +560,101 @@ def test_a_stage_restored_from_storage_keeps_a_feed_s_word_that_it_speaks_for_th
     assert again.decision.redelivery and not again.copy_shown
     [incident] = again.incidents
     assert [a.title for a in incident.articles] == [bbc.title]
+
+
+def _fire(article_id: str, doc: tuple[str, str], hours: float) -> RawArticle:
+    return RawArticle(id=article_id, title=doc[0], text=doc[1],
+                      url=f"https://example.org/{article_id}", published=T0 + timedelta(hours=hours))
+
+
+# Two reports of one fire kept apart by a high bar to join; a report carrying both texts
+# is then sure enough of each incident to merge them (as in test_clustering).
+MERGING = ClusterConfig(window_days=1, join_threshold=4.0, merge_threshold=2.0)
+
+
+def fires_merged(copies: bool) -> tuple[IncidentStage, list[StageResult]]:
+    """Two incidents of one fire whose first reports left the window, merged by a report
+    carrying both texts: with ``copies``, each holds a copy of its first report still (the
+    merge moves it), without, none (dormant: the merge moves nothing)."""
+    from tests.unit.processors.test_clustering import FIRE_1, FIRE_2
+
+    stage = IncidentStage(MERGING)
+    steps = [_fire("fire-1", FIRE_1, 0), _fire("fire-2", FIRE_2, 1)]
+    if copies:
+        steps += [_fire("fire-1-copy", FIRE_1, 20), _fire("fire-2-copy", FIRE_2, 21)]
+    steps.append(_fire("bridge", (FIRE_1[0], FIRE_1[1] + " " + FIRE_2[1]), 30))
+    return stage, [stage.process(a, a.published or T0) for a in steps]
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_a_merge_takes_the_articles_that_left_the_window_with_the_incident(copies: bool):
+    # An incident whose first reports had left the window, taken by a merge, stayed live
+    # beside the one that took it (an empty version counting them, or no version at all
+    # when it held none): readers saw the story twice, and its first report in neither.
+    stage, results = fires_merged(copies)
+    bridge = results[-1]
+    assert bridge.decision.explanation.merged_from == ["inc-fire-2"]
+    assert bridge.decision.explanation.decision == "merged"
+    versions = {v.incident_id: v for v in batch_output([bridge]).versions}
+    assert versions["inc-fire-2"].merged_into == "inc-fire-1"
+    assert versions["inc-fire-2"].article_count == 0
+    taker = versions["inc-fire-1"]
+    assert taker.merged_into is None
+    assert taker.article_count == len(results)  # every report of the fire, once
+    assert taker.first_seen == T0
+    assert list(stage.incidents) == ["inc-fire-1"]
+    assert stage.incidents["inc-fire-1"].header([], []) == taker.model_copy(
+        update={"added": [], "removed": []})
+
+
+def story_sent_again_past_the_clusterer_s_memory() -> tuple[IncidentStage, list[StageResult]]:
+    """Two reports of a story, then enough others that the clusterer no longer remembers
+    their decisions (``redelivery_memory``), then both sent again (a replay of the seeds)."""
+    reuters, afp = seeds()
+    afp = afp.model_copy(update={"published": T0 + timedelta(hours=1)})
+    stage = IncidentStage(ClusterConfig(window_days=1, incident_days=90, redelivery_memory=3))
+    steps = [(reuters, T0), (afp, T0 + timedelta(hours=1))]
+    steps += [(filler(day), T0 + timedelta(days=day)) for day in range(2, 8)]
+    steps += [(afp, T0 + timedelta(days=8)), (reuters, T0 + timedelta(days=8))]
+    return stage, [stage.process(article, now) for article, now in steps]
+
+
+def test_a_founder_sent_again_past_the_clusterer_s_memory_is_a_redelivery_of_its_incident():
+    # Decided anew, it joined the incident it had founded, counted there twice (or founded
+    # a second one, inc-<id>-2); the incident named after it says it was decided before.
+    stage, results = story_sent_again_past_the_clusterer_s_memory()
+    first, again = results[0], results[-1]
+    assert again.decision.redelivery and again.record is None
+    assert again.decision.incident_id == first.decision.incident_id
+    [current] = again.incidents
+    assert current == stage.incidents[first.decision.incident_id]  # as it was: nothing new
+    assert current.header([], []).article_count == 3  # the two reports, and the AFP's again
+    assert stage.clusterer.incident_of(first.decision.article_id) is None  # not held again
+
+
+def test_an_article_decided_again_past_the_clusterer_s_memory_is_logged(caplog):
+    # Knowing which articles an incident counts would take memory growing with its story
+    # (each of them, for as long as it is remembered): the stage tells it approximately
+    # instead, for ten times as many articles as the clusterer remembers exactly.
+    with caplog.at_level("WARNING", logger="processors.stage"):
+        stage, results = story_sent_again_past_the_clusterer_s_memory()
+    afp_again = results[-2]
+    assert not afp_again.decision.redelivery  # (decided anew: counted twice)
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert afp_again.decision.article_id in warning.getMessage()
+    assert "counted twice" in warning.getMessage()
+
+
+def test_the_ids_that_left_the_window_are_told_for_two_generations_and_few_others_with_them():
+    from processors.stage import LeftIds
+
+    left = LeftIds(1000)
+    for n in range(1000):
+        left.add(f"left-{n}")
+    assert all(f"left-{n}" in left for n in range(1000))
+    assert not any(f"other-{n}" in left for n in range(20_000))
+    for n in range(1000):
+        left.add(f"later-{n}")
+    assert "left-0" in left and "later-999" in left  # the older generation still told
+    left.add("and-one-more")  # a third generation begins: the first goes
+    assert not any(f"left-{n}" in left for n in range(1000))

@@ -453,3 +453,92 @@ def test_an_own_site_s_later_copy_replaces_its_earlier_one_and_an_older_one_sent
     [last] = worker.batch([(latest, T0 + timedelta(hours=6))])
     assert last.copy_shown and worker.sent[-1].version == 3
     assert _shown(worker.tables.members[own.id]) == (latest.title, "Reuters", own.url)
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_a_rebuild_after_a_merge_of_an_incident_with_earlier_articles_keeps_one_incident(
+        copies: bool) -> None:
+    from tests.unit.processors.test_stage import MERGING, fires_merged
+
+    worker = Worker(MERGING)
+    _, results = fires_merged(copies)
+    worker.batch([(r.record.article, r.record.seen_at) for r in results if r.record])
+    assert list(worker.tables.incidents) == ["inc-fire-1"]  # the taken one's header went
+    [incident] = worker.rebuild().incidents.values()
+    assert incident.incident_id == "inc-fire-1"
+    assert incident.header([], []).article_count == len(results)
+
+
+# An id a replayed labelled file gives (kept as the line has it): longer than the 20
+# characters an incident's id takes of it, so the stage cannot tell its founder by it.
+LABELLED_ID = "gva-dev-2015-10-08-reuters-0001"
+
+
+def founder_replayed_after_a_rebuild_from_the_tables(
+        founder_id: str | None = LABELLED_ID) -> tuple[Worker, str, list[StageResult]]:
+    """A story of two reports, both out of the window, the worker rebuilt from its tables
+    alone (no storage: the JSON Lines sink, or storage unreadable), then its first report
+    (of ``founder_id``, else its own) sent again (a replay of the seeds, a feed listing it
+    again)."""
+    reuters, afp = seeds()
+    if founder_id is not None:
+        reuters = reuters.model_copy(update={"id": founder_id})
+    worker = Worker(ClusterConfig(window_days=1, incident_days=90))
+    batches = [worker.batch([(reuters, T0)]),
+               worker.batch([(afp.model_copy(update={"published": T0 + timedelta(hours=1)}),
+                              T0 + timedelta(hours=1))]),
+               worker.batch([(filler(2), T0 + timedelta(days=2))])]
+    incident_id = batches[0][0].decision.incident_id
+    assert worker.tables.incidents[incident_id]["version"] == 2  # dormant: its header kept
+    worker.rebuild()
+    return worker, incident_id, [*worker.batch([(reuters, T0 + timedelta(days=2, hours=1))]),
+                                 *[r for batch in batches for r in batch]]
+
+
+def test_a_founder_sent_again_after_a_rebuild_from_the_tables_continues_its_incident_s_versions(
+) -> None:
+    # The rebuild forgot the incident without articles in the window (its header left the
+    # tables too): its founder, decided anew, made its id again at version 1, which every
+    # reader holding version 2 ignored (the report lost to them).
+    worker, incident_id, (again, *_) = founder_replayed_after_a_rebuild_from_the_tables()
+    assert worker.stage is not None and incident_id in worker.stage.incidents
+    [version] = again.incidents
+    assert again.decision.incident_id == incident_id
+    assert version.version == 3
+    assert worker.tables.incidents[incident_id]["version"] == 3
+    worker.rebuild()  # and a second rebuild keeps it as well
+    assert worker.tables.incidents[incident_id]["version"] == 3
+
+
+def test_incidents_the_clusterer_holds_no_summary_of_are_kept_within_its_bounds() -> None:
+    # Kept for their versions, they still go with stream time, and take the room of the
+    # incidents the clusterer knows (max_incidents in all).
+    worker, incident_id, _ = founder_replayed_after_a_rebuild_from_the_tables()
+    assert worker.stage is not None
+    worker.stage.SWEEP_EVERY = 1
+    worker.batch([(filler(200 + k), T0 + timedelta(days=200 + k)) for k in range(6)])
+    assert incident_id not in worker.stage.incidents
+    assert incident_id not in worker.tables.incidents
+    from tests.unit.processors.test_clustering import BUDGET, FIRE_1, QUAKE, ZH_METRO
+
+    small = Worker(ClusterConfig(window_days=1, incident_days=90, max_incidents=2), sweep_every=1)
+    for day, (title, text) in enumerate([FIRE_1, BUDGET, QUAKE, ZH_METRO]):
+        small.batch([(RawArticle(id=f"story-{day}", title=title, text=text,
+                                 published=T0 + timedelta(days=2 * day)), T0 + timedelta(days=2 * day))])
+        small.rebuild()
+        assert small.stage is not None and len(small.stage.incidents) <= 2
+
+
+def test_a_founder_sent_again_after_a_rebuild_from_the_tables_is_told_or_taken_for_a_redelivery(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # One whose id the incident's names for certain (a producer's hash) is a redelivery:
+    # its incident as it was, counted once. One whose id it does not (a labelled file's,
+    # longer than the 20 characters taken) is decided anew, counted twice: said so.
+    worker, incident_id, (again, *_) = founder_replayed_after_a_rebuild_from_the_tables(None)
+    assert again.decision.redelivery and again.incidents[0].version == 2
+    assert again.incidents[0].header([], []).article_count == 2
+    with caplog.at_level("WARNING", logger="processors.stage"):
+        worker, incident_id, (again, *_) = founder_replayed_after_a_rebuild_from_the_tables()
+    assert not again.decision.redelivery and again.incidents[0].header([], []).article_count == 3
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"article {LABELLED_ID} was decided before (it founded incident {incident_id})" in warning
