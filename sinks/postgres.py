@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from newsflow.pgwatch import READ_MARGIN_S, Watchdog
-from newsflow.schemas import MAX_TITLE_CHARS
+from newsflow.schemas import MAX_TITLE_CHARS, Incident
 from newsflow.storage import (
     SchemaOutdated,
     SinkUnavailable,
@@ -60,9 +60,11 @@ from sinks.rows import (
     delete_member_sql,
     form_holds_sql,
     insert_version_sql,
+    merged_away,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
+    refile_merged,
     search_alternatives,
     search_form,
     search_term,
@@ -828,35 +830,44 @@ class PostgresSink(BatchingSink):
                 history, headers = plan_header_writes(records.versions)
                 cur.executemany(_INSERT_VERSION, _rows(history))
                 cur.executemany(_UPSERT_INCIDENT, _rows(headers))
-            incidents = records.incidents
-            if not incidents:
-                return
-            latest = latest_versions(incidents)
-            cur.execute(
-                "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
-                (list(latest),),
-            )
-            stored = {row[0]: int(row[1]) for row in cur.fetchall()}
-            # Only incidents with a newer version need their stored membership.
-            newer = [i for i, inc in latest.items() if inc.version > stored.get(i, 0)]
-            if not newer:
-                return
-            cur.execute(
-                """SELECT incident_id, article_id, position, duplicate_of
-                   FROM incident_articles WHERE incident_id = ANY(%s)""",
-                (newer,),
-            )
-            members: dict[str, dict[str, StoredMember]] = {i: {} for i in newer}
-            for incident_id, article_id, position, duplicate_of in cur.fetchall():
-                members[incident_id][article_id] = (int(position), duplicate_of)
-            writes = plan_incident_writes(incidents, stored, members)
-            cur.executemany(_INSERT_VERSION, _rows(writes.versions))
-            cur.executemany(_UPSERT_INCIDENT, _rows(writes.incidents))
-            # Membership mirrors each incident's current version (see sinks/sqlite.py).
-            if writes.departed:
-                cur.executemany(_DELETE_MEMBER, writes.departed)
-            if writes.members:
-                cur.executemany(_UPSERT_MEMBER, _rows(writes.members))
+            self._write_incidents(cur, records.incidents)
+
+            def run(sql: str, params: Sequence[Any]) -> list[Any]:
+                cur.execute(sql, params)  # type: ignore[arg-type]
+                return cur.fetchall() if cur.description else []
+
+            refile_merged(run, "%s", merged_away(records))
+
+    def _write_incidents(self, cur: psycopg.Cursor[Any], incidents: list[Incident]) -> None:
+        """Versions of an older newsflow, each with all its articles."""
+        if not incidents:
+            return
+        latest = latest_versions(incidents)
+        cur.execute(
+            "SELECT id, version FROM incidents WHERE id = ANY(%s) FOR UPDATE",
+            (list(latest),),
+        )
+        stored = {row[0]: int(row[1]) for row in cur.fetchall()}
+        # Only incidents with a newer version need their stored membership.
+        newer = [i for i, inc in latest.items() if inc.version > stored.get(i, 0)]
+        if not newer:
+            return
+        cur.execute(
+            """SELECT incident_id, article_id, position, duplicate_of
+               FROM incident_articles WHERE incident_id = ANY(%s)""",
+            (newer,),
+        )
+        members: dict[str, dict[str, StoredMember]] = {i: {} for i in newer}
+        for incident_id, article_id, position, duplicate_of in cur.fetchall():
+            members[incident_id][article_id] = (int(position), duplicate_of)
+        writes = plan_incident_writes(incidents, stored, members)
+        cur.executemany(_INSERT_VERSION, _rows(writes.versions))
+        cur.executemany(_UPSERT_INCIDENT, _rows(writes.incidents))
+        # Membership mirrors each incident's current version (see sinks/sqlite.py).
+        if writes.departed:
+            cur.executemany(_DELETE_MEMBER, writes.departed)
+        if writes.members:
+            cur.executemany(_UPSERT_MEMBER, _rows(writes.members))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -52,7 +52,7 @@ from newsflow.text import (
     thai_word_edges,
 )
 from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
-from sinks.base import active_at, article_digest, latest_versions
+from sinks.base import Batch, active_at, article_digest, latest_versions
 from sinks.models import (
     Counts,
     IncidentArticleView,
@@ -371,6 +371,47 @@ def upsert_member_sql(placeholder: str) -> str:
 
 def delete_member_sql(placeholder: str) -> str:
     return f"DELETE FROM incident_articles WHERE incident_id = {placeholder} AND article_id = {placeholder}"
+
+
+# Followed at most so far from an incident merged away to the live one that holds its
+# articles now (a merge chain; a loop, which no merge makes, stops there).
+MERGE_CHAIN_MAX = 50
+
+# Runs one statement, returning its rows (none for a write).
+Run = Callable[[str, Sequence[Any]], list[Any]]
+
+
+def refile_merged(run: Run, mark: str, taken: Iterable[str]) -> None:
+    """The member rows an incident merged away still has, moved to the incident that took
+    it (following later merges), placed there at the merge: its articles that had left
+    the processors' window, which no place message moves. Left under it, they were in no
+    live incident: listed nowhere, found by search without an incident, and a rebuild
+    from storage no longer counted them in the incident that took them. (A row the taker
+    has of the same article already is newer: kept, the other dropped.)"""
+    for incident_id in taken:
+        target, merged_at = incident_id, None
+        for _ in range(MERGE_CHAIN_MAX):
+            found = run(f"SELECT merged_into, updated_at FROM incidents WHERE id = {mark}", (target,))
+            if not found or found[0][0] is None:
+                break
+            target = found[0][0]
+            merged_at = merged_at or found[0][1]
+        if target == incident_id:
+            continue
+        # (An insert that skips conflicts, then the delete: an update's new key could
+        # meet a row another sink writes meanwhile, an error blamed on the record.)
+        kept = [c for c in MEMBER_COLUMNS if c not in ("incident_id", "assigned_at")]
+        run(f"""INSERT INTO incident_articles ({", ".join(MEMBER_COLUMNS)})
+                SELECT {mark}, {", ".join(kept)}, {mark} FROM incident_articles
+                WHERE incident_id = {mark} ON CONFLICT DO NOTHING""",
+            (target, merged_at, incident_id))
+        run(f"DELETE FROM incident_articles WHERE incident_id = {mark}", (incident_id,))
+
+
+def merged_away(batch: Batch) -> list[str]:
+    """The incidents a batch's versions mark merged (``refile_merged``)."""
+    return sorted({v.incident_id for v in [*batch.versions, *batch.incidents]
+                   if v.merged_into is not None})
 
 
 def article_values(article: RawArticle) -> tuple[Any, ...]:

@@ -48,9 +48,11 @@ from sinks.rows import (
     delete_member_sql,
     form_holds_sql,
     insert_version_sql,
+    merged_away,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
+    refile_merged,
     search_alternatives,
     search_form,
     search_term,
@@ -552,6 +554,8 @@ class SQLiteSink(BatchingSink):
             conn.executemany(_UPSERT_INCIDENT, _rows(headers))
         if records.incidents:
             self._write_incidents(conn, records.incidents)
+        refile_merged(lambda sql, params: conn.execute(sql, params).fetchall(), "?",
+                      merged_away(records))
 
     def _stored_copies(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, StoredCopy]:
         stored: dict[str, StoredCopy] = {}
