@@ -116,6 +116,49 @@ def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(
     assert waits == [1.0, 2.0]
 
 
+def test_postgresql_down_after_the_read_ahead_listed_the_window_stops_the_rebuild(
+    postgres_server, postgres_dsn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read ahead lists storage's window at the worker's start; the text is read in
+    the agent's rebuild. PostgreSQL down in between: the rebuild used to go on from the
+    tables alone, empty after a restart of the embedded broker, and every incident was
+    forgotten (with `newsflow run`, 3 of 846 follow-ups joined an incident from before, 708
+    with storage up). Now it
+    stops, the tables untouched, and the next start waits for storage and has the window."""
+    import logging
+
+    from newsflow.settings import Settings
+    from processors.app import read_ahead, rebuilt_stage, stored_window
+    from processors.clustering import ClusterConfig
+    from processors.rebuild import storage_window_loader
+    from processors.stage import WindowTextUnreadable
+    from processors.tables import StageTables
+    from sinks.postgres import PostgresSink
+    from sinks.store import read_window
+    from tests.records import article, incident
+
+    sink = PostgresSink(postgres_dsn)
+    sink.write([article(1), article(2), incident("i1", 1, [1, 2])])
+    sink.close()
+    settings = Settings(sink="postgres", postgres_dsn=postgres_dsn)
+    loader = read_ahead(storage_window_loader(settings, read_window))
+    tables = StageTables({}, {}, {})  # (as the embedded broker's after its restart)
+    postgres_server.stop()
+    try:
+        with caplog.at_level(logging.ERROR, logger="processors.app"), \
+                pytest.raises(WindowTextUnreadable, match="127.0.0.1"):
+            rebuilt_stage(tables, ClusterConfig(), stored_window(loader))
+    finally:
+        postgres_server.start()
+    assert "the worker stops, and waits for storage" in caplog.text
+    assert (tables.articles, tables.incidents, tables.members) == ({}, {}, {})
+
+    restarted = read_ahead(storage_window_loader(settings, read_window))
+    stage, _, from_storage = rebuilt_stage(tables, ClusterConfig(), stored_window(restarted))
+    assert from_storage == 2
+    assert [a.id for a in stage.incidents["i1"].articles] == ["a1", "a2"]
+
+
 def clean_holder(procs, topic: str):
     """The worker whose latest assignment holds the clean partition, once every one of
     ``procs`` has had one since the last joined; None until then."""

@@ -248,12 +248,43 @@ def test_an_article_gone_from_storage_before_its_text_is_read_is_left_out(
     assert len(stage) == 2
 
 
-def test_storage_down_once_its_window_is_listed_rebuilds_from_the_tables_alone(
+def test_storage_unusable_once_its_window_is_listed_stops_the_rebuild(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The text is read after the window is listed: a store gone down between the two
-    leaves the stage as when storage cannot be read at all (the tables alone, said in the
-    log), not a dead agent nor a half-restored stage."""
+    """The text is read after the window is listed: a store gone between the two (here a
+    folder where the database was) stops the rebuild, the tables untouched, for the
+    worker's next start to wait for storage. It used to rebuild from the tables alone,
+    which after a restart of the embedded broker are empty: every incident forgotten."""
+    from processors.app import rebuilt_stage
+    from processors.clustering import ClusterConfig
+    from processors.rebuild import read
+    from processors.stage import WindowTextUnreadable
+    from tests.unit.processors.test_stage import T0, seeds
+    from tests.unit.processors.test_tables import Worker
+
+    settings = Settings(data_dir=tmp_path)
+    _stored_window(settings, 3)
+    records, incidents = read(settings, read_window)
+    settings.sqlite_file.unlink()
+    settings.sqlite_file.mkdir()  # (no longer a database)
+    worker = Worker(ClusterConfig())
+    worker.batch([(seeds()[0], T0)])
+    tables = worker.tables
+    before = (dict(tables.articles), dict(tables.incidents), dict(tables.members))
+    with caplog.at_level(logging.ERROR, logger="processors.app"), \
+            pytest.raises(WindowTextUnreadable, match="storage did not give its window's articles"):
+        rebuilt_stage(tables, ClusterConfig(), (records, incidents))
+    assert "the worker stops, and waits for storage when it starts again" in caplog.text
+    assert (dict(tables.articles), dict(tables.incidents), dict(tables.members)) == before
+
+
+def test_a_window_article_storage_cannot_make_an_article_of_rebuilds_from_the_tables_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not storage down but a row it gives that is no article: a restart would not mend
+    that, so the tables alone, said in the log, not a worker stopped again at each start."""
+    import sqlite3
+
     from processors.app import rebuilt_stage
     from processors.clustering import ClusterConfig
     from processors.rebuild import read
@@ -263,8 +294,8 @@ def test_storage_down_once_its_window_is_listed_rebuilds_from_the_tables_alone(
     settings = Settings(data_dir=tmp_path)
     _stored_window(settings, 3)
     records, incidents = read(settings, read_window)
-    settings.sqlite_file.unlink()
-    settings.sqlite_file.mkdir()  # (no longer a database)
+    with sqlite3.connect(settings.sqlite_file) as conn:
+        conn.execute("UPDATE articles SET published = 'not a time' WHERE id = 'a2'")
     worker = Worker(ClusterConfig())
     worker.batch([(seeds()[0], T0)])
     with caplog.at_level(logging.ERROR, logger="processors.app"):
