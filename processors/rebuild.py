@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from newsflow.schemas import Incident, RawArticle
+from newsflow.schemas import Incident
 from newsflow.settings import Settings
 from newsflow.storage import (
     MissingExtra,
@@ -30,7 +30,7 @@ from newsflow.storage import (
 from processors.app import WindowLoader, cluster_config
 from processors.assemble import article_time, with_earlier
 from processors.clustering import ClusterConfig
-from processors.stage import MAX_CLOCK_SKEW, Stored, StoredArticles
+from processors.stage import MAX_CLOCK_SKEW, Stored, StoredArticles, TextReader
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,12 @@ Keeper = Callable[[list[PlacedArticle]], Callable[[Incident], Incident]]
 # `newsflow` command: (settings, since, at most so many incidents, ``Keeper``) -> the
 # articles stored in an incident since then, each with its incident and the original it
 # copies (no text); what to keep of those incidents' latest versions; when the stage saw
-# each of their articles; how to read their text (ids -> the articles storage holds).
+# each of their articles; how to read their text (ids -> the articles storage holds),
+# on what it opens until closed.
 # Raises what the storage raises when it is down.
 WindowReader = Callable[
     [Settings, datetime, int, Keeper],
-    tuple[list[PlacedArticle], list[Incident], dict[str, datetime],
-          Callable[[list[str]], dict[str, RawArticle]]],
+    tuple[list[PlacedArticle], list[Incident], dict[str, datetime], TextReader],
 ]
 
 # Listed beyond the window: the stage lists the articles its clusterer holds after the
@@ -165,9 +165,9 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[StoredArticles,
     # stored) so a follow-up can still revive an incident after a restart.
     since = window_start(datetime.now(UTC), max(settings.window_days, settings.incident_days))
     config = cluster_config(settings)
-    places, incidents, seen, read_articles = read_window(settings, since, config.max_incidents,
-                                                        window_keeper(config))
+    places, incidents, seen, text = read_window(settings, since, config.max_incidents,
+                                                window_keeper(config))
     # Restored in the order the stage saw them (its versions say when), not the order
     # of fetching: a copy fetched before its original but clustered after it would
     # otherwise come back as an original, and decisions after the restart differ.
-    return StoredArticles(places, seen, read_articles), incidents
+    return StoredArticles(places, seen, text, text.close), incidents
