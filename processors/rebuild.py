@@ -59,21 +59,46 @@ _LISTED_MARGIN = timedelta(days=1)
 
 
 def listed_since(config: ClusterConfig, articles: list[PlacedArticle]) -> datetime | None:
-    """From when a rebuild lists an incident's articles, given the articles stored: the
-    start of the clusterer's window, with a margin. Its clock is the newest time it has
-    seen, but it goes back with a stream that does (once ``follow_behind`` articles in a
-    row say so): the seeds, dated at the start, do not hold it ahead of an archive replayed
-    after them; so the ``follow_behind``-th newest time, not the newest. (A publication
-    time past the fetch by more than ``MAX_CLOCK_SKEW`` is read as the fetch, as the stage
-    reads it.)"""
-    times = sorted(a.published if a.published is not None
-                   and a.published <= a.fetched_at + MAX_CLOCK_SKEW else a.fetched_at
-                   for a in articles)
-    if not times:
+    """From when a rebuild lists an incident's articles, given the articles stored (in
+    the order they were stored, near the order the stage saw them): the start of the
+    clusterer's window once it has restored them, with a margin; or the oldest of those
+    restored since its clock last moved, which it holds until it moves again. Its clock
+    is the newest time it has seen, but it goes back with a stream that does, once
+    ``follow_behind`` articles in a row are older than its window (``_advance``): the
+    seeds, dated at the start, do not hold it ahead of an archive replayed after them,
+    nor does an archive replayed before an older one. (A publication time past the
+    fetch by more than ``MAX_CLOCK_SKEW`` is read as the fetch, as the stage reads it;
+    an article without one does not move the clock.)"""
+    window = timedelta(days=config.window_days)
+    clock: datetime | None = None
+    held_from: datetime | None = None  # the oldest restored since the clock last moved
+    behind = 0
+    latest_behind = datetime.min.replace(tzinfo=UTC)
+    for article in articles:
+        if article.published is None:
+            continue
+        when = (article.published if article.published <= article.fetched_at + MAX_CLOCK_SKEW
+                else article.fetched_at)
+        if clock is not None and when <= clock:
+            held_from = when if held_from is None else min(held_from, when)
+            try:
+                within = when >= clock - window
+            except OverflowError:  # (a window reaching before year 1)
+                within = True
+            if within:
+                behind = 0
+                continue
+            latest_behind = when if behind == 0 else max(when, latest_behind)
+            behind += 1
+            if behind < config.follow_behind:
+                continue
+            when = latest_behind  # the stream has gone back in time: the clock follows it
+        clock, behind, held_from = when, 0, None
+    if clock is None:
         return None
-    clock = times[-min(len(times), config.follow_behind)]
     try:
-        return clock - timedelta(days=config.window_days) - _LISTED_MARGIN
+        start = clock - window
+        return min(start, held_from or start) - _LISTED_MARGIN
     except OverflowError:  # (a window reaching before year 1: everything is listed)
         return None
 

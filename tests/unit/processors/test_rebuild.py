@@ -170,6 +170,49 @@ def test_the_listing_follows_the_clusterer_s_clock_back_past_a_few_articles_date
         now - timedelta(days=8)
 
 
+def test_an_archive_replayed_after_a_newer_one_is_listed_as_the_clusterer_holds_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two archives replayed one after the other, the older second (as gva-dev, then
+    uci-headlines-dev): the clusterer's clock followed the second back and held its
+    articles, but the listing took the clock from the newest times, counted them as
+    earlier, and the rebuild added them back as missing: with `newsflow run`, 6,366
+    articles of 287 incidents, whose versions jumped (one from 472 to 944) and whose
+    members lost their explanations. Now listed as the clusterer holds them."""
+    from datetime import timedelta
+
+    from processors.app import cluster_config
+    from processors.rebuild import read
+    from processors.stage import IncidentStage
+    from sinks.sqlite import SQLiteSink
+    from tests.records import NOW, article
+    from tests.records import incident as stored_incident
+
+    settings = Settings(data_dir=tmp_path)
+    newer, older = NOW - timedelta(days=300), NOW - timedelta(days=1000)
+    published = {n: newer - timedelta(hours=n) for n in range(1, 11)}
+    published |= {n: older - timedelta(hours=n) for n in range(11, 31)}
+    versions = [stored_incident("i1", 10, list(range(1, 11))),
+                stored_incident("i2", 20, list(range(11, 31)))]
+    for version in versions:
+        for member in version.articles:
+            n = int(member.id[1:])
+            member.published = published[n]
+            member.seen_at = NOW - timedelta(seconds=100 - n)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([*(article(n).model_copy(update={"published": published[n]}) for n in range(1, 31)),
+                *versions])
+    sink.close()
+    records, incidents = read(settings, read_window)
+    stage = IncidentStage(cluster_config(settings))
+    with caplog.at_level(logging.WARNING, logger="processors.stage"):
+        stage.restore(records, incidents)
+    assert "missing from the stored versions" not in caplog.text
+    held = stage.incidents["i2"].articles
+    assert held and stage.incidents["i2"].version == 20
+    assert all(a.explanation is not None for a in held)
+
+
 def _stored_window(settings: Settings, articles: int) -> None:
     """``articles`` articles stored in one incident, each seen a second after the last."""
     from datetime import timedelta
