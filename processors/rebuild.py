@@ -58,64 +58,97 @@ WindowReader = Callable[
 _LISTED_MARGIN = timedelta(days=1)
 
 
-def listed_since(config: ClusterConfig, articles: list[PlacedArticle]) -> datetime | None:
-    """From when a rebuild lists an incident's articles, given the articles stored (in
-    the order they were stored, near the order the stage saw them): the start of the
-    clusterer's window once it has restored them, with a margin; or the oldest of those
-    restored since its clock last moved, which it holds until it moves again. Its clock
-    is the newest time it has seen, but it goes back with a stream that does, once
-    ``follow_behind`` articles in a row are older than its window (``_advance``): the
-    seeds, dated at the start, do not hold it ahead of an archive replayed after them,
-    nor does an archive replayed before an older one. (A publication time past the
-    fetch by more than ``MAX_CLOCK_SKEW`` is read as the fetch, as the stage reads it;
-    an article without one does not move the clock.)"""
+def _restored(config: ClusterConfig, articles: list[PlacedArticle],
+              ) -> list[tuple[str, datetime | None, datetime | None]]:
+    """``articles`` as the clusterer restores them in this order (storage's, near the
+    order the stage saw them): each one's id, its time, and where its clock moved at it,
+    the start of its window then (else None). Its clock is the newest time it has seen,
+    but it goes back with a stream that does, once ``follow_behind`` articles in a row
+    are older than its window (``_advance``): the seeds, dated at the start, do not hold
+    it ahead of an archive replayed after them, nor does an archive replayed before an
+    older one. (A publication time past the fetch by more than ``MAX_CLOCK_SKEW`` is read
+    as the fetch, as the stage reads it; none does not move the clock.)"""
     window = timedelta(days=config.window_days)
     clock: datetime | None = None
-    held_from: datetime | None = None  # the oldest restored since the clock last moved
     behind = 0
     latest_behind = datetime.min.replace(tzinfo=UTC)
+    steps: list[tuple[str, datetime | None, datetime | None]] = []
     for article in articles:
-        if article.published is None:
-            continue
-        when = (article.published if article.published <= article.fetched_at + MAX_CLOCK_SKEW
-                else article.fetched_at)
-        if clock is not None and when <= clock:
-            held_from = when if held_from is None else min(held_from, when)
-            try:
-                within = when >= clock - window
-            except OverflowError:  # (a window reaching before year 1)
-                within = True
-            if within:
-                behind = 0
-                continue
-            latest_behind = when if behind == 0 else max(when, latest_behind)
-            behind += 1
-            if behind < config.follow_behind:
-                continue
-            when = latest_behind  # the stream has gone back in time: the clock follows it
-        clock, behind, held_from = when, 0, None
-    if clock is None:
+        when = article.published
+        if when is not None and when > article.fetched_at + MAX_CLOCK_SKEW:
+            when = article.fetched_at
+        moved = when
+        if when is not None and clock is not None and when <= clock:
+            if when >= _window_start(clock, window):
+                behind, moved = 0, None
+            else:
+                latest_behind = when if behind == 0 else max(when, latest_behind)
+                behind += 1
+                # Enough in a row: the stream has gone back in time, the clock follows it.
+                moved = latest_behind if behind >= config.follow_behind else None
+        if moved is not None:
+            clock, behind = moved, 0
+        steps.append((article.article_id, when,
+                      None if moved is None else _window_start(moved, window)))
+    return steps
+
+
+def _window_start(clock: datetime, window: timedelta) -> datetime:
+    try:
+        return clock - window
+    except OverflowError:  # (a window reaching before year 1)
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def listed_since(config: ClusterConfig, articles: list[PlacedArticle]) -> datetime | None:
+    """From when a rebuild lists the articles of an incident that storage did not list in
+    its window (``_restored``): the start of the clusterer's window once it has restored
+    those it did, with a margin."""
+    starts = [start for _, _, start in _restored(config, articles) if start is not None]
+    if not starts:
         return None
     try:
-        start = clock - window
-        return min(start, held_from or start) - _LISTED_MARGIN
+        return starts[-1] - _LISTED_MARGIN
     except OverflowError:  # (a window reaching before year 1: everything is listed)
         return None
 
 
+def left_window(config: ClusterConfig, articles: list[PlacedArticle]) -> set[str]:
+    """Of ``articles``, those the clusterer no longer holds once it has restored them
+    (``_restored``): older, by more than a margin, than its window's start at a move of
+    its clock after it. (Not the start at the end alone: one that moved back holds what
+    it restored after the move, however old, until it moves again, and has let go of what
+    an earlier move left behind.)"""
+    gone: set[str] = set()
+    reach: datetime | None = None  # the latest start of a move after the article
+    for article_id, when, start in reversed(_restored(config, articles)):
+        if when is not None and reach is not None:
+            try:
+                if when < reach - _LISTED_MARGIN:
+                    gone.add(article_id)
+            except OverflowError:
+                pass
+        if start is not None and (reach is None or start > reach):
+            reach = start
+    return gone
+
+
 def window_keeper(config: ClusterConfig) -> Keeper:
     """What a rebuild keeps of a stored incident (storage lists every article): the
-    articles from ``listed_since``, the older ones counted, as the stage counts those that
-    leave its window (``assemble.with_earlier``). Read one incident at a time, every report
-    of every story read back whole was most of a rebuild's memory."""
+    articles the clusterer will hold, and those it has no record of from ``listed_since``;
+    the others counted, as the stage counts those that leave its window
+    (``assemble.with_earlier``). Read one incident at a time, every report of every story
+    read back whole was most of a rebuild's memory."""
     def keeper(articles: list[PlacedArticle]) -> Callable[[Incident], Incident]:
         since = listed_since(config, articles)
+        placed = {article.article_id for article in articles}
+        gone = left_window(config, articles)
 
         def keep(incident: Incident) -> Incident:
-            if since is None:
-                return incident
-            return with_earlier(incident, [a for a in incident.articles
-                                           if (article_time(a) or since) < since])
+            return with_earlier(incident, [
+                a for a in incident.articles
+                if a.id in gone or (a.id not in placed and since is not None
+                                    and (article_time(a) or since) < since)])
         return keep
     return keeper
 
