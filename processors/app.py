@@ -53,7 +53,7 @@ from newsflow.schemas import (
     utc_from_epoch,
 )
 from newsflow.settings import Settings
-from newsflow.storage import StoreMisconfigured
+from newsflow.storage import StoreMisconfigured, storage_errors
 from newsflow.text import clean_text, clean_title, counted, nfc
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
@@ -804,11 +804,20 @@ def rebuilt_stage(tables: StageTables, config: ClusterConfig,
                   ) -> tuple[IncidentStage, int, int]:
     """A stage rebuilt from the tables and storage's window (``stored_window``), with
     how many articles each held. Storage gone down after it listed its window (its text
-    is read as the stage is restored): the tables alone, as when it cannot be read."""
+    is read as the stage is restored) raises ``WindowTextUnreadable``: the worker stops,
+    its batch not committed, and its next start waits for storage. Not the tables alone:
+    after a restart of the embedded broker they are empty, and every incident was
+    forgotten (the next report of each story opened a new one). Any other failure of
+    the read, which a restart would not mend: the tables alone, as when it cannot be read."""
     try:
         stage, from_tables = tables.rebuild(config, stored)
         return stage, from_tables, len(stored[0])
-    except WindowTextUnreadable:
+    except WindowTextUnreadable as exc:
+        if isinstance(exc.__cause__, storage_errors()):
+            logger.error("storage stopped answering while the cluster state was rebuilt"
+                         " from it: the worker stops, and waits for storage when it starts"
+                         " again")
+            raise
         logger.exception(_STORAGE_UNREAD)
     stage, from_tables = tables.rebuild(config, ([], []))
     return stage, from_tables, 0

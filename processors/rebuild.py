@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from newsflow.schemas import Incident, RawArticle
+from newsflow.schemas import Incident
 from newsflow.settings import Settings
 from newsflow.storage import (
     MissingExtra,
@@ -30,7 +30,7 @@ from newsflow.storage import (
 from processors.app import WindowLoader, cluster_config
 from processors.assemble import article_time, with_earlier
 from processors.clustering import ClusterConfig
-from processors.stage import MAX_CLOCK_SKEW, Stored, StoredArticles
+from processors.stage import MAX_CLOCK_SKEW, Stored, StoredArticles, TextReader
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,12 @@ Keeper = Callable[[list[PlacedArticle]], Callable[[Incident], Incident]]
 # `newsflow` command: (settings, since, at most so many incidents, ``Keeper``) -> the
 # articles stored in an incident since then, each with its incident and the original it
 # copies (no text); what to keep of those incidents' latest versions; when the stage saw
-# each of their articles; how to read their text (ids -> the articles storage holds).
+# each of their articles; how to read their text (ids -> the articles storage holds),
+# on what it opens until closed.
 # Raises what the storage raises when it is down.
 WindowReader = Callable[
     [Settings, datetime, int, Keeper],
-    tuple[list[PlacedArticle], list[Incident], dict[str, datetime],
-          Callable[[list[str]], dict[str, RawArticle]]],
+    tuple[list[PlacedArticle], list[Incident], dict[str, datetime], TextReader],
 ]
 
 # Listed beyond the window: the stage lists the articles its clusterer holds after the
@@ -58,39 +58,97 @@ WindowReader = Callable[
 _LISTED_MARGIN = timedelta(days=1)
 
 
-def listed_since(config: ClusterConfig, articles: list[PlacedArticle]) -> datetime | None:
-    """From when a rebuild lists an incident's articles, given the articles stored: the
-    start of the clusterer's window, with a margin. Its clock is the newest time it has
-    seen, but it goes back with a stream that does (once ``follow_behind`` articles in a
-    row say so): the seeds, dated at the start, do not hold it ahead of an archive replayed
-    after them; so the ``follow_behind``-th newest time, not the newest. (A publication
-    time past the fetch by more than ``MAX_CLOCK_SKEW`` is read as the fetch, as the stage
-    reads it.)"""
-    times = sorted(a.published if a.published is not None
-                   and a.published <= a.fetched_at + MAX_CLOCK_SKEW else a.fetched_at
-                   for a in articles)
-    if not times:
-        return None
-    clock = times[-min(len(times), config.follow_behind)]
+def _restored(config: ClusterConfig, articles: list[PlacedArticle],
+              ) -> list[tuple[str, datetime | None, datetime | None]]:
+    """``articles`` as the clusterer restores them in this order (storage's, near the
+    order the stage saw them): each one's id, its time, and where its clock moved at it,
+    the start of its window then (else None). Its clock is the newest time it has seen,
+    but it goes back with a stream that does, once ``follow_behind`` articles in a row
+    are older than its window (``_advance``): the seeds, dated at the start, do not hold
+    it ahead of an archive replayed after them, nor does an archive replayed before an
+    older one. (A publication time past the fetch by more than ``MAX_CLOCK_SKEW`` is read
+    as the fetch, as the stage reads it; none does not move the clock.)"""
+    window = timedelta(days=config.window_days)
+    clock: datetime | None = None
+    behind = 0
+    latest_behind = datetime.min.replace(tzinfo=UTC)
+    steps: list[tuple[str, datetime | None, datetime | None]] = []
+    for article in articles:
+        when = article.published
+        if when is not None and when > article.fetched_at + MAX_CLOCK_SKEW:
+            when = article.fetched_at
+        moved = when
+        if when is not None and clock is not None and when <= clock:
+            if when >= _window_start(clock, window):
+                behind, moved = 0, None
+            else:
+                latest_behind = when if behind == 0 else max(when, latest_behind)
+                behind += 1
+                # Enough in a row: the stream has gone back in time, the clock follows it.
+                moved = latest_behind if behind >= config.follow_behind else None
+        if moved is not None:
+            clock, behind = moved, 0
+        steps.append((article.article_id, when,
+                      None if moved is None else _window_start(moved, window)))
+    return steps
+
+
+def _window_start(clock: datetime, window: timedelta) -> datetime:
     try:
-        return clock - timedelta(days=config.window_days) - _LISTED_MARGIN
+        return clock - window
+    except OverflowError:  # (a window reaching before year 1)
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def listed_since(config: ClusterConfig, articles: list[PlacedArticle]) -> datetime | None:
+    """From when a rebuild lists the articles of an incident that storage did not list in
+    its window (``_restored``): the start of the clusterer's window once it has restored
+    those it did, with a margin."""
+    starts = [start for _, _, start in _restored(config, articles) if start is not None]
+    if not starts:
+        return None
+    try:
+        return starts[-1] - _LISTED_MARGIN
     except OverflowError:  # (a window reaching before year 1: everything is listed)
         return None
 
 
+def left_window(config: ClusterConfig, articles: list[PlacedArticle]) -> set[str]:
+    """Of ``articles``, those the clusterer no longer holds once it has restored them
+    (``_restored``): older, by more than a margin, than its window's start at a move of
+    its clock after it. (Not the start at the end alone: one that moved back holds what
+    it restored after the move, however old, until it moves again, and has let go of what
+    an earlier move left behind.)"""
+    gone: set[str] = set()
+    reach: datetime | None = None  # the latest start of a move after the article
+    for article_id, when, start in reversed(_restored(config, articles)):
+        if when is not None and reach is not None:
+            try:
+                if when < reach - _LISTED_MARGIN:
+                    gone.add(article_id)
+            except OverflowError:
+                pass
+        if start is not None and (reach is None or start > reach):
+            reach = start
+    return gone
+
+
 def window_keeper(config: ClusterConfig) -> Keeper:
     """What a rebuild keeps of a stored incident (storage lists every article): the
-    articles from ``listed_since``, the older ones counted, as the stage counts those that
-    leave its window (``assemble.with_earlier``). Read one incident at a time, every report
-    of every story read back whole was most of a rebuild's memory."""
+    articles the clusterer will hold, and those it has no record of from ``listed_since``;
+    the others counted, as the stage counts those that leave its window
+    (``assemble.with_earlier``). Read one incident at a time, every report of every story
+    read back whole was most of a rebuild's memory."""
     def keeper(articles: list[PlacedArticle]) -> Callable[[Incident], Incident]:
         since = listed_since(config, articles)
+        placed = {article.article_id for article in articles}
+        gone = left_window(config, articles)
 
         def keep(incident: Incident) -> Incident:
-            if since is None:
-                return incident
-            return with_earlier(incident, [a for a in incident.articles
-                                           if (article_time(a) or since) < since])
+            return with_earlier(incident, [
+                a for a in incident.articles
+                if a.id in gone or (a.id not in placed and since is not None
+                                    and (article_time(a) or since) < since)])
         return keep
     return keeper
 
@@ -165,9 +223,9 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[StoredArticles,
     # stored) so a follow-up can still revive an incident after a restart.
     since = window_start(datetime.now(UTC), max(settings.window_days, settings.incident_days))
     config = cluster_config(settings)
-    places, incidents, seen, read_articles = read_window(settings, since, config.max_incidents,
-                                                        window_keeper(config))
+    places, incidents, seen, text = read_window(settings, since, config.max_incidents,
+                                                window_keeper(config))
     # Restored in the order the stage saw them (its versions say when), not the order
     # of fetching: a copy fetched before its original but clustered after it would
     # otherwise come back as an original, and decisions after the restart differ.
-    return StoredArticles(places, seen, read_articles), incidents
+    return StoredArticles(places, seen, text, text.close), incidents

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from newsflow.schemas import (
     CleanArticle,
@@ -208,16 +208,27 @@ class WindowTextUnreadable(RuntimeError):  # noqa: N818 - a condition, as storag
     (it went down after its window was listed)."""
 
 
+class TextReader(Protocol):
+    """Storage's reader of a window's text: called with ids, the articles of those it
+    holds, by id; ``close`` lets go of what it opened to read them."""
+
+    def __call__(self, ids: list[str], /) -> dict[str, RawArticle]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class StoredArticles:
     """Storage's window for a rebuild: where each article is placed (``places``) and when
     the stage saw it (``seen``; its fetch when not said), without the text, which
-    ``read(ids)`` gives a part at a time as the stage restores them. Iterated: the records,
-    in the order the stage saw them."""
+    ``read(ids)`` gives a part at a time as the stage restores them (``close``d once
+    they are read, or their reading stopped). Iterated: the records, in the order the
+    stage saw them."""
 
     places: list[PlacedArticle]
     seen: dict[str, datetime]
     read: Callable[[list[str]], dict[str, RawArticle]]
+    close: Callable[[], None] = field(default=lambda: None)
 
     def __len__(self) -> int:
         return len(self.places)
@@ -275,22 +286,26 @@ def _with_text(order: list[ArticleRecord | PlacedArticle], stored: StoredArticle
     ids = [entry.article_id for entry in order if isinstance(entry, PlacedArticle)]
     part: dict[str, RawArticle] = {}
     read = lost = 0
-    for entry in order:
-        if isinstance(entry, ArticleRecord):
-            yield entry
-            continue
-        if read % TEXT_PART == 0:
-            try:
-                part = stored.read(ids[read:read + TEXT_PART])
-            except Exception as exc:  # noqa: BLE001 - whatever the store raises
-                raise WindowTextUnreadable(f"storage did not give its window's articles:"
-                                           f" {type(exc).__name__}: {exc}") from exc
-        read += 1
-        article = part.pop(entry.article_id, None)
-        if article is None:  # (removed from storage since its window was listed)
-            lost += 1
-            continue
-        yield ArticleRecord(article, entry.incident_id, entry.duplicate_of, stored.seen_at(entry))
+    try:
+        for entry in order:
+            if isinstance(entry, ArticleRecord):
+                yield entry
+                continue
+            if read % TEXT_PART == 0:
+                try:
+                    part = stored.read(ids[read:read + TEXT_PART])
+                except Exception as exc:  # noqa: BLE001 - whatever the store raises
+                    raise WindowTextUnreadable(f"storage did not give its window's articles:"
+                                               f" {type(exc).__name__}: {exc}") from exc
+            read += 1
+            article = part.pop(entry.article_id, None)
+            if article is None:  # (removed from storage since its window was listed)
+                lost += 1
+                continue
+            yield ArticleRecord(article, entry.incident_id, entry.duplicate_of,
+                                stored.seen_at(entry))
+    finally:  # (also when the restore stops early: the generator is closed)
+        stored.close()
     if lost:
         logger.warning("%d article(s) of storage's window were gone from it when read:"
                        " rebuilt without them", lost)

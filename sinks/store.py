@@ -6,7 +6,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from functools import partial
 
 from newsflow.schemas import Incident, RawArticle
 from newsflow.settings import Settings
@@ -77,13 +76,13 @@ def read_window(
     settings: Settings, since: datetime, incidents: int,
     keeper: Callable[[list[PlacedArticle]], Callable[[Incident], Incident]],
 ) -> tuple[list[PlacedArticle], list[Incident], dict[str, datetime],
-           Callable[[list[str]], dict[str, RawArticle]]]:
+           WindowText]:
     """What the processors rebuild their clustering window from: the articles stored in
     an incident since ``since`` (of the ``incidents`` latest incidents at most), each with
     its incident and the original it copies, without their text; what ``keeper(those
     places)`` keeps of those incidents' latest versions, read one at a time; when the
     stage saw each of their articles; and how to read their text, a part at a time
-    (``read_articles``: held all at once, it was most of a rebuild's memory). Raises what
+    (``WindowText``: held all at once, it was most of a rebuild's memory). Raises what
     the storage raises when it is down."""
     store = open_store(settings)  # (creates an empty store: no storage yet, no window)
     try:
@@ -98,17 +97,29 @@ def read_window(
                 latest.append(keep(incident))
     finally:
         store.close()
-    return places, latest, seen, partial(read_articles, settings)
+    return places, latest, seen, WindowText(settings)
 
 
-def read_articles(settings: Settings, ids: list[str]) -> dict[str, RawArticle]:
-    """The articles of ``ids`` that storage holds, by id (a rebuild reads the window's
-    text a part at a time). Raises what the storage raises when it is down."""
-    store = open_store(settings)
-    try:
-        return store.articles(ids)
-    finally:
-        store.close()
+class WindowText:
+    """The text of a rebuild's window: called with ids, the articles of those that
+    storage holds, by id (``Store.articles``, a part at a time), on one store, opened at
+    the first part and closed by ``close``. (A store per part was, on PostgreSQL, two
+    connections and a pool for each 500 articles.) Raises what the storage raises when it
+    is down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._store: Store | None = None
+
+    def __call__(self, ids: list[str]) -> dict[str, RawArticle]:
+        if self._store is None:
+            self._store = open_store(self._settings)
+        return self._store.articles(ids)
+
+    def close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
 
 def open_existing_store(settings: Settings) -> Store:

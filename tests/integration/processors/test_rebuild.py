@@ -4,6 +4,7 @@ clustering window from storage, so a new report joins the incident from before."
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,6 +115,97 @@ def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(
     finally:
         postgres_server.start()
     assert waits == [1.0, 2.0]
+
+
+def test_postgresql_down_after_the_read_ahead_listed_the_window_stops_the_rebuild(
+    postgres_server, postgres_dsn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read ahead lists storage's window at the worker's start; the text is read in
+    the agent's rebuild. PostgreSQL down in between: the rebuild used to go on from the
+    tables alone, empty after a restart of the embedded broker, and every incident was
+    forgotten (with `newsflow run`, 3 of 846 follow-ups joined an incident from before, 708
+    with storage up). Now it
+    stops, the tables untouched, and the next start waits for storage and has the window."""
+    import logging
+
+    from newsflow.settings import Settings
+    from processors.app import read_ahead, rebuilt_stage, stored_window
+    from processors.clustering import ClusterConfig
+    from processors.rebuild import storage_window_loader
+    from processors.stage import WindowTextUnreadable
+    from processors.tables import StageTables
+    from sinks.postgres import PostgresSink
+    from sinks.store import read_window
+    from tests.records import article, incident
+
+    sink = PostgresSink(postgres_dsn)
+    sink.write([article(1), article(2), incident("i1", 1, [1, 2])])
+    sink.close()
+    settings = Settings(sink="postgres", postgres_dsn=postgres_dsn)
+    loader = read_ahead(storage_window_loader(settings, read_window))
+    tables = StageTables({}, {}, {})  # (as the embedded broker's after its restart)
+    postgres_server.stop()
+    try:
+        with caplog.at_level(logging.ERROR, logger="processors.app"), \
+                pytest.raises(WindowTextUnreadable, match="127.0.0.1"):
+            rebuilt_stage(tables, ClusterConfig(), stored_window(loader))
+    finally:
+        postgres_server.start()
+    assert "the worker stops, and waits for storage" in caplog.text
+    assert (tables.articles, tables.incidents, tables.members) == ({}, {}, {})
+    # Nothing left trying the server (a pool's threads retry it for ever until closed).
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("newsflow-store")]
+
+    restarted = read_ahead(storage_window_loader(settings, read_window))
+    stage, _, from_storage = rebuilt_stage(tables, ClusterConfig(), stored_window(restarted))
+    assert from_storage == 2
+    assert [a.id for a in stage.incidents["i1"].articles] == ["a1", "a2"]
+
+
+def test_a_rebuild_on_postgresql_reads_its_window_s_text_on_one_store(
+    postgres_server, postgres_dsn
+) -> None:
+    """The text of the window is read a part at a time: it opened a store for each part,
+    on PostgreSQL a connection to check the schema and a pool with its own: 3 sessions a
+    part of 500 articles (9 here), each a server process and, off loopback, a TLS
+    handshake, while the agent waits. One store now, closed once the text is read."""
+    from datetime import timedelta
+
+    import psycopg
+
+    from newsflow.settings import Settings
+    from processors.rebuild import read
+    from processors.stage import TEXT_PART, IncidentStage
+    from sinks.postgres import PostgresSink
+    from sinks.store import read_window
+    from tests.records import NOW, article, incident
+
+    articles = 2 * TEXT_PART + 100
+    version = incident("i1", 1, list(range(1, articles + 1)))
+    for n, member in enumerate(version.articles):
+        member.seen_at = NOW - timedelta(seconds=articles - n)
+    sink = PostgresSink(postgres_dsn)
+    sink.write([*(article(n) for n in range(1, articles + 1)), version])
+    sink.close()
+    database = postgres_dsn.rsplit("/", 1)[1]
+
+    def sessions() -> tuple[int, int]:
+        """Sessions opened on the database so far, and open now (this one's aside)."""
+        with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            opened = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s",
+                                  (database,)).fetchone()
+            open_now = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                    (database,)).fetchone()
+        assert opened is not None and open_now is not None
+        return opened[0], open_now[0]
+
+    records, incidents = read(Settings(sink="postgres", postgres_dsn=postgres_dsn), read_window)
+    before, _ = sessions()
+    assert IncidentStage().restore(records, incidents) == articles
+    after, open_now = sessions()
+    assert after - before <= 3  # (one store: its schema check, and its pool's)
+    assert open_now == 0
 
 
 def clean_holder(procs, topic: str):

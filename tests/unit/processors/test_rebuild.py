@@ -170,6 +170,56 @@ def test_the_listing_follows_the_clusterer_s_clock_back_past_a_few_articles_date
         now - timedelta(days=8)
 
 
+def test_an_archive_replayed_after_a_newer_one_is_listed_as_the_clusterer_holds_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two archives replayed one after the other, the older second (as gva-dev, then
+    uci-headlines-dev): the clusterer's clock followed the second back and held its
+    articles, but the listing took the clock from the newest times, counted them as
+    earlier, and the rebuild added them back as missing: with `newsflow run`, 6,366
+    articles of 287 incidents, whose versions jumped (one from 472 to 944) and whose
+    members lost their explanations. Now listed as the clusterer holds them: not what
+    left its window before its clock went back either."""
+    from datetime import timedelta
+
+    from processors.app import cluster_config
+    from processors.rebuild import read
+    from processors.stage import IncidentStage
+    from sinks.sqlite import SQLiteSink
+    from tests.records import NOW, article
+    from tests.records import incident as stored_incident
+
+    settings = Settings(data_dir=tmp_path)
+    newer, older = NOW - timedelta(days=300), NOW - timedelta(days=1000)
+    # (The newer over 20 days, forward: its first days leave the window as it goes.)
+    published = {n: newer - timedelta(days=2 * (10 - n)) for n in range(1, 11)}
+    published |= {n: older - timedelta(hours=n) for n in range(11, 31)}
+    versions = [stored_incident("i1", 10, list(range(1, 11))),
+                stored_incident("i2", 20, list(range(11, 31)))]
+    for version in versions:
+        for member in version.articles:
+            n = int(member.id[1:])
+            member.published = published[n]
+            member.seen_at = NOW - timedelta(seconds=100 - n)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([*(article(n).model_copy(update={"published": published[n]}) for n in range(1, 31)),
+                *versions])
+    sink.close()
+    records, incidents = read(settings, read_window)
+    stage = IncidentStage(cluster_config(settings))
+    with caplog.at_level(logging.WARNING, logger="processors.stage"):
+        stage.restore(records, incidents)
+    assert "missing from the stored versions" not in caplog.text
+    held = stage.incidents["i2"].articles
+    assert held and stage.incidents["i2"].version == 20
+    assert all(a.explanation is not None for a in held)
+    # Listed: what the clusterer holds (and a day's margin), not what left its window
+    # before the clock went back.
+    listed = {a.id for i in incidents for a in i.articles}
+    assert set(stage.clusterer._held) <= listed
+    assert not listed & {"a1", "a2", "a3", "a4", "a5"}
+
+
 def _stored_window(settings: Settings, articles: int) -> None:
     """``articles`` articles stored in one incident, each seen a second after the last."""
     from datetime import timedelta
@@ -248,12 +298,43 @@ def test_an_article_gone_from_storage_before_its_text_is_read_is_left_out(
     assert len(stage) == 2
 
 
-def test_storage_down_once_its_window_is_listed_rebuilds_from_the_tables_alone(
+def test_storage_unusable_once_its_window_is_listed_stops_the_rebuild(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The text is read after the window is listed: a store gone down between the two
-    leaves the stage as when storage cannot be read at all (the tables alone, said in the
-    log), not a dead agent nor a half-restored stage."""
+    """The text is read after the window is listed: a store gone between the two (here a
+    folder where the database was) stops the rebuild, the tables untouched, for the
+    worker's next start to wait for storage. It used to rebuild from the tables alone,
+    which after a restart of the embedded broker are empty: every incident forgotten."""
+    from processors.app import rebuilt_stage
+    from processors.clustering import ClusterConfig
+    from processors.rebuild import read
+    from processors.stage import WindowTextUnreadable
+    from tests.unit.processors.test_stage import T0, seeds
+    from tests.unit.processors.test_tables import Worker
+
+    settings = Settings(data_dir=tmp_path)
+    _stored_window(settings, 3)
+    records, incidents = read(settings, read_window)
+    settings.sqlite_file.unlink()
+    settings.sqlite_file.mkdir()  # (no longer a database)
+    worker = Worker(ClusterConfig())
+    worker.batch([(seeds()[0], T0)])
+    tables = worker.tables
+    before = (dict(tables.articles), dict(tables.incidents), dict(tables.members))
+    with caplog.at_level(logging.ERROR, logger="processors.app"), \
+            pytest.raises(WindowTextUnreadable, match="storage did not give its window's articles"):
+        rebuilt_stage(tables, ClusterConfig(), (records, incidents))
+    assert "the worker stops, and waits for storage when it starts again" in caplog.text
+    assert (dict(tables.articles), dict(tables.incidents), dict(tables.members)) == before
+
+
+def test_a_window_article_storage_cannot_make_an_article_of_rebuilds_from_the_tables_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not storage down but a row it gives that is no article: a restart would not mend
+    that, so the tables alone, said in the log, not a worker stopped again at each start."""
+    import sqlite3
+
     from processors.app import rebuilt_stage
     from processors.clustering import ClusterConfig
     from processors.rebuild import read
@@ -263,8 +344,8 @@ def test_storage_down_once_its_window_is_listed_rebuilds_from_the_tables_alone(
     settings = Settings(data_dir=tmp_path)
     _stored_window(settings, 3)
     records, incidents = read(settings, read_window)
-    settings.sqlite_file.unlink()
-    settings.sqlite_file.mkdir()  # (no longer a database)
+    with sqlite3.connect(settings.sqlite_file) as conn:
+        conn.execute("UPDATE articles SET published = 'not a time' WHERE id = 'a2'")
     worker = Worker(ClusterConfig())
     worker.batch([(seeds()[0], T0)])
     with caplog.at_level(logging.ERROR, logger="processors.app"):
