@@ -383,6 +383,39 @@ class Similarity:
         self.follow_up = follow_up  # the article's headline reports a court stage
 
 
+class StreamClock:
+    """Stream time, in epoch seconds: the latest publication time seen (``now``), which
+    goes back with a stream that does, once ``follow_behind`` articles in a row are older
+    than the window (an archive replayed after the seeds, dated today); fewer (a few
+    articles dated wrong) do not move it. The clusterer's window ends at it; a rebuild
+    follows it over what storage holds (``processors.rebuild``)."""
+
+    def __init__(self, window_s: float, follow_behind: int) -> None:
+        self.window_s = window_s
+        self.follow_behind = follow_behind
+        self.now = 0.0
+        self.started = False  # (whether ``now`` is a time seen: compiled, no float | None)
+        # Articles in a row published before the window, and the latest of them.
+        self._behind = 0
+        self._behind_latest = 0.0
+
+    def moved(self, ts: float) -> bool:
+        """Take an article's time; whether the clock moved (to ``now``)."""
+        if self.started and ts <= self.now:
+            if ts >= self.now - self.window_s:
+                self._behind = 0
+                return False
+            self._behind_latest = ts if self._behind == 0 else max(ts, self._behind_latest)
+            self._behind += 1
+            if self._behind < self.follow_behind:
+                return False
+            ts = self._behind_latest  # the stream has gone back in time: follow it
+        self._behind = 0
+        self.now = ts
+        self.started = True
+        return True
+
+
 class IncidentClusterer:
     """Online dedup + incident clustering over a sliding time window."""
 
@@ -395,10 +428,7 @@ class IncidentClusterer:
         self._df: dict[str, int] = {}
         self._docs = 0
         self._seq = 0
-        self._clock: float | None = None  # stream time: the latest publication time seen
-        # Articles in a row published before the window, and the latest of them.
-        self._behind = 0
-        self._behind_latest = 0.0
+        self._clock = StreamClock(self.config.window_days * _DAY, self.config.follow_behind)
         # The last times the clock moved to: incidents are forgotten by the earliest, so
         # one article dated years ahead (a typo) cannot forget the years of stories
         # between at once, for good, while a stream that really moved on soon confirms it.
@@ -1196,20 +1226,9 @@ class IncidentClusterer:
         return moved
 
     def _advance(self, ts: float | None) -> None:
-        if ts is None:
+        if ts is None or not self._clock.moved(ts):
             return
-        clock = self._clock
-        if clock is not None and ts <= clock:
-            if ts >= clock - self.config.window_days * _DAY:
-                self._behind = 0
-                return
-            self._behind_latest = ts if self._behind == 0 else max(ts, self._behind_latest)
-            self._behind += 1
-            if self._behind < self.config.follow_behind:
-                return
-            ts = self._behind_latest  # the stream has gone back in time: follow it
-        self._behind = 0
-        self._clock = ts
+        ts = self._clock.now
         self._moves.append(ts)
         cutoff = ts - self.config.window_days * _DAY
         if self._dated and self._dated[0][0] < cutoff:

@@ -29,7 +29,7 @@ from newsflow.storage import (
 )
 from processors.app import WindowLoader, cluster_config
 from processors.assemble import article_time, with_earlier
-from processors.clustering import ClusterConfig
+from processors.clustering import ClusterConfig, StreamClock
 from processors.stage import MAX_CLOCK_SKEW, Stored, StoredArticles, TextReader
 
 logger = logging.getLogger(__name__)
@@ -61,35 +61,23 @@ _LISTED_MARGIN = timedelta(days=1)
 def _restored(config: ClusterConfig, articles: list[PlacedArticle],
               ) -> list[tuple[str, datetime | None, datetime | None]]:
     """``articles`` as the clusterer restores them in this order (storage's, near the
-    order the stage saw them): each one's id, its time, and where its clock moved at it,
-    the start of its window then (else None). Its clock is the newest time it has seen,
-    but it goes back with a stream that does, once ``follow_behind`` articles in a row
-    are older than its window (``_advance``): the seeds, dated at the start, do not hold
-    it ahead of an archive replayed after them, nor does an archive replayed before an
-    older one. (A publication time past the fetch by more than ``MAX_CLOCK_SKEW`` is read
-    as the fetch, as the stage reads it; none does not move the clock.)"""
+    order the stage saw them): each one's id, its time, and where its clock
+    (``StreamClock``) moved at it, the start of its window then (else None): the seeds,
+    dated at the start, do not hold it ahead of an archive replayed after them, nor does
+    an archive replayed before an older one. (A publication time past the fetch by more
+    than ``MAX_CLOCK_SKEW`` is read as the fetch, as the stage reads it; none does not
+    move the clock.)"""
     window = timedelta(days=config.window_days)
-    clock: datetime | None = None
-    behind = 0
-    latest_behind = datetime.min.replace(tzinfo=UTC)
+    clock = StreamClock(window.total_seconds(), config.follow_behind)
     steps: list[tuple[str, datetime | None, datetime | None]] = []
     for article in articles:
         when = article.published
         if when is not None and when > article.fetched_at + MAX_CLOCK_SKEW:
             when = article.fetched_at
-        moved = when
-        if when is not None and clock is not None and when <= clock:
-            if when >= _window_start(clock, window):
-                behind, moved = 0, None
-            else:
-                latest_behind = when if behind == 0 else max(when, latest_behind)
-                behind += 1
-                # Enough in a row: the stream has gone back in time, the clock follows it.
-                moved = latest_behind if behind >= config.follow_behind else None
-        if moved is not None:
-            clock, behind = moved, 0
-        steps.append((article.article_id, when,
-                      None if moved is None else _window_start(moved, window)))
+        start = None
+        if when is not None and clock.moved(when.timestamp()):
+            start = _window_start(datetime.fromtimestamp(clock.now, UTC), window)
+        steps.append((article.article_id, when, start))
     return steps
 
 
