@@ -325,18 +325,20 @@ def carried_merges(settings: Settings) -> Path:
 
 def save_for_next_start(settings: Settings, drained: bool) -> bool:
     """Before the embedded broker stops with the service: its dead letters and, unless the
-    processors and the sink finished everything (``drained``, and still so now: then
-    True), the raw articles they did not and the merges the sink did not store, saved for
-    ``restore_saved`` at the next start. (The letters on their own: one that cannot be read
-    does not cost the other.)"""
+    processors and the sink finished everything (``drained``: the stop's wait passed what
+    was there when it first looked, ``drain.wait_passed``; and nothing at all unread now:
+    then True), the raw articles they did not and the merges the sink did not store, saved
+    for ``restore_saved`` at the next start. What a publisher outside the service sent
+    after that first look is among them. (The letters on their own: one that cannot be
+    read does not cost the other.)"""
     try:
         save_dead_letters(settings)
     except Exception as exc:  # noqa: BLE001 - the broker is unusable: nothing more to save
         logger.error("could not save the dead letters before the embedded broker stops (%s):"
                      " they are lost with it", exc)
     path = carried_articles(settings)
-    # Looked at again: a publisher outside the service (a replay) may have sent more while
-    # the children stopped, after the drain found everything read.
+    # Looked at again: a publisher outside the service (a replay) may have sent more after
+    # the drain's first look, or while the children stopped.
     if drained and all_read(settings, drain_groups(settings)):
         path.unlink(missing_ok=True)  # all finished, those carried over last time too
         carried_merges(settings).unlink(missing_ok=True)
