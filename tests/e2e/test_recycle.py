@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
 import sqlite3
 import string
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ from newsflow.kafka import Publisher, PublishError
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
 from producers.replay import read_articles, replay
-from tests.e2e.conftest import Service
+from tests.e2e.conftest import ROOT, Service
 
 pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)
@@ -170,3 +173,47 @@ def test_the_outbox_forgets_finished_rows_while_articles_keep_arriving(start_ser
     ids = {article.id for article, _ in sent}
     service.wait_for(lambda: set(placements(service.db)) >= ids, 120)
     assert service.stop() == 0, service.log()[-3000:]
+
+
+def test_a_stop_while_a_replay_never_pauses_is_quick_and_loses_and_doubles_nothing(
+    start_service, tmp_path
+):
+    """`newsflow replay --rate 20` from another shell, still sending when the service gets
+    SIGTERM: the stop's wait looked for a moment with nothing unread, which the replay
+    never gave, and every such stop waited out NEWSFLOW_STOP_DRAIN_S (60 s) before it saved
+    what was unfinished. It now waits for what was there when it looked; what came after
+    is saved, or kept by the replay, and after the next start every article the replay
+    sent is stored, once."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    settings = service_settings(service)
+    folder = tmp_path / "stream"
+    stream = reports(folder, 3000)  # (150 s at 20 a second: it outlasts the test's stop)
+    with (tmp_path / "replay.log").open("wb") as out:
+        replaying = subprocess.Popen(
+            [sys.executable, "-m", "newsflow.cli", "replay", "--quiet", "--rate", "20",
+             str(folder)], env=service.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        service.wait_for(lambda: len(placements(service.db)) >= 100, 120)
+        assert replaying.poll() is None, "the replay ended before the stop"
+        started = time.monotonic()
+        assert service.stop() == 0, service.log()[-3000:]
+        took = time.monotonic() - started
+        assert replaying.poll() is None, "the replay ended before the stop was over"
+    finally:
+        replaying.send_signal(signal.SIGINT)  # (it keeps what it sent, in the outbox)
+        replaying.wait(120)
+    stop_log = service.log()[service.log().rindex("stop asked"):]
+    assert "processors and sink have finished what was published before the check" in stop_log
+    assert "stopped waiting" not in stop_log, stop_log[-3000:]
+    assert took < 30, f"the stop took {took:.0f} s (NEWSFLOW_STOP_DRAIN_S: 60 s)"
+    # What the replay sent, in file order, kept when it ended (those unconfirmed too).
+    sent = set(kept_rows(settings))
+    assert sent == {article.id for article in stream[:len(sent)]}
+    assert len(sent) > len(placements(service.db))  # (some went with the broker)
+
+    again = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    again.wait_for(lambda: set(placements(again.db)) >= sent, 180)
+    placed = placements(again.db)
+    assert {i: n for i, n in placed.items() if n != 1} == {}  # in one live incident each
+    assert set(placed) == sent  # (nothing else)
+    assert again.stop() == 0
