@@ -145,19 +145,14 @@ def committed_offsets(settings: Settings, group: str) -> dict[TopicPartition, in
 
 
 def all_read(settings: Settings, groups: dict[str, list[str]]) -> bool:
-    """Whether no group has messages left, checked once and said only when the check
-    fails: a stop's look, once the children have stopped, for anything at all to save."""
-    counts = _unread_counts(settings, groups)
-    return counts is not None and all(count == 0 for count in counts)
-
-
-def _unread_counts(settings: Settings, groups: dict[str, list[str]]) -> list[int | None] | None:
-    """``unread`` of each group; None (logged) when the broker could not be asked."""
+    """Whether no group has messages left, at one look: a stop's, once the children have
+    stopped, for anything at all to save. A broker that does not answer is said (at
+    WARNING) and counts as not all read."""
     try:
-        return [unread(settings, group, topics) for group, topics in groups.items()]
+        return all(unread(settings, group, topics) == 0 for group, topics in groups.items())
     except Exception as exc:  # noqa: BLE001 - never block a shutdown on this
         logger.warning("could not check consumer progress: %s", exc)
-        return None
+        return False
 
 
 def unread(settings: Settings, group: str, topics: list[str]) -> int | None:
