@@ -35,7 +35,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -276,6 +276,24 @@ def keep_sent(settings: Settings, sent: list[tuple[RawArticle, int]]) -> None:
         outbox.keep([row for article, ms in sent for row in kept([article], ms)])
     finally:
         outbox.close()
+
+
+def keeper(settings: Settings, flush: Callable[[], None],
+           ) -> Callable[[list[tuple[RawArticle, int]]], None] | None:
+    """A replay's ``keep`` (``producers.replay.replay``): what it sent, kept as it goes,
+    once the broker has it (``flush``: a row kept before its article reached the broker
+    could be forgotten by a stop whose look came first). A flush that fails raises, ending
+    the replay as a send that fails does. None where nothing is kept (``keeps``): a real
+    Kafka keeps what it confirmed. (The embedded broker's topics, made by newsflow, take
+    what the client sends: a flush does not fail there for an article's size.)"""
+    if not keeps(settings):
+        return None
+
+    def keep(sent: list[tuple[RawArticle, int]]) -> None:
+        flush()
+        keep_sent(settings, sent)
+
+    return keep
 
 
 def settle(settings: Settings, outbox: Outbox) -> int:
