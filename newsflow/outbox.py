@@ -317,17 +317,27 @@ class Reach:
     """Which rows reached the running embedded broker: those written since ``since``
     (epoch seconds), all of them when 0. A finished stop or recycle forgets only those.
 
-    But for the rows a replay keeps after a recycle: it keeps what it sent when it ends,
-    so rows written since ``late_after`` (the recycle's) whose article was first
-    published before ``late_before_ms`` (``LATE_AFTER_START_S`` after the new broker's
-    start, ms) may hold what it sent to the old broker after the recycle saved what that
-    held, or what the new one refused as it started. ``republish_late`` sends them to
-    this one, moving ``late_after`` past them; until then they are not forgotten.
+    But for the rows a replay keeps after the broker started empty (a recycle, or the
+    service's start): it keeps what it sent when it ends, so rows written since
+    ``late_after`` whose article was first published before ``late_before_ms``
+    (``LATE_AFTER_START_S`` after the new broker's start, ms) may hold what it sent to the
+    old broker after a recycle or a stop saved what that held, or what the new one refused
+    as it started. ``republish_late`` sends them to this one, moving ``late_after`` past
+    them; until then they are not forgotten.
     """
 
     since: float = 0.0
     late_after: float = 0.0
-    late_before_ms: int = 0  # 0: no recycle yet, no row kept late
+    late_before_ms: int = 0  # 0: no row kept late expected
+
+    def expect_late(self, written: float, broker_started: float | None) -> None:
+        """The broker started empty (at ``broker_started``) and what the last one held was
+        written back to it at ``written`` (epoch seconds): rows kept from then on by a
+        replay that sent to the last one did not reach this one. (A stop's broker did
+        not even take what the replay sent once it had stopped: the replay, still
+        running, kept it when it ended, after the next start had published the rows.)"""
+        self.late_after = written - LATE_MARGIN_S
+        self.late_before_ms = int(((broker_started or written) + LATE_AFTER_START_S) * 1000)
 
 
 def republish(settings: Settings, skip: Collection[str] = (), reach: Reach | None = None) -> int:
@@ -430,7 +440,7 @@ def forget_finished(settings: Settings, before: float, reach: Reach | None = Non
 
 
 def republish_late(settings: Settings, reach: Reach) -> int:
-    """After a recycle: publish the rows kept since it (``reach.late_after``) whose
+    """After a recycle or a start: publish the rows kept since (``reach.late_after``) whose
     article was first published before ``reach.late_before_ms``, with their first times,
     but those storage holds: what a replay sent to the old broker after the recycle had
     saved what it held (or the new one refused), kept when that replay ended; how many.

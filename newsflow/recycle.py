@@ -19,7 +19,8 @@ supervisor restarts it empty, losing nothing:
    any restart of the embedded broker. The web page, reading storage, stays up.
 6. A replay that sent to the old broker after step 3 read it keeps those articles in the
    outbox only when it ends: ``outbox.republish_late`` publishes them, at each check
-   after the recycle, once they are kept.
+   after the recycle, once they are kept (as it does after the service's start for a
+   replay that outlived the last stop).
 
 A stop of the service saves what the broker holds the same way (``save_for_next_start``,
 at the end of this module): the dead letters, the raw articles the processors and the
@@ -194,11 +195,7 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
                     " broker", saved.articles, saved.merges)
     outbox.republish(settings, skip=carried, reach=reach)
     if reach is not None:
-        # A replay keeps the rows of what it sent when it ends: those it sent to the old
-        # broker after the save, kept from now on, did not reach this one.
-        reach.late_after = written - outbox.LATE_MARGIN_S
-        reach.late_before_ms = int(((broker.started_at or written)
-                                    + outbox.LATE_AFTER_START_S) * 1000)
+        reach.expect_late(written, broker.started_at)
     start_again(consumers + producers)
     logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
                 (broker.memory_bytes() or 0) // 2**20)

@@ -305,9 +305,13 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
     try:
         ensure_topics(settings)
         if broker is not None:
+            written = time.time()
             carried = recycle.restore_saved(settings)  # left by the last stop, or a recycle cut short
             # What the publishers kept and storage lacks: all that a killed broker took.
             outbox.republish(settings, skip=carried, reach=reach)
+            # A replay that outlived the last stop keeps what it sent to that broker when it
+            # ends, maybe only now: published at the recycler's checks, as after a recycle.
+            reach.expect_late(written, broker.started_at)
         elif saved := recycle.saved_files(settings):
             # Saved from an embedded broker: not for a real cluster's topics.
             logger.warning("left as they are (an embedded broker's, not for %s): %s",
