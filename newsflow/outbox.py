@@ -442,8 +442,9 @@ def forget_finished(settings: Settings, before: float, reach: Reach | None = Non
 def republish_late(settings: Settings, reach: Reach) -> int:
     """After a recycle or a start: publish the rows kept since (``reach.late_after``) whose
     article was first published before ``reach.late_before_ms``, with their first times,
-    but those storage holds: what a replay sent to the old broker after the recycle had
-    saved what it held (or the new one refused), kept when that replay ended; how many.
+    but those storage holds: what a replay sent to the old broker after the recycle (or
+    the stop) had saved what it held, or the new one refused, kept when that replay ended;
+    how many.
     (One the new broker took goes twice: an article published twice changes nothing.)"""
     path = settings.producer_state_file
     if not reach.late_before_ms or not path.exists():
@@ -467,11 +468,13 @@ def republish_late(settings: Settings, reach: Reach) -> int:
             send_again(settings, settings.topic_raw, map(_message, rows),
                        client_id="newsflow-outbox")
         except PublishError as exc:  # tried again at the next check: they are kept
-            logger.warning("could not publish again %d article(s) kept after the recycle: %s",
+            logger.warning("could not publish again %d article(s) kept late (by a replay"
+                           " that ended after the embedded broker started empty): %s",
                            len(rows), exc)
             return 0
-        logger.warning("published again %d article(s) sent to the embedded broker before its"
-                       " recycle and kept since (by a replay that ended after it)", len(rows))
+        logger.warning("published again %d article(s) sent to the embedded broker before it"
+                       " started empty (a recycle, or the service's start) and kept since (by a"
+                       " replay that ended after)", len(rows))
     reach.late_after = max(reach.late_after, now - LATE_MARGIN_S)
     return len(rows)
 
