@@ -330,13 +330,15 @@ class Reach:
     late_after: float = 0.0
     late_before_ms: int = 0  # 0: no row kept late expected
 
-    def expect_late(self, written: float, broker_started: float | None) -> None:
+    def expect_late(self, written: float, broker_started: float | None,
+                    margin_s: float = LATE_MARGIN_S) -> None:
         """The broker started empty (at ``broker_started``) and what the last one held was
-        written back to it at ``written`` (epoch seconds): rows kept from then on by a
+        written back to it at ``written`` (epoch seconds): rows kept from then on (and
+        ``margin_s`` before, for a writer's transaction that took its time then) by a
         replay that sent to the last one did not reach this one. (A stop's broker did
         not even take what the replay sent once it had stopped: the replay, still
         running, kept it when it ended, after the next start had published the rows.)"""
-        self.late_after = written - LATE_MARGIN_S
+        self.late_after = written - margin_s
         self.late_before_ms = int(((broker_started or written) + LATE_AFTER_START_S) * 1000)
 
 
