@@ -52,46 +52,6 @@ def drain_groups(settings: Settings) -> dict[str, list[str]]:
     }
 
 
-def wait_drained(
-    settings: Settings,
-    groups: dict[str, list[str]],
-    timeout_s: float,
-    alive: Callable[[], bool] = lambda: True,
-    why_behind: Callable[[], str | None] = lambda: None,
-    timeout_setting: str | None = None,
-    stopping: Callable[[], bool] = lambda: False,
-) -> bool:
-    """Wait until no group has messages left past its committed offsets: checked at least
-    once, then again each second while ``alive()`` and time is left. ``why_behind`` may
-    say, for the log, what holds them up; ``timeout_setting``, the setting that gave
-    ``timeout_s`` (a recycle's wait has none). ``stopping()``: the service stops, which
-    ends the wait without a fault (it says what it does next)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        counts = _unread_counts(settings, groups)
-        if counts is None:
-            return False
-        if all(count == 0 for count in counts):
-            logger.info("processors and sink have caught up")
-            return True
-        known = sum(count for count in counts if count)
-        if stopping():
-            logger.info("stopped waiting for processors and sink (%d+ unread): stopping", known)
-            return False
-        if time.monotonic() >= deadline or not alive():
-            # Said here: the WARNING about what is saved for the next start follows, and
-            # without this line it read as if the wait had not happened.
-            logger.warning("stopped waiting for processors and sink (%d+ unread): %s", known,
-                           "a processor or the sink stopped" if not alive()
-                           else f"{timeout_s:g} s passed"
-                           + (f" ({timeout_setting})" if timeout_setting else ""))
-            return False
-        reason = why_behind()
-        logger.info("waiting for processors and sink to catch up (%d+ unread%s)", known,
-                    f"; {reason}" if reason else "")
-        time.sleep(1.0)
-
-
 def wait_passed(
     settings: Settings,
     groups: dict[str, list[str]],
@@ -99,6 +59,8 @@ def wait_passed(
     alive: Callable[[], bool] = lambda: True,
     stopping: Callable[[], bool] = lambda: False,
     level: int = logging.INFO,
+    why_behind: Callable[[], str | None] = lambda: None,
+    timeout_setting: str | None = None,
 ) -> bool:
     """Wait until every group has committed past the ends its topics had when first
     looked at (found by reading): what arrives meanwhile does not count, so a publisher
@@ -108,7 +70,11 @@ def wait_passed(
     processors send what they derive before they commit what they read it from, so what
     they derived from the articles published before the first look counts too. False when
     ``timeout_s`` passes, ``alive()`` is false, ``stopping()`` is true or the broker does
-    not answer. Progress is logged at ``level`` (a check beside the service's loop: DEBUG)."""
+    not answer. Progress is logged at ``level`` (a check beside the service's loop: DEBUG),
+    with what holds them up when ``why_behind`` says (the sink paused, say).
+    ``timeout_setting`` names the setting that gave ``timeout_s`` (the service's stop):
+    giving up is then a WARNING naming it, as the save for the next start that follows
+    is, or the save read as if there had been no wait."""
     deadline = time.monotonic() + timeout_s
     for topic in dict.fromkeys(t for topics in groups.values() for t in topics):
         readers = [group for group, topics in groups.items() if topic in topics]
@@ -130,13 +96,16 @@ def wait_passed(
                            " before the check): stopping", left, topic)
                 return False
             if time.monotonic() >= deadline or not alive():
-                logger.log(level, "stopped waiting for processors and sink (%d unread in %s before"
+                logger.log(logging.WARNING if timeout_setting else level,
+                           "stopped waiting for processors and sink (%d unread in %s before"
                            " the check): %s", left, topic,
                            "a processor or the sink stopped" if not alive()
-                           else f"{timeout_s:g} s passed")
+                           else f"{timeout_s:g} s passed"
+                           + (f" ({timeout_setting})" if timeout_setting else ""))
                 return False
+            reason = why_behind()
             logger.log(level, "waiting for processors and sink to read what %s held at the"
-                       " check (%d left)", topic, left)
+                       " check (%d unread%s)", topic, left, f"; {reason}" if reason else "")
             time.sleep(0.5)
     logger.log(level, "processors and sink have finished what was published before the check")
     return True
@@ -176,19 +145,14 @@ def committed_offsets(settings: Settings, group: str) -> dict[TopicPartition, in
 
 
 def all_read(settings: Settings, groups: dict[str, list[str]]) -> bool:
-    """Whether no group has messages left, checked once and said only when the check
-    fails: a look again after ``wait_drained``, which said they had caught up."""
-    counts = _unread_counts(settings, groups)
-    return counts is not None and all(count == 0 for count in counts)
-
-
-def _unread_counts(settings: Settings, groups: dict[str, list[str]]) -> list[int | None] | None:
-    """``unread`` of each group; None (logged) when the broker could not be asked."""
+    """Whether no group has messages left, at one look: a stop's, once the children have
+    stopped, for anything at all to save. A broker that does not answer is said (at
+    WARNING) and counts as not all read."""
     try:
-        return [unread(settings, group, topics) for group, topics in groups.items()]
+        return all(unread(settings, group, topics) == 0 for group, topics in groups.items())
     except Exception as exc:  # noqa: BLE001 - never block a shutdown on this
         logger.warning("could not check consumer progress: %s", exc)
-        return None
+        return False
 
 
 def unread(settings: Settings, group: str, topics: list[str]) -> int | None:

@@ -35,7 +35,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -278,6 +278,24 @@ def keep_sent(settings: Settings, sent: list[tuple[RawArticle, int]]) -> None:
         outbox.close()
 
 
+def keeper(settings: Settings, flush: Callable[[], None],
+           ) -> Callable[[list[tuple[RawArticle, int]]], None] | None:
+    """A replay's ``keep`` (``producers.replay.replay``): what it sent, kept as it goes,
+    once the broker has it (``flush``: a row kept before its article reached the broker
+    could be forgotten by a stop whose look came first). A flush that fails raises, ending
+    the replay as a send that fails does. None where nothing is kept (``keeps``): a real
+    Kafka keeps what it confirmed. (The embedded broker's topics, made by newsflow, take
+    what the client sends: a flush does not fail there for an article's size.)"""
+    if not keeps(settings):
+        return None
+
+    def keep(sent: list[tuple[RawArticle, int]]) -> None:
+        flush()
+        keep_sent(settings, sent)
+
+    return keep
+
+
 def settle(settings: Settings, outbox: Outbox) -> int:
     """Drop the rows storage holds; how many. Storage that cannot be read now drops none
     (said at DEBUG: the sink says it is down, and the rows wait)."""
@@ -299,17 +317,29 @@ class Reach:
     """Which rows reached the running embedded broker: those written since ``since``
     (epoch seconds), all of them when 0. A finished stop or recycle forgets only those.
 
-    But for the rows a replay keeps after a recycle: it keeps what it sent when it ends,
-    so rows written since ``late_after`` (the recycle's) whose article was first
-    published before ``late_before_ms`` (``LATE_AFTER_START_S`` after the new broker's
-    start, ms) may hold what it sent to the old broker after the recycle saved what that
-    held, or what the new one refused as it started. ``republish_late`` sends them to
-    this one, moving ``late_after`` past them; until then they are not forgotten.
+    But for the rows a replay keeps after the broker started empty (a recycle, or the
+    service's start): it keeps what it sent when it ends, so rows written since
+    ``late_after`` whose article was first published before ``late_before_ms``
+    (``LATE_AFTER_START_S`` after the new broker's start, ms) may hold what it sent to the
+    old broker after a recycle or a stop saved what that held, or what the new one refused
+    as it started. ``republish_late`` sends them to this one, moving ``late_after`` past
+    them; until then they are not forgotten.
     """
 
     since: float = 0.0
     late_after: float = 0.0
-    late_before_ms: int = 0  # 0: no recycle yet, no row kept late
+    late_before_ms: int = 0  # 0: no row kept late expected
+
+    def expect_late(self, written: float, broker_started: float | None,
+                    margin_s: float = LATE_MARGIN_S) -> None:
+        """The broker started empty (at ``broker_started``) and what the last one held was
+        written back to it at ``written`` (epoch seconds): rows kept from then on (and
+        ``margin_s`` before, for a writer's transaction that took its time then) by a
+        replay that sent to the last one did not reach this one. (A stop's broker did
+        not even take what the replay sent once it had stopped: the replay, still
+        running, kept it when it ended, after the next start had published the rows.)"""
+        self.late_after = written - margin_s
+        self.late_before_ms = int(((broker_started or written) + LATE_AFTER_START_S) * 1000)
 
 
 def republish(settings: Settings, skip: Collection[str] = (), reach: Reach | None = None) -> int:
@@ -412,10 +442,11 @@ def forget_finished(settings: Settings, before: float, reach: Reach | None = Non
 
 
 def republish_late(settings: Settings, reach: Reach) -> int:
-    """After a recycle: publish the rows kept since it (``reach.late_after``) whose
+    """After a recycle or a start: publish the rows kept since (``reach.late_after``) whose
     article was first published before ``reach.late_before_ms``, with their first times,
-    but those storage holds: what a replay sent to the old broker after the recycle had
-    saved what it held (or the new one refused), kept when that replay ended; how many.
+    but those storage holds: what a replay sent to the old broker after the recycle (or
+    the stop) had saved what it held, or the new one refused, kept when that replay ended;
+    how many.
     (One the new broker took goes twice: an article published twice changes nothing.)"""
     path = settings.producer_state_file
     if not reach.late_before_ms or not path.exists():
@@ -439,11 +470,13 @@ def republish_late(settings: Settings, reach: Reach) -> int:
             send_again(settings, settings.topic_raw, map(_message, rows),
                        client_id="newsflow-outbox")
         except PublishError as exc:  # tried again at the next check: they are kept
-            logger.warning("could not publish again %d article(s) kept after the recycle: %s",
+            logger.warning("could not publish again %d article(s) kept late (by a replay"
+                           " that ended after the embedded broker started empty): %s",
                            len(rows), exc)
             return 0
-        logger.warning("published again %d article(s) sent to the embedded broker before its"
-                       " recycle and kept since (by a replay that ended after it)", len(rows))
+        logger.warning("published again %d article(s) sent to the embedded broker before it"
+                       " started empty (a recycle, or the service's start) and kept since (by a"
+                       " replay that ended after)", len(rows))
     reach.late_after = max(reach.late_after, now - LATE_MARGIN_S)
     return len(rows)
 

@@ -19,7 +19,8 @@ supervisor restarts it empty, losing nothing:
    any restart of the embedded broker. The web page, reading storage, stays up.
 6. A replay that sent to the old broker after step 3 read it keeps those articles in the
    outbox only when it ends: ``outbox.republish_late`` publishes them, at each check
-   after the recycle, once they are kept.
+   after the recycle, once they are kept (as it does after the service's start for a
+   replay that outlived the last stop).
 
 A stop of the service saves what the broker holds the same way (``save_for_next_start``,
 at the end of this module): the dead letters, the raw articles the processors and the
@@ -194,11 +195,7 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
                     " broker", saved.articles, saved.merges)
     outbox.republish(settings, skip=carried, reach=reach)
     if reach is not None:
-        # A replay keeps the rows of what it sent when it ends: those it sent to the old
-        # broker after the save, kept from now on, did not reach this one.
-        reach.late_after = written - outbox.LATE_MARGIN_S
-        reach.late_before_ms = int(((broker.started_at or written)
-                                    + outbox.LATE_AFTER_START_S) * 1000)
+        reach.expect_late(written, broker.started_at)
     start_again(consumers + producers)
     logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
                 (broker.memory_bytes() or 0) // 2**20)
@@ -325,18 +322,20 @@ def carried_merges(settings: Settings) -> Path:
 
 def save_for_next_start(settings: Settings, drained: bool) -> bool:
     """Before the embedded broker stops with the service: its dead letters and, unless the
-    processors and the sink finished everything (``drained``, and still so now: then
-    True), the raw articles they did not and the merges the sink did not store, saved for
-    ``restore_saved`` at the next start. (The letters on their own: one that cannot be read
-    does not cost the other.)"""
+    processors and the sink finished everything (``drained``: the stop's wait passed what
+    was there when it first looked, ``drain.wait_passed``; and nothing at all unread now:
+    then True), the raw articles they did not and the merges the sink did not store, saved
+    for ``restore_saved`` at the next start. What a publisher outside the service sent
+    after that first look is among them. (The letters on their own: one that cannot be
+    read does not cost the other.)"""
     try:
         save_dead_letters(settings)
     except Exception as exc:  # noqa: BLE001 - the broker is unusable: nothing more to save
         logger.error("could not save the dead letters before the embedded broker stops (%s):"
                      " they are lost with it", exc)
     path = carried_articles(settings)
-    # Looked at again: a publisher outside the service (a replay) may have sent more while
-    # the children stopped, after the drain found everything read.
+    # Looked at again: a publisher outside the service (a replay) may have sent more after
+    # the drain's first look, or while the children stopped.
     if drained and all_read(settings, drain_groups(settings)):
         path.unlink(missing_ok=True)  # all finished, those carried over last time too
         carried_merges(settings).unlink(missing_ok=True)

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from newsflow import outbox, recycle
 from newsflow.broker import EmbeddedBroker
-from newsflow.drain import drain_groups, wait_drained
+from newsflow.drain import drain_groups, wait_passed
 from newsflow.kafka import Publisher, Stopped, admin_client, ensure_topics, unless_stopped
 from newsflow.metrics import (
     clear_textfiles,
@@ -305,9 +305,15 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
     try:
         ensure_topics(settings)
         if broker is not None:
+            written = time.time()
             carried = recycle.restore_saved(settings)  # left by the last stop, or a recycle cut short
             # What the publishers kept and storage lacks: all that a killed broker took.
             outbox.republish(settings, skip=carried, reach=reach)
+            # A replay that outlived the last stop keeps what it sent to that broker when it
+            # ends, maybe only now: published at the recycler's checks, as after a recycle.
+            # No margin: the rows of the last run's last seconds, published above, were
+            # kept as if late, and a stop soon after this start forgot none of them.
+            reach.expect_late(written, broker.started_at, margin_s=0.0)
         elif saved := recycle.saved_files(settings):
             # Saved from an embedded broker: not for a real cluster's topics.
             logger.warning("left as they are (an embedded broker's, not for %s): %s",
@@ -370,7 +376,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             logger.info("stop asked (SIGTERM or SIGINT): stopping the children in order")
     finally:
         consumers = [c for c in children if c.role in ("process", "sink")]
-        drained = False
+        drained = False  # everything published before ``checked`` is finished
+        checked = 0.0
         for child in reversed(children):
             if child.role == "process" and broker is not None and broker.alive():
                 # The embedded broker forgets everything when it stops: let the processors
@@ -380,21 +387,38 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                     if not consumer.alive():
                         logger.info("starting %s again to finish what was sent", consumer.role)
                         consumer.start()
-                drained = wait_drained(settings, drain_groups(settings),
-                                       timeout_s=settings.stop_drain_s,
-                                       alive=lambda: all(c.alive() for c in consumers),
-                                       why_behind=lambda: sink_pause_note(settings),
-                                       timeout_setting="NEWSFLOW_STOP_DRAIN_S")
+                # What was there when it first looked, as a recycle waits: waiting for
+                # nothing unread, a publisher outside the service that never pauses (a
+                # replay) made every stop wait out NEWSFLOW_STOP_DRAIN_S. What came after
+                # is saved for the next start with the rest unfinished.
+                checked = time.time()  # (the first look at the topics' ends is after it)
+                drained = wait_passed(settings, drain_groups(settings),
+                                      timeout_s=settings.stop_drain_s,
+                                      alive=lambda: all(c.alive() for c in consumers),
+                                      why_behind=lambda: sink_pause_note(settings),
+                                      timeout_setting="NEWSFLOW_STOP_DRAIN_S")
             child.stop(timeout_s=20.0)
         if broker is not None:
             if broker.alive():  # (it forgets everything: the next start writes this back)
-                checked = time.time()
-                if recycle.save_for_next_start(settings, drained):
-                    outbox.forget_finished(settings, checked, reach)
+                save_before_broker_stops(settings, drained, checked, reach)
             broker.stop()
         settings.runfile.unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return exit_code
+
+
+def save_before_broker_stops(settings: Settings, drained: bool, checked: float,
+                             reach: outbox.Reach) -> None:
+    """At a stop, the children stopped: save what the embedded broker holds unfinished for
+    the next start (``recycle.save_for_next_start``), and let the outbox forget the rows of
+    what is finished: all written until now when nothing at all is left unread, else,
+    when the stop's wait passed (``drained``), those written before it first looked
+    (``checked``), as a recycle does; what came after is saved with the rest unfinished."""
+    now = time.time()
+    if recycle.save_for_next_start(settings, drained):
+        outbox.forget_finished(settings, now, reach)
+    elif drained:
+        outbox.forget_finished(settings, checked, reach)
 
 
 def sink_pause_note(settings: Settings) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,10 @@ from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, article_key, cut_text, 
 from newsflow.text import derive_title
 
 logger = logging.getLogger(__name__)
+
+# How often a replay that keeps its articles as it goes (``replay``'s ``keep``) hands
+# over those it sent since: what a replay killed mid-way loses of the outbox's copy.
+KEEP_EVERY_S = 1.0
 
 # Fields of the labelled-stream format that we take; "incident" is deliberately absent.
 _STREAM_FIELDS = ("id", "published", "title", "text", "url", "source")
@@ -241,11 +245,29 @@ def replay(
     progress: bool = False,
     total: int | None = None,
     sent: list[tuple[RawArticle, int]] | None = None,
+    keep: Callable[[list[tuple[RawArticle, int]]], None] | None = None,
 ) -> ReplayStats:
     """Publish each article with ``publish(article)``, paced at ``rate`` per second;
-    each one handed over is added to ``sent`` with its time (ms), for the outbox."""
+    each one handed over is added to ``sent`` with its time (ms), for the outbox.
+    ``keep`` (with ``sent``) is given those added since its last call, every
+    ``KEEP_EVERY_S``, for the outbox as the replay goes (``outbox.keeper``): a replay
+    that kept them only when it ended kept nothing when it was killed (SIGKILL, a power
+    cut), and what it had sent to a broker that then lost it was lost. The caller keeps
+    what is left when it ends."""
     stats = ReplayStats()
     started = time.monotonic()
+    kept, kept_at = 0, started  # of ``sent``, how many ``keep`` was given, and when
+
+    def keep_if_due(ahead_s: float = 0.0) -> None:
+        """Keep what was sent since, when ``KEEP_EVERY_S`` has passed or will have after a
+        pause of ``ahead_s`` (for the rate: a slow replay's last article waited for it)."""
+        nonlocal kept, kept_at
+        if keep is None or sent is None or kept == len(sent):
+            return
+        if time.monotonic() + ahead_s - kept_at >= KEEP_EVERY_S:
+            keep(sent[kept:])
+            kept, kept_at = len(sent), time.monotonic()
+
     items: Iterable[RawArticle] = articles
     if progress:
         from tqdm import tqdm
@@ -257,6 +279,7 @@ def replay(
                 due = started + stats.published / rate
                 delay = due - time.monotonic()
                 if delay > 0:
+                    keep_if_due(ahead_s=delay)
                     time.sleep(delay)
             try:
                 publish(article)
@@ -270,6 +293,7 @@ def replay(
             stats.published += 1
             if sent is not None:
                 sent.append((article, int(time.time() * 1000)))
+            keep_if_due()
     except KeyboardInterrupt:  # what was published so far still goes out, and is counted
         stats.interrupted = True
     stats.seconds = time.monotonic() - started

@@ -9,7 +9,15 @@ from threading import Event
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from newsflow.drain import Message, drain_groups, read_to_end, read_topic, wait_drained
+from newsflow.drain import (
+    Message,
+    committed_offsets,
+    drain_groups,
+    read_records,
+    read_to_end,
+    read_topic,
+    wait_passed,
+)
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.recycle import (
     carried_articles,
@@ -78,17 +86,18 @@ def test_what_an_outside_publisher_sent_after_the_drain_is_saved_too(make_settin
 
 def test_a_stop_that_found_everything_read_says_so_once(make_settings, caplog) -> None:
     """The supervisor's stop, as `newsflow run` makes it: the drain, then the save for
-    the next start, which looks again. Both logged "processors and sink have caught up"."""
+    the next start, which looks again. Both logged that they had caught up (said once now, by
+    the drain's wait: "processors and sink have finished what was published before ...")."""
     settings = make_settings()
     ensure_topics(settings)
     published(settings, 3)
     read_by_every_stage(settings)
     with caplog.at_level(logging.INFO, logger="newsflow"):
-        drained = wait_drained(settings, drain_groups(settings), timeout_s=10.0)
+        drained = wait_passed(settings, drain_groups(settings), timeout_s=10.0)
         save_for_next_start(settings, drained=drained)
     assert drained and not carried_articles(settings).exists()
-    said = [r.getMessage() for r in caplog.records if "caught up" in r.getMessage()]
-    assert said == ["processors and sink have caught up"]
+    said = [r.getMessage() for r in caplog.records if "have finished" in r.getMessage()]
+    assert said == ["processors and sink have finished what was published before the check"]
 
 
 def read_by_every_stage(settings: Settings) -> None:
@@ -311,3 +320,60 @@ def test_a_stop_while_a_publisher_never_pauses_saves_what_was_there_when_it_look
     saved = {m.key for m in read_messages(carried_articles(settings))}
     assert saved >= {key for key, _ in sent} | {b"b100", b"b101"}
     assert took < 30, f"the save took {took:.0f} s"
+
+
+def test_a_stop_while_a_publisher_never_pauses_passes_and_saves_what_came_after(
+    make_settings,
+) -> None:
+    """The service's stop while a replay sends every 50 ms and the stages read on a second
+    behind: the stop's wait passes what was there when it first looked (waiting for
+    nothing unread, it waited out NEWSFLOW_STOP_DRAIN_S at every stop). What came after
+    is saved for the next start, none of what the stages had read; the outbox forgets the
+    rows written before the wait looked, not those written after (the old stop forgot
+    rows only when nothing at all was unread, never while the replay ran)."""
+    import threading
+
+    from newsflow import outbox
+    from newsflow.service import save_before_broker_stops
+    from tests.integration.newsflow.test_drain import publishing
+    from tests.records import article
+
+    settings = make_settings(kafka_embedded=True)
+    ensure_topics(settings)
+    published(settings, 5)
+    outbox.keep_sent(settings, [(article(1), BASE_MS)])  # (a row of a feed producer's)
+    reading = threading.Event()
+    reading.set()
+
+    def stages() -> None:  # the processors and the sink, reading a second behind
+        while reading.is_set():
+            read_by_every_stage(settings)
+            time.sleep(1.0)
+
+    with publishing(settings, settings.topic_raw, "b"):
+        reader = threading.Thread(target=stages, name="stages", daemon=True)
+        reader.start()
+        time.sleep(2.0)
+        checked = time.time()
+        drained = wait_passed(settings, drain_groups(settings), timeout_s=30.0)
+        reading.clear()  # the children stop
+        reader.join(30)
+        time.sleep(1.0)  # (the replay goes on meanwhile)
+        outbox.keep_sent(settings, [(article(2), int(time.time() * 1000))])
+        read = committed_offsets(settings, settings.app_id)
+        save_started_ms = int(time.time() * 1000)
+        save_before_broker_stops(settings, drained, checked, outbox.Reach())
+    assert drained
+    box = outbox.Outbox(settings.producer_state_file)
+    try:
+        assert [row.article_id for row in box.rows()] == ["a2"]
+    finally:
+        box.close()
+    records, _ = read_records(settings, settings.topic_raw)
+    came_after = {m.key for tp, offset, m in records
+                  if offset >= read.get(tp, 0) and m.timestamp <= save_started_ms}
+    saved = [m.key for m in read_messages(carried_articles(settings))]
+    assert len(came_after) >= 10  # (a second or more of the replay)
+    assert set(saved) >= came_after  # nothing lost ...
+    assert len(saved) == len(set(saved))  # ... nor doubled,
+    assert not set(saved) & {m.key for tp, offset, m in records if offset < read.get(tp, 0)}

@@ -12,7 +12,7 @@ from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from newsflow.broker import free_port, resident_bytes
-from newsflow.drain import read_topic, unread, wait_drained
+from newsflow.drain import read_topic, unread, wait_passed
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.recycle import (
     CARRIED_HEADER,
@@ -70,7 +70,9 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
                                                                         caplog) -> None:
     """Ten messages in one batch, a group committed past the first: nine are unread. (The
     embedded broker reports the end offset as the start of the newest batch + 1, so a check
-    by end offsets took this group for done.) A wait that gives up says why."""
+    by end offsets took this group for done.) A wait that gives up says why: the stop's,
+    naming its setting at WARNING (the WARNING of what is saved for the next start
+    follows), and what holds the stages up while it waits."""
     settings = make_settings()
     ensure_topics(settings)
     with Publisher(settings, client_id="test-batch") as publisher:
@@ -80,22 +82,36 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
     commit(settings, settings.app_id, part, 1)
     groups = {settings.app_id: [settings.topic_clean]}
     assert unread(settings, settings.app_id, [settings.topic_clean]) == 9
-    with caplog.at_level(logging.WARNING, logger="newsflow.drain"):
-        assert not wait_drained(settings, groups, timeout_s=3.0,
-                                timeout_setting="NEWSFLOW_STOP_DRAIN_S")
-        assert not wait_drained(settings, groups, timeout_s=60.0, alive=lambda: False)
+    paused = "the sink is paused: its storage is unavailable (see the sink's log)"
+    with caplog.at_level(logging.INFO, logger="newsflow.drain"):
+        assert not wait_passed(settings, groups, timeout_s=1.0, why_behind=lambda: paused,
+                               timeout_setting="NEWSFLOW_STOP_DRAIN_S")
+        assert not wait_passed(settings, groups, timeout_s=60.0, alive=lambda: False)
         # A broker recycle's wait: its time is its own, not the stop's setting.
-        assert not wait_drained(settings, groups, timeout_s=1.0)
+        assert not wait_passed(settings, groups, timeout_s=1.0)
         # A wait the service's stop ends (a recycle's): no processor or sink stopped.
-        assert not wait_drained(settings, groups, timeout_s=60.0, stopping=lambda: True)
-    assert [r.getMessage() for r in caplog.records if r.name == "newsflow.drain"] == [
-        "stopped waiting for processors and sink (9+ unread): 3 s passed (NEWSFLOW_STOP_DRAIN_S)",
-        "stopped waiting for processors and sink (9+ unread): a processor or the sink stopped",
-        "stopped waiting for processors and sink (9+ unread): 1 s passed"]
+        assert not wait_passed(settings, groups, timeout_s=60.0, stopping=lambda: True)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "newsflow.drain"]
+    topic = settings.topic_clean
+    assert said[0] == (logging.INFO, f"waiting for processors and sink to read what {topic}"
+                                     f" held at the check (9 unread; {paused})")
+    assert [s for s in said if "stopped waiting" in s[1]] == [
+        (logging.WARNING, f"stopped waiting for processors and sink (9 unread in {topic} before"
+                          " the check): 1 s passed (NEWSFLOW_STOP_DRAIN_S)"),
+        (logging.INFO, f"stopped waiting for processors and sink (9 unread in {topic} before"
+                       " the check): a processor or the sink stopped"),
+        (logging.INFO, f"stopped waiting for processors and sink (9 unread in {topic} before"
+                       " the check): 1 s passed"),
+        (logging.INFO, f"stopped waiting for processors and sink (9 unread in {topic} before"
+                       " the check): stopping")]
+    first_gave_up = [m for _, m in said].index(
+        f"stopped waiting for processors and sink (9 unread in {topic} before the check):"
+        " 1 s passed (NEWSFLOW_STOP_DRAIN_S)")
+    assert not any(paused in m for _, m in said[first_gave_up:])  # (only where it was said)
 
     commit(settings, settings.app_id, part, 10)
     assert unread(settings, settings.app_id, [settings.topic_clean]) == 0
-    assert wait_drained(settings, groups, timeout_s=10.0)
+    assert wait_passed(settings, groups, timeout_s=10.0)
 
 
 def test_dead_letters_saved_from_one_topic_are_written_back_whole(make_settings) -> None:

@@ -221,3 +221,16 @@ def test_an_interrupted_replay_counts_what_it_published():
 
     stats = replay(read_articles([SEEDS]), publish)
     assert stats.interrupted and stats.published == 1 == len(sent)
+
+
+def test_a_slow_replay_keeps_what_it_sent_before_it_waits_for_the_next():
+    """One article every 2 s: the last one sent waited for the next send (or the end) to be
+    kept, which for a replay killed meanwhile never came; ``keep`` now has it before the
+    wait, as it has every second's of a fast one."""
+    events: list[tuple[str, object]] = []
+    articles = list(read_articles([SEEDS]))
+    first, second = (a.id for a in articles)
+    replay(articles, lambda article: events.append(("publish", article.id)), rate=0.5, sent=[],
+           keep=lambda rows: events.append(("keep", [article.id for article, _ in rows])))
+    assert events == [("publish", first), ("keep", [first]), ("publish", second),
+                      ("keep", [second])]  # (a second after the last keep)

@@ -1,0 +1,69 @@
+"""A replay keeps what it sent in the outbox as it goes, on a real embedded broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from newsflow import outbox
+from newsflow.drain import read_topic
+from newsflow.kafka import ensure_topics
+from newsflow.settings import settings_env
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# A replay as `newsflow replay --rate 20` makes it: the articles of a folder through one
+# Publisher, each second's kept once the broker has them.
+REPLAY = """
+import sys
+from pathlib import Path
+
+from newsflow import outbox
+from newsflow.kafka import Publisher
+from newsflow.settings import Settings
+from producers.replay import read_articles, replay
+
+settings = Settings()
+publisher = Publisher(settings, client_id="test-killed-replay")
+replay(read_articles([Path(sys.argv[1])]), publisher.publish_article, rate=20.0, sent=[],
+       keep=outbox.keeper(settings, publisher.flush))
+"""
+
+
+def test_a_replay_killed_mid_way_has_kept_all_but_its_last_second(make_settings, tmp_path):
+    """SIGKILL (a power cut, the out-of-memory killer) 4 s into a replay at 20 a second:
+    it kept its rows only when it ended, so none, and what it had sent to an embedded
+    broker that then lost it (a recycle, a crash with storage down) was lost. Now all but
+    the last second's are kept, each only once the broker had it."""
+    settings = make_settings(kafka_embedded=True)
+    ensure_topics(settings)
+    folder = tmp_path / "stream"
+    folder.mkdir()
+    for n in range(400):
+        (folder / f"{n:05}.txt").write_text(f"Report {n}\nStory {n} about lot {n * 7919}.", "utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+    replaying = subprocess.Popen([sys.executable, "-c", REPLAY, str(folder)], env=env, cwd=ROOT)
+    try:
+        wait_for(lambda: len(read_topic(settings, settings.topic_raw)) >= 80, 60,
+                 "four seconds of the replay on the topic")
+    finally:
+        replaying.send_signal(signal.SIGKILL)
+        replaying.wait(10)
+    on_topic = {m.key.decode() for m in read_topic(settings, settings.topic_raw) if m.key}
+    box = outbox.Outbox(settings.producer_state_file)
+    try:
+        kept = [row.article_id for row in box.rows()]
+    finally:
+        box.close()
+    assert len(kept) == len(set(kept))
+    assert set(kept) <= on_topic  # (each kept once the broker had it)
+    assert len(on_topic - set(kept)) <= 30, (len(on_topic), len(kept))  # (a second's, or so)
