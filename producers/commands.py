@@ -133,9 +133,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         stats = replay(
             articles, publisher.publish_article, rate=args.rate,
             progress=not args.quiet and sys.stderr.isatty(), total=len(articles), sent=sent,
+            # Kept as it goes, not only at the end: killed, it kept nothing, and what it
+            # had sent to a broker recycled meanwhile was lost.
+            keep=outbox.keeper(settings, publisher.flush),
         )
-    except PublishError as exc:  # a send refused: the articles after it were not sent
+    except PublishError as exc:  # a send refused, or a flush: the articles after it not sent
         failure = exc
+        if exc.undelivered is not None:  # (a flush says how many it could not deliver)
+            unconfirmed = exc.undelivered
     finally:
         try:
             publisher.close()  # flushes: until the broker has them all, or says which not

@@ -20,24 +20,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 
-# A replay as `newsflow replay --rate 20` makes it: the articles of a folder through one
-# Publisher, each second's kept once the broker has them.
-REPLAY = """
-import sys
-from pathlib import Path
-
-from newsflow import outbox
-from newsflow.kafka import Publisher
-from newsflow.settings import Settings
-from producers.replay import read_articles, replay
-
-settings = Settings()
-publisher = Publisher(settings, client_id="test-killed-replay")
-replay(read_articles([Path(sys.argv[1])]), publisher.publish_article, rate=20.0, sent=[],
-       keep=outbox.keeper(settings, publisher.flush))
-"""
-
-
 def test_a_replay_killed_mid_way_has_kept_all_but_its_last_second(make_settings, tmp_path):
     """SIGKILL (a power cut, the out-of-memory killer) 4 s into a replay at 20 a second:
     it kept its rows only when it ended, so none, and what it had sent to an embedded
@@ -51,7 +33,8 @@ def test_a_replay_killed_mid_way_has_kept_all_but_its_last_second(make_settings,
         (folder / f"{n:05}.txt").write_text(f"Report {n}\nStory {n} about lot {n * 7919}.", "utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
     env.update(settings_env(settings))
-    replaying = subprocess.Popen([sys.executable, "-c", REPLAY, str(folder)], env=env, cwd=ROOT)
+    replaying = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "replay", "--quiet",
+                                  "--rate", "20", str(folder)], env=env, cwd=ROOT)
     try:
         wait_for(lambda: len(read_topic(settings, settings.topic_raw)) >= 80, 60,
                  "four seconds of the replay on the topic")
