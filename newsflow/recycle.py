@@ -18,7 +18,7 @@ supervisor restarts it empty, losing nothing:
 5. the children start again; the processors rebuild their window from storage, as after
    any restart of the embedded broker. The web page, reading storage, stays up.
 6. A replay that sent to the old broker after step 3 read it keeps those articles in the
-   outbox only when it ends: ``outbox.republish_late`` publishes them, at each check
+   outbox a second later, or when it ends: ``outbox.republish_late`` publishes them, at each check
    after the recycle, once they are kept (as it does after the service's start for a
    replay that outlived the last stop).
 
