@@ -375,6 +375,9 @@ class IncidentStage:
     # Ids of articles that left the window told apart approximately (``LeftIds``), in two
     # generations of this many: some 7 MB.
     LEFT_IDS_KEPT = 1_000_000
+    # Articles decided again (counted twice) logged each, then one in so many.
+    DECIDED_AGAIN_SAID = 10
+    DECIDED_AGAIN_EVERY = 1000
 
     def __init__(self, config: ClusterConfig | None = None) -> None:
         self.clusterer = IncidentClusterer(config)
@@ -401,6 +404,7 @@ class IncidentStage:
         # replaces it (an outlet's edit), an older one sent again does not.
         self._shown_at: dict[str, datetime] = {}
         self._left = LeftIds(self.LEFT_IDS_KEPT)
+        self._decided_again = 0
 
     def __len__(self) -> int:
         return len(self._arrivals)
@@ -576,14 +580,22 @@ class IncidentStage:
         characters). Such an article is counted twice: in the incident it was in, and here."""
         refounded = (decision.explanation.decision == "new"
                      and decision.incident_id in self.incidents)
-        if article.id in self._left or refounded:
-            logger.warning(
-                "article %s was decided before (%s) and again now, into incident %s: it is"
-                " counted twice (the clusterer remembers the decisions of the last %d articles"
-                " that left the window)", article.id,
-                f"it founded incident {decision.incident_id}" if refounded
-                else "it left the window", decision.incident_id,
-                self.clusterer.config.redelivery_memory)
+        if not (article.id in self._left or refounded):
+            return
+        self._decided_again += 1
+        said = self._decided_again
+        # (Not a line for each: an archive replayed a second time would be one per article.)
+        if said > self.DECIDED_AGAIN_SAID and said % self.DECIDED_AGAIN_EVERY:
+            return
+        logger.warning(
+            "article %s was decided before (%s) and again now, into incident %s: it is"
+            " counted twice (the clusterer remembers the decisions of the last %d articles"
+            " that left the window); %d such article(s) since the start%s", article.id,
+            f"it founded incident {decision.incident_id}" if refounded
+            else "it left the window", decision.incident_id,
+            self.clusterer.config.redelivery_memory, said,
+            f", said for the first {self.DECIDED_AGAIN_SAID} and then every"
+            f" {self.DECIDED_AGAIN_EVERY:,}th" if said == self.DECIDED_AGAIN_SAID else "")
 
     def _replaces_shown(self, article: RawArticle) -> bool:
         """Whether an own site's copy of a held article replaces the copy its incident
