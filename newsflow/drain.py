@@ -52,6 +52,11 @@ def drain_groups(settings: Settings) -> dict[str, list[str]]:
     }
 
 
+# How often a wait says it still waits (it looks every 0.5 s: a stop during a storage
+# outage logged 120 lines in its 60 s).
+PROGRESS_EVERY_S = 5.0
+
+
 def wait_passed(
     settings: Settings,
     groups: dict[str, list[str]],
@@ -76,6 +81,8 @@ def wait_passed(
     giving up is then a WARNING naming it, as the save for the next start that follows
     is, or the save read as if there had been no wait."""
     deadline = time.monotonic() + timeout_s
+    said: tuple[str, str | None] | None = None  # the progress line's topic and reason,
+    said_at = 0.0  # and when, logged again after PROGRESS_EVERY_S or when they change
     for topic in dict.fromkeys(t for topics in groups.values() for t in topics):
         readers = [group for group, topics in groups.items() if topic in topics]
         try:
@@ -104,8 +111,11 @@ def wait_passed(
                            + (f" ({timeout_setting})" if timeout_setting else ""))
                 return False
             reason = why_behind()
-            logger.log(level, "waiting for processors and sink to read what %s held at the"
-                       " check (%d unread%s)", topic, left, f"; {reason}" if reason else "")
+            if (topic, reason) != said or time.monotonic() - said_at >= PROGRESS_EVERY_S:
+                logger.log(level, "waiting for processors and sink to read what %s held at"
+                           " the check (%d unread%s)", topic, left,
+                           f"; {reason}" if reason else "")
+                said, said_at = (topic, reason), time.monotonic()
             time.sleep(0.5)
     logger.log(level, "processors and sink have finished what was published before the check")
     return True

@@ -66,6 +66,20 @@ def commit(settings: Settings, group: str, part: TopicPartition, offset: int) ->
         consumer.close()
 
 
+def test_a_wait_held_up_says_so_every_few_seconds_not_at_every_look(make_settings, caplog):
+    """It looks every 0.5 s: a stop during a storage outage logged 120 lines in its 60 s."""
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings, client_id="test-batch") as publisher:
+        for n in range(3):
+            publisher.send(settings.topic_clean, f"k{n}", b"{}")
+    groups = {settings.app_id: [settings.topic_clean]}
+    with caplog.at_level(logging.INFO, logger="newsflow.drain"):
+        assert not wait_passed(settings, groups, timeout_s=4.0)
+    waiting = [r for r in caplog.records if r.getMessage().startswith("waiting for")]
+    assert len(waiting) == 1, [r.getMessage() for r in waiting]
+
+
 def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_settings,
                                                                         caplog) -> None:
     """Ten messages in one batch, a group committed past the first: nine are unread. (The
