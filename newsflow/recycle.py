@@ -483,7 +483,8 @@ def restore_saved(settings: Settings) -> set[str]:
         if topic == settings.topic_raw:
             published.update(m.key.decode("utf-8", "replace") for m in messages
                              if m.key is not None)
-        logger.info("published again %d %s the last stop saved", len(messages), what)
+        logger.info("published again %d %s saved when the broker last stopped (a stop or a"
+                    " recycle)", len(messages), what)
     return published
 
 
