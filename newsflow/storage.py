@@ -101,6 +101,12 @@ class PlacedArticle(NamedTuple):
     duplicate_of: str | None
     published: datetime | None
     fetched_at: datetime
+    seen_at: datetime | None = None  # when the stage decided it (None: an older row)
+
+    def seen_or_fetched(self) -> datetime:
+        """When the stage decided it, or its fetch where storage does not say: the order
+        a rebuild restores articles in."""
+        return self.seen_at or self.fetched_at
 
 
 class StoredCopy(NamedTuple):

@@ -43,13 +43,12 @@ Keeper = Callable[[list[PlacedArticle]], Callable[[Incident], Incident]]
 # The sinks' read of their storage (``sinks.store.read_window``), handed in by the
 # `newsflow` command: (settings, since, at most so many incidents, ``Keeper``) -> the
 # articles stored in an incident since then, each with its incident and the original it
-# copies (no text); what to keep of those incidents' latest versions; when the stage saw
-# each of their articles; how to read their text (ids -> the articles storage holds),
-# on what it opens until closed.
-# Raises what the storage raises when it is down.
+# copies and when the stage saw it (no text); what to keep of those incidents' latest
+# versions; how to read their text (ids -> the articles storage holds), on what it opens
+# until closed. Raises what the storage raises when it is down.
 WindowReader = Callable[
     [Settings, datetime, int, Keeper],
-    tuple[list[PlacedArticle], list[Incident], dict[str, datetime], TextReader],
+    tuple[list[PlacedArticle], list[Incident], TextReader],
 ]
 
 # Listed beyond the window: the stage lists the articles its clusterer holds after the
@@ -60,20 +59,20 @@ _LISTED_MARGIN = timedelta(days=1)
 
 def _restored(config: ClusterConfig, articles: list[PlacedArticle],
               ) -> list[tuple[str, datetime | None, datetime | None]]:
-    """``articles`` as the clusterer restores them in this order (storage's, near the
-    order the stage saw them): each one's id, its time, and where its clock
-    (``StreamClock``) moved at it, the start of its window then (else None): the seeds,
-    dated at the start, do not hold it ahead of an archive replayed after them, nor does
-    an archive replayed before an older one. (A publication time past the fetch by more
-    than ``MAX_CLOCK_SKEW`` is read as the fetch, as the stage reads it; none does not
-    move the clock.)"""
+    """``articles`` as the clusterer restores them, in the order the stage saw them (as
+    ``stage.in_seen_order`` gives them, the tables' records aside): each one's id, its
+    time, and where its clock (``StreamClock``) moved at it, the start of its window then
+    (else None): the seeds, dated at the start, do not hold it ahead of an archive
+    replayed after them, nor does an archive replayed before an older one. (A publication
+    time past when the stage saw it by more than ``MAX_CLOCK_SKEW`` is read as that time,
+    as the stage reads it; none does not move the clock.)"""
     window = timedelta(days=config.window_days)
     clock = StreamClock(window.total_seconds(), config.follow_behind)
     steps: list[tuple[str, datetime | None, datetime | None]] = []
-    for article in articles:
-        when = article.published
-        if when is not None and when > article.fetched_at + MAX_CLOCK_SKEW:
-            when = article.fetched_at
+    for article in sorted(articles, key=PlacedArticle.seen_or_fetched):
+        when, seen = article.published, article.seen_or_fetched()
+        if when is not None and when > seen + MAX_CLOCK_SKEW:
+            when = seen
         start = None
         if when is not None and clock.moved(when.timestamp()):
             start = _window_start(datetime.fromtimestamp(clock.now, UTC), window)
@@ -204,16 +203,16 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[StoredArticles,
             "the jsonl sink keeps no article text: the clustering window starts empty,"
             " so new reports will not join incidents from before this restart"
         )
-        return StoredArticles([], {}, lambda ids: {}), []
+        return StoredArticles([], lambda ids: {}), []
 
     # The clusterer remembers incidents for incident_days, and at most max_incidents of
     # them: restore that much history (and no more: a long-lived install has far more
     # stored) so a follow-up can still revive an incident after a restart.
     since = window_start(datetime.now(UTC), max(settings.window_days, settings.incident_days))
     config = cluster_config(settings)
-    places, incidents, seen, text = read_window(settings, since, config.max_incidents,
+    places, incidents, text = read_window(settings, since, config.max_incidents,
                                                 window_keeper(config))
     # Restored in the order the stage saw them (its versions say when), not the order
     # of fetching: a copy fetched before its original but clustered after it would
     # otherwise come back as an original, and decisions after the restart differ.
-    return StoredArticles(places, seen, text, text.close), incidents
+    return StoredArticles(places, text, text.close), incidents

@@ -219,14 +219,12 @@ class TextReader(Protocol):
 
 @dataclass
 class StoredArticles:
-    """Storage's window for a rebuild: where each article is placed (``places``) and when
-    the stage saw it (``seen``; its fetch when not said), without the text, which
-    ``read(ids)`` gives a part at a time as the stage restores them (``close``d once
-    they are read, or their reading stopped). Iterated: the records, in the order the
-    stage saw them."""
+    """Storage's window for a rebuild: where each article is placed and when the stage
+    saw it (``places``), without the text, which ``read(ids)`` gives a part at a time as
+    the stage restores them (``close``d once they are read, or their reading stopped).
+    Iterated: the records, in the order the stage saw them."""
 
     places: list[PlacedArticle]
-    seen: dict[str, datetime]
     read: Callable[[list[str]], dict[str, RawArticle]]
     close: Callable[[], None] = field(default=lambda: None)
 
@@ -235,9 +233,6 @@ class StoredArticles:
 
     def __iter__(self) -> Iterator[ArticleRecord]:
         return in_seen_order(self, [])
-
-    def seen_at(self, place: PlacedArticle) -> datetime:
-        return self.seen.get(place.article_id) or place.fetched_at
 
 
 Stored = tuple[StoredArticles | Iterable[ArticleRecord], Iterable[Incident]]
@@ -271,12 +266,11 @@ def in_seen_order(stored: StoredArticles | Iterable[ArticleRecord],
     entries: dict[str, ArticleRecord | PlacedArticle] = {}
     if not isinstance(stored, StoredArticles):  # (records read whole: tests, older callers)
         entries.update((record.article.id, record) for record in stored)
-        stored = StoredArticles([], {}, lambda ids: {})
+        stored = StoredArticles([], lambda ids: {})
     entries.update((place.article_id, place) for place in stored.places)
     entries.update((record.article.id, record) for record in tables)
-    seen_at = stored.seen_at
     order = sorted(entries.values(), key=lambda entry: entry.seen_at
-                   if isinstance(entry, ArticleRecord) else seen_at(entry))
+                   if isinstance(entry, ArticleRecord) else entry.seen_or_fetched())
     del entries
     return _with_text(order, stored)
 
@@ -303,7 +297,7 @@ def _with_text(order: list[ArticleRecord | PlacedArticle], stored: StoredArticle
                 lost += 1
                 continue
             yield ArticleRecord(article, entry.incident_id, entry.duplicate_of,
-                                stored.seen_at(entry))
+                                entry.seen_or_fetched())
     finally:  # (also when the restore stops early: the generator is closed)
         stored.close()
     if lost:

@@ -887,7 +887,7 @@ class PostgresSink(BatchingSink):
 # Each article's current incident: the newest live incident listing it.
 _CURRENT = """
 current AS (
-    SELECT DISTINCT ON (m.article_id) m.article_id, m.incident_id, m.duplicate_of
+    SELECT DISTINCT ON (m.article_id) m.article_id, m.incident_id, m.duplicate_of, m.seen_at
     FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
     WHERE i.merged_into IS NULL
     ORDER BY m.article_id, i.updated_at DESC, i.version DESC, m.incident_id

@@ -729,7 +729,7 @@ class ReadDialect:
     has_agency: str  # the article ``a`` lists the agency named by one parameter
     stored_order: str  # articles ``a`` in the order they were stored
     # ``current AS (...)`` for a WITH clause: each article's current incident, the newest
-    # live incident listing it (article_id, incident_id, duplicate_of). Each dialect's
+    # live incident listing it (article_id, incident_id, duplicate_of, seen_at). Each dialect's
     # own way: PostgreSQL estimated ROW_NUMBER's "rn = 1" at 80 rows of 16,000, and
     # the window of 16,000 articles took 41 s through its cursor, 3 s with DISTINCT ON.
     current: str
@@ -875,7 +875,8 @@ class SQLReader(Store, ABC):
             if row["incident_id"] is not None:
                 yield PlacedArticle(row["id"], row["incident_id"], row["duplicate_of"],
                                   parse_ts(row["published"]),
-                                  parse_ts(row["fetched_at"]) or datetime.now(UTC))
+                                  parse_ts(row["fetched_at"]) or datetime.now(UTC),
+                                  parse_ts(row["seen_at"]))
 
     def _recent(self, columns: str, since: datetime, incidents: int | None) -> Iterator[Row]:
         mark = self.dialect.mark
@@ -887,7 +888,8 @@ class SQLReader(Store, ABC):
             params.append(int(incidents))
         return self._stream(
             f"""WITH {self.dialect.current}
-                SELECT {columns}, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of
+                SELECT {columns}, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of,
+                       c.seen_at AS seen_at
                 FROM articles a LEFT JOIN current c ON c.article_id = a.id
                 WHERE (a.published >= {mark} OR a.fetched_at >= {mark}) {active}
                 ORDER BY {self.dialect.stored_order}""",

@@ -630,8 +630,8 @@ class SQLiteSink(BatchingSink):
 # Each article's current incident: the newest live incident listing it.
 _CURRENT = """
 current AS (
-    SELECT article_id, incident_id, duplicate_of FROM (
-        SELECT m.article_id, m.incident_id, m.duplicate_of,
+    SELECT article_id, incident_id, duplicate_of, seen_at FROM (
+        SELECT m.article_id, m.incident_id, m.duplicate_of, m.seen_at,
                ROW_NUMBER() OVER (
                    PARTITION BY m.article_id
                    ORDER BY i.updated_at DESC, i.version DESC, m.incident_id

@@ -75,29 +75,25 @@ def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
 def read_window(
     settings: Settings, since: datetime, incidents: int,
     keeper: Callable[[list[PlacedArticle]], Callable[[Incident], Incident]],
-) -> tuple[list[PlacedArticle], list[Incident], dict[str, datetime],
-           WindowText]:
+) -> tuple[list[PlacedArticle], list[Incident], WindowText]:
     """What the processors rebuild their clustering window from: the articles stored in
     an incident since ``since`` (of the ``incidents`` latest incidents at most), each with
-    its incident and the original it copies, without their text; what ``keeper(those
-    places)`` keeps of those incidents' latest versions, read one at a time; when the
-    stage saw each of their articles; and how to read their text, a part at a time
-    (``WindowText``: held all at once, it was most of a rebuild's memory). Raises what
-    the storage raises when it is down."""
+    its incident, the original it copies and when the stage saw it, without their text;
+    what ``keeper(those places)`` keeps of those incidents' latest versions, read one at a
+    time; and how to read their text, a part at a time (``WindowText``: held all at once,
+    it was most of a rebuild's memory). Raises what the storage raises when it is down."""
     store = open_store(settings)  # (creates an empty store: no storage yet, no window)
     try:
         places = list(store.recent_places(since, incidents))
         keep = keeper(places)
         latest: list[Incident] = []
-        seen: dict[str, datetime] = {}
         for incident_id in sorted({place.incident_id for place in places}):
             incident = store.latest_incident(incident_id)
             if incident is not None:
-                seen.update((a.id, a.seen_at) for a in incident.articles if a.seen_at)
                 latest.append(keep(incident))
     finally:
         store.close()
-    return places, latest, seen, WindowText(settings)
+    return places, latest, WindowText(settings)
 
 
 class WindowText:

@@ -170,6 +170,26 @@ def test_the_listing_follows_the_clusterer_s_clock_back_past_a_few_articles_date
         now - timedelta(days=8)
 
 
+def test_the_listing_follows_the_clusterer_s_clock_in_the_order_the_stage_saw_the_articles(
+) -> None:
+    """Storage's order is the order the sink wrote them, which need not be the stage's
+    (three raw partitions, a copy fetched first): a new report seen first and an archive of
+    five older ones seen after it move the clock back to the archive, which the restored
+    clusterer holds; followed in storage's order (the archive first), the clock ended at
+    the new report and the archive was counted as gone, then added back as missing."""
+    from datetime import UTC, datetime, timedelta
+
+    from newsflow.storage import PlacedArticle
+    from processors.clustering import ClusterConfig
+    from processors.rebuild import left_window
+
+    now = datetime(2026, 12, 5, tzinfo=UTC)
+    new = PlacedArticle("new", "i1", None, now, now, seen_at=now)
+    archive = [PlacedArticle(f"old-{n}", "i2", None, now - timedelta(days=400, hours=n), now,
+                             seen_at=now + timedelta(minutes=n + 1)) for n in range(5)]
+    assert left_window(ClusterConfig(window_days=7, follow_behind=5), [*archive, new]) == set()
+
+
 def test_an_archive_replayed_after_a_newer_one_is_listed_as_the_clusterer_holds_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
