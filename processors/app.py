@@ -614,6 +614,11 @@ class ProcessorMetrics:
             "Incident versions emitted, by change (created, updated, merged).",
             ["change"],
         )
+        self.decided_again = self.registry.counter(
+            "newsflow_processor_decided_again_total",
+            "Articles decided again that were decided before, as far as the stage can tell"
+            " (sent again after it forgot them): counted twice.",
+        )
         self.splits = self.registry.counter(
             "newsflow_processor_incident_splits_total",
             "Incidents split in two because their latest articles drifted apart.",
@@ -648,6 +653,8 @@ class ProcessorMetrics:
                 self.incident_versions.inc(change="updated")
             return
         self.articles.inc(decision=result.decision.explanation.decision)
+        if result.decided_again:
+            self.decided_again.inc()
         if "split_off" in result.decision.explanation.detail:
             self.splits.inc()
         for incident in result.incidents:

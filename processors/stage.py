@@ -144,6 +144,8 @@ class StageResult:
     # incident, or an earlier fetch of its own: ``incidents`` is the new version that
     # shows it.
     copy_shown: bool = False
+    # Decided before, as far as the stage can tell (``_tell_decided_again``): counted twice.
+    decided_again: bool = False
 
 
 def latest_versions(results: Sequence[StageResult]) -> list[Incident]:
@@ -507,8 +509,7 @@ class IncidentStage:
 
     def process(self, article: RawArticle, now: datetime) -> StageResult:
         decision = self._founder_again(article) or self.clusterer.add(to_cluster_article(article, now))
-        if not decision.redelivery:
-            self._tell_decided_again(article, decision)
+        decided_again = not decision.redelivery and self._tell_decided_again(article, decision)
         if decision.redelivery:
             # Sent again, with its place: the first sending may not have gone out.
             current = self.incidents.get(decision.incident_id)
@@ -550,7 +551,7 @@ class IncidentStage:
                 self.incidents[incident.incident_id] = incident
         evicted_articles, evicted_incidents, evicted_members = self._evict()
         return StageResult(decision, record, changed, evicted_articles, evicted_incidents,
-                           members, evicted_members)
+                           members, evicted_members, decided_again=decided_again)
 
     def _founder_again(self, article: RawArticle) -> Decision | None:
         """A redelivery of the incident an article founded, when the clusterer no longer
@@ -565,22 +566,23 @@ class IncidentStage:
         return Decision(article.id, incident.incident_id, None,
                         Explanation(decision="new", detail={"evicted": 1.0}), redelivery=True)
 
-    def _tell_decided_again(self, article: RawArticle, decision: Decision) -> None:
+    def _tell_decided_again(self, article: RawArticle, decision: Decision) -> bool:
         """Log an article decided anew that was decided before, as far as the stage can tell
         (an exact memory of every article of every incident remembered would grow with the
         stories): one that left the window longer ago than the clusterer remembers
         (``LeftIds``, approximate), or one founding anew an incident the stage holds (its
         founder sent again, or an article whose id shares the founder's first 20
-        characters). Such an article is counted twice: in the incident it was in, and here."""
+        characters). Such an article is counted twice: in the incident it was in, and here.
+        Whether it is one."""
         refounded = (decision.explanation.decision == "new"
                      and decision.incident_id in self.incidents)
         if not (article.id in self._left or refounded):
-            return
+            return False
         self._decided_again += 1
         said = self._decided_again
         # (Not a line for each: an archive replayed a second time would be one per article.)
         if said > self.DECIDED_AGAIN_SAID and said % self.DECIDED_AGAIN_EVERY:
-            return
+            return True
         logger.warning(
             "article %s was decided before (%s) and again now, into incident %s: it is"
             " counted twice (the clusterer remembers the decisions of the last %d articles"
@@ -590,6 +592,7 @@ class IncidentStage:
             self.clusterer.config.redelivery_memory, said,
             f", said for the first {self.DECIDED_AGAIN_SAID} and then every"
             f" {self.DECIDED_AGAIN_EVERY:,}th" if said == self.DECIDED_AGAIN_SAID else "")
+        return True
 
     def _replaces_shown(self, article: RawArticle) -> bool:
         """Whether an own site's copy of a held article replaces the copy its incident

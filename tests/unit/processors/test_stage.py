@@ -645,18 +645,23 @@ def test_an_article_decided_again_past_the_clusterer_s_memory_is_logged(caplog):
     assert "counted twice" in warning.getMessage()
 
 
-def test_articles_decided_again_are_logged_each_at_first_then_one_in_a_thousand(caplog):
+def test_articles_decided_again_are_counted_and_logged_each_at_first_then_one_in_a_thousand(
+        caplog):
     # A second replay of an archive decides every article again: a WARNING for each.
     stage = IncidentStage(ClusterConfig(window_days=1, incident_days=90, redelivery_memory=3))
     stage.DECIDED_AGAIN_EVERY = 20
     reports = [filler(day) for day in range(2, 32)]
     for report in reports:
         stage.process(report, report.published or T0)
+    metrics = ProcessorMetrics()
     with caplog.at_level("WARNING", logger="processors.stage"):
         for report in reports:
-            stage.process(report, T0 + timedelta(days=40))
+            metrics.observe(stage.process(report, T0 + timedelta(days=40)))
     said = [r.getMessage() for r in caplog.records if "counted twice" in r.getMessage()]
     assert len(said) == 11  # the first ten, then the 20th
+    # Each counted, for /metrics: all but the 3 the clusterer still remembers (redeliveries).
+    assert metrics.decided_again.value() == 27
+    assert metrics.redeliveries.value() == 3
     assert "10 such article(s) since the start, said for the first 10 and then every 20th" in said[9]
     assert "20 such article(s) since the start" in said[10]
 
