@@ -66,8 +66,8 @@ def _restored(config: ClusterConfig, articles: list[PlacedArticle],
     replayed after them, nor does an archive replayed before an older one. (A publication
     time past when the stage saw it by more than ``MAX_CLOCK_SKEW`` is read as that time,
     as the stage reads it; none does not move the clock.)"""
-    window = timedelta(days=config.window_days)
-    clock = StreamClock(window.total_seconds(), config.follow_behind)
+    # (In seconds, not a timedelta: "for ever", inf or a billion days, is none.)
+    clock = StreamClock(config.window_days * 86400.0, config.follow_behind)
     steps: list[tuple[str, datetime | None, datetime | None]] = []
     for article in sorted(articles, key=PlacedArticle.seen_or_fetched):
         when, seen = article.published, article.seen_or_fetched()
@@ -75,16 +75,9 @@ def _restored(config: ClusterConfig, articles: list[PlacedArticle],
             when = seen
         start = None
         if when is not None and clock.moved(when.timestamp()):
-            start = _window_start(datetime.fromtimestamp(clock.now, UTC), window)
+            start = window_start(datetime.fromtimestamp(clock.now, UTC), config.window_days)
         steps.append((article.article_id, when, start))
     return steps
-
-
-def _window_start(clock: datetime, window: timedelta) -> datetime:
-    try:
-        return clock - window
-    except OverflowError:  # (a window reaching before year 1)
-        return datetime.min.replace(tzinfo=UTC)
 
 
 def listed_since(config: ClusterConfig, articles: list[PlacedArticle]) -> datetime | None:

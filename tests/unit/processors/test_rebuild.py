@@ -83,16 +83,19 @@ def test_a_worker_with_no_postgresql_dsn_stops_at_once_naming_it() -> None:
         read_ahead(storage_window_loader(settings, read_window, sleep=no_wait))
 
 
-@pytest.mark.parametrize("days", [float("inf"), 1e6])
-def test_incidents_kept_for_ever_come_back_from_storage(tmp_path: Path, days: float) -> None:
+@pytest.mark.parametrize("setting", ["incident_days", "window_days"])
+@pytest.mark.parametrize("days", [float("inf"), 1e6, 1e9])
+def test_incidents_kept_for_ever_come_back_from_storage(tmp_path: Path, days: float,
+                                                        setting: str) -> None:
     """NEWSFLOW_INCIDENT_DAYS=inf (or thousands of years: "keep them for ever"), which the
     clusterer takes, made the start of the window an OverflowError: each start of the
-    processors then rebuilt from nothing, and no follow-up joined a stored incident."""
+    processors then rebuilt from nothing, and no follow-up joined a stored incident. So
+    did NEWSFLOW_WINDOW_DAYS, in the listing that follows the clusterer's clock."""
     from sinks.sqlite import SQLiteSink
     from tests.records import NOW, article
     from tests.records import incident as stored_incident
 
-    settings = Settings(data_dir=tmp_path, incident_days=days)
+    settings = Settings(data_dir=tmp_path, **{setting: days})
     sink = SQLiteSink(settings.sqlite_file)
     sink.write([article(1, fetched=NOW), article(2, fetched=NOW),
                 stored_incident("i1", 1, [1, 2])])
@@ -100,6 +103,7 @@ def test_incidents_kept_for_ever_come_back_from_storage(tmp_path: Path, days: fl
     records, incidents = storage_window_loader(settings, read_window)()
     assert sorted(r.article.id for r in records) == ["a1", "a2"]
     assert [i.incident_id for i in incidents] == ["i1"]
+    assert [a.id for a in incidents[0].articles] == ["a1", "a2"]  # (all in the window)
 
 
 def test_storage_gives_back_a_long_story_s_articles_of_the_window_and_counts_the_rest(
