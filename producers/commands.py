@@ -129,13 +129,22 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     unconfirmed = 0
     sent: list[tuple[RawArticle, int]] = []
     refused: set[str | None] = set()  # the broker's refusals for size: the rest delivered
+    keep = outbox.keeper(settings, publisher.flush)
+    kept = 0  # of ``sent``, how many were kept as it went
+
+    def keep_as_it_goes(batch: list[tuple[RawArticle, int]]) -> None:
+        nonlocal kept
+        assert keep is not None
+        keep(batch)
+        kept += len(batch)
+
     try:
         stats = replay(
             articles, publisher.publish_article, rate=args.rate,
             progress=not args.quiet and sys.stderr.isatty(), total=len(articles), sent=sent,
             # Kept as it goes, not only at the end: killed, it kept nothing, and what it
             # had sent to a broker recycled meanwhile was lost.
-            keep=outbox.keeper(settings, publisher.flush),
+            keep=keep_as_it_goes if keep is not None else None,
         )
     except PublishError as exc:  # a send refused, or a flush: the articles after it not sent
         failure = exc
@@ -154,8 +163,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             failure = exc
             unconfirmed = publisher.sent if exc.undelivered is None else exc.undelivered
         # Kept, those unconfirmed too, for `newsflow run` to publish again should its
-        # embedded broker die before storage holds them (newsflow/outbox.py).
-        outbox.keep_sent(settings, [(article, ms) for article, ms in sent
+        # embedded broker die before storage holds them (newsflow/outbox.py): the rest,
+        # not kept as it went (kept again, every row counted as written at the end, and
+        # an outbox check could forget none of them until the next).
+        outbox.keep_sent(settings, [(article, ms) for article, ms in sent[kept:]
                                     if article.id not in refused])
     if failure is not None:
         confirmed = publisher.sent - unconfirmed

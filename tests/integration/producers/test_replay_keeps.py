@@ -50,3 +50,26 @@ def test_a_replay_killed_mid_way_has_kept_all_but_its_last_second(make_settings,
     assert len(kept) == len(set(kept))
     assert set(kept) <= on_topic  # (each kept once the broker had it)
     assert len(on_topic - set(kept)) <= 30, (len(on_topic), len(kept))  # (a second's, or so)
+
+
+def test_a_replay_that_ends_keeps_only_what_it_had_not_kept_as_it_went(make_settings, tmp_path):
+    """Ended, it kept every article again: each row counted as written at its end (an
+    outbox check forgets rows written before it once storage holds them), and a long
+    replay wrote all its rows twice."""
+    import sqlite3
+
+    settings = make_settings(kafka_embedded=True)
+    ensure_topics(settings)
+    folder = tmp_path / "stream"
+    folder.mkdir()
+    for n in range(60):
+        (folder / f"{n:05}.txt").write_text(f"Report {n}\nStory {n} about lot {n * 7919}.", "utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+    subprocess.run([sys.executable, "-m", "newsflow.cli", "replay", "--quiet", "--rate", "20",
+                    str(folder)], env=env, cwd=ROOT, check=True, timeout=60)
+    with sqlite3.connect(settings.producer_state_file) as conn:
+        rows, first, last = conn.execute(
+            "SELECT COUNT(*), MIN(added), MAX(added) FROM outbox").fetchone()
+    assert rows == 60
+    assert last - first >= 1.5  # (the first second's kept then, not rewritten at the end)
