@@ -8,7 +8,10 @@ files of ../shared/data/incidents replayed with shifted dates, its output writte
 SQLite sink), then rebuilds a stage from it in a new process, as a started worker does:
 storage read ahead (``processors.app.read_ahead``), then the rebuild in the agent
 (``StageTables.rebuild`` with empty tables). It prints the time and the process's resident
-memory after each step and its peak; ``--db`` keeps (or reuses) the file.
+memory after each step and its peak; ``--db`` keeps (or reuses) the file. Then it saves the
+rebuilt stage as a stop does (``processors.app.save_at_stop``, next to the file), and in a
+third process takes it back as the next start does (``processors.saved_stage``): the
+save's time and size, and the start's time and memory.
 
 Prints figures; asserts nothing.
 
@@ -32,7 +35,8 @@ from clustering import DATA, FILES, synthetic_rows  # benchmarks/clustering.py (
 from stage_memory import held, resident_mb
 
 from newsflow.settings import Settings
-from processors.app import cluster_config, read_ahead
+from processors import saved_stage
+from processors.app import cluster_config, read_ahead, save_at_stop
 from processors.offline import parse_published, read_rows
 from processors.rebuild import storage_window_loader
 from processors.stage import BatchOutput, IncidentStage, StageResult
@@ -96,6 +100,28 @@ def measure(db: Path) -> None:
     print(f"rebuild: {time.perf_counter() - t0:.1f} s, {len(stage):,} articles held,"
           f" {len(stage.incidents):,} incidents listing {listed:,} and counting {counted:,};"
           f" RSS {resident_mb():,.0f} MB; peak RSS {peak:,.0f} MB", flush=True)
+    t0 = time.perf_counter()
+    save_at_stop(settings, stage, cluster_config(settings), loader)
+    print(f"saved at the stop (storage listed again, the stage pickled): "
+          f"{time.perf_counter() - t0:.1f} s, {settings.cluster_state_file.stat().st_size / 2**20:,.0f}"
+          " MB", flush=True)
+
+
+def measure_taken(db: Path) -> None:
+    """What the next start does with the saved stage: read ahead, take it, check it."""
+    settings = settings_for(db)
+    print(f"next start: RSS at start {resident_mb():,.0f} MB", flush=True)
+    t0 = time.perf_counter()
+    loader = read_ahead(storage_window_loader(settings, read_window))
+    print(f"read ahead: {time.perf_counter() - t0:.1f} s, RSS {resident_mb():,.0f} MB", flush=True)
+    t0 = time.perf_counter()
+    config = cluster_config(settings)
+    saved = saved_stage.take(settings.cluster_state_file, config, saved_stage.code_identity())
+    stage, _ = StageTables({}, {}, {}).rebuild(config, loader(), saved)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"saved state {'taken' if saved and stage is saved.stage else 'NOT taken'}:"
+          f" {time.perf_counter() - t0:.1f} s, {len(stage):,} articles held;"
+          f" RSS {resident_mb():,.0f} MB; peak RSS {peak:,.0f} MB", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,11 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-days", type=float, default=10.0)
     parser.add_argument("--db", type=Path, help="the SQLite file to fill (kept), or reuse")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--take", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compiled", action="store_true",
                         help="the mypyc build (make compiled), as the service runs it")
     args = parser.parse_args(argv)
     if args.measure:
         measure(args.db)
+        return 0
+    if args.take:
+        measure_taken(args.db)
         return 0
     if not any((DATA / name).exists() for name in FILES):
         print(f"skipped: no dev files in {DATA}")
@@ -118,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         if not db.exists():
             store_stream(db, args.articles, args.round_days)
         # A new process: its peak is the rebuild's, not the storing's.
-        command = [sys.executable, __file__, "--measure", "--db", str(db)]
-        return subprocess.call(command + (["--compiled"] if args.compiled else []))
+        compiled = ["--compiled"] if args.compiled else []
+        code = subprocess.call([sys.executable, __file__, "--measure", "--db", str(db), *compiled])
+        return code or subprocess.call([sys.executable, __file__, "--take", "--db", str(db),
+                                        *compiled])
 
 
 if __name__ == "__main__":

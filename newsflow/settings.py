@@ -261,6 +261,11 @@ class Settings(BaseSettings):
         return self.producer_state_path or self.data_dir / "producer.db"
 
     @property
+    def cluster_state_file(self) -> Path:
+        """Where the processors save their cluster state at a stop, for the next start."""
+        return self.data_dir / "cluster-state.pickle"
+
+    @property
     def runfile(self) -> Path:
         """Where a running `newsflow run` says where its broker is (see service.py)."""
         return self.data_dir / "service.json"

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -55,9 +56,11 @@ from newsflow.schemas import (
 from newsflow.settings import Settings
 from newsflow.storage import StoreMisconfigured, storage_errors
 from newsflow.text import clean_text, clean_title, counted, nfc
+from processors import saved_stage
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
 from processors.consumer import NoLossTransport
+from processors.saved_stage import SavedStage, code_identity, storage_view
 from processors.stage import (
     ArticleRecord,
     BatchOutput,
@@ -276,7 +279,10 @@ def broker_urls(settings: Settings) -> list[str]:
     return [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
 
 
-def create_app(settings: Settings, *, window_loader: WindowLoader | None = None) -> faust.App:
+def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
+               saved: SavedStage | None = None) -> faust.App:
+    """The processors' app; ``saved``, the stage saved at the last stop (``run_worker``),
+    which the first rebuild takes where it stands for storage and the tables."""
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings),
@@ -341,6 +347,9 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     stage_tables = StageTables(articles_table, incidents_table, members_table)
     config = cluster_config(settings)
     stage_holder: dict[str, IncidentStage] = {}
+    saved_holder = {"saved": saved} if saved is not None else {}
+    # Whether a batch is being decided and sent: the stage then holds what may not go out.
+    batch = {"open": False}
     metrics = ProcessorMetrics()
     metrics_path = textfile_path(settings.data_dir, "process")
 
@@ -436,12 +445,17 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
     def load_stage() -> IncidentStage:
         # Blocks the event loop while it runs (seconds for a long history); a thread was
         # tried, but tables touched across a rebalance it overtook went wrong.
+        saved = saved_holder.pop("saved", None)
         stage, from_tables, from_storage = rebuilt_stage(stage_tables, config,
-                                                         stored_window(window_loader))
-        logger.info("cluster state rebuilt from the changelog tables (%s) and storage (%s):"
-                    " %s, %s", *(counted(n, "article", "articles") for n in (
-                        from_tables, from_storage, len(stage))),
-                    counted(len(stage.incidents), "incident", "incidents"))
+                                                         stored_window(window_loader), saved)
+        held = (counted(len(stage), "article", "articles"),
+                counted(len(stage.incidents), "incident", "incidents"))
+        if saved is not None and stage is saved.stage:
+            logger.info("cluster state taken from the last stop's save: %s, %s", *held)
+        else:
+            logger.info("cluster state rebuilt from the changelog tables (%s) and storage (%s):"
+                        " %s, %s", *(counted(n, "article", "articles")
+                                     for n in (from_tables, from_storage)), *held)
         return stage
 
     def cleaned_or_letter(event: EventT) -> Outgoing:
@@ -496,6 +510,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
             # in it; anything else (the stage not rebuilt, a letter not sent) must not end
             # the agent alone, silently, its batch acked.
             try:
+                batch["open"] = True
                 if "stage" not in stage_holder:
                     stage_holder["stage"] = load_stage()
                 stage = stage_holder["stage"]
@@ -531,6 +546,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
                     # up clustering nothing.
                     await app.crash(exc)
                 raise
+            finally:
+                batch["open"] = False
             yield None
 
     async def write_metrics() -> None:
@@ -566,7 +583,15 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None)
         logger.info("rebalance complete, tables recovered; partitions held: %s",
                     describe_partitions(held))
 
+    async def save_stage(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        # Sent at a stop once the streams have finished their batches (faust's
+        # ``wait_empty``); a stage dropped or mid-batch is not whole, and is not saved.
+        stage = stage_holder.get("stage")
+        if stage is not None and not batch["open"] and window_loader is not None:
+            save_at_stop(settings, stage, config, window_loader)
+
     app.on_partitions_revoked.connect(forget_stage)
+    app.on_before_shutdown.connect(save_stage)
     app.on_rebalance_complete.connect(log_assignment)
     app.agent(raw_topic, name="clean")(clean)
     app.agent(clean_topic, name="cluster")(cluster)
@@ -808,16 +833,17 @@ _STORAGE_UNREAD = ("could not read storage to rebuild the cluster state: inciden
 
 def rebuilt_stage(tables: StageTables, config: ClusterConfig,
                   stored: tuple[StoredArticles | list[ArticleRecord], list[Incident]],
-                  ) -> tuple[IncidentStage, int, int]:
-    """A stage rebuilt from the tables and storage's window (``stored_window``), with
-    how many articles each held. Storage gone down after it listed its window (its text
+                  saved: SavedStage | None = None) -> tuple[IncidentStage, int, int]:
+    """A stage rebuilt from the tables and storage's window (``stored_window``), or the
+    one ``saved`` at the last stop where it stands for them, with how many articles each
+    held. Storage gone down after it listed its window (its text
     is read as the stage is restored) raises ``WindowTextUnreadable``: the worker stops,
     its batch not committed, and its next start waits for storage. Not the tables alone:
     after a restart of the embedded broker they are empty, and every incident was
     forgotten (the next report of each story opened a new one). Any other failure of
     the read, which a restart would not mend: the tables alone, as when it cannot be read."""
     try:
-        stage, from_tables = tables.rebuild(config, stored)
+        stage, from_tables = tables.rebuild(config, stored, saved)
         return stage, from_tables, len(stored[0])
     except WindowTextUnreadable as exc:
         if isinstance(exc.__cause__, storage_errors()):
@@ -884,14 +910,42 @@ def read_ahead(loader: WindowLoader) -> ReadAhead:
     return ReadAhead(loader, first)
 
 
+def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig,
+                 window_loader: WindowLoader) -> None:
+    """Save ``stage`` (whole) for the next start (``processors.saved_stage``), with what
+    storage lists now; said in the log, and nothing saved, when storage does not answer."""
+    began = time.perf_counter()
+    loader = window_loader.loader if isinstance(window_loader, ReadAhead) else window_loader
+    try:
+        articles, incidents = loader()
+        if not isinstance(articles, StoredArticles):
+            return  # (nothing to check it by at the next start)
+        articles.close()
+        listed = storage_view(articles, incidents)
+        saved_stage.save(settings.cluster_state_file, SavedStage(stage, listed), config,
+                         code_identity())
+    except Exception:  # noqa: BLE001 - the next start rebuilds, as without a save
+        logger.warning("could not save the cluster state for the next start (it rebuilds it"
+                       " from storage)", exc_info=True)
+        return
+    logger.info("saved the cluster state (%s, %s) for the next start in %.1f s",
+                counted(len(stage), "article", "articles"),
+                counted(len(stage.incidents), "incident", "incidents"),
+                time.perf_counter() - began)
+
+
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both)."""
+    saved = None
     if window_loader is not None:
         window_loader = read_ahead(window_loader)
+        # Read before the worker consumes, as storage is (its check waits for the tables).
+        saved = saved_stage.take(settings.cluster_state_file, cluster_config(settings),
+                                 code_identity())
     # Its topics with their settings (compaction, the message limit), as the sink makes
     # them: a broker that creates topics on first use would give the places' topic none.
     ensure_topics(settings)
-    app = create_app(settings, window_loader=window_loader)
+    app = create_app(settings, window_loader=window_loader, saved=saved)
     logger.info("clustering modules: %s", build_kind())
     if not faust_streams_compiled():
         logger.warning("faust runs without its compiled stream iterator (NO_CYTHON set, or "

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion
 from processors.assemble import incidents_from_parts
 from processors.clustering import ClusterConfig
+from processors.saved_stage import SavedStage, standing
 from processors.stage import (
     ArticleRecord,
     BatchOutput,
@@ -79,17 +80,23 @@ class StageTables:
     # whole. (Not at once: storage can hold far more than will change.)
     unplaced: set[str] = field(default_factory=set)
 
-    def rebuild(self, config: ClusterConfig, stored: Stored) -> tuple[IncidentStage, int]:
-        """A stage rebuilt from the tables and ``stored`` (storage's window); returns it
-        and how many articles the tables held. What the stage did not keep leaves the
-        tables; an article the tables place elsewhere than the stage gets its place."""
+    def rebuild(self, config: ClusterConfig, stored: Stored,
+                saved: SavedStage | None = None) -> tuple[IncidentStage, int]:
+        """A stage rebuilt from the tables and ``stored`` (storage's window), or the stage
+        ``saved`` at the last stop where it stands for them (``saved_stage.standing``);
+        returns it and how many articles the tables held. What the stage did not keep
+        leaves the tables; an article the tables place elsewhere than the stage gets its
+        place."""
         places = readable(self.members, "members", IncidentMember.model_validate)
         records = list(readable(self.articles, "articles", ArticleRecord.from_json).values())
         headers = readable(self.incidents, "incidents", read_header)
-        tables = (records, table_incidents(list(headers.values()), places.values()))
-        stage = IncidentStage(config)
-        stage.restore(*saved_state(stored, tables),
-                      placed_at={a: m.assigned_at for a, m in places.items()})
+        stage = standing(saved, stored, ([r.article.id for r in records],
+                                         {i: h.version for i, h in headers.items()}))
+        if stage is None:
+            stage = IncidentStage(config)
+            tables = (records, table_incidents(list(headers.values()), places.values()))
+            stage.restore(*saved_state(stored, tables),
+                          placed_at={a: m.assigned_at for a, m in places.items()})
         # Incidents the stage did not keep (retired, or past incident_days), and their
         # articles' places: nothing else would ever remove them.
         for incident_id in [i for i in self.incidents.keys() if i not in stage.incidents]:

@@ -47,17 +47,31 @@ def wait_incident(db: Path, article_id: str, procs, timeout_s: float = 90) -> st
     raise AssertionError("\n".join(p.log()[-2000:] for p in procs))
 
 
-def test_window_is_rebuilt_from_storage_after_a_broker_restart(make_settings, start_role, tmp_path):
+def reuters_stored_and_stopped(make_settings, start_role, tmp_path):
+    """The Reuters seed clustered and stored, the processors and sink stopped: (settings,
+    its incident, the seeds)."""
     reuters, afp = read_articles([SEEDS])
     before = make_settings(kafka_embedded=True, data_dir=tmp_path / "var")
     ensure_topics(before)
     procs = [start_role(before, "process"), start_role(before, "sink")]
     with Publisher(before) as publisher:
         publisher.publish_article(reuters)
-    db = before.sqlite_file
-    first_incident = wait_incident(db, reuters.id, procs)
+    first_incident = wait_incident(before.sqlite_file, reuters.id, procs)
     for proc in procs:
         assert proc.stop() == 0
+    assert "saved the cluster state (1 article, 1 incident)" in procs[0].log()
+    return before, first_incident, reuters, afp
+
+
+# Taken back from the state the processors saved at their stop, or (that file gone, as at a
+# first start with this newsflow, or after a crash) rebuilt from storage.
+@pytest.mark.parametrize("saved", [True, False])
+def test_window_is_rebuilt_from_storage_after_a_broker_restart(make_settings, start_role, tmp_path,
+                                                              saved):
+    before, first_incident, reuters, afp = reuters_stored_and_stopped(make_settings, start_role,
+                                                                      tmp_path)
+    if not saved:
+        before.cluster_state_file.unlink()
 
     # Same storage, but topics and changelogs as empty as a restarted embedded broker's.
     after = make_settings(kafka_embedded=True, data_dir=tmp_path / "var")
@@ -65,8 +79,42 @@ def test_window_is_rebuilt_from_storage_after_a_broker_restart(make_settings, st
     procs = [start_role(after, "process"), start_role(after, "sink")]
     with Publisher(after) as publisher:
         publisher.publish_article(afp)
-    assert wait_incident(db, afp.id, procs) == first_incident
-    assert "storage (1 article): 1 article, 1 incident" in procs[0].log()
+    assert wait_incident(after.sqlite_file, afp.id, procs) == first_incident
+    if saved:
+        assert "cluster state taken from the last stop's save: 1 article, 1 incident" in procs[0].log()
+    else:
+        assert "storage (1 article): 1 article, 1 incident" in procs[0].log()
+
+
+def test_a_saved_cluster_state_that_storage_moved_past_is_not_taken(make_settings, start_role,
+                                                                    tmp_path):
+    """Storage written since the processors saved their state (by another worker, or a
+    run of this one whose stop saved nothing): the state is rebuilt from storage."""
+    before, first_incident, reuters, afp = reuters_stored_and_stopped(make_settings, start_role,
+                                                                      tmp_path)
+    saved_state = before.cluster_state_file.read_bytes()
+    # A run that clusters AFP's report into the incident, and leaves no saved state.
+    procs = [start_role(before, "process"), start_role(before, "sink")]
+    with Publisher(before) as publisher:
+        publisher.publish_article(afp)
+    assert wait_incident(before.sqlite_file, afp.id, procs) == first_incident
+    for proc in procs:
+        assert proc.stop() == 0
+    before.cluster_state_file.write_bytes(saved_state)  # the older save, left behind
+
+    after = make_settings(kafka_embedded=True, data_dir=tmp_path / "var")
+    ensure_topics(after)
+    procs = [start_role(after, "process"), start_role(after, "sink")]
+    with Publisher(after) as publisher:
+        publisher.publish_article(reuters)  # (the state is rebuilt for the first batch)
+    deadline = time.monotonic() + 90
+    while "cluster state rebuilt" not in (log := procs[0].log()):
+        assert time.monotonic() < deadline and procs[0].process.poll() is None, log[-3000:]
+        time.sleep(0.3)
+    assert (f"is not taken (storage places article {afp.id} in incident {first_incident}"
+            " since): rebuilt") in log, log[-3000:]
+    assert "storage (2 articles): 2 articles, 1 incident" in log
+    assert not after.cluster_state_file.exists()
 
 
 def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(

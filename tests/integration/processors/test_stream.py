@@ -163,9 +163,14 @@ def reuters_in_one_worker(make_settings, start_role, topic_reader):
     return settings, worker, reuters, afp
 
 
-def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_reader):
+# Taken back from the state it saved at its stop, or (that file gone) rebuilt from the tables.
+@pytest.mark.parametrize("saved", [True, False])
+def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_reader, saved):
     settings, first, reuters, afp = reuters_in_one_worker(make_settings, start_role, topic_reader)
     assert first.stop() == 0, first.log()[-3000:]
+    assert "saved the cluster state (1 article, 1 incident) for the next start" in first.log()
+    if not saved:
+        settings.cluster_state_file.unlink()
 
     second = start_role(settings, "process")
     with Publisher(settings) as publisher:
@@ -178,7 +183,11 @@ def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_
                 if {reuters.id, afp.id} <= {a.id for a in arts}]
     assert len(together) == 1, second.log()[-3000:]
     assert len(together[0]) == 2
-    assert "rebuilt from the changelog tables (1 article)" in second.log()
+    if saved:
+        assert "cluster state taken from the last stop's save: 1 article, 1 incident" in second.log()
+    else:
+        assert "rebuilt from the changelog tables (1 article)" in second.log()
+    assert not settings.cluster_state_file.exists()
 
 
 def test_a_rebalance_between_two_workers_keeps_clustering_state(

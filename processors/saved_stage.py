@@ -1,0 +1,190 @@
+"""The cluster stage saved at a stop, taken back at the next start instead of a rebuild.
+
+A start rebuilds the stage from storage and the changelog tables (``StageTables.rebuild``),
+which re-extracts every article it remembers: seconds to tens of seconds for a week of
+news, during which nothing is decided, at every stop and every recycle of the embedded
+broker. So a worker that stops with its stage whole (no batch half-done) saves it, with
+what storage listed then (``StorageView``); the next start takes it back when it is the
+stage a rebuild would stand for:
+- the same code and the same clustering settings (``code_identity``, the config's repr);
+- storage lists nothing the saved stage does not account for: each listed article is
+  where storage listed it at the save, or where the saved stage holds it (the sink wrote
+  the stage's last places after the save); each listed incident at its saved version or
+  at one up to the stage's own;
+- the tables hold no article the stage does not remember, nor a later version.
+Otherwise it is rebuilt, as before, saying why. The file is taken (removed) at the start
+whether used or not: once the worker decides anything, it no longer stands for its stage.
+
+A pickle, in the data folder with the rest of the service's state, readable by its owner
+only: whoever can write the data folder can already make the service do anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import pickle
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from newsflow.schemas import Incident
+from newsflow.text import counted
+from processors.clustering import ClusterConfig
+from processors.stage import IncidentStage, Stored, StoredArticles
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+# The packages whose code makes the stage, or is pickled in it.
+_PACKAGES = ("newsflow", "processors")
+
+
+@dataclass(frozen=True)
+class StorageView:
+    """What storage listed for a rebuild: where each article of its window is (by id),
+    and the version of each incident it gave."""
+
+    places: dict[str, str]
+    versions: dict[str, int]
+
+
+def storage_view(articles: StoredArticles, incidents: Iterable[Incident]) -> StorageView:
+    return StorageView({place.article_id: place.incident_id for place in articles.places},
+                       {incident.incident_id: incident.version for incident in incidents})
+
+
+@dataclass
+class SavedStage:
+    stage: IncidentStage
+    listed: StorageView  # what storage listed when it was saved
+
+
+def code_identity() -> str:
+    """A digest of the code the stage is made and pickled with: the packages' files as
+    imported (the compiled build's extension modules included), Python's and NumPy's
+    versions. Any change, and the stage is rebuilt."""
+    import numpy  # (the minhash signatures are its arrays)
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{FORMAT} {sys.version} {numpy.__version__}".encode())
+    for package in _PACKAGES:
+        folder = Path(str(sys.modules[package].__file__)).parent  # (imported above)
+        for path in sorted(p for p in folder.iterdir() if p.suffix in (".py", ".so")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class _Pickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        # A frozen dataclass compiled by mypyc refuses the attribute sets of pickle's
+        # default rebuild: built again from its fields instead.
+        params = getattr(type(obj), "__dataclass_params__", None)
+        if params is not None and params.frozen and not isinstance(obj, type):
+            fields = dataclasses.fields(obj)
+            if all(field.init for field in fields):
+                return type(obj), tuple(getattr(obj, field.name) for field in fields)
+        return NotImplemented
+
+
+def save(path: Path, saved: SavedStage, config: ClusterConfig, identity: str) -> None:
+    """Write ``saved`` to ``path`` (replaced whole: a stop cut short leaves none)."""
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        pickler = _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dump({"format": FORMAT, "identity": identity, "config": repr(config)})
+        pickler.dump(saved.listed)
+        pickler.dump(saved.stage)
+    os.replace(partial, path)
+
+
+def take(path: Path, config: ClusterConfig, identity: str) -> SavedStage | None:
+    """The stage saved at ``path``, if made by this code with ``config``; the file is
+    removed either way. None (said why) when there is none, or it cannot stand."""
+    try:
+        with open(path, "rb") as saved_file:
+            return _read(saved_file, path, config, identity)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a damaged file: rebuilt, as without one
+        logger.warning("the cluster state saved at the last stop (%s) cannot be read (%s: %s):"
+                       " rebuilt instead", path, type(exc).__name__, exc)
+        return None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _read(saved_file: BinaryIO, path: Path, config: ClusterConfig,
+          identity: str) -> SavedStage | None:
+    began = time.perf_counter()
+    unpickler = pickle.Unpickler(saved_file)
+    header = unpickler.load()
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        logger.info("the cluster state saved at the last stop is of another format: rebuilt")
+        return None
+    if header.get("identity") != identity:
+        logger.info("the cluster state saved at the last stop was made by other code"
+                    " (newsflow or Python changed since): rebuilt")
+        return None
+    if header.get("config") != repr(config):
+        logger.info("the cluster state saved at the last stop has other clustering settings:"
+                    " rebuilt")
+        return None
+    listed, stage = unpickler.load(), unpickler.load()
+    if not isinstance(listed, StorageView) or not isinstance(stage, IncidentStage):
+        raise TypeError(f"{path} holds {type(listed).__name__}, {type(stage).__name__}")
+    logger.info("read the cluster state saved at the last stop (%s) in %.1f s",
+                counted(len(stage), "article", "articles"), time.perf_counter() - began)
+    return SavedStage(stage, listed)
+
+
+def disagreement(saved: SavedStage, listed: StorageView,
+                 tables: tuple[Iterable[str], dict[str, int]]) -> str | None:
+    """Why the saved stage cannot stand for what storage lists now (``listed``) and the
+    tables hold (their articles' ids, their incidents' versions); None when it can."""
+    stage, before = saved.stage, saved.listed
+    for article_id, incident_id in listed.places.items():
+        if before.places.get(article_id) != incident_id and stage.place_of(article_id) != incident_id:
+            return f"storage places article {article_id} in incident {incident_id} since"
+    for incident_id, version in listed.versions.items():
+        if version == before.versions.get(incident_id):
+            continue
+        held = stage.incidents.get(incident_id)
+        if held is None or not before.versions.get(incident_id, 0) <= version <= held.version:
+            return f"storage holds version {version} of incident {incident_id} since"
+    articles, versions = tables
+    for article_id in articles:
+        if not stage.clusterer.remembers(article_id):
+            return f"the tables hold article {article_id}, which it does not"
+    for incident_id, version in versions.items():
+        held = stage.incidents.get(incident_id)
+        if held is not None and version > held.version:
+            return f"the tables hold version {version} of incident {incident_id}"
+    return None
+
+
+def standing(saved: SavedStage | None, stored: Stored,
+             tables: tuple[Iterable[str], dict[str, int]]) -> IncidentStage | None:
+    """The saved stage, when it stands for ``stored`` (storage's window, its text not read:
+    it is closed) and the tables (``disagreement``); else None, said why."""
+    if saved is None:
+        return None
+    articles, incidents = stored
+    if not isinstance(articles, StoredArticles):  # (storage not read: nothing to check by)
+        logger.info("the cluster state saved at the last stop is not taken: storage's window"
+                    " was not read to check it by")
+        return None
+    why = disagreement(saved, storage_view(articles, incidents), tables)
+    if why is not None:
+        logger.info("the cluster state saved at the last stop is not taken (%s): rebuilt"
+                    " from storage and the tables", why)
+        return None
+    articles.close()
+    return saved.stage
