@@ -61,7 +61,7 @@ def storage_view(articles: StoredArticles, incidents: Iterable[Incident]) -> Sto
 
 @dataclass
 class SavedStage:
-    stage: IncidentStage
+    stage: IncidentStage | None  # None once found not to stand (``standing``)
     listed: StorageView  # what storage listed when it was saved
 
 
@@ -150,6 +150,8 @@ def disagreement(saved: SavedStage, listed: StorageView,
     """Why the saved stage cannot stand for what storage lists now (``listed``) and the
     tables hold (their articles' ids, their incidents' versions); None when it can."""
     stage, before = saved.stage, saved.listed
+    if stage is None:
+        return "it was let go"
     for article_id, incident_id in listed.places.items():
         if before.places.get(article_id) != incident_id and stage.place_of(article_id) != incident_id:
             return f"storage places article {article_id} in incident {incident_id} since"
@@ -174,7 +176,7 @@ def standing(saved: SavedStage | None, stored: Stored,
              tables: tuple[Iterable[str], dict[str, int]]) -> IncidentStage | None:
     """The saved stage, when it stands for ``stored`` (storage's window, its text not read:
     it is closed) and the tables (``disagreement``); else None, said why."""
-    if saved is None:
+    if saved is None or saved.stage is None:
         return None
     articles, incidents = stored
     if not isinstance(articles, StoredArticles):  # (storage not read: nothing to check by)
@@ -185,6 +187,7 @@ def standing(saved: SavedStage | None, stored: Stored,
     if why is not None:
         logger.info("the cluster state saved at the last stop is not taken (%s): rebuilt"
                     " from storage and the tables", why)
+        saved.stage = None  # (let go before the rebuild, which makes one as large)
         return None
     articles.close()
     return saved.stage

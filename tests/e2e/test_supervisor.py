@@ -234,8 +234,9 @@ def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
     """Tansu keeps every message in memory for good. Past NEWSFLOW_EMBEDDED_BROKER_MAX_MB
     the supervisor restarts it empty once the processors and the sink have caught up: every
     article is stored, a report after the recycle still joins the incident from before it
-    (the window is rebuilt from storage), the dead letters are carried over, and operators
-    tailing topics follow them across the restart."""
+    (the processors take back the cluster state they saved as they stopped for it), the
+    dead letters are carried over, and operators tailing topics follow them across the
+    restart."""
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_EMBEDDED_BROKER_MAX_MB="64")
     first_seed, second_seed = sorted((ROOT / "seeds").glob("*.txt"))
     service.newsflow("replay", "--quiet", str(first_seed))
@@ -264,6 +265,9 @@ def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
         service.wait_for(lambda: len(incidents_holding(service.db, set(seeds))) == 1
                          and stored_articles(service.db) == 602, 120)
         [incident_id] = incidents_holding(service.db, set(seeds))
+        # Not rebuilt (every article's text read and clustered again): taken back.
+        assert "saved the cluster state (601 articles" in service.log(), service.log()[-3000:]
+        assert "cluster state taken from the last stop's save: 601 articles" in service.log()
         service.wait_for(lambda: f"{incident_id} v2 2 article(s)" in incidents_seen.read_text(), 30)
         service.wait_for(lambda: "restarted empty" in letters_seen.read_text(), 30)
         # A letter after the recycle: shown, the tail has read past the carried-over one
