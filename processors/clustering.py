@@ -399,6 +399,10 @@ class StreamClock:
         self._behind = 0
         self._behind_latest = 0.0
 
+    def __getnewargs__(self) -> tuple[float, int]:
+        # (A saved stage is pickled: compiled, its rebuild calls __init__ with these.)
+        return self.window_s, self.follow_behind
+
     def moved(self, ts: float) -> bool:
         """Take an article's time; whether the clock moved (to ``now``)."""
         if self.started and ts <= self.now:
@@ -447,6 +451,10 @@ class IncidentClusterer:
         self._past_paragraphs: OrderedDict[int, frozenset[str]] = OrderedDict()
 
     # -- public API -------------------------------------------------------------------
+
+    def __getnewargs__(self) -> tuple[ClusterConfig]:
+        # (A saved stage is pickled: compiled, its rebuild calls __init__ with these.)
+        return (self.config,)
 
     def __len__(self) -> int:
         return len(self._held)

@@ -87,6 +87,10 @@ class DuplicateIndex:
         self._buckets: dict[bytes, list[str]] = {}
         self._aliases: dict[str, list[str]] = {}  # original id -> duplicates' URL keys
 
+    def __getnewargs__(self) -> tuple[DedupConfig]:
+        # (A saved stage is pickled: compiled, its rebuild calls __init__ with these.)
+        return (self.config,)
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -83,14 +83,16 @@ def code_identity() -> str:
 
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
-        # A frozen dataclass compiled by mypyc refuses the attribute sets of pickle's
-        # default rebuild: built again from its fields instead.
-        params = getattr(type(obj), "__dataclass_params__", None)
-        if params is not None and params.frozen and not isinstance(obj, type):
-            fields = dataclasses.fields(obj)
-            if all(field.init for field in fields):
-                return type(obj), tuple(getattr(obj, field.name) for field in fields)
-        return NotImplemented
+        # A dataclass is built again from its fields. Compiled by mypyc, pickle's default
+        # rebuild of one fails: its __new__ calls __init__ with no arguments, and a frozen
+        # one refuses the attribute sets. (The other compiled classes of the stage say
+        # their __init__'s arguments: ``__getnewargs__``.)
+        if isinstance(obj, type) or not dataclasses.is_dataclass(obj):
+            return NotImplemented
+        fields = dataclasses.fields(obj)
+        rest = {field.name: getattr(obj, field.name) for field in fields if not field.init}
+        return (type(obj), tuple(getattr(obj, field.name) for field in fields if field.init),
+                rest or None)
 
 
 def save(path: Path, saved: SavedStage, config: ClusterConfig, identity: str) -> None:
