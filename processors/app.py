@@ -568,10 +568,14 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
         if stage_holder:
             logger.info("partitions revoked: cluster state dropped, rebuilt on next use")
         stage_holder.clear()
-        if worker["assigned"] and isinstance(window_loader, ReadAhead):
+        if worker["assigned"]:
             # Past the first assignment another worker may have clustered meanwhile:
-            # storage as it was at this worker's start would forget what it stored since.
-            window_loader.drop()
+            # storage as it was at this worker's start would forget what it stored since,
+            # and the state saved at the last stop no longer stands (nor is it held for
+            # nothing by a worker that did not get the clean partition).
+            saved_holder.clear()
+            if isinstance(window_loader, ReadAhead):
+                window_loader.drop()
 
     async def log_assignment(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Sent once the tables are recovered, before the streams resume: which worker
