@@ -593,6 +593,17 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
         stage = stage_holder.get("stage")
         if stage is not None and not batch["open"] and window_loader is not None:
             save_at_stop(settings, stage, config, window_loader)
+        elif (unused := saved_holder.get("saved")) is not None:
+            # No batch came: the state taken at the start goes back as it was, with what
+            # storage listed at its save (a stop in a quiet hour would lose it otherwise).
+            try:
+                saved_stage.save(settings.cluster_state_file, unused, config, code_identity())
+            except OSError as exc:
+                logger.warning("could not keep the cluster state saved at the last stop for"
+                               " the next start (it rebuilds it from storage): %s", exc)
+            else:
+                logger.info("the cluster state saved at the last stop, unused (no article"
+                            " came), is kept for the next start")
 
     app.on_partitions_revoked.connect(forget_stage)
     app.on_before_shutdown.connect(save_stage)

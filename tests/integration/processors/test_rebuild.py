@@ -86,6 +86,29 @@ def test_window_is_rebuilt_from_storage_after_a_broker_restart(make_settings, st
         assert "storage (1 article): 1 article, 1 incident" in procs[0].log()
 
 
+def test_a_saved_cluster_state_a_run_without_articles_did_not_use_is_kept_for_the_next(
+    make_settings, start_role, tmp_path
+):
+    """A start takes the saved state (the file goes); a stop before any article came
+    writes it back as it was, else a quiet hour's restart would lose it."""
+    before, first_incident, reuters, afp = reuters_stored_and_stopped(make_settings, start_role,
+                                                                      tmp_path)
+    idle = start_role(before, "process")
+    deadline = time.monotonic() + 90
+    while "partitions held" not in idle.log():
+        assert time.monotonic() < deadline and idle.process.poll() is None, idle.log()[-3000:]
+        time.sleep(0.3)
+    assert not before.cluster_state_file.exists()
+    assert idle.stop() == 0
+    assert "unused (no article came), is kept for the next start" in idle.log()
+
+    procs = [start_role(before, "process"), start_role(before, "sink")]
+    with Publisher(before) as publisher:
+        publisher.publish_article(afp)
+    assert wait_incident(before.sqlite_file, afp.id, procs) == first_incident
+    assert "cluster state taken from the last stop's save: 1 article, 1 incident" in procs[0].log()
+
+
 def test_a_saved_cluster_state_that_storage_moved_past_is_not_taken(make_settings, start_role,
                                                                     tmp_path):
     """Storage written since the processors saved their state (by another worker, or a
