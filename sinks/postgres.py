@@ -802,10 +802,18 @@ class PostgresSink(BatchingSink):
                 cur.execute(sql, params)  # type: ignore[arg-type]
                 return cur.fetchall() if cur.description else []
 
+            # The articles the incidents this batch merges away still list, moved below
+            # (``refile_merged``): locked with those placed, or another sink's move of one
+            # (a split before the merge), planned on its row in the merged incident, left
+            # it in two incidents. (Any placed there after this look stays: not lost.)
+            taken = merged_away(records)
+            refiled = [row[0] for row in run(
+                "SELECT article_id FROM incident_articles WHERE incident_id = ANY(%s)",
+                [taken])] if taken else []
             # An article's row and its places share its lock: which copy of an article
             # is kept is decided on the stored one, which no other sink changes meanwhile.
             _lock_ids(cur, PLACE_LOCK, {m.article.id for m in records.members}
-                      | {a.id for a in articles})
+                      | {a.id for a in articles} | set(refiled))
             if articles:
                 # Only the copies to write reach the INSERT: PostgreSQL computes the
                 # tsvector of a proposed row even when the conflict clause then drops it.
@@ -838,7 +846,7 @@ class PostgresSink(BatchingSink):
                 cur.executemany(_INSERT_VERSION, _rows(history))
                 cur.executemany(_UPSERT_INCIDENT, _rows(headers))
             self._write_incidents(cur, records.incidents)
-            refile_merged(run, "%s", merged_away(records))
+            refile_merged(run, "%s", taken, refiled)
 
     def _write_incidents(self, cur: psycopg.Cursor[Any], incidents: list[Incident]) -> None:
         """Versions of an older newsflow, each with all its articles."""

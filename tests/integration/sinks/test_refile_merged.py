@@ -99,3 +99,21 @@ def test_a_place_in_an_incident_merged_away_sent_again_stays_in_the_one_that_too
     batches = [*([r] for r in records), [placed(5, "i2", 2)]]
     assert listed(settings, batches, ["i1", "i2", "i4"]) == {
         "i1": ["a5", "a6"], "i2": [], "i4": []}
+
+
+def test_a_split_stored_while_another_sink_stores_the_merge_leaves_the_article_in_one_incident(
+        postgres_dsn: str) -> None:
+    """Two PostgreSQL sinks (a partition changing hands mid-batch, or two of one group):
+    one stores the split's place of a4 (out of i2, into i3) and has not committed when
+    the other stores i2's merge into i1. The merge moved a4's row from i2 as it read it
+    before the split's commit, and the split deleted a row already gone: a4 was in i1 and
+    i3 both, listed twice."""
+    pytest.importorskip("psycopg")
+    from sinks.postgres import PostgresSink
+    from tests.integration.sinks.test_postgres_sink import write_at_once
+
+    merge = SPLIT_THEN_MERGE[-1]
+    with PostgresSink(postgres_dsn) as sink:
+        sink.write(SPLIT_THEN_MERGE[:-1])
+    rows, _ = write_at_once(postgres_dsn, [SPLIT_OFF], [merge])
+    assert rows == [("i1", "a1"), ("i1", "a2"), ("i1", "a3"), ("i3", "a4")]
