@@ -806,10 +806,10 @@ class PostgresSink(BatchingSink):
             # (``refile_merged``): locked with those placed, or another sink's move of one
             # (a split before the merge), planned on its row in the merged incident, left
             # it in two incidents. (Any placed there after this look stays: not lost.)
-            taken = merged_away(records)
-            refiled = [row[0] for row in run(
-                "SELECT article_id FROM incident_articles WHERE incident_id = ANY(%s)",
-                [taken])] if taken else []
+            merged = merged_away(records)
+            found = run("SELECT incident_id, article_id FROM incident_articles"
+                        " WHERE incident_id = ANY(%s)", [merged]) if merged else []
+            taken, refiled = sorted({row[0] for row in found}), [row[1] for row in found]
             # An article's row and its places share its lock: which copy of an article
             # is kept is decided on the stored one, which no other sink changes meanwhile.
             _lock_ids(cur, PLACE_LOCK, {m.article.id for m in records.members}
@@ -846,7 +846,9 @@ class PostgresSink(BatchingSink):
                 cur.executemany(_INSERT_VERSION, _rows(history))
                 cur.executemany(_UPSERT_INCIDENT, _rows(headers))
             self._write_incidents(cur, records.incidents)
-            refile_merged(run, "%s", taken, refiled)
+            # (The incidents taking rows held too: see refile_merged.)
+            refile_merged(run, "%s", taken, refiled,
+                          hold=lambda ids: _lock_ids(cur, INCIDENT_LOCK, ids))
 
     def _write_incidents(self, cur: psycopg.Cursor[Any], incidents: list[Incident]) -> None:
         """Versions of an older newsflow, each with all its articles."""

@@ -412,7 +412,8 @@ def takers(run: Run, mark: str, incident_ids: Iterable[str]) -> dict[str, str]:
 
 
 def refile_merged(run: Run, mark: str, taken: Iterable[str],
-                  articles: Collection[str] | None = None) -> None:
+                  articles: Collection[str] | None = None,
+                  hold: Callable[[list[str]], None] | None = None) -> None:
     """The member rows incidents merged away (``taken``) still have, moved to the
     incidents that took them (``takers``): their articles that had left the processors'
     window, which no place message moves. Left under it, they were in no live incident:
@@ -424,11 +425,23 @@ def refile_merged(run: Run, mark: str, taken: Iterable[str],
     (``plan_place_writes``), so one sent again is no newer and changes nothing. (A row the
     taker has of the same article already is kept, the other dropped.) Only the rows of
     ``articles`` when given: those the caller holds, as it holds the articles it places
-    (PostgreSQL's locks)."""
+    (PostgreSQL's locks). ``hold(takers)``, when given, holds the incidents that take rows
+    until the caller commits, as it holds those whose versions it writes: one merged away
+    meanwhile (its merged version stored by another writer, which moved its rows on
+    without those moved here) is followed to its own taker, held in turn."""
     ids = sorted(articles or ())
     # All rows at once ([]), or those of ``articles`` 500 at a time (none when none).
     parts = [[]] if articles is None else [ids[i:i + 500] for i in range(0, len(ids), 500)]
-    for incident_id, target in takers(run, mark, taken).items():
+    found = takers(run, mark, taken)
+    for _ in range(MERGE_CHAIN_MAX):
+        if hold is None or not parts or not found:
+            break
+        held = found
+        hold(sorted(set(held.values())))
+        found = takers(run, mark, taken)  # (read again once held)
+        if found == held:
+            break
+    for incident_id, target in found.items():
         for part in parts:
             among = f"AND article_id IN ({', '.join([mark] * len(part))})" if part else ""
             # (An insert that skips conflicts, then the delete: an update's new key could

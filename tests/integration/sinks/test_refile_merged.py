@@ -117,3 +117,24 @@ def test_a_split_stored_while_another_sink_stores_the_merge_leaves_the_article_i
         sink.write(SPLIT_THEN_MERGE[:-1])
     rows, _ = write_at_once(postgres_dsn, [SPLIT_OFF], [merge])
     assert rows == [("i1", "a1"), ("i1", "a2"), ("i1", "a3"), ("i3", "a4")]
+
+
+@pytest.mark.parametrize("first_merge", ["i5", "i6"])
+def test_two_sinks_storing_a_merge_into_an_incident_and_its_own_merge_leave_no_row_behind(
+        first_merge: str, postgres_dsn: str) -> None:
+    """A merge of a merge stored by two PostgreSQL sinks at once (the merged versions of
+    i5 into i6 and of i6 into i1, on two partitions), whichever began first: i5's rows
+    were moved to i6 while the other moved i6's rows on without them, and a5 stayed filed
+    under i6, merged away: in no live incident."""
+    pytest.importorskip("psycopg")
+    from sinks.postgres import PostgresSink
+    from tests.integration.sinks.test_postgres_sink import write_at_once
+
+    with PostgresSink(postgres_dsn) as sink:
+        sink.write([placed(1, "i1", 0), _at(header("i1", 1, 1, added=[1]), 0),
+                    placed(5, "i5", 1), _at(header("i5", 1, 1, added=[5]), 1),
+                    placed(6, "i6", 2), _at(header("i6", 1, 1, added=[6]), 2)])
+    merges = [[_at(header("i5", 2, 0, merged_into="i6"), 3)],
+              [_at(header("i6", 2, 0, merged_into="i1"), 4)]]
+    rows, _ = write_at_once(postgres_dsn, *(merges if first_merge == "i5" else merges[::-1]))
+    assert rows == [("i1", "a1"), ("i1", "a5"), ("i1", "a6")]
