@@ -68,6 +68,7 @@ from sinks.rows import (
     search_alternatives,
     search_form,
     search_term,
+    takers,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
@@ -796,10 +797,23 @@ class PostgresSink(BatchingSink):
             # (FOR UPDATE locks only the rows there are).
             _lock_ids(cur, INCIDENT_LOCK, {v.incident_id for v in records.versions}
                       | {i.incident_id for i in records.incidents})
+
+            def run(sql: str, params: Sequence[Any]) -> list[Any]:
+                cur.execute(sql, params)  # type: ignore[arg-type]
+                return cur.fetchall() if cur.description else []
+
+            # The articles the incidents this batch merges away still list, moved below
+            # (``refile_merged``): locked with those placed, or another sink's move of one
+            # (a split before the merge), planned on its row in the merged incident, left
+            # it in two incidents. (Any placed there after this look stays: not lost.)
+            merged = merged_away(records)
+            found = run("SELECT incident_id, article_id FROM incident_articles"
+                        " WHERE incident_id = ANY(%s)", [merged]) if merged else []
+            taken, refiled = sorted({row[0] for row in found}), [row[1] for row in found]
             # An article's row and its places share its lock: which copy of an article
             # is kept is decided on the stored one, which no other sink changes meanwhile.
             _lock_ids(cur, PLACE_LOCK, {m.article.id for m in records.members}
-                      | {a.id for a in articles})
+                      | {a.id for a in articles} | set(refiled))
             if articles:
                 # Only the copies to write reach the INSERT: PostgreSQL computes the
                 # tsvector of a proposed row even when the conflict clause then drops it.
@@ -821,7 +835,8 @@ class PostgresSink(BatchingSink):
                 stored_places: dict[str, list[StoredPlace]] = {}
                 for article_id, incident_id, assigned_at in cur.fetchall():
                     stored_places.setdefault(article_id, []).append((incident_id, assigned_at))
-                moves = plan_place_writes(places, stored_places)
+                moves = plan_place_writes(places, stored_places, takers(
+                    run, "%s", {m.incident_id for m in places.values()}))
                 if moves.departed:
                     cur.executemany(_DELETE_MEMBER, moves.departed)
                 if moves.members:
@@ -831,12 +846,9 @@ class PostgresSink(BatchingSink):
                 cur.executemany(_INSERT_VERSION, _rows(history))
                 cur.executemany(_UPSERT_INCIDENT, _rows(headers))
             self._write_incidents(cur, records.incidents)
-
-            def run(sql: str, params: Sequence[Any]) -> list[Any]:
-                cur.execute(sql, params)  # type: ignore[arg-type]
-                return cur.fetchall() if cur.description else []
-
-            refile_merged(run, "%s", merged_away(records))
+            # (The incidents taking rows held too: see refile_merged.)
+            refile_merged(run, "%s", taken, refiled,
+                          hold=lambda ids: _lock_ids(cur, INCIDENT_LOCK, ids))
 
     def _write_incidents(self, cur: psycopg.Cursor[Any], incidents: list[Incident]) -> None:
         """Versions of an older newsflow, each with all its articles."""

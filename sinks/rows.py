@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -381,31 +381,77 @@ MERGE_CHAIN_MAX = 50
 Run = Callable[[str, Sequence[Any]], list[Any]]
 
 
-def refile_merged(run: Run, mark: str, taken: Iterable[str]) -> None:
-    """The member rows an incident merged away still has, moved to the incident that took
-    it (following later merges), placed there at the merge: its articles that had left
-    the processors' window, which no place message moves. Left under it, they were in no
-    live incident: listed nowhere, found by search without an incident, and a rebuild
-    from storage no longer counted them in the incident that took them. (A row the taker
-    has of the same article already is newer: kept, the other dropped.)"""
-    for incident_id in taken:
-        target, merged_at = incident_id, None
+def takers(run: Run, mark: str, incident_ids: Iterable[str]) -> dict[str, str]:
+    """Of ``incident_ids``, those storage marks merged away, each with the live incident
+    that holds its articles now (following later merges: A into B, then B into C, is C);
+    one query for each step of the longest chain (batches of 500 ids)."""
+    ids = sorted(set(incident_ids))
+    into: dict[str, str] = {}  # each merged incident met: the one that took it
+    asked: set[str] = set()
+    for _ in range(MERGE_CHAIN_MAX):
+        ask = [i for i in ids if i not in asked]
+        if not ask:
+            break
+        asked.update(ask)
+        for start in range(0, len(ask), 500):
+            part = ask[start:start + 500]
+            into.update((row[0], row[1]) for row in run(
+                f"""SELECT id, merged_into FROM incidents WHERE merged_into IS NOT NULL
+                    AND id IN ({", ".join([mark] * len(part))})""", part))
+        ids = [into[i] for i in into if into[i] not in asked]
+    found: dict[str, str] = {}
+    for incident_id in dict.fromkeys(incident_ids):
+        target = incident_id
         for _ in range(MERGE_CHAIN_MAX):
-            found = run(f"SELECT merged_into, updated_at FROM incidents WHERE id = {mark}", (target,))
-            if not found or found[0][0] is None:
+            if target not in into:
                 break
-            target = found[0][0]
-            merged_at = merged_at or found[0][1]
-        if target == incident_id:
-            continue
-        # (An insert that skips conflicts, then the delete: an update's new key could
-        # meet a row another sink writes meanwhile, an error blamed on the record.)
-        kept = [c for c in MEMBER_COLUMNS if c not in ("incident_id", "assigned_at")]
-        run(f"""INSERT INTO incident_articles ({", ".join(MEMBER_COLUMNS)})
-                SELECT {mark}, {", ".join(kept)}, {mark} FROM incident_articles
-                WHERE incident_id = {mark} ON CONFLICT DO NOTHING""",
-            (target, merged_at, incident_id))
-        run(f"DELETE FROM incident_articles WHERE incident_id = {mark}", (incident_id,))
+            target = into[target]
+        if target != incident_id:
+            found[incident_id] = target
+    return found
+
+
+def refile_merged(run: Run, mark: str, taken: Iterable[str],
+                  articles: Collection[str] | None = None,
+                  hold: Callable[[list[str]], None] | None = None) -> None:
+    """The member rows incidents merged away (``taken``) still have, moved to the
+    incidents that took them (``takers``): their articles that had left the processors'
+    window, which no place message moves. Left under it, they were in no live incident:
+    listed nowhere, found by search without an incident, and a rebuild from storage no
+    longer counted them in the incident that took them. Each row keeps when it was put
+    there (``assigned_at``): a place sent before the merge and stored after it (a split
+    that took the article elsewhere first, on another partition) is newer and wins; a
+    place into the merged incident stored since goes to the taker too
+    (``plan_place_writes``), so one sent again is no newer and changes nothing. (A row the
+    taker has of the same article already is kept, the other dropped.) Only the rows of
+    ``articles`` when given: those the caller holds, as it holds the articles it places
+    (PostgreSQL's locks). ``hold(takers)``, when given, holds the incidents that take rows
+    until the caller commits, as it holds those whose versions it writes: one merged away
+    meanwhile (its merged version stored by another writer, which moved its rows on
+    without those moved here) is followed to its own taker, held in turn."""
+    ids = sorted(articles or ())
+    # All rows at once ([]), or those of ``articles`` 500 at a time (none when none).
+    parts = [[]] if articles is None else [ids[i:i + 500] for i in range(0, len(ids), 500)]
+    found = takers(run, mark, taken)
+    for _ in range(MERGE_CHAIN_MAX):
+        if hold is None or not parts or not found:
+            break
+        held = found
+        hold(sorted(set(held.values())))
+        found = takers(run, mark, taken)  # (read again once held)
+        if found == held:
+            break
+    for incident_id, target in found.items():
+        for part in parts:
+            among = f"AND article_id IN ({', '.join([mark] * len(part))})" if part else ""
+            # (An insert that skips conflicts, then the delete: an update's new key could
+            # meet a row another sink writes meanwhile, an error blamed on the record.)
+            run(f"""INSERT INTO incident_articles ({", ".join(MEMBER_COLUMNS)})
+                    SELECT {mark}, {", ".join(MEMBER_COLUMNS[1:])} FROM incident_articles
+                    WHERE incident_id = {mark} {among} ON CONFLICT DO NOTHING""",
+                [target, incident_id, *part])
+            run(f"DELETE FROM incident_articles WHERE incident_id = {mark} {among}",
+                [incident_id, *part])
 
 
 def merged_away(batch: Batch) -> list[str]:
@@ -501,23 +547,29 @@ class PlaceWrites:
 
 
 def plan_place_writes(
-    members: Mapping[str, IncidentMember], stored: Mapping[str, Sequence[StoredPlace]]
+    members: Mapping[str, IncidentMember], stored: Mapping[str, Sequence[StoredPlace]],
+    merged: Mapping[str, str] | None = None,
 ) -> PlaceWrites:
     """Rows for the newest place of each article (``members``, by article id), given where
     storage holds them. A place older than the stored one is a replay, or a move the
     partitions delivered out of order, and the place stored already is a replay: nothing
-    is written. Otherwise the article leaves any other incident it is stored in."""
+    is written. Otherwise the article leaves any other incident it is stored in. A place
+    in an incident storage has merged away (``merged``: each with the one that took it,
+    ``takers``) is one in the incident that took it: the merge moved its rows there
+    (``refile_merged``), and a place sent before it and stored after would file the
+    article in no live incident."""
     writes = PlaceWrites()
+    merged = merged or {}
     for article_id, member in members.items():
+        incident = merged.get(member.incident_id, member.incident_id)
         places = stored.get(article_id, ())
         if any(at is not None and at > member.assigned_at for _, at in places):
             continue
-        if list(places) == [(member.incident_id, member.assigned_at)]:
+        if list(places) == [(incident, member.assigned_at)]:
             continue
         writes.departed.extend((incident_id, article_id) for incident_id, _ in places
-                               if incident_id != member.incident_id)
-        writes.members.append(member_row(member.incident_id, 0, member.article,
-                                         member.assigned_at))
+                               if incident_id != incident)
+        writes.members.append(member_row(incident, 0, member.article, member.assigned_at))
     return writes
 
 

@@ -38,6 +38,7 @@ from sinks.rows import (
     THAI_MARKS,
     Fetch,
     ReadDialect,
+    Run,
     SQLReader,
     StoredCopy,
     StoredMember,
@@ -56,6 +57,7 @@ from sinks.rows import (
     search_alternatives,
     search_form,
     search_term,
+    takers,
     upsert_article_sql,
     upsert_incident_sql,
     upsert_member_sql,
@@ -462,6 +464,10 @@ def _wal_path(path: Path) -> Path:
     return path.with_name(f"{path.name}-wal")
 
 
+def _runner(conn: sqlite3.Connection) -> Run:
+    return lambda sql, params: conn.execute(sql, params).fetchall()
+
+
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -554,8 +560,7 @@ class SQLiteSink(BatchingSink):
             conn.executemany(_UPSERT_INCIDENT, _rows(headers))
         if records.incidents:
             self._write_incidents(conn, records.incidents)
-        refile_merged(lambda sql, params: conn.execute(sql, params).fetchall(), "?",
-                      merged_away(records))
+        refile_merged(_runner(conn), "?", merged_away(records))
 
     def _stored_copies(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, StoredCopy]:
         stored: dict[str, StoredCopy] = {}
@@ -588,7 +593,8 @@ class SQLiteSink(BatchingSink):
                     WHERE article_id IN ({marks})""", list(chunk)
             ):
                 stored.setdefault(row[0], []).append((row[1], parse_ts(row[2])))
-        writes = plan_place_writes(members, stored)
+        merged = takers(_runner(conn), "?", {m.incident_id for m in members.values()})
+        writes = plan_place_writes(members, stored, merged)
         conn.executemany(_DELETE_MEMBER, writes.departed)
         conn.executemany(_UPSERT_MEMBER, _rows(writes.members))
 
