@@ -590,6 +590,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
     async def save_stage(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Sent at a stop once the streams have finished their batches (faust's
         # ``wait_empty``); a stage dropped or mid-batch is not whole, and is not saved.
+        # Nor after a crash: faust does not wait for the streams then (the consumer, crashed
+        # with the app, ends the wait at once) and the agents run on while it stops.
+        if app.crash_reason is not None:
+            logger.info("the worker crashed: its cluster state is not saved (the next start"
+                        " rebuilds it)")
+            return
         stage = stage_holder.get("stage")
         if stage is not None and not batch["open"] and window_loader is not None:
             save_at_stop(settings, stage, config, window_loader)

@@ -190,6 +190,37 @@ def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_
     assert not settings.cluster_state_file.exists()
 
 
+def test_a_worker_that_crashes_saves_no_cluster_state(make_settings, start_role, topic_reader):
+    """A crash (here the clean stage's, its dead letter not sent) saved the cluster stage as
+    a stop does, though faust had not waited for the streams (the consumer crashed with the
+    app) and the agents ran on: the next start took it. The README's word: a crash saves
+    nothing, the next start rebuilds."""
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, afp = read_articles([SEEDS])
+    failing = start_role(settings, "clean-letter", module=FAULTY_WORKER)
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+    topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=90,
+                 watch=[failing])
+    with Publisher(settings) as publisher:
+        publisher.send(settings.topic_raw, "junk", b"[1, 2]")
+    assert wait_until(lambda: failing.process.poll() is not None, 60), failing.log()[-3000:]
+    assert failing.process.returncode != 0
+    assert "saved the cluster state" not in failing.log()
+    assert "the worker crashed: its cluster state is not saved" in failing.log()
+    assert not settings.cluster_state_file.exists()
+
+    worker = start_role(settings, "process")
+    with Publisher(settings) as publisher:
+        publisher.publish_article(afp)
+    records = topic_reader(settings, settings.topic_members,
+                           until=holding([reuters.id, afp.id]), timeout_s=90, watch=[worker])
+    assert [{a.id for a in arts} for arts in placed(records).values()] == [{reuters.id, afp.id}], \
+        worker.log()[-3000:]
+    assert "rebuilt from the changelog tables (1 article)" in worker.log()
+
+
 def test_a_rebalance_between_two_workers_keeps_clustering_state(
     make_settings, start_role, topic_reader
 ):
