@@ -4,6 +4,7 @@ state kept across a worker restart."""
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -219,6 +220,42 @@ def test_a_worker_that_crashes_saves_no_cluster_state(make_settings, start_role,
     assert [{a.id for a in arts} for arts in placed(records).values()] == [{reuters.id, afp.id}], \
         worker.log()[-3000:]
     assert "rebuilt from the changelog tables (1 article)" in worker.log()
+
+
+def test_a_state_saved_by_code_replaced_while_it_ran_is_not_taken_by_the_new_code(
+        make_settings, start_role, topic_reader, tmp_path):
+    """An upgrade puts its files in place, then restarts the service: the worker stopping
+    read the new files for the identity of its save, and the new code took the state
+    the old one had made (its classes' fields as they were). It saves under the identity
+    of the code it started with."""
+    code = tmp_path / "code"
+    for package in ("newsflow", "processors", "sinks", "producers"):
+        shutil.copytree(Path(__file__).resolve().parents[3] / package, code / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    # (This copy, not the checkout the worker is started in.)
+    env = {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(code)}
+    settings = make_settings()
+    ensure_topics(settings)
+    reuters, afp = read_articles([SEEDS])
+    old = start_role(settings, "process", env=env)
+    with Publisher(settings) as publisher:
+        publisher.publish_article(reuters)
+    topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=90,
+                 watch=[old])
+    with open(code / "processors" / "stage.py", "a") as upgraded:
+        upgraded.write("\n# (the upgrade's change)\n")
+    assert old.stop() == 0, old.log()[-3000:]
+    assert "saved the cluster state (1 article, 1 incident)" in old.log()
+
+    new = start_role(settings, "process", env=env)
+    with Publisher(settings) as publisher:
+        publisher.publish_article(afp)
+    records = topic_reader(settings, settings.topic_members,
+                           until=holding([reuters.id, afp.id]), timeout_s=90, watch=[new])
+    assert [{a.id for a in arts} for arts in placed(records).values()] == [{reuters.id, afp.id}], \
+        new.log()[-3000:]
+    assert "was made by other code" in new.log(), new.log()[-3000:]
+    assert "rebuilt from the changelog tables (1 article)" in new.log()
 
 
 def test_a_rebalance_between_two_workers_keeps_clustering_state(
