@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import logging
 import os
 import pickle
@@ -68,12 +69,16 @@ class SavedStage:
 
 def code_identity() -> str:
     """A digest of the code the stage is made and pickled with: the packages' files as
-    imported (the compiled build's extension modules included), Python's and NumPy's
-    versions. Any change, and the stage is rebuilt."""
-    import numpy  # (the minhash signatures are its arrays)
-
+    imported (the compiled build's extension modules included), Python's version and
+    every installed distribution's (NumPy's arrays and pydantic's models are pickled in
+    it, and what it holds was derived with tld's list of domains and jusText's
+    stopwords: an upgrade of one, newsflow's files unchanged, and the stage rebuilt
+    would differ). Any change, and the stage is rebuilt."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{FORMAT} {sys.version} {numpy.__version__}".encode())
+    digest.update(f"{FORMAT} {sys.version}".encode())
+    # (In the order found, the first of a name the one imported.)
+    for distribution in importlib.metadata.distributions():
+        digest.update(f"{distribution.metadata['Name']} {distribution.version}\n".encode())
     for package in _PACKAGES:
         folder = Path(str(sys.modules[package].__file__)).parent  # (imported above)
         for path in sorted(p for p in folder.iterdir() if p.suffix in (".py", ".so")):

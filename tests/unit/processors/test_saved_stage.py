@@ -227,3 +227,21 @@ def test_a_save_killed_midway_leaves_a_file_the_next_start_removes(tmp_path):
         partial.write_bytes(b"half a save")
     assert take(path, CONFIG, code_identity()) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [writing.name]
+
+
+def test_a_stage_saved_before_a_dependency_was_upgraded_is_not_taken(tmp_path, monkeypatch,
+                                                                     caplog):
+    """The identity was newsflow's files, Python's and NumPy's versions: after an upgrade of
+    tld (whose list of domains says which copies are their own site's) or jusText (its
+    stopwords tell languages apart), newsflow unchanged, the stage made with the older one
+    was taken."""
+    stage, _ = ran([seeds()[0]])
+    path = tmp_path / "state"
+    save(path, SavedStage(stage, listed(stage)), CONFIG, code_identity())
+    upgraded = tmp_path / "site-packages" / "tld-999.0.dist-info"
+    upgraded.mkdir(parents=True)
+    (upgraded / "METADATA").write_text("Metadata-Version: 2.1\nName: tld\nVersion: 999.0\n")
+    monkeypatch.syspath_prepend(str(upgraded.parent))  # (installed ahead of the older one)
+    with caplog.at_level(logging.INFO, logger="processors.saved_stage"):
+        assert take(path, CONFIG, code_identity()) is None
+    assert "made by other code" in caplog.text
