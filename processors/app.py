@@ -280,9 +280,13 @@ def broker_urls(settings: Settings) -> list[str]:
 
 
 def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
-               saved: SavedStage | None = None) -> faust.App:
+               saved: SavedStage | None = None, identity: str | None = None) -> faust.App:
     """The processors' app; ``saved``, the stage saved at the last stop (``run_worker``),
-    which the first rebuild takes where it stands for storage and the tables."""
+    which the first rebuild takes where it stands for storage and the tables; ``identity``,
+    the ``code_identity`` of the code running, read at the start (now if not given)."""
+    # (Not read again at the stop: an upgrade's files are in place before the restart
+    # that runs them, and the state this code saves would pass for theirs.)
+    identity = identity or code_identity()
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings),
@@ -590,14 +594,20 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
     async def save_stage(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Sent at a stop once the streams have finished their batches (faust's
         # ``wait_empty``); a stage dropped or mid-batch is not whole, and is not saved.
+        # Nor after a crash: faust does not wait for the streams then (the consumer, crashed
+        # with the app, ends the wait at once) and the agents run on while it stops.
+        if app.crash_reason is not None:
+            logger.info("the worker crashed: its cluster state is not saved (the next start"
+                        " rebuilds it)")
+            return
         stage = stage_holder.get("stage")
         if stage is not None and not batch["open"] and window_loader is not None:
-            save_at_stop(settings, stage, config, window_loader)
+            save_at_stop(settings, stage, config, window_loader, identity)
         elif (unused := saved_holder.get("saved")) is not None:
             # No batch came: the state taken at the start goes back as it was, with what
             # storage listed at its save (a stop in a quiet hour would lose it otherwise).
             try:
-                saved_stage.save(settings.cluster_state_file, unused, config, code_identity())
+                saved_stage.save(settings.cluster_state_file, unused, config, identity)
             except OSError as exc:
                 logger.warning("could not keep the cluster state saved at the last stop for"
                                " the next start (it rebuilds it from storage): %s", exc)
@@ -926,9 +936,10 @@ def read_ahead(loader: WindowLoader) -> ReadAhead:
 
 
 def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig,
-                 window_loader: WindowLoader) -> None:
+                 window_loader: WindowLoader, identity: str | None = None) -> None:
     """Save ``stage`` (whole) for the next start (``processors.saved_stage``), with what
-    storage lists now; said in the log, and nothing saved, when storage does not answer."""
+    storage lists now, as made by the code of ``identity`` (``code_identity``, now if not
+    given); said in the log, and nothing saved, when storage does not answer."""
     began = time.perf_counter()
     loader = window_loader.loader if isinstance(window_loader, ReadAhead) else window_loader
     try:
@@ -938,7 +949,7 @@ def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig
         articles.close()
         listed = storage_view(articles, incidents)
         saved_stage.save(settings.cluster_state_file, SavedStage(stage, listed), config,
-                         code_identity())
+                         identity or code_identity())
     except Exception:  # noqa: BLE001 - the next start rebuilds, as without a save
         logger.warning("could not save the cluster state for the next start (it rebuilds it"
                        " from storage)", exc_info=True)
@@ -952,15 +963,16 @@ def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both)."""
     saved = None
+    identity = code_identity()  # (of the code imported: its files may change while it runs)
     if window_loader is not None:
         window_loader = read_ahead(window_loader)
         # Read before the worker consumes, as storage is (its check waits for the tables).
         saved = saved_stage.take(settings.cluster_state_file, cluster_config(settings),
-                                 code_identity())
+                                 identity)
     # Its topics with their settings (compaction, the message limit), as the sink makes
     # them: a broker that creates topics on first use would give the places' topic none.
     ensure_topics(settings)
-    app = create_app(settings, window_loader=window_loader, saved=saved)
+    app = create_app(settings, window_loader=window_loader, saved=saved, identity=identity)
     logger.info("clustering modules: %s", build_kind())
     if not faust_streams_compiled():
         logger.warning("faust runs without its compiled stream iterator (NO_CYTHON set, or "

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import logging
 import os
 import pickle
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,12 +69,16 @@ class SavedStage:
 
 def code_identity() -> str:
     """A digest of the code the stage is made and pickled with: the packages' files as
-    imported (the compiled build's extension modules included), Python's and NumPy's
-    versions. Any change, and the stage is rebuilt."""
-    import numpy  # (the minhash signatures are its arrays)
-
+    imported (the compiled build's extension modules included), Python's version and
+    every installed distribution's (NumPy's arrays and pydantic's models are pickled in
+    it, and what it holds was derived with tld's list of domains and jusText's
+    stopwords: an upgrade of one, newsflow's files unchanged, and the stage rebuilt
+    would differ). Any change, and the stage is rebuilt."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{FORMAT} {sys.version} {numpy.__version__}".encode())
+    digest.update(f"{FORMAT} {sys.version}".encode())
+    # (In the order found, the first of a name the one imported.)
+    for distribution in importlib.metadata.distributions():
+        digest.update(f"{distribution.metadata['Name']} {distribution.version}\n".encode())
     for package in _PACKAGES:
         folder = Path(str(sys.modules[package].__file__)).parent  # (imported above)
         for path in sorted(p for p in folder.iterdir() if p.suffix in (".py", ".so")):
@@ -96,20 +102,45 @@ class _Pickler(pickle.Pickler):
 
 
 def save(path: Path, saved: SavedStage, config: ClusterConfig, identity: str) -> None:
-    """Write ``saved`` to ``path`` (replaced whole: a stop cut short leaves none)."""
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        pickler = _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-        pickler.dump({"format": FORMAT, "identity": identity, "config": repr(config)})
-        pickler.dump(saved.listed)
-        pickler.dump(saved.stage)
-    os.replace(partial, path)
+    """Write ``saved`` to ``path`` (replaced whole: a stop cut short leaves none). The file
+    is written beside it under a name of its own, with this process's id: workers sharing
+    the data folder save at the same stop (one its stage, another the one it took and did
+    not use), and one shared partial file was truncated and written by both, then renamed
+    under the other."""
+    fd, name = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".partial",
+                                dir=path.parent)  # (the owner's only)
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            pickler = _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+            pickler.dump({"format": FORMAT, "identity": identity, "config": repr(config)})
+            pickler.dump(saved.listed)
+            pickler.dump(saved.stage)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _remove_left_partials(path: Path) -> None:
+    """Remove what saves killed midway left (a stop that outlived its grace period); not
+    one a running process is writing."""
+    for partial in path.parent.glob(f"{path.name}.*.partial"):
+        pid = partial.name[len(path.name) + 1:].split(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            partial.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # (another user's process: running)
 
 
 def take(path: Path, config: ClusterConfig, identity: str) -> SavedStage | None:
     """The stage saved at ``path``, if made by this code with ``config``; the file is
     removed either way. None (said why) when there is none, or it cannot stand."""
+    _remove_left_partials(path)
     try:
         with open(path, "rb") as saved_file:
             return _read(saved_file, path, config, identity)

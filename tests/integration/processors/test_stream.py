@@ -4,6 +4,7 @@ state kept across a worker restart."""
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -150,17 +151,30 @@ def test_junk_on_the_clean_topic_makes_one_dead_letter(make_settings, start_role
     assert sorted((d.key, d.stage) for d in dead) == [("junk-1", "cluster"), ("junk-2", "cluster")]
 
 
-def reuters_in_one_worker(make_settings, start_role, topic_reader):
+def reuters_in_one_worker(make_settings, start_role, topic_reader, role="process",
+                          module="newsflow.cli", env=None):
     """A worker that has made the Reuters seed an incident: (settings, worker, reuters, afp)."""
     settings = make_settings()
     ensure_topics(settings)
     reuters, afp = read_articles([SEEDS])
-    worker = start_role(settings, "process")
+    worker = start_role(settings, role, module=module, env=env)
     with Publisher(settings) as publisher:
         publisher.publish_article(reuters)
     topic_reader(settings, settings.topic_members, until=holding([reuters.id]), timeout_s=90,
                  watch=[worker])
     return settings, worker, reuters, afp
+
+
+def follow_up_joins(settings, start_role, topic_reader, reuters, afp, env=None):
+    """A worker started (and returned) places the AFP report with the Reuters one alone."""
+    worker = start_role(settings, "process", env=env)
+    with Publisher(settings) as publisher:
+        publisher.publish_article(afp)
+    records = topic_reader(settings, settings.topic_members,
+                           until=holding([reuters.id, afp.id]), timeout_s=90, watch=[worker])
+    assert [{a.id for a in arts} for arts in placed(records).values()] == [{reuters.id, afp.id}], \
+        worker.log()[-3000:]
+    return worker
 
 
 # Taken back from the state it saved at its stop, or (that file gone) rebuilt from the tables.
@@ -188,6 +202,49 @@ def test_worker_restart_keeps_clustering_state(make_settings, start_role, topic_
     else:
         assert "rebuilt from the changelog tables (1 article)" in second.log()
     assert not settings.cluster_state_file.exists()
+
+
+def test_a_worker_that_crashes_saves_no_cluster_state(make_settings, start_role, topic_reader):
+    """A crash (here the clean stage's, its dead letter not sent) saved the cluster stage as
+    a stop does, though faust had not waited for the streams (the consumer crashed with the
+    app) and the agents ran on: the next start took it. The README's word: a crash saves
+    nothing, the next start rebuilds."""
+    settings, failing, reuters, afp = reuters_in_one_worker(
+        make_settings, start_role, topic_reader, "clean-letter", module=FAULTY_WORKER)
+    with Publisher(settings) as publisher:
+        publisher.send(settings.topic_raw, "junk", b"[1, 2]")
+    assert wait_until(lambda: failing.process.poll() is not None, 60), failing.log()[-3000:]
+    assert failing.process.returncode != 0
+    assert "saved the cluster state" not in failing.log()
+    assert "the worker crashed: its cluster state is not saved" in failing.log()
+    assert not settings.cluster_state_file.exists()
+
+    worker = follow_up_joins(settings, start_role, topic_reader, reuters, afp)
+    assert "rebuilt from the changelog tables (1 article)" in worker.log()
+
+
+def test_a_state_saved_by_code_replaced_while_it_ran_is_not_taken_by_the_new_code(
+        make_settings, start_role, topic_reader, tmp_path):
+    """An upgrade puts its files in place, then restarts the service: the worker stopping
+    read the new files for the identity of its save, and the new code took the state
+    the old one had made (its classes' fields as they were). It saves under the identity
+    of the code it started with."""
+    code = tmp_path / "code"
+    for package in ("newsflow", "processors", "sinks", "producers"):
+        shutil.copytree(Path(__file__).resolve().parents[3] / package, code / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    # (This copy, not the checkout the worker is started in.)
+    env = {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(code)}
+    settings, old, reuters, afp = reuters_in_one_worker(make_settings, start_role, topic_reader,
+                                                        env=env)
+    with open(code / "processors" / "stage.py", "a") as upgraded:
+        upgraded.write("\n# (the upgrade's change)\n")
+    assert old.stop() == 0, old.log()[-3000:]
+    assert "saved the cluster state (1 article, 1 incident)" in old.log()
+
+    new = follow_up_joins(settings, start_role, topic_reader, reuters, afp, env=env)
+    assert "was made by other code" in new.log(), new.log()[-3000:]
+    assert "rebuilt from the changelog tables (1 article)" in new.log()
 
 
 def test_a_rebalance_between_two_workers_keeps_clustering_state(

@@ -5,6 +5,9 @@ tables."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -176,3 +179,69 @@ def test_a_rebuild_takes_the_saved_stage_only_where_it_stands(caplog):
     assert saved.stage is None  # let go before the rebuild: not two stages held at once
     assert "not taken (storage places article fire-2 in incident inc-elsewhere since)" in caplog.text
     assert [r.decision.incident_id for r in results] == [stage.place_of("fire-1")] * 2
+
+
+class _SavesAnotherMidway(str):
+    """An incident id whose pickling saves ``other`` to the same path first: a second
+    worker on the data folder saving at the same stop, while this one's file is half
+    written."""
+
+    other: tuple[Path, SavedStage] | None = None
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        if _SavesAnotherMidway.other is not None:
+            path, other = _SavesAnotherMidway.other
+            _SavesAnotherMidway.other = None
+            save(path, other, CONFIG, code_identity())
+        return (str, (str(self),))
+
+
+def test_two_workers_saving_at_once_leave_one_whole_save(tmp_path):
+    """Workers sharing a data folder wrote the same partial file: the later one, opening it
+    truncated, overwrote the start of the earlier one's, whose rename then moved the file
+    both were still writing (and the other's found none), leaving a mix of the two."""
+    path = tmp_path / "state"
+    small, _ = ran([seeds()[0]])
+    large, _ = ran([story(n, n) for n in range(1, 40)])
+    _SavesAnotherMidway.other = (path, SavedStage(small, listed(small)))
+    view = listed(large)
+    places = {a: _SavesAnotherMidway(i) for a, i in view.places.items()}
+    save(path, SavedStage(large, StorageView(places, view.versions)), CONFIG, code_identity())
+    assert _SavesAnotherMidway.other is None  # (the other one saved meanwhile)
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]
+    taken = take(path, CONFIG, code_identity())
+    assert taken is not None and taken.stage is not None  # the later save, whole
+    assert taken.stage.incidents == large.incidents
+    assert taken.listed == view
+
+
+def test_a_save_killed_midway_leaves_a_file_the_next_start_removes(tmp_path):
+    """(Saves are written under names of their own: what one killed midway left is removed
+    at the next start, but not what a running worker is writing.)"""
+    path = tmp_path / "state"
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    left = tmp_path / f"state.{int(ended.stdout)}.x1y2.partial"
+    writing = tmp_path / f"state.{os.getpid()}.z3w4.partial"
+    for partial in (left, writing):
+        partial.write_bytes(b"half a save")
+    assert take(path, CONFIG, code_identity()) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [writing.name]
+
+
+def test_a_stage_saved_before_a_dependency_was_upgraded_is_not_taken(tmp_path, monkeypatch,
+                                                                     caplog):
+    """The identity was newsflow's files, Python's and NumPy's versions: after an upgrade of
+    tld (whose list of domains says which copies are their own site's) or jusText (its
+    stopwords tell languages apart), newsflow unchanged, the stage made with the older one
+    was taken."""
+    stage, _ = ran([seeds()[0]])
+    path = tmp_path / "state"
+    save(path, SavedStage(stage, listed(stage)), CONFIG, code_identity())
+    upgraded = tmp_path / "site-packages" / "tld-999.0.dist-info"
+    upgraded.mkdir(parents=True)
+    (upgraded / "METADATA").write_text("Metadata-Version: 2.1\nName: tld\nVersion: 999.0\n")
+    monkeypatch.syspath_prepend(str(upgraded.parent))  # (installed ahead of the older one)
+    with caplog.at_level(logging.INFO, logger="processors.saved_stage"):
+        assert take(path, CONFIG, code_identity()) is None
+    assert "made by other code" in caplog.text
