@@ -193,8 +193,9 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[StoredArticles,
         # The JSONL file holds incident versions, not the articles' text the clusterer
         # needs: say so rather than rebuild an empty window without a word.
         logger.warning(
-            "the jsonl sink keeps no article text: the clustering window starts empty,"
-            " so new reports will not join incidents from before this restart"
+            "the jsonl sink keeps no article text: unless the processors take back the"
+            " cluster state they saved at their last stop, the clustering window starts"
+            " empty, and new reports will not join incidents from before this restart"
         )
         return StoredArticles([], lambda ids: {}), []
 
