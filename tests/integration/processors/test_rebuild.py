@@ -3,6 +3,7 @@ clustering window from storage, so a new report joins the incident from before."
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -84,6 +85,46 @@ def test_window_is_rebuilt_from_storage_after_a_broker_restart(make_settings, st
         assert "cluster state taken from the last stop's save: 1 article, 1 incident" in procs[0].log()
     else:
         assert "storage (1 article): 1 article, 1 incident" in procs[0].log()
+
+
+def jsonl_incident(path: Path, article_id: str) -> str | None:
+    """Where the JSON Lines file places ``article_id`` last (its newest place line)."""
+    if not path.exists():
+        return None
+    places = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+    mine = [p for p in places if p.get("assigned_at") and p["article"]["id"] == article_id]
+    return max(mine, key=lambda p: p["assigned_at"])["incident_id"] if mine else None
+
+
+def test_with_the_json_lines_sink_a_restart_remembers_what_the_stop_saved(
+    make_settings, start_role, tmp_path
+):
+    """The JSON Lines file keeps no article text, so nothing rebuilds the window from it:
+    after a restart of the embedded broker, only the state the processors saved at their
+    stop lets a follow-up join the incident from before."""
+    reuters, afp = read_articles([SEEDS])
+    before = make_settings(kafka_embedded=True, sink="jsonl", data_dir=tmp_path / "var")
+    ensure_topics(before)
+    procs = [start_role(before, "process"), start_role(before, "sink")]
+    with Publisher(before) as publisher:
+        publisher.publish_article(reuters)
+    deadline = time.monotonic() + 90
+    while (first_incident := jsonl_incident(before.jsonl_file, reuters.id)) is None:
+        assert time.monotonic() < deadline, "\n".join(p.log()[-2000:] for p in procs)
+        time.sleep(0.3)
+    for proc in procs:
+        assert proc.stop() == 0
+
+    after = make_settings(kafka_embedded=True, sink="jsonl", data_dir=tmp_path / "var")
+    ensure_topics(after)
+    procs = [start_role(after, "process"), start_role(after, "sink")]
+    with Publisher(after) as publisher:
+        publisher.publish_article(afp)
+    while (joined := jsonl_incident(after.jsonl_file, afp.id)) is None:
+        assert time.monotonic() < deadline + 90, "\n".join(p.log()[-2000:] for p in procs)
+        time.sleep(0.3)
+    assert joined == first_incident, procs[0].log()[-3000:]
+    assert "cluster state taken from the last stop's save: 1 article, 1 incident" in procs[0].log()
 
 
 def test_a_saved_cluster_state_a_run_without_articles_did_not_use_is_kept_for_the_next(
