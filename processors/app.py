@@ -590,6 +590,12 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
                 if tp.topic in (settings.topic_raw, settings.topic_clean)]
         logger.info("rebalance complete, tables recovered; partitions held: %s",
                     describe_partitions(held))
+        if saved_holder and not any(tp.topic == settings.topic_clean for tp in held):
+            # Another worker clusters: the state this one took at its start is not its to
+            # use, nor to write back at its stop over the one the other will save.
+            saved_holder.clear()
+            logger.info("the cluster state saved at the last stop is let go: another worker"
+                        " holds the clean partition")
 
     async def save_stage(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Sent at a stop once the streams have finished their batches (faust's

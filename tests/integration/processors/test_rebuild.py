@@ -381,3 +381,30 @@ def test_a_worker_given_the_clean_partition_at_a_later_rebalance_reads_storage_a
     # Storage as it is now, not as it was when the follower started. (The outcome alone
     # does not show it here: the changelog table still held Reuters' article.)
     assert "storage (2 articles)" in follower.log()
+
+
+def test_a_worker_without_the_clean_partition_lets_the_saved_state_go(
+    make_settings, start_role, tmp_path
+):
+    """Two workers on one data folder, each started with a saved state (the file put back
+    for the second): the one that does not cluster held it for nothing, and at its stop
+    wrote it back over what the other would save."""
+    before, _, _, _ = reuters_stored_and_stopped(make_settings, start_role, tmp_path)
+    saved = before.cluster_state_file.read_bytes()
+    settings = make_settings(kafka_embedded=True, data_dir=tmp_path / "var")
+    ensure_topics(settings)
+    workers = [start_role(settings, "process")]
+    deadline = time.monotonic() + 90
+    while clean_holder(workers, settings.topic_clean) is None:
+        assert time.monotonic() < deadline, workers[0].log()[-3000:]
+        time.sleep(0.5)
+    before.cluster_state_file.write_bytes(saved)
+    workers.append(start_role(settings, "process"))
+    while (holder := clean_holder(workers, settings.topic_clean)) is None or any(
+            "partitions held:" not in w.log() for w in workers):
+        assert time.monotonic() < deadline, "\n".join(w.log()[-2000:] for w in workers)
+        time.sleep(0.5)
+    other = next(w for w in workers if w is not holder)
+    assert other.stop() == 0
+    assert "unused (no article came), is kept" not in other.log(), other.log()[-3000:]
+    assert not before.cluster_state_file.exists()
