@@ -36,7 +36,7 @@ from stage_memory import held, resident_mb
 
 from newsflow.settings import Settings
 from processors import saved_stage
-from processors.app import cluster_config, read_ahead, save_at_stop
+from processors.app import ReadAhead, cluster_config, read_ahead, save_at_stop
 from processors.offline import parse_published, read_rows
 from processors.rebuild import storage_window_loader
 from processors.stage import BatchOutput, IncidentStage, StageResult
@@ -86,13 +86,19 @@ def store_stream(db: Path, articles: int, round_days: float) -> None:
           f" {time.perf_counter() - started:,.0f} s", flush=True)
 
 
-def measure(db: Path) -> None:
-    """What a started worker does with storage: read ahead, then rebuild (no tables)."""
+def started(db: Path, label: str) -> tuple[Settings, ReadAhead]:
+    """A worker's start over ``db``: its settings, and storage read ahead (both timed)."""
     settings = settings_for(db)
-    print(f"RSS at start {resident_mb():,.0f} MB", flush=True)
+    print(f"{label}RSS at start {resident_mb():,.0f} MB", flush=True)
     t0 = time.perf_counter()
     loader = read_ahead(storage_window_loader(settings, read_window))
     print(f"read ahead: {time.perf_counter() - t0:.1f} s, RSS {resident_mb():,.0f} MB", flush=True)
+    return settings, loader
+
+
+def measure(db: Path) -> None:
+    """What a started worker does with storage: read ahead, then rebuild (no tables)."""
+    settings, loader = started(db, "")
     t0 = time.perf_counter()
     stage, _ = StageTables({}, {}, {}).rebuild(cluster_config(settings), loader())
     listed, counted = held(stage)
@@ -109,11 +115,7 @@ def measure(db: Path) -> None:
 
 def measure_taken(db: Path) -> None:
     """What the next start does with the saved stage: read ahead, take it, check it."""
-    settings = settings_for(db)
-    print(f"next start: RSS at start {resident_mb():,.0f} MB", flush=True)
-    t0 = time.perf_counter()
-    loader = read_ahead(storage_window_loader(settings, read_window))
-    print(f"read ahead: {time.perf_counter() - t0:.1f} s, RSS {resident_mb():,.0f} MB", flush=True)
+    settings, loader = started(db, "next start: ")
     t0 = time.perf_counter()
     config = cluster_config(settings)
     saved = saved_stage.take(settings.cluster_state_file, config, saved_stage.code_identity())

@@ -15,8 +15,8 @@ stage a rebuild would stand for:
 Otherwise it is rebuilt, as before, saying why. The file is taken (removed) at the start
 whether used or not: once the worker decides anything, it no longer stands for its stage.
 
-A pickle, in the data folder with the rest of the service's state, readable by its owner
-only: whoever can write the data folder can already make the service do anything.
+A pickle: reading one runs what it says, so it is written for its owner alone, in the
+data folder, which only the service's user should be able to write (as its databases).
 """
 
 from __future__ import annotations
