@@ -164,7 +164,7 @@ def _read(saved_file: BinaryIO, path: Path, config: ClusterConfig,
         return None
     if header.get("identity") != identity:
         logger.info("the cluster state saved at the last stop was made by other code"
-                    " (newsflow or Python changed since): rebuilt")
+                    " (newsflow, Python or an installed package changed since): rebuilt")
         return None
     if header.get("config") != repr(config):
         logger.info("the cluster state saved at the last stop has other clustering settings:"
