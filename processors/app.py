@@ -60,7 +60,7 @@ from processors import saved_stage
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
 from processors.consumer import NoLossTransport
-from processors.saved_stage import SavedStage, code_identity, storage_view
+from processors.saved_stage import SavedStage, StorageView, code_identity, storage_view
 from processors.stage import (
     ArticleRecord,
     BatchOutput,
@@ -949,11 +949,15 @@ def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig
     began = time.perf_counter()
     loader = window_loader.loader if isinstance(window_loader, ReadAhead) else window_loader
     try:
-        articles, incidents = loader()
-        if not isinstance(articles, StoredArticles):
-            return  # (nothing to check it by at the next start)
-        articles.close()
-        listed = storage_view(articles, incidents)
+        if settings.sink == "jsonl":
+            # It lists nothing (no article text): not read, whose every read warns so.
+            listed = StorageView({}, {})
+        else:
+            articles, incidents = loader()
+            if not isinstance(articles, StoredArticles):
+                return  # (nothing to check it by at the next start)
+            articles.close()
+            listed = storage_view(articles, incidents)
         saved_stage.save(settings.cluster_state_file, SavedStage(stage, listed), config,
                          identity or code_identity())
     except Exception:  # noqa: BLE001 - the next start rebuilds, as without a save

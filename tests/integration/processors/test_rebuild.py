@@ -114,6 +114,8 @@ def test_with_the_json_lines_sink_a_restart_remembers_what_the_stop_saved(
         time.sleep(0.3)
     for proc in procs:
         assert proc.stop() == 0
+    # Said at the start, not again at the stop (which reads nothing from the file).
+    assert procs[0].log().count("the jsonl sink keeps no article text") == 1, procs[0].log()
 
     after = make_settings(kafka_embedded=True, sink="jsonl", data_dir=tmp_path / "var")
     ensure_topics(after)
