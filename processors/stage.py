@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -371,6 +371,10 @@ class IncidentStage:
     # Ids of articles that left the window told apart approximately (``LeftIds``), in two
     # generations of this many: some 7 MB.
     LEFT_IDS_KEPT = 1_000_000
+    # Incidents merged away kept with the one that took each (``_merged_into``), the
+    # latest so many: some 8 MB (merges are far fewer than articles: this outlasts the
+    # clusterer's memory of decisions, ``redelivery_memory``, as ``LeftIds`` does).
+    MERGED_KEPT = 50_000
     # Articles decided again (counted twice) logged each, then one in so many.
     DECIDED_AGAIN_SAID = 10
     DECIDED_AGAIN_EVERY = 1000
@@ -400,6 +404,12 @@ class IncidentStage:
         # replaces it (an outlet's edit), an older one sent again does not.
         self._shown_at: dict[str, datetime] = {}
         self._left = LeftIds(self.LEFT_IDS_KEPT)
+        # Incidents merged away, each with the one that took it: their founder, sent again
+        # past the clusterer's memory, is a redelivery of the taker (``_founder_again``).
+        # Decided anew, it founded an incident under the merged-away id at version 1: storage,
+        # which holds that id merged, filed its reports in the taker, and a later version
+        # brought the merged-away incident back to life without them.
+        self._merged_into: OrderedDict[str, str] = OrderedDict()
         self._decided_again = 0
 
     def __len__(self) -> int:
@@ -415,7 +425,9 @@ class IncidentStage:
         """
         current: dict[str, str] = {}
         for incident in incidents:
-            if incident.merged_into is None and (incident.articles or incident.earlier):
+            if incident.merged_into is not None:
+                self._remember_merged({incident.incident_id: incident.merged_into})
+            elif incident.articles or incident.earlier:
                 # In the order the stage keeps (storage's may differ in ties).
                 incident = incident.model_copy(
                     update={"articles": sorted(incident.articles, key=time_order)})
@@ -549,6 +561,7 @@ class IncidentStage:
                 self.incidents.pop(incident.incident_id, None)
             else:
                 self.incidents[incident.incident_id] = incident
+        self._remember_merged(decision.merged)
         evicted_articles, evicted_incidents, evicted_members = self._evict()
         return StageResult(decision, record, changed, evicted_articles, evicted_incidents,
                            members, evicted_members, decided_again=decided_again)
@@ -556,15 +569,36 @@ class IncidentStage:
     def _founder_again(self, article: RawArticle) -> Decision | None:
         """A redelivery of the incident an article founded, when the clusterer no longer
         remembers the article (past ``redelivery_memory``) but the stage holds that
-        incident: decided anew, the article was counted in it twice (or in a second
-        incident of its own, ``inc-<id>-2``). None otherwise."""
+        incident, or knows it merged away (``_merged_into``): decided anew, the article was
+        counted in it twice (or in a second incident of its own, ``inc-<id>-2``), or
+        founded one under the merged-away id. Into the incident that took it, if held (else
+        nothing is sent again). None otherwise."""
         if self.clusterer.remembers(article.id) or not names_founder(article.id):
             return None
-        incident = self.incidents.get(founded_id(article.id))
-        if incident is None:
+        incident_id = self._founded_now(founded_id(article.id))
+        if incident_id is None:
             return None
-        return Decision(article.id, incident.incident_id, None,
+        return Decision(article.id, incident_id, None,
                         Explanation(decision="new", detail={"evicted": 1.0}), redelivery=True)
+
+    def _founded_now(self, incident_id: str) -> str | None:
+        """The incident ``incident_id`` is now: itself if held, else the last incident
+        merges took it into (``_merged_into``, held or not); None if neither."""
+        passed: set[str] = set()
+        while incident_id not in self.incidents:
+            taker = self._merged_into.get(incident_id)
+            if taker is None or taker in passed:  # (a cycle: an id merged away, founded again)
+                return incident_id if passed else None
+            passed.add(incident_id)
+            incident_id = taker
+        return incident_id
+
+    def _remember_merged(self, merged: Mapping[str, str]) -> None:
+        for incident_id, taker in merged.items():
+            self._merged_into.pop(incident_id, None)  # re-inserted: the latest kept
+            self._merged_into[incident_id] = taker
+        while len(self._merged_into) > self.MERGED_KEPT:
+            self._merged_into.popitem(last=False)
 
     def _tell_decided_again(self, article: RawArticle, decision: Decision) -> bool:
         """Log an article decided anew that was decided before, as far as the stage can tell

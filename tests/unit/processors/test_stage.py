@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -605,6 +606,79 @@ def test_a_merge_takes_the_articles_that_left_the_window_with_the_incident(copie
     assert list(stage.incidents) == ["inc-fire-1"]
     assert stage.incidents["inc-fire-1"].header([], []) == taker.model_copy(
         update={"added": [], "removed": []})
+
+
+def fires_merged_and_forgotten(swept: bool = False) -> tuple[IncidentStage, list[StageResult]]:
+    """The two fires merged (``fires_merged``: inc-fire-2 into inc-fire-1), then other
+    reports until the clusterer forgets fire-2's decision (``redelivery_memory``) and the
+    incident that took it (``incident_days``). ``swept``: the stage lets go of the
+    incidents the clusterer forgot at each article, not only now and then."""
+    from tests.unit.processors.test_clustering import FIRE_1, FIRE_2
+
+    stage = IncidentStage(replace(MERGING, incident_days=3, redelivery_memory=3))
+    if swept:
+        stage.SWEEP_EVERY = 1
+    steps = [_fire("fire-1", FIRE_1, 0), _fire("fire-2", FIRE_2, 1),
+             _fire("bridge", (FIRE_1[0], FIRE_1[1] + " " + FIRE_2[1]), 30)]
+    steps += [filler(day) for day in range(2, 14)]
+    return stage, [stage.process(a, a.published or T0) for a in steps]
+
+
+def fire_2_again(stage: IncidentStage, follow_ups: int = 0) -> list[StageResult]:
+    """fire-2 sent again, then ``follow_ups`` new reports of its text, on day 13."""
+    from tests.unit.processors.test_clustering import FIRE_2
+
+    steps = [_fire("fire-2", FIRE_2, 1)]
+    steps += [_fire(f"fire-2-{n}", FIRE_2, 13 * 24 + n) for n in range(follow_ups)]
+    return [stage.process(a, max(a.published or T0, T0 + timedelta(days=13))) for a in steps]
+
+
+def merged_founder_sent_again(follow_ups: int = 0, swept: bool = False,
+                              ) -> tuple[IncidentStage, list[StageResult]]:
+    stage, results = fires_merged_and_forgotten(swept)
+    return stage, results + fire_2_again(stage, follow_ups)
+
+
+@pytest.mark.parametrize("swept", [False, True])
+def test_the_founder_of_an_incident_merged_away_sent_again_is_a_redelivery(swept: bool):
+    # Decided anew, it founded an incident under the merged-away id again, at version 1:
+    # storage, which holds that id merged into inc-fire-1, filed its reports there, until a
+    # later version brought inc-fire-2 back to life without them
+    # (tests/integration/processors/test_merged_founder.py).
+    stage, results = merged_founder_sent_again(swept=swept)
+    assert results[2].decision.merged == {"inc-fire-2": "inc-fire-1"}
+    again = results[-1]
+    assert again.decision.redelivery and again.record is None and not again.decided_again
+    assert again.decision.incident_id == "inc-fire-1"
+    assert "inc-fire-2" not in stage.incidents
+    if swept:  # the incident that took it let go of too: nothing to send again
+        assert "inc-fire-1" not in stage.incidents and again.incidents == []
+    else:  # sent again as it is
+        assert again.incidents == [stage.incidents["inc-fire-1"]]
+        assert again.incidents[0].version == results[2].incidents[-1].version
+
+
+def test_a_stage_restored_from_the_tables_knows_the_incidents_merged_away():
+    # The changelog table holds each incident's latest version, the merged-away one's too.
+    stage, results = fires_merged(copies=False)
+    merged = [i for i in results[-1].incidents if i.merged_into is not None]
+    assert [i.incident_id for i in merged] == ["inc-fire-2"]
+    restored = IncidentStage(MERGING)
+    restored.restore([], [*merged, *stage.incidents.values()])
+    fire_2 = next(a for a in results if a.decision.article_id == "fire-2").record
+    assert fire_2 is not None
+    again = restored.process(fire_2.article, T0 + timedelta(days=2))
+    assert again.decision.redelivery and again.decision.incident_id == "inc-fire-1"
+    assert "inc-fire-2" not in restored.incidents
+
+
+def test_a_stage_saved_and_taken_back_knows_the_incidents_merged_away(tmp_path):
+    from tests.unit.processors.test_saved_stage import saved_and_taken
+
+    stage, _ = fires_merged_and_forgotten()
+    taken = saved_and_taken(stage, tmp_path / "state")
+    [again] = fire_2_again(taken)
+    assert again.decision.redelivery and again.decision.incident_id == "inc-fire-1"
 
 
 def story_sent_again_past_the_clusterer_s_memory() -> tuple[IncidentStage, list[StageResult]]:
