@@ -740,6 +740,47 @@ def test_articles_decided_again_are_counted_and_logged_each_at_first_then_one_in
     assert "20 such article(s) since the start" in said[10]
 
 
+def test_a_stage_rebuilt_from_storage_tells_an_article_that_left_the_window_before(tmp_path):
+    # The rebuild restores every article storage lists (``rebuild.left_window``'s too) and
+    # retires those the clusterer no longer holds, as the stage that ran on did: the ids
+    # that left the window are told again after the restart, not only before it.
+    from newsflow.settings import Settings
+    from processors.rebuild import read
+    from sinks.sqlite import SQLiteSink
+    from sinks.store import read_window
+
+    now = datetime.now(UTC)  # (storage lists what was fetched since a time before now)
+
+    def report(article_id: str, title: str, days: float) -> RawArticle:
+        when = now + timedelta(days=days)
+        return RawArticle(id=article_id, title=title, url=f"https://example.org/{article_id}",
+                          text="The Riverton city council voted 5-2 to approve a $12 million"
+                               " school budget, ending weeks of debate over teacher salaries.",
+                          published=when, fetched_at=when)
+
+    budget = [report("budget-1", "Riverton council approves school budget", -9),
+              report("budget-2", "Riverton approves $12 million school budget", -8.9)]
+    config = ClusterConfig(window_days=1, incident_days=90, redelivery_memory=3)
+    settings = Settings(data_dir=tmp_path, sink="sqlite", window_days=1, incident_days=90)
+    sink = SQLiteSink(settings.sqlite_file)
+    stage = IncidentStage(config)
+    for article in budget + [filler(0).model_copy(update={
+            "id": f"quake-{day}", "published": now + timedelta(days=day),
+            "fetched_at": now + timedelta(days=day)}) for day in range(-8, 1)]:
+        output = batch_output([stage.process(article, article.fetched_at)])
+        for record in [article, *output.members, *output.versions]:
+            sink.add(record)
+        sink.flush()
+    sink.close()
+    rebuilt = IncidentStage(config)
+    rebuilt.restore(*read(settings, read_window))
+    assert not rebuilt.clusterer.remembers("budget-2")  # (past redelivery_memory)
+    for each in (stage, rebuilt):
+        again = each.process(budget[1], now)
+        assert (again.decision.incident_id, again.decision.redelivery, again.decided_again) \
+            == ("inc-budget-1", False, True)
+
+
 def test_the_ids_that_left_the_window_are_told_for_two_generations_and_few_others_with_them():
     from processors.stage import LeftIds
 
