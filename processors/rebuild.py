@@ -228,7 +228,9 @@ def read_view(settings: Settings, read_listing: ListingReader) -> StorageView:
     without the window's incidents whole nor its text (a stop saves its stage with it).
     Raises what the storage raises when it is down."""
     if settings.sink == "jsonl":
-        return StorageView({}, {})  # (``read`` lists nothing: said once, at the start)
+        # As ``read`` lists it: nothing (no article text), without loading the file to
+        # find that out, nor saying so again (``read`` did, at the start).
+        return StorageView({}, {})
     places, versions = read_listing(settings, window_since(settings),
                                     cluster_config(settings).max_incidents)
     return StorageView({place.article_id: place.incident_id for place in places}, versions)
