@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from clustering import DATA, FILES, synthetic_rows  # benchmarks/clustering.py (sets sys.path)
@@ -38,12 +39,12 @@ from newsflow.settings import Settings
 from processors import saved_stage
 from processors.app import ReadAhead, cluster_config, read_ahead, save_at_stop
 from processors.offline import parse_published, read_rows
-from processors.rebuild import storage_window_loader
+from processors.rebuild import read_view, storage_window_loader
 from processors.stage import BatchOutput, IncidentStage, StageResult
 from processors.tables import StageTables
 from producers.replay import article_from_row
 from sinks.sqlite import SQLiteSink
-from sinks.store import read_window
+from sinks.store import read_listing, read_window
 
 SYNTHETIC_START = datetime(2020, 1, 1, tzinfo=UTC)  # where synthetic_rows's first round begins
 
@@ -107,7 +108,8 @@ def measure(db: Path) -> None:
           f" {len(stage.incidents):,} incidents listing {listed:,} and counting {counted:,};"
           f" RSS {resident_mb():,.0f} MB; peak RSS {peak:,.0f} MB", flush=True)
     t0 = time.perf_counter()
-    save_at_stop(settings, stage, cluster_config(settings), loader)
+    save_at_stop(settings, stage, cluster_config(settings),
+                 partial(read_view, settings, read_listing))
     print(f"saved at the stop (storage listed again, the stage pickled): "
           f"{time.perf_counter() - t0:.1f} s, {settings.cluster_state_file.stat().st_size / 2**20:,.0f}"
           " MB", flush=True)

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     from producers import commands as producer_commands
     from sinks import commands as sink_commands
     from sinks.redrive import store_letters
-    from sinks.store import read_window, stored_counts
+    from sinks.store import read_listing, read_window, stored_counts
 
     parser = _TopParser(
         prog="newsflow",
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     # The sink's dead letters, and what storage holds.
     core_commands.register(sub, store_letters=store_letters, store_counts=stored_counts)
     producer_commands.register(sub)
-    processor_commands.register(sub, read_window=read_window)  # the window to rebuild
+    # The window to rebuild, and what it lists (saved with the stage at a stop).
+    processor_commands.register(sub, read_window=read_window, read_listing=read_listing)
     sink_commands.register(sub)
     return parser
 

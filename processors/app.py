@@ -60,7 +60,7 @@ from processors import saved_stage
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
 from processors.consumer import NoLossTransport
-from processors.saved_stage import SavedStage, StorageView, code_identity, storage_view
+from processors.saved_stage import SavedStage, StorageView, code_identity
 from processors.stage import (
     ArticleRecord,
     BatchOutput,
@@ -83,6 +83,10 @@ MEMBERS_TABLE = "cluster-members"
 # (re)starts: the history the tables do not hold, or everything when they come back empty
 # (the embedded broker keeps nothing across restarts). None: the changelog tables alone.
 WindowLoader = Callable[[], Stored]
+
+# What storage lists now (``StorageView``), read without its window's incidents whole nor
+# its text: what a stop saves its stage with, for the next start to check it by.
+ViewLoader = Callable[[], StorageView]
 
 
 _Article = TypeVar("_Article", bound=RawArticle)
@@ -280,10 +284,12 @@ def broker_urls(settings: Settings) -> list[str]:
 
 
 def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
-               saved: SavedStage | None = None, identity: str | None = None) -> faust.App:
+               view_loader: ViewLoader | None = None, saved: SavedStage | None = None,
+               identity: str | None = None) -> faust.App:
     """The processors' app; ``saved``, the stage saved at the last stop (``run_worker``),
     which the first rebuild takes where it stands for storage and the tables; ``identity``,
-    the ``code_identity`` of the code running, read at the start (now if not given)."""
+    the ``code_identity`` of the code running, read at the start (now if not given);
+    ``view_loader``, what storage lists at a stop, saved with the stage (none: not saved)."""
     # (Not read again at the stop: an upgrade's files are in place before the restart
     # that runs them, and the state this code saves would pass for theirs.)
     identity = identity or code_identity()
@@ -607,8 +613,8 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
                         " rebuilds it)")
             return
         stage = stage_holder.get("stage")
-        if stage is not None and not batch["open"] and window_loader is not None:
-            save_at_stop(settings, stage, config, window_loader, identity)
+        if stage is not None and not batch["open"] and view_loader is not None:
+            save_at_stop(settings, stage, config, view_loader, identity)
         elif (unused := saved_holder.get("saved")) is not None:
             # No batch came: the state taken at the start goes back as it was, with what
             # storage listed at its save (a stop in a quiet hour would lose it otherwise).
@@ -942,23 +948,14 @@ def read_ahead(loader: WindowLoader) -> ReadAhead:
 
 
 def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig,
-                 window_loader: WindowLoader, identity: str | None = None) -> None:
+                 view_loader: ViewLoader, identity: str | None = None) -> None:
     """Save ``stage`` (whole) for the next start (``processors.saved_stage``), with what
-    storage lists now, as made by the code of ``identity`` (``code_identity``, now if not
-    given); said in the log, and nothing saved, when storage does not answer."""
+    storage lists now (``view_loader``), as made by the code of ``identity``
+    (``code_identity``, now if not given); said in the log, and nothing saved, when
+    storage does not answer."""
     began = time.perf_counter()
-    loader = window_loader.loader if isinstance(window_loader, ReadAhead) else window_loader
     try:
-        if settings.sink == "jsonl":
-            # It lists nothing (no article text): not read, whose every read warns so.
-            listed = StorageView({}, {})
-        else:
-            articles, incidents = loader()
-            if not isinstance(articles, StoredArticles):
-                return  # (nothing to check it by at the next start)
-            articles.close()
-            listed = storage_view(articles, incidents)
-        saved_stage.save(settings.cluster_state_file, SavedStage(stage, listed), config,
+        saved_stage.save(settings.cluster_state_file, SavedStage(stage, view_loader()), config,
                          identity or code_identity())
     except Exception:  # noqa: BLE001 - the next start rebuilds, as without a save
         logger.warning("could not save the cluster state for the next start (it rebuilds it"
@@ -970,8 +967,10 @@ def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig
                 time.perf_counter() - began)
 
 
-def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None) -> int:
-    """Run the processors until SIGTERM/SIGINT (faust's worker handles both)."""
+def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
+               view_loader: ViewLoader | None = None) -> int:
+    """Run the processors until SIGTERM/SIGINT (faust's worker handles both); storage's
+    window read with ``window_loader``, its listing at the stop with ``view_loader``."""
     saved = None
     identity = code_identity()  # (of the code imported: its files may change while it runs)
     if window_loader is not None:
@@ -982,7 +981,8 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None)
     # Its topics with their settings (compaction, the message limit), as the sink makes
     # them: a broker that creates topics on first use would give the places' topic none.
     ensure_topics(settings)
-    app = create_app(settings, window_loader=window_loader, saved=saved, identity=identity)
+    app = create_app(settings, window_loader=window_loader, view_loader=view_loader,
+                     saved=saved, identity=identity)
     logger.info("clustering modules: %s", build_kind())
     if not faust_streams_compiled():
         logger.warning("faust runs without its compiled stream iterator (NO_CYTHON set, or "

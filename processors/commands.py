@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 from newsflow.settings import Settings
 
 if TYPE_CHECKING:  # (processors.rebuild imports faust: not for `newsflow --help`)
-    from processors.rebuild import WindowReader
+    from processors.rebuild import ListingReader, WindowReader
 
 
-def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: WindowReader) -> int:
+def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: WindowReader,
+                read_listing: ListingReader) -> int:
     from newsflow.kafka import bootstrap_servers
     from newsflow.processes import exit_when_orphaned_without_broker
     from processors.app import run_worker
@@ -27,11 +28,12 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
     exit_when_orphaned_without_broker(settings.supervisor_pid, settings.kafka_bootstrap)
     # Storage holds what the changelog tables do not: incidents that outlived their
     # articles (and everything, with the embedded broker, which forgets on restart).
-    from processors.rebuild import storage_window_loader
+    from processors.rebuild import read_view, storage_window_loader
 
     loader = storage_window_loader(settings, read_window)
     tune_gc()
-    return run_worker(settings, window_loader=loader)
+    return run_worker(settings, window_loader=loader,
+                      view_loader=partial(read_view, settings, read_listing))
 
 
 # An article's fields that are text, or absent (null).
@@ -110,12 +112,14 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, *, read_window: WindowReader) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction, *, read_window: WindowReader,  # type: ignore[type-arg]
+             read_listing: ListingReader) -> None:
     """Add this area's subcommands; ``read_window`` reads the window a worker rebuilds
-    from (the sinks', passed in by the `newsflow` command: the processors do not import
-    the sinks)."""
+    from, ``read_listing`` what it lists, which a stop saves the stage with (the sinks',
+    passed in by the `newsflow` command: the processors do not import the sinks)."""
     proc = sub.add_parser("process", help="run the stream processors (faust worker)")
-    proc.set_defaults(func=partial(cmd_process, read_window=read_window))
+    proc.set_defaults(func=partial(cmd_process, read_window=read_window,
+                                   read_listing=read_listing))
 
     clu = sub.add_parser("cluster", help="dedup and cluster a JSONL stream offline")
     clu.add_argument("input", type=Path, metavar="IN.jsonl")

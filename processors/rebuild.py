@@ -30,6 +30,7 @@ from newsflow.storage import (
 from processors.app import WindowLoader, cluster_config
 from processors.assemble import article_time, with_earlier
 from processors.clustering import ClusterConfig, StreamClock
+from processors.saved_stage import StorageView
 from processors.stage import MAX_CLOCK_SKEW, Stored, StoredArticles, TextReader
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,12 @@ WindowReader = Callable[
     [Settings, datetime, int, Keeper],
     tuple[list[PlacedArticle], list[Incident], TextReader],
 ]
+
+# The sinks' listing of what ``WindowReader`` reads (``sinks.store.read_listing``), handed
+# in by the `newsflow` command: (settings, since, at most so many incidents) -> the same
+# articles placed, and the version of each of their incidents, by id, no incident read
+# whole. Raises what the storage raises when it is down.
+ListingReader = Callable[[Settings, datetime, int], tuple[list[PlacedArticle], dict[str, int]]]
 
 # Listed beyond the window: the stage lists the articles its clusterer holds after the
 # rebuild and counts the others, so a few more listed do no harm (one it holds that is
@@ -199,14 +206,31 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[StoredArticles,
         )
         return StoredArticles([], lambda ids: {}), []
 
-    # The clusterer remembers incidents for incident_days, and at most max_incidents of
-    # them: restore that much history (and no more: a long-lived install has far more
-    # stored) so a follow-up can still revive an incident after a restart.
-    since = window_start(datetime.now(UTC), max(settings.window_days, settings.incident_days))
     config = cluster_config(settings)
-    places, incidents, text = read_window(settings, since, config.max_incidents,
-                                                window_keeper(config))
+    places, incidents, text = read_window(settings, window_since(settings),
+                                          config.max_incidents, window_keeper(config))
     # Restored in the order the stage saw them (its versions say when), not the order
     # of fetching: a copy fetched before its original but clustered after it would
     # otherwise come back as an original, and decisions after the restart differ.
     return StoredArticles(places, text, text.close), incidents
+
+
+def window_since(settings: Settings) -> datetime:
+    """From when storage's window is read. The clusterer remembers incidents for
+    incident_days, and at most max_incidents of them: restore that much history (and no
+    more: a long-lived install has far more stored) so a follow-up can still revive an
+    incident after a restart."""
+    return window_start(datetime.now(UTC), max(settings.window_days, settings.incident_days))
+
+
+def read_view(settings: Settings, read_listing: ListingReader) -> StorageView:
+    """What ``read`` lists, as ``saved_stage.storage_view`` takes it from the window, read
+    without the window's incidents whole nor its text (a stop saves its stage with it).
+    Raises what the storage raises when it is down."""
+    if settings.sink == "jsonl":
+        # As ``read`` lists it: nothing (no article text), without loading the file to
+        # find that out, nor saying so again (``read`` did, at the start).
+        return StorageView({}, {})
+    places, versions = read_listing(settings, window_since(settings),
+                                    cluster_config(settings).max_incidents)
+    return StorageView({place.article_id: place.incident_id for place in places}, versions)

@@ -307,6 +307,10 @@ class JsonlStore(Store):
         self._catch_up()
         return self._store.articles(ids)
 
+    def incident_versions(self, ids: Sequence[str]) -> dict[str, int]:
+        self._catch_up()
+        return self._store.incident_versions(ids)
+
     def counts(self) -> Counts:
         self._catch_up()
         return self._store.counts()

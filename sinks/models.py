@@ -208,6 +208,11 @@ class Store(Protocol):
 
     def articles(self, ids: Sequence[str]) -> dict[str, RawArticle]: ...
 
+    def incident_versions(self, ids: Sequence[str]) -> dict[str, int]:
+        """The current version of each incident of ``ids`` that storage holds, by id: the
+        version ``latest_incident`` gives, without reading its articles."""
+        ...
+
     def counts(self) -> Counts: ...
 
     def moved_to(self, incident_id: str) -> list[tuple[str, int]]:

@@ -955,6 +955,12 @@ class SQLReader(Store, ABC):
                          (self.dialect.ids(list(ids)),))
         return {row["id"]: article_from_row(row) for row in rows}
 
+    def incident_versions(self, ids: Sequence[str]) -> dict[str, int]:
+        with self._session() as fetch:
+            rows = fetch(f"SELECT id, version FROM incidents WHERE id {self.dialect.in_ids}",
+                         (self.dialect.ids(list(ids)),))
+        return {row["id"]: int(row["version"]) for row in rows}
+
     def counts(self) -> Counts:
         with self._session() as fetch:
             [row] = fetch(

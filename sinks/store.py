@@ -96,6 +96,21 @@ def read_window(
     return places, latest, WindowText(settings)
 
 
+def read_listing(settings: Settings, since: datetime, incidents: int,
+                 ) -> tuple[list[PlacedArticle], dict[str, int]]:
+    """What ``read_window`` lists, without reading any incident whole: the same places,
+    and the current version of each of their incidents that storage holds, by id. (What
+    the processors save their stage with at a stop, to check it by at the next start.)
+    Raises what the storage raises when it is down."""
+    store = open_store(settings)
+    try:
+        places = list(store.recent_places(since, incidents))
+        versions = store.incident_versions(sorted({place.incident_id for place in places}))
+    finally:
+        store.close()
+    return places, versions
+
+
 class WindowText:
     """The text of a rebuild's window: called with ids, the articles of those that
     storage holds, by id (``Store.articles``, a part at a time), on one store, opened at

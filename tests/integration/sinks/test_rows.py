@@ -81,6 +81,7 @@ def _reads(store: Store) -> dict[str, Any]:
         "places": list(store.recent_places(since)),
         "places of one": list(store.recent_places(since, incidents=1)),
         "articles": store.articles([f"a{n}" for n in range(9)]),
+        "versions": store.incident_versions(ids),
         "counts": store.counts(),
     }
 
@@ -135,6 +136,10 @@ def test_both_stores_read_the_same_records_back_alike(
     assert [p.article_id for p in sqlite["places of one"]] == ["a3", "a4", "a5"]
     assert sqlite["articles"] == {a.id: a for a, _, _ in sqlite["window"]}
     assert sqlite["counts"].merged_incidents == 2
+    # Each incident's version, without its articles, is its latest version's.
+    assert sqlite["versions"] == {i: latest.version for i, latest in sqlite["latest"].items()
+                                  if latest is not None}
+    assert sqlite["versions"]["o1"] == 3 and "missing" not in sqlite["versions"]
 
 
 def written(settings: Settings, records: list[Any]) -> Store:

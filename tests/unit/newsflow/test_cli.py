@@ -203,10 +203,11 @@ def test_the_command_hands_the_processors_and_the_redrive_the_sinks_storage():
     sink's dead letters."""
     from newsflow.cli import build_parser
     from sinks.redrive import store_letters
-    from sinks.store import read_window
+    from sinks.store import read_listing, read_window
 
     parser = build_parser()
-    assert parser.parse_args(["process"]).func.keywords == {"read_window": read_window}
+    assert parser.parse_args(["process"]).func.keywords == {"read_window": read_window,
+                                                           "read_listing": read_listing}
     redrive = parser.parse_args(["dlq", "redrive"]).func
     assert redrive.keywords == {"store_letters": store_letters}
 

@@ -23,7 +23,8 @@ def no_storage(*args: object) -> None:
 
 def run(settings: Settings, *argv: str) -> int:
     parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True), read_window=no_storage)
+    register(parser.add_subparsers(dest="command", required=True), read_window=no_storage,
+             read_listing=no_storage)
     args = parser.parse_args(list(argv))
     return int(args.func(args, settings))
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from newsflow.settings import Settings
-from processors.rebuild import storage_window_loader
+from processors.rebuild import read_view, storage_window_loader
+from processors.saved_stage import StorageView
 from sinks.jsonl import JsonlSink
-from sinks.store import read_window
+from sinks.store import read_listing, read_window
 from tests.unit.sinks.test_jsonl_sink import incident
 
 
@@ -24,6 +25,18 @@ def test_the_jsonl_sink_says_it_cannot_rebuild_the_window(
         records, incidents = storage_window_loader(settings, read_window)()
     assert (list(records), list(incidents)) == ([], [])
     assert "the jsonl sink keeps no article text" in caplog.text
+
+
+def test_the_jsonl_sink_lists_nothing_for_a_stop_to_save_without_a_word(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a stop saves its stage with is what the start's window lists: nothing, for
+    the JSON Lines file. Said once, at the start: not again at every stop."""
+    settings = Settings(data_dir=tmp_path, sink="jsonl")
+    JsonlSink(settings.jsonl_file).write([incident("i1", 1, 2)])
+    with caplog.at_level(logging.WARNING):
+        assert read_view(settings, read_listing) == StorageView({}, {})
+    assert caplog.text == ""
 
 
 def test_the_window_comes_back_in_the_order_the_stage_saw_it(tmp_path: Path) -> None:

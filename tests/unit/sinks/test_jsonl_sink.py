@@ -136,6 +136,7 @@ def test_the_file_can_be_read_through_the_store_api(tmp_path: Path) -> None:
         detail = store.get_incident("i1")
         assert detail is not None and detail.summary.article_count == 3
         assert [v.version for v in detail.versions] == [1, 2]
+        assert store.incident_versions(["i1", "i2", "i3"]) == {"i1": 2, "i2": 1}
     finally:
         store.close()
 
