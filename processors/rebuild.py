@@ -31,7 +31,7 @@ from processors.app import WindowLoader, cluster_config
 from processors.assemble import article_time, with_earlier
 from processors.clustering import ClusterConfig, StreamClock
 from processors.saved_stage import StorageView
-from processors.stage import MAX_CLOCK_SKEW, Stored, StoredArticles, TextReader
+from processors.stage import MAX_CLOCK_SKEW, IncidentStage, Stored, StoredArticles, TextReader
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +42,15 @@ STORAGE_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 Keeper = Callable[[list[PlacedArticle]], Callable[[Incident], Incident]]
 
 # The sinks' read of their storage (``sinks.store.read_window``), handed in by the
-# `newsflow` command: (settings, since, at most so many incidents, ``Keeper``) -> the
-# articles stored in an incident since then, each with its incident and the original it
-# copies and when the stage saw it (no text); what to keep of those incidents' latest
-# versions; how to read their text (ids -> the articles storage holds), on what it opens
-# until closed. Raises what the storage raises when it is down.
+# `newsflow` command: (settings, since, at most so many incidents, ``Keeper``, at most so
+# many merges) -> the articles stored in an incident since then, each with its incident
+# and the original it copies and when the stage saw it (no text); what to keep of those
+# incidents' latest versions; the latest incidents merged away, each with the one that
+# took it, the oldest first; how to read their text (ids -> the articles storage holds),
+# on what it opens until closed. Raises what the storage raises when it is down.
 WindowReader = Callable[
-    [Settings, datetime, int, Keeper],
-    tuple[list[PlacedArticle], list[Incident], TextReader],
+    [Settings, datetime, int, Keeper, int],
+    tuple[list[PlacedArticle], list[Incident], dict[str, str], TextReader],
 ]
 
 # The sinks' listing of what ``WindowReader`` reads (``sinks.store.read_listing``), handed
@@ -207,12 +208,16 @@ def read(settings: Settings, read_window: WindowReader) -> tuple[StoredArticles,
         return StoredArticles([], lambda ids: {}), []
 
     config = cluster_config(settings)
-    places, incidents, text = read_window(settings, window_since(settings),
-                                          config.max_incidents, window_keeper(config))
+    # With the merges the stage keeps (``IncidentStage.MERGED_KEPT``): the changelog
+    # tables keep none, and a stage that knows none takes the founder of an incident
+    # merged away, sent again, for a new story (``IncidentStage._founder_again``).
+    places, incidents, merged, text = read_window(settings, window_since(settings),
+                                                  config.max_incidents, window_keeper(config),
+                                                  IncidentStage.MERGED_KEPT)
     # Restored in the order the stage saw them (its versions say when), not the order
     # of fetching: a copy fetched before its original but clustered after it would
     # otherwise come back as an original, and decisions after the restart differ.
-    return StoredArticles(places, text, text.close), incidents
+    return StoredArticles(places, text, text.close, merged), incidents
 
 
 def window_since(settings: Settings) -> datetime:

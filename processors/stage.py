@@ -229,6 +229,9 @@ class StoredArticles:
     places: list[PlacedArticle]
     read: Callable[[list[str]], dict[str, RawArticle]]
     close: Callable[[], None] = field(default=lambda: None)
+    # The latest incidents storage holds merged away, each with the one that took it, the
+    # oldest first (the stage's memory of merges, ``IncidentStage._merged_into``).
+    merged: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.places)
@@ -241,9 +244,10 @@ Stored = tuple[StoredArticles | Iterable[ArticleRecord], Iterable[Incident]]
 
 
 def saved_state(stored: Stored, tables: tuple[Iterable[ArticleRecord], Iterable[Incident]],
-                ) -> tuple[Iterator[ArticleRecord], list[Incident]]:
-    """What a stage restarts from: storage and the changelog tables, combined; the
-    records in the order the stage saw them (``in_seen_order``).
+                ) -> tuple[Iterator[ArticleRecord], list[Incident], dict[str, str]]:
+    """What a stage restarts from (``IncidentStage.restore``): storage and the changelog
+    tables, combined; the records in the order the stage saw them (``in_seen_order``);
+    and storage's latest merges (``StoredArticles.merged``: the tables keep none).
 
     The tables hold the article window, with what the sinks have not written yet;
     storage also holds the incidents that outlived their articles (a follow-up months
@@ -256,7 +260,8 @@ def saved_state(stored: Stored, tables: tuple[Iterable[ArticleRecord], Iterable[
             known = incidents.get(incident.incident_id)
             if known is None or incident.version >= known.version:
                 incidents[incident.incident_id] = incident
-    return in_seen_order(stored[0], tables[0]), list(incidents.values())
+    merged = stored[0].merged if isinstance(stored[0], StoredArticles) else {}
+    return in_seen_order(stored[0], tables[0]), list(incidents.values()), merged
 
 
 def in_seen_order(stored: StoredArticles | Iterable[ArticleRecord],
@@ -416,14 +421,18 @@ class IncidentStage:
         return len(self._arrivals)
 
     def restore(self, records: Iterable[ArticleRecord], incidents: Iterable[Incident],
+                merged: Mapping[str, str] | None = None,
                 placed_at: Mapping[str, datetime] | None = None) -> int:
         """Rebuild from stored state (tables or storage): records in arrival order;
+        ``merged``, incidents merged away with the one that took each, the oldest first
+        (storage's, ``saved_state``: besides the merged versions among ``incidents``);
         ``placed_at``, when each article was put in its incident (the members table).
 
         An article's record keeps the incident it was first decided into; a merge or split
         since then moved it, and the incidents' current versions say where to.
         """
         current: dict[str, str] = {}
+        self._remember_merged(merged or {})
         for incident in incidents:
             if incident.merged_into is not None:
                 self._remember_merged({incident.incident_id: incident.merged_into})

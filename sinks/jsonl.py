@@ -311,6 +311,10 @@ class JsonlStore(Store):
         self._catch_up()
         return self._store.incident_versions(ids)
 
+    def merges(self, limit: int) -> dict[str, str]:
+        self._catch_up()
+        return self._store.merges(limit)
+
     def counts(self) -> Counts:
         self._catch_up()
         return self._store.counts()

@@ -213,6 +213,11 @@ class Store(Protocol):
         version ``latest_incident`` gives, without reading its articles."""
         ...
 
+    def merges(self, limit: int) -> dict[str, str]:
+        """The latest ``limit`` incidents merged away, each with the incident that took
+        it, the oldest first."""
+        ...
+
     def counts(self) -> Counts: ...
 
     def moved_to(self, incident_id: str) -> list[tuple[str, int]]:

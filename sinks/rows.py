@@ -961,6 +961,13 @@ class SQLReader(Store, ABC):
                          (self.dialect.ids(list(ids)),))
         return {row["id"]: int(row["version"]) for row in rows}
 
+    def merges(self, limit: int) -> dict[str, str]:
+        with self._session() as fetch:
+            rows = fetch(f"""SELECT id, merged_into FROM incidents WHERE merged_into IS NOT NULL
+                             ORDER BY updated_at DESC, id DESC LIMIT {self.dialect.mark}""",
+                         (int(limit),))
+        return {row["id"]: row["merged_into"] for row in reversed(rows)}
+
     def counts(self) -> Counts:
         with self._session() as fetch:
             [row] = fetch(

@@ -74,14 +74,16 @@ def open_store(settings: Settings, *, migrate_schema: bool = True) -> Store:
 
 def read_window(
     settings: Settings, since: datetime, incidents: int,
-    keeper: Callable[[list[PlacedArticle]], Callable[[Incident], Incident]],
-) -> tuple[list[PlacedArticle], list[Incident], WindowText]:
+    keeper: Callable[[list[PlacedArticle]], Callable[[Incident], Incident]], merges: int,
+) -> tuple[list[PlacedArticle], list[Incident], dict[str, str], WindowText]:
     """What the processors rebuild their clustering window from: the articles stored in
     an incident since ``since`` (of the ``incidents`` latest incidents at most), each with
     its incident, the original it copies and when the stage saw it, without their text;
     what ``keeper(those places)`` keeps of those incidents' latest versions, read one at a
-    time; and how to read their text, a part at a time (``WindowText``: held all at once,
-    it was most of a rebuild's memory). Raises what the storage raises when it is down."""
+    time; the ``merges`` latest incidents merged away, however old, each with the one that
+    took it (``Store.merges``: no place is in one); and how to read their text, a part at
+    a time (``WindowText``: held all at once, it was most of a rebuild's memory). Raises
+    what the storage raises when it is down."""
     store = open_store(settings)  # (creates an empty store: no storage yet, no window)
     try:
         places = list(store.recent_places(since, incidents))
@@ -91,9 +93,10 @@ def read_window(
             incident = store.latest_incident(incident_id)
             if incident is not None:
                 latest.append(keep(incident))
+        merged = store.merges(merges)
     finally:
         store.close()
-    return places, latest, WindowText(settings)
+    return places, latest, merged, WindowText(settings)
 
 
 def read_listing(settings: Settings, since: datetime, incidents: int,

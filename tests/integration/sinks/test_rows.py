@@ -82,6 +82,8 @@ def _reads(store: Store) -> dict[str, Any]:
         "places of one": list(store.recent_places(since, incidents=1)),
         "articles": store.articles([f"a{n}" for n in range(9)]),
         "versions": store.incident_versions(ids),
+        "merges": store.merges(10),
+        "merges, the latest": store.merges(1),
         "counts": store.counts(),
     }
 
@@ -140,6 +142,13 @@ def test_both_stores_read_the_same_records_back_alike(
     assert sqlite["versions"] == {i: latest.version for i, latest in sqlite["latest"].items()
                                   if latest is not None}
     assert sqlite["versions"]["o1"] == 3 and "missing" not in sqlite["versions"]
+    # The incidents merged away, with the one that took each, the latest last.
+    merged = {i: d.summary for i, d in sqlite["details"].items()
+              if d is not None and d.summary.merged_into is not None}
+    assert list(sqlite["merges"].items()) == [
+        (i, s.merged_into) for i, s in sorted(merged.items(), key=lambda m: m[1].updated_at)]
+    assert len(sqlite["merges"]) == 2
+    assert sqlite["merges, the latest"] == dict(list(sqlite["merges"].items())[-1:])
 
 
 def written(settings: Settings, records: list[Any]) -> Store:

@@ -316,7 +316,7 @@ def test_saved_state_prefers_the_tables_record_and_the_newer_incident_version():
     reuters, _ = seeds()
     stored_record = ArticleRecord(reuters, "inc-old", None, T0)
     table_record = ArticleRecord(reuters, "inc-new", None, T0)
-    records, incidents = saved_state(
+    records, incidents, _ = saved_state(
         ([stored_record], [_version("a", 3), _version("b", 2)]),
         ([table_record], [_version("a", 2), _version("b", 5)]),
     )

@@ -213,7 +213,7 @@ def test_a_rebuild_does_not_put_back_an_article_that_moved_to_an_incident_since_
     # let go since (its places left the members table with it).
     stored = ([], [incident("i1", 2, [1, 2, 3])])
     tables = ([], [incident("i1", 3, [1, 2])])
-    _, incidents = saved_state(stored, tables)
+    _, incidents, _ = saved_state(stored, tables)
     [i1] = incidents
     assert [a.id for a in i1.articles] == ["a1", "a2"]
 
