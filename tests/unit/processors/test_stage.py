@@ -659,7 +659,8 @@ def test_the_founder_of_an_incident_merged_away_sent_again_is_a_redelivery(swept
 
 
 def test_a_stage_restored_from_the_tables_knows_the_incidents_merged_away():
-    # The changelog table holds each incident's latest version, the merged-away one's too.
+    # Merged versions given to a restore (the changelog tables drop them, StageTables.record:
+    # at a start they come from storage, test_merged_founder.py).
     stage, results = fires_merged(copies=False)
     merged = [i for i in results[-1].incidents if i.merged_into is not None]
     assert [i.incident_id for i in merged] == ["inc-fire-2"]
