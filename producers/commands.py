@@ -290,6 +290,16 @@ def _origin(origin: str, settings: Settings) -> str:
     }.get(origin, origin)
 
 
+def _say_new_state_file(settings: Settings) -> None:
+    """Say where the feeds went when the command made the state file: run from another
+    folder (or with another NEWSFLOW_DATA_DIR), `feeds add` said only "added", into a
+    state file of its own making that the running service's producer never reads."""
+    print(f"note: no state file was at {settings.producer_state_file.absolute()}: made it; "
+          "only a producer on that state file polls these feeds (`newsflow run` keeps its "
+          "own where it runs: run this command there, or with its NEWSFLOW_DATA_DIR)",
+          file=sys.stderr)
+
+
 def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     from producers.config import parse_opml
     from producers.state import StateStore
@@ -298,6 +308,7 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     for url in skipped:  # else "imported 2 feed(s)" of 4 would not say what became of 2
         print(f"{url} left out: only http(s) feed addresses are polled", file=sys.stderr)
     listed = _feeds_file_urls(settings)  # (the file's, applied by the producer or not yet)
+    made_state = not settings.producer_state_file.exists()
     state = StateStore(settings.producer_state_file)
     added = 0
     try:
@@ -315,6 +326,8 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
     finally:
         state.close()
+    if made_state:
+        _say_new_state_file(settings)
     print(f"imported {added} feed(s) from {args.file}"
           + (f"; {len(specs) - added} already polled" if added < len(specs) else "")
           + (f"; {len(skipped)} left out (not http(s))" if skipped else ""))
@@ -345,6 +358,7 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
     # The file's, though the producer has not applied it yet (it would set the name, tags
     # and sites given here back to the file's): said so, as for a feed it applied.
     listed = _feeds_file_urls(settings)
+    made_state = not settings.producer_state_file.exists()
     state = StateStore(settings.producer_state_file)
     try:
         for url in chosen:
@@ -368,6 +382,8 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{url} is already polled ({where}); nothing changed")
     finally:
         state.close()
+    if made_state:
+        _say_new_state_file(settings)
     for other in urls[len(chosen):]:
         print(f"also found {other} (add it with --all)", file=sys.stderr)
     return 1 if refused else 0
