@@ -265,7 +265,8 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                 ])
             )
         )
-    where = f"state in {state_file}" if state_file.exists() else f"no state file at {state_file} yet"
+    where = f"state in {state_file}" if state_file.exists() else (
+        f"no state file at {state_file.absolute()} yet ({_WHERE_THE_SERVICE_RUNS})")
     print(
         f"{len(feeds)} feed(s); {where} "
         f"(the producer applies {settings.feeds_file} when it starts and when the file changes)",
@@ -290,13 +291,17 @@ def _origin(origin: str, settings: Settings) -> str:
     }.get(origin, origin)
 
 
+# Said where a feeds command finds no state file: most often run from another folder
+# than the service's, whose relative data folder (`var`) is then another.
+_WHERE_THE_SERVICE_RUNS = "run this where `newsflow run` runs, or with its NEWSFLOW_DATA_DIR"
+
+
 def _say_new_state_file(settings: Settings) -> None:
     """Say where the feeds went when the command made the state file: run from another
     folder (or with another NEWSFLOW_DATA_DIR), `feeds add` said only "added", into a
     state file of its own making that the running service's producer never reads."""
     print(f"note: no state file was at {settings.producer_state_file.absolute()}: made it; "
-          "only a producer on that state file polls these feeds (`newsflow run` keeps its "
-          "own where it runs: run this command there, or with its NEWSFLOW_DATA_DIR)",
+          f"only a producer on that state file polls these feeds ({_WHERE_THE_SERVICE_RUNS})",
           file=sys.stderr)
 
 
@@ -426,6 +431,10 @@ def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
         if args.url in _feeds_file_urls(settings):  # (the producer has not applied it yet)
             print(f"{args.url} is listed in {settings.feeds_file}: take it out of the file"
                   " to stop it; nothing changed", file=sys.stderr)
+        elif not settings.producer_state_file.exists():
+            print(f"no feed {args.url} is polled: no state file at "
+                  f"{settings.producer_state_file.absolute()} ({_WHERE_THE_SERVICE_RUNS})",
+                  file=sys.stderr)
         else:
             print(f"no feed {args.url} is polled (`newsflow feeds list` shows those that"
                   " are)", file=sys.stderr)

@@ -367,7 +367,27 @@ def test_feeds_add_from_another_folder_says_it_made_a_state_file_there(
     out, err = capsys.readouterr()
     assert out == f"added {url}\n"
     assert f"no state file was at {other / 'var' / 'producer.db'}: made it" in err
-    assert "run this command there, or with its NEWSFLOW_DATA_DIR" in err
+    assert "run this where `newsflow run` runs, or with its NEWSFLOW_DATA_DIR" in err
     # Said once: the state file is there now.
     assert main(["feeds", "add", "https://b.example/feed", "--no-discover"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_feeds_list_and_remove_from_another_folder_say_where_to_run_them(
+        tmp_path, monkeypatch, capsys):
+    """From another folder, `feeds list` said "0 feed(s); no state file at var/producer.db
+    yet" and `feeds remove` "no feed ... is polled", as if the service polled none: that
+    relative `var` was the working folder's own."""
+    from newsflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("NEWSFLOW_")]:
+        monkeypatch.delenv(name)
+    hint = "run this where `newsflow run` runs, or with its NEWSFLOW_DATA_DIR"
+    state_file = tmp_path / "var" / "producer.db"
+    assert main(["feeds", "list"]) == 0
+    assert f"0 feed(s); no state file at {state_file} yet ({hint})" in capsys.readouterr().err
+    url = "https://a.example/feed"
+    assert main(["feeds", "remove", url]) == 1
+    assert capsys.readouterr().err == (
+        f"no feed {url} is polled: no state file at {state_file} ({hint})\n")
