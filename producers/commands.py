@@ -352,9 +352,6 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(f"not an http(s) address: {url!r}; only http(s) feeds are polled")
     urls = [url] if args.no_discover else list(
         dict.fromkeys(feed_address(found) for found in find_feeds(settings, url)))
-    if not urls:
-        print(f"no feed found at {url}", file=sys.stderr)
-        return 1
     chosen = urls if args.all else urls[:1]
     # Only what the user asked for changes a feed already polled: no --name, --tag or
     # --site, and its name, tags and sites stay as they are.
