@@ -266,7 +266,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     where = f"state in {state_file}" if state_file.exists() else (
-        f"no state file at {state_file.absolute()} yet ({_WHERE_THE_SERVICE_RUNS})")
+        f"no state file at {state_file.absolute()} yet: {_WHERE_THE_SERVICE_RUNS}")
     print(
         f"{len(feeds)} feed(s); {where} "
         f"(the producer applies {settings.feeds_file} when it starts and when the file changes)",

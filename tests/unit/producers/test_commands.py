@@ -386,7 +386,7 @@ def test_feeds_list_and_remove_from_another_folder_say_where_to_run_them(
     hint = "run this where `newsflow run` runs, or with its NEWSFLOW_DATA_DIR"
     state_file = tmp_path / "var" / "producer.db"
     assert main(["feeds", "list"]) == 0
-    assert f"0 feed(s); no state file at {state_file} yet ({hint})" in capsys.readouterr().err
+    assert f"0 feed(s); no state file at {state_file} yet: {hint} (" in capsys.readouterr().err
     url = "https://a.example/feed"
     assert main(["feeds", "remove", url]) == 1
     assert capsys.readouterr().err == (
