@@ -382,12 +382,16 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
                       "would set them back); nothing changed", file=sys.stderr)
             else:
                 print(f"{url} is already polled ({where}); nothing changed")
+        # (The others found that are polled already: "add it with --all" of them read as
+        # if they were not.)
+        polled = listed | {f.url for f in state.feeds(active_only=True) if f.origin != "adhoc"}
     finally:
         state.close()
     if made_state:
         _say_new_state_file(settings)
     for other in urls[len(chosen):]:
-        print(f"also found {other} (add it with --all)", file=sys.stderr)
+        print(f"also found {other} ({'polled already' if other in polled else 'add it with --all'})",
+              file=sys.stderr)
     return 1 if refused else 0
 
 

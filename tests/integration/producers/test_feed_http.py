@@ -864,6 +864,17 @@ def _cli(*args: str, tmp_path: Path, **settings: str) -> subprocess.CompletedPro
     )
 
 
+def test_feeds_add_says_which_other_feeds_found_are_polled_already(server, tmp_path):
+    """Of the other feeds a page advertises, `feeds add` said "add it with --all" of one
+    polled already too."""
+    heise = server.url("/feeds/rss-parser/heise_developer.atom")
+    assert _cli("feeds", "add", "--no-discover", heise, tmp_path=tmp_path).returncode == 0
+    added = _cli("feeds", "add", server.url("/home.html"), tmp_path=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == f"added {server.url('/feeds/rss-parser/theguardian_us.rss')}\n"
+    assert f"also found {heise} (polled already)" in added.stderr, added.stderr
+
+
 # A hand-written feed with its elements misspelt: well-formed XML, read as RSS 2.0.
 MISSPELT_FEED = (b'<?xml version="1.0"?><rss version="2.0"><chanel><title>Local</title>'
                  b"<itme><title>Fire in Oslo</title><link>https://a.test/1</link></itme>"
