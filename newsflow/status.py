@@ -93,6 +93,9 @@ class Status:
     counts: dict[str, int] | None = None
     storage_error: str | None = None
     problems: list[str] = field(default_factory=list)
+    # The data folder, made absolute, when there is none: asked from another folder, a
+    # relative one (`var`) is not the service's.
+    missing_data_dir: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -201,6 +204,7 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         storage_error=storage_error,
         problems=problems_of(running, web_answers, roles, storage_error,
                              starting=runfile is None and starting is not None, now=time.time()),
+        missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
     )
 
 
@@ -290,6 +294,9 @@ def format_status(status: Status, now: float) -> str:
         lines.append(f"  web         {status.web}{answered}")
     else:
         lines.append(f"newsflow run: not running on data folder {status.data_dir}")
+        if status.missing_data_dir is not None:
+            lines[-1] += (f" (no folder at {status.missing_data_dir}: run this where `newsflow"
+                          " run` runs, or with its NEWSFLOW_DATA_DIR)")
     role_lines = [_role_line(r, now) for r in status.roles if r.pid is not None]
     if role_lines and not status.running:
         lines.append("  roles running apart on this data folder:")

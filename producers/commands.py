@@ -265,7 +265,8 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                 ])
             )
         )
-    where = f"state in {state_file}" if state_file.exists() else f"no state file at {state_file} yet"
+    where = f"state in {state_file}" if state_file.exists() else (
+        f"no state file at {state_file.absolute()} yet: {_WHERE_THE_SERVICE_RUNS}")
     print(
         f"{len(feeds)} feed(s); {where} "
         f"(the producer applies {settings.feeds_file} when it starts and when the file changes)",
@@ -290,6 +291,20 @@ def _origin(origin: str, settings: Settings) -> str:
     }.get(origin, origin)
 
 
+# Said where a feeds command finds no state file: most often run from another folder
+# than the service's, whose relative data folder (`var`) is then another.
+_WHERE_THE_SERVICE_RUNS = "run this where `newsflow run` runs, or with its NEWSFLOW_DATA_DIR"
+
+
+def _say_new_state_file(settings: Settings) -> None:
+    """Say where the feeds went when the command made the state file: run from another
+    folder (or with another NEWSFLOW_DATA_DIR), `feeds add` said only "added", into a
+    state file of its own making that the running service's producer never reads."""
+    print(f"note: no state file was at {settings.producer_state_file.absolute()}: made it; "
+          f"only a producer on that state file polls these feeds ({_WHERE_THE_SERVICE_RUNS})",
+          file=sys.stderr)
+
+
 def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     from producers.config import parse_opml
     from producers.state import StateStore
@@ -298,6 +313,7 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     for url in skipped:  # else "imported 2 feed(s)" of 4 would not say what became of 2
         print(f"{url} left out: only http(s) feed addresses are polled", file=sys.stderr)
     listed = _feeds_file_urls(settings)  # (the file's, applied by the producer or not yet)
+    made_state = not settings.producer_state_file.exists()
     state = StateStore(settings.producer_state_file)
     added = 0
     try:
@@ -315,6 +331,8 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
     finally:
         state.close()
+    if made_state:
+        _say_new_state_file(settings)
     print(f"imported {added} feed(s) from {args.file}"
           + (f"; {len(specs) - added} already polled" if added < len(specs) else "")
           + (f"; {len(skipped)} left out (not http(s))" if skipped else ""))
@@ -334,9 +352,6 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(f"not an http(s) address: {url!r}; only http(s) feeds are polled")
     urls = [url] if args.no_discover else list(
         dict.fromkeys(feed_address(found) for found in find_feeds(settings, url)))
-    if not urls:
-        print(f"no feed found at {url}", file=sys.stderr)
-        return 1
     chosen = urls if args.all else urls[:1]
     # Only what the user asked for changes a feed already polled: no --name, --tag or
     # --site, and its name, tags and sites stay as they are.
@@ -345,6 +360,7 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
     # The file's, though the producer has not applied it yet (it would set the name, tags
     # and sites given here back to the file's): said so, as for a feed it applied.
     listed = _feeds_file_urls(settings)
+    made_state = not settings.producer_state_file.exists()
     state = StateStore(settings.producer_state_file)
     try:
         for url in chosen:
@@ -366,10 +382,16 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
                       "would set them back); nothing changed", file=sys.stderr)
             else:
                 print(f"{url} is already polled ({where}); nothing changed")
+        # (The others found that are polled already: "add it with --all" of them read as
+        # if they were not.)
+        polled = listed | {f.url for f in state.feeds(active_only=True) if f.origin != "adhoc"}
     finally:
         state.close()
+    if made_state:
+        _say_new_state_file(settings)
     for other in urls[len(chosen):]:
-        print(f"also found {other} (add it with --all)", file=sys.stderr)
+        print(f"also found {other} ({'polled already' if other in polled else 'add it with --all'})",
+              file=sys.stderr)
     return 1 if refused else 0
 
 
@@ -410,6 +432,10 @@ def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
         if args.url in _feeds_file_urls(settings):  # (the producer has not applied it yet)
             print(f"{args.url} is listed in {settings.feeds_file}: take it out of the file"
                   " to stop it; nothing changed", file=sys.stderr)
+        elif not settings.producer_state_file.exists():
+            print(f"no feed {args.url} is polled: no state file at "
+                  f"{settings.producer_state_file.absolute()} ({_WHERE_THE_SERVICE_RUNS})",
+                  file=sys.stderr)
         else:
             print(f"no feed {args.url} is polled (`newsflow feeds list` shows those that"
                   " are)", file=sys.stderr)

@@ -44,7 +44,7 @@ def _is_feed(fetcher: Fetcher, url: str, *, advertised: bool) -> bool:
 def find_feeds(settings: Settings, url: str, *, fetcher: Fetcher | None = None) -> list[str]:
     """The URL itself if it is a feed; else the feeds its page advertises (each fetched
     and checked to be one); else the first conventional feed path (/feed, /rss.xml, ...)
-    that answers with a feed."""
+    that answers with a feed; else a ValueError saying why the URL itself is none."""
     own = fetcher is None
     fetcher = fetcher or Fetcher(
         user_agent=settings.user_agent,
@@ -58,7 +58,8 @@ def find_feeds(settings: Settings, url: str, *, fetcher: Fetcher | None = None) 
             page = fetcher.get(url, headers={"Accept": "text/html, application/xhtml+xml, */*;q=0.5"})
         except FetchError as exc:
             raise ValueError(f"cannot fetch {url}: {exc}") from exc
-        if _not_a_feed(page) is None:
+        problem = _not_a_feed(page)
+        if problem is None:
             return [page.permanent_url or url]
         if not page.ok:
             raise ValueError(f"{url} answered HTTP {page.status}")
@@ -73,7 +74,10 @@ def find_feeds(settings: Settings, url: str, *, fetcher: Fetcher | None = None) 
         for candidate in guess_feed_paths(page.final_url):
             if _is_feed(fetcher, candidate, advertised=False):
                 return [candidate]
-        return []
+        # Why the address itself is none: "no feed found" alone hid a feed whose elements
+        # are misspelt, or that is ill-formed, behind the search for others.
+        raise ValueError(f"no feed found at {url} ({problem}), nor among the feeds it "
+                         "advertises or at its usual feed addresses (/feed, /rss.xml, ...)")
     finally:
         if own:
             fetcher.close()

@@ -362,6 +362,13 @@ def feed_problem(parsed: ParsedFeed, body: bytes, content_type: str) -> str | No
         return f"not a feed ({served_as})" + (f": {parsed.bozo[:200]}" if parsed.bozo else "")
     if parsed.bozo and not parsed.bozo_soft:
         return f"ill-formed: {parsed.bozo[:200]}; no entries recovered"
+    if parsed.kind not in ("json", "sitemap") and not (
+            parsed.title or parsed.link or parsed.empty_entries):
+        # Every RSS channel and Atom feed names itself: one with neither a title, a link
+        # nor an entry is well-formed XML with misspelt elements (`<chanel>`, `<itme>`),
+        # which was added and polled as "0 new, ok" for ever, the typo unseen.
+        return (f"not a feed: {parsed.kind} without a title, a link or an entry"
+                " (a misspelt element?)")
     return None
 
 

@@ -864,6 +864,45 @@ def _cli(*args: str, tmp_path: Path, **settings: str) -> subprocess.CompletedPro
     )
 
 
+def test_feeds_add_says_which_other_feeds_found_are_polled_already(server, tmp_path):
+    """Of the other feeds a page advertises, `feeds add` said "add it with --all" of one
+    polled already too."""
+    heise = server.url("/feeds/rss-parser/heise_developer.atom")
+    assert _cli("feeds", "add", "--no-discover", heise, tmp_path=tmp_path).returncode == 0
+    added = _cli("feeds", "add", server.url("/home.html"), tmp_path=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == f"added {server.url('/feeds/rss-parser/theguardian_us.rss')}\n"
+    assert f"also found {heise} (polled already)" in added.stderr, added.stderr
+
+
+# A hand-written feed with its elements misspelt: well-formed XML, read as RSS 2.0.
+MISSPELT_FEED = (b'<?xml version="1.0"?><rss version="2.0"><chanel><title>Local</title>'
+                 b"<itme><title>Fire in Oslo</title><link>https://a.test/1</link></itme>"
+                 b"</chanel></rss>")
+
+
+def test_a_feed_with_misspelt_elements_is_no_feed_and_says_so(server, rig, tmp_path):
+    """`feeds add` said "added" of it, and every poll "0 new, ok": the typo went unseen.
+    Of an address that is no feed, `feeds add` said "no feed found", not why."""
+    server.state.custom["misspelt.rss"] = (MISSPELT_FEED, "application/rss+xml")
+    url = server.url("/custom/misspelt.rss")
+    why = "not a feed: rss20 without a title, a link or an entry (a misspelt element?)"
+    added = _cli("feeds", "add", url, tmp_path=tmp_path)
+    assert added.returncode == 1
+    assert f"no feed found at {url} ({why})" in added.stderr
+    assert rig.poll(url).update.error == why
+    server.state.custom["plain.html"] = (b"<html><body>No feed here</body></html>", "text/html")
+    page = _cli("feeds", "add", server.url("/custom/plain.html"), tmp_path=tmp_path)
+    assert page.returncode == 1
+    assert (f"no feed found at {server.url('/custom/plain.html')} (not a feed: an HTML page"
+            " (text/html)), nor among the feeds it advertises") in page.stderr, page.stderr
+    # An empty channel that names itself is a feed that lists nothing for now.
+    server.state.custom["empty.rss"] = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>Quiet</title></channel></rss>',
+        "application/rss+xml")
+    assert rig.poll(server.url("/custom/empty.rss")).update.error is None
+
+
 def test_poll_once_stdout_needs_no_broker(server, tmp_path):
     done = _cli(
         "poll", "--once", "--stdout", server.url("/gen/d.xml"),

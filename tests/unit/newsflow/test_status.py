@@ -152,3 +152,26 @@ def test_a_metrics_folder_it_may_only_read_is_read(tmp_path) -> None:
         subprocess.run(undo, check=True)
     assert [t.name for t in running_textfiles(metrics)] == [f"sink-{os.getpid()}"]
     assert not gone.exists()  # (removed by the next reader that may)
+
+
+def test_status_from_another_folder_says_the_data_folder_is_not_there(
+        tmp_path, monkeypatch, capsys) -> None:
+    """Run from a folder other than the service's, `status` said only "not running on
+    data folder var" (rc 3), which reads as the service being down: that `var` is the
+    folder's own, and not there."""
+    import os
+
+    from newsflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("NEWSFLOW_")]:
+        monkeypatch.delenv(name)
+    assert main(["status"]) == NOT_RUNNING
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"newsflow run: not running on data folder var (no folder at "
+                     f"{tmp_path / 'var'}: run this where `newsflow run` runs, or with its "
+                     "NEWSFLOW_DATA_DIR)")
+    # A data folder that is there, where no service runs: not running, and that is all.
+    (tmp_path / "var").mkdir()
+    assert main(["status"]) == NOT_RUNNING
+    assert capsys.readouterr().out.splitlines()[0] == "newsflow run: not running on data folder var"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 
 import pytest
@@ -176,8 +177,9 @@ def test_an_import_says_which_feeds_it_left_out_and_why(tmp_path, capsys):
     assert cmd_feeds_import(argparse.Namespace(file=str(opml)), settings) == 0
     out, err = capsys.readouterr()
     assert out == f"imported 1 feed(s) from {opml}; 2 left out (not http(s))\n"
-    assert err == ("/b/feed.xml left out: only http(s) feed addresses are polled\n"
-                   "feed://c.example/rss left out: only http(s) feed addresses are polled\n")
+    assert err.splitlines()[:2] == [  # (then a note: the state file is new)
+        "/b/feed.xml left out: only http(s) feed addresses are polled",
+        "feed://c.example/rss left out: only http(s) feed addresses are polled"]
 
 
 def test_a_feed_spelt_another_way_is_the_same_feed(tmp_path, capsys, caplog):
@@ -346,3 +348,46 @@ def test_feeds_list_shows_a_next_poll_past_the_year_9999(tmp_path, capsys):
     column = header.split("\t").index("next poll (UTC)")
     assert [row.split("\t")[column] for row in rows] == [
         "(time 5900000000000)", "never", "2001-09-09 01:46:40"]
+
+
+def test_feeds_add_from_another_folder_says_it_made_a_state_file_there(
+        tmp_path, monkeypatch, capsys):
+    """Run from a folder other than the service's, `feeds add` made a state file of its
+    own there and said only "added" (rc 0): the running service's producer, which reads
+    its own, never polled the feed. It says where it put it, and why no service polls it."""
+    from newsflow.cli import main
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    for name in [n for n in os.environ if n.startswith("NEWSFLOW_")]:
+        monkeypatch.delenv(name)
+    url = "https://a.example/feed"
+    assert main(["feeds", "add", url, "--no-discover"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"added {url}\n"
+    assert f"no state file was at {other / 'var' / 'producer.db'}: made it" in err
+    assert "run this where `newsflow run` runs, or with its NEWSFLOW_DATA_DIR" in err
+    # Said once: the state file is there now.
+    assert main(["feeds", "add", "https://b.example/feed", "--no-discover"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_feeds_list_and_remove_from_another_folder_say_where_to_run_them(
+        tmp_path, monkeypatch, capsys):
+    """From another folder, `feeds list` said "0 feed(s); no state file at var/producer.db
+    yet" and `feeds remove` "no feed ... is polled", as if the service polled none: that
+    relative `var` was the working folder's own."""
+    from newsflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("NEWSFLOW_")]:
+        monkeypatch.delenv(name)
+    hint = "run this where `newsflow run` runs, or with its NEWSFLOW_DATA_DIR"
+    state_file = tmp_path / "var" / "producer.db"
+    assert main(["feeds", "list"]) == 0
+    assert f"0 feed(s); no state file at {state_file} yet: {hint} (" in capsys.readouterr().err
+    url = "https://a.example/feed"
+    assert main(["feeds", "remove", url]) == 1
+    assert capsys.readouterr().err == (
+        f"no feed {url} is polled: no state file at {state_file} ({hint})\n")
