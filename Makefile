@@ -33,10 +33,18 @@ $(COMPILED)/.built: $(STAMP) $(SOURCES)
 compiled: $(COMPILED)/.built
 
 # The main job: embedded broker, processors, SQLite sink, producers, web page, seed replay.
-# The compiled build when there is one (its processes all import from it).
-run: install compiled
-	NEWSFLOW_STOP_WITH_PARENT=true $(if $(wildcard $(COMPILED)/.built),PYTHONPATH=$(CURDIR)/$(COMPILED)) \
-		exec $(BIN)/newsflow run
+# The compiled build when there is one (its processes all import from it). Refused before
+# the build when a service runs on this data folder (`newsflow status` exit code 3 is "not
+# running"): the build replaces build/mypyc, from which that service's children import
+# when they start again (a recycle of the embedded broker restarts them).
+run: install
+	@$(BIN)/newsflow status >/dev/null 2>&1; code=$$?; if [ $$code -ne 3 ]; then \
+		echo "make run: newsflow runs on this data folder already (\`$(BIN)/newsflow" \
+			"status\` says how, exit code $$code): stop it first; nothing was built" >&2; \
+		exit 1; fi
+	@$(MAKE) --no-print-directory compiled
+	if [ -f $(COMPILED)/.built ]; then export PYTHONPATH=$(CURDIR)/$(COMPILED); fi; \
+		NEWSFLOW_STOP_WITH_PARENT=true exec $(BIN)/newsflow run
 
 # Debian packages some tests use (headless Chromium, PostgreSQL 15); installed only where
 # we may (root with apt-get), otherwise those tests skip and say why.

@@ -143,6 +143,23 @@ def test_a_second_service_on_the_same_data_folder_stops_leaving_the_first_alone(
     assert first.stop() == 0, first.log()[-3000:]
 
 
+def test_make_run_beside_a_running_service_builds_nothing(start_service, tmp_path):
+    """A second `make run` on a running service's data folder rebuilt the compiled modules
+    (removed and written again) before `newsflow run` refused, under the service whose
+    children import from them when they start again. Built here into a folder of the
+    test's own (``COMPILED=``): without the check, the build would make it."""
+    first = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    build = tmp_path / "mypyc"
+    done = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "run",
+                           f"COMPILED={build}"], env=first.env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode != 0
+    assert "newsflow runs on this data folder already" in done.stderr, done.stderr[-3000:]
+    assert not build.exists()
+    assert "another `newsflow run`" not in done.stdout + done.stderr  # (refused before it)
+    assert first.stop() == 0, first.log()[-3000:]
+
+
 def test_a_child_failing_at_every_start_stops_the_service(start_service, tmp_path):
     not_a_folder = tmp_path / "not-a-folder"
     not_a_folder.write_text("")
