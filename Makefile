@@ -34,13 +34,19 @@ compiled: $(COMPILED)/.built
 
 # The main job: embedded broker, processors, SQLite sink, producers, web page, seed replay.
 # The compiled build when there is one (its processes all import from it). Refused before
-# the build when a service runs on this data folder (`newsflow status` exit code 3 is "not
-# running"): the build replaces build/mypyc, from which that service's children import
-# when they start again (a recycle of the embedded broker restarts them).
+# the build when a service runs on this data folder (`newsflow status` exit code 0 or 1;
+# 3 is "not running"): the build replaces build/mypyc, from which that service's children
+# import when they start again (a recycle of the embedded broker restarts them). Any other
+# code is status failing (2: a bad setting), said as its own error, not as a service.
 run: install
-	@$(BIN)/newsflow status >/dev/null 2>&1; code=$$?; if [ $$code -ne 3 ]; then \
+	@$(BIN)/newsflow status >/dev/null; code=$$?; \
+	if [ $$code -eq 0 ] || [ $$code -eq 1 ]; then \
 		echo "make run: newsflow runs on this data folder already (\`$(BIN)/newsflow" \
 			"status\` says how, exit code $$code): stop it first; nothing was built" >&2; \
+		exit 1; \
+	elif [ $$code -ne 3 ]; then \
+		echo "make run: \`$(BIN)/newsflow status\` failed (exit code $$code, why above);" \
+			"nothing was built" >&2; \
 		exit 1; fi
 	@$(MAKE) --no-print-directory compiled
 	if [ -f $(COMPILED)/.built ]; then export PYTHONPATH=$(CURDIR)/$(COMPILED); fi; \

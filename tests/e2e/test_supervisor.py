@@ -160,6 +160,23 @@ def test_make_run_beside_a_running_service_builds_nothing(start_service, tmp_pat
     assert first.stop() == 0, first.log()[-3000:]
 
 
+def test_make_run_with_a_bad_setting_says_so_not_that_a_service_runs(tmp_path):
+    """`make run` took any `newsflow status` exit code but 3 for a running service, and
+    hid status's own words: a bad NEWSFLOW_* value (exit code 2) was said as "newsflow
+    runs on this data folder already ... stop it first", with no service running."""
+    build = tmp_path / "mypyc"
+    env = {**os.environ, "NEWSFLOW_DATA_DIR": str(tmp_path / "var"),
+           "NEWSFLOW_RAW_PARTITIONS": "three"}
+    done = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "run",
+                           f"COMPILED={build}"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode != 0
+    assert "invalid settings: NEWSFLOW_RAW_PARTITIONS" in done.stderr, done.stderr[-3000:]
+    assert "runs on this data folder already" not in done.stderr
+    assert "`.venv/bin/newsflow status` failed (exit code 2" in done.stderr
+    assert not build.exists()
+
+
 def test_a_child_failing_at_every_start_stops_the_service(start_service, tmp_path):
     not_a_folder = tmp_path / "not-a-folder"
     not_a_folder.write_text("")
