@@ -82,6 +82,7 @@ class ParsedFeed:
     kind: str  # feedparser's version ("rss20", "atom10", ...), "json", "sitemap" or ""
     title: str = ""
     link: str | None = None
+    description: str = ""  # the channel's description, the Atom feed's subtitle
     language: str | None = None
     ttl_minutes: float | None = None
     encoding: str | None = None
@@ -308,6 +309,7 @@ def parse_feed(
         kind=result.get("version", "") or "",
         title=_text_of(feed.get("title", "") or "", _detail_type(feed, "title")),
         link=feed.get("link"),
+        description=feed.get("subtitle", "") or "",
         language=feed.get("language"),
         ttl_minutes=_float(feed.get("ttl")),
         encoding=result.get("encoding"),
@@ -363,12 +365,14 @@ def feed_problem(parsed: ParsedFeed, body: bytes, content_type: str) -> str | No
     if parsed.bozo and not parsed.bozo_soft:
         return f"ill-formed: {parsed.bozo[:200]}; no entries recovered"
     if parsed.kind not in ("json", "sitemap") and not (
-            parsed.title or parsed.link or parsed.empty_entries):
-        # Every RSS channel and Atom feed names itself: one with neither a title, a link
-        # nor an entry is well-formed XML with misspelt elements (`<chanel>`, `<itme>`),
-        # which was added and polled as "0 new, ok" for ever, the typo unseen.
-        return (f"not a feed: {parsed.kind} without a title, a link or an entry"
-                " (a misspelt element?)")
+            parsed.title or parsed.link or parsed.description or parsed.empty_entries):
+        # Every RSS channel and Atom feed says something of itself: one with neither a
+        # title, a link, a description nor an entry is well-formed XML with misspelt
+        # elements (`<chanel>`, `<itme>`: feedparser reads nothing inside those), which
+        # was added and polled as "0 new, ok" for ever, the typo unseen. (A channel with
+        # only its description is a feed with nothing in it for now.)
+        return (f"not a feed: {parsed.kind} without a title, a link, a description or an"
+                " entry (a misspelt element?)")
     return None
 
 

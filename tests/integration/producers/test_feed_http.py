@@ -886,7 +886,8 @@ def test_a_feed_with_misspelt_elements_is_no_feed_and_says_so(server, rig, tmp_p
     Of an address that is no feed, `feeds add` said "no feed found", not why."""
     server.state.custom["misspelt.rss"] = (MISSPELT_FEED, "application/rss+xml")
     url = server.url("/custom/misspelt.rss")
-    why = "not a feed: rss20 without a title, a link or an entry (a misspelt element?)"
+    why = ("not a feed: rss20 without a title, a link, a description or an entry"
+           " (a misspelt element?)")
     added = _cli("feeds", "add", url, tmp_path=tmp_path)
     assert added.returncode == 1
     assert f"no feed found at {url} ({why})" in added.stderr
@@ -901,6 +902,12 @@ def test_a_feed_with_misspelt_elements_is_no_feed_and_says_so(server, rig, tmp_p
         b'<?xml version="1.0"?><rss version="2.0"><channel><title>Quiet</title></channel></rss>',
         "application/rss+xml")
     assert rig.poll(server.url("/custom/empty.rss")).update.error is None
+    # As is one that says only what it is about (refused as misspelt, and backed off).
+    server.state.custom["described.rss"] = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><description>Alerts</description>'
+        b"</channel></rss>", "application/rss+xml")
+    described = rig.poll(server.url("/custom/described.rss")).update
+    assert (described.error, described.error_count) == (None, 0)
 
 
 def test_poll_once_stdout_needs_no_broker(server, tmp_path):

@@ -154,6 +154,28 @@ def test_a_feed_is_usable_with_entries_recovered_or_none_listed():
     assert _problem(feed, "text/html; charset=utf-8") is None
 
 
+def test_a_channel_with_only_its_description_is_a_feed_empty_for_now():
+    """A channel that has no title or link, only its description, and no item yet (RSS
+    0.91, 1.0 and 2.0) was refused as misspelt: every poll of it failed, backed off."""
+    rdf = ('xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"'
+           ' xmlns="http://purl.org/rss/1.0/"')
+    for body in (
+        b'<rss version="2.0"><channel><description>Alerts</description></channel></rss>',
+        b'<rss version="2.0"><channel><title></title><link></link>'
+        b"<description>Search results</description></channel></rss>",
+        b'<rss version="0.91"><channel><description>Alerts</description></channel></rss>',
+        f'<rdf:RDF {rdf}><channel rdf:about="http://a.example/"><description>Alerts'
+        f"</description></channel></rdf:RDF>".encode(),
+    ):
+        assert _problem(b'<?xml version="1.0"?>' + body, "application/rss+xml") is None, body
+    # Misspelt, the channel's description is not read either: still no feed.
+    misspelt = (b'<?xml version="1.0"?><rss version="2.0"><chanel><description>Alerts'
+                b"</description><itme><title>Fire</title></itme></chanel></rss>")
+    assert _problem(misspelt, "application/rss+xml") == (
+        "not a feed: rss20 without a title, a link, a description or an entry"
+        " (a misspelt element?)")
+
+
 def test_entity_expansion_cannot_blow_up():
     lol = "".join(
         f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)
