@@ -143,6 +143,7 @@ class FeedPoller:
         rng: random.Random | None = None,
         page_attempts: int | None = None,  # default: settings.page_attempts
         clock: Callable[[], float] = time.time,  # the wall clock of schedules and next tries
+        one_off: bool = False,  # `poll --once`: no later poll of its own comes
     ) -> None:
         self.settings = settings
         self.fetcher = fetcher
@@ -153,6 +154,7 @@ class FeedPoller:
         self.extract = extract or extract_in_process
         self.rng = rng or random.Random()
         self.clock = clock
+        self.one_off = one_off
         # How long a poll waits for a host paused by Retry-After before giving the feed
         # back for later (pages wait longer: the entry is already in hand).
         self.host_wait_s = 30.0
@@ -234,10 +236,12 @@ class FeedPoller:
             log = logger.warning
         else:
             log = logger.debug
-        if feed.active:
-            # The producer's try, also when `poll --once` saves to the producer's state.
+        if not self.one_off:
             log("feed %s failed (%s); attempt %d, the producer's next try in %.0fs",
                 feed.url, error, errors, delay)
+        elif feed.active:  # (its failure is not recorded: StateStore.record's one_off)
+            log("feed %s failed (%s); a one-off poll: the producer's own polls of it go on"
+                " as before", feed.url, error)
         else:  # `poll --once` of a feed the state does not poll (or of no state at all)
             log("feed %s failed (%s); a one-off poll: not tried again", feed.url, error)
         return PollResult(
@@ -1197,6 +1201,7 @@ def _build_poller(
     fetch_pages: bool,
     page_attempts: int | None = None,
     stop: threading.Event | None = None,
+    one_off: bool = False,
 ) -> tuple[FeedPoller, Fetcher, ExtractPool]:
     """The poller, with its fetcher and extraction workers (the caller closes both)."""
     fetcher = make_fetcher(settings, stop=stop)
@@ -1204,7 +1209,7 @@ def _build_poller(
                        settings.extract_worker_pages, log_level=settings.log_level,
                        log_json=settings.log_json)
     poller = FeedPoller(settings, fetcher=fetcher, state=state, fetch_pages=fetch_pages,
-                        page_attempts=page_attempts, extract=pool.extract)
+                        page_attempts=page_attempts, extract=pool.extract, one_off=one_off)
     return poller, fetcher, pool
 
 
@@ -1353,7 +1358,7 @@ def poll_once(
     # A one-off poll: no later poll is sure to come (its feed is not polled by the
     # service), so a page that fails gets no second try and the summary goes out now.
     poller, fetcher, extracting = _build_poller(settings, store, fetch_pages=fetch_pages,
-                                             page_attempts=1)
+                                             page_attempts=1, one_off=True)
     stop = stop or threading.Event()
     results: list[PollResult] = []
     try:
@@ -1385,6 +1390,7 @@ def poll_once(
                 versions=result.versions, refetched=result.refetched,
                 kept=outbox.kept([a for a in result.articles if a.id not in refused], sent_ms)
                 if keeping else (),
+                one_off=True,
             )
     finally:
         extracting.close()

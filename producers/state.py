@@ -632,9 +632,12 @@ class StateStore:
         refetched: Mapping[str, EntryVersion | None] | None = None,
         kept: Iterable[outbox.Kept] = (),
         now: float | None = None,
+        one_off: bool = False,
     ) -> None:
         """Write a poll's outcome and mark its entries as seen, in one transaction, with
         its articles ``kept`` in the outbox until storage holds them (``newsflow.outbox``).
+        ``one_off`` (`poll --once`): only the entries are written, the feed's fetch,
+        schedule, errors, validators and lease left as the producer's polls made them.
 
         ``versions``: what the listing's entries say (kept for the new ones, and for those
         seen before the state kept it). ``refetched``: entries whose page was fetched again
@@ -647,29 +650,14 @@ class StateStore:
         with self._tx() as conn:
             outbox.add(conn, kept, now)
             if update.paused_host is not None:  # not fetched: nothing of the feed's changed
+                if one_off:
+                    return
                 conn.execute(
                     "UPDATE feeds SET next_poll = ?, paused_host = ?, paused_until = ?,"
                     f" lease_owner = NULL, lease_until = NULL {where}",
                     (update.next_poll, update.paused_host, update.paused_until, *row),
                 )
                 return
-            sets = [
-                "last_fetch = ?", "last_status = ?", "last_error = ?", "next_poll = ?",
-                "interval_s = COALESCE(?, interval_s)", "error_count = ?",
-                "lease_owner = NULL", "lease_until = NULL",
-                "entries_seen = entries_seen + ?", "title = COALESCE(?, title)",
-                "paused_host = NULL", "paused_until = NULL",
-            ]
-            args: list[object] = [
-                now, update.status, update.error, update.next_poll, update.interval_s,
-                update.error_count, 0, update.title,
-            ]
-            if not update.keep_validators:
-                sets += ["etag = ?", "last_modified = ?"]
-                args += [update.etag, update.last_modified]
-            if update.new_url:
-                sets.append("url = ?")
-                args.append(feed_address(update.new_url))
             versions = versions or {}
             inserted = 0
             for key in new_keys:
@@ -697,7 +685,25 @@ class StateStore:
                     conn.execute("UPDATE seen SET refetched = ?, title = ?, updated = ?"
                                  " WHERE feed_id = ? AND entry_key = ?",
                                  (now, version.title, version.updated, feed_id, key))
-            args[6] = inserted
+            sets = ["entries_seen = entries_seen + ?"]
+            args: list[object] = [inserted]
+            if not one_off:
+                # (A manual one-off poll of a feed the producer polls counted its failure
+                # toward the producer's backoff: "attempt 5, ... next try in 551s".)
+                sets += [
+                    "last_fetch = ?", "last_status = ?", "last_error = ?", "next_poll = ?",
+                    "interval_s = COALESCE(?, interval_s)", "error_count = ?",
+                    "lease_owner = NULL", "lease_until = NULL", "title = COALESCE(?, title)",
+                    "paused_host = NULL", "paused_until = NULL",
+                ]
+                args += [now, update.status, update.error, update.next_poll,
+                         update.interval_s, update.error_count, update.title]
+                if not update.keep_validators:
+                    sets += ["etag = ?", "last_modified = ?"]
+                    args += [update.etag, update.last_modified]
+                if update.new_url:
+                    sets.append("url = ?")
+                    args.append(feed_address(update.new_url))
             conn.execute(f"UPDATE feeds SET {', '.join(sets)} {where}", (*args, *row))
 
     # -- entries -----------------------------------------------------------------

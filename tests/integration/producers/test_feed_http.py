@@ -786,7 +786,7 @@ def test_a_one_off_poll_gives_the_summary_of_a_page_whose_host_is_paused(server,
     assert reasons == ["host_paused", "http_429"]
 
 
-def test_a_one_off_poll_that_fails_says_who_tries_again(server, tmp_path, caplog):
+def test_a_one_off_poll_that_fails_says_who_tries_again_and_leaves_the_schedule(server, tmp_path, caplog):
     settings = Settings(fetch_allow_private=True, host_delay_s=0.0, data_dir=tmp_path)
     missing = server.url("/feeds/missing.xml")
 
@@ -796,17 +796,20 @@ def test_a_one_off_poll_that_fails_says_who_tries_again(server, tmp_path, caplog
     with caplog.at_level(logging.INFO, logger="producers.feeds"):
         poll_once(settings, [missing], emit=lambda article: None)  # `--stdout`: no state
         assert failures() == [f"feed {missing} failed (HTTP 404); a one-off poll: not tried again"]
-        # With the producer's state and a feed it polls, the next try is the producer's.
+        # With the producer's state and a feed it polls: the producer's schedule of it
+        # stays as it was. The one-off's failure counted toward the producer's backoff
+        # ("attempt 5, the producer's next try in 551s"), its next poll put off.
         state = StateStore(tmp_path / "state.db")
         try:
-            state.upsert_feed(missing, origin="config")
+            before = state.upsert_feed(missing, origin="config")
             caplog.clear()
             poll_once(settings, [missing], emit=lambda article: None, state=state)
-            (line,) = failures()
-            assert line.startswith(
-                f"feed {missing} failed (HTTP 404); attempt 1, the producer's next try in ")
+            assert failures() == [f"feed {missing} failed (HTTP 404); a one-off poll: the"
+                                  " producer's own polls of it go on as before"]
             (row,) = state.feeds()
-            assert row.error_count == 1 and row.active
+            assert row.active
+            assert (row.error_count, row.next_poll, row.last_error) == (
+                before.error_count, before.next_poll, before.last_error)
         finally:
             state.close()
 
