@@ -243,7 +243,8 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     feeds = [f for f in read_feeds(state_file, active_only=not args.all) if f.origin != "adhoc"]
     waiting = read_waiting_pages(state_file)
     columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors",
-               "host paused", "seen", "pages waiting", "tags", "sites")  # (new columns last: scripts)
+               "host paused", "seen", "pages waiting", "tags", "sites",
+               "title")  # (new columns last: scripts)
     print("\t".join(columns))
     now = time.time()
     for f in feeds:
@@ -251,7 +252,10 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
             "\t".join(  # (titles, errors and ETags are as a feed's server sent them)
                 map(plain, [
                     f.url + ("" if f.active else " (inactive)"),
-                    f.name or f.title or "-",
+                    # The name its own site's articles carry as their source, not the
+                    # feed's title: without one, theirs is their host (`bbc.co.uk`), and
+                    # the title shown here said otherwise.
+                    f.name or "-",
                     _when(f.last_fetch),
                     str(f.last_status) if f.last_status is not None else "-",
                     f.etag or "-",
@@ -262,6 +266,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     _waiting(waiting.get(f.id)),
                     ",".join(f.tags) or "-",
                     ",".join(f.sites) or "-",
+                    f.title or "-",
                 ])
             )
         )

@@ -1085,6 +1085,32 @@ def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
         rig.close()
 
 
+def test_feeds_list_names_a_feed_as_its_articles_source_and_its_title_apart(
+        server, tmp_path, capsys):
+    """`feeds list`'s name column showed the feed's title when no name was given ("T"),
+    while its articles' source is their host: the listing named an outlet no article
+    carries. A name given is both."""
+    items = [("g1", server.url("/story/1"), "Story 1")]
+    server.state.custom["titled.xml"] = (rss(items), "application/rss+xml")
+    url = server.url("/custom/titled.xml")
+    rig = Rig(tmp_path)
+    try:
+        (article,) = rig.poll(url).articles
+        named = rig.state.upsert_feed(server.url("/custom/titled.xml?named"), origin="config",
+                                      name="Akron Daily")
+        (named_article,) = rig.poll_feed(named).articles
+        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+    finally:
+        rig.close()
+    header, *rows = capsys.readouterr().out.splitlines()
+    listed = {row.split("\t")[0]: dict(zip(header.split("\t"), row.split("\t"), strict=True))
+              for row in rows}
+    assert article.source == "127.0.0.1" and named_article.source == "Akron Daily"
+    assert listed[url]["name"] == "-"
+    assert listed[url]["title"] == "T"
+    assert listed[named.url]["name"] == "Akron Daily"
+
+
 def test_feeds_list_shows_what_a_feed_sends_as_text_not_terminal_controls(server, tmp_path,
                                                                           capsys):
     """`feeds list` printed a feed's title, and the Content-Type its server answered in
@@ -1104,8 +1130,8 @@ def test_feeds_list_shows_what_a_feed_sends_as_text_not_terminal_controls(server
     out = capsys.readouterr().out
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
     lines = out.splitlines()
-    assert len(lines) == 3 and all(line.count("\t") == lines[0].count("\t") == 11 for line in lines)
-    assert " ]0;owned News forged line\t" in lines[1] + lines[2]
+    assert len(lines) == 3 and all(line.count("\t") == lines[0].count("\t") == 12 for line in lines)
+    assert " ]0;owned News forged line" in [line.split("\t")[-1] for line in lines[1:]]
     assert "not a feed (text/x- [2J)" in lines[1] + lines[2]
 
 

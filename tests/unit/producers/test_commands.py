@@ -293,7 +293,7 @@ def test_feeds_add_names_the_sites_a_feed_speaks_for_and_feeds_list_shows_them(
         tmp_path, monkeypatch, capsys):
     """BBC's feed is on feeds.bbci.co.uk, its pages on www.bbc.co.uk and www.bbc.com:
     `feeds add --site` names those sites (each as its registrable domain), and the
-    listing shows them in its last column. A public suffix is no site: refused."""
+    listing shows them in its column `sites`. A public suffix is no site: refused."""
     from newsflow.cli import main
 
     monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path / "var"))
@@ -304,8 +304,8 @@ def test_feeds_add_names_the_sites_a_feed_speaks_for_and_feeds_list_shows_them(
     capsys.readouterr()
     assert main(["feeds", "list"]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split("\t")[-1] == "sites"
-    assert row.split("\t")[0] == url and row.split("\t")[-1] == "bbc.co.uk,bbc.com"
+    listed = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+    assert listed["url"] == url and listed["sites"] == "bbc.co.uk,bbc.com"
     with pytest.raises(SystemExit) as refused:
         main(["feeds", "add", url, "--no-discover", "--site", "co.uk"])
     assert refused.value.code == 2
