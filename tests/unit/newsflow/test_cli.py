@@ -685,3 +685,44 @@ def test_stop_on_signals_is_set_by_a_signal_and_gives_the_handlers_back():
     finally:
         signal.signal(signal.SIGTERM, before)
         signal.signal(signal.SIGINT, interrupt)
+
+
+# Put on PYTHONPATH: holds the import of newsflow.cli until a signal comes, having said
+# so, as its imports (pydantic, the areas' commands) hold it for some 0.3 s.
+_HOLD_THE_CLI_IMPORT = '''
+import sys, time
+
+class HoldCli:
+    def find_spec(self, name, path=None, target=None):
+        if name == "newsflow.cli":
+            print("importing newsflow.cli", flush=True)
+            time.sleep(600)
+        return None
+
+sys.meta_path.insert(0, HoldCli())
+'''
+
+
+def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_code_130(tmp_path):
+    """A Ctrl-C in the first ~0.3 s of any `newsflow` command landed in the imports,
+    before `main` catches it: a KeyboardInterrupt traceback, not a one-line stop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "sitecustomize.py").write_text(_HOLD_THE_CLI_IMPORT, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "NEWSFLOW_DATA_DIR": str(tmp_path / "var")}
+    command = subprocess.Popen([str(Path(sys.executable).parent / "newsflow"), "status"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert command.stdout is not None
+        assert command.stdout.readline() == "importing newsflow.cli\n"
+        command.send_signal(signal.SIGINT)
+        out, err = command.communicate(timeout=60)
+    finally:
+        command.kill()
+    assert command.returncode == 130
+    assert err == "newsflow: interrupted while starting\n"
