@@ -388,8 +388,9 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(f"{url} is already polled ({where}); nothing changed")
         # (The others found that are polled already: "add it with --all" of them read as
-        # if they were not.)
-        polled = listed | {f.url for f in state.feeds(active_only=True) if f.origin != "adhoc"}
+        # if they were not. A feed a 301 moved is polled at both its addresses.)
+        polled = listed | {address for f in state.feeds(active_only=True)
+                           if f.origin != "adhoc" for address in (f.url, f.origin_url)}
     finally:
         state.close()
     if made_state:

@@ -878,6 +878,30 @@ def test_feeds_add_says_which_other_feeds_found_are_polled_already(server, tmp_p
     assert f"also found {heise} (polled already)" in added.stderr, added.stderr
 
 
+def test_feeds_add_says_polled_already_of_a_feed_found_at_the_address_it_moved_from(
+        server, tmp_path):
+    """A feed polled since it was added moved (301): the state keeps both addresses.
+    Found at the one it was added as, `feeds add` said "add it with --all" of it, and
+    `--all` then said "already polled"."""
+    moved = server.url("/moved301/rss-parser/heise_developer.atom")
+    server.state.custom["home.html"] = (
+        ('<html><head><link rel="alternate" type="application/rss+xml"'
+         ' href="/feeds/rss-parser/theguardian_us.rss"><link rel="alternate"'
+         f' type="application/atom+xml" href="{moved}"></head><body>hi</body></html>').encode(),
+        "text/html")
+    assert _cli("feeds", "add", "--no-discover", moved, tmp_path=tmp_path).returncode == 0
+    rig = Rig(tmp_path)
+    try:
+        (feed,) = rig.state.feeds()
+        assert rig.poll_feed(feed).update.new_url == server.url(
+            "/feeds/rss-parser/heise_developer.atom")
+    finally:
+        rig.close()
+    added = _cli("feeds", "add", server.url("/custom/home.html"), tmp_path=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert f"also found {moved} (polled already)" in added.stderr, added.stderr
+
+
 # A hand-written feed with its elements misspelt: well-formed XML, read as RSS 2.0.
 MISSPELT_FEED = (b'<?xml version="1.0"?><rss version="2.0"><chanel><title>Local</title>'
                  b"<itme><title>Fire in Oslo</title><link>https://a.test/1</link></itme>"
