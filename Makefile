@@ -37,7 +37,9 @@ compiled: $(COMPILED)/.built
 # the build when a service runs on this data folder (`newsflow status` exit code 0 or 1;
 # 3 is "not running"): the build replaces build/mypyc, from which that service's children
 # import when they start again (a recycle of the embedded broker restarts them). Any other
-# code is status failing (2: a bad setting), said as its own error, not as a service.
+# code is status failing (2: a bad setting), said as its own error, not as a service. Nor
+# is a build that is due made under processes that run from it (a `make run` on another
+# data folder: its PYTHONPATH is the build's), which status does not see.
 run: install
 	@$(BIN)/newsflow status >/dev/null; code=$$?; \
 	if [ $$code -eq 0 ] || [ $$code -eq 1 ]; then \
@@ -48,8 +50,16 @@ run: install
 		echo "make run: \`$(BIN)/newsflow status\` failed (exit code $$code, why above);" \
 			"nothing was built" >&2; \
 		exit 1; fi
+	@$(MAKE) --no-print-directory -q compiled || { \
+		pids=$$(grep -lxzsF "PYTHONPATH=$(abspath $(COMPILED))" /proc/[0-9]*/environ \
+			| cut -d/ -f3 | tr '\n' ' '); \
+		if [ -n "$$pids" ]; then \
+			echo "make run: processes run from $(COMPILED) (pid $${pids% }: \`newsflow run\` on" \
+				"another data folder?), which the build due would replace under them: stop" \
+				"them first; nothing was built" >&2; \
+			exit 1; fi; }
 	@$(MAKE) --no-print-directory compiled
-	if [ -f $(COMPILED)/.built ]; then export PYTHONPATH=$(CURDIR)/$(COMPILED); fi; \
+	if [ -f $(COMPILED)/.built ]; then export PYTHONPATH=$(abspath $(COMPILED)); fi; \
 		NEWSFLOW_STOP_WITH_PARENT=true exec $(BIN)/newsflow run
 
 # Debian packages some tests use (headless Chromium, PostgreSQL 15); installed only where

@@ -160,6 +160,31 @@ def test_make_run_beside_a_running_service_builds_nothing(start_service, tmp_pat
     assert first.stop() == 0, first.log()[-3000:]
 
 
+def test_make_run_builds_nothing_under_a_service_of_another_data_folder(start_service,
+                                                                       tmp_path):
+    """`make run` with another NEWSFLOW_DATA_DIR asked `newsflow status` of that folder
+    only: "not running", so it rebuilt the compiled modules under a service running from
+    them on the first folder (its PYTHONPATH the build's), whose children import from
+    them when they start again. Built here into a folder of the test's own
+    (``COMPILED=``): without the check, the build would make it."""
+    build = tmp_path / "mypyc"
+    first = start_service(NEWSFLOW_REPLAY_SEEDS="false", PYTHONPATH=str(build))
+    # (A data folder that cannot be made: a second service, once built, stops at once.)
+    (tmp_path / "a-file").write_text("")
+    env = {**first.env, "NEWSFLOW_DATA_DIR": str(tmp_path / "a-file" / "var")}
+    env.pop("PYTHONPATH")
+    done = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "run",
+                           f"COMPILED={build}"], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode != 0
+    said = re.search(rf"make run: processes run from {re.escape(str(build))} \(pid ([\d ]+):",
+                     done.stderr)
+    assert said is not None, done.stderr[-3000:]
+    assert str(first.process.pid) in said[1].split()
+    assert not build.exists()
+    assert first.stop() == 0, first.log()[-3000:]
+
+
 def test_make_run_with_a_bad_setting_says_so_not_that_a_service_runs(tmp_path):
     """`make run` took any `newsflow status` exit code but 3 for a running service, and
     hid status's own words: a bad NEWSFLOW_* value (exit code 2) was said as "newsflow
