@@ -110,9 +110,13 @@ class Child:
 def stop_together(children: list[Child], timeout_s: float) -> None:
     """Stop ``children`` at once: each asked before any is waited for (one after the
     other, a recycle waited for the processors' whole stop before the sink's began)."""
-    for child in children:
+    asked = [child for child in children if child.alive()]
+    for child in asked:
         child.ask_to_stop()
-    for child in children:
+    for child in asked:
+        if not child.alive() and child.process is not None:
+            # (``stop`` says nothing of one already stopped: it stopped at our asking.)
+            logger.info("stopped %s (exit %s)", child.role, child.process.returncode)
         child.stop(timeout_s)
 
 
