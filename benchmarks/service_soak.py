@@ -293,35 +293,61 @@ def final_counts(service: Service, placed: Placed, outbox_path: Path) -> None:
     print(f"service log: {service.folder / 'service.log'}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=75.0)
-    parser.add_argument("--rate", type=float, default=25.0, help="articles per second")
-    parser.add_argument("--broker-max-mb", type=int, default=150,
+def watch_placed(service: Service, placed: Placed, stop: threading.Event,
+                 ) -> tuple[Settings, threading.Thread]:
+    """Settings to reach ``service`` (its embedded broker, its data folder), and a thread
+    that watches its SQLite for the articles of ``placed`` until ``stop``."""
+    settings = Settings(kafka_bootstrap=service.settings.kafka_bootstrap,
+                        kafka_embedded=True, data_dir=service.folder / "var")
+    watcher = threading.Thread(target=placed.watch, args=(service.db, stop), daemon=True)
+    watcher.start()
+    return settings, watcher
+
+
+def add_stream_arguments(parser: argparse.ArgumentParser, rate: float,
+                         broker_max_mb: int) -> None:
+    """The options of the stream replayed into the service and of the service itself, with
+    their defaults (``soak_variables`` reads the service's)."""
+    parser.add_argument("--rate", type=float, default=rate, help="articles per second")
+    parser.add_argument("--broker-max-mb", type=int, default=broker_max_mb,
                         help="NEWSFLOW_EMBEDDED_BROKER_MAX_MB (about 10 KB an article)")
     parser.add_argument("--chunk-s", type=float, default=60.0, help="seconds of each replay")
     parser.add_argument("--pause-s", type=float, default=20.0,
                         help="between replays: a recycle waits for a moment without one")
-    parser.add_argument("--web-every", type=float, default=10.0,
-                        help="read the web page every N s")
-    parser.add_argument("--every", type=float, default=60.0, help="print every N s")
-    parser.add_argument("--settle-s", type=float, default=300.0,
-                        help="at the end, wait this long without progress before stopping")
     parser.add_argument("--compiled", action="store_true",
                         help=f"run the service from the mypyc build in {COMPILED} (as make run)")
     parser.add_argument("--set", action="append", default=[], metavar="NEWSFLOW_NAME=VALUE",
                         help="a setting for the service (repeatable)")
-    args = parser.parse_args()
+
+
+def soak_variables(args: argparse.Namespace) -> dict[str, str] | None:
+    """The service's settings for a soak's ``args`` (``--broker-max-mb``, ``--set``); None
+    when the dev files are missing (said). Exits when ``--compiled`` finds no fresh build."""
     problem = snapshot_problem(COMPILED, Path(__file__).resolve().parent.parent) \
         if args.compiled else None
     if problem:
         raise SystemExit(f"--compiled: {problem}")
     if not all((SHARED / name).exists() for name in FILES):
         print(f"skipped: the dev files of {SHARED} not found (needs ../shared/data)")
+        return None
+    return {"NEWSFLOW_EMBEDDED_BROKER_MAX_MB": str(args.broker_max_mb),
+            "NEWSFLOW_LOG_LEVEL": "INFO",
+            **dict(item.split("=", 1) for item in args.set)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=75.0)
+    add_stream_arguments(parser, rate=25.0, broker_max_mb=150)
+    parser.add_argument("--web-every", type=float, default=10.0,
+                        help="read the web page every N s")
+    parser.add_argument("--every", type=float, default=60.0, help="print every N s")
+    parser.add_argument("--settle-s", type=float, default=300.0,
+                        help="at the end, wait this long without progress before stopping")
+    args = parser.parse_args()
+    variables = soak_variables(args)
+    if variables is None:
         return 0
-    variables = {"NEWSFLOW_EMBEDDED_BROKER_MAX_MB": str(args.broker_max_mb),
-                 "NEWSFLOW_LOG_LEVEL": "INFO",
-                 **dict(item.split("=", 1) for item in args.set)}
     total = int(args.minutes * 60 * args.rate * args.chunk_s / (args.chunk_s + args.pause_s))
     print(f"{total} articles at {args.rate:g}/s for {args.minutes:g} min, replays of "
           f"{args.chunk_s:g} s {args.pause_s:g} s apart; {' '.join(f'{k}={v}' for k, v in variables.items())}"
@@ -331,11 +357,8 @@ def main() -> int:
     with running_service(args.compiled, variables) as service:
         print(f"service up in {service.startup_s:.1f} s, pid {service.process.pid}, "
               f"folder {service.folder}", flush=True)
-        settings = Settings(kafka_bootstrap=service.settings.kafka_bootstrap,
-                            kafka_embedded=True, data_dir=service.folder / "var")
+        settings, watcher = watch_placed(service, placed, stop)
         outbox_path = settings.producer_state_file
-        watcher = threading.Thread(target=placed.watch, args=(service.db, stop), daemon=True)
-        watcher.start()
         started = time.time()
         rows = stream(total, datetime.now(UTC) + timedelta(minutes=args.minutes))
         publisher = threading.Thread(target=publish_stream, daemon=True, args=(

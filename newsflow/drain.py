@@ -66,6 +66,7 @@ def wait_passed(
     level: int = logging.INFO,
     why_behind: Callable[[], str | None] = lambda: None,
     timeout_setting: str | None = None,
+    look_every_s: float = 0.5,
 ) -> bool:
     """Wait until every group has committed past the ends its topics had when first
     looked at (found by reading): what arrives meanwhile does not count, so a publisher
@@ -79,7 +80,8 @@ def wait_passed(
     with what holds them up when ``why_behind`` says (the sink paused, say).
     ``timeout_setting`` names the setting that gave ``timeout_s`` (the service's stop):
     giving up is then a WARNING naming it, as the save for the next start that follows
-    is, or the save read as if there had been no wait."""
+    is, or the save read as if there had been no wait. The groups' offsets are looked at
+    every ``look_every_s``."""
     deadline = time.monotonic() + timeout_s
     said: tuple[str, str | None] | None = None  # the progress line's topic and reason,
     said_at = 0.0  # and when, logged again after PROGRESS_EVERY_S or when they change
@@ -116,7 +118,7 @@ def wait_passed(
                            " the check (%d unread%s)", topic, left,
                            f"; {reason}" if reason else "")
                 said, said_at = (topic, reason), time.monotonic()
-            time.sleep(0.5)
+            time.sleep(look_every_s)
     logger.log(level, "processors and sink have finished what was published before the check")
     return True
 

@@ -69,9 +69,10 @@ SWEEP_WAIT_S = 120.0  # how long the running service's check waits for the stage
 # look for rows kept late (``republish_late``) looks again this far back.
 LATE_MARGIN_S = 10.0
 SEND_TRIES = 3  # how often ``send_again`` sends a chunk the broker did not take
-# A replay's send across a recycle that the new broker refused as it started (Tansu's
-# "AlreadyExists" for a partition's first batch, raced by the recycle's own): its row is
-# published again with those sent to the old broker (``Reach``).
+# A replay's send across a recycle that the new broker still refused as it started
+# (Tansu's "AlreadyExists" for a partition's first batch, raced by the recycle's own),
+# once the flush's own tries (``kafka.REFUSED_TRIES``) failed too: its row is published
+# again with those sent to the old broker (``Reach``).
 LATE_AFTER_START_S = 30.0
 
 
@@ -394,7 +395,8 @@ def send_again(settings: Settings, topic: str, messages: Iterable[Message], clie
     twice changes nothing), up to ``SEND_TRIES`` times: the embedded broker refused one
     of two produce requests that reached a partition it had just made at once
     ("AlreadyExists" for its first batch), a replay's sent again across a recycle and the
-    recycle's own, and the service stopped."""
+    recycle's own, and the service stopped. (The flush sends such refusals again itself
+    now, ``Publisher.flush``: this is for a flush that failed all the same.)"""
     from newsflow.kafka import MessageTooLargeError, Publisher, PublishError
 
     sent = 0

@@ -293,3 +293,39 @@ def test_a_close_after_a_flush_that_failed_in_an_outage_stops_without_waiting_fo
             publisher.flush(timeout_s=1)
         publisher.close()  # nothing of its own left to deliver: no error
     assert not sender.is_alive()
+
+
+def test_sends_the_restarted_embedded_broker_refuses_are_sent_again_at_once(tmp_path, caplog):
+    """A recycle restarts the embedded broker empty on the same address: a replay's sends
+    queued meanwhile go to it as soon as its topics are made, and the recycle's own first
+    batches to each partition were refused (Tansu's "AlreadyExists", the unknown-server
+    error to kafka-python, which does not retry it): the replay exited 1 and its articles
+    waited 30 s or more for the outbox to publish them again. The refusing flush now sends
+    them again itself: every message of both publishers is on the topic."""
+    from newsflow.broker import EmbeddedBroker
+    from newsflow.drain import read_topic
+    from newsflow.settings import Settings
+
+    with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                            data_dir=tmp_path, replay_seeds=False)
+        ensure_topics(settings, topic_specs(settings)[:1])
+        with Publisher(settings, client_id="test-replay") as replaying:
+            replaying.publish_article(article(0))
+            replaying.flush()
+            broker.stop()
+            sent_meanwhile = [article(n) for n in range(1, 31)]
+            for each in sent_meanwhile:  # (queued: the broker is away)
+                replaying.publish_article(each)
+            broker.start()
+            ensure_topics(settings, topic_specs(settings)[:1])
+            carried = [article(n) for n in range(100, 130)]
+            with Publisher(settings, client_id="test-recycle") as recycling:
+                for each in carried:
+                    recycling.publish_article(each)
+                recycling.flush()  # (raised PublishError: "30 of 30 ... UnknownError")
+            replaying.flush()
+        on_topic = {m.key.decode() for m in read_topic(settings, settings.topic_raw)}
+    assert on_topic == {a.id for a in sent_meanwhile + carried}
+    assert "sending them again" in caplog.text
+    assert not [r for r in caplog.records if r.name == "newsflow.kafka" and r.levelname == "ERROR"]
