@@ -126,11 +126,15 @@ class Recycler:
                 self.enabled = False
             return True
         finally:
-            self.memory.set(self.broker.memory_bytes() or 0)
-            try:
-                write_textfile(self.registry, textfile_path(self.settings.data_dir, "broker"))
-            except OSError as exc:  # figures are not worth stopping the service for
-                logger.warning("could not write the broker's metrics: %s", exc)
+            self.write_metrics()
+
+    def write_metrics(self) -> None:
+        """The broker's memory now, with the limit and the recycles, to its textfile."""
+        self.memory.set(self.broker.memory_bytes() or 0)
+        try:
+            write_textfile(self.registry, textfile_path(self.settings.data_dir, "broker"))
+        except OSError as exc:  # figures are not worth stopping the service for
+            logger.warning("could not write the broker's metrics: %s", exc)
 
 
 def over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:

@@ -365,6 +365,9 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                     logger.warning("could not rewrite the runfile: %s", exc)
 
             recycler = recycle.Recycler(broker, settings, on_restart=tell_others, reach=reach)
+            # At once, not at the first check 10 s on: `newsflow status` and the page
+            # listed no broker until then, though the roles had reported.
+            recycler.write_metrics()
         # What a stop does for the outbox, while it runs: a stop may be months away.
         sweeper = outbox.Sweeper(settings, reach) if broker is not None else None
         while not stop.wait(0.5):
