@@ -714,9 +714,12 @@ def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_code_130(tmp_path
 
     (tmp_path / "sitecustomize.py").write_text(_HOLD_THE_CLI_IMPORT, encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "NEWSFLOW_DATA_DIR": str(tmp_path / "var")}
+    # SIGINT as a terminal's command gets it: a suite run in the background (`make test &`)
+    # ignores it, and so would the command, which then slept out the hold.
     command = subprocess.Popen([str(Path(sys.executable).parent / "newsflow"), "status"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert command.stdout is not None
         assert command.stdout.readline() == "importing newsflow.cli\n"
