@@ -31,12 +31,20 @@ def test_the_jsonl_sink_lists_nothing_for_a_stop_to_save_without_a_word(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """What a stop saves its stage with is what the start's window lists: nothing, for
-    the JSON Lines file. Said once, at the start: not again at every stop."""
+    the JSON Lines file. Said once, at the start: not again at every stop. Nor is the file
+    read to find that out (the store loads all of it, at every stop)."""
     settings = Settings(data_dir=tmp_path, sink="jsonl")
     JsonlSink(settings.jsonl_file).write([incident("i1", 1, 2)])
+    reads = []
+
+    def listing(*args):  # type: ignore[no-untyped-def]
+        reads.append(args)
+        return read_listing(*args)
+
     with caplog.at_level(logging.WARNING):
-        assert read_view(settings, read_listing) == StorageView({}, {})
+        assert read_view(settings, listing) == StorageView({}, {})
     assert caplog.text == ""
+    assert reads == []
 
 
 def test_the_window_comes_back_in_the_order_the_stage_saw_it(tmp_path: Path) -> None:
