@@ -941,8 +941,8 @@ class ProducerLoop:
         # At a stop, once the grace is over: ends what polls still running wait for (the
         # extraction workers), as their entries are handed back anyway.
         self.cut_short = cut_short
-        # At a stop, before the last polls' articles are published: whether the broker is
-        # gone for good (then they are not, and nothing waits on it).
+        # Before a poll's articles are published: whether the broker is gone for good
+        # (then they are not, nothing waits on it, and the loop ends).
         self.broker_gone = broker_gone
         self.gave_up = False  # a stop found the broker gone
         self.owner = _owner()
@@ -965,7 +965,7 @@ class ProducerLoop:
         last_prune = -math.inf  # at the start too: a producer restarted daily never reached 24 h
         last_settle = -math.inf
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self.gave_up:
                 try:
                     now = time.monotonic()
                     if self.refresh is not None and now - last_refresh > 30:
@@ -1099,9 +1099,13 @@ class ProducerLoop:
 
     def _deliver_unless_gone(self, finished: list[tuple[FeedRow, Future[PollResult]]],
                              stop: threading.Event) -> None:
-        """``_deliver``; but a stop that finds the broker gone for good (``broker_gone``)
-        hands the feeds back instead, their new entries left unseen for the next run."""
-        if not (finished and stop.is_set() and self.broker_gone is not None):
+        """``_deliver``; but once the broker is gone for good (``broker_gone``: with
+        `newsflow run`, which this process outlives) the feeds are handed back instead,
+        their new entries left unseen for the next run, and the loop ends. Asked at every
+        delivery, not at a stop only: one that had not begun (the SIGTERM of the
+        supervisor's death not yet taken) published to the dead broker, and waited on it
+        until the orphan's exit."""
+        if not (finished and self.broker_gone is not None):
             self._deliver(finished)
             return
         if not self.gave_up and not self.broker_gone():
@@ -1307,12 +1311,18 @@ class _FeedsFileWatcher:
 
 
 def _left_without_broker(settings: Settings, timeout_s: float = 1.0) -> bool:
-    """Whether this child of `newsflow run` outlives it (its supervisor is gone) and no
-    broker address answers: the embedded broker died with it. Its last publishing then
-    waited on that broker until the orphan's exit 20 s later (newsflow/processes.py):
-    making sure the topic exists, up to 30 s, then a flush of up to 30 s."""
+    """Whether this child of `newsflow run` outlives it (its supervisor is gone) and its
+    broker went too: the embedded one, which dies with it, or an external one of which no
+    address answers. Its last publishing then waited on that broker until the orphan's
+    exit 20 s later (newsflow/processes.py): making sure the topic exists, up to 30 s,
+    then a flush of up to 30 s."""
     if settings.supervisor_pid is None or os.getppid() == settings.supervisor_pid:
         return False
+    if settings.kafka_embedded:
+        # Killed with the supervisor (SIGKILL at its death), not asked: while its exit
+        # runs, the kernel still takes connections on its port, and a producer that
+        # asked then published to it until the orphan's exit.
+        return True
     # (Read as kafka-python reads it: split by hand, PLAINTEXT://host:9092 or a host
     # without its port was taken for no broker answering, the last polls handed back.)
     return not any_broker_answers(settings.kafka_bootstrap or "", timeout_s)

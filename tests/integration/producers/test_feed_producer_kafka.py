@@ -472,8 +472,8 @@ def test_a_producer_left_by_a_killed_newsflow_run_does_not_wait_on_its_dead_brok
         service.wait(10)
         wait_for(lambda: not process_runs(producer), 40, "the producer ended")
         text = log.read_text(errors="replace")
-        assert "stopping: the broker is gone with `newsflow run`" in text
-        assert "producer stopped: 0 polls, 0 articles published" in text
+        assert "stopping: the broker is gone with `newsflow run`" in text, text
+        assert "producer stopped: 0 polls, 0 articles published" in text, text
     finally:
         if service.poll() is None:
             service.kill()
@@ -499,7 +499,7 @@ def test_a_broker_address_written_with_its_scheme_is_not_taken_for_gone(make_set
     bootstrap = settings.kafka_bootstrap or ""
     written = ",".join(f"PLAINTEXT://{address}" for address in bootstrap.split(","))
     # (Its parent is not its supervisor: as after `newsflow run` was killed.)
-    orphan = settings.model_copy(update={"kafka_bootstrap": written,
+    orphan = settings.model_copy(update={"kafka_bootstrap": written, "kafka_embedded": False,
                                          "supervisor_pid": os.getpid()})
     admin_client(orphan).close()  # (the clients reach it so written)
     assert not _left_without_broker(orphan)
