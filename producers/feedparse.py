@@ -79,7 +79,8 @@ class FeedEntry:
 
 @dataclass
 class ParsedFeed:
-    kind: str  # feedparser's version ("rss20", "atom10", ...), "json", "sitemap" or ""
+    # feedparser's version ("rss20", "atom10", ...), "json", "sitemap", "sitemapindex" or ""
+    kind: str
     title: str = ""
     link: str | None = None
     description: str = ""  # the channel's description, the Atom feed's subtitle
@@ -273,6 +274,16 @@ def _sniff_charset(body: bytes, content_type: str) -> tuple[str, bytes] | None:
     return encoding, text.encode("utf-8")
 
 
+# A sitemap's root element, after whatever may come first: the XML declaration, a
+# stylesheet, comments. (Looked for in the first 2 KB only, one after a long comment was
+# read by feedparser as nothing: "not a feed".) Each alternative starts with its own
+# character, and a comment's body cannot hold "-->": no run of them can be split in
+# several ways (see _HTML_START).
+_SITEMAP_START = re.compile(
+    rb"(?:\s|<\?(?:[^?]|\?(?!>))*\?>|<!--(?:[^-]|-(?!->))*-->)*<(?:[\w.-]+:)?(?:urlset|sitemapindex)[\s>/]"
+)
+
+
 def parse_feed(
     body: bytes, *, url: str | None = None, headers: Mapping[str, str] | None = None
 ) -> ParsedFeed:
@@ -284,7 +295,7 @@ def parse_feed(
         parsed = _parse_json_feed(body)
         if parsed is not None:
             return parsed
-    if b"<urlset" in head or b"<sitemapindex" in head:
+    if _SITEMAP_START.match(body.lstrip(b"\xef\xbb\xbf")):
         return _parse_sitemap(body)
     response_headers = dict(headers)
     if url:
@@ -362,6 +373,10 @@ def feed_problem(parsed: ParsedFeed, body: bytes, content_type: str) -> str | No
             # (feedparser's XML error would only mislead here)
             return f"not a feed: JSON that is not a JSON Feed ({served_as})"
         return f"not a feed ({served_as})" + (f": {parsed.bozo[:200]}" if parsed.bozo else "")
+    if parsed.kind == "sitemapindex":
+        # (Said "ill-formed: ..." of a well-formed index.)
+        return ("not a feed: a sitemap index, which lists sitemaps, not articles (a news"
+                " sitemap it lists is one)")
     if parsed.bozo and not parsed.bozo_soft:
         return f"ill-formed: {parsed.bozo[:200]}; no entries recovered"
     if parsed.kind not in ("json", "sitemap") and not (
@@ -506,7 +521,7 @@ def _parse_sitemap(body: bytes) -> ParsedFeed:
         return parsed
     parsed.encoding = root.getroottree().docinfo.encoding
     if root.tag.endswith("sitemapindex"):
-        parsed.bozo = "sitemap index: lists sitemaps, not articles"
+        parsed.kind = "sitemapindex"
         return parsed
     for url_el in root.iter(f"{_SITEMAP_NS}url", "url"):
         loc = (url_el.findtext(f"{_SITEMAP_NS}loc") or url_el.findtext("loc") or "").strip()
