@@ -10,6 +10,7 @@ from functools import partial
 from threading import Event
 from typing import TYPE_CHECKING
 
+from newsflow.entry import INTERRUPTED
 from newsflow.settings import Settings
 
 if TYPE_CHECKING:  # (newsflow.redrive imports the Kafka client: not for `newsflow --help`)
@@ -57,10 +58,12 @@ class SignalStop(Event):
 
     def __init__(self) -> None:
         super().__init__()
+        self.signum: int | None = None  # the signal that set it, if one did
         self._previous = {sig: signal.signal(sig, self._handler)
                           for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _handler(self, signum: int, _frame: object) -> None:
+        self.signum = signum
         self.set()
 
     def __enter__(self) -> SignalStop:
@@ -115,11 +118,13 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     reach_broker(settings)
     with stop_on_signals() as stop:
         stop_when_reader_leaves(sys.stdout, stop)
-        return tail(
+        code = tail(
             settings, topic, from_beginning=args.from_beginning, raw_json=args.json,
             out=lambda line: print(line, flush=True),  # a line as it comes, piped or not
             stop=stop, limit=args.limit, broker_started=lambda: broker_started(settings),
         )
+    # Ended by a Ctrl-C: said as a shell says a command SIGINT ended, and `replay` does.
+    return INTERRUPTED if stop.signum == signal.SIGINT else code
 
 
 def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, *,

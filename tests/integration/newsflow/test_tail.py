@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -58,6 +59,43 @@ def test_tail_piped_to_head_shows_each_line_at_once_and_ends_when_head_does(make
             tail.kill()
             tail.wait()
 
+
+
+def test_tail_and_replay_both_exit_130_on_ctrl_c(make_settings, tmp_path):
+    """A Ctrl-C ended `newsflow tail` with 0 and `newsflow replay` with 130, as a shell
+    reports a command SIGINT ended: a script could not tell a tail stopped by hand."""
+    settings = make_settings()
+    ensure_topics(settings)
+    folder = tmp_path / "stream"
+    folder.mkdir()
+    for n in range(200):  # (10 s at 20 a second: still sending at the Ctrl-C)
+        (folder / f"{n:03}.txt").write_text(f"Report {n}\nStory {n} of the night.", "utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+    commands = {
+        "tail": ["tail", "raw", "--from-beginning"],
+        "replay": ["replay", "--quiet", "--rate", "20", str(folder)],
+    }
+    # SIGINT as a terminal's command gets it: a suite run in the background ignores it.
+    running = {name: subprocess.Popen(
+        [sys.executable, "-m", "newsflow.cli", *args], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        for name, args in commands.items()}
+    try:
+        tail_out = running["tail"].stdout
+        assert tail_out is not None
+        assert "Report 0" in tail_out.readline()  # the tail follows, the replay sends
+        codes = {}
+        for name, command in running.items():
+            command.send_signal(signal.SIGINT)
+            codes[name] = (command.wait(60), command.stderr.read() if command.stderr else "")
+    finally:
+        for command in running.values():
+            if command.poll() is None:
+                command.kill()
+                command.wait()
+    assert {name: code for name, (code, _) in codes.items()} == {"tail": 130, "replay": 130}, codes
 
 
 @contextmanager
