@@ -170,10 +170,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings, *,
                store_counts: Callable[[Settings], dict[str, int]]) -> int:
     import time
 
-    from newsflow.service import data_dir_holder, running_service
+    from newsflow.service import data_dir_holder, running_service, with_web_address
     from newsflow.status import format_status, read_status, status_json
 
     runfile = running_service(settings)
+    if runfile is not None:
+        runfile = with_web_address(settings, runfile)
     # (one that holds the data folder and has not written its runfile yet is starting)
     starting = data_dir_holder(settings) if runfile is None else None
     status = read_status(settings, runfile, store_counts, starting)

@@ -138,10 +138,38 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
         "broker_started": broker_started,
         "web": web_address(settings),
     }
-    path = settings.runfile
+    _write_whole(settings.runfile, info)
+
+
+def write_web_runfile(settings: Settings, url: str) -> None:
+    """Say where this web process serves: with NEWSFLOW_WEB_PORT=0 it chose a free port
+    itself, which the runfile of the `newsflow run` it is a child of cannot name."""
+    info = {
+        "pid": os.getpid(),
+        "started": process_started(os.getpid()),
+        "supervisor_pid": settings.supervisor_pid,
+        "url": url,
+    }
+    _write_whole(settings.web_runfile, info)
+
+
+def _write_whole(path: Path, info: dict[str, Any]) -> None:
     partial = path.with_name(path.name + ".tmp")  # a reader never sees half of it
     partial.write_text(json.dumps(info), encoding="utf-8")
     os.replace(partial, path)
+
+
+def with_web_address(settings: Settings, runfile: dict[str, Any]) -> dict[str, Any]:
+    """``runfile`` with the address its web process says it serves on, when that process
+    runs and is this `newsflow run`'s child (the runfile's names no port with
+    NEWSFLOW_WEB_PORT=0); else as it is."""
+    try:
+        info = json.loads(settings.web_runfile.read_text(encoding="utf-8"))
+        ours = (info["supervisor_pid"] == runfile["pid"] and isinstance(info["url"], str)
+                and process_runs(int(info["pid"]), info.get("started")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return runfile
+    return {**runfile, "web": info["url"]} if ours else runfile
 
 
 def running_service(settings: Settings) -> dict[str, Any] | None:
@@ -218,7 +246,8 @@ def discover_running_service(settings: Settings) -> Settings:
 
 def web_address(settings: Settings) -> str:
     """The web page's address, for the log and the runfile. With port 0 the web child
-    binds a free port of its own choosing, which only its log line names."""
+    binds a free port of its own choosing, which only it names (its log line, and
+    ``write_web_runfile`` for `newsflow status`)."""
     if settings.web_port == 0:
         return f"http://{settings.web_host}:<a free port: see the web process's log line>/"
     return f"http://{settings.web_host}:{settings.web_port}/"

@@ -271,6 +271,11 @@ class Settings(BaseSettings):
         return self.data_dir / "service.json"
 
     @property
+    def web_runfile(self) -> Path:
+        """Where the web process of a `newsflow run` says where it serves (see service.py)."""
+        return self.data_dir / "web.json"
+
+    @property
     def session_timeout_s(self) -> float:
         # Tansu answers a JoinGroup only after half the session timeout: keep it short there.
         return 3.0 if self.kafka_embedded else 30.0

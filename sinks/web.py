@@ -896,14 +896,20 @@ def make_server(settings: Settings) -> NewsflowServer:
 
 def serve(settings: Settings, stop: threading.Event) -> None:
     """Serve until ``stop`` is set."""
+    from newsflow.service import write_web_runfile
+
     server = make_server(settings)
     thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
     thread.start()
-    logger.info("web page at %s", server.url)
+    if settings.supervisor_pid is not None:  # (for `newsflow status` of that `newsflow run`)
+        write_web_runfile(settings, server.url)
+    logger.info("web page at %s", server.url)  # (once it is written: a test waits for it)
     try:
         while not stop.wait(0.5):
             pass
     finally:
+        if settings.supervisor_pid is not None:
+            settings.web_runfile.unlink(missing_ok=True)
         server.shutdown()
         server.server_close()
         server.stores.reset()

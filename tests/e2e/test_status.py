@@ -77,3 +77,21 @@ def test_status_of_a_running_service_its_problems_and_its_stop(start_service, tm
     assert stopped.returncode == 3, stopped.stdout + stopped.stderr
     assert stopped.stdout.startswith("newsflow run: not running on data folder")
     assert re.search(r"^  storage .*: 3 articles, 2 incidents", stopped.stdout, re.M), stopped.stdout
+
+
+def test_status_names_and_asks_the_page_on_the_free_port_its_web_process_chose(start_service):
+    """With NEWSFLOW_WEB_PORT=0 status showed "<a free port: see the web process's log
+    line>" and asked no /healthz: a page that did not answer went unsaid."""
+    service = start_service(NEWSFLOW_WEB_PORT="0")
+    port = service.wait_for(lambda: re.findall(r"web page at http://127\.0\.0\.1:(\d+)/",
+                                               service.log()), 60)[-1]
+    well = json.loads(status(service, "--json").stdout)
+    assert (well["web"], well["web_answers"]) == (f"http://127.0.0.1:{port}/", True), well
+    web = child_pid(service, "web")
+    os.kill(web, signal.SIGSTOP)
+    try:
+        wrong = status(service)
+    finally:
+        os.kill(web, signal.SIGCONT)
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+    assert "the web page does not answer" in wrong.stdout.split("problems:", 1)[1]
