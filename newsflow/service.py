@@ -326,7 +326,17 @@ def broker_answers(settings: Settings, stop: Event) -> bool:
     return True
 
 
+def with_absolute_paths(settings: Settings) -> Settings:
+    """``settings`` with its relative paths made absolute, from the working folder: the
+    log of a service started elsewhere said "no seeds folder at seeds", and its children,
+    given them, say where they looked too. (Not resolved through links: the folder named
+    is the one set.)"""
+    return settings.model_copy(update={
+        name: Path(os.path.abspath(value)) for name, value in settings if isinstance(value, Path)})
+
+
 def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES) -> int:
+    settings = with_absolute_paths(settings)
     if settings.stop_with_parent:
         # Under `make run`: a SIGTERM to make (which does not pass it on) still stops us.
         stop_with_parent()

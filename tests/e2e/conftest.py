@@ -49,7 +49,7 @@ def incidents_holding(db: Path, article_ids: set[str]) -> list[str]:
 class Service:
     """One `newsflow run` process tree with its own data folder, port and log."""
 
-    def __init__(self, tmp_path: Path, **settings: str) -> None:
+    def __init__(self, tmp_path: Path, *, cwd: Path = ROOT, **settings: str) -> None:
         self.data_dir = tmp_path / "var"
         self.db = self.data_dir / "newsflow.db"
         self.web_port = int(settings.get("NEWSFLOW_WEB_PORT") or free_port())
@@ -66,7 +66,7 @@ class Service:
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "newsflow.cli", "run"],
-                env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                env=self.env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
             )
 
     def log(self) -> str:

@@ -108,6 +108,23 @@ def test_a_dead_embedded_broker_stops_the_service_for_its_manager_to_restart(sta
     assert_no_child_outlived(service)
 
 
+def test_a_service_started_in_another_folder_names_in_full_the_paths_it_did_not_find(
+        tmp_path):
+    """Its warnings said "no seeds folder at seeds" and "no feeds file at feeds.toml":
+    of which folder, its log (a unit's journal) did not say."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    service = Service(tmp_path, cwd=elsewhere, NEWSFLOW_SEEDS_DIR="seeds",
+                      NEWSFLOW_FEEDS_FILE="feeds.toml", NEWSFLOW_REPLAY_SEEDS="true")
+    try:
+        service.wait_for(lambda: "no feeds file at" in service.log()
+                         and "no seeds folder at" in service.log(), 60)
+    finally:
+        assert service.stop() == 0, service.log()[-3000:]
+    assert f"no seeds folder at {elsewhere / 'seeds'}; nothing replayed" in service.log()
+    assert f"no feeds file at {elsewhere / 'feeds.toml'}:" in service.log()
+
+
 def test_a_taken_web_port_stops_the_service_before_it_starts(tmp_path):
     with socket.create_server(("127.0.0.1", 0)) as other_program:
         port = other_program.getsockname()[1]
