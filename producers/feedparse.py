@@ -274,14 +274,32 @@ def _sniff_charset(body: bytes, content_type: str) -> tuple[str, bytes] | None:
     return encoding, text.encode("utf-8")
 
 
-# A sitemap's root element, after whatever may come first: the XML declaration, a
-# stylesheet, comments. (Looked for in the first 2 KB only, one after a long comment was
-# read by feedparser as nothing: "not a feed".) Each alternative starts with its own
-# character, and a comment's body cannot hold "-->": no run of them can be split in
-# several ways (see _HTML_START).
-_SITEMAP_START = re.compile(
-    rb"(?:\s|<\?(?:[^?]|\?(?!>))*\?>|<!--(?:[^-]|-(?!->))*-->)*<(?:[\w.-]+:)?(?:urlset|sitemapindex)[\s>/]"
-)
+_SPACES = re.compile(rb"\s*")
+_SITEMAP_ROOT = re.compile(rb"<(?:[\w.-]+:)?(?:urlset|sitemapindex)[\s>/]")
+# What may come before the root element, and what ends it.
+_PROLOG_PARTS = ((b"<?", b"?>"), (b"<!--", b"-->"), (b"<!DOCTYPE", b">"))
+_PROLOG_MOST = 100  # parts skipped at most (a real prolog has a few)
+
+
+def _is_sitemap(body: bytes) -> bool:
+    """Whether the root element is a sitemap's (a urlset or a sitemap index), found past
+    the XML declaration, stylesheets, comments and a document type (without an internal
+    subset) that may come first. (Looked for in the first 2 KB only, a sitemap after a
+    long comment was read by feedparser as nothing: "not a feed". A regular expression
+    over the same took seconds on megabytes of whitespace: each part is skipped by find.)"""
+    at = 3 if body.startswith(b"\xef\xbb\xbf") else 0
+    for _ in range(_PROLOG_MOST):
+        at = _SPACES.match(body, at).end()  # type: ignore[union-attr]
+        for start, end in _PROLOG_PARTS:
+            if body.startswith(start, at):
+                found = body.find(end, at + len(start))
+                if found < 0:
+                    return False
+                at = found + len(end)
+                break
+        else:
+            return _SITEMAP_ROOT.match(body, at) is not None
+    return False
 
 
 def parse_feed(
@@ -295,7 +313,7 @@ def parse_feed(
         parsed = _parse_json_feed(body)
         if parsed is not None:
             return parsed
-    if _SITEMAP_START.match(body.lstrip(b"\xef\xbb\xbf")):
+    if _is_sitemap(body):
         return _parse_sitemap(body)
     response_headers = dict(headers)
     if url:

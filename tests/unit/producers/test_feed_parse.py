@@ -222,6 +222,28 @@ def test_news_sitemap():
     assert entry.language == "en" and entry.published is not None and entry.published.year == 2008
 
 
+def test_a_sitemap_is_known_past_what_may_come_before_its_root():
+    """The declaration, a stylesheet, comments (of any length) and a document type may
+    come first; the first 2 KB were looked at, and a sitemap after a long comment was
+    "not a feed"."""
+    urlset = (b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+              b"<url><loc>https://s.example/a.html</loc></url></urlset>")
+    heads = [b"", b'<?xml version="1.0" encoding="UTF-8"?>\n',
+             b'<?xml version="1.0"?><?xml-stylesheet type="text/xsl" href="/s.xsl"?>',
+             b"<!-- " + b"generated - by a plugin -- " * 200 + b"-->\n",
+             b'<?xml version="1.0"?>\n<!DOCTYPE urlset>\n']
+    for head in heads:
+        parsed = parse_feed(head + urlset)
+        assert parsed.kind == "sitemap", head[:40]
+        assert [entry.link for entry in parsed.entries] == ["https://s.example/a.html"]
+    index = b'<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"/>'
+    assert parse_feed(index).kind == "sitemapindex"
+    # (An RSS feed that names a sitemap in a comment is still RSS.)
+    rss = (b'<?xml version="1.0"?><!-- see <urlset> --><rss version="2.0"><channel>'
+           b"<title>T</title></channel></rss>")
+    assert parse_feed(rss).kind == "rss20"
+
+
 def test_localised_rfc822_dates_are_read():
     uol = parse_feed((shared_path("feeds") / "rss-parser/uol_noticias.rss").read_bytes())
     first = uol.entries[0].published
