@@ -12,9 +12,10 @@ from contextlib import contextmanager
 
 from kafka import TopicPartition
 
-from newsflow.drain import all_read, true_ends, wait_passed
+from newsflow.drain import all_read, committed_offsets, true_ends, wait_passed
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.settings import Settings
+from tests.conftest import wait_for
 from tests.integration.newsflow.test_service import commit
 
 
@@ -87,10 +88,21 @@ def test_what_arrives_after_the_first_look_is_not_waited_for(make_settings, capl
     with publishing(settings, settings.topic_clean, "k"), caplog.at_level(logging.INFO,
                                                                           logger="newsflow.drain"):
         try:
-            assert not wait_passed(settings, groups, timeout_s=1.0)  # (no one reads yet)
+            # (No one reads yet. 3 s: the first look, before which nothing is said, takes a
+            # second on a loaded machine, and a 1 s wait gave up at it.)
+            assert not wait_passed(settings, groups, timeout_s=3.0)
             reader.start()
             assert wait_passed(settings, groups, timeout_s=60.0)
-            assert not any(all_read(settings, groups) for _ in range(10))
+            # A look for nothing unread fails once the publisher has sent past the reader's
+            # last commit. (Ten looks while the reader read on needed the publisher never
+            # to stall: with it paused half a second, as a loaded machine may, a look fell
+            # between the reader's commit and the next message, and passed.)
+            stop.set()
+            reader.join(10)
+            last = committed_offsets(settings, settings.app_id)[part]
+            wait_for(lambda: true_ends(settings, [settings.topic_clean])[part] > last, 30,
+                     "a message published past the reader's last commit")
+            assert not all_read(settings, groups)
         finally:
             stop.set()
             reader.join(10)
@@ -98,7 +110,7 @@ def test_what_arrives_after_the_first_look_is_not_waited_for(make_settings, capl
     assert said[0].startswith("waiting for processors and sink to read what"), said
     [gave_up] = [m for m in said if m.startswith("stopped waiting")]
     assert re.fullmatch(rf"stopped waiting for processors and sink \(\d+ unread in"
-                        rf" {settings.topic_clean} before the check\): 1 s passed", gave_up)
+                        rf" {settings.topic_clean} before the check\): 3 s passed", gave_up)
     assert said[-1] == "processors and sink have finished what was published before the check"
 
 

@@ -31,6 +31,7 @@ from newsflow.recycle import (
 )
 from newsflow.service import run_service
 from newsflow.settings import Settings
+from tests.conftest import read_topic as read_topic_until
 from tests.conftest import stop_once_running
 
 BASE_MS = 1_700_000_000_000
@@ -313,7 +314,9 @@ def test_a_stop_while_a_publisher_never_pauses_saves_what_was_there_when_it_look
     ensure_topics(settings)
     sent = published(settings, 30)
     with publishing(settings, settings.topic_raw, "b"):
-        time.sleep(1.0)
+        # (Waited for, not slept on: the publisher's start may take seconds under load.)
+        read_topic_until(settings, settings.topic_raw, until=lambda records: b"b101" in {
+            r.key for r in records}, what="the publisher's first two messages")
         started = time.monotonic()
         assert not save_for_next_start(settings, drained=False)
         took = time.monotonic() - started

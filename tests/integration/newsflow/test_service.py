@@ -98,7 +98,9 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
     assert unread(settings, settings.app_id, [settings.topic_clean]) == 9
     paused = "the sink is paused: its storage is unavailable (see the sink's log)"
     with caplog.at_level(logging.INFO, logger="newsflow.drain"):
-        assert not wait_passed(settings, groups, timeout_s=1.0, why_behind=lambda: paused,
+        # (3 s: the first look, before which nothing is said, takes a second on a loaded
+        # machine, and a 1 s wait gave up at it.)
+        assert not wait_passed(settings, groups, timeout_s=3.0, why_behind=lambda: paused,
                                timeout_setting="NEWSFLOW_STOP_DRAIN_S")
         assert not wait_passed(settings, groups, timeout_s=60.0, alive=lambda: False)
         # A broker recycle's wait: its time is its own, not the stop's setting.
@@ -111,7 +113,7 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
                                      f" held at the check (9 unread; {paused})")
     assert [s for s in said if "stopped waiting" in s[1]] == [
         (logging.WARNING, f"stopped waiting for processors and sink (9 unread in {topic} before"
-                          " the check): 1 s passed (NEWSFLOW_STOP_DRAIN_S)"),
+                          " the check): 3 s passed (NEWSFLOW_STOP_DRAIN_S)"),
         (logging.INFO, f"stopped waiting for processors and sink (9 unread in {topic} before"
                        " the check): a processor or the sink stopped"),
         (logging.INFO, f"stopped waiting for processors and sink (9 unread in {topic} before"
@@ -120,7 +122,7 @@ def test_the_drain_check_sees_the_rest_of_a_batch_a_group_has_not_read(make_sett
                        " the check): stopping")]
     first_gave_up = [m for _, m in said].index(
         f"stopped waiting for processors and sink (9 unread in {topic} before the check):"
-        " 1 s passed (NEWSFLOW_STOP_DRAIN_S)")
+        " 3 s passed (NEWSFLOW_STOP_DRAIN_S)")
     assert not any(paused in m for _, m in said[first_gave_up:])  # (only where it was said)
 
     commit(settings, settings.app_id, part, 10)

@@ -160,7 +160,15 @@ def test_a_tail_from_the_end_leaves_out_letters_carried_over_from_before_it(make
     write_messages(carried_letters(settings), read_topic(settings, settings.topic_dlq))
     time.sleep(0.1)
     with tailing_dlq(settings, from_beginning=False) as (lines, started):
-        time.sleep(1)
+        # Where it reads from set before the restart: a tail slow to start (seconds, under
+        # load) sought the end after "newer" came, and never showed it.
+        with Publisher(settings) as publisher:
+            def shown_one_sent_now() -> bool:
+                publisher.send(settings.topic_dlq, "check", b'{"key": "check"}')
+                publisher.flush()
+                return any("check" in line for line in lines)
+
+            wait_for(shown_one_sent_now, 60, "a letter sent once the tail runs, shown")
         restart_empty(settings, started)
         restore_dead_letters(settings)
         with Publisher(settings) as publisher:
@@ -176,20 +184,27 @@ def test_a_tail_of_a_stopped_services_broker_ends_saying_so(make_settings):
     settings = make_settings()
     ensure_topics(settings)
     started: dict[str, float | None] = {"at": 1.0}
+    asked = threading.Event()
     raised: list[Exception] = []
     stop = threading.Event()
+
+    def broker_started() -> float | None:
+        asked.set()
+        return started["at"]
 
     def follow() -> None:
         try:
             tail(settings, settings.topic_raw, from_beginning=True, raw_json=True,
-                 out=lambda line: None, stop=stop, broker_started=lambda: started["at"])
+                 out=lambda line: None, stop=stop, broker_started=broker_started)
         except RuntimeError as exc:
             raised.append(exc)
 
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
     try:
-        time.sleep(1)
+        # A running service's broker first: a tail slow to start (under load) was told
+        # None at its start, and rightly followed on.
+        wait_for(asked.is_set, 60, "the tail's start")
         started["at"] = None  # the service stopped: no runfile names its broker
         follower.join(RESTART_LOOK_S + 30)
         assert not follower.is_alive(), "the tail still follows a stopped service's broker"
