@@ -151,24 +151,39 @@ def running_service(compiled: bool = False, variables: Mapping[str, str] | None 
         log.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a run of the service over a dev file: ``--file``, ``--limit`` (its
+    first so many articles), ``--compiled``, ``--set`` (read by ``dev_file``)."""
     parser.add_argument("--file", default="gva-dev.jsonl")
     parser.add_argument("--limit", type=int, default=2000)
-    parser.add_argument("--paced", type=int, default=300,
-                        help="then this many more articles at --rate, for steady-state latency")
-    parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--compiled", action="store_true",
                         help=f"run the service from the mypyc build in {COMPILED} (as make run)")
     parser.add_argument("--set", action="append", default=[], metavar="NEWSFLOW_NAME=VALUE",
                         help="a setting for the service (repeatable)")
-    args = parser.parse_args()
+
+
+def dev_file(args: argparse.Namespace) -> Path | None:
+    """The dev file ``args`` name (``add_run_arguments``); None when it is missing (said).
+    Exits when ``--compiled`` finds no fresh build."""
     problem = snapshot_problem(COMPILED, ROOT) if args.compiled else None
     if problem:
         raise SystemExit(f"--compiled: {problem}")
     source = SHARED / args.file
     if not source.exists():
         print(f"skipped: {source} not found (needs ../shared/data)")
+        return None
+    return source
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_run_arguments(parser)
+    parser.add_argument("--paced", type=int, default=300,
+                        help="then this many more articles at --rate, for steady-state latency")
+    parser.add_argument("--rate", type=float, default=20.0)
+    args = parser.parse_args()
+    source = dev_file(args)
+    if source is None:
         return
 
     with running_service(args.compiled, dict(item.split("=", 1) for item in args.set)) as service:

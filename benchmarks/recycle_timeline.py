@@ -90,11 +90,13 @@ def recycles(lines: list[Line]) -> list[list[Line]]:
             for start, end in zip(starts, [*starts[1:], len(lines)], strict=True)]
 
 
-def timeline(lines: list[Line]) -> list[tuple[str, float, float]]:
-    """Each phase's first and last matching line, in seconds from the recycle's first."""
+def timeline(lines: list[Line], phases: tuple[tuple[str, str], ...] = PHASES,
+             ) -> list[tuple[str, float, float]]:
+    """Each phase's first and last matching line, in seconds from the first of ``lines``
+    (a recycle's)."""
     began = lines[0].at
     found = []
-    for label, words in PHASES:
+    for label, words in phases:
         times = [line.at - began for line in lines if words in line.text]
         if times:
             found.append((label, times[0], times[-1]))

@@ -152,16 +152,18 @@ def spawn(
 
 
 def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout_s: float,
-              *, kill: bool = False) -> int | None:
-    """SIGTERM (SIGKILL with ``kill``), wait, then SIGKILL; returns the exit code (None if
-    never started)."""
+              *, kill: bool = False, asked: bool = False) -> int | None:
+    """SIGTERM (SIGKILL with ``kill``; none with ``asked``, sent one already), wait, then
+    SIGKILL; returns the exit code (None if never started). A second SIGTERM is not sent:
+    a role gives back the default handler once its stop is done (``stop_on_signals``), and
+    one that came then killed it ("exit -15") in its last moments."""
     if proc is None:
         return None
     if proc.poll() is not None:
         return proc.returncode  # already stopped: said so then (a recycle's restart asks again)
     if kill:
         proc.kill()
-    else:
+    elif not asked:
         proc.terminate()
     try:
         proc.wait(timeout_s)

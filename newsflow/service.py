@@ -5,8 +5,9 @@ topics, starts one child process per role (sink, processors, web, producers), re
 ``seeds/`` once, and restarts a child that dies; a child that dies within seconds of
 starting, time after time, stops the service instead (it will not get better by itself),
 and a web port that cannot be bound stops it before anything starts. On SIGTERM/SIGINT
-it stops them in order (producers first, so everything they sent is flushed through; the
-broker last). The embedded broker is recycled when its memory passes a limit
+it stops the producers first (everything they sent is flushed through), waits for the
+processors and the sink to finish it, stops those and the web page together, and the
+broker last. The embedded broker is recycled when its memory passes a limit
 (``newsflow.recycle``).
 Children run in their own session so a terminal's Ctrl-C reaches only the supervisor,
 and each gets SIGTERM if the supervisor itself dies.
@@ -24,10 +25,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from newsflow import outbox, recycle
 from newsflow.broker import EmbeddedBroker
@@ -46,7 +48,7 @@ from newsflow.settings import Settings, settings_env
 
 logger = logging.getLogger(__name__)
 
-# Start order; they stop in reverse, so producers stop first and the sink last.
+# Start order; the producers stop first, the others together (``stop_children``).
 ROLES = ("sink", "web", "process", "produce")
 
 # A child that exits sooner than QUICK_EXIT_S after its start, MAX_QUICK_EXITS times in
@@ -82,12 +84,12 @@ class Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout_s: float) -> None:
-        terminate(self.process, self.role, timeout_s)
+    def stop(self, timeout_s: float, *, asked: bool = False) -> None:
+        """SIGTERM (unless ``asked`` already: ``ask_to_stop``), and wait for the exit."""
+        terminate(self.process, self.role, timeout_s, asked=asked)
 
     def ask_to_stop(self) -> None:
-        """SIGTERM, not waited for (``stop`` waits: the second SIGTERM it sends changes
-        nothing, the stop has begun)."""
+        """SIGTERM, not waited for (``stop(asked=True)`` waits)."""
         if self.alive() and self.process is not None:
             self.process.terminate()
 
@@ -117,7 +119,7 @@ def stop_together(children: list[Child], timeout_s: float) -> None:
         if not child.alive() and child.process is not None:
             # (``stop`` says nothing of one already stopped: it stopped at our asking.)
             logger.info("stopped %s (exit %s)", child.role, child.process.returncode)
-        child.stop(timeout_s)
+        child.stop(timeout_s, asked=True)
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -434,38 +436,63 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                 sweeper.check()
         else:
             # Asked to stop: say so, or the log shows the children stopping for no cause.
-            logger.info("stop asked (SIGTERM or SIGINT): stopping the children in order")
+            logger.info("stop asked (SIGTERM or SIGINT): stopping the children")
     finally:
-        consumers = [c for c in children if c.role in ("process", "sink")]
-        drained = False  # everything published before ``checked`` is finished
-        checked = 0.0
-        for child in reversed(children):
-            if child.role == "process" and broker is not None and broker.alive():
-                # The embedded broker forgets everything when it stops: let the processors
-                # and the sink finish what the producers already sent. One that died and
-                # waits out its restart delay starts now, or the drain gave up at once.
-                for consumer in consumers:
-                    if not consumer.alive():
-                        logger.info("starting %s again to finish what was sent", consumer.role)
-                        consumer.start()
-                # What was there when it first looked, as a recycle waits: waiting for
-                # nothing unread, a publisher outside the service that never pauses (a
-                # replay) made every stop wait out NEWSFLOW_STOP_DRAIN_S. What came after
-                # is saved for the next start with the rest unfinished.
-                checked = time.time()  # (the first look at the topics' ends is after it)
-                drained = wait_passed(settings, drain_groups(settings),
-                                      timeout_s=settings.stop_drain_s,
-                                      alive=lambda: all(c.alive() for c in consumers),
-                                      why_behind=lambda: sink_pause_note(settings),
-                                      timeout_setting="NEWSFLOW_STOP_DRAIN_S")
-            child.stop(timeout_s=20.0)
+        drained = stop_children(children, lambda: drain_before_stop(settings, broker, children))
         if broker is not None:
             if broker.alive():  # (it forgets everything: the next start writes this back)
-                save_before_broker_stops(settings, drained, checked, reach)
+                save_before_broker_stops(settings, drained.passed, drained.checked, reach)
             broker.stop()
         settings.runfile.unlink(missing_ok=True)
     logger.info("newsflow stopped")
     return exit_code
+
+
+class Drained(NamedTuple):
+    """What a stop's wait for the processors and the sink found: whether they finished
+    everything published before ``checked`` (the time it first looked)."""
+
+    passed: bool
+    checked: float
+
+
+def stop_children(children: list[Child], drain: Callable[[], Drained]) -> Drained:
+    """The service's stop: the producers first, so that nothing more of theirs arrives
+    while the processors and the sink finish what was sent (``drain``); then the rest
+    together, each asked before any is waited for, as a recycle stops them (one after the
+    other, the sink's stop began once the processors' whole stop had ended). Their order
+    does not matter: what either has not finished when it stops is saved for the next
+    start (``save_before_broker_stops``), and their stops do not wait on each other. What
+    ``drain`` found is returned."""
+    stop_together([c for c in children if c.role == "produce"], timeout_s=20.0)
+    drained = drain()
+    stop_together([c for c in reversed(children) if c.role != "produce"], timeout_s=20.0)
+    return drained
+
+
+def drain_before_stop(settings: Settings, broker: EmbeddedBroker | None,
+                      children: list[Child]) -> Drained:
+    """With the embedded broker, which forgets everything when it stops: let the processors
+    and the sink finish what the producers already sent. Not waited for on a real cluster,
+    nor without processors."""
+    if broker is None or not broker.alive() or not any(c.role == "process" for c in children):
+        return Drained(passed=False, checked=0.0)
+    # One that died and waits out its restart delay starts now, or the wait gave up at once.
+    consumers = [c for c in children if c.role in ("process", "sink")]
+    for consumer in consumers:
+        if not consumer.alive():
+            logger.info("starting %s again to finish what was sent", consumer.role)
+            consumer.start()
+    # What was there when it first looked, as a recycle waits: waiting for nothing unread,
+    # a publisher outside the service that never pauses (a replay) made every stop wait
+    # out NEWSFLOW_STOP_DRAIN_S. What came after is saved for the next start with the rest
+    # unfinished.
+    checked = time.time()  # (the first look at the topics' ends is after it)
+    passed = wait_passed(settings, drain_groups(settings), timeout_s=settings.stop_drain_s,
+                         alive=lambda: all(c.alive() for c in consumers),
+                         why_behind=lambda: sink_pause_note(settings),
+                         timeout_setting="NEWSFLOW_STOP_DRAIN_S")
+    return Drained(passed, checked)
 
 
 def save_before_broker_stops(settings: Settings, drained: bool, checked: float,

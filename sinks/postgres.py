@@ -334,6 +334,14 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # NULL for those stored before: decided from their addresses, as then.
         ["ALTER TABLE articles ADD COLUMN own_site boolean"],
     ),
+    (
+        10,
+        "the latest merges are read by an index (each rebuild of the processors' window)",
+        # Only the merged incidents, in ``Store.merges``' order, with all it reads: it
+        # scanned the table.
+        ["CREATE INDEX incidents_merged ON incidents (updated_at, id, merged_into)"
+         " WHERE merged_into IS NOT NULL"],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

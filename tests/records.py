@@ -133,7 +133,10 @@ def older_database(path: Path, version: int) -> None:
                  " NULL, applied_at TEXT NOT NULL)")
     for number, name, statements in MIGRATIONS[:version]:
         for statement in statements:
-            conn.execute(statement)
+            if isinstance(statement, str):
+                conn.execute(statement)
+            else:
+                statement(conn)
         conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (number, name))
     conn.execute("INSERT INTO incidents (id, version, title, updated_at, active_at) VALUES"
                  " ('inc-1', 1, 'Flood', '2026-01-01T00:00:00+00:00', '2026-01-02T00:00:00+00:00')")

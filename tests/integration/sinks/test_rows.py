@@ -12,9 +12,18 @@ import pytest
 
 from newsflow.settings import Settings
 from sinks.models import Store
-from sinks.rows import SearchWithoutWords
+from sinks.rows import SearchWithoutWords, merges_sql
 from sinks.store import make_sink, open_store
-from tests.records import MERGE_STEPS, NOW, article, header, incident, placed
+from tests.records import (
+    MERGE_STEPS,
+    NOW,
+    article,
+    header,
+    incident,
+    older_database,
+    older_schema,
+    placed,
+)
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("psycopg")
@@ -469,3 +478,51 @@ def test_paging_after_a_cursor_skips_no_incident_that_did_not_change(
     finally:
         store.close()
 
+
+
+# The last schema of each store before the index that serves ``Store.merges``.
+BEFORE_MERGES_INDEX = {"sqlite": 7, "postgres": 9}
+
+
+def merges_plan(settings: Settings) -> str:
+    """The query plan of ``Store.merges``' query, as the configured store gives it."""
+    if settings.sink == "sqlite":
+        from sinks.sqlite import connect
+
+        conn = connect(settings.sqlite_file, readonly=True)
+        try:
+            return "; ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN "
+                                                            + merges_sql("?"), (10,)))
+        finally:
+            conn.close()
+    import psycopg
+
+    assert settings.postgres_dsn is not None
+    with psycopg.connect(settings.postgres_dsn.get_secret_value()) as conn:
+        # Asked whether the index can serve it: for a few rows, reading the table is
+        # rightly cheaper.
+        conn.execute("SET enable_seqscan = off")
+        return "; ".join(row[0] for row in conn.execute(
+            "EXPLAIN " + merges_sql("%s"), (10,)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("upgraded", [False, True], ids=["new", "upgraded"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_latest_merges_are_read_by_an_index_on_either_store(
+    backend: str, upgraded: bool, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """``Store.merges``, read at each rebuild of the processors' window, read every
+    incident and sorted them: a new store has the index that serves it, and one made by
+    the schema before gets it at its upgrade."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path / "var")
+    if upgraded and backend == "sqlite":
+        older_database(settings.sqlite_file, BEFORE_MERGES_INDEX[backend])
+    elif upgraded:
+        older_schema(postgres_dsn, BEFORE_MERGES_INDEX[backend])
+    store = written(settings, [incident("i1", 1, [1]), incident("i2", 1, [2]),
+                               incident("i2", 2, [], merged_into="i1")])
+    try:
+        assert store.merges(10) == {"i2": "i1"}
+    finally:
+        store.close()
+    assert "incidents_merged" in merges_plan(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from newsflow import service
 from newsflow.broker import free_port
+from newsflow.processes import spawn
 from newsflow.service import MAX_QUICK_EXITS, QUICK_EXIT_S, Child, ServiceError, supervise
 from newsflow.settings import Settings
 
@@ -177,6 +179,82 @@ def test_the_log_tells_a_child_stopped_from_outside_from_one_that_failed_or_was_
     assert said[2] == ("ERROR", "failed (exit 1)")
     assert said[3][0] == "ERROR" and said[3][1].startswith("was killed by SIGKILL (`kill -9`, or")
     assert said[4][0] == "ERROR" and said[4][1] == "was killed by SIGSEGV"
+
+
+# A child's stand-in, a real process: on SIGTERM it writes "<role> asked" to the log,
+# waits until each role it is given was asked too, writes "<role> stopped", and exits 0
+# a second later. The default handler is back once it was asked, as a role's is once its
+# stop is done (``stop_on_signals``): a second SIGTERM kills it (exit -15).
+STOPS_WHEN_ASKED = """
+import signal, sys, time
+from pathlib import Path
+log, role, others = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+def say(what):
+    with log.open("a") as out:
+        out.write(f"{role} {what}\\n")
+def stop(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    say("asked")
+    while not all(f"{o} asked" in log.read_text().splitlines() for o in others):
+        time.sleep(0.02)
+    say("stopped")
+    time.sleep(1)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+say("ready")
+while True:
+    time.sleep(1)
+"""
+
+
+class StopRecordingChild(Child):
+    """A child whose stop is written to ``log`` (``STOPS_WHEN_ASKED``), ending only once
+    each of ``others`` was asked to stop too."""
+
+    def __init__(self, role: str, log: Path, others: list[str]) -> None:
+        super().__init__(role, {})
+        self.log, self.others = log, others
+
+    def start(self) -> None:
+        self.process = spawn([sys.executable, "-c", STOPS_WHEN_ASKED, str(self.log),
+                              self.role, *self.others])
+
+
+def test_at_the_stop_the_producers_stop_first_then_the_others_together(tmp_path: Path) -> None:
+    """The processors, the web page and the sink were stopped one after the other, each
+    waited for before the next was asked: the sink's stop began once the processors' had
+    ended (their cluster state saved), which does not wait on it. Here the processors and
+    the sink each end only once the other was asked: stopped so, the processors were
+    killed after 20 s. Each is asked once: a second SIGTERM, sent as it was waited for,
+    killed one whose stop was done (exit -15). The producers still stop first, before the
+    wait for the processors and the sink (nothing more of theirs arrives meanwhile)."""
+    log = tmp_path / "stops.log"
+    children = [StopRecordingChild("sink", log, ["process"]),
+                StopRecordingChild("web", log, []),
+                StopRecordingChild("process", log, ["sink"]),
+                StopRecordingChild("produce", log, [])]  # in start order (ROLES)
+    for child in children:
+        child.start()
+    while sum(line.endswith(" ready") for line in read_lines(log)) < len(children):
+        assert all(child.alive() for child in children)
+        time.sleep(0.02)
+
+    def drain() -> service.Drained:
+        with log.open("a") as out:
+            out.write("drain\n")
+        return service.Drained(passed=True, checked=1.0)
+
+    drained = service.stop_children(children, drain)
+    assert drained == service.Drained(passed=True, checked=1.0)
+    said = [line for line in read_lines(log) if not line.endswith(" ready")]
+    assert said[:3] == ["produce asked", "produce stopped", "drain"]
+    assert sorted(said[3:]) == sorted(f"{role} {what}" for role in ("process", "web", "sink")
+                                      for what in ("asked", "stopped"))
+    assert [child.process.returncode for child in children] == [0, 0, 0, 0]  # type: ignore[union-attr]
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def test_a_dead_childs_metrics_file_is_removed(tmp_path: Path) -> None:
