@@ -1256,6 +1256,10 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
             refresh=watcher.check, cut_short=pool.close,
             broker_gone=lambda: _left_without_broker(settings), kept=kept, sweeper=sweeper,
         )
+        if settings.supervisor_pid is not None:
+            threading.Thread(target=_stop_when_left_without_broker,
+                             args=(settings, stop, loop.owner), name="broker-gone-watch",
+                             daemon=True).start()
         try:
             loop.run(stop)
         finally:
@@ -1326,6 +1330,39 @@ def _left_without_broker(settings: Settings, timeout_s: float = 1.0) -> bool:
     # (Read as kafka-python reads it: split by hand, PLAINTEXT://host:9092 or a host
     # without its port was taken for no broker answering, the last polls handed back.)
     return not any_broker_answers(settings.kafka_bootstrap or "", timeout_s)
+
+
+# How long a producer left without its broker gives its own stop before it hands its
+# feeds back and exits (`newsflow run`'s orphans are ended 20 s on, the feeds held).
+GONE_STOP_S = 8.0
+
+
+def _stop_when_left_without_broker(
+    settings: Settings, stop: threading.Event, owner: str, *, grace_s: float = GONE_STOP_S,
+    check_every_s: float = 0.25, exit: Callable[[int], object] = os._exit,
+) -> None:
+    """In a child of `newsflow run`: once it is left without its broker
+    (``_left_without_broker``), stop, whether or not the SIGTERM of the supervisor's death
+    was taken; and if the stop is not over ``grace_s`` later (held up where it cannot see
+    it), give back the feeds ``owner`` holds, their new entries unseen for the next run,
+    and exit. A producer killed with its `newsflow run` in CI went on without a word
+    until the orphan's exit 20 s on, its feed still held (for a lease's length)."""
+    while not _left_without_broker(settings):
+        time.sleep(check_every_s)
+    stop.set()
+    time.sleep(grace_s)
+    logger.warning("stopping: the broker is gone with `newsflow run`, and this producer's"
+                   " stop was held up %g s: handing its feeds back (their new entries left"
+                   " unseen for the next run) and exiting", grace_s)
+    try:
+        state = StateStore(settings.producer_state_file)
+        try:
+            state.release_all(owner)
+        finally:
+            state.close()
+    except sqlite3.Error as exc:  # (their leases run out: the next run polls them then)
+        logger.error("the feeds could not be handed back: %s", exc)
+    exit(1)
 
 
 def _connect_publisher(settings: Settings, stop: threading.Event, factory):  # type: ignore[no-untyped-def]

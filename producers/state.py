@@ -620,6 +620,14 @@ class StateStore:
                 (next_poll, feed_id, owner),
             )
 
+    def release_all(self, owner: str) -> int:
+        """Give back every feed ``owner`` holds; how many."""
+        with self._tx() as conn:
+            return conn.execute(
+                "UPDATE feeds SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
+                (owner,),
+            ).rowcount
+
     def record(
         self,
         feed_id: int,

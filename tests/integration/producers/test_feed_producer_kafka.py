@@ -435,6 +435,29 @@ def test_no_extraction_worker_outlives_the_produce_command(make_settings, server
                 proc.kill()
 
 
+def kill_mid_poll(server, supervisor: subprocess.Popen[bytes], producer: int, log: Path) -> str:
+    """Kill (SIGKILL) ``supervisor`` once two of the poll's pages were fetched; the log,
+    once its producer ended (it should say it found the broker gone)."""
+    wait_for(lambda: sum(path.startswith("/genpage/") for path, _ in server.state.requests)
+             >= 2, 60, "two of the poll's pages fetched")
+    supervisor.kill()
+    supervisor.wait(10)
+    wait_for(lambda: not process_runs(producer), 40, "the producer ended")
+    text = log.read_text(errors="replace")
+    assert "stopping: the broker is gone with `newsflow run`" in text, text
+    return text
+
+
+def assert_feed_handed_back(data_dir: Path) -> None:
+    """The one feed is free again, none of its entries seen: the next run polls them."""
+    state = StateStore(data_dir / "producer.db")
+    try:
+        [feed] = state.feeds()
+        assert feed.entries_seen == 0 and feed.lease_owner is None
+    finally:
+        state.close()
+
+
 def test_a_producer_left_by_a_killed_newsflow_run_does_not_wait_on_its_dead_broker(
         server, tmp_path):
     """`newsflow run` killed (SIGKILL) mid-poll: its embedded broker dies with it and its
@@ -444,8 +467,6 @@ def test_a_producer_left_by_a_killed_newsflow_run_does_not_wait_on_its_dead_brok
     finds no broker, hands the feed back (its new entries unseen for the next run, so
     nothing is lost) and stops."""
     import socket
-
-    from producers.state import StateStore
 
     feeds = tmp_path / "feeds.toml"
     write_feeds(feeds, [server.url("/gen/orphan.xml?entries=10")])
@@ -465,25 +486,60 @@ def test_a_producer_left_by_a_killed_newsflow_run_does_not_wait_on_its_dead_brok
         started = wait_for(lambda: re.search(r"started produce \(pid (\d+)\)",
                                              log.read_text(errors="replace")), 120,
                            "the producer started")
-        producer = int(started.group(1))
-        wait_for(lambda: sum(path.startswith("/genpage/") for path, _ in server.state.requests)
-                 >= 2, 60, "two of the poll's pages fetched")
-        service.kill()
-        service.wait(10)
-        wait_for(lambda: not process_runs(producer), 40, "the producer ended")
-        text = log.read_text(errors="replace")
-        assert "stopping: the broker is gone with `newsflow run`" in text, text
+        text = kill_mid_poll(server, service, int(started.group(1)), log)
         assert "producer stopped: 0 polls, 0 articles published" in text, text
     finally:
         if service.poll() is None:
             service.kill()
             service.wait(10)
-    state = StateStore(tmp_path / "var" / "producer.db")
+    assert_feed_handed_back(tmp_path / "var")
+
+
+# A stand-in for `newsflow run`: an embedded broker that dies with it, and one producer
+# started as it starts it (its own session, SIGTERM when its parent dies), but with that
+# SIGTERM blocked (a blocked signal stays so across exec): as if it were never taken.
+_SUPERVISOR_OF_A_DEAF_PRODUCER = """
+import os, signal, sys, time
+from newsflow.broker import EmbeddedBroker
+from newsflow.processes import spawn
+broker = EmbeddedBroker().start()
+os.environ.update(NEWSFLOW_SUPERVISOR_PID=str(os.getpid()), NEWSFLOW_KAFKA_EMBEDDED="true",
+                  NEWSFLOW_KAFKA_BOOTSTRAP=broker.bootstrap)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+log = open(sys.argv[1], "ab")
+producer = spawn([sys.executable, "-m", "newsflow.cli", "produce"], stdout=log, stderr=log)
+print(producer.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_producer_left_without_its_broker_stops_though_no_sigterm_came(server, tmp_path):
+    """A producer whose `newsflow run` was killed stopped only on the SIGTERM of that
+    death; in CI one went on without a word (its poll of 20 pages, its feed held) until
+    the orphan's exit 20 s later. Now it watches for its broker's end itself: the poll
+    stops, the feed is handed back, its entries unseen for the next run."""
+    feeds = tmp_path / "feeds.toml"
+    write_feeds(feeds, [server.url("/gen/deaf.xml?entries=20")])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path / "var"), NEWSFLOW_FEEDS_FILE=str(feeds),
+               NEWSFLOW_FETCH_ALLOW_PRIVATE="true",
+               NEWSFLOW_HOST_DELAY_S="1.5")  # (a poll of its 20 pages: 30 s)
+    log = tmp_path / "producer.log"
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", _SUPERVISOR_OF_A_DEAF_PRODUCER, str(log)], env=env, cwd=ROOT,
+        stdout=subprocess.PIPE)
+    producer = None
     try:
-        [feed] = state.feeds()
-        assert feed.entries_seen == 0 and feed.lease_owner is None
+        producer = int(supervisor.stdout.readline())  # type: ignore[union-attr]
+        text = kill_mid_poll(server, supervisor, producer, log)
+        assert "has not stopped 20 s later" not in text, text
     finally:
-        state.close()
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(10)
+        if producer is not None and process_runs(producer):
+            os.kill(producer, signal.SIGKILL)
+    assert_feed_handed_back(tmp_path / "var")
 
 
 def test_a_broker_address_written_with_its_scheme_is_not_taken_for_gone(make_settings):

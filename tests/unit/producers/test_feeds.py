@@ -1141,3 +1141,32 @@ def test_a_poll_ending_after_the_broker_went_is_handed_back_without_a_stop(tmp_p
     assert published == [] and loop.gave_up
     [row] = state.feeds()
     assert row.id == feed.id and row.lease_owner is None and row.entries_seen == 0
+
+
+def test_a_producer_whose_stop_is_held_up_hands_its_feeds_back_and_exits(
+        tmp_path, caplog):
+    """Left without its broker, a producer stops; one whose stop is still not over after
+    the grace (held up where it cannot see the stop) gives back the feeds it holds and
+    exits, rather than keep them until the orphan's exit 20 s on and a lease's length."""
+    from producers.feeds import _stop_when_left_without_broker
+
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9", kafka_embedded=True,
+                        supervisor_pid=os.getpid())  # (its parent is not its supervisor)
+    state = StateStore(settings.producer_state_file)
+    try:
+        mine = state.upsert_feed("https://news.example/mine", origin="config")
+        theirs = state.upsert_feed("https://news.example/theirs", origin="config")
+        assert [f.id for f in state.claim_due("me", limit=1, lease_s=600,
+                                              exclude=[theirs.id])] == [mine.id]
+        assert [f.id for f in state.claim_due("another", limit=1, lease_s=600)] == [theirs.id]
+        stop = threading.Event()
+        exits: list[int] = []
+        with caplog.at_level(logging.WARNING, logger="producers.feeds"):
+            _stop_when_left_without_broker(settings, stop, "me", grace_s=0.0,
+                                           exit=exits.append)
+        assert stop.is_set() and exits == [1]
+        owners = {f.id: f.lease_owner for f in state.feeds()}
+        assert owners == {mine.id: None, theirs.id: "another"}
+        assert "handing its feeds back" in caplog.text
+    finally:
+        state.close()
