@@ -26,6 +26,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from newsflow.schemas import read_json, without_surrogates
+from newsflow.text import counted
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ class ParsedFeed:
     # itself was read, so a feed listing no entries is just empty.
     bozo_soft: bool = False
     empty_entries: int = 0  # entries left out: no link, no title, no text
+    # A sitemap's <url> entries left out for want of a <news:news> element: pages ("about",
+    # tag pages), not articles (a news sitemap has the element on every entry).
+    pages_without_news: int = 0
 
 
 def html_to_text(fragment: str) -> str:
@@ -395,6 +399,11 @@ def feed_problem(parsed: ParsedFeed, body: bytes, content_type: str) -> str | No
         # (Said "ill-formed: ..." of a well-formed index.)
         return ("not a feed: a sitemap index, which lists sitemaps, not articles (a news"
                 " sitemap it lists is one)")
+    if parsed.kind == "sitemap" and parsed.pages_without_news:
+        # (Its pages were fetched and published as articles, "about" and "contact" too.)
+        pages = counted(parsed.pages_without_news, "page", "pages")
+        return (f"not a feed: a sitemap of {pages} without a <news:news> element, not a news"
+                " sitemap; give the site's news sitemap or its RSS or Atom feed instead")
     if parsed.bozo and not parsed.bozo_soft:
         return f"ill-formed: {parsed.bozo[:200]}; no entries recovered"
     if parsed.kind not in ("json", "sitemap") and not (
@@ -547,16 +556,15 @@ def _parse_sitemap(body: bytes) -> ParsedFeed:
             parsed.empty_entries += 1  # (without its page, nothing of it is an article)
             continue
         news = url_el.find(f"{_NEWS_NS}news")
-        title = ""
+        if news is None:
+            parsed.pages_without_news += 1
+            continue
         lastmod = _iso(url_el.findtext(f"{_SITEMAP_NS}lastmod"))
-        published = lastmod
-        language = None
-        if news is not None:
-            title = (news.findtext(f"{_NEWS_NS}title") or "").strip()
-            published = _iso(news.findtext(f"{_NEWS_NS}publication_date")) or published
-            language = news.findtext(f"{_NEWS_NS}publication/{_NEWS_NS}language")
-            if not parsed.title:
-                parsed.title = (news.findtext(f"{_NEWS_NS}publication/{_NEWS_NS}name") or "")
+        title = (news.findtext(f"{_NEWS_NS}title") or "").strip()
+        published = _iso(news.findtext(f"{_NEWS_NS}publication_date")) or lastmod
+        language = news.findtext(f"{_NEWS_NS}publication/{_NEWS_NS}language")
+        if not parsed.title:
+            parsed.title = news.findtext(f"{_NEWS_NS}publication/{_NEWS_NS}name") or ""
         parsed.entries.append(
             FeedEntry(
                 key=loc, link=loc, title=title, summary="", published=published,

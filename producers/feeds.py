@@ -295,6 +295,11 @@ class FeedPoller:
             # entry was one polled as an empty feed, 0 new, ok.)
             logger.info("feed %s: %s without a link, a title or any text left out", feed.url,
                         counted(parsed.empty_entries, "entry", "entries"))
+        if parsed.pages_without_news:
+            # A news sitemap that lists some plain pages too: its news entries are kept.
+            logger.info("feed %s: %s of the sitemap without a <news:news> element left out"
+                        " (pages, not news articles)", feed.url,
+                        counted(parsed.pages_without_news, "entry", "entries"))
         if parsed.bozo and parsed.entries:
             logger.info(
                 "feed %s is ill-formed (%s); %s recovered",

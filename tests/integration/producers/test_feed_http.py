@@ -971,6 +971,50 @@ def test_a_sitemap_index_is_said_to_be_one_and_a_sitemap_after_a_long_comment_is
     assert article.url == "http://www.example.com/business/article55.html"
 
 
+def _sitemap(*urls: str) -> bytes:
+    """A sitemap listing ``urls``: a news entry each, but a plain page for "page:..."."""
+    listed = []
+    for url in urls:
+        if url.startswith("page:"):
+            listed.append(f"<url><loc>{url[len('page:'):]}</loc></url>")
+        else:
+            listed.append(f"<url><loc>{url}</loc><news:news><news:publication><news:name>S"
+                          "</news:name><news:language>en</news:language></news:publication>"
+                          "<news:publication_date>2026-12-05</news:publication_date>"
+                          "<news:title>News</news:title></news:news></url>")
+    return ('<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
+            ' xmlns:news="http://www.google.com/schemas/sitemap-news/0.9">'
+            + "".join(listed) + "</urlset>").encode()
+
+
+def test_a_sitemap_of_pages_publishes_nothing_and_says_why(server, paged_rig, tmp_path, caplog):
+    """A plain sitemap (no <news:news>) was read as a feed: each page it lists, "about"
+    and tag pages alike, fetched and published as an article."""
+    pages = [server.url(f"/genpage/site/{name}.html") for name in ("about", "contact", "tag")]
+    server.state.custom["pages.xml"] = (_sitemap(*(f"page:{p}" for p in pages)), "application/xml")
+    url = server.url("/custom/pages.xml")
+    why = ("not a feed: a sitemap of 3 pages without a <news:news> element, not a news sitemap;"
+           " give the site's news sitemap or its RSS or Atom feed instead")
+    polled = paged_rig.poll(url)
+    assert polled.articles == []
+    assert (polled.update.error, polled.update.error_count) == (why, 1)
+    feed = paged_rig.state.feed(paged_rig.feed(url).id)
+    assert feed is not None and (feed.last_error, feed.error_count) == (why, 1)
+    assert not [path for path, _ in server.state.requests if path.startswith("/genpage/site/")]
+    added = _cli("feeds", "add", url, tmp_path=tmp_path)
+    assert added.returncode == 1
+    assert f"no feed found at {url} ({why})" in added.stderr, added.stderr
+    # A news sitemap that lists a page too keeps its news, and says what it left out.
+    server.state.custom["mixed.xml"] = (
+        _sitemap(server.url("/genpage/site/news.html"), f"page:{pages[0]}"), "application/xml")
+    mixed = server.url("/custom/mixed.xml")
+    with caplog.at_level(logging.INFO, logger="producers.feeds"):
+        (article,) = paged_rig.poll(mixed).articles
+    assert article.url == server.url("/genpage/site/news.html")
+    assert (f"feed {mixed}: 1 entry of the sitemap without a <news:news> element left out"
+            " (pages, not news articles)" in [r.getMessage() for r in caplog.records])
+
+
 def test_poll_once_stdout_needs_no_broker(server, tmp_path):
     done = _cli(
         "poll", "--once", "--stdout", server.url("/gen/d.xml"),

@@ -222,12 +222,56 @@ def test_news_sitemap():
     assert entry.language == "en" and entry.published is not None and entry.published.year == 2008
 
 
+def _urlset(*urls: bytes) -> bytes:
+    return (b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
+            b' xmlns:news="http://www.google.com/schemas/sitemap-news/0.9">'
+            + b"".join(urls) + b"</urlset>")
+
+
+def _news_url(loc: str) -> bytes:
+    return (f"<url><loc>{loc}</loc><news:news><news:publication><news:name>S</news:name>"
+            "<news:language>en</news:language></news:publication>"
+            "<news:publication_date>2026-12-05</news:publication_date>"
+            f"<news:title>T {loc}</news:title></news:news></url>").encode()
+
+
+def _page_url(loc: str) -> bytes:
+    return f"<url><loc>{loc}</loc><lastmod>2026-01-01</lastmod></url>".encode()
+
+
+def test_a_sitemap_of_pages_is_not_a_feed():
+    """A sitemap whose entries have no <news:news> lists a site's pages ("about", tag
+    pages): each was fetched and published as an article."""
+    pages = _urlset(_page_url("https://s.example/about"), _page_url("https://s.example/tag/x"))
+    parsed = parse_feed(pages)
+    assert (parsed.kind, parsed.entries, parsed.pages_without_news) == ("sitemap", [], 2)
+    assert feed_problem(parsed, pages, "application/xml") == (
+        "not a feed: a sitemap of 2 pages without a <news:news> element, not a news sitemap;"
+        " give the site's news sitemap or its RSS or Atom feed instead")
+    # (One without a namespace too.)
+    bare = b"<urlset><url><loc>https://s.example/contact</loc></url></urlset>"
+    assert feed_problem(parse_feed(bare), bare, "") == (
+        "not a feed: a sitemap of 1 page without a <news:news> element, not a news sitemap;"
+        " give the site's news sitemap or its RSS or Atom feed instead")
+    # A news sitemap listing nothing for now is an empty feed, as before.
+    assert feed_problem(parse_feed(_urlset()), _urlset(), "application/xml") is None
+
+
+def test_a_news_sitemap_keeps_its_news_entries_and_counts_the_pages_it_leaves_out():
+    mixed = _urlset(_news_url("https://s.example/n1"), _page_url("https://s.example/about"),
+                    _news_url("https://s.example/n2"))
+    parsed = parse_feed(mixed)
+    assert [entry.link for entry in parsed.entries] == ["https://s.example/n1",
+                                                        "https://s.example/n2"]
+    assert parsed.pages_without_news == 1 and parsed.empty_entries == 0
+    assert feed_problem(parsed, mixed, "application/xml") is None
+
+
 def test_a_sitemap_is_known_past_what_may_come_before_its_root():
     """The declaration, a stylesheet, comments (of any length) and a document type may
     come first; the first 2 KB were looked at, and a sitemap after a long comment was
     "not a feed"."""
-    urlset = (b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-              b"<url><loc>https://s.example/a.html</loc></url></urlset>")
+    urlset = _urlset(_news_url("https://s.example/a.html"))
     heads = [b"", b'<?xml version="1.0" encoding="UTF-8"?>\n',
              b'<?xml version="1.0"?><?xml-stylesheet type="text/xsl" href="/s.xsl"?>',
              b"<!-- " + b"generated - by a plugin -- " * 200 + b"-->\n",
@@ -353,7 +397,6 @@ def test_entries_with_nothing_in_them_are_counted_where_they_are_left_out():
     parsed = parse_feed(json.dumps(feed).encode())
     assert parsed.kind == "json" and len(parsed.entries) == 1 and parsed.empty_entries == 2
     # And in a sitemap: a <url> without its <loc>.
-    sitemap = (b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc> </loc>'
-               b"</url><url><loc>https://s.example/a</loc></url></urlset>")
+    sitemap = _urlset(b"<url><loc> </loc></url>" + _news_url("https://s.example/a"))
     parsed = parse_feed(sitemap)
     assert parsed.kind == "sitemap" and len(parsed.entries) == 1 and parsed.empty_entries == 1
