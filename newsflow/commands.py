@@ -100,7 +100,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_seeds:
         settings.replay_seeds = False
     with stop_on_signals() as stop:
-        return run_service(settings, stop)
+        code = run_service(settings, stop)
+    # A Ctrl-C: 130, as a shell says of a command SIGINT ended (and `replay` and `tail`
+    # do); a SIGTERM, a service manager's normal stop, is a clean one: 0. A failure's own
+    # code stands.
+    return INTERRUPTED if code == 0 and stop.signum == signal.SIGINT else code
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:

@@ -93,9 +93,9 @@ class Service:
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
-    def stop(self) -> int:
+    def stop(self, signum: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
             try:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
