@@ -143,8 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_level = args.log_level
     if args.log_json:
         settings.log_json = True
-    from newsflow.service import ROLES, discover_running_service
+    from newsflow.service import ROLES, discover_running_service, with_absolute_paths
 
+    if args.command in ROLES:
+        # A role started alone from another folder names its paths in full, as `newsflow
+        # run` does (its children get them so): "state in var/producer.db" said not where.
+        settings = with_absolute_paths(settings)
     # The long-running roles (`newsflow run` and what it supervises) against commands that
     # run once and end.
     configure_logging(settings, service=args.command in ("run", *ROLES))

@@ -441,6 +441,49 @@ def test_with_json_logs_a_failure_is_said_at_any_log_level(tmp_path, monkeypatch
     assert failed["message"].startswith("newsflow sink: error: no Kafka broker")
 
 
+@pytest.mark.parametrize("role", ["produce", "process", "sink"])
+def test_a_role_started_alone_elsewhere_names_its_paths_in_full(tmp_path, monkeypatch, capsys,
+                                                                 role):
+    """Started alone from another folder, a role said "by var/service.json" of the default
+    data folder (`newsflow run` resolves its paths at its start, and its children get
+    them so): of which folder, a unit's journal did not say."""
+    from newsflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("NEWSFLOW_DATA_DIR", "NEWSFLOW_KAFKA_BOOTSTRAP"):
+        monkeypatch.delenv(name, raising=False)
+    assert main([role]) == 1
+    assert f"embedded broker by {tmp_path / 'var' / 'service.json'}: run them" in (
+        capsys.readouterr().err)
+
+
+def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as closed:  # a port nothing listens on: the producer waits on it
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}")
+    producer = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "produce"], cwd=tmp_path,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+    lines = []
+    try:
+        assert producer.stderr is not None
+        while not lines or "producer starting" not in lines[-1] and lines[-1]:
+            lines.append(producer.stderr.readline())  # ("" once it exits)
+    finally:
+        producer.kill()
+        producer.wait()
+    log = "".join(lines)
+    assert f"WARNING producers.feeds: no feeds file at {tmp_path / 'feeds.toml'}:" in log, log
+    assert f"state in {tmp_path / 'var' / 'producer.db'}" in log, log
+
+
 def test_tails_help_says_what_json_prints():
     """`tail --help` said --json printed "the raw message values": it prints each value as
     a line of JSON, one that is not JSON as a JSON string (tests/unit/newsflow/test_tail.py),
