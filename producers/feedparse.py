@@ -529,7 +529,19 @@ def _parse_json_feed(body: bytes) -> ParsedFeed | None:
 
 
 _SITEMAP_NS = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
-_NEWS_NS = "{http://www.google.com/schemas/sitemap-news/0.9}"
+
+
+def _news_element(url_el: etree._Element) -> etree._Element | None:
+    """A sitemap entry's <news:news>, in Google's namespace however it is written (the
+    current 0.9 or the older 0.84, http or https): only 0.9 over http was looked for, and a
+    news sitemap spelling it otherwise was refused as a sitemap of pages."""
+    for child in url_el:
+        if not isinstance(child.tag, str):  # (a comment or a processing instruction)
+            continue
+        name = etree.QName(child)
+        if name.localname == "news" and "/schemas/sitemap-news/" in (name.namespace or ""):
+            return child
+    return None
 
 
 def _parse_sitemap(body: bytes) -> ParsedFeed:
@@ -555,16 +567,17 @@ def _parse_sitemap(body: bytes) -> ParsedFeed:
         if not loc:
             parsed.empty_entries += 1  # (without its page, nothing of it is an article)
             continue
-        news = url_el.find(f"{_NEWS_NS}news")
+        news = _news_element(url_el)
         if news is None:
             parsed.pages_without_news += 1
             continue
+        ns = f"{{{etree.QName(news).namespace}}}"
         lastmod = _iso(url_el.findtext(f"{_SITEMAP_NS}lastmod"))
-        title = (news.findtext(f"{_NEWS_NS}title") or "").strip()
-        published = _iso(news.findtext(f"{_NEWS_NS}publication_date")) or lastmod
-        language = news.findtext(f"{_NEWS_NS}publication/{_NEWS_NS}language")
+        title = (news.findtext(f"{ns}title") or "").strip()
+        published = _iso(news.findtext(f"{ns}publication_date")) or lastmod
+        language = news.findtext(f"{ns}publication/{ns}language")
         if not parsed.title:
-            parsed.title = news.findtext(f"{_NEWS_NS}publication/{_NEWS_NS}name") or ""
+            parsed.title = news.findtext(f"{ns}publication/{ns}name") or ""
         parsed.entries.append(
             FeedEntry(
                 key=loc, link=loc, title=title, summary="", published=published,

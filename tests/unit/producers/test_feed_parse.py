@@ -267,6 +267,25 @@ def test_a_news_sitemap_keeps_its_news_entries_and_counts_the_pages_it_leaves_ou
     assert feed_problem(parsed, mixed, "application/xml") is None
 
 
+def test_a_news_sitemap_is_read_in_each_spelling_of_googles_namespace():
+    """The older 0.84 namespace, or https: only 0.9 over http was read, and such a news
+    sitemap was refused as a sitemap of pages."""
+    for namespace in (b"http://www.google.com/schemas/sitemap-news/0.84",
+                      b"https://www.google.com/schemas/sitemap-news/0.9"):
+        body = _urlset(_news_url("https://s.example/n1")).replace(
+            b"http://www.google.com/schemas/sitemap-news/0.9", namespace)
+        parsed = parse_feed(body)
+        (entry,) = parsed.entries
+        assert (entry.link, entry.title, entry.language) == (
+            "https://s.example/n1", "T https://s.example/n1", "en"), namespace
+        assert entry.published is not None and entry.published.year == 2026
+        assert parsed.title == "S" and parsed.pages_without_news == 0
+    # Another namespace's <news> element is not one.
+    other = _urlset(_news_url("https://s.example/n1")).replace(
+        b"http://www.google.com/schemas/sitemap-news/0.9", b"urn:example:news")
+    assert parse_feed(other).pages_without_news == 1
+
+
 def test_a_sitemap_is_known_past_what_may_come_before_its_root():
     """The declaration, a stylesheet, comments (of any length) and a document type may
     come first; the first 2 KB were looked at, and a sitemap after a long comment was
