@@ -171,5 +171,9 @@ def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout_s: float,
         logger.warning("%s did not stop in %.0fs; killing it", name, timeout_s)
         proc.kill()
         proc.wait(5)
-    logger.info("stopped %s (exit %s)", name, proc.returncode)
+    if kill and proc.returncode == -signal.SIGKILL:
+        # (Said "exit -9", which reads as a crash, at every stop of the embedded broker.)
+        logger.info("stopped %s (killed, as it is stopped: nothing of it to save)", name)
+    else:
+        logger.info("stopped %s (exit %s)", name, proc.returncode)
     return proc.returncode
