@@ -259,7 +259,9 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     _when(f.last_fetch),
                     str(f.last_status) if f.last_status is not None else "-",
                     f.etag or "-",
-                    _when(f.next_poll) if f.next_poll else "due",
+                    # A feed no longer polled has no next poll: the time it had when it was
+                    # removed read as a poll to come.
+                    "-" if not f.active else _when(f.next_poll) if f.next_poll else "due",
                     str(f.error_count) + (f" ({f.last_error})" if f.last_error else ""),
                     _paused(f.paused_host, f.paused_until, now),
                     str(f.entries_seen),
