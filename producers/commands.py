@@ -48,8 +48,6 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
     from producers.feeds import poll_once
     from producers.state import StateStore
 
-    if not args.once:
-        raise ValueError("only `poll --once` is supported; `newsflow produce` polls forever")
     stop = stop_on_signals()
     if args.stdout:
         out = sys.stdout
@@ -475,7 +473,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                "when every feed was polled, 1 when one or more failed (the others' articles "
                "are published all the same).")
     poll.add_argument("urls", nargs="+", metavar="FEED_URL")
-    poll.add_argument("--once", action="store_true", help="one poll of each feed (required)")
+    # Required as argparse requires: a usage error, exit code 2, not the 1 of a feed that
+    # failed, which a script reads as the feed's.
+    poll.add_argument("--once", action="store_true", required=True,
+                      help="one poll of each feed (required: `newsflow produce` polls forever)")
     poll.add_argument("--stdout", action="store_true", help="print JSON lines, no broker needed")
     poll.add_argument("--no-pages", action="store_true", help="feed entries only, no page fetch")
     poll.set_defaults(func=cmd_poll)

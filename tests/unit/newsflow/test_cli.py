@@ -351,6 +351,19 @@ def test_a_command_without_its_action_names_it_as_its_help_does(capsys):
         assert err.endswith("the following arguments are required: ACTION\n")
 
 
+def test_poll_without_once_is_a_usage_error_not_a_failed_feed(capsys):
+    """`newsflow poll URL` without --once exited 1, which its help and the README give
+    to a feed that failed: a script read a usage mistake as the feed's failure."""
+    import pytest
+
+    from newsflow.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["poll", "https://a.example/feed"])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.endswith("the following arguments are required: --once\n")
+
+
 def test_a_blank_storage_path_is_unset(tmp_path, monkeypatch, capsys):
     """An env file's `NEWSFLOW_SQLITE_PATH=` (a value left out) was the working directory:
     `newsflow incidents` said "sqlite .: disk I/O error", as the DSN's blank value once
