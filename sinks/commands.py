@@ -369,24 +369,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--since", type=parse_duration, help="only active in the last ... (2h, 1d)")
     p.add_argument("--source", type=source_name,
                    help="only incidents with an article from this source or agency")
-    p.add_argument("--limit", type=at_least_one, default=INCIDENTS_LIMIT)
+    p.add_argument("--limit", type=at_least_one, default=INCIDENTS_LIMIT,
+                   help=f"at most this many (default {INCIDENTS_LIMIT}); a listing cut there"
+                        " ends with the command for the next ones, on stderr")
     p.add_argument("--after", type=cursor_position, metavar="CURSOR",
                    help="only those after this one in the listing: an incident's cursor"
                         " (--json), or as the listing's last line says")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="the incidents as JSON, as the API's /api/incidents gives them")
     p.set_defaults(func=cmd_incidents)
 
     p = sub.add_parser("incident", help="one incident: articles, sources, why each joined")
     p.add_argument("id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="the incident as JSON, as the API's /api/incidents/ID gives it")
     p.set_defaults(func=cmd_incident)
 
     p = sub.add_parser("search", help="full-text search over stored articles")
     p.add_argument("query")
-    p.add_argument("--limit", type=at_least_one, default=SEARCH_LIMIT)
+    p.add_argument("--limit", type=at_least_one, default=SEARCH_LIMIT,
+                   help=f"the best this many (default {SEARCH_LIMIT}); a listing cut there"
+                        " ends with the command for the next ones, on stderr")
     p.add_argument("--offset", type=at_least_zero, default=0,
                    help="the hits after this many of the best (default 0)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="the hits as JSON, as the API's /api/search gives them")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("db", help="storage schema")

@@ -1,5 +1,7 @@
 """The CLI: thin, with clear errors."""
 
+import re
+
 import pytest
 
 
@@ -742,3 +744,16 @@ def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_code_130(tmp_path
         command.kill()
     assert command.returncode == 130
     assert err == "newsflow: interrupted while starting\n"
+
+
+def test_the_listings_help_gives_their_default_limit_and_every_json_option_says_what():
+    """`incidents --help` and `search --help` gave --limit with no word (the listing is cut
+    at 50, the search at 20, which only the README said), and --json of `incidents`,
+    `incident`, `search` and `status` with none."""
+    from newsflow.cli import build_parser
+
+    helps = {prog: " ".join(text.split()) for prog, text in _every_help(build_parser()).items()}
+    assert "--limit LIMIT at most this many (default 50)" in helps["newsflow incidents"]
+    assert "--limit LIMIT the best this many (default 20)" in helps["newsflow search"]
+    for prog in ("newsflow incidents", "newsflow incident", "newsflow search", "newsflow status"):
+        assert re.search(r"--json [a-z]", helps[prog]), prog
