@@ -30,6 +30,7 @@ from sinks.models import (
     explain,
     original_of,
 )
+from sinks.rows import search_alternatives
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -320,6 +321,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.store import open_existing_store
 
     query = bounded_search(args.query)  # (said before the store is opened)
+    # A search of no word ("", punctuation) looked for nothing and said "no matches", as
+    # if no article held it. (The page's empty search is its blank form.)
+    if not search_alternatives(query):
+        raise ValueError(f"a search needs a word to look for, not {args.query!r}:"
+                         " `newsflow search 'cruise missiles'`")
     store = open_existing_store(settings)
     try:
         # One past the limit: whether there are more to say so of.
