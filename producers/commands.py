@@ -119,6 +119,13 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     unreadable = [str(p) for p in paths if p.is_file() and not is_replay_file(p)]
     if unreadable:
         raise ValueError(f"not .txt, .json or .jsonl: {', '.join(unreadable)}")
+    # Nor is a folder without one such file (an archive by day, articles saved as .ndjson):
+    # the replay published nothing and exited 0, its skips only warnings above.
+    empty = [str(p) for p in paths
+             if p.is_dir() and not any(f.is_file() and is_replay_file(f) for f in p.iterdir())]
+    if empty:
+        raise ValueError(f"no .txt, .json or .jsonl file in {', '.join(empty)}"
+                         " (its folders are not read: name them)")
     published = parse_time(args.published) if args.published else None
     articles = list(read_articles(paths, published))
     started = time.monotonic()
