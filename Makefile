@@ -22,6 +22,9 @@ install: $(STAMP)
 # Without a C compiler the build fails: then everything runs the pure modules (slower,
 # the same decisions) and the compiled-vs-pure test skips, saying why.
 $(COMPILED)/.built: $(STAMP) $(SOURCES)
+	@# (A minute or more of a quiet pip, which read as `make run` hanging.)
+	@echo "building the compiled clustering modules into $(COMPILED): a minute or two," \
+		"once after each change of the sources"
 	rm -rf $(COMPILED) build/lib.* build/bdist.*  # else setuptools may reuse stale copies
 	# The stamp is dated when the build starts: a source edited during it is newer, so the
 	# next `make compiled` builds again (stamped at the end, it never would).

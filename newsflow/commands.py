@@ -198,7 +198,7 @@ def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters,  #
 
     st = sub.add_parser("status", help="whether the service on this data folder runs, and how"
                                        " (exit code 0 well, 1 problems, 3 not running)")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="the same, as one JSON object")
     st.set_defaults(func=partial(cmd_status, store_counts=store_counts))
 
     tl = sub.add_parser(

@@ -108,7 +108,9 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
         source.close()
     if partial:
         os.replace(partial, args.output)
-    print(f"clustered {count} article(s) into {args.output}", file=sys.stderr)
+    # ("into -" named stdout by the option's spelling of it.)
+    print(f"clustered {count} article(s) into {args.output if partial else 'stdout'}",
+          file=sys.stderr)
     return 0
 
 
@@ -123,5 +125,6 @@ def register(sub: argparse._SubParsersAction, *, read_window: WindowReader,  # t
 
     clu = sub.add_parser("cluster", help="dedup and cluster a JSONL stream offline")
     clu.add_argument("input", type=Path, metavar="IN.jsonl")
-    clu.add_argument("-o", "--output", default="-", metavar="OUT.jsonl")
+    clu.add_argument("-o", "--output", default="-", metavar="OUT.jsonl",
+                     help="the file to write (default: stdout, as -)")
     clu.set_defaults(func=cmd_cluster)

@@ -48,8 +48,6 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
     from producers.feeds import poll_once
     from producers.state import StateStore
 
-    if not args.once:
-        raise ValueError("only `poll --once` is supported; `newsflow produce` polls forever")
     stop = stop_on_signals()
     if args.stdout:
         out = sys.stdout
@@ -121,6 +119,13 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     unreadable = [str(p) for p in paths if p.is_file() and not is_replay_file(p)]
     if unreadable:
         raise ValueError(f"not .txt, .json or .jsonl: {', '.join(unreadable)}")
+    # Nor is a folder without one such file (an archive by day, articles saved as .ndjson):
+    # the replay published nothing and exited 0, its skips only warnings above.
+    empty = [str(p) for p in paths
+             if p.is_dir() and not any(f.is_file() and is_replay_file(f) for f in p.iterdir())]
+    if empty:
+        raise ValueError(f"no .txt, .json or .jsonl file in {', '.join(empty)}"
+                         " (its folders are not read: name them)")
     published = parse_time(args.published) if args.published else None
     articles = list(read_articles(paths, published))
     started = time.monotonic()
@@ -259,7 +264,9 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     _when(f.last_fetch),
                     str(f.last_status) if f.last_status is not None else "-",
                     f.etag or "-",
-                    _when(f.next_poll) if f.next_poll else "due",
+                    # A feed no longer polled has no next poll: the time it had when it was
+                    # removed read as a poll to come.
+                    "-" if not f.active else _when(f.next_poll) if f.next_poll else "due",
                     str(f.error_count) + (f" ({f.last_error})" if f.last_error else ""),
                     _paused(f.paused_host, f.paused_until, now),
                     str(f.entries_seen),
@@ -473,7 +480,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                "when every feed was polled, 1 when one or more failed (the others' articles "
                "are published all the same).")
     poll.add_argument("urls", nargs="+", metavar="FEED_URL")
-    poll.add_argument("--once", action="store_true", help="one poll of each feed (required)")
+    # Required as argparse requires: a usage error, exit code 2, not the 1 of a feed that
+    # failed, which a script reads as the feed's.
+    poll.add_argument("--once", action="store_true", required=True,
+                      help="one poll of each feed (required: `newsflow produce` polls forever)")
     poll.add_argument("--stdout", action="store_true", help="print JSON lines, no broker needed")
     poll.add_argument("--no-pages", action="store_true", help="feed entries only, no page fetch")
     poll.set_defaults(func=cmd_poll)

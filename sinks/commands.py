@@ -30,6 +30,7 @@ from sinks.models import (
     explain,
     original_of,
 )
+from sinks.rows import search_alternatives
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -320,6 +321,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.store import open_existing_store
 
     query = bounded_search(args.query)  # (said before the store is opened)
+    # A search of no word ("", punctuation) looked for nothing and said "no matches", as
+    # if no article held it. (The page's empty search is its blank form.)
+    if not search_alternatives(query):
+        raise ValueError(f"a search needs a word to look for, not {args.query!r}:"
+                         " `newsflow search 'cruise missiles'`")
     store = open_existing_store(settings)
     try:
         # One past the limit: whether there are more to say so of.
@@ -369,24 +375,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--since", type=parse_duration, help="only active in the last ... (2h, 1d)")
     p.add_argument("--source", type=source_name,
                    help="only incidents with an article from this source or agency")
-    p.add_argument("--limit", type=at_least_one, default=INCIDENTS_LIMIT)
+    p.add_argument("--limit", type=at_least_one, default=INCIDENTS_LIMIT,
+                   help=f"at most this many (default {INCIDENTS_LIMIT}); a listing cut there"
+                        " ends with the command for the next ones, on stderr")
     p.add_argument("--after", type=cursor_position, metavar="CURSOR",
                    help="only those after this one in the listing: an incident's cursor"
                         " (--json), or as the listing's last line says")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="the incidents as JSON, as the API's /api/incidents gives them")
     p.set_defaults(func=cmd_incidents)
 
     p = sub.add_parser("incident", help="one incident: articles, sources, why each joined")
     p.add_argument("id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="the incident as JSON, as the API's /api/incidents/ID gives it")
     p.set_defaults(func=cmd_incident)
 
     p = sub.add_parser("search", help="full-text search over stored articles")
     p.add_argument("query")
-    p.add_argument("--limit", type=at_least_one, default=SEARCH_LIMIT)
+    p.add_argument("--limit", type=at_least_one, default=SEARCH_LIMIT,
+                   help=f"the best this many (default {SEARCH_LIMIT}); a listing cut there"
+                        " ends with the command for the next ones, on stderr")
     p.add_argument("--offset", type=at_least_zero, default=0,
                    help="the hits after this many of the best (default 0)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="the hits as JSON, as the API's /api/search gives them")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("db", help="storage schema")

@@ -103,3 +103,25 @@ def test_replay_leaves_out_an_article_too_large_for_the_broker_and_publishes_the
         with sqlite3.connect(settings.producer_state_file) as conn:
             assert sorted(k for (k,) in conn.execute("SELECT article_id FROM outbox")) == ["a1", "a3"]
         conn.close()
+
+
+def test_replay_of_a_folder_without_a_file_to_read_is_an_error(make_settings, capsys):
+    """`newsflow replay FOLDER` of a folder holding no .txt, .json or .jsonl file (its
+    articles saved as .ndjson, or a folder down) said "published 0 article(s)", exit code
+    0, the skips only warnings above it: read as done."""
+    import argparse
+
+    from producers.commands import cmd_replay
+
+    settings = make_settings()
+    ensure_topics(settings)
+    folder = settings.data_dir.parent / "articles"
+    (folder / "2026-12-06").mkdir(parents=True)
+    (folder / "a.ndjson").write_text(json.dumps({"id": "a1", "title": "Storm",
+                                                "text": "A storm hit."}) + "\n")
+    (folder / "2026-12-06" / "b.jsonl").write_text(json.dumps({"id": "b1", "title": "Flood",
+                                                              "text": "A flood."}) + "\n")
+    args = argparse.Namespace(paths=[str(folder)], rate=None, published=None, quiet=True)
+    with pytest.raises(ValueError, match=re.escape(f"no .txt, .json or .jsonl file in {folder}")):
+        cmd_replay(args, settings)
+    assert capsys.readouterr().out == ""

@@ -1,5 +1,7 @@
 """The CLI: thin, with clear errors."""
 
+import re
+
 import pytest
 
 
@@ -349,6 +351,19 @@ def test_a_command_without_its_action_names_it_as_its_help_does(capsys):
         err = capsys.readouterr().err
         assert f"newsflow {command} [-h] ACTION ..." in err
         assert err.endswith("the following arguments are required: ACTION\n")
+
+
+def test_poll_without_once_is_a_usage_error_not_a_failed_feed(capsys):
+    """`newsflow poll URL` without --once exited 1, which its help and the README give
+    to a feed that failed: a script read a usage mistake as the feed's failure."""
+    import pytest
+
+    from newsflow.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["poll", "https://a.example/feed"])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.endswith("the following arguments are required: --once\n")
 
 
 def test_a_blank_storage_path_is_unset(tmp_path, monkeypatch, capsys):
@@ -772,3 +787,16 @@ def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_code_130(tmp_path
         command.kill()
     assert command.returncode == 130
     assert err == "newsflow: interrupted while starting\n"
+
+
+def test_the_listings_help_gives_their_default_limit_and_every_json_option_says_what():
+    """`incidents --help` and `search --help` gave --limit with no word (the listing is cut
+    at 50, the search at 20, which only the README said), and --json of `incidents`,
+    `incident`, `search` and `status` with none."""
+    from newsflow.cli import build_parser
+
+    helps = {prog: " ".join(text.split()) for prog, text in _every_help(build_parser()).items()}
+    assert "--limit LIMIT at most this many (default 50)" in helps["newsflow incidents"]
+    assert "--limit LIMIT the best this many (default 20)" in helps["newsflow search"]
+    for prog in ("newsflow incidents", "newsflow incident", "newsflow search", "newsflow status"):
+        assert re.search(r"--json [a-z]", helps[prog]), prog

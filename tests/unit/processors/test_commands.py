@@ -139,6 +139,17 @@ def test_cluster_reads_a_file_saved_with_a_byte_order_mark(tmp_path: Path,
     assert row["id"] == "fire-1"
 
 
+def test_cluster_to_stdout_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its last line said "clustered 1 article(s) into -", stdout as the option spells it."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "fire-1", "title": FIRE_1[0], "text": FIRE_1[1],
+                                  "published": T0.isoformat()}) + "\n", encoding="utf-8")
+    assert run(Settings(), "cluster", str(source)) == 0
+    written = capsys.readouterr()
+    assert [json.loads(line)["id"] for line in written.out.splitlines()] == ["fire-1"]
+    assert written.err == "clustered 1 article(s) into stdout\n"
+
+
 def test_cluster_can_write_over_its_own_input(tmp_path: Path) -> None:
     path = tmp_path / "stream.jsonl"
     path.write_text('{"id": "a", "title": "A fire in the hills", "text": "A fire burns."}\n')

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import re
+import time
 
 import pytest
 
@@ -391,3 +392,24 @@ def test_feeds_list_and_remove_from_another_folder_say_where_to_run_them(
     assert main(["feeds", "remove", url]) == 1
     assert capsys.readouterr().err == (
         f"no feed {url} is polled: no state file at {state_file} ({hint})\n")
+
+
+def test_feeds_list_gives_a_feed_no_longer_polled_no_next_poll(tmp_path, capsys):
+    """`feeds list --all` showed a removed feed's next poll as it was at the removal, a
+    time at which it is never polled."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    url = "https://a.example/feed"
+    state = StateStore(settings.producer_state_file)
+    try:
+        row, _done = state.add_feed(url, origin="cli")
+        state.record(row.id, None, FeedUpdate(status=200, error=None,
+                                              next_poll=time.time() + 3600))
+    finally:
+        state.close()
+    assert _remove(settings, url) == 0
+    capsys.readouterr()
+    assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
+    header, listed = capsys.readouterr().out.splitlines()
+    fields = dict(zip(header.split("\t"), listed.split("\t"), strict=True))
+    assert fields["url"] == f"{url} (inactive)"
+    assert fields["next poll (UTC)"] == "-"

@@ -289,3 +289,18 @@ def test_a_store_that_cannot_be_opened_leaves_no_temp_folder(
         with pytest.raises(OSError):
             load_jsonl_store(tmp_path)  # a folder, not a file
     assert list(temp.iterdir()) == []
+
+
+def test_the_store_counts_the_articles_the_file_places(tmp_path: Path) -> None:
+    """`newsflow status` said "0 articles, 1 incident" of every JSON Lines file, which
+    keeps no article rows but where each article is: counted by those now."""
+    path = tmp_path / "incidents.jsonl"
+    JsonlSink(path).write([placed(1, "i1", 0), placed(2, "i1", 0), header("i1", 1, 2, added=[1, 2]),
+                           placed(3, "i2", 1), header("i2", 1, 1, added=[3]),
+                           placed(3, "i1", 2, moved_from="i2"), header("i1", 2, 3, added=[3])])
+    store = load_jsonl_store(path)
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    assert (counts.articles, counts.incidents) == (3, 2)

@@ -225,6 +225,16 @@ def test_search(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no matches in SQLite database" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("query", ["", "  ", "!!"])
+def test_a_search_of_no_word_is_refused_not_answered_no_matches(
+        settings: Settings, capsys: pytest.CaptureFixture[str], query: str) -> None:
+    """`newsflow search ""` said "no matches in SQLite database ...", exit code 0: as if
+    no article held what was never looked for."""
+    with pytest.raises(ValueError, match="a search needs a word to look for"):
+        run(settings, "search", query)
+    assert capsys.readouterr().out == ""
+
+
 @pytest.mark.parametrize("argv", [("incidents",), ("incident", "inc-1"), ("search", "Iran")])
 def test_read_commands_refuse_a_missing_database_and_do_not_create_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
