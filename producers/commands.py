@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -143,6 +144,17 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         keep(batch)
         kept += len(batch)
 
+    terminated = False
+
+    def stop_as_on_ctrl_c(signum: int, frame: object) -> None:
+        # A SIGTERM (`timeout`, a job's stop) killed the replay where it was: what the
+        # client still held was never sent, nor kept for a recycled broker, and nothing
+        # said how far it had come. Now it stops as on a Ctrl-C.
+        nonlocal terminated
+        terminated = True
+        raise KeyboardInterrupt
+
+    previous_handler = signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
     try:
         stats = replay(
             articles, publisher.publish_article, rate=args.rate,
@@ -156,6 +168,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         if exc.undelivered is not None:  # (a flush says how many it could not deliver)
             unconfirmed = exc.undelivered
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)  # (a second one ends the flush too)
         try:
             publisher.close()  # flushes: until the broker has them all, or says which not
         except MessageTooLargeError as exc:  # (the topic takes less than newsflow sends)
@@ -183,9 +196,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     seconds = time.monotonic() - started  # (with the flush: until the broker has them all)
     count = stats.published - len(refused)
     if stats.interrupted:
-        print(f"interrupted: published {count} of {len(articles)} article(s) to"
-              f" {settings.topic_raw} in {seconds:.1f}s", file=sys.stderr)
-        return 130
+        print(f"{'terminated' if terminated else 'interrupted'}: published {count} of"
+              f" {len(articles)} article(s) to {settings.topic_raw} in {seconds:.1f}s",
+              file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     print(f"published {count} article(s) to {settings.topic_raw} in {seconds:.1f}s")
     not_sent = len(stats.refused) + len(refused)
     if not_sent:  # (each said above, with why)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -50,6 +51,39 @@ def test_replay_whose_broker_dies_says_in_one_line_how_many_went_out(tmp_path):
         err)
     assert found, err
     assert 0 < int(found.group(1)) < 800
+
+
+def test_replay_stopped_by_sigterm_sends_what_it_published_and_says_how_far_it_came(tmp_path):
+    """A SIGTERM (`timeout 60 newsflow replay ...`, a job's stop) killed the replay where it
+    was: no line said how far it had come, and what the Kafka client still held was never
+    sent. It stops as on a Ctrl-C, with the code a shell gives a SIGTERM (143)."""
+    stream = tmp_path / "stream.jsonl"
+    stream.write_text("".join(
+        json.dumps({"id": f"t{n}", "published": "2024-05-01T10:00:00Z",
+                    "title": f"Story number {n}", "text": "A body of text."}) + "\n"
+        for n in range(800)))
+    with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                            data_dir=tmp_path / "var", topic_raw="raw-replay-sigterm")
+        ensure_topics(settings)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+        env.update(settings_env(settings))
+        replay = subprocess.Popen(
+            [sys.executable, "-m", "newsflow.cli", "replay", "--rate", "100", str(stream)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        read_topic(settings, settings.topic_raw, until=lambda r: len(r) >= 20, timeout_s=60)
+        replay.send_signal(signal.SIGTERM)
+        out, err = replay.communicate(timeout=120)
+        assert replay.returncode == 143, out + err
+        found = re.fullmatch(r"terminated: published (\d+) of 800 article\(s\) to"
+                             r" raw-replay-sigterm in [\d.]+s\n", err)
+        assert found, err
+        published = int(found.group(1))
+        assert 20 <= published < 800
+        # Every one it counted is on the topic: the client's last sends went out too.
+        records = read_topic(settings, settings.topic_raw,
+                             until=lambda r: len(r) >= published, timeout_s=60)
+        assert len({r.key for r in records}) == published
 
 
 def test_topics_lists_what_the_broker_holds_not_the_settings(make_settings, capsys):
