@@ -19,27 +19,33 @@ from tests.conftest import read_topic
 pytestmark = pytest.mark.integration
 
 
-def test_replay_whose_broker_dies_says_in_one_line_how_many_went_out(tmp_path):
-    """It printed kafka-python's retry lines (tracebacks among them) for 40 s, then
-    "KafkaTimeoutError: Timeout waiting for future", which said neither what was lost
-    nor whether running it again was safe."""
+def _replay_under_way(tmp_path, broker: EmbeddedBroker, topic: str):
+    """(settings, a `newsflow replay` process): 800 articles at 100 a second to ``topic``
+    of ``broker``, 20 of them on the topic already (the replay's start alone may take more
+    than a second or two on a loaded machine), most to come (8 s of them)."""
     stream = tmp_path / "stream.jsonl"
     stream.write_text("".join(
         json.dumps({"id": f"a{n}", "published": "2024-05-01T10:00:00Z",
                     "title": f"Story number {n}", "text": "A body of text."}) + "\n"
         for n in range(800)))
+    settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                        data_dir=tmp_path / "var", topic_raw=topic)
+    ensure_topics(settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "newsflow.cli", "replay", "--rate", "100", str(stream)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    read_topic(settings, settings.topic_raw, until=lambda r: len(r) >= 20, timeout_s=60)
+    return settings, replay
+
+
+def test_replay_whose_broker_dies_says_in_one_line_how_many_went_out(tmp_path):
+    """It printed kafka-python's retry lines (tracebacks among them) for 40 s, then
+    "KafkaTimeoutError: Timeout waiting for future", which said neither what was lost
+    nor whether running it again was safe."""
     with EmbeddedBroker() as broker:
-        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
-                            data_dir=tmp_path / "var", topic_raw="raw-replay-dies")
-        ensure_topics(settings)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-        env.update(settings_env(settings))
-        replay = subprocess.Popen(
-            [sys.executable, "-m", "newsflow.cli", "replay", "--rate", "100", str(stream)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-        # Some articles out, most to come (at 100 a second, 8 s of them): the replay's
-        # start alone may take more than the 1.5 s once waited here, on a loaded machine.
-        read_topic(settings, settings.topic_raw, until=lambda r: len(r) >= 20, timeout_s=60)
+        settings, replay = _replay_under_way(tmp_path, broker, "raw-replay-dies")
         broker.stop()
         out, err = replay.communicate(timeout=120)
     assert replay.returncode == 1, out + err
@@ -57,21 +63,8 @@ def test_replay_stopped_by_sigterm_sends_what_it_published_and_says_how_far_it_c
     """A SIGTERM (`timeout 60 newsflow replay ...`, a job's stop) killed the replay where it
     was: no line said how far it had come, and what the Kafka client still held was never
     sent. It stops as on a Ctrl-C, with the code a shell gives a SIGTERM (143)."""
-    stream = tmp_path / "stream.jsonl"
-    stream.write_text("".join(
-        json.dumps({"id": f"t{n}", "published": "2024-05-01T10:00:00Z",
-                    "title": f"Story number {n}", "text": "A body of text."}) + "\n"
-        for n in range(800)))
     with EmbeddedBroker() as broker:
-        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
-                            data_dir=tmp_path / "var", topic_raw="raw-replay-sigterm")
-        ensure_topics(settings)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-        env.update(settings_env(settings))
-        replay = subprocess.Popen(
-            [sys.executable, "-m", "newsflow.cli", "replay", "--rate", "100", str(stream)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-        read_topic(settings, settings.topic_raw, until=lambda r: len(r) >= 20, timeout_s=60)
+        settings, replay = _replay_under_way(tmp_path, broker, "raw-replay-sigterm")
         replay.send_signal(signal.SIGTERM)
         out, err = replay.communicate(timeout=120)
         assert replay.returncode == 143, out + err
