@@ -10,6 +10,10 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from newsflow.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -83,26 +87,39 @@ def exit_when_orphaned(supervisor: int | None, grace_s: float = ORPHAN_GRACE_S) 
     threading.Thread(target=watch, name="exit-when-orphaned", daemon=True).start()
 
 
-def exit_when_orphaned_without_broker(supervisor: int | None, bootstrap: str | None,
-                                      check_every_s: float = 0.25) -> None:
-    """In a child of `newsflow run` that has only the broker to hand its work to (the
-    processors): once the supervisor is gone and no address of ``bootstrap`` answers (the
-    embedded broker died with it), exit at once. Its stop would spend the orphan's grace
-    (``exit_when_orphaned``) on commits and sends to that broker, which nothing can
-    answer any more. While a broker answers (an external Kafka), the stop goes on and
-    commits what it can; should that broker go too, the exit comes then."""
-    if supervisor is None or not bootstrap:
-        return
+def left_without_broker(settings: Settings, timeout_s: float = 1.0) -> bool:
+    """Whether this child of `newsflow run` outlives it (its supervisor is gone) and its
+    broker went too: the embedded one, which dies with it, or an external one of which no
+    address answers. Not a child of one (no supervisor): never."""
+    if settings.supervisor_pid is None or os.getppid() == settings.supervisor_pid:
+        return False
+    if settings.kafka_embedded:
+        # Killed with the supervisor (SIGKILL at its death), not asked: while its exit
+        # runs, the kernel still takes connections on its port, and a child that asked
+        # then sent to it until the orphan's exit.
+        return True
     from newsflow.kafka import any_broker_answers  # (kafka-python: not for every child)
 
+    return not any_broker_answers(settings.kafka_bootstrap or "", timeout_s)
+
+
+def exit_when_orphaned_without_broker(settings: Settings, check_every_s: float = 0.25) -> None:
+    """In a child of `newsflow run` that has only the broker to hand its work to (the
+    processors): once it is left without its broker (``left_without_broker``), exit at
+    once. Its stop would spend the orphan's grace (``exit_when_orphaned``) on commits and
+    sends to that broker, which nothing can answer any more. While an external broker
+    answers, the stop goes on and commits what it can; should that broker go too, the
+    exit comes then."""
+    if settings.supervisor_pid is None:
+        return
+
     def watch() -> None:
-        while os.getppid() == supervisor:
+        while not left_without_broker(settings):
             time.sleep(check_every_s)
-        while any_broker_answers(bootstrap):
-            time.sleep(check_every_s)
-        logger.warning("the supervisor (pid %s) died and no broker answers at %s (the embedded"
-                       " one died with it): exiting, nothing left to commit", supervisor,
-                       bootstrap)
+        logger.warning("the supervisor (pid %s) died and its broker with it (%s): exiting,"
+                       " nothing left to commit", settings.supervisor_pid,
+                       "embedded" if settings.kafka_embedded
+                       else f"no broker answers at {settings.kafka_bootstrap}")
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-without-broker", daemon=True).start()

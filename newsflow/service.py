@@ -44,16 +44,15 @@ from newsflow.metrics import (
 )
 from newsflow.processes import process_runs, process_started, spawn, stop_with_parent, terminate
 from newsflow.schemas import RawArticle
-from newsflow.settings import Settings, settings_env
+from newsflow.settings import QUICK_EXIT_S, Settings, settings_env
 
 logger = logging.getLogger(__name__)
 
 # Start order; the producers stop first, the others together (``stop_children``).
 ROLES = ("sink", "web", "process", "produce")
 
-# A child that exits sooner than QUICK_EXIT_S after its start, MAX_QUICK_EXITS times in
-# a row, is failing at start-up (a port taken, a bad setting): restarting cannot help.
-QUICK_EXIT_S = 10.0
+# A child that exits sooner than its quick_exit_s after its start, MAX_QUICK_EXITS times
+# in a row, is failing at start-up (a port taken, a bad setting): restarting cannot help.
 MAX_QUICK_EXITS = 5
 
 
@@ -66,6 +65,7 @@ class Child:
     role: str
     env: dict[str, str]
     metrics_dir: Path | None = None  # where its metrics textfile goes (textfile_name)
+    quick_exit_s: float = QUICK_EXIT_S  # (Settings.quick_exit_s)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     quick_exits: int = 0
@@ -379,7 +379,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             logger.warning("left as they are (an embedded broker's, not for %s): %s",
                            settings.kafka_bootstrap, ", ".join(str(p) for p in saved))
         env = child_env(settings)
-        children = [Child(role, env, metrics_dir(settings.data_dir)) for role in roles]
+        children = [Child(role, env, metrics_dir(settings.data_dir),
+                          quick_exit_s=settings.quick_exit_s) for role in roles]
         for child in children:
             child.start()
         write_runfile(settings, broker.started_at if broker else None)
@@ -547,13 +548,13 @@ def supervise(child: Child) -> None:
     if child.next_start == 0.0:
         code = child.process.returncode if child.process else None
         child.remove_metrics_file()
-        if now - child.started_at < QUICK_EXIT_S:
+        if now - child.started_at < child.quick_exit_s:
             child.quick_exits += 1
         else:  # it ran a while: a crash worth a restart, not a failing start-up
             child.quick_exits = 0
         if child.quick_exits >= MAX_QUICK_EXITS:
             raise ServiceError(
-                f"{child.role} exited within {QUICK_EXIT_S:.0f}s of starting"
+                f"{child.role} exited within {child.quick_exit_s:g}s of starting"
                 f" {child.quick_exits} times in a row (last exit code {code})"
             )
         delay = min(60.0, 2.0 ** child.restarts)

@@ -56,6 +56,10 @@ HomeExpanded = AfterValidator(home_expanded)
 # Kafka's rule for a topic's name: at most 249 of these characters, not "." or "..".
 _TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 TOPIC_MAX_CHARS = 249
+
+# `newsflow run`: a child that exits sooner than this after its start, 5 times in a row,
+# is failing at start-up (the quick_exit_s setting).
+QUICK_EXIT_S = 10.0
 # The longest name faust gives a topic of the app id's: its tables' changelogs.
 _APP_TOPIC_SUFFIX = "-cluster-incidents-changelog"
 
@@ -226,6 +230,10 @@ class Settings(BaseSettings):
     # How long a stop waits for the processors and the sink to finish what was published;
     # with the embedded broker, what they leave is carried over to the next start.
     stop_drain_s: float = Field(default=60.0, ge=0)
+    # A child that exits within this many seconds of its start, 5 times in a row, is
+    # failing at start-up (a setting, a file it cannot open): `newsflow run` stops, naming
+    # it. A failing start slower than this (a loaded machine) is restarted for ever.
+    quick_exit_s: float = Field(default=QUICK_EXIT_S, gt=0)
     # With the embedded broker, the most the producers keep on disk of what storage has not
     # taken yet (newsflow/outbox.py); past it they poll nothing new until storage takes some.
     outbox_max_mb: float = Field(default=1024.0, ge=0)

@@ -25,7 +25,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
 
     bootstrap_servers(settings)  # without one configured or found: how to get one
     # A worker left by a killed `newsflow run` stops at once when its broker went too.
-    exit_when_orphaned_without_broker(settings.supervisor_pid, settings.kafka_bootstrap)
+    exit_when_orphaned_without_broker(settings)
     # Storage holds what the changelog tables do not: incidents that outlived their
     # articles (and everything, with the embedded broker, which forgets on restart).
     from processors.rebuild import read_view, storage_window_loader

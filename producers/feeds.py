@@ -40,8 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from newsflow import outbox
-from newsflow.kafka import MessageTooLargeError, Stopped, any_broker_answers, unless_stopped
+from newsflow.kafka import MessageTooLargeError, Stopped, unless_stopped
 from newsflow.metrics import Registry, textfile_path, write_textfile
+from newsflow.processes import left_without_broker
 from newsflow.schemas import RawArticle, article_key, cut_text, feed_speaks_for
 from newsflow.settings import Settings
 from newsflow.text import counted, derive_title, title_from_url
@@ -1259,7 +1260,7 @@ def run_producer(settings: Settings, stop: threading.Event) -> None:
             settings, state=state, poller=poller,
             publish=publisher.publish_article, flush=publisher.flush,
             refresh=watcher.check, cut_short=pool.close,
-            broker_gone=lambda: _left_without_broker(settings), kept=kept, sweeper=sweeper,
+            broker_gone=lambda: left_without_broker(settings), kept=kept, sweeper=sweeper,
         )
         if settings.supervisor_pid is not None:
             threading.Thread(target=_stop_when_left_without_broker,
@@ -1319,24 +1320,6 @@ class _FeedsFileWatcher:
                          self.path, exc, exc_info=not isinstance(exc, ConfigError))
 
 
-def _left_without_broker(settings: Settings, timeout_s: float = 1.0) -> bool:
-    """Whether this child of `newsflow run` outlives it (its supervisor is gone) and its
-    broker went too: the embedded one, which dies with it, or an external one of which no
-    address answers. Its last publishing then waited on that broker until the orphan's
-    exit 20 s later (newsflow/processes.py): making sure the topic exists, up to 30 s,
-    then a flush of up to 30 s."""
-    if settings.supervisor_pid is None or os.getppid() == settings.supervisor_pid:
-        return False
-    if settings.kafka_embedded:
-        # Killed with the supervisor (SIGKILL at its death), not asked: while its exit
-        # runs, the kernel still takes connections on its port, and a producer that
-        # asked then published to it until the orphan's exit.
-        return True
-    # (Read as kafka-python reads it: split by hand, PLAINTEXT://host:9092 or a host
-    # without its port was taken for no broker answering, the last polls handed back.)
-    return not any_broker_answers(settings.kafka_bootstrap or "", timeout_s)
-
-
 # How long a producer left without its broker gives its own stop before it hands its
 # feeds back and exits (`newsflow run`'s orphans are ended 20 s on, the feeds held).
 GONE_STOP_S = 8.0
@@ -1347,12 +1330,12 @@ def _stop_when_left_without_broker(
     check_every_s: float = 0.25, exit: Callable[[int], object] = os._exit,
 ) -> None:
     """In a child of `newsflow run`: once it is left without its broker
-    (``_left_without_broker``), stop, whether or not the SIGTERM of the supervisor's death
+    (``left_without_broker``), stop, whether or not the SIGTERM of the supervisor's death
     was taken; and if the stop is not over ``grace_s`` later (held up where it cannot see
     it), give back the feeds ``owner`` holds, their new entries unseen for the next run,
     and exit. A producer killed with its `newsflow run` in CI went on without a word
     until the orphan's exit 20 s on, its feed still held (for a lease's length)."""
-    while not _left_without_broker(settings):
+    while not left_without_broker(settings):
         time.sleep(check_every_s)
     stop.set()
     time.sleep(grace_s)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +45,16 @@ def process_runs(pid: int) -> bool:
         except OSError:
             continue
     return any(state not in ("Z", "X") for state in states)
+
+
+def end_orphan_test(supervisor: subprocess.Popen[bytes], child: int | None) -> None:
+    """However a test of an orphan ended, neither its supervisor (`newsflow run` or a
+    stand-in) nor the child that should have outlived it is left running."""
+    if supervisor.poll() is None:
+        supervisor.kill()
+        supervisor.wait(10)
+    if child is not None and process_runs(child):
+        os.kill(child, signal.SIGKILL)
 
 
 def extract_workers(parent: int) -> list[int]:

@@ -19,7 +19,13 @@ from newsflow.schemas import MAX_TEXT_CHARS, RawArticle
 from newsflow.settings import Settings
 from producers.feeds import FeedPoller, ProducerLoop, make_fetcher, run_producer
 from producers.state import StateStore
-from tests.conftest import extract_workers, pathological_page, process_runs, wait_for
+from tests.conftest import (
+    end_orphan_test,
+    extract_workers,
+    pathological_page,
+    process_runs,
+    wait_for,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -534,11 +540,7 @@ def test_a_producer_left_without_its_broker_stops_though_no_sigterm_came(server,
         text = kill_mid_poll(server, supervisor, producer, log)
         assert "has not stopped 20 s later" not in text, text
     finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait(10)
-        if producer is not None and process_runs(producer):
-            os.kill(producer, signal.SIGKILL)
+        end_orphan_test(supervisor, producer)
     assert_feed_handed_back(tmp_path / "var")
 
 
@@ -549,7 +551,7 @@ def test_a_broker_address_written_with_its_scheme_is_not_taken_for_gone(make_set
     so a broker that answered was gone, and the polls were handed back with a WARNING
     saying the broker had died."""
     from newsflow.kafka import admin_client
-    from producers.feeds import _left_without_broker
+    from newsflow.processes import left_without_broker
 
     settings = make_settings()
     bootstrap = settings.kafka_bootstrap or ""
@@ -558,9 +560,9 @@ def test_a_broker_address_written_with_its_scheme_is_not_taken_for_gone(make_set
     orphan = settings.model_copy(update={"kafka_bootstrap": written, "kafka_embedded": False,
                                          "supervisor_pid": os.getpid()})
     admin_client(orphan).close()  # (the clients reach it so written)
-    assert not _left_without_broker(orphan)
+    assert not left_without_broker(orphan)
     gone = orphan.model_copy(update={"kafka_bootstrap": "PLAINTEXT://127.0.0.1:9"})
-    assert _left_without_broker(gone)  # (nothing listens at port 9)
+    assert left_without_broker(gone)  # (nothing listens at port 9)
 
 
 def test_a_producer_run_apart_forgets_what_was_dead_lettered_since_it_started(

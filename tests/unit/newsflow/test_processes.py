@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import subprocess
 
-from newsflow.processes import terminate
+from newsflow.processes import left_without_broker, terminate
+from newsflow.settings import Settings
 
 
 def test_stopping_a_process_twice_says_stopped_once(caplog):
@@ -16,3 +19,28 @@ def test_stopping_a_process_twice_says_stopped_once(caplog):
         assert terminate(proc, "sink", timeout_s=5) == -15
         assert terminate(proc, "sink", timeout_s=5) == -15
     assert [r.getMessage() for r in caplog.records] == ["stopped sink (exit -15)"]
+
+
+def test_an_orphaned_child_takes_its_embedded_broker_for_gone_while_its_port_answers(
+        tmp_path):
+    """The embedded broker gets SIGKILL when `newsflow run` dies, as its children get
+    SIGTERM; but while the broker's exit runs, the kernel still takes connections on its
+    port. A producer, asking whether a broker answered, found one, published its last poll
+    to it and waited until the orphan's exit 20 s later (seen in CI). The embedded broker
+    is gone with its supervisor, asked or not; an external one is asked."""
+    with socket.socket() as listener:  # (the dying broker's port, still taking connections)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        # (Its parent is not its supervisor: as after `newsflow run` was killed.)
+        orphan = Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{port}",
+                          supervisor_pid=os.getpid())
+        assert left_without_broker(orphan.model_copy(update={"kafka_embedded": True}))
+        assert not left_without_broker(orphan.model_copy(update={"kafka_embedded": False}))
+        # (While the supervisor lives, nothing is gone.)
+        alive = orphan.model_copy(update={"kafka_embedded": True,
+                                          "supervisor_pid": os.getppid()})
+        assert not left_without_broker(alive)
+    # (An external broker of which no address answers is gone too: nothing at port 9.)
+    assert left_without_broker(orphan.model_copy(update={"kafka_embedded": False,
+                                                         "kafka_bootstrap": "127.0.0.1:9"}))

@@ -136,6 +136,21 @@ def test_a_child_dying_right_after_each_start_stops_the_service() -> None:
         supervise(child)
 
 
+def test_a_failing_start_slower_than_the_default_bound_counts_under_a_raised_one() -> None:
+    """NEWSFLOW_QUICK_EXIT_S: a start that took 60 s (a loaded machine) is still a quick
+    exit under a bound of 600 s, and the child is given up after 5 of them."""
+    child = StandInChild("produce", {}, quick_exit_s=600.0)
+    child.start()
+    for _ in range(MAX_QUICK_EXITS - 1):
+        child.started_at -= 60
+        die(child)
+        restart(child)
+    child.started_at -= 60
+    die(child)
+    with pytest.raises(ServiceError, match=f"produce exited within 600s of starting {MAX_QUICK_EXITS} times"):
+        supervise(child)
+
+
 def test_a_child_that_ran_a_while_before_dying_is_always_restarted() -> None:
     child = StandInChild("sink", {})
     child.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -1084,30 +1083,6 @@ def test_the_loop_keeps_what_it_publishes_and_past_the_outbox_bound_polls_nothin
         assert [r.article_id for r in box.rows()] == published[3:]
     finally:
         box.close()
-
-
-def test_an_orphaned_producer_takes_its_embedded_broker_for_gone_while_its_port_answers(
-        tmp_path):
-    """The embedded broker gets SIGKILL when `newsflow run` dies, as its producer gets
-    SIGTERM; but while the broker's exit runs, the kernel still takes connections on its
-    port. The producer, asking whether a broker answered, found one, published its last
-    poll to it and waited until the orphan's exit 20 s later (seen in CI). The embedded
-    broker is now gone with its supervisor, asked or not; an external one is asked."""
-    from producers.feeds import _left_without_broker
-
-    with socket.socket() as listener:  # (the dying broker's port, still taking connections)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        # (Its parent is not its supervisor: as after `newsflow run` was killed.)
-        orphan = Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{port}",
-                          supervisor_pid=os.getpid())
-        assert _left_without_broker(orphan.model_copy(update={"kafka_embedded": True}))
-        assert not _left_without_broker(orphan.model_copy(update={"kafka_embedded": False}))
-        # (While the supervisor lives, nothing is gone.)
-        alive = orphan.model_copy(update={"kafka_embedded": True,
-                                          "supervisor_pid": os.getppid()})
-        assert not _left_without_broker(alive)
 
 
 def test_a_poll_ending_after_the_broker_went_is_handed_back_without_a_stop(tmp_path, state):
