@@ -293,8 +293,12 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
         )
     where = f"state in {state_file}" if state_file.exists() else (
         f"no state file at {state_file.absolute()} yet: {_WHERE_THE_SERVICE_RUNS}")
+    # (With --all, "1 feed(s)" of a state whose only feed was removed read as one polled.)
+    inactive = sum(1 for f in feeds if not f.active)
+    counted_feeds = f"{len(feeds)} feed(s)" if not inactive else (
+        f"{len(feeds) - inactive} feed(s) polled, {inactive} no longer (inactive)")
     print(
-        f"{len(feeds)} feed(s); {where} "
+        f"{counted_feeds}; {where} "
         f"(the producer applies {settings.feeds_file} when it starts and when the file changes)",
         file=sys.stderr,
     )

@@ -409,7 +409,10 @@ def test_feeds_list_gives_a_feed_no_longer_polled_no_next_poll(tmp_path, capsys)
     assert _remove(settings, url) == 0
     capsys.readouterr()
     assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
-    header, listed = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    header, listed = out.splitlines()
     fields = dict(zip(header.split("\t"), listed.split("\t"), strict=True))
     assert fields["url"] == f"{url} (inactive)"
     assert fields["next poll (UTC)"] == "-"
+    # Nor is it counted as a feed polled ("1 feed(s)").
+    assert err.startswith("0 feed(s) polled, 1 no longer (inactive); state in "), err
