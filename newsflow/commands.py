@@ -32,6 +32,13 @@ def at_least_zero(text: str) -> int:
     return _count(text, 0)
 
 
+def name_the_actions(actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """A command's actions named in its usage and in the error of a command given none
+    ("required: {list,import,add,remove}"), once all are added: "ACTION" named none of
+    them, and argparse's default named the code's ``dest``."""
+    actions.metavar = "{" + ",".join(actions.choices) + "}"
+
+
 def _count(text: str, lowest: int) -> int:
     number = int(text)
     if not lowest <= number <= MAX_COUNT:
@@ -213,11 +220,12 @@ def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters,  #
     tl.set_defaults(func=cmd_tail)
 
     dlq = sub.add_parser("dlq", help="the dead-letter topic")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     rd = dlq_sub.add_parser("redrive", help="send the dead letters since the last redrive back "
                                             "to their topics (once their cause is fixed)")
     rd.add_argument("--dry-run", action="store_true", help="only say what would be sent")
     rd.set_defaults(func=partial(cmd_dlq_redrive, store_letters=store_letters))
+    name_the_actions(dlq_sub)
 
     tp = sub.add_parser("topics", help="create newsflow's topics (if missing) and list them")
     tp.set_defaults(func=cmd_topics)

@@ -483,6 +483,8 @@ def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands; each sets ``func(args, settings) -> int``."""
+    from newsflow.commands import name_the_actions
+
     rep = sub.add_parser("replay", help="publish articles from .txt/.json/.jsonl files")
     rep.add_argument("paths", nargs="+", metavar="PATH")
     rep.add_argument("--rate", type=positive_rate,
@@ -513,7 +515,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     produce.set_defaults(func=cmd_produce)
 
     feeds = sub.add_parser("feeds", help="manage the polled feeds")
-    feeds_sub = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
+    feeds_sub = feeds.add_subparsers(dest="feeds_command", required=True)
     ls = feeds_sub.add_parser("list", help="each feed's state")
     ls.add_argument("--all", action="store_true", help="include inactive feeds")
     ls.set_defaults(func=cmd_feeds_list)
@@ -537,3 +539,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                   "or `feeds import`")
     remove.add_argument("url")
     remove.set_defaults(func=cmd_feeds_remove)
+    name_the_actions(feeds_sub)

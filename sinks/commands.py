@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from newsflow.commands import at_least_one, at_least_zero, reach_broker, seconds, stop_on_signals
+from newsflow.commands import (
+    at_least_one,
+    at_least_zero,
+    name_the_actions,
+    reach_broker,
+    seconds,
+    stop_on_signals,
+)
 from newsflow.settings import Settings
 from newsflow.text import counted, plain
 from sinks.models import (
@@ -403,6 +410,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("db", help="storage schema")
-    db = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db = p.add_subparsers(dest="db_command", required=True)
     up = db.add_parser("upgrade", help="create or migrate the schema of the configured sink")
     up.set_defaults(func=cmd_db_upgrade)
+    name_the_actions(db)

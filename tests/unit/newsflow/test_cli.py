@@ -338,19 +338,20 @@ def test_the_log_options_given_after_the_command_are_told_to_go_before_it(capsys
                 in capsys.readouterr().err)
 
 
-def test_a_command_without_its_action_names_it_as_its_help_does(capsys):
+def test_a_command_without_its_action_names_its_actions(capsys):
     """`newsflow dlq` alone said "the following arguments are required: dlq_command", a
-    name inside the code, where `newsflow feeds` and `newsflow db` say ACTION."""
+    name inside the code; then "ACTION", which named none of them."""
     import pytest
 
     from newsflow.cli import main
 
-    for command in ("dlq", "feeds", "db"):
+    for command, actions in (("dlq", "{redrive}"), ("feeds", "{list,import,add,remove}"),
+                             ("db", "{upgrade}")):
         with pytest.raises(SystemExit):
             main([command])
         err = capsys.readouterr().err
-        assert f"newsflow {command} [-h] ACTION ..." in err
-        assert err.endswith("the following arguments are required: ACTION\n")
+        assert f"newsflow {command} [-h] {actions} ..." in err
+        assert err.endswith(f"the following arguments are required: {actions}\n")
 
 
 def test_poll_without_once_is_a_usage_error_not_a_failed_feed(capsys):
