@@ -948,8 +948,9 @@ def held(stored: Stored) -> tuple[StoredArticles | list[ArticleRecord], list[Inc
 
 def read_ahead(loader: WindowLoader) -> ReadAhead:
     """``loader``, read once now: the first rebuild gets that answer, so it does not read
-    storage in the agent, where the consumer must keep up its heartbeats (the embedded
-    broker's session is 3 s); a later rebuild (after a rebalance) reads storage again, and
+    storage in the agent, holding the worker's event loop meanwhile (the consumer's
+    heartbeats run in faust's consumer thread, unheld, but nothing else of the worker
+    does, its first batch waiting); a later rebuild (after a rebalance) reads storage again, and
     so does the first when it comes after a later rebalance (``create_app`` drops the
     answer then: another worker may have clustered since)."""
     first = None

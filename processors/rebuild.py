@@ -147,7 +147,7 @@ def storage_window_loader(
     """Reads the window from storage. The first call (the worker's start, before it
     consumes anything) waits until storage answers, unless a setting makes it unusable
     (``StoreMisconfigured``); later ones (rebuilds after a rebalance, inside the agent,
-    which must keep up its heartbeats) try once and raise."""
+    whose event loop waits meanwhile) try once and raise."""
     calls = 0
 
     def load() -> Stored:
