@@ -998,6 +998,7 @@ class PostgresStore(SQLReader):
                  read_timeout_s: float = READ_TIMEOUT_S) -> None:
         """``migrate_schema``: create or upgrade the schema, as the sink does (the
         services); else only check it (the read commands)."""
+        self._dsn = dsn
         self._where = describe_dsn(dsn)
         self._read_timeout_s = read_timeout_s
         # Why the last answer waited for did not come (None once one came): the pool's
@@ -1069,6 +1070,11 @@ class PostgresStore(SQLReader):
         except PoolTimeout as exc:
             if self._unanswered is not None:  # (not busy: the server answers nothing)
                 raise StoreNotAnswering(self._where, self._unanswered) from exc
+            # The pool says only that it got no connection: all in use, or none to be had
+            # (the server down: its attempts fail, in its own log lines), which the page
+            # answered as busy. A connection of our own says which, and why.
+            open_database(self._dsn, migrate_schema=False,
+                          watchdog=Watchdog(self._read_timeout_s + READ_MARGIN_S))
             raise
 
     @contextmanager

@@ -983,6 +983,35 @@ def test_postgres_connections_all_in_use_are_busy_not_storage_down(
         assert get(srv.url + "api/incidents")[0] == 200
 
 
+def test_postgres_down_is_storage_unavailable_not_busy(
+    tmp_path: Path, postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL stopped under the page: the pool's connection attempts failed and its
+    wait for one ended as for a pool all in use, so the page, the API and /readyz said
+    "busy, all its connections in use" and /metrics kept the store up. It is storage
+    unavailable now, and the page answers again once the server is back."""
+    import sinks.postgres
+    from sinks.store import upgrade
+
+    monkeypatch.setattr(sinks.postgres, "CONNECT_TIMEOUT_S", 0.5)  # (the wait for one)
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", web_port=0,
+                        postgres_dsn=postgres_server.create_database())
+    upgrade(settings)
+    with serving(settings) as srv:
+        assert get(srv.url + "api/incidents")[0] == 200
+        postgres_server.stop()
+        try:
+            assert get(srv.url + "api/incidents") == (
+                503, "application/json", '{"error": "storage unavailable"}')
+            status, _, body = get(srv.url + "readyz")
+            assert status == 503 and body.endswith(" is unavailable (see the service log)\n"), body
+            assert "newsflow_store_up 0" in get(srv.url + "metrics")[2]
+        finally:
+            postgres_server.start()
+        assert get(srv.url + "api/incidents")[0] == 200
+        assert "newsflow_store_up 1" in get(srv.url + "metrics")[2]
+
+
 def forged_cursors() -> dict[str, str]:
     """Cursors a client may make up that decode to a pair, but name no place a store can
     look for: a time with no UTC (year 1 at +01:00), an id with a lone surrogate or a NUL."""
