@@ -1157,6 +1157,24 @@ def test_read_commands_name_the_server_they_cannot_reach(
     assert len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("argv", [("incidents",), ("incident", "i1"), ("search", "gales")])
+def test_read_commands_name_the_setting_of_a_database_that_is_not_there(
+    postgres_server, argv: tuple[str, ...], tmp_path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A DSN naming no database (or a refused password) is a setting to change: `db
+    upgrade` and the sink said which, the read commands only the server's words."""
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", postgres_server.dsn("no_such_db"))
+    assert main(list(argv)) == 1
+    err = capsys.readouterr().err
+    assert 'database "no_such_db" does not exist' in err
+    assert err.rstrip().endswith("(check NEWSFLOW_POSTGRES_DSN)"), err
+
+
 def test_no_command_shows_the_password_of_a_dsn_without_its_scheme(
     tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
