@@ -392,6 +392,7 @@ def test_a_read_command_on_a_database_newsflow_never_wrote_to_says_so(
     told = capsys.readouterr().err
     assert "the database has no newsflow tables yet" in told and "version 0" not in told
     assert "run `newsflow db upgrade`" in told
+    assert "(check NEWSFLOW_POSTGRES_DSN)" not in told  # (the setting is right)
 
 
 @pytest.mark.parametrize("argv", [("incidents",), ("incident", "i1"), ("search", "gales")])
