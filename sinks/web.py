@@ -351,8 +351,10 @@ def needs_upgrade(exc: SchemaOutdated) -> str:
     """What a request is told of a schema left at an older version, which only an
     upgrade mends (of other storage errors, never the driver's words: they may quote the
     settings; the log has them)."""
-    return (f"needs `newsflow db upgrade`: its schema is version {exc.found}, this"
-            f" newsflow reads version {exc.needed}")
+    # (Version 0: a database newsflow never wrote to, where "version 0" puzzles.)
+    held = ("it has no newsflow tables yet" if exc.found == 0
+            else f"its schema is version {exc.found}")
+    return f"needs `newsflow db upgrade`: {held}, this newsflow reads version {exc.needed}"
 
 
 def busy_errors() -> tuple[type[Exception], ...]:

@@ -269,6 +269,24 @@ def test_the_page_leaves_an_older_postgres_schema_as_it_is_and_says_to_upgrade_i
         assert get(srv.url + "api/search?q=storm") == (200, "application/json", "[]")
 
 
+def test_the_page_on_a_postgres_database_newsflow_never_wrote_to_says_so(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """It said "its schema is version 0", of a database with no newsflow table (as the
+    read commands did; they say so now)."""
+    from sinks.postgres import SCHEMA_VERSION
+
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=postgres_dsn,
+                        web_port=0)
+    told = ("needs `newsflow db upgrade`: it has no newsflow tables yet, this newsflow reads"
+            f" version {SCHEMA_VERSION}")
+    with serving(settings) as srv:
+        assert get(srv.url + "api/incidents") == (
+            503, "application/json", json.dumps({"error": f"storage {told}"}))
+        status, _, body = get(srv.url + "readyz")
+        assert status == 503 and told in body, body
+
+
 def test_the_page_creates_no_database(tmp_path: Path) -> None:
     """Run from the wrong folder, `newsflow web` made an empty database there, and
     showed no incidents rather than the store it was meant to read."""
