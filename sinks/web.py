@@ -190,15 +190,17 @@ def safe_href(url: str | None) -> str | None:
     return None
 
 
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, query: str = "") -> str:
+    """A page of ``body``; ``query``: the search it shows, kept in the search box (it
+    was emptied: refining a search meant typing it all again)."""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f"<title>{esc(title)} - newsflow</title>"
         '<link rel=stylesheet href="/static/style.css"></head><body>'
         '<header><a href="/">newsflow</a>'
-        '<form action="/search"><input name=q placeholder="search articles" size=30>'
-        "</form></header>"
+        f'<form action="/search"><input name=q value="{esc(query)}"'
+        ' placeholder="search articles" size=30></form></header>'
         f"<main>{body}</main>"
         '<script src="/static/app.js"></script></body></html>'
     )
@@ -339,7 +341,7 @@ def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = 
     body = (f"<h1>Search: {esc(query)}</h1>{past}{found}"
             f'<p id="more" class="meta"{"" if more else " hidden"}>'
             f'<a id="more-hits" href="{next_hits}">More matches</a></p>')
-    return page(f"Search {query}", body)
+    return page(f"Search {query}", body, query)
 
 
 def search_address(query: str, offset: int = 0) -> str:

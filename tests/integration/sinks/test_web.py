@@ -858,6 +858,14 @@ def test_requests_http_server_refuses_itself_are_answered_as_ours(
     assert 'newsflow_web_requests_total{route="other",status="431"} 1' in metrics
 
 
+def test_the_search_page_keeps_its_search_in_the_box(server: NewsflowServer) -> None:
+    """The box above the answer was empty: to refine a search, it was typed again."""
+    status, _, body = get(server.url + "search?q=" + quote('missiles "Iran" <b>'))
+    assert status == 200
+    assert '<input name=q value="missiles &quot;Iran&quot; &lt;b&gt;"' in body
+    assert '<input name=q value=""' in get(server.url)[2]
+
+
 def test_a_search_of_too_many_words_is_a_bad_request(server: NewsflowServer) -> None:
     """A search of thousands of words (an address may be 64 kB) held a thread and the
     database for minutes: 512 words took over a minute on PostgreSQL, and the client's
