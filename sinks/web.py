@@ -467,6 +467,11 @@ class _StoreHolder:
                 logger.debug("closing the store failed", exc_info=True)
 
 
+# The kinds of ``newsflow_store_rows``: fields of the store's ``Counts``.
+STORE_KINDS = ("articles", "incidents", "live_incidents", "merged_incidents",
+               "incident_versions", "duplicates")
+
+
 class WebMetrics:
     def __init__(self) -> None:
         self.registry = Registry()
@@ -836,25 +841,31 @@ class Handler(BaseHTTPRequestHandler):
         try:
             counts = self._store().counts()
             metrics.store_up.set(1)
-            for kind in (
-                "articles", "incidents", "live_incidents", "merged_incidents",
-                "incident_versions", "duplicates",
-            ):
+            for kind in STORE_KINDS:
                 metrics.store.set(getattr(counts, kind), kind=kind)
         except busy_errors() as exc:
             logger.info("metrics: store busy: %s", exc)  # (up, but its counts are not read)
         except StoreNotAnswering as exc:
             logger.info("metrics: %s", exc)
             metrics.store_up.set(0)
+            self._forget_counts()
         except storage_errors() as exc:
             logger.info("metrics: store unavailable: %s", exc)
             self.server.stores.reset()
             metrics.store_up.set(0)
+            self._forget_counts()
         except Exception:
             logger.exception("metrics: store counts failed")
             metrics.store_up.set(0)
+            self._forget_counts()
         text = read_textfiles(metrics_dir(self.server.settings.data_dir))
         self._send(200, text + metrics.registry.render(), CONTENT_TYPE)
+
+    def _forget_counts(self) -> None:
+        """No row counts while the store does not answer: the last ones read were served
+        on, as if current, for as long as it was down."""
+        for kind in STORE_KINDS:
+            self.server.metrics.store.remove(kind=kind)
 
     def _error(self, status: int, message: str, *, api: bool) -> None:
         """JSON for /api/ callers, a page for people."""

@@ -1038,6 +1038,27 @@ def test_postgres_down_is_storage_unavailable_not_busy(
         assert "newsflow_store_up 1" in get(srv.url + "metrics")[2]
 
 
+def test_row_counts_are_not_served_on_while_the_store_is_down(
+    tmp_path: Path, postgres_server: Any
+) -> None:
+    """/metrics kept the last row counts it read while the store was down, beside
+    newsflow_store_up 0: a dashboard showed them as current."""
+    from sinks.store import upgrade
+
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", web_port=0,
+                        postgres_dsn=postgres_server.create_database())
+    upgrade(settings)
+    with serving(settings) as srv:
+        assert 'newsflow_store_rows{kind="articles"} 0' in get(srv.url + "metrics")[2]
+        postgres_server.stop()
+        try:
+            text = get(srv.url + "metrics")[2]
+        finally:
+            postgres_server.start()
+        assert "newsflow_store_up 0" in text and "newsflow_store_rows{" not in text, text
+        assert 'newsflow_store_rows{kind="articles"} 0' in get(srv.url + "metrics")[2]
+
+
 def forged_cursors() -> dict[str, str]:
     """Cursors a client may make up that decode to a pair, but name no place a store can
     look for: a time with no UTC (year 1 at +01:00), an id with a lone surrogate or a NUL."""
