@@ -289,7 +289,10 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
         detail.articles,
         key=lambda a: (a.published or a.seen_at or datetime.max.replace(tzinfo=UTC), a.id),
     )
-    parts.append('<h2>Timeline</h2><ol class="timeline">')
+    parts.append("<h2>Timeline</h2>")
+    if not articles:  # (merged away: they are where "Merged into" says; an empty list said nothing)
+        parts.append('<p class="empty">No articles in it now.</p>')
+    parts.append('<ol class="timeline">')
     for a in articles:
         href = safe_href(a.url)
         title = esc(a.title or a.id)

@@ -104,6 +104,13 @@ def test_the_history_counts_a_versions_one_article_in_the_singular() -> None:
     assert "&middot; 2 articles (1 joined)</li>" in html
 
 
+def test_an_incident_merged_away_says_its_timeline_is_empty() -> None:
+    merged = IncidentDetail(summary(merged_into="i2", article_count=0, duplicate_count=0),
+                            [], [])
+    html = render_incident(merged, [("i2", 2)])
+    assert "Merged into" in html and '<p class="empty">No articles in it now.</p>' in html
+
+
 def test_the_article_that_split_an_incident_is_said_to_have_left_only_when_it_did() -> None:
     split = Explanation(decision="joined", score=1.5, threshold=-2.0,
                         detail={"split_off": 4.0}, split_into="inc-a-split", moved_from="inc-a")
