@@ -16,9 +16,8 @@ import pytest
 from kafka import TopicPartition
 
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
-from newsflow.processes import process_runs
 from producers.replay import read_articles
-from tests.conftest import ROOT, end_orphan_test, wait_for
+from tests.conftest import ROOT, end_orphan_test, process_runs, wait_for
 
 pytestmark = pytest.mark.integration
 
