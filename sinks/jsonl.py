@@ -15,11 +15,9 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -322,9 +320,7 @@ class JsonlStore(Store):
         self._catch_up()
         # The file keeps no article rows (no text), only where each article is: counted by
         # those, or every JSON Lines file held "0 articles" (`newsflow status`, /metrics).
-        with closing(sqlite3.connect(self._db)) as conn:
-            [(placed,)] = conn.execute("SELECT COUNT(DISTINCT article_id) FROM incident_articles")
-        return replace(self._store.counts(), articles=int(placed))
+        return replace(self._store.counts(), articles=self._store.placed_articles())
 
     def moved_to(self, incident_id: str) -> list[tuple[str, int]]:
         self._catch_up()

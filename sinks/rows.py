@@ -974,6 +974,14 @@ class SQLReader(Store, ABC):
             rows = fetch(merges_sql(self.dialect.mark), (int(limit),))
         return {row["id"]: row["merged_into"] for row in reversed(rows)}
 
+    def placed_articles(self) -> int:
+        """Articles placed in an incident: what a store that keeps no article rows (the
+        JSON Lines file's index) holds."""
+        with self._session() as fetch:
+            [row] = fetch("SELECT COUNT(DISTINCT article_id) AS placed FROM incident_articles",
+                          ())
+        return int(row["placed"])
+
     def counts(self) -> Counts:
         with self._session() as fetch:
             [row] = fetch(
