@@ -10,8 +10,9 @@ storage read ahead (``processors.app.read_ahead``), then the rebuild in the agen
 (``StageTables.rebuild`` with empty tables). It prints the time and the process's resident
 memory after each step and its peak; ``--db`` keeps (or reuses) the file. Then it saves the
 rebuilt stage as a stop does (``processors.app.save_at_stop``, next to the file), and in a
-third process takes it back as the next start does (``processors.saved_stage``): the
-save's time and size, and the start's time and memory.
+third process takes it back as the next start does (``processors.saved_stage``; storage
+listed ahead to check it by, its window read only where it does not stand): the save's
+time and size, and the start's time and memory.
 
 Prints figures; asserts nothing.
 
@@ -37,7 +38,7 @@ from stage_memory import held, resident_mb
 
 from newsflow.settings import Settings
 from processors import saved_stage
-from processors.app import ReadAhead, cluster_config, read_ahead, save_at_stop
+from processors.app import ReadAhead, cluster_config, read_ahead, rebuilt_stage, save_at_stop
 from processors.offline import parse_published, read_rows
 from processors.rebuild import read_view, storage_window_loader
 from processors.stage import BatchOutput, IncidentStage, StageResult
@@ -101,7 +102,7 @@ def measure(db: Path) -> None:
     """What a started worker does with storage: read ahead, then rebuild (no tables)."""
     settings, loader = started(db, "")
     t0 = time.perf_counter()
-    stage, _ = StageTables({}, {}, {}).rebuild(cluster_config(settings), loader())
+    stage, _ = StageTables({}, {}, {}).rebuild(cluster_config(settings), loader)
     listed, counted = held(stage)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"rebuild: {time.perf_counter() - t0:.1f} s, {len(stage):,} articles held,"
@@ -116,16 +117,29 @@ def measure(db: Path) -> None:
 
 
 def measure_taken(db: Path) -> None:
-    """What the next start does with the saved stage: read ahead, take it, check it."""
-    settings, loader = started(db, "next start: ")
-    t0 = time.perf_counter()
+    """What the next start does with the saved stage (``processors.app.run_worker``): take
+    it, read storage ahead (its listing, to check the stage by; the window only where the
+    stage does not stand for it), then the first rebuild (``rebuilt_stage``, no tables)."""
+    settings = settings_for(db)
     config = cluster_config(settings)
+    print(f"next start: RSS at start {resident_mb():,.0f} MB", flush=True)
+    t0 = time.perf_counter()
     saved = saved_stage.take(settings.cluster_state_file, config, saved_stage.code_identity())
-    stage, _ = StageTables({}, {}, {}).rebuild(config, loader(), saved)
+    print(f"saved state read: {time.perf_counter() - t0:.1f} s, RSS {resident_mb():,.0f} MB",
+          flush=True)
+    t0 = time.perf_counter()
+    loader = read_ahead(storage_window_loader(settings, read_window), saved,
+                        partial(read_view, settings, read_listing))
+    ahead = "storage listed" if loader.listed is not None else "window read"
+    print(f"read ahead ({ahead}): {time.perf_counter() - t0:.1f} s, RSS {resident_mb():,.0f} MB",
+          flush=True)
+    t0 = time.perf_counter()
+    stage, _, from_storage = rebuilt_stage(StageTables({}, {}, {}), config, loader, saved,
+                                           loader.listing())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"saved state {'taken' if saved and stage is saved.stage else 'NOT taken'}:"
-          f" {time.perf_counter() - t0:.1f} s, {len(stage):,} articles held;"
-          f" RSS {resident_mb():,.0f} MB; peak RSS {peak:,.0f} MB", flush=True)
+          f" {time.perf_counter() - t0:.1f} s, {len(stage):,} articles held, {from_storage:,}"
+          f" read from storage; RSS {resident_mb():,.0f} MB; peak RSS {peak:,.0f} MB", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

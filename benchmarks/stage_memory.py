@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                   f" {len(tables.members):>11,} {args.every / elapsed:>6,.0f}", flush=True)
             started = time.perf_counter()
     t0 = time.perf_counter()
-    rebuilt, from_tables = tables.rebuild(config, ([], []))
+    rebuilt, from_tables = tables.rebuild(config, lambda: ([], []))
     listed, counted = held(rebuilt)
     print(f"rebuild from the tables: {time.perf_counter() - t0:.1f} s, {from_tables:,} article"
           f" records, {len(rebuilt.incidents):,} incidents listing {listed:,} articles and"

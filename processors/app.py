@@ -62,7 +62,7 @@ from processors import saved_stage
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
 from processors.consumer import NoLossTransport
-from processors.saved_stage import SavedStage, StorageView, code_identity
+from processors.saved_stage import SavedStage, StorageView, code_identity, standing
 from processors.stage import (
     ArticleRecord,
     BatchOutput,
@@ -471,8 +471,9 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
         # Blocks the event loop while it runs (seconds for a long history); a thread was
         # tried, but tables touched across a rebalance it overtook went wrong.
         saved = saved_holder.pop("saved", None)
-        stage, from_tables, from_storage = rebuilt_stage(stage_tables, config,
-                                                         stored_window(window_loader), saved)
+        listed = window_loader.listing() if isinstance(window_loader, ReadAhead) else None
+        stage, from_tables, from_storage = rebuilt_stage(stage_tables, config, window_loader,
+                                                         saved, listed)
         held = (counted(len(stage), "article", "articles"),
                 counted(len(stage.incidents), "incident", "incidents"))
         if saved is not None and stage is saved.stage:
@@ -883,20 +884,28 @@ _STORAGE_UNREAD = ("could not read storage to rebuild the cluster state: inciden
                    " the window are forgotten")
 
 
-def rebuilt_stage(tables: StageTables, config: ClusterConfig,
-                  stored: tuple[StoredArticles | list[ArticleRecord], list[Incident]],
-                  saved: SavedStage | None = None) -> tuple[IncidentStage, int, int]:
-    """A stage rebuilt from the tables and storage's window (``stored_window``), or the
-    one ``saved`` at the last stop where it stands for them, with how many articles each
-    held. Storage gone down after it listed its window (its text
+def rebuilt_stage(tables: StageTables, config: ClusterConfig, loader: WindowLoader | None,
+                  saved: SavedStage | None = None,
+                  listed: StorageView | None = None) -> tuple[IncidentStage, int, int]:
+    """The stage ``saved`` at the last stop where it stands for what storage listed
+    (``listed``) and the tables; else one rebuilt from the tables and storage's window,
+    read only then (``stored_window`` of ``loader``); with how many articles the tables
+    and the window held (none read from storage when the saved stage is taken).
+    Storage gone down after it listed its window (its text
     is read as the stage is restored) raises ``WindowTextUnreadable``: the worker stops,
     its batch not committed, and its next start waits for storage. Not the tables alone:
     after a restart of the embedded broker they are empty, and every incident was
     forgotten (the next report of each story opened a new one). Any other failure of
     the read, which a restart would not mend: the tables alone, as when it cannot be read."""
+    read: list[tuple[StoredArticles | list[ArticleRecord], list[Incident]]] = []
+
+    def window() -> tuple[StoredArticles | list[ArticleRecord], list[Incident]]:
+        read.append(stored_window(loader))
+        return read[-1]
+
     try:
-        stage, from_tables = tables.rebuild(config, stored, saved)
-        return stage, from_tables, len(stored[0])
+        stage, from_tables = tables.rebuild(config, window, saved, listed)
+        return stage, from_tables, sum(len(articles) for articles, _ in read)
     except WindowTextUnreadable as exc:
         if isinstance(exc.__cause__, storage_errors()):
             logger.error("storage stopped answering while the cluster state was rebuilt"
@@ -904,7 +913,7 @@ def rebuilt_stage(tables: StageTables, config: ClusterConfig,
                          " again")
             raise
         logger.exception(_STORAGE_UNREAD)
-    stage, from_tables = tables.rebuild(config, ([], []))
+    stage, from_tables = tables.rebuild(config, lambda: ([], []))
     return stage, from_tables, 0
 
 
@@ -923,16 +932,25 @@ def stored_window(loader: WindowLoader | None) -> tuple[StoredArticles | list[Ar
 
 class ReadAhead:
     """A window loader whose first answer was read before the worker consumed anything
-    (``read_ahead``); later calls read storage again."""
+    (``read_ahead``); later calls read storage again. Or, instead of that answer, what
+    storage listed then (``listed``), which the stage saved at the last stop stood for."""
 
-    def __init__(self, loader: WindowLoader, first: Stored | None) -> None:
+    def __init__(self, loader: WindowLoader, first: Stored | None,
+                 listed: StorageView | None = None) -> None:
         self.loader = loader
         self.first = first
+        self.listed = listed
 
     def drop(self) -> None:
-        """Forget the answer read ahead: storage has moved on since (another worker may
+        """Forget what was read ahead: storage has moved on since (another worker may
         have clustered), so the next rebuild reads it again."""
         self.first = None
+        self.listed = None
+
+    def listing(self) -> StorageView | None:
+        """What storage listed ahead, once (None after, or when the window was read)."""
+        listed, self.listed = self.listed, None
+        return listed
 
     def __call__(self) -> Stored:
         first, self.first = self.first, None
@@ -946,13 +964,26 @@ def held(stored: Stored) -> tuple[StoredArticles | list[ArticleRecord], list[Inc
     return records if isinstance(records, StoredArticles) else list(records), list(incidents)
 
 
-def read_ahead(loader: WindowLoader) -> ReadAhead:
+def read_ahead(loader: WindowLoader, saved: SavedStage | None = None,
+               lister: ViewLoader | None = None) -> ReadAhead:
     """``loader``, read once now: the first rebuild gets that answer, so it does not read
     storage in the agent, holding the worker's event loop meanwhile (the consumer's
     heartbeats run in faust's consumer thread, unheld, but nothing else of the worker
     does, its first batch waiting); a later rebuild (after a rebalance) reads storage again, and
     so does the first when it comes after a later rebalance (``create_app`` drops the
-    answer then: another worker may have clustered since)."""
+    answer then: another worker may have clustered since).
+
+    With a stage ``saved`` at the last stop, storage is listed instead (``lister``: the
+    window's places and its incidents' versions, no incident read whole nor any text):
+    where the saved stage stands for that listing, the window is not read; the first
+    rebuild checks the stage against the tables too, and reads the window only if they
+    disagree. Where it does not stand (or storage does not answer the listing), the
+    stage is let go (``saved_stage.standing``) and the window read as without one."""
+    if saved is not None and lister is not None:
+        listed = listed_ahead(lister)
+        # (The tables are checked at the rebuild, once recovered.)
+        if standing(saved, listed, ([], {})) is not None:
+            return ReadAhead(loader, None, listed)
     first = None
     try:
         first = held(loader())
@@ -961,6 +992,17 @@ def read_ahead(loader: WindowLoader) -> ReadAhead:
     except Exception:  # noqa: BLE001 - the agent's rebuild tries again and says why
         logger.warning("could not read storage ahead of the first rebuild", exc_info=True)
     return ReadAhead(loader, first)
+
+
+def listed_ahead(lister: ViewLoader) -> StorageView | None:
+    """What storage lists now; None, said in the log, when it does not answer (the
+    window is read then, waiting for storage)."""
+    try:
+        return lister()
+    except Exception:  # noqa: BLE001 - the window's read says why and waits
+        logger.warning("could not list storage to check the cluster state saved at the last"
+                       " stop by", exc_info=True)
+        return None
 
 
 def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig,
@@ -990,10 +1032,12 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
     saved = None
     identity = code_identity()  # (of the code imported: its files may change while it runs)
     if window_loader is not None:
-        window_loader = read_ahead(window_loader)
         # Read before the worker consumes, as storage is (its check waits for the tables).
         saved = saved_stage.take(settings.cluster_state_file, cluster_config(settings),
                                  identity)
+        window_loader = read_ahead(window_loader, saved, view_loader)
+        if saved is not None and saved.stage is None:  # (let go: it did not stand for storage)
+            saved = None
     # Its topics with their settings (compaction, the message limit), as the sink makes
     # them: a broker that creates topics on first use would give the places' topic none.
     ensure_topics(settings)

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 from newsflow.schemas import Incident
 from newsflow.text import counted
 from processors.clustering import ClusterConfig
-from processors.stage import IncidentStage, Stored, StoredArticles
+from processors.stage import IncidentStage, StoredArticles
 
 logger = logging.getLogger(__name__)
 
@@ -205,22 +205,22 @@ def disagreement(saved: SavedStage, listed: StorageView,
     return None
 
 
-def standing(saved: SavedStage | None, stored: Stored,
+def standing(saved: SavedStage | None, listed: StorageView | None,
              tables: tuple[Iterable[str], dict[str, int]]) -> IncidentStage | None:
-    """The saved stage, when it stands for ``stored`` (storage's window, its text not read:
-    it is closed) and the tables (``disagreement``); else None, said why."""
+    """The saved stage, when it stands for what storage lists (``listed``, read at the
+    start) and the tables hold (``disagreement``); else None, said why, the stage let go
+    (a rebuild follows, which makes one as large)."""
     if saved is None or saved.stage is None:
         return None
-    articles, incidents = stored
-    if not isinstance(articles, StoredArticles):  # (storage not read: nothing to check by)
-        logger.info("the cluster state saved at the last stop is not taken: storage's window"
-                    " was not read to check it by")
+    if listed is None:  # (storage not listed: nothing to check by)
+        logger.info("the cluster state saved at the last stop is not taken: storage was not"
+                    " listed to check it by")
+        saved.stage = None
         return None
-    why = disagreement(saved, storage_view(articles, incidents), tables)
+    why = disagreement(saved, listed, tables)
     if why is not None:
         logger.info("the cluster state saved at the last stop is not taken (%s): rebuilt"
                     " from storage and the tables", why)
-        saved.stage = None  # (let go before the rebuild, which makes one as large)
+        saved.stage = None
         return None
-    articles.close()
     return saved.stage

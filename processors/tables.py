@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from newsflow.schemas import Incident, IncidentMember, IncidentVersion
 from processors.assemble import incidents_from_parts
 from processors.clustering import ClusterConfig
-from processors.saved_stage import SavedStage, standing
+from processors.saved_stage import SavedStage, StorageView, standing
 from processors.stage import (
     ArticleRecord,
     BatchOutput,
@@ -80,19 +80,22 @@ class StageTables:
     # whole. (Not at once: storage can hold far more than will change.)
     unplaced: set[str] = field(default_factory=set)
 
-    def rebuild(self, config: ClusterConfig, stored: Stored,
-                saved: SavedStage | None = None) -> tuple[IncidentStage, int]:
-        """A stage rebuilt from the tables and ``stored`` (storage's window), or the stage
-        ``saved`` at the last stop where it stands for them (``saved_stage.standing``);
-        returns it and how many articles the tables held. What the stage did not keep
-        leaves the tables; an article the tables place elsewhere than the stage gets its
-        place."""
+    def rebuild(self, config: ClusterConfig, read_stored: Callable[[], Stored],
+                saved: SavedStage | None = None,
+                listed: StorageView | None = None) -> tuple[IncidentStage, int]:
+        """The stage ``saved`` at the last stop where it stands for what storage lists
+        (``listed``) and the tables (``saved_stage.standing``); else a stage rebuilt from
+        the tables and storage's window, only then read (``read_stored``: seconds for a
+        week's window, for nothing when the saved stage is taken). Returns it and how many
+        articles the tables held. What the stage did not keep leaves the tables; an
+        article the tables place elsewhere than the stage gets its place."""
         places = readable(self.members, "members", IncidentMember.model_validate)
         records = list(readable(self.articles, "articles", ArticleRecord.from_json).values())
         headers = readable(self.incidents, "incidents", read_header)
-        stage = standing(saved, stored, ([r.article.id for r in records],
+        stage = standing(saved, listed, ([r.article.id for r in records],
                                          {i: h.version for i, h in headers.items()}))
         if stage is None:
+            stored = read_stored()
             stage = IncidentStage(config)
             tables = (records, table_incidents(list(headers.values()), places.values()))
             stage.restore(*saved_state(stored, tables),

@@ -86,7 +86,7 @@ def _letter_fails_once(failing: str):  # type: ignore[no-untyped-def]
     return dead_letter
 
 
-def _rebuild_fails_once(self, config, stored, saved=None):  # type: ignore[no-untyped-def]
+def _rebuild_fails_once(self, config, read_stored, saved=None, listed=None):  # type: ignore[no-untyped-def]
     processors.tables.StageTables.rebuild = _rebuild
     raise RuntimeError("cluster state not rebuilt (test fault)")
 

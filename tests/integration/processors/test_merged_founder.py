@@ -103,7 +103,7 @@ def test_a_stage_rebuilt_from_storage_knows_the_incidents_merged_away(
     stage, tables, fire_2 = fires_merged_and_stored(settings)
     if not tables_kept:
         tables = StageTables({}, {}, {})
-    rebuilt, _ = tables.rebuild(stage.clusterer.config, read(settings, read_window))
+    rebuilt, _ = tables.rebuild(stage.clusterer.config, lambda: read(settings, read_window))
     assert not rebuilt.clusterer.remembers("fire-2")  # (past redelivery_memory)
     now = datetime.now(UTC)
     for each in (stage, rebuilt):

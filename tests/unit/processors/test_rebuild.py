@@ -368,7 +368,7 @@ def test_storage_unusable_once_its_window_is_listed_stops_the_rebuild(
     before = (dict(tables.articles), dict(tables.incidents), dict(tables.members))
     with caplog.at_level(logging.ERROR, logger="processors.app"), \
             pytest.raises(WindowTextUnreadable, match="storage did not give its window's articles"):
-        rebuilt_stage(tables, ClusterConfig(), (records, incidents))
+        rebuilt_stage(tables, ClusterConfig(), lambda: (records, incidents))
     assert "the worker stops, and waits for storage when it starts again" in caplog.text
     assert (dict(tables.articles), dict(tables.incidents), dict(tables.members)) == before
 
@@ -395,7 +395,7 @@ def test_a_window_article_storage_cannot_make_an_article_of_rebuilds_from_the_ta
     worker.batch([(seeds()[0], T0)])
     with caplog.at_level(logging.ERROR, logger="processors.app"):
         stage, from_tables, from_storage = rebuilt_stage(worker.tables, ClusterConfig(),
-                                                         (records, incidents))
+                                                         lambda: (records, incidents))
     assert "could not read storage to rebuild the cluster state" in caplog.text
     assert "storage did not give its window's articles" in caplog.text
     assert (from_tables, from_storage, len(stage)) == (1, 0, 1)

@@ -169,13 +169,22 @@ def test_a_rebuild_takes_the_saved_stage_only_where_it_stands(caplog):
     stage, results = ran([story(1, 0), story(2, 1)])
     saved = SavedStage(stage, listed(stage))
     tables = StageTables({}, {}, {})
-    taken, from_tables = tables.rebuild(CONFIG, stored(saved.listed, stage), saved)
+    reads: list[StorageView] = []
+
+    def window(view: StorageView) -> tuple[StoredArticles, list]:
+        reads.append(view)
+        return stored(view, stage)
+
+    taken, from_tables = tables.rebuild(CONFIG, lambda: window(saved.listed), saved,
+                                        saved.listed)
     assert taken is saved.stage and from_tables == 0
+    assert reads == []  # the window not read for a stage taken
     # Storage placing an article elsewhere (a second worker's doing): rebuilt, said why.
     other = StorageView({**saved.listed.places, "fire-2": "inc-elsewhere"}, saved.listed.versions)
     with caplog.at_level(logging.INFO, logger="processors.saved_stage"):
-        rebuilt, _ = tables.rebuild(CONFIG, stored(other, stage), saved)
+        rebuilt, _ = tables.rebuild(CONFIG, lambda: window(other), saved, other)
     assert rebuilt is not stage
+    assert reads == [other]
     assert saved.stage is None  # let go before the rebuild: not two stages held at once
     assert "not taken (storage places article fire-2 in incident inc-elsewhere since)" in caplog.text
     assert [r.decision.incident_id for r in results] == [stage.place_of("fire-1")] * 2

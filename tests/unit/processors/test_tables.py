@@ -36,7 +36,7 @@ class Worker:
         self.stage: IncidentStage | None = None
 
     def rebuild(self, stored: Stored = ([], [])) -> IncidentStage:
-        self.stage, _ = self.tables.rebuild(self.config, stored)
+        self.stage, _ = self.tables.rebuild(self.config, lambda: stored)
         if self.sweep_every:
             self.stage.SWEEP_EVERY = self.sweep_every
         return self.stage
