@@ -230,7 +230,8 @@ def window_since(settings: Settings) -> datetime:
 
 def read_view(settings: Settings, read_listing: ListingReader) -> StorageView:
     """What ``read`` lists, as ``saved_stage.storage_view`` takes it from the window, read
-    without the window's incidents whole nor its text (a stop saves its stage with it).
+    without the window's incidents whole nor its text (a stop saves its stage with it, and
+    the next start checks the stage by it, reading the window only if it does not stand).
     Raises what the storage raises when it is down."""
     if settings.sink == "jsonl":
         # As ``read`` lists it: nothing (no article text), without loading the file to

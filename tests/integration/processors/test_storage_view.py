@@ -23,9 +23,10 @@ pytest.importorskip("psycopg")
 def test_the_view_a_stop_saves_is_what_the_start_s_window_lists(
     backend: str, postgres_dsn: str, tmp_path: Path
 ) -> None:
-    """The start checks the saved stage against ``storage_view`` of the window it reads
-    (``saved_stage.standing``): the stop's cheaper read must list the same, or a stage
-    saved at a quiet stop would be refused at every start."""
+    """The start checks the saved stage by this listing (``processors.app.read_ahead``),
+    and rebuilds from the window where it does not stand: the listing must be what the
+    window holds, or a stage would be taken for a window it does not stand for, or
+    refused at every start."""
     settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
     sink = make_sink(settings)
     try:
