@@ -996,9 +996,12 @@ def read_ahead(loader: WindowLoader, saved: SavedStage | None = None,
 
 def listed_ahead(lister: ViewLoader) -> StorageView | None:
     """What storage lists now; None, said in the log, when it does not answer (the
-    window is read then, waiting for storage)."""
+    saved stage is let go then, and the window read, waiting for storage: the worker's
+    lister waits itself, ``processors.rebuild.answered``)."""
     try:
         return lister()
+    except StoreMisconfigured:
+        raise  # the worker stops, naming the setting: waiting will not mend it
     except Exception:  # noqa: BLE001 - the window's read says why and waits
         logger.warning("could not list storage to check the cluster state saved at the last"
                        " stop by", exc_info=True)
@@ -1026,16 +1029,18 @@ def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig
 
 
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
-               view_loader: ViewLoader | None = None) -> int:
+               view_loader: ViewLoader | None = None,
+               start_view_loader: ViewLoader | None = None) -> int:
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both); storage's
-    window read with ``window_loader``, its listing at the stop with ``view_loader``."""
+    window read with ``window_loader``, its listing at the stop with ``view_loader`` and
+    at the start (to check the saved stage by) with ``start_view_loader``, else that."""
     saved = None
     identity = code_identity()  # (of the code imported: its files may change while it runs)
     if window_loader is not None:
         # Read before the worker consumes, as storage is (its check waits for the tables).
         saved = saved_stage.take(settings.cluster_state_file, cluster_config(settings),
                                  identity)
-        window_loader = read_ahead(window_loader, saved, view_loader)
+        window_loader = read_ahead(window_loader, saved, start_view_loader or view_loader)
         if saved is not None and saved.stage is None:  # (let go: it did not stand for storage)
             saved = None
     # Its topics with their settings (compaction, the message limit), as the sink makes

@@ -28,12 +28,15 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
     exit_when_orphaned_without_broker(settings)
     # Storage holds what the changelog tables do not: incidents that outlived their
     # articles (and everything, with the embedded broker, which forgets on restart).
-    from processors.rebuild import read_view, storage_window_loader
+    from processors.rebuild import answered, read_view, storage_window_loader
 
     loader = storage_window_loader(settings, read_window)
+    lister = partial(read_view, settings, read_listing)
     tune_gc()
-    return run_worker(settings, window_loader=loader,
-                      view_loader=partial(read_view, settings, read_listing))
+    # The start's listing waits for storage, as the window's first read does: storage
+    # down then (PostgreSQL after a reboot) would otherwise cost the saved state.
+    return run_worker(settings, window_loader=loader, view_loader=lister,
+                      start_view_loader=partial(answered, settings, lister))
 
 
 # An article's fields that are text, or absent (null).

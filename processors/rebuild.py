@@ -16,6 +16,8 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 from newsflow.schemas import Incident
 from newsflow.settings import Settings
@@ -37,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 # Waits between tries while storage is down at start (the last one repeats).
 STORAGE_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+T = TypeVar("T")
 
 # What a rebuild keeps of each incident storage holds, given the articles stored.
 Keeper = Callable[[list[PlacedArticle]], Callable[[Incident], Incident]]
@@ -145,9 +148,9 @@ def storage_window_loader(
     settings: Settings, read_window: WindowReader, sleep: Callable[[float], None] = time.sleep
 ) -> WindowLoader:
     """Reads the window from storage. The first call (the worker's start, before it
-    consumes anything) waits until storage answers, unless a setting makes it unusable
-    (``StoreMisconfigured``); later ones (rebuilds after a rebalance, inside the agent,
-    whose event loop waits meanwhile) try once and raise."""
+    consumes anything) waits until storage answers (``answered``); later ones (rebuilds
+    after a rebalance, inside the agent, whose event loop waits meanwhile) try once and
+    raise."""
     calls = 0
 
     def load() -> Stored:
@@ -155,31 +158,40 @@ def storage_window_loader(
         calls += 1
         if calls > 1:
             return read(settings, read_window)
-        errors = storage_errors()
-        began = time.monotonic()
-        failures = 0
-        while True:
-            try:
-                window = read(settings, read_window)
-            except (StoreMisconfigured, MissingExtra) as exc:
-                # Waiting will not mend a setting; the sink stops on it too.
-                raise StoreMisconfigured(
-                    f"the processors cannot read their storage (check "
-                    f"{store_setting(settings)}): {exc}") from exc
-            except errors as exc:
-                wait = STORAGE_RETRY_S[min(failures, len(STORAGE_RETRY_S) - 1)]
-                failures += 1
-                logger.warning(
-                    "could not read %s (%s: %s): clustering waits for it, since the window"
-                    " is rebuilt from it; trying again in %.0f s",
-                    store_name(settings), type(exc).__name__, exc, wait)
-                sleep(wait)
-                continue
-            if failures:
-                logger.info("storage answered after %.0f s", time.monotonic() - began)
-            return window
+        return answered(settings, partial(read, settings, read_window), sleep)
 
     return load
+
+
+def answered(settings: Settings, ask: Callable[[], T], sleep: Callable[[float], None] = time.sleep
+             ) -> T:
+    """``ask()`` of storage, asked again until storage answers: the worker's start waits
+    for it, since its state is rebuilt from (or checked by) what storage holds. A setting
+    that makes storage unusable raises ``StoreMisconfigured`` at once: waiting will not
+    mend it."""
+    errors = storage_errors()
+    began = time.monotonic()
+    failures = 0
+    while True:
+        try:
+            answer = ask()
+        except (StoreMisconfigured, MissingExtra) as exc:
+            # (The sink stops on such a setting too.)
+            raise StoreMisconfigured(
+                f"the processors cannot read their storage (check "
+                f"{store_setting(settings)}): {exc}") from exc
+        except errors as exc:
+            wait = STORAGE_RETRY_S[min(failures, len(STORAGE_RETRY_S) - 1)]
+            failures += 1
+            logger.warning(
+                "could not read %s (%s: %s): clustering waits for it, since the window"
+                " is rebuilt from it; trying again in %.0f s",
+                store_name(settings), type(exc).__name__, exc, wait)
+            sleep(wait)
+            continue
+        if failures:
+            logger.info("storage answered after %.0f s", time.monotonic() - began)
+        return answer
 
 
 def window_start(now: datetime, days: float) -> datetime:

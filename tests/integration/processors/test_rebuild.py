@@ -284,6 +284,65 @@ def test_a_start_reads_storage_s_window_only_where_the_saved_stage_does_not_stan
     assert with_tables.clusterer.remembers("fire-5") and len(with_tables) == 5
 
 
+def test_a_start_with_postgresql_down_waits_for_it_and_takes_the_saved_stage(
+    postgres_server, postgres_dsn, tmp_path: Path
+) -> None:
+    """A start checks the stage saved at the last stop by what storage lists. PostgreSQL
+    not up yet (a reboot) made that listing fail once, the stage was let go, and the
+    whole window was read and rebuilt once storage answered. The start's listing now
+    waits for storage, as the window's first read does, and takes the stage."""
+    from functools import partial
+
+    from newsflow.settings import Settings
+    from processors import saved_stage
+    from processors.app import cluster_config, read_ahead, rebuilt_stage, save_at_stop
+    from processors.rebuild import answered, read_view, storage_window_loader
+    from processors.stage import IncidentStage, batch_output
+    from processors.tables import StageTables
+    from sinks.postgres import PostgresSink
+    from sinks.store import read_listing, read_window
+
+    settings = Settings(data_dir=tmp_path, sink="postgres", postgres_dsn=postgres_dsn)
+    config = cluster_config(settings)
+    lister = partial(read_view, settings, read_listing)
+    stage = IncidentStage(config)
+    sink = PostgresSink(postgres_dsn)
+    try:
+        for n in (1, 2):
+            report = fire_report(n, 3 - n)
+            output = batch_output([stage.process(report, report.fetched_at)])
+            sink.write([report, *output.members, *output.versions])
+    finally:
+        sink.close()
+    save_at_stop(settings, stage, config, lister)
+
+    windows: list[int] = []
+    waits: list[float] = []
+
+    def storage_comes_back(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            postgres_server.start()
+
+    def read_observed(*args):  # type: ignore[no-untyped-def]
+        windows.append(1)
+        return read_window(*args)
+
+    postgres_server.stop()
+    try:
+        saved = saved_stage.take(settings.cluster_state_file, config, saved_stage.code_identity())
+        loader = read_ahead(storage_window_loader(settings, read_observed), saved,
+                            partial(answered, settings, lister, storage_comes_back))
+    finally:
+        if len(waits) < 2:
+            postgres_server.start()
+    taken, _, _ = rebuilt_stage(StageTables({}, {}, {}), config, loader, saved,
+                                loader.listing())
+    assert waits == [1.0, 2.0]
+    assert saved is not None and taken is saved.stage and windows == []
+    assert [[a.id for a in i.articles] for i in taken.incidents.values()] == [["fire-1", "fire-2"]]
+
+
 def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(
     postgres_server, postgres_dsn, caplog: pytest.LogCaptureFixture
 ) -> None:
