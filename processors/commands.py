@@ -20,7 +20,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
                 read_listing: ListingReader) -> int:
     from newsflow.kafka import bootstrap_servers
     from newsflow.processes import exit_when_orphaned_without_broker
-    from processors.app import run_worker
+    from processors.app import report_waiting_for_storage, run_worker
     from processors.gc_tuning import tune_gc
 
     bootstrap_servers(settings)  # without one configured or found: how to get one
@@ -30,7 +30,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
     # articles (and everything, with the embedded broker, which forgets on restart).
     from processors.rebuild import read_view, storage_window_loader
 
-    loader = storage_window_loader(settings, read_window)
+    loader = storage_window_loader(settings, read_window,
+                                   report_wait=partial(report_waiting_for_storage, settings))
     tune_gc()
     return run_worker(settings, window_loader=loader,
                       view_loader=partial(read_view, settings, read_listing))

@@ -142,12 +142,14 @@ def window_keeper(config: ClusterConfig) -> Keeper:
 
 
 def storage_window_loader(
-    settings: Settings, read_window: WindowReader, sleep: Callable[[float], None] = time.sleep
+    settings: Settings, read_window: WindowReader, sleep: Callable[[float], None] = time.sleep,
+    report_wait: Callable[[bool], None] = lambda waiting: None,
 ) -> WindowLoader:
     """Reads the window from storage. The first call (the worker's start, before it
     consumes anything) waits until storage answers, unless a setting makes it unusable
-    (``StoreMisconfigured``); later ones (rebuilds after a rebalance, inside the agent,
-    whose event loop waits meanwhile) try once and raise."""
+    (``StoreMisconfigured``), telling ``report_wait`` each time it waits (True) and when
+    storage answered after that (False); later ones (rebuilds after a rebalance, inside
+    the agent, whose event loop waits meanwhile) try once and raise."""
     calls = 0
 
     def load() -> Stored:
@@ -173,10 +175,12 @@ def storage_window_loader(
                     "could not read %s (%s: %s): clustering waits for it, since the window"
                     " is rebuilt from it; trying again in %.0f s",
                     store_name(settings), type(exc).__name__, exc, wait)
+                report_wait(True)
                 sleep(wait)
                 continue
             if failures:
                 logger.info("storage answered after %.0f s", time.monotonic() - began)
+                report_wait(False)
             return window
 
     return load
