@@ -51,7 +51,8 @@ ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
                    ("newsflow_processor_window_articles", "window_articles"),
                    ("newsflow_processor_window_incidents", "window_incidents"),
                    ("newsflow_processor_dead_letters_total", "dead_letters"),
-                   ("newsflow_consumer_lag", "lag")),
+                   ("newsflow_consumer_lag", "lag"),
+                   ("newsflow_processor_waiting_for_storage", "waiting_for_storage")),
     "sink": (("newsflow_sink_written_total", "written"),
              ("newsflow_sink_last_flush_timestamp_seconds", "last_write_at"),
              ("newsflow_sink_paused", "paused"),
@@ -146,7 +147,8 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
     """What is wrong, in words: a `newsflow run` still starting, a role it keeps running
     that does not run (or has not written its figures yet), a role's process whose
     figures are older than ``STALE_S`` at ``now`` (epoch seconds), a page that does not
-    answer, storage that the sink or this command cannot use."""
+    answer, storage that the processors wait for, or that the sink or this command
+    cannot use."""
     problems = []
     if starting:
         # (a run whose roles report and whose runfile is garbled was said to be starting)
@@ -162,6 +164,9 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
                  f" {duration(now - r.reported_at)}: stuck, or stopped (SIGSTOP)"
                  for r in roles if now is not None and r.pid is not None
                  and r.reported_at is not None and now - r.reported_at > STALE_S]
+    if any(r.figures.get("waiting_for_storage") for r in roles if r.role == "processors"):
+        problems.append("the processors wait for storage: they rebuild their clustering window"
+                        " from it before they consume (see their log)")
     if any(r.figures.get("paused") for r in roles if r.role == "sink"):
         problems.append("the sink is paused: storage unavailable (see its log)")
     if storage_error is not None:
@@ -248,7 +253,9 @@ def _mb(value: float) -> str:
 def _role_line(r: RoleStatus, now: float) -> str:
     f = r.figures
     parts: list[str] = []
-    if r.role == "processors":
+    if r.role == "processors" and f.get("waiting_for_storage"):
+        parts.append("WAITING for storage (to rebuild its clustering window from)")
+    elif r.role == "processors":
         parts.append(f"{counted(int(f.get('articles_in', 0)), 'article', 'articles')} in; window "
                      f"{counted(int(f.get('window_articles', 0)), 'article', 'articles')}, "
                      f"{counted(int(f.get('window_incidents', 0)), 'incident', 'incidents')}")

@@ -723,6 +723,12 @@ class ProcessorMetrics:
         self.window_incidents = self.registry.gauge(
             "newsflow_processor_window_incidents", "Live incidents held in the clustering window."
         )
+        self.waiting_for_storage = self.registry.gauge(
+            "newsflow_processor_waiting_for_storage",
+            "1 while the worker waits for storage at its start (its clustering window is"
+            " rebuilt from it before it consumes anything), else 0.",
+        )
+        self.waiting_for_storage.set(0)
 
     def observe(self, result: StageResult) -> None:
         if result.decision.redelivery:
@@ -737,6 +743,19 @@ class ProcessorMetrics:
             self.splits.inc()
         for incident in result.incidents:
             self.incident_versions.inc(change=incident.change)
+
+
+def report_waiting_for_storage(settings: Settings, waiting: bool) -> None:
+    """Write the worker's figures while it waits for storage at its start, before it has
+    any other (``waiting``: it does; false: it waited and storage answered). Else
+    `newsflow status` said the processors were not running, or had not reported yet."""
+    metrics = ProcessorMetrics()
+    metrics.waiting_for_storage.set(1 if waiting else 0)
+    path = textfile_path(settings.data_dir, "process")
+    try:
+        write_textfile(metrics.registry, path)
+    except OSError as exc:  # (a full disk) figures are not worth a worker that waits
+        logger.debug("cannot write metrics file %s: %s", path, exc)
 
 
 class Outgoing(NamedTuple):

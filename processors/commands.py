@@ -20,7 +20,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
                 read_listing: ListingReader) -> int:
     from newsflow.kafka import bootstrap_servers
     from newsflow.processes import exit_when_orphaned_without_broker
-    from processors.app import run_worker
+    from processors.app import report_waiting_for_storage, run_worker
     from processors.gc_tuning import tune_gc
 
     bootstrap_servers(settings)  # without one configured or found: how to get one
@@ -30,13 +30,15 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
     # articles (and everything, with the embedded broker, which forgets on restart).
     from processors.rebuild import answered, read_view, storage_window_loader
 
-    loader = storage_window_loader(settings, read_window)
+    waiting = partial(report_waiting_for_storage, settings)
+    loader = storage_window_loader(settings, read_window, report_wait=waiting)
     lister = partial(read_view, settings, read_listing)
     tune_gc()
     # The start's listing waits for storage, as the window's first read does: storage
     # down then (PostgreSQL after a reboot) would otherwise cost the saved state.
     return run_worker(settings, window_loader=loader, view_loader=lister,
-                      start_view_loader=partial(answered, settings, lister))
+                      start_view_loader=partial(answered, settings, lister,
+                                                report_wait=waiting))
 
 
 # An article's fields that are text, or absent (null).

@@ -145,12 +145,13 @@ def window_keeper(config: ClusterConfig) -> Keeper:
 
 
 def storage_window_loader(
-    settings: Settings, read_window: WindowReader, sleep: Callable[[float], None] = time.sleep
+    settings: Settings, read_window: WindowReader, sleep: Callable[[float], None] = time.sleep,
+    report_wait: Callable[[bool], None] = lambda waiting: None,
 ) -> WindowLoader:
     """Reads the window from storage. The first call (the worker's start, before it
-    consumes anything) waits until storage answers (``answered``); later ones (rebuilds
-    after a rebalance, inside the agent, whose event loop waits meanwhile) try once and
-    raise."""
+    consumes anything) waits until storage answers (``answered``, telling ``report_wait``);
+    later ones (rebuilds after a rebalance, inside the agent, whose event loop waits
+    meanwhile) try once and raise."""
     calls = 0
 
     def load() -> Stored:
@@ -158,17 +159,18 @@ def storage_window_loader(
         calls += 1
         if calls > 1:
             return read(settings, read_window)
-        return answered(settings, partial(read, settings, read_window), sleep)
+        return answered(settings, partial(read, settings, read_window), sleep, report_wait)
 
     return load
 
 
-def answered(settings: Settings, ask: Callable[[], T], sleep: Callable[[float], None] = time.sleep
-             ) -> T:
+def answered(settings: Settings, ask: Callable[[], T], sleep: Callable[[float], None] = time.sleep,
+             report_wait: Callable[[bool], None] = lambda waiting: None) -> T:
     """``ask()`` of storage, asked again until storage answers: the worker's start waits
-    for it, since its state is rebuilt from (or checked by) what storage holds. A setting
-    that makes storage unusable raises ``StoreMisconfigured`` at once: waiting will not
-    mend it."""
+    for it, since its state is rebuilt from (or checked by) what storage holds; it tells
+    ``report_wait`` each time it waits (True) and when storage answered after that
+    (False). A setting that makes storage unusable raises ``StoreMisconfigured`` at once:
+    waiting will not mend it."""
     errors = storage_errors()
     began = time.monotonic()
     failures = 0
@@ -187,10 +189,12 @@ def answered(settings: Settings, ask: Callable[[], T], sleep: Callable[[float], 
                 "could not read %s (%s: %s): clustering waits for it, since the window"
                 " is rebuilt from it; trying again in %.0f s",
                 store_name(settings), type(exc).__name__, exc, wait)
+            report_wait(True)
             sleep(wait)
             continue
         if failures:
             logger.info("storage answered after %.0f s", time.monotonic() - began)
+            report_wait(False)
         return answer
 
 

@@ -438,10 +438,18 @@ def describe_dsn(dsn: str) -> str:
 
 
 # Messages of the errors a setting causes, for an error met while connecting: libpq gives
-# no SQLSTATE then (psycopg issue #1188), only the server's (or its own) message.
+# no SQLSTATE then (psycopg issue #1188), only the server's (or its own) message. Beside
+# the server's refusals, libpq's own of what the DSN demands and the server does not
+# give: SSL or GSSAPI encryption (sslmode=require of a server without SSL), a
+# certificate that does not verify or is for another host name, a certificate or key
+# file it cannot use, channel binding, an authentication method (require_auth). (Not
+# "SSL error" as such: a connection cut mid-handshake says it too.)
 _SETTING_MESSAGES = re.compile(
     r"authentication failed|no pg_hba\.conf entry|(role|database) \".*\" does not exist"
     r"|is not permitted to log in|permission denied for database|no password supplied"
+    r"|but SSL was required|GSSAPI encryption, but it was required|certificate verify failed"
+    r"|does not match host name|certificate file|private key file|channel binding required"
+    r"|authentication method requirement"
 )
 
 
@@ -481,7 +489,10 @@ def unreachable(dsn: str, exc: Exception) -> str | None:
 def setting_fault(exc: psycopg.Error) -> bool:
     """Whether an error connecting is the DSN's fault (waiting will not mend it): a
     malformed DSN, failed authentication (SQLSTATE class 28), a database that does not
-    exist (3D000). Refused connections, timeouts and a server starting up are not."""
+    exist (3D000), an encryption or authentication the DSN requires and the server does
+    not give (``_SETTING_MESSAGES``). Refused connections, timeouts, a server starting up
+    or shutting down are not, nor a host name that does not resolve (a container's name
+    while it is down or made again, as docker compose's ``postgres``)."""
     if exc.sqlstate is not None:
         return exc.sqlstate.startswith("28") or exc.sqlstate == "3D000"
     if isinstance(exc, psycopg.ProgrammingError):  # the DSN cannot be parsed

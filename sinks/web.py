@@ -68,6 +68,7 @@ main{max-width:960px;margin:0 auto;padding:16px 24px}
 ol.timeline{list-style:none;padding:0}
 ol.timeline li{background:#fff;border-left:4px solid #1f3a5f;margin:8px 0;padding:8px 12px}
 ol.timeline li.duplicate{border-left-color:#999}
+ol.timeline li:target{background:#fff7d6}
 .why{color:#444;font-size:13px}
 .empty{color:#777}
 """
@@ -301,7 +302,8 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
             f" &middot; duplicate of {apart(original_of(a, articles))}" if a.duplicate_of else ""
         )
         parts.append(
-            f'<li class="{"duplicate" if a.duplicate_of else "article"}">'
+            f'<li id="{esc(article_anchor(a.id))}"'
+            f' class="{"duplicate" if a.duplicate_of else "article"}">'
             f'<div class="meta">{esc(when(a.published or a.seen_at))} &middot;'
             f" {apart(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
             f"<div>{link}</div>"
@@ -332,7 +334,7 @@ def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = 
             else ""
         )
         items.append(
-            f'<div class="incident"><h2>{esc(h.title)}</h2>'
+            f'<div class="incident"><h2>{hit_title(h)}</h2>'
             f'<div class="meta">{esc(when(h.published))} &middot; {apart(h.source or "?")}'
             f"{incident}</div><div>{esc(h.snippet)}</div></div>"
         )
@@ -345,6 +347,23 @@ def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = 
             f'<p id="more" class="meta"{"" if more else " hidden"}>'
             f'<a id="more-hits" href="{next_hits}">More matches</a></p>')
     return page(f"Search {query}", body, query)
+
+
+def hit_title(hit: Any) -> str:
+    """A search hit's title, leading to its article: to the article in its incident's
+    timeline (it led nowhere: only the incident was linked, and a long timeline hid the
+    story searched for), or, in no incident yet, to where it was published."""
+    title = esc(hit.title)
+    if hit.incident_id:
+        anchor = quote(article_anchor(hit.article_id), safe="")
+        return f'<a href="/incident/{quote(hit.incident_id, safe="")}#{anchor}">{title}</a>'
+    href = safe_href(hit.url)
+    return f'<a href="{esc(href)}" rel="noopener noreferrer">{title}</a>' if href else title
+
+
+def article_anchor(article_id: str) -> str:
+    """The id of an article's item in its incident's timeline, which a search hit links."""
+    return f"article-{article_id}"
 
 
 def search_address(query: str, offset: int = 0) -> str:

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ PG_BIN = Path(os.environ.get("NEWSFLOW_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 class PostgresServer:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, settings: tuple[str, ...] = ()) -> None:
+        """``settings``: more server settings (``ssl=on``)."""
         self.root = root
+        self.settings = settings
         self.data = root / "data"
         self.sockets = root / "sockets"
         self.log = root / "postgres.log"
@@ -53,7 +56,7 @@ class PostgresServer:
         options = (
             f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        ) + "".join(f" -c {setting}" for setting in self.settings)
         self._run(
             str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
             "-o", options, "-w", "-t", "60", "start",
@@ -80,14 +83,23 @@ class PostgresServer:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    with started_server() as server:
+        yield server
+
+
+@contextmanager
+def started_server(root: Path | None = None,
+                   settings: tuple[str, ...] = ()) -> Iterator[PostgresServer]:
+    """A PostgreSQL started in ``root`` (a temporary directory by default, removed
+    after), with ``settings``; skips the test when it cannot be."""
     for binary in ("initdb", "pg_ctl", "postgres"):
         if not (PG_BIN / binary).exists():
             pytest.skip(f"needs PostgreSQL 15 binaries: {PG_BIN / binary} is missing")
     pytest.importorskip("psycopg", reason="needs psycopg: pip install 'newsflow[postgres]'")
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         pytest.skip("running as root needs runuser to start PostgreSQL as the postgres user")
-    root = Path(tempfile.mkdtemp(prefix="newsflow-pg-"))
-    server = PostgresServer(root)
+    root = root or Path(tempfile.mkdtemp(prefix="newsflow-pg-"))
+    server = PostgresServer(root, settings)
     try:
         server.init()
         server.start()

@@ -148,3 +148,40 @@ def test_a_copy_of_a_running_services_folder_is_not_running(tmp_path):
     assert (copy["running"], copy["roles"], copy["exit_code"]) == (False, [], 3), copy
     assert own["running"] and own["pid"] == service.pid, own
     assert [(r["role"], r["pid"]) for r in own["roles"]] == [("sink", service.pid)]
+
+
+def test_processors_waiting_for_storage_at_their_start_are_said_to_wait(
+    make_settings, start_role, postgres_server, postgres_dsn
+) -> None:
+    """Started while PostgreSQL is down, the processors wait for it before they consume
+    (their clustering window is rebuilt from it), and wrote no figures meanwhile: status
+    said "process is not running (or has not reported yet)"."""
+    from newsflow.settings import settings_env
+    from tests.conftest import wait_for
+
+    settings = make_settings(sink="postgres", postgres_dsn=postgres_dsn)
+    settings.data_dir.mkdir(parents=True)
+    write_runfile(settings)  # (this process stands for `newsflow run`)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+
+    def processors() -> tuple[dict, dict] | None:
+        done = subprocess.run([sys.executable, "-m", "newsflow.cli", "status", "--json"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        report = json.loads(done.stdout)
+        found = [r for r in report["roles"] if r["role"] == "processors"]
+        return (report, found[0]) if found else None
+
+    postgres_server.stop()
+    try:
+        start_role(settings, "process")
+        report, role = wait_for(processors, 90, "the processors' figures")
+    finally:
+        postgres_server.start()
+    assert role["figures"] == {"waiting_for_storage": 1}, report
+    assert ("the processors wait for storage: they rebuild their clustering window from it"
+            " before they consume (see their log)") in report["problems"]
+    assert not any("process is not running" in p for p in report["problems"]), report
+    # Storage back, they say so at once (the worker's own figures come a little later).
+    wait_for(lambda: (found := processors()) and not found[1]["figures"].get("waiting_for_storage"),
+             90, "the processors to stop waiting once storage answers")

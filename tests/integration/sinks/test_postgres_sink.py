@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import string
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +26,7 @@ from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import make_sink, open_store
+from tests.integration.conftest import PostgresServer, started_server
 from tests.records import (
     MERGE_STEPS,
     NOW,
@@ -1090,24 +1096,88 @@ def test_a_batch_of_twenty_thousand_new_places_is_written_in_one_go(postgres_ser
         lambda dsn: "host=127.0.0.1 dbname",  # not a connection string
         # No "postgresql://": libpq reads it as key=value pairs and quotes it whole.
         lambda dsn: "postgres:secretpw@" + dsn.split("@", 1)[1],
+        # What the DSN demands of a server that does not give it (the test's has no SSL).
+        lambda dsn: dsn + "?sslmode=require",
+        lambda dsn: dsn + "?sslmode=verify-full",
+        lambda dsn: dsn + "?channel_binding=require",
+        lambda dsn: dsn + "?require_auth=scram-sha-256",
     ],
-    ids=["role", "database", "syntax", "no scheme"],
+    ids=["role", "database", "syntax", "no scheme", "ssl required", "ssl verified",
+         "channel binding", "authentication method"],
 )
 def test_a_dsn_the_server_refuses_ends_the_sink_at_start(
     make_settings, postgres_dsn: str, make_dsn: Callable[[str], str]
 ) -> None:
     """Waiting would not mend these: the sink says so at start (naming the setting and
     the server) instead of retrying them for ever as if the database were down."""
+    message = stop_at_start(make_settings(sink="postgres", postgres_dsn=make_dsn(postgres_dsn)))
+    assert "secretpw" not in message
+    assert "127.0.0.1" in message or "not a valid connection string" in message
+
+
+def stop_at_start(settings: Settings) -> str:
+    """What the sink of ``settings`` stops on at its start, as one line naming the
+    setting to check (``pytest.fail`` if it does not stop so)."""
     from newsflow.storage import StoreMisconfigured
 
-    settings = make_settings(sink="postgres", postgres_dsn=make_dsn(postgres_dsn))
     stop = threading.Event()
     stop.set()  # no stream to wait for: what it does before consuming is under test
     with pytest.raises(StoreMisconfigured, match="check NEWSFLOW_POSTGRES_DSN") as raised:
         SinkRunner(settings, stop).run()
     message = str(raised.value)
-    assert "\n" not in message and "secretpw" not in message
-    assert "127.0.0.1" in message or "not a valid connection string" in message
+    assert "\n" not in message
+    return message
+
+
+@pytest.fixture(scope="module")
+def ssl_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL that speaks SSL, with a certificate for the name "newsflow-server"
+    signed by itself; its folder ``certs`` holds it (server.crt) and another
+    certificate and key (other.crt, other.key)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (it makes the test's certificates)")
+    root = Path(tempfile.mkdtemp(prefix="newsflow-pg-ssl-"))
+    certs = root / "certs"
+    certs.mkdir()
+    for name in ("server", "other"):
+        subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", f"/CN=newsflow-{name}", "-keyout", str(certs / f"{name}.key"),
+             "-out", str(certs / f"{name}.crt")],
+            check=True, capture_output=True,
+        )
+    if os.geteuid() == 0:  # (the server runs as the postgres user: see conftest)
+        for path in (certs, *certs.iterdir()):
+            shutil.chown(path, "postgres", "postgres")
+    settings = ("ssl=on", f"ssl_cert_file={certs / 'server.crt'}",
+                f"ssl_key_file={certs / 'server.key'}")
+    with started_server(root, settings) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sslmode=verify-ca&sslrootcert={certs}/none.crt",
+        "sslmode=verify-ca&sslrootcert={certs}/other.crt",
+        "sslmode=verify-full&sslrootcert={certs}/server.crt",  # not for 127.0.0.1
+        "sslmode=require&sslcert={certs}/other.crt&sslkey={certs}/none.key",
+    ],
+    ids=["no root certificate", "another root", "another host name", "no client key"],
+)
+def test_a_certificate_that_will_not_do_ends_the_sink_at_start(
+    make_settings, ssl_server: PostgresServer, query: str
+) -> None:
+    """A server's certificate the DSN's root does not verify, or a client certificate
+    without its key: settings, as a refused password is, not an outage to wait out."""
+    certs = ssl_server.root / "certs"
+    # The same server and root do verify (the server does speak SSL).
+    with psycopg.connect(f"{ssl_server.dsn()}?sslmode=verify-ca&sslrootcert={certs}/server.crt"):
+        pass
+    dsn = f"{ssl_server.dsn()}?{query.format(certs=certs)}"
+    message = stop_at_start(make_settings(sink="postgres", postgres_dsn=dsn))
+    assert f"127.0.0.1 port {ssl_server.port}" in message
 
 
 def test_a_database_down_at_start_is_waited_for_and_said_at_start(

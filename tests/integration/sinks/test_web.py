@@ -148,6 +148,27 @@ def test_pages_api_health_and_metrics(server: NewsflowServer) -> None:
     assert 'newsflow_web_requests_total{route="/incident/:id",status="404"} 1' in text
 
 
+def test_a_search_hit_leads_to_its_article_in_its_incident(server: NewsflowServer) -> None:
+    """A hit's title led nowhere: only its incident was linked, where the story searched
+    for was one of a timeline. It leads to the article's item in that timeline."""
+    from urllib.parse import unquote
+
+    status, _, page = get(server.url + "search?q=cruise+missiles+Iran")
+    assert status == 200
+    links = re.findall(r'<h2><a href="([^"]+)">', page)
+    assert sorted(links) == ["/incident/inc-1#article-a1", "/incident/inc-1#article-a2"]
+    for link in links:
+        address = urlsplit(link)
+        status, _, incident = get(server.url + address.path.lstrip("/"))
+        assert status == 200
+        # The article's item in the timeline holds that id (and only it).
+        item = re.search(rf'<li id="{re.escape(unquote(address.fragment))}"[^>]*>(.*?)</li>',
+                         incident)
+        assert item is not None, incident
+        title = "Russian missiles down in Iran" if link.endswith("a2") else html.escape(EVIL)
+        assert title in item.group(1)
+
+
 def test_one_incident_as_json_and_the_page_s_own_files(server: NewsflowServer) -> None:
     """What the README promises of /api/incidents/ID (no test read one that exists), and
     the script and style sheet every page names (no test fetched them)."""
@@ -1261,7 +1282,7 @@ def test_walking_the_search_pages_shows_every_match_once(search_server: Newsflow
         status, _, body = get(search_server.url + address.removeprefix("/"))
         assert status == 200, body
         pages += 1
-        seen += re.findall(r'<div class="incident"><h2>(Storm report \d+)</h2>', body)
+        seen += re.findall(r'<div class="incident"><h2>(?:<a [^>]*>)?(Storm report \d+)', body)
         assert ('id="best"' in body) == (pages > 1)
         more = MORE_HITS.search(body)
         if more is None:

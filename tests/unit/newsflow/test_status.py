@@ -51,6 +51,18 @@ def test_problems_name_each_role_not_running_the_page_and_storage() -> None:
     assert problems_of(True, True, well, None) == []
 
 
+def test_processors_waiting_for_storage_are_said_to_wait_not_to_be_missing() -> None:
+    waiting = [RoleStatus("processors", 7, 65.0, {"waiting_for_storage": 1.0}),
+               RoleStatus("sink", 8, 65.0, {}), RoleStatus("produce", 9, 65.0, {})]
+    assert problems_of(True, True, waiting, None) == [
+        "the processors wait for storage: they rebuild their clustering window from it"
+        " before they consume (see their log)"]
+    status = Status("var", running=False, roles=waiting[:1], storage="PostgreSQL",
+                    counts={"articles": 0, "live_incidents": 0, "merged_incidents": 0})
+    assert format_status(status, now=1000.0).splitlines()[2] == \
+        "  process     pid 7, up 1 min: WAITING for storage (to rebuild its clustering window from)"
+
+
 def test_exit_codes_as_init_scripts_status() -> None:
     assert Status("var", running=True).exit_code == HEALTHY
     assert Status("var", running=True, problems=["x"]).exit_code == PROBLEMS

@@ -27,6 +27,9 @@ from sinks.postgres import _hide_password, describe_dsn, setting_fault  # noqa: 
         (psycopg.OperationalError('connection is bad: invalid integer value "x" for '
                                   'connection option "port"'), True),
         (psycopg.ProgrammingError('missing "=" after "news" in connection info string'), True),
+        # Encryption the DSN requires and the server does not give (libpq's own words).
+        (psycopg.OperationalError("connection failed: ... failed: server doesn't support "
+                                  "GSSAPI encryption, but it was required"), True),
         # With an SQLSTATE (an error on an open connection).
         (psycopg.errors.lookup("28P01")("password authentication failed"), True),
         (psycopg.errors.lookup("3D000")("database does not exist"), True),
@@ -42,6 +45,14 @@ from sinks.postgres import _hide_password, describe_dsn, setting_fault  # noqa: 
                                   "starting up"), False),
         (psycopg.OperationalError("failed to resolve host 'db': [Errno -3] Temporary "
                                   "failure in name resolution"), False),
+        # docker compose's name of a database container that is down or made again.
+        (psycopg.OperationalError("failed to resolve host 'postgres': [Errno -2] Name or "
+                                  "service not known"), False),
+        (psycopg.OperationalError("connection failed: ... FATAL:  the database system is "
+                                  "shutting down"), False),
+        # An SSL connection cut while it was made.
+        (psycopg.OperationalError("connection failed: ... failed: SSL SYSCALL error: EOF "
+                                  "detected"), False),
         (psycopg.errors.lookup("57P03")("the database system is starting up"), False),
         (psycopg.errors.lookup("53300")("too many connections"), False),
     ],

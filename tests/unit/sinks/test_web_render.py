@@ -136,6 +136,20 @@ def test_search_page_escapes_snippets() -> None:
     assert "<img" not in html and "&lt;q&gt;" in html
 
 
+def test_a_search_hit_in_no_incident_yet_leads_to_where_it_was_published() -> None:
+    def hit(url: str | None, incident_id: str | None = None) -> SearchHit:
+        return SearchHit(article_id='a "1"', title="Storm", source=None, published=None,
+                         url=url, incident_id=incident_id, incident_title=None, snippet="",
+                         rank=1.0)
+
+    assert '<h2><a href="https://a.example/1" rel="noopener noreferrer">Storm</a></h2>' in \
+        render_search("storm", [hit("https://a.example/1")])
+    assert "<h2>Storm</h2>" in render_search("storm", [hit("javascript:alert(1)")])
+    # An id of any letters stays one piece of the address (and of the timeline's item).
+    assert '<h2><a href="/incident/i%201#article-a%20%221%22">Storm</a></h2>' in \
+        render_search("storm", [hit(None, "i 1")])
+
+
 def test_safe_href() -> None:
     assert safe_href("https://a.example/x") == "https://a.example/x"
     assert safe_href("javascript:alert(1)") is None
