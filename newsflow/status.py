@@ -316,7 +316,7 @@ def format_status(status: Status, now: float) -> str:
     else:
         lines.append(f"  storage     {status.storage}: cannot read it: {status.storage_error}")
     if status.running or role_lines:
-        lines.append("problems: " + ("none" if not status.problems else ""))
+        lines.append("problems:" + ("" if status.problems else " none"))
         lines += [f"  - {p}" for p in status.problems]
     return "\n".join(lines)
 

@@ -85,6 +85,13 @@ def test_roles_run_apart_are_listed_under_a_service_that_does_not_run() -> None:
     ]
 
 
+def test_problems_are_listed_under_a_heading_without_trailing_space() -> None:
+    """The heading ended in a space when problems followed ("problems: ")."""
+    status = Status("var", running=True, problems=["the sink is paused"])
+    lines = format_status(status, now=1000.0).splitlines()
+    assert lines[-2:] == ["problems:", "  - the sink is paused"]
+
+
 def test_a_web_address_without_its_port_is_not_asked() -> None:
     from newsflow.service import web_address
     from newsflow.settings import Settings
