@@ -460,8 +460,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
             return None
         logger.warning("%s: dead letter of %s/%s@%s sent without its original, %s", stage,
                        letter.topic, letter.partition, letter.offset, reason)
-        bare = letter.model_copy(update={"value": None, "value_truncated": True,
-                                         "error": f"{letter.error} (letter {reason})"[:2000]})
+        bare = letter.without_original(reason)
         return message._replace(value=bare.to_bytes())
 
     async def deliver(stage: str, messages: list[Outgoing]) -> None:
