@@ -383,6 +383,8 @@ class SinkRunner:
             return
         logger.error("dead letter of %s dropped: %s even without its original (a key of %s)",
                      where, reason, counted(len(letter.original_key() or b""), "byte", "bytes"))
+        # (Counted with the dead letters when it was made: /metrics says it never got there.)
+        self.metrics.errors.inc(stage="sink", kind="dead_letter_dropped")
 
     # --- writing ----------------------------------------------------------------
 

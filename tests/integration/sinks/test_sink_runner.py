@@ -310,10 +310,13 @@ def test_a_poison_message_whose_letter_cannot_fit_is_dropped_and_the_sink_goes_o
         pub.send(settings.topic_incidents, "junk", b"not json either")
         pub.send(settings.topic_incidents, "i1", incident("i1", 1, []).to_bytes())
     db = settings.sqlite_file
-    with running(SinkRunner(settings, threading.Event(), flush_interval_s=0.2)):
+    runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+    with running(runner):
         wait_for(lambda: rows(db, "SELECT id FROM incidents") == [("i1",)], what="i1 stored")
         wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 3, what="commit")
     assert [letter.key for letter in dead_letters(settings)] == ["junk"]
+    assert ('newsflow_errors_total{stage="sink",kind="dead_letter_dropped"} 1'
+            in runner.metrics.registry.render())
     [dropped] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"
                  and r.name == "sinks.runner"]
     assert dropped.startswith(f"dead letter of {settings.topic_incidents}/0@0 dropped: ")
