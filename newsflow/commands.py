@@ -1,4 +1,4 @@
-"""Core subcommands: run (the whole service), status, tail, dlq redrive, topics."""
+"""Core subcommands: run (the whole service), status, tail, dlq redrive and list, topics."""
 
 from __future__ import annotations
 
@@ -160,6 +160,19 @@ def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, *,
     return 0
 
 
+def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    from newsflow.redrive import letters_waiting
+    from newsflow.tail import describe, record_time
+
+    records = letters_waiting(settings, everything=args.all)
+    for record in records:
+        print(f"{record_time(record.timestamp)} {record.partition}@{record.offset} "
+              f"{describe(record.value)}")
+    since = "on the topic" if args.all else "since the last redrive"
+    print(f"{len(records)} dead letter(s) {since}", file=sys.stderr)
+    return 0
+
+
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.kafka import ensure_topics, partition_counts, topic_specs
 
@@ -225,6 +238,11 @@ def register(sub: argparse._SubParsersAction, *, store_letters: StoreLetters,  #
                                             "to their topics (once their cause is fixed)")
     rd.add_argument("--dry-run", action="store_true", help="only say what would be sent")
     rd.set_defaults(func=partial(cmd_dlq_redrive, store_letters=store_letters))
+    ls = dlq_sub.add_parser("list", help="list the dead letters since the last redrive, one"
+                                         " line each, as `tail dlq` shows them")
+    ls.add_argument("--all", action="store_true",
+                    help="every letter on the topic, those redriven before too")
+    ls.set_defaults(func=cmd_dlq_list)
     name_the_actions(dlq_sub)
 
     tp = sub.add_parser("topics", help="create newsflow's topics (if missing) and list them")

@@ -241,18 +241,21 @@ def read_to_ends(consumer: KafkaConsumer, parts: list[TopicPartition],
     publishers stamp the time they send, or an earlier one they carry over) ends its
     partition, and all that follows it, appended later still, is left: reading on to
     whatever end there was, a publisher that never paused (a message every 50 ms) kept the
-    read from ever ending."""
+    read from ever ending. Not a record stamped ahead of the clock (a publisher's that
+    stamps the article's date, a day ahead): its stamp says nothing of when it came, and
+    taken for a later one, it and all after it were left out of what a stop saves."""
     started_ms = int(time.time() * 1000)
     records: list[Any] = []
     cut: dict[TopicPartition, int] = {}  # partitions ended by a later record: its offset
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         batches = consumer.poll(timeout_ms=READ_POLL_MS, max_records=1000)
+        now_ms = int(time.time() * 1000)
         for tp, batch in batches.items():
             for record in batch:
                 if tp in cut:
                     break
-                if record.timestamp > started_ms:
+                if started_ms < record.timestamp <= now_ms:
                     cut[tp] = record.offset
                     consumer.pause(tp)
                 else:

@@ -17,8 +17,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from newsflow.drain import read_to_end
@@ -65,13 +66,7 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
         if not parts:
             return report
         topics = consumer.topics()
-        consumer.assign(parts)
-        for tp in parts:
-            done = consumer.committed(tp)
-            if done is None:
-                consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, done)
+        _seek_past_last_redrive(consumer, parts)
         to_send: list[DeadLetter] = []
         to_store: list[tuple[str, DeadLetter]] = []
         for record in read_to_end(consumer, parts, timeout_s):
@@ -120,6 +115,38 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
         return report
     finally:
         consumer.close()
+
+
+def letters_waiting(settings: Settings, *, everything: bool = False,
+                    timeout_s: float = 60.0) -> list[Any]:
+    """The records of the dead-letter topic since the last redrive (all of them with
+    ``everything``), to its end; kafka-python's ConsumerRecords."""
+    consumer = make_consumer(settings, group_id=redrive_group(settings), enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(settings.topic_dlq, p)
+                 for p in sorted(consumer.partitions_for_topic(settings.topic_dlq) or ())]
+        if not parts:
+            return []
+        if everything:
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+        else:
+            _seek_past_last_redrive(consumer, parts)
+        return read_to_end(consumer, parts, timeout_s)
+    finally:
+        consumer.close()
+
+
+def _seek_past_last_redrive(consumer: KafkaConsumer, parts: list[TopicPartition]) -> None:
+    """Assign ``consumer`` the dead-letter topic's ``parts``, each where the last redrive
+    got (from its start where none ran)."""
+    consumer.assign(parts)
+    for tp in parts:
+        done = consumer.committed(tp)
+        if done is None:
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, done)
 
 
 # Every field of a newsflow message, on any of its topics, in any schema version (a clean

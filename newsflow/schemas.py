@@ -620,6 +620,12 @@ class DeadLetter(_Message):
         letter.value_encoding, letter.value_truncated = "base64", True
         return letter
 
+    def without_original(self, reason: str) -> DeadLetter:
+        """This letter without its original's value, which stays on its topic where the
+        letter says: for a dead-letter topic that refused it whole, ``reason`` saying so."""
+        return self.model_copy(update={"value": None, "value_truncated": True,
+                                       "error": f"{self.error} (letter {reason})"[:2000]})
+
     def original_key(self) -> bytes | None:
         """The original key's bytes: the dead letter's own key on its topic."""
         if self.key is None:

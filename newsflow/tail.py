@@ -17,6 +17,7 @@ from typing import IO
 
 from kafka import TopicPartition
 
+from newsflow.drain import true_ends
 from newsflow.kafka import make_consumer
 from newsflow.recycle import CARRIED_HEADER
 from newsflow.schemas import (
@@ -162,10 +163,16 @@ def tail(
     started_ms = int(time.time() * 1000)
     if from_beginning:
         consumer.seek_to_beginning(*assigned)
+    elif settings.kafka_embedded:
+        # Tansu reports end offsets as the start of the newest batch + 1: "from the end"
+        # is from the ends read. (Skipping what was stamped before the tail started hid
+        # every new message of a publisher that stamps them with the article's date.)
+        for tp, end in true_ends(settings, [topic]).items():
+            consumer.seek(tp, end)
     else:
         consumer.seek_to_end(*assigned)
-    # Tansu reports end offsets as the start of the newest batch + 1, so "from the end"
-    # can replay part of the last batch; there, skip what was written before we started.
+    # Followed from its new start after a restart, the embedded broker's topic holds what
+    # it was given back, stamped before: shown before, or older than this tail.
     skip_older = settings.kafka_embedded and not from_beginning
     shown = 0
     followed_restart = False
@@ -192,7 +199,7 @@ def tail(
                     consumer.seek_to_beginning(*assigned)
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
-                    if skip_older and record.timestamp < started_ms:
+                    if skip_older and followed_restart and record.timestamp < started_ms:
                         continue
                     # (Only the embedded broker restarts empty and carries letters over.)
                     letter = (_digest(record.value) if settings.kafka_embedded

@@ -144,15 +144,26 @@ def decode_clean_article(value: bytes | None) -> CleanArticle:
     article = _decode(value, CleanArticle, "clean article")
     if reason := not_an_article(article.id, article.title, article.text):  # as clean_article
         raise PoisonMessage(reason)
-    # Measured only when it may be too large: escaping makes at most 6 bytes of one.
-    if value and len(value) * 6 > MAX_TABLE_ARTICLE_BYTES:
-        size = len(json.dumps(article.model_dump(mode="json")))
-        if size > MAX_TABLE_ARTICLE_BYTES:
-            raise PoisonMessage(
-                f"too large for the cluster stage's table: {size:,} bytes as faust writes it"
-                f" (JSON, \\uXXXX escapes), at most {MAX_TABLE_ARTICLE_BYTES:,}; the clean stage"
-                f" cuts a text to {MAX_TEXT_CHARS:,} characters")
+    if value and (size := table_size(article, value)) is not None:
+        raise PoisonMessage(f"too large for the cluster stage's table: {size}; the clean stage"
+                            f" cuts a text to {MAX_TEXT_CHARS:,} characters")
     return article
+
+
+def table_size(article: CleanArticle, value: bytes) -> str | None:
+    """The size of ``article`` (``value``, its message) as the cluster stage's table would
+    write it, said, when the table cannot take it; None when it can."""
+    # Measured only when it may be too large: escaping makes at most 6 bytes of one.
+    if len(value) * 6 <= MAX_TABLE_ARTICLE_BYTES:
+        return None
+    fields = article.model_dump(mode="json")
+    size = len(json.dumps(fields))
+    if size <= MAX_TABLE_ARTICLE_BYTES:
+        return None
+    largest = max(fields, key=lambda name: len(json.dumps(fields[name])))
+    return (f"{size:,} bytes as faust writes it (JSON, \\uXXXX escapes), at most"
+            f" {MAX_TABLE_ARTICLE_BYTES:,}, {len(json.dumps(fields[largest])):,} of them its"
+            f" {largest}")
 
 
 def _decode(value: bytes | None, model: type[_Article], name: str) -> _Article:
@@ -449,8 +460,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
             return None
         logger.warning("%s: dead letter of %s/%s@%s sent without its original, %s", stage,
                        letter.topic, letter.partition, letter.offset, reason)
-        bare = letter.model_copy(update={"value": None, "value_truncated": True,
-                                         "error": f"{letter.error} (letter {reason})"[:2000]})
+        bare = letter.without_original(reason)
         return message._replace(value=bare.to_bytes())
 
     async def deliver(stage: str, messages: list[Outgoing]) -> None:
@@ -488,8 +498,14 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
         try:
             article = clean_article(decode_article(event.value))
             cleaned = CleanArticle(**dict(article), raw_position=raw_position(event.message))
-            return Outgoing(clean_topic, settings.topic_clean, article.id.encode(),
-                            cleaned.to_bytes(), event)
+            value = cleaned.to_bytes()
+            # Its text and title cut, a field no stage cuts (an author, an address of
+            # megabytes) may still hold more than the cluster stage's table takes: refused
+            # here, where the sink would not store it, the cluster stage not place it.
+            if (size := table_size(cleaned, value)) is not None:
+                raise PoisonMessage(f"too large for the cluster stage's table once cleaned:"
+                                    f" {size}")
+            return Outgoing(clean_topic, settings.topic_clean, article.id.encode(), value, event)
         except Exception as exc:  # noqa: BLE001 - every failure is dead-lettered
             try:
                 return letter_for("clean", event, exc)

@@ -475,12 +475,14 @@ class StateStore:
                 )
                 done = "added"
             elif not row.active:  # a one-off poll's row, or a feed taken out: taken over,
-                # and due at once as a new feed is (not at the one-off's next poll)
+                # and due at once as a new feed is (not at the one-off's next poll); the
+                # name, tags and sites it had stay unless given, as on a feed polled
                 conn.execute(
                     "UPDATE feeds SET origin = ?, name = ?, tags = ?, min_interval_s = NULL,"
                     " max_interval_s = NULL, next_poll = 0, active = 1, sites = ? WHERE id = ?",
-                    (origin, name, json.dumps(list(tags or [])), json.dumps(list(sites or [])),
-                     row.id),
+                    (origin, row.name if name is None else name,
+                     json.dumps(row.tags if tags is None else list(tags)),
+                     json.dumps(row.sites if sites is None else list(sites)), row.id),
                 )
                 done = "added"
             elif row.origin == "config":

@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from newsflow.kafka import (
+    MessageTooLargeError,
     Publisher,
     PublishError,
     describe_partitions,
@@ -361,9 +362,29 @@ class SinkRunner:
         if self.publisher is None:
             self.publisher = Publisher(self.settings, client_id=f"{self.settings.app_id}-sink-dlq")
         for letter in self.letters:
-            self.publisher.publish_dead_letter(letter)
+            self._queue_letter(self.publisher, letter)
         self.publisher.flush()
         self.letters = []
+
+    def _queue_letter(self, publisher: Publisher, letter: DeadLetter) -> None:
+        """Queue ``letter``. One too large for a message goes without its original, and
+        one too large even so (a key of megabytes, which a letter carries twice) is
+        dropped, said as an ERROR: the original stays where the letter says. Sent again,
+        it paused the sink for ever, as if storage were down, storing nothing more."""
+        where = f"{letter.topic}/{letter.partition}@{letter.offset}"
+        reason = f"too large for {self.settings.topic_dlq}"  # (its error names the key)
+        for attempt in (letter, letter.without_original(reason)):
+            try:
+                publisher.publish_dead_letter(attempt)
+            except MessageTooLargeError:
+                continue
+            if attempt is not letter:
+                logger.warning("dead letter of %s sent without its original: %s", where, reason)
+            return
+        logger.error("dead letter of %s dropped: %s even without its original (a key of %s)",
+                     where, reason, counted(len(letter.original_key() or b""), "byte", "bytes"))
+        # (Counted with the dead letters when it was made: /metrics says it never got there.)
+        self.metrics.errors.inc(stage="sink", kind="dead_letter_dropped")
 
     # --- writing ----------------------------------------------------------------
 

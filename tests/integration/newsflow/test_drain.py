@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from kafka import TopicPartition
 
-from newsflow.drain import all_read, committed_offsets, true_ends, wait_passed
+from newsflow.drain import all_read, committed_offsets, read_topic, true_ends, wait_passed
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.settings import Settings
 from tests.conftest import wait_for
@@ -144,3 +144,18 @@ def test_each_topic_is_looked_at_once_the_stage_before_has_passed_its_end(make_s
     assert done.is_set()
     commit(settings, f"{settings.app_id}-sink", clean, 1)
     assert wait_passed(settings, groups, timeout_s=10.0)
+
+
+def test_a_message_stamped_ahead_of_the_clock_does_not_end_its_partition(make_settings) -> None:
+    """A publisher of ours may stamp a record with the article's date (a feed's mistake:
+    a day ahead). Taken for one appended after the read started, it ended its partition:
+    it and every message after it were left out of the end, and of what a stop saves."""
+    settings = make_settings(raw_partitions=1)
+    ensure_topics(settings)
+    now_ms = int(time.time() * 1000)
+    with Publisher(settings, client_id="test-stamps") as publisher:  # (one batch)
+        for key, stamp in ((b"a0", None), (b"a1", now_ms + 86_400_000), (b"a2", None)):
+            publisher.send(settings.topic_raw, key, b"{}", timestamp_ms=stamp)
+    part = TopicPartition(settings.topic_raw, 0)
+    assert true_ends(settings, [settings.topic_raw]) == {part: 3}
+    assert [m.key for m in read_topic(settings, settings.topic_raw)] == [b"a0", b"a1", b"a2"]

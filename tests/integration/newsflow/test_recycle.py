@@ -85,6 +85,21 @@ def test_what_an_outside_publisher_sent_after_the_drain_is_saved_too(make_settin
     assert [m.key for m in read_messages(carried_articles(settings))] == [b"late"]
 
 
+def test_a_raw_message_stamped_a_day_ahead_and_those_after_it_are_saved(make_settings) -> None:
+    """A publisher of yours that stamps each record with its article's date, and an
+    article dated a day ahead: a stop before the processors read them saved the one
+    before it alone; it and the one after it went with the embedded broker."""
+    settings = make_settings(raw_partitions=1)
+    ensure_topics(settings)
+    ahead_ms = int(time.time() * 1000) + 86_400_000
+    with Publisher(settings, client_id="test-raw") as publisher:
+        for key, stamp in ((b"a0", None), (b"a1", ahead_ms), (b"a2", None)):
+            publisher.send(settings.topic_raw, key, b"{}", timestamp_ms=stamp)
+    save_for_next_start(settings, drained=False)
+    saved = read_messages(carried_articles(settings))
+    assert sorted(m.key for m in saved) == [b"a0", b"a1", b"a2"]
+
+
 def test_a_stop_that_found_everything_read_says_so_once(make_settings, caplog) -> None:
     """The supervisor's stop, as `newsflow run` makes it: the drain, then the save for
     the next start, which looks again. Both logged that they had caught up (said once now, by

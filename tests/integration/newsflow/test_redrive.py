@@ -153,3 +153,30 @@ def test_the_command_says_what_it_sent_and_what_it_left(make_settings, capsys) -
     assert lines[0] == f"1 would be sent back to {settings.topic_raw}"
     assert "does not exist" in lines[1]
     assert lines[2] == f"1 would be left on {settings.topic_dlq} for the next redrive"
+
+
+def test_dlq_list_shows_the_letters_since_the_last_redrive_and_ends(make_settings,
+                                                                    capsys) -> None:
+    """What waits for a redrive, listed: `tail dlq --from-beginning` showed every letter,
+    those redriven long ago too, and never ended; `redrive --dry-run` counted them."""
+    from argparse import Namespace
+
+    from newsflow.commands import cmd_dlq_list
+
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 5, b"k1", ARTICLE))
+    redrive(settings, store_letters)
+    with Publisher(settings) as publisher:
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 6, b"k2", b"not json"))
+    capsys.readouterr()
+    assert cmd_dlq_list(Namespace(all=False), settings) == 0
+    listed = capsys.readouterr()
+    [line] = listed.out.splitlines()
+    assert line.endswith(f" 0@1 dead letter from clean ({settings.topic_raw}/0@6): no title or text")
+    assert listed.err == "1 dead letter(s) since the last redrive\n"
+    assert cmd_dlq_list(Namespace(all=True), settings) == 0
+    listed = capsys.readouterr()
+    assert [line.split(" ", 3)[2] for line in listed.out.splitlines()] == ["0@0", "0@1"]
+    assert listed.err == "2 dead letter(s) on the topic\n"

@@ -229,3 +229,35 @@ def test_a_message_timed_past_the_year_9999_is_shown_with_its_number(make_settin
                 out=lines.append, limit=2) == 0
     assert sorted(line.split(" article ")[1][:2] for line in lines) == ["a0", "a1"]
     assert any(line.startswith("(time 1733000000000000 ms) ") for line in lines)
+
+
+def test_a_tail_from_the_end_shows_a_new_message_stamped_before_it_started(make_settings):
+    """A publisher that stamps each record with its article's date (2001, say): a tail
+    from the end of the embedded broker's topic left out every message stamped before it
+    started, new or not, so it showed none of that publisher's."""
+    settings = make_settings(raw_partitions=1)
+    ensure_topics(settings)
+    lines: list[str] = []
+    stop = threading.Event()
+    follower = threading.Thread(target=tail, args=(settings, settings.topic_raw), kwargs={
+        "from_beginning": False, "raw_json": False, "out": lines.append, "stop": stop,
+        "broker_started": lambda: 1.0}, daemon=True)
+    follower.start()
+    try:
+        with Publisher(settings) as publisher:
+            def shown_one_sent_now() -> bool:
+                publisher.send(settings.topic_raw, "check", b'{"check": 1}')
+                publisher.flush()
+                return bool(lines)
+
+            wait_for(shown_one_sent_now, 60, "a message sent once the tail runs, shown")
+            publisher.send(settings.topic_raw, "a1", article(1).to_bytes(),
+                           timestamp_ms=999_302_400_000)  # 2001-09-01
+            publisher.send(settings.topic_raw, "a2", article(2).to_bytes())
+        # (One partition: shown in the order sent, the first before the second.)
+        wait_for(lambda: any(" article a2 " in line for line in lines), 30, "the second article")
+    finally:
+        stop.set()
+        follower.join(10)
+    assert [line for line in lines if " article a1 " in line
+            and line.startswith("2001-09-01 00:00:00 0@")], lines

@@ -65,6 +65,10 @@ POISON: dict[str, tuple[bytes | None, list[tuple[str, bytes]] | None]] = {
     "zero-width": (article(id="zerowidth", title="", text="\u200b\u200b\n\u2060"), None),
     "punctuation": (article(id="punct", title="...", text="- * -\n|"), None),
     "url-number": (article(id="urlnum", url=7), None),
+    # Cut neither by the clean stage (which cuts the text and the title) nor by anyone: on
+    # the raw topic the clean stage passed it on, the sink stored it and the cluster stage
+    # refused it, blaming the text.
+    "huge-author": (article(id="hugeauthor", author="x" * 5_000_000), None),
 }
 # Only the clean stage cleans: the cluster stage takes the clean topic's text as it is.
 CLEANED_AWAY = {
@@ -122,6 +126,8 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_stream_goes_on(
         assert by_key[key].error.startswith("article has "), shown
     if topic == "clean":  # (a crash at every start, its table write refused)
         assert "too large for the cluster stage's table" in by_key["huge-text-cjk"].error
+    assert "too large for the cluster stage's table" in by_key["huge-author"].error, shown
+    assert "its author" in by_key["huge-author"].error, shown
     # Their originals kept whole, to be sent again once fixed.
     assert by_key["invalid-utf8-in-string"].original_value() == POISON["invalid-utf8-in-string"][0]
     assert by_key["tombstone"].value is None

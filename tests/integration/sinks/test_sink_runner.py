@@ -298,6 +298,31 @@ def test_a_poison_message_too_large_to_quote_whole_does_not_stop_the_sink(make_s
     assert letter.error_kind == "schema_version" and letter.original_value() == big
 
 
+def test_a_poison_message_whose_letter_cannot_fit_is_dropped_and_the_sink_goes_on(
+        make_settings, caplog) -> None:
+    """A message with a 5 MB key: its letter carries the key twice (its own, and quoted),
+    past what a message may hold. The sink paused on it as if storage were down, retried
+    it for ever, storing nothing more, and logged the whole key at every try."""
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    with Publisher(settings, client_id="test-publisher") as pub:
+        pub.send(settings.topic_incidents, b"k" * 5_000_000, b"not json")
+        pub.send(settings.topic_incidents, "junk", b"not json either")
+        pub.send(settings.topic_incidents, "i1", incident("i1", 1, []).to_bytes())
+    db = settings.sqlite_file
+    runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+    with running(runner):
+        wait_for(lambda: rows(db, "SELECT id FROM incidents") == [("i1",)], what="i1 stored")
+        wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 3, what="commit")
+    assert [letter.key for letter in dead_letters(settings)] == ["junk"]
+    assert ('newsflow_errors_total{stage="sink",kind="dead_letter_dropped"} 1'
+            in runner.metrics.registry.render())
+    [dropped] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"
+                 and r.name == "sinks.runner"]
+    assert dropped.startswith(f"dead letter of {settings.topic_incidents}/0@0 dropped: ")
+    assert all(len(r.getMessage()) < 2000 for r in caplog.records if r.name == "sinks.runner")
+
+
 def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> None:
     settings = make_settings(incident_partitions=1)
     ensure_topics(settings)

@@ -345,7 +345,7 @@ def test_a_command_without_its_action_names_its_actions(capsys):
 
     from newsflow.cli import main
 
-    for command, actions in (("dlq", "{redrive}"), ("feeds", "{list,import,add,remove}"),
+    for command, actions in (("dlq", "{redrive,list}"), ("feeds", "{list,import,add,remove}"),
                              ("db", "{upgrade}")):
         with pytest.raises(SystemExit):
             main([command])

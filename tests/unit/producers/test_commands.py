@@ -267,6 +267,26 @@ def test_a_feed_added_by_a_command_is_removed_by_one(tmp_path, capsys):
         state.close()
 
 
+def test_a_removed_feed_added_again_keeps_its_name_tags_and_sites_unless_given(tmp_path, capsys):
+    """`feeds add URL` after `feeds remove URL` brought the feed back nameless, its tags
+    and sites gone: the user had to remember and type them again."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    url = "https://a.example/feed"
+    assert _add(settings, url, name="A", tags=["one"], sites=["bbc.co.uk"]) == 0
+    assert _remove(settings, url) == 0
+    assert _add(settings, url) == 0
+    state = StateStore(settings.producer_state_file)
+    try:
+        (row,) = state.feeds(active_only=True)
+        assert (row.name, row.tags, row.sites) == ("A", ["one"], ["bbc.co.uk"])
+        assert _remove(settings, url) == 0
+        assert _add(settings, url, name="B", tags=["two"]) == 0
+        (row,) = state.feeds(active_only=True)
+        assert (row.name, row.tags, row.sites) == ("B", ["two"], ["bbc.co.uk"])
+    finally:
+        state.close()
+
+
 def test_a_feed_of_the_feeds_file_is_removed_from_the_file_not_by_command(tmp_path, capsys):
     settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
     url = "https://a.example/feed"
