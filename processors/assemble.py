@@ -11,7 +11,7 @@ import re
 from bisect import insort
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from newsflow.schemas import (
@@ -26,9 +26,23 @@ from newsflow.schemas import (
 from newsflow.text import LAO_KHMER_MYANMAR_MARKS, THAI_MARKS, has_spaceless, spaceless_terms
 from processors.features import STOPWORDS, stem
 
+# A publication time this far past the moment an article is seen is a wrong date (or a
+# wrong clock): one such article would move stream time ahead and empty the window.
+MAX_CLOCK_SKEW = timedelta(hours=1)
+
+
+def believable_time(published: datetime | None, seen: datetime | None) -> datetime | None:
+    """``published``, or when it is past ``seen`` by more than ``MAX_CLOCK_SKEW`` (a feed
+    dating its articles 2999), ``seen``: the time the stage goes by."""
+    if published is not None and seen is not None and published > seen + MAX_CLOCK_SKEW:
+        return seen
+    return published
+
 
 def article_time(article: IncidentArticle) -> datetime | None:
-    return article.published or article.seen_at
+    # (Its time as the stage went by it: a report dated 2999 made its incident "first
+    # seen" and "last seen" in 2999, and sorted it last in the incident's timeline.)
+    return believable_time(article.published, article.seen_at) or article.seen_at
 
 
 _UNDATED = datetime.min.replace(tzinfo=UTC)

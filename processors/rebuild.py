@@ -30,10 +30,10 @@ from newsflow.storage import (
     store_setting,
 )
 from processors.app import WindowLoader, cluster_config
-from processors.assemble import article_time, with_earlier
+from processors.assemble import article_time, believable_time, with_earlier
 from processors.clustering import ClusterConfig, StreamClock
 from processors.saved_stage import StorageView
-from processors.stage import MAX_CLOCK_SKEW, IncidentStage, Stored, StoredArticles, TextReader
+from processors.stage import IncidentStage, Stored, StoredArticles, TextReader
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,7 @@ def _restored(config: ClusterConfig, articles: list[PlacedArticle],
     clock = StreamClock(config.window_days * 86400.0, config.follow_behind)
     steps: list[tuple[str, datetime | None, datetime | None]] = []
     for article in sorted(articles, key=PlacedArticle.seen_or_fetched):
-        when, seen = article.published, article.seen_or_fetched()
-        if when is not None and when > seen + MAX_CLOCK_SKEW:
-            when = seen
+        when = believable_time(article.published, article.seen_or_fetched())
         start = None
         if when is not None and clock.moved(when.timestamp()):
             start = window_start(datetime.fromtimestamp(clock.now, UTC), config.window_days)

@@ -29,6 +29,7 @@ from newsflow.schemas import (
 from newsflow.storage import PlacedArticle
 from processors.assemble import (
     apply_decision,
+    believable_time,
     incident_article,
     shows_copy,
     shows_stored_copy,
@@ -43,22 +44,14 @@ from processors.features import surface_forms
 logger = logging.getLogger(__name__)
 
 
-# A publication time this far past the moment an article is seen is a wrong date (or a
-# wrong clock): one such article would move stream time ahead and empty the window.
-MAX_CLOCK_SKEW = timedelta(hours=1)
-
-
 def to_cluster_article(article: RawArticle, seen_at: datetime | None = None) -> Article:
-    published = article.published
-    if published is not None and seen_at is not None and published > seen_at + MAX_CLOCK_SKEW:
-        published = seen_at
     return Article(
         id=article.id,
         title=article.title,
         text=article.text,
         url=article.canonical_url or article.url,
         source=article.source,
-        published=published,
+        published=believable_time(article.published, seen_at),
     )
 
 

@@ -32,6 +32,23 @@ def test_joining_bumps_version_and_extends_time_span():
     assert second.last_seen == T0 + timedelta(hours=5)
 
 
+def test_a_report_dated_far_ahead_of_when_it_was_seen_counts_as_seen_then():
+    """A feed dating a report 2999 made its incident "first seen" and "last seen" in 2999
+    (and sorted the report after every later one); the stage clusters it as seen then."""
+    future = art("b", 0).model_copy(update={"published": datetime(2999, 1, 1, tzinfo=UTC),
+                                            "seen_at": T0 + timedelta(hours=2)})
+    [first] = apply_decision({}, art("a", 0), "inc-a", {}, T0)
+    [second] = apply_decision({"inc-a": first}, future, "inc-a", {}, T0)
+    [third] = apply_decision({"inc-a": second}, art("c", 5), "inc-a", {}, T0)
+    assert (third.first_seen, third.last_seen) == (T0, T0 + timedelta(hours=5))
+    assert [a.id for a in third.articles] == ["a", "b", "c"]
+    # (An hour ahead is a clock's skew, not a wrong date: taken as it is.)
+    near = art("d", 0).model_copy(update={"published": T0 + timedelta(minutes=50),
+                                          "seen_at": T0})
+    [alone] = apply_decision({}, near, "inc-d", {}, T0)
+    assert alone.first_seen == T0 + timedelta(minutes=50)
+
+
 def test_title_comes_from_the_earliest_original_not_a_duplicate():
     [first] = apply_decision({}, art("b", 3, "later"), "inc-b", {}, T0)
     [second] = apply_decision(
