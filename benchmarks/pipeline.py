@@ -49,14 +49,38 @@ SHARED = ROOT.parent / "shared" / "data" / "incidents"
 COMPILED = ROOT / "build" / "mypyc"  # make compiled
 
 
-def stored_count(db: Path, sql: str) -> int:
+def stored_rows(db: Path, dsn: str | None, sql: str,
+                params: tuple[object, ...] = ()) -> list[tuple]:
+    """Rows of ``sql`` (``?`` placeholders) on the service's storage: PostgreSQL at ``dsn``
+    when given, else SQLite's ``db`` read-only; none when that is not there (yet), or cannot
+    be read now (busy, or PostgreSQL stopped)."""
+    if dsn:
+        import psycopg  # only with the postgres extra
+
+        try:
+            with psycopg.connect(dsn, connect_timeout=5) as conn:
+                return conn.execute(sql.replace("?", "%s"), params).fetchall()  # type: ignore[arg-type]
+        except psycopg.Error:
+            return []
     if not db.exists():
-        return 0
+        return []
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return int(conn.execute(sql).fetchone()[0])
+            return conn.execute(sql, params).fetchall()
     except sqlite3.OperationalError:
-        return 0
+        return []
+
+
+def stored_count(db: Path, sql: str, dsn: str | None = None) -> int:
+    rows = stored_rows(db, dsn, sql)
+    return int(rows[0][0]) if rows else 0
+
+
+def postgres_dsn(variables: Mapping[str, str]) -> str | None:
+    """The DSN the service's PostgreSQL sink writes to, or None when it writes SQLite."""
+    if variables.get("NEWSFLOW_SINK") != "postgres":
+        return None
+    return variables.get("NEWSFLOW_POSTGRES_DSN") or None
 
 
 def broker_memory(bootstrap: str) -> int | None:
@@ -97,8 +121,9 @@ class Service:
     env: dict[str, str]  # its environment, which other commands find it with
     db: Path
     settings: Settings  # to reach its embedded broker
-    startup_s: float  # to the seed incident in SQLite (or the topics made)
+    startup_s: float  # to the seed incident in storage (or the topics made)
     stop_s: float | None = None  # from the SIGTERM at the end to its exit
+    dsn: str | None = None  # its PostgreSQL, when it stores there instead of ``db``
 
 
 @contextmanager
@@ -107,7 +132,8 @@ def running_service(compiled: bool = False, variables: Mapping[str, str] | None 
     """A fresh `newsflow run` (embedded broker, SQLite, no feeds) in a temporary folder,
     running this tree's code (or the mypyc build), once it has stored the seed incident
     (without ``seeds``: once its topics are made); stopped with SIGTERM at the end.
-    ``variables``: more settings (NEWSFLOW_...)."""
+    ``variables``: more settings (NEWSFLOW_...); with NEWSFLOW_SINK=postgres it stores in
+    that database (an empty one: one holding the seeds already counts as ready at once)."""
     tmp = Path(tempfile.mkdtemp(prefix="newsflow-bench-"))
     data_dir = tmp / "var"
     (tmp / "feeds.toml").write_text("", encoding="utf-8")
@@ -122,6 +148,7 @@ def running_service(compiled: bool = False, variables: Mapping[str, str] | None 
     )
     env.update(variables or {})
     db = data_dir / "newsflow.db"
+    dsn = postgres_dsn(env)
     log = (tmp / "service.log").open("wb")
     started = time.monotonic()
     process = subprocess.Popen(
@@ -132,7 +159,7 @@ def running_service(compiled: bool = False, variables: Mapping[str, str] | None 
     service: Service | None = None
     try:
         # The service replays seeds/ at start: the first incident row marks it ready.
-        while (stored_count(db, "SELECT count(*) FROM incident_articles") < 2 if seeds
+        while (stored_count(db, "SELECT count(*) FROM incident_articles", dsn) < 2 if seeds
                else not runfile.exists()):
             if process.poll() is not None or time.monotonic() - started > 120:
                 raise SystemExit(f"service did not come up; log in {tmp / 'service.log'}")
@@ -140,7 +167,7 @@ def running_service(compiled: bool = False, variables: Mapping[str, str] | None 
         startup_s = time.monotonic() - started
         info = json.loads(runfile.read_text())
         settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
-        service = Service(process, tmp, env, db, settings, startup_s)
+        service = Service(process, tmp, env, db, settings, startup_s, dsn=dsn)
         yield service
     finally:
         stopping = time.monotonic()

@@ -1,8 +1,9 @@
 """The whole service as a long-running background service: a soak.
 
-Starts `newsflow run` in a temporary folder (embedded broker, SQLite; benchmarks/pipeline.py's
-rig) with NEWSFLOW_EMBEDDED_BROKER_MAX_MB low enough that the broker is recycled during the
-run, and replays a long synthetic stream into it at a steady pace: the dev files of
+Starts `newsflow run` in a temporary folder (embedded broker, SQLite, or PostgreSQL with
+--set NEWSFLOW_SINK=postgres and its DSN; benchmarks/pipeline.py's rig) with
+NEWSFLOW_EMBEDDED_BROKER_MAX_MB low enough that the broker is recycled during the run, and
+replays a long synthetic stream into it at a steady pace: the dev files of
 ../shared/data/incidents round after round with shifted dates and new ids
 (benchmarks/clustering.py's synthetic_rows), the last round's dates ending about now. The
 stream goes out as `newsflow replay --rate` sends it (producers/replay.py's loop, its
@@ -13,15 +14,15 @@ never pauses does not let happen (every recycle is then postponed, and the broke
 
 Every ``--every`` seconds it prints the resident memory of each process (the supervisor,
 the broker, the processors, the sink, the web page, the producer and its extraction workers),
-the rows in SQLite (articles, and articles placed in an incident), the outbox's rows and
-bytes (var/producer.db), the latency from publish to the article's placed row in SQLite for
+the rows in storage (articles, and articles placed in an incident), the outbox's rows and
+bytes (var/producer.db), the latency from publish to the article's placed row in storage for
 the articles stored in that interval (p50/p99), the articles published and not yet placed,
 the broker recycles so far, the articles and incidents the processors hold (their window),
 and the slowest answer of the web page (read every ``--web-every`` seconds: the index, the
 API's incidents, a search) with any that failed.
 
 At the end it waits for the service to place everything (or ``--settle-s``), stops it with
-SIGTERM (a drained stop), and counts the articles replayed against those SQLite holds
+SIGTERM (a drained stop), and counts the articles replayed against those storage holds
 (missing, or placed in more than one live incident), the dead letters, and the outbox's rows
 left. Prints figures; asserts nothing.
 
@@ -47,7 +48,7 @@ from itertools import islice
 from pathlib import Path
 
 from clustering import FILES, synthetic_rows  # benchmarks/clustering.py
-from pipeline import COMPILED, SHARED, Service, percentile, running_service
+from pipeline import COMPILED, SHARED, Service, percentile, running_service, stored_rows
 from producer_memory import children
 
 from newsflow import outbox
@@ -117,7 +118,7 @@ def metric(metrics_dir: Path, name: str) -> float:
 
 @dataclass
 class Placed:
-    """When each published article was first seen placed in an incident in SQLite."""
+    """When each published article was first seen placed in an incident in storage."""
 
     sent: dict[str, float] = field(default_factory=dict)  # article id -> publish time
     seen: dict[str, float] = field(default_factory=dict)  # article id -> first seen placed
@@ -127,7 +128,7 @@ class Placed:
         with self.lock:
             return [a for a in self.sent if a not in self.seen]
 
-    def watch(self, db: Path, stop: threading.Event, every_s: float = 0.2) -> None:
+    def watch(self, service: Service, stop: threading.Event, every_s: float = 0.2) -> None:
         """Look up the articles published and not yet placed, every ``every_s``."""
         while not stop.wait(every_s):
             waiting = self.pending()
@@ -135,12 +136,10 @@ class Placed:
             for start in range(0, len(waiting), 500):
                 batch = waiting[start:start + 500]
                 marks = ",".join("?" * len(batch))
-                try:
-                    found += [a for (a,) in query(
-                        db, f"SELECT DISTINCT article_id FROM incident_articles "
-                            f"WHERE article_id IN ({marks})", tuple(batch))]
-                except sqlite3.OperationalError:  # busy, or not made yet: next time
-                    break
+                # (None found when storage is busy, not made yet or stopped: next time.)
+                found += [a for (a,) in stored_rows(
+                    service.db, service.dsn, f"SELECT DISTINCT article_id FROM incident_articles "
+                                             f"WHERE article_id IN ({marks})", tuple(batch))]
             now = time.time()
             with self.lock:
                 for article_id in found:
@@ -233,11 +232,11 @@ def print_header() -> None:
 def print_line(started: float, service: Service, placed: Placed, since: float,
                outbox_path: Path, web: WebReads) -> None:
     pids = processes(service)
-    db = service.db
     try:
-        articles = query(db, "SELECT count(*) FROM articles")[0][0]
-        placed_rows = query(db, "SELECT count(DISTINCT article_id) FROM incident_articles")[0][0]
-    except (sqlite3.OperationalError, IndexError):
+        articles = stored_rows(service.db, service.dsn, "SELECT count(*) FROM articles")[0][0]
+        placed_rows = stored_rows(service.db, service.dsn,
+                                  "SELECT count(DISTINCT article_id) FROM incident_articles")[0][0]
+    except IndexError:  # storage not readable now
         articles = placed_rows = -1
     rows, size = outbox_size(outbox_path)
     with placed.lock:
@@ -270,12 +269,13 @@ def wait_placed(placed: Placed, settle_s: float) -> None:
 
 
 def final_counts(service: Service, placed: Placed, outbox_path: Path) -> None:
-    """After the stop: the articles replayed against what SQLite holds."""
-    db = service.db
+    """After the stop: the articles replayed against what storage holds."""
+    db, dsn = service.db, service.dsn
     replayed = set(placed.sent)
-    stored = {a for (a,) in query(db, "SELECT id FROM articles")}
-    in_incidents = {a for (a,) in query(db, "SELECT DISTINCT article_id FROM incident_articles")}
-    twice = query(db, """SELECT a.article_id, count(*) FROM incident_articles a
+    stored = {a for (a,) in stored_rows(db, dsn, "SELECT id FROM articles")}
+    in_incidents = {a for (a,) in stored_rows(
+        db, dsn, "SELECT DISTINCT article_id FROM incident_articles")}
+    twice = stored_rows(db, dsn, """SELECT a.article_id, count(*) FROM incident_articles a
                          JOIN incidents i ON i.id = a.incident_id WHERE i.merged_into IS NULL
                          GROUP BY a.article_id HAVING count(*) > 1""")
     letters_path = service.folder / "var" / "dead-letters.carried.jsonl"
@@ -283,7 +283,7 @@ def final_counts(service: Service, placed: Placed, outbox_path: Path) -> None:
     rows, size = outbox_size(outbox_path)
     missing = sorted(replayed - stored)
     unplaced = sorted(replayed - in_incidents)
-    print(f"replayed {len(replayed)} distinct articles ({len(placed.sent)} sends); SQLite holds "
+    print(f"replayed {len(replayed)} distinct articles ({len(placed.sent)} sends); storage holds "
           f"{len(replayed & stored)} of them in articles, {len(replayed & in_incidents)} placed "
           f"in an incident; not in articles: {len(missing)} {missing[:5]}; not placed: "
           f"{len(unplaced)} {unplaced[:5]}; placed in more than one live incident: {len(twice)} "
@@ -296,10 +296,10 @@ def final_counts(service: Service, placed: Placed, outbox_path: Path) -> None:
 def watch_placed(service: Service, placed: Placed, stop: threading.Event,
                  ) -> tuple[Settings, threading.Thread]:
     """Settings to reach ``service`` (its embedded broker, its data folder), and a thread
-    that watches its SQLite for the articles of ``placed`` until ``stop``."""
+    that watches its storage for the articles of ``placed`` until ``stop``."""
     settings = Settings(kafka_bootstrap=service.settings.kafka_bootstrap,
                         kafka_embedded=True, data_dir=service.folder / "var")
-    watcher = threading.Thread(target=placed.watch, args=(service.db, stop), daemon=True)
+    watcher = threading.Thread(target=placed.watch, args=(service, stop), daemon=True)
     watcher.start()
     return settings, watcher
 
