@@ -1053,6 +1053,11 @@ def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig
     try:
         saved_stage.save(settings.cluster_state_file, SavedStage(stage, view_loader()), config,
                          identity or code_identity())
+    except storage_errors() as exc:
+        # (Storage down at a stop is a known condition: its error in a line, no traceback.)
+        logger.warning("could not save the cluster state for the next start: storage does"
+                       " not answer (%s); the next start rebuilds it from storage", exc)
+        return
     except Exception:  # noqa: BLE001 - the next start rebuilds, as without a save
         logger.warning("could not save the cluster state for the next start (it rebuilds it"
                        " from storage)", exc_info=True)

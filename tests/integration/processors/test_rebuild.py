@@ -343,6 +343,35 @@ def test_a_start_with_postgresql_down_waits_for_it_and_takes_the_saved_stage(
     assert [[a.id for a in i.articles] for i in taken.incidents.values()] == [["fire-1", "fire-2"]]
 
 
+def test_a_stop_with_postgresql_down_says_why_the_state_is_not_saved_in_a_line(
+    postgres_server, postgres_dsn, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop while PostgreSQL is down cannot list storage to save the cluster state by: it
+    said so with two chained tracebacks, read as a crash; now in one line, saying why."""
+    import logging
+    from functools import partial
+
+    from newsflow.settings import Settings
+    from processors.app import cluster_config, save_at_stop
+    from processors.rebuild import read_view
+    from processors.stage import IncidentStage
+    from sinks.store import read_listing
+
+    settings = Settings(data_dir=tmp_path, sink="postgres", postgres_dsn=postgres_dsn)
+    config = cluster_config(settings)
+    postgres_server.stop()
+    try:
+        with caplog.at_level(logging.WARNING, logger="processors.app"):
+            save_at_stop(settings, IncidentStage(config), config,
+                         partial(read_view, settings, read_listing))
+    finally:
+        postgres_server.start()
+    [record] = [r for r in caplog.records if "cluster state" in r.getMessage()]
+    assert "storage does not answer" in record.getMessage() and "127.0.0.1" in record.getMessage()
+    assert record.exc_info is None
+    assert not settings.cluster_state_file.exists()
+
+
 def test_a_worker_started_while_postgresql_is_down_waits_for_it_before_deciding(
     postgres_server, postgres_dsn, caplog: pytest.LogCaptureFixture
 ) -> None:
