@@ -3,7 +3,9 @@
 Read from what the service leaves for other commands: the runfile of `newsflow run`
 (``var/service.json``), each process's metrics file (``var/metrics/*.prom``: a file
 whose writer no longer runs does not count), the web page's ``/healthz`` and storage.
-Nothing here talks to the broker: a status must answer while the broker does not.
+The broker is asked one thing, for at most ``DEAD_LETTERS_LOOK_S``: how many dead letters
+wait for a redrive (a process's count starts again at each start, the letters stay). A
+status must answer while the broker does not: then it says so.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -69,6 +72,20 @@ ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# How long a status waits for the broker to say how many dead letters wait (a healthcheck
+# gives the whole status 20 s: docker-compose.yml).
+DEAD_LETTERS_LOOK_S = 5.0
+
+
+@dataclass(frozen=True)
+class DeadLettersWaiting:
+    """The dead-letter topic's letters since the last redrive."""
+
+    topic: str
+    count: int | None  # None: the broker did not say
+    error: str | None = None  # why it did not
+
+
 @dataclass(frozen=True)
 class RoleStatus:
     role: str  # as its metrics file names it: "processors", "sink", "produce", "broker"
@@ -97,6 +114,8 @@ class Status:
     # The data folder, made absolute, when there is none: asked from another folder, a
     # relative one (`var`) is not the service's.
     missing_data_dir: str | None = None
+    # None: not asked (no broker: nothing runs on the data folder, or it is starting)
+    dead_letters_waiting: DeadLettersWaiting | None = None
 
     @property
     def exit_code(self) -> int:
@@ -193,6 +212,10 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         storage_error = str(exc)
     running = runfile is not None or starting is not None
     pid = runfile.get("pid") if runfile is not None else starting
+    # (A `run` still starting may have no broker yet; roles run apart have the settings'.)
+    asks_broker = runfile is not None or any(r.pid is not None for r in roles)
+    waiting = (dead_letters_waiting(settings) if asks_broker and settings.kafka_bootstrap
+               else None)
     return Status(
         data_dir=str(settings.data_dir),
         running=running,
@@ -210,7 +233,33 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         problems=problems_of(running, web_answers, roles, storage_error,
                              starting=runfile is None and starting is not None, now=time.time()),
         missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
+        dead_letters_waiting=waiting,
     )
+
+
+def dead_letters_waiting(settings: Settings,
+                         timeout_s: float = DEAD_LETTERS_LOOK_S) -> DeadLettersWaiting:
+    """How many dead letters wait for a redrive, as the broker says within ``timeout_s``.
+    Counted in a thread left behind when it does not answer in time: kafka-python waits
+    for a topic's partitions without end."""
+    from newsflow.redrive import count_waiting
+
+    said: dict[str, int | str] = {}
+
+    def count() -> None:
+        try:
+            said["count"] = count_waiting(settings, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - said in the status, which goes on
+            said["error"] = f"{type(exc).__name__}: {exc}"
+
+    thread = threading.Thread(target=count, name="status-dead-letters", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    found, error = said.get("count"), said.get("error")
+    if isinstance(found, int):
+        return DeadLettersWaiting(settings.topic_dlq, found)
+    return DeadLettersWaiting(settings.topic_dlq, None, str(error) if error else
+                              f"the broker did not answer in {timeout_s:g} s")
 
 
 def has_port(web: str) -> bool:
@@ -280,6 +329,18 @@ def _role_line(r: RoleStatus, now: float) -> str:
     return f"  {shown(r.role):<11} pid {r.pid}{up}: " + "; ".join(parts)
 
 
+def _dead_letters_line(waiting: DeadLettersWaiting) -> str:
+    # Not a problem: a poison message's letter waits until someone looks, and a
+    # healthcheck that runs `newsflow status` would call the service unhealthy until then.
+    if waiting.count is None:
+        return f"  dead letters on {waiting.topic}: cannot count them: {waiting.error}"
+    if not waiting.count:
+        return f"  dead letters none wait for a redrive on {waiting.topic}"
+    return (f"  dead letters {waiting.count} wait for a redrive on {waiting.topic}"
+            " (`newsflow dlq list` lists them; `newsflow dlq redrive` sends them back once"
+            " their cause is fixed)")
+
+
 def format_status(status: Status, now: float) -> str:
     """``status`` for people, one line a part (``now``: epoch seconds)."""
     lines = []
@@ -315,6 +376,8 @@ def format_status(status: Status, now: float) -> str:
                      f" ({c['merged_incidents']} merged away)")
     else:
         lines.append(f"  storage     {status.storage}: cannot read it: {status.storage_error}")
+    if status.dead_letters_waiting is not None:
+        lines.append(_dead_letters_line(status.dead_letters_waiting))
     if status.running or role_lines:
         lines.append("problems:" + ("" if status.problems else " none"))
         lines += [f"  - {p}" for p in status.problems]
