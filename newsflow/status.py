@@ -48,7 +48,8 @@ def shown(file_role: str) -> str:
 
 
 # Figures shown for each role: (metric, key in the status); a metric with several
-# samples (labels) is summed.
+# samples (labels) is summed, those with the label given after it (``{reason="..."}``)
+# when one is.
 ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
     "processors": (("newsflow_processor_articles_total", "articles_in"),
                    ("newsflow_processor_window_articles", "window_articles"),
@@ -59,6 +60,7 @@ ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
     "sink": (("newsflow_sink_written_total", "written"),
              ("newsflow_sink_last_flush_timestamp_seconds", "last_write_at"),
              ("newsflow_sink_paused", "paused"),
+             ('newsflow_sink_paused{reason="dead_letter_topic"}', "paused_for_dead_letters"),
              ("newsflow_dead_letters_total", "dead_letters"),
              ("newsflow_consumer_lag", "lag")),
     "produce": (("newsflow_feeds_active", "feeds"),
@@ -127,8 +129,9 @@ class Status:
 def role_status(textfile: Textfile) -> RoleStatus:
     figures = {}
     for metric, key in ROLE_FIGURES.get(textfile.role, ()):
+        name, _, label = metric.partition("{")
         try:
-            values = sample_values(textfile.text, metric)
+            values = sample_values(textfile.text, name, label.rstrip("}") or None)
         except ValueError:  # a sample that is no number: a file not of newsflow's writing
             continue
         # (NaN or an infinity, which no figure here means, is left out: the words round
@@ -186,11 +189,20 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
     if any(r.figures.get("waiting_for_storage") for r in roles if r.role == "processors"):
         problems.append("the processors wait for storage: they rebuild their clustering window"
                         " from it before they consume (see their log)")
-    if any(r.figures.get("paused") for r in roles if r.role == "sink"):
-        problems.append("the sink is paused: storage unavailable (see its log)")
+    problems += [f"the sink is paused: {sink_paused_for(r.figures)} (see its log)"
+                 for r in roles if r.role == "sink" and r.figures.get("paused")]
     if storage_error is not None:
         problems.append(f"storage: {storage_error}")
     return problems
+
+
+def sink_paused_for(figures: Mapping[str, float]) -> str:
+    """What a paused sink waits for, from its figures (an older sink's say nothing: the
+    store, which was all that paused it)."""
+    if figures.get("paused_for_dead_letters"):
+        return ("its dead letters cannot be delivered to the dead-letter topic (the topic"
+                " or the broker; not storage)")
+    return "storage unavailable"
 
 
 def read_status(settings: Settings, runfile: dict[str, Any] | None,
@@ -313,7 +325,7 @@ def _role_line(r: RoleStatus, now: float) -> str:
         parts.append(f"{counted(int(f.get('written', 0)), 'record', 'records')} written"
                      + (f", the last {duration(max(0.0, now - last))} ago" if last else ""))
         if f.get("paused"):
-            parts.append("PAUSED (storage unavailable)")
+            parts.append(f"PAUSED ({sink_paused_for(f)})")
     elif r.role == "produce":
         parts.append(f"{counted(int(f.get('feeds', 0)), 'feed', 'feeds')}"
                      f" ({int(f.get('feeds_failing', 0))} failing), "
