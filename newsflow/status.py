@@ -200,8 +200,8 @@ def sink_paused_for(figures: Mapping[str, float]) -> str:
     """What a paused sink waits for, from its figures (an older sink's say nothing: the
     store, which was all that paused it)."""
     if figures.get("paused_for_dead_letters"):
-        return ("its dead letters cannot be delivered to the dead-letter topic (the topic"
-                " or the broker; not storage)")
+        return ("its dead letters cannot be delivered to the dead-letter topic: the topic"
+                " or the broker, not storage")
     return "storage unavailable"
 
 

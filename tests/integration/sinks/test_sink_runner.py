@@ -670,5 +670,5 @@ def test_dead_letters_the_broker_does_not_take_pause_the_sink_for_them_not_stora
     assert 'newsflow_sink_paused{reason="dead_letter_topic"} 1' in paused
     assert 'newsflow_sink_paused{reason="storage"} 0' in paused
     assert problems_of(True, True, [sink], None)[-1] == (
-        "the sink is paused: its dead letters cannot be delivered to the dead-letter topic (the"
-        " topic or the broker; not storage) (see its log)")
+        "the sink is paused: its dead letters cannot be delivered to the dead-letter topic: the"
+        " topic or the broker, not storage (see its log)")
