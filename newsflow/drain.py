@@ -43,6 +43,10 @@ class DrainError(RuntimeError):
     """A topic could not be read to its end."""
 
 
+class ReadStopped(DrainError):
+    """A read to the end given up because its caller is stopping (a Ctrl-C)."""
+
+
 def drain_groups(settings: Settings) -> dict[str, list[str]]:
     """Consumer groups and the topics whose end they must reach before a clean stop."""
     return {
@@ -129,11 +133,11 @@ def behind(committed: dict[TopicPartition, int], marks: dict[TopicPartition, int
 
 
 def true_ends(settings: Settings, topics: list[str], timeout_s: float = 60.0,
-              ) -> dict[TopicPartition, int]:
+              stopping: Callable[[], bool] = lambda: False) -> dict[TopicPartition, int]:
     """The offset after each partition's last message as the look starts, found by
     reading from the end the broker reports (the embedded broker's is low, never high: the
     start of its newest batch + 1) to the last message (``read_to_ends``); ``DrainError``
-    if that takes longer than ``timeout_s``."""
+    if that takes longer than ``timeout_s``, ``ReadStopped`` once ``stopping()``."""
     consumer = _reader(settings)
     try:
         parts = _partitions(consumer, topics)
@@ -141,7 +145,7 @@ def true_ends(settings: Settings, topics: list[str], timeout_s: float = 60.0,
             return {}
         consumer.assign(parts)
         consumer.seek_to_end(*parts)
-        return read_to_ends(consumer, parts, timeout_s)[1]
+        return read_to_ends(consumer, parts, timeout_s, stopping)[1]
     finally:
         consumer.close()
 
@@ -233,8 +237,9 @@ def read_to_end(consumer: KafkaConsumer, parts: list[TopicPartition], timeout_s:
     return read_to_ends(consumer, parts, timeout_s)[0]
 
 
-def read_to_ends(consumer: KafkaConsumer, parts: list[TopicPartition],
-                 timeout_s: float) -> tuple[list[Any], dict[TopicPartition, int]]:
+def read_to_ends(consumer: KafkaConsumer, parts: list[TopicPartition], timeout_s: float,
+                 stopping: Callable[[], bool] = lambda: False,
+                 ) -> tuple[list[Any], dict[TopicPartition, int]]:
     """The records from the consumer's positions in ``parts`` to their ends as the read
     starts, and the offset each partition was read to; ``DrainError`` if that takes longer
     than ``timeout_s``. A record made after the start (its timestamp later: our
@@ -243,12 +248,15 @@ def read_to_ends(consumer: KafkaConsumer, parts: list[TopicPartition],
     whatever end there was, a publisher that never paused (a message every 50 ms) kept the
     read from ever ending. Not a record stamped ahead of the clock (a publisher's that
     stamps the article's date, a day ahead): its stamp says nothing of when it came, and
-    taken for a later one, it and all after it were left out of what a stop saves."""
+    taken for a later one, it and all after it were left out of what a stop saves.
+    ``ReadStopped`` once ``stopping()`` (looked at between polls)."""
     started_ms = int(time.time() * 1000)
     records: list[Any] = []
     cut: dict[TopicPartition, int] = {}  # partitions ended by a later record: its offset
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if stopping():
+            raise ReadStopped("stopped before the end was read")
         batches = consumer.poll(timeout_ms=READ_POLL_MS, max_records=1000)
         now_ms = int(time.time() * 1000)
         for tp, batch in batches.items():

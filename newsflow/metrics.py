@@ -373,11 +373,14 @@ def read_textfiles(directory: Path) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def sample_values(metrics: str, name: str) -> list[float]:
-    """The values of metric ``name``'s samples (any labels) in exposition ``metrics``."""
+def sample_values(metrics: str, name: str, label: str | None = None) -> list[float]:
+    """The values of metric ``name``'s samples (any labels; those with ``label``, as
+    ``reason="storage"``, when given) in exposition ``metrics``."""
     values = []
     for line in metrics.splitlines():
         sample, _, value = line.rpartition(" ")
-        if not line.startswith("#") and sample.split("{", 1)[0] == name:
+        sample_name, _, labels = sample.partition("{")
+        if not line.startswith("#") and sample_name == name and (
+                label is None or label in labels.rstrip("}").split(",")):
             values.append(float(value))
     return values

@@ -511,11 +511,14 @@ def save_before_broker_stops(settings: Settings, drained: bool, checked: float,
 
 
 def sink_pause_note(settings: Settings) -> str | None:
-    """What the sink's metrics say, when it is paused: its storage is unavailable."""
+    """What the sink's metrics say, when it is paused: what it waits for."""
     metrics = read_textfiles(metrics_dir(settings.data_dir))
-    if any(sample_values(metrics, "newsflow_sink_paused")):
-        return "the sink is paused: its storage is unavailable (see the sink's log)"
-    return None
+    if not any(sample_values(metrics, "newsflow_sink_paused")):
+        return None
+    if any(sample_values(metrics, "newsflow_sink_paused", 'reason="dead_letter_topic"')):
+        return ("the sink is paused: its dead letters cannot be delivered to"
+                f" {settings.topic_dlq} (the topic or the broker; see the sink's log)")
+    return "the sink is paused: its storage is unavailable (see the sink's log)"
 
 
 def how_it_ended(role: str, pid: int | None, code: int | None) -> tuple[int, str]:

@@ -3,7 +3,9 @@
 Read from what the service leaves for other commands: the runfile of `newsflow run`
 (``var/service.json``), each process's metrics file (``var/metrics/*.prom``: a file
 whose writer no longer runs does not count), the web page's ``/healthz`` and storage.
-Nothing here talks to the broker: a status must answer while the broker does not.
+The broker is asked one thing, for at most ``DEAD_LETTERS_LOOK_S``: how many dead letters
+wait for a redrive (a process's count starts again at each start, the letters stay). A
+status must answer while the broker does not: then it says so.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +48,8 @@ def shown(file_role: str) -> str:
 
 
 # Figures shown for each role: (metric, key in the status); a metric with several
-# samples (labels) is summed.
+# samples (labels) is summed, those with the label given after it (``{reason="..."}``)
+# when one is.
 ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
     "processors": (("newsflow_processor_articles_total", "articles_in"),
                    ("newsflow_processor_window_articles", "window_articles"),
@@ -56,6 +60,7 @@ ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
     "sink": (("newsflow_sink_written_total", "written"),
              ("newsflow_sink_last_flush_timestamp_seconds", "last_write_at"),
              ("newsflow_sink_paused", "paused"),
+             ('newsflow_sink_paused{reason="dead_letter_topic"}', "paused_for_dead_letters"),
              ("newsflow_dead_letters_total", "dead_letters"),
              ("newsflow_consumer_lag", "lag")),
     "produce": (("newsflow_feeds_active", "feeds"),
@@ -67,6 +72,20 @@ ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
                ("newsflow_embedded_broker_memory_limit_bytes", "memory_limit_bytes"),
                ("newsflow_embedded_broker_recycles_total", "recycles")),
 }
+
+
+# How long a status waits for the broker to say how many dead letters wait (a healthcheck
+# gives the whole status 20 s: docker-compose.yml).
+DEAD_LETTERS_LOOK_S = 5.0
+
+
+@dataclass(frozen=True)
+class DeadLettersWaiting:
+    """The dead-letter topic's letters since the last redrive."""
+
+    topic: str
+    count: int | None  # None: the broker did not say
+    error: str | None = None  # why it did not
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,8 @@ class Status:
     # The data folder, made absolute, when there is none: asked from another folder, a
     # relative one (`var`) is not the service's.
     missing_data_dir: str | None = None
+    # None: not asked (no broker: nothing runs on the data folder, or it is starting)
+    dead_letters_waiting: DeadLettersWaiting | None = None
 
     @property
     def exit_code(self) -> int:
@@ -108,8 +129,9 @@ class Status:
 def role_status(textfile: Textfile) -> RoleStatus:
     figures = {}
     for metric, key in ROLE_FIGURES.get(textfile.role, ()):
+        name, _, label = metric.partition("{")
         try:
-            values = sample_values(textfile.text, metric)
+            values = sample_values(textfile.text, name, label.rstrip("}") or None)
         except ValueError:  # a sample that is no number: a file not of newsflow's writing
             continue
         # (NaN or an infinity, which no figure here means, is left out: the words round
@@ -167,11 +189,20 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
     if any(r.figures.get("waiting_for_storage") for r in roles if r.role == "processors"):
         problems.append("the processors wait for storage: they rebuild their clustering window"
                         " from it before they consume (see their log)")
-    if any(r.figures.get("paused") for r in roles if r.role == "sink"):
-        problems.append("the sink is paused: storage unavailable (see its log)")
+    problems += [f"the sink is paused: {sink_paused_for(r.figures)} (see its log)"
+                 for r in roles if r.role == "sink" and r.figures.get("paused")]
     if storage_error is not None:
         problems.append(f"storage: {storage_error}")
     return problems
+
+
+def sink_paused_for(figures: Mapping[str, float]) -> str:
+    """What a paused sink waits for, from its figures (an older sink's say nothing: the
+    store, which was all that paused it)."""
+    if figures.get("paused_for_dead_letters"):
+        return ("its dead letters cannot be delivered to the dead-letter topic: the topic"
+                " or the broker, not storage")
+    return "storage unavailable"
 
 
 def read_status(settings: Settings, runfile: dict[str, Any] | None,
@@ -193,6 +224,10 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         storage_error = str(exc)
     running = runfile is not None or starting is not None
     pid = runfile.get("pid") if runfile is not None else starting
+    # (A `run` still starting may have no broker yet; roles run apart have the settings'.)
+    asks_broker = runfile is not None or any(r.pid is not None for r in roles)
+    waiting = (dead_letters_waiting(settings) if asks_broker and settings.kafka_bootstrap
+               else None)
     return Status(
         data_dir=str(settings.data_dir),
         running=running,
@@ -210,7 +245,33 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         problems=problems_of(running, web_answers, roles, storage_error,
                              starting=runfile is None and starting is not None, now=time.time()),
         missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
+        dead_letters_waiting=waiting,
     )
+
+
+def dead_letters_waiting(settings: Settings,
+                         timeout_s: float = DEAD_LETTERS_LOOK_S) -> DeadLettersWaiting:
+    """How many dead letters wait for a redrive, as the broker says within ``timeout_s``.
+    Counted in a thread left behind when it does not answer in time: kafka-python waits
+    for a topic's partitions without end."""
+    from newsflow.redrive import count_waiting
+
+    said: dict[str, int | str] = {}
+
+    def count() -> None:
+        try:
+            said["count"] = count_waiting(settings, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - said in the status, which goes on
+            said["error"] = f"{type(exc).__name__}: {exc}"
+
+    thread = threading.Thread(target=count, name="status-dead-letters", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    found, error = said.get("count"), said.get("error")
+    if isinstance(found, int):
+        return DeadLettersWaiting(settings.topic_dlq, found)
+    return DeadLettersWaiting(settings.topic_dlq, None, str(error) if error else
+                              f"the broker did not answer in {timeout_s:g} s")
 
 
 def has_port(web: str) -> bool:
@@ -264,7 +325,7 @@ def _role_line(r: RoleStatus, now: float) -> str:
         parts.append(f"{counted(int(f.get('written', 0)), 'record', 'records')} written"
                      + (f", the last {duration(max(0.0, now - last))} ago" if last else ""))
         if f.get("paused"):
-            parts.append("PAUSED (storage unavailable)")
+            parts.append(f"PAUSED ({sink_paused_for(f)})")
     elif r.role == "produce":
         parts.append(f"{counted(int(f.get('feeds', 0)), 'feed', 'feeds')}"
                      f" ({int(f.get('feeds_failing', 0))} failing), "
@@ -278,6 +339,18 @@ def _role_line(r: RoleStatus, now: float) -> str:
         parts.append(f"{counted(int(f['dead_letters']), 'dead letter', 'dead letters')}")
     up = f", up {duration(r.up_s)}" if r.up_s is not None else ""
     return f"  {shown(r.role):<11} pid {r.pid}{up}: " + "; ".join(parts)
+
+
+def _dead_letters_line(waiting: DeadLettersWaiting) -> str:
+    # Not a problem: a poison message's letter waits until someone looks, and a
+    # healthcheck that runs `newsflow status` would call the service unhealthy until then.
+    if waiting.count is None:
+        return f"  dead letters on {waiting.topic}: cannot count them: {waiting.error}"
+    if not waiting.count:
+        return f"  dead letters none wait for a redrive on {waiting.topic}"
+    return (f"  dead letters {waiting.count} wait for a redrive on {waiting.topic}"
+            " (`newsflow dlq list` lists them; `newsflow dlq redrive` sends them back once"
+            " their cause is fixed)")
 
 
 def format_status(status: Status, now: float) -> str:
@@ -315,6 +388,8 @@ def format_status(status: Status, now: float) -> str:
                      f" ({c['merged_incidents']} merged away)")
     else:
         lines.append(f"  storage     {status.storage}: cannot read it: {status.storage_error}")
+    if status.dead_letters_waiting is not None:
+        lines.append(_dead_letters_line(status.dead_letters_waiting))
     if status.running or role_lines:
         lines.append("problems:" + ("" if status.problems else " none"))
         lines += [f"  - {p}" for p in status.problems]

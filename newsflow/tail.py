@@ -17,7 +17,7 @@ from typing import IO
 
 from kafka import TopicPartition
 
-from newsflow.drain import true_ends
+from newsflow.drain import ReadStopped, true_ends
 from newsflow.kafka import make_consumer
 from newsflow.recycle import CARRIED_HEADER
 from newsflow.schemas import (
@@ -167,7 +167,14 @@ def tail(
         # Tansu reports end offsets as the start of the newest batch + 1: "from the end"
         # is from the ends read. (Skipping what was stamped before the tail started hid
         # every new message of a publisher that stamps them with the article's date.)
-        for tp, end in true_ends(settings, [topic]).items():
+        # That read may take up to its 60 s (such a publisher that never pauses): a Ctrl-C
+        # meanwhile ends it at once, not after it (and its error).
+        try:
+            ends = true_ends(settings, [topic], stopping=stop.is_set)
+        except ReadStopped:
+            consumer.close()
+            return 0
+        for tp, end in ends.items():
             consumer.seek(tp, end)
     else:
         consumer.seek_to_end(*assigned)

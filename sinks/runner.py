@@ -49,6 +49,18 @@ from sinks.store import make_sink
 logger = logging.getLogger(__name__)
 
 
+# What a paused sink waits for: the ``reason`` of newsflow_sink_paused, which `newsflow
+# status` words. Dead letters the broker did not take paused the sink as if storage were
+# down, and status and its log sent an operator to a database that was well.
+PAUSE_REASONS: Final = ("storage", "dead_letter_topic")
+
+
+def pause_reason(exc: Exception) -> str:
+    """What a failed flush waits for: the store (its error), or the broker to take the
+    dead letters (``PublishError``)."""
+    return "storage" if isinstance(exc, SinkUnavailable) else "dead_letter_topic"
+
+
 class PoisonMessage(ValueError):
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
@@ -144,7 +156,12 @@ class SinkMetrics:
             "Messages between the committed offset and the end of the partition",
             ["group", "topic", "partition"],
         )
-        self.paused = r.gauge("newsflow_sink_paused", "1 while the store is unavailable")
+        self.paused = r.gauge(
+            "newsflow_sink_paused",
+            "1 while the sink is paused, by what it waits for: storage (the store unavailable)"
+            " or dead_letter_topic (its dead letters undelivered: the topic or the broker)",
+            ["reason"],
+        )
         self.last_flush = r.gauge(
             "newsflow_sink_last_flush_timestamp_seconds", "Time of the last successful flush"
         )
@@ -200,6 +217,7 @@ class SinkRunner:
         self.messages: list[Any] = []  # the buffered records' messages, for isolation
         self.letters: list[DeadLetter] = []  # dead letters not yet delivered
         self.failing = False
+        self.paused_for: str | None = None  # a PAUSE_REASONS key while failing
         self.store_open = False  # once it is, every error is an outage to wait out
         self.retry_at = 0.0
         self.last_flush = time.monotonic()
@@ -360,7 +378,11 @@ class SinkRunner:
         if not self.letters:
             return
         if self.publisher is None:
-            self.publisher = Publisher(self.settings, client_id=f"{self.settings.app_id}-sink-dlq")
+            try:
+                self.publisher = Publisher(self.settings,
+                                           client_id=f"{self.settings.app_id}-sink-dlq")
+            except KafkaError as exc:  # (a broker that does not answer: it ended the sink)
+                raise PublishError(f"cannot reach the broker: {exc}") from exc
         for letter in self.letters:
             self._queue_letter(self.publisher, letter)
         self.publisher.flush()
@@ -400,10 +422,14 @@ class SinkRunner:
         if not self._commit():
             return False
         if self.failing:
-            logger.info("store available again: resuming the stream")
+            logger.info("%s: resuming the stream",
+                        "dead letters delivered again" if self.paused_for == "dead_letter_topic"
+                        else "store available again")
             self.failing = False
+            self.paused_for = None
             self.backoff.reset()
-            self.metrics.paused.set(0)
+            for reason in PAUSE_REASONS:
+                self.metrics.paused.set(0, reason=reason)
             if self.consumer is not None:
                 self.consumer.resume(*self.consumer.paused())
         self.last_flush = time.monotonic()
@@ -476,20 +502,29 @@ class SinkRunner:
 
     def _enter_failing(self, exc: Exception) -> None:
         delay = self.backoff.next_delay()
-        kind = "store_unavailable" if isinstance(exc, SinkUnavailable) else "dlq_unavailable"
+        reason = pause_reason(exc)
+        kind = "store_unavailable" if reason == "storage" else "dlq_unavailable"
         self.metrics.errors.inc(stage="sink", kind=kind)
-        self.metrics.paused.set(1)
+        for each in PAUSE_REASONS:
+            self.metrics.paused.set(1 if each == reason else 0, reason=each)
+        # The store's error names it; a publish's names a topic and key only.
+        what = (str(exc) if reason == "storage" else
+                f"dead letters cannot be delivered to {self.settings.topic_dlq} (the topic or"
+                f" the broker; storage is not the cause): {exc}")
+        # (A new cause, storage back and the letters not delivered, is said as the first.)
+        new = not self.failing or reason != self.paused_for
         if self.stop.is_set():
             # (A write the stop cut short, or the final one: no retry comes.)
-            if not self.failing:
-                logger.warning("%s; stopping without a retry", exc)
+            if new:
+                logger.warning("%s; stopping without a retry", what)
             else:
-                logger.info("still unavailable (%s)", exc)
-        elif not self.failing:
-            logger.warning("%s; pausing the stream, retrying in %.1fs", exc, delay)
+                logger.info("still unavailable (%s)", what)
+        elif new:
+            logger.warning("%s; pausing the stream, retrying in %.1fs", what, delay)
         else:
-            logger.info("still unavailable (%s); retrying in %.1fs", exc, delay)
+            logger.info("still unavailable (%s); retrying in %.1fs", what, delay)
         self.failing = True
+        self.paused_for = reason
         self.retry_at = time.monotonic() + delay
         if self.consumer is not None:
             self.consumer.pause(*self.consumer.assignment())

@@ -185,3 +185,59 @@ def test_processors_waiting_for_storage_at_their_start_are_said_to_wait(
     # Storage back, they say so at once (the worker's own figures come a little later).
     wait_for(lambda: (found := processors()) and not found[1]["figures"].get("waiting_for_storage"),
              90, "the processors to stop waiting once storage answers")
+
+
+def test_status_says_how_many_dead_letters_wait_for_a_redrive(make_settings) -> None:
+    """Status said each process's dead letters since its start (0 after a restart) and
+    nothing of the letters still waiting on the topic for a redrive, which `newsflow dlq
+    list` lists. Counted to the topic's real end: the embedded broker reports the start of
+    its newest batch + 1 (here 4 of 5). Waiting letters are no problem (exit code 0)."""
+    from newsflow.kafka import Publisher, ensure_topics
+    from newsflow.redrive import letters_waiting, redrive
+    from newsflow.settings import settings_env
+    from sinks.redrive import store_letters
+    from tests.integration.newsflow.test_redrive import ARTICLE, letter_for
+
+    settings = make_settings()
+    settings.data_dir.mkdir(parents=True)
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:  # (each flush a batch of its own)
+        for offset in range(3):
+            publisher.publish_dead_letter(letter_for(settings.topic_raw, offset, b"k", ARTICLE))
+    redrive(settings, store_letters)
+    with Publisher(settings) as publisher:
+        for offset in (3, 4):
+            publisher.publish_dead_letter(letter_for(settings.topic_raw, offset, b"k", ARTICLE))
+    assert len(letters_waiting(settings)) == 2
+    write_runfile(settings)  # (this process stands for `newsflow run`)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "newsflow.cli", "status", *args], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    report = json.loads(status("--json").stdout)
+    assert report["dead_letters_waiting"] == {"topic": settings.topic_dlq, "count": 2,
+                                              "error": None}, report
+    said = status()
+    assert (f"  dead letters 2 wait for a redrive on {settings.topic_dlq} (`newsflow dlq list`"
+            " lists them; `newsflow dlq redrive` sends them back once their cause is fixed)"
+            ) in said.stdout.splitlines(), said.stdout
+    assert "dead letter" not in said.stdout.split("problems:", 1)[1], said.stdout
+
+
+def test_status_says_a_broker_that_does_not_answer_and_goes_on(tmp_path) -> None:
+    """A broker that takes the connection and answers nothing (a stopped one): the count of
+    the dead letters is said to be unknown, and why, after the bounded wait."""
+    import socket
+
+    from newsflow.status import dead_letters_waiting
+
+    with socket.socket() as silent:  # (connections queue in its backlog, never answered)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        settings = Settings(data_dir=tmp_path / "var",
+                            kafka_bootstrap=f"127.0.0.1:{silent.getsockname()[1]}")
+        waiting = dead_letters_waiting(settings, timeout_s=1.0)
+    assert (waiting.count, waiting.error) == (None, "the broker did not answer in 1 s"), waiting

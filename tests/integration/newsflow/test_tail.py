@@ -261,3 +261,40 @@ def test_a_tail_from_the_end_shows_a_new_message_stamped_before_it_started(make_
         follower.join(10)
     assert [line for line in lines if " article a1 " in line
             and line.startswith("2001-09-01 00:00:00 0@")], lines
+
+
+def test_a_stop_while_the_tail_reads_where_the_topic_ends_ends_it_at_once(make_settings):
+    """With the embedded broker a tail from the end first reads where each partition
+    really ends; a publisher that never pauses and stamps its messages earlier (an
+    article's date) kept that read going for its 60 s. A Ctrl-C then (the stop set) was
+    seen only after it: the tail failed, "could not read ... to its end in 60s", exit
+    code 1 where 130 was due."""
+    settings = make_settings()
+    if not settings.kafka_embedded:
+        pytest.skip("only the embedded broker's ends are read (a Kafka's are exact)")
+    ensure_topics(settings)
+    stop, publishing, sent = threading.Event(), threading.Event(), [0]
+
+    def publish_steadily() -> None:
+        with Publisher(settings) as publisher:
+            while publishing.is_set():
+                publisher.send(settings.topic_raw, "k", b'{"n": 1}',
+                               timestamp_ms=int(time.time() * 1000) - 3_600_000)
+                publisher.flush()
+                sent[0] += 1
+                if sent[0] == 50:  # (the tail has started its read, or is about to)
+                    stop.set()
+                time.sleep(0.02)
+
+    publishing.set()
+    publisher = threading.Thread(target=publish_steadily, daemon=True)
+    publisher.start()
+    try:
+        wait_for(lambda: sent[0] >= 5, 30, "the publisher's first messages")
+        lines: list[str] = []
+        assert tail(settings, settings.topic_raw, from_beginning=False, raw_json=True,
+                    out=lines.append, stop=stop) == 0
+    finally:
+        publishing.clear()
+        publisher.join(30)
+    assert stop.is_set() and lines == []

@@ -614,3 +614,61 @@ def test_a_sink_reports_the_lag_of_the_partitions_it_holds_only(make_settings) -
                      and held(first) and not held(first) & held(second), what="a rebalance")
             wait_for(lambda: lag_partitions(first) <= held(first), what="the first sink's lag")
             assert both & lag_partitions(first) == both & held(first)
+
+
+def test_dead_letters_the_broker_does_not_take_pause_the_sink_for_them_not_storage(
+        make_settings) -> None:
+    """Storage well again and the broker stopped (SIGSTOP) with a dead letter to deliver:
+    the sink paused, and its log, /metrics (newsflow_sink_paused) and `newsflow status`
+    said "storage unavailable", which sent an operator to a database that was well. The
+    letter is held by a locked database first (a flush writes, then delivers letters);
+    the broker is the test's own."""
+    import signal
+
+    from newsflow.broker import EmbeddedBroker
+    from newsflow.metrics import metrics_dir, running_textfiles
+    from newsflow.status import problems_of, role_status
+
+    with EmbeddedBroker() as broker:
+        assert broker.process is not None
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                                 incident_partitions=1)
+        ensure_topics(settings)
+        db = settings.sqlite_file
+        open_store(settings).close()  # (the schema)
+        blocker = sqlite3.connect(db, isolation_level=None, timeout=0)
+        blocker.execute("BEGIN EXCLUSIVE")
+        runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2,
+                            backoff=Backoff(initial_s=0.2, cap_s=1.0))
+        import sinks.sqlite as sqlite_module
+
+        sqlite_module.BUSY_TIMEOUT_S, saved = 0.2, sqlite_module.BUSY_TIMEOUT_S
+        try:
+            with running(runner):
+                publish(settings, [(settings.topic_incidents, "i1", b"not json"),
+                                   (settings.topic_incidents, "i1",
+                                    incident("i1", 1, []).to_bytes())])
+                wait_for(lambda: runner.failing and bool(runner.letters),
+                         what="a letter held while the database is locked")
+                os.kill(broker.process.pid, signal.SIGSTOP)
+                try:
+                    blocker.execute("ROLLBACK")
+                    wait_for(lambda: runner.metrics.errors.value(
+                        stage="sink", kind="dlq_unavailable") >= 1, 120,
+                        what="the sink to pause for its dead letters")
+                    assert runner.failing
+                    assert rows(db, "SELECT id FROM incidents") == [("i1",)]
+                    [sink] = [role_status(t) for t in running_textfiles(
+                        metrics_dir(settings.data_dir)) if t.role == "sink"]
+                    paused = runner.metrics.registry.render()
+                finally:
+                    os.kill(broker.process.pid, signal.SIGCONT)
+                wait_for(lambda: not runner.failing, 120, what="the letter delivered")
+        finally:
+            sqlite_module.BUSY_TIMEOUT_S = saved
+            blocker.close()
+    assert 'newsflow_sink_paused{reason="dead_letter_topic"} 1' in paused
+    assert 'newsflow_sink_paused{reason="storage"} 0' in paused
+    assert problems_of(True, True, [sink], None)[-1] == (
+        "the sink is paused: its dead letters cannot be delivered to the dead-letter topic: the"
+        " topic or the broker, not storage (see its log)")
