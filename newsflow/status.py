@@ -345,12 +345,12 @@ def _dead_letters_line(waiting: DeadLettersWaiting) -> str:
     # Not a problem: a poison message's letter waits until someone looks, and a
     # healthcheck that runs `newsflow status` would call the service unhealthy until then.
     if waiting.count is None:
-        return f"  dead letters on {waiting.topic}: cannot count them: {waiting.error}"
+        return f"  {'dlq':<11} {waiting.topic}: cannot count its dead letters: {waiting.error}"
     if not waiting.count:
-        return f"  dead letters none wait for a redrive on {waiting.topic}"
-    return (f"  dead letters {waiting.count} wait for a redrive on {waiting.topic}"
-            " (`newsflow dlq list` lists them; `newsflow dlq redrive` sends them back once"
-            " their cause is fixed)")
+        return f"  {'dlq':<11} {waiting.topic}: no dead letter waits for a redrive"
+    return (f"  {'dlq':<11} {waiting.topic}: {counted(waiting.count, 'dead letter', 'dead letters')}"
+            " wait for a redrive (`newsflow dlq list` lists them; `newsflow dlq redrive` sends"
+            " them back once their cause is fixed)")
 
 
 def format_status(status: Status, now: float) -> str:

@@ -221,9 +221,9 @@ def test_status_says_how_many_dead_letters_wait_for_a_redrive(make_settings) -> 
     assert report["dead_letters_waiting"] == {"topic": settings.topic_dlq, "count": 2,
                                               "error": None}, report
     said = status()
-    assert (f"  dead letters 2 wait for a redrive on {settings.topic_dlq} (`newsflow dlq list`"
-            " lists them; `newsflow dlq redrive` sends them back once their cause is fixed)"
-            ) in said.stdout.splitlines(), said.stdout
+    assert (f"  dlq         {settings.topic_dlq}: 2 dead letters wait for a redrive (`newsflow"
+            " dlq list` lists them; `newsflow dlq redrive` sends them back once their cause is"
+            " fixed)") in said.stdout.splitlines(), said.stdout
     assert "dead letter" not in said.stdout.split("problems:", 1)[1], said.stdout
 
 
