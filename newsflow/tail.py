@@ -17,7 +17,7 @@ from typing import IO
 
 from kafka import TopicPartition
 
-from newsflow.drain import ReadStopped, true_ends
+from newsflow.drain import DrainError, ReadStopped, true_ends
 from newsflow.kafka import make_consumer
 from newsflow.recycle import CARRIED_HEADER
 from newsflow.schemas import (
@@ -35,6 +35,7 @@ from newsflow.text import counted, plain
 logger = logging.getLogger(__name__)
 
 RESTART_LOOK_S = 2.0  # how often ``tail`` looks whether the embedded broker restarted
+ENDS_READ_S = 5.0  # how long a tail from the end reads where the embedded broker's topic ends
 
 
 def describe(value: bytes | None) -> str:
@@ -167,15 +168,18 @@ def tail(
         # Tansu reports end offsets as the start of the newest batch + 1: "from the end"
         # is from the ends read. (Skipping what was stamped before the tail started hid
         # every new message of a publisher that stamps them with the article's date.)
-        # That read may take up to its 60 s (such a publisher that never pauses): a Ctrl-C
-        # meanwhile ends it at once, not after it (and its error).
+        # Such a publisher that never pauses gives that read no end: after ``ENDS_READ_S``
+        # the tail follows from the ends the broker reports (its newest batch shown again
+        # at most), where it failed after 60 s. A Ctrl-C meanwhile ends it at once.
         try:
-            ends = true_ends(settings, [topic], stopping=stop.is_set)
+            for tp, end in true_ends(settings, [topic], ENDS_READ_S, stop.is_set).items():
+                consumer.seek(tp, end)
         except ReadStopped:
             consumer.close()
             return 0
-        for tp, end in ends.items():
-            consumer.seek(tp, end)
+        except DrainError as exc:
+            logger.info("%s: following %s from the ends the broker reports", exc, topic)
+            consumer.seek_to_end(*assigned)
     else:
         consumer.seek_to_end(*assigned)
     # Followed from its new start after a restart, the embedded broker's topic holds what

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -298,3 +299,50 @@ def test_a_stop_while_the_tail_reads_where_the_topic_ends_ends_it_at_once(make_s
         publishing.clear()
         publisher.join(30)
     assert stop.is_set() and lines == []
+
+
+def test_a_tail_from_the_end_of_a_topic_that_never_pauses_follows_it(make_settings):
+    """A publisher that never pauses and stamps its messages earlier (an article's date)
+    gave the read of where the embedded broker's topic ends no end: the tail failed after
+    60 s ("could not read ... to its end") and never showed a message. It now follows from
+    the ends the broker reports once that read has taken ``ENDS_READ_S``."""
+    from newsflow.tail import ENDS_READ_S
+
+    settings = make_settings()
+    if not settings.kafka_embedded:
+        pytest.skip("only the embedded broker's ends are read (a Kafka's are exact)")
+    ensure_topics(settings)
+    stop, publishing, sent = threading.Event(), threading.Event(), [0]
+
+    def publish_steadily() -> None:
+        with Publisher(settings) as publisher:
+            while publishing.is_set():
+                publisher.send(settings.topic_raw, "k", json.dumps({"n": sent[0]}).encode(),
+                               timestamp_ms=int(time.time() * 1000) - 3_600_000)
+                publisher.flush()
+                sent[0] += 1
+                time.sleep(0.02)
+
+    lines: list[str] = []
+
+    def shown(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 20:
+            stop.set()
+
+    publishing.set()
+    publisher = threading.Thread(target=publish_steadily, daemon=True)
+    publisher.start()
+    try:
+        wait_for(lambda: sent[0] >= 5, 30, "the publisher's first messages")
+        began, first = time.monotonic(), sent[0]
+        assert tail(settings, settings.topic_raw, from_beginning=False, raw_json=True,
+                    out=shown, stop=stop) == 0
+    finally:
+        publishing.clear()
+        publisher.join(30)
+    assert len(lines) >= 20 and time.monotonic() - began < ENDS_READ_S + 30
+    # Followed from near the end: no message from before the tail's start but the
+    # broker's newest batch (one message a batch here, each flushed alone).
+    numbers = [json.loads(line)["n"] for line in lines]
+    assert numbers == sorted(numbers) and numbers[0] >= first - 1, numbers
