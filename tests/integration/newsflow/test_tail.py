@@ -264,6 +264,34 @@ def test_a_tail_from_the_end_shows_a_new_message_stamped_before_it_started(make_
             and line.startswith("2001-09-01 00:00:00 0@")], lines
 
 
+@contextmanager
+def publishing_steadily(settings, on_sent=lambda n: None) -> Iterator[list[int]]:
+    """A publisher to the raw topic that never pauses (a message every 20 ms, ``{"n": N}``)
+    and stamps its messages an hour back (an article's date), until the block ends; the
+    block begins once it has sent 5 and is given the count sent (``[n]``)."""
+    publishing, sent = threading.Event(), [0]
+
+    def publish() -> None:
+        with Publisher(settings) as publisher:
+            while publishing.is_set():
+                publisher.send(settings.topic_raw, "k", json.dumps({"n": sent[0]}).encode(),
+                               timestamp_ms=int(time.time() * 1000) - 3_600_000)
+                publisher.flush()
+                sent[0] += 1
+                on_sent(sent[0])
+                time.sleep(0.02)
+
+    publishing.set()
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: sent[0] >= 5, 30, "the publisher's first messages")
+        yield sent
+    finally:
+        publishing.clear()
+        thread.join(30)
+
+
 def test_a_stop_while_the_tail_reads_where_the_topic_ends_ends_it_at_once(make_settings):
     """With the embedded broker a tail from the end first reads where each partition
     really ends; a publisher that never pauses and stamps its messages earlier (an
@@ -274,30 +302,12 @@ def test_a_stop_while_the_tail_reads_where_the_topic_ends_ends_it_at_once(make_s
     if not settings.kafka_embedded:
         pytest.skip("only the embedded broker's ends are read (a Kafka's are exact)")
     ensure_topics(settings)
-    stop, publishing, sent = threading.Event(), threading.Event(), [0]
-
-    def publish_steadily() -> None:
-        with Publisher(settings) as publisher:
-            while publishing.is_set():
-                publisher.send(settings.topic_raw, "k", b'{"n": 1}',
-                               timestamp_ms=int(time.time() * 1000) - 3_600_000)
-                publisher.flush()
-                sent[0] += 1
-                if sent[0] == 50:  # (the tail has started its read, or is about to)
-                    stop.set()
-                time.sleep(0.02)
-
-    publishing.set()
-    publisher = threading.Thread(target=publish_steadily, daemon=True)
-    publisher.start()
-    try:
-        wait_for(lambda: sent[0] >= 5, 30, "the publisher's first messages")
+    stop = threading.Event()
+    with publishing_steadily(settings, on_sent=lambda n: n == 50 and stop.set()):
+        # (At the 50th message the tail has started its read, or is about to.)
         lines: list[str] = []
         assert tail(settings, settings.topic_raw, from_beginning=False, raw_json=True,
                     out=lines.append, stop=stop) == 0
-    finally:
-        publishing.clear()
-        publisher.join(30)
     assert stop.is_set() and lines == []
 
 
@@ -312,17 +322,7 @@ def test_a_tail_from_the_end_of_a_topic_that_never_pauses_follows_it(make_settin
     if not settings.kafka_embedded:
         pytest.skip("only the embedded broker's ends are read (a Kafka's are exact)")
     ensure_topics(settings)
-    stop, publishing, sent = threading.Event(), threading.Event(), [0]
-
-    def publish_steadily() -> None:
-        with Publisher(settings) as publisher:
-            while publishing.is_set():
-                publisher.send(settings.topic_raw, "k", json.dumps({"n": sent[0]}).encode(),
-                               timestamp_ms=int(time.time() * 1000) - 3_600_000)
-                publisher.flush()
-                sent[0] += 1
-                time.sleep(0.02)
-
+    stop = threading.Event()
     lines: list[str] = []
 
     def shown(line: str) -> None:
@@ -330,17 +330,10 @@ def test_a_tail_from_the_end_of_a_topic_that_never_pauses_follows_it(make_settin
         if len(lines) == 20:
             stop.set()
 
-    publishing.set()
-    publisher = threading.Thread(target=publish_steadily, daemon=True)
-    publisher.start()
-    try:
-        wait_for(lambda: sent[0] >= 5, 30, "the publisher's first messages")
+    with publishing_steadily(settings) as sent:
         began, first = time.monotonic(), sent[0]
         assert tail(settings, settings.topic_raw, from_beginning=False, raw_json=True,
                     out=shown, stop=stop) == 0
-    finally:
-        publishing.clear()
-        publisher.join(30)
     assert len(lines) >= 20 and time.monotonic() - began < ENDS_READ_S + 30
     # Followed from near the end: no message from before the tail's start but the
     # broker's newest batch (one message a batch here, each flushed alone).
