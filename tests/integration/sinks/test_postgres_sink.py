@@ -580,7 +580,7 @@ def paused_through(settings: Settings, dsn: str, runner: SinkRunner,
         started = time.monotonic()
         wait_for(lambda: runner.failing, timeout_s=60, what=f"the sink to pause behind {what}")
         took = time.monotonic() - started
-        assert runner.metrics.paused.value() == 1
+        assert runner.metrics.paused.value(reason="storage") == 1
         time.sleep(hold_s)
         assert committed(settings) == 10, "offsets moved while nothing was written"
     finally:
@@ -785,7 +785,7 @@ def test_a_table_locked_by_another_session_pauses_the_sink_saying_so(
             with Publisher(settings, client_id="test-publisher") as publisher:
                 publisher.send(settings.topic_incidents, "i1", incident("i1", 1, [1]).to_bytes())
             wait_for(lambda: runner.failing, timeout_s=30, what="the sink to pause")
-            assert runner.metrics.paused.value() == 1
+            assert runner.metrics.paused.value(reason="storage") == 1
             assert committed(settings) == 0
             locker.close()
             wait_for(lambda: committed(settings) == 1, what="committed once the lock is gone")
