@@ -7,8 +7,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,6 +185,18 @@ def test_a_saved_cluster_state_that_storage_moved_past_is_not_taken(make_setting
     assert not after.cluster_state_file.exists()
 
 
+def noting_reads(reads: list[str], phase: list[str]) -> Callable[..., Any]:
+    """``sinks.store.read_window``, noting in ``reads`` at each read the phase it came in
+    (``phase[0]``, which the test moves on)."""
+    from sinks.store import read_window
+
+    def read(*args: Any) -> Any:
+        reads.append(phase[0])
+        return read_window(*args)
+
+    return read
+
+
 def fire_report(n: int, hours_ago: float) -> RawArticle:
     when = datetime.now(UTC) - timedelta(hours=hours_ago)  # (storage lists what is recent)
     return RawArticle(id=f"fire-{n}", url=f"https://example.org/fire-{n}",
@@ -210,7 +224,7 @@ def test_a_start_reads_storage_s_window_only_where_the_saved_stage_does_not_stan
     from processors.rebuild import read_view, storage_window_loader
     from processors.stage import IncidentStage, batch_output
     from processors.tables import StageTables
-    from sinks.store import make_sink, read_listing, read_window
+    from sinks.store import make_sink, read_listing
 
     settings = Settings(data_dir=tmp_path)  # (SQLite)
     config = cluster_config(settings)
@@ -233,11 +247,8 @@ def test_a_start_reads_storage_s_window_only_where_the_saved_stage_does_not_stan
         saved = saved_stage.take(settings.cluster_state_file, config, saved_stage.code_identity())
         phase = ["ahead"]
 
-        def read_observed(*args):  # type: ignore[no-untyped-def]
-            windows.append(phase[0])
-            return read_window(*args)
-
-        loader = read_ahead(storage_window_loader(settings, read_observed), saved, lister)
+        loader = read_ahead(storage_window_loader(settings, noting_reads(windows, phase)),
+                            saved, lister)
         phase[0] = "at the rebuild"
         stage, _, _ = rebuilt_stage(tables, config, loader, saved, loader.listing())
         return stage, saved is not None and stage is saved.stage
@@ -300,7 +311,7 @@ def test_a_start_with_postgresql_down_waits_for_it_and_takes_the_saved_stage(
     from processors.stage import IncidentStage, batch_output
     from processors.tables import StageTables
     from sinks.postgres import PostgresSink
-    from sinks.store import read_listing, read_window
+    from sinks.store import read_listing
 
     settings = Settings(data_dir=tmp_path, sink="postgres", postgres_dsn=postgres_dsn)
     config = cluster_config(settings)
@@ -316,7 +327,7 @@ def test_a_start_with_postgresql_down_waits_for_it_and_takes_the_saved_stage(
         sink.close()
     save_at_stop(settings, stage, config, lister)
 
-    windows: list[int] = []
+    windows: list[str] = []
     waits: list[float] = []
 
     def storage_comes_back(seconds: float) -> None:
@@ -324,14 +335,11 @@ def test_a_start_with_postgresql_down_waits_for_it_and_takes_the_saved_stage(
         if len(waits) == 2:
             postgres_server.start()
 
-    def read_observed(*args):  # type: ignore[no-untyped-def]
-        windows.append(1)
-        return read_window(*args)
-
     postgres_server.stop()
     try:
         saved = saved_stage.take(settings.cluster_state_file, config, saved_stage.code_identity())
-        loader = read_ahead(storage_window_loader(settings, read_observed), saved,
+        loader = read_ahead(storage_window_loader(settings, noting_reads(windows, ["at the start"])),
+                            saved,
                             partial(answered, settings, lister, storage_comes_back))
     finally:
         if len(waits) < 2:
