@@ -442,14 +442,20 @@ def describe_dsn(dsn: str) -> str:
 # the server's refusals, libpq's own of what the DSN demands and the server does not
 # give: SSL or GSSAPI encryption (sslmode=require of a server without SSL), a
 # certificate that does not verify or is for another host name, a certificate or key
-# file it cannot use, channel binding, an authentication method (require_auth). (Not
-# "SSL error" as such: a connection cut mid-handshake says it too.)
+# file it cannot use, channel binding, an authentication method (require_auth). And a
+# server's refusal of the client certificate the DSN gives (or of none): its own
+# ("connection requires a valid client certificate", of pg_hba's cert or clientcert),
+# or its TLS alert on one it does not verify ("tlsv1 alert unknown ca", "ssl/tls alert
+# certificate expired", "sslv3 alert bad certificate": OpenSSL's names vary by version).
+# (Not "SSL error" as such: a connection cut mid-handshake says it too.)
 _SETTING_MESSAGES = re.compile(
     r"authentication failed|no pg_hba\.conf entry|(role|database) \".*\" does not exist"
     r"|is not permitted to log in|permission denied for database|no password supplied"
     r"|but SSL was required|GSSAPI encryption, but it was required|certificate verify failed"
     r"|does not match host name|certificate file|private key file|channel binding required"
-    r"|authentication method requirement"
+    r"|authentication method requirement|requires a valid client certificate"
+    r"|alert (unknown ca|bad certificate|unsupported certificate"
+    r"|certificate (expired|revoked|required|unknown))"
 )
 
 

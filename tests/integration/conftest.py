@@ -120,3 +120,73 @@ def started_server(root: Path | None = None,
 def postgres_dsn(postgres_server: PostgresServer) -> str:
     """A fresh, empty database on the session server."""
     return postgres_server.create_database()
+
+
+def make_certificate(folder: Path, name: str, subject: str, *, signed_by: str | None = None,
+                     days: int = 1, extensions: str = "") -> None:
+    """``folder``/``name``.crt and .key: a certificate for ``subject`` (its CN), signed by
+    itself, or by the certificate and key ``signed_by`` names in ``folder``; valid for
+    ``days`` (-1: expired since yesterday); ``extensions``: openssl's lines for it
+    (``extendedKeyUsage=serverAuth``). Skips the test when openssl is not installed."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (it makes the test's certificates)")
+    crt, key = folder / f"{name}.crt", folder / f"{name}.key"
+    new_key = ["-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={subject}", "-keyout", str(key)]
+    if signed_by is None:
+        steps = [[openssl, "req", "-x509", *new_key, "-days", str(days), "-out", str(crt)]]
+    else:
+        request, more = folder / f"{name}.csr", folder / f"{name}.ext"
+        more.write_text(extensions + "\n")
+        steps = [[openssl, "req", *new_key, "-out", str(request)],
+                 [openssl, "x509", "-req", "-in", str(request), "-CA", str(folder / f"{signed_by}.crt"),
+                  "-CAkey", str(folder / f"{signed_by}.key"), "-CAcreateserial",
+                  "-days", str(days), "-extfile", str(more), "-out", str(crt)]]
+    for step in steps:
+        subprocess.run(step, check=True, capture_output=True)
+    key.chmod(0o600)  # (libpq and PostgreSQL refuse a key others may read)
+
+
+def own_for_server(folder: Path) -> None:
+    """``folder`` and its files the server's, as it runs as the postgres user when the
+    tests run as root (see ``PostgresServer``)."""
+    if os.geteuid() == 0:
+        for path in (folder, *folder.iterdir()):
+            shutil.chown(path, "postgres", "postgres")
+
+
+@pytest.fixture(scope="session")
+def client_certificate_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL that takes a TCP connection only over SSL with a client certificate
+    its certificate authority (``ca``) signed for the user (pg_hba ``hostssl ... cert``).
+    Its folder ``certs`` holds certificates and keys for the user postgres: ``postgres``
+    (the one it takes), ``stranger`` (another authority's), ``expired``, ``server_only``
+    (signed for a server's use, not a client's)."""
+    root = Path(tempfile.mkdtemp(prefix="newsflow-pg-cert-"))
+    certs = root / "certs"
+    certs.mkdir()
+    make_certificate(certs, "ca", "newsflow-ca")
+    make_certificate(certs, "other_ca", "newsflow-other-ca")
+    make_certificate(certs, "server", "newsflow-server", signed_by="ca")
+    make_certificate(certs, "postgres", "postgres", signed_by="ca")
+    make_certificate(certs, "stranger", "postgres", signed_by="other_ca")
+    make_certificate(certs, "expired", "postgres", signed_by="ca", days=-1)
+    make_certificate(certs, "server_only", "postgres", signed_by="ca",
+                     extensions="extendedKeyUsage=serverAuth")
+    own_for_server(certs)
+    hba = root / "pg_hba.conf"
+    hba.write_text("local all all trust\nhostssl all all 127.0.0.1/32 cert\n")
+    own_for_server(root)
+    settings = ("ssl=on", f"ssl_cert_file={certs / 'server.crt'}",
+                f"ssl_key_file={certs / 'server.key'}", f"ssl_ca_file={certs / 'ca.crt'}",
+                f"hba_file={hba}")
+    with started_server(root, settings) as server:
+        yield server
+
+
+def client_certificate_dsn(server: PostgresServer, certificate: str) -> str:
+    """A DSN of ``server`` (``client_certificate_server``) giving the client certificate
+    ``certificate`` of its folder (one not there: none)."""
+    certs = server.root / "certs"
+    return (f"{server.dsn()}?sslmode=require&sslcert={certs / certificate}.crt"
+            f"&sslkey={certs / certificate}.key")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import string
-import subprocess
 import tempfile
 import threading
 import time
@@ -26,7 +23,13 @@ from sinks.commands import register
 from sinks.postgres import MIGRATIONS
 from sinks.runner import Backoff, SinkRunner
 from sinks.store import make_sink, open_store
-from tests.integration.conftest import PostgresServer, started_server
+from tests.integration.conftest import (
+    PostgresServer,
+    client_certificate_dsn,
+    make_certificate,
+    own_for_server,
+    started_server,
+)
 from tests.records import (
     MERGE_STEPS,
     NOW,
@@ -1134,22 +1137,12 @@ def ssl_server() -> Iterator[PostgresServer]:
     """A PostgreSQL that speaks SSL, with a certificate for the name "newsflow-server"
     signed by itself; its folder ``certs`` holds it (server.crt) and another
     certificate and key (other.crt, other.key)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed (it makes the test's certificates)")
     root = Path(tempfile.mkdtemp(prefix="newsflow-pg-ssl-"))
     certs = root / "certs"
     certs.mkdir()
     for name in ("server", "other"):
-        subprocess.run(
-            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-             "-subj", f"/CN=newsflow-{name}", "-keyout", str(certs / f"{name}.key"),
-             "-out", str(certs / f"{name}.crt")],
-            check=True, capture_output=True,
-        )
-    if os.geteuid() == 0:  # (the server runs as the postgres user: see conftest)
-        for path in (certs, *certs.iterdir()):
-            shutil.chown(path, "postgres", "postgres")
+        make_certificate(certs, name, f"newsflow-{name}")
+    own_for_server(certs)
     settings = ("ssl=on", f"ssl_cert_file={certs / 'server.crt'}",
                 f"ssl_key_file={certs / 'server.key'}")
     with started_server(root, settings) as server:
@@ -1178,6 +1171,22 @@ def test_a_certificate_that_will_not_do_ends_the_sink_at_start(
     dsn = f"{ssl_server.dsn()}?{query.format(certs=certs)}"
     message = stop_at_start(make_settings(sink="postgres", postgres_dsn=dsn))
     assert f"127.0.0.1 port {ssl_server.port}" in message
+
+
+@pytest.mark.parametrize("certificate", ["none", "stranger", "expired", "server_only"])
+def test_a_client_certificate_the_server_refuses_ends_the_sink_at_start(
+    make_settings, client_certificate_server: PostgresServer, certificate: str
+) -> None:
+    """A server that asks for a client certificate and refuses the DSN's (or its lack):
+    "connection requires a valid client certificate", or its TLS alert ("tlsv1 alert
+    unknown ca", "ssl/tls alert certificate expired", "... unsupported certificate") was
+    taken for an outage, the sink waiting for ever. It is the DSN's setting."""
+    # The same server takes its own authority's certificate for the user.
+    with psycopg.connect(client_certificate_dsn(client_certificate_server, "postgres")):
+        pass
+    dsn = client_certificate_dsn(client_certificate_server, certificate)
+    message = stop_at_start(make_settings(sink="postgres", postgres_dsn=dsn))
+    assert f"127.0.0.1 port {client_certificate_server.port}" in message
 
 
 def test_a_database_down_at_start_is_waited_for_and_said_at_start(
