@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from newsflow.logs import configure_logging
 from newsflow.processes import exit_when_orphaned
 from newsflow.settings import Settings, log_level_name, unknown_variables
-from newsflow.storage import SchemaOutdated, StoreMisconfigured, store_setting
+from newsflow.storage import setting_hint
 from processors.compiled import running_snapshot, snapshot_problem
 
 # Why this process left a stale compiled build: set for the process it runs again as.
@@ -198,12 +198,10 @@ def _setting_hint(exc: Exception, settings: Settings) -> str:
         folder = settings.data_dir.absolute()
         if Path(os.fsdecode(exc.filename)).absolute() in (folder, *folder.parents):
             return f" (the data folder {folder} cannot be made: check NEWSFLOW_DATA_DIR)"
-    if isinstance(exc, StoreMisconfigured) and not isinstance(exc, SchemaOutdated) \
-            and store_setting(settings) not in str(exc):
+    if hint := setting_hint(exc, settings):
         # (A refused password, a database that is not there: `db upgrade` and the sink
-        # named the setting to change, the read commands did not. An older schema is
-        # no setting's fault: its message says to upgrade.)
-        return f" (check {store_setting(settings)})"
+        # named the setting to change, the read commands did not.)
+        return hint
     if "Unable to bootstrap from" not in str(exc):
         return ""
     if settings.kafka_embedded:

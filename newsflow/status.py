@@ -211,7 +211,7 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
     """The status of the service on ``settings``' data folder, given its runfile (None
     when no `newsflow run` runs there), the pid of one that holds the folder and has not
     written it yet (``starting``), and how to count what storage holds."""
-    from newsflow.storage import storage_errors, store_name
+    from newsflow.storage import setting_hint, storage_errors, store_name
 
     roles = [role_status(t) for t in running_textfiles(metrics_dir(settings.data_dir))
              if t.pid is None or uses_data_dir(t.pid, settings.data_dir)]
@@ -221,7 +221,8 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
     try:
         counts = store_counts(settings)
     except storage_errors() as exc:
-        storage_error = str(exc)
+        # (A setting at fault named as the read commands name it: waiting will not mend it.)
+        storage_error = f"{exc}{setting_hint(exc, settings)}"
     running = runfile is not None or starting is not None
     pid = runfile.get("pid") if runfile is not None else starting
     # (A `run` still starting may have no broker yet; roles run apart have the settings'.)

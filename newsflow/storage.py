@@ -92,6 +92,22 @@ def store_setting(settings: Settings) -> str:
     return "NEWSFLOW_JSONL_PATH" if settings.jsonl_path else "NEWSFLOW_DATA_DIR"
 
 
+def setting_to_check(exc: Exception, settings: Settings) -> str | None:
+    """The setting to change when ``exc`` says a setting makes storage unusable (a
+    database that is not there, a refused password or client certificate: waiting will
+    not mend it); None for anything else, an older schema too (an upgrade mends that)."""
+    if isinstance(exc, StoreMisconfigured) and not isinstance(exc, SchemaOutdated):
+        return store_setting(settings)
+    return None
+
+
+def setting_hint(exc: Exception, settings: Settings) -> str:
+    """``exc``'s ' (check SETTING)', to follow its message, when a setting is at fault
+    (``setting_to_check``) and the message does not name it already; else ""."""
+    setting = setting_to_check(exc, settings)
+    return f" (check {setting})" if setting is not None and setting not in str(exc) else ""
+
+
 class PlacedArticle(NamedTuple):
     """An article storage holds in an incident, without its text: what a rebuild orders the
     window by before it reads the text (``Store.articles``) a chunk at a time."""

@@ -37,7 +37,14 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
 from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
-from newsflow.storage import SchemaOutdated, StoreNotAnswering, storage_errors, store_name
+from newsflow.storage import (
+    SchemaOutdated,
+    StoreNotAnswering,
+    setting_hint,
+    setting_to_check,
+    storage_errors,
+    store_name,
+)
 from newsflow.text import counted, noun, plain
 from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
 from sinks.jsonl import SearchUnsupported
@@ -379,6 +386,13 @@ def needs_upgrade(exc: SchemaOutdated) -> str:
     held = ("it has no newsflow tables yet" if exc.found == 0
             else f"its schema is version {exc.found}")
     return f"needs `newsflow db upgrade`: {held}, this newsflow reads version {exc.needed}"
+
+
+def set_wrong(setting: str) -> str:
+    """What a request is told of a store a setting makes unusable (a database that is not
+    there, a refused password or client certificate): the setting, not "unavailable",
+    which sent an operator to a database that was up. (Not why: the log has that.)"""
+    return f"not usable as configured: check {setting}"
 
 
 def busy_errors() -> tuple[type[Exception], ...]:
@@ -792,8 +806,12 @@ class Handler(BaseHTTPRequestHandler):
         except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)
             self.server.stores.reset()  # reopened on the next request (the database may move)
-            message = (f"storage {needs_upgrade(exc)}" if isinstance(exc, SchemaOutdated)
-                       else "storage unavailable")
+            if isinstance(exc, SchemaOutdated):
+                message = f"storage {needs_upgrade(exc)}"
+            elif setting := setting_to_check(exc, self.server.settings):
+                message = f"storage {set_wrong(setting)}"
+            else:
+                message = "storage unavailable"
             self._error(503, message, api=path.startswith("/api/"))
         except Exception:
             # A fault of ours (or a stored row we cannot read), not of the storage: the
@@ -847,6 +865,10 @@ class Handler(BaseHTTPRequestHandler):
             elif isinstance(exc, StoreNotAnswering):
                 logger.info("readiness: %s", exc)
                 answer = f"not ready: {store} is not answering: {exc.why}"
+            elif setting := setting_to_check(exc, self.server.settings):
+                logger.warning("readiness: %s%s", exc, setting_hint(exc, self.server.settings))
+                self.server.stores.reset()
+                answer = f"not ready: {store} is {set_wrong(setting)}"
             elif isinstance(exc, storage_errors()):
                 logger.info("readiness: store unavailable: %s", exc)
                 self.server.stores.reset()

@@ -241,3 +241,23 @@ def test_status_says_a_broker_that_does_not_answer_and_goes_on(tmp_path) -> None
                             kafka_bootstrap=f"127.0.0.1:{silent.getsockname()[1]}")
         waiting = dead_letters_waiting(settings, timeout_s=1.0)
     assert (waiting.count, waiting.error) == (None, "the broker did not answer in 1 s"), waiting
+
+
+def test_status_names_the_setting_of_a_postgres_database_that_is_not_there(
+    tmp_path, postgres_server
+) -> None:
+    """A DSN naming a database that is not there: the sink, the read commands and the
+    page name NEWSFLOW_POSTGRES_DSN as the setting to change; status gave only libpq's
+    words, as of storage that is down."""
+    from newsflow.settings import settings_env
+
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres",
+                        postgres_dsn=postgres_server.dsn("no_such_db"))  # type: ignore[arg-type]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+    done = subprocess.run([sys.executable, "-m", "newsflow.cli", "status", "--json"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    report = json.loads(done.stdout)
+    assert report["storage_error"].endswith(
+        'database "no_such_db" does not exist (check NEWSFLOW_POSTGRES_DSN)'), report
+    assert f"storage: {report['storage_error']}" in report["problems"], report

@@ -36,6 +36,7 @@ from sinks.sqlite import SQLiteSink
 from sinks.store import make_sink
 from sinks.web import Handler, NewsflowServer, make_server
 from tests.conftest import wait_for
+from tests.integration.conftest import client_certificate_dsn
 from tests.records import (
     moved_on,
     older_database,
@@ -228,6 +229,39 @@ def test_readiness_names_the_store_without_the_drivers_error_or_the_password(
     assert "secretpw" not in body and "connection" not in body
     assert "not a valid connection string" in caplog.text  # the log says why
     assert "secretpw" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("refused", "why"),
+    [("database", 'database "no_such_db" does not exist'),
+     ("client certificate", "alert unknown ca")],
+)
+def test_the_page_and_readiness_name_a_postgres_setting_that_is_wrong(
+    tmp_path: Path, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture,
+    refused: str, why: str,
+) -> None:
+    """A DSN naming a database that is not there, or a client certificate the server
+    refuses: the sink stops at its start naming NEWSFLOW_POSTGRES_DSN, but the page, the
+    API and /readyz said "storage unavailable", sending an operator to a database that
+    was up. They name the setting now (the log says why)."""
+    if refused == "database":
+        dsn = request.getfixturevalue("postgres_server").dsn("no_such_db")
+    else:
+        dsn = client_certificate_dsn(request.getfixturevalue("client_certificate_server"),
+                                     "stranger")
+    settings = Settings(data_dir=tmp_path / "var", sink="postgres", postgres_dsn=dsn,
+                        web_port=0)
+    told = "not usable as configured: check NEWSFLOW_POSTGRES_DSN"
+    with serving(settings) as srv, caplog.at_level("INFO"):
+        assert get(srv.url + "api/incidents") == (
+            503, "application/json", json.dumps({"error": f"storage {told}"}))
+        status, _, page = get(srv.url)
+        assert status == 503 and f"<h1>Storage {told}</h1>" in page
+        assert get(srv.url + "readyz") == (
+            503, "text/plain; charset=utf-8",
+            f"not ready: the PostgreSQL database of NEWSFLOW_POSTGRES_DSN is {told}"
+            " (see the service log)\n")
+    assert why in caplog.text
 
 
 CONTROL_CHARACTER_ADDRESSES = [
