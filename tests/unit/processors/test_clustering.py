@@ -14,6 +14,7 @@ from processors.clustering import (
     _compact,
     _Facts,
     _Incident,
+    _likeliest_home,
     _pace_hours,
     _referenced_days,
 )
@@ -669,6 +670,45 @@ def test_the_pace_of_an_incident_is_the_mean_time_between_its_reports_within_bou
     assert _pace_hours(10 * 24 * hour, 3, 2.0) == 24.0  # days apart: a day, as before
     assert _pace_hours(0.0, 1, 2.0) == 24.0  # one report has no pace yet
     assert _pace_hours(36 * hour, 4, 0.0) == 24.0  # off
+
+
+def _after_a_hearing(title: str, config: ClusterConfig | None = None) -> Explanation:
+    """The explanation of headline ``title`` after six headlines of a governor's hearing
+    and one of a side story of it, minutes apart."""
+    c = IncidentClusterer(config)
+    hearing = ("Carney grilled by MPs over forex rigging claims",
+               "Bank of England governor Carney faces MPs on forex scandal",
+               "Carney tells MPs forex scandal could be worse than Libor",
+               "Forex probe: Carney promises ruthless inquiry at Bank of England",
+               "MPs question Carney on Bank of England forex oversight",
+               "Carney: Bank of England staff may face forex questions",
+               "Carney says RBS may have to leave an independent Scotland")
+    for n, headline in enumerate(hearing):
+        c.add(art(f"hearing-{n}", (headline, ""), n / 60))
+    return c.add(art("late", (title, ""), len(hearing) / 60)).explanation
+
+
+def test_a_report_fitting_two_stories_about_as_well_joins_the_one_with_more_reports():
+    both = "Carney tells of forex scandal worse than Libor, RBS may leave"
+    # On words alone the side story (one report) scores 1.870, the hearing (six) 1.601;
+    # with 0.2 * ln(6) = 0.358 for its six reports the hearing is the likelier home.
+    alone = _after_a_hearing(both, ClusterConfig(w_size_rank=0.0))
+    assert alone.decision == "joined" and alone.score == pytest.approx(1.870, abs=1e-3)
+    sized = _after_a_hearing(both)
+    assert sized.decision == "joined" and sized.score == pytest.approx(1.601, abs=1e-3)
+    assert sized.detail["smaller_incident_score"] == alone.score  # the explanation says why
+    # A report clearly of the side story still joins it.
+    side = _after_a_hearing("Carney: RBS may leave an independent Scotland")
+    assert side.score > sized.score and "smaller_incident_score" not in side.detail
+    assert "rbs" in side.shared_terms  # (the hearing has no such word)
+
+
+def test_the_likeliest_home_weighs_a_story_by_its_size():
+    # 2.9 + 0.2 * ln(2) = 3.039 beats 3.0 + 0.2 * ln(1); 2.8 + 0.139 does not.
+    assert _likeliest_home([3.0, 2.9], [1, 2], 0.2) == 1
+    assert _likeliest_home([3.0, 2.8], [1, 2], 0.2) == 0
+    assert _likeliest_home([1.0, 1.0], [4, 4], 0.2) == 0  # a tie: the better-scored first
+    assert _likeliest_home([3.0, 2.9], [1, 2], 0.0) == 0  # off: the score alone
 
 
 def test_dates_mentioned_are_read_relative_to_the_article():
