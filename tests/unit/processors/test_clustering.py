@@ -14,6 +14,8 @@ from processors.clustering import (
     _compact,
     _Facts,
     _Incident,
+    _likeliest_home,
+    _pace_hours,
     _referenced_days,
 )
 from processors.features import dates
@@ -616,6 +618,97 @@ def test_a_court_stage_headline_without_a_body_is_not_said_to_be_relieved():
                     for config in (None, ClusterConfig(follow_up_time_relief=0.0))]
     assert explanations[0].score == explanations[1].score
     assert "court_follow_up" not in explanations[0].detail
+
+
+def _after_a_recall(title: str, gap_hours: float, spacing_hours: float,
+                    config: ClusterConfig | None = None) -> Explanation:
+    """The explanation of headline ``title``, ``gap_hours`` after the last of three headlines
+    of a recall published ``spacing_hours`` apart (an unrelated story between them)."""
+    c = IncidentClusterer(config)
+    recall = ("Acme recalls blenders over fire risk",
+              "Acme blender recall: fire risk prompts action",
+              "Fire risk forces Acme to recall 2 million blenders")
+    for n, headline in enumerate(recall):
+        c.add(art(f"recall-{n}", (headline, ""), n * spacing_hours))
+        c.add(art(f"other-{n}", (("Riverton council approves school budget",
+                                  "Chile earthquake shakes Iquique",
+                                  "Springfield warehouse fire injures two")[n], ""),
+                  n * spacing_hours + 0.01))
+    return c.add(art("late", (title, ""), 2 * spacing_hours + gap_hours)).explanation
+
+
+def test_a_story_told_in_minutes_counts_a_later_gap_in_its_own_pace():
+    days = ClusterConfig(pace_min_hours=0.0)
+    widened = "Acme blender recall widens after new fire reports"
+    # Reports 6 minutes apart: the 30 hours since the last are counted in 2-hour steps (the
+    # least pace), not in days: log1p(30 / 2) - log1p(30 / 24) more of the time weight.
+    paced = _after_a_recall(widened, 30, 0.1)
+    more = ClusterConfig().headline_time * (math.log1p(15) - math.log1p(30 / 24))
+    assert _after_a_recall(widened, 30, 0.1, days).score - paced.score == pytest.approx(
+        more, abs=1e-3)  # (scores are shown to 4 places)
+    assert paced.decision == "joined"  # still the story: most of its words
+    assert paced.detail["pace_hours"] == 2.0  # the explanation says how the gap was counted
+    # A report sharing less, a day after the burst: another story, no longer joined to it.
+    toasters = "Acme recalls toasters too"
+    assert _after_a_recall(toasters, 30, 0.1, days).decision == "joined"
+    assert _after_a_recall(toasters, 30, 0.1).decision == "new"
+
+
+def test_a_story_told_over_days_counts_a_gap_in_days():
+    toasters = "Acme recalls toasters too"
+    # Reports 30 hours apart: a gap of 30 hours is counted in days, as without a pace.
+    slow = _after_a_recall(toasters, 30, 30)
+    assert slow == _after_a_recall(toasters, 30, 30, ClusterConfig(pace_min_hours=0.0))
+    assert slow.decision == "joined"
+    assert "pace_hours" not in slow.detail
+
+
+def test_the_pace_of_an_incident_is_the_mean_time_between_its_reports_within_bounds():
+    hour = 3600.0
+    assert _pace_hours(36 * hour, 4, 2.0) == 12.0  # 3 gaps of 12 hours
+    assert _pace_hours(0.2 * hour, 3, 2.0) == 2.0  # minutes apart: the least pace
+    assert _pace_hours(10 * 24 * hour, 3, 2.0) == 24.0  # days apart: a day, as before
+    assert _pace_hours(0.0, 1, 2.0) == 24.0  # one report has no pace yet
+    assert _pace_hours(36 * hour, 4, 0.0) == 24.0  # off
+
+
+def _after_a_hearing(title: str, config: ClusterConfig | None = None) -> Explanation:
+    """The explanation of headline ``title`` after six headlines of a governor's hearing
+    and one of a side story of it, minutes apart."""
+    c = IncidentClusterer(config)
+    hearing = ("Carney grilled by MPs over forex rigging claims",
+               "Bank of England governor Carney faces MPs on forex scandal",
+               "Carney tells MPs forex scandal could be worse than Libor",
+               "Forex probe: Carney promises ruthless inquiry at Bank of England",
+               "MPs question Carney on Bank of England forex oversight",
+               "Carney: Bank of England staff may face forex questions",
+               "Carney says RBS may have to leave an independent Scotland")
+    for n, headline in enumerate(hearing):
+        c.add(art(f"hearing-{n}", (headline, ""), n / 60))
+    return c.add(art("late", (title, ""), len(hearing) / 60)).explanation
+
+
+def test_a_report_fitting_two_stories_about_as_well_joins_the_one_with_more_reports():
+    both = "Carney tells of forex scandal worse than Libor, RBS may leave"
+    # On words alone the side story (one report) scores 1.870, the hearing (six) 1.601;
+    # with 0.2 * ln(6) = 0.358 for its six reports the hearing is the likelier home.
+    alone = _after_a_hearing(both, ClusterConfig(w_size_rank=0.0))
+    assert alone.decision == "joined" and alone.score == pytest.approx(1.870, abs=1e-3)
+    sized = _after_a_hearing(both)
+    assert sized.decision == "joined" and sized.score == pytest.approx(1.601, abs=1e-3)
+    assert sized.detail["smaller_incident_score"] == alone.score  # the explanation says why
+    # A report clearly of the side story still joins it.
+    side = _after_a_hearing("Carney: RBS may leave an independent Scotland")
+    assert side.score > sized.score and "smaller_incident_score" not in side.detail
+    assert "rbs" in side.shared_terms  # (the hearing has no such word)
+
+
+def test_the_likeliest_home_weighs_a_story_by_its_size():
+    # 2.9 + 0.2 * ln(2) = 3.039 beats 3.0 + 0.2 * ln(1); 2.8 + 0.139 does not.
+    assert _likeliest_home([3.0, 2.9], [1, 2], 0.2) == 1
+    assert _likeliest_home([3.0, 2.8], [1, 2], 0.2) == 0
+    assert _likeliest_home([1.0, 1.0], [4, 4], 0.2) == 0  # a tie: the better-scored first
+    assert _likeliest_home([3.0, 2.9], [1, 2], 0.0) == 0  # off: the score alone
 
 
 def test_dates_mentioned_are_read_relative_to_the_article():
