@@ -288,6 +288,13 @@ def explain(explanation: object, held_in: str | None = None) -> str:
         parts.append(f"{_span(e.detail['named_day_gap_hours'])} from the day or month it names")
     if "court_follow_up" in e.detail:
         parts.append("a court stage: the gap weighed less")
+    if "pace_hours" in e.detail:
+        # (The clusterer counts a gap in the incident's own pace when its reports came faster.)
+        parts.append(f"its reports came every {_span(e.detail['pace_hours'])}: the gap "
+                     "weighed in that pace, not in days")
+    if "smaller_incident_score" in e.detail:
+        parts.append(f"taken over a smaller incident that scored "
+                     f"{e.detail['smaller_incident_score']:.2f}: the story with more reports")
     parts.extend(said for fact, said in _FACTS.items() if e.detail.get(fact))
     if e.candidates and e.decision in ("joined", "merged"):  # a duplicate has its original
         parts.append(counted(e.candidates, "candidate", "candidates"))

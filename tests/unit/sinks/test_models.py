@@ -50,6 +50,16 @@ def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> N
             " weighed less") in explain(court)
 
 
+def test_an_explanation_says_the_pace_a_gap_was_counted_in_and_a_smaller_incident_passed_over():
+    # (The clusterer records both in ``detail``; the why line left them out.)
+    why = Explanation(decision="joined", score=0.8, threshold=-2.0, time_gap_hours=30.0,
+                      detail={"pace_hours": 2.5, "smaller_incident_score": 1.234})
+    assert explain(why) == (
+        "joined; score 0.80 vs threshold -2.00; 30.0 h apart; its reports came every 2.5 h: "
+        "the gap weighed in that pace, not in days; taken over a smaller incident that scored "
+        "1.23: the story with more reports")
+
+
 def test_an_explanation_says_when_there_were_too_few_words_to_compare() -> None:
     why = Explanation(decision="new", detail={"scoring_terms": 1.0})
     assert explain(why) == "new; too few terms to compare (1)"
