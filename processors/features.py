@@ -363,8 +363,9 @@ def _token_info(tok: str) -> TokenInfo | None:
     """(term, has a digit, hyphen parts, capitalised, all capitals) of a raw token, or
     None for a stopword."""
     infos = _TOKEN_INFOS
-    if tok in infos:
-        return infos[tok]
+    info = infos.get(tok)
+    if info is not None or tok in infos:  # (one lookup for a known word not a stopword)
+        return info
     if len(infos) >= _TOKEN_INFOS_MAX:
         infos.clear()
     info = infos[tok] = _classify(tok)
@@ -596,7 +597,9 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         infos = _TOKEN_INFOS
         # (No bound-method aliases such as ``tf.get``: compiled, the direct calls are faster.)
         for tok, n in counts.items():
-            info = infos[tok] if tok in infos else _token_info(tok)
+            info = infos.get(tok)  # (``_token_info``, inlined)
+            if info is None and tok not in infos:
+                info = _token_info(tok)
             if info is None or (foreign and tok.lower() in foreign):
                 continue
             term, digit, parts, cap, caps = info
