@@ -90,10 +90,12 @@ _EDGE_PUNCTUATION: Final = "\"'()[]{}<>.,;:!?*&%$#@/\\|_+=~^`“”‘’«»—
 _DIGIT = re.compile(r"\d")
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")  # a number written with separators
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^\W_][\w'’.\-]*)")
-# The same, split in two so that the scan can skip ahead to candidate characters: the text's
-# first word, then the words after sentence ends and line breaks (see ``_sentence_starts``).
+# The same for the text's first word; the words after sentence ends and line breaks are read
+# without a regex (``_after_breaks``), by its parts:
 _TEXT_START = re.compile(r"[\"“‘'(]?([^\W_][\w'’.\-]*)")
-_AFTER_BREAK = re.compile(r"[.!?\n](?:(?<=\n)\s*|(?<=[.!?])[\"”’')]?\s+)[\"“‘'(]?([^\W_][\w'’.\-]*)")
+_SENTENCE_CLOSERS: Final = "\"”’')"  # between a sentence end and the space after it
+_SENTENCE_OPENERS: Final = "\"“‘'("  # before a sentence's first word
+_WORD_JOINERS: Final = "_'’.-"  # in a word after its first letter or digit, as letters are
 # Two capitalised words in a row: a person's or place's full name ("Rico Doyle"), far more
 # telling than either word alone. Runs of capitalised words, split into pairs.
 # (``[A-Z](?<!\w[A-Z])`` is ``\b[A-Z]`` written so that the regex engine can skip ahead to
@@ -254,8 +256,50 @@ def _sentence_starts(text: str) -> list[str]:
     """``_SENTENCE_START.findall(text)``, faster."""
     first = _TEXT_START.match(text)
     if first is None:
-        return _AFTER_BREAK.findall(text)
-    return [first.group(1), *_AFTER_BREAK.findall(text, first.end())]
+        return _after_breaks(text, 0)
+    return [first.group(1), *_after_breaks(text, first.end())]
+
+
+def _after_breaks(text: str, pos: int) -> list[str]:
+    """The words ``_SENTENCE_START`` finds after sentence ends and line breaks, from
+    ``pos`` on. A break's place is found by ``str.find`` and the word after it read
+    character by character: the regex engine tested each character of the text for a
+    break, and a call to it for each break found cost more than the reading. As the
+    regex, a sentence end needs a space after it (after a closing quote or not), a line
+    break none; then an opening quote may come, then the word; the next break is looked
+    at after the word."""
+    breaks: list[int] = []
+    for mark in ".!?\n":
+        at = text.find(mark, pos)
+        while at >= 0:
+            breaks.append(at)
+            at = text.find(mark, at + 1)
+    breaks.sort()
+    words: list[str] = []
+    end = pos
+    n = len(text)
+    for at in breaks:
+        if at < end:
+            continue  # (inside the last word: "U.S.")
+        i = at + 1
+        if text[at] != "\n":
+            if i < n and text[i] in _SENTENCE_CLOSERS:
+                i += 1
+            if i >= n or not text[i].isspace():
+                continue
+        while i < n and text[i].isspace():
+            i += 1
+        if i < n and text[i] in _SENTENCE_OPENERS:
+            i += 1
+        if i >= n or not text[i].isalnum():
+            continue
+        start = i
+        i += 1
+        while i < n and (text[i].isalnum() or text[i] in _WORD_JOINERS):
+            i += 1
+        words.append(text[start:i])
+        end = i
+    return words
 
 
 def _is_titlecase(title_tokens: list[str]) -> bool:

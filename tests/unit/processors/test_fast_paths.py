@@ -31,6 +31,16 @@ TEXTS = [
 def test_sentence_starts_match_the_one_regex():
     for t in TEXTS:
         assert features._sentence_starts(t) == features._SENTENCE_START.findall(t), t
+    # Breaks where no match can start (a sentence end with no space after it, bare or
+    # after a closing quote), inside a word just matched ("U.S."), doubled, at the end.
+    rng = random.Random(7)
+    # Spaces and word characters beyond ASCII: the regex's ``\s`` and ``\w`` are Unicode's.
+    pieces = [".", "!", "?", "\n", "\n\n", " ", "\t", "\u00a0", "\u2003", "\u2028", "\x1c",
+              "\u200b", '"', "”", "’", "'", ")", "(", "“", "‘", "a", "B", "U.S.", "3.5", "x_y", "_",
+              "é", "٣", "²", "ǅ", "—", "...", "a.m.,", "7"]
+    for _ in range(5000):
+        t = "".join(rng.choices(pieces, k=rng.randint(0, 14)))
+        assert features._sentence_starts(t) == features._SENTENCE_START.findall(t), t
 
 
 def test_rewritten_regexes_match_their_word_boundary_forms():
