@@ -130,6 +130,8 @@ _STREET = re.compile(r"\d(?<!\w\d)\d{0,5}(?: block of| blk of)? ((?:[A-Z][\w'’
                      r"(?:Street|St|Avenue|Ave|Road|Rd|Drive|Dr|Boulevard|Blvd|Lane|Ln|Place|"
                      r"Pl|Court|Ct|Way|Parkway|Pkwy|Terrace|Ter|Highway|Hwy|Circle|Cir|Pike|"
                      r"Trail|Square)\b")
+_CAPITALS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ASCII_DIGITS: Final = "0123456789"
 _DIRECTIONS = frozenset("n n. s s. e e. w w. north south east west northeast northwest "
                         "southeast southwest ne nw se sw".split())
 _YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
@@ -536,15 +538,38 @@ def _street_matches(text: str) -> list[re.Match[str]]:
     if not text.isascii() and _DIGIT.search(beyond_ascii(text)):
         return list(_STREET.finditer(text))  # (digits of other scripts: rare)
     matches = []
-    for digit in "0123456789":
+    for digit in _ASCII_DIGITS:
         start = text.find(digit)
         while start >= 0:
-            if start == 0 or text[start - 1] not in "0123456789":
+            if _may_start_address(text, start):
                 m = _STREET.match(text, start)
                 if m is not None:
                     matches.append(m)
             start = text.find(digit, start + 1)
     return matches
+
+
+def _may_start_address(text: str, start: int) -> bool:
+    """Whether ``_STREET`` can match at ``start``, an ASCII digit of a text with no other
+    digits: not after a letter, digit or underscore, at most six digits, then a space and a
+    capital (a street's name) or "b" ("block of"). Most numbers are not (ages, times,
+    years, counts), and a regex call costs more than the test."""
+    if _after_word_character(text, start):
+        return False
+    end = start + 1
+    n = len(text)
+    while end < n and text[end] in _ASCII_DIGITS:
+        end += 1
+    return (end - start <= 6 and end + 1 < n and text[end] == " "
+            and (text[end + 1] in _CAPITALS or text[end + 1] == "b"))
+
+
+def _after_word_character(text: str, at: int) -> bool:
+    """Whether a letter, a digit or an underscore (a regex's ``\\w``) comes before ``at``."""
+    if at == 0:
+        return False
+    before = text[at - 1]
+    return before.isalnum() or before == "_"
 
 
 def streets(text: str) -> frozenset[str]:

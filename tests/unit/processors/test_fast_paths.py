@@ -173,6 +173,8 @@ STREET_TEXTS = [
     "12 St. Paul Street", "1234567 Main St", "123456 Main St", "٣ Main Street", "１２ Oak Road",
     "Ünal at 12 blk of Oak Rd", "5 and 6 Elm St", "(9 Elm Ct)", "_9 Elm Ct", "9_ Elm Ct",
     "49ers 9 Elm Ct", "2.5 Elm Ct", "10 O’Hara Way", "3 N. Lake Shore Dr.", "3 Elm Streets",
+    # Where a number starts no address: skipped before the regex is tried.
+    "12 blk of Oak Rd", "x_12 Main St", "é12 Main St", "12  Main St", "12 main St", "12,Elm St",
 ]
 
 
