@@ -153,6 +153,9 @@ DATE_TEXTS = [
     "last May 2014", "during March, 2013", "Sune 5 and Mune", "Juneteenth", "June 5June 6",
     "Dec. 32", "Octo 4", "October 4th, 1999,", "Early Jan 2", "in Augusta", "late August",
     "Nov 1st", "Janu 1", "Apr 31, 20155", "Ünal in June", "in ​June", "— in June 3 —",
+    # A month's letters that start no date.
+    "Marcus 5", "Mayor 3", "x_June 5", "éJune 5", "Sept.5", "Septemberx 5", "Jan ٣", "Jan ²",
+    "June  5", "Junes 5",
 ]
 
 
