@@ -730,10 +730,9 @@ class IncidentClusterer:
         if decay and ts is not None:
             dormant = self._dormant
             for inc_id, w in hits.items():
-                if inc_id in dormant:
-                    last = dormant[inc_id]
-                    if last is not None and ts > last:
-                        hits[inc_id] = w / (1.0 + decay * log1p((ts - last) / _DAY))
+                last = dormant.get(inc_id)  # (None too for one not dormant)
+                if last is not None and ts > last:
+                    hits[inc_id] = w / (1.0 + decay * log1p((ts - last) / _DAY))
         # Only incidents scoring at least the n-th best can rank among the n best.
         kth = sorted(hits.values(), reverse=True)[cfg.max_candidates - 1]
         ranked = sorted([(-w, incidents[inc].seq, inc) for inc, w in hits.items() if w >= kth])
@@ -762,10 +761,9 @@ class IncidentClusterer:
         dormant = self._dormant
         kept = []
         for inc_id in candidates:
-            if inc_id in dormant:
-                last = dormant[inc_id]
-                if last is not None and last < cutoff:
-                    continue
+            last = dormant.get(inc_id)  # (None too for one not dormant)
+            if last is not None and last < cutoff:
+                continue
             kept.append(inc_id)
         return kept
 

@@ -90,10 +90,12 @@ _EDGE_PUNCTUATION: Final = "\"'()[]{}<>.,;:!?*&%$#@/\\|_+=~^`“”‘’«»—
 _DIGIT = re.compile(r"\d")
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")  # a number written with separators
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^\W_][\w'’.\-]*)")
-# The same, split in two so that the scan can skip ahead to candidate characters: the text's
-# first word, then the words after sentence ends and line breaks (see ``_sentence_starts``).
+# The same for the text's first word; the words after sentence ends and line breaks are read
+# without a regex (``_after_breaks``), by its parts:
 _TEXT_START = re.compile(r"[\"“‘'(]?([^\W_][\w'’.\-]*)")
-_AFTER_BREAK = re.compile(r"[.!?\n](?:(?<=\n)\s*|(?<=[.!?])[\"”’')]?\s+)[\"“‘'(]?([^\W_][\w'’.\-]*)")
+_SENTENCE_CLOSERS: Final = "\"”’')"  # between a sentence end and the space after it
+_SENTENCE_OPENERS: Final = "\"“‘'("  # before a sentence's first word
+_WORD_JOINERS: Final = "_'’.-"  # in a word after its first letter or digit, as letters are
 # Two capitalised words in a row: a person's or place's full name ("Rico Doyle"), far more
 # telling than either word alone. Runs of capitalised words, split into pairs.
 # (``[A-Z](?<!\w[A-Z])`` is ``\b[A-Z]`` written so that the regex engine can skip ahead to
@@ -128,6 +130,8 @@ _STREET = re.compile(r"\d(?<!\w\d)\d{0,5}(?: block of| blk of)? ((?:[A-Z][\w'’
                      r"(?:Street|St|Avenue|Ave|Road|Rd|Drive|Dr|Boulevard|Blvd|Lane|Ln|Place|"
                      r"Pl|Court|Ct|Way|Parkway|Pkwy|Terrace|Ter|Highway|Hwy|Circle|Cir|Pike|"
                      r"Trail|Square)\b")
+_CAPITALS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ASCII_DIGITS: Final = "0123456789"
 _DIRECTIONS = frozenset("n n. s s. e e. w w. north south east west northeast northwest "
                         "southeast southwest ne nw se sw".split())
 _YEAR = re.compile(r"^(?:19[5-9]\d|20[0-4]\d)$")
@@ -152,7 +156,6 @@ _MONTH_NAMES: Final = frozenset(
 _BEFORE_MONTH = re.compile(r"(?:^|\W)(?:[Ii]n|[Ll]ast|[Ss]ince|[Dd]uring|[Ee]arly|[Ll]ate|[Mm]id-?)\s+$")
 _MONTHS: Final = {m: i + 1 for i, m in enumerate(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())}
-_MONTH_PREFIXES: Final = [(prefix, re.compile(prefix)) for prefix in _MONTHS]
 # A scheme that is not the web's ("javascript:", "mailto:", "urn:uuid:", "tag:", "data:"),
 # not a host and port ("example.com:8080/a"): such an address names no page, and as an
 # address key every one of them was the same ("javascript/"), each article with one a
@@ -254,8 +257,50 @@ def _sentence_starts(text: str) -> list[str]:
     """``_SENTENCE_START.findall(text)``, faster."""
     first = _TEXT_START.match(text)
     if first is None:
-        return _AFTER_BREAK.findall(text)
-    return [first.group(1), *_AFTER_BREAK.findall(text, first.end())]
+        return _after_breaks(text, 0)
+    return [first.group(1), *_after_breaks(text, first.end())]
+
+
+def _after_breaks(text: str, pos: int) -> list[str]:
+    """The words ``_SENTENCE_START`` finds after sentence ends and line breaks, from
+    ``pos`` on. A break's place is found by ``str.find`` and the word after it read
+    character by character: the regex engine tested each character of the text for a
+    break, and a call to it for each break found cost more than the reading. As the
+    regex, a sentence end needs a space after it (after a closing quote or not), a line
+    break none; then an opening quote may come, then the word; the next break is looked
+    at after the word."""
+    breaks: list[int] = []
+    for mark in ".!?\n":
+        at = text.find(mark, pos)
+        while at >= 0:
+            breaks.append(at)
+            at = text.find(mark, at + 1)
+    breaks.sort()
+    words: list[str] = []
+    end = pos
+    n = len(text)
+    for at in breaks:
+        if at < end:
+            continue  # (inside the last word: "U.S.")
+        i = at + 1
+        if text[at] != "\n":
+            if i < n and text[i] in _SENTENCE_CLOSERS:
+                i += 1
+            if i >= n or not text[i].isspace():
+                continue
+        while i < n and text[i].isspace():
+            i += 1
+        if i < n and text[i] in _SENTENCE_OPENERS:
+            i += 1
+        if i >= n or not text[i].isalnum():
+            continue
+        start = i
+        i += 1
+        while i < n and (text[i].isalnum() or text[i] in _WORD_JOINERS):
+            i += 1
+        words.append(text[start:i])
+        end = i
+    return words
 
 
 def _is_titlecase(title_tokens: list[str]) -> bool:
@@ -363,8 +408,9 @@ def _token_info(tok: str) -> TokenInfo | None:
     """(term, has a digit, hyphen parts, capitalised, all capitals) of a raw token, or
     None for a stopword."""
     infos = _TOKEN_INFOS
-    if tok in infos:
-        return infos[tok]
+    info = infos.get(tok)
+    if info is not None or tok in infos:  # (one lookup for a known word not a stopword)
+        return info
     if len(infos) >= _TOKEN_INFOS_MAX:
         infos.clear()
     info = infos[tok] = _classify(tok)
@@ -491,15 +537,38 @@ def _street_matches(text: str) -> list[re.Match[str]]:
     if not text.isascii() and _DIGIT.search(beyond_ascii(text)):
         return list(_STREET.finditer(text))  # (digits of other scripts: rare)
     matches = []
-    for digit in "0123456789":
+    for digit in _ASCII_DIGITS:
         start = text.find(digit)
         while start >= 0:
-            if start == 0 or text[start - 1] not in "0123456789":
+            if _may_start_address(text, start):
                 m = _STREET.match(text, start)
                 if m is not None:
                     matches.append(m)
             start = text.find(digit, start + 1)
     return matches
+
+
+def _may_start_address(text: str, start: int) -> bool:
+    """Whether ``_STREET`` can match at ``start``, an ASCII digit of a text with no other
+    digits: not after a letter, digit or underscore, at most six digits, then a space and a
+    capital (a street's name) or "b" ("block of"). Most numbers are not (ages, times,
+    years, counts), and a regex call costs more than the test."""
+    if _after_word_character(text, start):
+        return False
+    end = start + 1
+    n = len(text)
+    while end < n and text[end] in _ASCII_DIGITS:
+        end += 1
+    return (end - start <= 6 and end + 1 < n and text[end] == " "
+            and (text[end + 1] in _CAPITALS or text[end + 1] == "b"))
+
+
+def _after_word_character(text: str, at: int) -> bool:
+    """Whether a letter, a digit or an underscore (a regex's ``\\w``) comes before ``at``."""
+    if at == 0:
+        return False
+    before = text[at - 1]
+    return before.isalnum() or before == "_"
 
 
 def streets(text: str) -> frozenset[str]:
@@ -519,26 +588,25 @@ def dates(text: str) -> frozenset[tuple[int, int, int]]:
     "the June 21 shooting" -> (6, 21, 0); a month named alone has day 0 ("slain in June",
     "since June of 2015" -> (6, 0, 0), (6, 0, 2015))."""
     found = set()
-    # Only where a month's first three letters are written: a few places, found by searches
-    # for the three letters (the regex engine's fastest, several times faster than its test
-    # of each character for a capital, or than ``str.find``). Tried there one by one, the
-    # regexes find what a scan finds: a match holds no capital after its first letter, so
-    # it never covers the start of another.
-    for prefix, written in _MONTH_PREFIXES:
-        at = written.search(text)
-        while at is not None:
-            start = at.start()
+    # Only where a month's first three letters are written: a few places, found by
+    # ``str.find`` (compiled, a native call: with a regex search per month, a method call
+    # and a match object each, this took 1.4 times the instructions on gva-dev's articles).
+    # Tried there one by one, the regexes find what a scan finds: a match holds no capital
+    # after its first letter, so it never covers the start of another.
+    for prefix, month_number in _MONTHS.items():
+        start = text.find(prefix)
+        while start >= 0:
             alone = _MONTH_ALONE.match(text, start)
             if alone is not None:
                 month = alone.group(1)
                 if month in _MONTH_NAMES and _BEFORE_MONTH.search(text, max(0, start - 10), start):
-                    found.add((_MONTHS[prefix], 0, int(alone.group(2) or 0)))
+                    found.add((month_number, 0, int(alone.group(2) or 0)))
             date = _DATE.match(text, start)
             if date is not None:
                 day = int(date.group(1))
                 if 1 <= day <= 31 and _MONTH.fullmatch(date.group(0).split(" ", 1)[0]):
-                    found.add((_MONTHS[prefix], day, int(date.group(2) or 0)))
-            at = written.search(text, start + 1)
+                    found.add((month_number, day, int(date.group(2) or 0)))
+            start = text.find(prefix, start + 1)
     return frozenset(found)
 
 
@@ -596,7 +664,9 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         infos = _TOKEN_INFOS
         # (No bound-method aliases such as ``tf.get``: compiled, the direct calls are faster.)
         for tok, n in counts.items():
-            info = infos[tok] if tok in infos else _token_info(tok)
+            info = infos.get(tok)  # (``_token_info``, inlined)
+            if info is None and tok not in infos:
+                info = _token_info(tok)
             if info is None or (foreign and tok.lower() in foreign):
                 continue
             term, digit, parts, cap, caps = info

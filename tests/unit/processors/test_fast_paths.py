@@ -31,6 +31,16 @@ TEXTS = [
 def test_sentence_starts_match_the_one_regex():
     for t in TEXTS:
         assert features._sentence_starts(t) == features._SENTENCE_START.findall(t), t
+    # Breaks where no match can start (a sentence end with no space after it, bare or
+    # after a closing quote), inside a word just matched ("U.S."), doubled, at the end.
+    rng = random.Random(7)
+    # Spaces and word characters beyond ASCII: the regex's ``\s`` and ``\w`` are Unicode's.
+    pieces = [".", "!", "?", "\n", "\n\n", " ", "\t", "\u00a0", "\u2003", "\u2028", "\x1c",
+              "\u200b", '"', "”", "’", "'", ")", "(", "“", "‘", "a", "B", "U.S.", "3.5", "x_y", "_",
+              "é", "٣", "²", "ǅ", "—", "...", "a.m.,", "7"]
+    for _ in range(5000):
+        t = "".join(rng.choices(pieces, k=rng.randint(0, 14)))
+        assert features._sentence_starts(t) == features._SENTENCE_START.findall(t), t
 
 
 def test_rewritten_regexes_match_their_word_boundary_forms():
@@ -143,6 +153,9 @@ DATE_TEXTS = [
     "last May 2014", "during March, 2013", "Sune 5 and Mune", "Juneteenth", "June 5June 6",
     "Dec. 32", "Octo 4", "October 4th, 1999,", "Early Jan 2", "in Augusta", "late August",
     "Nov 1st", "Janu 1", "Apr 31, 20155", "Ünal in June", "in ​June", "— in June 3 —",
+    # A month's letters that start no date.
+    "Marcus 5", "Mayor 3", "x_June 5", "éJune 5", "Sept.5", "Septemberx 5", "Jan ٣", "Jan ²",
+    "June  5", "Junes 5",
 ]
 
 
@@ -163,6 +176,8 @@ STREET_TEXTS = [
     "12 St. Paul Street", "1234567 Main St", "123456 Main St", "٣ Main Street", "１２ Oak Road",
     "Ünal at 12 blk of Oak Rd", "5 and 6 Elm St", "(9 Elm Ct)", "_9 Elm Ct", "9_ Elm Ct",
     "49ers 9 Elm Ct", "2.5 Elm Ct", "10 O’Hara Way", "3 N. Lake Shore Dr.", "3 Elm Streets",
+    # Where a number starts no address: skipped before the regex is tried.
+    "12 blk of Oak Rd", "x_12 Main St", "é12 Main St", "12  Main St", "12 main St", "12,Elm St",
 ]
 
 
