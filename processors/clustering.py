@@ -115,8 +115,8 @@ class ClusterConfig:
     w_year_conflict: float = 2.464
     w_time: float = 0.676  # penalty per log1p(gap in days); gaps inside the span cost nothing
     # The gap is counted in days, or in the incident's own pace when faster: the mean time
-    # between its reports (span / (originals - 1)), at least this many hours. A story whose
-    # reports came minutes apart and then stopped for a day is over; a report then is of a
+    # between its dated reports (span / (dated originals - 1)), at least this many hours. A
+    # story whose reports came minutes apart and then stopped for a day is over; a report then is of a
     # new development or another story, while a story told over weeks may go quiet for days.
     # Online B-cubed/pairwise F1: uci-headlines 0.7844/0.7789 -> 0.7948/0.7818 (final
     # 0.8005/0.7890 -> 0.8098/0.7944), gva-dev 0.9490/0.8792 -> 0.9491/0.8810, ecbplus (no
@@ -277,6 +277,9 @@ class _Incident:
     presence: dict[str, int] = field(default_factory=dict)  # term -> originals holding it
     entity_vec: dict[str, float] = field(default_factory=dict)
     originals: int = 0
+    # Originals with a publication time: the reports its pace (``_pace_hours``) is measured
+    # over (an undated one says nothing of how fast the story was told).
+    dated_originals: int = 0
     posted: set[str] = field(default_factory=set)
     first_ts: float | None = None
     last_ts: float | None = None
@@ -828,7 +831,7 @@ class IncidentClusterer:
         gap = named_gap = None
         pace = 24.0
         if ts is not None and inc.first_ts is not None and inc.last_ts is not None:
-            pace = _pace_hours(inc.last_ts - inc.first_ts, inc.originals,
+            pace = _pace_hours(inc.last_ts - inc.first_ts, inc.dated_originals,
                                self.config.pace_min_hours)
             gap = max(0.0, max(inc.first_ts - ts, ts - inc.last_ts))
             named = gap
@@ -1122,6 +1125,8 @@ class IncidentClusterer:
         assert vec is not None and evec is not None and facts is not None  # originals only
         inc.add_original(vec, evec)
         inc.count_facts(facts, 1)
+        if held.ts is not None:
+            inc.dated_originals += 1
         cfg = self.config
         if len(inc.centroid) > 16 * cfg.max_terms:
             _compact(inc, 8 * cfg.max_terms)
@@ -1173,6 +1178,7 @@ class IncidentClusterer:
         for term, n in source.presence.items():
             target.presence[term] = target.presence.get(term, 0) + n
         target.originals += source.originals
+        target.dated_originals += source.dated_originals
         for y, n in source.years.items():
             target.years[y] = target.years.get(y, 0) + n
         for nm, n in source.names.items():
@@ -1251,6 +1257,8 @@ class IncidentClusterer:
             moved[member] = new.id
             if article.vec is not None and article.evec is not None and article.facts is not None:
                 inc.remove_original(article.vec, article.evec, article.facts)
+                if article.ts is not None:
+                    inc.dated_originals -= 1
                 self._add_original(new, article)
             if article.ts is not None:
                 new.first_ts = article.ts if new.first_ts is None else min(new.first_ts, article.ts)
@@ -1581,8 +1589,8 @@ def _likeliest_home(scores: list[float], sizes: list[int], weight: float) -> int
 
 def _pace_hours(span: float, originals: int, min_hours: float) -> float:
     """The unit, in hours, a time gap to an incident is counted in: a day, or the mean time
-    between its reports (``span`` seconds over ``originals``) when that is shorter, but not
-    under ``min_hours`` (0: always a day)."""
+    between its reports (``span`` seconds over its dated ``originals``) when that is
+    shorter, but not under ``min_hours`` (0: always a day)."""
     if min_hours <= 0 or originals < 2:
         return 24.0
     return min(24.0, max(min_hours, span / 3600.0 / (originals - 1)))

@@ -663,6 +663,21 @@ def test_a_story_told_over_days_counts_a_gap_in_days():
     assert "pace_hours" not in slow.detail
 
 
+def test_reports_without_a_publication_time_do_not_quicken_a_storys_pace():
+    recall = ("Acme recalls blenders over fire risk",
+              "Acme blender recall: fire risk prompts action",
+              "Fire risk forces Acme to recall 2 million blenders")
+    c = IncidentClusterer()
+    c.add(art("recall-0", (recall[0], "")))
+    # Two more reports from feeds that give no publication time: they tell nothing of how
+    # fast the story was told (its span is still one report's, not minutes over three).
+    for n in (1, 2):
+        c.add(art(f"recall-{n}", (recall[n], ""), published=False))
+    late = c.add(art("late", ("Acme recalls toasters too", ""), 30)).explanation
+    assert "pace_hours" not in late.detail  # the gap counted in days
+    assert late.decision == "joined"  # (with the gap in 2-hour steps: a new incident)
+
+
 def test_the_pace_of_an_incident_is_the_mean_time_between_its_reports_within_bounds():
     hour = 3600.0
     assert _pace_hours(36 * hour, 4, 2.0) == 12.0  # 3 gaps of 12 hours
