@@ -1007,19 +1007,17 @@ class IncidentClusterer:
                     time_gap_hours=_round(best[3].gap_hours) if best else None,
                 ),
             )
-        passed_over: float | None = None  # the best score, when a bigger story was taken
+        passed_over: tuple[float, str] | None = None  # the best, when a bigger story was taken
         if cfg.w_size_rank and len(scored) > 1 and scored[1][0] >= cfg.join_threshold:
             joinable = [entry for entry in scored if entry[0] >= cfg.join_threshold]
             pick = _likeliest_home([entry[0] for entry in joinable],
                                    [self._incidents[entry[2]].originals for entry in joinable],
                                    cfg.w_size_rank)
             if pick:
-                passed_over = scored[0][0]
+                passed_over = scored[0][0], scored[0][2]
                 scored.insert(0, scored.pop(pick))
         score, _, best_id, sim = scored[0]
         detail = _detail(sim)
-        if passed_over is not None:
-            detail["smaller_incident_score"] = round(passed_over, 4)
         if apart is not None:  # a closer incident, in another language, was passed over
             detail["other_language_names"] = float(apart_names)
         if best_id in self._dormant:
@@ -1039,6 +1037,9 @@ class IncidentClusterer:
                 log.debug("merged incident %s into %s on article %s", other, target,
                           article_id)
             detail["merged_incidents"] = float(len(same))
+        if passed_over is not None and passed_over[1] not in (target, *merged_from):
+            # (Not when merged with the story taken: it was not passed over.)
+            detail["smaller_incident_score"] = round(passed_over[0], 4)
         shared_terms, shared_entities = _shared(vec, evec, self._incidents[target])
         return Decision(
             article_id=article_id,

@@ -718,6 +718,17 @@ def test_a_report_fitting_two_stories_about_as_well_joins_the_one_with_more_repo
     assert "rbs" in side.shared_terms  # (the hearing has no such word)
 
 
+def test_a_smaller_incident_merged_with_the_story_taken_is_not_said_to_be_passed_over():
+    # The report fits the side story (4.281) a little better than the hearing (4.064), and
+    # both so well that they are one incident: the side story is merged into the hearing.
+    both = ("Carney tells MPs of ruthless Bank of England forex inquiry, scandal worse than "
+            "Libor; RBS may leave independent Scotland")
+    merged = _after_a_hearing(both)
+    assert merged.decision == "merged" and merged.merged_from == ["inc-hearing-6"]
+    assert merged.score == pytest.approx(4.064, abs=1e-3)
+    assert "smaller_incident_score" not in merged.detail  # the why line said it was
+
+
 def test_the_likeliest_home_weighs_a_story_by_its_size():
     # 2.9 + 0.2 * ln(2) = 3.039 beats 3.0 + 0.2 * ln(1); 2.8 + 0.139 does not.
     assert _likeliest_home([3.0, 2.9], [1, 2], 0.2) == 1
