@@ -289,9 +289,10 @@ def explain(explanation: object, held_in: str | None = None) -> str:
     if "court_follow_up" in e.detail:
         parts.append("a court stage: the gap weighed less")
     if "pace_hours" in e.detail:
-        # (The clusterer counts a gap in the incident's own pace when its reports came faster.)
-        parts.append(f"its reports came every {_span(e.detail['pace_hours'])}: the gap "
-                     "weighed in that pace, not in days")
+        # (The clusterer counts a gap in the incident's own pace when its reports came faster:
+        # their mean time apart, but not under its least pace, so they may have come faster.)
+        parts.append(f"its reports came at least every {_span(e.detail['pace_hours'])}: the "
+                     "gap weighed in steps of that, not in days")
     if "smaller_incident_score" in e.detail:
         parts.append(f"taken over a smaller incident that scored "
                      f"{e.detail['smaller_incident_score']:.2f}: the story with more reports")

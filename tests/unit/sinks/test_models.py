@@ -55,9 +55,13 @@ def test_an_explanation_says_the_pace_a_gap_was_counted_in_and_a_smaller_inciden
     why = Explanation(decision="joined", score=0.8, threshold=-2.0, time_gap_hours=30.0,
                       detail={"pace_hours": 2.5, "smaller_incident_score": 1.234})
     assert explain(why) == (
-        "joined; score 0.80 vs threshold -2.00; 30.0 h apart; its reports came every 2.5 h: "
-        "the gap weighed in that pace, not in days; taken over a smaller incident that scored "
-        "1.23: the story with more reports")
+        "joined; score 0.80 vs threshold -2.00; 30.0 h apart; its reports came at least every "
+        "2.5 h: the gap weighed in steps of that, not in days; taken over a smaller incident "
+        "that scored 1.23: the story with more reports")
+    # The least pace (2 h) of reports that came minutes apart: not said to be how often.
+    minutes = Explanation(decision="joined", score=0.3, threshold=-2.0, time_gap_hours=30.0,
+                          detail={"pace_hours": 2.0})
+    assert "its reports came every 2.0 h" not in explain(minutes)
 
 
 def test_an_explanation_says_when_there_were_too_few_words_to_compare() -> None:
