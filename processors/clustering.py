@@ -831,8 +831,11 @@ class IncidentClusterer:
         gap = named_gap = None
         pace = 24.0
         if ts is not None and inc.first_ts is not None and inc.last_ts is not None:
-            pace = _pace_hours(inc.last_ts - inc.first_ts, inc.dated_originals,
-                               self.config.pace_min_hours)
+            if ts >= inc.first_ts:
+                # (Not for a report from before its first, delivered late: that the story went
+                # quiet after its burst says nothing of one that came before it.)
+                pace = _pace_hours(inc.last_ts - inc.first_ts, inc.dated_originals,
+                                   self.config.pace_min_hours)
             gap = max(0.0, max(inc.first_ts - ts, ts - inc.last_ts))
             named = gap
             # A follow-up weeks later that names the day of the events ("charged in the June

@@ -678,6 +678,26 @@ def test_reports_without_a_publication_time_do_not_quicken_a_storys_pace():
     assert late.decision == "joined"  # (with the gap in 2-hour steps: a new incident)
 
 
+def test_a_report_from_before_a_story_told_in_minutes_counts_its_gap_in_days():
+    recall = ("Acme recalls blenders over fire risk",
+              "Acme blender recall: fire risk prompts action",
+              "Fire risk forces Acme to recall 2 million blenders")
+    early = art("early", ("Acme recalls toasters too", ""))
+    in_order = IncidentClusterer()
+    in_order.add(early)
+    for n, headline in enumerate(recall):  # a day later, minutes apart
+        joined = in_order.add(art(f"recall-{n}", (headline, ""), 30 + n / 10))
+        assert joined.explanation.decision == "joined"
+    # The same report delivered after the burst (a feed read late): its gap is before the
+    # story, where the pace the story was told in says nothing; it joins as in order.
+    late = IncidentClusterer()
+    for n, headline in enumerate(recall):
+        late.add(art(f"recall-{n}", (headline, ""), 30 + n / 10))
+    delivered_late = late.add(early).explanation
+    assert "pace_hours" not in delivered_late.detail
+    assert delivered_late.decision == "joined"
+
+
 def test_the_pace_of_an_incident_is_the_mean_time_between_its_reports_within_bounds():
     hour = 3600.0
     assert _pace_hours(36 * hour, 4, 2.0) == 12.0  # 3 gaps of 12 hours
