@@ -1040,7 +1040,8 @@ class IncidentClusterer:
                 log.debug("merged incident %s into %s on article %s", other, target,
                           article_id)
             detail["merged_incidents"] = float(len(same))
-        if passed_over is not None and passed_over[1] not in (target, *merged_from):
+        if passed_over is not None and passed_over[1] != target \
+                and passed_over[1] not in merged_from:
             # (Not when merged with the story taken: it was not passed over.)
             detail["smaller_incident_score"] = round(passed_over[0], 4)
         shared_terms, shared_entities = _shared(vec, evec, self._incidents[target])
