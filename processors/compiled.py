@@ -8,6 +8,7 @@ setup.py compiles ``MODULES`` when built with ``NEWSFLOW_MYPYC=1`` (wheels, the 
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 MODULES = ("processors.features", "processors.dedup", "processors.clustering")
@@ -47,6 +48,18 @@ def running_snapshot() -> Path | None:
     packages from, or None: it runs the sources, or an installed wheel."""
     snapshot = Path(__file__).resolve().parents[1]
     return snapshot if (snapshot / ".built").is_file() else None
+
+
+# A line of a failed build's errors that names a source line: mypyc's own errors and its
+# internal ones ("processors/clustering.py:1043: AssertionError: ..."), not a compiler's
+# or a missing header's (those name build/'s C files, or none).
+_SOURCE_ERROR = re.compile(rf"^\s*((?:{'|'.join(PACKAGES)})/\S+\.py:\d+: .*)$", re.MULTILINE)
+
+
+def source_errors(build_errors: str) -> list[str]:
+    """The lines of a failed ``make compiled``'s errors (build/mypyc-errors.log) that blame
+    the sources rather than the machine: code mypyc cannot compile."""
+    return _SOURCE_ERROR.findall(build_errors)
 
 
 def snapshot_problem(snapshot: Path, root: Path) -> str | None:

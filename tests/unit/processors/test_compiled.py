@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from processors.compiled import PACKAGES, snapshot_problem
+from processors.compiled import PACKAGES, snapshot_problem, source_errors
 from tests.conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,10 +53,36 @@ def test_no_extension_module_beside_a_source():
     assert shadowing == [], "extension modules in the source tree; builds go to build/mypyc"
 
 
-def test_compiled_build_decides_like_the_pure_modules(tmp_path):
+def _require_build() -> None:
+    """Skip without a build, as on a machine without a C compiler; but fail when the last
+    build failed on the sources: `make test` then ran the pure modules and passed, while
+    the service's build was broken (a starred tuple mypyc could not compile did that)."""
+    log = ROOT / "build" / "mypyc-errors.log"
+    errors = source_errors(log.read_text(errors="replace")) if log.exists() else []
+    if errors:
+        pytest.fail(f"`make compiled` failed on the sources ({log}): {'; '.join(errors[:5])}")
     problem = snapshot_problem(SNAPSHOT, ROOT)
     if problem:
         pytest.skip(f"{problem} (`make test` builds it)")
+
+
+def test_a_build_failing_on_the_sources_is_told_from_one_failing_on_the_machine():
+    # (Lines as a mypyc build and a machine without a compiler or headers print them.)
+    mypyc = ("      File \"mypyc/irbuild/visitor.py\", line 407, in visit_star_expr\n"
+             "      processors/clustering.py:1043: AssertionError: should have been handled\n"
+             "      processors/clustering.py:1043: note: this is an internal mypyc error\n")
+    assert source_errors(mypyc) == [
+        "processors/clustering.py:1043: AssertionError: should have been handled",
+        "processors/clustering.py:1043: note: this is an internal mypyc error"]
+    typed = "newsflow/kafka.py:12: error: Incompatible types in assignment\n"
+    assert source_errors(typed) == ["newsflow/kafka.py:12: error: Incompatible types in assignment"]
+    machine = ("build/__native_1204.c:1:10: fatal error: Python.h: No such file or directory\n"
+               "error: command 'gcc' failed: No such file or directory\n")
+    assert source_errors(machine) == []
+
+
+def test_compiled_build_decides_like_the_pure_modules(tmp_path):
+    _require_build()
     data = "incidents"
     streams = [(str(shared_path(data, "gva-dev.jsonl")), 1500),
                (str(shared_path(data, "ecbplus-dev.jsonl")), -1),
@@ -109,9 +135,7 @@ for stage in (live, taken):
 
 def test_the_compiled_build_saves_and_takes_back_a_stage_that_decides_as_it_did(tmp_path):
     # mypyc's frozen dataclasses refuse pickle's default rebuild (attribute sets).
-    problem = snapshot_problem(SNAPSHOT, ROOT)
-    if problem:
-        pytest.skip(f"{problem} (`make test` builds it)")
+    _require_build()
     runs = []
     for path_first in (ROOT, SNAPSHOT):
         env = {**os.environ, "PYTHONPATH": str(path_first), "PYTHONHASHSEED": "0"}
