@@ -47,6 +47,19 @@ def test_minhash_is_stable_across_calls():
     assert sig.tolist() == minhash(extract("t", BODY).shingles).tolist()
 
 
+def test_minhash_is_its_definition_whatever_the_arrays_layout():
+    # Each of the signature's values: the least (a * shingle + b) mod 2**64 over the
+    # shingles, for that permutation's a and b, its top 32 bits. Worked out in Python's
+    # integers here, so that a faster layout of the arrays (a row per permutation, as now)
+    # cannot change a signature, and with it which articles are near copies.
+    from processors.dedup import _A, _B, MAX_SHINGLES
+
+    shingles = extract("t", BODY).shingles
+    kept = [int(x) for x in shingles[:MAX_SHINGLES]]
+    expected = [min((int(a) * x + int(b)) % 2**64 for x in kept) >> 32 for a, b in zip(_A, _B, strict=True)]
+    assert minhash(shingles).tolist() == expected
+
+
 def test_index_finds_url_content_and_near_copies_and_forgets_removed():
     index = DuplicateIndex()
     orig = extract("Warehouse fire injures two", BODY)
