@@ -1026,11 +1026,20 @@ def test_the_live_list_says_when_it_stopped_being_updated(
             raise sqlite3.OperationalError("unable to open database file") from None
 
     monkeypatch.setattr(server.stores, "get", then_down)
+    loaded = datetime.now(UTC).replace(second=0, microsecond=0)
     dom = run_chromium(tmp_path, "--virtual-time-budget=12000", "--dump-dom", server.url)
+    # (The browser's clock, run ahead by up to the virtual time's 12 s.)
+    done = datetime.now(UTC) + timedelta(seconds=12)
     assert "&lt;script&gt;window.__pwned" in dom  # the list is still there
     stale = dom.split('<p id="stale" class="meta"', 1)[1].split("</p>", 1)[0]
     assert "hidden" not in stale
-    assert f"Not updated since {NOW:%Y-%m-%d} " in stale and ": storage unavailable" in stale
+    # Since the page's last answer, to the minute: not the day the tests began (a run
+    # across midnight failed here), nor any other time.
+    said = re.fullmatch(r">Not updated since (\d{4}-\d\d-\d\d \d\d:\d\d) UTC: storage unavailable",
+                        stale)
+    assert said is not None, stale
+    since = datetime.strptime(said.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    assert loaded <= since <= done, (loaded, stale, done)
 
 
 def test_postgres_connections_all_in_use_are_busy_not_storage_down(
