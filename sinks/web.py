@@ -40,7 +40,6 @@ from newsflow.settings import Settings
 from newsflow.storage import (
     SchemaOutdated,
     StoreNotAnswering,
-    setting_hint,
     setting_to_check,
     storage_errors,
     store_name,
@@ -548,6 +547,30 @@ def host_allowed(host_header: str | None, names: Collection[str]) -> bool:
     return True
 
 
+class ProbeLog:
+    """A probe's failures said when they change, not at every probe: /readyz and /metrics
+    are asked every few seconds by machines, and the same warning at each ask buries the
+    rest of the log. The repeats go to DEBUG; the probe passing again is said once."""
+
+    def __init__(self, probe: str) -> None:
+        self.probe = probe
+        self._failing: str | None = None  # the failure last said, while it lasts
+        self._lock = threading.Lock()
+
+    def failed(self, level: int, failure: str, detail: object, *, exc_info: bool = False) -> None:
+        """``failure`` is what kind of failure (the key compared); ``detail`` says why."""
+        with self._lock:
+            changed, self._failing = failure != self._failing, failure
+        logger.log(level if changed else logging.DEBUG, "%s: %s: %s", self.probe, failure,
+                   detail, exc_info=exc_info and changed)
+
+    def passed(self) -> None:
+        with self._lock:
+            failing, self._failing = self._failing, None
+        if failing is not None:
+            logger.info("%s: passing again (it had failed: %s)", self.probe, failing)
+
+
 class NewsflowServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -555,6 +578,8 @@ class NewsflowServer(ThreadingHTTPServer):
         self.settings = settings
         self.stores = _StoreHolder(settings)
         self.metrics = WebMetrics()
+        self.readiness_log = ProbeLog("readiness")
+        self.metrics_log = ProbeLog("metrics")
         # The names the page answers to besides localhost and addresses: the one it
         # listens on, when that is a name, and the operator's.
         # Each as a browser sends it (IDNA, no port; the 421 names the Host, port and all).
@@ -849,6 +874,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, render_incident(detail, moved))
 
     def _ready(self) -> None:
+        said = self.server.readiness_log
         try:
             self._store().ping()
         except Exception as exc:
@@ -856,50 +882,56 @@ class Handler(BaseHTTPRequestHandler):
             # the error may quote the settings. The log has it.
             store = store_name(self.server.settings)
             if isinstance(exc, SchemaOutdated):
-                logger.warning("readiness: %s", exc)
+                failure = f"{store} {needs_upgrade(exc)}"
+                said.failed(logging.WARNING, failure, exc)
                 self.server.stores.reset()
-                answer = f"not ready: {store} {needs_upgrade(exc)}"
+                answer = f"not ready: {failure}"
             elif isinstance(exc, busy_errors()):
-                logger.info("readiness: %s", exc)
+                said.failed(logging.INFO, "store busy", exc)
                 answer = f"not ready: {store} is busy, all its connections in use"
             elif isinstance(exc, StoreNotAnswering):
-                logger.info("readiness: %s", exc)
+                said.failed(logging.INFO, "store not answering", exc)
                 answer = f"not ready: {store} is not answering: {exc.why}"
             elif setting := setting_to_check(exc, self.server.settings):
-                logger.warning("readiness: %s%s", exc, setting_hint(exc, self.server.settings))
+                said.failed(logging.WARNING, f"storage {set_wrong(setting)}", exc)
                 self.server.stores.reset()
                 answer = f"not ready: {store} is {set_wrong(setting)}"
             elif isinstance(exc, storage_errors()):
-                logger.info("readiness: store unavailable: %s", exc)
+                said.failed(logging.INFO, "store unavailable", exc)
                 self.server.stores.reset()
                 answer = f"not ready: {store} is unavailable"
             else:
-                logger.exception("readiness check failed")
+                said.failed(logging.ERROR, "checking the store failed", exc, exc_info=True)
                 answer = f"not ready: checking {store} failed"
             self._send(503, f"{answer} (see the service log)\n", "text/plain; charset=utf-8")
             return
+        said.passed()
         self._send(200, "ready\n", "text/plain; charset=utf-8")
 
     def _metrics(self) -> None:
-        metrics = self.server.metrics
+        metrics, said = self.server.metrics, self.server.metrics_log
         try:
             counts = self._store().counts()
             metrics.store_up.set(1)
             for kind in STORE_KINDS:
                 metrics.store.set(getattr(counts, kind), kind=kind)
+            said.passed()
         except busy_errors() as exc:
-            logger.info("metrics: store busy: %s", exc)  # (up, but its counts are not read)
+            # (up, but its counts are not read)
+            said.failed(logging.INFO, "store busy, its counts not read", exc)
         except StoreNotAnswering as exc:
-            logger.info("metrics: %s", exc)
+            said.failed(logging.INFO, "store not answering", exc)
             metrics.store_up.set(0)
             self._forget_counts()
         except storage_errors() as exc:
-            logger.info("metrics: store unavailable: %s", exc)
+            setting = setting_to_check(exc, self.server.settings)
+            said.failed(logging.INFO, f"storage {set_wrong(setting)}" if setting
+                        else "store unavailable", exc)
             self.server.stores.reset()
             metrics.store_up.set(0)
             self._forget_counts()
-        except Exception:
-            logger.exception("metrics: store counts failed")
+        except Exception as exc:
+            said.failed(logging.ERROR, "store counts failed", exc, exc_info=True)
             metrics.store_up.set(0)
             self._forget_counts()
         text = read_textfiles(metrics_dir(self.server.settings.data_dir))

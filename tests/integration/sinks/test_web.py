@@ -261,7 +261,14 @@ def test_the_page_and_readiness_name_a_postgres_setting_that_is_wrong(
             503, "text/plain; charset=utf-8",
             f"not ready: the PostgreSQL database of NEWSFLOW_POSTGRES_DSN is {told}"
             " (see the service log)\n")
+        assert "newsflow_store_up 0" in get(srv.url + "metrics")[2]
     assert why in caplog.text
+    # /metrics said "store unavailable" of it too, and every probe's warning is said once.
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(
+        ("metrics:", "readiness:"))]
+    assert len(said) == 2
+    assert said[0].startswith(f"readiness: storage {told}: ")
+    assert said[1].startswith(f"metrics: storage {told}: ")
 
 
 CONTROL_CHARACTER_ADDRESSES = [
@@ -1346,3 +1353,32 @@ def test_walking_the_search_pages_shows_every_match_once(search_server: Newsflow
     more = MORE_HITS.search(body)
     assert status == 200 and "<script>window" not in body and more is not None
     assert parse_qs(urlsplit(html.unescape(more[1])).query)["q"] == [hostile]
+
+
+def test_the_probes_say_a_failure_once_while_it_lasts_and_its_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/readyz and /metrics are asked every few seconds by machines: each ask of a store
+    that cannot be opened logged the failure again, burying the rest of the log. Now the
+    first ask says it, the repeats go to DEBUG, and the store back is said once."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    settings = Settings(data_dir=tmp_path, sqlite_path=blocker / "db.sqlite", web_port=0)
+    with serving(settings) as srv, caplog.at_level("INFO"):
+        for _ in range(3):
+            assert get(srv.url + "readyz")[0] == 503
+            assert "newsflow_store_up 0" in get(srv.url + "metrics")[2]
+        failed = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
+        assert [m.split(":")[0] for m in failed] == ["readiness", "metrics"]
+        assert all("db.sqlite does not exist" in m for m in failed)  # and why
+        blocker.unlink()
+        blocker.mkdir()
+        from sinks.store import open_store
+
+        open_store(settings).close()  # made, as the sink makes it
+        for _ in range(2):
+            assert get(srv.url + "readyz")[0] == 200
+            assert "newsflow_store_up 1" in get(srv.url + "metrics")[2]
+    again = [r.getMessage() for r in caplog.records if "passing again" in r.getMessage()]
+    assert again == ["readiness: passing again (it had failed: store unavailable)",
+                     "metrics: passing again (it had failed: store unavailable)"]
