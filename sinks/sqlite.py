@@ -429,10 +429,10 @@ def open_database(path: Path) -> sqlite3.Connection:
 def _open_error(path: Path, exc: OSError | sqlite3.Error) -> Exception:
     if path.is_dir():  # (read-only, SQLite says "disk I/O error": taken for an outage)
         return StoreMisconfigured(f"SQLite database {path.absolute()} is a folder: the"
-                                  " database is a file (NEWSFLOW_SQLITE_PATH)")
+                                  " database is a file")
     if isinstance(exc, NotADatabase):
         return StoreMisconfigured(f"SQLite database {path.absolute()} is not a file: the"
-                                  " database is a file (NEWSFLOW_SQLITE_PATH)")
+                                  " database is a file")
     if path_fault(exc):
         return StoreMisconfigured(f"SQLite database {path.absolute()} cannot be opened: {exc}")
     return SinkUnavailable(f"sqlite {path}: {exc}")

@@ -326,6 +326,23 @@ def test_db_upgrade_names_the_setting_of_a_path_it_cannot_use(tmp_path: Path) ->
             run(settings, "db", "upgrade")
 
 
+def test_db_upgrade_names_only_the_setting_in_use_of_a_database_that_is_a_folder(
+    tmp_path: Path,
+) -> None:
+    """The database a folder, NEWSFLOW_SQLITE_PATH unset: the message named that setting
+    and its hint NEWSFLOW_DATA_DIR ("... a file (NEWSFLOW_SQLITE_PATH) (check
+    NEWSFLOW_DATA_DIR)"): two settings, one of them not set. It names the one in use."""
+    for settings, named, other in (
+        (Settings(data_dir=tmp_path / "var"), "NEWSFLOW_DATA_DIR", "NEWSFLOW_SQLITE_PATH"),
+        (Settings(sqlite_path=tmp_path / "x.db"), "NEWSFLOW_SQLITE_PATH", "NEWSFLOW_DATA_DIR"),
+    ):
+        settings.sqlite_file.mkdir(parents=True)
+        with pytest.raises(StoreMisconfigured) as raised:
+            run(settings, "db", "upgrade")
+        assert str(raised.value).endswith(f"is a folder: the database is a file (check {named})")
+        assert other not in str(raised.value)
+
+
 
 def test_listings_print_no_control_characters_from_articles(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
