@@ -39,10 +39,12 @@ from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
 from newsflow.storage import (
     SchemaOutdated,
+    StoreMissing,
     StoreNotAnswering,
     setting_to_check,
     storage_errors,
     store_name,
+    store_setting,
 )
 from newsflow.text import counted, noun, plain
 from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
@@ -392,6 +394,14 @@ def set_wrong(setting: str) -> str:
     there, a refused password or client certificate): the setting, not "unavailable",
     which sent an operator to a database that was up. (Not why: the log has that.)"""
     return f"not usable as configured: check {setting}"
+
+
+def not_there_yet(settings: Settings) -> str:
+    """What a request is told of a store not made yet: under `newsflow run` the sink makes
+    it at its start, so "unavailable" sent an operator looking for an outage; a page
+    started from another folder than the service's reads a store that will never come."""
+    return (f"does not exist yet: the sink makes it at its start (if newsflow runs, check "
+            f"{store_setting(settings)})")
 
 
 def busy_errors() -> tuple[type[Exception], ...]:
@@ -835,6 +845,8 @@ class Handler(BaseHTTPRequestHandler):
                 message = f"storage {needs_upgrade(exc)}"
             elif setting := setting_to_check(exc, self.server.settings):
                 message = f"storage {set_wrong(setting)}"
+            elif isinstance(exc, StoreMissing):
+                message = f"storage {not_there_yet(self.server.settings)}"
             else:
                 message = "storage unavailable"
             self._error(503, message, api=path.startswith("/api/"))
@@ -896,6 +908,9 @@ class Handler(BaseHTTPRequestHandler):
                 said.failed(logging.WARNING, f"storage {set_wrong(setting)}", exc)
                 self.server.stores.reset()
                 answer = f"not ready: {store} is {set_wrong(setting)}"
+            elif isinstance(exc, StoreMissing):
+                said.failed(logging.INFO, "store not there yet", exc)
+                answer = f"not ready: {store} {not_there_yet(self.server.settings)}"
             elif isinstance(exc, storage_errors()):
                 said.failed(logging.INFO, "store unavailable", exc)
                 self.server.stores.reset()
@@ -926,6 +941,7 @@ class Handler(BaseHTTPRequestHandler):
         except storage_errors() as exc:
             setting = setting_to_check(exc, self.server.settings)
             said.failed(logging.INFO, f"storage {set_wrong(setting)}" if setting
+                        else "store not there yet" if isinstance(exc, StoreMissing)
                         else "store unavailable", exc)
             self.server.stores.reset()
             metrics.store_up.set(0)
