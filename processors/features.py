@@ -362,13 +362,20 @@ def _tokens(text: str, limit: int = sys.maxsize, spaceless: bool | None = None) 
     ``spaceless``: ``has_spaceless(text)``, if known."""
     if spaceless is None:
         spaceless = has_spaceless(text)
-    if spaceless:
-        text = ascii_forms(text)
-    # (Counted after the split for CJK: a chunk there is a clause, many terms.)
-    chunk_limit = sys.maxsize if spaceless else limit
+    if not spaceless:
+        return _chunk_tokens(text.split(), limit)
+    # (Counted after the split: a chunk there is a clause, many terms.)
+    tokens = _spaceless_split(_chunk_tokens(ascii_forms(text).split(), sys.maxsize))
+    if len(tokens) > limit:
+        del tokens[limit:]
+    return tokens
+
+
+def _chunk_tokens(chunks: list[str], limit: int) -> list[str]:
+    """``_tokens`` of a text without spaceless scripts, split at whitespace (``chunks``)."""
     tokens: list[str] = []
-    for chunk in text.split():
-        if len(tokens) >= chunk_limit:
+    for chunk in chunks:
+        if len(tokens) >= limit:
             break
         if chunk.isalnum():
             tokens.append(chunk)
@@ -380,8 +387,6 @@ def _tokens(text: str, limit: int = sys.maxsize, spaceless: bool | None = None) 
             tokens.append(core.replace(",", ""))  # "2,000" is 2000, as "2000" is
         elif core:
             tokens.extend(_TOKEN.findall(core))  # "and/or", "a--b", "ﬁne?"
-    if spaceless:
-        tokens = _spaceless_split(tokens)
     if len(tokens) > limit:
         del tokens[limit:]
     return tokens
@@ -479,6 +484,99 @@ def _without_possessive(word: str) -> str:
     return word[:-2] if word.endswith(("'s", "’s")) else word
 
 
+def _name_runs(chunks: list[str]) -> list[str]:
+    r"""The runs ``_NAME_RUN.findall`` finds in a text, from the text split at whitespace
+    (``chunks``: ``str.split()``'s, none empty), each run's words joined by one space (they
+    are only split again). The regex engine tried every capital of the text; here most
+    chunks are passed over at a glance: a chunk of letters and digits only (``str.isalnum``,
+    all ``\w``) can start a name at its first character alone, and a name's word that is a
+    whole chunk is all name characters. As the regex: a run is a capitalised word
+    ("[A-Z][a-z]" and name characters, ``\w'’-``) that ends its chunk, then more, each maybe
+    after a middle initial ("J."), the last one ending anywhere; a word starts a run where no
+    ``\w`` comes before it; after a run the search goes on where it ended, after a failed
+    start at the next character."""
+    runs: list[str] = []
+    n = len(chunks)
+    i = 0
+    at = 0  # where in chunks[i] the search goes on
+    while i < n:
+        chunk = chunks[i]
+        if at == 0 and not 65 <= ord(chunk[0]) <= 90 and chunk.isalnum():
+            i += 1  # (most chunks: a word not capitalised)
+            continue
+        start = _name_start(chunk, at)
+        if start < 0:
+            i += 1
+            at = 0
+            continue
+        if _name_word_end(chunk, start) < len(chunk):
+            at = start + 1  # no whitespace after the word: no run starts here
+            continue
+        words = [chunk[start:]]
+        j = i + 1
+        at = 0
+        while j < n:
+            word = j  # the chunk of the next word: after a middle initial, the one after it
+            if (j + 1 < n and _is_initial(chunks[j])
+                    and _name_word_end(chunks[j + 1], 0) > 0):
+                word = j + 1
+            end = _name_word_end(chunks[word], 0)
+            if end < 0:
+                break  # the run ended before chunks[j], where the search goes on
+            if word > j:
+                words.append(chunks[j])
+            if end < len(chunks[word]):
+                words.append(chunks[word][:end])  # the run ends inside this chunk
+                j = word
+                at = end
+                break
+            words.append(chunks[word])
+            j = word + 1
+        if len(words) == 1:
+            at = start + 1  # one word is no run
+            continue
+        runs.append(" ".join(words))
+        i = j
+    return runs
+
+
+def _name_start(chunk: str, at: int) -> int:
+    r"""Where in ``chunk``, from ``at`` on, a capital that may start a name is: "[A-Z][a-z]"
+    with no ``\w`` before it. -1 for none."""
+    if chunk.isalnum():  # (all ``\w``: only its first character can)
+        return 0 if at == 0 and _capitalised(chunk, 0) else -1
+    for i in range(at, len(chunk) - 1):
+        # (``_capitalised``, inlined: this runs per character of a chunk with punctuation.)
+        if (65 <= ord(chunk[i]) <= 90 and 97 <= ord(chunk[i + 1]) <= 122
+                and not _after_word_character(chunk, i)):
+            return i
+    return -1
+
+
+def _capitalised(chunk: str, at: int) -> bool:
+    """Whether an ASCII capital then an ASCII small letter are at ``at``."""
+    return (at + 1 < len(chunk) and 65 <= ord(chunk[at]) <= 90
+            and 97 <= ord(chunk[at + 1]) <= 122)
+
+
+def _name_word_end(chunk: str, at: int) -> int:
+    r"""Where the capitalised word at ``at`` (``[A-Z][a-z][\w'’\-]*``) ends; -1 for none."""
+    if not _capitalised(chunk, at):
+        return -1
+    n = len(chunk)
+    if at == 0 and chunk.isalnum():
+        return n
+    end = at + 2
+    while end < n and (chunk[end].isalnum() or chunk[end] in "_'’-"):
+        end += 1
+    return end
+
+
+def _is_initial(chunk: str) -> bool:
+    """A middle initial: "J."."""
+    return len(chunk) == 2 and chunk[1] == "." and 65 <= ord(chunk[0]) <= 90
+
+
 def _names_as_written(body: str) -> dict[str, str]:
     """The full names ``extract`` finds in ``body``, keyed as it keys them ("cleveland
     smelley"), each as first written ("Cleveland Smelley", "Children's Hospital"; not the
@@ -486,7 +584,7 @@ def _names_as_written(body: str) -> dict[str, str]:
     spelling anywhere: "Lake park" from "the park", "Derrick's Stafford" from "Derrick's
     mother"."""
     written: dict[str, str] = {}
-    for run in _NAME_RUN.findall(body):
+    for run in _name_runs(body.split()):
         words = [w for w in run.split() if not w.endswith(".")]  # (middle initials)
         keys = [w.lower().replace("’", "'").removesuffix("'s") for w in words]
         for i in range(len(words) - 1):
@@ -625,7 +723,10 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     body = strip_dateline(head) if head else ""
     spaceless_title = has_spaceless(title)
     spaceless_body = has_spaceless(body)
-    toks = _tokens(body, MAX_BODY_WORDS, spaceless_body)
+    # Split once: for the tokens (unless in a spaceless script) and the names.
+    chunks = body.split()
+    toks = (_tokens(body, MAX_BODY_WORDS, True) if spaceless_body
+            else _chunk_tokens(chunks, MAX_BODY_WORDS))
     title_tokens = _tokens(title, spaceless=spaceless_title)
     # Typed as a dict: compiled, faster to walk. (Here a Counter, whose counting loop is C,
     # is no slower than ``_counts``: 12.2 against 12.9 µs on gva-dev's bodies, and fewer
@@ -685,7 +786,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
 
     if toks:
         # Each distinct run once (in order of first appearance), counted as often as it occurs.
-        for run, times in _counts(_NAME_RUN.findall(body)).items():
+        for run, times in _counts(_name_runs(chunks)).items():
             # Lower-cased as a whole: the same words as word by word (case mappings never
             # look across whitespace), in one call.
             words = [w.removesuffix("'s") for w in run.lower().replace("’", "'").split()

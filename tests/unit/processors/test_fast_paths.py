@@ -54,6 +54,23 @@ def test_rewritten_regexes_match_their_word_boundary_forms():
         assert features._STREET.findall(t) == street.findall(t), t
 
 
+def test_name_runs_read_from_the_chunks_are_the_runs_the_regex_finds():
+    def words(runs):
+        return [run.split() for run in runs]
+
+    for t in TEXTS:
+        assert words(features._name_runs(t.split())) == words(features._NAME_RUN.findall(t)), t
+    # Capitals after punctuation inside a chunk, words ending inside one, middle initials
+    # followed by a name or not, Unicode spaces and letters, runs across paragraphs.
+    rng = random.Random(3)
+    pieces = ["Rico", "Doyle", "J.", "JR.", "A", "Ab", "ab", "AB", " ", "  ", "\n", "\n\n",
+              "\u00a0", "\u2003", "'", "’", "-", ".", ",", "_", "1", "é", "É", "Ça", "(", '"', "Mc",
+              "O'", "x", "J", "Ünal", "İs", "ǅemal", "Al-", "ab-Cd", "'s", "St.", "٣", "\u200b", "bC"]
+    for _ in range(20000):
+        t = "".join(rng.choices(pieces, k=rng.randint(0, 12)))
+        assert words(features._name_runs(t.split())) == words(features._NAME_RUN.findall(t)), t
+
+
 def test_tokens_match_the_token_regex():
     # Chunks that are one word, bare or in punctuation, and the rest (joiners at the ends or
     # doubled, punctuation inside, non-ASCII letters and digits, Unicode spaces).
