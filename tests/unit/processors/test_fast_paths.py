@@ -4,6 +4,7 @@ import dataclasses
 import math
 import random
 import re
+import sys
 import zlib
 
 import numpy as np
@@ -136,6 +137,16 @@ def test_minhash_is_the_minimum_of_the_shifted_hashes():
         got = dedup.minhash(shingles)
         assert got.dtype == np.uint32
         assert got.tolist() == expected.tolist()
+
+
+def test_has_digit_is_the_digit_regex():
+    # Every character alone (ASCII digits, other scripts' digits, superscripts and
+    # fractions that are numeric but no decimal digit), and words around them.
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        assert features._has_digit(char) == bool(features._DIGIT.search(char)), hex(code)
+    for word in ["", "abc", "a1", "x²", "١٢", "½x", "𝟘", "police", "24-year-old"]:
+        assert features._has_digit(word) == bool(features._DIGIT.search(word)), word
 
 
 def test_token_info_cache_gives_the_uncached_answer_and_stays_bounded(monkeypatch):
