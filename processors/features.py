@@ -729,6 +729,29 @@ def dates(text: str) -> frozenset[tuple[int, int, int]]:
     return frozenset(found)
 
 
+def _kinds_of_entities(
+    entities: set[str],
+) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """The full names (not an office, a jurisdiction or an outlet), the years and the ages
+    ("14-year-old" -> "14") among an article's entities, in one loop over them (compiled, a
+    generator expression for each took 15% more instructions)."""
+    names: set[str] = set()
+    years: set[str] = set()
+    ages: set[str] = set()
+    for entity in entities:
+        if " " in entity:  # (a pair of capitalised words: no year, no age)
+            if _ROLE_WORDS.isdisjoint(entity.split()):
+                names.add(entity)
+        elif len(entity) == 4:
+            if _YEAR.match(entity):
+                years.add(entity)
+        elif entity.endswith("-old"):  # (only these can match: skips the regex for the others)
+            age = _AGE.match(entity)
+            if age is not None:
+                ages.add(age.group(1))
+    return frozenset(names), frozenset(years), frozenset(ages)
+
+
 def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True) -> Features:
     """Features of a cleaned article (``text`` is ``clean_text`` output).
 
@@ -845,7 +868,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     if dated:
         named = dates(title + "\n" + body) if toks else dates(title)
     title_key = " ".join(t.lower() for t in title_tokens)
-    years = frozenset(t for t in entities if len(t) == 4 and _YEAR.match(t))
+    names, years, ages = _kinds_of_entities(entities)
     # (No key function: compiled, a lambda would turn ``tf`` into a slower closure variable.)
     year = max([(tf[y], y) for y in years])[1] if years else None
     return Features(
@@ -858,9 +881,8 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         n_words=n_words,
         year=year,
         years=years,
-        names=frozenset(t for t in entities if " " in t and _ROLE_WORDS.isdisjoint(t.split())),
-        # (Only an entity ending in "-old" can match: skips the regex for the others.)
-        ages=frozenset(m.group(1) for t in entities if t.endswith("-old") and (m := _AGE.match(t))),
+        names=names,
+        ages=ages,
         streets=streets(body) if toks else frozenset(),
         dates=named,
         follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
