@@ -87,7 +87,7 @@ _TOKEN = re.compile(rf"{_LETTER}++(?:['’.\-]{_LETTER}++)*+")
 # a chunk of text that is one run of letters and digits once they are stripped is exactly
 # one ``_TOKEN`` (see ``_tokens``).
 _EDGE_PUNCTUATION: Final = "\"'()[]{}<>.,;:!?*&%$#@/\\|_+=~^`“”‘’«»—–-…•·"
-_DIGIT = re.compile(r"\d")
+_DIGIT = re.compile(r"\d")  # (what ``_has_digit`` tells, without a regex call)
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")  # a number written with separators
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^\W_][\w'’.\-]*)")
 # The same for the text's first word; the words after sentence ends and line breaks are read
@@ -638,13 +638,18 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     return [(names if " " in term else by_term).get(term, term) for term in terms]
 
 
-def _street_matches(text: str) -> list[re.Match[str]]:
+def _street_matches(text: str, beyond: str | None = None) -> list[re.Match[str]]:
     r"""``_STREET.finditer(text)``'s matches, in no particular order. A match starts at a
     digit: where the only digits are ASCII ones, ``str.find`` gives their places far faster
     than the regex engine tests each character for one, and ``_STREET`` is tried there, but
     not inside a number (a digit after a digit fails its ``(?<!\w\d)``). A match holds no
-    other digit that starts a word, so never covers the start of another."""
-    if not text.isascii() and _DIGIT.search(beyond_ascii(text)):
+    other digit that starts a word, so never covers the start of another. ``beyond``:
+    ``beyond_ascii(text)``, if known."""
+    if text.isascii():
+        beyond = ""
+    elif beyond is None:
+        beyond = beyond_ascii(text)
+    if _has_digit(beyond):
         return list(_STREET.finditer(text))  # (digits of other scripts: rare)
     matches = []
     for digit in _ASCII_DIGITS:
@@ -681,11 +686,12 @@ def _after_word_character(text: str, at: int) -> bool:
     return before.isalnum() or before == "_"
 
 
-def streets(text: str) -> frozenset[str]:
+def streets(text: str, beyond: str | None = None) -> frozenset[str]:
     """Street names of the addresses in a text, without direction or street type
-    ("the 700 block of North Main Street" -> "main")."""
+    ("the 700 block of North Main Street" -> "main"). ``beyond``: ``beyond_ascii(text)``,
+    if known."""
     found = set()
-    for m in _street_matches(text):
+    for m in _street_matches(text, beyond):
         words = [w.lower().replace("’", "'") for w in m.group(1).split()]
         words = [w for w in words if w not in _DIRECTIONS]
         if words:
@@ -766,7 +772,10 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     head = text[:MAX_BODY_CHARS]
     body = strip_dateline(head) if head else ""
     spaceless_title = has_spaceless(title)
-    spaceless_body = has_spaceless(body)
+    # The body's characters beyond ASCII, made once: for the spaceless scripts (as
+    # ``has_spaceless(body)`` makes them, searched there as in the body) and the streets.
+    beyond = "" if body.isascii() else beyond_ascii(body)
+    spaceless_body = has_spaceless(beyond)
     # Split once: for the tokens (unless in a spaceless script) and the names.
     chunks = body.split()
     toks = (_tokens(body, MAX_BODY_WORDS, True) if spaceless_body
@@ -883,7 +892,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         years=years,
         names=names,
         ages=ages,
-        streets=streets(body) if toks else frozenset(),
+        streets=streets(body, beyond) if toks else frozenset(),
         dates=named,
         follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
         # (Thai is split into words, not bigrams.)

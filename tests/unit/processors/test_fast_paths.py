@@ -218,12 +218,23 @@ def test_streets_tried_at_digits_are_the_streets_a_scan_finds():
                                        for m in features._STREET.finditer(t)} - {""}, t
         got = sorted(m.span() for m in features._street_matches(t))
         assert got == [m.span() for m in features._STREET.finditer(t)], t
+        # With the characters beyond ASCII given (as ``extract`` gives them).
+        beyond = text.beyond_ascii(t)
+        assert sorted(m.span() for m in features._street_matches(t, beyond)) == got, t
     rng = random.Random(9)
     words = [w for t in STREET_TEXTS for w in t.split()] + ["in", "1", "22", "333", ",", "Elm"]
     for _ in range(2000):
         t = rng.choice([" ", "", "\n"]).join(rng.choices(words, k=rng.randint(1, 12)))
         got = sorted(m.span() for m in features._street_matches(t))
         assert got == [m.span() for m in features._STREET.finditer(t)], t
+
+
+def test_spaceless_scripts_are_told_from_the_characters_beyond_ascii():
+    # ``extract`` asks ``has_spaceless`` of those characters only (made once for the streets).
+    texts = [*TEXTS, "ＮＨＫ：四川地震", "ข้าวราคาสูง", "ក្រុង", "a" * 300 + "日本", "a" * 300 + "é",
+             "“quoted” — dash", "서울에서 iPhone"]
+    for t in texts:
+        assert text.has_spaceless(text.beyond_ascii(t)) == text.has_spaceless(t), t
 
 
 def test_word_hashes_are_the_crc32_of_the_lower_cased_words(monkeypatch):
