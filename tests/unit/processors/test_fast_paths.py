@@ -237,6 +237,19 @@ def test_spaceless_scripts_are_told_from_the_characters_beyond_ascii():
         assert text.has_spaceless(text.beyond_ascii(t)) == text.has_spaceless(t), t
 
 
+def test_lowered_utf8_is_the_lower_cased_text_encoded():
+    # Beyond ASCII only characters without a lower case (quotes, dashes, CJK), or with one
+    # (É, capital sigma at a word's end or not, dotted İ whose lower case is two characters).
+    texts = [*TEXTS, "“Police” said — O’Brien’s", "ÉCOLE é", "ΟΔΟΣ ΣΙΣΥΦΟΣ.", "İstanbul",
+             "ǅemal ﬁne Straße", "日本 NHK", "plain ASCII Text"]
+    for t in texts:
+        expected = t.lower().encode("utf-8")
+        assert features._lowered_utf8(t, text.beyond_ascii(t)) == expected, t
+        # The characters of a text holding this one (as ``extract`` gives the body's).
+        body = t + " and “more” ÉTÉ"
+        assert features._lowered_utf8(t, text.beyond_ascii(body)) == expected, t
+
+
 def test_word_hashes_are_the_crc32_of_the_lower_cased_words(monkeypatch):
     monkeypatch.setattr(features, "_WORD_HASHES", {})
     monkeypatch.setattr(features, "_WORD_HASHES_MAX", 5)
