@@ -87,7 +87,7 @@ _TOKEN = re.compile(rf"{_LETTER}++(?:['’.\-]{_LETTER}++)*+")
 # a chunk of text that is one run of letters and digits once they are stripped is exactly
 # one ``_TOKEN`` (see ``_tokens``).
 _EDGE_PUNCTUATION: Final = "\"'()[]{}<>.,;:!?*&%$#@/\\|_+=~^`“”‘’«»—–-…•·"
-_DIGIT = re.compile(r"\d")
+_DIGIT = re.compile(r"\d")  # (what ``_has_digit`` tells, without a regex call)
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")  # a number written with separators
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"”’')]?\s+|\n\s*)[\"“‘'(]?([^\W_][\w'’.\-]*)")
 # The same for the text's first word; the words after sentence ends and line breaks are read
@@ -156,6 +156,7 @@ _MONTH_NAMES: Final = frozenset(
 _BEFORE_MONTH = re.compile(r"(?:^|\W)(?:[Ii]n|[Ll]ast|[Ss]ince|[Dd]uring|[Ee]arly|[Ll]ate|[Mm]id-?)\s+$")
 _MONTHS: Final = {m: i + 1 for i, m in enumerate(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())}
+_MONTH_INITIALS: Final = "ADFJMNOS"
 # A scheme that is not the web's ("javascript:", "mailto:", "urn:uuid:", "tag:", "data:"),
 # not a host and port ("example.com:8080/a"): such an address names no page, and as an
 # address key every one of them was the same ("javascript/"), each article with one a
@@ -165,13 +166,24 @@ _TRACKING_PARAMS = re.compile(r"^(?:utm_|fbclid$|gclid$|ocid$|cmpid$|ref$|src$|r
                               r"cid$|mc_|__twitter|ncid$|ito$|smid$)", re.IGNORECASE)
 
 
+def _has_digit(word: str) -> bool:
+    r"""Whether ``word`` has a decimal digit: ``_DIGIT.search(word)`` (``\d``, a character
+    ``str.isdecimal``), read character by character: for a word, a regex call cost several
+    times the reading (compiled, ``ord`` of a character is read without making a string)."""
+    for i in range(len(word)):
+        code = ord(word[i])
+        if 48 <= code <= 57 or (code > 127 and word[i].isdecimal()):
+            return True
+    return False
+
+
 @lru_cache(maxsize=65_536)
 def stem(word: str) -> str:
     """A light, deterministic suffix stripper: plurals, -ing, -ed, possessives."""
     if word.endswith(("'s", "’s")):
         word = word[:-2]
     n = len(word)
-    if n <= 3 or _DIGIT.search(word):
+    if n <= 3 or _has_digit(word):
         return word
     if word.endswith("ies") and n > 4:
         return word[:-3] + "y"
@@ -362,13 +374,20 @@ def _tokens(text: str, limit: int = sys.maxsize, spaceless: bool | None = None) 
     ``spaceless``: ``has_spaceless(text)``, if known."""
     if spaceless is None:
         spaceless = has_spaceless(text)
-    if spaceless:
-        text = ascii_forms(text)
-    # (Counted after the split for CJK: a chunk there is a clause, many terms.)
-    chunk_limit = sys.maxsize if spaceless else limit
+    if not spaceless:
+        return _chunk_tokens(text.split(), limit)
+    # (Counted after the split: a chunk there is a clause, many terms.)
+    tokens = _spaceless_split(_chunk_tokens(ascii_forms(text).split(), sys.maxsize))
+    if len(tokens) > limit:
+        del tokens[limit:]
+    return tokens
+
+
+def _chunk_tokens(chunks: list[str], limit: int) -> list[str]:
+    """``_tokens`` of a text without spaceless scripts, split at whitespace (``chunks``)."""
     tokens: list[str] = []
-    for chunk in text.split():
-        if len(tokens) >= chunk_limit:
+    for chunk in chunks:
+        if len(tokens) >= limit:
             break
         if chunk.isalnum():
             tokens.append(chunk)
@@ -380,8 +399,6 @@ def _tokens(text: str, limit: int = sys.maxsize, spaceless: bool | None = None) 
             tokens.append(core.replace(",", ""))  # "2,000" is 2000, as "2000" is
         elif core:
             tokens.extend(_TOKEN.findall(core))  # "and/or", "a--b", "ﬁne?"
-    if spaceless:
-        tokens = _spaceless_split(tokens)
     if len(tokens) > limit:
         del tokens[limit:]
     return tokens
@@ -428,7 +445,7 @@ def _classify(tok: str) -> TokenInfo | None:
         low = f"{_NUMBER_WORDS.get(number, number)}-{age.group(2)}-old"
     cap = tok[0].isupper()
     caps = cap and len(tok) > 1 and tok.isupper()
-    if _DIGIT.search(low):
+    if _has_digit(low):
         return low.rstrip("."), True, (), cap, caps
     if len(low) < 2:
         return None
@@ -479,6 +496,99 @@ def _without_possessive(word: str) -> str:
     return word[:-2] if word.endswith(("'s", "’s")) else word
 
 
+def _name_runs(chunks: list[str]) -> list[str]:
+    r"""The runs ``_NAME_RUN.findall`` finds in a text, from the text split at whitespace
+    (``chunks``: ``str.split()``'s, none empty), each run's words joined by one space (they
+    are only split again). The regex engine tried every capital of the text; here most
+    chunks are passed over at a glance: a chunk of letters and digits only (``str.isalnum``,
+    all ``\w``) can start a name at its first character alone, and a name's word that is a
+    whole chunk is all name characters. As the regex: a run is a capitalised word
+    ("[A-Z][a-z]" and name characters, ``\w'’-``) that ends its chunk, then more, each maybe
+    after a middle initial ("J."), the last one ending anywhere; a word starts a run where no
+    ``\w`` comes before it; after a run the search goes on where it ended, after a failed
+    start at the next character."""
+    runs: list[str] = []
+    n = len(chunks)
+    i = 0
+    at = 0  # where in chunks[i] the search goes on
+    while i < n:
+        chunk = chunks[i]
+        if at == 0 and not 65 <= ord(chunk[0]) <= 90 and chunk.isalnum():
+            i += 1  # (most chunks: a word not capitalised)
+            continue
+        start = _name_start(chunk, at)
+        if start < 0:
+            i += 1
+            at = 0
+            continue
+        if _name_word_end(chunk, start) < len(chunk):
+            at = start + 1  # no whitespace after the word: no run starts here
+            continue
+        words = [chunk[start:]]
+        j = i + 1
+        at = 0
+        while j < n:
+            word = j  # the chunk of the next word: after a middle initial, the one after it
+            if (j + 1 < n and _is_initial(chunks[j])
+                    and _name_word_end(chunks[j + 1], 0) > 0):
+                word = j + 1
+            end = _name_word_end(chunks[word], 0)
+            if end < 0:
+                break  # the run ended before chunks[j], where the search goes on
+            if word > j:
+                words.append(chunks[j])
+            if end < len(chunks[word]):
+                words.append(chunks[word][:end])  # the run ends inside this chunk
+                j = word
+                at = end
+                break
+            words.append(chunks[word])
+            j = word + 1
+        if len(words) == 1:
+            at = start + 1  # one word is no run
+            continue
+        runs.append(" ".join(words))
+        i = j
+    return runs
+
+
+def _name_start(chunk: str, at: int) -> int:
+    r"""Where in ``chunk``, from ``at`` on, a capital that may start a name is: "[A-Z][a-z]"
+    with no ``\w`` before it. -1 for none."""
+    if chunk.isalnum():  # (all ``\w``: only its first character can)
+        return 0 if at == 0 and _capitalised(chunk, 0) else -1
+    for i in range(at, len(chunk) - 1):
+        # (``_capitalised``, inlined: this runs per character of a chunk with punctuation.)
+        if (65 <= ord(chunk[i]) <= 90 and 97 <= ord(chunk[i + 1]) <= 122
+                and not _after_word_character(chunk, i)):
+            return i
+    return -1
+
+
+def _capitalised(chunk: str, at: int) -> bool:
+    """Whether an ASCII capital then an ASCII small letter are at ``at``."""
+    return (at + 1 < len(chunk) and 65 <= ord(chunk[at]) <= 90
+            and 97 <= ord(chunk[at + 1]) <= 122)
+
+
+def _name_word_end(chunk: str, at: int) -> int:
+    r"""Where the capitalised word at ``at`` (``[A-Z][a-z][\w'’\-]*``) ends; -1 for none."""
+    if not _capitalised(chunk, at):
+        return -1
+    n = len(chunk)
+    if at == 0 and chunk.isalnum():
+        return n
+    end = at + 2
+    while end < n and (chunk[end].isalnum() or chunk[end] in "_'’-"):
+        end += 1
+    return end
+
+
+def _is_initial(chunk: str) -> bool:
+    """A middle initial: "J."."""
+    return len(chunk) == 2 and chunk[1] == "." and 65 <= ord(chunk[0]) <= 90
+
+
 def _names_as_written(body: str) -> dict[str, str]:
     """The full names ``extract`` finds in ``body``, keyed as it keys them ("cleveland
     smelley"), each as first written ("Cleveland Smelley", "Children's Hospital"; not the
@@ -486,7 +596,7 @@ def _names_as_written(body: str) -> dict[str, str]:
     spelling anywhere: "Lake park" from "the park", "Derrick's Stafford" from "Derrick's
     mother"."""
     written: dict[str, str] = {}
-    for run in _NAME_RUN.findall(body):
+    for run in _name_runs(body.split()):
         words = [w for w in run.split() if not w.endswith(".")]  # (middle initials)
         keys = [w.lower().replace("’", "'").removesuffix("'s") for w in words]
         for i in range(len(words) - 1):
@@ -528,13 +638,18 @@ def surface_forms(title: str, text: str, terms: list[str]) -> list[str]:
     return [(names if " " in term else by_term).get(term, term) for term in terms]
 
 
-def _street_matches(text: str) -> list[re.Match[str]]:
+def _street_matches(text: str, beyond: str | None = None) -> list[re.Match[str]]:
     r"""``_STREET.finditer(text)``'s matches, in no particular order. A match starts at a
     digit: where the only digits are ASCII ones, ``str.find`` gives their places far faster
     than the regex engine tests each character for one, and ``_STREET`` is tried there, but
     not inside a number (a digit after a digit fails its ``(?<!\w\d)``). A match holds no
-    other digit that starts a word, so never covers the start of another."""
-    if not text.isascii() and _DIGIT.search(beyond_ascii(text)):
+    other digit that starts a word, so never covers the start of another. ``beyond``:
+    ``beyond_ascii(text)``, if known."""
+    if text.isascii():
+        beyond = ""
+    elif beyond is None:
+        beyond = beyond_ascii(text)
+    if _has_digit(beyond):
         return list(_STREET.finditer(text))  # (digits of other scripts: rare)
     matches = []
     for digit in _ASCII_DIGITS:
@@ -571,11 +686,12 @@ def _after_word_character(text: str, at: int) -> bool:
     return before.isalnum() or before == "_"
 
 
-def streets(text: str) -> frozenset[str]:
+def streets(text: str, beyond: str | None = None) -> frozenset[str]:
     """Street names of the addresses in a text, without direction or street type
-    ("the 700 block of North Main Street" -> "main")."""
+    ("the 700 block of North Main Street" -> "main"). ``beyond``: ``beyond_ascii(text)``,
+    if known."""
     found = set()
-    for m in _street_matches(text):
+    for m in _street_matches(text, beyond):
         words = [w.lower().replace("’", "'") for w in m.group(1).split()]
         words = [w for w in words if w not in _DIRECTIONS]
         if words:
@@ -588,26 +704,69 @@ def dates(text: str) -> frozenset[tuple[int, int, int]]:
     "the June 21 shooting" -> (6, 21, 0); a month named alone has day 0 ("slain in June",
     "since June of 2015" -> (6, 0, 0), (6, 0, 2015))."""
     found = set()
-    # Only where a month's first three letters are written: a few places, found by
-    # ``str.find`` (compiled, a native call: with a regex search per month, a method call
-    # and a match object each, this took 1.4 times the instructions on gva-dev's articles).
-    # Tried there one by one, the regexes find what a scan finds: a match holds no capital
-    # after its first letter, so it never covers the start of another.
-    for prefix, month_number in _MONTHS.items():
-        start = text.find(prefix)
+    # Only where a month's first three letters are written: a few places. Their first
+    # letters are found by ``str.find`` (compiled, a native call, at ``memchr``'s speed in
+    # most texts), the three letters looked up there: a ``str.find`` for each month's three
+    # letters took 1.9 times the instructions on gva-dev's articles (and a regex search per
+    # month, a method call and a match object each, 1.4 times that). The places are taken
+    # month by month, as those finds gave them (``found`` made in the same order). Tried
+    # there one by one, the regexes find what a scan finds: a match holds no capital after
+    # its first letter, so it never covers the start of another.
+    places: list[tuple[int, int]] = []
+    for letter in _MONTH_INITIALS:
+        start = text.find(letter)
         while start >= 0:
-            alone = _MONTH_ALONE.match(text, start)
-            if alone is not None:
-                month = alone.group(1)
-                if month in _MONTH_NAMES and _BEFORE_MONTH.search(text, max(0, start - 10), start):
-                    found.add((month_number, 0, int(alone.group(2) or 0)))
-            date = _DATE.match(text, start)
-            if date is not None:
-                day = int(date.group(1))
-                if 1 <= day <= 31 and _MONTH.fullmatch(date.group(0).split(" ", 1)[0]):
-                    found.add((month_number, day, int(date.group(2) or 0)))
-            start = text.find(prefix, start + 1)
+            month_number = _MONTHS.get(text[start : start + 3], 0)
+            if month_number:
+                places.append((month_number, start))
+            start = text.find(letter, start + 1)
+    places.sort()
+    for month_number, start in places:
+        alone = _MONTH_ALONE.match(text, start)
+        if alone is not None:
+            month = alone.group(1)
+            if month in _MONTH_NAMES and _BEFORE_MONTH.search(text, max(0, start - 10), start):
+                found.add((month_number, 0, int(alone.group(2) or 0)))
+        date = _DATE.match(text, start)
+        if date is not None:
+            day = int(date.group(1))
+            if 1 <= day <= 31 and _MONTH.fullmatch(date.group(0).split(" ", 1)[0]):
+                found.add((month_number, day, int(date.group(2) or 0)))
     return frozenset(found)
+
+
+def _lowered_utf8(text: str, beyond: str) -> bytes:
+    """``text.lower().encode("utf-8")``; ``beyond``: the characters beyond ASCII of a text
+    holding ``text``'s. When none of them has a lower case (curly quotes, dashes: most pages
+    that are not plain ASCII), only ASCII letters change, and bytes are lower-cased as
+    ASCII at a fraction of the cost of the full case mapping a text beyond ASCII gets.
+    (Only capital sigma's lower case depends on its neighbours, and it has one.)"""
+    if beyond.lower() == beyond:
+        return text.encode("utf-8").lower()
+    return text.lower().encode("utf-8")
+
+
+def _kinds_of_entities(
+    entities: set[str],
+) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """The full names (not an office, a jurisdiction or an outlet), the years and the ages
+    ("14-year-old" -> "14") among an article's entities, in one loop over them (compiled, a
+    generator expression for each took 15% more instructions)."""
+    names: set[str] = set()
+    years: set[str] = set()
+    ages: set[str] = set()
+    for entity in entities:
+        if " " in entity:  # (a pair of capitalised words: no year, no age)
+            if _ROLE_WORDS.isdisjoint(entity.split()):
+                names.add(entity)
+        elif len(entity) == 4:
+            if _YEAR.match(entity):
+                years.add(entity)
+        elif entity.endswith("-old"):  # (only these can match: skips the regex for the others)
+            age = _AGE.match(entity)
+            if age is not None:
+                ages.add(age.group(1))
+    return frozenset(names), frozenset(years), frozenset(ages)
 
 
 def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True) -> Features:
@@ -624,8 +783,14 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     head = text[:MAX_BODY_CHARS]
     body = strip_dateline(head) if head else ""
     spaceless_title = has_spaceless(title)
-    spaceless_body = has_spaceless(body)
-    toks = _tokens(body, MAX_BODY_WORDS, spaceless_body)
+    # The body's characters beyond ASCII, made once: for the spaceless scripts (as
+    # ``has_spaceless(body)`` makes them, searched there as in the body) and the streets.
+    beyond = "" if body.isascii() else beyond_ascii(body)
+    spaceless_body = has_spaceless(beyond)
+    # Split once: for the tokens (unless in a spaceless script) and the names.
+    chunks = body.split()
+    toks = (_tokens(body, MAX_BODY_WORDS, True) if spaceless_body
+            else _chunk_tokens(chunks, MAX_BODY_WORDS))
     title_tokens = _tokens(title, spaceless=spaceless_title)
     # Typed as a dict: compiled, faster to walk. (Here a Counter, whose counting loop is C,
     # is no slower than ``_counts``: 12.2 against 12.9 µs on gva-dev's bodies, and fewer
@@ -685,7 +850,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
 
     if toks:
         # Each distinct run once (in order of first appearance), counted as often as it occurs.
-        for run, times in _counts(_NAME_RUN.findall(body)).items():
+        for run, times in _counts(_name_runs(chunks)).items():
             # Lower-cased as a whole: the same words as word by word (case mappings never
             # look across whitespace), in one call.
             words = [w.removesuffix("'s") for w in run.lower().replace("’", "'").split()
@@ -706,8 +871,8 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     text_key: str | None = None
     if toks and fingerprint:
         if n_words >= 25:
-            norm_body = " ".join(written).lower().encode("utf-8")
-            text_key = hashlib.blake2b(norm_body, digest_size=12).hexdigest()
+            text_key = hashlib.blake2b(_lowered_utf8(" ".join(written), beyond),
+                                       digest_size=12).hexdigest()
         # Only the words of the first MAX_SHINGLES shingles: MinHash uses no more.
         hashes = _word_hashes(written[: MAX_SHINGLES + 2])
         if n_words >= 3:
@@ -723,7 +888,7 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     if dated:
         named = dates(title + "\n" + body) if toks else dates(title)
     title_key = " ".join(t.lower() for t in title_tokens)
-    years = frozenset(t for t in entities if len(t) == 4 and _YEAR.match(t))
+    names, years, ages = _kinds_of_entities(entities)
     # (No key function: compiled, a lambda would turn ``tf`` into a slower closure variable.)
     year = max([(tf[y], y) for y in years])[1] if years else None
     return Features(
@@ -736,10 +901,9 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
         n_words=n_words,
         year=year,
         years=years,
-        names=frozenset(t for t in entities if " " in t and _ROLE_WORDS.isdisjoint(t.split())),
-        # (Only an entity ending in "-old" can match: skips the regex for the others.)
-        ages=frozenset(m.group(1) for t in entities if t.endswith("-old") and (m := _AGE.match(t))),
-        streets=streets(body) if toks else frozenset(),
+        names=names,
+        ages=ages,
+        streets=streets(body, beyond) if toks else frozenset(),
         dates=named,
         follow_up=not FOLLOW_UP_TERMS.isdisjoint(title_terms),
         # (Thai is split into words, not bigrams.)

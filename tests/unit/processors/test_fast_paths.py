@@ -4,6 +4,7 @@ import dataclasses
 import math
 import random
 import re
+import sys
 import zlib
 
 import numpy as np
@@ -52,6 +53,23 @@ def test_rewritten_regexes_match_their_word_boundary_forms():
         assert features._TOKEN.findall(t) == tokens.findall(t), t
         assert features._NAME_RUN.findall(t) == names.findall(t), t
         assert features._STREET.findall(t) == street.findall(t), t
+
+
+def test_name_runs_read_from_the_chunks_are_the_runs_the_regex_finds():
+    def words(runs):
+        return [run.split() for run in runs]
+
+    for t in TEXTS:
+        assert words(features._name_runs(t.split())) == words(features._NAME_RUN.findall(t)), t
+    # Capitals after punctuation inside a chunk, words ending inside one, middle initials
+    # followed by a name or not, Unicode spaces and letters, runs across paragraphs.
+    rng = random.Random(3)
+    pieces = ["Rico", "Doyle", "J.", "JR.", "A", "Ab", "ab", "AB", " ", "  ", "\n", "\n\n",
+              "\u00a0", "\u2003", "'", "’", "-", ".", ",", "_", "1", "é", "É", "Ça", "(", '"', "Mc",
+              "O'", "x", "J", "Ünal", "İs", "ǅemal", "Al-", "ab-Cd", "'s", "St.", "٣", "\u200b", "bC"]
+    for _ in range(20000):
+        t = "".join(rng.choices(pieces, k=rng.randint(0, 12)))
+        assert words(features._name_runs(t.split())) == words(features._NAME_RUN.findall(t)), t
 
 
 def test_tokens_match_the_token_regex():
@@ -119,6 +137,16 @@ def test_minhash_is_the_minimum_of_the_shifted_hashes():
         got = dedup.minhash(shingles)
         assert got.dtype == np.uint32
         assert got.tolist() == expected.tolist()
+
+
+def test_has_digit_is_the_digit_regex():
+    # Every character alone (ASCII digits, other scripts' digits, superscripts and
+    # fractions that are numeric but no decimal digit), and words around them.
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        assert features._has_digit(char) == bool(features._DIGIT.search(char)), hex(code)
+    for word in ["", "abc", "a1", "x²", "١٢", "½x", "𝟘", "police", "24-year-old"]:
+        assert features._has_digit(word) == bool(features._DIGIT.search(word)), word
 
 
 def test_token_info_cache_gives_the_uncached_answer_and_stays_bounded(monkeypatch):
@@ -190,12 +218,36 @@ def test_streets_tried_at_digits_are_the_streets_a_scan_finds():
                                        for m in features._STREET.finditer(t)} - {""}, t
         got = sorted(m.span() for m in features._street_matches(t))
         assert got == [m.span() for m in features._STREET.finditer(t)], t
+        # With the characters beyond ASCII given (as ``extract`` gives them).
+        beyond = text.beyond_ascii(t)
+        assert sorted(m.span() for m in features._street_matches(t, beyond)) == got, t
     rng = random.Random(9)
     words = [w for t in STREET_TEXTS for w in t.split()] + ["in", "1", "22", "333", ",", "Elm"]
     for _ in range(2000):
         t = rng.choice([" ", "", "\n"]).join(rng.choices(words, k=rng.randint(1, 12)))
         got = sorted(m.span() for m in features._street_matches(t))
         assert got == [m.span() for m in features._STREET.finditer(t)], t
+
+
+def test_spaceless_scripts_are_told_from_the_characters_beyond_ascii():
+    # ``extract`` asks ``has_spaceless`` of those characters only (made once for the streets).
+    texts = [*TEXTS, "ＮＨＫ：四川地震", "ข้าวราคาสูง", "ក្រុង", "a" * 300 + "日本", "a" * 300 + "é",
+             "“quoted” — dash", "서울에서 iPhone"]
+    for t in texts:
+        assert text.has_spaceless(text.beyond_ascii(t)) == text.has_spaceless(t), t
+
+
+def test_lowered_utf8_is_the_lower_cased_text_encoded():
+    # Beyond ASCII only characters without a lower case (quotes, dashes, CJK), or with one
+    # (É, capital sigma at a word's end or not, dotted İ whose lower case is two characters).
+    texts = [*TEXTS, "“Police” said — O’Brien’s", "ÉCOLE é", "ΟΔΟΣ ΣΙΣΥΦΟΣ.", "İstanbul",
+             "ǅemal ﬁne Straße", "日本 NHK", "plain ASCII Text"]
+    for t in texts:
+        expected = t.lower().encode("utf-8")
+        assert features._lowered_utf8(t, text.beyond_ascii(t)) == expected, t
+        # The characters of a text holding this one (as ``extract`` gives the body's).
+        body = t + " and “more” ÉTÉ"
+        assert features._lowered_utf8(t, text.beyond_ascii(body)) == expected, t
 
 
 def test_word_hashes_are_the_crc32_of_the_lower_cased_words(monkeypatch):
