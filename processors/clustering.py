@@ -730,30 +730,40 @@ class IncidentClusterer:
         if len(hits) <= cfg.max_candidates:
             return [inc for _, inc in sorted([(incidents[inc].seq, inc) for inc in hits])]
         decay = cfg.dormant_rank_decay
+        ids = list(hits)
+        weights = list(hits.values())
         if decay and ts is not None:
+            # (In lists, not written back into ``hits``: nearly all hits are dormant.)
             dormant = self._dormant
-            for inc_id, w in hits.items():
+            ln1p = log1p  # (a local: compiled, no lookup in the module's names per call)
+            for n, inc_id in enumerate(ids):
                 last = dormant.get(inc_id)  # (None too for one not dormant)
                 if last is not None and ts > last:
-                    hits[inc_id] = w / (1.0 + decay * log1p((ts - last) / _DAY))
+                    weights[n] = weights[n] / (1.0 + decay * ln1p((ts - last) / _DAY))
         # Only incidents scoring at least the n-th best can rank among the n best.
-        kth = sorted(hits.values(), reverse=True)[cfg.max_candidates - 1]
-        ranked = sorted([(-w, incidents[inc].seq, inc) for inc, w in hits.items() if w >= kth])
+        kth = sorted(weights, reverse=True)[cfg.max_candidates - 1]
+        ranked = sorted([(-w, incidents[inc].seq, inc)
+                         for inc, w in zip(ids, weights)  # noqa: B905 - one length
+                         if w >= kth])
         return [inc for _, _, inc in ranked[: cfg.max_candidates]]
 
     def _named_candidates(self, names: frozenset[str], candidates: list[str]) -> list[str]:
         """Incidents outside ``candidates`` sharing at least ``name_candidates`` rare full
         names with the article (rare as for ``w_name``), in order of first sharing."""
         cfg = self.config
+        if len(names) < cfg.name_candidates:  # (each name counts once per incident)
+            return []
         df = self._df
         incidents = self._incidents
         shared: dict[str, int] = {}
         for nm in sorted(names):  # sorted: the order of the extra candidates is stable
             least = df.get(nm, 0) - cfg.name_max_df  # of its articles in one incident
             # (Only those are sorted: a common name's postings are long.)
-            sharing = [inc_id for inc_id in self._postings.get(nm, ())
-                       if nm in incidents[inc_id].names
-                       and incidents[inc_id].names[nm] >= least and inc_id not in candidates]
+            sharing = []
+            for inc_id in self._postings.get(nm, ()):
+                naming = incidents[inc_id].names.get(nm)  # (one lookup, not two)
+                if naming is not None and naming >= least and inc_id not in candidates:
+                    sharing.append(inc_id)
             for inc_id in sorted(sharing):
                 shared[inc_id] = shared.get(inc_id, 0) + 1
         return [inc_id for inc_id, n in shared.items() if n >= cfg.name_candidates]
