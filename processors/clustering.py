@@ -302,20 +302,29 @@ class _Incident:
         centroid = self.centroid
         presence = self.presence
         norm2 = self.norm * self.norm if self.norm >= 0 else None
-        for term, weight in vec.items():
-            old = centroid.get(term, 0.0)
-            centroid[term] = old + weight
-            presence[term] = presence.get(term, 0) + 1
-            if norm2 is not None:
-                norm2 += weight * (2 * old + weight)
+        if not centroid and not presence and norm2 is None:
+            # An incident's first original (most of them): its vector, copied in C; the
+            # loop below would store the same numbers (0.0 + weight is weight).
+            centroid.update(vec)
+            presence.update(dict.fromkeys(vec, 1))
+        else:
+            for term, weight in vec.items():
+                old = centroid.get(term, 0.0)
+                centroid[term] = old + weight
+                presence[term] = presence.get(term, 0) + 1
+                if norm2 is not None:
+                    norm2 += weight * (2 * old + weight)
         self.norm = math.sqrt(max(norm2, 0.0)) if norm2 is not None else -1.0
         ecentroid = self.entity_vec
         enorm2 = self.entity_norm * self.entity_norm if self.entity_norm >= 0 else None
-        for ent, weight in evec.items():
-            old = ecentroid.get(ent, 0.0)
-            ecentroid[ent] = old + weight
-            if enorm2 is not None:
-                enorm2 += weight * (2 * old + weight)
+        if not ecentroid and enorm2 is None:
+            ecentroid.update(evec)  # (as above)
+        else:
+            for ent, weight in evec.items():
+                old = ecentroid.get(ent, 0.0)
+                ecentroid[ent] = old + weight
+                if enorm2 is not None:
+                    enorm2 += weight * (2 * old + weight)
         self.entity_norm = math.sqrt(max(enorm2, 0.0)) if enorm2 is not None else -1.0
         self.originals += 1
         if self.originals <= 8 or self.originals % 8 == 0:
