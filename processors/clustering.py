@@ -1352,8 +1352,9 @@ class IncidentClusterer:
         for h in held.paragraphs:
             if self._paragraphs.get(h) == article_id:
                 del self._paragraphs[h]
+                if h in past:  # (set again, it goes last: no call to move it there)
+                    del past[h]
                 past[h] = held.title_terms
-                past.move_to_end(h)
         while len(past) > self.config.paragraph_memory:
             past.popitem(last=False)
         self._recent[article_id] = (held.incident_id, held.duplicate_of,
