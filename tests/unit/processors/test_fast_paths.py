@@ -429,3 +429,24 @@ def test_adding_originals_gives_the_term_by_term_sums_to_the_last_bit():
             assert list(fast.entity_vec.items()) == list(plain.entity_vec.items())
             assert (fast.norm, fast.entity_norm, fast.originals) == (
                 plain.norm, plain.entity_norm, plain.originals)
+
+
+def test_rounded_is_round_to_the_last_bit():
+    rng = random.Random(23)
+    values = [0.0, -0.0, 0.5, -0.5, 1e-20, -1e-20, 0.00005, -0.00005, 0.12345, 2.675, 1.005,
+              1e9, -1e9, 1e12, float("inf"), float("-inf"), 123456.785, 99999.99995]
+    for _ in range(30_000):
+        values.append(rng.uniform(-12.0, 12.0))
+        values.append(rng.random())
+        values.append(rng.uniform(0.0, 50_000.0))  # hours, days
+        # On and around the halves between the roundings, where only ``round`` can tell.
+        k = rng.randint(-200_000, 200_000)
+        for scale in (100.0, 10_000.0):
+            half = (k + 0.5) / scale
+            values.extend((half, math.nextafter(half, math.inf), math.nextafter(half, -math.inf),
+                           k / scale, math.nextafter(k / scale, -math.inf)))
+    for x in values:
+        for digits in (2, 4):
+            got, want = clustering._rounded(x, digits), round(x, digits)
+            assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want), (x, digits)
+    assert math.isnan(clustering._rounded(float("nan"), 4))
