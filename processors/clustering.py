@@ -1244,15 +1244,13 @@ class IncidentClusterer:
         if len(originals) < 2 * cfg.split_min_side:
             return {}
         vecs = [v for m in originals if (v := held[m].vec) is not None]
-        second = _two_means(vecs)
+        # (The two groups' sums, as ``_add_into`` over them in order would make them.)
+        second, (first_sum, second_sum) = _two_means_sums(vecs)
         if 0 in second:  # the earliest in the first half, so the first half stays
             second = set(range(len(vecs))) - second
+            first_sum, second_sum = second_sum, first_sum
         if min(len(second), len(vecs) - len(second)) < cfg.split_min_side:
             return {}
-        first_sum: dict[str, float] = {}
-        second_sum: dict[str, float] = {}
-        for i, vec in enumerate(vecs):
-            _add_into(second_sum if i in second else first_sum, vec)
         headlines = sum(1 for m in originals if held[m].headline)
         max_cosine = (cfg.headline_split_max_cosine if 2 * headlines > len(originals)
                       else cfg.split_max_cosine)
@@ -1448,25 +1446,38 @@ def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
 def _two_means(vecs: list[dict[str, float]], rounds: int = 6) -> set[int]:
     """The indices of the second of two groups of unit vectors (spherical 2-means, seeded
     by the first vector and the one least like it; deterministic)."""
+    return _two_means_sums(vecs, rounds)[0]
+
+
+def _two_means_sums(vecs: list[dict[str, float]], rounds: int = 6
+                    ) -> tuple[set[int], tuple[dict[str, float], dict[str, float]]]:
+    """``_two_means``, and the sums of the vectors outside and inside the second group
+    (``_add_into`` over them in order), which it has made anyway (empty without a split)."""
     first = vecs[0]
-    far = min(range(len(vecs)), key=lambda i: _dot(vecs[i], first))
+    far, least = 0, _dot(first, first)  # (the first of the least alike, as min() gives)
+    for i in range(1, len(vecs)):
+        dot = _dot(vecs[i], first)
+        if dot < least:
+            far, least = i, dot
     centres = (dict(first), dict(vecs[far]))
     columns = [_columns(vec) for vec in vecs]  # each walked twice a round
     second: set[int] = set()
+    sums: tuple[dict[str, float], dict[str, float]] = ({}, {})
     for _ in range(rounds):
         assigned = {i for i, vec in enumerate(vecs)
                      if _dot_columns(vec, columns[i], centres[1])
                      > _dot_columns(vec, columns[i], centres[0])}
         if assigned == second or not assigned or len(assigned) == len(vecs):
-            return assigned if 0 < len(assigned) < len(vecs) else set()
+            # (Unchanged: the sums made last round are this grouping's.)
+            return (assigned, sums) if 0 < len(assigned) < len(vecs) else (set(), ({}, {}))
         second = assigned
-        sums: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        sums = ({}, {})
         for i, (terms, weights) in enumerate(columns):  # (``_add_into``, over the columns)
             total = sums[i in second]
             for term, weight in zip(terms, weights):  # noqa: B905 - see _columns
                 total[term] = total.get(term, 0.0) + weight
         centres = (_unit(sums[0]), _unit(sums[1]))
-    return second
+    return second, sums
 
 
 def _unit(vec: dict[str, float]) -> dict[str, float]:

@@ -364,7 +364,15 @@ def test_two_means_over_columns_is_the_plain_two_means():
             side = words[rng.random() < 0.5] + words[rng.random() < 0.2]
             vecs.append(clustering._unit({w: rng.choice([0.5, 1.0, rng.random()])
                                           for w in rng.sample(side, rng.randint(1, 25))}))
-        assert clustering._two_means(vecs) == _plain_two_means(vecs)
+        second = _plain_two_means(vecs)
+        assert clustering._two_means(vecs) == second
+        # Its sums are the groups' sums made anew, to the last bit and in the same order.
+        made: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        if second:
+            for i, vec in enumerate(vecs):
+                clustering._add_into(made[i in second], vec)
+        sums = clustering._two_means_sums(vecs)[1]
+        assert [list(s.items()) for s in sums] == [list(s.items()) for s in made]
 
 
 def test_shared_terms_and_entities_are_the_heads_of_the_keyed_sorts():
