@@ -302,20 +302,29 @@ class _Incident:
         centroid = self.centroid
         presence = self.presence
         norm2 = self.norm * self.norm if self.norm >= 0 else None
-        for term, weight in vec.items():
-            old = centroid.get(term, 0.0)
-            centroid[term] = old + weight
-            presence[term] = presence.get(term, 0) + 1
-            if norm2 is not None:
-                norm2 += weight * (2 * old + weight)
+        if not centroid and not presence and norm2 is None:
+            # An incident's first original (most of them): its vector, copied in C; the
+            # loop below would store the same numbers (0.0 + weight is weight).
+            centroid.update(vec)
+            presence.update(dict.fromkeys(vec, 1))
+        else:
+            for term, weight in vec.items():
+                old = centroid.get(term, 0.0)
+                centroid[term] = old + weight
+                presence[term] = presence.get(term, 0) + 1
+                if norm2 is not None:
+                    norm2 += weight * (2 * old + weight)
         self.norm = math.sqrt(max(norm2, 0.0)) if norm2 is not None else -1.0
         ecentroid = self.entity_vec
         enorm2 = self.entity_norm * self.entity_norm if self.entity_norm >= 0 else None
-        for ent, weight in evec.items():
-            old = ecentroid.get(ent, 0.0)
-            ecentroid[ent] = old + weight
-            if enorm2 is not None:
-                enorm2 += weight * (2 * old + weight)
+        if not ecentroid and enorm2 is None:
+            ecentroid.update(evec)  # (as above)
+        else:
+            for ent, weight in evec.items():
+                old = ecentroid.get(ent, 0.0)
+                ecentroid[ent] = old + weight
+                if enorm2 is not None:
+                    enorm2 += weight * (2 * old + weight)
         self.entity_norm = math.sqrt(max(enorm2, 0.0)) if enorm2 is not None else -1.0
         self.originals += 1
         if self.originals <= 8 or self.originals % 8 == 0:
@@ -539,7 +548,7 @@ class IncidentClusterer:
                 duplicate_of=root,
                 explanation=Explanation(
                     decision="duplicate",
-                    score=round(match.similarity, 4),
+                    score=_rounded(match.similarity, 4),
                     threshold=self.config.dedup.near_threshold if match.kind == "near" else 1.0,
                     duplicate_kind=match.kind,
                     time_gap_hours=_gap_hours(ts, original.ts),
@@ -730,30 +739,40 @@ class IncidentClusterer:
         if len(hits) <= cfg.max_candidates:
             return [inc for _, inc in sorted([(incidents[inc].seq, inc) for inc in hits])]
         decay = cfg.dormant_rank_decay
+        ids = list(hits)
+        weights = list(hits.values())
         if decay and ts is not None:
+            # (In lists, not written back into ``hits``: nearly all hits are dormant.)
             dormant = self._dormant
-            for inc_id, w in hits.items():
+            ln1p = log1p  # (a local: compiled, no lookup in the module's names per call)
+            for n, inc_id in enumerate(ids):
                 last = dormant.get(inc_id)  # (None too for one not dormant)
                 if last is not None and ts > last:
-                    hits[inc_id] = w / (1.0 + decay * log1p((ts - last) / _DAY))
+                    weights[n] = weights[n] / (1.0 + decay * ln1p((ts - last) / _DAY))
         # Only incidents scoring at least the n-th best can rank among the n best.
-        kth = sorted(hits.values(), reverse=True)[cfg.max_candidates - 1]
-        ranked = sorted([(-w, incidents[inc].seq, inc) for inc, w in hits.items() if w >= kth])
+        kth = sorted(weights, reverse=True)[cfg.max_candidates - 1]
+        ranked = sorted([(-w, incidents[inc].seq, inc)
+                         for inc, w in zip(ids, weights)  # noqa: B905 - one length
+                         if w >= kth])
         return [inc for _, _, inc in ranked[: cfg.max_candidates]]
 
     def _named_candidates(self, names: frozenset[str], candidates: list[str]) -> list[str]:
         """Incidents outside ``candidates`` sharing at least ``name_candidates`` rare full
         names with the article (rare as for ``w_name``), in order of first sharing."""
         cfg = self.config
+        if len(names) < cfg.name_candidates:  # (each name counts once per incident)
+            return []
         df = self._df
         incidents = self._incidents
         shared: dict[str, int] = {}
         for nm in sorted(names):  # sorted: the order of the extra candidates is stable
             least = df.get(nm, 0) - cfg.name_max_df  # of its articles in one incident
             # (Only those are sorted: a common name's postings are long.)
-            sharing = [inc_id for inc_id in self._postings.get(nm, ())
-                       if nm in incidents[inc_id].names
-                       and incidents[inc_id].names[nm] >= least and inc_id not in candidates]
+            sharing = []
+            for inc_id in self._postings.get(nm, ()):
+                naming = incidents[inc_id].names.get(nm)  # (one lookup, not two)
+                if naming is not None and naming >= least and inc_id not in candidates:
+                    sharing.append(inc_id)
             for inc_id in sorted(sharing):
                 shared[inc_id] = shared.get(inc_id, 0) + 1
         return [inc_id for inc_id, n in shared.items() if n >= cfg.name_candidates]
@@ -1001,7 +1020,7 @@ class IncidentClusterer:
                 duplicate_of=None,
                 explanation=Explanation(
                     decision="new",
-                    score=round(best[0], 4) if best else 0.0,
+                    score=_rounded(best[0], 4) if best else 0.0,
                     threshold=cfg.join_threshold,
                     shared_terms=shown[0],
                     shared_entities=shown[1],
@@ -1026,7 +1045,7 @@ class IncidentClusterer:
         if best_id in self._dormant:
             last = self._incidents[best_id].last_ts
             if ts is not None and last is not None:
-                detail["dormant_days"] = round((ts - last) / _DAY, 2)
+                detail["dormant_days"] = _rounded((ts - last) / _DAY, 2)
         same = [inc_id for s, _, inc_id, _ in scored[1:] if s >= cfg.merge_threshold]
         moved: dict[str, str] = {}
         merged_from: list[str] = []
@@ -1043,7 +1062,7 @@ class IncidentClusterer:
         if passed_over is not None and passed_over[1] != target \
                 and passed_over[1] not in merged_from:
             # (Not when merged with the story taken: it was not passed over.)
-            detail["smaller_incident_score"] = round(passed_over[0], 4)
+            detail["smaller_incident_score"] = _rounded(passed_over[0], 4)
         shared_terms, shared_entities = _shared(vec, evec, self._incidents[target])
         return Decision(
             article_id=article_id,
@@ -1051,7 +1070,7 @@ class IncidentClusterer:
             duplicate_of=None,
             explanation=Explanation(
                 decision="merged" if merged_from else "joined",
-                score=round(score, 4),
+                score=_rounded(score, 4),
                 threshold=cfg.join_threshold,
                 shared_terms=shared_terms,
                 shared_entities=shared_entities,
@@ -1225,15 +1244,13 @@ class IncidentClusterer:
         if len(originals) < 2 * cfg.split_min_side:
             return {}
         vecs = [v for m in originals if (v := held[m].vec) is not None]
-        second = _two_means(vecs)
+        # (The two groups' sums, as ``_add_into`` over them in order would make them.)
+        second, (first_sum, second_sum) = _two_means_sums(vecs)
         if 0 in second:  # the earliest in the first half, so the first half stays
             second = set(range(len(vecs))) - second
+            first_sum, second_sum = second_sum, first_sum
         if min(len(second), len(vecs) - len(second)) < cfg.split_min_side:
             return {}
-        first_sum: dict[str, float] = {}
-        second_sum: dict[str, float] = {}
-        for i, vec in enumerate(vecs):
-            _add_into(second_sum if i in second else first_sum, vec)
         headlines = sum(1 for m in originals if held[m].headline)
         max_cosine = (cfg.headline_split_max_cosine if 2 * headlines > len(originals)
                       else cfg.split_max_cosine)
@@ -1333,8 +1350,9 @@ class IncidentClusterer:
         for h in held.paragraphs:
             if self._paragraphs.get(h) == article_id:
                 del self._paragraphs[h]
+                if h in past:  # (set again, it goes last: no call to move it there)
+                    del past[h]
                 past[h] = held.title_terms
-                past.move_to_end(h)
         while len(past) > self.config.paragraph_memory:
             past.popitem(last=False)
         self._recent[article_id] = (held.incident_id, held.duplicate_of,
@@ -1428,25 +1446,38 @@ def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
 def _two_means(vecs: list[dict[str, float]], rounds: int = 6) -> set[int]:
     """The indices of the second of two groups of unit vectors (spherical 2-means, seeded
     by the first vector and the one least like it; deterministic)."""
+    return _two_means_sums(vecs, rounds)[0]
+
+
+def _two_means_sums(vecs: list[dict[str, float]], rounds: int = 6
+                    ) -> tuple[set[int], tuple[dict[str, float], dict[str, float]]]:
+    """``_two_means``, and the sums of the vectors outside and inside the second group
+    (``_add_into`` over them in order), which it has made anyway (empty without a split)."""
     first = vecs[0]
-    far = min(range(len(vecs)), key=lambda i: _dot(vecs[i], first))
+    far, least = 0, _dot(first, first)  # (the first of the least alike, as min() gives)
+    for i in range(1, len(vecs)):
+        dot = _dot(vecs[i], first)
+        if dot < least:
+            far, least = i, dot
     centres = (dict(first), dict(vecs[far]))
     columns = [_columns(vec) for vec in vecs]  # each walked twice a round
     second: set[int] = set()
+    sums: tuple[dict[str, float], dict[str, float]] = ({}, {})
     for _ in range(rounds):
         assigned = {i for i, vec in enumerate(vecs)
                      if _dot_columns(vec, columns[i], centres[1])
                      > _dot_columns(vec, columns[i], centres[0])}
         if assigned == second or not assigned or len(assigned) == len(vecs):
-            return assigned if 0 < len(assigned) < len(vecs) else set()
+            # (Unchanged: the sums made last round are this grouping's.)
+            return (assigned, sums) if 0 < len(assigned) < len(vecs) else (set(), ({}, {}))
         second = assigned
-        sums: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        sums = ({}, {})
         for i, (terms, weights) in enumerate(columns):  # (``_add_into``, over the columns)
             total = sums[i in second]
             for term, weight in zip(terms, weights):  # noqa: B905 - see _columns
                 total[term] = total.get(term, 0.0) + weight
         centres = (_unit(sums[0]), _unit(sums[1]))
-    return second
+    return second, sums
 
 
 def _unit(vec: dict[str, float]) -> dict[str, float]:
@@ -1454,16 +1485,40 @@ def _unit(vec: dict[str, float]) -> dict[str, float]:
     return {t: w / norm for t, w in vec.items()}
 
 
+# Powers of ten exactly (``_rounded``'s scales).
+_POW10 = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+
+
+def _rounded(x: float, digits: int) -> float:
+    """``round(x, digits)``, bit for bit, for ``digits`` up to 4, mostly without the
+    decimal conversion behind it (some 3,000 instructions; ten per decision).
+
+    ``round`` gives the double nearest to k / 10**digits, k the integer nearest to
+    x * 10**digits (taken exactly). Below 1e9, the product as computed is within 1.2e-7
+    of the exact one and its fraction is exact, so away from a half (by 1e-6) it tells
+    k; k / 10.0**digits is then correctly rounded, as both are exact doubles. Near a
+    half, and for large or non-finite values, ``round`` itself decides."""
+    y = x * _POW10[digits]
+    if -1e9 < y < 1e9:
+        n = math.floor(y)
+        frac = y - n
+        if frac < 0.499999 or frac > 0.500001:
+            k = n + 1 if frac > 0.5 else n
+            # (A zero keeps the sign of x: round(-0.00001, 4) is -0.0.)
+            return k / _POW10[digits] if k else math.copysign(0.0, x)
+    return round(x, digits)
+
+
 def _detail(sim: Similarity) -> dict[str, float]:
-    detail = {"cosine": round(sim.cosine, 4), "member": round(sim.member, 4),
-              "entity": round(sim.entity, 4), "cover": round(sim.cover, 4),
-              "salient": round(sim.salient, 4), "central": round(sim.central, 4)}
+    detail = {"cosine": _rounded(sim.cosine, 4), "member": _rounded(sim.member, 4),
+              "entity": _rounded(sim.entity, 4), "cover": _rounded(sim.cover, 4),
+              "salient": _rounded(sim.salient, 4), "central": _rounded(sim.central, 4)}
     if sim.named_day_gap_hours is not None:
-        detail["named_day_gap_hours"] = round(sim.named_day_gap_hours, 2)
+        detail["named_day_gap_hours"] = _rounded(sim.named_day_gap_hours, 2)
     if sim.follow_up and (sim.gap_hours or sim.named_day_gap_hours):
         detail["court_follow_up"] = 1.0  # the time gap weighed less
     if sim.pace_hours < 24.0 and (sim.gap_hours or sim.named_day_gap_hours):
-        detail["pace_hours"] = round(sim.pace_hours, 2)  # the gap counted in these, not days
+        detail["pace_hours"] = _rounded(sim.pace_hours, 2)  # the gap counted in these, not days
     # The facts that moved the score up or down, when they did (else the explanation of a
     # join on "6400 South King Drive" or against a different age would leave them out).
     for fact, value in (("name_match", sim.name_match), ("age_match", sim.age_match),
@@ -1604,8 +1659,8 @@ def _pace_hours(span: float, originals: int, min_hours: float) -> float:
 def _gap_hours(a: float | None, b: float | None) -> float | None:
     if a is None or b is None:
         return None
-    return round(abs(a - b) / 3600.0, 2)
+    return _rounded(abs(a - b) / 3600.0, 2)
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+    return None if value is None else _rounded(value, 2)

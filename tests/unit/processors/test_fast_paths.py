@@ -416,7 +416,15 @@ def test_two_means_over_columns_is_the_plain_two_means():
             side = words[rng.random() < 0.5] + words[rng.random() < 0.2]
             vecs.append(clustering._unit({w: rng.choice([0.5, 1.0, rng.random()])
                                           for w in rng.sample(side, rng.randint(1, 25))}))
-        assert clustering._two_means(vecs) == _plain_two_means(vecs)
+        second = _plain_two_means(vecs)
+        assert clustering._two_means(vecs) == second
+        # Its sums are the groups' sums made anew, to the last bit and in the same order.
+        made: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        if second:
+            for i, vec in enumerate(vecs):
+                clustering._add_into(made[i in second], vec)
+        sums = clustering._two_means_sums(vecs)[1]
+        assert [list(s.items()) for s in sums] == [list(s.items()) for s in made]
 
 
 def test_shared_terms_and_entities_are_the_heads_of_the_keyed_sorts():
@@ -442,3 +450,63 @@ def test_shared_terms_and_entities_are_the_heads_of_the_keyed_sorts():
 def test_columns_are_the_terms_and_weights_in_order():
     assert clustering._columns({"b": 0.5, "a": 0.25, "c": 1.0}) == (["b", "a", "c"], [0.5, 0.25, 1.0])
     assert clustering._columns({}) == ([], [])
+
+
+def _plain_add_original(inc, vec, evec):
+    """``_Incident.add_original`` as first written: each term added in, norms kept current."""
+    norm2 = inc.norm * inc.norm if inc.norm >= 0 else None
+    for term, weight in vec.items():
+        old = inc.centroid.get(term, 0.0)
+        inc.centroid[term] = old + weight
+        inc.presence[term] = inc.presence.get(term, 0) + 1
+        if norm2 is not None:
+            norm2 += weight * (2 * old + weight)
+    inc.norm = math.sqrt(max(norm2, 0.0)) if norm2 is not None else -1.0
+    enorm2 = inc.entity_norm * inc.entity_norm if inc.entity_norm >= 0 else None
+    for ent, weight in evec.items():
+        old = inc.entity_vec.get(ent, 0.0)
+        inc.entity_vec[ent] = old + weight
+        if enorm2 is not None:
+            enorm2 += weight * (2 * old + weight)
+    inc.entity_norm = math.sqrt(max(enorm2, 0.0)) if enorm2 is not None else -1.0
+    inc.originals += 1
+
+
+def test_adding_originals_gives_the_term_by_term_sums_to_the_last_bit():
+    rng = random.Random(17)
+    words = [f"w{i}" for i in range(40)]
+    for _ in range(100):
+        fast, plain = clustering._Incident("inc-1", 1), clustering._Incident("inc-1", 1)
+        if rng.random() < 0.3:  # norms read before the first original: kept current from 0
+            fast.centroid_norm(), fast.entities_norm(), plain.centroid_norm(), plain.entities_norm()
+        for _ in range(rng.randint(1, 4)):
+            vec = {w: rng.choice([0.5, 1.0, rng.random()]) for w in rng.sample(words, 12)}
+            evec = {w: x for w, x in vec.items() if w < "w2"}
+            fast.add_original(vec, evec)
+            _plain_add_original(plain, vec, evec)
+            assert list(fast.centroid.items()) == list(plain.centroid.items())
+            assert list(fast.presence.items()) == list(plain.presence.items())
+            assert list(fast.entity_vec.items()) == list(plain.entity_vec.items())
+            assert (fast.norm, fast.entity_norm, fast.originals) == (
+                plain.norm, plain.entity_norm, plain.originals)
+
+
+def test_rounded_is_round_to_the_last_bit():
+    rng = random.Random(23)
+    values = [0.0, -0.0, 0.5, -0.5, 1e-20, -1e-20, 0.00005, -0.00005, 0.12345, 2.675, 1.005,
+              1e9, -1e9, 1e12, float("inf"), float("-inf"), 123456.785, 99999.99995]
+    for _ in range(30_000):
+        values.append(rng.uniform(-12.0, 12.0))
+        values.append(rng.random())
+        values.append(rng.uniform(0.0, 50_000.0))  # hours, days
+        # On and around the halves between the roundings, where only ``round`` can tell.
+        k = rng.randint(-200_000, 200_000)
+        for scale in (100.0, 10_000.0):
+            half = (k + 0.5) / scale
+            values.extend((half, math.nextafter(half, math.inf), math.nextafter(half, -math.inf),
+                           k / scale, math.nextafter(k / scale, -math.inf)))
+    for x in values:
+        for digits in (2, 4):
+            got, want = clustering._rounded(x, digits), round(x, digits)
+            assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want), (x, digits)
+    assert math.isnan(clustering._rounded(float("nan"), 4))
