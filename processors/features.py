@@ -337,6 +337,14 @@ _WORD_HASHES: dict[str, bytes] = {}
 _WORD_HASHES_MAX: Final = 65_536
 
 
+def clear_word_caches() -> None:
+    """Empties the per-word caches (token kinds, word hashes, stems): for a benchmark's
+    repeated passes over one file to start as cold as its first."""
+    _TOKEN_INFOS.clear()
+    _WORD_HASHES.clear()
+    stem.cache_clear()
+
+
 def _word_hashes(words: list[str]) -> np.ndarray:
     """CRC-32 of each word lower-cased, as UTF-8, as uint64: the words of ``" ".join(words)
     .lower().encode()`` split at its spaces (a case mapping never looks across a space), but
