@@ -288,7 +288,7 @@ def print_targets(files: dict[str, tuple[float, float, float]], stream: dict[int
     def mark(ok: bool) -> str:
         return "met" if ok else "SHORT"
 
-    print("targets (online decisions; dedup + cluster speed, the median of the passes)")
+    print("targets (online decisions; dedup + cluster speed, of a file the median of its passes)")
     for name, (b3, pw, rate) in files.items():
         b3_target, pw_target = QUALITY_TARGETS[name]
         print(f"  {name:25} B-cubed {b3:.4f} >= {b3_target:.2f} {mark(b3 >= b3_target):5}  "
