@@ -165,8 +165,8 @@ def run_file(path: Path, config: ClusterConfig, passes: int) -> tuple[float, flo
 
 def cold_passes(articles: list[RawArticle], config: ClusterConfig, passes: int) -> list[float]:
     """Dedup + cluster articles/s of ``passes`` more passes over ``articles``, each as cold as
-    the first: one pass on a shared machine swings by a third from run to run (the same
-    build gave 1,262 to 1,658 art/s on gva-dev), their median much less."""
+    the first: one pass on a shared machine swings by a quarter from run to run (the same
+    build gave 1,262, 1,384 and 1,570 art/s on gva-dev, minutes apart), their median less."""
     speeds = []
     for _ in range(passes):
         clear_word_caches()
