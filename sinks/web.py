@@ -404,6 +404,18 @@ def not_there_yet(settings: Settings) -> str:
             f"{store_setting(settings)})")
 
 
+def storage_fault(exc: Exception, settings: Settings) -> str:
+    """What a request is told of storage that raised ``exc`` (one of ``storage_errors``):
+    the page, the API and the probes' log lines say the same of the same fault."""
+    if isinstance(exc, SchemaOutdated):
+        return f"storage {needs_upgrade(exc)}"
+    if setting := setting_to_check(exc, settings):
+        return f"storage {set_wrong(setting)}"
+    if isinstance(exc, StoreMissing):
+        return f"storage {not_there_yet(settings)}"
+    return "storage unavailable"
+
+
 def busy_errors() -> tuple[type[Exception], ...]:
     """What the storage raises when it answers but all its connections are in use past
     the wait for one (PostgreSQL's pool: 4, the page's slow requests holding them). A
@@ -841,15 +853,8 @@ class Handler(BaseHTTPRequestHandler):
         except storage_errors() as exc:
             logger.warning("GET %s failed: %s", path, exc)
             self.server.stores.reset()  # reopened on the next request (the database may move)
-            if isinstance(exc, SchemaOutdated):
-                message = f"storage {needs_upgrade(exc)}"
-            elif setting := setting_to_check(exc, self.server.settings):
-                message = f"storage {set_wrong(setting)}"
-            elif isinstance(exc, StoreMissing):
-                message = f"storage {not_there_yet(self.server.settings)}"
-            else:
-                message = "storage unavailable"
-            self._error(503, message, api=path.startswith("/api/"))
+            self._error(503, storage_fault(exc, self.server.settings),
+                        api=path.startswith("/api/"))
         except Exception:
             # A fault of ours (or a stored row we cannot read), not of the storage: the
             # store stays open for the other requests.
@@ -892,29 +897,30 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             # The answer names the store, never the driver's error: anyone may ask, and
             # the error may quote the settings. The log has it.
-            store = store_name(self.server.settings)
-            if isinstance(exc, SchemaOutdated):
-                failure = f"{store} {needs_upgrade(exc)}"
-                said.failed(logging.WARNING, failure, exc)
-                self.server.stores.reset()
-                answer = f"not ready: {failure}"
-            elif isinstance(exc, busy_errors()):
+            settings = self.server.settings
+            store = store_name(settings)
+            if isinstance(exc, busy_errors()):
                 said.failed(logging.INFO, "store busy", exc)
                 answer = f"not ready: {store} is busy, all its connections in use"
             elif isinstance(exc, StoreNotAnswering):
                 said.failed(logging.INFO, "store not answering", exc)
                 answer = f"not ready: {store} is not answering: {exc.why}"
-            elif setting := setting_to_check(exc, self.server.settings):
-                said.failed(logging.WARNING, f"storage {set_wrong(setting)}", exc)
-                self.server.stores.reset()
-                answer = f"not ready: {store} is {set_wrong(setting)}"
-            elif isinstance(exc, StoreMissing):
-                said.failed(logging.INFO, "store not there yet", exc)
-                answer = f"not ready: {store} {not_there_yet(self.server.settings)}"
             elif isinstance(exc, storage_errors()):
-                said.failed(logging.INFO, "store unavailable", exc)
+                setting = setting_to_check(exc, settings)
+                # Logged as the page says it; a setting or the schema to mend is a warning.
+                to_mend = setting is not None or isinstance(exc, SchemaOutdated)
+                said.failed(logging.WARNING if to_mend else logging.INFO,
+                            storage_fault(exc, settings), exc)
                 self.server.stores.reset()
-                answer = f"not ready: {store} is unavailable"
+                # Answered naming the store, not "storage".
+                if isinstance(exc, SchemaOutdated):
+                    answer = f"not ready: {store} {needs_upgrade(exc)}"
+                elif setting:
+                    answer = f"not ready: {store} is {set_wrong(setting)}"
+                elif isinstance(exc, StoreMissing):
+                    answer = f"not ready: {store} {not_there_yet(settings)}"
+                else:
+                    answer = f"not ready: {store} is unavailable"
             else:
                 said.failed(logging.ERROR, "checking the store failed", exc, exc_info=True)
                 answer = f"not ready: checking {store} failed"
@@ -939,10 +945,7 @@ class Handler(BaseHTTPRequestHandler):
             metrics.store_up.set(0)
             self._forget_counts()
         except storage_errors() as exc:
-            setting = setting_to_check(exc, self.server.settings)
-            said.failed(logging.INFO, f"storage {set_wrong(setting)}" if setting
-                        else "store not there yet" if isinstance(exc, StoreMissing)
-                        else "store unavailable", exc)
+            said.failed(logging.INFO, storage_fault(exc, self.server.settings), exc)
             self.server.stores.reset()
             metrics.store_up.set(0)
             self._forget_counts()
