@@ -1035,7 +1035,10 @@ class IncidentClusterer:
             pick = _likeliest_home([entry[0] for entry in joinable],
                                    [self._incidents[entry[2]].originals for entry in joinable],
                                    cfg.w_size_rank)
-            if pick:
+            # Not a home under the merge threshold when two incidents are over it: those
+            # two are one incident (the merge rule), whatever the size of a third.
+            if pick and (joinable[pick][0] >= cfg.merge_threshold
+                         or scored[1][0] < cfg.merge_threshold):
                 passed_over = scored[0][0], scored[0][2]
                 scored.insert(0, scored.pop(pick))
         score, _, best_id, sim = scored[0]

@@ -707,9 +707,10 @@ def test_the_pace_of_an_incident_is_the_mean_time_between_its_reports_within_bou
     assert _pace_hours(36 * hour, 4, 0.0) == 24.0  # off
 
 
-def _after_a_hearing(title: str, config: ClusterConfig | None = None) -> Explanation:
+def _after_a_hearing(title: str, config: ClusterConfig | None = None,
+                     others: tuple[str, ...] = ()) -> Explanation:
     """The explanation of headline ``title`` after six headlines of a governor's hearing
-    and one of a side story of it, minutes apart."""
+    and one of a side story of it (and ``others``), minutes apart."""
     c = IncidentClusterer(config)
     hearing = ("Carney grilled by MPs over forex rigging claims",
                "Bank of England governor Carney faces MPs on forex scandal",
@@ -717,7 +718,7 @@ def _after_a_hearing(title: str, config: ClusterConfig | None = None) -> Explana
                "Forex probe: Carney promises ruthless inquiry at Bank of England",
                "MPs question Carney on Bank of England forex oversight",
                "Carney: Bank of England staff may face forex questions",
-               "Carney says RBS may have to leave an independent Scotland")
+               "Carney says RBS may have to leave an independent Scotland", *others)
     for n, headline in enumerate(hearing):
         c.add(art(f"hearing-{n}", (headline, ""), n / 60))
     return c.add(art("late", (title, ""), len(hearing) / 60)).explanation
@@ -747,6 +748,19 @@ def test_a_smaller_incident_merged_with_the_story_taken_is_not_said_to_be_passed
     assert merged.decision == "merged" and merged.merged_from == ["inc-hearing-6"]
     assert merged.score == pytest.approx(4.064, abs=1e-3)
     assert "smaller_incident_score" not in merged.detail  # the why line said it was
+
+
+def test_two_incidents_sure_to_be_the_article_s_are_merged_though_a_bigger_story_fits():
+    # A headline of two stories: the side story (5.225) and a third, on Libor (2.579), are
+    # both over the merge threshold, so they are one incident. The hearing (-0.306) is
+    # joinable, and with its six reports, at this size weight, the likelier home by size
+    # alone: it was taken, and the two sure incidents were left apart.
+    config = ClusterConfig(join_threshold=-1.0, merge_threshold=2.0, w_size_rank=3.5)
+    two = "Carney tells MPs RBS may leave an independent Scotland; Lloyds fined over Libor rigging"
+    merged = _after_a_hearing(two, config, ("Lloyds fined over Libor rigging by regulators",))
+    assert merged.decision == "merged" and merged.merged_from == ["inc-hearing-7"]
+    assert merged.score == pytest.approx(5.225, abs=1e-3)  # the side story's, where it went
+    assert "smaller_incident_score" not in merged.detail
 
 
 def test_the_likeliest_home_weighs_a_story_by_its_size():
