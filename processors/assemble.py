@@ -31,10 +31,28 @@ from processors.features import STOPWORDS, stem
 MAX_CLOCK_SKEW = timedelta(hours=1)
 
 
+# The zeros of common clocks, which a feed writes for an empty date field: Unix time 0,
+# SQL Server's 1900-01-01 (and .NET's 0001-01-01, by its year). In the feed's own zone, so
+# anywhere within a day's zones of midnight UTC.
+_CLOCK_ZEROS = (datetime(1970, 1, 1, tzinfo=UTC), datetime(1900, 1, 1, tzinfo=UTC))
+_ZONES_SPAN = timedelta(hours=14)
+
+
+def is_clock_zero(published: datetime) -> bool:
+    """Whether ``published`` is a clock's zero (an empty date field), not a day."""
+    return published.year == 1 or any(abs(published - zero) <= _ZONES_SPAN
+                                      for zero in _CLOCK_ZEROS)
+
+
 def believable_time(published: datetime | None, seen: datetime | None) -> datetime | None:
     """``published``, or when it is past ``seen`` by more than ``MAX_CLOCK_SKEW`` (a feed
-    dating its articles 2999), ``seen``: the time the stage goes by."""
-    if published is not None and seen is not None and published > seen + MAX_CLOCK_SKEW:
+    dating its articles 2999) or a clock's zero (1970-01-01: no date), ``seen``: the time
+    the stage goes by (None, not known: a clock's zero is then no time at all)."""
+    if published is None:
+        return None
+    if is_clock_zero(published):
+        return seen
+    if seen is not None and published > seen + MAX_CLOCK_SKEW:
         return seen
     return published
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from newsflow.schemas import parse_timestamp
 from newsflow.text import clean_text, clean_title, derive_title
+from processors.assemble import believable_time
 from processors.clustering import Article, ClusterConfig, IncidentClusterer
 
 
@@ -37,7 +38,7 @@ def row_to_article(row: dict[str, Any]) -> Article:
         text=clean_text(text, title),
         url=row.get("url") or None,
         source=row.get("source") or None,
-        published=parse_published(row.get("published")),
+        published=believable_time(parse_published(row.get("published")), None),
     )
 
 

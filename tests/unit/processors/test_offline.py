@@ -61,6 +61,14 @@ def test_row_to_article_cleans_and_derives_a_missing_title():
     assert untitled.published is None
 
 
+def test_a_row_dated_a_clock_s_zero_is_undated_as_in_the_stream():
+    # (An empty date field written as Unix time 0: decades from its story, it founded
+    # an incident of its own.)
+    zero = {**ROWS[2], "published": "1970-01-01T00:00:00Z"}
+    assert row_to_article(zero).published is None
+    assert [o["incident_id"] for o in cluster_rows([ROWS[0], zero])] == ["inc-a", "inc-a"]
+
+
 def test_row_to_article_cuts_the_site_name_from_the_title_as_the_clean_stage_does():
     row = {"id": "s1", "title": "Man shot on Elm St. - KMOV.com", "text": "A man was shot.",
            "source": "KMOV", "url": "http://web.archive.org/web/2015/http://www.kmov.com/a"}

@@ -168,6 +168,26 @@ def test_a_future_dated_article_does_not_empty_the_window():
     assert joined.decision.incident_id == first.decision.incident_id
 
 
+@pytest.mark.parametrize("zero", [
+    datetime(1970, 1, 1, tzinfo=UTC),  # a Unix time of 0
+    datetime.fromisoformat("1970-01-01T00:00:00+02:00"),  # ... written in a feed's zone
+    datetime(1, 1, 1, tzinfo=UTC),  # .NET's DateTime.MinValue
+    datetime(1900, 1, 1, tzinfo=UTC),  # SQL Server's zero
+])
+def test_a_report_dated_a_clock_s_zero_counts_as_seen_then(zero: datetime):
+    """A feed writes a clock's zero for an empty date field: the report founded an
+    incident of its own (decades from its story) that started in 1970."""
+    reuters, afp = seeds()
+    stage = IncidentStage()
+    first = stage.process(reuters, T0)
+    undated = afp.model_copy(update={"published": zero, "seen_at": T0 + timedelta(hours=1)})
+    joined = stage.process(undated, T0 + timedelta(hours=1))
+    assert joined.decision.incident_id == first.decision.incident_id
+    [incident] = joined.incidents
+    assert (incident.first_seen, incident.last_seen) == (T0, T0 + timedelta(hours=1))
+    assert [a.id for a in incident.articles] == [reuters.id, afp.id]  # in time order
+
+
 def test_the_sweep_reports_evictions_stuck_behind_a_held_article():
     reuters, _ = seeds()
     stage = IncidentStage(ClusterConfig(window_days=1, incident_days=90))
