@@ -15,7 +15,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Collection, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -40,6 +40,19 @@ def utc_from_epoch(seconds: float) -> datetime | None:
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, ValueError, OSError):
         return None
+
+
+# The zeros of common clocks, which a feed writes for an empty date field: Unix time 0,
+# SQL Server's 1900-01-01 (and .NET's 0001-01-01, by its year). In the feed's own zone, so
+# anywhere within a day's zones of midnight UTC.
+_CLOCK_ZEROS = (datetime(1970, 1, 1, tzinfo=UTC), datetime(1900, 1, 1, tzinfo=UTC))
+_ZONES_SPAN = timedelta(hours=14)
+
+
+def is_clock_zero(when: datetime) -> bool:
+    """Whether ``when`` (timezone-aware) is a clock's zero (an empty date field), not a
+    day."""
+    return when.year == 1 or any(abs(when - zero) <= _ZONES_SPAN for zero in _CLOCK_ZEROS)
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -22,6 +22,7 @@ from newsflow.schemas import (
     IncidentMember,
     IncidentVersion,
     RawArticle,
+    is_clock_zero,
 )
 from newsflow.text import LAO_KHMER_MYANMAR_MARKS, THAI_MARKS, has_spaceless, spaceless_terms
 from processors.features import STOPWORDS, stem
@@ -29,19 +30,6 @@ from processors.features import STOPWORDS, stem
 # A publication time this far past the moment an article is seen is a wrong date (or a
 # wrong clock): one such article would move stream time ahead and empty the window.
 MAX_CLOCK_SKEW = timedelta(hours=1)
-
-
-# The zeros of common clocks, which a feed writes for an empty date field: Unix time 0,
-# SQL Server's 1900-01-01 (and .NET's 0001-01-01, by its year). In the feed's own zone, so
-# anywhere within a day's zones of midnight UTC.
-_CLOCK_ZEROS = (datetime(1970, 1, 1, tzinfo=UTC), datetime(1900, 1, 1, tzinfo=UTC))
-_ZONES_SPAN = timedelta(hours=14)
-
-
-def is_clock_zero(published: datetime) -> bool:
-    """Whether ``published`` is a clock's zero (an empty date field), not a day."""
-    return published.year == 1 or any(abs(published - zero) <= _ZONES_SPAN
-                                      for zero in _CLOCK_ZEROS)
 
 
 def believable_time(published: datetime | None, seen: datetime | None) -> datetime | None:

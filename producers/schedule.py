@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+from newsflow.schemas import is_clock_zero
+
 WEEK_S = 7 * 24 * 3600.0
 
 
@@ -86,7 +88,9 @@ def adaptive_interval(
     its entries over the last week, or over the span its entries cover when that is
     shorter (a feed lists only its latest N entries)."""
     week_ago = now - timedelta(seconds=WEEK_S)
-    dated = [min(p, now) for p in published if p is not None and p <= now + timedelta(hours=1)]
+    # (Not a clock's zero, a feed's empty date field: no date at all.)
+    dated = [min(p, now) for p in published
+             if p is not None and p <= now + timedelta(hours=1) and not is_clock_zero(p)]
     if dated:
         recent = [p for p in dated if p >= week_ago]
         if not recent:

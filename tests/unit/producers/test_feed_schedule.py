@@ -54,6 +54,18 @@ def test_adaptive_interval_without_dates_halves_or_grows():
     assert adaptive_interval([], now=NOW, previous_s=4000, new_entries=0, bounds=BOUNDS) == 6000
 
 
+def test_entries_dated_a_clock_s_zero_count_as_undated():
+    # A feed writing 1970-01-01 for its empty date fields was polled once a day (the most
+    # its bounds allow), as a feed quiet for decades, however many entries it brought.
+    zeros = [datetime(1970, 1, 1, tzinfo=UTC), datetime(1969, 12, 31, 22, tzinfo=UTC)]
+    assert adaptive_interval(zeros, now=NOW, previous_s=4000, new_entries=3,
+                             bounds=BOUNDS) == 2000
+    hourly = [NOW - timedelta(hours=h) for h in range(0, 168, 1)]
+    assert adaptive_interval(hourly + zeros, now=NOW, previous_s=None, new_entries=0,
+                             bounds=BOUNDS) == adaptive_interval(
+        hourly, now=NOW, previous_s=None, new_entries=0, bounds=BOUNDS)
+
+
 def test_next_interval_honours_ttl_and_cache_control_up_to_the_bound():
     busy = [NOW - timedelta(minutes=2 * i) for i in range(100)]
     base = next_interval(published=busy, now=NOW, previous_s=None, new_entries=1,
