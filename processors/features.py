@@ -214,7 +214,10 @@ FOLLOW_UP_TERMS: Final = frozenset(stem(w) for w in """acquit acquitted acquitta
     testify testimony trial verdict""".split())
 
 
-@dataclass(frozen=True, slots=True)
+# (Not frozen, and its ``__init__`` written out: mypyc compiles such a constructor; the
+# one ``dataclass`` writes, frozen above all, runs in the interpreter, ~25K instructions
+# a call. Nothing assigns to a ``Features``: each is built once, by ``extract``.)
+@dataclass(slots=True)
 class Features:
     tf: dict[str, float]  # term -> field-boosted, sublinear term frequency (no IDF yet)
     entities: frozenset[str]  # names, places, numbers (normalised like terms)
@@ -236,6 +239,31 @@ class Features:
     bigrams: bool = False
     # The language told by its words (``processors.language.detect``: English too), or None.
     language: str | None = None
+
+    def __init__(self, tf: dict[str, float], entities: frozenset[str],
+                 title_terms: frozenset[str], shingles: np.ndarray, text_key: str | None,
+                 title_key: str, n_words: int, year: str | None, years: frozenset[str],
+                 names: frozenset[str] = frozenset(), ages: frozenset[str] = frozenset(),
+                 streets: frozenset[str] = frozenset(),
+                 dates: frozenset[tuple[int, int, int]] = frozenset(),
+                 follow_up: bool = False, bigrams: bool = False,
+                 language: str | None = None) -> None:
+        self.tf = tf
+        self.entities = entities
+        self.title_terms = title_terms
+        self.shingles = shingles
+        self.text_key = text_key
+        self.title_key = title_key
+        self.n_words = n_words
+        self.year = year
+        self.years = years
+        self.names = names
+        self.ages = ages
+        self.streets = streets
+        self.dates = dates
+        self.follow_up = follow_up
+        self.bigrams = bigrams
+        self.language = language
 
 
 def canonical_url(url: str | None) -> str | None:
