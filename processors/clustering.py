@@ -57,6 +57,8 @@ def founded_id(article_id: str) -> str:
     return "inc-" + article_id[:20]
 
 
+# (Its ``__init__`` written out: mypyc compiles such a constructor; the one ``dataclass``
+# writes runs in the interpreter.)
 @dataclass
 class Decision:
     article_id: str
@@ -68,6 +70,17 @@ class Decision:
     # without an article in the window (dormant), whose merge moves none.
     merged: dict[str, str] = field(default_factory=dict)
     redelivery: bool = False
+
+    def __init__(self, article_id: str, incident_id: str, duplicate_of: str | None,
+                 explanation: Explanation, moved: dict[str, str] | None = None,
+                 merged: dict[str, str] | None = None, redelivery: bool = False) -> None:
+        self.article_id = article_id
+        self.incident_id = incident_id
+        self.duplicate_of = duplicate_of
+        self.explanation = explanation
+        self.moved = {} if moved is None else moved
+        self.merged = {} if merged is None else merged
+        self.redelivery = redelivery
 
 
 @dataclass
@@ -240,7 +253,8 @@ class ClusterConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
 
 
-@dataclass(frozen=True, slots=True)
+# (Not frozen, for a compiled ``__init__``, as ``Features``: nothing assigns to one.)
+@dataclass(slots=True)
 class _Facts:
     """An original's contribution to its incident's counts, kept so a split can move it."""
 
@@ -250,7 +264,17 @@ class _Facts:
     streets: frozenset[str]
     language: str | None  # told by its words (``Features.language``)
 
+    def __init__(self, years: frozenset[str], names: frozenset[str], ages: frozenset[str],
+                 streets: frozenset[str], language: str | None) -> None:
+        self.years = years
+        self.names = names
+        self.ages = ages
+        self.streets = streets
+        self.language = language
 
+
+# (Its ``__init__`` written out: mypyc compiles such a constructor; the one ``dataclass``
+# writes runs in the interpreter.)
 @dataclass(slots=True)
 class _Held:
     ts: float | None
@@ -263,6 +287,21 @@ class _Held:
     evec: dict[str, float] | None = None  # originals only: the entity part of ``vec``
     facts: _Facts | None = None  # originals only: what it added to its incident's counts
     headline: bool = False  # no body, only a headline
+
+    def __init__(self, ts: float | None, incident_id: str, duplicate_of: str | None,
+                 vec: dict[str, float] | None, decision: Decision, title_terms: frozenset[str],
+                 paragraphs: tuple[int, ...], evec: dict[str, float] | None = None,
+                 facts: _Facts | None = None, headline: bool = False) -> None:
+        self.ts = ts
+        self.incident_id = incident_id
+        self.duplicate_of = duplicate_of
+        self.vec = vec
+        self.decision = decision
+        self.title_terms = title_terms
+        self.paragraphs = paragraphs
+        self.evec = evec
+        self.facts = facts
+        self.headline = headline
 
 
 @dataclass(slots=True)

@@ -62,6 +62,8 @@ class DuplicateMatch:
     similarity: float
 
 
+# (Its ``__init__`` written out: mypyc compiles such a constructor; the one ``dataclass``
+# writes runs in the interpreter.)
 @dataclass(slots=True)
 class _Entry:
     url_key: str | None
@@ -70,6 +72,16 @@ class _Entry:
     title_terms: frozenset[str]
     signature: np.ndarray | None
     bands: tuple[bytes, ...]
+
+    def __init__(self, url_key: str | None, text_key: str | None, title_key: str | None,
+                 title_terms: frozenset[str], signature: np.ndarray | None,
+                 bands: tuple[bytes, ...]) -> None:
+        self.url_key = url_key
+        self.text_key = text_key
+        self.title_key = title_key
+        self.title_terms = title_terms
+        self.signature = signature
+        self.bands = bands
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,24 @@ def test_the_compiled_build_saves_and_takes_back_a_stage_that_decides_as_it_did(
         runs.append(live)
     assert runs[0] == runs[1]
     assert json.loads(runs[0])[2][1]  # fire-0 again: a redelivery, remembered
+
+
+# The classes built once or more per article: a constructor ``dataclass`` writes is Python
+# code (run in the interpreter, a frozen one's ~25K instructions a call, per callgrind);
+# one written out in the class is compiled with it.
+_CONSTRUCTORS = """
+import inspect, json
+from processors import clustering, dedup, features
+classes = [features.Features, clustering.Decision, clustering._Held, clustering._Facts,
+           dedup._Entry]
+print(json.dumps({c.__name__: inspect.isfunction(c.__init__) for c in classes}))
+"""
+
+
+def test_the_per_article_classes_are_built_by_compiled_constructors(tmp_path):
+    _require_build()
+    env = {**os.environ, "PYTHONPATH": str(SNAPSHOT), "PYTHONHASHSEED": "0"}
+    out = subprocess.run([sys.executable, "-c", _CONSTRUCTORS], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True, timeout=60)
+    interpreted = [name for name, is_python in json.loads(out.stdout).items() if is_python]
+    assert interpreted == []
