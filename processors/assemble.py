@@ -325,13 +325,16 @@ def _headline(title: str, articles: Iterable[IncidentArticle]) -> bool:
 def incident_article(
     article: RawArticle, duplicate_of: str | None, explanation: Explanation | None, seen_at: datetime
 ) -> IncidentArticle:
+    """``article`` as its incident lists it: at the time the stage placed it (a publication
+    time it does not believe, a clock's zero or one far ahead, is ``seen_at``: readers
+    order an incident's articles by it, and showed a 1970 report first)."""
     return IncidentArticle(
         id=article.id,
         title=article.title,
         title_derived=article.title_derived,
         url=article.url,
         source=article.source,
-        published=article.published,
+        published=believable_time(article.published, seen_at),
         seen_at=seen_at,
         duplicate_of=duplicate_of,
         explanation=explanation,

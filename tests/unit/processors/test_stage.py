@@ -186,6 +186,9 @@ def test_a_report_dated_a_clock_s_zero_counts_as_seen_then(zero: datetime):
     [incident] = joined.incidents
     assert (incident.first_seen, incident.last_seen) == (T0, T0 + timedelta(hours=1))
     assert [a.id for a in incident.articles] == [reuters.id, afp.id]  # in time order
+    # ... and the incident lists it at that time, as readers order its articles by it (the
+    # page and `newsflow incident` showed it first, dated 1970).
+    assert incident.articles[1].published == T0 + timedelta(hours=1)
 
 
 def test_the_sweep_reports_evictions_stuck_behind_a_held_article():
