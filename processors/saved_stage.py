@@ -87,7 +87,9 @@ def code_identity() -> str:
     return digest.hexdigest()
 
 
-class _Pickler(pickle.Pickler):
+class StatePickler(pickle.Pickler):
+    """Pickles a stage or a clusterer, compiled or not (``pickle.load`` reads it back)."""
+
     def reducer_override(self, obj: Any) -> Any:
         # A dataclass is built again from its fields. Compiled by mypyc, pickle's default
         # rebuild of one fails: its __new__ calls __init__ with no arguments, and a frozen
@@ -112,7 +114,7 @@ def save(path: Path, saved: SavedStage, config: ClusterConfig, identity: str) ->
     partial = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            pickler = _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+            pickler = StatePickler(out, protocol=pickle.HIGHEST_PROTOCOL)
             pickler.dump({"format": FORMAT, "identity": identity, "config": repr(config)})
             pickler.dump(saved.listed)
             pickler.dump(saved.stage)
