@@ -58,18 +58,18 @@ def founded_id(article_id: str) -> str:
 
 
 # (Its ``__init__`` written out: mypyc compiles such a constructor; the one ``dataclass``
-# writes runs in the interpreter.)
+# writes runs in the interpreter. The defaults are the constructor's alone.)
 @dataclass
 class Decision:
     article_id: str
     incident_id: str
     duplicate_of: str | None
     explanation: Explanation
-    moved: dict[str, str] = field(default_factory=dict)
+    moved: dict[str, str]
     # Incidents this decision merged away, each with the one that took it: also those
     # without an article in the window (dormant), whose merge moves none.
-    merged: dict[str, str] = field(default_factory=dict)
-    redelivery: bool = False
+    merged: dict[str, str]
+    redelivery: bool
 
     def __init__(self, article_id: str, incident_id: str, duplicate_of: str | None,
                  explanation: Explanation, moved: dict[str, str] | None = None,
@@ -274,7 +274,7 @@ class _Facts:
 
 
 # (Its ``__init__`` written out: mypyc compiles such a constructor; the one ``dataclass``
-# writes runs in the interpreter.)
+# writes runs in the interpreter. The defaults are the constructor's alone.)
 @dataclass(slots=True)
 class _Held:
     ts: float | None
@@ -284,9 +284,9 @@ class _Held:
     decision: Decision
     title_terms: frozenset[str]
     paragraphs: tuple[int, ...]  # paragraph hashes this article registered first
-    evec: dict[str, float] | None = None  # originals only: the entity part of ``vec``
-    facts: _Facts | None = None  # originals only: what it added to its incident's counts
-    headline: bool = False  # no body, only a headline
+    evec: dict[str, float] | None  # originals only: the entity part of ``vec``
+    facts: _Facts | None  # originals only: what it added to its incident's counts
+    headline: bool  # no body, only a headline
 
     def __init__(self, ts: float | None, incident_id: str, duplicate_of: str | None,
                  vec: dict[str, float] | None, decision: Decision, title_terms: frozenset[str],

@@ -216,7 +216,8 @@ FOLLOW_UP_TERMS: Final = frozenset(stem(w) for w in """acquit acquitted acquitta
 
 # (Not frozen, and its ``__init__`` written out: mypyc compiles such a constructor; the
 # one ``dataclass`` writes, frozen above all, runs in the interpreter, ~25K instructions
-# a call. Nothing assigns to a ``Features``: each is built once, by ``extract``.)
+# a call. Nothing assigns to a ``Features``: each is built once, by ``extract``. The
+# defaults are the constructor's alone, so that they are written once.)
 @dataclass(slots=True)
 class Features:
     tf: dict[str, float]  # term -> field-boosted, sublinear term frequency (no IDF yet)
@@ -230,15 +231,15 @@ class Features:
     years: frozenset[str]
     # Full names: two capitalised words ("rico doyle"), not an office, a jurisdiction or an
     # outlet ("chief sean", "denver police", "tulsa county", "houston chronicle").
-    names: frozenset[str] = frozenset()
-    ages: frozenset[str] = frozenset()  # ages mentioned ("14-year-old" -> "14")
-    streets: frozenset[str] = frozenset()  # street names of addresses ("700 block of Elm St")
-    dates: frozenset[tuple[int, int, int]] = frozenset()  # (month, day or 0, year or 0) named
-    follow_up: bool = False  # the headline names a court stage ("charged", "sentenced")
+    names: frozenset[str]
+    ages: frozenset[str]  # ages mentioned ("14-year-old" -> "14")
+    streets: frozenset[str]  # street names of addresses ("700 block of Elm St")
+    dates: frozenset[tuple[int, int, int]]  # (month, day or 0, year or 0) named
+    follow_up: bool  # the headline names a court stage ("charged", "sentenced")
     # Chinese, Japanese or Korean: terms are character bigrams, about two per word.
-    bigrams: bool = False
+    bigrams: bool
     # The language told by its words (``processors.language.detect``: English too), or None.
-    language: str | None = None
+    language: str | None
 
     def __init__(self, tf: dict[str, float], entities: frozenset[str],
                  title_terms: frozenset[str], shingles: np.ndarray, text_key: str | None,

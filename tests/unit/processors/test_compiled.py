@@ -3,6 +3,7 @@ pure modules do, and no compiled module can shadow a source file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from processors import clustering, dedup, features
 from processors.compiled import PACKAGES, snapshot_problem, source_errors
 from tests.conftest import shared_path
 
@@ -170,3 +172,15 @@ def test_the_per_article_classes_are_built_by_compiled_constructors(tmp_path):
                          capture_output=True, text=True, check=True, timeout=60)
     interpreted = [name for name, is_python in json.loads(out.stdout).items() if is_python]
     assert interpreted == []
+
+
+def test_the_written_out_constructors_alone_hold_the_defaults():
+    # A default given both as the field's and as the constructor's argument could be changed
+    # in one place only, and the constructor's would silently win.
+    classes = [features.Features, clustering.Decision, clustering._Held, clustering._Facts,
+               dedup._Entry]
+    with_defaults = {(cls.__name__, field.name) for cls in classes
+                     for field in dataclasses.fields(cls)
+                     if field.default is not dataclasses.MISSING
+                     or field.default_factory is not dataclasses.MISSING}
+    assert with_defaults == set()
