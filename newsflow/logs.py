@@ -117,6 +117,11 @@ def configure_log_output(level: str, as_json: bool, *, service: bool = True) -> 
     # also for pages whose text extract_article then finds another way; what came of a
     # page is the producer's to say (an article's `fetch`, `summary_reason`).
     logging.getLogger("trafilatura").setLevel(max(logging.ERROR, root.level))
+    # trafilatura.utils's ERRORs are its verdicts on a page that is no HTML document (an
+    # empty one, plain text, XML: "lxml parsing failed: Document is empty") or of a size
+    # it refuses; they name no page, and the producer's own line says which page of which
+    # feed went out as its summary, and why.
+    logging.getLogger("trafilatura.utils").setLevel(max(logging.CRITICAL, root.level))
     # htmldate.meta logs only about its cache housekeeping, which the producer runs every
     # 500 pages (CacheJanitor): with charset_normalizer 3.5, whose is_accentuated has no
     # cache to clear, an ERROR each time, for nothing wrong with any page.

@@ -1928,3 +1928,28 @@ def test_a_one_off_poll_to_the_embedded_broker_keeps_what_it_publishes(server, t
             assert sorted(r.article_id for r in box.rows()) == sorted(a.id for a in out[:kept])
         finally:
             box.close()
+
+
+def test_pages_that_are_no_html_document_are_said_by_the_producer_alone(server, tmp_path):
+    """An empty page, a plain-text one and an RSS document served as text/html: trafilatura
+    refused each with an ERROR naming no page ('lxml parsing failed: Document is empty',
+    'parsed tree length: 1, wrong data type or not valid HTML') in the log of a real
+    `newsflow run`, beside the producer's own line that names the feed, the page and
+    why its summary went out (made to happen with `newsflow run` and `poll --once`)."""
+    pages = {"empty": b"", "plain": b"A plain sentence about a flood in a town.",
+             "rss": rss([("x", "https://news.example/x", "x")])}
+    for name, body in pages.items():
+        server.state.custom[f"{name}.html"] = (body, "text/html")
+    server.state.custom["nohtml.xml"] = (
+        rss([(name, server.url(f"/custom/{name}.html"), name) for name in pages]),
+        "application/rss+xml")
+    feed_url = server.url("/custom/nohtml.xml")
+    done = _cli("poll", "--once", "--stdout", feed_url, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    reasons = {row["fetch"]["entry_key"]: row["fetch"].get("summary_reason")
+               for row in map(json.loads, done.stdout.splitlines())}
+    assert reasons == dict.fromkeys(pages, "empty_text")
+    assert "trafilatura" not in done.stderr, done.stderr
+    for name in pages:
+        assert (f"feed {feed_url}: page {server.url(f'/custom/{name}.html')} not used "
+                "(empty_text): publishing the entry's summary") in done.stderr

@@ -69,8 +69,9 @@ def test_a_page_extracted_without_trafilaturas_own_pass_logs_no_warning(monkeypa
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])  # these restored after the test
     monkeypatch.setattr(root, "level", root.level)
-    trafilatura = logging.getLogger("trafilatura")
-    monkeypatch.setattr(trafilatura, "level", trafilatura.level)
+    for name in ("trafilatura", "trafilatura.utils"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "level", logger.level)
     configure_logging(Settings(log_level="INFO"), service=True)
     extracted = extract_article(
         gzip.decompress(page.read_bytes()), "https://news.example/a", "text/html"
@@ -89,7 +90,7 @@ def test_the_producers_cache_reset_logs_no_error(monkeypatch, capsys):
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])  # these restored after the test
     monkeypatch.setattr(root, "level", root.level)
-    for name in ("trafilatura", "htmldate", "htmldate.meta"):
+    for name in ("trafilatura", "trafilatura.utils", "htmldate", "htmldate.meta"):
         logger = logging.getLogger(name)
         monkeypatch.setattr(logger, "level", logger.level)
     configure_logging(Settings(log_level="INFO"), service=True)
