@@ -307,6 +307,13 @@ def read_json(raw: bytes | str) -> Any:
         raise ValueError("JSON nested too deeply to read") from exc
 
 
+def validation_lines(exc: ValueError) -> list[str]:
+    """pydantic's message, a line each (the model, a field, its problem), without the
+    lines giving its web page's address: a dead letter's reason names what is wrong."""
+    return [line.strip() for line in str(exc).splitlines()
+            if line.strip() and not line.strip().startswith("For further information")]
+
+
 # Tags and character references: what is left of a page's markup (<br/>, &nbsp;) is no
 # word of an article, whatever letters it spells.
 _MARKUP = re.compile(r"<[^<>]*>|&#?\w+;")

@@ -54,6 +54,7 @@ from newsflow.schemas import (
     read_json,
     truncate_text,
     utc_from_epoch,
+    validation_lines,
 )
 from newsflow.settings import Settings
 from newsflow.storage import StoreMisconfigured, storage_errors
@@ -176,9 +177,8 @@ def _decode(value: bytes | None, model: type[_Article], name: str) -> _Article:
         if version not in (None, 1):  # a newer newsflow's, say: said as the sink says it
             raise _unknown_version(version, name) from exc
         # pydantic's message names the field and the problem (not its web page's address).
-        first = [line.strip() for line in str(exc).splitlines()
-                 if not line.strip().startswith("For further information")]
-        raise PoisonMessage(f"not a {name} (schema v1): {' '.join(first[:3])}") from exc
+        first = validation_lines(exc)[:3]
+        raise PoisonMessage(f"not a {name} (schema v1): {' '.join(first)}") from exc
     if "schema_version" not in article.model_fields_set:
         # The model's default must not stand in for it: the sink refuses such a message.
         raise _unknown_version(None, name)

@@ -39,6 +39,7 @@ from newsflow.schemas import (
     RawArticle,
     not_an_article,
     read_json,
+    validation_lines,
 )
 from newsflow.settings import Settings
 from newsflow.storage import SinkUnavailable, StoreMisconfigured, store_setting
@@ -95,7 +96,10 @@ def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None
     try:
         record = model.model_validate(data)
     except ValueError as exc:
-        raise PoisonMessage("invalid", f"not a valid {model.__name__}: {exc}") from exc
+        # On one line, as the processors' letters say it (a letter is listed a line each).
+        raise PoisonMessage(
+            "invalid", f"not a valid {model.__name__}: {' '.join(validation_lines(exc))}"
+        ) from exc
     if isinstance(record, RawArticle) and (
             reason := not_an_article(record.id, record.title, record.text)):
         # What the cluster stage refuses is no row either: an article of no incident.
