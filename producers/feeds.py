@@ -582,8 +582,9 @@ class FeedPoller:
         except HostBusy as exc:
             return PageOutcome(None, meta, "host_paused", retryable=True, retry_after_s=exc.wait_s)
         except FetchError as exc:
-            # A timeout or a lost connection may pass; a blocked address or a bad URL not.
-            retryable = exc.kind in ("timeout", "network")
+            # A timeout, a lost connection or a server's broken compression may pass; a
+            # blocked address or a bad URL not.
+            retryable = exc.kind in ("timeout", "network", "decoding")
             return PageOutcome(None, meta, f"fetch_{exc.kind}", retryable=retryable)
         meta.update(
             page_status=result.status,

@@ -38,7 +38,7 @@ PERMANENT = (301, 308)
 
 class FetchError(Exception):
     """A request that produced no HTTP response. ``kind``: blocked, bad_url, timeout,
-    network, redirects, downgrade."""
+    network, decoding (a body that is not in its Content-Encoding), redirects, downgrade."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -352,6 +352,10 @@ class Fetcher:
                 raise FetchError("blocked", str(exc)) from exc
             except httpx.TimeoutException as exc:
                 raise FetchError("timeout", type(exc).__name__) from exc
+            except httpx.DecodingError as exc:
+                # Bytes that are not the gzip (deflate, br) their Content-Encoding says: the
+                # server's fault, not the network's.
+                raise FetchError("decoding", f"{type(exc).__name__}: {exc}") from exc
             except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
                 raise FetchError("network", f"{type(exc).__name__}: {exc}") from exc
             finally:

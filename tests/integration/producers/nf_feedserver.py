@@ -5,7 +5,8 @@ Serves ../shared/data/feeds (with ETag/Last-Modified and conditional GET),
 of ../shared/data/pages (gunzipped), and misbehaving routes: 301/302 redirects (to
 anywhere: /away?to=),
 429/503 with Retry-After (for feeds and for article pages), slow headers, slow and
-oversize bodies, gzip bytes without Content-Encoding, a 403 "paywall", robots.txt rules,
+oversize bodies, gzip bytes without Content-Encoding, bytes that are not the gzip their
+Content-Encoding says, a 403 "paywall", robots.txt rules,
 generated feeds.
 """
 
@@ -186,6 +187,9 @@ class Handler(BaseHTTPRequestHandler):
                 200, gzip.compress(body),
                 [("Content-Type", "application/xml"), ("Content-Encoding", "gzip")],
             )
+        if path.startswith("/badgzip/"):  # says gzip, is not: a server's fault
+            return self._send(200, b"<html><body>not gzip</body></html>",
+                              [("Content-Type", "text/html"), ("Content-Encoding", "gzip")])
         if path.startswith("/slow/"):
             return self._slow()
         if path.startswith("/slowheaders/"):

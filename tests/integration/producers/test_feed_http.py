@@ -1953,3 +1953,16 @@ def test_pages_that_are_no_html_document_are_said_by_the_producer_alone(server, 
     for name in pages:
         assert (f"feed {feed_url}: page {server.url(f'/custom/{name}.html')} not used "
                 "(empty_text): publishing the entry's summary") in done.stderr
+
+
+def test_a_page_not_in_the_content_encoding_it_came_with_says_so(server, tmp_path):
+    """A page whose bytes are not the gzip its Content-Encoding says (a server's fault)
+    went out as its summary "lastly fetch_network": an operator looked at the network."""
+    page = server.url("/badgzip/story.html")
+    server.state.custom["badgzip.xml"] = (rss([("story", page, "Story")]), "application/rss+xml")
+    done = _cli("poll", "--once", "--stdout", server.url("/custom/badgzip.xml"),
+                tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (row,) = map(json.loads, done.stdout.splitlines())
+    assert row["fetch"]["summary_reason"] == "fetch_decoding"
+    assert f"page {page} failed 1 time(s), lastly fetch_decoding" in done.stderr

@@ -539,6 +539,8 @@ def test_a_page_whose_robots_txt_cannot_be_fetched_is_tried_again_later(tmp_path
         (HostBusy("news.example:443", 120.0), "host_paused", True),
         (FetchError("timeout", "ReadTimeout"), "fetch_timeout", True),
         (FetchError("network", "ConnectError: refused"), "fetch_network", True),
+        (FetchError("decoding", "DecodingError: gzip: incorrect header check"),
+         "fetch_decoding", True),
         (403, "http_403", False),
         (404, "http_404", False),
         (410, "http_410", False),
