@@ -312,15 +312,25 @@ def _mb(value: float) -> str:
     return f"{value / 2**20:,.0f} MB" if value >= 2**20 or not value else f"{value / 1024:,.0f} kB"
 
 
+def _window(figures: Mapping[str, float]) -> str:
+    """The processors' clustering window, as their figures give it. A worker takes the
+    state saved at the last stop, or rebuilds it from storage, when its first article
+    comes, and writes no window figures before: read as 0, they said "window 0 articles"
+    after a recycle or a start without the seeds, as if the state had been lost."""
+    if "window_articles" not in figures:
+        return "window not built yet (at the first article it clusters)"
+    return (f"window {counted(int(figures['window_articles']), 'article', 'articles')}, "
+            f"{counted(int(figures.get('window_incidents', 0)), 'incident', 'incidents')}")
+
+
 def _role_line(r: RoleStatus, now: float) -> str:
     f = r.figures
     parts: list[str] = []
     if r.role == "processors" and f.get("waiting_for_storage"):
         parts.append("WAITING for storage (to rebuild its clustering window from)")
     elif r.role == "processors":
-        parts.append(f"{counted(int(f.get('articles_in', 0)), 'article', 'articles')} in; window "
-                     f"{counted(int(f.get('window_articles', 0)), 'article', 'articles')}, "
-                     f"{counted(int(f.get('window_incidents', 0)), 'incident', 'incidents')}")
+        parts.append(f"{counted(int(f.get('articles_in', 0)), 'article', 'articles')} in; "
+                     + _window(f))
     elif r.role == "sink":
         last = f.get("last_write_at")
         parts.append(f"{counted(int(f.get('written', 0)), 'record', 'records')} written"

@@ -7,6 +7,7 @@ import math
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,7 +109,13 @@ def poll_counts(result: PollResult, max_entries: int) -> str:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow import outbox
-    from newsflow.kafka import MessageTooLargeError, Publisher, PublishError, bootstrap_servers
+    from newsflow.kafka import (
+        CLOSE_IDLE_S,
+        MessageTooLargeError,
+        Publisher,
+        PublishError,
+        bootstrap_servers,
+    )
     from producers.replay import is_replay_file, parse_time, read_articles, replay, too_large
 
     paths = [Path(p) for p in args.paths]
@@ -135,7 +142,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     unconfirmed = 0
     sent: list[tuple[RawArticle, int]] = []
     refused: set[str | None] = set()  # the broker's refusals for size: the rest delivered
-    keep = outbox.keeper(settings, publisher.flush)
+    # Its flush gives up as the close's does, once the broker has confirmed none of it for
+    # CLOSE_IDLE_S: with the flush's default 30 s, a broker gone mid-replay held the replay
+    # some 35 s before it said so, not the 5 s of the close.
+    keep = outbox.keeper(settings, partial(publisher.flush, idle_s=CLOSE_IDLE_S))
     kept = 0  # of ``sent``, how many were kept as it went
 
     def keep_as_it_goes(batch: list[tuple[RawArticle, int]]) -> None:
@@ -170,7 +180,13 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous_handler)  # (a second one ends the flush too)
         try:
-            publisher.close()  # flushes: until the broker has them all, or says which not
+            # Flushes: until the broker has them all, or says which not. After a flush that
+            # failed (the broker silent), nothing was sent since: the close's own wait for
+            # the sends still open (5 s more) would wait on what that flush gave up on.
+            if failure is not None and failure.undelivered is not None:
+                publisher.close(idle_s=0.0)
+            else:
+                publisher.close()
         except MessageTooLargeError as exc:  # (the topic takes less than newsflow sends)
             refused = set(exc.keys)
             for article, _ in sent:

@@ -95,3 +95,29 @@ def test_status_names_and_asks_the_page_on_the_free_port_its_web_process_chose(s
         os.kill(web, signal.SIGCONT)
     assert wrong.returncode == 1, wrong.stdout + wrong.stderr
     assert "the web page does not answer" in wrong.stdout.split("problems:", 1)[1]
+
+
+def test_status_does_not_call_the_window_empty_before_the_processors_build_it(start_service):
+    """The processors take the state saved at the last stop (or rebuild it from storage)
+    when their first article comes, not at their start. Started again without the seeds
+    (or after a recycle), status said "window 0 articles, 0 incidents" until an article
+    came, as if the stop had lost the clustering state."""
+    first = start_service()  # (the seeds: two articles, one incident, saved at the stop)
+    first.wait_for(lambda: (read_row(first.db, "SELECT count(*) FROM incident_articles")
+                            or (0,))[0] == 2, 90)
+    assert first.stop() == 0, first.log()[-3000:]
+    assert "saved the cluster state (2 articles, 1 incident)" in first.log()
+
+    again = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+
+    def processors_line() -> str | None:
+        found = re.findall(r"^  process +pid .*$", status(again).stdout, re.M)
+        return found[0] if found else None
+
+    quiet = again.wait_for(processors_line, 60)
+    assert "window not built yet" in quiet, quiet
+    assert "window 0 articles" not in quiet, quiet
+    again.newsflow("replay", "--quiet", str(ROOT / "seeds"))
+    busy = again.wait_for(lambda: (line := processors_line()) and "not built" not in line
+                          and line, 60)
+    assert "window 2 articles, 1 incident" in busy, busy

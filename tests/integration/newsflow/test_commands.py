@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -57,6 +58,24 @@ def test_replay_whose_broker_dies_says_in_one_line_how_many_went_out(tmp_path):
         err)
     assert found, err
     assert 0 < int(found.group(1)) < 800
+
+
+def test_replay_whose_embedded_broker_dies_gives_up_once_it_has_been_silent_5_s(tmp_path):
+    """README: a replay waits for a broker that went away until it has confirmed none of
+    its articles for 5 s. To the embedded broker, where it keeps what it sent in the
+    outbox as it goes (a flush each second), that flush waited its 30 s: the replay said
+    so some 35 s after the broker's stop (made to happen with a `newsflow run` stopped
+    under a `newsflow replay --rate 20`)."""
+    with EmbeddedBroker() as broker:
+        _, replay = _replay_under_way(tmp_path, broker, "raw-replay-silent")
+        broker.stop()
+        stopped = time.monotonic()
+        out, err = replay.communicate(timeout=120)
+        waited = time.monotonic() - stopped
+    assert replay.returncode == 1, out + err
+    assert "confirmed published to raw-replay-silent" in err, err
+    # 5 s without an answer, then at once; it was 30 s, and 5 s more at its close.
+    assert waited < 10, f"{waited:.1f} s after the broker's stop: {err}"
 
 
 def test_replay_stopped_by_sigterm_sends_what_it_published_and_says_how_far_it_came(tmp_path):
