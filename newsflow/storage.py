@@ -138,9 +138,10 @@ class StoredCopy(NamedTuple):
 
 
 def stored_articles(settings: Settings, ids: list[str]) -> dict[str, StoredCopy]:
-    """Which of ``ids`` storage holds, each with its stored copy: those with a place in an
-    incident, which the processors rebuild their window from (an article stored without
-    one yet, its place lost with the broker, would never get one). Read directly, as a
+    """Which of ``ids`` storage holds, each with its stored copy: those with a place in a
+    stored incident not merged away, which the processors rebuild their window from (an
+    article stored without one yet, or placed in an incident whose version was lost with
+    the broker, which no reader lists, would never get one). Read directly, as a
     reader of the schema: the producers ask it without the sinks' code. A store that does
     not exist yet holds none; one that cannot be read raises one of ``storage_errors()``."""
     if not ids:
@@ -152,11 +153,14 @@ def stored_articles(settings: Settings, ids: list[str]) -> dict[str, StoredCopy]
     return _stored_jsonl(settings.jsonl_file, set(ids))
 
 
-# ({} is the own_site column, or NULL in a schema older than it.) An article and its
-# place come from two topics, and the sink may store the place first: a place alone is
-# not the article held.
+# ({} is the own_site column, or NULL in a schema older than it.) An article, its place
+# and its incident's version come from three topics, and the sink may store the place
+# first: a place alone is not the article held, nor one in an incident not stored (a
+# crash between the two writes), which the processors' rebuild and the readers skip.
 _STORED_QUERY = ("SELECT ia.article_id, a.fetched_at, a.url, a.feed_url, {} FROM incident_articles ia"
-                 " JOIN articles a ON a.id = ia.article_id WHERE ia.article_id IN ({})")
+                 " JOIN articles a ON a.id = ia.article_id"
+                 " JOIN incidents i ON i.id = ia.incident_id AND i.merged_into IS NULL"
+                 " WHERE ia.article_id IN ({})")
 
 
 def _stored_copy(fetched_at: str | datetime | None, url: str | None, feed_url: str | None,
@@ -236,28 +240,34 @@ JSONL_TAIL_BYTES = 64 * 2**20
 
 def _stored_jsonl(path: Path, ids: set[str],
                   tail_bytes: int = JSONL_TAIL_BYTES) -> dict[str, StoredCopy]:
-    """A JSON Lines store's article places (its lines with ``assigned_at``) in its last
-    ``tail_bytes``: an article placed before them is not found (kept a while longer, and
-    published again harmlessly). It keeps no articles of its own, so it says no fetch
-    time."""
+    """A JSON Lines store's articles whose last place (its lines with ``assigned_at``) in
+    its last ``tail_bytes`` is in an incident with a version there (the store's reader
+    moves the places of one merged away to the one that took it): an article placed
+    before them, or in an incident versioned only before them, is not found (kept a
+    while longer, and published again harmlessly). It keeps no articles of its own, so
+    it says no fetch time."""
     if not path.exists():
         return {}
-    found: dict[str, StoredCopy] = {}
+    places: dict[str, str] = {}
+    versioned: set[str] = set()
     with path.open("rb") as lines:
         start = max(0, path.stat().st_size - tail_bytes)
         if start:
             lines.seek(start - 1)
             lines.readline()  # (the rest of the line the cut fell in)
         for line in lines:
-            if b'"assigned_at"' not in line:  # an incident's version
-                continue
             try:
-                article_id = json.loads(line)["article"]["id"]
+                data = json.loads(line)
+                if b'"assigned_at"' in line:
+                    article_id = data["article"]["id"]
+                    if article_id in ids:
+                        places[article_id] = str(data["incident_id"])
+                else:  # an incident's version
+                    versioned.add(str(data["incident_id"]))
             except (ValueError, KeyError, TypeError):
                 continue  # (a partial last line: the sink cuts it off)
-            if article_id in ids:
-                found[article_id] = StoredCopy(None)
-    return found
+    return {article_id: StoredCopy(None) for article_id, incident_id in places.items()
+            if incident_id in versioned}
 
 
 def parse_ts(value: str | datetime | None) -> datetime | None:
