@@ -138,9 +138,10 @@ class StoredCopy(NamedTuple):
 
 
 def stored_articles(settings: Settings, ids: list[str]) -> dict[str, StoredCopy]:
-    """Which of ``ids`` storage holds, each with its stored copy: those with a place in an
-    incident, which the processors rebuild their window from (an article stored without
-    one yet, its place lost with the broker, would never get one). Read directly, as a
+    """Which of ``ids`` storage holds, each with its stored copy: those with a place in a
+    stored incident not merged away, which the processors rebuild their window from (an
+    article stored without one yet, or placed in an incident whose version was lost with
+    the broker, which no reader lists, would never get one). Read directly, as a
     reader of the schema: the producers ask it without the sinks' code. A store that does
     not exist yet holds none; one that cannot be read raises one of ``storage_errors()``."""
     if not ids:
@@ -152,11 +153,18 @@ def stored_articles(settings: Settings, ids: list[str]) -> dict[str, StoredCopy]
     return _stored_jsonl(settings.jsonl_file, set(ids))
 
 
-# ({} is the own_site column, or NULL in a schema older than it.) An article and its
-# place come from two topics, and the sink may store the place first: a place alone is
-# not the article held.
-_STORED_QUERY = ("SELECT ia.article_id, a.fetched_at, a.url, a.feed_url, {} FROM incident_articles ia"
-                 " JOIN articles a ON a.id = ia.article_id WHERE ia.article_id IN ({})")
+# ({own_site} is the own_site column, or NULL in a schema older than it.) An article,
+# its place and its incident's version come from three topics, and the sink may store the
+# place first: a place alone is not the article held, nor one in an incident not stored
+# (a crash between the two writes), which the processors' rebuild and the readers skip,
+# nor one put there after the incident's stored version ({versioned}; a place has its
+# time since schema 3): that version does not count it, and the stage, rebuilt, sends
+# the version that does only for the article seen again.
+_STORED_QUERY = ("SELECT ia.article_id, a.fetched_at, a.url, a.feed_url, {own_site}"
+                 " FROM incident_articles ia JOIN articles a ON a.id = ia.article_id"
+                 " JOIN incidents i ON i.id = ia.incident_id AND i.merged_into IS NULL{versioned}"
+                 " WHERE ia.article_id IN ({ids})")
+_VERSIONED = " AND (ia.assigned_at IS NULL OR ia.assigned_at <= i.updated_at)"
 
 
 def _stored_copy(fetched_at: str | datetime | None, url: str | None, feed_url: str | None,
@@ -175,10 +183,13 @@ def _stored_sqlite(path: Path, ids: list[str]) -> dict[str, StoredCopy]:
             return {}
         columns = {row[1] for row in conn.execute("PRAGMA table_info(articles)")}
         own_site = "a.own_site" if "own_site" in columns else "NULL"
+        placed = {row[1] for row in conn.execute("PRAGMA table_info(incident_articles)")}
+        versioned = _VERSIONED if "assigned_at" in placed else ""
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            for article_id, *copy in conn.execute(
-                    _STORED_QUERY.format(own_site, ",".join("?" * len(chunk))), chunk):
+            query = _STORED_QUERY.format(own_site=own_site, versioned=versioned,
+                                         ids=",".join("?" * len(chunk)))
+            for article_id, *copy in conn.execute(query, chunk):
                 found[article_id] = _stored_copy(*copy)
     finally:
         conn.close()
@@ -222,10 +233,15 @@ def _read_stored_postgres(conn: psycopg.Connection[Any], read_timeout_s: float,
     table = conn.execute("SELECT to_regclass('incident_articles')").fetchone()
     if table is None or table[0] is None:  # created, not yet given its schema
         return {}
-    column = conn.execute(
-        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('articles')"
-        " AND attname = 'own_site' AND NOT attisdropped").fetchone()
-    query = _STORED_QUERY.format("a.own_site" if column else "NULL", "SELECT unnest(%s::text[])")
+    def has_column(table: str, column: str) -> bool:
+        return conn.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+            " AND attname = %s AND NOT attisdropped", (table, column)).fetchone() is not None
+
+    query = _STORED_QUERY.format(
+        own_site="a.own_site" if has_column("articles", "own_site") else "NULL",
+        versioned=_VERSIONED if has_column("incident_articles", "assigned_at") else "",
+        ids="SELECT unnest(%s::text[])")
     return {article_id: _stored_copy(*copy) for article_id, *copy in conn.execute(query, (ids,))}
 
 
@@ -236,28 +252,45 @@ JSONL_TAIL_BYTES = 64 * 2**20
 
 def _stored_jsonl(path: Path, ids: set[str],
                   tail_bytes: int = JSONL_TAIL_BYTES) -> dict[str, StoredCopy]:
-    """A JSON Lines store's article places (its lines with ``assigned_at``) in its last
-    ``tail_bytes``: an article placed before them is not found (kept a while longer, and
-    published again harmlessly). It keeps no articles of its own, so it says no fetch
-    time."""
+    """A JSON Lines store's articles whose last place (its lines with ``assigned_at``) in
+    its last ``tail_bytes`` is in an incident with a version there as new as the place
+    (the store's reader moves the places of one merged away to the one that took it): an
+    article placed before them, or in an incident versioned only before them, is not
+    found (kept a while longer, and published again harmlessly). It keeps no articles of
+    its own, so it says no fetch time."""
     if not path.exists():
         return {}
-    found: dict[str, StoredCopy] = {}
+    places: dict[str, tuple[str, datetime | None]] = {}
+    versioned: dict[str, datetime | None] = {}
     with path.open("rb") as lines:
         start = max(0, path.stat().st_size - tail_bytes)
         if start:
             lines.seek(start - 1)
             lines.readline()  # (the rest of the line the cut fell in)
         for line in lines:
-            if b'"assigned_at"' not in line:  # an incident's version
-                continue
             try:
-                article_id = json.loads(line)["article"]["id"]
+                data = json.loads(line)
+                if b'"assigned_at"' in line:
+                    article_id = data["article"]["id"]
+                    if article_id in ids:
+                        places[article_id] = (str(data["incident_id"]),
+                                              parse_ts(data["assigned_at"]))
+                else:  # an incident's version
+                    incident_id = str(data["incident_id"])
+                    updated = parse_ts(data.get("updated_at"))
+                    versioned[incident_id] = max(
+                        (t for t in (versioned.get(incident_id), updated) if t is not None),
+                        default=None)
             except (ValueError, KeyError, TypeError):
                 continue  # (a partial last line: the sink cuts it off)
-            if article_id in ids:
-                found[article_id] = StoredCopy(None)
-    return found
+    return {article_id: StoredCopy(None) for article_id, (incident_id, placed_at) in places.items()
+            if incident_id in versioned and _counts(placed_at, versioned[incident_id])}
+
+
+def _counts(placed_at: datetime | None, updated_at: datetime | None) -> bool:
+    """Whether an incident's version of ``updated_at`` counts a place put there at
+    ``placed_at`` (unknown times: taken so, as the SQL stores take a place without one)."""
+    return placed_at is None or updated_at is None or placed_at <= updated_at
 
 
 def parse_ts(value: str | datetime | None) -> datetime | None:

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -180,6 +180,11 @@ def batch_output(results: Sequence[StageResult]) -> BatchOutput:
             origin.setdefault(article_id, change.left)
             latest.pop(article_id, None)  # re-inserted: ordered by last change
             latest[article_id] = change.member
+    sent = latest_versions(results)
+    newest = {incident.incident_id: incident for result in results for incident in result.incidents}
+    sent_ids = {incident.incident_id for incident in sent}
+    latest = {article_id: taken_member(member, newest, sent_ids)
+              for article_id, member in latest.items()}
     added: dict[str, list[str]] = {}
     removed: dict[str, list[str]] = {}
     for article_id, member in latest.items():
@@ -190,8 +195,33 @@ def batch_output(results: Sequence[StageResult]) -> BatchOutput:
                 removed.setdefault(before, []).append(article_id)
     versions = [incident.header(added.get(incident.incident_id, []),
                                 removed.get(incident.incident_id, []))
-                for incident in latest_versions(results)]
+                for incident in sent]
     return BatchOutput(list(latest.values()), versions)
+
+
+def taken_member(member: IncidentMember, newest: Mapping[str, Incident],
+                 sent_ids: Collection[str]) -> IncidentMember:
+    """``member``, or, when its incident was created and merged away inside the batch
+    (not among ``sent_ids``: ``latest_versions``), its place in the incident that took it
+    (through any such merges), as that incident's ``newest`` version in the batch lists
+    it. A merge moves no member (the sink moves the places of an incident merged away
+    when it stores that version): sent as it was, the place named an incident storage
+    never held, and no reader (nor a rebuild) listed the article."""
+    incident_id = member.incident_id
+    passed = {incident_id}
+    while incident_id not in sent_ids and incident_id in newest:
+        taker = newest[incident_id].merged_into
+        if taker is None or taker in passed:
+            break
+        incident_id = taker
+        passed.add(taker)
+    if incident_id == member.incident_id or incident_id not in newest:
+        return member
+    taker_version = newest[incident_id]
+    listed = next((a for a in taker_version.articles if a.id == member.article.id), member.article)
+    return member.model_copy(update={"incident_id": incident_id,
+                                     "incident_version": taker_version.version,
+                                     "article": listed})
 
 
 # Articles whose text a rebuild reads from storage at a time: a few MB.

@@ -751,10 +751,17 @@ def article_from_row(row: Row) -> RawArticle:
 
 
 def incident_from_rows(header: Row, members: Sequence[Row]) -> Incident:
-    """The current version of an incident rebuilt from its row and its member rows."""
+    """The current version of an incident rebuilt from its row and its member rows. A
+    place put there after the stored version (``assigned_at`` past its ``updated_at``:
+    the version that counted it lost, with the broker, after the place was stored) made
+    a version of its own: the one rebuilt is numbered past them, so that the next one
+    sent, which counts them, is not taken for one the sink has."""
+    updated_at = parse_ts(header["updated_at"])
+    later = sum(1 for m in members if updated_at is not None
+                and (placed_at := parse_ts(m["assigned_at"])) is not None and placed_at > updated_at)
     return Incident(
         incident_id=header["id"],
-        version=int(header["version"]),
+        version=int(header["version"]) + later,
         title=header["title"],
         first_seen=header["first_seen"],  # text or datetime: the model reads either
         last_seen=header["last_seen"],

@@ -96,11 +96,17 @@ def placed(n: int, iid: str, minute: int, *, moved_from: str | None = None) -> I
 # A merge seen by a sink in every order the partitions may deliver: a1 and a2 join i1,
 # a3 starts i2, then i2 merges into i1 (a3 moved). Each step: the records one topic
 # partition delivers. The end state is the same whatever the interleaving.
+def made_at(version: IncidentVersion, minute: int) -> IncidentVersion:
+    """``version`` made at minute ``minute``, as the stage makes one with the places it
+    sends (a place newer than its incident's stored version is one that version lacks)."""
+    return version.model_copy(update={"updated_at": NOW + timedelta(minutes=minute)})
+
+
 MERGE_STEPS: list[list[Any]] = [
-    [placed(1, "i1", 0), placed(2, "i1", 1), header("i1", 2, 2, added=[1, 2])],
-    [placed(3, "i2", 2), header("i2", 1, 1, added=[3])],
-    [placed(3, "i1", 3, moved_from="i2"), header("i1", 3, 3, added=[3])],
-    [header("i2", 2, 0, removed=[3], merged_into="i1")],
+    [placed(1, "i1", 0), placed(2, "i1", 1), made_at(header("i1", 2, 2, added=[1, 2]), 1)],
+    [placed(3, "i2", 2), made_at(header("i2", 1, 1, added=[3]), 2)],
+    [placed(3, "i1", 3, moved_from="i2"), made_at(header("i1", 3, 3, added=[3]), 3)],
+    [made_at(header("i2", 2, 0, removed=[3], merged_into="i1"), 3)],
 ]
 
 

@@ -64,7 +64,7 @@ def _renamed(record: Any) -> Any:
 
 
 RECORDS += [_renamed(r) for step in MERGE_STEPS for r in step]
-RECORDS += [placed(7, "n3", 5), header("n3", 1, 1, added=[7]).model_copy(
+RECORDS += [placed(7, "n3", -2 * 24 * 60), header("n3", 1, 1, added=[7]).model_copy(
     update={"incident_id": "n3", "updated_at": NOW - timedelta(days=2)})]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import timedelta
 
@@ -126,11 +127,57 @@ def test_sqlite_storage_holds_the_articles_placed_in_an_incident(tmp_path):
     assert found["a1"] == StoredCopy(NOW, "https://example.org/1", None, None)
 
 
+def test_an_article_placed_in_an_incident_storage_lacks_is_not_held(tmp_path):
+    """A power cut between the sink's writes of a place and of its incident's version
+    (they come on two topics) left the article in no incident any reader lists, nor the
+    processors' rebuild: taken as held, it was dropped from the outbox and never placed
+    again. Nor is one whose incident was merged away held."""
+    settings = sqlite_settings(tmp_path)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([article(1), article(2), placed(1, "i1", 0), placed(2, "i2", 1),
+                header("i1", 1, 1, added=[1])])
+    sink.close()
+    assert list(stored_articles(settings, ["a1", "a2"])) == ["a1"]
+    with sqlite3.connect(settings.sqlite_file) as conn:  # (as no sink leaves it: refiled)
+        conn.execute("UPDATE incidents SET merged_into = 'i9' WHERE id = 'i1'")
+    assert stored_articles(settings, ["a1", "a2"]) == {}
+
+
+def later_version(iid: str, version: int, count: int, minute: int, added: list[int]):  # type: ignore[no-untyped-def]
+    """``header``'s version, made at minute ``minute`` (when its last article was placed)."""
+    return header(iid, version, count, added=added).model_copy(
+        update={"updated_at": NOW + timedelta(minutes=minute)})
+
+
+def test_an_article_placed_after_its_incidents_stored_version_is_not_held(tmp_path):
+    """Killed between the sink's writes of a place and of the version that counts it, the
+    incident's stored version lacked the article (its count one short, the join not in
+    its history); taken as held, the article was never sent again, which alone has the
+    processors, rebuilt, send the version that counts it."""
+    settings = sqlite_settings(tmp_path)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([article(1), article(2), placed(1, "i1", 0), placed(2, "i1", 5),
+                header("i1", 1, 1, added=[1])])
+    assert list(stored_articles(settings, ["a1", "a2"])) == ["a1"]
+    sink.write([later_version("i1", 2, 2, 5, added=[2])])
+    sink.close()
+    assert list(stored_articles(settings, ["a1", "a2"])) == ["a1", "a2"]
+
+
+def test_a_json_lines_store_holds_no_article_placed_after_its_incidents_version(tmp_path):
+    settings = Settings(data_dir=tmp_path / "var", sink="jsonl")
+    sink = JsonlSink(settings.jsonl_file)
+    sink.write([placed(1, "i1", 0), placed(2, "i1", 5), header("i1", 1, 1, added=[1])])
+    assert stored_articles(settings, ["a1", "a2"]) == {"a1": StoredCopy(None)}
+    sink.write([later_version("i1", 2, 2, 5, added=[2])])
+    sink.close()
+    assert list(stored_articles(settings, ["a1", "a2"])) == ["a1", "a2"]
+
+
 def test_a_fetch_time_stored_before_years_were_padded_is_read_as_the_sinks_read_it(tmp_path):
     """Storage's reader of which articles it holds parsed stored times on its own, without
     the sinks' reading of a time written before years were padded ("999-06-01T..."):
     the ValueError, no storage error, stopped the producers' loop at every settle."""
-    import sqlite3
     from datetime import UTC, datetime
 
     settings = sqlite_settings(tmp_path)
@@ -149,14 +196,22 @@ def test_a_json_lines_store_holds_the_articles_it_has_a_place_for(tmp_path):
     assert stored_articles(settings, ["a1", "a2", "i1"]) == {"a1": StoredCopy(None)}
 
 
+def test_a_json_lines_store_holds_no_article_placed_in_an_incident_it_lacks(tmp_path):
+    settings = Settings(data_dir=tmp_path / "var", sink="jsonl")
+    sink = JsonlSink(settings.jsonl_file)
+    sink.write([placed(1, "i1", 0), placed(2, "i2", 1), header("i1", 1, 1, added=[1])])
+    sink.close()
+    assert stored_articles(settings, ["a1", "a2"]) == {"a1": StoredCopy(None)}
+
+
 def test_a_json_lines_store_is_read_from_its_end(tmp_path):
     from newsflow.storage import _stored_jsonl
 
     path = tmp_path / "incidents.jsonl"
     sink = JsonlSink(path)
-    sink.write([placed(1, "i1", 0)])
+    sink.write([placed(1, "i1", 0), header("i1", 1, 1, added=[1])])
     first = path.stat().st_size
-    sink.write([placed(2, "i1", 1), placed(3, "i1", 2)])
+    sink.write([placed(2, "i1", 0), placed(3, "i1", 0), header("i1", 2, 3, added=[2, 3])])
     sink.close()
     tail = path.stat().st_size - first
     unsaid = StoredCopy(None)

@@ -1076,7 +1076,7 @@ def test_the_loop_keeps_what_it_publishes_and_past_the_outbox_bound_polls_nothin
         assert loop.metrics.outbox_bytes.value() == sum(len(story(n).to_bytes()) for n in range(3))
         sink = SQLiteSink(settings.sqlite_file)  # storage takes them
         sink.write([*(story(n) for n in range(3)),
-                    *(placed(0, "i1", n).model_copy(update={"article": placed(0, "i1", n).article
+                    *(placed(0, "i1", 0).model_copy(update={"article": placed(0, "i1", 0).article
                       .model_copy(update={"id": f"id-{n}"})}) for n in range(3)),
                     header("i1", 1, 3)])
         sink.close()
