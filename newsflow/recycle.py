@@ -62,6 +62,7 @@ from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.redrive import mark_redriven, redriven_to
 from newsflow.schemas import read_json
 from newsflow.settings import Settings
+from newsflow.text import counted
 
 if TYPE_CHECKING:
     from newsflow.service import Child
@@ -379,21 +380,44 @@ def save_unfinished(settings: Settings) -> Saved:
     """Save the raw articles the processors and the sink have not finished and the merges
     the sink has not stored, for ``restore_saved`` (files removed when there are none).
     ``DrainError`` when a topic cannot be read to its end."""
-    unfinished = unfinished_article_ids(settings)
+    unfinished, unstored = unfinished_article_ids(settings)
+    if unstored:
+        let_go_cluster_state(settings, unstored)
     merges = save_unstored_merges(settings, unfinished)
     articles, raw_ends = save_unfinished_articles(settings, unfinished)
     return Saved(articles, merges, raw_ends)
 
 
-def unfinished_article_ids(settings: Settings) -> set[str]:
+def unfinished_article_ids(settings: Settings) -> tuple[set[str], set[str]]:
     """The articles named in a message some consumer group has not read: a stage has not
-    finished them (or not committed that it had)."""
+    finished them (or not committed that it had); and of those, the ones named in a place
+    or a version the sink has not read: decided by the processors, not stored."""
     ids: set[str] = set()
+    unstored: set[str] = set()
+    derived = (settings.topic_members, settings.topic_incidents)
     for group, topics in drain_groups(settings).items():
         for topic in topics:
             for message in read_unread(settings, group, [topic]):
-                ids.update(articles_named(settings, topic, message))
-    return ids
+                named = articles_named(settings, topic, message)
+                ids.update(named)
+                if topic in derived:
+                    unstored.update(named)
+    return ids, unstored
+
+
+def let_go_cluster_state(settings: Settings, unstored: set[str]) -> None:
+    """Remove the cluster state the processors saved at their stop, which holds the
+    decisions on ``unstored`` that go with the broker unstored. Taken back, it took those
+    articles, published again, for decided before: it sent their places again only while
+    they were in its window, so one that had left it was stored with no place, for good.
+    Rebuilt from storage, which lacks them, the next start decides them again."""
+    path = settings.cluster_state_file
+    if not path.exists():
+        return
+    path.unlink()
+    logger.info("the cluster state the processors saved is let go: the sink had not stored"
+                " their decisions on %s (carried over, decided again from storage at the next"
+                " start)", counted(len(unstored), "article", "articles"))
 
 
 def articles_named(settings: Settings, topic: str, message: Message) -> list[str]:

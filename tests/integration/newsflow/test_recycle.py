@@ -257,6 +257,58 @@ def test_a_merge_whose_articles_the_sink_has_not_placed_is_left_to_be_decided_ag
     assert not carried_merges(settings).exists()
 
 
+def test_an_article_decided_before_the_sink_read_it_is_placed_after_the_broker_restarts(
+    make_settings, start_role, tmp_path,
+) -> None:
+    """The processors placed two articles and saved their state at their stop; the sink
+    had stored neither place (as after a batch decided while the service stopped), so
+    both were carried over the broker's restart. Taken back, the state took them for
+    decided before and sent the place of the one still in its window only: the other,
+    published a month before the stream's time, was stored in no incident, for good."""
+    import sqlite3
+    from datetime import timedelta
+    from pathlib import Path
+
+    from producers.replay import read_articles
+    from tests.integration.processors.test_rebuild import incident_of
+
+    reuters, afp = read_articles([Path(__file__).resolve().parents[3] / "seeds"])
+    assert afp.published is not None
+    old = afp.model_copy(update={"published": afp.published - timedelta(days=30)})
+    before = make_settings(kafka_embedded=True)
+    ensure_topics(before)
+    process = start_role(before, "process")
+    with Publisher(before) as publisher:
+        publisher.publish_article(old)
+        publisher.publish_article(reuters)  # (the window moves on: the old one leaves it)
+    read_topic_until(before, before.topic_members, watch=[process], what="both places",
+                     until=lambda records: {old.id.encode(), reuters.id.encode()}
+                     <= {r.key for r in records})
+    assert process.stop() == 0
+    assert "saved the cluster state" in process.log()
+    save_for_next_start(before, drained=False)
+
+    after = make_settings(kafka_embedded=True)  # the restarted broker: its topics empty
+    ensure_topics(after)
+    assert restore_saved(after) == {old.id, reuters.id}
+    procs = [start_role(after, "process"), start_role(after, "sink")]
+    for _ in range(2):  # (the second look finds what the processors sent the sink)
+        assert wait_passed(after, drain_groups(after), timeout_s=90,
+                           alive=lambda: all(p.process.poll() is None for p in procs))
+    with sqlite3.connect(after.sqlite_file) as conn:
+        stored = conn.execute("SELECT id FROM articles ORDER BY id").fetchall()
+        # Each live incident counts the places storage holds in it, no more.
+        miscounted = conn.execute(
+            "SELECT i.id, i.article_count, COUNT(m.article_id) FROM incidents i"
+            " LEFT JOIN incident_articles m ON m.incident_id = i.id"
+            " WHERE i.merged_into IS NULL GROUP BY i.id"
+            " HAVING i.article_count != COUNT(m.article_id)").fetchall()
+    assert stored == sorted((a.id,) for a in (old, reuters))
+    assert miscounted == []
+    for article in (old, reuters):
+        assert incident_of(after.sqlite_file, article.id) is not None, procs[0].log()[-3000:]
+
+
 def test_what_the_outbox_keeps_is_published_again_with_its_first_time_but_once(
     make_settings,
 ) -> None:
