@@ -193,8 +193,8 @@ class ClusterConfig:
     # 0.9351/0.8375 (B-cubed/pairwise F1); at 7 to 30 days nothing changed.
     upcoming_days: float = 30.0
     # After this many articles in a row published before the window, stream time is
-    # theirs: an archive replayed behind newer articles (``newsflow run`` replays its
-    # seeds dated today; then a user replays 2014's reports) was never evicted, since the
+    # theirs: an archive replayed behind newer articles (``newsflow run`` has taken today's
+    # news; then a user replays 2014's reports) was never evicted, since the
     # clock stayed on the newest article, and its old reports stayed candidates: gva-dev
     # behind one article of today held all 3,160 articles and scored 0.9448/0.8547 online
     # instead of 0.9491/0.8794 (with this, as without the seed; so at 1 too, while 20 and
@@ -456,7 +456,7 @@ class Similarity:
 class StreamClock:
     """Stream time, in epoch seconds: the latest publication time seen (``now``), which
     goes back with a stream that does, once ``follow_behind`` articles in a row are older
-    than the window (an archive replayed after the seeds, dated today); fewer (a few
+    than the window (an archive replayed after today's news); fewer (a few
     articles dated wrong) do not move it. The clusterer's window ends at it; a rebuild
     follows it over what storage holds (``processors.rebuild``)."""
 

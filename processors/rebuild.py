@@ -73,8 +73,8 @@ def _restored(config: ClusterConfig, articles: list[PlacedArticle],
     """``articles`` as the clusterer restores them, in the order the stage saw them (as
     ``stage.in_seen_order`` gives them, the tables' records aside): each one's id, its
     time, and where its clock (``StreamClock``) moved at it, the start of its window then
-    (else None): the seeds, dated at the start, do not hold it ahead of an archive
-    replayed after them, nor does an archive replayed before an older one. (A publication
+    (else None): today's news does not hold it ahead of an archive
+    replayed after it, nor does an archive replayed before an older one. (A publication
     time past when the stage saw it by more than ``MAX_CLOCK_SKEW`` is read as that time,
     as the stage reads it; none does not move the clock.)"""
     # (In seconds, not a timedelta: "for ever", inf or a billion days, is none.)

@@ -52,8 +52,8 @@ def parse_time(value: Any) -> datetime | None:
 ENCODING = "utf-8-sig"
 
 SIDECAR_SUFFIX = ".meta.json"
-# What a sidecar may add to a .txt article: where it came from.
-_SIDECAR_FIELDS = ("source", "url", "author", "language", "site_name")
+# What a sidecar may add to a .txt article: where it came from, and when it was published.
+_SIDECAR_FIELDS = ("source", "url", "author", "language", "site_name", "published")
 
 
 def sidecar(path: Path) -> dict[str, str]:
@@ -75,10 +75,15 @@ def article_from_text(path: Path, text: str, published: datetime | None) -> RawA
     title_derived = body == text.strip("\n")  # no headline line: the title is cut from the lead
     meta = sidecar(path)
     url = meta.pop("url", None)
+    try:
+        dated = parse_time(meta.pop("published", None))
+    except ReplayError as exc:
+        raise ReplayError(f"{path.with_name(path.name + SIDECAR_SUFFIX)}: {exc}") from None
     # Replays must be byte-identical run to run (sinks then change nothing), so the
-    # "fetch" time of a file is its mtime, never the clock.
+    # "fetch" time of a file is its mtime, never the clock; so is its publication time
+    # when neither --published nor its sidecar gives one.
     mtime = _mtime(path)
-    when = published or mtime
+    when = published or dated or mtime
     return RawArticle(
         id=article_key(url, body or title),
         url=url,

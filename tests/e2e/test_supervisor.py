@@ -323,7 +323,10 @@ def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
     restart."""
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_EMBEDDED_BROKER_MAX_MB="64")
     first_seed, second_seed = sorted((ROOT / "seeds").glob("*.txt"))
-    service.newsflow("replay", "--quiet", str(first_seed))
+    # Dated today, as the filler is: dated their own day (2015) the seeds' incident would be
+    # forgotten behind it, saved state or not.
+    today = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    service.newsflow("replay", "--quiet", "--published", today, str(first_seed))
     info = json.loads((service.data_dir / "service.json").read_text(encoding="utf-8"))
     settings = Settings(kafka_bootstrap=info["kafka_bootstrap"], kafka_embedded=True)
     # 600 articles of random letters, 75 MB of text: the raw topic holds it gzipped (about
@@ -344,7 +347,7 @@ def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
         service.wait_for(lambda: "embedded broker recycled" in service.log(), 240)
         brokers = re.findall(r"embedded broker ready on \S+ \(pid (\d+)\)", service.log())
         assert len(set(brokers)) == 2, service.log()[-3000:]
-        service.newsflow("replay", "--quiet", str(second_seed))
+        service.newsflow("replay", "--quiet", "--published", today, str(second_seed))
         seeds = [a.id for a in read_articles([first_seed, second_seed])]
         service.wait_for(lambda: len(incidents_holding(service.db, set(seeds))) == 1
                          and stored_articles(service.db) == 602, 120)

@@ -352,7 +352,7 @@ def test_eviction_bounds_memory():
 
 
 def test_an_archive_replayed_behind_a_newer_article_is_evicted_by_its_own_time():
-    # ``newsflow run`` replays its seeds dated today; a replay of an older archive follows.
+    # ``newsflow run`` has taken today's news; a replay of an older archive follows.
     c = IncidentClusterer(ClusterConfig(window_days=2, incident_days=4))
     c.add(art("today", FIRE_1, hours=24 * 3650))
     for day in range(30):

@@ -191,6 +191,47 @@ def test_a_sidecar_that_cannot_be_read_is_the_one_named(tmp_path: Path):
         list(read_articles([tmp_path]))
 
 
+def test_a_sidecar_dates_its_article_unless_published_is_given(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("Headline\nBody.", encoding="utf-8")
+    (tmp_path / "a.txt.meta.json").write_text('{"published": "2015-10-08T09:30:00+02:00"}',
+                                              encoding="utf-8")
+    [article] = read_articles([tmp_path])
+    assert article.published == datetime(2015, 10, 8, 7, 30, tzinfo=UTC)
+    given = datetime(2020, 1, 1, tzinfo=UTC)
+    [article] = read_articles([tmp_path], published=given)
+    assert article.published == given
+
+
+def test_a_sidecar_date_that_is_no_date_names_the_sidecar(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("Headline\nBody.", encoding="utf-8")
+    (tmp_path / "a.txt.meta.json").write_text('{"published": "last Thursday"}', "utf-8")
+    with pytest.raises(ReplayError,
+                       match=r"a\.txt\.meta\.json: not an ISO date or datetime: 'last Thursday'"):
+        list(read_articles([tmp_path]))
+
+
+def test_the_seeds_are_their_day_s_news_not_the_clone_s():
+    """Dated by their files' mtime (the clone's time), the seeds of 8 October 2015 were
+    today's news to the processors, and a report of today's Russian missile strike on Kyiv
+    joined their incident (on a real `newsflow run`, with a local page) and titled it."""
+    from processors.clustering import Article, IncidentClusterer
+
+    seeds = list(read_articles([SEEDS]))
+    assert {a.published for a in seeds} == {datetime(2015, 10, 8, tzinfo=UTC)}
+    clusterer = IncidentClusterer()
+    folded = {clusterer.add(Article(id=a.id, title=a.title, text=a.text, url=a.url,
+                                    published=a.published)).incident_id for a in seeds}
+    assert len(folded) == 1
+    kyiv = Article(
+        id="kyiv", url=None, published=max(a.fetched_at for a in seeds),
+        title="Russian missile strikes hit Kyiv as army launches offensive",
+        text="KYIV — Russian forces fired cruise missiles and launched air strikes at Kyiv "
+             "overnight as the army extended an offensive in the east, officials said, "
+             "killing five people. Warships in the Black Sea fired the missiles, the defense "
+             "ministry said. " * 3)
+    assert clusterer.add(kyiv).incident_id not in folded
+
+
 def test_a_text_of_megabytes_is_cut_as_the_feed_producer_cuts_a_page(tmp_path: Path):
     # Published whole, 9 MB passed the client's 8 MiB limit: the replay ended there, the
     # files after it unsent, however often it was run again.
