@@ -223,6 +223,11 @@ def _entry_key(guid: str | None, link: str | None, title: str, summary: str) -> 
         return guid.strip()
     if link and link.strip():
         return link.strip()
+    return content_key(title, summary)
+
+
+def content_key(title: str, summary: str) -> str:
+    """An entry's key from its words: for one with neither a GUID nor a link."""
     return "sha1:" + hashlib.sha1(f"{title}\n{summary}".encode()).hexdigest()
 
 

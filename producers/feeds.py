@@ -56,7 +56,7 @@ from producers.extract_worker import (
     ExtractPool,
     extract_in_process,
 )
-from producers.feedparse import FeedEntry, ParsedFeed, feed_problem, parse_feed
+from producers.feedparse import FeedEntry, ParsedFeed, content_key, feed_problem, parse_feed
 from producers.fetch import Fetcher, FetchError, FetchResult, no_downgrade
 from producers.politeness import HostBusy, HostLimiter
 from producers.robots import RobotsCache
@@ -667,21 +667,29 @@ def _handed_back(update: FeedUpdate, feed: FeedRow, now: float) -> None:
 
 def keyed_entries(entries: list[FeedEntry], feed_url: str) -> dict[str, FeedEntry]:
     """A feed's entries by key (the first of each). Entries that share a GUID but link to
-    different pages (a CMS giving every item the same GUID) are told apart by their links:
-    keyed by the GUID alone, all but the first would pass for seen, and be lost."""
-    links: dict[str, set[str | None]] = {}
+    different pages (a CMS giving every item the same GUID) are told apart by their links,
+    those without a link by their title and summary: keyed by the GUID alone, all but the
+    first would pass for seen, and be lost."""
+    sides: dict[str, set[str]] = {}
     for entry in entries:
-        links.setdefault(entry.key, set()).add(entry.link)
-    shared = {key for key, seen in links.items() if len(seen) > 1}
+        sides.setdefault(entry.key, set()).add(_told_apart_by(entry))
+    shared = {key for key, seen in sides.items() if len(seen) > 1}
     if shared:
-        logger.warning("feed %s: %d GUID(s) shared by entries with different links; those "
-                       "entries are told apart by their links", feed_url, len(shared))
+        logger.warning("feed %s: %d GUID(s) shared by different entries; those entries are "
+                       "told apart by their links (without one, by their title and summary)",
+                       feed_url, len(shared))
     keyed: dict[str, FeedEntry] = {}
     for entry in entries:
         if entry.key in shared:
-            entry = replace(entry, key=f"{entry.key} {entry.link}")
+            entry = replace(entry, key=f"{entry.key} {_told_apart_by(entry)}")
         keyed.setdefault(entry.key, entry)
     return keyed
+
+
+def _told_apart_by(entry: FeedEntry) -> str:
+    """What tells an entry from others that share its GUID: the page it links to, or,
+    without a link (entries of a summary alone), its words."""
+    return entry.link or content_key(entry.title, entry.summary)
 
 
 def oldest_entries(keys: list[str], entries: dict[str, FeedEntry],

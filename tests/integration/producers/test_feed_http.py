@@ -1366,6 +1366,25 @@ def test_entries_sharing_a_guid_are_told_apart_by_their_links(server, rig, caplo
     assert rig.poll(url).articles == []
 
 
+def test_entries_sharing_a_guid_without_links_are_told_apart_by_their_words(server, rig):
+    """Items of a summary alone (no link) under one GUID: told apart by links alone, they
+    were one key, and only the first was ever published (helper-181's find)."""
+    def feed(titles: list[str]) -> bytes:
+        body = "".join(f"<item><guid isPermaLink='false'>notice</guid><title>{title}</title>"
+                       f"<description>What the notice on {title} says.</description></item>"
+                       for title in titles)
+        return (f"<?xml version='1.0'?><rss version='2.0'><channel><title>T</title>{body}"
+                "</channel></rss>").encode()
+
+    url = server.url("/custom/notices.xml")
+    server.state.custom["notices.xml"] = (feed(["Road works", "Water cut"]), "application/rss+xml")
+    assert sorted(a.title for a in rig.poll(url).articles) == ["Road works", "Water cut"]
+    server.state.custom["notices.xml"] = (feed(["Power cut", "Road works", "Water cut"]),
+                                          "application/rss+xml")
+    assert [a.title for a in rig.poll(url).articles] == ["Power cut"]
+    assert rig.poll(url).articles == []
+
+
 def test_an_entry_that_cannot_be_made_an_article_holds_back_no_other(
     server, rig, monkeypatch, caplog
 ):
