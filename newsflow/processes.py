@@ -22,16 +22,22 @@ logger = logging.getLogger(__name__)
 ORPHAN_GRACE_S = 20.0
 
 
-def process_started(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, per /proc: a reused pid's
-    new process started later), None when it does not run or /proc cannot tell."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """Process ``pid``'s /proc stat from its third field on (its state), None when there is
+    none or it cannot be read."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    # Field 22; the command name before it, in parentheses, may hold spaces and ")".
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
+    # The command name, the second field, in parentheses, may hold spaces and ")".
+    return stat.rpartition(")")[2].split()
+
+
+def process_started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, per /proc: a reused pid's
+    new process started later), None when it does not run or /proc cannot tell."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None  # (field 22)
 
 
 def process_age_s(pid: int) -> float | None:
@@ -50,7 +56,13 @@ def process_age_s(pid: int) -> float | None:
 def process_runs(pid: int, started: str | None = None) -> bool:
     """Whether process ``pid`` runs on this machine, and is the one that started at
     ``started`` (``process_started``'s ticks) when that is known: a later process given
-    the same pid is not it. Another user's process runs (it may not be signalled)."""
+    the same pid is not it. Another user's process runs (it may not be signalled). A
+    process that has ended and waits for its parent to reap it (a zombie: after a
+    ``kill -9`` of ``newsflow run``, its children until init reaps them, a second or two)
+    does not: ``status`` listed such children as roles running apart."""
+    fields = _stat_fields(pid)
+    if fields and fields[0] in ("Z", "X"):
+        return False
     if started is not None and (now := process_started(pid)) is not None:
         return now == started
     try:

@@ -6,8 +6,10 @@ import logging
 import os
 import socket
 import subprocess
+import time
+from pathlib import Path
 
-from newsflow.processes import left_without_broker, terminate
+from newsflow.processes import left_without_broker, process_runs, process_started, terminate
 from newsflow.settings import Settings
 
 
@@ -44,3 +46,23 @@ def test_an_orphaned_child_takes_its_embedded_broker_for_gone_while_its_port_ans
     # (An external broker of which no address answers is gone too: nothing at port 9.)
     assert left_without_broker(orphan.model_copy(update={"kafka_embedded": False,
                                                          "kafka_bootstrap": "127.0.0.1:9"}))
+
+
+def test_a_process_that_ended_unreaped_does_not_run():
+    """A zombie keeps its /proc entry and its start time until its parent reaps it: after a
+    ``kill -9`` of ``newsflow run``, ``status`` listed its dead children as roles running
+    apart ("problems: none") until init reaped them."""
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        started = process_started(child.pid)
+        assert started is not None and process_runs(child.pid, started)
+        os.kill(child.pid, 9)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.01)
+        assert not process_runs(child.pid, started)
+        assert not process_runs(child.pid)
+    finally:
+        child.kill()
+        child.wait()
