@@ -45,6 +45,7 @@ from newsflow.metrics import (
 from newsflow.processes import process_runs, process_started, spawn, stop_with_parent, terminate
 from newsflow.schemas import RawArticle
 from newsflow.settings import QUICK_EXIT_S, Settings, settings_env
+from newsflow.storage import store_name
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
         "kafka_embedded": settings.kafka_embedded,
         "broker_started": broker_started,
         "web": web_address(settings),
+        "storage": store_name(settings),  # (``status`` from a shell with other settings)
     }
     _write_whole(settings.runfile, info)
 

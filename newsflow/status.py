@@ -165,12 +165,12 @@ def uses_data_dir(pid: int, data_dir: Path) -> bool:
 
 def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus],
                 storage_error: str | None, *, starting: bool = False,
-                now: float | None = None) -> list[str]:
+                now: float | None = None, storage_elsewhere: str | None = None) -> list[str]:
     """What is wrong, in words: a `newsflow run` still starting, a role it keeps running
     that does not run (or has not written its figures yet), a role's process whose
     figures are older than ``STALE_S`` at ``now`` (epoch seconds), a page that does not
     answer, storage that the processors wait for, or that the sink or this command
-    cannot use."""
+    cannot use, or that is not the service's (``storage_elsewhere``)."""
     problems = []
     if starting:
         # (a run whose roles report and whose runfile is garbled was said to be starting)
@@ -193,7 +193,21 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
                  for r in roles if r.role == "sink" and r.figures.get("paused")]
     if storage_error is not None:
         problems.append(f"storage: {storage_error}")
+    if storage_elsewhere is not None:
+        problems.append(storage_elsewhere)
     return problems
+
+
+def storage_elsewhere(runfile: Mapping[str, Any] | None, read: str) -> str | None:
+    """When the `newsflow run` of ``runfile`` stores elsewhere than ``read`` (the storage
+    this command's settings name, which it read), that, in words; else None. (A shell
+    without the service's NEWSFLOW_SINK read a stale SQLite file, saying nothing.)"""
+    stores = runfile.get("storage") if runfile is not None else None
+    if not isinstance(stores, str) or stores == read:
+        return None
+    return (f"this command read {read}, but the newsflow run here stores to {stores}: give it"
+            " the service's storage settings (NEWSFLOW_SINK and NEWSFLOW_SQLITE_PATH,"
+            " NEWSFLOW_POSTGRES_DSN or NEWSFLOW_JSONL_PATH)")
 
 
 def sink_paused_for(figures: Mapping[str, float]) -> str:
@@ -244,7 +258,8 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         counts=counts,
         storage_error=storage_error,
         problems=problems_of(running, web_answers, roles, storage_error,
-                             starting=runfile is None and starting is not None, now=time.time()),
+                             starting=runfile is None and starting is not None, now=time.time(),
+                             storage_elsewhere=storage_elsewhere(runfile, store_name(settings))),
         missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
         dead_letters_waiting=waiting,
     )

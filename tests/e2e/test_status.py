@@ -121,3 +121,21 @@ def test_status_does_not_call_the_window_empty_before_the_processors_build_it(st
     busy = again.wait_for(lambda: (line := processors_line()) and "not built" not in line
                           and line, 60)
     assert "window 2 articles, 1 incident" in busy, busy
+
+
+def test_status_with_other_storage_settings_than_the_service_says_so(start_service):
+    """Run from a shell without the service's NEWSFLOW_SINK, status read the SQLite file of
+    an earlier run (or none) and said "problems: none" of a service storing elsewhere
+    (helper-181's find)."""
+    service = start_service(NEWSFLOW_SINK="jsonl", NEWSFLOW_REPLAY_SEEDS="false")
+    service.wait_for(lambda: service.data_dir.joinpath("service.json").exists(), 60)
+    shell = {k: v for k, v in service.env.items() if k != "NEWSFLOW_SINK"}
+    other = subprocess.run([sys.executable, "-m", "newsflow.cli", "status"], env=shell,
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    jsonl = service.data_dir.absolute() / "incidents.jsonl"
+    sqlite = service.data_dir.absolute() / "newsflow.db"
+    assert other.returncode == 1, other.stdout + other.stderr
+    assert (f"this command read SQLite database {sqlite}, but the newsflow run here stores"
+            f" to JSON Lines file {jsonl}") in other.stdout, other.stdout
+    same = status(service)
+    assert "stores to" not in same.stdout, same.stdout
