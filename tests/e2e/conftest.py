@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,49 @@ def incidents_holding(db: Path, article_ids: set[str]) -> list[str]:
     for incident_id, article_id in found:
         members.setdefault(incident_id, set()).add(article_id)
     return [i for i, m in members.items() if m & article_ids]
+
+
+def storage_problems(db: Path) -> list[str]:
+    """What breaks storage's invariants in the SQLite file ``db`` of a finished run (none:
+    []): every stored article has exactly one place, in a stored incident not merged away;
+    each live incident has places, as many as its article_count; no place is newer than
+    its incident's stored version (its time past the version's updated_at)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        articles = [row[0] for row in conn.execute("SELECT id FROM articles")]
+        places = conn.execute("SELECT incident_id, article_id, assigned_at"
+                              " FROM incident_articles").fetchall()
+        incidents = {row[0]: row[1:] for row in conn.execute(
+            "SELECT id, merged_into, article_count, updated_at FROM incidents")}
+    problems: list[str] = []
+    held: dict[str, list[str]] = {}
+    for incident_id, article_id, _ in places:
+        held.setdefault(article_id, []).append(incident_id)
+    for article_id in articles:
+        if len(held.get(article_id, [])) != 1:
+            problems.append(f"article {article_id} has {len(held.get(article_id, []))} places:"
+                            f" {held.get(article_id, [])}")
+    counted: dict[str, int] = {}
+    for incident_id, article_id, assigned_at in places:
+        counted[incident_id] = counted.get(incident_id, 0) + 1
+        if incident_id not in incidents:
+            problems.append(f"{article_id} is placed in {incident_id}, which is not stored")
+            continue
+        merged_into, _, updated_at = incidents[incident_id]
+        if merged_into is not None:
+            problems.append(f"{article_id} is placed in {incident_id}, merged into {merged_into}")
+        if (assigned_at is not None
+                and datetime.fromisoformat(assigned_at) > datetime.fromisoformat(updated_at)):
+            problems.append(f"{article_id} was placed in {incident_id} at {assigned_at},"
+                            f" after its stored version ({updated_at})")
+    for incident_id, (merged_into, article_count, _) in incidents.items():
+        if merged_into is not None:
+            continue
+        if incident_id not in counted:
+            problems.append(f"{incident_id} is live with no places (it counts {article_count})")
+        elif counted[incident_id] != article_count:
+            problems.append(f"{incident_id} counts {article_count} article(s),"
+                            f" has {counted[incident_id]} places")
+    return problems
 
 
 class Service:

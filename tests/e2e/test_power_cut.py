@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import shared_path
-from tests.e2e.conftest import ROOT, Service, read_row
+from tests.e2e.conftest import ROOT, Service, read_row, storage_problems
 from tests.e2e.test_supervisor import twelve_reports
 
 pytestmark = pytest.mark.e2e
@@ -89,6 +89,7 @@ def test_a_power_cut_while_storage_is_down_loses_nothing_published(tmp_path):
             power_cut(again)
         # Each once: none lost, none stored twice; and, all stored, none kept any more.
         assert stored(again.db) == (total, total, total)
+        assert storage_problems(again.db) == []
         with sqlite3.connect(again.data_dir / "producer.db") as conn:
             assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
 
@@ -126,6 +127,7 @@ def test_a_running_service_lets_go_of_another_sites_copies_once_stored(tmp_path)
             service.wait_for(lambda: outbox_rows(state) == 0, 75)
             assert stored(service.db) == (6, 6, 6)
             assert service.stop() == 0, service.log()[-3000:]
+            assert storage_problems(service.db) == []
         finally:
             power_cut(service)
 
@@ -162,5 +164,6 @@ def test_a_running_service_forgets_a_dead_lettered_article_but_not_one_storage_l
         service.wait_for(lambda: outbox_rows(state) == 0, 45)  # (a check, or a settle)
         assert service.process.poll() is None
         assert service.stop() == 0, service.log()[-3000:]
+        assert storage_problems(service.db) == []
     finally:
         power_cut(service)

@@ -26,7 +26,7 @@ from newsflow.kafka import Publisher, PublishError
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
 from producers.replay import read_articles, replay
-from tests.e2e.conftest import ROOT, Service
+from tests.e2e.conftest import ROOT, Service, storage_problems
 
 pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)
@@ -34,12 +34,18 @@ logger = logging.getLogger(__name__)
 RATE = 20.0  # articles a second: one every 50 ms
 
 
-def reports(folder: Path, count: int, start: int = 0) -> list[RawArticle]:
-    """``count`` unrelated one-line reports, as a replay reads them from files."""
+def reports(folder: Path, count: int, start: int = 0, *, old_every: int = 0) -> list[RawArticle]:
+    """``count`` unrelated one-line reports, as a replay reads them from files (dated by
+    their mtime). With ``old_every``, each such one is dated 30 days back: older than the
+    processors' window (7 days) behind the others, it leaves the window as it is placed."""
     folder.mkdir()
+    month_ago = time.time() - 30 * 86400
     for n in range(start, start + count):
-        (folder / f"{n:05}.txt").write_text(
-            f"Report {n}\nStory {n} about item {n * 7919} and lot {n * 104729}.", "utf-8")
+        path = folder / f"{n:05}.txt"
+        path.write_text(f"Report {n}\nStory {n} about item {n * 7919} and lot {n * 104729}.",
+                        "utf-8")
+        if old_every and n % old_every == 0:
+            os.utime(path, (month_ago + n, month_ago + n))
     return list(read_articles([folder]))
 
 
@@ -124,7 +130,7 @@ def test_a_recycle_while_a_publisher_never_pauses_loses_and_doubles_nothing(
     for n in range(300):  # 30 MB of text the broker holds twice (raw, gzipped, and clean)
         text = " ".join("".join(words.choices(string.ascii_lowercase, k=7)) for _ in range(12_500))
         (burst / f"{n:03}.txt").write_text(f"Filler report {n}\n{text}", "utf-8")
-    stream = reports(tmp_path / "stream", 8000)
+    stream = reports(tmp_path / "stream", 8000, old_every=3)
     with steady(settings, stream, keep_each=False) as sent:
         service.newsflow("replay", "--quiet", str(burst))
         service.wait_for(lambda: "embedded broker recycled" in service.log(), 300)
@@ -137,6 +143,7 @@ def test_a_recycle_while_a_publisher_never_pauses_loses_and_doubles_nothing(
     placed = placements(service.db)
     assert {i: n for i, n in placed.items() if n != 1} == {}  # in one live incident each
     assert set(placed) == ids  # (nothing else)
+    assert storage_problems(service.db) == []
     log = service.log()
     assert "broker recycle postponed" not in log, log[-4000:]
     # A clean stop: the replay's sends, retried to the new broker as its topics appear, at
@@ -174,6 +181,7 @@ def test_the_outbox_forgets_finished_rows_while_articles_keep_arriving(start_ser
     ids = {article.id for article, _ in sent}
     service.wait_for(lambda: set(placements(service.db)) >= ids, 120)
     assert service.stop() == 0, service.log()[-3000:]
+    assert storage_problems(service.db) == []
 
 
 @pytest.mark.parametrize("replay_ends", ["before the next start", "after the next start"])
@@ -190,7 +198,7 @@ def test_a_stop_while_a_replay_never_pauses_is_quick_and_loses_and_doubles_nothi
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
     settings = service_settings(service)
     folder = tmp_path / "stream"
-    stream = [article.id for article in reports(folder, 3000)]  # (150 s at 20 a second)
+    stream = [article.id for article in reports(folder, 3000, old_every=3)]  # (150 s at 20/s)
     with (tmp_path / "replay.log").open("wb") as out:
         replaying = subprocess.Popen(
             [sys.executable, "-m", "newsflow.cli", "replay", "--quiet", "--rate", "20",
@@ -235,3 +243,4 @@ def test_a_stop_while_a_replay_never_pauses_is_quick_and_loses_and_doubles_nothi
     assert set(placed) == set(stream[:len(placed)])  # nothing lost on the way ...
     assert len(placed) > last  # ... nor at the end
     assert again.stop() == 0
+    assert storage_problems(again.db) == []

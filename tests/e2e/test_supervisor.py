@@ -25,7 +25,7 @@ from newsflow.kafka import Publisher
 from newsflow.settings import Settings
 from producers.replay import read_articles
 from tests.conftest import extract_workers, process_runs, shared_path, wait_for
-from tests.e2e.conftest import ROOT, Service, incidents_holding, read_row
+from tests.e2e.conftest import ROOT, Service, incidents_holding, read_row, storage_problems
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +49,7 @@ def test_a_killed_sink_is_restarted_and_catches_up(start_service, tmp_path):
     service.newsflow("replay", "--quiet", str(article))
     service.wait_for(lambda: stored_articles(service.db) >= 3, 60)
     assert service.stop() == 0, service.log()[-3000:]
+    assert storage_problems(service.db) == []
 
 
 def test_stopping_right_after_a_burst_loses_nothing(start_service, tmp_path):
@@ -66,6 +67,7 @@ def test_stopping_right_after_a_burst_loses_nothing(start_service, tmp_path):
     service.newsflow("replay", "--quiet", str(burst))
     assert service.stop() == 0, service.log()[-3000:]
     assert stored_articles(service.db) == 60, service.log()[-3000:]
+    assert storage_problems(service.db) == []
 
 
 def test_stopping_while_the_sink_waits_to_restart_loses_nothing(start_service, tmp_path):
@@ -87,6 +89,7 @@ def test_stopping_while_the_sink_waits_to_restart_loses_nothing(start_service, t
     assert service.stop() == 0, service.log()[-3000:]
     assert stored_articles(service.db) == 20, service.log()[-3000:]
     assert "starting sink again to finish what was sent" in service.log()
+    assert storage_problems(service.db) == []
 
 
 def assert_no_child_outlived(service: Service) -> None:
@@ -377,6 +380,7 @@ def test_an_embedded_broker_over_its_memory_limit_is_recycled_losing_nothing(
             f' {64 * 2**20}') in metrics
     assert service.stop() == 0, service.log()[-3000:]
     assert service.log().count("): recycling it") == 1  # back under the limit afterwards
+    assert storage_problems(service.db) == []
 
 
 def test_a_limit_below_an_empty_brokers_memory_recycles_it_once_then_says_so(start_service):
@@ -424,6 +428,7 @@ def test_a_stop_while_storage_refuses_writes_keeps_what_it_had_not_stored(start_
     letters = again.newsflow("tail", "dlq", "--from-beginning", "--json", "--limit", "1")
     assert json.loads(letters)["key"] == "poison-before-stop"
     assert again.stop() == 0, again.log()[-3000:]
+    assert storage_problems(again.db) == []
 
 
 def test_a_sigterm_to_every_process_at_once_keeps_what_was_not_stored(start_service, tmp_path):
@@ -456,6 +461,7 @@ def test_a_sigterm_to_every_process_at_once_keeps_what_was_not_stored(start_serv
     again.wait_for(lambda: stored_articles(again.db) == 12, 90)
     assert incidents_holding(again.db, ids)
     assert again.stop() == 0, again.log()[-3000:]
+    assert storage_problems(again.db) == []
 
 
 def test_no_extraction_worker_outlives_the_service(tmp_path):
