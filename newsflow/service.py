@@ -45,7 +45,7 @@ from newsflow.metrics import (
 from newsflow.processes import process_runs, process_started, spawn, stop_with_parent, terminate
 from newsflow.schemas import RawArticle
 from newsflow.settings import QUICK_EXIT_S, Settings, settings_env
-from newsflow.storage import store_name
+from newsflow.storage import store_identity, store_name
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,9 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
         "kafka_embedded": settings.kafka_embedded,
         "broker_started": broker_started,
         "web": web_address(settings),
-        "storage": store_name(settings),  # (``status`` from a shell with other settings)
+        # (For ``status`` from a shell with other settings: where, in words and to compare.)
+        "storage": store_name(settings),
+        "storage_identity": store_identity(settings),
     }
     _write_whole(settings.runfile, info)
 

@@ -198,13 +198,19 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
     return problems
 
 
-def storage_elsewhere(runfile: Mapping[str, Any] | None, read: str) -> str | None:
-    """When the `newsflow run` of ``runfile`` stores elsewhere than ``read`` (the storage
-    this command's settings name, which it read), that, in words; else None. (A shell
+def storage_elsewhere(runfile: Mapping[str, Any] | None, settings: Settings) -> str | None:
+    """When the `newsflow run` of ``runfile`` stores elsewhere than the storage this
+    command's ``settings`` name (which it read), that, in words; else None. (A shell
     without the service's NEWSFLOW_SINK read a stale SQLite file, saying nothing.)"""
+    from newsflow.storage import store_identity, store_name
+
     stores = runfile.get("storage") if runfile is not None else None
-    if not isinstance(stores, str) or stores == read:
+    theirs = runfile.get("storage_identity") if runfile is not None else None
+    if not isinstance(stores, str) or not isinstance(theirs, str):
         return None
+    if theirs == store_identity(settings):
+        return None
+    read = store_name(settings)
     return (f"this command read {read}, but the newsflow run here stores to {stores}: give it"
             " the service's storage settings (NEWSFLOW_SINK and NEWSFLOW_SQLITE_PATH,"
             " NEWSFLOW_POSTGRES_DSN or NEWSFLOW_JSONL_PATH)")
@@ -259,7 +265,7 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         storage_error=storage_error,
         problems=problems_of(running, web_answers, roles, storage_error,
                              starting=runfile is None and starting is not None, now=time.time(),
-                             storage_elsewhere=storage_elsewhere(runfile, store_name(settings))),
+                             storage_elsewhere=storage_elsewhere(runfile, settings)),
         missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
         dead_letters_waiting=waiting,
     )

@@ -83,6 +83,17 @@ def store_name(settings: Settings) -> str:
     return f"JSON Lines file {settings.jsonl_file.absolute()}"
 
 
+def store_identity(settings: Settings) -> str:
+    """Which storage ``settings`` name, to compare with another process's: its kind and,
+    for a file, the file's real path (a folder reached through a link is the same one).
+    PostgreSQL's is its kind alone: the DSN may hold a password."""
+    if settings.sink == "sqlite":
+        return f"sqlite {settings.sqlite_file.resolve()}"
+    if settings.sink == "postgres":
+        return "postgres"
+    return f"jsonl {settings.jsonl_file.resolve()}"
+
+
 def store_setting(settings: Settings) -> str:
     """The setting that says where the configured storage is, for messages."""
     if settings.sink == "sqlite":

@@ -15,6 +15,7 @@ from newsflow.status import (
     format_status,
     problems_of,
     role_status,
+    storage_elsewhere,
 )
 
 SINK_FILE = """# newsflow writer 999999 started 1
@@ -194,3 +195,19 @@ def test_status_from_another_folder_says_the_data_folder_is_not_there(
     (tmp_path / "var").mkdir()
     assert main(["status"]) == NOT_RUNNING
     assert capsys.readouterr().out.splitlines()[0] == "newsflow run: not running on data folder var"
+
+
+def test_storage_is_the_service_s_when_its_folder_is_reached_through_a_link(tmp_path) -> None:
+    """Compared by the files' real paths: a service started in a folder a link leads to
+    stores where a status run through the link reads."""
+    from newsflow.settings import Settings
+    from newsflow.storage import store_identity, store_name
+
+    (tmp_path / "var").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "var")
+    service = Settings(data_dir=tmp_path / "var")
+    runfile = {"storage": store_name(service), "storage_identity": store_identity(service)}
+    assert storage_elsewhere(runfile, Settings(data_dir=tmp_path / "link")) is None
+    elsewhere = storage_elsewhere(runfile, Settings(data_dir=tmp_path / "link", sink="jsonl"))
+    assert elsewhere is not None and f"stores to SQLite database {tmp_path / 'var'}" in elsewhere
+    assert storage_elsewhere({}, service) is None  # (an older service's runfile says nothing)
