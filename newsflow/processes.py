@@ -63,8 +63,8 @@ def process_runs(pid: int, started: str | None = None) -> bool:
     fields = _stat_fields(pid)
     if fields and fields[0] in ("Z", "X"):
         return False
-    if started is not None and (now := process_started(pid)) is not None:
-        return now == started
+    if started is not None and fields is not None and len(fields) > 19:
+        return fields[19] == started  # (``process_started``'s field 22)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
