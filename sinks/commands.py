@@ -276,10 +276,24 @@ def next_page_command(args: argparse.Namespace, last: IncidentSummary) -> str:
     return " ".join([*words, "--after", last.position.cursor()])
 
 
+def warn_if_the_service_stores_elsewhere(settings: Settings) -> None:
+    """On stderr, when the `newsflow run` on this data folder stores elsewhere than
+    ``settings`` name, as `newsflow status` says it: from a shell without the service's
+    NEWSFLOW_SINK a read command read a stale or empty SQLite file and said nothing.
+    (stdout stays as it was, for scripts.)"""
+    from newsflow.service import running_service
+    from newsflow.status import storage_elsewhere
+
+    elsewhere = storage_elsewhere(running_service(settings), settings)
+    if elsewhere is not None:
+        print(f"warning: {elsewhere}", file=sys.stderr)
+
+
 def cmd_incidents(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.storage import store_name
     from sinks.store import open_existing_store
 
+    warn_if_the_service_stores_elsewhere(settings)
     store = open_existing_store(settings)
     try:
         # One past the limit: whether there are more to say so of.
@@ -307,6 +321,7 @@ def cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.storage import store_name
     from sinks.store import open_existing_store
 
+    warn_if_the_service_stores_elsewhere(settings)
     store = open_existing_store(settings)
     try:
         detail = store.get_incident(args.id)
@@ -333,6 +348,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if not search_alternatives(query):
         raise ValueError(f"a search needs a word to look for, not {args.query!r}:"
                          " `newsflow search 'cruise missiles'`")
+    warn_if_the_service_stores_elsewhere(settings)
     store = open_existing_store(settings)
     try:
         # One past the limit: whether there are more to say so of.
