@@ -55,7 +55,7 @@ _WORD_RE = {
 }
 
 # A source that is a host name and a port ("example.com:80"), not a URL.
-_HOST_PORT = re.compile(r"([a-z0-9-]+(?:\.[a-z0-9-]+)+):\d{1,5}")
+_HOST_PORT = re.compile(r"([a-z0-9-]+(?:\.[a-z0-9-]+)+):\d{1,5}", re.I)
 
 # How far into the text a dateline or byline can be (captions may come first).
 HEAD_CHARS = 1500
@@ -136,10 +136,11 @@ def recognise_agencies(
 
 
 def outlet_of(source: str | None, url: str | None = None) -> str | None:
-    """A normalised outlet name for counting distinct outlets."""
+    """An article's outlet, as its source writes it (a host without "www." and its
+    port), else its address's host; None when it has neither."""
     if source:
-        value = source.strip().lower()
-        if value.startswith("www."):
+        value = source.strip()
+        if value[:4].lower() == "www.":
             value = value[4:]
         # A host given with its port ("www.freep.com:80", as archived pages name theirs)
         # is the outlet without it, as a URL's host is: one outlet, not two.
@@ -151,15 +152,25 @@ def outlet_of(source: str | None, url: str | None = None) -> str | None:
     return None
 
 
+def outlet_key(outlet: str) -> str:
+    """What outlets are compared by: their name in any case ("Local Test" and "local
+    test" are one outlet)."""
+    return outlet.lower()
+
+
 def count_reporters(
     articles: Iterable[tuple[str | None, str | None, Iterable[str]]],
 ) -> tuple[set[str], set[str]]:
-    """(agencies, outlets) behind a set of articles given as (source, url, agencies)."""
+    """(agencies, outlets) behind a set of articles given as (source, url, agencies).
+    An outlet written in several cases is counted once, shown in the spelling that sorts
+    first (capitals before small letters: "Local Test", not "local test"), whatever the
+    articles' order."""
     agencies: set[str] = set()
-    outlets: set[str] = set()
+    outlets: dict[str, str] = {}
     for source, url, names in articles:
         agencies.update(names)
         outlet = outlet_of(source, url)
         if outlet and agency_of_source(outlet) is None:
-            outlets.add(outlet)
-    return agencies, outlets
+            key = outlet_key(outlet)
+            outlets[key] = min(outlets.get(key, outlet), outlet)
+    return agencies, set(outlets.values())

@@ -51,7 +51,7 @@ from newsflow.text import (
     THAI_MARKS,
     thai_word_edges,
 )
-from sinks.agencies import agency_of_source, count_reporters, recognise_agencies
+from sinks.agencies import agency_of_source, count_reporters, outlet_key, recognise_agencies
 from sinks.base import Batch, active_at, article_digest, latest_versions
 from sinks.models import (
     Counts,
@@ -673,7 +673,7 @@ def summary_from_rows(row: Row, members: Sequence[Row]) -> IncidentSummary:
         duplicate_count=int(row["duplicate_count"]),
         sources=tuple(sorted({m["source"] for m in members if m["source"]})),
         agencies=tuple(sorted(agencies)),
-        outlets=tuple(sorted(outlets)),
+        outlets=tuple(sorted(outlets, key=outlet_key)),  # (in any case, as they were)
     )
 
 

@@ -60,7 +60,7 @@ def test_counting_agencies_and_outlets() -> None:
         ]
     )
     assert agencies == {"AFP", "Reuters"}
-    assert outlets == {"yahoo.com", "bbc.co.uk"}
+    assert outlets == {"Yahoo.com", "bbc.co.uk"}
     assert outlet_of(None, None) is None
 
 
@@ -72,4 +72,16 @@ def test_a_source_given_with_its_port_is_the_same_outlet() -> None:
          ("example.co.uk:8080", None, ()), (None, "http://www.bbc.co.uk:80/news/1", ())]
     )
     assert outlets == {"freep.com", "example.co.uk", "bbc.co.uk"}
-    assert outlet_of("Radio 4: Today") == "radio 4: today"  # a name, not a host: as it is
+    assert outlet_of("Radio 4: Today") == "Radio 4: Today"  # a name, not a host: as it is
+    assert outlet_of("WWW.Freep.com:80") == "Freep.com"
+
+
+def test_an_outlet_is_shown_in_its_own_case_and_counted_once_in_any() -> None:
+    # Outlets were lower-cased ("local test") in the API, the page and `newsflow incident`,
+    # beside sources in the feed's case ("Local Test").
+    for articles in ([("Local Test", None, ()), ("local test", None, ())],
+                     [("local test", None, ()), ("Local Test", None, ())]):
+        assert count_reporters(articles) == (set(), {"Local Test"})
+    _, outlets = count_reporters([("Коммерсантъ", None, ()), ("КОММЕРСАНТЪ", None, ()),
+                                  ("The Japan Times", None, ()), ("AFP", None, ("AFP",))])
+    assert outlets == {"КОММЕРСАНТЪ", "The Japan Times"}

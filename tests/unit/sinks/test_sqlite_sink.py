@@ -261,9 +261,23 @@ def test_a_source_or_url_with_brackets_is_stored_and_listed(db: Path) -> None:
     write(db, article(1, source="Daily [Star]"), broken, item)
     store = SQLiteStore(db)
     [listed] = store.list_incidents()
-    assert listed.outlets == ("daily [star]",)
+    assert listed.outlets == ("Daily [Star]",)
     assert store.get_incident("i1") is not None
     assert [h.article_id for h in store.search("cruise missiles")] == ["a1", "a2"]
+
+
+def test_outlets_are_listed_in_their_own_case_one_per_outlet_in_any_case(db: Path) -> None:
+    # They were lower-cased ("local test") beside the sources in the feed's case.
+    names = ["local test", "bbc.co.uk", "Local Test", "Al Jazeera"]
+    item = incident("i1", 1, [1, 2, 3, 4])
+    for member, name in zip(item.articles, names, strict=True):
+        member.source = name
+    write(db, *(article(n, source=name) for n, name in enumerate(names, 1)), item)
+    store = SQLiteStore(db)
+    [listed] = store.list_incidents()
+    assert listed.outlets == ("Al Jazeera", "bbc.co.uk", "Local Test")  # (sorted in any case)
+    detail = store.get_incident("i1")
+    assert detail is not None and detail.summary.outlets == listed.outlets
 
 
 def source_filter(db: Path, outlets: list[str]) -> Callable[[str], list[str]]:
