@@ -8,7 +8,9 @@ records. The redrive's consumer group remembers how far it got (a recycle of the
 broker carries that over), so each letter goes back once; one that fails again comes back
 as a new letter. So does one the redrive cannot deliver yet (its topic is gone, the sink
 still cannot read it): it is put back at the end of the dead-letter topic, for the next
-redrive. A letter whose value was cut to fit can never go back whole: it is reported.
+redrive. A letter whose value was cut to fit can never go back whole, and one whose
+original no newsflow reads, or is an article the processors refuse whatever is fixed (no
+words), would only come back: they are reported, and left.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from kafka.structs import OffsetAndMetadata
 
 from newsflow.drain import READ_FETCH_WAIT_MS, read_to_end, read_to_ends
 from newsflow.kafka import Publisher, make_consumer
-from newsflow.schemas import CleanArticle, DeadLetter, Incident, IncidentMember, IncidentVersion, read_json
+from newsflow.schemas import (
+    CleanArticle,
+    DeadLetter,
+    Incident,
+    IncidentMember,
+    IncidentVersion,
+    RawArticle,
+    not_an_article,
+    read_json,
+)
 from newsflow.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -82,6 +93,9 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
             elif (problem := _never_readable(letter)) is not None:
                 report.kept.append(f"{where}: its original is {problem}, which no fix makes"
                                    " readable: left")
+            elif (refusal := _never_an_article(letter, settings)) is not None:
+                report.kept.append(f"{where}: its original is no article ({refusal}), which"
+                                   " the processors refuse whatever is fixed: left")
             elif letter.topic not in topics:
                 # Sending would create it, with a broker's defaults, for no one to read.
                 report.kept.append(f"{where}: its topic {letter.topic} does not exist")
@@ -197,6 +211,22 @@ def _never_readable(letter: DeadLetter) -> str | None:
     if not data.keys() & _MESSAGE_FIELDS:
         return "a JSON object with no field of a newsflow message"
     return None
+
+
+def _never_an_article(letter: DeadLetter, settings: Settings) -> str | None:
+    """Why the letter's original, an article on the raw or clean topic, is one the
+    processors refuse whatever is fixed (``not_an_article``: no letter or digit in its
+    title and text, neither of them, an empty id), or None. Read before cleaning, which
+    only takes away: what has no word here has none after it. Sent back, such an article
+    was dead-lettered again at once: a feed entry titled "¤" with the text "…" went back
+    at every redrive, and status always showed a letter waiting."""
+    if letter.topic not in (settings.topic_raw, settings.topic_clean):
+        return None
+    try:
+        article = RawArticle.from_bytes(letter.original_value() or b"")
+    except ValueError:  # not an article this newsflow reads: a fix may let it through
+        return None
+    return not_an_article(article.id, article.title, article.text)
 
 
 def _original(letter: DeadLetter) -> tuple[object, ...]:

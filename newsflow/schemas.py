@@ -538,6 +538,20 @@ class IncidentVersion(_IncidentHead):
     removed: list[str] = Field(default_factory=list)
 
 
+# The fields every newsflow has written in an incident version, by its model (a
+# message goes out whole, its nulls too: ``_Message.to_bytes``; ``earlier`` came later to
+# schema 1, so it is not among them). The models' defaults serve the stage that builds a
+# version: a message without these is none of a stage's, and a reader refuses it (one
+# written by hand with an id and a number alone was stored as an empty incident).
+INCIDENT_FIELDS_WRITTEN: dict[type[_Message], frozenset[str]] = {
+    Incident: frozenset({"incident_id", "version", "title", "first_seen", "last_seen",
+                         "articles", "merged_into", "updated_at"}),
+    IncidentVersion: frozenset({"incident_id", "version", "title", "first_seen", "last_seen",
+                                "merged_into", "updated_at", "article_count",
+                                "duplicate_count", "added", "removed"}),
+}
+
+
 class IncidentMember(_Message):
     """An article's place in an incident: topic ``newsflow.incident-members``, key =
     article id, compacted, so the topic keeps each article's latest place.

@@ -17,8 +17,9 @@ if TYPE_CHECKING:  # (newsflow.redrive brings in the Kafka client: see store_let
 def store_letters(settings: Settings, letters: list[tuple[str, DeadLetter]],
                   report: RedriveReport, dry_run: bool) -> int:
     """Write the sink's letters (each with where it was read) to storage as the sink would;
-    returns how many. One the sink still cannot read, or the store refuses, is kept and
-    put back (``report.kept``, ``report.again``); a store that is down raises."""
+    returns how many. One of a schema version the sink does not read yet, or that the store
+    refuses, is kept and put back (``report.kept``, ``report.again``); one the sink can
+    never read is kept, and not put back; a store that is down raises."""
     if not letters:
         return 0
     # Imported here, not at the top: `newsflow --help` imports this module, and the
@@ -30,6 +31,13 @@ def store_letters(settings: Settings, letters: list[tuple[str, DeadLetter]],
         try:
             record = decode(letter.topic, letter.original_value(), settings)
         except PoisonMessage as exc:
+            if exc.kind != "schema_version":
+                # Not its topic's schema, in the version it says: only a version this sink
+                # does not read yet may be read by a later one. Put back, it was read and
+                # put back again at every redrive, for ever.
+                report.kept.append(f"{where}: the sink can never read it ({exc.kind}: {exc}):"
+                                   " left")
+                continue
             report.kept.append(f"{where}: the sink still cannot read it ({exc.kind}: {exc})")
             report.again.append(letter)
             continue

@@ -32,6 +32,7 @@ from newsflow.kafka import (
 )
 from newsflow.metrics import Registry, textfile_path, write_textfile
 from newsflow.schemas import (
+    INCIDENT_FIELDS_WRITTEN,
     DeadLetter,
     Incident,
     IncidentMember,
@@ -100,6 +101,10 @@ def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None
         raise PoisonMessage(
             "invalid", f"not a valid {model.__name__}: {' '.join(validation_lines(exc))}"
         ) from exc
+    if missing := sorted(INCIDENT_FIELDS_WRITTEN.get(model, frozenset()) - data.keys()):
+        raise PoisonMessage("invalid", f"not a valid {model.__name__}: without"
+                            f" {', '.join(missing)}, which every version the processors write"
+                            " has (the defaults would store an empty incident)")
     if isinstance(record, RawArticle) and (
             reason := not_an_article(record.id, record.title, record.text)):
         # What the cluster stage refuses is no row either: an article of no incident.

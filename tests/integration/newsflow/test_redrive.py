@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -10,14 +11,15 @@ import pytest
 from newsflow.drain import read_topic
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.recycle import restore_dead_letters, save_dead_letters
-from newsflow.redrive import REDRIVEN_HEADER, RedriveReport, redrive
+from newsflow.redrive import REDRIVEN_HEADER, RedriveReport, count_waiting, redrive
 from newsflow.schemas import DeadLetter
 from sinks.redrive import store_letters
 
 pytestmark = pytest.mark.integration
 
-# An original a fix may make readable (it goes back): a newsflow message's JSON object.
-ARTICLE = b'{"schema_version": 1, "id": "x"}'
+# An original a fix may make readable (it goes back): a newsflow message's JSON object,
+# with a word (one without is no article, whatever is fixed: it stays).
+ARTICLE = b'{"schema_version": 1, "id": "x", "title": "Quake"}'
 
 
 def letter_for(topic: str, offset: int, key: bytes, value: bytes,
@@ -30,7 +32,7 @@ def letter_for(topic: str, offset: int, key: bytes, value: bytes,
 def test_dead_letters_go_back_to_their_topics_once(make_settings) -> None:
     settings = make_settings()
     ensure_topics(settings)
-    first = letter_for(settings.topic_raw, 5, b"\xffkey", b'{"schema_version": 1, "id": "x"}')
+    first = letter_for(settings.topic_raw, 5, b"\xffkey", ARTICLE)
     cut = first.model_copy(update={"value": "AAAA", "value_encoding": "base64",
                                    "value_truncated": True, "value_bytes": 9_000_000})
     with Publisher(settings) as publisher:
@@ -47,7 +49,7 @@ def test_dead_letters_go_back_to_their_topics_once(make_settings) -> None:
     assert any("cut to fit" in reason for reason in report.kept)
     assert any("not a dead letter" in reason for reason in report.kept)
     [back] = read_topic(settings, settings.topic_raw)
-    assert (back.key, back.value) == (b"\xffkey", b'{"schema_version": 1, "id": "x"}')
+    assert (back.key, back.value) == (b"\xffkey", ARTICLE)
     assert back.headers == [("trace", b"\x00\x01"), (REDRIVEN_HEADER, b"1")]
 
     # Sent once: a second redrive finds only what arrived since.
@@ -83,6 +85,37 @@ def test_a_letter_whose_original_no_newsflow_can_read_is_reported_and_left(
     assert len(read_topic(settings, settings.topic_dlq)) == len(never) + 1  # left as they were
 
 
+def test_a_letter_whose_original_is_an_article_with_no_words_is_reported_once_and_left(
+        make_settings) -> None:
+    """The processors refuse an article without a letter or digit in its title and text
+    (a feed entry titled "¤" with the text "…"), one with neither, and one with an empty
+    id, whatever is fixed: sent back, each was dead-lettered again at once, so every
+    redrive sent it back once more and status always showed a letter waiting."""
+    settings = make_settings()
+    ensure_topics(settings)
+    never = ((settings.topic_raw, b'{"schema_version": 1, "id": "a1", "title": "\xc2\xa4",'
+                                  b' "text": "\xe2\x80\xa6 <br/>"}'),
+             (settings.topic_clean, b'{"schema_version": 1, "id": "a2", "title": " ",'
+                                    b' "raw_position": null}'),
+             (settings.topic_raw, b'{"schema_version": 1, "id": " ", "title": "Quake"}'))
+    with Publisher(settings) as publisher:
+        for offset, (topic, value) in enumerate(never):
+            publisher.publish_dead_letter(letter_for(topic, offset, b"k", value))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 3, b"k", ARTICLE))
+    report = redrive(settings, store_letters)
+    assert dict(report.sent) == {settings.topic_raw: 1} and report.again == []
+    assert [reason.split(": ", 1)[1] for reason in report.kept] == [
+        f"its original is no article ({why}), which the processors refuse whatever is"
+        " fixed: left" for why in (
+            "article has no words: its title and text hold no letter or digit (markup aside)",
+            "article has neither title nor text", "its id is empty")]
+    assert [m.value for m in read_topic(settings, settings.topic_raw)] == [ARTICLE]
+    assert len(read_topic(settings, settings.topic_dlq)) == len(never) + 1  # left as they were
+    assert count_waiting(settings) == 0  # status shows none waiting now
+    again = redrive(settings, store_letters)  # said once: nothing since
+    assert (again.kept, again.sent) == ([], Counter())
+
+
 def test_a_message_both_the_cluster_stage_and_the_sink_refused_goes_back_once(
         make_settings) -> None:
     """The clean topic has two readers: a message neither can read makes two letters. Each
@@ -90,7 +123,7 @@ def test_a_message_both_the_cluster_stage_and_the_sink_refused_goes_back_once(
     could not read it): the letters grew by one each time."""
     settings = make_settings()
     ensure_topics(settings)
-    poison = b'{"schema_version": 1, "id": "x", "title": "", "text": ""}'
+    poison = b'{"schema_version": 2, "id": "x", "title": "Quake"}'  # a version neither reads
     report = redrive_two(settings, (4, b"x", poison), (4, b"x", poison))
     assert dict(report.sent) == {settings.topic_clean: 1}
     assert (report.with_resent, report.stored, report.kept, report.again) == (1, 0, [], [])

@@ -7,7 +7,7 @@ import pytest
 
 from newsflow.drain import read_topic
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
-from newsflow.redrive import redrive
+from newsflow.redrive import count_waiting, redrive
 from sinks.redrive import store_letters
 from sinks.store import open_store
 from tests.integration.newsflow.test_redrive import ARTICLE, letter_for
@@ -80,4 +80,28 @@ def test_a_sink_letter_that_is_not_json_is_reported_and_left(make_settings) -> N
     [reason] = report.kept
     assert "its original is not JSON, which no fix makes readable: left" in reason
     assert len(read_topic(settings, settings.topic_dlq)) == 1
+    assert redrive(settings, store_letters).kept == []  # (said once: nothing since)
+
+
+def test_a_sink_letter_that_is_not_its_topic_s_schema_is_reported_once_and_left(
+        make_settings) -> None:
+    """An incident version without the fields every version has (written by hand with its
+    id and number), or with a version 0: no fix makes either readable in the schema version
+    it says. Put back at every redrive, each was read and put back again, and status always
+    showed a letter waiting."""
+    settings = make_settings()
+    ensure_topics(settings)
+    never = (b'{"schema_version": 2, "incident_id": "hand-1", "version": 1}',
+             header("i2", 1, 1).to_bytes().replace(b'"version":1', b'"version":0'))
+    with Publisher(settings) as publisher:
+        for offset, value in enumerate(never):
+            publisher.publish_dead_letter(letter_for(settings.topic_incidents, offset, b"k",
+                                                     value, stage="sink"))
+    report = redrive(settings, store_letters)
+    assert report.again == [] and report.stored == 0
+    assert [reason.split(": ", 2)[1] for reason in report.kept] == [
+        "the sink can never read it (invalid"] * 2
+    assert all(reason.endswith("): left") for reason in report.kept)
+    assert count_waiting(settings) == 0  # status shows none waiting now
+    assert len(read_topic(settings, settings.topic_dlq)) == 2  # left as they were
     assert redrive(settings, store_letters).kept == []  # (said once: nothing since)

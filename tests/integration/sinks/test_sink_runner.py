@@ -234,6 +234,33 @@ def test_poison_messages_go_to_the_dead_letter_topic(make_settings) -> None:
     assert all(d.stage == "sink" and d.topic == settings.topic_incidents for d in letters)
 
 
+def test_an_incident_version_written_by_hand_with_an_id_and_a_number_is_a_dead_letter(
+        make_settings) -> None:
+    """It was stored as an empty incident: no title, no times, no articles (the model's
+    defaults), listed by `newsflow incidents` as any other."""
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    by_hand = b'{"schema_version": 2, "incident_id": "hand-1", "version": 1}'
+    publish(settings, [(settings.topic_incidents, "hand-1", by_hand),
+                       (settings.topic_incidents, "i1", incident("i1", 1, []).to_bytes())])
+    db = settings.sqlite_file
+    with running(SinkRunner(settings, threading.Event(), flush_interval_s=0.2)):
+        wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 2, what="commit")
+    assert rows(db, "SELECT id FROM incidents") == [("i1",)]
+    consumer = make_consumer(settings, settings.topic_dlq, group_id=None,
+                             consumer_timeout_ms=10000)
+    try:
+        [letter] = [DeadLetter.from_bytes(m.value) for m in consumer]
+    finally:
+        consumer.close()
+    assert (letter.stage, letter.error_kind, letter.offset) == ("sink", "invalid", 0)
+    assert letter.error == (
+        "not a valid IncidentVersion: without added, article_count, duplicate_count,"
+        " first_seen, last_seen, merged_into, removed, title, updated_at, which every version"
+        " the processors write has (the defaults would store an empty incident)")
+    assert letter.original_value() == by_hand
+
+
 def test_junk_on_the_clean_topic_is_left_to_the_cluster_stage_s_letter(make_settings) -> None:
     """The cluster stage reads the clean topic too and dead-letters what is no article:
     a letter of the sink's as well made two per message, and two more at each redrive.

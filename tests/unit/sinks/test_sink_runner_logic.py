@@ -72,6 +72,32 @@ def test_poison_kinds(value: bytes, kind: str) -> None:
     assert info.value.kind == kind
 
 
+def test_an_incident_version_without_the_fields_every_version_has_is_invalid() -> None:
+    """Written by hand with an id and a number alone, a version was stored as an empty
+    incident (no title, no times, no articles: the model's defaults)."""
+    for version in ({"schema_version": 2, "incident_id": "i", "version": 1},
+                    {"schema_version": 1, "incident_id": "i", "version": 1}):
+        with pytest.raises(PoisonMessage) as info:
+            decode("inc", json.dumps(version).encode(), SETTINGS)
+        assert info.value.kind == "invalid"
+    assert str(info.value) == (
+        "not a valid Incident: without articles, first_seen, last_seen, merged_into, title,"
+        " updated_at, which every version the processors write has (the defaults would store"
+        " an empty incident)")
+    written = json.loads(IncidentVersion(incident_id="i", version=2, title="Quake").to_bytes())
+    del written["added"]
+    with pytest.raises(PoisonMessage, match="not a valid IncidentVersion: without added, "):
+        decode("inc", json.dumps(written).encode(), SETTINGS)
+
+
+def test_an_older_newsflow_s_version_without_what_came_later_is_read() -> None:
+    # `earlier` came to schema 1 after its first versions were written.
+    older = json.loads(Incident(incident_id="i1", version=1, title="Quake").to_bytes())
+    del older["earlier"]
+    assert decode("inc", json.dumps(older).encode(), SETTINGS) == Incident(
+        incident_id="i1", version=1, title="Quake", updated_at=older["updated_at"])
+
+
 def test_dead_letter_keeps_the_original_bytes() -> None:
     message = SimpleNamespace(topic="inc", partition=2, offset=41, key=b"k1", value=b"\xff\x00")
     letter = dead_letter(message, "undecodable", "not JSON")
