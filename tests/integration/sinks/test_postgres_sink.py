@@ -458,6 +458,49 @@ def test_a_role_with_row_rights_on_an_older_schema_is_told_to_run_db_upgrade(
         sink.open()  # current now: no DDL asked of the role
 
 
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def readme_grants(role: str) -> list[str]:
+    """The GRANT statements README's PostgreSQL section gives the sink's role
+    (``newsflow_writer`` there), for ``role``."""
+    section = README.read_text(encoding="utf-8").split("\n## PostgreSQL\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return [line.replace("newsflow_writer", role) for line in section.splitlines()
+            if line.startswith("GRANT ")]
+
+
+def test_the_readme_s_grants_give_a_row_rights_role_all_the_sink_and_readers_need(
+    postgres_dsn: str,
+) -> None:
+    """An operator running the sink as a role with row rights only, as the README
+    suggests: table rights alone left out the sequence that numbers `articles`, and the
+    sink paused at the first article (`permission denied for sequence
+    articles_seq_seq`), while the README said nothing of which rights. The README's
+    grants, run as they stand, let that role write a whole batch and read it back."""
+    from sinks.postgres import PostgresSink
+
+    open_store(Settings(sink="postgres", postgres_dsn=postgres_dsn)).close()  # the schema
+    role = "g_" + postgres_dsn.rsplit("/", 1)[1]
+    grants = readme_grants(role)
+    assert grants, "README's PostgreSQL section gives no GRANT for the sink's role"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")  # type: ignore[arg-type]
+        for grant in grants:
+            conn.execute(grant)  # type: ignore[arg-type]
+    writer_dsn = postgres_dsn.replace("postgres@", f"{role}@", 1)
+    with PostgresSink(writer_dsn) as sink:
+        sink.open()
+        sink.write([article(1), article(2), incident("i1", 1, [1, 2]),
+                    placed(1, "i1", 0), placed(2, "i1", 0)])
+    store = open_store(Settings(sink="postgres", postgres_dsn=writer_dsn))
+    try:
+        assert [s.id for s in store.list_incidents()] == ["i1"]
+        assert store.counts().articles == 2
+    finally:
+        store.close()
+
+
 def test_a_record_past_a_postgresql_limit_is_dead_lettered_not_waited_on(
     make_settings, postgres_dsn: str
 ) -> None:
