@@ -187,14 +187,18 @@ def _whole(header: IncidentVersion, members: list[IncidentMember],
     restored = _with_articles(_empty(header.incident_id, header.updated_at),
                               sorted((m.article for m in members), key=time_order),
                               header.updated_at)
-    later = [m.incident_version for m in members if m.incident_version > header.version]
+    newer = [m for m in members if m.incident_version > header.version]
+    later = [m.incident_version for m in newer]
     # Each article moved out since (``_counted``) left with a version sent after it too.
     gone = sum(1 for m in counted if m.incident_id != header.incident_id)
     version = max(later, default=header.version) + len(later) + gone
     # The header's summary stands (made from every article, some perhaps held in storage
-    # only), widened by places newer than it (a header that lost its last record).
+    # only), widened by places newer than it (a header that lost its last record), and
+    # dated as the lost version that placed the last of them: sent again as it is, it
+    # said the incident was updated before they joined.
+    updated_at = max([header.updated_at, *(m.assigned_at for m in newer)])
     return restored.model_copy(update={
-        "version": version, "updated_at": header.updated_at,
+        "version": version, "updated_at": updated_at,
         "title": header.title or restored.title,
         "first_seen": min(_dated(header.first_seen, restored.first_seen), default=None),
         "last_seen": max(_dated(header.last_seen, restored.last_seen), default=None),

@@ -755,18 +755,20 @@ def incident_from_rows(header: Row, members: Sequence[Row]) -> Incident:
     place put there after the stored version (``assigned_at`` past its ``updated_at``:
     the version that counted it lost, with the broker, after the place was stored) made
     a version of its own: the one rebuilt is numbered past them, so that the next one
-    sent, which counts them, is not taken for one the sink has."""
+    sent, which counts them, is not taken for one the sink has, and dated at the latest
+    of them, when that lost version was made (the processors may send it again as it
+    is: dated as the stored one, it said the incident was updated before they joined)."""
     updated_at = parse_ts(header["updated_at"])
-    later = sum(1 for m in members if updated_at is not None
-                and (placed_at := parse_ts(m["assigned_at"])) is not None and placed_at > updated_at)
+    later = [placed_at for m in members if updated_at is not None
+             and (placed_at := parse_ts(m["assigned_at"])) is not None and placed_at > updated_at]
     return Incident(
         incident_id=header["id"],
-        version=int(header["version"]) + later,
+        version=int(header["version"]) + len(later),
         title=header["title"],
         first_seen=header["first_seen"],  # text or datetime: the model reads either
         last_seen=header["last_seen"],
         merged_into=header["merged_into"],
-        updated_at=header["updated_at"],
+        updated_at=max(later, default=header["updated_at"]),
         articles=[
             IncidentArticle(
                 id=m["article_id"], title=m["title"], title_derived=bool(m["title_derived"]),

@@ -636,3 +636,63 @@ def test_a_worker_that_keeps_the_clean_partition_at_a_later_rebalance_lets_the_s
     assert "unused (no article came), is kept" not in first.log(), first.log()[-3000:]
     assert not before.cluster_state_file.exists()
     assert workers[1].stop() == 0
+
+
+def stored_incident(db: Path, incident_id: str) -> tuple[int, str, int] | None:
+    """The stored version of ``incident_id``: (version, updated_at, article_count)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT version, updated_at, article_count FROM incidents"
+                            " WHERE id = ?", (incident_id,)).fetchone()
+
+
+def test_a_version_lost_with_a_killed_worker_is_sent_again_dated_when_its_article_joined(
+    make_settings, start_role, tmp_path
+):
+    """A worker killed between its place of an article and the version counting it (seen
+    with two workers run apart, the clustering one killed -9 mid-replay) left the place
+    stored after its incident's stored version. The worker taking over rebuilt the
+    incident from storage numbered past that place but dated as the stored version, and
+    sent it so for the article redelivered: storage said the incident was last updated
+    before the article joined it (the listings by time, `incidents --since`, passed it)."""
+    reuters, afp = read_articles([SEEDS])
+    before = make_settings(kafka_embedded=True, data_dir=tmp_path / "var")
+    db = before.sqlite_file
+    ensure_topics(before)
+    procs = [start_role(before, "process"), start_role(before, "sink")]
+    with Publisher(before) as publisher:
+        publisher.publish_article(reuters)
+        incident_id = wait_incident(db, reuters.id, procs)
+        publisher.publish_article(afp)
+    assert wait_incident(db, afp.id, procs) == incident_id
+    deadline = time.monotonic() + 90
+    while (stored_incident(db, incident_id) or (0,))[0] < 2:
+        assert time.monotonic() < deadline, "\n".join(p.log()[-2000:] for p in procs)
+        time.sleep(0.3)
+    for proc in procs:
+        assert proc.stop() == 0
+    before.cluster_state_file.unlink()  # (a kill saves none)
+    # What the kill left: the afp's place stored, the version that counted it not.
+    with sqlite3.connect(db) as conn:
+        (first_at,) = conn.execute("SELECT updated_at FROM incident_versions"
+                                   " WHERE incident_id = ? AND version = 1",
+                                   (incident_id,)).fetchone()
+        conn.execute("DELETE FROM incident_versions WHERE incident_id = ? AND version > 1",
+                     (incident_id,))
+        conn.execute("UPDATE incidents SET version = 1, updated_at = ?, active_at = ?,"
+                     " article_count = 1 WHERE id = ?", (first_at, first_at, incident_id))
+        (joined_at,) = conn.execute("SELECT assigned_at FROM incident_articles"
+                                    " WHERE article_id = ?", (afp.id,)).fetchone()
+    assert stored_incident(db, incident_id)[1] < joined_at  # type: ignore[index]
+
+    # The worker taking over, and the afp redelivered (its offset was not committed).
+    after = make_settings(kafka_embedded=True, data_dir=tmp_path / "var")
+    ensure_topics(after)
+    procs = [start_role(after, "process"), start_role(after, "sink")]
+    with Publisher(after) as publisher:
+        publisher.publish_article(afp)
+    while (stored_incident(db, incident_id) or (0,))[0] < 2:
+        assert time.monotonic() < deadline + 90, "\n".join(p.log()[-2000:] for p in procs)
+        time.sleep(0.3)
+    version, updated_at, article_count = stored_incident(db, incident_id)  # type: ignore[misc]
+    assert (version, article_count) == (2, 2)
+    assert updated_at == joined_at, procs[0].log()[-3000:]

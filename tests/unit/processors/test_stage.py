@@ -438,6 +438,20 @@ def test_the_parts_sent_rebuild_the_stage_s_incidents():
         assert rebuilt[incident_id].model_dump() == incident.model_dump()
 
 
+def test_an_incident_whose_header_lost_its_last_records_is_dated_at_its_latest_place():
+    """Places newer than their incident's header (the tables' recovery lost the versions
+    that counted them) stand for versions made when they were placed: the incident rebuilt
+    is numbered past them and dated at the latest, not at the header's time (sent again
+    as it is, it said the incident was updated before they joined)."""
+    from tests.records import NOW, header, placed
+
+    first = placed(1, "i1", 0)
+    later = [placed(n, "i1", minute).model_copy(update={"incident_version": n})
+             for n, minute in ((2, 5), (3, 9))]
+    rebuilt, = incidents_from_parts([header("i1", 1, 1, added=[1])], [first, *later])
+    assert (rebuilt.version, rebuilt.updated_at) == (5, NOW + timedelta(minutes=9))
+
+
 def test_a_story_of_20000_articles_is_sent_in_records_that_do_not_grow_with_it(tmp_path):
     # Whole, such an incident passes the message limit: a version carrying all its
     # articles could not be sent (the worker crashed on it in a loop).

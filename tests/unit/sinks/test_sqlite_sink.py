@@ -877,3 +877,22 @@ def test_an_incident_read_back_is_numbered_past_places_newer_than_its_version(db
         update={"updated_at": NOW + timedelta(minutes=5)}))
     rebuilt = SQLiteStore(db).latest_incident("i1")
     assert rebuilt is not None and rebuilt.version == 3
+
+
+def test_an_incident_read_back_past_newer_places_is_dated_at_the_latest_of_them(db: Path) -> None:
+    """The version rebuilt past places newer than the stored one stands for the lost
+    versions that counted them, made when the last of them was placed. Dated as the
+    stored one, the processors sent it again so (a worker killed between the place and
+    its version, its standby taking over): the incident said it was updated before its
+    newest article joined, a place newer than its version stayed stored, and every
+    later rebuild numbered it past that place once more."""
+    write(db, article(1), article(2), article(3), placed(1, "i1", 0),
+          header("i1", 1, 1, added=[1]), placed(2, "i1", 5), placed(3, "i1", 9))
+    rebuilt = SQLiteStore(db).latest_incident("i1")
+    assert rebuilt is not None
+    assert (rebuilt.version, rebuilt.updated_at) == (3, NOW + timedelta(minutes=9))
+    # Sent again and stored, it is read back as it was: no place past it any more.
+    write(db, rebuilt.header([], []))
+    again = SQLiteStore(db).latest_incident("i1")
+    assert again is not None
+    assert (again.version, again.updated_at) == (3, NOW + timedelta(minutes=9))
