@@ -275,16 +275,36 @@ def saved_state(stored: Stored, tables: tuple[Iterable[ArticleRecord], Iterable[
     The tables hold the article window, with what the sinks have not written yet;
     storage also holds the incidents that outlived their articles (a follow-up months
     later needs their summaries), which the tables do not. Where both have an article, the
-    table's record wins; where both have an incident, the newer version does.
+    table's record wins; where both have an incident, ``newer_of`` says which.
     """
     incidents: dict[str, Incident] = {}
-    for source_incidents in (stored[1], tables[1]):
-        for incident in source_incidents:
-            known = incidents.get(incident.incident_id)
-            if known is None or incident.version >= known.version:
-                incidents[incident.incident_id] = incident
+    for incident in stored[1]:
+        incidents[incident.incident_id] = incident
+    for incident in tables[1]:
+        known = incidents.get(incident.incident_id)
+        incidents[incident.incident_id] = incident if known is None else newer_of(known, incident)
     merged = stored[0].merged if isinstance(stored[0], StoredArticles) else {}
     return in_seen_order(stored[0], tables[0]), list(incidents.values()), merged
+
+
+def newer_of(stored: Incident, table: Incident) -> Incident:
+    """Of storage's and the tables' record of one incident, the one whose last version (its
+    header, ``updated_at``) is the newer, the tables' if the same (the higher number
+    first: it holds more places past that header); numbered as the higher of the two.
+
+    Not by number alone: each source numbers an incident past the places it holds that are
+    newer than its header (a header record lost with a killed worker or broker), a number
+    that says a version past it may have been sent, not what that version counted. The
+    tables keep no place of an article that left the window in the batch that placed it,
+    so a header lost there leaves them counting one article less than storage's version
+    that counts it: taken for its number, that count was sent and stored, one below the
+    incident's places, for good."""
+    def header_time(incident: Incident) -> tuple[datetime, int]:
+        return (incident.updated_at, incident.version)
+
+    newer = table if header_time(table) >= header_time(stored) else stored
+    version = max(stored.version, table.version)
+    return newer if newer.version == version else newer.model_copy(update={"version": version})
 
 
 def in_seen_order(stored: StoredArticles | Iterable[ArticleRecord],

@@ -3,11 +3,14 @@ what a reader of the storage sees after merges, redeliveries and rebuilds."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
+from processors.app import cluster_config
 from processors.rebuild import read
 from processors.stage import IncidentStage, batch_output
 from sinks.store import make_sink, open_store, read_window
@@ -82,5 +85,61 @@ def test_a_founder_sent_again_after_a_rebuild_from_the_tables_reaches_the_reader
         stored = store.get_incident(incident_id)
         assert stored is not None
         assert stored.summary.version == again.incidents[-1].version == 3
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_header_lost_with_a_killed_worker_does_not_lower_the_stored_count(
+        backend: str, postgres_dsn: str, tmp_path: Path) -> None:
+    """A worker killed once its batch was sent, before the tables' header record of it went
+    out: the restarted one took the tables' incident over storage's for its number (past
+    a place of that batch the tables kept), though the tables had not kept the place of
+    an article that left the window in that batch, which storage's version counted. Sent
+    again for the batch's redelivery, that version was stored with a count one below the
+    incident's places (seen on a real newsflow run after a kill -9 of its worker)."""
+    from tests.unit.processors.test_stage import T0, filler, seeds
+    from tests.unit.processors.test_tables import Worker
+
+    if backend == "postgres":
+        pytest.importorskip("psycopg")
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path,
+                        window_days=1, incident_days=90)
+    reuters, afp = seeds()
+    # Reported a minute after Reuters; pushed out of the window in the batch that places it.
+    third = afp.model_copy(update={"id": "third", "url": "https://example.net/3",
+                                   "canonical_url": None, "source": "third.example",
+                                   "published": T0 + timedelta(minutes=1)})
+    follow_up = afp.model_copy(update={"published": T0 + timedelta(days=2)})
+    worker = Worker(cluster_config(settings))
+    sink = make_sink(settings)
+
+    def batch(articles: list[tuple[RawArticle, datetime]]) -> None:
+        """A batch decided, sent and stored (articles, places, versions)."""
+        sent_before = len(worker.sent)
+        for result in worker.batch(articles):
+            if result.record is not None:
+                sink.add(result.record.article)
+        for record in worker.sent[sent_before:]:
+            sink.add(record)
+        sink.flush()
+
+    batch([(reuters, T0)])
+    incident_id = worker.stage.place_of(reuters.id)
+    header_before = dict(worker.tables.incidents[incident_id])
+    killed = [(third, T0 + timedelta(minutes=1)), (filler(2), T0 + timedelta(days=2)),
+              (follow_up, T0 + timedelta(days=2, minutes=1))]
+    batch(killed)
+    assert third.id not in worker.tables.members  # it left the window in the batch
+    worker.tables.incidents[incident_id] = header_before  # its header record lost
+    worker.rebuild(read(settings, read_window))
+    batch(killed)  # not committed: delivered again
+    sink.close()
+    store = open_store(settings)
+    try:
+        stored = store.get_incident(incident_id)
+        assert stored is not None
+        assert sorted(a.id for a in stored.articles) == sorted([reuters.id, third.id, afp.id])
+        assert stored.summary.article_count == 3
     finally:
         store.close()
