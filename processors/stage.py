@@ -267,6 +267,7 @@ Stored = tuple[StoredArticles | Iterable[ArticleRecord], Iterable[Incident]]
 
 
 def saved_state(stored: Stored, tables: tuple[Iterable[ArticleRecord], Iterable[Incident]],
+                table_headers_at: Mapping[str, datetime] | None = None,
                 ) -> tuple[Iterator[ArticleRecord], list[Incident], dict[str, str]]:
     """What a stage restarts from (``IncidentStage.restore``): storage and the changelog
     tables, combined; the records in the order the stage saw them (``in_seen_order``);
@@ -275,36 +276,43 @@ def saved_state(stored: Stored, tables: tuple[Iterable[ArticleRecord], Iterable[
     The tables hold the article window, with what the sinks have not written yet;
     storage also holds the incidents that outlived their articles (a follow-up months
     later needs their summaries), which the tables do not. Where both have an article, the
-    table's record wins; where both have an incident, ``newer_of`` says which.
+    table's record wins; where both have an incident, ``newer_of`` says which
+    (``table_headers_at``: when the tables' header of each incident was made).
     """
     incidents: dict[str, Incident] = {}
     for incident in stored[1]:
         incidents[incident.incident_id] = incident
+    headers_at = table_headers_at or {}
     for incident in tables[1]:
         known = incidents.get(incident.incident_id)
-        incidents[incident.incident_id] = incident if known is None else newer_of(known, incident)
+        incidents[incident.incident_id] = incident if known is None else newer_of(
+            known, incident, headers_at.get(incident.incident_id, incident.updated_at))
     merged = stored[0].merged if isinstance(stored[0], StoredArticles) else {}
     return in_seen_order(stored[0], tables[0]), list(incidents.values()), merged
 
 
-def newer_of(stored: Incident, table: Incident) -> Incident:
-    """Of storage's and the tables' record of one incident, the one whose last version (its
-    header, ``updated_at``) is the newer, the tables' if the same (the higher number
-    first: it holds more places past that header); numbered as the higher of the two.
+def newer_of(stored: Incident, table: Incident, table_header_at: datetime) -> Incident:
+    """Of storage's and the tables' record of one incident, storage's when its version is
+    newer than the tables' header (made at ``table_header_at``), else the tables' (the same
+    time: the higher number first, it holds more places past that header); numbered as
+    the higher of the two and dated as the later.
 
-    Not by number alone: each source numbers an incident past the places it holds that are
-    newer than its header (a header record lost with a killed worker or broker), a number
-    that says a version past it may have been sent, not what that version counted. The
-    tables keep no place of an article that left the window in the batch that placed it,
-    so a header lost there leaves them counting one article less than storage's version
-    that counts it: taken for its number, that count was sent and stored, one below the
-    incident's places, for good."""
-    def header_time(incident: Incident) -> tuple[datetime, int]:
-        return (incident.updated_at, incident.version)
-
-    newer = table if header_time(table) >= header_time(stored) else stored
-    version = max(stored.version, table.version)
-    return newer if newer.version == version else newer.model_copy(update={"version": version})
+    Not by number, nor by the tables' record's own date: each source numbers an incident
+    past the places it holds that are newer than its version (a version lost with a killed
+    worker or broker), and dates it at the latest of them, a number and a time that say a
+    version may have been sent then, not what it counted. The tables keep no place of an
+    article that left the window in the batch that placed it, so a header lost there
+    leaves them counting one article less than storage's version, or storage's places,
+    that count it: taken for its number or its date, that count was sent and stored, one
+    below the incident's places, for good. The later date stands: sent again, the
+    incident is not said to have been updated before its places."""
+    newer = table if (table_header_at, table.version) >= (stored.updated_at, stored.version) else stored
+    update: dict[str, object] = {}
+    if newer.version < (version := max(stored.version, table.version)):
+        update["version"] = version
+    if newer.updated_at < (updated_at := max(stored.updated_at, table.updated_at)):
+        update["updated_at"] = updated_at
+    return newer.model_copy(update=update) if update else newer
 
 
 def in_seen_order(stored: StoredArticles | Iterable[ArticleRecord],

@@ -98,7 +98,8 @@ class StageTables:
             stored = read_stored()
             stage = IncidentStage(config)
             tables = (records, table_incidents(list(headers.values()), places.values()))
-            stage.restore(*saved_state(stored, tables),
+            stage.restore(*saved_state(stored, tables,
+                                       {i: h.updated_at for i, h in headers.items()}),
                           placed_at={a: m.assigned_at for a, m in places.items()})
         # Incidents the stage did not keep (retired, or past incident_days), and their
         # articles' places: nothing else would ever remove them.

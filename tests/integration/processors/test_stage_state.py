@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from newsflow.schemas import RawArticle
+from newsflow.schemas import IncidentVersion, RawArticle
 from newsflow.settings import Settings
 from processors.app import cluster_config
 from processors.rebuild import read
@@ -89,15 +90,19 @@ def test_a_founder_sent_again_after_a_rebuild_from_the_tables_reaches_the_reader
         store.close()
 
 
+@pytest.mark.parametrize("versions_stored", ["before the rebuild", "after the rebuild"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_header_lost_with_a_killed_worker_does_not_lower_the_stored_count(
-        backend: str, postgres_dsn: str, tmp_path: Path) -> None:
+        backend: str, versions_stored: str, postgres_dsn: str, tmp_path: Path) -> None:
     """A worker killed once its batch was sent, before the tables' header record of it went
     out: the restarted one took the tables' incident over storage's for its number (past
     a place of that batch the tables kept), though the tables had not kept the place of
     an article that left the window in that batch, which storage's version counted. Sent
     again for the batch's redelivery, that version was stored with a count one below the
-    incident's places (seen on a real newsflow run after a kill -9 of its worker)."""
+    incident's places (seen on a real newsflow run after a kill -9 of its worker). The
+    same when the sink had stored the batch's places but not yet its version when the
+    rebuild read storage: then storage's record is the one dated past the tables' header
+    (by its places), not by a version of its own."""
     from tests.unit.processors.test_stage import T0, filler, seeds
     from tests.unit.processors.test_tables import Worker
 
@@ -114,25 +119,38 @@ def test_a_header_lost_with_a_killed_worker_does_not_lower_the_stored_count(
     worker = Worker(cluster_config(settings))
     sink = make_sink(settings)
 
-    def batch(articles: list[tuple[RawArticle, datetime]]) -> None:
-        """A batch decided, sent and stored (articles, places, versions)."""
+    def batch(articles: list[tuple[RawArticle, datetime]]) -> list[Any]:
+        """A batch decided, sent and stored (articles, places, and the versions unless
+        held back: returned)."""
         sent_before = len(worker.sent)
         for result in worker.batch(articles):
             if result.record is not None:
                 sink.add(result.record.article)
+        held = []
         for record in worker.sent[sent_before:]:
-            sink.add(record)
+            if hold_versions and isinstance(record, IncidentVersion):
+                held.append(record)
+            else:
+                sink.add(record)
         sink.flush()
+        return held
+
+    hold_versions = False
 
     batch([(reuters, T0)])
     incident_id = worker.stage.place_of(reuters.id)
     header_before = dict(worker.tables.incidents[incident_id])
     killed = [(third, T0 + timedelta(minutes=1)), (filler(2), T0 + timedelta(days=2)),
               (follow_up, T0 + timedelta(days=2, minutes=1))]
-    batch(killed)
+    hold_versions = versions_stored == "after the rebuild"
+    held = batch(killed)
+    hold_versions = False
     assert third.id not in worker.tables.members  # it left the window in the batch
     worker.tables.incidents[incident_id] = header_before  # its header record lost
     worker.rebuild(read(settings, read_window))
+    for version in held:  # (the sink, behind, stores them now)
+        sink.add(version)
+    sink.flush()
     batch(killed)  # not committed: delivered again
     sink.close()
     store = open_store(settings)
