@@ -37,6 +37,11 @@ HEALTHY, PROBLEMS, NOT_RUNNING = 0, 1, 3
 # (sinks/postgres.py WRITE_TIMEOUT_S), during which it writes no figures.
 STALE_S = 300.0
 
+# A sink's write that has not ended after this long waits on storage (a frozen server, a
+# lock another process holds): a problem. A batch takes well under a second when storage
+# answers; the sink itself gives up on PostgreSQL only after WRITE_TIMEOUT_S (180 s).
+SLOW_WRITE_S = 60.0
+
 # The roles `newsflow run` starts that write a metrics file, by the file's role name.
 REPORTING_ROLES = {"processors": "process", "sink": "sink", "produce": "produce"}
 
@@ -59,6 +64,8 @@ ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
                    ("newsflow_processor_waiting_for_storage", "waiting_for_storage")),
     "sink": (("newsflow_sink_written_total", "written"),
              ("newsflow_sink_last_flush_timestamp_seconds", "last_write_at"),
+             ("newsflow_sink_write_started_timestamp_seconds", "write_started_at"),
+             ("newsflow_sink_write_records", "writing"),
              ("newsflow_sink_paused", "paused"),
              ('newsflow_sink_paused{reason="dead_letter_topic"}', "paused_for_dead_letters"),
              ("newsflow_dead_letters_total", "dead_letters"),
@@ -186,6 +193,13 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
                  f" {duration(now - r.reported_at)}: stuck, or stopped (SIGSTOP)"
                  for r in roles if now is not None and r.pid is not None
                  and r.reported_at is not None and now - r.reported_at > STALE_S]
+    problems += [f"the sink (pid {r.pid}) has been writing"
+                 f" {counted(int(r.figures.get('writing', 0)), 'record', 'records')} for"
+                 f" {duration(now - r.figures['write_started_at'])}: storage does not answer"
+                 " (a frozen server, or a lock another process holds)"
+                 for r in roles if now is not None and r.role == "sink"
+                 and r.figures.get("write_started_at")
+                 and now - r.figures["write_started_at"] > SLOW_WRITE_S]
     if any(r.figures.get("waiting_for_storage") for r in roles if r.role == "processors"):
         problems.append("the processors wait for storage: they rebuild their clustering window"
                         " from it before they consume (see their log)")
@@ -356,6 +370,9 @@ def _role_line(r: RoleStatus, now: float) -> str:
         last = f.get("last_write_at")
         parts.append(f"{counted(int(f.get('written', 0)), 'record', 'records')} written"
                      + (f", the last {duration(max(0.0, now - last))} ago" if last else ""))
+        if started := f.get("write_started_at"):
+            parts.append(f"writing {counted(int(f.get('writing', 0)), 'record', 'records')}"
+                         f" for {duration(max(0.0, now - started))}")
         if f.get("paused"):
             parts.append(f"PAUSED ({sink_paused_for(f)})")
     elif r.role == "produce":
