@@ -262,6 +262,9 @@ class SinkRunner:
             self._final_flush()
         finally:
             self._close()
+        # (As the producer says it; a sink SIGTERM stopped said nothing at all.)
+        logger.info("sink stopped: %s written",
+                    counted(int(self.metrics.written.value()), "record", "records"))
 
     def _open_store(self) -> None:
         """Open (and migrate) the store before consuming anything. A store that is down

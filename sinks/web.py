@@ -1024,3 +1024,5 @@ def serve(settings: Settings, stop: threading.Event) -> None:
         server.server_close()
         server.stores.reset()
         thread.join(timeout=5)
+        # (As the other roles say their stop; the page said nothing at its own.)
+        logger.info("web page at %s stopped", server.url)
