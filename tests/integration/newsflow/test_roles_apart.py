@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 
 from newsflow.kafka import ensure_topics
 from newsflow.settings import Settings, settings_env
+from sinks.store import open_store
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -37,6 +39,33 @@ def wait_until(check: Callable[[], Any], what: str, timeout_s: float = 90.0) -> 
             return found
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_web_page_run_apart_is_listed_by_status_and_said_when_it_does_not_answer(
+        make_settings, start_role, tmp_path) -> None:
+    """`newsflow web` run apart wrote nothing `newsflow status` read: the page was never
+    listed, up or not (status said "not running", exit code 3)."""
+    settings = make_settings(data_dir=tmp_path / "var", web_port=0)
+    open_store(settings).close()  # (the sink's to make; its absence would be a problem)
+    web = start_role(settings, "web")
+    port = wait_until(lambda: re.findall(r"web page at http://127\.0\.0\.1:(\d+)/", web.log()),
+                      "the page's address")[0]
+    address = f"http://127.0.0.1:{port}/"
+    report = wait_until(lambda: (r := status(settings))["roles"] and r, "the page listed")
+    [role] = report["roles"]
+    assert (role["role"], role["pid"], role["address"], role["answers"]) == (
+        "web", web.process.pid, address, True)
+    assert (report["problems"], report["exit_code"]) == ([], 0)
+
+    os.kill(web.process.pid, signal.SIGSTOP)  # (it runs, and answers nothing)
+    try:
+        stopped = status(settings)
+    finally:
+        os.kill(web.process.pid, signal.SIGCONT)
+    assert [r["answers"] for r in stopped["roles"]] == [False]
+    assert stopped["problems"] == [
+        f"the web page of pid {web.process.pid} at {address} does not answer"]
+    assert stopped["exit_code"] == 1
 
 
 def test_every_role_run_apart_says_in_its_log_that_it_stopped(

@@ -234,3 +234,27 @@ def test_a_sink_write_that_does_not_end_is_shown_and_past_a_minute_a_problem() -
                     counts={"articles": 0, "live_incidents": 0, "merged_incidents": 0})
     assert format_status(status, now=now).splitlines()[2] == \
         "  sink        pid 8, up 10 min: 5 records written; writing 3 records for 1 min; lag 3"
+
+
+WEB_FILE = """# newsflow writer 999999 started 1
+# HELP newsflow_web_info 1 while this web process serves at url
+# TYPE newsflow_web_info gauge
+newsflow_web_info{url="http://127.0.0.1:18393/"} 1
+"""
+
+
+def test_a_web_process_is_listed_with_its_address_and_said_when_it_does_not_answer() -> None:
+    """A page run apart (`newsflow web`) was never listed; one listed that does not
+    answer is a problem, the `newsflow run`'s page said once (as "the web page")."""
+    web = role_status(Textfile("web-999999", "web", 999999, WEB_FILE))
+    assert (web.address, web.figures) == ("http://127.0.0.1:18393/", {})
+    silent = RoleStatus("web", 8, 65.0, {}, address="http://127.0.0.1:18393/", answers=False)
+    assert problems_of(False, None, [silent], None) == [
+        "the web page of pid 8 at http://127.0.0.1:18393/ does not answer"]
+    others = [RoleStatus(r, 7, 1.0, {}) for r in ("processors", "sink", "produce")]
+    assert problems_of(True, False, [*others, silent], None,
+                       run_web="http://127.0.0.1:18393/") == ["the web page does not answer"]
+    status = Status("var", running=False, roles=[silent], storage="PostgreSQL",
+                    counts={"articles": 0, "live_incidents": 0, "merged_incidents": 0})
+    assert format_status(status, now=1000.0).splitlines()[2] == \
+        "  web         pid 8, up 1 min: http://127.0.0.1:18393/ (does not answer)"
