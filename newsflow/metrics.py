@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
@@ -78,6 +79,11 @@ class Counter(_Metric):
 
     def value(self, **labels: str) -> float:
         return self._values.get(self._key(labels), 0.0)
+
+    def total(self) -> float:
+        """The sum over every label value."""
+        with self._lock:
+            return sum(self._values.values())
 
     def samples(self) -> list[str]:
         with self._lock:
@@ -205,11 +211,12 @@ def metrics_dir(data_dir: Path) -> Path:
 
 
 # Each role's textfile in ``metrics_dir``: the processes write them, and the supervisor
-# removes a dead child's by the same name (the web child serves its figures itself). One
-# per process, as a role may run several times on one data folder (scaled out): one file
-# per role was rewritten by each in turn, and its counters jumped between them.
+# removes a dead child's by the same name. One per process, as a role may run several
+# times on one data folder (scaled out): one file per role was rewritten by each in turn,
+# and its counters jumped between them. The web page's says where it serves (it serves
+# its other figures itself): run apart, nothing else told `newsflow status` it was up.
 _TEXTFILES = {"sink": "sink-{pid}.prom", "process": "processors-{pid}.prom",
-              "produce": "produce-{pid}.prom",
+              "produce": "produce-{pid}.prom", "web": "web-{pid}.prom",
               "broker": "broker.prom"}  # the embedded broker's figures, by the supervisor
 
 
@@ -371,6 +378,22 @@ def read_textfiles(directory: Path) -> str:
         lines += [header[kind] for kind in ("HELP", "TYPE") if kind in header]
         lines += family_samples
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def label_values(metrics: str, name: str, label: str) -> list[str]:
+    """The values of label ``label`` in metric ``name``'s samples in exposition ``metrics``
+    (``newsflow_web_info{url="http://..."} 1`` -> ["http://..."])."""
+    pattern = re.compile(rf'(?:^|[{{,]){re.escape(label)}="((?:[^"\\]|\\.)*)"')
+    values = []
+    for line in metrics.splitlines():
+        sample_name, brace, labels = line.rpartition(" ")[0].partition("{")
+        if not line.startswith("#") and sample_name == name and brace:
+            values += [_unescape(found) for found in pattern.findall(labels)]
+    return values
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
 
 
 def sample_values(metrics: str, name: str, label: str | None = None) -> list[float]:

@@ -18,12 +18,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from newsflow.metrics import Textfile, metrics_dir, running_textfiles, sample_values
+from newsflow.metrics import (
+    Textfile,
+    label_values,
+    metrics_dir,
+    running_textfiles,
+    sample_values,
+)
 from newsflow.processes import process_age_s
 from newsflow.settings import Settings
 from newsflow.text import counted
@@ -36,6 +42,11 @@ HEALTHY, PROBLEMS, NOT_RUNNING = 0, 1, 3
 # stuck (or stopped: SIGSTOP). Not sooner: a sink's write may rightly take up to 180 s
 # (sinks/postgres.py WRITE_TIMEOUT_S), during which it writes no figures.
 STALE_S = 300.0
+
+# A sink's write that has not ended after this long waits on storage (a frozen server, a
+# lock another process holds): a problem. A batch takes well under a second when storage
+# answers; the sink itself gives up on PostgreSQL only after WRITE_TIMEOUT_S (180 s).
+SLOW_WRITE_S = 60.0
 
 # The roles `newsflow run` starts that write a metrics file, by the file's role name.
 REPORTING_ROLES = {"processors": "process", "sink": "sink", "produce": "produce"}
@@ -59,6 +70,8 @@ ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
                    ("newsflow_processor_waiting_for_storage", "waiting_for_storage")),
     "sink": (("newsflow_sink_written_total", "written"),
              ("newsflow_sink_last_flush_timestamp_seconds", "last_write_at"),
+             ("newsflow_sink_write_started_timestamp_seconds", "write_started_at"),
+             ("newsflow_sink_write_records", "writing"),
              ("newsflow_sink_paused", "paused"),
              ('newsflow_sink_paused{reason="dead_letter_topic"}', "paused_for_dead_letters"),
              ("newsflow_dead_letters_total", "dead_letters"),
@@ -90,11 +103,13 @@ class DeadLettersWaiting:
 
 @dataclass(frozen=True)
 class RoleStatus:
-    role: str  # as its metrics file names it: "processors", "sink", "produce", "broker"
+    role: str  # as its metrics file names it: "processors", "sink", "produce", "web", "broker"
     pid: int | None  # None for the embedded broker's figures (written by `newsflow run`)
     up_s: float | None
     figures: dict[str, float]
     reported_at: float | None = None  # when its figures were last written (epoch seconds)
+    address: str | None = None  # a web process's: where it serves
+    answers: bool | None = None  # whether that address answers /healthz (None: not asked)
 
 
 @dataclass(frozen=True)
@@ -139,7 +154,19 @@ def role_status(textfile: Textfile) -> RoleStatus:
         if values and math.isfinite(total := sum(values)):
             figures[key] = total
     up_s = process_age_s(textfile.pid) if textfile.pid is not None else None
-    return RoleStatus(textfile.role, textfile.pid, up_s, figures, textfile.written)
+    addresses = (label_values(textfile.text, "newsflow_web_info", "url")
+                 if textfile.role == "web" else [])
+    return RoleStatus(textfile.role, textfile.pid, up_s, figures, textfile.written,
+                      address=addresses[0] if addresses else None)
+
+
+def with_answers(roles: list[RoleStatus], run_web: str | None,
+                 run_web_answers: bool | None) -> list[RoleStatus]:
+    """``roles``, each web process's with whether its address answers /healthz (the
+    `newsflow run`'s page, at ``run_web``, asked once: ``run_web_answers``)."""
+    return [replace(r, answers=run_web_answers if r.address == run_web else answers(r.address))
+            if r.role == "web" and r.address is not None and has_port(r.address) else r
+            for r in roles]
 
 
 def uses_data_dir(pid: int, data_dir: Path) -> bool:
@@ -165,12 +192,14 @@ def uses_data_dir(pid: int, data_dir: Path) -> bool:
 
 def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus],
                 storage_error: str | None, *, starting: bool = False,
-                now: float | None = None, storage_elsewhere: str | None = None) -> list[str]:
+                now: float | None = None, storage_elsewhere: str | None = None,
+                run_web: str | None = None) -> list[str]:
     """What is wrong, in words: a `newsflow run` still starting, a role it keeps running
     that does not run (or has not written its figures yet), a role's process whose
     figures are older than ``STALE_S`` at ``now`` (epoch seconds), a page that does not
-    answer, storage that the processors wait for, or that the sink or this command
-    cannot use, or that is not the service's (``storage_elsewhere``)."""
+    answer (the run's, at ``run_web``, or one run apart), storage that the processors
+    wait for, or that the sink or this command cannot use, or that is not the service's
+    (``storage_elsewhere``)."""
     problems = []
     if starting:
         # (a run whose roles report and whose runfile is garbled was said to be starting)
@@ -182,10 +211,20 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
                      for file_role, role in REPORTING_ROLES.items() if file_role not in present]
         if web_answers is False:
             problems.append("the web page does not answer")
+    problems += [f"the web page of pid {r.pid} at {r.address} does not answer"
+                 for r in roles if r.role == "web" and r.answers is False
+                 and not (running and r.address == run_web)]
     problems += [f"{shown(r.role)} (pid {r.pid}) has not written its figures for"
                  f" {duration(now - r.reported_at)}: stuck, or stopped (SIGSTOP)"
                  for r in roles if now is not None and r.pid is not None
                  and r.reported_at is not None and now - r.reported_at > STALE_S]
+    problems += [f"the sink (pid {r.pid}) has been writing"
+                 f" {counted(int(r.figures.get('writing', 0)), 'record', 'records')} for"
+                 f" {duration(now - r.figures['write_started_at'])}: storage does not answer"
+                 " (a frozen server, or a lock another process holds)"
+                 for r in roles if now is not None and r.role == "sink"
+                 and r.figures.get("write_started_at")
+                 and now - r.figures["write_started_at"] > SLOW_WRITE_S]
     if any(r.figures.get("waiting_for_storage") for r in roles if r.role == "processors"):
         problems.append("the processors wait for storage: they rebuild their clustering window"
                         " from it before they consume (see their log)")
@@ -237,6 +276,7 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
              if t.pid is None or uses_data_dir(t.pid, settings.data_dir)]
     web = runfile.get("web") if runfile is not None else None
     web_answers = answers(web) if isinstance(web, str) and has_port(web) else None
+    roles = with_answers(roles, web if isinstance(web, str) else None, web_answers)
     counts, storage_error = None, None
     try:
         counts = store_counts(settings)
@@ -265,7 +305,8 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         storage_error=storage_error,
         problems=problems_of(running, web_answers, roles, storage_error,
                              starting=runfile is None and starting is not None, now=time.time(),
-                             storage_elsewhere=storage_elsewhere(runfile, settings)),
+                             storage_elsewhere=storage_elsewhere(runfile, settings),
+                             run_web=web if isinstance(web, str) else None),
         missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
         dead_letters_waiting=waiting,
     )
@@ -356,8 +397,13 @@ def _role_line(r: RoleStatus, now: float) -> str:
         last = f.get("last_write_at")
         parts.append(f"{counted(int(f.get('written', 0)), 'record', 'records')} written"
                      + (f", the last {duration(max(0.0, now - last))} ago" if last else ""))
+        if started := f.get("write_started_at"):
+            parts.append(f"writing {counted(int(f.get('writing', 0)), 'record', 'records')}"
+                         f" for {duration(max(0.0, now - started))}")
         if f.get("paused"):
             parts.append(f"PAUSED ({sink_paused_for(f)})")
+    elif r.role == "web":
+        parts.append(f"{r.address}{' (does not answer)' if r.answers is False else ''}")
     elif r.role == "produce":
         parts.append(f"{counted(int(f.get('feeds', 0)), 'feed', 'feeds')}"
                      f" ({int(f.get('feeds_failing', 0))} failing), "
@@ -402,8 +448,10 @@ def format_status(status: Status, now: float) -> str:
             line += (f"; {_mb(f['memory_bytes'])} of {_mb(f.get('memory_limit_bytes', 0))},"
                      f" recycled {counted(int(f.get('recycles', 0)), 'time', 'times')}")
         lines.append(line)
-        answered = {True: "", False: " (does not answer)", None: ""}[status.web_answers]
-        lines.append(f"  web         {status.web}{answered}")
+        # (Its web process's own line, with its pid, once that one has reported.)
+        if not any(r.role == "web" and r.address == status.web for r in status.roles):
+            answered = {True: "", False: " (does not answer)", None: ""}[status.web_answers]
+            lines.append(f"  web         {status.web}{answered}")
     else:
         lines.append(f"newsflow run: not running on data folder {status.data_dir}")
         if status.missing_data_dir is not None:

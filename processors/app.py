@@ -310,11 +310,13 @@ def broker_urls(settings: Settings) -> list[str]:
 
 def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
                view_loader: ViewLoader | None = None, saved: SavedStage | None = None,
-               identity: str | None = None) -> faust.App:
+               identity: str | None = None,
+               metrics: ProcessorMetrics | None = None) -> faust.App:
     """The processors' app; ``saved``, the stage saved at the last stop (``run_worker``),
     which the first rebuild takes where it stands for storage and the tables; ``identity``,
     the ``code_identity`` of the code running, read at the start (now if not given);
-    ``view_loader``, what storage lists at a stop, saved with the stage (none: not saved)."""
+    ``view_loader``, what storage lists at a stop, saved with the stage (none: not saved);
+    ``metrics``, what it counts into (new if not given: the caller's to read at the stop)."""
     # (Not read again at the stop: an upgrade's files are in place before the restart
     # that runs them, and the state this code saves would pass for theirs.)
     identity = identity or code_identity()
@@ -386,7 +388,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
     saved_holder = {"saved": saved} if saved is not None else {}
     # Whether a batch is being decided and sent: the stage then holds what may not go out.
     batch = {"open": False}
-    metrics = ProcessorMetrics()
+    metrics = metrics or ProcessorMetrics()
     metrics_path = textfile_path(settings.data_dir, "process")
 
     # (A rebalance waits for the batch being sent, faust's ``wait_empty``: only a stop
@@ -1086,8 +1088,9 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
     # Its topics with their settings (compaction, the message limit), as the sink makes
     # them: a broker that creates topics on first use would give the places' topic none.
     ensure_topics(settings)
+    metrics = ProcessorMetrics()
     app = create_app(settings, window_loader=window_loader, view_loader=view_loader,
-                     saved=saved, identity=identity)
+                     saved=saved, identity=identity, metrics=metrics)
     logger.info("clustering modules: %s", build_kind())
     if not faust_streams_compiled():
         logger.warning("faust runs without its compiled stream iterator (NO_CYTHON set, or "
@@ -1107,6 +1110,10 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
         try:
             worker.execute_from_commandline()  # raises SystemExit once the worker stopped
         except SystemExit as stopped:
+            if not stopped.code:  # (a crash faust has said already)
+                # As the producer and the sink say it: faust's last line was "Stopping...".
+                logger.info("processors stopped: %s through the cluster stage",
+                            counted(int(metrics.articles.total()), "article", "articles"))
             exit_without_teardown(stopped.code)
     return 0
 

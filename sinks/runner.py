@@ -174,6 +174,13 @@ class SinkMetrics:
         self.last_flush = r.gauge(
             "newsflow_sink_last_flush_timestamp_seconds", "Time of the last successful flush"
         )
+        self.write_started = r.gauge(
+            "newsflow_sink_write_started_timestamp_seconds",
+            "When the write in progress started (0: none in progress)",
+        )
+        self.batch_records = r.gauge(
+            "newsflow_sink_write_records", "Records of the write in progress (0: none)"
+        )
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -255,6 +262,9 @@ class SinkRunner:
             self._final_flush()
         finally:
             self._close()
+        # (As the producer says it; a sink SIGTERM stopped said nothing at all.)
+        logger.info("sink stopped: %s written",
+                    counted(int(self.metrics.written.value()), "record", "records"))
 
     def _open_store(self) -> None:
         """Open (and migrate) the store before consuming anything. A store that is down
@@ -449,6 +459,7 @@ class SinkRunner:
     def _write_buffer(self) -> None:
         if not self.sink.pending:
             return
+        self._report_write_started()
         started = time.perf_counter()
         try:
             written = self.sink.flush()
@@ -458,9 +469,23 @@ class SinkRunner:
             logger.error("sink write failed (%s); writing records one by one", exc)
             self.metrics.errors.inc(stage="sink", kind="write_error")
             written = self._isolate()
+        finally:
+            self.metrics.write_started.set(0)
+            self.metrics.batch_records.set(0)
         self.metrics.write_seconds.observe(time.perf_counter() - started, sink=self.sink.name)
         self.metrics.written.inc(written)
         self.messages = []
+
+    def _report_write_started(self) -> None:
+        """Write the figures out before a write, with the batch in hand and the lag it
+        leaves: a write that hangs (a frozen PostgreSQL, an SQLite file another process
+        holds locked) writes no figures until it ends, and those of before the batch came
+        said lag 0, nothing waiting, for as long as it hung."""
+        self.metrics.write_started.set(time.time())
+        self.metrics.batch_records.set(self.sink.pending)
+        if self.consumer is not None:
+            self._update_lag()
+        self._write_metrics()
 
     def _isolate(self) -> int:
         """Write each buffered record alone; the ones the store refuses for their content

@@ -34,7 +34,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from newsflow.metrics import CONTENT_TYPE, Registry, metrics_dir, read_textfiles
+from newsflow.metrics import (
+    CONTENT_TYPE,
+    Registry,
+    metrics_dir,
+    read_textfiles,
+    textfile_path,
+    write_textfile,
+)
 from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
 from newsflow.storage import (
@@ -1004,6 +1011,26 @@ def make_server(settings: Settings) -> NewsflowServer:
         raise RuntimeError(cannot_serve(settings, exc, options=True)) from exc
 
 
+# How often the web process writes its presence file, as the other roles their figures.
+PRESENCE_EVERY_S = 5.0
+
+
+def presence(url: str) -> Registry:
+    """What the web process says of itself in its metrics file: where it serves."""
+    registry = Registry()
+    registry.gauge("newsflow_web_info", "1 while this web process serves at url",
+                   ["url"]).set(1, url=url)
+    return registry
+
+
+def write_presence(registry: Registry, settings: Settings) -> None:
+    path = textfile_path(settings.data_dir, "web")
+    try:
+        write_textfile(registry, path)
+    except OSError as exc:  # (a data folder it may only read) the page serves all the same
+        logger.debug("cannot write metrics file %s: %s", path, exc)
+
+
 def serve(settings: Settings, stop: threading.Event) -> None:
     """Serve until ``stop`` is set."""
     from newsflow.service import write_web_runfile
@@ -1013,10 +1040,14 @@ def serve(settings: Settings, stop: threading.Event) -> None:
     thread.start()
     if settings.supervisor_pid is not None:  # (for `newsflow status` of that `newsflow run`)
         write_web_runfile(settings, server.url)
+    # Rewritten as the other roles rewrite their figures, so that `newsflow status` lists
+    # the page (run apart too) and says when it has stopped writing.
+    said = presence(server.url)
+    write_presence(said, settings)
     logger.info("web page at %s", server.url)  # (once it is written: a test waits for it)
     try:
-        while not stop.wait(0.5):
-            pass
+        while not stop.wait(PRESENCE_EVERY_S):
+            write_presence(said, settings)
     finally:
         if settings.supervisor_pid is not None:
             settings.web_runfile.unlink(missing_ok=True)
@@ -1024,3 +1055,5 @@ def serve(settings: Settings, stop: threading.Event) -> None:
         server.server_close()
         server.stores.reset()
         thread.join(timeout=5)
+        # (As the other roles say their stop; the page said nothing at its own.)
+        logger.info("web page at %s stopped", server.url)

@@ -31,7 +31,7 @@ def test_status_of_a_running_service_its_problems_and_its_stop(start_service, tm
     service = start_service()  # (the seeds are replayed: two articles, one incident)
     service.wait_for(lambda: (read_row(service.db, "SELECT count(*) FROM incident_articles")
                               or (0,))[0] == 2, 90)
-    reporting = ("processors", "produce", "sink")
+    reporting = ("processors", "produce", "sink", "web")
     service.wait_for(lambda: all(
         f"{role}-" in " ".join(p.name for p in (service.data_dir / "metrics").iterdir())
         for role in reporting), 60)
@@ -42,7 +42,9 @@ def test_status_of_a_running_service_its_problems_and_its_stop(start_service, tm
     for role in ("process", "produce", "sink"):
         assert re.search(rf"^  {role} +pid {child_pid(service, role)}\b", well.stdout, re.M), \
             well.stdout
-    assert f"http://127.0.0.1:{service.web_port}/" in well.stdout
+    # (The page's line, with its pid, as the other roles': it writes a metrics file too.)
+    assert re.search(rf"^  web +pid {child_pid(service, 'web')}, up .*: "
+                     rf"http://127\.0\.0\.1:{service.web_port}/$", well.stdout, re.M), well.stdout
     assert "2 articles, 1 incident" in well.stdout
     assert well.stdout.rstrip().endswith("problems: none")
     report = json.loads(status(service, "--json").stdout)

@@ -404,6 +404,54 @@ def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> N
         sqlite_module.BUSY_TIMEOUT_S = saved
 
 
+def test_a_write_waiting_on_a_locked_database_shows_its_batch_and_lag_meanwhile(
+        make_settings) -> None:
+    """While a write waits on storage (here an SQLite file another process holds locked;
+    a frozen PostgreSQL alike), the metrics file `newsflow status` reads kept the figures
+    of before the batch: lag 0, no write in progress, for as long as the write hung."""
+    from newsflow.metrics import metrics_dir, running_textfiles
+    from newsflow.status import role_status
+
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    import sinks.sqlite as sqlite_module
+
+    # (The write waits on the lock until the blocker lets go, not its usual 5 s.)
+    sqlite_module.BUSY_TIMEOUT_S, saved = 120.0, sqlite_module.BUSY_TIMEOUT_S
+
+    def sink_figures() -> dict[str, float]:
+        found = [role_status(t) for t in running_textfiles(metrics_dir(settings.data_dir))]
+        return found[0].figures if found else {}
+
+    runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
+    blocker = None
+    try:
+        with running(runner):
+            try:
+                # (A first write, so that the group has committed offsets to count from.)
+                publish(settings, [(settings.topic_incidents, "i0", incident("i0", 1, []).to_bytes())])
+                wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 1,
+                         what="the first write")
+                blocker = sqlite3.connect(settings.sqlite_file, isolation_level=None, timeout=0)
+                blocker.execute("BEGIN EXCLUSIVE")
+                publish(settings, [(settings.topic_incidents, "i1",
+                                    incident("i1", v, [1]).to_bytes()) for v in (1, 2)])
+                wait_for(lambda: sink_figures().get("write_started_at", 0) > 0,
+                         what="the figures of the write in progress")
+                figures = sink_figures()
+                assert (figures["writing"], figures["lag"], figures["written"]) == (2, 2, 1)
+            finally:
+                if blocker is not None and blocker.in_transaction:
+                    blocker.execute("ROLLBACK")  # (else the sink's stop waits on the lock)
+            wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 3, what="commit")
+            wait_for(lambda: sink_figures().get("written") == 3, what="the figures after it")
+            assert (sink_figures()["write_started_at"], sink_figures()["writing"]) == (0, 0)
+    finally:
+        sqlite_module.BUSY_TIMEOUT_S = saved
+        if blocker is not None:
+            blocker.close()
+
+
 def test_a_sink_says_which_partitions_it_was_given(
     make_settings, caplog: pytest.LogCaptureFixture
 ) -> None:

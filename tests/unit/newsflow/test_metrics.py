@@ -193,3 +193,16 @@ def test_a_dead_processs_file_is_not_served_when_another_process_gets_its_pid(
     assert read_textfiles(tmp_path) == ""
     assert text.startswith(f"# newsflow writer {ME} started ")
     assert not path.exists()  # not left to pile up until the next `newsflow run`
+
+
+def test_a_labels_values_are_read_as_written_with_other_labels_before_them() -> None:
+    from newsflow.metrics import label_values
+
+    registry = Registry()
+    registry.gauge("newsflow_web_info", "where", ["url"]).set(1, url='http://h:1/"a"\\b')
+    text = registry.render()
+    assert label_values(text, "newsflow_web_info", "url") == ['http://h:1/"a"\\b']
+    served = 'newsflow_web_info{process="web-1",role="web",url="http://h:2/"} 1\n'
+    assert label_values(served, "newsflow_web_info", "url") == ["http://h:2/"]
+    assert label_values(served, "newsflow_web_info", "rl") == []
+    assert label_values(served, "newsflow_web", "url") == []

@@ -211,3 +211,50 @@ def test_storage_is_the_service_s_when_its_folder_is_reached_through_a_link(tmp_
     elsewhere = storage_elsewhere(runfile, Settings(data_dir=tmp_path / "link", sink="jsonl"))
     assert elsewhere is not None and f"stores to SQLite database {tmp_path / 'var'}" in elsewhere
     assert storage_elsewhere({}, service) is None  # (an older service's runfile says nothing)
+
+
+def test_a_sink_write_that_does_not_end_is_shown_and_past_a_minute_a_problem() -> None:
+    """A write waiting on storage (a frozen PostgreSQL, an SQLite file another process
+    holds locked) showed only the figures of before the batch: lag 0, nothing waiting,
+    "problems: none", for as long as it hung."""
+    from newsflow.status import SLOW_WRITE_S
+
+    now = 10_000.0
+    others = [RoleStatus("processors", 7, 65.0, {}), RoleStatus("produce", 9, 65.0, {})]
+    writing = RoleStatus("sink", 8, 600.0, {"written": 5.0, "writing": 3.0, "lag": 3.0,
+                                            "write_started_at": now - SLOW_WRITE_S - 30})
+    assert problems_of(True, True, [*others, writing], None, now=now) == [
+        "the sink (pid 8) has been writing 3 records for 1 min: storage does not answer"
+        " (a frozen server, or a lock another process holds)"]
+    just_begun = RoleStatus("sink", 8, 600.0, {**writing.figures, "write_started_at": now - 2})
+    assert problems_of(True, True, [*others, just_begun], None, now=now) == []
+    done = RoleStatus("sink", 8, 600.0, {**writing.figures, "write_started_at": 0.0})
+    assert problems_of(True, True, [*others, done], None, now=now) == []
+    status = Status("var", running=False, roles=[writing], storage="PostgreSQL",
+                    counts={"articles": 0, "live_incidents": 0, "merged_incidents": 0})
+    assert format_status(status, now=now).splitlines()[2] == \
+        "  sink        pid 8, up 10 min: 5 records written; writing 3 records for 1 min; lag 3"
+
+
+WEB_FILE = """# newsflow writer 999999 started 1
+# HELP newsflow_web_info 1 while this web process serves at url
+# TYPE newsflow_web_info gauge
+newsflow_web_info{url="http://127.0.0.1:18393/"} 1
+"""
+
+
+def test_a_web_process_is_listed_with_its_address_and_said_when_it_does_not_answer() -> None:
+    """A page run apart (`newsflow web`) was never listed; one listed that does not
+    answer is a problem, the `newsflow run`'s page said once (as "the web page")."""
+    web = role_status(Textfile("web-999999", "web", 999999, WEB_FILE))
+    assert (web.address, web.figures) == ("http://127.0.0.1:18393/", {})
+    silent = RoleStatus("web", 8, 65.0, {}, address="http://127.0.0.1:18393/", answers=False)
+    assert problems_of(False, None, [silent], None) == [
+        "the web page of pid 8 at http://127.0.0.1:18393/ does not answer"]
+    others = [RoleStatus(r, 7, 1.0, {}) for r in ("processors", "sink", "produce")]
+    assert problems_of(True, False, [*others, silent], None,
+                       run_web="http://127.0.0.1:18393/") == ["the web page does not answer"]
+    status = Status("var", running=False, roles=[silent], storage="PostgreSQL",
+                    counts={"articles": 0, "live_incidents": 0, "merged_incidents": 0})
+    assert format_status(status, now=1000.0).splitlines()[2] == \
+        "  web         pid 8, up 1 min: http://127.0.0.1:18393/ (does not answer)"

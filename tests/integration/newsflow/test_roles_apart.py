@@ -1,0 +1,93 @@
+"""Roles run apart (`newsflow sink`, `web`, `process`, `produce`) as an operator runs
+them, on the test broker, and what `newsflow status` and their logs say of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from newsflow.kafka import ensure_topics
+from newsflow.settings import Settings, settings_env
+from sinks.store import open_store
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+    done = subprocess.run([sys.executable, "-m", "newsflow.cli", "status", "--json"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_web_page_run_apart_is_listed_by_status_and_said_when_it_does_not_answer(
+        make_settings, start_role, tmp_path) -> None:
+    """`newsflow web` run apart wrote nothing `newsflow status` read: the page was never
+    listed, up or not (status said "not running", exit code 3)."""
+    settings = make_settings(data_dir=tmp_path / "var", web_port=0)
+    open_store(settings).close()  # (the sink's to make; its absence would be a problem)
+    web = start_role(settings, "web")
+    port = wait_until(lambda: re.findall(r"web page at http://127\.0\.0\.1:(\d+)/", web.log()),
+                      "the page's address")[0]
+    address = f"http://127.0.0.1:{port}/"
+    report = wait_until(lambda: (r := status(settings))["roles"] and r, "the page listed")
+    [role] = report["roles"]
+    assert (role["role"], role["pid"], role["address"], role["answers"]) == (
+        "web", web.process.pid, address, True)
+    assert (report["problems"], report["exit_code"]) == ([], 0)
+
+    os.kill(web.process.pid, signal.SIGSTOP)  # (it runs, and answers nothing)
+    try:
+        stopped = status(settings)
+    finally:
+        os.kill(web.process.pid, signal.SIGCONT)
+    assert [r["answers"] for r in stopped["roles"]] == [False]
+    assert stopped["problems"] == [
+        f"the web page of pid {web.process.pid} at {address} does not answer"]
+    assert stopped["exit_code"] == 1
+
+
+def test_every_role_run_apart_says_in_its_log_that_it_stopped(
+        make_settings, start_role, tmp_path) -> None:
+    """Stopped with SIGTERM, the producer said so ("producer stopped: ..."), but the sink
+    and the page said nothing, and the processors' last line was faust's "Stopping...":
+    an operator could not tell a clean stop from one cut short."""
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text("")
+    settings = make_settings(data_dir=tmp_path / "var", web_port=0, feeds_file=feeds)
+    ensure_topics(settings)
+    started = {"sink": "partitions assigned: ", "web": "web page at ",
+               "process": "rebalance complete", "produce": "producer starting"}
+    roles = {role: start_role(settings, role) for role in started}
+    for role, line in started.items():
+        wait_until(lambda role=role, line=line: line in roles[role].log(), f"{role} started")
+    for proc in roles.values():
+        assert proc.stop() == 0, proc.log()[-2000:]
+    last_lines = {role: proc.log().strip().splitlines()[-1] for role, proc in roles.items()}
+    assert re.search(r"sinks\.runner: sink stopped: 0 records written$", last_lines["sink"])
+    assert re.search(r"sinks\.web: web page at http://127\.0\.0\.1:\d+/ stopped$",
+                     last_lines["web"])
+    assert re.search(r"processors\.app: processors stopped: 0 articles through the cluster"
+                     r" stage$", last_lines["process"])
+    assert re.search(r"producers\.feeds: producer stopped: 0 polls, ", last_lines["produce"])
