@@ -355,7 +355,8 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     from producers.config import parse_opml
     from producers.state import StateStore
 
-    specs, skipped = parse_opml(Path(args.file).read_bytes())
+    opml = parse_opml(Path(args.file).read_bytes())
+    specs, skipped = opml.feeds, opml.skipped
     for url in skipped:  # else "imported 2 feed(s)" of 4 would not say what became of 2
         print(f"{url} left out: only http(s) feed addresses are polled", file=sys.stderr)
     listed = _feeds_file_urls(settings)  # (the file's, applied by the producer or not yet)
@@ -382,6 +383,14 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     print(f"imported {added} feed(s) from {args.file}"
           + (f"; {len(specs) - added} already polled" if added < len(specs) else "")
           + (f"; {len(skipped)} left out (not http(s))" if skipped else ""))
+    if opml.ill_formed:
+        # Read past its error, an outline there may be gone (an unquoted attribute, a
+        # file cut short): "imported 2 feed(s)" of 3, exit code 0, said nothing of it.
+        print(f"newsflow feeds: error: {args.file} is not well-formed XML ({opml.ill_formed}):"
+              " an outline from there on may be missing or misread; fix the file and import"
+              " it again (the feeds imported are kept, and not imported twice)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

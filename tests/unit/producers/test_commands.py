@@ -98,6 +98,12 @@ def _add(settings: Settings, url: str, *, name: str | None = None, tags: list[st
     return cmd_feeds_add(args, settings)
 
 
+def _import_outlines(settings: Settings, path, outlines: str) -> int:
+    """`feeds import` of an OPML file at ``path`` holding these outlines."""
+    path.write_text(f'<opml version="2.0"><body>{outlines}</body></opml>')
+    return cmd_feeds_import(argparse.Namespace(file=str(path)), settings)
+
+
 def _opml(path, url: str, title: str) -> str:
     path.write_text(f'<opml version="2.0"><body><outline text="Folder">'
                     f'<outline text="{title}" xmlUrl="{url}"/></outline></body></opml>')
@@ -171,11 +177,9 @@ def test_an_import_says_which_feeds_it_left_out_and_why(tmp_path, capsys):
     three, saying nothing of the other two, reads as if the file held one."""
     settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
     opml = tmp_path / "subs.opml"
-    opml.write_text('<opml version="2.0"><body>'
-                    '<outline text="A" xmlUrl="https://a.example/feed"/>'
-                    '<outline text="B" xmlUrl="/b/feed.xml"/>'
-                    '<outline text="C" xmlUrl="feed://c.example/rss"/></body></opml>')
-    assert cmd_feeds_import(argparse.Namespace(file=str(opml)), settings) == 0
+    assert _import_outlines(settings, opml, '<outline text="A" xmlUrl="https://a.example/feed"/>'
+                            '<outline text="B" xmlUrl="/b/feed.xml"/>'
+                            '<outline text="C" xmlUrl="feed://c.example/rss"/>') == 0
     out, err = capsys.readouterr()
     assert out == f"imported 1 feed(s) from {opml}; 2 left out (not http(s))\n"
     assert err.splitlines()[:2] == [  # (then a note: the state file is new)
@@ -436,3 +440,22 @@ def test_feeds_list_gives_a_feed_no_longer_polled_no_next_poll(tmp_path, capsys)
     assert fields["next poll (UTC)"] == "-"
     # Nor is it counted as a feed polled ("1 feed(s)").
     assert err.startswith("0 feed(s) polled, 1 no longer (inactive); state in "), err
+
+
+def test_an_import_of_an_ill_formed_file_says_so_and_exits_1(tmp_path, capsys):
+    """The recovering parser drops an outline with an unquoted attribute (or the rest of
+    a file cut short): "imported 2 feed(s)" of 3, exit code 0, and the third was never
+    polled, without a word."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    opml = tmp_path / "subs.opml"
+    outlines = ('\n<outline text="A" xmlUrl="https://a.example/feed"/>\n'
+                '<outline text=B xmlUrl="https://b.example/feed"/>\n'
+                '<outline text="C" xmlUrl="https://c.example/feed"/>\n')
+    assert _import_outlines(settings, opml, outlines) == 1
+    out, err = capsys.readouterr()
+    assert out == f"imported 2 feed(s) from {opml}\n"
+    assert (f"newsflow feeds: error: {opml} is not well-formed XML (AttValue: \" or ' "
+            "expected, line 3, column 15): an outline from there on may be missing") in err
+    # Fixed and imported again: the one missing is added, the others not twice.
+    assert _import_outlines(settings, opml, outlines.replace("text=B", 'text="B"')) == 0
+    assert capsys.readouterr().out == f"imported 1 feed(s) from {opml}; 2 already polled\n"
