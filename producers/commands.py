@@ -17,7 +17,7 @@ from newsflow.text import plain
 
 if TYPE_CHECKING:
     from producers.feeds import PollResult
-    from producers.state import WaitingPages
+    from producers.state import FeedRow, WaitingPages
 
 
 def _quiet_http_logs() -> None:
@@ -337,6 +337,16 @@ def _origin(origin: str, settings: Settings) -> str:
     }.get(origin, origin)
 
 
+def _where(row: FeedRow, url: str, settings: Settings) -> str:
+    """Where the feed found at ``url`` came from, for messages. Found at the address a 301
+    moved it to, it names the one it was listed or added as: "beta2.xml is listed in
+    feeds.toml" sent the user to look there for an address the file does not hold."""
+    where = _origin(row.origin, settings)
+    if row.origin_url != url:
+        where += f" as {row.origin_url}, moved here by a 301"
+    return where
+
+
 # Said where a feeds command finds no state file: most often run from another folder
 # than the service's, whose relative data folder (`var`) is then another.
 _WHERE_THE_SERVICE_RUNS = "run this where `newsflow run` runs, or with its NEWSFLOW_DATA_DIR"
@@ -366,16 +376,15 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     try:
         for spec in specs:
             if spec.url in listed:
-                origin = "config"
+                where = _origin("config", settings)
             else:
                 row, done = state.add_feed(spec.url, origin="opml", name=spec.name,
                                            tags=spec.tags)
                 if done == "added":
                     added += 1
                     continue
-                origin = row.origin
-            print(f"{spec.url} is already polled ({_origin(origin, settings)}): left as it is",
-                  file=sys.stderr)
+                where = _where(row, spec.url, settings)
+            print(f"{spec.url} is already polled ({where}): left as it is", file=sys.stderr)
     finally:
         state.close()
     if made_state:
@@ -425,7 +434,7 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
                 row, done = state.add_feed(
                     url, origin="cli", name=args.name, tags=args.tag, change=change,
                     sites=args.site)
-            where = _origin("config" if row is None else row.origin, settings)
+            where = _origin("config", settings) if row is None else _where(row, url, settings)
             if done == "added":
                 print(f"added {url}")
             elif done == "changed" and row is not None:
@@ -496,7 +505,7 @@ def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no feed {args.url} is polled (`newsflow feeds list` shows those that"
                   " are)", file=sys.stderr)
         return 1
-    where = _origin(row.origin, settings)
+    where = _where(row, args.url, settings)
     if done == "configured":
         print(f"{args.url} is {where}: take it out of the file to stop it (the file would "
               "add it back); nothing changed", file=sys.stderr)
