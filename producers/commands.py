@@ -17,7 +17,7 @@ from newsflow.text import plain
 
 if TYPE_CHECKING:
     from producers.feeds import PollResult
-    from producers.state import WaitingPages
+    from producers.state import FeedRow, WaitingPages
 
 
 def _quiet_http_logs() -> None:
@@ -337,6 +337,16 @@ def _origin(origin: str, settings: Settings) -> str:
     }.get(origin, origin)
 
 
+def _where(row: FeedRow, url: str, settings: Settings) -> str:
+    """Where the feed found at ``url`` came from, for messages. Found at the address a 301
+    moved it to, it names the one it was listed or added as: "beta2.xml is listed in
+    feeds.toml" sent the user to look there for an address the file does not hold."""
+    where = _origin(row.origin, settings)
+    if row.origin_url != url:
+        where += f" as {row.origin_url}, moved here by a 301"
+    return where
+
+
 # Said where a feeds command finds no state file: most often run from another folder
 # than the service's, whose relative data folder (`var`) is then another.
 _WHERE_THE_SERVICE_RUNS = "run this where `newsflow run` runs, or with its NEWSFLOW_DATA_DIR"
@@ -355,7 +365,8 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     from producers.config import parse_opml
     from producers.state import StateStore
 
-    specs, skipped = parse_opml(Path(args.file).read_bytes())
+    opml = parse_opml(Path(args.file).read_bytes())
+    specs, skipped = opml.feeds, opml.skipped
     for url in skipped:  # else "imported 2 feed(s)" of 4 would not say what became of 2
         print(f"{url} left out: only http(s) feed addresses are polled", file=sys.stderr)
     listed = _feeds_file_urls(settings)  # (the file's, applied by the producer or not yet)
@@ -365,16 +376,15 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     try:
         for spec in specs:
             if spec.url in listed:
-                origin = "config"
+                where = _origin("config", settings)
             else:
                 row, done = state.add_feed(spec.url, origin="opml", name=spec.name,
                                            tags=spec.tags)
                 if done == "added":
                     added += 1
                     continue
-                origin = row.origin
-            print(f"{spec.url} is already polled ({_origin(origin, settings)}): left as it is",
-                  file=sys.stderr)
+                where = _where(row, spec.url, settings)
+            print(f"{spec.url} is already polled ({where}): left as it is", file=sys.stderr)
     finally:
         state.close()
     if made_state:
@@ -382,6 +392,14 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     print(f"imported {added} feed(s) from {args.file}"
           + (f"; {len(specs) - added} already polled" if added < len(specs) else "")
           + (f"; {len(skipped)} left out (not http(s))" if skipped else ""))
+    if opml.ill_formed:
+        # Read past its error, an outline there may be gone (an unquoted attribute, a
+        # file cut short): "imported 2 feed(s)" of 3, exit code 0, said nothing of it.
+        print(f"newsflow feeds: error: {args.file} is not well-formed XML ({opml.ill_formed}):"
+              " an outline from there on may be missing or misread; fix the file and import"
+              " it again (the feeds imported are kept, and not imported twice)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -416,7 +434,7 @@ def cmd_feeds_add(args: argparse.Namespace, settings: Settings) -> int:
                 row, done = state.add_feed(
                     url, origin="cli", name=args.name, tags=args.tag, change=change,
                     sites=args.site)
-            where = _origin("config" if row is None else row.origin, settings)
+            where = _origin("config", settings) if row is None else _where(row, url, settings)
             if done == "added":
                 print(f"added {url}")
             elif done == "changed" and row is not None:
@@ -487,7 +505,7 @@ def cmd_feeds_remove(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no feed {args.url} is polled (`newsflow feeds list` shows those that"
                   " are)", file=sys.stderr)
         return 1
-    where = _origin(row.origin, settings)
+    where = _where(row, args.url, settings)
     if done == "configured":
         print(f"{args.url} is {where}: take it out of the file to stop it (the file would "
               "add it back); nothing changed", file=sys.stderr)

@@ -206,33 +206,46 @@ def feeds_from_mapping(data: dict[str, Any], *, where: str = "feeds file") -> li
 _BARE_AMPERSAND = re.compile(rb"&(?!(?:[A-Za-z_][A-Za-z0-9._-]*|#[0-9]+|#x[0-9A-Fa-f]+);)")
 
 
-def _read_opml_xml(data: bytes) -> Any:
-    """The root of an OPML file, read strictly first. The recovering parser drops a bare
+def _read_opml_xml(data: bytes) -> tuple[Any, str | None]:
+    """The root of an OPML file, read strictly first, and the XML error the recovering
+    parser read past (None for a well-formed file). The recovering parser drops a bare
     "&" and the name after it, so "?a=1&b=2" became "?a=1=2", another address, imported
     without a word: such ampersands are escaped first. (Only when the file is ill-formed:
     in a well-formed one in UTF-16, the bytes of "&amp;" are no "&amp;" to the pattern.)
-    Whatever else is ill-formed is left to the recovering parser."""
+    Whatever else is ill-formed is left to the recovering parser, which may drop an
+    outline (one with an unquoted attribute, the rest of a file cut short): the error is
+    returned so that the import says so."""
     strict = etree.XMLParser(resolve_entities=False, no_network=True)
     try:
-        return etree.fromstring(data, parser=strict)
+        return etree.fromstring(data, parser=strict), None
     except etree.XMLSyntaxError:
         pass
     data = _BARE_AMPERSAND.sub(b"&amp;", data)
     try:
-        return etree.fromstring(data, parser=strict)
-    except etree.XMLSyntaxError:
-        pass
+        return etree.fromstring(data, parser=strict), None
+    except etree.XMLSyntaxError as exc:
+        ill_formed = exc.msg  # (its line and column; str() adds "(<string>, line 5)")
     parser = etree.XMLParser(resolve_entities=False, no_network=True, recover=True)
     try:
-        return etree.fromstring(data, parser=parser)
+        return etree.fromstring(data, parser=parser), ill_formed
     except etree.XMLSyntaxError as exc:
         raise ConfigError(f"not OPML: {exc}") from exc
 
 
-def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
-    """Feeds of an OPML subscription list (folder names become tags), and the feed
-    addresses left out as not http(s) (relative, ``feed://``, ``ftp://``), to report."""
-    root = _read_opml_xml(data)
+@dataclass
+class Opml:
+    """What an OPML file gave: its feeds, the addresses left out as not http(s)
+    (relative, ``feed://``, ``ftp://``), and the XML error it was read past, if any."""
+
+    feeds: list[FeedSpec]
+    skipped: list[str]
+    ill_formed: str | None = None
+
+
+def parse_opml(data: bytes) -> Opml:
+    """Feeds of an OPML subscription list (folder names become tags), with what to
+    report: the addresses left out, and the XML error read past."""
+    root, ill_formed = _read_opml_xml(data)
     if root is None:  # what the recovering parser makes of a file that holds no XML
         raise ConfigError("not OPML: no XML in it")
     if etree.QName(root).localname.lower() != "opml":
@@ -259,7 +272,7 @@ def parse_opml(data: bytes) -> tuple[list[FeedSpec], list[str]]:
 
     body = next(iter(_named_children(root, "body")), None)
     walk(body if body is not None else root, [])
-    return specs, skipped
+    return Opml(specs, skipped, ill_formed)
 
 
 # By local name and in any case: an OPML file in a namespace (xmlns="http://opml.org/spec2")

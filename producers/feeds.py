@@ -199,6 +199,9 @@ class FeedPoller:
             )
         except FetchError as exc:
             return self._failed(feed, None, f"{exc.kind}: {exc}", retry_after=None)
+        polled_already = self._polled_already(feed, result)
+        if polled_already is not None:
+            return self._failed(feed, result.status, polled_already, retry_after=None)
         if result.status == 304:
             not_modified = self._not_modified(feed, result)
             # Polled again by the time the first waiting page is due, if sooner.
@@ -211,6 +214,24 @@ class FeedPoller:
         if not result.ok:
             return self._failed(feed, result.status, f"HTTP {result.status}", retry_after=None)
         return self._fresh(feed, result, stop, retries)
+
+    def _polled_already(self, feed: FeedRow, result: FetchResult) -> str | None:
+        """Why not to read ``result``, when another feed polled fetches its address: a
+        301 moved this feed onto it (two of a site's feeds merged, an http feed moved to
+        the https one also added), which then published every entry there again, as
+        this feed's, then each new one twice. Of two that share an address already
+        (moved so before), the first keeps it."""
+        moved_to = result.permanent_url
+        address = feed_address(moved_to) if moved_to else feed.url
+        other = self.state.other_feed_at(address, feed.id)
+        if other is None or (not moved_to and other.id > feed.id):
+            return None
+        if moved_to or feed.origin_url != feed.url:
+            moved_from = feed.url if moved_to else feed.origin_url
+            return (f"moved by a 301 from {moved_from} to {address}, which the feed"
+                    f" {other.origin_url} polls already: not polled twice")
+        return (f"polled already as the feed {other.origin_url}, which a 301 moved here:"
+                " not polled twice")
 
     def _pause_host(self, result: FetchResult) -> float | None:
         """Pause the answer's host and port for as long as its Retry-After asks, up to

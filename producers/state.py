@@ -536,6 +536,15 @@ class StateStore:
             rows = self._conn.execute(_feeds_query(active_only)).fetchall()
         return [FeedRow.from_row(r) for r in rows]
 
+    def other_feed_at(self, url: str, feed_id: int) -> FeedRow | None:
+        """The first feed polled, other than ``feed_id``, that fetches ``url`` now."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_FEED_COLUMNS} FROM feeds WHERE active = 1 AND id != ? AND url = ?"
+                " ORDER BY id LIMIT 1", (feed_id, feed_address(url))
+            ).fetchone()
+        return FeedRow.from_row(row) if row else None
+
     def feed(self, feed_id: int) -> FeedRow | None:
         with self._lock:
             row = self._conn.execute(

@@ -33,7 +33,7 @@ from producers.discover import find_feeds
 from producers.feedparse import parse_feed
 from producers.feeds import FeedPoller, PollResult, make_fetcher, poll_once, sync_feeds_file
 from producers.fetch import FetchError
-from producers.state import FeedRow, StateStore
+from producers.state import FeedRow, FeedUpdate, StateStore
 from producers.urls import host_key
 from sinks.sqlite import SQLiteSink
 from tests.conftest import pathological_page, shared_path, wait_for
@@ -214,6 +214,45 @@ def test_permanent_redirect_moves_the_feed_temporary_does_not(server, rig):
     temporary = rig.poll(server.url("/moved302/miniflux/dustri_large.atom"))
     assert temporary.update.status == 200 and len(temporary.articles) == 25
     assert rig.state.feed(temporary.feed.id).url == server.url("/moved302/miniflux/dustri_large.atom")
+
+
+def test_a_feed_moved_onto_another_feeds_address_publishes_nothing_twice(server, rig):
+    """Two feeds, the second moved by a 301 to the first's address (a site merging its
+    feeds): the second published every entry of the first again, as its own, and then
+    each new one twice, both polling one address for ever."""
+    target = server.url("/feeds/miniflux/dustri_large.rss")
+    first = rig.poll(target)
+    assert len(first.articles) == 25
+    moved = rig.poll(server.url("/moved301/miniflux/dustri_large.rss"))
+    why = (f"moved by a 301 from {server.url('/moved301/miniflux/dustri_large.rss')} to"
+           f" {target}, which the feed {target} polls already: not polled twice")
+    assert (moved.articles, moved.update.error, moved.update.error_count) == ([], why, 1)
+    row = rig.state.feed(moved.feed.id)
+    assert row.url == server.url("/moved301/miniflux/dustri_large.rss")  # (not moved onto it)
+    assert (row.last_error, row.entries_seen) == (why, 0)
+    # Once the first is taken out of the feeds file, the second moves there.
+    rig.state.deactivate_missing("config", [server.url("/moved301/miniflux/dustri_large.rss")])
+    assert len(rig.poll(server.url("/moved301/miniflux/dustri_large.rss")).articles) == 25
+    assert rig.state.feed(moved.feed.id).url == target
+
+
+@pytest.mark.parametrize("moved_first", [False, True])
+def test_of_two_feeds_at_one_address_the_first_polls_it(server, rig, moved_first):
+    """Moved onto one address before this was checked, both published each entry."""
+    target = server.url("/feeds/miniflux/dustri_large.rss")
+    old_address = server.url("/moved301/miniflux/dustri_large.rss")
+    first = rig.feed(old_address if moved_first else target)
+    second = rig.feed(target if moved_first else old_address)
+    moved = first if moved_first else second
+    rig.state.record(moved.id, None, FeedUpdate(status=200, error=None, next_poll=0.0,
+                                                new_url=target))  # (as older versions did)
+    assert rig.poll_feed(second).articles == []
+    assert rig.state.feed(second.id).last_error == (
+        f"polled already as the feed {old_address}, which a 301 moved here: not polled twice"
+        if moved_first else
+        f"moved by a 301 from {old_address} to {target}, which the feed {target} polls"
+        " already: not polled twice")
+    assert len(rig.poll_feed(first).articles) == 25
 
 
 def test_429_with_retry_after_is_respected(server, rig):

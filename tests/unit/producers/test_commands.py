@@ -98,6 +98,12 @@ def _add(settings: Settings, url: str, *, name: str | None = None, tags: list[st
     return cmd_feeds_add(args, settings)
 
 
+def _import_outlines(settings: Settings, path, outlines: str) -> int:
+    """`feeds import` of an OPML file at ``path`` holding these outlines."""
+    path.write_text(f'<opml version="2.0"><body>{outlines}</body></opml>')
+    return cmd_feeds_import(argparse.Namespace(file=str(path)), settings)
+
+
 def _opml(path, url: str, title: str) -> str:
     path.write_text(f'<opml version="2.0"><body><outline text="Folder">'
                     f'<outline text="{title}" xmlUrl="{url}"/></outline></body></opml>')
@@ -171,11 +177,9 @@ def test_an_import_says_which_feeds_it_left_out_and_why(tmp_path, capsys):
     three, saying nothing of the other two, reads as if the file held one."""
     settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
     opml = tmp_path / "subs.opml"
-    opml.write_text('<opml version="2.0"><body>'
-                    '<outline text="A" xmlUrl="https://a.example/feed"/>'
-                    '<outline text="B" xmlUrl="/b/feed.xml"/>'
-                    '<outline text="C" xmlUrl="feed://c.example/rss"/></body></opml>')
-    assert cmd_feeds_import(argparse.Namespace(file=str(opml)), settings) == 0
+    assert _import_outlines(settings, opml, '<outline text="A" xmlUrl="https://a.example/feed"/>'
+                            '<outline text="B" xmlUrl="/b/feed.xml"/>'
+                            '<outline text="C" xmlUrl="feed://c.example/rss"/>') == 0
     out, err = capsys.readouterr()
     assert out == f"imported 1 feed(s) from {opml}; 2 left out (not http(s))\n"
     assert err.splitlines()[:2] == [  # (then a note: the state file is new)
@@ -436,3 +440,63 @@ def test_feeds_list_gives_a_feed_no_longer_polled_no_next_poll(tmp_path, capsys)
     assert fields["next poll (UTC)"] == "-"
     # Nor is it counted as a feed polled ("1 feed(s)").
     assert err.startswith("0 feed(s) polled, 1 no longer (inactive); state in "), err
+
+
+def test_an_import_of_an_ill_formed_file_says_so_and_exits_1(tmp_path, capsys):
+    """The recovering parser drops an outline with an unquoted attribute (or the rest of
+    a file cut short): "imported 2 feed(s)" of 3, exit code 0, and the third was never
+    polled, without a word."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    opml = tmp_path / "subs.opml"
+    outlines = ('\n<outline text="A" xmlUrl="https://a.example/feed"/>\n'
+                '<outline text=B xmlUrl="https://b.example/feed"/>\n'
+                '<outline text="C" xmlUrl="https://c.example/feed"/>\n')
+    assert _import_outlines(settings, opml, outlines) == 1
+    out, err = capsys.readouterr()
+    assert out == f"imported 2 feed(s) from {opml}\n"
+    assert (f"newsflow feeds: error: {opml} is not well-formed XML (AttValue: \" or ' "
+            "expected, line 3, column 15): an outline from there on may be missing") in err
+    # Fixed and imported again: the one missing is added, the others not twice.
+    assert _import_outlines(settings, opml, outlines.replace("text=B", 'text="B"')) == 0
+    assert capsys.readouterr().out == f"imported 1 feed(s) from {opml}; 2 already polled\n"
+
+
+def test_a_feed_a_301_moved_is_named_by_the_address_it_was_listed_or_added_as(tmp_path,
+                                                                           capsys):
+    """`feeds list` shows a moved feed at its new address; given that, `feeds remove`
+    said "https://b.example/feed is listed in feeds.toml", which lists a.example's."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    listed, moved_to = "https://a.example/feed", "https://b.example/feed"
+    added, added_moved_to = "https://c.example/feed", "https://d.example/feed"
+    settings.feeds_file.write_text(f'[[feed]]\nurl = "{listed}"\n')
+    state = StateStore(settings.producer_state_file)
+    try:
+        sync_feeds_file(state, settings.feeds_file)
+        assert _add(settings, added) == 0
+        for url, new_url in ((listed, moved_to), (added, added_moved_to)):
+            (feed,) = [f for f in state.feeds() if f.origin_url == url]
+            # (As the producer writes a poll that a 301 answered.)
+            state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=0.0,
+                                                   new_url=new_url))
+    finally:
+        state.close()
+    capsys.readouterr()
+    assert _remove(settings, moved_to) == 1
+    assert capsys.readouterr().err == (
+        f"{moved_to} is listed in {settings.feeds_file} as {listed}, moved here by a 301: "
+        "take it out of the file to stop it (the file would add it back); nothing changed\n")
+    assert _add(settings, moved_to, name="X") == 1
+    assert f"{moved_to} is listed in {settings.feeds_file} as {listed}, moved here by a 301:" \
+        in capsys.readouterr().err
+    assert _import_outlines(settings, tmp_path / "subs.opml",
+                            f'<outline text="D" xmlUrl="{added_moved_to}"/>') == 0
+    assert capsys.readouterr().err == (
+        f"{added_moved_to} is already polled (added with `newsflow feeds add` as {added}, "
+        "moved here by a 301): left as it is\n")
+    assert _remove(settings, added_moved_to) == 0
+    assert capsys.readouterr().out.startswith(
+        f"removed {added_moved_to} (added with `newsflow feeds add` as {added}, moved here by"
+        " a 301): no longer polled")
+    # By the address it was listed or added as, it is said as before.
+    assert _remove(settings, listed) == 1
+    assert capsys.readouterr().err.startswith(f"{listed} is listed in {settings.feeds_file}: ")

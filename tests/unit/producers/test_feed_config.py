@@ -175,7 +175,8 @@ def test_opml_import_with_folders():
       <outline type="rss" text="Top" xmlUrl="https://top.example/rss"/>
       <outline type="rss" text="Bad" xmlUrl="ftp://nope.example/rss"/>
     </body></opml>"""
-    specs, skipped = parse_opml(opml)
+    parsed = parse_opml(opml)
+    specs, skipped = parsed.feeds, parsed.skipped
     assert skipped == ["ftp://nope.example/rss"]
     assert [(s.url, s.name, s.tags) for s in specs] == [
         ("https://feeds.bbci.co.uk/news/world/rss.xml", "BBC", ["World"]),
@@ -193,7 +194,8 @@ def test_the_outlines_under_a_feeds_outline_are_imported_too():
           <outline text="Tennis" xmlUrl="https://news.example/tennis.rss"/></outline>
         <outline text="Old" xmlUrl="feed://news.example/old"/></outline>
     </outline></body></opml>"""
-    specs, skipped = parse_opml(opml)
+    parsed = parse_opml(opml)
+    specs, skipped = parsed.feeds, parsed.skipped
     assert [(s.url, s.name, s.tags) for s in specs] == [
         ("https://news.example/rss", "News", ["World"]),
         ("https://news.example/sport.rss", "Sport", ["World", "News"]),
@@ -216,8 +218,10 @@ def test_opml_with_bare_ampersands_keeps_the_addresses_whole():
       <outline text="Q &amp; A" xmlUrl="https://a.example/rss?cat=1&lang=en&amp;x=2&#38;y=3"/>
       <outline text="Plain" xmlUrl="https://b.example/feed"/>
     </body></opml>"""
-    specs, skipped = parse_opml(opml)
+    parsed = parse_opml(opml)
+    specs, skipped = parsed.feeds, parsed.skipped
     assert skipped == []
+    assert parsed.ill_formed is None  # (nothing of it lost: no error to report)
     assert [(s.url, s.name) for s in specs] == [
         ("https://a.example/rss?cat=1&lang=en&x=2&y=3", "Q & A"),
         ("https://b.example/feed", "Plain"),
@@ -226,7 +230,19 @@ def test_opml_with_bare_ampersands_keeps_the_addresses_whole():
     utf16 = ('<?xml version="1.0" encoding="utf-16"?><opml><body>'
              '<outline text="Q &amp; A" xmlUrl="https://a.example/rss?a=1&amp;b=2"/>'
              '</body></opml>').encode("utf-16")
-    assert [s.url for s in parse_opml(utf16)[0]] == ["https://a.example/rss?a=1&b=2"]
+    assert [s.url for s in parse_opml(utf16).feeds] == ["https://a.example/rss?a=1&b=2"]
+
+
+def test_an_opml_file_cut_short_says_where_it_was_read_past():
+    """A file cut short (an export or a download interrupted) was read as far as it went,
+    as if it ended there: the outlines after the cut were lost without a word."""
+    opml = (b'<?xml version="1.0"?><opml version="2.0"><body>\n'
+            b'<outline text="A" xmlUrl="https://a.example/rss"/>\n'
+            b'<outline text="B" xmlUrl="https://b.example/rss"/>\n'
+            b'<outline text="C" xmlU')
+    parsed = parse_opml(opml)
+    assert [s.url for s in parsed.feeds] == ["https://a.example/rss", "https://b.example/rss"]
+    assert parsed.ill_formed is not None and "line 4" in parsed.ill_formed
 
 
 def test_opml_in_a_namespace_or_another_case_is_read():
@@ -234,10 +250,10 @@ def test_opml_in_a_namespace_or_another_case_is_read():
     spec2 = b"""<opml version="2.0" xmlns="http://opml.org/spec2"><body>
       <outline text="World"><outline text="A" xmlUrl="https://a.example/rss"/></outline>
     </body></opml>"""
-    assert [(s.url, s.name, s.tags) for s in parse_opml(spec2)[0]] == [
+    assert [(s.url, s.name, s.tags) for s in parse_opml(spec2).feeds] == [
         ("https://a.example/rss", "A", ["World"])]
     upper = b'<OPML><BODY><OUTLINE text="B" XMLURL="https://b.example/rss"/></BODY></OPML>'
-    assert [(s.url, s.name) for s in parse_opml(upper)[0]] == [("https://b.example/rss", "B")]
+    assert [(s.url, s.name) for s in parse_opml(upper).feeds] == [("https://b.example/rss", "B")]
 
 
 def test_a_file_that_is_not_opml_is_refused_saying_what_it_is():
