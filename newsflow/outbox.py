@@ -181,12 +181,16 @@ class Outbox:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        """A write transaction. One SQLite ended itself (a full disk) is not rolled back
+        again: that raised "cannot rollback - no transaction is active" in place of what
+        went wrong (`newsflow replay`'s error line, the outbox checks' warnings)."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
 
     def keep(self, rows: list[Kept]) -> None:
