@@ -276,11 +276,18 @@ def keep_sent(settings: Settings, sent: list[tuple[RawArticle, int]]) -> None:
     """Keep what a replay sent (each article with its time), with the embedded broker."""
     if not sent or not keeps(settings):
         return
-    outbox = Outbox(settings.producer_state_file)
+    path = settings.producer_state_file
     try:
-        outbox.keep([row for article, ms in sent for row in kept([article], ms)])
-    finally:
-        outbox.close()
+        outbox = Outbox(path)
+        try:
+            outbox.keep([row for article, ms in sent for row in kept([article], ms)])
+        finally:
+            outbox.close()
+    except sqlite3.Error as exc:
+        # SQLite's words ("database or disk is full") name no file: `newsflow replay`
+        # ended with them alone.
+        raise sqlite3.OperationalError(
+            f"could not keep the articles sent in the outbox {path.absolute()}: {exc}") from exc
 
 
 def keeper(settings: Settings, flush: Callable[[], None],

@@ -385,3 +385,14 @@ def test_a_keep_that_fills_the_disk_says_so(tmp_path):
         assert [row.article_id for row in box.rows()] == ["a0", "a1"]
     finally:
         box.close()
+
+
+def test_what_a_replay_cannot_keep_names_the_outbox(tmp_path):
+    """`newsflow replay` on a full data folder ended with SQLite's words alone ("database
+    or disk is full"): which file, and that it was the outbox, went unsaid."""
+    settings = sqlite_settings(tmp_path)
+    settings.producer_state_file.parent.mkdir(parents=True)
+    settings.producer_state_file.write_bytes(b"not a database, " * 100)
+    with pytest.raises(sqlite3.Error,
+                       match=f"outbox {settings.producer_state_file.absolute()}: file is not"):
+        outbox.keep_sent(settings, [(article(1), 1)])
