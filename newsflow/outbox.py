@@ -181,12 +181,16 @@ class Outbox:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        """A write transaction. One SQLite ended itself (a full disk) is not rolled back
+        again: that raised "cannot rollback - no transaction is active" in place of what
+        went wrong (`newsflow replay`'s error line, the outbox checks' warnings)."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
 
     def keep(self, rows: list[Kept]) -> None:
@@ -272,11 +276,18 @@ def keep_sent(settings: Settings, sent: list[tuple[RawArticle, int]]) -> None:
     """Keep what a replay sent (each article with its time), with the embedded broker."""
     if not sent or not keeps(settings):
         return
-    outbox = Outbox(settings.producer_state_file)
+    path = settings.producer_state_file
     try:
-        outbox.keep([row for article, ms in sent for row in kept([article], ms)])
-    finally:
-        outbox.close()
+        outbox = Outbox(path)
+        try:
+            outbox.keep([row for article, ms in sent for row in kept([article], ms)])
+        finally:
+            outbox.close()
+    except sqlite3.Error as exc:
+        # SQLite's words ("database or disk is full") name no file: `newsflow replay`
+        # ended with them alone.
+        raise sqlite3.OperationalError(
+            f"could not keep the articles sent in the outbox {path.absolute()}: {exc}") from exc
 
 
 def keeper(settings: Settings, flush: Callable[[], None],

@@ -107,7 +107,14 @@ class Child:
             return
         name = textfile_name(self.role, self.process.pid)
         if name is not None:
-            (self.metrics_dir / name).unlink(missing_ok=True)
+            try:
+                (self.metrics_dir / name).unlink(missing_ok=True)
+            except OSError as exc:
+                # (A data folder made read-only: raised, it stopped the whole service
+                # instead of restarting the child. Left, it counts for nothing: status
+                # skips a file whose writer is gone.)
+                logger.warning("could not remove the metrics file of %s (pid %s): %s",
+                               self.role, self.process.pid, exc)
 
 
 def stop_together(children: list[Child], timeout_s: float) -> None:
@@ -145,6 +152,15 @@ def write_runfile(settings: Settings, broker_started: float | None = None) -> No
         "storage_identity": store_identity(settings),
     }
     _write_whole(settings.runfile, info)
+
+
+def remove_runfile(settings: Settings) -> None:
+    """At the stop. One that cannot be removed (a data folder made read-only) is said:
+    raised, it was the stop's last word, in place of why the service stopped."""
+    try:
+        settings.runfile.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("could not remove the runfile: %s", exc)
 
 
 def write_web_runfile(settings: Settings, url: str) -> None:
@@ -448,7 +464,7 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             if broker.alive():  # (it forgets everything: the next start writes this back)
                 save_before_broker_stops(settings, drained.passed, drained.checked, reach)
             broker.stop()
-        settings.runfile.unlink(missing_ok=True)
+        remove_runfile(settings)
     logger.info("newsflow stopped")
     return exit_code
 

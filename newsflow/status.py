@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import threading
 import time
 import urllib.error
@@ -50,6 +51,10 @@ SLOW_WRITE_S = 60.0
 
 # The roles `newsflow run` starts that write a metrics file, by the file's role name.
 REPORTING_ROLES = {"processors": "process", "sink": "sink", "produce": "produce"}
+
+# A file system with less free than this is taken for full: a SQLite transaction or a
+# batch of JSON Lines needs more, and the roles' metrics files a few kB each.
+FULL_BELOW_BYTES = 1 << 20
 
 
 def shown(file_role: str) -> str:
@@ -255,6 +260,41 @@ def storage_elsewhere(runfile: Mapping[str, Any] | None, settings: Settings) -> 
             " NEWSFLOW_POSTGRES_DSN or NEWSFLOW_JSONL_PATH)")
 
 
+def written_folders(settings: Settings) -> dict[str, Path]:
+    """The folders the service writes to, by what it keeps there."""
+    folders = {"the data folder": settings.data_dir,
+               "the producers' state": settings.producer_state_file.parent}
+    if settings.sink == "sqlite":
+        folders["the SQLite database"] = settings.sqlite_file.parent
+    elif settings.sink == "jsonl":
+        folders["the JSON Lines file"] = settings.jsonl_file.parent
+    return folders
+
+
+def no_space_left(folders: Mapping[str, Path],
+                  full_below: int = FULL_BELOW_BYTES) -> list[str]:
+    """A problem line for each full file system that ``folders`` are on. With the data
+    folder's disk full, the sink's metrics file, which says it is paused, cannot be
+    written either: status said "problems: none" while nothing was stored."""
+    full: dict[int, tuple[list[str], int]] = {}
+    seen: set[Path] = set()
+    for what, folder in folders.items():
+        if folder.absolute() in seen:  # (by default all of them are the data folder)
+            continue
+        seen.add(folder.absolute())
+        try:
+            device = folder.stat().st_dev
+            free = shutil.disk_usage(folder).free
+        except OSError:  # (not made yet, or not to be read: not full, as far as we know)
+            continue
+        if free < full_below:
+            named, _ = full.setdefault(device, ([], free))
+            named.append(f"{what} {folder.absolute()}")
+    return [f"no space left on the file system of {', '.join(named)} ({free // 1024:,} kB"
+            " free): writes there fail (see the roles' logs), and the figures above may be"
+            " out of date" for named, free in full.values()]
+
+
 def sink_paused_for(figures: Mapping[str, float]) -> str:
     """What a paused sink waits for, from its figures (an older sink's say nothing: the
     store, which was all that paused it)."""
@@ -306,7 +346,8 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         problems=problems_of(running, web_answers, roles, storage_error,
                              starting=runfile is None and starting is not None, now=time.time(),
                              storage_elsewhere=storage_elsewhere(runfile, settings),
-                             run_web=web if isinstance(web, str) else None),
+                             run_web=web if isinstance(web, str) else None)
+        + no_space_left(written_folders(settings)),
         missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
         dead_letters_waiting=waiting,
     )

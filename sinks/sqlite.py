@@ -536,16 +536,29 @@ class SQLiteSink(BatchingSink):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            self._reopen_if_read_only(exc)
             raise SinkUnavailable(f"sqlite {self.path}: {exc}") from exc
         try:
             self._write(conn, batch)
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             self._rollback(conn)
+            self._reopen_if_read_only(exc)
             raise SinkUnavailable(f"sqlite {self.path}: {exc}") from exc
         except BaseException:
             self._rollback(conn)
             raise
+
+    def _reopen_if_read_only(self, exc: sqlite3.OperationalError) -> None:
+        """A connection opened while the file could not be written (a data folder made
+        read-only, the sink restarted meanwhile) stays read-only for its life: the sink
+        said "attempt to write a readonly database" for ever once the file could be
+        written again. Closed, the next try opens it afresh. (Not when the file was
+        removed or replaced: ``_connection`` says so at the next try.)"""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if (code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
+                and _file_id(self.path) == self._file):
+            self.close()
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         try:

@@ -366,3 +366,33 @@ def test_a_drop_is_one_transaction_not_one_a_row(tmp_path):
         assert frames < 100, frames  # (a commit a row: 917)
     finally:
         box.close()
+
+
+def test_a_keep_that_fills_the_disk_says_so(tmp_path):
+    """SQLite ends a transaction itself on a full disk (SQLITE_FULL); rolled back again, it
+    raised "cannot rollback - no transaction is active": `newsflow replay` ended with that
+    line, and the service's outbox checks logged it, in place of the full disk. (Full here
+    by SQLite's own max_page_count.)"""
+    box = outbox.Outbox(tmp_path / "producer.db")
+    try:
+        pages = box.conn.execute("PRAGMA page_count").fetchone()[0]
+        box.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        many = [article(n, text="words " * 2000) for n in range(20)]
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            box.keep(outbox.kept(many, 1))
+        box.conn.execute("PRAGMA max_page_count = 1073741823")
+        box.keep(outbox.kept(many[:2], 1))  # (the connection is not left in a transaction)
+        assert [row.article_id for row in box.rows()] == ["a0", "a1"]
+    finally:
+        box.close()
+
+
+def test_what_a_replay_cannot_keep_names_the_outbox(tmp_path):
+    """`newsflow replay` on a full data folder ended with SQLite's words alone ("database
+    or disk is full"): which file, and that it was the outbox, went unsaid."""
+    settings = sqlite_settings(tmp_path)
+    settings.producer_state_file.parent.mkdir(parents=True)
+    settings.producer_state_file.write_bytes(b"not a database, " * 100)
+    with pytest.raises(sqlite3.Error,
+                       match=f"outbox {settings.producer_state_file.absolute()}: file is not"):
+        outbox.keep_sent(settings, [(article(1), 1)])

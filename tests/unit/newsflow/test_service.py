@@ -15,7 +15,14 @@ import pytest
 from newsflow import service
 from newsflow.broker import free_port
 from newsflow.processes import spawn
-from newsflow.service import MAX_QUICK_EXITS, QUICK_EXIT_S, Child, ServiceError, supervise
+from newsflow.service import (
+    MAX_QUICK_EXITS,
+    QUICK_EXIT_S,
+    Child,
+    ServiceError,
+    remove_runfile,
+    supervise,
+)
 from newsflow.settings import Settings
 
 
@@ -400,3 +407,28 @@ def test_a_child_builds_the_supervisors_settings_and_knows_its_supervisor(monkey
     child = Settings()
     assert child.supervisor_pid == service.os.getpid()  # exit_when_orphaned watches it
     assert (child.data_dir, child.web_port, child.broker_log) == (Path("/srv/data"), 9123, "debug")
+
+
+def test_a_dead_childs_metrics_file_that_cannot_be_removed_does_not_stop_the_service(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A data folder made read-only while the service ran: the unlink's error stopped the
+    whole service when a child died, in place of restarting it. (Not removable here: a
+    folder where the file would be.)"""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    sink = StandInChild("sink", {}, metrics)
+    sink.start()
+    (metrics / f"sink-{sink.process.pid}.prom").mkdir()  # type: ignore[union-attr]
+    die(sink, -9)
+    restart(sink)
+    assert "could not remove the metrics file of sink" in caplog.text
+
+
+def test_a_runfile_that_cannot_be_removed_at_the_stop_is_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Raised, it was `newsflow run`'s last word ("Permission denied: .../service.json"),
+    in place of why the service stopped."""
+    settings = Settings(data_dir=tmp_path)
+    settings.runfile.mkdir()
+    remove_runfile(settings)
+    assert "could not remove the runfile" in caplog.text

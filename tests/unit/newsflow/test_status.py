@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from newsflow.metrics import Textfile
+from newsflow.settings import Settings
 from newsflow.status import (
     HEALTHY,
     NOT_RUNNING,
@@ -13,9 +16,11 @@ from newsflow.status import (
     Status,
     duration,
     format_status,
+    no_space_left,
     problems_of,
     role_status,
     storage_elsewhere,
+    written_folders,
 )
 
 SINK_FILE = """# newsflow writer 999999 started 1
@@ -258,3 +263,25 @@ def test_a_web_process_is_listed_with_its_address_and_said_when_it_does_not_answ
                     counts={"articles": 0, "live_incidents": 0, "merged_incidents": 0})
     assert format_status(status, now=1000.0).splitlines()[2] == \
         "  web         pid 8, up 1 min: http://127.0.0.1:18393/ (does not answer)"
+
+
+def test_a_full_file_system_is_a_problem_named_once_with_its_folders(tmp_path) -> None:
+    """With the data folder's disk full the sink cannot write its metrics file, which
+    says it is paused: status said "problems: none" while nothing was stored. (Full
+    here: a bound past any disk's free space.)"""
+    data, db = tmp_path / "var", tmp_path / "db"
+    data.mkdir()
+    db.mkdir()
+    folders = {"the data folder": data, "the producers' state": data,
+               "the SQLite database": db, "the JSON Lines file": tmp_path / "not made yet"}
+    [line] = no_space_left(folders, full_below=1 << 62)
+    assert line.startswith(f"no space left on the file system of the data folder {data},"
+                           f" the SQLite database {db} (")
+    assert no_space_left(folders, full_below=1) == []
+
+
+def test_the_folders_written_to_are_the_data_folder_and_the_sinks() -> None:
+    sqlite = Settings(data_dir="/srv/var", sqlite_path="/db/news.db")
+    assert set(written_folders(sqlite).values()) == {Path("/srv/var"), Path("/db")}
+    jsonl = Settings(data_dir="/srv/var", sink="jsonl", jsonl_path="/out/incidents.jsonl")
+    assert set(written_folders(jsonl).values()) == {Path("/srv/var"), Path("/out")}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from newsflow.schemas import Incident, IncidentArticle, RawArticle
-from newsflow.storage import StoreMisconfigured
+from newsflow.storage import SinkUnavailable, StoreMisconfigured
 from sinks.base import BatchingSink, Record, ts
 from sinks.rows import SEARCH_SEPARATOR as SEP
 from sinks.rows import SearchWithoutWords
@@ -896,3 +896,22 @@ def test_an_incident_read_back_past_newer_places_is_dated_at_the_latest_of_them(
     again = SQLiteStore(db).latest_incident("i1")
     assert again is not None
     assert (again.version, again.updated_at) == (3, NOW + timedelta(minutes=9))
+
+
+def test_a_sink_whose_database_could_not_be_written_writes_once_it_can(db: Path) -> None:
+    """A connection SQLite opened read-only (the file could not be opened for writing: a
+    data folder made read-only, the sink restarted meanwhile) stays so: the sink paused
+    for ever on "attempt to write a readonly database" once the file could be written
+    again. (Read-only here by SQLite's own query_only, as a connection opened so is.)"""
+    sink = SQLiteSink(db)
+    try:
+        sink.open()
+        assert sink._conn is not None
+        sink._conn.execute("PRAGMA query_only = 1")
+        sink.add(article(1))
+        with pytest.raises(SinkUnavailable, match="readonly database"):
+            sink.flush()
+        sink.flush()  # the next try, the file writable again
+        assert list(stored_articles(db)) == ["a1"]
+    finally:
+        sink.close()
