@@ -39,6 +39,7 @@ from trafilatura.utils import load_html
 from trafilatura.xml import xmltotxt
 
 from newsflow.text import TITLE_SEPARATORS, alnum_key, strip_site_suffix
+from producers.charsets import browser_codec
 from producers.extract_worker import Extracted, release_free_memory
 from producers.urls import host_of
 
@@ -468,18 +469,6 @@ _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>")
 # A page is UTF-8 with stray bytes when it holds this many UTF-8 characters beyond ASCII
 # for each byte that is not UTF-8 (a page in a legacy code page holds next to none).
 _MOSTLY_UTF8 = 4
-# Labels that mean windows-1252 to browsers (WHATWG Encoding), whose pages use its
-# curly quotes and dashes under them.
-_WINDOWS_1252_LABELS = frozenset({"latin_1", "ascii", "iso8859_1", "cp1252"})
-
-
-def _codec(label: str) -> str | None:
-    try:
-        name = codecs.lookup(label).name.replace("-", "_")
-    except LookupError:
-        return None
-    return "cp1252" if name in _WINDOWS_1252_LABELS else name
-
 
 def decode_page(body: bytes, content_type: str = "") -> bytes | str:
     """A page's text, when its bytes are not all UTF-8: as UTF-8 still when nearly all
@@ -506,7 +495,7 @@ def decode_page(body: bytes, content_type: str = "") -> bytes | str:
     labels = [m.group(1) for m in _HEADER_CHARSET.finditer(content_type)]
     labels += [m.group(1).decode("ascii") for m in _META_CHARSET.finditer(body[:4096])]
     for label in labels:
-        codec = _codec(label)
+        codec = browser_codec(label)  # gb2312 as GBK, euc-kr as windows-949, ...
         # (UTF-8 cannot be right any more; UTF-16 and 32 would have started with a BOM.)
         if codec is not None and not codec.startswith(("utf_8", "utf_16", "utf_32")):
             return _XML_DECLARATION.sub("", body.decode(codec, errors="replace"), count=1)

@@ -27,6 +27,7 @@ from lxml import html as lxml_html
 
 from newsflow.schemas import read_json, without_surrogates
 from newsflow.text import counted
+from producers.charsets import browser_codec, python_codec
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +284,41 @@ def _sniff_charset(body: bytes, content_type: str) -> tuple[str, bytes] | None:
     return encoding, text.encode("utf-8")
 
 
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+
+
+def _read_as_browsers_do(body: bytes, content_type: str) -> tuple[str, bytes] | None:
+    """For a feed whose declared charset (HTTP's, else the XML declaration's) is one that
+    browsers read as a larger one (`gb2312` as GBK, `euc-kr` as windows-949, `shift_jis`
+    as windows-31J) and whose bytes need the larger one: (encoding, UTF-8 bytes) read by
+    it. feedparser takes the label at its word, fails at the first character beyond it
+    (王镕, 윤똠이, ①) and reads the whole feed as windows-1252."""
+    if body.startswith(_BOMS) or b"\x00" in body[:4]:
+        return None
+    in_header = _HEADER_CHARSET.search(content_type)
+    declared = _DECLARED.match(body[:300])
+    if in_header is not None:
+        label = in_header.group(1)
+    elif declared is not None:
+        label = declared.group(1).decode("ascii")
+    else:
+        return None
+    own, wider = python_codec(label), browser_codec(label)
+    if own is None or wider is None or own == wider:
+        return None
+    try:
+        body.decode(own)
+        return None  # within the label's own charset: feedparser reads it right
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = body.decode(wider)
+    except UnicodeDecodeError:
+        return None  # not the wider one either: left to feedparser and the detector
+    text = re.sub(r"""^(<\?xml[^>]*?)\sencoding\s*=\s*["'][^"']*["']""", r"\1", text)
+    return wider, text.encode("utf-8")
+
+
 _SPACES = re.compile(rb"\s*")
 _SITEMAP_ROOT = re.compile(rb"<(?:[\w.-]+:)?(?:urlset|sitemapindex)[\s>/]")
 # What may come before the root element, and what ends it.
@@ -331,7 +367,11 @@ def parse_feed(
     # With any header but no Content-Type, feedparser assumes a non-XML type and
     # ISO-8859-1; without a type the XML rules (BOM, declaration, else UTF-8) apply.
     response_headers.setdefault("content-type", "application/xml")
-    sniffed = _sniff_charset(body, response_headers["content-type"])
+    as_browsers_read = _read_as_browsers_do(body, response_headers["content-type"])
+    if as_browsers_read is not None:
+        encoding, body = as_browsers_read
+        response_headers["content-type"] = "application/xml; charset=utf-8"
+    sniffed = None if as_browsers_read else _sniff_charset(body, response_headers["content-type"])
     if sniffed is not None:
         encoding, body = sniffed
         response_headers["content-type"] = "application/xml; charset=utf-8"
@@ -356,6 +396,8 @@ def parse_feed(
         problem = result.get("bozo_exception")
         parsed.bozo = f"{type(problem).__name__}: {problem}" if problem else "ill-formed"
         parsed.bozo_soft = isinstance(problem, ThingsNobodyCaresAboutButMe)
+    if as_browsers_read is not None:
+        parsed.encoding = encoding
     if sniffed is not None:
         parsed.encoding = encoding
         if parsed.bozo is None:

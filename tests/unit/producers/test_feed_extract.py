@@ -257,6 +257,26 @@ def test_a_page_in_the_charset_its_http_header_names_is_read_in_it():
         assert got is not None and got.text == text, charset
 
 
+# Pages that name a smaller charset than their text is in, as browsers let them: a
+# character beyond the label's own charset (镕, 똠, ①) came out U+FFFD and the next byte
+# as a stray ASCII letter ("王\ufffdF", "윤\ufffdc이").
+WIDER_THAN_DECLARED = (
+    ("gb2312", "gb18030", "成都地铁19号线二期开通运营，副市长王镕出席开通仪式并致辞。"),
+    ("euc-kr", "cp949", "경기도 대표 윤똠이가 자유형 200m에서 대회신기록으로 금메달을 차지했다."),
+    ("shift_jis", "cp932", "気象庁の情報には、警戒レベル①から⑤までの段階があります。"),
+)
+
+
+def test_a_page_is_read_in_the_wider_charset_browsers_read_its_label_as():
+    for label, encoding, text in WIDER_THAN_DECLARED:
+        in_meta = _page(text, f'<meta charset="{label}">', times=2).encode(encoding)
+        got = extract_article(in_meta, "https://example.org/a")
+        assert got is not None and text in got.text and "\ufffd" not in got.text, label
+        in_header = _page(text, times=2).encode(encoding)
+        got = extract_article(in_header, "https://example.org/a", f"text/html; charset={label}")
+        assert got is not None and text in got.text and "\ufffd" not in got.text, label
+
+
 def test_a_utf8_page_with_a_stray_byte_stays_utf8():
     # One byte that is not UTF-8 (a footer's "\xa9") had the whole page guessed as
     # another code page: "réforme" came out "rÃ©forme".

@@ -77,6 +77,30 @@ def test_legacy_encodings_are_decoded():
     assert any("é" in e.summary for e in psy.entries)
 
 
+def _rss(label: str, title: str) -> str:
+    return (f'<?xml version="1.0" encoding="{label}"?><rss version="2.0"><channel>'
+            f"<title>t</title><link>http://a.example/</link><item><title>{title}</title>"
+            f"<link>http://a.example/1</link><description>{title}</description></item>"
+            "</channel></rss>")
+
+
+def test_a_feed_is_read_in_the_wider_charset_browsers_read_its_label_as():
+    # gb2312 over GBK text, euc-kr over windows-949, shift_jis over windows-31J: feedparser
+    # failed at 镕, 똠 or ① and read the feed as windows-1252 ("À±ŒcÀÌ"), or, declared in
+    # the XML alone, the detector guessed another code page (cp874, cp1251) for the lot.
+    for label, encoding, title in (
+        ("gb2312", "gb18030", "成都地铁19号线二期开通 副市长王镕出席"),
+        ("euc-kr", "cp949", "윤똠이, 전국체전 수영 2관왕"),
+        ("shift_jis", "cp932", "【解説】台風シーズン①　避難はいつ？"),
+    ):
+        body = _rss(label, title).encode(encoding)
+        for content_type in ("application/rss+xml", f"application/rss+xml; charset={label}"):
+            parsed = parse_feed(body, headers={"content-type": content_type})
+            assert [e.title for e in parsed.entries] == [title], (label, content_type)
+            assert parsed.entries[0].summary == title
+            assert parsed.encoding == encoding
+
+
 def test_undeclared_cjk_and_cyrillic_are_detected():
     root = shared_path("feeds-hard", "illformed", "chardet")
     koi8 = parse_feed((root / "koi8r.xml").read_bytes(), headers={})
