@@ -115,6 +115,7 @@ SCRIPT = """
     items.forEach(function (s) {
       var d = el("div", "incident");
       var h = el("h2");
+      h.dir = "auto";  // an Arabic or Hebrew title reads right to left (see render_index)
       var a = el("a", null, s.title || s.id);
       a.href = "/incident/" + encodeURIComponent(s.id);
       h.appendChild(a);
@@ -126,8 +127,9 @@ SCRIPT = """
         counted(s.outlets.length, "outlet", "outlets") + " \\u00b7 v" + s.version);
       d.appendChild(m);
       var b = el("div");
-      s.agencies.forEach(function (x) { b.appendChild(el("span", "badge agency", x)); });
-      s.outlets.forEach(function (x) { b.appendChild(el("span", "badge", x)); });
+      function badge(cls, x) { var e = el("span", cls, x); e.dir = "auto"; return e; }
+      s.agencies.forEach(function (x) { b.appendChild(badge("badge agency", x)); });
+      s.outlets.forEach(function (x) { b.appendChild(badge("badge", x)); });
       d.appendChild(b);
       box.appendChild(d);
     });
@@ -222,10 +224,16 @@ def page(title: str, body: str, query: str = "") -> str:
     )
 
 
+# On what holds an article's words (a title, a snippet, a source): its direction is its
+# own first letter's. Left to the page's, an Arabic or Hebrew title was laid out left to
+# right: a headline's closing "?" shown at its start, a leading "3" at its end.
+OWN_DIRECTION = 'dir="auto"'
+
+
 def badges(agencies: Any, outlets: Any) -> str:
-    return "".join(f'<span class="badge agency">{esc(a)}</span>' for a in agencies) + "".join(
-        f'<span class="badge">{esc(o)}</span>' for o in outlets
-    )
+    return "".join(
+        f'<span class="badge agency" {OWN_DIRECTION}>{esc(a)}</span>' for a in agencies
+    ) + "".join(f'<span class="badge" {OWN_DIRECTION}>{esc(o)}</span>' for o in outlets)
 
 
 def index_address(hours: float, source: str | None, after: Position | None = None) -> str:
@@ -243,7 +251,8 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
     for s in incidents:
         items.append(
             '<div class="incident">'
-            f'<h2><a href="/incident/{quote(s.id, safe="")}">{esc(s.title or s.id)}</a></h2>'
+            f'<h2 {OWN_DIRECTION}><a href="/incident/{quote(s.id, safe="")}">'
+            f"{esc(s.title or s.id)}</a></h2>"
             # Listed by last update, which the latest report's date may not follow.
             f'<div class="meta">updated {esc(when(s.updated_at))}'
             f" (latest report {esc(when(s.last_seen))})"
@@ -281,7 +290,7 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
     from sinks.models import explain, original_of
 
     s = detail.summary
-    parts = [f"<h1>{esc(s.title or s.id)}</h1>"]
+    parts = [f"<h1 {OWN_DIRECTION}>{esc(s.title or s.id)}</h1>"]
     if s.merged_into:
         target = quote(s.merged_into, safe="")
         parts.append(
@@ -321,7 +330,7 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
             f' class="{"duplicate" if a.duplicate_of else "article"}">'
             f'<div class="meta">{esc(when(a.published or a.seen_at))} &middot;'
             f" {apart(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
-            f"<div>{link}</div>"
+            f"<div {OWN_DIRECTION}>{link}</div>"
             f'<div class="why">Why: {esc(explain(a.explanation, s.id))}</div></li>'
         )
     parts.append("</ol>")
@@ -349,16 +358,16 @@ def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = 
             else ""
         )
         items.append(
-            f'<div class="incident"><h2>{hit_title(h)}</h2>'
+            f'<div class="incident"><h2 {OWN_DIRECTION}>{hit_title(h)}</h2>'
             f'<div class="meta">{esc(when(h.published))} &middot; {apart(h.source or "?")}'
-            f"{incident}</div><div>{esc(h.snippet)}</div></div>"
+            f"{incident}</div><div {OWN_DIRECTION}>{esc(h.snippet)}</div></div>"
         )
     best = esc(search_address(query))
     past = (f'<p class="meta">Past the {offset} best. <a id="best" href="{best}">Best matches</a>'
             "</p>") if offset else ""
     found = "".join(items) or f'<p class="empty">No {"more " if offset else ""}matches.</p>'
     next_hits = esc(search_address(query, offset + len(hits)))
-    body = (f"<h1>Search: {esc(query)}</h1>{past}{found}"
+    body = (f"<h1>Search: {apart(query)}</h1>{past}{found}"
             f'<p id="more" class="meta"{"" if more else " hidden"}>'
             f'<a id="more-hits" href="{next_hits}">More matches</a></p>')
     return page(f"Search {query}", body, query)

@@ -156,7 +156,7 @@ def test_a_search_hit_leads_to_its_article_in_its_incident(server: NewsflowServe
 
     status, _, page = get(server.url + "search?q=cruise+missiles+Iran")
     assert status == 200
-    links = re.findall(r'<h2><a href="([^"]+)">', page)
+    links = re.findall(r'<h2 dir="auto"><a href="([^"]+)">', page)
     assert sorted(links) == ["/incident/inc-1#article-a1", "/incident/inc-1#article-a2"]
     for link in links:
         address = urlsplit(link)
@@ -1258,7 +1258,7 @@ def test_walking_the_older_links_shows_every_incident_once(walk_server: Newsflow
         status, _, body = get(walk_server.url + address.removeprefix("/"))
         assert status == 200, body
         pages += 1
-        seen += re.findall(r'<h2><a href="/incident/([^"]+)">', body)
+        seen += re.findall(r'<h2 dir="auto"><a href="/incident/([^"]+)">', body)
         newest = NEWEST.search(body)
         assert ("data-live" in body, newest is None) == (pages == 1, pages == 1)
         assert newest is None or html.unescape(newest[1]) == "/?hours=2&source=planet"
@@ -1348,7 +1348,7 @@ def test_walking_the_search_pages_shows_every_match_once(search_server: Newsflow
         status, _, body = get(search_server.url + address.removeprefix("/"))
         assert status == 200, body
         pages += 1
-        seen += re.findall(r'<div class="incident"><h2>(?:<a [^>]*>)?(Storm report \d+)', body)
+        seen += re.findall(r'<div class="incident"><h2 dir="auto">(?:<a [^>]*>)?(Storm report \d+)', body)
         assert ('id="best"' in body) == (pages > 1)
         more = MORE_HITS.search(body)
         if more is None:

@@ -142,11 +142,11 @@ def test_a_search_hit_in_no_incident_yet_leads_to_where_it_was_published() -> No
                          url=url, incident_id=incident_id, incident_title=None, snippet="",
                          rank=1.0)
 
-    assert '<h2><a href="https://a.example/1" rel="noopener noreferrer">Storm</a></h2>' in \
+    assert '<h2 dir="auto"><a href="https://a.example/1" rel="noopener noreferrer">Storm</a></h2>' in \
         render_search("storm", [hit("https://a.example/1")])
-    assert "<h2>Storm</h2>" in render_search("storm", [hit("javascript:alert(1)")])
+    assert "<h2 dir=\"auto\">Storm</h2>" in render_search("storm", [hit("javascript:alert(1)")])
     # An id of any letters stays one piece of the address (and of the timeline's item).
-    assert '<h2><a href="/incident/i%201#article-a%20%221%22">Storm</a></h2>' in \
+    assert '<h2 dir="auto"><a href="/incident/i%201#article-a%20%221%22">Storm</a></h2>' in \
         render_search("storm", [hit(None, "i 1")])
 
 
@@ -182,3 +182,32 @@ def test_text_from_articles_among_other_text_runs_in_its_own_direction() -> None
     from sinks.web import CSS  # the badges, on the page and as the live refresh makes them
 
     assert "unicode-bidi:isolate}" in CSS.split(".badge{", 1)[1].split("\n.", 1)[0]
+
+
+def test_titles_snippets_and_sources_are_laid_out_in_their_own_direction() -> None:
+    # Left to the page's left-to-right, a Hebrew headline's closing "?" was drawn at its
+    # right-hand end, where a Hebrew reader starts, and an Arabic one's leading "3" at its
+    # left-hand end, where the reader finishes. Each element holding an article's words
+    # takes its direction from its own first letter (dir="auto").
+    hebrew, arabic = "האם יעלו מחירי הדלק בחודש הבא?", "3 قتلى في حريق بمصنع للنسيج"
+    index = render_index([summary(title=hebrew, outlets=("חדשות הצפון",))], 24, None)
+    assert f'<h2 dir="auto"><a href="/incident/i%2F1">{hebrew}</a></h2>' in index
+    assert '<span class="badge" dir="auto">חדשות הצפון</span>' in index
+    detail = IncidentDetail(
+        summary=summary(title=arabic),
+        articles=[IncidentArticleView(id="a1", title=arabic, url="https://a.example/1",
+                                      source="الصباح", published=NOW, seen_at=NOW,
+                                      duplicate_of=None, explanation=None)],
+    )
+    page = render_incident(detail)
+    assert f'<h1 dir="auto">{arabic}</h1>' in page
+    assert f'<div dir="auto"><a href="https://a.example/1" rel="noopener noreferrer">{arabic}</a>' in page
+    hit = SearchHit(article_id="a1", title=arabic, source="الصباح", published=NOW, url=None,
+                    incident_id="i1", incident_title=arabic, snippet=f"[{arabic}]", rank=1.0)
+    found = render_search("حريق", [hit])
+    assert '<h2 dir="auto"><a href="/incident/i1#' in found
+    assert f'<div dir="auto">[{arabic}]</div>' in found
+    assert "<h1>Search: <bdi>حريق</bdi></h1>" in found
+    from sinks.web import SCRIPT  # the live refresh's titles and badges
+
+    assert 'h.dir = "auto"' in SCRIPT and 'e.dir = "auto"' in SCRIPT
