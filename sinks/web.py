@@ -680,11 +680,25 @@ _TARGET_SAFE = "".join(map(chr, range(0x21, 0x7F)))
 
 def request_target(raw: str) -> str:
     """The target of a request line as http.server gives it (its bytes as Latin-1) with
-    the bytes beyond ASCII percent-escaped, so parse_qs and unquote read them as UTF-8,
-    as they read a browser's escapes. Sent unescaped (curl 'http://.../api/search?q=地震'),
-    each byte was one Latin-1 letter: the search was for mojibake, or refused as holding
-    control characters (a byte from 0x80 to 0x9f is one of those in Latin-1)."""
+    the bytes that are no printable ASCII percent-escaped, so parse_qs and unquote read
+    them as UTF-8, as they read a browser's escapes. Sent unescaped (curl
+    'http://.../api/search?q=地震'), each byte was one Latin-1 letter: the search was for
+    mojibake, or refused as holding control characters (a byte from 0x80 to 0x9f is one
+    of those in Latin-1). (Those beyond ASCII come escaped already: see
+    ``escape_beyond_ascii``.)"""
     return quote(raw.encode("latin-1", "replace"), safe=_TARGET_SAFE)
+
+
+_BEYOND_ASCII = re.compile(rb"[\x80-\xff]")
+
+
+def escape_beyond_ascii(request_line: bytes) -> bytes:
+    """A request line with its bytes beyond ASCII percent-escaped, before http.server
+    reads it: it splits the line at whitespace as Latin-1 reads it, where 0x85 (NEL) and
+    0xa0 (NBSP) are whitespace, and UTF-8 sent unescaped ends many a letter with one (업
+    of 파업, 철 of 지하철, Р of России): the search was cut at it, for 파\ufffd, or refused
+    as "Bad request syntax"."""
+    return _BEYOND_ASCII.sub(lambda byte: b"%%%02X" % byte[0][0], request_line)
 
 
 # Bytes a request (its line and headers) may have: http.server took a line of up to 64 kB
@@ -748,6 +762,7 @@ class Handler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self) -> bool:
+        self.raw_requestline = escape_beyond_ascii(self.raw_requestline)
         parsed = super().parse_request()
         # The request is read: the answer's writes each have the whole timeout again.
         self.connection.settimeout(self.timeout)

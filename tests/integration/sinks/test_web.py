@@ -910,6 +910,35 @@ def test_an_address_sent_in_utf_8_unescaped_is_read_as_utf_8(
         assert raw_request(srv, b"GET /api/incidents/inc-s\xe9isme HTTP/1.0\r\n\r\n")[0] == 404
 
 
+def test_an_unescaped_utf_8_address_is_read_whole_whatever_bytes_end_its_letters(
+    tmp_path: Path
+) -> None:
+    """http.server split the request line at whitespace as Latin-1 reads it, where 0x85
+    and 0xa0 are whitespace: 철 (ec b2 a0) ended the search for 지하철 there, which found
+    "유지하겠다" for 지하\ufffd, and Р (d0 a0) of России made the line "Bad request syntax"."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="ko-1", title="서울 지하철 파업", source="seoul.co.kr",
+                   text="서울 지하철 노조가 총파업에 들어갔다."),
+        RawArticle(id="ko-2", title="금리 동결", source="seoul.co.kr",
+                   text="한국은행은 기준금리를 유지하겠다고 밝혔다."),
+        RawArticle(id="ru-1", title="Сборная России выиграла турнир", source="ural.ru",
+                   text="Сборная России по шахматам выиграла турнир в Сочи."),
+    ])
+    sink.close()
+    with serving(settings) as srv:
+        for words, found in (("지하철", ["ko-1"]), ("파업", ["ko-1"]), ("России", ["ru-1"])):
+            status, ctype, body = raw_request(
+                srv, f"GET /api/search?q={words} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+            assert (status, ctype) == (200, "application/json"), (words, body)
+            assert [h["article_id"] for h in json.loads(body)] == found, words
+        status, ctype, body = raw_request(
+            srv, "GET /search?q=России HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        assert (status, ctype) == (200, "text/html; charset=utf-8")
+        assert "Сборная России выиграла турнир" in body
+
+
 def test_requests_http_server_refuses_itself_are_answered_as_ours(
     server: NewsflowServer,
 ) -> None:
