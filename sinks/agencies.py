@@ -152,10 +152,32 @@ def outlet_of(source: str | None, url: str | None = None) -> str | None:
     return None
 
 
+# What lower() leaves apart that a reader takes for one letter in another case: Turkish
+# I's (lower() makes İstanbul "i̇stanbul", a dot of its own after the i, and the ı of Işık
+# is IŞIK's I) and Greek accents and final sigma, which capitals leave out (ΚΑΘΗΜΕΡΙΝΑ
+# for Καθημερινά). Folded after lower(), as a database's own lower() runs first.
+_DOTTED_I = "i\u0307"
+_FOLD_FROM = "İıςάέήίόύώΐΰϊϋ"
+_FOLD_TO = "iiσαεηιουωιυιυ"
+_FOLD_TABLE = str.maketrans(_FOLD_FROM, _FOLD_TO)
+
+
+def in_any_case(name: str) -> str:
+    """A name as compared in any case: lower-cased, Turkish I's and Greek accents
+    folded (`--source istanbul` finds "İstanbul Haber", `ışık` "Gündem Işık")."""
+    return name.lower().replace(_DOTTED_I, "i").translate(_FOLD_TABLE)
+
+
+def in_any_case_sql(lower: str) -> str:
+    """``in_any_case`` in SQL (PostgreSQL's translate()), over a dialect's ``lower``
+    (a format of one value); the result is such a format too."""
+    return f"translate(replace({lower}, '{_DOTTED_I}', 'i'), '{_FOLD_FROM}', '{_FOLD_TO}')"
+
+
 def outlet_key(outlet: str) -> str:
     """What outlets are compared by: their name in any case ("Local Test" and "local
-    test" are one outlet)."""
-    return outlet.lower()
+    test" are one outlet, and so are "İstanbul Haber" and "ISTANBUL HABER")."""
+    return in_any_case(outlet)
 
 
 def count_reporters(

@@ -34,6 +34,7 @@ from newsflow.storage import (
     StoreNotAnswering,
 )
 from newsflow.text import LAO_KHMER_MYANMAR
+from sinks.agencies import in_any_case_sql
 from sinks.base import (
     BatchingSink,
     Record,
@@ -993,11 +994,12 @@ READS = ReadDialect(
     stored_order="a.seq",
     current=_CURRENT,
     search=_search,
+    lower=in_any_case_sql("lower({})"),
 )
 # lower() follows the database's LC_CTYPE, which in the C locale changes ASCII letters
 # only: `--source коммерсантъ` missed "Коммерсантъ". ICU's root collation lower-cases
 # every letter whatever the locale; a server built without ICU has no such collation.
-ICU_READS = replace(READS, lower='lower({} COLLATE "und-x-icu")')
+ICU_READS = replace(READS, lower=in_any_case_sql('lower({} COLLATE "und-x-icu")'))
 
 
 class PostgresStore(SQLReader):

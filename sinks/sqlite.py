@@ -23,6 +23,7 @@ from newsflow.schemas import Incident, IncidentMember
 from newsflow.sqlite_wal import enable_wal
 from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured, parse_ts
 from newsflow.text import LAO_KHMER_MYANMAR_MARKS
+from sinks.agencies import in_any_case
 from sinks.base import (
     BatchingSink,
     Record,
@@ -306,13 +307,14 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA query_only = 1")
         # SQLite's lower() changes ASCII letters only: the source filter's would leave
         # "Élysée" as it is, and `--source élysée` would not find it (PostgreSQL's, in a
-        # UTF-8 locale, does).
+        # UTF-8 locale, does). It folds Turkish I's and Greek accents too, as PostgreSQL's
+        # reads do (in_any_case_sql).
         conn.create_function("lower", 1, _lower, deterministic=True)
     return conn
 
 
 def _lower(value: str | None) -> str | None:
-    return None if value is None else str(value).lower()
+    return None if value is None else in_any_case(str(value))
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

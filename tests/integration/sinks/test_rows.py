@@ -226,6 +226,19 @@ def test_a_search_finds_words_next_to_typographic_punctuation(
         store.close()
 
 
+def store_of_outlets(settings: Settings, outlets: list[str]) -> Store:
+    """A store holding one incident per outlet, "i1" of the first outlet's article on."""
+    sink = make_sink(settings)
+    try:
+        for n, outlet in enumerate(outlets, 1):
+            item = incident(f"i{n}", 1, [n])
+            item.articles[0].source = outlet
+            sink.write([article(n, source=outlet), item])
+    finally:
+        sink.close()
+    return open_store(settings)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_source_filter_finds_an_outlet_named_with_capitals_beyond_ascii(
     backend: str, postgres_dsn: str, tmp_path: Path
@@ -236,15 +249,7 @@ def test_a_source_filter_finds_an_outlet_named_with_capitals_beyond_ascii(
     another case, it found nothing on that PostgreSQL still."""
     settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
     outlets = ["Коммерсантъ", "Élysée Presse", "Die Zeit"]
-    sink = make_sink(settings)
-    try:
-        for n, outlet in enumerate(outlets, 1):
-            item = incident(f"i{n}", 1, [n])
-            item.articles[0].source = outlet
-            sink.write([article(n, source=outlet), item])
-    finally:
-        sink.close()
-    store = open_store(settings)
+    store = store_of_outlets(settings, outlets)
     try:
         def found(source: str) -> list[str]:
             return sorted(s.id for s in store.list_incidents(source=source))
@@ -252,6 +257,32 @@ def test_a_source_filter_finds_an_outlet_named_with_capitals_beyond_ascii(
         assert found("Коммерсантъ") == found("коммерсантъ") == found("КОММЕРСАНТЪ") == ["i1"]
         assert found("Élysée") == found("ÉLYSÉE presse") == found("élysée") == ["i2"]
         assert found("zeit") == found("DIE ZEIT") == ["i3"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_source_filter_finds_turkish_and_greek_outlets_in_any_case(
+    backend: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """lower() makes İstanbul "i̇stanbul" (a dot of its own after the i), so `--source
+    istanbul` or `ISTANBUL` found nothing; the ı of "Gündem Işık" is IŞIK's I, so neither
+    `ışık` nor `IŞIK` found it; and Greek capitals leave the accents out: `ΚΑΘΗΜΕΡΙΝΑ`
+    missed "Καθημερινά Νέα"."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    outlets = ["İstanbul Haber", "Gündem Işık", "Καθημερινά Νέα", "Sisli Gazete"]
+    store = store_of_outlets(settings, outlets)
+    try:
+        def found(source: str) -> list[str]:
+            return sorted(s.id for s in store.list_incidents(source=source))
+
+        for query in ("İstanbul", "istanbul", "ISTANBUL", "İSTANBUL HABER"):
+            assert found(query) == ["i1"], query
+        for query in ("Gündem Işık", "gündem ışık", "GÜNDEM IŞIK", "işık"):
+            assert found(query) == ["i2"], query
+        for query in ("Καθημερινά", "καθημερινα", "ΚΑΘΗΜΕΡΙΝΑ ΝΕΑ", "ΚΑΘΗΜΕΡΙΝΆ"):
+            assert found(query) == ["i3"], query
+        assert found("şişli") == []  # (ş is no s: only the I's and Greek accents fold)
     finally:
         store.close()
 

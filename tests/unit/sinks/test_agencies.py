@@ -85,3 +85,7 @@ def test_an_outlet_is_shown_in_its_own_case_and_counted_once_in_any() -> None:
     _, outlets = count_reporters([("Коммерсантъ", None, ()), ("КОММЕРСАНТЪ", None, ()),
                                   ("The Japan Times", None, ()), ("AFP", None, ("AFP",))])
     assert outlets == {"КОММЕРСАНТЪ", "The Japan Times"}
+    # Turkish I's and Greek accents, which lower() left apart, are one outlet too.
+    _, outlets = count_reporters([("İstanbul Haber", None, ()), ("ISTANBUL HABER", None, ()),
+                                  ("Καθημερινά Νέα", None, ()), ("ΚΑΘΗΜΕΡΙΝΑ ΝΕΑ", None, ())])
+    assert outlets == {"ISTANBUL HABER", "ΚΑΘΗΜΕΡΙΝΑ ΝΕΑ"}
