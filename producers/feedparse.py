@@ -290,9 +290,11 @@ _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.IG
 def _read_as_browsers_do(body: bytes, content_type: str) -> tuple[str, bytes] | None:
     """For a feed whose declared charset (HTTP's, else the XML declaration's) is one that
     browsers read as a larger one (`gb2312` as GBK, `euc-kr` as windows-949, `shift_jis`
-    as windows-31J) and whose bytes need the larger one: (encoding, UTF-8 bytes) read by
-    it. feedparser takes the label at its word, fails at the first character beyond it
-    (王镕, 윤똠이, ①) and reads the whole feed as windows-1252."""
+    as windows-31J, `tis-620` as windows-874) and whose bytes read otherwise in the
+    larger one: (encoding, UTF-8 bytes) read by it. feedparser takes the label at its
+    word, fails at the first character beyond it (王镕, 윤똠이, ①) and reads the whole feed
+    as windows-1252, or reads a byte the label's charset leaves out as a control
+    character (windows-874's and windows-1252's "…" dropped as a line break)."""
     if body.startswith(_BOMS) or b"\x00" in body[:4]:
         return None
     in_header = _HEADER_CHARSET.search(content_type)
@@ -307,14 +309,14 @@ def _read_as_browsers_do(body: bytes, content_type: str) -> tuple[str, bytes] | 
     if own is None or wider is None or own == wider:
         return None
     try:
-        body.decode(own)
-        return None  # within the label's own charset: feedparser reads it right
-    except UnicodeDecodeError:
-        pass
-    try:
         text = body.decode(wider)
     except UnicodeDecodeError:
-        return None  # not the wider one either: left to feedparser and the detector
+        return None  # not the wider one: left to feedparser and the detector
+    try:
+        if body.decode(own) == text:
+            return None  # within the label's own charset: feedparser reads it right
+    except UnicodeDecodeError:
+        pass
     text = re.sub(r"""^(<\?xml[^>]*?)\sencoding\s*=\s*["'][^"']*["']""", r"\1", text)
     return wider, text.encode("utf-8")
 

@@ -92,6 +92,7 @@ def test_a_feed_is_read_in_the_wider_charset_browsers_read_its_label_as():
         ("gb2312", "gb18030", "成都地铁19号线二期开通 副市长王镕出席"),
         ("euc-kr", "cp949", "윤똠이, 전국체전 수영 2관왕"),
         ("shift_jis", "cp932", "【解説】台風シーズン①　避難はいつ？"),
+        ("tis-620", "cp874", "ผู้ว่าฯ เตือน “น้ำยังคงเพิ่มสูงขึ้น”…"),
     ):
         body = _rss(label, title).encode(encoding)
         for content_type in ("application/rss+xml", f"application/rss+xml; charset={label}"):
