@@ -297,6 +297,11 @@ def _read_as_browsers_do(body: bytes, content_type: str) -> tuple[str, bytes] | 
     character (windows-874's and windows-1252's "…" dropped as a line break)."""
     if body.startswith(_BOMS) or b"\x00" in body[:4]:
         return None
+    try:
+        body.decode("utf-8")
+        return None  # UTF-8 under a wrong label: feedparser falls back to it
+    except UnicodeDecodeError:
+        pass
     in_header = _HEADER_CHARSET.search(content_type)
     declared = _DECLARED.match(body[:300])
     if in_header is not None:

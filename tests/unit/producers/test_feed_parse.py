@@ -102,6 +102,14 @@ def test_a_feed_is_read_in_the_wider_charset_browsers_read_its_label_as():
             assert parsed.encoding == encoding
 
 
+def test_a_utf_8_feed_under_a_legacy_label_is_still_read_as_utf_8():
+    # Read as the wider charset the label means to browsers (windows-1252), it came out
+    # "CafÃ© â€“ dÃ©jÃ vu"; feedparser falls back to UTF-8 when the label's own fails.
+    for label, title in (("us-ascii", "Café – déjà vu"), ("euc-kr", "서울 지하철 파업")):
+        parsed = parse_feed(_rss(label, title).encode(), headers={"content-type": "application/rss+xml"})
+        assert [e.title for e in parsed.entries] == [title], label
+
+
 def test_undeclared_cjk_and_cyrillic_are_detected():
     root = shared_path("feeds-hard", "illformed", "chardet")
     koi8 = parse_feed((root / "koi8r.xml").read_bytes(), headers={})
