@@ -415,6 +415,23 @@ def test_a_page_is_read_in_the_charset_its_content_type_names(server, paged_rig)
     assert not published.summary_only and published.text == text
 
 
+def test_a_feed_and_page_labelled_euc_kr_are_read_as_browsers_read_them(server, paged_rig):
+    """Korean sites label windows-949 text euc-kr, which browsers read as windows-949:
+    the feed's title came out "À±ŒcÀÌ" (feedparser failed at 똠 and fell back to
+    windows-1252) and the page's text "윤\ufffdc이"."""
+    title = "윤똠이, 전국체전 수영 2관왕"
+    text = "경기도 대표 윤똠이가 자유형 200m에서 대회신기록으로 금메달을 차지했다."
+    page = ('<html><head><meta charset="euc-kr"><title>t</title></head><body><article>'
+            f"<h1>{title}</h1><p>{text}</p><p>{text}</p></article></body></html>").encode("cp949")
+    server.state.custom["yun.html"] = (page, "text/html")
+    feed = rss([("1", server.url("/custom/yun.html"), title)]).decode()
+    server.state.custom["ko.xml"] = (feed.replace("version='1.0'", "version='1.0' encoding='euc-kr'")
+                                     .encode("cp949"), "application/rss+xml; charset=euc-kr")
+    [published] = paged_rig.poll(server.url("/custom/ko.xml")).articles
+    assert published.title == title
+    assert not published.summary_only and published.text == f"{text}\n{text}"
+
+
 def test_gzip_bodies(server, rig):
     plain = rig.poll(server.url("/gzipped/miniflux/bbc_urdu_utf8.rss"))
     encoded = rig.poll(server.url("/encoded/miniflux/golem_de_iso-8859-1.rss"))
