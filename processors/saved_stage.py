@@ -187,6 +187,9 @@ def disagreement(saved: SavedStage, listed: StorageView,
     stage, before = saved.stage, saved.listed
     if stage is None:
         return "it was let go"
+    lost = storage_lost(stage, before, listed)
+    if lost is not None:
+        return lost
     for article_id, incident_id in listed.places.items():
         if before.places.get(article_id) != incident_id and stage.place_of(article_id) != incident_id:
             return f"storage places article {article_id} in incident {incident_id} since"
@@ -204,6 +207,25 @@ def disagreement(saved: SavedStage, listed: StorageView,
         held = stage.incidents.get(incident_id)
         if held is not None and version > held.version:
             return f"the tables hold version {version} of incident {incident_id}"
+    return None
+
+
+def storage_lost(stage: IncidentStage, before: StorageView, listed: StorageView) -> str | None:
+    """What storage listed at the stop and no longer does (``listed``): a store put back
+    from an older backup. Taken, the stage would count and number past what storage lost,
+    and storage's incidents would count articles it does not place. Only what cannot
+    merely have aged out of the listing is weighed: an older version of an incident
+    listed both times, and an article the stage still holds in its window."""
+    for incident_id, version in listed.versions.items():
+        at_stop = before.versions.get(incident_id)
+        if at_stop is not None and version < at_stop:
+            return (f"storage holds version {version} of incident {incident_id}, older than"
+                    f" the {at_stop} it held at the stop: put back from a backup?")
+    for incident_id, incident in stage.incidents.items():
+        for article in incident.articles:
+            if article.id in before.places and article.id not in listed.places:
+                return (f"storage no longer holds article {article.id} of incident"
+                        f" {incident_id}, as it did at the stop: put back from a backup?")
     return None
 
 

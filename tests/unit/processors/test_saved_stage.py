@@ -153,6 +153,36 @@ def test_the_saved_stage_stands_for_storage_that_wrote_its_last_places_since():
         f"the tables hold version 3 of incident {incident_id}")
 
 
+def flood(n: int, hours: float) -> RawArticle:
+    return RawArticle(id=f"flood-{n}", title="River Severn bursts its banks in Shrewsbury",
+                      text="Homes in Shrewsbury were evacuated on Tuesday after the River Severn"
+                           " burst its banks, the Environment Agency said.",
+                      published=T0 + timedelta(hours=hours))
+
+
+def test_the_saved_stage_does_not_stand_for_storage_put_back_from_an_older_backup():
+    stage, _ = ran([story(1, 0), flood(1, 1), story(2, 2)])
+    at_stop = listed(stage)
+    saved = SavedStage(stage, at_stop)
+    no_tables: tuple[list[str], dict[str, int]] = ([], {})
+    fire, flood_id = stage.place_of("fire-1"), stage.place_of("flood-1")
+    assert fire is not None and flood_id is not None and fire != flood_id
+    # A backup made before fire-2 joined: its incident at version 1, fire-2 not stored.
+    older = StorageView({"fire-1": fire, "flood-1": flood_id}, {fire: 1, flood_id: 1})
+    assert disagreement(saved, older, no_tables) == (
+        f"storage holds version 1 of incident {fire}, older than the 2 it held at the stop:"
+        " put back from a backup?")
+    # A backup made before the flood was reported: that incident not stored at all.
+    before_flood = StorageView({a: i for a, i in at_stop.places.items() if i != flood_id},
+                               {i: v for i, v in at_stop.versions.items() if i != flood_id})
+    assert disagreement(saved, before_flood, no_tables) == (
+        f"storage no longer holds article flood-1 of incident {flood_id}, as it did at the"
+        " stop: put back from a backup?")
+    # What left the stage's window may leave storage's listing by its age alone.
+    aged = StorageView({**at_stop.places, "old-1": "inc-old"}, {**at_stop.versions, "inc-old": 4})
+    assert disagreement(SavedStage(stage, aged), at_stop, no_tables) is None
+
+
 def stored(view: StorageView, stage: IncidentStage) -> tuple[StoredArticles, list]:
     """Storage's window as a rebuild reads it, listing ``view``'s places (its text, if
     read, what ``stage`` holds)."""
