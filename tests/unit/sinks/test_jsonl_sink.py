@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,9 +16,10 @@ from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from newsflow.storage import SinkUnavailable
 from sinks.base import Record
 from sinks.jsonl import JsonlSink, SearchUnsupported, load_jsonl_store
-from tests.records import MERGE_STEPS, header, placed
+from tests.records import MERGE_STEPS, header, made_at, placed
 
 NOW = datetime.now(UTC)
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def incident(iid: str, version: int, n: int = 1) -> Incident:
@@ -236,6 +239,62 @@ def test_an_article_moved_back_and_forth_keeps_its_last_place(tmp_path: Path) ->
         assert ([a.id for a in i1.articles], [a.id for a in i2.articles]) == ([], ["a1"])
     finally:
         store.close()
+
+
+def readme_jq_program(incident_id: str) -> str:
+    """The jq program README's JSON Lines section gives for an incident's articles."""
+    section = README.read_text(encoding="utf-8").split("\n## JSON Lines\n", 1)[1]
+    block = section.split("for example:\n\n", 1)[1].split("\n\n", 1)[0]
+    command = " ".join(line.strip() for line in block.splitlines())
+    program = command.removeprefix("jq -s '").removesuffix("' incidents.jsonl")
+    assert program != command, "README's JSON Lines example is no `jq -s '...' incidents.jsonl`"
+    return program.replace('"ID"', json.dumps(incident_id))
+
+
+# i2 (a1, a2) merges into i1 (a3) as a4 joins them, once a1 and a2 have left the
+# processors' window: as on the topics (gva-dev replayed), the merged version has them
+# in no `removed` and no place moves them. a5's place in i2, sent before the merge,
+# comes after its merged version (another partition).
+MERGED_OUT_OF_WINDOW: list[Record] = [
+    placed(1, "i2", 0), placed(2, "i2", 1), made_at(header("i2", 2, 2, added=[1, 2]), 1),
+    placed(3, "i1", 2), made_at(header("i1", 1, 1, added=[3]), 2),
+    placed(4, "i1", 6), made_at(header("i1", 2, 5, added=[4]), 6),
+    made_at(header("i2", 3, 0, merged_into="i1"), 6),
+    placed(5, "i2", 5),
+]
+
+
+def test_the_readmes_jq_lists_the_articles_the_store_lists_after_a_merge(
+        tmp_path: Path) -> None:
+    """README's jq took an article's newest place as where it is: the reports a merge
+    finds out of the processors' window get no new place, so it listed them under the
+    incident merged away and not in the one that took them, which the store (and the
+    incident's own `article_count`) counts them in: 2 of i1's 5 articles listed, 3 under
+    i2, merged away."""
+    jq = shutil.which("jq")
+    if jq is None:
+        pytest.skip("jq is not installed")
+    path = tmp_path / "incidents.jsonl"
+    sink = JsonlSink(path)
+    sink.write(MERGED_OUT_OF_WINDOW)
+    sink.close()
+    store = load_jsonl_store(path)
+    try:
+        stored = {}
+        for incident_id in ("i1", "i2"):
+            detail = store.get_incident(incident_id)
+            assert detail is not None
+            stored[incident_id] = sorted(a.title for a in detail.articles)
+    finally:
+        store.close()
+    listed = {
+        incident_id: sorted(json.loads(subprocess.run(
+            [jq, "-s", readme_jq_program(incident_id), str(path)],
+            capture_output=True, text=True, check=True).stdout))
+        for incident_id in ("i1", "i2")
+    }
+    assert len(stored["i1"]) == 5 and stored["i2"] == []
+    assert listed == stored
 
 
 def test_a_path_that_cannot_be_used_is_a_setting_fault_at_open(tmp_path: Path) -> None:
