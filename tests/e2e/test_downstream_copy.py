@@ -17,9 +17,6 @@ from tests.e2e.conftest import ROOT, storage_problems
 
 pytestmark = pytest.mark.e2e
 
-GVA_DEV = ROOT.parent / "shared" / "data" / "incidents" / "gva-dev.jsonl"
-
-
 def readme_follow() -> Callable[..., None]:
     """The `follow` README's "Keeping your own copy of the incidents" gives."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -84,8 +81,8 @@ def stored(db: Path) -> tuple[dict[str, tuple[int, str | None, int]], dict[str, 
     return incidents, holders  # type: ignore[return-value]
 
 
-def halves(tmp_path: Path) -> tuple[Path, Path, int]:
-    lines = GVA_DEV.read_text(encoding="utf-8").splitlines(keepends=True)
+def halves(stream: Path, tmp_path: Path) -> tuple[Path, Path, int]:
+    lines = stream.read_text(encoding="utf-8").splitlines(keepends=True)
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     first.write_text("".join(lines[:len(lines) // 2]), encoding="utf-8")
     second.write_text("".join(lines[len(lines) // 2:]), encoding="utf-8")
@@ -93,16 +90,14 @@ def halves(tmp_path: Path) -> tuple[Path, Path, int]:
 
 
 def test_the_readmes_consumer_keeps_what_storage_holds_across_recycles_and_a_restart(
-        start_service, tmp_path: Path) -> None:
+        shared_data: Callable[..., Path], start_service: Any, tmp_path: Path) -> None:
     """README told a consumer that kept running across a recycle of the embedded broker to
     set auto_offset_reset='earliest': the broker answers its old positions, past the new
     ends, with nothing, not an out-of-range error, so it read nothing until the topics grew
     past them and lost what came before (942 of 3160 places and 592 incidents short over
     gva-dev with three recycles). It now names what to watch (the runfile's broker and its
     start) and gives the consumer this runs."""
-    if not GVA_DEV.exists():
-        pytest.skip(f"no {GVA_DEV}")
-    first, second, count = halves(tmp_path)
+    first, second, count = halves(shared_data("incidents", "gva-dev.jsonl"), tmp_path)
     # A broker limit that half of gva-dev passes: a recycle at each half.
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_EMBEDDED_BROKER_MAX_MB="24")
     copy, stop = Copy(), threading.Event()
