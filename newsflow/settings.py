@@ -176,11 +176,17 @@ class Settings(BaseSettings):
     producer_state_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
     poll_min_interval_s: float = Field(default=300.0, gt=0)
     poll_max_interval_s: float = Field(default=86400.0, gt=0)
-    poll_workers: int = Field(default=8, ge=1)
+    # Threads, and below processes: at most 1000 each. 99999999999999999999 failed every
+    # start of the producer naming no setting ("Python int too large to convert to SQLite
+    # INTEGER", "cannot fit 'int' into an index-sized integer"), and a count in the
+    # billions made a list of that many slots at its start.
+    poll_workers: int = Field(default=8, ge=1, le=1000)
     # At most a day: a socket takes no timeout past some 292 years, so inf (or 1e10) made
     # every fetch fail (OverflowError), and a fetch held that long holds a poll thread.
     fetch_timeout_s: float = Field(default=20.0, gt=0, le=86400.0)
-    fetch_max_bytes: int = Field(default=10_000_000, ge=1024)
+    # At most 10^12 (a TB; a body is held in memory whole): past 2^63 every gzip body failed
+    # ("Python int too large to convert to C ssize_t"), naming no setting.
+    fetch_max_bytes: int = Field(default=10_000_000, ge=1024, le=10**12)
     host_concurrency: int = Field(default=2, ge=1)
     # At most a day: inf held every poll thread that asked a host a second time until
     # the stop (OverflowError where nothing could stop it: a wait that long fits no clock).
@@ -204,7 +210,7 @@ class Settings(BaseSettings):
     # with its summary), a worker replaced after extract_worker_pages pages (what lxml and
     # trafilatura keep in memory goes with it). One worker: real pages take 34 ms on
     # average, and the producer's fetching and publishing need the other core.
-    extract_workers: int = Field(default=1, ge=1)
+    extract_workers: int = Field(default=1, ge=1, le=1000)
     extract_timeout_s: float = Field(default=20.0, gt=0)
     extract_worker_pages: int = Field(default=1000, ge=1)
 
@@ -217,9 +223,11 @@ class Settings(BaseSettings):
     # long for them, decides them in the order they were published to the raw topic (the
     # wait is how late one may arrive and still be put in its place), and sends each
     # incident they changed once (a burst of reports on one story is one version, not one
-    # per article).
+    # per article). The wait is at most a minute: a batch short of cluster_batch is decided
+    # only when it ends, so with inf an article was never decided, and a stop waited out
+    # its drain (60 s) and then killed the processors; 60 s stops cleanly.
     cluster_batch: int = Field(default=500, ge=1)
-    cluster_batch_wait_s: float = Field(default=0.2, gt=0)
+    cluster_batch_wait_s: float = Field(default=0.2, gt=0, le=60.0)
     # How long the processors' producer waits for the broker to take a message before the
     # send fails (and the stage sends it again): a broker down longer than this fails it.
     # At most a day: faust hands it to the producer in whole ms, and inf stopped every

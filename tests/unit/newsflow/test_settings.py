@@ -117,12 +117,34 @@ def test_counts_kafka_requests_cannot_carry_are_refused(monkeypatch, name, value
     Settings()
 
 
-def test_the_processors_producer_timeout_is_at_most_a_day(monkeypatch):
+@pytest.mark.parametrize(("name", "refused", "largest"), [
     # inf stopped every start of the processors: faust's producer settings raised
     # OverflowError ("cannot convert float infinity to integer").
-    for value in ("inf", "1e10"):
-        monkeypatch.setenv("NEWSFLOW_PRODUCER_REQUEST_TIMEOUT_S", value)
-        with pytest.raises(ValidationError, match="producer_request_timeout_s"):
+    ("PRODUCER_REQUEST_TIMEOUT_S", ("inf", "1e10"), "86400"),
+    # inf was taken: a batch short of NEWSFLOW_CLUSTER_BATCH was never decided, so no
+    # article reached storage, and a stop waited out its drain and killed the processors.
+    ("CLUSTER_BATCH_WAIT_S", ("inf", "61"), "60"),
+])
+def test_a_wait_past_its_bound_is_refused(monkeypatch, name, refused, largest):
+    for value in refused:
+        monkeypatch.setenv(f"NEWSFLOW_{name}", value)
+        with pytest.raises(ValidationError, match=name.lower()):
             Settings()
-    monkeypatch.setenv("NEWSFLOW_PRODUCER_REQUEST_TIMEOUT_S", "86400")
-    assert Settings().producer_request_timeout_s == 86400
+    monkeypatch.setenv(f"NEWSFLOW_{name}", largest)
+    assert getattr(Settings(), name.lower()) == float(largest)
+
+
+@pytest.mark.parametrize(("name", "largest"), [("POLL_WORKERS", 1000),
+                                               ("EXTRACT_WORKERS", 1000),
+                                               ("FETCH_MAX_BYTES", 10**12)])
+def test_counts_past_what_the_producer_can_hold_are_refused(monkeypatch, name, largest):
+    # 99999999999999999999 was taken, and every start of the producer failed, naming no
+    # setting: "Python int too large to convert to SQLite INTEGER" (poll workers),
+    # "cannot fit 'int' into an index-sized integer" (extract workers), and every gzip
+    # body "Python int too large to convert to C ssize_t" (fetch max bytes).
+    for value in (largest + 1, 99999999999999999999):
+        monkeypatch.setenv(f"NEWSFLOW_{name}", str(value))
+        with pytest.raises(ValidationError, match=name.lower()):
+            Settings()
+    monkeypatch.setenv(f"NEWSFLOW_{name}", str(largest))
+    assert getattr(Settings(), name.lower()) == largest
