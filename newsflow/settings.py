@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -176,6 +183,18 @@ class Settings(BaseSettings):
     producer_state_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
     poll_min_interval_s: float = Field(default=300.0, gt=0)
     poll_max_interval_s: float = Field(default=86400.0, gt=0)
+
+    @field_validator("poll_max_interval_s")
+    @classmethod
+    def _not_below_the_min_interval(cls, value: float, info: ValidationInfo) -> float:
+        # A feeds file's min_interval above its max_interval is refused; these were taken,
+        # and the shortest was made the longest: MIN 3600 with MAX 600 polled every 10 min.
+        low = info.data.get("poll_min_interval_s")  # (absent when it was refused itself)
+        if low is not None and value < low:
+            raise ValueError(f"{value:g} s (86400 unless set) is below NEWSFLOW_POLL_MIN_INTERVAL_S"
+                             f" ({low:g} s): the longest interval between polls cannot be"
+                             " shorter than the shortest")
+        return value
     # Threads, and below processes: at most 1000 each. 99999999999999999999 failed every
     # start of the producer naming no setting ("Python int too large to convert to SQLite
     # INTEGER", "cannot fit 'int' into an index-sized integer"), and a count in the

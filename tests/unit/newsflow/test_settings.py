@@ -148,3 +148,19 @@ def test_counts_past_what_the_producer_can_hold_are_refused(monkeypatch, name, l
             Settings()
     monkeypatch.setenv(f"NEWSFLOW_{name}", str(largest))
     assert getattr(Settings(), name.lower()) == largest
+
+
+def test_a_shortest_poll_interval_above_the_longest_is_refused(monkeypatch):
+    # Taken, the shortest was made the longest: a producer with MIN 3600 and MAX 600
+    # polled its feeds every 10 minutes, where a feeds file saying so is refused.
+    monkeypatch.setenv("NEWSFLOW_POLL_MIN_INTERVAL_S", "3600")
+    monkeypatch.setenv("NEWSFLOW_POLL_MAX_INTERVAL_S", "600")
+    with pytest.raises(ValidationError, match=r"poll_max_interval_s\n.*600 s .*is below"
+                                              r" NEWSFLOW_POLL_MIN_INTERVAL_S \(3600 s\)"):
+        Settings()
+    monkeypatch.delenv("NEWSFLOW_POLL_MAX_INTERVAL_S")  # the default, a day, is below it too
+    monkeypatch.setenv("NEWSFLOW_POLL_MIN_INTERVAL_S", "100000")
+    with pytest.raises(ValidationError, match="86400 s"):
+        Settings()
+    monkeypatch.setenv("NEWSFLOW_POLL_MAX_INTERVAL_S", "100000")  # equal: one interval
+    assert Settings().poll_max_interval_s == 100000
