@@ -191,13 +191,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _setting_hint(exc: Exception, settings: Settings) -> str:
     """The setting to look at, when the error names none: a broker that never answered is
     a wrong NEWSFLOW_KAFKA_BOOTSTRAP more often than not; a folder that cannot be made on
-    the way to the data folder (a file there, no permission) is NEWSFLOW_DATA_DIR's."""
+    the way to the data folder (a file there, no permission) is NEWSFLOW_DATA_DIR's, and
+    on the way to the state file's, NEWSFLOW_PRODUCER_STATE_PATH's when it is set."""
     # (Not a folder read as a file, `newsflow cluster .`: cannot be made is never that.)
     if isinstance(exc, OSError) and exc.filename is not None \
             and not isinstance(exc, IsADirectoryError):
-        folder = settings.data_dir.absolute()
-        if Path(os.fsdecode(exc.filename)).absolute() in (folder, *folder.parents):
-            return f" (the data folder {folder} cannot be made: check NEWSFLOW_DATA_DIR)"
+        failed = Path(os.fsdecode(exc.filename)).absolute()
+        folders = [("the data folder", settings.data_dir, "NEWSFLOW_DATA_DIR")]
+        if settings.producer_state_path is not None:
+            # (The producers' start said only "No such file or directory: '/srv/x'".)
+            folders.insert(0, ("the folder of the producers' state file",
+                               settings.producer_state_path.parent, "NEWSFLOW_PRODUCER_STATE_PATH"))
+        for what, folder, setting in folders:
+            if failed in (folder.absolute(), *folder.absolute().parents):
+                return f" ({what} {folder.absolute()} cannot be made: check {setting})"
     if hint := setting_hint(exc, settings):
         # (A refused password, a database that is not there: `db upgrade` and the sink
         # named the setting to change, the read commands did not.)
