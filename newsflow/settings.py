@@ -97,6 +97,19 @@ def app_id_name(value: str) -> str:
 
 TopicName = AfterValidator(topic_name)
 
+
+def header_value(value: str) -> str:
+    """``value`` without the spaces around it, if an HTTP header can carry it (printable
+    ASCII, spaces and tabs inside); ValueError otherwise. As the User-Agent, a stray space
+    (an env file's) or a newline failed every fetch as a network error ("Illegal header
+    value"), logged at INFO, and a non-ASCII character ended the producer at each start
+    ("'ascii' codec can't encode character"), none of them naming the setting."""
+    value = value.strip()
+    if not all(" " <= char <= "~" or char == "\t" for char in value):
+        raise ValueError(f"{value!r} cannot be sent in an HTTP header: use printable ASCII"
+                         " characters only")
+    return value
+
 _RUST_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
 
 
@@ -175,7 +188,7 @@ class Settings(BaseSettings):
     fetch_allow_private: bool = False
     # Blank is the default: an env file's blank value sent every fetch with an empty
     # User-Agent, which sites refuse, and robots.txt was read for no name at all.
-    user_agent: Annotated[str, BlankIsDefault] = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
+    user_agent: Annotated[str, BlankIsDefault, AfterValidator(header_value)] = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
     seeds_dir: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("seeds")
     replay_seeds: bool = True
     # Feed producer (producers/feeds.py). Intervals in seconds. The state file's default:

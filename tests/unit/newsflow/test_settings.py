@@ -43,6 +43,21 @@ def test_a_blank_user_agent_is_the_default(monkeypatch):
     assert Settings().user_agent.startswith("newsflow/")
 
 
+@pytest.mark.parametrize("value", ["newsflow\u2014bot", "newsflow\nX-Injected: 1", "bot\x7f"])
+def test_a_user_agent_an_http_header_cannot_carry_is_refused(monkeypatch, value):
+    # A non-ASCII character ended the producer at each start ("'ascii' codec can't
+    # encode character"); a newline failed every fetch as a network error.
+    monkeypatch.setenv("NEWSFLOW_USER_AGENT", value)
+    with pytest.raises(ValidationError, match="user_agent"):
+        Settings()
+
+
+def test_spaces_around_the_user_agent_are_left_out(monkeypatch):
+    # "newsflow/1 " (an env file's stray space) failed every fetch: "Illegal header value".
+    monkeypatch.setenv("NEWSFLOW_USER_AGENT", " newsflow/1 (+https://example.org/bot)\t")
+    assert Settings().user_agent == "newsflow/1 (+https://example.org/bot)"
+
+
 @pytest.mark.parametrize("value", ["wran", "loud", "warn,tansu", "=debug", "warn,"])
 def test_a_broker_log_level_rust_log_would_read_as_a_module_is_refused(monkeypatch, value):
     """To RUST_LOG a word that is no level names a module to log everything of, and only
