@@ -97,6 +97,44 @@ def app_id_name(value: str) -> str:
 
 TopicName = AfterValidator(topic_name)
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+._-]*://")
+
+
+def _host_and_port(server: str) -> tuple[str, str | None]:
+    """``server``'s host and port (None: none given): "[::1]:9092" and "[::1]" (IPv6),
+    "::1" (IPv6, no port), "host:9092", "host"."""
+    if server.startswith("["):
+        host, _, port = server.partition("]")
+        if port and not port.startswith(":"):
+            return "", None  # (something after the bracket that is no port)
+        return host.removeprefix("["), port.removeprefix(":") if port else None
+    if server.count(":") == 1:
+        host, _, port = server.partition(":")
+        return host, port
+    return server, None
+
+
+def kafka_servers(value: str | None) -> str | None:
+    """``value``'s brokers as ``host[:port]`` joined by commas: each without the spaces
+    around it and a ``SCHEME://`` before it (``PLAINTEXT://kafka:9092``, as Kafka's own
+    clients take it), stray commas left out; ValueError for a port that is no number from
+    1 to 65535, or no host. kafka-python took a scheme, but the processors (faust) read
+    "kafka://h:9092" as the host "kafka" and never started; "h:abc" failed every command
+    with "invalid literal for int() with base 10: 'abc'", naming no setting."""
+    if value is None:
+        return None
+    servers = []
+    for entry in value.split(","):
+        server = _SCHEME.sub("", entry.strip())
+        if not server:
+            continue
+        host, port = _host_and_port(server)
+        if not host or (port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise ValueError(f"{entry.strip()!r} is no broker: give host:port (the port a number"
+                             " from 1 to 65535), several comma-separated")
+        servers.append(server)
+    return ",".join(servers) or None  # (only commas: unset, as a blank value is)
+
 
 def header_value(value: str) -> str:
     """``value`` without the spaces around it, if an HTTP header can carry it (printable
@@ -109,6 +147,7 @@ def header_value(value: str) -> str:
         raise ValueError(f"{value!r} cannot be sent in an HTTP header: use printable ASCII"
                          " characters only")
     return value
+
 
 _RUST_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
 
@@ -132,7 +171,7 @@ class Settings(BaseSettings):
     # Kafka. Unset bootstrap means: start the embedded broker on loopback.
     # Blank is unset, as "" already was: " " (an env file's stray space) was a broker to
     # wait for, and `newsflow run` waited on it instead of starting its own.
-    kafka_bootstrap: Annotated[str | None, BlankIsDefault] = None
+    kafka_bootstrap: Annotated[str | None, BlankIsDefault, AfterValidator(kafka_servers)] = None
     # Set by the supervisor for its children when the broker is the embedded Tansu one:
     # it changes client timeouts (Tansu holds a group join for half the session timeout).
     kafka_embedded: bool = False

@@ -105,6 +105,27 @@ def test_a_blank_bootstrap_is_unset(monkeypatch):
     assert Settings().kafka_bootstrap is None
 
 
+@pytest.mark.parametrize(("value", "servers"), [
+    # The processors (faust) read "kafka://h:9092" as the host "kafka", port 9092.
+    ("kafka://127.0.0.1:9092", "127.0.0.1:9092"),
+    (" PLAINTEXT://kafka1:9092 , kafka2:9092,", "kafka1:9092,kafka2:9092"),
+    ("[::1]:9092,::1,[::1],kafka", "[::1]:9092,::1,[::1],kafka"),
+    (" , ", None),
+])
+def test_bootstrap_servers_are_taken_as_kafkas_clients_take_them(monkeypatch, value, servers):
+    monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", value)
+    assert Settings().kafka_bootstrap == servers
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:abc", "kafka:99999", "kafka:0", ":9092",
+                                   "kafka:", "[]:9092", "[::1]x", "a:9092,b:x"])
+def test_a_bootstrap_server_without_a_host_or_a_port_is_refused(monkeypatch, value):
+    # "127.0.0.1:abc" failed every command with "invalid literal for int() with base 10".
+    monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", value)
+    with pytest.raises(ValidationError, match="kafka_bootstrap"):
+        Settings()
+
+
 def test_a_path_setting_starting_with_a_tilde_is_in_the_home_folder(monkeypatch, tmp_path):
     # An env file is no shell: "~/newsflow" was a folder named "~" in the working folder.
     monkeypatch.setenv("HOME", str(tmp_path))
