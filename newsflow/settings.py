@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -146,6 +147,19 @@ def header_value(value: str) -> str:
     if not all(" " <= char <= "~" or char == "\t" for char in value):
         raise ValueError(f"{value!r} cannot be sent in an HTTP header: use printable ASCII"
                          " characters only")
+    return value
+
+
+def names_only(value: str) -> str:
+    """``value`` if none of its comma-separated entries is an address (a URL, a path);
+    ValueError naming the name it holds otherwise. The web page took
+    "https://news.example.org/" for the name "https", and answered its own name with a 421
+    asking for it to be named in NEWSFLOW_WEB_ALLOWED_HOSTS, where it was."""
+    for entry in value.split(","):
+        if "/" in entry:
+            name = urlsplit(entry.strip() if "://" in entry else "//" + entry.strip()).hostname
+            raise ValueError(f"{entry.strip()!r} is an address, not a name: give the name alone"
+                             + (f" ({name})" if name else ""))
     return value
 
 
@@ -325,7 +339,7 @@ class Settings(BaseSettings):
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port
     # Names (comma-separated) the page answers to besides localhost, IP addresses and
     # web_host: one a reverse proxy or a DNS name gives it. Others get 421 (DNS rebinding).
-    web_allowed_hosts: str = ""
+    web_allowed_hosts: Annotated[str, AfterValidator(names_only)] = ""
     # Connections the page serves at once (a thread each); more are answered 503.
     web_max_connections: int = Field(default=64, ge=1)
     log_level: Annotated[str, AfterValidator(log_level_name)] = "INFO"

@@ -200,3 +200,15 @@ def test_a_shortest_poll_interval_above_the_longest_is_refused(monkeypatch):
         Settings()
     monkeypatch.setenv("NEWSFLOW_POLL_MAX_INTERVAL_S", "100000")  # equal: one interval
     assert Settings().poll_max_interval_s == 100000
+
+
+@pytest.mark.parametrize(("value", "name"), [("https://news.example.org/", "news.example.org"),
+                                             ("a.example, news.example.org/", "news.example.org")])
+def test_an_address_for_an_allowed_host_is_refused_naming_its_name(monkeypatch, value, name):
+    # "https://news.example.org/" allowed the name "https": the page answered its own name
+    # with a 421 asking for it to be named in NEWSFLOW_WEB_ALLOWED_HOSTS, where it was.
+    monkeypatch.setenv("NEWSFLOW_WEB_ALLOWED_HOSTS", value)
+    with pytest.raises(ValidationError, match=rf"web_allowed_hosts\n.*give the name alone \({name}\)"):
+        Settings()
+    monkeypatch.setenv("NEWSFLOW_WEB_ALLOWED_HOSTS", f" {name}, b.example:8443")
+    assert Settings().web_allowed_hosts == f" {name}, b.example:8443"
