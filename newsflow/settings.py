@@ -52,6 +52,17 @@ def default_if_blank(value: object) -> object:
 BlankIsDefault = BeforeValidator(default_if_blank)
 
 
+def stripped(value: object) -> object:
+    """A string without the spaces around it (an env file's stray space), where they are
+    never meant: libpq read " postgresql://..." as key=value pairs, and the error, the DSN
+    masked, could not show why ("missing "=" after "***" in connection info string")."""
+    return value.strip() if isinstance(value, str) else value
+
+
+# (Before validators run from the last: stripped, then blank is the default.)
+Stripped = BeforeValidator(stripped)
+
+
 def home_expanded(value: Path | None) -> Path | None:
     """A path with a leading ``~`` as the home folder it names: an env file or a unit's
     Environment= is no shell, and NEWSFLOW_DATA_DIR=~/newsflow made a folder named "~"
@@ -221,7 +232,7 @@ class Settings(BaseSettings):
     sqlite_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
     # Empty is unset (an env file's blank value): libpq would take "" for the local
     # socket's defaults, and the sink would wait for ever for a server that is not there.
-    postgres_dsn: Annotated[SecretStr | None, BlankIsDefault] = None
+    postgres_dsn: Annotated[SecretStr | None, BlankIsDefault, Stripped] = None
     # How long the PostgreSQL sink waits for one transaction of a write (up to 1,000
     # records) before it gives up on the server, pauses and tries again: a server that is
     # frozen (stopped, its disk hanging) answers nothing, yet TCP sees nothing wrong. The
@@ -335,7 +346,7 @@ class Settings(BaseSettings):
     # and the sink, as a stop checks them, and forgotten if they are.
     outbox_check_s: float = Field(default=300.0, gt=0)
     # Blank is the default: to bind(), "" is every interface, the page open to the network.
-    web_host: Annotated[str, BlankIsDefault] = "127.0.0.1"
+    web_host: Annotated[str, BlankIsDefault, Stripped] = "127.0.0.1"
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port
     # Names (comma-separated) the page answers to besides localhost, IP addresses and
     # web_host: one a reverse proxy or a DNS name gives it. Others get 421 (DNS rebinding).

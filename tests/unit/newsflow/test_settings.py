@@ -212,3 +212,14 @@ def test_an_address_for_an_allowed_host_is_refused_naming_its_name(monkeypatch, 
         Settings()
     monkeypatch.setenv("NEWSFLOW_WEB_ALLOWED_HOSTS", f" {name}, b.example:8443")
     assert Settings().web_allowed_hosts == f" {name}, b.example:8443"
+
+
+def test_spaces_around_the_dsn_and_the_web_host_are_left_out(monkeypatch):
+    # " postgresql://..." (an env file's stray space) was "not a valid connection string",
+    # the DSN masked in the message; " 127.0.0.1 " a web host that does not resolve.
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", " postgresql://u:p@db.example/news\t")
+    monkeypatch.setenv("NEWSFLOW_WEB_HOST", " 127.0.0.2 ")
+    settings = Settings()
+    assert settings.postgres_dsn is not None
+    assert settings.postgres_dsn.get_secret_value() == "postgresql://u:p@db.example/news"
+    assert settings.web_host == "127.0.0.2"
