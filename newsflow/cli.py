@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from newsflow.logs import configure_logging
 from newsflow.processes import exit_when_orphaned
-from newsflow.settings import Settings, log_level_name, unknown_variables
+from newsflow.settings import Settings, log_level_name, unknown_variables, unused_storage_settings
 from newsflow.storage import setting_hint
 from processors.compiled import running_snapshot, snapshot_problem
 
@@ -158,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.supervisor_pid is None:  # (said by `newsflow run`, not again by its children)
         for name in unknown_variables(os.environ):
             logging.getLogger("newsflow").warning("%s is no setting: ignored", name)
+        for unused in unused_storage_settings(settings):
+            logging.getLogger("newsflow").warning("%s", unused)
     exit_when_orphaned(settings.supervisor_pid)  # (set in a child of `newsflow run` only)
     if args.command != "run":
         settings = discover_running_service(settings)

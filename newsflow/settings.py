@@ -418,6 +418,21 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return found
 
 
+def unused_storage_settings(settings: Settings) -> list[str]:
+    """The storage settings given that the configured sink does not use, each said with
+    the storage used instead. A DSN without NEWSFLOW_SINK=postgres (the one forgotten)
+    stored everything in var/newsflow.db without a word."""
+    used = {"sqlite": f"SQLite file {settings.sqlite_file}", "jsonl":
+            f"JSON Lines file {settings.jsonl_file}", "postgres": "PostgreSQL"}[settings.sink]
+    given = {"postgres": settings.postgres_dsn, "sqlite": settings.sqlite_path,
+             "jsonl": settings.jsonl_path}
+    variables = {"postgres": "NEWSFLOW_POSTGRES_DSN", "sqlite": "NEWSFLOW_SQLITE_PATH",
+                 "jsonl": "NEWSFLOW_JSONL_PATH"}
+    return [f"{variables[sink]} is set, but NEWSFLOW_SINK is {settings.sink}: it is not"
+            f" used (storage: {used})"
+            for sink, value in given.items() if value is not None and sink != settings.sink]
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as NEWSFLOW_* variables, so a child process builds the same object."""
     env: dict[str, str] = {}

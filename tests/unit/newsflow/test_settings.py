@@ -7,7 +7,7 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from newsflow.settings import Settings, unknown_variables
+from newsflow.settings import Settings, unknown_variables, unused_storage_settings
 
 
 @pytest.mark.parametrize("name", ["bad topic!", "news/raw", "é", ".", "..", "t" * 250])
@@ -97,6 +97,30 @@ def test_a_variable_that_names_no_setting_is_named_with_the_one_meant(tmp_path, 
     monkeypatch.setenv("NEWSFLOW_SUPERVISOR_PID", str(os.getppid()))
     assert main(["feeds", "list"]) == 0
     assert "is no setting" not in capsys.readouterr().err
+
+
+def test_a_storage_setting_the_sink_does_not_use_is_said(tmp_path, monkeypatch, capsys):
+    """A DSN without NEWSFLOW_SINK=postgres (the one forgotten) stored everything in
+    var/newsflow.db without a word; a path for another sink's file the same."""
+    from newsflow.cli import main
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("NEWSFLOW_FEEDS_FILE", str(tmp_path / "feeds.toml"))
+    monkeypatch.setenv("NEWSFLOW_POSTGRES_DSN", "postgresql://u:secret@db.example/news")
+    monkeypatch.setenv("NEWSFLOW_JSONL_PATH", str(tmp_path / "out.jsonl"))
+    assert unused_storage_settings(Settings()) == [
+        f"NEWSFLOW_{name} is set, but NEWSFLOW_SINK is sqlite: it is not used (storage: SQLite"
+        f" file {tmp_path / 'var' / 'newsflow.db'})" for name in ("POSTGRES_DSN", "JSONL_PATH")]
+    assert main(["feeds", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "NEWSFLOW_POSTGRES_DSN is set, but NEWSFLOW_SINK is sqlite: it is not used" in err
+    assert "secret" not in err
+    monkeypatch.setenv("NEWSFLOW_SINK", "postgres")  # the DSN used; the JSON Lines path not
+    assert unused_storage_settings(Settings()) == [
+        "NEWSFLOW_JSONL_PATH is set, but NEWSFLOW_SINK is postgres: it is not used (storage:"
+        " PostgreSQL)"]
+    monkeypatch.setenv("NEWSFLOW_JSONL_PATH", "")  # blank: unset, nothing to say
+    assert unused_storage_settings(Settings()) == []
 
 
 def test_a_blank_bootstrap_is_unset(monkeypatch):
