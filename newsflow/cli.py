@@ -17,9 +17,15 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from newsflow.logs import configure_logging
+from newsflow.logs import configure_log_output, configure_logging
 from newsflow.processes import exit_when_orphaned
-from newsflow.settings import Settings, log_level_name, unknown_variables, unused_storage_settings
+from newsflow.settings import (
+    Settings,
+    json_logs_asked,
+    log_level_name,
+    unknown_variables,
+    unused_storage_settings,
+)
 from newsflow.storage import setting_hint
 from processors.compiled import running_snapshot, snapshot_problem
 
@@ -138,7 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"NEWSFLOW_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
             for error in exc.errors()
         )
-        print(f"newsflow {args.command}: error: invalid settings: {problems}", file=sys.stderr)
+        message = f"newsflow {args.command}: error: invalid settings: {problems}"
+        if args.log_json or json_logs_asked(os.environ):  # a JSON record, as every error
+            configure_log_output("INFO", as_json=True, service=False)
+            logging.getLogger("newsflow").error("%s", message)
+        else:
+            print(message, file=sys.stderr)
         return 2
     if args.log_level:
         settings.log_level = args.log_level

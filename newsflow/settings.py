@@ -19,6 +19,8 @@ from pydantic import (
     BeforeValidator,
     Field,
     SecretStr,
+    TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
 )
@@ -416,6 +418,19 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             meant = difflib.get_close_matches(field, fields, n=1)
             found.append(f"{name} (meant NEWSFLOW_{meant[0].upper()}?)" if meant else name)
     return found
+
+
+def json_logs_asked(environ: Mapping[str, str]) -> bool:
+    """Whether ``environ``'s NEWSFLOW_LOG_JSON (any case) asks for JSON logs, read alone for
+    when the settings cannot be built: their error went out as plain text where every other
+    error is a JSON record, and a log pipeline reading JSON lost it."""
+    for name, value in environ.items():
+        if name.upper() == "NEWSFLOW_LOG_JSON":
+            try:
+                return TypeAdapter(bool).validate_python(value)
+            except ValidationError:
+                return False
+    return False
 
 
 def unused_storage_settings(settings: Settings) -> list[str]:

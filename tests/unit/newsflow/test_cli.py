@@ -423,7 +423,13 @@ def test_a_blank_topic_name_is_its_default(monkeypatch):
         "newsflow.incident-members", "newsflow.dlq"]
 
 
-def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(("setting", "code", "said"), [
+    (None, 1, "newsflow sink: error: no Kafka broker"),
+    # A setting that cannot be read was plain text too, JSON asked or not.
+    ("NEWSFLOW_WEB_PORT", 2, "newsflow sink: error: invalid settings: NEWSFLOW_WEB_PORT: "),
+])
+def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys,
+                                                         setting, code, said):
     """The README's systemd unit sets NEWSFLOW_LOG_JSON=true: a role failing at start (a
     wrong password, no broker) said why in a line of plain text among the JSON records,
     the one line a log pipeline parsing them could not read."""
@@ -433,11 +439,13 @@ def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, 
 
     monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("NEWSFLOW_LOG_JSON", "true")
-    assert main(["sink"]) == 1
+    monkeypatch.setenv("newsflow_log_json", "true")
+    if setting is not None:
+        monkeypatch.setenv(setting, "not a number")
+    assert main(["sink"]) == code
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     (failed,) = [r for r in records if r["level"] == "ERROR"]
-    assert failed["message"].startswith("newsflow sink: error: no Kafka broker")
+    assert failed["message"].startswith(said)
 
 
 def test_with_json_logs_a_failure_is_said_at_any_log_level(tmp_path, monkeypatch, capsys):
