@@ -17,9 +17,15 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from newsflow.logs import configure_logging
+from newsflow.logs import configure_log_output, configure_logging
 from newsflow.processes import exit_when_orphaned
-from newsflow.settings import Settings, log_level_name, unknown_variables
+from newsflow.settings import (
+    Settings,
+    json_logs_asked,
+    log_level_name,
+    unknown_variables,
+    unused_storage_settings,
+)
 from newsflow.storage import setting_hint
 from processors.compiled import running_snapshot, snapshot_problem
 
@@ -138,7 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"NEWSFLOW_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
             for error in exc.errors()
         )
-        print(f"newsflow {args.command}: error: invalid settings: {problems}", file=sys.stderr)
+        message = f"newsflow {args.command}: error: invalid settings: {problems}"
+        if args.log_json or json_logs_asked(os.environ):  # a JSON record, as every error
+            configure_log_output("INFO", as_json=True, service=False)
+            logging.getLogger("newsflow").error("%s", message)
+        else:
+            print(message, file=sys.stderr)
         return 2
     if args.log_level:
         settings.log_level = args.log_level
@@ -158,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.supervisor_pid is None:  # (said by `newsflow run`, not again by its children)
         for name in unknown_variables(os.environ):
             logging.getLogger("newsflow").warning("%s is no setting: ignored", name)
+        for unused in unused_storage_settings(settings):
+            logging.getLogger("newsflow").warning("%s", unused)
     exit_when_orphaned(settings.supervisor_pid)  # (set in a child of `newsflow run` only)
     if args.command != "run":
         settings = discover_running_service(settings)
@@ -191,13 +204,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _setting_hint(exc: Exception, settings: Settings) -> str:
     """The setting to look at, when the error names none: a broker that never answered is
     a wrong NEWSFLOW_KAFKA_BOOTSTRAP more often than not; a folder that cannot be made on
-    the way to the data folder (a file there, no permission) is NEWSFLOW_DATA_DIR's."""
+    the way to the data folder (a file there, no permission) is NEWSFLOW_DATA_DIR's, and
+    on the way to the state file's, NEWSFLOW_PRODUCER_STATE_PATH's when it is set."""
     # (Not a folder read as a file, `newsflow cluster .`: cannot be made is never that.)
     if isinstance(exc, OSError) and exc.filename is not None \
             and not isinstance(exc, IsADirectoryError):
-        folder = settings.data_dir.absolute()
-        if Path(os.fsdecode(exc.filename)).absolute() in (folder, *folder.parents):
-            return f" (the data folder {folder} cannot be made: check NEWSFLOW_DATA_DIR)"
+        failed = Path(os.fsdecode(exc.filename)).absolute()
+        folders = [("the data folder", settings.data_dir, "NEWSFLOW_DATA_DIR")]
+        if settings.producer_state_path is not None:
+            # (The producers' start said only "No such file or directory: '/srv/x'".)
+            folders.insert(0, ("the folder of the producers' state file",
+                               settings.producer_state_path.parent, "NEWSFLOW_PRODUCER_STATE_PATH"))
+        for what, folder, setting in folders:
+            if failed in (folder.absolute(), *folder.absolute().parents):
+                return f" ({what} {folder.absolute()} cannot be made: check {setting})"
     if hint := setting_hint(exc, settings):
         # (A refused password, a database that is not there: `db upgrade` and the sink
         # named the setting to change, the read commands did not.)

@@ -12,8 +12,18 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,6 +52,17 @@ def default_if_blank(value: object) -> object:
 
 
 BlankIsDefault = BeforeValidator(default_if_blank)
+
+
+def stripped(value: object) -> object:
+    """A string without the spaces around it (an env file's stray space), where they are
+    never meant: libpq read " postgresql://..." as key=value pairs, and the error, the DSN
+    masked, could not show why ("missing "=" after "***" in connection info string")."""
+    return value.strip() if isinstance(value, str) else value
+
+
+# (Before validators run from the last: stripped, then blank is the default.)
+Stripped = BeforeValidator(stripped)
 
 
 def home_expanded(value: Path | None) -> Path | None:
@@ -90,6 +111,71 @@ def app_id_name(value: str) -> str:
 
 TopicName = AfterValidator(topic_name)
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+._-]*://")
+
+
+def _host_and_port(server: str) -> tuple[str, str | None]:
+    """``server``'s host and port (None: none given): "[::1]:9092" and "[::1]" (IPv6),
+    "::1" (IPv6, no port), "host:9092", "host"."""
+    if server.startswith("["):
+        host, _, port = server.partition("]")
+        if port and not port.startswith(":"):
+            return "", None  # (something after the bracket that is no port)
+        return host.removeprefix("["), port.removeprefix(":") if port else None
+    if server.count(":") == 1:
+        host, _, port = server.partition(":")
+        return host, port
+    return server, None
+
+
+def kafka_servers(value: str | None) -> str | None:
+    """``value``'s brokers as ``host[:port]`` joined by commas: each without the spaces
+    around it and a ``SCHEME://`` before it (``PLAINTEXT://kafka:9092``, as Kafka's own
+    clients take it), stray commas left out; ValueError for a port that is no number from
+    1 to 65535, or no host. kafka-python took a scheme, but the processors (faust) read
+    "kafka://h:9092" as the host "kafka" and never started; "h:abc" failed every command
+    with "invalid literal for int() with base 10: 'abc'", naming no setting."""
+    if value is None:
+        return None
+    servers = []
+    for entry in value.split(","):
+        server = _SCHEME.sub("", entry.strip())
+        if not server:
+            continue
+        host, port = _host_and_port(server)
+        if not host or (port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise ValueError(f"{entry.strip()!r} is no broker: give host:port (the port a number"
+                             " from 1 to 65535), several comma-separated")
+        servers.append(server)
+    return ",".join(servers) or None  # (only commas: unset, as a blank value is)
+
+
+def header_value(value: str) -> str:
+    """``value`` without the spaces around it, if an HTTP header can carry it (printable
+    ASCII, spaces and tabs inside); ValueError otherwise. As the User-Agent, a stray space
+    (an env file's) or a newline failed every fetch as a network error ("Illegal header
+    value"), logged at INFO, and a non-ASCII character ended the producer at each start
+    ("'ascii' codec can't encode character"), none of them naming the setting."""
+    value = value.strip()
+    if not all(" " <= char <= "~" or char == "\t" for char in value):
+        raise ValueError(f"{value!r} cannot be sent in an HTTP header: use printable ASCII"
+                         " characters only")
+    return value
+
+
+def names_only(value: str) -> str:
+    """``value`` if none of its comma-separated entries is an address (a URL, a path);
+    ValueError naming the name it holds otherwise. The web page took
+    "https://news.example.org/" for the name "https", and answered its own name with a 421
+    asking for it to be named in NEWSFLOW_WEB_ALLOWED_HOSTS, where it was."""
+    for entry in value.split(","):
+        if "/" in entry:
+            name = urlsplit(entry.strip() if "://" in entry else "//" + entry.strip()).hostname
+            raise ValueError(f"{entry.strip()!r} is an address, not a name: give the name alone"
+                             + (f" ({name})" if name else ""))
+    return value
+
+
 _RUST_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
 
 
@@ -112,7 +198,7 @@ class Settings(BaseSettings):
     # Kafka. Unset bootstrap means: start the embedded broker on loopback.
     # Blank is unset, as "" already was: " " (an env file's stray space) was a broker to
     # wait for, and `newsflow run` waited on it instead of starting its own.
-    kafka_bootstrap: Annotated[str | None, BlankIsDefault] = None
+    kafka_bootstrap: Annotated[str | None, BlankIsDefault, AfterValidator(kafka_servers)] = None
     # Set by the supervisor for its children when the broker is the embedded Tansu one:
     # it changes client timeouts (Tansu holds a group join for half the session timeout).
     kafka_embedded: bool = False
@@ -148,7 +234,7 @@ class Settings(BaseSettings):
     sqlite_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
     # Empty is unset (an env file's blank value): libpq would take "" for the local
     # socket's defaults, and the sink would wait for ever for a server that is not there.
-    postgres_dsn: Annotated[SecretStr | None, BlankIsDefault] = None
+    postgres_dsn: Annotated[SecretStr | None, BlankIsDefault, Stripped] = None
     # How long the PostgreSQL sink waits for one transaction of a write (up to 1,000
     # records) before it gives up on the server, pauses and tries again: a server that is
     # frozen (stopped, its disk hanging) answers nothing, yet TCP sees nothing wrong. The
@@ -168,7 +254,7 @@ class Settings(BaseSettings):
     fetch_allow_private: bool = False
     # Blank is the default: an env file's blank value sent every fetch with an empty
     # User-Agent, which sites refuse, and robots.txt was read for no name at all.
-    user_agent: Annotated[str, BlankIsDefault] = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
+    user_agent: Annotated[str, BlankIsDefault, AfterValidator(header_value)] = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
     seeds_dir: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("seeds")
     replay_seeds: bool = True
     # Feed producer (producers/feeds.py). Intervals in seconds. The state file's default:
@@ -176,11 +262,29 @@ class Settings(BaseSettings):
     producer_state_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
     poll_min_interval_s: float = Field(default=300.0, gt=0)
     poll_max_interval_s: float = Field(default=86400.0, gt=0)
-    poll_workers: int = Field(default=8, ge=1)
+
+    @field_validator("poll_max_interval_s")
+    @classmethod
+    def _not_below_the_min_interval(cls, value: float, info: ValidationInfo) -> float:
+        # A feeds file's min_interval above its max_interval is refused; these were taken,
+        # and the shortest was made the longest: MIN 3600 with MAX 600 polled every 10 min.
+        low = info.data.get("poll_min_interval_s")  # (absent when it was refused itself)
+        if low is not None and value < low:
+            raise ValueError(f"{value:g} s (86400 unless set) is below NEWSFLOW_POLL_MIN_INTERVAL_S"
+                             f" ({low:g} s): the longest interval between polls cannot be"
+                             " shorter than the shortest")
+        return value
+    # Threads, and below processes: at most 1000 each. 99999999999999999999 failed every
+    # start of the producer naming no setting ("Python int too large to convert to SQLite
+    # INTEGER", "cannot fit 'int' into an index-sized integer"), and a count in the
+    # billions made a list of that many slots at its start.
+    poll_workers: int = Field(default=8, ge=1, le=1000)
     # At most a day: a socket takes no timeout past some 292 years, so inf (or 1e10) made
     # every fetch fail (OverflowError), and a fetch held that long holds a poll thread.
     fetch_timeout_s: float = Field(default=20.0, gt=0, le=86400.0)
-    fetch_max_bytes: int = Field(default=10_000_000, ge=1024)
+    # At most 10^12 (a TB; a body is held in memory whole): past 2^63 every gzip body failed
+    # ("Python int too large to convert to C ssize_t"), naming no setting.
+    fetch_max_bytes: int = Field(default=10_000_000, ge=1024, le=10**12)
     host_concurrency: int = Field(default=2, ge=1)
     # At most a day: inf held every poll thread that asked a host a second time until
     # the stop (OverflowError where nothing could stop it: a wait that long fits no clock).
@@ -204,7 +308,7 @@ class Settings(BaseSettings):
     # with its summary), a worker replaced after extract_worker_pages pages (what lxml and
     # trafilatura keep in memory goes with it). One worker: real pages take 34 ms on
     # average, and the producer's fetching and publishing need the other core.
-    extract_workers: int = Field(default=1, ge=1)
+    extract_workers: int = Field(default=1, ge=1, le=1000)
     extract_timeout_s: float = Field(default=20.0, gt=0)
     extract_worker_pages: int = Field(default=1000, ge=1)
 
@@ -217,9 +321,11 @@ class Settings(BaseSettings):
     # long for them, decides them in the order they were published to the raw topic (the
     # wait is how late one may arrive and still be put in its place), and sends each
     # incident they changed once (a burst of reports on one story is one version, not one
-    # per article).
+    # per article). The wait is at most a minute: a batch short of cluster_batch is decided
+    # only when it ends, so with inf an article was never decided, and a stop waited out
+    # its drain (60 s) and then killed the processors; 60 s stops cleanly.
     cluster_batch: int = Field(default=500, ge=1)
-    cluster_batch_wait_s: float = Field(default=0.2, gt=0)
+    cluster_batch_wait_s: float = Field(default=0.2, gt=0, le=60.0)
     # How long the processors' producer waits for the broker to take a message before the
     # send fails (and the stage sends it again): a broker down longer than this fails it.
     # At most a day: faust hands it to the producer in whole ms, and inf stopped every
@@ -242,11 +348,11 @@ class Settings(BaseSettings):
     # and the sink, as a stop checks them, and forgotten if they are.
     outbox_check_s: float = Field(default=300.0, gt=0)
     # Blank is the default: to bind(), "" is every interface, the page open to the network.
-    web_host: Annotated[str, BlankIsDefault] = "127.0.0.1"
+    web_host: Annotated[str, BlankIsDefault, Stripped] = "127.0.0.1"
     web_port: int = Field(default=8088, ge=0, le=65535)  # 0: any free port
     # Names (comma-separated) the page answers to besides localhost, IP addresses and
     # web_host: one a reverse proxy or a DNS name gives it. Others get 421 (DNS rebinding).
-    web_allowed_hosts: str = ""
+    web_allowed_hosts: Annotated[str, AfterValidator(names_only)] = ""
     # Connections the page serves at once (a thread each); more are answered 503.
     web_max_connections: int = Field(default=64, ge=1)
     log_level: Annotated[str, AfterValidator(log_level_name)] = "INFO"
@@ -312,6 +418,34 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             meant = difflib.get_close_matches(field, fields, n=1)
             found.append(f"{name} (meant NEWSFLOW_{meant[0].upper()}?)" if meant else name)
     return found
+
+
+def json_logs_asked(environ: Mapping[str, str]) -> bool:
+    """Whether ``environ``'s NEWSFLOW_LOG_JSON (any case) asks for JSON logs, read alone for
+    when the settings cannot be built: their error went out as plain text where every other
+    error is a JSON record, and a log pipeline reading JSON lost it."""
+    for name, value in environ.items():
+        if name.upper() == "NEWSFLOW_LOG_JSON":
+            try:
+                return TypeAdapter(bool).validate_python(value)
+            except ValidationError:
+                return False
+    return False
+
+
+def unused_storage_settings(settings: Settings) -> list[str]:
+    """The storage settings given that the configured sink does not use, each said with
+    the storage used instead. A DSN without NEWSFLOW_SINK=postgres (the one forgotten)
+    stored everything in var/newsflow.db without a word."""
+    used = {"sqlite": f"SQLite file {settings.sqlite_file}", "jsonl":
+            f"JSON Lines file {settings.jsonl_file}", "postgres": "PostgreSQL"}[settings.sink]
+    given = {"postgres": settings.postgres_dsn, "sqlite": settings.sqlite_path,
+             "jsonl": settings.jsonl_path}
+    variables = {"postgres": "NEWSFLOW_POSTGRES_DSN", "sqlite": "NEWSFLOW_SQLITE_PATH",
+                 "jsonl": "NEWSFLOW_JSONL_PATH"}
+    return [f"{variables[sink]} is set, but NEWSFLOW_SINK is {settings.sink}: it is not"
+            f" used (storage: {used})"
+            for sink, value in given.items() if value is not None and sink != settings.sink]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -423,7 +423,13 @@ def test_a_blank_topic_name_is_its_default(monkeypatch):
         "newsflow.incident-members", "newsflow.dlq"]
 
 
-def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(("setting", "code", "said"), [
+    (None, 1, "newsflow sink: error: no Kafka broker"),
+    # A setting that cannot be read was plain text too, JSON asked or not.
+    ("NEWSFLOW_WEB_PORT", 2, "newsflow sink: error: invalid settings: NEWSFLOW_WEB_PORT: "),
+])
+def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, capsys,
+                                                         setting, code, said):
     """The README's systemd unit sets NEWSFLOW_LOG_JSON=true: a role failing at start (a
     wrong password, no broker) said why in a line of plain text among the JSON records,
     the one line a log pipeline parsing them could not read."""
@@ -433,11 +439,13 @@ def test_with_json_logs_a_command_fails_in_a_json_record(tmp_path, monkeypatch, 
 
     monkeypatch.delenv("NEWSFLOW_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("NEWSFLOW_LOG_JSON", "true")
-    assert main(["sink"]) == 1
+    monkeypatch.setenv("newsflow_log_json", "true")
+    if setting is not None:
+        monkeypatch.setenv(setting, "not a number")
+    assert main(["sink"]) == code
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     (failed,) = [r for r in records if r["level"] == "ERROR"]
-    assert failed["message"].startswith("newsflow sink: error: no Kafka broker")
+    assert failed["message"].startswith(said)
 
 
 def test_with_json_logs_a_failure_is_said_at_any_log_level(tmp_path, monkeypatch, capsys):
@@ -682,20 +690,30 @@ def test_web_names_the_address_it_cannot_serve_on(tmp_path, monkeypatch, capsys,
     assert ("stop what uses it" in err) == (host == "127.0.0.1")
 
 
-@pytest.mark.parametrize("command", [["run", "--no-seeds"],
-                                     ["feeds", "add", "--no-discover", "https://example.org/rss"]])
+_FEEDS_ADD = ["feeds", "add", "--no-discover", "https://example.org/rss"]
+
+
+@pytest.mark.parametrize(("setting", "file", "what", "command"), [
+    ("NEWSFLOW_DATA_DIR", "", "the data folder", ["run", "--no-seeds"]),
+    ("NEWSFLOW_DATA_DIR", "", "the data folder", _FEEDS_ADD),
+    # `newsflow run` restarted its producer five times, each saying only "[Errno 2] No
+    # such file or directory: '/proc/x'", and stopped.
+    ("NEWSFLOW_PRODUCER_STATE_PATH", "producer.db", "the folder of the producers' state file",
+     _FEEDS_ADD),
+])
 def test_a_data_folder_that_cannot_be_made_is_named_as_the_setting(tmp_path, monkeypatch,
-                                                                   capsys, command):
+                                                                   capsys, setting, file, what,
+                                                                   command):
     # A file where the folder should be: "[Errno 17] File exists: '...'", no setting named.
     from newsflow.cli import main
 
     (tmp_path / "data").write_text("")
-    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(tmp_path / "data" / "var"))
+    monkeypatch.setenv(setting, str(tmp_path / "data" / "var" / file))
     monkeypatch.setenv("NEWSFLOW_WEB_PORT", "0")
     monkeypatch.setenv("NEWSFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # (not reached)
     assert main(command) == 1
     err = capsys.readouterr().err
-    assert f"the data folder {tmp_path / 'data' / 'var'} cannot be made: check NEWSFLOW_DATA_DIR" in err
+    assert f"{what} {tmp_path / 'data' / 'var'} cannot be made: check {setting}" in err
 
 
 @pytest.mark.parametrize("folder", [".", "/"])
