@@ -58,7 +58,7 @@ from newsflow.drain import (
     wait_passed,
 )
 from newsflow.kafka import Publisher, ensure_topics
-from newsflow.metrics import Registry, textfile_path, write_textfile
+from newsflow.metrics import Registry, TextfileWriter, textfile_path
 from newsflow.redrive import mark_redriven, redriven_to
 from newsflow.schemas import read_json
 from newsflow.settings import Settings
@@ -102,6 +102,8 @@ class Recycler:
         self.recycles = self.registry.counter(
             "newsflow_embedded_broker_recycles_total", "Restarts of the embedded broker to free memory")
         self.limit.set(settings.embedded_broker_max_mb * 2**20 if self.enabled else 0)
+        self.metrics_writer = TextfileWriter(
+            textfile_path(settings.data_dir, "broker"), "embedded broker")
 
     def check(self, children: list[Child], stop: Event) -> bool:
         """True when the broker was recycled."""
@@ -132,10 +134,7 @@ class Recycler:
     def write_metrics(self) -> None:
         """The broker's memory now, with the limit and the recycles, to its textfile."""
         self.memory.set(self.broker.memory_bytes() or 0)
-        try:
-            write_textfile(self.registry, textfile_path(self.settings.data_dir, "broker"))
-        except OSError as exc:  # figures are not worth stopping the service for
-            logger.warning("could not write the broker's metrics: %s", exc)
+        self.metrics_writer.write(self.registry)
 
 
 def over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:

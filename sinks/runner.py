@@ -30,7 +30,7 @@ from newsflow.kafka import (
     ensure_topics,
     make_consumer,
 )
-from newsflow.metrics import Registry, textfile_path, write_textfile
+from newsflow.metrics import Registry, TextfileWriter, textfile_path
 from newsflow.schemas import (
     INCIDENT_FIELDS_WRITTEN,
     DeadLetter,
@@ -238,7 +238,7 @@ class SinkRunner:
         self.retry_at = 0.0
         self.last_flush = time.monotonic()
         self._metrics_written = 0.0
-        self._metrics_path = textfile_path(settings.data_dir, "sink")
+        self._metrics_writer = TextfileWriter(textfile_path(settings.data_dir, "sink"), "sink")
 
     # --- the loop ---------------------------------------------------------------
 
@@ -608,10 +608,7 @@ class SinkRunner:
 
     def _write_metrics(self) -> None:
         self._metrics_written = time.monotonic()
-        try:
-            write_textfile(self.metrics.registry, self._metrics_path)
-        except OSError as exc:
-            logger.debug("cannot write metrics file %s: %s", self._metrics_path, exc)
+        self._metrics_writer.write(self.metrics.registry)
 
     def _close(self) -> None:
         self._write_metrics()
