@@ -1078,7 +1078,12 @@ class ProducerLoop:
             # state and the fetcher until it ends, and the caller closes both once this
             # returns: wait for it (the process would wait for the thread at exit anyway).
             executor.shutdown(wait=True)
-            self.metrics_path.unlink(missing_ok=True)
+            try:
+                self.metrics_path.unlink(missing_ok=True)
+            except OSError as exc:
+                # (A data folder made read-only.) Raised, it made a stop asked for exit 1,
+                # with nothing lost; the file left is not served: its writer is gone.
+                logger.warning("could not remove the producer's metrics file: %s", exc)
 
     def _settle_outbox(self, kept: outbox.Outbox) -> None:
         """Drop what storage holds now from the outbox; past its bound, poll nothing new

@@ -1044,7 +1044,12 @@ def serve(settings: Settings, stop: threading.Event) -> None:
             presence_writer.write(said)
     finally:
         if settings.supervisor_pid is not None:
-            settings.web_runfile.unlink(missing_ok=True)
+            try:
+                settings.web_runfile.unlink(missing_ok=True)
+            except OSError as exc:
+                # (A data folder made read-only.) Raised, it made a stop asked for exit 1;
+                # the runfile left names a process gone, which is not taken for running.
+                logger.warning("could not remove the web page's runfile: %s", exc)
         server.shutdown()
         server.server_close()
         server.stores.reset()

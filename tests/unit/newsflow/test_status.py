@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from newsflow.metrics import Textfile
 from newsflow.settings import Settings
 from newsflow.status import (
@@ -152,29 +150,17 @@ def test_a_metrics_folder_it_may_only_read_is_read(tmp_path) -> None:
     run by a monitor allowed to read it only, failed on it (exit code 1, nothing said but
     "Operation not permitted"). The running ones are read; the other is left."""
     import os
-    import shutil
-    import stat
-    import subprocess
 
     from newsflow.metrics import Registry, running_textfiles, write_textfile
+    from tests.conftest import folder_nothing_may_be_removed_from
 
     metrics = tmp_path / "metrics"
     write_textfile(Registry(), metrics / f"sink-{os.getpid()}.prom")  # (this process runs)
     gone = metrics / "sink-999999.prom"
     gone.write_text("# newsflow writer 999999 started 1\nnewsflow_sink_written_total 1\n")
-    if os.geteuid() == 0:  # (root may remove anything from a folder it may not write to)
-        if shutil.which("chattr") is None or subprocess.run(
-                ["chattr", "+i", str(metrics)], capture_output=True).returncode != 0:
-            pytest.skip("as root, a folder nothing may be removed from needs chattr +i here")
-        undo = ["chattr", "-i", str(metrics)]
-    else:
-        metrics.chmod(stat.S_IRUSR | stat.S_IXUSR)
-        undo = ["chmod", "u+w", str(metrics)]
-    try:
+    with folder_nothing_may_be_removed_from(metrics):
         assert [t.name for t in running_textfiles(metrics)] == [f"sink-{os.getpid()}"]
         assert gone.exists()
-    finally:
-        subprocess.run(undo, check=True)
     assert [t.name for t in running_textfiles(metrics)] == [f"sink-{os.getpid()}"]
     assert not gone.exists()  # (removed by the next reader that may)
 
