@@ -67,6 +67,35 @@ def test_processors_waiting_for_storage_are_said_to_wait_not_to_be_missing() -> 
         "  process     pid 7, up 1 min: WAITING for storage (to rebuild its clustering window from)"
 
 
+def test_roles_a_recycle_restarts_are_not_missing_until_a_minute_after_it() -> None:
+    """A recycle of the embedded broker stops roles and starts them again: for some 20 s
+    status said "process is not running (or has not reported yet)", exit code 1."""
+    now = 10_000.0
+    sink = RoleStatus("sink", 8, 1.0, {})
+
+    def broker(**figures: float) -> RoleStatus:
+        return RoleStatus("broker", None, None, {"memory_bytes": 2**24, "recycles": 1.0, **figures})
+
+    missing = ["process is not running (or has not reported yet)",
+               "produce is not running (or has not reported yet)"]
+    assert problems_of(True, True, [broker(recycling=1.0), sink], None, now=now) == []
+    just_ended = broker(recycling=0.0, recycle_ended_at=now - 20)
+    assert problems_of(True, True, [just_ended, sink], None, now=now) == []
+    long_ended = broker(recycling=0.0, recycle_ended_at=now - 61)
+    assert problems_of(True, True, [long_ended, sink], None, now=now) == missing
+    assert problems_of(True, True, [broker(), sink], None, now=now) == missing
+    recycling = Status("var", running=True, kafka_embedded=True, kafka_bootstrap="127.0.0.1:9",
+                       roles=[broker(recycling=1.0), sink], storage="SQLite database x",
+                       restarting_for_recycle=["process", "produce"])
+    lines = format_status(recycling, now).splitlines()
+    assert lines[1].endswith("recycled 1 time; RECYCLING now (it stops the roles and starts"
+                             " them again)")
+    assert lines[4:6] == [
+        "  process     restarting for the broker's recycle (not reported since)",
+        "  produce     restarting for the broker's recycle (not reported since)"]
+    assert recycling.exit_code == HEALTHY
+
+
 def test_exit_codes_as_init_scripts_status() -> None:
     assert Status("var", running=True).exit_code == HEALTHY
     assert Status("var", running=True, problems=["x"]).exit_code == PROBLEMS
