@@ -9,6 +9,7 @@ port. ``newsflow run`` removes the file of a process that died.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from newsflow.processes import process_runs, process_started
+
+logger = logging.getLogger(__name__)
 
 LabelValues = tuple[str, ...]
 
@@ -254,6 +257,38 @@ def write_textfile(registry: Registry, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk: no half-written file left for each try
         raise
+
+
+class TextfileWriter:
+    """Writes one process's textfile again and again, saying once when it cannot (a
+    read-only or full metrics folder) and once when it can again. Said at DEBUG only, an
+    operator never learnt why `newsflow status` called the roles silent; said at each
+    write (the broker's), it filled the log every 10 s. Figures are never worth stopping
+    a process for: the error is not raised."""
+
+    def __init__(self, path: Path, role: str) -> None:
+        self.path = path
+        self.role = role
+        self.failing = False
+
+    def write(self, registry: Registry) -> bool:
+        """True when the file was written."""
+        try:
+            write_textfile(registry, self.path)
+        except OSError as exc:
+            if self.failing:
+                logger.debug("cannot write metrics file %s: %s", self.path, exc)
+            else:
+                logger.warning(
+                    "cannot write the metrics of the %s in %s (%s): `newsflow status` and the web"
+                    " page go without its figures until it can (said once; another line"
+                    " says when it writes again)", self.role, self.path.parent, exc)
+            self.failing = True
+            return False
+        if self.failing:
+            logger.info("writing the metrics of the %s in %s again", self.role, self.path.parent)
+        self.failing = False
+        return True
 
 
 def clear_textfiles(directory: Path) -> None:

@@ -58,7 +58,7 @@ from newsflow.drain import (
     wait_passed,
 )
 from newsflow.kafka import Publisher, ensure_topics
-from newsflow.metrics import Registry, textfile_path, write_textfile
+from newsflow.metrics import Registry, TextfileWriter, textfile_path
 from newsflow.redrive import mark_redriven, redriven_to
 from newsflow.schemas import read_json
 from newsflow.settings import Settings
@@ -101,7 +101,17 @@ class Recycler:
             "NEWSFLOW_EMBEDDED_BROKER_MAX_MB, past which it is recycled (0: never)")
         self.recycles = self.registry.counter(
             "newsflow_embedded_broker_recycles_total", "Restarts of the embedded broker to free memory")
+        # For `newsflow status`: the roles a recycle stops and starts again are not missing
+        # meanwhile, nor for the moment they take to report again after it.
+        self.recycling = self.registry.gauge(
+            "newsflow_embedded_broker_recycling",
+            "1 from a recycle's start until the roles it stopped are started again")
+        self.recycle_ended = self.registry.gauge(
+            "newsflow_embedded_broker_recycle_ended_timestamp_seconds",
+            "When the last recycle (or a try postponed) started the roles it stopped again")
         self.limit.set(settings.embedded_broker_max_mb * 2**20 if self.enabled else 0)
+        self.metrics_writer = TextfileWriter(
+            textfile_path(settings.data_dir, "broker"), "embedded broker")
 
     def check(self, children: list[Child], stop: Event) -> bool:
         """True when the broker was recycled."""
@@ -113,8 +123,15 @@ class Recycler:
         try:
             if not self.enabled or not over_limit(self.broker, self.settings):
                 return False
-            if not recycle(self.broker, self.settings, children, stop, self.on_restart,
-                           self.reach):
+            self.recycling.set(1)
+            self.write_metrics()
+            try:
+                recycled = recycle(self.broker, self.settings, children, stop, self.on_restart,
+                                   self.reach)
+            finally:
+                self.recycling.set(0)
+                self.recycle_ended.set(time.time())
+            if not recycled:
                 self.next_check = time.monotonic() + RETRY_S
                 return False
             self.recycles.inc()
@@ -132,10 +149,7 @@ class Recycler:
     def write_metrics(self) -> None:
         """The broker's memory now, with the limit and the recycles, to its textfile."""
         self.memory.set(self.broker.memory_bytes() or 0)
-        try:
-            write_textfile(self.registry, textfile_path(self.settings.data_dir, "broker"))
-        except OSError as exc:  # figures are not worth stopping the service for
-            logger.warning("could not write the broker's metrics: %s", exc)
+        self.metrics_writer.write(self.registry)
 
 
 def over_limit(broker: EmbeddedBroker, settings: Settings) -> bool:

@@ -40,7 +40,7 @@ from newsflow.kafka import (  # every topic's limit, and so the producer's
     describe_partitions,
     ensure_topics,
 )
-from newsflow.metrics import Gauge, Registry, textfile_path, write_textfile
+from newsflow.metrics import Gauge, Registry, TextfileWriter, textfile_path
 from newsflow.schemas import (
     MAX_TEXT_CHARS,
     MAX_TITLE_CHARS,
@@ -311,12 +311,14 @@ def broker_urls(settings: Settings) -> list[str]:
 def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
                view_loader: ViewLoader | None = None, saved: SavedStage | None = None,
                identity: str | None = None,
-               metrics: ProcessorMetrics | None = None) -> faust.App:
+               metrics: ProcessorMetrics | None = None,
+               metrics_writer: TextfileWriter | None = None) -> faust.App:
     """The processors' app; ``saved``, the stage saved at the last stop (``run_worker``),
     which the first rebuild takes where it stands for storage and the tables; ``identity``,
     the ``code_identity`` of the code running, read at the start (now if not given);
     ``view_loader``, what storage lists at a stop, saved with the stage (none: not saved);
-    ``metrics``, what it counts into (new if not given: the caller's to read at the stop)."""
+    ``metrics``, what it counts into (new if not given: the caller's to read at the stop),
+    written by ``metrics_writer`` (the one that wrote while the start waited for storage)."""
     # (Not read again at the stop: an upgrade's files are in place before the restart
     # that runs them, and the state this code saves would pass for theirs.)
     identity = identity or code_identity()
@@ -389,7 +391,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
     # Whether a batch is being decided and sent: the stage then holds what may not go out.
     batch = {"open": False}
     metrics = metrics or ProcessorMetrics()
-    metrics_path = textfile_path(settings.data_dir, "process")
+    metrics_writer = metrics_writer or processors_metrics_writer(settings)
 
     # (A rebalance waits for the batch being sent, faust's ``wait_empty``: only a stop
     # ends the trying.)
@@ -599,10 +601,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
         if stage is not None:
             metrics.window_articles.set(len(stage))
             metrics.window_incidents.set(len(stage.incidents))
-        try:
-            write_textfile(metrics.registry, metrics_path)
-        except OSError as exc:  # (a full disk) figures are not worth a crashed worker
-            logger.debug("cannot write metrics file %s: %s", metrics_path, exc)
+        metrics_writer.write(metrics.registry)
 
     worker = {"assigned": False}  # whether a rebalance has completed here before
 
@@ -763,17 +762,17 @@ class ProcessorMetrics:
             self.incident_versions.inc(change=incident.change)
 
 
-def report_waiting_for_storage(settings: Settings, waiting: bool) -> None:
+def processors_metrics_writer(settings: Settings) -> TextfileWriter:
+    return TextfileWriter(textfile_path(settings.data_dir, "process"), "processors")
+
+
+def report_waiting_for_storage(metrics_writer: TextfileWriter, waiting: bool) -> None:
     """Write the worker's figures while it waits for storage at its start, before it has
     any other (``waiting``: it does; false: it waited and storage answered). Else
     `newsflow status` said the processors were not running, or had not reported yet."""
     metrics = ProcessorMetrics()
     metrics.waiting_for_storage.set(1 if waiting else 0)
-    path = textfile_path(settings.data_dir, "process")
-    try:
-        write_textfile(metrics.registry, path)
-    except OSError as exc:  # (a full disk) figures are not worth a worker that waits
-        logger.debug("cannot write metrics file %s: %s", path, exc)
+    metrics_writer.write(metrics.registry)
 
 
 class Outgoing(NamedTuple):
@@ -1072,7 +1071,8 @@ def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig
 
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
                view_loader: ViewLoader | None = None,
-               start_view_loader: ViewLoader | None = None) -> int:
+               start_view_loader: ViewLoader | None = None,
+               metrics_writer: TextfileWriter | None = None) -> int:
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both); storage's
     window read with ``window_loader``, its listing at the stop with ``view_loader`` and
     at the start (to check the saved stage by) with ``start_view_loader``, else that."""
@@ -1090,7 +1090,8 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
     ensure_topics(settings)
     metrics = ProcessorMetrics()
     app = create_app(settings, window_loader=window_loader, view_loader=view_loader,
-                     saved=saved, identity=identity, metrics=metrics)
+                     saved=saved, identity=identity, metrics=metrics,
+                     metrics_writer=metrics_writer)
     logger.info("clustering modules: %s", build_kind())
     if not faust_streams_compiled():
         logger.warning("faust runs without its compiled stream iterator (NO_CYTHON set, or "

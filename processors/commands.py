@@ -20,7 +20,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
                 read_listing: ListingReader) -> int:
     from newsflow.kafka import bootstrap_servers
     from newsflow.processes import exit_when_orphaned_without_broker
-    from processors.app import report_waiting_for_storage, run_worker
+    from processors.app import processors_metrics_writer, report_waiting_for_storage, run_worker
     from processors.gc_tuning import tune_gc
 
     bootstrap_servers(settings)  # without one configured or found: how to get one
@@ -30,7 +30,9 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
     # articles (and everything, with the embedded broker, which forgets on restart).
     from processors.rebuild import answered, read_view, storage_window_loader
 
-    waiting = partial(report_waiting_for_storage, settings)
+    # One writer throughout, so a metrics folder it cannot write is said once.
+    metrics_writer = processors_metrics_writer(settings)
+    waiting = partial(report_waiting_for_storage, metrics_writer)
     loader = storage_window_loader(settings, read_window, report_wait=waiting)
     lister = partial(read_view, settings, read_listing)
     tune_gc()
@@ -38,7 +40,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
     # down then (PostgreSQL after a reboot) would otherwise cost the saved state.
     return run_worker(settings, window_loader=loader, view_loader=lister,
                       start_view_loader=partial(answered, settings, lister,
-                                                report_wait=waiting))
+                                                report_wait=waiting),
+                      metrics_writer=metrics_writer)
 
 
 # An article's fields that are text, or absent (null).

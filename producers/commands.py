@@ -369,6 +369,8 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
     specs, skipped = opml.feeds, opml.skipped
     for url in skipped:  # else "imported 2 feed(s)" of 4 would not say what became of 2
         print(f"{url} left out: only http(s) feed addresses are polled", file=sys.stderr)
+    for outline in opml.empty_address:
+        print(f"the outline at {outline} left out: its xmlUrl holds no address", file=sys.stderr)
     listed = _feeds_file_urls(settings)  # (the file's, applied by the producer or not yet)
     made_state = not settings.producer_state_file.exists()
     state = StateStore(settings.producer_state_file)
@@ -391,7 +393,8 @@ def cmd_feeds_import(args: argparse.Namespace, settings: Settings) -> int:
         _say_new_state_file(settings)
     print(f"imported {added} feed(s) from {args.file}"
           + (f"; {len(specs) - added} already polled" if added < len(specs) else "")
-          + (f"; {len(skipped)} left out (not http(s))" if skipped else ""))
+          + (f"; {len(skipped)} left out (not http(s))" if skipped else "")
+          + (f"; {len(opml.empty_address)} left out (empty xmlUrl)" if opml.empty_address else ""))
     if opml.ill_formed:
         # Read past its error, an outline there may be gone (an unquoted attribute, a
         # file cut short): "imported 2 feed(s)" of 3, exit code 0, said nothing of it.

@@ -235,11 +235,13 @@ def _read_opml_xml(data: bytes) -> tuple[Any, str | None]:
 @dataclass
 class Opml:
     """What an OPML file gave: its feeds, the addresses left out as not http(s)
-    (relative, ``feed://``, ``ftp://``), and the XML error it was read past, if any."""
+    (relative, ``feed://``, ``ftp://``), the XML error it was read past, if any, and the
+    outlines left out as their xmlUrl is empty (each as its line and title)."""
 
     feeds: list[FeedSpec]
     skipped: list[str]
     ill_formed: str | None = None
+    empty_address: list[str] = field(default_factory=list)
 
 
 def parse_opml(data: bytes) -> Opml:
@@ -253,14 +255,20 @@ def parse_opml(data: bytes) -> Opml:
         raise ConfigError(f"not OPML: its root element is <{etree.QName(root).localname}>")
     specs: list[FeedSpec] = []
     skipped: list[str] = []
+    empty_address: list[str] = []
     seen: set[str] = set()
 
     def walk(element: Any, folders: list[str]) -> None:
         for outline in _named_children(element, "outline"):
-            url = feed_address(_attribute(outline, "xmlurl"))
+            address = _attribute(outline, "xmlurl")
+            url = feed_address(address or "")
             label = outline.get("title") or outline.get("text")
-            if not url:
-                pass
+            if address is None:
+                pass  # a folder
+            elif not url:
+                # A feed's outline whose address its exporter lost: left out without a
+                # word, "imported 2 feed(s)" read as if the file held two.
+                empty_address.append(_outline_name(outline.sourceline, label))
             elif not is_http_url(url):
                 skipped.append(url)
             elif url not in seen:
@@ -272,7 +280,13 @@ def parse_opml(data: bytes) -> Opml:
 
     body = next(iter(_named_children(root, "body")), None)
     walk(body if body is not None else root, [])
-    return Opml(specs, skipped, ill_formed)
+    return Opml(specs, skipped, ill_formed, empty_address)
+
+
+def _outline_name(line: int | None, label: str | None) -> str:
+    """An outline as a user finds it in the file: its line, and its title if it has one."""
+    where = f"line {line}" if line else "line unknown"
+    return f'{where} ("{label}")' if label else where
 
 
 # By local name and in any case: an OPML file in a namespace (xmlns="http://opml.org/spec2")
@@ -282,9 +296,10 @@ def _named_children(element: Any, name: str) -> list[Any]:
             if isinstance(child.tag, str) and etree.QName(child).localname.lower() == name]
 
 
-def _attribute(element: Any, name: str) -> str:
+def _attribute(element: Any, name: str) -> str | None:
+    """The attribute by local name in any case; None when the element has none."""
     return next((str(value) for key, value in element.attrib.items()
-                 if etree.QName(key).localname.lower() == name), "")
+                 if etree.QName(key).localname.lower() == name), None)
 
 
 # Link types that name a feed, and generic ones a feed is sometimes advertised with. The

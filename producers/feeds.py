@@ -41,7 +41,7 @@ from pathlib import Path
 
 from newsflow import outbox
 from newsflow.kafka import MessageTooLargeError, Stopped, unless_stopped
-from newsflow.metrics import Registry, textfile_path, write_textfile
+from newsflow.metrics import Registry, TextfileWriter, textfile_path
 from newsflow.processes import left_without_broker
 from newsflow.schemas import RawArticle, article_key, cut_text, feed_speaks_for
 from newsflow.settings import Settings
@@ -991,6 +991,7 @@ class ProducerLoop:
         self.failed = 0
         self.metrics = ProducerMetrics()
         self.metrics_path = textfile_path(settings.data_dir, "produce")
+        self.metrics_writer = TextfileWriter(self.metrics_path, "producer")
         self._metrics_written = 0.0
 
     def run(self, stop: threading.Event, *, until_idle: bool = False) -> None:
@@ -1077,7 +1078,12 @@ class ProducerLoop:
             # state and the fetcher until it ends, and the caller closes both once this
             # returns: wait for it (the process would wait for the thread at exit anyway).
             executor.shutdown(wait=True)
-            self.metrics_path.unlink(missing_ok=True)
+            try:
+                self.metrics_path.unlink(missing_ok=True)
+            except OSError as exc:
+                # (A data folder made read-only.) Raised, it made a stop asked for exit 1,
+                # with nothing lost; the file left is not served: its writer is gone.
+                logger.warning("could not remove the producer's metrics file: %s", exc)
 
     def _settle_outbox(self, kept: outbox.Outbox) -> None:
         """Drop what storage holds now from the outbox; past its bound, poll nothing new
@@ -1104,10 +1110,7 @@ class ProducerLoop:
         feeds = self.state.feeds(active_only=True)
         self.metrics.feeds.set(len(feeds))
         self.metrics.failing.set(sum(1 for f in feeds if f.error_count))
-        try:
-            write_textfile(self.metrics.registry, self.metrics_path)
-        except OSError as exc:
-            logger.debug("metrics not written: %s", exc)
+        self.metrics_writer.write(self.metrics.registry)
 
     def _poll_safely(self, feed: FeedRow, stop: threading.Event) -> PollResult:
         try:

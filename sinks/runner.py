@@ -30,7 +30,7 @@ from newsflow.kafka import (
     ensure_topics,
     make_consumer,
 )
-from newsflow.metrics import Registry, textfile_path, write_textfile
+from newsflow.metrics import Registry, TextfileWriter, textfile_path
 from newsflow.schemas import (
     INCIDENT_FIELDS_WRITTEN,
     DeadLetter,
@@ -228,7 +228,9 @@ class SinkRunner:
         # Next offset to commit per partition (covers buffered and dead-lettered messages).
         self.offsets: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
-        self._looked_up: set[TopicPartition] = set()
+        # Per partition looked up after a start or a rebalance: where this group reads it
+        # from, None when that could not be learnt (the lag is shown from the next commit).
+        self._read_from: dict[TopicPartition, int | None] = {}
         self._lag_reported: set[TopicPartition] = set()  # partitions whose lag is shown
         self.messages: list[Any] = []  # the buffered records' messages, for isolation
         self.letters: list[DeadLetter] = []  # dead letters not yet delivered
@@ -238,7 +240,7 @@ class SinkRunner:
         self.retry_at = 0.0
         self.last_flush = time.monotonic()
         self._metrics_written = 0.0
-        self._metrics_path = textfile_path(settings.data_dir, "sink")
+        self._metrics_writer = TextfileWriter(textfile_path(settings.data_dir, "sink"), "sink")
 
     # --- the loop ---------------------------------------------------------------
 
@@ -333,7 +335,7 @@ class SinkRunner:
         self.letters = []
         self.offsets = {}
         self.committed = {}
-        self._looked_up = set()
+        self._read_from = {}
         # A partition that stays ours keeps kafka-python's read position, past what was
         # just dropped: back to the committed offset, or the next commit would skip it.
         assert self.consumer is not None
@@ -529,7 +531,7 @@ class SinkRunner:
             self.metrics.errors.inc(stage="sink", kind="commit_failed")
             self.offsets = {}
             self.committed = {}
-            self._looked_up = set()
+            self._read_from = {}
             return False
         self.committed.update(pending)
         return True
@@ -588,17 +590,10 @@ class SinkRunner:
             self.metrics.lag.remove(group=self.group_id, topic=tp.topic, partition=str(tp.partition))
         self._lag_reported &= assigned
         for tp in assigned:
-            if tp not in self.committed and tp not in self._looked_up:
-                # After a start or a rebalance: what the group had committed before us.
-                self._looked_up.add(tp)
-                try:
-                    previous = self.consumer.committed(tp, timeout_ms=2000)
-                except KafkaError:
-                    previous = None
-                if previous is not None:
-                    self.committed[tp] = previous
+            if tp not in self.committed and tp not in self._read_from:
+                self._read_from[tp] = self._look_up_read_from(tp)
             end = self.consumer.highwater(tp)
-            done = self.committed.get(tp)
+            done = self.committed.get(tp, self._read_from.get(tp))
             if end is None or done is None:
                 continue
             self.metrics.lag.set(
@@ -606,12 +601,24 @@ class SinkRunner:
             )
             self._lag_reported.add(tp)
 
+    def _look_up_read_from(self, tp: TopicPartition) -> int | None:
+        """After a start or a rebalance: what the group had committed before us, or, with
+        nothing committed yet, the partition's first offset, where it reads from
+        (earliest). Counted only from a commit, a sink whose first write failed or hung
+        showed no lag at all, with every record of the topic waiting."""
+        assert self.consumer is not None
+        try:
+            previous = self.consumer.committed(tp, timeout_ms=2000)
+            if previous is not None:
+                self.committed[tp] = previous
+                return previous
+            return self.consumer.beginning_offsets([tp], timeout_ms=2000).get(tp)
+        except KafkaError:
+            return None
+
     def _write_metrics(self) -> None:
         self._metrics_written = time.monotonic()
-        try:
-            write_textfile(self.metrics.registry, self._metrics_path)
-        except OSError as exc:
-            logger.debug("cannot write metrics file %s: %s", self._metrics_path, exc)
+        self._metrics_writer.write(self.metrics.registry)
 
     def _close(self) -> None:
         self._write_metrics()

@@ -37,10 +37,10 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from newsflow.metrics import (
     CONTENT_TYPE,
     Registry,
+    TextfileWriter,
     metrics_dir,
     read_textfiles,
     textfile_path,
-    write_textfile,
 )
 from newsflow.schemas import ascii_host
 from newsflow.settings import Settings
@@ -1047,14 +1047,6 @@ def presence(url: str) -> Registry:
     return registry
 
 
-def write_presence(registry: Registry, settings: Settings) -> None:
-    path = textfile_path(settings.data_dir, "web")
-    try:
-        write_textfile(registry, path)
-    except OSError as exc:  # (a data folder it may only read) the page serves all the same
-        logger.debug("cannot write metrics file %s: %s", path, exc)
-
-
 def serve(settings: Settings, stop: threading.Event) -> None:
     """Serve until ``stop`` is set."""
     from newsflow.service import write_web_runfile
@@ -1067,14 +1059,21 @@ def serve(settings: Settings, stop: threading.Event) -> None:
     # Rewritten as the other roles rewrite their figures, so that `newsflow status` lists
     # the page (run apart too) and says when it has stopped writing.
     said = presence(server.url)
-    write_presence(said, settings)
+    # (A data folder it may only read: the page serves all the same.)
+    presence_writer = TextfileWriter(textfile_path(settings.data_dir, "web"), "web page")
+    presence_writer.write(said)
     logger.info("web page at %s", server.url)  # (once it is written: a test waits for it)
     try:
         while not stop.wait(PRESENCE_EVERY_S):
-            write_presence(said, settings)
+            presence_writer.write(said)
     finally:
         if settings.supervisor_pid is not None:
-            settings.web_runfile.unlink(missing_ok=True)
+            try:
+                settings.web_runfile.unlink(missing_ok=True)
+            except OSError as exc:
+                # (A data folder made read-only.) Raised, it made a stop asked for exit 1;
+                # the runfile left names a process gone, which is not taken for running.
+                logger.warning("could not remove the web page's runfile: %s", exc)
         server.shutdown()
         server.server_close()
         server.stores.reset()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,25 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs the shared evaluation data at {path} (present in CI, not in a plain clone)")
     return path
+
+
+@contextmanager
+def folder_nothing_may_be_removed_from(folder: Path) -> Iterator[None]:
+    """``folder`` made so that nothing in it may be made or removed (read-only to its
+    user), for the block. Root may remove anything from a folder it may not write to:
+    as root, ``chattr +i`` does it (or the test is skipped, saying why)."""
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(
+                ["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("as root, a folder nothing may be removed from needs chattr +i here")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        undo = ["chmod", "u+w", str(folder)]
+    try:
+        yield
+    finally:
+        subprocess.run(undo, check=True)
 
 
 def pathological_page(links: int = 100_000) -> bytes:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import sqlite3
+import string
 import subprocess
 import sys
 import time
@@ -88,6 +90,17 @@ def storage_problems(db: Path) -> list[str]:
             problems.append(f"{incident_id} counts {article_count} article(s),"
                             f" has {counted[incident_id]} places")
     return problems
+
+
+def filler_reports(folder: Path, count: int) -> Path:
+    """``count`` big reports of random words in ``folder`` (100 kB each, which the embedded
+    broker holds twice: raw, gzipped, and clean), to take it past a low memory limit."""
+    words = random.Random(11)
+    folder.mkdir()
+    for n in range(count):
+        text = " ".join("".join(words.choices(string.ascii_lowercase, k=7)) for _ in range(12_500))
+        (folder / f"{n:03}.txt").write_text(f"Filler report {n}\n{text}", "utf-8")
+    return folder
 
 
 class Service:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import signal
 import sqlite3
-import string
 import subprocess
 import sys
 import threading
@@ -26,7 +24,7 @@ from newsflow.kafka import Publisher, PublishError
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
 from producers.replay import read_articles, replay
-from tests.e2e.conftest import ROOT, Service, storage_problems
+from tests.e2e.conftest import ROOT, Service, filler_reports, storage_problems
 
 pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)
@@ -124,12 +122,7 @@ def test_a_recycle_while_a_publisher_never_pauses_loses_and_doubles_nothing(
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_EMBEDDED_BROKER_MAX_MB="40",
                             NEWSFLOW_STOP_DRAIN_S="10")
     settings = service_settings(service)
-    words = random.Random(11)
-    burst = tmp_path / "burst"
-    burst.mkdir()
-    for n in range(300):  # 30 MB of text the broker holds twice (raw, gzipped, and clean)
-        text = " ".join("".join(words.choices(string.ascii_lowercase, k=7)) for _ in range(12_500))
-        (burst / f"{n:03}.txt").write_text(f"Filler report {n}\n{text}", "utf-8")
+    burst = filler_reports(tmp_path / "burst", 300)  # 30 MB of text
     stream = reports(tmp_path / "stream", 8000, old_every=3)
     with steady(settings, stream, keep_each=False) as sent:
         service.newsflow("replay", "--quiet", str(burst))

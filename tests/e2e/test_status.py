@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Service, read_row
+from tests.e2e.conftest import ROOT, Service, filler_reports, read_row
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +79,28 @@ def test_status_of_a_running_service_its_problems_and_its_stop(start_service, tm
     assert stopped.returncode == 3, stopped.stdout + stopped.stderr
     assert stopped.stdout.startswith("newsflow run: not running on data folder")
     assert re.search(r"^  storage .*: 3 articles, 2 incidents", stopped.stdout, re.M), stopped.stdout
+
+
+def test_status_during_and_after_a_recycle_says_so_and_finds_no_problem(start_service, tmp_path):
+    """From a recycle of the embedded broker until the roles it restarts had reported
+    again (some 20 s), status exited 1: "process is not running (or has not reported
+    yet)", and so on for each, a healthcheck failing over what the service does by
+    design. It says the recycle instead, exit code 0."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_EMBEDDED_BROKER_MAX_MB="40")
+    burst = filler_reports(tmp_path / "burst", 200)  # (20 MB: past the 40 MB limit)
+    service.wait_for(lambda: "problems: none" in status(service).stdout, 60)
+    service.newsflow("replay", "--quiet", str(burst))
+    seen: list[subprocess.CompletedProcess[str]] = []
+
+    def reported_again_after_the_recycle() -> bool:
+        seen.append(status(service))
+        return ("embedded broker recycled" in service.log()
+                and "recycled 1 time" in seen[-1].stdout and "restarting" not in seen[-1].stdout)
+
+    service.wait_for(reported_again_after_the_recycle, 300)
+    assert [s.stdout for s in seen if s.returncode != 0] == []
+    assert any("restarting for the broker's recycle (not reported since)" in s.stdout
+               for s in seen), "no status was asked during the recycle"
 
 
 def test_status_names_and_asks_the_page_on_the_free_port_its_web_process_chose(start_service):

@@ -359,6 +359,41 @@ def test_a_poison_message_whose_letter_cannot_fit_is_dropped_and_the_sink_goes_o
     assert all(len(r.getMessage()) < 2000 for r in caplog.records if r.name == "sinks.runner")
 
 
+@contextmanager
+def sink_on_a_locked_database(
+        settings: Settings) -> Iterator[tuple[SinkRunner, sqlite3.Connection]]:
+    """A sink running, and another connection holding its SQLite database locked (its
+    ``ROLLBACK`` lets the sink write); the sink's tries 0.2 s apart."""
+    import sinks.sqlite as sqlite_module
+
+    ensure_topics(settings)
+    open_store(settings).close()  # (the schema, so the lock is the only fault)
+    blocker = sqlite3.connect(settings.sqlite_file, isolation_level=None, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2,
+                        backoff=Backoff(initial_s=0.2, cap_s=1.0))
+    sqlite_module.BUSY_TIMEOUT_S, saved = 0.2, sqlite_module.BUSY_TIMEOUT_S
+    try:
+        with running(runner):
+            try:
+                yield runner, blocker
+            finally:
+                if blocker.in_transaction:
+                    blocker.execute("ROLLBACK")  # (else the sink's stop waits on the lock)
+    finally:
+        sqlite_module.BUSY_TIMEOUT_S = saved
+        blocker.close()
+
+
+def sink_figures(settings: Settings) -> dict[str, float]:
+    """The sink's figures as `newsflow status` reads them from its metrics file."""
+    from newsflow.metrics import metrics_dir, running_textfiles
+    from newsflow.status import role_status
+
+    found = [role_status(t) for t in running_textfiles(metrics_dir(settings.data_dir))]
+    return found[0].figures if found else {}
+
+
 def test_locked_database_pauses_the_stream_and_it_catches_up(make_settings) -> None:
     settings = make_settings(incident_partitions=1)
     ensure_topics(settings)
@@ -409,19 +444,12 @@ def test_a_write_waiting_on_a_locked_database_shows_its_batch_and_lag_meanwhile(
     """While a write waits on storage (here an SQLite file another process holds locked;
     a frozen PostgreSQL alike), the metrics file `newsflow status` reads kept the figures
     of before the batch: lag 0, no write in progress, for as long as the write hung."""
-    from newsflow.metrics import metrics_dir, running_textfiles
-    from newsflow.status import role_status
-
     settings = make_settings(incident_partitions=1)
     ensure_topics(settings)
     import sinks.sqlite as sqlite_module
 
     # (The write waits on the lock until the blocker lets go, not its usual 5 s.)
     sqlite_module.BUSY_TIMEOUT_S, saved = 120.0, sqlite_module.BUSY_TIMEOUT_S
-
-    def sink_figures() -> dict[str, float]:
-        found = [role_status(t) for t in running_textfiles(metrics_dir(settings.data_dir))]
-        return found[0].figures if found else {}
 
     runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2)
     blocker = None
@@ -436,20 +464,39 @@ def test_a_write_waiting_on_a_locked_database_shows_its_batch_and_lag_meanwhile(
                 blocker.execute("BEGIN EXCLUSIVE")
                 publish(settings, [(settings.topic_incidents, "i1",
                                     incident("i1", v, [1]).to_bytes()) for v in (1, 2)])
-                wait_for(lambda: sink_figures().get("write_started_at", 0) > 0,
+                wait_for(lambda: sink_figures(settings).get("write_started_at", 0) > 0,
                          what="the figures of the write in progress")
-                figures = sink_figures()
+                figures = sink_figures(settings)
                 assert (figures["writing"], figures["lag"], figures["written"]) == (2, 2, 1)
             finally:
                 if blocker is not None and blocker.in_transaction:
                     blocker.execute("ROLLBACK")  # (else the sink's stop waits on the lock)
             wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 3, what="commit")
-            wait_for(lambda: sink_figures().get("written") == 3, what="the figures after it")
-            assert (sink_figures()["write_started_at"], sink_figures()["writing"]) == (0, 0)
+            wait_for(lambda: sink_figures(settings).get("written") == 3, what="the figures after it")
+            assert (sink_figures(settings)["write_started_at"], sink_figures(settings)["writing"]) == (0, 0)
     finally:
         sqlite_module.BUSY_TIMEOUT_S = saved
         if blocker is not None:
             blocker.close()
+
+
+def test_a_sink_with_nothing_committed_yet_shows_the_lag_from_the_partitions_start(
+        make_settings) -> None:
+    """A sink whose first write could not be made (the database locked, or down, from its
+    start) showed no lag at all in `newsflow status`, every record of its topics waiting:
+    the lag was counted from the group's commit, and there was none. It counts from where
+    the sink reads then, the partition's first offset, as the consumer-group tools do."""
+    settings = make_settings(incident_partitions=1)
+    with sink_on_a_locked_database(settings) as (runner, blocker):
+        publish(settings, [(settings.topic_incidents, "i1",
+                            incident("i1", v, [1]).to_bytes()) for v in (1, 2, 3)])
+        wait_for(lambda: runner.failing, what="the sink to notice the lock")
+        wait_for(lambda: sink_figures(settings).get("lag") == 3,
+                 what="the lag of the three records waiting")
+        assert committed(settings, settings.topic_incidents, 1) == 0
+        blocker.execute("ROLLBACK")
+        wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 3, what="commit")
+        wait_for(lambda: sink_figures(settings).get("lag") == 0, what="the lag after it")
 
 
 def test_a_sink_says_which_partitions_it_was_given(
@@ -717,40 +764,26 @@ def test_dead_letters_the_broker_does_not_take_pause_the_sink_for_them_not_stora
         assert broker.process is not None
         settings = make_settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
                                  incident_partitions=1)
-        ensure_topics(settings)
-        db = settings.sqlite_file
-        open_store(settings).close()  # (the schema)
-        blocker = sqlite3.connect(db, isolation_level=None, timeout=0)
-        blocker.execute("BEGIN EXCLUSIVE")
-        runner = SinkRunner(settings, threading.Event(), flush_interval_s=0.2,
-                            backoff=Backoff(initial_s=0.2, cap_s=1.0))
-        import sinks.sqlite as sqlite_module
-
-        sqlite_module.BUSY_TIMEOUT_S, saved = 0.2, sqlite_module.BUSY_TIMEOUT_S
-        try:
-            with running(runner):
-                publish(settings, [(settings.topic_incidents, "i1", b"not json"),
-                                   (settings.topic_incidents, "i1",
-                                    incident("i1", 1, []).to_bytes())])
-                wait_for(lambda: runner.failing and bool(runner.letters),
-                         what="a letter held while the database is locked")
-                os.kill(broker.process.pid, signal.SIGSTOP)
-                try:
-                    blocker.execute("ROLLBACK")
-                    wait_for(lambda: runner.metrics.errors.value(
-                        stage="sink", kind="dlq_unavailable") >= 1, 120,
-                        what="the sink to pause for its dead letters")
-                    assert runner.failing
-                    assert rows(db, "SELECT id FROM incidents") == [("i1",)]
-                    [sink] = [role_status(t) for t in running_textfiles(
-                        metrics_dir(settings.data_dir)) if t.role == "sink"]
-                    paused = runner.metrics.registry.render()
-                finally:
-                    os.kill(broker.process.pid, signal.SIGCONT)
-                wait_for(lambda: not runner.failing, 120, what="the letter delivered")
-        finally:
-            sqlite_module.BUSY_TIMEOUT_S = saved
-            blocker.close()
+        with sink_on_a_locked_database(settings) as (runner, blocker):
+            publish(settings, [(settings.topic_incidents, "i1", b"not json"),
+                               (settings.topic_incidents, "i1",
+                                incident("i1", 1, []).to_bytes())])
+            wait_for(lambda: runner.failing and bool(runner.letters),
+                     what="a letter held while the database is locked")
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            try:
+                blocker.execute("ROLLBACK")
+                wait_for(lambda: runner.metrics.errors.value(
+                    stage="sink", kind="dlq_unavailable") >= 1, 120,
+                    what="the sink to pause for its dead letters")
+                assert runner.failing
+                assert rows(settings.sqlite_file, "SELECT id FROM incidents") == [("i1",)]
+                [sink] = [role_status(t) for t in running_textfiles(
+                    metrics_dir(settings.data_dir)) if t.role == "sink"]
+                paused = runner.metrics.registry.render()
+            finally:
+                os.kill(broker.process.pid, signal.SIGCONT)
+            wait_for(lambda: not runner.failing, 120, what="the letter delivered")
     assert 'newsflow_sink_paused{reason="dead_letter_topic"} 1' in paused
     assert 'newsflow_sink_paused{reason="storage"} 0' in paused
     assert problems_of(True, True, [sink], None)[-1] == (

@@ -34,8 +34,8 @@ from newsflow.settings import Settings
 from sinks.models import Position
 from sinks.sqlite import SQLiteSink
 from sinks.store import make_sink
-from sinks.web import Handler, NewsflowServer, make_server
-from tests.conftest import wait_for
+from sinks.web import Handler, NewsflowServer, make_server, serve
+from tests.conftest import folder_nothing_may_be_removed_from, wait_for
 from tests.integration.conftest import client_certificate_dsn
 from tests.records import (
     moved_on,
@@ -219,6 +219,37 @@ def test_the_page_says_a_store_not_made_yet_is_made_by_the_sink(tmp_path: Path) 
         assert get(srv.url + "readyz")[:3:2] == (
             503, f"not ready: SQLite database {settings.sqlite_file.absolute()} {told}"
             " (see the service log)\n")
+
+
+def test_a_stop_with_a_read_only_data_folder_ends_the_page_without_an_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The page of a `newsflow run` whose data folder was made read-only: stopped by
+    SIGTERM it exited 1 ("Permission denied" removing its runfile), where nothing was
+    lost and the other roles exit 0. The runfile stays, said in a WARNING."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0, supervisor_pid=os.getpid())
+    settings.data_dir.mkdir()  # (as `newsflow run` made it)
+    stop = threading.Event()
+    raised: list[BaseException] = []
+
+    def serve_until_stopped() -> None:
+        try:
+            serve(settings, stop)
+        except BaseException as exc:  # (as the command would: its exit code 1)
+            raised.append(exc)
+
+    thread = threading.Thread(target=serve_until_stopped)
+    thread.start()
+    try:
+        wait_for(settings.web_runfile.exists, 30, "the page's runfile")
+        with folder_nothing_may_be_removed_from(settings.data_dir):
+            stop.set()
+            thread.join(timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert raised == [] and not thread.is_alive()
+    assert settings.web_runfile.exists()
+    assert "could not remove the web page's runfile" in caplog.text
 
 
 def test_readiness_names_the_store_without_the_drivers_error_or_the_password(

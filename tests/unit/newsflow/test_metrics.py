@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
-from newsflow.metrics import Registry, clear_textfiles, read_textfiles, write_textfile
+from newsflow.metrics import (
+    Registry,
+    TextfileWriter,
+    clear_textfiles,
+    read_textfiles,
+    write_textfile,
+)
 
 ME = os.getpid()
 
@@ -206,3 +213,28 @@ def test_a_labels_values_are_read_as_written_with_other_labels_before_them() -> 
     assert label_values(served, "newsflow_web_info", "url") == ["http://h:2/"]
     assert label_values(served, "newsflow_web_info", "rl") == []
     assert label_values(served, "newsflow_web", "url") == []
+
+
+def test_a_metrics_folder_that_cannot_be_written_is_said_once_and_so_is_its_mending(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A read-only metrics folder was said at DEBUG only by the roles (an operator saw
+    `newsflow status` call them silent, and no why), and at each write, every 10 s, by
+    the broker's. Here the folder is a file (a read-only folder needs a non-root user)."""
+    registry = Registry()
+    registry.gauge("nf_up", "Up").set(1)
+    metrics = tmp_path / "metrics"
+    writer = TextfileWriter(metrics / "sink-1.prom", "sink")
+    metrics.write_text("not a folder")
+    caplog.set_level(logging.DEBUG, logger="newsflow.metrics")
+    for _ in range(3):
+        assert writer.write(registry) is False
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(said) == 1 and said[0][0] == "WARNING"
+    assert f"cannot write the metrics of the sink in {metrics} (" in said[0][1]
+    caplog.clear()
+    metrics.unlink()
+    assert writer.write(registry) is True
+    assert writer.write(registry) is True
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert said == [("INFO", f"writing the metrics of the sink in {metrics} again")]
+    assert (metrics / "sink-1.prom").read_text().endswith("nf_up 1\n")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from newsflow.metrics import Textfile
 from newsflow.settings import Settings
 from newsflow.status import (
@@ -67,6 +65,35 @@ def test_processors_waiting_for_storage_are_said_to_wait_not_to_be_missing() -> 
                     counts={"articles": 0, "live_incidents": 0, "merged_incidents": 0})
     assert format_status(status, now=1000.0).splitlines()[2] == \
         "  process     pid 7, up 1 min: WAITING for storage (to rebuild its clustering window from)"
+
+
+def test_roles_a_recycle_restarts_are_not_missing_until_a_minute_after_it() -> None:
+    """A recycle of the embedded broker stops roles and starts them again: for some 20 s
+    status said "process is not running (or has not reported yet)", exit code 1."""
+    now = 10_000.0
+    sink = RoleStatus("sink", 8, 1.0, {})
+
+    def broker(**figures: float) -> RoleStatus:
+        return RoleStatus("broker", None, None, {"memory_bytes": 2**24, "recycles": 1.0, **figures})
+
+    missing = ["process is not running (or has not reported yet)",
+               "produce is not running (or has not reported yet)"]
+    assert problems_of(True, True, [broker(recycling=1.0), sink], None, now=now) == []
+    just_ended = broker(recycling=0.0, recycle_ended_at=now - 20)
+    assert problems_of(True, True, [just_ended, sink], None, now=now) == []
+    long_ended = broker(recycling=0.0, recycle_ended_at=now - 61)
+    assert problems_of(True, True, [long_ended, sink], None, now=now) == missing
+    assert problems_of(True, True, [broker(), sink], None, now=now) == missing
+    recycling = Status("var", running=True, kafka_embedded=True, kafka_bootstrap="127.0.0.1:9",
+                       roles=[broker(recycling=1.0), sink], storage="SQLite database x",
+                       restarting_for_recycle=["process", "produce"])
+    lines = format_status(recycling, now).splitlines()
+    assert lines[1].endswith("recycled 1 time; RECYCLING now (it stops the roles and starts"
+                             " them again)")
+    assert lines[4:6] == [
+        "  process     restarting for the broker's recycle (not reported since)",
+        "  produce     restarting for the broker's recycle (not reported since)"]
+    assert recycling.exit_code == HEALTHY
 
 
 def test_exit_codes_as_init_scripts_status() -> None:
@@ -152,29 +179,17 @@ def test_a_metrics_folder_it_may_only_read_is_read(tmp_path) -> None:
     run by a monitor allowed to read it only, failed on it (exit code 1, nothing said but
     "Operation not permitted"). The running ones are read; the other is left."""
     import os
-    import shutil
-    import stat
-    import subprocess
 
     from newsflow.metrics import Registry, running_textfiles, write_textfile
+    from tests.conftest import folder_nothing_may_be_removed_from
 
     metrics = tmp_path / "metrics"
     write_textfile(Registry(), metrics / f"sink-{os.getpid()}.prom")  # (this process runs)
     gone = metrics / "sink-999999.prom"
     gone.write_text("# newsflow writer 999999 started 1\nnewsflow_sink_written_total 1\n")
-    if os.geteuid() == 0:  # (root may remove anything from a folder it may not write to)
-        if shutil.which("chattr") is None or subprocess.run(
-                ["chattr", "+i", str(metrics)], capture_output=True).returncode != 0:
-            pytest.skip("as root, a folder nothing may be removed from needs chattr +i here")
-        undo = ["chattr", "-i", str(metrics)]
-    else:
-        metrics.chmod(stat.S_IRUSR | stat.S_IXUSR)
-        undo = ["chmod", "u+w", str(metrics)]
-    try:
+    with folder_nothing_may_be_removed_from(metrics):
         assert [t.name for t in running_textfiles(metrics)] == [f"sink-{os.getpid()}"]
         assert gone.exists()
-    finally:
-        subprocess.run(undo, check=True)
     assert [t.name for t in running_textfiles(metrics)] == [f"sink-{os.getpid()}"]
     assert not gone.exists()  # (removed by the next reader that may)
 

@@ -187,6 +187,22 @@ def test_an_import_says_which_feeds_it_left_out_and_why(tmp_path, capsys):
         "feed://c.example/rss left out: only http(s) feed addresses are polled"]
 
 
+def test_an_import_names_the_outlines_left_out_for_an_empty_address(tmp_path, capsys):
+    """An outline with xmlUrl="" (or only spaces), its address lost by an exporter, was
+    left out without a word: "imported 1 feed(s)" read as if the file held one."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    opml = tmp_path / "subs.opml"
+    assert _import_outlines(settings, opml, '\n<outline text="A" xmlUrl="https://a.example/feed"/>'
+                            '\n<outline text="B" title="Bee" xmlUrl=""/>'
+                            '\n<outline xmlUrl="   "/>'
+                            '\n<outline text="Folder"/>') == 0
+    out, err = capsys.readouterr()
+    assert out == f"imported 1 feed(s) from {opml}; 2 left out (empty xmlUrl)\n"
+    assert err.splitlines()[:2] == [  # (then a note: the state file is new; not the folder)
+        'the outline at line 3 ("Bee") left out: its xmlUrl holds no address',
+        "the outline at line 4 left out: its xmlUrl holds no address"]
+
+
 def test_a_feed_spelt_another_way_is_the_same_feed(tmp_path, capsys, caplog):
     """A fragment, the host's case or the default port made another feed: added, imported
     or listed twice so, it was polled twice and its articles published twice."""

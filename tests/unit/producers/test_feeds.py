@@ -34,7 +34,7 @@ from producers.fetch import FetchError, FetchResult
 from producers.politeness import HostBusy, HostLimiter
 from producers.state import FeedRow, FeedUpdate, StateStore
 from producers.urls import host_key
-from tests.conftest import wait_for
+from tests.conftest import folder_nothing_may_be_removed_from, wait_for
 
 # -- text caps ------------------------------------------------------------------
 
@@ -684,6 +684,21 @@ def test_the_loop_forgets_long_gone_entries_from_its_start(tmp_path, state):
     loop = make_loop(tmp_path, state, lambda a: None, lambda: None)
     loop.run(threading.Event(), until_idle=True)  # nothing due: it only starts
     assert state.unseen(feed.id, ["gone", "listed"]) == ["gone"]
+
+
+def test_a_stop_with_a_read_only_data_folder_ends_the_loop_without_an_error(
+        tmp_path, state, caplog):
+    """With the data folder made read-only, `newsflow produce` stopped by SIGTERM exited
+    1 ("Permission denied" removing its metrics file), where nothing was lost: the other
+    roles exit 0 then. The file stays, said in a WARNING."""
+    from newsflow.metrics import Registry, write_textfile
+
+    loop = make_loop(tmp_path, state, lambda a: None, lambda: None)
+    write_textfile(Registry(), loop.metrics_path)  # (as the running loop wrote it)
+    with folder_nothing_may_be_removed_from(loop.metrics_path.parent):
+        loop.run(threading.Event(), until_idle=True)
+    assert loop.metrics_path.exists()
+    assert "could not remove the producer's metrics file" in caplog.text
 
 
 def test_a_locked_state_file_pauses_the_loop_rather_than_ending_it(

@@ -186,6 +186,59 @@ def test_the_store_starts_over_when_the_file_is_cut_or_replaced(tmp_path: Path) 
         store.close()
 
 
+def test_a_file_moved_away_is_followed_by_a_new_one_of_what_comes_after(tmp_path: Path) -> None:
+    """Rotated by `mv` (logrotate's default): the sink's next batch makes a new file at
+    the path, holding no line the moved one holds; the readers read the new file only,
+    so an incident updated since lists the articles placed since, at its whole count.
+    (As the README's JSON Lines section says.)"""
+    path = tmp_path / "incidents.jsonl"
+    sink = JsonlSink(path)
+    before = [placed(1, "i1", 0), placed(2, "i1", 1), header("i1", 1, 2, added=[1, 2]),
+              placed(3, "i2", 2), header("i2", 1, 1, added=[3])]
+    sink.write(before)
+    store = load_jsonl_store(path)
+    try:
+        assert {s.id for s in store.list_incidents()} == {"i1", "i2"}
+        rotated = path.rename(tmp_path / "incidents.jsonl.1")
+        # (A record written before is not written again: a replay, a batch read again.)
+        sink.write([before[2], placed(4, "i1", 3), header("i1", 2, 3, added=[4])])
+        assert rotated.read_text().count("\n") == 5
+        assert [(d["incident_id"], d.get("incident_version"), (d.get("article") or {}).get("id"))
+                for d in map(json.loads, path.read_text().splitlines())] == [
+            ("i1", 1, "a4"), ("i1", None, None)]
+        assert [(s.id, s.version, s.article_count) for s in store.list_incidents()] == [
+            ("i1", 2, 3)]
+        detail = store.get_incident("i1")
+        assert detail is not None and [a.id for a in detail.articles] == ["a4"]
+    finally:
+        store.close()
+
+
+def test_a_file_copied_and_truncated_is_written_from_its_start_and_loses_what_came_between(
+        tmp_path: Path) -> None:
+    """Rotated by logrotate's copytruncate: the sink's next lines start the cut file (it
+    appends, so no hole of zero bytes before them) and the readers start over with it. A
+    line written between the copy and the cut is in neither file, and is not written
+    again: why the README advises `mv`."""
+    path = tmp_path / "incidents.jsonl"
+    sink = JsonlSink(path)
+    sink.write([incident("i1", 1), incident("i2", 1)])
+    store = load_jsonl_store(path)
+    try:
+        assert {s.id for s in store.list_incidents()} == {"i1", "i2"}
+        copy = tmp_path / "incidents.jsonl.1"
+        copy.write_bytes(path.read_bytes())
+        sink.write([incident("i3", 1)])  # (between the copy and the cut)
+        with path.open("rb+") as handle:
+            handle.truncate(0)
+        sink.write([incident("i3", 1), incident("i4", 1)])
+        assert lines(copy) == [("i1", 1), ("i2", 1)]
+        assert lines(path) == [("i4", 1)]  # (from its first byte: no zeros before it)
+        assert [s.id for s in store.list_incidents()] == ["i4"]
+    finally:
+        store.close()
+
+
 def test_search_says_the_file_has_no_article_text(tmp_path: Path) -> None:
     path = tmp_path / "incidents.jsonl"
     JsonlSink(path).write([incident("i1", 1), RawArticle(id="a0", title="Quake in Chile")])
