@@ -33,6 +33,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Container, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -1037,6 +1038,8 @@ class ProducerLoop:
                             self.owner, limit=free, lease_s=self.lease_s,
                             exclude=[f.id for f in inflight.values()],
                             max_interval_s=self.settings.poll_max_interval_s,
+                            per_host=self.settings.host_concurrency,
+                            busy_hosts=Counter(host_key(f.url) for f in inflight.values()),
                         )
                         for feed in claimed:
                             inflight[executor.submit(self._poll_safely, feed, stop)] = feed

@@ -1181,6 +1181,43 @@ def test_loop_marks_nothing_seen_when_the_broker_refuses(server, tmp_path):
         rig.close()
 
 
+def test_a_host_that_hangs_holds_no_more_poll_workers_than_its_slots(tmp_path):
+    """1,000 feeds on 20 hosts, one of them slow: every poll worker waited for that
+    host's two slots, and the other hosts' feeds were not polled for minutes. Six feeds
+    on a host whose answers hang (each cut by the fetch timeout) come first, then three
+    on a host that answers at once: those three are polled while the first two of the
+    hanging host's are, not after its feeds (its third is asked once one of its slots
+    is free)."""
+    from producers.feeds import ProducerLoop
+
+    data = shared_path("feeds").parent
+    with FeedServer(data, host="127.0.0.2") as stuck, FeedServer(data, host="127.0.0.3") as quick:
+        # One list for both servers: the order the requests arrived in.
+        quick.state.requests = stuck.state.requests
+        quick.state.lock = stuck.state.lock
+        rig = Rig(tmp_path, fetch_timeout_s=1.0)
+        try:
+            urls = [stuck.url(f"/slowheaders/{i}.xml") for i in range(6)]
+            urls += [quick.url(f"/gen/{i}.xml") for i in range(3)]
+            for due, url in enumerate(urls):  # the hanging host's feeds the most due
+                feed = rig.feed(url)
+                rig.state._conn.execute("UPDATE feeds SET next_poll = ? WHERE id = ?",
+                                        (due, feed.id))
+            loop = ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
+                                publish=lambda a: None, flush=lambda: None, workers=4)
+            loop.run(threading.Event(), until_idle=True)
+        finally:
+            rig.close()
+        arrived = [path for path, _headers in stuck.state.requests
+                   if path.startswith(("/slowheaders/", "/gen/"))]
+    assert sorted(arrived) == sorted(urlsplit(url).path for url in urls)
+    hanging = [i for i, path in enumerate(arrived) if path.startswith("/slowheaders/")]
+    answered = [i for i, path in enumerate(arrived) if path.startswith("/gen/")]
+    assert max(answered) < hanging[2], arrived
+    assert loop.metrics.polls.value(outcome="ok") == 3
+    assert loop.metrics.polls.value(outcome="error") == 6
+
+
 def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
     """A JSON API answer, an HTML page and an ill-formed feed with nothing recovered
     count as failures: in the state (`feeds list`), the poll outcome and the failing-feeds

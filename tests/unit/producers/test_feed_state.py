@@ -478,3 +478,17 @@ def test_a_state_file_that_cannot_be_used_is_named(tmp_path):
             open_it(garbage)
     with pytest.raises(sqlite3.DatabaseError, match=f"state file {tmp_path} cannot be used"):
         StateStore(tmp_path)  # a folder
+
+
+def test_a_claim_takes_at_most_a_hosts_share_of_its_feeds_counting_those_in_flight(tmp_path):
+    state = make(tmp_path)
+    for due, url in enumerate(["https://a.example/1", "https://A.example:443/2",
+                               "https://a.example/3", "http://a.example/4",
+                               "https://b.example/1", "https://b.example/2"]):
+        feed = state.upsert_feed(url, origin="config")
+        state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=due))
+    taken = state.claim_due("me", limit=10, lease_s=60, per_host=2,
+                            busy_hosts={"b.example:443": 1}, now=1000)
+    # a.example:443's two most due, a.example:80's, and b's one slot left.
+    assert [f.url for f in taken] == ["https://a.example/1", "https://a.example/2",
+                                      "http://a.example/4", "https://b.example/1"]
