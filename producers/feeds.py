@@ -1104,9 +1104,9 @@ class ProducerLoop:
 
     def _write_metrics(self) -> None:
         self._metrics_written = time.monotonic()
-        feeds = self.state.feeds(active_only=True)
-        self.metrics.feeds.set(len(feeds))
-        self.metrics.failing.set(sum(1 for f in feeds if f.error_count))
+        polled, failing = self.state.feed_counts()
+        self.metrics.feeds.set(polled)
+        self.metrics.failing.set(failing)
         try:
             write_textfile(self.metrics.registry, self.metrics_path)
         except OSError as exc:

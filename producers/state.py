@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS feeds (
     sites TEXT NOT NULL DEFAULT '[]'   -- the sites it speaks for besides its own (JSON)
 );
 CREATE INDEX IF NOT EXISTS feeds_due ON feeds (active, next_poll);
+-- Each poll asks whether another feed fetches its address (other_feed_at).
+CREATE INDEX IF NOT EXISTS feeds_url ON feeds (url);
 CREATE TABLE IF NOT EXISTS seen (
     feed_id INTEGER NOT NULL,
     entry_key TEXT NOT NULL,
@@ -552,6 +554,16 @@ class StateStore:
         with self._lock:
             rows = self._conn.execute(_feeds_query(active_only)).fetchall()
         return [FeedRow.from_row(r) for r in rows]
+
+    def feed_counts(self) -> tuple[int, int]:
+        """The feeds polled, and how many of them failed their last poll: counted by
+        SQLite, as the producer's figures are written every 10 s (reading every feed
+        for them took 4.5 s with 100,000 feeds, the poll loop waiting meanwhile)."""
+        with self._lock:
+            polled, failing = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(error_count > 0), 0) FROM feeds WHERE active = 1"
+            ).fetchone()
+        return polled, failing
 
     def other_feed_at(self, url: str, feed_id: int) -> FeedRow | None:
         """The first feed polled, other than ``feed_id``, that fetches ``url`` now."""
