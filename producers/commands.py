@@ -276,6 +276,9 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     # will not make): it is kept for its seen entries only, so that a second one-off poll
     # or a later `feeds add` of the URL publishes none of them again.
     feeds = [f for f in read_feeds(state_file, active_only=not args.all) if f.origin != "adhoc"]
+    polled = feeds  # (for the count at the end: the failing ones are among them)
+    if args.failing:  # among hundreds of feeds, the few to look at
+        feeds = [f for f in feeds if f.error_count]
     waiting = read_waiting_pages(state_file)
     columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors",
                "host paused", "seen", "pages waiting", "tags", "sites",
@@ -310,9 +313,13 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     where = f"state in {state_file}" if state_file.exists() else (
         f"no state file at {state_file.absolute()} yet: {_WHERE_THE_SERVICE_RUNS}")
     # (With --all, "1 feed(s)" of a state whose only feed was removed read as one polled.)
-    inactive = sum(1 for f in feeds if not f.active)
-    counted_feeds = f"{len(feeds)} feed(s)" if not inactive else (
-        f"{len(feeds) - inactive} feed(s) polled, {inactive} no longer (inactive)")
+    inactive = sum(1 for f in polled if not f.active)
+    counted_feeds = f"{len(polled)} feed(s)" if not inactive else (
+        f"{len(polled) - inactive} feed(s) polled, {inactive} no longer (inactive)")
+    failing = sum(1 for f in polled if f.active and f.error_count)
+    if failing:
+        counted_feeds += (f", {failing} failing" if args.failing
+                          else f", {failing} failing (`feeds list --failing` lists them)")
     print(
         f"{counted_feeds}; {where} "
         f"(the producer applies {settings.feeds_file} when it starts and when the file changes)",
@@ -552,6 +559,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     feeds_sub = feeds.add_subparsers(dest="feeds_command", required=True)
     ls = feeds_sub.add_parser("list", help="each feed's state")
     ls.add_argument("--all", action="store_true", help="include inactive feeds")
+    ls.add_argument("--failing", action="store_true",
+                    help="only the feeds whose last poll failed, with why")
     ls.set_defaults(func=cmd_feeds_list)
     imp = feeds_sub.add_parser("import", help="add the feeds of an OPML file")
     imp.add_argument("file", metavar="FILE.opml")

@@ -800,7 +800,7 @@ def test_a_one_off_poll_leaves_no_feed_in_the_listing_and_its_entries_seen(
 
     def listed() -> dict[str, str]:  # `feeds list --all`: the seen count of each feed
         capsys.readouterr()
-        assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
+        assert cmd_feeds_list(argparse.Namespace(all=True, failing=False), settings) == 0
         lines = capsys.readouterr().out.splitlines()[1:]
         return {line.split("\t")[0]: line.split("\t")[8] for line in lines}
 
@@ -1286,7 +1286,7 @@ def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
         assert loop.metrics.polls.value(outcome="ok") == 1
         loop._write_metrics()
         assert loop.metrics.failing.value() == 3
-        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+        cmd_feeds_list(argparse.Namespace(all=False, failing=False), rig.settings)
         listing = {line.split("\t")[0]: line.split("\t")[6]
                    for line in capsys.readouterr().out.splitlines()[1:]}
         assert listing[urls["html"]] == "1 (not a feed: an HTML page (text/html))"
@@ -1309,7 +1309,7 @@ def test_feeds_list_names_a_feed_as_its_articles_source_and_its_title_apart(
         named = rig.state.upsert_feed(server.url("/custom/titled.xml?named"), origin="config",
                                       name="Akron Daily")
         (named_article,) = rig.poll_feed(named).articles
-        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+        cmd_feeds_list(argparse.Namespace(all=False, failing=False), rig.settings)
     finally:
         rig.close()
     header, *rows = capsys.readouterr().out.splitlines()
@@ -1334,7 +1334,7 @@ def test_feeds_list_shows_what_a_feed_sends_as_text_not_terminal_controls(server
     try:
         for name in ("escapes.json", "escapes.html"):
             rig.poll(server.url(f"/custom/{name}"))
-        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+        cmd_feeds_list(argparse.Namespace(all=False, failing=False), rig.settings)
     finally:
         rig.close()
     out = capsys.readouterr().out
@@ -1775,7 +1775,7 @@ def test_a_redirect_from_https_to_http_is_refused_and_not_saved(server, tmp_path
     assert row.last_error is not None and row.last_error.startswith("downgrade: ")
     assert target in row.last_error and "not followed" in row.last_error
     assert not any(path.startswith("/feeds/miniflux") for path, _ in server.state.requests)
-    cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+    cmd_feeds_list(argparse.Namespace(all=False, failing=False), rig.settings)
     listed = capsys.readouterr().out
     assert "downgrade: " in listed and feed_url in listed
 
