@@ -264,7 +264,7 @@ def test_adding_a_feed_again_changes_only_the_options_given(tmp_path, capsys):
 
 
 def _remove(settings: Settings, url: str) -> int:
-    return cmd_feeds_remove(argparse.Namespace(url=url), settings)
+    return cmd_feeds_remove(argparse.Namespace(urls=[url]), settings)
 
 
 def test_a_feed_added_by_a_command_is_removed_by_one(tmp_path, capsys):
@@ -292,6 +292,36 @@ def test_a_feed_added_by_a_command_is_removed_by_one(tmp_path, capsys):
         assert f"no feed {url} is polled" in capsys.readouterr().err
         assert _add(settings, url) == 0
         assert [(f.id, f.active, f.next_poll) for f in state.feeds()] == [(row.id, True, 0)]
+    finally:
+        state.close()
+
+
+def test_feeds_remove_takes_many_feeds_at_once(tmp_path, capsys):
+    """Of 500 feeds imported from an OPML file, 250 to remove were 250 commands (7.5
+    minutes on a busy machine): one command takes them all, says what it did of each,
+    and exits 1 when one of them was not removed."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    settings.feeds_file.write_text('[[feed]]\nurl = "https://listed.example/feed"\n')
+    state = StateStore(settings.producer_state_file)
+    try:
+        sync_feeds_file(state, settings.feeds_file)
+        urls = [f"https://site{i}.example/feed" for i in range(5)]
+        for url in urls:
+            state.upsert_feed(url, origin="opml")
+        capsys.readouterr()
+        assert cmd_feeds_remove(argparse.Namespace(urls=urls[:3]), settings) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert [line.split(" (")[0] for line in out] == [f"removed {url}" for url in urls[:3]]
+        assert sorted(f.url for f in state.feeds(active_only=True)) == [
+            "https://listed.example/feed", *urls[3:]]
+        given = [urls[3], "https://listed.example/feed", "https://never.example/feed", urls[4]]
+        assert cmd_feeds_remove(argparse.Namespace(urls=given), settings) == 1
+        captured = capsys.readouterr()
+        assert [line.split(" (")[0] for line in captured.out.splitlines()] == [
+            f"removed {urls[3]}", f"removed {urls[4]}"]
+        assert "https://listed.example/feed is listed in" in captured.err
+        assert "no feed https://never.example/feed is polled" in captured.err
+        assert [f.url for f in state.feeds(active_only=True)] == ["https://listed.example/feed"]
     finally:
         state.close()
 
