@@ -1250,6 +1250,32 @@ def test_the_producers_figures_count_the_feeds_without_reading_each(tmp_path, mo
         rig.close()
 
 
+def test_a_stop_ends_a_fetch_that_a_server_holds_unanswered(server, tmp_path):
+    """Among 1,000 feeds some host hangs: a producer stopping while it waited on one
+    waited for the fetch's deadline (30 s), and `newsflow run` killed it at 20 s
+    ("produce did not stop in 20s; killing it"). The fetch ends at the stop, while the
+    server still holds the request, as one not asked: no error of the feed's."""
+    stop = threading.Event()
+    rig = Rig(tmp_path, stop=stop, fetch_timeout_s=600.0)
+    try:
+        feed = rig.feed(server.url("/held/feed.xml"))
+        polls: list[PollResult] = []
+        poll = threading.Thread(target=lambda: polls.append(rig.poller.poll(feed, stop)))
+        poll.start()
+        wait_for(lambda: server.state.counts["/held/feed.xml"] == 1, 30,
+                 "the request reached the server")
+        stop.set()
+        poll.join(120)
+        assert not poll.is_alive()
+        assert not server.state.release.is_set()  # ended before the server answered
+        [result] = polls
+        assert result.update.error is None and result.update.error_count == 0
+        assert result.articles == []
+    finally:
+        server.state.release.set()
+        rig.close()
+
+
 def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
     """A JSON API answer, an HTML page and an ill-formed feed with nothing recovered
     count as failures: in the state (`feeds list`), the poll outcome and the failing-feeds
