@@ -480,8 +480,11 @@ def _role_line(r: RoleStatus, now: float) -> str:
     elif r.role == "web":
         parts.append(f"{r.address}{' (does not answer)' if r.answers is False else ''}")
     elif r.role == "produce":
+        failing = int(f.get("feeds_failing", 0))
+        # Among hundreds of feeds, where the failing ones are listed.
+        listed = ": `newsflow feeds list --failing`" if failing else ""
         parts.append(f"{counted(int(f.get('feeds', 0)), 'feed', 'feeds')}"
-                     f" ({int(f.get('feeds_failing', 0))} failing), "
+                     f" ({failing} failing{listed}), "
                      f"{counted(int(f.get('published', 0)), 'article', 'articles')} published")
         if "outbox_articles" in f:
             parts.append(f"outbox {counted(int(f['outbox_articles']), 'article', 'articles')}"

@@ -33,6 +33,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Container, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -1038,6 +1039,8 @@ class ProducerLoop:
                             self.owner, limit=free, lease_s=self.lease_s,
                             exclude=[f.id for f in inflight.values()],
                             max_interval_s=self.settings.poll_max_interval_s,
+                            per_host=self.settings.host_concurrency,
+                            busy_hosts=Counter(host_key(f.url) for f in inflight.values()),
                         )
                         for feed in claimed:
                             inflight[executor.submit(self._poll_safely, feed, stop)] = feed
@@ -1107,9 +1110,9 @@ class ProducerLoop:
 
     def _write_metrics(self) -> None:
         self._metrics_written = time.monotonic()
-        feeds = self.state.feeds(active_only=True)
-        self.metrics.feeds.set(len(feeds))
-        self.metrics.failing.set(sum(1 for f in feeds if f.error_count))
+        polled, failing = self.state.feed_counts()
+        self.metrics.feeds.set(polled)
+        self.metrics.failing.set(failing)
         self.metrics_writer.write(self.metrics.registry)
 
     def _poll_safely(self, feed: FeedRow, stop: threading.Event) -> PollResult:

@@ -27,7 +27,7 @@ import httpcore
 import httpx
 from httpcore._backends.sync import SyncStream
 
-from producers.politeness import HostLimiter
+from producers.politeness import HostBusy, HostLimiter
 from producers.urls import address_refusal, host_key, is_http_url
 
 logger = logging.getLogger(__name__)
@@ -70,14 +70,24 @@ class FetchResult:
         return self.headers.get("content-type", "")
 
 
-# The monotonic time by which the thread's current request must be complete.
+# The monotonic time by which the thread's current request must be complete (``at``),
+# and what says the producer is stopping (``stopping``).
 _request_deadline = threading.local()
+
+# How long one read waits before it looks whether the producer is stopping.
+STOP_CHECK_S = 0.5
+
+
+class _StoppedRead(httpcore.ReadError):
+    """A read ended by the producer's stop (``_DeadlineStream``)."""
 
 
 class _DeadlineStream(SyncStream):
     """A socket stream whose reads end at the request's deadline: the read timeout
     alone lets a server that trickles its status line and headers, a byte at a time,
-    hold a worker (and a slot of its host) for hours."""
+    hold a worker (and a slot of its host) for hours. And at a stop: a server that holds
+    a request held the producer's stop up to the deadline (30 s), past the 20 s its
+    supervisor gives it before a SIGKILL, so each read waits in slices."""
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         until = getattr(_request_deadline, "at", None)
@@ -86,7 +96,20 @@ class _DeadlineStream(SyncStream):
             if left <= 0:
                 raise httpcore.ReadTimeout("response not complete by the request's deadline")
             timeout = left if timeout is None else min(timeout, left)
-        return super().read(max_bytes, timeout)
+        stopping: Callable[[], bool] | None = getattr(_request_deadline, "stopping", None)
+        if stopping is None:
+            return super().read(max_bytes, timeout)
+        ends = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if stopping():
+                raise _StoppedRead("the producer is stopping")
+            left = None if ends is None else ends - time.monotonic()
+            try:
+                return super().read(
+                    max_bytes, STOP_CHECK_S if left is None else max(0.0, min(left, STOP_CHECK_S)))
+            except httpcore.ReadTimeout:
+                if ends is not None and time.monotonic() >= ends:
+                    raise
 
     def start_tls(
         self,
@@ -324,6 +347,7 @@ class Fetcher:
     ) -> tuple[int, dict[str, str], bytes, bool]:
         with self.limiter.slot(host_key(url), max_wait_s=max_wait_s):
             deadline = _request_deadline.at = time.monotonic() + self.deadline_s
+            _request_deadline.stopping = self.limiter.stopping
             try:
                 with self._client.stream("GET", url, headers=dict(headers or {})) as resp:
                     status = resp.status_code
@@ -356,10 +380,16 @@ class Fetcher:
                 # Bytes that are not the gzip (deflate, br) their Content-Encoding says: the
                 # server's fault, not the network's.
                 raise FetchError("decoding", f"{type(exc).__name__}: {exc}") from exc
+            except httpx.ReadError as exc:
+                if self.limiter.stopping():
+                    # Cut by the stop: not asked, as a request still waiting for its slot
+                    # (no error of the feed's or its page's, no try used).
+                    raise HostBusy(host_key(url), 0.0) from exc
+                raise FetchError("network", f"{type(exc).__name__}: {exc}") from exc
             except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
                 raise FetchError("network", f"{type(exc).__name__}: {exc}") from exc
             finally:
-                _request_deadline.at = None
+                _request_deadline.at = _request_deadline.stopping = None
         body = b"".join(chunks)
         if truncated:
             body = body[: self.max_bytes]

@@ -49,6 +49,10 @@ class HostLimiter:
         self._hosts: dict[str, _HostState] = {}
         self._cond = threading.Condition()
 
+    def stopping(self) -> bool:
+        """Whether the stop given is set: a request under way ends then too (fetch.py)."""
+        return self._stop is not None and self._stop.is_set()
+
     def pause(self, host: str, seconds: float) -> None:
         """No request to ``host`` starts for ``seconds`` (a Retry-After from it)."""
         with self._cond:
@@ -69,8 +73,7 @@ class HostLimiter:
                 state = self._state(host)
                 now = self._clock()
                 pause = state.paused_until - now
-                stopping = self._stop is not None and self._stop.is_set()
-                if pause > max_wait_s or stopping:
+                if pause > max_wait_s or self.stopping():
                     raise HostBusy(host, max(0.0, pause))
                 ready_at = max(state.next_start, state.paused_until)
                 if state.in_flight < self.concurrency and ready_at <= now:

@@ -82,6 +82,8 @@ class ServerState:
     robots: str = "User-agent: *\nDisallow: /private/\n"
     # /custom/<name>: a body a test sets, with its content type.
     custom: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    # /held/...: no answer at all until this is set (at the latest when the server stops).
+    release: threading.Event = field(default_factory=threading.Event)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -194,6 +196,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._slow()
         if path.startswith("/slowheaders/"):
             return self._slow_headers()
+        if path.startswith("/held/"):  # a server that takes the request and says nothing
+            state.release.wait(300)
+            return self._send(503)
         if path == "/huge.xml":
             return self._huge(int(query.get("mb", ["30"])[0]))
         if path.startswith("/gen/"):
@@ -377,6 +382,7 @@ class FeedServer(ThreadingHTTPServer):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.state.release.set()
         self.shutdown()
         self.server_close()
 

@@ -817,7 +817,7 @@ def test_a_one_off_poll_leaves_no_feed_in_the_listing_and_its_entries_seen(
 
     def listed() -> dict[str, str]:  # `feeds list --all`: the seen count of each feed
         capsys.readouterr()
-        assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
+        assert cmd_feeds_list(argparse.Namespace(all=True, failing=False), settings) == 0
         lines = capsys.readouterr().out.splitlines()[1:]
         return {line.split("\t")[0]: line.split("\t")[8] for line in lines}
 
@@ -1198,6 +1198,101 @@ def test_loop_marks_nothing_seen_when_the_broker_refuses(server, tmp_path):
         rig.close()
 
 
+def test_a_host_that_hangs_holds_no_more_poll_workers_than_its_slots(tmp_path):
+    """1,000 feeds on 20 hosts, one of them slow: every poll worker waited for that
+    host's two slots, and the other hosts' feeds were not polled for minutes. Six feeds
+    on a host whose answers hang (each cut by the fetch timeout) come first, then three
+    on a host that answers at once: those three are polled while the first two of the
+    hanging host's are, not after its feeds (its third is asked once one of its slots
+    is free)."""
+    from producers.feeds import ProducerLoop
+
+    data = shared_path("feeds").parent
+    with FeedServer(data, host="127.0.0.2") as stuck, FeedServer(data, host="127.0.0.3") as quick:
+        # One list for both servers: the order the requests arrived in.
+        quick.state.requests = stuck.state.requests
+        quick.state.lock = stuck.state.lock
+        rig = Rig(tmp_path, fetch_timeout_s=1.0)
+        try:
+            urls = [stuck.url(f"/slowheaders/{i}.xml") for i in range(6)]
+            urls += [quick.url(f"/gen/{i}.xml") for i in range(3)]
+            for due, url in enumerate(urls):  # the hanging host's feeds the most due
+                feed = rig.feed(url)
+                rig.state._conn.execute("UPDATE feeds SET next_poll = ? WHERE id = ?",
+                                        (due, feed.id))
+            loop = ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
+                                publish=lambda a: None, flush=lambda: None, workers=4)
+            loop.run(threading.Event(), until_idle=True)
+        finally:
+            rig.close()
+        arrived = [path for path, _headers in stuck.state.requests
+                   if path.startswith(("/slowheaders/", "/gen/"))]
+    assert sorted(arrived) == sorted(urlsplit(url).path for url in urls)
+    hanging = [i for i, path in enumerate(arrived) if path.startswith("/slowheaders/")]
+    answered = [i for i, path in enumerate(arrived) if path.startswith("/gen/")]
+    assert max(answered) < hanging[2], arrived
+    assert loop.metrics.polls.value(outcome="ok") == 3
+    assert loop.metrics.polls.value(outcome="error") == 6
+
+
+def test_the_producers_figures_count_the_feeds_without_reading_each(tmp_path, monkeypatch):
+    """Written every 10 s by the poll loop: they read every feed, 4.5 s with 100,000
+    feeds (the loop claiming and delivering nothing meanwhile), 45 ms with 1,000."""
+    from producers.feeds import ProducerLoop
+
+    rig = Rig(tmp_path)
+    try:
+        with rig.state._tx() as conn:
+            conn.executemany(
+                "INSERT INTO feeds (url, origin_url, origin, error_count, active)"
+                " VALUES (?, ?, 'opml', ?, ?)",
+                [(f"https://site{i}.example/feed", f"https://site{i}.example/feed",
+                  int(i % 100 == 0), int(i % 1000 != 1)) for i in range(5000)],
+            )
+        loop = ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
+                            publish=lambda a: None, flush=lambda: None, workers=1)
+        built: list[FeedRow] = []
+        from_row = FeedRow.from_row
+
+        def counted_from_row(row: tuple) -> FeedRow:  # type: ignore[type-arg]
+            built.append(from_row(row))
+            return built[-1]
+
+        monkeypatch.setattr(FeedRow, "from_row", counted_from_row)
+        loop._write_metrics()
+        assert loop.metrics.feeds.value() == 4995
+        assert loop.metrics.failing.value() == 50
+        assert built == []
+    finally:
+        rig.close()
+
+
+def test_a_stop_ends_a_fetch_that_a_server_holds_unanswered(server, tmp_path):
+    """Among 1,000 feeds some host hangs: a producer stopping while it waited on one
+    waited for the fetch's deadline (30 s), and `newsflow run` killed it at 20 s
+    ("produce did not stop in 20s; killing it"). The fetch ends at the stop, while the
+    server still holds the request, as one not asked: no error of the feed's."""
+    stop = threading.Event()
+    rig = Rig(tmp_path, stop=stop, fetch_timeout_s=600.0)
+    try:
+        feed = rig.feed(server.url("/held/feed.xml"))
+        polls: list[PollResult] = []
+        poll = threading.Thread(target=lambda: polls.append(rig.poller.poll(feed, stop)))
+        poll.start()
+        wait_for(lambda: server.state.counts["/held/feed.xml"] == 1, 30,
+                 "the request reached the server")
+        stop.set()
+        poll.join(120)
+        assert not poll.is_alive()
+        assert not server.state.release.is_set()  # ended before the server answered
+        [result] = polls
+        assert result.update.error is None and result.update.error_count == 0
+        assert result.articles == []
+    finally:
+        server.state.release.set()
+        rig.close()
+
+
 def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
     """A JSON API answer, an HTML page and an ill-formed feed with nothing recovered
     count as failures: in the state (`feeds list`), the poll outcome and the failing-feeds
@@ -1234,7 +1329,7 @@ def test_a_200_that_gives_no_feed_is_a_failed_poll(server, tmp_path, capsys):
         assert loop.metrics.polls.value(outcome="ok") == 1
         loop._write_metrics()
         assert loop.metrics.failing.value() == 3
-        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+        cmd_feeds_list(argparse.Namespace(all=False, failing=False), rig.settings)
         listing = {line.split("\t")[0]: line.split("\t")[6]
                    for line in capsys.readouterr().out.splitlines()[1:]}
         assert listing[urls["html"]] == "1 (not a feed: an HTML page (text/html))"
@@ -1257,7 +1352,7 @@ def test_feeds_list_names_a_feed_as_its_articles_source_and_its_title_apart(
         named = rig.state.upsert_feed(server.url("/custom/titled.xml?named"), origin="config",
                                       name="Akron Daily")
         (named_article,) = rig.poll_feed(named).articles
-        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+        cmd_feeds_list(argparse.Namespace(all=False, failing=False), rig.settings)
     finally:
         rig.close()
     header, *rows = capsys.readouterr().out.splitlines()
@@ -1282,7 +1377,7 @@ def test_feeds_list_shows_what_a_feed_sends_as_text_not_terminal_controls(server
     try:
         for name in ("escapes.json", "escapes.html"):
             rig.poll(server.url(f"/custom/{name}"))
-        cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+        cmd_feeds_list(argparse.Namespace(all=False, failing=False), rig.settings)
     finally:
         rig.close()
     out = capsys.readouterr().out
@@ -1723,7 +1818,7 @@ def test_a_redirect_from_https_to_http_is_refused_and_not_saved(server, tmp_path
     assert row.last_error is not None and row.last_error.startswith("downgrade: ")
     assert target in row.last_error and "not followed" in row.last_error
     assert not any(path.startswith("/feeds/miniflux") for path, _ in server.state.requests)
-    cmd_feeds_list(argparse.Namespace(all=False), rig.settings)
+    cmd_feeds_list(argparse.Namespace(all=False, failing=False), rig.settings)
     listed = capsys.readouterr().out
     assert "downgrade: " in listed and feed_url in listed
 

@@ -300,3 +300,17 @@ def test_the_folders_written_to_are_the_data_folder_and_the_sinks() -> None:
     assert set(written_folders(sqlite).values()) == {Path("/srv/var"), Path("/db")}
     jsonl = Settings(data_dir="/srv/var", sink="jsonl", jsonl_path="/out/incidents.jsonl")
     assert set(written_folders(jsonl).values()) == {Path("/srv/var"), Path("/out")}
+
+
+def test_the_producers_line_says_where_its_failing_feeds_are_listed() -> None:
+    """With 1,000 feeds, 150 of them failing, status counted them and said no more."""
+    def produce_line(failing: int) -> str:
+        produce = RoleStatus("produce", 9, 65.0, {"feeds": 1000, "feeds_failing": failing,
+                                                  "published": 3})
+        status = Status("var", running=False, roles=[produce])
+        return format_status(status, now=1000.0).splitlines()[2]
+
+    assert produce_line(150) == ("  produce     pid 9, up 1 min: 1000 feeds (150 failing:"
+                                 " `newsflow feeds list --failing`), 3 articles published")
+    assert produce_line(0) == ("  produce     pid 9, up 1 min: 1000 feeds (0 failing),"
+                               " 3 articles published")

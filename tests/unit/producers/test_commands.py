@@ -33,7 +33,7 @@ def test_feeds_list_shows_the_state_and_changes_nothing(tmp_path, capsys):
     for listed_in_file in (None, "https://c.example/feed"):  # no file, then another feed
         if listed_in_file:
             settings.feeds_file.write_text(f'[[feed]]\nurl = "{listed_in_file}"\n')
-        assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
+        assert cmd_feeds_list(argparse.Namespace(all=True, failing=False), settings) == 0
         out = capsys.readouterr().out
         assert "https://a.example/feed\t" in out and "https://b.example/feed\t" in out
         assert "inactive" not in out and "c.example" not in out
@@ -70,11 +70,36 @@ def test_poll_without_a_broker_names_the_runfile_it_looked_for(tmp_path):
 
 def test_feeds_list_without_a_state_file_creates_none(tmp_path, capsys):
     settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
-    assert cmd_feeds_list(argparse.Namespace(all=False), settings) == 0
+    assert cmd_feeds_list(argparse.Namespace(all=False, failing=False), settings) == 0
     captured = capsys.readouterr()
     assert captured.out.count("\n") == 1  # the header only
     assert "0 feed(s); no state file at" in captured.err
     assert not (tmp_path / "var").exists()
+
+
+def test_feeds_list_failing_lists_the_feeds_whose_last_poll_failed(tmp_path, capsys):
+    """With 1,000 feeds the listing is 1,000 lines, the failing ones scattered among
+    them (by address): `--failing` lists those alone, and the count at the end says how
+    many there are."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    state = StateStore(settings.producer_state_file)
+    for i in range(30):
+        feed = state.upsert_feed(f"https://site{i:02}.example/feed", origin="opml")
+        failed = i % 10 == 3
+        state.record(feed.id, None, FeedUpdate(
+            status=500 if failed else 200, error="HTTP 500" if failed else None,
+            next_poll=0, error_count=int(failed)))
+    state.close()
+    assert cmd_feeds_list(argparse.Namespace(all=False, failing=False), settings) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 31
+    assert "30 feed(s), 3 failing (`feeds list --failing` lists them);" in captured.err
+    assert cmd_feeds_list(argparse.Namespace(all=False, failing=True), settings) == 0
+    captured = capsys.readouterr()
+    listed = [line.split("\t") for line in captured.out.splitlines()[1:]]
+    assert [(row[0], row[6]) for row in listed] == [
+        (f"https://site{i}.example/feed", "1 (HTTP 500)") for i in ("03", "13", "23")]
+    assert "30 feed(s), 3 failing;" in captured.err
 
 
 def test_feeds_list_says_when_the_feeds_file_is_unusable(tmp_path, capsys):
@@ -82,12 +107,12 @@ def test_feeds_list_says_when_the_feeds_file_is_unusable(tmp_path, capsys):
     if the file's feeds were simply not there yet."""
     settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
     settings.feeds_file.write_text('[[feed]\nurl = "https://a.example/feed"\n')
-    assert cmd_feeds_list(argparse.Namespace(all=False), settings) == 0
+    assert cmd_feeds_list(argparse.Namespace(all=False, failing=False), settings) == 0
     err = capsys.readouterr().err
     assert ("warning: the feeds file is unusable, so the producer keeps the feeds as they were: "
             f"{settings.feeds_file}: Expected ']]'") in err
     settings.feeds_file.write_text('[[feed]]\nurl = "https://a.example/feed"\n')
-    assert cmd_feeds_list(argparse.Namespace(all=False), settings) == 0
+    assert cmd_feeds_list(argparse.Namespace(all=False, failing=False), settings) == 0
     assert "warning" not in capsys.readouterr().err
 
 
@@ -255,7 +280,7 @@ def test_adding_a_feed_again_changes_only_the_options_given(tmp_path, capsys):
 
 
 def _remove(settings: Settings, url: str) -> int:
-    return cmd_feeds_remove(argparse.Namespace(url=url), settings)
+    return cmd_feeds_remove(argparse.Namespace(urls=[url]), settings)
 
 
 def test_a_feed_added_by_a_command_is_removed_by_one(tmp_path, capsys):
@@ -283,6 +308,36 @@ def test_a_feed_added_by_a_command_is_removed_by_one(tmp_path, capsys):
         assert f"no feed {url} is polled" in capsys.readouterr().err
         assert _add(settings, url) == 0
         assert [(f.id, f.active, f.next_poll) for f in state.feeds()] == [(row.id, True, 0)]
+    finally:
+        state.close()
+
+
+def test_feeds_remove_takes_many_feeds_at_once(tmp_path, capsys):
+    """Of 500 feeds imported from an OPML file, 250 to remove were 250 commands (7.5
+    minutes on a busy machine): one command takes them all, says what it did of each,
+    and exits 1 when one of them was not removed."""
+    settings = Settings(data_dir=tmp_path / "var", feeds_file=tmp_path / "feeds.toml")
+    settings.feeds_file.write_text('[[feed]]\nurl = "https://listed.example/feed"\n')
+    state = StateStore(settings.producer_state_file)
+    try:
+        sync_feeds_file(state, settings.feeds_file)
+        urls = [f"https://site{i}.example/feed" for i in range(5)]
+        for url in urls:
+            state.upsert_feed(url, origin="opml")
+        capsys.readouterr()
+        assert cmd_feeds_remove(argparse.Namespace(urls=urls[:3]), settings) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert [line.split(" (")[0] for line in out] == [f"removed {url}" for url in urls[:3]]
+        assert sorted(f.url for f in state.feeds(active_only=True)) == [
+            "https://listed.example/feed", *urls[3:]]
+        given = [urls[3], "https://listed.example/feed", "https://never.example/feed", urls[4]]
+        assert cmd_feeds_remove(argparse.Namespace(urls=given), settings) == 1
+        captured = capsys.readouterr()
+        assert [line.split(" (")[0] for line in captured.out.splitlines()] == [
+            f"removed {urls[3]}", f"removed {urls[4]}"]
+        assert "https://listed.example/feed is listed in" in captured.err
+        assert "no feed https://never.example/feed is polled" in captured.err
+        assert [f.url for f in state.feeds(active_only=True)] == ["https://listed.example/feed"]
     finally:
         state.close()
 
@@ -384,7 +439,7 @@ def test_feeds_list_shows_a_next_poll_past_the_year_9999(tmp_path, capsys):
             state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=next_poll))
     finally:
         state.close()
-    assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
+    assert cmd_feeds_list(argparse.Namespace(all=True, failing=False), settings) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     column = header.split("\t").index("next poll (UTC)")
     assert [row.split("\t")[column] for row in rows] == [
@@ -448,7 +503,7 @@ def test_feeds_list_gives_a_feed_no_longer_polled_no_next_poll(tmp_path, capsys)
         state.close()
     assert _remove(settings, url) == 0
     capsys.readouterr()
-    assert cmd_feeds_list(argparse.Namespace(all=True), settings) == 0
+    assert cmd_feeds_list(argparse.Namespace(all=True, failing=False), settings) == 0
     out, err = capsys.readouterr()
     header, listed = out.splitlines()
     fields = dict(zip(header.split("\t"), listed.split("\t"), strict=True))
