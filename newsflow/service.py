@@ -137,15 +137,18 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def write_runfile(settings: Settings, broker_started: float | None = None) -> None:
+def write_runfile(settings: Settings, broker_started: float | None = None,
+                  broker_pid: int | None = None) -> None:
     """Tell other commands on this machine (tail, replay, ...) where the broker is, and
-    when the embedded broker last started empty (a recycle restarts it: see ``tail``)."""
+    when the embedded broker last started empty (a recycle restarts it: see ``tail``),
+    and its pid (``status`` says when it is stopped)."""
     info = {
         "pid": os.getpid(),
         "started": process_started(os.getpid()),  # (its pid may be reused once it is gone)
         "kafka_bootstrap": settings.kafka_bootstrap,
         "kafka_embedded": settings.kafka_embedded,
         "broker_started": broker_started,
+        "broker_pid": broker_pid,
         "web": web_address(settings),
         # (For ``status`` from a shell with other settings: where, in words and to compare.)
         "storage": store_name(settings),
@@ -403,7 +406,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                           quick_exit_s=settings.quick_exit_s) for role in roles]
         for child in children:
             child.start()
-        write_runfile(settings, broker.started_at if broker else None)
+        write_runfile(settings, broker.started_at if broker else None,
+                      broker.pid if broker else None)
         if settings.replay_seeds:
             try:
                 replay_seeds(settings)
@@ -422,7 +426,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
 
             def tell_others() -> None:  # `newsflow tail` follows the topics from their start
                 try:
-                    write_runfile(settings, restarted_broker.started_at)
+                    write_runfile(settings, restarted_broker.started_at,
+                                  restarted_broker.pid)
                 except OSError as exc:
                     logger.warning("could not rewrite the runfile: %s", exc)
 
