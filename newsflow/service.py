@@ -42,7 +42,14 @@ from newsflow.metrics import (
     sample_values,
     textfile_name,
 )
-from newsflow.processes import process_runs, process_started, spawn, stop_with_parent, terminate
+from newsflow.processes import (
+    process_runs,
+    process_started,
+    process_stopped,
+    spawn,
+    stop_with_parent,
+    terminate,
+)
 from newsflow.schemas import RawArticle
 from newsflow.settings import QUICK_EXIT_S, Settings, settings_env
 from newsflow.storage import store_identity, store_name
@@ -212,6 +219,17 @@ def running_service(settings: Settings) -> dict[str, Any] | None:
     # pid namespace as 0. Where the system does not say, the pid is taken.)
     held = _lock_holders(settings)
     return info if runs and (held is None or held[1]) else None
+
+
+def stopped_broker(settings: Settings) -> int | None:
+    """The pid of the embedded broker at ``settings``' address, of the `newsflow run` on
+    this data folder, when it is stopped (SIGSTOP, Ctrl-Z, a debugger): it answers
+    nothing, though it runs. None otherwise."""
+    runfile = running_service(settings)
+    if runfile is None or runfile.get("kafka_bootstrap") != settings.kafka_bootstrap:
+        return None
+    pid = runfile.get("broker_pid")
+    return pid if isinstance(pid, int) and process_stopped(pid) else None
 
 
 def _lock_holders(settings: Settings) -> tuple[str, list[str]] | None:
