@@ -191,6 +191,10 @@ class EmbeddedBroker:
         raise BrokerError(f"nothing listens on {self.bootstrap} after "
                           f"{self.start_timeout_s:.0f}s")
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

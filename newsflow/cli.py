@@ -225,6 +225,13 @@ def _setting_hint(exc: Exception, settings: Settings) -> str:
     if "Unable to bootstrap from" not in str(exc):
         return ""
     if settings.kafka_embedded:
+        from newsflow.service import stopped_broker
+
+        # A `newsflow run`'s broker that is stopped runs, and answers nothing.
+        if (pid := stopped_broker(settings)) is not None:
+            return (f" (the embedded broker at {settings.kafka_bootstrap}, pid {pid}, is"
+                    " stopped (SIGSTOP, Ctrl-Z or a debugger): it answers nothing until it"
+                    " gets SIGCONT)")
         # Found through a running `newsflow run`, or set by hand beside a broker started
         # alone (README, "Roles apart"): either way it is that broker that is gone.
         return f" (no embedded broker answers at {settings.kafka_bootstrap}: is it still running?)"

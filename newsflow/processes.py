@@ -53,6 +53,13 @@ def process_age_s(pid: int) -> float | None:
     return max(0.0, since_boot - int(started) / os.sysconf("SC_CLK_TCK"))
 
 
+def process_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, Ctrl-Z's SIGTSTP, a debugger): /proc
+    says state T or t. It still runs, and does nothing until it gets SIGCONT."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[:1] in (["T"], ["t"])
+
+
 def process_runs(pid: int, started: str | None = None) -> bool:
     """Whether process ``pid`` runs on this machine, and is the one that started at
     ``started`` (``process_started``'s ticks) when that is known: a later process given

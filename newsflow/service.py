@@ -42,7 +42,14 @@ from newsflow.metrics import (
     sample_values,
     textfile_name,
 )
-from newsflow.processes import process_runs, process_started, spawn, stop_with_parent, terminate
+from newsflow.processes import (
+    process_runs,
+    process_started,
+    process_stopped,
+    spawn,
+    stop_with_parent,
+    terminate,
+)
 from newsflow.schemas import RawArticle
 from newsflow.settings import QUICK_EXIT_S, Settings, settings_env
 from newsflow.storage import store_identity, store_name
@@ -137,15 +144,18 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def write_runfile(settings: Settings, broker_started: float | None = None) -> None:
+def write_runfile(settings: Settings, broker_started: float | None = None,
+                  broker_pid: int | None = None) -> None:
     """Tell other commands on this machine (tail, replay, ...) where the broker is, and
-    when the embedded broker last started empty (a recycle restarts it: see ``tail``)."""
+    when the embedded broker last started empty (a recycle restarts it: see ``tail``),
+    and its pid (``status`` says when it is stopped)."""
     info = {
         "pid": os.getpid(),
         "started": process_started(os.getpid()),  # (its pid may be reused once it is gone)
         "kafka_bootstrap": settings.kafka_bootstrap,
         "kafka_embedded": settings.kafka_embedded,
         "broker_started": broker_started,
+        "broker_pid": broker_pid,
         "web": web_address(settings),
         # (For ``status`` from a shell with other settings: where, in words and to compare.)
         "storage": store_name(settings),
@@ -209,6 +219,17 @@ def running_service(settings: Settings) -> dict[str, Any] | None:
     # pid namespace as 0. Where the system does not say, the pid is taken.)
     held = _lock_holders(settings)
     return info if runs and (held is None or held[1]) else None
+
+
+def stopped_broker(settings: Settings) -> int | None:
+    """The pid of the embedded broker at ``settings``' address, of the `newsflow run` on
+    this data folder, when it is stopped (SIGSTOP, Ctrl-Z, a debugger): it answers
+    nothing, though it runs. None otherwise."""
+    runfile = running_service(settings)
+    if runfile is None or runfile.get("kafka_bootstrap") != settings.kafka_bootstrap:
+        return None
+    pid = runfile.get("broker_pid")
+    return pid if isinstance(pid, int) and process_stopped(pid) else None
 
 
 def _lock_holders(settings: Settings) -> tuple[str, list[str]] | None:
@@ -403,7 +424,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                           quick_exit_s=settings.quick_exit_s) for role in roles]
         for child in children:
             child.start()
-        write_runfile(settings, broker.started_at if broker else None)
+        write_runfile(settings, broker.started_at if broker else None,
+                      broker.pid if broker else None)
         if settings.replay_seeds:
             try:
                 replay_seeds(settings)
@@ -422,7 +444,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
 
             def tell_others() -> None:  # `newsflow tail` follows the topics from their start
                 try:
-                    write_runfile(settings, restarted_broker.started_at)
+                    write_runfile(settings, restarted_broker.started_at,
+                                  restarted_broker.pid)
                 except OSError as exc:
                     logger.warning("could not rewrite the runfile: %s", exc)
 

@@ -31,7 +31,7 @@ from newsflow.metrics import (
     running_textfiles,
     sample_values,
 )
-from newsflow.processes import process_age_s
+from newsflow.processes import process_age_s, process_stopped
 from newsflow.settings import Settings
 from newsflow.text import counted
 
@@ -122,6 +122,7 @@ class RoleStatus:
     reported_at: float | None = None  # when its figures were last written (epoch seconds)
     address: str | None = None  # a web process's: where it serves
     answers: bool | None = None  # whether that address answers /healthz (None: not asked)
+    stopped: bool = False  # its process is stopped (SIGSTOP, Ctrl-Z): it does nothing
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ class Status:
     # The roles a recycle of the embedded broker stopped that have not reported since
     # (it runs, or ended within RECYCLE_REPORT_S): said, not problems.
     restarting_for_recycle: list[str] = field(default_factory=list)
+    stopped: bool = False  # the `newsflow run` process is stopped (SIGSTOP, Ctrl-Z)
+    broker_pid: int | None = None  # the embedded broker's, as the runfile names it
+    broker_stopped: bool = False  # and it is stopped
 
     @property
     def exit_code(self) -> int:
@@ -172,7 +176,8 @@ def role_status(textfile: Textfile) -> RoleStatus:
     addresses = (label_values(textfile.text, "newsflow_web_info", "url")
                  if textfile.role == "web" else [])
     return RoleStatus(textfile.role, textfile.pid, up_s, figures, textfile.written,
-                      address=addresses[0] if addresses else None)
+                      address=addresses[0] if addresses else None,
+                      stopped=textfile.pid is not None and process_stopped(textfile.pid))
 
 
 def with_answers(roles: list[RoleStatus], run_web: str | None,
@@ -229,14 +234,23 @@ def recycle_restarts_roles(roles: list[RoleStatus], now: float | None) -> bool:
 def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus],
                 storage_error: str | None, *, starting: bool = False,
                 now: float | None = None, storage_elsewhere: str | None = None,
-                run_web: str | None = None) -> list[str]:
-    """What is wrong, in words: a `newsflow run` still starting, a role it keeps running
-    that does not run (or has not written its figures yet), a role's process whose
-    figures are older than ``STALE_S`` at ``now`` (epoch seconds), a page that does not
+                run_web: str | None = None,
+                stopped: Mapping[str, int] | None = None) -> list[str]:
+    """What is wrong, in words: a process of the service that is stopped (a role's, or
+    one of ``stopped``: what else is, named, with its pid), a `newsflow run` still
+    starting, a role it keeps running that does not run (or has not written its figures
+    yet), a role's process whose figures are older than ``STALE_S`` at ``now`` (epoch
+    seconds), a page that does not
     answer (the run's, at ``run_web``, or one run apart), storage that the processors
     wait for, or that the sink or this command cannot use, or that is not the service's
     (``storage_elsewhere``)."""
-    problems = []
+    # First: what it causes follows (a page that does not answer, figures not written).
+    # A frozen process looked well for STALE_S before (a laptop's lid, a VM paused).
+    problems = [f"{what} (pid {pid}) is stopped (SIGSTOP, Ctrl-Z or a debugger): it does"
+                " nothing until it gets SIGCONT"
+                for what, pid in [*(stopped or {}).items(),
+                                  *((shown(r.role), r.pid) for r in roles
+                                    if r.stopped and r.pid is not None)]]
     if starting:
         # (a run whose roles report and whose runfile is garbled was said to be starting)
         problems.append("newsflow run has not written its runfile yet (it does once its broker"
@@ -252,7 +266,7 @@ def problems_of(running: bool, web_answers: bool | None, roles: list[RoleStatus]
                  and not (running and r.address == run_web)]
     problems += [f"{shown(r.role)} (pid {r.pid}) has not written its figures for"
                  f" {duration(now - r.reported_at)}: stuck, or stopped (SIGSTOP)"
-                 for r in roles if now is not None and r.pid is not None
+                 for r in roles if now is not None and r.pid is not None and not r.stopped
                  and r.reported_at is not None and now - r.reported_at > STALE_S]
     problems += [f"the sink (pid {r.pid}) has been writing"
                  f" {counted(int(r.figures.get('writing', 0)), 'record', 'records')} for"
@@ -361,6 +375,9 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
     asks_broker = runfile is not None or any(r.pid is not None for r in roles)
     waiting = (dead_letters_waiting(settings) if asks_broker and settings.kafka_bootstrap
                else None)
+    broker_pid = runfile.get("broker_pid") if runfile is not None else None
+    stopped = {what: p for what, p in (("newsflow run", pid), ("the embedded broker", broker_pid))
+               if isinstance(p, int) and process_stopped(p)}
     return Status(
         data_dir=str(settings.data_dir),
         running=running,
@@ -378,12 +395,15 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         problems=problems_of(running, web_answers, roles, storage_error,
                              starting=runfile is None and starting is not None, now=now,
                              storage_elsewhere=storage_elsewhere(runfile, settings),
-                             run_web=web if isinstance(web, str) else None)
+                             run_web=web if isinstance(web, str) else None, stopped=stopped)
         + no_space_left(written_folders(settings)),
         missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
         dead_letters_waiting=waiting,
         restarting_for_recycle=unreported_roles(roles)
         if runfile is not None and recycle_restarts_roles(roles, now) else [],
+        stopped="newsflow run" in stopped,
+        broker_pid=broker_pid if isinstance(broker_pid, int) else None,
+        broker_stopped="the embedded broker" in stopped,
     )
 
 
@@ -494,6 +514,7 @@ def _role_line(r: RoleStatus, now: float) -> str:
     if f.get("dead_letters"):
         parts.append(f"{counted(int(f['dead_letters']), 'dead letter', 'dead letters')}")
     up = f", up {duration(r.up_s)}" if r.up_s is not None else ""
+    up += ", STOPPED" if r.stopped else ""
     return f"  {shown(r.role):<11} pid {r.pid}{up}: " + "; ".join(parts)
 
 
@@ -513,6 +534,7 @@ def format_status(status: Status, now: float) -> str:
     """``status`` for people, one line a part (``now``: epoch seconds)."""
     lines = []
     up = f", up {duration(status.up_s)}" if status.up_s is not None else ""
+    up += ", STOPPED" if status.stopped else ""
     if status.starting:  # (its broker and page not said yet: its runfile says them)
         lines.append(f"newsflow run: starting, or its runfile unreadable (pid {status.pid}{up}),"
                      f" data folder {status.data_dir}")
@@ -521,6 +543,8 @@ def format_status(status: Status, now: float) -> str:
         broker = next((r for r in status.roles if r.role == "broker"), None)
         where = "embedded, " if status.kafka_embedded else ""
         line = f"  broker      {where}{status.kafka_bootstrap}"
+        if status.broker_stopped:
+            line += f" (pid {status.broker_pid}, STOPPED)"
         if broker is not None and "memory_bytes" in broker.figures:
             f = broker.figures
             line += (f"; {_mb(f['memory_bytes'])} of {_mb(f.get('memory_limit_bytes', 0))},"

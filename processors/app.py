@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 import faust
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from faust.serializers import codecs
-from faust.types import EventT, StreamT
+from faust.types import EventT, FutureMessage, StreamT
 
 from newsflow.kafka import (  # every topic's limit, and so the producer's
     MAX_MESSAGE_BYTES,
@@ -1127,6 +1127,24 @@ class QuickStopWorker(faust.Worker):  # type: ignore[misc]
 
     async def _sentinel_task(self) -> None:
         await asyncio.sleep(0)  # (one turn of the loop, for callbacks already due)
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        asyncio.get_running_loop().set_exception_handler(quiet_unread_send_failures)
+
+
+def quiet_unread_send_failures(loop: asyncio.AbstractEventLoop,
+                               context: dict[str, Any]) -> None:
+    """The event loop's handler of errors nothing else handled, but for a failed send's
+    ``FutureMessage``: faust sets the send's error on it and warns (`_on_published error
+    for message topic ...`), the stage says what it sends again, and nothing awaits it,
+    so asyncio logged a traceback for each one as it was freed, "exception was never
+    retrieved" (a broker frozen a minute, or this worker: one a message in flight)."""
+    if isinstance(context.get("future"), FutureMessage) and "never retrieved" in str(
+            context.get("message", "")):
+        logger.debug("a failed send, said already: %s", context.get("exception"))
+        return
+    loop.default_exception_handler(context)
 
 
 def exit_without_teardown(code: object) -> None:

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Service, filler_reports, read_row
+from tests.e2e.conftest import ROOT, Service, filler_reports, read_row, storage_problems
 
 pytestmark = pytest.mark.e2e
 
@@ -163,3 +163,46 @@ def test_status_with_other_storage_settings_than_the_service_says_so(start_servi
             f" to JSON Lines file {jsonl}") in other.stdout, other.stdout
     same = status(service)
     assert "stores to" not in same.stdout, same.stdout
+
+
+def test_status_says_which_processes_are_stopped_and_nothing_once_they_go_on(start_service,
+                                                                              tmp_path):
+    """A process stopped (SIGSTOP: a laptop's lid, a frozen VM, Ctrl-Z) still runs and its
+    metrics file stays fresh for minutes: with the whole service stopped as a suspend
+    stops it, status said "problems: none" of the processors, the sink and the broker
+    (only the page, which did not answer, was a problem) until their figures were 5
+    minutes old. Each is named now; once they go on, every role recovers by itself and
+    status has nothing left to say."""
+    service = start_service()  # (the seeds: two articles, one incident)
+    service.wait_for(lambda: (read_row(service.db, "SELECT count(*) FROM incident_articles")
+                              or (0,))[0] == 2, 90)
+    service.wait_for(lambda: status(service).returncode == 0, 60)  # (every role reported)
+    broker = int(re.findall(r"embedded broker ready on \S+ \(pid (\d+)\)", service.log())[-1])
+    roles = {role: child_pid(service, role) for role in ("process", "produce", "sink", "web")}
+    frozen = [service.process.pid, broker, *roles.values()]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        wrong = status(service)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+    problems = wrong.stdout.split("problems:", 1)[1]
+    said = [f"newsflow run (pid {service.process.pid}) is stopped",
+            f"the embedded broker (pid {broker}) is stopped",
+            *(f"{role} (pid {pid}) is stopped" for role, pid in roles.items())]
+    for words in said:
+        assert f"  - {words} (SIGSTOP, Ctrl-Z or a debugger)" in problems, wrong.stdout
+    assert re.search(rf"^  sink +pid {roles['sink']}, up [^:]*, STOPPED: ", wrong.stdout,
+                     re.M), wrong.stdout
+
+    report = tmp_path / "after.txt"
+    report.write_text("Flood closes the river road\n\nThe river road was closed on Monday"
+                      " after a flood reached the bridge at Dorwick.\n", encoding="utf-8")
+    service.newsflow("replay", "--quiet", str(report))
+    service.wait_for(lambda: (read_row(service.db, "SELECT count(*) FROM incident_articles")
+                              or (0,))[0] == 3, 120)
+    well = service.wait_for(lambda: (done := status(service)).returncode == 0 and done, 60)
+    assert well.stdout.rstrip().endswith("problems: none"), well.stdout
+    assert storage_problems(service.db) == []

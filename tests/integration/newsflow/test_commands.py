@@ -171,3 +171,32 @@ def test_replay_of_a_folder_without_a_file_to_read_is_an_error(make_settings, ca
     with pytest.raises(ValueError, match=re.escape(f"no .txt, .json or .jsonl file in {folder}")):
         cmd_replay(args, settings)
     assert capsys.readouterr().out == ""
+
+
+def test_a_command_on_a_stopped_embedded_broker_says_it_is_stopped(tmp_path):
+    """A `newsflow run`'s broker stopped (SIGSTOP, as the whole service is when a laptop
+    sleeps or a VM is paused) runs and answers nothing: `newsflow tail`, `topics`, `dlq`
+    waited 30 s and said "no embedded broker answers ...: is it still running?", which it
+    was (made so on a running service)."""
+    from newsflow.service import hold_data_dir, write_runfile
+
+    with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                            data_dir=tmp_path / "var")
+        settings.data_dir.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+        env.update(NEWSFLOW_DATA_DIR=str(settings.data_dir))  # (the broker found as a user's is)
+        pid = broker.pid
+        assert pid is not None
+        with hold_data_dir(settings):  # (this process stands for `newsflow run`)
+            write_runfile(settings, broker.started_at, pid)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                done = subprocess.run([sys.executable, "-m", "newsflow.cli", "topics"], env=env,
+                                      capture_output=True, text=True, timeout=120)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (f"(the embedded broker at {settings.kafka_bootstrap}, pid {pid}, is stopped"
+            " (SIGSTOP, Ctrl-Z or a debugger): it answers nothing until it gets SIGCONT)"
+            in done.stderr), done.stderr

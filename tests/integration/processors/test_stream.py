@@ -848,6 +848,10 @@ def test_articles_cleaned_while_the_broker_is_down_past_the_request_timeout_are_
         # too: they were taken for the article's fault and dead-lettered.
         assert read_for(settings, settings.topic_dlq, 2) == []
         worker.stop()
+    # Each send that failed, said by faust and the stage, is not said again by asyncio
+    # with a traceback as it is freed ("FutureMessage exception was never retrieved").
+    assert "_on_published error" in worker.log()
+    assert "never retrieved" not in worker.log(), worker.log()[-3000:]
 
 
 def test_an_article_too_large_to_send_cleaned_is_dead_lettered_and_the_stage_goes_on(

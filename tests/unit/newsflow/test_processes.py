@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from newsflow.processes import left_without_broker, process_runs, process_started, terminate
+from newsflow.processes import (
+    left_without_broker,
+    process_runs,
+    process_started,
+    process_stopped,
+    terminate,
+)
 from newsflow.settings import Settings
 
 
@@ -66,3 +73,21 @@ def test_a_process_that_ended_unreaped_does_not_run():
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_process_stopped_by_sigstop_is_said_stopped_until_it_goes_on():
+    """What `newsflow status` reads of each process of the service (a frozen one runs)."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        assert not process_stopped(sleeper.pid)
+        os.kill(sleeper.pid, signal.SIGSTOP)
+        os.waitpid(sleeper.pid, os.WUNTRACED)  # (the kernel has stopped it)
+        assert process_stopped(sleeper.pid)
+        assert process_runs(sleeper.pid)
+        os.kill(sleeper.pid, signal.SIGCONT)
+        os.waitpid(sleeper.pid, os.WCONTINUED)
+        assert not process_stopped(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not process_stopped(sleeper.pid)  # (gone)
