@@ -8,6 +8,10 @@ needs of another area; each subcommand sets ``func(args, settings) -> int``.
 from __future__ import annotations
 
 import argparse
+import codecs
+import errno
+import io
+import json
 import logging
 import os
 import sys
@@ -70,6 +74,62 @@ class _CommandParser(argparse.ArgumentParser):
         super().error(message)
 
 
+# The error handler of stdout's encoding: see ``prepare_standard_streams``.
+_ESCAPE_UNENCODABLE = "newsflow-json-escape"
+
+
+def json_escape(error: UnicodeError) -> tuple[str, int]:
+    """What stdout cannot encode, as JSON's escapes (``\\u2013``, a pair for ``😀``): valid
+    inside the JSON strings of ``--json``, and readable, not lost, in a listing."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    unencodable = error.object[error.start:error.end]
+    return "".join(json.dumps(char)[1:-1] for char in unencodable), error.end
+
+
+class ClosedStdout(io.TextIOBase):
+    """``sys.stdout`` when the caller closed it (`newsflow incidents >&-`): a command's
+    first line fails, saying so; Python's ``None`` in its place printed nothing, and a
+    flush failed "'NoneType' object has no attribute 'flush'"."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            raise OSError(errno.EBADF, "standard output is closed")
+        return 0
+
+
+def prepare_standard_streams() -> None:
+    """Standard streams as the commands can use them, whatever the caller left:
+
+    - One it closed gets /dev/null: else the first file a command opens takes that
+      number, `newsflow run`'s lock file as its stdout, and every child of it inherits
+      that as its own. What is printed to a closed stdout is refused (``ClosedStdout``).
+    - A stdout whose encoding cannot write every character (a terminal in a Latin-1
+      locale, `LANG=de_DE.ISO-8859-1`) escapes those: a title with an en dash ended
+      `newsflow incidents` there, "'latin-1' codec can't encode character '\\u2013'"."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # (the lowest free number: this one)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)  # (as a standard stream is: the children's too)
+            if fd == 1:
+                sys.stdout = ClosedStdout()
+    stdout = sys.stdout
+    if isinstance(stdout, io.TextIOWrapper) and stdout.errors == "strict":
+        try:
+            codecs.lookup_error(_ESCAPE_UNENCODABLE)
+        except LookupError:
+            codecs.register_error(_ESCAPE_UNENCODABLE, json_escape)
+        stdout.reconfigure(errors=_ESCAPE_UNENCODABLE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The composition root, with the supervisor (newsflow.service): the one place that
     # imports every area and hands one what it needs of another's.
@@ -129,6 +189,7 @@ def leave_stale_build() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     # First: the parser itself may be stale (a command the build does not know).
     leave_stale_build()
+    prepare_standard_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

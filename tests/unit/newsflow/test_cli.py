@@ -801,3 +801,54 @@ def test_the_listings_help_gives_their_default_limit_and_every_json_option_says_
     assert "--limit LIMIT the best this many (default 20)" in helps["newsflow search"]
     for prog in ("newsflow incidents", "newsflow incident", "newsflow search", "newsflow status"):
         assert re.search(r"--json [a-z]", helps[prog]), prog
+
+
+def _store_with_a_title(tmp_path, title):  # type: ignore[no-untyped-def]
+    """An SQLite store of one incident so titled, and the environment to read it."""
+    import os
+
+    from sinks.sqlite import SQLiteSink
+    from tests.records import incident
+
+    db = tmp_path / "newsflow.db"
+    sink = SQLiteSink(db)
+    sink.write([incident("inc-1", 1, [1]).model_copy(update={"title": title})])
+    sink.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_SQLITE_PATH=str(db))
+    return env
+
+
+def test_a_latin1_terminal_shows_what_it_cannot_encode_escaped(tmp_path):
+    """In a Latin-1 locale (`LANG=de_DE.ISO-8859-1`; its encoding set here as the locale
+    would set it) a title with an en dash ended the listing, "'latin-1' codec can't encode
+    character '\\u2013'", exit code 1; now it is escaped, and --json is still JSON."""
+    import json
+    import subprocess
+    import sys
+
+    title = "Zürich – 北京 😀"
+    env = _store_with_a_title(tmp_path, title)
+    env["PYTHONIOENCODING"] = "iso-8859-1"
+    listing = subprocess.run([sys.executable, "-m", "newsflow.cli", "incidents"],
+                             capture_output=True, env=env, timeout=60)
+    assert listing.returncode == 0, listing.stderr.decode()
+    assert "Zürich \\u2013 \\u5317\\u4eac \\ud83d\\ude00" in listing.stdout.decode("latin-1")
+    as_json = subprocess.run([sys.executable, "-m", "newsflow.cli", "incidents", "--json"],
+                             capture_output=True, env=env, timeout=60)
+    assert as_json.returncode == 0, as_json.stderr.decode()
+    assert json.loads(as_json.stdout.decode("latin-1"))[0]["title"] == title
+
+
+def test_a_closed_stdout_is_said_in_one_line(tmp_path):
+    """`newsflow incidents >&-`: "'NoneType' object has no attribute 'write'" said nothing
+    of what was wrong."""
+    import subprocess
+    import sys
+
+    env = _store_with_a_title(tmp_path, "Storm")
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m",
+                           "newsflow.cli", "incidents"],
+                          stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == "newsflow incidents: error: [Errno 9] standard output is closed\n"
