@@ -130,6 +130,7 @@ def register(sub: argparse._SubParsersAction, *, read_window: WindowReader,  # t
 
     clu = sub.add_parser("cluster", help="dedup and cluster a JSONL stream offline")
     clu.add_argument("input", type=Path, metavar="IN.jsonl")
-    clu.add_argument("-o", "--output", default="-", metavar="OUT.jsonl",
+    # (Expanded here: no shell expands the ~ of `--output=~/out.jsonl`.)
+    clu.add_argument("-o", "--output", default="-", metavar="OUT.jsonl", type=os.path.expanduser,
                      help="the file to write (default: stdout, as -)")
     clu.set_defaults(func=cmd_cluster)

@@ -37,7 +37,10 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
     bootstrap_servers(settings)  # else it would retry for ever a broker it never finds
     if args.feeds:
-        settings.feeds_file = Path(args.feeds)
+        # As NEWSFLOW_FEEDS_FILE is (settings: `with_absolute_paths`, `home_expanded`):
+        # `--feeds=~/feeds.toml`, which no shell expands, polled nothing ("no feeds file
+        # at ~/feeds.toml", a warning), and a relative one was not named in full.
+        settings.feeds_file = Path(args.feeds).expanduser().absolute()
     if args.no_pages:
         settings.fetch_pages = False
     run_producer(settings, stop_on_signals())

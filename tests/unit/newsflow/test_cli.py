@@ -473,7 +473,8 @@ def test_a_role_started_alone_elsewhere_names_its_paths_in_full(tmp_path, monkey
         capsys.readouterr().err)
 
 
-def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_path):
+def _producer_start_log(cwd, *options, **settings):  # type: ignore[no-untyped-def]
+    """What `newsflow produce` logs up to its "producer starting" line, run in ``cwd``."""
     import os
     import socket
     import subprocess
@@ -483,10 +484,10 @@ def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-    env.update(NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}")
-    producer = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "produce"], cwd=tmp_path,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+    env.update(NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}", **settings)
+    producer = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "produce", *options],
+                                cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
     lines = []
     try:
         assert producer.stderr is not None
@@ -495,7 +496,11 @@ def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_
     finally:
         producer.kill()
         producer.wait()
-    log = "".join(lines)
+    return "".join(lines)
+
+
+def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_path):
+    log = _producer_start_log(tmp_path)
     assert f"WARNING producers.feeds: no feeds file at {tmp_path / 'feeds.toml'}:" in log, log
     assert f"state in {tmp_path / 'var' / 'producer.db'}" in log, log
 
@@ -852,3 +857,17 @@ def test_a_closed_stdout_is_said_in_one_line(tmp_path):
                           stderr=subprocess.PIPE, text=True, env=env, timeout=60)
     assert done.returncode == 1
     assert done.stderr == "newsflow incidents: error: [Errno 9] standard output is closed\n"
+
+
+def test_a_feeds_option_with_a_tilde_names_the_file_in_the_home_folder(tmp_path):
+    """`newsflow produce --feeds=~/feeds.toml` (no shell expands that ~): "no feeds file at
+    ~/feeds.toml", a warning, and the producer polled nothing, where NEWSFLOW_FEEDS_FILE
+    so spelt was found."""
+    (tmp_path / "feeds.toml").write_text('[[feed]]\nurl = "http://127.0.0.1:9/feed.xml"\n',
+                                         encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log = _producer_start_log(elsewhere, "--feeds=~/feeds.toml", HOME=str(tmp_path))
+    assert f"1 feed(s) (1 from {tmp_path / 'feeds.toml'})" in log, log
+    log = _producer_start_log(tmp_path, "--feeds", "feeds.toml", HOME=str(elsewhere))
+    assert f"1 feed(s) (1 from {tmp_path / 'feeds.toml'})" in log, log

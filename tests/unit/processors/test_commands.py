@@ -155,3 +155,16 @@ def test_cluster_can_write_over_its_own_input(tmp_path: Path) -> None:
     path.write_text('{"id": "a", "title": "A fire in the hills", "text": "A fire burns."}\n')
     assert run(Settings(), "cluster", str(path), "-o", str(path)) == 0
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a"]
+
+
+def test_cluster_writes_to_the_home_folder_a_tilde_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--output=~/out.jsonl`, whose ~ no shell expands: "no folder ~ to write
+    ~/out.jsonl in", exit code 1."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "title": "A fire", "text": "A fire in a warehouse."}\n')
+    assert run(Settings(), "cluster", str(source), "--output=~/out.jsonl") == 0
+    assert json.loads((tmp_path / "out.jsonl").read_text())["id"] == "a"
