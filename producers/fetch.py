@@ -38,7 +38,8 @@ PERMANENT = (301, 308)
 
 class FetchError(Exception):
     """A request that produced no HTTP response. ``kind``: blocked, bad_url, timeout,
-    network, decoding (a body that is not in its Content-Encoding), redirects, downgrade."""
+    network, decoding (a body that is not in its Content-Encoding), redirects, downgrade,
+    stopped (``Fetcher.stop``)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -73,11 +74,19 @@ class FetchResult:
 # The monotonic time by which the thread's current request must be complete.
 _request_deadline = threading.local()
 
+# How long a read waits at a time before it looks whether its fetcher was stopped.
+STOP_CHECK_S = 0.25
+
 
 class _DeadlineStream(SyncStream):
     """A socket stream whose reads end at the request's deadline: the read timeout
     alone lets a server that trickles its status line and headers, a byte at a time,
-    hold a worker (and a slot of its host) for hours."""
+    hold a worker (and a slot of its host) for hours. And once ``stopped`` is set: a
+    Ctrl-C of `newsflow poll --once` waited for a silent server's read timeout (20 s)."""
+
+    def __init__(self, sock: socket.socket, stopped: threading.Event) -> None:
+        super().__init__(sock)
+        self.stopped = stopped
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         until = getattr(_request_deadline, "at", None)
@@ -86,7 +95,20 @@ class _DeadlineStream(SyncStream):
             if left <= 0:
                 raise httpcore.ReadTimeout("response not complete by the request's deadline")
             timeout = left if timeout is None else min(timeout, left)
-        return super().read(max_bytes, timeout)
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.stopped.is_set():
+                raise httpcore.ReadError("the fetch was stopped")
+            wait = STOP_CHECK_S
+            if give_up is not None:
+                left = give_up - time.monotonic()
+                if left <= 0:  # (a timeout of 0 would make the socket non-blocking)
+                    raise httpcore.ReadTimeout("timed out")
+                wait = min(wait, left)
+            try:
+                return super().read(max_bytes, wait)
+            except httpcore.ReadTimeout:
+                continue
 
     def start_tls(
         self,
@@ -95,14 +117,17 @@ class _DeadlineStream(SyncStream):
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
         stream = super().start_tls(ssl_context, server_hostname, timeout)
-        return _DeadlineStream(stream._sock) if type(stream) is SyncStream else stream
+        if type(stream) is SyncStream:
+            return _DeadlineStream(stream._sock, self.stopped)
+        return stream
 
 
 class _GuardedBackend(httpcore.SyncBackend):
     """Resolves the host itself, vets every address, connects only to a vetted one."""
 
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, stopped: threading.Event) -> None:
         self.allow_private = allow_private
+        self.stopped = stopped
 
     def connect_tcp(
         self,
@@ -140,14 +165,15 @@ class _GuardedBackend(httpcore.SyncBackend):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for option in socket_options or ():
                 sock.setsockopt(*option)
-            return _DeadlineStream(sock)
+            return _DeadlineStream(sock, self.stopped)
         if last_error is None and reasons:
             raise BlockedAddress(f"{host} refused: {reasons[0]}")
         raise httpcore.ConnectError(f"cannot connect to {host}:{port}: {last_error}")
 
 
 class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, *, allow_private: bool, max_connections: int) -> None:
+    def __init__(self, *, allow_private: bool, max_connections: int,
+                 stopped: threading.Event) -> None:
         super().__init__(trust_env=False)
         # httpx has no public hook for the network backend: swap the pool it built for
         # one with the same settings and our guarded backend.
@@ -156,7 +182,7 @@ class _GuardedTransport(httpx.HTTPTransport):
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=30.0,
-            network_backend=_GuardedBackend(allow_private),
+            network_backend=_GuardedBackend(allow_private, stopped),
         )
 
 
@@ -256,9 +282,11 @@ class Fetcher:
         self.max_bytes = max_bytes
         self.limiter = limiter or HostLimiter(concurrency=2, delay_s=0.0)
         self.max_redirects = max_redirects
+        self.stopped = threading.Event()
         self._client = httpx.Client(
             transport=_GuardedTransport(
-                allow_private=allow_private, max_connections=max_connections
+                allow_private=allow_private, max_connections=max_connections,
+                stopped=self.stopped,
             ),
             # What _BoundedDecoder undoes (httpx would add zstd when it is installed).
             headers={"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate, br"},
@@ -269,6 +297,11 @@ class Fetcher:
 
     def close(self) -> None:
         self._client.close()
+
+    def stop(self) -> None:
+        """End the requests under way at their next read (within ``STOP_CHECK_S``), as
+        FetchError "stopped", and any made after: for a Ctrl-C."""
+        self.stopped.set()
 
     def __enter__(self) -> Fetcher:
         return self
@@ -323,6 +356,8 @@ class Fetcher:
         self, url: str, headers: Mapping[str, str] | None, max_wait_s: float
     ) -> tuple[int, dict[str, str], bytes, bool]:
         with self.limiter.slot(host_key(url), max_wait_s=max_wait_s):
+            if self.stopped.is_set():
+                raise FetchError("stopped", "the fetch was stopped")
             deadline = _request_deadline.at = time.monotonic() + self.deadline_s
             try:
                 with self._client.stream("GET", url, headers=dict(headers or {})) as resp:
@@ -357,6 +392,8 @@ class Fetcher:
                 # server's fault, not the network's.
                 raise FetchError("decoding", f"{type(exc).__name__}: {exc}") from exc
             except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+                if self.stopped.is_set():
+                    raise FetchError("stopped", "the fetch was stopped") from exc
                 raise FetchError("network", f"{type(exc).__name__}: {exc}") from exc
             finally:
                 _request_deadline.at = None

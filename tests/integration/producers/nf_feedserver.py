@@ -192,6 +192,9 @@ class Handler(BaseHTTPRequestHandler):
                               [("Content-Type", "text/html"), ("Content-Encoding", "gzip")])
         if path.startswith("/slow/"):
             return self._slow()
+        if path.startswith("/silent/"):  # no answer at all, for a minute
+            time.sleep(60)
+            return None
         if path.startswith("/slowheaders/"):
             return self._slow_headers()
         if path == "/huge.xml":
