@@ -51,14 +51,22 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from processors.gc_tuning import tune_gc
     from processors.offline import cluster_rows_final
 
-    # (utf-8-sig: a byte order mark first, as Windows editors write, is no part of line 1.)
-    source = open(args.input, encoding="utf-8-sig")  # noqa: SIM115 - closed below
+    # Read as bytes and decoded a line at a time: a file that is not UTF-8 (Latin-1) failed
+    # "'utf-8' codec can't decode byte 0xfc in position 21", naming no file nor line.
+    source = open(args.input, "rb")  # noqa: SIM115 - closed below
     # Written beside the output and moved over it at the end: an input that fails midway
     # (or is the output itself) leaves the output as it was.
     partial = args.output + ".partial" if args.output != "-" else None
 
     def rows():  # type: ignore[no-untyped-def]
-        for number, line in enumerate(source, 1):
+        for number, raw in enumerate(source, 1):
+            try:
+                # (utf-8-sig: a byte order mark first, as Windows editors write, is no part
+                # of line 1.)
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{args.input}:{number}: not UTF-8 text (byte"
+                                 f" {exc.start + 1} of the line is {raw[exc.start]:#x})") from exc
             if line.strip():
                 try:
                     row = json.loads(line)

@@ -168,3 +168,14 @@ def test_cluster_writes_to_the_home_folder_a_tilde_names(
     source.write_text('{"id": "a", "title": "A fire", "text": "A fire in a warehouse."}\n')
     assert run(Settings(), "cluster", str(source), "--output=~/out.jsonl") == 0
     assert json.loads((tmp_path / "out.jsonl").read_text())["id"] == "a"
+
+
+def test_cluster_names_the_line_that_is_not_utf8(tmp_path: Path) -> None:
+    """A Latin-1 file failed "'utf-8' codec can't decode byte 0xfc in position 21",
+    naming neither the file nor the line, where every other fault of a line is named."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"id": "a", "title": "A fire", "text": "x"}\n'
+                       b'{"id": "b", "title": "Z\xfcrich", "text": "x"}\n')
+    with pytest.raises(ValueError, match=r"in.jsonl:2: not UTF-8 text \(byte 24 of the line"
+                                         r" is 0xfc\)"):
+        run(Settings(), "cluster", str(source), "-o", str(tmp_path / "out.jsonl"))
