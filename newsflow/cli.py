@@ -106,7 +106,8 @@ def prepare_standard_streams() -> None:
 
     - One it closed gets /dev/null: else the first file a command opens takes that
       number, `newsflow run`'s lock file as its stdout, and every child of it inherits
-      that as its own. What is printed to a closed stdout is refused (``ClosedStdout``).
+      that as its own. What is printed to a closed stdout is refused (``ClosedStdout``);
+      to a closed stderr, dropped.
     - A stdout whose encoding cannot write every character (a terminal in a Latin-1
       locale, `LANG=de_DE.ISO-8859-1`) escapes those: a title with an en dash ended
       `newsflow incidents` there, "'latin-1' codec can't encode character '\\u2013'"."""
@@ -121,6 +122,10 @@ def prepare_standard_streams() -> None:
             os.set_inheritable(fd, True)  # (as a standard stream is: the children's too)
             if fd == 1:
                 sys.stdout = ClosedStdout()
+            elif fd == 2:
+                # What is said there goes nowhere; Python's None in its place sent every
+                # `print(..., file=sys.stderr)` to stdout, into `cluster`'s JSON lines.
+                sys.stderr = open(fd, "w", closefd=False)  # noqa: SIM115 - for the process
     stdout = sys.stdout
     if isinstance(stdout, io.TextIOWrapper) and stdout.errors == "strict":
         try:

@@ -871,3 +871,20 @@ def test_a_feeds_option_with_a_tilde_names_the_file_in_the_home_folder(tmp_path)
     assert f"1 feed(s) (1 from {tmp_path / 'feeds.toml'})" in log, log
     log = _producer_start_log(tmp_path, "--feeds", "feeds.toml", HOME=str(elsewhere))
     assert f"1 feed(s) (1 from {tmp_path / 'feeds.toml'})" in log, log
+
+
+def test_with_stderr_closed_what_it_would_say_stays_out_of_stdout(tmp_path):
+    """`newsflow cluster IN 2>&- > OUT`: Python's None for a closed stderr sent each
+    `print(..., file=sys.stderr)` to stdout, "clustered 1 article(s) into stdout" among
+    the JSON lines."""
+    import json
+    import subprocess
+    import sys
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "title": "A fire", "text": "A fire in a warehouse."}\n')
+    done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-m",
+                           "newsflow.cli", "cluster", str(source)],
+                          stdout=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 0
+    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == ["a"]
