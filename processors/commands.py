@@ -8,7 +8,7 @@ import os
 import sys
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from newsflow.settings import Settings
 
@@ -57,6 +57,13 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     # Written beside the output and moved over it at the end: an input that fails midway
     # (or is the output itself) leaves the output as it was.
     partial = args.output + ".partial" if args.output != "-" else None
+    # Not so a device or a pipe (`-o /dev/null`, `-o /dev/stdout`, a FIFO), written to as
+    # it is: the rename replaced the device node itself with a regular file (as root,
+    # /dev/null for every process of the machine).
+    device = partial is not None and os.path.exists(args.output) \
+        and not os.path.isfile(args.output) and not os.path.isdir(args.output)
+    if device:
+        partial = None
 
     def rows():  # type: ignore[no-untyped-def]
         for number, raw in enumerate(source, 1):
@@ -103,7 +110,13 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
         # (Else the error named the file written on the way, OUT.partial, not -o's.)
         if partial and not os.path.isdir(os.path.dirname(args.output) or "."):
             raise ValueError(f"no folder {os.path.dirname(args.output)} to write {args.output} in")
-        out = open(partial, "w", encoding="utf-8") if partial else sys.stdout  # noqa: SIM115
+        out: TextIO
+        if device:
+            out = open(args.output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        elif partial:
+            out = open(partial, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        else:
+            out = sys.stdout
         try:
             # Each article's incident after every later merge and split, as the stream's
             # sinks end up with it (not the incident it was first decided into).
@@ -111,7 +124,7 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
                 out.write(json.dumps(result) + "\n")
                 count += 1
         finally:
-            if partial:
+            if partial or device:
                 out.close()
     except BaseException:
         if partial:
@@ -122,7 +135,7 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     if partial:
         os.replace(partial, args.output)
     # ("into -" named stdout by the option's spelling of it.)
-    print(f"clustered {count} article(s) into {args.output if partial else 'stdout'}",
+    print(f"clustered {count} article(s) into {'stdout' if args.output == '-' else args.output}",
           file=sys.stderr)
     return 0
 

@@ -179,3 +179,24 @@ def test_cluster_names_the_line_that_is_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"in.jsonl:2: not UTF-8 text \(byte 24 of the line"
                                          r" is 0xfc\)"):
         run(Settings(), "cluster", str(source), "-o", str(tmp_path / "out.jsonl"))
+
+
+def test_cluster_writes_into_a_pipe_named_by_o_leaving_it_a_pipe(tmp_path: Path) -> None:
+    """`-o /dev/stdout`, `-o /dev/null`, a FIFO: the output was written beside it and
+    renamed over it, which replaced the device node or the pipe with a regular file (as
+    root, /dev/null for every process of the machine). A FIFO stands for them here."""
+    import os
+    import stat
+    import threading
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "title": "A fire", "text": "A fire in a warehouse."}\n')
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    read: list[str] = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_text()), daemon=True)
+    reader.start()
+    assert run(Settings(), "cluster", str(source), "-o", str(fifo)) == 0
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    reader.join(60)
+    assert [json.loads(line)["id"] for line in read[0].splitlines()] == ["a"]
