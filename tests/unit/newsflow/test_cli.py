@@ -888,3 +888,19 @@ def test_with_stderr_closed_what_it_would_say_stays_out_of_stdout(tmp_path):
                           stdout=subprocess.PIPE, text=True, timeout=60)
     assert done.returncode == 0
     assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == ["a"]
+
+
+def test_a_full_stdout_is_named_as_what_is_full(tmp_path):
+    """`newsflow incidents > /dev/full` (or a file on a full disk): "[Errno 28] No space
+    left on device", read as storage's disk. Now it names stdout, in one line."""
+    import subprocess
+    import sys
+
+    env = _store_with_a_title(tmp_path, "Storm")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "newsflow.cli", "incidents"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env=env,
+                              timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == ("newsflow incidents: error: [Errno 28] No space left on device:"
+                           " 'standard output'\n")
