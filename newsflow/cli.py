@@ -8,6 +8,10 @@ needs of another area; each subcommand sets ``func(args, settings) -> int``.
 from __future__ import annotations
 
 import argparse
+import codecs
+import errno
+import io
+import json
 import logging
 import os
 import sys
@@ -76,6 +80,94 @@ class _CommandParser(argparse.ArgumentParser):
         super().error(message)
 
 
+# What ``NamedStdout``'s errors name.
+STDOUT_NAME = "standard output"
+
+# The error handler of stdout's encoding: see ``prepare_standard_streams``.
+_ESCAPE_UNENCODABLE = "newsflow-json-escape"
+
+
+def json_escape(error: UnicodeError) -> tuple[str, int]:
+    """What stdout cannot encode, as JSON's escapes (``\\u2013``, a pair for ``😀``): valid
+    inside the JSON strings of ``--json``, and readable, not lost, in a listing."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    unencodable = error.object[error.start:error.end]
+    return "".join(json.dumps(char)[1:-1] for char in unencodable), error.end
+
+
+class ClosedStdout(io.TextIOBase):
+    """``sys.stdout`` when the caller closed it (`newsflow incidents >&-`): a command's
+    first line fails, saying so; Python's ``None`` in its place printed nothing, and a
+    flush failed "'NoneType' object has no attribute 'flush'"."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            raise OSError(errno.EBADF, "standard output is closed")
+        return 0
+
+
+class NamedStdout(io.FileIO):
+    """File descriptor 1, whose write errors name it: "[Errno 28] No space left on device"
+    of `newsflow incidents > /dev/full` (or a file on a full disk) read as storage's."""
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            exc.filename = STDOUT_NAME
+            raise
+
+
+def prepare_standard_streams() -> None:
+    """Standard streams as the commands can use them, whatever the caller left:
+
+    - One it closed gets /dev/null: else the first file a command opens takes that
+      number, `newsflow run`'s lock file as its stdout, and every child of it inherits
+      that as its own. What is printed to a closed stdout is refused (``ClosedStdout``);
+      to a closed stderr, dropped.
+    - A stdout whose encoding cannot write every character (a terminal in a Latin-1
+      locale, `LANG=de_DE.ISO-8859-1`) escapes those: a title with an en dash ended
+      `newsflow incidents` there, "'latin-1' codec can't encode character '\\u2013'".
+    - Its write errors name it (``NamedStdout``)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # (the lowest free number: this one)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)  # (as a standard stream is: the children's too)
+            if fd == 1:
+                sys.stdout = ClosedStdout()
+            elif fd == 2:
+                # What is said there goes nowhere; Python's None in its place sent every
+                # `print(..., file=sys.stderr)` to stdout, into `cluster`'s JSON lines.
+                sys.stderr = open(fd, "w", closefd=False)  # noqa: SIM115 - for the process
+    stdout = sys.stdout
+    if not isinstance(stdout, io.TextIOWrapper):
+        return  # (closed, or one a caller in this process put there)
+    errors = stdout.errors
+    if errors == "strict":
+        try:
+            codecs.lookup_error(_ESCAPE_UNENCODABLE)
+        except LookupError:
+            codecs.register_error(_ESCAPE_UNENCODABLE, json_escape)
+        errors = _ESCAPE_UNENCODABLE
+    if stdout is sys.__stdout__ and stdout.fileno() == 1:
+        stdout.flush()
+        sys.stdout = io.TextIOWrapper(
+            io.BufferedWriter(NamedStdout(1, "w", closefd=False)), encoding=stdout.encoding,
+            errors=errors, newline="\n", line_buffering=stdout.line_buffering,
+            write_through=stdout.write_through)
+    else:
+        stdout.reconfigure(errors=errors)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The composition root, with the supervisor (newsflow.service): the one place that
     # imports every area and hands one what it needs of another's.
@@ -135,6 +227,7 @@ def leave_stale_build() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     # First: the parser itself may be stale (a command the build does not know).
     leave_stale_build()
+    prepare_standard_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -183,9 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # As Python's note on SIGPIPE does: stdout to devnull, so that the flush at exit
         # does not fail again, and exit 1.
         logging.getLogger("newsflow").debug("stdout closed", exc_info=True)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        _stdout_to_devnull()
         return 1
     except KeyboardInterrupt:
         return 130
@@ -193,12 +284,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log = logging.getLogger("newsflow")
         log.debug("command failed", exc_info=True)
         message = f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}"
+        if isinstance(exc, OSError) and exc.filename == STDOUT_NAME:  # (`> /dev/full`)
+            _stdout_to_devnull()  # (else the flush at exit fails again, with a traceback)
         if settings.log_json:  # a JSON record as every other line, or a log pipeline loses it
             # (handled whatever the log level: at CRITICAL, log.error said nothing at all)
             log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None))
         else:
             print(message, file=sys.stderr)
         return 1
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _setting_hint(exc: Exception, settings: Settings) -> str:

@@ -8,7 +8,7 @@ import os
 import sys
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from newsflow.settings import Settings
 
@@ -54,14 +54,29 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from processors.gc_tuning import tune_gc
     from processors.offline import cluster_rows_final
 
-    # (utf-8-sig: a byte order mark first, as Windows editors write, is no part of line 1.)
-    source = open(args.input, encoding="utf-8-sig")  # noqa: SIM115 - closed below
+    # Read as bytes and decoded a line at a time: a file that is not UTF-8 (Latin-1) failed
+    # "'utf-8' codec can't decode byte 0xfc in position 21", naming no file nor line.
+    source = open(args.input, "rb")  # noqa: SIM115 - closed below
     # Written beside the output and moved over it at the end: an input that fails midway
     # (or is the output itself) leaves the output as it was.
     partial = args.output + ".partial" if args.output != "-" else None
+    # Not so a device or a pipe (`-o /dev/null`, `-o /dev/stdout`, a FIFO), written to as
+    # it is: the rename replaced the device node itself with a regular file (as root,
+    # /dev/null for every process of the machine).
+    device = partial is not None and os.path.exists(args.output) \
+        and not os.path.isfile(args.output) and not os.path.isdir(args.output)
+    if device:
+        partial = None
 
     def rows():  # type: ignore[no-untyped-def]
-        for number, line in enumerate(source, 1):
+        for number, raw in enumerate(source, 1):
+            try:
+                # (utf-8-sig: a byte order mark first, as Windows editors write, is no part
+                # of line 1.)
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{args.input}:{number}: not UTF-8 text (byte"
+                                 f" {exc.start + 1} of the line is {raw[exc.start]:#x})") from exc
             if line.strip():
                 try:
                     row = json.loads(line)
@@ -98,7 +113,13 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
         # (Else the error named the file written on the way, OUT.partial, not -o's.)
         if partial and not os.path.isdir(os.path.dirname(args.output) or "."):
             raise ValueError(f"no folder {os.path.dirname(args.output)} to write {args.output} in")
-        out = open(partial, "w", encoding="utf-8") if partial else sys.stdout  # noqa: SIM115
+        out: TextIO
+        if device:
+            out = open(args.output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        elif partial:
+            out = open(partial, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        else:
+            out = sys.stdout
         try:
             # Each article's incident after every later merge and split, as the stream's
             # sinks end up with it (not the incident it was first decided into).
@@ -106,7 +127,7 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
                 out.write(json.dumps(result) + "\n")
                 count += 1
         finally:
-            if partial:
+            if partial or device:
                 out.close()
     except BaseException:
         if partial:
@@ -117,7 +138,7 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     if partial:
         os.replace(partial, args.output)
     # ("into -" named stdout by the option's spelling of it.)
-    print(f"clustered {count} article(s) into {args.output if partial else 'stdout'}",
+    print(f"clustered {count} article(s) into {'stdout' if args.output == '-' else args.output}",
           file=sys.stderr)
     return 0
 
@@ -133,6 +154,7 @@ def register(sub: argparse._SubParsersAction, *, read_window: WindowReader,  # t
 
     clu = sub.add_parser("cluster", help="dedup and cluster a JSONL stream offline")
     clu.add_argument("input", type=Path, metavar="IN.jsonl")
-    clu.add_argument("-o", "--output", default="-", metavar="OUT.jsonl",
+    # (Expanded here: no shell expands the ~ of `--output=~/out.jsonl`.)
+    clu.add_argument("-o", "--output", default="-", metavar="OUT.jsonl", type=os.path.expanduser,
                      help="the file to write (default: stdout, as -)")
     clu.set_defaults(func=cmd_cluster)

@@ -37,7 +37,10 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
     bootstrap_servers(settings)  # else it would retry for ever a broker it never finds
     if args.feeds:
-        settings.feeds_file = Path(args.feeds)
+        # As NEWSFLOW_FEEDS_FILE is (settings: `with_absolute_paths`, `home_expanded`):
+        # `--feeds=~/feeds.toml`, which no shell expands, polled nothing ("no feeds file
+        # at ~/feeds.toml", a warning), and a relative one was not named in full.
+        settings.feeds_file = Path(args.feeds).expanduser().absolute()
     if args.no_pages:
         settings.fetch_pages = False
     run_producer(settings, stop_on_signals())
@@ -92,6 +95,10 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
             f"{poll_counts(result, settings.poll_max_entries)}\t{error or 'ok'}",
             file=sys.stderr,
         )
+    if stop.signum is not None:
+        # Cut short by a Ctrl-C (or SIGTERM): said as a shell says a command the signal
+        # ended, as `replay` does; the feeds it stopped say "stopped" on their lines.
+        return 128 + stop.signum
     # Any feed failed: 1, its line said why (the others polled and published all the
     # same). It was 0 unless every feed failed, so a script could not tell.
     return 1 if failed else 0
@@ -550,7 +557,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "poll", help="poll the given feeds once",
         epilog="Each feed's line (stderr) says what it gave, or why it failed. Exit code: 0 "
                "when every feed was polled, 1 when one or more failed (the others' articles "
-               "are published all the same).")
+               "are published all the same), 130 after a Ctrl-C (143 after a SIGTERM).")
     poll.add_argument("urls", nargs="+", metavar="FEED_URL")
     # Required as argparse requires: a usage error, exit code 2, not the 1 of a feed that
     # failed, which a script reads as the feed's.

@@ -1443,8 +1443,10 @@ def poll_once(
                 if stop.is_set():
                     # Cut the extractions short, their pages handed back, as the service's
                     # are (``cut_short``): pages waiting on held-back worker starts, one
-                    # after another, held a Ctrl-C some 12 s.
+                    # after another, held a Ctrl-C some 12 s. And the fetches: a silent
+                    # server held it for the read timeout.
                     extracting.close()
+                    fetcher.stop()
                     break
             results = [poll.result() for poll in polls]
         articles = [(result, article) for result in results for article in result.articles]

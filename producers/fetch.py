@@ -38,7 +38,8 @@ PERMANENT = (301, 308)
 
 class FetchError(Exception):
     """A request that produced no HTTP response. ``kind``: blocked, bad_url, timeout,
-    network, decoding (a body that is not in its Content-Encoding), redirects, downgrade."""
+    network, decoding (a body that is not in its Content-Encoding), redirects, downgrade,
+    stopped (``Fetcher.stop``)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -279,6 +280,7 @@ class Fetcher:
         self.max_bytes = max_bytes
         self.limiter = limiter or HostLimiter(concurrency=2, delay_s=0.0)
         self.max_redirects = max_redirects
+        self.stopped = threading.Event()
         self._client = httpx.Client(
             transport=_GuardedTransport(
                 allow_private=allow_private, max_connections=max_connections
@@ -292,6 +294,15 @@ class Fetcher:
 
     def close(self) -> None:
         self._client.close()
+
+    def stop(self) -> None:
+        """End the requests under way at their next read (within ``STOP_CHECK_S``), as
+        FetchError "stopped", and any made after: for a Ctrl-C of `newsflow poll --once`
+        (the service's producer stops its fetches through its limiter's stop instead)."""
+        self.stopped.set()
+
+    def _stopping(self) -> bool:
+        return self.stopped.is_set() or self.limiter.stopping()
 
     def __enter__(self) -> Fetcher:
         return self
@@ -346,8 +357,10 @@ class Fetcher:
         self, url: str, headers: Mapping[str, str] | None, max_wait_s: float
     ) -> tuple[int, dict[str, str], bytes, bool]:
         with self.limiter.slot(host_key(url), max_wait_s=max_wait_s):
+            if self.stopped.is_set():
+                raise FetchError("stopped", "the fetch was stopped")
             deadline = _request_deadline.at = time.monotonic() + self.deadline_s
-            _request_deadline.stopping = self.limiter.stopping
+            _request_deadline.stopping = self._stopping
             try:
                 with self._client.stream("GET", url, headers=dict(headers or {})) as resp:
                     status = resp.status_code
@@ -381,12 +394,16 @@ class Fetcher:
                 # server's fault, not the network's.
                 raise FetchError("decoding", f"{type(exc).__name__}: {exc}") from exc
             except httpx.ReadError as exc:
+                if self.stopped.is_set():
+                    raise FetchError("stopped", "the fetch was stopped") from exc
                 if self.limiter.stopping():
                     # Cut by the stop: not asked, as a request still waiting for its slot
                     # (no error of the feed's or its page's, no try used).
                     raise HostBusy(host_key(url), 0.0) from exc
                 raise FetchError("network", f"{type(exc).__name__}: {exc}") from exc
             except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+                if self.stopped.is_set():
+                    raise FetchError("stopped", "the fetch was stopped") from exc
                 raise FetchError("network", f"{type(exc).__name__}: {exc}") from exc
             finally:
                 _request_deadline.at = _request_deadline.stopping = None

@@ -106,7 +106,8 @@ def filler_reports(folder: Path, count: int) -> Path:
 class Service:
     """One `newsflow run` process tree with its own data folder, port and log."""
 
-    def __init__(self, tmp_path: Path, *, cwd: Path = ROOT, **settings: str) -> None:
+    def __init__(self, tmp_path: Path, *, cwd: Path = ROOT, close_stdout: bool = False,
+                 **settings: str) -> None:
         self.data_dir = tmp_path / "var"
         self.db = self.data_dir / "newsflow.db"
         self.web_port = int(settings.get("NEWSFLOW_WEB_PORT") or free_port())
@@ -120,9 +121,12 @@ class Service:
         )
         self.env.update(settings)
         self.log_path = tmp_path / "service.log"
+        command = [sys.executable, "-m", "newsflow.cli", "run"]
+        if close_stdout:  # as a launcher that closes it does (`newsflow run >&-`)
+            command = ["sh", "-c", 'exec "$@" >&-', "sh", *command]
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "newsflow.cli", "run"],
+                command,
                 env=self.env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
             )
 

@@ -497,3 +497,23 @@ def test_no_extraction_worker_outlives_the_service(tmp_path):
                         os.kill(pid, signal.SIGKILL)  # (should it fail: not left behind)
                     except ProcessLookupError:
                         pass
+
+
+def test_a_service_started_with_stdout_closed_gives_no_file_its_place(tmp_path):
+    """`newsflow run >&-`: the first file it opened took number 1 (its lock file), which
+    every child inherited as its stdout; and at a Ctrl-C the run and its producer failed on
+    Python's ``None`` for ``sys.stdout``, "'NoneType' object has no attribute 'flush'",
+    exit code 1, not 130."""
+    service = Service(tmp_path, close_stdout=True)
+    try:
+        service.wait_for(lambda: (service.data_dir / "service.json").exists(), 60)
+        children = [int(pid) for pid in Path(f"/proc/{service.process.pid}/task/"
+                                             f"{service.process.pid}/children").read_text().split()]
+        for pid in [service.process.pid, *children]:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"newsflow.cli" in command:  # (the broker's stdout is the pipe it is read by)
+                assert os.readlink(f"/proc/{pid}/fd/1") == os.devnull, command
+    finally:
+        code = service.stop(signal.SIGINT)
+    assert code == 130, service.log()[-3000:]
+    assert "NoneType" not in service.log()

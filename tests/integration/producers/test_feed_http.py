@@ -2136,3 +2136,24 @@ def test_a_page_not_in_the_content_encoding_it_came_with_says_so(server, tmp_pat
     (row,) = map(json.loads, done.stdout.splitlines())
     assert row["fetch"]["summary_reason"] == "fetch_decoding"
     assert f"page {page} failed 1 time(s), lastly fetch_decoding" in done.stderr
+
+
+def test_a_ctrl_c_ends_poll_once_while_a_server_is_silent(server, tmp_path):
+    """A Ctrl-C of `newsflow poll --once` waited for the read timeout of a feed whose
+    server had not answered (NEWSFLOW_FETCH_TIMEOUT_S, 20 s by default), then exited 1
+    saying "timeout". Now the fetch stops, its feed's line says so, exit code 130."""
+    silent = server.url("/held/feed.xml")
+    env = {"PATH": "/usr/bin:/bin", "NEWSFLOW_FETCH_ALLOW_PRIVATE": "true",
+           "NEWSFLOW_DATA_DIR": str(tmp_path / "var"), "NEWSFLOW_FETCH_TIMEOUT_S": "30"}
+    poll = subprocess.Popen(
+        [sys.executable, "-m", "newsflow.cli", "poll", "--once", "--stdout", "--no-pages",
+         silent],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: server.state.counts["/held/feed.xml"], 60, "the feed's request")
+        poll.send_signal(signal.SIGINT)
+        _, err = poll.communicate(timeout=120)
+    finally:
+        poll.kill()
+    assert poll.returncode == 130, err
+    assert f"{silent}\t-\t0 new\tstopped: the fetch was stopped" in err.splitlines(), err

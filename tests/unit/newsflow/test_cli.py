@@ -481,7 +481,8 @@ def test_a_role_started_alone_elsewhere_names_its_paths_in_full(tmp_path, monkey
         capsys.readouterr().err)
 
 
-def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_path):
+def _producer_start_log(cwd, *options, **settings):  # type: ignore[no-untyped-def]
+    """What `newsflow produce` logs up to its "producer starting" line, run in ``cwd``."""
     import os
     import socket
     import subprocess
@@ -491,10 +492,10 @@ def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-    env.update(NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}")
-    producer = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "produce"], cwd=tmp_path,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+    env.update(NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}", **settings)
+    producer = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "produce", *options],
+                                cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
     lines = []
     try:
         assert producer.stderr is not None
@@ -503,7 +504,11 @@ def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_
     finally:
         producer.kill()
         producer.wait()
-    log = "".join(lines)
+    return "".join(lines)
+
+
+def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_path):
+    log = _producer_start_log(tmp_path)
     assert f"WARNING producers.feeds: no feeds file at {tmp_path / 'feeds.toml'}:" in log, log
     assert f"state in {tmp_path / 'var' / 'producer.db'}" in log, log
 
@@ -819,3 +824,101 @@ def test_the_listings_help_gives_their_default_limit_and_every_json_option_says_
     assert "--limit LIMIT the best this many (default 20)" in helps["newsflow search"]
     for prog in ("newsflow incidents", "newsflow incident", "newsflow search", "newsflow status"):
         assert re.search(r"--json [a-z]", helps[prog]), prog
+
+
+def _store_with_a_title(tmp_path, title):  # type: ignore[no-untyped-def]
+    """An SQLite store of one incident so titled, and the environment to read it."""
+    import os
+
+    from sinks.sqlite import SQLiteSink
+    from tests.records import incident
+
+    db = tmp_path / "newsflow.db"
+    sink = SQLiteSink(db)
+    sink.write([incident("inc-1", 1, [1]).model_copy(update={"title": title})])
+    sink.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_SQLITE_PATH=str(db))
+    return env
+
+
+def test_a_latin1_terminal_shows_what_it_cannot_encode_escaped(tmp_path):
+    """In a Latin-1 locale (`LANG=de_DE.ISO-8859-1`; its encoding set here as the locale
+    would set it) a title with an en dash ended the listing, "'latin-1' codec can't encode
+    character '\\u2013'", exit code 1; now it is escaped, and --json is still JSON."""
+    import json
+    import subprocess
+    import sys
+
+    title = "Zürich – 北京 😀"
+    env = _store_with_a_title(tmp_path, title)
+    env["PYTHONIOENCODING"] = "iso-8859-1"
+    listing = subprocess.run([sys.executable, "-m", "newsflow.cli", "incidents"],
+                             capture_output=True, env=env, timeout=60)
+    assert listing.returncode == 0, listing.stderr.decode()
+    assert "Zürich \\u2013 \\u5317\\u4eac \\ud83d\\ude00" in listing.stdout.decode("latin-1")
+    as_json = subprocess.run([sys.executable, "-m", "newsflow.cli", "incidents", "--json"],
+                             capture_output=True, env=env, timeout=60)
+    assert as_json.returncode == 0, as_json.stderr.decode()
+    assert json.loads(as_json.stdout.decode("latin-1"))[0]["title"] == title
+
+
+def test_a_closed_stdout_is_said_in_one_line(tmp_path):
+    """`newsflow incidents >&-`: "'NoneType' object has no attribute 'write'" said nothing
+    of what was wrong."""
+    import subprocess
+    import sys
+
+    env = _store_with_a_title(tmp_path, "Storm")
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m",
+                           "newsflow.cli", "incidents"],
+                          stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == "newsflow incidents: error: [Errno 9] standard output is closed\n"
+
+
+def test_a_feeds_option_with_a_tilde_names_the_file_in_the_home_folder(tmp_path):
+    """`newsflow produce --feeds=~/feeds.toml` (no shell expands that ~): "no feeds file at
+    ~/feeds.toml", a warning, and the producer polled nothing, where NEWSFLOW_FEEDS_FILE
+    so spelt was found."""
+    (tmp_path / "feeds.toml").write_text('[[feed]]\nurl = "http://127.0.0.1:9/feed.xml"\n',
+                                         encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log = _producer_start_log(elsewhere, "--feeds=~/feeds.toml", HOME=str(tmp_path))
+    assert f"1 feed(s) (1 from {tmp_path / 'feeds.toml'})" in log, log
+    log = _producer_start_log(tmp_path, "--feeds", "feeds.toml", HOME=str(elsewhere))
+    assert f"1 feed(s) (1 from {tmp_path / 'feeds.toml'})" in log, log
+
+
+def test_with_stderr_closed_what_it_would_say_stays_out_of_stdout(tmp_path):
+    """`newsflow cluster IN 2>&- > OUT`: Python's None for a closed stderr sent each
+    `print(..., file=sys.stderr)` to stdout, "clustered 1 article(s) into stdout" among
+    the JSON lines."""
+    import json
+    import subprocess
+    import sys
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "title": "A fire", "text": "A fire in a warehouse."}\n')
+    done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-m",
+                           "newsflow.cli", "cluster", str(source)],
+                          stdout=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 0
+    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == ["a"]
+
+
+def test_a_full_stdout_is_named_as_what_is_full(tmp_path):
+    """`newsflow incidents > /dev/full` (or a file on a full disk): "[Errno 28] No space
+    left on device", read as storage's disk. Now it names stdout, in one line."""
+    import subprocess
+    import sys
+
+    env = _store_with_a_title(tmp_path, "Storm")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "newsflow.cli", "incidents"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env=env,
+                              timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == ("newsflow incidents: error: [Errno 28] No space left on device:"
+                           " 'standard output'\n")

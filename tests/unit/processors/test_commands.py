@@ -155,3 +155,48 @@ def test_cluster_can_write_over_its_own_input(tmp_path: Path) -> None:
     path.write_text('{"id": "a", "title": "A fire in the hills", "text": "A fire burns."}\n')
     assert run(Settings(), "cluster", str(path), "-o", str(path)) == 0
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a"]
+
+
+def test_cluster_writes_to_the_home_folder_a_tilde_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--output=~/out.jsonl`, whose ~ no shell expands: "no folder ~ to write
+    ~/out.jsonl in", exit code 1."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "title": "A fire", "text": "A fire in a warehouse."}\n')
+    assert run(Settings(), "cluster", str(source), "--output=~/out.jsonl") == 0
+    assert json.loads((tmp_path / "out.jsonl").read_text())["id"] == "a"
+
+
+def test_cluster_names_the_line_that_is_not_utf8(tmp_path: Path) -> None:
+    """A Latin-1 file failed "'utf-8' codec can't decode byte 0xfc in position 21",
+    naming neither the file nor the line, where every other fault of a line is named."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"id": "a", "title": "A fire", "text": "x"}\n'
+                       b'{"id": "b", "title": "Z\xfcrich", "text": "x"}\n')
+    with pytest.raises(ValueError, match=r"in.jsonl:2: not UTF-8 text \(byte 24 of the line"
+                                         r" is 0xfc\)"):
+        run(Settings(), "cluster", str(source), "-o", str(tmp_path / "out.jsonl"))
+
+
+def test_cluster_writes_into_a_pipe_named_by_o_leaving_it_a_pipe(tmp_path: Path) -> None:
+    """`-o /dev/stdout`, `-o /dev/null`, a FIFO: the output was written beside it and
+    renamed over it, which replaced the device node or the pipe with a regular file (as
+    root, /dev/null for every process of the machine). A FIFO stands for them here."""
+    import os
+    import stat
+    import threading
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "title": "A fire", "text": "A fire in a warehouse."}\n')
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    read: list[str] = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_text()), daemon=True)
+    reader.start()
+    assert run(Settings(), "cluster", str(source), "-o", str(fifo)) == 0
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    reader.join(60)
+    assert [json.loads(line)["id"] for line in read[0].splitlines()] == ["a"]
