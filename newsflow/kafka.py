@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -232,12 +232,38 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) 
 
 
 def partition_counts(settings: Settings, names: Sequence[str]) -> dict[str, int]:
-    """How many partitions each of the topics ``names`` has on the broker."""
+    """How many partitions each of the topics ``names`` has on the broker; one it does not
+    hold (an error code in place of its partitions) is left out."""
     admin = admin_client(settings)
     try:
-        return {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(list(names))}
+        return {topic["name"]: len(topic["partitions"])
+                for topic in admin.describe_topics(list(names)) if not topic["error_code"]}
     finally:
         admin.close()
+
+
+def partition_problems(settings: Settings, counts: Mapping[str, int]) -> list[str]:
+    """What newsflow cannot work with among the topics' partition counts ``counts`` (as
+    ``partition_counts`` gives them), each said with what to do: the clean-articles topic
+    must have one partition (see ``topic_specs``). A topic made before newsflow made it
+    keeps its count: made by hand, or by a client the broker let make it (Tansu gives
+    4 partitions to a topic a reader asks for)."""
+    name = settings.topic_clean
+    found = counts.get(name)
+    if found is None or found == 1:
+        return []
+    return [f"topic {name} has {found} partitions, and incident clustering needs it to have 1:"
+            " each worker would cluster only the articles of its partitions, and the reports"
+            " of one event would become several incidents, so the processors do not start on"
+            f" it. To mend it: stop the processors, delete the topic ({name}), and run"
+            " `newsflow topics` to make it again with 1 partition; with the embedded broker"
+            " of `newsflow run`, stop `newsflow run` and start it again (its broker starts"
+            " empty)"]
+
+
+def topic_problems(settings: Settings) -> list[str]:
+    """``partition_problems`` of the topics as the broker holds them."""
+    return partition_problems(settings, partition_counts(settings, [settings.topic_clean]))
 
 
 class PublishError(RuntimeError):
