@@ -242,6 +242,33 @@ def partition_counts(settings: Settings, names: Sequence[str]) -> dict[str, int]
         admin.close()
 
 
+def remake_misshapen_topics(settings: Settings, attempts: int = 3) -> list[str]:
+    """On a broker just started empty (the embedded one, at a recycle): delete and make
+    again each of newsflow's topics found with another partition count than newsflow
+    gives it, made before newsflow made it by a client the broker let make it (Tansu makes
+    a topic a reader asks for, with 4 partitions, and has no option to refuse: a reader of
+    the clean topic polling through the restart did). Only for an empty broker: a topic's
+    messages go with it. Returns the names of those remade."""
+    specs = topic_specs(settings)
+    remade: list[str] = []
+    for _ in range(attempts):  # (the reader may make one again between delete and create)
+        counts = partition_counts(settings, [spec.name for spec in specs])
+        misshapen = [spec for spec in specs if counts.get(spec.name, spec.partitions) != spec.partitions]
+        if not misshapen:
+            break
+        names = [spec.name for spec in misshapen]
+        logger.warning("remaking %s, made by another client with the broker's partition count"
+                       " before newsflow made it", ", ".join(names))
+        admin = admin_client(settings)
+        try:
+            admin.delete_topics(names)
+        finally:
+            admin.close()
+        ensure_topics(settings, misshapen)
+        remade += [name for name in names if name not in remade]
+    return remade
+
+
 def partition_problems(settings: Settings, counts: Mapping[str, int]) -> list[str]:
     """What newsflow cannot work with among the topics' partition counts ``counts`` (as
     ``partition_counts`` gives them), each said with what to do: the clean-articles topic
