@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -232,12 +232,65 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) 
 
 
 def partition_counts(settings: Settings, names: Sequence[str]) -> dict[str, int]:
-    """How many partitions each of the topics ``names`` has on the broker."""
+    """How many partitions each of the topics ``names`` has on the broker; one it does not
+    hold (an error code in place of its partitions) is left out."""
     admin = admin_client(settings)
     try:
-        return {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(list(names))}
+        return {topic["name"]: len(topic["partitions"])
+                for topic in admin.describe_topics(list(names)) if not topic["error_code"]}
     finally:
         admin.close()
+
+
+def remake_misshapen_topics(settings: Settings, attempts: int = 3) -> list[str]:
+    """On a broker just started empty (the embedded one, at a recycle): delete and make
+    again each of newsflow's topics found with another partition count than newsflow
+    gives it, made before newsflow made it by a client the broker let make it (Tansu makes
+    a topic a reader asks for, with 4 partitions, and has no option to refuse: a reader of
+    the clean topic polling through the restart did). Only for an empty broker: a topic's
+    messages go with it. Returns the names of those remade."""
+    specs = topic_specs(settings)
+    remade: list[str] = []
+    for _ in range(attempts):  # (the reader may make one again between delete and create)
+        counts = partition_counts(settings, [spec.name for spec in specs])
+        misshapen = [spec for spec in specs if counts.get(spec.name, spec.partitions) != spec.partitions]
+        if not misshapen:
+            break
+        names = [spec.name for spec in misshapen]
+        logger.warning("remaking %s, made by another client with the broker's partition count"
+                       " before newsflow made it", ", ".join(names))
+        admin = admin_client(settings)
+        try:
+            admin.delete_topics(names)
+        finally:
+            admin.close()
+        ensure_topics(settings, misshapen)
+        remade += [name for name in names if name not in remade]
+    return remade
+
+
+def partition_problems(settings: Settings, counts: Mapping[str, int]) -> list[str]:
+    """What newsflow cannot work with among the topics' partition counts ``counts`` (as
+    ``partition_counts`` gives them), each said with what to do: the clean-articles topic
+    must have one partition (see ``topic_specs``). A topic made before newsflow made it
+    keeps its count: made by hand, or by a client the broker let make it (Tansu gives
+    4 partitions to a topic a reader asks for)."""
+    name = settings.topic_clean
+    found = counts.get(name)
+    if found is None or found == 1:
+        return []
+    return [f"topic {name} has {found} partitions, and incident clustering needs it to have 1:"
+            " each worker would cluster only the articles of its partitions, and the reports"
+            " of one event would become several incidents, so the processors do not start on"
+            f" it. To mend it: stop the processors, delete the topic ({name}), and run"
+            " `newsflow topics` to make it again with 1 partition; with the embedded broker"
+            " of `newsflow run`, stop `newsflow run` and start it again (its broker starts"
+            " empty)"]
+
+
+def topic_problems(settings: Settings) -> list[str]:
+    """``partition_problems`` of the topics as the broker holds them."""
+    return partition_problems(settings, partition_counts(settings, [settings.topic_clean]))
 
 
 class PublishError(RuntimeError):

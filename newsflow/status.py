@@ -3,9 +3,11 @@
 Read from what the service leaves for other commands: the runfile of `newsflow run`
 (``var/service.json``), each process's metrics file (``var/metrics/*.prom``: a file
 whose writer no longer runs does not count), the web page's ``/healthz`` and storage.
-The broker is asked one thing, for at most ``DEAD_LETTERS_LOOK_S``: how many dead letters
-wait for a redrive (a process's count starts again at each start, the letters stay). A
-status must answer while the broker does not: then it says so.
+The broker is asked two things, for at most ``DEAD_LETTERS_LOOK_S`` each: how many dead
+letters wait for a redrive (a process's count starts again at each start, the letters
+stay), and, once it answered that, whether the clean-articles topic has the one
+partition clustering needs. A status must answer while the broker does not: then it
+says so.
 """
 
 from __future__ import annotations
@@ -378,6 +380,9 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
     broker_pid = runfile.get("broker_pid") if runfile is not None else None
     stopped = {what: p for what, p in (("newsflow run", pid), ("the embedded broker", broker_pid))
                if isinstance(p, int) and process_stopped(p)}
+    # (Not asked of a broker that did not answer that: a healthcheck has 20 s in all.)
+    unworkable = (topic_problems_within(settings) if waiting is not None
+                  and waiting.count is not None else [])
     return Status(
         data_dir=str(settings.data_dir),
         running=running,
@@ -396,7 +401,7 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
                              starting=runfile is None and starting is not None, now=now,
                              storage_elsewhere=storage_elsewhere(runfile, settings),
                              run_web=web if isinstance(web, str) else None, stopped=stopped)
-        + no_space_left(written_folders(settings)),
+        + unworkable + no_space_left(written_folders(settings)),
         missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
         dead_letters_waiting=waiting,
         restarting_for_recycle=unreported_roles(roles)
@@ -430,6 +435,27 @@ def dead_letters_waiting(settings: Settings,
         return DeadLettersWaiting(settings.topic_dlq, found)
     return DeadLettersWaiting(settings.topic_dlq, None, str(error) if error else
                               f"the broker did not answer in {timeout_s:g} s")
+
+
+def topic_problems_within(settings: Settings,
+                          timeout_s: float = DEAD_LETTERS_LOOK_S) -> list[str]:
+    """``newsflow.kafka.topic_problems`` as the broker says them within ``timeout_s``
+    (none when it does not: the dead letters' line says whether it answers). Asked in a
+    thread left behind when it does not answer in time, as the dead letters are."""
+    from newsflow.kafka import topic_problems
+
+    said: list[str] = []
+
+    def ask() -> None:
+        try:
+            said.extend(topic_problems(settings))
+        except Exception:  # noqa: BLE001, S110 - a broker that does not say is said elsewhere
+            pass
+
+    thread = threading.Thread(target=ask, name="status-topics", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return list(said) if not thread.is_alive() else []
 
 
 def has_port(web: str) -> bool:

@@ -39,6 +39,7 @@ from newsflow.kafka import (  # every topic's limit, and so the producer's
     MAX_MESSAGE_BYTES,
     describe_partitions,
     ensure_topics,
+    topic_problems,
 )
 from newsflow.metrics import Gauge, Registry, TextfileWriter, textfile_path
 from newsflow.schemas import (
@@ -1076,6 +1077,15 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
     """Run the processors until SIGTERM/SIGINT (faust's worker handles both); storage's
     window read with ``window_loader``, its listing at the stop with ``view_loader`` and
     at the start (to check the saved stage by) with ``start_view_loader``, else that."""
+    # Its topics with their settings (compaction, the message limit), as the sink makes
+    # them: a broker that creates topics on first use would give the places' topic none.
+    ensure_topics(settings)
+    # One made before newsflow made it keeps its count: said, not clustered wrongly.
+    unworkable = topic_problems(settings)
+    for problem in unworkable:
+        logger.error("%s", problem)
+    if unworkable:
+        return 1
     saved = None
     identity = code_identity()  # (of the code imported: its files may change while it runs)
     if window_loader is not None:
@@ -1085,9 +1095,6 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
         window_loader = read_ahead(window_loader, saved, start_view_loader or view_loader)
         if saved is not None and saved.stage is None:  # (let go: it did not stand for storage)
             saved = None
-    # Its topics with their settings (compaction, the message limit), as the sink makes
-    # them: a broker that creates topics on first use would give the places' topic none.
-    ensure_topics(settings)
     metrics = ProcessorMetrics()
     app = create_app(settings, window_loader=window_loader, view_loader=view_loader,
                      saved=saved, identity=identity, metrics=metrics,

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from newsflow.broker import EmbeddedBroker
-from newsflow.kafka import ensure_topics, topic_specs
+from newsflow.kafka import TopicSpec, ensure_topics, topic_specs
 from newsflow.settings import Settings, settings_env
 from tests.conftest import read_topic
 
@@ -116,6 +116,25 @@ def test_topics_lists_what_the_broker_holds_not_the_settings(make_settings, caps
     assert listed[settings.topic_dlq] == "1 partition(s)\tmax.message.bytes=8388608"
     assert listed[settings.topic_members] == (
         "3 partition(s)\tcleanup.policy=compact max.message.bytes=8388608")
+
+
+def test_topics_says_a_clean_topic_of_more_than_one_partition_is_a_problem(make_settings, capsys):
+    """A clean-articles topic made before newsflow made it (by hand, or by a reader Tansu
+    let make it: 4 partitions) was listed as any other ("(existed: left as it was)", exit
+    0), while clustering on it split the reports of one event into several incidents."""
+    import argparse
+
+    from newsflow.commands import cmd_topics
+
+    settings = make_settings()
+    ensure_topics(settings, [TopicSpec(settings.topic_clean, 4, {})])
+    assert cmd_topics(argparse.Namespace(), settings) == 1
+    out, err = capsys.readouterr()
+    listed = dict(line.split("\t", 1) for line in out.splitlines())
+    assert listed[settings.topic_clean] == "4 partition(s)\t(existed: left as it was)"
+    assert err.startswith(f"newsflow topics: topic {settings.topic_clean} has 4 partitions,"
+                          " and incident clustering needs it to have 1"), err
+    assert "delete the topic" in err, err
 
 
 def test_replay_leaves_out_an_article_too_large_for_the_broker_and_publishes_the_rest(

@@ -329,3 +329,35 @@ def test_sends_the_restarted_embedded_broker_refuses_are_sent_again_at_once(tmp_
     assert on_topic == {a.id for a in sent_meanwhile + carried}
     assert "sending them again" in caplog.text
     assert not [r for r in caplog.records if r.name == "newsflow.kafka" and r.levelname == "ERROR"]
+
+
+def test_a_topic_a_reader_made_on_the_restarted_embedded_broker_is_remade_as_newsflow_makes_it(
+        tmp_path) -> None:
+    """A reader of the clean topic (kafka-python as anyone writes it) polling through a
+    recycle had Tansu make the topic it asked for, with 4 partitions, before the recycle
+    made it; newsflow kept it so, and clustering ran on 4 partitions. Found so on the
+    restarted (still empty) broker, it is deleted and made again with 1."""
+    from kafka import KafkaConsumer
+
+    from newsflow.broker import EmbeddedBroker
+    from newsflow.kafka import partition_counts, remake_misshapen_topics
+    from newsflow.settings import Settings
+
+    with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                            data_dir=tmp_path, replay_seeds=False)
+        reader = KafkaConsumer(settings.topic_clean, bootstrap_servers=broker.bootstrap,
+                               group_id="a-reader")
+        try:
+            wait_for(lambda: reader.poll(100) is not None
+                     and partition_counts(settings, [settings.topic_clean]),
+                     30, "the reader's topic made by the broker")
+            ensure_topics(settings)  # (as the recycle does: the topic is left as it is)
+            assert partition_counts(settings, [settings.topic_clean]) == {settings.topic_clean: 4}
+            assert remake_misshapen_topics(settings) == [settings.topic_clean]
+            reader.poll(100)  # (it reads on)
+            specs = topic_specs(settings)
+            assert partition_counts(settings, [s.name for s in specs]) == {
+                s.name: s.partitions for s in specs}
+        finally:
+            reader.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from newsflow.kafka import ensure_topics
+from newsflow.kafka import TopicSpec, ensure_topics
 from newsflow.settings import Settings, settings_env
 from sinks.store import open_store
 from tests.conftest import ROOT
@@ -66,6 +66,24 @@ def test_a_web_page_run_apart_is_listed_by_status_and_said_when_it_does_not_answ
     assert stopped["problems"] == [
         f"the web page of pid {web.process.pid} at {address} does not answer"]
     assert stopped["exit_code"] == 1
+
+
+def test_status_says_a_clean_topic_of_more_than_one_partition_is_a_problem(
+        make_settings, start_role, tmp_path) -> None:
+    """Processors run apart on a clean-articles topic of 2 partitions (made before newsflow
+    made it) clustered the reports of one event into several incidents, and status said
+    "problems: none"."""
+    settings = make_settings(data_dir=tmp_path / "var", web_port=0)
+    ensure_topics(settings, [TopicSpec(settings.topic_clean, 2, {})])
+    ensure_topics(settings)
+    open_store(settings).close()
+    start_role(settings, "web")  # (a role run apart: status asks the broker then)
+    report = wait_until(lambda: (r := status(settings))["roles"] and r, "the page listed")
+    assert report["dead_letters_waiting"]["count"] == 0, report  # (the broker answered)
+    [problem] = report["problems"]
+    assert problem.startswith(f"topic {settings.topic_clean} has 2 partitions, and incident"
+                              " clustering needs it to have 1"), problem
+    assert report["exit_code"] == 1
 
 
 def test_every_role_run_apart_says_in_its_log_that_it_stopped(

@@ -8,7 +8,14 @@ import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
 import newsflow.kafka as nk
-from newsflow.kafka import MAX_MESSAGE_BYTES, MessageTooLargeError, Publisher, PublishError, topic_specs
+from newsflow.kafka import (
+    MAX_MESSAGE_BYTES,
+    MessageTooLargeError,
+    Publisher,
+    PublishError,
+    partition_problems,
+    topic_specs,
+)
 from newsflow.settings import Settings
 
 
@@ -250,3 +257,14 @@ def test_a_broker_answers_when_some_address_takes_a_connection():
             assert any_broker_answers(f"127.0.0.1:{gone_port},PLAINTEXT://127.0.0.1:{port}")
         assert not any_broker_answers(f"127.0.0.1:{gone_port}")
         assert not any_broker_answers("127.0.0.1:notaport")
+
+
+def test_only_a_clean_topic_of_more_than_one_partition_is_a_problem() -> None:
+    settings = Settings()
+    fine = {settings.topic_raw: 8, settings.topic_clean: 1, settings.topic_incidents: 4,
+            settings.topic_members: 4, settings.topic_dlq: 1}
+    assert partition_problems(settings, fine) == []
+    assert partition_problems(settings, {}) == []  # (not made yet: newsflow makes it)
+    [problem] = partition_problems(settings, {**fine, settings.topic_clean: 4})
+    assert problem.startswith(f"topic {settings.topic_clean} has 4 partitions, and incident"
+                              " clustering needs it to have 1")
