@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import platform
 import re
+from importlib.metadata import version
 
 import pytest
 
@@ -39,3 +41,16 @@ def test_every_json_line_says_which_role_and_process_wrote_it(start_service):
         pids_of_role.setdefault(record["role"], set()).add(record["pid"])
     assert pids_of_role == {"run": {service.process.pid},
                             **{role: {pid} for role, pid in started.items()}}
+
+
+def test_the_start_line_says_the_version_and_where_it_stores(start_service):
+    """The start line said `storage jsonl` (or `postgres`): the kind, not the file nor
+    the server, and no line said which newsflow ran."""
+    service = start_service(NEWSFLOW_SINK="jsonl")
+    service.wait_for(lambda: ", web http" in service.log()  # (the start line's end)
+                     or "; web http" in service.log(), 60)
+    assert service.stop() == 0
+    [start] = [line for line in service.log().splitlines() if " running" in line
+               and "newsflow.service" in line]
+    assert f"newsflow {version('newsflow')} running (Python {platform.python_version()})" in start
+    assert f"storage JSON Lines file {service.data_dir / 'incidents.jsonl'};" in start
