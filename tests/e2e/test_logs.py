@@ -54,3 +54,17 @@ def test_the_start_line_says_the_version_and_where_it_stores(start_service):
                and "newsflow.service" in line]
     assert f"newsflow {version('newsflow')} running (Python {platform.python_version()})" in start
     assert f"storage JSON Lines file {service.data_dir / 'incidents.jsonl'};" in start
+
+
+def test_the_processors_start_and_stop_write_no_lines_of_fausts_internals(start_service):
+    """Every start and stop of the processors (a recycle's too) logged mode's lifecycle
+    lines of our faust subclasses at INFO, "[^--NoLossConsumer]: Starting...",
+    "[^---ChangelogTable: cluster-articles]: Stopping...": 13 lines saying nothing an
+    operator acts on, where faust's own classes' are kept down."""
+    service = start_service()
+    service.wait_for(lambda: "rebalance complete" in service.log(), 60)
+    assert service.stop() == 0
+    assert "processors stopped" in service.log()
+    lifecycle = [line for line in service.log().splitlines()
+                 if line.endswith(("]: Starting...", "]: Stopping..."))]
+    assert lifecycle == []
