@@ -99,6 +99,21 @@ def _refresh_cancelled(record: logging.LogRecord) -> bool:
 
 _CANCELLED_REFRESH = _NoFault(_refresh_cancelled)
 
+# psycopg_pool's warnings of a server it cannot reach: one per connection it tries and
+# per reconnection it gives up (6 lines in one burst as PostgreSQL stopped under the
+# sink, more at each try after), and of the dead connections it throws away. The
+# failure reaches the sink, the page or the processors as an error they report in their
+# own line, naming the server and saying what happens next (the stream paused and
+# retried, a 503); the pool's lines repeated it without either. Its other warnings (a
+# connection returned inside a transaction: our bug) keep their level.
+_POOL_OUTAGE_MESSAGES = frozenset({
+    "error connecting in %r: %s",
+    "reconnection attempt in pool %r failed after %s sec",
+    "discarding closed connection: %s",
+    "discarding broken connection: %s",
+})
+_POOL_OUTAGE = _NoFault(lambda record: record.msg in _POOL_OUTAGE_MESSAGES)
+
 
 def configure_logging(settings: Settings, *, role: str, service: bool = True) -> None:
     """Log to stderr at the settings' level. ``role``: the command or role this process
@@ -125,6 +140,7 @@ def configure_log_output(level: str, as_json: bool, *, role: str, service: bool 
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("faust.transport.producer").addFilter(_BACKPRESSURE)  # (once: a set)
     logging.getLogger("kafka.cluster").addFilter(_CANCELLED_REFRESH)
+    logging.getLogger("psycopg.pool").addFilter(_POOL_OUTAGE)
     # trafilatura warns "discarding data: URL" whenever its own pass finds too little,
     # also for pages whose text extract_article then finds another way; what came of a
     # page is the producer's to say (an article's `fetch`, `summary_reason`).
