@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 
 from newsflow.kafka import Publisher, ensure_topics
+from tests.conftest import wait_for
 from tests.integration.conftest import started_server
 from tests.records import incident
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_postgresql_down_under_the_sink_is_said_by_the_sink_alone(
@@ -34,18 +25,18 @@ def test_postgresql_down_under_the_sink_is_said_by_the_sink_alone(
         sink = start_role(settings, "sink")
         with Publisher(settings, client_id="test-publisher") as publisher:
             publisher.send(settings.topic_incidents, "i1", incident("i1", 1, [1]).to_bytes())
-        wait_for(lambda: "storage open" in sink.log(), "the sink to make its tables")
-        wait_for(lambda: _stored(dsn) == 1, "the first version stored")
+        wait_for(lambda: "storage open" in sink.log(), 90, "the sink to make its tables")
+        wait_for(lambda: _stored(dsn) == 1, 90, "the first version stored")
         server.stop()
         try:
             with Publisher(settings, client_id="test-publisher") as publisher:
                 publisher.send(settings.topic_incidents, "i1",
                                incident("i1", 2, [1]).to_bytes())
             # The sink pauses, then tries again twice with the server still down.
-            wait_for(lambda: "retrying in 2.0s" in sink.log(), "a second retry")
+            wait_for(lambda: "retrying in 2.0s" in sink.log(), 90, "a second retry")
         finally:
             server.start()
-        wait_for(lambda: "store available again" in sink.log(), "the sink to resume")
+        wait_for(lambda: "store available again" in sink.log(), 90, "the sink to resume")
         assert sink.stop() == 0
     log = sink.log()
     assert log.count("pausing the stream") == 1, log
