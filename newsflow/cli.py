@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         message = f"newsflow {args.command}: error: invalid settings: {problems}"
         if args.log_json or json_logs_asked(os.environ):  # a JSON record, as every error
-            configure_log_output("INFO", as_json=True, service=False)
+            configure_log_output("INFO", as_json=True, role=args.command, service=False)
             logging.getLogger("newsflow").error("%s", message)
         else:
             print(message, file=sys.stderr)
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = with_absolute_paths(settings)
     # The long-running roles (`newsflow run` and what it supervises) against commands that
     # run once and end.
-    configure_logging(settings, service=args.command in ("run", *ROLES))
+    configure_logging(settings, role=args.command, service=args.command in ("run", *ROLES))
     if stale := os.environ.pop(_STALE_BUILD, None):  # (popped: said once, not by each child)
         logging.getLogger("newsflow").warning("%s", stale)
     if settings.supervisor_pid is None:  # (said by `newsflow run`, not again by its children)

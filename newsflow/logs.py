@@ -32,10 +32,21 @@ def _json_escaped(match: re.Match[str]) -> str:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record. ``role`` and ``pid`` say which process wrote it:
+    `newsflow run` and its children share one stderr (one journald stream, one file), and
+    a logger's name alone does not say it (the sink, the page and the processors all log
+    psycopg's and newsflow.kafka's lines)."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__()
+        self.role = role
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
+            "role": self.role,
+            "pid": record.process,
             "logger": record.name,
             "message": record.getMessage(),
         }
@@ -88,21 +99,37 @@ def _refresh_cancelled(record: logging.LogRecord) -> bool:
 
 _CANCELLED_REFRESH = _NoFault(_refresh_cancelled)
 
+# psycopg_pool's warnings of a server it cannot reach: one per connection it tries and
+# per reconnection it gives up (6 lines in one burst as PostgreSQL stopped under the
+# sink, more at each try after), and of the dead connections it throws away. The
+# failure reaches the sink, the page or the processors as an error they report in their
+# own line, naming the server and saying what happens next (the stream paused and
+# retried, a 503); the pool's lines repeated it without either. Its other warnings (a
+# connection returned inside a transaction: our bug) keep their level.
+_POOL_OUTAGE_MESSAGES = frozenset({
+    "error connecting in %r: %s",
+    "reconnection attempt in pool %r failed after %s sec",
+    "discarding closed connection: %s",
+    "discarding broken connection: %s",
+})
+_POOL_OUTAGE = _NoFault(lambda record: record.msg in _POOL_OUTAGE_MESSAGES)
 
-def configure_logging(settings: Settings, *, service: bool = True) -> None:
-    """Log to stderr at the settings' level. ``service``: a long-running role; otherwise a
-    command run once, which reports a Kafka failure itself in one line: kafka-python's
-    retry lines (several a second while a broker is away, with tracebacks) would bury it,
-    so they show only at DEBUG."""
-    configure_log_output(settings.log_level, settings.log_json, service=service)
+
+def configure_logging(settings: Settings, *, role: str, service: bool = True) -> None:
+    """Log to stderr at the settings' level. ``role``: the command or role this process
+    runs (`run`, `sink`, `replay`, ...), in each JSON record. ``service``: a long-running
+    role; otherwise a command run once, which reports a Kafka failure itself in one line:
+    kafka-python's retry lines (several a second while a broker is away, with tracebacks)
+    would bury it, so they show only at DEBUG."""
+    configure_log_output(settings.log_level, settings.log_json, role=role, service=service)
 
 
-def configure_log_output(level: str, as_json: bool, *, service: bool = True) -> None:
+def configure_log_output(level: str, as_json: bool, *, role: str, service: bool = True) -> None:
     """``configure_logging`` from the two settings it reads (NEWSFLOW_LOG_LEVEL and
     NEWSFLOW_LOG_JSON), for a process that has no Settings: an extraction worker."""
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(role))
     else:
         handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -113,6 +140,7 @@ def configure_log_output(level: str, as_json: bool, *, service: bool = True) -> 
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("faust.transport.producer").addFilter(_BACKPRESSURE)  # (once: a set)
     logging.getLogger("kafka.cluster").addFilter(_CANCELLED_REFRESH)
+    logging.getLogger("psycopg.pool").addFilter(_POOL_OUTAGE)
     # trafilatura warns "discarding data: URL" whenever its own pass finds too little,
     # also for pages whose text extract_article then finds another way; what came of a
     # page is the producer's to say (an article's `fetch`, `summary_reason`).

@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from threading import Event
 from typing import IO, Any, NamedTuple
@@ -287,6 +289,26 @@ def discover_running_service(settings: Settings) -> Settings:
     )
 
 
+def installed_version() -> str:
+    """newsflow's version as installed, for the start line (an operator's first question
+    of a log: which release ran)."""
+    try:
+        return version("newsflow")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed: version unknown)"
+
+
+def storage_address(settings: Settings) -> str:
+    """Where the service stores, for its start line: the file, or PostgreSQL's host, port,
+    database and user (never the DSN's password). The kind alone ("jsonl", "postgres")
+    said not where."""
+    if settings.sink == "postgres" and settings.postgres_dsn is not None:
+        from sinks.postgres import describe_dsn  # (psycopg loaded only for postgres)
+
+        return describe_dsn(settings.postgres_dsn.get_secret_value())
+    return store_name(settings)
+
+
 def web_address(settings: Settings) -> str:
     """The web page's address, for the log and the runfile. With port 0 the web child
     binds a free port of its own choosing, which only it names (its log line, and
@@ -432,10 +454,12 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             except Exception as exc:  # noqa: BLE001 - a bad seed must not stop the service
                 logger.error("seed replay failed: %s", exc)
         logger.info(
-            "newsflow running: broker %s%s, storage %s, web %s",
+            "newsflow %s running (Python %s): broker %s%s; storage %s; web %s",
+            installed_version(),
+            platform.python_version(),
             settings.kafka_bootstrap,
             " (embedded)" if broker else "",
-            settings.sqlite_file if settings.sink == "sqlite" else settings.sink,
+            storage_address(settings),
             web_address(settings),
         )
         recycler = None

@@ -63,7 +63,7 @@ from newsflow.text import clean_text, clean_title, counted, nfc
 from processors import saved_stage
 from processors.clustering import ClusterConfig
 from processors.compiled import build_kind
-from processors.consumer import NoLossTransport
+from processors.consumer import MODE_LIFECYCLE_LEVEL, NoLossTransport
 from processors.saved_stage import SavedStage, StorageView, code_identity, standing
 from processors.stage import (
     ArticleRecord,
@@ -262,6 +262,8 @@ class ChangelogTable(faust.Table):  # type: ignore[misc]
     takes a table's serializers from its key and value types, not from its schema: the
     schema's are overwritten with those.)"""
 
+    mundane_level = MODE_LIFECYCLE_LEVEL  # (see processors/consumer.py)
+
     def _serializer_from_type(self, typ: Any) -> Any:
         return TableJSON()
 
@@ -282,6 +284,8 @@ class DeclaredTableManager(faust.tables.TableManager):  # type: ignore[misc]
     tables: for tables declared once the app runs, and ``create_app`` declares all of ours
     first. Every start of the processors paid it before their first decision, a recycle of
     the embedded broker too (benchmarks/recycle_timeline.py)."""
+
+    mundane_level = MODE_LIFECYCLE_LEVEL  # (see processors/consumer.py)
 
     async def on_start(self) -> None:
         if not self.should_stop:

@@ -58,7 +58,17 @@ COMMIT_WAIT_WARNING_S = 60.0
 FETCH_MAX_WAIT_MS = 100
 
 
+# mode logs each service's start and stop ("[^--NoLossConsumer]: Starting...") at
+# `mundane_level`, INFO by default, under the logger of the module a class is defined in:
+# faust's own classes are kept down with the `faust` logger (newsflow/logs.py), ours
+# were not, and wrote 13 lines of faust's internals to every start and stop of the
+# processors (a recycle of the embedded broker's too). At DEBUG, as for faust's own.
+MODE_LIFECYCLE_LEVEL = "debug"
+
+
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    mundane_level = MODE_LIFECYCLE_LEVEL
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # (Read when the consumer starts, which builds its fetcher: set before that.)
@@ -67,6 +77,8 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
 
 class NoLossConsumer(aiokafka_driver.Consumer):
+    mundane_level = MODE_LIFECYCLE_LEVEL
+
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

@@ -436,8 +436,9 @@ def serve(fd: int, log_level: str = "WARNING", log_json: bool = False) -> None:
     from newsflow.schemas import use_installed_suffix_list
     from producers.extract import CacheJanitor, extract_article_timed
 
-    # As the producer logs (trafilatura's and htmldate's own lines kept down likewise).
-    configure_log_output(log_level, log_json)
+    # As the producer logs (trafilatura's and htmldate's own lines kept down likewise); a
+    # role of its own, as its pid is not the producer's.
+    configure_log_output(log_level, log_json, role="extract")
     # Before "ready": a worker without the list does not start (a broken install, said
     # in its traceback), rather than fetch it for its pages.
     use_installed_suffix_list()

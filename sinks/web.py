@@ -618,6 +618,10 @@ class NewsflowServer(ThreadingHTTPServer):
         self.metrics = WebMetrics()
         self.readiness_log = ProbeLog("readiness")
         self.metrics_log = ProbeLog("metrics")
+        # The pages' and the API's storage failures likewise: the page refreshes itself
+        # every few seconds in each browser that shows it, and a WARNING per request
+        # repeated the same outage for as long as it lasted.
+        self.pages_log = ProbeLog("pages")
         # The names the page answers to besides localhost and addresses: the one it
         # listens on, when that is a name, and the operator's.
         # Each as a browser sends it (IDNA, no port; the 421 names the Host, port and all).
@@ -811,6 +815,7 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         path = parts.path
         route = path
+        self._store_asked = False
         try:
             host = self.headers.get("Host")
             if not host_allowed(host, self.server.host_names):
@@ -868,21 +873,25 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 route = "other"
                 self._error(404, "not found", api=path.startswith("/api/"))
+            if self._store_asked and path not in ("/readyz", "/metrics"):  # (their own logs)
+                self.server.pages_log.passed()
         except ConnectionError as exc:  # (an OSError, but the client's, not the storage's)
             logger.debug("GET %s: the client went away: %s", path, exc)
             self.close_connection = True
         except (BadRequest, SearchUnsupported, SearchWithoutWords, SearchTooLong) as exc:
             self._error(400, f"bad request: {exc}", api=path.startswith("/api/"))
         except busy_errors() as exc:
-            logger.warning("GET %s: %s", path, exc)
+            self.server.pages_log.failed(logging.WARNING, "store busy", f"GET {path}: {exc}")
             self._error(503, BUSY, api=path.startswith("/api/"))
         except StoreNotAnswering as exc:
             # Left open: the connections cut are replaced, and a reopening would close the
             # pool under the other requests using it.
-            logger.warning("GET %s: %s", path, exc)
+            self.server.pages_log.failed(logging.WARNING, "store not answering",
+                                         f"GET {path}: {exc}")
             self._error(503, f"storage not answering: {exc.why}", api=path.startswith("/api/"))
         except storage_errors() as exc:
-            logger.warning("GET %s failed: %s", path, exc)
+            self.server.pages_log.failed(logging.WARNING, storage_fault(exc, self.server.settings),
+                                         f"GET {path} failed: {exc}")
             self.server.stores.reset()  # reopened on the next request (the database may move)
             self._error(503, storage_fault(exc, self.server.settings),
                         api=path.startswith("/api/"))
@@ -897,7 +906,10 @@ class Handler(BaseHTTPRequestHandler):
     _status = 0
     _allow = ""
 
+    _store_asked = False  # (whether this request read storage: said passing again if so)
+
     def _store(self) -> Store:
+        self._store_asked = True
         return self.server.stores.get()
 
     def _window(self, query: dict[str, str]) -> tuple[float, str | None]:

@@ -1460,3 +1460,36 @@ def test_the_probes_say_a_failure_once_while_it_lasts_and_its_end(
     again = [r.getMessage() for r in caplog.records if "passing again" in r.getMessage()]
     assert again == [f"readiness: passing again (it had failed: {missing})",
                      f"metrics: passing again (it had failed: {missing})"]
+
+
+def test_postgres_down_under_the_page_is_said_once_and_its_return_once(
+    make_settings, start_role, postgres_server: Any
+) -> None:
+    """A real web process, PostgreSQL stopped: every request of the page logged its own
+    WARNING of the same outage ("GET / failed: ..."), and the page asks again every 5 s
+    in each browser showing it: a line every few seconds per viewer while it lasted. It
+    is said once when it begins (what failed, the request and the server) and once when
+    the page reads storage again, as the probes' failures are."""
+    from sinks.store import upgrade
+
+    settings = make_settings(sink="postgres", web_port=0,
+                             postgres_dsn=postgres_server.create_database())
+    upgrade(settings)
+    web = start_role(settings, "web")
+    found = wait_for(lambda: re.search(r"web page at (http://\S+/)", web.log()), 60,
+                     "the page's address in its log")
+    url = found[1]
+    assert get(url)[0] == 200
+    postgres_server.stop()
+    try:
+        for _ in range(3):
+            assert get(url)[0] == 503
+        assert get(url + "api/incidents")[0] == 503
+    finally:
+        postgres_server.start()
+    assert get(url)[0] == 200
+    assert web.stop() == 0
+    said = [line for line in web.log().splitlines() if "WARNING" in line]
+    assert len(said) == 1, said
+    assert "pages: storage unavailable: GET / failed: PostgreSQL at 127.0.0.1" in said[0]
+    assert web.log().count("pages: passing again (it had failed: storage unavailable)") == 1

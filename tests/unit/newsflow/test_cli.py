@@ -191,11 +191,11 @@ def test_commands_that_run_once_hide_kafka_pythons_lines_unless_debugging(monkey
     monkeypatch.setattr(root, "level", root.level)
     kafka = logging.getLogger("kafka")
     monkeypatch.setattr(kafka, "level", kafka.level)
-    configure_logging(Settings(log_level="INFO"), service=True)
+    configure_logging(Settings(log_level="INFO"), role="run", service=True)
     assert kafka.level == logging.WARNING
-    configure_logging(Settings(log_level="INFO"), service=False)
+    configure_logging(Settings(log_level="INFO"), role="run", service=False)
     assert kafka.level == logging.CRITICAL
-    configure_logging(Settings(log_level="DEBUG"), service=False)
+    configure_logging(Settings(log_level="DEBUG"), role="run", service=False)
     assert kafka.level == logging.WARNING
 
 

@@ -30,14 +30,14 @@ def test_fausts_producer_backpressure_is_no_warning(
 ) -> None:
     # faust's own warning for a table-write buffer past 100 messages: every cluster batch.
     producer = logging.getLogger("faust.transport.producer")
-    configure_logging(Settings(log_level="INFO"))
+    configure_logging(Settings(log_level="INFO"), role="run")
     producer.warning("producer buffer full size 282")
     producer.warning("something else")
     err = capsys.readouterr().err
     assert "producer buffer full" not in err
     assert "WARNING faust.transport.producer: something else" in err
     # Shown, as a DEBUG line, to whoever turns faust's producer logger down to DEBUG.
-    configure_logging(Settings(log_level="DEBUG"))
+    configure_logging(Settings(log_level="DEBUG"), role="run")
     monkeypatch.setattr(producer, "level", logging.DEBUG)
     producer.warning("producer buffer full size 282")
     assert "DEBUG   faust.transport.producer: producer buffer full size 282" in (
@@ -53,7 +53,7 @@ def test_a_metadata_refresh_cancelled_by_a_close_is_no_error(
     from kafka.errors import Cancelled, KafkaConnectionError
 
     cluster = logging.getLogger("kafka.cluster")
-    configure_logging(Settings(log_level="INFO"))
+    configure_logging(Settings(log_level="INFO"), role="run")
     cluster.error("Metadata refresh: failed %s", Cancelled())  # (kafka-python's words)
     cluster.error("Metadata refresh: failed %s", KafkaConnectionError())
     err = capsys.readouterr().err
@@ -72,7 +72,7 @@ def test_a_page_extracted_without_trafilaturas_own_pass_logs_no_warning(monkeypa
     for name in ("trafilatura", "trafilatura.utils"):
         logger = logging.getLogger(name)
         monkeypatch.setattr(logger, "level", logger.level)
-    configure_logging(Settings(log_level="INFO"), service=True)
+    configure_logging(Settings(log_level="INFO"), role="run", service=True)
     extracted = extract_article(
         gzip.decompress(page.read_bytes()), "https://news.example/a", "text/html"
     )
@@ -93,7 +93,7 @@ def test_the_producers_cache_reset_logs_no_error(monkeypatch, capsys):
     for name in ("trafilatura", "trafilatura.utils", "htmldate", "htmldate.meta"):
         logger = logging.getLogger(name)
         monkeypatch.setattr(logger, "level", logger.level)
-    configure_logging(Settings(log_level="INFO"), service=True)
+    configure_logging(Settings(log_level="INFO"), role="run", service=True)
     janitor = CacheJanitor(every=1)
     janitor.tick()
     assert "impossible to clear cache" not in capsys.readouterr().err
@@ -109,7 +109,7 @@ def test_what_a_feed_wrote_is_logged_on_one_line_without_terminal_controls(
 
     link = "https://news.example/1\x1b]0;owned\x07\n2026-12-04 ERROR forged\x9b2J"
     log = logging.getLogger("producers.feeds")
-    configure_logging(Settings(log_level="INFO"))
+    configure_logging(Settings(log_level="INFO"), role="run")
     log.info("page %s failed", link)
     try:
         raise ValueError("kept\nas it is")
@@ -121,7 +121,7 @@ def test_what_a_feed_wrote_is_logged_on_one_line_without_terminal_controls(
                           "\\x07\\n2026-12-04 ERROR forged\\x9b2J failed")
     assert second.endswith("ERROR   producers.feeds: entry x")
     assert "ValueError: kept\nas it is" in err  # (a traceback keeps its lines)
-    configure_logging(Settings(log_level="INFO", log_json=True))
+    configure_logging(Settings(log_level="INFO", log_json=True), role="run")
     log.info("page %s failed", link)
     line = capsys.readouterr().err
     assert line.count("\n") == 1 and not re.search(r"[\x00-\x1f\x7f-\x9f]", line[:-1])

@@ -174,8 +174,8 @@ def test_a_worker_logs_as_the_producer_does(capfd):
     assert done.extracted is not None and len(done.extracted.text) > 1000
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
              if line.startswith("{")]
-    assert [(line["logger"], line["level"]) for line in lines] == [
-        ("producers.extract", "WARNING")], lines
+    assert [(line["logger"], line["level"], line["role"]) for line in lines] == [
+        ("producers.extract", "WARNING", "extract")], lines
     assert lines[0]["message"].startswith("extraction failed for https://news.example/number")
 
 

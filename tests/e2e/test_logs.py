@@ -1,0 +1,70 @@
+"""The log of a real `newsflow run` as an operator's log pipeline reads it."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from importlib.metadata import version
+
+import pytest
+
+from tests.e2e.conftest import read_row
+
+pytestmark = pytest.mark.e2e
+
+
+def test_every_json_line_says_which_role_and_process_wrote_it(start_service):
+    """`newsflow run` and its children write to one stderr; with NEWSFLOW_LOG_JSON a line
+    said its time, level, logger and message, not which process wrote it (psycopg's,
+    newsflow.kafka's lines come from several roles), so a pipeline could not tell the
+    sink's lines from the page's, nor a restarted child's from the one before."""
+    service = start_service(NEWSFLOW_LOG_JSON="true")
+    service.wait_for(lambda: (read_row(service.db, "SELECT count(*) FROM incident_articles")
+                              or (0,))[0] == 2, 90)
+    # Each child has said it started (the web page its address, the producer its feeds).
+    service.wait_for(lambda: all(words in service.log() for words in (
+        "web page at", "producer starting", "sink sqlite consuming", "rebalance complete")), 60)
+    assert service.stop() == 0
+
+    records = [json.loads(line) for line in service.log().splitlines()]
+    assert records
+    for record in records:
+        assert set(record) >= {"time", "level", "role", "pid", "logger", "message"}, record
+    started = {}  # the pid of each child, as the supervisor logged its start
+    for record in records:
+        if found := re.fullmatch(r"started (\w+) \(pid (\d+)\)", record["message"]):
+            started[found[1]] = int(found[2])
+    assert set(started) == {"sink", "web", "process", "produce"}
+    pids_of_role: dict[str, set[int]] = {}
+    for record in records:
+        pids_of_role.setdefault(record["role"], set()).add(record["pid"])
+    assert pids_of_role == {"run": {service.process.pid},
+                            **{role: {pid} for role, pid in started.items()}}
+
+
+def test_the_start_line_says_the_version_and_where_it_stores(start_service):
+    """The start line said `storage jsonl` (or `postgres`): the kind, not the file nor
+    the server, and no line said which newsflow ran."""
+    service = start_service(NEWSFLOW_SINK="jsonl")
+    service.wait_for(lambda: ", web http" in service.log()  # (the start line's end)
+                     or "; web http" in service.log(), 60)
+    assert service.stop() == 0
+    [start] = [line for line in service.log().splitlines() if " running" in line
+               and "newsflow.service" in line]
+    assert f"newsflow {version('newsflow')} running (Python {platform.python_version()})" in start
+    assert f"storage JSON Lines file {service.data_dir / 'incidents.jsonl'};" in start
+
+
+def test_the_processors_start_and_stop_write_no_lines_of_fausts_internals(start_service):
+    """Every start and stop of the processors (a recycle's too) logged mode's lifecycle
+    lines of our faust subclasses at INFO, "[^--NoLossConsumer]: Starting...",
+    "[^---ChangelogTable: cluster-articles]: Stopping...": 13 lines saying nothing an
+    operator acts on, where faust's own classes' are kept down."""
+    service = start_service()
+    service.wait_for(lambda: "rebalance complete" in service.log(), 60)
+    assert service.stop() == 0
+    assert "processors stopped" in service.log()
+    lifecycle = [line for line in service.log().splitlines()
+                 if line.endswith(("]: Starting...", "]: Stopping..."))]
+    assert lifecycle == []
