@@ -63,7 +63,10 @@ def test_a_web_page_run_apart_is_listed_by_status_and_said_when_it_does_not_answ
     finally:
         os.kill(web.process.pid, signal.SIGCONT)
     assert [r["answers"] for r in stopped["roles"]] == [False]
+    # (Stopped by SIGSTOP here: said first, as the cause, then what it causes.)
     assert stopped["problems"] == [
+        f"web (pid {web.process.pid}) is stopped (SIGSTOP, Ctrl-Z or a debugger): it does"
+        " nothing until it gets SIGCONT",
         f"the web page of pid {web.process.pid} at {address} does not answer"]
     assert stopped["exit_code"] == 1
 
