@@ -787,6 +787,13 @@ def incident_from_rows(header: Row, members: Sequence[Row]) -> Incident:
 Fetch = Callable[[str, Sequence[Any]], list[Row]]
 
 
+def latest_incidents_sql(mark: str) -> str:
+    """A condition (both dialects) that the current incident ``c`` is one of the latest
+    live incidents, as many as a parameter says."""
+    return f"""AND c.incident_id IN (SELECT id FROM incidents WHERE merged_into IS NULL
+                                     ORDER BY updated_at DESC LIMIT {mark})"""
+
+
 @dataclass(frozen=True)
 class ReadDialect:
     """What the reads say in a dialect's own way; all else is the same SQL."""
@@ -798,7 +805,8 @@ class ReadDialect:
     has_agency: str  # the article ``a`` lists the agency named by one parameter
     stored_order: str  # articles ``a`` in the order they were stored
     # ``current AS (...)`` for a WITH clause: each article's current incident, the newest
-    # live incident listing it (article_id, incident_id, duplicate_of, seen_at). Each dialect's
+    # live incident listing it (article_id, incident_id, duplicate_of, seen_at); SQLite's
+    # of the articles of a ``recent`` before it (``SQLiteStore.recent_sql``). Each dialect's
     # own way: PostgreSQL estimated ROW_NUMBER's "rn = 1" at 80 rows of 16,000, and
     # the window of 16,000 articles took 41 s through its cursor, 3 s with DISTINCT ON.
     current: str
@@ -948,22 +956,24 @@ class SQLReader(Store, ABC):
                                   parse_ts(row["seen_at"]))
 
     def _recent(self, columns: str, since: datetime, incidents: int | None) -> Iterator[Row]:
-        mark = self.dialect.mark
-        active = ""
         params: list[Any] = [self.dialect.adapt(since), self.dialect.adapt(since)]
         if incidents is not None:
-            active = f"""AND c.incident_id IN (SELECT id FROM incidents WHERE merged_into IS NULL
-                                               ORDER BY updated_at DESC LIMIT {mark})"""
             params.append(int(incidents))
-        return self._stream(
-            f"""WITH {self.dialect.current}
-                SELECT {columns}, c.incident_id AS incident_id, c.duplicate_of AS duplicate_of,
-                       c.seen_at AS seen_at
-                FROM articles a LEFT JOIN current c ON c.article_id = a.id
-                WHERE (a.published >= {mark} OR a.fetched_at >= {mark}) {active}
-                ORDER BY {self.dialect.stored_order}""",
-            params,
-        )
+        return self._stream(self.recent_sql(columns, incidents is not None), params)
+
+    def recent_sql(self, columns: str, of_latest_incidents: bool) -> str:
+        """The query of ``recent_articles`` and ``recent_places``: the ``columns`` of the
+        articles ``a`` published or fetched since a time (the first two parameters), with
+        their current incident, in the order they were stored; ``of_latest_incidents``:
+        only those of the latest live incidents (as many as the third parameter)."""
+        mark = self.dialect.mark
+        return f"""WITH {self.dialect.current}
+                   SELECT {columns}, c.incident_id AS incident_id,
+                          c.duplicate_of AS duplicate_of, c.seen_at AS seen_at
+                   FROM articles a LEFT JOIN current c ON c.article_id = a.id
+                   WHERE (a.published >= {mark} OR a.fetched_at >= {mark})
+                         {latest_incidents_sql(mark) if of_latest_incidents else ""}
+                   ORDER BY {self.dialect.stored_order}"""
 
     def articles(self, ids: Sequence[str]) -> dict[str, RawArticle]:
         """The stored articles of ``ids`` (those storage holds), by id."""

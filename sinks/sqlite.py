@@ -50,6 +50,7 @@ from sinks.rows import (
     delete_member_sql,
     form_holds_sql,
     insert_version_sql,
+    latest_incidents_sql,
     merged_away,
     plan_header_writes,
     plan_incident_writes,
@@ -656,7 +657,8 @@ class SQLiteSink(BatchingSink):
                 self._drop_removed_wal()
 
 
-# Each article's current incident: the newest live incident listing it.
+# Each article of ``recent`` (``SQLiteStore.recent_sql``) with its current incident: the
+# newest live incident listing it.
 _CURRENT = """
 current AS (
     SELECT article_id, incident_id, duplicate_of, seen_at FROM (
@@ -666,7 +668,7 @@ current AS (
                    ORDER BY i.updated_at DESC, i.version DESC, m.incident_id
                ) AS rn
         FROM incident_articles m JOIN incidents i ON i.id = m.incident_id
-        WHERE i.merged_into IS NULL
+        WHERE i.merged_into IS NULL AND m.article_id IN (SELECT id FROM recent)
     )
     WHERE rn = 1
 )
@@ -752,6 +754,24 @@ class SQLiteStore(SQLReader):
             yield from conn.execute(sql, params)
         finally:
             conn.close()
+
+    def recent_sql(self, columns: str, of_latest_incidents: bool) -> str:
+        # The window's articles found first, by their times' indexes, and only they placed
+        # (``current``). With the other store's query SQLite placed every stored article
+        # and read every article row for its times (wanting the stored order, it scanned
+        # the table, each row's text before them): the processors' start with a window of
+        # a month (NEWSFLOW_INCIDENT_DAYS=30, 24,771 articles) took 2.7 s on a store of a
+        # year (300,000 articles, 1.2 GB), now 0.4 s. (PostgreSQL plans it well: 0.6 s.)
+        mark = self.dialect.mark
+        return f"""WITH recent AS (SELECT a.id, a.rowid AS stored FROM articles a
+                                   WHERE a.published >= {mark} OR a.fetched_at >= {mark}),
+                   {self.dialect.current}
+                   SELECT {columns}, c.incident_id AS incident_id,
+                          c.duplicate_of AS duplicate_of, c.seen_at AS seen_at
+                   FROM articles a LEFT JOIN current c ON c.article_id = a.id
+                   WHERE a.rowid IN (SELECT stored FROM recent)
+                         {latest_incidents_sql(mark) if of_latest_incidents else ""}
+                   ORDER BY a.rowid"""
 
     def moved_to(self, incident_id: str) -> list[tuple[str, int]]:
         with self._session() as fetch:

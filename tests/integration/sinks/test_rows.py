@@ -12,7 +12,8 @@ import pytest
 
 from newsflow.settings import Settings
 from sinks.models import Store
-from sinks.rows import SearchWithoutWords, merges_sql
+from sinks.rows import SearchWithoutWords, SQLReader, merges_sql
+from sinks.sqlite import adapt
 from sinks.store import make_sink, open_store
 from tests.records import (
     MERGE_STEPS,
@@ -557,3 +558,44 @@ def test_the_latest_merges_are_read_by_an_index_on_either_store(
     finally:
         store.close()
     assert "incidents_merged" in merges_plan(settings)
+
+
+def scanned(path: Path, sql: str, params: tuple[Any, ...]) -> dict[str, int]:
+    """The tables an SQLite query's plan reads whole, each with the rows it holds."""
+    from sinks.sqlite import connect
+
+    conn = connect(path, readonly=True)
+    try:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+        return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for alias, table in [("a", "articles"), ("m", "incident_articles")]
+                if any(re.match(f"SCAN {alias}\\b", step) for step in plan)}
+    finally:
+        conn.close()
+
+
+def test_the_window_read_reads_the_window_not_the_whole_store(tmp_path: Path) -> None:
+    """The processors' start-up rebuild reads the articles of its window with their
+    current incident: SQLite placed every stored article first (all member rows), and read
+    every article row (text and all) for its times, so a store of months took as long to
+    read as its whole size, however small the window."""
+    settings = Settings(sink="sqlite", data_dir=tmp_path / "var")
+    old = NOW - timedelta(days=60)
+    records: list[Any] = [article(n, fetched=old).model_copy(update={"published": old})
+                          for n in range(1, 41)]
+    records += [incident(f"old{n}", 1, [n, n + 20], updated=old) for n in range(1, 21)]
+    records += [article(41), article(42), incident("new", 1, [41, 42])]
+    store = written(settings, records)
+    since = NOW - timedelta(days=1)
+    try:
+        assert [(p.article_id, p.incident_id) for p in store.recent_places(since)] == [
+            ("a41", "new"), ("a42", "new")]
+        assert [(p.article_id, p.incident_id) for p in store.recent_places(since, 1)] == [
+            ("a41", "new"), ("a42", "new")]
+        assert isinstance(store, SQLReader)
+        columns = "a.id, a.published, a.fetched_at"  # (recent_places')
+        for latest, params in [(False, (since, since)), (True, (since, since, 20_000))]:
+            sql = store.recent_sql(columns, latest)
+            assert scanned(settings.sqlite_file, sql, tuple(map(adapt, params))) == {}
+    finally:
+        store.close()
