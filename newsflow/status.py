@@ -146,6 +146,9 @@ class Status:
     # The data folder, made absolute, when there is none: asked from another folder, a
     # relative one (`var`) is not the service's.
     missing_data_dir: str | None = None
+    # A regular file at the data folder's path: said so, "no folder" had the user look for
+    # a missing one.
+    data_dir_is_file: bool = False
     # None: not asked (no broker: nothing runs on the data folder, or it is starting)
     dead_letters_waiting: DeadLettersWaiting | None = None
     # The roles a recycle of the embedded broker stopped that have not reported since
@@ -403,6 +406,7 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
                              run_web=web if isinstance(web, str) else None, stopped=stopped)
         + unworkable + no_space_left(written_folders(settings)),
         missing_data_dir=None if settings.data_dir.is_dir() else str(settings.data_dir.absolute()),
+        data_dir_is_file=settings.data_dir.is_file(),
         dead_letters_waiting=waiting,
         restarting_for_recycle=unreported_roles(roles)
         if runfile is not None and recycle_restarts_roles(roles, now) else [],
@@ -585,7 +589,8 @@ def format_status(status: Status, now: float) -> str:
     else:
         lines.append(f"newsflow run: not running on data folder {status.data_dir}")
         if status.missing_data_dir is not None:
-            lines[-1] += (f" (no folder at {status.missing_data_dir}: run this where `newsflow"
+            what = "a file, not a folder," if status.data_dir_is_file else "no folder"
+            lines[-1] += (f" ({what} at {status.missing_data_dir}: run this where `newsflow"
                           " run` runs, or with its NEWSFLOW_DATA_DIR)")
     role_lines = [_role_line(r, now) for r in status.roles if r.pid is not None]
     if role_lines and not status.running:

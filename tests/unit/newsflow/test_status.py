@@ -217,6 +217,26 @@ def test_status_from_another_folder_says_the_data_folder_is_not_there(
     assert capsys.readouterr().out.splitlines()[0] == "newsflow run: not running on data folder var"
 
 
+def test_status_with_a_file_for_its_data_folder_says_it_is_a_file(
+        tmp_path, monkeypatch, capsys) -> None:
+    """NEWSFLOW_DATA_DIR naming a regular file: `status` said "no folder at X", which has
+    the user look for a folder that is missing, where X is there and is a file."""
+    import os
+
+    from newsflow.cli import main
+
+    for name in [n for n in os.environ if n.startswith("NEWSFLOW_")]:
+        monkeypatch.delenv(name)
+    data_file = tmp_path / "var"
+    data_file.write_text("", encoding="utf-8")
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(data_file))
+    assert main(["status"]) == NOT_RUNNING
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"newsflow run: not running on data folder {data_file} (a file, not a"
+                     f" folder, at {data_file}: run this where `newsflow run` runs, or with"
+                     " its NEWSFLOW_DATA_DIR)")
+
+
 def test_storage_is_the_service_s_when_its_folder_is_reached_through_a_link(tmp_path) -> None:
     """Compared by the files' real paths: a service started in a folder a link leads to
     stores where a status run through the link reads."""
