@@ -8,7 +8,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,65 @@ def process_runs(pid: int, started: str | None = None) -> bool:
     except OSError:  # (EPERM: another user's process)
         return True
     return True
+
+
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is process ``parent``, per /proc."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        fields = _stat_fields(int(proc.name))
+        if fields is not None and len(fields) > 1 and fields[1] == str(parent):
+            found.append(int(proc.name))
+    return found
+
+
+def signal_children(sig: int) -> None:
+    """Send ``sig`` to every child of this process, and to the rest of its process group
+    when it leads one (``spawn``'s children do: the producer's extraction workers are in
+    its group)."""
+    for pid in child_pids(os.getpid()):
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass  # ended meanwhile
+
+
+@contextmanager
+def children_follow_job_control() -> Iterator[None]:
+    """While it lasts, SIGTSTP (a terminal's Ctrl-Z) stops every child, then this process;
+    SIGCONT (the shell's ``fg`` or ``bg``) continues them. ``spawn`` starts each child in a
+    session of its own, out of the terminal's reach: they went on working while the
+    service seemed paused. The previous handlers are back at the end."""
+
+    def on_stop(_signum: int, _frame: object) -> None:
+        # SIGSTOP, not SIGTSTP: the kernel discards SIGTSTP sent to the children, whose
+        # process groups are orphaned (no parent of theirs in their session).
+        signal_children(signal.SIGSTOP)
+        # A handler cannot take the default action (stop): send it again without one.
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        # Here once continued; or at once, when the kernel discarded that stop (our own
+        # process group orphaned: no shell to continue us), and then the children go on.
+        on_continue(signal.SIGCONT, None)
+
+    def on_continue(_signum: int, _frame: object) -> None:
+        signal_children(signal.SIGCONT)
+        signal.signal(signal.SIGTSTP, on_stop)
+
+    if threading.current_thread() is not threading.main_thread():
+        # Handlers are the main thread's to set (a service run in a thread: a test's).
+        yield
+        return
+    previous = {signal.SIGTSTP: signal.signal(signal.SIGTSTP, on_stop),
+                signal.SIGCONT: signal.signal(signal.SIGCONT, on_continue)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def stop_with_parent() -> None:

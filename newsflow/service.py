@@ -45,6 +45,7 @@ from newsflow.metrics import (
     textfile_name,
 )
 from newsflow.processes import (
+    children_follow_job_control,
     process_runs,
     process_started,
     process_stopped,
@@ -405,7 +406,7 @@ def run_service(settings: Settings, stop: Event, roles: tuple[str, ...] = ROLES)
     if settings.stop_with_parent:
         # Under `make run`: a SIGTERM to make (which does not pass it on) still stops us.
         stop_with_parent()
-    with hold_data_dir(settings):
+    with hold_data_dir(settings), children_follow_job_control():
         return run_holding_data_dir(settings, stop, roles)
 
 

@@ -107,7 +107,7 @@ class Service:
     """One `newsflow run` process tree with its own data folder, port and log."""
 
     def __init__(self, tmp_path: Path, *, cwd: Path = ROOT, close_stdout: bool = False,
-                 **settings: str) -> None:
+                 process_group: int | None = None, **settings: str) -> None:
         self.data_dir = tmp_path / "var"
         self.db = self.data_dir / "newsflow.db"
         self.web_port = int(settings.get("NEWSFLOW_WEB_PORT") or free_port())
@@ -128,6 +128,7 @@ class Service:
             self.process = subprocess.Popen(
                 command,
                 env=self.env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                process_group=process_group,
             )
 
     def log(self) -> str:

@@ -101,6 +101,60 @@ def assert_no_child_outlived(service: Service) -> None:
             pass
 
 
+def children_of(parent: int) -> list[int]:
+    """The processes whose parent is ``parent``, per /proc."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            found.append(int(proc.name))
+    return found
+
+
+def state_of(pid: int) -> str:
+    """Process ``pid``'s state letter per /proc (T: stopped), "gone" when it has ended."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_ctrl_z_stops_every_child_and_fg_continues_them(tmp_path):
+    """Each child runs in a session of its own, out of the terminal's reach: Ctrl-Z
+    (SIGTSTP) stopped only `newsflow run`, and its children went on polling, clustering
+    and writing while the service seemed paused."""
+    # A process group of its own in our session, as a shell gives a job: not orphaned, so
+    # the kernel does not discard its stop.
+    service = Service(tmp_path, process_group=0, NEWSFLOW_REPLAY_SEEDS="false")
+    children: list[int] = []
+    try:
+        service.wait_for(lambda: (service.data_dir / "service.json").exists(), 60)
+        children = children_of(service.process.pid)
+        assert len(children) == 5, children  # the broker, producer, processors, sink, web
+        os.kill(service.process.pid, signal.SIGTSTP)
+        service.wait_for(lambda: state_of(service.process.pid) == "T", 30)
+        service.wait_for(lambda: all(state_of(pid) == "T" for pid in children), 30)
+        os.kill(service.process.pid, signal.SIGCONT)
+        service.wait_for(lambda: not any(state_of(pid) == "T"
+                                         for pid in [service.process.pid, *children]), 30)
+        assert all(state_of(pid) != "gone" for pid in children)
+        article = tmp_path / "after.txt"
+        article.write_text("Volcano erupts near Naples\nMount Vesuvius erupted on Monday.",
+                           "utf-8")
+        service.newsflow("replay", "--quiet", str(article))
+        service.wait_for(lambda: stored_articles(service.db) >= 1, 60)
+    finally:
+        for pid in [service.process.pid, *children]:  # (without the fix, or a failure)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        assert service.stop() == 0, service.log()[-3000:]
+
+
 def test_a_dead_embedded_broker_stops_the_service_for_its_manager_to_restart(start_service):
     service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
     broker_pid = int(re.search(r"embedded broker ready on \S+ \(pid (\d+)\)", service.log()).group(1))
