@@ -18,6 +18,7 @@ from kafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
+    RequestTimedOutError,
     TopicAlreadyExistsError,
     UnknownError,
 )
@@ -348,6 +349,20 @@ def refused_by_embedded_broker(exc: BaseException | None) -> bool:
     return isinstance(exc, UnknownError) and exc.errno == -1
 
 
+# How often a flush sends again what timed out (``timed_out``).
+TIMED_OUT_TRIES = 3
+
+
+def timed_out(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is kafka-python giving up a send older than its delivery timeout
+    (120 s of wall time): its batch expired waiting (KafkaTimeoutError), or its last request
+    had no answer in time (RequestTimedOutError). A machine suspended (or the broker and the
+    sender frozen) that long fails every send in flight at once when it wakes, though the
+    broker answers again. Sending it again is safe: an article published twice changes
+    nothing downstream."""
+    return isinstance(exc, (KafkaTimeoutError, RequestTimedOutError))
+
+
 class Publisher:
     """The one place that writes to Kafka with kafka-python.
 
@@ -355,7 +370,10 @@ class Publisher:
     failures only through the send futures: ``flush`` reads those of its own batch.
     """
 
-    def __init__(self, settings: Settings, *, client_id: str = "newsflow-producer") -> None:
+    def __init__(self, settings: Settings, *, client_id: str = "newsflow-producer",
+                 request_timeout_s: float = 30.0, delivery_timeout_s: float = 120.0) -> None:
+        """``request_timeout_s`` and ``delivery_timeout_s``: kafka-python's (the second at
+        least the first), shorter only in tests of a broker that does not answer."""
         self.settings = settings
         # The sends since the last flush, with their messages (held until then: a send
         # the embedded broker refuses is sent again by the flush).
@@ -376,7 +394,8 @@ class Publisher:
             linger_ms=5,
             retries=5,
             max_in_flight_requests_per_connection=5 if not settings.kafka_embedded else 1,
-            request_timeout_ms=30000,
+            request_timeout_ms=int(request_timeout_s * 1000),
+            delivery_timeout_ms=int(delivery_timeout_s * 1000),
             max_request_size=MAX_MESSAGE_BYTES,
             # Never the broker's: see _make_sure_exists.
             kafka_client=_ClosingNetClient,
@@ -448,6 +467,11 @@ class Publisher:
             # (The flush sends it again, and says so once.)
             logger.debug("the embedded broker refused %s for key %s: %s", topic, key, exc)
             return
+        if timed_out(exc):
+            # (A flush waiting on it sends it again, and says so once; one that gave up on it
+            # counted it as not delivered.)
+            logger.debug("delivery to %s timed out for key %s: %s", topic, key, exc)
+            return
         logger.error("delivery to %s failed for key %s: %s", topic, key, exc)
 
     def flush(self, timeout_s: float = 30.0, idle_s: float | None = None) -> None:
@@ -458,23 +482,26 @@ class Publisher:
         sends it again) is logged, and fails no later batch. ``idle_s``: give up sooner,
         once none of the sends was done for that long (the broker answers nothing). What
         the embedded broker refused unknowingly (``refused_by_embedded_broker``) is sent
-        again first, up to ``REFUSED_TRIES`` times."""
+        again first, up to ``REFUSED_TRIES`` times; then what timed out (``timed_out``), up
+        to ``TIMED_OUT_TRIES`` times."""
         with self._lock:
             batch, self._pending = self._pending, []
         try:
             waited = self._wait_for(batch, timeout_s, idle_s)
-            for _ in range(REFUSED_TRIES if self.settings.kafka_embedded else 0):
-                refused = {id(s): s for s in batch if s.future.is_done
-                           and refused_by_embedded_broker(s.future.exception)}
-                if not refused:
-                    break
-                # At once: the outbox published them again 30 s or more later, and a
-                # replay told of the refusal exited 1.
-                logger.warning("the embedded broker refused %d message(s) it had just been"
-                               " sent (a partition's first batch, raced by another sender's):"
-                               " sending them again", len(refused))
-                batch = [self._send(s) if id(s) in refused else s for s in batch]
-                waited = self._wait_for(batch, timeout_s, idle_s)
+            # At once: the outbox published them again 30 s or more later, and a replay
+            # told of the refusal exited 1.
+            batch, waited = self._send_again(
+                batch, waited, refused_by_embedded_broker,
+                REFUSED_TRIES if self.settings.kafka_embedded else 0,
+                "the embedded broker refused {} message(s) it had just been sent (a"
+                " partition's first batch, raced by another sender's): sending them again",
+                timeout_s, idle_s)
+            # (Each sent again waits, as the first send did, for the broker to answer it.)
+            batch, waited = self._send_again(
+                batch, waited, timed_out, TIMED_OUT_TRIES,
+                "{} message(s) timed out before the broker confirmed them (a broker, or this"
+                " machine, paused past kafka-python's delivery timeout): sending them again",
+                timeout_s, idle_s)
         except KafkaError as exc:
             raise PublishError(f"flush failed: {exc}", undelivered=len(batch)) from exc
         no_answer = KafkaTimeoutError(f"no answer from the broker {waited}")
@@ -492,6 +519,23 @@ class Publisher:
             f"{len(failures)} of {len(batch)} message(s) not delivered (first: {described[0]})",
             undelivered=len(failures),
         )
+
+    def _send_again(self, batch: list[_Send], waited: str,
+                    failed_so: Callable[[BaseException | None], bool], tries: int,
+                    saying: str, timeout_s: float, idle_s: float | None,
+                    ) -> tuple[list[_Send], str]:
+        """Send again the sends of ``batch`` that failed so (``failed_so`` of their
+        exception), and wait for them, up to ``tries`` times, each time saying so in one
+        line (``saying``, with their count). Returns the batch with the sends made again,
+        and what the last wait returned (``waited`` if none was needed)."""
+        for _ in range(tries):
+            failed = {id(s) for s in batch if s.future.is_done and failed_so(s.future.exception)}
+            if not failed:
+                break
+            logger.warning(saying.format(len(failed)))
+            batch = [self._send(s) if id(s) in failed else s for s in batch]
+            waited = self._wait_for(batch, timeout_s, idle_s)
+        return batch, waited
 
     def _wait_for(self, batch: list[_Send], timeout_s: float,
                   idle_s: float | None) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -328,6 +330,38 @@ def test_sends_the_restarted_embedded_broker_refuses_are_sent_again_at_once(tmp_
         on_topic = {m.key.decode() for m in read_topic(settings, settings.topic_raw)}
     assert on_topic == {a.id for a in sent_meanwhile + carried}
     assert "sending them again" in caplog.text
+    assert not [r for r in caplog.records if r.name == "newsflow.kafka" and r.levelname == "ERROR"]
+
+
+def test_sends_that_timed_out_while_the_broker_was_frozen_are_sent_again_once_it_answers(
+        tmp_path, caplog):
+    """A replay and the broker frozen (SIGSTOP, a laptop's suspend) past kafka-python's
+    delivery timeout: on waking, kafka-python gave up every send in flight, though the
+    broker answered again, and the replay exited 1. The flush sends them again. (Here the
+    broker alone is frozen, with a delivery timeout of 2 s, until the send has failed.)"""
+    from newsflow.broker import EmbeddedBroker
+    from newsflow.drain import read_topic
+    from newsflow.settings import Settings
+
+    with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                            data_dir=tmp_path, replay_seeds=False)
+        with Publisher(settings, client_id="test-replay", request_timeout_s=1.0,
+                       delivery_timeout_s=2.0) as publisher:
+            publisher.publish_article(article(0))
+            publisher.flush()
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            try:
+                publisher.publish_article(article(1))
+                sent = publisher._pending[-1]
+                wait_for(lambda: sent.future.is_done, 60, "the send given up by kafka-python")
+            finally:
+                os.kill(broker.process.pid, signal.SIGCONT)
+            assert sent.future.failed()
+            publisher.flush()  # (raised PublishError: "1 of 1 ... KafkaTimeoutError")
+        on_topic = {m.key.decode() for m in read_topic(settings, settings.topic_raw)}
+    assert on_topic == {article(0).id, article(1).id}
+    assert "timed out before the broker confirmed them" in caplog.text
     assert not [r for r in caplog.records if r.name == "newsflow.kafka" and r.levelname == "ERROR"]
 
 
