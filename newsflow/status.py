@@ -416,50 +416,47 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
     )
 
 
-def dead_letters_waiting(settings: Settings,
-                         timeout_s: float = DEAD_LETTERS_LOOK_S) -> DeadLettersWaiting:
-    """How many dead letters wait for a redrive, as the broker says within ``timeout_s``.
-    Counted in a thread left behind when it does not answer in time: kafka-python waits
-    for a topic's partitions without end."""
-    from newsflow.redrive import count_waiting
+def asked_within(ask: Callable[[], Any], timeout_s: float, name: str) -> tuple[Any, str | None]:
+    """``ask()``'s answer within ``timeout_s``, and None; or None and why there is none
+    (its error, or no answer in time). Asked in a thread left behind when it does not
+    answer in time: kafka-python waits for a topic's partitions without end, and a status
+    must answer while the broker does not."""
+    said: dict[str, Any] = {}
 
-    said: dict[str, int | str] = {}
-
-    def count() -> None:
+    def run() -> None:
         try:
-            said["count"] = count_waiting(settings, timeout_s)
+            said["answer"] = ask()
         except Exception as exc:  # noqa: BLE001 - said in the status, which goes on
             said["error"] = f"{type(exc).__name__}: {exc}"
 
-    thread = threading.Thread(target=count, name="status-dead-letters", daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     thread.join(timeout_s)
-    found, error = said.get("count"), said.get("error")
+    if "answer" in said:
+        return said["answer"], None
+    return None, said.get("error") or f"the broker did not answer in {timeout_s:g} s"
+
+
+def dead_letters_waiting(settings: Settings,
+                         timeout_s: float = DEAD_LETTERS_LOOK_S) -> DeadLettersWaiting:
+    """How many dead letters wait for a redrive, as the broker says within ``timeout_s``."""
+    from newsflow.redrive import count_waiting
+
+    found, why = asked_within(lambda: count_waiting(settings, timeout_s), timeout_s,
+                              "status-dead-letters")
     if isinstance(found, int):
         return DeadLettersWaiting(settings.topic_dlq, found)
-    return DeadLettersWaiting(settings.topic_dlq, None, str(error) if error else
-                              f"the broker did not answer in {timeout_s:g} s")
+    return DeadLettersWaiting(settings.topic_dlq, None, why)
 
 
 def topic_problems_within(settings: Settings,
                           timeout_s: float = DEAD_LETTERS_LOOK_S) -> list[str]:
     """``newsflow.kafka.topic_problems`` as the broker says them within ``timeout_s``
-    (none when it does not: the dead letters' line says whether it answers). Asked in a
-    thread left behind when it does not answer in time, as the dead letters are."""
+    (none when it does not: the dead letters' line says whether it answers)."""
     from newsflow.kafka import topic_problems
 
-    said: list[str] = []
-
-    def ask() -> None:
-        try:
-            said.extend(topic_problems(settings))
-        except Exception:  # noqa: BLE001, S110 - a broker that does not say is said elsewhere
-            pass
-
-    thread = threading.Thread(target=ask, name="status-topics", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    return list(said) if not thread.is_alive() else []
+    problems, _ = asked_within(lambda: topic_problems(settings), timeout_s, "status-topics")
+    return list(problems or [])
 
 
 def has_port(web: str) -> bool:
