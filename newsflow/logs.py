@@ -56,7 +56,15 @@ class JsonFormatter(logging.Formatter):
 
 
 class PlainFormatter(logging.Formatter):
-    """One line per record (a traceback after it), its control characters escaped."""
+    """One line per record (a traceback after it), its control characters escaped. After
+    the time, ``role[pid]`` says which process wrote it, as JsonFormatter's fields do
+    (and as syslog's ``name[pid]`` does): `newsflow run` and its children share one
+    terminal or journal, and a logger's name does not tell the sink's WARNING from the
+    page's. The role is right-aligned to the longest role's name, so that the levels
+    line up."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__(f"%(asctime)s {role:>7}[%(process)d] %(levelname)-7s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
         return _CONTROL.sub(_escaped, super().formatMessage(record))
@@ -117,10 +125,10 @@ _POOL_OUTAGE = _NoFault(lambda record: record.msg in _POOL_OUTAGE_MESSAGES)
 
 def configure_logging(settings: Settings, *, role: str, service: bool = True) -> None:
     """Log to stderr at the settings' level. ``role``: the command or role this process
-    runs (`run`, `sink`, `replay`, ...), in each JSON record. ``service``: a long-running
-    role; otherwise a command run once, which reports a Kafka failure itself in one line:
-    kafka-python's retry lines (several a second while a broker is away, with tracebacks)
-    would bury it, so they show only at DEBUG."""
+    runs (`run`, `sink`, `replay`, ...), in each line, plain or JSON. ``service``: a
+    long-running role; otherwise a command run once, which reports a Kafka failure itself
+    in one line: kafka-python's retry lines (several a second while a broker is away, with
+    tracebacks) would bury it, so they show only at DEBUG."""
     configure_log_output(settings.log_level, settings.log_json, role=role, service=service)
 
 
@@ -131,7 +139,7 @@ def configure_log_output(level: str, as_json: bool, *, role: str, service: bool 
     if as_json:
         handler.setFormatter(JsonFormatter(role))
     else:
-        handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(PlainFormatter(role))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -43,6 +43,38 @@ def test_every_json_line_says_which_role_and_process_wrote_it(start_service):
                             **{role: {pid} for role, pid in started.items()}}
 
 
+def test_every_plain_line_says_which_role_and_process_wrote_it(start_service):
+    """The plain log, the default, said a line's time, level, logger and message, not
+    which process wrote it: in one terminal or journal an operator could not tell whose a
+    WARNING of psycopg or newsflow.kafka was (the sink's, the page's, the processors'),
+    as JSON records have said with their role and pid."""
+    service = start_service()
+    service.wait_for(lambda: (read_row(service.db, "SELECT count(*) FROM incident_articles")
+                              or (0,))[0] == 2, 90)
+    service.wait_for(lambda: all(words in service.log() for words in (
+        "web page at", "producer starting", "sink sqlite consuming", "rebalance complete")), 60)
+    assert service.stop() == 0
+
+    # Each record's first line starts with its time; a traceback's lines follow it.
+    records = [line for line in service.log().splitlines()
+               if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", line)]
+    assert records
+    line_format = re.compile(r"\S+ \S+ +(\w+)\[(\d+)\] (?:DEBUG|INFO|WARNING|ERROR|CRITICAL)"
+                             r" +[\w.]+: (.*)")
+    started = {}  # the pid of each child, as the supervisor logged its start
+    pids_of_role: dict[str, set[int]] = {}
+    for line in records:
+        parts = line_format.fullmatch(line)
+        assert parts, line
+        role, pid, message = parts[1], int(parts[2]), parts[3]
+        pids_of_role.setdefault(role, set()).add(pid)
+        if found := re.fullmatch(r"started (\w+) \(pid (\d+)\)", message):
+            started[found[1]] = int(found[2])
+    assert set(started) == {"sink", "web", "process", "produce"}
+    assert pids_of_role == {"run": {service.process.pid},
+                            **{role: {pid} for role, pid in started.items()}}
+
+
 def test_the_start_line_says_the_version_and_where_it_stores(start_service):
     """The start line said `storage jsonl` (or `postgres`): the kind, not the file nor
     the server, and no line said which newsflow ran."""
