@@ -61,7 +61,9 @@ def stripped(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
 
 
-# (Before validators run from the last: stripped, then blank is the default.)
+# (Before validators run from the last: stripped, then blank is the default.) Also for
+# every path setting: " /srv/newsflow " was the folder " /srv/newsflow " in the working
+# directory, a name whose spaces a log line or `newsflow status` does not show.
 Stripped = BeforeValidator(stripped)
 
 
@@ -227,11 +229,11 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1, le=2**15 - 1)
 
     # Storage.
-    data_dir: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("var")
+    data_dir: Annotated[Path, BlankIsDefault, Stripped, HomeExpanded] = Path("var")
     sink: SinkKind = "sqlite"
     # Default: <data_dir>/newsflow.db. Empty is unset, as for the paths below (an env
     # file's blank value was the working directory: as an SQLite file, a disk I/O error).
-    sqlite_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
+    sqlite_path: Annotated[Path | None, BlankIsDefault, Stripped, HomeExpanded] = None
     # Empty is unset (an env file's blank value): libpq would take "" for the local
     # socket's defaults, and the sink would wait for ever for a server that is not there.
     postgres_dsn: Annotated[SecretStr | None, BlankIsDefault, Stripped] = None
@@ -247,19 +249,20 @@ class Settings(BaseSettings):
     # no TCP setting notices; the slowest read measured, a search of 29 common words, took
     # 0.6 s on 3,661 articles and grows with the store.
     postgres_read_timeout_s: float = Field(default=30.0, gt=0, le=86400.0)
-    jsonl_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None  # <data_dir>/incidents.jsonl
+    # Default: <data_dir>/incidents.jsonl.
+    jsonl_path: Annotated[Path | None, BlankIsDefault, Stripped, HomeExpanded] = None
 
     # Producers.
-    feeds_file: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("feeds.toml")
+    feeds_file: Annotated[Path, BlankIsDefault, Stripped, HomeExpanded] = Path("feeds.toml")
     fetch_allow_private: bool = False
     # Blank is the default: an env file's blank value sent every fetch with an empty
     # User-Agent, which sites refuse, and robots.txt was read for no name at all.
     user_agent: Annotated[str, BlankIsDefault, AfterValidator(header_value)] = "newsflow/0.1 (+https://github.com/newsflow/newsflow)"
-    seeds_dir: Annotated[Path, BlankIsDefault, HomeExpanded] = Path("seeds")
+    seeds_dir: Annotated[Path, BlankIsDefault, Stripped, HomeExpanded] = Path("seeds")
     replay_seeds: bool = True
     # Feed producer (producers/feeds.py). Intervals in seconds. The state file's default:
     # <data_dir>/producer.db.
-    producer_state_path: Annotated[Path | None, BlankIsDefault, HomeExpanded] = None
+    producer_state_path: Annotated[Path | None, BlankIsDefault, Stripped, HomeExpanded] = None
     poll_min_interval_s: float = Field(default=300.0, gt=0)
     poll_max_interval_s: float = Field(default=86400.0, gt=0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -150,18 +151,36 @@ def test_a_bootstrap_server_without_a_host_or_a_port_is_refused(monkeypatch, val
         Settings()
 
 
+PATH_SETTINGS = ("data_dir", "sqlite_path", "jsonl_path", "feeds_file", "seeds_dir",
+                 "producer_state_path")
+
+
+def path_settings_given(monkeypatch, value_of) -> list[Path]:
+    """The path settings, each given as ``value_of(its name)`` in the environment."""
+    for name in PATH_SETTINGS:
+        monkeypatch.setenv(f"NEWSFLOW_{name.upper()}", value_of(name))
+    settings = Settings()
+    return [getattr(settings, name) for name in PATH_SETTINGS]
+
+
 def test_a_path_setting_starting_with_a_tilde_is_in_the_home_folder(monkeypatch, tmp_path):
     # An env file is no shell: "~/newsflow" was a folder named "~" in the working folder.
     monkeypatch.setenv("HOME", str(tmp_path))
-    names = ("DATA_DIR", "SQLITE_PATH", "JSONL_PATH", "FEEDS_FILE", "SEEDS_DIR",
-             "PRODUCER_STATE_PATH")
-    for name in names:
-        monkeypatch.setenv(f"NEWSFLOW_{name}", f"~/nf/{name.lower()}")
-    settings = Settings()
-    assert [getattr(settings, name.lower()) for name in names] == [
-        tmp_path / "nf" / name.lower() for name in names]
+    assert path_settings_given(monkeypatch, lambda name: f"~/nf/{name}") == [
+        tmp_path / "nf" / name for name in PATH_SETTINGS]
     monkeypatch.delenv("NEWSFLOW_PRODUCER_STATE_PATH")
     assert Settings().producer_state_file == tmp_path / "nf" / "data_dir" / "producer.db"
+
+
+def test_a_path_setting_is_taken_without_the_spaces_around_it(monkeypatch, tmp_path):
+    # NEWSFLOW_DATA_DIR=" /srv/x " (a stray space, an env file's CR) was the folder
+    # " /srv/x " in the working directory: `newsflow status` said "no folder at
+    # /tmp/sp/ /srv/x ", and a run would have made it there.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert path_settings_given(monkeypatch, lambda name: f" {tmp_path}/{name}\t\r") == [
+        tmp_path / name for name in PATH_SETTINGS]
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", " ~/nf ")  # (stripped before the home is put in)
+    assert Settings().data_dir == tmp_path / "nf"
 
 
 @pytest.mark.parametrize(("name", "value"), [("RAW_PARTITIONS", 2**31),
