@@ -57,6 +57,7 @@ from producers.extract_worker import (
     ExtractPool,
     extract_in_process,
 )
+from producers.failedpages import FailedPagesLog
 from producers.feedparse import FeedEntry, ParsedFeed, content_key, feed_problem, parse_feed
 from producers.fetch import Fetcher, FetchError, FetchResult, no_downgrade
 from producers.politeness import HostBusy, HostLimiter
@@ -157,6 +158,8 @@ class FeedPoller:
         self.rng = rng or random.Random()
         self.clock = clock
         self.one_off = one_off
+        # The pages not used, said per host and reason (each page in a one-off poll).
+        self.failed_pages = FailedPagesLog(per_page=one_off)
         # How long a poll waits for a host paused by Retry-After before giving the feed
         # back for later (pages wait longer: the entry is already in hand).
         self.host_wait_s = 30.0
@@ -446,10 +449,13 @@ class FeedPoller:
                 outcome = article.fetch.get("summary_reason") or "extracted"
                 poll.asked(str(outcome), page)
                 if page.reason not in (None, "no_link"):
-                    # (Said for every page: one a redirect loop, an HTML page of binary
-                    # data or of no text left out went out without a word.)
-                    logger.info("feed %s: page %s not used (%s): publishing the entry's "
-                                "summary", feed.url, entry.link, page.reason)
+                    # (Said, as its host's and reason's first or in their count: one a
+                    # redirect loop, an HTML page of binary data or of no text left out
+                    # went out without a word.)
+                    self.failed_pages.failed(
+                        entry.link or "", page.reason or "",
+                        "feed %s: page %s not used (%s): publishing the entry's summary",
+                        feed.url, entry.link, page.reason)
             poll.articles.append(article)
             poll.new_keys.append(key)
         # Edits after the new entries, within what is left of the poll's cap.
@@ -557,7 +563,8 @@ class FeedPoller:
         )
         page.meta["page_attempts"] = attempts
         if asked and attempts >= self.page_attempts:
-            logger.info(
+            self.failed_pages.failed(
+                entry.link or "", page.reason or "",
                 "page %s failed %d time(s), lastly %s: publishing the entry's summary",
                 entry.link, attempts, page.reason,
             )
@@ -565,9 +572,11 @@ class FeedPoller:
         if self.page_attempts == 1:
             # No second try (a one-off poll: no later poll comes), so a page not asked
             # for either: left waiting, its entry was never published.
-            logger.info("page %s not %s (%s), and no later try: publishing the entry's "
-                        "summary", entry.link,
-                        "extracted" if page.reason == UNAVAILABLE else "asked for", page.reason)
+            self.failed_pages.failed(
+                entry.link or "", page.reason or "",
+                "page %s not %s (%s), and no later try: publishing the entry's summary",
+                entry.link, "extracted" if page.reason == UNAVAILABLE else "asked for",
+                page.reason)
             return None
         logger.debug(
             "page %s failed (%s); try %d of %d in %.0fs",
@@ -1020,6 +1029,7 @@ class ProducerLoop:
                             counted(self.published, "article", "articles"), self.refetched,
                             counted(self.failed, "poll", "polls"),
                         )
+                    self.poller.failed_pages.say_due()
                     if now - last_prune > 24 * 3600:
                         last_prune = now
                         self.state.prune_seen(SEEN_RETENTION_S)
@@ -1081,6 +1091,7 @@ class ProducerLoop:
             # state and the fetcher until it ends, and the caller closes both once this
             # returns: wait for it (the process would wait for the thread at exit anyway).
             executor.shutdown(wait=True)
+            self.poller.failed_pages.say_due(all_now=True)
             try:
                 self.metrics_path.unlink(missing_ok=True)
             except OSError as exc:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import platform
 import re
+import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import read_row
+from tests.conftest import shared_path
+from tests.e2e.conftest import ROOT, Service, read_row
 
 pytestmark = pytest.mark.e2e
 
@@ -100,3 +103,39 @@ def test_the_processors_start_and_stop_write_no_lines_of_fausts_internals(start_
     lifecycle = [line for line in service.log().splitlines()
                  if line.endswith(("]: Starting...", "]: Stopping..."))]
     assert lifecycle == []
+
+
+def test_the_pages_a_host_does_not_serve_are_said_once_then_counted(tmp_path: Path):
+    """A feed whose every article page answered 404 wrote an INFO line per article
+    ("feed ...: page ... not used (http_404): publishing the entry's summary"): with many
+    such articles (a site's move, a host refusing) the log flooded. The first is said at
+    once, the rest of that host and reason counted in one line (here, at the stop); no
+    entry is lost: each goes out as its summary."""
+    sys.path.insert(0, str(ROOT / "tests" / "integration" / "producers"))
+    from nf_feedserver import FeedServer
+
+    with FeedServer(shared_path("feeds").parent) as server:
+        items = "".join(
+            f"<item><title>Story {n} of the gone site</title>"
+            f"<link>{server.url(f'/gone/{n}.html')}</link><guid>gone-{n}</guid>"
+            f"<description>The summary of story {n}, told in words of its own: {n * 'x'}"
+            f".</description></item>" for n in range(30))
+        server.state.custom["gone.xml"] = (
+            f"<?xml version='1.0'?><rss version='2.0'><channel><title>Gone</title>{items}"
+            "</channel></rss>".encode(), "application/rss+xml")
+        feeds = tmp_path / "feeds.toml"
+        feeds.write_text(f'[[feed]]\nurl = "{server.url("/custom/gone.xml")}"\n')
+        service = Service(tmp_path, NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_FEEDS_FILE=str(feeds),
+                          NEWSFLOW_FETCH_ALLOW_PRIVATE="true", NEWSFLOW_HOST_DELAY_S="0")
+        try:
+            service.wait_for(lambda: (read_row(service.db, "SELECT count(*) FROM articles")
+                                      or (0,))[0] == 30, 120)
+        finally:
+            assert service.stop() == 0
+    host = server.url("/").split("/")[2]
+    said = [line.split(": ", 1)[1] for line in service.log().splitlines()
+            if "not used (http_404)" in line]
+    assert len(said) == 2, said
+    assert said[0].endswith("not used (http_404): publishing the entry's summary; more pages"
+                            f" of {host} not used (http_404) are said in one line every 300 s")
+    assert said[1].startswith(f"29 more pages of {host} not used (http_404) in the last ")

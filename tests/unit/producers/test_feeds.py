@@ -17,6 +17,7 @@ from newsflow.kafka import MessageTooLargeError, PublishError
 from newsflow.schemas import MAX_TEXT_CHARS, RawArticle, truncate_text
 from newsflow.settings import Settings
 from producers.extract import Extracted
+from producers.failedpages import FailedPagesLog
 from producers.feedparse import FeedEntry
 from producers.feeds import (
     FeedPoller,
@@ -243,6 +244,7 @@ class FakePoller:
     def __init__(self, per_poll: int) -> None:
         self.per_poll = per_poll
         self.polled = 0
+        self.failed_pages = FailedPagesLog()
 
     def poll(self, feed: FeedRow, stop: threading.Event | None = None) -> PollResult:
         first = self.polled * self.per_poll
@@ -340,6 +342,7 @@ class HeldPoller:
     def __init__(self, during: Callable[[], None] = lambda: None) -> None:
         self.during = during
         self.started = threading.Event()
+        self.failed_pages = FailedPagesLog()
         self.finish = threading.Event()
         self.polls = 0
 
@@ -737,6 +740,8 @@ def test_a_stop_waits_for_a_poll_still_fetching_before_the_state_is_closed(tmp_p
     errors: list[Exception] = []
 
     class SlowPagePoller:
+        failed_pages = FailedPagesLog()
+
         def poll(self, feed: FeedRow, stop: threading.Event | None = None) -> PollResult:
             started.set()
             page_answered.wait(30)
