@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pwd
 import shutil
 import threading
 import time
@@ -196,23 +197,49 @@ def with_answers(roles: list[RoleStatus], run_web: str | None,
 
 def uses_data_dir(pid: int, data_dir: Path) -> bool:
     """Whether process ``pid`` writes its figures into ``data_dir``, as its settings make
-    it: NEWSFLOW_DATA_DIR of the environment it was started with, else ``var``, from its
-    working folder. A copy of a running service's folder (cp -a) holds its processes'
-    metrics files, which name live pids: those are the other folder's. True when the
-    system does not say (another user's process) or its folder starts with ``~``."""
+    it (``data_dir_of``). A copy of a running service's folder (cp -a) holds its
+    processes' metrics files, which name live pids: those are the other folder's. True
+    when the system does not say (another user's process)."""
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return True
     variables = dict(item.partition(b"=")[::2] for item in environ.split(b"\0"))
-    named = os.fsdecode(variables.get(b"NEWSFLOW_DATA_DIR", b"")).strip() or "var"
-    if named.startswith("~"):  # (its own home's, which only its HOME says)
+    named = os.fsdecode(variables.get(b"NEWSFLOW_DATA_DIR", b""))
+    home = os.fsdecode(variables[b"HOME"]) if b"HOME" in variables else _user_home(pid)
+    folder = data_dir_of(named, cwd=cwd, home=home)
+    if folder is None:
         return True
     try:
-        return os.path.samefile(Path(cwd, named), data_dir)
+        return os.path.samefile(folder, data_dir)
     except OSError:  # (its folder is not there: it is not this one, which is)
         return False
+
+
+def _user_home(pid: int) -> str | None:
+    """The home of process ``pid``'s user, which Python's expanduser takes for a ``~``
+    without HOME; None when the system does not say."""
+    try:
+        return pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_dir
+    except (OSError, KeyError):
+        return None
+
+
+def data_dir_of(named: str, *, cwd: str, home: str | None) -> Path | None:
+    """The data folder a process's NEWSFLOW_DATA_DIR (``named``) names, as its settings
+    read it: without the spaces around it, ``var`` when blank, a leading ``~`` its
+    ``home`` (``~user`` that user's), from its working folder ``cwd``; None for a ``~``
+    of an unknown home. A ``~`` was taken for any folder: the roles of a service on
+    ``~/nf`` were listed as running on a copy of it."""
+    named = named.strip() or "var"
+    if named == "~" or named.startswith("~/"):
+        if home is None:
+            return None
+        named = home + named[1:]
+    elif named.startswith("~"):
+        named = os.path.expanduser(named)  # (a user's home is the same for every process)
+    return Path(cwd, named)
 
 
 def unreported_roles(roles: list[RoleStatus]) -> list[str]:

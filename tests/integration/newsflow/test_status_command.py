@@ -120,21 +120,26 @@ with hold_data_dir(settings):
 """
 
 
-def test_a_copy_of_a_running_services_folder_is_not_running(tmp_path):
+# The folder as the service's settings name it: relative, as `make run`'s is; with a
+# trailing slash; in its home (an env file's ``~``, which status took for any folder, so
+# the copy's status listed the service's roles as its own); with spaces around it.
+@pytest.mark.parametrize("named", ["var", "var/", "~/var", " ~/var/ "])
+def test_a_copy_of_a_running_services_folder_is_not_running(tmp_path, named):
     """`cp -a` of a running service's data folder: its runfile and metrics files name the
     live pids of the service it was copied from, and status of the copy said "running",
-    its roles beside it, exit code 0. The service's own folder, named by a relative path
-    as `make run`'s is, is still running."""
+    its roles beside it, exit code 0. The service's own folder is still running, named
+    as its settings name it or through a link."""
     import shutil
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
     service = subprocess.Popen(
-        [sys.executable, "-c", _SERVICE], env={**env, "NEWSFLOW_DATA_DIR": "var",
-                                               "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-c", _SERVICE], env={**env, "NEWSFLOW_DATA_DIR": named,
+                                               "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)},
         cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert service.stdout is not None and service.stdout.readline() == "up\n"
         shutil.copytree(tmp_path / "var", tmp_path / "copy", symlinks=True)  # (as cp -a)
+        (tmp_path / "link").symlink_to(tmp_path / "var")
 
         def status(folder: str) -> dict:
             done = subprocess.run([sys.executable, "-m", "newsflow.cli", "status", "--json"],
@@ -142,12 +147,13 @@ def test_a_copy_of_a_running_services_folder_is_not_running(tmp_path):
                                   cwd=ROOT, capture_output=True, text=True, timeout=60)
             return json.loads(done.stdout)
 
-        copy, own = status("copy"), status("var")
+        copy, own, linked = status("copy"), status("var"), status("link")
     finally:
         service.communicate("")
     assert (copy["running"], copy["roles"], copy["exit_code"]) == (False, [], 3), copy
-    assert own["running"] and own["pid"] == service.pid, own
-    assert [(r["role"], r["pid"]) for r in own["roles"]] == [("sink", service.pid)]
+    for report in (own, linked):
+        assert report["running"] and report["pid"] == service.pid, report
+        assert [(r["role"], r["pid"]) for r in report["roles"]] == [("sink", service.pid)]
 
 
 def test_processors_waiting_for_storage_at_their_start_are_said_to_wait(

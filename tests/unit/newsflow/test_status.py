@@ -12,6 +12,7 @@ from newsflow.status import (
     PROBLEMS,
     RoleStatus,
     Status,
+    data_dir_of,
     duration,
     format_status,
     no_space_left,
@@ -334,3 +335,18 @@ def test_the_producers_line_says_where_its_failing_feeds_are_listed() -> None:
                                  " `newsflow feeds list --failing`), 3 articles published")
     assert produce_line(0) == ("  produce     pid 9, up 1 min: 1000 feeds (0 failing),"
                                " 3 articles published")
+
+
+def test_the_data_folder_a_process_names_is_read_as_its_settings_read_it(monkeypatch):
+    """A ``~`` was taken for any folder: a copy of a service on ``~/nf`` was said to have
+    the service's roles running on it."""
+    monkeypatch.setenv("HOME", "/home/status")  # (ours: not the process's)
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", " ~/nf/ ")
+    settings = Settings()  # (as the process, of home /home/x, reads its own)
+    assert data_dir_of(" ~/nf/ ", cwd="/srv", home="/home/x") == Path("/home/x/nf")
+    assert settings.data_dir == Path("/home/status/nf")  # (the same reading, its home ours)
+    assert data_dir_of("~", cwd="/srv", home="/home/x") == Path("/home/x")
+    assert data_dir_of("~/nf", cwd="/srv", home=None) is None  # (taken at its word)
+    assert data_dir_of("  ", cwd="/srv", home="/home/x") == Path("/srv/var")
+    assert data_dir_of("data/nf", cwd="/srv", home="/home/x") == Path("/srv/data/nf")
+    assert data_dir_of("/abs/nf", cwd="/srv", home="/home/x") == Path("/abs/nf")
