@@ -174,7 +174,13 @@ def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from newsflow.kafka import ensure_topics, partition_counts, partition_problems, topic_specs
+    from newsflow.kafka import (
+        ensure_topics,
+        partition_counts,
+        partition_problems,
+        topic_config_problems,
+        topic_specs,
+    )
 
     specs = topic_specs(settings)
     created = ensure_topics(settings, specs)
@@ -187,7 +193,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
         else:
             extra = "(existed: left as it was)"
         print(f"{spec.name}\t{counts.get(spec.name, '?')} partition(s)\t{extra}".rstrip())
-    unworkable = partition_problems(settings, counts)
+    unworkable = partition_problems(settings, counts) + topic_config_problems(settings)
     for problem in unworkable:
         print(f"newsflow topics: {problem}", file=sys.stderr)
     return 1 if unworkable else 0

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -289,9 +289,67 @@ def partition_problems(settings: Settings, counts: Mapping[str, int]) -> list[st
             " empty)"]
 
 
+def topic_configs(settings: Settings, names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The configuration the broker describes for each of the topics ``names``: every key
+    with its default on a real Kafka; on Tansu only those given when the topic was made
+    (none for a topic made without them, nor for one it does not hold)."""
+    admin = admin_client(settings)
+    try:
+        # (All keys, then picked here: Tansu drops the connection of a request that names
+        # the keys it wants.)
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names], config_filter="all")
+    finally:
+        admin.close()
+    held = described.get("topic", {})
+    return {name: {key: entry["value"] for key, entry in held.get(name, {}).items()
+                   if entry.get("value") is not None} for name in names}
+
+
+def config_problems(settings: Settings, described: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """What differs from newsflow's configuration of its topics (``topic_specs``) in what
+    the broker describes of them (``topic_configs``), each said with the command that mends
+    it: a compacted topic that is not, a message limit below what newsflow sends. A topic
+    made before newsflow made it (by an operator, or by the broker for a client that asked
+    for it) keeps its configuration. A key the broker does not describe is not judged."""
+    problems = []
+    for spec in topic_specs(settings):
+        held = described.get(spec.name, {})
+        wrong: list[str] = []
+        policy = held.get("cleanup.policy")
+        if "cleanup.policy" in spec.config and policy is not None \
+                and "compact" not in policy.replace(" ", "").split(","):
+            wrong.append(f"cleanup.policy={policy}, not compact: its retention deletes each"
+                         " key's last message once it is old (an incident's last version, an"
+                         " article's last place), which a copy read from its start then lacks")
+        limit = held.get("max.message.bytes")
+        if limit is not None and limit.isdigit() and int(limit) < MAX_MESSAGE_BYTES:
+            wrong.append(f"max.message.bytes={limit}: the broker refuses a message above it,"
+                         f" and newsflow sends up to {MAX_MESSAGE_BYTES}")
+        if not wrong:
+            continue
+        mended = ",".join(f"{key}={value}" for key, value in spec.config.items())
+        problems.append(
+            f"topic {spec.name} has {'; '.join(wrong)}. To mend it: kafka-configs.sh"
+            f" --bootstrap-server {settings.kafka_bootstrap} --alter --entity-type topics"
+            f" --entity-name {spec.name} --add-config {mended}")
+    return problems
+
+
+def topic_config_problems(settings: Settings) -> list[str]:
+    """``config_problems`` of the topics as the broker describes them. None on the
+    embedded broker: Tansu neither compacts nor deletes by retention, and takes a message
+    above a topic's max.message.bytes all the same, so there they change nothing."""
+    if settings.kafka_embedded:
+        return []
+    return config_problems(settings, topic_configs(settings, [s.name for s in topic_specs(settings)]))
+
+
 def topic_problems(settings: Settings) -> list[str]:
-    """``partition_problems`` of the topics as the broker holds them."""
-    return partition_problems(settings, partition_counts(settings, [settings.topic_clean]))
+    """``partition_problems`` and ``topic_config_problems`` of the topics as the broker
+    holds them."""
+    return (partition_problems(settings, partition_counts(settings, [settings.topic_clean]))
+            + topic_config_problems(settings))
 
 
 class PublishError(RuntimeError):

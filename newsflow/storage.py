@@ -51,6 +51,34 @@ class SchemaOutdated(StoreMisconfigured):
         self.needed = needed
 
 
+class StoreDamaged(StoreMisconfigured):
+    """The store's file is damaged: SQLite finds no sound database in it ("database disk
+    image is malformed", "file is not a database"). Every read and write of those pages
+    fails alike until it is put back, so waiting will not mend it (nor any setting)."""
+
+
+# SQLite's primary result codes that blame the file's content, not its state now (a lock,
+# a full disk, an I/O error of the moment: retried).
+_DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def sqlite_damage(path: Path, exc: BaseException) -> StoreDamaged | None:
+    """``exc`` said of the SQLite database at ``path`` as damage, naming the file and what
+    to do; None when ``exc`` is not SQLite's word for a damaged file."""
+    code = getattr(exc, "sqlite_errorcode", None)  # None: not an error of SQLite's own
+    if code is None or code & 0xFF not in _DAMAGE_CODES:
+        return None
+    where = path.absolute()
+    # (Not a database: a damaged header, or some other file at that path.)
+    what = "is damaged" if code & 0xFF == sqlite3.SQLITE_CORRUPT else "is damaged or not a database"
+    return StoreDamaged(
+        f"SQLite database {where} {what} ({exc}): newsflow can neither read nor write"
+        " it, and waiting will not mend it. Stop newsflow and put back a backup (README,"
+        ' "Backing up, restoring and moving"); without one, move the file aside (with its'
+        f" -wal and -shm files) and newsflow starts a new, empty one. Check a file with"
+        f' `sqlite3 {where} "PRAGMA integrity_check"`')
+
+
 class MissingExtra(RuntimeError):
     pass
 
@@ -106,8 +134,9 @@ def store_setting(settings: Settings) -> str:
 def setting_to_check(exc: Exception, settings: Settings) -> str | None:
     """The setting to change when ``exc`` says a setting makes storage unusable (a
     database that is not there, a refused password or client certificate: waiting will
-    not mend it); None for anything else, an older schema too (an upgrade mends that)."""
-    if isinstance(exc, StoreMisconfigured) and not isinstance(exc, SchemaOutdated):
+    not mend it); None for anything else, an older schema too (an upgrade mends that) and
+    a damaged file (a backup does)."""
+    if isinstance(exc, StoreMisconfigured) and not isinstance(exc, SchemaOutdated | StoreDamaged):
         return store_setting(settings)
     return None
 

@@ -24,6 +24,7 @@ from newsflow.settings import Settings
 from newsflow.storage import (
     MissingExtra,
     PlacedArticle,
+    StoreDamaged,
     StoreMisconfigured,
     storage_errors,
     store_name,
@@ -175,6 +176,8 @@ def answered(settings: Settings, ask: Callable[[], T], sleep: Callable[[float], 
     while True:
         try:
             answer = ask()
+        except StoreDamaged:
+            raise  # (its message names the file and what to do; no setting is at fault)
         except (StoreMisconfigured, MissingExtra) as exc:
             # (The sink stops on such a setting too.)
             raise StoreMisconfigured(

@@ -160,11 +160,13 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from newsflow.storage import StoreMisconfigured, store_setting
+    from newsflow.storage import StoreDamaged, StoreMisconfigured, store_setting
     from sinks.store import upgrade
 
     try:
         version = upgrade(settings)
+    except StoreDamaged:
+        raise  # (no setting is at fault: its message says what to do)
     except StoreMisconfigured as exc:
         # A file that cannot be made or opened (a read-only place, under a file): the
         # error gave the path and SQLite's words; the setting to change, as the sink's

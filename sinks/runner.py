@@ -43,7 +43,7 @@ from newsflow.schemas import (
     validation_lines,
 )
 from newsflow.settings import Settings
-from newsflow.storage import SinkUnavailable, StoreMisconfigured, store_setting
+from newsflow.storage import SinkUnavailable, StoreDamaged, StoreMisconfigured, store_setting
 from newsflow.text import counted
 from sinks.base import BatchingSink, Record
 from sinks.store import make_sink
@@ -285,6 +285,8 @@ class SinkRunner:
             return
         try:
             self.sink.open()
+        except StoreDamaged:
+            raise  # (its message names the file and what to do; no setting is at fault)
         except StoreMisconfigured as exc:
             raise StoreMisconfigured(
                 f"the {self.sink.name} sink cannot use its storage (check "

@@ -21,7 +21,13 @@ from typing import Any
 
 from newsflow.schemas import Incident, IncidentMember
 from newsflow.sqlite_wal import enable_wal
-from newsflow.storage import SchemaOutdated, SinkUnavailable, StoreMisconfigured, parse_ts
+from newsflow.storage import (
+    SchemaOutdated,
+    SinkUnavailable,
+    StoreMisconfigured,
+    parse_ts,
+    sqlite_damage,
+)
 from newsflow.text import LAO_KHMER_MYANMAR_MARKS
 from sinks.agencies import in_any_case
 from sinks.base import (
@@ -433,6 +439,8 @@ def _open_error(path: Path, exc: OSError | sqlite3.Error) -> Exception:
     if path.is_dir():  # (read-only, SQLite says "disk I/O error": taken for an outage)
         return StoreMisconfigured(f"SQLite database {path.absolute()} is a folder: the"
                                   " database is a file")
+    if (damage := sqlite_damage(path, exc)) is not None:
+        return damage
     if isinstance(exc, NotADatabase):
         return StoreMisconfigured(f"SQLite database {path.absolute()} is not a file: the"
                                   " database is a file")
@@ -548,6 +556,13 @@ class SQLiteSink(BatchingSink):
             self._rollback(conn)
             self._reopen_if_read_only(exc)
             raise SinkUnavailable(f"sqlite {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            self._rollback(conn)
+            # A damaged file fails every batch alike, and the runner took it for an outage
+            # to wait out for ever: it ends the sink instead, the batch not committed.
+            if (damage := sqlite_damage(self.path, exc)) is not None:
+                raise damage from exc
+            raise
         except BaseException:
             self._rollback(conn)
             raise
@@ -745,6 +760,9 @@ class SQLiteStore(SQLReader):
         conn = connect(self.path, readonly=True)
         try:
             yield lambda sql, params: conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            self._raise_if_damaged(exc)
+            raise
         finally:
             conn.close()
 
@@ -752,8 +770,17 @@ class SQLiteStore(SQLReader):
         conn = connect(self.path, readonly=True)
         try:
             yield from conn.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            self._raise_if_damaged(exc)
+            raise
         finally:
             conn.close()
+
+    def _raise_if_damaged(self, exc: sqlite3.DatabaseError) -> None:
+        """A read that met damaged pages says so, naming the file (it said only "database
+        disk image is malformed", and the processors waited for it for ever)."""
+        if (damage := sqlite_damage(self.path, exc)) is not None:
+            raise damage from exc
 
     def recent_sql(self, columns: str, of_latest_incidents: bool) -> str:
         # The window's articles found first, by their times' indexes, and only they placed

@@ -210,3 +210,21 @@ def storm_articles(count: int) -> list[RawArticle]:
     five tiers (the word 1 to 5 times): ties, in id order, are paged through too."""
     return [article(n, "The storm " * (1 + n % 5) + "hit the coast overnight.",
                     title=f"Storm report {n}") for n in range(1, count + 1)]
+
+
+def damage_tables(path: Path, *tables: str) -> None:
+    """Garbage over the first page of each of ``tables`` in the SQLite database at
+    ``path``, as a failing disk or a torn copy leaves one: its schema reads, those
+    tables do not ("database disk image is malformed")."""
+    conn = sqlite3.connect(path)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # (every page in the file itself)
+        roots = [conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
+                              (table,)).fetchone()[0] for table in tables]
+    finally:
+        conn.close()
+    with path.open("r+b") as file:
+        for root in roots:
+            file.seek((root - 1) * page_size)
+            file.write(b"\xa5" * page_size)

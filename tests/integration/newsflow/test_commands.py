@@ -137,6 +137,34 @@ def test_topics_says_a_clean_topic_of_more_than_one_partition_is_a_problem(make_
     assert "delete the topic" in err, err
 
 
+def test_topics_names_a_topic_made_by_others_with_a_config_newsflow_cannot_work_with(
+        make_settings, capsys):
+    """An incidents topic an operator made before newsflow started, not compacted and with
+    a 1 MB message limit: `newsflow topics` listed it "(existed: left as it was)", exit 0,
+    as `status` said nothing. (The broker is asked as a real Kafka is: the embedded one
+    describes what a topic was made with, but acts on neither, so there it is not asked.)"""
+    import argparse
+
+    from newsflow.commands import cmd_topics
+    from newsflow.kafka import topic_problems
+
+    settings = make_settings().model_copy(update={"kafka_embedded": False})
+    ensure_topics(settings, [TopicSpec(settings.topic_incidents, settings.incident_partitions,
+                                       {"cleanup.policy": "delete",
+                                        "max.message.bytes": "1048588"})])
+    assert cmd_topics(argparse.Namespace(), settings) == 1
+    out, err = capsys.readouterr()
+    listed = dict(line.split("\t", 1) for line in out.splitlines())
+    assert listed[settings.topic_incidents].endswith("(existed: left as it was)")
+    [problem] = err.splitlines()
+    assert problem.startswith(f"newsflow topics: topic {settings.topic_incidents} has"
+                              " cleanup.policy=delete, not compact:"), err
+    assert "max.message.bytes=1048588: the broker refuses a message above it" in problem
+    assert problem.endswith(f"--entity-name {settings.topic_incidents} --add-config"
+                            " cleanup.policy=compact,max.message.bytes=8388608"), problem
+    assert topic_problems(settings) == [problem.removeprefix("newsflow topics: ")]
+
+
 def test_replay_leaves_out_an_article_too_large_for_the_broker_and_publishes_the_rest(
         make_settings, capsys, caplog):
     """An article past what the broker takes for a reason other than its text (cut

@@ -13,6 +13,7 @@ from newsflow.kafka import (
     MessageTooLargeError,
     Publisher,
     PublishError,
+    config_problems,
     partition_problems,
     topic_specs,
 )
@@ -268,3 +269,29 @@ def test_only_a_clean_topic_of_more_than_one_partition_is_a_problem() -> None:
     [problem] = partition_problems(settings, {**fine, settings.topic_clean: 4})
     assert problem.startswith(f"topic {settings.topic_clean} has 4 partitions, and incident"
                               " clustering needs it to have 1")
+
+
+def test_a_topic_not_compacted_or_with_a_small_message_limit_is_named_with_its_mend() -> None:
+    """Topics made before newsflow made them (an operator, an older newsflow, a broker's
+    auto-create) keep their configuration: only the clean topic's partitions were checked."""
+    settings = Settings(kafka_bootstrap="kafka1:9092")
+    ours = {"cleanup.policy": "compact", "max.message.bytes": "8388608"}
+    fine = {settings.topic_raw: {"cleanup.policy": "delete", "max.message.bytes": "8388608"},
+            settings.topic_incidents: ours,
+            settings.topic_members: {**ours, "cleanup.policy": "compact,delete"},
+            settings.topic_dlq: {"max.message.bytes": "10485760"}}
+    assert config_problems(settings, fine) == []
+    assert config_problems(settings, {}) == []  # (Tansu describes none it was not given)
+    made_by_others = {**fine, settings.topic_incidents: {"cleanup.policy": "delete",
+                                                         "max.message.bytes": "1048588"}}
+    [problem] = config_problems(settings, made_by_others)
+    assert problem.startswith(f"topic {settings.topic_incidents} has cleanup.policy=delete,"
+                              " not compact:")
+    assert "max.message.bytes=1048588: the broker refuses a message above it" in problem
+    assert problem.endswith(
+        "To mend it: kafka-configs.sh --bootstrap-server kafka1:9092 --alter --entity-type"
+        f" topics --entity-name {settings.topic_incidents} --add-config"
+        " cleanup.policy=compact,max.message.bytes=8388608")
+    [problem] = config_problems(settings, {settings.topic_raw: {"max.message.bytes": "1000"}})
+    assert problem.startswith(f"topic {settings.topic_raw} has max.message.bytes=1000:")
+    assert problem.endswith("--add-config max.message.bytes=8388608")

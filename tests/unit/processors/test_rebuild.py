@@ -90,6 +90,32 @@ def test_a_worker_whose_storage_setting_is_wrong_stops_at_once_naming_it(tmp_pat
     assert "check NEWSFLOW_SQLITE_PATH" in message and str(settings.sqlite_file) in message
 
 
+def test_a_worker_whose_storage_is_damaged_stops_at_once_saying_so(tmp_path: Path) -> None:
+    """A store overwritten with garbage in the middle: the worker waited for it for ever,
+    as for a store that is down ("database disk image is malformed"), with no word of
+    the file nor of what to do. No setting is at fault, so none is named."""
+    from newsflow.storage import StoreDamaged
+    from processors.app import read_ahead
+    from sinks.sqlite import SQLiteSink
+    from tests.records import NOW, article, damage_tables
+    from tests.records import incident as stored_incident
+
+    settings = Settings(data_dir=tmp_path)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([article(1, fetched=NOW), stored_incident("i1", 1, [1])])
+    sink.close()
+    damage_tables(settings.sqlite_file, "incident_articles")
+
+    def no_wait(seconds: float) -> None:
+        raise AssertionError(f"waited {seconds} s for a damaged file")
+
+    with pytest.raises(StoreDamaged) as raised:
+        read_ahead(storage_window_loader(settings, read_window, sleep=no_wait))
+    message = str(raised.value)
+    assert f"SQLite database {settings.sqlite_file} is damaged" in message
+    assert "Backing up, restoring and moving" in message and "check NEWSFLOW" not in message
+
+
 def test_a_worker_with_no_postgresql_dsn_stops_at_once_naming_it() -> None:
     """Unset (or empty, which counts as unset) it raised a plain error that the worker
     took for storage unreadable once: it went on deciding against an empty window."""

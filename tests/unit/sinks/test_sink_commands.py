@@ -249,6 +249,23 @@ def test_read_commands_refuse_a_missing_database_and_do_not_create_it(
     assert not (tmp_path / "var").exists()
 
 
+@pytest.mark.parametrize("argv", [("incidents",), ("incident", "inc-1"), ("search", "missiles")])
+def test_read_commands_say_a_damaged_database_is_damaged_where_and_what_to_do(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+) -> None:
+    """They said "database disk image is malformed", naming no file and nothing to do."""
+    from newsflow.cli import main
+    from tests.records import damage_tables
+
+    monkeypatch.setenv("NEWSFLOW_DATA_DIR", str(settings.data_dir))
+    damage_tables(settings.sqlite_file, "incidents", "articles", "articles_fts_data")
+    assert main(list(argv)) == 1
+    said = capsys.readouterr().err
+    assert f"SQLite database {settings.sqlite_file.absolute()} is damaged (" in said
+    assert "put back a backup" in said and "check NEWSFLOW" not in said
+
+
 @pytest.mark.parametrize("argv", [("incidents",), ("incident", "inc-1"), ("search", "Flood")])
 def test_read_commands_leave_an_older_database_as_it_is_and_say_to_upgrade_it(
     tmp_path: Path, argv: tuple[str, ...]

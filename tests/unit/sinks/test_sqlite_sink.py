@@ -33,6 +33,7 @@ from tests.records import (
     NOW,
     article,
     copies_from_a_feed_on_another_domain,
+    damage_tables,
     header,
     incident,
     placed,
@@ -624,6 +625,51 @@ def test_a_path_that_cannot_be_opened_is_a_setting_fault(tmp_path: Path) -> None
         with pytest.raises(StoreMisconfigured, match=str(path)):
             sink.open()
         sink.close()
+
+
+def test_a_damaged_database_stops_the_sink_naming_the_file_the_batch_kept(db: Path) -> None:
+    """Pages overwritten with garbage: every write there fails alike, and the sink took
+    SQLite's "database disk image is malformed" for an outage, waiting for ever. It stops
+    now, saying the file is damaged and where, the batch not committed."""
+    from newsflow.storage import StoreDamaged
+
+    write(db, article(1))
+    damage_tables(db, "articles")
+    sink = SQLiteSink(db)
+    sink.add(article(2))
+    with pytest.raises(StoreDamaged, match=f"SQLite database {db} is damaged .*backup"):
+        sink.flush()
+    assert sink.pending == 1
+    sink.close()
+
+
+def test_reads_of_a_damaged_database_say_it_is_damaged_and_where(db: Path) -> None:
+    """The processors' rebuild and the read commands met "database disk image is
+    malformed", naming no file (the processors waited for it for ever)."""
+    from newsflow.storage import StoreDamaged
+
+    write(db, incident("i1", 1, [1]), article(1))
+    damage_tables(db, "incidents")
+    store = SQLiteStore(db, migrate_schema=False)
+    with pytest.raises(StoreDamaged, match=f"SQLite database {db} is damaged"):
+        store.list_incidents()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header overwritten"])
+def test_a_damaged_database_at_open_is_not_a_store_to_wait_for(db: Path, damage: str) -> None:
+    """A file cut short (a copy that did not finish) was "unavailable", retried for ever;
+    one whose first page is garbage was a setting to check. Both are damage, said so."""
+    from newsflow.storage import StoreDamaged
+
+    write(db, *[article(n, "words " * 400) for n in range(40)])
+    with db.open("r+b") as file:
+        if damage == "truncated":
+            file.truncate(db.stat().st_size // 3)
+        else:
+            file.write(b"\xa5" * 4096)
+    for check in (lambda: SQLiteSink(db).open(), lambda: SQLiteStore(db, migrate_schema=False)):
+        with pytest.raises(StoreDamaged, match=f"SQLite database {db} is damaged"):
+            check()
 
 
 def test_a_locked_database_at_open_is_a_store_to_wait_for(
