@@ -39,7 +39,9 @@ from newsflow.kafka import (  # every topic's limit, and so the producer's
     MAX_MESSAGE_BYTES,
     describe_partitions,
     ensure_topics,
-    topic_problems,
+    partition_counts,
+    partition_problems,
+    topic_config_problems,
 )
 from newsflow.metrics import Gauge, Registry, TextfileWriter, textfile_path
 from newsflow.schemas import (
@@ -1074,6 +1076,22 @@ def save_at_stop(settings: Settings, stage: IncidentStage, config: ClusterConfig
                 time.perf_counter() - began)
 
 
+def warn_of_topic_configs(settings: Settings) -> None:
+    """Say what is amiss in the topics' settings (``topic_config_problems``). The worker
+    goes on: a topic not compacted, or with a small message limit, changes what a copy
+    read from the topics keeps and which messages the broker takes, not the clustering;
+    nor is a broker that will not describe them (an ACL without DescribeConfigs) a reason
+    to stop."""
+    try:
+        problems = topic_config_problems(settings)
+    except Exception as exc:  # noqa: BLE001 - a check that only warns
+        logger.warning("the broker did not describe the topics' settings (%s: %s): not"
+                       " checked", type(exc).__name__, exc)
+        return
+    for problem in problems:
+        logger.warning("%s", problem)
+
+
 def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
                view_loader: ViewLoader | None = None,
                start_view_loader: ViewLoader | None = None,
@@ -1085,11 +1103,12 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
     # them: a broker that creates topics on first use would give the places' topic none.
     ensure_topics(settings)
     # One made before newsflow made it keeps its count: said, not clustered wrongly.
-    unworkable = topic_problems(settings)
+    unworkable = partition_problems(settings, partition_counts(settings, [settings.topic_clean]))
     for problem in unworkable:
         logger.error("%s", problem)
     if unworkable:
         return 1
+    warn_of_topic_configs(settings)
     saved = None
     identity = code_identity()  # (of the code imported: its files may change while it runs)
     if window_loader is not None:
