@@ -46,8 +46,10 @@ from sinks.rows import (
     ARTICLE_COLUMNS,
     INCIDENT_COLUMNS,
     MEMBER_COLUMNS,
+    SEARCH_FOLD,
     SEARCH_SEPARATOR,
     STORED_COPY_COLUMNS,
+    TYPOGRAPHIC,
     VERSION_COLUMNS,
     Fetch,
     ReadDialect,
@@ -69,6 +71,7 @@ from sinks.rows import (
     search_alternatives,
     search_form,
     search_term,
+    spaceless_form_sql,
     takers,
     upsert_article_sql,
     upsert_incident_sql,
@@ -117,18 +120,6 @@ SEARCH_VECTOR = (
     " 'B')"
 )
 
-# Typographic punctuation and spaces, as the ASCII the search parser splits words at. In
-# a database whose LC_CTYPE is C, PostgreSQL's parser takes every character beyond ASCII
-# for a letter: “Zawahri” and sheriff’s were words of their own there, which `zawahri`
-# and `sheriff` did not find (half of 600 gva articles held such words).
-# The common ones only: translate() compares each character of a text with every one
-# listed (40 of them doubled the time to build the search column; these 13 add about 5%).
-TYPOGRAPHIC = str.maketrans({
-    **dict.fromkeys("‘’", "'"), **dict.fromkeys("“”„«»", '"'),
-    **dict.fromkeys("–—…\u00a0\u2009\u202f", " "),
-})
-
-
 def as_ascii_punctuation_sql(expr: str) -> str:
     """SQL for ``expr`` with ``TYPOGRAPHIC`` applied (translate() maps character to
     character)."""
@@ -145,34 +136,45 @@ SEARCH_VECTOR_C = (
 )
 
 
-def _formed(column: str, limit: int, row: str = "") -> str:
+def _folded_sql(expr: str) -> str:
+    """SQL for ``expr`` with ``SEARCH_FOLD``'s letters folded."""
+    source = "".join(map(chr, SEARCH_FOLD))
+    return f"translate({expr}, '{source}', '{''.join(SEARCH_FOLD.values())}')"
+
+
+def _formed(column: str, limit: int, row: str = "", *, folded: bool = False) -> str:
     """SQL for what search reads of ``column`` (title or text) since schema 7: its
     ``search_form`` (a separator between characters of Chinese, Japanese, Korean and
-    Thai), stored by the writer where it differs, up to twice the characters (as much of
-    the article as before); else the text itself (most articles: as before)."""
+    Thai; ``folded``: since schema 11, its letters folded too), stored by the writer
+    where it differs, up to twice the characters (as much of the article as before); else
+    the text itself (most articles: as before)."""
     holds = form_holds_sql(f"{row}{column}", f"{row}search_{column}",
-                           f"chr({ord(SEARCH_SEPARATOR)})")
+                           f"chr({ord(SEARCH_SEPARATOR)})", _folded_sql if folded else None)
     return (f"coalesce(CASE WHEN {holds} THEN left({row}search_{column}, {2 * limit})"
             f" ELSE left({row}{column}, {limit}) END, '')")
 
 
-_FORMED_TITLE = _formed("title", MAX_TITLE_CHARS)
+def formed_text_sql(row: str = "", *, folded: bool = True) -> str:
+    """The part of an article's text that search reads (the search column, snippets);
+    ``folded``: as since schema 11."""
+    return _formed("text", SEARCH_TEXT_CHARS, row, folded=folded)
 
 
-def formed_text_sql(row: str = "") -> str:
-    """The part of an article's text that search reads (the search column, snippets)."""
-    return _formed("text", SEARCH_TEXT_CHARS, row)
-
-
-def _search_vector(as_read: Callable[[str], str]) -> str:
-    return (f"setweight(to_tsvector('english', {as_read(_FORMED_TITLE)}), 'A')"
-            f" || setweight(to_tsvector('english', {as_read(formed_text_sql())}), 'B')")
+def _search_vector(as_read: Callable[[str], str], *, folded: bool = False) -> str:
+    title = _formed("title", MAX_TITLE_CHARS, folded=folded)
+    return (f"setweight(to_tsvector('english', {as_read(title)}), 'A')"
+            f" || setweight(to_tsvector('english', {as_read(formed_text_sql(folded=folded))}),"
+            " 'B')")
 
 
 # The articles that can have a search form: a text with a character beyond ASCII.
 _BEYOND_ASCII = "octet_length(title) <> length(title) OR octet_length(text) <> length(text)"
 # Those whose form schema 8 changes: with a character of Lao, Khmer or Myanmar.
 _LAO_KHMER_MYANMAR = f"title ~ '[{LAO_KHMER_MYANMAR}]' OR text ~ '[{LAO_KHMER_MYANMAR}]'"
+# Those whose form schema 11 changes: with a letter it folds, or of Hebrew or Arabic.
+_FOLDED_OR_PREFIXED = "[" + "".join(map(chr, SEARCH_FOLD)) + "\u05d0-\u05ea\u0621-\u064a]"
+_FOLDED_OR_PREFIXED_WHERE = (f"title ~ '{_FOLDED_OR_PREFIXED}'"
+                             f" OR text ~ '{_FOLDED_OR_PREFIXED}'")
 
 
 def _fill_search_forms(conn: psycopg.Connection[Any], where: str = _BEYOND_ASCII) -> None:
@@ -342,6 +344,27 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # scanned the table.
         ["CREATE INDEX incidents_merged ON incidents (updated_at, id, merged_into)"
          " WHERE merged_into IS NOT NULL"],
+    ),
+    (
+        11,
+        "search folds Turkish I's and Greek accents, and sets Hebrew and Arabic prefixes apart",
+        # Only their articles' forms change; the search column is computed again for all
+        # (its expression folds the letters a form holds), as version 7's.
+        [
+            "ALTER TABLE articles DROP COLUMN tsv",  # (not computed for each row filled)
+            functools.partial(_fill_search_forms, where=_FOLDED_OR_PREFIXED_WHERE),
+            f"""DO $$ BEGIN
+                IF (SELECT datctype FROM pg_database WHERE datname = current_database())
+                   IN ('C', 'POSIX') THEN
+                    ALTER TABLE articles ADD COLUMN tsv tsvector GENERATED ALWAYS AS
+                        ({_search_vector(as_ascii_punctuation_sql, folded=True)}) STORED;
+                ELSE
+                    ALTER TABLE articles ADD COLUMN tsv tsvector GENERATED ALWAYS AS
+                        ({_search_vector(lambda sql: sql, folded=True)}) STORED;
+                END IF;
+            END $$""",
+            "CREATE INDEX articles_tsv ON articles USING gin (tsv)",
+        ],
     ),
 ]
 
@@ -962,6 +985,7 @@ def _search(query: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]] 
             SELECT p.id, p.title, p.source, p.published, p.url, p.text, p.rank,
                    ts_headline('english', {as_ascii_punctuation_sql(formed_text_sql("p."))}, q.q,
                        CASE WHEN p.search_text IS NULL
+                                 OR NOT {spaceless_form_sql('p.search_text', "{} ~ '[{}]'")}
                             THEN 'StartSel=[, StopSel=], MaxWords=30, MinWords=12'
                             ELSE 'StartSel=[, StopSel=], MaxWords=90, MinWords=36'
                        END) AS snippet,

@@ -51,7 +51,13 @@ from newsflow.text import (
     THAI_MARKS,
     thai_word_edges,
 )
-from sinks.agencies import agency_of_source, count_reporters, outlet_key, recognise_agencies
+from sinks.agencies import (
+    agency_of_source,
+    count_reporters,
+    in_any_case,
+    outlet_key,
+    recognise_agencies,
+)
 from sinks.base import Batch, active_at, article_digest, latest_versions
 from sinks.models import (
     Counts,
@@ -144,6 +150,18 @@ def source_words_pattern(source: str) -> str | None:
     return f"% {escaped} %"
 
 
+# Typographic punctuation and spaces, as the ASCII the search parser splits words at. In
+# a database whose LC_CTYPE is C, PostgreSQL's parser takes every character beyond ASCII
+# for a letter: “Zawahri” and sheriff’s were words of their own there, which `zawahri`
+# and `sheriff` did not find (half of 600 gva articles held such words).
+# The common ones only: translate() compares each character of a text with every one
+# listed (40 of them doubled the time to build the search column; these 13 add about 5%).
+TYPOGRAPHIC = str.maketrans({
+    **dict.fromkeys("‘’", "'"), **dict.fromkeys("“”„«»", '"'),
+    **dict.fromkeys("–—…\u00a0\u2009\u202f", " "),
+})
+
+
 # A search's terms: "a phrase" (its closing quote may be missing) or a word, either with
 # a leading "-" to exclude it.
 _SEARCH_TERM = re.compile(r'(-?)"([^"]*)"?|(-?)(\S+)')
@@ -200,6 +218,13 @@ _CJK_PUNCTUATION = ("\u3000-\u3004\u3008-\u303f"
 _SET_APART = _SPACELESS + _CJK_PUNCTUATION
 
 
+def spaceless_form_sql(form: str, matches: str) -> str:
+    """SQL: the search form ``form`` has characters of the scripts above (each a word to
+    search, so a snippet of it wants more words), ``matches`` the dialect's pattern
+    match of a form and a class of characters ("{} GLOB '*[{}]*'")."""
+    return matches.format(form, _SPACELESS)
+
+
 def _boundary(unless: str) -> re.Pattern[str]:
     """Where a separator goes: between two such characters, or one and a letter or digit
     beside it ("iPhone手机"), except before a mark, and where ``unless`` (a regex) does
@@ -224,23 +249,78 @@ _HIGHLIGHT = re.compile(r"\[([^\[\]]*)\]")  # as both stores' snippets mark a wo
 SEARCH_SEPARATOR = "\x1f"
 
 
+# Letters a reader types in another case or without their accent, folded in what search
+# indexes and in a search alike, one letter for one (snippets map them back): Turkish
+# I's (ıstanbul, İstanbul) and Ş and Ğ, Greek capitals, accents and final sigma (ΑΘΗΝΑ,
+# αθηνα for Αθήνα), as the source filter folds them (``in_any_case``). SQLite's index
+# lower-cased the capitals but kept ı and the Greek accents apart, and PostgreSQL in the
+# C locale lower-cases ASCII only. (Ç, Ö and Ü, which German and French write too, are
+# left as they were.)
+_FOLDED_LETTERS = "İıŞĞ" + "".join(chr(c) for c in range(0x0386, 0x03CF))
+SEARCH_FOLD = {ord(c): in_any_case(c) for c in _FOLDED_LETTERS
+               if in_any_case(c) != c and len(in_any_case(c)) == 1}
+_FOLDED_LETTER = re.compile("[" + "".join(map(chr, SEARCH_FOLD)) + "]")
+
+# One-letter prefixes that Hebrew and Arabic write joined to the word after them (Hebrew
+# ב ה ו כ ל מ ש: בירושלים, "in Jerusalem"; Arabic و ف ب ل ك and the article ال: والقدس,
+# "and the Jerusalem"): each is set apart from the rest of the word in what search
+# indexes and in a search alike, so ירושלים finds בירושלים and قدس finds القدس. Without a
+# dictionary a word that starts with such a letter of its own has it set apart too, the
+# same way on both sides, so a search of it finds it still (and a word that ends it).
+_HEBREW_PREFIXES = "בהוכלמש"
+_ARABIC_PREFIXES = ("ال", *"وفبلك")
+_PREFIXED_WORD = re.compile("[\u05d0-\u05ea]{3,}|[\u0621-\u064a]{3,}")
+_CORE_LETTERS = 2  # what a prefix leaves of a word at least
+
+
+def _prefixes_apart(word: str) -> str:
+    """``word`` (Hebrew or Arabic letters) with a ``SEARCH_SEPARATOR`` after each of its
+    leading prefixes: "בירושלים" -> ב ירושלים, "والقدس" -> و ال قدس."""
+    prefixes = _HEBREW_PREFIXES if word[0] <= "\u05ea" else _ARABIC_PREFIXES
+    parts: list[str] = []
+    rest = word
+    while True:
+        prefix = next((p for p in prefixes if rest.startswith(p)), None)
+        if prefix is None or len(rest) - len(prefix) < _CORE_LETTERS:
+            break
+        parts.append(prefix)
+        rest = rest[len(prefix):]
+    return SEARCH_SEPARATOR.join([*parts, rest])
+
+
 def search_form(text: str | None) -> str | None:
     """``text`` as search indexes it: a ``SEARCH_SEPARATOR`` between the characters of
-    the scripts above. None when it has none of them (most articles): search reads the
-    text itself then, as before."""
-    if not text or text.isascii() or not _SPACELESS_CHARACTER.search(text):
+    the scripts above and after Hebrew and Arabic prefixes, and ``SEARCH_FOLD``'s letters
+    folded. None when it has none of them (most articles): search reads the text itself
+    then, as before."""
+    if not text or text.isascii():
         return None
-    boundary = _CLUSTERED_BOUNDARY if _CLUSTERED_CHARACTER.search(text) else _SPACELESS_BOUNDARY
-    formed = boundary.sub(SEARCH_SEPARATOR, text)
+    formed = text
+    if _SPACELESS_CHARACTER.search(text):
+        clustered = _CLUSTERED_CHARACTER.search(text)
+        formed = (_CLUSTERED_BOUNDARY if clustered else _SPACELESS_BOUNDARY).sub(
+            SEARCH_SEPARATOR, formed)
+    if _FOLDED_LETTER.search(text):
+        formed = formed.translate(SEARCH_FOLD)
+    if _PREFIXED_WORD.search(text):
+        formed = _PREFIXED_WORD.sub(lambda word: _prefixes_apart(word[0]), formed)
     return None if formed == text else formed
 
 
-def form_holds_sql(column: str, form: str, separator: str) -> str:
-    """SQL: the stored search form ``form`` is ``column``'s text with separators put in.
-    Not when it is NULL, nor when a writer changed the text and not the form (an older
+def form_holds_sql(column: str, form: str, separator: str,
+                   fold: Callable[[str], str] | None = None) -> str:
+    """SQL: the stored search form ``form`` is ``column``'s text with separators put in
+    (and, given the dialect's SQL ``fold`` of ``SEARCH_FOLD``, its letters folded). Not
+    when it is NULL, nor when a writer changed the text and not the form (an older
     newsflow, a writer of one's own): search reads the text as it stands then, never a
     form of a text gone. ``separator``: the dialect's SQL for ``SEARCH_SEPARATOR``."""
-    return f"replace({form}, {separator}, '') = {column}"
+    unseparated = f"replace({form}, {separator}, '')"
+    if fold is None:
+        return f"{unseparated} = {column}"
+    # (Folded only where the form is not the text with separators alone: the fold reads
+    # the whole text again, for each folded letter on SQLite.)
+    return (f"CASE WHEN {form} IS NULL THEN false WHEN {unseparated} = {column} THEN true"
+            f" ELSE {unseparated} = {fold(column)} END")
 
 
 _PUNCTUATION_AROUND = re.compile(f"^[{_CJK_PUNCTUATION}]+|[{_CJK_PUNCTUATION}]+$")
@@ -263,6 +343,8 @@ def as_written(snippet: str, query: str, text: str | None = None) -> str:
     shown plain. Given the article's ``text``, an edge cut inside a Thai word is moved
     to the word's end (``whole_thai_words``)."""
     joined = snippet.replace("]" + SEARCH_SEPARATOR + "[", "").replace(SEARCH_SEPARATOR, "")
+    if text and (_FOLDED_LETTER.search(text) or _PREFIXED_LETTER.search(text)):
+        joined = as_in_text(joined, text)
     if joined == snippet:
         return snippet
     wanted = _SPACELESS_RUN.findall(query)
@@ -275,6 +357,65 @@ def as_written(snippet: str, query: str, text: str | None = None) -> str:
 
     written = _HIGHLIGHT.sub(highlight, joined)
     return whole_thai_words(written, text) if text and _THAI_LETTER.search(written) else written
+
+
+_PREFIXED_LETTER = re.compile("[\u05d0-\u05ea\u0621-\u064a]")
+
+
+def _folded_from() -> dict[str, str]:
+    """Each character a snippet may show for others of the text: itself, and those
+    search folds to it (``SEARCH_FOLD``, PostgreSQL's ``TYPOGRAPHIC``)."""
+    sources: dict[str, str] = {}
+    for table in (SEARCH_FOLD, TYPOGRAPHIC):
+        for source, target in table.items():
+            sources[str(target)] = sources.get(str(target), str(target)) + chr(source)
+    return sources
+
+
+_FOLDED_FROM = _folded_from()
+
+
+def as_in_text(snippet: str, text: str) -> str:
+    """``snippet`` of ``text`` (separators dropped, highlights in brackets) with the
+    letters ``SEARCH_FOLD`` folded in it as ``text`` writes them ("[αθηνα]" of Αθήνα ->
+    "[Αθήνα]"), and an edge cut between a Hebrew or Arabic prefix and its word moved out
+    to the word's end ("[ירושלים]" of בירושלים -> "ב[ירושלים]"); nothing else of it
+    changes (PostgreSQL's snippet has the text's typographic punctuation as ASCII, as
+    before). As it is when it cannot be found in ``text``."""
+    head = SNIPPET_CUT if snippet.startswith(SNIPPET_CUT) else ""
+    body = snippet[len(head):]
+    tail = SNIPPET_CUT if body.endswith(SNIPPET_CUT) else ""
+    body = body[:len(body) - len(tail)]
+    plain = _HIGHLIGHT.sub(r"\1", body)
+    # Where it is in the text: a letter of it may be any that folds to it, a space or a
+    # quote any that PostgreSQL's search column reads so. (A regex: translating a long
+    # text took 40 ms.)
+    found = re.search("".join(f"[{re.escape(_FOLDED_FROM[c])}]" if c in _FOLDED_FROM
+                              else re.escape(c) for c in plain), text) if plain else None
+    if found is None:
+        return snippet
+    start = found.start()
+    written: list[str] = []
+    at = start
+    # split() gives the text between highlights and each highlight's, in turn.
+    for index, part in enumerate(_HIGHLIGHT.split(body)):
+        letters = [original if SEARCH_FOLD.get(ord(original)) == shown else shown
+                   for original, shown in zip(text[at:at + len(part)], part, strict=True)]
+        at += len(part)
+        written.append("[" + "".join(letters) + "]" if index % 2 else "".join(letters))
+    def inside_word(edge: int) -> bool:  # between two Hebrew or Arabic letters
+        return (0 < edge < len(text) and _PREFIXED_LETTER.match(text, edge - 1) is not None
+                and _PREFIXED_LETTER.match(text, edge) is not None)
+
+    before = start
+    while inside_word(before):
+        before -= 1
+    after = at
+    while inside_word(after):
+        after += 1
+    head = head if before > 0 else ""
+    tail = tail if after < len(text) else ""
+    return head + text[before:start] + "".join(written) + text[at:after] + tail
 
 
 _THAI_LETTER = re.compile(f"[{THAI}]")

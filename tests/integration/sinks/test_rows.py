@@ -516,6 +516,123 @@ def test_paging_after_a_cursor_skips_no_incident_that_did_not_change(
 BEFORE_MERGES_INDEX = {"sqlite": 7, "postgres": 9}
 
 
+# Written for these tests: news in Turkish, Greek, Hebrew and Arabic, and in English,
+# German and French, whose results must not change.
+FOLDED_ARTICLES = [
+    article(1, "İstanbul'un Silivri ilçesinde 5,1 büyüklüğünde bir deprem meydana geldi."
+               " Işık Üniversitesi'nden bir uzman, artçı sarsıntıların sürebileceğini söyledi.",
+            title="İstanbul'da deprem korkuttu"),
+    article(2, "Σεισμός μεγέθους 4,8 Ρίχτερ έγινε αισθητός στην Αθήνα. ΤΟ ΓΕΩΔΥΝΑΜΙΚΟ"
+               " ΙΝΣΤΙΤΟΥΤΟ δεν ανέφερε ζημιές.", title="Σεισμός στην Αθήνα"),
+    article(3, "אלפי מפגינים התכנסו הערב בירושלים מול משכן הכנסת במחאה נגד הרפורמה.",
+            title="הפגנה גדולה בירושלים"),
+    article(4, "اندلعت اشتباكات بين الشرطة ومصلين في القدس بعد صلاة الجمعة، وأغلقت قوات"
+               " الأمن مداخل البلدة القديمة والقدس الشرقية.", title="اشتباكات في القدس"),
+    article(5, "Heavy rain flooded the town of Passau; the Danube rose above its banks.",
+            title="Flood in Passau"),
+    article(6, "Hochwasser in Köln: Der Rhein stieg über die Ufer, die Straße wurde gesperrt.",
+            title="Hochwasser in Köln"),
+    article(7, "À Paris, la Seine déborde après des pluies diluviennes.", title="Crue à Paris"),
+]
+# The last schema before search folded letters and set prefixes apart.
+BEFORE_FOLDING = {"sqlite": 8, "postgres": 10}
+
+
+def stored_before_folding(settings: Settings, backend: str, postgres_dsn: str) -> None:
+    """``FOLDED_ARTICLES`` stored by the schema before folding, as its writer left them:
+    no search form for any of them."""
+    rows = [(a.id, a.title, a.text, "digest") for a in FOLDED_ARTICLES]
+    if backend == "sqlite":
+        from sinks.sqlite import connect
+
+        older_database(settings.sqlite_file, BEFORE_FOLDING[backend])
+        conn = connect(settings.sqlite_file)
+        conn.executemany("INSERT INTO articles (id, title, text, digest) VALUES (?, ?, ?, ?)",
+                         rows)
+        conn.close()
+        return
+    import psycopg
+
+    older_schema(postgres_dsn, BEFORE_FOLDING[backend])
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO articles (id, title, text, digest) VALUES (%s, %s, %s, %s)", rows)
+
+
+@pytest.mark.parametrize("upgraded", [False, True], ids=["new", "upgraded"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_search_finds_turkish_greek_hebrew_and_arabic_words_as_readers_type_them(
+    backend: str, upgraded: bool, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """SQLite kept ı and Greek accents apart (ıstanbul, αθηνα found nothing), PostgreSQL
+    in the C locale every capital beyond ASCII too (istanbul missed İstanbul), and neither
+    found a Hebrew or Arabic word behind its prefix (ירושלים in בירושלים, قدس in القدس).
+    A store of the schema before finds them once upgraded."""
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path / "var")
+    if upgraded:
+        stored_before_folding(settings, backend, postgres_dsn)
+    store = written(settings, [] if upgraded else FOLDED_ARTICLES)
+    try:
+        def found(query: str) -> list[str]:
+            return sorted(h.article_id for h in store.search(query))
+
+        for query in ("istanbul", "İstanbul", "ISTANBUL", "ıstanbul", "ışık", "IŞIK"):
+            assert found(query) == ["a1"], query
+        for query in ("Αθήνα", "ΑΘΗΝΑ", "αθηνα", "σεισμος", "ΣΕΙΣΜΌΣ", "Ινστιτούτο",
+                      '"γεωδυναμικο ινστιτουτο"'):
+            assert found(query) == ["a2"], query
+        for query in ("ירושלים", "בירושלים", "כנסת", "הכנסת", '"משכן הכנסת"'):
+            assert found(query) == ["a3"], query
+        for query in ("قدس", "القدس", "والقدس", "الشرقية", "شرقية"):
+            assert found(query) == ["a4"], query
+        assert found("ירושלים or قدس -istanbul") == ["a3", "a4"]
+        # English, German and French as before.
+        for query, ids in (("passau", ["a5"]), ("flooded danube", ["a5"]), ("Köln", ["a6"]),
+                           ("straße -passau", ["a6"]), ("Seine", ["a7"]), ("déborde", ["a7"]),
+                           ("rain or rhein", ["a5", "a6"])):
+            assert found(query) == ids, query
+
+        # Snippets show the words as the article writes them.
+        [hit] = store.search("ΑΘΗΝΑ")
+        assert hit.title == "Σεισμός στην Αθήνα"
+        assert "στην [Αθήνα]" in hit.snippet and "\x1f" not in hit.snippet
+        [hit] = store.search("ıstanbul")
+        assert hit.snippet.startswith("[İstanbul]'un Silivri")
+        [hit] = store.search("ירושלים")
+        assert "ב[ירושלים] מול" in hit.snippet and "\x1f" not in hit.snippet
+        [hit] = store.search("قدس")
+        assert "ال[قدس] بعد" in hit.snippet
+        [hit] = store.search("passau")
+        assert "flooded the town of [Passau]; the Danube" in hit.snippet
+
+        # A writer of one's own that changes a text and not its form: the text as it
+        # stands is searched, not the form of the text gone (and the index stays whole).
+        executed(settings, "UPDATE articles SET text = 'A storm report.' WHERE id = 'a2'")
+        assert found("ζημιες") == [] and found("storm") == ["a2"]
+        assert found("αθηνα") == ["a2"]  # (its title's form holds)
+        if backend == "sqlite":
+            executed(settings, "INSERT INTO articles_fts (articles_fts, rank)"
+                               " VALUES ('integrity-check', 1)")
+    finally:
+        store.close()
+
+
+def executed(settings: Settings, sql: str) -> None:
+    """``sql`` run on the configured store, as a writer of one's own would."""
+    if settings.sink == "sqlite":
+        from sinks.sqlite import connect
+
+        conn = connect(settings.sqlite_file)
+        conn.execute(sql)
+        conn.close()
+        return
+    import psycopg
+
+    assert settings.postgres_dsn is not None
+    with psycopg.connect(settings.postgres_dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
 def merges_plan(settings: Settings) -> str:
     """The query plan of ``Store.merges``' query, as the configured store gives it."""
     if settings.sink == "sqlite":

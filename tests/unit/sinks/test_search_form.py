@@ -65,3 +65,43 @@ def test_a_thai_snippet_is_widened_to_whole_words_only_where_it_is_found() -> No
     # Not in the text (a bracket of its own, another version of it): as it is.
     assert whole_thai_words(cut, text.replace("ทำให้", "[ทำให้]")) == cut
     assert whole_thai_words(" ... ", text) == " ... "
+
+
+def test_turkish_is_and_greek_capitals_accents_and_final_sigma_are_folded() -> None:
+    # One letter for one, the rest as written: a snippet maps them back.
+    assert search_form("İstanbul'da IŞIK") == "istanbul'da IşIK"  # (I: the stores lower-case it)
+    assert search_form("ıstanbul") == "istanbul"
+    assert search_form("Σεισμός στην ΑΘΗΝΑ, Αθήνα") == "σεισμοσ στην αθηνα, αθηνα"
+    assert search_form("ΐ Ϊ ά") == "ι ι α"
+    # Letters German and French write too are left as they were.
+    assert search_form("ÜBER Ölpreis, Ça") is None
+
+
+def test_hebrew_and_arabic_prefixes_are_set_apart_from_their_word() -> None:
+    assert search_form("הפגנה בירושלים") == f"ה{SEP}פגנה ב{SEP}ירושלים"
+    # (בית, house, starts with a prefix letter of its own: set apart alike, so בית finds it)
+    assert search_form("ומהבית") == f"ו{SEP}מ{SEP}ה{SEP}ב{SEP}ית"
+    assert search_form("ירושלים") is None  # (no prefix)
+    assert search_form("في القدس والقدس") == f"في ال{SEP}قدس و{SEP}ال{SEP}قدس"
+    # A word is left two letters at least: the same on both sides of a search.
+    assert search_form("שלום") == f"ש{SEP}ל{SEP}ום"
+    assert search_form("בו") is None
+    assert fts_query("בירושלים") == '"ב ירושלים"'
+    assert fts_query("ירושלים") == '"ירושלים"'
+    assert fts_query("والقدس") == '"و ال قدس"'
+    assert fts_query("ΑΘΉΝΑ ıstanbul") == '"αθηνα" "istanbul"'
+
+
+def test_a_snippet_shows_folded_letters_and_prefixes_as_the_article_writes_them() -> None:
+    text = "Σεισμός έγινε αισθητός στην Αθήνα. «Καμία ζημιά», είπε."
+    assert as_written("στην [αθηνα]. \"καμια ζημια\", ειπε.", "ΑΘΗΝΑ", text) == (
+        "στην [Αθήνα]. \"Καμία ζημιά\", είπε.")  # (PostgreSQL's quotes stay as it gave them)
+    assert as_written(" ... στην [αθηνα] ... ", "αθηνα", text) == " ... στην [Αθήνα] ... "
+    hebrew = "אלפי מפגינים התכנסו הערב בירושלים מול משכן הכנסת"
+    assert as_written(f"[ירושלים] מול משכן ה{SEP}כ{SEP}נסת", "ירושלים", hebrew) == (
+        "ב[ירושלים] מול משכן הכנסת")
+    assert as_written(f"הערב ב{SEP}[ירושלים] מול", "ירושלים", hebrew) == "הערב ב[ירושלים] מול"
+    arabic = "اشتباكات في القدس بعد صلاة الجمعة"
+    assert as_written("[قدس] بعد صلاة", "قدس", arabic) == "ال[قدس] بعد صلاة"
+    # Not from the text (an older form): as it is, without separators.
+    assert as_written("[αθηνα] x", "αθηνα", text) == "[αθηνα] x"
