@@ -273,6 +273,14 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         ["CREATE INDEX incidents_merged ON incidents (updated_at, id, merged_into)"
          " WHERE merged_into IS NOT NULL"],
     ),
+    (
+        9,
+        "the source filter reads indexes of the members' sources and the articles' agencies",
+        # The listing by source (`incidents --source`, the API's and the page's) checked
+        # every member and article row of the store for a rare outlet.
+        ["CREATE INDEX incident_articles_source ON incident_articles (source)",
+         "CREATE INDEX articles_agencies ON articles (agencies, id) WHERE agencies <> ','"],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -713,13 +721,25 @@ _MOVED_TO = f"""
     GROUP BY incident_id ORDER BY articles DESC, incident_id"""
 
 
+# The agencies are stored as ",AFP,Reuters,": the articles listing one are found by the
+# index articles_agencies, from the few lists of agencies stored that hold it (each
+# found by one probe), without reading an article row (each with its text).
+_HAS_AGENCY = """a.agencies <> ',' AND a.agencies IN (
+    WITH RECURSIVE lists (agencies) AS (
+        SELECT MIN(agencies) FROM articles WHERE agencies <> ','
+        UNION ALL
+        SELECT (SELECT MIN(agencies) FROM articles
+                WHERE agencies > l.agencies AND agencies <> ',')
+        FROM lists l WHERE l.agencies IS NOT NULL)
+    SELECT agencies FROM lists WHERE instr(agencies, ',' || ? || ',') > 0)"""
+
+
 READS = ReadDialect(
     mark="?",
     adapt=adapt,
     ids=json.dumps,
     in_ids="IN (SELECT value FROM json_each(?))",
-    # The agencies are stored as ",AFP,Reuters,".
-    has_agency="instr(COALESCE(a.agencies, ''), ',' || ? || ',') > 0",
+    has_agency=_HAS_AGENCY,
     stored_order="a.rowid",
     current=_CURRENT,
     search=_search,
