@@ -826,6 +826,8 @@ class ReadDialect:
     search: Callable[[str, int, int], tuple[str, Sequence[Any]] | None]
     # Lower-casing of the source filter, every letter (a format of one value).
     lower: str = "lower({})"
+    # A column as a value that no index is to find rows by (a format of one column).
+    unindexed: str = "{}"
 
 
 class SQLReader(Store, ABC):
@@ -899,7 +901,7 @@ class SQLReader(Store, ABC):
                            FROM articles a CROSS JOIN incident_articles m  -- (SQLite: a first)
                            WHERE m.article_id = a.id AND {dialect.has_agency}"""
                 params.append(agency)
-            where.append(f"i.id IN ({matching})")
+            where.append(f"{dialect.unindexed.format('i.id')} IN ({matching})")
         return (f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
                     ORDER BY i.active_at DESC, i.id LIMIT {mark} OFFSET {mark}""",
                 [*params, int(limit), int(offset)])
