@@ -366,6 +366,14 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             "CREATE INDEX articles_tsv ON articles USING gin (tsv)",
         ],
     ),
+    (
+        12,
+        "the source filter reads indexes of the members' sources and the articles' agencies",
+        # The listing by source (`incidents --source`, the API's and the page's) checked
+        # every member and article row of the store for a rare outlet.
+        ["CREATE INDEX incident_articles_source ON incident_articles (source, incident_id)",
+         "CREATE INDEX articles_agencies ON articles USING gin (agencies)"],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -1014,7 +1022,7 @@ READS = ReadDialect(
     adapt=adapt,
     ids=list,
     in_ids="= ANY(%s)",
-    has_agency="%s = ANY(coalesce(a.agencies, '{}'))",
+    has_agency="a.agencies @> ARRAY[%s]::text[]",  # (by the index articles_agencies)
     stored_order="a.seq",
     current=_CURRENT,
     search=_search,

@@ -133,6 +133,15 @@ def source_words_sql(column: str, lower: str = "lower({})") -> str:
     return f"(' ' || {expr} || ' ')"
 
 
+# The distinct sources of the members (both dialects), one probe of the index
+# incident_articles_source each: a few hundred outlets, not every member row.
+STORED_SOURCES_SQL = """WITH RECURSIVE sources (name) AS (
+    SELECT MIN(source) FROM incident_articles
+    UNION ALL
+    SELECT (SELECT MIN(source) FROM incident_articles WHERE source > s.name)
+    FROM sources s WHERE s.name IS NOT NULL)"""
+
+
 def source_words_pattern(source: str) -> str | None:
     """The LIKE pattern (escape character ``!``) of a ``--source`` query's words, in order,
     as whole words of ``source_words_sql``, before lower(): the database lower-cases both
@@ -943,7 +952,8 @@ class ReadDialect:
     adapt: Callable[[Any], Any]  # a timestamp parameter as the driver takes it
     ids: Callable[[list[str]], Any]  # a list of ids as one parameter of ``in_ids``
     in_ids: str  # after a column: it is one of the ids of one parameter
-    has_agency: str  # the article ``a`` lists the agency named by one parameter
+    # The article ``a`` lists the agency named by one parameter, as its index finds it.
+    has_agency: str
     stored_order: str  # articles ``a`` in the order they were stored
     # ``current AS (...)`` for a WITH clause: each article's current incident, the newest
     # live incident listing it (article_id, incident_id, duplicate_of, seen_at); SQLite's
@@ -957,6 +967,8 @@ class ReadDialect:
     search: Callable[[str, int, int], tuple[str, Sequence[Any]] | None]
     # Lower-casing of the source filter, every letter (a format of one value).
     lower: str = "lower({})"
+    # A column as a value that no index is to find rows by (a format of one column).
+    unindexed: str = "{}"
 
 
 class SQLReader(Store, ABC):
@@ -984,6 +996,20 @@ class SQLReader(Store, ABC):
         """Live incidents, newest activity first. ``after``: those strictly after that
         position (keyset paging: rows that moved meanwhile shift no other row, as they
         shift an ``offset``)."""
+        query = self.listing_sql(since, source, limit, offset, after)
+        if query is None:
+            return []
+        with self._session() as fetch:
+            rows = fetch(*query)
+            return [replace(summary, position=position(row))
+                    for summary, row in zip(self._summaries(fetch, rows), rows, strict=True)]
+
+    def listing_sql(
+        self, since: timedelta | None, source: str | None, limit: int, offset: int,
+        after: Position | None,
+    ) -> tuple[str, list[Any]] | None:
+        """The query of ``list_incidents`` and its parameters; None when the source
+        names no outlet."""
         dialect, mark = self.dialect, self.dialect.mark
         where = ["i.merged_into IS NULL"]
         params: list[Any] = []
@@ -998,26 +1024,28 @@ class SQLReader(Store, ABC):
             # The words of an outlet's name, or the agency they name among an article's.
             pattern = source_words_pattern(source)
             if pattern is None:  # (as "%  %" it matched the articles with no source)
-                return []
-            match = (f"{source_words_sql('m.source', dialect.lower)}"
-                     f" LIKE {dialect.lower.format(mark)} ESCAPE '!'")
+                return None
+            # Found by indexes: the few stored sources with those words first, then their
+            # members (incident_articles_source), and the articles listing the agency
+            # (articles_agencies). Checked member by member, an incident at a time, the
+            # listing of a rare outlet (or an absent one) read every member and article row
+            # of the store: 3.5-8.5 s on a store of a year (300,000 articles), now 0.02-0.06 s.
+            matching = f"""SELECT m.incident_id FROM incident_articles m
+                           WHERE m.source IN ({STORED_SOURCES_SQL}
+                               SELECT name FROM sources
+                               WHERE {source_words_sql('name', dialect.lower)}
+                                     LIKE {dialect.lower.format(mark)} ESCAPE '!')"""
             params.append(pattern)
             if agency := agency_of_source(source):
-                match += f" OR {dialect.has_agency}"
+                matching += f"""
+                           UNION SELECT m.incident_id
+                           FROM articles a CROSS JOIN incident_articles m  -- (SQLite: a first)
+                           WHERE m.article_id = a.id AND {dialect.has_agency}"""
                 params.append(agency)
-            where.append(
-                f"""EXISTS (SELECT 1 FROM incident_articles m
-                    LEFT JOIN articles a ON a.id = m.article_id
-                    WHERE m.incident_id = i.id AND ({match}))"""
-            )
-        with self._session() as fetch:
-            rows = fetch(
-                f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
+            where.append(f"{dialect.unindexed.format('i.id')} IN ({matching})")
+        return (f"""SELECT i.* FROM incidents i WHERE {' AND '.join(where)}
                     ORDER BY i.active_at DESC, i.id LIMIT {mark} OFFSET {mark}""",
-                [*params, int(limit), int(offset)],
-            )
-            return [replace(summary, position=position(row))
-                    for summary, row in zip(self._summaries(fetch, rows), rows, strict=True)]
+                [*params, int(limit), int(offset)])
 
     def _summaries(self, fetch: Fetch, rows: list[Row]) -> list[IncidentSummary]:
         members: dict[str, list[Row]] = {r["id"]: [] for r in rows}
