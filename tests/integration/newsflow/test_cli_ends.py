@@ -1,13 +1,12 @@
 """How every `newsflow` command ends when its user ends it first: a Ctrl-C (SIGINT to the
 command's process group, as a terminal sends it), or a reader of its output that goes
 away (`| head -1`, `less` quit early). Run as the real command, against a real SQLite
-store and the session's broker."""
+store."""
 
 from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -15,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from newsflow.kafka import Publisher, ensure_topics
 from newsflow.settings import Settings, settings_env
 from sinks.store import make_sink
 from tests.conftest import shared_path, wait_for
-from tests.records import article, walk_incidents
+from tests.records import walk_incidents
 
 pytestmark = pytest.mark.integration
 
@@ -88,25 +86,6 @@ def test_a_ctrl_c_of_cluster_says_so_and_leaves_its_output_file_as_it_was(tmp_pa
     assert (code, err) == (130, "newsflow cluster: interrupted\n")
     assert out.read_text() == "the last run's answer\n"
     assert not (tmp_path / "out.jsonl.partial").exists()
-
-
-def test_a_ctrl_c_of_tail_says_so_as_every_command_does(make_settings) -> None:  # type: ignore[no-untyped-def]
-    settings = make_settings()
-    ensure_topics(settings)
-    with Publisher(settings) as publisher:
-        publisher.publish_article(article(1))
-    read_end, write_end = os.pipe()
-    tail = started(command_env(settings), "tail", "raw", "--from-beginning", stdout=write_end)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 120)  # its line: the tail is on
-        assert ready and b"cruise missiles" in os.read(read_end, 65536)
-        code, err = interrupt(tail)
-    finally:
-        os.close(read_end)
-        if tail.poll() is None:
-            tail.kill()
-    assert (code, err) == (130, "newsflow tail: interrupted\n")
 
 
 @pytest.mark.parametrize("args", [["incidents", "--json"],
