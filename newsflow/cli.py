@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from newsflow.entry import INTERRUPTED
 from newsflow.logs import configure_log_output, configure_logging
 from newsflow.processes import exit_when_orphaned
 from newsflow.settings import (
@@ -32,6 +34,10 @@ from newsflow.settings import (
 )
 from newsflow.storage import setting_hint
 from processors.compiled import running_snapshot, snapshot_problem
+
+# The exit code of a command whose stdout's reader went away: 128 + SIGPIPE, as a shell
+# reports a command SIGPIPE ended.
+READER_GONE = 128 + signal.SIGPIPE
 
 # Why this process left a stale compiled build: set for the process it runs again as.
 _STALE_BUILD = "_NEWSFLOW_STALE_BUILD"
@@ -272,26 +278,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # so that a reader gone away shows here, not at exit
         return code
     except BrokenPipeError:
-        # stdout's reader went away (`newsflow incidents | head`): nothing to say to it.
-        # As Python's note on SIGPIPE does: stdout to devnull, so that the flush at exit
-        # does not fail again, and exit 1.
+        # stdout's reader went away (`newsflow incidents | head -1`, `less` quit early):
+        # stop quietly, as a shell's commands do that SIGPIPE ends. Exit 1 read as a
+        # failure of the command. As Python's note on SIGPIPE does: stdout to devnull, so
+        # that the flush at exit does not fail again.
         logging.getLogger("newsflow").debug("stdout closed", exc_info=True)
         _stdout_to_devnull()
-        return 1
+        return READER_GONE
     except KeyboardInterrupt:
-        return 130
+        # Said, as `replay` and `poll --once` say theirs: ended silently, `cluster` or
+        # `search` left no sign that what it printed was cut short (only the exit code).
+        _say(settings, f"newsflow {args.command}: interrupted")
+        return INTERRUPTED
     except Exception as exc:  # a clear one-line error for the user, the trace in the log
-        log = logging.getLogger("newsflow")
-        log.debug("command failed", exc_info=True)
-        message = f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}"
+        logging.getLogger("newsflow").debug("command failed", exc_info=True)
         if isinstance(exc, OSError) and exc.filename == STDOUT_NAME:  # (`> /dev/full`)
             _stdout_to_devnull()  # (else the flush at exit fails again, with a traceback)
-        if settings.log_json:  # a JSON record as every other line, or a log pipeline loses it
-            # (handled whatever the log level: at CRITICAL, log.error said nothing at all)
-            log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None))
-        else:
-            print(message, file=sys.stderr)
+        _say(settings, f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}")
         return 1
+
+
+def _say(settings: Settings, message: str) -> None:
+    """Why a command ended, on stderr: a JSON record as every other line with
+    ``--log-json``, or a log pipeline loses it."""
+    if settings.log_json:
+        log = logging.getLogger("newsflow")
+        # (handled whatever the log level: at CRITICAL, log.error said nothing at all)
+        log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None))
+    else:
+        print(message, file=sys.stderr)
 
 
 def _stdout_to_devnull() -> None:

@@ -134,8 +134,11 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
             out=lambda line: print(line, flush=True),  # a line as it comes, piped or not
             stop=stop, limit=args.limit, broker_started=lambda: broker_started(settings),
         )
-    # Ended by a Ctrl-C: said as a shell says a command SIGINT ended, and `replay` does.
-    return INTERRUPTED if stop.signum == signal.SIGINT else code
+    if stop.signum == signal.SIGINT:
+        # Stopped cleanly by a Ctrl-C: said, and exit code 130, where every command's is
+        # (newsflow.cli.main).
+        raise KeyboardInterrupt
+    return code
 
 
 def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, *,

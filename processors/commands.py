@@ -126,6 +126,9 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
             for result in cluster_rows_final(rows(), config):
                 out.write(json.dumps(result) + "\n")
                 count += 1
+            # (stdout's too: a reader gone shows here, not after "clustered N" said they
+            # all went out)
+            out.flush()
         finally:
             if partial or device:
                 out.close()

@@ -753,6 +753,10 @@ class Handler(BaseHTTPRequestHandler):
     # for each write of the answer: each holds a thread, and one that never sends (a
     # stalled client, a browser's unused preconnection) or sends slowly held it for ever.
     timeout = 20.0
+    # The version of a request line that names none, or none http.server can read: its
+    # HTTP/0.9 answered those (`JUNK`, `GET / HTTP/1.1 x`, `GET /`) with a bare body, no
+    # status line nor headers, where a client, a proxy or a probe reads a 400 or a 200.
+    default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
         super().setup()

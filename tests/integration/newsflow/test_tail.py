@@ -64,7 +64,8 @@ def test_tail_piped_to_head_shows_each_line_at_once_and_ends_when_head_does(make
 
 def test_tail_and_replay_both_exit_130_on_ctrl_c(make_settings, tmp_path):
     """A Ctrl-C ended `newsflow tail` with 0 and `newsflow replay` with 130, as a shell
-    reports a command SIGINT ended: a script could not tell a tail stopped by hand."""
+    reports a command SIGINT ended: a script could not tell a tail stopped by hand. And
+    the tail's said nothing of it."""
     settings = make_settings()
     ensure_topics(settings)
     folder = tmp_path / "stream"
@@ -97,6 +98,10 @@ def test_tail_and_replay_both_exit_130_on_ctrl_c(make_settings, tmp_path):
                 command.kill()
                 command.wait()
     assert {name: code for name, (code, _) in codes.items()} == {"tail": 130, "replay": 130}, codes
+    # Said, as every command a Ctrl-C ends says it (the tail said nothing), and replay
+    # says how far it came.
+    assert codes["tail"][1] == "newsflow tail: interrupted\n"
+    assert codes["replay"][1].startswith("interrupted: published "), codes
 
 
 @contextmanager

@@ -1493,3 +1493,21 @@ def test_postgres_down_under_the_page_is_said_once_and_its_return_once(
     assert len(said) == 1, said
     assert "pages: storage unavailable: GET / failed: PostgreSQL at 127.0.0.1" in said[0]
     assert web.log().count("pages: passing again (it had failed: storage unavailable)") == 1
+
+
+def test_a_request_line_without_a_version_is_answered_with_a_status_line(
+    server: NewsflowServer,
+) -> None:
+    """http.server read a line naming no HTTP version (`printf 'JUNK\\r\\n\\r\\n' | nc`)
+    as HTTP/0.9, and answered its 400, and `GET /` its page, as a bare body: no status
+    line, nor headers, for a client, a proxy or a probe to read."""
+    for request, status in (
+        (b"JUNK\r\n\r\n", 400),
+        (b"GET / HTTP/1.1 x\r\n\r\n", 400),  # (a version it cannot read)
+        (b"POST /\r\n\r\n", 400),
+        (b"GET /healthz\r\n\r\n", 200),
+    ):
+        got, ctype, body = raw_request(server, request)
+        assert (got, ctype) == (status, "text/html; charset=utf-8" if status == 400
+                                else "text/plain; charset=utf-8"), request
+        assert body.startswith("<!doctype html>" if status == 400 else "ok"), body[:100]
