@@ -369,6 +369,25 @@ def test_slow_response_times_out(server, tmp_path, path):
         rig.close()
 
 
+def test_a_chain_of_slow_redirects_ends_by_the_fetchs_deadline(server, tmp_path):
+    """Each redirect had a deadline of its own: a chain of five, every hop dripping its
+    headers for a little less than the deadline, held a poll (and a slot of its host)
+    six deadlines long. The deadline (1.5 s here) holds for the whole chain: the second
+    hop is cut, with an error that says so."""
+    rig = Rig(tmp_path, fetch_timeout_s=1.0)
+    try:
+        with pytest.raises(FetchError) as err:
+            rig.fetcher.get(server.url("/dripredirect/0?s=1.0"))
+    finally:
+        rig.close()
+    assert err.value.kind == "timeout"
+    assert str(err.value).startswith("not answered in full within 1.5 s (the deadline of a"
+                                     " fetch, its redirects included")
+    hops = [path for path, _headers in server.state.requests
+            if path.startswith("/dripredirect/")]
+    assert hops in (["/dripredirect/0"], ["/dripredirect/0", "/dripredirect/1"])
+
+
 def test_oversize_response_is_cut_with_a_log_line(server, tmp_path, caplog):
     rig = Rig(tmp_path, fetch_max_bytes=200_000)
     try:
