@@ -1049,7 +1049,7 @@ class ProducerLoop:
                             self.owner, limit=free, lease_s=self.lease_s,
                             exclude=[f.id for f in inflight.values()],
                             max_interval_s=self.settings.poll_max_interval_s,
-                            per_host=self.settings.host_concurrency,
+                            per_host=self.settings.host_concurrency, workers=self.workers,
                             busy_hosts=Counter(host_key(f.url) for f in inflight.values()),
                         )
                         for feed in claimed:

@@ -275,7 +275,8 @@ class Fetcher:
     ) -> None:
         self.user_agent = user_agent
         self.timeout_s = timeout_s
-        # Whole-body deadline: a server trickling bytes would never hit the read timeout.
+        # The whole fetch's deadline, its redirects included: a server trickling bytes
+        # would never hit the read timeout, and each hop of a chain had its own.
         self.deadline_s = timeout_s * 1.5
         self.max_bytes = max_bytes
         self.limiter = limiter or HostLimiter(concurrency=2, delay_s=0.0)
@@ -325,6 +326,9 @@ class Fetcher:
         redirect's, and may raise to stop there (robots.txt of the host a redirect
         leads to)."""
         started = time.monotonic()
+        # What is left of the deadline: the time the server takes counts, not the waits
+        # for a slot of its host (politeness, a Retry-After) nor a robots.txt's fetch.
+        left_s = self.deadline_s
         current = url
         hops: list[tuple[int, str]] = []
         all_permanent = True
@@ -333,7 +337,11 @@ class Fetcher:
                 raise FetchError("bad_url", f"not an http(s) URL: {current[:200]}")
             if before_request is not None:
                 before_request(current)
-            status, resp_headers, body, truncated = self._one(current, headers, max_wait_s)
+            if left_s <= 0:
+                raise self._late()
+            status, resp_headers, body, truncated, spent_s = self._one(
+                current, headers, max_wait_s, left_s)
+            left_s -= spent_s
             location = resp_headers.get("location")
             if status in REDIRECTS and location:
                 target = urljoin(current, location.strip())
@@ -353,20 +361,28 @@ class Fetcher:
             )
         raise FetchError("redirects", f"more than {self.max_redirects} redirects from {url}")
 
+    def _late(self) -> FetchError:
+        return FetchError(
+            "timeout", f"not answered in full within {self.deadline_s:g} s (the deadline"
+            " of a fetch, its redirects included: 1.5 times NEWSFLOW_FETCH_TIMEOUT_S)")
+
     def _one(
-        self, url: str, headers: Mapping[str, str] | None, max_wait_s: float
-    ) -> tuple[int, dict[str, str], bytes, bool]:
+        self, url: str, headers: Mapping[str, str] | None, max_wait_s: float, left_s: float
+    ) -> tuple[int, dict[str, str], bytes, bool, float]:
+        """One request, within ``left_s`` of the fetch's deadline; its answer and the
+        seconds it took."""
         with self.limiter.slot(host_key(url), max_wait_s=max_wait_s):
             if self.stopped.is_set():
                 raise FetchError("stopped", "the fetch was stopped")
-            deadline = _request_deadline.at = time.monotonic() + self.deadline_s
+            asked = time.monotonic()
+            deadline = _request_deadline.at = asked + left_s
             _request_deadline.stopping = self._stopping
             try:
                 with self._client.stream("GET", url, headers=dict(headers or {})) as resp:
                     status = resp.status_code
                     resp_headers = {k.lower(): v for k, v in resp.headers.items()}
                     if status in REDIRECTS or status == 304:
-                        return status, resp_headers, b"", False
+                        return status, resp_headers, b"", False, time.monotonic() - asked
                     chunks: list[bytes] = []
                     size = raw_size = 0
                     truncated = False
@@ -382,12 +398,12 @@ class Fetcher:
                             truncated = True
                             break
                         if time.monotonic() > deadline:
-                            raise FetchError(
-                                "timeout", f"body not complete after {self.deadline_s:.0f}s"
-                            )
+                            raise self._late()
             except BlockedAddress as exc:
                 raise FetchError("blocked", str(exc)) from exc
             except httpx.TimeoutException as exc:
+                if time.monotonic() >= deadline:
+                    raise self._late() from exc
                 raise FetchError("timeout", type(exc).__name__) from exc
             except httpx.DecodingError as exc:
                 # Bytes that are not the gzip (deflate, br) their Content-Encoding says: the
@@ -407,6 +423,7 @@ class Fetcher:
                 raise FetchError("network", f"{type(exc).__name__}: {exc}") from exc
             finally:
                 _request_deadline.at = _request_deadline.stopping = None
+            spent_s = time.monotonic() - asked
         body = b"".join(chunks)
         if truncated:
             body = body[: self.max_bytes]
@@ -423,4 +440,4 @@ class Fetcher:
                 logger.warning(
                     "gzip body from %s cut at %d bytes once unpacked", url, self.max_bytes
                 )
-        return status, resp_headers, body, truncated
+        return status, resp_headers, body, truncated, spent_s

@@ -10,6 +10,7 @@ feeds come back after the lease).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sqlite3
@@ -357,12 +358,32 @@ def _read_waiting_pages(conn: sqlite3.Connection) -> dict[int, WaitingPages]:
 
 
 def share_by_host(due: Iterable[tuple[int, str]], *, limit: int, per_host: int,
-                  busy_hosts: Mapping[str, int]) -> list[int]:
+                  busy_hosts: Mapping[str, int], workers: int | None = None) -> list[int]:
     """The ids of up to ``limit`` of the ``due`` feeds (id, url; the most due first),
-    at most ``per_host`` polls of one host counting ``busy_hosts`` (polls in flight)."""
+    at most ``per_host`` polls of one host counting ``busy_hosts`` (polls in flight).
+
+    With ``workers`` (the poll workers), a host also takes no more than its share of
+    them: ``workers`` divided by the hosts with feeds due or polls in flight, rounded
+    down, at least one. Its politeness slots alone let four hosts that hang hold all
+    eight workers (two polls each, every one waiting out the fetch's deadline) while
+    the other hosts' feeds waited; and a host's second poll mostly waits out its
+    first's gap between fetches (NEWSFLOW_HOST_DELAY_S) anyway."""
+    rows: Iterator[tuple[int, str]] = iter(due)
+    if workers is not None:
+        # Read only as far as needed to know the share: once there are as many hosts
+        # as workers, it is one each, however many more hosts are due.
+        hosts = {host for host, polls in busy_hosts.items() if polls > 0}
+        read: list[tuple[int, str]] = []
+        for feed_id, url in rows:
+            read.append((feed_id, url))
+            hosts.add(host_key(url))
+            if len(hosts) >= workers:
+                break
+        per_host = max(1, min(per_host, workers // max(1, len(hosts))))
+        rows = itertools.chain(read, rows)
     taken: list[int] = []
     polls = dict(busy_hosts)
-    for feed_id, url in due:
+    for feed_id, url in rows:
         if len(taken) >= limit:
             break
         host = host_key(url)
@@ -591,6 +612,7 @@ class StateStore:
         max_interval_s: float = math.inf,
         per_host: int | None = None,
         busy_hosts: Mapping[str, int] | None = None,
+        workers: int | None = None,
         now: float | None = None,
     ) -> list[FeedRow]:
         """Atomically take up to ``limit`` due feeds nobody holds a live lease on, leaving
@@ -601,7 +623,8 @@ class StateStore:
         in flight, counting the caller's (``busy_hosts``: polls in flight by host): the
         most due first, a feed of a host that has its share left for a later claim. A
         host polls no faster than its politeness slots, so more of its feeds would only
-        hold poll workers waiting for it while every other host's feeds wait too.
+        hold poll workers waiting for it while every other host's feeds wait too. With
+        ``workers`` too, no more than its share of them (``share_by_host``).
 
         Times are the wall clock's: after it steps back (an NTP correction, a VM restored)
         every feed would wait that much longer. A feed due later than its longest interval
@@ -624,7 +647,7 @@ class StateStore:
                 # Read lazily, in due order: it stops once ``limit`` feeds are taken.
                 ids = share_by_host(conn.execute(f"SELECT id, url{due}", params),
                                     limit=limit, per_host=per_host,
-                                    busy_hosts=busy_hosts or {})
+                                    busy_hosts=busy_hosts or {}, workers=workers)
                 marks = ",".join("?" * len(ids))
                 rows = conn.execute(
                     f"SELECT {_FEED_COLUMNS} FROM feeds WHERE id IN ({marks})"

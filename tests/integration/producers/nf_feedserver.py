@@ -4,10 +4,10 @@ Serves ../shared/data/feeds (with ETag/Last-Modified and conditional GET),
 ../shared/data/feeds-hard (with each file's own ``Header:`` lines), the article pages
 of ../shared/data/pages (gunzipped), and misbehaving routes: 301/302 redirects (to
 anywhere: /away?to=),
-429/503 with Retry-After (for feeds and for article pages), slow headers, slow and
-oversize bodies, gzip bytes without Content-Encoding, bytes that are not the gzip their
-Content-Encoding says, a 403 "paywall", robots.txt rules,
-generated feeds.
+429/503 with Retry-After (for feeds and for article pages), slow headers, a chain of
+redirects with slow headers, slow and oversize bodies, gzip bytes without
+Content-Encoding, bytes that are not the gzip their Content-Encoding says, a 403
+"paywall", robots.txt rules, generated feeds.
 """
 
 from __future__ import annotations
@@ -196,6 +196,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._slow()
         if path.startswith("/slowheaders/"):
             return self._slow_headers()
+        if path.startswith("/dripredirect/"):  # /dripredirect/<n>?s=: a chain of slow hops
+            return self._drip_redirect(int(path.rsplit("/", 1)[1]), float(query["s"][0]))
         if path.startswith("/held/"):  # a server that takes the request and says nothing
             state.release.wait(300)
             return self._send(503)
@@ -245,6 +247,21 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(f"X-Drip-{i}: x\r\n".encode())
                 self.wfile.flush()
                 time.sleep(0.1)
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _drip_redirect(self, hop: int, seconds: float) -> None:
+        """A header line every 0.1 s for ``seconds``, then a 302 to the next hop: each
+        hop within the fetch's deadline, the chain not."""
+        try:
+            self.wfile.write(b"HTTP/1.1 302 Found\r\n")
+            for i in range(round(seconds * 10)):
+                self.wfile.write(f"X-Drip-{i}: x\r\n".encode())
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.wfile.write(f"Location: /dripredirect/{hop + 1}?s={seconds}\r\n"
+                             "Content-Length: 0\r\n\r\n".encode())
         except OSError:
             pass
         self.close_connection = True

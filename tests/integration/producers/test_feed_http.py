@@ -369,6 +369,25 @@ def test_slow_response_times_out(server, tmp_path, path):
         rig.close()
 
 
+def test_a_chain_of_slow_redirects_ends_by_the_fetchs_deadline(server, tmp_path):
+    """Each redirect had a deadline of its own: a chain of five, every hop dripping its
+    headers for a little less than the deadline, held a poll (and a slot of its host)
+    six deadlines long. The deadline (1.5 s here) holds for the whole chain: the second
+    hop is cut, with an error that says so."""
+    rig = Rig(tmp_path, fetch_timeout_s=1.0)
+    try:
+        with pytest.raises(FetchError) as err:
+            rig.fetcher.get(server.url("/dripredirect/0?s=1.0"))
+    finally:
+        rig.close()
+    assert err.value.kind == "timeout"
+    assert str(err.value).startswith("not answered in full within 1.5 s (the deadline of a"
+                                     " fetch, its redirects included")
+    hops = [path for path, _headers in server.state.requests
+            if path.startswith("/dripredirect/")]
+    assert hops in (["/dripredirect/0"], ["/dripredirect/0", "/dripredirect/1"])
+
+
 def test_oversize_response_is_cut_with_a_log_line(server, tmp_path, caplog):
     rig = Rig(tmp_path, fetch_max_bytes=200_000)
     try:
@@ -1198,6 +1217,25 @@ def test_loop_marks_nothing_seen_when_the_broker_refuses(server, tmp_path):
         rig.close()
 
 
+def _poll_in_due_order(tmp_path: Path, urls: list[str], *,
+                       workers: int) -> feeds_module.ProducerLoop:
+    """Polls ``urls`` (the first the most due) through the producer's loop with
+    ``workers`` poll workers, each fetch cut at 1.5 s, until none is due; the loop."""
+    rig = Rig(tmp_path, fetch_timeout_s=1.0)
+    try:
+        for due, url in enumerate(urls):
+            feed = rig.feed(url)
+            rig.state._conn.execute("UPDATE feeds SET next_poll = ? WHERE id = ?",
+                                    (due, feed.id))
+        loop = feeds_module.ProducerLoop(
+            rig.settings, state=rig.state, poller=rig.poller, publish=lambda a: None,
+            flush=lambda: None, workers=workers)
+        loop.run(threading.Event(), until_idle=True)
+    finally:
+        rig.close()
+    return loop
+
+
 def test_a_host_that_hangs_holds_no_more_poll_workers_than_its_slots(tmp_path):
     """1,000 feeds on 20 hosts, one of them slow: every poll worker waited for that
     host's two slots, and the other hosts' feeds were not polled for minutes. Six feeds
@@ -1205,26 +1243,14 @@ def test_a_host_that_hangs_holds_no_more_poll_workers_than_its_slots(tmp_path):
     on a host that answers at once: those three are polled while the first two of the
     hanging host's are, not after its feeds (its third is asked once one of its slots
     is free)."""
-    from producers.feeds import ProducerLoop
-
     data = shared_path("feeds").parent
     with FeedServer(data, host="127.0.0.2") as stuck, FeedServer(data, host="127.0.0.3") as quick:
         # One list for both servers: the order the requests arrived in.
         quick.state.requests = stuck.state.requests
         quick.state.lock = stuck.state.lock
-        rig = Rig(tmp_path, fetch_timeout_s=1.0)
-        try:
-            urls = [stuck.url(f"/slowheaders/{i}.xml") for i in range(6)]
-            urls += [quick.url(f"/gen/{i}.xml") for i in range(3)]
-            for due, url in enumerate(urls):  # the hanging host's feeds the most due
-                feed = rig.feed(url)
-                rig.state._conn.execute("UPDATE feeds SET next_poll = ? WHERE id = ?",
-                                        (due, feed.id))
-            loop = ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
-                                publish=lambda a: None, flush=lambda: None, workers=4)
-            loop.run(threading.Event(), until_idle=True)
-        finally:
-            rig.close()
+        urls = [stuck.url(f"/slowheaders/{i}.xml") for i in range(6)]
+        urls += [quick.url(f"/gen/{i}.xml") for i in range(3)]
+        loop = _poll_in_due_order(tmp_path, urls, workers=4)
         arrived = [path for path, _headers in stuck.state.requests
                    if path.startswith(("/slowheaders/", "/gen/"))]
     assert sorted(arrived) == sorted(urlsplit(url).path for url in urls)
@@ -1233,6 +1259,34 @@ def test_a_host_that_hangs_holds_no_more_poll_workers_than_its_slots(tmp_path):
     assert max(answered) < hanging[2], arrived
     assert loop.metrics.polls.value(outcome="ok") == 3
     assert loop.metrics.polls.value(outcome="error") == 6
+
+
+def test_hosts_that_hang_hold_no_more_than_their_share_of_the_poll_workers(tmp_path):
+    """1,000 feeds on 20 hosts, four of them hanging: two polls each, as their slots
+    allowed, took all eight poll workers, every one waiting out the fetch's deadline,
+    and the healthy hosts' feeds waited. Here four workers, two hosts that hang (six
+    feeds each, the most due) and one that answers at once (three feeds): each host
+    takes its share, one poll at a time, so the three healthy feeds are polled while
+    the first poll of each hanging host is, not after their second ones."""
+    data = shared_path("feeds").parent
+    with (FeedServer(data, host="127.0.0.2") as stuck, FeedServer(data, host="127.0.0.4") as
+          also_stuck, FeedServer(data, host="127.0.0.3") as quick):
+        # One list for the three servers: the order the requests arrived in.
+        for other in (also_stuck, quick):
+            other.state.requests = stuck.state.requests
+            other.state.lock = stuck.state.lock
+        urls = [hanging.url(f"/slowheaders/{i}.xml")
+                for i in range(6) for hanging in (stuck, also_stuck)]
+        urls += [quick.url(f"/gen/{i}.xml") for i in range(3)]
+        loop = _poll_in_due_order(tmp_path, urls, workers=4)
+        arrived = [path for path, _headers in stuck.state.requests
+                   if path.startswith(("/slowheaders/", "/gen/"))]
+    assert len(arrived) == len(urls)
+    hanging = [i for i, path in enumerate(arrived) if path.startswith("/slowheaders/")]
+    answered = [i for i, path in enumerate(arrived) if path.startswith("/gen/")]
+    assert max(answered) < hanging[2], arrived
+    assert loop.metrics.polls.value(outcome="ok") == 3
+    assert loop.metrics.polls.value(outcome="error") == 12
 
 
 def test_the_producers_figures_count_the_feeds_without_reading_each(tmp_path, monkeypatch):

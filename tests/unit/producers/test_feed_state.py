@@ -494,6 +494,28 @@ def test_a_claim_takes_at_most_a_hosts_share_of_its_feeds_counting_those_in_flig
                                       "http://a.example/4", "https://b.example/1"]
 
 
+def test_a_hosts_share_of_the_poll_workers_is_theirs_divided_by_the_hosts_due(tmp_path):
+    """Its politeness slots alone let four hosts take all eight poll workers, two each
+    (each poll waiting out the fetch's deadline on a host that hangs), while 16 other
+    hosts' feeds waited: with more hosts due than workers, one poll of a host at once.
+    With few hosts, as many as the workers go round to, up to the host's slots."""
+    state = make(tmp_path)
+    urls = [f"http://h{host}.example/{n}" for host in range(20) for n in range(3)]
+    for due, url in enumerate(urls):  # the first hosts' feeds the most due
+        feed = state.upsert_feed(url, origin="config")
+        state.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=due))
+    taken = state.claim_due("me", limit=16, lease_s=60, per_host=2, workers=8,
+                            busy_hosts={"h0.example:80": 1}, now=1000)
+    assert [f.url for f in taken] == [f"http://h{host}.example/0" for host in range(1, 17)]
+    few = make(tmp_path / "few")
+    for due, url in enumerate(urls[:9]):  # three hosts
+        feed = few.upsert_feed(url, origin="config")
+        few.record(feed.id, None, FeedUpdate(status=200, error=None, next_poll=due))
+    taken = few.claim_due("me", limit=16, lease_s=60, per_host=2, workers=8, now=1000)
+    assert [f.url for f in taken] == [f"http://h{host}.example/{n}"
+                                      for host in range(3) for n in range(2)]
+
+
 def _sqlite_steps(state: StateStore, call) -> int:
     """How many times SQLite's progress handler ran (every 100 VM instructions) in
     ``call``: the work its queries did, counted rather than timed."""
