@@ -407,6 +407,14 @@ def refused_by_embedded_broker(exc: BaseException | None) -> bool:
     return isinstance(exc, UnknownError) and exc.errno == -1
 
 
+# A flush waits in slices of this much (``Publisher._wait_for``).
+WAIT_SLICE_S: Final = 0.5
+# A slice that ended this much later than asked was a pause of this process, not a wait
+# for the broker. (kafka-python's flush waits a slice for each batch in turn, so one may
+# also end late while batch after batch is confirmed: waiting longer then costs nothing.)
+PAUSED_S: Final = 2.0
+
+
 # How often a flush sends again what timed out (``timed_out``).
 TIMED_OUT_TRIES = 3
 
@@ -604,19 +612,25 @@ class Publisher:
             return ""  # (kafka-python's other sends were a flush's that said they failed)
         deadline = time.monotonic() + timeout_s
         done, progressed_at = 0, time.monotonic()
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - (now := time.monotonic())) > 0:
             if idle_s is not None:
                 if (count := sum(s.future.is_done for s in batch)) > done:
-                    done, progressed_at = count, time.monotonic()
-                if progressed_at + idle_s <= time.monotonic():
+                    done, progressed_at = count, now
+                if progressed_at + idle_s <= now:
                     return f"for {idle_s:g} s"
-                left = min(left, 0.5)  # in slices, to see what was done meanwhile
+            # In slices: to see what was done meanwhile, and a pause of this process.
+            asked = min(left, WAIT_SLICE_S)
             try:
-                self._producer.flush(timeout=left)
+                self._producer.flush(timeout=asked)
                 return ""
             except KafkaTimeoutError:  # (not all done in time: those count as not delivered)
-                if idle_s is None:
-                    break
+                pass
+            if (paused := time.monotonic() - now - asked) > PAUSED_S:
+                # This process was stopped meanwhile (SIGSTOP, Ctrl-Z, a frozen container):
+                # the broker is not to blame for that time. Counted, a flush woken past its
+                # deadline gave up at once, though the broker answered a second later.
+                deadline += paused
+                progressed_at += paused
         return f"within {timeout_s:g} s"
 
     def close(self, idle_s: float = CLOSE_IDLE_S) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -363,6 +365,76 @@ def test_sends_that_timed_out_while_the_broker_was_frozen_are_sent_again_once_it
     assert on_topic == {article(0).id, article(1).id}
     assert "timed out before the broker confirmed them" in caplog.text
     assert not [r for r in caplog.records if r.name == "newsflow.kafka" and r.levelname == "ERROR"]
+
+
+# A publisher in a process of its own, for the test to stop (SIGSTOP) in its flush.
+FLUSH_IN_A_PROCESS = """
+import sys
+from newsflow.kafka import Publisher
+from newsflow.schemas import RawArticle, article_key
+from newsflow.settings import Settings
+
+def article(n):
+    url = f"https://example.com/story/{n}"
+    return RawArticle(id=article_key(url), url=url, canonical_url=url, title=f"Story {n}",
+                      text="Body.")
+
+settings = Settings(kafka_bootstrap=sys.argv[1], kafka_embedded=True, data_dir=sys.argv[2],
+                    replay_seeds=False)
+with Publisher(settings, client_id="test-paused") as publisher:
+    publisher.publish_article(article(0))
+    publisher.flush()
+    print("sent", flush=True)
+    sys.stdin.readline()
+    publisher.publish_article(article(1))
+    print("flushing", flush=True)
+    publisher.flush(timeout_s=5)
+"""
+
+
+def test_a_flush_does_not_count_a_pause_of_its_own_process_as_the_brokers_silence(tmp_path):
+    """A replay stopped (SIGSTOP, Ctrl-Z) in a flush while the broker did not answer, for
+    longer than the flush's timeout (a minute, against its 30 s): woken, the flush gave up
+    at once ("no answer from the broker within 30 s") though it had waited half a second
+    and the broker answered a moment later, and the replay exited 1. The pause is not
+    counted: the flush waits on, and the send is delivered. (Here the flush's timeout is
+    5 s, the pause 8 s, and the broker wakes 1 s after the publisher.)"""
+    from newsflow.broker import EmbeddedBroker
+    from newsflow.drain import read_topic
+    from newsflow.settings import Settings
+
+    with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True,
+                            data_dir=tmp_path, replay_seeds=False)
+        ensure_topics(settings, topic_specs(settings)[:1])
+        publishing = subprocess.Popen(
+            [sys.executable, "-c", FLUSH_IN_A_PROCESS, broker.bootstrap, str(tmp_path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert publishing.stdout.readline() == "sent\n"
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            try:
+                publishing.stdin.write("go\n")
+                publishing.stdin.flush()
+                assert publishing.stdout.readline() == "flushing\n"
+                time.sleep(0.5)  # (in its flush, waiting for the broker)
+                os.kill(publishing.pid, signal.SIGSTOP)
+                time.sleep(8)
+                os.kill(publishing.pid, signal.SIGCONT)
+                time.sleep(1)  # (awake before the broker)
+            finally:
+                os.kill(broker.process.pid, signal.SIGCONT)
+            _, said = publishing.communicate(timeout=60)
+        finally:
+            if publishing.poll() is None:
+                os.kill(publishing.pid, signal.SIGCONT)
+                publishing.kill()
+                publishing.wait()
+        # (Exited 1: PublishError "1 of 1 message(s) not delivered ... KafkaTimeoutError:
+        # no answer from the broker within 5 s".)
+        assert publishing.returncode == 0, said
+        on_topic = {m.key.decode() for m in read_topic(settings, settings.topic_raw)}
+    assert on_topic == {article(0).id, article(1).id}
 
 
 def test_a_topic_a_reader_made_on_the_restarted_embedded_broker_is_remade_as_newsflow_makes_it(
