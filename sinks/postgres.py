@@ -438,7 +438,8 @@ def connection_options(dsn: str) -> dict[str, Any]:
 
 
 def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow",
-              check: Callable[[psycopg.Connection[Any]], None] = ConnectionPool.check_connection,
+              check: Callable[[psycopg.Connection[Any]], None] | None
+              = ConnectionPool.check_connection,
               settings: str = "") -> ConnectionPool:
     """A pool that does not wait for the database: connections are made on demand, and
     a connection that died with a database restart is checked (``check``) and replaced.
@@ -1058,8 +1059,8 @@ class PostgresStore(SQLReader):
         # A clear error, naming the server, when it cannot be used.
         open_database(dsn, migrate_schema=migrate_schema,
                       watchdog=Watchdog(read_timeout_s + READ_MARGIN_S))
-        self._pool = make_pool(
-            dsn, max_size=4, name="newsflow-store", check=self._check,
+        self._pool = make_pool(  # (its connections checked by ``_checked_connection``)
+            dsn, max_size=4, name="newsflow-store", check=None,
             settings=f"-c statement_timeout={max(1, round(read_timeout_s * 1000))}")
         try:
             with self._session() as fetch:
@@ -1070,7 +1071,7 @@ class PostgresStore(SQLReader):
             raise
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        # (The pool's check of an idle connection: a read's first answer.)
+        # (The check of an idle connection: a read's first answer.)
         watchdog = Watchdog(self._read_timeout_s + READ_MARGIN_S)
         try:
             with watchdog.guard(conn):
@@ -1106,18 +1107,43 @@ class PostgresStore(SQLReader):
         self._unanswered = None
         return answer
 
+    def _checked_connection(self) -> psycopg.Connection[Any]:
+        """A connection of the pool that answers its check. One the server closed while
+        it was idle (a restart, or the server gone down) is dropped, and the server tried
+        at once with a connection of our own, which raises its error when it is down: the
+        pool's own check waited for another connection instead, and the first request
+        after PostgreSQL went down answered 503 only past that wait (5 s)."""
+        dropped = 0
+        while True:
+            conn = self._pool.getconn(timeout=CONNECT_TIMEOUT_S)
+            try:
+                self._check(conn)
+                return conn
+            except psycopg.Error as exc:
+                self._pool.putconn(conn)  # broken: the pool drops it, and makes another
+                if self._unanswered is not None:
+                    raise StoreNotAnswering(self._where, self._unanswered) from exc
+                if dropped == self._pool.max_size:
+                    raise  # the server answers us, yet fails every connection of the pool
+                dropped += 1
+                open_database(self._dsn, migrate_schema=False,
+                              watchdog=Watchdog(self._read_timeout_s + READ_MARGIN_S))
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         try:
-            with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+            conn = self._checked_connection()
+            try:
+                yield conn
+            finally:
                 try:
-                    yield conn
-                finally:
                     # The transaction ends here, its wait bounded: the pool's own end of it
                     # would wait on the server unbounded. (Reads: rolled back.)
                     if conn.info.transaction_status in (TransactionStatus.INTRANS,
                                                         TransactionStatus.INERROR):
                         self._answer(conn, conn.rollback)
+                finally:
+                    self._pool.putconn(conn)
         except PoolTimeout as exc:
             if self._unanswered is not None:  # (not busy: the server answers nothing)
                 raise StoreNotAnswering(self._where, self._unanswered) from exc
