@@ -44,6 +44,7 @@ from sinks.base import (
 )
 from sinks.rows import (
     ARTICLE_COLUMNS,
+    CLOCK_ZERO_BEFORE,
     INCIDENT_COLUMNS,
     MEMBER_COLUMNS,
     SEARCH_FOLD,
@@ -59,11 +60,13 @@ from sinks.rows import (
     StoredPlace,
     article_values,
     articles_to_write,
+    clock_zero_spans,
     current_incident_sql,
     delete_member_sql,
     form_holds_sql,
     insert_version_sql,
     merged_away,
+    placed_when_seen,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
@@ -187,6 +190,29 @@ def _fill_search_forms(conn: psycopg.Connection[Any], where: str = _BEYOND_ASCII
             update.executemany(
                 "UPDATE articles SET search_title = %s, search_text = %s WHERE id = %s",
                 [form for form in forms if form[0] is not None or form[1] is not None])
+
+
+def _place_clock_zeros_when_seen(conn: psycopg.Connection[Any]) -> None:
+    """Schema 13: the places an older newsflow dated a clock's zero (1970) take the time
+    the stage saw them, as it places them now, and their incidents' spans are read again."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE incident_articles SET published = %s"
+            " WHERE incident_id = %s AND article_id = %s",
+            placed_when_seen(conn.execute(
+                "SELECT incident_id, article_id, published, seen_at FROM incident_articles"
+                " WHERE published < %s::timestamptz", (CLOCK_ZERO_BEFORE,)).fetchall()))
+        cur.executemany(
+            """UPDATE incidents SET
+                   first_seen = COALESCE((SELECT MIN(published) FROM incident_articles
+                                          WHERE incident_id = incidents.id), first_seen),
+                   last_seen = COALESCE((SELECT MAX(published) FROM incident_articles
+                                         WHERE incident_id = incidents.id), last_seen)
+               WHERE id = %s""",
+            [(incident_id,) for incident_id in clock_zero_spans(conn.execute(
+                "SELECT id, first_seen, last_seen FROM incidents WHERE first_seen"
+                " < %s::timestamptz OR last_seen < %s::timestamptz",
+                (CLOCK_ZERO_BEFORE, CLOCK_ZERO_BEFORE)).fetchall())])
 
 
 # A step is a statement, or a function for what SQL cannot compute.
@@ -373,6 +399,11 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # every member and article row of the store for a rare outlet.
         ["CREATE INDEX incident_articles_source ON incident_articles (source, incident_id)",
          "CREATE INDEX articles_agencies ON articles USING gin (agencies)"],
+    ),
+    (
+        13,
+        "reports an older newsflow dated 1970 (a feed's empty date) are dated when seen",
+        [_place_clock_zeros_when_seen],
     ),
 ]
 
