@@ -552,6 +552,15 @@ INCIDENT_FIELDS_WRITTEN: dict[type[_Message], frozenset[str]] = {
 }
 
 
+# The fields of an article every newsflow has written in an article's place (all but
+# ``fetched_at``, which came later). A place without them is none of the processors': one
+# written by hand with the article's id alone was stored with an empty title, no source
+# and no date.
+MEMBER_ARTICLE_FIELDS_WRITTEN: frozenset[str] = frozenset(
+    {"title", "title_derived", "url", "source", "published", "seen_at", "duplicate_of",
+     "explanation"})
+
+
 class IncidentMember(_Message):
     """An article's place in an incident: topic ``newsflow.incident-members``, key =
     article id, compacted, so the topic keeps each article's latest place.

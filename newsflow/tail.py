@@ -38,13 +38,43 @@ RESTART_LOOK_S = 2.0  # how often ``tail`` looks whether the embedded broker res
 ENDS_READ_S = 5.0  # how long a tail from the end reads where the embedded broker's topic ends
 
 
-def describe(value: bytes | None) -> str:
+RECENT_INCIDENTS = 100_000  # incidents whose last version shown a tail remembers
+
+
+class VersionsShown:
+    """The newest version of each incident a tail has shown, with what it added and
+    removed. The processors send a version again (an article redelivered, a restart, a
+    replay) with both lists empty, as nothing changed since the version sent before: shown
+    as it was, it looked like a version that added nothing. The oldest incidents are
+    forgotten past ``limit``, so a tail following for weeks does not grow without bound."""
+
+    def __init__(self, limit: int = RECENT_INCIDENTS) -> None:
+        self.limit = limit
+        self._shown: dict[str, tuple[int, str]] = {}  # incident id: (version, its changes)
+
+    def changes(self, incident_id: str, version: int, changes: str) -> str:
+        """What to say of ``version``'s ``changes`` ("2 added, 0 removed", or "" for none):
+        for one shown before, that it came again, with what it changed when first shown."""
+        before = self._shown.get(incident_id)
+        if before is not None and version < before[0]:
+            return f"older than v{before[0]} shown before"
+        if before is not None and version == before[0]:
+            return f"sent again; first shown with {before[1]}" if before[1] else "sent again"
+        self._shown.pop(incident_id, None)  # re-inserted: ordered by last shown
+        self._shown[incident_id] = (version, changes)
+        if len(self._shown) > self.limit:
+            del self._shown[next(iter(self._shown))]
+        return changes
+
+
+def describe(value: bytes | None, shown: VersionsShown | None = None) -> str:
     """A one-line summary of any newsflow message (or of bytes that are none), as terminal
-    text: whoever published it wrote its sources and ids, escapes and newlines too."""
-    return plain(_summary(value))
+    text: whoever published it wrote its sources and ids, escapes and newlines too.
+    ``shown``: the incident versions shown before it, to say of one sent again that it was."""
+    return plain(_summary(value, shown))
 
 
-def _summary(value: bytes | None) -> str:
+def _summary(value: bytes | None, shown: VersionsShown | None) -> str:
     if not value:
         return "(empty)"
     try:
@@ -72,8 +102,11 @@ def _summary(value: bytes | None) -> str:
             else:
                 inc = IncidentVersion.model_validate(data)
                 count = inc.article_count
-                about = (f" ({len(inc.added)} added, {len(inc.removed)} removed)"
-                         if inc.added or inc.removed else "")
+                changes = (f"{len(inc.added)} added, {len(inc.removed)} removed"
+                           if inc.added or inc.removed else "")
+                if shown is not None:
+                    changes = shown.changes(inc.incident_id, inc.version, changes)
+                about = f" ({changes})" if changes else ""
             if inc.merged_into:
                 return f"incident {inc.incident_id} v{inc.version} merged into {inc.merged_into}"
             return f"incident {inc.incident_id} v{inc.version} {count} article(s){about} {inc.title!r}"
@@ -190,6 +223,7 @@ def tail(
     # Digests of the dead letters shown: carried over a restart (byte for byte), those are
     # not shown again, but one written just before it and not read yet still is.
     letters_shown: set[bytes] = set()
+    versions_shown = VersionsShown()
     next_look = time.monotonic() + RESTART_LOOK_S
     try:
         while not stop.is_set():
@@ -225,7 +259,7 @@ def tail(
                     else:
                         out(
                             f"{record_time(record.timestamp)} {record.partition}@{record.offset} "
-                            f"{describe(record.value)}"
+                            f"{describe(record.value, versions_shown)}"
                         )
                     shown += 1
                     if limit is not None and shown >= limit:

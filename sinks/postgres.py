@@ -44,6 +44,7 @@ from sinks.base import (
 )
 from sinks.rows import (
     ARTICLE_COLUMNS,
+    CLOCK_ZERO_BEFORE,
     INCIDENT_COLUMNS,
     MEMBER_COLUMNS,
     SEARCH_FOLD,
@@ -59,11 +60,13 @@ from sinks.rows import (
     StoredPlace,
     article_values,
     articles_to_write,
+    clock_zero_spans,
     current_incident_sql,
     delete_member_sql,
     form_holds_sql,
     insert_version_sql,
     merged_away,
+    placed_when_seen,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
@@ -187,6 +190,29 @@ def _fill_search_forms(conn: psycopg.Connection[Any], where: str = _BEYOND_ASCII
             update.executemany(
                 "UPDATE articles SET search_title = %s, search_text = %s WHERE id = %s",
                 [form for form in forms if form[0] is not None or form[1] is not None])
+
+
+def _place_clock_zeros_when_seen(conn: psycopg.Connection[Any]) -> None:
+    """Schema 13: the places an older newsflow dated a clock's zero (1970) take the time
+    the stage saw them, as it places them now, and their incidents' spans are read again."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE incident_articles SET published = %s"
+            " WHERE incident_id = %s AND article_id = %s",
+            placed_when_seen(conn.execute(
+                "SELECT incident_id, article_id, published, seen_at FROM incident_articles"
+                " WHERE published < %s::timestamptz", (CLOCK_ZERO_BEFORE,)).fetchall()))
+        cur.executemany(
+            """UPDATE incidents SET
+                   first_seen = COALESCE((SELECT MIN(published) FROM incident_articles
+                                          WHERE incident_id = incidents.id), first_seen),
+                   last_seen = COALESCE((SELECT MAX(published) FROM incident_articles
+                                         WHERE incident_id = incidents.id), last_seen)
+               WHERE id = %s""",
+            [(incident_id,) for incident_id in clock_zero_spans(conn.execute(
+                "SELECT id, first_seen, last_seen FROM incidents WHERE first_seen"
+                " < %s::timestamptz OR last_seen < %s::timestamptz",
+                (CLOCK_ZERO_BEFORE, CLOCK_ZERO_BEFORE)).fetchall())])
 
 
 # A step is a statement, or a function for what SQL cannot compute.
@@ -374,6 +400,11 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         ["CREATE INDEX incident_articles_source ON incident_articles (source, incident_id)",
          "CREATE INDEX articles_agencies ON articles USING gin (agencies)"],
     ),
+    (
+        13,
+        "reports an older newsflow dated 1970 (a feed's empty date) are dated when seen",
+        [_place_clock_zeros_when_seen],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -438,7 +469,8 @@ def connection_options(dsn: str) -> dict[str, Any]:
 
 
 def make_pool(dsn: str, *, max_size: int = 4, name: str = "newsflow",
-              check: Callable[[psycopg.Connection[Any]], None] = ConnectionPool.check_connection,
+              check: Callable[[psycopg.Connection[Any]], None] | None
+              = ConnectionPool.check_connection,
               settings: str = "") -> ConnectionPool:
     """A pool that does not wait for the database: connections are made on demand, and
     a connection that died with a database restart is checked (``check``) and replaced.
@@ -1058,8 +1090,8 @@ class PostgresStore(SQLReader):
         # A clear error, naming the server, when it cannot be used.
         open_database(dsn, migrate_schema=migrate_schema,
                       watchdog=Watchdog(read_timeout_s + READ_MARGIN_S))
-        self._pool = make_pool(
-            dsn, max_size=4, name="newsflow-store", check=self._check,
+        self._pool = make_pool(  # (its connections checked by ``_checked_connection``)
+            dsn, max_size=4, name="newsflow-store", check=None,
             settings=f"-c statement_timeout={max(1, round(read_timeout_s * 1000))}")
         try:
             with self._session() as fetch:
@@ -1070,7 +1102,7 @@ class PostgresStore(SQLReader):
             raise
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        # (The pool's check of an idle connection: a read's first answer.)
+        # (The check of an idle connection: a read's first answer.)
         watchdog = Watchdog(self._read_timeout_s + READ_MARGIN_S)
         try:
             with watchdog.guard(conn):
@@ -1106,18 +1138,43 @@ class PostgresStore(SQLReader):
         self._unanswered = None
         return answer
 
+    def _checked_connection(self) -> psycopg.Connection[Any]:
+        """A connection of the pool that answers its check. One the server closed while
+        it was idle (a restart, or the server gone down) is dropped, and the server tried
+        at once with a connection of our own, which raises its error when it is down: the
+        pool's own check waited for another connection instead, and the first request
+        after PostgreSQL went down answered 503 only past that wait (5 s)."""
+        dropped = 0
+        while True:
+            conn = self._pool.getconn(timeout=CONNECT_TIMEOUT_S)
+            try:
+                self._check(conn)
+                return conn
+            except psycopg.Error as exc:
+                self._pool.putconn(conn)  # broken: the pool drops it, and makes another
+                if self._unanswered is not None:
+                    raise StoreNotAnswering(self._where, self._unanswered) from exc
+                if dropped == self._pool.max_size:
+                    raise  # the server answers us, yet fails every connection of the pool
+                dropped += 1
+                open_database(self._dsn, migrate_schema=False,
+                              watchdog=Watchdog(self._read_timeout_s + READ_MARGIN_S))
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         try:
-            with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+            conn = self._checked_connection()
+            try:
+                yield conn
+            finally:
                 try:
-                    yield conn
-                finally:
                     # The transaction ends here, its wait bounded: the pool's own end of it
                     # would wait on the server unbounded. (Reads: rolled back.)
                     if conn.info.transaction_status in (TransactionStatus.INTRANS,
                                                         TransactionStatus.INERROR):
                         self._answer(conn, conn.rollback)
+                finally:
+                    self._pool.putconn(conn)
         except PoolTimeout as exc:
             if self._unanswered is not None:  # (not busy: the server answers nothing)
                 raise StoreNotAnswering(self._where, self._unanswered) from exc

@@ -36,6 +36,7 @@ from newsflow.schemas import (
     IncidentMember,
     IncidentVersion,
     RawArticle,
+    is_clock_zero,
     replaces,
 )
 from newsflow.storage import PlacedArticle, parse_ts
@@ -1185,3 +1186,27 @@ class SQLReader(Store, ABC):
                 (),
             )
         return Counts(**{f.name: int(row[f.name]) for f in fields(Counts)})
+
+
+# Older newsflows placed a report dated a clock's zero (a feed's empty date field) at that
+# date, where the stage now places it when it saw it: their rows said 1970 in `newsflow
+# incident`, the page and the API. What an upgrade reads to mend them: those before 1971
+# (a clock's zero is within a day of 1970-01-01 or earlier).
+CLOCK_ZERO_BEFORE = "1971-01-02"
+
+
+def placed_when_seen(places: Iterable[tuple[str, str, Any, Any]]) -> list[tuple[Any, str, str]]:
+    """Of stored places (incident id, article id, published, seen_at), those dated a
+    clock's zero by an older newsflow, as (seen_at, incident id, article id): the date the
+    stage gives them now."""
+    return [(seen_at, incident_id, article_id)
+            for incident_id, article_id, published, seen_at in places
+            if seen_at is not None and (when := parse_ts(published)) is not None
+            and is_clock_zero(when)]
+
+
+def clock_zero_spans(incidents: Iterable[tuple[str, Any, Any]]) -> list[str]:
+    """Of stored incidents (id, first_seen, last_seen), those an older newsflow dated a
+    clock's zero through such a place: their span is read again from their places."""
+    return [incident_id for incident_id, *span in incidents
+            if any((when := parse_ts(end)) is not None and is_clock_zero(when) for end in span)]

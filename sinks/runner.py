@@ -33,6 +33,7 @@ from newsflow.kafka import (
 from newsflow.metrics import Registry, TextfileWriter, textfile_path
 from newsflow.schemas import (
     INCIDENT_FIELDS_WRITTEN,
+    MEMBER_ARTICLE_FIELDS_WRITTEN,
     DeadLetter,
     Incident,
     IncidentMember,
@@ -105,6 +106,11 @@ def decode(topic: str, value: bytes | None, settings: Settings) -> Record | None
         raise PoisonMessage("invalid", f"not a valid {model.__name__}: without"
                             f" {', '.join(missing)}, which every version the processors write"
                             " has (the defaults would store an empty incident)")
+    if isinstance(record, IncidentMember) and (
+            missing := sorted(MEMBER_ARTICLE_FIELDS_WRITTEN - data["article"].keys())):
+        raise PoisonMessage("invalid", f"not a valid IncidentMember: its article without"
+                            f" {', '.join(missing)}, which every place the processors write"
+                            " has (the defaults would store an article without a title)")
     if isinstance(record, RawArticle) and (
             reason := not_an_article(record.id, record.title, record.text)):
         # What the cluster stage refuses is no row either: an article of no incident.

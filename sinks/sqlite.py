@@ -39,6 +39,7 @@ from sinks.base import (
     ts,
 )
 from sinks.rows import (
+    CLOCK_ZERO_BEFORE,
     SEARCH_FOLD,
     SEARCH_SEPARATOR,
     SNIPPET_CUT,
@@ -53,12 +54,14 @@ from sinks.rows import (
     StoredPlace,
     article_values,
     articles_to_write,
+    clock_zero_spans,
     current_incident_sql,
     delete_member_sql,
     form_holds_sql,
     insert_version_sql,
     latest_incidents_sql,
     merged_away,
+    placed_when_seen,
     plan_header_writes,
     plan_incident_writes,
     plan_place_writes,
@@ -91,6 +94,26 @@ def _fill_search_forms(conn: sqlite3.Connection) -> None:
             "UPDATE articles SET search_title = ?, search_text = ? WHERE rowid = ?",
             [form for form in forms if form[0] is not None or form[1] is not None],
         )
+
+
+def _place_clock_zeros_when_seen(conn: sqlite3.Connection) -> None:
+    """Schema 11: the places an older newsflow dated a clock's zero (1970) take the time
+    the stage saw them, as it places them now, and their incidents' spans are read again."""
+    conn.executemany(
+        "UPDATE incident_articles SET published = ? WHERE incident_id = ? AND article_id = ?",
+        placed_when_seen(conn.execute(
+            "SELECT incident_id, article_id, published, seen_at FROM incident_articles"
+            " WHERE published < ?", (CLOCK_ZERO_BEFORE,))))
+    conn.executemany(
+        """UPDATE incidents SET
+               first_seen = COALESCE((SELECT MIN(published) FROM incident_articles
+                                      WHERE incident_id = incidents.id), first_seen),
+               last_seen = COALESCE((SELECT MAX(published) FROM incident_articles
+                                     WHERE incident_id = incidents.id), last_seen)
+           WHERE id = ?""",
+        [(incident_id,) for incident_id in clock_zero_spans(conn.execute(
+            "SELECT id, first_seen, last_seen FROM incidents"
+            " WHERE first_seen < ? OR last_seen < ?", (CLOCK_ZERO_BEFORE, CLOCK_ZERO_BEFORE)))])
 
 
 def _searched(column: str, row: str = "") -> str:
@@ -364,6 +387,11 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # every member and article row of the store for a rare outlet.
         ["CREATE INDEX incident_articles_source ON incident_articles (source)",
          "CREATE INDEX articles_agencies ON articles (agencies, id) WHERE agencies <> ','"],
+    ),
+    (
+        11,
+        "reports an older newsflow dated 1970 (a feed's empty date) are dated when seen",
+        [_place_clock_zeros_when_seen],
     ),
 ]
 

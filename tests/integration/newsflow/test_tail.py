@@ -26,7 +26,7 @@ from newsflow.recycle import (
 from newsflow.settings import settings_env
 from newsflow.tail import RESTART_LOOK_S, tail
 from tests.conftest import wait_for
-from tests.records import article
+from tests.records import article, header
 
 pytestmark = pytest.mark.integration
 
@@ -235,6 +235,27 @@ def test_a_message_timed_past_the_year_9999_is_shown_with_its_number(make_settin
                 out=lines.append, limit=2) == 0
     assert sorted(line.split(" article ")[1][:2] for line in lines) == ["a0", "a1"]
     assert any(line.startswith("(time 1733000000000000 ms) ") for line in lines)
+
+
+def test_a_version_sent_again_says_so_with_what_it_added_when_first_shown(make_settings):
+    """The processors send a version again with nothing added or removed (an article
+    replayed, a restart): the tail showed it as a version that added nothing."""
+    settings = make_settings(incident_partitions=1)
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        for version in (header("i1", 2, 2, added=[1, 2]), header("i1", 2, 2),
+                        header("i1", 3, 3, added=[3]), header("i1", 2, 2)):
+            publisher.send(settings.topic_incidents, "i1", version.to_bytes())
+    lines: list[str] = []
+    assert tail(settings, settings.topic_incidents, from_beginning=True, raw_json=False,
+                out=lines.append, limit=4) == 0
+    assert [line.split(" 0@")[1] for line in lines] == [
+        "0 incident i1 v2 2 article(s) (2 added, 0 removed) 'Incident i1'",
+        "1 incident i1 v2 2 article(s) (sent again; first shown with 2 added, 0 removed)"
+        " 'Incident i1'",
+        "2 incident i1 v3 3 article(s) (1 added, 0 removed) 'Incident i1'",
+        "3 incident i1 v2 2 article(s) (older than v3 shown before) 'Incident i1'",
+    ]
 
 
 def test_a_tail_from_the_end_shows_a_new_message_stamped_before_it_started(make_settings):

@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from kafka.structs import TopicPartition
 
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
-from newsflow.schemas import Incident, RawArticle
+from newsflow.schemas import Incident, IncidentArticle, RawArticle
 from newsflow.settings import Settings
 from newsflow.storage import SinkUnavailable
 from sinks.commands import register
@@ -990,6 +990,50 @@ def test_postgres_source_filter_matches_whole_words_of_the_outlet(postgres_dsn: 
         assert found("80") == [] and found("freep.com") == found("www.freep.com:80") == ["i4"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_db_upgrade_dates_the_reports_an_older_newsflow_dated_1970_when_seen(
+        backend: str, postgres_dsn: str, tmp_path: Any) -> None:
+    """An older stage placed a report dated a clock's zero (a feed's empty date field) at
+    that date, founding its incident in 1970: stored so, `newsflow incident`, the page and
+    the API said 1970 for good. `newsflow db upgrade` dates them when the stage saw them,
+    as the stage places them now, and reads their incidents' spans again."""
+    import sqlite3
+
+    from sinks.store import upgrade
+
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    zero, seen = datetime(1970, 1, 1, tzinfo=UTC), NOW - timedelta(minutes=5)
+    written = Incident(incident_id="i1", version=1, title="Storm", first_seen=zero,
+                       last_seen=NOW, updated_at=NOW, articles=[
+                           IncidentArticle(id="a1", title="Storm", source="AFP",
+                                           published=zero, seen_at=seen),
+                           IncidentArticle(id="a2", title="Storm hits", source="Reuters",
+                                           published=NOW, seen_at=NOW)])
+    sink = make_sink(settings)
+    try:
+        sink.add(written)
+        sink.flush()
+    finally:
+        sink.close()
+    # Left as the newsflow before this upgrade left it: SQLite's schema 10, PostgreSQL's 12.
+    forget = f"DELETE FROM schema_migrations WHERE version > {10 if backend == 'sqlite' else 12}"
+    if backend == "sqlite":
+        with sqlite3.connect(settings.sqlite_file) as lite:
+            lite.execute(forget)
+    else:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(forget)  # type: ignore[arg-type]
+    upgrade(settings)
+    store = open_store(settings)
+    try:
+        shown = store.get_incident("i1")
+    finally:
+        store.close()
+    assert shown is not None
+    assert {a.id: a.published for a in shown.articles} == {"a1": seen, "a2": NOW}
+    assert (shown.summary.first_seen, shown.summary.last_seen) == (seen, NOW)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

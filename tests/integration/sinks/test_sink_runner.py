@@ -234,19 +234,14 @@ def test_poison_messages_go_to_the_dead_letter_topic(make_settings) -> None:
     assert all(d.stage == "sink" and d.topic == settings.topic_incidents for d in letters)
 
 
-def test_an_incident_version_written_by_hand_with_an_id_and_a_number_is_a_dead_letter(
-        make_settings) -> None:
-    """It was stored as an empty incident: no title, no times, no articles (the model's
-    defaults), listed by `newsflow incidents` as any other."""
-    settings = make_settings(incident_partitions=1)
+def the_sink_s_one_letter(settings: Settings, topic: str,
+                         messages: list[tuple[str, bytes]]) -> DeadLetter:
+    """The one dead letter the sink writes of ``messages`` published on ``topic`` (of one
+    partition), once it has committed them all."""
     ensure_topics(settings)
-    by_hand = b'{"schema_version": 2, "incident_id": "hand-1", "version": 1}'
-    publish(settings, [(settings.topic_incidents, "hand-1", by_hand),
-                       (settings.topic_incidents, "i1", incident("i1", 1, []).to_bytes())])
-    db = settings.sqlite_file
+    publish(settings, [(topic, key, value) for key, value in messages])
     with running(SinkRunner(settings, threading.Event(), flush_interval_s=0.2)):
-        wait_for(lambda: committed(settings, settings.topic_incidents, 1) == 2, what="commit")
-    assert rows(db, "SELECT id FROM incidents") == [("i1",)]
+        wait_for(lambda: committed(settings, topic, 1) == len(messages), what="commit")
     consumer = make_consumer(settings, settings.topic_dlq, group_id=None,
                              consumer_timeout_ms=10000)
     try:
@@ -254,10 +249,39 @@ def test_an_incident_version_written_by_hand_with_an_id_and_a_number_is_a_dead_l
     finally:
         consumer.close()
     assert (letter.stage, letter.error_kind, letter.offset) == ("sink", "invalid", 0)
+    return letter
+
+
+def test_an_incident_version_written_by_hand_with_an_id_and_a_number_is_a_dead_letter(
+        make_settings) -> None:
+    """It was stored as an empty incident: no title, no times, no articles (the model's
+    defaults), listed by `newsflow incidents` as any other."""
+    settings = make_settings(incident_partitions=1)
+    by_hand = b'{"schema_version": 2, "incident_id": "hand-1", "version": 1}'
+    letter = the_sink_s_one_letter(settings, settings.topic_incidents,
+                                   [("hand-1", by_hand), ("i1", incident("i1", 1, []).to_bytes())])
+    assert rows(settings.sqlite_file, "SELECT id FROM incidents") == [("i1",)]
     assert letter.error == (
         "not a valid IncidentVersion: without added, article_count, duplicate_count,"
         " first_seen, last_seen, merged_into, removed, title, updated_at, which every version"
         " the processors write has (the defaults would store an empty incident)")
+    assert letter.original_value() == by_hand
+
+
+def test_an_article_place_written_by_hand_with_the_article_id_alone_is_a_dead_letter(
+        make_settings) -> None:
+    """It was stored in its incident with an empty title, no source and no date, which
+    `newsflow incident` listed as "- -  ?: "."""
+    settings = make_settings(incident_partitions=1)
+    by_hand = (b'{"schema_version": 1, "incident_id": "i1", "incident_version": 1,'
+               b' "assigned_at": "2026-12-07T18:32:00Z", "article": {"id": "hand-1"}}')
+    letter = the_sink_s_one_letter(settings, settings.topic_members,
+                                   [("hand-1", by_hand), ("a1", placed(1, "i1", 0).to_bytes())])
+    assert rows(settings.sqlite_file, "SELECT article_id FROM incident_articles") == [("a1",)]
+    assert letter.error == (
+        "not a valid IncidentMember: its article without duplicate_of, explanation,"
+        " published, seen_at, source, title, title_derived, url, which every place the"
+        " processors write has (the defaults would store an article without a title)")
     assert letter.original_value() == by_hand
 
 

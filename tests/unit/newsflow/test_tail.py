@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from newsflow.tail import describe
+from newsflow.tail import VersionsShown, describe
 from tests.records import header, incident, placed
 
 
@@ -11,6 +11,18 @@ def test_a_version_says_its_count_and_what_it_changed() -> None:
     assert line == "incident i1 v3 12 article(s) (2 added, 1 removed) 'Incident i1'"
     merged = describe(header("i2", 2, 0, removed=[3], merged_into="i1").to_bytes())
     assert merged == "incident i2 v2 merged into i1"
+
+
+def test_versions_shown_says_of_a_version_sent_again_what_it_changed_first() -> None:
+    shown = VersionsShown(limit=2)
+    assert shown.changes("i1", 2, "2 added, 0 removed") == "2 added, 0 removed"
+    assert shown.changes("i1", 2, "") == "sent again; first shown with 2 added, 0 removed"
+    assert shown.changes("i2", 1, "") == ""
+    assert shown.changes("i2", 1, "") == "sent again"
+    assert shown.changes("i1", 1, "") == "older than v2 shown before"
+    shown.changes("i3", 1, "1 added, 0 removed")  # past the limit: i1, shown first, is forgotten
+    assert shown.changes("i1", 2, "") == ""
+    assert shown.changes("i3", 1, "") == "sent again; first shown with 1 added, 0 removed"
 
 
 def test_a_place_says_where_the_article_went_and_why() -> None:

@@ -90,6 +90,24 @@ def test_an_incident_version_without_the_fields_every_version_has_is_invalid() -
         decode("inc", json.dumps(written).encode(), SETTINGS)
 
 
+def test_an_article_place_without_the_article_fields_every_place_has_is_invalid() -> None:
+    """Written by hand with the article's id alone, a place was stored with an empty
+    title, no source and no date (the model's defaults)."""
+    by_hand = {"schema_version": 1, "incident_id": "i", "incident_version": 1,
+               "assigned_at": "2026-12-02T10:00:00Z", "article": {"id": "a"}}
+    with pytest.raises(PoisonMessage, match="not a valid IncidentMember: its article without "
+                       "duplicate_of, explanation, published, ") as info:
+        decode("mem", json.dumps(by_hand).encode(), SETTINGS)
+    assert info.value.kind == "invalid"
+    # `fetched_at` came later: a place an older newsflow wrote without it is read.
+    older = json.loads(IncidentMember(incident_id="i", incident_version=1,
+                                      assigned_at="2026-12-02T10:00:00Z",
+                                      article=IncidentArticle(id="a", title="Quake")).to_bytes())
+    del older["article"]["fetched_at"]
+    record = decode("mem", json.dumps(older).encode(), SETTINGS)
+    assert isinstance(record, IncidentMember) and record.article.title == "Quake"
+
+
 def test_an_older_newsflow_s_version_without_what_came_later_is_read() -> None:
     # `earlier` came to schema 1 after its first versions were written.
     older = json.loads(Incident(incident_id="i1", version=1, title="Quake").to_bytes())
