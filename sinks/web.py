@@ -78,7 +78,7 @@ main{max-width:960px;margin:0 auto;padding:16px 24px}
 .incident h2 a{color:#1f3a5f;text-decoration:none}
 .meta{color:#555;font-size:13px}
 .badge{display:inline-block;background:#e8eef6;color:#1f3a5f;border-radius:3px;
-  padding:0 6px;margin-right:4px;font-size:12px;unicode-bidi:isolate}
+  padding:0 6px;margin-right:4px;font-size:12px;unicode-bidi:isolate;text-decoration:none}
 .badge.agency{background:#fde8c8;color:#7a4300}
 ol.timeline{list-style:none;padding:0}
 ol.timeline li{background:#fff;border-left:4px solid #1f3a5f;margin:8px 0;padding:8px 12px}
@@ -127,7 +127,12 @@ SCRIPT = """
         counted(s.outlets.length, "outlet", "outlets") + " \\u00b7 v" + s.version);
       d.appendChild(m);
       var b = el("div");
-      function badge(cls, x) { var e = el("span", cls, x); e.dir = "auto"; return e; }
+      function badge(cls, x) {  // a link to the source filter, as render_index makes it
+        var e = el("a", cls, x);
+        e.dir = "auto";
+        e.href = "/?hours=" + encodeURIComponent(hours) + "&source=" + encodeURIComponent(x);
+        return e;
+      }
       s.agencies.forEach(function (x) { b.appendChild(badge("badge agency", x)); });
       s.outlets.forEach(function (x) { b.appendChild(badge("badge", x)); });
       d.appendChild(b);
@@ -230,10 +235,16 @@ def page(title: str, body: str, query: str = "") -> str:
 OWN_DIRECTION = 'dir="auto"'
 
 
-def badges(agencies: Any, outlets: Any) -> str:
-    return "".join(
-        f'<span class="badge agency" {OWN_DIRECTION}>{esc(a)}</span>' for a in agencies
-    ) + "".join(f'<span class="badge" {OWN_DIRECTION}>{esc(o)}</span>' for o in outlets)
+def badges(agencies: Any, outlets: Any, hours: float = DEFAULT_HOURS) -> str:
+    """The agencies' and outlets' names, each a link to the incidents of the last ``hours``
+    from it: the source filter, which nothing on the page led to (only an address typed
+    by hand)."""
+    def badge(kind: str, name: str) -> str:
+        return (f'<a class="{kind}" {OWN_DIRECTION} href="{esc(index_address(hours, name))}">'
+                f"{esc(name)}</a>")
+
+    return ("".join(badge("badge agency", a) for a in agencies)
+            + "".join(badge("badge", o) for o in outlets))
 
 
 def index_address(hours: float, source: str | None, after: Position | None = None) -> str:
@@ -259,7 +270,7 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
             f" &middot; {counted(s.article_count, 'article', 'articles')} &middot;"
             f" {counted(len(s.agencies), 'agency', 'agencies')},"
             f" {counted(len(s.outlets), 'outlet', 'outlets')} &middot; v{s.version}</div>"
-            f"<div>{badges(s.agencies, s.outlets)}</div></div>"
+            f"<div>{badges(s.agencies, s.outlets, hours)}</div></div>"
         )
     newest = after is None
     empty = "No incidents in this window yet." if newest else "No older incidents in this window."
@@ -268,10 +279,13 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
     heading = (("Incidents" if newest else "Older incidents") + f" of the last {hours_text} hours"
                + (f" from {source}" if source else ""))
     top = ""
+    if source:
+        top += (f'<p class="meta"><a id="all-sources" href="{esc(index_address(hours, None))}">'
+                "All sources</a></p>")
     if after is not None:
-        top = (f'<p class="meta">Updated {esc(when(after.active_at))} or before; this page'
-               f' does not update. <a id="newest" href="{esc(index_address(hours, source))}">'
-               "Newest incidents</a></p>")
+        top += (f'<p class="meta">Updated {esc(when(after.active_at))} or before; this page'
+                f' does not update. <a id="newest" href="{esc(index_address(hours, source))}">'
+                "Newest incidents</a></p>")
     # (the first page's live refresh shows and moves the link as the list changes)
     last = incidents[-1].position if incidents else None
     older = esc(index_address(hours, source, last))

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -168,6 +169,70 @@ def test_a_search_hit_leads_to_its_article_in_its_incident(server: NewsflowServe
         assert item is not None, incident
         title = "Russian missiles down in Iran" if link.endswith("a2") else html.escape(EVIL)
         assert title in item.group(1)
+
+
+class SourceLinks(HTMLParser):
+    """The source badges of a page, name to address, and the ids of its other links."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.badges: dict[str, str] = {}
+        self.links: dict[str, str] = {}  # id -> address
+        self._badge: str | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "a" and "badge" in (found.get("class") or "").split():
+            self._badge = found.get("href") or ""
+        elif tag == "a" and found.get("id"):
+            self.links[found["id"] or ""] = found.get("href") or ""
+
+    def handle_data(self, data: str) -> None:
+        if self._badge is not None:
+            self.badges[data] = self._badge
+            self._badge = None
+
+
+def listed_incidents(page: str) -> list[str]:
+    return re.findall(r'<h2 dir="auto"><a href="/incident/([^"]+)">', page)
+
+
+def test_each_source_leads_to_its_incidents_and_back_to_all(server: NewsflowServer) -> None:
+    """The source filter (`?source=`) was reachable only by typing an address: the
+    agencies and outlets an incident showed were plain text. Each is a link to the
+    incidents it reports, on the list and on an incident's page, and a filtered list
+    links back to all sources."""
+    status, _, index = get(server.url)
+    assert status == 200
+    on_list = SourceLinks(index).badges
+    assert sorted(on_list) == ["AFP", "Reuters", "yahoo.com"]
+    on_incident = SourceLinks(get(server.url + "incident/inc-1")[2]).badges
+    assert sorted(on_incident) == ["AFP", "Reuters", "yahoo.com"]
+    for name, address in [*on_list.items(), *on_incident.items()]:
+        assert parse_qs(urlsplit(address).query) == {"hours": ["24"], "source": [name]}
+        status, _, filtered = get(server.url + address.lstrip("/"))
+        assert status == 200
+        assert f"<h1>Incidents of the last 24 hours from {name}</h1>" in filtered
+        assert listed_incidents(filtered) == ["inc-1"]
+        back = SourceLinks(filtered).links["all-sources"]
+        assert parse_qs(urlsplit(back).query) == {"hours": ["24"]}
+        assert listed_incidents(get(server.url + back.lstrip("/"))[2]) == ["inc-1"]
+    assert "all-sources" not in SourceLinks(index).links  # (nothing filtered there)
+
+
+def test_the_live_refresh_keeps_the_sources_as_links(
+    server: NewsflowServer, tmp_path: Path
+) -> None:
+    """The list the script redraws every few seconds links each source as the first
+    render does (a redraw that made them text again took the filter away)."""
+    dom = run_chromium(tmp_path, "--virtual-time-budget=12000", "--dump-dom",
+                       server.url + "?hours=2")
+    assert 'data-updated="' in dom, "the live refresh did not run"
+    badges = SourceLinks(dom).badges
+    assert sorted(badges) == ["AFP", "Reuters", "yahoo.com"]
+    assert parse_qs(urlsplit(badges["yahoo.com"]).query) == {"hours": ["2"],
+                                                             "source": ["yahoo.com"]}
 
 
 def test_one_incident_as_json_and_the_page_s_own_files(server: NewsflowServer) -> None:

@@ -181,7 +181,7 @@ def test_text_from_articles_among_other_text_runs_in_its_own_direction() -> None
     assert f"<bdi>{rlo}</bdi>" in found and "<bdi>\u202eFire</bdi></a>" in found
     from sinks.web import CSS  # the badges, on the page and as the live refresh makes them
 
-    assert "unicode-bidi:isolate}" in CSS.split(".badge{", 1)[1].split("\n.", 1)[0]
+    assert "unicode-bidi:isolate;" in CSS.split(".badge{", 1)[1].split("\n.", 1)[0]
 
 
 def test_titles_snippets_and_sources_are_laid_out_in_their_own_direction() -> None:
@@ -192,7 +192,8 @@ def test_titles_snippets_and_sources_are_laid_out_in_their_own_direction() -> No
     hebrew, arabic = "האם יעלו מחירי הדלק בחודש הבא?", "3 قتلى في حريق بمصنع للنسيج"
     index = render_index([summary(title=hebrew, outlets=("חדשות הצפון",))], 24, None)
     assert f'<h2 dir="auto"><a href="/incident/i%2F1">{hebrew}</a></h2>' in index
-    assert '<span class="badge" dir="auto">חדשות הצפון</span>' in index
+    assert ('<a class="badge" dir="auto" href="/?hours=24&amp;source=%D7%97%D7%93%D7%A9%D7%95'
+            '%D7%AA+%D7%94%D7%A6%D7%A4%D7%95%D7%9F">חדשות הצפון</a>') in index
     detail = IncidentDetail(
         summary=summary(title=arabic),
         articles=[IncidentArticleView(id="a1", title=arabic, url="https://a.example/1",
