@@ -71,7 +71,7 @@ body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f6f4;color:#1d1d
 header{background:#1f3a5f;color:#fff;padding:12px 24px}
 header a{color:#fff;text-decoration:none;font-weight:600;font-size:20px}
 header form{display:inline;margin-left:24px}
-main{max-width:960px;margin:0 auto;padding:16px 24px}
+main{max-width:960px;margin:0 auto;padding:16px 24px;overflow-wrap:anywhere}
 .incident{background:#fff;border-radius:6px;padding:12px 16px;margin:10px 0;
   box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .incident h2{font-size:17px;margin:0 0 4px}

@@ -692,6 +692,35 @@ def test_page_in_headless_chromium(server: NewsflowServer, tmp_path: Path) -> No
     assert b"\x1f\x3a\x5f" in header  # the page's header colour: the CSS was applied
 
 
+def test_a_title_without_spaces_wraps_inside_the_page(tmp_path: Path) -> None:
+    """A title of one long unbroken run (a feed's address as its title, a run of
+    letters) ran out of its box and past the window's edge, and the whole page scrolled
+    sideways. It wraps inside the box: nothing is drawn right of the boxes' column."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    title = "Floods " + "x" * 300
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="long", title=title, source="example.org", text="Floods in Valencia."),
+        Incident(incident_id="inc-long", version=1, title=title, first_seen=NOW, last_seen=NOW,
+                 articles=[IncidentArticle(id="long", title=title, source="example.org",
+                                           explanation=Explanation(decision="new"))]),
+    ])
+    sink.close()
+    with serving(settings) as srv:
+        for address in ("", "incident/inc-long", "search?q=floods"):
+            shot = tmp_path / f"page-{len(address)}.png"
+            # (Tall enough for no vertical scroll bar, whose place would move the boxes.)
+            run_chromium(tmp_path, "--window-size=1000,2000", f"--screenshot={shot}",
+                         srv.url + address)
+            width, height, rows = png_pixels(shot)
+            channels = len(rows[0]) // width
+            # The boxes end 24 px from the right (main: 960 px at most, 24 px padding);
+            # from the header's foot to the window's foot (a horizontal scroll bar there).
+            margin = {bytes(row[x * channels : x * channels + 3])
+                      for row in rows[60:] for x in range(width - 16, width)}
+            assert margin == {b"\xf6\xf6\xf4"}, (address, margin)
+
+
 def test_api_incident_list_is_bounded(server: NewsflowServer, tmp_path: Path) -> None:
     sink = SQLiteSink(Settings(data_dir=tmp_path / "var").sqlite_file)
     sink.write([
