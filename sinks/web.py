@@ -301,18 +301,15 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
 
 
 def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
-    from sinks.models import explain, original_of
+    from sinks.models import original_of
 
     s = detail.summary
     parts = [f"<h1 {OWN_DIRECTION}>{esc(s.title or s.id)}</h1>"]
     if s.merged_into:
-        target = quote(s.merged_into, safe="")
-        parts.append(
-            f'<p>Merged into <a href="/incident/{target}">{esc(s.merged_into)}</a>.</p>'
-        )
+        parts.append(f"<p>Merged into {incident_link(s.merged_into)}.</p>")
     if moved:
-        places = ", ".join(f'<a href="/incident/{quote(iid, safe="")}">{esc(iid)}</a>'
-                           f" ({counted(count, 'article', 'articles')})" for iid, count in moved)
+        places = ", ".join(f"{incident_link(iid)} ({counted(count, 'article', 'articles')})"
+                           for iid, count in moved)
         parts.append(f'<p id="moved">Articles that left it are now in {places}.</p>')
     parts.append(
         f'<p class="meta" id="summary">First seen {esc(when(s.first_seen))}, last seen'
@@ -345,19 +342,41 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
             f'<div class="meta">{esc(when(a.published or a.seen_at))} &middot;'
             f" {apart(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
             f"<div {OWN_DIRECTION}>{link}</div>"
-            f'<div class="why">Why: {esc(explain(a.explanation, s.id))}</div></li>'
+            f'<div class="why">Why: {why(a.explanation, s.id)}</div></li>'
         )
     parts.append("</ol>")
     if detail.versions:
         parts.append("<h2>History</h2><ul>")
         for v in detail.versions:
-            merged = f" &middot; merged into {esc(v.merged_into)}" if v.merged_into else ""
+            merged = f" &middot; merged into {incident_link(v.merged_into)}" if v.merged_into else ""
             parts.append(
                 f"<li>version {v.version} &middot; {esc(when(v.updated_at))} &middot;"
                 f" {counted(v.article_count, 'article', 'articles')}{esc(v.change())}{merged}</li>"
             )
         parts.append("</ul>")
     return page(s.title or s.id, "".join(parts))
+
+
+def incident_link(incident_id: str) -> str:
+    return f'<a href="/incident/{quote(incident_id, safe="")}">{esc(incident_id)}</a>'
+
+
+def why(explanation: object, held_in: str) -> str:
+    """Why an article joined, escaped, with the incidents it names (merged in, split off
+    into, moved from) as links: named as text, an editor could not follow a merge or a
+    split from the article it moved, nor go back from a split-off incident."""
+    from sinks.models import explain
+
+    said = esc(explain(explanation, held_in))
+    named = {getattr(explanation, "moved_from", None), getattr(explanation, "split_into", None),
+             *getattr(explanation, "merged_from", ())}
+    escaped = {esc(incident_id): incident_id for incident_id in named if incident_id}
+    if not escaped:
+        return said
+    # Longest first, whole ids only: "inc-1" is not the start of "inc-1-split".
+    ids = "|".join(re.escape(e) for e in sorted(escaped, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({ids})(?![\w-])",
+                  lambda m: incident_link(escaped[m.group(1)]), said)
 
 
 def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = False) -> str:

@@ -1167,6 +1167,54 @@ def test_an_incident_says_where_its_articles_went(
         assert 'id="moved"' not in get(srv.url + "incident/i3")[2]
 
 
+def test_the_incidents_a_merge_or_a_split_names_are_links(tmp_path: Path) -> None:
+    """Why an article joined named the incidents a merge or a split moved it between,
+    and the history the one an incident merged into, as text: an editor could not
+    follow a split from the incident it left, nor go back from the one split off. Each
+    is a link to that incident's page."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+
+    def member(n: int, explanation: Explanation) -> IncidentArticle:
+        return IncidentArticle(id=f"a{n}", title=f"Report {n}", source="Reuters",
+                               published=NOW, explanation=explanation)
+
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        *(RawArticle(id=f"a{n}", title=f"Report {n}", source="Reuters", text="Floods.")
+          for n in (1, 2, 3)),
+        Incident(incident_id="inc-1-old", version=1, title="Old", articles=[]),
+        Incident(incident_id="inc-1-old", version=2, title="Old", articles=[],
+                 merged_into="inc-1"),
+        Incident(incident_id="inc-1", version=3, title="Floods", articles=[
+            member(1, Explanation(decision="merged", score=1.0, threshold=-2.0, candidates=2,
+                                  detail={"merged_incidents": 1, "split_off": 1},
+                                  merged_from=["inc-1-old"], split_into="inc-1-split")),
+        ]),
+        Incident(incident_id="inc-1-split", version=1, title="Floods split", articles=[
+            member(2, Explanation(decision="joined", score=1.0, threshold=-2.0, candidates=1,
+                                  moved_from="inc-1")),
+            member(3, Explanation(decision="new")),
+        ]),
+    ])
+    sink.close()
+
+    def why_links(page: str) -> list[str]:
+        whys = re.findall(r'<div class="why">(.*?)</div>', page)
+        return [link for w in whys for link in re.findall(r'<a href="/incident/([^"]+)">', w)]
+
+    with serving(settings) as srv:
+        status, _, page = get(srv.url + "incident/inc-1")
+        assert status == 200
+        assert why_links(page) == ["inc-1-old", "inc-1-split"]
+        assert ('merged 1 more incident(s) into it (<a href="/incident/inc-1-old">inc-1-old</a>)'
+                in page)
+        assert why_links(get(srv.url + "incident/inc-1-split")[2]) == ["inc-1"]
+        old = get(srv.url + "incident/inc-1-old")[2]
+        assert 'merged into <a href="/incident/inc-1">inc-1</a></li>' in old
+        for target in ("inc-1-old", "inc-1-split", "inc-1"):
+            assert get(srv.url + f"incident/{target}")[0] == 200
+
+
 def test_a_request_is_at_most_128_kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """http.server took a request line of 64 kB and 100 headers of 64 kB each: some
     10 MB of memory per connection as they were parsed, 640 MB for 64 connections. The

@@ -122,11 +122,13 @@ def test_the_article_that_split_an_incident_is_said_to_have_left_only_when_it_di
         return render_incident(IncidentDetail(summary=summary(id=incident_id),
                                               articles=[article]))
 
-    assert "this one among them, off it into inc-a-split" in page("inc-a-split")
+    assert ('this one among them, off it into <a href="/incident/inc-a-split">inc-a-split</a>'
+            in page("inc-a-split"))
     # It stayed in inc-a, which a later merge took into inc-b.
     moved = page("inc-b")
     assert "this one among them" not in moved
-    assert "moved here from inc-a by a later merge or split" in moved
+    assert ('moved here from <a href="/incident/inc-a">inc-a</a> by a later merge or split'
+            in moved)
 
 
 def test_search_page_escapes_snippets() -> None:
