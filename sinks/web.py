@@ -339,7 +339,7 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
         parts.append(
             f'<li id="{esc(article_anchor(a.id))}"'
             f' class="{"duplicate" if a.duplicate_of else "article"}">'
-            f'<div class="meta">{esc(when(a.published or a.seen_at))} &middot;'
+            f'<div class="meta">{esc(article_time(a.published, a.seen_at))} &middot;'
             f" {apart(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
             f"<div {OWN_DIRECTION}>{link}</div>"
             f'<div class="why">Why: {why(a.explanation, s.id)}</div></li>'
@@ -377,6 +377,14 @@ def why(explanation: object, held_in: str) -> str:
     ids = "|".join(re.escape(e) for e in sorted(escaped, key=len, reverse=True))
     return re.sub(rf"(?<![\w-])({ids})(?![\w-])",
                   lambda m: incident_link(escaped[m.group(1)]), said)
+
+
+def article_time(published: datetime | None, seen_at: datetime | None) -> str:
+    """When an article was published or, undated by its feed, that it is undated and when
+    newsflow saw it: shown alike, the time of the ingest read as the report's own."""
+    if published is not None:
+        return when(published)
+    return f"undated, seen {when(seen_at)}" if seen_at is not None else "undated"
 
 
 def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = False) -> str:

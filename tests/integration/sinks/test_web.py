@@ -1215,6 +1215,34 @@ def test_the_incidents_a_merge_or_a_split_names_are_links(tmp_path: Path) -> Non
             assert get(srv.url + f"incident/{target}")[0] == 200
 
 
+def test_an_article_without_a_date_is_said_undated_with_when_it_was_seen(
+    tmp_path: Path,
+) -> None:
+    """An article its feed did not date showed the time newsflow saw it as if it were its
+    publication time (a replay of ecbplus-dev: every report "published" at the replay's
+    minute). It says it is undated, and when it was seen; a dated one shows its date."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    dated, seen = NOW - timedelta(days=3), NOW - timedelta(hours=1)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="u1", title="Undated report", source="Reuters", text="Floods."),
+        RawArticle(id="d1", title="Dated report", source="AFP", text="Floods.", published=dated),
+        Incident(incident_id="inc-u", version=1, title="Floods", articles=[
+            IncidentArticle(id="u1", title="Undated report", source="Reuters", seen_at=seen,
+                            explanation=Explanation(decision="new")),
+            IncidentArticle(id="d1", title="Dated report", source="AFP", published=dated,
+                            seen_at=seen, explanation=Explanation(decision="joined")),
+        ]),
+    ])
+    sink.close()
+    with serving(settings) as srv:
+        page = get(srv.url + "incident/inc-u")[2]
+        times = dict(re.findall(r'<li id="article-(\w+)"[^>]*><div class="meta">([^&]*) &middot;',
+                                page))
+        assert times == {"u1": f"undated, seen {seen:%Y-%m-%d %H:%M} UTC",
+                         "d1": f"{dated:%Y-%m-%d %H:%M} UTC"}
+
+
 def test_a_request_is_at_most_128_kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """http.server took a request line of 64 kB and 100 headers of 64 kB each: some
     10 MB of memory per connection as they were parsed, 640 MB for 64 connections. The
