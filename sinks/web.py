@@ -333,9 +333,15 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
         href = safe_href(a.url)
         title = esc(a.title or a.id)
         link = f'<a href="{esc(href)}" rel="noopener noreferrer">{title}</a>' if href else title
-        dup = (
-            f" &middot; duplicate of {apart(original_of(a, articles))}" if a.duplicate_of else ""
-        )
+        dup = ""
+        if a.duplicate_of:
+            original = apart(original_of(a, articles))
+            # The original's item, when this timeline holds it: in a long one it was
+            # named but had to be looked for.
+            if any(other.id == a.duplicate_of for other in articles):
+                original = (f'<a href="#{quote(article_anchor(a.duplicate_of), safe="")}">'
+                            f"{original}</a>")
+            dup = f" &middot; duplicate of {original}"
         parts.append(
             f'<li id="{esc(article_anchor(a.id))}"'
             f' class="{"duplicate" if a.duplicate_of else "article"}">'

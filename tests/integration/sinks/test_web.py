@@ -1243,6 +1243,33 @@ def test_an_article_without_a_date_is_said_undated_with_when_it_was_seen(
                          "d1": f"{dated:%Y-%m-%d %H:%M} UTC"}
 
 
+def test_a_duplicate_leads_to_its_original_in_the_timeline(tmp_path: Path) -> None:
+    """A duplicate named its original ("duplicate of Reuters: "..." (a1)") but did not
+    lead to it: in a timeline of 200 reports an editor had to look for it. It links to
+    the original's item; an original the incident no longer holds stays named only."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        *(RawArticle(id=f"a{n}", title=f"Report {n}", source="Reuters", text="Floods.")
+          for n in (1, 2, 3)),
+        Incident(incident_id="inc-d", version=1, title="Floods", articles=[
+            IncidentArticle(id="a1", title="Report 1", source="Reuters", published=NOW,
+                            explanation=Explanation(decision="new")),
+            IncidentArticle(id="a2", title="Report 2", source="AFP", published=NOW,
+                            duplicate_of="a1", explanation=Explanation(decision="duplicate")),
+            IncidentArticle(id="a3", title="Report 3", source="AFP", published=NOW,
+                            duplicate_of="a9", explanation=Explanation(decision="duplicate")),
+        ]),
+    ])
+    sink.close()
+    with serving(settings) as srv:
+        page = get(srv.url + "incident/inc-d")[2]
+        links = re.findall(r'duplicate of <a href="#([^"]+)">', page)
+        assert links == ["article-a1"]
+        assert all(f'<li id="{link}"' in page for link in links)
+        assert "duplicate of <bdi>a9</bdi>" in page
+
+
 def test_a_request_is_at_most_128_kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """http.server took a request line of 64 kB and 100 headers of 64 kB each: some
     10 MB of memory per connection as they were parsed, 640 MB for 64 connections. The

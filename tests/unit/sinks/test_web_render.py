@@ -93,7 +93,8 @@ def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
     assert 'id="agency-count">2</b> independent agencies' in html
     assert 'id="outlet-count">1</b> outlet</p>' in html  # (not "1 outlets")
     assert "Why: duplicate; a near copy: 90% of its text matches (a copy from 80%)" in html
-    assert "duplicate of <bdi>yahoo.com: &quot;First&quot; (a1)</bdi>" in html  # not just "a1"
+    assert ('duplicate of <a href="#article-a1"><bdi>yahoo.com: &quot;First&quot; (a1)</bdi></a>'
+            in html)  # not just "a1"
     assert 'Merged into <a href="/incident/i2">' in html
 
 
@@ -176,7 +177,7 @@ def test_text_from_articles_among_other_text_runs_in_its_own_direction() -> None
     )
     page = render_incident(detail)
     assert f"&middot; <bdi>{rlo}</bdi> " in page
-    assert f"duplicate of <bdi>{rlo}: &quot;Fire&quot; (a1)</bdi>" in page
+    assert f'duplicate of <a href="#article-a1"><bdi>{rlo}: &quot;Fire&quot; (a1)</bdi></a>' in page
     hit = SearchHit(article_id="a1", title="Fire", source=rlo, published=NOW, url=None,
                     incident_id="i1", incident_title="\u202eFire", snippet="", rank=1.0)
     found = render_search("fire", [hit])
