@@ -71,14 +71,14 @@ body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f6f4;color:#1d1d
 header{background:#1f3a5f;color:#fff;padding:12px 24px}
 header a{color:#fff;text-decoration:none;font-weight:600;font-size:20px}
 header form{display:inline;margin-left:24px}
-main{max-width:960px;margin:0 auto;padding:16px 24px}
+main{max-width:960px;margin:0 auto;padding:16px 24px;overflow-wrap:anywhere}
 .incident{background:#fff;border-radius:6px;padding:12px 16px;margin:10px 0;
   box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .incident h2{font-size:17px;margin:0 0 4px}
 .incident h2 a{color:#1f3a5f;text-decoration:none}
 .meta{color:#555;font-size:13px}
 .badge{display:inline-block;background:#e8eef6;color:#1f3a5f;border-radius:3px;
-  padding:0 6px;margin-right:4px;font-size:12px;unicode-bidi:isolate}
+  padding:0 6px;margin-right:4px;font-size:12px;unicode-bidi:isolate;text-decoration:none}
 .badge.agency{background:#fde8c8;color:#7a4300}
 ol.timeline{list-style:none;padding:0}
 ol.timeline li{background:#fff;border-left:4px solid #1f3a5f;margin:8px 0;padding:8px 12px}
@@ -127,7 +127,12 @@ SCRIPT = """
         counted(s.outlets.length, "outlet", "outlets") + " \\u00b7 v" + s.version);
       d.appendChild(m);
       var b = el("div");
-      function badge(cls, x) { var e = el("span", cls, x); e.dir = "auto"; return e; }
+      function badge(cls, x) {  // a link to the source filter, as render_index makes it
+        var e = el("a", cls, x);
+        e.dir = "auto";
+        e.href = "/?hours=" + encodeURIComponent(hours) + "&source=" + encodeURIComponent(x);
+        return e;
+      }
       s.agencies.forEach(function (x) { b.appendChild(badge("badge agency", x)); });
       s.outlets.forEach(function (x) { b.appendChild(badge("badge", x)); });
       d.appendChild(b);
@@ -230,10 +235,16 @@ def page(title: str, body: str, query: str = "") -> str:
 OWN_DIRECTION = 'dir="auto"'
 
 
-def badges(agencies: Any, outlets: Any) -> str:
-    return "".join(
-        f'<span class="badge agency" {OWN_DIRECTION}>{esc(a)}</span>' for a in agencies
-    ) + "".join(f'<span class="badge" {OWN_DIRECTION}>{esc(o)}</span>' for o in outlets)
+def badges(agencies: Any, outlets: Any, hours: float = DEFAULT_HOURS) -> str:
+    """The agencies' and outlets' names, each a link to the incidents of the last ``hours``
+    from it: the source filter, which nothing on the page led to (only an address typed
+    by hand)."""
+    def badge(kind: str, name: str) -> str:
+        return (f'<a class="{kind}" {OWN_DIRECTION} href="{esc(index_address(hours, name))}">'
+                f"{esc(name)}</a>")
+
+    return ("".join(badge("badge agency", a) for a in agencies)
+            + "".join(badge("badge", o) for o in outlets))
 
 
 def index_address(hours: float, source: str | None, after: Position | None = None) -> str:
@@ -259,7 +270,7 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
             f" &middot; {counted(s.article_count, 'article', 'articles')} &middot;"
             f" {counted(len(s.agencies), 'agency', 'agencies')},"
             f" {counted(len(s.outlets), 'outlet', 'outlets')} &middot; v{s.version}</div>"
-            f"<div>{badges(s.agencies, s.outlets)}</div></div>"
+            f"<div>{badges(s.agencies, s.outlets, hours)}</div></div>"
         )
     newest = after is None
     empty = "No incidents in this window yet." if newest else "No older incidents in this window."
@@ -268,10 +279,13 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
     heading = (("Incidents" if newest else "Older incidents") + f" of the last {hours_text} hours"
                + (f" from {source}" if source else ""))
     top = ""
+    if source:
+        top += (f'<p class="meta"><a id="all-sources" href="{esc(index_address(hours, None))}">'
+                "All sources</a></p>")
     if after is not None:
-        top = (f'<p class="meta">Updated {esc(when(after.active_at))} or before; this page'
-               f' does not update. <a id="newest" href="{esc(index_address(hours, source))}">'
-               "Newest incidents</a></p>")
+        top += (f'<p class="meta">Updated {esc(when(after.active_at))} or before; this page'
+                f' does not update. <a id="newest" href="{esc(index_address(hours, source))}">'
+                "Newest incidents</a></p>")
     # (the first page's live refresh shows and moves the link as the list changes)
     last = incidents[-1].position if incidents else None
     older = esc(index_address(hours, source, last))
@@ -287,18 +301,15 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
 
 
 def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
-    from sinks.models import explain, original_of
+    from sinks.models import original_of
 
     s = detail.summary
     parts = [f"<h1 {OWN_DIRECTION}>{esc(s.title or s.id)}</h1>"]
     if s.merged_into:
-        target = quote(s.merged_into, safe="")
-        parts.append(
-            f'<p>Merged into <a href="/incident/{target}">{esc(s.merged_into)}</a>.</p>'
-        )
+        parts.append(f"<p>Merged into {incident_link(s.merged_into)}.</p>")
     if moved:
-        places = ", ".join(f'<a href="/incident/{quote(iid, safe="")}">{esc(iid)}</a>'
-                           f" ({counted(count, 'article', 'articles')})" for iid, count in moved)
+        places = ", ".join(f"{incident_link(iid)} ({counted(count, 'article', 'articles')})"
+                           for iid, count in moved)
         parts.append(f'<p id="moved">Articles that left it are now in {places}.</p>')
     parts.append(
         f'<p class="meta" id="summary">First seen {esc(when(s.first_seen))}, last seen'
@@ -322,28 +333,64 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
         href = safe_href(a.url)
         title = esc(a.title or a.id)
         link = f'<a href="{esc(href)}" rel="noopener noreferrer">{title}</a>' if href else title
-        dup = (
-            f" &middot; duplicate of {apart(original_of(a, articles))}" if a.duplicate_of else ""
-        )
+        dup = ""
+        if a.duplicate_of:
+            original = apart(original_of(a, articles))
+            # The original's item, when this timeline holds it: in a long one it was
+            # named but had to be looked for.
+            if any(other.id == a.duplicate_of for other in articles):
+                original = (f'<a href="#{quote(article_anchor(a.duplicate_of), safe="")}">'
+                            f"{original}</a>")
+            dup = f" &middot; duplicate of {original}"
         parts.append(
             f'<li id="{esc(article_anchor(a.id))}"'
             f' class="{"duplicate" if a.duplicate_of else "article"}">'
-            f'<div class="meta">{esc(when(a.published or a.seen_at))} &middot;'
+            f'<div class="meta">{esc(article_time(a.published, a.seen_at))} &middot;'
             f" {apart(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
             f"<div {OWN_DIRECTION}>{link}</div>"
-            f'<div class="why">Why: {esc(explain(a.explanation, s.id))}</div></li>'
+            f'<div class="why">Why: {why(a.explanation, s.id)}</div></li>'
         )
     parts.append("</ol>")
     if detail.versions:
         parts.append("<h2>History</h2><ul>")
         for v in detail.versions:
-            merged = f" &middot; merged into {esc(v.merged_into)}" if v.merged_into else ""
+            merged = f" &middot; merged into {incident_link(v.merged_into)}" if v.merged_into else ""
             parts.append(
                 f"<li>version {v.version} &middot; {esc(when(v.updated_at))} &middot;"
                 f" {counted(v.article_count, 'article', 'articles')}{esc(v.change())}{merged}</li>"
             )
         parts.append("</ul>")
     return page(s.title or s.id, "".join(parts))
+
+
+def incident_link(incident_id: str) -> str:
+    return f'<a href="/incident/{quote(incident_id, safe="")}">{esc(incident_id)}</a>'
+
+
+def why(explanation: object, held_in: str) -> str:
+    """Why an article joined, escaped, with the incidents it names (merged in, split off
+    into, moved from) as links: named as text, an editor could not follow a merge or a
+    split from the article it moved, nor go back from a split-off incident."""
+    from sinks.models import explain
+
+    said = esc(explain(explanation, held_in))
+    named = {getattr(explanation, "moved_from", None), getattr(explanation, "split_into", None),
+             *getattr(explanation, "merged_from", ())}
+    escaped = {esc(incident_id): incident_id for incident_id in named if incident_id}
+    if not escaped:
+        return said
+    # Longest first, whole ids only: "inc-1" is not the start of "inc-1-split".
+    ids = "|".join(re.escape(e) for e in sorted(escaped, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({ids})(?![\w-])",
+                  lambda m: incident_link(escaped[m.group(1)]), said)
+
+
+def article_time(published: datetime | None, seen_at: datetime | None) -> str:
+    """When an article was published or, undated by its feed, that it is undated and when
+    newsflow saw it: shown alike, the time of the ingest read as the report's own."""
+    if published is not None:
+        return when(published)
+    return f"undated, seen {when(seen_at)}" if seen_at is not None else "undated"
 
 
 def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = False) -> str:

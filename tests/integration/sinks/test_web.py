@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -168,6 +169,70 @@ def test_a_search_hit_leads_to_its_article_in_its_incident(server: NewsflowServe
         assert item is not None, incident
         title = "Russian missiles down in Iran" if link.endswith("a2") else html.escape(EVIL)
         assert title in item.group(1)
+
+
+class SourceLinks(HTMLParser):
+    """The source badges of a page, name to address, and the ids of its other links."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.badges: dict[str, str] = {}
+        self.links: dict[str, str] = {}  # id -> address
+        self._badge: str | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "a" and "badge" in (found.get("class") or "").split():
+            self._badge = found.get("href") or ""
+        elif tag == "a" and found.get("id"):
+            self.links[found["id"] or ""] = found.get("href") or ""
+
+    def handle_data(self, data: str) -> None:
+        if self._badge is not None:
+            self.badges[data] = self._badge
+            self._badge = None
+
+
+def listed_incidents(page: str) -> list[str]:
+    return re.findall(r'<h2 dir="auto"><a href="/incident/([^"]+)">', page)
+
+
+def test_each_source_leads_to_its_incidents_and_back_to_all(server: NewsflowServer) -> None:
+    """The source filter (`?source=`) was reachable only by typing an address: the
+    agencies and outlets an incident showed were plain text. Each is a link to the
+    incidents it reports, on the list and on an incident's page, and a filtered list
+    links back to all sources."""
+    status, _, index = get(server.url)
+    assert status == 200
+    on_list = SourceLinks(index).badges
+    assert sorted(on_list) == ["AFP", "Reuters", "yahoo.com"]
+    on_incident = SourceLinks(get(server.url + "incident/inc-1")[2]).badges
+    assert sorted(on_incident) == ["AFP", "Reuters", "yahoo.com"]
+    for name, address in [*on_list.items(), *on_incident.items()]:
+        assert parse_qs(urlsplit(address).query) == {"hours": ["24"], "source": [name]}
+        status, _, filtered = get(server.url + address.lstrip("/"))
+        assert status == 200
+        assert f"<h1>Incidents of the last 24 hours from {name}</h1>" in filtered
+        assert listed_incidents(filtered) == ["inc-1"]
+        back = SourceLinks(filtered).links["all-sources"]
+        assert parse_qs(urlsplit(back).query) == {"hours": ["24"]}
+        assert listed_incidents(get(server.url + back.lstrip("/"))[2]) == ["inc-1"]
+    assert "all-sources" not in SourceLinks(index).links  # (nothing filtered there)
+
+
+def test_the_live_refresh_keeps_the_sources_as_links(
+    server: NewsflowServer, tmp_path: Path
+) -> None:
+    """The list the script redraws every few seconds links each source as the first
+    render does (a redraw that made them text again took the filter away)."""
+    dom = run_chromium(tmp_path, "--virtual-time-budget=12000", "--dump-dom",
+                       server.url + "?hours=2")
+    assert 'data-updated="' in dom, "the live refresh did not run"
+    badges = SourceLinks(dom).badges
+    assert sorted(badges) == ["AFP", "Reuters", "yahoo.com"]
+    assert parse_qs(urlsplit(badges["yahoo.com"]).query) == {"hours": ["2"],
+                                                             "source": ["yahoo.com"]}
 
 
 def test_one_incident_as_json_and_the_page_s_own_files(server: NewsflowServer) -> None:
@@ -627,6 +692,35 @@ def test_page_in_headless_chromium(server: NewsflowServer, tmp_path: Path) -> No
     assert b"\x1f\x3a\x5f" in header  # the page's header colour: the CSS was applied
 
 
+def test_a_title_without_spaces_wraps_inside_the_page(tmp_path: Path) -> None:
+    """A title of one long unbroken run (a feed's address as its title, a run of
+    letters) ran out of its box and past the window's edge, and the whole page scrolled
+    sideways. It wraps inside the box: nothing is drawn right of the boxes' column."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    title = "Floods " + "x" * 300
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="long", title=title, source="example.org", text="Floods in Valencia."),
+        Incident(incident_id="inc-long", version=1, title=title, first_seen=NOW, last_seen=NOW,
+                 articles=[IncidentArticle(id="long", title=title, source="example.org",
+                                           explanation=Explanation(decision="new"))]),
+    ])
+    sink.close()
+    with serving(settings) as srv:
+        for address in ("", "incident/inc-long", "search?q=floods"):
+            shot = tmp_path / f"page-{len(address)}.png"
+            # (Tall enough for no vertical scroll bar, whose place would move the boxes.)
+            run_chromium(tmp_path, "--window-size=1000,2000", f"--screenshot={shot}",
+                         srv.url + address)
+            width, height, rows = png_pixels(shot)
+            channels = len(rows[0]) // width
+            # The boxes end 24 px from the right (main: 960 px at most, 24 px padding);
+            # from the header's foot to the window's foot (a horizontal scroll bar there).
+            margin = {bytes(row[x * channels : x * channels + 3])
+                      for row in rows[60:] for x in range(width - 16, width)}
+            assert margin == {b"\xf6\xf6\xf4"}, (address, margin)
+
+
 def test_api_incident_list_is_bounded(server: NewsflowServer, tmp_path: Path) -> None:
     sink = SQLiteSink(Settings(data_dir=tmp_path / "var").sqlite_file)
     sink.write([
@@ -1071,6 +1165,109 @@ def test_an_incident_says_where_its_articles_went(
         assert ('<p id="moved">Articles that left it are now in <a href="/incident/i3">i3</a>'
                 " (1 article).</p>") in page
         assert 'id="moved"' not in get(srv.url + "incident/i3")[2]
+
+
+def test_the_incidents_a_merge_or_a_split_names_are_links(tmp_path: Path) -> None:
+    """Why an article joined named the incidents a merge or a split moved it between,
+    and the history the one an incident merged into, as text: an editor could not
+    follow a split from the incident it left, nor go back from the one split off. Each
+    is a link to that incident's page."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+
+    def member(n: int, explanation: Explanation) -> IncidentArticle:
+        return IncidentArticle(id=f"a{n}", title=f"Report {n}", source="Reuters",
+                               published=NOW, explanation=explanation)
+
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        *(RawArticle(id=f"a{n}", title=f"Report {n}", source="Reuters", text="Floods.")
+          for n in (1, 2, 3)),
+        Incident(incident_id="inc-1-old", version=1, title="Old", articles=[]),
+        Incident(incident_id="inc-1-old", version=2, title="Old", articles=[],
+                 merged_into="inc-1"),
+        Incident(incident_id="inc-1", version=3, title="Floods", articles=[
+            member(1, Explanation(decision="merged", score=1.0, threshold=-2.0, candidates=2,
+                                  detail={"merged_incidents": 1, "split_off": 1},
+                                  merged_from=["inc-1-old"], split_into="inc-1-split")),
+        ]),
+        Incident(incident_id="inc-1-split", version=1, title="Floods split", articles=[
+            member(2, Explanation(decision="joined", score=1.0, threshold=-2.0, candidates=1,
+                                  moved_from="inc-1")),
+            member(3, Explanation(decision="new")),
+        ]),
+    ])
+    sink.close()
+
+    def why_links(page: str) -> list[str]:
+        whys = re.findall(r'<div class="why">(.*?)</div>', page)
+        return [link for w in whys for link in re.findall(r'<a href="/incident/([^"]+)">', w)]
+
+    with serving(settings) as srv:
+        status, _, page = get(srv.url + "incident/inc-1")
+        assert status == 200
+        assert why_links(page) == ["inc-1-old", "inc-1-split"]
+        assert ('merged 1 more incident(s) into it (<a href="/incident/inc-1-old">inc-1-old</a>)'
+                in page)
+        assert why_links(get(srv.url + "incident/inc-1-split")[2]) == ["inc-1"]
+        old = get(srv.url + "incident/inc-1-old")[2]
+        assert 'merged into <a href="/incident/inc-1">inc-1</a></li>' in old
+        for target in ("inc-1-old", "inc-1-split", "inc-1"):
+            assert get(srv.url + f"incident/{target}")[0] == 200
+
+
+def test_an_article_without_a_date_is_said_undated_with_when_it_was_seen(
+    tmp_path: Path,
+) -> None:
+    """An article its feed did not date showed the time newsflow saw it as if it were its
+    publication time (a replay of ecbplus-dev: every report "published" at the replay's
+    minute). It says it is undated, and when it was seen; a dated one shows its date."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    dated, seen = NOW - timedelta(days=3), NOW - timedelta(hours=1)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="u1", title="Undated report", source="Reuters", text="Floods."),
+        RawArticle(id="d1", title="Dated report", source="AFP", text="Floods.", published=dated),
+        Incident(incident_id="inc-u", version=1, title="Floods", articles=[
+            IncidentArticle(id="u1", title="Undated report", source="Reuters", seen_at=seen,
+                            explanation=Explanation(decision="new")),
+            IncidentArticle(id="d1", title="Dated report", source="AFP", published=dated,
+                            seen_at=seen, explanation=Explanation(decision="joined")),
+        ]),
+    ])
+    sink.close()
+    with serving(settings) as srv:
+        page = get(srv.url + "incident/inc-u")[2]
+        times = dict(re.findall(r'<li id="article-(\w+)"[^>]*><div class="meta">([^&]*) &middot;',
+                                page))
+        assert times == {"u1": f"undated, seen {seen:%Y-%m-%d %H:%M} UTC",
+                         "d1": f"{dated:%Y-%m-%d %H:%M} UTC"}
+
+
+def test_a_duplicate_leads_to_its_original_in_the_timeline(tmp_path: Path) -> None:
+    """A duplicate named its original ("duplicate of Reuters: "..." (a1)") but did not
+    lead to it: in a timeline of 200 reports an editor had to look for it. It links to
+    the original's item; an original the incident no longer holds stays named only."""
+    settings = Settings(data_dir=tmp_path / "var", web_port=0)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        *(RawArticle(id=f"a{n}", title=f"Report {n}", source="Reuters", text="Floods.")
+          for n in (1, 2, 3)),
+        Incident(incident_id="inc-d", version=1, title="Floods", articles=[
+            IncidentArticle(id="a1", title="Report 1", source="Reuters", published=NOW,
+                            explanation=Explanation(decision="new")),
+            IncidentArticle(id="a2", title="Report 2", source="AFP", published=NOW,
+                            duplicate_of="a1", explanation=Explanation(decision="duplicate")),
+            IncidentArticle(id="a3", title="Report 3", source="AFP", published=NOW,
+                            duplicate_of="a9", explanation=Explanation(decision="duplicate")),
+        ]),
+    ])
+    sink.close()
+    with serving(settings) as srv:
+        page = get(srv.url + "incident/inc-d")[2]
+        links = re.findall(r'duplicate of <a href="#([^"]+)">', page)
+        assert links == ["article-a1"]
+        assert all(f'<li id="{link}"' in page for link in links)
+        assert "duplicate of <bdi>a9</bdi>" in page
 
 
 def test_a_request_is_at_most_128_kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,7 +93,8 @@ def test_incident_page_shows_timeline_reporters_and_explanations() -> None:
     assert 'id="agency-count">2</b> independent agencies' in html
     assert 'id="outlet-count">1</b> outlet</p>' in html  # (not "1 outlets")
     assert "Why: duplicate; a near copy: 90% of its text matches (a copy from 80%)" in html
-    assert "duplicate of <bdi>yahoo.com: &quot;First&quot; (a1)</bdi>" in html  # not just "a1"
+    assert ('duplicate of <a href="#article-a1"><bdi>yahoo.com: &quot;First&quot; (a1)</bdi></a>'
+            in html)  # not just "a1"
     assert 'Merged into <a href="/incident/i2">' in html
 
 
@@ -122,11 +123,13 @@ def test_the_article_that_split_an_incident_is_said_to_have_left_only_when_it_di
         return render_incident(IncidentDetail(summary=summary(id=incident_id),
                                               articles=[article]))
 
-    assert "this one among them, off it into inc-a-split" in page("inc-a-split")
+    assert ('this one among them, off it into <a href="/incident/inc-a-split">inc-a-split</a>'
+            in page("inc-a-split"))
     # It stayed in inc-a, which a later merge took into inc-b.
     moved = page("inc-b")
     assert "this one among them" not in moved
-    assert "moved here from inc-a by a later merge or split" in moved
+    assert ('moved here from <a href="/incident/inc-a">inc-a</a> by a later merge or split'
+            in moved)
 
 
 def test_search_page_escapes_snippets() -> None:
@@ -174,14 +177,14 @@ def test_text_from_articles_among_other_text_runs_in_its_own_direction() -> None
     )
     page = render_incident(detail)
     assert f"&middot; <bdi>{rlo}</bdi> " in page
-    assert f"duplicate of <bdi>{rlo}: &quot;Fire&quot; (a1)</bdi>" in page
+    assert f'duplicate of <a href="#article-a1"><bdi>{rlo}: &quot;Fire&quot; (a1)</bdi></a>' in page
     hit = SearchHit(article_id="a1", title="Fire", source=rlo, published=NOW, url=None,
                     incident_id="i1", incident_title="\u202eFire", snippet="", rank=1.0)
     found = render_search("fire", [hit])
     assert f"<bdi>{rlo}</bdi>" in found and "<bdi>\u202eFire</bdi></a>" in found
     from sinks.web import CSS  # the badges, on the page and as the live refresh makes them
 
-    assert "unicode-bidi:isolate}" in CSS.split(".badge{", 1)[1].split("\n.", 1)[0]
+    assert "unicode-bidi:isolate;" in CSS.split(".badge{", 1)[1].split("\n.", 1)[0]
 
 
 def test_titles_snippets_and_sources_are_laid_out_in_their_own_direction() -> None:
@@ -192,7 +195,8 @@ def test_titles_snippets_and_sources_are_laid_out_in_their_own_direction() -> No
     hebrew, arabic = "האם יעלו מחירי הדלק בחודש הבא?", "3 قتلى في حريق بمصنع للنسيج"
     index = render_index([summary(title=hebrew, outlets=("חדשות הצפון",))], 24, None)
     assert f'<h2 dir="auto"><a href="/incident/i%2F1">{hebrew}</a></h2>' in index
-    assert '<span class="badge" dir="auto">חדשות הצפון</span>' in index
+    assert ('<a class="badge" dir="auto" href="/?hours=24&amp;source=%D7%97%D7%93%D7%A9%D7%95'
+            '%D7%AA+%D7%94%D7%A6%D7%A4%D7%95%D7%9F">חדשות הצפון</a>') in index
     detail = IncidentDetail(
         summary=summary(title=arabic),
         articles=[IncidentArticleView(id="a1", title=arabic, url="https://a.example/1",
