@@ -88,7 +88,8 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
         error = result.update.error
         if result.update.paused_host is not None:  # not asked for: no answer to show
             error = (f"host paused: {result.update.paused_host} until "
-                     f"{_when(result.update.paused_until)} UTC (Retry-After)")
+                     f"{_when(result.update.paused_until)} UTC"
+                     f" ({result.update.paused_why or 'Retry-After'})")
         failed += bool(error and not result.articles)
         print(
             f"{result.feed.url}\t{status if status is not None else '-'}\t"
@@ -263,12 +264,13 @@ def _waiting(pages: WaitingPages | None) -> str:
            f"{pages.last_reason})"
 
 
-def _paused(host: str | None, until: float | None, now: float) -> str:
-    """"127.0.0.1:8001 until 2026-12-04 07:31:10": the host whose Retry-After kept the
-    feed's last poll from asking, while that pause lasts."""
+def _paused(host: str | None, until: float | None, why: str | None, now: float) -> str:
+    """"127.0.0.1:8001 until 2026-12-04 07:31:10 (Retry-After)": the host whose pause
+    (its Retry-After, or its timeouts) kept the feed's last poll from asking, while that
+    pause lasts."""
     if host is None or until is None or until <= now:
         return "-"
-    return f"{host} until {_when(until)}"
+    return f"{host} until {_when(until)} ({why or 'Retry-After'})"
 
 
 def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -284,14 +286,17 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
     # or a later `feeds add` of the URL publishes none of them again.
     feeds = [f for f in read_feeds(state_file, active_only=not args.all) if f.origin != "adhoc"]
     polled = feeds  # (for the count at the end: the failing ones are among them)
+    now = time.time()
     if args.failing:  # among hundreds of feeds, the few to look at
-        feeds = [f for f in feeds if f.error_count]
+        # With those not asked because their host is paused: a host that timed out
+        # failed one of its feeds, and the others wait for it.
+        feeds = [f for f in feeds
+                 if f.error_count or _paused(f.paused_host, f.paused_until, None, now) != "-"]
     waiting = read_waiting_pages(state_file)
     columns = ("url", "name", "last fetch (UTC)", "status", "etag", "next poll (UTC)", "errors",
                "host paused", "seen", "pages waiting", "tags", "sites",
                "title")  # (new columns last: scripts)
     print("\t".join(columns))
-    now = time.time()
     for f in feeds:
         print(
             "\t".join(  # (titles, errors and ETags are as a feed's server sent them)
@@ -308,7 +313,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings) -> int:
                     # removed read as a poll to come.
                     "-" if not f.active else _when(f.next_poll) if f.next_poll else "due",
                     str(f.error_count) + (f" ({f.last_error})" if f.last_error else ""),
-                    _paused(f.paused_host, f.paused_until, now),
+                    _paused(f.paused_host, f.paused_until, f.paused_why, now),
                     str(f.entries_seen),
                     _waiting(waiting.get(f.id)),
                     ",".join(f.tags) or "-",

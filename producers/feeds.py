@@ -187,8 +187,9 @@ class FeedPoller:
             result = self.fetcher.get(feed.url, headers=headers, max_wait_s=self.host_wait_s,
                                       before_request=no_downgrade())
         except HostBusy as exc:
-            # The host asked us (Retry-After) to wait: not the feed's fault, no error count,
-            # and the feed's own last error (what an operator looks for) stays.
+            # The host asked us (Retry-After) to wait, or timed out on another request:
+            # not the feed's fault, no error count, and the feed's own last error (what an
+            # operator looks for) stays.
             # Not past the feed's longest interval: later than that counts as due at once
             # (a clock step), and the feed was claimed again and again while the pause ran.
             wait_s = min(exc.wait_s + self.rng.uniform(0, 5), self.bounds(feed).max_s)
@@ -198,7 +199,7 @@ class FeedPoller:
                 FeedUpdate(
                     status=feed.last_status, error=None, keep_validators=True,
                     next_poll=now + wait_s, error_count=feed.error_count,
-                    paused_host=exc.host, paused_until=now + exc.wait_s,
+                    paused_host=exc.host, paused_until=now + exc.wait_s, paused_why=exc.why,
                 ),
             )
         except FetchError as exc:
@@ -833,7 +834,9 @@ def make_fetcher(
         allow_private=settings.fetch_allow_private,
         limiter=limiter
         or HostLimiter(
-            concurrency=settings.host_concurrency, delay_s=settings.host_delay_s, stop=stop
+            concurrency=settings.host_concurrency, delay_s=settings.host_delay_s, stop=stop,
+            # (As a Retry-After's: a longer pause read as a feed due at once.)
+            max_timeout_pause_s=settings.poll_max_interval_s,
         ),
         max_connections=max(16, settings.poll_workers * 4),
     )

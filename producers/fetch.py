@@ -97,6 +97,12 @@ class _DeadlineStream(SyncStream):
             if left <= 0:
                 raise httpcore.ReadTimeout("response not complete by the request's deadline")
             timeout = left if timeout is None else min(timeout, left)
+        data = self._read(max_bytes, timeout)
+        # Counted, so that a timeout can say whether the server sent anything at all.
+        _request_deadline.received = getattr(_request_deadline, "received", 0) + len(data)
+        return data
+
+    def _read(self, max_bytes: int, timeout: float | None) -> bytes:
         stopping: Callable[[], bool] | None = getattr(_request_deadline, "stopping", None)
         if stopping is None:
             return super().read(max_bytes, timeout)
@@ -339,8 +345,14 @@ class Fetcher:
                 before_request(current)
             if left_s <= 0:
                 raise self._late()
-            status, resp_headers, body, truncated, spent_s = self._one(
-                current, headers, max_wait_s, left_s)
+            try:
+                status, resp_headers, body, truncated, spent_s = self._one(
+                    current, headers, max_wait_s, left_s)
+            except FetchError as exc:
+                if exc.kind == "timeout":
+                    self._pause_timed_out(host_key(current), exc)
+                raise
+            self.limiter.answered(host_key(current))
             left_s -= spent_s
             location = resp_headers.get("location")
             if status in REDIRECTS and location:
@@ -362,9 +374,45 @@ class Fetcher:
         raise FetchError("redirects", f"more than {self.max_redirects} redirects from {url}")
 
     def _late(self) -> FetchError:
-        return FetchError(
-            "timeout", f"not answered in full within {self.deadline_s:g} s (the deadline"
-            " of a fetch, its redirects included: 1.5 times NEWSFLOW_FETCH_TIMEOUT_S)")
+        """The deadline spent before a redirect's next hop was asked."""
+        return FetchError("timeout", f"its redirects not answered in full ({self._deadline()})")
+
+    def _deadline(self) -> str:
+        return (f"the deadline of a fetch, its redirects included: {self.deadline_s:g} s,"
+                " 1.5 times NEWSFLOW_FETCH_TIMEOUT_S")
+
+    def _timed_out(self, exc: httpx.TimeoutException, asked: float, status: int | None,
+                   late: bool) -> FetchError:
+        """What a timeout was: no connection, no answer at all, or an answer cut off,
+        after how long ("timeout: ReadTimeout" said none of it)."""
+        waited = f"{round(time.monotonic() - asked, 1):g} s"
+        received = getattr(_request_deadline, "received", 0)
+        if isinstance(exc, httpx.ConnectTimeout):
+            what = f"no connection within {waited}"
+        elif received == 0:
+            what = f"no answer at all: connected, and nothing came in {waited}"
+        elif status is None:
+            what = (f"an answer cut off: {received} bytes of its status line and headers"
+                    f" in {waited}, not all")
+        else:
+            what = (f"an answer cut off: HTTP {status}, {received} bytes in {waited},"
+                    " its body not all")
+        if late:
+            why = self._deadline()
+        elif isinstance(exc, httpx.ConnectTimeout):
+            why = "the connect timeout: NEWSFLOW_FETCH_TIMEOUT_S, at most 10 s"
+        else:
+            why = f"{self.timeout_s:g} s without a byte: NEWSFLOW_FETCH_TIMEOUT_S"
+        return FetchError("timeout", f"{what} ({why})")
+
+    def _pause_timed_out(self, host: str, exc: FetchError) -> None:
+        """Pause a host that timed out: its other feeds and pages are asked later, not
+        each waiting out the timeout in turn. Said once a pause."""
+        pause_s = self.limiter.timed_out(host)
+        if pause_s is not None:
+            logger.warning(
+                "host %s timed out (%s): its feeds and pages wait %.0f s, twice as long"
+                " at each timeout in a row until it answers", host, exc, pause_s)
 
     def _one(
         self, url: str, headers: Mapping[str, str] | None, max_wait_s: float, left_s: float
@@ -377,6 +425,8 @@ class Fetcher:
             asked = time.monotonic()
             deadline = _request_deadline.at = asked + left_s
             _request_deadline.stopping = self._stopping
+            _request_deadline.received = 0
+            status: int | None = None  # until the status line and headers are in
             try:
                 with self._client.stream("GET", url, headers=dict(headers or {})) as resp:
                     status = resp.status_code
@@ -398,13 +448,13 @@ class Fetcher:
                             truncated = True
                             break
                         if time.monotonic() > deadline:
-                            raise self._late()
+                            raise self._timed_out(httpx.ReadTimeout("deadline"), asked,
+                                                  status, late=True)
             except BlockedAddress as exc:
                 raise FetchError("blocked", str(exc)) from exc
             except httpx.TimeoutException as exc:
-                if time.monotonic() >= deadline:
-                    raise self._late() from exc
-                raise FetchError("timeout", type(exc).__name__) from exc
+                raise self._timed_out(exc, asked, status,
+                                      late=time.monotonic() >= deadline) from exc
             except httpx.DecodingError as exc:
                 # Bytes that are not the gzip (deflate, br) their Content-Encoding says: the
                 # server's fault, not the network's.

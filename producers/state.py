@@ -96,7 +96,7 @@ _FEED_COLUMN_NAMES = (
     "id", "url", "origin_url", "origin", "name", "tags", "min_interval_s", "max_interval_s",
     "active", "title", "etag", "last_modified", "last_fetch", "last_status", "last_error",
     "interval_s", "next_poll", "error_count", "entries_seen", "lease_owner", "lease_until",
-    "paused_host", "paused_until", "sites",
+    "paused_host", "paused_until", "sites", "paused_why",
 )
 _FEED_COLUMNS = ", ".join(_FEED_COLUMN_NAMES)
 
@@ -131,6 +131,7 @@ class FeedRow:
     # The sites it speaks for besides its own (``feed_speaks_for``): its pages there are
     # its own site's, as BBC's feeds.bbci.co.uk names bbc.co.uk and bbc.com.
     sites: list[str] = field(default_factory=list)
+    paused_why: str | None = None  # Retry-After, or timed out (politeness.HostBusy.why)
 
     @classmethod
     def from_row(cls, row: tuple) -> FeedRow:  # type: ignore[type-arg]
@@ -195,6 +196,7 @@ class FeedUpdate:
     # and the pause are written; the feed's last fetch, status and error stay.
     paused_host: str | None = None
     paused_until: float | None = None
+    paused_why: str | None = None  # Retry-After, or timed out
 
 
 def _feeds_query(active_only: bool, columns: str = _FEED_COLUMNS) -> str:
@@ -221,9 +223,11 @@ def _stop_polling(conn: sqlite3.Connection, feed_ids: list[int]) -> None:
 
 
 def _migrate_feed_pauses(conn: sqlite3.Connection) -> None:
-    """Give a state file written before feeds kept their host's pause apart the columns."""
+    """Give a state file written before feeds kept their host's pause apart the columns,
+    and the pause's why (Retry-After, or timed out), which every state file gains here."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(feeds)")}
-    for name, kind in (("paused_host", "TEXT"), ("paused_until", "REAL")):
+    for name, kind in (("paused_host", "TEXT"), ("paused_until", "REAL"),
+                       ("paused_why", "TEXT")):
         if name not in columns:
             conn.execute(f"ALTER TABLE feeds ADD COLUMN {name} {kind}")
 
@@ -744,8 +748,9 @@ class StateStore:
                     return
                 conn.execute(
                     "UPDATE feeds SET next_poll = ?, paused_host = ?, paused_until = ?,"
-                    f" lease_owner = NULL, lease_until = NULL {where}",
-                    (update.next_poll, update.paused_host, update.paused_until, *row),
+                    f" paused_why = ?, lease_owner = NULL, lease_until = NULL {where}",
+                    (update.next_poll, update.paused_host, update.paused_until,
+                     update.paused_why, *row),
                 )
                 return
             versions = versions or {}
@@ -784,7 +789,7 @@ class StateStore:
                     "last_fetch = ?", "last_status = ?", "last_error = ?", "next_poll = ?",
                     "interval_s = COALESCE(?, interval_s)", "error_count = ?",
                     "lease_owner = NULL", "lease_until = NULL", "title = COALESCE(?, title)",
-                    "paused_host = NULL", "paused_until = NULL",
+                    "paused_host = NULL", "paused_until = NULL", "paused_why = NULL",
                 ]
                 args += [now, update.status, update.error, update.next_poll,
                          update.interval_s, update.error_count, update.title]

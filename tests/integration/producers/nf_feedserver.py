@@ -5,9 +5,9 @@ Serves ../shared/data/feeds (with ETag/Last-Modified and conditional GET),
 of ../shared/data/pages (gunzipped), and misbehaving routes: 301/302 redirects (to
 anywhere: /away?to=),
 429/503 with Retry-After (for feeds and for article pages), slow headers, a chain of
-redirects with slow headers, slow and oversize bodies, gzip bytes without
-Content-Encoding, bytes that are not the gzip their Content-Encoding says, a 403
-"paywall", robots.txt rules, generated feeds.
+redirects with slow headers, a host that hangs then comes back, slow and oversize
+bodies, gzip bytes without Content-Encoding, bytes that are not the gzip their
+Content-Encoding says, a 403 "paywall", robots.txt rules, generated feeds.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ class ServerState:
     custom: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     # /held/...: no answer at all until this is set (at the latest when the server stops).
     release: threading.Event = field(default_factory=threading.Event)
+    # /hangs/<path>: while set, no answer at all (as /held/); once cleared, <path>.
+    hanging: bool = True
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -137,6 +139,11 @@ class Handler(BaseHTTPRequestHandler):
             state.counts[path] += 1
             count = state.counts[path]
         data = state.data
+        if path.startswith("/hangs/"):  # a host that hangs, then comes back
+            if state.hanging:
+                state.release.wait(300)
+                return self._send(503)
+            path = path[len("/hangs"):]
         if path == "/robots.txt":
             return self._send(200, state.robots.encode(), [("Content-Type", "text/plain")])
         if path.startswith("/feeds/"):

@@ -89,3 +89,39 @@ def test_a_host_delay_past_a_day_is_refused():
         with pytest.raises(ValidationError, match="host_delay_s"):
             Settings(host_delay_s=delay)
     assert Settings(host_delay_s="86400").host_delay_s == 86400.0
+
+
+def test_a_host_that_times_out_is_paused_longer_each_time_in_a_row_until_it_answers():
+    """A hanging host held a worker for each of its requests in turn, every one waiting
+    out the timeout. Its first timeout pauses it: a request is turned away at once,
+    not kept waiting; timeouts in a row double the pause up to the longest; a request
+    asked before the pause that times out during it is the same timeout, not another;
+    an answer ends the pause and the row."""
+    now = [0.0]
+    limiter = HostLimiter(concurrency=2, delay_s=0.0, clock=lambda: now[0],
+                          timeout_pause_s=60.0, max_timeout_pause_s=200.0)
+    assert limiter.timed_out("a:80") == 60.0
+    assert limiter.timed_out("a:80") is None  # (asked before the pause)
+    with pytest.raises(HostBusy) as busy:
+        with limiter.slot("a:80", max_wait_s=600):
+            pass
+    assert (busy.value.wait_s, busy.value.why) == (60.0, "timed out")
+    with limiter.slot("b:80"):  # another host is not paused
+        pass
+    now[0] = 61.0
+    assert limiter.timed_out("a:80") == 120.0
+    now[0] = 182.0
+    assert limiter.timed_out("a:80") == 200.0  # (the longest)
+    limiter.answered("a:80")
+    assert limiter.paused_for("a:80") == 0.0
+    assert limiter.timed_out("a:80") == 60.0
+
+
+def test_an_answer_leaves_a_retry_after_pause_as_it_is():
+    now = [0.0]
+    limiter = HostLimiter(concurrency=2, delay_s=0.0, clock=lambda: now[0])
+    assert limiter.timed_out("a:80") == 60.0
+    now[0] = 61.0
+    limiter.pause("a:80", 30.0)
+    limiter.answered("a:80")
+    assert limiter.paused_for("a:80") == 30.0
