@@ -352,9 +352,10 @@ def as_written(snippet: str, query: str, text: str | None = None) -> str:
     shown plain. Given the article's ``text``, an edge cut inside a Thai word is moved
     to the word's end (``whole_thai_words``)."""
     joined = snippet.replace("]" + SEARCH_SEPARATOR + "[", "").replace(SEARCH_SEPARATOR, "")
-    # (PostgreSQL's snippet is lower-cased, see postgres.ICU_LOWER; SQLite's as written.)
-    if text and (joined.islower() or _FOLDED_LETTER.search(text)
-                 or _PREFIXED_LETTER.search(text)):
+    # (PostgreSQL's snippet is lower-cased, see postgres.ICU_LOWER; SQLite's is as written,
+    # which a substring search tells at once.)
+    if text and (_HIGHLIGHT.sub(r"\1", joined).replace(SNIPPET_CUT, "") not in text
+                 or _FOLDED_LETTER.search(text) or _PREFIXED_LETTER.search(text)):
         joined = as_in_text(joined, text)
     if joined == snippet:
         return snippet

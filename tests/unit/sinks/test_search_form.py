@@ -114,5 +114,9 @@ def test_a_lower_cased_snippet_shows_the_letters_as_the_article_writes_them() ->
     assert as_written("iran says [über] 100 crossed. île-de-france: été chaud. москва, izmir.",
                       "über", text) == (
         "IRAN says [ÜBER] 100 crossed. Île-de-France: ÉTÉ chaud. МОСКВА, İzmir.")
+    # Lower-cased by a server without ICU: its ASCII letters only.
+    french = "IRAN says ÜBER 100 crossed. Île-de-France: ÉTÉ chaud."
+    assert as_written("iran says [ÜBER] 100 crossed. Île-de-france: ÉtÉ", "über", french) == (
+        "IRAN says [ÜBER] 100 crossed. Île-de-France: ÉTÉ")
     # A snippet as written (SQLite's) stays as it is.
     assert as_written("IRAN says [ÜBER] 100", "über", text) == "IRAN says [ÜBER] 100"
