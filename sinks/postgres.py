@@ -163,11 +163,22 @@ def formed_text_sql(row: str = "", *, folded: bool = True) -> str:
     return _formed("text", SEARCH_TEXT_CHARS, row, folded=folded)
 
 
-def _search_vector(as_read: Callable[[str], str], *, folded: bool = False) -> str:
-    title = _formed("title", MAX_TITLE_CHARS, folded=folded)
-    return (f"setweight(to_tsvector('english', {as_read(title)}), 'A')"
-            f" || setweight(to_tsvector('english', {as_read(formed_text_sql(folded=folded))}),"
-            " 'B')")
+# How search lower-cases what it reads and a search, before the parser does (a format of
+# one value; since schema 14). The parser lower-cases by the database's LC_CTYPE: in the C
+# locale no letter beyond ASCII (`über` missed Über, `москва` МОСКВА), in a Turkish one I
+# as a dotless ı (`iran` missed IRAN and Iran). ICU's root collation lower-cases every
+# letter, whatever the locale; a server built without ICU has no such collation, and the
+# C collation lower-cases the ASCII letters at least (the Turkish I).
+ICU_LOWER = 'lower({} COLLATE "und-x-icu")'
+ASCII_LOWER = 'lower({} COLLATE "C")'
+
+
+def _search_vector(as_read: Callable[[str], str], *, folded: bool = False,
+                   lower: str = "{}") -> str:
+    title = lower.format(as_read(_formed("title", MAX_TITLE_CHARS, folded=folded)))
+    text = lower.format(as_read(formed_text_sql(folded=folded)))
+    return (f"setweight(to_tsvector('english', {title}), 'A')"
+            f" || setweight(to_tsvector('english', {text}), 'B')")
 
 
 # The articles that can have a search form: a text with a character beyond ASCII.
@@ -213,6 +224,21 @@ def _place_clock_zeros_when_seen(conn: psycopg.Connection[Any]) -> None:
                 "SELECT id, first_seen, last_seen FROM incidents WHERE first_seen"
                 " < %s::timestamptz OR last_seen < %s::timestamptz",
                 (CLOCK_ZERO_BEFORE, CLOCK_ZERO_BEFORE)).fetchall())])
+
+
+def _lower_cased_search_column(conn: psycopg.Connection[Any]) -> None:
+    """Schema 14: the search column computed again from the lower-cased text, by ICU
+    where the server has it (see ``ICU_LOWER``)."""
+    c_locale, icu = conn.execute(
+        "SELECT datctype IN ('C', 'POSIX'),"
+        " EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')"
+        " FROM pg_database WHERE datname = current_database()").fetchone() or (False, False)
+    vector = _search_vector(as_ascii_punctuation_sql if c_locale else lambda sql: sql,
+                            folded=True, lower=ICU_LOWER if icu else ASCII_LOWER)
+    conn.execute("ALTER TABLE articles DROP COLUMN tsv")
+    conn.execute(f"ALTER TABLE articles ADD COLUMN tsv tsvector"  # type: ignore[arg-type]
+                 f" GENERATED ALWAYS AS ({vector}) STORED")
+    conn.execute("CREATE INDEX articles_tsv ON articles USING gin (tsv)")
 
 
 # A step is a statement, or a function for what SQL cannot compute.
@@ -404,6 +430,12 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         13,
         "reports an older newsflow dated 1970 (a feed's empty date) are dated when seen",
         [_place_clock_zeros_when_seen],
+    ),
+    (
+        14,
+        "search lower-cases every letter whatever the database's locale (C, Turkish)",
+        # The stored forms stay; the search column is computed again for all, as 11's.
+        [_lower_cased_search_column],
     ),
 ]
 
@@ -1007,14 +1039,18 @@ def websearch_query(query: str) -> str:
                        for wanted, unwanted in search_alternatives(query))
 
 
-def _search(query: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]] | None:
-    # A snippet of Chinese, Japanese, Korean or Thai gets three times the words: each
-    # character is one (as SQLite's).
+def _search(query: str, limit: int, offset: int,
+            lower: str = ASCII_LOWER) -> tuple[str, tuple[Any, ...]] | None:
+    # The search and the snippet's text are lower-cased as the search column is
+    # (``lower``: the store's, as schema 14 chose); ``as_written`` gives the snippet back
+    # its letters as written. A snippet of Chinese, Japanese, Korean or Thai gets three
+    # times the words: each character is one (as SQLite's).
     websearch = websearch_query(query)
     if not websearch:
         return None
+    snippet_text = lower.format(as_ascii_punctuation_sql(formed_text_sql("p.")))
     return (
-        f"""WITH q AS (SELECT websearch_to_tsquery('english', %s) AS q),
+        f"""WITH q AS (SELECT websearch_to_tsquery('english', {lower.format('%s')}) AS q),
             hits AS (
                 SELECT a.id, a.title, a.source, a.published, a.url, a.text, a.search_text,
                        ts_rank_cd(a.tsv, q.q) AS rank
@@ -1023,7 +1059,7 @@ def _search(query: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]] 
             ),
             placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
             SELECT p.id, p.title, p.source, p.published, p.url, p.text, p.rank,
-                   ts_headline('english', {as_ascii_punctuation_sql(formed_text_sql("p."))}, q.q,
+                   ts_headline('english', {snippet_text}, q.q,
                        CASE WHEN p.search_text IS NULL
                                  OR NOT {spaceless_form_sql('p.search_text', "{} ~ '[{}]'")}
                             THEN 'StartSel=[, StopSel=], MaxWords=30, MinWords=12'
@@ -1063,7 +1099,8 @@ READS = ReadDialect(
 # lower() follows the database's LC_CTYPE, which in the C locale changes ASCII letters
 # only: `--source коммерсантъ` missed "Коммерсантъ". ICU's root collation lower-cases
 # every letter whatever the locale; a server built without ICU has no such collation.
-ICU_READS = replace(READS, lower=in_any_case_sql('lower({} COLLATE "und-x-icu")'))
+ICU_READS = replace(READS, lower=in_any_case_sql(ICU_LOWER),
+                    search=functools.partial(_search, lower=ICU_LOWER))
 
 
 class PostgresStore(SQLReader):

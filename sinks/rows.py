@@ -353,7 +353,10 @@ def as_written(snippet: str, query: str, text: str | None = None) -> str:
     shown plain. Given the article's ``text``, an edge cut inside a Thai word is moved
     to the word's end (``whole_thai_words``)."""
     joined = snippet.replace("]" + SEARCH_SEPARATOR + "[", "").replace(SEARCH_SEPARATOR, "")
-    if text and (_FOLDED_LETTER.search(text) or _PREFIXED_LETTER.search(text)):
+    # (PostgreSQL's snippet is lower-cased, see postgres.ICU_LOWER; SQLite's is as written,
+    # which a substring search tells at once.)
+    if text and (_HIGHLIGHT.sub(r"\1", joined).replace(SNIPPET_CUT, "") not in text
+                 or _FOLDED_LETTER.search(text) or _PREFIXED_LETTER.search(text)):
         joined = as_in_text(joined, text)
     if joined == snippet:
         return snippet
@@ -387,21 +390,23 @@ _FOLDED_FROM = _folded_from()
 
 def as_in_text(snippet: str, text: str) -> str:
     """``snippet`` of ``text`` (separators dropped, highlights in brackets) with the
-    letters ``SEARCH_FOLD`` folded in it as ``text`` writes them ("[αθηνα]" of Αθήνα ->
-    "[Αθήνα]"), and an edge cut between a Hebrew or Arabic prefix and its word moved out
-    to the word's end ("[ירושלים]" of בירושלים -> "ב[ירושלים]"); nothing else of it
-    changes (PostgreSQL's snippet has the text's typographic punctuation as ASCII, as
-    before). As it is when it cannot be found in ``text``."""
+    letters lower-cased or ``SEARCH_FOLD`` folded in it as ``text`` writes them
+    ("[über]" of Über, "[αθηνα]" of Αθήνα -> "[Αθήνα]"), and an edge cut between a
+    Hebrew or Arabic prefix and its word moved out to the word's end ("[ירושלים]" of
+    בירושלים -> "ב[ירושלים]"); nothing else of it changes (PostgreSQL's snippet has the
+    text's typographic punctuation as ASCII, as before). As it is when it cannot be
+    found in ``text``."""
     head = SNIPPET_CUT if snippet.startswith(SNIPPET_CUT) else ""
     body = snippet[len(head):]
     tail = SNIPPET_CUT if body.endswith(SNIPPET_CUT) else ""
     body = body[:len(body) - len(tail)]
     plain = _HIGHLIGHT.sub(r"\1", body)
-    # Where it is in the text: a letter of it may be any that folds to it, a space or a
-    # quote any that PostgreSQL's search column reads so. (A regex: translating a long
-    # text took 40 ms.)
+    # Where it is in the text: a letter of it may be any that folds to it, in any case,
+    # a space or a quote any that PostgreSQL's search column reads so. (A regex:
+    # translating a long text took 40 ms.)
     found = re.search("".join(f"[{re.escape(_FOLDED_FROM[c])}]" if c in _FOLDED_FROM
-                              else re.escape(c) for c in plain), text) if plain else None
+                              else re.escape(c) for c in plain), text,
+                      re.IGNORECASE) if plain else None
     if found is None:
         return snippet
     start = found.start()
@@ -409,7 +414,8 @@ def as_in_text(snippet: str, text: str) -> str:
     at = start
     # split() gives the text between highlights and each highlight's, in turn.
     for index, part in enumerate(_HIGHLIGHT.split(body)):
-        letters = [original if SEARCH_FOLD.get(ord(original)) == shown else shown
+        letters = [original if shown in (original.lower(), SEARCH_FOLD.get(ord(original)))
+                   else shown
                    for original, shown in zip(text[at:at + len(part)], part, strict=True)]
         at += len(part)
         written.append("[" + "".join(letters) + "]" if index % 2 else "".join(letters))

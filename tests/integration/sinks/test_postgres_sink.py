@@ -7,6 +7,7 @@ import string
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -341,6 +342,74 @@ def test_schema_8_finds_the_khmer_lao_and_myanmar_an_older_newsflow_stored(
         assert found(dsn, "ផ្ទះ") == found(dsn, "ຫຼວງພະບາງ") == found(dsn, "ငလျင်") == ["a0"], dsn
         assert found(dsn, "ផទ") == found(dsn, "မ") == [], dsn  # (marks are letters)
         assert found(dsn, "地震") == ["a1"]  # (as it was)
+
+
+def database_in_locale(server: PostgresServer, locale: str) -> str:
+    """A new database of ``server`` whose LC_CTYPE and LC_COLLATE are ``locale`` (the C
+    cluster's own for "C"); skips the test when the system has not that locale."""
+    name = f"l_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        try:
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE template0"  # type: ignore[arg-type]
+                         f" LC_COLLATE '{locale}' LC_CTYPE '{locale}'")
+        except psycopg.errors.InvalidParameterValue as exc:
+            pytest.skip(f"the locale {locale} is not generated on this system"
+                        f" (locale-gen, Debian's package locales): {exc}")
+    return server.dsn(name)
+
+
+# Capitals each locale's own lower-casing got wrong: a C locale leaves those beyond ASCII
+# (Über, Île, МОСКВА), a Turkish one makes I a dotless ı (IRAN, Iran).
+CAPITALS = "IRAN says ÜBER 100 crossed from Iran. Île-de-France: ÉTÉ chaud. МОСКВА."
+
+
+@pytest.mark.parametrize(("locale", "icu"), [
+    ("C", True), ("tr_TR.UTF-8", True), ("tr_TR.UTF-8", False), ("de_DE.UTF-8", True)])
+def test_search_finds_capitals_in_any_case_whatever_the_database_s_locale(
+    postgres_server: PostgresServer, locale: str, icu: bool
+) -> None:
+    """`iran` found neither IRAN nor Iran in a Turkish database, `über`, `île` and
+    `москва` not their capitals in a C-locale one; the snippet shows them as written.
+    Without ICU (a server built without it, as this database without its collation) the
+    Turkish one lower-cases the ASCII letters itself."""
+    from sinks.postgres import PostgresSink
+
+    dsn = database_in_locale(postgres_server, locale)
+    if not icu:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute('DROP COLLATION "und-x-icu"')
+    with PostgresSink(dsn) as sink:
+        sink.migrate()
+        sink.write([article(1, CAPITALS, title="Border"), article(2, "Snow in iran.")])
+    for query in ("iran", "IRAN", "Iran"):
+        assert sorted(found(dsn, query)) == ["a1", "a2"], (locale, query)
+    for query in ("über", "ÜBER", "île", "été", "москва", "Москва"):
+        assert found(dsn, query) == ["a1"], (locale, query)
+    store = open_store(Settings(sink="postgres", postgres_dsn=dsn))
+    try:
+        [hit] = store.search("über")
+        assert hit.snippet.endswith("says [ÜBER] 100 crossed from Iran. Île-de-France: ÉTÉ"
+                                    " chaud. МОСКВА.")
+    finally:
+        store.close()
+
+
+def test_schema_14_finds_the_capitals_an_older_newsflow_stored_in_a_turkish_database(
+    postgres_server: PostgresServer,
+) -> None:
+    """The upgrade computes the search column again, lower-cased, for the stored
+    articles."""
+    from sinks.postgres import PostgresSink
+
+    for locale, missed in (("C", "москва"), ("tr_TR.UTF-8", "iran")):
+        dsn = database_in_locale(postgres_server, locale)
+        older_schema_with_an_article(dsn, 13, CAPITALS)
+        with psycopg.connect(dsn) as conn:  # (as it was)
+            assert conn.execute("SELECT id FROM articles WHERE tsv @@ to_tsquery('english', %s)",
+                                (missed,)).fetchall() == [], locale
+        with PostgresSink(dsn) as sink:
+            sink.migrate()
+        assert found(dsn, "iran") == found(dsn, "über") == found(dsn, "москва") == ["a0"], locale
 
 
 def stored_articles(dsn: str) -> dict[str, RawArticle]:

@@ -105,3 +105,18 @@ def test_a_snippet_shows_folded_letters_and_prefixes_as_the_article_writes_them(
     assert as_written("[قدس] بعد صلاة", "قدس", arabic) == "ال[قدس] بعد صلاة"
     # Not from the text (an older form): as it is, without separators.
     assert as_written("[αθηνα] x", "αθηνα", text) == "[αθηνα] x"
+
+
+def test_a_lower_cased_snippet_shows_the_letters_as_the_article_writes_them() -> None:
+    """PostgreSQL's snippet comes from the lower-cased text (as its search column reads
+    it, whatever the database's locale)."""
+    text = "IRAN says ÜBER 100 crossed. Île-de-France: ÉTÉ chaud. МОСКВА, İzmir."
+    assert as_written("iran says [über] 100 crossed. île-de-france: été chaud. москва, izmir.",
+                      "über", text) == (
+        "IRAN says [ÜBER] 100 crossed. Île-de-France: ÉTÉ chaud. МОСКВА, İzmir.")
+    # Lower-cased by a server without ICU: its ASCII letters only.
+    french = "IRAN says ÜBER 100 crossed. Île-de-France: ÉTÉ chaud."
+    assert as_written("iran says [ÜBER] 100 crossed. Île-de-france: ÉtÉ", "über", french) == (
+        "IRAN says [ÜBER] 100 crossed. Île-de-France: ÉTÉ")
+    # A snippet as written (SQLite's) stays as it is.
+    assert as_written("IRAN says [ÜBER] 100", "über", text) == "IRAN says [ÜBER] 100"
