@@ -1245,21 +1245,29 @@ def test_a_host_that_hangs_holds_no_more_poll_workers_than_its_slots(tmp_path):
     paused once a poll of it times out)."""
     data = shared_path("feeds").parent
     with FeedServer(data, host="127.0.0.2") as stuck, FeedServer(data, host="127.0.0.3") as quick:
-        # One list for both servers: the order the requests arrived in.
-        quick.state.requests = stuck.state.requests
-        quick.state.lock = stuck.state.lock
         urls = [stuck.url(f"/slowheaders/{i}.xml") for i in range(6)]
         urls += [quick.url(f"/gen/{i}.xml") for i in range(3)]
-        loop = _poll_in_due_order(tmp_path, urls, workers=4)
-        arrived = [path for path, _headers in stuck.state.requests
-                   if path.startswith(("/slowheaders/", "/gen/"))]
-    hanging = [i for i, path in enumerate(arrived) if path.startswith("/slowheaders/")]
-    answered = [i for i, path in enumerate(arrived) if path.startswith("/gen/")]
+        loop, arrived, hanging, answered = _hanging_and_answered(tmp_path, urls, [stuck, quick])
     # At most its two slots' polls, asked before the first timed out; the rest paused.
     assert len(hanging) <= 2 and len(answered) == 3, arrived
     assert loop.metrics.polls.value(outcome="ok") == 3
     assert loop.metrics.polls.value(outcome="error") == len(hanging)
     assert loop.metrics.polls.value(outcome="paused") == 6 - len(hanging)
+
+
+def _hanging_and_answered(tmp_path, urls, servers):  # type: ignore[no-untyped-def]
+    """Poll ``urls`` in due order with four workers, the ``servers`` keeping one list of
+    requests (the order they arrived in): the loop, the paths asked, and the places in
+    that order of the hanging ones (/slowheaders/) and the answered ones (/gen/)."""
+    for other in servers[1:]:
+        other.state.requests = servers[0].state.requests
+        other.state.lock = servers[0].state.lock
+    loop = _poll_in_due_order(tmp_path, urls, workers=4)
+    arrived = [path for path, _headers in servers[0].state.requests
+               if path.startswith(("/slowheaders/", "/gen/"))]
+    return (loop, arrived,
+            [i for i, path in enumerate(arrived) if path.startswith("/slowheaders/")],
+            [i for i, path in enumerate(arrived) if path.startswith("/gen/")])
 
 
 def test_hosts_that_hang_hold_no_more_than_their_share_of_the_poll_workers(tmp_path):
@@ -1273,18 +1281,11 @@ def test_hosts_that_hang_hold_no_more_than_their_share_of_the_poll_workers(tmp_p
     data = shared_path("feeds").parent
     with (FeedServer(data, host="127.0.0.2") as stuck, FeedServer(data, host="127.0.0.4") as
           also_stuck, FeedServer(data, host="127.0.0.3") as quick):
-        # One list for the three servers: the order the requests arrived in.
-        for other in (also_stuck, quick):
-            other.state.requests = stuck.state.requests
-            other.state.lock = stuck.state.lock
-        urls = [hanging.url(f"/slowheaders/{i}.xml")
-                for i in range(6) for hanging in (stuck, also_stuck)]
+        urls = [server.url(f"/slowheaders/{i}.xml")
+                for i in range(6) for server in (stuck, also_stuck)]
         urls += [quick.url(f"/gen/{i}.xml") for i in range(3)]
-        loop = _poll_in_due_order(tmp_path, urls, workers=4)
-        arrived = [path for path, _headers in stuck.state.requests
-                   if path.startswith(("/slowheaders/", "/gen/"))]
-    hanging = [i for i, path in enumerate(arrived) if path.startswith("/slowheaders/")]
-    answered = [i for i, path in enumerate(arrived) if path.startswith("/gen/")]
+        loop, arrived, hanging, answered = _hanging_and_answered(
+            tmp_path, urls, [stuck, also_stuck, quick])
     # Each hanging host: at most its two slots' polls, asked before its first timed out
     # (its second once the healthy host's feeds are done); the rest paused.
     assert len(hanging) <= 4 and len(answered) == 3, arrived
