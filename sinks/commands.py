@@ -34,8 +34,11 @@ from sinks.models import (
     IncidentSummary,
     Position,
     SearchHit,
+    article_time,
     explain,
     original_of,
+    shown_source,
+    shown_time,
 )
 from sinks.rows import search_alternatives
 
@@ -176,10 +179,6 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
-
-
 def _names(values: tuple[str, ...]) -> str:
     return plain(", ".join(values)) or "-"
 
@@ -191,8 +190,8 @@ def format_incidents(incidents: list[IncidentSummary], out: TextIO) -> None:
         # Listed by last update: shown first, as the latest report's own date (an
         # archive's, say) does not follow that order.
         out.write(
-            f"{plain(s.id)}  updated {_when(s.updated_at)} (latest report"
-            f" {_when(s.last_seen)})  {counted(s.article_count, 'article', 'articles')}"
+            f"{plain(s.id)}  updated {shown_time(s.updated_at)} (latest report"
+            f" {shown_time(s.last_seen)})  {counted(s.article_count, 'article', 'articles')}"
             f" ({counted(s.duplicate_count, 'duplicate', 'duplicates')}; {reporters})"
             f"  v{s.version}\n"
             f"    {plain(s.title)}\n"
@@ -219,18 +218,18 @@ def format_incident(detail: IncidentDetail, out: TextIO,
         # may hold none of them now.
         places = ", ".join(f"{plain(iid)} ({counted(count, 'article', 'articles')})"
                            for iid, count in moved)
-        out.write(f"articles that left it are now in {places}\n")
+        out.write(f"articles stored with it that left are now in {places}\n")
     out.write(
-        f"first seen {_when(s.first_seen)}, last seen {_when(s.last_seen)}\n"
+        f"first seen {shown_time(s.first_seen)}, last seen {shown_time(s.last_seen)}\n"
         f"{counted(s.article_count, 'article', 'articles')},"
         f" {counted(s.duplicate_count, 'duplicate', 'duplicates')};"
         f" {counted(len(s.agencies), 'agency', 'agencies')} ({_names(s.agencies)}),"
         f" {counted(len(s.outlets), 'outlet', 'outlets')} ({_names(s.outlets)})\n\n"
     )
     for a in detail.articles:
-        when = _when(a.published or a.seen_at)
+        when = article_time(a.published, a.seen_at)
         agencies = f" [{_names(a.agencies)}]" if a.agencies else ""
-        out.write(f"- {when}  {plain(a.source or '?')}{agencies}: {plain(a.title)}\n")
+        out.write(f"- {when}  {plain(shown_source(a.source))}{agencies}: {plain(a.title)}\n")
         if a.url:
             out.write(f"    {plain(a.url)}\n")
         if a.duplicate_of:
@@ -240,7 +239,7 @@ def format_incident(detail: IncidentDetail, out: TextIO,
         out.write("\nhistory: ")
         out.write(
             ", ".join(
-                f"v{v.version} {_when(v.updated_at)}"
+                f"v{v.version} {shown_time(v.updated_at)}"
                 f" {counted(v.article_count, 'article', 'articles')}{v.change()}"
                 + (f" merged into {plain(v.merged_into)}" if v.merged_into else "")
                 for v in detail.versions
@@ -251,7 +250,9 @@ def format_incident(detail: IncidentDetail, out: TextIO,
 
 def format_hits(hits: list[SearchHit], out: TextIO) -> None:
     for h in hits:
-        out.write(f"{_when(h.published)}  {plain(h.source or '?')}: {plain(h.title)}\n")
+        # (A hit has no seen time: an undated one is said undated, not "-".)
+        out.write(f"{article_time(h.published, None)}  {plain(shown_source(h.source))}:"
+                  f" {plain(h.title)}\n")
         if h.incident_id:
             out.write(f"    incident {plain(h.incident_id)}: {plain(h.incident_title)}\n")
         if h.snippet:

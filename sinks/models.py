@@ -231,6 +231,29 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+# What the CLI and the page say for an article whose feed named no source: "?" read as
+# a query mark, not as a fact.
+UNKNOWN_SOURCE = "unknown source"
+
+
+def shown_source(source: str | None) -> str:
+    """An article's source as an editor reads it, the same on the page and in the CLI."""
+    return source or UNKNOWN_SOURCE
+
+
+def shown_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def article_time(published: datetime | None, seen_at: datetime | None) -> str:
+    """When an article was published or, undated by its feed, that it is undated and when
+    newsflow saw it (the CLI and the page alike): shown alike, the time of the ingest read
+    as the report's own."""
+    if published is not None:
+        return shown_time(published)
+    return f"undated, seen {shown_time(seen_at)}" if seen_at is not None else "undated"
+
+
 def _span(hours: float) -> str:
     """A time gap as an editor reads it: hours up to two days, then days."""
     if hours < 48:
@@ -254,6 +277,19 @@ _FACTS = {
 _DUPLICATE_KINDS = {"url": "the same address", "content": "the same text"}
 
 
+def _split_reports(split_off: float) -> str:
+    """The reports a split took, as the clusterer counted them: with their duplicates, and
+    also those that came and left between two saved versions of the incident, which the
+    "moved" line (the articles its saved versions list) does not count."""
+    return f"{counted(round(split_off), 'report', 'reports')} (all it held then, duplicates included)"
+
+
+def _scored(score: float, threshold: float) -> str:
+    """A score with what it is measured against: "vs threshold" left an editor to guess
+    which side joins (and the scale is log-odds, often below zero)."""
+    return f"{score:.2f} (joins at {threshold:.2f} or more)"
+
+
 def explain(explanation: object, held_in: str | None = None) -> str:
     """One line saying why an article joined its incident (``held_in``: the one that
     holds it now, which tells whether the article that split an incident left with
@@ -270,11 +306,15 @@ def explain(explanation: object, held_in: str | None = None) -> str:
     elif e.decision == "new" and e.candidates:
         # Its score and time gap are those of the closest incident, which it did not join.
         gap = "" if e.time_gap_hours is None else f", {_span(e.time_gap_hours)} apart,"
-        closest = ("the one candidate incident" if e.candidates == 1
-                   else f"the closest of {e.candidates} candidate incidents")
-        parts.append(f"{closest}{gap} scored {e.score:.2f} vs threshold {e.threshold:.2f}")
+        closest = ("the one earlier incident it was compared with" if e.candidates == 1
+                   else f"the closest of the {e.candidates} earlier incidents it was compared"
+                        " with")
+        parts.append(f"{closest}{gap} scored {_scored(e.score, e.threshold)}")
+    elif e.decision == "new" and "scoring_terms" not in e.detail:
+        # (With too few terms, said below, it was compared with none.)
+        parts.append("no earlier incident shares a term or name with it")
     elif e.decision != "new":
-        parts.append(f"score {e.score:.2f} vs threshold {e.threshold:.2f}")
+        parts.append(f"scored {_scored(e.score, e.threshold)}")
     if e.shared_entities:
         parts.append("shared entities: " + ", ".join(e.shared_entities[:8]))
     # The terms include the entities: listed twice, they made the line twice as long.
@@ -318,12 +358,12 @@ def explain(explanation: object, held_in: str | None = None) -> str:
     # and was moved by a later merge has a moved_from too, and did not go with them.
     left_with_them = (split_off is not None and e.moved_from is not None
                       and held_in is not None and held_in == e.split_into)
-    if left_with_them:
+    if split_off is not None and left_with_them:
         # The score above is the other incident's.
-        parts.append(f"joined {e.moved_from}, then split {split_off:.0f} report(s), this one"
+        parts.append(f"joined {e.moved_from}, then split {_split_reports(split_off)}, this one"
                      f" among them, off it into {new_incident}")
     elif split_off is not None:
-        parts.append(f"split {split_off:.0f} report(s) off into {new_incident}")
+        parts.append(f"split {_split_reports(split_off)} off into {new_incident}")
     if e.moved_from and not left_with_them:
         parts.append(f"moved here from {e.moved_from} by a later merge or split")
     return "; ".join(parts)
@@ -335,7 +375,7 @@ def original_of(article: IncidentArticleView, articles: list[IncidentArticleView
     original = next((a for a in articles if a.id == article.duplicate_of), None)
     if original is None:
         return article.duplicate_of or ""
-    return f'{original.source or "?"}: "{original.title}" ({original.id})'
+    return f'{shown_source(original.source)}: "{original.title}" ({original.id})'
 
 
 def _iso(value: datetime | None) -> str | None:

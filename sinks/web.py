@@ -56,7 +56,7 @@ from newsflow.storage import (
 from newsflow.text import counted, noun, plain
 from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
 from sinks.jsonl import SearchUnsupported
-from sinks.models import Position, Store
+from sinks.models import Position, Store, article_time, shown_source, shown_time
 from sinks.rows import SearchWithoutWords
 
 logger = logging.getLogger(__name__)
@@ -198,10 +198,6 @@ def apart(value: object) -> str:
     return f"<bdi>{esc(value)}</bdi>"
 
 
-def when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
-
-
 def safe_href(url: str | None) -> str | None:
     """Only http(s) links from articles; anything else (javascript:...) is not a link,
     nor is one urlsplit cannot read ("http://[broken/": it raises)."""
@@ -265,8 +261,8 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
             f'<h2 {OWN_DIRECTION}><a href="/incident/{quote(s.id, safe="")}">'
             f"{esc(s.title or s.id)}</a></h2>"
             # Listed by last update, which the latest report's date may not follow.
-            f'<div class="meta">updated {esc(when(s.updated_at))}'
-            f" (latest report {esc(when(s.last_seen))})"
+            f'<div class="meta">updated {esc(shown_time(s.updated_at))}'
+            f" (latest report {esc(shown_time(s.last_seen))})"
             f" &middot; {counted(s.article_count, 'article', 'articles')} &middot;"
             f" {counted(len(s.agencies), 'agency', 'agencies')},"
             f" {counted(len(s.outlets), 'outlet', 'outlets')} &middot; v{s.version}</div>"
@@ -283,7 +279,7 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
         top += (f'<p class="meta"><a id="all-sources" href="{esc(index_address(hours, None))}">'
                 "All sources</a></p>")
     if after is not None:
-        top += (f'<p class="meta">Updated {esc(when(after.active_at))} or before; this page'
+        top += (f'<p class="meta">Updated {esc(shown_time(after.active_at))} or before; this page'
                 f' does not update. <a id="newest" href="{esc(index_address(hours, source))}">'
                 "Newest incidents</a></p>")
     # (the first page's live refresh shows and moves the link as the list changes)
@@ -297,7 +293,9 @@ def render_index(incidents: list[Any], hours: float, source: str | None, *,
         f'<p id="more" class="meta"{"" if more else " hidden"}>'
         f'<a id="older" href="{older}">Older incidents</a></p>'
     )
-    return page("Incidents", body)
+    # The tab says what the list shows, as its heading does: two tabs, all sources and one
+    # source's, read alike.
+    return page(heading, body)
 
 
 def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
@@ -310,10 +308,10 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
     if moved:
         places = ", ".join(f"{incident_link(iid)} ({counted(count, 'article', 'articles')})"
                            for iid, count in moved)
-        parts.append(f'<p id="moved">Articles that left it are now in {places}.</p>')
+        parts.append(f'<p id="moved">Articles stored with it that left are now in {places}.</p>')
     parts.append(
-        f'<p class="meta" id="summary">First seen {esc(when(s.first_seen))}, last seen'
-        f" {esc(when(s.last_seen))} &middot; {counted(s.article_count, 'article', 'articles')}"
+        f'<p class="meta" id="summary">First seen {esc(shown_time(s.first_seen))}, last seen'
+        f" {esc(shown_time(s.last_seen))} &middot; {counted(s.article_count, 'article', 'articles')}"
         f" ({counted(s.duplicate_count, 'duplicate', 'duplicates')}) &middot; reported by"
         f' <b id="agency-count">{len(s.agencies)}</b> independent'
         f" {noun(len(s.agencies), 'agency', 'agencies')} and"
@@ -346,7 +344,7 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
             f'<li id="{esc(article_anchor(a.id))}"'
             f' class="{"duplicate" if a.duplicate_of else "article"}">'
             f'<div class="meta">{esc(article_time(a.published, a.seen_at))} &middot;'
-            f" {apart(a.source or '?')} {badges(a.agencies, ())}{dup}</div>"
+            f" {apart(shown_source(a.source))} {badges(a.agencies, ())}{dup}</div>"
             f"<div {OWN_DIRECTION}>{link}</div>"
             f'<div class="why">Why: {why(a.explanation, s.id)}</div></li>'
         )
@@ -356,7 +354,7 @@ def render_incident(detail: Any, moved: Sequence[tuple[str, int]] = ()) -> str:
         for v in detail.versions:
             merged = f" &middot; merged into {incident_link(v.merged_into)}" if v.merged_into else ""
             parts.append(
-                f"<li>version {v.version} &middot; {esc(when(v.updated_at))} &middot;"
+                f"<li>version {v.version} &middot; {esc(shown_time(v.updated_at))} &middot;"
                 f" {counted(v.article_count, 'article', 'articles')}{esc(v.change())}{merged}</li>"
             )
         parts.append("</ul>")
@@ -385,14 +383,6 @@ def why(explanation: object, held_in: str) -> str:
                   lambda m: incident_link(escaped[m.group(1)]), said)
 
 
-def article_time(published: datetime | None, seen_at: datetime | None) -> str:
-    """When an article was published or, undated by its feed, that it is undated and when
-    newsflow saw it: shown alike, the time of the ingest read as the report's own."""
-    if published is not None:
-        return when(published)
-    return f"undated, seen {when(seen_at)}" if seen_at is not None else "undated"
-
-
 def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = False) -> str:
     """A search's ``hits`` past the ``offset`` best; ``more``: there are more, which a
     link leads to."""
@@ -406,7 +396,8 @@ def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = 
         )
         items.append(
             f'<div class="incident"><h2 {OWN_DIRECTION}>{hit_title(h)}</h2>'
-            f'<div class="meta">{esc(when(h.published))} &middot; {apart(h.source or "?")}'
+            f'<div class="meta">{esc(article_time(h.published, None))} &middot;'
+            f" {apart(shown_source(h.source))}"
             f"{incident}</div><div {OWN_DIRECTION}>{esc(h.snippet)}</div></div>"
         )
     best = esc(search_address(query))

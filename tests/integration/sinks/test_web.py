@@ -133,7 +133,7 @@ def test_pages_api_health_and_metrics(server: NewsflowServer) -> None:
     assert json.loads(get(base + "api/incidents?hours=2&source=bbc")[2]) == []
     status, _, page = get(base + "incident/inc-1")
     assert status == 200
-    assert "Why: joined; score 0.61 vs threshold 0.35; shared entities: Iran, Russia" in page
+    assert "Why: joined; scored 0.61 (joins at 0.35 or more); shared entities: Iran, Russia" in page
     assert 'id="agency-count">2<' in page
     assert get(base + "incident/nope")[0] == 404
     assert get(base + "api/incidents/nope")[0] == 404
@@ -679,7 +679,7 @@ def test_page_in_headless_chromium(server: NewsflowServer, tmp_path: Path) -> No
     assert "<script>window" not in dom
 
     page = run_chromium(tmp_path, "--dump-dom", server.url + "incident/inc-1")
-    assert "Why: joined; score 0.61" in page and 'id="agency-count">2<' in page
+    assert "Why: joined; scored 0.61 (joins at" in page and 'id="agency-count">2<' in page
 
     shot = tmp_path / "incident.png"
     run_chromium(tmp_path, "--window-size=1000,700", f"--screenshot={shot}",
@@ -1162,7 +1162,7 @@ def test_an_incident_says_where_its_articles_went(
         assert json.loads(get(srv.url + "api/incidents/i3")[2])["moved_to"] == []
         status, _, page = get(srv.url + "incident/i2")
         assert status == 200
-        assert ('<p id="moved">Articles that left it are now in <a href="/incident/i3">i3</a>'
+        assert ('<p id="moved">Articles stored with it that left are now in <a href="/incident/i3">i3</a>'
                 " (1 article).</p>") in page
         assert 'id="moved"' not in get(srv.url + "incident/i3")[2]
 

@@ -5,7 +5,7 @@ from sinks.models import IncidentArticleView, explain, original_of
 def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
     why = explain(Explanation(decision="joined", score=1.5, threshold=-2.0,
                               detail={"split_off": 3.0, "dormant_days": 41.6}))
-    assert "split 3 report(s) off into a new incident" in why
+    assert "split 3 reports (all it held then, duplicates included) off into a new incident" in why
     assert "revived an incident quiet for 42 days" in why
     merged = explain(Explanation(decision="merged", score=2.5, threshold=-2.0,
                                  detail={"merged_incidents": 1.0}))
@@ -20,11 +20,12 @@ def test_the_why_line_tells_of_merges_splits_revivals_and_moves():
     left = Explanation(decision="joined", score=1.5, threshold=-2.0, detail={"split_off": 4.0},
                        moved_from="inc-a", split_into="inc-a-split")
     assert explain(left, "inc-a-split").endswith(
-        "joined inc-a, then split 4 report(s), this one among them, off it into inc-a-split")
+        "joined inc-a, then split 4 reports (all it held then, duplicates included), this one"
+        " among them, off it into inc-a-split")
     # Which one, when the explanation says (it did not before split_into).
     named = explain(Explanation(decision="joined", detail={"split_off": 3.0},
                                 split_into="inc-x-split"))
-    assert named.endswith("split 3 report(s) off into inc-x-split")
+    assert named.endswith("split 3 reports (all it held then, duplicates included) off into inc-x-split")
 
 
 def test_an_article_that_split_an_incident_and_stayed_is_not_said_to_have_left() -> None:
@@ -35,8 +36,8 @@ def test_an_article_that_split_an_incident_and_stayed_is_not_said_to_have_left()
                          detail={"split_off": 4.0}, split_into="inc-a-split", moved_from="inc-a")
     why = explain(stayed, "inc-b")
     assert "this one among them" not in why
-    assert why.endswith("split 4 report(s) off into inc-a-split; moved here from inc-a by a"
-                        " later merge or split")
+    assert why.endswith("split 4 reports (all it held then, duplicates included) off into"
+                        " inc-a-split; moved here from inc-a by a later merge or split")
 
 
 def test_an_explanation_gives_the_gap_and_the_nearer_one_from_a_named_day() -> None:
@@ -55,7 +56,7 @@ def test_an_explanation_says_the_pace_a_gap_was_counted_in_and_a_smaller_inciden
     why = Explanation(decision="joined", score=0.8, threshold=-2.0, time_gap_hours=30.0,
                       detail={"pace_hours": 2.5, "smaller_incident_score": 1.234})
     assert explain(why) == (
-        "joined; score 0.80 vs threshold -2.00; 30.0 h apart; its reports came at least every "
+        "joined; scored 0.80 (joins at -2.00 or more); 30.0 h apart; its reports came at least every "
         "2.5 h: the gap weighed in steps of that, not in days; taken over a smaller incident "
         "that scored 1.23: the story with more reports")
     # The least pace (2 h) of reports that came minutes apart: not said to be how often.
@@ -73,7 +74,8 @@ def test_an_explanation_says_when_an_incident_in_another_language_was_passed_ove
     why = Explanation(decision="new", score=-1.93, threshold=-2.0, candidates=1,
                       shared_entities=["Donald Trump"], detail={"other_language_names": 1.0})
     assert explain(why) == (
-        "new; the one candidate incident scored -1.93 vs threshold -2.00; shared entities: "
+        "new; the one earlier incident it was compared with scored -1.93 (joins at -2.00 or"
+        " more); shared entities: "
         "Donald Trump; the closest is told in another language: 1 name in common, too few to "
         "join across languages")
     joined = Explanation(decision="joined", score=0.5, threshold=-2.0,
@@ -110,23 +112,47 @@ def test_a_new_incident_says_its_score_and_gap_are_the_closest_candidate_s() -> 
     # from what, and the score of what?
     why = Explanation(decision="new", score=-3.95, threshold=-2.0, time_gap_hours=24.0,
                       candidates=10)
-    assert explain(why) == ("new; the closest of 10 candidate incidents, 24.0 h apart,"
-                            " scored -3.95 vs threshold -2.00")
-    assert explain(Explanation(decision="new")) == "new"  # nothing to compare with
+    assert explain(why) == ("new; the closest of the 10 earlier incidents it was compared"
+                            " with, 24.0 h apart, scored -3.95 (joins at -2.00 or more)")
     one = Explanation(decision="new", score=-3.0, threshold=-2.0, candidates=1)
-    assert explain(one) == "new; the one candidate incident scored -3.00 vs threshold -2.00"
+    assert explain(one) == ("new; the one earlier incident it was compared with scored -3.00"
+                            " (joins at -2.00 or more)")
+
+
+def test_a_new_incident_with_nothing_to_compare_with_says_so() -> None:
+    # A bare "new" left an editor to wonder whether it was compared at all.
+    assert explain(Explanation(decision="new")) == (
+        "new; no earlier incident shares a term or name with it")
+    # With too few terms it was compared with none, and says that instead.
+    few = Explanation(decision="new", detail={"scoring_terms": 1.0})
+    assert explain(few) == "new; too few terms to compare (1)"
+
+
+def test_a_score_says_which_side_of_the_threshold_joins() -> None:
+    # "score -0.88 vs threshold -2.00" left it to guess whether under or over joins.
+    why = Explanation(decision="joined", score=-0.88, threshold=-2.0)
+    assert explain(why) == "joined; scored -0.88 (joins at -2.00 or more)"
+
+
+def test_a_split_says_what_its_count_of_reports_counts() -> None:
+    # It said "split 3 report(s)" where the moved line said "1 article": the clusterer
+    # counts all it held, duplicates and reports never stored with the incident too.
+    why = Explanation(decision="joined", score=1.0, threshold=-2.0, split_into="inc-a-split",
+                      detail={"split_off": 3.0})
+    assert explain(why).endswith(
+        "split 3 reports (all it held then, duplicates included) off into inc-a-split")
 
 
 def test_a_join_among_one_candidate_says_so_in_the_singular() -> None:
     why = Explanation(decision="joined", score=2.0, threshold=-2.0, candidates=1)
-    assert explain(why) == "joined; score 2.00 vs threshold -2.00; 1 candidate"  # ("1 candidates")
+    assert explain(why) == "joined; scored 2.00 (joins at -2.00 or more); 1 candidate"  # ("1 candidates")
 
 
 def test_shared_terms_already_listed_as_entities_are_not_listed_again() -> None:
     why = Explanation(decision="joined", score=2.0, threshold=-2.0,
                       shared_entities=["Cheron Shelton", "Wilkinsburg"],
                       shared_terms=["Wilkinsburg", "ambush", "cheron shelton", "unborn"])
-    assert explain(why) == ("joined; score 2.00 vs threshold -2.00; shared entities: Cheron"
+    assert explain(why) == ("joined; scored 2.00 (joins at -2.00 or more); shared entities: Cheron"
                             " Shelton, Wilkinsburg; shared terms: ambush, unborn")
 
 
@@ -136,6 +162,6 @@ def test_the_why_line_names_the_facts_that_moved_the_score() -> None:
     why = Explanation(decision="joined", score=1.0, threshold=-2.0, time_gap_hours=1.0,
                       detail={"street_match": 1.0, "age_conflict": 1.0, "name_match": 1.0,
                               "cosine": 0.2})
-    assert explain(why) == ("joined; score 1.00 vs threshold -2.00; 1.0 h apart; a full name"
+    assert explain(why) == ("joined; scored 1.00 (joins at -2.00 or more); 1.0 h apart; a full name"
                             " rare elsewhere in both; the same street; another age (counted"
                             " against)")

@@ -174,7 +174,7 @@ def test_incident_detail_explains_each_article(
     out = capsys.readouterr().out
     assert "why: new" in out
     assert (
-        "why: joined; score 0.62 vs threshold 0.35; shared entities: Iran, Russia;"
+        "why: joined; scored 0.62 (joins at 0.35 or more); shared entities: Iran, Russia;"
         " shared terms: cruise, missil; 1.5 h apart; 3 candidates" in out
     )
     assert "2 agencies (AFP, Reuters)" in out
@@ -200,8 +200,8 @@ def test_the_article_that_split_an_incident_is_said_to_have_left_only_when_it_di
             held_in, 2, "t", NOW, NOW, NOW, None, 1, 0), [article]), out)
     left, stayed = [line for line in out.getvalue().splitlines() if "why:" in line]
     assert "this one among them, off it into inc-a-split" in left
-    assert stayed.endswith("split 4 report(s) off into inc-a-split; moved here from inc-a by"
-                           " a later merge or split")
+    assert stayed.endswith("split 4 reports (all it held then, duplicates included) off into"
+                           " inc-a-split; moved here from inc-a by a later merge or split")
 
 
 def test_the_history_says_how_many_reports_joined_and_left_each_version() -> None:
@@ -445,8 +445,32 @@ def test_an_incident_merged_away_says_where_its_articles_are_now(
     sink.close()
     assert run(settings, "incident", "i2") == 0
     out = capsys.readouterr().out
-    assert "merged into i1\narticles that left it are now in i3 (1 article)\n" in out
+    assert "merged into i1\narticles stored with it that left are now in i3 (1 article)\n" in out
     assert run(settings, "incident", "i1", "--json") == 0
     assert json.loads(capsys.readouterr().out)["moved_to"] == [{"incident_id": "i3", "articles": 1}]
     assert run(settings, "incident", "i3") == 0
     assert "left it" not in capsys.readouterr().out
+
+
+def test_an_undated_article_from_no_known_source_is_said_so_as_on_the_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `newsflow incident` showed the replay's minute as its publication time, and "?" for
+    # its source, where the page says "undated, seen ..." (an ECB+ replay: all of them).
+    settings = Settings(data_dir=tmp_path / "var")
+    seen = datetime(2026, 12, 7, 19, 1, tzinfo=UTC)
+    sink = SQLiteSink(settings.sqlite_file)
+    sink.write([
+        RawArticle(id="u1", title="Turkmenistan votes", text="Voting began in Turkmenistan."),
+        Incident(incident_id="inc-u", version=1, title="Turkmenistan votes", first_seen=seen,
+                 last_seen=seen,
+                 articles=[IncidentArticle(id="u1", title="Turkmenistan votes", seen_at=seen,
+                                           explanation=Explanation(decision="new"))]),
+    ])
+    sink.close()
+    assert run(settings, "incident", "inc-u") == 0
+    out = capsys.readouterr().out
+    assert "- undated, seen 2026-12-07 19:01 UTC  unknown source: Turkmenistan votes\n" in out
+    assert run(settings, "search", "Turkmenistan") == 0
+    # (A search hit has no seen time to show.)
+    assert "undated  unknown source: Turkmenistan votes\n" in capsys.readouterr().out

@@ -215,3 +215,22 @@ def test_titles_snippets_and_sources_are_laid_out_in_their_own_direction() -> No
     from sinks.web import SCRIPT  # the live refresh's titles and badges
 
     assert 'h.dir = "auto"' in SCRIPT and 'e.dir = "auto"' in SCRIPT
+
+
+def test_an_article_from_no_known_source_is_said_so() -> None:
+    # It showed "?", read as a question rather than as a fact.
+    article = IncidentArticleView(
+        id="a1", title="First", url=None, source=None, published=NOW, seen_at=None,
+        duplicate_of=None, explanation=None, agencies=())
+    html = render_incident(IncidentDetail(summary=summary(), articles=[article]))
+    assert "<bdi>unknown source</bdi>" in html and "<bdi>?</bdi>" not in html
+    hit = SearchHit(article_id="a1", title="First", source=None, published=None, url=None,
+                    incident_id=None, incident_title=None, snippet="", rank=1.0)
+    assert "undated &middot; <bdi>unknown source</bdi>" in render_search("first", [hit])
+
+
+def test_the_tab_of_the_list_names_the_source_it_shows() -> None:
+    # Two tabs, all sources and one source's, both read "Incidents - newsflow".
+    html = render_index([summary()], 24, "afp")
+    assert "<title>Incidents of the last 24 hours from afp - newsflow</title>" in html
+    assert "<title>Incidents of the last 24 hours - newsflow</title>" in render_index([], 24, None)
