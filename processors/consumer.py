@@ -45,6 +45,8 @@ from typing import Any
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
 
+from processors.producer import PatientProducer
+
 log = logging.getLogger(__name__)
 
 # How long a partition's commits may wait on one unprocessed message before a warning.
@@ -211,3 +213,5 @@ class NoLossConsumer(aiokafka_driver.Consumer):
 
 class NoLossTransport(aiokafka_driver.Transport):
     Consumer = NoLossConsumer
+    # (A table write waits for a frozen broker: processors/producer.py.)
+    Producer = PatientProducer

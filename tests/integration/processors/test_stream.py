@@ -808,6 +808,36 @@ def test_a_cluster_state_that_cannot_be_rebuilt_takes_the_worker_down_and_is_reb
                  watch=[worker], what="the Reuters seed placed")
 
 
+def worker_through_a_frozen_broker(settings, broker, articles, start_role, topic_reader, *,
+                                   topic: str, records: int, what: str, freeze_s: float):
+    """A worker started on ``articles`` published as a backlog, and ``broker`` (the test's
+    own) frozen with SIGSTOP for ``freeze_s`` once ``records`` are on ``topic`` (``what``):
+    the worker at work. The worker."""
+    with Publisher(settings) as publisher:
+        for article in articles:
+            publisher.publish_article(article)
+    worker = start_role(settings, "process")
+    # (Once it cleans, the worker has created its tables' topics.)
+    topic_reader(settings, settings.topic_clean, until=lambda r: len(r) >= 1, timeout_s=90,
+                 watch=[worker], what="the first cleaned article")
+    topic_reader(settings, topic, until=lambda r: len(r) >= records, timeout_s=90,
+                 watch=[worker], what=what)
+    freeze(broker, freeze_s)
+    return worker
+
+
+def freeze(broker, seconds: float) -> None:
+    """``broker`` (the test's own) frozen with SIGSTOP for ``seconds``, as a suspend."""
+    import os
+    import signal
+
+    os.kill(broker.process.pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(broker.process.pid, signal.SIGCONT)
+
+
 def test_articles_cleaned_while_the_broker_is_down_past_the_request_timeout_are_not_lost(
     make_settings, start_role, topic_reader
 ):
@@ -816,9 +846,6 @@ def test_articles_cleaned_while_the_broker_is_down_past_the_request_timeout_are_
     producer's request timeout, the sends in flight failed, the raw articles were
     committed past all the same, and never reached the clean topic. The broker here is
     the test's own, stopped (SIGSTOP) while the worker is cleaning a backlog."""
-    import os
-    import signal
-
     from newsflow.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
@@ -827,18 +854,10 @@ def test_articles_cleaned_while_the_broker_is_down_past_the_request_timeout_are_
                                  producer_request_timeout_s=3.0)
         ensure_topics(settings)
         articles = fire_reports(3000)
-        with Publisher(settings) as publisher:
-            for article in articles:
-                publisher.publish_article(article)
-        worker = start_role(settings, "process")
         # Part of the backlog cleaned: the worker is sending the rest as it goes.
-        topic_reader(settings, settings.topic_clean, until=lambda r: len(r) >= 20,
-                     timeout_s=90, watch=[worker], what="the first cleaned articles")
-        os.kill(broker.process.pid, signal.SIGSTOP)
-        try:
-            time.sleep(3 * settings.producer_request_timeout_s)
-        finally:
-            os.kill(broker.process.pid, signal.SIGCONT)
+        worker = worker_through_a_frozen_broker(
+            settings, broker, articles, start_role, topic_reader, topic=settings.topic_clean,
+            records=20, what="the first cleaned articles", freeze_s=3 * settings.producer_request_timeout_s)
         wanted = {a.id.encode() for a in articles}
         records = topic_reader(settings, settings.topic_clean, timeout_s=120, watch=[worker],
                                until=lambda r: wanted <= {x.key for x in r},
