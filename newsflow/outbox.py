@@ -43,6 +43,8 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
+from kafka.errors import KafkaError
+
 from newsflow.drain import Message, drain_groups, wait_passed
 from newsflow.schemas import RawArticle, not_an_article, replaces
 from newsflow.settings import Settings
@@ -482,7 +484,10 @@ def republish_late(settings: Settings, reach: Reach) -> int:
         try:
             send_again(settings, settings.topic_raw, map(_message, rows),
                        client_id="newsflow-outbox")
-        except PublishError as exc:  # tried again at the next check: they are kept
+        # Tried again at the next check: they are kept. KafkaError: the publisher could not
+        # even bootstrap (a broker frozen or overloaded): raised to the supervisor, it
+        # stopped the whole service, though the broker came back.
+        except (PublishError, KafkaError) as exc:
             logger.warning("could not publish again %d article(s) kept late (by a replay"
                            " that ended after the embedded broker started empty): %s",
                            len(rows), exc)

@@ -369,6 +369,43 @@ def test_what_a_replay_sent_to_the_old_broker_and_kept_after_a_recycle_goes_out_
     assert outbox.forget_finished(settings, time.time(), reach) == 1
 
 
+def test_a_frozen_broker_keeps_the_late_rows_for_a_later_check_and_lets_the_service_run(
+    make_settings,
+) -> None:
+    """`newsflow run` stopped (exit 1, "recycling the embedded broker failed") when its
+    embedded broker was frozen (SIGSTOP) 70 s soon after a replay began: the supervisor's
+    check published the replay's late rows, and the publisher, finding no answer to its
+    bootstrap, raised KafkaTimeoutError, which only a PublishError was caught for. Now the
+    rows stay kept, and the first check after the broker wakes publishes them."""
+    import os
+    import signal
+
+    from newsflow import outbox
+    from newsflow.broker import EmbeddedBroker
+    from tests.records import article
+
+    with EmbeddedBroker() as broker:
+        assert broker.process is not None
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True)
+        ensure_topics(settings)
+        started = time.time() - 60  # the broker's start
+        reach = outbox.Reach(late_after=started, late_before_ms=int(started * 1000))
+        box = outbox.Outbox(settings.producer_state_file)
+        try:  # kept by a replay 20 s after the start, first published before it
+            outbox.add(box.conn, outbox.kept([article(1)], int(started * 1000) - 500),
+                       now=started + 20)
+        finally:
+            box.close()
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            assert outbox.republish_late(settings, reach) == 0
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        assert outbox.republish_late(settings, reach) == 1
+        back = read_topic(settings, settings.topic_raw)
+        assert [(m.key, m.timestamp) for m in back] == [(b"a1", int(started * 1000) - 500)]
+
+
 def test_a_stop_while_a_publisher_never_pauses_saves_what_was_there_when_it_looked(
     make_settings,
 ) -> None:
