@@ -802,8 +802,18 @@ def test_dead_letters_the_broker_does_not_take_pause_the_sink_for_them_not_stora
                     what="the sink to pause for its dead letters")
                 assert runner.failing
                 assert rows(settings.sqlite_file, "SELECT id FROM incidents") == [("i1",)]
-                [sink] = [role_status(t) for t in running_textfiles(
-                    metrics_dir(settings.data_dir)) if t.role == "sink"]
+                def sink_status():  # type: ignore[no-untyped-def]
+                    [sink] = [role_status(t) for t in running_textfiles(
+                        metrics_dir(settings.data_dir)) if t.role == "sink"]
+                    return sink
+
+                # (Its figures' file is written after the count above: read at once, it
+                # could still say the pause for the locked database before: a fresh
+                # clone's whole run failed so.)
+                wait_for(lambda: "dead letters" in problems_of(
+                    True, True, [sink_status()], None)[-1], 60,
+                    what="the sink's figures to say the pause for its dead letters")
+                sink = sink_status()
                 paused = runner.metrics.registry.render()
             finally:
                 os.kill(broker.process.pid, signal.SIGCONT)
