@@ -87,6 +87,15 @@ def stop_on_signals() -> SignalStop:
     return SignalStop()
 
 
+def exit_code_after(stop: SignalStop, code: int = 0) -> int:
+    """The exit code of a long-running command that ``stop`` stopped cleanly: 130 after a
+    Ctrl-C (SIGINT), as a shell reports a command SIGINT ended, and as `replay` and `tail`
+    exit; a SIGTERM, a service manager's normal stop, is a clean end: 0. A failure's own
+    code stands. The roles run alone ended a Ctrl-C with 0, so a script or systemd could
+    not tell it from an end by themselves."""
+    return INTERRUPTED if code == 0 and stop.signum == signal.SIGINT else code
+
+
 def reach_broker(settings: Settings) -> None:
     """Connect to the configured broker once, before a command takes SIGINT and SIGTERM
     over with ``stop_on_signals``: kafka-python waits up to 30 s for a broker that does not
@@ -108,10 +117,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         settings.replay_seeds = False
     with stop_on_signals() as stop:
         code = run_service(settings, stop)
-    # A Ctrl-C: 130, as a shell says of a command SIGINT ended (and `replay` and `tail`
-    # do); a SIGTERM, a service manager's normal stop, is a clean one: 0. A failure's own
-    # code stands.
-    return INTERRUPTED if code == 0 and stop.signum == signal.SIGINT else code
+    return exit_code_after(stop, code)
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:

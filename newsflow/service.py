@@ -36,6 +36,7 @@ from typing import IO, Any, NamedTuple
 from newsflow import outbox, recycle
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import drain_groups, wait_passed
+from newsflow.entry import INTERRUPTED
 from newsflow.kafka import Publisher, Stopped, admin_client, ensure_topics, unless_stopped
 from newsflow.metrics import (
     clear_textfiles,
@@ -592,8 +593,9 @@ def sink_pause_note(settings: Settings) -> str | None:
 def how_it_ended(role: str, pid: int | None, code: int | None) -> tuple[int, str]:
     """The log level and words for a child found dead, which the supervisor had not
     stopped (it restarts the ones it stops at once)."""
-    if code == 0 or code in (-signal.SIGTERM, -signal.SIGINT):
-        # A role ends with 0 only when asked to stop (a fault exits 1): someone else asked.
+    if code in (0, INTERRUPTED, -signal.SIGTERM, -signal.SIGINT):
+        # A role ends with 0 (SIGTERM) or 130 (SIGINT) only when asked to stop (a fault
+        # exits 1): someone else asked.
         # Not a fault, so not an ERROR; started again, as the service runs every role.
         return logging.WARNING, (f"{role} (pid {pid}) was stopped from outside newsflow run"
                                  f" (a SIGTERM or SIGINT, as `kill {pid}` sends; exit {code})")

@@ -35,6 +35,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from faust.serializers import codecs
 from faust.types import EventT, FutureMessage, StreamT
 
+from newsflow.entry import INTERRUPTED
 from newsflow.kafka import (  # every topic's limit, and so the producer's
     MAX_MESSAGE_BYTES,
     describe_partitions,
@@ -1141,11 +1142,14 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
         try:
             worker.execute_from_commandline()  # raises SystemExit once the worker stopped
         except SystemExit as stopped:
-            if not stopped.code:  # (a crash faust has said already)
+            code = stopped.code
+            if not code:  # (a crash faust has said already)
                 # As the producer and the sink say it: faust's last line was "Stopping...".
                 logger.info("processors stopped: %s through the cluster stage",
                             counted(int(metrics.articles.total()), "article", "articles"))
-            exit_without_teardown(stopped.code)
+                if worker.interrupted:  # 130, as every long-running command ends a Ctrl-C
+                    code = INTERRUPTED
+            exit_without_teardown(code)
     return 0
 
 
@@ -1157,6 +1161,12 @@ class QuickStopWorker(faust.Worker):  # type: ignore[misc]
 
     async def _sentinel_task(self) -> None:
         await asyncio.sleep(0)  # (one turn of the loop, for callbacks already due)
+
+    interrupted = False  # stopped by a Ctrl-C (SIGINT), not a SIGTERM
+
+    def _on_sigint(self) -> None:
+        self.interrupted = True
+        super()._on_sigint()
 
     async def on_first_start(self) -> None:
         await super().on_first_start()

@@ -31,7 +31,7 @@ def _quiet_http_logs() -> None:
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_http_logs()
-    from newsflow.commands import stop_on_signals
+    from newsflow.commands import exit_code_after, stop_on_signals
     from newsflow.kafka import bootstrap_servers
     from producers.feeds import run_producer
 
@@ -43,8 +43,9 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
         settings.feeds_file = Path(args.feeds).expanduser().absolute()
     if args.no_pages:
         settings.fetch_pages = False
-    run_producer(settings, stop_on_signals())
-    return 0
+    stop = stop_on_signals()
+    run_producer(settings, stop)
+    return exit_code_after(stop)
 
 
 def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:

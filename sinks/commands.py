@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from newsflow.commands import (
     at_least_one,
     at_least_zero,
+    exit_code_after,
     name_the_actions,
     reach_broker,
     seconds,
@@ -147,7 +148,7 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     reach_broker(settings)
     with stop_on_signals() as stop:
         run_sink(settings, stop, batch_size=args.batch_size, flush_interval_s=args.flush_interval)
-    return 0
+    return exit_code_after(stop)
 
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
@@ -159,7 +160,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
         settings.web_port = args.port
     with stop_on_signals() as stop:
         serve(settings, stop)
-    return 0
+    return exit_code_after(stop)
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:

@@ -224,11 +224,11 @@ class RoleProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout_s: float = 30.0) -> int:
+    def stop(self, timeout_s: float = 30.0, signum: int = signal.SIGTERM) -> int:
         import subprocess
 
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signum)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:

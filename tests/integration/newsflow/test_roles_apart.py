@@ -89,11 +89,9 @@ def test_status_says_a_clean_topic_of_more_than_one_partition_is_a_problem(
     assert report["exit_code"] == 1
 
 
-def test_every_role_run_apart_says_in_its_log_that_it_stopped(
-        make_settings, start_role, tmp_path) -> None:
-    """Stopped with SIGTERM, the producer said so ("producer stopped: ..."), but the sink
-    and the page said nothing, and the processors' last line was faust's "Stopping...":
-    an operator could not tell a clean stop from one cut short."""
+def every_role_started(make_settings, start_role, tmp_path) -> dict[str, Any]:
+    """`newsflow sink`, `web`, `process` and `produce` run apart (no feed), once each
+    says it started: their RoleProcess by role."""
     feeds = tmp_path / "feeds.toml"
     feeds.write_text("")
     settings = make_settings(data_dir=tmp_path / "var", web_port=0, feeds_file=feeds)
@@ -103,6 +101,15 @@ def test_every_role_run_apart_says_in_its_log_that_it_stopped(
     roles = {role: start_role(settings, role) for role in started}
     for role, line in started.items():
         wait_until(lambda role=role, line=line: line in roles[role].log(), f"{role} started")
+    return roles
+
+
+def test_every_role_run_apart_says_in_its_log_that_it_stopped(
+        make_settings, start_role, tmp_path) -> None:
+    """Stopped with SIGTERM, the producer said so ("producer stopped: ..."), but the sink
+    and the page said nothing, and the processors' last line was faust's "Stopping...":
+    an operator could not tell a clean stop from one cut short."""
+    roles = every_role_started(make_settings, start_role, tmp_path)
     for proc in roles.values():
         assert proc.stop() == 0, proc.log()[-2000:]
     last_lines = {role: proc.log().strip().splitlines()[-1] for role, proc in roles.items()}
@@ -112,3 +119,16 @@ def test_every_role_run_apart_says_in_its_log_that_it_stopped(
     assert re.search(r"processors\.app: processors stopped: 0 articles through the cluster"
                      r" stage$", last_lines["process"])
     assert re.search(r"producers\.feeds: producer stopped: 0 polls, ", last_lines["produce"])
+
+
+def test_every_role_run_apart_ends_a_ctrl_c_with_130(make_settings, start_role,
+                                                     tmp_path) -> None:
+    """A Ctrl-C (SIGINT) of `newsflow sink`, `web`, `process` or `produce` run alone
+    ended it with exit code 0, as a SIGTERM does (the test above), where `newsflow run`
+    ends one with 130: a script or a service manager could not tell an interrupt from a
+    clean end."""
+    roles = every_role_started(make_settings, start_role, tmp_path)
+    codes = {role: proc.stop(signum=signal.SIGINT) for role, proc in roles.items()}
+    for proc in roles.values():  # (a clean stop all the same, as its last line says)
+        assert " stopped" in proc.log().strip().splitlines()[-1], proc.log()[-2000:]
+    assert codes == dict.fromkeys(roles, 130)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sys
 import threading
@@ -20,6 +21,7 @@ from newsflow.service import (
     QUICK_EXIT_S,
     Child,
     ServiceError,
+    how_it_ended,
     remove_runfile,
     supervise,
 )
@@ -432,3 +434,13 @@ def test_a_runfile_that_cannot_be_removed_at_the_stop_is_said(
     settings.runfile.mkdir()
     remove_runfile(settings)
     assert "could not remove the runfile" in caplog.text
+
+
+def test_a_child_a_sigint_stopped_from_outside_is_a_warning_not_a_failure() -> None:
+    """A role ends a SIGINT with exit code 130 (as `newsflow run` does), a SIGTERM with 0:
+    both are a stop asked from outside (`kill -INT PID`), not "failed (exit 130)"."""
+    for code in (0, 130):
+        level, what = how_it_ended("sink", 4242, code)
+        assert (level, what.split(" (a ")[0]) == (
+            logging.WARNING, "sink (pid 4242) was stopped from outside newsflow run")
+    assert how_it_ended("sink", 4242, 1) == (logging.ERROR, "sink (pid 4242) failed (exit 1)")
