@@ -151,7 +151,10 @@ def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, *,
                     store_letters: StoreLetters) -> int:
     from newsflow.redrive import redrive
 
-    report = redrive(settings, store_letters, dry_run=args.dry_run)
+    reach_broker(settings)
+    # A Ctrl-C or SIGTERM stops it between two letters, with those sent remembered as done.
+    with stop_on_signals() as stop:
+        report = redrive(settings, store_letters, dry_run=args.dry_run, stop=stop)
     would = "would be " if args.dry_run else ""
     for topic, count in sorted(report.sent.items()):
         print(f"{count} {would}sent back to {topic}")
@@ -164,9 +167,14 @@ def cmd_dlq_redrive(args: argparse.Namespace, settings: Settings, *,
         print(f"not sent: {reason}")
     if report.again:
         print(f"{len(report.again)} {would}left on {settings.topic_dlq} for the next redrive")
-    if not (report.sent or report.stored or report.with_resent or report.kept):
+    if report.not_sent:
+        print(f"stopped: {report.not_sent} letter(s) not sent yet, for the next redrive")
+    if not (report.sent or report.stored or report.with_resent or report.kept
+            or report.not_sent):
         print("no dead letters since the last redrive")
-    return 0
+    if stop.signum == signal.SIGINT:
+        raise KeyboardInterrupt  # (said, and 130, as every command a Ctrl-C ends)
+    return 0 if stop.signum is None else 128 + stop.signum
 
 
 def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:

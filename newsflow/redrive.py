@@ -19,6 +19,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from threading import Event
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -52,6 +53,10 @@ class RedriveReport:
     with_resent: int = 0
     kept: list[str] = field(default_factory=list)  # letters not sent back, and why
     again: list[DeadLetter] = field(default_factory=list)  # put back, for the next redrive
+    # Stopped (Ctrl-C, SIGTERM) before every letter was sent or put back: how many were
+    # not; they go at the next redrive.
+    interrupted: bool = False
+    not_sent: int = 0
 
 
 def redrive_group(settings: Settings) -> str:
@@ -66,9 +71,10 @@ StoreLetters = Callable[[Settings, list[tuple[str, DeadLetter]], RedriveReport, 
 
 
 def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = False,
-            timeout_s: float = 60.0) -> RedriveReport:
+            timeout_s: float = 60.0, stop: Event | None = None) -> RedriveReport:
     """Send every dead letter since the last redrive back; with ``dry_run``, only say what
-    would be sent (and remember nothing)."""
+    would be sent (and remember nothing). Once ``stop`` is set, no further letter is sent:
+    what was sent is delivered and remembered as done, the rest left for the next redrive."""
     report = RedriveReport()
     consumer = make_consumer(settings, group_id=redrive_group(settings), enable_auto_commit=False)
     try:
@@ -80,6 +86,9 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
         _seek_past_last_redrive(consumer, parts)
         to_send: list[DeadLetter] = []
         to_store: list[tuple[str, DeadLetter]] = []
+        # Where each letter was read, by the letter object (store_letters hands back the
+        # ones it puts back): a stop commits up to the first letter not sent.
+        read_at: dict[int, tuple[TopicPartition, int]] = {}
         for record in read_to_end(consumer, parts, timeout_s):
             where = f"{record.topic}/{record.partition}@{record.offset}"
             try:
@@ -87,6 +96,7 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
             except ValueError:
                 report.kept.append(f"{where}: not a dead letter")
                 continue
+            read_at[id(letter)] = (TopicPartition(record.topic, record.partition), record.offset)
             if letter.value_truncated:
                 report.kept.append(f"{where}: its original was cut to fit "
                                    f"({letter.value_bytes} bytes, sha256 {letter.value_sha256})")
@@ -115,17 +125,39 @@ def redrive(settings: Settings, store_letters: StoreLetters, *, dry_run: bool = 
         report.sent.update(letter.topic for letter in to_send)
         if dry_run:
             return report
-        if to_send or report.again:
+        # In the order they were read, each with whether it is put back (else its original
+        # goes back), so that a stop leaves every letter before the first one not sent
+        # done: a Ctrl-C between the sends and the commit sent them all again at the next
+        # redrive (a letter put back, twice on the topic from then on).
+        outgoing = sorted([(read_at[id(letter)], False, letter) for letter in to_send]
+                          + [(read_at[id(letter)], True, letter) for letter in report.again],
+                          key=lambda item: item[0])
+        sent = 0
+        if outgoing:
             with Publisher(settings, client_id="newsflow-redrive") as publisher:
-                for letter in to_send:
-                    publisher.send(letter.topic, letter.original_key(), letter.original_value(),
-                                   headers=[*letter.original_headers(), (REDRIVEN_HEADER, b"1")])
-                for letter in report.again:
-                    publisher.publish_dead_letter(letter)
+                for _, put_back, letter in outgoing:
+                    if stop is not None and stop.is_set():
+                        break
+                    if put_back:
+                        publisher.publish_dead_letter(letter)
+                    else:
+                        publisher.send(letter.topic, letter.original_key(),
+                                       letter.original_value(), headers=[
+                                           *letter.original_headers(), (REDRIVEN_HEADER, b"1")])
+                    sent += 1
                 publisher.flush()
-        # Only once every original is back (a crash before this sends them again: the
+        done = {tp: consumer.position(tp) for tp in parts}
+        for (tp, offset), _, _ in outgoing[sent:]:
+            done[tp] = min(done[tp], offset)
+        # Only once every original sent is back (a crash before this sends them again: the
         # stages and the sinks take a message seen before as a no-op).
-        consumer.commit({tp: OffsetAndMetadata(consumer.position(tp), "") for tp in parts})
+        consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in done.items()})
+        if sent < len(outgoing):
+            report.interrupted = True
+            report.not_sent = len(outgoing) - sent
+            report.sent = Counter(letter.topic for _, put_back, letter in outgoing[:sent]
+                                  if not put_back)
+            report.again = [letter for _, put_back, letter in outgoing[:sent] if put_back]
         return report
     finally:
         consumer.close()

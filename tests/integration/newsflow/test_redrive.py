@@ -3,17 +3,27 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from threading import Event
 from types import SimpleNamespace
 
 import pytest
 
+from newsflow.broker import EmbeddedBroker
 from newsflow.drain import read_topic
 from newsflow.kafka import Publisher, ensure_topics
 from newsflow.recycle import restore_dead_letters, save_dead_letters
 from newsflow.redrive import REDRIVEN_HEADER, RedriveReport, count_waiting, redrive
 from newsflow.schemas import DeadLetter
+from newsflow.settings import settings_env
 from sinks.redrive import store_letters
+from tests.conftest import read_topic as read_topic_until
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +223,81 @@ def test_dlq_list_shows_the_letters_since_the_last_redrive_and_ends(make_setting
     listed = capsys.readouterr()
     assert [line.split(" ", 3)[2] for line in listed.out.splitlines()] == ["0@0", "0@1"]
     assert listed.err == "2 dead letter(s) on the topic\n"
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` sent to process ``pid`` waits to be taken by one of its threads."""
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return any(int(fields[name], 16) & (1 << (signum - 1)) for name in ("ShdPnd", "SigPnd"))
+
+
+def test_a_ctrl_c_of_the_redrive_sends_no_letter_back_twice(make_settings) -> None:
+    """A Ctrl-C of `newsflow dlq redrive` after it had sent originals back but before it
+    committed how far it got: the next redrive sent them all back again (and put a letter
+    it put back, twice on the topic from then on). Here the broker is frozen once the
+    first original is back, so the Ctrl-C lands while the redrive waits for the broker:
+    before its commit."""
+    letters = 20_000  # (seconds of sending: still under way when the first is back)
+    with EmbeddedBroker() as broker:
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True)
+        ensure_topics(settings)
+        with Publisher(settings) as publisher:
+            for n in range(letters):
+                original = json.dumps({"schema_version": 1, "id": f"a{n}", "title": "Quake"})
+                publisher.publish_dead_letter(
+                    letter_for(settings.topic_raw, n, b"k", original.encode()))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+        env.update(settings_env(settings))
+        command = [sys.executable, "-m", "newsflow.cli", "dlq", "redrive"]
+        redriving = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # SIGINT as a terminal's command gets it: a suite run in the background ignores it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            read_topic_until(settings, settings.topic_raw, until=lambda r: len(r) >= 1,
+                             timeout_s=120, what="the first original sent back")
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            try:
+                redriving.send_signal(signal.SIGINT)
+                while signal_pending(redriving.pid, signal.SIGINT):  # (taken, before SIGCONT)
+                    time.sleep(0.05)
+            finally:
+                os.kill(broker.process.pid, signal.SIGCONT)
+            out, err = redriving.communicate(timeout=120)
+        finally:
+            if redriving.poll() is None:
+                redriving.kill()
+                redriving.wait()
+        assert (redriving.returncode, err.splitlines()[-1:]) == (
+            130, ["newsflow dlq: interrupted"]), out + err
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stdout + again.stderr
+        back = Counter(record.value for record in read_topic(settings, settings.topic_raw))
+        assert (len(back), set(back.values())) == (letters, {1}), again.stdout
+        assert count_waiting(settings) == 0
+
+
+def test_a_redrive_stopped_before_a_letter_leaves_it_and_those_after_for_the_next(
+        make_settings) -> None:
+    """A stop (Ctrl-C, SIGTERM) remembers as done the letters before the first one not
+    sent (one left as it is, here), and no further: those go at the next redrive, once."""
+    settings = make_settings()
+    ensure_topics(settings)
+    with Publisher(settings) as publisher:
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 1, b"k", b"not json"))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw, 2, b"k2", ARTICLE))
+        publisher.publish_dead_letter(letter_for(settings.topic_raw + "-gone", 3, b"k", ARTICLE))
+        publisher.publish_dead_letter(letter_for(settings.topic_clean, 4, b"k4", ARTICLE))
+    stopped = Event()
+    stopped.set()
+    report = redrive(settings, store_letters, stop=stopped)
+    assert (report.interrupted, report.not_sent, report.sent, report.again) == (
+        True, 3, Counter(), [])
+    assert count_waiting(settings) == 3  # (the one left as it is, done)
+
+    report = redrive(settings, store_letters)
+    assert dict(report.sent) == {settings.topic_raw: 1, settings.topic_clean: 1}
+    assert (len(report.kept), len(report.again), report.not_sent) == (1, 1, 0)
+    assert [r.key for r in read_topic(settings, settings.topic_raw)] == [b"k2"]
+    assert count_waiting(settings) == 1  # (the letter put back, once)
