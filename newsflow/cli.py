@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from newsflow.entry import INTERRUPTED
 from newsflow.logs import configure_log_output, configure_logging
-from newsflow.processes import exit_when_orphaned
+from newsflow.processes import end_unrecoverable, exit_when_orphaned
 from newsflow.settings import (
     Settings,
     json_logs_asked,
@@ -32,7 +32,7 @@ from newsflow.settings import (
     unknown_variables,
     unused_storage_settings,
 )
-from newsflow.storage import setting_hint
+from newsflow.storage import StoreDamaged, setting_hint
 from processors.compiled import running_snapshot, snapshot_problem
 
 # The exit code of a command whose stdout's reader went away: 128 + SIGPIPE, as a shell
@@ -295,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, OSError) and exc.filename == STDOUT_NAME:  # (`> /dev/full`)
             _stdout_to_devnull()  # (else the flush at exit fails again, with a traceback)
         _say(settings, f"newsflow {args.command}: error: {exc}{_setting_hint(exc, settings)}")
+        if args.command in ROLES and isinstance(exc, StoreDamaged):
+            # Restarted, it fails alike: its supervisor stops the service instead.
+            return end_unrecoverable(settings, str(exc))
         return 1
 
 

@@ -22,6 +22,40 @@ logger = logging.getLogger(__name__)
 # stops (``Child.stop``) before it kills it.
 ORPHAN_GRACE_S = 20.0
 
+# The exit code of a role that ends on a fault restarting cannot mend (a damaged store),
+# and of the `newsflow run` it stops: sysexits' EX_DATAERR. A service manager told not to
+# restart on it (systemd's RestartPreventExitStatus=65) leaves the service stopped.
+UNRECOVERABLE_EXIT = 65
+
+
+def unrecoverable_note(data_dir: Path, pid: int) -> Path:
+    """Where the role of pid ``pid`` leaves why it ended for good, for its supervisor."""
+    return data_dir / f"unrecoverable-{pid}.txt"
+
+
+def end_unrecoverable(settings: Settings, message: str) -> int:
+    """In a role ending on a fault restarting cannot mend: leave ``message`` for the
+    `newsflow run` that started it (``unrecoverable_note``), which stops the service with
+    it instead of starting the role again; returns the exit code to end with."""
+    if settings.supervisor_pid is not None:
+        try:
+            unrecoverable_note(settings.data_dir, os.getpid()).write_text(message, "utf-8")
+        except OSError:
+            pass  # (the supervisor then points at the role's error, said above it)
+    return UNRECOVERABLE_EXIT
+
+
+def take_unrecoverable_note(data_dir: Path, pid: int) -> str | None:
+    """The note the role of pid ``pid`` left (``end_unrecoverable``), removed; None when
+    it left none or it cannot be read."""
+    note = unrecoverable_note(data_dir, pid)
+    try:
+        message = note.read_text("utf-8").strip()
+        note.unlink()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return message or None
+
 
 def _stat_fields(pid: int) -> list[str] | None:
     """Process ``pid``'s /proc stat from its third field on (its state), None when there is

@@ -46,12 +46,14 @@ from newsflow.metrics import (
     textfile_name,
 )
 from newsflow.processes import (
+    UNRECOVERABLE_EXIT,
     children_follow_job_control,
     process_runs,
     process_started,
     process_stopped,
     spawn,
     stop_with_parent,
+    take_unrecoverable_note,
     terminate,
 )
 from newsflow.schemas import RawArticle
@@ -69,7 +71,12 @@ MAX_QUICK_EXITS = 5
 
 
 class ServiceError(RuntimeError):
-    """The service cannot start or keep running; the message says why."""
+    """The service cannot start or keep running; the message says why, ``exit_code``
+    what `newsflow run` exits with."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -78,11 +85,13 @@ class Child:
     env: dict[str, str]
     metrics_dir: Path | None = None  # where its metrics textfile goes (textfile_name)
     quick_exit_s: float = QUICK_EXIT_S  # (Settings.quick_exit_s)
+    data_dir: Path | None = None  # where it leaves why it ended for good (unrecoverable_note)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     quick_exits: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
+    ended_for_good: bool = False  # on a fault restarting cannot mend (UNRECOVERABLE_EXIT)
 
     def start(self) -> None:
         # -P: no working directory in front of the import path, so a child runs the code
@@ -111,6 +120,12 @@ class Child:
         self.remove_metrics_file()
         self.next_start = 0.0
         self.start()
+
+    def take_unrecoverable_note(self) -> str | None:
+        """Why its last process ended for good, when it said (``end_unrecoverable``)."""
+        if self.data_dir is None or self.process is None:
+            return None
+        return take_unrecoverable_note(self.data_dir, self.process.pid)
 
     def remove_metrics_file(self) -> None:
         """A dead child's figures must not be served as if it still ran."""
@@ -445,7 +460,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                            settings.kafka_bootstrap, ", ".join(str(p) for p in saved))
         env = child_env(settings)
         children = [Child(role, env, metrics_dir(settings.data_dir),
-                          quick_exit_s=settings.quick_exit_s) for role in roles]
+                          quick_exit_s=settings.quick_exit_s, data_dir=settings.data_dir)
+                    for role in roles]
         for child in children:
             child.start()
         write_runfile(settings, broker.started_at if broker else None,
@@ -493,7 +509,7 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                     supervise(child)
             except ServiceError as exc:
                 logger.error("%s; stopping", exc)
-                exit_code = 1
+                exit_code = exc.exit_code
                 break
             try:
                 if recycler is not None:
@@ -509,6 +525,8 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             logger.info("stop asked (SIGTERM or SIGINT): stopping the children")
     finally:
         drained = stop_children(children, lambda: drain_before_stop(settings, broker, children))
+        for child in children:  # (one that ended for good while the service stopped: said above)
+            child.take_unrecoverable_note()
         if broker is not None:
             if broker.alive():  # (it forgets everything: the next start writes this back)
                 save_before_broker_stops(settings, drained.passed, drained.checked, reach)
@@ -548,9 +566,11 @@ def drain_before_stop(settings: Settings, broker: EmbeddedBroker | None,
     if broker is None or not broker.alive() or not any(c.role == "process" for c in children):
         return Drained(passed=False, checked=0.0)
     # One that died and waits out its restart delay starts now, or the wait gave up at once.
+    # (Not one that ended for good: it would only fail again. What it has not finished is
+    # saved for the next start.)
     consumers = [c for c in children if c.role in ("process", "sink")]
     for consumer in consumers:
-        if not consumer.alive():
+        if not consumer.alive() and not consumer.ended_for_good:
             logger.info("starting %s again to finish what was sent", consumer.role)
             consumer.start()
     # What was there when it first looked, as a recycle waits: waiting for nothing unread,
@@ -620,7 +640,16 @@ def supervise(child: Child) -> None:
     now = time.monotonic()
     if child.next_start == 0.0:
         code = child.process.returncode if child.process else None
+        pid = child.process.pid if child.process else None
         child.remove_metrics_file()
+        note = child.take_unrecoverable_note()
+        if code == UNRECOVERABLE_EXIT:
+            # A damaged store does not heal by waiting: restarted, the role failed alike a
+            # minute apart for ever, and nothing said the service was of no use.
+            child.ended_for_good = True
+            raise ServiceError(
+                f"{child.role} (pid {pid}) ended on a fault that restarting cannot mend"
+                f" (exit {code}): {note or 'see its error above'}", UNRECOVERABLE_EXIT)
         if now - child.started_at < child.quick_exit_s:
             child.quick_exits += 1
         else:  # it ran a while: a crash worth a restart, not a failing start-up
@@ -631,7 +660,7 @@ def supervise(child: Child) -> None:
                 f" {child.quick_exits} times in a row (last exit code {code})"
             )
         delay = min(60.0, 2.0 ** child.restarts)
-        level, what = how_it_ended(child.role, child.process.pid if child.process else None, code)
+        level, what = how_it_ended(child.role, pid, code)
         logger.log(level, "%s; restarting in %.0fs", what, delay)
         child.next_start = now + delay
         return

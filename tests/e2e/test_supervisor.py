@@ -26,6 +26,7 @@ from newsflow.settings import Settings
 from producers.replay import read_articles
 from tests.conftest import extract_workers, process_runs, shared_path, wait_for
 from tests.e2e.conftest import ROOT, Service, incidents_holding, read_row, storage_problems
+from tests.records import damage_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -294,6 +295,32 @@ def test_a_child_failing_at_every_start_stops_the_service(start_service, tmp_pat
     assert service.process.returncode == 1, service.log()[-3000:]
     assert "produce exited within 600s of starting 5 times in a row" in service.log()
     assert len(re.findall(r"started produce \(pid", service.log())) == 5, service.log()[-3000:]
+    assert_no_child_outlived(service)
+
+
+def test_a_damaged_store_stops_the_service_with_the_roles_message(start_service):
+    """A damaged SQLite file ends the processors and the sink ("is damaged"), and no
+    restart mends it. The supervisor restarted the role all the same, then stopped with
+    exit 1 saying only "process exited within 10s of starting 5 times in a row" (a slower
+    start was restarted for ever, a minute apart). It stops at the first such end now,
+    with the role's message and exit 65, which a service manager can be told not to
+    restart on."""
+    first = start_service()
+    first.wait_for(lambda: stored_articles(first.db) >= 2, 90)
+    assert first.stop() == 0, first.log()[-3000:]
+    damage_tables(first.db, "articles", "incidents")
+
+    service = start_service()
+    service.process.wait(180)
+    log = service.log()
+    assert service.process.returncode == 65, log[-4000:]
+    stop_line = next((line for line in log.splitlines()
+                      if "ended on a fault that restarting cannot mend" in line), "")
+    assert f"SQLite database {service.db} is damaged" in stop_line, log[-4000:]
+    assert "put back a backup" in stop_line
+    for role in ("sink", "process"):  # none started again, not even to finish at the stop
+        assert len(re.findall(rf"started {role} \(pid", log)) == 1, log[-4000:]
+    assert not list(service.data_dir.glob("unrecoverable-*")), "a note left behind"
     assert_no_child_outlived(service)
 
 
