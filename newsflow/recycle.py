@@ -81,6 +81,10 @@ DRAIN_LOOK_S = 0.1
 RETRY_S = 300.0  # when a postponed recycle is tried again
 
 
+class RecycleError(RuntimeError):
+    """A recycle failed: the broker cannot be started again or written to."""
+
+
 class Recycler:
     """Checks the broker's memory every ``CHECK_S``, writes it to the metrics textfile
     (with the limit and the recycles so far), and recycles the broker past the limit."""
@@ -129,6 +133,8 @@ class Recycler:
             try:
                 recycled = recycle(self.broker, self.settings, children, stop, self.on_restart,
                                    self.reach)
+            except Exception as exc:
+                raise RecycleError(f"recycling the embedded broker failed: {exc}") from exc
             finally:
                 self.recycling.set(0)
                 self.recycle_ended.set(time.time())

@@ -497,6 +497,7 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             recycler.write_metrics()
         # What a stop does for the outbox, while it runs: a stop may be months away.
         sweeper = outbox.Sweeper(settings, reach) if broker is not None else None
+        frozen = FrozenBroker()
         while not stop.wait(0.5):
             if broker is not None and not broker.alive():
                 # Everything in flight lived in it; exit so the service manager restarts us
@@ -511,29 +512,78 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
                 logger.error("%s; stopping", exc)
                 exit_code = exc.exit_code
                 break
-            try:
-                if recycler is not None:
+            # A stopped broker is not looked at: each look blocked this loop ~30 s.
+            waiting_for_broker = broker is not None and frozen.check(broker)
+            if recycler is not None and not waiting_for_broker:
+                try:
                     recycler.check(children, stop)
-            except Exception as exc:  # noqa: BLE001 - the broker is gone or unusable
-                logger.error("recycling the embedded broker failed: %s; stopping", exc)
-                exit_code = 1
-                break
+                except recycle.RecycleError as exc:  # the new broker is gone or unusable
+                    logger.error("%s; stopping", exc)
+                    exit_code = 1
+                    break
+                except Exception as exc:  # noqa: BLE001 - not a recycle: say what failed
+                    logger.error("the supervisor's check of the embedded broker (its memory,"
+                                 " the outbox's late rows) failed: %s; stopping", exc)
+                    exit_code = 1
+                    break
             if sweeper is not None:
                 sweeper.check()
         else:
             # Asked to stop: say so, or the log shows the children stopping for no cause.
             logger.info("stop asked (SIGTERM or SIGINT): stopping the children")
     finally:
-        drained = stop_children(children, lambda: drain_before_stop(settings, broker, children))
+        # A stopped broker answers nothing: waiting for it to take what was sent, and
+        # reading what it holds, took some 30 s a look (minutes in all), for nothing.
+        stopped_at_stop = broker is not None and broker.alive() and broker_stopped(broker)
+        if stopped_at_stop:
+            logger.warning("the embedded broker is stopped (SIGSTOP?): the stop neither waits"
+                           " for the processors and the sink nor saves what it holds; what"
+                           " the publishers kept is published again at the next start")
+        drained = stop_children(children, lambda: (
+            Drained(passed=False, checked=0.0) if stopped_at_stop
+            else drain_before_stop(settings, broker, children)))
         for child in children:  # (one that ended for good while the service stopped: said above)
             child.take_unrecoverable_note()
         if broker is not None:
-            if broker.alive():  # (it forgets everything: the next start writes this back)
+            # (It forgets everything: the next start writes this back.)
+            if broker.alive() and not broker_stopped(broker):
                 save_before_broker_stops(settings, drained.passed, drained.checked, reach)
+            elif broker.alive() and not stopped_at_stop:
+                logger.warning("the embedded broker is stopped (SIGSTOP?): what it holds"
+                               " cannot be saved; what the publishers kept is published"
+                               " again at the next start")
             broker.stop()
         remove_runfile(settings)
     logger.info("newsflow stopped")
     return exit_code
+
+
+def broker_stopped(broker: EmbeddedBroker) -> bool:
+    """Whether the embedded broker is stopped (SIGSTOP, Ctrl-Z, a debugger): it runs, and
+    answers nothing until SIGCONT."""
+    return broker.pid is not None and process_stopped(broker.pid)
+
+
+class FrozenBroker:
+    """While the embedded broker is stopped (``broker_stopped``), the supervisor waits for
+    it: each look at it blocked the supervisor's loop ~30 s (a stop heard late), and its
+    memory, past the limit, was taken for one to recycle, though a paused broker merely
+    holds what it has not delivered yet. Said once when found stopped, once when it goes
+    on."""
+
+    def __init__(self) -> None:
+        self.said = False
+
+    def check(self, broker: EmbeddedBroker) -> bool:
+        """Whether the broker is stopped now."""
+        stopped = broker_stopped(broker)
+        if stopped and not self.said:
+            logger.warning("the embedded broker (pid %s) is stopped (SIGSTOP?): waiting for it"
+                           " to go on (SIGCONT); it is not recycled meanwhile", broker.pid)
+        elif self.said and not stopped:
+            logger.info("the embedded broker (pid %s) goes on", broker.pid)
+        self.said = stopped
+        return stopped
 
 
 class Drained(NamedTuple):

@@ -166,6 +166,61 @@ def test_a_dead_embedded_broker_stops_the_service_for_its_manager_to_restart(sta
     assert_no_child_outlived(service)
 
 
+def embedded_broker_pid(service: Service) -> int:
+    return int(re.findall(r"embedded broker ready on \S+ \(pid (\d+)\)", service.log())[-1])
+
+
+def test_a_stopped_embedded_broker_is_waited_for_not_recycled(start_service):
+    """A broker stopped (SIGSTOP) past its memory limit was recycled: the supervisor
+    stopped the producers for it and waited on a broker that answers nothing, some 30 s a
+    look, hearing a stop only then. Its memory holds what it has not delivered yet: the
+    supervisor waits for it now, and recycles it once it goes on."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_EMBEDDED_BROKER_MAX_MB="1")
+    broker = embedded_broker_pid(service)
+    os.kill(broker, signal.SIGSTOP)  # (before the first check, 10 s after the start)
+    try:
+        service.wait_for(lambda: f"the embedded broker (pid {broker}) is stopped (SIGSTOP?):"
+                         " waiting" in service.log(), 60)
+        # The children fail on the broker, each after a 30 s bootstrap, and the supervisor
+        # says so: its checks were due meanwhile (every 10 s).
+        service.wait_for(lambda: re.search(r"sink \(pid \d+\) failed \(exit 1\)",
+                                           service.log()), 120)
+        assert "recycling it" not in service.log(), service.log()[-3000:]
+        assert state_of(broker) in ("T", "t")  # left as it was
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    service.wait_for(lambda: f"the embedded broker (pid {broker}) goes on" in service.log(), 60)
+    service.wait_for(lambda: "not recycling it again" in service.log(), 120)  # (a limit of 1 MB)
+    assert service.log().count("): recycling it") == 1
+    assert service.stop() == 0, service.log()[-3000:]
+
+
+def test_a_stop_while_the_embedded_broker_is_stopped_leaves_it_alone(start_service):
+    """SIGTERM while the embedded broker was stopped (SIGSTOP): the supervisor heard it
+    once its check of the broker gave up (30 s), then waited for the processors and the
+    sink to finish and read what the broker held to save it, each look 30 s for nothing
+    (nearly two minutes in all), and logged errors that it could not. The stop now says
+    why it neither waits nor saves, and ends with the broker killed as it is."""
+    service = start_service()  # (the seeds: rows the outbox keeps, checked every 10 s)
+    broker = embedded_broker_pid(service)
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        service.wait_for(lambda: state_of(broker) in ("T", "t"), 30)
+        service.process.send_signal(signal.SIGTERM)
+        service.process.wait(300)
+    finally:
+        if state_of(broker) != "gone":
+            os.kill(broker, signal.SIGCONT)
+    log = service.log()
+    assert service.process.returncode == 0, log[-3000:]
+    assert "could not save" not in log, log[-3000:]
+    assert "to finish what was sent" not in log  # (no consumer started again for the drain)
+    assert "the stop neither waits for the processors and the sink nor saves" in log, log[-3000:]
+    assert "stopped embedded broker (killed, as it is stopped" in log
+    assert state_of(broker) == "gone"
+    assert_no_child_outlived(service)
+
+
 def test_a_service_started_in_another_folder_names_in_full_the_paths_it_did_not_find(
         tmp_path):
     """Its warnings said "no seeds folder at seeds" and "no feeds file at feeds.toml":
