@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_ms INTEGER NOT NULL,     -- its record's time (kept when published again)
     fetched_at TEXT,                   -- the copy's fetch time (ISO 8601)
     added REAL NOT NULL,               -- when the row was last written (epoch seconds)
+    broker_started REAL,               -- the embedded broker it was sent to (``sent_to``)
     PRIMARY KEY (article_id, copy)
 )
 """
@@ -71,11 +72,6 @@ SWEEP_WAIT_S = 120.0  # how long the running service's check waits for the stage
 # look for rows kept late (``republish_late``) looks again this far back.
 LATE_MARGIN_S = 10.0
 SEND_TRIES = 3  # how often ``send_again`` sends a chunk the broker did not take
-# A replay's send across a recycle that the new broker still refused as it started
-# (Tansu's "AlreadyExists" for a partition's first batch, raced by the recycle's own),
-# once the flush's own tries (``kafka.REFUSED_TRIES``) failed too: its row is published
-# again with those sent to the old broker (``Reach``).
-LATE_AFTER_START_S = 30.0
 
 
 # A row: an article's id, and which copy of it. Every copy is kept, as the topic held
@@ -92,20 +88,37 @@ class Kept:
     value: bytes
     published_ms: int
     fetched_at: str | None
+    broker_started: float | None = None  # the broker it was sent to (``sent_to``)
 
 
-def kept(articles: Iterable[RawArticle], published_ms: int) -> list[Kept]:
-    """The rows for ``articles``, published (or about to be) at ``published_ms``; none for
-    one that holds no article (``not_an_article``): the processors dead-letter it, storage
-    never holds it, and its row stayed for as long as the service ran."""
+def kept(articles: Iterable[RawArticle], published_ms: int,
+         broker_started: float | None = None) -> list[Kept]:
+    """The rows for ``articles``, published (or about to be) at ``published_ms`` to the
+    embedded broker that started at ``broker_started`` (``sent_to``, read before the
+    sends; None: not known, published again after a start); none for one that holds no
+    article (``not_an_article``): the processors dead-letter it, storage never holds it,
+    and its row stayed for as long as the service ran."""
     rows = []
     for article in articles:
         if not_an_article(article.id, article.title, article.text):
             continue
         value = article.to_bytes()
         rows.append(Kept(article.id, hashlib.sha256(value).hexdigest()[:32], value, published_ms,
-                         article.fetched_at.isoformat() if article.fetched_at else None))
+                         article.fetched_at.isoformat() if article.fetched_at else None,
+                         broker_started))
     return rows
+
+
+def sent_to(settings: Settings) -> float | None:
+    """Which embedded broker a publisher sends to now: when the `newsflow run` on this data
+    folder last started it empty (its runfile), for the rows of what it sends next
+    (``Kept.broker_started``); None when no running service names that broker. Read
+    before the sends: a recycle in between makes the row name the old broker, and it goes
+    again (twice changes nothing); read after, a row sent to the old broker named the new
+    one, and was lost with the old."""
+    from newsflow.service import broker_started  # (the service imports this module)
+
+    return broker_started(settings)
 
 
 def keeps(settings: Settings) -> bool:
@@ -152,18 +165,25 @@ def over_bound(size_bytes: int, max_mb: float) -> bool:
 
 
 def create(conn: sqlite3.Connection) -> None:
+    """Make the table, or bring one an older newsflow made up to date (in the caller's
+    transaction: two processes opening the file at once do not both add the column)."""
     conn.execute(SCHEMA)
+    columns = {name for _, name, *_ in conn.execute("PRAGMA table_info(outbox)")}
+    if "broker_started" not in columns:  # (rows kept before: which broker, not known)
+        conn.execute("ALTER TABLE outbox ADD COLUMN broker_started REAL")
 
 
 def add(conn: sqlite3.Connection, rows: Iterable[Kept], now: float | None = None) -> None:
     """Keep ``rows`` (in the caller's transaction); a copy kept already (replayed again)
-    keeps its first time, and counts as written now (``forget_finished``)."""
+    keeps its first time, and counts as written now (``forget_finished``) and sent to the
+    broker it was sent to now."""
     now = time.time() if now is None else now
     conn.executemany(
-        "INSERT INTO outbox (article_id, copy, value, published_ms, fetched_at, added)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (article_id, copy) DO UPDATE SET"
-        " added = excluded.added",
-        [(r.article_id, r.copy, r.value, r.published_ms, r.fetched_at, now) for r in rows],
+        "INSERT INTO outbox (article_id, copy, value, published_ms, fetched_at, added,"
+        " broker_started) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (article_id, copy)"
+        " DO UPDATE SET added = excluded.added, broker_started = excluded.broker_started",
+        [(r.article_id, r.copy, r.value, r.published_ms, r.fetched_at, now, r.broker_started)
+         for r in rows],
     )
 
 
@@ -176,7 +196,8 @@ class Outbox:
         self.conn.execute("PRAGMA busy_timeout = 30000")
         enable_wal(self.conn)
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        create(self.conn)
+        with self._transaction():
+            create(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -233,8 +254,8 @@ class Outbox:
         for start in range(0, len(order), batch):
             chunk = order[start:start + batch]
             found = {rowid: Kept(*row) for rowid, *row in self.conn.execute(
-                "SELECT rowid, article_id, copy, value, published_ms, fetched_at FROM outbox"
-                f" WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)}
+                "SELECT rowid, article_id, copy, value, published_ms, fetched_at, broker_started"
+                f" FROM outbox WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)}
             yield from (found[rowid] for rowid in chunk if rowid in found)
 
     def drop(self, rows: list[Row]) -> None:
@@ -246,21 +267,26 @@ class Outbox:
             self.conn.executemany("DELETE FROM outbox WHERE article_id = ? AND copy = ?", rows)
 
     def drop_added_before(self, when: float, since: float = 0.0, late_after: float = 0.0,
-                          late_before_ms: int = 0) -> int:
+                          broker_started: float | None = None) -> int:
         """Drop the rows written in [``since``, ``when``), but those written since
-        ``late_after`` and first published before ``late_before_ms`` (``Reach``)."""
+        ``late_after`` that were not sent to the broker started at ``broker_started``
+        (``Reach``; None: no such exception)."""
+        if broker_started is None:
+            return self.conn.execute("DELETE FROM outbox WHERE added < ? AND added >= ?",
+                                     (when, since)).rowcount
         return self.conn.execute(
             "DELETE FROM outbox WHERE added < ? AND added >= ?"
-            " AND NOT (added >= ? AND published_ms < ?)",
-            (when, since, late_after, late_before_ms)).rowcount
+            " AND NOT (added >= ? AND broker_started IS NOT ?)",
+            (when, since, late_after, broker_started)).rowcount
 
-    def late(self, after: float, before: float, published_before_ms: int) -> list[Kept]:
-        """The rows written in [``after``, ``before``) whose article was first published
-        before ``published_before_ms``, in the order first published."""
+    def late(self, after: float, before: float, broker_started: float) -> list[Kept]:
+        """The rows written in [``after``, ``before``) that were not sent to the broker
+        started at ``broker_started`` (another, or not known), in the order first
+        published."""
         return [Kept(*row) for row in self.conn.execute(
-            "SELECT article_id, copy, value, published_ms, fetched_at FROM outbox"
-            " WHERE added >= ? AND added < ? AND published_ms < ?"
-            " ORDER BY published_ms, article_id", (after, before, published_before_ms))]
+            "SELECT article_id, copy, value, published_ms, fetched_at, broker_started"
+            " FROM outbox WHERE added >= ? AND added < ? AND broker_started IS NOT ?"
+            " ORDER BY published_ms, article_id", (after, before, broker_started))]
 
     def added_before(self, when: float, since: float = 0.0) -> bool:
         """Whether a row was written before ``when`` (epoch seconds), and since ``since``."""
@@ -274,15 +300,18 @@ class Outbox:
         return int(count), int(size)
 
 
-def keep_sent(settings: Settings, sent: list[tuple[RawArticle, int]]) -> None:
-    """Keep what a replay sent (each article with its time), with the embedded broker."""
+def keep_sent(settings: Settings, sent: list[tuple[RawArticle, int]],
+              broker_started: float | None = None) -> None:
+    """Keep what a replay sent (each article with its time) to the embedded broker that
+    started at ``broker_started`` (``sent_to``, read before the sends; None: not known)."""
     if not sent or not keeps(settings):
         return
     path = settings.producer_state_file
     try:
         outbox = Outbox(path)
         try:
-            outbox.keep([row for article, ms in sent for row in kept([article], ms)])
+            outbox.keep([row for article, ms in sent
+                         for row in kept([article], ms, broker_started)])
         finally:
             outbox.close()
     except sqlite3.Error as exc:
@@ -292,22 +321,30 @@ def keep_sent(settings: Settings, sent: list[tuple[RawArticle, int]]) -> None:
             f"could not keep the articles sent in the outbox {path.absolute()}: {exc}") from exc
 
 
-def keeper(settings: Settings, flush: Callable[[], None],
-           ) -> Callable[[list[tuple[RawArticle, int]]], None] | None:
+class Keeper:
     """A replay's ``keep`` (``producers.replay.replay``): what it sent, kept as it goes,
     once the broker has it (``flush``: a row kept before its article reached the broker
-    could be forgotten by a stop whose look came first). A flush that fails raises, ending
-    the replay as a send that fails does. None where nothing is kept (``keeps``): a real
-    Kafka keeps what it confirmed. (The embedded broker's topics, made by newsflow, take
-    what the client sends: a flush does not fail there for an article's size.)"""
-    if not keeps(settings):
-        return None
+    could be forgotten by a stop whose look came first), each row naming the broker read
+    (``sent_to``) before its article was sent: at the start, then after each keep. A flush
+    that fails raises, ending the replay as a send that fails does. (The embedded broker's
+    topics, made by newsflow, take what the client sends: a flush does not fail there for
+    an article's size.)"""
 
-    def keep(sent: list[tuple[RawArticle, int]]) -> None:
-        flush()
-        keep_sent(settings, sent)
+    def __init__(self, settings: Settings, flush: Callable[[], None]) -> None:
+        self.settings = settings
+        self.flush = flush
+        self.sent_to = sent_to(settings)  # (before the replay's first send)
 
-    return keep
+    def __call__(self, sent: list[tuple[RawArticle, int]]) -> None:
+        self.flush()
+        keep_sent(self.settings, sent, self.sent_to)
+        self.sent_to = sent_to(self.settings)  # (before the sends that follow)
+
+
+def keeper(settings: Settings, flush: Callable[[], None]) -> Keeper | None:
+    """The replay's ``Keeper``; None where nothing is kept (``keeps``): a real Kafka keeps
+    what it confirmed."""
+    return Keeper(settings, flush) if keeps(settings) else None
 
 
 def settle(settings: Settings, outbox: Outbox) -> int:
@@ -332,17 +369,18 @@ class Reach:
     (epoch seconds), all of them when 0. A finished stop or recycle forgets only those.
 
     But for the rows a replay keeps after the broker started empty (a recycle, or the
-    service's start): it keeps what it sent when it ends, so rows written since
-    ``late_after`` whose article was first published before ``late_before_ms``
-    (``LATE_AFTER_START_S`` after the new broker's start, ms) may hold what it sent to the
-    old broker after a recycle or a stop saved what that held, or what the new one refused
-    as it started. ``republish_late`` sends them to this one, moving ``late_after`` past
-    them; until then they are not forgotten.
+    service's start): it keeps what it sent a second later, or when it ends, so rows
+    written since ``late_after`` that name another broker than this one (the one started
+    at ``broker_started``), or none (``sent_to``), hold what it sent to the old broker
+    after a recycle or a stop saved what that held, or what it could not deliver.
+    ``republish_late`` sends them to this one, moving ``late_after`` past them; until then
+    they are not forgotten. (It took every row first published within 30 s of the start
+    for one: the start's own seeds, with a sink paused or slow, went twice.)
     """
 
     since: float = 0.0
     late_after: float = 0.0
-    late_before_ms: int = 0  # 0: no row kept late expected
+    broker_started: float | None = None  # None: no row kept late expected
 
     def expect_late(self, written: float, broker_started: float | None,
                     margin_s: float = LATE_MARGIN_S) -> None:
@@ -353,7 +391,7 @@ class Reach:
         not even take what the replay sent once it had stopped: the replay, still
         running, kept it when it ended, after the next start had published the rows.)"""
         self.late_after = written - margin_s
-        self.late_before_ms = int(((broker_started or written) + LATE_AFTER_START_S) * 1000)
+        self.broker_started = broker_started
 
 
 def republish(settings: Settings, skip: Collection[str] = (), reach: Reach | None = None) -> int:
@@ -448,7 +486,7 @@ def forget_finished(settings: Settings, before: float, reach: Reach | None = Non
         outbox = Outbox(path)
         try:
             return outbox.drop_added_before(before, since=reach.since, late_after=reach.late_after,
-                                            late_before_ms=reach.late_before_ms)
+                                            broker_started=reach.broker_started)
         finally:
             outbox.close()
     except sqlite3.Error as exc:
@@ -457,22 +495,22 @@ def forget_finished(settings: Settings, before: float, reach: Reach | None = Non
 
 
 def republish_late(settings: Settings, reach: Reach) -> int:
-    """After a recycle or a start: publish the rows kept since (``reach.late_after``) whose
-    article was first published before ``reach.late_before_ms``, with their first times,
-    but those storage holds: what a replay sent to the old broker after the recycle (or
-    the stop) had saved what it held, or the new one refused, kept when that replay ended;
-    how many.
-    (One the new broker took goes twice: an article published twice changes nothing.)"""
+    """After a recycle or a start: publish the rows kept since (``reach.late_after``) that
+    were not sent to this broker (``reach.broker_started``), with their first times, but
+    those storage holds: what a replay sent to the old broker after the recycle (or the
+    stop) had saved what it held, or could not deliver, kept when that replay ended; how
+    many. (One the new broker took all the same, sent across the restart, goes twice: an
+    article published twice changes nothing.)"""
     path = settings.producer_state_file
-    if not reach.late_before_ms or not path.exists():
+    if reach.broker_started is None or not path.exists():
         return 0
     now = time.time()
     try:
         outbox = Outbox(path)
         try:
-            rows = outbox.late(reach.late_after, now - LATE_MARGIN_S, reach.late_before_ms)
+            rows = outbox.late(reach.late_after, now - LATE_MARGIN_S, reach.broker_started)
             if rows and settle(settings, outbox):  # (a long replay's: mostly stored)
-                rows = outbox.late(reach.late_after, now - LATE_MARGIN_S, reach.late_before_ms)
+                rows = outbox.late(reach.late_after, now - LATE_MARGIN_S, reach.broker_started)
         finally:
             outbox.close()
     except sqlite3.Error as exc:
@@ -493,8 +531,8 @@ def republish_late(settings: Settings, reach: Reach) -> int:
                            len(rows), exc)
             return 0
         logger.warning("published again %d article(s) sent to the embedded broker before it"
-                       " started empty (a recycle, or the service's start) and kept since (by a"
-                       " replay that ended after)", len(rows))
+                       " started empty (a recycle, or the service's start), or not known to have"
+                       " reached it, and kept since (by a replay that ended after)", len(rows))
     reach.late_after = max(reach.late_after, now - LATE_MARGIN_S)
     return len(rows)
 

@@ -390,9 +390,10 @@ def replay_seeds(settings: Settings) -> int:
         logger.warning("no seeds folder at %s; nothing replayed", settings.seeds_dir)
         return 0
     sent: list[tuple[RawArticle, int]] = []
+    sent_to = outbox.sent_to(settings)  # (this start's broker: its rows are not kept late)
     with Publisher(settings, client_id="newsflow-seed-replay") as publisher:
         stats = replay(read_articles([settings.seeds_dir]), publisher.publish_article, sent=sent)
-    outbox.keep_sent(settings, sent)
+    outbox.keep_sent(settings, sent, sent_to)
     logger.info("replayed %d seed article(s) from %s", stats.published, settings.seeds_dir)
     return stats.published
 

@@ -209,8 +209,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         # embedded broker die before storage holds them (newsflow/outbox.py): the rest,
         # not kept as it went (kept again, every row counted as written at the end, and
         # an outbox check could forget none of them until the next).
+        # A failure's rows name no broker: what was not delivered goes again after a start.
         outbox.keep_sent(settings, [(article, ms) for article, ms in sent[kept:]
-                                    if article.id not in refused])
+                                    if article.id not in refused],
+                         keep.sent_to if keep is not None and failure is None else None)
     if failure is not None:
         confirmed = publisher.sent - unconfirmed
         print(f"newsflow replay: error: {confirmed} of {len(articles)} article(s) confirmed"

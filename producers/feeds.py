@@ -1188,6 +1188,8 @@ class ProducerLoop:
             return
         articles = [(result, article) for result in results for article in result.articles]
         sent_ms = int(time.time() * 1000)
+        # (Read before the sends: ``outbox.sent_to``.)
+        sent_to = outbox.sent_to(self.settings) if self.kept is not None else None
         try:
             refused = publish_all([a for _, a in articles], self.publish, self.flush)
         except Exception as exc:
@@ -1211,8 +1213,8 @@ class ProducerLoop:
                 result.feed.id, self.owner, result.update,
                 new_keys=result.new_keys, present_keys=result.present_keys,
                 versions=result.versions, refetched=result.refetched,
-                kept=outbox.kept([a for a in result.articles if a.id not in refused], sent_ms)
-                if self.kept is not None else (),
+                kept=outbox.kept([a for a in result.articles if a.id not in refused], sent_ms,
+                                 sent_to) if self.kept is not None else (),
             )
             self.polled += 1
             self.metrics.count(result, refused)
@@ -1465,18 +1467,19 @@ def poll_once(
             results = [poll.result() for poll in polls]
         articles = [(result, article) for result in results for article in result.articles]
         sent_ms = int(time.time() * 1000)
+        keeping = not own_state and outbox.keeps(settings)  # (sent to the embedded broker)
+        sent_to = outbox.sent_to(settings) if keeping else None  # (before the sends)
         refused = publish_all([a for _, a in articles], emit, flush)
         for result, article in articles:
             if article.id in refused:
                 log_refused(article, result.feed.url, refused[article.id])
-        keeping = not own_state and outbox.keeps(settings)  # (sent to the embedded broker)
         for result in results:
             store.record(
                 result.feed.id, None, result.update,
                 new_keys=result.new_keys, present_keys=result.present_keys,
                 versions=result.versions, refetched=result.refetched,
-                kept=outbox.kept([a for a in result.articles if a.id not in refused], sent_ms)
-                if keeping else (),
+                kept=outbox.kept([a for a in result.articles if a.id not in refused], sent_ms,
+                                 sent_to) if keeping else (),
                 one_off=True,
             )
     finally:

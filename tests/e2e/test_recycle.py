@@ -64,25 +64,51 @@ def steady(settings: Settings, articles: list[RawArticle], *,
             yield article
 
     def publish_and_keep(publisher: Publisher, article: RawArticle) -> None:
+        sent_to = outbox.sent_to(settings)  # (read before the send, as the producers do)
         publisher.publish_article(article)
         publisher.flush()
-        outbox.keep_sent(settings, [(article, int(time.time() * 1000))])
+        outbox.keep_sent(settings, [(article, int(time.time() * 1000))], sent_to)
+
+    def replay_once(articles: Iterator[RawArticle]) -> None:
+        """One `newsflow replay` (producers/commands.py): its own list of what it sent,
+        kept every second and the rest when it ends, each row naming the broker it was
+        sent to; after a failure, none (those not confirmed are kept too)."""
+        attempt: list[tuple[RawArticle, int]] = []
+        kept, failed = 0, False
+        keeper: outbox.Keeper | None = None
+
+        def keep_as_it_goes(batch: list[tuple[RawArticle, int]]) -> None:
+            nonlocal kept
+            assert keeper is not None
+            keeper(batch)
+            kept += len(batch)
+            sent.extend(batch)
+
+        try:
+            with Publisher(settings, client_id="test-steady") as publisher:
+                if keep_each:
+                    replay(articles, lambda article: publish_and_keep(publisher, article),
+                           rate=RATE, sent=sent)
+                else:
+                    keeper = outbox.keeper(settings, publisher.flush)
+                    replay(articles, publisher.publish_article, rate=RATE, sent=attempt,
+                           keep=keep_as_it_goes)
+        except PublishError:
+            failed = True
+            raise
+        finally:
+            if keeper is not None:
+                outbox.keep_sent(settings, attempt[kept:], None if failed else keeper.sent_to)
+                sent.extend(attempt[kept:])
 
     def run() -> None:
-        articles, kept = until_done(), 0
+        articles = until_done()
         while not done.is_set():
             try:
-                with Publisher(settings, client_id="test-steady") as publisher:
-                    publish = ((lambda article: publish_and_keep(publisher, article))
-                               if keep_each else publisher.publish_article)
-                    replay(articles, publish, rate=RATE, sent=sent)
+                replay_once(articles)
                 return
             except PublishError as exc:  # as `newsflow replay` says: run it again
                 logger.warning("replay failed (%s): replaying the rest", exc)
-            finally:
-                if not keep_each:  # (those not confirmed too, as `newsflow replay` does)
-                    outbox.keep_sent(settings, sent[kept:])
-                    kept = len(sent)
 
     thread = threading.Thread(target=run, name="steady-publisher", daemon=True)
     thread.start()

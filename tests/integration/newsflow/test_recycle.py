@@ -352,11 +352,12 @@ def test_what_a_replay_sent_to_the_old_broker_and_kept_after_a_recycle_goes_out_
     settings = make_settings(kafka_embedded=True)
     ensure_topics(settings)
     restarted = time.time() - 60  # the new broker's start
-    reach = outbox.Reach(late_after=restarted, late_before_ms=int(restarted * 1000))
+    old_broker = restarted - 3600
+    reach = outbox.Reach(late_after=restarted, broker_started=restarted)
     box = outbox.Outbox(settings.producer_state_file)
     try:  # kept when the replay ended, 20 s after the recycle
-        outbox.add(box.conn, [*outbox.kept([article(1)], int(restarted * 1000) - 500),
-                              *outbox.kept([article(2)], int(restarted * 1000) + 500)],
+        outbox.add(box.conn, [*outbox.kept([article(1)], int(restarted * 1000) - 500, old_broker),
+                              *outbox.kept([article(2)], int(restarted * 1000) + 500, restarted)],
                    now=restarted + 20)
     finally:
         box.close()
@@ -389,11 +390,11 @@ def test_a_frozen_broker_keeps_the_late_rows_for_a_later_check_and_lets_the_serv
         settings = make_settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True)
         ensure_topics(settings)
         started = time.time() - 60  # the broker's start
-        reach = outbox.Reach(late_after=started, late_before_ms=int(started * 1000))
+        reach = outbox.Reach(late_after=started, broker_started=started)
         box = outbox.Outbox(settings.producer_state_file)
-        try:  # kept by a replay 20 s after the start, first published before it
-            outbox.add(box.conn, outbox.kept([article(1)], int(started * 1000) - 500),
-                       now=started + 20)
+        try:  # kept by a replay 20 s after the start, sent to the broker before it
+            outbox.add(box.conn, outbox.kept([article(1)], int(started * 1000) - 500,
+                                             started - 3600), now=started + 20)
         finally:
             box.close()
         os.kill(broker.process.pid, signal.SIGSTOP)
@@ -404,6 +405,38 @@ def test_a_frozen_broker_keeps_the_late_rows_for_a_later_check_and_lets_the_serv
         assert outbox.republish_late(settings, reach) == 1
         back = read_topic(settings, settings.topic_raw)
         assert [(m.key, m.timestamp) for m in back] == [(b"a1", int(started * 1000) - 500)]
+
+
+def test_a_start_publishes_its_own_seeds_once_while_storage_holds_none_of_them(
+    make_settings, monkeypatch, request,
+) -> None:
+    """The service's start replays the seeds to its new broker and keeps their rows. With
+    the sink paused or slow (storage holding none of them), the check 10 s on published
+    them again ("published again 2 article(s) sent to the embedded broker before it
+    started empty"), taking every row first published within 30 s of the start for one a
+    replay sent to the last broker. Each row now names the broker it was sent to (the
+    runfile's), and only another broker's go again: each seed is on the raw topic once."""
+    from newsflow import outbox
+    from newsflow.service import replay_seeds, write_runfile
+
+    settings = make_settings(kafka_embedded=True, replay_seeds=True,
+                             seeds_dir=request.config.rootpath / "seeds")
+    ensure_topics(settings)  # (new topics: empty, as the new broker's)
+    broker_started = time.time() - 1
+    reach = outbox.Reach()
+    reach.expect_late(time.time(), broker_started, margin_s=0.0)  # as the start does
+    settings.data_dir.mkdir(parents=True)
+    write_runfile(settings, broker_started)  # (as the start does, before the seeds)
+    assert replay_seeds(settings) == 2
+    monkeypatch.setattr(outbox, "LATE_MARGIN_S", 0.0)  # (the check 10 s on, now)
+    assert outbox.republish_late(settings, reach) == 0
+    keys = [m.key for m in read_topic(settings, settings.topic_raw)]
+    assert len(keys) == 2 and len(set(keys)) == 2, keys
+    box = outbox.Outbox(settings.producer_state_file)
+    try:
+        assert box.size()[0] == 2  # (kept until storage holds them)
+    finally:
+        box.close()
 
 
 def test_a_stop_while_a_publisher_never_pauses_saves_what_was_there_when_it_looked(

@@ -396,3 +396,42 @@ def test_what_a_replay_cannot_keep_names_the_outbox(tmp_path):
     with pytest.raises(sqlite3.Error,
                        match=f"outbox {settings.producer_state_file.absolute()}: file is not"):
         outbox.keep_sent(settings, [(article(1), 1)])
+
+
+# The outbox table as newsflow wrote it before its rows named the broker they were sent to.
+OUTBOX_BEFORE_BROKER_STARTED = """
+CREATE TABLE outbox (
+    article_id TEXT NOT NULL,
+    copy TEXT NOT NULL,
+    value BLOB NOT NULL,
+    published_ms INTEGER NOT NULL,
+    fetched_at TEXT,
+    added REAL NOT NULL,
+    PRIMARY KEY (article_id, copy)
+)
+"""
+
+
+@pytest.mark.parametrize("opener", ["producer", "outbox"])
+def test_a_state_file_an_older_newsflow_wrote_is_upgraded_and_its_rows_kept(tmp_path, opener):
+    """Its rows name no broker (not known: published again after a start, as before), and
+    new rows are kept with theirs, whichever of the producer and the supervisor (or a
+    replay) opens the file first."""
+    path = tmp_path / "producer.db"
+    old = sqlite3.connect(path)
+    old.execute(OUTBOX_BEFORE_BROKER_STARTED)
+    old.execute("INSERT INTO outbox VALUES ('a1', 'c1', ?, 5, NULL, 100.0)",
+                (article(1).to_bytes(),))
+    old.commit()
+    old.close()
+    if opener == "producer":
+        StateStore(path).close()
+    box = outbox.Outbox(path)
+    try:
+        box.keep(outbox.kept([article(2)], 7, broker_started=200.0))
+        assert [(r.article_id, r.published_ms, r.broker_started) for r in box.rows()] == [
+            ("a1", 5, None), ("a2", 7, 200.0)]
+        # After a start of the broker of 200.0: the old row goes again, the new one not.
+        assert [r.article_id for r in box.late(0.0, time.time() + 1, 200.0)] == ["a1"]
+    finally:
+        box.close()
