@@ -162,7 +162,28 @@ def test_topics_names_a_topic_made_by_others_with_a_config_newsflow_cannot_work_
     assert "max.message.bytes=1048588: the broker refuses a message above it" in problem
     assert problem.endswith(f"--entity-name {settings.topic_incidents} --add-config"
                             " cleanup.policy=compact,max.message.bytes=8388608"), problem
-    assert topic_problems(settings) == [problem.removeprefix("newsflow topics: ")]
+    assert topic_problems(settings) == ([problem.removeprefix("newsflow topics: ")], None)
+
+
+def test_topics_says_the_partitions_when_the_broker_denies_their_configuration(
+        make_settings, capsys, monkeypatch):
+    """An ACL without DescribeConfigs: the clean topic of 4 partitions is still said (exit
+    code 1), and the configuration said unread, and why, not checked."""
+    import argparse
+
+    from newsflow.commands import cmd_topics
+    from tests.integration.newsflow.test_status_command import deny_describe_configs
+
+    settings = make_settings().model_copy(update={"kafka_embedded": False})
+    ensure_topics(settings, [TopicSpec(settings.topic_clean, 4, {})])
+    deny_describe_configs(monkeypatch)
+    assert cmd_topics(argparse.Namespace(), settings) == 1
+    _, err = capsys.readouterr()
+    unread, unworkable = err.splitlines()
+    assert unread == ("newsflow topics: warning: the topics' configuration could not be read"
+                      " (TopicAuthorizationFailedError: [Error 29] TopicAuthorizationFailedError:"
+                      f" {settings.topic_raw}: Authorization failed.): not checked"), err
+    assert unworkable.startswith(f"newsflow topics: topic {settings.topic_clean} has 4 partitions"), err
 
 
 def test_replay_leaves_out_an_article_too_large_for_the_broker_and_publishes_the_rest(
