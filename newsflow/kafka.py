@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from kafka.errors import (
 from kafka.net.compat import KafkaNetClient
 
 from newsflow.schemas import DeadLetter, RawArticle
-from newsflow.settings import Settings
+from newsflow.settings import Settings, host_and_port
 from newsflow.text import counted
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,83 @@ def bootstrap_servers(settings: Settings) -> str:
             "the folder it runs in, with the same NEWSFLOW_DATA_DIR)"
         )
     return settings.kafka_bootstrap
+
+
+# How long a command waits at its start for a broker that takes its connections and
+# answers nothing (one stopped: SIGSTOP, a suspended machine or container), as long as
+# kafka-python's own bootstrap waits; the time this process was stopped not counted.
+BROKER_WAIT_S: Final = 30.0
+# What ``broker_answer`` finds besides why nothing took the connection.
+ANSWERS: Final = "answers"
+SILENT: Final = "silent"
+# An ApiVersions request (key 18, version 0, correlation id 1, client id "newsflow"),
+# which every Kafka broker answers before any other: the least a broker that runs does.
+_API_VERSIONS_V0: Final = (struct.pack(">ihhih", 18, 18, 0, 1, 8) + b"newsflow")
+
+
+class BrokerUnreachable(NoBroker):
+    """No broker of the bootstrap answered: nothing takes a connection there, or what
+    does answered nothing for ``BROKER_WAIT_S`` (``silent``)."""
+
+    def __init__(self, message: str, *, silent: bool) -> None:
+        super().__init__(message)
+        self.silent = silent
+
+
+def broker_answer(host: str, port: int, timeout_s: float) -> str:
+    """``ANSWERS`` when the broker at ``host``:``port`` answers a request within
+    ``timeout_s``, ``SILENT`` when it does not (the connection taken or left pending:
+    a broker stopped takes connections in its backlog and answers nothing), else why
+    nothing took the connection ("Connection refused": nothing listens there)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            connection.sendall(_API_VERSIONS_V0)
+            connection.recv(4)  # (b"": it closed the connection: it runs, and will say why)
+    except TimeoutError:
+        return SILENT
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ANSWERS
+
+
+def wait_for_broker(settings: Settings, wait_s: float = BROKER_WAIT_S,
+                    probe_s: float = 1.0) -> None:
+    """Return once a broker of the bootstrap answers; wait for one that takes the
+    connection and answers nothing (stopped), saying so once, for up to ``wait_s`` of its
+    silence; raise ``BrokerUnreachable`` at once when nothing takes a connection at any
+    address (not running), or when the wait is over. kafka-python's bootstrap waited
+    30 s without a word, and counted the time this process was stopped: a command frozen
+    with the broker before its first connection failed "Unable to bootstrap" as both woke."""
+    servers = []
+    for server in bootstrap_servers(settings).split(","):
+        host, port = host_and_port(server)
+        servers.append((f"{host}:{port or 9092}", host, int(port or 9092)))
+    silent_s = 0.0
+    waiting = False
+    while True:
+        began = time.monotonic()
+        found = {named: broker_answer(host, port, probe_s) for named, host, port in servers}
+        if ANSWERS in found.values():
+            if waiting:
+                logger.info("the broker at %s answers", settings.kafka_bootstrap)
+            return
+        silent = [named for named, answer in found.items() if answer == SILENT]
+        if not silent:
+            raise BrokerUnreachable("no broker at " + "; ".join(
+                f"{named}: {answer}" for named, answer in found.items()), silent=False)
+        if silent_s >= wait_s:
+            raise BrokerUnreachable(
+                f"the broker at {', '.join(silent)} answered nothing for {wait_s:g} s (it"
+                " takes connections: a broker stopped, or its machine or container frozen?)",
+                silent=True)
+        if not waiting:
+            logger.warning("waiting for the broker at %s: it takes connections and answers"
+                           " nothing (stopped?); up to %g s", ", ".join(silent), wait_s)
+            waiting = True
+        time.sleep(max(0.0, probe_s - (time.monotonic() - began)))
+        # (A round far longer than its probes was this process stopped, not the broker
+        # silent: counted as the probes' time.)
+        silent_s += min(time.monotonic() - began, probe_s * len(servers))
 
 
 T = TypeVar("T")
