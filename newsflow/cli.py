@@ -339,7 +339,9 @@ def _setting_hint(exc: Exception, settings: Settings) -> str:
         # (A refused password, a database that is not there: `db upgrade` and the sink
         # named the setting to change, the read commands did not.)
         return hint
-    if "Unable to bootstrap from" not in str(exc):
+    from newsflow.kafka import BrokerUnreachable
+
+    if not isinstance(exc, BrokerUnreachable) and "Unable to bootstrap from" not in str(exc):
         return ""
     if settings.kafka_embedded:
         from newsflow.service import stopped_broker
@@ -349,6 +351,9 @@ def _setting_hint(exc: Exception, settings: Settings) -> str:
             return (f" (the embedded broker at {settings.kafka_bootstrap}, pid {pid}, is"
                     " stopped (SIGSTOP, Ctrl-Z or a debugger): it answers nothing until it"
                     " gets SIGCONT)")
+    if isinstance(exc, BrokerUnreachable) and exc.silent:
+        return ""  # (it runs: its message says it answers nothing)
+    if settings.kafka_embedded:
         # Found through a running `newsflow run`, or set by hand beside a broker started
         # alone (README, "Roles apart"): either way it is that broker that is gone.
         return f" (no embedded broker answers at {settings.kafka_bootstrap}: is it still running?)"

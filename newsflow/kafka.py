@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,15 +18,18 @@ from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    NoError,
     RecordListTooLargeError,
     RequestTimedOutError,
     TopicAlreadyExistsError,
     UnknownError,
+    UnknownTopicOrPartitionError,
+    for_code,
 )
 from kafka.net.compat import KafkaNetClient
 
 from newsflow.schemas import DeadLetter, RawArticle
-from newsflow.settings import Settings
+from newsflow.settings import Settings, host_and_port
 from newsflow.text import counted
 
 logger = logging.getLogger(__name__)
@@ -94,6 +98,83 @@ def bootstrap_servers(settings: Settings) -> str:
             "the folder it runs in, with the same NEWSFLOW_DATA_DIR)"
         )
     return settings.kafka_bootstrap
+
+
+# How long a command waits at its start for a broker that takes its connections and
+# answers nothing (one stopped: SIGSTOP, a suspended machine or container), as long as
+# kafka-python's own bootstrap waits; the time this process was stopped not counted.
+BROKER_WAIT_S: Final = 30.0
+# What ``broker_answer`` finds besides why nothing took the connection.
+ANSWERS: Final = "answers"
+SILENT: Final = "silent"
+# An ApiVersions request (key 18, version 0, correlation id 1, client id "newsflow"),
+# which every Kafka broker answers before any other: the least a broker that runs does.
+_API_VERSIONS_V0: Final = (struct.pack(">ihhih", 18, 18, 0, 1, 8) + b"newsflow")
+
+
+class BrokerUnreachable(NoBroker):
+    """No broker of the bootstrap answered: nothing takes a connection there, or what
+    does answered nothing for ``BROKER_WAIT_S`` (``silent``)."""
+
+    def __init__(self, message: str, *, silent: bool) -> None:
+        super().__init__(message)
+        self.silent = silent
+
+
+def broker_answer(host: str, port: int, timeout_s: float) -> str:
+    """``ANSWERS`` when the broker at ``host``:``port`` answers a request within
+    ``timeout_s``, ``SILENT`` when it does not (the connection taken or left pending:
+    a broker stopped takes connections in its backlog and answers nothing), else why
+    nothing took the connection ("Connection refused": nothing listens there)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            connection.sendall(_API_VERSIONS_V0)
+            connection.recv(4)  # (b"": it closed the connection: it runs, and will say why)
+    except TimeoutError:
+        return SILENT
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ANSWERS
+
+
+def wait_for_broker(settings: Settings, wait_s: float = BROKER_WAIT_S,
+                    probe_s: float = 1.0) -> None:
+    """Return once a broker of the bootstrap answers; wait for one that takes the
+    connection and answers nothing (stopped), saying so once, for up to ``wait_s`` of its
+    silence; raise ``BrokerUnreachable`` at once when nothing takes a connection at any
+    address (not running), or when the wait is over. kafka-python's bootstrap waited
+    30 s without a word, and counted the time this process was stopped: a command frozen
+    with the broker before its first connection failed "Unable to bootstrap" as both woke."""
+    servers = []
+    for server in bootstrap_servers(settings).split(","):
+        host, port = host_and_port(server)
+        servers.append((f"{host}:{port or 9092}", host, int(port or 9092)))
+    silent_s = 0.0
+    waiting = False
+    while True:
+        began = time.monotonic()
+        found = {named: broker_answer(host, port, probe_s) for named, host, port in servers}
+        if ANSWERS in found.values():
+            if waiting:
+                logger.info("the broker at %s answers", settings.kafka_bootstrap)
+            return
+        silent = [named for named, answer in found.items() if answer == SILENT]
+        if not silent:
+            raise BrokerUnreachable("no broker at " + "; ".join(
+                f"{named}: {answer}" for named, answer in found.items()), silent=False)
+        if silent_s >= wait_s:
+            raise BrokerUnreachable(
+                f"the broker at {', '.join(silent)} answered nothing for {wait_s:g} s (it"
+                " takes connections: a broker stopped, or its machine or container frozen?)",
+                silent=True)
+        if not waiting:
+            logger.warning("waiting for the broker at %s: it takes connections and answers"
+                           " nothing (stopped?); up to %g s", ", ".join(silent), wait_s)
+            waiting = True
+        time.sleep(max(0.0, probe_s - (time.monotonic() - began)))
+        # (A round far longer than its probes was this process stopped, not the broker
+        # silent: counted as the probes' time.)
+        silent_s += min(time.monotonic() - began, probe_s * len(servers))
 
 
 T = TypeVar("T")
@@ -185,11 +266,34 @@ class _ClosingNetClient(KafkaNetClient):  # type: ignore[misc]
         super().close(node_id)
 
 
+def raise_for_undescribed(responses: Iterable[Any]) -> None:
+    """Raise the broker's error for a resource it would not describe in the
+    DescribeConfigs ``responses``: an ACL without DescribeConfigs answers each topic with
+    TOPIC_AUTHORIZATION_FAILED and no configuration, which kafka-python 3.0 hands back as
+    a topic without one, so a check of the topics' settings passed on settings it never
+    saw. A topic the broker does not hold is left out (no error), as before."""
+    for response in responses:
+        for result in response.results:
+            error = for_code(result.error_code)
+            if error not in (NoError, UnknownTopicOrPartitionError):
+                raise error(f"{result.resource_name}: {result.error_message}")
+
+
+class _AdminClient(KafkaAdminClient):  # type: ignore[misc]
+    """kafka-python's admin client, with the errors of a DescribeConfigs raised."""
+
+    @classmethod
+    def _describe_configs_process_responses(cls, responses: list[Any],
+                                            config_filter: Any = "modified") -> Any:
+        raise_for_undescribed(responses)
+        return super()._describe_configs_process_responses(responses, config_filter)
+
+
 def admin_client(settings: Settings, timeout_s: float = 30.0) -> KafkaAdminClient:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return KafkaAdminClient(
+            return _AdminClient(
                 bootstrap_servers=bootstrap_servers(settings),
                 client_id=f"{settings.app_id}-admin",
                 request_timeout_ms=15000,
@@ -345,11 +449,17 @@ def topic_config_problems(settings: Settings) -> list[str]:
     return config_problems(settings, topic_configs(settings, [s.name for s in topic_specs(settings)]))
 
 
-def topic_problems(settings: Settings) -> list[str]:
+def topic_problems(settings: Settings) -> tuple[list[str], str | None]:
     """``partition_problems`` and ``topic_config_problems`` of the topics as the broker
-    holds them."""
-    return (partition_problems(settings, partition_counts(settings, [settings.topic_clean]))
-            + topic_config_problems(settings))
+    holds them, and why their configuration could not be read (None when it was). The
+    partitions are checked whatever the configuration's read does: a broker that denies
+    DescribeConfigs (an ACL) may well let the topics be described, and a clean topic of
+    several partitions stops the processors, where a configuration only warns."""
+    partitions = partition_problems(settings, partition_counts(settings, [settings.topic_clean]))
+    try:
+        return partitions + topic_config_problems(settings), None
+    except KafkaError as exc:
+        return partitions, f"{type(exc).__name__}: {exc}"
 
 
 class PublishError(RuntimeError):

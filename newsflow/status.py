@@ -158,6 +158,9 @@ class Status:
     stopped: bool = False  # the `newsflow run` process is stopped (SIGSTOP, Ctrl-Z)
     broker_pid: int | None = None  # the embedded broker's, as the runfile names it
     broker_stopped: bool = False  # and it is stopped
+    # Why the broker would not describe the topics' configuration (an ACL without
+    # DescribeConfigs): said, not a problem, as the processors only warn of it.
+    topic_configs_unread: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -411,8 +414,8 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
     stopped = {what: p for what, p in (("newsflow run", pid), ("the embedded broker", broker_pid))
                if isinstance(p, int) and process_stopped(p)}
     # (Not asked of a broker that did not answer that: a healthcheck has 20 s in all.)
-    unworkable = (topic_problems_within(settings) if waiting is not None
-                  and waiting.count is not None else [])
+    unworkable, configs_unread = (topic_problems_within(settings) if waiting is not None
+                                  and waiting.count is not None else ([], None))
     return Status(
         data_dir=str(settings.data_dir),
         running=running,
@@ -440,6 +443,7 @@ def read_status(settings: Settings, runfile: dict[str, Any] | None,
         stopped="newsflow run" in stopped,
         broker_pid=broker_pid if isinstance(broker_pid, int) else None,
         broker_stopped="the embedded broker" in stopped,
+        topic_configs_unread=configs_unread,
     )
 
 
@@ -477,13 +481,17 @@ def dead_letters_waiting(settings: Settings,
 
 
 def topic_problems_within(settings: Settings,
-                          timeout_s: float = DEAD_LETTERS_LOOK_S) -> list[str]:
+                          timeout_s: float = DEAD_LETTERS_LOOK_S) -> tuple[list[str], str | None]:
     """``newsflow.kafka.topic_problems`` as the broker says them within ``timeout_s``
-    (none when it does not: the dead letters' line says whether it answers)."""
+    (none when it does not: the dead letters' line says whether it answers), and why the
+    topics' configuration could not be read, if it could not."""
     from newsflow.kafka import topic_problems
 
-    problems, _ = asked_within(lambda: topic_problems(settings), timeout_s, "status-topics")
-    return list(problems or [])
+    found, _ = asked_within(lambda: topic_problems(settings), timeout_s, "status-topics")
+    if found is None:
+        return [], None
+    problems, configs_unread = found
+    return list(problems), configs_unread
 
 
 def has_port(web: str) -> bool:
@@ -631,6 +639,10 @@ def format_status(status: Status, now: float) -> str:
         lines.append(f"  storage     {status.storage}: cannot read it: {status.storage_error}")
     if status.dead_letters_waiting is not None:
         lines.append(_dead_letters_line(status.dead_letters_waiting))
+    if status.topic_configs_unread is not None:
+        lines.append(f"  {'topics':<11} their configuration could not be read"
+                     f" ({status.topic_configs_unread}): compaction and message limits not"
+                     " checked; their partitions were")
     if status.running or role_lines:
         lines.append("problems:" + ("" if status.problems else " none"))
         lines += [f"  - {p}" for p in status.problems]

@@ -124,6 +124,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         Publisher,
         PublishError,
         bootstrap_servers,
+        wait_for_broker,
     )
     from producers.replay import is_replay_file, parse_time, read_articles, replay, too_large
 
@@ -145,6 +146,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                          " (its folders are not read: name them)")
     published = parse_time(args.published) if args.published else None
     articles = list(read_articles(paths, published))
+    # (Waits, saying so, for a broker that is stopped; fails at once where none runs.)
+    wait_for_broker(settings)
     started = time.monotonic()
     publisher = Publisher(settings, client_id="newsflow-replay")
     failure: PublishError | None = None

@@ -15,7 +15,7 @@ import pytest
 from newsflow.broker import EmbeddedBroker
 from newsflow.kafka import TopicSpec, ensure_topics, topic_specs
 from newsflow.settings import Settings, settings_env
-from tests.conftest import read_topic
+from tests.conftest import read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +162,115 @@ def test_topics_names_a_topic_made_by_others_with_a_config_newsflow_cannot_work_
     assert "max.message.bytes=1048588: the broker refuses a message above it" in problem
     assert problem.endswith(f"--entity-name {settings.topic_incidents} --add-config"
                             " cleanup.policy=compact,max.message.bytes=8388608"), problem
-    assert topic_problems(settings) == [problem.removeprefix("newsflow topics: ")]
+    assert topic_problems(settings) == ([problem.removeprefix("newsflow topics: ")], None)
+
+
+def test_topics_says_the_partitions_when_the_broker_denies_their_configuration(
+        make_settings, capsys, monkeypatch):
+    """An ACL without DescribeConfigs: the clean topic of 4 partitions is still said (exit
+    code 1), and the configuration said unread, and why, not checked."""
+    import argparse
+
+    from newsflow.commands import cmd_topics
+    from tests.integration.newsflow.test_status_command import deny_describe_configs
+
+    settings = make_settings().model_copy(update={"kafka_embedded": False})
+    ensure_topics(settings, [TopicSpec(settings.topic_clean, 4, {})])
+    deny_describe_configs(monkeypatch)
+    assert cmd_topics(argparse.Namespace(), settings) == 1
+    _, err = capsys.readouterr()
+    unread, unworkable = err.splitlines()
+    assert unread == ("newsflow topics: warning: the topics' configuration could not be read"
+                      " (TopicAuthorizationFailedError: [Error 29] TopicAuthorizationFailedError:"
+                      f" {settings.topic_raw}: Authorization failed.): not checked"), err
+    assert unworkable.startswith(f"newsflow topics: topic {settings.topic_clean} has 4 partitions"), err
+
+
+def connected_to(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a TCP connection to ``port`` on loopback (as
+    /proc/net/tcp and its descriptors say): a client of a stopped broker, connected in
+    its backlog, before it has an answer."""
+    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return any(int(row[2].split(":")[1], 16) == port and f"socket:[{row[9]}]" in inodes
+               for row in rows)
+
+
+def one_article_replay(tmp_path, settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The command line of a `newsflow replay` of one article, and its environment."""
+    stream = tmp_path / "stream.jsonl"
+    stream.write_text(json.dumps({"id": "a1", "title": "Storm", "text": "A storm hit."}) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(settings_env(settings))
+    return [sys.executable, "-m", "newsflow.cli", "replay", str(stream)], env
+
+
+def test_replay_started_while_the_broker_is_stopped_waits_for_it_through_its_own_stop(
+        make_settings, tmp_path):
+    """The embedded broker stopped (SIGSTOP) before the replay's first connection, then
+    the replay stopped too (a suspended machine) for longer than kafka-python's 30 s
+    bootstrap: it failed "Unable to bootstrap" as both woke (helper-210). Now it says it
+    waits for the broker, the time it was stopped itself not counted, and publishes."""
+    with EmbeddedBroker() as broker:
+        assert broker.process is not None
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True)
+        ensure_topics(settings)
+        replay_argv, env = one_article_replay(tmp_path, settings)
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            replay = subprocess.Popen(replay_argv,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+            port = int(broker.bootstrap.rsplit(":", 1)[1])
+            wait_for(lambda: connected_to(replay.pid, port), 60, "the replay connected to the broker")
+            os.kill(replay.pid, signal.SIGSTOP)
+            time.sleep(35)  # (stopped past kafka-python's 30 s bootstrap: no assertion on time)
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+            os.kill(replay.pid, signal.SIGCONT)
+        out, err = replay.communicate(timeout=120)
+        assert replay.returncode == 0, out + err
+        assert f"waiting for the broker at {broker.bootstrap}: it takes connections and answers" \
+               " nothing (stopped?); up to 30 s" in err, err
+        published = read_topic(settings, settings.topic_raw, until=lambda r: len(r) >= 1)
+        assert [r.key for r in published] == [b"a1"]
+
+
+def test_replay_to_a_broker_that_never_answers_says_so(make_settings, tmp_path):
+    """Stopped and never woken: the replay waits its 30 s, then says the broker answered
+    nothing, not "Unable to bootstrap ... is it still running?" of one that is gone."""
+    with EmbeddedBroker() as broker:
+        assert broker.process is not None
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True)
+        replay_argv, env = one_article_replay(tmp_path, settings)
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            said = subprocess.run(replay_argv,
+                                  capture_output=True, env=env, text=True, timeout=180)
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+    assert said.returncode == 1, said
+    assert said.stderr.splitlines()[-1] == (
+        f"newsflow replay: error: the broker at {broker.bootstrap} answered nothing for 30 s (it"
+        " takes connections: a broker stopped, or its machine or container frozen?)"), said.stderr
+
+
+def test_replay_where_no_broker_runs_fails_at_once_saying_so(tmp_path):
+    """Nothing listens at NEWSFLOW_KAFKA_BOOTSTRAP: the connection refused is the answer,
+    said at once (kafka-python's bootstrap tried it for 30 s, then said "Unable to
+    bootstrap")."""
+    import socket
+
+    with socket.socket() as taken:  # (a port nothing listens on)
+        taken.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        replay_argv, env = one_article_replay(
+            tmp_path, Settings(kafka_bootstrap=address, data_dir=tmp_path / "var"))
+        said = subprocess.run(replay_argv,
+                              capture_output=True, env=env, text=True, timeout=180)
+    assert said.returncode == 1, said
+    assert said.stderr == (f"newsflow replay: error: no broker at {address}: Connection refused"
+                           " (check NEWSFLOW_KAFKA_BOOTSTRAP)\n"), said.stderr
 
 
 def test_replay_leaves_out_an_article_too_large_for_the_broker_and_publishes_the_rest(

@@ -267,3 +267,52 @@ def test_status_names_the_setting_of_a_postgres_database_that_is_not_there(
     assert report["storage_error"].endswith(
         'database "no_such_db" does not exist (check NEWSFLOW_POSTGRES_DSN)'), report
     assert f"storage: {report['storage_error']}" in report["problems"], report
+
+
+def deny_describe_configs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Have each topic of the broker's real DescribeConfigs answers carry the error a Kafka
+    broker answers when an ACL denies the request (TOPIC_AUTHORIZATION_FAILED, no
+    configuration), before newsflow reads them."""
+    from kafka.errors import TopicAuthorizationFailedError
+
+    import newsflow.kafka as nk
+
+    allowed = nk.raise_for_undescribed
+
+    def denied(responses: list) -> None:
+        for response in responses:
+            for result in response.results:
+                result.error_code = TopicAuthorizationFailedError.errno
+                result.error_message = "Authorization failed."
+        allowed(responses)
+
+    monkeypatch.setattr(nk, "raise_for_undescribed", denied)
+
+
+def test_status_checks_the_partitions_of_topics_whose_configuration_the_broker_denies(
+        make_settings, monkeypatch) -> None:
+    """A broker whose ACL denies DescribeConfigs (real Kafka; Tansu has no ACLs, so its
+    real answers are given the error code Kafka's denial carries): status asked the
+    partitions and the configuration in one call, and lost the partition check with it
+    (a clean topic of 4 partitions, on which the processors do not start, went unsaid).
+    Now the partitions are checked, and the configuration said unread, and why."""
+    from newsflow.kafka import TopicSpec, ensure_topics
+    from newsflow.status import format_status, read_status
+
+    settings = make_settings(kafka_embedded=False)  # (the configuration is checked then)
+    settings.data_dir.mkdir(parents=True)
+    ensure_topics(settings, [TopicSpec(settings.topic_clean, 4, {})])
+    ensure_topics(settings)
+    deny_describe_configs(monkeypatch)
+    status = read_status(settings, {"pid": os.getpid(), "kafka_bootstrap": settings.kafka_bootstrap},
+                         lambda s: {"articles": 0, "live_incidents": 0, "merged_incidents": 0})
+    # (The roles' problems aside: none runs here.)
+    assert [p.split(":", 1)[0] for p in status.problems if p.startswith("topic ")] == [
+        f"topic {settings.topic_clean} has 4 partitions, and incident clustering needs it to"
+        " have 1"], status.problems
+    assert status.topic_configs_unread == (
+        f"TopicAuthorizationFailedError: [Error 29] TopicAuthorizationFailedError:"
+        f" {settings.topic_raw}: Authorization failed."), status.topic_configs_unread
+    assert (f"  topics      their configuration could not be read ({status.topic_configs_unread}):"
+            " compaction and message limits not checked; their partitions were"
+            ) in format_status(status, now=0).splitlines()

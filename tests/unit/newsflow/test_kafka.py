@@ -295,3 +295,21 @@ def test_a_topic_not_compacted_or_with_a_small_message_limit_is_named_with_its_m
     [problem] = config_problems(settings, {settings.topic_raw: {"max.message.bytes": "1000"}})
     assert problem.startswith(f"topic {settings.topic_raw} has max.message.bytes=1000:")
     assert problem.endswith("--add-config max.message.bytes=8388608")
+
+
+def test_a_topic_configuration_the_broker_denies_is_an_error_not_an_empty_one() -> None:
+    """kafka-python 3.0 hands back a DescribeConfigs result's error (an ACL's
+    TOPIC_AUTHORIZATION_FAILED) as a topic without configuration, which the check of the
+    topics' settings passed as nothing amiss. A topic the broker does not hold is no error."""
+    from kafka.errors import TopicAuthorizationFailedError
+    from kafka.protocol.admin import DescribeConfigsResponse
+
+    def answer(code: int, message: str | None) -> DescribeConfigsResponse:
+        return DescribeConfigsResponse(version=2, throttle_time_ms=0, results=[
+            DescribeConfigsResponse.DescribeConfigsResult(
+                error_code=code, error_message=message, resource_type=2,
+                resource_name="newsflow.incidents", configs=[])])
+
+    nk.raise_for_undescribed([answer(0, None), answer(3, "This server does not host it.")])
+    with pytest.raises(TopicAuthorizationFailedError, match="newsflow.incidents: Authorization failed."):
+        nk.raise_for_undescribed([answer(0, None), answer(29, "Authorization failed.")])
