@@ -30,7 +30,7 @@ from newsflow.schemas import (
     utc_from_epoch,
 )
 from newsflow.settings import Settings
-from newsflow.text import counted, plain
+from newsflow.text import article_time, counted, plain, shown_source
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _summary(value: bytes | None, shown: VersionsShown | None) -> str:
             if why and why.moved_from:
                 how = f"moved from {why.moved_from} (first {why.decision})"
             return (f"article {member.article.id} in incident {member.incident_id} "
-                    f"v{member.incident_version}: {how}, {member.article.source or '-'} "
+                    f"v{member.incident_version}: {how}, {shown_source(member.article.source)} "
                     f"{member.article.title!r}")
         if "incident_id" in data:
             inc: Incident | IncidentVersion
@@ -116,9 +116,11 @@ def _summary(value: bytes | None, shown: VersionsShown | None) -> str:
             error = " ".join(dl.error.split())
             return f"dead letter from {dl.stage} ({dl.topic}/{dl.partition}@{dl.offset}): {error}"
         art = RawArticle.model_validate(data)
-        when = art.published.isoformat() if art.published else "undated"
+        # Said as the CLI and the page say a stored article; seen: when the producer
+        # fetched it (the stage's time, which they show, is on no article message).
+        when = article_time(art.published, art.fetched_at)
         flag = " [summary only]" if art.summary_only else ""
-        return f"article {art.id} {art.source or '-'} {when} {art.title!r}{flag}"
+        return f"article {art.id} {when}  {shown_source(art.source)}: {art.title!r}{flag}"
     except ValueError:
         return "(JSON of an unknown schema) " + json.dumps(data)[:200]
 

@@ -28,17 +28,14 @@ from newsflow.commands import (
     stop_on_signals,
 )
 from newsflow.settings import Settings
-from newsflow.text import counted, plain
+from newsflow.text import article_time, counted, plain, shown_source, shown_time
 from sinks.models import (
     IncidentDetail,
     IncidentSummary,
     Position,
     SearchHit,
-    article_time,
     explain,
     original_of,
-    shown_source,
-    shown_time,
 )
 from sinks.rows import search_alternatives
 

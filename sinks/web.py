@@ -53,10 +53,10 @@ from newsflow.storage import (
     store_name,
     store_setting,
 )
-from newsflow.text import counted, noun, plain
+from newsflow.text import article_time, counted, noun, plain, shown_source, shown_time
 from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
 from sinks.jsonl import SearchUnsupported
-from sinks.models import Position, Store, article_time, shown_source, shown_time
+from sinks.models import Position, Store
 from sinks.rows import SearchWithoutWords
 
 logger = logging.getLogger(__name__)
