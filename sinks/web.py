@@ -513,18 +513,22 @@ def _limit(query: dict[str, str]) -> int:
 
 
 # Below the largest offset SQLite and PostgreSQL take (a 64-bit integer: past it, the
-# driver failed and the request was answered as our fault, 500), and exact as a float.
+# driver failed and the request was answered as our fault, 500).
 MAX_OFFSET = 10**18
 
 
 def _offset(query: dict[str, str]) -> int:
     """``offset`` of the incidents API and of search: how many of the listing, or of the
-    best matches, to skip (pages past the 500 a request may return)."""
-    offset = _number(query, "offset", 0)
-    if offset < 0 or offset != int(offset) or offset > MAX_OFFSET:
-        raise BadRequest(f"offset must be a whole number from 0 to {MAX_OFFSET},"
-                         f" not {query['offset']!r}")
-    return int(offset)
+    best matches, to skip (pages past the 500 a request may return). Read from its
+    digits, exactly: read as a float, 10^18 + 1 was 10^18 (taken, and not the one asked
+    for), and "2.0" or "1e3" were taken as whole numbers."""
+    raw = query.get("offset", "0")
+    # (the length first: int() refuses over 4,300 digits with a ValueError, a 500 here)
+    if (not (raw.isascii() and raw.isdigit()) or len(raw.lstrip("0")) > len(str(MAX_OFFSET))
+            or int(raw) > MAX_OFFSET):
+        raise BadRequest(f"offset must be a whole number from 0 to {MAX_OFFSET} in digits,"
+                         f" not {raw!r}")
+    return int(raw)
 
 
 def _cursor(query: dict[str, str]) -> Position | None:
