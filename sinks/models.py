@@ -159,6 +159,9 @@ class SearchHit:
     incident_title: str | None
     snippet: str
     rank: float
+    # When newsflow saw the article, as its incident page says it of an undated one: its
+    # place's seen time, else (in no incident yet) when it was fetched.
+    seen_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +169,7 @@ class SearchHit:
             "title": self.title,
             "source": self.source,
             "published": _iso(self.published),
+            "seen_at": _iso(self.seen_at),
             "url": self.url,
             "incident_id": self.incident_id,
             "incident_title": self.incident_title,

@@ -396,7 +396,7 @@ def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = 
         )
         items.append(
             f'<div class="incident"><h2 {OWN_DIRECTION}>{hit_title(h)}</h2>'
-            f'<div class="meta">{esc(article_time(h.published, None))} &middot;'
+            f'<div class="meta">{esc(article_time(h.published, h.seen_at))} &middot;'
             f" {apart(shown_source(h.source))}"
             f"{incident}</div><div {OWN_DIRECTION}>{esc(h.snippet)}</div></div>"
         )
