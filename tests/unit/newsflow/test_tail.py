@@ -116,15 +116,18 @@ def test_a_summary_holds_no_bidi_override_that_turns_the_rest_of_its_line_around
 
 def test_an_article_is_said_undated_and_of_an_unknown_source_as_the_cli_and_the_page_say() -> None:
     """The tail said its own "undated" (and "-" for no source) where the CLI and the page
-    say "undated, seen ..." and "unknown source"; a dated one was an ISO time there."""
+    say "undated, seen ..." and "unknown source"; a dated one was an ISO time there. Seen:
+    when the record was sent, not its fetched_at (a replayed file's mtime)."""
     from newsflow.schemas import RawArticle
 
-    undated = RawArticle(id="a1", title="t", source=None, fetched_at=SEEN)
-    assert describe(undated.to_bytes()) == (
+    undated = RawArticle(id="a1", title="t", source=None, fetched_at=SEEN - timedelta(days=300))
+    assert describe(undated.to_bytes(), sent_at=SEEN) == (
         "article a1 undated, seen 2026-12-07 21:45 UTC  unknown source: 't'")
+    assert describe(undated.to_bytes()) == "article a1 undated  unknown source: 't'"
     dated = RawArticle(id="a2", title="t", source="AFP", published=SEEN - timedelta(days=1),
-                       fetched_at=SEEN, summary_only=True)
-    assert describe(dated.to_bytes()) == "article a2 2026-12-06 21:45 UTC  AFP: 't' [summary only]"
+                       summary_only=True)
+    assert describe(dated.to_bytes(), sent_at=SEEN) == (
+        "article a2 2026-12-06 21:45 UTC  AFP: 't' [summary only]")
     sourceless = placed(3, "i1", 3)
     sourceless.article.source = None
     assert describe(sourceless.to_bytes()) == (
