@@ -159,8 +159,9 @@ class SearchHit:
     incident_title: str | None
     snippet: str
     rank: float
-    # When newsflow saw the article, as its incident page says it of an undated one: its
-    # place's seen time, else (in no incident yet) when it was fetched.
+    # When newsflow saw the article, as its incident page says it of an undated one: the
+    # seen time of its place in ``incident_id`` (None in no incident: its fetched_at is a
+    # replayed file's mtime, no time newsflow saw it).
     seen_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -45,7 +45,6 @@ from sinks.base import (
 from sinks.rows import (
     ARTICLE_COLUMNS,
     CLOCK_ZERO_BEFORE,
-    HIT_SEEN_AT,
     INCIDENT_COLUMNS,
     MEMBER_COLUMNS,
     SEARCH_FOLD,
@@ -1053,8 +1052,8 @@ def _search(query: str, limit: int, offset: int,
     return (
         f"""WITH q AS (SELECT websearch_to_tsquery('english', {lower.format('%s')}) AS q),
             hits AS (
-                SELECT a.id, a.title, a.source, a.published, a.fetched_at, a.url, a.text,
-                       a.search_text, ts_rank_cd(a.tsv, q.q) AS rank
+                SELECT a.id, a.title, a.source, a.published, a.url, a.text, a.search_text,
+                       ts_rank_cd(a.tsv, q.q) AS rank
                 FROM articles a, q WHERE a.tsv @@ q.q
                 ORDER BY rank DESC, a.id LIMIT %s OFFSET %s
             ),
@@ -1066,9 +1065,10 @@ def _search(query: str, limit: int, offset: int,
                             THEN 'StartSel=[, StopSel=], MaxWords=30, MinWords=12'
                             ELSE 'StartSel=[, StopSel=], MaxWords=90, MinWords=36'
                        END) AS snippet,
-                   p.incident_id, i.title AS incident_title, {HIT_SEEN_AT} AS seen_at
+                   p.incident_id, i.title AS incident_title, m.seen_at
             FROM placed p CROSS JOIN q
             LEFT JOIN incidents i ON i.id = p.incident_id
+            -- (its place there, for the seen time its incident page shows)
             LEFT JOIN incident_articles m ON m.incident_id = p.incident_id AND m.article_id = p.id
             ORDER BY p.rank DESC, p.id""",
         (websearch, limit, offset),

@@ -104,12 +104,6 @@ def current_incident_sql(article: str) -> str:
                 ORDER BY i.updated_at DESC, i.version DESC, m.incident_id LIMIT 1)"""
 
 
-# A search hit's seen time (both dialects), of its place ``m`` in its current incident
-# ``p.incident_id`` (the one its incident page shows), else its fetch: search said an
-# undated hit only "undated" where that page says when newsflow saw it.
-HIT_SEEN_AT = "COALESCE(m.seen_at, p.fetched_at)"
-
-
 def merges_sql(mark: str) -> str:
     """SQL (both dialects) for the latest incidents merged away (as many as one parameter
     ``mark`` says), the latest first, each with the one that took it: read by the index

@@ -40,7 +40,6 @@ from sinks.base import (
 )
 from sinks.rows import (
     CLOCK_ZERO_BEFORE,
-    HIT_SEEN_AT,
     SEARCH_FOLD,
     SEARCH_SEPARATOR,
     SNIPPET_CUT,
@@ -824,7 +823,7 @@ def _search(query: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]] 
                 ORDER BY rank DESC, a.id LIMIT ? OFFSET ?
             ),
             hits AS (
-                SELECT a.id, a.title, a.source, a.published, a.fetched_at, a.url, a.text,
+                SELECT a.id, a.title, a.source, a.published, a.url, a.text,
                        CASE WHEN NOT {spaceless_form_sql('a.search_text', "{} GLOB '*[{}]*'")}
                             OR a.search_text IS NULL
                             THEN snippet(articles_fts, 1, '[', ']', '{SNIPPET_CUT}', 16)
@@ -837,8 +836,9 @@ def _search(query: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]] 
                 WHERE articles_fts MATCH ?
             ),
             placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
-            SELECT p.*, i.title AS incident_title, {HIT_SEEN_AT} AS seen_at
+            SELECT p.*, i.title AS incident_title, m.seen_at
             FROM placed p LEFT JOIN incidents i ON i.id = p.incident_id
+            -- (its place there, for the seen time its incident page shows)
             LEFT JOIN incident_articles m ON m.incident_id = p.incident_id AND m.article_id = p.id
             ORDER BY p.rank DESC, p.id""",
         (match, limit, offset, match),

@@ -230,10 +230,11 @@ def test_an_undated_hit_says_when_newsflow_saw_it_as_its_incident_page_does(
     finally:
         store.close()
     assert detail is not None and detail.articles[0].seen_at == NOW - timedelta(hours=1)
-    # Its place's seen time, the page's; in no incident, its fetch; a dated one its date.
+    # Its place's seen time, the page's; in no incident, none (its fetched_at is no such
+    # time: a replayed file's mtime).
     assert {i: (h.published, h.seen_at) for i, h in hits.items()} == {
-        "a1": (None, NOW - timedelta(hours=1)), "a2": (None, NOW - timedelta(hours=3)),
-        "a3": (NOW - timedelta(minutes=3), NOW)}
+        "a1": (None, NOW - timedelta(hours=1)), "a2": (None, None),
+        "a3": (NOW - timedelta(minutes=3), None)}
     seen = f"undated, seen {NOW - timedelta(hours=1):%Y-%m-%d %H:%M} UTC"
     out = io.StringIO()
     format_hits([hits["a1"]], out)
