@@ -12,6 +12,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from threading import Event
 from typing import IO
 
@@ -30,7 +31,7 @@ from newsflow.schemas import (
     utc_from_epoch,
 )
 from newsflow.settings import Settings
-from newsflow.text import counted, plain
+from newsflow.text import article_time, counted, plain, shown_source
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +68,18 @@ class VersionsShown:
         return changes
 
 
-def describe(value: bytes | None, shown: VersionsShown | None = None) -> str:
+def describe(value: bytes | None, shown: VersionsShown | None = None,
+             sent_at: datetime | None = None) -> str:
     """A one-line summary of any newsflow message (or of bytes that are none), as terminal
     text: whoever published it wrote its sources and ids, escapes and newlines too.
-    ``shown``: the incident versions shown before it, to say of one sent again that it was."""
-    return plain(_summary(value, shown))
+    ``shown``: the incident versions shown before it, to say of one sent again that it was.
+    ``sent_at``: the record's time, an undated article's seen time (its ``fetched_at``
+    is a replayed file's mtime; the record's is the stage's, the CLI's and the page's,
+    to a few seconds)."""
+    return plain(_summary(value, shown, sent_at))
 
 
-def _summary(value: bytes | None, shown: VersionsShown | None) -> str:
+def _summary(value: bytes | None, shown: VersionsShown | None, sent_at: datetime | None) -> str:
     if not value:
         return "(empty)"
     try:
@@ -91,7 +96,7 @@ def _summary(value: bytes | None, shown: VersionsShown | None) -> str:
             if why and why.moved_from:
                 how = f"moved from {why.moved_from} (first {why.decision})"
             return (f"article {member.article.id} in incident {member.incident_id} "
-                    f"v{member.incident_version}: {how}, {member.article.source or '-'} "
+                    f"v{member.incident_version}: {how}, {shown_source(member.article.source)} "
                     f"{member.article.title!r}")
         if "incident_id" in data:
             inc: Incident | IncidentVersion
@@ -116,9 +121,9 @@ def _summary(value: bytes | None, shown: VersionsShown | None) -> str:
             error = " ".join(dl.error.split())
             return f"dead letter from {dl.stage} ({dl.topic}/{dl.partition}@{dl.offset}): {error}"
         art = RawArticle.model_validate(data)
-        when = art.published.isoformat() if art.published else "undated"
+        when = article_time(art.published, sent_at)  # as the CLI and the page say it
         flag = " [summary only]" if art.summary_only else ""
-        return f"article {art.id} {art.source or '-'} {when} {art.title!r}{flag}"
+        return f"article {art.id} {when}  {shown_source(art.source)}: {art.title!r}{flag}"
     except ValueError:
         return "(JSON of an unknown schema) " + json.dumps(data)[:200]
 
@@ -257,9 +262,10 @@ def tail(
                     if raw_json:
                         out(json_line(record.value))
                     else:
+                        sent_at = utc_from_epoch(record.timestamp / 1000)
                         out(
                             f"{record_time(record.timestamp)} {record.partition}@{record.offset} "
-                            f"{describe(record.value, versions_shown)}"
+                            f"{describe(record.value, versions_shown, sent_at)}"
                         )
                     shown += 1
                     if limit is not None and shown >= limit:

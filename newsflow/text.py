@@ -14,6 +14,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable
+from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
 # "Leave a Reply" widgets and similar calls to action, also when the scraper glued them to
@@ -721,3 +722,27 @@ def noun(count: int, one: str, many: str) -> str:
 def counted(count: int, one: str, many: str) -> str:
     """"1 article", "2 articles", "0 agencies"."""
     return f"{count} {noun(count, one, many)}"
+
+
+# What the CLI, the page and `newsflow tail` say for an article whose feed named no
+# source: "?" read as a query mark, not as a fact.
+UNKNOWN_SOURCE = "unknown source"
+
+
+def shown_source(source: str | None) -> str:
+    """An article's source as an editor reads it, the same on the page, in the CLI and
+    in `newsflow tail`."""
+    return source or UNKNOWN_SOURCE
+
+
+def shown_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def article_time(published: datetime | None, seen_at: datetime | None) -> str:
+    """When an article was published or, undated by its feed, that it is undated and when
+    newsflow saw it (the CLI, the page and `newsflow tail` alike): shown alike, the time
+    of the ingest read as the report's own."""
+    if published is not None:
+        return shown_time(published)
+    return f"undated, seen {shown_time(seen_at)}" if seen_at is not None else "undated"

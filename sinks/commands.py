@@ -29,17 +29,14 @@ from newsflow.commands import (
     stop_on_signals,
 )
 from newsflow.settings import Settings
-from newsflow.text import counted, plain
+from newsflow.text import article_time, counted, plain, shown_source, shown_time
 from sinks.models import (
     IncidentDetail,
     IncidentSummary,
     Position,
     SearchHit,
-    article_time,
     explain,
     original_of,
-    shown_source,
-    shown_time,
 )
 from sinks.rows import search_alternatives
 
@@ -251,8 +248,7 @@ def format_incident(detail: IncidentDetail, out: TextIO,
 
 def format_hits(hits: list[SearchHit], out: TextIO) -> None:
     for h in hits:
-        # (A hit has no seen time: an undated one is said undated, not "-".)
-        out.write(f"{article_time(h.published, None)}  {plain(shown_source(h.source))}:"
+        out.write(f"{article_time(h.published, h.seen_at)}  {plain(shown_source(h.source))}:"
                   f" {plain(h.title)}\n")
         if h.incident_id:
             out.write(f"    incident {plain(h.incident_id)}: {plain(h.incident_title)}\n")

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Protocol
 
 from newsflow.schemas import Explanation, Incident, RawArticle
 from newsflow.storage import PlacedArticle
-from newsflow.text import counted
+from newsflow.text import counted, shown_source
 
 
 class Position(NamedTuple):
@@ -159,6 +159,10 @@ class SearchHit:
     incident_title: str | None
     snippet: str
     rank: float
+    # When newsflow saw the article, as its incident page says it of an undated one: the
+    # seen time of its place in ``incident_id`` (None in no incident: its fetched_at is a
+    # replayed file's mtime, no time newsflow saw it).
+    seen_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +170,7 @@ class SearchHit:
             "title": self.title,
             "source": self.source,
             "published": _iso(self.published),
+            "seen_at": _iso(self.seen_at),
             "url": self.url,
             "incident_id": self.incident_id,
             "incident_title": self.incident_title,
@@ -229,29 +234,6 @@ class Store(Protocol):
     def ping(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-# What the CLI and the page say for an article whose feed named no source: "?" read as
-# a query mark, not as a fact.
-UNKNOWN_SOURCE = "unknown source"
-
-
-def shown_source(source: str | None) -> str:
-    """An article's source as an editor reads it, the same on the page and in the CLI."""
-    return source or UNKNOWN_SOURCE
-
-
-def shown_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
-
-
-def article_time(published: datetime | None, seen_at: datetime | None) -> str:
-    """When an article was published or, undated by its feed, that it is undated and when
-    newsflow saw it (the CLI and the page alike): shown alike, the time of the ingest read
-    as the report's own."""
-    if published is not None:
-        return shown_time(published)
-    return f"undated, seen {shown_time(seen_at)}" if seen_at is not None else "undated"
 
 
 def _span(hours: float) -> str:

@@ -1065,9 +1065,11 @@ def _search(query: str, limit: int, offset: int,
                             THEN 'StartSel=[, StopSel=], MaxWords=30, MinWords=12'
                             ELSE 'StartSel=[, StopSel=], MaxWords=90, MinWords=36'
                        END) AS snippet,
-                   p.incident_id, i.title AS incident_title
+                   p.incident_id, i.title AS incident_title, m.seen_at
             FROM placed p CROSS JOIN q
             LEFT JOIN incidents i ON i.id = p.incident_id
+            -- (its place there, for the seen time its incident page shows)
+            LEFT JOIN incident_articles m ON m.incident_id = p.incident_id AND m.article_id = p.id
             ORDER BY p.rank DESC, p.id""",
         (websearch, limit, offset),
     )

@@ -883,6 +883,7 @@ def search_hit(r: Row, query: str) -> SearchHit:
         incident_title=r["incident_title"],
         snippet=as_written(r["snippet"] or "", query, r["text"]),
         rank=float(r["rank"]),
+        seen_at=parse_ts(r["seen_at"]),
     )
 
 

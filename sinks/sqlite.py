@@ -836,8 +836,10 @@ def _search(query: str, limit: int, offset: int) -> tuple[str, tuple[Any, ...]] 
                 WHERE articles_fts MATCH ?
             ),
             placed AS (SELECT h.*, {current_incident_sql('h.id')} AS incident_id FROM hits h)
-            SELECT p.*, i.title AS incident_title
+            SELECT p.*, i.title AS incident_title, m.seen_at
             FROM placed p LEFT JOIN incidents i ON i.id = p.incident_id
+            -- (its place there, for the seen time its incident page shows)
+            LEFT JOIN incident_articles m ON m.incident_id = p.incident_id AND m.article_id = p.id
             ORDER BY p.rank DESC, p.id""",
         (match, limit, offset, match),
     )

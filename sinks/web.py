@@ -53,10 +53,10 @@ from newsflow.storage import (
     store_name,
     store_setting,
 )
-from newsflow.text import counted, noun, plain
+from newsflow.text import article_time, counted, noun, plain, shown_source, shown_time
 from sinks.commands import MAX_SOURCE_LENGTH, SearchTooLong, bounded_search, detail_json
 from sinks.jsonl import SearchUnsupported
-from sinks.models import Position, Store, article_time, shown_source, shown_time
+from sinks.models import Position, Store
 from sinks.rows import SearchWithoutWords
 
 logger = logging.getLogger(__name__)
@@ -396,7 +396,7 @@ def render_search(query: str, hits: list[Any], *, offset: int = 0, more: bool = 
         )
         items.append(
             f'<div class="incident"><h2 {OWN_DIRECTION}>{hit_title(h)}</h2>'
-            f'<div class="meta">{esc(article_time(h.published, None))} &middot;'
+            f'<div class="meta">{esc(article_time(h.published, h.seen_at))} &middot;'
             f" {apart(shown_source(h.source))}"
             f"{incident}</div><div {OWN_DIRECTION}>{esc(h.snippet)}</div></div>"
         )
@@ -513,18 +513,22 @@ def _limit(query: dict[str, str]) -> int:
 
 
 # Below the largest offset SQLite and PostgreSQL take (a 64-bit integer: past it, the
-# driver failed and the request was answered as our fault, 500), and exact as a float.
+# driver failed and the request was answered as our fault, 500).
 MAX_OFFSET = 10**18
 
 
 def _offset(query: dict[str, str]) -> int:
     """``offset`` of the incidents API and of search: how many of the listing, or of the
-    best matches, to skip (pages past the 500 a request may return)."""
-    offset = _number(query, "offset", 0)
-    if offset < 0 or offset != int(offset) or offset > MAX_OFFSET:
-        raise BadRequest(f"offset must be a whole number from 0 to {MAX_OFFSET},"
-                         f" not {query['offset']!r}")
-    return int(offset)
+    best matches, to skip (pages past the 500 a request may return). Read from its
+    digits, exactly: read as a float, 10^18 + 1 was 10^18 (taken, and not the one asked
+    for), and "2.0" or "1e3" were taken as whole numbers."""
+    raw = query.get("offset", "0")
+    # (the length first: int() refuses over 4,300 digits with a ValueError, a 500 here)
+    if (not (raw.isascii() and raw.isdigit()) or len(raw.lstrip("0")) > len(str(MAX_OFFSET))
+            or int(raw) > MAX_OFFSET):
+        raise BadRequest(f"offset must be a whole number from 0 to {MAX_OFFSET} in digits,"
+                         f" not {raw!r}")
+    return int(raw)
 
 
 def _cursor(query: dict[str, str]) -> Position | None:

@@ -202,6 +202,48 @@ def test_a_search_means_the_same_on_either_store(backend: str, postgres_dsn: str
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_an_undated_hit_says_when_newsflow_saw_it_as_its_incident_page_does(
+        backend: str, postgres_dsn: str, tmp_path: Path) -> None:
+    """A hit had no seen time: `newsflow search`, the search page and /api/search said an
+    undated article "undated" where its incident page says "undated, seen ..."."""
+    import io
+
+    from sinks.commands import format_hits
+    from sinks.web import render_search
+
+    settings = Settings(sink=backend, postgres_dsn=postgres_dsn, data_dir=tmp_path)
+    def undated(record: Any) -> Any:
+        return record.model_copy(update={"published": None})
+
+    placed_one = placed(1, "i1", 0)
+    placed_one = placed_one.model_copy(update={"article": undated(placed_one.article).model_copy(
+        update={"seen_at": NOW - timedelta(hours=1)})})
+    store = written(settings, [
+        undated(article(1, fetched=NOW - timedelta(hours=2))),
+        undated(article(2, fetched=NOW - timedelta(hours=3))),  # in no incident yet
+        article(3),
+        placed_one, header("i1", 1, 1, added=[1]),
+    ])
+    try:
+        hits = {h.article_id: h for h in store.search("cruise missiles")}
+        detail = store.get_incident("i1")
+    finally:
+        store.close()
+    assert detail is not None and detail.articles[0].seen_at == NOW - timedelta(hours=1)
+    # Its place's seen time, the page's; in no incident, none (its fetched_at is no such
+    # time: a replayed file's mtime).
+    assert {i: (h.published, h.seen_at) for i, h in hits.items()} == {
+        "a1": (None, NOW - timedelta(hours=1)), "a2": (None, None),
+        "a3": (NOW - timedelta(minutes=3), None)}
+    seen = f"undated, seen {NOW - timedelta(hours=1):%Y-%m-%d %H:%M} UTC"
+    out = io.StringIO()
+    format_hits([hits["a1"]], out)
+    assert out.getvalue().startswith(f"{seen}  example.org: Article 1 about cruise missiles\n")
+    assert f'<div class="meta">{seen} &middot;' in render_search("cruise missiles", [hits["a1"]])
+    assert hits["a1"].to_dict()["seen_at"] == (NOW - timedelta(hours=1)).isoformat()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_search_finds_words_next_to_typographic_punctuation(
     backend: str, postgres_dsn: str, tmp_path: Path
 ) -> None:

@@ -507,6 +507,23 @@ def test_api_errors_are_json(server: NewsflowServer) -> None:
         200, "application/json", "[]")
 
 
+def test_an_offset_is_read_from_its_digits_exactly_or_refused_saying_why(
+    server: NewsflowServer
+) -> None:
+    """Read as a float, 10^18 + 1 was 10^18: past the bound, yet taken, and not the offset
+    asked for; "2.0" and "1e3" were taken as whole numbers."""
+    for bad in ("1000000000000000001", "2.0", "1e3", "+1", " 1", "9" * 5000):
+        for address in (f"api/incidents?offset={quote(bad)}",
+                        f"api/search?q=missiles&offset={quote(bad)}"):
+            status, ctype, body = get(server.url + address)
+            assert (status, ctype) == (400, "application/json"), address
+            assert json.loads(body)["error"].endswith(
+                f"offset must be a whole number from 0 to 1000000000000000000 in digits, not {bad!r}")
+        assert get(server.url + f"search?q=missiles&offset={quote(bad)}")[0] == 400
+    for good in ("1000000000000000000", "0001", "0"):
+        assert get(server.url + f"api/incidents?offset={good}")[0] == 200
+
+
 def test_a_search_of_exclusions_alone_is_a_bad_request_saying_why(
     server: NewsflowServer
 ) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from newsflow.tail import VersionsShown, describe
 from tests.records import header, incident, placed
+
+SEEN = datetime(2026, 12, 7, 21, 45, tzinfo=UTC)
 
 
 def test_a_version_says_its_count_and_what_it_changed() -> None:
@@ -92,8 +96,10 @@ def test_a_summary_shows_what_the_publisher_wrote_as_text_not_terminal_controls(
     ESC drove the terminal of whoever ran `newsflow tail`, a newline forged a line."""
     from newsflow.schemas import RawArticle
 
-    article = RawArticle(id="a1\nforged", title="t", source="\x1b]0;owned\x07AFP\x9b2J")
-    assert describe(article.to_bytes()) == "article a1 forged  ]0;owned AFP 2J undated 't'"
+    article = RawArticle(id="a1\nforged", title="t", source="\x1b]0;owned\x07AFP\x9b2J",
+                         published=SEEN)
+    assert describe(article.to_bytes()) == (
+        "article a1 forged 2026-12-07 21:45 UTC   ]0;owned AFP 2J: 't'")
 
 
 def test_a_summary_holds_no_bidi_override_that_turns_the_rest_of_its_line_around() -> None:
@@ -102,5 +108,27 @@ def test_a_summary_holds_no_bidi_override_that_turns_the_rest_of_its_line_around
     listings (the title, quoted, shows it escaped); right-to-left text itself is kept."""
     from newsflow.schemas import RawArticle
 
-    article = RawArticle(id="a1", title="t", source="\u202eAFP \u05e9\u05dc\u05d5\u05dd\u2066")
-    assert describe(article.to_bytes()) == "article a1 AFP \u05e9\u05dc\u05d5\u05dd undated 't'"
+    article = RawArticle(id="a1", title="t", source="\u202eAFP \u05e9\u05dc\u05d5\u05dd\u2066",
+                         published=SEEN)
+    assert describe(article.to_bytes()) == (
+        "article a1 2026-12-07 21:45 UTC  AFP \u05e9\u05dc\u05d5\u05dd: 't'")
+
+
+def test_an_article_is_said_undated_and_of_an_unknown_source_as_the_cli_and_the_page_say() -> None:
+    """The tail said its own "undated" (and "-" for no source) where the CLI and the page
+    say "undated, seen ..." and "unknown source"; a dated one was an ISO time there. Seen:
+    when the record was sent, not its fetched_at (a replayed file's mtime)."""
+    from newsflow.schemas import RawArticle
+
+    undated = RawArticle(id="a1", title="t", source=None, fetched_at=SEEN - timedelta(days=300))
+    assert describe(undated.to_bytes(), sent_at=SEEN) == (
+        "article a1 undated, seen 2026-12-07 21:45 UTC  unknown source: 't'")
+    assert describe(undated.to_bytes()) == "article a1 undated  unknown source: 't'"
+    dated = RawArticle(id="a2", title="t", source="AFP", published=SEEN - timedelta(days=1),
+                       summary_only=True)
+    assert describe(dated.to_bytes(), sent_at=SEEN) == (
+        "article a2 2026-12-06 21:45 UTC  AFP: 't' [summary only]")
+    sourceless = placed(3, "i1", 3)
+    sourceless.article.source = None
+    assert describe(sourceless.to_bytes()) == (
+        "article a3 in incident i1 v1: joined, unknown source 'Article 3 about cruise missiles'")

@@ -472,5 +472,6 @@ def test_an_undated_article_from_no_known_source_is_said_so_as_on_the_page(
     out = capsys.readouterr().out
     assert "- undated, seen 2026-12-07 19:01 UTC  unknown source: Turkmenistan votes\n" in out
     assert run(settings, "search", "Turkmenistan") == 0
-    # (A search hit has no seen time to show.)
-    assert "undated  unknown source: Turkmenistan votes\n" in capsys.readouterr().out
+    # A search hit says it as the incident does (it said only "undated").
+    assert "undated, seen 2026-12-07 19:01 UTC  unknown source: Turkmenistan votes\n" in (
+        capsys.readouterr().out)
