@@ -589,26 +589,31 @@ def test_ctrl_c_ends_a_command_still_waiting_for_its_broker(tmp_path, command):
     import socket
     import subprocess
     import sys
-    import time
 
-    with socket.socket() as closed:  # a port nothing listens on: refused at once
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-    env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "newsflow.cli", *command], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        # As from a terminal: a shell's background job would have SIGINT ignored.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    time.sleep(3)  # in kafka-python's wait by then (Python starts in well under a second)
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    try:
-        code = proc.wait(10)
-    finally:
-        proc.kill()
+    # A broker that takes connections and answers nothing: once the command has
+    # connected, it is in kafka-python's wait (a fixed sleep could send the Ctrl-C while
+    # Python still imported, on a loaded machine).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(120)
+        port = silent.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+        env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newsflow.cli", *command], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            # As from a terminal: a shell's background job would have SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        connection, _ = silent.accept()
+        with connection:
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGINT)
+            try:
+                code = proc.wait(10)
+            finally:
+                proc.kill()
     assert proc.stderr is not None
     err = proc.stderr.read().decode()
     assert code == 130, err
