@@ -925,7 +925,11 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
             # look across whitespace), in one call.
             words = [w.removesuffix("'s") for w in run.lower().replace("’", "'").split()
                      if not w.endswith(".")]
-            for a, b in zip(words, words[1:], strict=False):
+            # (Indexed, not ``zip(words, words[1:])``: compiled, each zip built with its
+            # keyword cost ~1,700 instructions, one per run, ~1% of extract on gva-dev.)
+            for k in range(len(words) - 1):
+                a = words[k]
+                b = words[k + 1]
                 if a in STOPWORDS or b in STOPWORDS or a in foreign or b in foreign:
                     continue
                 pair = a + " " + b

@@ -1,6 +1,7 @@
 """The faster forms used on the hot path give exactly what the plain definitions give."""
 
 import dataclasses
+import hashlib
 import math
 import random
 import re
@@ -8,6 +9,7 @@ import sys
 import zlib
 
 import numpy as np
+import pytest
 
 from newsflow import text
 from processors import clustering, dedup, features
@@ -510,3 +512,54 @@ def test_rounded_is_round_to_the_last_bit():
             got, want = clustering._rounded(x, digits), round(x, digits)
             assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want), (x, digits)
     assert math.isnan(clustering._rounded(float("nan"), 4))
+
+
+# Digests of every ``Features`` that ``extract`` gave before its instruction cuts (helper-231:
+# the name pairs read by index, not zipped), recorded with the code before them. A cut must
+# leave every field as it was, the term weights' order too (ties are broken by it), so any
+# change of output fails here. Changed on purpose, record the new digests with
+# ``_extract_digest`` and say in the commit why the features changed.
+HAND_MADE_DIGEST = "ce09e281e00580667b52552dc6b0d1e465347e9f89ca99c8e3a2f1f5b13e939c"
+DEV_FILE_DIGESTS = {
+    "ecbplus-dev.jsonl":
+        "fc21a71b45c3a11110eed08ef962e0350552b868c9c2e3fe2cfa2166400e0c09",
+    "gva-dev.jsonl":
+        "2c18c84e12282bef770e9a63d2681a1b52665884dc361ca5672ddfaef031db9c",
+    "uci-headlines-dev.jsonl":
+        "7c5cc1a829bf650b3ffe9d9eb144278ac1b2f81c9c704ac1708c01afbf4382ce",
+}
+
+
+def _extract_digest(articles: list[tuple[str, str]]) -> str:
+    """A digest of ``extract``'s features of each (title, text), scored and fingerprinted,
+    without fingerprint and dates, and of the headline alone. Sets are sorted (their order
+    is the string hash's, salted per process); the term weights keep their order."""
+    digest = hashlib.sha256()
+    for title, body in articles:
+        for feats in (features.extract(title, body),
+                      features.extract(title, body, fingerprint=False, dated=False),
+                      features.extract(title, "")):
+            fields = [list(feats.tf.items()), feats.shingles.dtype.str,
+                      feats.shingles.tobytes().hex(), feats.text_key, feats.title_key,
+                      feats.n_words, feats.year, feats.follow_up, feats.bigrams, feats.language]
+            fields += [sorted(s) for s in (feats.entities, feats.title_terms, feats.years,
+                                           feats.names, feats.ages, feats.streets, feats.dates)]
+            digest.update(repr(fields).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def test_extract_gives_the_features_it_gave_before_its_speed_cuts():
+    titles = ["", "Police: Rico Doyle, 23, shot in North Main Street",
+              "Gunman Kills Two In Denver Police Standoff", "Le président Macron à l'hôpital"]
+    articles = [(title, body) for title in titles for body in TEXTS]
+    assert _extract_digest(articles) == HAND_MADE_DIGEST
+
+
+@pytest.mark.parametrize("name", sorted(DEV_FILE_DIGESTS))
+def test_extract_gives_the_dev_files_features_it_gave_before_its_speed_cuts(name):
+    from processors.offline import read_rows, row_to_article
+    from tests.conftest import shared_path
+
+    rows = read_rows(shared_path("incidents", name))
+    articles = [(article.title, article.text) for article in map(row_to_article, rows)]
+    assert _extract_digest(articles) == DEV_FILE_DIGESTS[name]
