@@ -91,7 +91,6 @@ class Child:
     quick_exits: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
-    ended_for_good: bool = False  # on a fault restarting cannot mend (UNRECOVERABLE_EXIT)
 
     def start(self) -> None:
         # -P: no working directory in front of the import path, so a child runs the code
@@ -104,6 +103,12 @@ class Child:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def ended_for_good(self) -> bool:
+        """Whether its last process ended on a fault restarting cannot mend
+        (``UNRECOVERABLE_EXIT``): read from its exit, not from the supervisor's loop, which
+        stops at the first such end it finds (two roles on one damaged store end alike)."""
+        return self.process is not None and self.process.poll() == UNRECOVERABLE_EXIT
 
     def stop(self, timeout_s: float, *, asked: bool = False) -> None:
         """SIGTERM (unless ``asked`` already: ``ask_to_stop``), and wait for the exit."""
@@ -621,7 +626,7 @@ def drain_before_stop(settings: Settings, broker: EmbeddedBroker | None,
     # saved for the next start.)
     consumers = [c for c in children if c.role in ("process", "sink")]
     for consumer in consumers:
-        if not consumer.alive() and not consumer.ended_for_good:
+        if not consumer.alive() and not consumer.ended_for_good():
             logger.info("starting %s again to finish what was sent", consumer.role)
             consumer.start()
     # What was there when it first looked, as a recycle waits: waiting for nothing unread,
@@ -697,7 +702,6 @@ def supervise(child: Child) -> None:
         if code == UNRECOVERABLE_EXIT:
             # A damaged store does not heal by waiting: restarted, the role failed alike a
             # minute apart for ever, and nothing said the service was of no use.
-            child.ended_for_good = True
             raise ServiceError(
                 f"{child.role} (pid {pid}) ended on a fault that restarting cannot mend"
                 f" (exit {code}): {note or 'see its error above'}", UNRECOVERABLE_EXIT)

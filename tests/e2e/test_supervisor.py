@@ -379,6 +379,39 @@ def test_a_damaged_store_stops_the_service_with_the_roles_message(start_service)
     assert_no_child_outlived(service)
 
 
+def test_roles_that_end_on_a_damaged_store_together_are_not_started_again(start_service):
+    """The sink and the processors both ended on a damaged store (exit 65) before the
+    supervisor's loop looked (a loaded machine: here the supervisor is held with SIGSTOP
+    until both have ended). It stopped for the first one it found, and the stop's wait
+    for the consumers started the other again "to finish what was sent", though it could
+    only fail alike, and the first process's note (unrecoverable-<pid>.txt) was left in
+    the data folder for good."""
+    first = start_service()
+    first.wait_for(lambda: stored_articles(first.db) >= 2, 90)
+    assert first.stop() == 0, first.log()[-3000:]
+    # (schema_migrations too: the sink's open of the store reads it, and fails.)
+    damage_tables(first.db, "articles", "incidents", "incident_articles", "schema_migrations")
+
+    service = start_service()
+    pids = {role: int(service.wait_for(
+        lambda role=role: re.search(rf"started {role} \(pid (\d+)\)", service.log()), 60)[1])
+        for role in ("sink", "process")}
+    os.kill(service.process.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: all(state_of(pid) == "Z" for pid in pids.values()), 180,
+                 "the sink and the processors ended (zombies of the held supervisor)")
+    finally:
+        os.kill(service.process.pid, signal.SIGCONT)
+    service.process.wait(180)
+    log = service.log()
+    assert service.process.returncode == 65, log[-4000:]
+    assert "again to finish what was sent" not in log, log[-4000:]
+    for role in ("sink", "process"):
+        assert len(re.findall(rf"started {role} \(pid", log)) == 1, log[-4000:]
+    assert not list(service.data_dir.glob("unrecoverable-*")), "a note left behind"
+    assert_no_child_outlived(service)
+
+
 def test_a_killed_supervisor_leaves_no_child_running(start_service, tmp_path):
     """Its children get SIGTERM when it dies, but nothing kills one whose stop hangs: the
     processors' offset commit to the embedded broker, gone with it, retries for ever."""
