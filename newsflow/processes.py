@@ -303,7 +303,7 @@ def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout_s: float,
         proc.wait(5)
     if kill and proc.returncode == -signal.SIGKILL:
         # (Said "exit -9", which reads as a crash, at every stop of the embedded broker.)
-        logger.info("stopped %s (killed, as it is stopped: nothing of it to save)", name)
+        logger.info("stopped %s (killed: it keeps nothing to save)", name)
     else:
         logger.info("stopped %s (exit %s)", name, proc.returncode)
     return proc.returncode

@@ -93,7 +93,7 @@ def test_seeds_fold_into_one_incident_and_a_replay_changes_nothing(
     assert service.stop() == 0, service.log()[-4000:]
     text = service.log()
     assert "newsflow stopped" in text
-    assert "stopped embedded broker (killed, as it is stopped" in text
+    assert "stopped embedded broker (killed: it keeps nothing to save)" in text
     assert "group_id is None" not in text  # the drain check's consumer warned on every stop
     # No orphans: every child and the broker are gone.
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", text)]

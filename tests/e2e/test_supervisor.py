@@ -216,7 +216,7 @@ def test_a_stop_while_the_embedded_broker_is_stopped_leaves_it_alone(start_servi
     assert "could not save" not in log, log[-3000:]
     assert "to finish what was sent" not in log  # (no consumer started again for the drain)
     assert "the stop neither waits for the processors and the sink nor saves" in log, log[-3000:]
-    assert "stopped embedded broker (killed, as it is stopped" in log
+    assert "stopped embedded broker (killed: it keeps nothing to save)" in log
     assert state_of(broker) == "gone"
     assert_no_child_outlived(service)
 
