@@ -101,8 +101,13 @@ class StageTables:
             stage.restore(*saved_state(stored, tables,
                                        {i: h.updated_at for i, h in headers.items()}),
                           placed_at={a: m.assigned_at for a, m in places.items()})
-        # Incidents the stage did not keep (retired, or past incident_days), and their
-        # articles' places: nothing else would ever remove them.
+        # Articles the stage did not keep (past its window: a removal the table lost, or
+        # a window that ends later than the tables' oldest), incidents it did not keep
+        # (retired, or past incident_days), and their articles' places: nothing else
+        # would ever remove them (the stage reports what leaves its window, not these).
+        for record in records:
+            if stage.clusterer.incident_of(record.article.id) is None:
+                self.articles.pop(record.article.id, None)
         for incident_id in [i for i in self.incidents.keys() if i not in stage.incidents]:
             self.incidents.pop(incident_id, None)
         for article_id, place in places.items():

@@ -116,6 +116,24 @@ def test_a_rebuild_drops_the_places_of_incidents_it_did_not_keep():
     assert incident_id not in worker.tables.incidents and reuters.id not in worker.tables.members
 
 
+def test_a_rebuild_drops_the_records_of_articles_it_did_not_keep():
+    # An article's removal the articles table lost (the writes aiokafka queued behind the
+    # one in flight fail when the broker stays frozen past the request timeout) leaves a
+    # record of an article that left the window; so does a rebuild whose window ends
+    # before the tables' oldest. The rebuilt stage drops it at once, and nothing removed
+    # its record: every later rebuild read it again, the table above its window for good.
+    reuters, _ = seeds()
+    worker = Worker(ClusterConfig(window_days=1, incident_days=90))
+    [first] = worker.batch([(reuters, T0)])
+    worker.batch([(filler(2), T0 + timedelta(days=2))])  # reuters leaves the window
+    assert reuters.id not in worker.tables.articles
+    assert first.record is not None
+    worker.tables.articles[reuters.id] = first.record.to_json()  # its removal lost
+    stage = worker.rebuild()
+    assert stage.clusterer.incident_of(reuters.id) is None
+    assert sorted(worker.tables.articles) == [filler(2).id]
+
+
 def test_a_header_that_lost_its_last_record_does_not_make_a_version_number_sent_before(tmp_path):
     from sinks.sqlite import SQLiteSink
 
