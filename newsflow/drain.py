@@ -160,6 +160,24 @@ def committed_offsets(settings: Settings, group: str) -> dict[TopicPartition, in
     return {tp: done.offset for tp, done in committed.items() if done.offset >= 0}
 
 
+def group_ids(settings: Settings) -> list[str]:
+    """Every consumer group the broker knows (those that committed offsets or have
+    members)."""
+    admin = admin_client(settings, timeout_s=5.0)
+    try:
+        return sorted(group["group_id"] for group in admin.list_groups())
+    finally:
+        admin.close()
+
+
+def behind_where_read(committed: dict[TopicPartition, int],
+                      marks: dict[TopicPartition, int]) -> int:
+    """``behind``, over the topics ``committed`` names only: a group that reads one of two
+    topics has not left the other unread."""
+    read = {tp.topic for tp in committed}
+    return behind(committed, {tp: mark for tp, mark in marks.items() if tp.topic in read})
+
+
 def all_read(settings: Settings, groups: dict[str, list[str]]) -> bool:
     """Whether no group has messages left, at one look: a stop's, once the children have
     stopped, for anything at all to save. A broker that does not answer is said (at

@@ -9,7 +9,10 @@ supervisor restarts it empty, losing nothing:
 2. the processors and the sink finish everything published before the recycle's first
    look (``drain.wait_passed``: what arrives meanwhile, from a `newsflow replay` that
    never pauses, does not hold it up), or the recycle is postponed;
-3. they stop; the dead-letter topic, which only an operator reads, is saved to a file, and
+3. they stop; other consumer groups that read the incident topics (a user's own copy) get
+   up to ``recycle_readers_wait_s`` to read them out (``wait_for_readers``: what one has
+   not read then is lost to it, and said);
+   the dead-letter topic, which only an operator reads, is saved to a file, and
    so are the raw articles they had not finished (those published since the first look,
    mostly) and the merges the sink had not stored, as a stop saves them;
 4. the broker restarts on the same port (the runfile stays true), the topics are created
@@ -46,12 +49,15 @@ from kafka import TopicPartition
 from newsflow import outbox
 from newsflow.broker import EmbeddedBroker
 from newsflow.drain import (
+    PROGRESS_EVERY_S,
     DrainError,
     Message,
     all_read,
     behind,
+    behind_where_read,
     committed_offsets,
     drain_groups,
+    group_ids,
     read_records,
     read_topic,
     read_unread,
@@ -60,7 +66,7 @@ from newsflow.drain import (
 )
 from newsflow.kafka import Publisher, ensure_topics, remake_misshapen_topics
 from newsflow.metrics import Registry, TextfileWriter, textfile_path
-from newsflow.redrive import mark_redriven, redriven_to
+from newsflow.redrive import mark_redriven, redrive_group, redriven_to
 from newsflow.schemas import read_json
 from newsflow.settings import Settings
 from newsflow.text import counted
@@ -79,6 +85,11 @@ DRAIN_S = 120.0  # how long a recycle waits for the processors and the sink
 # each of the three topics it waits on took half the 0.5 s default more on average.
 DRAIN_LOOK_S = 0.1
 RETRY_S = 300.0  # when a postponed recycle is tried again
+# A reader of the incident topics that commits nothing for this long, with messages left,
+# is not waited for any longer: one that went away leaves its group's offsets behind, and
+# would hold every recycle (the pipeline stopped) for all of NEWSFLOW_RECYCLE_READERS_WAIT_S.
+READER_STALLED_S = 30.0
+READERS_LOOK_S = 0.5  # how often the readers' offsets are looked at
 
 
 class RecycleError(RuntimeError):
@@ -197,6 +208,9 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
         return False
     # Together: what one has not finished when it stops is saved below, whichever it is.
     stop_together(list(reversed(consumers)), timeout_s=20.0)
+    # The incident topics are complete now (the processors have stopped): a user's reader
+    # of them gets the time to read them out before the broker forgets them.
+    wait_for_readers(settings, stopping=stop.is_set)
     if stop.is_set():
         return False
     try:
@@ -235,6 +249,71 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
     logger.info("embedded broker recycled: %d MB -> %d MB", held // 2**20,
                 (broker.memory_bytes() or 0) // 2**20)
     return True
+
+
+def wait_for_readers(settings: Settings, stopping: Callable[[], bool]) -> None:
+    """Before the broker restarts empty, with the processors stopped: wait, up to
+    ``recycle_readers_wait_s``, for the consumer groups other than newsflow's that have
+    committed offsets on the incident topics (a user's own copy of the incidents) to read
+    them to their ends (read, not the broker's end offsets), each while it commits within
+    ``READER_STALLED_S``. What one has not read then is lost to it: a WARNING names each
+    such group and how many messages."""
+    topics = [settings.topic_members, settings.topic_incidents]
+    own = {*drain_groups(settings), redrive_group(settings)}
+    try:
+        marks = true_ends(settings, topics, timeout_s=30.0)
+        readers: dict[str, dict[TopicPartition, int]] = {}
+        for group in group_ids(settings):
+            if group not in own and (committed := offsets_on(settings, group, topics)):
+                readers[group] = committed
+    except Exception as exc:  # noqa: BLE001 - the recycle goes on: this is for their sake
+        logger.warning("could not look for other readers of the incident topics (%s):"
+                       " recycling without waiting for them", exc)
+        return
+    left = {group: behind_where_read(committed, marks) for group, committed in readers.items()}
+    moved_at = dict.fromkeys(readers, time.monotonic())
+    deadline = time.monotonic() + settings.recycle_readers_wait_s
+    said_at = 0.0
+    while True:
+        waiting = [group for group, count in left.items()
+                   if count and time.monotonic() - moved_at[group] < READER_STALLED_S]
+        if not waiting or time.monotonic() >= deadline or stopping():
+            break
+        if time.monotonic() - said_at >= PROGRESS_EVERY_S:
+            logger.info("waiting (up to NEWSFLOW_RECYCLE_READERS_WAIT_S, %g s) for other"
+                        " readers of the incident topics to read them before the broker"
+                        " restarts empty: %s", settings.recycle_readers_wait_s,
+                        unread_by(left, waiting))
+            said_at = time.monotonic()
+        time.sleep(READERS_LOOK_S)
+        for group in waiting:
+            try:
+                committed = offsets_on(settings, group, topics)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("could not look at consumer group %s's offsets: %s", group, exc)
+                continue
+            if committed != readers[group]:
+                readers[group], moved_at[group] = committed, time.monotonic()
+                left[group] = behind_where_read(committed, marks)
+    lost = [group for group, count in left.items() if count]
+    if lost and not stopping():
+        logger.warning("recycling the embedded broker though other readers of the incident"
+                       " topics have not read them (NEWSFLOW_RECYCLE_READERS_WAIT_S, %g s,"
+                       " passed, or they committed nothing for %g s): %s; lost to them, as"
+                       " the new broker starts empty", settings.recycle_readers_wait_s,
+                       READER_STALLED_S, unread_by(left, lost))
+
+
+def offsets_on(settings: Settings, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+    """``group``'s committed offsets on ``topics``."""
+    return {tp: offset for tp, offset in committed_offsets(settings, group).items()
+            if tp.topic in topics}
+
+
+def unread_by(left: dict[str, int], groups: list[str]) -> str:
+    """Each of ``groups`` with what it has ``left`` unread, for a log line."""
+    return ", ".join(f"consumer group {group} {counted(left[group], 'message', 'messages')}"
+                     " unread" for group in groups)
 
 
 def say_what_came_after(settings: Settings, saved_to: dict[TopicPartition, int]) -> None:

@@ -107,7 +107,8 @@ class Service:
     """One `newsflow run` process tree with its own data folder, port and log."""
 
     def __init__(self, tmp_path: Path, *, cwd: Path = ROOT, close_stdout: bool = False,
-                 process_group: int | None = None, **settings: str) -> None:
+                 process_group: int | None = None, append_log: bool = False,
+                 **settings: str) -> None:
         self.data_dir = tmp_path / "var"
         self.db = self.data_dir / "newsflow.db"
         self.web_port = int(settings.get("NEWSFLOW_WEB_PORT") or free_port())
@@ -124,7 +125,9 @@ class Service:
         command = [sys.executable, "-m", "newsflow.cli", "run"]
         if close_stdout:  # as a launcher that closes it does (`newsflow run >&-`)
             command = ["sh", "-c", 'exec "$@" >&-', "sh", *command]
-        with self.log_path.open("wb") as out:
+        # Appended to, for a test that restarts the service: the first one's log (where a
+        # failure often began) stays for the diagnosis.
+        with self.log_path.open("ab" if append_log else "wb") as out:
             self.process = subprocess.Popen(
                 command,
                 env=self.env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
@@ -170,8 +173,8 @@ class Service:
 def start_service(tmp_path: Path):
     started: list[Service] = []
 
-    def start(**settings: str) -> Service:
-        service = Service(tmp_path, **settings)
+    def start(append_log: bool = False, **settings: str) -> Service:
+        service = Service(tmp_path, append_log=append_log, **settings)
         started.append(service)
         service.wait_for(lambda: (service.data_dir / "service.json").exists(), 60)
         return service
