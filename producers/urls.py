@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from newsflow.schemas import ascii_host
+from newsflow.schemas import ascii_host, registrable_domain
 
 # Query parameters that only track the click, never select content.
 _TRACKING_EXACT = frozenset(
@@ -72,8 +72,11 @@ def unwrap_redirect(url: str) -> str:
     if split is None:
         return url
     parts, _, netloc = split
-    host = netloc.removeprefix("www.")
-    if not host.startswith("google.") or parts.path != "/url":
+    # Google's own hosts, by the Public Suffix List: google.com, google.de, google.co.uk
+    # (not google.example.net, another site).
+    host = netloc.split(":")[0].removeprefix("www.")
+    is_google = host.startswith("google.") and registrable_domain(host) == host
+    if not is_google or parts.path != "/url":
         return url
     query = dict(parse_qsl(parts.query))
     target = (query.get("url") or query.get("q") or "").strip()

@@ -161,8 +161,10 @@ def test_a_google_redirect_is_unwrapped_to_the_address_it_leads_to():
              "slack-stock-truly-compelling/&ct=ga&usg=AFQjCNEZXRySX8eW_IyksUe5d7lidLUXxg")
     assert unwrap_redirect(alert) == "https://investorplace.com/2019/07/slack-stock-truly-compelling/"
     assert unwrap_redirect("https://www.google.de/url?q=http%3A%2F%2Fa.example%2Fx") == "http://a.example/x"
+    assert unwrap_redirect("https://google.co.uk/url?url=https://a.example/") == "https://a.example/"
     # Anything else is left as it is: another path of Google's, a target that is no web
     # address, another host's /url.
     for url in ("https://www.google.com/search?q=slack", "https://google.com/url?url=javascript:x",
-                "https://example.com/url?url=https://a.example/", "https://www.google.com/url"):
+                "https://example.com/url?url=https://a.example/", "https://www.google.com/url",
+                "https://google.example.net/url?url=https://a.example/"):
         assert unwrap_redirect(url) == url
