@@ -28,6 +28,7 @@ from lxml import html as lxml_html
 from newsflow.schemas import read_json, without_surrogates
 from newsflow.text import counted
 from producers.charsets import browser_codec, python_codec
+from producers.urls import unwrap_redirect
 
 logger = logging.getLogger(__name__)
 
@@ -488,6 +489,10 @@ def _from_feedparser(raw: Any, language: str | None) -> FeedEntry | None:
                 link = candidate["href"]
                 break
     link = link.strip() if isinstance(link, str) and link.strip() else None
+    # (The entry's key stays its own link's: unwrapped, an alert without an id, seen
+    # before an upgrade, would count as new and be published again.)
+    listed_link = link
+    link = unwrap_redirect(link) if link else None
     title = _text_of(raw.get("title", "") or "", _detail_type(raw, "title"))
     # The longest of the summary and the content values, with its own type. A content
     # as long wins: feedparser copies a lone content to the summary without its type.
@@ -510,7 +515,7 @@ def _from_feedparser(raw: Any, language: str | None) -> FeedEntry | None:
     source = raw.get("source")
     source_name = source.get("title") if isinstance(source, dict) else None
     return FeedEntry(
-        key=_entry_key(raw.get("id"), link, title, summary),
+        key=_entry_key(raw.get("id"), listed_link, title, summary),
         link=link,
         title=title,
         summary=summary,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from newsflow.schemas import ascii_host
+from newsflow.schemas import ascii_host, registrable_domain
 
 # Query parameters that only track the click, never select content.
 _TRACKING_EXACT = frozenset(
@@ -60,6 +60,27 @@ def canonicalize(url: str) -> str:
     ]
     query = urlencode(sorted(query_pairs), doseq=True)
     return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def unwrap_redirect(url: str) -> str:
+    """The publisher's address inside a Google redirect link, as Google Alerts feeds give
+    every entry (``https://www.google.com/url?rct=j&url=https://outlet/story&usg=...``),
+    else ``url`` as it is. Taken as it stood, every alert's outlet was "google.com", an
+    incident of ten outlets' reports counted one, its page was Google's redirect and not
+    the story, and the same story from the outlet's own feed had another address."""
+    split = _http_split(url.strip())
+    if split is None:
+        return url
+    parts, _, netloc = split
+    # Google's own hosts, by the Public Suffix List: google.com, google.de, google.co.uk
+    # (not google.example.net, another site).
+    host = netloc.split(":")[0].removeprefix("www.")
+    is_google = host.startswith("google.") and registrable_domain(host) == host
+    if not is_google or parts.path != "/url":
+        return url
+    query = dict(parse_qsl(parts.query))
+    target = (query.get("url") or query.get("q") or "").strip()
+    return target if _http_split(target) is not None else url
 
 
 def _http_split(url: str) -> tuple[SplitResult, str, str] | None:

@@ -243,6 +243,19 @@ def _span(hours: float) -> str:
     return f"{hours / 24:.0f} days"
 
 
+def _revived(dormant_days: float) -> str:
+    """The revival of an incident whose articles had left the clustering window. Quiet
+    for days, it is a follow-up; within two days (or before it, negative) its reports
+    left the window because newer ones had moved the stream's time on (a late feed, a
+    backfill), and "quiet for 0 days" or "-0 days" told an editor nothing."""
+    hours = dormant_days * 24
+    if hours >= 48:
+        return f"revived an incident quiet for {_span(hours)}"
+    side = "after" if hours < 0 else "before"
+    return (f"revived an incident out of the clustering window, its latest report"
+            f" {_span(abs(hours))} {side} this one")
+
+
 # The facts the score weighed besides the shared words (``detail``), as the why line says them.
 _FACTS = {
     "name_match": "a full name rare elsewhere in both",
@@ -329,7 +342,7 @@ def explain(explanation: object, held_in: str | None = None) -> str:
         parts.append(f"{which} is told in another language: {shared} in common, too few "
                      "to join across languages")
     if "dormant_days" in e.detail:
-        parts.append(f"revived an incident quiet for {e.detail['dormant_days']:.0f} days")
+        parts.append(_revived(e.detail["dormant_days"]))
     if "merged_incidents" in e.detail:
         # Which ones, when recorded (not before ``merged_from``): each now says "merged into".
         which = f" ({', '.join(e.merged_from)})" if e.merged_from else ""

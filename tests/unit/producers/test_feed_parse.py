@@ -9,6 +9,7 @@ import time
 import pytest
 
 from producers.feedparse import FeedEntry, feed_problem, html_to_text, parse_feed
+from producers.feeds import build_article
 from tests.conftest import shared_path
 
 # Entries with content per file (feedparser's count, minus items with nothing in them).
@@ -452,3 +453,20 @@ def test_entries_with_nothing_in_them_are_counted_where_they_are_left_out():
     sitemap = _urlset(b"<url><loc> </loc></url>" + _news_url("https://s.example/a"))
     parsed = parse_feed(sitemap)
     assert parsed.kind == "sitemap" and len(parsed.entries) == 1 and parsed.empty_entries == 1
+
+
+def test_a_google_alert_links_the_outlet_not_googles_redirect():
+    # A desk's Google Alert for "Slack" made ten outlets' reports one incident of "1 outlet
+    # (google.com)", each article's address Google's redirect, not the story.
+    feed_url = "https://www.google.com/alerts/feeds/04175468913983673025/4428013283581841004"
+    parsed = parse_feed((shared_path("feeds") / "feedjira/google_alerts_atom.xml").read_bytes())
+    first = next(e for e in parsed.entries if "stomping" in e.title)
+    assert first.link == "https://mspoweruser.com/latest-research-shows-microsoft-teams-is-stomping-slack/"
+    assert all("google.com" not in (entry.link or "") for entry in parsed.entries)
+    # Its key stays the entry's id, as seen before: no alert is published twice.
+    assert first.key.startswith("tag:google.com,2013:googlealerts/feed:")
+    article = build_article(first, feed_url=feed_url, feed_name=None,
+                            feed_title="Google Alert - Slack", page=None)
+    assert article.source == "mspoweruser.com"
+    assert article.canonical_url == first.link
+    assert article.own_site is False

@@ -7,6 +7,7 @@ from producers.urls import (
     host_key,
     host_of,
     outlet_from_host,
+    unwrap_redirect,
 )
 
 
@@ -153,3 +154,17 @@ def test_a_missing_public_suffix_list_is_not_fetched_but_said(tmp_path, monkeypa
         registrable_domain.cache_clear()
     monkeypatch.undo()
     assert registrable_domain("rss.cnn.com") == "cnn.com"
+
+
+def test_a_google_redirect_is_unwrapped_to_the_address_it_leads_to():
+    alert = ("https://www.google.com/url?rct=j&sa=t&url=https://investorplace.com/2019/07/"
+             "slack-stock-truly-compelling/&ct=ga&usg=AFQjCNEZXRySX8eW_IyksUe5d7lidLUXxg")
+    assert unwrap_redirect(alert) == "https://investorplace.com/2019/07/slack-stock-truly-compelling/"
+    assert unwrap_redirect("https://www.google.de/url?q=http%3A%2F%2Fa.example%2Fx") == "http://a.example/x"
+    assert unwrap_redirect("https://google.co.uk/url?url=https://a.example/") == "https://a.example/"
+    # Anything else is left as it is: another path of Google's, a target that is no web
+    # address, another host's /url.
+    for url in ("https://www.google.com/search?q=slack", "https://google.com/url?url=javascript:x",
+                "https://example.com/url?url=https://a.example/", "https://www.google.com/url",
+                "https://google.example.net/url?url=https://a.example/"):
+        assert unwrap_redirect(url) == url

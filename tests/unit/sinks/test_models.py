@@ -165,3 +165,16 @@ def test_the_why_line_names_the_facts_that_moved_the_score() -> None:
     assert explain(why) == ("joined; scored 1.00 (joins at -2.00 or more); 1.0 h apart; a full name"
                             " rare elsewhere in both; the same street; another age (counted"
                             " against)")
+
+
+def test_a_revival_within_two_days_says_the_gap_not_zero_days():
+    # Seen on a desk's first hour: feeds of several years polled at once left a day's
+    # incident out of the window within minutes, and its why said "quiet for -0 days".
+    before = explain(Explanation(decision="joined", score=-0.9, threshold=-2.0,
+                                 detail={"dormant_days": 0.08}))
+    assert ("revived an incident out of the clustering window, its latest report 1.9 h"
+            " before this one") in before
+    after = explain(Explanation(decision="joined", score=-1.9, threshold=-2.0,
+                                detail={"dormant_days": -0.03}))
+    assert "its latest report 0.7 h after this one" in after
+    assert "days" not in before + after
