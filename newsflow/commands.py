@@ -106,6 +106,31 @@ def reach_broker(settings: Settings) -> None:
     admin_client(settings).close()
 
 
+def wait_for_broker_as_a_role(settings: Settings) -> None:
+    """Before a long-running role (the sink, the processors) bootstraps: wait for a broker
+    that is stopped (SIGSTOP, a frozen machine) as long as it is, saying so once, and go
+    on when it answers. A paused broker is not a fault: the role failed after
+    kafka-python's 30 s bootstrap and `newsflow run` started it again, and again, an ERROR
+    each time, for as long as the pause lasted. Where nothing listens, the bootstrap fails
+    as before."""
+    from kafka.errors import KafkaError
+
+    from newsflow.kafka import BrokerUnreachable, admin_client, broker_silent, wait_for_broker
+
+    while True:
+        try:
+            wait_for_broker(settings, wait_s=None)
+        except BrokerUnreachable:
+            pass  # nothing listens: kafka-python's bootstrap waits its 30 s and says so
+        try:
+            admin_client(settings).close()
+            return
+        except KafkaError:
+            # Stopped after it answered the probe, before the bootstrap: wait again.
+            if not broker_silent(settings):
+                raise
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.service import run_service
 

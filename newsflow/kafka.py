@@ -137,18 +137,32 @@ def broker_answer(host: str, port: int, timeout_s: float) -> str:
     return ANSWERS
 
 
-def wait_for_broker(settings: Settings, wait_s: float = BROKER_WAIT_S,
-                    probe_s: float = 1.0) -> None:
-    """Return once a broker of the bootstrap answers; wait for one that takes the
-    connection and answers nothing (stopped), saying so once, for up to ``wait_s`` of its
-    silence; raise ``BrokerUnreachable`` at once when nothing takes a connection at any
-    address (not running), or when the wait is over. kafka-python's bootstrap waited
-    30 s without a word, and counted the time this process was stopped: a command frozen
-    with the broker before its first connection failed "Unable to bootstrap" as both woke."""
+def _probed_servers(settings: Settings) -> list[tuple[str, str, int]]:
+    """Each address of the bootstrap as (its name in messages, host, port)."""
     servers = []
     for server in bootstrap_servers(settings).split(","):
         host, port = host_and_port(server)
         servers.append((f"{host}:{port or 9092}", host, int(port or 9092)))
+    return servers
+
+
+def broker_silent(settings: Settings, probe_s: float = 1.0) -> bool:
+    """Whether the bootstrap's brokers take connections and answer nothing (stopped): no
+    address answers, and one takes the connection."""
+    found = [broker_answer(host, port, probe_s) for _, host, port in _probed_servers(settings)]
+    return ANSWERS not in found and SILENT in found
+
+
+def wait_for_broker(settings: Settings, wait_s: float | None = BROKER_WAIT_S,
+                    probe_s: float = 1.0) -> None:
+    """Return once a broker of the bootstrap answers; wait for one that takes the
+    connection and answers nothing (stopped), saying so once, for up to ``wait_s`` of its
+    silence (None: as long as it is silent); raise ``BrokerUnreachable`` at once when
+    nothing takes a connection at any address (not running), or when the wait is over.
+    kafka-python's bootstrap waited 30 s without a word, and counted the time this process
+    was stopped: a command frozen with the broker before its first connection failed
+    "Unable to bootstrap" as both woke."""
+    servers = _probed_servers(settings)
     silent_s = 0.0
     waiting = False
     while True:
@@ -162,14 +176,15 @@ def wait_for_broker(settings: Settings, wait_s: float = BROKER_WAIT_S,
         if not silent:
             raise BrokerUnreachable("no broker at " + "; ".join(
                 f"{named}: {answer}" for named, answer in found.items()), silent=False)
-        if silent_s >= wait_s:
+        if wait_s is not None and silent_s >= wait_s:
             raise BrokerUnreachable(
                 f"the broker at {', '.join(silent)} answered nothing for {wait_s:g} s (it"
                 " takes connections: a broker stopped, or its machine or container frozen?)",
                 silent=True)
         if not waiting:
             logger.warning("waiting for the broker at %s: it takes connections and answers"
-                           " nothing (stopped?); up to %g s", ", ".join(silent), wait_s)
+                           " nothing (stopped?); %s", ", ".join(silent),
+                           "as long as it is" if wait_s is None else f"up to {wait_s:g} s")
             waiting = True
         time.sleep(max(0.0, probe_s - (time.monotonic() - began)))
         # (A round far longer than its probes was this process stopped, not the broker

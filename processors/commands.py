@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # (processors.rebuild imports faust: not for `newsflow --help
 
 def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: WindowReader,
                 read_listing: ListingReader) -> int:
+    from newsflow.commands import wait_for_broker_as_a_role
     from newsflow.kafka import bootstrap_servers
     from newsflow.processes import exit_when_orphaned_without_broker
     from processors.app import processors_metrics_writer, report_waiting_for_storage, run_worker
@@ -26,6 +27,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: Wi
     bootstrap_servers(settings)  # without one configured or found: how to get one
     # A worker left by a killed `newsflow run` stops at once when its broker went too.
     exit_when_orphaned_without_broker(settings)
+    wait_for_broker_as_a_role(settings)  # one stopped (SIGSTOP): waited for, not failed on
     # Storage holds what the changelog tables do not: incidents that outlived their
     # articles (and everything, with the embedded broker, which forgets on restart).
     from processors.rebuild import answered, read_view, storage_window_loader

@@ -24,9 +24,9 @@ from newsflow.commands import (
     at_least_zero,
     exit_code_after,
     name_the_actions,
-    reach_broker,
     seconds,
     stop_on_signals,
+    wait_for_broker_as_a_role,
 )
 from newsflow.settings import Settings
 from newsflow.text import article_time, counted, plain, shown_source, shown_time
@@ -141,8 +141,9 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.runner import run_sink
 
     # A Ctrl-C while it does not answer ends the sink at once. (Without one configured or
-    # found, the error says how a running `newsflow run`'s is found.)
-    reach_broker(settings)
+    # found, the error says how a running `newsflow run`'s is found.) One stopped is
+    # waited for.
+    wait_for_broker_as_a_role(settings)
     with stop_on_signals() as stop:
         run_sink(settings, stop, batch_size=args.batch_size, flush_interval_s=args.flush_interval)
     return exit_code_after(stop)
