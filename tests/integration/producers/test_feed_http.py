@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -1293,6 +1293,36 @@ def test_hosts_that_hang_hold_no_more_than_their_share_of_the_poll_workers(tmp_p
     assert loop.metrics.polls.value(outcome="ok") == 3
     assert loop.metrics.polls.value(outcome="error") == len(hanging)
     assert loop.metrics.polls.value(outcome="paused") == 12 - len(hanging)
+
+
+def test_the_default_poll_workers_ask_a_dozen_hosts_at_once_while_each_waits_its_gap(
+        tmp_path):
+    """1,000 new feeds on 16 healthy hosts: a poll spends most of its time waiting out
+    its host's gap between fetches (NEWSFLOW_HOST_DELAY_S) before each page, so eight
+    poll workers asked eight hosts at a time, a request a second each, while the other
+    hosts, free to be asked, waited: the first pass took twice what politeness asks.
+    Twelve hosts, a feed each whose one page comes after its host's robots.txt, each a
+    gap apart: with the default workers, every host's feed is asked before any host's
+    second request (with eight, four feeds waited for the first polls to end)."""
+    data = shared_path("feeds").parent
+    with ExitStack() as servers_open:
+        servers = [servers_open.enter_context(FeedServer(data)) for _ in range(12)]
+        for other in servers[1:]:  # one list of requests, in the order they arrived
+            other.state.requests = servers[0].state.requests
+            other.state.lock = servers[0].state.lock
+        rig = Rig(tmp_path, pages=True, host_delay_s=5.0)
+        try:
+            for server in servers:
+                rig.feed(server.url("/gen/0.xml?entries=1"))
+            loop = feeds_module.ProducerLoop(rig.settings, state=rig.state, poller=rig.poller,
+                                             publish=lambda a: None, flush=lambda: None)
+            loop.run(threading.Event(), until_idle=True)
+        finally:
+            rig.close()
+    arrived = [path.split("/")[1] for path, _headers in servers[0].state.requests]
+    assert arrived.count("gen") == 12 and arrived.count("genpage") == 12, arrived
+    assert arrived[:12] == ["gen"] * 12, arrived
+    assert loop.metrics.articles.value(text="page") == 12
 
 
 def test_the_producers_figures_count_the_feeds_without_reading_each(tmp_path, monkeypatch):
