@@ -18,12 +18,14 @@ if TYPE_CHECKING:  # (processors.rebuild imports faust: not for `newsflow --help
 
 def cmd_process(args: argparse.Namespace, settings: Settings, *, read_window: WindowReader,
                 read_listing: ListingReader) -> int:
+    from newsflow.commands import broker_answers
     from newsflow.kafka import bootstrap_servers
     from newsflow.processes import exit_when_orphaned_without_broker
     from processors.app import processors_metrics_writer, report_waiting_for_storage, run_worker
     from processors.gc_tuning import tune_gc
 
     bootstrap_servers(settings)  # without one configured or found: how to get one
+    broker_answers(settings)  # (run alone: none listening is said at once)
     # A worker left by a killed `newsflow run` stops at once when its broker went too.
     exit_when_orphaned_without_broker(settings)
     # Storage holds what the changelog tables do not: incidents that outlived their
