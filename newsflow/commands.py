@@ -96,13 +96,27 @@ def exit_code_after(stop: SignalStop, code: int = 0) -> int:
     return INTERRUPTED if code == 0 and stop.signum == signal.SIGINT else code
 
 
+def broker_answers(settings: Settings) -> None:
+    """At the start of a command run by hand: fail at once where nothing listens at the
+    bootstrap address, and wait, saying so, for a broker that takes connections and
+    answers nothing (``wait_for_broker``), as `replay` does; kafka-python waited 30 s in
+    silence for either. Not in a child of `newsflow run`, which watches its broker itself.
+    A Ctrl-C meanwhile ends the command at once (130)."""
+    if settings.supervisor_pid is None:
+        from newsflow.kafka import wait_for_broker
+
+        wait_for_broker(settings)
+
+
 def reach_broker(settings: Settings) -> None:
-    """Connect to the configured broker once, before a command takes SIGINT and SIGTERM
-    over with ``stop_on_signals``: kafka-python waits up to 30 s for a broker that does not
-    answer, and a Ctrl-C meanwhile only set a stop event nothing looked at yet (the command
-    waited on, then failed). Until then the signal ends the command at once."""
+    """Connect to the configured broker once (``broker_answers`` first), before a command
+    takes SIGINT and SIGTERM over with ``stop_on_signals``: kafka-python waits up to 30 s
+    for a broker that does not answer, and a Ctrl-C meanwhile only set a stop event
+    nothing looked at yet (the command waited on, then failed). Until then the signal
+    ends the command at once."""
     from newsflow.kafka import admin_client
 
+    broker_answers(settings)
     admin_client(settings).close()
 
 
@@ -111,8 +125,9 @@ def wait_for_broker_as_a_role(settings: Settings) -> None:
     that is stopped (SIGSTOP, a frozen machine) as long as it is, saying so once, and go
     on when it answers. A paused broker is not a fault: the role failed after
     kafka-python's 30 s bootstrap and `newsflow run` started it again, and again, an ERROR
-    each time, for as long as the pause lasted. Where nothing listens, the bootstrap fails
-    as before."""
+    each time, for as long as the pause lasted. Where nothing listens, a role run by hand
+    fails at once, saying so (``broker_answers``); a child of `newsflow run` bootstraps as
+    before (its broker may be starting again)."""
     from kafka.errors import KafkaError
 
     from newsflow.kafka import BrokerUnreachable, admin_client, broker_silent, wait_for_broker
@@ -121,7 +136,10 @@ def wait_for_broker_as_a_role(settings: Settings) -> None:
         try:
             wait_for_broker(settings, wait_s=None)
         except BrokerUnreachable:
-            pass  # nothing listens: kafka-python's bootstrap waits its 30 s and says so
+            if settings.supervisor_pid is None:
+                raise  # run by hand: nothing listens there, said at once (``broker_answers``)
+            # A child of `newsflow run`, whose broker may be starting again: kafka-python's
+            # bootstrap waits its 30 s and says so.
         try:
             admin_client(settings).close()
             return
@@ -206,6 +224,7 @@ def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.redrive import letters_waiting
     from newsflow.tail import describe, record_time
 
+    broker_answers(settings)
     records = letters_waiting(settings, everything=args.all)
     for record in records:
         print(f"{record_time(record.timestamp)} {record.partition}@{record.offset} "
@@ -226,6 +245,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
         topic_specs,
     )
 
+    broker_answers(settings)
     specs = topic_specs(settings)
     created = ensure_topics(settings, specs)
     # What the broker holds: a topic that existed (an older newsflow's, or created with

@@ -45,6 +45,7 @@ from newsflow.kafka import (  # every topic's limit, and so the producer's
     topic_config_problems,
 )
 from newsflow.metrics import Gauge, Registry, TextfileWriter, textfile_path
+from newsflow.processes import end_unrecoverable
 from newsflow.schemas import (
     MAX_TEXT_CHARS,
     MAX_TITLE_CHARS,
@@ -61,7 +62,7 @@ from newsflow.schemas import (
     validation_lines,
 )
 from newsflow.settings import Settings
-from newsflow.storage import StoreMisconfigured, storage_errors
+from newsflow.storage import StoreDamaged, StoreMisconfigured, storage_errors
 from newsflow.text import clean_text, clean_title, counted, nfc
 from processors import saved_stage
 from processors.clustering import ClusterConfig
@@ -951,6 +952,10 @@ def rebuilt_stage(tables: StageTables, config: ClusterConfig, loader: WindowLoad
         stage, from_tables = tables.rebuild(config, window, saved, listed)
         return stage, from_tables, sum(len(articles) for articles, _ in read)
     except WindowTextUnreadable as exc:
+        if isinstance(exc.__cause__, StoreDamaged):
+            # (No wait mends it: the worker ends, and `run_worker` says so by its exit.)
+            logger.error("the cluster state cannot be rebuilt: %s", exc.__cause__)
+            raise
         if isinstance(exc.__cause__, storage_errors()):
             logger.error("storage stopped answering while the cluster state was rebuilt"
                          " from it: the worker stops, and waits for storage when it starts"
@@ -1143,6 +1148,10 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
             worker.execute_from_commandline()  # raises SystemExit once the worker stopped
         except SystemExit as stopped:
             code = stopped.code
+            if (damage := store_damage(app.crash_reason)) is not None:
+                # Restarted, it would fail alike: its supervisor stops the service instead,
+                # as for a damage found at the start (newsflow.cli).
+                code = end_unrecoverable(settings, str(damage))
             if not code:  # (a crash faust has said already)
                 # As the producer and the sink say it: faust's last line was "Stopping...".
                 logger.info("processors stopped: %s through the cluster stage",
@@ -1151,6 +1160,23 @@ def run_worker(settings: Settings, *, window_loader: WindowLoader | None = None,
                     code = INTERRUPTED
             exit_without_teardown(code)
     return 0
+
+
+def store_damage(crash: BaseException | None) -> StoreDamaged | None:
+    """The damaged store that crashed the worker (``crash``, or what it was raised from:
+    the window's text unread at a rebuild), None when none did. (faust re-raises the
+    reason from itself, over its cause: the first cause is then its context.)"""
+    seen: list[BaseException] = []
+    waiting = [crash]
+    while waiting:
+        found = waiting.pop()
+        if found is None or any(found is done for done in seen):
+            continue
+        if isinstance(found, StoreDamaged):
+            return found
+        seen.append(found)
+        waiting += [found.__cause__, found.__context__]
+    return None
 
 
 class QuickStopWorker(faust.Worker):  # type: ignore[misc]

@@ -228,3 +228,27 @@ def damage_tables(path: Path, *tables: str) -> None:
         for root in roots:
             file.seek((root - 1) * page_size)
             file.write(b"\xa5" * page_size)
+
+
+def damage_row_tails(path: Path, table: str) -> None:
+    """Garbage over the last page but one of each overflow chain of ``table`` in the
+    SQLite database at ``path`` (the pages of a row too long for its page), as a failing
+    disk leaves one: a read of a long row's first columns goes well, one of its last
+    columns fails ("database disk image is malformed")."""
+    conn = sqlite3.connect(path)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # (every page in the file itself)
+        chains: dict[str, list[tuple[str, int]]] = {}
+        for page, where in conn.execute("SELECT pageno, path FROM dbstat WHERE name = ?"
+                                        " AND pagetype = 'overflow'", (table,)):
+            cell, _, at = where.partition("+")
+            chains.setdefault(cell, []).append((at, page))
+    finally:
+        conn.close()
+    pages = [sorted(chain)[-2][1] for chain in chains.values() if len(chain) > 1]
+    assert pages, f"no row of {table} long enough"
+    with path.open("r+b") as file:
+        for page in pages:
+            file.seek((page - 1) * page_size)
+            file.write(b"\xa5" * page_size)

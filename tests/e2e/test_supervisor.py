@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from newsflow.settings import Settings
 from producers.replay import read_articles
 from tests.conftest import extract_workers, process_runs, shared_path, wait_for
 from tests.e2e.conftest import ROOT, Service, incidents_holding, read_row, storage_problems
-from tests.records import damage_tables
+from tests.records import damage_row_tails, damage_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -461,6 +462,40 @@ def test_roles_that_end_on_a_damaged_store_together_are_not_started_again(start_
     assert "again to finish what was sent" not in log, log[-4000:]
     for role in ("sink", "process"):
         assert len(re.findall(rf"started {role} \(pid", log)) == 1, log[-4000:]
+
+
+def test_a_store_damaged_under_the_processors_running_worker_stops_the_service(
+        start_service, tmp_path):
+    """A page of a stored article's text damaged: the processors' start reads storage's
+    listing of the window well; their first batch, rebuilding the window, reads the text
+    and fails ("is damaged"). faust ended that worker with exit 1, which the supervisor
+    took for a crash and restarted, failing alike, for ever; it stops the service now, as
+    a damage found at the start does (the role's message, exit 65)."""
+    first = start_service()
+    first.wait_for(lambda: stored_articles(first.db) >= 2, 90)
+    # Greek: its folded search form is stored after the text, and both span pages.
+    long_report = tmp_path / "long.jsonl"
+    long_report.write_text(json.dumps({
+        "id": "long-1", "published": datetime.now(UTC).isoformat(), "title": "Μακρά αναφορά",
+        "text": "Η καταιγίδα έπληξε την ακτή τη νύχτα. " * 400,
+        "url": "https://example.org/long", "source": "test"}) + "\n", "utf-8")
+    first.newsflow("replay", "--quiet", str(long_report))
+    first.wait_for(lambda: stored_articles(first.db) >= 3, 90)
+    assert first.stop() == 0, first.log()[-3000:]
+    # As after a kill or a power cut: no state saved at the stop, the window is rebuilt.
+    (first.data_dir / "cluster-state.pickle").unlink()
+    damage_row_tails(first.db, "articles")
+
+    service = start_service()
+    service.process.wait(180)
+    log = service.log()
+    assert "not committed: WindowTextUnreadable" in log, log[-4000:]  # (the running worker's)
+    assert service.process.returncode == 65, log[-4000:]
+    stop_line = next((line for line in log.splitlines()
+                      if "ended on a fault that restarting cannot mend" in line), "")
+    assert "process (pid" in stop_line, log[-4000:]
+    assert f"SQLite database {service.db} is damaged" in stop_line, log[-4000:]
+    assert len(re.findall(r"started process \(pid", log)) == 1, log[-4000:]
     assert not list(service.data_dir.glob("unrecoverable-*")), "a note left behind"
     assert_no_child_outlived(service)
 

@@ -928,3 +928,70 @@ def test_a_full_stdout_is_named_as_what_is_full(tmp_path):
     assert done.returncode == 1
     assert done.stderr == ("newsflow incidents: error: [Errno 28] No space left on device:"
                            " 'standard output'\n")
+
+
+# The commands a user runs by hand that talk to the broker, and `sink` and `process`
+# run alone.
+BROKER_COMMANDS = [["tail", "raw"], ["topics"], ["dlq", "list"], ["dlq", "redrive"], ["sink"],
+                   ["process"]]
+
+
+def _newsflow(tmp_path, address, command, **popen):  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
+    env.update(NEWSFLOW_DATA_DIR=str(tmp_path), NEWSFLOW_KAFKA_BOOTSTRAP=address)
+    return subprocess.Popen([sys.executable, "-m", "newsflow.cli", *command], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
+
+
+@pytest.mark.parametrize("command", BROKER_COMMANDS)
+def test_a_command_where_no_broker_listens_fails_at_once_saying_so(tmp_path, command):
+    """Nothing listens at NEWSFLOW_KAFKA_BOOTSTRAP: the connection refused is the answer,
+    said first, as `replay` says it (these waited 30 s in silence for kafka-python's
+    bootstrap, then said "Unable to bootstrap" or NoBrokersAvailable)."""
+    import socket
+
+    with socket.socket() as taken:  # (bound, not listening: a connection is refused)
+        taken.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        proc = _newsflow(tmp_path, address, command)
+        _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, err
+    assert err.splitlines()[-1] == (f"newsflow {command[0]}: error: no broker at {address}:"
+                                    " Connection refused (check NEWSFLOW_KAFKA_BOOTSTRAP)"), err
+
+
+@pytest.mark.parametrize("command", BROKER_COMMANDS)
+def test_a_command_waiting_for_a_broker_that_answers_nothing_says_so(tmp_path, command):
+    """A broker that takes connections and answers nothing (stopped): waited for, with a
+    WARNING saying so (it was a silent wait), and a Ctrl-C then ends the command (130)."""
+    import signal
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        proc = _newsflow(tmp_path, address, command,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        assert proc.stderr is not None
+        said = []
+        try:
+            # Until it says it waits, or ends (without the check: after kafka-python's 30 s).
+            for line in proc.stderr:
+                said.append(line)
+                if "waiting for the broker at" in line:
+                    proc.send_signal(signal.SIGINT)
+                    break
+            code = proc.wait(60)
+        finally:
+            proc.kill()
+        said.append(proc.stderr.read())
+    err = "".join(said)
+    assert f"waiting for the broker at {address}: it takes connections and answers nothing" \
+        in err, err
+    assert code == 130, err
+    assert "Traceback" not in err

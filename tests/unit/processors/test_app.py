@@ -4,7 +4,7 @@ from pathlib import Path
 
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
-from processors.app import clean_article, create_app, read_ahead, stored_window
+from processors.app import clean_article, create_app, read_ahead, store_damage, stored_window
 
 
 def test_faust_keeps_its_files_under_the_data_dir(tmp_path: Path, monkeypatch) -> None:
@@ -417,3 +417,30 @@ def test_a_topic_that_takes_its_messages_again_shows_none_waiting_while_another_
     assert (gauge.value(topic="members"), gauge.value(topic="incidents")) == (0, 1)
     other_stage.now(())
     assert gauge.value(topic="incidents") == 0
+
+
+def test_the_store_damage_behind_a_crash_is_found_as_faust_reraises_it():
+    """The worker's crash reason after faust re-raised it (``raise reason from reason``,
+    over its cause): the damage it was raised from is still found; a cause that is
+    itself is no loop."""
+    from newsflow.storage import StoreDamaged
+    from processors.stage import WindowTextUnreadable
+
+    def as_faust_reraises(reason: BaseException) -> BaseException:
+        try:
+            raise reason from reason
+        except BaseException as reraised:  # noqa: BLE001 - what faust raised
+            return reraised
+
+    damage = StoreDamaged("SQLite database x.db is damaged")
+    try:
+        try:
+            raise damage
+        except StoreDamaged as exc:
+            raise WindowTextUnreadable("storage did not give its window's articles") from exc
+    except WindowTextUnreadable as exc:
+        unread = exc
+    assert store_damage(as_faust_reraises(unread)) is damage
+    assert store_damage(as_faust_reraises(damage)) is damage
+    assert store_damage(as_faust_reraises(RuntimeError("not a damage"))) is None
+    assert store_damage(None) is None
