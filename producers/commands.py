@@ -126,7 +126,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         bootstrap_servers,
         wait_for_broker,
     )
-    from producers.replay import is_replay_file, parse_time, read_articles, replay, too_large
+    from producers.replay import (
+        ReplayStats,
+        is_replay_file,
+        parse_time,
+        read_articles,
+        replay,
+        too_large,
+    )
 
     paths = [Path(p) for p in args.paths]
     missing = [str(p) for p in paths if not p.exists()]
@@ -177,13 +184,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         raise KeyboardInterrupt
 
     previous_handler = signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
+    stats = ReplayStats()  # (filled as it goes: how far it came, should a send fail)
     try:
-        stats = replay(
+        replay(
             articles, publisher.publish_article, rate=args.rate,
             progress=not args.quiet and sys.stderr.isatty(), total=len(articles), sent=sent,
             # Kept as it goes, not only at the end: killed, it kept nothing, and what it
             # had sent to a broker recycled meanwhile was lost.
-            keep=keep_as_it_goes if keep is not None else None,
+            keep=keep_as_it_goes if keep is not None else None, stats=stats,
         )
     except PublishError as exc:  # a send refused, or a flush: the articles after it not sent
         failure = exc
@@ -217,11 +225,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                                     if article.id not in refused],
                          keep.sent_to if keep is not None and failure is None else None)
     if failure is not None:
-        confirmed = publisher.sent - unconfirmed
-        print(f"newsflow replay: error: {confirmed} of {len(articles)} article(s) confirmed"
-              f" published to {settings.topic_raw} (Kafka at {bootstrap_servers(settings)})"
-              f"; {failure}. Replaying the same files again is safe: an article seen"
-              " again changes nothing.", file=sys.stderr)
+        print(f"newsflow replay: error: {publisher.sent - unconfirmed} of {len(articles)}"
+              f" article(s) confirmed published to {settings.topic_raw} (Kafka at"
+              f" {bootstrap_servers(settings)}); {failure}."
+              + what_a_failed_replay_left(
+                  not_sent=len(articles) - publisher.sent - len(stats.refused),
+                  unconfirmed=unconfirmed,
+                  kept_in=settings.producer_state_file if keep is not None else None),
+              file=sys.stderr)
         return 1
     seconds = time.monotonic() - started  # (with the flush: until the broker has them all)
     count = stats.published - len(refused)
@@ -237,6 +248,29 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
               "published", file=sys.stderr)
         return 1
     return 0
+
+
+def what_a_failed_replay_left(not_sent: int, unconfirmed: int, kept_in: Path | None) -> str:
+    """The end of a failed replay's error line: what became of the articles it did not get
+    confirmed, and what to do. ``not_sent``: those it never handed to the broker (it gives
+    up at the first flush that fails: a broker stopped mid-replay); ``unconfirmed``: those
+    it sent without an answer, kept in the outbox at ``kept_in`` (the embedded broker's;
+    None: not kept). Only the kept ones go out again by themselves (`newsflow run`
+    publishes them): the line said only that replaying was safe, and after a broker's
+    SIGSTOP the 10 of 20 articles not sent were missing, nothing saying so."""
+    kept = unconfirmed if kept_in is not None else 0
+    to_replay = not_sent + unconfirmed - kept
+    said = ""
+    if kept:
+        said += (f" {kept} sent and not confirmed are kept in the outbox ({kept_in}):"
+                 " `newsflow run` publishes them again once its broker answers.")
+    if to_replay:
+        what = "not sent or not confirmed" if unconfirmed > kept else "not sent"
+        said += (f" {to_replay} {what}: replay the same files again once the broker answers"
+                 " (safe: an article seen again changes nothing).")
+    else:
+        said += " Replaying the same files again is safe: an article seen again changes nothing."
+    return said
 
 
 def positive_rate(text: str) -> float:

@@ -251,6 +251,7 @@ def replay(
     total: int | None = None,
     sent: list[tuple[RawArticle, int]] | None = None,
     keep: Callable[[list[tuple[RawArticle, int]]], None] | None = None,
+    stats: ReplayStats | None = None,
 ) -> ReplayStats:
     """Publish each article with ``publish(article)``, paced at ``rate`` per second;
     each one handed over is added to ``sent`` with its time (ms), for the outbox.
@@ -258,8 +259,9 @@ def replay(
     ``KEEP_EVERY_S``, for the outbox as the replay goes (``outbox.keeper``): a replay
     that kept them only when it ended kept nothing when it was killed (SIGKILL, a power
     cut), and what it had sent to a broker that then lost it was lost. The caller keeps
-    what is left when it ends."""
-    stats = ReplayStats()
+    what is left when it ends. ``stats``: the caller's, filled as it goes, to tell how
+    far it came when a send or a keep raises."""
+    stats = ReplayStats() if stats is None else stats
     started = time.monotonic()
     kept, kept_at = 0, started  # of ``sent``, how many ``keep`` was given, and when
 

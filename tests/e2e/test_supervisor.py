@@ -275,6 +275,47 @@ def test_roles_started_while_the_embedded_broker_is_stopped_wait_for_it(start_se
     assert storage_problems(service.db) == []
 
 
+def test_a_replay_cut_off_by_a_stopped_broker_says_which_articles_to_replay_again(
+        start_service, tmp_path):
+    """A `newsflow replay --rate` whose embedded broker was stopped (SIGSTOP) mid-way gave
+    up after 5 s, saying how many were confirmed and that replaying was safe; after SIGCONT
+    `newsflow run` published the unconfirmed ones it had kept, and the articles it had
+    never sent were missing (10 of 20), nothing said so. It now tells them apart, and to
+    replay the files again for those it did not send, which does store them all."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false")
+    service.wait_for(lambda: "rebalance complete" in service.log()
+                     and "sink sqlite consuming" in service.log(), 120)
+    reports = flood_reports(tmp_path / "reports", 0, 20)
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "newsflow.cli", "replay", "--quiet", "--rate", "1", str(reports)],
+        env=service.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    broker = embedded_broker_pid(service)
+    try:
+        service.wait_for(lambda: stored_articles(service.db) >= 3, 60)  # (mid-way: 20 s)
+        os.kill(broker, signal.SIGSTOP)
+        _, err = replay.communicate(timeout=120)
+    finally:
+        os.kill(broker, signal.SIGCONT)
+        if replay.poll() is None:
+            replay.kill()
+    assert replay.returncode == 1, err
+    said = re.search(r"(\d+) of 20 article\(s\) confirmed published .*?\."
+                     r"(?: (\d+) sent and not confirmed are kept in the outbox \(.*?\):"
+                     r" `newsflow run` publishes them again once its broker answers\.)?"
+                     r" (\d+) not sent: replay the same files again once the broker answers", err)
+    assert said, err
+    confirmed, kept, not_sent = (int(n or 0) for n in said.groups())
+    assert confirmed + kept + not_sent == 20 and not_sent > 0, err
+    # The kept ones go out by themselves once the broker answers; the others never went.
+    service.wait_for(lambda: stored_articles(service.db) >= confirmed + kept, 180)
+    assert stored_articles(service.db) == confirmed + kept
+    service.newsflow("replay", "--quiet", str(reports))  # as the line says
+    service.wait_for(lambda: stored_articles(service.db) == 20, 180)
+    assert service.stop() == 0, service.log()[-3000:]
+    assert read_row(service.db, "SELECT count(*) FROM articles") == (20,)
+    assert storage_problems(service.db) == []
+
+
 def test_a_service_started_in_another_folder_names_in_full_the_paths_it_did_not_find(
         tmp_path):
     """Its warnings said "no seeds folder at seeds" and "no feeds file at feeds.toml":

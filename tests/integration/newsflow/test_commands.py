@@ -54,7 +54,8 @@ def test_replay_whose_broker_dies_says_in_one_line_how_many_went_out(tmp_path):
     found = re.fullmatch(
         r"newsflow replay: error: (\d+) of 800 article\(s\) confirmed published to raw-replay-dies"
         r" \(Kafka at [\d.:]+\); (\d+) of \d+ message\(s\) not delivered .*"
-        r" Replaying the same files again is safe: an article seen again changes nothing\.\n",
+        r" (\d+) not sent: replay the same files again once the broker answers"
+        r" \(safe: an article seen again changes nothing\)\.\n",
         err)
     assert found, err
     assert 0 < int(found.group(1)) < 800

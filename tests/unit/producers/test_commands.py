@@ -19,6 +19,7 @@ from producers.commands import (
     cmd_feeds_remove,
     cmd_poll,
     cmd_produce,
+    what_a_failed_replay_left,
 )
 from producers.feeds import sync_feeds_file
 from producers.state import FeedUpdate, StateStore
@@ -571,3 +572,14 @@ def test_a_feed_a_301_moved_is_named_by_the_address_it_was_listed_or_added_as(tm
     # By the address it was listed or added as, it is said as before.
     assert _remove(settings, listed) == 1
     assert capsys.readouterr().err.startswith(f"{listed} is listed in {settings.feeds_file}: ")
+
+
+def test_a_failed_replay_on_a_real_kafka_says_to_replay_what_was_not_confirmed(tmp_path):
+    """Nothing is kept there: the unconfirmed are counted with those not sent, to replay."""
+    said = what_a_failed_replay_left(not_sent=10, unconfirmed=2, kept_in=None)
+    assert said == (" 12 not sent or not confirmed: replay the same files again once the"
+                    " broker answers (safe: an article seen again changes nothing).")
+    kept = what_a_failed_replay_left(not_sent=0, unconfirmed=2, kept_in=tmp_path / "p.db")
+    assert kept.startswith(f" 2 sent and not confirmed are kept in the outbox ({tmp_path}/p.db)")
+    assert kept.endswith(" Replaying the same files again is safe: an article seen again"
+                         " changes nothing.")
