@@ -191,7 +191,12 @@ def connected_to(pid: int, port: int) -> bool:
     """Whether process ``pid`` holds a TCP connection to ``port`` on loopback (as
     /proc/net/tcp and its descriptors say): a client of a stopped broker, connected in
     its backlog, before it has an answer."""
-    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            inodes.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:  # (closed since the listing: its probe's socket, say)
+            continue
     with open("/proc/net/tcp") as table:
         rows = [line.split() for line in table.readlines()[1:]]
     return any(int(row[2].split(":")[1], 16) == port and f"socket:[{row[9]}]" in inodes
