@@ -49,6 +49,9 @@ class Article:
     url: str | None = None
     source: str | None = None
     published: datetime | None = None  # timezone-aware, or None when unknown
+    # The language the article declares, as written ("pt-PT"; ``RawArticle.language``):
+    # taken when its words do not tell one (``features.extract``).
+    language: str | None = None
 
 
 def founded_id(article_id: str) -> str:
@@ -262,7 +265,7 @@ class _Facts:
     names: frozenset[str]
     ages: frozenset[str]
     streets: frozenset[str]
-    language: str | None  # told by its words (``Features.language``)
+    language: str | None  # told by its words, else declared (``Features.language``)
 
     def __init__(self, years: frozenset[str], names: frozenset[str], ages: frozenset[str],
                  streets: frozenset[str], language: str | None) -> None:
@@ -573,7 +576,8 @@ class IncidentClusterer:
 
         ts = _epoch(article.published)
         self._advance(ts)
-        feats = extract(article.title, article.text, dated=ts is not None)
+        feats = extract(article.title, article.text, dated=ts is not None,
+                        language_tag=article.language)
         url_key = canonical_url(article.url)
         signature = self._signature(feats)
 
@@ -598,7 +602,8 @@ class IncidentClusterer:
                          url_key, signature, decision)
             return decision
 
-        content, paragraphs = self._content(article.id, article.title, article.text, feats, ts)
+        content, paragraphs = self._content(article.id, article.title, article.text, feats, ts,
+                                            article.language)
         vec, evec = self._vectorize(content)
         decision = self._decide(article.id, ts, vec, evec, content)
         self._insert(article.id, ts, decision.incident_id, None, vec, evec, feats, url_key,
@@ -633,7 +638,8 @@ class IncidentClusterer:
             return
         ts = _epoch(article.published)
         self._advance(ts)
-        feats = extract(article.title, article.text, dated=ts is not None)
+        feats = extract(article.title, article.text, dated=ts is not None,
+                        language_tag=article.language)
         url_key = canonical_url(article.url)
         signature = self._signature(feats)
         if duplicate_of is not None and duplicate_of not in self._held:
@@ -643,7 +649,8 @@ class IncidentClusterer:
         paragraphs: tuple[int, ...] = ()
         headline = False
         if duplicate_of is None:
-            content, paragraphs = self._content(article.id, article.title, article.text, feats, ts)
+            content, paragraphs = self._content(article.id, article.title, article.text, feats, ts,
+                                                article.language)
             vec, evec = self._vectorize(content)
             headline = content.n_words == 0
         decision = Decision(
@@ -671,7 +678,8 @@ class IncidentClusterer:
     # -- evidence -----------------------------------------------------------------------
 
     def _content(self, article_id: str, title: str, text: str, feats: Features,
-                 ts: float | None) -> tuple[Features, tuple[int, ...]]:
+                 ts: float | None, language_tag: str | None,
+                 ) -> tuple[Features, tuple[int, ...]]:
         """Features for clustering, without page furniture learned from the stream.
 
         A paragraph that an earlier article carried under an unrelated headline (sign-up
@@ -714,10 +722,11 @@ class IncidentClusterer:
             kept.append(para)
         # Scoring features only: dedup keeps the fingerprint of the whole text.
         dated = ts is not None
-        content = (extract(title, "\n\n".join(kept), fingerprint=False, dated=dated) if dropped
+        content = (extract(title, "\n\n".join(kept), fingerprint=False, dated=dated,
+                           language_tag=language_tag) if dropped
                    else feats)
         if 0 < content.n_words < cfg.min_body_words:
-            content = extract(title, "", fingerprint=False, dated=dated)
+            content = extract(title, "", fingerprint=False, dated=dated, language_tag=language_tag)
         return content, tuple(registered)
 
     def _signature(self, feats: Features) -> np.ndarray | None:

@@ -32,7 +32,7 @@ from newsflow.text import (
     spaceless_terms,
     strip_dateline,
 )
-from processors.language import detect, function_words
+from processors.language import declared, detect, function_words
 
 # (``Final``: a mypyc build reads these as constants, not from the module's dict.)
 # Function words and reporting verbs: they carry no information about which incident.
@@ -238,7 +238,8 @@ class Features:
     follow_up: bool  # the headline names a court stage ("charged", "sentenced")
     # Chinese, Japanese or Korean: terms are character bigrams, about two per word.
     bigrams: bool
-    # The language told by its words (``processors.language.detect``: English too), or None.
+    # The language told by its words (``processors.language.detect``: English too), else
+    # the one the article declares (``processors.language.declared``), or None.
     language: str | None
 
     def __init__(self, tf: dict[str, float], entities: frozenset[str],
@@ -839,13 +840,15 @@ def _kinds_of_entities(
     return frozenset(names), frozenset(years), frozenset(ages)
 
 
-def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True) -> Features:
+def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True,
+            language_tag: str | None = None) -> Features:
     """Features of a cleaned article (``text`` is ``clean_text`` output).
 
     Without ``fingerprint`` the dedup fields (``shingles``, ``text_key``) are left empty:
     for features that only score incidents, not duplicates. Without ``dated`` (the article
     has no publication time, so the clusterer cannot place them) the dates it names are
-    left out.
+    left out. ``language_tag``: the language the article declares ("pt-PT",
+    ``RawArticle.language``), taken when its words tell none (``language.declared``).
     """
     tf: dict[str, float] = {}
     entities: set[str] = set()
@@ -868,7 +871,8 @@ def extract(title: str, text: str, fingerprint: bool = True, dated: bool = True)
     counts: dict[str, int] = Counter(toks)
 
     # Another language's function words, left out as English ones are (STOPWORDS).
-    language = detect(title_tokens, toks, counts)
+    # (The words first: a page or feed may declare its site's language, or a default.)
+    language = detect(title_tokens, toks, counts) or declared(language_tag)
     foreign = function_words(language)
     # The fingerprint is of the words as written: whether an article is told French can
     # turn on its headline, and a copy under another headline is the same text.

@@ -39,6 +39,7 @@ def row_to_article(row: dict[str, Any]) -> Article:
         url=row.get("url") or None,
         source=row.get("source") or None,
         published=believable_time(parse_published(row.get("published")), None),
+        language=row.get("language") or None,
     )
 
 

@@ -52,6 +52,7 @@ def to_cluster_article(article: RawArticle, seen_at: datetime | None = None) -> 
         url=article.canonical_url or article.url,
         source=article.source,
         published=believable_time(article.published, seen_at),
+        language=article.language,
     )
 
 

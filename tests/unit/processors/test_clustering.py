@@ -1,5 +1,6 @@
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from processors.clustering import (
     _referenced_days,
 )
 from processors.features import dates
+from tests.unit.processors.test_language import BUS_CRASH, POWER_PRICE
 
 T0 = datetime(2015, 10, 8, 9, tzinfo=UTC)
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
@@ -1222,3 +1224,12 @@ def test_reports_in_two_languages_do_not_join_on_one_shared_name():
     # It would have joined: the explanation says on what, and why not.
     assert why.decision == "new" and why.score >= why.threshold
     assert why.shared_entities == ["musk"] and why.detail["other_language_names"] == 1.0
+
+
+def test_unrelated_short_summaries_declared_portuguese_do_not_join_on_its_function_words():
+    # jn.pt's feed (pt-pt), summaries only: a bus crash in Peru, a crash on the A1 and
+    # tobacco smuggling joined on "com", "de", "um", "na", rare words in an English stream.
+    c = IncidentClusterer()
+    bus, power = (replace(art(name, doc, hours), language="pt-pt")
+                  for name, doc, hours in (("bus", BUS_CRASH, 0), ("power", POWER_PRICE, 1)))
+    assert stream(c, bus, power) == ["inc-bus", "inc-power"]

@@ -1,7 +1,15 @@
 import pytest
 
 from processors.features import STOPWORDS, _tokens, extract
-from processors.language import _ENGLISH_MARKERS, _LANGUAGES, ENGLISH, detect, function_words
+from processors.language import (
+    _CODES,
+    _ENGLISH_MARKERS,
+    _LANGUAGES,
+    ENGLISH,
+    declared,
+    detect,
+    function_words,
+)
 
 FRENCH = ("Un violent incendie s'est déclaré dans la nuit de lundi à mardi dans un entrepôt "
           "de la zone industrielle de Vénissieux, près de Lyon. Deux employés ont été "
@@ -101,3 +109,60 @@ def test_a_feeds_short_summary_is_told_with_as_few_markers_as_a_headline(
 def test_a_german_report_is_not_told_french_on_its_genitive_des():
     summary = "Nach dem Start: die Eindrücke aus den ersten Stunden des Spiels des Jahres."
     assert detect(_tokens("Die Entschleunigung des Abenteuers"), _tokens(summary)) != "French"
+
+
+# Short Portuguese feed summaries with no more than one of Portuguese's markers each ("uma"):
+# their words tell no language (jn.pt's feed, half of whose summaries were such).
+BUS_CRASH = ("Autocarro cai de ravina na serra e faz um morto",
+             "Um autocarro com turistas caiu de uma ravina na serra da Estrela na madrugada de "
+             "quarta-feira. O condutor morreu no local, que fica a dez quilómetros da vila.")
+POWER_PRICE = ("Preço da eletricidade sobe em janeiro",
+               "A tarifa da eletricidade vai subir três por cento em janeiro, anunciou o "
+               "regulador, que justifica a subida com um aumento de custos na produção.")
+
+
+@pytest.mark.parametrize(("tag", "language"), [
+    ("pt", "Portuguese"), ("pt-BR", "Portuguese"), ("pt_PT", "Portuguese"),
+    ("PT-pt", "Portuguese"), (" pt-pt", "Portuguese"), ("de-AT", "German"),
+    ("nb-NO", "Danish/Norwegian"), ("sk", "Czech/Slovak"), ("ms-MY", "Indonesian/Malay"),
+    ("en", None), ("en-US", None), ("ja", None), ("x-klingon", None), ("portuguese", None),
+    ("", None), (None, None),
+])
+def test_a_language_tag_names_a_listed_language_by_its_first_part(tag, language):
+    assert declared(tag) == language
+
+
+def test_each_language_is_named_by_a_tag():
+    assert set(_LANGUAGES) == {declared(code) for code in _CODES}
+
+
+@pytest.mark.parametrize(("title", "summary"), [BUS_CRASH, POWER_PRICE])
+def test_a_summary_whose_words_tell_no_language_is_taken_in_the_one_it_declares(title, summary):
+    assert detect(_tokens(title), _tokens(summary)) is None
+    undeclared = extract(title, summary)
+    assert undeclared.language is None and {"de", "da", "um", "com", "que"} <= undeclared.tf.keys()
+    feats = extract(title, summary, language_tag="pt-PT")
+    assert feats.language == "Portuguese"
+    assert not {"de", "da", "um", "com", "que", "na"} & feats.tf.keys()
+    # What the story is about stays.
+    assert {"autocarro", "ravina", "eletricidad", "tarifa"} & feats.tf.keys()
+
+
+def test_an_english_tag_or_an_unlisted_one_leaves_the_words_to_decide_alone():
+    title, summary = BUS_CRASH
+    undeclared = extract(title, summary)
+    for tag in ("en-GB", "ja-JP", "zz"):
+        feats = extract(title, summary, language_tag=tag)
+        assert feats.language is None and feats.tf == undeclared.tf
+
+
+def test_the_words_tell_the_language_before_the_declared_one():
+    # A feed declaring its site's language ("de") for an English report: "war" is a
+    # German function word, and here the story.
+    title = "Trade war fears hit markets"
+    summary = ("Stocks fell sharply on Monday as fears of a trade war grew, and traders said "
+               "the sell-off would have deepened without the central bank's statement.")
+    feats = extract(title, summary, language_tag="de")
+    assert feats.language == ENGLISH and "war" in feats.tf
+    german = extract("Streit um Windräder", GERMAN, language_tag="fr")
+    assert german.language == "German"

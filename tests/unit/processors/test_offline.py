@@ -113,3 +113,8 @@ def test_features_of_a_headline_only_row():
     feats = extract(row_to_article(ROWS[1]).title, "")
     assert feats.n_words == 0
     assert {"riverton", "council", "budget"} <= set(feats.tf)
+
+
+def test_row_to_article_keeps_the_language_the_row_declares():
+    assert row_to_article({**ROWS[1], "language": "pt-PT"}).language == "pt-PT"
+    assert row_to_article(ROWS[1]).language is None

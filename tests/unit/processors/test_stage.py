@@ -17,6 +17,7 @@ from processors.stage import (
     latest_versions,
     saved_state,
 )
+from tests.unit.processors.test_language import BUS_CRASH, POWER_PRICE
 
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
 T0 = datetime(2015, 10, 8, 12, tzinfo=UTC)
@@ -863,3 +864,14 @@ def test_a_batch_places_no_article_in_an_incident_created_and_merged_away_in_it(
                               " AND i.merged_into IS NULL)").fetchone()[0]
         placed = conn.execute("SELECT count(DISTINCT article_id) FROM incident_articles").fetchone()[0]
     assert (unheld, placed) == (0, len(articles))
+
+
+def test_the_stage_clusters_an_article_in_the_language_it_declares():
+    # A feed's summaries (jn.pt's, pt-pt) whose words tell no language: before, the
+    # clusterer was not given the declared one and these joined on "de", "da", "que", "um".
+    stage = IncidentStage(ClusterConfig())
+    decisions = [stage.process(clean_article(RawArticle(
+        id=name, title=title, text=text, language="pt-pt", summary_only=True,
+        published=T0 + timedelta(hours=hours))), T0 + timedelta(hours=hours)).decision
+        for name, (title, text), hours in (("bus", BUS_CRASH, 0), ("power", POWER_PRICE, 1))]
+    assert [d.explanation.decision for d in decisions] == ["new", "new"]
