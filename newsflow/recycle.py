@@ -26,10 +26,11 @@ supervisor restarts it empty, losing nothing:
    after the recycle, once they are kept (as it does after the service's start for a
    replay that outlived the last stop).
 
-A stop of the service saves what the broker holds the same way (``save_for_next_start``,
-at the end of this module): the dead letters, the raw articles the processors and the
-sink had not finished, and the merges the sink had not stored, written back at the next
-start.
+A stop of the service waits for other readers of the incident topics the same way
+(``wait_for_readers``, from ``service.wait_for_readers_before_stop``), and saves what the
+broker holds the same way (``save_for_next_start``, at the end of this module): the dead
+letters, the raw articles the processors and the sink had not finished, and the merges the
+sink had not stored, written back at the next start.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ RETRY_S = 300.0  # when a postponed recycle is tried again
 # would hold every recycle (the pipeline stopped) for all of NEWSFLOW_RECYCLE_READERS_WAIT_S.
 READER_STALLED_S = 30.0
 READERS_LOOK_S = 0.5  # how often the readers' offsets are looked at
+# What happens to the embedded broker after ``wait_for_readers``, for its log lines.
+BROKER_RECYCLED = "is recycled"
+BROKER_STOPS = "stops with the service"
 
 
 class RecycleError(RuntimeError):
@@ -210,7 +214,7 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
     stop_together(list(reversed(consumers)), timeout_s=20.0)
     # The incident topics are complete now (the processors have stopped): a user's reader
     # of them gets the time to read them out before the broker forgets them.
-    wait_for_readers(settings, stopping=stop.is_set)
+    wait_for_readers(settings, stopping=stop.is_set, broker_goes=BROKER_RECYCLED)
     if stop.is_set():
         return False
     try:
@@ -251,8 +255,10 @@ def recycle(broker: EmbeddedBroker, settings: Settings, children: list[Child], s
     return True
 
 
-def wait_for_readers(settings: Settings, stopping: Callable[[], bool]) -> None:
-    """Before the broker restarts empty, with the processors stopped: wait, up to
+def wait_for_readers(settings: Settings, stopping: Callable[[], bool], broker_goes: str,
+                     ) -> None:
+    """Before the embedded broker restarts empty (a recycle) or stops (the service's stop;
+    ``broker_goes`` says which in the log), the processors stopped: wait, up to
     ``recycle_readers_wait_s``, for the consumer groups other than newsflow's that have
     committed offsets on the incident topics (a user's own copy of the incidents) to read
     them to their ends (read, not the broker's end offsets), each while it commits within
@@ -266,9 +272,9 @@ def wait_for_readers(settings: Settings, stopping: Callable[[], bool]) -> None:
         for group in group_ids(settings):
             if group not in own and (committed := offsets_on(settings, group, topics)):
                 readers[group] = committed
-    except Exception as exc:  # noqa: BLE001 - the recycle goes on: this is for their sake
-        logger.warning("could not look for other readers of the incident topics (%s):"
-                       " recycling without waiting for them", exc)
+    except Exception as exc:  # noqa: BLE001 - the recycle or stop goes on: this is for their sake
+        logger.warning("could not look for other readers of the incident topics (%s): the"
+                       " embedded broker %s without waiting for them", exc, broker_goes)
         return
     left = {group: behind_where_read(committed, marks) for group, committed in readers.items()}
     moved_at = dict.fromkeys(readers, time.monotonic())
@@ -281,8 +287,8 @@ def wait_for_readers(settings: Settings, stopping: Callable[[], bool]) -> None:
             break
         if time.monotonic() - said_at >= PROGRESS_EVERY_S:
             logger.info("waiting (up to NEWSFLOW_RECYCLE_READERS_WAIT_S, %g s) for other"
-                        " readers of the incident topics to read them before the broker"
-                        " restarts empty: %s", settings.recycle_readers_wait_s,
+                        " readers of the incident topics to read them before the embedded"
+                        " broker %s: %s", settings.recycle_readers_wait_s, broker_goes,
                         unread_by(left, waiting))
             said_at = time.monotonic()
         time.sleep(READERS_LOOK_S)
@@ -297,10 +303,10 @@ def wait_for_readers(settings: Settings, stopping: Callable[[], bool]) -> None:
                 left[group] = behind_where_read(committed, marks)
     lost = [group for group, count in left.items() if count]
     if lost and not stopping():
-        logger.warning("recycling the embedded broker though other readers of the incident"
-                       " topics have not read them (NEWSFLOW_RECYCLE_READERS_WAIT_S, %g s,"
-                       " passed, or they committed nothing for %g s): %s; lost to them, as"
-                       " the new broker starts empty", settings.recycle_readers_wait_s,
+        logger.warning("the embedded broker %s though other readers of the incident topics"
+                       " have not read them (NEWSFLOW_RECYCLE_READERS_WAIT_S, %g s, passed,"
+                       " or they committed nothing for %g s): %s; lost to them, as the"
+                       " broker starts empty", broker_goes, settings.recycle_readers_wait_s,
                        READER_STALLED_S, unread_by(left, lost))
 
 

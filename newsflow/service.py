@@ -6,8 +6,9 @@ topics, starts one child process per role (sink, processors, web, producers), re
 starting, time after time, stops the service instead (it will not get better by itself),
 and a web port that cannot be bound stops it before anything starts. On SIGTERM/SIGINT
 it stops the producers first (everything they sent is flushed through), waits for the
-processors and the sink to finish it, stops those and the web page together, and the
-broker last. The embedded broker is recycled when its memory passes a limit
+processors and the sink to finish it, stops those and the web page together, gives a
+user's own readers of the incident topics time to read them (``wait_for_readers_before_stop``),
+and stops the broker last. The embedded broker is recycled when its memory passes a limit
 (``newsflow.recycle``).
 Children run in their own session so a terminal's Ctrl-C reaches only the supervisor,
 and each gets SIGTERM if the supervisor itself dies.
@@ -538,6 +539,9 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
             # Asked to stop: say so, or the log shows the children stopping for no cause.
             logger.info("stop asked (SIGTERM or SIGINT): stopping the children")
     finally:
+        # Set again by a stop asked once more (a second Ctrl-C or SIGTERM): the wait for
+        # other readers of the incident topics then ends (``wait_for_readers_before_stop``).
+        stop.clear()
         # A stopped broker answers nothing: waiting for it to take what was sent, and
         # reading what it holds, took some 30 s a look (minutes in all), for nothing.
         stopped_at_stop = broker is not None and broker.alive() and broker_stopped(broker)
@@ -553,6 +557,7 @@ def run_holding_data_dir(settings: Settings, stop: Event, roles: tuple[str, ...]
         if broker is not None:
             # (It forgets everything: the next start writes this back.)
             if broker.alive() and not broker_stopped(broker):
+                wait_for_readers_before_stop(settings, broker, stop)
                 save_before_broker_stops(settings, drained.passed, drained.checked, reach)
             elif broker.alive() and not stopped_at_stop:
                 logger.warning("the embedded broker is stopped (SIGSTOP?): what it holds"
@@ -639,6 +644,18 @@ def drain_before_stop(settings: Settings, broker: EmbeddedBroker | None,
                          why_behind=lambda: sink_pause_note(settings),
                          timeout_setting="NEWSFLOW_STOP_DRAIN_S")
     return Drained(passed, checked)
+
+
+def wait_for_readers_before_stop(settings: Settings, broker: EmbeddedBroker, stop: Event,
+                                 ) -> None:
+    """At a stop, the processors and the sink stopped: the incident topics are complete, and
+    the broker forgets them when it stops, so a user's own reader of them (a copy kept
+    behind the sink) gets up to NEWSFLOW_RECYCLE_READERS_WAIT_S to read them out, as at a
+    recycle. Not past a stop asked again (``stop`` set anew), nor for a broker that is
+    stopped or gone meanwhile."""
+    recycle.wait_for_readers(
+        settings, broker_goes=recycle.BROKER_STOPS,
+        stopping=lambda: stop.is_set() or not broker.alive() or broker_stopped(broker))
 
 
 def save_before_broker_stops(settings: Settings, drained: bool, checked: float,

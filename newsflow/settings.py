@@ -208,9 +208,10 @@ class Settings(BaseSettings):
     # this many MB `newsflow run` recycles it: producers pause, the processors and the sink
     # catch up, the broker restarts empty and the processors rebuild from storage. 0: never.
     embedded_broker_max_mb: int = Field(default=1024, ge=0)
-    # How long a recycle waits for other consumer groups reading the incident topics (a
-    # user's own copy) to read what they hold: the broker restarts empty, and what such a
-    # reader has not read by then is lost to it (said in a WARNING). 0: no wait.
+    # How long a recycle, or a stop of `newsflow run`, waits for other consumer groups
+    # reading the incident topics (a user's own copy) to read what they hold: the broker
+    # restarts empty or stops, and what such a reader has not read by then is lost to it
+    # (said in a WARNING). A stop asked again ends the wait. 0: no wait.
     recycle_readers_wait_s: float = Field(default=60.0, ge=0)
     # The embedded broker's own log level (its RUST_LOG: error, warn, info, debug).
     broker_log: Annotated[str, BlankIsDefault, AfterValidator(broker_log_filter)] = "warn"

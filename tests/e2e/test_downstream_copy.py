@@ -4,15 +4,20 @@ embedded broker."""
 
 from __future__ import annotations
 
+import json
+import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from tests.e2e.conftest import ROOT, storage_problems
 
@@ -85,6 +90,30 @@ def slowly(handle: Callable[[str, dict[str, Any]], None]) -> Callable[[str, dict
     return handle_slowly
 
 
+@contextmanager
+def readme_consumer(data_dir: Path, copy: Copy) -> Iterator[None]:
+    """The README's consumer, slowed (``slowly``), keeping ``copy`` of what the service on
+    ``data_dir`` sends, across its restarts, until the block ends; it must then stop, having
+    failed nowhere."""
+    follow, stop, failures = readme_follow(), threading.Event(), []
+
+    def consume() -> None:
+        try:
+            follow(data_dir, slowly(copy.handle), lambda: not stop.is_set())
+        except BaseException as exc:
+            failures.append(exc)
+
+    follower = threading.Thread(target=consume)
+    follower.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        follower.join(60)
+    assert not follower.is_alive(), "the README's consumer did not stop"
+    assert failures == []
+
+
 def stored(db: Path) -> tuple[dict[str, tuple[int, str | None, int]], dict[str, str]]:
     """The same, as the SQLite sink stored them."""
     try:
@@ -122,23 +151,13 @@ def test_the_readmes_consumer_keeps_what_storage_holds_across_recycles_and_a_res
     settings = {"NEWSFLOW_REPLAY_SEEDS": "false", "NEWSFLOW_EMBEDDED_BROKER_MAX_MB": "24",
                 "NEWSFLOW_RECYCLE_READERS_WAIT_S": "600"}
     service = start_service(append_log=True, **settings)
-    copy, stop = Copy(), threading.Event()
-    follow, failures = readme_follow(), []
-
-    def consume() -> None:
-        try:
-            follow(service.data_dir, slowly(copy.handle), lambda: not stop.is_set())
-        except BaseException as exc:
-            failures.append(exc)
-
-    follower = threading.Thread(target=consume)
-    follower.start()
-    try:
+    copy = Copy()
+    with readme_consumer(service.data_dir, copy):
         service.newsflow("replay", "--quiet", str(first))
         service.wait_for(lambda: "embedded broker recycled" in service.log(), 300)
-        # A restart too: the next broker listens on another port. A stop does not wait for
-        # other readers (only a recycle does): the copy is let catch up first, as an
-        # operator who keeps one would.
+        # A restart too: the next broker listens on another port. (A stop's wait for the
+        # copy is test_a_stop_of_the_service_waits_for_the_readmes_consumer_...: here it is
+        # let catch up first, to compare it with storage at each half.)
         half = len(first.read_text(encoding="utf-8").splitlines())
         caught_up(service, copy, half)
         assert_same(copy, service.db, half)
@@ -146,11 +165,6 @@ def test_the_readmes_consumer_keeps_what_storage_holds_across_recycles_and_a_res
         service = start_service(append_log=True, **settings)
         service.newsflow("replay", "--quiet", str(second))
         caught_up(service, copy, count)
-    finally:
-        stop.set()
-        follower.join(60)
-    assert not follower.is_alive(), "the README's consumer did not stop"
-    assert failures == []
     assert_same(copy, service.db, count)
 
 
@@ -178,3 +192,59 @@ def assert_same(copy: Copy, db: Path, count: int) -> None:
         f" {len(holding)} articles copied, {len(held)} stored;"
         f" incidents apart (copy, storage): {sorted(incidents_apart.items())[:10]};"
         f" articles apart: {sorted(articles_apart.items())[:10]}")
+
+
+def test_a_stop_of_the_service_waits_for_the_readmes_consumer_to_read_the_incident_topics(
+        shared_data: Callable[..., Path], start_service: Any, tmp_path: Path) -> None:
+    """A stop of `newsflow run` (systemd's SIGTERM, an upgrade's restart) stopped the
+    embedded broker as soon as the processors and the sink had stopped, so a reader of the
+    user's own that trailed the sink (``HANDLE_S``) lost for good what it had not read:
+    the next broker sends only incidents that change again. The stop now waits for it, as
+    a recycle does (NEWSFLOW_RECYCLE_READERS_WAIT_S)."""
+    first, _, _ = halves(shared_data("incidents", "gva-dev.jsonl"), tmp_path)
+    half = len(first.read_text(encoding="utf-8").splitlines())
+    # The readers' wait well above what the slow reader may trail by on a loaded machine:
+    # this is about the wait, not its bound.
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_RECYCLE_READERS_WAIT_S="600")
+    copy = Copy()
+    with readme_consumer(service.data_dir, copy):
+        service.newsflow("replay", "--quiet", str(first))
+        service.wait_for(lambda: len(stored(service.db)[1]) == half
+                         and storage_problems(service.db) == [], 300)
+        assert copy.state() != stored(service.db), (
+            "the reader caught up before the stop: nothing here for the stop to wait for")
+        service.process.send_signal(signal.SIGTERM)
+        # Not Service.stop's 60 s: the stop waits for the reader, whatever that takes here.
+        assert service.process.wait(600) == 0
+    assert "have not read them" not in service.log()
+    assert_same(copy, service.db, half)
+
+
+def test_a_stop_asked_again_does_not_wait_for_a_reader_of_the_incident_topics(
+        start_service: Any) -> None:
+    """A second SIGTERM (or Ctrl-C) during the stop's wait for a reader of the user's own
+    ends the wait: the operator has chosen not to. Waited out, the wait would have ended
+    only once the reader committed nothing for READER_STALLED_S, with a WARNING naming it."""
+    service = start_service(NEWSFLOW_REPLAY_SEEDS="false", NEWSFLOW_RECYCLE_READERS_WAIT_S="600")
+    bootstrap = json.loads((service.data_dir / "service.json").read_text())["kafka_bootstrap"]
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        sent = [producer.send("newsflow.incidents", key=b"inc-mine", value=b"{}").get(30)
+                for _ in range(3)]
+    finally:
+        producer.close()
+    # A reader that read one of them, and then reads no more (stuck, or slow).
+    busy = TopicPartition("newsflow.incidents", sent[0].partition)
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id="my-copy",
+                           enable_auto_commit=False)
+    try:
+        reader.assign([busy])
+        reader.commit({busy: OffsetAndMetadata(sent[0].offset + 1, "", -1)})
+    finally:
+        reader.close(autocommit=False)
+    service.process.send_signal(signal.SIGTERM)
+    service.wait_for(lambda: "before the embedded broker stops with the service"
+                     in service.log(), 120)
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(120) == 0
+    assert "have not read them" not in service.log()

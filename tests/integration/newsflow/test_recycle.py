@@ -21,6 +21,7 @@ from newsflow.drain import (
 )
 from newsflow.kafka import Publisher, ensure_topics, make_consumer
 from newsflow.recycle import (
+    BROKER_RECYCLED,
     carried_articles,
     carried_letters,
     read_messages,
@@ -552,7 +553,7 @@ def test_a_recycle_waits_for_a_reader_of_the_incident_topics_to_read_them_out(
     read_rest.start()
     try:
         with caplog.at_level(logging.INFO, logger="newsflow.recycle"):
-            wait_for_readers(settings, stopping=lambda: False)
+            wait_for_readers(settings, stopping=lambda: False, broker_goes=BROKER_RECYCLED)
     finally:
         read_rest.join()
     assert committed_offsets(settings, reader) == {busy: end}  # (waited for it)
@@ -572,7 +573,7 @@ def test_a_reader_of_the_incident_topics_still_behind_past_the_wait_is_named_wit
     commit_on(settings, f"copy-{settings.app_id}", {busy: end - 3})
     commit_on(settings, f"{settings.app_id}-sink", {busy: end - 1})
     with caplog.at_level(logging.WARNING, logger="newsflow.recycle"):
-        wait_for_readers(settings, stopping=lambda: False)
+        wait_for_readers(settings, stopping=lambda: False, broker_goes=BROKER_RECYCLED)
     warnings = [r.getMessage() for r in caplog.records
                 if r.name == "newsflow.recycle" and r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
