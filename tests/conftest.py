@@ -60,7 +60,11 @@ def process_runs(pid: int) -> bool:
     parent) runs no more. (Killed, a process's first thread is a zombie before the others
     have ended, and only then can its parent reap it.)"""
     states = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").glob("*"))
+    except FileNotFoundError:  # (reaped since: gone)
+        return False
+    for task in tasks:
         try:
             states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
         except OSError:

@@ -224,17 +224,24 @@ def test_replay_started_while_the_broker_is_stopped_waits_for_it_through_its_own
         ensure_topics(settings)
         replay_argv, env = one_article_replay(tmp_path, settings)
         os.kill(broker.process.pid, signal.SIGSTOP)
+        # (A file, read while it runs: the replay is stopped once it has said it waits, not
+        # in its first look, which the broker woken with it would answer, unsaid.)
+        err_path = tmp_path / "replay.err"
         try:
-            replay = subprocess.Popen(replay_argv,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+            with err_path.open("w") as err_file:
+                replay = subprocess.Popen(replay_argv, stdout=subprocess.PIPE, stderr=err_file,
+                                          env=env, text=True)
             port = int(broker.bootstrap.rsplit(":", 1)[1])
-            wait_for(lambda: connected_to(replay.pid, port), 60, "the replay connected to the broker")
+            wait_for(lambda: connected_to(replay.pid, port)
+                     and "waiting for the broker" in err_path.read_text(), 60,
+                     "the replay waiting for the broker")
             os.kill(replay.pid, signal.SIGSTOP)
             time.sleep(35)  # (stopped past kafka-python's 30 s bootstrap: no assertion on time)
         finally:
             os.kill(broker.process.pid, signal.SIGCONT)
             os.kill(replay.pid, signal.SIGCONT)
-        out, err = replay.communicate(timeout=120)
+        out, _ = replay.communicate(timeout=120)
+        err = err_path.read_text()
         assert replay.returncode == 0, out + err
         assert f"waiting for the broker at {broker.bootstrap}: it takes connections and answers" \
                " nothing (stopped?); up to 30 s" in err, err
