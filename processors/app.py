@@ -969,11 +969,16 @@ def rebuilt_stage(tables: StageTables, config: ClusterConfig, loader: WindowLoad
 def stored_window(loader: WindowLoader | None) -> tuple[StoredArticles | list[ArticleRecord],
                                                         list[Incident]]:
     """What storage holds for a rebuild; nothing, said in the log, when it cannot be read
-    (the stage then rebuilds from the tables alone rather than the agent dying)."""
+    (the stage then rebuilds from the tables alone rather than the agent dying). A damaged
+    store is raised: no wait mends it, and the tables alone forgot every incident older
+    than their window (the worker ends, ``store_damage``, and its supervisor with it)."""
     if loader is None:
         return [], []
     try:
         return held(loader())
+    except StoreDamaged:
+        logger.error("the cluster state cannot be rebuilt: storage is damaged")
+        raise
     except Exception:  # noqa: BLE001 - storage down: the tables alone, not a dead agent
         logger.exception(_STORAGE_UNREAD)
         return [], []
