@@ -610,6 +610,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
         if stage is not None:
             metrics.window_articles.set(len(stage))
             metrics.window_incidents.set(len(stage.incidents))
+            metrics.window_incidents_with_articles.set(stage.incidents_with_articles())
         metrics_writer.write(metrics.registry)
 
     worker = {"assigned": False}  # whether a rebalance has completed here before
@@ -747,7 +748,13 @@ class ProcessorMetrics:
             "newsflow_processor_window_articles", "Articles held in the clustering window."
         )
         self.window_incidents = self.registry.gauge(
-            "newsflow_processor_window_incidents", "Live incidents held in the clustering window."
+            "newsflow_processor_window_incidents",
+            "Incidents the clustering remembers (a follow-up may join them), those whose"
+            " articles all left the window included.",
+        )
+        self.window_incidents_with_articles = self.registry.gauge(
+            "newsflow_processor_window_incidents_with_articles",
+            "Of those, the incidents with an article in the clustering window.",
         )
         self.waiting_for_storage = self.registry.gauge(
             "newsflow_processor_waiting_for_storage",
