@@ -78,6 +78,8 @@ ROLE_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = {
     "processors": (("newsflow_processor_articles_total", "articles_in"),
                    ("newsflow_processor_window_articles", "window_articles"),
                    ("newsflow_processor_window_incidents", "window_incidents"),
+                   ("newsflow_processor_window_incidents_with_articles",
+                    "window_incidents_with_articles"),
                    ("newsflow_processor_dead_letters_total", "dead_letters"),
                    ("newsflow_consumer_lag", "lag"),
                    ("newsflow_processor_waiting_for_storage", "waiting_for_storage")),
@@ -538,8 +540,16 @@ def _window(figures: Mapping[str, float]) -> str:
     after a recycle or a start without the seeds, as if the state had been lost."""
     if "window_articles" not in figures:
         return "window not built yet (at the first article it clusters)"
-    return (f"window {counted(int(figures['window_articles']), 'article', 'articles')}, "
-            f"{counted(int(figures.get('window_incidents', 0)), 'incident', 'incidents')}")
+    incidents = int(figures.get("window_incidents", 0))
+    line = (f"window {counted(int(figures['window_articles']), 'article', 'articles')}, "
+            f"{counted(incidents, 'incident', 'incidents')}")
+    # The incidents the clustering remembers outlive their articles: "window 240
+    # articles, 390 incidents" read as a contradiction. (A worker of an older newsflow
+    # writes no such figure.)
+    with_articles = figures.get("window_incidents_with_articles")
+    if with_articles is not None and int(with_articles) != incidents:
+        line += f" ({int(with_articles)} with articles in the window)"
+    return line
 
 
 def _role_line(r: RoleStatus, now: float) -> str:

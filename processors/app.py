@@ -610,6 +610,7 @@ def create_app(settings: Settings, *, window_loader: WindowLoader | None = None,
         if stage is not None:
             metrics.window_articles.set(len(stage))
             metrics.window_incidents.set(len(stage.incidents))
+            metrics.window_incidents_with_articles.set(stage.incidents_with_articles())
         metrics_writer.write(metrics.registry)
 
     worker = {"assigned": False}  # whether a rebalance has completed here before
@@ -747,7 +748,13 @@ class ProcessorMetrics:
             "newsflow_processor_window_articles", "Articles held in the clustering window."
         )
         self.window_incidents = self.registry.gauge(
-            "newsflow_processor_window_incidents", "Live incidents held in the clustering window."
+            "newsflow_processor_window_incidents",
+            "Incidents the clustering remembers (a follow-up may join them), those whose"
+            " articles all left the window included.",
+        )
+        self.window_incidents_with_articles = self.registry.gauge(
+            "newsflow_processor_window_incidents_with_articles",
+            "Of those, the incidents with an article in the clustering window.",
         )
         self.waiting_for_storage = self.registry.gauge(
             "newsflow_processor_waiting_for_storage",
@@ -969,11 +976,16 @@ def rebuilt_stage(tables: StageTables, config: ClusterConfig, loader: WindowLoad
 def stored_window(loader: WindowLoader | None) -> tuple[StoredArticles | list[ArticleRecord],
                                                         list[Incident]]:
     """What storage holds for a rebuild; nothing, said in the log, when it cannot be read
-    (the stage then rebuilds from the tables alone rather than the agent dying)."""
+    (the stage then rebuilds from the tables alone rather than the agent dying). A damaged
+    store is raised: no wait mends it, and the tables alone forgot every incident older
+    than their window (the worker ends, ``store_damage``, and its supervisor with it)."""
     if loader is None:
         return [], []
     try:
         return held(loader())
+    except StoreDamaged:
+        logger.error("the cluster state cannot be rebuilt: storage is damaged")
+        raise
     except Exception:  # noqa: BLE001 - storage down: the tables alone, not a dead agent
         logger.exception(_STORAGE_UNREAD)
         return [], []

@@ -472,6 +472,11 @@ class IncidentStage:
     def __len__(self) -> int:
         return len(self._arrivals)
 
+    def incidents_with_articles(self) -> int:
+        """How many of ``incidents`` have an article in the window (the rest are summaries
+        whose articles all left it, counted in their ``earlier``)."""
+        return sum(1 for incident in self.incidents.values() if incident.articles)
+
     def restore(self, records: Iterable[ArticleRecord], incidents: Iterable[Incident],
                 merged: Mapping[str, str] | None = None,
                 placed_at: Mapping[str, datetime] | None = None) -> int:

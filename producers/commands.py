@@ -31,11 +31,17 @@ def _quiet_http_logs() -> None:
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_http_logs()
-    from newsflow.commands import exit_code_after, stop_on_signals
+    from newsflow.commands import exit_code_after, stop_on_signals, wait_for_broker_as_a_role
     from newsflow.kafka import bootstrap_servers
     from producers.feeds import run_producer
 
     bootstrap_servers(settings)  # else it would retry for ever a broker it never finds
+    if settings.supervisor_pid is None:
+        # Run by hand: nothing listening is said at once, a stopped broker waited for
+        # saying so (it retried both for ever, in kafka-python's words only). Before the
+        # signals are taken over: a Ctrl-C meanwhile ends it (130). A child of `newsflow
+        # run` keeps retrying, its articles kept in the outbox, while its broker restarts.
+        wait_for_broker_as_a_role(settings)
     if args.feeds:
         # As NEWSFLOW_FEEDS_FILE is (settings: `with_absolute_paths`, `home_expanded`):
         # `--feeds=~/feeds.toml`, which no shell expands, polled nothing ("no feeds file
@@ -50,10 +56,21 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_http_logs()
-    from newsflow.commands import stop_on_signals
+    from newsflow.commands import broker_answers, stop_on_signals
     from producers.feeds import poll_once
     from producers.state import StateStore
 
+    if not args.stdout:
+        if not settings.kafka_bootstrap:
+            raise ValueError(
+                "publishing needs a broker: set NEWSFLOW_KAFKA_BOOTSTRAP, start `newsflow run` "
+                f"(found by {settings.runfile}: run this with its NEWSFLOW_DATA_DIR), "
+                "or use --stdout"
+            )
+        # Nothing listening said at once, a stopped broker waited for saying so (it waited
+        # kafka-python's 30 s for either), before the signals are taken over: a Ctrl-C
+        # meanwhile only set a stop event nothing looked at yet.
+        broker_answers(settings)
     stop = stop_on_signals()
     if args.stdout:
         out = sys.stdout
@@ -68,12 +85,6 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from newsflow.kafka import Publisher
 
-        if not settings.kafka_bootstrap:
-            raise ValueError(
-                "publishing needs a broker: set NEWSFLOW_KAFKA_BOOTSTRAP, start `newsflow run` "
-                f"(found by {settings.runfile}: run this with its NEWSFLOW_DATA_DIR), "
-                "or use --stdout"
-            )
         state = StateStore(settings.producer_state_file)
         try:
             with Publisher(settings, client_id=f"{settings.app_id}-poll") as publisher:

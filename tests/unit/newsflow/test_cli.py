@@ -482,38 +482,6 @@ def test_a_role_started_alone_elsewhere_names_its_paths_in_full(tmp_path, monkey
         capsys.readouterr().err)
 
 
-def _producer_start_log(cwd, *options, **settings):  # type: ignore[no-untyped-def]
-    """What `newsflow produce` logs up to its "producer starting" line, run in ``cwd``."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as closed:  # a port nothing listens on: the producer waits on it
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_")}
-    env.update(NEWSFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}", **settings)
-    producer = subprocess.Popen([sys.executable, "-m", "newsflow.cli", "produce", *options],
-                                cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-    lines = []
-    try:
-        assert producer.stderr is not None
-        while not lines or "producer starting" not in lines[-1] and lines[-1]:
-            lines.append(producer.stderr.readline())  # ("" once it exits)
-    finally:
-        producer.kill()
-        producer.wait()
-    return "".join(lines)
-
-
-def test_a_producer_started_alone_elsewhere_warns_of_its_feeds_file_in_full(tmp_path):
-    log = _producer_start_log(tmp_path)
-    assert f"WARNING producers.feeds: no feeds file at {tmp_path / 'feeds.toml'}:" in log, log
-    assert f"state in {tmp_path / 'var' / 'producer.db'}" in log, log
-
-
 def test_tails_help_says_what_json_prints():
     """`tail --help` said --json printed "the raw message values": it prints each value as
     a line of JSON, one that is not JSON as a JSON string (tests/unit/newsflow/test_tail.py),
@@ -883,20 +851,6 @@ def test_a_closed_stdout_is_said_in_one_line(tmp_path):
     assert done.stderr == "newsflow incidents: error: [Errno 9] standard output is closed\n"
 
 
-def test_a_feeds_option_with_a_tilde_names_the_file_in_the_home_folder(tmp_path):
-    """`newsflow produce --feeds=~/feeds.toml` (no shell expands that ~): "no feeds file at
-    ~/feeds.toml", a warning, and the producer polled nothing, where NEWSFLOW_FEEDS_FILE
-    so spelt was found."""
-    (tmp_path / "feeds.toml").write_text('[[feed]]\nurl = "http://127.0.0.1:9/feed.xml"\n',
-                                         encoding="utf-8")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    log = _producer_start_log(elsewhere, "--feeds=~/feeds.toml", HOME=str(tmp_path))
-    assert f"1 feed(s) (1 from {tmp_path / 'feeds.toml'})" in log, log
-    log = _producer_start_log(tmp_path, "--feeds", "feeds.toml", HOME=str(elsewhere))
-    assert f"1 feed(s) (1 from {tmp_path / 'feeds.toml'})" in log, log
-
-
 def test_with_stderr_closed_what_it_would_say_stays_out_of_stdout(tmp_path):
     """`newsflow cluster IN 2>&- > OUT`: Python's None for a closed stderr sent each
     `print(..., file=sys.stderr)` to stdout, "clustered 1 article(s) into stdout" among
@@ -930,10 +884,10 @@ def test_a_full_stdout_is_named_as_what_is_full(tmp_path):
                            " 'standard output'\n")
 
 
-# The commands a user runs by hand that talk to the broker, and `sink` and `process`
-# run alone.
+# The commands a user runs by hand that talk to the broker, and `sink`, `process` and
+# `produce` run alone. (`poll` fails or waits before it fetches its feed.)
 BROKER_COMMANDS = [["tail", "raw"], ["topics"], ["dlq", "list"], ["dlq", "redrive"], ["sink"],
-                   ["process"]]
+                   ["process"], ["produce"], ["poll", "--once", "http://127.0.0.1:9/feed.xml"]]
 
 
 def _newsflow(tmp_path, address, command, **popen):  # type: ignore[no-untyped-def]
@@ -947,7 +901,7 @@ def _newsflow(tmp_path, address, command, **popen):  # type: ignore[no-untyped-d
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
 
 
-@pytest.mark.parametrize("command", BROKER_COMMANDS)
+@pytest.mark.parametrize("command", BROKER_COMMANDS, ids=" ".join)
 def test_a_command_where_no_broker_listens_fails_at_once_saying_so(tmp_path, command):
     """Nothing listens at NEWSFLOW_KAFKA_BOOTSTRAP: the connection refused is the answer,
     said first, as `replay` says it (these waited 30 s in silence for kafka-python's
@@ -964,7 +918,7 @@ def test_a_command_where_no_broker_listens_fails_at_once_saying_so(tmp_path, com
                                     " Connection refused (check NEWSFLOW_KAFKA_BOOTSTRAP)"), err
 
 
-@pytest.mark.parametrize("command", BROKER_COMMANDS)
+@pytest.mark.parametrize("command", BROKER_COMMANDS, ids=" ".join)
 def test_a_command_waiting_for_a_broker_that_answers_nothing_says_so(tmp_path, command):
     """A broker that takes connections and answers nothing (stopped): waited for, with a
     WARNING saying so (it was a silent wait), and a Ctrl-C then ends the command (130)."""

@@ -350,3 +350,34 @@ def test_the_data_folder_a_process_names_is_read_as_its_settings_read_it(monkeyp
     assert data_dir_of("  ", cwd="/srv", home="/home/x") == Path("/srv/var")
     assert data_dir_of("data/nf", cwd="/srv", home="/home/x") == Path("/srv/data/nf")
     assert data_dir_of("/abs/nf", cwd="/srv", home="/home/x") == Path("/abs/nf")
+
+
+def test_the_window_says_how_many_of_its_incidents_have_articles_in_it() -> None:
+    """The incidents the clustering remembers outlive their articles: "window 1 article,
+    2 incidents" read as a contradiction (helper-236's find)."""
+    def processors_line(figures: dict[str, float]) -> str:
+        processors = RoleStatus("processors", 7, 65.0, {"articles_in": 3, **figures})
+        status = Status("var", running=False, roles=[processors])
+        return format_status(status, now=1000.0).splitlines()[2]
+
+    assert processors_line({"window_articles": 1, "window_incidents": 2,
+                            "window_incidents_with_articles": 1}) == (
+        "  process     pid 7, up 1 min: 3 articles in; window 1 article, 2 incidents"
+        " (1 with articles in the window)")
+    # Every incident with articles in the window, or a worker of an older newsflow that
+    # writes no such figure: as before.
+    for figures in ({"window_articles": 2, "window_incidents": 1,
+                     "window_incidents_with_articles": 1},
+                    {"window_articles": 2, "window_incidents": 1}):
+        assert processors_line(figures) == \
+            "  process     pid 7, up 1 min: 3 articles in; window 2 articles, 1 incident"
+
+
+def test_the_processors_figures_name_the_incidents_with_articles_in_the_window() -> None:
+    processors = role_status(Textfile("processors-999999", "processors", 999999, """\
+newsflow_processor_window_articles 240
+newsflow_processor_window_incidents 390
+newsflow_processor_window_incidents_with_articles 150
+"""))
+    assert processors.figures == {"window_articles": 240, "window_incidents": 390,
+                                  "window_incidents_with_articles": 150}

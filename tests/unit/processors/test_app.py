@@ -2,9 +2,14 @@ import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from newsflow.schemas import RawArticle
 from newsflow.settings import Settings
+from newsflow.storage import StoreDamaged
 from processors.app import clean_article, create_app, read_ahead, store_damage, stored_window
+from sinks.sqlite import SQLiteSink, SQLiteStore
+from tests import records
 
 
 def test_faust_keeps_its_files_under_the_data_dir(tmp_path: Path, monkeypatch) -> None:
@@ -72,6 +77,26 @@ def test_storage_that_cannot_be_read_leaves_the_rebuild_to_the_tables(caplog) ->
     assert stored_window(None) == ([], [])
     # Read once, as lists: a loader may hand back generators.
     assert stored_window(lambda: (iter(["record"]), iter(["incident"]))) == (["record"], ["incident"])
+
+
+def test_a_damaged_store_ends_a_rebuild_instead_of_forgetting_its_incidents(tmp_path) -> None:
+    """A rebuild after a rebalance that met a damaged SQLite store went on from the
+    tables alone, forgetting every stored incident older than their window; no wait
+    mends the damage, so it is raised, for the worker to end with it (exit 65)."""
+    db = tmp_path / "newsflow.db"
+    sink = SQLiteSink(db)
+    sink.add(records.incident("i1", 1, [1]))
+    sink.add(records.article(1))
+    sink.flush()
+    sink.close()
+    records.damage_tables(db, "incidents")
+    store = SQLiteStore(db, migrate_schema=False)
+
+    def read_damaged():
+        return store.list_incidents(), []
+
+    with pytest.raises(StoreDamaged, match=f"SQLite database {db} is damaged"):
+        stored_window(read_damaged)
 
 
 def test_a_huge_article_from_a_producer_that_cut_nothing_is_cut_to_fit_the_tables() -> None:

@@ -63,6 +63,17 @@ def test_a_follow_up_revives_a_dormant_incident_with_its_history():
     assert incident.title == afp.title
 
 
+def test_the_incidents_with_articles_in_the_window_are_counted_apart():
+    """`newsflow status` said "window 1 article, 2 incidents": the incidents remembered
+    include those whose articles all left the window."""
+    reuters, _ = seeds()
+    stage = IncidentStage(ClusterConfig(window_days=1, incident_days=90))
+    stage.process(reuters, T0)
+    assert (len(stage), len(stage.incidents), stage.incidents_with_articles()) == (1, 1, 1)
+    stage.process(filler(2), T0 + timedelta(days=2))
+    assert (len(stage), len(stage.incidents), stage.incidents_with_articles()) == (1, 2, 1)
+
+
 def test_a_story_that_runs_for_days_lists_only_its_reports_in_the_window():
     # A story reported for weeks held every report in memory (a soak's processors grew
     # past 1 GB): those that left the window are counted, no longer listed or placed.
