@@ -127,7 +127,9 @@ _POOL_OUTAGE = _NoFault(lambda record: record.msg in _POOL_OUTAGE_MESSAGES)
 # kafka-python log some 5 ERROR lines every 10 s for each request that timed out (the
 # connection's, the transport's, the metadata refresh's, the coordinator's, the fetch's)
 # and aiokafka one per fetch, for a condition newsflow waits out with nothing lost.
-_TIMED_OUT = re.compile(r"RequestTimedOutError|Request timed out after")
+# A client made while it is silent (a producer started again) logs kafka.net.manager's
+# "Bootstrap failed: ... Unable to bootstrap" ERROR every 30 s instead.
+_TIMED_OUT = re.compile(r"RequestTimedOutError|Request timed out after|Unable to bootstrap")
 _TIMEOUT_MS = re.compile(r"timed out after (\d+) ms")
 # aiokafka logs nothing, at the levels configured, when a broker answers again: a timeout
 # line this long after the last one is taken for a new silence.

@@ -172,3 +172,10 @@ def test_aiokafkas_timeouts_far_apart_are_two_silences(
                                    "Failed fetch messages from %s: %s",
                                    (111, "[Error 7] RequestTimedOutError"), created))
     assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+
+
+def test_a_client_that_cannot_bootstrap_from_a_silent_broker_is_no_error() -> None:
+    bootstrap = _record("kafka.net.manager", logging.ERROR, "Bootstrap failed: %s",
+                        ("KafkaTimeoutError: Unable to bootstrap from 127.0.0.1:9092",), 0.0)
+    assert BrokerSilence().filter(bootstrap) is False
+    assert bootstrap.levelno == logging.DEBUG
