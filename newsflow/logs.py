@@ -132,8 +132,21 @@ _POOL_OUTAGE = _NoFault(lambda record: record.msg in _POOL_OUTAGE_MESSAGES)
 _TIMED_OUT = re.compile(r"RequestTimedOutError|Request timed out after|Unable to bootstrap")
 _TIMEOUT_MS = re.compile(r"timed out after (\d+) ms")
 # aiokafka logs nothing, at the levels configured, when a broker answers again: a timeout
-# line this long after the last one is taken for a new silence.
-SILENCE_GAP_S = 60.0
+# line this long after the last one is taken for a new silence (faust gives aiokafka's
+# requests 90 s).
+SILENCE_GAP_S = 120.0
+
+
+# What the clients say of a silence's consequences (the group given up, a connection
+# that could not be made): at DEBUG too while a silence lasts (a 3-minute freeze gave the
+# processors 3 such ERRORs), at their own level otherwise (nothing listening, say).
+_SILENCE_CONSEQUENCES = frozenset({
+    "Heartbeat session expired - marking coordinator dead",
+    "Unable connect to node with id %s: %s",
+    "Unable to update metadata from %s",
+    "Marking the coordinator dead (node %s)for group %s.",
+    "Heartbeat session expired, marking coordinator dead",
+})
 
 
 def timed_out_request(record: logging.LogRecord) -> bool:
@@ -167,13 +180,20 @@ class BrokerSilence(logging.Filter):
             return False
         if record.name == "kafka.net.connection" and record.levelno < logging.WARNING:
             return False
-        if not timed_out_request(record):
+        if record.name.startswith(("kafka.", "aiokafka")) and (
+                record.msg in _SILENCE_CONSEQUENCES and self._silent_at(record.created)):
+            self.last_timeout = record.created
+        elif timed_out_request(record):
+            if not self._silent_at(record.created):
+                self._silence_started(record)
+            self.last_timeout = record.created
+        else:
             return True
-        if self.silent_since is None or record.created - self.last_timeout > SILENCE_GAP_S:
-            self._silence_started(record)
-        self.last_timeout = record.created
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+    def _silent_at(self, created: float) -> bool:
+        return self.silent_since is not None and created - self.last_timeout <= SILENCE_GAP_S
 
     def _silence_started(self, record: logging.LogRecord) -> None:
         # The request was sent its timeout before: the silence began then at the latest.

@@ -179,3 +179,20 @@ def test_a_client_that_cannot_bootstrap_from_a_silent_broker_is_no_error() -> No
                         ("KafkaTimeoutError: Unable to bootstrap from 127.0.0.1:9092",), 0.0)
     assert BrokerSilence().filter(bootstrap) is False
     assert bootstrap.levelno == logging.DEBUG
+
+
+def test_a_silence_s_consequences_are_at_debug_while_it_lasts_only() -> None:
+    silence = BrokerSilence()
+
+    def unable(created: float) -> logging.LogRecord:
+        return _record("aiokafka", logging.ERROR, "Unable connect to node with id %s: %s",
+                       (111, ""), created)
+
+    before = unable(0.0)
+    assert silence.filter(before) and before.levelno == logging.ERROR  # (nothing listening)
+    silence.filter(_record("aiokafka.consumer.fetcher", logging.ERROR,
+                           "Failed fetch messages from %s: %s",
+                           (111, "[Error 7] RequestTimedOutError"), 100.0))
+    during, later = unable(150.0), unable(200.0)
+    assert not silence.filter(during) and not silence.filter(later)
+    assert during.levelno == later.levelno == logging.DEBUG
