@@ -123,6 +123,96 @@ _POOL_OUTAGE_MESSAGES = frozenset({
 _POOL_OUTAGE = _NoFault(lambda record: record.msg in _POOL_OUTAGE_MESSAGES)
 
 
+# A broker that stops answering (frozen: a suspended laptop, a paused VM, SIGSTOP) made
+# kafka-python log some 5 ERROR lines every 10 s for each request that timed out (the
+# connection's, the transport's, the metadata refresh's, the coordinator's, the fetch's)
+# and aiokafka one per fetch, for a condition newsflow waits out with nothing lost.
+# A client made while it is silent (a producer started again) logs kafka.net.manager's
+# "Bootstrap failed: ... Unable to bootstrap" ERROR every 30 s instead.
+_TIMED_OUT = re.compile(r"RequestTimedOutError|Request timed out after|Unable to bootstrap")
+_TIMEOUT_MS = re.compile(r"timed out after (\d+) ms")
+# aiokafka logs nothing, at the levels configured, when a broker answers again: a timeout
+# line this long after the last one is taken for a new silence (faust gives aiokafka's
+# requests 90 s).
+SILENCE_GAP_S = 120.0
+
+
+# What the clients say of a silence's consequences (the group given up, a connection
+# that could not be made): at DEBUG too while a silence lasts (a 3-minute freeze gave the
+# processors 3 such ERRORs), at their own level otherwise (nothing listening, say).
+_SILENCE_CONSEQUENCES = frozenset({
+    "Heartbeat session expired - marking coordinator dead",
+    "Unable connect to node with id %s: %s",
+    "Unable to update metadata from %s",
+    "Marking the coordinator dead (node %s)for group %s.",
+    "Heartbeat session expired, marking coordinator dead",
+})
+
+
+def timed_out_request(record: logging.LogRecord) -> bool:
+    """A Kafka client library's line about a request the broker did not answer in time."""
+    return record.name.startswith(("kafka.", "aiokafka.")) and bool(
+        _TIMED_OUT.search(record.getMessage()))
+
+
+def broker_answered(record: logging.LogRecord) -> bool:
+    """kafka-python's INFO line of a connection whose first request (the API versions)
+    the broker answered."""
+    return record.name == "kafka.net.connection" and record.msg == "%s: Connected"
+
+
+class BrokerSilence(logging.Filter):
+    """On the handler: the libraries' timeout lines of one silence of the broker as one
+    WARNING of newsflow's when it starts (the rest at DEBUG, for whoever turns the
+    library's logger down to DEBUG), and an INFO saying how long it lasted when a
+    connection is answered again (kafka-python's). Other lines pass as they are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.silent_since: float | None = None  # (time.time(): the records' clock)
+        self.last_timeout: float = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if broker_answered(record):
+            self._answered(record)
+            # (kafka.net.connection is at INFO for this line alone: its INFO lines
+            # showed never before.)
+            return False
+        if record.name == "kafka.net.connection" and record.levelno < logging.WARNING:
+            return False
+        if record.name.startswith(("kafka.", "aiokafka")) and (
+                record.msg in _SILENCE_CONSEQUENCES and self._silent_at(record.created)):
+            self.last_timeout = record.created
+        elif timed_out_request(record):
+            if not self._silent_at(record.created):
+                self._silence_started(record)
+            self.last_timeout = record.created
+        else:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+    def _silent_at(self, created: float) -> bool:
+        return self.silent_since is not None and created - self.last_timeout <= SILENCE_GAP_S
+
+    def _silence_started(self, record: logging.LogRecord) -> None:
+        # The request was sent its timeout before: the silence began then at the latest.
+        timeout = _TIMEOUT_MS.search(record.getMessage())
+        self.silent_since = record.created - (int(timeout.group(1)) / 1000 if timeout else 0)
+        logging.getLogger(__name__).warning(
+            "the Kafka broker stopped answering (%s: %s); waiting for it, nothing is lost;"
+            " the client's timeout lines are at DEBUG while it is silent",
+            record.name, record.getMessage())
+
+    def _answered(self, record: logging.LogRecord) -> None:
+        if self.silent_since is None:
+            return
+        logging.getLogger(__name__).info(
+            "the Kafka broker answers again, after %.0f s without an answer",
+            record.created - self.silent_since)
+        self.silent_since = None
+
+
 def configure_logging(settings: Settings, *, role: str, service: bool = True) -> None:
     """Log to stderr at the settings' level. ``role``: the command or role this process
     runs (`run`, `sink`, `replay`, ...), in each line, plain or JSON. ``service``: a
@@ -140,6 +230,7 @@ def configure_log_output(level: str, as_json: bool, *, role: str, service: bool 
         handler.setFormatter(JsonFormatter(role))
     else:
         handler.setFormatter(PlainFormatter(role))
+    handler.addFilter(BrokerSilence())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -164,3 +255,6 @@ def configure_log_output(level: str, as_json: bool, *, role: str, service: bool 
     logging.getLogger("htmldate.meta").setLevel(max(logging.CRITICAL, root.level))
     if not service and root.level > logging.DEBUG:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    elif service:
+        # Its "Connected" line is BrokerSilence's sign that a silent broker answers again.
+        logging.getLogger("kafka.net.connection").setLevel(logging.INFO)

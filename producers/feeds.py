@@ -1407,8 +1407,12 @@ def _stop_when_left_without_broker(
 
 def _connect_publisher(settings: Settings, stop: threading.Event, factory):  # type: ignore[no-untyped-def]
     """The broker may not be up yet: keep trying (with backoff) until it is, or stop
-    (answered at once, though kafka-python's constructor waits on a broker that is down)."""
+    (answered at once, though kafka-python's constructor waits on a broker that is down).
+    Said once, a WARNING at the first failure and an INFO when it is reached: a WARNING
+    at every retry flooded the log of a pause (a suspended machine) with what the
+    producer handles."""
     delay = 1.0
+    failing_since: float | None = None
     while not stop.is_set():
         try:
             publisher = unless_stopped(
@@ -1417,13 +1421,20 @@ def _connect_publisher(settings: Settings, stop: threading.Event, factory):  # t
         except Stopped:
             return None
         except Exception as exc:
-            logger.warning("broker not reachable (%s); retrying in %.0fs", exc, delay)
+            if failing_since is None:
+                failing_since = time.monotonic()
+                logger.warning("broker not reachable (%s); retrying in %.0f s, the wait"
+                               " doubling up to 60 s, its later failures at DEBUG", exc, delay)
+            else:
+                logger.debug("broker not reachable (%s); retrying in %.0fs", exc, delay)
             stop.wait(delay)
             delay = min(60.0, delay * 2)
             continue
         if stop.is_set():
             publisher.close()
             return None
+        if failing_since is not None:
+            logger.info("broker reachable again, after %.0f s", time.monotonic() - failing_since)
         return publisher
     return None
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from newsflow.logs import configure_logging
+from newsflow.logs import SILENCE_GAP_S, BrokerSilence, configure_logging
 from newsflow.settings import Settings
 from producers.extract import extract_article
 from tests.conftest import shared_path
@@ -19,7 +19,7 @@ def restored_logging(monkeypatch: pytest.MonkeyPatch) -> None:
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])
     monkeypatch.setattr(root, "level", root.level)
-    for name in ("faust", "kafka"):
+    for name in ("faust", "kafka", "kafka.net.connection"):
         logger = logging.getLogger(name)
         monkeypatch.setattr(logger, "level", logger.level)
 
@@ -126,3 +126,73 @@ def test_what_a_feed_wrote_is_logged_on_one_line_without_terminal_controls(
     line = capsys.readouterr().err
     assert line.count("\n") == 1 and not re.search(r"[\x00-\x1f\x7f-\x9f]", line[:-1])
     assert json.loads(line)["message"] == f"page {link} failed"
+
+
+def _record(name: str, level: int, msg: str, args: tuple[object, ...], created: float,
+            ) -> logging.LogRecord:
+    record = logging.LogRecord(name, level, __file__, 1, msg, args, None)
+    record.created = created
+    return record
+
+
+def test_a_silent_broker_is_one_warning_and_its_answer_one_info_with_how_long(
+        caplog: pytest.LogCaptureFixture) -> None:
+    silence = BrokerSilence()
+    timed_out = [_record("kafka.net.connection", logging.ERROR, "%s: Connection lost: %s",
+                         ("<conn>", "[Error 7] RequestTimedOutError: Request timed out"
+                          " after 29999 ms"), 1000.0 + 10 * n) for n in range(3)]
+    lost = _record("kafka.net.connection", logging.ERROR, "%s: Connection lost: %s",
+                   ("<conn>", "[Errno 111] Connection refused"), 1030.0)
+    answered = _record("kafka.net.connection", logging.INFO, "%s: Connected", ("<conn>",),
+                       1100.0)
+    with caplog.at_level(logging.INFO, logger="newsflow.logs"):
+        shown = [silence.filter(record) for record in [*timed_out, lost, answered]]
+    # The timeout lines at DEBUG (its logger is not), another error as it was.
+    assert shown == [False, False, False, True, False]
+    assert [r.levelno for r in timed_out] == [logging.DEBUG] * 3
+    assert lost.levelno == logging.ERROR
+    assert [(r.levelname, r.getMessage().split(",")[0]) for r in caplog.records] == [
+        ("WARNING", "the Kafka broker stopped answering (kafka.net.connection: <conn>:"
+                    " Connection lost: [Error 7] RequestTimedOutError: Request timed out"
+                    " after 29999 ms); waiting for it"),
+        # From the first request that was not answered, sent 30 s before its timeout.
+        ("INFO", "the Kafka broker answers again"),
+    ]
+    assert caplog.records[1].getMessage().endswith("after 130 s without an answer")
+
+
+def test_aiokafkas_timeouts_far_apart_are_two_silences(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # aiokafka says nothing of an answer at the levels configured: a gap says it.
+    silence = BrokerSilence()
+    times = [0.0, 40.0, 40.0 + SILENCE_GAP_S + 1]
+    with caplog.at_level(logging.INFO, logger="newsflow.logs"):
+        for created in times:
+            silence.filter(_record("aiokafka.consumer.fetcher", logging.ERROR,
+                                   "Failed fetch messages from %s: %s",
+                                   (111, "[Error 7] RequestTimedOutError"), created))
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+
+
+def test_a_client_that_cannot_bootstrap_from_a_silent_broker_is_no_error() -> None:
+    bootstrap = _record("kafka.net.manager", logging.ERROR, "Bootstrap failed: %s",
+                        ("KafkaTimeoutError: Unable to bootstrap from 127.0.0.1:9092",), 0.0)
+    assert BrokerSilence().filter(bootstrap) is False
+    assert bootstrap.levelno == logging.DEBUG
+
+
+def test_a_silence_s_consequences_are_at_debug_while_it_lasts_only() -> None:
+    silence = BrokerSilence()
+
+    def unable(created: float) -> logging.LogRecord:
+        return _record("aiokafka", logging.ERROR, "Unable connect to node with id %s: %s",
+                       (111, ""), created)
+
+    before = unable(0.0)
+    assert silence.filter(before) and before.levelno == logging.ERROR  # (nothing listening)
+    silence.filter(_record("aiokafka.consumer.fetcher", logging.ERROR,
+                           "Failed fetch messages from %s: %s",
+                           (111, "[Error 7] RequestTimedOutError"), 100.0))
+    during, later = unable(150.0), unable(200.0)
+    assert not silence.filter(during) and not silence.filter(later)
+    assert during.levelno == later.levelno == logging.DEBUG

@@ -1010,7 +1010,7 @@ class _Connection:
         self.closed = True
 
 
-def test_the_publisher_s_connection_is_tried_again_until_it_succeeds():
+def test_the_publisher_s_connection_is_tried_again_until_it_succeeds(caplog):
     from producers.feeds import _connect_publisher
 
     tries: list[str] = []
@@ -1018,12 +1018,18 @@ def test_the_publisher_s_connection_is_tried_again_until_it_succeeds():
 
     def factory(settings: Settings, client_id: str) -> _Connection:
         tries.append(client_id)
-        if len(tries) == 1:
+        if len(tries) <= 2:
             raise PublishError("broker not up yet")
         return made
 
-    assert _connect_publisher(Settings(), threading.Event(), factory) is made
-    assert tries == ["newsflow-feeds", "newsflow-feeds"] and not made.closed
+    with caplog.at_level(logging.DEBUG, logger="producers.feeds"):
+        assert _connect_publisher(Settings(), threading.Event(), factory) is made
+    assert tries == ["newsflow-feeds"] * 3 and not made.closed
+    # Said once (a WARNING at each retry flooded a pause's log), and its end.
+    assert [(r.levelname, r.getMessage().split(" (")[0].split(",")[0])
+            for r in caplog.records] == [("WARNING", "broker not reachable"),
+                                         ("DEBUG", "broker not reachable"),
+                                         ("INFO", "broker reachable again")]
 
 
 def test_a_stop_ends_the_wait_for_a_publisher_s_connection():
