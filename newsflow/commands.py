@@ -96,7 +96,7 @@ def exit_code_after(stop: SignalStop, code: int = 0) -> int:
     return INTERRUPTED if code == 0 and stop.signum == signal.SIGINT else code
 
 
-def broker_answers(settings: Settings) -> None:
+def check_broker(settings: Settings) -> None:
     """At the start of a command run by hand: fail at once where nothing listens at the
     bootstrap address, and wait, saying so, for a broker that takes connections and
     answers nothing (``wait_for_broker``), as `replay` does; kafka-python waited 30 s in
@@ -109,14 +109,14 @@ def broker_answers(settings: Settings) -> None:
 
 
 def reach_broker(settings: Settings) -> None:
-    """Connect to the configured broker once (``broker_answers`` first), before a command
+    """Connect to the configured broker once (``check_broker`` first), before a command
     takes SIGINT and SIGTERM over with ``stop_on_signals``: kafka-python waits up to 30 s
     for a broker that does not answer, and a Ctrl-C meanwhile only set a stop event
     nothing looked at yet (the command waited on, then failed). Until then the signal
     ends the command at once."""
     from newsflow.kafka import admin_client
 
-    broker_answers(settings)
+    check_broker(settings)
     admin_client(settings).close()
 
 
@@ -126,7 +126,7 @@ def wait_for_broker_as_a_role(settings: Settings) -> None:
     on when it answers. A paused broker is not a fault: the role failed after
     kafka-python's 30 s bootstrap and `newsflow run` started it again, and again, an ERROR
     each time, for as long as the pause lasted. Where nothing listens, a role run by hand
-    fails at once, saying so (``broker_answers``); a child of `newsflow run` bootstraps as
+    fails at once, saying so (``check_broker``); a child of `newsflow run` bootstraps as
     before (its broker may be starting again)."""
     from kafka.errors import KafkaError
 
@@ -137,7 +137,7 @@ def wait_for_broker_as_a_role(settings: Settings) -> None:
             wait_for_broker(settings, wait_s=None)
         except BrokerUnreachable:
             if settings.supervisor_pid is None:
-                raise  # run by hand: nothing listens there, said at once (``broker_answers``)
+                raise  # run by hand: nothing listens there, said at once (``check_broker``)
             # A child of `newsflow run`, whose broker may be starting again: kafka-python's
             # bootstrap waits its 30 s and says so.
         try:
@@ -224,7 +224,7 @@ def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     from newsflow.redrive import letters_waiting
     from newsflow.tail import describe, record_time
 
-    broker_answers(settings)
+    check_broker(settings)
     records = letters_waiting(settings, everything=args.all)
     for record in records:
         print(f"{record_time(record.timestamp)} {record.partition}@{record.offset} "
@@ -245,7 +245,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
         topic_specs,
     )
 
-    broker_answers(settings)
+    check_broker(settings)
     specs = topic_specs(settings)
     created = ensure_topics(settings, specs)
     # What the broker holds: a topic that existed (an older newsflow's, or created with

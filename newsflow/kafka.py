@@ -29,7 +29,7 @@ from kafka.errors import (
 from kafka.net.compat import KafkaNetClient
 
 from newsflow.schemas import DeadLetter, RawArticle
-from newsflow.settings import Settings, host_and_port
+from newsflow.settings import Settings
 from newsflow.text import counted
 
 logger = logging.getLogger(__name__)
@@ -138,12 +138,10 @@ def broker_answer(host: str, port: int, timeout_s: float) -> str:
 
 
 def _probed_servers(settings: Settings) -> list[tuple[str, str, int]]:
-    """Each address of the bootstrap as (its name in messages, host, port)."""
-    servers = []
-    for server in bootstrap_servers(settings).split(","):
-        host, port = host_and_port(server)
-        servers.append((f"{host}:{port or 9092}", host, int(port or 9092)))
-    return servers
+    """Each address of the bootstrap, read as kafka-python reads it (``broker_addresses``),
+    as (its name in messages, host, port)."""
+    return [(f"{host}:{port}", host, port)
+            for host, port in broker_addresses(bootstrap_servers(settings))]
 
 
 def broker_silent(settings: Settings, probe_s: float = 1.0) -> bool:

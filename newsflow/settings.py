@@ -116,7 +116,7 @@ TopicName = AfterValidator(topic_name)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+._-]*://")
 
 
-def host_and_port(server: str) -> tuple[str, str | None]:
+def _host_and_port(server: str) -> tuple[str, str | None]:
     """``server``'s host and port (None: none given): "[::1]:9092" and "[::1]" (IPv6),
     "::1" (IPv6, no port), "host:9092", "host"."""
     if server.startswith("["):
@@ -144,7 +144,7 @@ def kafka_servers(value: str | None) -> str | None:
         server = _SCHEME.sub("", entry.strip())
         if not server:
             continue
-        host, port = host_and_port(server)
+        host, port = _host_and_port(server)
         if not host or (port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
             raise ValueError(f"{entry.strip()!r} is no broker: give host:port (the port a number"
                              " from 1 to 65535), several comma-separated")

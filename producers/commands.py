@@ -56,7 +56,7 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
     _quiet_http_logs()
-    from newsflow.commands import broker_answers, stop_on_signals
+    from newsflow.commands import check_broker, stop_on_signals
     from producers.feeds import poll_once
     from producers.state import StateStore
 
@@ -70,7 +70,7 @@ def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
         # Nothing listening said at once, a stopped broker waited for saying so (it waited
         # kafka-python's 30 s for either), before the signals are taken over: a Ctrl-C
         # meanwhile only set a stop event nothing looked at yet.
-        broker_answers(settings)
+        check_broker(settings)
     stop = stop_on_signals()
     if args.stdout:
         out = sys.stdout
